@@ -1,0 +1,115 @@
+/* The exponent-Huffman codec for BF16 tensors (docs/FORMAT.md, "Exponent-Huffman
+ * tensors"): length-limited canonical codes, the chunk/lane bit-stream layout, a CPU
+ * encoder and the CPU reference decoder. Knows nothing of files; loader/ places the
+ * sections in a container, kernels/ decodes the same sections on the GPU.
+ */
+#ifndef DF11_CODEC_H
+#define DF11_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "df11/status.h"
+
+#define DF11_LANES 32          /* lanes per chunk = threads of a warp */
+#define DF11_GROUP 8           /* consecutive elements a lane decodes per step */
+#define DF11_MAX_CODE_LEN 15   /* lengths are stored as 4-bit nibbles */
+#define DF11_MAX_LANE_SYMBOLS 4096
+#define DF11_LUT_INVALID 0xffff
+
+/* A canonical code: a length per exponent value (0 = absent). */
+typedef struct df11_code {
+    uint8_t len[256];
+    uint32_t max_len;   /* the L the table is built for */
+    int single_symbol;  /* -1, or the one symbol of an all-equal tensor (length 0) */
+} df11_code;
+
+/* Builds a length-limited Huffman code (lengths <= max_len) from a histogram. */
+df11_status df11_code_build(const uint64_t hist[256], uint32_t max_len, df11_code *code);
+/* The codebook section: 2 + ceil(n_sym / 2) bytes. */
+size_t df11_codebook_size(const df11_code *code);
+void df11_codebook_write(const df11_code *code, uint8_t *out);
+/* Parses and validates (Kraft, lengths <= max_len) a codebook of at most `avail` bytes. */
+df11_status df11_codebook_read(const uint8_t *in, size_t avail, uint32_t max_len,
+                               df11_code *code);
+/* Canonical code of every symbol (meaningful where len > 0). */
+void df11_code_canonical(const df11_code *code, uint16_t codes[256]);
+/* The decode table: 2^max_len entries, entry = length << 8 | symbol, DF11_LUT_INVALID for
+ * bit patterns no code starts with. */
+void df11_lut_build(const df11_code *code, uint16_t *lut);
+
+/* Empirical entropy of a histogram, bits/symbol. */
+double df11_entropy(const uint64_t hist[256]);
+
+/* Exponent and sign|mantissa of a BF16 value, and back. */
+static inline uint8_t df11_bf16_exp(uint16_t v) { return (uint8_t)(v >> 7); }
+static inline uint8_t df11_bf16_sm(uint16_t v) { return (uint8_t)((v >> 8 & 0x80) | (v & 0x7f)); }
+static inline uint16_t df11_bf16_join(uint8_t exp, uint8_t sm)
+{
+    return (uint16_t)((sm & 0x80) << 8 | exp << 7 | (sm & 0x7f));
+}
+
+/* Geometry shared by the encoder and every decoder. */
+static inline uint64_t df11_chunk_elems(uint32_t lane_symbols)
+{
+    return (uint64_t)DF11_LANES * lane_symbols;
+}
+static inline uint64_t df11_n_chunks(uint64_t n, uint32_t lane_symbols)
+{
+    uint64_t ce = df11_chunk_elems(lane_symbols);
+    return (n + ce - 1) / ce;
+}
+/* Active lanes of a chunk holding `n` elements: min(32, ceil(n / S)). */
+static inline uint32_t df11_chunk_lanes(uint64_t n, uint32_t lane_symbols)
+{
+    uint64_t m = (n + lane_symbols - 1) / lane_symbols;
+    return m > DF11_LANES ? DF11_LANES : (uint32_t)m;
+}
+/* Lane-table entries of a tensor (only the last chunk may have fewer than 32 lanes). */
+static inline uint64_t df11_n_lane_entries(uint64_t n, uint32_t lane_symbols)
+{
+    uint64_t c = df11_n_chunks(n, lane_symbols);
+    if (c == 0) return 0;
+    uint64_t last = n - (c - 1) * df11_chunk_elems(lane_symbols);
+    return (c - 1) * DF11_LANES + df11_chunk_lanes(last, lane_symbols);
+}
+
+/* A coded tensor's sections, in memory (a payload, or the encoder's buffers). */
+typedef struct df11_coded {
+    uint64_t n_elements;
+    uint32_t max_len, lane_symbols;
+    uint64_t n_chunks;
+    df11_code code;
+    const uint32_t *chunks;   /* n_chunks word offsets */
+    const uint16_t *lanes;    /* df11_n_lane_entries() bit lengths */
+    const uint32_t *stream;   /* stream_bytes / 4 words, the last two zero */
+    uint64_t stream_bytes;
+    const uint8_t *sm;        /* n_elements sign|mantissa bytes */
+} df11_coded;
+
+/* Encoder output: owns its buffers (free with df11_encoded_free). */
+typedef struct df11_encoded {
+    df11_coded coded;         /* points at the buffers below; coded.sm is not set */
+    uint32_t *chunks;
+    uint16_t *lanes;
+    uint32_t *stream;
+    uint64_t hist[256];
+    double entropy;
+    uint64_t exponent_bits;   /* Σ lane bit lengths */
+} df11_encoded;
+
+/* Encodes n BF16 values. `sm_out` (n bytes) receives the sign|mantissa section. */
+df11_status df11_encode(const uint16_t *bf16, uint64_t n, uint32_t max_len,
+                        uint32_t lane_symbols, int n_threads, uint8_t *sm_out,
+                        df11_encoded *out);
+void df11_encoded_free(df11_encoded *enc);
+
+/* Checks a coded tensor's tables against each other and the stream size (chunk offsets
+ * non-decreasing, lane bits fit the chunk's words) so that decoders can trust them. */
+df11_status df11_coded_validate(const df11_coded *coded);
+
+/* Decodes into `out` (n_elements BF16 values) on n_threads threads. Fails with
+ * DF11_ERR_CORRUPT if any lane does not end exactly at its recorded length. */
+df11_status df11_decode_host(const df11_coded *coded, uint16_t *out, int n_threads);
+
+#endif

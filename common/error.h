@@ -1,0 +1,20 @@
+/* Setting the per-thread error detail that df11_last_error_detail() returns. */
+#ifndef DF11_COMMON_ERROR_H
+#define DF11_COMMON_ERROR_H
+
+#include "df11/status.h"
+
+#if defined(__GNUC__)
+#define DF11_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define DF11_PRINTF(f, a)
+#endif
+
+/* Records a formatted detail for this thread and returns `status`, so that failures read
+ *     return df11_fail(DF11_ERR_RANGE, "tensor '%s': offset %llu past end", ...); */
+df11_status df11_fail(df11_status status, const char *fmt, ...) DF11_PRINTF(2, 3);
+/* Same, appending ": strerror(errno)". */
+df11_status df11_fail_errno(df11_status status, int err, const char *fmt, ...) DF11_PRINTF(3, 4);
+void df11_clear_error(void);
+
+#endif

@@ -1,0 +1,76 @@
+/* Writing .df11 containers.
+ *
+ * df11_compress_tensors() takes tensors from anywhere (memory, an mmapped safetensors file)
+ * and writes one .df11 file. df11_compress_path() is the same for a safetensors file or a
+ * Hugging Face model folder. Output appears at `out_path` only when the whole run
+ * succeeded: it is written to a temporary file beside it and renamed.
+ */
+#ifndef DF11_COMPRESS_H
+#define DF11_COMPRESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "df11/file.h"
+#include "df11/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DF11_DEFAULT_MAX_CODE_LEN 12
+#define DF11_DEFAULT_LANE_SYMBOLS 2048
+#define DF11_DEFAULT_LAYER_PREFIX "model.layers."
+
+typedef struct df11_tensor_source {
+    const char *name;
+    df11_dtype dtype;
+    uint32_t ndim;
+    uint64_t shape[DF11_MAX_DIMS];
+    const void *data;        /* n_elements * dtype size bytes, little-endian */
+} df11_tensor_source;
+
+typedef struct df11_compress_options {
+    int n_threads;              /* 0 = all cores */
+    uint32_t max_code_len;      /* 1..15; 0 = DF11_DEFAULT_MAX_CODE_LEN */
+    uint32_t lane_symbols;      /* multiple of 8; 0 = DF11_DEFAULT_LANE_SYMBOLS */
+    /* Tensors named "<layer_prefix><N>.<rest>" form group "layers.N" (block N); every
+     * other tensor is a group of its own. NULL = DF11_DEFAULT_LAYER_PREFIX. */
+    const char *layer_prefix;
+    /* Called from the calling thread after each group; may be NULL. */
+    void (*progress)(void *ctx, uint64_t bytes_done, uint64_t bytes_total);
+    void *progress_ctx;
+} df11_compress_options;
+
+typedef struct df11_compress_summary {
+    uint32_t n_tensors, n_groups;
+    uint64_t bf16_weights;        /* elements of BF16 tensors */
+    uint64_t bf16_bytes;          /* their size uncompressed */
+    uint64_t bf16_stored_bytes;   /* their size in the file, padding and index excluded */
+    uint64_t raw_bytes;           /* non-BF16 tensors, stored as they were */
+    uint64_t file_bytes;
+    double exponent_entropy;      /* H of all BF16 exponents together, bits/weight */
+    double seconds;
+} df11_compress_summary;
+
+/* `metadata`: the source's config.json text (may be NULL). `summary` may be NULL. */
+df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source *tensors,
+                                  size_t n_tensors, const char *metadata,
+                                  size_t metadata_len, const df11_compress_options *options,
+                                  df11_compress_summary *summary);
+
+/* `in_path`: a .safetensors file, or a folder with model.safetensors or
+ * model.safetensors.index.json (+ shards) and optionally config.json. */
+df11_status df11_compress_path(const char *in_path, const char *out_path,
+                               const df11_compress_options *options,
+                               df11_compress_summary *summary);
+
+/* Writes every tensor of a .df11 file, decoded, to one safetensors file whose tensor
+ * bytes are identical to the original's. */
+df11_status df11_decompress_to_safetensors(const char *df11_path, const char *out_path,
+                                           int n_threads);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

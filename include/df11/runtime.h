@@ -1,0 +1,162 @@
+/* The df11 runtime: a model's weights held compressed in memory (VRAM on the CUDA backend,
+ * host RAM on the host backend), decoded one transformer block at a time into a ring of
+ * arena slots, on the runtime's own side stream, ahead of the engine's compute.
+ *
+ *     df11_model_options opt;
+ *     df11_model_options_init(&opt);              // backend AUTO, 2 slots, ...
+ *     df11_model *m;
+ *     df11_model_open("llama.df11", &opt, &m);
+ *     for (uint32_t b = 0; b < df11_model_n_blocks(m); b++) {
+ *         df11_block_view blk;
+ *         df11_block_acquire(m, b, stream, &blk);  // stream waits for b's decode; the
+ *                                                  // next K-1 blocks start decoding
+ *         df11_tensor_view q;
+ *         df11_tensor_get(m, "model.layers.3.self_attn.q_proj.weight", stream, &q);
+ *         ... enqueue the block's kernels on `stream`, reading q.data ...
+ *         df11_block_release(m, b, stream);        // slot reusable once `stream` gets here
+ *     }
+ *     df11_model_close(m);
+ *
+ * Streams: on the CUDA backend a df11_stream is a cudaStream_t (NULL = the legacy default
+ * stream); on the host backend pass NULL, and work is ordered on the calling thread.
+ * No call on the hot path (acquire, release, prefetch, tensor_get) synchronises the host
+ * with the device on the CUDA backend.
+ *
+ * Thread safety: one df11_model may be used by one thread at a time (calls on a model
+ * are not internally locked). Different models may be used from different threads.
+ */
+#ifndef DF11_RUNTIME_H
+#define DF11_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "df11/file.h"
+#include "df11/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct df11_model df11_model;
+typedef void *df11_stream;
+
+typedef enum df11_backend_kind {
+    DF11_BACKEND_AUTO = 0,  /* CUDA when built with it and a GPU is present, else host */
+    DF11_BACKEND_HOST = 1,
+    DF11_BACKEND_CUDA = 2,
+} df11_backend_kind;
+
+/* Where non-layer groups (embeddings, final norm, lm_head) live. */
+typedef enum df11_nonlayer_policy {
+    DF11_NONLAYER_RESIDENT = 0, /* decoded once at open and kept (costs their BF16 size) */
+    DF11_NONLAYER_ARENA = 1,    /* kept compressed, decoded through the arena per use */
+} df11_nonlayer_policy;
+
+typedef struct df11_model_options {
+    size_t size;                   /* sizeof(df11_model_options), set by _init */
+    df11_backend_kind backend;
+    int device;                    /* CUDA device ordinal */
+    uint32_t arena_slots;          /* K >= 2 */
+    df11_nonlayer_policy nonlayer;
+    uint64_t memory_limit;         /* bytes the model may use; 0 = all that is free */
+    int n_threads;                 /* host decode threads; 0 = all cores */
+    int publish_stats;             /* nonzero: publish stats for df11-memstat */
+} df11_model_options;
+
+void df11_model_options_init(df11_model_options *options);
+
+typedef struct df11_tensor_view {
+    const char *name;              /* valid until close */
+    df11_dtype dtype;
+    uint32_t ndim;
+    uint64_t shape[DF11_MAX_DIMS];
+    uint64_t nbytes;
+    int32_t layer;                 /* block, or -1 */
+    void *data;                    /* device pointer (CUDA) or host pointer (host) */
+} df11_tensor_view;
+
+typedef struct df11_block_view {
+    uint32_t block;
+    uint32_t n_tensors;
+    const df11_tensor_view *tensors; /* valid until df11_block_release of this block */
+} df11_block_view;
+
+/* Opens a .df11 file and loads every group, compressed, into the backend's memory,
+ * checking each group's xxh3. Fails cleanly (nothing leaked) on a corrupt file or if the
+ * model does not fit (DF11_ERR_DEVICE_MEMORY, the detail names the shortfall). */
+df11_status df11_model_open(const char *path, const df11_model_options *options,
+                            df11_model **out);
+/* Opens uncompressed BF16 weights (a .safetensors file or a Hugging Face folder) behind
+ * the same API, every group resident and decoded: the baseline an engine compares
+ * against (df11-run --bf16). df11_model_file() returns NULL for such a model; its
+ * config.json is available from df11_model_config(). */
+df11_status df11_model_open_bf16(const char *path, const df11_model_options *options,
+                                 df11_model **out);
+void df11_model_close(df11_model *model);
+/* The source model's config.json text (not NUL-terminated), or NULL with *len = 0. */
+const char *df11_model_config(const df11_model *model, size_t *len);
+
+df11_backend_kind df11_model_backend(const df11_model *model);
+/* The container's index: config.json (df11_file_metadata), tensor infos. Valid until
+ * close. */
+const df11_file *df11_model_file(const df11_model *model);
+uint32_t df11_model_n_blocks(const df11_model *model);
+
+/* Enqueues block b's decode into a free slot on the side stream. Returns at once. */
+df11_status df11_block_prefetch(df11_model *model, uint32_t block);
+/* Makes `stream` wait for block b's decode (prefetching it if nobody did), prefetches the
+ * next K-1 blocks in order, and fills `view` (may be NULL). DF11_ERR_BUSY if every slot
+ * is held by an acquired block. */
+df11_status df11_block_acquire(df11_model *model, uint32_t block, df11_stream stream,
+                               df11_block_view *view);
+/* Records on `stream` the point after which block b's slot may be overwritten.
+ * DF11_ERR_STATE if b is not acquired. */
+df11_status df11_block_release(df11_model *model, uint32_t block, df11_stream stream);
+
+/* Looks a tensor up by name. A layer tensor's block must be acquired (else DF11_ERR_STATE);
+ * its data is valid until that block's release. A non-layer tensor under the RESIDENT
+ * policy is valid until close; under the ARENA policy it is decoded on `stream` into a
+ * slot and valid until df11_tensor_release. */
+df11_status df11_tensor_get(df11_model *model, const char *name, df11_stream stream,
+                            df11_tensor_view *view);
+df11_status df11_tensor_release(df11_model *model, const char *name, df11_stream stream);
+
+typedef struct df11_model_stats {
+    size_t size;                     /* sizeof(df11_model_stats) */
+    uint64_t compressed_bytes;       /* resident compressed payloads */
+    uint64_t bf16_bytes;             /* what the same weights take decoded */
+    uint64_t arena_bytes;            /* K slots */
+    uint64_t resident_bytes;         /* decoded non-layer groups kept resident */
+    uint64_t staging_bytes;          /* pinned/host staging used during open */
+    uint64_t metadata_bytes;         /* tables, lookup tables on the device */
+    uint64_t pool_high_water;        /* most bytes ever taken from the pool */
+    uint32_t arena_slots;
+    int32_t slot_block[16];          /* block held by each slot, -1 if none (first 16) */
+    uint64_t decodes;                /* groups decoded */
+    double decode_ms;                /* total decode time, where measured */
+    double open_ms;
+} df11_model_stats;
+
+df11_status df11_model_stats_get(const df11_model *model, df11_model_stats *stats);
+
+/* The provider interface: an engine that takes a df11_provider depends on nothing else
+ * of df11. df11_model_provider() fills one that forwards to the calls above. */
+typedef struct df11_provider {
+    size_t size;                     /* sizeof(df11_provider) */
+    void *ctx;
+    uint32_t (*n_blocks)(void *ctx);
+    df11_status (*block_acquire)(void *ctx, uint32_t block, df11_stream stream,
+                                 df11_block_view *view);
+    df11_status (*block_release)(void *ctx, uint32_t block, df11_stream stream);
+    df11_status (*tensor_get)(void *ctx, const char *name, df11_stream stream,
+                              df11_tensor_view *view);
+    df11_status (*tensor_release)(void *ctx, const char *name, df11_stream stream);
+} df11_provider;
+
+df11_status df11_model_provider(df11_model *model, df11_provider *provider);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

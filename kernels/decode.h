@@ -1,0 +1,58 @@
+/* C entry points of the CUDA group decoder (kernels/decode.cu). No CUDA types here, so
+ * runtime/ can include it from C; streams travel as void * (a cudaStream_t).
+ *
+ * A *plan* is everything the kernel needs besides the payload: one descriptor per tensor
+ * and the tensors' decode tables, built once per group on the host (at load time) and
+ * uploaded next to the compressed payload. Layout of a plan blob:
+ *     df11_gpu_plan_header | n_tensors x df11_gpu_tensor_desc | LUTs (16-byte aligned)
+ */
+#ifndef DF11_KERNELS_DECODE_H
+#define DF11_KERNELS_DECODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "df11/file.h"
+#include "df11/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct df11_gpu_tensor_desc {
+    uint64_t n_elements;   /* EXP_HUFFMAN: weights; RAW: bytes */
+    uint64_t chunks_off;   /* payload-relative byte offsets of the sections */
+    uint64_t lanes_off;
+    uint64_t stream_off;
+    uint64_t data_off;     /* sign|mantissa bytes, or the raw bytes */
+    uint64_t out_off;      /* output-relative byte offset (decoded_offset) */
+    uint32_t lut_off;      /* plan-relative byte offset of the 2^max_len u16 table */
+    uint32_t codec;        /* df11_codec */
+    uint32_t max_len;
+    uint32_t lane_symbols;
+    uint32_t first_cta;    /* this tensor's CTAs: [first_cta, next tensor's first_cta) */
+    uint32_t n_chunks;
+} df11_gpu_tensor_desc;
+
+typedef struct df11_gpu_plan_header {
+    uint32_t n_tensors;
+    uint32_t n_ctas;       /* grid size of one decode launch */
+    uint32_t max_lut_entries; /* largest 2^max_len: shared memory per CTA */
+    uint32_t reserved;
+} df11_gpu_plan_header;
+
+/* Builds the plan of `group` from its payload in host memory (already verified).
+ * *blob is malloc'd; free() it after uploading. */
+df11_status df11_gpu_plan_build(const df11_file *file, uint32_t group, const void *payload,
+                                void **blob, size_t *blob_size);
+
+/* Decodes a group on `stream`: d_plan/d_payload/d_out are device pointers; `plan` is the
+ * host copy of the same blob (for the launch geometry). Asynchronous; returns launch
+ * errors only. */
+df11_status df11_gpu_decode(const void *plan, const void *d_plan, const void *d_payload,
+                            void *d_out, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

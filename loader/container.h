@@ -1,0 +1,26 @@
+/* Library-internal view of an open .df11 file: where each tensor's sections lie in its
+ * group payload. The public df11_tensor_info says what a tensor is; this says where its
+ * bytes are, for the decoders (codec/ on the CPU, kernels/ on the GPU). */
+#ifndef DF11_LOADER_CONTAINER_H
+#define DF11_LOADER_CONTAINER_H
+
+#include <stdint.h>
+
+#include "codec/codec.h"
+#include "df11/file.h"
+
+typedef struct df11_tensor_layout {
+    uint64_t codebook_offset, chunks_offset, lanes_offset; /* payload-relative */
+    uint64_t stream_offset, stream_size, data_offset;
+    uint32_t n_chunks;
+    uint32_t codebook_size;
+} df11_tensor_layout;
+
+const df11_tensor_layout *df11_file_tensor_layout(const df11_file *file, uint32_t tensor);
+
+/* The coded view of an EXP_HUFFMAN tensor inside its group's payload (codebook parsed and
+ * every table validated), ready for df11_decode_host or a GPU plan. */
+df11_status df11_file_tensor_coded(const df11_file *file, uint32_t tensor,
+                                   const void *payload, df11_coded *coded);
+
+#endif

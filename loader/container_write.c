@@ -1,0 +1,401 @@
+/* Writing a .df11 container: tensors are grouped, each group's payload is built in memory
+ * (BF16 tensors encoded, others copied), check-summed and written at its 4 KiB-aligned
+ * place; the index goes in last. Everything goes to a temporary file that is renamed over
+ * the output only after the whole run succeeded. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "codec/codec.h"
+#include "common/error.h"
+#include "common/parallel.h"
+#include "common/util.h"
+#include "df11/compress.h"
+#include "loader/format.h"
+
+typedef struct {
+    const df11_tensor_source *src;
+    uint64_t n_elements, nbytes;
+    int32_t layer;             /* -1 for a non-layer tensor */
+    uint32_t group;
+} tensor_plan;
+
+typedef struct {
+    char name[256];
+    int32_t layer;
+    uint32_t first, count;     /* into the sorted tensor order */
+} group_plan;
+
+/* "<prefix><digits>.<rest>" → layer number, else -1. */
+static int32_t layer_of(const char *name, const char *prefix)
+{
+    size_t p = strlen(prefix);
+    if (strncmp(name, prefix, p) != 0) return -1;
+    const char *s = name + p;
+    if (*s < '0' || *s > '9') return -1;
+    long v = 0;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        v = v * 10 + (*s - '0');
+        if (v > 1000000) return -1;
+    }
+    return *s == '.' ? (int32_t)v : -1;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp((*(const tensor_plan *const *)a)->src->name,
+                  (*(const tensor_plan *const *)b)->src->name);
+}
+
+/* Checks the sources and sizes; fills plans. */
+static df11_status plan_tensors(const df11_tensor_source *t, size_t n, const char *prefix,
+                                tensor_plan *plans)
+{
+    for (size_t i = 0; i < n; i++) {
+        const df11_tensor_source *s = &t[i];
+        if (!s->name || !s->name[0] || strlen(s->name) > UINT16_MAX)
+            return df11_fail(DF11_ERR_INVALID_ARG, "tensor %zu has no usable name", i);
+        size_t es = df11_dtype_size(s->dtype);
+        if (!es) return df11_fail(DF11_ERR_DTYPE, "tensor '%s': dtype %d", s->name, (int)s->dtype);
+        if (s->ndim > DF11_MAX_DIMS)
+            return df11_fail(DF11_ERR_INVALID_ARG, "tensor '%s': %u dims", s->name, s->ndim);
+        uint64_t ne = 1;
+        for (uint32_t d = 0; d < s->ndim; d++)
+            if (!df11_mul_ok(ne, s->shape[d], &ne))
+                return df11_fail(DF11_ERR_OVERFLOW, "tensor '%s': shape overflows", s->name);
+        uint64_t nb;
+        if (!df11_mul_ok(ne, es, &nb) || nb > (UINT64_MAX >> 2))
+            return df11_fail(DF11_ERR_OVERFLOW, "tensor '%s': size overflows", s->name);
+        if (nb && !s->data) return df11_fail(DF11_ERR_INVALID_ARG, "tensor '%s': no data", s->name);
+        plans[i] = (tensor_plan){.src = s, .n_elements = ne, .nbytes = nb,
+                                 .layer = layer_of(s->name, prefix)};
+    }
+    tensor_plan **sorted = malloc(sizeof *sorted * (n ? n : 1));
+    if (!sorted) return df11_fail(DF11_ERR_NO_MEMORY, "name table");
+    for (size_t i = 0; i < n; i++) sorted[i] = &plans[i];
+    qsort(sorted, n, sizeof *sorted, cmp_name);
+    df11_status st = DF11_OK;
+    for (size_t i = 1; i < n && st == DF11_OK; i++)
+        if (strcmp(sorted[i]->src->name, sorted[i - 1]->src->name) == 0)
+            st = df11_fail(DF11_ERR_DUPLICATE, "tensor '%s' appears twice", sorted[i]->src->name);
+    free(sorted);
+    return st;
+}
+
+/* Non-layer tensors first (each its own group, input order), then blocks 0..N-1. `order`
+ * receives tensor indices group by group. */
+static df11_status plan_groups(tensor_plan *plans, size_t n, group_plan **out_groups,
+                               uint32_t *out_n_groups, uint32_t *order)
+{
+    int32_t max_layer = -1;
+    size_t n_plain = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (plans[i].layer > max_layer) max_layer = plans[i].layer;
+        if (plans[i].layer < 0) n_plain++;
+    }
+    uint32_t n_groups = (uint32_t)n_plain + (uint32_t)(max_layer + 1);
+    group_plan *groups = calloc(n_groups ? n_groups : 1, sizeof *groups);
+    if (!groups) return df11_fail(DF11_ERR_NO_MEMORY, "group table");
+    uint32_t g = 0, k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (plans[i].layer >= 0) continue;
+        const char *name = plans[i].src->name;
+        size_t len = strlen(name);
+        if (len > 7 && strcmp(name + len - 7, ".weight") == 0) len -= 7;
+        if (len >= sizeof groups[g].name) len = sizeof groups[g].name - 1;
+        memcpy(groups[g].name, name, len);
+        groups[g].layer = -1;
+        groups[g].first = k;
+        groups[g].count = 1;
+        plans[i].group = g++;
+        order[k++] = (uint32_t)i;
+    }
+    for (int32_t l = 0; l <= max_layer; l++) {
+        snprintf(groups[g].name, sizeof groups[g].name, "layers.%d", l);
+        groups[g].layer = l;
+        groups[g].first = k;
+        for (size_t i = 0; i < n; i++)
+            if (plans[i].layer == l) {
+                plans[i].group = g;
+                order[k++] = (uint32_t)i;
+            }
+        groups[g].count = k - groups[g].first;
+        if (groups[g].count == 0) {
+            free(groups);
+            return df11_fail(DF11_ERR_INVALID_ARG, "no tensor for block %d (blocks must be 0..%d)",
+                             l, max_layer);
+        }
+        g++;
+    }
+    *out_groups = groups;
+    *out_n_groups = n_groups;
+    return DF11_OK;
+}
+
+static df11_status pwrite_all(int fd, const void *buf, uint64_t size, uint64_t off, const char *path)
+{
+    const uint8_t *p = buf;
+    while (size) {
+        ssize_t w = pwrite(fd, p, size > (1u << 30) ? (1u << 30) : size, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return df11_fail_errno(DF11_ERR_IO, errno, "write '%s'", path);
+        }
+        p += w;
+        off += (uint64_t)w;
+        size -= (uint64_t)w;
+    }
+    return DF11_OK;
+}
+
+typedef struct {
+    uint8_t *rec;              /* the tensor record being filled */
+    df11_encoded enc;
+    uint64_t size;             /* bytes this tensor adds to the payload, aligned */
+    uint64_t stored;           /* the same without alignment padding */
+} tensor_out;
+
+/* Encodes tensor p (if BF16) and fills its record's section offsets relative to `at`. */
+static df11_status encode_tensor(const tensor_plan *p, const df11_compress_options *o,
+                                 uint64_t at, uint8_t *sm_scratch, tensor_out *t)
+{
+    uint8_t *r = t->rec;
+    if (p->src->dtype != DF11_DTYPE_BF16) {
+        r[TEN_CODEC] = DF11_CODEC_RAW;
+        df11_st64(r + TEN_DATA_OFFSET, at);
+        t->size = df11_align_up(p->nbytes, DF11_SECTION_ALIGN);
+        t->stored = p->nbytes;
+        return DF11_OK;
+    }
+    df11_status st = df11_encode(p->src->data, p->n_elements, o->max_code_len, o->lane_symbols,
+                                 o->n_threads, sm_scratch, &t->enc);
+    if (st != DF11_OK) return df11_fail(st, "tensor '%s': %s", p->src->name, df11_last_error_detail());
+    const df11_encoded *e = &t->enc;
+    uint64_t cb = df11_codebook_size(&e->coded.code);
+    uint64_t chunks = e->coded.n_chunks * 4;
+    uint64_t lanes = df11_n_lane_entries(p->n_elements, o->lane_symbols) * 2;
+    uint64_t off = at;
+    r[TEN_CODEC] = DF11_CODEC_EXP_HUFFMAN;
+    r[TEN_MAX_CODE_LEN] = (uint8_t)o->max_code_len;
+    df11_st32(r + TEN_LANE_SYMBOLS, o->lane_symbols);
+    df11_st32(r + TEN_N_CHUNKS, (uint32_t)e->coded.n_chunks);
+    df11_st32(r + TEN_CODEBOOK_SIZE, (uint32_t)cb);
+    df11_st64(r + TEN_CODEBOOK_OFFSET, off); off = df11_align_up(off + cb, DF11_SECTION_ALIGN);
+    df11_st64(r + TEN_CHUNKS_OFFSET, off);   off = df11_align_up(off + chunks, DF11_SECTION_ALIGN);
+    df11_st64(r + TEN_LANES_OFFSET, off);    off = df11_align_up(off + lanes, DF11_SECTION_ALIGN);
+    df11_st64(r + TEN_STREAM_OFFSET, off);   off = df11_align_up(off + e->coded.stream_bytes, DF11_SECTION_ALIGN);
+    df11_st64(r + TEN_STREAM_SIZE, e->coded.stream_bytes);
+    df11_st64(r + TEN_DATA_OFFSET, off);     off = df11_align_up(off + p->n_elements, DF11_SECTION_ALIGN);
+    float h = (float)e->entropy;
+    memcpy(r + TEN_ENTROPY, &h, 4);
+    t->size = off - at;
+    t->stored = cb + chunks + lanes + e->coded.stream_bytes + p->n_elements;
+    return DF11_OK;
+}
+
+static void place_tensor(const tensor_plan *p, const tensor_out *t, uint8_t *payload,
+                         const uint8_t *sm)
+{
+    const uint8_t *r = t->rec;
+    if (r[TEN_CODEC] == DF11_CODEC_RAW) {
+        if (p->nbytes) memcpy(payload + df11_ld64(r + TEN_DATA_OFFSET), p->src->data, p->nbytes);
+        return;
+    }
+    const df11_encoded *e = &t->enc;
+    df11_codebook_write(&e->coded.code, payload + df11_ld64(r + TEN_CODEBOOK_OFFSET));
+    memcpy(payload + df11_ld64(r + TEN_CHUNKS_OFFSET), e->chunks, e->coded.n_chunks * 4);
+    memcpy(payload + df11_ld64(r + TEN_LANES_OFFSET), e->lanes,
+           df11_n_lane_entries(p->n_elements, e->coded.lane_symbols) * 2);
+    memcpy(payload + df11_ld64(r + TEN_STREAM_OFFSET), e->stream, e->coded.stream_bytes);
+    memcpy(payload + df11_ld64(r + TEN_DATA_OFFSET), sm, p->n_elements);
+}
+
+df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source *tensors,
+                                  size_t n, const char *metadata, size_t metadata_len,
+                                  const df11_compress_options *options,
+                                  df11_compress_summary *summary)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (!out_path || (n && !tensors) || (metadata_len && !metadata))
+        return df11_fail(DF11_ERR_INVALID_ARG, "df11_compress_tensors: NULL argument");
+    if (n > UINT32_MAX / 2) return df11_fail(DF11_ERR_INVALID_ARG, "too many tensors");
+    df11_compress_options o = {0};
+    if (options) o = *options;
+    if (!o.max_code_len) o.max_code_len = DF11_DEFAULT_MAX_CODE_LEN;
+    if (!o.lane_symbols) o.lane_symbols = DF11_DEFAULT_LANE_SYMBOLS;
+    if (!o.layer_prefix) o.layer_prefix = DF11_DEFAULT_LAYER_PREFIX;
+    if (o.max_code_len > DF11_MAX_CODE_LEN)
+        return df11_fail(DF11_ERR_INVALID_ARG, "max code length %u > %d", o.max_code_len, DF11_MAX_CODE_LEN);
+    if (o.lane_symbols % DF11_GROUP || o.lane_symbols > DF11_MAX_LANE_SYMBOLS)
+        return df11_fail(DF11_ERR_INVALID_ARG, "lane symbols %u: want a multiple of 8 up to %d",
+                         o.lane_symbols, DF11_MAX_LANE_SYMBOLS);
+
+    df11_status st;
+    tensor_plan *plans = calloc(n ? n : 1, sizeof *plans);
+    uint32_t *order = calloc(n ? n : 1, sizeof *order);
+    group_plan *groups = NULL;
+    uint32_t n_groups = 0;
+    uint8_t *index = NULL, *payload = NULL, *sm = NULL;
+    tensor_out *outs = NULL;
+    int fd = -1;
+    char *tmp = NULL;
+    int created = 0; /* the temporary file exists and must go if we fail */
+    if (!plans || !order) { st = df11_fail(DF11_ERR_NO_MEMORY, "tensor table"); goto fail; }
+    if ((st = plan_tensors(tensors, n, o.layer_prefix, plans)) != DF11_OK) goto fail;
+    if ((st = plan_groups(plans, n, &groups, &n_groups, order)) != DF11_OK) goto fail;
+
+    /* The index: header, group table, tensor table, strings, metadata. */
+    uint64_t strings_size = 0;
+    for (size_t i = 0; i < n; i++) strings_size += strlen(tensors[i].name);
+    for (uint32_t g = 0; g < n_groups; g++) strings_size += strlen(groups[g].name);
+    const uint64_t groups_off = DF11_HEADER_SIZE;
+    const uint64_t tensors_off = groups_off + (uint64_t)n_groups * DF11_GROUP_RECORD;
+    const uint64_t strings_off = tensors_off + (uint64_t)n * DF11_TENSOR_RECORD;
+    const uint64_t meta_off = strings_off + strings_size;
+    const uint64_t index_end = df11_align_up(meta_off + metadata_len, DF11_PAYLOAD_ALIGN);
+    if (strings_size > UINT32_MAX) { st = df11_fail(DF11_ERR_OVERFLOW, "names too long"); goto fail; }
+    index = calloc(1, index_end);
+    outs = calloc(n ? n : 1, sizeof *outs);
+    if (!index || !outs) { st = df11_fail(DF11_ERR_NO_MEMORY, "index of %llu bytes", (unsigned long long)index_end); goto fail; }
+    uint64_t str_at = 0;
+    for (uint32_t g = 0; g < n_groups; g++) {
+        uint8_t *r = index + groups_off + (uint64_t)g * DF11_GROUP_RECORD;
+        size_t len = strlen(groups[g].name);
+        memcpy(index + strings_off + str_at, groups[g].name, len);
+        df11_st32(r + GRP_NAME_OFFSET, (uint32_t)str_at);
+        df11_st32(r + GRP_NAME_LEN, (uint32_t)len);
+        df11_st32(r + GRP_LAYER, (uint32_t)groups[g].layer);
+        df11_st32(r + GRP_FIRST_TENSOR, groups[g].first);
+        df11_st32(r + GRP_N_TENSORS, groups[g].count);
+        str_at += len;
+    }
+    uint64_t total_in = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        const tensor_plan *p = &plans[order[k]];
+        uint8_t *r = index + tensors_off + (uint64_t)k * DF11_TENSOR_RECORD;
+        size_t len = strlen(p->src->name);
+        memcpy(index + strings_off + str_at, p->src->name, len);
+        df11_st32(r + TEN_NAME_OFFSET, (uint32_t)str_at);
+        df11_st32(r + TEN_NAME_LEN, (uint32_t)len);
+        df11_st32(r + TEN_GROUP, p->group);
+        r[TEN_DTYPE] = (uint8_t)p->src->dtype;
+        r[TEN_NDIM] = (uint8_t)p->src->ndim;
+        for (uint32_t d = 0; d < p->src->ndim; d++) df11_st64(r + TEN_SHAPE + 8 * d, p->src->shape[d]);
+        df11_st64(r + TEN_N_ELEMENTS, p->n_elements);
+        outs[k].rec = r;
+        str_at += len;
+        total_in += p->nbytes;
+    }
+    if (metadata_len) memcpy(index + meta_off, metadata, metadata_len);
+
+    size_t dir_len = strlen(out_path);
+    tmp = malloc(dir_len + 16);
+    if (!tmp) { st = df11_fail(DF11_ERR_NO_MEMORY, "path"); goto fail; }
+    snprintf(tmp, dir_len + 16, "%s.tmp.XXXXXX", out_path);
+    fd = mkstemp(tmp);
+    if (fd < 0) { st = df11_fail_errno(DF11_ERR_IO, errno, "create '%s'", tmp); goto fail; }
+    created = 1;
+
+    /* Payloads, group by group. */
+    uint64_t file_off = index_end, done_in = 0, hist[256] = {0};
+    df11_compress_summary sum = {.n_tensors = (uint32_t)n, .n_groups = n_groups};
+    for (uint32_t g = 0; g < n_groups; g++) {
+        uint64_t max_elems = 0;
+        for (uint32_t k = groups[g].first; k < groups[g].first + groups[g].count; k++)
+            if (plans[order[k]].n_elements > max_elems) max_elems = plans[order[k]].n_elements;
+        free(sm);
+        sm = malloc(max_elems ? max_elems : 1);
+        if (!sm) { st = df11_fail(DF11_ERR_NO_MEMORY, "%llu bytes", (unsigned long long)max_elems); goto fail; }
+
+        /* Encoding needs the whole tensor's sm bytes at once; they go to a scratch buffer
+         * and are copied into the payload. Payload memory is built tensor by tensor. */
+        uint64_t at = 0, decoded = 0;
+        free(payload);
+        payload = NULL;
+        for (uint32_t k = groups[g].first; k < groups[g].first + groups[g].count; k++) {
+            const tensor_plan *p = &plans[order[k]];
+            tensor_out *t = &outs[k];
+            if ((st = encode_tensor(p, &o, at, sm, t)) != DF11_OK) goto fail;
+            uint8_t *grown = realloc(payload, at + t->size ? at + t->size : 1);
+            if (!grown) { st = df11_fail(DF11_ERR_NO_MEMORY, "payload of group '%s'", groups[g].name); goto fail; }
+            payload = grown;
+            memset(payload + at, 0, t->size);
+            place_tensor(p, t, payload, sm);
+            at += t->size;
+            df11_st64(t->rec + TEN_DECODED_OFFSET, decoded);
+            decoded += df11_align_up(p->nbytes, DF11_DECODED_ALIGN);
+            if (p->src->dtype == DF11_DTYPE_BF16) {
+                sum.bf16_weights += p->n_elements;
+                sum.bf16_bytes += p->nbytes;
+                sum.bf16_stored_bytes += t->stored;
+                for (int s = 0; s < 256; s++) hist[s] += t->enc.hist[s];
+            } else {
+                sum.raw_bytes += p->nbytes;
+            }
+            df11_encoded_free(&t->enc);
+            done_in += p->nbytes;
+        }
+        uint8_t *r = index + groups_off + (uint64_t)g * DF11_GROUP_RECORD;
+        df11_st64(r + GRP_PAYLOAD_OFFSET, file_off);
+        df11_st64(r + GRP_PAYLOAD_SIZE, at);
+        df11_st64(r + GRP_DECODED_SIZE, decoded);
+        df11_st64(r + GRP_PAYLOAD_XXH3, XXH3_64bits(payload, at));
+        if ((st = pwrite_all(fd, payload, at, file_off, tmp)) != DF11_OK) goto fail;
+        file_off = g + 1 < n_groups ? df11_align_up(file_off + at, DF11_PAYLOAD_ALIGN) : file_off + at;
+        if (o.progress) o.progress(o.progress_ctx, done_in, total_in);
+    }
+
+    memcpy(index + HDR_MAGIC, DF11_MAGIC, 8);
+    df11_st16(index + HDR_VERSION_MAJOR, DF11_VERSION_MAJOR);
+    df11_st16(index + HDR_VERSION_MINOR, DF11_VERSION_MINOR);
+    df11_st32(index + HDR_HEADER_SIZE, DF11_HEADER_SIZE);
+    df11_st32(index + HDR_N_GROUPS, n_groups);
+    df11_st32(index + HDR_N_TENSORS, (uint32_t)n);
+    df11_st64(index + HDR_GROUPS_OFFSET, groups_off);
+    df11_st64(index + HDR_TENSORS_OFFSET, tensors_off);
+    df11_st64(index + HDR_STRINGS_OFFSET, strings_off);
+    df11_st64(index + HDR_STRINGS_SIZE, strings_size);
+    df11_st64(index + HDR_METADATA_OFFSET, meta_off);
+    df11_st64(index + HDR_METADATA_SIZE, metadata_len);
+    df11_st64(index + HDR_INDEX_END, index_end);
+    df11_st64(index + HDR_FILE_SIZE, file_off);
+    XXH3_state_t *xs = XXH3_createState();
+    if (!xs) { st = df11_fail(DF11_ERR_NO_MEMORY, "xxh3 state"); goto fail; }
+    XXH3_64bits_reset(xs);
+    XXH3_64bits_update(xs, index, HDR_INDEX_XXH3);
+    XXH3_64bits_update(xs, index + DF11_HEADER_SIZE, index_end - DF11_HEADER_SIZE);
+    df11_st64(index + HDR_INDEX_XXH3, XXH3_64bits_digest(xs));
+    XXH3_freeState(xs);
+    if ((st = pwrite_all(fd, index, index_end, 0, tmp)) != DF11_OK) goto fail;
+    if (ftruncate(fd, (off_t)file_off) != 0) { st = df11_fail_errno(DF11_ERR_IO, errno, "truncate '%s'", tmp); goto fail; }
+    if (close(fd) != 0) { fd = -1; st = df11_fail_errno(DF11_ERR_IO, errno, "close '%s'", tmp); goto fail; }
+    fd = -1;
+    if (rename(tmp, out_path) != 0) { st = df11_fail_errno(DF11_ERR_IO, errno, "rename to '%s'", out_path); goto fail; }
+    created = 0;
+
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    sum.file_bytes = file_off;
+    sum.exponent_entropy = df11_entropy(hist);
+    sum.seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    if (summary) *summary = sum;
+    st = DF11_OK;
+fail:
+    if (fd >= 0) close(fd);
+    if (created) unlink(tmp);
+    for (size_t k = 0; outs && k < n; k++) df11_encoded_free(&outs[k].enc);
+    free(outs);
+    free(tmp);
+    free(sm);
+    free(payload);
+    free(index);
+    free(groups);
+    free(order);
+    free(plans);
+    return st;
+}

@@ -1,0 +1,54 @@
+#include <stdarg.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "tools/cli.h"
+
+int cli_fail(const char *tool, df11_status st, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "%s: ", tool);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    const char *detail = df11_last_error_detail();
+    fprintf(stderr, ": %s%s%s%s\n", df11_strerror(st), detail[0] ? " (" : "", detail, detail[0] ? ")" : "");
+    return CLI_FAIL;
+}
+
+int cli_usage_error(const char *tool, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "%s: ", tool);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry '%s --help'.\n", tool);
+    return CLI_USAGE;
+}
+
+void cli_version(const char *tool) { printf("%s %s\n", tool, DF11_VERSION_STRING); }
+
+void cli_progress(void *tool_name, uint64_t done, uint64_t total)
+{
+    if (!isatty(STDERR_FILENO) || total == 0) return;
+    int width = 40, filled = (int)((double)done / (double)total * width);
+    fprintf(stderr, "\r%s [", (const char *)tool_name);
+    for (int i = 0; i < width; i++) fputc(i < filled ? '#' : '.', stderr);
+    fprintf(stderr, "] %5.1f%% %s", 100.0 * (double)done / (double)total, cli_bytes(done));
+    if (done >= total) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+const char *cli_bytes(uint64_t b)
+{
+    static char buf[4][32];
+    static int next;
+    char *s = buf[next++ & 3];
+    const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)b;
+    int u = 0;
+    while (v >= 1024 && u < 4) { v /= 1024; u++; }
+    snprintf(s, 32, u ? "%.2f %s" : "%.0f %s", v, unit[u]);
+    return s;
+}

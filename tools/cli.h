@@ -1,0 +1,22 @@
+/* What every df11 tool shares: error lines, --version, a progress bar on terminals. */
+#ifndef DF11_TOOLS_CLI_H
+#define DF11_TOOLS_CLI_H
+
+#include <stdint.h>
+
+#include "df11.h"
+
+enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
+
+/* "tool: what: strerror (detail)" on stderr; returns CLI_FAIL. */
+int cli_fail(const char *tool, df11_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* "tool: message" on stderr; returns CLI_USAGE. */
+int cli_usage_error(const char *tool, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void cli_version(const char *tool);
+/* A df11_compress_options.progress callback: a bar on stderr when it is a terminal. */
+void cli_progress(void *tool_name, uint64_t done, uint64_t total);
+/* "1.23 GiB" into a static buffer (one of 4 rotating). */
+const char *cli_bytes(uint64_t bytes);
+
+#endif
