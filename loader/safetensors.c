@@ -1,0 +1,829 @@
+/* safetensors in and out. Reading mmaps each file and checks every header field before any
+ * pointer into the file is formed: the header is hostile until proven otherwise, so no
+ * length, offset or dim is used before it is range-checked. Writing goes to a temporary
+ * file beside the target and is renamed over it only when every byte is out. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "common/error.h"
+#include "common/util.h"
+#include "loader/safetensors.h"
+
+/* Real headers are at most a few MiB even for the largest models; a larger claim is an
+ * attack or garbage, and we copy the header, so the cap bounds that allocation too. */
+#define ST_MAX_HEADER ((uint64_t)100 << 20)
+#define ST_MAX_INDEX ((uint64_t)64 << 20)
+#define ST_MAX_CONFIG ((uint64_t)16 << 20)
+/* JSON numbers reach us as doubles; above 2^53 they are no longer exact integers. */
+#define ST_MAX_EXACT 9007199254740992.0
+
+#define ST_INDEX_NAME "model.safetensors.index.json"
+#define ST_SINGLE_NAME "model.safetensors"
+#define ST_CONFIG_NAME "config.json"
+
+typedef unsigned long long ull;
+
+/* ---- names storage ----
+ * Tensor names must keep their address while model->tensors grows shard by shard, so each
+ * df11_st_parse call puts its names in one chunk; chunks are chained through `prev`, and
+ * model->names points at the newest. */
+
+typedef struct names_chunk {
+    struct names_chunk *prev;
+    char text[];
+} names_chunk;
+
+static void names_free_all(char *newest)
+{
+    names_chunk *c = (names_chunk *)(void *)newest;
+    while (c) {
+        names_chunk *prev = c->prev;
+        free(c);
+        c = prev;
+    }
+}
+
+/* ---- small helpers ---- */
+
+static int cmp_str_ptr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A JSON number that is a non-negative integer no larger than 2^53. On failure returns
+ * the status to report: SAFETENSORS for non-numbers, negatives and fractions, `too_big`
+ * for integers we cannot represent exactly. */
+static df11_status json_u64(const cJSON *item, df11_status too_big, uint64_t *out)
+{
+    if (!cJSON_IsNumber(item)) return DF11_ERR_SAFETENSORS;
+    double v = item->valuedouble;
+    if (!(v >= 0.0)) return DF11_ERR_SAFETENSORS;     /* negative or NaN */
+    if (v > ST_MAX_EXACT) return too_big;
+    uint64_t u = (uint64_t)v;
+    if ((double)u != v) return DF11_ERR_SAFETENSORS;  /* a fraction */
+    *out = u;
+    return DF11_OK;
+}
+
+/* ---- parsing one file image ---- */
+
+typedef struct {
+    df11_tensor_source src;
+    uint64_t begin, end;
+} st_entry;
+
+static int cmp_entry_offset(const void *a, const void *b)
+{
+    const st_entry *x = a, *y = b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    if (x->end != y->end) return x->end < y->end ? -1 : 1;
+    return 0;
+}
+
+/* Checks one header entry and fills `e` (its name is set by the caller). */
+static df11_status parse_entry(const cJSON *item, const char *label, uint64_t data_size,
+                               st_entry *e)
+{
+    const char *name = item->string;
+    if (!cJSON_IsObject(item))
+        return df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' is not a JSON object",
+                         label, name);
+
+    const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(item, "dtype");
+    if (!cJSON_IsString(dtype))
+        return df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has no string \"dtype\"",
+                         label, name);
+    e->src.dtype = df11_dtype_from_name(dtype->valuestring);
+    uint64_t esize = df11_dtype_size(e->src.dtype);
+    if (esize == 0)
+        return df11_fail(DF11_ERR_DTYPE, "'%s': tensor '%s' has unknown dtype '%.32s'",
+                         label, name, dtype->valuestring);
+
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(item, "shape");
+    if (!cJSON_IsArray(shape))
+        return df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has no array \"shape\"",
+                         label, name);
+    int ndim = cJSON_GetArraySize(shape);
+    if (ndim > DF11_MAX_DIMS)
+        return df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has %d dims (at most %d)",
+                         label, name, ndim, DF11_MAX_DIMS);
+    e->src.ndim = (uint32_t)ndim;
+    uint64_t n_el = 1;
+    int d = 0;
+    for (const cJSON *dim = shape->child; dim; dim = dim->next, d++) {
+        df11_status st = json_u64(dim, DF11_ERR_OVERFLOW, &e->src.shape[d]);
+        if (st == DF11_ERR_OVERFLOW)
+            return df11_fail(st, "'%s': tensor '%s': dim %d is %g, too large", label, name,
+                             d, dim->valuedouble);
+        if (st != DF11_OK)
+            return df11_fail(st, "'%s': tensor '%s': dim %d is not a non-negative integer",
+                             label, name, d);
+        if (!df11_mul_ok(n_el, e->src.shape[d], &n_el))
+            return df11_fail(DF11_ERR_OVERFLOW, "'%s': tensor '%s': element count overflows",
+                             label, name);
+    }
+    uint64_t nbytes;
+    if (!df11_mul_ok(n_el, esize, &nbytes))
+        return df11_fail(DF11_ERR_OVERFLOW, "'%s': tensor '%s': %llu elements of %s overflow",
+                         label, name, (ull)n_el, df11_dtype_name(e->src.dtype));
+
+    const cJSON *offs = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
+    if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2)
+        return df11_fail(DF11_ERR_SAFETENSORS,
+                         "'%s': tensor '%s' has no \"data_offsets\" array of two numbers",
+                         label, name);
+    /* An offset above 2^53 is past the end of any file we can map. */
+    df11_status st = json_u64(offs->child, DF11_ERR_RANGE, &e->begin);
+    if (st == DF11_OK) st = json_u64(offs->child->next, DF11_ERR_RANGE, &e->end);
+    if (st == DF11_ERR_RANGE)
+        return df11_fail(st, "'%s': tensor '%s': data offset past the %llu-byte data area",
+                         label, name, (ull)data_size);
+    if (st != DF11_OK)
+        return df11_fail(st, "'%s': tensor '%s': data_offsets are not non-negative integers",
+                         label, name);
+    if (e->begin > e->end)
+        return df11_fail(DF11_ERR_RANGE, "'%s': tensor '%s': data_offsets [%llu, %llu] end "
+                         "before they begin", label, name, (ull)e->begin, (ull)e->end);
+    if (e->end - e->begin != nbytes)
+        return df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s': data_offsets span %llu "
+                         "bytes but shape and dtype need %llu", label, name,
+                         (ull)(e->end - e->begin), (ull)nbytes);
+    if (e->end > data_size)
+        return df11_fail(DF11_ERR_RANGE, "'%s': tensor '%s': data_offsets [%llu, %llu] past "
+                         "the %llu-byte data area", label, name, (ull)e->begin, (ull)e->end,
+                         (ull)data_size);
+    return DF11_OK;
+}
+
+/* Names must be unique over the whole model, not just this file: a tensor repeated in two
+ * shards would otherwise be compressed twice and looked up ambiguously. */
+static df11_status check_unique(const df11_tensor_source *t, size_t n, const char *label)
+{
+    if (n < 2) return DF11_OK;
+    const char **names = malloc(n * sizeof *names);
+    if (!names) return df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensor names", label, n);
+    for (size_t i = 0; i < n; i++) names[i] = t[i].name;
+    qsort(names, n, sizeof *names, cmp_str_ptr);
+    df11_status st = DF11_OK;
+    for (size_t i = 1; i < n; i++)
+        if (strcmp(names[i - 1], names[i]) == 0) {
+            st = df11_fail(DF11_ERR_DUPLICATE, "'%s': tensor '%s' appears more than once",
+                           label, names[i]);
+            break;
+        }
+    free(names);
+    return st;
+}
+
+df11_status df11_st_parse(df11_st_model *model, const uint8_t *file, size_t file_size,
+                          const char *file_label)
+{
+    const char *label = file_label ? file_label : "<memory>";
+    if (!model || (!file && file_size))
+        return df11_fail(DF11_ERR_INVALID_ARG, "df11_st_parse: NULL model or file");
+    if (file_size < 8)
+        return df11_fail(DF11_ERR_TRUNCATED, "'%s': %zu bytes, too short for the 8-byte "
+                         "header length", label, file_size);
+    uint64_t hlen = df11_ld64(file);
+    if (hlen > ST_MAX_HEADER)
+        return df11_fail(DF11_ERR_SAFETENSORS, "'%s': header length %llu is over the %llu MiB "
+                         "limit", label, (ull)hlen, (ull)(ST_MAX_HEADER >> 20));
+    if (hlen > file_size - 8)
+        return df11_fail(DF11_ERR_TRUNCATED, "'%s': header length %llu but only %zu bytes "
+                         "follow", label, (ull)hlen, file_size - 8);
+    const uint8_t *data = file + 8 + hlen;
+    uint64_t data_size = file_size - 8 - hlen;
+
+    /* cJSON gets a NUL-terminated copy so that no parser path can read past the header,
+     * even when it ends exactly at the end of the mapping. */
+    char *text = malloc(hlen + 1);
+    if (!text) return df11_fail(DF11_ERR_NO_MEMORY, "'%s': %llu-byte header", label, (ull)hlen);
+    memcpy(text, file + 8, hlen);
+    text[hlen] = '\0';
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, hlen, &end, 0);
+    df11_status st = DF11_OK;
+    if (!root) {
+        size_t at = end && end >= text && end <= text + hlen ? (size_t)(end - text) : 0;
+        st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': header is not valid JSON (near byte %zu)",
+                       label, at);
+        goto out_text;
+    }
+    /* The format pads the header with spaces; anything else after the JSON is garbage. */
+    for (const char *p = end; p < text + hlen; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
+            st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': bytes after the header JSON "
+                           "(at byte %zu)", label, (size_t)(p - text));
+            goto out_json;
+        }
+    if (!cJSON_IsObject(root)) {
+        st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': header is not a JSON object", label);
+        goto out_json;
+    }
+
+    size_t n_new = 0, name_bytes = 0;
+    for (const cJSON *it = root->child; it; it = it->next) {
+        if (strcmp(it->string, "__metadata__") == 0) continue;
+        n_new++;
+        name_bytes += strlen(it->string) + 1;
+    }
+    if (n_new == 0) goto out_json; /* a valid file with no tensors adds nothing */
+
+    size_t n_old = model->n_tensors, n_all = n_old + n_new;
+    st_entry *entries = calloc(n_new, sizeof *entries);
+    names_chunk *chunk = malloc(sizeof *chunk + name_bytes);
+    df11_tensor_source *grown = realloc(model->tensors, n_all * sizeof *grown);
+    if (grown) model->tensors = grown; /* a larger array with n_tensors unchanged is harmless */
+    if (!entries || !chunk || !grown) {
+        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensors", label, n_new);
+        goto out_entries;
+    }
+
+    char *np = chunk->text;
+    size_t k = 0;
+    for (const cJSON *it = root->child; it; it = it->next) {
+        if (strcmp(it->string, "__metadata__") == 0) continue;
+        st_entry *e = &entries[k++];
+        st = parse_entry(it, label, data_size, e);
+        if (st != DF11_OK) goto out_entries;
+        size_t len = strlen(it->string) + 1;
+        memcpy(np, it->string, len);
+        e->src.name = np;
+        np += len;
+        e->src.data = data + e->begin;
+    }
+
+    /* Sorting by offset gives the (file, offset) order across shards, since shards are
+     * parsed in order, and puts overlaps next to each other. */
+    qsort(entries, n_new, sizeof *entries, cmp_entry_offset);
+    const st_entry *reach = NULL; /* the non-empty tensor reaching furthest so far */
+    for (size_t i = 0; i < n_new; i++) {
+        const st_entry *e = &entries[i];
+        if (e->begin == e->end) continue; /* empty tensors take no bytes */
+        if (reach && e->begin < reach->end) {
+            st = df11_fail(DF11_ERR_RANGE, "'%s': tensors '%s' [%llu, %llu] and '%s' "
+                           "[%llu, %llu] overlap", label, reach->src.name, (ull)reach->begin,
+                           (ull)reach->end, e->src.name, (ull)e->begin, (ull)e->end);
+            goto out_entries;
+        }
+        if (!reach || e->end > reach->end) reach = e;
+    }
+
+    for (size_t i = 0; i < n_new; i++) model->tensors[n_old + i] = entries[i].src;
+    st = check_unique(model->tensors, n_all, label);
+    if (st != DF11_OK) goto out_entries;
+
+    chunk->prev = (names_chunk *)(void *)model->names;
+    model->names = (char *)chunk;
+    chunk = NULL;
+    model->n_tensors = n_all;
+
+out_entries:
+    free(chunk);
+    free(entries);
+out_json:
+    cJSON_Delete(root);
+out_text:
+    free(text);
+    return st;
+}
+
+/* ---- files and folders ---- */
+
+static char *path_join(const char *dir, const char *name)
+{
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = malloc(a + b + 2);
+    if (!p) return NULL;
+    memcpy(p, dir, a);
+    size_t n = a;
+    if (a == 0 || dir[a - 1] != '/') p[n++] = '/';
+    memcpy(p + n, name, b + 1);
+    return p;
+}
+
+static bool is_regular(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* Reads a whole small file into a NUL-terminated buffer. `too_big` is the status to give a
+ * file over `cap` bytes. */
+static df11_status read_text(const char *path, uint64_t cap, df11_status too_big,
+                             char **out, size_t *len)
+{
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return df11_fail_errno(DF11_ERR_IO, errno, "cannot open '%s'", path);
+    df11_status st = DF11_OK;
+    struct stat sb;
+    char *buf = NULL;
+    if (fstat(fd, &sb) != 0) {
+        st = df11_fail_errno(DF11_ERR_IO, errno, "cannot stat '%s'", path);
+        goto out;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        st = df11_fail(DF11_ERR_IO, "'%s' is not a regular file", path);
+        goto out;
+    }
+    if ((uint64_t)sb.st_size > cap) {
+        st = df11_fail(too_big, "'%s' is %llu bytes, over the %llu MiB limit", path,
+                       (ull)sb.st_size, (ull)(cap >> 20));
+        goto out;
+    }
+    size_t size = (size_t)sb.st_size, got = 0;
+    buf = malloc(size + 1);
+    if (!buf) {
+        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu bytes", path, size);
+        goto out;
+    }
+    while (got < size) {
+        ssize_t r = read(fd, buf + got, size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            st = df11_fail_errno(DF11_ERR_IO, errno, "cannot read '%s'", path);
+            goto out;
+        }
+        if (r == 0) {
+            st = df11_fail(DF11_ERR_TRUNCATED, "'%s' shrank while being read", path);
+            goto out;
+        }
+        got += (size_t)r;
+    }
+    buf[size] = '\0';
+    *out = buf;
+    *len = size;
+    buf = NULL;
+out:
+    free(buf);
+    close(fd);
+    return st;
+}
+
+static df11_status map_and_parse(df11_st_model *model, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return df11_fail_errno(DF11_ERR_IO, errno, "cannot open '%s'", path);
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int err = errno;
+        close(fd);
+        return df11_fail_errno(DF11_ERR_IO, err, "cannot stat '%s'", path);
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return df11_fail(DF11_ERR_IO, "'%s' is not a regular file", path);
+    }
+    size_t size = (size_t)sb.st_size;
+    if (size < 8) { /* mmap refuses length 0; the parser gives the real reason */
+        close(fd);
+        uint8_t small[8] = {0};
+        return df11_st_parse(model, small, size, path);
+    }
+    struct df11_st_map *maps = realloc(model->maps, (model->n_maps + 1) * sizeof *maps);
+    if (!maps) {
+        close(fd);
+        return df11_fail(DF11_ERR_NO_MEMORY, "'%s': map table", path);
+    }
+    model->maps = maps;
+    void *base = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int err = errno;
+    close(fd); /* the mapping keeps the file */
+    if (base == MAP_FAILED) return df11_fail_errno(DF11_ERR_IO, err, "cannot mmap '%s'", path);
+    /* Recorded before parsing so that df11_st_close unmaps it whatever happens next. */
+    maps[model->n_maps++] = (struct df11_st_map){ base, size };
+    return df11_st_parse(model, base, size, path);
+}
+
+typedef struct {
+    const char *name;
+    size_t shard;
+} st_owner;
+
+static int cmp_owner(const void *a, const void *b)
+{
+    return strcmp(((const st_owner *)a)->name, ((const st_owner *)b)->name);
+}
+
+/* A shard name comes from a file we do not trust and is joined to a folder path: it must
+ * stay inside that folder. */
+static bool shard_name_ok(const char *s)
+{
+    return s[0] != '\0' && !strchr(s, '/') && !strstr(s, "..");
+}
+
+static df11_status open_index(df11_st_model *model, const char *dir, const char *index_path)
+{
+    char *text = NULL;
+    size_t len = 0;
+    df11_status st = read_text(index_path, ST_MAX_INDEX, DF11_ERR_SAFETENSORS, &text, &len);
+    if (st != DF11_OK) return st;
+
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    const char **shards = NULL;
+    size_t *shard_start = NULL;
+    st_owner *wm = NULL, *have = NULL;
+    char *shard_path = NULL;
+    const cJSON *map = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
+    if (!cJSON_IsObject(root) || !cJSON_IsObject(map)) {
+        st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': not a JSON object with a \"weight_map\" "
+                       "object", index_path);
+        goto out;
+    }
+    size_t n_wm = (size_t)cJSON_GetArraySize(map);
+    if (n_wm == 0) {
+        st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': weight_map names no tensors", index_path);
+        goto out;
+    }
+    wm = malloc(n_wm * sizeof *wm);
+    shards = malloc(n_wm * sizeof *shards);
+    if (!wm || !shards) {
+        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu entries", index_path, n_wm);
+        goto out;
+    }
+    size_t i = 0;
+    for (const cJSON *it = map->child; it; it = it->next, i++) {
+        if (!cJSON_IsString(it)) {
+            st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': weight_map entry '%s' is not a "
+                           "string", index_path, it->string);
+            goto out;
+        }
+        if (!shard_name_ok(it->valuestring)) {
+            st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': shard name '%.200s' (of tensor '%s') "
+                           "is empty or leaves the folder", index_path, it->valuestring,
+                           it->string);
+            goto out;
+        }
+        wm[i] = (st_owner){ it->string, 0 };
+        shards[i] = it->valuestring;
+    }
+
+    /* cJSON keeps repeated keys, so one tensor could be claimed by two shards. */
+    qsort(wm, n_wm, sizeof *wm, cmp_owner);
+    for (i = 1; i < n_wm; i++)
+        if (strcmp(wm[i - 1].name, wm[i].name) == 0) {
+            st = df11_fail(DF11_ERR_DUPLICATE, "'%s': weight_map names tensor '%s' twice",
+                           index_path, wm[i].name);
+            goto out;
+        }
+
+    /* Shards in name order (model-00001-of-00004 ... sorts by number), each once. */
+    qsort(shards, n_wm, sizeof *shards, cmp_str_ptr);
+    size_t n_shards = 0;
+    for (i = 0; i < n_wm; i++)
+        if (n_shards == 0 || strcmp(shards[n_shards - 1], shards[i]) != 0)
+            shards[n_shards++] = shards[i];
+
+    shard_start = malloc((n_shards + 1) * sizeof *shard_start);
+    if (!shard_start) {
+        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu shards", index_path, n_shards);
+        goto out;
+    }
+    for (size_t s = 0; s < n_shards; s++) {
+        shard_start[s] = model->n_tensors;
+        free(shard_path);
+        shard_path = path_join(dir, shards[s]);
+        if (!shard_path) {
+            st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': shard path", index_path);
+            goto out;
+        }
+        st = map_and_parse(model, shard_path);
+        if (st != DF11_OK) goto out;
+    }
+    shard_start[n_shards] = model->n_tensors;
+
+    /* Every tensor the index names must be in the shard it names. Tensors a shard holds
+     * beyond the index are kept: they are in the files, and unique. */
+    size_t n_have = model->n_tensors;
+    have = malloc((n_have ? n_have : 1) * sizeof *have);
+    if (!have) {
+        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensors", index_path, n_have);
+        goto out;
+    }
+    for (size_t s = 0; s < n_shards; s++)
+        for (size_t t = shard_start[s]; t < shard_start[s + 1]; t++)
+            have[t] = (st_owner){ model->tensors[t].name, s };
+    qsort(have, n_have, sizeof *have, cmp_owner);
+    for (const cJSON *it = map->child; it; it = it->next) {
+        st_owner key = { it->string, 0 };
+        const st_owner *h = bsearch(&key, have, n_have, sizeof *have, cmp_owner);
+        if (!h || strcmp(shards[h->shard], it->valuestring) != 0) {
+            st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' is not in shard '%s'",
+                           index_path, it->string, it->valuestring);
+            goto out;
+        }
+    }
+
+out:
+    free(shard_path);
+    free(have);
+    free(shard_start);
+    free(shards);
+    free(wm);
+    cJSON_Delete(root);
+    free(text);
+    return st;
+}
+
+static df11_status open_folder(df11_st_model *model, const char *dir)
+{
+    char *index = path_join(dir, ST_INDEX_NAME);
+    char *single = path_join(dir, ST_SINGLE_NAME);
+    char *config = path_join(dir, ST_CONFIG_NAME);
+    df11_status st;
+    if (!index || !single || !config) {
+        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': paths", dir);
+        goto out;
+    }
+    if (is_regular(index))
+        st = open_index(model, dir, index);
+    else if (is_regular(single))
+        st = map_and_parse(model, single);
+    else
+        st = df11_fail_errno(DF11_ERR_IO, ENOENT, "'%s' has neither " ST_SINGLE_NAME " nor "
+                             ST_INDEX_NAME, dir);
+    if (st == DF11_OK && access(config, F_OK) == 0)
+        st = read_text(config, ST_MAX_CONFIG, DF11_ERR_UNSUPPORTED, &model->config_json,
+                       &model->config_len);
+out:
+    free(index);
+    free(single);
+    free(config);
+    return st;
+}
+
+df11_status df11_st_open(const char *path, df11_st_model **out)
+{
+    if (!path || !out) return df11_fail(DF11_ERR_INVALID_ARG, "df11_st_open: NULL argument");
+    *out = NULL;
+    struct stat sb;
+    if (stat(path, &sb) != 0) return df11_fail_errno(DF11_ERR_IO, errno, "cannot open '%s'", path);
+    df11_st_model *model = calloc(1, sizeof *model);
+    if (!model) return df11_fail(DF11_ERR_NO_MEMORY, "'%s': model", path);
+    df11_status st = S_ISDIR(sb.st_mode) ? open_folder(model, path) : map_and_parse(model, path);
+    if (st != DF11_OK) {
+        df11_st_close(model);
+        return st;
+    }
+    *out = model;
+    return DF11_OK;
+}
+
+void df11_st_close(df11_st_model *model)
+{
+    if (!model) return;
+    for (size_t i = 0; i < model->n_maps; i++) munmap(model->maps[i].base, model->maps[i].size);
+    free(model->maps);
+    free(model->tensors);
+    free(model->config_json);
+    names_free_all(model->names);
+    free(model);
+}
+
+/* ---- writing ---- */
+
+/* mkstemp makes 0600 files; a model file should get the usual 0666 & ~umask. umask(2)
+ * cannot be read without changing it (racy with other threads), so ask /proc. */
+static mode_t file_mode(void)
+{
+    mode_t mask = 022;
+    FILE *f = fopen("/proc/self/status", "re");
+    if (f) {
+        char line[128];
+        unsigned m;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "Umask: %o", &m) == 1) {
+                mask = (mode_t)m;
+                break;
+            }
+        fclose(f);
+    }
+    return 0666 & ~mask;
+}
+
+static df11_status write_all(int fd, const void *buf, uint64_t len, const char *path)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        size_t chunk = len > ((size_t)1 << 30) ? (size_t)1 << 30 : (size_t)len;
+        ssize_t w = write(fd, p, chunk);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return df11_fail_errno(DF11_ERR_IO, errno, "cannot write '%s'", path);
+        p += w;
+        len -= (uint64_t)w;
+    }
+    return DF11_OK;
+}
+
+static cJSON *json_u64_raw(uint64_t v)
+{
+    /* Written as plain integers: cJSON's doubles would turn large sizes into 1e+16. */
+    char buf[24];
+    snprintf(buf, sizeof buf, "%llu", (ull)v);
+    return cJSON_CreateRaw(buf);
+}
+
+/* Builds the header JSON text; `nbytes[i]` receives each tensor's size. */
+static df11_status build_header(const df11_tensor_source *tensors, size_t n,
+                                const char *metadata_json, uint64_t *nbytes, char **out)
+{
+    *out = NULL;
+    cJSON *root = cJSON_CreateObject();
+    if (!root) return df11_fail(DF11_ERR_NO_MEMORY, "safetensors header");
+    df11_status st = DF11_OK;
+    if (metadata_json) {
+        cJSON *meta = cJSON_Parse(metadata_json);
+        bool ok = cJSON_IsObject(meta);
+        for (const cJSON *it = ok ? meta->child : NULL; it; it = it->next)
+            ok = ok && cJSON_IsString(it);
+        if (!ok) {
+            cJSON_Delete(meta);
+            st = df11_fail(DF11_ERR_INVALID_ARG, "safetensors metadata must be a JSON object "
+                           "of strings");
+            goto out;
+        }
+        if (!cJSON_AddItemToObject(root, "__metadata__", meta)) {
+            cJSON_Delete(meta);
+            goto nomem;
+        }
+    }
+    uint64_t offset = 0;
+    for (size_t i = 0; i < n; i++) {
+        const df11_tensor_source *t = &tensors[i];
+        cJSON *obj = cJSON_CreateObject(), *shape = cJSON_CreateArray();
+        cJSON *offs = cJSON_CreateArray();
+        bool ok = obj && shape && offs;
+        ok = ok && cJSON_AddStringToObject(obj, "dtype", df11_dtype_name(t->dtype));
+        for (uint32_t d = 0; ok && d < t->ndim; d++) {
+            cJSON *v = json_u64_raw(t->shape[d]);
+            ok = v && cJSON_AddItemToArray(shape, v);
+            if (!ok) cJSON_Delete(v);
+        }
+        cJSON *b = ok ? json_u64_raw(offset) : NULL, *e = ok ? json_u64_raw(offset + nbytes[i]) : NULL;
+        ok = ok && b && e && cJSON_AddItemToArray(offs, b);
+        if (ok) b = NULL;
+        ok = ok && cJSON_AddItemToArray(offs, e);
+        if (ok) e = NULL;
+        cJSON_Delete(b);
+        cJSON_Delete(e);
+        ok = ok && cJSON_AddItemToObject(obj, "shape", shape);
+        if (ok) shape = NULL;
+        ok = ok && cJSON_AddItemToObject(obj, "data_offsets", offs);
+        if (ok) offs = NULL;
+        ok = ok && cJSON_AddItemToObject(root, t->name, obj);
+        if (!ok) {
+            cJSON_Delete(shape);
+            cJSON_Delete(offs);
+            cJSON_Delete(obj);
+            goto nomem;
+        }
+        offset += nbytes[i];
+    }
+    *out = cJSON_PrintUnformatted(root);
+    if (!*out) goto nomem;
+    goto out;
+nomem:
+    st = df11_fail(DF11_ERR_NO_MEMORY, "safetensors header for %zu tensors", n);
+out:
+    cJSON_Delete(root);
+    return st;
+}
+
+/* Argument checks shared by both writers; fills nbytes[] and the largest size. */
+static df11_status check_tensors(const df11_tensor_source *tensors, size_t n, bool need_data,
+                                 uint64_t *nbytes, uint64_t *largest)
+{
+    uint64_t total = 0;
+    *largest = 0;
+    for (size_t i = 0; i < n; i++) {
+        const df11_tensor_source *t = &tensors[i];
+        if (!t->name || strcmp(t->name, "__metadata__") == 0)
+            return df11_fail(DF11_ERR_INVALID_ARG, "tensor %zu: missing or reserved name", i);
+        uint64_t size = df11_dtype_size(t->dtype);
+        if (size == 0)
+            return df11_fail(DF11_ERR_DTYPE, "tensor '%s': dtype %d", t->name, (int)t->dtype);
+        if (t->ndim > DF11_MAX_DIMS)
+            return df11_fail(DF11_ERR_INVALID_ARG, "tensor '%s': %u dims", t->name, t->ndim);
+        for (uint32_t d = 0; d < t->ndim; d++)
+            if (!df11_mul_ok(size, t->shape[d], &size))
+                return df11_fail(DF11_ERR_OVERFLOW, "tensor '%s': size overflows", t->name);
+        if (!df11_add_ok(total, size, &total))
+            return df11_fail(DF11_ERR_OVERFLOW, "tensor '%s': file size overflows", t->name);
+        if (need_data && size > 0 && !t->data)
+            return df11_fail(DF11_ERR_INVALID_ARG, "tensor '%s': NULL data", t->name);
+        nbytes[i] = size;
+        if (size > *largest) *largest = size;
+    }
+    return check_unique(tensors, n, "safetensors output");
+}
+
+df11_status df11_st_write_fill(const char *path, const df11_tensor_source *tensors, size_t n,
+                               const char *metadata_json, df11_st_fill_fn fill, void *ctx)
+{
+    if (!path || (n && !tensors))
+        return df11_fail(DF11_ERR_INVALID_ARG, "df11_st_write: NULL path or tensors");
+    uint64_t *nbytes = malloc((n ? n : 1) * sizeof *nbytes), largest = 0;
+    char *header = NULL, *tmp = NULL;
+    void *buf = NULL;
+    int fd = -1;
+    df11_status st = DF11_OK;
+    if (!nbytes) {
+        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensors", path, n);
+        goto out;
+    }
+    st = check_tensors(tensors, n, fill == NULL, nbytes, &largest);
+    if (st == DF11_OK) st = build_header(tensors, n, metadata_json, nbytes, &header);
+    if (st != DF11_OK) goto out;
+    if (fill && largest > 0 && !(buf = malloc(largest))) {
+        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %llu-byte tensor buffer", path, (ull)largest);
+        goto out;
+    }
+
+    /* The data area must start 8-byte aligned so that readers can map tensors in place. */
+    size_t hlen = strlen(header);
+    size_t padded = (size_t)df11_align_up(hlen, 8);
+    char *grown = realloc(header, padded);
+    if (!grown) {
+        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': header", path);
+        goto out;
+    }
+    header = grown;
+    memset(header + hlen, ' ', padded - hlen);
+
+    size_t plen = strlen(path);
+    tmp = malloc(plen + sizeof ".tmp.XXXXXX");
+    if (!tmp) {
+        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': temp name", path);
+        goto out;
+    }
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp.XXXXXX", sizeof ".tmp.XXXXXX");
+    fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0) {
+        st = df11_fail_errno(DF11_ERR_IO, errno, "cannot create a temporary file beside '%s'",
+                             path);
+        free(tmp);
+        tmp = NULL;
+        goto out;
+    }
+    if (fchmod(fd, file_mode()) != 0) {
+        st = df11_fail_errno(DF11_ERR_IO, errno, "cannot chmod '%s'", tmp);
+        goto out;
+    }
+
+    uint8_t len_le[8];
+    df11_st64(len_le, padded);
+    st = write_all(fd, len_le, 8, tmp);
+    if (st == DF11_OK) st = write_all(fd, header, padded, tmp);
+    for (size_t i = 0; st == DF11_OK && i < n; i++) {
+        const void *data = tensors[i].data;
+        if (fill && nbytes[i] > 0) {
+            st = fill(ctx, i, buf, nbytes[i]);
+            if (st != DF11_OK) break;
+            data = buf;
+        }
+        if (nbytes[i] > 0) st = write_all(fd, data, nbytes[i], tmp);
+    }
+    if (st != DF11_OK) goto out;
+    /* No fsync: the rename protects readers from our own failures, not from power loss,
+     * and flushing gigabytes here would double the write time. */
+    int rc = close(fd);
+    fd = -1;
+    if (rc != 0) {
+        st = df11_fail_errno(DF11_ERR_IO, errno, "cannot write '%s'", tmp);
+        goto out;
+    }
+    if (rename(tmp, path) != 0) {
+        st = df11_fail_errno(DF11_ERR_IO, errno, "cannot rename '%s' to '%s'", tmp, path);
+        goto out;
+    }
+    free(tmp);
+    tmp = NULL;
+
+out:
+    if (fd >= 0) close(fd);
+    if (tmp) {
+        unlink(tmp);
+        free(tmp);
+    }
+    free(buf);
+    free(header);
+    free(nbytes);
+    return st;
+}
+
+df11_status df11_st_write(const char *path, const df11_tensor_source *tensors, size_t n,
+                          const char *metadata_json)
+{
+    return df11_st_write_fill(path, tensors, n, metadata_json, NULL, NULL);
+}
