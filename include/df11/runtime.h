@@ -134,10 +134,15 @@ typedef struct df11_model_stats {
     uint32_t arena_slots;
     int32_t slot_block[16];          /* block held by each slot, -1 if none (first 16) */
     uint64_t decodes;                /* groups decoded */
-    double decode_ms;                /* total decode time, where measured */
+    double decode_ms;                /* total decode time, where measured (host backend) */
     double open_ms;
+    uint64_t pool_reserved;          /* bytes the model holds from the backend now */
+    uint64_t acquires;               /* successful df11_block_acquire calls */
 } df11_model_stats;
 
+/* Fills the whole struct (stats->size is set to sizeof(df11_model_stats)). Cheap: no
+ * device call. On a BF16 model, compressed_bytes and arena_bytes are 0 and every tensor
+ * counts in resident_bytes. */
 df11_status df11_model_stats_get(const df11_model *model, df11_model_stats *stats);
 
 /* The provider interface: an engine that takes a df11_provider depends on nothing else
@@ -152,6 +157,8 @@ typedef struct df11_provider {
     df11_status (*tensor_get)(void *ctx, const char *name, df11_stream stream,
                               df11_tensor_view *view);
     df11_status (*tensor_release)(void *ctx, const char *name, df11_stream stream);
+    /* Added after the first version: check provider.size before use. May be NULL. */
+    df11_status (*block_prefetch)(void *ctx, uint32_t block);
 } df11_provider;
 
 df11_status df11_model_provider(df11_model *model, df11_provider *provider);

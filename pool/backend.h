@@ -1,0 +1,84 @@
+/* The backend interface: what the runtime needs from a device, as a struct of function
+ * pointers (like ggml-backend), so that the host and CUDA implementations serve one
+ * scheduler. runtime/backend_host.c and runtime/backend_cuda.c implement it; pool/ only
+ * allocates through it. Nothing here names CUDA types: streams and events are void *.
+ *
+ * Semantics every backend keeps (CUDA's):
+ *   - work enqueued on one stream runs in order; a NULL stream is the caller's default
+ *     stream (CUDA: legacy default stream; host: the calling thread, i.e. synchronous);
+ *   - event_record(ev, s) marks the point in s reached by the work enqueued so far;
+ *     stream_wait(s, ev) makes later work on s wait for that point, without blocking the
+ *     caller unless s is NULL on the host backend;
+ *   - an asynchronous failure is sticky on its stream and is returned by the next
+ *     event_sync / synchronize that waits on it.
+ *
+ * Ownership: memory from alloc/host_alloc is freed with free/host_free; streams and events
+ * with their destroy calls, before the backend's destroy.
+ */
+#ifndef DF11_POOL_BACKEND_H
+#define DF11_POOL_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "df11/file.h"
+#include "df11/status.h"
+
+typedef struct df11_backend df11_backend;
+
+/* One group to decode: the payload and (CUDA) its plan, both already in backend memory. */
+typedef struct df11_backend_group {
+    const df11_file *file;
+    uint32_t group;
+    const void *payload;      /* backend memory, payload_size bytes */
+    const void *plan_host;    /* CUDA: host copy of the plan blob; NULL on the host */
+    const void *plan_dev;     /* CUDA: the plan in device memory */
+} df11_backend_group;
+
+typedef struct df11_backend_iface {
+    const char *name;         /* "host", "cuda" */
+    /* Device memory (host backend: page-aligned host memory). */
+    df11_status (*alloc)(df11_backend *be, size_t size, void **ptr);
+    void (*free)(df11_backend *be, void *ptr);
+    /* Host memory the device copies from quickly (CUDA: pinned). */
+    df11_status (*host_alloc)(df11_backend *be, size_t size, void **ptr);
+    void (*host_free)(df11_backend *be, void *ptr);
+    /* Host → device copy ordered on `stream`; `src` must stay valid until it completes. */
+    df11_status (*copy_h2d)(df11_backend *be, void *dst, const void *src, size_t size,
+                            void *stream);
+    /* Device → host, synchronous (tests and tools only; never on the hot path). */
+    df11_status (*copy_d2h)(df11_backend *be, void *dst, const void *src, size_t size);
+    /* high_priority: the decode stream asks to be scheduled before compute kernels. */
+    df11_status (*stream_create)(df11_backend *be, int high_priority, void **stream);
+    void (*stream_destroy)(df11_backend *be, void *stream);
+    df11_status (*event_create)(df11_backend *be, void **event);
+    void (*event_destroy)(df11_backend *be, void *event);
+    df11_status (*event_record)(df11_backend *be, void *event, void *stream);
+    df11_status (*stream_wait)(df11_backend *be, void *stream, void *event);
+    /* Blocks the caller until the event's point is reached. */
+    df11_status (*event_sync)(df11_backend *be, void *event);
+    /* Builds what decode_group needs besides the payload (CUDA: the kernel plan) from a
+     * verified payload in host memory; *blob is malloc'd, the caller frees it after
+     * copying it to the device and keeps it while decodes may still use it. NULL when the
+     * backend needs none (host). */
+    df11_status (*plan_build)(df11_backend *be, const df11_file *file, uint32_t group,
+                              const void *payload, void **blob, size_t *blob_size);
+    /* Decodes a whole group into `out` (decoded_size bytes of backend memory) on `stream`. */
+    df11_status (*decode_group)(df11_backend *be, const df11_backend_group *g, void *out,
+                                void *stream);
+    /* Blocks until everything enqueued on `stream` has run. */
+    df11_status (*synchronize)(df11_backend *be, void *stream);
+    /* Free and total device memory; the host backend reports 0/0 (no limit known). */
+    df11_status (*mem_info)(df11_backend *be, uint64_t *free_bytes, uint64_t *total_bytes);
+    /* Milliseconds spent decoding so far, where the backend measures it (else < 0). */
+    double (*decode_ms)(df11_backend *be);
+    void (*destroy)(df11_backend *be);
+} df11_backend_iface;
+
+struct df11_backend {
+    const df11_backend_iface *iface;
+    void *ctx;
+    int n_threads;            /* host decode threads (0 = all cores) */
+};
+
+#endif

@@ -1,0 +1,72 @@
+/* A memory pool over one backend: a few large allocations ("chunks") taken from the
+ * backend and handed out in aligned pieces, with byte accounting per use. Pieces are never
+ * freed one by one: everything goes back at df11_pool_destroy (a model's memory lives as
+ * long as the model), so no allocation happens on the hot path and nothing fragments.
+ *
+ *     df11_pool *p;
+ *     df11_pool_create(be, DF11_POOL_DEVICE, limit, &p);
+ *     df11_pool_reserve(p, bytes_needed);          // one backend allocation up front
+ *     void *slot;
+ *     df11_pool_alloc(p, slot_size, 4096, DF11_POOL_USE_ARENA, &slot);
+ *     ...
+ *     df11_pool_destroy(p);                        // frees every chunk
+ *
+ * A request that does not fit the current chunk opens a new chunk of
+ * max(request, chunk_min) bytes. A request that would take the pool past its limit fails
+ * with DF11_ERR_DEVICE_MEMORY (detail: the shortfall). Not thread-safe: the runtime uses a
+ * pool from one thread at a time.
+ */
+#ifndef DF11_POOL_POOL_H
+#define DF11_POOL_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "df11/status.h"
+#include "pool/backend.h"
+
+typedef struct df11_pool df11_pool;
+
+typedef enum df11_pool_space {
+    DF11_POOL_DEVICE = 0,     /* backend alloc (VRAM on CUDA) */
+    DF11_POOL_HOST = 1,       /* backend host_alloc (pinned on CUDA) */
+} df11_pool_space;
+
+typedef enum df11_pool_use {
+    DF11_POOL_USE_COMPRESSED = 0, /* compressed payloads */
+    DF11_POOL_USE_ARENA,          /* decode slots */
+    DF11_POOL_USE_RESIDENT,       /* decoded tensors kept for the model's life */
+    DF11_POOL_USE_STAGING,        /* read buffers */
+    DF11_POOL_USE_METADATA,       /* decode plans, tables */
+    DF11_POOL_USE_COUNT_
+} df11_pool_use;
+
+typedef struct df11_pool_stats {
+    uint64_t used[DF11_POOL_USE_COUNT_]; /* bytes handed out per use, alignment included */
+    uint64_t used_total;
+    uint64_t reserved;        /* bytes taken from the backend (all chunks) */
+    uint64_t high_water;      /* most bytes ever reserved */
+    uint64_t limit;           /* 0 = none */
+    uint32_t n_chunks;
+} df11_pool_stats;
+
+/* `limit`: the most bytes the pool may take from the backend, 0 = no limit. */
+df11_status df11_pool_create(df11_backend *be, df11_pool_space space, uint64_t limit,
+                             df11_pool **out);
+/* Frees every chunk. NULL is ignored. */
+void df11_pool_destroy(df11_pool *pool);
+/* Smallest size of a chunk opened by a request that does not fit (default 64 MiB). */
+void df11_pool_set_chunk_min(df11_pool *pool, uint64_t bytes);
+/* Opens a chunk of exactly `bytes` now (unless the current chunk has that much left), so
+ * that the following allocations come out of one backend allocation. */
+df11_status df11_pool_reserve(df11_pool *pool, uint64_t bytes);
+/* `align`: a power of two (0 = 256). The piece is valid until df11_pool_destroy. */
+df11_status df11_pool_alloc(df11_pool *pool, uint64_t size, uint64_t align,
+                            df11_pool_use use, void **ptr);
+void df11_pool_stats_get(const df11_pool *pool, df11_pool_stats *stats);
+const char *df11_pool_use_name(df11_pool_use use);
+
+/* Bytes currently taken from backends by every pool in the process (leak checks). */
+uint64_t df11_pool_live_bytes(void);
+
+#endif

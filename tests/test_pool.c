@@ -1,0 +1,154 @@
+/* pool/pool.c over the host backend: alignment, chunking, per-use accounting, the limit,
+ * high-water, and that destroy gives every byte back. */
+#include <check.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "pool/pool.h"
+#include "runtime/backends.h"
+#include "tests/testutil.h"
+
+static df11_backend *be;
+
+static void setup(void) { ck_assert_int_eq(df11_backend_host_create(1, &be), DF11_OK); }
+static void teardown(void) { df11_backend_destroy(be); }
+
+START_TEST(test_alloc_align_accounting)
+{
+    df11_pool *p;
+    ck_assert_int_eq(df11_pool_create(be, DF11_POOL_DEVICE, 0, &p), DF11_OK);
+    ck_assert_int_eq(df11_pool_reserve(p, 1 << 20), DF11_OK);
+    void *a, *b, *c;
+    ck_assert_int_eq(df11_pool_alloc(p, 100, 256, DF11_POOL_USE_COMPRESSED, &a), DF11_OK);
+    ck_assert_int_eq(df11_pool_alloc(p, 10, 4096, DF11_POOL_USE_ARENA, &b), DF11_OK);
+    ck_assert_int_eq(df11_pool_alloc(p, 1, 0, DF11_POOL_USE_METADATA, &c), DF11_OK);
+    ck_assert_uint_eq((uintptr_t)a % 256, 0);
+    ck_assert_uint_eq((uintptr_t)b % 4096, 0);
+    ck_assert_uint_eq((uintptr_t)c % 256, 0);
+    ck_assert((char *)b >= (char *)a + 100);
+    ck_assert((char *)c >= (char *)b + 10);
+    memset(a, 1, 100);
+    memset(b, 2, 10);
+    df11_pool_stats st;
+    df11_pool_stats_get(p, &st);
+    ck_assert_uint_eq(st.n_chunks, 1);
+    ck_assert_uint_eq(st.reserved, 1 << 20);
+    ck_assert_uint_eq(st.used[DF11_POOL_USE_COMPRESSED], 100);
+    ck_assert_uint_eq(st.used[DF11_POOL_USE_ARENA], 4096 - 100 + 10);
+    ck_assert_uint_eq(st.used_total, st.used[0] + st.used[1] + st.used[DF11_POOL_USE_METADATA]);
+    ck_assert_uint_eq(df11_pool_live_bytes(), 1 << 20);
+    ck_assert_int_eq(df11_pool_alloc(p, 1, 3, DF11_POOL_USE_ARENA, &a), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_pool_alloc(p, 1, 8192, DF11_POOL_USE_ARENA, &a), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_pool_alloc(p, 1, 0, DF11_POOL_USE_COUNT_, &a), DF11_ERR_INVALID_ARG);
+    df11_pool_destroy(p);
+    ck_assert_uint_eq(df11_pool_live_bytes(), 0);
+    ck_assert_str_eq(df11_pool_use_name(DF11_POOL_USE_STAGING), "staging");
+}
+END_TEST
+
+START_TEST(test_chunks_and_high_water)
+{
+    df11_pool *p;
+    ck_assert_int_eq(df11_pool_create(be, DF11_POOL_HOST, 0, &p), DF11_OK);
+    df11_pool_set_chunk_min(p, 64 << 10);
+    void *x[40];
+    for (int i = 0; i < 40; i++) {
+        ck_assert_int_eq(df11_pool_alloc(p, 10000, 256, DF11_POOL_USE_STAGING, &x[i]), DF11_OK);
+        memset(x[i], i, 10000);
+    }
+    for (int i = 0; i < 40; i++)
+        for (int j = 0; j < 10000; j += 997) ck_assert_int_eq(((unsigned char *)x[i])[j], i);
+    df11_pool_stats st;
+    df11_pool_stats_get(p, &st);
+    ck_assert_uint_gt(st.n_chunks, 1);
+    ck_assert_uint_eq(st.high_water, st.reserved);
+    ck_assert_uint_ge(st.reserved, 400000);
+    /* A request larger than chunk_min gets a chunk of its own size. */
+    void *big;
+    ck_assert_int_eq(df11_pool_alloc(p, 1 << 20, 4096, DF11_POOL_USE_STAGING, &big), DF11_OK);
+    df11_pool_stats_get(p, &st);
+    ck_assert_uint_ge(st.reserved, 400000 + (1 << 20));
+    /* Small pieces still fit into earlier chunks' tails. */
+    uint64_t before = st.reserved;
+    ck_assert_int_eq(df11_pool_alloc(p, 16, 16, DF11_POOL_USE_METADATA, &big), DF11_OK);
+    df11_pool_stats_get(p, &st);
+    ck_assert_uint_eq(st.reserved, before);
+    df11_pool_destroy(p);
+    ck_assert_uint_eq(df11_pool_live_bytes(), 0);
+}
+END_TEST
+
+START_TEST(test_limit)
+{
+    df11_pool *p;
+    ck_assert_int_eq(df11_pool_create(be, DF11_POOL_DEVICE, 1 << 20, &p), DF11_OK);
+    ck_assert_int_eq(df11_pool_reserve(p, 2 << 20), DF11_ERR_DEVICE_MEMORY);
+    ck_assert(strstr(df11_last_error_detail(), "short by 1048576") != NULL);
+    void *a;
+    /* chunk_min (64 MiB) is over the limit: the pool falls back to the request's size. */
+    ck_assert_int_eq(df11_pool_alloc(p, 512 << 10, 0, DF11_POOL_USE_ARENA, &a), DF11_OK);
+    ck_assert_int_eq(df11_pool_alloc(p, 512 << 10, 0, DF11_POOL_USE_ARENA, &a), DF11_OK);
+    ck_assert_int_eq(df11_pool_alloc(p, 1, 0, DF11_POOL_USE_ARENA, &a), DF11_ERR_DEVICE_MEMORY);
+    df11_pool_stats st;
+    df11_pool_stats_get(p, &st);
+    ck_assert_uint_eq(st.reserved, 1 << 20);
+    ck_assert_uint_eq(st.limit, 1 << 20);
+    df11_pool_destroy(p);
+    df11_pool_destroy(NULL);
+    ck_assert_int_eq(df11_pool_create(NULL, DF11_POOL_DEVICE, 0, &p), DF11_ERR_INVALID_ARG);
+}
+END_TEST
+
+START_TEST(test_host_backend_streams)
+{
+    /* Ordered host work: copies on a worker stream, events across streams. */
+    void *s1, *s2, *e1, *e2;
+    ck_assert_int_eq(be->iface->stream_create(be, 1, &s1), DF11_OK);
+    ck_assert_int_eq(be->iface->stream_create(be, 0, &s2), DF11_OK);
+    ck_assert_int_eq(be->iface->event_create(be, &e1), DF11_OK);
+    ck_assert_int_eq(be->iface->event_create(be, &e2), DF11_OK);
+    enum { N = 1 << 20 };
+    char *a = malloc(N), *b = malloc(N), *c = malloc(N);
+    memset(a, 7, N);
+    memset(b, 0, N);
+    memset(c, 0, N);
+    ck_assert_int_eq(be->iface->copy_h2d(be, b, a, N, s1), DF11_OK);
+    ck_assert_int_eq(be->iface->event_record(be, e1, s1), DF11_OK);
+    ck_assert_int_eq(be->iface->stream_wait(be, s2, e1), DF11_OK);
+    ck_assert_int_eq(be->iface->copy_h2d(be, c, b, N, s2), DF11_OK);
+    ck_assert_int_eq(be->iface->event_record(be, e2, s2), DF11_OK);
+    ck_assert_int_eq(be->iface->stream_wait(be, NULL, e2), DF11_OK); /* blocks the caller */
+    ck_assert_int_eq(c[0], 7);
+    ck_assert_int_eq(c[N - 1], 7);
+    ck_assert_int_eq(be->iface->event_record(be, e1, NULL), DF11_OK); /* complete at once */
+    ck_assert_int_eq(be->iface->event_sync(be, e1), DF11_OK);
+    ck_assert_int_eq(be->iface->synchronize(be, s1), DF11_OK);
+    be->iface->event_destroy(be, e1);
+    be->iface->event_destroy(be, e2);
+    be->iface->stream_destroy(be, s1);
+    be->iface->stream_destroy(be, s2);
+    uint64_t fr, tot;
+    ck_assert_int_eq(be->iface->mem_info(be, &fr, &tot), DF11_OK);
+    ck_assert_ptr_null(be->iface->plan_build);
+    free(a);
+    free(b);
+    free(c);
+}
+END_TEST
+
+static Suite *pool_suite(void)
+{
+    Suite *s = suite_create("pool");
+    TCase *tc = tcase_create("pool");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_alloc_align_accounting);
+    tcase_add_test(tc, test_chunks_and_high_water);
+    tcase_add_test(tc, test_limit);
+    tcase_add_test(tc, test_host_backend_streams);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return df11_test_run(pool_suite()); }

@@ -1,0 +1,621 @@
+/* The runtime on the host backend: open (df11 and BF16), the block scheduler, tensor
+ * lookup, the provider, stats, every error path, and df11-memstat over a live model.
+ * tests/test_gpu_runtime.c includes this file with RT_TEST_CUDA defined to run the same
+ * scenarios on the CUDA backend. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "df11/compress.h"
+#include "df11/runtime.h"
+#include "loader/safetensors.h"
+#include "pool/pool.h"
+#include "tests/testutil.h"
+
+#ifdef RT_TEST_CUDA
+#include <cuda_runtime_api.h>
+#define RT_BACKEND DF11_BACKEND_CUDA
+static void read_back(void *dst, const void *src, size_t n)
+{
+    ck_assert_int_eq(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost), cudaSuccess);
+}
+#else
+#define RT_BACKEND DF11_BACKEND_HOST
+static void read_back(void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
+#endif
+
+/* --- a small Llama-shaped model --- */
+
+#define N_LAYERS 5
+#define D 64
+#define V 96
+#define LAYER_TENSORS 5
+
+typedef struct test_model {
+    df11_tensor_source *t;
+    size_t n;
+    char path[512], st_path[512];
+} test_model;
+
+static test_model tm;
+
+static void add_tensor(const char *name, df11_dtype dt, uint32_t ndim, uint64_t d0, uint64_t d1,
+                       uint64_t *rng)
+{
+    df11_tensor_source *s = &tm.t[tm.n++];
+    s->name = strdup(name);
+    s->dtype = dt;
+    s->ndim = ndim;
+    s->shape[0] = d0;
+    s->shape[1] = d1;
+    uint64_t n = ndim == 1 ? d0 : d0 * d1;
+    void *data = malloc(n * df11_dtype_size(dt));
+    if (dt == DF11_DTYPE_BF16) {
+        df11_test_fill_weights(data, n, ndim == 1 ? n : d1, rng);
+    } else {
+        float *f = data;
+        for (uint64_t i = 0; i < n; i++) f[i] = (float)df11_test_normal(rng);
+    }
+    s->data = data;
+}
+
+static const char *CONFIG = "{\"model_type\":\"llama\",\"num_hidden_layers\":5}";
+
+static void make_model(void)
+{
+    if (tm.n) return;
+    uint64_t rng = df11_test_seed();
+    tm.t = calloc(8 + N_LAYERS * LAYER_TENSORS, sizeof *tm.t);
+    add_tensor("model.embed_tokens.weight", DF11_DTYPE_BF16, 2, V, D, &rng);
+    char name[128];
+    for (int l = 0; l < N_LAYERS; l++) {
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.q_proj.weight", l);
+        add_tensor(name, DF11_DTYPE_BF16, 2, D, D, &rng);
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.k_proj.weight", l);
+        add_tensor(name, DF11_DTYPE_BF16, 2, D / 2, D, &rng);
+        snprintf(name, sizeof name, "model.layers.%d.mlp.gate_proj.weight", l);
+        add_tensor(name, DF11_DTYPE_BF16, 2, 3 * D, D, &rng);
+        snprintf(name, sizeof name, "model.layers.%d.mlp.down_proj.weight", l);
+        add_tensor(name, DF11_DTYPE_BF16, 2, D, 3 * D, &rng);
+        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+        add_tensor(name, DF11_DTYPE_BF16, 1, D, 0, &rng);
+    }
+    add_tensor("model.norm.weight", DF11_DTYPE_F32, 1, D, 0, &rng);
+    add_tensor("lm_head.weight", DF11_DTYPE_BF16, 2, V, D, &rng);
+    snprintf(tm.path, sizeof tm.path, "%s/rt.df11", df11_test_tmpdir());
+    snprintf(tm.st_path, sizeof tm.st_path, "%s/rt.safetensors", df11_test_tmpdir());
+    df11_compress_options co = {0};
+    co.lane_symbols = 64; /* several chunks per tensor even at this size */
+    df11_status s = df11_compress_tensors(tm.path, tm.t, tm.n, CONFIG, strlen(CONFIG), &co, NULL);
+    ck_assert_msg(s == DF11_OK, "compress: %s %s", df11_strerror(s), df11_last_error_detail());
+    s = df11_st_write(tm.st_path, tm.t, tm.n, NULL);
+    ck_assert_msg(s == DF11_OK, "st_write: %s %s", df11_strerror(s), df11_last_error_detail());
+}
+
+static const df11_tensor_source *source(const char *name)
+{
+    for (size_t i = 0; i < tm.n; i++)
+        if (!strcmp(tm.t[i].name, name)) return &tm.t[i];
+    return NULL;
+}
+
+static void check_view(const df11_tensor_view *v)
+{
+    const df11_tensor_source *s = source(v->name);
+    ck_assert_msg(s != NULL, "unknown tensor %s", v->name);
+    ck_assert_int_eq(v->dtype, s->dtype);
+    ck_assert_uint_eq(v->ndim, s->ndim);
+    ck_assert_ptr_nonnull(v->data);
+    void *buf = malloc(v->nbytes);
+    read_back(buf, v->data, v->nbytes);
+    ck_assert_msg(!memcmp(buf, s->data, v->nbytes), "tensor %s differs", v->name);
+    free(buf);
+}
+
+static df11_model_options opts(uint32_t k)
+{
+    df11_model_options o;
+    df11_model_options_init(&o);
+    o.backend = RT_BACKEND;
+    o.arena_slots = k;
+    o.n_threads = 2;
+    return o;
+}
+
+static df11_model *open_model(uint32_t k, df11_nonlayer_policy pol)
+{
+    make_model();
+    df11_model_options o = opts(k);
+    o.nonlayer = pol;
+    df11_model *m = NULL;
+    df11_status s = df11_model_open(tm.path, &o, &m);
+    ck_assert_msg(s == DF11_OK, "open: %s %s", df11_strerror(s), df11_last_error_detail());
+    return m;
+}
+
+static void run_pass(df11_model *m, int check)
+{
+    for (uint32_t b = 0; b < df11_model_n_blocks(m); b++) {
+        df11_block_view bv;
+        df11_status s = df11_block_acquire(m, b, NULL, &bv);
+        ck_assert_msg(s == DF11_OK, "acquire %u: %s %s", b, df11_strerror(s),
+                      df11_last_error_detail());
+        ck_assert_uint_eq(bv.block, b);
+        ck_assert_uint_eq(bv.n_tensors, LAYER_TENSORS);
+        for (uint32_t i = 0; i < bv.n_tensors && check; i++) {
+            ck_assert_int_eq(bv.tensors[i].layer, (int)b);
+            check_view(&bv.tensors[i]);
+            df11_tensor_view tv;
+            ck_assert_int_eq(df11_tensor_get(m, bv.tensors[i].name, NULL, &tv), DF11_OK);
+            ck_assert_ptr_eq(tv.data, bv.tensors[i].data);
+        }
+        ck_assert_int_eq(df11_block_release(m, b, NULL), DF11_OK);
+    }
+}
+
+/* --- scenarios --- */
+
+START_TEST(test_open_and_pass)
+{
+    df11_model *m = open_model(2, DF11_NONLAYER_RESIDENT);
+    ck_assert_int_eq(df11_model_backend(m), RT_BACKEND);
+    ck_assert_uint_eq(df11_model_n_blocks(m), N_LAYERS);
+    ck_assert_ptr_nonnull(df11_model_file(m));
+    size_t len;
+    const char *cfg = df11_model_config(m, &len);
+    ck_assert_uint_eq(len, strlen(CONFIG));
+    ck_assert(!memcmp(cfg, CONFIG, len));
+    run_pass(m, 1);
+    run_pass(m, 1);
+    const char *nonlayer[] = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"};
+    for (int i = 0; i < 3; i++) {
+        df11_tensor_view v;
+        ck_assert_int_eq(df11_tensor_get(m, nonlayer[i], NULL, &v), DF11_OK);
+        ck_assert_int_eq(v.layer, -1);
+        check_view(&v);
+        ck_assert_int_eq(df11_tensor_release(m, nonlayer[i], NULL), DF11_OK);
+    }
+    df11_model_stats st;
+    ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
+    ck_assert_uint_eq(st.size, sizeof st);
+    ck_assert_uint_gt(st.compressed_bytes, 0);
+    ck_assert_uint_gt(st.arena_bytes, 0);
+    ck_assert_uint_gt(st.resident_bytes, 0);
+    ck_assert_uint_eq(st.arena_slots, 2);
+    /* Two passes over 5 blocks, plus the wrap-around prefetch of block 0 after each. */
+    ck_assert_uint_ge(st.decodes, 2 * N_LAYERS + 3);
+    ck_assert_uint_le(st.decodes, 2 * N_LAYERS + 3 + 1);
+    ck_assert_uint_eq(st.acquires, 2 * N_LAYERS);
+    ck_assert_uint_ge(st.pool_high_water, st.compressed_bytes + st.arena_bytes + st.resident_bytes);
+    df11_model_close(m);
+    ck_assert_uint_eq(df11_pool_live_bytes(), 0);
+}
+END_TEST
+
+START_TEST(test_more_slots_and_prefetch)
+{
+    df11_model *m = open_model(4, DF11_NONLAYER_RESIDENT);
+    ck_assert_int_eq(df11_block_prefetch(m, 3), DF11_OK);
+    ck_assert_int_eq(df11_block_prefetch(m, 3), DF11_OK); /* already there: nothing to do */
+    ck_assert_int_eq(df11_block_prefetch(m, N_LAYERS), DF11_ERR_NOT_FOUND);
+    run_pass(m, 1);
+    df11_model_stats st;
+    df11_model_stats_get(m, &st);
+    ck_assert_uint_eq(st.arena_slots, 4);
+    /* Hold three blocks at once: allowed with four slots. */
+    df11_block_view a, b, c;
+    ck_assert_int_eq(df11_block_acquire(m, 0, NULL, &a), DF11_OK);
+    ck_assert_int_eq(df11_block_acquire(m, 2, NULL, &b), DF11_OK);
+    ck_assert_int_eq(df11_block_acquire(m, 4, NULL, &c), DF11_OK);
+    for (uint32_t i = 0; i < LAYER_TENSORS; i++) {
+        check_view(&a.tensors[i]);
+        check_view(&b.tensors[i]);
+        check_view(&c.tensors[i]);
+    }
+    ck_assert_int_eq(df11_block_release(m, 2, NULL), DF11_OK);
+    ck_assert_int_eq(df11_block_release(m, 0, NULL), DF11_OK);
+    ck_assert_int_eq(df11_block_release(m, 4, NULL), DF11_OK);
+    df11_model_close(m);
+}
+END_TEST
+
+START_TEST(test_random_schedule)
+{
+    /* Random acquire/release/prefetch against the decoded contents, with up to K-1 blocks
+     * held, to shake the slot choice and the side stream's ordering. */
+    df11_model *m = open_model(3, DF11_NONLAYER_ARENA);
+    uint64_t rng = df11_test_seed() ^ 0x77;
+    int held[N_LAYERS] = {0};
+    int n_held = 0;
+    for (int it = 0; it < 300; it++) {
+        uint32_t b = (uint32_t)(df11_test_rand(&rng) % N_LAYERS);
+        uint64_t op = df11_test_rand(&rng) % 4;
+        if (op == 0) {
+            df11_status s = df11_block_prefetch(m, b);
+            ck_assert(s == DF11_OK || s == DF11_ERR_BUSY);
+        } else if (held[b]) {
+            ck_assert_int_eq(df11_block_release(m, b, NULL), DF11_OK);
+            held[b] = 0;
+            n_held--;
+        } else {
+            df11_block_view bv;
+            df11_status s = df11_block_acquire(m, b, NULL, &bv);
+            if (n_held == 3) {
+                ck_assert_int_eq(s, DF11_ERR_BUSY);
+                continue;
+            }
+            ck_assert_msg(s == DF11_OK, "acquire %u with %d held: %s %s", b, n_held,
+                          df11_strerror(s), df11_last_error_detail());
+            for (uint32_t i = 0; i < bv.n_tensors; i++) check_view(&bv.tensors[i]);
+            held[b] = 1;
+            n_held++;
+        }
+    }
+    for (uint32_t b = 0; b < N_LAYERS; b++)
+        if (held[b]) ck_assert_int_eq(df11_block_release(m, b, NULL), DF11_OK);
+    df11_model_close(m);
+}
+END_TEST
+
+START_TEST(test_nonlayer_arena)
+{
+    df11_model *m = open_model(2, DF11_NONLAYER_ARENA);
+    df11_model_stats st;
+    df11_model_stats_get(m, &st);
+    ck_assert_uint_eq(st.resident_bytes, 0);
+    df11_tensor_view e, e2, h;
+    ck_assert_int_eq(df11_tensor_get(m, "model.embed_tokens.weight", NULL, &e), DF11_OK);
+    check_view(&e);
+    ck_assert_int_eq(df11_tensor_get(m, "model.embed_tokens.weight", NULL, &e2), DF11_OK);
+    ck_assert_ptr_eq(e.data, e2.data);
+    ck_assert_int_eq(df11_tensor_get(m, "lm_head.weight", NULL, &h), DF11_OK);
+    check_view(&h);
+    /* Both slots are held by non-layer tensors now. */
+    ck_assert_int_eq(df11_block_acquire(m, 0, NULL, NULL), DF11_ERR_BUSY);
+    ck_assert_int_eq(df11_tensor_release(m, "model.embed_tokens.weight", NULL), DF11_OK);
+    ck_assert_int_eq(df11_block_acquire(m, 0, NULL, NULL), DF11_ERR_BUSY); /* one ref left */
+    ck_assert_int_eq(df11_tensor_release(m, "model.embed_tokens.weight", NULL), DF11_OK);
+    ck_assert_int_eq(df11_tensor_release(m, "model.embed_tokens.weight", NULL), DF11_ERR_STATE);
+    ck_assert_int_eq(df11_block_acquire(m, 0, NULL, NULL), DF11_OK);
+    ck_assert_int_eq(df11_block_release(m, 0, NULL), DF11_OK);
+    ck_assert_int_eq(df11_tensor_release(m, "lm_head.weight", NULL), DF11_OK);
+    df11_tensor_view n;
+    ck_assert_int_eq(df11_tensor_get(m, "model.norm.weight", NULL, &n), DF11_OK);
+    check_view(&n);
+    ck_assert_int_eq(df11_tensor_release(m, "model.norm.weight", NULL), DF11_OK);
+    run_pass(m, 1);
+    df11_model_close(m);
+}
+END_TEST
+
+START_TEST(test_errors_names)
+{
+    df11_model *m = open_model(2, DF11_NONLAYER_RESIDENT);
+    df11_tensor_view v;
+    ck_assert_int_eq(df11_block_acquire(m, N_LAYERS, NULL, NULL), DF11_ERR_NOT_FOUND);
+    ck_assert_int_eq(df11_block_release(m, 99, NULL), DF11_ERR_NOT_FOUND);
+    ck_assert_int_eq(df11_tensor_get(m, "model.layers.0.no_such.weight", NULL, &v),
+                     DF11_ERR_NOT_FOUND);
+    ck_assert(strstr(df11_last_error_detail(), "no_such") != NULL);
+    ck_assert_int_eq(df11_tensor_release(m, "nope", NULL), DF11_ERR_NOT_FOUND);
+    /* A layer tensor needs its block acquired. */
+    ck_assert_int_eq(df11_tensor_get(m, "model.layers.1.mlp.gate_proj.weight", NULL, &v),
+                     DF11_ERR_STATE);
+    ck_assert_int_eq(df11_tensor_get(m, NULL, NULL, &v), DF11_ERR_INVALID_ARG);
+    df11_model_close(m);
+}
+END_TEST
+
+START_TEST(test_errors_release)
+{
+    df11_model *m = open_model(2, DF11_NONLAYER_RESIDENT);
+    ck_assert_int_eq(df11_block_release(m, 0, NULL), DF11_ERR_STATE);
+    ck_assert(strstr(df11_last_error_detail(), "not acquired") != NULL);
+    ck_assert_int_eq(df11_block_acquire(m, 0, NULL, NULL), DF11_OK);
+    ck_assert_int_eq(df11_block_acquire(m, 0, NULL, NULL), DF11_ERR_STATE);
+    ck_assert_int_eq(df11_block_release(m, 0, NULL), DF11_OK);
+    ck_assert_int_eq(df11_block_release(m, 0, NULL), DF11_ERR_STATE); /* double release */
+    /* Block 1 was prefetched but never acquired: releasing it is still an error. */
+    ck_assert_int_eq(df11_block_release(m, 1, NULL), DF11_ERR_STATE);
+    df11_model_close(m);
+}
+END_TEST
+
+START_TEST(test_errors_busy)
+{
+    df11_model *m = open_model(2, DF11_NONLAYER_RESIDENT);
+    ck_assert_int_eq(df11_block_acquire(m, 0, NULL, NULL), DF11_OK);
+    ck_assert_int_eq(df11_block_acquire(m, 1, NULL, NULL), DF11_OK);
+    ck_assert_int_eq(df11_block_acquire(m, 2, NULL, NULL), DF11_ERR_BUSY); /* returns at once */
+    ck_assert(strstr(df11_last_error_detail(), "release one") != NULL);
+    ck_assert_int_eq(df11_block_prefetch(m, 3), DF11_ERR_BUSY);
+    ck_assert_int_eq(df11_block_release(m, 0, NULL), DF11_OK);
+    df11_block_view bv;
+    ck_assert_int_eq(df11_block_acquire(m, 2, NULL, &bv), DF11_OK);
+    for (uint32_t i = 0; i < bv.n_tensors; i++) check_view(&bv.tensors[i]);
+    ck_assert_int_eq(df11_block_release(m, 1, NULL), DF11_OK);
+    ck_assert_int_eq(df11_block_release(m, 2, NULL), DF11_OK);
+    df11_model_close(m);
+}
+END_TEST
+
+START_TEST(test_errors_memory_limit)
+{
+    make_model();
+    df11_model_options o = opts(2);
+    o.memory_limit = 64 << 10;
+    df11_model *m = (df11_model *)1;
+    ck_assert_int_eq(df11_model_open(tm.path, &o, &m), DF11_ERR_DEVICE_MEMORY);
+    ck_assert_ptr_null(m);
+    ck_assert(strstr(df11_last_error_detail(), "short by") != NULL);
+    ck_assert_uint_eq(df11_pool_live_bytes(), 0);
+    ck_assert_int_eq(df11_model_open_bf16(tm.st_path, &o, &m), DF11_ERR_DEVICE_MEMORY);
+    ck_assert(strstr(df11_last_error_detail(), "short by") != NULL);
+    /* Just enough: what the failed open said it needed. */
+    o.memory_limit = 64 << 20;
+    ck_assert_int_eq(df11_model_open(tm.path, &o, &m), DF11_OK);
+    df11_model_close(m);
+    o.arena_slots = 1;
+    ck_assert_int_eq(df11_model_open(tm.path, &o, &m), DF11_ERR_INVALID_ARG);
+    ck_assert_uint_eq(df11_pool_live_bytes(), 0);
+}
+END_TEST
+
+static void copy_file(const char *from, const char *to)
+{
+    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+    ck_assert(a && b);
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, a)) > 0) ck_assert_uint_eq(fwrite(buf, 1, n, b), n);
+    fclose(a);
+    fclose(b);
+}
+
+START_TEST(test_errors_corrupt)
+{
+    make_model();
+    df11_file *f;
+    ck_assert_int_eq(df11_file_open(tm.path, &f), DF11_OK);
+    uint32_t g;
+    ck_assert_int_eq(df11_file_layer_group(f, 2, &g), DF11_OK);
+    uint64_t off = df11_file_group(f, g)->payload_offset + df11_file_group(f, g)->payload_size / 2;
+    df11_file_close(f);
+    char bad[600];
+    snprintf(bad, sizeof bad, "%s/corrupt.df11", df11_test_tmpdir());
+    copy_file(tm.path, bad);
+    FILE *fp = fopen(bad, "r+b");
+    fseek(fp, (long)off, SEEK_SET);
+    int c = fgetc(fp);
+    fseek(fp, (long)off, SEEK_SET);
+    fputc(c ^ 0x10, fp);
+    fclose(fp);
+    df11_model_options o = opts(2);
+    df11_model *m = (df11_model *)1;
+    ck_assert_int_eq(df11_model_open(bad, &o, &m), DF11_ERR_CHECKSUM);
+    ck_assert_ptr_null(m);
+    ck_assert_uint_eq(df11_pool_live_bytes(), 0);
+    /* The process can open a good model afterwards. */
+    ck_assert_int_eq(df11_model_open(tm.path, &o, &m), DF11_OK);
+    run_pass(m, 1);
+    df11_model_close(m);
+}
+END_TEST
+
+START_TEST(test_errors_truncated)
+{
+    make_model();
+    char bad[600];
+    snprintf(bad, sizeof bad, "%s/truncated.df11", df11_test_tmpdir());
+    copy_file(tm.path, bad);
+    struct stat sb;
+    stat(bad, &sb);
+    ck_assert_int_eq(truncate(bad, sb.st_size - 5000), 0);
+    df11_model_options o = opts(2);
+    df11_model *m = (df11_model *)1;
+    df11_status s = df11_model_open(bad, &o, &m);
+    ck_assert_msg(s == DF11_ERR_TRUNCATED, "open: %s %s", df11_strerror(s), df11_last_error_detail());
+    ck_assert_ptr_null(m);
+    ck_assert_uint_eq(df11_pool_live_bytes(), 0);
+    ck_assert_int_eq(df11_model_open("/nonexistent/x.df11", &o, &m), DF11_ERR_IO);
+}
+END_TEST
+
+START_TEST(test_two_models)
+{
+    /* Two models in one process are independent: own pools, slots, streams, stats. */
+    df11_model *a = open_model(2, DF11_NONLAYER_RESIDENT);
+    df11_model *b = open_model(3, DF11_NONLAYER_ARENA);
+    df11_model_options o = opts(2);
+    df11_model *c;
+    ck_assert_int_eq(df11_model_open_bf16(tm.st_path, &o, &c), DF11_OK);
+    ck_assert_int_eq(df11_block_acquire(a, 0, NULL, NULL), DF11_OK);
+    ck_assert_int_eq(df11_block_acquire(b, 0, NULL, NULL), DF11_OK);
+    ck_assert_int_eq(df11_block_acquire(c, 0, NULL, NULL), DF11_OK);
+    ck_assert_int_eq(df11_block_acquire(a, 1, NULL, NULL), DF11_OK);
+    ck_assert_int_eq(df11_block_acquire(a, 2, NULL, NULL), DF11_ERR_BUSY);
+    ck_assert_int_eq(df11_block_acquire(b, 2, NULL, NULL), DF11_OK);
+    df11_model_stats sa, sb;
+    df11_model_stats_get(a, &sa);
+    df11_model_stats_get(b, &sb);
+    ck_assert_uint_eq(sa.arena_slots, 2);
+    ck_assert_uint_eq(sb.arena_slots, 3);
+    ck_assert_uint_eq(sa.bf16_bytes, sb.bf16_bytes);
+    df11_model_close(a);
+    ck_assert_int_eq(df11_block_release(c, 0, NULL), DF11_OK);
+    run_pass(c, 1);
+    ck_assert_int_eq(df11_block_release(b, 0, NULL), DF11_OK);
+    ck_assert_int_eq(df11_block_release(b, 2, NULL), DF11_OK);
+    run_pass(b, 1);
+    df11_model_close(b);
+    df11_model_close(c);
+    ck_assert_uint_eq(df11_pool_live_bytes(), 0);
+}
+END_TEST
+
+START_TEST(test_bf16_model)
+{
+    make_model();
+    df11_model_options o = opts(2);
+    df11_model *m;
+    df11_status s = df11_model_open_bf16(tm.st_path, &o, &m);
+    ck_assert_msg(s == DF11_OK, "open_bf16: %s %s", df11_strerror(s), df11_last_error_detail());
+    ck_assert_ptr_null(df11_model_file(m));
+    ck_assert_uint_eq(df11_model_n_blocks(m), N_LAYERS);
+    run_pass(m, 1);
+    df11_tensor_view v;
+    ck_assert_int_eq(df11_tensor_get(m, "model.norm.weight", NULL, &v), DF11_OK);
+    check_view(&v);
+    ck_assert_int_eq(df11_tensor_get(m, "model.layers.0.mlp.gate_proj.weight", NULL, &v),
+                     DF11_ERR_STATE);
+    ck_assert_int_eq(df11_block_release(m, 0, NULL), DF11_ERR_STATE);
+    ck_assert_int_eq(df11_block_acquire(m, N_LAYERS, NULL, NULL), DF11_ERR_NOT_FOUND);
+    ck_assert_int_eq(df11_tensor_get(m, "nope", NULL, &v), DF11_ERR_NOT_FOUND);
+    /* All blocks at once: a BF16 model never runs out of slots. */
+    for (uint32_t b = 0; b < N_LAYERS; b++) ck_assert_int_eq(df11_block_acquire(m, b, NULL, NULL), DF11_OK);
+    for (uint32_t b = 0; b < N_LAYERS; b++) ck_assert_int_eq(df11_block_release(m, b, NULL), DF11_OK);
+    df11_model_stats st;
+    df11_model_stats_get(m, &st);
+    ck_assert_uint_eq(st.compressed_bytes, 0);
+    ck_assert_uint_ge(st.resident_bytes, st.bf16_bytes);
+    df11_model_close(m);
+}
+END_TEST
+
+START_TEST(test_provider)
+{
+    df11_model *m = open_model(2, DF11_NONLAYER_RESIDENT);
+    df11_provider p;
+    ck_assert_int_eq(df11_model_provider(m, &p), DF11_OK);
+    ck_assert_uint_eq(p.size, sizeof p);
+    ck_assert_uint_eq(p.n_blocks(p.ctx), N_LAYERS);
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint32_t b = 0; b < p.n_blocks(p.ctx); b++) {
+            df11_block_view bv;
+            ck_assert_int_eq(p.block_acquire(p.ctx, b, NULL, &bv), DF11_OK);
+            char name[128];
+            snprintf(name, sizeof name, "model.layers.%u.mlp.down_proj.weight", b);
+            df11_tensor_view v;
+            ck_assert_int_eq(p.tensor_get(p.ctx, name, NULL, &v), DF11_OK);
+            check_view(&v);
+            ck_assert_int_eq(p.tensor_release(p.ctx, name, NULL), DF11_OK);
+            ck_assert_int_eq(p.block_release(p.ctx, b, NULL), DF11_OK);
+        }
+    }
+    ck_assert_int_eq(p.block_prefetch(p.ctx, 1), DF11_OK);
+    df11_model_close(m);
+}
+END_TEST
+
+/* --- df11-memstat over a live model --- */
+
+static char *run_capture(const char *cmd, int *status)
+{
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t cap = 1 << 16, len = 0;
+    char *out = malloc(cap);
+    size_t n;
+    while ((n = fread(out + len, 1, cap - 1 - len, p)) > 0) len += n;
+    out[len] = 0;
+    *status = pclose(p);
+    return out;
+}
+
+START_TEST(test_memstat_live)
+{
+    char tool[1024];
+    snprintf(tool, sizeof tool, "%s/df11-memstat", DF11_TOOLS_DIR);
+    if (access(tool, X_OK) != 0) {
+        fprintf(stderr, "df11-memstat not built at %s\n", tool);
+        ck_abort_msg("df11-memstat missing");
+    }
+    make_model();
+    df11_model_options o = opts(3);
+    o.publish_stats = 1;
+    df11_model *m, *m2;
+    ck_assert_int_eq(df11_model_open(tm.path, &o, &m), DF11_OK);
+    ck_assert_int_eq(df11_model_open_bf16(tm.st_path, &o, &m2), DF11_OK);
+    ck_assert_int_eq(df11_block_acquire(m, 1, NULL, NULL), DF11_OK);
+    char cmd[2048], pid[32];
+    snprintf(pid, sizeof pid, "\"pid\": %d", (int)getpid());
+    int status;
+    snprintf(cmd, sizeof cmd, "%s --json", tool);
+    char *out = run_capture(cmd, &status);
+    ck_assert_msg(status == 0, "%s: status %d\n%s", cmd, status, out);
+    ck_assert_msg(strstr(out, pid) != NULL, "no %s in\n%s", pid, out);
+    ck_assert_msg(strstr(out, "rt.df11") != NULL && strstr(out, "rt.safetensors") != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "\"state\": \"acquired\", \"block\": 1") != NULL, "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s", tool);
+    out = run_capture(cmd, &status);
+    ck_assert_msg(status == 0 && strstr(out, "rt.df11"), "%s", out);
+    free(out);
+    /* The plan of a file. */
+    snprintf(cmd, sizeof cmd, "%s '%s' --slots 3 --json", tool, tm.path);
+    out = run_capture(cmd, &status);
+    ck_assert_msg(status == 0 && strstr(out, "\"arena_slots\": 3"), "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s '%s'", tool, tm.path);
+    out = run_capture(cmd, &status);
+    ck_assert_msg(status == 0 && strstr(out, "arena"), "%s", out);
+    free(out);
+    /* Usage errors exit 2, a bad file 1. */
+    snprintf(cmd, sizeof cmd, "%s --bogus 2>&1", tool);
+    out = run_capture(cmd, &status);
+    ck_assert_int_eq(WEXITSTATUS(status), 2);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s /nonexistent.df11 2>&1", tool);
+    out = run_capture(cmd, &status);
+    ck_assert_int_eq(WEXITSTATUS(status), 1);
+    ck_assert_msg(strstr(out, "df11-memstat: ") == out, "%s", out);
+    free(out);
+    df11_model_close(m2);
+    df11_model_close(m);
+    /* Pages go away at close. */
+    snprintf(cmd, sizeof cmd, "%s --json", tool);
+    out = run_capture(cmd, &status);
+    ck_assert_msg(strstr(out, pid) == NULL, "%s", out);
+    free(out);
+}
+END_TEST
+
+static Suite *runtime_suite(void)
+{
+    Suite *s = suite_create("runtime");
+    TCase *tc = tcase_create("host");
+    tcase_add_test(tc, test_open_and_pass);
+    tcase_add_test(tc, test_more_slots_and_prefetch);
+    tcase_add_test(tc, test_random_schedule);
+    tcase_add_test(tc, test_nonlayer_arena);
+    tcase_add_test(tc, test_errors_names);
+    tcase_add_test(tc, test_errors_release);
+    tcase_add_test(tc, test_errors_busy);
+    tcase_add_test(tc, test_errors_memory_limit);
+    tcase_add_test(tc, test_errors_corrupt);
+    tcase_add_test(tc, test_errors_truncated);
+    tcase_add_test(tc, test_two_models);
+    tcase_add_test(tc, test_bf16_model);
+    tcase_add_test(tc, test_provider);
+#ifndef RT_TEST_CUDA
+    tcase_add_test(tc, test_memstat_live);
+#endif
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+#ifdef RT_TEST_CUDA
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+        printf("skipping: no CUDA device\n");
+        return 77;
+    }
+#endif
+    return df11_test_run(runtime_suite());
+}
