@@ -1,0 +1,564 @@
+/* df11-run: generate text with a Llama-family model whose weights df11 serves, compressed
+ * (MODEL.df11) or as plain BF16 (--bf16 SRC), on the host or a CUDA GPU; or benchmark
+ * prefill and decode of both (--bench). A thin main() over llama.h and the public df11
+ * API: it includes no private df11 header and no CUDA header.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <df11.h>
+
+#include "llama.h"
+#include "sampler.h"
+#include "tokenizer.h"
+
+#define PROG "df11-run"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: " PROG " MODEL.df11 [options]        generate from compressed weights\n"
+"       " PROG " --bf16 SRC [options]        the same engine on BF16 weights (a\n"
+"                                           .safetensors file or a HF folder)\n"
+"       " PROG " MODEL.df11 --bf16 SRC --bench[=N,N..]   prefill and decode speed of both\n"
+"\n"
+"  -p, --prompt TEXT       prompt (needs --tokenizer); default: BOS alone\n"
+"      --tokens IDS        prompt as token ids, e.g. 1,403,407\n"
+"  -n, --steps N           new tokens to generate (default 128); stops early at EOS\n"
+"  -t, --tokenizer FILE    llama2.c tokenizer.bin; without it ids are printed\n"
+"      --temperature T     0 = greedy (default)\n"
+"      --top-p P           nucleus sampling mass (default 0.9; 1 = off)\n"
+"      --seed N            sampling seed (default: from the clock)\n"
+"      --device cpu|cuda   default: cuda when built with it and a GPU is present\n"
+"      --threads N         host threads (default: all cores)\n"
+"      --ctx N             KV cache positions (default: max_position_embeddings)\n"
+"      --slots K           df11 arena slots (default: the runtime's)\n"
+"      --json              print one JSON object on stdout\n"
+"      --logits            with --json: the last step's logits (else a checksum)\n"
+"      --bench[=LIST]      time prefill of each N in LIST (default 512,4096) and\n"
+"                          decode at batch 1\n"
+"      --bench-decode N    decode steps per bench row (default 128)\n"
+"  -q, --quiet             no generated text or summary on a terminal (with --json)\n"
+"  -h, --help, -V, --version\n");
+}
+
+static void die(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, PROG ": ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(code);
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static double mib(uint64_t b) { return (double)b / (1024.0 * 1024.0); }
+
+static int parse_int(const char *s, const char *what, long lo, long hi)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < lo || v > hi)
+        die(2, "invalid %s '%s'", what, s);
+    return (int)v;
+}
+
+static float parse_float(const char *s, const char *what, double lo, double hi)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (*end || end == s || !(v >= lo && v <= hi)) die(2, "invalid %s '%s'", what, s);
+    return (float)v;
+}
+
+/* "1,2,3" -> ids; returns the count. */
+static int parse_list(const char *s, int **out, const char *what)
+{
+    int n = 1;
+    for (const char *p = s; *p; p++) n += *p == ',';
+    int *v = malloc((size_t)n * sizeof *v);
+    char *copy = strdup(s), *save = NULL;
+    int k = 0;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+        v[k++] = parse_int(tok, what, 0, 1 << 30);
+    free(copy);
+    if (k == 0) die(2, "empty %s list", what);
+    *out = v;
+    return k;
+}
+
+typedef struct run_opts {
+    const char *model_path, *bf16_path, *prompt, *tokens, *tokenizer_path;
+    int steps, threads, ctx, slots, json, logits, quiet, bench, bench_decode;
+    const char *bench_list;
+    float temperature, top_p;
+    uint64_t seed;
+    llama_device device;
+} run_opts;
+
+/* An open model and an engine over it. */
+typedef struct session {
+    df11_model *model;
+    df11_provider provider;
+    llama_config cfg;
+    llama *engine;
+    int is_bf16;
+    double open_ms;
+} session;
+
+static void session_close(session *s)
+{
+    llama_destroy(s->engine);
+    df11_model_close(s->model);
+    memset(s, 0, sizeof *s);
+}
+
+static void session_open(session *s, const run_opts *o, int bf16, int max_seq, int max_batch)
+{
+    memset(s, 0, sizeof *s);
+    s->is_bf16 = bf16;
+    const char *path = bf16 ? o->bf16_path : o->model_path;
+    df11_model_options mo;
+    df11_model_options_init(&mo);
+    mo.backend = o->device == LLAMA_DEVICE_CUDA ? DF11_BACKEND_CUDA : DF11_BACKEND_HOST;
+    if (o->slots) mo.arena_slots = (uint32_t)o->slots;
+    if (o->threads) mo.n_threads = o->threads;
+    double t0 = now_ms();
+    df11_status st = bf16 ? df11_model_open_bf16(path, &mo, &s->model)
+                          : df11_model_open(path, &mo, &s->model);
+    if (st != DF11_OK)
+        die(1, "cannot open '%s': %s%s%s", path, df11_strerror(st),
+            *df11_last_error_detail() ? ": " : "", df11_last_error_detail());
+    s->open_ms = now_ms() - t0;
+
+    size_t len;
+    const char *json = df11_model_config(s->model, &len);
+    char err[512];
+    if (llama_config_parse(json, len, &s->cfg, err, sizeof err) != 0)
+        die(1, "'%s': %s", path, err);
+    if ((st = df11_model_provider(s->model, &s->provider)) != DF11_OK)
+        die(1, "'%s': provider: %s", path, df11_strerror(st));
+
+    llama_options lo;
+    llama_options_init(&lo);
+    lo.device = o->device;
+    lo.n_threads = o->threads;
+    lo.max_seq = max_seq ? max_seq : (o->ctx ? o->ctx : s->cfg.max_pos);
+    lo.max_batch = max_batch;
+    if ((st = llama_create(&s->cfg, &s->provider, &lo, &s->engine)) != DF11_OK)
+        die(1, "'%s': %s: %s", path, df11_strerror(st), llama_create_error());
+}
+
+static cJSON *memory_json(const session *s)
+{
+    df11_model_stats ms;
+    memset(&ms, 0, sizeof ms);
+    ms.size = sizeof ms;
+    cJSON *m = cJSON_CreateObject();
+    if (df11_model_stats_get(s->model, &ms) == DF11_OK) {
+        cJSON_AddNumberToObject(m, "weights_compressed_bytes", (double)ms.compressed_bytes);
+        cJSON_AddNumberToObject(m, "weights_bf16_bytes", (double)ms.bf16_bytes);
+        cJSON_AddNumberToObject(m, "arena_bytes", (double)ms.arena_bytes);
+        cJSON_AddNumberToObject(m, "arena_slots", ms.arena_slots);
+        cJSON_AddNumberToObject(m, "resident_bytes", (double)ms.resident_bytes);
+        cJSON_AddNumberToObject(m, "metadata_bytes", (double)ms.metadata_bytes);
+        cJSON_AddNumberToObject(m, "decodes", (double)ms.decodes);
+        cJSON_AddNumberToObject(m, "decode_ms", ms.decode_ms);
+    }
+    cJSON_AddNumberToObject(m, "kv_cache_bytes", (double)llama_kv_bytes(s->engine));
+    cJSON_AddNumberToObject(m, "scratch_bytes", (double)llama_scratch_bytes(s->engine));
+    return m;
+}
+
+static void print_memory(FILE *f, const session *s)
+{
+    df11_model_stats ms;
+    memset(&ms, 0, sizeof ms);
+    ms.size = sizeof ms;
+    if (df11_model_stats_get(s->model, &ms) == DF11_OK && !s->is_bf16)
+        fprintf(f, "memory: weights %.2f MiB compressed (%.2f MiB as BF16, %.1f%%), arena "
+                "%.2f MiB (%u slots), resident %.2f MiB, KV cache %.2f MiB\n",
+                mib(ms.compressed_bytes), mib(ms.bf16_bytes),
+                ms.bf16_bytes ? 100.0 * ms.compressed_bytes / ms.bf16_bytes : 0.0,
+                mib(ms.arena_bytes), ms.arena_slots, mib(ms.resident_bytes),
+                mib(llama_kv_bytes(s->engine)));
+    else
+        fprintf(f, "memory: weights %.2f MiB BF16, KV cache %.2f MiB\n",
+                mib(ms.bf16_bytes ? ms.bf16_bytes : ms.resident_bytes),
+                mib(llama_kv_bytes(s->engine)));
+}
+
+static uint64_t fnv1a(const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* Appends the text of `id` to a growing buffer and echoes it; without a tokenizer the
+ * text is the ids, separated by spaces. */
+static void text_append(char **buf, size_t *len, size_t *cap, const tokenizer *tok, int prev,
+                        int id, FILE *echo)
+{
+    static int echoed;
+    char tmp[32], byte[2];
+    const char *piece;
+    if (tok) piece = tokenizer_decode(tok, prev, id, byte);
+    else {
+        snprintf(tmp, sizeof tmp, " %d", id);
+        piece = tmp;
+    }
+    if (echo) {
+        fputs(!tok && !echoed ? piece + 1 : piece, echo);
+        fflush(echo);
+        echoed = 1;
+    }
+    if (!tok && *len == 0) piece++;
+    size_t n = strlen(piece);
+    if (*len + n + 1 > *cap) {
+        *cap = (*len + n + 1) * 2;
+        *buf = realloc(*buf, *cap);
+    }
+    memcpy(*buf + *len, piece, n + 1);
+    *len += n;
+}
+
+static int generate(const run_opts *o)
+{
+    int bf16 = o->model_path == NULL;
+    session s;
+    session_open(&s, o, bf16, 0, 0);
+    const llama_config *c = &s.cfg;
+    const int max_seq = llama_max_seq(s.engine);
+
+    tokenizer tok, *tk = NULL;
+    char err[512];
+    if (o->tokenizer_path) {
+        if (tokenizer_load(&tok, o->tokenizer_path, c->vocab_size, err, sizeof err) != 0)
+            die(1, "%s", err);
+        if (c->bos_id >= 0) tok.bos_id = c->bos_id;
+        if (c->eos_id >= 0) tok.eos_id = c->eos_id;
+        tk = &tok;
+    }
+
+    int *prompt, n_prompt;
+    int bos = c->bos_id >= 0 ? c->bos_id : 1;
+    if (o->tokens) {
+        n_prompt = parse_list(o->tokens, &prompt, "token id");
+    } else if (o->prompt && o->prompt[0]) {
+        if (!tk) die(2, "-p needs --tokenizer (or give ids with --tokens)");
+        prompt = malloc((strlen(o->prompt) + 3) * sizeof *prompt);
+        n_prompt = tokenizer_encode(tk, o->prompt, 1, prompt);
+    } else {
+        prompt = malloc(sizeof *prompt);
+        prompt[0] = bos;
+        n_prompt = 1;
+    }
+    for (int i = 0; i < n_prompt; i++)
+        if (prompt[i] >= c->vocab_size) die(2, "token id %d >= vocab_size %d", prompt[i], c->vocab_size);
+    if (n_prompt >= max_seq) die(2, "prompt of %d tokens does not fit the context (%d)", n_prompt, max_seq);
+    int steps = o->steps;
+    if (n_prompt + steps > max_seq) {
+        steps = max_seq - n_prompt;
+        fprintf(stderr, PROG ": context of %d positions: generating %d tokens\n", max_seq, steps);
+    }
+
+    sampler smp;
+    if (sampler_init(&smp, c->vocab_size, o->temperature, o->top_p, o->seed) != 0)
+        die(1, "out of memory");
+    float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
+    float *last = malloc((size_t)c->vocab_size * sizeof *last);
+    int *out = malloc((size_t)(steps > 0 ? steps : 1) * sizeof *out);
+    char *text = NULL, *ptext = NULL;
+    size_t text_len = 0, text_cap = 0, ptext_len = 0, ptext_cap = 0;
+    FILE *echo = o->json ? NULL : stdout;
+
+    /* The prompt is echoed as it will be read back. */
+    int prev = -1;
+    for (int i = 0; i < n_prompt; i++) {
+        if (tk && prompt[i] == tk->bos_id) { prev = prompt[i]; continue; }
+        text_append(&ptext, &ptext_len, &ptext_cap, tk, prev, prompt[i], echo);
+        prev = prompt[i];
+    }
+
+    double t0 = now_ms(), ttft = 0, t_first = 0;
+    int n_out = 0, pos = 0, next = 0;
+    const char *stop = "length";
+    df11_status st = llama_forward(s.engine, prompt, n_prompt, 0, logits);
+    if (st != DF11_OK) die(1, "prefill: %s: %s", df11_strerror(st), llama_error(s.engine));
+    double prefill_ms = now_ms() - t0;
+    pos = n_prompt;
+    while (n_out < steps) {
+        memcpy(last, logits, (size_t)c->vocab_size * sizeof *logits);
+        next = sampler_sample(&smp, logits);
+        if (n_out == 0) {
+            t_first = now_ms();
+            ttft = t_first - t0;
+        }
+        out[n_out++] = next;
+        if (next == c->eos_id) { stop = "eos"; break; }
+        text_append(&text, &text_len, &text_cap, tk, prev, next, echo);
+        prev = next;
+        if (n_out == steps) break;
+        st = llama_forward(s.engine, &next, 1, pos++, logits);
+        if (st != DF11_OK) die(1, "decode at %d: %s: %s", pos - 1, df11_strerror(st), llama_error(s.engine));
+    }
+    double decode_ms = n_out > 1 ? now_ms() - t_first : 0.0;
+    double decode_tps = decode_ms > 0 ? (n_out - 1) / (decode_ms / 1e3) : 0.0;
+    if (echo) fputc('\n', echo);
+
+    if (o->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", bf16 ? o->bf16_path : o->model_path);
+        cJSON_AddStringToObject(j, "weights", bf16 ? "bf16" : "df11");
+        cJSON_AddStringToObject(j, "device", o->device == LLAMA_DEVICE_CUDA ? "cuda" : "cpu");
+        cJSON_AddItemToObject(j, "prompt_tokens", cJSON_CreateIntArray(prompt, n_prompt));
+        cJSON_AddItemToObject(j, "generated_tokens", cJSON_CreateIntArray(out, n_out));
+        cJSON_AddStringToObject(j, "prompt_text", ptext ? ptext : "");
+        cJSON_AddStringToObject(j, "text", text ? text : "");
+        cJSON_AddStringToObject(j, "stop", stop);
+        cJSON_AddNumberToObject(j, "temperature", o->temperature);
+        cJSON_AddNumberToObject(j, "seed", (double)o->seed);
+        cJSON *t = cJSON_AddObjectToObject(j, "timings");
+        cJSON_AddNumberToObject(t, "open_ms", s.open_ms);
+        cJSON_AddNumberToObject(t, "prefill_ms", prefill_ms);
+        cJSON_AddNumberToObject(t, "ttft_ms", ttft);
+        cJSON_AddNumberToObject(t, "decode_ms", decode_ms);
+        cJSON_AddNumberToObject(t, "prefill_tokens_per_s", n_prompt / (prefill_ms / 1e3));
+        cJSON_AddNumberToObject(t, "decode_tokens_per_s", decode_tps);
+        cJSON_AddItemToObject(j, "memory", memory_json(&s));
+        if (n_out > 0) {
+            char hex[20];
+            snprintf(hex, sizeof hex, "%016llx",
+                     (unsigned long long)fnv1a(last, (size_t)c->vocab_size * sizeof *last));
+            cJSON_AddStringToObject(j, "logits_fnv1a", hex);
+            if (o->logits) cJSON_AddItemToObject(j, "logits", cJSON_CreateFloatArray(last, c->vocab_size));
+        }
+        char *js = cJSON_PrintUnformatted(j);
+        puts(js);
+        free(js);
+        cJSON_Delete(j);
+    }
+    if (!o->json || !o->quiet) {
+        fprintf(stderr, "%s weights on %s: prompt %d tokens, generated %d (%s)\n",
+                bf16 ? "bf16" : "df11", o->device == LLAMA_DEVICE_CUDA ? "cuda" : "cpu",
+                n_prompt, n_out, stop);
+        fprintf(stderr, "time to first token %.1f ms (prefill %.1f tok/s), decode %.1f tok/s\n",
+                ttft, n_prompt / (prefill_ms / 1e3), decode_tps);
+        print_memory(stderr, &s);
+    }
+
+    free(text);
+    free(ptext);
+    free(out);
+    free(last);
+    free(logits);
+    free(prompt);
+    sampler_free(&smp);
+    if (tk) tokenizer_free(tk);
+    session_close(&s);
+    return 0;
+}
+
+/* ----------------------------------------------------------------- bench ---------- */
+
+static uint64_t gpu_used(void)
+{
+#ifdef DF11_HAVE_CUDA
+    uint64_t f, t;
+    if (llama_gpu_mem_info(&f, &t) == 0) return t - f;
+#endif
+    return 0;
+}
+
+static int bench(const run_opts *o)
+{
+    int *lens, n_lens = parse_list(o->bench_list ? o->bench_list : "512,4096", &lens, "bench length");
+    int max_len = 0;
+    for (int i = 0; i < n_lens; i++) max_len = lens[i] > max_len ? lens[i] : max_len;
+    const int dec = o->bench_decode;
+    cJSON *rows = cJSON_CreateArray();
+    if (!o->json) {
+        printf("%-5s %-4s %7s %10s %9s %10s %9s %10s %10s\n", "wts", "dev", "prefill",
+               "prefill", "decode", "decode", "ttft", "vram peak", "weights");
+        printf("%-5s %-4s %7s %10s %9s %10s %9s %10s %10s\n", "", "", "tokens", "tok/s",
+               "steps", "tok/s", "ms", "MiB", "MiB");
+    }
+
+    for (int pass = 0; pass < 2; pass++) {
+        int bf16 = pass == 1;
+        if ((bf16 && !o->bf16_path) || (!bf16 && !o->model_path)) continue;
+        uint64_t base = gpu_used();
+        session s;
+        session_open(&s, o, bf16, max_len + dec + 1, max_len);
+        uint64_t peak = gpu_used();
+        df11_model_stats ms;
+        memset(&ms, 0, sizeof ms);
+        ms.size = sizeof ms;
+        df11_model_stats_get(s.model, &ms);
+        uint64_t wbytes = bf16 ? ms.bf16_bytes : ms.compressed_bytes;
+        const int V = s.cfg.vocab_size;
+        float *logits = malloc((size_t)V * sizeof *logits);
+        int *toks = malloc((size_t)max_len * sizeof *toks);
+        for (int i = 0; i < max_len; i++) toks[i] = (int)((i * 7919u + 3) % (unsigned)V);
+
+        /* warm-up: library handles, cuBLAS heuristics, first-touch pages */
+        df11_status st = llama_forward(s.engine, toks, lens[0] < 16 ? lens[0] : 16, 0, logits);
+        if (st != DF11_OK) die(1, "bench: %s: %s", df11_strerror(st), llama_error(s.engine));
+        for (int li = 0; li < n_lens; li++) {
+            int n = lens[li];
+            double t0 = now_ms();
+            st = llama_forward(s.engine, toks, n, 0, logits);
+            double pf = now_ms() - t0;
+            if (st != DF11_OK) die(1, "bench prefill %d: %s: %s", n, df11_strerror(st), llama_error(s.engine));
+            uint64_t u = gpu_used();
+            if (u > peak) peak = u;
+            int next = sampler_argmax(logits, V);
+            double ttft = now_ms() - t0;
+            double d0 = now_ms();
+            for (int k = 0; k < dec; k++) {
+                st = llama_forward(s.engine, &next, 1, n + k, logits);
+                if (st != DF11_OK) die(1, "bench decode: %s: %s", df11_strerror(st), llama_error(s.engine));
+                next = sampler_argmax(logits, V);
+            }
+            double dm = now_ms() - d0;
+            u = gpu_used();
+            if (u > peak) peak = u;
+            double ptps = n / (pf / 1e3), dtps = dec > 0 ? dec / (dm / 1e3) : 0.0;
+            double vram = o->device == LLAMA_DEVICE_CUDA ? mib(peak - base) : 0.0;
+            if (!o->json)
+                printf("%-5s %-4s %7d %10.1f %9d %10.1f %9.1f %10.1f %10.1f\n",
+                       bf16 ? "bf16" : "df11", o->device == LLAMA_DEVICE_CUDA ? "cuda" : "cpu",
+                       n, ptps, dec, dtps, ttft, vram, mib(wbytes));
+            cJSON *r = cJSON_CreateObject();
+            cJSON_AddStringToObject(r, "weights", bf16 ? "bf16" : "df11");
+            cJSON_AddStringToObject(r, "device", o->device == LLAMA_DEVICE_CUDA ? "cuda" : "cpu");
+            cJSON_AddNumberToObject(r, "prefill_tokens", n);
+            cJSON_AddNumberToObject(r, "prefill_ms", pf);
+            cJSON_AddNumberToObject(r, "prefill_tokens_per_s", ptps);
+            cJSON_AddNumberToObject(r, "ttft_ms", ttft);
+            cJSON_AddNumberToObject(r, "decode_steps", dec);
+            cJSON_AddNumberToObject(r, "decode_ms", dm);
+            cJSON_AddNumberToObject(r, "decode_tokens_per_s", dtps);
+            cJSON_AddNumberToObject(r, "vram_peak_delta_bytes", (double)(peak - base));
+            cJSON_AddItemToObject(r, "memory", memory_json(&s));
+            cJSON_AddItemToArray(rows, r);
+        }
+        if (!o->json) print_memory(stdout, &s);
+        free(toks);
+        free(logits);
+        session_close(&s);
+    }
+    if (o->json) {
+        char *js = cJSON_PrintUnformatted(rows);
+        puts(js);
+        free(js);
+    }
+    cJSON_Delete(rows);
+    free(lens);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    enum { O_TOKENS = 256, O_TEMP, O_TOPP, O_SEED, O_BF16, O_DEVICE, O_THREADS, O_CTX,
+           O_SLOTS, O_JSON, O_LOGITS, O_BENCH, O_BENCH_DECODE };
+    static const struct option longopts[] = {
+        {"prompt", required_argument, NULL, 'p'},
+        {"steps", required_argument, NULL, 'n'},
+        {"tokenizer", required_argument, NULL, 't'},
+        {"tokens", required_argument, NULL, O_TOKENS},
+        {"temperature", required_argument, NULL, O_TEMP},
+        {"top-p", required_argument, NULL, O_TOPP},
+        {"seed", required_argument, NULL, O_SEED},
+        {"bf16", required_argument, NULL, O_BF16},
+        {"device", required_argument, NULL, O_DEVICE},
+        {"threads", required_argument, NULL, O_THREADS},
+        {"ctx", required_argument, NULL, O_CTX},
+        {"slots", required_argument, NULL, O_SLOTS},
+        {"json", no_argument, NULL, O_JSON},
+        {"logits", no_argument, NULL, O_LOGITS},
+        {"bench", optional_argument, NULL, O_BENCH},
+        {"bench-decode", required_argument, NULL, O_BENCH_DECODE},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    run_opts o;
+    memset(&o, 0, sizeof o);
+    o.steps = 128;
+    o.top_p = 0.9f;
+    o.bench_decode = 128;
+    o.seed = (uint64_t)time(NULL);
+    const char *device = NULL;
+    int c;
+    while ((c = getopt_long(argc, argv, "p:n:t:qhV", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'p': o.prompt = optarg; break;
+        case 'n': o.steps = parse_int(optarg, "-n", 0, 1 << 30); break;
+        case 't': o.tokenizer_path = optarg; break;
+        case O_TOKENS: o.tokens = optarg; break;
+        case O_TEMP: o.temperature = parse_float(optarg, "temperature", 0, 100); break;
+        case O_TOPP: o.top_p = parse_float(optarg, "top-p", 0, 1); break;
+        case O_SEED: o.seed = strtoull(optarg, NULL, 0); break;
+        case O_BF16: o.bf16_path = optarg; break;
+        case O_DEVICE: device = optarg; break;
+        case O_THREADS: o.threads = parse_int(optarg, "thread count", 1, 1024); break;
+        case O_CTX: o.ctx = parse_int(optarg, "context", 1, 1 << 24); break;
+        case O_SLOTS: o.slots = parse_int(optarg, "slot count", 2, 64); break;
+        case O_JSON: o.json = 1; break;
+        case O_LOGITS: o.logits = 1; break;
+        case O_BENCH: o.bench = 1; o.bench_list = optarg; break;
+        case O_BENCH_DECODE: o.bench_decode = parse_int(optarg, "decode steps", 0, 1 << 20); break;
+        case 'q': o.quiet = 1; break;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf(PROG " %s\n", DF11_VERSION_STRING); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) o.model_path = argv[optind++];
+    if (optind < argc) die(2, "unexpected argument '%s' (see --help)", argv[optind]);
+    if (!o.model_path && !o.bf16_path) {
+        usage(stderr);
+        return 2;
+    }
+    if (o.model_path && o.bf16_path && !o.bench)
+        die(2, "give MODEL.df11 or --bf16 SRC, not both (both only with --bench)");
+    if (o.tokens && o.prompt) die(2, "give -p or --tokens, not both");
+
+    if (!device) {
+#ifdef DF11_HAVE_CUDA
+        uint64_t f, t;
+        o.device = llama_gpu_mem_info(&f, &t) == 0 ? LLAMA_DEVICE_CUDA : LLAMA_DEVICE_CPU;
+#else
+        o.device = LLAMA_DEVICE_CPU;
+#endif
+    } else if (strcmp(device, "cpu") == 0) {
+        o.device = LLAMA_DEVICE_CPU;
+    } else if (strcmp(device, "cuda") == 0) {
+#ifndef DF11_HAVE_CUDA
+        die(2, "--device cuda: built without CUDA");
+#endif
+        o.device = LLAMA_DEVICE_CUDA;
+    } else {
+        die(2, "invalid device '%s' (cpu or cuda)", device);
+    }
+    return o.bench ? bench(&o) : generate(&o);
+}

@@ -1,0 +1,665 @@
+/* The engine: config parsing, weight lookup through the provider, and the host forward
+ * pass (FP32 activations, BF16 weights, FP32 accumulation in a fixed order). The CUDA
+ * forward lives in llama_cuda.cu; this file only dispatches to it. No private df11 header
+ * may be included here: the engine is what a third-party engine would look like.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "llama.h"
+
+/* ------------------------------------------------------------------ config ------- */
+
+static int json_int(const cJSON *root, const char *key, int def)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (cJSON_IsNumber(v)) return v->valueint;
+    /* eos_token_id may be a list (Llama 3): the first one stops generation. */
+    if (cJSON_IsArray(v) && cJSON_IsNumber(cJSON_GetArrayItem(v, 0)))
+        return cJSON_GetArrayItem(v, 0)->valueint;
+    return def;
+}
+
+static double json_num(const cJSON *root, const char *key, double def)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : def;
+}
+
+int llama_config_parse(const char *json, size_t len, llama_config *cfg, char *err,
+                       size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cJSON *root = json ? cJSON_ParseWithLength(json, len) : NULL;
+    if (!root || !cJSON_IsObject(root)) {
+        snprintf(err, errlen, "config.json is missing or not a JSON object");
+        cJSON_Delete(root);
+        return -1;
+    }
+    cfg->dim = json_int(root, "hidden_size", 0);
+    cfg->n_layers = json_int(root, "num_hidden_layers", 0);
+    cfg->n_heads = json_int(root, "num_attention_heads", 0);
+    cfg->n_kv_heads = json_int(root, "num_key_value_heads", cfg->n_heads);
+    cfg->head_dim = json_int(root, "head_dim", cfg->n_heads ? cfg->dim / cfg->n_heads : 0);
+    cfg->hidden_dim = json_int(root, "intermediate_size", 0);
+    cfg->vocab_size = json_int(root, "vocab_size", 0);
+    cfg->max_pos = json_int(root, "max_position_embeddings", 2048);
+    cfg->rope_theta = (float)json_num(root, "rope_theta", 10000.0);
+    cfg->norm_eps = (float)json_num(root, "rms_norm_eps", 1e-6);
+    const cJSON *tie = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
+    cfg->tied = cJSON_IsBool(tie) ? cJSON_IsTrue(tie) : 0;
+    cfg->bos_id = json_int(root, "bos_token_id", -1);
+    cfg->eos_id = json_int(root, "eos_token_id", -1);
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
+    int silu = !cJSON_IsString(act) || strcmp(act->valuestring, "silu") == 0;
+    const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+    int scaled = scaling && !cJSON_IsNull(scaling);
+    cJSON_Delete(root);
+
+    if (cfg->dim <= 0 || cfg->n_layers <= 0 || cfg->n_heads <= 0 || cfg->n_kv_heads <= 0 ||
+        cfg->hidden_dim <= 0 || cfg->vocab_size <= 0 || cfg->head_dim <= 0) {
+        snprintf(err, errlen, "config.json lacks a positive hidden_size, num_hidden_layers, "
+                 "num_attention_heads, intermediate_size or vocab_size");
+        return -1;
+    }
+    if (cfg->n_heads % cfg->n_kv_heads != 0 || cfg->head_dim % 2 != 0) {
+        snprintf(err, errlen, "unsupported attention shape: %d heads, %d kv heads, head_dim %d",
+                 cfg->n_heads, cfg->n_kv_heads, cfg->head_dim);
+        return -1;
+    }
+    if (!silu) {
+        snprintf(err, errlen, "unsupported hidden_act (only silu)");
+        return -1;
+    }
+    if (scaled) {
+        snprintf(err, errlen, "rope_scaling is not supported by this engine");
+        return -1;
+    }
+    if (cfg->max_pos <= 0) cfg->max_pos = 2048;
+    return 0;
+}
+
+void llama_rope_table(const llama_config *cfg, int max_seq, float *cos_t, float *sin_t)
+{
+    int half = cfg->head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        /* HF: inv_freq = 1 / theta ** (arange(0, d, 2) / d), in FP32; freqs = pos * inv_freq
+         * in FP32; cos/sin of that FP32 angle. */
+        float inv_freq = (float)(1.0 / pow((double)cfg->rope_theta,
+                                           (double)(float)(2 * i) / (double)cfg->head_dim));
+        for (int p = 0; p < max_seq; p++) {
+            float angle = (float)p * inv_freq;
+            cos_t[(size_t)p * half + i] = (float)cos((double)angle);
+            sin_t[(size_t)p * half + i] = (float)sin((double)angle);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ weights ------ */
+
+static df11_status check_view(const df11_tensor_view *v, const char *name, int rows, int cols,
+                              char *err, size_t errlen)
+{
+    int ok = v->dtype == DF11_DTYPE_BF16 && v->data != NULL;
+    if (ok && cols == 0) ok = v->ndim == 1 && v->shape[0] == (uint64_t)rows;
+    else if (ok) ok = v->ndim == 2 && v->shape[0] == (uint64_t)rows && v->shape[1] == (uint64_t)cols;
+    if (!ok) {
+        snprintf(err, errlen, "tensor '%s': expected BF16 [%d%s%.0d], got %s with %u dims "
+                 "[%llu, %llu]", name, rows, cols ? ", " : "", cols, df11_dtype_name(v->dtype),
+                 v->ndim, (unsigned long long)v->shape[0],
+                 (unsigned long long)(v->ndim > 1 ? v->shape[1] : 0));
+        return DF11_ERR_CORRUPT;
+    }
+    return DF11_OK;
+}
+
+df11_status llama_tensor_get(const df11_provider *p, const char *name, int rows, int cols,
+                             df11_stream stream, const void **data, char *err, size_t errlen)
+{
+    df11_tensor_view v;
+    memset(&v, 0, sizeof v);
+    df11_status st = p->tensor_get(p->ctx, name, stream, &v);
+    if (st != DF11_OK) {
+        snprintf(err, errlen, "tensor '%s': %s", name, df11_strerror(st));
+        return st;
+    }
+    st = check_view(&v, name, rows, cols, err, errlen);
+    *data = v.data;
+    return st;
+}
+
+df11_status llama_layer_weights_get(const llama_config *cfg, const df11_provider *p,
+                                    uint32_t layer, const df11_block_view *view,
+                                    df11_stream stream, llama_layer_weights *w, char *err,
+                                    size_t errlen)
+{
+    const int d = cfg->dim, q = cfg->n_heads * cfg->head_dim,
+              kv = cfg->n_kv_heads * cfg->head_dim, h = cfg->hidden_dim;
+    const struct { const char *suffix; const void **dst; int rows, cols; } want[] = {
+        {"input_layernorm.weight", &w->attn_norm, d, 0},
+        {"self_attn.q_proj.weight", &w->wq, q, d},
+        {"self_attn.k_proj.weight", &w->wk, kv, d},
+        {"self_attn.v_proj.weight", &w->wv, kv, d},
+        {"self_attn.o_proj.weight", &w->wo, d, q},
+        {"post_attention_layernorm.weight", &w->ffn_norm, d, 0},
+        {"mlp.gate_proj.weight", &w->w_gate, h, d},
+        {"mlp.up_proj.weight", &w->w_up, h, d},
+        {"mlp.down_proj.weight", &w->w_down, d, h},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char name[160];
+        snprintf(name, sizeof name, "model.layers.%u.%s", layer, want[i].suffix);
+        const df11_tensor_view *found = NULL;
+        for (uint32_t t = 0; view && view->tensors && t < view->n_tensors; t++)
+            if (view->tensors[t].name && strcmp(view->tensors[t].name, name) == 0)
+                found = &view->tensors[t];
+        df11_status st;
+        if (found) {
+            st = check_view(found, name, want[i].rows, want[i].cols, err, errlen);
+            *want[i].dst = found->data;
+        } else {
+            st = llama_tensor_get(p, name, want[i].rows, want[i].cols, stream, want[i].dst,
+                                  err, errlen);
+        }
+        if (st != DF11_OK) return st;
+    }
+    return DF11_OK;
+}
+
+/* ------------------------------------------------------------------ threads ------ */
+
+/* A fixed set of workers that run one parallel_for at a time. Work item i always goes to
+ * the same kind of loop, so results never depend on which thread ran it. */
+typedef void (*pool_fn)(void *ctx, int begin, int end);
+
+typedef struct pool {
+    int n_threads;
+    pthread_t *threads;
+    pthread_mutex_t mu;
+    pthread_cond_t start, done;
+    uint64_t generation;
+    int pending, quit;
+    pool_fn fn;
+    void *ctx;
+    int n_items;
+    struct pool_worker *workers;
+} pool;
+
+typedef struct pool_worker { pool *p; int index; } pool_worker;
+
+static void pool_range(int n_items, int n_threads, int index, int *begin, int *end)
+{
+    int per = (n_items + n_threads - 1) / n_threads;
+    *begin = index * per < n_items ? index * per : n_items;
+    *end = *begin + per < n_items ? *begin + per : n_items;
+}
+
+static void *pool_main(void *arg)
+{
+    pool_worker *wk = arg;
+    pool *p = wk->p;
+    uint64_t seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (p->generation == seen && !p->quit) pthread_cond_wait(&p->start, &p->mu);
+        if (p->quit) { pthread_mutex_unlock(&p->mu); return NULL; }
+        seen = p->generation;
+        pool_fn fn = p->fn;
+        void *ctx = p->ctx;
+        int n = p->n_items;
+        pthread_mutex_unlock(&p->mu);
+
+        int b, e;
+        pool_range(n, p->n_threads, wk->index, &b, &e);
+        if (b < e) fn(ctx, b, e);
+
+        pthread_mutex_lock(&p->mu);
+        if (--p->pending == 0) pthread_cond_signal(&p->done);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+static int pool_init(pool *p, int n_threads)
+{
+    memset(p, 0, sizeof *p);
+    p->n_threads = n_threads < 1 ? 1 : n_threads;
+    if (p->n_threads == 1) return 0;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->start, NULL);
+    pthread_cond_init(&p->done, NULL);
+    p->threads = calloc((size_t)p->n_threads, sizeof *p->threads);
+    pool_worker *wk = calloc((size_t)p->n_threads, sizeof *wk);
+    if (!p->threads || !wk) { free(p->threads); free(wk); p->threads = NULL; return -1; }
+    /* Worker 0 is the calling thread; 1..n-1 are started here. */
+    for (int i = 1; i < p->n_threads; i++) {
+        wk[i].p = p;
+        wk[i].index = i;
+        if (pthread_create(&p->threads[i], NULL, pool_main, &wk[i]) != 0) {
+            p->n_threads = i; /* run with the ones that started */
+            break;
+        }
+    }
+    p->workers = wk;
+    return 0;
+}
+
+static void pool_free(pool *p)
+{
+    if (p->n_threads > 1 && p->threads) {
+        pthread_mutex_lock(&p->mu);
+        p->quit = 1;
+        pthread_cond_broadcast(&p->start);
+        pthread_mutex_unlock(&p->mu);
+        for (int i = 1; i < p->n_threads; i++) pthread_join(p->threads[i], NULL);
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->start);
+        pthread_cond_destroy(&p->done);
+    }
+    free(p->threads);
+    free(p->workers);
+    p->threads = NULL;
+    p->workers = NULL;
+}
+
+/* Splits [0, n_items) into n_threads contiguous ranges; runs small jobs inline. */
+static void parallel_for(pool *p, int n_items, uint64_t work, pool_fn fn, void *ctx)
+{
+    if (p->n_threads <= 1 || work < (1u << 15) || n_items < 2) {
+        fn(ctx, 0, n_items);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->ctx = ctx;
+    p->n_items = n_items;
+    p->pending = p->n_threads - 1;
+    p->generation++;
+    pthread_cond_broadcast(&p->start);
+    pthread_mutex_unlock(&p->mu);
+
+    int b, e;
+    pool_range(n_items, p->n_threads, 0, &b, &e);
+    if (b < e) fn(ctx, b, e);
+
+    pthread_mutex_lock(&p->mu);
+    while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* ------------------------------------------------------------------ host math ---- */
+
+static inline float bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* w (BF16) · x (FP32), n elements: eight running sums, lane l takes elements i ≡ l mod 8,
+ * added pairwise at the end. A fixed order the compiler can still vectorise. */
+static float dot_bf16(const uint16_t *restrict w, const float *restrict x, int n)
+{
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += bf16_to_f32(w[i + l]) * x[i + l];
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; i < n; i++) s += bf16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+typedef struct matmul_job {
+    float *out;          /* [n_tok, rows] */
+    const uint16_t *w;   /* [rows, cols] */
+    const float *x;      /* [n_tok, cols] */
+    int n_tok, rows, cols;
+    int accumulate;      /* out += instead of out = */
+} matmul_job;
+
+static void matmul_rows(void *ctx, int begin, int end)
+{
+    const matmul_job *j = ctx;
+    for (int r = begin; r < end; r++) {
+        const uint16_t *wr = j->w + (size_t)r * j->cols;
+        for (int t = 0; t < j->n_tok; t++) {
+            float v = dot_bf16(wr, j->x + (size_t)t * j->cols, j->cols);
+            float *o = &j->out[(size_t)t * j->rows + r];
+            *o = j->accumulate ? *o + v : v;
+        }
+    }
+}
+
+static void matmul(pool *p, float *out, const void *w, const float *x, int n_tok, int rows,
+                   int cols, int accumulate)
+{
+    matmul_job j = {out, w, x, n_tok, rows, cols, accumulate};
+    parallel_for(p, rows, (uint64_t)rows * cols * n_tok, matmul_rows, &j);
+}
+
+static void rmsnorm(float *out, const float *x, const uint16_t *w, int n, float eps)
+{
+    float ss = 0.0f;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    float scale = 1.0f / sqrtf(ss / (float)n + eps);
+    /* HF: weight * (x * rsqrt(mean(x²) + eps)) */
+    for (int i = 0; i < n; i++) out[i] = bf16_to_f32(w[i]) * (x[i] * scale);
+}
+
+/* Rotate-half RoPE on one head: pairs (i, i + hd/2). */
+static void rope(float *v, const float *cos_p, const float *sin_p, int hd)
+{
+    int half = hd / 2;
+    for (int i = 0; i < half; i++) {
+        float a = v[i], b = v[i + half];
+        v[i] = a * cos_p[i] - b * sin_p[i];
+        v[i + half] = b * cos_p[i] + a * sin_p[i];
+    }
+}
+
+/* ------------------------------------------------------------------ engine ------- */
+
+struct llama {
+    llama_config cfg;
+    df11_provider prov;
+    llama_device device;
+    int max_seq, max_batch;
+    char err[512];
+    pool pool;
+    /* host state */
+    float *x, *xb, *q, *att, *hb, *hb2; /* [max_batch, ...] */
+    float *k_cache, *v_cache;           /* [layer][max_seq][kv_dim] */
+    float *scores;                      /* [max_batch * n_heads][max_seq] */
+    float *rope_cos, *rope_sin;         /* [max_seq][head_dim/2] */
+    uint64_t kv_bytes, scratch_bytes;
+#ifdef DF11_HAVE_CUDA
+    llama_gpu *gpu;
+#endif
+};
+
+static _Thread_local char create_err[512];
+
+const char *llama_create_error(void) { return create_err; }
+const char *llama_error(const llama *e) { return e->err; }
+const llama_config *llama_get_config(const llama *e) { return &e->cfg; }
+int llama_max_seq(const llama *e) { return e->max_seq; }
+
+uint64_t llama_kv_bytes(const llama *e)
+{
+#ifdef DF11_HAVE_CUDA
+    if (e->gpu) return llama_gpu_kv_bytes(e->gpu);
+#endif
+    return e->kv_bytes;
+}
+
+uint64_t llama_scratch_bytes(const llama *e)
+{
+#ifdef DF11_HAVE_CUDA
+    if (e->gpu) return llama_gpu_scratch_bytes(e->gpu);
+#endif
+    return e->scratch_bytes;
+}
+
+void llama_options_init(llama_options *opt)
+{
+    memset(opt, 0, sizeof *opt);
+    opt->device = LLAMA_DEVICE_CPU;
+}
+
+static void *xcalloc(llama *e, size_t n, size_t size)
+{
+    e->scratch_bytes += n * size;
+    return calloc(n ? n : 1, size);
+}
+
+void llama_destroy(llama *e)
+{
+    if (!e) return;
+#ifdef DF11_HAVE_CUDA
+    llama_gpu_destroy(e->gpu);
+#endif
+    pool_free(&e->pool);
+    free(e->x); free(e->xb); free(e->q); free(e->att); free(e->hb); free(e->hb2);
+    free(e->k_cache); free(e->v_cache); free(e->scores);
+    free(e->rope_cos); free(e->rope_sin);
+    free(e);
+}
+
+df11_status llama_create(const llama_config *cfg, const df11_provider *provider,
+                         const llama_options *opt, llama **out)
+{
+    *out = NULL;
+    create_err[0] = 0;
+    if (!cfg || !provider || !provider->tensor_get || !provider->block_acquire ||
+        !provider->block_release) {
+        snprintf(create_err, sizeof create_err, "incomplete provider");
+        return DF11_ERR_INVALID_ARG;
+    }
+    llama *e = calloc(1, sizeof *e);
+    if (!e) return DF11_ERR_NO_MEMORY;
+    e->cfg = *cfg;
+    e->prov = *provider;
+    e->device = opt ? opt->device : LLAMA_DEVICE_CPU;
+    e->max_seq = opt && opt->max_seq > 0 ? opt->max_seq : cfg->max_pos;
+    int batch_default = e->device == LLAMA_DEVICE_CUDA ? 4096 : 64;
+    e->max_batch = opt && opt->max_batch > 0 ? opt->max_batch : batch_default;
+    if (e->max_batch > e->max_seq) e->max_batch = e->max_seq;
+    if (provider->n_blocks && provider->n_blocks(provider->ctx) < (uint32_t)cfg->n_layers) {
+        snprintf(create_err, sizeof create_err, "config has %d layers, weights have %u blocks",
+                 cfg->n_layers, provider->n_blocks(provider->ctx));
+        free(e);
+        return DF11_ERR_CORRUPT;
+    }
+
+    if (e->device == LLAMA_DEVICE_CUDA) {
+#ifdef DF11_HAVE_CUDA
+        df11_status st = llama_gpu_create(cfg, provider, e->max_seq, e->max_batch, &e->gpu,
+                                          create_err, sizeof create_err);
+        if (st != DF11_OK) { free(e); return st; }
+        *out = e;
+        return DF11_OK;
+#else
+        snprintf(create_err, sizeof create_err, "built without CUDA");
+        free(e);
+        return DF11_ERR_UNSUPPORTED;
+#endif
+    }
+
+    int n_threads = opt && opt->n_threads > 0 ? opt->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (n_threads < 1) n_threads = 1;
+    if (n_threads > 64) n_threads = 64;
+    if (pool_init(&e->pool, n_threads) != 0) { free(e); return DF11_ERR_NO_MEMORY; }
+
+    const size_t B = (size_t)e->max_batch, S = (size_t)e->max_seq;
+    const size_t qd = (size_t)cfg->n_heads * cfg->head_dim;
+    const size_t kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
+    size_t wide = qd > (size_t)cfg->dim ? qd : (size_t)cfg->dim;
+    e->x = xcalloc(e, B * cfg->dim, sizeof(float));
+    e->xb = xcalloc(e, B * wide, sizeof(float));
+    e->q = xcalloc(e, B * qd, sizeof(float));
+    e->att = xcalloc(e, B * qd, sizeof(float));
+    e->hb = xcalloc(e, B * cfg->hidden_dim, sizeof(float));
+    e->hb2 = xcalloc(e, B * cfg->hidden_dim, sizeof(float));
+    e->scores = xcalloc(e, B * cfg->n_heads * S, sizeof(float));
+    e->rope_cos = xcalloc(e, S * cfg->head_dim / 2, sizeof(float));
+    e->rope_sin = xcalloc(e, S * cfg->head_dim / 2, sizeof(float));
+    e->kv_bytes = 2ull * cfg->n_layers * S * kvd * sizeof(float);
+    e->k_cache = calloc((size_t)cfg->n_layers * S * kvd, sizeof(float));
+    e->v_cache = calloc((size_t)cfg->n_layers * S * kvd, sizeof(float));
+    if (!e->x || !e->xb || !e->q || !e->att || !e->hb || !e->hb2 || !e->scores ||
+        !e->rope_cos || !e->rope_sin || !e->k_cache || !e->v_cache) {
+        snprintf(create_err, sizeof create_err, "out of host memory for the KV cache (%llu "
+                 "bytes) and scratch", (unsigned long long)e->kv_bytes);
+        llama_destroy(e);
+        return DF11_ERR_NO_MEMORY;
+    }
+    llama_rope_table(cfg, e->max_seq, e->rope_cos, e->rope_sin);
+    *out = e;
+    return DF11_OK;
+}
+
+/* One (token, head) of attention: scores over the cache, softmax, weighted sum of V. */
+typedef struct attn_job {
+    llama *e;
+    int layer, pos, n_tok;
+} attn_job;
+
+static void attention_items(void *ctx, int begin, int end)
+{
+    const attn_job *j = ctx;
+    const llama *e = j->e;
+    const llama_config *c = &e->cfg;
+    const int hd = c->head_dim, kvd = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const float *kc = e->k_cache + (size_t)j->layer * e->max_seq * kvd;
+    const float *vc = e->v_cache + (size_t)j->layer * e->max_seq * kvd;
+    for (int item = begin; item < end; item++) {
+        int t = item / c->n_heads, h = item % c->n_heads, kvh = h / group;
+        int n_ctx = j->pos + t + 1;
+        const float *q = e->q + ((size_t)t * c->n_heads + h) * hd;
+        float *s = e->scores + (size_t)item * e->max_seq;
+        float mx = -INFINITY;
+        for (int p = 0; p < n_ctx; p++) {
+            const float *k = kc + (size_t)p * kvd + kvh * hd;
+            float d = 0.0f;
+            for (int i = 0; i < hd; i++) d += q[i] * k[i];
+            s[p] = d * scale;
+            if (s[p] > mx) mx = s[p];
+        }
+        float sum = 0.0f;
+        for (int p = 0; p < n_ctx; p++) {
+            s[p] = expf(s[p] - mx);
+            sum += s[p];
+        }
+        float *o = e->att + ((size_t)t * c->n_heads + h) * hd;
+        for (int i = 0; i < hd; i++) o[i] = 0.0f;
+        for (int p = 0; p < n_ctx; p++) {
+            const float *v = vc + (size_t)p * kvd + kvh * hd;
+            float a = s[p] / sum;
+            for (int i = 0; i < hd; i++) o[i] += a * v[i];
+        }
+    }
+}
+
+static df11_status fail(llama *e, df11_status st, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->err, sizeof e->err, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+static df11_status host_layer(llama *e, uint32_t l, const llama_layer_weights *w, int n,
+                              int pos)
+{
+    const llama_config *c = &e->cfg;
+    const int D = c->dim, hd = c->head_dim, half = hd / 2;
+    const int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, H = c->hidden_dim;
+    float *kc = e->k_cache + ((size_t)l * e->max_seq + pos) * kvd;
+    float *vc = e->v_cache + ((size_t)l * e->max_seq + pos) * kvd;
+
+    for (int t = 0; t < n; t++)
+        rmsnorm(e->xb + (size_t)t * D, e->x + (size_t)t * D, w->attn_norm, D, c->norm_eps);
+    matmul(&e->pool, e->q, w->wq, e->xb, n, qd, D, 0);
+    matmul(&e->pool, kc, w->wk, e->xb, n, kvd, D, 0); /* K and V go straight to the cache */
+    matmul(&e->pool, vc, w->wv, e->xb, n, kvd, D, 0);
+    for (int t = 0; t < n; t++) {
+        const float *cs = e->rope_cos + (size_t)(pos + t) * half;
+        const float *sn = e->rope_sin + (size_t)(pos + t) * half;
+        for (int h = 0; h < c->n_heads; h++) rope(e->q + ((size_t)t * c->n_heads + h) * hd, cs, sn, hd);
+        for (int h = 0; h < c->n_kv_heads; h++) rope(kc + (size_t)t * kvd + h * hd, cs, sn, hd);
+    }
+    attn_job aj = {e, (int)l, pos, n};
+    uint64_t work = (uint64_t)n * c->n_heads * (uint64_t)(pos + n) * hd * 2;
+    parallel_for(&e->pool, n * c->n_heads, work, attention_items, &aj);
+    matmul(&e->pool, e->x, w->wo, e->att, n, D, qd, 1);
+
+    for (int t = 0; t < n; t++)
+        rmsnorm(e->xb + (size_t)t * D, e->x + (size_t)t * D, w->ffn_norm, D, c->norm_eps);
+    matmul(&e->pool, e->hb, w->w_gate, e->xb, n, H, D, 0);
+    matmul(&e->pool, e->hb2, w->w_up, e->xb, n, H, D, 0);
+    for (size_t i = 0; i < (size_t)n * H; i++) {
+        float g = e->hb[i];
+        e->hb[i] = g / (1.0f + expf(-g)) * e->hb2[i];
+    }
+    matmul(&e->pool, e->x, w->w_down, e->hb, n, D, H, 1);
+    return DF11_OK;
+}
+
+static df11_status host_pass(llama *e, const int *tokens, int n, int pos, float *logits)
+{
+    const llama_config *c = &e->cfg;
+    const df11_provider *p = &e->prov;
+    const int D = c->dim;
+    const void *emb;
+    df11_status st = llama_tensor_get(p, "model.embed_tokens.weight", c->vocab_size, D, NULL,
+                                      &emb, e->err, sizeof e->err);
+    if (st != DF11_OK) return st;
+    for (int t = 0; t < n; t++) {
+        const uint16_t *row = (const uint16_t *)emb + (size_t)tokens[t] * D;
+        for (int i = 0; i < D; i++) e->x[(size_t)t * D + i] = bf16_to_f32(row[i]);
+    }
+    if (p->tensor_release) p->tensor_release(p->ctx, "model.embed_tokens.weight", NULL);
+
+    for (uint32_t l = 0; l < (uint32_t)c->n_layers; l++) {
+        df11_block_view view;
+        memset(&view, 0, sizeof view);
+        st = p->block_acquire(p->ctx, l, NULL, &view);
+        if (st != DF11_OK) return fail(e, st, "block %u: acquire: %s", l, df11_strerror(st));
+        llama_layer_weights w;
+        st = llama_layer_weights_get(c, p, l, &view, NULL, &w, e->err, sizeof e->err);
+        if (st == DF11_OK) st = host_layer(e, l, &w, n, pos);
+        df11_status rs = p->block_release(p->ctx, l, NULL);
+        if (st != DF11_OK) return st;
+        if (rs != DF11_OK) return fail(e, rs, "block %u: release: %s", l, df11_strerror(rs));
+    }
+    if (!logits) return DF11_OK;
+
+    const float *last = e->x + (size_t)(n - 1) * D;
+    const void *norm, *head;
+    st = llama_tensor_get(p, "model.norm.weight", D, 0, NULL, &norm, e->err, sizeof e->err);
+    if (st != DF11_OK) return st;
+    rmsnorm(e->xb, last, norm, D, c->norm_eps);
+    if (p->tensor_release) p->tensor_release(p->ctx, "model.norm.weight", NULL);
+    const char *head_name = c->tied ? "model.embed_tokens.weight" : "lm_head.weight";
+    st = llama_tensor_get(p, head_name, c->vocab_size, D, NULL, &head, e->err, sizeof e->err);
+    if (st != DF11_OK) return st;
+    matmul(&e->pool, logits, head, e->xb, 1, c->vocab_size, D, 0);
+    if (p->tensor_release) p->tensor_release(p->ctx, head_name, NULL);
+    return DF11_OK;
+}
+
+df11_status llama_forward(llama *e, const int *tokens, int n, int pos, float *logits)
+{
+    e->err[0] = 0;
+    if (n <= 0 || pos < 0 || pos + n > e->max_seq)
+        return fail(e, DF11_ERR_RANGE, "positions [%d, %d) outside the KV cache (%d)", pos,
+                    pos + n, e->max_seq);
+    for (int t = 0; t < n; t++)
+        if (tokens[t] < 0 || tokens[t] >= e->cfg.vocab_size)
+            return fail(e, DF11_ERR_RANGE, "token %d outside the vocabulary (%d)", tokens[t],
+                        e->cfg.vocab_size);
+    /* Inputs longer than the scratch go through in passes; only the last needs logits. */
+    for (int done = 0; done < n; done += e->max_batch) {
+        int chunk = n - done < e->max_batch ? n - done : e->max_batch;
+        float *lg = done + chunk == n ? logits : NULL;
+        df11_status st;
+#ifdef DF11_HAVE_CUDA
+        if (e->gpu)
+            st = llama_gpu_forward(e->gpu, tokens + done, chunk, pos + done, lg, e->err,
+                                   sizeof e->err);
+        else
+#endif
+            st = host_pass(e, tokens + done, chunk, pos + done, lg);
+        if (st != DF11_OK) return st;
+    }
+    return DF11_OK;
+}

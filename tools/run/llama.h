@@ -1,0 +1,136 @@
+/* A small Llama-architecture inference engine that gets every weight through df11's
+ * provider interface (df11_provider, include/df11/runtime.h). It knows nothing else of
+ * df11: the same code runs on compressed weights (df11_model_open) and on plain BF16
+ * (df11_model_open_bf16), and a test can feed it from memory.
+ *
+ *     llama_config cfg;
+ *     llama_config_parse(json, len, &cfg, err, sizeof err);
+ *     df11_provider p;
+ *     df11_model_provider(model, &p);
+ *     llama_options opt;
+ *     llama_options_init(&opt);                 // host, max_seq = config's
+ *     llama *e;
+ *     llama_create(&cfg, &p, &opt, &e);
+ *     float *logits = malloc(cfg.vocab_size * sizeof(float));
+ *     llama_forward(e, prompt, n_prompt, 0, logits);   // prefill, logits of the last
+ *     llama_forward(e, &next, 1, n_prompt, logits);    // one decode step
+ *     llama_destroy(e);
+ *
+ * Weights are BF16 [out, in] row-major with Hugging Face names. The host path keeps
+ * activations in FP32 and accumulates every dot product in FP32 in a fixed order, so the
+ * logits depend only on the weight bits (not on the thread count or the batch split): df11
+ * and BF16 weights give bit-identical logits. The CUDA path (built with DF11_HAVE_CUDA)
+ * keeps the residual stream in FP32, feeds cuBLAS BF16 operands with FP32 accumulation.
+ *
+ * Not thread-safe: one engine, one thread. The engine does not own the provider.
+ */
+#ifndef DF11_RUN_LLAMA_H
+#define DF11_RUN_LLAMA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <df11.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct llama_config {
+    int dim;            /* hidden_size */
+    int n_layers;       /* num_hidden_layers */
+    int n_heads;        /* num_attention_heads */
+    int n_kv_heads;     /* num_key_value_heads (= n_heads without GQA) */
+    int head_dim;       /* head_dim, or dim / n_heads */
+    int hidden_dim;     /* intermediate_size */
+    int vocab_size;
+    int max_pos;        /* max_position_embeddings */
+    float rope_theta;
+    float norm_eps;     /* rms_norm_eps */
+    int tied;           /* tie_word_embeddings: lm_head is embed_tokens */
+    int bos_id, eos_id; /* -1 if absent */
+} llama_config;
+
+/* Parses a Hugging Face config.json (need not be NUL-terminated). Returns 0, or -1 with a
+ * message in err. Rejects shapes the engine cannot run (heads not dividing, ...). */
+int llama_config_parse(const char *json, size_t len, llama_config *cfg, char *err,
+                       size_t errlen);
+
+typedef enum llama_device {
+    LLAMA_DEVICE_CPU = 0,
+    LLAMA_DEVICE_CUDA = 1,   /* the provider must serve device pointers */
+} llama_device;
+
+typedef struct llama_options {
+    llama_device device;
+    int max_seq;        /* KV cache positions; 0 = config's max_pos */
+    int max_batch;      /* tokens per pass (longer inputs are split); 0 = a default */
+    int n_threads;      /* host threads; 0 = all cores */
+} llama_options;
+
+void llama_options_init(llama_options *opt);
+
+typedef struct llama llama;
+
+/* Allocates the KV cache and scratch (host or device). Returns DF11_OK, or an error with
+ * llama_create_error() set. */
+df11_status llama_create(const llama_config *cfg, const df11_provider *provider,
+                         const llama_options *opt, llama **out);
+/* Why the last llama_create on this thread failed. */
+const char *llama_create_error(void);
+void llama_destroy(llama *e);
+
+/* Runs tokens[0..n) at positions [pos, pos+n): every block is acquired once per pass,
+ * their K/V are written to the cache (positions >= pos are overwritten, so going back to
+ * an earlier pos rewinds the sequence) and the logits of the last token are written to
+ * `logits` (vocab_size floats, host memory). `logits` may be NULL. */
+df11_status llama_forward(llama *e, const int *tokens, int n, int pos, float *logits);
+/* The message of the last failed call on this engine. */
+const char *llama_error(const llama *e);
+
+const llama_config *llama_get_config(const llama *e);
+uint64_t llama_kv_bytes(const llama *e);      /* KV cache */
+uint64_t llama_scratch_bytes(const llama *e); /* activations, tables */
+int llama_max_seq(const llama *e);
+
+/* ---- Shared by the host and CUDA paths (llama.c), not part of the engine's API ---- */
+
+typedef struct llama_layer_weights {
+    const void *attn_norm, *wq, *wk, *wv, *wo;   /* BF16 */
+    const void *ffn_norm, *w_gate, *w_up, *w_down;
+} llama_layer_weights;
+
+/* Finds block `layer`'s nine tensors in `view` (or through the provider), checking dtype
+ * and shape. */
+df11_status llama_layer_weights_get(const llama_config *cfg, const df11_provider *p,
+                                    uint32_t layer, const df11_block_view *view,
+                                    df11_stream stream, llama_layer_weights *w, char *err,
+                                    size_t errlen);
+/* Gets a non-layer BF16 tensor of shape [rows, cols] (cols = 0: 1-D of rows). */
+df11_status llama_tensor_get(const df11_provider *p, const char *name, int rows, int cols,
+                             df11_stream stream, const void **data, char *err,
+                             size_t errlen);
+/* RoPE table: cos then sin, [max_seq][head_dim/2] each, as HF computes it (FP32
+ * inverse frequencies, FP32 angle). */
+void llama_rope_table(const llama_config *cfg, int max_seq, float *cos_t, float *sin_t);
+
+#ifdef DF11_HAVE_CUDA
+/* The CUDA path (llama_cuda.cu); llama.c calls these. */
+typedef struct llama_gpu llama_gpu;
+df11_status llama_gpu_create(const llama_config *cfg, const df11_provider *p, int max_seq,
+                             int max_batch, llama_gpu **out, char *err, size_t errlen);
+void llama_gpu_destroy(llama_gpu *g);
+df11_status llama_gpu_forward(llama_gpu *g, const int *tokens, int n, int pos,
+                              float *logits, char *err, size_t errlen);
+uint64_t llama_gpu_kv_bytes(const llama_gpu *g);
+uint64_t llama_gpu_scratch_bytes(const llama_gpu *g);
+/* cudaMemGetInfo of the current device; -1 without a GPU. */
+int llama_gpu_mem_info(uint64_t *free_bytes, uint64_t *total_bytes);
+/* The stream the engine runs on (a cudaStream_t). */
+void *llama_gpu_stream(const llama_gpu *g);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,387 @@
+/* The engine's CUDA forward pass. Residual stream FP32; every matrix product is a cuBLAS
+ * GEMM with BF16 operands (weights straight from the provider, activations rounded to BF16
+ * by the kernel that produces them) and FP32 accumulation and output. K and V are written
+ * by their GEMMs straight into an FP32 cache. Per block: acquire on the engine's stream,
+ * enqueue, release on the same stream: the host never waits except for the logits.
+ *
+ * Layouts: activations [token][feature] row-major; weights [out][in] row-major, which is
+ * cuBLAS's column-major [in][out], so Y^T = op_T(W) · X^T needs no copies.
+ */
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "llama.h"
+
+typedef __nv_bfloat16 bf16;
+
+struct llama_gpu {
+    llama_config cfg;
+    df11_provider prov;
+    int max_seq, max_batch;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    float *x;          /* [B][D] residual stream */
+    bf16 *xb;          /* [B][max(D, Q)] normed input of a GEMM */
+    float *q;          /* [B][Q] */
+    bf16 *att;         /* [B][Q] attention output, o_proj's input */
+    float *gate, *up;  /* [B][H] */
+    bf16 *hb;          /* [B][H] silu(gate) * up, down_proj's input */
+    float *logits;     /* [V] */
+    int *tokens;       /* [B] */
+    float *kc, *vc;    /* [L][S][KV] */
+    float *rope_cos, *rope_sin; /* [S][hd/2] */
+    uint64_t kv_bytes, scratch_bytes;
+};
+
+#define CUDA_TRY(call)                                                                   \
+    do {                                                                                 \
+        cudaError_t e_ = (call);                                                         \
+        if (e_ != cudaSuccess) {                                                         \
+            snprintf(err, errlen, "%s: %s", #call, cudaGetErrorString(e_));              \
+            return e_ == cudaErrorMemoryAllocation ? DF11_ERR_DEVICE_MEMORY : DF11_ERR_DEVICE; \
+        }                                                                                \
+    } while (0)
+
+/* ------------------------------------------------------------------ kernels ------ */
+
+__device__ float warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ float warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum (or max) over the block; every thread gets the result. blockDim a multiple of 32. */
+__device__ float block_reduce(float v, bool is_max)
+{
+    __shared__ float red[32];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = is_max ? warp_max(v) : warp_sum(v);
+    __syncthreads(); /* red may still be read from the previous call */
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : (is_max ? -INFINITY : 0.0f);
+    return is_max ? warp_max(v) : warp_sum(v);
+}
+
+/* One block per token; a thread copies every blockDim-th feature of its embedding row. */
+__global__ void embed_kernel(const bf16 *emb, const int *tokens, float *x, int dim)
+{
+    const bf16 *row = emb + (size_t)tokens[blockIdx.x] * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        x[(size_t)blockIdx.x * dim + i] = __bfloat162float(row[i]);
+}
+
+/* One block per token: out = bf16(w * (x / rms(x))), as HF's LlamaRMSNorm does it. */
+__global__ void rmsnorm_kernel(const float *x, const bf16 *w, bf16 *out, int dim, float eps)
+{
+    const float *xr = x + (size_t)blockIdx.x * dim;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+    float scale = rsqrtf(block_reduce(ss, false) / dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        out[(size_t)blockIdx.x * dim + i] = __float2bfloat16(__bfloat162float(w[i]) * (xr[i] * scale));
+}
+
+/* Rotate-half RoPE in place. One block per token; a thread rotates pairs (i, i + hd/2) of
+ * heads, stride n_heads * hd/2 apart. `v` rows are `stride` floats apart. */
+__global__ void rope_kernel(float *v, int stride, int n_heads, int hd, int pos0,
+                            const float *cos_t, const float *sin_t)
+{
+    const int half = hd / 2, t = blockIdx.x;
+    const float *cs = cos_t + (size_t)(pos0 + t) * half, *sn = sin_t + (size_t)(pos0 + t) * half;
+    for (int k = threadIdx.x; k < n_heads * half; k += blockDim.x) {
+        float *h = v + (size_t)t * stride + (k / half) * hd;
+        int i = k % half;
+        float a = h[i], b = h[i + half];
+        h[i] = a * cs[i] - b * sn[i];
+        h[i + half] = b * cs[i] + a * sn[i];
+    }
+}
+
+/* Causal attention over the cache. One block per (head, token); token t sits at position
+ * pos0 + t and sees positions 0..pos0+t. Warps take positions in turn for the scores
+ * (lanes split the head's features, so K rows are read coalesced), the block takes the
+ * softmax, then thread d sums p_j * V[j][d] (V rows coalesced across threads).
+ * Shared memory: hd + pos0 + t + 1 floats. Moves (pos0 + t + 1) * hd * 8 bytes of K/V. */
+__global__ void attention_kernel(const float *q, const float *kc, const float *vc, bf16 *out,
+                                 int pos0, int n_heads, int n_kv_heads, int hd)
+{
+    extern __shared__ float sm[];
+    float *qs = sm, *p = sm + hd;
+    const int h = blockIdx.x, t = blockIdx.y, n_ctx = pos0 + t + 1;
+    const int kvd = n_kv_heads * hd, kvh = h / (n_heads / n_kv_heads);
+    const float scale = rsqrtf((float)hd);
+    const float *qt = q + ((size_t)t * n_heads + h) * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = qt[d];
+    __syncthreads();
+
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int j = warp; j < n_ctx; j += nw) {
+        const float *k = kc + (size_t)j * kvd + kvh * hd;
+        float s = 0.0f;
+        for (int d = lane; d < hd; d += 32) s += qs[d] * k[d];
+        s = warp_sum(s);
+        if (lane == 0) p[j] = s * scale;
+    }
+    __syncthreads();
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < n_ctx; j += blockDim.x) mx = fmaxf(mx, p[j]);
+    mx = block_reduce(mx, true);
+    float sum = 0.0f;
+    for (int j = threadIdx.x; j < n_ctx; j += blockDim.x) {
+        float e = expf(p[j] - mx);
+        p[j] = e;
+        sum += e;
+    }
+    sum = block_reduce(sum, false); /* its barriers also publish p[] */
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        const float *v = vc + kvh * hd + d;
+        float acc = 0.0f;
+        for (int j = 0; j < n_ctx; j++) acc += p[j] * v[(size_t)j * kvd];
+        out[((size_t)t * n_heads + h) * hd + d] = __float2bfloat16(acc / sum);
+    }
+}
+
+/* One thread per element: out = bf16(silu(gate) * up). */
+__global__ void swiglu_kernel(const float *gate, const float *up, bf16 *out, size_t n)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        float g = gate[i];
+        out[i] = __float2bfloat16(g / (1.0f + expf(-g)) * up[i]);
+    }
+}
+
+/* ------------------------------------------------------------------ host side ---- */
+
+static const int THREADS = 256;
+
+/* Y[n][rows] = X[n][cols] · W[rows][cols]^T (+ beta * Y). */
+static df11_status gemm(llama_gpu *g, const void *w, const bf16 *x, float *y, int n, int rows,
+                        int cols, int ldy, float beta, char *err, size_t errlen)
+{
+    const float alpha = 1.0f;
+    cublasStatus_t s = cublasGemmEx(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &alpha,
+                                    w, CUDA_R_16BF, cols, x, CUDA_R_16BF, cols, &beta, y,
+                                    CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        snprintf(err, errlen, "cublasGemmEx %dx%dx%d: status %d", rows, n, cols, (int)s);
+        return DF11_ERR_DEVICE;
+    }
+    return DF11_OK;
+}
+
+int llama_gpu_mem_info(uint64_t *free_bytes, uint64_t *total_bytes)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) return -1;
+    size_t f, t;
+    if (cudaMemGetInfo(&f, &t) != cudaSuccess) return -1;
+    *free_bytes = f;
+    *total_bytes = t;
+    return 0;
+}
+
+void *llama_gpu_stream(const llama_gpu *g) { return g->stream; }
+uint64_t llama_gpu_kv_bytes(const llama_gpu *g) { return g->kv_bytes; }
+uint64_t llama_gpu_scratch_bytes(const llama_gpu *g) { return g->scratch_bytes; }
+
+void llama_gpu_destroy(llama_gpu *g)
+{
+    if (!g) return;
+    if (g->stream) cudaStreamSynchronize(g->stream);
+    void *bufs[] = {g->x, g->xb, g->q, g->att, g->gate, g->up, g->hb, g->logits, g->tokens,
+                    g->kc, g->vc, g->rope_cos, g->rope_sin};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
+    if (g->blas) cublasDestroy(g->blas);
+    if (g->stream) cudaStreamDestroy(g->stream);
+    delete g;
+}
+
+static df11_status gpu_alloc(llama_gpu *g, void **p, size_t bytes, uint64_t *counter, char *err,
+                             size_t errlen)
+{
+    CUDA_TRY(cudaMalloc(p, bytes ? bytes : 1));
+    *counter += bytes;
+    return DF11_OK;
+}
+
+static df11_status gpu_create(llama_gpu *g, char *err, size_t errlen)
+{
+    const llama_config *c = &g->cfg;
+    const size_t B = g->max_batch, S = g->max_seq, D = c->dim, H = c->hidden_dim;
+    const size_t Q = (size_t)c->n_heads * c->head_dim, KV = (size_t)c->n_kv_heads * c->head_dim;
+    CUDA_TRY(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking));
+    if (cublasCreate(&g->blas) != CUBLAS_STATUS_SUCCESS) {
+        g->blas = NULL;
+        snprintf(err, errlen, "cublasCreate failed");
+        return DF11_ERR_DEVICE;
+    }
+    cublasSetStream(g->blas, g->stream);
+
+    /* Attention keeps one score per position in shared memory. */
+    int dev, optin = 0;
+    CUDA_TRY(cudaGetDevice(&dev));
+    CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    size_t smem = (S + c->head_dim) * sizeof(float);
+    if (smem > (size_t)optin) {
+        snprintf(err, errlen, "context of %zu positions needs %zu bytes of shared memory for "
+                 "attention, the GPU has %d", S, smem, optin);
+        return DF11_ERR_UNSUPPORTED;
+    }
+    CUDA_TRY(cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  (int)smem));
+
+    struct { void **p; size_t bytes; uint64_t *ctr; } bufs[] = {
+        {(void **)&g->x, B * D * 4, &g->scratch_bytes},
+        {(void **)&g->xb, B * (D > Q ? D : Q) * 2, &g->scratch_bytes},
+        {(void **)&g->q, B * Q * 4, &g->scratch_bytes},
+        {(void **)&g->att, B * Q * 2, &g->scratch_bytes},
+        {(void **)&g->gate, B * H * 4, &g->scratch_bytes},
+        {(void **)&g->up, B * H * 4, &g->scratch_bytes},
+        {(void **)&g->hb, B * H * 2, &g->scratch_bytes},
+        {(void **)&g->logits, (size_t)c->vocab_size * 4, &g->scratch_bytes},
+        {(void **)&g->tokens, B * sizeof(int), &g->scratch_bytes},
+        {(void **)&g->rope_cos, S * c->head_dim / 2 * 4, &g->scratch_bytes},
+        {(void **)&g->rope_sin, S * c->head_dim / 2 * 4, &g->scratch_bytes},
+        {(void **)&g->kc, (size_t)c->n_layers * S * KV * 4, &g->kv_bytes},
+        {(void **)&g->vc, (size_t)c->n_layers * S * KV * 4, &g->kv_bytes},
+    };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        df11_status st = gpu_alloc(g, bufs[i].p, bufs[i].bytes, bufs[i].ctr, err, errlen);
+        if (st != DF11_OK) return st;
+    }
+    float *cs = (float *)malloc(S * c->head_dim / 2 * 4), *sn = (float *)malloc(S * c->head_dim / 2 * 4);
+    if (!cs || !sn) {
+        free(cs);
+        free(sn);
+        return DF11_ERR_NO_MEMORY;
+    }
+    llama_rope_table(c, g->max_seq, cs, sn);
+    cudaError_t e1 = cudaMemcpy(g->rope_cos, cs, S * c->head_dim / 2 * 4, cudaMemcpyHostToDevice);
+    cudaError_t e2 = cudaMemcpy(g->rope_sin, sn, S * c->head_dim / 2 * 4, cudaMemcpyHostToDevice);
+    free(cs);
+    free(sn);
+    CUDA_TRY(e1);
+    CUDA_TRY(e2);
+    return DF11_OK;
+}
+
+df11_status llama_gpu_create(const llama_config *cfg, const df11_provider *p, int max_seq,
+                             int max_batch, llama_gpu **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    llama_gpu *g = new llama_gpu();
+    g->cfg = *cfg;
+    g->prov = *p;
+    g->max_seq = max_seq;
+    g->max_batch = max_batch;
+    df11_status st = gpu_create(g, err, errlen);
+    if (st != DF11_OK) {
+        llama_gpu_destroy(g);
+        return st;
+    }
+    *out = g;
+    return DF11_OK;
+}
+
+/* One block's kernels on g->stream, for tokens at [pos, pos + n). */
+static df11_status gpu_layer(llama_gpu *g, uint32_t l, const llama_layer_weights *w, int n,
+                             int pos, char *err, size_t errlen)
+{
+    const llama_config *c = &g->cfg;
+    const int D = c->dim, hd = c->head_dim, H = c->hidden_dim;
+    const int Q = c->n_heads * hd, KV = c->n_kv_heads * hd;
+    float *kc = g->kc + ((size_t)l * g->max_seq + pos) * KV;
+    float *vc = g->vc + ((size_t)l * g->max_seq + pos) * KV;
+    cudaStream_t s = g->stream;
+    df11_status st;
+#define GEMM(W, X, Y, ROWS, COLS, LDY, BETA)                                              \
+    if ((st = gemm(g, W, X, Y, n, ROWS, COLS, LDY, BETA, err, errlen)) != DF11_OK) return st
+
+    rmsnorm_kernel<<<n, THREADS, 0, s>>>(g->x, (const bf16 *)w->attn_norm, g->xb, D, c->norm_eps);
+    GEMM(w->wq, g->xb, g->q, Q, D, Q, 0.0f);
+    GEMM(w->wk, g->xb, kc, KV, D, KV, 0.0f);
+    GEMM(w->wv, g->xb, vc, KV, D, KV, 0.0f);
+    rope_kernel<<<n, THREADS, 0, s>>>(g->q, Q, c->n_heads, hd, pos, g->rope_cos, g->rope_sin);
+    rope_kernel<<<n, THREADS, 0, s>>>(kc, KV, c->n_kv_heads, hd, pos, g->rope_cos, g->rope_sin);
+    size_t smem = (size_t)(hd + pos + n) * sizeof(float);
+    attention_kernel<<<dim3(c->n_heads, n), 128, smem, s>>>(
+        g->q, g->kc + (size_t)l * g->max_seq * KV, g->vc + (size_t)l * g->max_seq * KV, g->att,
+        pos, c->n_heads, c->n_kv_heads, hd);
+    GEMM(w->wo, g->att, g->x, D, Q, D, 1.0f); /* x += o_proj(att) */
+
+    rmsnorm_kernel<<<n, THREADS, 0, s>>>(g->x, (const bf16 *)w->ffn_norm, g->xb, D, c->norm_eps);
+    GEMM(w->w_gate, g->xb, g->gate, H, D, H, 0.0f);
+    GEMM(w->w_up, g->xb, g->up, H, D, H, 0.0f);
+    size_t nh = (size_t)n * H;
+    swiglu_kernel<<<(unsigned)((nh + THREADS - 1) / THREADS), THREADS, 0, s>>>(g->gate, g->up, g->hb, nh);
+    GEMM(w->w_down, g->hb, g->x, D, H, D, 1.0f); /* x += down_proj(hb) */
+#undef GEMM
+    CUDA_TRY(cudaGetLastError());
+    return DF11_OK;
+}
+
+df11_status llama_gpu_forward(llama_gpu *g, const int *tokens, int n, int pos, float *logits,
+                              char *err, size_t errlen)
+{
+    const llama_config *c = &g->cfg;
+    const df11_provider *p = &g->prov;
+    cudaStream_t s = g->stream;
+    const int D = c->dim;
+    df11_status st;
+
+    CUDA_TRY(cudaMemcpyAsync(g->tokens, tokens, (size_t)n * sizeof(int), cudaMemcpyHostToDevice, s));
+    const void *emb;
+    st = llama_tensor_get(p, "model.embed_tokens.weight", c->vocab_size, D, s, &emb, err, errlen);
+    if (st != DF11_OK) return st;
+    embed_kernel<<<n, THREADS, 0, s>>>((const bf16 *)emb, g->tokens, g->x, D);
+    if (p->tensor_release) p->tensor_release(p->ctx, "model.embed_tokens.weight", s);
+
+    for (uint32_t l = 0; l < (uint32_t)c->n_layers; l++) {
+        df11_block_view view;
+        memset(&view, 0, sizeof view);
+        st = p->block_acquire(p->ctx, l, s, &view);
+        if (st != DF11_OK) {
+            snprintf(err, errlen, "block %u: acquire: %s", l, df11_strerror(st));
+            return st;
+        }
+        llama_layer_weights w;
+        st = llama_layer_weights_get(c, p, l, &view, s, &w, err, errlen);
+        if (st == DF11_OK) st = gpu_layer(g, l, &w, n, pos, err, errlen);
+        df11_status rs = p->block_release(p->ctx, l, s);
+        if (st != DF11_OK) return st;
+        if (rs != DF11_OK) {
+            snprintf(err, errlen, "block %u: release: %s", l, df11_strerror(rs));
+            return rs;
+        }
+    }
+    if (!logits) return DF11_OK;
+
+    const void *norm, *head;
+    st = llama_tensor_get(p, "model.norm.weight", D, 0, s, &norm, err, errlen);
+    if (st != DF11_OK) return st;
+    rmsnorm_kernel<<<1, THREADS, 0, s>>>(g->x + (size_t)(n - 1) * D, (const bf16 *)norm, g->xb,
+                                         D, c->norm_eps);
+    if (p->tensor_release) p->tensor_release(p->ctx, "model.norm.weight", s);
+    const char *head_name = c->tied ? "model.embed_tokens.weight" : "lm_head.weight";
+    st = llama_tensor_get(p, head_name, c->vocab_size, D, s, &head, err, errlen);
+    if (st != DF11_OK) return st;
+    st = gemm(g, head, g->xb, g->logits, 1, c->vocab_size, D, c->vocab_size, 0.0f, err, errlen);
+    if (p->tensor_release) p->tensor_release(p->ctx, head_name, s);
+    if (st != DF11_OK) return st;
+    CUDA_TRY(cudaMemcpyAsync(logits, g->logits, (size_t)c->vocab_size * sizeof(float),
+                             cudaMemcpyDeviceToHost, s));
+    CUDA_TRY(cudaStreamSynchronize(s));
+    return DF11_OK;
+}
