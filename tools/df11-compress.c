@@ -1,0 +1,81 @@
+/* df11-compress: a safetensors file or Hugging Face folder in, one .df11 file out. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "tools/cli.h"
+
+static const char *tool = "df11-compress";
+
+static void usage(void)
+{
+    printf("Usage: %s IN -o OUT.df11 [options]\n"
+           "Compress the BF16 weights of a safetensors file or Hugging Face model folder\n"
+           "losslessly into one .df11 file (other dtypes are stored as they are).\n\n"
+           "  -o, --output FILE       the .df11 file to write (required)\n"
+           "  -j, --threads N         worker threads (default: all cores)\n"
+           "      --max-code-len L    longest Huffman code, 1..15 (default %d)\n"
+           "      --lane-symbols S    weights per decoder lane and chunk (default %d)\n"
+           "      --layer-prefix P    tensors named P<N>.* form block N (default %s)\n"
+           "      --json              print the summary as JSON\n"
+           "  -q, --quiet             no summary\n"
+           "  -h, --help, -V, --version\n",
+           tool, DF11_DEFAULT_MAX_CODE_LEN, DF11_DEFAULT_LANE_SYMBOLS, DF11_DEFAULT_LAYER_PREFIX);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"output", required_argument, 0, 'o'}, {"threads", required_argument, 0, 'j'},
+        {"max-code-len", required_argument, 0, 'L'}, {"lane-symbols", required_argument, 0, 'S'},
+        {"layer-prefix", required_argument, 0, 'P'}, {"json", no_argument, 0, 'J'},
+        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
+        {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
+    df11_compress_options o = {.progress = cli_progress, .progress_ctx = (void *)tool};
+    const char *out = NULL;
+    int json = 0, quiet = 0, c;
+    while ((c = getopt_long(argc, argv, "o:j:qhV", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o': out = optarg; break;
+        case 'j': o.n_threads = atoi(optarg); break;
+        case 'L': o.max_code_len = (uint32_t)atoi(optarg); break;
+        case 'S': o.lane_symbols = (uint32_t)atoi(optarg); break;
+        case 'P': o.layer_prefix = optarg; break;
+        case 'J': json = 1; break;
+        case 'q': quiet = 1; break;
+        case 'h': usage(); return CLI_OK;
+        case 'V': cli_version(tool); return CLI_OK;
+        default: return cli_usage_error(tool, "unknown option");
+        }
+    }
+    if (optind + 1 != argc) return cli_usage_error(tool, "expected one input path");
+    if (!out) return cli_usage_error(tool, "missing -o OUT.df11");
+    if (json || quiet) o.progress = NULL;
+
+    df11_compress_summary s;
+    df11_status st = df11_compress_path(argv[optind], out, &o, &s);
+    if (st != DF11_OK) return cli_fail(tool, st, "cannot compress '%s'", argv[optind]);
+
+    double ratio = s.bf16_bytes ? (double)s.bf16_stored_bytes / (double)s.bf16_bytes : 0;
+    double bound = (8.0 + s.exponent_entropy) / 16.0;
+    double wps = s.seconds > 0 ? (double)s.bf16_weights / s.seconds : 0;
+    if (json) {
+        printf("{\"input\":\"%s\",\"output\":\"%s\",\"tensors\":%u,\"groups\":%u,"
+               "\"bf16_weights\":%llu,\"bf16_bytes\":%llu,\"df11_bf16_bytes\":%llu,"
+               "\"raw_bytes\":%llu,\"file_bytes\":%llu,\"ratio\":%.6f,\"exponent_entropy\":%.6f,"
+               "\"bound\":%.6f,\"seconds\":%.3f,\"weights_per_second\":%.0f}\n",
+               argv[optind], out, s.n_tensors, s.n_groups, (unsigned long long)s.bf16_weights,
+               (unsigned long long)s.bf16_bytes, (unsigned long long)s.bf16_stored_bytes,
+               (unsigned long long)s.raw_bytes, (unsigned long long)s.file_bytes, ratio,
+               s.exponent_entropy, bound, s.seconds, wps);
+    } else if (!quiet) {
+        printf("%s: %u tensors in %u groups -> %s\n", tool, s.n_tensors, s.n_groups, out);
+        printf("  bf16      %s (%llu weights)\n", cli_bytes(s.bf16_bytes), (unsigned long long)s.bf16_weights);
+        printf("  df11      %s  = %.2f%% of bf16\n", cli_bytes(s.bf16_stored_bytes), 100 * ratio);
+        printf("  bound     (8+H)/16 = %.2f%%, exponent entropy H = %.3f bits\n", 100 * bound, s.exponent_entropy);
+        printf("  raw       %s (non-BF16 tensors, stored as they are)\n", cli_bytes(s.raw_bytes));
+        printf("  file      %s\n", cli_bytes(s.file_bytes));
+        printf("  time      %.2f s, %.1f M weights/s\n", s.seconds, wps / 1e6);
+    }
+    return CLI_OK;
+}
