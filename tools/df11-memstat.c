@@ -1,0 +1,347 @@
+/* df11-memstat: memory use of running df11 models, or the memory plan of a .df11 file.
+ *
+ *   df11-memstat [-w] [--interval SEC] [--json]     every process that publishes stats
+ *   df11-memstat FILE.df11 [--slots K] [--json]     what opening FILE would take
+ *
+ * Running models publish a read-only shared-memory page /dev/shm/df11-<pid>[-n] when
+ * opened with options.publish_stats (layout: runtime/memstat.h). Pages of processes that
+ * are gone are skipped.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stddef.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "runtime/memstat.h"
+#include "tools/cli.h"
+
+static const char *TOOL = "df11-memstat";
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: df11-memstat [-w] [--interval SEC] [--json]\n"
+            "       df11-memstat FILE.df11 [--slots K] [--json]\n"
+            "\n"
+            "Without FILE: lists the processes running df11 models that publish stats\n"
+            "(df11_model_options.publish_stats) with their pool and arena use.\n"
+            "With FILE: prints the memory plan of opening it: compressed weights, the arena\n"
+            "of K slots (K x the largest layer group), and the saving against BF16.\n"
+            "\n"
+            "  -w, --watch          refresh until interrupted\n"
+            "  -i, --interval SEC   refresh period for --watch (default 1)\n"
+            "  -k, --slots K        arena slots for the plan (default 2)\n"
+            "  -j, --json           machine-readable output\n"
+            "  -h, --help           this text\n"
+            "  -V, --version        version\n");
+}
+
+static double pct(uint64_t a, uint64_t b) { return b ? 100.0 * (double)a / (double)b : 0.0; }
+
+static void json_str(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}
+
+/* --- live processes --- */
+
+typedef struct page_copy {
+    char name[256];
+    df11_memstat_page p;
+} page_copy;
+
+/* Reads one page under its seqlock. 0 on success. */
+static int page_read(const char *name, page_copy *out)
+{
+    char shm[300];
+    snprintf(shm, sizeof shm, "/%s", name);
+    int fd = shm_open(shm, O_RDONLY, 0);
+    if (fd < 0) return -1;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (size_t)st.st_size < offsetof(df11_memstat_page, path)) {
+        close(fd);
+        return -1;
+    }
+    size_t size = (size_t)st.st_size;
+    const df11_memstat_page *pg = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (pg == MAP_FAILED) return -1;
+    int rc = -1;
+    if (pg->magic == DF11_MEMSTAT_MAGIC && pg->version == DF11_MEMSTAT_VERSION) {
+        size_t n = pg->size < sizeof out->p ? pg->size : sizeof out->p;
+        if (n > size) n = size;
+        for (int tries = 0; tries < 1000; tries++) {
+            uint32_t s0 = atomic_load_explicit(&((df11_memstat_page *)pg)->seq, memory_order_acquire);
+            if (s0 & 1) {
+                usleep(100);
+                continue;
+            }
+            memset(&out->p, 0, sizeof out->p);
+            /* everything after the seqlock word */
+            size_t skip = offsetof(df11_memstat_page, pid);
+            memcpy((char *)&out->p + skip, (const char *)pg + skip, n - skip);
+            atomic_thread_fence(memory_order_acquire);
+            uint32_t s1 = atomic_load_explicit(&((df11_memstat_page *)pg)->seq, memory_order_relaxed);
+            if (s0 == s1) {
+                out->p.magic = pg->magic;
+                out->p.version = pg->version;
+                out->p.size = pg->size;
+                rc = 0;
+                break;
+            }
+        }
+    }
+    munmap((void *)pg, size);
+    snprintf(out->name, sizeof out->name, "%s", name);
+    return rc;
+}
+
+static int is_alive(long pid)
+{
+    return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
+static int page_filter(const struct dirent *d)
+{
+    size_t n = strlen(DF11_MEMSTAT_PREFIX);
+    if (strncmp(d->d_name, DF11_MEMSTAT_PREFIX, n)) return 0;
+    char *end;
+    long pid = strtol(d->d_name + n, &end, 10);
+    if (end == d->d_name + n || (*end && *end != '-')) return 0;
+    return is_alive(pid);
+}
+
+static const char *state_name(uint8_t s)
+{
+    return s == 2 ? "acquired" : s == 1 ? "cached" : "empty";
+}
+
+static void print_slot_text(const df11_memstat_page *p, uint32_t i)
+{
+    int32_t key = p->slot_block[i];
+    if (p->slot_state[i] == 0 || key < 0) printf(" [%u] empty", i);
+    else if ((uint32_t)key < p->n_blocks) printf(" [%u] block %d %s", i, key, state_name(p->slot_state[i]));
+    else printf(" [%u] group %d %s", i, key - (int32_t)p->n_blocks, state_name(p->slot_state[i]));
+}
+
+static void print_text(const page_copy *c)
+{
+    const df11_memstat_page *p = &c->p;
+    printf("pid %d  %s  %s%s\n", p->pid, p->backend, p->path, p->bf16_model ? "  (BF16)" : "");
+    uint64_t weights = p->compressed_bytes + p->resident_bytes;
+    if (p->bf16_model) {
+        printf("  weights   %s resident BF16\n", cli_bytes(p->resident_bytes));
+    } else {
+        printf("  weights   %s compressed + %s resident = %s of %s BF16 (%.1f%%)\n",
+               cli_bytes(p->compressed_bytes), cli_bytes(p->resident_bytes), cli_bytes(weights),
+               cli_bytes(p->bf16_bytes), pct(weights, p->bf16_bytes));
+        printf("  arena     %u slots, %s (%s each); weights + arena = %.1f%% of BF16\n",
+               p->arena_slots, cli_bytes(p->arena_bytes),
+               cli_bytes(p->arena_slots ? p->arena_bytes / p->arena_slots : 0),
+               pct(weights + p->arena_bytes, p->bf16_bytes));
+        printf("  slots    ");
+        uint32_t n = p->arena_slots < DF11_MEMSTAT_SLOTS ? p->arena_slots : DF11_MEMSTAT_SLOTS;
+        for (uint32_t i = 0; i < n; i++) print_slot_text(p, i);
+        printf("\n");
+    }
+    printf("  pool      %s held, high-water %s, metadata %s, staging %s at open",
+           cli_bytes(p->pool_reserved), cli_bytes(p->pool_high_water),
+           cli_bytes(p->metadata_bytes), cli_bytes(p->staging_bytes));
+    if (p->memory_limit) printf(", limit %s", cli_bytes(p->memory_limit));
+    printf("\n  activity  %llu decodes", (unsigned long long)p->decodes);
+    if (p->decode_ms > 0) printf(" (%.1f ms)", p->decode_ms);
+    printf(", %llu acquires, opened in %.0f ms\n", (unsigned long long)p->acquires, p->open_ms);
+}
+
+static void print_json(const page_copy *c)
+{
+    const df11_memstat_page *p = &c->p;
+    printf("    {\"pid\": %d, \"page\": ", p->pid);
+    json_str(c->name);
+    printf(", \"path\": ");
+    json_str(p->path);
+    printf(", \"backend\": ");
+    json_str(p->backend);
+    printf(", \"bf16_model\": %s, \"n_blocks\": %u, \"n_groups\": %u,\n", p->bf16_model ? "true" : "false",
+           p->n_blocks, p->n_groups);
+    printf("     \"compressed_bytes\": %llu, \"bf16_bytes\": %llu, \"arena_bytes\": %llu, "
+           "\"resident_bytes\": %llu, \"staging_bytes\": %llu, \"metadata_bytes\": %llu,\n",
+           (unsigned long long)p->compressed_bytes, (unsigned long long)p->bf16_bytes,
+           (unsigned long long)p->arena_bytes, (unsigned long long)p->resident_bytes,
+           (unsigned long long)p->staging_bytes, (unsigned long long)p->metadata_bytes);
+    printf("     \"pool_reserved\": %llu, \"pool_high_water\": %llu, \"memory_limit\": %llu, "
+           "\"decodes\": %llu, \"decode_ms\": %.3f, \"acquires\": %llu, \"open_ms\": %.3f,\n",
+           (unsigned long long)p->pool_reserved, (unsigned long long)p->pool_high_water,
+           (unsigned long long)p->memory_limit, (unsigned long long)p->decodes, p->decode_ms,
+           (unsigned long long)p->acquires, p->open_ms);
+    printf("     \"arena_slots\": %u, \"slots\": [", p->arena_slots);
+    uint32_t n = p->arena_slots < DF11_MEMSTAT_SLOTS ? p->arena_slots : DF11_MEMSTAT_SLOTS;
+    for (uint32_t i = 0; i < n; i++) {
+        int32_t key = p->slot_block[i];
+        printf("%s{\"slot\": %u, \"state\": \"%s\"", i ? ", " : "", i,
+               state_name(key < 0 ? 0 : p->slot_state[i]));
+        if (key >= 0 && (uint32_t)key < p->n_blocks) printf(", \"block\": %d", key);
+        else if (key >= 0) printf(", \"group\": %d", key - (int32_t)p->n_blocks);
+        printf("}");
+    }
+    printf("]}");
+}
+
+static int list_processes(int json)
+{
+    struct dirent **ents = NULL;
+    int n = scandir("/dev/shm", &ents, page_filter, versionsort);
+    if (n < 0) {
+        if (errno == ENOENT) n = 0;
+        else return cli_fail(TOOL, DF11_ERR_IO, "cannot list /dev/shm: %s", strerror(errno));
+    }
+    int shown = 0;
+    if (json) printf("{\"processes\": [\n");
+    for (int i = 0; i < n; i++) {
+        page_copy c;
+        if (page_read(ents[i]->d_name, &c) == 0) {
+            if (json) {
+                if (shown) printf(",\n");
+                print_json(&c);
+            } else {
+                if (shown) printf("\n");
+                print_text(&c);
+            }
+            shown++;
+        }
+        free(ents[i]);
+    }
+    free(ents);
+    if (json) printf("\n]}\n");
+    else if (!shown) printf("no running df11 model publishes stats\n");
+    fflush(stdout);
+    return CLI_OK;
+}
+
+/* --- the plan of a file --- */
+
+static int plan_file(const char *path, uint32_t slots, int json)
+{
+    df11_file *f;
+    df11_status s = df11_file_open(path, &f);
+    if (s != DF11_OK) return cli_fail(TOOL, s, "cannot open '%s'", path);
+    uint64_t layer_payload = 0, nonlayer_payload = 0, nonlayer_decoded = 0, bf16 = 0;
+    uint64_t max_layer = 0, max_any = 0;
+    uint32_t ng = df11_file_n_groups(f);
+    for (uint32_t g = 0; g < ng; g++) {
+        const df11_group_info *gi = df11_file_group(f, g);
+        if (gi->layer >= 0) {
+            layer_payload += gi->payload_size;
+            if (gi->decoded_size > max_layer) max_layer = gi->decoded_size;
+        } else {
+            nonlayer_payload += gi->payload_size;
+            nonlayer_decoded += gi->decoded_size;
+        }
+        if (gi->decoded_size > max_any) max_any = gi->decoded_size;
+    }
+    for (uint32_t t = 0; t < df11_file_n_tensors(f); t++) bf16 += df11_file_tensor(f, t)->nbytes;
+    uint64_t arena_res = (uint64_t)slots * max_layer;
+    uint64_t arena_arena = (uint64_t)slots * max_any;
+    uint64_t total_res = layer_payload + nonlayer_decoded + arena_res;
+    uint64_t total_arena = layer_payload + nonlayer_payload + arena_arena;
+    uint64_t compressed = layer_payload + nonlayer_payload;
+    if (json) {
+        printf("{\"path\": ");
+        json_str(path);
+        printf(", \"file_bytes\": %llu, \"n_blocks\": %u, \"n_groups\": %u, \"bf16_bytes\": %llu,\n",
+               (unsigned long long)df11_file_size(f), df11_file_n_layers(f), ng,
+               (unsigned long long)bf16);
+        printf(" \"compressed_bytes\": %llu, \"layer_compressed_bytes\": %llu, "
+               "\"nonlayer_compressed_bytes\": %llu, \"nonlayer_bf16_bytes\": %llu,\n",
+               (unsigned long long)compressed, (unsigned long long)layer_payload,
+               (unsigned long long)nonlayer_payload, (unsigned long long)nonlayer_decoded);
+        printf(" \"arena_slots\": %u, \"largest_layer_bytes\": %llu,\n", slots,
+               (unsigned long long)max_layer);
+        printf(" \"plans\": {\"resident\": {\"arena_bytes\": %llu, \"total_bytes\": %llu, "
+               "\"fraction_of_bf16\": %.4f},\n",
+               (unsigned long long)arena_res, (unsigned long long)total_res,
+               bf16 ? (double)total_res / (double)bf16 : 0.0);
+        printf("           \"arena\": {\"arena_bytes\": %llu, \"total_bytes\": %llu, "
+               "\"fraction_of_bf16\": %.4f}}}\n",
+               (unsigned long long)arena_arena, (unsigned long long)total_arena,
+               bf16 ? (double)total_arena / (double)bf16 : 0.0);
+    } else {
+        printf("%s: %u blocks, %u groups, %s on disk\n", path, df11_file_n_layers(f), ng,
+               cli_bytes(df11_file_size(f)));
+        printf("  BF16 weights          %s\n", cli_bytes(bf16));
+        printf("  compressed            %s (%.1f%%): layers %s, non-layer %s\n",
+               cli_bytes(compressed), pct(compressed, bf16), cli_bytes(layer_payload),
+               cli_bytes(nonlayer_payload));
+        printf("  arena                 %u slots x %s (largest layer group) = %s\n", slots,
+               cli_bytes(max_layer), cli_bytes(arena_res));
+        printf("  non-layer RESIDENT:   %s compressed layers + %s decoded non-layer + %s "
+               "arena = %s (%.1f%% of BF16, saves %s)\n",
+               cli_bytes(layer_payload), cli_bytes(nonlayer_decoded), cli_bytes(arena_res),
+               cli_bytes(total_res), pct(total_res, bf16),
+               cli_bytes(bf16 > total_res ? bf16 - total_res : 0));
+        printf("  non-layer ARENA:      %s compressed + %u x %s arena = %s (%.1f%% of BF16, "
+               "saves %s)\n",
+               cli_bytes(compressed), slots, cli_bytes(max_any), cli_bytes(total_arena),
+               pct(total_arena, bf16), cli_bytes(bf16 > total_arena ? bf16 - total_arena : 0));
+    }
+    df11_file_close(f);
+    return CLI_OK;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"watch", no_argument, NULL, 'w'},   {"interval", required_argument, NULL, 'i'},
+        {"slots", required_argument, NULL, 'k'}, {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},    {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0}};
+    int watch = 0, json = 0, opt;
+    double interval = 1.0;
+    long slots = 2;
+    char *end;
+    while ((opt = getopt_long(argc, argv, "wi:k:jhV", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'w': watch = 1; break;
+        case 'i':
+            interval = strtod(optarg, &end);
+            if (*end || interval <= 0) return cli_usage_error(TOOL, "bad --interval '%s'", optarg);
+            break;
+        case 'k':
+            slots = strtol(optarg, &end, 10);
+            if (*end || slots < 1 || slots > 64) return cli_usage_error(TOOL, "bad --slots '%s' (1..64)", optarg);
+            break;
+        case 'j': json = 1; break;
+        case 'h': usage(stdout); return CLI_OK;
+        case 'V': cli_version(TOOL); return CLI_OK;
+        default: usage(stderr); return CLI_USAGE;
+        }
+    }
+    if (argc - optind > 1) return cli_usage_error(TOOL, "one file at most (see --help)");
+    if (optind < argc) {
+        if (watch) return cli_usage_error(TOOL, "--watch is for running processes, not a file");
+        return plan_file(argv[optind], (uint32_t)slots, json);
+    }
+    if (!watch) return list_processes(json);
+    for (;;) {
+        if (!json && isatty(STDOUT_FILENO)) printf("\033[H\033[2J");
+        int rc = list_processes(json);
+        if (rc != CLI_OK) return rc;
+        usleep((useconds_t)(interval * 1e6));
+    }
+}
