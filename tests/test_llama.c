@@ -10,12 +10,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <cjson/cJSON.h>
 #include <df11.h>
 
 #include "tests/testutil.h"
 #include "tools/run/llama.h"
+#include "tools/run/sampler.h"
+#include "tools/run/tokenizer.h"
 
 #define N_GEN 40
 
@@ -431,14 +434,15 @@ static int argmax_d(const double *v, int n)
     return best;
 }
 
-static llama *engine_new(const char *config, size_t len, const df11_provider *p, int threads,
-                         int max_batch)
+static llama *engine_new_on(llama_device device, const char *config, size_t len,
+                            const df11_provider *p, int threads, int max_batch)
 {
     llama_config cfg;
     char err[256];
     ck_assert_msg(llama_config_parse(config, len, &cfg, err, sizeof err) == 0, "%s", err);
     llama_options opt;
     llama_options_init(&opt);
+    opt.device = device;
     opt.n_threads = threads;
     opt.max_batch = max_batch;
     opt.max_seq = 128;
@@ -446,6 +450,12 @@ static llama *engine_new(const char *config, size_t len, const df11_provider *p,
     df11_status st = llama_create(&cfg, p, &opt, &e);
     ck_assert_msg(st == DF11_OK, "llama_create: %s: %s", df11_strerror(st), llama_create_error());
     return e;
+}
+
+static llama *engine_new(const char *config, size_t len, const df11_provider *p, int threads,
+                         int max_batch)
+{
+    return engine_new_on(LLAMA_DEVICE_CPU, config, len, p, threads, max_batch);
 }
 
 /* Greedy generation of n tokens from BOS; logits of every step into `all`. */
@@ -602,14 +612,21 @@ static llama *engine_open(df11_model *model, df11_provider *p)
     return engine_new(cfg, len, p, 2, 0);
 }
 
-static void check_df11_vs_bf16(const char *dir)
+static const char *compress_to_tmp(const char *dir)
 {
-    char path[1024];
+    static char path[1024];
     snprintf(path, sizeof path, "%s/%s.df11", df11_test_tmpdir(),
              strstr(dir, "synth") ? "synth" : "stories");
     df11_status st = df11_compress_path(dir, path, NULL, NULL);
     ck_assert_msg(st == DF11_OK, "compress %s: %s: %s", dir, df11_strerror(st),
                   df11_last_error_detail());
+    return path;
+}
+
+static void check_df11_vs_bf16(const char *dir)
+{
+    const char *path = compress_to_tmp(dir);
+    df11_status st;
 
     df11_model_options opt;
     df11_model_options_init(&opt);
@@ -670,6 +687,246 @@ START_TEST(test_df11_vs_bf16_synthetic)
 }
 END_TEST
 
+/* ------------------------------------------------ tokenizer, sampler, CLI -------- */
+
+START_TEST(test_tokenizer)
+{
+    /* <unk> <s> </s>, 256 byte pieces, then " " a b ab " ab" */
+    const char *extra[] = {" ", "a", "b", "ab", " ab"};
+    const float extra_score[] = {-10, -10, -10, -1, -2};
+    const int V = 3 + 256 + 5;
+    char path[600];
+    snprintf(path, sizeof path, "%s/tok.bin", df11_test_tmpdir());
+    FILE *f = fopen(path, "wb");
+    ck_assert(f != NULL);
+    int32_t maxlen = 6;
+    fwrite(&maxlen, 4, 1, f);
+    for (int i = 0; i < V; i++) {
+        char piece[16];
+        float score = 0;
+        if (i < 3) snprintf(piece, sizeof piece, "%s", i == 0 ? "<unk>" : i == 1 ? "<s>" : "</s>");
+        else if (i < 259) snprintf(piece, sizeof piece, "<0x%02X>", i - 3);
+        else { snprintf(piece, sizeof piece, "%s", extra[i - 259]); score = extra_score[i - 259]; }
+        int32_t len = (int32_t)strlen(piece);
+        fwrite(&score, 4, 1, f);
+        fwrite(&len, 4, 1, f);
+        fwrite(piece, 1, (size_t)len, f);
+    }
+    fclose(f);
+
+    tokenizer t;
+    char err[256];
+    ck_assert_msg(tokenizer_load(&t, path, V, err, sizeof err) == 0, "%s", err);
+    int ids[16];
+    ck_assert_int_eq(tokenizer_encode(&t, "ab ab", 1, ids), 3);
+    ck_assert_int_eq(ids[0], 1);
+    ck_assert_int_eq(ids[1], 263);
+    ck_assert_int_eq(ids[2], 263);
+    /* é is not a piece: its two UTF-8 bytes fall back to <0xC3> <0xA9> */
+    ck_assert_int_eq(tokenizer_encode(&t, "a\xc3\xa9", 0, ids), 4);
+    ck_assert_int_eq(ids[0], 259);
+    ck_assert_int_eq(ids[1], 260);
+    ck_assert_int_eq(ids[2], 0xc3 + 3);
+    ck_assert_int_eq(ids[3], 0xa9 + 3);
+    char byte[2];
+    ck_assert_str_eq(tokenizer_decode(&t, 1, 263, byte), "ab");    /* space after BOS dropped */
+    ck_assert_str_eq(tokenizer_decode(&t, 263, 263, byte), " ab");
+    ck_assert_str_eq(tokenizer_decode(&t, 260, 0xc3 + 3, byte), "\xc3");
+    tokenizer_free(&t);
+    ck_assert_int_eq(tokenizer_load(&t, path, V + 1, err, sizeof err), -1); /* too short */
+}
+END_TEST
+
+START_TEST(test_sampler)
+{
+    float lg[4];
+    sampler s;
+    ck_assert_int_eq(sampler_init(&s, 4, 0.0f, 0.9f, 1), 0);
+    float g[4] = {0.1f, 2.0f, 2.0f, -1.0f};
+    ck_assert_int_eq(sampler_sample(&s, g), 1); /* greedy: lowest id on ties */
+    sampler_free(&s);
+
+    /* temperature 1 follows the softmax; a tiny top-p keeps only the best */
+    const float p[4] = {0.5f, 0.3f, 0.2f, 0.0f};
+    int count[4] = {0, 0, 0, 0};
+    ck_assert_int_eq(sampler_init(&s, 4, 1.0f, 1.0f, df11_test_seed()), 0);
+    for (int i = 0; i < 20000; i++) {
+        for (int v = 0; v < 4; v++) lg[v] = p[v] > 0 ? logf(p[v]) : -1e9f;
+        count[sampler_sample(&s, lg)]++;
+    }
+    for (int v = 0; v < 4; v++)
+        ck_assert_msg(fabs(count[v] / 20000.0 - p[v]) < 0.02, "token %d drawn %d times", v, count[v]);
+    sampler_free(&s);
+    ck_assert_int_eq(sampler_init(&s, 4, 1.0f, 0.01f, 7), 0);
+    for (int i = 0; i < 100; i++) {
+        for (int v = 0; v < 4; v++) lg[v] = p[v] > 0 ? logf(p[v]) : -1e9f;
+        ck_assert_int_eq(sampler_sample(&s, lg), 0);
+    }
+    sampler_free(&s);
+}
+END_TEST
+
+/* Runs df11-run and returns its stdout parsed as JSON (NULL if not JSON); *rc its exit. */
+static cJSON *run_tool(const char *args, int *rc)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s/df11-run %s 2>/dev/null", DF11_TOOLS_DIR, args);
+    FILE *p = popen(cmd, "r");
+    ck_assert(p != NULL);
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf - 1, p);
+    buf[n] = 0;
+    int st = pclose(p);
+    *rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return cJSON_Parse(buf);
+}
+
+START_TEST(test_cli)
+{
+    char tool[600];
+    snprintf(tool, sizeof tool, "%s/df11-run", DF11_TOOLS_DIR);
+    struct stat sb;
+    if (stat(tool, &sb) != 0) {
+        fprintf(stderr, "skipping CLI test: %s not built\n", tool);
+        return;
+    }
+    const char *dir = synth_dir(), *path = compress_to_tmp(dir);
+    char args[1500];
+    int rc;
+    snprintf(args, sizeof args, "%s --device cpu --json -n 12 --tokens 1,5,9", path);
+    cJSON *a = run_tool(args, &rc);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_ptr_nonnull(a);
+    snprintf(args, sizeof args, "--bf16 %s --device cpu --json -n 12 --tokens 1,5,9", dir);
+    cJSON *b = run_tool(args, &rc);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_ptr_nonnull(b);
+    const cJSON *ta = cJSON_GetObjectItem(a, "generated_tokens");
+    ck_assert_int_eq(cJSON_GetArraySize(ta), 12);
+    char *sa = cJSON_PrintUnformatted(ta), *sb2 = cJSON_PrintUnformatted(cJSON_GetObjectItem(b, "generated_tokens"));
+    ck_assert_str_eq(sa, sb2);
+    ck_assert_str_eq(cJSON_GetObjectItem(a, "logits_fnv1a")->valuestring,
+                     cJSON_GetObjectItem(b, "logits_fnv1a")->valuestring);
+    ck_assert_str_eq(cJSON_GetObjectItem(a, "weights")->valuestring, "df11");
+    ck_assert(cJSON_IsObject(cJSON_GetObjectItem(a, "memory")));
+
+    /* the engine in-process gives the same tokens */
+    st_model m;
+    st_load(&m, dir);
+    df11_provider pm = mem_provider(&m);
+    llama *e = engine_new(m.config, m.config_len, &pm, 1, 0);
+    float *lg = malloc(300 * sizeof *lg);
+    int prompt[3] = {1, 5, 9}, tok;
+    ck_assert_int_eq(llama_forward(e, prompt, 3, 0, lg), DF11_OK);
+    for (int i = 0; i < 12; i++) {
+        tok = argmax(lg, 300);
+        ck_assert_int_eq(tok, cJSON_GetArrayItem(ta, i)->valueint);
+        ck_assert_int_eq(llama_forward(e, &tok, 1, 3 + i, lg), DF11_OK);
+    }
+    free(lg);
+    llama_destroy(e);
+    st_free(&m);
+    free(sa);
+    free(sb2);
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+
+    /* usage errors exit 2, a missing file 1 */
+    cJSON_Delete(run_tool("--device gpu x.df11", &rc));
+    ck_assert_int_eq(rc, 2);
+    cJSON_Delete(run_tool("", &rc));
+    ck_assert_int_eq(rc, 2);
+    cJSON_Delete(run_tool("/nonexistent.df11 --device cpu", &rc));
+    ck_assert_int_eq(rc, 1);
+    snprintf(args, sizeof args, "%s --device cpu -p hello", path);
+    cJSON_Delete(run_tool(args, &rc));
+    ck_assert_int_eq(rc, 2); /* -p without a tokenizer */
+}
+END_TEST
+
+#ifdef DF11_HAVE_CUDA
+/* The CUDA path against the host path, teacher-forced on the host's greedy tokens (BF16
+ * GEMM operands make small differences, so a tolerance), and df11 against BF16 on the GPU:
+ * bit-identical, since cuBLAS gets identical operands. Skipped without a GPU. */
+static void check_gpu(const char *dir)
+{
+    const char *path = compress_to_tmp(dir);
+    df11_model_options opt;
+    df11_model_options_init(&opt);
+    opt.backend = DF11_BACKEND_HOST;
+    df11_model *mh, *mc, *mb;
+    ck_assert_int_eq(df11_model_open(path, &opt, &mh), DF11_OK);
+    opt.backend = DF11_BACKEND_CUDA;
+    df11_status st = df11_model_open(path, &opt, &mc);
+    ck_assert_msg(st == DF11_OK, "open cuda: %s: %s", df11_strerror(st), df11_last_error_detail());
+    st = df11_model_open_bf16(dir, &opt, &mb);
+    ck_assert_msg(st == DF11_OK, "open_bf16 cuda: %s: %s", df11_strerror(st), df11_last_error_detail());
+    df11_provider ph, pc, pb;
+    size_t len;
+    const char *cfg = df11_model_config(mh, &len);
+    ck_assert_int_eq(df11_model_provider(mh, &ph), DF11_OK);
+    ck_assert_int_eq(df11_model_provider(mc, &pc), DF11_OK);
+    ck_assert_int_eq(df11_model_provider(mb, &pb), DF11_OK);
+    llama *eh = engine_new(cfg, len, &ph, 2, 0);
+    llama *ec = engine_new_on(LLAMA_DEVICE_CUDA, cfg, len, &pc, 0, 0);
+    llama *eb = engine_new_on(LLAMA_DEVICE_CUDA, cfg, len, &pb, 0, 0);
+    const int V = llama_get_config(eh)->vocab_size;
+    int toks[N_GEN + 1];
+    float *lh = malloc((size_t)N_GEN * V * sizeof *lh);
+    generate(eh, N_GEN, toks + 1, lh);
+    toks[0] = llama_get_config(eh)->bos_id;
+
+    float *lc = malloc((size_t)V * sizeof *lc), *lb = malloc((size_t)V * sizeof *lb);
+    double worst = 0;
+    int agree = 0;
+    for (int i = 0; i < N_GEN; i++) {
+        ck_assert_msg(llama_forward(ec, toks + i, 1, i, lc) == DF11_OK, "%s", llama_error(ec));
+        ck_assert_msg(llama_forward(eb, toks + i, 1, i, lb) == DF11_OK, "%s", llama_error(eb));
+        ck_assert_msg(memcmp(lc, lb, (size_t)V * sizeof *lc) == 0, "%s step %d: GPU df11 != "
+                      "GPU bf16", dir, i);
+        const float *ref = lh + (size_t)i * V;
+        double scale = 0, err = 0;
+        for (int v = 0; v < V; v++) {
+            if (fabs(ref[v]) > scale) scale = fabs(ref[v]);
+            if (fabs(lc[v] - ref[v]) > err) err = fabs(lc[v] - ref[v]);
+        }
+        double rel = err / (scale > 1 ? scale : 1);
+        if (rel > worst) worst = rel;
+        ck_assert_msg(rel < 3e-2, "%s step %d: GPU vs host relative error %.3g", dir, i, rel);
+        agree += argmax(lc, V) == toks[i + 1];
+    }
+    /* the whole sequence as one prefill batch: same last logits within the tolerance */
+    ck_assert_int_eq(llama_forward(ec, toks, N_GEN, 0, lc), DF11_OK);
+    double err = 0, scale = 0;
+    for (int v = 0; v < V; v++) {
+        const float *ref = lh + (size_t)(N_GEN - 1) * V;
+        if (fabs(ref[v]) > scale) scale = fabs(ref[v]);
+        if (fabs(lc[v] - ref[v]) > err) err = fabs(lc[v] - ref[v]);
+    }
+    ck_assert_msg(err / (scale > 1 ? scale : 1) < 3e-2, "%s: GPU prefill relative error %.3g",
+                  dir, err / (scale > 1 ? scale : 1));
+    fprintf(stderr, "%s: GPU vs host worst relative logit error %.3g, greedy agreement %d/%d;"
+            " GPU df11 == GPU bf16 bit for bit\n", dir, worst, agree, N_GEN);
+    ck_assert_int_ge(agree, N_GEN * 9 / 10);
+    free(lh); free(lc); free(lb);
+    llama_destroy(eh); llama_destroy(ec); llama_destroy(eb);
+    df11_model_close(mh); df11_model_close(mc); df11_model_close(mb);
+}
+
+START_TEST(test_gpu_matches_host)
+{
+    uint64_t free_b, total_b;
+    if (llama_gpu_mem_info(&free_b, &total_b) != 0) {
+        fprintf(stderr, "skipping GPU comparison: no GPU\n");
+        return;
+    }
+    check_gpu(synth_dir());
+    const char *dir = df11_test_model_dir();
+    if (dir) check_gpu(dir);
+}
+END_TEST
+#endif
+
 int main(void)
 {
     Suite *s = suite_create("llama");
@@ -679,9 +936,13 @@ int main(void)
     tcase_add_test(tc, test_reference_synthetic);
     tcase_add_test(tc, test_reference_stories);
     tcase_add_test(tc, test_batch_and_threads_invariant);
-#ifndef LLAMA_TEST_NO_RUNTIME
     tcase_add_test(tc, test_df11_vs_bf16_synthetic);
     tcase_add_test(tc, test_df11_vs_bf16_stories);
+    tcase_add_test(tc, test_tokenizer);
+    tcase_add_test(tc, test_sampler);
+    tcase_add_test(tc, test_cli);
+#ifdef DF11_HAVE_CUDA
+    tcase_add_test(tc, test_gpu_matches_host);
 #endif
     suite_add_tcase(s, tc);
     return df11_test_run(s);
