@@ -84,6 +84,7 @@ static df11_status model_new(const df11_model_options *options, const char *path
     df11_model_options_init(&m->opt);
     if (options) {
         if (options->size < offsetof(df11_model_options, publish_stats) + sizeof(int) ||
+            /* the first version ended at publish_stats */
             options->size > 4096) {
             free(m);
             return df11_fail(DF11_ERR_INVALID_ARG,
@@ -285,7 +286,7 @@ static df11_status df11_open_memory(df11_model *m)
                                 DF11_POOL_USE_RESIDENT, &gr->resident);
         if (s != DF11_OK) return s;
     }
-    if ((s = be->iface->stream_create(be, 1, &m->side_stream)) != DF11_OK) return s;
+    if ((s = be->iface->stream_create(be, !m->opt.decode_normal_priority, &m->side_stream)) != DF11_OK) return s;
     for (uint32_t i = 0; i < k; i++) {
         if ((s = be->iface->event_create(be, &m->arena.slots[i].ready_event)) != DF11_OK ||
             (s = be->iface->event_create(be, &m->arena.slots[i].release_event)) != DF11_OK)

@@ -587,7 +587,7 @@ END_TEST
 static Suite *runtime_suite(void)
 {
     Suite *s = suite_create("runtime");
-    TCase *tc = tcase_create("host");
+    TCase *tc = tcase_create(RT_BACKEND == DF11_BACKEND_HOST ? "host" : "cuda");
     tcase_add_test(tc, test_open_and_pass);
     tcase_add_test(tc, test_more_slots_and_prefetch);
     tcase_add_test(tc, test_random_schedule);
@@ -601,9 +601,7 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_two_models);
     tcase_add_test(tc, test_bf16_model);
     tcase_add_test(tc, test_provider);
-#ifndef RT_TEST_CUDA
     tcase_add_test(tc, test_memstat_live);
-#endif
     suite_add_tcase(s, tc);
     return s;
 }

@@ -62,6 +62,9 @@ typedef struct df11_model_options {
     uint64_t memory_limit;         /* bytes the model may use; 0 = all that is free */
     int n_threads;                 /* host decode threads; 0 = all cores */
     int publish_stats;             /* nonzero: publish stats for df11-memstat */
+    /* Nonzero: the decode stream gets normal instead of the highest priority (CUDA; for
+     * measuring what the priority buys, see docs/RUNTIME.md). */
+    int decode_normal_priority;
 } df11_model_options;
 
 void df11_model_options_init(df11_model_options *options);
