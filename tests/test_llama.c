@@ -884,11 +884,11 @@ static void check_gpu(const char *dir)
         ck_assert_msg(llama_forward(eb, toks + i, 1, i, lb) == DF11_OK, "%s", llama_error(eb));
         ck_assert_msg(memcmp(lc, lb, (size_t)V * sizeof *lc) == 0, "%s step %d: GPU df11 != "
                       "GPU bf16", dir, i);
-        const float *ref = lh + (size_t)i * V;
+        const float *want = lh + (size_t)i * V;
         double scale = 0, err = 0;
         for (int v = 0; v < V; v++) {
-            if (fabs(ref[v]) > scale) scale = fabs(ref[v]);
-            if (fabs(lc[v] - ref[v]) > err) err = fabs(lc[v] - ref[v]);
+            if (fabs(want[v]) > scale) scale = fabs(want[v]);
+            if (fabs(lc[v] - want[v]) > err) err = fabs(lc[v] - want[v]);
         }
         double rel = err / (scale > 1 ? scale : 1);
         if (rel > worst) worst = rel;
@@ -899,9 +899,9 @@ static void check_gpu(const char *dir)
     ck_assert_int_eq(llama_forward(ec, toks, N_GEN, 0, lc), DF11_OK);
     double err = 0, scale = 0;
     for (int v = 0; v < V; v++) {
-        const float *ref = lh + (size_t)(N_GEN - 1) * V;
-        if (fabs(ref[v]) > scale) scale = fabs(ref[v]);
-        if (fabs(lc[v] - ref[v]) > err) err = fabs(lc[v] - ref[v]);
+        const float *want = lh + (size_t)(N_GEN - 1) * V;
+        if (fabs(want[v]) > scale) scale = fabs(want[v]);
+        if (fabs(lc[v] - want[v]) > err) err = fabs(lc[v] - want[v]);
     }
     ck_assert_msg(err / (scale > 1 ? scale : 1) < 3e-2, "%s: GPU prefill relative error %.3g",
                   dir, err / (scale > 1 ? scale : 1));
