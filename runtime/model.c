@@ -33,6 +33,8 @@ void df11_model_options_init(df11_model_options *o)
     o->memory_limit = 0;
     o->n_threads = 0;
     o->publish_stats = 0;
+    o->decode_normal_priority = 0;
+    o->prefetch_blocks = -1;
 }
 
 /* --- tensor name lookup --- */
@@ -589,7 +591,9 @@ df11_status df11_block_acquire(df11_model *m, uint32_t block, df11_stream stream
     }
     df11_arena_acquire(&m->arena, slot);
     /* Queue the next K-1 blocks (wrapping to block 0 for the next token) behind it. */
-    for (uint32_t j = 1; j < m->arena.n_slots && j < m->n_blocks; j++) {
+    uint32_t ahead = m->opt.prefetch_blocks < 0 ? m->arena.n_slots - 1
+                                                : (uint32_t)m->opt.prefetch_blocks;
+    for (uint32_t j = 1; j <= ahead && j < m->n_blocks; j++) {
         uint32_t nb = (block + j) % m->n_blocks;
         int ns;
         if (slot_fill(m, nb, m->block_group[nb], 1, &ns) != DF11_OK) break;

@@ -223,6 +223,27 @@ START_TEST(test_more_slots_and_prefetch)
 }
 END_TEST
 
+START_TEST(test_prefetch_off)
+{
+    /* prefetch_blocks = 0: every decode is a demand; one per acquire of a block not cached. */
+    make_model();
+    df11_model_options o = opts(2);
+    o.prefetch_blocks = 0;
+    df11_model *m;
+    ck_assert_int_eq(df11_model_open(tm.path, &o, &m), DF11_OK);
+    run_pass(m, 1);
+    df11_model_stats st;
+    df11_model_stats_get(m, &st);
+    ck_assert_uint_eq(st.decodes, N_LAYERS);
+    ck_assert_int_eq(st.slot_block[0] >= 0 && st.slot_block[1] >= 0, 1);
+    ck_assert_int_eq(df11_block_acquire(m, N_LAYERS - 1, NULL, NULL), DF11_OK); /* cached */
+    df11_model_stats_get(m, &st);
+    ck_assert_uint_eq(st.decodes, N_LAYERS);
+    ck_assert_int_eq(df11_block_release(m, N_LAYERS - 1, NULL), DF11_OK);
+    df11_model_close(m);
+}
+END_TEST
+
 START_TEST(test_random_schedule)
 {
     /* Random acquire/release/prefetch against the decoded contents, with up to K-1 blocks
@@ -591,6 +612,7 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_open_and_pass);
     tcase_add_test(tc, test_more_slots_and_prefetch);
     tcase_add_test(tc, test_random_schedule);
+    tcase_add_test(tc, test_prefetch_off);
     tcase_add_test(tc, test_nonlayer_arena);
     tcase_add_test(tc, test_errors_names);
     tcase_add_test(tc, test_errors_release);

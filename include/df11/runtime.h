@@ -65,6 +65,10 @@ typedef struct df11_model_options {
     /* Nonzero: the decode stream gets normal instead of the highest priority (CUDA; for
      * measuring what the priority buys, see docs/RUNTIME.md). */
     int decode_normal_priority;
+    /* Blocks df11_block_acquire queues for decoding behind the acquired one: -1 (the
+     * default) = arena_slots - 1; 0 = none (decode on demand only, e.g. to measure decode
+     * and compute serialised). */
+    int32_t prefetch_blocks;
 } df11_model_options;
 
 void df11_model_options_init(df11_model_options *options);
@@ -109,8 +113,10 @@ uint32_t df11_model_n_blocks(const df11_model *model);
 /* Enqueues block b's decode into a free slot on the side stream. Returns at once. */
 df11_status df11_block_prefetch(df11_model *model, uint32_t block);
 /* Makes `stream` wait for block b's decode (prefetching it if nobody did), prefetches the
- * next K-1 blocks in order, and fills `view` (may be NULL). DF11_ERR_BUSY if every slot
- * is held by an acquired block. */
+ * next K-1 blocks in order (options.prefetch_blocks; after the last block it wraps to
+ * block 0, the next token's first), and fills `view` (may be NULL). DF11_ERR_BUSY at once,
+ * without waiting, if every slot is held by an acquired block; DF11_ERR_STATE if b is
+ * already acquired. A prefetch never evicts an acquired block or a pending prefetch. */
 df11_status df11_block_acquire(df11_model *model, uint32_t block, df11_stream stream,
                                df11_block_view *view);
 /* Records on `stream` the point after which block b's slot may be overwritten.
