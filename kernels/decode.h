@@ -24,6 +24,7 @@ typedef struct df11_gpu_tensor_desc {
     uint64_t chunks_off;   /* payload-relative byte offsets of the sections */
     uint64_t lanes_off;
     uint64_t stream_off;
+    uint64_t stream_size;  /* bytes of the stream section (reads are clamped to it) */
     uint64_t data_off;     /* sign|mantissa bytes, or the raw bytes */
     uint64_t out_off;      /* output-relative byte offset (decoded_offset) */
     uint32_t lut_off;      /* plan-relative byte offset of the 2^max_len u16 table */
@@ -38,8 +39,13 @@ typedef struct df11_gpu_plan_header {
     uint32_t n_tensors;
     uint32_t n_ctas;       /* grid size of one decode launch */
     uint32_t max_lut_entries; /* largest 2^max_len: shared memory per CTA */
-    uint32_t reserved;
+    uint32_t warps_per_cta;   /* CTA = 32 * warps_per_cta threads, one chunk per warp */
 } df11_gpu_plan_header;
+
+/* Bytes of shared memory (and of the plan) that a table of `entries` u16 entries takes. */
+#define DF11_GPU_LUT_BYTES(entries) (((size_t)(entries) * 2 + 15) / 16 * 16)
+/* A raw tensor is copied by one CTA per this many bytes. */
+#define DF11_RAW_CTA_BYTES (64u * 1024u)
 
 /* Builds the plan of `group` from its payload in host memory (already verified).
  * *blob is malloc'd; free() it after uploading. */
@@ -48,9 +54,19 @@ df11_status df11_gpu_plan_build(const df11_file *file, uint32_t group, const voi
 
 /* Decodes a group on `stream`: d_plan/d_payload/d_out are device pointers; `plan` is the
  * host copy of the same blob (for the launch geometry). Asynchronous; returns launch
- * errors only. */
+ * errors only. The kernel writes all decoded_size bytes of d_out: every tensor, and zeros
+ * in the padding up to each tensor's 256-byte-aligned end.
+ * d_payload must be readable up to align_up(payload_size, 16) bytes (the lane streams
+ * are read 16 bytes at a time); cudaMalloc'd buffers of that size qualify. */
 df11_status df11_gpu_decode(const void *plan, const void *d_plan, const void *d_payload,
                             void *d_out, void *stream);
+/* The same, and ORs 1 into the device word *d_error (if not NULL) when a lane stream does
+ * not end exactly at its recorded length or holds a bit pattern no code starts with (the
+ * CPU decoder's DF11_ERR_CORRUPT cases). The output is then unspecified, but the kernel
+ * never reads or writes outside the payload, plan and output. */
+df11_status df11_gpu_decode_checked(const void *plan, const void *d_plan,
+                                    const void *d_payload, void *d_out, uint32_t *d_error,
+                                    void *stream);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,11 @@
+/* df11-bench subcommands. Each takes the arguments after its name (argv[0] = the
+ * subcommand) and returns an exit status: 0 ok, 1 failure, 2 usage. */
+#ifndef DF11_BENCH_H
+#define DF11_BENCH_H
+
+int bench_decode_main(int argc, char **argv);    /* bench/bench_decode.c */
+int bench_pipeline_main(int argc, char **argv);  /* bench/bench_pipeline.c */
+int bench_codec_main(int argc, char **argv);     /* bench/bench_codec.c */
+int bench_codec_main(int argc, char **argv);     /* bench/bench_codec.c */
+
+#endif

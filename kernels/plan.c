@@ -1,0 +1,138 @@
+/* Builds a group's GPU decode plan on the host (kernels/decode.h): a descriptor per tensor,
+ * the CTA ranges, and each tensor's decode table in the kernel's entry format. Pure host
+ * code, no CUDA calls: the caller uploads the blob. All payload checks happen here (through
+ * df11_file_tensor_coded), so that the kernel can trust the offsets it is given.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/codec.h"
+#include "common/error.h"
+#include "common/util.h"
+#include "kernels/decode.h"
+#include "loader/container.h"
+
+/* Warps (= chunks) per CTA. Small tables leave room for many CTAs per SM, so small CTAs
+ * spread a small tensor's few chunks over more SMs; 64 KiB tables (L = 15) would cap an SM
+ * at 3 CTAs, so those get wide CTAs. */
+static uint32_t warps_per_cta(uint32_t max_len)
+{
+    return max_len <= 13 ? 2 : 8;
+}
+
+/* The codec's table entry (len << 8 | sym, or DF11_LUT_INVALID) in the kernel's format:
+ * sym << 7 | len, so that `entry & 0x7f80` is the exponent already in place in a BF16 and
+ * `entry & 31` the shift; bit 15 marks bit patterns no code starts with (they consume L
+ * bits and raise the error flag). */
+static uint16_t gpu_entry(uint16_t e, uint32_t max_len)
+{
+    if (e == DF11_LUT_INVALID) return (uint16_t)(0x8000u | max_len);
+    return (uint16_t)((uint32_t)(e & 0xff) << 7 | (uint32_t)(e >> 8));
+}
+
+df11_status df11_gpu_plan_build(const df11_file *file, uint32_t group, const void *payload,
+                                void **blob, size_t *blob_size)
+{
+    if (!file || !payload || !blob || !blob_size)
+        return df11_fail(DF11_ERR_INVALID_ARG, "df11_gpu_plan_build: NULL argument");
+    *blob = NULL;
+    *blob_size = 0;
+    const df11_group_info *gi = df11_file_group(file, group);
+    if (!gi) return df11_fail(DF11_ERR_NOT_FOUND, "no group %u", group);
+
+    /* Pass 1: sizes. */
+    uint32_t max_len = 0;
+    size_t size = df11_align_up(sizeof(df11_gpu_plan_header) +
+                                    (size_t)gi->n_tensors * sizeof(df11_gpu_tensor_desc), 16);
+    for (uint32_t i = 0; i < gi->n_tensors; i++) {
+        const df11_tensor_info *ti = df11_file_tensor(file, gi->first_tensor + i);
+        if (ti->codec != DF11_CODEC_EXP_HUFFMAN) continue;
+        if (ti->max_code_len < 1 || ti->max_code_len > DF11_MAX_CODE_LEN)
+            return df11_fail(DF11_ERR_CORRUPT, "tensor '%s': max_code_len %u", ti->name,
+                             ti->max_code_len);
+        if (ti->max_code_len > max_len) max_len = ti->max_code_len;
+        size += DF11_GPU_LUT_BYTES(1u << ti->max_code_len);
+    }
+    uint8_t *p = calloc(1, size);
+    if (!p) return df11_fail(DF11_ERR_NO_MEMORY, "GPU plan of %zu bytes", size);
+    df11_gpu_plan_header *h = (df11_gpu_plan_header *)p;
+    df11_gpu_tensor_desc *ds = (df11_gpu_tensor_desc *)(p + sizeof *h);
+    h->n_tensors = gi->n_tensors;
+    h->max_lut_entries = max_len ? 1u << max_len : 0;
+    h->warps_per_cta = warps_per_cta(max_len);
+
+    /* Pass 2: descriptors and tables. */
+    df11_status st = DF11_OK;
+    uint64_t ctas = 0, out_end = 0;
+    size_t lut_off = df11_align_up(sizeof *h + (size_t)gi->n_tensors * sizeof *ds, 16);
+    for (uint32_t i = 0; i < gi->n_tensors && st == DF11_OK; i++) {
+        uint32_t t = gi->first_tensor + i;
+        const df11_tensor_info *ti = df11_file_tensor(file, t);
+        const df11_tensor_layout *lay = df11_file_tensor_layout(file, t);
+        df11_gpu_tensor_desc *d = &ds[i];
+        /* Tensors must tile the decoded group exactly, or the kernel would leave holes. */
+        if (ti->decoded_offset != out_end) {
+            st = df11_fail(DF11_ERR_CORRUPT, "tensor '%s': decoded_offset %llu, expected %llu",
+                           ti->name, (unsigned long long)ti->decoded_offset,
+                           (unsigned long long)out_end);
+            break;
+        }
+        out_end = df11_align_up(ti->decoded_offset + ti->nbytes, 256);
+        d->out_off = ti->decoded_offset;
+        d->codec = ti->codec;
+        d->first_cta = (uint32_t)ctas;
+        if (ti->codec == DF11_CODEC_RAW) {
+            if (!df11_range_ok(lay->data_offset, ti->nbytes, gi->payload_size)) {
+                st = df11_fail(DF11_ERR_RANGE, "tensor '%s': raw bytes past the payload",
+                               ti->name);
+                break;
+            }
+            d->n_elements = ti->nbytes;
+            d->data_off = lay->data_offset;
+            ctas += (ti->nbytes + DF11_RAW_CTA_BYTES - 1) / DF11_RAW_CTA_BYTES;
+            continue;
+        }
+        df11_coded coded;
+        st = df11_file_tensor_coded(file, t, payload, &coded);
+        if (st != DF11_OK) break;
+        if (coded.n_chunks > UINT32_MAX || coded.stream_bytes / 16 >= UINT32_MAX ||
+            (coded.n_chunks && (coded.stream_bytes < 8 || coded.stream_bytes % 4 ||
+                                lay->stream_offset % 16 || lay->data_offset % 8))) {
+            st = df11_fail(DF11_ERR_CORRUPT, "tensor '%s': stream layout unfit for the GPU",
+                           ti->name);
+            break;
+        }
+        d->n_elements = ti->n_elements;
+        d->chunks_off = lay->chunks_offset;
+        d->lanes_off = lay->lanes_offset;
+        d->stream_off = lay->stream_offset;
+        d->stream_size = coded.stream_bytes;
+        d->data_off = lay->data_offset;
+        d->max_len = ti->max_code_len;
+        d->lane_symbols = ti->lane_symbols;
+        d->n_chunks = (uint32_t)coded.n_chunks;
+        d->lut_off = (uint32_t)lut_off;
+        uint32_t entries = 1u << ti->max_code_len;
+        uint16_t *lut = (uint16_t *)(p + lut_off);
+        coded.code.max_len = ti->max_code_len;
+        df11_lut_build(&coded.code, lut);
+        for (uint32_t e = 0; e < entries; e++) lut[e] = gpu_entry(lut[e], ti->max_code_len);
+        lut_off += DF11_GPU_LUT_BYTES(entries);
+        ctas += (coded.n_chunks + h->warps_per_cta - 1) / h->warps_per_cta;
+    }
+    if (st == DF11_OK && out_end != gi->decoded_size)
+        st = df11_fail(DF11_ERR_CORRUPT, "group '%s': tensors end at %llu, decoded_size %llu",
+                       gi->name, (unsigned long long)out_end,
+                       (unsigned long long)gi->decoded_size);
+    if (st == DF11_OK && ctas > INT32_MAX)
+        st = df11_fail(DF11_ERR_OVERFLOW, "group '%s': %llu CTAs", gi->name,
+                       (unsigned long long)ctas);
+    if (st != DF11_OK) {
+        free(p);
+        return st;
+    }
+    h->n_ctas = (uint32_t)ctas;
+    *blob = p;
+    *blob_size = size;
+    return DF11_OK;
+}
