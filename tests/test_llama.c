@@ -845,9 +845,11 @@ START_TEST(test_cli)
 END_TEST
 
 #ifdef DF11_HAVE_CUDA
-/* The CUDA path against the host path, teacher-forced on the host's greedy tokens (BF16
- * GEMM operands make small differences, so a tolerance), and df11 against BF16 on the GPU:
- * bit-identical, since cuBLAS gets identical operands. Skipped without a GPU. */
+/* The CUDA path against the host path, teacher-forced on the host's greedy tokens, and
+ * df11 against BF16 on the GPU: bit-identical, since cuBLAS gets identical operands.
+ * The GPU rounds GEMM inputs to BF16: a float64 model that does the same differs from
+ * the exact one by up to 5% of the largest logit on stories260K (tools/run/reference.py
+ * style check, docs/ENGINE.md), hence 10%. Skipped without a GPU. */
 static void check_gpu(const char *dir)
 {
     const char *path = compress_to_tmp(dir);
@@ -892,7 +894,7 @@ static void check_gpu(const char *dir)
         }
         double rel = err / (scale > 1 ? scale : 1);
         if (rel > worst) worst = rel;
-        ck_assert_msg(rel < 3e-2, "%s step %d: GPU vs host relative error %.3g", dir, i, rel);
+        ck_assert_msg(rel < 0.1, "%s step %d: GPU vs host relative error %.3g", dir, i, rel);
         agree += argmax(lc, V) == toks[i + 1];
     }
     /* the whole sequence as one prefill batch: same last logits within the tolerance */
@@ -903,7 +905,7 @@ static void check_gpu(const char *dir)
         if (fabs(want[v]) > scale) scale = fabs(want[v]);
         if (fabs(lc[v] - want[v]) > err) err = fabs(lc[v] - want[v]);
     }
-    ck_assert_msg(err / (scale > 1 ? scale : 1) < 3e-2, "%s: GPU prefill relative error %.3g",
+    ck_assert_msg(err / (scale > 1 ? scale : 1) < 0.1, "%s: GPU prefill relative error %.3g",
                   dir, err / (scale > 1 ? scale : 1));
     fprintf(stderr, "%s: GPU vs host worst relative logit error %.3g, greedy agreement %d/%d;"
             " GPU df11 == GPU bf16 bit for bit\n", dir, worst, agree, N_GEN);
