@@ -48,7 +48,8 @@ static void usage(FILE *f)
             "BF16 weights resident, and through the df11 runtime (overlapped, normal-\n"
             "priority decode stream, serialised). Needs a CUDA build and a GPU.\n"
             "  --dir DIR   where the temporary model files go (default $TMPDIR or /tmp)\n"
-            "  --small     matrices 1/16 the rows (a quick check, not a measurement)\n");
+            "  --small     matrices 1/16 the rows (a quick check, not a measurement)\n"
+            "  --gemm-sms N  df11 modes: cublasSetSmCountTarget(N), leaving SMs to decode\n");
 }
 
 #ifndef DF11_HAVE_CUDA
@@ -78,6 +79,7 @@ typedef struct options {
     uint64_t seed;
     const char *dir;
     int batches[16], n_batches;
+    int gemm_sms;               /* cublasSetSmCountTarget for the df11 modes, 0 = all */
 } options;
 
 
@@ -277,10 +279,11 @@ int bench_pipeline_main(int argc, char **argv)
         {"batches", required_argument, NULL, 'b'}, {"reps", required_argument, NULL, 'r'},
         {"dir", required_argument, NULL, 'd'},   {"seed", required_argument, NULL, 's'},
         {"threads", required_argument, NULL, 't'}, {"small", no_argument, NULL, 'S'},
+        {"gemm-sms", required_argument, NULL, 'g'},
         {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
     int opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "l:k:b:r:d:s:t:Sh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "l:k:b:r:d:s:t:g:Sh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'l': o.layers = (uint32_t)atoi(optarg); break;
         case 'k': o.slots = (uint32_t)atoi(optarg); break;
@@ -289,6 +292,7 @@ int bench_pipeline_main(int argc, char **argv)
         case 's': o.seed = strtoull(optarg, NULL, 0); break;
         case 't': o.threads = atoi(optarg); break;
         case 'S': o.small = 1; break;
+        case 'g': o.gemm_sms = atoi(optarg); break;
         case 'b': {
             o.n_batches = 0;
             for (char *p = strtok(optarg, ","); p && o.n_batches < 16; p = strtok(NULL, ","))
@@ -355,8 +359,10 @@ int bench_pipeline_main(int argc, char **argv)
            sum.file_bytes / 1e9, 100.0 * sum.file_bytes / bf16_bytes, o.slots,
            (unsigned long long)o.seed);
     printf("Generated in %.1f s, compressed in %.1f s. Command: `df11-bench pipeline "
-           "--layers %u --slots %u --reps %d%s`\n\n", gen_s, compress_s, o.layers, o.slots,
+           "--layers %u --slots %u --reps %d%s", gen_s, compress_s, o.layers, o.slots,
            o.reps, o.small ? " --small" : "");
+    if (o.gemm_sms) printf(" --gemm-sms %d", o.gemm_sms);
+    printf("`%s\n\n", o.gemm_sms ? " (df11 modes' GEMMs limited to that many SMs)" : "");
 
     gemm_ctx g = {0};
     int rc = CLI_OK;
@@ -384,6 +390,8 @@ int bench_pipeline_main(int argc, char **argv)
         if (md != MODE_BF16 &&
             (rc = open_mode((mode)md, df11_path, st_path, &o, &m, &open_s[md])) != CLI_OK)
             goto out;
+        /* Leave SMs to the decode stream in the df11 modes (the BF16 baseline uses all). */
+        cublasSetSmCountTarget(g.h, md == MODE_BF16 ? 0 : o.gemm_sms);
         df11_model_stats ms_;
         df11_model_stats_get(m, &ms_);
         vram[md] = ms_.pool_reserved;

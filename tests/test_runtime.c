@@ -639,6 +639,8 @@ int main(void)
         printf("skipping: no CUDA device\n");
         return 77;
     }
+    /* CUDA is initialised now and does not survive fork(): run the cases in-process. */
+    setenv("CK_FORK", "no", 1);
 #endif
     return df11_test_run(runtime_suite());
 }
