@@ -151,7 +151,10 @@ static df11_status rd_reap(reader *r)
         if (hi > phi) hi = phi;
         if (lo < plo) lo = plo;
         if (hi > lo) b->done += hi - lo;
-        if (got < len && off + got >= r->file_size && b->done < b->need)
+        /* A short read at end of file is fine unless it stopped inside the payload it
+         * was reading; other reads of the same group may still be in flight. */
+        uint64_t need_end = off + len < phi ? off + len : phi;
+        if (got < len && off + got < need_end)
             return df11_fail(DF11_ERR_TRUNCATED, "'%s': file ends at %llu, inside the payload "
                              "of group %lld", r->path, (unsigned long long)r->file_size,
                              (long long)b->group);

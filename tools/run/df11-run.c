@@ -191,12 +191,13 @@ static void print_memory(FILE *f, const session *s)
     memset(&ms, 0, sizeof ms);
     ms.size = sizeof ms;
     if (df11_model_stats_get(s->model, &ms) == DF11_OK && !s->is_bf16)
-        fprintf(f, "memory: weights %.2f MiB compressed (%.2f MiB as BF16, %.1f%%), arena "
-                "%.2f MiB (%u slots), resident %.2f MiB, KV cache %.2f MiB\n",
-                mib(ms.compressed_bytes), mib(ms.bf16_bytes),
-                ms.bf16_bytes ? 100.0 * ms.compressed_bytes / ms.bf16_bytes : 0.0,
-                mib(ms.arena_bytes), ms.arena_slots, mib(ms.resident_bytes),
-                mib(llama_kv_bytes(s->engine)));
+        /* Non-layer groups kept resident are held decoded, so they count at BF16 size. */
+        fprintf(f, "memory: weights %.2f MiB (%.2f compressed + %.2f resident decoded) vs %.2f MiB "
+                "as BF16 = %.1f%%, arena %.2f MiB (%u slots), KV cache %.2f MiB\n",
+                mib(ms.compressed_bytes + ms.resident_bytes), mib(ms.compressed_bytes),
+                mib(ms.resident_bytes), mib(ms.bf16_bytes),
+                ms.bf16_bytes ? 100.0 * (double)(ms.compressed_bytes + ms.resident_bytes) / (double)ms.bf16_bytes : 0.0,
+                mib(ms.arena_bytes), ms.arena_slots, mib(llama_kv_bytes(s->engine)));
     else
         fprintf(f, "memory: weights %.2f MiB BF16, KV cache %.2f MiB\n",
                 mib(ms.bf16_bytes ? ms.bf16_bytes : ms.resident_bytes),
