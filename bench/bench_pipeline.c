@@ -31,6 +31,7 @@
 #include "df11/runtime.h"
 #include "loader/safetensors.h"
 #include "tools/cli.h"
+#include "tools/weights.h"
 #ifdef DF11_HAVE_CUDA
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -83,53 +84,11 @@ typedef struct options {
 } options;
 
 
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double normal01(uint64_t *s)
-{
-    double u1 = ((double)(splitmix(s) >> 11) + 1.0) / 9007199254740993.0;
-    double u2 = (double)(splitmix(s) >> 11) / 9007199254740992.0;
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
-static uint16_t to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    u += 0x7fff + ((u >> 16) & 1);
-    return (uint16_t)(u >> 16);
-}
-
 typedef struct model_data {
     uint32_t n;                 /* tensors */
     df11_tensor_source *src;
-    uint64_t *rows_before;      /* prefix sums of rows, for the row → tensor map */
-    uint64_t total_rows, seed;
+    uint64_t seed;
 } model_data;
-
-static df11_status fill_row(void *ctx, uint64_t item)
-{
-    model_data *M = ctx;
-    uint32_t lo = 0, hi = M->n;
-    while (hi - lo > 1) {
-        uint32_t mid = (lo + hi) / 2;
-        if (M->rows_before[mid] <= item) lo = mid;
-        else hi = mid;
-    }
-    df11_tensor_source *t = &M->src[lo];
-    uint64_t r = item - M->rows_before[lo];
-    uint64_t s = M->seed ^ (lo + 1) * 0x9e3779b97f4a7c15ull ^ r * 0xd1b54a32d192ed03ull;
-    double sigma = 0.02 * exp(0.3 * normal01(&s));
-    uint16_t *row = (uint16_t *)t->data + r * t->shape[1];
-    for (uint64_t c = 0; c < t->shape[1]; c++) row[c] = to_bf16((float)(sigma * normal01(&s)));
-    return DF11_OK;
-}
 
 static double now_s(void)
 {
@@ -316,7 +275,6 @@ int bench_pipeline_main(int argc, char **argv)
     /* The model, in memory, then on disk twice. */
     model_data M = {.n = o.layers * N_MATS, .seed = o.seed};
     M.src = calloc(M.n, sizeof *M.src);
-    M.rows_before = calloc(M.n, sizeof *M.rows_before);
     char (*names)[96] = calloc(M.n, sizeof *names);
     uint64_t bf16_bytes = 0;
     for (uint32_t l = 0; l < o.layers; l++)
@@ -328,12 +286,12 @@ int bench_pipeline_main(int argc, char **argv)
                                             .shape = {rows, layer_mats[i].cols}};
             M.src[k].data = malloc(rows * layer_mats[i].cols * 2);
             if (!M.src[k].data) return cli_fail(TOOL, DF11_ERR_NO_MEMORY, "weights");
-            M.rows_before[k] = M.total_rows;
-            M.total_rows += rows;
             bf16_bytes += rows * layer_mats[i].cols * 2;
         }
     double t0 = now_s();
-    df11_parallel_for(M.total_rows, o.threads, fill_row, &M);
+    for (uint32_t k = 0; k < M.n; k++) /* each tensor its own seed */
+        weights_fill((uint16_t *)M.src[k].data, M.src[k].shape[0], M.src[k].shape[1],
+                     weights_mix64(M.seed + k + 1), false, o.threads);
     double gen_s = now_s() - t0;
     char df11_path[1024], st_path[1024];
     snprintf(df11_path, sizeof df11_path, "%s/df11-bench-pipeline-%d.df11", o.dir, (int)getpid());
@@ -448,7 +406,6 @@ out:
     unlink(df11_path);
     unlink(st_path);
     free(M.src);
-    free(M.rows_before);
     free(names);
     return rc;
 }

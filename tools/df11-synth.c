@@ -23,6 +23,7 @@
 #include "df11.h"
 #include "loader/safetensors.h"
 #include "tools/cli.h"
+#include "tools/weights.h"
 
 #define PROG "df11-synth"
 
@@ -69,36 +70,6 @@ static void usage(FILE *f)
 
 /* ---- generation ---- */
 
-static uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t next64(uint64_t *s) /* splitmix64 */
-{
-    return mix64(*s += 0x9e3779b97f4a7c15ull);
-}
-
-/* Box-Muller: two independent N(0,1) per call. */
-static void normal_pair(uint64_t *s, double *a, double *b)
-{
-    double u1 = ((double)(next64(s) >> 11) + 1.0) * 0x1p-53; /* (0, 1]: log is finite */
-    double u2 = (double)(next64(s) >> 11) * 0x1p-53;
-    double r = sqrt(-2.0 * log(u1));
-    *a = r * cos(6.283185307179586 * u2);
-    *b = r * sin(6.283185307179586 * u2);
-}
-
-static uint16_t bf16_rne(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    u += 0x7fff + ((u >> 16) & 1); /* no NaN/inf can come out of the generator */
-    return (uint16_t)(u >> 16);
-}
-
 /* Tensors are told apart by name, not position, so a block's weights are the same
  * whatever --layers or --shape variant (llama3-8b vs llama3-8b-block) wrote them. */
 static uint64_t name_hash(const char *s)
@@ -106,35 +77,6 @@ static uint64_t name_hash(const char *s)
     uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
     for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
     return h;
-}
-
-typedef struct {
-    uint16_t *out;
-    uint64_t rows, cols, rows_per_item, tensor_seed;
-    bool norm;
-} fill_job;
-
-/* One item: a run of whole rows, each from its own seed. */
-static df11_status gen_rows(void *ctx, uint64_t item)
-{
-    const fill_job *j = ctx;
-    uint64_t r0 = item * j->rows_per_item;
-    uint64_t r1 = r0 + j->rows_per_item < j->rows ? r0 + j->rows_per_item : j->rows;
-    for (uint64_t r = r0; r < r1; r++) {
-        uint64_t s = mix64(j->tensor_seed ^ mix64(r + 0x632be59bd9b4e019ull));
-        uint16_t *o = j->out + r * j->cols;
-        double a, b, mean = j->norm ? 1.0 : 0.0, sigma = 0.02;
-        if (!j->norm) {
-            normal_pair(&s, &a, &b);
-            sigma = 0.02 * exp(0.3 * a);
-        }
-        for (uint64_t c = 0; c < j->cols; c += 2) {
-            normal_pair(&s, &a, &b);
-            o[c] = bf16_rne((float)(mean + sigma * a));
-            if (c + 1 < j->cols) o[c + 1] = bf16_rne((float)(mean + sigma * b));
-        }
-    }
-    return DF11_OK;
 }
 
 typedef struct {
@@ -148,20 +90,12 @@ static df11_status fill_tensor(void *ctx, size_t index, void *buf, uint64_t nbyt
 {
     synth *s = ctx;
     const df11_tensor_source *t = &s->tensors[index];
-    fill_job j = {
-        .out = buf,
-        .norm = t->ndim == 1,
-        .rows = t->ndim == 1 ? 1 : t->shape[0],
-        .cols = t->ndim == 1 ? t->shape[0] : t->shape[1],
-        .tensor_seed = mix64(s->seed ^ mix64(name_hash(t->name))),
-    };
-    /* ~64K weights per item: coarse enough for thread hand-out to cost nothing. */
-    j.rows_per_item = j.cols >= 65536 ? 1 : 65536 / j.cols;
-    df11_status st = df11_parallel_for((j.rows + j.rows_per_item - 1) / j.rows_per_item,
-                                       s->threads, gen_rows, &j);
+    bool norm = t->ndim == 1;
+    weights_fill(buf, norm ? 1 : t->shape[0], norm ? t->shape[0] : t->shape[1],
+                 weights_mix64(s->seed ^ weights_mix64(name_hash(t->name))), norm, s->threads);
     s->bytes_done += nbytes;
     cli_progress(PROG, s->bytes_done, s->bytes_total); /* draws only on a terminal */
-    return st;
+    return DF11_OK;
 }
 
 /* ---- the model's tensor list ---- */
