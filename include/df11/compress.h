@@ -54,20 +54,20 @@ typedef struct df11_compress_summary {
 } df11_compress_summary;
 
 /* `metadata`: the source's config.json text (may be NULL). `summary` may be NULL. */
-df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source *tensors,
+DF11_API df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source *tensors,
                                   size_t n_tensors, const char *metadata,
                                   size_t metadata_len, const df11_compress_options *options,
                                   df11_compress_summary *summary);
 
 /* `in_path`: a .safetensors file, or a folder with model.safetensors or
  * model.safetensors.index.json (+ shards) and optionally config.json. */
-df11_status df11_compress_path(const char *in_path, const char *out_path,
+DF11_API df11_status df11_compress_path(const char *in_path, const char *out_path,
                                const df11_compress_options *options,
                                df11_compress_summary *summary);
 
 /* Writes every tensor of a .df11 file, decoded, to one safetensors file whose tensor
  * bytes are identical to the original's. */
-df11_status df11_decompress_to_safetensors(const char *df11_path, const char *out_path,
+DF11_API df11_status df11_decompress_to_safetensors(const char *df11_path, const char *out_path,
                                            int n_threads);
 
 #ifdef __cplusplus

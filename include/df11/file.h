@@ -49,10 +49,10 @@ typedef enum df11_dtype {
 } df11_dtype;
 
 /* Bytes per element (0 for an unknown dtype) and the safetensors spelling ("BF16"). */
-size_t df11_dtype_size(df11_dtype dtype);
-const char *df11_dtype_name(df11_dtype dtype);
+DF11_API size_t df11_dtype_size(df11_dtype dtype);
+DF11_API const char *df11_dtype_name(df11_dtype dtype);
 /* DF11_DTYPE_INVALID if the name is unknown. */
-df11_dtype df11_dtype_from_name(const char *name);
+DF11_API df11_dtype df11_dtype_from_name(const char *name);
 
 typedef enum df11_codec {
     DF11_CODEC_RAW = 0,          /* bytes stored as they were */
@@ -92,37 +92,37 @@ typedef struct df11_file df11_file;
 
 /* Opens and validates the header and index (magic, version, index xxh3, every offset and
  * size against the file length). Payloads are checked when read. */
-df11_status df11_file_open(const char *path, df11_file **out);
-void df11_file_close(df11_file *file);
+DF11_API df11_status df11_file_open(const char *path, df11_file **out);
+DF11_API void df11_file_close(df11_file *file);
 
-const char *df11_file_path(const df11_file *file);
-uint64_t df11_file_size(const df11_file *file);
-uint32_t df11_file_n_groups(const df11_file *file);
-uint32_t df11_file_n_tensors(const df11_file *file);
+DF11_API const char *df11_file_path(const df11_file *file);
+DF11_API uint64_t df11_file_size(const df11_file *file);
+DF11_API uint32_t df11_file_n_groups(const df11_file *file);
+DF11_API uint32_t df11_file_n_tensors(const df11_file *file);
 /* NULL if the index is out of range. Valid until close. */
-const df11_group_info *df11_file_group(const df11_file *file, uint32_t group);
-const df11_tensor_info *df11_file_tensor(const df11_file *file, uint32_t tensor);
-df11_status df11_file_find_tensor(const df11_file *file, const char *name, uint32_t *tensor);
+DF11_API const df11_group_info *df11_file_group(const df11_file *file, uint32_t group);
+DF11_API const df11_tensor_info *df11_file_tensor(const df11_file *file, uint32_t tensor);
+DF11_API df11_status df11_file_find_tensor(const df11_file *file, const char *name, uint32_t *tensor);
 /* Number of layer groups (blocks) and the group holding block `layer`. */
-uint32_t df11_file_n_layers(const df11_file *file);
-df11_status df11_file_layer_group(const df11_file *file, uint32_t layer, uint32_t *group);
+DF11_API uint32_t df11_file_n_layers(const df11_file *file);
+DF11_API df11_status df11_file_layer_group(const df11_file *file, uint32_t layer, uint32_t *group);
 /* The source model's config.json, copied through verbatim (not NUL-terminated; len may
  * be 0). Valid until close. */
-const char *df11_file_metadata(const df11_file *file, size_t *len);
+DF11_API const char *df11_file_metadata(const df11_file *file, size_t *len);
 
 /* Reads a group's payload into `payload` (payload_size bytes) and checks its xxh3. */
-df11_status df11_file_read_group(const df11_file *file, uint32_t group, void *payload);
+DF11_API df11_status df11_file_read_group(const df11_file *file, uint32_t group, void *payload);
 /* Checks a payload already in memory (e.g. read by io_uring) against the index. */
-df11_status df11_group_verify(const df11_file *file, uint32_t group, const void *payload,
+DF11_API df11_status df11_group_verify(const df11_file *file, uint32_t group, const void *payload,
                               uint64_t size);
 
 /* Decodes a whole group into `out` (decoded_size bytes) on the CPU with n_threads
  * threads (0 = all cores). Raw tensors are copied. Padding between tensors is zeroed. A
  * corrupt stream fails with DF11_ERR_CORRUPT; `out` is then unspecified. */
-df11_status df11_group_decode_host(const df11_file *file, uint32_t group,
+DF11_API df11_status df11_group_decode_host(const df11_file *file, uint32_t group,
                                    const void *payload, void *out, int n_threads);
 /* Decodes one tensor of a group into `out` (its nbytes). */
-df11_status df11_tensor_decode_host(const df11_file *file, uint32_t tensor,
+DF11_API df11_status df11_tensor_decode_host(const df11_file *file, uint32_t tensor,
                                     const void *group_payload, void *out, int n_threads);
 
 #ifdef __cplusplus

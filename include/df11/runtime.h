@@ -71,7 +71,7 @@ typedef struct df11_model_options {
     int32_t prefetch_blocks;
 } df11_model_options;
 
-void df11_model_options_init(df11_model_options *options);
+DF11_API void df11_model_options_init(df11_model_options *options);
 
 typedef struct df11_tensor_view {
     const char *name;              /* valid until close */
@@ -92,44 +92,44 @@ typedef struct df11_block_view {
 /* Opens a .df11 file and loads every group, compressed, into the backend's memory,
  * checking each group's xxh3. Fails cleanly (nothing leaked) on a corrupt file or if the
  * model does not fit (DF11_ERR_DEVICE_MEMORY, the detail names the shortfall). */
-df11_status df11_model_open(const char *path, const df11_model_options *options,
+DF11_API df11_status df11_model_open(const char *path, const df11_model_options *options,
                             df11_model **out);
 /* Opens uncompressed BF16 weights (a .safetensors file or a Hugging Face folder) behind
  * the same API, every group resident and decoded: the baseline an engine compares
  * against (df11-run --bf16). df11_model_file() returns NULL for such a model; its
  * config.json is available from df11_model_config(). */
-df11_status df11_model_open_bf16(const char *path, const df11_model_options *options,
+DF11_API df11_status df11_model_open_bf16(const char *path, const df11_model_options *options,
                                  df11_model **out);
-void df11_model_close(df11_model *model);
+DF11_API void df11_model_close(df11_model *model);
 /* The source model's config.json text (not NUL-terminated), or NULL with *len = 0. */
-const char *df11_model_config(const df11_model *model, size_t *len);
+DF11_API const char *df11_model_config(const df11_model *model, size_t *len);
 
-df11_backend_kind df11_model_backend(const df11_model *model);
+DF11_API df11_backend_kind df11_model_backend(const df11_model *model);
 /* The container's index: config.json (df11_file_metadata), tensor infos. Valid until
  * close. */
-const df11_file *df11_model_file(const df11_model *model);
-uint32_t df11_model_n_blocks(const df11_model *model);
+DF11_API const df11_file *df11_model_file(const df11_model *model);
+DF11_API uint32_t df11_model_n_blocks(const df11_model *model);
 
 /* Enqueues block b's decode into a free slot on the side stream. Returns at once. */
-df11_status df11_block_prefetch(df11_model *model, uint32_t block);
+DF11_API df11_status df11_block_prefetch(df11_model *model, uint32_t block);
 /* Makes `stream` wait for block b's decode (prefetching it if nobody did), prefetches the
  * next K-1 blocks in order (options.prefetch_blocks; after the last block it wraps to
  * block 0, the next token's first), and fills `view` (may be NULL). DF11_ERR_BUSY at once,
  * without waiting, if every slot is held by an acquired block; DF11_ERR_STATE if b is
  * already acquired. A prefetch never evicts an acquired block or a pending prefetch. */
-df11_status df11_block_acquire(df11_model *model, uint32_t block, df11_stream stream,
+DF11_API df11_status df11_block_acquire(df11_model *model, uint32_t block, df11_stream stream,
                                df11_block_view *view);
 /* Records on `stream` the point after which block b's slot may be overwritten.
  * DF11_ERR_STATE if b is not acquired. */
-df11_status df11_block_release(df11_model *model, uint32_t block, df11_stream stream);
+DF11_API df11_status df11_block_release(df11_model *model, uint32_t block, df11_stream stream);
 
 /* Looks a tensor up by name. A layer tensor's block must be acquired (else DF11_ERR_STATE);
  * its data is valid until that block's release. A non-layer tensor under the RESIDENT
  * policy is valid until close; under the ARENA policy it is decoded on `stream` into a
  * slot and valid until df11_tensor_release. */
-df11_status df11_tensor_get(df11_model *model, const char *name, df11_stream stream,
+DF11_API df11_status df11_tensor_get(df11_model *model, const char *name, df11_stream stream,
                             df11_tensor_view *view);
-df11_status df11_tensor_release(df11_model *model, const char *name, df11_stream stream);
+DF11_API df11_status df11_tensor_release(df11_model *model, const char *name, df11_stream stream);
 
 typedef struct df11_model_stats {
     size_t size;                     /* sizeof(df11_model_stats) */
@@ -152,7 +152,7 @@ typedef struct df11_model_stats {
 /* Fills the whole struct (stats->size is set to sizeof(df11_model_stats)). Cheap: no
  * device call. On a BF16 model, compressed_bytes and arena_bytes are 0 and every tensor
  * counts in resident_bytes. */
-df11_status df11_model_stats_get(const df11_model *model, df11_model_stats *stats);
+DF11_API df11_status df11_model_stats_get(const df11_model *model, df11_model_stats *stats);
 
 /* The provider interface: an engine that takes a df11_provider depends on nothing else
  * of df11. df11_model_provider() fills one that forwards to the calls above. */
@@ -170,7 +170,7 @@ typedef struct df11_provider {
     df11_status (*block_prefetch)(void *ctx, uint32_t block);
 } df11_provider;
 
-df11_status df11_model_provider(df11_model *model, df11_provider *provider);
+DF11_API df11_status df11_model_provider(df11_model *model, df11_provider *provider);
 
 #ifdef __cplusplus
 }

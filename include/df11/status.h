@@ -12,6 +12,13 @@
 extern "C" {
 #endif
 
+/* Marks the public entry points: the shared library exports these and nothing else. */
+#if defined(__GNUC__)
+#define DF11_API __attribute__((visibility("default")))
+#else
+#define DF11_API
+#endif
+
 typedef enum df11_status {
     DF11_OK = 0,
     DF11_ERR_INVALID_ARG = -1,      /* a NULL or out-of-range argument */
@@ -37,12 +44,12 @@ typedef enum df11_status {
 } df11_status;
 
 /* A static, human-readable name for a status code ("checksum mismatch"). Never NULL. */
-const char *df11_strerror(df11_status status);
+DF11_API const char *df11_strerror(df11_status status);
 
 /* The calling thread's detail for its most recent failed df11 call, e.g.
  * "group 'layers.3': payload xxh3 0x12.. != 0x34..". Empty string if none. The pointer
  * stays valid until the next df11 call on this thread. */
-const char *df11_last_error_detail(void);
+DF11_API const char *df11_last_error_detail(void);
 
 #ifdef __cplusplus
 }
