@@ -13,6 +13,7 @@
 
 #include "codec/codec.h"
 #include "common/error.h"
+#include "common/names.h"
 #include "common/parallel.h"
 #include "common/util.h"
 #include "df11/compress.h"
@@ -30,21 +31,6 @@ typedef struct {
     int32_t layer;
     uint32_t first, count;     /* into the sorted tensor order */
 } group_plan;
-
-/* "<prefix><digits>.<rest>" → layer number, else -1. */
-static int32_t layer_of(const char *name, const char *prefix)
-{
-    size_t p = strlen(prefix);
-    if (strncmp(name, prefix, p) != 0) return -1;
-    const char *s = name + p;
-    if (*s < '0' || *s > '9') return -1;
-    long v = 0;
-    for (; *s >= '0' && *s <= '9'; s++) {
-        v = v * 10 + (*s - '0');
-        if (v > 1000000) return -1;
-    }
-    return *s == '.' ? (int32_t)v : -1;
-}
 
 static int cmp_name(const void *a, const void *b)
 {
@@ -73,7 +59,7 @@ static df11_status plan_tensors(const df11_tensor_source *t, size_t n, const cha
             return df11_fail(DF11_ERR_OVERFLOW, "tensor '%s': size overflows", s->name);
         if (nb && !s->data) return df11_fail(DF11_ERR_INVALID_ARG, "tensor '%s': no data", s->name);
         plans[i] = (tensor_plan){.src = s, .n_elements = ne, .nbytes = nb,
-                                 .layer = layer_of(s->name, prefix)};
+                                 .layer = df11_layer_of(s->name, prefix)};
     }
     tensor_plan **sorted = malloc(sizeof *sorted * (n ? n : 1));
     if (!sorted) return df11_fail(DF11_ERR_NO_MEMORY, "name table");

@@ -7,12 +7,13 @@
 #include <time.h>
 
 #include "common/error.h"
+#include "common/names.h"
 #include "common/util.h"
 #include "runtime/backends.h"
 #include "runtime/internal.h"
 
 #define RT_PAYLOAD_ALIGN 4096ull   /* payloads, slots, resident groups */
-#define RT_LAYER_PREFIX "model.layers."
+#define RT_LAYER_PREFIX DF11_DEFAULT_LAYER_PREFIX
 
 double df11_rt_now_ms(void)
 {
@@ -338,20 +339,6 @@ df11_status df11_model_open(const char *path, const df11_model_options *options,
 
 /* --- BF16 models: every tensor resident, blocks only checked --- */
 
-static int32_t layer_of(const char *name)
-{
-    size_t n = strlen(RT_LAYER_PREFIX);
-    if (strncmp(name, RT_LAYER_PREFIX, n)) return -1;
-    const char *p = name + n;
-    if (*p < '0' || *p > '9') return -1;
-    long v = 0;
-    while (*p >= '0' && *p <= '9') {
-        v = v * 10 + (*p++ - '0');
-        if (v > 1000000) return -1;
-    }
-    return *p == '.' ? (int32_t)v : -1;
-}
-
 df11_status df11_model_open_bf16(const char *path, const df11_model_options *options,
                                  df11_model **out)
 {
@@ -377,7 +364,7 @@ df11_status df11_model_open_bf16(const char *path, const df11_model_options *opt
         goto fail;
     }
     for (uint32_t t = 0; t < m->n_tensors; t++) {
-        layer[t] = layer_of(st->tensors[t].name);
+        layer[t] = df11_layer_of(st->tensors[t].name, RT_LAYER_PREFIX);
         if (layer[t] > max_layer) max_layer = layer[t];
         if (layer[t] < 0) n_nonlayer++;
     }
