@@ -14,6 +14,7 @@
 
 #include "kernels/decode.h"
 extern "C" {
+#include "codec/codec.h"   /* DF11_MAX_CODE_LEN */
 #include "common/error.h"
 }
 
@@ -21,77 +22,172 @@ namespace {
 
 constexpr int kLanes = 32;
 constexpr int kGroup = 8;       /* elements a lane decodes per step */
-constexpr int kSmAhead = 4;     /* steps of sign|mantissa loads kept in flight per lane */
+
+/* Lane bit streams reach the bit readers through a ring in shared memory: kRing 16-byte
+ * slots per lane, slot s of lane l at byte (s * 32 + l) * 16 of the warp's ring, so that
+ * a warp's 16-byte fills touch 512 contiguous bytes. At the start of every step every lane
+ * tops its ring up with up to kFetch predicated cp.async copies (one commit group per step,
+ * the same instructions for the whole warp), then waits until only the kAhead most recent
+ * groups are pending. Loads thus never stall on another lane's register: a lane only
+ * reads shared memory, which the wait made valid kAhead steps ago.
+ *
+ * The guarantee, for any code length L <= DF11_MAX_CODE_LEN: a step decodes 8 symbols, at
+ * most kStepBits bits. Measured at the start of a step, the window holds 2..63 bits, so n
+ * steps move at most words_moved(n) words into it. A lane reads word rw (the prefetched
+ * next word) at most words_moved(kAhead + 1) words past where it stood kAhead steps ago,
+ * when its ring was topped up to kRing vectors from there: that word's vector must lie
+ * inside those kRing vectors. A step moves the reader by at most kFetch vectors, so kFetch
+ * copies per step keep the ring topped up. */
+constexpr int kRing = 8;
+constexpr int kStepBits = kGroup * DF11_MAX_CODE_LEN;
+constexpr int words_moved(int steps) { return (steps * kStepBits + 61) / 32; }
+constexpr int kFetch = (words_moved(1) + 3) / 4;
+constexpr int kAhead = 6;
+static_assert((words_moved(kAhead + 1) + 3) / 4 <= kRing - 1, "ring too small for kAhead");
+static_assert((kRing & (kRing - 1)) == 0, "kRing must be a power of two");
+
+/* The sign|mantissa bytes travel the same way: at step k a lane requests its 8 bytes of
+ * step k + kAhead (an 8-byte cp.async into slot (k + kAhead) % kSmRing of its sm ring), in
+ * step k's commit group. Register loads kept in flight instead share the warp's few
+ * scoreboards with each other, so reading one waits for the newest: a full memory
+ * latency per step. */
+constexpr int kSmRing = 8;
+static_assert(kSmRing >= kAhead + 1 && (kSmRing & (kSmRing - 1)) == 0, "sm ring");
+constexpr int kStreamRingBytes = kRing * kLanes * 16;
+constexpr int kWarpSmem = kStreamRingBytes + kSmRing * kLanes * 8;   /* per warp */
+
+__device__ __forceinline__ void cp_async16(uint32_t dst, const uint4 *src)
+{
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+#else   /* the sm_75 PTX: a plain copy */
+    uint4 v = __ldg(src);
+    asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(dst), "r"(v.x), "r"(v.y),
+                 "r"(v.z), "r"(v.w) : "memory");
+#endif
+}
+
+__device__ __forceinline__ void cp_async8(uint32_t dst, const uint8_t *src)
+{
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(dst), "l"(src) : "memory");
+#else
+    uint2 v = __ldg(reinterpret_cast<const uint2 *>(src));
+    asm volatile("st.shared.v2.u32 [%0], {%1, %2};" ::"r"(dst), "r"(v.x), "r"(v.y) : "memory");
+#endif
+}
+
+template <int N> __device__ __forceinline__ void cp_async_commit_wait()
+{
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n\tcp.async.wait_group %0;" ::"n"(N) : "memory");
+#endif
+}
+
+__device__ __forceinline__ uint32_t lds32(uint32_t a)
+{
+    uint32_t v;
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(a));
+    return v;
+}
+
+__device__ __forceinline__ uint32_t lds16(uint32_t a)
+{
+    uint16_t v;
+    asm volatile("ld.shared.u16 %0, [%1];" : "=h"(v) : "r"(a));
+    return v;
+}
+
+__device__ __forceinline__ uint2 lds64(uint32_t a)
+{
+    uint2 v;
+    asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "r"(a));
+    return v;
+}
 
 /* A lane's bit reader. The window hi:lo holds the next `nbits` stream bits, left-aligned,
- * zeros below. Words come 16 bytes at a time: q0..q3 are the unread words of the current
- * vector (qn of them), nx is the next vector, loaded one vector ahead so that its latency
- * hides behind ~48 symbols of decoding. */
+ * zeros below; nw is the word after them (word rw, counted from the lane's first vector).
+ * Vectors [0, fv) of the lane's stream have been requested into its ring; fetches stop at
+ * vend, past which a valid stream is never read. */
 struct bit_reader {
-    uint32_t hi, lo, nbits;
-    uint32_t q0, q1, q2, q3, qn;
-    uint4 nx;
-    const uint4 *vbase;
-    uint32_t vi, vlast;   /* index of nx; last vector the reader may touch (clamp) */
-    uint32_t words;       /* words moved into the window: consumed = 32 words - off - nbits */
+    uint32_t hi, lo, nbits, nw, rw;
+    uint32_t fv, vend, vlast;  /* vlast: last vector of the stream section (reads clamp) */
+    uint32_t ring;             /* shared address of this lane's slot 0 */
+    const uint4 *vbase;        /* the lane's first vector */
 };
 
-__device__ __forceinline__ void prefetch_l1(const void *p)
+__device__ __forceinline__ uint32_t ring_word(const bit_reader &b, uint32_t w)
 {
-    asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
+    return b.ring + ((w << 7) & ((kRing - 1) << 9)) + ((w & 3) << 2);
 }
 
-__device__ __forceinline__ void br_init(bit_reader &b, const uint8_t *stream,
-                                        uint64_t stream_size, uint64_t start_bit)
+/* Start of a step: request up to kFetch more vectors (after any other copies of the step),
+ * then wait for the copies of kAhead steps ago. The copies are predicated per lane; the
+ * instructions are the same for the warp. */
+__device__ __forceinline__ void br_topup(bit_reader &b)
 {
-    const uint32_t *w = reinterpret_cast<const uint32_t *>(stream);
-    uint64_t wlast = stream_size / 4 - 1, w0 = start_bit >> 5;
-    uint32_t off = (uint32_t)start_bit & 31;
-    uint32_t a = __ldg(w + min(w0, wlast)), c = __ldg(w + min(w0 + 1, wlast));
-    b.vbase = reinterpret_cast<const uint4 *>(stream);
-    b.vlast = (uint32_t)((stream_size + 15) / 16 - 1);
-    uint32_t qv = (uint32_t)((w0 + 2) >> 2);
-    uint32_t p = (uint32_t)(w0 + 2) & 3;
-    uint4 q = __ldg(b.vbase + min(qv, b.vlast));
-    b.vi = qv + 1;
-    b.nx = __ldg(b.vbase + min(b.vi, b.vlast));
-    prefetch_l1(b.vbase + min(b.vi + 1, b.vlast));
-    if (p >= 2) { q.x = q.z; q.y = q.w; }
-    if (p & 1) { q.x = q.y; q.y = q.z; q.z = q.w; }
-    b.q0 = q.x; b.q1 = q.y; b.q2 = q.z; b.q3 = q.w; b.qn = 4 - p;
-    b.hi = __funnelshift_l(c, a, off);
-    b.lo = c << off;
-    b.nbits = 64 - off;
-    b.words = 2;
+    uint32_t want = min((b.rw >> 2) + kRing, b.vend);
+#pragma unroll
+    for (int i = 0; i < kFetch; i++)
+        if (b.fv < want) {
+            cp_async16(b.ring + ((b.fv & (kRing - 1)) << 9), b.vbase + min(b.fv, b.vlast));
+            b.fv++;
+        }
+    cp_async_commit_wait<kAhead>();
 }
 
-/* Tops the window up to >= 32 bits. Called with 2..63 bits left (at most 2 symbols of at
- * most 15 bits since the last call), so the shifts stay in 1..31. */
+/* `start` is the lane's first bit, `bits` its recorded length. Returns the bit offset of
+ * the start within the lane's first vector (for the length check), and sets *bad when the
+ * start lies outside the stream section (a corrupt chunk table). */
+__device__ __forceinline__ uint32_t br_init(bit_reader &b, const uint8_t *stream,
+                                            uint64_t stream_size, uint64_t start, uint32_t bits,
+                                            uint32_t ring, bool *bad)
+{
+    uint64_t vlast = (stream_size + 15) / 16 - 1, v0 = start >> 7;
+    *bad = v0 > vlast;
+    if (*bad) { v0 = vlast; start = v0 << 7; }
+    uint32_t s = (uint32_t)start & 127;
+    b.vbase = reinterpret_cast<const uint4 *>(stream) + v0;
+    b.vlast = (uint32_t)(vlast - v0);
+    b.vend = ((s + bits + 127) >> 7) + 1;   /* one vector of margin: see the file comment */
+    b.ring = ring;
+    b.fv = 0;
+    b.rw = s >> 5;
+    for (int i = 0; i < kRing; i++)   /* the first kRing vectors, waited for at once */
+        if (b.fv < b.vend) {
+            cp_async16(b.ring + ((b.fv & (kRing - 1)) << 9), b.vbase + min(b.fv, b.vlast));
+            b.fv++;
+        }
+    cp_async_commit_wait<0>();
+    uint32_t a = lds32(ring_word(b, b.rw)), c = lds32(ring_word(b, b.rw + 1));
+    b.rw += 2;
+    b.nw = lds32(ring_word(b, b.rw));
+    b.hi = __funnelshift_l(c, a, s);
+    b.lo = c << (s & 31);
+    b.nbits = 64 - (s & 31);
+    return s;
+}
+
+/* Tops the window up to >= 32 bits from nw, and fetches the next nw from the ring (its
+ * latency hides behind the next two symbols). Called with 2..63 bits left (at most 2
+ * symbols of at most 15 bits since the last call), so the shifts stay in 1..31. */
 __device__ __forceinline__ void br_refill(bit_reader &b)
 {
-    if (b.nbits < 32) {
-        b.hi |= b.q0 >> b.nbits;
-        b.lo |= __funnelshift_r(0u, b.q0, b.nbits);
-        b.nbits += 32;
-        b.words++;
-        b.q0 = b.q1; b.q1 = b.q2; b.q2 = b.q3;
-        if (--b.qn == 0) {
-            b.q0 = b.nx.x; b.q1 = b.nx.y; b.q2 = b.nx.z; b.q3 = b.nx.w; b.qn = 4;
-            b.vi++;
-            b.nx = __ldg(b.vbase + min(b.vi, b.vlast));
-            /* The warp's scoreboard tracks nx for all lanes at once: a lane reading its
-             * (long landed) nx waits for whatever load another lane just issued into it.
-             * Prefetching one vector further into L1 keeps that wait at an L1 hit. */
-            prefetch_l1(b.vbase + min(b.vi + 1, b.vlast));
-        }
+    bool t = b.nbits < 32;
+    uint32_t w = t ? b.nw : 0u;
+    b.hi |= w >> (b.nbits & 31);
+    b.lo |= __funnelshift_r(0u, w, b.nbits);
+    b.nbits += t ? 32u : 0u;
+    if (t) {
+        b.rw++;
+        b.nw = lds32(ring_word(b, b.rw));
     }
 }
 
 /* One symbol: a table entry exp << 7 | len (bit 15: no code starts with these bits). */
-__device__ __forceinline__ uint32_t br_decode(bit_reader &b, const uint16_t *lut,
-                                              uint32_t shift)
+__device__ __forceinline__ uint32_t br_decode(bit_reader &b, uint32_t lut, uint32_t shift)
 {
-    uint32_t e = lut[b.hi >> shift];
+    uint32_t e = lds16(lut + 2 * (b.hi >> shift));
     b.hi = __funnelshift_l(b.lo, b.hi, e);   /* shift amount = e & 31 = len */
     b.lo = __funnelshift_l(0u, b.lo, e);
     b.nbits -= e & 15;
@@ -108,11 +204,15 @@ __device__ __forceinline__ uint32_t join2(uint32_t e0, uint32_t e1, uint32_t sm,
 }
 
 /* One warp decodes chunk `chunk` of tensor d: lane l decodes groups l, l+m, l+2m, ... of 8
- * elements from its own bit stream. Per step the warp reads 8m sm bytes (one 8-byte load
- * per lane) and writes 16m bytes (one 16-byte store per lane); the lane streams add ~L/8
- * bytes... ~0.33 byte per weight of scattered (L1-cached) 16-byte reads. */
-__device__ void decode_chunk(const df11_gpu_tensor_desc &d, uint32_t chunk,
-                             const uint16_t *lut, const uint8_t *__restrict__ payload,
+ * elements from its own bit stream. Per step a lane takes its 8 sm bytes from its sm ring
+ * (requested kAhead steps earlier; the warp's 8m bytes are contiguous in global memory),
+ * decodes 8 exponents from its window, and writes 16 bytes (one 16-byte store; the warp's
+ * 16m bytes are contiguous). Its stream comes through its stream ring (br_topup): ~L/8...
+ * ~0.33 byte per weight on average, in 16-byte copies, plus up to kRing + 1 vectors read
+ * past its end. `lut` and `ring` are shared-memory addresses: the decode table, and this
+ * warp's kWarpSmem bytes (stream ring, then sm ring). */
+__device__ void decode_chunk(const df11_gpu_tensor_desc &d, uint32_t chunk, uint32_t lut,
+                             uint32_t ring, const uint8_t *__restrict__ payload,
                              uint8_t *__restrict__ out, uint32_t *err)
 {
     const uint32_t l = threadIdx.x % kLanes, S = d.lane_symbols;
@@ -132,40 +232,38 @@ __device__ void decode_chunk(const df11_gpu_tensor_desc &d, uint32_t chunk,
     const uint32_t kfull = n / kGroup / m;          /* steps where all m groups are full */
     if (l >= m) return;
 
-    bit_reader b;
-    uint64_t start = (uint64_t)chunks[chunk] * 32 + (x - lane_bits);
-    br_init(b, payload + d.stream_off, d.stream_size, start);
-    const uint32_t shift = 32 - d.max_len;
     const uint8_t *sm = payload + d.data_off + base;
-    uint4 *o4 = reinterpret_cast<uint4 *>(out + d.out_off + 2 * base);
-    uint32_t flags = 0;
+    const uint32_t smr = ring + kStreamRingBytes + 8 * l;   /* slot j at smr + 256 j */
+    const uint8_t *smn = sm + 8 * l;                        /* sm bytes of step kn */
+    uint32_t kn = 0;
+    for (; kn < min(kfull, (uint32_t)kAhead); kn++, smn += 8 * m)
+        cp_async8(smr + ((kn & (kSmRing - 1)) << 8), smn);
+    bit_reader b;
+    bool bad;
+    uint64_t start = (uint64_t)chunks[chunk] * 32 + (x - lane_bits);
+    const uint32_t s0 = br_init(b, payload + d.stream_off, d.stream_size, start, lane_bits,
+                                ring + 16 * l, &bad);   /* waits for all copies so far */
+    const uint32_t shift = 32 - d.max_len;
+    uint4 *o4 = reinterpret_cast<uint4 *>(out + d.out_off + 2 * base) + l;
+    uint32_t flags = bad ? 0x8000u : 0u;
 
-    uint2 ring[kSmAhead];
-#pragma unroll
-    for (int j = 0; j < kSmAhead; j++)
-        if ((uint32_t)j < kfull)
-            ring[j] = __ldg(reinterpret_cast<const uint2 *>(sm + 8 * ((uint64_t)j * m + l)));
-    for (uint32_t k = 0; k < kfull; k += kSmAhead) {
-#pragma unroll
-        for (int j = 0; j < kSmAhead; j++) {
-            if (k + j >= kfull) continue;
-            uint2 s = ring[j];
-            uint32_t kn = k + j + kSmAhead;
-            if (kn < kfull)
-                ring[j] = __ldg(reinterpret_cast<const uint2 *>(sm + 8 * ((uint64_t)kn * m + l)));
-            br_refill(b); uint32_t e0 = br_decode(b, lut, shift), e1 = br_decode(b, lut, shift);
-            br_refill(b); uint32_t e2 = br_decode(b, lut, shift), e3 = br_decode(b, lut, shift);
-            br_refill(b); uint32_t e4 = br_decode(b, lut, shift), e5 = br_decode(b, lut, shift);
-            br_refill(b); uint32_t e6 = br_decode(b, lut, shift), e7 = br_decode(b, lut, shift);
-            flags |= e0 | e1 | e2 | e3 | e4 | e5 | e6 | e7;
-            o4[(uint64_t)(k + j) * m + l] =
-                make_uint4(join2(e0, e1, s.x, 0x1100), join2(e2, e3, s.x, 0x3322),
-                           join2(e4, e5, s.y, 0x1100), join2(e6, e7, s.y, 0x3322));
-        }
+#pragma unroll 2
+    for (uint32_t k = 0; k < kfull; k++, kn++, smn += 8 * m, o4 += m) {
+        if (kn < kfull) cp_async8(smr + ((kn & (kSmRing - 1)) << 8), smn);
+        br_topup(b);
+        uint2 s = lds64(smr + ((k & (kSmRing - 1)) << 8));
+        br_refill(b); uint32_t e0 = br_decode(b, lut, shift), e1 = br_decode(b, lut, shift);
+        br_refill(b); uint32_t e2 = br_decode(b, lut, shift), e3 = br_decode(b, lut, shift);
+        br_refill(b); uint32_t e4 = br_decode(b, lut, shift), e5 = br_decode(b, lut, shift);
+        br_refill(b); uint32_t e6 = br_decode(b, lut, shift), e7 = br_decode(b, lut, shift);
+        flags |= e0 | e1 | e2 | e3 | e4 | e5 | e6 | e7;
+        *o4 = make_uint4(join2(e0, e1, s.x, 0x1100), join2(e2, e3, s.x, 0x3322),
+                         join2(e4, e5, s.y, 0x1100), join2(e6, e7, s.y, 0x3322));
     }
     /* The last step: at most one group per lane, possibly short. */
     uint32_t g = kfull * m + l;
     if (g < G) {
+        br_topup(b);
         uint16_t *o2 = reinterpret_cast<uint16_t *>(out + d.out_off + 2 * base);
         for (uint32_t i = 8 * g; i < min(8 * g + 8, n); i++) {
             br_refill(b);
@@ -174,7 +272,8 @@ __device__ void decode_chunk(const df11_gpu_tensor_desc &d, uint32_t chunk,
             o2[i] = (uint16_t)((v & 0x80) << 8 | (e & 0x7f80) | (v & 0x7f));
         }
     }
-    uint32_t consumed = 32 * b.words - ((uint32_t)start & 31) - b.nbits;
+    cp_async_commit_wait<0>();   /* no copy may land after the CTA's shared memory is gone */
+    uint32_t consumed = 32 * b.rw - s0 - b.nbits;
     if (err && ((flags & 0x8000) || consumed != lane_bits)) atomicOr(err, 1u);
 }
 
@@ -199,8 +298,15 @@ __device__ void zero_pad(uint8_t *out, uint64_t end, uint32_t t, uint32_t nt)
     for (uint32_t i = t; i < pad; i += nt) out[end + i] = 0;
 }
 
-/* Grid: plan n_ctas CTAs of 32*warps_per_cta threads; dynamic shared memory holds the
- * largest decode table of the group. */
+/* Dynamic shared memory of a launch: the group's largest decode table, then one stream
+ * ring per warp (none when the group has no EXP_HUFFMAN tensor). */
+__host__ __device__ inline size_t smem_bytes(const df11_gpu_plan_header *h)
+{
+    if (h->max_lut_entries == 0) return 0;
+    return DF11_GPU_LUT_BYTES(h->max_lut_entries) + (size_t)h->warps_per_cta * kWarpSmem;
+}
+
+/* Grid: plan n_ctas CTAs of 32*warps_per_cta threads; dynamic shared memory: smem_bytes. */
 __global__ void __launch_bounds__(256)
 df11_decode_kernel(const uint8_t *__restrict__ plan, const uint8_t *__restrict__ payload,
                    uint8_t *__restrict__ out, uint32_t *err)
@@ -229,7 +335,10 @@ df11_decode_kernel(const uint8_t *__restrict__ plan, const uint8_t *__restrict__
     __syncthreads();
     uint32_t chunk = piece * (blockDim.x / kLanes) + threadIdx.x / kLanes;
     if (chunk >= d.n_chunks) return;
-    decode_chunk(d, chunk, reinterpret_cast<const uint16_t *>(smem), payload, out, err);
+    uint32_t lut = (uint32_t)__cvta_generic_to_shared(smem);
+    uint32_t ring = lut + (uint32_t)DF11_GPU_LUT_BYTES(h->max_lut_entries) +
+                    threadIdx.x / kLanes * kWarpSmem;
+    decode_chunk(d, chunk, lut, ring, payload, out, err);
     if (chunk == d.n_chunks - 1)
         zero_pad(out, d.out_off + 2 * d.n_elements, threadIdx.x % kLanes, kLanes);
 }
@@ -244,7 +353,7 @@ extern "C" df11_status df11_gpu_decode_checked(const void *plan, const void *d_p
         return df11_fail(DF11_ERR_INVALID_ARG, "df11_gpu_decode: NULL argument");
     const df11_gpu_plan_header *h = static_cast<const df11_gpu_plan_header *>(plan);
     if (h->n_ctas == 0) return DF11_OK;
-    size_t smem = DF11_GPU_LUT_BYTES(h->max_lut_entries);
+    size_t smem = smem_bytes(h);
     if (smem > 48 * 1024) {
         cudaError_t e = cudaFuncSetAttribute(df11_decode_kernel,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize,
