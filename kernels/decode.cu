@@ -308,7 +308,7 @@ __host__ __device__ inline size_t smem_bytes(const df11_gpu_plan_header *h)
 }
 
 /* Grid: plan n_ctas CTAs of 32*warps_per_cta threads; dynamic shared memory: smem_bytes. */
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(1024)
 df11_decode_kernel(const uint8_t *__restrict__ plan, const uint8_t *__restrict__ payload,
                    uint8_t *__restrict__ out, uint32_t *err)
 {
@@ -344,7 +344,38 @@ df11_decode_kernel(const uint8_t *__restrict__ plan, const uint8_t *__restrict__
         zero_pad(out, d.out_off + 2 * d.n_elements, threadIdx.x % kLanes, kLanes);
 }
 
+/* Lets the kernel take `smem` bytes of dynamic shared memory (needed above 48 KiB). */
+df11_status allow_smem(size_t smem)
+{
+    if (smem <= 48 * 1024) return DF11_OK;
+    cudaError_t e = cudaFuncSetAttribute(df11_decode_kernel,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess)
+        return df11_fail(DF11_ERR_DEVICE, "decode: %zu bytes of shared memory: %s", smem,
+                         cudaGetErrorString(e));
+    return DF11_OK;
+}
+
 }  // namespace
+
+extern "C" int df11_gpu_ctas_per_sm(uint32_t warps, uint32_t lut_entries, int *sms)
+{
+    df11_gpu_plan_header h = {};
+    h.max_lut_entries = lut_entries;
+    h.warps_per_cta = warps;
+    size_t smem = smem_bytes(&h);
+    int device, n = 0;
+    *sms = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+        allow_smem(smem) != DF11_OK ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, df11_decode_kernel, (int)(kLanes * warps),
+                                                      smem) != cudaSuccess) {
+        cudaGetLastError(); /* a failed query (too much shared memory) is an answer, not an error */
+        return 0;
+    }
+    return n;
+}
 
 extern "C" df11_status df11_gpu_decode_checked(const void *plan, const void *d_plan,
                                                const void *d_payload, void *d_out,
@@ -355,14 +386,8 @@ extern "C" df11_status df11_gpu_decode_checked(const void *plan, const void *d_p
     const df11_gpu_plan_header *h = static_cast<const df11_gpu_plan_header *>(plan);
     if (h->n_ctas == 0) return DF11_OK;
     size_t smem = smem_bytes(h);
-    if (smem > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(df11_decode_kernel,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)smem);
-        if (e != cudaSuccess)
-            return df11_fail(DF11_ERR_DEVICE, "decode: %zu bytes of shared memory: %s", smem,
-                             cudaGetErrorString(e));
-    }
+    df11_status st = allow_smem(smem);
+    if (st != DF11_OK) return st;
     df11_decode_kernel<<<h->n_ctas, kLanes * h->warps_per_cta, smem,
                          static_cast<cudaStream_t>(stream)>>>(
         static_cast<const uint8_t *>(d_plan), static_cast<const uint8_t *>(d_payload),

@@ -64,6 +64,11 @@ df11_status df11_gpu_decode(const void *plan, const void *d_plan, const void *d_
  * not end exactly at its recorded length or holds a bit pattern no code starts with (the
  * CPU decoder's DF11_ERR_CORRUPT cases). The output is then unspecified, but the kernel
  * never reads or writes outside the payload, plan and output. */
+/* CTAs of 32 * `warps` threads that one SM of the current device holds at once, for a group
+ * whose largest decode table has `lut_entries` entries; *sms receives the device's SM count.
+ * 0 when it cannot be known (no device). The plan builder sizes CTAs with it. */
+int df11_gpu_ctas_per_sm(uint32_t warps, uint32_t lut_entries, int *sms);
+
 df11_status df11_gpu_decode_checked(const void *plan, const void *d_plan,
                                     const void *d_payload, void *d_out, uint32_t *d_error,
                                     void *stream);

@@ -12,22 +12,43 @@
 #include "kernels/decode.h"
 #include "loader/container.h"
 
-/* Warps (= chunks) per CTA. Every CTA holds one decode table, every warp 6 KiB of stream
- * and sign|mantissa rings (kernels/decode.cu). Two warps per CTA (8 + 12 KiB at L <= 13)
- * spread a small group's few chunks over many SMs, but an SM holds only 10 such CTAs (20
- * warps): a group with more chunks than 20 per SM (2640 on an H100) would need a second
- * wave. Such groups get 7-warp CTAs (8 + 42 KiB, 4 per SM: 28 warps). All chunks are then
- * resident at once, and the fewer warps the busiest SM holds over the average (25 for the
- * Llama-3-8B block), the sooner the launch ends: measured 68% of copy with 7, 63% with 6
- * (30 warps) or 8 (32 warps). 64 KiB tables (L >= 14) always get 8 warps. */
-#ifndef DF11_GPU_WIDE_WARPS
-#define DF11_GPU_WIDE_WARPS 7
-#endif
-#define DF11_GPU_NARROW_MAX_CHUNKS 2048
-static uint32_t warps_per_cta(uint32_t max_len, uint64_t chunks)
+/* Warps (= chunks) per CTA. The launch ends when its busiest SM does, and an SM's time
+ * follows the warps it holds (measured on the Llama-3-8B block, 3328 chunks: 68% of copy
+ * with 7-warp CTAs = 28 warps on the busiest SM, 63% with 6 or 8 = 30 or 32). So pick the
+ * CTA size that puts the fewest warps on the busiest SM, summed over waves, given what the
+ * device holds at once; ties go to bigger CTAs (fewer table loads). Without a device to
+ * ask, 7 warps for big groups and 2 for small ones. */
+static uint64_t group_ctas(const df11_file *file, const df11_group_info *gi, uint32_t warps)
 {
+    uint64_t ctas = 0;
+    for (uint32_t t = gi->first_tensor; t < gi->first_tensor + gi->n_tensors; t++) {
+        const df11_tensor_info *ti = df11_file_tensor(file, t);
+        ctas += ti->codec == DF11_CODEC_RAW
+                    ? (ti->nbytes + DF11_RAW_CTA_BYTES - 1) / DF11_RAW_CTA_BYTES
+                    : (df11_file_tensor_layout(file, t)->n_chunks + warps - 1) / warps;
+    }
+    return ctas;
+}
+
+static uint32_t warps_per_cta(const df11_file *file, const df11_group_info *gi,
+                              uint32_t max_len, uint64_t chunks)
+{
+    uint32_t best = 0;
+    uint64_t best_cost = UINT64_MAX;
+    for (uint32_t w = 1; w <= 32; w++) {
+        int sms, per_sm = df11_gpu_ctas_per_sm(w, max_len ? 1u << max_len : 0, &sms);
+        if (per_sm <= 0 || sms <= 0) continue;
+        uint64_t ctas = group_ctas(file, gi, w), slots = (uint64_t)sms * (uint64_t)per_sm;
+        uint64_t rest = ctas % slots;
+        uint64_t cost = ctas / slots * slots / (uint64_t)sms * w + (rest + (uint64_t)sms - 1) / (uint64_t)sms * w;
+        if (cost <= best_cost) {
+            best = w;
+            best_cost = cost;
+        }
+    }
+    if (best) return best;
     if (max_len >= 14) return 8;
-    return chunks > DF11_GPU_NARROW_MAX_CHUNKS ? DF11_GPU_WIDE_WARPS : 2;
+    return chunks > 2048 ? 7 : 2;
 }
 
 /* The codec's table entry (len << 8 | sym, or DF11_LUT_INVALID) in the kernel's format:
@@ -71,7 +92,7 @@ df11_status df11_gpu_plan_build(const df11_file *file, uint32_t group, const voi
     df11_gpu_tensor_desc *ds = (df11_gpu_tensor_desc *)(p + sizeof *h);
     h->n_tensors = gi->n_tensors;
     h->max_lut_entries = max_len ? 1u << max_len : 0;
-    h->warps_per_cta = warps_per_cta(max_len, chunks);
+    h->warps_per_cta = warps_per_cta(file, gi, max_len, chunks);
 
     /* Pass 2: descriptors and tables. */
     df11_status st = DF11_OK;
