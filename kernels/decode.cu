@@ -364,16 +364,17 @@ extern "C" int df11_gpu_ctas_per_sm(uint32_t warps, uint32_t lut_entries, int *s
     h.max_lut_entries = lut_entries;
     h.warps_per_cta = warps;
     size_t smem = smem_bytes(&h);
-    int device, n = 0;
+    int device, max_smem = 0, n = 0;
     *sms = 0;
     if (cudaGetDevice(&device) != cudaSuccess ||
         cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-        allow_smem(smem) != DF11_OK ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, df11_decode_kernel, (int)(kLanes * warps),
-                                                      smem) != cudaSuccess) {
-        cudaGetLastError(); /* a failed query (too much shared memory) is an answer, not an error */
+        cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess)
         return 0;
-    }
+    if (smem > (size_t)max_smem) return 0; /* never ask for what the device cannot give */
+    if (allow_smem(smem) != DF11_OK ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, df11_decode_kernel, (int)(kLanes * warps),
+                                                      smem) != cudaSuccess)
+        return 0;
     return n;
 }
 

@@ -9,4 +9,4 @@ PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig:$(find "$tmp/prefix" -type d -name pk
   cmake -S "$src" -B "$tmp/b" -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_BUILD_RPATH="$(dirname "$(find "$tmp/prefix" -name 'libdf11.so' | head -n1)")" >/dev/null
 cmake --build "$tmp/b" >/dev/null
 "$tmp/b/consumer_cmake"
-"$tmp/b/consumer_pc"
+if [ -z "${PKG_CONFIG_SYSROOT_DIR:-}" ]; then "$tmp/b/consumer_pc"; fi
