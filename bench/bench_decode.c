@@ -20,6 +20,7 @@
 #include "common/util.h"
 #include "df11.h"
 #include "tools/cli.h"
+#include "tools/weights.h"
 #ifdef DF11_HAVE_CUDA
 #include <cuda_runtime_api.h>
 
@@ -53,55 +54,17 @@ typedef struct {
     uint64_t seed;
 } weights;
 
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double normal(uint64_t *s)
-{
-    double u1 = ((double)(splitmix(s) >> 11) + 1.0) / 9007199254740993.0;
-    double u2 = (double)(splitmix(s) >> 11) / 9007199254740992.0;
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
-static uint16_t to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    u += 0x7fff + ((u >> 16) & 1);
-    return (uint16_t)(u >> 16);
-}
-
-/* One item = one row; each row has its own RNG stream, so any thread count gives the
- * same weights. */
-static df11_status fill_row(void *ctx, uint64_t item)
-{
-    weights *W = ctx;
-    size_t m = 0;
-    while (item >= W->rows[m]) item -= W->rows[m++];
-    uint64_t s = W->seed ^ (m + 1) * 0x9e3779b97f4a7c15ull ^ item * 0xd1b54a32d192ed03ull;
-    double sigma = 0.02 * exp(0.3 * normal(&s));
-    uint16_t *row = W->w[m] + item * W->cols[m];
-    for (uint64_t c = 0; c < W->cols[m]; c++) row[c] = to_bf16((float)(sigma * normal(&s)));
-    return DF11_OK;
-}
-
 static int weights_make(weights *W, const options *o)
 {
-    uint64_t all_rows = 0;
     W->seed = o->seed;
     for (size_t m = 0; m < N_MATS; m++) {
         W->rows[m] = o->small ? block[m].rows / 16 : block[m].rows;
         W->cols[m] = block[m].cols;
         W->w[m] = malloc(W->rows[m] * W->cols[m] * 2);
         if (!W->w[m]) return cli_fail(TOOL, DF11_ERR_NO_MEMORY, "weights");
-        all_rows += W->rows[m];
     }
-    df11_parallel_for(all_rows, o->threads, fill_row, W);
+    for (size_t m = 0; m < N_MATS; m++) /* each matrix its own seed */
+        weights_fill(W->w[m], W->rows[m], W->cols[m], weights_mix64(W->seed + m + 1), false, o->threads);
     return CLI_OK;
 }
 
