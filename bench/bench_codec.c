@@ -17,13 +17,6 @@
 
 #define TOOL "df11-bench codec"
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 typedef struct {
     const char *label;
     uint64_t weights;
@@ -62,9 +55,9 @@ static double decode_speed(const char *path, int threads, int reps, uint64_t *we
             n += df11_file_tensor(f, t)->n_elements;
         double t_best = 1e30;
         for (int r = 0; r < reps && *ok; r++) {
-            double t0 = now_s();
+            double t0 = bench_now_s();
             if (df11_group_decode_host(f, g, payload, out, threads) != DF11_OK) *ok = 0;
-            double t = now_s() - t0;
+            double t = bench_now_s() - t0;
             if (t < t_best) t_best = t;
         }
         best += t_best;

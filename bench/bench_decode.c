@@ -85,25 +85,6 @@ static int compress_case(const weights *W, size_t n_mats, const char *path, cons
     return CLI_OK;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 /* Checks a decoded group against the weights: every tensor equal, padding zero. */
 static int check_decoded(const df11_file *f, const weights *W, const uint8_t *out,
                          uint64_t size, const char *label)
@@ -157,15 +138,15 @@ static int bench_cpu(const char *path, const weights *W, const options *o, resul
         int threads = pass == 0 ? 1 : r->threads, reps = pass == 0 ? 3 : o->reps < 5 ? o->reps : 5;
         double t[64];
         for (int i = 0; i < reps; i++) {
-            double t0 = now_s();
+            double t0 = bench_now_s();
             st = df11_group_decode_host(f, 0, payload, out, threads);
-            t[i] = now_s() - t0;
+            t[i] = bench_now_s() - t0;
             if (st != DF11_OK) {
                 cli_fail(TOOL, st, "CPU decode");
                 goto done;
             }
         }
-        double mws = r->weights / median(t, reps) / 1e6;
+        double mws = r->weights / bench_median(t, reps) / 1e6;
         if (pass == 0) r->mw_s_1 = mws; else r->mw_s_all = mws;
     }
     rc = check_decoded(f, W, out, gi->decoded_size, r->label);
@@ -210,7 +191,7 @@ static double copy_bandwidth(int reps)
         cudaEventElapsedTime(&ms, e0, e1);
         t[i] = ms;
     }
-    gbps = 2.0 * bytes / (median(t, reps) * 1e-3) / 1e9;
+    gbps = 2.0 * bytes / (bench_median(t, reps) * 1e-3) / 1e9;
 done:
     cudaFree(a);
     cudaFree(b);
@@ -290,7 +271,7 @@ static int bench_cuda(const char *path, const weights *W, const options *o, resu
     }
     r->payload_bytes = gi->payload_size;
     r->decoded_bytes = gi->decoded_size;
-    r->ms = median(t, reps);
+    r->ms = bench_median(t, reps);
     r->gbps = bytes / (r->ms * 1e-3) / 1e9;
     rc = CLI_OK;
 done:

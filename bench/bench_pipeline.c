@@ -90,19 +90,6 @@ typedef struct model_data {
     uint64_t seed;
 } model_data;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Bytes per second of O_DIRECT reads of `path` (64 MiB reads, 4 in a row per call),
  * falling back to buffered reads where O_DIRECT is refused. */
 static double disk_bandwidth(const char *path, int *direct)
@@ -122,11 +109,11 @@ static double disk_bandwidth(const char *path, int *direct)
         close(fd);
         return 0;
     }
-    double t0 = now_s();
+    double t0 = bench_now_s();
     uint64_t total = 0;
     ssize_t n;
     while ((n = pread(fd, buf, chunk, (off_t)total)) > 0) total += (uint64_t)n;
-    double dt = now_s() - t0;
+    double dt = bench_now_s() - t0;
     free(buf);
     close(fd);
     return dt > 0 ? total / dt : 0;
@@ -182,8 +169,7 @@ static double time_passes(df11_model *m, gemm_ctx *g, int batch, int serial, int
         cudaEventElapsedTime(&ms, g->e0, g->e1);
         t[r] = ms;
     }
-    qsort(t, reps, sizeof *t, cmp_double);
-    return t[reps / 2];
+    return bench_median(t, reps);
 }
 
 /* Compares block 0 as served by a df11 model with the BF16 model's. */
@@ -220,10 +206,10 @@ static int open_mode(mode md, const char *df11_path, const char *st_path, const 
     mo.arena_slots = o->slots;
     mo.decode_normal_priority = md == MODE_NORMAL;
     mo.prefetch_blocks = md == MODE_SERIAL ? 0 : -1;
-    double t0 = now_s();
+    double t0 = bench_now_s();
     df11_status s = md == MODE_BF16 ? df11_model_open_bf16(st_path, &mo, m)
                                     : df11_model_open(df11_path, &mo, m);
-    *open_s = now_s() - t0;
+    *open_s = bench_now_s() - t0;
     if (s != DF11_OK) return cli_fail(TOOL, s, "opening the %s model", mode_name[md]);
     return CLI_OK;
 }
@@ -288,19 +274,19 @@ int bench_pipeline_main(int argc, char **argv)
             if (!M.src[k].data) return cli_fail(TOOL, DF11_ERR_NO_MEMORY, "weights");
             bf16_bytes += rows * layer_mats[i].cols * 2;
         }
-    double t0 = now_s();
+    double t0 = bench_now_s();
     for (uint32_t k = 0; k < M.n; k++) /* each tensor its own seed */
         weights_fill((uint16_t *)M.src[k].data, M.src[k].shape[0], M.src[k].shape[1],
                      weights_mix64(M.seed + k + 1), false, o.threads);
-    double gen_s = now_s() - t0;
+    double gen_s = bench_now_s() - t0;
     char df11_path[1024], st_path[1024];
     snprintf(df11_path, sizeof df11_path, "%s/df11-bench-pipeline-%d.df11", o.dir, (int)getpid());
     snprintf(st_path, sizeof st_path, "%s/df11-bench-pipeline-%d.safetensors", o.dir, (int)getpid());
     df11_compress_options co = {.n_threads = o.threads};
     df11_compress_summary sum;
-    t0 = now_s();
+    t0 = bench_now_s();
     df11_status st = df11_compress_tensors(df11_path, M.src, M.n, NULL, 0, &co, &sum);
-    double compress_s = now_s() - t0;
+    double compress_s = bench_now_s() - t0;
     if (st != DF11_OK) return cli_fail(TOOL, st, "compressing into '%s'", df11_path);
     if ((st = df11_st_write(st_path, M.src, M.n, NULL)) != DF11_OK) {
         unlink(df11_path);
