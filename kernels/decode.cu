@@ -171,9 +171,12 @@ __device__ __forceinline__ uint32_t br_init(bit_reader &b, const uint8_t *stream
 
 /* Tops the window up to >= 32 bits from nw, and fetches the next nw from the ring (its
  * latency hides behind the next two symbols). Called with 2..63 bits left (at most 2
- * symbols of at most 15 bits since the last call), so the shifts stay in 1..31. */
+ * symbols of at most 15 bits since the last call), so the shifts stay in 1..31. The
+ * decoders subtract whole table entries from nbits (one instruction); an entry's bits
+ * above its length are multiples of 128, so nbits & 127 is exact. */
 __device__ __forceinline__ void br_refill(bit_reader &b)
 {
+    b.nbits &= 127;
     bool t = b.nbits < 32;
     uint32_t w = t ? b.nw : 0u;
     b.hi |= w >> (b.nbits & 31);
@@ -191,8 +194,33 @@ __device__ __forceinline__ uint32_t br_decode(bit_reader &b, uint32_t lut, uint3
     uint32_t e = lds16(lut + 2 * (b.hi >> shift));
     b.hi = __funnelshift_l(b.lo, b.hi, e);   /* shift amount = e & 31 = len */
     b.lo = __funnelshift_l(0u, b.lo, e);
-    b.nbits -= e & 15;
+    b.nbits -= e;   /* exact modulo 128: see br_refill */
     return e;
+}
+
+/* One lookup of a two-symbol table (L <= DF11_GPU_PAIR_MAX_LEN, built by plan.c): entry
+ * T | x1 << 8 | x2 << 16 | s << 24 (bit 31: no code starts here), T bits consumed,
+ * s = 8 per symbol. The symbols' rotated exponents x enter the byte queue q1:q0 from the
+ * top, so after 8 symbols q0 holds symbols 0..3 and q1 symbols 4..7, byte i = symbol i. */
+__device__ __forceinline__ uint32_t br_pair(bit_reader &b, uint32_t lut, uint32_t shift,
+                                            uint32_t &q0, uint32_t &q1)
+{
+    uint32_t e = lds32(lut + 4 * (b.hi >> shift)), s = e >> 24;
+    b.hi = __funnelshift_l(b.lo, b.hi, e);   /* shift amount = e & 31 = T */
+    b.lo = __funnelshift_l(0u, b.lo, e);
+    b.nbits -= e;
+    q0 = __funnelshift_r(q0, q1, s);          /* shift amount = s & 31 */
+    q1 = __funnelshift_r(q1, e >> 8, s);
+    return e;
+}
+
+/* Two BF16 values from rotated exponents x (byte i of q, x = exp >> 1 | (exp & 1) << 7)
+ * and sign|mantissa bytes (byte i of sm): t1 = {sm, x} and t2 = {x, sm} per value, then
+ * v = sign | exp << 7 | mantissa takes bits 0x7f7f of t1 and 0x8080 of t2. */
+__device__ __forceinline__ uint32_t join_pair(uint32_t q, uint32_t sm, uint32_t s1, uint32_t s2)
+{
+    uint32_t t1 = __byte_perm(sm, q, s1), t2 = __byte_perm(sm, q, s2);
+    return (t1 & 0x7f7f7f7fu) | (t2 & 0x80808080u);
 }
 
 /* Two BF16 values from two table entries and two sign|mantissa bytes at byte `sel` of sm:
@@ -205,17 +233,20 @@ __device__ __forceinline__ uint32_t join2(uint32_t e0, uint32_t e1, uint32_t sm,
 }
 
 /* One warp decodes chunk `chunk` of tensor d: lane l decodes groups l, l+m, l+2m, ... of 8
- * elements from its own bit stream. Per step a lane takes its 8 sm bytes from its sm ring
+ * elements from its own bit stream (kPair, L <= DF11_GPU_PAIR_MAX_LEN: up to two symbols per
+ * table lookup, ~5 lookups per step instead of 8). Per step a lane takes its 8 sm bytes from its sm ring
  * (requested kAhead steps earlier; the warp's 8m bytes are contiguous in global memory),
  * decodes 8 exponents from its window, and writes 16 bytes (one 16-byte store; the warp's
  * 16m bytes are contiguous). Its stream comes through its stream ring (br_topup): ~L/8...
  * ~0.33 byte per weight on average, in 16-byte copies, plus up to kRing + 1 vectors read
  * past its end. `lut` and `ring` are shared-memory addresses: the decode table, and this
  * warp's kWarpSmem bytes (stream ring, then sm ring). */
+template <bool kPair>
 __device__ void decode_chunk(const df11_gpu_tensor_desc &d, uint32_t chunk, uint32_t lut,
                              uint32_t ring, const uint8_t *__restrict__ payload,
                              uint8_t *__restrict__ out, uint32_t *err)
 {
+    const uint32_t lut1 = lut + (4u << d.max_len);   /* kPair: the one-symbol table */
     const uint32_t l = threadIdx.x % kLanes, S = d.lane_symbols;
     const uint64_t ce = (uint64_t)kLanes * S, base = chunk * ce;
     const uint32_t n = (uint32_t)min(ce, d.n_elements - base);
@@ -246,20 +277,39 @@ __device__ void decode_chunk(const df11_gpu_tensor_desc &d, uint32_t chunk, uint
                                 ring + 16 * l, &bad);   /* waits for all copies so far */
     const uint32_t shift = 32 - d.max_len;
     uint4 *o4 = reinterpret_cast<uint4 *>(out + d.out_off + 2 * base) + l;
-    uint32_t flags = bad ? 0x8000u : 0u;
+    uint32_t flags = bad ? 0x80008000u : 0u;   /* the invalid bit of either entry format */
 
 #pragma unroll 2
     for (uint32_t k = 0; k < kfull; k++, kn++, smn += 8 * m, o4 += m) {
         if (kn < kfull) cp_async8(smr + ((kn & (kSmRing - 1)) << 8), smn);
         br_topup(b);
         uint2 s = lds64(smr + ((k & (kSmRing - 1)) << 8));
-        br_refill(b); uint32_t e0 = br_decode(b, lut, shift), e1 = br_decode(b, lut, shift);
-        br_refill(b); uint32_t e2 = br_decode(b, lut, shift), e3 = br_decode(b, lut, shift);
-        br_refill(b); uint32_t e4 = br_decode(b, lut, shift), e5 = br_decode(b, lut, shift);
-        br_refill(b); uint32_t e6 = br_decode(b, lut, shift), e7 = br_decode(b, lut, shift);
-        flags |= e0 | e1 | e2 | e3 | e4 | e5 | e6 | e7;
-        *o4 = make_uint4(join2(e0, e1, s.x, 0x1100), join2(e2, e3, s.x, 0x3322),
-                         join2(e4, e5, s.y, 0x1100), join2(e6, e7, s.y, 0x3322));
+        if constexpr (kPair) {
+            /* 4 two-symbol lookups (room for 2 each), then single lookups where a lane got
+             * fewer than 8 symbols; a lookup consumes at most L <= 12 bits, so a refill
+             * (>= 32 bits) serves two of them. */
+            uint32_t q0 = 0, q1 = 0;
+            br_refill(b); uint32_t e0 = br_pair(b, lut, shift, q0, q1), e1 = br_pair(b, lut, shift, q0, q1);
+            br_refill(b); uint32_t e2 = br_pair(b, lut, shift, q0, q1), e3 = br_pair(b, lut, shift, q0, q1);
+            uint32_t qn = (e0 >> 24) + (e1 >> 24) + (e2 >> 24) + (e3 >> 24);
+            flags |= e0 | e1 | e2 | e3;
+            while (qn < 64) {   /* an invalid entry adds 128: the step ends, flagged */
+                br_refill(b);
+                uint32_t e = br_pair(b, qn <= 48 ? lut : lut1, shift, q0, q1);
+                qn += e >> 24;
+                flags |= e;
+            }
+            *o4 = make_uint4(join_pair(q0, s.x, 0x5140, 0x1504), join_pair(q0, s.x, 0x7362, 0x3726),
+                             join_pair(q1, s.y, 0x5140, 0x1504), join_pair(q1, s.y, 0x7362, 0x3726));
+        } else {
+            br_refill(b); uint32_t e0 = br_decode(b, lut, shift), e1 = br_decode(b, lut, shift);
+            br_refill(b); uint32_t e2 = br_decode(b, lut, shift), e3 = br_decode(b, lut, shift);
+            br_refill(b); uint32_t e4 = br_decode(b, lut, shift), e5 = br_decode(b, lut, shift);
+            br_refill(b); uint32_t e6 = br_decode(b, lut, shift), e7 = br_decode(b, lut, shift);
+            flags |= e0 | e1 | e2 | e3 | e4 | e5 | e6 | e7;
+            *o4 = make_uint4(join2(e0, e1, s.x, 0x1100), join2(e2, e3, s.x, 0x3322),
+                             join2(e4, e5, s.y, 0x1100), join2(e6, e7, s.y, 0x3322));
+        }
     }
     /* The last step: at most one group per lane, possibly short. */
     uint32_t g = kfull * m + l;
@@ -268,14 +318,23 @@ __device__ void decode_chunk(const df11_gpu_tensor_desc &d, uint32_t chunk, uint
         uint16_t *o2 = reinterpret_cast<uint16_t *>(out + d.out_off + 2 * base);
         for (uint32_t i = 8 * g; i < min(8 * g + 8, n); i++) {
             br_refill(b);
-            uint32_t e = br_decode(b, lut, shift), v = sm[i];
+            uint32_t e, ex, v = sm[i];
+            if constexpr (kPair) {
+                uint32_t q0 = 0, q1 = 0;
+                e = br_pair(b, lut1, shift, q0, q1);
+                ex = (e & 0x7f00) | (e >> 8 & 0x80);   /* x1 back to exp << 7 */
+            } else {
+                e = br_decode(b, lut, shift);
+                ex = e & 0x7f80;
+            }
             flags |= e;
-            o2[i] = (uint16_t)((v & 0x80) << 8 | (e & 0x7f80) | (v & 0x7f));
+            o2[i] = (uint16_t)((v & 0x80) << 8 | ex | (v & 0x7f));
         }
     }
     cp_async_commit_wait<0>();   /* no copy may land after the CTA's shared memory is gone */
-    uint32_t consumed = 32 * b.rw - s0 - b.nbits;
-    if (err && ((flags & 0x8000) || consumed != lane_bits)) atomicOr(err, 1u);
+    uint32_t consumed = 32 * b.rw - s0 - (b.nbits & 127);
+    if (err && ((flags & (kPair ? 0x80000000u : 0x8000u)) || consumed != lane_bits))
+        atomicOr(err, 1u);
 }
 
 /* Raw bytes: the CTA copies its DF11_RAW_CTA_BYTES slice, 16 bytes per thread per step. */
@@ -331,7 +390,8 @@ df11_decode_kernel(const uint8_t *__restrict__ plan, const uint8_t *__restrict__
         return;
     }
     const uint4 *lut_src = reinterpret_cast<const uint4 *>(plan + d.lut_off);
-    for (uint32_t i = threadIdx.x; i < DF11_GPU_LUT_BYTES(1u << d.max_len) / 16; i += blockDim.x)
+    for (uint32_t i = threadIdx.x; i < DF11_GPU_LUT_BYTES(DF11_GPU_LUT_UNITS(d.max_len)) / 16;
+         i += blockDim.x)
         smem[i] = __ldg(lut_src + i);
     __syncthreads();
     uint32_t chunk = piece * (blockDim.x / kLanes) + threadIdx.x / kLanes;
@@ -339,7 +399,10 @@ df11_decode_kernel(const uint8_t *__restrict__ plan, const uint8_t *__restrict__
     uint32_t lut = (uint32_t)__cvta_generic_to_shared(smem);
     uint32_t ring = lut + (uint32_t)DF11_GPU_LUT_BYTES(h->max_lut_entries) +
                     threadIdx.x / kLanes * kWarpSmem;
-    decode_chunk(d, chunk, lut, ring, payload, out, err);
+    if (d.max_len <= DF11_GPU_PAIR_MAX_LEN)
+        decode_chunk<true>(d, chunk, lut, ring, payload, out, err);
+    else
+        decode_chunk<false>(d, chunk, lut, ring, payload, out, err);
     if (chunk == d.n_chunks - 1)
         zero_pad(out, d.out_off + 2 * d.n_elements, threadIdx.x % kLanes, kLanes);
 }

@@ -27,7 +27,8 @@ typedef struct df11_gpu_tensor_desc {
     uint64_t stream_size;  /* bytes of the stream section (reads are clamped to it) */
     uint64_t data_off;     /* sign|mantissa bytes, or the raw bytes */
     uint64_t out_off;      /* output-relative byte offset (decoded_offset) */
-    uint32_t lut_off;      /* plan-relative byte offset of the 2^max_len u16 table */
+    uint32_t lut_off;      /* plan-relative byte offset of the decode tables
+                              (DF11_GPU_LUT_UNITS(max_len) u16 units) */
     uint32_t codec;        /* df11_codec */
     uint32_t max_len;
     uint32_t lane_symbols;
@@ -38,12 +39,18 @@ typedef struct df11_gpu_tensor_desc {
 typedef struct df11_gpu_plan_header {
     uint32_t n_tensors;
     uint32_t n_ctas;       /* grid size of one decode launch */
-    uint32_t max_lut_entries; /* largest 2^max_len: shared memory per CTA */
+    uint32_t max_lut_entries; /* largest DF11_GPU_LUT_UNITS: shared memory per CTA */
     uint32_t warps_per_cta;   /* CTA = 32 * warps_per_cta threads, one chunk per warp */
 } df11_gpu_plan_header;
 
 /* Bytes of shared memory (and of the plan) that a table of `entries` u16 entries takes. */
 #define DF11_GPU_LUT_BYTES(entries) (((size_t)(entries) * 2 + 15) / 16 * 16)
+/* A tensor with max_len <= DF11_GPU_PAIR_MAX_LEN gets two u32 tables of 2^max_len entries
+ * (up to two symbols per lookup, then one symbol per lookup); a longer one, one u16 table.
+ * DF11_GPU_LUT_UNITS is their size in u16 units, the unit of max_lut_entries. */
+#define DF11_GPU_PAIR_MAX_LEN 12
+#define DF11_GPU_LUT_UNITS(max_len) \
+    ((max_len) <= DF11_GPU_PAIR_MAX_LEN ? 4u << (max_len) : 1u << (max_len))
 /* A raw tensor is copied by one CTA per this many bytes. */
 #define DF11_RAW_CTA_BYTES (64u * 1024u)
 
@@ -65,7 +72,7 @@ df11_status df11_gpu_decode(const void *plan, const void *d_plan, const void *d_
  * CPU decoder's DF11_ERR_CORRUPT cases). The output is then unspecified, but the kernel
  * never reads or writes outside the payload, plan and output. */
 /* CTAs of 32 * `warps` threads that one SM of the current device holds at once, for a group
- * whose largest decode table has `lut_entries` entries; *sms receives the device's SM count.
+ * whose largest decode tables take `lut_entries` u16 units (DF11_GPU_LUT_UNITS); *sms receives the device's SM count.
  * 0 when it cannot be known (no device). The plan builder sizes CTAs with it. */
 int df11_gpu_ctas_per_sm(uint32_t warps, uint32_t lut_entries, int *sms);
 
