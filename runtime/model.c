@@ -301,6 +301,16 @@ static df11_status df11_open_memory(df11_model *m)
     return DF11_OK;
 }
 
+/* The checks and allocation both kinds of open start with. */
+static df11_status open_begin(const char *fn, const char *path, const df11_model_options *options,
+                              df11_model **out, df11_model **m)
+{
+    if (!out) return df11_fail(DF11_ERR_INVALID_ARG, "%s: out is NULL", fn);
+    *out = NULL;
+    if (!path) return df11_fail(DF11_ERR_INVALID_ARG, "%s: path is NULL", fn);
+    return model_new(options, path, m);
+}
+
 static void views_resident(df11_model *m)
 {
     for (uint32_t t = 0; t < m->n_tensors; t++) {
@@ -313,12 +323,9 @@ static void views_resident(df11_model *m)
 df11_status df11_model_open(const char *path, const df11_model_options *options,
                             df11_model **out)
 {
-    if (!out) return df11_fail(DF11_ERR_INVALID_ARG, "df11_model_open: out is NULL");
-    *out = NULL;
-    if (!path) return df11_fail(DF11_ERR_INVALID_ARG, "df11_model_open: path is NULL");
     double t0 = df11_rt_now_ms();
     df11_model *m;
-    df11_status s = model_new(options, path, &m);
+    df11_status s = open_begin("df11_model_open", path, options, out, &m);
     if (s != DF11_OK) return s;
     if ((s = df11_file_open(path, &m->file)) != DF11_OK ||
         (s = df11_open_layout(m)) != DF11_OK || (s = df11_open_memory(m)) != DF11_OK ||
@@ -342,12 +349,9 @@ df11_status df11_model_open(const char *path, const df11_model_options *options,
 df11_status df11_model_open_bf16(const char *path, const df11_model_options *options,
                                  df11_model **out)
 {
-    if (!out) return df11_fail(DF11_ERR_INVALID_ARG, "df11_model_open_bf16: out is NULL");
-    *out = NULL;
-    if (!path) return df11_fail(DF11_ERR_INVALID_ARG, "df11_model_open_bf16: path is NULL");
     double t0 = df11_rt_now_ms();
     df11_model *m;
-    df11_status s = model_new(options, path, &m);
+    df11_status s = open_begin("df11_model_open_bf16", path, options, out, &m);
     if (s != DF11_OK) return s;
     if ((s = df11_st_open(path, &m->st)) != DF11_OK) goto fail;
     df11_st_model *st = m->st;
