@@ -324,7 +324,7 @@ df11_status df11_model_open(const char *path, const df11_model_options *options,
                             df11_model **out)
 {
     double t0 = df11_rt_now_ms();
-    df11_model *m;
+    df11_model *m = NULL;
     df11_status s = open_begin("df11_model_open", path, options, out, &m);
     if (s != DF11_OK) return s;
     if ((s = df11_file_open(path, &m->file)) != DF11_OK ||
@@ -350,7 +350,7 @@ df11_status df11_model_open_bf16(const char *path, const df11_model_options *opt
                                  df11_model **out)
 {
     double t0 = df11_rt_now_ms();
-    df11_model *m;
+    df11_model *m = NULL;
     df11_status s = open_begin("df11_model_open_bf16", path, options, out, &m);
     if (s != DF11_OK) return s;
     if ((s = df11_st_open(path, &m->st)) != DF11_OK) goto fail;
