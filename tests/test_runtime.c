@@ -449,6 +449,26 @@ START_TEST(test_errors_truncated)
 }
 END_TEST
 
+/* Everything is loaded at open: a file truncated and removed afterwards changes nothing,
+ * in either backend's memory or in what later passes serve. */
+START_TEST(test_file_gone_while_open)
+{
+    make_model();
+    char copy[600];
+    snprintf(copy, sizeof copy, "%s/goes-away.df11", df11_test_tmpdir());
+    copy_file(tm.path, copy);
+    df11_model_options o = opts(2);
+    df11_model *m = NULL;
+    ck_assert_int_eq(df11_model_open(copy, &o, &m), DF11_OK);
+    ck_assert_int_eq(truncate(copy, 100), 0);
+    ck_assert_int_eq(unlink(copy), 0);
+    run_pass(m, 1);
+    run_pass(m, 1);
+    df11_model_close(m);
+    ck_assert_uint_eq(df11_pool_live_bytes(), 0);
+}
+END_TEST
+
 START_TEST(test_two_models)
 {
     /* Two models in one process are independent: own pools, slots, streams, stats. */
@@ -623,6 +643,7 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_errors_memory_limit);
     tcase_add_test(tc, test_errors_corrupt);
     tcase_add_test(tc, test_errors_truncated);
+    tcase_add_test(tc, test_file_gone_while_open);
     tcase_add_test(tc, test_two_models);
     tcase_add_test(tc, test_bf16_model);
     tcase_add_test(tc, test_provider);
