@@ -603,6 +603,19 @@ df11_status df11_block_acquire(df11_model *m, uint32_t block, df11_stream stream
     return DF11_OK;
 }
 
+/* Records on `stream` the point after which an acquired slot may be overwritten, and
+ * hands the slot back to the arena. */
+static df11_status slot_release(df11_model *m, int slot, df11_stream stream)
+{
+    df11_arena_slot *sl = &m->arena.slots[slot];
+    df11_status s = m->be->iface->event_record(m->be, sl->release_event, stream);
+    if (s != DF11_OK) return s;
+    sl->release_recorded = 1;
+    df11_arena_release(&m->arena, slot, NULL);
+    df11_rt_stats_publish(m);
+    return DF11_OK;
+}
+
 df11_status df11_block_release(df11_model *m, uint32_t block, df11_stream stream)
 {
     if (!m) return df11_fail(DF11_ERR_INVALID_ARG, "df11_block_release: model is NULL");
@@ -618,13 +631,7 @@ df11_status df11_block_release(df11_model *m, uint32_t block, df11_stream stream
     int slot = df11_arena_find(&m->arena, block);
     if (slot < 0 || m->arena.slots[slot].state != DF11_SLOT_ACQUIRED)
         return df11_fail(DF11_ERR_STATE, "block %u is not acquired", block);
-    df11_arena_slot *sl = &m->arena.slots[slot];
-    df11_status s = m->be->iface->event_record(m->be, sl->release_event, stream);
-    if (s != DF11_OK) return s;
-    sl->release_recorded = 1;
-    df11_arena_release(&m->arena, slot, NULL);
-    df11_rt_stats_publish(m);
-    return DF11_OK;
+    return slot_release(m, slot, stream);
 }
 
 /* --- tensors --- */
@@ -697,13 +704,7 @@ df11_status df11_tensor_release(df11_model *m, const char *name, df11_stream str
     int slot = df11_arena_find(&m->arena, key);
     if (slot < 0 || m->arena.slots[slot].state != DF11_SLOT_ACQUIRED)
         return df11_fail(DF11_ERR_STATE, "tensor '%s' is not held (release without get)", name);
-    df11_arena_slot *sl = &m->arena.slots[slot];
-    df11_status s = m->be->iface->event_record(m->be, sl->release_event, stream);
-    if (s != DF11_OK) return s;
-    sl->release_recorded = 1;
-    df11_arena_release(&m->arena, slot, NULL);
-    df11_rt_stats_publish(m);
-    return DF11_OK;
+    return slot_release(m, slot, stream);
 }
 
 /* --- stats --- */
