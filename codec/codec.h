@@ -65,6 +65,15 @@ static inline uint32_t df11_chunk_lanes(uint64_t n, uint32_t lane_symbols)
     uint64_t m = (n + lane_symbols - 1) / lane_symbols;
     return m > DF11_LANES ? DF11_LANES : (uint32_t)m;
 }
+/* Symbols of lane l of a chunk of `n` elements and m lanes: groups l, l+m, ... of 8, the
+ * chunk's last group possibly short. Never increases with l. */
+static inline uint32_t df11_lane_symbols(uint64_t n, uint32_t m, uint32_t l)
+{
+    const uint64_t groups = (n + DF11_GROUP - 1) / DF11_GROUP;
+    const uint64_t mine = (groups - l + m - 1) / m;
+    const uint64_t short_by = (groups - 1) % m == l ? groups * DF11_GROUP - n : 0;
+    return (uint32_t)(mine * DF11_GROUP - short_by);
+}
 /* Lane-table entries of a tensor (only the last chunk may have fewer than 32 lanes). */
 static inline uint64_t df11_n_lane_entries(uint64_t n, uint32_t lane_symbols)
 {
@@ -104,12 +113,15 @@ df11_status df11_encode(const uint16_t *bf16, uint64_t n, uint32_t max_len,
                         df11_encoded *out);
 void df11_encoded_free(df11_encoded *enc);
 
-/* Checks a coded tensor's tables against each other and the stream size (chunk offsets
- * non-decreasing, lane bits fit the chunk's words) so that decoders can trust them. */
+/* Checks a coded tensor's tables against each other and the stream size so that decoders
+ * can trust them: chunk offsets non-decreasing, and each chunk's stream exactly
+ * Σ F + ceil(Σ T / 32) words (F, T: its lanes' full words and tail bits), the last one
+ * ending where the two padding words begin. */
 df11_status df11_coded_validate(const df11_coded *coded);
 
 /* Decodes into `out` (n_elements BF16 values) on n_threads threads. Fails with
- * DF11_ERR_CORRUPT if any lane does not end exactly at its recorded length. */
+ * DF11_ERR_CORRUPT if any lane does not consume exactly its recorded length or meets a bit
+ * pattern that is no code. */
 df11_status df11_decode_host(const df11_coded *coded, uint16_t *out, int n_threads);
 
 #endif

@@ -1,5 +1,6 @@
-/* The CPU reference decoder: bit-exact with the GPU kernel, parallel over chunks. Also the
- * validation that lets every decoder trust a coded tensor's tables. */
+/* The CPU reference decoder: bit-exact with the GPU kernel, parallel over chunks, following
+ * docs/FORMAT.md's refill schedule literally. Also the validation that lets every decoder
+ * trust a coded tensor's tables. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,12 +31,16 @@ df11_status df11_coded_validate(const df11_coded *c)
                              (unsigned long long)end, (unsigned long long)words);
         uint64_t n_chunk = c->n_elements - k * ce < ce ? c->n_elements - k * ce : ce;
         uint32_t m = df11_chunk_lanes(n_chunk, c->lane_symbols);
-        uint64_t bits = 0;
-        for (uint32_t l = 0; l < m; l++) bits += c->lanes[k * DF11_LANES + l];
-        if (bits > (end - begin) * 32)
-            return df11_fail(DF11_ERR_CORRUPT, "chunk %llu: lanes hold %llu bits, stream %llu",
-                             (unsigned long long)k, (unsigned long long)bits,
-                             (unsigned long long)(end - begin) * 32);
+        uint64_t full_words = 0, tail_bits = 0;
+        for (uint32_t l = 0; l < m; l++) {
+            full_words += c->lanes[k * DF11_LANES + l] / 32;
+            tail_bits += c->lanes[k * DF11_LANES + l] % 32;
+        }
+        const uint64_t expect = full_words + (tail_bits + 31) / 32;
+        if (end - begin != expect)
+            return df11_fail(DF11_ERR_CORRUPT, "chunk %llu: stream of %llu words, its lanes need %llu",
+                             (unsigned long long)k, (unsigned long long)(end - begin),
+                             (unsigned long long)expect);
     }
     return DF11_OK;
 }
@@ -50,108 +55,127 @@ typedef struct {
     uint16_t sm_spread[256];   /* (sm & 0x80) << 8 | (sm & 0x7f) */
 } decode_job;
 
-/* One lane's bit reader: a 64-bit window, left-aligned, holding `avail` valid bits. */
+/* One lane's decoder (docs/FORMAT.md, "Decoding rule"): a 64-bit window, left-aligned,
+ * holding `avail` fetched, unconsumed bits; its full words come from the chunk's
+ * interleaved area in schedule order, then its tail. */
 typedef struct {
-    const uint32_t *words;
-    uint64_t n_words, w0, w;
     uint64_t window;
-    uint32_t skip, avail, seen; /* seen: OR of all table entries, to spot CPU_INVALID */
-} lane_reader;
+    int32_t avail;            /* < 64; negative only once a lane reads past its end */
+    uint32_t taken, full;     /* full words taken, and the lane's F */
+    uint32_t tail, tail_bits; /* the tail, left-aligned, and T; both 0 once taken */
+    uint32_t seen;            /* OR of all table entries, to spot CPU_INVALID */
+} lane_state;
 
-static inline void lane_begin(lane_reader *r, const uint32_t *words, uint64_t n_words, uint64_t bit)
+/* `n` bits (< 32) at bit `bit` of the tail area, left-aligned, the rest zero. Reads one
+ * word past the last tail bit at most: the stream section's padding covers that. */
+static inline uint32_t tail_at(const uint32_t *tails, uint32_t bit, uint32_t n)
 {
-    r->words = words;
-    r->n_words = n_words;
-    r->w0 = bit / 32;
-    r->skip = (uint32_t)(bit % 32);
-    r->w = r->w0 + 1;
-    r->window = (uint64_t)words[r->w0] << 32 << r->skip;
-    r->avail = 32 - r->skip;
-    r->seen = 0;
+    if (!n) return 0;
+    const uint64_t two = (uint64_t)tails[bit / 32] << 32 | tails[bit / 32 + 1];
+    return (uint32_t)(two << (bit % 32) >> 32) & ~0u << (32 - n);
 }
 
-/* Tops the window up by one word; words past the section read as zero, so a lying lane
- * table ends in a length mismatch rather than a wild read. */
-static inline void lane_refill(lane_reader *r, uint32_t need)
+/* The schedule's refill. While the lane has full words left, avail lies in [0, 64) (a
+ * take leaves at least 32, a pair uses at most 30) and the chunk's running position is
+ * inside the area (lanes take no more than Σ F), so the take itself is branch-free: the
+ * word is loaded regardless and masked. The tail branch is taken once per lane. */
+static inline void lane_refill(lane_state *s, const uint32_t *area, uint32_t *pos)
 {
-    if (r->avail < need) {
-        uint64_t next = __builtin_expect(r->w < r->n_words, 1) ? r->words[r->w] : 0;
-        r->window |= next << (32 - r->avail);
-        r->avail += 32;
-        r->w++;
+    if (__builtin_expect(s->taken < s->full, 1)) {
+        const uint32_t take = s->avail < 32;
+        const uint64_t word = (uint64_t)area[*pos] << 32 >> s->avail;
+        s->window |= word & -(uint64_t)take;
+        s->avail += (int32_t)(32 * take);
+        s->taken += take;
+        *pos += take;
+    } else if (s->avail < 32) {
+        s->window |= (uint64_t)s->tail << 32 >> (s->avail & 63); /* tail 0 if avail < 0 */
+        s->avail += (int32_t)s->tail_bits;
+        s->tail = s->tail_bits = 0;
     }
 }
 
-static inline uint16_t lane_decode(lane_reader *r, const uint32_t *lut, uint32_t L, uint16_t sm_spread)
+static inline uint16_t lane_decode(lane_state *s, const uint32_t *lut, uint32_t L, uint16_t sm_spread)
 {
-    uint32_t entry = lut[r->window >> (64 - L)];
-    uint32_t len = entry >> 16 & 15;
-    r->seen |= entry;
-    r->window <<= len;
-    r->avail -= len;
+    const uint32_t entry = lut[s->window >> (64 - L)];
+    const uint32_t len = entry >> 16 & 15;
+    s->seen |= entry;
+    s->window <<= len;
+    s->avail -= (int32_t)len;
     return (uint16_t)entry | sm_spread;
 }
 
-static df11_status lane_end(const lane_reader *r, uint64_t chunk, uint32_t lane, uint32_t lane_bits)
+static df11_status lane_end(const lane_state *s, uint64_t chunk, uint32_t lane, uint32_t lane_bits)
 {
-    const uint64_t used = 32 * (r->w - r->w0) - r->skip - r->avail;
-    if (!(r->seen & CPU_INVALID) && used == lane_bits) return DF11_OK;
-    return df11_fail(DF11_ERR_CORRUPT, "chunk %llu lane %u: %s (%llu bits decoded, %u recorded)",
-                     (unsigned long long)chunk, lane, (r->seen & CPU_INVALID) ? "invalid code" : "length mismatch",
-                     (unsigned long long)used, lane_bits);
+    const int64_t fetched = 32 * (int64_t)s->taken + (s->tail_bits ? 0 : lane_bits % 32);
+    const int64_t used = fetched - s->avail;
+    if (!(s->seen & CPU_INVALID) && used == lane_bits) return DF11_OK;
+    return df11_fail(DF11_ERR_CORRUPT, "chunk %llu lane %u: %s (%lld bits decoded, %u recorded)",
+                     (unsigned long long)chunk, lane, (s->seen & CPU_INVALID) ? "invalid code" : "length mismatch",
+                     (long long)used, lane_bits);
 }
 
+/* Sets up the lanes of a chunk: F, T and the tail (located by the prefix sum of T). */
+static void lanes_begin(lane_state *lane, uint32_t *n_sym, const uint16_t *lanes, uint32_t m,
+                        uint64_t n_chunk, const uint32_t *area)
+{
+    uint32_t full_words = 0;
+    for (uint32_t l = 0; l < m; l++) full_words += lanes[l] / 32;
+    uint32_t tail_bit = 0;
+    for (uint32_t l = 0; l < m; l++) {
+        const uint32_t tail_bits = lanes[l] % 32;
+        lane[l] = (lane_state){.full = lanes[l] / 32, .tail_bits = tail_bits,
+                               .tail = tail_at(area + full_words, tail_bit, tail_bits)};
+        tail_bit += tail_bits;
+        n_sym[l] = df11_lane_symbols(n_chunk, m, l);
+    }
+}
+
+/* Lane l's step of the schedule for a pair: refill, then one or two symbols. */
+static inline void lane_pair(lane_state *ls, const uint32_t *area, uint32_t *pos, const decode_job *j,
+                             const uint8_t *sm, uint16_t *out, int two)
+{
+    const uint32_t L = j->c->max_len;
+    lane_refill(ls, area, pos);
+    out[0] = lane_decode(ls, j->lut, L, j->sm_spread[sm[0]]);
+    if (two) out[1] = lane_decode(ls, j->lut, L, j->sm_spread[sm[1]]);
+}
+
+/* Decodes a chunk following the refill schedule: by symbol pairs s, and for each s by
+ * lane. The lanes' dependency chains (lookup → length → shift) are independent, so the
+ * CPU overlaps them. Lane l's symbols s, s+1 are elements e, e+1 (one group holds both). */
 static df11_status decode_chunk(void *ctx, uint64_t k)
 {
     const decode_job *j = ctx;
     const df11_coded *c = j->c;
-    const uint32_t *lut = j->lut;
-    const uint16_t *spread = j->sm_spread;
-    const uint32_t L = c->max_len;
     const uint64_t ce = df11_chunk_elems(c->lane_symbols), start = k * ce;
     const uint64_t n_chunk = c->n_elements - start < ce ? c->n_elements - start : ce;
     const uint32_t m = df11_chunk_lanes(n_chunk, c->lane_symbols);
     const uint8_t *sm = c->sm + start;
     uint16_t *out = j->out + start;
     const uint16_t *lanes = c->lanes + k * DF11_LANES;
-    const uint64_t n_words = c->stream_bytes / 4;
-    uint64_t bit = (uint64_t)c->chunks[k] * 32;
-    df11_status st;
+    const uint32_t *area = c->stream + c->chunks[k];
+    lane_state lane[DF11_LANES];
+    uint32_t n_sym[DF11_LANES], pos = 0;
+    lanes_begin(lane, n_sym, lanes, m, n_chunk, area);
 
-    if (n_chunk == ce) {
-        /* A full chunk: every lane has S/8 whole groups. Two lanes decode in lockstep so
-         * that their dependency chains (lookup → length → shift) overlap. */
-        for (uint32_t l = 0; l < DF11_LANES; l += 2) {
-            lane_reader a, b;
-            lane_begin(&a, c->stream, n_words, bit);
-            lane_begin(&b, c->stream, n_words, bit + lanes[l]);
-            for (uint64_t g = l; g * DF11_GROUP < n_chunk; g += DF11_LANES) {
-                const uint64_t ea = g * DF11_GROUP, eb = ea + DF11_GROUP;
-                for (int i = 0; i < DF11_GROUP; i += 2) {
-                    lane_refill(&a, 2 * L);
-                    lane_refill(&b, 2 * L);
-                    out[ea + i] = lane_decode(&a, lut, L, spread[sm[ea + i]]);
-                    out[eb + i] = lane_decode(&b, lut, L, spread[sm[eb + i]]);
-                    out[ea + i + 1] = lane_decode(&a, lut, L, spread[sm[ea + i + 1]]);
-                    out[eb + i + 1] = lane_decode(&b, lut, L, spread[sm[eb + i + 1]]);
-                }
-            }
-            if ((st = lane_end(&a, k, l, lanes[l])) != DF11_OK) return st;
-            if ((st = lane_end(&b, k, l + 1, lanes[l + 1])) != DF11_OK) return st;
-            bit += (uint64_t)lanes[l] + lanes[l + 1];
+    if (n_chunk == ce) { /* every lane has S symbols: no bounds to check */
+        for (uint32_t s = 0; s < c->lane_symbols; s += 2) {
+            const uint64_t e = (uint64_t)(s / DF11_GROUP) * DF11_LANES * DF11_GROUP + s % DF11_GROUP;
+            for (uint32_t l = 0; l < DF11_LANES; l++)
+                lane_pair(&lane[l], area, &pos, j, sm + e + l * DF11_GROUP, out + e + l * DF11_GROUP, 1);
         }
-        return DF11_OK;
+    } else { /* lanes' symbol counts never increase with l; the last may be odd */
+        for (uint32_t s = 0; s < n_sym[0]; s += 2) {
+            const uint64_t e = (uint64_t)(s / DF11_GROUP) * m * DF11_GROUP + s % DF11_GROUP;
+            for (uint32_t l = 0; l < m && s < n_sym[l]; l++)
+                lane_pair(&lane[l], area, &pos, j, sm + e + l * DF11_GROUP, out + e + l * DF11_GROUP,
+                          s + 1 < n_sym[l]);
+        }
     }
     for (uint32_t l = 0; l < m; l++) {
-        lane_reader r;
-        lane_begin(&r, c->stream, n_words, bit);
-        for (uint64_t g = l; g * DF11_GROUP < n_chunk; g += m)
-            for (uint64_t e = g * DF11_GROUP; e < n_chunk && e < (g + 1) * DF11_GROUP; e++) {
-                lane_refill(&r, L);
-                out[e] = lane_decode(&r, lut, L, spread[sm[e]]);
-            }
-        if ((st = lane_end(&r, k, l, lanes[l])) != DF11_OK) return st;
-        bit += lanes[l];
+        df11_status st = lane_end(&lane[l], k, l, lanes[l]);
+        if (st != DF11_OK) return st;
     }
     return DF11_OK;
 }

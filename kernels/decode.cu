@@ -24,37 +24,34 @@ namespace {
 constexpr int kLanes = 32;
 constexpr int kGroup = 8;       /* elements a lane decodes per step */
 
-/* Lane bit streams reach the bit readers through a ring in shared memory: kRing 16-byte
- * slots per lane, slot s of lane l at byte (s * 32 + l) * 16 of the warp's ring, so that
- * a warp's 16-byte fills touch 512 contiguous bytes. At the start of every step every lane
- * tops its ring up with up to kFetch predicated cp.async copies (one commit group per step,
- * the same instructions for the whole warp), then waits until only the kAhead most recent
- * groups are pending. Loads thus never stall on another lane's register: a lane only
- * reads shared memory, which the wait made valid kAhead steps ago.
+/* A chunk's full words are interleaved in the order its lanes take them (docs/FORMAT.md,
+ * "Refill schedule"), so the warp reads its stream front to back. The words reach the lanes
+ * through a ring of kRingWords words in shared memory: at the start of every step, if the
+ * ring has room for kFillWords more, each lane issues one 16-byte cp.async (the warp's fill
+ * is 512 contiguous bytes), all in one commit group per step, and then waits until only the
+ * kAhead most recent groups are pending.
  *
- * The guarantee, for any code length L <= DF11_MAX_CODE_LEN: a step decodes 8 symbols, at
- * most kStepBits bits. Measured at the start of a step, the window holds 2..63 bits, so n
- * steps move at most words_moved(n) words into it. A lane reads word rw (the prefetched
- * next word) at most words_moved(kAhead + 1) words past where it stood kAhead steps ago,
- * when its ring was topped up to kRing vectors from there: that word's vector must lie
- * inside those kRing vectors. A step moves the reader by at most kFetch vectors, so kFetch
- * copies per step keep the ring topped up. */
-constexpr int kRing = 8;
-constexpr int kStepBits = kGroup * DF11_MAX_CODE_LEN;
-constexpr int words_moved(int steps) { return (steps * kStepBits + 61) / 32; }
-constexpr int kFetch = (words_moved(1) + 3) / 4;
+ * The guarantee: a lane takes at most one word per symbol pair, so a warp at most
+ * kStepWords per step, whatever the data. A fill is issued whenever at most
+ * kRingWords - kFillWords words are unread, so after the fills of a step at least that many
+ * are requested (or the chunk's words are all requested). What the warp reads in step k and
+ * the kAhead steps before it, (kAhead + 1) * kStepWords words, thus lies inside what was
+ * requested by step k - kAhead, which the wait made valid. */
+constexpr int kRingWords = 1024;
+constexpr int kFillWords = 4 * kLanes;
+constexpr int kStepWords = kGroup / 2 * kLanes;
 constexpr int kAhead = 6;
-static_assert((words_moved(kAhead + 1) + 3) / 4 <= kRing - 1, "ring too small for kAhead");
-static_assert((kRing & (kRing - 1)) == 0, "kRing must be a power of two");
+static_assert((kAhead + 1) * kStepWords <= kRingWords - kFillWords, "ring too small for kAhead");
+static_assert((kRingWords & (kRingWords - 1)) == 0, "kRingWords must be a power of two");
 
-/* The sign|mantissa bytes travel the same way: at step k a lane requests its 8 bytes of
- * step k + kAhead (an 8-byte cp.async into slot (k + kAhead) % kSmRing of its sm ring), in
+/* The sign|mantissa bytes travel in their own ring: at step k a lane requests its 8 bytes
+ * of step k + kAhead (an 8-byte cp.async into slot (k + kAhead) % kSmRing of its sm ring), in
  * step k's commit group. Register loads kept in flight instead share the warp's few
  * scoreboards with each other, so reading one waits for the newest: a full memory
  * latency per step. */
 constexpr int kSmRing = 8;
 static_assert(kSmRing >= kAhead + 1 && (kSmRing & (kSmRing - 1)) == 0, "sm ring");
-constexpr int kStreamRingBytes = kRing * kLanes * 16;
+constexpr int kStreamRingBytes = kRingWords * 4;
 constexpr int kWarpSmem = kStreamRingBytes + kSmRing * kLanes * 8;   /* per warp */
 
 __device__ __forceinline__ void cp_async16(uint32_t dst, const uint4 *src)
@@ -106,86 +103,65 @@ __device__ __forceinline__ uint2 lds64(uint32_t a)
     return v;
 }
 
-/* A lane's bit reader. The window hi:lo holds the next `nbits` stream bits, left-aligned,
- * zeros below; nw is the word after them (word rw, counted from the lane's first vector).
- * Vectors [0, fv) of the lane's stream have been requested into its ring; fetches stop at
- * vend, past which a valid stream is never read. */
-struct bit_reader {
-    uint32_t hi, lo, nbits, nw, rw;
-    uint32_t fv, vend, vlast;  /* vlast: last vector of the stream section (reads clamp) */
-    uint32_t ring;             /* shared address of this lane's slot 0 */
-    const uint4 *vbase;        /* the lane's first vector */
+/* A warp's view of its chunk's interleaved words. Counts are in words from `base`, the
+ * chunk's first word rounded down to a 16-byte vector: `taken` words handed to lanes,
+ * `filled` requested into the ring, `end` the end of the interleaved area. Warp-uniform. */
+struct word_ring {
+    uint32_t smem;             /* shared address of the ring */
+    uint32_t taken, filled, end;
+    uint32_t vlast;            /* last vector of the stream section, from base (reads clamp) */
+    const uint4 *base;
 };
 
-__device__ __forceinline__ uint32_t ring_word(const bit_reader &b, uint32_t w)
+/* Requests the next kFillWords words when the ring has room for them and the area is not
+ * all requested: one 16-byte copy per lane, the same branch for the whole warp. */
+__device__ __forceinline__ void ring_fill(word_ring &r, uint32_t lane)
 {
-    return b.ring + ((w << 7) & ((kRing - 1) << 9)) + ((w & 3) << 2);
+    if (r.filled < r.end && r.filled + kFillWords <= r.taken + kRingWords) {   /* taken may lead by 3 */
+        uint32_t w = r.filled + 4 * lane;
+        cp_async16(r.smem + ((w & (kRingWords - 1)) << 2), r.base + min(w >> 2, r.vlast));
+        r.filled += kFillWords;
+    }
 }
 
-/* Start of a step: request up to kFetch more vectors (after any other copies of the step),
- * then wait for the copies of kAhead steps ago. The copies are predicated per lane; the
- * instructions are the same for the warp. */
-__device__ __forceinline__ void br_topup(bit_reader &b)
+/* Start of a step: fill (after any other copies of the step), then wait for the copies of
+ * kAhead steps ago. The first barrier orders every lane's earlier reads of the slots being
+ * refilled before the refill; the second makes the other lanes' landed copies visible. */
+__device__ __forceinline__ void step_begin(word_ring &r, uint32_t lane)
 {
-    uint32_t want = min((b.rw >> 2) + kRing, b.vend);
-#pragma unroll
-    for (int i = 0; i < kFetch; i++)
-        if (b.fv < want) {
-            cp_async16(b.ring + ((b.fv & (kRing - 1)) << 9), b.vbase + min(b.fv, b.vlast));
-            b.fv++;
-        }
+    __syncwarp();
+    ring_fill(r, lane);
     cp_async_commit_wait<kAhead>();
+    __syncwarp();
 }
 
-/* `start` is the lane's first bit, `bits` its recorded length. Returns the bit offset of
- * the start within the lane's first vector (for the length check), and sets *bad when the
- * start lies outside the stream section (a corrupt chunk table). */
-__device__ __forceinline__ uint32_t br_init(bit_reader &b, const uint8_t *stream,
-                                            uint64_t stream_size, uint64_t start, uint32_t bits,
-                                            uint32_t ring, bool *bad)
-{
-    uint64_t vlast = (stream_size + 15) / 16 - 1, v0 = start >> 7;
-    *bad = v0 > vlast;
-    if (*bad) { v0 = vlast; start = v0 << 7; }
-    uint32_t s = (uint32_t)start & 127;
-    b.vbase = reinterpret_cast<const uint4 *>(stream) + v0;
-    b.vlast = (uint32_t)(vlast - v0);
-    b.vend = ((s + bits + 127) >> 7) + 1;   /* one vector of margin: see the file comment */
-    b.ring = ring;
-    b.fv = 0;
-    b.rw = s >> 5;
-    for (int i = 0; i < kRing; i++)   /* the first kRing vectors, waited for at once */
-        if (b.fv < b.vend) {
-            cp_async16(b.ring + ((b.fv & (kRing - 1)) << 9), b.vbase + min(b.fv, b.vlast));
-            b.fv++;
-        }
-    cp_async_commit_wait<0>();
-    uint32_t a = lds32(ring_word(b, b.rw)), c = lds32(ring_word(b, b.rw + 1));
-    b.rw += 2;
-    b.nw = lds32(ring_word(b, b.rw));
-    b.hi = __funnelshift_l(c, a, s);
-    b.lo = c << (s & 31);
-    b.nbits = 64 - (s & 31);
-    return s;
-}
+/* A lane's bit reader: the window hi:lo holds the next `nbits` bits of the lane's string,
+ * left-aligned, zeros below. `words` full words are still to take from the ring; the tail
+ * (left-aligned, zeros below) is taken after them and then reads as 0 bits. */
+struct bit_reader {
+    uint32_t hi, lo, nbits;
+    uint32_t words, tail, tail_bits;
+};
 
-/* Tops the window up to >= 32 bits from nw, and fetches the next nw from the ring (its
- * latency hides behind the next two symbols). Called with 2..63 bits left (at most 2
- * symbols of at most 15 bits since the last call), so the shifts stay in 1..31. The
- * decoders subtract whole table entries from nbits (one instruction); an entry's bits
- * above its length are multiples of 128, so nbits & 127 is exact. */
-__device__ __forceinline__ void br_refill(bit_reader &b)
+/* The refill of the schedule before a symbol pair (docs/FORMAT.md): every lane of the warp
+ * calls it (the ballot); `active`: the lane has the pair's first symbol. A lane short of 32
+ * bits takes its next full word, at the warp's count plus the lower lanes taking one, or
+ * else its tail. The decoders subtract whole table entries from nbits (one instruction); an
+ * entry's bits above its length are multiples of 128, so nbits & 127 is exact. */
+__device__ __forceinline__ void br_refill(bit_reader &b, word_ring &r, bool active,
+                                          uint32_t lower_lanes)
 {
     b.nbits &= 127;
-    bool t = b.nbits < 32;
-    uint32_t w = t ? b.nw : 0u;
-    b.hi |= w >> (b.nbits & 31);
+    const bool lack = active && b.nbits < 32, word = lack && b.words != 0;
+    const uint32_t takers = __ballot_sync(0xffffffffu, word);
+    uint32_t w = lds32(r.smem + (((r.taken + __popc(takers & lower_lanes)) & (kRingWords - 1)) << 2));
+    r.taken += __popc(takers);
+    w = word ? w : lack ? b.tail : 0u;
+    b.hi |= w >> (b.nbits & 31);               /* with lack, nbits < 32; else w = 0 */
     b.lo |= __funnelshift_r(0u, w, b.nbits);
-    b.nbits += t ? 32u : 0u;
-    if (t) {
-        b.rw++;
-        b.nw = lds32(ring_word(b, b.rw));
-    }
+    b.nbits += word ? 32u : lack ? b.tail_bits : 0u;
+    b.words -= word;
+    if (lack && !word) b.tail = b.tail_bits = 0;
 }
 
 /* One symbol: a table entry exp << 7 | len (bit 15: no code starts with these bits). */
@@ -198,31 +174,6 @@ __device__ __forceinline__ uint32_t br_decode(bit_reader &b, uint32_t lut, uint3
     return e;
 }
 
-/* One lookup of a two-symbol table (L <= DF11_GPU_PAIR_MAX_LEN, built by plan.c): entry
- * T | x1 << 8 | x2 << 16 | s << 24 (bit 31: no code starts here), T bits consumed,
- * s = 8 per symbol. The symbols' rotated exponents x enter the byte queue q1:q0 from the
- * top, so after 8 symbols q0 holds symbols 0..3 and q1 symbols 4..7, byte i = symbol i. */
-__device__ __forceinline__ uint32_t br_pair(bit_reader &b, uint32_t lut, uint32_t shift,
-                                            uint32_t &q0, uint32_t &q1)
-{
-    uint32_t e = lds32(lut + 4 * (b.hi >> shift)), s = e >> 24;
-    b.hi = __funnelshift_l(b.lo, b.hi, e);   /* shift amount = e & 31 = T */
-    b.lo = __funnelshift_l(0u, b.lo, e);
-    b.nbits -= e;
-    q0 = __funnelshift_r(q0, q1, s);          /* shift amount = s & 31 */
-    q1 = __funnelshift_r(q1, e >> 8, s);
-    return e;
-}
-
-/* Two BF16 values from rotated exponents x (byte i of q, x = exp >> 1 | (exp & 1) << 7)
- * and sign|mantissa bytes (byte i of sm): t1 = {sm, x} and t2 = {x, sm} per value, then
- * v = sign | exp << 7 | mantissa takes bits 0x7f7f of t1 and 0x8080 of t2. */
-__device__ __forceinline__ uint32_t join_pair(uint32_t q, uint32_t sm, uint32_t s1, uint32_t s2)
-{
-    uint32_t t1 = __byte_perm(sm, q, s1), t2 = __byte_perm(sm, q, s2);
-    return (t1 & 0x7f7f7f7fu) | (t2 & 0x80808080u);
-}
-
 /* Two BF16 values from two table entries and two sign|mantissa bytes at byte `sel` of sm:
  * v = (sm & 0x80) << 8 | exp << 7 | (sm & 0x7f). */
 __device__ __forceinline__ uint32_t join2(uint32_t e0, uint32_t e1, uint32_t sm, uint32_t sel)
@@ -232,108 +183,113 @@ __device__ __forceinline__ uint32_t join2(uint32_t e0, uint32_t e1, uint32_t sm,
     return ex ^ ((ex ^ s) & 0x807f807fu);
 }
 
-/* One warp decodes chunk `chunk` of tensor d: lane l decodes groups l, l+m, l+2m, ... of 8
- * elements from its own bit stream (kPair, L <= DF11_GPU_PAIR_MAX_LEN: up to two symbols per
- * table lookup, ~5 lookups per step instead of 8). Per step a lane takes its 8 sm bytes from its sm ring
- * (requested kAhead steps earlier; the warp's 8m bytes are contiguous in global memory),
- * decodes 8 exponents from its window, and writes 16 bytes (one 16-byte store; the warp's
- * 16m bytes are contiguous). Its stream comes through its stream ring (br_topup): ~L/8...
- * ~0.33 byte per weight on average, in 16-byte copies, plus up to kRing + 1 vectors read
- * past its end. `lut` and `ring` are shared-memory addresses: the decode table, and this
- * warp's kWarpSmem bytes (stream ring, then sm ring). */
-template <bool kPair>
-__device__ void decode_chunk(const df11_gpu_tensor_desc &d, uint32_t chunk, uint32_t lut,
-                             uint32_t ring, const uint8_t *__restrict__ payload,
-                             uint8_t *__restrict__ out, uint32_t *err)
+/* The sums over a chunk's lanes that place them: the interleaved area's size, and this
+ * lane's tail offset (tails before it). One prefix sum of F << 16 | T (Σ F < 2^15,
+ * Σ T < 2^10). */
+__device__ __forceinline__ void lane_sums(uint32_t lane_bits, uint32_t l, uint32_t *words_total,
+                                          uint32_t *tail_before)
 {
-    const uint32_t lut1 = lut + (4u << d.max_len);   /* kPair: the one-symbol table */
-    const uint32_t l = threadIdx.x % kLanes, S = d.lane_symbols;
-    const uint64_t ce = (uint64_t)kLanes * S, base = chunk * ce;
-    const uint32_t n = (uint32_t)min(ce, d.n_elements - base);
-    const uint32_t m = min((uint32_t)kLanes, (n + S - 1) / S);
-
-    const uint32_t *chunks = reinterpret_cast<const uint32_t *>(payload + d.chunks_off);
-    const uint16_t *lanes = reinterpret_cast<const uint16_t *>(payload + d.lanes_off);
-    uint32_t lane_bits = l < m ? lanes[(uint64_t)chunk * kLanes + l] : 0, x = lane_bits;
+    uint32_t x = (lane_bits >> 5) << 16 | (lane_bits & 31);
 #pragma unroll
     for (int o = 1; o < kLanes; o <<= 1) {
         uint32_t y = __shfl_up_sync(0xffffffffu, x, o);
         if (l >= (uint32_t)o) x += y;
     }
-    const uint32_t G = (n + kGroup - 1) / kGroup;  /* groups, the last may be short */
-    const uint32_t kfull = n / kGroup / m;          /* steps where all m groups are full */
-    if (l >= m) return;
+    *words_total = __shfl_sync(0xffffffffu, x, kLanes - 1) >> 16;
+    *tail_before = (x & 0xffff) - (lane_bits & 31);
+}
+
+/* One warp decodes chunk `chunk` of tensor d: lane l decodes groups l, l+m, l+2m, ... of 8
+ * elements. Per step a lane takes its 8 sm bytes from its sm ring (requested kAhead steps
+ * earlier; the warp's 8m bytes are contiguous in global memory), decodes 8 exponents with 4
+ * refills and 8 table lookups, and writes 16 bytes (the warp's 16m bytes are contiguous).
+ * The warp's words come through the word ring, front to back. The last step, and every
+ * step of a chunk with fewer than 32 lanes, goes symbol by symbol. `lut` and `ring` are
+ * shared-memory addresses: the decode table, and this warp's kWarpSmem bytes (word ring,
+ * then sm ring). */
+__device__ void decode_chunk(const df11_gpu_tensor_desc &d, uint32_t chunk, uint32_t lut,
+                             uint32_t ring, const uint8_t *__restrict__ payload,
+                             uint8_t *__restrict__ out, uint32_t *err)
+{
+    const uint32_t l = threadIdx.x % kLanes, S = d.lane_symbols, lower_lanes = (1u << l) - 1;
+    const uint64_t ce = (uint64_t)kLanes * S, base = chunk * ce;
+    const uint32_t n = (uint32_t)min(ce, d.n_elements - base);
+    const uint32_t m = min((uint32_t)kLanes, (n + S - 1) / S);
+    const uint32_t G = (n + kGroup - 1) / kGroup;       /* groups, the last may be short */
+    const uint32_t steps = (G + m - 1) / m;
+    const uint32_t kfast = m == kLanes ? n / kGroup / m : 0;   /* steps with 8 symbols per lane */
+
+    const uint32_t *chunks = reinterpret_cast<const uint32_t *>(payload + d.chunks_off);
+    const uint16_t *lanes = reinterpret_cast<const uint16_t *>(payload + d.lanes_off);
+    const uint32_t lane_bits = l < m ? lanes[(uint64_t)chunk * kLanes + l] : 0;
+    uint32_t words_total, tail_before;
+    lane_sums(lane_bits, l, &words_total, &tail_before);
+
+    /* The lane's tail, read directly: the warp's tails are ~64 contiguous bytes. */
+    const uint32_t *stream = reinterpret_cast<const uint32_t *>(payload + d.stream_off);
+    const uint64_t last_word = d.stream_size / 4 - 1;
+    const uint64_t start = chunks[chunk];
+    const uint64_t tail_bit = (start + words_total) * 32 + tail_before;
+    const uint32_t t0 = __ldg(stream + min(tail_bit >> 5, last_word));
+    const uint32_t t1 = __ldg(stream + min((tail_bit >> 5) + 1, last_word));
+    bit_reader b = {0, 0, 0, lane_bits >> 5, 0, lane_bits & 31};
+    if (b.tail_bits) b.tail = __funnelshift_l(t1, t0, (uint32_t)tail_bit) & ~(0xffffffffu >> b.tail_bits);
+
+    word_ring r;
+    const uint64_t vlast = (d.stream_size + 15) / 16 - 1, v0 = start >> 2;
+    uint32_t flags = v0 > vlast ? 0x8000u : 0u;   /* a chunk table pointing past the stream */
+    r.base = reinterpret_cast<const uint4 *>(stream) + min(v0, vlast);
+    r.vlast = (uint32_t)(vlast - min(v0, vlast));
+    r.smem = ring;
+    r.taken = (uint32_t)start & 3;
+    r.end = r.taken + words_total;
+    r.filled = 0;
+    for (int i = 0; i < kRingWords / kFillWords; i++) ring_fill(r, l);
 
     const uint8_t *sm = payload + d.data_off + base;
     const uint32_t smr = ring + kStreamRingBytes + 8 * l;   /* slot j at smr + 256 j */
     const uint8_t *smn = sm + 8 * l;                        /* sm bytes of step kn */
     uint32_t kn = 0;
-    for (; kn < min(kfull, (uint32_t)kAhead); kn++, smn += 8 * m)
+    for (; kn < min(kfast, (uint32_t)kAhead); kn++, smn += 8 * kLanes)
         cp_async8(smr + ((kn & (kSmRing - 1)) << 8), smn);
-    bit_reader b;
-    bool bad;
-    uint64_t start = (uint64_t)chunks[chunk] * 32 + (x - lane_bits);
-    const uint32_t s0 = br_init(b, payload + d.stream_off, d.stream_size, start, lane_bits,
-                                ring + 16 * l, &bad);   /* waits for all copies so far */
+    cp_async_commit_wait<0>();
+    __syncwarp();
+
     const uint32_t shift = 32 - d.max_len;
     uint4 *o4 = reinterpret_cast<uint4 *>(out + d.out_off + 2 * base) + l;
-    uint32_t flags = bad ? 0x80008000u : 0u;   /* the invalid bit of either entry format */
-
 #pragma unroll 2
-    for (uint32_t k = 0; k < kfull; k++, kn++, smn += 8 * m, o4 += m) {
-        if (kn < kfull) cp_async8(smr + ((kn & (kSmRing - 1)) << 8), smn);
-        br_topup(b);
+    for (uint32_t k = 0; k < kfast; k++, kn++, smn += 8 * kLanes, o4 += kLanes) {
+        if (kn < kfast) cp_async8(smr + ((kn & (kSmRing - 1)) << 8), smn);
+        step_begin(r, l);
         uint2 s = lds64(smr + ((k & (kSmRing - 1)) << 8));
-        if constexpr (kPair) {
-            /* 4 two-symbol lookups (room for 2 each), then single lookups where a lane got
-             * fewer than 8 symbols; a lookup consumes at most L <= 12 bits, so a refill
-             * (>= 32 bits) serves two of them. */
-            uint32_t q0 = 0, q1 = 0;
-            br_refill(b); uint32_t e0 = br_pair(b, lut, shift, q0, q1), e1 = br_pair(b, lut, shift, q0, q1);
-            br_refill(b); uint32_t e2 = br_pair(b, lut, shift, q0, q1), e3 = br_pair(b, lut, shift, q0, q1);
-            uint32_t qn = (e0 >> 24) + (e1 >> 24) + (e2 >> 24) + (e3 >> 24);
-            flags |= e0 | e1 | e2 | e3;
-            while (qn < 64) {   /* an invalid entry adds 128: the step ends, flagged */
-                br_refill(b);
-                uint32_t e = br_pair(b, qn <= 48 ? lut : lut1, shift, q0, q1);
-                qn += e >> 24;
-                flags |= e;
-            }
-            *o4 = make_uint4(join_pair(q0, s.x, 0x5140, 0x1504), join_pair(q0, s.x, 0x7362, 0x3726),
-                             join_pair(q1, s.y, 0x5140, 0x1504), join_pair(q1, s.y, 0x7362, 0x3726));
-        } else {
-            br_refill(b); uint32_t e0 = br_decode(b, lut, shift), e1 = br_decode(b, lut, shift);
-            br_refill(b); uint32_t e2 = br_decode(b, lut, shift), e3 = br_decode(b, lut, shift);
-            br_refill(b); uint32_t e4 = br_decode(b, lut, shift), e5 = br_decode(b, lut, shift);
-            br_refill(b); uint32_t e6 = br_decode(b, lut, shift), e7 = br_decode(b, lut, shift);
-            flags |= e0 | e1 | e2 | e3 | e4 | e5 | e6 | e7;
-            *o4 = make_uint4(join2(e0, e1, s.x, 0x1100), join2(e2, e3, s.x, 0x3322),
-                             join2(e4, e5, s.y, 0x1100), join2(e6, e7, s.y, 0x3322));
-        }
+        br_refill(b, r, true, lower_lanes); uint32_t e0 = br_decode(b, lut, shift), e1 = br_decode(b, lut, shift);
+        br_refill(b, r, true, lower_lanes); uint32_t e2 = br_decode(b, lut, shift), e3 = br_decode(b, lut, shift);
+        br_refill(b, r, true, lower_lanes); uint32_t e4 = br_decode(b, lut, shift), e5 = br_decode(b, lut, shift);
+        br_refill(b, r, true, lower_lanes); uint32_t e6 = br_decode(b, lut, shift), e7 = br_decode(b, lut, shift);
+        flags |= e0 | e1 | e2 | e3 | e4 | e5 | e6 | e7;
+        *o4 = make_uint4(join2(e0, e1, s.x, 0x1100), join2(e2, e3, s.x, 0x3322),
+                         join2(e4, e5, s.y, 0x1100), join2(e6, e7, s.y, 0x3322));
     }
-    /* The last step: at most one group per lane, possibly short. */
-    uint32_t g = kfull * m + l;
-    if (g < G) {
-        br_topup(b);
-        uint16_t *o2 = reinterpret_cast<uint16_t *>(out + d.out_off + 2 * base);
-        for (uint32_t i = 8 * g; i < min(8 * g + 8, n); i++) {
-            br_refill(b);
-            uint32_t e, ex, v = sm[i];
-            if constexpr (kPair) {
-                uint32_t q0 = 0, q1 = 0;
-                e = br_pair(b, lut1, shift, q0, q1);
-                ex = (e & 0x7f00) | (e >> 8 & 0x80);   /* x1 back to exp << 7 */
-            } else {
-                e = br_decode(b, lut, shift);
-                ex = e & 0x7f80;
+    /* The remaining steps, symbol by symbol: lane l holds group k*m + l, if any, with up to
+     * 8 symbols. */
+    uint16_t *o2 = reinterpret_cast<uint16_t *>(out + d.out_off + 2 * base);
+    for (uint32_t k = kfast; k < steps; k++) {
+        step_begin(r, l);
+        const uint32_t g = k * m + l;
+        const uint32_t count = l < m && g < G ? min(8u, n - 8 * g) : 0;
+#pragma unroll
+        for (uint32_t j = 0; j < kGroup; j += 2) {
+            br_refill(b, r, j < count, lower_lanes);
+            for (uint32_t i = j; i < j + 2 && i < count; i++) {
+                uint32_t e = br_decode(b, lut, shift), v = sm[8 * g + i];
+                flags |= e;
+                o2[8 * g + i] = (uint16_t)((v & 0x80) << 8 | (e & 0x7f80) | (v & 0x7f));
             }
-            flags |= e;
-            o2[i] = (uint16_t)((v & 0x80) << 8 | ex | (v & 0x7f));
         }
     }
     cp_async_commit_wait<0>();   /* no copy may land after the CTA's shared memory is gone */
-    uint32_t consumed = 32 * b.rw - s0 - (b.nbits & 127);
-    if (err && ((flags & (kPair ? 0x80000000u : 0x8000u)) || consumed != lane_bits))
+    /* Exactly the recorded length: every word and the tail taken, nothing left over. */
+    if (err && ((flags & 0x8000u) || b.words || b.tail_bits || (b.nbits & 127)))
         atomicOr(err, 1u);
 }
 
@@ -395,14 +351,11 @@ df11_decode_kernel(const uint8_t *__restrict__ plan, const uint8_t *__restrict__
         smem[i] = __ldg(lut_src + i);
     __syncthreads();
     uint32_t chunk = piece * (blockDim.x / kLanes) + threadIdx.x / kLanes;
-    if (chunk >= d.n_chunks) return;
+    if (chunk >= d.n_chunks) return;   /* whole warps: a chunk's warp stays complete */
     uint32_t lut = (uint32_t)__cvta_generic_to_shared(smem);
     uint32_t ring = lut + (uint32_t)DF11_GPU_LUT_BYTES(h->max_lut_entries) +
                     threadIdx.x / kLanes * kWarpSmem;
-    if (d.max_len <= DF11_GPU_PAIR_MAX_LEN)
-        decode_chunk<true>(d, chunk, lut, ring, payload, out, err);
-    else
-        decode_chunk<false>(d, chunk, lut, ring, payload, out, err);
+    decode_chunk(d, chunk, lut, ring, payload, out, err);
     if (chunk == d.n_chunks - 1)
         zero_pad(out, d.out_off + 2 * d.n_elements, threadIdx.x % kLanes, kLanes);
 }

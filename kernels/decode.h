@@ -45,12 +45,8 @@ typedef struct df11_gpu_plan_header {
 
 /* Bytes of shared memory (and of the plan) that a table of `entries` u16 entries takes. */
 #define DF11_GPU_LUT_BYTES(entries) (((size_t)(entries) * 2 + 15) / 16 * 16)
-/* A tensor with max_len <= DF11_GPU_PAIR_MAX_LEN gets two u32 tables of 2^max_len entries
- * (up to two symbols per lookup, then one symbol per lookup); a longer one, one u16 table.
- * DF11_GPU_LUT_UNITS is their size in u16 units, the unit of max_lut_entries. */
-#define DF11_GPU_PAIR_MAX_LEN 12
-#define DF11_GPU_LUT_UNITS(max_len) \
-    ((max_len) <= DF11_GPU_PAIR_MAX_LEN ? 4u << (max_len) : 1u << (max_len))
+/* A tensor's decode table: one u16 entry per L-bit window (DF11_GPU_LUT_UNITS(L) units). */
+#define DF11_GPU_LUT_UNITS(max_len) (1u << (max_len))
 /* A raw tensor is copied by one CTA per this many bytes. */
 #define DF11_RAW_CTA_BYTES (64u * 1024u)
 

@@ -61,32 +61,6 @@ static uint16_t gpu_entry(uint16_t e, uint32_t max_len)
     return (uint16_t)((uint32_t)(e & 0xff) << 7 | (uint32_t)(e >> 8));
 }
 
-/* An exponent rotated right by one bit: the kernel's join then needs only byte permutes and
- * one bit select (decode.cu, join_pair). */
-static uint32_t rot_exp(uint32_t sym) { return (sym >> 1 | (sym & 1) << 7) & 0xff; }
-
-/* The tables of an L <= DF11_GPU_PAIR_MAX_LEN tensor, from the codec's table `lut`. For
- * each L-bit window, `pair` holds the one or two codes it starts with, as
- * T | x1 << 8 | x2 << 16 | s << 24: T bits consumed, x the rotated exponents, s = 8 per
- * symbol. A second code is taken only if it ends inside the window, so a pair decodes
- * exactly what two single lookups would. `one` holds the first code only. Bit 31 marks
- * windows no code starts with (T = L, s = 8: the kernel raises its error flag). */
-static void gpu_pair_tables(const uint16_t *lut, uint32_t L, uint32_t *pair, uint32_t *one)
-{
-    const uint32_t n = 1u << L;
-    for (uint32_t w = 0; w < n; w++) {
-        uint32_t a = lut[w];
-        if (a == DF11_LUT_INVALID) {
-            pair[w] = one[w] = 1u << 31 | 8u << 24 | L;
-            continue;
-        }
-        uint32_t l1 = a >> 8, b = lut[(w << l1) & (n - 1)];
-        one[w] = pair[w] = 8u << 24 | rot_exp(a & 0xff) << 8 | l1;
-        if (b != DF11_LUT_INVALID && (b >> 8) <= L - l1)
-            pair[w] = 16u << 24 | rot_exp(b & 0xff) << 16 | rot_exp(a & 0xff) << 8 | (l1 + (b >> 8));
-    }
-}
-
 df11_status df11_gpu_plan_build(const df11_file *file, uint32_t group, const void *payload,
                                 void **blob, size_t *blob_size)
 {
@@ -173,18 +147,11 @@ df11_status df11_gpu_plan_build(const df11_file *file, uint32_t group, const voi
         d->lane_symbols = ti->lane_symbols;
         d->n_chunks = (uint32_t)coded.n_chunks;
         d->lut_off = (uint32_t)lut_off;
-        uint32_t L = ti->max_code_len, entries = 1u << L;
+        uint32_t L = ti->max_code_len;
+        uint16_t *lut = (uint16_t *)(p + lut_off);
         coded.code.max_len = L;
-        if (L <= DF11_GPU_PAIR_MAX_LEN) {
-            uint16_t lut[1u << DF11_GPU_PAIR_MAX_LEN];
-            uint32_t *pair = (uint32_t *)(p + lut_off);
-            df11_lut_build(&coded.code, lut);
-            gpu_pair_tables(lut, L, pair, pair + entries);
-        } else {
-            uint16_t *lut = (uint16_t *)(p + lut_off);
-            df11_lut_build(&coded.code, lut);
-            for (uint32_t e = 0; e < entries; e++) lut[e] = gpu_entry(lut[e], L);
-        }
+        df11_lut_build(&coded.code, lut);
+        for (uint32_t e = 0; e < (1u << L); e++) lut[e] = gpu_entry(lut[e], L);
         lut_off += DF11_GPU_LUT_BYTES(DF11_GPU_LUT_UNITS(L));
         ctas += (coded.n_chunks + h->warps_per_cta - 1) / h->warps_per_cta;
     }

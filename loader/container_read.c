@@ -66,8 +66,9 @@ static df11_status parse_header(df11_file *f, const uint8_t *h)
     if (memcmp(h + HDR_MAGIC, DF11_MAGIC, 8) != 0) return FAIL(DF11_ERR_NOT_DF11, "'%s': bad magic", f->path);
     unsigned major = df11_ld16(h + HDR_VERSION_MAJOR);
     if (major != DF11_VERSION_MAJOR)
-        return FAIL(DF11_ERR_VERSION, "'%s': format version %u.%u, this library reads %d.x", f->path,
-                    major, df11_ld16(h + HDR_VERSION_MINOR), DF11_VERSION_MAJOR);
+        return FAIL(DF11_ERR_VERSION, "'%s': format version %u.%u, this library reads %d.x%s", f->path,
+                    major, df11_ld16(h + HDR_VERSION_MINOR), DF11_VERSION_MAJOR,
+                    major < DF11_VERSION_MAJOR ? "; recompress the model with df11-compress" : "");
     if (df11_ld32(h + HDR_HEADER_SIZE) != DF11_HEADER_SIZE) return FAIL(DF11_ERR_CORRUPT, "header size");
     f->n_groups = df11_ld32(h + HDR_N_GROUPS);
     f->n_tensors = df11_ld32(h + HDR_N_TENSORS);

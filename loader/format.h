@@ -1,11 +1,13 @@
-/* On-disk layout of .df11 version 1 (docs/FORMAT.md): sizes and field offsets. Readers and
+/* On-disk layout of .df11 version 2 (docs/FORMAT.md): sizes and field offsets. Readers and
  * writers go through these constants and the df11_ld / df11_st helpers, never through
  * packed structs, so the layout is exactly what the document says on every compiler. */
 #ifndef DF11_LOADER_FORMAT_H
 #define DF11_LOADER_FORMAT_H
 
 #define DF11_MAGIC "DF11\x89\r\n\x1a"
-#define DF11_VERSION_MAJOR 1
+/* 2: chunk streams interleave the lanes' full words in refill order (1 concatenated
+ * the lanes' bit strings; its files are rejected: recompress them). */
+#define DF11_VERSION_MAJOR 2
 #define DF11_VERSION_MINOR 0
 
 #define DF11_HEADER_SIZE 128

@@ -1,5 +1,6 @@
 /* The exponent-Huffman codec: code construction, codebooks, and encode/decode round trips
  * on random data of awkward sizes and shapes. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -192,6 +193,227 @@ START_TEST(test_corrupt_streams_fail)
 }
 END_TEST
 
+/* docs/FORMAT.md's chunk streams, written independently of the encoder and as plainly as
+ * possible: bits one byte each, the refill schedule one lane-step at a time. Fills
+ * `words` (zeroed by the caller), the chunk and lane tables; returns the stream's words
+ * without the padding. */
+#define SPEC_MAX_S 64
+static void spec_put_bits(uint32_t *words, uint64_t *at, const uint8_t *bits, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++, (*at)++)
+        words[*at / 32] |= (uint32_t)bits[i] << (31 - *at % 32);
+}
+
+static uint64_t spec_stream(const uint16_t *x, uint64_t n, uint32_t S, const df11_code *code,
+                            uint32_t *words, uint32_t *chunks, uint16_t *lane_bits)
+{
+    static uint8_t sym[DF11_LANES][SPEC_MAX_S], bits[DF11_LANES][SPEC_MAX_S * DF11_MAX_CODE_LEN];
+    uint16_t codes[256];
+    df11_code_canonical(code, codes);
+    uint64_t at = 0; /* the stream's bit position */
+    ck_assert_uint_le(S, SPEC_MAX_S);
+    for (uint64_t c = 0; c * 32 * S < n; c++) {
+        const uint64_t start = c * 32 * S, n_chunk = n - start < 32 * S ? n - start : 32 * S;
+        const uint32_t m = (uint32_t)((n_chunk + S - 1) / S < 32 ? (n_chunk + S - 1) / S : 32);
+        uint32_t n_sym[DF11_LANES] = {0}, B[DF11_LANES] = {0};
+        for (uint64_t e = 0; e < n_chunk; e++) { /* group e/8 belongs to lane (e/8) mod m */
+            const uint32_t l = (uint32_t)(e / 8 % m);
+            sym[l][n_sym[l]++] = (uint8_t)(x[start + e] >> 7);
+        }
+        for (uint32_t l = 0; l < m; l++) {
+            for (uint32_t i = 0; i < n_sym[l]; i++)
+                for (int b = code->len[sym[l][i]] - 1; b >= 0; b--)
+                    bits[l][B[l]++] = codes[sym[l][i]] >> b & 1;
+            lane_bits[c * 32 + l] = (uint16_t)B[l];
+        }
+        ck_assert_uint_eq(at % 32, 0);
+        chunks[c] = (uint32_t)(at / 32);
+        int avail[DF11_LANES] = {0}, tail_taken[DF11_LANES] = {0};
+        uint32_t taken[DF11_LANES] = {0};
+        for (uint32_t j = 0; j < S; j += 2)
+            for (uint32_t l = 0; l < m; l++) {
+                if (j >= n_sym[l]) continue;
+                if (avail[l] < 32) {
+                    if (taken[l] < B[l] / 32) {
+                        spec_put_bits(words, &at, bits[l] + 32 * taken[l]++, 32);
+                        avail[l] += 32;
+                    } else if (!tail_taken[l]) {
+                        tail_taken[l] = 1;
+                        avail[l] += (int)(B[l] % 32);
+                    }
+                }
+                avail[l] -= code->len[sym[l][j]];
+                if (j + 1 < n_sym[l]) avail[l] -= code->len[sym[l][j + 1]];
+            }
+        for (uint32_t l = 0; l < m; l++) {
+            ck_assert_uint_eq(taken[l], B[l] / 32); /* the schedule takes every full word */
+            spec_put_bits(words, &at, bits[l] + B[l] / 32 * 32, B[l] % 32);
+        }
+        at = (at + 31) / 32 * 32;
+    }
+    return at / 32;
+}
+
+/* Encodes x and compares every table and stream word with spec_stream, then round-trips. */
+static void check_against_spec(const uint16_t *x, uint64_t n, uint32_t L, uint32_t S, df11_encoded *enc)
+{
+    uint8_t *sm = malloc(n + 1);
+    ck_assert_int_eq(df11_encode(x, n, L, S, 1, sm, enc), DF11_OK);
+    const uint64_t n_chunks = df11_n_chunks(n, S);
+    uint32_t *words = calloc(n * DF11_MAX_CODE_LEN / 32 + 64, 4), *chunks = calloc(n_chunks + 1, 4);
+    uint16_t *lane_bits = calloc(n_chunks * 32 + 32, 2);
+    const uint64_t n_words = spec_stream(x, n, S, &enc->coded.code, words, chunks, lane_bits);
+    ck_assert_uint_eq(enc->coded.n_chunks, n_chunks);
+    ck_assert_uint_eq(enc->coded.stream_bytes, (n_words + 2) * 4);
+    for (uint64_t c = 0; c < n_chunks; c++) ck_assert_uint_eq(enc->chunks[c], chunks[c]);
+    for (uint64_t k = 0; k < df11_n_lane_entries(n, S); k++) ck_assert_uint_eq(enc->lanes[k], lane_bits[k]);
+    for (uint64_t w = 0; w < n_words + 2; w++)
+        ck_assert_msg(enc->stream[w] == words[w], "n=%llu S=%u: word %llu: %08x, spec %08x",
+                      (unsigned long long)n, S, (unsigned long long)w, enc->stream[w], words[w]);
+    uint16_t *y = malloc(n * 2 + 2);
+    enc->coded.sm = sm;
+    ck_assert_int_eq(df11_decode_host(&enc->coded, y, 1), DF11_OK);
+    ck_assert_mem_eq(x, y, n * 2);
+    enc->coded.sm = NULL;
+    free(y);
+    free(words);
+    free(chunks);
+    free(lane_bits);
+    free(sm);
+}
+
+static uint16_t bf16_with_exp(uint32_t exp, uint64_t *r)
+{
+    return (uint16_t)(exp << 7 | (df11_test_rand(r) & 0x807f));
+}
+
+START_TEST(test_stream_matches_spec)
+{
+    /* 192 weights, S = 64: 3 lanes of 64 symbols. Exponent counts 96, 48, .., 2, 1 give
+     * the code lengths 1..7, 7, whose canonical codes are 0, 10, 110, .., 1111110, 1111111. */
+    static const uint32_t count[8] = {96, 48, 24, 12, 6, 3, 2, 1};
+    static const uint16_t want_code[8] = {0x0, 0x2, 0x6, 0xe, 0x1e, 0x3e, 0x7e, 0x7f};
+    uint16_t x[192];
+    uint64_t r = 7;
+    /* longest codes first: lane 0 (groups 0, 3, 6, ..) gets them all, front-loaded, and
+     * takes its words faster than lanes 1, 2; lanes 1, 2 end on word boundaries (T = 0) */
+    for (uint32_t s = 8, e = 0; s-- > 0;)
+        for (uint32_t i = 0; i < count[s]; i++, e++) {
+            const uint32_t group = e / 64 + 3 * (e % 64 / 8), elem = group * 8 + e % 8;
+            x[elem] = bf16_with_exp(100 + s, &r);
+        }
+    df11_encoded enc;
+    check_against_spec(x, 192, 12, 64, &enc);
+    uint16_t codes[256];
+    df11_code_canonical(&enc.coded.code, codes);
+    for (uint32_t s = 0; s < 8; s++) {
+        ck_assert_uint_eq(enc.coded.code.len[100 + s], s < 7 ? s + 1 : 7);
+        ck_assert_uint_eq(codes[100 + s], want_code[s]);
+    }
+    ck_assert_uint_eq(enc.lanes[0], 3 * 7 + 3 * 6 + 6 * 5 + 12 * 4 + 24 * 3 + 16 * 2); /* 221: F 6, T 29 */
+    ck_assert_uint_eq(enc.lanes[1], 32 * 2 + 32 * 1);                                  /* 96: F 3, T 0 */
+    ck_assert_uint_eq(enc.lanes[2], 64);                                               /* F 2, T 0 */
+    df11_encoded_free(&enc);
+
+    /* the same symbols shuffled; then the last group short (5 weights: lane 2 ends on a
+     * pair of one symbol) */
+    for (uint32_t i = 191; i > 0; i--) {
+        uint32_t k = (uint32_t)(df11_test_rand(&r) % (i + 1));
+        uint16_t t = x[i];
+        x[i] = x[k];
+        x[k] = t;
+    }
+    check_against_spec(x, 192, 12, 64, &enc);
+    df11_encoded_free(&enc);
+    check_against_spec(x, 189, 12, 64, &enc);
+    ck_assert_uint_eq(df11_lane_symbols(189, 3, 2), 61);
+    df11_encoded_free(&enc);
+
+    /* a full chunk of 32 lanes and a short one, codes up to the limit L = 9 */
+    const uint64_t n = 32 * 16 + 45;
+    uint16_t *big = malloc(n * 2);
+    for (uint64_t i = 0; i < n; i++) {
+        uint32_t e = 0;
+        while (e < 40 && (df11_test_rand(&r) & 1)) e++;
+        big[i] = bf16_with_exp(90 + e, &r);
+    }
+    for (uint32_t L = 9; L <= 15; L += 6) {
+        check_against_spec(big, n, L, 16, &enc);
+        df11_encoded_free(&enc);
+    }
+    free(big);
+    /* trained-like weights, ~5 words a lane: some lane meets avail = 32 exactly with words
+     * left (and must not take one), another takes one before it next does */
+    const uint64_t n2 = 2 * 32 * 64 + 100;
+    big = malloc(n2 * 2);
+    df11_test_fill_weights(big, n2, 64, &r);
+    check_against_spec(big, n2, 12, 64, &enc);
+    df11_encoded_free(&enc);
+    free(big);
+}
+END_TEST
+
+START_TEST(test_stream_word_boundaries)
+{
+    /* 16 exponents twice each: every code 4 bits, the codes 0..15 in exponent order. 4
+     * lanes of 8 symbols hold 32 bits each: one full word, no tail. */
+    uint16_t x[32];
+    uint64_t r = 11;
+    for (int i = 0; i < 32; i++) x[i] = bf16_with_exp(100 + (uint32_t)(i % 16), &r);
+    df11_encoded enc;
+    check_against_spec(x, 32, 12, 8, &enc);
+    static const uint32_t want[4] = {0x01234567, 0x89abcdef, 0x01234567, 0x89abcdef};
+    ck_assert_uint_eq(enc.coded.stream_bytes, (4 + 2) * 4);
+    ck_assert_mem_eq(enc.stream, want, sizeof want);
+    df11_encoded_free(&enc);
+
+    /* all exponents equal: codes of length 0, B = 0, no words at all */
+    for (int i = 0; i < 32; i++) x[i] = bf16_with_exp(0x7c, &r);
+    check_against_spec(x, 32, 12, 8, &enc);
+    ck_assert_uint_eq(enc.coded.stream_bytes, 8);
+    for (int l = 0; l < 4; l++) ck_assert_uint_eq(enc.lanes[l], 0);
+    df11_encoded_free(&enc);
+}
+END_TEST
+
+START_TEST(test_chunk_size_must_match_lanes)
+{
+    uint64_t n = 20000;
+    uint16_t *x = malloc(n * 2), *y = malloc(n * 2);
+    uint8_t *sm = malloc(n);
+    df11_test_fill_weights(x, n, 64, &rng);
+    df11_encoded enc;
+    ck_assert_int_eq(df11_encode(x, n, 12, 128, 1, sm, &enc), DF11_OK); /* 5 chunks */
+    enc.coded.sm = sm;
+    ck_assert_int_eq(df11_coded_validate(&enc.coded), DF11_OK);
+    /* chunk 0 one word longer, chunk 1 one shorter: the bits would still fit chunk 0 */
+    enc.chunks[1] += 1;
+    ck_assert_int_eq(df11_coded_validate(&enc.coded), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(df11_decode_host(&enc.coded, y, 1), DF11_ERR_CORRUPT);
+    enc.chunks[1] -= 1;
+    /* the last chunk one word longer (the stream claims a word more) */
+    enc.coded.stream_bytes += 4;
+    ck_assert_int_eq(df11_coded_validate(&enc.coded), DF11_ERR_CORRUPT);
+    enc.coded.stream_bytes -= 4;
+    /* lane lengths traded within a chunk so Σ F and Σ T hold: validation passes, the
+     * decoder finds the lanes consuming other lengths than recorded */
+    uint16_t *lanes = enc.lanes + 32;
+    uint32_t l = 0;
+    while (lanes[l] % 32 == 31 || lanes[l + 1] % 32 == 0) l++;
+    lanes[l]++;
+    lanes[l + 1]--;
+    ck_assert_int_eq(df11_coded_validate(&enc.coded), DF11_OK);
+    ck_assert_int_eq(df11_decode_host(&enc.coded, y, 1), DF11_ERR_CORRUPT);
+    char want[64];
+    snprintf(want, sizeof want, "chunk 1 lane %u", l);
+    ck_assert_msg(strstr(df11_last_error_detail(), want) != NULL, "%s", df11_last_error_detail());
+    df11_encoded_free(&enc);
+    free(x);
+    free(y);
+    free(sm);
+}
+END_TEST
+
 START_TEST(test_bad_arguments)
 {
     uint16_t x[16] = {0};
@@ -224,6 +446,9 @@ int main(void)
     tcase_add_test(tc, test_code_properties);
     tcase_add_test(tc, test_length_limit_cost);
     tcase_add_test(tc, test_corrupt_streams_fail);
+    tcase_add_test(tc, test_stream_matches_spec);
+    tcase_add_test(tc, test_stream_word_boundaries);
+    tcase_add_test(tc, test_chunk_size_must_match_lanes);
     tcase_add_test(tc, test_bad_arguments);
     suite_add_tcase(s, tc);
     return df11_test_run(s);

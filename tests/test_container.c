@@ -300,7 +300,12 @@ START_TEST(test_hostile_index)
     const uint64_t G = DF11_HEADER_SIZE, T = df11_ld64(b + HDR_TENSORS_OFFSET);
     ck_assert_int_eq(with_field(b, size, HDR_N_GROUPS, 4, df11_ld32(b + HDR_N_GROUPS)), DF11_OK); /* a no-op edit */
     ck_assert_int_eq(open_and_decode((const uint8_t *)"PK\3\4 this is a zip file, not df11", 34), DF11_ERR_NOT_DF11);
-    ck_assert_int_eq(with_field(b, size, HDR_VERSION_MAJOR, 2, 2), DF11_ERR_VERSION);
+    /* majors this library does not read: an older one asks for recompressing */
+    ck_assert_int_eq(with_field(b, size, HDR_VERSION_MAJOR, 2, 1), DF11_ERR_VERSION);
+    ck_assert_msg(strstr(df11_last_error_detail(), "recompress") != NULL, "%s", df11_last_error_detail());
+    ck_assert_int_eq(with_field(b, size, HDR_VERSION_MAJOR, 2, 3), DF11_ERR_VERSION);
+    ck_assert_msg(strstr(df11_last_error_detail(), "recompress") == NULL, "%s", df11_last_error_detail());
+    ck_assert_int_eq(with_field(b, size, HDR_VERSION_MINOR, 2, 7), DF11_OK); /* any minor */
     ck_assert_int_eq(with_field(b, size, HDR_N_TENSORS, 4, 0xffffffff), DF11_ERR_CORRUPT);
     ck_assert_int_eq(with_field(b, size, HDR_STRINGS_SIZE, 8, UINT64_MAX - 8), DF11_ERR_CORRUPT);
     ck_assert_int_eq(with_field(b, size, HDR_FILE_SIZE, 8, size + 1), DF11_ERR_TRUNCATED);
