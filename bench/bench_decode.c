@@ -43,6 +43,7 @@ static const struct { const char *name; uint64_t rows, cols; } block[] = {
 typedef struct {
     uint64_t seed;
     int reps, threads, json, small;
+    uint32_t lane_symbols;   /* 0: the default */
     const char *device;
 } options;
 
@@ -79,7 +80,7 @@ static int compress_case(const weights *W, size_t n_mats, const char *path, cons
                                       .ndim = 2, .shape = {W->rows[m], W->cols[m]},
                                       .data = W->w[m]};
     }
-    df11_compress_options opt = {.n_threads = o->threads};
+    df11_compress_options opt = {.n_threads = o->threads, .lane_symbols = o->lane_symbols};
     df11_status st = df11_compress_tensors(path, src, n_mats, NULL, 0, &opt, sum);
     if (st != DF11_OK) return cli_fail(TOOL, st, "compressing into '%s'", path);
     return CLI_OK;
@@ -295,13 +296,14 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: df11-bench decode [--device cuda|cpu] [--reps N] [--seed N] [--threads N]\n"
-            "                         [--small] [--json]\n"
+            "                         [--small] [--lane-symbols S] [--json]\n"
             "Decodes a Llama-3-8B-shaped block (7 matrices, 218,103,808 BF16 weights) and its\n"
             "first 4096x4096 matrix alone. cuda (the default when a GPU is present): GPU decode\n"
             "time and bandwidth against a device-to-device copy, after a bit-exact check.\n"
             "cpu: df11_group_decode_host on one thread and on --threads (default all).\n"
             "  --reps N     timed repeats, median reported (default 50)\n"
-            "  --small      1/16 of the rows, for a quick run\n");
+            "  --small      1/16 of the rows, for a quick run\n"
+            "  --lane-symbols S  symbols per lane (default %d)\n", DF11_DEFAULT_LANE_SYMBOLS);
 }
 
 int bench_decode_main(int argc, char **argv)
@@ -311,6 +313,7 @@ int bench_decode_main(int argc, char **argv)
         {"device", required_argument, 0, 'd'}, {"reps", required_argument, 0, 'r'},
         {"seed", required_argument, 0, 's'},   {"threads", required_argument, 0, 't'},
         {"json", no_argument, 0, 'j'},         {"small", no_argument, 0, 'S'},
+        {"lane-symbols", required_argument, 0, 'L'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     int c;
     optind = 1;
@@ -322,6 +325,7 @@ int bench_decode_main(int argc, char **argv)
         case 't': o.threads = atoi(optarg); break;
         case 'j': o.json = 1; break;
         case 'S': o.small = 1; break;
+        case 'L': o.lane_symbols = (uint32_t)atoi(optarg); break;
         case 'h': usage(stdout); return CLI_OK;
         default: usage(stderr); return CLI_USAGE;
         }
