@@ -160,36 +160,56 @@ START_TEST(test_length_limit_cost)
 }
 END_TEST
 
+/* n random weights encoded at L = 12 with S symbols per lane on one thread, with the
+ * buffers a decode needs (y: output). Free x, y and sm, and the encoding. */
+typedef struct {
+    uint16_t *x, *y;
+    uint8_t *sm;
+    df11_encoded enc;
+} encoded_random;
+
+static void encode_random(uint64_t n, uint32_t S, encoded_random *e)
+{
+    e->x = malloc(n * 2);
+    e->y = malloc(n * 2);
+    e->sm = malloc(n);
+    df11_test_fill_weights(e->x, n, 64, &rng);
+    ck_assert_int_eq(df11_encode(e->x, n, 12, S, 1, e->sm, &e->enc), DF11_OK);
+    e->enc.coded.sm = e->sm;
+}
+
+static void encoded_random_free(encoded_random *e)
+{
+    df11_encoded_free(&e->enc);
+    free(e->x);
+    free(e->y);
+    free(e->sm);
+}
+
 START_TEST(test_corrupt_streams_fail)
 {
-    uint64_t n = 50000;
-    uint16_t *x = malloc(n * 2), *y = malloc(n * 2);
-    uint8_t *sm = malloc(n);
-    df11_test_fill_weights(x, n, 64, &rng);
-    df11_encoded enc;
-    ck_assert_int_eq(df11_encode(x, n, 12, 256, 1, sm, &enc), DF11_OK);
-    enc.coded.sm = sm;
+    encoded_random e;
+    encode_random(50000, 256, &e);
+    df11_encoded *enc = &e.enc;
+    uint16_t *y = e.y;
     /* a lane length that lies */
-    enc.lanes[3] += 1;
-    ck_assert_int_eq(df11_decode_host(&enc.coded, y, 1), DF11_ERR_CORRUPT);
-    enc.lanes[3] -= 1;
+    enc->lanes[3] += 1;
+    ck_assert_int_eq(df11_decode_host(&enc->coded, y, 1), DF11_ERR_CORRUPT);
+    enc->lanes[3] -= 1;
     /* chunk offsets past the stream */
-    uint32_t saved = enc.chunks[1];
-    enc.chunks[1] = 0x7fffffff;
-    ck_assert_int_eq(df11_decode_host(&enc.coded, y, 1), DF11_ERR_CORRUPT);
-    enc.chunks[1] = saved;
+    uint32_t saved = enc->chunks[1];
+    enc->chunks[1] = 0x7fffffff;
+    ck_assert_int_eq(df11_decode_host(&enc->coded, y, 1), DF11_ERR_CORRUPT);
+    enc->chunks[1] = saved;
     /* flipped stream bits: detected, or decoded to other values, never a crash (in a
      * container the payload's xxh3 catches the flip before any decoder runs) */
     for (int i = 0; i < 50; i++) {
-        uint64_t w = df11_test_rand(&rng) % (enc.coded.stream_bytes / 4 - 2);
-        enc.stream[w] ^= 1u << (df11_test_rand(&rng) % 32);
-        df11_status st = df11_decode_host(&enc.coded, y, 1);
+        uint64_t w = df11_test_rand(&rng) % (enc->coded.stream_bytes / 4 - 2);
+        enc->stream[w] ^= 1u << (df11_test_rand(&rng) % 32);
+        df11_status st = df11_decode_host(&enc->coded, y, 1);
         ck_assert(st == DF11_OK || st == DF11_ERR_CORRUPT);
     }
-    df11_encoded_free(&enc);
-    free(x);
-    free(y);
-    free(sm);
+    encoded_random_free(&e);
 }
 END_TEST
 
@@ -378,39 +398,33 @@ END_TEST
 
 START_TEST(test_chunk_size_must_match_lanes)
 {
-    uint64_t n = 20000;
-    uint16_t *x = malloc(n * 2), *y = malloc(n * 2);
-    uint8_t *sm = malloc(n);
-    df11_test_fill_weights(x, n, 64, &rng);
-    df11_encoded enc;
-    ck_assert_int_eq(df11_encode(x, n, 12, 128, 1, sm, &enc), DF11_OK); /* 5 chunks */
-    enc.coded.sm = sm;
-    ck_assert_int_eq(df11_coded_validate(&enc.coded), DF11_OK);
+    encoded_random e;
+    encode_random(20000, 128, &e);   /* 5 chunks */
+    df11_encoded *enc = &e.enc;
+    uint16_t *y = e.y;
+    ck_assert_int_eq(df11_coded_validate(&enc->coded), DF11_OK);
     /* chunk 0 one word longer, chunk 1 one shorter: the bits would still fit chunk 0 */
-    enc.chunks[1] += 1;
-    ck_assert_int_eq(df11_coded_validate(&enc.coded), DF11_ERR_CORRUPT);
-    ck_assert_int_eq(df11_decode_host(&enc.coded, y, 1), DF11_ERR_CORRUPT);
-    enc.chunks[1] -= 1;
+    enc->chunks[1] += 1;
+    ck_assert_int_eq(df11_coded_validate(&enc->coded), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(df11_decode_host(&enc->coded, y, 1), DF11_ERR_CORRUPT);
+    enc->chunks[1] -= 1;
     /* the last chunk one word longer (the stream claims a word more) */
-    enc.coded.stream_bytes += 4;
-    ck_assert_int_eq(df11_coded_validate(&enc.coded), DF11_ERR_CORRUPT);
-    enc.coded.stream_bytes -= 4;
+    enc->coded.stream_bytes += 4;
+    ck_assert_int_eq(df11_coded_validate(&enc->coded), DF11_ERR_CORRUPT);
+    enc->coded.stream_bytes -= 4;
     /* lane lengths traded within a chunk so Σ F and Σ T hold: validation passes, the
      * decoder finds the lanes consuming other lengths than recorded */
-    uint16_t *lanes = enc.lanes + 32;
+    uint16_t *lanes = enc->lanes + 32;
     uint32_t l = 0;
     while (lanes[l] % 32 == 31 || lanes[l + 1] % 32 == 0) l++;
     lanes[l]++;
     lanes[l + 1]--;
-    ck_assert_int_eq(df11_coded_validate(&enc.coded), DF11_OK);
-    ck_assert_int_eq(df11_decode_host(&enc.coded, y, 1), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(df11_coded_validate(&enc->coded), DF11_OK);
+    ck_assert_int_eq(df11_decode_host(&enc->coded, y, 1), DF11_ERR_CORRUPT);
     char want[64];
     snprintf(want, sizeof want, "chunk 1 lane %u", l);
     ck_assert_msg(strstr(df11_last_error_detail(), want) != NULL, "%s", df11_last_error_detail());
-    df11_encoded_free(&enc);
-    free(x);
-    free(y);
-    free(sm);
+    encoded_random_free(&e);
 }
 END_TEST
 
