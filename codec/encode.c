@@ -177,8 +177,7 @@ static void bits_chunk(const encode_job *j, uint64_t c, chunk_scratch *cs)
     chunk_span(j, c, &start, &n_chunk);
     const uint32_t m = df11_chunk_lanes(n_chunk, j->lane_symbols);
     const uint16_t *lanes = j->enc->lanes + c * DF11_LANES;
-    /* lane 0 has the most symbols */
-    const uint32_t n_pairs = (uint32_t)((n_chunk + DF11_GROUP * m - 1) / (DF11_GROUP * m)) * DF11_GROUP / 2;
+    const uint32_t n_pairs = (df11_lane_symbols(n_chunk, m, 0) + 1) / 2; /* lane 0 has the most */
     memset(cs->pair_words, 0, sizeof *cs->pair_words * n_pairs);
     cs->lane_base[0] = 0;
     for (uint32_t l = 0; l < m; l++) cs->lane_base[l + 1] = cs->lane_base[l] + (lanes[l] + 31u) / 32;

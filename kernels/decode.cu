@@ -146,41 +146,30 @@ struct bit_reader {
 /* The refill of the schedule before a symbol pair (docs/FORMAT.md): every lane of the warp
  * calls it (the ballot); `active`: the lane has the pair's first symbol. A lane short of 32
  * bits takes its next full word, at the warp's count plus the lower lanes taking one, or
- * else its tail. `lower_mul` = 2^(32 - lane) (0 for lane 0): the ballot times it keeps just
- * the lower lanes' bits, on the multiply pipe (the ALU pipe is the kernel's busiest).
- * The decoders subtract whole table entries from nbits (one instruction); an entry's bits
- * above its length are multiples of 128, so nbits is exact modulo 128: "fewer than 32
- * bits" is (nbits & 0x60) == 0, and the shifts use nbits & 31 by themselves. */
+ * else (kTail) its tail. Steps in which no lane can run out of full words (the warp
+ * checked words >= 4, the most a step takes) use kTail = false: no tail to consider, ~30%
+ * fewer instructions. `lower_mul` = 2^(32 - lane) (0 for lane 0): the ballot times it
+ * keeps just the lower lanes' bits, on the multiply pipe (the ALU pipe is the kernel's
+ * busiest). The decoders subtract whole table entries from nbits (one instruction); an
+ * entry's bits above its length are multiples of 128, so nbits is exact modulo 128:
+ * "fewer than 32 bits" is (nbits & 0x60) == 0, and the shifts use nbits & 31 by themselves. */
+template <bool kTail>
 __device__ __forceinline__ void br_refill(bit_reader &b, word_ring &r, bool active,
                                           uint32_t lower_mul)
 {
-    const bool lack = active && (b.nbits & 0x60u) == 0, word = lack && b.words != 0;
+    const bool lack = active && (b.nbits & 0x60u) == 0;
+    const bool word = kTail ? lack && b.words != 0 : lack;
+    const bool tail = kTail && lack && !word;
     const uint32_t takers = __ballot_sync(0xffffffffu, word);
     const uint32_t at = r.taken + __popc(takers * lower_mul);
     r.taken += __popc(takers);
-    uint32_t w = lack ? b.tail : 0u;
+    uint32_t w = tail ? b.tail : 0u;
     if (word) w = lds32(r.smem + ((at & (kRingWords - 1)) << 2));
-    b.hi |= __funnelshift_r(w, 0u, b.nbits);  /* w >> nbits: with lack, nbits < 32; else w = 0 */
-    b.lo |= __funnelshift_r(0u, w, b.nbits);
-    b.nbits += word ? 32u : lack ? b.tail_bits : 0u;
+    b.hi += __funnelshift_r(w, 0u, b.nbits);   /* w >> nbits; the window's free bits are */
+    b.lo += __funnelshift_r(0u, w, b.nbits);   /* zero, so + is |; w = 0 unless lack      */
+    b.nbits += word ? 32u : tail ? b.tail_bits : 0u;
     b.words -= word;
-    if (lack && !word) b.tail = b.tail_bits = 0;
-}
-
-/* br_refill for a step in which no lane can run out of full words (the warp checked
- * words >= 4, the most a step takes): no tail to consider, ~30% fewer instructions. */
-__device__ __forceinline__ void br_refill_word(bit_reader &b, word_ring &r, uint32_t lower_mul)
-{
-    const bool lack = (b.nbits & 0x60u) == 0;
-    const uint32_t takers = __ballot_sync(0xffffffffu, lack);
-    const uint32_t at = r.taken + __popc(takers * lower_mul);
-    r.taken += __popc(takers);
-    uint32_t w = 0;
-    if (lack) w = lds32(r.smem + ((at & (kRingWords - 1)) << 2));
-    b.hi += __funnelshift_r(w, 0u, b.nbits);   /* the window's free bits are zero: + is | */
-    b.lo += __funnelshift_r(0u, w, b.nbits);
-    b.nbits += lack ? 32u : 0u;
-    b.words -= lack;
+    if (tail) b.tail = b.tail_bits = 0;
 }
 
 /* One symbol: a table entry exp << 7 | len (bit 15: no code starts with these bits), at
@@ -201,6 +190,20 @@ __device__ __forceinline__ uint32_t join2(uint32_t e0, uint32_t e1, uint32_t sm,
     uint32_t ex = __byte_perm(e0, e1, 0x5410);    /* e0 low half, e1 high half */
     uint32_t s = __byte_perm(sm, 0, sel);         /* each sm byte doubled */
     return ex ^ ((ex ^ s) & 0x807f807fu);
+}
+
+/* One step of a lane with 8 symbols: 4 refills of the schedule, 8 table entries. */
+template <bool kTail>
+__device__ __forceinline__ void decode_step(bit_reader &b, word_ring &r, uint32_t lut,
+                                            uint32_t lut_scale, uint32_t lower_mul,
+                                            uint32_t (&e)[kGroup])
+{
+#pragma unroll
+    for (int i = 0; i < kGroup; i += 2) {
+        br_refill<kTail>(b, r, true, lower_mul);
+        e[i] = br_decode(b, lut, lut_scale);
+        e[i + 1] = br_decode(b, lut, lut_scale);
+    }
 }
 
 /* The sums over a chunk's lanes that place them: the interleaved area's size, and this
@@ -282,21 +285,14 @@ __device__ void decode_chunk(const df11_gpu_tensor_desc &d, uint32_t chunk, uint
         if (kn < kfast) cp_async8(smr + ((kn & (kSmRing - 1)) << 8), smn);
         step_begin(r, l);
         uint2 s = lds64(smr + ((k & (kSmRing - 1)) << 8));
-        uint32_t e0, e1, e2, e3, e4, e5, e6, e7;
-        if (__all_sync(0xffffffffu, b.words >= kGroup / 2)) {   /* no lane reaches its tail */
-            br_refill_word(b, r, lower_mul); e0 = br_decode(b, lut, lut_scale); e1 = br_decode(b, lut, lut_scale);
-            br_refill_word(b, r, lower_mul); e2 = br_decode(b, lut, lut_scale); e3 = br_decode(b, lut, lut_scale);
-            br_refill_word(b, r, lower_mul); e4 = br_decode(b, lut, lut_scale); e5 = br_decode(b, lut, lut_scale);
-            br_refill_word(b, r, lower_mul); e6 = br_decode(b, lut, lut_scale); e7 = br_decode(b, lut, lut_scale);
-        } else {
-            br_refill(b, r, true, lower_mul); e0 = br_decode(b, lut, lut_scale); e1 = br_decode(b, lut, lut_scale);
-            br_refill(b, r, true, lower_mul); e2 = br_decode(b, lut, lut_scale); e3 = br_decode(b, lut, lut_scale);
-            br_refill(b, r, true, lower_mul); e4 = br_decode(b, lut, lut_scale); e5 = br_decode(b, lut, lut_scale);
-            br_refill(b, r, true, lower_mul); e6 = br_decode(b, lut, lut_scale); e7 = br_decode(b, lut, lut_scale);
-        }
-        flags |= e0 | e1 | e2 | e3 | e4 | e5 | e6 | e7;
-        *o4 = make_uint4(join2(e0, e1, s.x, 0x1100), join2(e2, e3, s.x, 0x3322),
-                         join2(e4, e5, s.y, 0x1100), join2(e6, e7, s.y, 0x3322));
+        uint32_t e[kGroup];
+        if (__all_sync(0xffffffffu, b.words >= kGroup / 2))   /* no lane reaches its tail */
+            decode_step<false>(b, r, lut, lut_scale, lower_mul, e);
+        else
+            decode_step<true>(b, r, lut, lut_scale, lower_mul, e);
+        flags |= e[0] | e[1] | e[2] | e[3] | e[4] | e[5] | e[6] | e[7];
+        *o4 = make_uint4(join2(e[0], e[1], s.x, 0x1100), join2(e[2], e[3], s.x, 0x3322),
+                         join2(e[4], e[5], s.y, 0x1100), join2(e[6], e[7], s.y, 0x3322));
     }
     /* The remaining steps, symbol by symbol: lane l holds group k*m + l, if any, with up to
      * 8 symbols. */
@@ -307,7 +303,7 @@ __device__ void decode_chunk(const df11_gpu_tensor_desc &d, uint32_t chunk, uint
         const uint32_t count = l < m && g < G ? min(8u, n - 8 * g) : 0;
 #pragma unroll
         for (uint32_t j = 0; j < kGroup; j += 2) {
-            br_refill(b, r, j < count, lower_mul);
+            br_refill<true>(b, r, j < count, lower_mul);
             for (uint32_t i = j; i < j + 2 && i < count; i++) {
                 uint32_t e = br_decode(b, lut, lut_scale), v = sm[8 * g + i];
                 flags |= e;
