@@ -23,55 +23,37 @@ namespace {
 
 constexpr int kLanes = 32;
 constexpr int kGroup = 8;       /* elements a lane decodes per step */
+constexpr int kSteps = 2;       /* steps per iteration of the main loop */
 
 /* A chunk's full words are interleaved in the order its lanes take them (docs/FORMAT.md,
  * "Refill schedule"), so the warp reads its stream front to back. The words reach the lanes
- * through a ring of kRingWords words in shared memory: at the start of every step, if the
- * ring has room for kFillWords more, each lane issues one 16-byte cp.async (the warp's fill
- * is 512 contiguous bytes), all in one commit group per step, and then waits until only the
- * kAhead most recent groups are pending.
+ * through a ring of kRingBytes in shared memory, aligned to its size so that a word's
+ * address is one AND-OR. Once per iteration, if the ring has room for kFillBytes more, each
+ * lane issues two 16-byte cp.async (the warp's fill is 1 KiB, contiguous) in the
+ * iteration's commit group, and the warp then waits until only the kAhead most recent
+ * groups are pending.
  *
  * The guarantee: a lane takes at most one word per symbol pair, so a warp at most
- * kStepWords per step, whatever the data. A fill is issued whenever at most
- * kRingWords - kFillWords words are unread, so after the fills of a step at least that many
- * are requested (or the chunk's words are all requested). What the warp reads in step k and
- * the kAhead steps before it, (kAhead + 1) * kStepWords words, thus lies inside what was
- * requested by step k - kAhead, which the wait made valid. */
-constexpr int kRingWords = 1024;
-constexpr int kFillWords = 4 * kLanes;
-constexpr int kStepWords = kGroup / 2 * kLanes;
-constexpr int kAhead = 6;
-static_assert((kAhead + 1) * kStepWords <= kRingWords - kFillWords, "ring too small for kAhead");
-static_assert((kRingWords & (kRingWords - 1)) == 0, "kRingWords must be a power of two");
+ * kIterBytes per iteration, whatever the data. A fill is issued whenever at most
+ * kRingBytes - kFillBytes bytes are unread, so after the fill of an iteration at least that
+ * many are requested (or the chunk's words all are). What the warp reads in iteration i
+ * and the kAhead iterations before it thus lies inside what was requested by iteration
+ * i - kAhead, which the wait made valid; and a fill overwrites only bytes already read. */
+constexpr uint32_t kRingBytes = 4096;
+constexpr uint32_t kFillBytes = 2 * 16 * kLanes;
+constexpr uint32_t kIterBytes = kSteps * kGroup / 2 * kLanes * 4;
+constexpr int kAhead = 2;
+static_assert((kAhead + 1) * kIterBytes <= kRingBytes - kFillBytes, "ring too small for kAhead");
+static_assert((kRingBytes & (kRingBytes - 1)) == 0, "kRingBytes must be a power of two");
 
-/* The sign|mantissa bytes travel in their own ring: at step k a lane requests its 8 bytes
- * of step k + kAhead (an 8-byte cp.async into slot (k + kAhead) % kSmRing of its sm ring), in
- * step k's commit group. Register loads kept in flight instead share the warp's few
- * scoreboards with each other, so reading one waits for the newest: a full memory
- * latency per step. */
-constexpr int kSmRing = 8;
-static_assert(kSmRing >= kAhead + 1 && (kSmRing & (kSmRing - 1)) == 0, "sm ring");
-constexpr int kStreamRingBytes = kRingWords * 4;
-constexpr int kWarpSmem = kStreamRingBytes + kSmRing * kLanes * 8;   /* per warp */
-
-__device__ __forceinline__ void cp_async16(uint32_t dst, const uint4 *src)
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src)
 {
 #if __CUDA_ARCH__ >= 800
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
 #else   /* the sm_75 PTX: a plain copy */
-    uint4 v = __ldg(src);
+    uint4 v = __ldg(static_cast<const uint4 *>(src));
     asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(dst), "r"(v.x), "r"(v.y),
                  "r"(v.z), "r"(v.w) : "memory");
-#endif
-}
-
-__device__ __forceinline__ void cp_async8(uint32_t dst, const uint8_t *src)
-{
-#if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(dst), "l"(src) : "memory");
-#else
-    uint2 v = __ldg(reinterpret_cast<const uint2 *>(src));
-    asm volatile("st.shared.v2.u32 [%0], {%1, %2};" ::"r"(dst), "r"(v.x), "r"(v.y) : "memory");
 #endif
 }
 
@@ -96,40 +78,36 @@ __device__ __forceinline__ uint32_t lds16(uint32_t a)
     return v;
 }
 
-__device__ __forceinline__ uint2 lds64(uint32_t a)
-{
-    uint2 v;
-    asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "r"(a));
-    return v;
-}
-
-/* A warp's view of its chunk's interleaved words. Counts are in words from `base`, the
- * chunk's first word rounded down to a 16-byte vector: `taken` words handed to lanes,
- * `filled` requested into the ring, `end` the end of the interleaved area. Warp-uniform. */
+/* A warp's view of its chunk's interleaved words. Counts are in bytes from `base`, the
+ * chunk's first word rounded down to a 16-byte vector: `taken` handed to lanes, `filled`
+ * requested into the ring, `end` the end of the interleaved area. Warp-uniform. */
 struct word_ring {
-    uint32_t smem;             /* shared address of the ring */
+    uint32_t smem;             /* shared address of the ring, a multiple of kRingBytes */
     uint32_t taken, filled, end;
     uint32_t vlast;            /* last vector of the stream section, from base (reads clamp) */
     const uint4 *base;
 };
 
-/* Requests the next kFillWords words when the ring has room for them and the area is not
- * all requested: one 16-byte copy per lane, the same branch for the whole warp. */
+/* Requests the next kFillBytes when the ring has room for them and the area is not all
+ * requested (filled < end), in one compare: two 16-byte copies per lane, the same branch
+ * for the whole warp. The barrier orders every lane's earlier reads of the slots being
+ * refilled before the refill. */
 __device__ __forceinline__ void ring_fill(word_ring &r, uint32_t lane)
 {
-    if (r.filled < r.end && r.filled + kFillWords <= r.taken + kRingWords) {   /* taken may lead by 3 */
-        uint32_t w = r.filled + 4 * lane;
-        cp_async16(r.smem + ((w & (kRingWords - 1)) << 2), r.base + min(w >> 2, r.vlast));
-        r.filled += kFillWords;
+    if (r.filled + kFillBytes <= min(r.taken + kRingBytes, r.end + kFillBytes - 1)) {
+        __syncwarp();
+        const uint32_t at = r.filled + 16 * lane, v = at / 16;
+        cp_async16(r.smem | (at & (kRingBytes - 1)), r.base + min(v, r.vlast));
+        cp_async16(r.smem | ((at + kFillBytes / 2) & (kRingBytes - 1)),
+                   r.base + min(v + kLanes, r.vlast));
+        r.filled += kFillBytes;
     }
 }
 
-/* Start of a step: fill (after any other copies of the step), then wait for the copies of
- * kAhead steps ago. The first barrier orders every lane's earlier reads of the slots being
- * refilled before the refill; the second makes the other lanes' landed copies visible. */
-__device__ __forceinline__ void step_begin(word_ring &r, uint32_t lane)
+/* Start of an iteration (or of a step of the generic path): fill, then wait for the copies
+ * of kAhead iterations ago; the barrier makes the other lanes' landed copies visible. */
+__device__ __forceinline__ void iteration_begin(word_ring &r, uint32_t lane)
 {
-    __syncwarp();
     ring_fill(r, lane);
     cp_async_commit_wait<kAhead>();
     __syncwarp();
@@ -146,30 +124,36 @@ struct bit_reader {
 /* The refill of the schedule before a symbol pair (docs/FORMAT.md): every lane of the warp
  * calls it (the ballot); `active`: the lane has the pair's first symbol. A lane short of 32
  * bits takes its next full word, at the warp's count plus the lower lanes taking one, or
- * else (kTail) its tail. Steps in which no lane can run out of full words (the warp
- * checked words >= 4, the most a step takes) use kTail = false: no tail to consider, ~30%
- * fewer instructions. `lower_mul` = 2^(32 - lane) (0 for lane 0): the ballot times it
- * keeps just the lower lanes' bits, on the multiply pipe (the ALU pipe is the kernel's
- * busiest). The decoders subtract whole table entries from nbits (one instruction); an
- * entry's bits above its length are multiples of 128, so nbits is exact modulo 128:
- * "fewer than 32 bits" is (nbits & 0x60) == 0, and the shifts use nbits & 31 by themselves. */
+ * else (kTail) its tail. Iterations in which no lane can run out of full words (the warp
+ * checked words >= 8, the most an iteration takes) use kTail = false: no tail to consider.
+ * `lower_mul` = 2^(32 - lane) (0 for lane 0): the ballot times it keeps just the lower
+ * lanes' bits, on the multiply pipe (the ALU pipe is the kernel's busiest). Every lane
+ * loads a ring word (the warp's next few, always landed) so that the takers' updates are
+ * predicated, with no data-dependent branch or select.
+ * The decoders subtract whole table entries from nbits (one instruction); an entry's bits
+ * above its length are multiples of 128, so nbits is exact modulo 128: "fewer than 32
+ * bits" is (nbits & 0x60) == 0, and the shifts use nbits & 31 by themselves. */
 template <bool kTail>
 __device__ __forceinline__ void br_refill(bit_reader &b, word_ring &r, bool active,
                                           uint32_t lower_mul)
 {
     const bool lack = active && (b.nbits & 0x60u) == 0;
     const bool word = kTail ? lack && b.words != 0 : lack;
-    const bool tail = kTail && lack && !word;
     const uint32_t takers = __ballot_sync(0xffffffffu, word);
-    const uint32_t at = r.taken + __popc(takers * lower_mul);
-    r.taken += __popc(takers);
-    uint32_t w = tail ? b.tail : 0u;
-    if (word) w = lds32(r.smem + ((at & (kRingWords - 1)) << 2));
-    b.hi += __funnelshift_r(w, 0u, b.nbits);   /* w >> nbits; the window's free bits are */
-    b.lo += __funnelshift_r(0u, w, b.nbits);   /* zero, so + is |; w = 0 unless lack      */
-    b.nbits += word ? 32u : tail ? b.tail_bits : 0u;
-    b.words -= word;
-    if (tail) b.tail = b.tail_bits = 0;
+    const uint32_t at = r.taken + 4 * __popc(takers * lower_mul);
+    r.taken += 4 * __popc(takers);
+    const uint32_t w = lds32(r.smem | (at & (kRingBytes - 1)));
+    if (word) {
+        b.hi += __funnelshift_r(w, 0u, b.nbits);   /* w >> nbits; the window's free bits */
+        b.lo += __funnelshift_r(0u, w, b.nbits);   /* are zero, so + is |                 */
+        b.nbits += 32;
+        b.words--;
+    } else if (kTail && lack && b.tail_bits) {
+        b.hi += __funnelshift_r(b.tail, 0u, b.nbits);
+        b.lo += __funnelshift_r(0u, b.tail, b.nbits);
+        b.nbits += b.tail_bits;
+        b.tail_bits = 0;
+    }
 }
 
 /* One symbol: a table entry exp << 7 | len (bit 15: no code starts with these bits), at
@@ -183,27 +167,46 @@ __device__ __forceinline__ uint32_t br_decode(bit_reader &b, uint32_t lut, uint3
     return e;
 }
 
-/* Two BF16 values from two table entries and two sign|mantissa bytes at byte `sel` of sm:
- * v = (sm & 0x80) << 8 | exp << 7 | (sm & 0x7f). */
-__device__ __forceinline__ uint32_t join2(uint32_t e0, uint32_t e1, uint32_t sm, uint32_t sel)
+/* Two symbols, the window shifted once by both lengths (their sum is at most 30, and it is
+ * the low bits of the entries' sum). Returns the entries as e1 << 16 | e0. */
+__device__ __forceinline__ uint32_t br_decode2(bit_reader &b, uint32_t lut, uint32_t lut_scale)
 {
-    uint32_t ex = __byte_perm(e0, e1, 0x5410);    /* e0 low half, e1 high half */
-    uint32_t s = __byte_perm(sm, 0, sel);         /* each sm byte doubled */
-    return ex ^ ((ex ^ s) & 0x807f807fu);
+    const uint32_t e0 = lds16(lut + 2 * __umulhi(b.hi, lut_scale));
+    const uint32_t e1 = lds16(lut + 2 * __umulhi(__funnelshift_l(b.lo, b.hi, e0), lut_scale));
+    const uint32_t s = e0 + e1;
+    b.hi = __funnelshift_l(b.lo, b.hi, s);
+    b.lo = __funnelshift_l(0u, b.lo, s);
+    b.nbits -= s;
+    return e1 * 65536u + e0;   /* a multiply-add: the multiply pipe */
 }
 
-/* One step of a lane with 8 symbols: 4 refills of the schedule, 8 table entries. */
-template <bool kTail>
-__device__ __forceinline__ void decode_step(bit_reader &b, word_ring &r, uint32_t lut,
-                                            uint32_t lut_scale, uint32_t lower_mul,
-                                            uint32_t (&e)[kGroup])
+/* Two BF16 values from two table entries (e1 << 16 | e0) and two sign|mantissa bytes at
+ * byte `sel` of sm: v = (sm & 0x80) << 8 | exp << 7 | (sm & 0x7f). One byte permute and one
+ * three-input logic op: (ex & ~M) | (s & M). */
+__device__ __forceinline__ uint32_t join2(uint32_t ex, uint32_t sm, uint32_t sel)
 {
+    const uint32_t s = __byte_perm(sm, 0, sel);   /* each sm byte doubled */
+    uint32_t v;
+    asm("lop3.b32 %0, %1, %2, %3, 0xd8;" : "=r"(v) : "r"(ex), "r"(s), "n"(0x807f807f));
+    return v;
+}
+
+/* One step of a lane with 8 symbols: 4 refills of the schedule, 4 symbol pairs, joined
+ * with the step's 8 sm bytes into 8 BF16 values. */
+template <bool kTail>
+__device__ __forceinline__ uint4 decode_step(bit_reader &b, word_ring &r, uint32_t lut,
+                                             uint32_t lut_scale, uint32_t lower_mul, uint2 sm,
+                                             uint32_t &flags)
+{
+    uint32_t ex[kGroup / 2];
 #pragma unroll
-    for (int i = 0; i < kGroup; i += 2) {
+    for (int i = 0; i < kGroup / 2; i++) {
         br_refill<kTail>(b, r, true, lower_mul);
-        e[i] = br_decode(b, lut, lut_scale);
-        e[i + 1] = br_decode(b, lut, lut_scale);
+        ex[i] = br_decode2(b, lut, lut_scale);
     }
+    flags |= ex[0] | ex[1] | ex[2] | ex[3];
+    return make_uint4(join2(ex[0], sm.x, 0x1100), join2(ex[1], sm.x, 0x3322),
+                      join2(ex[2], sm.y, 0x1100), join2(ex[3], sm.y, 0x3322));
 }
 
 /* The sums over a chunk's lanes that place them: the interleaved area's size, and this
@@ -223,16 +226,17 @@ __device__ __forceinline__ void lane_sums(uint32_t lane_bits, uint32_t l, uint32
 }
 
 /* One warp decodes chunk `chunk` of tensor d: lane l decodes groups l, l+m, l+2m, ... of 8
- * elements. Per step a lane takes its 8 sm bytes from its sm ring (requested kAhead steps
- * earlier; the warp's 8m bytes are contiguous in global memory), decodes 8 exponents with 4
- * refills and 8 table lookups, and writes 16 bytes (the warp's 16m bytes are contiguous).
- * The warp's words come through the word ring, front to back. The last step, and every
- * step of a chunk with fewer than 32 lanes, goes symbol by symbol. `lut` and `ring` are
- * shared-memory addresses: the decode table, and this warp's kWarpSmem bytes (word ring,
- * then sm ring). */
+ * elements. An iteration is kSteps steps; per step a lane takes its 8 sm bytes (loaded
+ * an iteration earlier; the warp's 8m bytes are contiguous in global memory), decodes 8
+ * exponents with 4 refills and 4 symbol pairs, and writes 16 bytes (the warp's 16m bytes
+ * are contiguous). The warp's words come through the word
+ * ring, front to back. The steps after the last whole iteration, and every step of a chunk
+ * with fewer than 32 lanes, go symbol by symbol. `lut` and `ring` are shared-memory
+ * addresses: the decode table and this warp's word ring. */
 __device__ void decode_chunk(const df11_gpu_tensor_desc &d, uint32_t chunk, uint32_t lut,
-                             uint32_t ring, const uint8_t *__restrict__ payload,
-                             uint8_t *__restrict__ out, uint32_t *err)
+                             uint32_t ring,
+                             const uint8_t *__restrict__ payload, uint8_t *__restrict__ out,
+                             uint32_t *err)
 {
     const uint32_t l = threadIdx.x % kLanes, S = d.lane_symbols, lower_mul = l ? 1u << (32 - l) : 0u;
     const uint64_t ce = (uint64_t)kLanes * S, base = chunk * ce;
@@ -240,7 +244,8 @@ __device__ void decode_chunk(const df11_gpu_tensor_desc &d, uint32_t chunk, uint
     const uint32_t m = min((uint32_t)kLanes, (n + S - 1) / S);
     const uint32_t G = (n + kGroup - 1) / kGroup;       /* groups, the last may be short */
     const uint32_t steps = (G + m - 1) / m;
-    const uint32_t kfast = m == kLanes ? n / kGroup / m : 0;   /* steps with 8 symbols per lane */
+    /* whole iterations: steps with 8 symbols per lane, in a chunk of 32 lanes */
+    const uint32_t iters = m == kLanes ? n / kGroup / m / kSteps : 0;
 
     const uint32_t *chunks = reinterpret_cast<const uint32_t *>(payload + d.chunks_off);
     const uint16_t *lanes = reinterpret_cast<const uint16_t *>(payload + d.lanes_off);
@@ -264,41 +269,44 @@ __device__ void decode_chunk(const df11_gpu_tensor_desc &d, uint32_t chunk, uint
     r.base = reinterpret_cast<const uint4 *>(stream) + min(v0, vlast);
     r.vlast = (uint32_t)(vlast - min(v0, vlast));
     r.smem = ring;
-    r.taken = (uint32_t)start & 3;
-    r.end = r.taken + words_total;
+    r.taken = ((uint32_t)start & 3) * 4;
+    r.end = r.taken + words_total * 4;
     r.filled = 0;
-    for (int i = 0; i < kRingWords / kFillWords; i++) ring_fill(r, l);
+    for (uint32_t i = 0; i < kRingBytes / kFillBytes; i++) ring_fill(r, l);
 
-    const uint8_t *sm = payload + d.data_off + base;
-    const uint32_t smr = ring + kStreamRingBytes + 8 * l;   /* slot j at smr + 256 j */
-    const uint8_t *smn = sm + 8 * l;                        /* sm bytes of step kn */
-    uint32_t kn = 0;
-    for (; kn < min(kfast, (uint32_t)kAhead); kn++, smn += 8 * kLanes)
-        cp_async8(smr + ((kn & (kSmRing - 1)) << 8), smn);
     cp_async_commit_wait<0>();
     __syncwarp();
 
+    /* The sign|mantissa bytes go straight to registers, an iteration ahead: lane l's 8
+     * bytes of step k are at sm + 256 k + 8 l (the warp's loads are 256 contiguous bytes),
+     * and each step's register is reloaded for the next iteration once the step has used
+     * it. Only these loads wait on a register scoreboard (the stream goes through
+     * cp.async), so by then they have long landed. */
+    const uint8_t *sm = payload + d.data_off + base;
+    const uint2 *smp = reinterpret_cast<const uint2 *>(sm) + l;
+    uint2 s0 = make_uint2(0, 0), s1 = s0;
+    if (iters) s0 = __ldg(smp), s1 = __ldg(smp + kLanes);
+
     const uint32_t lut_scale = 1u << d.max_len;
     uint4 *o4 = reinterpret_cast<uint4 *>(out + d.out_off + 2 * base) + l;
-#pragma unroll 2
-    for (uint32_t k = 0; k < kfast; k++, kn++, smn += 8 * kLanes, o4 += kLanes) {
-        if (kn < kfast) cp_async8(smr + ((kn & (kSmRing - 1)) << 8), smn);
-        step_begin(r, l);
-        uint2 s = lds64(smr + ((k & (kSmRing - 1)) << 8));
-        uint32_t e[kGroup];
-        if (__all_sync(0xffffffffu, b.words >= kGroup / 2))   /* no lane reaches its tail */
-            decode_step<false>(b, r, lut, lut_scale, lower_mul, e);
-        else
-            decode_step<true>(b, r, lut, lut_scale, lower_mul, e);
-        flags |= e[0] | e[1] | e[2] | e[3] | e[4] | e[5] | e[6] | e[7];
-        *o4 = make_uint4(join2(e[0], e[1], s.x, 0x1100), join2(e[2], e[3], s.x, 0x3322),
-                         join2(e[4], e[5], s.y, 0x1100), join2(e[6], e[7], s.y, 0x3322));
+    for (uint32_t i = 0; i < iters; i++, o4 += kSteps * kLanes) {
+        const bool more = i + 1 < iters;
+        smp += kSteps * kLanes;
+        iteration_begin(r, l);
+        /* Most iterations: no lane can reach its tail (an iteration takes at most 8 words). */
+        const bool no_tail = __all_sync(0xffffffffu, b.words >= kSteps * kGroup / 2);
+        o4[0] = no_tail ? decode_step<false>(b, r, lut, lut_scale, lower_mul, s0, flags)
+                        : decode_step<true>(b, r, lut, lut_scale, lower_mul, s0, flags);
+        if (more) s0 = __ldg(smp);
+        o4[kLanes] = no_tail ? decode_step<false>(b, r, lut, lut_scale, lower_mul, s1, flags)
+                             : decode_step<true>(b, r, lut, lut_scale, lower_mul, s1, flags);
+        if (more) s1 = __ldg(smp + kLanes);
     }
     /* The remaining steps, symbol by symbol: lane l holds group k*m + l, if any, with up to
      * 8 symbols. */
     uint16_t *o2 = reinterpret_cast<uint16_t *>(out + d.out_off + 2 * base);
-    for (uint32_t k = kfast; k < steps; k++) {
-        step_begin(r, l);
+    for (uint32_t k = iters * kSteps; k < steps; k++) {
+        iteration_begin(r, l);
         const uint32_t g = k * m + l;
         const uint32_t count = l < m && g < G ? min(8u, n - 8 * g) : 0;
 #pragma unroll
@@ -313,7 +321,7 @@ __device__ void decode_chunk(const df11_gpu_tensor_desc &d, uint32_t chunk, uint
     }
     cp_async_commit_wait<0>();   /* no copy may land after the CTA's shared memory is gone */
     /* Exactly the recorded length: every word and the tail taken, nothing left over. */
-    if (err && ((flags & 0x8000u) || b.words || b.tail_bits || (b.nbits & 127)))
+    if (err && ((flags & 0x80008000u) || b.words || b.tail_bits || (b.nbits & 127)))
         atomicOr(err, 1u);
 }
 
@@ -338,12 +346,14 @@ __device__ void zero_pad(uint8_t *out, uint64_t end, uint32_t t, uint32_t nt)
     for (uint32_t i = t; i < pad; i += nt) out[end + i] = 0;
 }
 
-/* Dynamic shared memory of a launch: the group's largest decode table, then one stream
- * ring per warp (none when the group has no EXP_HUFFMAN tensor). */
+/* Dynamic shared memory of a launch: the group's largest decode table, then the warps' word
+ * rings, aligned to kRingBytes (up to kRingBytes of padding); none when the group has no
+ * EXP_HUFFMAN tensor. */
 __host__ __device__ inline size_t smem_bytes(const df11_gpu_plan_header *h)
 {
     if (h->max_lut_entries == 0) return 0;
-    return DF11_GPU_LUT_BYTES(h->max_lut_entries) + (size_t)h->warps_per_cta * kWarpSmem;
+    return DF11_GPU_LUT_BYTES(h->max_lut_entries) + kRingBytes +
+           (size_t)h->warps_per_cta * kRingBytes;
 }
 
 /* Grid: plan n_ctas CTAs of 32*warps_per_cta threads; dynamic shared memory: smem_bytes. */
@@ -377,9 +387,9 @@ df11_decode_kernel(const uint8_t *__restrict__ plan, const uint8_t *__restrict__
     uint32_t chunk = piece * (blockDim.x / kLanes) + threadIdx.x / kLanes;
     if (chunk >= d.n_chunks) return;   /* whole warps: a chunk's warp stays complete */
     uint32_t lut = (uint32_t)__cvta_generic_to_shared(smem);
-    uint32_t ring = lut + (uint32_t)DF11_GPU_LUT_BYTES(h->max_lut_entries) +
-                    threadIdx.x / kLanes * kWarpSmem;
-    decode_chunk(d, chunk, lut, ring, payload, out, err);
+    const uint32_t rings = (lut + (uint32_t)DF11_GPU_LUT_BYTES(h->max_lut_entries) +
+                            kRingBytes - 1) & ~(kRingBytes - 1);
+    decode_chunk(d, chunk, lut, rings + threadIdx.x / kLanes * kRingBytes, payload, out, err);
     if (chunk == d.n_chunks - 1)
         zero_pad(out, d.out_off + 2 * d.n_elements, threadIdx.x % kLanes, kLanes);
 }
