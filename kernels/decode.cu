@@ -4,8 +4,8 @@
  *
  * Work split (decided in one place, df11_gpu_plan_build):
  *   - EXP_HUFFMAN tensor: one warp per chunk, warps_per_cta chunks per CTA; the CTA first
- *     copies its tensor's decode table into shared memory. Each warp's global reads go
- *     through its own cp.async rings in shared memory (stream vectors, sm bytes).
+ *     copies its tensor's decode table into shared memory. Each warp's stream words go
+ *     through its own cp.async ring in shared memory; its sm bytes go to registers.
  *   - RAW tensor: DF11_RAW_CTA_BYTES bytes per CTA, copied with 16-byte vectors.
  *   - The CTA (warp) that handles a tensor's last piece zero-fills its padding up to the
  *     next 256-byte boundary, so the whole decoded group is written by the kernel.
