@@ -121,6 +121,14 @@ struct bit_reader {
     uint32_t words, tail, tail_bits;
 };
 
+/* Appends the left-aligned bits x (nbits & 31 < 32 bits in the window) below the window's
+ * bits; the window's free bits are zero, so + is |. */
+__device__ __forceinline__ void br_append(bit_reader &b, uint32_t x)
+{
+    b.hi += __funnelshift_r(x, 0u, b.nbits);   /* x >> nbits */
+    b.lo += __funnelshift_r(0u, x, b.nbits);   /* the bits shifted out of hi */
+}
+
 /* The refill of the schedule before a symbol pair (docs/FORMAT.md): every lane of the warp
  * calls it (the ballot); `active`: the lane has the pair's first symbol. A lane short of 32
  * bits takes its next full word, at the warp's count plus the lower lanes taking one, or
@@ -144,23 +152,27 @@ __device__ __forceinline__ void br_refill(bit_reader &b, word_ring &r, bool acti
     r.taken += 4 * __popc(takers);
     const uint32_t w = lds32(r.smem | (at & (kRingBytes - 1)));
     if (word) {
-        b.hi += __funnelshift_r(w, 0u, b.nbits);   /* w >> nbits; the window's free bits */
-        b.lo += __funnelshift_r(0u, w, b.nbits);   /* are zero, so + is |                 */
+        br_append(b, w);
         b.nbits += 32;
         b.words--;
     } else if (kTail && lack && b.tail_bits) {
-        b.hi += __funnelshift_r(b.tail, 0u, b.nbits);
-        b.lo += __funnelshift_r(0u, b.tail, b.nbits);
+        br_append(b, b.tail);
         b.nbits += b.tail_bits;
         b.tail_bits = 0;
     }
 }
 
-/* One symbol: a table entry exp << 7 | len (bit 15: no code starts with these bits), at
- * the window's top L bits: umulhi(hi, 2^L) = hi >> (32 - L), on the multiply pipe. */
+/* The table entry exp << 7 | len (bit 15: no code starts with these bits) of the top L bits
+ * of `top`: umulhi(top, 2^L) = top >> (32 - L), on the multiply pipe. */
+__device__ __forceinline__ uint32_t lut_entry(uint32_t lut, uint32_t lut_scale, uint32_t top)
+{
+    return lds16(lut + 2 * __umulhi(top, lut_scale));
+}
+
+/* One symbol. */
 __device__ __forceinline__ uint32_t br_decode(bit_reader &b, uint32_t lut, uint32_t lut_scale)
 {
-    uint32_t e = lds16(lut + 2 * __umulhi(b.hi, lut_scale));
+    uint32_t e = lut_entry(lut, lut_scale, b.hi);
     b.hi = __funnelshift_l(b.lo, b.hi, e);   /* shift amount = e & 31 = len */
     b.lo = __funnelshift_l(0u, b.lo, e);
     b.nbits -= e;   /* exact modulo 128: see br_refill */
@@ -171,8 +183,8 @@ __device__ __forceinline__ uint32_t br_decode(bit_reader &b, uint32_t lut, uint3
  * the low bits of the entries' sum). Returns the entries as e1 << 16 | e0. */
 __device__ __forceinline__ uint32_t br_decode2(bit_reader &b, uint32_t lut, uint32_t lut_scale)
 {
-    const uint32_t e0 = lds16(lut + 2 * __umulhi(b.hi, lut_scale));
-    const uint32_t e1 = lds16(lut + 2 * __umulhi(__funnelshift_l(b.lo, b.hi, e0), lut_scale));
+    const uint32_t e0 = lut_entry(lut, lut_scale, b.hi);
+    const uint32_t e1 = lut_entry(lut, lut_scale, __funnelshift_l(b.lo, b.hi, e0));
     const uint32_t s = e0 + e1;
     b.hi = __funnelshift_l(b.lo, b.hi, s);
     b.lo = __funnelshift_l(0u, b.lo, s);
@@ -209,6 +221,15 @@ __device__ __forceinline__ uint4 decode_step(bit_reader &b, word_ring &r, uint32
                       join2(ex[2], sm.y, 0x1100), join2(ex[3], sm.y, 0x3322));
 }
 
+/* decode_step, without tail logic when the warp's vote showed no lane can reach its tail. */
+__device__ __forceinline__ uint4 decode_step_voted(bool no_tail, bit_reader &b, word_ring &r,
+                                                   uint32_t lut, uint32_t lut_scale,
+                                                   uint32_t lower_mul, uint2 sm, uint32_t &flags)
+{
+    return no_tail ? decode_step<false>(b, r, lut, lut_scale, lower_mul, sm, flags)
+                   : decode_step<true>(b, r, lut, lut_scale, lower_mul, sm, flags);
+}
+
 /* The sums over a chunk's lanes that place them: the interleaved area's size, and this
  * lane's tail offset (tails before it). One prefix sum of F << 16 | T (Σ F < 2^15,
  * Σ T < 2^10). */
@@ -229,14 +250,13 @@ __device__ __forceinline__ void lane_sums(uint32_t lane_bits, uint32_t l, uint32
  * elements. An iteration is kSteps steps; per step a lane takes its 8 sm bytes (loaded
  * an iteration earlier; the warp's 8m bytes are contiguous in global memory), decodes 8
  * exponents with 4 refills and 4 symbol pairs, and writes 16 bytes (the warp's 16m bytes
- * are contiguous). The warp's words come through the word
- * ring, front to back. The steps after the last whole iteration, and every step of a chunk
- * with fewer than 32 lanes, go symbol by symbol. `lut` and `ring` are shared-memory
+ * are contiguous). The warp's words come through the word ring, front to back. The steps
+ * after the last whole iteration, and every step of a chunk with fewer than 32 lanes, go
+ * symbol by symbol. `lut` and `ring` are shared-memory
  * addresses: the decode table and this warp's word ring. */
 __device__ void decode_chunk(const df11_gpu_tensor_desc &d, uint32_t chunk, uint32_t lut,
-                             uint32_t ring,
-                             const uint8_t *__restrict__ payload, uint8_t *__restrict__ out,
-                             uint32_t *err)
+                             uint32_t ring, const uint8_t *__restrict__ payload,
+                             uint8_t *__restrict__ out, uint32_t *err)
 {
     const uint32_t l = threadIdx.x % kLanes, S = d.lane_symbols, lower_mul = l ? 1u << (32 - l) : 0u;
     const uint64_t ce = (uint64_t)kLanes * S, base = chunk * ce;
@@ -295,11 +315,9 @@ __device__ void decode_chunk(const df11_gpu_tensor_desc &d, uint32_t chunk, uint
         iteration_begin(r, l);
         /* Most iterations: no lane can reach its tail (an iteration takes at most 8 words). */
         const bool no_tail = __all_sync(0xffffffffu, b.words >= kSteps * kGroup / 2);
-        o4[0] = no_tail ? decode_step<false>(b, r, lut, lut_scale, lower_mul, s0, flags)
-                        : decode_step<true>(b, r, lut, lut_scale, lower_mul, s0, flags);
+        o4[0] = decode_step_voted(no_tail, b, r, lut, lut_scale, lower_mul, s0, flags);
         if (more) s0 = __ldg(smp);
-        o4[kLanes] = no_tail ? decode_step<false>(b, r, lut, lut_scale, lower_mul, s1, flags)
-                             : decode_step<true>(b, r, lut, lut_scale, lower_mul, s1, flags);
+        o4[kLanes] = decode_step_voted(no_tail, b, r, lut, lut_scale, lower_mul, s1, flags);
         if (more) s1 = __ldg(smp + kLanes);
     }
     /* The remaining steps, symbol by symbol: lane l holds group k*m + l, if any, with up to
