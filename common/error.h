@@ -15,6 +15,11 @@
 df11_status df11_fail(df11_status status, const char *fmt, ...) DF11_PRINTF(2, 3);
 /* Same, appending ": strerror(errno)". */
 df11_status df11_fail_errno(df11_status status, int err, const char *fmt, ...) DF11_PRINTF(3, 4);
+/* Prefixes the detail already recorded (by a callee that failed) with a formatted context,
+ * "context: callee's detail", and returns `status`. Use it instead of passing
+ * df11_last_error_detail() as an argument to df11_fail, which formats the buffer into
+ * itself. */
+df11_status df11_fail_context(df11_status status, const char *fmt, ...) DF11_PRINTF(2, 3);
 void df11_clear_error(void);
 
 #endif

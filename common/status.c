@@ -59,3 +59,16 @@ df11_status df11_fail_errno(df11_status status, int err, const char *fmt, ...)
         snprintf(detail + n, sizeof detail - (size_t)n, ": %s", strerror(err));
     return status;
 }
+
+df11_status df11_fail_context(df11_status status, const char *fmt, ...)
+{
+    char inner[sizeof detail];
+    memcpy(inner, detail, sizeof inner);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    if (n >= 0 && (size_t)n < sizeof detail && inner[0])
+        snprintf(detail + n, sizeof detail - (size_t)n, ": %s", inner);
+    return status;
+}
