@@ -1,7 +1,7 @@
 /* Writing a .df11 container: tensors are grouped, each group's payload is built in memory
  * (BF16 tensors encoded, others copied), check-summed and written at its 4 KiB-aligned
- * place; the index goes in last. Everything goes to a temporary file that is renamed over
- * the output only after the whole run succeeded. */
+ * place; the index goes in last. The output appears only after the whole run succeeded
+ * (common/atomic_file.h: a temporary file, fsynced and renamed over it). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -12,6 +12,7 @@
 #include <xxhash.h>
 
 #include "codec/codec.h"
+#include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/names.h"
 #include "common/parallel.h"
@@ -229,9 +230,7 @@ df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source
     uint32_t n_groups = 0;
     uint8_t *index = NULL, *payload = NULL, *sm = NULL;
     tensor_out *outs = NULL;
-    int fd = -1;
-    char *tmp = NULL;
-    int created = 0; /* the temporary file exists and must go if we fail */
+    df11_atomic_file out = {.fd = -1, .dir_fd = -1, .slot = -1};
     if (!plans || !order) { st = df11_fail(DF11_ERR_NO_MEMORY, "tensor table"); goto fail; }
     if ((st = plan_tensors(tensors, n, o.layer_prefix, plans)) != DF11_OK) goto fail;
     if ((st = plan_groups(plans, n, &groups, &n_groups, order)) != DF11_OK) goto fail;
@@ -280,13 +279,7 @@ df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source
     }
     if (metadata_len) memcpy(index + meta_off, metadata, metadata_len);
 
-    size_t dir_len = strlen(out_path);
-    tmp = malloc(dir_len + 16);
-    if (!tmp) { st = df11_fail(DF11_ERR_NO_MEMORY, "path"); goto fail; }
-    snprintf(tmp, dir_len + 16, "%s.tmp.XXXXXX", out_path);
-    fd = mkstemp(tmp);
-    if (fd < 0) { st = df11_fail_errno(DF11_ERR_IO, errno, "create '%s'", tmp); goto fail; }
-    created = 1;
+    if ((st = df11_atomic_file_begin(&out, out_path)) != DF11_OK) goto fail;
 
     /* Payloads, group by group. */
     uint64_t file_off = index_end, done_in = 0, hist[256] = {0};
@@ -332,7 +325,7 @@ df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source
         df11_st64(r + GRP_PAYLOAD_SIZE, at);
         df11_st64(r + GRP_DECODED_SIZE, decoded);
         df11_st64(r + GRP_PAYLOAD_XXH3, XXH3_64bits(payload, at));
-        if ((st = pwrite_all(fd, payload, at, file_off, tmp)) != DF11_OK) goto fail;
+        if ((st = pwrite_all(out.fd, payload, at, file_off, out_path)) != DF11_OK) goto fail;
         file_off = g + 1 < n_groups ? df11_align_up(file_off + at, DF11_PAYLOAD_ALIGN) : file_off + at;
         if (o.progress) o.progress(o.progress_ctx, done_in, total_in);
     }
@@ -358,12 +351,9 @@ df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source
     XXH3_64bits_update(xs, index + DF11_HEADER_SIZE, index_end - DF11_HEADER_SIZE);
     df11_st64(index + HDR_INDEX_XXH3, XXH3_64bits_digest(xs));
     XXH3_freeState(xs);
-    if ((st = pwrite_all(fd, index, index_end, 0, tmp)) != DF11_OK) goto fail;
-    if (ftruncate(fd, (off_t)file_off) != 0) { st = df11_fail_errno(DF11_ERR_IO, errno, "truncate '%s'", tmp); goto fail; }
-    if (close(fd) != 0) { fd = -1; st = df11_fail_errno(DF11_ERR_IO, errno, "close '%s'", tmp); goto fail; }
-    fd = -1;
-    if (rename(tmp, out_path) != 0) { st = df11_fail_errno(DF11_ERR_IO, errno, "rename to '%s'", out_path); goto fail; }
-    created = 0;
+    if ((st = pwrite_all(out.fd, index, index_end, 0, out_path)) != DF11_OK) goto fail;
+    if (ftruncate(out.fd, (off_t)file_off) != 0) { st = df11_fail_errno(DF11_ERR_IO, errno, "truncate '%s'", out_path); goto fail; }
+    if ((st = df11_atomic_file_commit(&out)) != DF11_OK) goto fail;
 
     clock_gettime(CLOCK_MONOTONIC, &t1);
     sum.file_bytes = file_off;
@@ -372,11 +362,9 @@ df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source
     if (summary) *summary = sum;
     st = DF11_OK;
 fail:
-    if (fd >= 0) close(fd);
-    if (created) unlink(tmp);
+    df11_atomic_file_abort(&out);
     for (size_t k = 0; outs && k < n; k++) df11_encoded_free(&outs[k].enc);
     free(outs);
-    free(tmp);
     free(sm);
     free(payload);
     free(index);

@@ -1,7 +1,7 @@
 /* safetensors in and out. Reading mmaps each file and checks every header field before any
  * pointer into the file is formed: the header is hostile until proven otherwise, so no
- * length, offset or dim is used before it is range-checked. Writing goes to a temporary
- * file beside the target and is renamed over it only when every byte is out. */
+ * length, offset or dim is used before it is range-checked. Writing goes through
+ * common/atomic_file.h: the target appears only when every byte is out. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -14,6 +14,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/util.h"
 #include "loader/safetensors.h"
@@ -592,39 +593,6 @@ void df11_st_close(df11_st_model *model)
 
 /* ---- writing ---- */
 
-/* mkstemp makes 0600 files; a model file should get the usual 0666 & ~umask. umask(2)
- * cannot be read without changing it (racy with other threads), so ask /proc. */
-static mode_t file_mode(void)
-{
-    mode_t mask = 022;
-    FILE *f = fopen("/proc/self/status", "re");
-    if (f) {
-        char line[128];
-        unsigned m;
-        while (fgets(line, sizeof line, f))
-            if (sscanf(line, "Umask: %o", &m) == 1) {
-                mask = (mode_t)m;
-                break;
-            }
-        fclose(f);
-    }
-    return 0666 & ~mask;
-}
-
-static df11_status write_all(int fd, const void *buf, uint64_t len, const char *path)
-{
-    const uint8_t *p = buf;
-    while (len > 0) {
-        size_t chunk = len > ((size_t)1 << 30) ? (size_t)1 << 30 : (size_t)len;
-        ssize_t w = write(fd, p, chunk);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return df11_fail_errno(DF11_ERR_IO, errno, "cannot write '%s'", path);
-        p += w;
-        len -= (uint64_t)w;
-    }
-    return DF11_OK;
-}
-
 static cJSON *json_u64_raw(uint64_t v)
 {
     /* Written as plain integers: cJSON's doubles would turn large sizes into 1e+16. */
@@ -733,9 +701,9 @@ df11_status df11_st_write_fill(const char *path, const df11_tensor_source *tenso
     if (!path || (n && !tensors))
         return df11_fail(DF11_ERR_INVALID_ARG, "df11_st_write: NULL path or tensors");
     uint64_t *nbytes = malloc((n ? n : 1) * sizeof *nbytes), largest = 0;
-    char *header = NULL, *tmp = NULL;
+    char *header = NULL;
     void *buf = NULL;
-    int fd = -1;
+    df11_atomic_file out = {.fd = -1, .dir_fd = -1, .slot = -1};
     df11_status st = DF11_OK;
     if (!nbytes) {
         st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensors", path, n);
@@ -760,31 +728,11 @@ df11_status df11_st_write_fill(const char *path, const df11_tensor_source *tenso
     header = grown;
     memset(header + hlen, ' ', padded - hlen);
 
-    size_t plen = strlen(path);
-    tmp = malloc(plen + sizeof ".tmp.XXXXXX");
-    if (!tmp) {
-        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': temp name", path);
-        goto out;
-    }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", sizeof ".tmp.XXXXXX");
-    fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        st = df11_fail_errno(DF11_ERR_IO, errno, "cannot create a temporary file beside '%s'",
-                             path);
-        free(tmp);
-        tmp = NULL;
-        goto out;
-    }
-    if (fchmod(fd, file_mode()) != 0) {
-        st = df11_fail_errno(DF11_ERR_IO, errno, "cannot chmod '%s'", tmp);
-        goto out;
-    }
-
+    if ((st = df11_atomic_file_begin(&out, path)) != DF11_OK) goto out;
     uint8_t len_le[8];
     df11_st64(len_le, padded);
-    st = write_all(fd, len_le, 8, tmp);
-    if (st == DF11_OK) st = write_all(fd, header, padded, tmp);
+    st = df11_atomic_file_write(&out, len_le, 8);
+    if (st == DF11_OK) st = df11_atomic_file_write(&out, header, padded);
     for (size_t i = 0; st == DF11_OK && i < n; i++) {
         const void *data = tensors[i].data;
         if (fill && nbytes[i] > 0) {
@@ -792,30 +740,11 @@ df11_status df11_st_write_fill(const char *path, const df11_tensor_source *tenso
             if (st != DF11_OK) break;
             data = buf;
         }
-        if (nbytes[i] > 0) st = write_all(fd, data, nbytes[i], tmp);
+        if (nbytes[i] > 0) st = df11_atomic_file_write(&out, data, (size_t)nbytes[i]);
     }
-    if (st != DF11_OK) goto out;
-    /* No fsync: the rename protects readers from our own failures, not from power loss,
-     * and flushing gigabytes here would double the write time. */
-    int rc = close(fd);
-    fd = -1;
-    if (rc != 0) {
-        st = df11_fail_errno(DF11_ERR_IO, errno, "cannot write '%s'", tmp);
-        goto out;
-    }
-    if (rename(tmp, path) != 0) {
-        st = df11_fail_errno(DF11_ERR_IO, errno, "cannot rename '%s' to '%s'", tmp, path);
-        goto out;
-    }
-    free(tmp);
-    tmp = NULL;
-
+    if (st == DF11_OK) st = df11_atomic_file_commit(&out);
 out:
-    if (fd >= 0) close(fd);
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
+    df11_atomic_file_abort(&out);
     free(buf);
     free(header);
     free(nbytes);

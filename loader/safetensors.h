@@ -42,7 +42,8 @@ void df11_st_close(df11_st_model *model);
 df11_status df11_st_parse(df11_st_model *model, const uint8_t *file, size_t file_size,
                           const char *file_label);
 
-/* Writes tensors to a safetensors file (temp file + rename). Header keys in the order
+/* Writes tensors to a safetensors file, atomically (common/atomic_file.h: fsynced, renamed
+ * over `path`, mode 0666 & ~umask). Header keys in the order
  * given, data 8-byte aligned as the format wants. `metadata_json` (may be NULL) is stored
  * as "__metadata__"; it must be a JSON object of strings (else DF11_ERR_INVALID_ARG).
  * Repeated names fail with DF11_ERR_DUPLICATE. On any failure no file is left behind. */

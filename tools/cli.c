@@ -1,7 +1,9 @@
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <unistd.h>
 
+#include "common/atomic_file.h"
 #include "tools/cli.h"
 
 int cli_fail(const char *tool, df11_status st, const char *fmt, ...)
@@ -51,4 +53,27 @@ const char *cli_bytes(uint64_t b)
     while (v >= 1024 && u < 4) { v /= 1024; u++; }
     snprintf(s, 32, u ? "%.2f %s" : "%.0f %s", v, unit[u]);
     return s;
+}
+
+static void on_fatal_signal(int sig)
+{
+    df11_atomic_file_unlink_temporaries(); /* async-signal-safe */
+    /* SA_RESETHAND restored the default action; the signal is delivered again, and kills,
+     * when the handler returns. */
+    raise(sig);
+}
+
+__attribute__((constructor)) void cli_signals_install(void)
+{
+    static int installed;
+    if (installed) return;
+    installed = 1;
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
+    for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {
+        struct sigaction old, sa = {.sa_handler = on_fatal_signal, .sa_flags = SA_RESETHAND};
+        sigemptyset(&sa.sa_mask);
+        /* nohup and friends ignore signals on purpose: keep that. */
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL)
+            sigaction(sigs[i], &sa, NULL);
+    }
 }

@@ -18,5 +18,10 @@ void cli_version(const char *tool);
 void cli_progress(void *tool_name, uint64_t done, uint64_t total);
 /* "1.23 GiB" into a static buffer (one of 4 rotating). */
 const char *cli_bytes(uint64_t bytes);
+/* SIGINT, SIGTERM, SIGHUP and SIGPIPE (those not ignored) first unlink the named
+ * temporaries of output files being written (common/atomic_file.h), then end the process
+ * as they would have. Runs before main() in every tool that links cli.c, so no writing
+ * tool can forget it; calling it again does nothing. */
+void cli_signals_install(void);
 
 #endif

@@ -19,6 +19,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "common/atomic_file.h"
 #include "common/parallel.h"
 #include "df11.h"
 #include "loader/safetensors.h"
@@ -179,34 +180,18 @@ static char *config_text(const synth_shape *sh)
     return text;
 }
 
-/* Temp file + rename, like the model, so a failed run leaves no half-written config. */
-static bool write_file(const char *path, const char *text)
+/* Written like the model (common/atomic_file.h), so a failed run leaves no half-written
+ * config. */
+static df11_status write_file(const char *path, const char *text)
 {
-    size_t len = strlen(path);
-    char *tmp = malloc(len + sizeof ".tmp.XXXXXX");
-    if (!tmp) return false;
-    memcpy(tmp, path, len);
-    memcpy(tmp + len, ".tmp.XXXXXX", sizeof ".tmp.XXXXXX");
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        free(tmp);
-        return false;
-    }
-    mode_t mask = umask(0); /* single-threaded here, so reading the umask this way is safe */
-    umask(mask);
-    FILE *f = fdopen(fd, "w");
-    bool ok = f && fchmod(fd, 0666 & ~mask) == 0 && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-    if (f) ok = fclose(f) == 0 && ok;
-    else close(fd);
-    int err = errno;
-    ok = ok && rename(tmp, path) == 0;
-    if (!ok) {
-        err = errno;
-        unlink(tmp);
-    }
-    free(tmp);
-    errno = err;
-    return ok;
+    df11_atomic_file af;
+    df11_status st = df11_atomic_file_begin(&af, path);
+    if (st != DF11_OK) return st;
+    st = df11_atomic_file_write(&af, text, strlen(text));
+    if (st == DF11_OK) st = df11_atomic_file_write(&af, "\n", 1);
+    if (st == DF11_OK) return df11_atomic_file_commit(&af);
+    df11_atomic_file_abort(&af);
+    return st;
 }
 
 /* ---- main ---- */
@@ -326,9 +311,8 @@ int main(int argc, char **argv)
     df11_status st = df11_st_write_fill(model_path, t, n, "{\"format\":\"pt\"}", fill_tensor, &s);
     if (st != DF11_OK) {
         rc = cli_fail(PROG, st, "cannot write '%s'", model_path);
-    } else if (!write_file(config_path, config)) {
-        fprintf(stderr, PROG ": cannot write '%s': %s\n", config_path, strerror(errno));
-        rc = CLI_FAIL;
+    } else if ((st = write_file(config_path, config)) != DF11_OK) {
+        rc = cli_fail(PROG, st, "cannot write '%s'", config_path);
     } else {
         printf("%s: %zu tensors, %llu bytes of BF16 (%s, %u layers, seed %llu)\n%s\n",
                model_path, n, (unsigned long long)s.bytes_total, sh.name, sh.layers,

@@ -3,7 +3,12 @@
  * df11_compress_tensors() takes tensors from anywhere (memory, an mmapped safetensors file)
  * and writes one .df11 file. df11_compress_path() is the same for a safetensors file or a
  * Hugging Face model folder. Output appears at `out_path` only when the whole run
- * succeeded: it is written to a temporary file beside it and renamed.
+ * succeeded: it is written to a new file in the same directory (unnamed where Linux allows
+ * it), fsynced and renamed over `out_path`, whose directory is then fsynced. A run that
+ * fails, or a process killed mid-write, leaves `out_path` as it was and no temporary that
+ * stays (a named one left by a SIGKILL is removed by the next write of the same path).
+ * The file gets mode 0666 & ~umask, like any file the process creates (and like
+ * df11-decompress's safetensors output); a replaced file's mode is not kept.
  */
 #ifndef DF11_COMPRESS_H
 #define DF11_COMPRESS_H
