@@ -24,8 +24,13 @@ typedef struct df11_code {
     int single_symbol;  /* -1, or the one symbol of an all-equal tensor (length 0) */
 } df11_code;
 
-/* Builds a length-limited Huffman code (lengths <= max_len) from a histogram. */
+/* Builds a complete (Kraft sum 1), length-limited Huffman code (lengths <= max_len) from a
+ * histogram. A histogram with more distinct exponents than 2^max_len codes can hold fails
+ * with DF11_ERR_INVALID_ARG, the detail naming the count and df11_code_min_len(). */
 df11_status df11_code_build(const uint64_t hist[256], uint32_t max_len, df11_code *code);
+/* The smallest max_len df11_code_build accepts for `hist`: ceil(log2(distinct values)),
+ * at least 1. */
+uint32_t df11_code_min_len(const uint64_t hist[256]);
 /* The codebook section: 2 + ceil(n_sym / 2) bytes. */
 size_t df11_codebook_size(const df11_code *code);
 void df11_codebook_write(const df11_code *code, uint8_t *out);

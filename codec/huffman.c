@@ -22,7 +22,8 @@ double df11_entropy(const uint64_t hist[256])
 }
 
 /* Plain Huffman code lengths by repeatedly merging the two lightest nodes. n <= 256, so
- * the quadratic search costs nothing next to the histogram. */
+ * the quadratic search costs nothing next to the histogram. Weights saturate, so that any
+ * histogram (even one summing past 2^64) gives lengths; depths stay below n <= 256. */
 static void huffman_lengths(const uint64_t hist[256], const int *syms, int n, uint8_t *len)
 {
     uint64_t weight[512];
@@ -41,7 +42,7 @@ static void huffman_lengths(const uint64_t hist[256], const int *syms, int n, ui
             else if (b < 0 || weight[i] < weight[b]) b = i;
         }
         alive[a] = alive[b] = 0;
-        weight[nodes] = weight[a] + weight[b];
+        weight[nodes] = weight[a] + weight[b] < weight[a] ? UINT64_MAX : weight[a] + weight[b];
         alive[nodes] = 1;
         parent[nodes] = -1;
         parent[a] = parent[b] = nodes;
@@ -54,19 +55,34 @@ static void huffman_lengths(const uint64_t hist[256], const int *syms, int n, ui
     }
 }
 
-/* Brings every length under max_len and restores Kraft's inequality: lengthen the
- * rarest codes that still can be, then give back slack to the most frequent ones. The
- * loss against optimal (package-merge) is far below the metadata cost; it is measured in
- * bench/RESULTS.md. */
-static void limit_lengths(const uint64_t hist[256], const int *syms, int n, uint8_t *len,
-                          uint32_t max_len)
+/* The fewest bits whose 2^bits codes cover n symbols. */
+static uint32_t min_code_len(int n)
 {
+    uint32_t bits = 0;
+    while ((1 << bits) < n) bits++;
+    return bits;
+}
+
+/* Brings every length under max_len and makes the code complete (Kraft sum exactly 1):
+ * lengthen the rarest codes that still can be, then give back slack to the most frequent
+ * ones. Needs n <= 2^max_len (else no prefix code of n symbols fits) and fails otherwise,
+ * as it does if the result is not complete, rather than hand on a code no decoder can
+ * use. The loss against optimal (package-merge) is far below the metadata cost; it is
+ * measured in bench/RESULTS.md. */
+static df11_status limit_lengths(const uint64_t hist[256], const int *syms, int n, uint8_t *len,
+                                 uint32_t max_len)
+{
+    if (n < 2 || n > 256 || max_len < 1 || max_len > DF11_MAX_CODE_LEN || n > (1 << max_len))
+        return df11_fail(DF11_ERR_INVALID_ARG, "%d distinct exponents cannot be coded in %u bits "
+                         "(the max code length must be at least %u)", n, max_len, min_code_len(n));
     const uint64_t full = 1ull << max_len;
     uint64_t kraft = 0;
     for (int i = 0; i < n; i++) {
-        if (len[syms[i]] > max_len) len[syms[i]] = (uint8_t)max_len;
+        if (len[syms[i]] > max_len || len[syms[i]] < 1) len[syms[i]] = (uint8_t)max_len;
         kraft += full >> len[syms[i]];
     }
+    /* Every pass lengthens one code that is shorter than max_len; with all n at max_len
+     * the sum would be n <= full, so a code to lengthen exists while kraft > full. */
     while (kraft > full) {
         int pick = -1;
         for (int i = 0; i < n; i++) {
@@ -75,10 +91,13 @@ static void limit_lengths(const uint64_t hist[256], const int *syms, int n, uint
             if (pick < 0 || hist[s] < hist[pick] || (hist[s] == hist[pick] && len[s] > len[pick]))
                 pick = s;
         }
+        if (pick < 0) break; /* cannot happen (see above); the check below reports it */
         kraft -= full >> (len[pick] + 1);
         len[pick]++;
     }
-    /* Spend leftover slack: shorten the most frequent codes while Kraft still holds. */
+    /* Spend leftover slack: shorten the most frequent codes while Kraft still holds. A
+     * longest code can always take the last of it (the slack is a multiple of its
+     * weight), so this ends with the sum exactly full. */
     int order[256];
     memcpy(order, syms, sizeof(int) * (size_t)n);
     for (int i = 1; i < n; i++)
@@ -96,6 +115,18 @@ static void limit_lengths(const uint64_t hist[256], const int *syms, int n, uint
             }
         }
     }
+    kraft = 0;
+    for (int i = 0; i < n; i++) {
+        if (len[syms[i]] < 1 || len[syms[i]] > max_len)
+            return df11_fail(DF11_ERR_CORRUPT, "length limiter: exponent %d got length %u, limit %u",
+                             syms[i], len[syms[i]], max_len);
+        kraft += full >> len[syms[i]];
+    }
+    if (kraft != full)
+        return df11_fail(DF11_ERR_CORRUPT, "length limiter: Kraft sum %llu/%llu for %d exponents at "
+                         "max length %u (want a complete code)", (unsigned long long)kraft,
+                         (unsigned long long)full, n, max_len);
+    return DF11_OK;
 }
 
 df11_status df11_code_build(const uint64_t hist[256], uint32_t max_len, df11_code *code)
@@ -114,8 +145,16 @@ df11_status df11_code_build(const uint64_t hist[256], uint32_t max_len, df11_cod
         return DF11_OK;
     }
     huffman_lengths(hist, syms, n, code->len);
-    limit_lengths(hist, syms, n, code->len, max_len);
-    return DF11_OK;
+    df11_status st = limit_lengths(hist, syms, n, code->len, max_len);
+    if (st != DF11_OK) memset(code->len, 0, sizeof code->len);
+    return st;
+}
+
+uint32_t df11_code_min_len(const uint64_t hist[256])
+{
+    int n = 0;
+    for (int s = 0; s < 256; s++) n += hist[s] != 0;
+    return n > 2 ? min_code_len(n) : 1;
 }
 
 static void symbol_range(const df11_code *code, int *lo, int *hi)

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec/codec.h"
 #include "common/error.h"
 #include "df11/compress.h"
 #include "df11/file.h"
@@ -13,6 +14,14 @@ df11_status df11_compress_path(const char *in_path, const char *out_path,
                                df11_compress_summary *summary)
 {
     if (!in_path || !out_path) return df11_fail(DF11_ERR_INVALID_ARG, "df11_compress_path: NULL path");
+    /* The option ranges, before a large input is opened (df11_compress_tensors checks
+     * them again for its own callers). */
+    if (options && options->max_code_len > DF11_MAX_CODE_LEN)
+        return df11_fail(DF11_ERR_INVALID_ARG, "max code length %u not in 1..%d",
+                         options->max_code_len, DF11_MAX_CODE_LEN);
+    if (options && (options->lane_symbols % DF11_GROUP || options->lane_symbols > DF11_MAX_LANE_SYMBOLS))
+        return df11_fail(DF11_ERR_INVALID_ARG, "lane symbols %u: want a multiple of %d in %d..%d",
+                         options->lane_symbols, DF11_GROUP, DF11_GROUP, DF11_MAX_LANE_SYMBOLS);
     df11_st_model *m;
     df11_status st = df11_st_open(in_path, &m);
     if (st != DF11_OK) return st;

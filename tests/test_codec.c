@@ -448,6 +448,132 @@ START_TEST(test_bad_arguments)
 }
 END_TEST
 
+/* BF16 values whose exponents are `d` distinct values (100, 101, ...), exponent i taking
+ * about 2^-(i+1) of the elements (the rarest at least once): skewed enough that plain
+ * Huffman codes would pass most length limits. */
+static void fill_distinct(uint16_t *x, uint64_t n, uint32_t d, uint64_t *r)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        uint32_t e = i < d ? (uint32_t)i : 0;
+        while (i >= d && e + 1 < d && (df11_test_rand(r) & 1)) e++;
+        x[i] = bf16_with_exp(100 + e, r);
+    }
+}
+
+START_TEST(test_too_many_exponents_for_L)
+{
+    /* 40 distinct exponents need 6 bits: L = 5 has only 32 codes. The builder refused
+     * nothing before and the limiter ran off its array. */
+    const uint64_t n = 5000;
+    uint16_t *x = malloc(n * 2);
+    uint8_t *sm = malloc(n);
+    fill_distinct(x, n, 40, &rng);
+    df11_encoded enc;
+    ck_assert_int_eq(df11_encode(x, n, 5, 256, 1, sm, &enc), DF11_ERR_INVALID_ARG);
+    const char *why = df11_last_error_detail();
+    ck_assert_msg(strstr(why, "40 distinct") && strstr(why, "at least 6"), "%s", why);
+    ck_assert_ptr_null(enc.stream); /* nothing half-built handed back */
+    uint64_t hist[256] = {0};
+    for (uint64_t i = 0; i < n; i++) hist[df11_bf16_exp(x[i])]++;
+    ck_assert_uint_eq(df11_code_min_len(hist), 6);
+    roundtrip(x, n, 6, 256, 1);
+    free(x);
+    free(sm);
+
+    /* every count of distinct exponents against every L: accepted iff it fits 2^L */
+    for (int d = 1; d <= 256; d++) {
+        uint64_t h[256] = {0};
+        for (int s = 0; s < d; s++) h[(s * 7 + 3) % 256] = 1 + (uint64_t)s * s;
+        for (uint32_t L = 1; L <= DF11_MAX_CODE_LEN; L++) {
+            df11_code code;
+            df11_status st = df11_code_build(h, L, &code);
+            ck_assert_msg((st == DF11_OK) == (d <= (1 << L)), "d=%d L=%u: %s", d, L,
+                          df11_strerror(st));
+            ck_assert_msg(st == DF11_OK || L < df11_code_min_len(h), "d=%d L=%u", d, L);
+        }
+    }
+}
+END_TEST
+
+/* Checks that `code` (for `hist` at limit L) is complete, prefix-free and within L. */
+static void check_code(const uint64_t hist[256], const df11_code *code, uint32_t L, const char *what)
+{
+    int distinct = 0;
+    for (int s = 0; s < 256; s++) distinct += hist[s] != 0;
+    if (distinct <= 1) {
+        ck_assert_msg(code->single_symbol >= 0, "%s: single symbol", what);
+        return;
+    }
+    ck_assert_int_eq(code->single_symbol, -1);
+    uint64_t kraft = 0;
+    for (int s = 0; s < 256; s++) {
+        ck_assert_msg((hist[s] != 0) == (code->len[s] != 0), "%s: symbol %d presence", what, s);
+        ck_assert_msg(code->len[s] <= L, "%s: symbol %d length %u", what, s, code->len[s]);
+        if (code->len[s]) kraft += 1ull << (L - code->len[s]);
+    }
+    ck_assert_msg(kraft == 1ull << L, "%s: Kraft sum %llu/%llu", what, (unsigned long long)kraft,
+                  1ull << L);
+    uint16_t codes[256];
+    df11_code_canonical(code, codes);
+    for (int a = 0; a < 256; a++)
+        for (int b = 0; b < 256; b++) {
+            if (a == b || !code->len[a] || !code->len[b] || code->len[a] > code->len[b]) continue;
+            ck_assert_msg(codes[b] >> (code->len[b] - code->len[a]) != codes[a],
+                          "%s: code of %d is a prefix of %d's", what, a, b);
+        }
+}
+
+START_TEST(test_code_properties_every_L)
+{
+    /* Random histograms (wild weights, up to the saturating sum past 2^64) at every L:
+     * the limiter never fails where the code can exist and always yields a complete,
+     * prefix-free code within L. The seed is printed by the suite runner. */
+    const uint64_t seed = rng;
+    for (int trial = 0; trial < 150; trial++) {
+        uint64_t hist[256] = {0};
+        const int kind = trial % 3;
+        int used = 1 + (int)(df11_test_rand(&rng) % 256);
+        for (int i = 0; i < used; i++) {
+            uint64_t w = kind == 0 ? 1 + df11_test_rand(&rng) % (1ull << (df11_test_rand(&rng) % 40))
+                       : kind == 1 ? 1ull << (df11_test_rand(&rng) % 63)
+                                   : UINT64_MAX - df11_test_rand(&rng) % 1000;
+            hist[df11_test_rand(&rng) % 256] = w;
+        }
+        for (uint32_t L = 1; L <= DF11_MAX_CODE_LEN; L++) {
+            df11_code code;
+            char what[96];
+            snprintf(what, sizeof what, "seed %llu trial %d L=%u", (unsigned long long)seed, trial, L);
+            df11_status st = df11_code_build(hist, L, &code);
+            if (L < df11_code_min_len(hist)) {
+                ck_assert_msg(st == DF11_ERR_INVALID_ARG, "%s: %s", what, df11_strerror(st));
+                continue;
+            }
+            ck_assert_msg(st == DF11_OK, "%s: %s", what, df11_last_error_detail());
+            check_code(hist, &code, L, what);
+        }
+    }
+    /* Encode -> decode at every accepted L, on data with 1..256 distinct exponents. */
+    const uint64_t n = 3000;
+    uint16_t *x = malloc(n * 2);
+    for (int trial = 0; trial < 24; trial++) {
+        const uint32_t d = trial < 8 ? 1u << trial : 1 + (uint32_t)(df11_test_rand(&rng) % 256);
+        fill_distinct(x, n, d, &rng);
+        uint64_t hist[256] = {0};
+        for (uint64_t i = 0; i < n; i++) hist[df11_bf16_exp(x[i])]++;
+        for (uint32_t L = df11_code_min_len(hist); L <= DF11_MAX_CODE_LEN; L++) {
+            df11_code code;
+            ck_assert_int_eq(df11_code_build(hist, L, &code), DF11_OK);
+            char what[96];
+            snprintf(what, sizeof what, "seed %llu data trial %d d=%u L=%u",
+                     (unsigned long long)seed, trial, d, L);
+            check_code(hist, &code, L, what);
+            roundtrip(x, n, L, 64, 1);
+        }
+    }
+    free(x);
+}
+END_TEST
+
 int main(void)
 {
     rng = df11_test_seed();
@@ -464,6 +590,8 @@ int main(void)
     tcase_add_test(tc, test_stream_word_boundaries);
     tcase_add_test(tc, test_chunk_size_must_match_lanes);
     tcase_add_test(tc, test_bad_arguments);
+    tcase_add_test(tc, test_too_many_exponents_for_L);
+    tcase_add_test(tc, test_code_properties_every_L);
     suite_add_tcase(s, tc);
     return df11_test_run(s);
 }

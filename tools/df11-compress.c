@@ -1,4 +1,5 @@
 /* df11-compress: a safetensors file or Hugging Face folder in, one .df11 file out. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,13 +15,26 @@ static void usage(void)
            "losslessly into one .df11 file (other dtypes are stored as they are).\n\n"
            "  -o, --output FILE       the .df11 file to write (required)\n"
            "  -j, --threads N         worker threads (default: all cores)\n"
-           "      --max-code-len L    longest Huffman code, 1..15 (default %d)\n"
-           "      --lane-symbols S    weights per decoder lane and chunk (default %d)\n"
+           "      --max-code-len L    longest Huffman code, 1..15 (default %d); a tensor with\n"
+           "                          more than 2^L distinct exponents is refused (the error\n"
+           "                          names it and the L it needs), no file is written\n"
+           "      --lane-symbols S    weights per decoder lane and chunk, a multiple of 8 in\n"
+           "                          8..4096 (default %d)\n"
            "      --layer-prefix P    tensors named P<N>.* form block N (default %s)\n"
            "      --json              print the summary as JSON\n"
            "  -q, --quiet             no summary\n"
            "  -h, --help, -V, --version\n",
            tool, DF11_DEFAULT_MAX_CODE_LEN, DF11_DEFAULT_LANE_SYMBOLS, DF11_DEFAULT_LAYER_PREFIX);
+}
+
+/* A whole decimal number in [lo, hi], or -1. */
+static long parse_range(const char *s, long lo, long hi)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    return v;
 }
 
 int main(int argc, char **argv)
@@ -34,12 +48,25 @@ int main(int argc, char **argv)
     df11_compress_options o = {.progress = cli_progress, .progress_ctx = (void *)tool};
     const char *out = NULL;
     int json = 0, quiet = 0, c;
+    long v;
     while ((c = getopt_long(argc, argv, "o:j:qhV", opts, NULL)) != -1) {
         switch (c) {
         case 'o': out = optarg; break;
-        case 'j': o.n_threads = atoi(optarg); break;
-        case 'L': o.max_code_len = (uint32_t)atoi(optarg); break;
-        case 'S': o.lane_symbols = (uint32_t)atoi(optarg); break;
+        case 'j':
+            if ((v = parse_range(optarg, 0, 4096)) < 0)
+                return cli_usage_error(tool, "--threads '%s': want a number of threads (0 = all cores)", optarg);
+            o.n_threads = (int)v;
+            break;
+        case 'L':
+            if ((v = parse_range(optarg, 1, 15)) < 0)
+                return cli_usage_error(tool, "--max-code-len '%s': want 1..15", optarg);
+            o.max_code_len = (uint32_t)v;
+            break;
+        case 'S':
+            if ((v = parse_range(optarg, 8, 4096)) < 0 || v % 8)
+                return cli_usage_error(tool, "--lane-symbols '%s': want a multiple of 8 in 8..4096", optarg);
+            o.lane_symbols = (uint32_t)v;
+            break;
         case 'P': o.layer_prefix = optarg; break;
         case 'J': json = 1; break;
         case 'q': quiet = 1; break;

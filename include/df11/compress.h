@@ -25,6 +25,10 @@ extern "C" {
 
 #define DF11_DEFAULT_MAX_CODE_LEN 12
 #define DF11_DEFAULT_LANE_SYMBOLS 2048
+/* The ranges of the two code options (the same values codec/codec.h uses; a translation
+ * unit seeing both would not compile if they differed). */
+#define DF11_MAX_CODE_LEN 15
+#define DF11_MAX_LANE_SYMBOLS 4096
 #define DF11_DEFAULT_LAYER_PREFIX "model.layers."
 
 typedef struct df11_tensor_source {
@@ -37,8 +41,16 @@ typedef struct df11_tensor_source {
 
 typedef struct df11_compress_options {
     int n_threads;              /* 0 = all cores */
-    uint32_t max_code_len;      /* 1..15; 0 = DF11_DEFAULT_MAX_CODE_LEN */
-    uint32_t lane_symbols;      /* multiple of 8; 0 = DF11_DEFAULT_LANE_SYMBOLS */
+    /* Longest Huffman code L, 1..DF11_MAX_CODE_LEN; 0 = DF11_DEFAULT_MAX_CODE_LEN. One L
+     * holds for every tensor and is never raised behind the caller's back: a BF16 tensor
+     * with more than 2^L distinct exponents fails the whole call with
+     * DF11_ERR_INVALID_ARG, the detail naming the tensor, its count of distinct
+     * exponents and the smallest L that codes it (ceil(log2(count))); no file is written.
+     * Any L >= 8 codes every tensor (there are 256 exponent values). */
+    uint32_t max_code_len;
+    /* Weights per decoder lane: a multiple of 8 in 8..DF11_MAX_LANE_SYMBOLS;
+     * 0 = DF11_DEFAULT_LANE_SYMBOLS. */
+    uint32_t lane_symbols;
     /* Tensors named "<layer_prefix><N>.<rest>" form group "layers.N" (block N); every
      * other tensor is a group of its own. NULL = DF11_DEFAULT_LAYER_PREFIX. */
     const char *layer_prefix;
@@ -58,14 +70,16 @@ typedef struct df11_compress_summary {
     double seconds;
 } df11_compress_summary;
 
-/* `metadata`: the source's config.json text (may be NULL). `summary` may be NULL. */
+/* `metadata`: the source's config.json text (may be NULL). `summary` may be NULL.
+ * Options out of range fail with DF11_ERR_INVALID_ARG before any tensor is read. */
 DF11_API df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source *tensors,
                                   size_t n_tensors, const char *metadata,
                                   size_t metadata_len, const df11_compress_options *options,
                                   df11_compress_summary *summary);
 
 /* `in_path`: a .safetensors file, or a folder with model.safetensors or
- * model.safetensors.index.json (+ shards) and optionally config.json. */
+ * model.safetensors.index.json (+ shards) and optionally config.json. Options are checked
+ * (DF11_ERR_INVALID_ARG) before the input is opened. */
 DF11_API df11_status df11_compress_path(const char *in_path, const char *out_path,
                                const df11_compress_options *options,
                                df11_compress_summary *summary);
