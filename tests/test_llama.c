@@ -9,7 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <stdint.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 #include <sys/wait.h>
 
 #include <cjson/cJSON.h>
@@ -601,6 +605,135 @@ START_TEST(test_config_errors)
 }
 END_TEST
 
+/* Parses the base config with `extra` fields put first (cJSON takes the first of repeated
+ * keys, so they override the base). */
+static int parse_with(const char *extra, llama_config *c, char *err, size_t errlen)
+{
+    char json[1024];
+    snprintf(json, sizeof json, "{%s%s\"hidden_size\": 64, \"num_hidden_layers\": 2, "
+             "\"num_attention_heads\": 8, \"intermediate_size\": 10, \"vocab_size\": 9}",
+             extra, extra[0] ? ", " : "");
+    err[0] = 0;
+    return llama_config_parse(json, strlen(json), c, err, errlen);
+}
+
+/* Everything that would give NaN logits or overflow later is refused at parse time, with
+ * the field named. */
+START_TEST(test_config_sanity)
+{
+    static const struct { const char *extra, *want; } bad[] = {
+        {"\"rms_norm_eps\": 0", "rms_norm_eps"},
+        {"\"rms_norm_eps\": -1e-6", "rms_norm_eps"},
+        {"\"rms_norm_eps\": 1e-50", "rms_norm_eps"},   /* 0 as a float */
+        {"\"rms_norm_eps\": 1e999", "rms_norm_eps"},   /* inf */
+        {"\"rms_norm_eps\": \"1e-6\"", "rms_norm_eps"},
+        {"\"rope_theta\": 0", "rope_theta"},
+        {"\"rope_theta\": -10000", "rope_theta"},
+        {"\"rope_theta\": 1e39", "rope_theta"},        /* inf as a float */
+        {"\"rope_theta\": []", "rope_theta"},
+        {"\"hidden_size\": 65", "multiple of num_attention_heads"},
+        {"\"num_key_value_heads\": 3", "kv heads"},
+        {"\"num_key_value_heads\": 16", "kv heads"},
+        {"\"num_key_value_heads\": 0", "num_key_value_heads"},
+        {"\"hidden_size\": -64", "hidden_size"},
+        {"\"hidden_size\": 0", "hidden_size"},
+        {"\"hidden_size\": 64.5", "hidden_size"},
+        {"\"hidden_size\": 1e12", "hidden_size"},
+        {"\"hidden_size\": \"64\"", "hidden_size"},
+        {"\"hidden_size\": true", "hidden_size"},
+        {"\"num_attention_heads\": 0", "num_attention_heads"},
+        {"\"vocab_size\": 2000000", "vocab_size"},
+        {"\"vocab_size\": 4294967297", "vocab_size"},
+        {"\"intermediate_size\": 2147483648", "intermediate_size"},
+        {"\"num_hidden_layers\": 5000", "num_hidden_layers"},
+        {"\"num_hidden_layers\": -1", "num_hidden_layers"},
+        {"\"max_position_embeddings\": 0", "max_position_embeddings"},
+        {"\"max_position_embeddings\": -5", "max_position_embeddings"},
+        {"\"max_position_embeddings\": 99999999", "max_position_embeddings"},
+        {"\"head_dim\": 7", "head_dim 7"},
+        {"\"head_dim\": 0", "head_dim"},
+        {"\"head_dim\": 262144", "head_dim"},          /* 8 heads of it: over the limit */
+        {"\"bos_token_id\": 9", "bos_token_id"},
+        {"\"eos_token_id\": [99, 1]", "eos_token_id"},
+        {"\"eos_token_id\": 1.5", "eos_token_id"},
+        {"\"hidden_act\": \"gelu\"", "hidden_act"},
+        {"\"hidden_act\": 5", "hidden_act"},
+        {"\"rope_scaling\": {\"type\": \"linear\"}", "rope_scaling"},
+    };
+    llama_config c;
+    char err[256];
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        ck_assert_msg(parse_with(bad[i].extra, &c, err, sizeof err) == -1, "accepted %s", bad[i].extra);
+        ck_assert_msg(strstr(err, bad[i].want) != NULL, "%s: message '%s' lacks '%s'",
+                      bad[i].extra, err, bad[i].want);
+    }
+    ck_assert_int_eq(parse_with("", &c, err, sizeof err), 0);
+    ck_assert_int_eq(c.max_pos, 2048);
+    ck_assert_float_eq(c.rope_theta, 10000.0f);
+    ck_assert_float_eq(c.norm_eps, 1e-6f);
+    /* head_dim given: hidden_size need not split into the heads */
+    ck_assert_msg(parse_with("\"hidden_size\": 60, \"head_dim\": 16", &c, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(c.head_dim, 16);
+    ck_assert_int_eq(c.dim, 60);
+    /* null and negative ids mean none; values as HF writes them */
+    ck_assert_msg(parse_with("\"bos_token_id\": null, \"eos_token_id\": -1, \"rope_theta\": 500000.0, "
+                             "\"rms_norm_eps\": 1e-05, \"hidden_act\": \"silu\", \"rope_scaling\": null",
+                             &c, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(c.bos_id, -1);
+    ck_assert_int_eq(c.eos_id, -1);
+    ck_assert_float_eq(c.rope_theta, 500000.0f);
+    /* err may be NULL */
+    ck_assert_int_eq(llama_config_parse("{}", 2, &c, NULL, 0), -1);
+}
+END_TEST
+
+/* llama_config_parse takes bytes, not a string: an exact-size buffer without a NUL parses
+ * (read in bounds: the ASan build would see an over-read), and random mutations of a good
+ * config either fail with a message or give a shape the engine can run. */
+START_TEST(test_config_bytes)
+{
+    const char good[] = "{\"hidden_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 8,"
+                        " \"num_key_value_heads\": 4, \"intermediate_size\": 10, \"vocab_size\": 9,"
+                        " \"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-06, \"eos_token_id\": [2]}";
+    const size_t n = sizeof good - 1;
+    llama_config c;
+    char err[256];
+    char *exact = malloc(n);
+    memcpy(exact, good, n);
+    ck_assert_msg(llama_config_parse(exact, n, &c, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(c.n_kv_heads, 4);
+    /* a prefix is not the whole object */
+    ck_assert_int_eq(llama_config_parse(exact, n - 1, &c, err, sizeof err), -1);
+    ck_assert_int_eq(llama_config_parse(exact, 0, &c, err, sizeof err), -1);
+    ck_assert_int_eq(llama_config_parse(NULL, 5, &c, err, sizeof err), -1);
+    free(exact);
+
+    uint64_t rng = df11_test_seed() ^ 0xc0f;
+    for (int round = 0; round < 3000; round++) {
+        char *m = malloc(n);
+        memcpy(m, good, n);
+        int edits = 1 + (int)(df11_test_rand(&rng) % 4);
+        for (int k = 0; k < edits; k++) {
+            size_t at = df11_test_rand(&rng) % n;
+            static const char pick[] = "0123456789-.e\"{}[],: \\u";
+            m[at] = df11_test_rand(&rng) % 2 ? pick[df11_test_rand(&rng) % (sizeof pick - 1)]
+                                             : (char)df11_test_rand(&rng);
+        }
+        size_t len = df11_test_rand(&rng) % 8 == 0 ? df11_test_rand(&rng) % (n + 1) : n;
+        err[0] = 0;
+        int r = llama_config_parse(m, len, &c, err, sizeof err);
+        ck_assert(r == 0 || r == -1);
+        if (r) ck_assert(err[0] != 0);
+        else
+            ck_assert(c.dim > 0 && c.n_layers > 0 && c.n_kv_heads > 0 && c.n_heads % c.n_kv_heads == 0 &&
+                      c.head_dim > 0 && c.head_dim % 2 == 0 && c.hidden_dim > 0 && c.vocab_size > 0 &&
+                      c.max_pos > 0 && c.norm_eps > 0 && isfinite(c.norm_eps) && c.rope_theta > 0 &&
+                      isfinite(c.rope_theta) && c.bos_id < c.vocab_size && c.eos_id < c.vocab_size);
+        free(m);
+    }
+}
+END_TEST
+
 /* ---------------------------------------- through the runtime: .df11 vs BF16 ------ */
 
 static llama *engine_open(df11_model *model, df11_provider *p)
@@ -718,12 +851,12 @@ START_TEST(test_tokenizer)
     char err[256];
     ck_assert_msg(tokenizer_load(&t, path, V, err, sizeof err) == 0, "%s", err);
     int ids[16];
-    ck_assert_int_eq(tokenizer_encode(&t, "ab ab", 1, ids), 3);
+    ck_assert_int_eq(tokenizer_encode(&t, "ab ab", 1, ids, 16, err, sizeof err), 3);
     ck_assert_int_eq(ids[0], 1);
     ck_assert_int_eq(ids[1], 263);
     ck_assert_int_eq(ids[2], 263);
     /* é is not a piece: its two UTF-8 bytes fall back to <0xC3> <0xA9> */
-    ck_assert_int_eq(tokenizer_encode(&t, "a\xc3\xa9", 0, ids), 4);
+    ck_assert_int_eq(tokenizer_encode(&t, "a\xc3\xa9", 0, ids, 16, err, sizeof err), 4);
     ck_assert_int_eq(ids[0], 259);
     ck_assert_int_eq(ids[1], 260);
     ck_assert_int_eq(ids[2], 0xc3 + 3);
@@ -734,6 +867,332 @@ START_TEST(test_tokenizer)
     ck_assert_str_eq(tokenizer_decode(&t, 260, 0xc3 + 3, byte), "\xc3");
     tokenizer_free(&t);
     ck_assert_int_eq(tokenizer_load(&t, path, V + 1, err, sizeof err), -1); /* too short */
+}
+END_TEST
+
+/* A tokenizer.bin image in memory: max_token_length, then (score, len, piece) per token. */
+typedef struct tok_image { unsigned char *data; size_t size, cap; } tok_image;
+
+static void img_put(tok_image *im, const void *p, size_t n)
+{
+    if (im->size + n > im->cap) {
+        im->cap = (im->size + n) * 2 + 64;
+        im->data = realloc(im->data, im->cap);
+        ck_assert_ptr_nonnull(im->data);
+    }
+    memcpy(im->data + im->size, p, n);
+    im->size += n;
+}
+
+static void img_i32(tok_image *im, int32_t v) { img_put(im, &v, 4); }
+static void img_f32(tok_image *im, float v) { img_put(im, &v, 4); }
+
+static void img_token(tok_image *im, float score, const char *piece)
+{
+    img_f32(im, score);
+    img_i32(im, (int32_t)strlen(piece));
+    img_put(im, piece, strlen(piece));
+}
+
+/* <unk> <s> </s> " " a b ab, and the byte piece for 'z' only: 8 tokens, so the 3 + byte
+ * ids llama2.c assumes are all out of range. */
+static tok_image small_vocab(void)
+{
+    tok_image im = {0};
+    img_i32(&im, 6);
+    const char *p[] = {"<unk>", "<s>", "</s>", " ", "a", "b", "ab", "<0x7A>"};
+    const float sc[] = {0, 0, 0, -5, -5, -5, -1, 0};
+    for (int i = 0; i < 8; i++) img_token(&im, sc[i], p[i]);
+    return im;
+}
+
+START_TEST(test_tokenizer_small_vocab_byte_fallback)
+{
+    tok_image im = small_vocab();
+    tokenizer t;
+    char err[256];
+    ck_assert_msg(tokenizer_load_buffer(&t, im.data, im.size, 8, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(t.byte_ids['z'], 7);
+    ck_assert_int_eq(t.byte_ids['y'], -1);
+    int ids[16];
+    /* 'z' is no piece: its byte token is found by its piece "<0x7A>", id 7 (not 3 + 'z') */
+    int n = tokenizer_encode(&t, "abz", 1, ids, 16, err, sizeof err);
+    ck_assert_msg(n == 4, "%d: %s", n, err);
+    ck_assert_int_eq(ids[0], 1);
+    ck_assert_int_eq(ids[1], 3);
+    ck_assert_int_eq(ids[2], 6);
+    ck_assert_int_eq(ids[3], 7);
+    for (int i = 0; i < n; i++) ck_assert_int_lt(ids[i], t.vocab_size);
+    char byte[2];
+    ck_assert_str_eq(tokenizer_decode(&t, 6, 7, byte), "z");
+    /* a byte with neither a piece nor a byte token is an error that names it */
+    err[0] = 0;
+    ck_assert_int_eq(tokenizer_encode(&t, "a\xc3\xa9", 1, ids, 16, err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "0xC3"));
+    ck_assert_int_eq(tokenizer_encode(&t, "y", 0, ids, 16, NULL, 0), -1);
+    /* a vocabulary too small for BOS and EOS has neither */
+    tokenizer_free(&t);
+    tok_image one = {0};
+    img_i32(&one, 4);
+    img_token(&one, 0, "a");
+    ck_assert_msg(tokenizer_load_buffer(&t, one.data, one.size, 1, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(t.bos_id, -1);
+    ck_assert_int_eq(tokenizer_encode(&t, "aa", 1, ids, 16, err, sizeof err), 2);
+    ck_assert_int_eq(ids[0], 0);
+    ck_assert_int_eq(ids[1], 0);
+    tokenizer_free(&t);
+    free(one.data);
+    free(im.data);
+}
+END_TEST
+
+/* Loads a crafted image that must be refused, with `want` in the message. */
+static void expect_bad(const tok_image *im, int vocab, const char *want)
+{
+    tokenizer t;
+    char err[256] = "";
+    ck_assert_int_eq(tokenizer_load_buffer(&t, im->data, im->size, vocab, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, want) != NULL, "expected '%s' in '%s'", want, err);
+    ck_assert_ptr_null(t.pieces);
+    tokenizer_free(&t); /* harmless after a failure */
+}
+
+START_TEST(test_tokenizer_rejects_bad_files)
+{
+    tok_image good = small_vocab();
+    tokenizer t;
+    char err[256];
+    /* every truncation of a good file fails cleanly, and so do trailing bytes */
+    for (size_t cut = 0; cut < good.size; cut++) {
+        ck_assert_int_eq(tokenizer_load_buffer(&t, good.data, cut, 8, err, sizeof err), -1);
+        ck_assert_ptr_null(t.pieces);
+    }
+    tok_image im = {0};
+    img_put(&im, good.data, good.size);
+    img_put(&im, "x", 1);
+    expect_bad(&im, 8, "after the 8 tokens");
+    expect_bad(&good, 9, "truncated");
+    /* a vocabulary the file cannot hold is refused before allocating for it */
+    expect_bad(&good, 1 << 30, "cannot hold");
+    expect_bad(&good, 0, "not positive");
+    expect_bad(&good, -3, "not positive");
+
+    const int32_t bad_max[] = {0, -1, TOKENIZER_MAX_PIECE + 1, INT32_MAX};
+    for (size_t i = 0; i < sizeof bad_max / sizeof *bad_max; i++) {
+        memcpy(good.data, &bad_max[i], 4);
+        expect_bad(&good, 8, "max_token_length");
+    }
+    int32_t six = 6;
+    memcpy(good.data, &six, 4);
+    ck_assert_int_eq(tokenizer_load_buffer(&t, good.data, good.size, 8, err, sizeof err), 0);
+    tokenizer_free(&t);
+
+    /* piece length negative, longer than max_token_length, past the end */
+    const int32_t bad_len[] = {-1, INT32_MIN, 7, 1 << 20};
+    for (size_t i = 0; i < sizeof bad_len / sizeof *bad_len; i++) {
+        im.size = 0;
+        img_i32(&im, 6);
+        img_token(&im, 0, "<unk>");
+        img_f32(&im, 0);
+        img_i32(&im, bad_len[i]);
+        img_put(&im, "abcdefgh", 8);
+        expect_bad(&im, 2, "token 1: length");
+    }
+    im.size = 0;
+    img_i32(&im, 600);
+    img_f32(&im, 0);
+    img_i32(&im, 500);
+    img_put(&im, "abc", 3);
+    expect_bad(&im, 1, "truncated");
+    /* NaN and infinite scores, a NUL inside a piece */
+    const float bad_score[] = {NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < 3; i++) {
+        im.size = 0;
+        img_i32(&im, 4);
+        img_token(&im, 0, "a");
+        img_token(&im, bad_score[i], "b");
+        expect_bad(&im, 2, "token 1: score");
+    }
+    im.size = 0;
+    img_i32(&im, 4);
+    img_f32(&im, 0);
+    img_i32(&im, 3);
+    img_put(&im, "a\0b", 3);
+    expect_bad(&im, 1, "NUL");
+    ck_assert_int_eq(tokenizer_load_buffer(&t, NULL, 0, 1, err, sizeof err), -1);
+    free(im.data);
+    free(good.data);
+}
+END_TEST
+
+/* llama2.c's encoder, as it was here: rescan every adjacent pair, merge the best (leftmost
+ * on ties), until none merges. The reference for the priority-queue encoder. */
+static int naive_encode(const tokenizer *t, const char *text, int *ids)
+{
+    int n = 0, space = tokenizer_lookup(t, " ");
+    if (!text[0]) return 0;
+    if (space >= 0) ids[n++] = space;
+    char c[2] = {0, 0}, buf[64];
+    for (const char *p = text; *p; p++) {
+        c[0] = *p;
+        int id = tokenizer_lookup(t, c);
+        ids[n++] = id >= 0 ? id : t->byte_ids[(unsigned char)*p];
+    }
+    for (;;) {
+        float best = -1e30f;
+        int best_id = -1, at = -1;
+        for (int i = 0; i + 1 < n; i++) {
+            snprintf(buf, sizeof buf, "%s%s", t->pieces[ids[i]], t->pieces[ids[i + 1]]);
+            int id = tokenizer_lookup(t, buf);
+            if (id >= 0 && t->scores[id] > best) { best = t->scores[id]; best_id = id; at = i; }
+        }
+        if (at < 0) return n;
+        ids[at] = best_id;
+        memmove(ids + at + 1, ids + at + 2, (size_t)(n - at - 2) * sizeof *ids);
+        n--;
+    }
+}
+
+START_TEST(test_tokenizer_matches_naive_merge)
+{
+    uint64_t rng = df11_test_seed() ^ 0x70c;
+    char err[256];
+    for (int round = 0; round < 60; round++) {
+        /* the byte pieces for a, b, c and ' ', then random strings over them with random
+         * scores (a few repeated, to exercise the leftmost-on-ties rule) */
+        tok_image im = {0};
+        img_i32(&im, 8);
+        const char alpha[] = "abc ";
+        int V = 0;
+        for (int i = 0; i < 4; i++) {
+            char piece[8];
+            snprintf(piece, sizeof piece, "<0x%02X>", (unsigned char)alpha[i]);
+            img_token(&im, 0, piece);
+            V++;
+        }
+        char seen[64][9];
+        int n_seen = 0;
+        const int want = 8 + (int)(df11_test_rand(&rng) % 40);
+        while (n_seen < want) {
+            int len = 1 + (int)(df11_test_rand(&rng) % 6);
+            char piece[9];
+            for (int i = 0; i < len; i++) piece[i] = alpha[df11_test_rand(&rng) % 4];
+            piece[len] = 0;
+            int dup = 0;
+            for (int k = 0; k < n_seen; k++) dup |= strcmp(seen[k], piece) == 0;
+            if (dup) continue;
+            strcpy(seen[n_seen++], piece);
+            img_token(&im, (float)(df11_test_rand(&rng) % 12), piece);
+            V++;
+        }
+        tokenizer t;
+        ck_assert_msg(tokenizer_load_buffer(&t, im.data, im.size, V, err, sizeof err) == 0, "%s", err);
+        for (int k = 0; k < 20; k++) {
+            char text[80];
+            int len = 1 + (int)(df11_test_rand(&rng) % 70);
+            for (int i = 0; i < len; i++) text[i] = alpha[df11_test_rand(&rng) % 4];
+            text[len] = 0;
+            int a[96], b[96];
+            int na = tokenizer_encode(&t, text, 0, a, 96, err, sizeof err);
+            int nb = naive_encode(&t, text, b);
+            ck_assert_msg(na == nb, "'%s': %d tokens vs %d (%s)", text, na, nb, err);
+            for (int i = 0; i < na; i++)
+                ck_assert_msg(a[i] == b[i], "'%s': token %d is %d, naive %d", text, i, a[i], b[i]);
+        }
+        tokenizer_free(&t);
+        free(im.data);
+    }
+}
+END_TEST
+
+static double wall_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* A long prompt: merging is O(n log n), and a text over the limit is refused up front. */
+START_TEST(test_tokenizer_long_text)
+{
+    tok_image im = small_vocab();
+    tokenizer t;
+    char err[256];
+    ck_assert_int_eq(tokenizer_load_buffer(&t, im.data, im.size, 8, err, sizeof err), 0);
+    const size_t len = 256 << 10;
+    char *text = malloc(len + 1);
+    uint64_t rng = df11_test_seed();
+    for (size_t i = 0; i < len; i++) text[i] = "abab z"[df11_test_rand(&rng) % 6];
+    text[len] = 0;
+    int *ids = malloc((len + 2) * sizeof *ids);
+    double t0 = wall_s();
+    int n = tokenizer_encode(&t, text, 1, ids, (int)len + 2, err, sizeof err);
+    double dt = wall_s() - t0;
+    ck_assert_msg(n > 0, "%s", err);
+    /* the rescanning encoder takes minutes here (n^2 pair lookups); n log n takes ms */
+    ck_assert_msg(dt < 3.0, "%zu bytes took %.2f s to encode", len, dt);
+    /* the tokens spell the text back (the dummy space is dropped after BOS) */
+    char *back = malloc(len + 1), byte[2];
+    size_t bytes = 0;
+    for (int i = 1; i < n; i++) {
+        ck_assert_int_lt(ids[i], 8);
+        const char *piece = tokenizer_decode(&t, ids[i - 1], ids[i], byte);
+        size_t pl = strlen(piece);
+        ck_assert_uint_le(bytes + pl, len);
+        memcpy(back + bytes, piece, pl);
+        bytes += pl;
+    }
+    ck_assert_uint_eq(bytes, len);
+    ck_assert(memcmp(back, text, len) == 0);
+    free(back);
+
+    /* over the limit: refused at once whatever the length, with nothing written */
+    ids[0] = -7;
+    t0 = wall_s();
+    ck_assert_int_eq(tokenizer_encode(&t, text, 1, ids, 1000, err, sizeof err), -1);
+    ck_assert_msg(wall_s() - t0 < 0.5, "refusal took %.2f s", wall_s() - t0);
+    ck_assert_ptr_nonnull(strstr(err, "more than 1000"));
+    ck_assert_int_eq(ids[0], -7);
+    /* a limit only the merged count shows: "ab" x 4 is 5 tokens with BOS and space */
+    ck_assert_int_eq(tokenizer_encode(&t, "abababab", 1, ids, 5, err, sizeof err), -1);
+    ck_assert_int_eq(tokenizer_encode(&t, "abababab", 1, ids, 6, err, sizeof err), 6);
+    ck_assert_int_eq(tokenizer_encode(&t, "", 1, ids, 0, err, sizeof err), -1);
+    ck_assert_int_eq(tokenizer_encode(&t, "", 1, ids, 1, err, sizeof err), 1);
+    free(ids);
+    free(text);
+    tokenizer_free(&t);
+    free(im.data);
+}
+END_TEST
+
+START_TEST(test_tokenizer_file)
+{
+    tok_image im = small_vocab();
+    char path[600], fifo[600], err[256];
+    snprintf(path, sizeof path, "%s/small_tok.bin", df11_test_tmpdir());
+    snprintf(fifo, sizeof fifo, "%s/tok.fifo", df11_test_tmpdir());
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(im.data, 1, im.size, f), im.size);
+    fclose(f);
+    tokenizer t;
+    ck_assert_msg(tokenizer_load(&t, path, 8, err, sizeof err) == 0, "%s", err);
+    ck_assert_str_eq(t.pieces[6], "ab");
+    tokenizer_free(&t);
+    ck_assert_int_eq(tokenizer_load(&t, path, 7, err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "small_tok.bin"));
+    ck_assert_ptr_nonnull(strstr(err, "after the 7 tokens"));
+
+    /* a FIFO is refused at once instead of waiting for a writer */
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    alarm(10); /* a regression fails with SIGALRM instead of hanging */
+    ck_assert_int_eq(tokenizer_load(&t, fifo, 8, err, sizeof err), -1);
+    alarm(0);
+    ck_assert_ptr_nonnull(strstr(err, "not a regular file"));
+    ck_assert_int_eq(tokenizer_load(&t, df11_test_tmpdir(), 8, err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "not a regular file"));
+    unlink(fifo);
+    free(im.data);
 }
 END_TEST
 
@@ -844,6 +1303,146 @@ START_TEST(test_cli)
 }
 END_TEST
 
+/* Runs df11-run (in a 20 s `timeout`, so a hang fails) and returns its exit status, with
+ * stderr in `out`. */
+static int run_stderr(char *out, size_t cap, const char *args)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "timeout 20 %s/df11-run %s 2>&1 >/dev/null", DF11_TOOLS_DIR, args);
+    FILE *p = popen(cmd, "r");
+    ck_assert(p != NULL);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int cli_built(void)
+{
+    char tool[600];
+    struct stat sb;
+    snprintf(tool, sizeof tool, "%s/df11-run", DF11_TOOLS_DIR);
+    if (stat(tool, &sb) == 0) return 1;
+    fprintf(stderr, "skipping CLI test: %s not built\n", tool);
+    return 0;
+}
+
+/* Every bad flag value is a usage error (2) with one line naming it, found before the
+ * model is opened (the model path here does not exist, which would be exit 1). */
+START_TEST(test_cli_flag_values)
+{
+    if (!cli_built()) return;
+    static const struct { const char *args, *want; } bad[] = {
+        {"-n -5", "-n"}, {"-n abc", "-n"}, {"-n 99999999999999999999", "-n"},
+        {"-n 5x", "-n"}, {"-n ''", "-n"}, {"--ctx 0", "--ctx"}, {"--ctx 1", "--ctx"},
+        {"--ctx 2000000000", "--ctx"}, {"--threads 0", "--threads"},
+        {"--threads -1", "--threads"}, {"--slots 1", "--slots"}, {"--seed -1", "--seed"},
+        {"--seed abc", "--seed"}, {"--seed 99999999999999999999999", "--seed"},
+        {"--temperature nan", "--temperature"}, {"--temperature -1", "--temperature"},
+        {"--temperature inf", "--temperature"}, {"--top-p 0", "--top-p"},
+        {"--top-p 1.5", "--top-p"}, {"--top-p x", "--top-p"},
+        {"--bench=0", "--bench"}, {"--bench=1,x", "--bench"}, {"--bench=,", "--bench"},
+        {"--bench=99999999", "--bench"}, {"--bench-decode -1", "--bench-decode"},
+        {"--tokens 1,-2", "token id"}, {"--tokens ,", "token id"},
+        {"--tokens 99999999999", "token id"}, {"--device tpu", "device"},
+        {"-p hello", "--tokenizer"},
+    };
+    char out[4096], args[512];
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(args, sizeof args, "/nonexistent/m.df11 %s", bad[i].args);
+        int rc = run_stderr(out, sizeof out, args);
+        ck_assert_msg(rc == 2, "'%s': exit %d (%s)", bad[i].args, rc, out);
+        ck_assert_msg(strncmp(out, "df11-run: ", 10) == 0 && strstr(out, bad[i].want) &&
+                      strchr(out, '\n') == out + strlen(out) - 1,
+                      "'%s': not one line naming %s: %s", bad[i].args, bad[i].want, out);
+    }
+    /* good values still get as far as opening the model */
+    ck_assert_int_eq(run_stderr(out, sizeof out, "/nonexistent/m.df11 -n 0 --seed 0x10 "
+                                "--top-p 1 --temperature 0 --ctx 2 --bench=1,2"), 1);
+}
+END_TEST
+
+/* A tokenizer.bin for the synthetic model's 300 tokens: <unk> <s> </s>, the 256 byte
+ * pieces, then " ", "a", "b", "ab", " ab" and fillers. */
+static const char *synth_tokenizer(void)
+{
+    static char path[600];
+    snprintf(path, sizeof path, "%s/synth_tok.bin", df11_test_tmpdir());
+    tok_image im = {0};
+    img_i32(&im, 6);
+    for (int i = 0; i < 300; i++) {
+        char piece[16];
+        float score = 0;
+        const char *extra[] = {" ", "a", "b", "ab", " ab"};
+        if (i < 3) snprintf(piece, sizeof piece, "%s", i == 0 ? "<unk>" : i == 1 ? "<s>" : "</s>");
+        else if (i < 259) snprintf(piece, sizeof piece, "<0x%02X>", i - 3);
+        else if (i < 264) { snprintf(piece, sizeof piece, "%s", extra[i - 259]); score = (float)(i - 270); }
+        else snprintf(piece, sizeof piece, "<x%d>", i);
+        img_token(&im, score, piece);
+    }
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(im.data, 1, im.size, f), im.size);
+    fclose(f);
+    free(im.data);
+    return path;
+}
+
+/* The prompt limit reaches the encoder: a prompt longer than the context is a usage error
+ * before any merging; a FIFO as tokenizer fails at once; a config with fewer layers than
+ * the weights have blocks runs with a warning. */
+START_TEST(test_cli_prompt_and_files)
+{
+    if (!cli_built()) return;
+    const char *dir = synth_dir(), *tok = synth_tokenizer();
+    char out[4096], args[2048];
+    snprintf(args, sizeof args, "--bf16 %s --device cpu -n 2 -t %s -p 'ab ab'", dir, tok);
+    ck_assert_msg(run_stderr(out, sizeof out, args) == 0, "%s", out);
+
+    /* ctx 8: BOS + 8 tokens of " ab" do not fit; 120 KB cannot fit the default 128 either */
+    snprintf(args, sizeof args, "--bf16 %s --device cpu -n 2 --ctx 8 -t %s -p 'ab ab ab ab ab ab ab ab'",
+             dir, tok);
+    int rc = run_stderr(out, sizeof out, args);
+    ck_assert_msg(rc == 2 && strstr(out, "context of 8"), "exit %d: %s", rc, out);
+    char big[600];
+    snprintf(big, sizeof big, "%s/big_prompt", df11_test_tmpdir());
+    FILE *f = fopen(big, "w");
+    ck_assert_ptr_nonnull(f);
+    for (int i = 0; i < 40000; i++) fputs("ab ", f); /* one argument: under 128 KiB */
+    fclose(f);
+    snprintf(args, sizeof args, "--bf16 %s --device cpu -n 2 -t %s -p \"$(cat %s)\"", dir, tok, big);
+    rc = run_stderr(out, sizeof out, args);
+    ck_assert_msg(rc == 2 && strstr(out, "more than 127"), "exit %d: %s", rc, out);
+
+    /* a FIFO as tokenizer */
+    char fifo[600];
+    snprintf(fifo, sizeof fifo, "%s/run_tok.fifo", df11_test_tmpdir());
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    snprintf(args, sizeof args, "--bf16 %s --device cpu -n 2 -t %s -p ab", dir, fifo);
+    rc = run_stderr(out, sizeof out, args);
+    ck_assert_msg(rc == 1 && strstr(out, "not a regular file"), "exit %d: %s", rc, out);
+    unlink(fifo);
+
+    /* config.json with 2 layers over 3 blocks: runs the first 2, and says so */
+    char cut[600], cmd[2048];
+    snprintf(cut, sizeof cut, "%s/synth_2layers", df11_test_tmpdir());
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp %s/model.safetensors %s/ && "
+             "sed 's/\"num_hidden_layers\": 3/\"num_hidden_layers\": 2/' %s/config.json > %s/config.json",
+             cut, dir, cut, dir, cut);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(args, sizeof args, "--bf16 %s --device cpu -n 2 --tokens 1", cut);
+    rc = run_stderr(out, sizeof out, args);
+    ck_assert_msg(rc == 0 && strstr(out, "warning") && strstr(out, "2 layers") &&
+                  strstr(out, "3 blocks"), "exit %d: %s", rc, out);
+    /* and 4 layers over 3 blocks is an error */
+    snprintf(cmd, sizeof cmd, "sed -i 's/\"num_hidden_layers\": 2/\"num_hidden_layers\": 4/' "
+             "%s/config.json", cut);
+    ck_assert_int_eq(system(cmd), 0);
+    rc = run_stderr(out, sizeof out, args);
+    ck_assert_msg(rc == 1 && strstr(out, "4 layers"), "exit %d: %s", rc, out);
+}
+END_TEST
+
 #ifdef DF11_HAVE_CUDA
 /* The CUDA path against the host path, teacher-forced on the host's greedy tokens, and
  * df11 against BF16 on the GPU: bit-identical, since cuBLAS gets identical operands.
@@ -935,14 +1534,23 @@ int main(void)
     TCase *tc = tcase_create("engine");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_config_errors);
+    tcase_add_test(tc, test_config_sanity);
+    tcase_add_test(tc, test_config_bytes);
     tcase_add_test(tc, test_reference_synthetic);
     tcase_add_test(tc, test_reference_stories);
     tcase_add_test(tc, test_batch_and_threads_invariant);
     tcase_add_test(tc, test_df11_vs_bf16_synthetic);
     tcase_add_test(tc, test_df11_vs_bf16_stories);
     tcase_add_test(tc, test_tokenizer);
+    tcase_add_test(tc, test_tokenizer_small_vocab_byte_fallback);
+    tcase_add_test(tc, test_tokenizer_rejects_bad_files);
+    tcase_add_test(tc, test_tokenizer_matches_naive_merge);
+    tcase_add_test(tc, test_tokenizer_long_text);
+    tcase_add_test(tc, test_tokenizer_file);
     tcase_add_test(tc, test_sampler);
     tcase_add_test(tc, test_cli);
+    tcase_add_test(tc, test_cli_flag_values);
+    tcase_add_test(tc, test_cli_prompt_and_files);
 #ifdef DF11_HAVE_CUDA
     tcase_add_test(tc, test_gpu_matches_host);
 #endif

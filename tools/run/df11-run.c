@@ -4,6 +4,7 @@
  * API: it includes no private df11 header and no CUDA header.
  */
 #include <errno.h>
+#include <limits.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,6 +20,9 @@
 #include "tokenizer.h"
 
 #define PROG "df11-run"
+/* The most positions any flag may ask for (--ctx, -n, a --bench length): 16 M, far past
+ * any context a model is trained for, and small enough that sums of them fit an int. */
+#define MAX_POSITIONS (1 << 24)
 
 static void usage(FILE *f)
 {
@@ -33,7 +37,7 @@ static void usage(FILE *f)
 "  -n, --steps N           new tokens to generate (default 128); stops early at EOS\n"
 "  -t, --tokenizer FILE    llama2.c tokenizer.bin; without it ids are printed\n"
 "      --temperature T     0 = greedy (default)\n"
-"      --top-p P           nucleus sampling mass (default 0.9; 1 = off)\n"
+"      --top-p P           nucleus sampling mass in (0, 1] (default 0.9; 1 = off)\n"
 "      --seed N            sampling seed (default: from the clock)\n"
 "      --device cpu|cuda   default: cuda when built with it and a GPU is present\n"
 "      --threads N         host threads (default: all cores)\n"
@@ -68,34 +72,52 @@ static double now_ms(void)
 
 static double mib(uint64_t b) { return (double)b / (1024.0 * 1024.0); }
 
+/* Flag values: the whole argument must be a number in range, else a usage error (exit 2)
+ * that names the flag and the range. */
 static int parse_int(const char *s, const char *what, long lo, long hi)
 {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || *end || end == s || v < lo || v > hi)
-        die(2, "invalid %s '%s'", what, s);
+        die(2, "invalid %s '%s' (an integer from %ld to %ld)", what, s, lo, hi);
     return (int)v;
 }
 
-static float parse_float(const char *s, const char *what, double lo, double hi)
+static uint64_t parse_u64(const char *s, const char *what)
 {
     char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 0);
+    /* strtoull takes "-1" as 2^64 - 1: a sign is refused outright. */
+    if (errno || *end || end == s || strchr(s, '-'))
+        die(2, "invalid %s '%s' (an unsigned 64-bit integer)", what, s);
+    return (uint64_t)v;
+}
+
+/* A float in [lo, hi] (lo excluded when open_lo). */
+static float parse_float(const char *s, const char *what, double lo, double hi, int open_lo)
+{
+    char *end;
+    errno = 0;
     double v = strtod(s, &end);
-    if (*end || end == s || !(v >= lo && v <= hi)) die(2, "invalid %s '%s'", what, s);
+    if (errno || *end || end == s || !(open_lo ? v > lo : v >= lo) || !(v <= hi))
+        die(2, "invalid %s '%s' (a number %s %g and at most %g)", what, s,
+            open_lo ? "above" : "from", lo, hi);
     return (float)v;
 }
 
-/* "1,2,3" -> ids; returns the count. */
-static int parse_list(const char *s, int **out, const char *what)
+/* "1,2,3" -> values in [lo, hi]; returns the count. */
+static int parse_list(const char *s, int **out, const char *what, long lo, long hi)
 {
-    int n = 1;
+    size_t n = 1;
     for (const char *p = s; *p; p++) n += *p == ',';
-    int *v = malloc((size_t)n * sizeof *v);
+    int *v = malloc(n * sizeof *v);
     char *copy = strdup(s), *save = NULL;
+    if (!v || !copy) die(1, "out of memory");
     int k = 0;
     for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
-        v[k++] = parse_int(tok, what, 0, 1 << 30);
+        v[k++] = parse_int(tok, what, lo, hi);
     free(copy);
     if (k == 0) die(2, "empty %s list", what);
     *out = v;
@@ -105,7 +127,8 @@ static int parse_list(const char *s, int **out, const char *what)
 typedef struct run_opts {
     const char *model_path, *bf16_path, *prompt, *tokens, *tokenizer_path;
     int steps, threads, ctx, slots, json, logits, quiet, bench, bench_decode;
-    const char *bench_list;
+    int *token_ids, n_token_ids;   /* --tokens, parsed */
+    int *bench_lens, n_bench_lens; /* --bench=LIST, parsed */
     float temperature, top_p;
     uint64_t seed;
     llama_device device;
@@ -162,6 +185,13 @@ static void session_open(session *s, const run_opts *o, int bf16, int max_seq, i
     lo.max_batch = max_batch;
     if ((st = llama_create(&s->cfg, &s->provider, &lo, &s->engine)) != DF11_OK)
         die(1, "'%s': %s: %s", path, df11_strerror(st), llama_create_error());
+    /* Fewer blocks than layers fails in llama_create; more is a model the config cuts
+     * short: it runs, on the first layers only, so say so. */
+    uint32_t blocks = s->provider.n_blocks ? s->provider.n_blocks(s->provider.ctx) : 0;
+    if (blocks > (uint32_t)s->cfg.n_layers)
+        fprintf(stderr, PROG ": warning: '%s': config.json has %d layers but the weights have "
+                "%u blocks; running the first %d\n", path, s->cfg.n_layers, blocks,
+                s->cfg.n_layers);
 }
 
 static cJSON *memory_json(const session *s)
@@ -261,11 +291,18 @@ static int generate(const run_opts *o)
     int *prompt, n_prompt;
     int bos = c->bos_id >= 0 ? c->bos_id : 1;
     if (o->tokens) {
-        n_prompt = parse_list(o->tokens, &prompt, "token id");
+        n_prompt = o->n_token_ids;
+        prompt = malloc((size_t)n_prompt * sizeof *prompt);
+        if (!prompt) die(1, "out of memory");
+        memcpy(prompt, o->token_ids, (size_t)n_prompt * sizeof *prompt);
     } else if (o->prompt && o->prompt[0]) {
-        if (!tk) die(2, "-p needs --tokenizer (or give ids with --tokens)");
-        prompt = malloc((strlen(o->prompt) + 3) * sizeof *prompt);
-        n_prompt = tokenizer_encode(tk, o->prompt, 1, prompt);
+        /* The prompt must leave a position to generate into: the encoder is told so and
+         * refuses a longer text before it merges anything. */
+        int cap = max_seq - 1 > 0 ? max_seq - 1 : 0;
+        prompt = malloc((size_t)(cap > 0 ? cap : 1) * sizeof *prompt);
+        n_prompt = tokenizer_encode(tk, o->prompt, 1, prompt, cap, err, sizeof err);
+        if (n_prompt < 0) die(2, "cannot encode the prompt for a context of %d positions: %s",
+                              max_seq, err);
     } else {
         prompt = malloc(sizeof *prompt);
         prompt[0] = bos;
@@ -390,7 +427,7 @@ static uint64_t gpu_used(void)
 
 static int bench(const run_opts *o)
 {
-    int *lens, n_lens = parse_list(o->bench_list ? o->bench_list : "512,4096", &lens, "bench length");
+    const int *lens = o->bench_lens, n_lens = o->n_bench_lens;
     int max_len = 0;
     for (int i = 0; i < n_lens; i++) max_len = lens[i] > max_len ? lens[i] : max_len;
     const int dec = o->bench_decode;
@@ -472,7 +509,6 @@ static int bench(const run_opts *o)
         free(js);
     }
     cJSON_Delete(rows);
-    free(lens);
     return 0;
 }
 
@@ -508,26 +544,26 @@ int main(int argc, char **argv)
     o.top_p = 0.9f;
     o.bench_decode = 128;
     o.seed = (uint64_t)time(NULL);
-    const char *device = NULL;
+    const char *device = NULL, *bench_list = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "p:n:t:qhV", longopts, NULL)) != -1) {
         switch (c) {
         case 'p': o.prompt = optarg; break;
-        case 'n': o.steps = parse_int(optarg, "-n", 0, 1 << 30); break;
+        case 'n': o.steps = parse_int(optarg, "-n", 0, MAX_POSITIONS); break;
         case 't': o.tokenizer_path = optarg; break;
         case O_TOKENS: o.tokens = optarg; break;
-        case O_TEMP: o.temperature = parse_float(optarg, "temperature", 0, 100); break;
-        case O_TOPP: o.top_p = parse_float(optarg, "top-p", 0, 1); break;
-        case O_SEED: o.seed = strtoull(optarg, NULL, 0); break;
+        case O_TEMP: o.temperature = parse_float(optarg, "--temperature", 0, 100, 0); break;
+        case O_TOPP: o.top_p = parse_float(optarg, "--top-p", 0, 1, 1); break;
+        case O_SEED: o.seed = parse_u64(optarg, "--seed"); break;
         case O_BF16: o.bf16_path = optarg; break;
         case O_DEVICE: device = optarg; break;
-        case O_THREADS: o.threads = parse_int(optarg, "thread count", 1, 1024); break;
-        case O_CTX: o.ctx = parse_int(optarg, "context", 1, 1 << 24); break;
-        case O_SLOTS: o.slots = parse_int(optarg, "slot count", 2, 64); break;
+        case O_THREADS: o.threads = parse_int(optarg, "--threads", 1, 1024); break;
+        case O_CTX: o.ctx = parse_int(optarg, "--ctx", 2, MAX_POSITIONS); break;
+        case O_SLOTS: o.slots = parse_int(optarg, "--slots", 2, 64); break;
         case O_JSON: o.json = 1; break;
         case O_LOGITS: o.logits = 1; break;
-        case O_BENCH: o.bench = 1; o.bench_list = optarg; break;
-        case O_BENCH_DECODE: o.bench_decode = parse_int(optarg, "decode steps", 0, 1 << 20); break;
+        case O_BENCH: o.bench = 1; bench_list = optarg; break;
+        case O_BENCH_DECODE: o.bench_decode = parse_int(optarg, "--bench-decode", 0, 1 << 20); break;
         case 'q': o.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf(PROG " %s\n", DF11_VERSION_STRING); return 0;
@@ -543,6 +579,12 @@ int main(int argc, char **argv)
     if (o.model_path && o.bf16_path && !o.bench)
         die(2, "give MODEL.df11 or --bf16 SRC, not both (both only with --bench)");
     if (o.tokens && o.prompt) die(2, "give -p or --tokens, not both");
+    if (o.tokens) o.n_token_ids = parse_list(o.tokens, &o.token_ids, "token id", 0, INT_MAX);
+    if (o.bench)
+        o.n_bench_lens = parse_list(bench_list ? bench_list : "512,4096", &o.bench_lens,
+                                    "--bench length", 1, MAX_POSITIONS);
+    if (o.prompt && o.prompt[0] && !o.tokenizer_path)
+        die(2, "-p needs --tokenizer (or give ids with --tokens)");
 
     if (!device) {
 #ifdef DF11_HAVE_CUDA
@@ -561,5 +603,8 @@ int main(int argc, char **argv)
     } else {
         die(2, "invalid device '%s' (cpu or cuda)", device);
     }
-    return o.bench ? bench(&o) : generate(&o);
+    int rc = o.bench ? bench(&o) : generate(&o);
+    free(o.token_ids);
+    free(o.bench_lens);
+    return rc;
 }

@@ -3,6 +3,7 @@
  * forward lives in llama_cuda.cu; this file only dispatches to it. No private df11 header
  * may be included here: the engine is what a third-party engine would look like.
  */
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -17,72 +18,137 @@
 
 /* ------------------------------------------------------------------ config ------- */
 
-static int json_int(const cJSON *root, const char *key, int def)
+/* config.json is outside input: every field is checked here, so that nothing later (the
+ * int and size_t products of llama_create, the RoPE table, RMSNorm) meets a value it
+ * cannot handle. A field present with the wrong type is an error, not its default. */
+
+typedef struct cfg_reader {
+    const cJSON *root;
+    char *err;
+    size_t errlen;
+    int failed;
+} cfg_reader;
+
+static void cfg_fail(cfg_reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void cfg_fail(cfg_reader *r, const char *fmt, ...)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
-    if (cJSON_IsNumber(v)) return v->valueint;
-    /* eos_token_id may be a list (Llama 3): the first one stops generation. */
-    if (cJSON_IsArray(v) && cJSON_IsNumber(cJSON_GetArrayItem(v, 0)))
-        return cJSON_GetArrayItem(v, 0)->valueint;
-    return def;
+    if (r->failed) return; /* the first problem is the one reported */
+    r->failed = 1;
+    if (!r->err || !r->errlen) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->err, r->errlen, fmt, ap);
+    va_end(ap);
 }
 
-static double json_num(const cJSON *root, const char *key, double def)
+/* An integer field in [lo, hi]; `def` when absent or null. eos_token_id may be a list
+ * (Llama 3): the first one stops generation. */
+static int cfg_int(cfg_reader *r, const char *key, int def, long long lo, long long hi)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
-    return cJSON_IsNumber(v) ? v->valuedouble : def;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, key);
+    if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0);
+    if (!v || cJSON_IsNull(v)) return def;
+    double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+    if (!(d >= (double)lo && d <= (double)hi) || d != floor(d)) {
+        cfg_fail(r, "config.json: \"%s\" is not an integer from %lld to %lld", key, lo, hi);
+        return def;
+    }
+    return (int)d;
+}
+
+/* A number field that must be finite and positive also as a float; `def` when absent. */
+static float cfg_positive(cfg_reader *r, const char *key, double def)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, key);
+    if (!v || cJSON_IsNull(v)) return (float)def;
+    double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+    float f = (float)d;
+    if (!(d > 0.0) || !isfinite(f) || !(f > 0.0f)) {
+        cfg_fail(r, "config.json: \"%s\" must be a positive finite number", key);
+        return (float)def;
+    }
+    return f;
 }
 
 int llama_config_parse(const char *json, size_t len, llama_config *cfg, char *err,
                        size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
-    cJSON *root = json ? cJSON_ParseWithLength(json, len) : NULL;
+    /* cJSON gets a NUL-terminated copy: `json` may be any bytes, not terminated, and no
+     * parser path may read past len. */
+    char *text = json ? malloc(len + 1) : NULL;
+    if (text) {
+        memcpy(text, json, len);
+        text[len] = 0;
+    }
+    cJSON *root = text ? cJSON_ParseWithLength(text, len) : NULL;
+    free(text);
     if (!root || !cJSON_IsObject(root)) {
-        snprintf(err, errlen, "config.json is missing or not a JSON object");
+        if (err && errlen) snprintf(err, errlen, "config.json is missing or not a JSON object");
         cJSON_Delete(root);
         return -1;
     }
-    cfg->dim = json_int(root, "hidden_size", 0);
-    cfg->n_layers = json_int(root, "num_hidden_layers", 0);
-    cfg->n_heads = json_int(root, "num_attention_heads", 0);
-    cfg->n_kv_heads = json_int(root, "num_key_value_heads", cfg->n_heads);
-    cfg->head_dim = json_int(root, "head_dim", cfg->n_heads ? cfg->dim / cfg->n_heads : 0);
-    cfg->hidden_dim = json_int(root, "intermediate_size", 0);
-    cfg->vocab_size = json_int(root, "vocab_size", 0);
-    cfg->max_pos = json_int(root, "max_position_embeddings", 2048);
-    cfg->rope_theta = (float)json_num(root, "rope_theta", 10000.0);
-    cfg->norm_eps = (float)json_num(root, "rms_norm_eps", 1e-6);
+    cfg_reader r = { root, err, errlen, 0 };
+    const int M = LLAMA_MAX_DIM;
+    cfg->dim = cfg_int(&r, "hidden_size", 0, 1, M);
+    cfg->n_layers = cfg_int(&r, "num_hidden_layers", 0, 1, LLAMA_MAX_LAYERS);
+    cfg->n_heads = cfg_int(&r, "num_attention_heads", 0, 1, M);
+    cfg->n_kv_heads = cfg_int(&r, "num_key_value_heads", cfg->n_heads, 1, M);
+    const cJSON *hd = cJSON_GetObjectItemCaseSensitive(root, "head_dim");
+    int derived_hd = !hd || cJSON_IsNull(hd);
+    cfg->head_dim = cfg_int(&r, "head_dim", cfg->n_heads ? cfg->dim / cfg->n_heads : 0, 1, M);
+    cfg->hidden_dim = cfg_int(&r, "intermediate_size", 0, 1, M);
+    cfg->vocab_size = cfg_int(&r, "vocab_size", 0, 1, M);
+    cfg->max_pos = cfg_int(&r, "max_position_embeddings", 2048, 1, LLAMA_MAX_POSITIONS);
+    cfg->rope_theta = cfg_positive(&r, "rope_theta", 10000.0);
+    cfg->norm_eps = cfg_positive(&r, "rms_norm_eps", 1e-6);
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
     cfg->tied = cJSON_IsBool(tie) ? cJSON_IsTrue(tie) : 0;
-    cfg->bos_id = json_int(root, "bos_token_id", -1);
-    cfg->eos_id = json_int(root, "eos_token_id", -1);
+    /* negative ids (some configs say -1) mean "none" */
+    cfg->bos_id = cfg_int(&r, "bos_token_id", -1, INT_MIN, INT_MAX);
+    cfg->eos_id = cfg_int(&r, "eos_token_id", -1, INT_MIN, INT_MAX);
+    if (cfg->bos_id < 0) cfg->bos_id = -1;
+    if (cfg->eos_id < 0) cfg->eos_id = -1;
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
-    int silu = !cJSON_IsString(act) || strcmp(act->valuestring, "silu") == 0;
+    int silu = !act || cJSON_IsNull(act) ||
+               (cJSON_IsString(act) && strcmp(act->valuestring, "silu") == 0);
     const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
     int scaled = scaling && !cJSON_IsNull(scaling);
     cJSON_Delete(root);
+    r.root = NULL;
 
-    if (cfg->dim <= 0 || cfg->n_layers <= 0 || cfg->n_heads <= 0 || cfg->n_kv_heads <= 0 ||
-        cfg->hidden_dim <= 0 || cfg->vocab_size <= 0 || cfg->head_dim <= 0) {
-        snprintf(err, errlen, "config.json lacks a positive hidden_size, num_hidden_layers, "
+    if (r.failed) return -1;
+    if (!cfg->dim || !cfg->n_layers || !cfg->n_heads || !cfg->hidden_dim || !cfg->vocab_size) {
+        cfg_fail(&r, "config.json lacks a positive hidden_size, num_hidden_layers, "
                  "num_attention_heads, intermediate_size or vocab_size");
         return -1;
     }
-    if (cfg->n_heads % cfg->n_kv_heads != 0 || cfg->head_dim % 2 != 0) {
-        snprintf(err, errlen, "unsupported attention shape: %d heads, %d kv heads, head_dim %d",
+    /* Without head_dim the heads split hidden_size; a remainder would silently drop
+     * features. With it (q_proj of n_heads * head_dim rows) any size goes. */
+    if (derived_hd && cfg->dim % cfg->n_heads != 0) {
+        cfg_fail(&r, "hidden_size %d is not a multiple of num_attention_heads %d", cfg->dim,
+                 cfg->n_heads);
+        return -1;
+    }
+    if (cfg->n_heads % cfg->n_kv_heads != 0 || cfg->head_dim % 2 != 0 ||
+        (long long)cfg->n_heads * cfg->head_dim > M) {
+        cfg_fail(&r, "unsupported attention shape: %d heads, %d kv heads, head_dim %d",
                  cfg->n_heads, cfg->n_kv_heads, cfg->head_dim);
         return -1;
     }
+    if (cfg->bos_id >= cfg->vocab_size || cfg->eos_id >= cfg->vocab_size) {
+        cfg_fail(&r, "bos_token_id %d or eos_token_id %d is not below vocab_size %d",
+                 cfg->bos_id, cfg->eos_id, cfg->vocab_size);
+        return -1;
+    }
     if (!silu) {
-        snprintf(err, errlen, "unsupported hidden_act (only silu)");
+        cfg_fail(&r, "unsupported hidden_act (only silu)");
         return -1;
     }
     if (scaled) {
-        snprintf(err, errlen, "rope_scaling is not supported by this engine");
+        cfg_fail(&r, "rope_scaling is not supported by this engine");
         return -1;
     }
-    if (cfg->max_pos <= 0) cfg->max_pos = 2048;
     return 0;
 }
 

@@ -51,8 +51,21 @@ typedef struct llama_config {
     int bos_id, eos_id; /* -1 if absent */
 } llama_config;
 
-/* Parses a Hugging Face config.json (need not be NUL-terminated). Returns 0, or -1 with a
- * message in err. Rejects shapes the engine cannot run (heads not dividing, ...). */
+/* Limits on config.json: far above any real model, low enough that the engine's products
+ * of them (n_heads * head_dim in int, layers * positions * kv features in size_t) cannot
+ * overflow. */
+#define LLAMA_MAX_DIM (1 << 20)        /* hidden, intermediate, vocab, heads * head_dim */
+#define LLAMA_MAX_LAYERS 4096
+#define LLAMA_MAX_POSITIONS (1 << 24)  /* max_position_embeddings */
+
+/* Parses a Hugging Face config.json: `len` bytes that may be anything (not NUL-terminated,
+ * not JSON). Returns 0, or -1 with a message in err (may be NULL). Rejects what the engine
+ * cannot run or would run into NaN: a size field that is missing (where it has no default),
+ * not an integer, non-positive or over the limits above; rms_norm_eps or rope_theta not a
+ * positive finite float; hidden_size not a multiple of num_attention_heads (when head_dim
+ * is absent); heads not a multiple of kv heads; an odd head_dim; bos/eos ids not below
+ * vocab_size; hidden_act other than silu; rope_scaling. A config with fewer layers than
+ * the weights have blocks parses (it runs the first layers); llama_create refuses more. */
 int llama_config_parse(const char *json, size_t len, llama_config *cfg, char *err,
                        size_t errlen);
 
