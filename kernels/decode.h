@@ -50,8 +50,14 @@ typedef struct df11_gpu_plan_header {
 /* A raw tensor is copied by one CTA per this many bytes. */
 #define DF11_RAW_CTA_BYTES (64u * 1024u)
 
+/* Bytes of the plan blob df11_gpu_plan_build makes for `group`, from the file's index
+ * alone (no payload, no device): computed by the code that lays the blob out, so that a
+ * caller reserving memory before the plans exist (the runtime's memory-limit check)
+ * cannot drift from it. */
+df11_status df11_gpu_plan_size(const df11_file *file, uint32_t group, size_t *bytes);
+
 /* Builds the plan of `group` from its payload in host memory (already verified).
- * *blob is malloc'd; free() it after uploading. */
+ * *blob is malloc'd; free() it after uploading. *blob_size equals df11_gpu_plan_size. */
 df11_status df11_gpu_plan_build(const df11_file *file, uint32_t group, const void *payload,
                                 void **blob, size_t *blob_size);
 
@@ -67,14 +73,15 @@ df11_status df11_gpu_decode(const void *plan, const void *d_plan, const void *d_
  * not end exactly at its recorded length or holds a bit pattern no code starts with (the
  * CPU decoder's DF11_ERR_CORRUPT cases). The output is then unspecified, but the kernel
  * never reads or writes outside the payload, plan and output. */
-/* CTAs of 32 * `warps` threads that one SM of the current device holds at once, for a group
- * whose largest decode tables take `lut_entries` u16 units (DF11_GPU_LUT_UNITS); *sms receives the device's SM count.
- * 0 when it cannot be known (no device). The plan builder sizes CTAs with it. */
-int df11_gpu_ctas_per_sm(uint32_t warps, uint32_t lut_entries, int *sms);
-
 df11_status df11_gpu_decode_checked(const void *plan, const void *d_plan,
                                     const void *d_payload, void *d_out, uint32_t *d_error,
                                     void *stream);
+
+/* CTAs of 32 * `warps` threads that one SM of the current device holds at once, for a
+ * group whose largest decode tables take `lut_entries` u16 units (DF11_GPU_LUT_UNITS);
+ * *sms receives the device's SM count. 0 when it cannot be known (no device). The plan
+ * builder sizes CTAs with it. */
+int df11_gpu_ctas_per_sm(uint32_t warps, uint32_t lut_entries, int *sms);
 
 #ifdef __cplusplus
 }

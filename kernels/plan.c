@@ -61,6 +61,49 @@ static uint16_t gpu_entry(uint16_t e, uint32_t max_len)
     return (uint16_t)((uint32_t)(e & 0xff) << 7 | (uint32_t)(e >> 8));
 }
 
+/* The plan's layout from the index alone (no payload, no device): its size, and what the
+ * header needs. The one place that sizes a plan: df11_gpu_plan_size reports it, and
+ * df11_gpu_plan_build lays the blob out by it (and checks that it filled exactly that). */
+typedef struct {
+    size_t size;         /* bytes of the blob */
+    size_t luts_off;     /* first decode table: after the header and descriptors */
+    uint32_t max_len, lut_units;
+    uint64_t chunks;
+} plan_layout;
+
+static df11_status plan_layout_of(const df11_file *file, const df11_group_info *gi, plan_layout *pl)
+{
+    memset(pl, 0, sizeof *pl);
+    pl->luts_off = df11_align_up(sizeof(df11_gpu_plan_header) +
+                                     (size_t)gi->n_tensors * sizeof(df11_gpu_tensor_desc), 16);
+    pl->size = pl->luts_off;
+    for (uint32_t i = 0; i < gi->n_tensors; i++) {
+        const df11_tensor_info *ti = df11_file_tensor(file, gi->first_tensor + i);
+        if (ti->codec != DF11_CODEC_EXP_HUFFMAN) continue;
+        if (ti->max_code_len < 1 || ti->max_code_len > DF11_MAX_CODE_LEN)
+            return df11_fail(DF11_ERR_CORRUPT, "tensor '%s': max_code_len %u", ti->name,
+                             ti->max_code_len);
+        if (ti->max_code_len > pl->max_len) pl->max_len = ti->max_code_len;
+        uint32_t units = DF11_GPU_LUT_UNITS(ti->max_code_len);
+        if (units > pl->lut_units) pl->lut_units = units;
+        pl->chunks += df11_file_tensor_layout(file, gi->first_tensor + i)->n_chunks;
+        pl->size += DF11_GPU_LUT_BYTES(units);
+    }
+    return DF11_OK;
+}
+
+df11_status df11_gpu_plan_size(const df11_file *file, uint32_t group, size_t *bytes)
+{
+    if (!file || !bytes) return df11_fail(DF11_ERR_INVALID_ARG, "df11_gpu_plan_size: NULL argument");
+    *bytes = 0;
+    const df11_group_info *gi = df11_file_group(file, group);
+    if (!gi) return df11_fail(DF11_ERR_NOT_FOUND, "no group %u", group);
+    plan_layout pl;
+    df11_status st = plan_layout_of(file, gi, &pl);
+    if (st == DF11_OK) *bytes = pl.size;
+    return st;
+}
+
 df11_status df11_gpu_plan_build(const df11_file *file, uint32_t group, const void *payload,
                                 void **blob, size_t *blob_size)
 {
@@ -72,34 +115,21 @@ df11_status df11_gpu_plan_build(const df11_file *file, uint32_t group, const voi
     if (!gi) return df11_fail(DF11_ERR_NOT_FOUND, "no group %u", group);
 
     /* Pass 1: sizes. */
-    uint32_t max_len = 0, lut_units = 0;
-    uint64_t chunks = 0;
-    size_t size = df11_align_up(sizeof(df11_gpu_plan_header) +
-                                    (size_t)gi->n_tensors * sizeof(df11_gpu_tensor_desc), 16);
-    for (uint32_t i = 0; i < gi->n_tensors; i++) {
-        const df11_tensor_info *ti = df11_file_tensor(file, gi->first_tensor + i);
-        if (ti->codec != DF11_CODEC_EXP_HUFFMAN) continue;
-        if (ti->max_code_len < 1 || ti->max_code_len > DF11_MAX_CODE_LEN)
-            return df11_fail(DF11_ERR_CORRUPT, "tensor '%s': max_code_len %u", ti->name,
-                             ti->max_code_len);
-        if (ti->max_code_len > max_len) max_len = ti->max_code_len;
-        uint32_t units = DF11_GPU_LUT_UNITS(ti->max_code_len);
-        if (units > lut_units) lut_units = units;
-        chunks += df11_file_tensor_layout(file, gi->first_tensor + i)->n_chunks;
-        size += DF11_GPU_LUT_BYTES(units);
-    }
+    plan_layout pl;
+    df11_status st = plan_layout_of(file, gi, &pl);
+    if (st != DF11_OK) return st;
+    const size_t size = pl.size;
     uint8_t *p = calloc(1, size);
     if (!p) return df11_fail(DF11_ERR_NO_MEMORY, "GPU plan of %zu bytes", size);
     df11_gpu_plan_header *h = (df11_gpu_plan_header *)p;
     df11_gpu_tensor_desc *ds = (df11_gpu_tensor_desc *)(p + sizeof *h);
     h->n_tensors = gi->n_tensors;
-    h->max_lut_entries = lut_units;
-    h->warps_per_cta = warps_per_cta(file, gi, max_len, lut_units, chunks);
+    h->max_lut_entries = pl.lut_units;
+    h->warps_per_cta = warps_per_cta(file, gi, pl.max_len, pl.lut_units, pl.chunks);
 
     /* Pass 2: descriptors and tables. */
-    df11_status st = DF11_OK;
     uint64_t ctas = 0, out_end = 0;
-    size_t lut_off = df11_align_up(sizeof *h + (size_t)gi->n_tensors * sizeof *ds, 16);
+    size_t lut_off = pl.luts_off;
     for (uint32_t i = 0; i < gi->n_tensors && st == DF11_OK; i++) {
         uint32_t t = gi->first_tensor + i;
         const df11_tensor_info *ti = df11_file_tensor(file, t);
@@ -159,6 +189,9 @@ df11_status df11_gpu_plan_build(const df11_file *file, uint32_t group, const voi
         st = df11_fail(DF11_ERR_CORRUPT, "group '%s': tensors end at %llu, decoded_size %llu",
                        gi->name, (unsigned long long)out_end,
                        (unsigned long long)gi->decoded_size);
+    if (st == DF11_OK && lut_off != size) /* pass 2 must fill exactly what pass 1 sized */
+        st = df11_fail(DF11_ERR_STATE, "group '%s': plan tables end at %zu of %zu bytes",
+                       gi->name, lut_off, size);
     if (st == DF11_OK && ctas > INT32_MAX)
         st = df11_fail(DF11_ERR_OVERFLOW, "group '%s': %llu CTAs", gi->name,
                        (unsigned long long)ctas);

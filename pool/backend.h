@@ -63,6 +63,12 @@ typedef struct df11_backend_iface {
      * backend needs none (host). */
     df11_status (*plan_build)(df11_backend *be, const df11_file *file, uint32_t group,
                               const void *payload, void **blob, size_t *blob_size);
+    /* Bytes of device memory plan_build's blob for `group` will take, from the file's index
+     * alone (before any payload is read), for the runtime's memory-limit check; the
+     * backend asks the code that lays the plan out rather than the runtime copying its
+     * formula. 0 when the backend needs no plan (host). */
+    df11_status (*plan_size)(df11_backend *be, const df11_file *file, uint32_t group,
+                             uint64_t *bytes);
     /* Decodes a whole group into `out` (decoded_size bytes of backend memory) on `stream`. */
     df11_status (*decode_group)(df11_backend *be, const df11_backend_group *g, void *out,
                                 void *stream);

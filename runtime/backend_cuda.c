@@ -130,6 +130,15 @@ static df11_status c_plan_build(df11_backend *be, const df11_file *file, uint32_
     return df11_gpu_plan_build(file, group, payload, blob, blob_size);
 }
 
+static df11_status c_plan_size(df11_backend *be, const df11_file *file, uint32_t group,
+                               uint64_t *bytes)
+{
+    size_t size = 0;
+    df11_status st = df11_gpu_plan_size(file, group, &size);
+    *bytes = size;
+    return st;
+}
+
 static df11_status c_decode_group(df11_backend *be, const df11_backend_group *g, void *out,
                                   void *stream)
 {
@@ -179,6 +188,7 @@ static const df11_backend_iface cuda_iface = {
     .stream_wait = c_stream_wait,
     .event_sync = c_event_sync,
     .plan_build = c_plan_build,
+    .plan_size = c_plan_size,
     .decode_group = c_decode_group,
     .synchronize = c_synchronize,
     .mem_info = c_mem_info,

@@ -244,6 +244,14 @@ static df11_status h_stream_wait(df11_backend *be, void *stream, void *ev)
     return enqueue(stream, it);
 }
 
+/* The host decoder needs no plan: nothing to reserve for one. */
+static df11_status h_plan_size(df11_backend *be, const df11_file *file, uint32_t group,
+                               uint64_t *bytes)
+{
+    *bytes = 0;
+    return DF11_OK;
+}
+
 static df11_status h_decode_group(df11_backend *be, const df11_backend_group *g, void *out,
                                   void *stream)
 {
@@ -304,6 +312,7 @@ static const df11_backend_iface host_iface = {
     .event_record = h_event_record,
     .stream_wait = h_stream_wait,
     .event_sync = h_event_sync,
+    .plan_size = h_plan_size,
     .decode_group = h_decode_group,
     .synchronize = h_synchronize,
     .mem_info = h_mem_info,

@@ -188,16 +188,17 @@ static uint64_t model_limit(df11_model *m)
 
 /* --- df11 models --- */
 
-/* Plan blob size the CUDA kernels' plan format takes (kernels/decode.h), for the limit
- * check before the plans exist; the pool grows if a real plan is larger. */
-static uint64_t plan_estimate(const df11_file *f, const df11_group_info *gi)
+/* Device bytes the decode plan of group g will take once built (0 on a backend without
+ * plans), as load_group allocates it (256-aligned), for the limit check before the plans
+ * exist. The backend asks the code that lays plans out (kernels/decode.h,
+ * df11_gpu_plan_size) instead of this file copying its formula. */
+static df11_status plan_estimate(df11_model *m, uint32_t g, uint64_t *bytes)
 {
-    uint64_t n = 16 + 64ull * gi->n_tensors;
-    for (uint32_t t = gi->first_tensor; t < gi->first_tensor + gi->n_tensors; t++) {
-        const df11_tensor_info *ti = df11_file_tensor(f, t);
-        if (ti->codec == DF11_CODEC_EXP_HUFFMAN) n = df11_align_up(n, 16) + (2ull << ti->max_code_len);
-    }
-    return df11_align_up(n, 256);
+    uint64_t n = 0;
+    df11_status s = m->be->iface->plan_size(m->be, m->file, g, &n);
+    if (s != DF11_OK) return df11_fail_context(s, "plan size of group %u", g);
+    *bytes = df11_align_up(n, 256);
+    return DF11_OK;
 }
 
 static df11_status df11_open_layout(df11_model *m)
@@ -256,7 +257,10 @@ static df11_status df11_open_memory(df11_model *m)
         } else {
             resident += df11_align_up(gr->decoded_size, RT_PAYLOAD_ALIGN);
         }
-        if (be->iface->plan_build) metadata += plan_estimate(m->file, df11_file_group(m->file, g));
+        uint64_t plan = 0;
+        df11_status s = plan_estimate(m, g, &plan);
+        if (s != DF11_OK) return s;
+        metadata += plan;
     }
     slot = df11_align_up(slot ? slot : 1, RT_PAYLOAD_ALIGN);
     uint32_t k = m->opt.arena_slots;

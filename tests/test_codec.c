@@ -1,11 +1,17 @@
 /* The exponent-Huffman codec: code construction, codebooks, and encode/decode round trips
- * on random data of awkward sizes and shapes. */
+ * on random data of awkward sizes and shapes; in CUDA builds also the GPU plan's size,
+ * which the host computes from the codec's sections. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "codec/codec.h"
+#include "df11/compress.h"
+#include "df11/file.h"
 #include "tests/testutil.h"
+#ifdef DF11_HAVE_CUDA
+#include "kernels/decode.h"
+#endif
 
 static uint64_t rng;
 
@@ -574,6 +580,62 @@ START_TEST(test_code_properties_every_L)
 }
 END_TEST
 
+#ifdef DF11_HAVE_CUDA
+/* The GPU plan's size is known before its payload is read (df11_gpu_plan_size, which the
+ * runtime's memory-limit check reserves through the CUDA backend) and must be exactly the
+ * size of the plan built later. The runtime once estimated 64 bytes a tensor descriptor
+ * against the kernel's 80. Pure host code: the builder runs here without a device. */
+START_TEST(test_gpu_plan_size_matches_build)
+{
+    enum { N = 11 };
+    static uint16_t w[N][3000];
+    static float raw[100];
+    df11_tensor_source src[N + 1];
+    char names[N + 1][48];
+    for (int i = 0; i < N; i++) {
+        const uint64_t n = 1 + (uint64_t)i * 271;
+        if (i == 3)
+            for (uint64_t k = 0; k < n; k++) w[i][k] = bf16_with_exp(0x7c, &rng); /* one symbol */
+        else
+            df11_test_fill_weights(w[i], n, 31, &rng);
+        snprintf(names[i], sizeof names[i], "model.layers.%d.t%d", i % 2, i);
+        src[i] = (df11_tensor_source){.name = names[i], .dtype = DF11_DTYPE_BF16, .ndim = 1,
+                                      .shape = {n}, .data = w[i]};
+    }
+    snprintf(names[N], sizeof names[N], "model.layers.1.raw");
+    src[N] = (df11_tensor_source){.name = names[N], .dtype = DF11_DTYPE_F32, .ndim = 1,
+                                  .shape = {100}, .data = raw};
+    static const uint32_t Ls[] = {8, 12, 15};
+    for (size_t k = 0; k < sizeof Ls / sizeof *Ls; k++) {
+        char path[600];
+        snprintf(path, sizeof path, "%s/plan%u.df11", df11_test_tmpdir(), Ls[k]);
+        df11_compress_options o = {.n_threads = 1, .max_code_len = Ls[k], .lane_symbols = 64};
+        ck_assert_int_eq(df11_compress_tensors(path, src, N + 1, NULL, 0, &o, NULL), DF11_OK);
+        df11_file *f;
+        ck_assert_int_eq(df11_file_open(path, &f), DF11_OK);
+        ck_assert_uint_eq(df11_file_n_groups(f), 2);
+        for (uint32_t g = 0; g < df11_file_n_groups(f); g++) {
+            const df11_group_info *gi = df11_file_group(f, g);
+            size_t want = 0, size = 0;
+            ck_assert_int_eq(df11_gpu_plan_size(f, g, &want), DF11_OK);
+            void *payload = malloc(gi->payload_size), *blob = NULL;
+            ck_assert_int_eq(df11_file_read_group(f, g, payload), DF11_OK);
+            df11_status st = df11_gpu_plan_build(f, g, payload, &blob, &size);
+            ck_assert_msg(st == DF11_OK, "%s", df11_last_error_detail());
+            ck_assert_msg(size == want, "L=%u group %u: plan %zu bytes, size said %zu", Ls[k], g,
+                          size, want);
+            ck_assert_uint_ge(size, sizeof(df11_gpu_plan_header) +
+                                        gi->n_tensors * sizeof(df11_gpu_tensor_desc));
+            free(blob);
+            free(payload);
+        }
+        ck_assert_int_eq(df11_gpu_plan_size(f, 2, &(size_t){0}), DF11_ERR_NOT_FOUND);
+        df11_file_close(f);
+    }
+}
+END_TEST
+#endif
+
 int main(void)
 {
     rng = df11_test_seed();
@@ -592,6 +654,9 @@ int main(void)
     tcase_add_test(tc, test_bad_arguments);
     tcase_add_test(tc, test_too_many_exponents_for_L);
     tcase_add_test(tc, test_code_properties_every_L);
+#ifdef DF11_HAVE_CUDA
+    tcase_add_test(tc, test_gpu_plan_size_matches_build);
+#endif
     suite_add_tcase(s, tc);
     return df11_test_run(s);
 }
