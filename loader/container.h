@@ -4,6 +4,7 @@
 #ifndef DF11_LOADER_CONTAINER_H
 #define DF11_LOADER_CONTAINER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "codec/codec.h"
@@ -17,6 +18,13 @@ typedef struct df11_tensor_layout {
 } df11_tensor_layout;
 
 const df11_tensor_layout *df11_file_tensor_layout(const df11_file *file, uint32_t tensor);
+
+/* Opens a container image held in memory, `size` bytes at `data`, with every check that
+ * df11_file_open makes (for fuzzers, and for images that never touch a disk). `label`
+ * (may be NULL) stands for the path in df11_file_path and error details; it is copied.
+ * The caller keeps `data` alive and unchanged until df11_file_close: the index is copied
+ * at open, but df11_file_read_group copies its payloads out of `data`. */
+df11_status df11_file_open_memory(const void *data, size_t size, const char *label, df11_file **out);
 
 /* The coded view of an EXP_HUFFMAN tensor inside its group's payload (codebook parsed and
  * every table validated), ready for df11_decode_host or a GPU plan. */

@@ -1,25 +1,27 @@
 /* Opening a .df11 container: the header and index are read whole, check-summed, and every
  * field is checked against the file length and the other fields before anything trusts
- * it, so that a hostile or truncated file fails with a status instead of a wild read. */
+ * it, so that a hostile or truncated file fails with a status instead of a wild read.
+ * The container comes from a file (df11_file_open) or from a memory image
+ * (df11_file_open_memory, for fuzzing and embedding); only read_at knows which. */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include "codec/codec.h"
 #include "common/error.h"
+#include "common/fileio.h"
 #include "common/parallel.h"
 #include "common/util.h"
 #include "loader/container.h"
 #include "loader/format.h"
 
 struct df11_file {
-    char *path;
-    int fd;
+    char *path;                /* the file's path, or the memory image's label */
+    int fd;                    /* -1 for a memory image */
+    const uint8_t *mem;        /* the memory image (the caller's), or NULL for a file */
     uint64_t size;
     uint8_t *index;            /* bytes [0, index_end) */
     uint32_t n_groups, n_tensors, n_layers;
@@ -35,17 +37,25 @@ struct df11_file {
 
 #define FAIL(st, ...) df11_fail(st, __VA_ARGS__)
 
-static df11_status read_at(int fd, void *buf, uint64_t size, uint64_t off, const char *path)
+/* Bytes [off, off+size) of the container, from its file or its memory image. */
+static df11_status read_at(const df11_file *f, void *buf, uint64_t size, uint64_t off)
 {
+    if (f->mem) {
+        if (!df11_range_ok(off, size, f->size))
+            return FAIL(DF11_ERR_TRUNCATED, "'%s' is %llu bytes, wanted [%llu, +%llu)", f->path,
+                        (unsigned long long)f->size, (unsigned long long)off, (unsigned long long)size);
+        if (size) memcpy(buf, f->mem + off, size);
+        return DF11_OK;
+    }
     uint8_t *p = buf;
     while (size) {
-        ssize_t r = pread(fd, p, size > (1u << 30) ? (1u << 30) : size, (off_t)off);
+        ssize_t r = pread(f->fd, p, size > (1u << 30) ? (1u << 30) : size, (off_t)off);
         if (r < 0) {
             if (errno == EINTR) continue;
-            return df11_fail_errno(DF11_ERR_IO, errno, "read '%s' at %llu", path, (unsigned long long)off);
+            return df11_fail_errno(DF11_ERR_IO, errno, "read '%s' at %llu", f->path, (unsigned long long)off);
         }
         if (r == 0)
-            return FAIL(DF11_ERR_TRUNCATED, "'%s' ends at %llu, wanted %llu more bytes", path,
+            return FAIL(DF11_ERR_TRUNCATED, "'%s' ends at %llu, wanted %llu more bytes", f->path,
                         (unsigned long long)off, (unsigned long long)size);
         p += r;
         off += (uint64_t)r;
@@ -54,13 +64,8 @@ static df11_status read_at(int fd, void *buf, uint64_t size, uint64_t off, const
     return DF11_OK;
 }
 
-static const df11_file *sort_file; /* qsort has no context argument in C11 */
-static int cmp_tensor_name(const void *a, const void *b)
-{
-    return strcmp(sort_file->tensors[*(const uint32_t *)a].name,
-                  sort_file->tensors[*(const uint32_t *)b].name);
-}
-
+/* The layout fields bound every table: they lie in order inside [0, index_end), and
+ * index_end <= 4 GiB, so n_groups < 2^26 and n_tensors < 2^25 (no count overflows below). */
 static df11_status parse_header(df11_file *f, const uint8_t *h)
 {
     if (memcmp(h + HDR_MAGIC, DF11_MAGIC, 8) != 0) return FAIL(DF11_ERR_NOT_DF11, "'%s': bad magic", f->path);
@@ -91,7 +96,139 @@ static df11_status parse_header(df11_file *f, const uint8_t *h)
     return DF11_OK;
 }
 
-static df11_status parse_groups(df11_file *f, uint64_t strings, uint64_t strings_size)
+/* Reads the header, checks its layout fields, then reads the rest of the index after it
+ * (the header is read once: the checked bytes are the bytes used) and checks its xxh3. */
+static df11_status read_index(df11_file *f)
+{
+    uint8_t h[DF11_HEADER_SIZE];
+    if (f->size < DF11_HEADER_SIZE)
+        return f->size >= 8 && read_at(f, h, 8, 0) == DF11_OK && memcmp(h, DF11_MAGIC, 8) == 0
+                   ? FAIL(DF11_ERR_TRUNCATED, "'%s' is %llu bytes, shorter than a df11 header", f->path,
+                          (unsigned long long)f->size)
+                   : FAIL(DF11_ERR_NOT_DF11, "'%s' is too short to be a df11 file", f->path);
+    df11_status st;
+    if ((st = read_at(f, h, DF11_HEADER_SIZE, 0)) != DF11_OK || (st = parse_header(f, h)) != DF11_OK) return st;
+    const uint64_t index_end = df11_ld64(h + HDR_INDEX_END);
+    if (!(f->index = malloc(index_end)))
+        return FAIL(DF11_ERR_NO_MEMORY, "index of %llu bytes", (unsigned long long)index_end);
+    memcpy(f->index, h, DF11_HEADER_SIZE);
+    if ((st = read_at(f, f->index + DF11_HEADER_SIZE, index_end - DF11_HEADER_SIZE, DF11_HEADER_SIZE)) != DF11_OK)
+        return st;
+    XXH3_state_t *xs = XXH3_createState();
+    if (!xs) return FAIL(DF11_ERR_NO_MEMORY, "xxh3");
+    XXH3_64bits_reset(xs);
+    XXH3_64bits_update(xs, f->index, HDR_INDEX_XXH3);
+    XXH3_64bits_update(xs, f->index + DF11_HEADER_SIZE, index_end - DF11_HEADER_SIZE);
+    uint64_t sum = XXH3_64bits_digest(xs);
+    XXH3_freeState(xs);
+    if (sum != df11_ld64(h + HDR_INDEX_XXH3))
+        return FAIL(DF11_ERR_CHECKSUM, "'%s': index xxh3 %016llx, header says %016llx", f->path,
+                    (unsigned long long)sum, (unsigned long long)df11_ld64(h + HDR_INDEX_XXH3));
+    f->metadata = (const char *)f->index + df11_ld64(h + HDR_METADATA_OFFSET);
+    return DF11_OK;
+}
+
+static df11_status alloc_tables(df11_file *f)
+{
+    const size_t ng = (size_t)f->n_groups + 1, nt = (size_t)f->n_tensors + 1; /* never calloc(0) */
+    f->groups = calloc(ng, sizeof *f->groups);
+    f->tensors = calloc(nt, sizeof *f->tensors);
+    f->layouts = calloc(nt, sizeof *f->layouts);
+    f->by_name = calloc(nt, sizeof *f->by_name);
+    f->layer_group = calloc(ng, sizeof *f->layer_group);
+    if (!f->groups || !f->tensors || !f->layouts || !f->by_name || !f->layer_group)
+        return FAIL(DF11_ERR_NO_MEMORY, "index tables");
+    return DF11_OK;
+}
+
+/* Names: record `rec` is group `rec`, or tensor `rec - n_groups`. */
+typedef struct {
+    uint32_t off, len, rec;
+} name_range;
+
+static void name_field(const df11_file *f, uint32_t rec, uint32_t *off, uint32_t *len)
+{
+    if (rec < f->n_groups) {
+        const uint8_t *r = f->index + DF11_HEADER_SIZE + (uint64_t)rec * DF11_GROUP_RECORD;
+        *off = df11_ld32(r + GRP_NAME_OFFSET);
+        *len = df11_ld32(r + GRP_NAME_LEN);
+    } else {
+        const uint8_t *r = f->index + df11_ld64(f->index + HDR_TENSORS_OFFSET) +
+                           (uint64_t)(rec - f->n_groups) * DF11_TENSOR_RECORD;
+        *off = df11_ld32(r + TEN_NAME_OFFSET);
+        *len = df11_ld32(r + TEN_NAME_LEN);
+    }
+}
+
+static const char *name_kind(const df11_file *f, uint32_t rec) { return rec < f->n_groups ? "group" : "tensor"; }
+static uint32_t name_owner(const df11_file *f, uint32_t rec) { return rec < f->n_groups ? rec : rec - f->n_groups; }
+
+static int cmp_range(const void *a, const void *b)
+{
+    const name_range *x = a, *y = b;
+    if (x->off != y->off) return x->off < y->off ? -1 : 1;
+    return (x->len > y->len) - (x->len < y->len);
+}
+
+/* Every name lies in the string table, tensor names are not empty, and no two names share
+ * a byte (the writer lays them end to end). Disjoint ranges are what bounds the copies in
+ * copy_names by the string table's size. */
+static df11_status check_names(const df11_file *f, uint64_t strings_size)
+{
+    const uint32_t n = f->n_groups + f->n_tensors;
+    name_range *r = malloc(((size_t)n + 1) * sizeof *r);
+    if (!r) return FAIL(DF11_ERR_NO_MEMORY, "name ranges");
+    df11_status st = DF11_OK;
+    for (uint32_t i = 0; i < n && st == DF11_OK; i++) {
+        name_field(f, i, &r[i].off, &r[i].len);
+        r[i].rec = i;
+        if (!df11_range_ok(r[i].off, r[i].len, strings_size) || (i >= f->n_groups && r[i].len == 0))
+            st = FAIL(DF11_ERR_CORRUPT, "%s %u name [%u, +%u) outside the %llu-byte string table", name_kind(f, i),
+                      name_owner(f, i), r[i].off, r[i].len, (unsigned long long)strings_size);
+    }
+    if (st == DF11_OK) qsort(r, n, sizeof *r, cmp_range);
+    const name_range *prev = NULL; /* the last non-empty range: it ends furthest */
+    for (uint32_t i = 0; i < n && st == DF11_OK; i++) {
+        if (!r[i].len) continue;
+        if (prev && r[i].off < (uint64_t)prev->off + prev->len)
+            st = FAIL(DF11_ERR_CORRUPT, "%s %u name [%u, +%u) overlaps %s %u name [%u, +%u)",
+                      name_kind(f, r[i].rec), name_owner(f, r[i].rec), r[i].off, r[i].len,
+                      name_kind(f, prev->rec), name_owner(f, prev->rec), prev->off, prev->len);
+        prev = &r[i];
+    }
+    free(r);
+    return st;
+}
+
+/* Names become NUL-terminated copies, group names then tensor names. */
+static df11_status copy_names(df11_file *f)
+{
+    const uint64_t strings = df11_ld64(f->index + HDR_STRINGS_OFFSET);
+    const uint64_t strings_size = df11_ld64(f->index + HDR_STRINGS_SIZE);
+    df11_status st = check_names(f, strings_size);
+    if (st != DF11_OK) return st;
+    const uint32_t n = f->n_groups + f->n_tensors;
+    const uint64_t cap = strings_size + n + 1;
+    if (!(f->names = malloc(cap))) return FAIL(DF11_ERR_NO_MEMORY, "names");
+    uint64_t used = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t off, len;
+        name_field(f, i, &off, &len);
+        if ((uint64_t)len + 1 > cap - used) /* cannot happen with disjoint ranges; never overrun */
+            return FAIL(DF11_ERR_CORRUPT, "names exceed the string table");
+        char *np = f->names + used;
+        memcpy(np, f->index + strings + off, len);
+        np[len] = '\0';
+        if (memchr(np, '\0', len))
+            return FAIL(DF11_ERR_CORRUPT, "%s %u: NUL in its name", name_kind(f, i), name_owner(f, i));
+        if (i < f->n_groups) f->groups[i].name = np;
+        else f->tensors[i - f->n_groups].name = np;
+        used += (uint64_t)len + 1;
+    }
+    return DF11_OK;
+}
+
+static df11_status parse_groups(df11_file *f)
 {
     const uint64_t index_end = df11_ld64(f->index + HDR_INDEX_END);
     uint64_t prev_end = index_end;
@@ -99,9 +236,6 @@ static df11_status parse_groups(df11_file *f, uint64_t strings, uint64_t strings
     for (uint32_t g = 0; g < f->n_groups; g++) {
         const uint8_t *r = f->index + DF11_HEADER_SIZE + (uint64_t)g * DF11_GROUP_RECORD;
         df11_group_info *gi = &f->groups[g];
-        uint32_t name_off = df11_ld32(r + GRP_NAME_OFFSET), name_len = df11_ld32(r + GRP_NAME_LEN);
-        if (!df11_range_ok(name_off, name_len, strings_size)) return FAIL(DF11_ERR_CORRUPT, "group %u name", g);
-        gi->name = (const char *)(uintptr_t)(strings + name_off); /* fixed up by the caller */
         gi->layer = (int32_t)df11_ld32(r + GRP_LAYER);
         gi->first_tensor = df11_ld32(r + GRP_FIRST_TENSOR);
         gi->n_tensors = df11_ld32(r + GRP_N_TENSORS);
@@ -124,7 +258,7 @@ static df11_status parse_groups(df11_file *f, uint64_t strings, uint64_t strings
         if (gi->layer >= 0) {
             if ((uint32_t)gi->layer != f->n_layers)
                 return FAIL(DF11_ERR_CORRUPT, "group %u: block %d out of order", g, gi->layer);
-            f->n_layers++;
+            f->layer_group[f->n_layers++] = g;
         } else if (gi->layer != -1) {
             return FAIL(DF11_ERR_CORRUPT, "group %u: layer %d", g, gi->layer);
         }
@@ -136,16 +270,12 @@ static df11_status parse_groups(df11_file *f, uint64_t strings, uint64_t strings
 /* Section [off, off+len) of a tensor must lie in its payload. */
 #define SECTION_OK(off, len, payload) df11_range_ok((off), (len), (payload))
 
-static df11_status parse_tensor(df11_file *f, uint32_t t, uint64_t strings_size, uint64_t *decoded_end)
+static df11_status parse_tensor(df11_file *f, uint32_t t, uint64_t *decoded_end)
 {
     const uint64_t t_off = df11_ld64(f->index + HDR_TENSORS_OFFSET);
     const uint8_t *r = f->index + t_off + (uint64_t)t * DF11_TENSOR_RECORD;
     df11_tensor_info *ti = &f->tensors[t];
     df11_tensor_layout *lo = &f->layouts[t];
-    uint32_t name_off = df11_ld32(r + TEN_NAME_OFFSET), name_len = df11_ld32(r + TEN_NAME_LEN);
-    if (!df11_range_ok(name_off, name_len, strings_size) || name_len == 0)
-        return FAIL(DF11_ERR_CORRUPT, "tensor %u name", t);
-    ti->name = (const char *)(uintptr_t)name_off; /* fixed up by the caller */
     ti->group = df11_ld32(r + TEN_GROUP);
     if (ti->group >= f->n_groups || t < f->groups[ti->group].first_tensor ||
         t >= f->groups[ti->group].first_tensor + f->groups[ti->group].n_tensors)
@@ -213,100 +343,99 @@ static df11_status parse_tensor(df11_file *f, uint32_t t, uint64_t strings_size,
     return DF11_OK;
 }
 
+static df11_status parse_tensors(df11_file *f)
+{
+    for (uint32_t g = 0; g < f->n_groups; g++) {
+        const df11_group_info *gi = &f->groups[g];
+        uint64_t decoded_end = 0;
+        for (uint32_t t = gi->first_tensor; t < gi->first_tensor + gi->n_tensors; t++) {
+            df11_status st = parse_tensor(f, t, &decoded_end);
+            if (st != DF11_OK) return st;
+        }
+        if (decoded_end != gi->decoded_size)
+            return FAIL(DF11_ERR_CORRUPT, "group %u: decoded size %llu, tensors need %llu", g,
+                        (unsigned long long)gi->decoded_size, (unsigned long long)decoded_end);
+    }
+    return DF11_OK;
+}
+
+static int cmp_tensor_name(const void *a, const void *b)
+{
+    return strcmp((*(const df11_tensor_info *const *)a)->name, (*(const df11_tensor_info *const *)b)->name);
+}
+
+/* by_name lists the tensors in name order. Sorting pointers to the tensors, not indices,
+ * keeps the comparison free of outside state: files open on any number of threads. */
+static df11_status sort_names(df11_file *f)
+{
+    const df11_tensor_info **p = malloc(((size_t)f->n_tensors + 1) * sizeof *p);
+    if (!p) return FAIL(DF11_ERR_NO_MEMORY, "name order");
+    for (uint32_t t = 0; t < f->n_tensors; t++) p[t] = &f->tensors[t];
+    qsort(p, f->n_tensors, sizeof *p, cmp_tensor_name);
+    df11_status st = DF11_OK;
+    for (uint32_t i = 0; i < f->n_tensors && st == DF11_OK; i++) {
+        f->by_name[i] = (uint32_t)(p[i] - f->tensors);
+        if (i && strcmp(p[i]->name, p[i - 1]->name) == 0)
+            st = FAIL(DF11_ERR_DUPLICATE, "tensor '%s' appears twice", p[i]->name);
+    }
+    free(p);
+    return st;
+}
+
+static df11_status file_new(const char *path, df11_file **out)
+{
+    df11_file *f = calloc(1, sizeof *f);
+    if (!f) return FAIL(DF11_ERR_NO_MEMORY, "df11_file");
+    f->fd = -1;
+    if (!(f->path = strdup(path))) {
+        free(f);
+        return FAIL(DF11_ERR_NO_MEMORY, "path");
+    }
+    *out = f;
+    return DF11_OK;
+}
+
+/* Everything after the source is set up; on failure the caller closes f. */
+static df11_status file_parse(df11_file *f)
+{
+    df11_status st;
+    if ((st = read_index(f)) != DF11_OK || (st = alloc_tables(f)) != DF11_OK ||
+        (st = copy_names(f)) != DF11_OK || (st = parse_groups(f)) != DF11_OK ||
+        (st = parse_tensors(f)) != DF11_OK || (st = sort_names(f)) != DF11_OK)
+        return st;
+    return DF11_OK;
+}
+
 df11_status df11_file_open(const char *path, df11_file **out)
 {
     if (!path || !out) return FAIL(DF11_ERR_INVALID_ARG, "df11_file_open: NULL argument");
     *out = NULL;
-    df11_file *f = calloc(1, sizeof *f);
-    if (!f) return FAIL(DF11_ERR_NO_MEMORY, "df11_file");
-    f->fd = -1;
-    df11_status st;
-    if (!(f->path = strdup(path))) { st = FAIL(DF11_ERR_NO_MEMORY, "path"); goto fail; }
-    f->fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat sb;
-    if (f->fd < 0 || fstat(f->fd, &sb) != 0) { st = df11_fail_errno(DF11_ERR_IO, errno, "open '%s'", path); goto fail; }
-    if (!S_ISREG(sb.st_mode)) { st = FAIL(DF11_ERR_IO, "'%s' is not a regular file", path); goto fail; }
-    f->size = (uint64_t)sb.st_size;
-    uint8_t header[DF11_HEADER_SIZE];
-    if (f->size < DF11_HEADER_SIZE) {
-        st = f->size >= 8 && read_at(f->fd, header, 8, 0, path) == DF11_OK && memcmp(header, DF11_MAGIC, 8) == 0
-                 ? FAIL(DF11_ERR_TRUNCATED, "'%s' is %llu bytes, shorter than a df11 header", path, (unsigned long long)f->size)
-                 : FAIL(DF11_ERR_NOT_DF11, "'%s' is too short to be a df11 file", path);
-        goto fail;
+    df11_file *f;
+    df11_status st = file_new(path, &f);
+    if (st != DF11_OK) return st;
+    if ((st = df11_open_regular(path, 0, &f->fd, &f->size)) != DF11_OK || (st = file_parse(f)) != DF11_OK) {
+        df11_file_close(f);
+        return st;
     }
-    if ((st = read_at(f->fd, header, DF11_HEADER_SIZE, 0, path)) != DF11_OK) goto fail;
-    if ((st = parse_header(f, header)) != DF11_OK) goto fail;
-    const uint64_t index_end = df11_ld64(header + HDR_INDEX_END);
-    if (!(f->index = malloc(index_end))) { st = FAIL(DF11_ERR_NO_MEMORY, "index"); goto fail; }
-    if ((st = read_at(f->fd, f->index, index_end, 0, path)) != DF11_OK) goto fail;
-    XXH3_state_t *xs = XXH3_createState();
-    if (!xs) { st = FAIL(DF11_ERR_NO_MEMORY, "xxh3"); goto fail; }
-    XXH3_64bits_reset(xs);
-    XXH3_64bits_update(xs, f->index, HDR_INDEX_XXH3);
-    XXH3_64bits_update(xs, f->index + DF11_HEADER_SIZE, index_end - DF11_HEADER_SIZE);
-    uint64_t sum = XXH3_64bits_digest(xs);
-    XXH3_freeState(xs);
-    if (sum != df11_ld64(f->index + HDR_INDEX_XXH3)) {
-        st = FAIL(DF11_ERR_CHECKSUM, "'%s': index xxh3 %016llx, header says %016llx", path,
-                  (unsigned long long)sum, (unsigned long long)df11_ld64(f->index + HDR_INDEX_XXH3));
-        goto fail;
-    }
-
-    const uint64_t strings = df11_ld64(f->index + HDR_STRINGS_OFFSET);
-    const uint64_t strings_size = df11_ld64(f->index + HDR_STRINGS_SIZE);
-    f->metadata = (const char *)f->index + df11_ld64(f->index + HDR_METADATA_OFFSET);
-    f->groups = calloc(f->n_groups + 1, sizeof *f->groups);
-    f->tensors = calloc(f->n_tensors + 1, sizeof *f->tensors);
-    f->layouts = calloc(f->n_tensors + 1, sizeof *f->layouts);
-    f->by_name = calloc(f->n_tensors + 1, sizeof *f->by_name);
-    f->layer_group = calloc(f->n_groups + 1, sizeof *f->layer_group);
-    f->names = malloc(strings_size + f->n_groups + f->n_tensors + 1);
-    if (!f->groups || !f->tensors || !f->layouts || !f->by_name || !f->layer_group || !f->names) {
-        st = FAIL(DF11_ERR_NO_MEMORY, "index tables");
-        goto fail;
-    }
-    if ((st = parse_groups(f, 0, strings_size)) != DF11_OK) goto fail;
-    char *np = f->names;
-    for (uint32_t g = 0; g < f->n_groups; g++) { /* names become NUL-terminated copies */
-        const uint8_t *r = f->index + DF11_HEADER_SIZE + (uint64_t)g * DF11_GROUP_RECORD;
-        uint32_t len = df11_ld32(r + GRP_NAME_LEN);
-        memcpy(np, f->index + strings + (uintptr_t)f->groups[g].name, len);
-        np[len] = '\0';
-        f->groups[g].name = np;
-        np += len + 1;
-        if (f->groups[g].layer >= 0) f->layer_group[f->groups[g].layer] = g;
-    }
-    for (uint32_t g = 0; g < f->n_groups; g++) {
-        uint64_t decoded_end = 0;
-        for (uint32_t t = f->groups[g].first_tensor; t < f->groups[g].first_tensor + f->groups[g].n_tensors; t++) {
-            if ((st = parse_tensor(f, t, strings_size, &decoded_end)) != DF11_OK) goto fail;
-            uint32_t len = df11_ld32(f->index + df11_ld64(f->index + HDR_TENSORS_OFFSET) +
-                                     (uint64_t)t * DF11_TENSOR_RECORD + TEN_NAME_LEN);
-            memcpy(np, f->index + strings + (uintptr_t)f->tensors[t].name, len);
-            np[len] = '\0';
-            if (memchr(np, '\0', len)) { st = FAIL(DF11_ERR_CORRUPT, "tensor %u: NUL in name", t); goto fail; }
-            f->tensors[t].name = np;
-            np += len + 1;
-        }
-        if (decoded_end != f->groups[g].decoded_size) {
-            st = FAIL(DF11_ERR_CORRUPT, "group %u: decoded size %llu, tensors need %llu", g,
-                      (unsigned long long)f->groups[g].decoded_size, (unsigned long long)decoded_end);
-            goto fail;
-        }
-    }
-    for (uint32_t t = 0; t < f->n_tensors; t++) f->by_name[t] = t;
-    sort_file = f;
-    qsort(f->by_name, f->n_tensors, sizeof *f->by_name, cmp_tensor_name);
-    for (uint32_t i = 1; i < f->n_tensors; i++)
-        if (strcmp(f->tensors[f->by_name[i]].name, f->tensors[f->by_name[i - 1]].name) == 0) {
-            st = FAIL(DF11_ERR_DUPLICATE, "tensor '%s' appears twice", f->tensors[f->by_name[i]].name);
-            goto fail;
-        }
     *out = f;
     return DF11_OK;
-fail:
-    df11_file_close(f);
-    return st;
+}
+
+df11_status df11_file_open_memory(const void *data, size_t size, const char *label, df11_file **out)
+{
+    if (!data || !out) return FAIL(DF11_ERR_INVALID_ARG, "df11_file_open_memory: NULL argument");
+    *out = NULL;
+    df11_file *f;
+    df11_status st = file_new(label ? label : "<memory>", &f);
+    if (st != DF11_OK) return st;
+    f->mem = data;
+    f->size = size;
+    if ((st = file_parse(f)) != DF11_OK) {
+        df11_file_close(f);
+        return st;
+    }
+    *out = f;
+    return DF11_OK;
 }
 
 void df11_file_close(df11_file *f)
@@ -392,7 +521,7 @@ df11_status df11_file_read_group(const df11_file *f, uint32_t g, void *payload)
     if (!f || g >= f->n_groups || !payload)
         return FAIL(DF11_ERR_INVALID_ARG, "df11_file_read_group: bad argument");
     const df11_group_info *gi = &f->groups[g];
-    df11_status st = read_at(f->fd, payload, gi->payload_size, gi->payload_offset, f->path);
+    df11_status st = read_at(f, payload, gi->payload_size, gi->payload_offset);
     if (st != DF11_OK) return st;
     return df11_group_verify(f, g, payload, gi->payload_size);
 }
@@ -409,7 +538,7 @@ df11_status df11_file_tensor_coded(const df11_file *f, uint32_t t, const void *p
     memset(c, 0, sizeof *c);
     df11_status st = df11_codebook_read(p + lo->codebook_offset, lo->codebook_size,
                                         ti->max_code_len, &c->code);
-    if (st != DF11_OK) return FAIL(st, "tensor '%s': %s", ti->name, df11_last_error_detail());
+    if (st != DF11_OK) return df11_fail_context(st, "tensor '%s'", ti->name);
     c->n_elements = ti->n_elements;
     c->max_len = ti->max_code_len;
     c->lane_symbols = ti->lane_symbols;
@@ -420,7 +549,7 @@ df11_status df11_file_tensor_coded(const df11_file *f, uint32_t t, const void *p
     c->stream_bytes = lo->stream_size;
     c->sm = p + lo->data_offset;
     st = df11_coded_validate(c);
-    if (st != DF11_OK) return FAIL(st, "tensor '%s': %s", ti->name, df11_last_error_detail());
+    if (st != DF11_OK) return df11_fail_context(st, "tensor '%s'", ti->name);
     return DF11_OK;
 }
 
@@ -437,7 +566,7 @@ df11_status df11_tensor_decode_host(const df11_file *f, uint32_t t, const void *
     df11_status st = df11_file_tensor_coded(f, t, payload, &c);
     if (st != DF11_OK) return st;
     st = df11_decode_host(&c, out, n_threads);
-    if (st != DF11_OK) return FAIL(st, "tensor '%s': %s", ti->name, df11_last_error_detail());
+    if (st != DF11_OK) return df11_fail_context(st, "tensor '%s'", ti->name);
     return DF11_OK;
 }
 

@@ -161,7 +161,7 @@ static df11_status encode_tensor(const tensor_plan *p, const df11_compress_optio
     }
     df11_status st = df11_encode(p->src->data, p->n_elements, o->max_code_len, o->lane_symbols,
                                  o->n_threads, sm_scratch, &t->enc);
-    if (st != DF11_OK) return df11_fail(st, "tensor '%s': %s", p->src->name, df11_last_error_detail());
+    if (st != DF11_OK) return df11_fail_context(st, "tensor '%s'", p->src->name);
     const df11_encoded *e = &t->enc;
     uint64_t cb = df11_codebook_size(&e->coded.code);
     uint64_t chunks = e->coded.n_chunks * 4;

@@ -2,6 +2,7 @@
  * truncation at any offset, flipped bytes, hostile index fields with a valid checksum —
  * each failing with its own status, never a crash, never a wrong weight. */
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 
 #include "common/util.h"
 #include "df11.h"
+#include "loader/container.h"
 #include "loader/format.h"
 #include "loader/safetensors.h"
 #include "tests/testutil.h"
@@ -202,15 +204,10 @@ static uint8_t *good_file(size_t *size)
     return slurp(p, size);
 }
 
-/* Opens a byte image; if it opens, reads and decodes every group. Returns the first
- * failure, or DF11_OK when everything succeeded. */
-static df11_status open_and_decode(const uint8_t *b, size_t size)
+/* Reads and decodes every group of f, then closes it. Returns the first failure. */
+static df11_status decode_all(df11_file *f)
 {
-    const char *p = path_in_tmp("bad.df11");
-    spit(p, b, size);
-    df11_file *f;
-    df11_status st = df11_file_open(p, &f);
-    if (st != DF11_OK) return st;
+    df11_status st = DF11_OK;
     for (uint32_t g = 0; g < df11_file_n_groups(f) && st == DF11_OK; g++) {
         const df11_group_info *gi = df11_file_group(f, g);
         uint8_t *payload = malloc(gi->payload_size + 1), *out = malloc(gi->decoded_size + 1);
@@ -220,6 +217,22 @@ static df11_status open_and_decode(const uint8_t *b, size_t size)
         free(out);
     }
     df11_file_close(f);
+    return st;
+}
+
+/* Opens a byte image, from a file and from memory; if it opens, reads and decodes every
+ * group. Both ways must agree. Returns the first failure, or DF11_OK when everything
+ * succeeded (the detail is the file's). */
+static df11_status open_and_decode(const uint8_t *b, size_t size)
+{
+    df11_file *f;
+    df11_status mst = df11_file_open_memory(size ? b : (const uint8_t *)"", size, "image", &f);
+    if (mst == DF11_OK) mst = decode_all(f);
+    const char *p = path_in_tmp("bad.df11");
+    spit(p, b, size);
+    df11_status st = df11_file_open(p, &f);
+    if (st == DF11_OK) st = decode_all(f);
+    ck_assert_msg(st == mst, "from a file: %s, from memory: %s", df11_strerror(st), df11_strerror(mst));
     return st;
 }
 
@@ -336,11 +349,15 @@ START_TEST(test_hostile_index)
     memcpy(c, b, size);
     df11_st64(c + T1 + TEN_SHAPE, 1ull << 40);
     ck_assert_int_eq(with_field(c, size, T1 + TEN_SHAPE + 8, 8, 1ull << 40), DF11_ERR_OVERFLOW);
-    /* a duplicate name: tensor 2's name made tensor 1's */
+    /* a duplicate name: tensor 2's name bytes made tensor 1's ("...0.b" -> "...0.a"); its
+     * own range, since a range shared with tensor 1 is refused as corrupt before that */
     memcpy(c, b, size);
-    df11_st32(c + T1 + DF11_TENSOR_RECORD + TEN_NAME_LEN, df11_ld32(b + T1 + TEN_NAME_LEN));
-    ck_assert_int_eq(with_field(c, size, T1 + DF11_TENSOR_RECORD + TEN_NAME_OFFSET, 4,
-                                df11_ld32(b + T1 + TEN_NAME_OFFSET)), DF11_ERR_DUPLICATE);
+    const uint64_t T2 = T1 + DF11_TENSOR_RECORD, strings = df11_ld64(b + HDR_STRINGS_OFFSET);
+    ck_assert_uint_eq(df11_ld32(b + T2 + TEN_NAME_LEN), df11_ld32(b + T1 + TEN_NAME_LEN));
+    uint8_t *last = c + strings + df11_ld32(b + T2 + TEN_NAME_OFFSET) + df11_ld32(b + T2 + TEN_NAME_LEN) - 1;
+    ck_assert_uint_eq(*last, 'b');
+    *last = 'a';
+    ck_assert_int_eq(with_field(c, size, HDR_N_GROUPS, 4, df11_ld32(b + HDR_N_GROUPS)), DF11_ERR_DUPLICATE);
     free(c);
     free(b);
 }
@@ -380,6 +397,323 @@ START_TEST(test_writer_is_atomic)
 }
 END_TEST
 
+/* Sets record `rec`'s name range to [off, +len), re-sealed, and opens the result. */
+static df11_status with_name(const uint8_t *good, size_t size, uint64_t rec, uint32_t off, uint32_t len)
+{
+    uint8_t *c = malloc(size);
+    memcpy(c, good, size);
+    df11_st32(c + rec + 0, off); /* GRP_NAME_OFFSET and TEN_NAME_OFFSET are both 0 */
+    df11_status st = with_field(c, size, rec + 4, 4, len);
+    free(c);
+    return st;
+}
+
+START_TEST(test_name_ranges)
+{
+    size_t size;
+    uint8_t *b = good_file(&size);
+    /* groups: model.norm, layers.0; tensors: model.norm.weight, model.layers.0.a, .b */
+    const uint64_t G0 = DF11_HEADER_SIZE, T = df11_ld64(b + HDR_TENSORS_OFFSET);
+    const uint64_t T1 = T + DF11_TENSOR_RECORD, T2 = T1 + DF11_TENSOR_RECORD;
+    const uint32_t strings_size = (uint32_t)df11_ld64(b + HDR_STRINGS_SIZE);
+    const uint32_t g0_off = df11_ld32(b + G0 + GRP_NAME_OFFSET), g0_len = df11_ld32(b + G0 + GRP_NAME_LEN);
+    const uint32_t t1_off = df11_ld32(b + T1 + TEN_NAME_OFFSET), t1_len = df11_ld32(b + T1 + TEN_NAME_LEN);
+    /* the writer lays names end to end, group names first */
+    ck_assert_uint_eq(g0_off, 0);
+    ck_assert_uint_eq(df11_ld32(b + T2 + TEN_NAME_OFFSET) + df11_ld32(b + T2 + TEN_NAME_LEN), strings_size);
+    /* tensor 1 named by the whole string table: its copy used to run past the name buffer */
+    ck_assert_int_eq(with_name(b, size, T1, 0, strings_size), DF11_ERR_CORRUPT);
+    ck_assert_msg(strstr(df11_last_error_detail(), "overlap") != NULL, "%s", df11_last_error_detail());
+    /* every tensor named by the whole table */
+    uint8_t *c = malloc(size);
+    memcpy(c, b, size);
+    for (int t = 0; t < 3; t++) {
+        df11_st32(c + T + (uint64_t)t * DF11_TENSOR_RECORD + TEN_NAME_OFFSET, 0);
+        df11_st32(c + T + (uint64_t)t * DF11_TENSOR_RECORD + TEN_NAME_LEN, strings_size);
+    }
+    ck_assert_int_eq(with_field(c, size, HDR_N_GROUPS, 4, df11_ld32(b + HDR_N_GROUPS)), DF11_ERR_CORRUPT);
+    free(c);
+    /* a repeated range (tensor 2 named by tensor 1's bytes) */
+    ck_assert_int_eq(with_name(b, size, T2, t1_off, t1_len), DF11_ERR_CORRUPT);
+    ck_assert_msg(strstr(df11_last_error_detail(), "overlap") != NULL, "%s", df11_last_error_detail());
+    /* one byte shared between a group's name and a tensor's */
+    ck_assert_int_eq(with_name(b, size, T, g0_off + g0_len - 1, 3), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(with_name(b, size, G0, t1_off + t1_len - 1, 2), DF11_ERR_CORRUPT);
+    /* ranges that touch but share no byte, and an empty group name, are fine */
+    ck_assert_int_eq(with_name(b, size, G0, g0_off, g0_len - 1), DF11_OK);
+    ck_assert_int_eq(with_name(b, size, G0, t1_off, 0), DF11_OK);
+    /* a NUL inside a group's name, like one inside a tensor's, is corrupt */
+    c = malloc(size);
+    memcpy(c, b, size);
+    c[df11_ld64(b + HDR_STRINGS_OFFSET) + g0_off + 2] = '\0';
+    ck_assert_int_eq(with_field(c, size, HDR_N_GROUPS, 4, df11_ld32(b + HDR_N_GROUPS)), DF11_ERR_CORRUPT);
+    ck_assert_msg(strstr(df11_last_error_detail(), "NUL") != NULL, "%s", df11_last_error_detail());
+    free(c);
+    free(b);
+}
+END_TEST
+
+/* Two threads open two files over and over: each file's tensors must be found by name. The
+ * files list their names in opposite orders, so a sort that compared one file's names
+ * while ordering the other's indices would show as lookups that fail. */
+enum { THREAD_TENSORS = 1500, THREAD_OPENS = 60 };
+
+typedef struct {
+    const char *path;
+    char prefix;
+    int reversed;
+    int failures;
+    char first_failure[256];
+} open_job;
+
+static void thread_name(char *out, size_t size, char prefix, uint32_t i)
+{
+    snprintf(out, size, "model.layers.0.%c%05u", prefix, i);
+}
+
+static void make_thread_file(const char *path, char prefix, int reversed)
+{
+    static int8_t one[1] = {7};
+    df11_tensor_source *src = calloc(THREAD_TENSORS, sizeof *src);
+    char (*names)[32] = calloc(THREAD_TENSORS, sizeof *names);
+    for (uint32_t i = 0; i < THREAD_TENSORS; i++) {
+        thread_name(names[i], sizeof names[i], prefix, reversed ? THREAD_TENSORS - 1 - i : i);
+        src[i] = (df11_tensor_source){names[i], DF11_DTYPE_I8, 1, {1}, one};
+    }
+    ck_assert_int_eq(df11_compress_tensors(path, src, THREAD_TENSORS, NULL, 0, NULL, NULL), DF11_OK);
+    free(names);
+    free(src);
+}
+
+static void *open_repeatedly(void *arg)
+{
+    open_job *j = arg;
+    char name[32];
+    for (int k = 0; k < THREAD_OPENS; k++) {
+        df11_file *f;
+        df11_status st = df11_file_open(j->path, &f);
+        if (st != DF11_OK) {
+            if (!j->failures++) snprintf(j->first_failure, sizeof j->first_failure, "open: %s", df11_last_error_detail());
+            continue;
+        }
+        for (uint32_t i = 0; i < THREAD_TENSORS; i++) {
+            thread_name(name, sizeof name, j->prefix, i);
+            uint32_t t = UINT32_MAX, want = j->reversed ? THREAD_TENSORS - 1 - i : i;
+            if (df11_file_find_tensor(f, name, &t) != DF11_OK || t != want ||
+                strcmp(df11_file_tensor(f, t)->name, name) != 0) {
+                if (!j->failures++)
+                    snprintf(j->first_failure, sizeof j->first_failure, "open %d: '%s' found at %u, want %u", k,
+                             name, t, want);
+            }
+        }
+        df11_file_close(f);
+    }
+    return NULL;
+}
+
+START_TEST(test_open_threads)
+{
+    open_job jobs[2] = {{.path = path_in_tmp("thread-a.df11"), .prefix = 'a', .reversed = 0},
+                        {.path = path_in_tmp("thread-b.df11"), .prefix = 'b', .reversed = 1}};
+    for (int i = 0; i < 2; i++) make_thread_file(jobs[i].path, jobs[i].prefix, jobs[i].reversed);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) ck_assert_int_eq(pthread_create(&th[i], NULL, open_repeatedly, &jobs[i]), 0);
+    for (int i = 0; i < 2; i++) ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+    for (int i = 0; i < 2; i++)
+        ck_assert_msg(jobs[i].failures == 0, "%s: %d failures, first: %s", jobs[i].path, jobs[i].failures,
+                      jobs[i].first_failure);
+}
+END_TEST
+
+/* A codec failure inside a tensor keeps its own reason after the tensor's name. */
+START_TEST(test_detail_keeps_reason)
+{
+    size_t size;
+    uint8_t *b = good_file(&size);
+    free(b);
+    df11_file *f;
+    ck_assert_int_eq(df11_file_open(path_in_tmp("good.df11"), &f), DF11_OK);
+    uint32_t t;
+    ck_assert_int_eq(df11_file_find_tensor(f, "model.norm.weight", &t), DF11_OK);
+    const df11_tensor_info *ti = df11_file_tensor(f, t);
+    const df11_tensor_layout *lo = df11_file_tensor_layout(f, t);
+    const df11_group_info *gi = df11_file_group(f, ti->group);
+    uint8_t *payload = malloc(gi->payload_size), *out = malloc(ti->nbytes);
+    char want[600];
+
+    /* a codebook whose symbols run past 255 */
+    ck_assert_int_eq(df11_file_read_group(f, ti->group, payload), DF11_OK);
+    payload[lo->codebook_offset] = 0xff;
+    payload[lo->codebook_offset + 1] = 5;
+    df11_code code;
+    ck_assert_int_eq(df11_codebook_read(payload + lo->codebook_offset, lo->codebook_size, ti->max_code_len, &code),
+                     DF11_ERR_CORRUPT);
+    ck_assert_str_ne(df11_last_error_detail(), "");
+    snprintf(want, sizeof want, "tensor 'model.norm.weight': %s", df11_last_error_detail());
+    ck_assert_int_eq(df11_tensor_decode_host(f, t, payload, out, 1), DF11_ERR_CORRUPT);
+    ck_assert_str_eq(df11_last_error_detail(), want);
+
+    /* a chunk table entry past the stream (caught by the coded view's validation) */
+    ck_assert_int_eq(df11_file_read_group(f, ti->group, payload), DF11_OK);
+    ck_assert_uint_ge(lo->n_chunks, 1);
+    df11_st32(payload + lo->chunks_offset + 4 * (lo->n_chunks - 1), 1u << 30);
+    df11_coded c;
+    ck_assert_int_eq(df11_file_tensor_coded(f, t, payload, &c), DF11_ERR_CORRUPT);
+    char got[600];
+    snprintf(got, sizeof got, "%s", df11_last_error_detail());
+    ck_assert_int_eq(df11_coded_validate(&c), DF11_ERR_CORRUPT); /* c is filled before the check */
+    ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "chunk"));
+    snprintf(want, sizeof want, "tensor 'model.norm.weight': %s", df11_last_error_detail());
+    ck_assert_str_eq(got, want);
+
+    /* two lanes' bit lengths swapped: the tables stay consistent, the decode fails */
+    ck_assert_int_eq(df11_file_read_group(f, ti->group, payload), DF11_OK);
+    uint8_t *lanes = payload + lo->lanes_offset;
+    const uint64_t n_lanes = df11_n_lane_entries(ti->n_elements, ti->lane_symbols);
+    uint32_t l = 0;
+    while (l + 2 < n_lanes && df11_ld16(lanes + 2 * l) == df11_ld16(lanes + 2 * (l + 1))) l++;
+    ck_assert_uint_ne(df11_ld16(lanes + 2 * l), df11_ld16(lanes + 2 * (l + 1)));
+    uint16_t a = df11_ld16(lanes + 2 * l), z = df11_ld16(lanes + 2 * (l + 1));
+    df11_st16(lanes + 2 * l, z);
+    df11_st16(lanes + 2 * (l + 1), a);
+    ck_assert_int_eq(df11_file_tensor_coded(f, t, payload, &c), DF11_OK);
+    ck_assert_int_eq(df11_decode_host(&c, (uint16_t *)out, 1), DF11_ERR_CORRUPT);
+    snprintf(want, sizeof want, "tensor 'model.norm.weight': %s", df11_last_error_detail());
+    ck_assert_int_eq(df11_tensor_decode_host(f, t, payload, out, 1), DF11_ERR_CORRUPT);
+    ck_assert_str_eq(df11_last_error_detail(), want);
+    free(payload);
+    free(out);
+    df11_file_close(f);
+
+    /* the writer: 40 distinct exponents do not fit codes of at most 5 bits */
+    static uint16_t w[4000];
+    static uint8_t sm[4000];
+    for (uint32_t i = 0; i < 4000; i++) w[i] = (uint16_t)((100 + i % 40) << 7 | (i & 0x7f));
+    df11_encoded enc;
+    ck_assert_int_eq(df11_encode(w, 4000, 5, 64, 1, sm, &enc), DF11_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "40 distinct"));
+    snprintf(want, sizeof want, "tensor 'model.layers.0.w': %s", df11_last_error_detail());
+    df11_tensor_source src = {"model.layers.0.w", DF11_DTYPE_BF16, 1, {4000}, w};
+    df11_compress_options o = {.max_code_len = 5, .lane_symbols = 64, .n_threads = 1};
+    ck_assert_int_eq(df11_compress_tensors(path_in_tmp("e40.df11"), &src, 1, NULL, 0, &o, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_str_eq(df11_last_error_detail(), want);
+}
+END_TEST
+
+/* A FIFO is refused at once (opening one for reading used to block until a writer came). */
+START_TEST(test_fifo_refused)
+{
+    const char *p = path_in_tmp("fifo.df11");
+    unlink(p);
+    ck_assert_int_eq(mkfifo(p, 0600), 0);
+    alarm(5); /* a regression fails with SIGALRM instead of hanging */
+    df11_file *f = (df11_file *)1;
+    ck_assert_int_eq(df11_file_open(p, &f), DF11_ERR_IO);
+    alarm(0);
+    ck_assert_ptr_null(f);
+    ck_assert_msg(strstr(df11_last_error_detail(), "not a regular file") != NULL, "%s", df11_last_error_detail());
+    ck_assert_int_eq(df11_file_open(df11_test_tmpdir(), &f), DF11_ERR_IO); /* a directory */
+    ck_assert_msg(strstr(df11_last_error_detail(), "not a regular file") != NULL, "%s", df11_last_error_detail());
+    unlink(p);
+}
+END_TEST
+
+static void check_same_file(const df11_file *a, const df11_file *b)
+{
+    ck_assert_uint_eq(df11_file_size(a), df11_file_size(b));
+    ck_assert_uint_eq(df11_file_n_groups(a), df11_file_n_groups(b));
+    ck_assert_uint_eq(df11_file_n_tensors(a), df11_file_n_tensors(b));
+    ck_assert_uint_eq(df11_file_n_layers(a), df11_file_n_layers(b));
+    size_t la, lb;
+    const char *ma = df11_file_metadata(a, &la), *mb = df11_file_metadata(b, &lb);
+    ck_assert_uint_eq(la, lb);
+    ck_assert_mem_eq(ma, mb, la);
+    for (uint32_t g = 0; g < df11_file_n_groups(a); g++) {
+        const df11_group_info *x = df11_file_group(a, g), *y = df11_file_group(b, g);
+        ck_assert_str_eq(x->name, y->name);
+        ck_assert_int_eq(x->layer, y->layer);
+        ck_assert_uint_eq(x->first_tensor, y->first_tensor);
+        ck_assert_uint_eq(x->n_tensors, y->n_tensors);
+        ck_assert_uint_eq(x->payload_offset, y->payload_offset);
+        ck_assert_uint_eq(x->payload_size, y->payload_size);
+        ck_assert_uint_eq(x->decoded_size, y->decoded_size);
+        ck_assert_uint_eq(x->payload_xxh3, y->payload_xxh3);
+    }
+    for (uint32_t t = 0; t < df11_file_n_tensors(a); t++) {
+        const df11_tensor_info *x = df11_file_tensor(a, t), *y = df11_file_tensor(b, t);
+        ck_assert_str_eq(x->name, y->name);
+        ck_assert_int_eq(x->dtype, y->dtype);
+        ck_assert_int_eq(x->codec, y->codec);
+        ck_assert_uint_eq(x->group, y->group);
+        ck_assert_uint_eq(x->ndim, y->ndim);
+        ck_assert_mem_eq(x->shape, y->shape, sizeof x->shape);
+        ck_assert_uint_eq(x->n_elements, y->n_elements);
+        ck_assert_uint_eq(x->nbytes, y->nbytes);
+        ck_assert_uint_eq(x->decoded_offset, y->decoded_offset);
+        ck_assert_uint_eq(x->stored_bytes, y->stored_bytes);
+        ck_assert_uint_eq(x->exponent_bits, y->exponent_bits);
+        ck_assert_uint_eq(x->max_code_len, y->max_code_len);
+        ck_assert_uint_eq(x->lane_symbols, y->lane_symbols);
+        ck_assert_mem_eq(df11_file_tensor_layout(a, t), df11_file_tensor_layout(b, t), sizeof(df11_tensor_layout));
+        uint32_t found;
+        ck_assert_int_eq(df11_file_find_tensor(b, x->name, &found), DF11_OK);
+        ck_assert_uint_eq(found, t);
+    }
+}
+
+/* A memory image opens to the same index as its file, reads the same payloads and decodes
+ * the same weights; a cut image fails with the file's status, reading nothing past its end. */
+START_TEST(test_open_memory)
+{
+    size_t size;
+    uint8_t *b = good_file(&size);
+    df11_file *ff, *fm;
+    ck_assert_int_eq(df11_file_open(path_in_tmp("good.df11"), &ff), DF11_OK);
+    ck_assert_int_eq(df11_file_open_memory(b, size, "good image", &fm), DF11_OK);
+    ck_assert_str_eq(df11_file_path(fm), "good image");
+    check_same_file(ff, fm);
+    for (uint32_t g = 0; g < df11_file_n_groups(ff); g++) {
+        const df11_group_info *gi = df11_file_group(ff, g);
+        uint8_t *p[2], *out[2];
+        for (int k = 0; k < 2; k++) {
+            p[k] = malloc(gi->payload_size);
+            out[k] = malloc(gi->decoded_size);
+            memset(out[k], k ? 0x11 : 0xee, gi->decoded_size);
+            ck_assert_int_eq(df11_file_read_group(k ? fm : ff, g, p[k]), DF11_OK);
+            ck_assert_int_eq(df11_group_decode_host(k ? fm : ff, g, p[k], out[k], 2), DF11_OK);
+        }
+        ck_assert_mem_eq(p[0], p[1], gi->payload_size);
+        ck_assert_mem_eq(p[1], b + gi->payload_offset, gi->payload_size);
+        ck_assert_mem_eq(out[0], out[1], gi->decoded_size);
+        for (int k = 0; k < 2; k++) {
+            free(p[k]);
+            free(out[k]);
+        }
+    }
+    df11_file_close(fm);
+    df11_file_close(ff);
+    ck_assert_int_eq(df11_file_open_memory(b, size, NULL, &fm), DF11_OK);
+    ck_assert_str_eq(df11_file_path(fm), "<memory>");
+    df11_file_close(fm);
+
+    /* each cut in a buffer of exactly its size, so that a read past it is a fault */
+    for (size_t cut = 0; cut < size; cut += (cut < 300 ? 1 : 97)) {
+        uint8_t *c = malloc(cut ? cut : 1);
+        memcpy(c, b, cut);
+        fm = (df11_file *)1;
+        df11_status st = df11_file_open_memory(c, cut, "cut", &fm);
+        ck_assert_msg(st == (cut < 8 ? DF11_ERR_NOT_DF11 : DF11_ERR_TRUNCATED), "cut at %zu: %s", cut,
+                      df11_strerror(st));
+        ck_assert_ptr_null(fm);
+        ck_assert_msg(strstr(df11_last_error_detail(), "'cut'") != NULL, "%s", df11_last_error_detail());
+        free(c);
+    }
+    ck_assert_int_eq(df11_file_open_memory(NULL, size, "x", &fm), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_file_open_memory(b, size, "x", NULL), DF11_ERR_INVALID_ARG);
+    free(b);
+}
+END_TEST
+
 int main(void)
 {
     rng = df11_test_seed();
@@ -393,6 +727,11 @@ int main(void)
     tcase_add_test(tc, test_flipped_bytes);
     tcase_add_test(tc, test_hostile_index);
     tcase_add_test(tc, test_writer_is_atomic);
+    tcase_add_test(tc, test_name_ranges);
+    tcase_add_test(tc, test_open_threads);
+    tcase_add_test(tc, test_detail_keeps_reason);
+    tcase_add_test(tc, test_fifo_refused);
+    tcase_add_test(tc, test_open_memory);
     suite_add_tcase(s, tc);
     return df11_test_run(s);
 }
