@@ -64,6 +64,7 @@ struct df11_model {
 
     df11_memstat_page *stats_page;
     char stats_name[64];
+    char stats_error[160];    /* why publish_stats has no page, "" if it has one */
 };
 
 /* runtime/load.c: reads every group's payload with io_uring into staging buffers,
@@ -72,7 +73,8 @@ struct df11_model {
 df11_status df11_rt_load(df11_model *m);
 
 /* runtime/stats.c: the shared-memory page df11-memstat reads. */
-df11_status df11_rt_stats_publish_open(df11_model *m);
+/* Never fails the open: without a page, m->stats_error says why. */
+void df11_rt_stats_publish_open(df11_model *m);
 void df11_rt_stats_publish(df11_model *m);
 void df11_rt_stats_publish_close(df11_model *m);
 

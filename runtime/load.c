@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "common/fileio.h"
 #include "common/util.h"
 #include "runtime/internal.h"
 
@@ -246,9 +247,10 @@ df11_status df11_rt_load(df11_model *m)
     df11_status s = DF11_OK;
     if (m->n_groups == 0) return DF11_OK;
 
-    r.fd_buffered = open(m->path, O_RDONLY | O_CLOEXEC);
-    if (r.fd_buffered < 0) return df11_fail_errno(DF11_ERR_IO, errno, "cannot open '%s'", m->path);
-    r.fd_direct = open(m->path, O_RDONLY | O_CLOEXEC | O_DIRECT); /* -1 where unsupported */
+    /* The path is opened again, and may name something else by now: regular files only. */
+    if ((s = df11_open_regular(m->path, 0, &r.fd_buffered, NULL)) != DF11_OK) return s;
+    if (df11_open_regular(m->path, O_DIRECT, &r.fd_direct, NULL) != DF11_OK) /* where unsupported */
+        df11_clear_error();
     int e = io_uring_queue_init(RD_DEPTH, &r.ring, 0);
     if (e < 0) {
         s = df11_fail_errno(DF11_ERR_IO, -e, "'%s': io_uring_queue_init", m->path);

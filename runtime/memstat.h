@@ -1,17 +1,25 @@
 /* The page a running df11 model publishes for df11-memstat (options.publish_stats): a
  * POSIX shared-memory object "/df11-<pid>" (a second model of the process adds "-<n>"),
- * mode 0444 to others, removed at df11_model_close. Readers map it read-only and copy it
- * out under the seqlock:
+ * removed at df11_model_close. It is created mode 0600: it names the model file, which
+ * other users need not learn, so df11-memstat sees only the processes of the user running
+ * it (root sees all). A process that cannot create its page opens the model all the same
+ * (df11_model_stats.stats_page_error says why).
+ *
+ * Readers map it read-only and copy it out under the seqlock:
  *
  *     do { s0 = seq (acquire); if (s0 odd) retry; copy; s1 = seq (acquire) } while (s0 != s1)
  *
  * The layout only grows: fields are appended, `version` counts incompatible changes and
  * `size` is the writer's sizeof, so an old reader reads the prefix it knows.
+ *
+ * A page is outside input: any process of the user can write anything into /dev/shm/df11-*.
+ * df11_memstat_page_read is the one reader, and it checks every field.
  */
 #ifndef DF11_RUNTIME_MEMSTAT_H
 #define DF11_RUNTIME_MEMSTAT_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define DF11_MEMSTAT_MAGIC 0x3154415453313144ull /* "D11STAT1" */
@@ -50,5 +58,21 @@ struct df11_memstat_page {
 };
 
 typedef struct df11_memstat_page df11_memstat_page;
+
+/* Version 1's layout ends with slot_state: a page's `size` is at least this. */
+#define DF11_MEMSTAT_MIN_SIZE (offsetof(df11_memstat_page, slot_state) + DF11_MEMSTAT_SLOTS)
+/* Bounds a reader enforces: more groups than any model has, a page far larger than ours. */
+#define DF11_MEMSTAT_MAX_GROUPS (1u << 20)
+#define DF11_MEMSTAT_MAX_PAGE (1u << 20)
+
+/* Copies the page at `mapped` (mapped_size readable bytes, 8-byte aligned as mmap gives)
+ * into `out` under its seqlock and checks it: magic and version, DF11_MEMSTAT_MIN_SIZE <=
+ * size <= mapped_size, NUL-terminated printable strings, counts and slot states in range,
+ * finite times. A writer that stays mid-update (seq odd) or keeps updating is given a
+ * bounded number of tries. Returns 0 with `out` a checked, NUL-terminated copy (fields past
+ * the writer's size zero), or -1 with a one-line reason in `why` (may be NULL). Pure: no
+ * system call but sched_yield, never prints; for df11-memstat and the fuzzer. */
+int df11_memstat_page_read(const void *mapped, size_t mapped_size, df11_memstat_page *out,
+                           char *why, size_t why_len);
 
 #endif

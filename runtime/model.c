@@ -340,10 +340,7 @@ df11_status df11_model_open(const char *path, const df11_model_options *options,
     m->config = df11_file_metadata(m->file, &m->config_len);
     views_resident(m);
     m->open_ms = df11_rt_now_ms() - t0;
-    if (m->opt.publish_stats && (s = df11_rt_stats_publish_open(m)) != DF11_OK) {
-        df11_model_close(m);
-        return s;
-    }
+    if (m->opt.publish_stats) df11_rt_stats_publish_open(m);
     *out = m;
     return DF11_OK;
 }
@@ -474,7 +471,7 @@ df11_status df11_model_open_bf16(const char *path, const df11_model_options *opt
     m->config = st->config_json;
     m->config_len = st->config_json ? st->config_len : 0;
     m->open_ms = df11_rt_now_ms() - t0;
-    if (m->opt.publish_stats && (s = df11_rt_stats_publish_open(m)) != DF11_OK) goto fail;
+    if (m->opt.publish_stats) df11_rt_stats_publish_open(m);
     *out = m;
     return DF11_OK;
 fail:
@@ -737,6 +734,7 @@ df11_status df11_model_stats_get(const df11_model *m, df11_model_stats *st)
     st->open_ms = m->open_ms;
     st->pool_reserved = ps.reserved;
     st->acquires = m->acquires;
+    st->stats_page_error = m->opt.publish_stats && m->stats_error[0] ? m->stats_error : NULL;
     return DF11_OK;
 }
 

@@ -1,10 +1,15 @@
 /* Publishing a model's memory statistics in a POSIX shared-memory page for df11-memstat
- * (layout: runtime/memstat.h). Updates are a seqlock write of a few hundred bytes, no
- * system call, so acquire/release may publish on the hot path. */
+ * (layout: runtime/memstat.h), and reading such a page back. Updates are a seqlock write of
+ * a few hundred bytes, no system call, so acquire/release may publish on the hot path.
+ * Stats are optional: nothing here can fail an open. */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -14,49 +19,76 @@
 #include "runtime/internal.h"
 #include "runtime/memstat.h"
 
-df11_status df11_rt_stats_publish_open(df11_model *m)
+#define PAGE_BYTES ((sizeof(df11_memstat_page) + 4095) & ~(size_t)4095)
+
+static void stats_unavailable(df11_model *m, int err, const char *what)
 {
-    int fd = -1;
+    snprintf(m->stats_error, sizeof m->stats_error, "%s: %s", what, strerror(err));
+}
+
+void df11_rt_stats_publish_open(df11_model *m)
+{
+    m->stats_error[0] = '\0';
+    int fd = -1, err = 0;
     int pid = (int)getpid();
     for (int n = 0; n < 64 && fd < 0; n++) {
         if (n == 0) snprintf(m->stats_name, sizeof m->stats_name, "/" DF11_MEMSTAT_PREFIX "%d", pid);
         else snprintf(m->stats_name, sizeof m->stats_name, "/" DF11_MEMSTAT_PREFIX "%d-%d", pid, n);
-        fd = shm_open(m->stats_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (fd < 0 && errno == EEXIST) {
-            /* A page of this pid left by a process that died without closing: ours now
-             * only if no model of this process has it open (we cannot tell), so skip. */
-            continue;
+        /* 0600: the page names the model file (memstat.h). */
+        fd = shm_open(m->stats_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        err = errno;
+        /* EEXIST: another model of this process, or a page left by a process that had our
+         * pid and died without closing (we cannot tell which), so try the next name. */
+        if (fd < 0 && err != EEXIST) {
+            char what[96];
+            snprintf(what, sizeof what, "shm_open('%s')", m->stats_name);
+            stats_unavailable(m, err, what);
+            return;
         }
-        if (fd < 0)
-            return df11_fail_errno(DF11_ERR_IO, errno, "shm_open('%s')", m->stats_name);
     }
-    if (fd < 0) return df11_fail(DF11_ERR_IO, "shm_open: no free stats page name");
-    size_t size = (sizeof(df11_memstat_page) + 4095) & ~(size_t)4095;
-    if (ftruncate(fd, (off_t)size) != 0) {
-        int e = errno;
-        close(fd);
-        shm_unlink(m->stats_name);
-        return df11_fail_errno(DF11_ERR_IO, e, "ftruncate('%s')", m->stats_name);
+    if (fd < 0) {
+        snprintf(m->stats_error, sizeof m->stats_error,
+                 "shm_open: all 64 stats page names of pid %d are taken", pid);
+        return;
     }
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    /* The whole page is written in one go, header first in memory, so that a reader finds
+     * it zero-sized or complete rather than a valid size with a zero magic. */
+    df11_memstat_page *init = calloc(1, PAGE_BYTES);
+    const char *failed = NULL;
+    if (!init) {
+        err = ENOMEM;
+        failed = "page";
+    } else {
+        init->magic = DF11_MEMSTAT_MAGIC;
+        init->version = DF11_MEMSTAT_VERSION;
+        init->size = sizeof *init;
+        init->pid = pid;
+        snprintf(init->path, sizeof init->path, "%s", m->path);
+        snprintf(init->backend, sizeof init->backend, "%s", m->be->iface->name);
+        init->bf16_model = m->file == NULL;
+        for (uint32_t i = 0; i < DF11_MEMSTAT_SLOTS; i++) init->slot_block[i] = -1;
+        ssize_t w = pwrite(fd, init, PAGE_BYTES, 0);
+        if (w != (ssize_t)PAGE_BYTES) {
+            err = w < 0 ? errno : ENOSPC;
+            failed = "write";
+        }
+        free(init);
+    }
+    void *p = MAP_FAILED;
+    if (!failed && (p = mmap(NULL, PAGE_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+        err = errno;
+        failed = "mmap";
+    }
     close(fd);
-    if (p == MAP_FAILED) {
-        int e = errno;
+    if (failed) {
+        char what[96];
+        snprintf(what, sizeof what, "%s of '%s'", failed, m->stats_name);
+        stats_unavailable(m, err, what);
         shm_unlink(m->stats_name);
-        return df11_fail_errno(DF11_ERR_IO, e, "mmap('%s')", m->stats_name);
+        return;
     }
-    df11_memstat_page *pg = p;
-    memset(pg, 0, sizeof *pg);
-    pg->magic = DF11_MEMSTAT_MAGIC;
-    pg->version = DF11_MEMSTAT_VERSION;
-    pg->size = sizeof *pg;
-    pg->pid = pid;
-    snprintf(pg->path, sizeof pg->path, "%s", m->path);
-    snprintf(pg->backend, sizeof pg->backend, "%s", m->be->iface->name);
-    pg->bf16_model = m->file == NULL;
-    m->stats_page = pg;
+    m->stats_page = p;
     df11_rt_stats_publish(m);
-    return DF11_OK;
 }
 
 void df11_rt_stats_publish(df11_model *m)
@@ -100,8 +132,103 @@ void df11_rt_stats_publish(df11_model *m)
 void df11_rt_stats_publish_close(df11_model *m)
 {
     if (!m->stats_page) return;
-    size_t size = (sizeof(df11_memstat_page) + 4095) & ~(size_t)4095;
-    munmap(m->stats_page, size);
+    munmap(m->stats_page, PAGE_BYTES);
     shm_unlink(m->stats_name);
     m->stats_page = NULL;
+}
+
+/* --- reading a page (df11-memstat, the fuzzer) --- */
+
+#define READ_TRIES 100
+
+static int bad(char *why, size_t why_len, const char *fmt, ...) DF11_PRINTF(3, 4);
+static int bad(char *why, size_t why_len, const char *fmt, ...)
+{
+    if (why && why_len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(why, why_len, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* A NUL inside the field and printable ASCII before it. */
+static int field_string_ok(const char *s, size_t cap, int printable)
+{
+    const char *nul = memchr(s, '\0', cap);
+    if (!nul) return 0;
+    for (const char *c = s; printable && c < nul; c++)
+        if (*c < 0x20 || *c > 0x7e) return 0;
+    return 1;
+}
+
+int df11_memstat_page_read(const void *mapped, size_t mapped_size, df11_memstat_page *out,
+                           char *why, size_t why_len)
+{
+    if (!mapped || !out) return bad(why, why_len, "no page");
+    if ((uintptr_t)mapped % _Alignof(df11_memstat_page))
+        return bad(why, why_len, "page not aligned");
+    if (mapped_size < DF11_MEMSTAT_MIN_SIZE)
+        return bad(why, why_len, "%zu bytes, less than a version 1 page (%zu)", mapped_size,
+                   (size_t)DF11_MEMSTAT_MIN_SIZE);
+    /* The page may change under us (another process writes it): every field is read once
+     * into a local or into the private copy, and checks look at the copy only. */
+    const volatile df11_memstat_page *pg = mapped;
+    uint64_t magic = pg->magic;
+    uint32_t version = pg->version, size = pg->size;
+    if (magic != DF11_MEMSTAT_MAGIC) return bad(why, why_len, "not a df11 stats page (magic)");
+    if (version != DF11_MEMSTAT_VERSION)
+        return bad(why, why_len, "stats page version %u (this reader knows %d)", version,
+                   DF11_MEMSTAT_VERSION);
+    if (size < DF11_MEMSTAT_MIN_SIZE)
+        return bad(why, why_len, "page size field %u, less than a version 1 page (%zu)", size,
+                   (size_t)DF11_MEMSTAT_MIN_SIZE);
+    if (size > mapped_size)
+        return bad(why, why_len, "page size field %u past the %zu bytes there are", size,
+                   mapped_size);
+    size_t n = size < sizeof *out ? size : sizeof *out;
+
+    _Atomic uint32_t *seq = (_Atomic uint32_t *)&((df11_memstat_page *)mapped)->seq;
+    uint32_t s0 = 1;
+    int tries;
+    for (tries = 0; tries < READ_TRIES; tries++) {
+        if (tries) sched_yield();
+        s0 = atomic_load_explicit(seq, memory_order_acquire);
+        if (s0 & 1) continue;
+        memset(out, 0, sizeof *out);
+        memcpy(out, mapped, n);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(seq, memory_order_relaxed) == s0) break;
+    }
+    if (tries == READ_TRIES)
+        return bad(why, why_len, "page is %s (seq %u after %d tries)",
+                   s0 & 1 ? "stuck mid-update" : "changing too fast", s0, READ_TRIES);
+    out->magic = magic;
+    out->version = version;
+    out->size = size;
+    atomic_store_explicit(&out->seq, s0, memory_order_relaxed);
+
+    const df11_memstat_page *p = out;
+    if (p->pid <= 0) return bad(why, why_len, "pid %d", p->pid);
+    if (!field_string_ok(p->path, sizeof p->path, 0))
+        return bad(why, why_len, "path not NUL-terminated");
+    if (!field_string_ok(p->backend, sizeof p->backend, 1))
+        return bad(why, why_len, "backend not a NUL-terminated printable name");
+    if (p->bf16_model > 1) return bad(why, why_len, "bf16_model %u", p->bf16_model);
+    if (p->n_groups > DF11_MEMSTAT_MAX_GROUPS || p->n_blocks > p->n_groups)
+        return bad(why, why_len, "%u blocks, %u groups", p->n_blocks, p->n_groups);
+    if (p->arena_slots > DF11_MEMSTAT_SLOTS)
+        return bad(why, why_len, "%u arena slots (at most %d)", p->arena_slots, DF11_MEMSTAT_SLOTS);
+    for (uint32_t i = 0; i < DF11_MEMSTAT_SLOTS; i++) {
+        uint8_t st = p->slot_state[i];
+        if (st > 2 || (i >= p->arena_slots && st != 0))
+            return bad(why, why_len, "slot %u: state %u", i, st);
+        int64_t key = p->slot_block[i];
+        if (st != 0 && (key < 0 || key >= (int64_t)p->n_blocks + p->n_groups))
+            return bad(why, why_len, "slot %u: key %lld", i, (long long)key);
+    }
+    if (!isfinite(p->decode_ms) || p->decode_ms < 0 || !isfinite(p->open_ms) || p->open_ms < 0)
+        return bad(why, why_len, "times not finite");
+    return 0;
 }

@@ -3,17 +3,22 @@
  * tests/test_gpu_runtime.c includes this file with RT_TEST_CUDA defined to run the same
  * scenarios on the CUDA backend. */
 #include <check.h>
+#include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "df11/compress.h"
 #include "df11/runtime.h"
 #include "loader/safetensors.h"
 #include "pool/pool.h"
+#include "runtime/memstat.h"
 #include "tests/testutil.h"
 
 #ifdef RT_TEST_CUDA
@@ -628,6 +633,202 @@ START_TEST(test_memstat_live)
 }
 END_TEST
 
+/* --- stats pages: reading hostile ones, and models that cannot publish --- */
+
+/* A valid page: 3 blocks, 5 groups, 2 slots (block 1 acquired, group 4 cached). */
+static void good_page(df11_memstat_page *p, int32_t pid)
+{
+    memset(p, 0, sizeof *p);
+    p->magic = DF11_MEMSTAT_MAGIC;
+    p->version = DF11_MEMSTAT_VERSION;
+    p->size = sizeof *p;
+    p->pid = pid;
+    snprintf(p->path, sizeof p->path, "good-model.df11");
+    snprintf(p->backend, sizeof p->backend, "host");
+    p->n_blocks = 3;
+    p->n_groups = 5;
+    p->arena_slots = 2;
+    p->open_ms = 1.5;
+    for (int i = 0; i < DF11_MEMSTAT_SLOTS; i++) p->slot_block[i] = -1;
+    p->slot_block[0] = 1;
+    p->slot_state[0] = 2;
+    p->slot_block[1] = 3 + 4;
+    p->slot_state[1] = 1;
+}
+
+/* One way to spoil a page. */
+typedef struct {
+    const char *what;
+    void (*spoil)(df11_memstat_page *p);
+} spoiler;
+
+static void sp_magic(df11_memstat_page *p) { p->magic ^= 1; }
+static void sp_version(df11_memstat_page *p) { p->version = 2; }
+static void sp_size0(df11_memstat_page *p) { p->size = 0; }
+static void sp_size_small(df11_memstat_page *p) { p->size = (uint32_t)DF11_MEMSTAT_MIN_SIZE - 1; }
+static void sp_size_big(df11_memstat_page *p) { p->size = 4097; }
+static void sp_size_max(df11_memstat_page *p) { p->size = UINT32_MAX; }
+static void sp_path(df11_memstat_page *p) { memset(p->path, 'A', sizeof p->path); }
+static void sp_backend(df11_memstat_page *p) { memset(p->backend, 'B', sizeof p->backend); }
+static void sp_backend_ctl(df11_memstat_page *p) { p->backend[1] = '\033'; }
+static void sp_pid(df11_memstat_page *p) { p->pid = -5; }
+static void sp_bf16(df11_memstat_page *p) { p->bf16_model = 7; }
+static void sp_blocks(df11_memstat_page *p) { p->n_blocks = 6; }
+static void sp_groups(df11_memstat_page *p) { p->n_groups = UINT32_MAX; p->n_blocks = UINT32_MAX; }
+static void sp_slots(df11_memstat_page *p) { p->arena_slots = DF11_MEMSTAT_SLOTS + 1; }
+static void sp_state(df11_memstat_page *p) { p->slot_state[1] = 3; }
+static void sp_state_past(df11_memstat_page *p) { p->slot_state[5] = 1; p->slot_block[5] = 0; }
+static void sp_key_neg(df11_memstat_page *p) { p->slot_block[0] = -1; }
+static void sp_key_big(df11_memstat_page *p) { p->slot_block[1] = 8; }
+static void sp_nan(df11_memstat_page *p) { p->decode_ms = NAN; }
+static void sp_inf(df11_memstat_page *p) { p->open_ms = -INFINITY; }
+static void sp_seq_odd(df11_memstat_page *p) { atomic_store(&p->seq, 41); }
+
+static const spoiler spoilers[] = {
+    {"magic", sp_magic}, {"version", sp_version}, {"size 0", sp_size0},
+    {"size small", sp_size_small}, {"size past mapping", sp_size_big}, {"size max", sp_size_max},
+    {"path without NUL", sp_path}, {"backend without NUL", sp_backend},
+    {"backend control char", sp_backend_ctl}, {"pid", sp_pid}, {"bf16 flag", sp_bf16},
+    {"blocks > groups", sp_blocks}, {"groups huge", sp_groups}, {"slots > 64", sp_slots},
+    {"slot state 3", sp_state}, {"state past arena_slots", sp_state_past},
+    {"negative key", sp_key_neg}, {"key past groups", sp_key_big}, {"NaN time", sp_nan},
+    {"infinite time", sp_inf}, {"seq stuck odd", sp_seq_odd},
+};
+
+START_TEST(test_memstat_page_read)
+{
+    /* the mapping is a 4 KiB page, like the real one */
+    static _Alignas(4096) unsigned char map[4096];
+    df11_memstat_page *pg = (df11_memstat_page *)map, out;
+    char why[256];
+    memset(map, 0xa5, sizeof map);
+    good_page(pg, 1234);
+    ck_assert_int_eq(df11_memstat_page_read(map, sizeof map, &out, why, sizeof why), 0);
+    ck_assert_str_eq(out.path, "good-model.df11");
+    ck_assert_int_eq(out.pid, 1234);
+    ck_assert_uint_eq(out.arena_slots, 2);
+    /* a newer writer's longer page: the prefix we know */
+    pg->size = sizeof map;
+    ck_assert_int_eq(df11_memstat_page_read(map, sizeof map, &out, why, sizeof why), 0);
+    ck_assert_uint_eq(out.size, sizeof map);
+
+    for (size_t i = 0; i < sizeof spoilers / sizeof *spoilers; i++) {
+        good_page(pg, 1234);
+        spoilers[i].spoil(pg);
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        why[0] = '\0';
+        int rc = df11_memstat_page_read(map, sizeof map, &out, why, sizeof why);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        ck_assert_msg(rc == -1, "%s: accepted", spoilers[i].what);
+        ck_assert_msg(why[0] && !strchr(why, '\n'), "%s: reason '%s'", spoilers[i].what, why);
+        ck_assert_msg(t1.tv_sec - t0.tv_sec < 2, "%s: took %lds", spoilers[i].what,
+                      (long)(t1.tv_sec - t0.tv_sec));
+    }
+    /* short mappings, no mapping, a NULL or tiny reason buffer */
+    good_page(pg, 1234);
+    size_t shorts[] = {0, 8, 20, DF11_MEMSTAT_MIN_SIZE - 1, sizeof *pg - 1};
+    for (size_t i = 0; i < sizeof shorts / sizeof *shorts; i++)
+        ck_assert_int_eq(df11_memstat_page_read(map, shorts[i], &out, why, sizeof why), -1);
+    ck_assert_int_eq(df11_memstat_page_read(NULL, sizeof map, &out, why, sizeof why), -1);
+    ck_assert_int_eq(df11_memstat_page_read(map + 1, sizeof map - 1, &out, why, sizeof why), -1);
+    pg->magic = 0;
+    ck_assert_int_eq(df11_memstat_page_read(map, sizeof map, &out, NULL, 0), -1);
+    ck_assert_int_eq(df11_memstat_page_read(map, sizeof map, &out, why, 4), -1);
+    ck_assert_uint_eq(strlen(why), 3);
+
+    /* random damage: never a crash or an over-read (ASan), and what passes is sane */
+    uint64_t r = df11_test_seed();
+    for (int k = 0; k < 20000; k++) {
+        good_page(pg, 1234);
+        int flips = 1 + (int)(df11_test_rand(&r) % 4);
+        for (int f = 0; f < flips; f++)
+            map[df11_test_rand(&r) % DF11_MEMSTAT_MIN_SIZE] ^= (uint8_t)(1u << (df11_test_rand(&r) % 8));
+        atomic_store(&pg->seq, atomic_load(&pg->seq) & ~1u);
+        if (df11_memstat_page_read(map, sizeof map, &out, why, sizeof why) != 0) continue;
+        ck_assert(memchr(out.path, 0, sizeof out.path) && memchr(out.backend, 0, sizeof out.backend));
+        ck_assert_uint_le(out.arena_slots, DF11_MEMSTAT_SLOTS);
+        ck_assert_uint_le(out.n_blocks, out.n_groups);
+    }
+}
+END_TEST
+
+/* Pages are for their owner only. */
+START_TEST(test_stats_page_mode)
+{
+    make_model();
+    df11_model_options o = opts(2);
+    o.publish_stats = 1;
+    df11_model *m;
+    ck_assert_int_eq(df11_model_open(tm.path, &o, &m), DF11_OK);
+    df11_model_stats st;
+    ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
+    ck_assert_ptr_null(st.stats_page_error);
+    char path[64];
+    snprintf(path, sizeof path, "/dev/shm/df11-%d", (int)getpid());
+    struct stat sb;
+    ck_assert_int_eq(stat(path, &sb), 0);
+    ck_assert_uint_eq(sb.st_mode & 0777, 0600);
+    /* and the page reads back through the checks */
+    int fd = open(path, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    ck_assert_ptr_ne(p, MAP_FAILED);
+    df11_memstat_page out;
+    char why[256] = "";
+    ck_assert_msg(df11_memstat_page_read(p, (size_t)sb.st_size, &out, why, sizeof why) == 0, "%s", why);
+    ck_assert_str_eq(out.path, tm.path);
+    ck_assert_uint_eq(out.n_blocks, df11_model_n_blocks(m));
+    munmap(p, (size_t)sb.st_size);
+    df11_model_close(m);
+}
+END_TEST
+
+/* A process whose page cannot be created (here: every name of its pid taken) still opens
+ * its models; the stats say why there is no page. */
+START_TEST(test_stats_page_unavailable)
+{
+    make_model();
+    char names[64][64];
+    int made[64] = {0};
+    for (int n = 0; n < 64; n++) {
+        if (n == 0) snprintf(names[n], sizeof names[n], "/df11-%d", (int)getpid());
+        else snprintf(names[n], sizeof names[n], "/df11-%d-%d", (int)getpid(), n);
+        int fd = shm_open(names[n], O_RDWR | O_CREAT | O_EXCL, 0600);
+        made[n] = fd >= 0;
+        if (fd >= 0) close(fd);
+    }
+    df11_model_options o = opts(2);
+    o.publish_stats = 1;
+    df11_model *m = NULL, *m2 = NULL;
+    df11_status s1 = df11_model_open(tm.path, &o, &m);
+    df11_status s2 = df11_model_open_bf16(tm.st_path, &o, &m2);
+    df11_model_stats st1 = {0}, st2 = {0};
+    if (m) df11_model_stats_get(m, &st1);
+    if (m2) df11_model_stats_get(m2, &st2);
+    char e1[200] = "", e2[200] = "";
+    if (st1.stats_page_error) snprintf(e1, sizeof e1, "%s", st1.stats_page_error);
+    if (st2.stats_page_error) snprintf(e2, sizeof e2, "%s", st2.stats_page_error);
+    df11_status acq = m ? df11_block_acquire(m, 0, NULL, NULL) : DF11_ERR_STATE;
+    if (acq == DF11_OK) df11_block_release(m, 0, NULL);
+    df11_model_close(m);
+    df11_model_close(m2);
+    for (int n = 0; n < 64; n++)
+        if (made[n]) shm_unlink(names[n]);
+    ck_assert_msg(s1 == DF11_OK, "%s: %s", df11_strerror(s1), df11_last_error_detail());
+    ck_assert_msg(s2 == DF11_OK, "%s: %s", df11_strerror(s2), df11_last_error_detail());
+    ck_assert_int_eq(acq, DF11_OK);
+    ck_assert_msg(strstr(e1, "taken") && strstr(e2, "taken"), "'%s' '%s'", e1, e2);
+    /* without publish_stats there is nothing to report */
+    o.publish_stats = 0;
+    ck_assert_int_eq(df11_model_open(tm.path, &o, &m), DF11_OK);
+    ck_assert_int_eq(df11_model_stats_get(m, &st1), DF11_OK);
+    ck_assert_ptr_null(st1.stats_page_error);
+    df11_model_close(m);
+}
+END_TEST
+
 static Suite *runtime_suite(void)
 {
     Suite *s = suite_create("runtime");
@@ -648,6 +849,9 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_bf16_model);
     tcase_add_test(tc, test_provider);
     tcase_add_test(tc, test_memstat_live);
+    tcase_add_test(tc, test_memstat_page_read);
+    tcase_add_test(tc, test_stats_page_mode);
+    tcase_add_test(tc, test_stats_page_unavailable);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,13 +1,18 @@
 /* The command-line tools as a user runs them: exit codes, one-line errors, and the
  * synthesize → compress → inspect → decompress pipeline giving back identical bytes. */
 #include <cjson/cJSON.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "loader/safetensors.h"
+#include "runtime/memstat.h"
 #include "tests/testutil.h"
 
 /* Runs a shell command line; returns its exit status and its stdout+stderr. */
@@ -105,6 +110,114 @@ START_TEST(test_pipeline)
 }
 END_TEST
 
+/* df11-memstat over /dev/shm pages that are not what they should be (any process of the
+ * user can put files there): each is skipped with a one-line note on stderr, the good one
+ * is listed, the exit status is 0, and a FIFO or a huge file does not hang it. The pages
+ * belong to a live child so that the tool does not skip them as dead. */
+static void shm_page(const char *name, const void *bytes, size_t len, off_t truncate_to)
+{
+    char path[300];
+    snprintf(path, sizeof path, "/dev/shm/%s", name);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ck_assert_int_ge(fd, 0);
+    if (len) ck_assert_int_eq(write(fd, bytes, len), (ssize_t)len);
+    if (truncate_to) ck_assert_int_eq(ftruncate(fd, truncate_to), 0);
+    close(fd);
+}
+
+START_TEST(test_memstat_bad_pages)
+{
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        for (;;) pause();
+    }
+    static _Alignas(8) unsigned char page[4096];
+    df11_memstat_page *p = (df11_memstat_page *)page;
+    memset(page, 0, sizeof page);
+    p->magic = DF11_MEMSTAT_MAGIC;
+    p->version = DF11_MEMSTAT_VERSION;
+    p->size = sizeof *p;
+    p->pid = child;
+    snprintf(p->path, sizeof p->path, "good-model.df11");
+    snprintf(p->backend, sizeof p->backend, "host");
+    p->n_blocks = 2;
+    p->n_groups = 4;
+    p->arena_slots = 2;
+    for (int i = 0; i < DF11_MEMSTAT_SLOTS; i++) p->slot_block[i] = -1;
+    p->slot_block[0] = 1;
+    p->slot_state[0] = 2;
+
+    enum { N = 11 };
+    char names[N][64];
+    for (int i = 0; i < N; i++)
+        snprintf(names[i], sizeof names[i], i ? "df11-%d-%d" : "df11-%d", (int)child, i);
+    shm_page(names[0], page, sizeof page, 0);              /* good */
+    shm_page(names[1], NULL, 0, 0);                        /* empty file */
+    shm_page(names[2], page, 10, 0);                       /* shorter than the header */
+    df11_memstat_page bad = *p;
+    bad.size = 0;
+    shm_page(names[3], &bad, sizeof bad, 4096);            /* size field 0 */
+    bad.size = 100000;
+    shm_page(names[4], &bad, sizeof bad, 4096);            /* size past the file */
+    bad = *p;
+    bad.magic = 0;
+    shm_page(names[5], &bad, sizeof bad, 4096);            /* wrong magic */
+    bad = *p;
+    memset(bad.path, 'A', sizeof bad.path);
+    memset(bad.backend, 'B', sizeof bad.backend);
+    shm_page(names[6], &bad, sizeof bad, 4096);            /* strings without NUL */
+    bad = *p;
+    bad.slot_state[0] = 9;
+    bad.arena_slots = 1000;
+    shm_page(names[7], &bad, sizeof bad, 4096);            /* counts out of range */
+    bad = *p;
+    atomic_store(&bad.seq, 7);
+    shm_page(names[8], &bad, sizeof bad, 4096);            /* writer stuck mid-update */
+    shm_page(names[9], NULL, 0, (off_t)1 << 30);           /* huge (sparse) */
+    char fifo[300];
+    snprintf(fifo, sizeof fifo, "/dev/shm/%s", names[10]);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);               /* a FIFO: open must not block */
+
+    int rc_json = run(buf, sizeof buf, "{ timeout 60 df11-memstat --json 2>notes; }");
+    char *json = strdup(buf);
+    run(buf, sizeof buf, "cat notes");
+    char *notes = strdup(buf);
+    int rc_text = run(buf, sizeof buf, "{ timeout 60 df11-memstat 2>/dev/null; }");
+    char *text = strdup(buf);
+
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    for (int i = 0; i < N; i++) {
+        char path[300];
+        snprintf(path, sizeof path, "/dev/shm/%s", names[i]);
+        unlink(path);
+    }
+
+    ck_assert_msg(rc_json == 0, "status %d\n%s\n%s", rc_json, json, notes);
+    cJSON *j = cJSON_Parse(json);
+    ck_assert_msg(j != NULL, "not JSON:\n%s", json);
+    cJSON_Delete(j);
+    char want[64];
+    snprintf(want, sizeof want, "\"pid\": %d", (int)child);
+    ck_assert_msg(strstr(json, want) && strstr(json, "good-model.df11"), "%s", json);
+    ck_assert_msg(strstr(json, "\"state\": \"acquired\", \"block\": 1"), "%s", json);
+    /* one note per bad page, each on its own line */
+    for (int i = 1; i < N; i++) {
+        char line[128];
+        snprintf(line, sizeof line, "df11-memstat: skipping /dev/shm/%s: ", names[i]);
+        ck_assert_msg(strstr(notes, line), "no note for %s in\n%s", names[i], notes);
+    }
+    int lines = 0;
+    for (const char *c = notes; *c; c++) lines += *c == '\n';
+    ck_assert_msg(lines == N - 1, "%d lines:\n%s", lines, notes);
+    ck_assert_msg(rc_text == 0 && strstr(text, "good-model.df11") && !strstr(text, "AAAA"), "%s", text);
+    free(json);
+    free(notes);
+    free(text);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tools");
@@ -113,6 +226,7 @@ int main(void)
     tcase_add_test(tc, test_help_version_usage);
     tcase_add_test(tc, test_errors_are_one_line);
     tcase_add_test(tc, test_pipeline);
+    tcase_add_test(tc, test_memstat_bad_pages);
     suite_add_tcase(s, tc);
     return df11_test_run(s);
 }

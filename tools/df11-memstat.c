@@ -3,17 +3,19 @@
  *   df11-memstat [-w] [--interval SEC] [--json]     every process that publishes stats
  *   df11-memstat FILE.df11 [--slots K] [--json]     what opening FILE would take
  *
- * Running models publish a read-only shared-memory page /dev/shm/df11-<pid>[-n] when
- * opened with options.publish_stats (layout: runtime/memstat.h). Pages of processes that
- * are gone are skipped.
+ * Running models publish a shared-memory page /dev/shm/df11-<pid>[-n] when opened with
+ * options.publish_stats (layout: runtime/memstat.h). Pages are mode 0600, so this lists
+ * the processes of the user running it (root: everyone's). Pages of processes that are
+ * gone are skipped; a page that is not what it should be (any process of the user can
+ * write there) is skipped with a one-line note on stderr, never trusted.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <setjmp.h>
 #include <stddef.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +34,9 @@ static void usage(FILE *f)
             "usage: df11-memstat [-w] [--interval SEC] [--json]\n"
             "       df11-memstat FILE.df11 [--slots K] [--json]\n"
             "\n"
-            "Without FILE: lists the processes running df11 models that publish stats\n"
-            "(df11_model_options.publish_stats) with their pool and arena use.\n"
+            "Without FILE: lists your processes running df11 models that publish stats\n"
+            "(df11_model_options.publish_stats) with their pool and arena use (root: all\n"
+            "users' processes).\n"
             "With FILE: prints the memory plan of opening it: compressed weights, the arena\n"
             "of K slots (K x the largest layer group), and the saving against BF16.\n"
             "\n"
@@ -66,49 +69,57 @@ typedef struct page_copy {
     df11_memstat_page p;
 } page_copy;
 
-/* Reads one page under its seqlock. 0 on success. */
-static int page_read(const char *name, page_copy *out)
+/* A page truncated by its owner while we read it raises SIGBUS: the read is abandoned. */
+static sigjmp_buf bus_jump;
+static volatile sig_atomic_t bus_armed;
+
+static void on_sigbus(int sig)
 {
-    char shm[300];
-    snprintf(shm, sizeof shm, "/%s", name);
-    int fd = shm_open(shm, O_RDONLY, 0);
-    if (fd < 0) return -1;
+    if (bus_armed) siglongjmp(bus_jump, 1);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* Reads and checks one page (df11_memstat_page_read). 0 on success; -1 with a reason in
+ * `why`, and the page is to be skipped. A page is anyone's file: it may be a FIFO (open
+ * would block), huge, short, or truncated while mapped. */
+static int page_read(const char *name, page_copy *out, char *why, size_t why_len)
+{
+    char path[300];
+    snprintf(path, sizeof path, "/dev/shm/%s", name);
+    snprintf(out->name, sizeof out->name, "%s", name);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(why, why_len, "%s", strerror(errno));
+        return -1;
+    }
     struct stat st;
-    if (fstat(fd, &st) != 0 || (size_t)st.st_size < offsetof(df11_memstat_page, path)) {
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(why, why_len, "not a regular file");
+        close(fd);
+        return -1;
+    }
+    if (st.st_size < (off_t)DF11_MEMSTAT_MIN_SIZE || st.st_size > (off_t)DF11_MEMSTAT_MAX_PAGE) {
+        snprintf(why, why_len, "%lld bytes, not the size of a stats page", (long long)st.st_size);
         close(fd);
         return -1;
     }
     size_t size = (size_t)st.st_size;
-    const df11_memstat_page *pg = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+    void *pg = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
     close(fd);
-    if (pg == MAP_FAILED) return -1;
-    int rc = -1;
-    if (pg->magic == DF11_MEMSTAT_MAGIC && pg->version == DF11_MEMSTAT_VERSION) {
-        size_t n = pg->size < sizeof out->p ? pg->size : sizeof out->p;
-        if (n > size) n = size;
-        for (int tries = 0; tries < 1000; tries++) {
-            uint32_t s0 = atomic_load_explicit(&((df11_memstat_page *)pg)->seq, memory_order_acquire);
-            if (s0 & 1) {
-                usleep(100);
-                continue;
-            }
-            memset(&out->p, 0, sizeof out->p);
-            /* everything after the seqlock word */
-            size_t skip = offsetof(df11_memstat_page, pid);
-            memcpy((char *)&out->p + skip, (const char *)pg + skip, n - skip);
-            atomic_thread_fence(memory_order_acquire);
-            uint32_t s1 = atomic_load_explicit(&((df11_memstat_page *)pg)->seq, memory_order_relaxed);
-            if (s0 == s1) {
-                out->p.magic = pg->magic;
-                out->p.version = pg->version;
-                out->p.size = pg->size;
-                rc = 0;
-                break;
-            }
-        }
+    if (pg == MAP_FAILED) {
+        snprintf(why, why_len, "mmap: %s", strerror(errno));
+        return -1;
     }
-    munmap((void *)pg, size);
-    snprintf(out->name, sizeof out->name, "%s", name);
+    int rc = -1;
+    if (sigsetjmp(bus_jump, 1) == 0) {
+        bus_armed = 1;
+        rc = df11_memstat_page_read(pg, size, &out->p, why, why_len);
+    } else {
+        snprintf(why, why_len, "truncated while being read");
+    }
+    bus_armed = 0;
+    munmap(pg, size);
     return rc;
 }
 
@@ -140,10 +151,18 @@ static void print_slot_text(const df11_memstat_page *p, uint32_t i)
     else printf(" [%u] group %d %s", i, key - (int32_t)p->n_blocks, state_name(p->slot_state[i]));
 }
 
+/* The path as text, control characters as '?' (a path is the publisher's to choose). */
+static void print_path(const char *s)
+{
+    for (; *s; s++) putchar((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s);
+}
+
 static void print_text(const page_copy *c)
 {
     const df11_memstat_page *p = &c->p;
-    printf("pid %d  %s  %s%s\n", p->pid, p->backend, p->path, p->bf16_model ? "  (BF16)" : "");
+    printf("pid %d  %s  ", p->pid, p->backend);
+    print_path(p->path);
+    printf("%s\n", p->bf16_model ? "  (BF16)" : "");
     uint64_t weights = p->compressed_bytes + p->resident_bytes;
     if (p->bf16_model) {
         printf("  weights   %s resident BF16\n", cli_bytes(p->resident_bytes));
@@ -215,7 +234,11 @@ static int list_processes(int json)
     if (json) printf("{\"processes\": [\n");
     for (int i = 0; i < n; i++) {
         page_copy c;
-        if (page_read(ents[i]->d_name, &c) == 0) {
+        char why[256];
+        if (page_read(ents[i]->d_name, &c, why, sizeof why) != 0) {
+            fflush(stdout);
+            fprintf(stderr, "%s: skipping /dev/shm/%s: %s\n", TOOL, ents[i]->d_name, why);
+        } else {
             if (json) {
                 if (shown) printf(",\n");
                 print_json(&c);
@@ -306,6 +329,9 @@ static int plan_file(const char *path, uint32_t slots, int json)
 
 int main(int argc, char **argv)
 {
+    struct sigaction sa = {.sa_handler = on_sigbus};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
     static const struct option longopts[] = {
         {"watch", no_argument, NULL, 'w'},   {"interval", required_argument, NULL, 'i'},
         {"slots", required_argument, NULL, 'k'}, {"json", no_argument, NULL, 'j'},

@@ -147,6 +147,10 @@ typedef struct df11_model_stats {
     double open_ms;
     uint64_t pool_reserved;          /* bytes the model holds from the backend now */
     uint64_t acquires;               /* successful df11_block_acquire calls */
+    /* options.publish_stats: NULL while the page df11-memstat reads is published, else why
+     * it could not be (no free page name, /dev/shm not writable, ...): stats are optional,
+     * the model opened all the same. NULL without publish_stats. Valid until close. */
+    const char *stats_page_error;
 } df11_model_stats;
 
 /* Fills the whole struct (stats->size is set to sizeof(df11_model_stats)). Cheap: no
