@@ -16,6 +16,7 @@
 
 #include "common/atomic_file.h"
 #include "common/error.h"
+#include "common/fileio.h"
 #include "common/util.h"
 #include "loader/safetensors.h"
 
@@ -60,19 +61,52 @@ static int cmp_str_ptr(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* A JSON number that is a non-negative integer no larger than 2^53. On failure returns
- * the status to report: SAFETENSORS for non-numbers, negatives and fractions, `too_big`
- * for integers we cannot represent exactly. */
+/* A JSON number that is a non-negative integer below 2^53. On failure returns the status
+ * to report: SAFETENSORS for non-numbers, negatives and fractions, `too_big` for integers
+ * we cannot represent exactly (2^53 itself is also what 2^53 + 1 parses to). */
 static df11_status json_u64(const cJSON *item, df11_status too_big, uint64_t *out)
 {
     if (!cJSON_IsNumber(item)) return DF11_ERR_SAFETENSORS;
     double v = item->valuedouble;
     if (!(v >= 0.0)) return DF11_ERR_SAFETENSORS;     /* negative or NaN */
-    if (v > ST_MAX_EXACT) return too_big;
+    if (v >= ST_MAX_EXACT) return too_big;
     uint64_t u = (uint64_t)v;
     if ((double)u != v) return DF11_ERR_SAFETENSORS;  /* a fraction */
     *out = u;
     return DF11_OK;
+}
+
+/* Where the first NUL inside a JSON string of `text` is (a raw 0 byte or a \u0000 escape),
+ * or -1. cJSON decodes \u0000 into a C string, which silently cuts it there: a tensor
+ * "a\u0000b" would be looked up as "a". *top_key says whether the string is a key of the
+ * top-level object (a tensor name). The text has already parsed as JSON, so tracking
+ * strings and nesting is enough. */
+static long long json_find_nul(const char *text, size_t len, bool *top_key)
+{
+    int depth = 0;
+    bool key_next = false; /* the next string at depth 1 is a key */
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (c == '{' || c == '[') {
+            depth++;
+            key_next = c == '{' && depth == 1;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        } else if (c == ',') {
+            key_next = depth == 1;
+        } else if (c == '"') {
+            *top_key = key_next && depth == 1;
+            key_next = false;
+            for (i++; i < len && text[i] != '"'; i++) {
+                if (text[i] == '\0') return (long long)i;
+                if (text[i] != '\\') continue;
+                if (i + 5 < len && text[i + 1] == 'u' && memcmp(text + i + 2, "0000", 4) == 0)
+                    return (long long)i;
+                i++; /* the escaped character, which may be a quote */
+            }
+        }
+    }
+    return -1;
 }
 
 /* ---- parsing one file image ---- */
@@ -98,6 +132,15 @@ static df11_status parse_entry(const cJSON *item, const char *label, uint64_t da
     if (!cJSON_IsObject(item))
         return df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' is not a JSON object",
                          label, name);
+    /* cJSON keeps repeated keys and finds the first; another reader may take the last, so
+     * a repeated field means two different tensors to two readers. */
+    static const char *const fields[] = {"dtype", "shape", "data_offsets"};
+    int seen[3] = {0, 0, 0};
+    for (const cJSON *f = item->child; f; f = f->next)
+        for (int k = 0; k < 3; k++)
+            if (strcmp(f->string, fields[k]) == 0 && seen[k]++)
+                return df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has \"%s\" twice",
+                                 label, name, fields[k]);
 
     const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(item, "dtype");
     if (!cJSON_IsString(dtype))
@@ -230,12 +273,27 @@ df11_status df11_st_parse(df11_st_model *model, const uint8_t *file, size_t file
         st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': header is not a JSON object", label);
         goto out_json;
     }
+    bool top_key = false;
+    long long nul = json_find_nul(text, hlen, &top_key);
+    if (nul >= 0) {
+        st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': NUL in %s (header byte %lld)", label,
+                       top_key ? "tensor name" : "a header string", nul);
+        goto out_json;
+    }
 
-    size_t n_new = 0, name_bytes = 0;
+    size_t n_new = 0, name_bytes = 0, n_meta = 0;
     for (const cJSON *it = root->child; it; it = it->next) {
-        if (strcmp(it->string, "__metadata__") == 0) continue;
+        if (strcmp(it->string, "__metadata__") == 0) {
+            n_meta++;
+            continue;
+        }
         n_new++;
         name_bytes += strlen(it->string) + 1;
+    }
+    if (n_meta > 1) {
+        st = df11_fail(DF11_ERR_DUPLICATE, "'%s': \"__metadata__\" appears %zu times", label,
+                       n_meta);
+        goto out_json;
     }
     if (n_new == 0) goto out_json; /* a valid file with no tensors adds nothing */
 
@@ -324,25 +382,17 @@ static df11_status read_text(const char *path, uint64_t cap, df11_status too_big
                              char **out, size_t *len)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return df11_fail_errno(DF11_ERR_IO, errno, "cannot open '%s'", path);
-    df11_status st = DF11_OK;
-    struct stat sb;
+    int fd;
+    uint64_t fsize;
+    df11_status st = df11_open_regular(path, 0, &fd, &fsize); /* a FIFO must not block */
+    if (st != DF11_OK) return st;
     char *buf = NULL;
-    if (fstat(fd, &sb) != 0) {
-        st = df11_fail_errno(DF11_ERR_IO, errno, "cannot stat '%s'", path);
-        goto out;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        st = df11_fail(DF11_ERR_IO, "'%s' is not a regular file", path);
-        goto out;
-    }
-    if ((uint64_t)sb.st_size > cap) {
+    if (fsize > cap) {
         st = df11_fail(too_big, "'%s' is %llu bytes, over the %llu MiB limit", path,
-                       (ull)sb.st_size, (ull)(cap >> 20));
+                       (ull)fsize, (ull)(cap >> 20));
         goto out;
     }
-    size_t size = (size_t)sb.st_size, got = 0;
+    size_t size = (size_t)fsize, got = 0;
     buf = malloc(size + 1);
     if (!buf) {
         st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu bytes", path, size);
@@ -373,19 +423,16 @@ out:
 
 static df11_status map_and_parse(df11_st_model *model, const char *path)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return df11_fail_errno(DF11_ERR_IO, errno, "cannot open '%s'", path);
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int err = errno;
+    int fd;
+    uint64_t fsize;
+    df11_status st = df11_open_regular(path, 0, &fd, &fsize); /* a FIFO must not block */
+    if (st != DF11_OK) return st;
+    if (fsize > SIZE_MAX) {
         close(fd);
-        return df11_fail_errno(DF11_ERR_IO, err, "cannot stat '%s'", path);
+        return df11_fail(DF11_ERR_RANGE, "'%s': %llu bytes do not fit the address space",
+                         path, (ull)fsize);
     }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return df11_fail(DF11_ERR_IO, "'%s' is not a regular file", path);
-    }
-    size_t size = (size_t)sb.st_size;
+    size_t size = (size_t)fsize;
     if (size < 8) { /* mmap refuses length 0; the parser gives the real reason */
         close(fd);
         uint8_t small[8] = {0};
@@ -439,6 +486,13 @@ static df11_status open_index(df11_st_model *model, const char *dir, const char 
     if (!cJSON_IsObject(root) || !cJSON_IsObject(map)) {
         st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': not a JSON object with a \"weight_map\" "
                        "object", index_path);
+        goto out;
+    }
+    /* A NUL would cut a tensor or shard name short (see json_find_nul). */
+    bool top_key;
+    long long nul = json_find_nul(text, len, &top_key);
+    if (nul >= 0) {
+        st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': NUL in a name (byte %lld)", index_path, nul);
         goto out;
     }
     size_t n_wm = (size_t)cJSON_GetArraySize(map);

@@ -5,8 +5,11 @@
  * Every header field is checked: the JSON must parse (cJSON), each tensor needs a known
  * dtype, a shape of at most DF11_MAX_DIMS non-negative dims whose product times the dtype
  * size does not overflow and equals end - begin, offsets inside the data area, tensors must
- * not overlap, names must be unique (also across shards). Failures return
- * DF11_ERR_SAFETENSORS / DTYPE / OVERFLOW / RANGE / DUPLICATE / TRUNCATED with a detail.
+ * not overlap, names must be unique (also across shards) and hold no NUL (\u0000, which
+ * would cut them short), no field of an entry may repeat, numbers must be integers below
+ * 2^53. Failures return DF11_ERR_SAFETENSORS / DTYPE / OVERFLOW / RANGE / DUPLICATE /
+ * TRUNCATED with a detail. Every file (model, shard, index, config.json) is opened with
+ * df11_open_regular: a FIFO or device fails with DF11_ERR_IO "not a regular file" at once.
  */
 #ifndef DF11_LOADER_SAFETENSORS_H
 #define DF11_LOADER_SAFETENSORS_H

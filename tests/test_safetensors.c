@@ -353,6 +353,9 @@ START_TEST(test_folder_bad_shard_names)
         "{\"weight_map\":{\"a.weight\":\"/etc/passwd\"}}",
         "{\"weight_map\":{\"a.weight\":\"sub/x.safetensors\"}}",
         "{\"weight_map\":{\"a.weight\":\"..\"}}",
+        /* a NUL would cut the name to a shard that exists */
+        "{\"weight_map\":{\"a.weight\":\"model-00001-of-00002.safetensors\\u0000/../../x\"}}",
+        "{\"weight_map\":{\"a.weight\\u0000x\":\"model-00001-of-00002.safetensors\"}}",
         "{\"weight_map\":{\"a.weight\":\"\"}}",
         "{\"weight_map\":{\"a.weight\":7}}",
         "{\"weight_map\":[]}",
@@ -731,6 +734,120 @@ START_TEST(test_stories260k)
 }
 END_TEST
 
+/* cJSON turns \u0000 into a C string cut short: "a\u0000b" would silently be tensor "a". */
+START_TEST(test_hostile_nul_in_name)
+{
+    ASSERT_PARSE("{" T("a\\u0000b") ":" OK_ENTRY "}", 8, DF11_ERR_SAFETENSORS);
+    ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "NUL in tensor name"));
+    ASSERT_PARSE("{" T("x") ":" OK_ENTRY ", " T("\\u0000") ":{\"dtype\":\"U8\",\"shape\":[0],"
+                 "\"data_offsets\":[0,0]}}", 8, DF11_ERR_SAFETENSORS);
+    ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "NUL in tensor name"));
+    /* in any other string too (a dtype "BF16\u0000junk" would read as BF16) */
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\\u0000junk\",\"shape\":[2,2],"
+                 "\"data_offsets\":[0,8]}}", 8, DF11_ERR_SAFETENSORS);
+    ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "NUL in a header string"));
+    ASSERT_PARSE("{\"__metadata__\":{\"k\":\"v\\u0000\"}," T("a") ":" OK_ENTRY "}", 8,
+                 DF11_ERR_SAFETENSORS);
+    /* an escaped backslash before "u0000" is no NUL: the name is a\u0000 literally */
+    size_t size;
+    uint8_t *img = make_image("{" T("a\\\\u0000") ":" OK_ENTRY ", " T("q\\\"\\u0041") ":"
+                              "{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}}", 8, &size);
+    df11_st_model *m = calloc(1, sizeof *m);
+    ck_assert_msg(df11_st_parse(m, img, size, "test") == DF11_OK, "%s", df11_last_error_detail());
+    ck_assert_ptr_nonnull(find(m, "a\\u0000"));
+    ck_assert_ptr_nonnull(find(m, "q\"A"));
+    df11_st_close(m);
+    free(img);
+    /* a raw 0 byte inside a name */
+    img = make_image("{" T("ab") ":" OK_ENTRY "}", 8, &size);
+    img[8 + 2] = 0;
+    m = calloc(1, sizeof *m);
+    ck_assert_int_eq(df11_st_parse(m, img, size, "test"), DF11_ERR_SAFETENSORS);
+    ck_assert_uint_eq(m->n_tensors, 0);
+    df11_st_close(m);
+    free(img);
+}
+END_TEST
+
+START_TEST(test_hostile_repeated_fields)
+{
+    /* one reader takes the first dtype, another the last: refused */
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"dtype\":\"U8\",\"shape\":[2,2],"
+                 "\"data_offsets\":[0,8]}}", 8, DF11_ERR_SAFETENSORS);
+    ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "\"dtype\" twice"));
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"shape\":[4],"
+                 "\"data_offsets\":[0,8]}}", 8, DF11_ERR_SAFETENSORS);
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[0,8],"
+                 "\"data_offsets\":[0,8]}}", 8, DF11_ERR_SAFETENSORS);
+    ASSERT_PARSE("{\"__metadata__\":{},\"__metadata__\":{}," T("a") ":" OK_ENTRY "}", 8,
+                 DF11_ERR_DUPLICATE);
+    /* unknown fields are tolerated */
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[0,8],"
+                 "\"x\":1}}", 8, DF11_OK);
+}
+END_TEST
+
+START_TEST(test_hostile_numbers_at_2_53)
+{
+    /* 2^53 + 1 parses as 2^53: neither is taken as exact */
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"U8\",\"shape\":[9007199254740993],"
+                 "\"data_offsets\":[0,8]}}", 8, DF11_ERR_OVERFLOW);
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"U8\",\"shape\":[9007199254740992],"
+                 "\"data_offsets\":[0,8]}}", 8, DF11_ERR_OVERFLOW);
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"U8\",\"shape\":[0],"
+                 "\"data_offsets\":[9007199254740993,9007199254740993]}}", 8, DF11_ERR_RANGE);
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"U8\",\"shape\":[0],"
+                 "\"data_offsets\":[1e300,1e300]}}", 8, DF11_ERR_RANGE);
+    /* floats, booleans and strings are not offsets; an integer written as 8e0 is */
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,7.9999]}}", 8,
+                 DF11_ERR_SAFETENSORS);
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[false,8]}}", 8,
+                 DF11_ERR_SAFETENSORS);
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[\"0\",8]}}", 8,
+                 DF11_ERR_SAFETENSORS);
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"U8\",\"shape\":[true],\"data_offsets\":[0,1]}}", 8,
+                 DF11_ERR_SAFETENSORS);
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8e0]}}", 8,
+                 DF11_OK);
+}
+END_TEST
+
+/* A FIFO where a file is expected fails at once with "not a regular file": as the model
+ * file, as config.json, as a shard. alarm() turns a regression (open() waiting for a
+ * writer) into a failure instead of a hang. */
+START_TEST(test_fifo_is_refused)
+{
+    df11_st_model *m = NULL;
+    char p[600];
+    alarm(20);
+    const char *fifo = tmp_path("model.fifo");
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    ck_assert_int_eq(df11_st_open(fifo, &m), DF11_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "not a regular file"));
+    ck_assert_ptr_null(m);
+    unlink(fifo);
+
+    char dir[] = "/tmp/df11-st-fifo-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    write_shard(p, shard1, 2, 7);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    ck_assert_int_eq(mkfifo(p, 0600), 0);
+    ck_assert_int_eq(df11_st_open(dir, &m), DF11_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "config.json' is not a regular file"));
+    remove_folder(dir);
+
+    char *sharded = make_folder(good_index, shard1, 2, shard2, 1);
+    snprintf(p, sizeof p, "%s/model-00002-of-00002.safetensors", sharded);
+    ck_assert_int_eq(unlink(p), 0);
+    ck_assert_int_eq(mkfifo(p, 0600), 0);
+    ck_assert_int_eq(df11_st_open(sharded, &m), DF11_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "not a regular file"));
+    remove_folder(sharded);
+    alarm(0);
+}
+END_TEST
+
 static Suite *safetensors_suite(void)
 {
     Suite *s = suite_create("safetensors");
@@ -750,6 +867,7 @@ static Suite *safetensors_suite(void)
     tcase_add_test(tc, test_folder_missing_shard);
     tcase_add_test(tc, test_open_missing);
     tcase_add_test(tc, test_open_truncated);
+    tcase_add_test(tc, test_fifo_is_refused);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("hostile");
@@ -774,6 +892,9 @@ static Suite *safetensors_suite(void)
     tcase_add_test(tc, test_duplicate_across_parses);
     tcase_add_test(tc, test_valid_edge_cases);
     tcase_add_test(tc, test_mutations_do_not_crash);
+    tcase_add_test(tc, test_hostile_nul_in_name);
+    tcase_add_test(tc, test_hostile_repeated_fields);
+    tcase_add_test(tc, test_hostile_numbers_at_2_53);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("real_model");
