@@ -218,6 +218,27 @@ START_TEST(test_memstat_bad_pages)
 }
 END_TEST
 
+/* A FIFO where the safetensors reader expects a file (the model, a folder's config.json)
+ * makes df11-compress and df11-run fail at once with a one-line "not a regular file",
+ * instead of waiting for a writer (`timeout` turns a hang into exit 124). */
+START_TEST(test_fifo_inputs_refused)
+{
+    ck_assert_int_eq(run(buf, sizeof buf, "rm -rf ff && mkdir ff && mkfifo ff/x.safetensors && "
+                                          "timeout 20 df11-compress ff/x.safetensors -o ff/x.df11"), 1);
+    ck_assert_msg(strstr(buf, "df11-compress: ") == buf && strstr(buf, "not a regular file"), "%s", buf);
+    ck_assert_ptr_eq(strchr(buf, '\n'), buf + strlen(buf) - 1);
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-synth -o ff/m/ --shape tiny --layers 1 --seed 5 && "
+                                          "rm ff/m/config.json && mkfifo ff/m/config.json"), 0);
+    ck_assert_int_eq(run(buf, sizeof buf, "timeout 20 df11-compress ff/m -o ff/m.df11"), 1);
+    ck_assert_msg(strstr(buf, "config.json' is not a regular file"), "%s", buf);
+    ck_assert_int_ne(system("test -e ff/m.df11"), 0);
+    ck_assert_int_eq(run(buf, sizeof buf, "timeout 20 df11-run --bf16 ff/m --device cpu --tokens 1 -n 1"), 1);
+    ck_assert_msg(strstr(buf, "df11-run: ") == buf && strstr(buf, "config.json' is not a regular file"),
+                  "%s", buf);
+    ck_assert_ptr_eq(strchr(buf, '\n'), buf + strlen(buf) - 1);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tools");
@@ -227,6 +248,7 @@ int main(void)
     tcase_add_test(tc, test_errors_are_one_line);
     tcase_add_test(tc, test_pipeline);
     tcase_add_test(tc, test_memstat_bad_pages);
+    tcase_add_test(tc, test_fifo_inputs_refused);
     suite_add_tcase(s, tc);
     return df11_test_run(s);
 }
