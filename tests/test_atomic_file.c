@@ -1,7 +1,8 @@
 /* Output files (common/atomic_file.h) through both writers, .df11 and safetensors: the
  * mode is 0666 & ~umask, a failed or killed write leaves neither a partial target nor a
  * temporary that stays (the previous target, if any, intact), an existing target is
- * replaced in one step. Each case runs with O_TMPFILE and with the named fallback. */
+ * replaced in one step, and a tool's signal handler removes its temporaries. Each case runs
+ * with O_TMPFILE and with the named fallback. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include "df11.h"
 #include "loader/safetensors.h"
 #include "tests/testutil.h"
+#include "tools/cli.h"
 
 enum { KIND_DF11, KIND_ST };
 enum { ACT_NONE, ACT_FAIL, ACT_KILL };
@@ -309,6 +311,45 @@ START_TEST(test_atomic_file_temporaries)
 }
 END_TEST
 
+/* A tool killed by SIGINT, SIGTERM or SIGHUP while writing through a named temporary:
+ * its handler (tools/cli.c, installed before main) unlinks the temporary, then the signal
+ * ends the process as it would have. */
+START_TEST(test_tool_signal_cleanup)
+{
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {
+        const char *dir = fresh_dir("signal");
+        char path[600];
+        snprintf(path, sizeof path, "%s/m.safetensors", dir);
+        int ready[2];
+        ck_assert_int_eq(pipe(ready), 0);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            /* as a tool starts: default actions (Check installed its own handlers) */
+            for (size_t k = 0; k < sizeof sigs / sizeof *sigs; k++) signal(sigs[k], SIG_DFL);
+            cli_signals_install();
+            df11_atomic_file_no_tmpfile = 1;
+            df11_atomic_file af;
+            if (df11_atomic_file_begin(&af, path) != DF11_OK) _exit(3);
+            if (df11_atomic_file_write(&af, w, sizeof w) != DF11_OK) _exit(4);
+            if (write(ready[1], "r", 1) != 1) _exit(5);
+            for (;;) pause();
+        }
+        close(ready[1]);
+        char c;
+        ck_assert_int_eq(read(ready[0], &c, 1), 1);
+        close(ready[0]);
+        ck_assert_ptr_nonnull(strstr(dir_list(dir), ".m.safetensors.tmp-"));
+        kill(pid, sigs[i]);
+        int status;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == sigs[i], "status %x", status);
+        ck_assert_str_eq(dir_list(dir), "");
+    }
+}
+END_TEST
+
 int main(void)
 {
     rng = df11_test_seed();
@@ -321,6 +362,7 @@ int main(void)
     tcase_add_test(tc, test_output_sigkill);
     tcase_add_test(tc, test_output_replaces);
     tcase_add_test(tc, test_atomic_file_temporaries);
+    tcase_add_test(tc, test_tool_signal_cleanup);
     suite_add_tcase(s, tc);
     return df11_test_run(s);
 }

@@ -65,14 +65,12 @@ static void on_fatal_signal(int sig)
 
 __attribute__((constructor)) void cli_signals_install(void)
 {
-    static int installed;
-    if (installed) return;
-    installed = 1;
     static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
     for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {
         struct sigaction old, sa = {.sa_handler = on_fatal_signal, .sa_flags = SA_RESETHAND};
         sigemptyset(&sa.sa_mask);
-        /* nohup and friends ignore signals on purpose: keep that. */
+        /* nohup and friends ignore signals on purpose: keep that (and a handler that is
+         * there already, ours included). */
         if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL)
             sigaction(sigs[i], &sa, NULL);
     }
