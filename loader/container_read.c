@@ -175,16 +175,18 @@ static int cmp_range(const void *a, const void *b)
  * copy_names by the string table's size. */
 static df11_status check_names(const df11_file *f, uint64_t strings_size)
 {
-    const uint32_t n = f->n_groups + f->n_tensors;
+    const uint32_t n = f->n_groups + f->n_tensors; /* < 2^27 (parse_header) */
     name_range *r = malloc(((size_t)n + 1) * sizeof *r);
     if (!r) return FAIL(DF11_ERR_NO_MEMORY, "name ranges");
     df11_status st = DF11_OK;
     for (uint32_t i = 0; i < n && st == DF11_OK; i++) {
         name_field(f, i, &r[i].off, &r[i].len);
         r[i].rec = i;
-        if (!df11_range_ok(r[i].off, r[i].len, strings_size) || (i >= f->n_groups && r[i].len == 0))
+        if (!df11_range_ok(r[i].off, r[i].len, strings_size))
             st = FAIL(DF11_ERR_CORRUPT, "%s %u name [%u, +%u) outside the %llu-byte string table", name_kind(f, i),
                       name_owner(f, i), r[i].off, r[i].len, (unsigned long long)strings_size);
+        else if (i >= f->n_groups && r[i].len == 0)
+            st = FAIL(DF11_ERR_CORRUPT, "tensor %u has an empty name", name_owner(f, i));
     }
     if (st == DF11_OK) qsort(r, n, sizeof *r, cmp_range);
     const name_range *prev = NULL; /* the last non-empty range: it ends furthest */
@@ -308,8 +310,9 @@ static df11_status parse_tensor(df11_file *f, uint32_t t, uint64_t *decoded_end)
     lo->data_offset = df11_ld64(r + TEN_DATA_OFFSET);
     memcpy(&ti->exponent_entropy, r + TEN_ENTROPY, 4);
     if (ti->codec == DF11_CODEC_RAW) {
-        if (!SECTION_OK(lo->data_offset, ti->nbytes, ps))
-            return FAIL(DF11_ERR_RANGE, "tensor %u: raw data past its payload", t);
+        /* aligned like every section: the GPU copies raw bytes 16 at a time */
+        if (!SECTION_OK(lo->data_offset, ti->nbytes, ps) || lo->data_offset % DF11_SECTION_ALIGN)
+            return FAIL(DF11_ERR_RANGE, "tensor %u: raw data outside or misaligned in its payload", t);
         ti->stored_bytes = ti->nbytes;
         return DF11_OK;
     }

@@ -439,6 +439,8 @@ START_TEST(test_name_ranges)
     /* one byte shared between a group's name and a tensor's */
     ck_assert_int_eq(with_name(b, size, T, g0_off + g0_len - 1, 3), DF11_ERR_CORRUPT);
     ck_assert_int_eq(with_name(b, size, G0, t1_off + t1_len - 1, 2), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(with_name(b, size, T1, t1_off, 0), DF11_ERR_CORRUPT);
+    ck_assert_msg(strstr(df11_last_error_detail(), "empty name") != NULL, "%s", df11_last_error_detail());
     /* ranges that touch but share no byte, and an empty group name, are fine */
     ck_assert_int_eq(with_name(b, size, G0, g0_off, g0_len - 1), DF11_OK);
     ck_assert_int_eq(with_name(b, size, G0, t1_off, 0), DF11_OK);
@@ -714,6 +716,27 @@ START_TEST(test_open_memory)
 }
 END_TEST
 
+/* A raw tensor's bytes start on a section boundary like every section: the GPU copies
+ * them 16 bytes at a time from the payload, and a misaligned start faults the device. */
+START_TEST(test_raw_alignment)
+{
+    static float f32[5] = {1.5f, -2.0f, 0.0f, 3.25f, 1e30f};
+    df11_tensor_source src = {"norm.f32", DF11_DTYPE_F32, 1, {5}, f32};
+    const char *p = path_in_tmp("raw.df11");
+    ck_assert_int_eq(df11_compress_tensors(p, &src, 1, NULL, 0, NULL, NULL), DF11_OK);
+    size_t size;
+    uint8_t *b = slurp(p, &size);
+    const uint64_t T = df11_ld64(b + HDR_TENSORS_OFFSET);
+    ck_assert_uint_eq(b[T + TEN_CODEC], DF11_CODEC_RAW);
+    ck_assert_uint_eq(df11_ld64(b + DF11_HEADER_SIZE + GRP_PAYLOAD_SIZE), 32); /* 20 bytes, padded */
+    ck_assert_int_eq(open_and_decode(b, size), DF11_OK);
+    for (uint64_t off = 1; off <= 12; off++) /* inside the payload, not on a boundary */
+        ck_assert_int_eq(with_field(b, size, T + TEN_DATA_OFFSET, 8, off), DF11_ERR_RANGE);
+    ck_assert_int_eq(with_field(b, size, T + TEN_DATA_OFFSET, 8, 16), DF11_ERR_RANGE); /* past the end */
+    free(b);
+}
+END_TEST
+
 int main(void)
 {
     rng = df11_test_seed();
@@ -732,6 +755,7 @@ int main(void)
     tcase_add_test(tc, test_detail_keeps_reason);
     tcase_add_test(tc, test_fifo_refused);
     tcase_add_test(tc, test_open_memory);
+    tcase_add_test(tc, test_raw_alignment);
     suite_add_tcase(s, tc);
     return df11_test_run(s);
 }
