@@ -62,7 +62,7 @@ static inline uint64_t df11_chunk_elems(uint32_t lane_symbols)
 static inline uint64_t df11_n_chunks(uint64_t n, uint32_t lane_symbols)
 {
     uint64_t ce = df11_chunk_elems(lane_symbols);
-    return (n + ce - 1) / ce;
+    return n / ce + (n % ce != 0); /* not (n + ce - 1) / ce, which wraps for huge n */
 }
 /* Active lanes of a chunk holding `n` elements: min(32, ceil(n / S)). */
 static inline uint32_t df11_chunk_lanes(uint64_t n, uint32_t lane_symbols)
@@ -118,10 +118,15 @@ df11_status df11_encode(const uint16_t *bf16, uint64_t n, uint32_t max_len,
                         df11_encoded *out);
 void df11_encoded_free(df11_encoded *enc);
 
-/* Checks a coded tensor's tables against each other and the stream size so that decoders
- * can trust them: chunk offsets non-decreasing, and each chunk's stream exactly
- * Σ F + ceil(Σ T / 32) words (F, T: its lanes' full words and tail bits), the last one
- * ending where the two padding words begin. */
+/* Checks a coded tensor's code and tables against each other and the stream size so that
+ * decoders can trust them: the code fits its L (lengths <= L, Kraft), chunk offsets
+ * non-decreasing, each lane's bit length within what its symbols can take, and each
+ * chunk's stream exactly Σ F + ceil(Σ T / 32) words (F, T: its lanes' full words and tail
+ * bits), the last one ending where the two padding words begin. Whatever the values in
+ * them, a coded tensor that passes is decoded by df11_decode_host without a read or write
+ * outside its buffers, given that the buffers are as large as the fields say: chunks
+ * n_chunks entries, lanes df11_n_lane_entries(), stream stream_bytes, sm n_elements
+ * bytes (df11_file_tensor_coded checks that against the payload). */
 df11_status df11_coded_validate(const df11_coded *coded);
 
 /* Decodes into `out` (n_elements BF16 values) on n_threads threads. Fails with

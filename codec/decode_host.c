@@ -8,18 +8,46 @@
 #include "common/error.h"
 #include "common/parallel.h"
 
+/* The code must be one df11_lut_build can lay into a table of 2^max_len entries: built for
+ * that L, lengths <= L, Kraft's inequality (longer canonical codes would index past the
+ * table). df11_codebook_read checks the same; a df11_coded made any other way is checked
+ * here too. */
+static df11_status code_validate(const df11_code *code, uint32_t max_len)
+{
+    if (code->max_len != max_len)
+        return df11_fail(DF11_ERR_CORRUPT, "code built for L=%u, tensor has L=%u", code->max_len, max_len);
+    if (code->single_symbol < -1 || code->single_symbol > 255)
+        return df11_fail(DF11_ERR_CORRUPT, "single symbol %d", code->single_symbol);
+    if (code->single_symbol >= 0) return DF11_OK;
+    const uint64_t full = 1ull << max_len;
+    uint64_t kraft = 0;
+    for (int s = 0; s < 256; s++) {
+        if (code->len[s] > max_len)
+            return df11_fail(DF11_ERR_CORRUPT, "exponent %d: code length %u > %u", s, code->len[s], max_len);
+        if (code->len[s]) kraft += full >> code->len[s];
+    }
+    if (kraft == 0) return df11_fail(DF11_ERR_CORRUPT, "code has no symbols");
+    if (kraft > full) return df11_fail(DF11_ERR_CORRUPT, "code violates Kraft's inequality");
+    return DF11_OK;
+}
+
 df11_status df11_coded_validate(const df11_coded *c)
 {
+    if (!c) return df11_fail(DF11_ERR_INVALID_ARG, "df11_coded_validate: NULL");
     if (c->lane_symbols < DF11_GROUP || c->lane_symbols % DF11_GROUP ||
         c->lane_symbols > DF11_MAX_LANE_SYMBOLS)
         return df11_fail(DF11_ERR_CORRUPT, "lane symbols %u invalid", c->lane_symbols);
     if (c->max_len < 1 || c->max_len > DF11_MAX_CODE_LEN)
         return df11_fail(DF11_ERR_CORRUPT, "max code length %u invalid", c->max_len);
+    df11_status st = code_validate(&c->code, c->max_len);
+    if (st != DF11_OK) return st;
     if (c->n_chunks != df11_n_chunks(c->n_elements, c->lane_symbols))
         return df11_fail(DF11_ERR_CORRUPT, "%llu chunks for %llu weights",
                          (unsigned long long)c->n_chunks, (unsigned long long)c->n_elements);
     if (c->stream_bytes % 4 || c->stream_bytes < 8)
         return df11_fail(DF11_ERR_CORRUPT, "stream size %llu", (unsigned long long)c->stream_bytes);
+    if (c->n_chunks && (!c->chunks || !c->lanes || !c->stream))
+        return df11_fail(DF11_ERR_INVALID_ARG, "df11_coded_validate: NULL table");
     const uint64_t words = c->stream_bytes / 4 - 2; /* without the over-read padding */
     const uint64_t ce = df11_chunk_elems(c->lane_symbols);
     for (uint64_t k = 0; k < c->n_chunks; k++) {
@@ -33,8 +61,16 @@ df11_status df11_coded_validate(const df11_coded *c)
         uint32_t m = df11_chunk_lanes(n_chunk, c->lane_symbols);
         uint64_t full_words = 0, tail_bits = 0;
         for (uint32_t l = 0; l < m; l++) {
-            full_words += c->lanes[k * DF11_LANES + l] / 32;
-            tail_bits += c->lanes[k * DF11_LANES + l] % 32;
+            const uint32_t bits = c->lanes[k * DF11_LANES + l];
+            /* not needed for memory safety, but no code can take more */
+            const uint64_t most = (uint64_t)df11_lane_symbols(n_chunk, m, l) *
+                                  (c->code.single_symbol >= 0 ? 0 : c->max_len);
+            if (bits > most)
+                return df11_fail(DF11_ERR_CORRUPT, "chunk %llu lane %u: %u bits for %u symbols of at most %u",
+                                 (unsigned long long)k, l, bits, df11_lane_symbols(n_chunk, m, l),
+                                 c->code.single_symbol >= 0 ? 0 : c->max_len);
+            full_words += bits / 32;
+            tail_bits += bits % 32;
         }
         const uint64_t expect = full_words + (tail_bits + 31) / 32;
         if (end - begin != expect)

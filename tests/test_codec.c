@@ -24,13 +24,17 @@ static void roundtrip(const uint16_t *x, uint64_t n, uint32_t L, uint32_t S, int
     enc.coded.sm = sm;
     memset(y, 0xa5, n * 2 + 2); /* poison, incl. one element past the end */
     ck_assert_int_eq(df11_decode_host(&enc.coded, y, threads), DF11_OK);
+    /* (plain ifs in the loops: Check records every passing assertion, which is slow) */
     for (uint64_t i = 0; i < n; i++)
-        ck_assert_msg(x[i] == y[i], "n=%llu L=%u S=%u: element %llu: %04x != %04x",
-                      (unsigned long long)n, L, S, (unsigned long long)i, x[i], y[i]);
+        if (x[i] != y[i])
+            ck_abort_msg("n=%llu L=%u S=%u: element %llu: %04x != %04x", (unsigned long long)n, L, S,
+                         (unsigned long long)i, x[i], y[i]);
     ck_assert_uint_eq(y[n], 0xa5a5);
     /* a chunk's lanes never hold more than the bound the format promises */
     for (uint64_t k = 0; k < df11_n_lane_entries(n, S); k++)
-        ck_assert_uint_le(enc.lanes[k], (S + 8) * L);
+        if (enc.lanes[k] > (S + 8) * L)
+            ck_abort_msg("n=%llu L=%u S=%u: lane %llu holds %u bits", (unsigned long long)n, L, S,
+                         (unsigned long long)k, enc.lanes[k]);
     df11_encoded_free(&enc);
     free(sm);
     free(y);
@@ -493,9 +497,8 @@ START_TEST(test_too_many_exponents_for_L)
         for (uint32_t L = 1; L <= DF11_MAX_CODE_LEN; L++) {
             df11_code code;
             df11_status st = df11_code_build(h, L, &code);
-            ck_assert_msg((st == DF11_OK) == (d <= (1 << L)), "d=%d L=%u: %s", d, L,
-                          df11_strerror(st));
-            ck_assert_msg(st == DF11_OK || L < df11_code_min_len(h), "d=%d L=%u", d, L);
+            if ((st == DF11_OK) != (d <= (1 << L)) || (st != DF11_OK && L >= df11_code_min_len(h)))
+                ck_abort_msg("d=%d L=%u: %s (min L %u)", d, L, df11_strerror(st), df11_code_min_len(h));
         }
     }
 }
@@ -513,19 +516,20 @@ static void check_code(const uint64_t hist[256], const df11_code *code, uint32_t
     ck_assert_int_eq(code->single_symbol, -1);
     uint64_t kraft = 0;
     for (int s = 0; s < 256; s++) {
-        ck_assert_msg((hist[s] != 0) == (code->len[s] != 0), "%s: symbol %d presence", what, s);
-        ck_assert_msg(code->len[s] <= L, "%s: symbol %d length %u", what, s, code->len[s]);
+        if ((hist[s] != 0) != (code->len[s] != 0)) ck_abort_msg("%s: symbol %d presence", what, s);
+        if (code->len[s] > L) ck_abort_msg("%s: symbol %d length %u", what, s, code->len[s]);
         if (code->len[s]) kraft += 1ull << (L - code->len[s]);
     }
     ck_assert_msg(kraft == 1ull << L, "%s: Kraft sum %llu/%llu", what, (unsigned long long)kraft,
                   1ull << L);
     uint16_t codes[256];
     df11_code_canonical(code, codes);
+    /* (plain ifs: Check records every passing assertion, 65536 of them would be slow) */
     for (int a = 0; a < 256; a++)
         for (int b = 0; b < 256; b++) {
             if (a == b || !code->len[a] || !code->len[b] || code->len[a] > code->len[b]) continue;
-            ck_assert_msg(codes[b] >> (code->len[b] - code->len[a]) != codes[a],
-                          "%s: code of %d is a prefix of %d's", what, a, b);
+            if (codes[b] >> (code->len[b] - code->len[a]) == codes[a])
+                ck_abort_msg("%s: code of %d is a prefix of %d's", what, a, b);
         }
 }
 
@@ -577,6 +581,141 @@ START_TEST(test_code_properties_every_L)
         }
     }
     free(x);
+}
+END_TEST
+
+START_TEST(test_validate_code_and_sizes)
+{
+    /* df11_coded_validate is the gate that lets decoders trust a coded tensor: each of
+     * these passed it before and sent df11_decode_host outside its buffers (a table built
+     * for another L, or from lengths past L or Kraft, is written past its end) or had it
+     * report success without writing the output. */
+    encoded_random e;
+    encode_random(3000, 64, &e);
+    df11_coded *c = &e.enc.coded;
+    ck_assert_int_eq(df11_coded_validate(c), DF11_OK);
+    const df11_code good = c->code;
+
+    c->code.max_len = 15; /* the table would be 2^15 entries, the decoder allocates 2^12 */
+    ck_assert_int_eq(df11_coded_validate(c), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(df11_decode_host(c, e.y, 1), DF11_ERR_CORRUPT);
+    c->code = good;
+    int s0 = 0;
+    while (!c->code.len[s0]) s0++;
+    c->code.len[s0] = 1; /* with the others unchanged: Kraft sum past 1 */
+    c->code.len[s0 + 1 < 256 && c->code.len[s0 + 1] ? s0 + 1 : s0] = 1;
+    for (int s = 0; s < 256; s++)
+        if (c->code.len[s] && s != s0) { c->code.len[s] = 1; break; }
+    int ones = 0;
+    for (int s = 0; s < 256; s++) ones += c->code.len[s] == 1;
+    ck_assert_int_ge(ones, 2);
+    ck_assert_int_eq(df11_coded_validate(c), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(df11_decode_host(c, e.y, 1), DF11_ERR_CORRUPT);
+    c->code = good;
+    c->code.len[s0] = 13; /* past L = 12 */
+    ck_assert_int_eq(df11_coded_validate(c), DF11_ERR_CORRUPT);
+    c->code.len[s0] = 200; /* would index past canonical_codes' counts */
+    ck_assert_int_eq(df11_decode_host(c, e.y, 1), DF11_ERR_CORRUPT);
+    c->code = good;
+    c->code.single_symbol = 300;
+    ck_assert_int_eq(df11_coded_validate(c), DF11_ERR_CORRUPT);
+    c->code = good;
+    memset(c->code.len, 0, sizeof c->code.len);
+    ck_assert_int_eq(df11_coded_validate(c), DF11_ERR_CORRUPT);
+    c->code = good;
+
+    /* a lane claiming more bits than its symbols can have at L (traded against a
+     * neighbour so that the chunk's word count still holds) */
+    ck_assert_int_eq(df11_coded_validate(c), DF11_OK);
+    const uint16_t l0 = e.enc.lanes[0], l1 = e.enc.lanes[1];
+    e.enc.lanes[0] = (uint16_t)(df11_lane_symbols(3000, 32, 0) * 12 + 32);
+    e.enc.lanes[1] = (uint16_t)(l0 + l1 - e.enc.lanes[0]);
+    if (l0 + l1 > e.enc.lanes[0]) /* only where the trade is possible */
+        ck_assert_int_eq(df11_coded_validate(c), DF11_ERR_CORRUPT);
+    e.enc.lanes[0] = l0;
+    e.enc.lanes[1] = l1;
+    ck_assert_int_eq(df11_coded_validate(c), DF11_OK);
+
+    /* element counts whose chunk count wrapped to 0: "decoded" without writing anything */
+    df11_coded huge = *c;
+    huge.n_elements = UINT64_MAX;
+    huge.n_chunks = 0;
+    ck_assert_int_eq(df11_coded_validate(&huge), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(df11_decode_host(&huge, e.y, 1), DF11_ERR_CORRUPT);
+    huge.n_chunks = df11_n_chunks(UINT64_MAX, 64);
+    ck_assert_uint_eq(huge.n_chunks, UINT64_MAX / 2048 + 1);
+    /* tables missing */
+    df11_coded bare = *c;
+    bare.chunks = NULL;
+    ck_assert_int_eq(df11_coded_validate(&bare), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_coded_validate(NULL), DF11_ERR_INVALID_ARG);
+    encoded_random_free(&e);
+}
+END_TEST
+
+/* Copies `n` bytes into a buffer of exactly that size (so that ASan sees every overrun). */
+static void *exact_copy(const void *p, size_t n)
+{
+    void *q = malloc(n ? n : 1);
+    if (n) memcpy(q, p, n);
+    return q;
+}
+
+START_TEST(test_mutated_tables_never_overrun)
+{
+    /* A small fuzz of the df11_file_tensor_coded -> df11_decode_host path: every section
+     * of a coded tensor (codebook bytes, chunk and lane tables, stream) in a buffer of its
+     * exact size, random bytes overwritten, the codebook parsed again as a reader would.
+     * Whatever passes df11_coded_validate must decode to OK or DF11_ERR_CORRUPT without
+     * touching memory outside the buffers (run under ASan to see a stray byte). */
+    const uint64_t seed = rng;
+    static const uint64_t sizes[] = {1, 77, 2048, 2048 + 513, 3 * 2048};
+    for (int trial = 0; trial < 2000; trial++) {
+        const uint64_t n = sizes[trial % 5];
+        const uint32_t S = 64, L = 5 + (uint32_t)(df11_test_rand(&rng) % 11);
+        uint16_t *x = malloc(n * 2);
+        if (trial % 7 == 3)
+            for (uint64_t i = 0; i < n; i++) x[i] = bf16_with_exp(0x7c, &rng);
+        else
+            df11_test_fill_weights(x, n, 64, &rng);
+        uint8_t *sm = malloc(n);
+        df11_encoded enc;
+        ck_assert_int_eq(df11_encode(x, n, L, S, 1, sm, &enc), DF11_OK);
+        const size_t cb_size = df11_codebook_size(&enc.coded.code);
+        uint8_t cb[140];
+        df11_codebook_write(&enc.coded.code, cb);
+        const size_t chunks_b = enc.coded.n_chunks * 4, lanes_b = df11_n_lane_entries(n, S) * 2;
+        uint8_t *sec[4] = {exact_copy(cb, cb_size), exact_copy(enc.chunks, chunks_b),
+                           exact_copy(enc.lanes, lanes_b), exact_copy(enc.stream, enc.coded.stream_bytes)};
+        const size_t sec_size[4] = {cb_size, chunks_b, lanes_b, enc.coded.stream_bytes};
+        const int flips = 1 + (int)(df11_test_rand(&rng) % 4);
+        for (int f = 0; f < flips; f++) {
+            const int which = (int)(df11_test_rand(&rng) % 4);
+            if (!sec_size[which]) continue;
+            const uint64_t r = df11_test_rand(&rng);
+            uint8_t *b = sec[which] + r % sec_size[which];
+            *b = r >> 32 & 1 ? (uint8_t)(r >> 40) : *b ^ (uint8_t)(1u << (r >> 40 & 7));
+        }
+        df11_coded c = enc.coded;
+        df11_status st = df11_codebook_read(sec[0], cb_size, L, &c.code);
+        if (st == DF11_OK) {
+            c.chunks = (const uint32_t *)sec[1];
+            c.lanes = (const uint16_t *)sec[2];
+            c.stream = (const uint32_t *)sec[3];
+            c.sm = sm;
+            uint16_t *y = malloc(n * 2);
+            st = df11_decode_host(&c, y, 1 + trial % 2);
+            ck_assert_msg(st == DF11_OK || st == DF11_ERR_CORRUPT, "seed %llu trial %d: %s",
+                          (unsigned long long)seed, trial, df11_strerror(st));
+            free(y);
+        } else {
+            ck_assert_int_eq(st, DF11_ERR_CORRUPT);
+        }
+        for (int i = 0; i < 4; i++) free(sec[i]);
+        df11_encoded_free(&enc);
+        free(sm);
+        free(x);
+    }
 }
 END_TEST
 
@@ -654,6 +793,8 @@ int main(void)
     tcase_add_test(tc, test_bad_arguments);
     tcase_add_test(tc, test_too_many_exponents_for_L);
     tcase_add_test(tc, test_code_properties_every_L);
+    tcase_add_test(tc, test_validate_code_and_sizes);
+    tcase_add_test(tc, test_mutated_tables_never_overrun);
 #ifdef DF11_HAVE_CUDA
     tcase_add_test(tc, test_gpu_plan_size_matches_build);
 #endif
