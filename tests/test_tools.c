@@ -110,6 +110,85 @@ START_TEST(test_pipeline)
 }
 END_TEST
 
+/* Writes `name`.safetensors in the temp dir: one BF16 tensor "w" of n weights whose
+ * exponents take `distinct` values (each at least once), and a second, plainer one. */
+static void write_distinct_exponents(const char *name, uint64_t n, uint32_t distinct)
+{
+    uint16_t *x = malloc(n * 2), *y = malloc(n * 2);
+    uint64_t r = df11_test_seed();
+    for (uint64_t i = 0; i < n; i++) {
+        x[i] = (uint16_t)((100 + i % distinct) << 7 | (df11_test_rand(&r) & 0x807f));
+        y[i] = (uint16_t)((120 + i % 3) << 7 | (df11_test_rand(&r) & 0x807f));
+    }
+    df11_tensor_source src[2] = {
+        {.name = "model.layers.0.w", .dtype = DF11_DTYPE_BF16, .ndim = 1, .shape = {n}, .data = x},
+        {.name = "model.layers.0.plain", .dtype = DF11_DTYPE_BF16, .ndim = 1, .shape = {n}, .data = y}};
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s.safetensors", df11_test_tmpdir(), name);
+    ck_assert_int_eq(df11_st_write(path, src, 2, NULL), DF11_OK);
+    free(x);
+    free(y);
+}
+
+START_TEST(test_max_code_len_too_small)
+{
+    /* 40 distinct exponents do not fit 2^5 codes: the compressor used to run the length
+     * limiter off its array and exit 0 with a file no decoder could read. Now: exit 1, a
+     * one-line error naming the tensor, its count and the L it needs, and no file. */
+    write_distinct_exponents("e40", 4000, 40);
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-compress e40.safetensors -o e40.df11 --max-code-len 5"), 1);
+    ck_assert_msg(strstr(buf, "model.layers.0.w") && strstr(buf, "40 distinct") && strstr(buf, "at least 6"),
+                  "%s", buf);
+    ck_assert_ptr_eq(strchr(buf, '\n'), buf + strlen(buf) - 1);
+    ck_assert_int_eq(run(buf, sizeof buf, "ls -A | grep -c '^e40.df11'"), 1); /* none, temporaries neither */
+    ck_assert_str_eq(buf, "0\n");
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-compress e40.safetensors -o e40.df11 --max-code-len 6 -q && "
+                                          "df11-inspect e40.df11 --verify"), 0);
+
+    /* out-of-range or malformed options are usage errors, before any input is read */
+    static const char *bad[] = {"--max-code-len 0", "--max-code-len 16", "--max-code-len -1",
+                                "--max-code-len 12x", "--max-code-len ''", "--lane-symbols 12",
+                                "--lane-symbols 0", "--lane-symbols 8192", "-j many"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        ck_assert_int_eq(run(buf, sizeof buf, "df11-compress e40.safetensors -o bad.df11 %s", bad[i]), 2);
+        ck_assert_msg(strncmp(buf, "df11-compress: ", 15) == 0, "%s: %s", bad[i], buf);
+        ck_assert_int_ne(system("test -e bad.df11"), 0);
+    }
+    /* the library checks them before opening the input too */
+    df11_compress_options o = {.max_code_len = 16};
+    ck_assert_int_eq(df11_compress_path("no-such-input", "bad.df11", &o, NULL), DF11_ERR_INVALID_ARG);
+    o = (df11_compress_options){.lane_symbols = 12};
+    ck_assert_int_eq(df11_compress_path("no-such-input", "bad.df11", &o, NULL), DF11_ERR_INVALID_ARG);
+}
+END_TEST
+
+START_TEST(test_smallest_max_code_len_verifies)
+{
+    /* Every file the compressor reports as written must verify: walk L up from 1 on a
+     * realistic model; every refusal is exit 1 naming the L needed, the first success is
+     * that L, and its file decodes (df11-inspect --verify: checksums + full CPU decode). */
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-synth -o small/ --shape tiny --layers 1 --seed 3"), 0);
+    uint32_t need = 0, L;
+    for (L = 1; L <= 15; L++) {
+        int rc = run(buf, sizeof buf, "df11-compress small -o small.df11 -q --max-code-len %u", L);
+        if (rc == 0) break;
+        ck_assert_msg(rc == 1, "L=%u: exit %d: %s", L, rc, buf);
+        const char *at = strstr(buf, "at least ");
+        ck_assert_msg(at != NULL, "L=%u: %s", L, buf);
+        need = (uint32_t)atoi(at + 9);
+        ck_assert_uint_gt(need, L);
+        ck_assert_int_ne(system("test -e small.df11"), 0);
+    }
+    ck_assert_uint_le(L, 8); /* 256 exponent values fit 8 bits */
+    ck_assert_uint_eq(L, need ? need : 1);
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-inspect small.df11 --verify --json"), 0);
+    cJSON *j = cJSON_Parse(buf);
+    ck_assert_ptr_nonnull(j);
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(j, "verified")));
+    cJSON_Delete(j);
+}
+END_TEST
+
 /* df11-memstat over /dev/shm pages that are not what they should be (any process of the
  * user can put files there): each is skipped with a one-line note on stderr, the good one
  * is listed, the exit status is 0, and a FIFO or a huge file does not hang it. The pages
@@ -248,6 +327,8 @@ int main(void)
     tcase_add_test(tc, test_errors_are_one_line);
     tcase_add_test(tc, test_pipeline);
     tcase_add_test(tc, test_memstat_bad_pages);
+    tcase_add_test(tc, test_max_code_len_too_small);
+    tcase_add_test(tc, test_smallest_max_code_len_verifies);
     tcase_add_test(tc, test_fifo_inputs_refused);
     suite_add_tcase(s, tc);
     return df11_test_run(s);
