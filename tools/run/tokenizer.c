@@ -3,6 +3,7 @@
  * that is not in the vocabulary. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -320,6 +321,8 @@ int tokenizer_encode(const tokenizer *t, const char *text, int bos, int *ids, in
     if (at_least > (size_t)max_ids)
         return fail(err, errlen, "the text (%zu bytes) needs at least %zu tokens, more than %d",
                     len, at_least, max_ids);
+    if (len > (size_t)INT_MAX / 2) /* symbols are counted in int */
+        return fail(err, errlen, "the text (%zu bytes) is too long", len);
     int n = 0;
     if (use_bos) ids[n++] = t->bos_id;
     if (len == 0) return n;
