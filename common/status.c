@@ -68,7 +68,13 @@ df11_status df11_fail_context(df11_status status, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
-    if (n >= 0 && (size_t)n < sizeof detail && inner[0])
-        snprintf(detail + n, sizeof detail - (size_t)n, ": %s", inner);
+    if (n < 0 || (size_t)n + 2 >= sizeof detail || !inner[0]) return status;
+    /* Appended by hand: snprintf of a whole buffer-sized string warns (-Wformat-truncation),
+     * and cutting the callee's reason short is the intended behaviour. */
+    size_t at = (size_t)n, room = sizeof detail - at - 3;
+    size_t len = strnlen(inner, room);
+    memcpy(detail + at, ": ", 2);
+    memcpy(detail + at + 2, inner, len);
+    detail[at + 2 + len] = '\0';
     return status;
 }
