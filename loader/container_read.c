@@ -413,7 +413,7 @@ df11_status df11_file_open(const char *path, df11_file **out)
 {
     if (!path || !out) return FAIL(DF11_ERR_INVALID_ARG, "df11_file_open: NULL argument");
     *out = NULL;
-    df11_file *f;
+    df11_file *f = NULL;
     df11_status st = file_new(path, &f);
     if (st != DF11_OK) return st;
     if ((st = df11_open_regular(path, 0, &f->fd, &f->size)) != DF11_OK || (st = file_parse(f)) != DF11_OK) {
@@ -428,7 +428,7 @@ df11_status df11_file_open_memory(const void *data, size_t size, const char *lab
 {
     if (!data || !out) return FAIL(DF11_ERR_INVALID_ARG, "df11_file_open_memory: NULL argument");
     *out = NULL;
-    df11_file *f;
+    df11_file *f = NULL;
     df11_status st = file_new(label ? label : "<memory>", &f);
     if (st != DF11_OK) return st;
     f->mem = data;
