@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "common/atomic_file.h"
 #include "common/util.h"
 #include "df11.h"
 #include "loader/container.h"
@@ -370,6 +371,8 @@ START_TEST(test_writer_is_atomic)
     df11_tensor_source dup[] = {{"a", DF11_DTYPE_BF16, 1, {64}, w}, {"a", DF11_DTYPE_BF16, 1, {64}, w}};
     const char *out = path_in_tmp("atomic.df11");
     unlink(out);
+    /* Named temporaries, so that a leftover one would show in the directory listing below. */
+    df11_atomic_file_no_tmpfile = 1;
     ck_assert_int_eq(df11_compress_tensors(out, dup, 2, NULL, 0, NULL, NULL), DF11_ERR_DUPLICATE);
     ck_assert_int_ne(access(out, F_OK), 0);
     df11_tensor_source bad_dtype = {"x", (df11_dtype)77, 1, {4}, w};
@@ -390,8 +393,9 @@ START_TEST(test_writer_is_atomic)
     free(kept);
     /* and no temporary file is left beside it */
     char cmd[700];
-    snprintf(cmd, sizeof cmd, "ls '%s' | grep -q '\\.tmp\\.'", df11_test_tmpdir());
+    snprintf(cmd, sizeof cmd, "ls -a '%s' | grep -q '^\\.atomic\\.df11\\.tmp-'", df11_test_tmpdir());
     ck_assert_int_ne(system(cmd), 0);
+    df11_atomic_file_no_tmpfile = 0;
     ck_assert_int_eq(df11_file_open(path_in_tmp("missing.df11"), &(df11_file *){0}), DF11_ERR_IO);
     ck_assert_str_ne(df11_last_error_detail(), "");
 }
