@@ -29,9 +29,9 @@
 #include "common/parallel.h"
 #include "df11.h"
 #include "df11/runtime.h"
-#include "loader/safetensors.h"
 #include "tools/cli.h"
 #include "tools/weights.h"
+#include "writer/safetensors_write.h"
 #ifdef DF11_HAVE_CUDA
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>

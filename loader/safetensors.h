@@ -1,6 +1,7 @@
-/* Reading and writing safetensors (https://huggingface.co/docs/safetensors): a single
- * file, or a Hugging Face model folder (model.safetensors, or model.safetensors.index.json
- * naming shards). Input files are mmapped read-only; nothing is copied.
+/* Reading safetensors (https://huggingface.co/docs/safetensors): a single file, or a
+ * Hugging Face model folder (model.safetensors, or model.safetensors.index.json naming
+ * shards). Input files are mmapped read-only; nothing is copied. (Writing them:
+ * writer/safetensors_write.h.)
  *
  * Every header field is checked: the JSON must parse (cJSON), each tensor needs a known
  * dtype, a shape of at most DF11_MAX_DIMS non-negative dims whose product times the dtype
@@ -44,22 +45,5 @@ void df11_st_close(df11_st_model *model);
  * by this call starts as calloc(1, sizeof(df11_st_model)) and is freed by df11_st_close. */
 df11_status df11_st_parse(df11_st_model *model, const uint8_t *file, size_t file_size,
                           const char *file_label);
-
-/* Writes tensors to a safetensors file, atomically (common/atomic_file.h: fsynced, renamed
- * over `path`, mode 0666 & ~umask). Header keys in the order
- * given, data 8-byte aligned as the format wants. `metadata_json` (may be NULL) is stored
- * as "__metadata__"; it must be a JSON object of strings (else DF11_ERR_INVALID_ARG).
- * Repeated names fail with DF11_ERR_DUPLICATE. On any failure no file is left behind. */
-df11_status df11_st_write(const char *path, const df11_tensor_source *tensors, size_t n,
-                          const char *metadata_json);
-
-/* The same for tensors made on the fly (a generator that should not hold the whole model):
- * tensors[i].data is ignored; instead fill(ctx, i, buf, nbytes) is called on the calling
- * thread, in order, for each non-empty tensor to put its bytes into `buf`, a buffer the
- * writer owns (sized for the largest tensor). A fill failure aborts the write, leaving no
- * file behind, and is returned as it is. */
-typedef df11_status (*df11_st_fill_fn)(void *ctx, size_t index, void *buf, uint64_t nbytes);
-df11_status df11_st_write_fill(const char *path, const df11_tensor_source *tensors, size_t n,
-                               const char *metadata_json, df11_st_fill_fn fill, void *ctx);
 
 #endif

@@ -19,6 +19,7 @@
 #include "loader/safetensors.h"
 #include "tests/testutil.h"
 #include "tools/cli.h"
+#include "writer/safetensors_write.h"
 
 enum { KIND_DF11, KIND_ST };
 enum { ACT_NONE, ACT_FAIL, ACT_KILL };

@@ -16,10 +16,10 @@
 
 #include "df11/compress.h"
 #include "df11/runtime.h"
-#include "loader/safetensors.h"
 #include "pool/pool.h"
 #include "runtime/memstat.h"
 #include "tests/testutil.h"
+#include "writer/safetensors_write.h"
 
 #ifdef RT_TEST_CUDA
 #include <cuda_runtime_api.h>

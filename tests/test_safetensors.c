@@ -1,5 +1,6 @@
-/* loader/safetensors.c: round trips through df11_st_write / df11_st_open, sharded folders,
- * and one test per kind of hostile header, each asserting the exact status. */
+/* The safetensors reader (loader/safetensors_read.c) and writer (writer/safetensors_write.c):
+ * round trips through df11_st_write / df11_st_open, sharded folders, and one test per kind
+ * of hostile header, each asserting the exact status. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include "common/util.h"
 #include "loader/safetensors.h"
 #include "tests/testutil.h"
+#include "writer/safetensors_write.h"
 
 /* ---- helpers ---- */
 

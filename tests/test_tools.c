@@ -14,6 +14,7 @@
 #include "loader/safetensors.h"
 #include "runtime/memstat.h"
 #include "tests/testutil.h"
+#include "writer/safetensors_write.h"
 
 /* Runs a shell command line; returns its exit status and its stdout+stderr. */
 static int run(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

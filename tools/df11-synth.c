@@ -22,9 +22,9 @@
 #include "common/atomic_file.h"
 #include "common/parallel.h"
 #include "df11.h"
-#include "loader/safetensors.h"
 #include "tools/cli.h"
 #include "tools/weights.h"
+#include "writer/safetensors_write.h"
 
 #define PROG "df11-synth"
 

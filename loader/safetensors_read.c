@@ -1,11 +1,10 @@
-/* safetensors in and out. Reading mmaps each file and checks every header field before any
+/* Reading safetensors: each file is mmapped and every header field is checked before any
  * pointer into the file is formed: the header is hostile until proven otherwise, so no
- * length, offset or dim is used before it is range-checked. Writing goes through
- * common/atomic_file.h: the target appears only when every byte is out. */
+ * length, offset or dim is used before it is range-checked. The writer is
+ * writer/safetensors_write.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -14,9 +13,9 @@
 
 #include <cjson/cJSON.h>
 
-#include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/fileio.h"
+#include "common/names.h"
 #include "common/util.h"
 #include "loader/safetensors.h"
 
@@ -208,26 +207,6 @@ static df11_status parse_entry(const cJSON *item, const char *label, uint64_t da
     return DF11_OK;
 }
 
-/* Names must be unique over the whole model, not just this file: a tensor repeated in two
- * shards would otherwise be compressed twice and looked up ambiguously. */
-static df11_status check_unique(const df11_tensor_source *t, size_t n, const char *label)
-{
-    if (n < 2) return DF11_OK;
-    const char **names = malloc(n * sizeof *names);
-    if (!names) return df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensor names", label, n);
-    for (size_t i = 0; i < n; i++) names[i] = t[i].name;
-    qsort(names, n, sizeof *names, cmp_str_ptr);
-    df11_status st = DF11_OK;
-    for (size_t i = 1; i < n; i++)
-        if (strcmp(names[i - 1], names[i]) == 0) {
-            st = df11_fail(DF11_ERR_DUPLICATE, "'%s': tensor '%s' appears more than once",
-                           label, names[i]);
-            break;
-        }
-    free(names);
-    return st;
-}
-
 df11_status df11_st_parse(df11_st_model *model, const uint8_t *file, size_t file_size,
                           const char *file_label)
 {
@@ -338,7 +317,7 @@ df11_status df11_st_parse(df11_st_model *model, const uint8_t *file, size_t file
     }
 
     for (size_t i = 0; i < n_new; i++) model->tensors[n_old + i] = entries[i].src;
-    st = check_unique(model->tensors, n_all, label);
+    st = df11_names_unique(model->tensors, n_all, label);
     if (st != DF11_OK) goto out_entries;
 
     chunk->prev = (names_chunk *)(void *)model->names;
@@ -643,170 +622,4 @@ void df11_st_close(df11_st_model *model)
     free(model->config_json);
     names_free_all(model->names);
     free(model);
-}
-
-/* ---- writing ---- */
-
-static cJSON *json_u64_raw(uint64_t v)
-{
-    /* Written as plain integers: cJSON's doubles would turn large sizes into 1e+16. */
-    char buf[24];
-    snprintf(buf, sizeof buf, "%llu", (ull)v);
-    return cJSON_CreateRaw(buf);
-}
-
-/* Builds the header JSON text; `nbytes[i]` receives each tensor's size. */
-static df11_status build_header(const df11_tensor_source *tensors, size_t n,
-                                const char *metadata_json, uint64_t *nbytes, char **out)
-{
-    *out = NULL;
-    cJSON *root = cJSON_CreateObject();
-    if (!root) return df11_fail(DF11_ERR_NO_MEMORY, "safetensors header");
-    df11_status st = DF11_OK;
-    if (metadata_json) {
-        cJSON *meta = cJSON_Parse(metadata_json);
-        bool ok = cJSON_IsObject(meta);
-        for (const cJSON *it = ok ? meta->child : NULL; it; it = it->next)
-            ok = ok && cJSON_IsString(it);
-        if (!ok) {
-            cJSON_Delete(meta);
-            st = df11_fail(DF11_ERR_INVALID_ARG, "safetensors metadata must be a JSON object "
-                           "of strings");
-            goto out;
-        }
-        if (!cJSON_AddItemToObject(root, "__metadata__", meta)) {
-            cJSON_Delete(meta);
-            goto nomem;
-        }
-    }
-    uint64_t offset = 0;
-    for (size_t i = 0; i < n; i++) {
-        const df11_tensor_source *t = &tensors[i];
-        cJSON *obj = cJSON_CreateObject(), *shape = cJSON_CreateArray();
-        cJSON *offs = cJSON_CreateArray();
-        bool ok = obj && shape && offs;
-        ok = ok && cJSON_AddStringToObject(obj, "dtype", df11_dtype_name(t->dtype));
-        for (uint32_t d = 0; ok && d < t->ndim; d++) {
-            cJSON *v = json_u64_raw(t->shape[d]);
-            ok = v && cJSON_AddItemToArray(shape, v);
-            if (!ok) cJSON_Delete(v);
-        }
-        cJSON *b = ok ? json_u64_raw(offset) : NULL, *e = ok ? json_u64_raw(offset + nbytes[i]) : NULL;
-        ok = ok && b && e && cJSON_AddItemToArray(offs, b);
-        if (ok) b = NULL;
-        ok = ok && cJSON_AddItemToArray(offs, e);
-        if (ok) e = NULL;
-        cJSON_Delete(b);
-        cJSON_Delete(e);
-        ok = ok && cJSON_AddItemToObject(obj, "shape", shape);
-        if (ok) shape = NULL;
-        ok = ok && cJSON_AddItemToObject(obj, "data_offsets", offs);
-        if (ok) offs = NULL;
-        ok = ok && cJSON_AddItemToObject(root, t->name, obj);
-        if (!ok) {
-            cJSON_Delete(shape);
-            cJSON_Delete(offs);
-            cJSON_Delete(obj);
-            goto nomem;
-        }
-        offset += nbytes[i];
-    }
-    *out = cJSON_PrintUnformatted(root);
-    if (!*out) goto nomem;
-    goto out;
-nomem:
-    st = df11_fail(DF11_ERR_NO_MEMORY, "safetensors header for %zu tensors", n);
-out:
-    cJSON_Delete(root);
-    return st;
-}
-
-/* Argument checks shared by both writers; fills nbytes[] and the largest size. */
-static df11_status check_tensors(const df11_tensor_source *tensors, size_t n, bool need_data,
-                                 uint64_t *nbytes, uint64_t *largest)
-{
-    uint64_t total = 0;
-    *largest = 0;
-    for (size_t i = 0; i < n; i++) {
-        const df11_tensor_source *t = &tensors[i];
-        if (!t->name || strcmp(t->name, "__metadata__") == 0)
-            return df11_fail(DF11_ERR_INVALID_ARG, "tensor %zu: missing or reserved name", i);
-        uint64_t size = df11_dtype_size(t->dtype);
-        if (size == 0)
-            return df11_fail(DF11_ERR_DTYPE, "tensor '%s': dtype %d", t->name, (int)t->dtype);
-        if (t->ndim > DF11_MAX_DIMS)
-            return df11_fail(DF11_ERR_INVALID_ARG, "tensor '%s': %u dims", t->name, t->ndim);
-        for (uint32_t d = 0; d < t->ndim; d++)
-            if (!df11_mul_ok(size, t->shape[d], &size))
-                return df11_fail(DF11_ERR_OVERFLOW, "tensor '%s': size overflows", t->name);
-        if (!df11_add_ok(total, size, &total))
-            return df11_fail(DF11_ERR_OVERFLOW, "tensor '%s': file size overflows", t->name);
-        if (need_data && size > 0 && !t->data)
-            return df11_fail(DF11_ERR_INVALID_ARG, "tensor '%s': NULL data", t->name);
-        nbytes[i] = size;
-        if (size > *largest) *largest = size;
-    }
-    return check_unique(tensors, n, "safetensors output");
-}
-
-df11_status df11_st_write_fill(const char *path, const df11_tensor_source *tensors, size_t n,
-                               const char *metadata_json, df11_st_fill_fn fill, void *ctx)
-{
-    if (!path || (n && !tensors))
-        return df11_fail(DF11_ERR_INVALID_ARG, "df11_st_write: NULL path or tensors");
-    uint64_t *nbytes = malloc((n ? n : 1) * sizeof *nbytes), largest = 0;
-    char *header = NULL;
-    void *buf = NULL;
-    df11_atomic_file out = {.fd = -1, .dir_fd = -1, .slot = -1};
-    df11_status st = DF11_OK;
-    if (!nbytes) {
-        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensors", path, n);
-        goto out;
-    }
-    st = check_tensors(tensors, n, fill == NULL, nbytes, &largest);
-    if (st == DF11_OK) st = build_header(tensors, n, metadata_json, nbytes, &header);
-    if (st != DF11_OK) goto out;
-    if (fill && largest > 0 && !(buf = malloc(largest))) {
-        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %llu-byte tensor buffer", path, (ull)largest);
-        goto out;
-    }
-
-    /* The data area must start 8-byte aligned so that readers can map tensors in place. */
-    size_t hlen = strlen(header);
-    size_t padded = (size_t)df11_align_up(hlen, 8);
-    char *grown = realloc(header, padded);
-    if (!grown) {
-        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': header", path);
-        goto out;
-    }
-    header = grown;
-    memset(header + hlen, ' ', padded - hlen);
-
-    if ((st = df11_atomic_file_begin(&out, path)) != DF11_OK) goto out;
-    uint8_t len_le[8];
-    df11_st64(len_le, padded);
-    st = df11_atomic_file_write(&out, len_le, 8);
-    if (st == DF11_OK) st = df11_atomic_file_write(&out, header, padded);
-    for (size_t i = 0; st == DF11_OK && i < n; i++) {
-        const void *data = tensors[i].data;
-        if (fill && nbytes[i] > 0) {
-            st = fill(ctx, i, buf, nbytes[i]);
-            if (st != DF11_OK) break;
-            data = buf;
-        }
-        if (nbytes[i] > 0) st = df11_atomic_file_write(&out, data, (size_t)nbytes[i]);
-    }
-    if (st == DF11_OK) st = df11_atomic_file_commit(&out);
-out:
-    df11_atomic_file_abort(&out);
-    free(buf);
-    free(header);
-    free(nbytes);
-    return st;
-}
-
-df11_status df11_st_write(const char *path, const df11_tensor_source *tensors, size_t n,
-                          const char *metadata_json)
-{
-    return df11_st_write_fill(path, tensors, n, metadata_json, NULL, NULL);
 }

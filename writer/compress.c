@@ -8,6 +8,7 @@
 #include "df11/compress.h"
 #include "df11/file.h"
 #include "loader/safetensors.h"
+#include "writer/safetensors_write.h"
 
 df11_status df11_compress_path(const char *in_path, const char *out_path,
                                const df11_compress_options *options,
