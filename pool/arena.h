@@ -2,8 +2,9 @@
  * (cached: ready or being decoded, not in use), or held by the engine (acquired). A slot is
  * keyed by what it holds (the runtime uses the block index, and n_blocks + group for
  * non-layer groups under the ARENA policy). This file only decides which slot to use; the
- * slots' memory and their events belong to the caller (runtime/), which keeps the
- * per-slot event handles in `ready_event` / `release_event`.
+ * slots' memory belongs to a pool, and whatever else the caller tracks per slot (the
+ * runtime's decode and release events) lives in the caller's own array, indexed like
+ * `slots`.
  *
  * Choice of a slot for a new key (df11_arena_claim):
  *   1. an empty slot;
@@ -28,15 +29,12 @@ typedef enum df11_slot_state {
 } df11_slot_state;
 
 typedef struct df11_arena_slot {
-    void *data;               /* slot_size bytes of backend memory (owned by the pool) */
+    void *data;               /* slot_size bytes of pool memory */
     df11_slot_state state;
     int64_t key;              /* -1 when empty */
     int prefetched;           /* claimed by a prefetch and not acquired since */
     uint32_t refs;            /* acquisitions outstanding (ACQUIRED iff refs > 0) */
     uint64_t stamp;           /* last claim / release, for LRU */
-    void *ready_event;        /* recorded after the decode into this slot (runtime's) */
-    void *release_event;      /* recorded at release on the engine's stream (runtime's) */
-    int release_recorded;     /* release_event has been recorded at least once */
 } df11_arena_slot;
 
 typedef struct df11_arena {

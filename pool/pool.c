@@ -1,5 +1,6 @@
 /* Chunked bump allocator with per-use byte accounting (see pool.h). Must not know about
- * models, blocks or streams: the runtime decides what goes where. */
+ * models, blocks, streams or backends: the runtime decides what goes where, and the
+ * allocator it passes decides what memory a chunk is. */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +18,7 @@ typedef struct pool_chunk {
 } pool_chunk;
 
 struct df11_pool {
-    df11_backend *be;
-    df11_pool_space space;
+    df11_pool_allocator mem;
     uint64_t limit, chunk_min;
     pool_chunk *chunks;
     uint32_t n_chunks, cap_chunks;
@@ -36,16 +36,14 @@ const char *df11_pool_use_name(df11_pool_use use)
     return (unsigned)use < DF11_POOL_USE_COUNT_ ? names[use] : "?";
 }
 
-df11_status df11_pool_create(df11_backend *be, df11_pool_space space, uint64_t limit,
-                             df11_pool **out)
+df11_status df11_pool_create(const df11_pool_allocator *mem, uint64_t limit, df11_pool **out)
 {
-    if (!be || !out || (space != DF11_POOL_DEVICE && space != DF11_POOL_HOST))
+    if (!mem || !mem->alloc || !mem->free || !out)
         return df11_fail(DF11_ERR_INVALID_ARG, "pool: bad argument");
     *out = NULL;
     df11_pool *p = calloc(1, sizeof *p);
     if (!p) return df11_fail(DF11_ERR_NO_MEMORY, "pool: out of host memory");
-    p->be = be;
-    p->space = space;
+    p->mem = *mem;
     p->limit = limit;
     p->chunk_min = POOL_CHUNK_MIN_DEFAULT;
     p->st.limit = limit;
@@ -57,10 +55,7 @@ void df11_pool_destroy(df11_pool *p)
 {
     if (!p) return;
     for (uint32_t i = 0; i < p->n_chunks; i++) {
-        if (p->space == DF11_POOL_DEVICE)
-            p->be->iface->free(p->be, p->chunks[i].base);
-        else
-            p->be->iface->host_free(p->be, p->chunks[i].base);
+        p->mem.free(p->mem.ctx, p->chunks[i].base);
         atomic_fetch_sub(&live_bytes, p->chunks[i].size);
     }
     free(p->chunks);
@@ -90,8 +85,7 @@ static df11_status pool_open_chunk(df11_pool *p, uint64_t size)
         p->cap_chunks = cap;
     }
     void *base = NULL;
-    df11_status s = p->space == DF11_POOL_DEVICE ? p->be->iface->alloc(p->be, size, &base)
-                                                 : p->be->iface->host_alloc(p->be, size, &base);
+    df11_status s = p->mem.alloc(p->mem.ctx, size, &base);
     if (s != DF11_OK) return s;
     p->chunks[p->n_chunks++] = (pool_chunk){.base = base, .size = size, .used = 0};
     atomic_fetch_add(&live_bytes, size);

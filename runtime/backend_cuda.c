@@ -1,14 +1,14 @@
 /* The CUDA backend: device memory from cudaMalloc (in the pool's few large chunks),
  * pinned staging from cudaHostAlloc, streams and events as CUDA's, decode by the kernels/
  * decoder. The only runtime file that includes cuda_runtime_api.h; compiled only when
- * DF11_HAVE_CUDA. Nothing here synchronises the host except event_sync / synchronize,
- * which the runtime calls at open and close only. */
+ * DF11_HAVE_CUDA (backend_cuda_stub.c stands in otherwise). Nothing here synchronises the
+ * host except event_sync / synchronize, which the runtime calls at open and close only. */
 #include <cuda_runtime_api.h>
 #include <stdlib.h>
 
 #include "common/error.h"
 #include "kernels/decode.h"
-#include "runtime/backends.h"
+#include "runtime/backend.h"
 
 typedef struct cuda_ctx {
     int device;

@@ -11,7 +11,7 @@
 
 #include "common/error.h"
 #include "common/util.h"
-#include "runtime/backends.h"
+#include "runtime/backend.h"
 
 typedef struct host_stream host_stream;
 
@@ -338,13 +338,3 @@ df11_status df11_backend_host_create(int n_threads, df11_backend **out)
     *out = be;
     return DF11_OK;
 }
-
-#ifndef DF11_HAVE_CUDA
-df11_status df11_backend_cuda_create(int device, df11_backend **out)
-{
-    *out = NULL;
-    return df11_fail(DF11_ERR_UNSUPPORTED, "this df11 was built without CUDA");
-}
-
-int df11_backend_cuda_available(void) { return 0; }
-#endif

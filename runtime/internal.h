@@ -7,8 +7,8 @@
 #include "df11/runtime.h"
 #include "loader/safetensors.h"
 #include "pool/arena.h"
-#include "pool/backend.h"
 #include "pool/pool.h"
+#include "runtime/backend.h"
 
 typedef struct rt_group {
     const char *name;
@@ -26,6 +26,13 @@ typedef struct rt_tensor {
     uint32_t group;
     uint64_t offset;          /* within the decoded group */
 } rt_tensor;
+
+/* The runtime's side of arena slot i (pool/arena.h only says which key a slot holds). */
+typedef struct rt_slot {
+    void *ready_event;        /* recorded on the side stream after the decode into the slot */
+    void *release_event;      /* recorded on the engine's stream at release */
+    int release_recorded;     /* release_event has been recorded at least once */
+} rt_slot;
 
 typedef struct df11_memstat_page df11_memstat_page;
 
@@ -50,6 +57,7 @@ struct df11_model {
     /* Scheduling (df11 models). */
     void *side_stream;
     df11_arena arena;
+    rt_slot slots[DF11_ARENA_MAX_SLOTS]; /* indexed like arena.slots */
     df11_tensor_view *slot_views; /* n_slots × max_block_tensors */
     uint32_t max_block_tensors;
     /* BF16 models: acquisition flags and per-block views. */

@@ -259,7 +259,8 @@ df11_status df11_rt_load(df11_model *m)
     r.ring_ok = 1;
 
     uint64_t buf_size = df11_align_up(max_payload ? max_payload : 1, RD_ALIGN);
-    if ((s = df11_pool_create(be, DF11_POOL_HOST, 0, &staging)) != DF11_OK ||
+    df11_pool_allocator pinned = df11_backend_host_memory(be);
+    if ((s = df11_pool_create(&pinned, 0, &staging)) != DF11_OK ||
         (s = df11_pool_reserve(staging, 2 * buf_size)) != DF11_OK)
         goto out;
     for (int i = 0; i < 2; i++) {

@@ -9,7 +9,6 @@
 #include "common/error.h"
 #include "common/names.h"
 #include "common/util.h"
-#include "runtime/backends.h"
 #include "runtime/internal.h"
 
 #define RT_PAYLOAD_ALIGN 4096ull   /* payloads, slots, resident groups */
@@ -148,9 +147,8 @@ void df11_model_close(df11_model *m)
     df11_backend *be = m->be;
     if (m->side_stream) be->iface->synchronize(be, m->side_stream);
     for (uint32_t i = 0; i < m->arena.n_slots; i++) {
-        if (m->arena.slots[i].ready_event) be->iface->event_destroy(be, m->arena.slots[i].ready_event);
-        if (m->arena.slots[i].release_event)
-            be->iface->event_destroy(be, m->arena.slots[i].release_event);
+        if (m->slots[i].ready_event) be->iface->event_destroy(be, m->slots[i].ready_event);
+        if (m->slots[i].release_event) be->iface->event_destroy(be, m->slots[i].release_event);
     }
     if (m->side_stream) be->iface->stream_destroy(be, m->side_stream);
     if (m->groups)
@@ -274,7 +272,8 @@ static df11_status df11_open_memory(df11_model *m)
                          "(%.1f MiB)", m->path, mib(need), mib(compressed), k, mib(slot),
                          mib(resident), mib(metadata), mib(limit),
                          (unsigned long long)(need - limit), mib(need - limit));
-    df11_status s = df11_pool_create(be, DF11_POOL_DEVICE, limit, &m->pool);
+    df11_pool_allocator mem = df11_backend_device_memory(be);
+    df11_status s = df11_pool_create(&mem, limit, &m->pool);
     if (s != DF11_OK) return s;
     df11_pool_set_chunk_min(m->pool, 4ull << 20);
     if ((s = df11_pool_reserve(m->pool, need)) != DF11_OK) return s;
@@ -295,8 +294,8 @@ static df11_status df11_open_memory(df11_model *m)
     }
     if ((s = be->iface->stream_create(be, !m->opt.decode_normal_priority, &m->side_stream)) != DF11_OK) return s;
     for (uint32_t i = 0; i < k; i++) {
-        if ((s = be->iface->event_create(be, &m->arena.slots[i].ready_event)) != DF11_OK ||
-            (s = be->iface->event_create(be, &m->arena.slots[i].release_event)) != DF11_OK)
+        if ((s = be->iface->event_create(be, &m->slots[i].ready_event)) != DF11_OK ||
+            (s = be->iface->event_create(be, &m->slots[i].release_event)) != DF11_OK)
             return s;
     }
     m->slot_views = calloc((size_t)k * (m->max_block_tensors ? m->max_block_tensors : 1),
@@ -444,7 +443,8 @@ df11_status df11_model_open_bf16(const char *path, const df11_model_options *opt
                       mib(limit), (unsigned long long)(total - limit), mib(total - limit));
         goto fail;
     }
-    if ((s = df11_pool_create(m->be, DF11_POOL_DEVICE, limit, &m->pool)) != DF11_OK ||
+    df11_pool_allocator mem = df11_backend_device_memory(m->be);
+    if ((s = df11_pool_create(&mem, limit, &m->pool)) != DF11_OK ||
         (s = df11_pool_reserve(m->pool, total)) != DF11_OK) {
         free(src);
         goto fail;
@@ -508,14 +508,15 @@ static df11_status slot_fill(df11_model *m, int64_t key, uint32_t g, int prefetc
     df11_status s = df11_arena_claim(&m->arena, key, prefetch, &i, NULL);
     if (s != DF11_OK) return s;
     df11_backend *be = m->be;
-    df11_arena_slot *sl = &m->arena.slots[i];
+    rt_slot *sl = &m->slots[i];
     rt_group *gr = &m->groups[g];
     /* The slot's previous tenant may still be read by the engine's stream. */
     if (sl->release_recorded && (s = be->iface->stream_wait(be, m->side_stream, sl->release_event)) != DF11_OK)
         goto fail;
     df11_backend_group bg = {.file = m->file, .group = g, .payload = gr->payload,
                              .plan_host = gr->plan_host, .plan_dev = gr->plan_dev};
-    if ((s = be->iface->decode_group(be, &bg, sl->data, m->side_stream)) != DF11_OK) goto fail;
+    if ((s = be->iface->decode_group(be, &bg, m->arena.slots[i].data, m->side_stream)) != DF11_OK)
+        goto fail;
     if ((s = be->iface->event_record(be, sl->ready_event, m->side_stream)) != DF11_OK) goto fail;
     m->decodes++;
     *slot = i;
@@ -591,7 +592,7 @@ df11_status df11_block_acquire(df11_model *m, uint32_t block, df11_stream stream
         if (slot_fill(m, nb, m->block_group[nb], 1, &ns) != DF11_OK) break;
     }
     df11_backend *be = m->be;
-    s = be->iface->stream_wait(be, stream, m->arena.slots[slot].ready_event);
+    s = be->iface->stream_wait(be, stream, m->slots[slot].ready_event);
     if (s != DF11_OK) { /* the decode failed (host) or the wait could not be enqueued */
         df11_arena_release(&m->arena, slot, NULL);
         df11_arena_drop(&m->arena, slot);
@@ -608,7 +609,7 @@ df11_status df11_block_acquire(df11_model *m, uint32_t block, df11_stream stream
  * hands the slot back to the arena. */
 static df11_status slot_release(df11_model *m, int slot, df11_stream stream)
 {
-    df11_arena_slot *sl = &m->arena.slots[slot];
+    rt_slot *sl = &m->slots[slot];
     df11_status s = m->be->iface->event_record(m->be, sl->release_event, stream);
     if (s != DF11_OK) return s;
     sl->release_recorded = 1;
@@ -680,7 +681,7 @@ df11_status df11_tensor_get(df11_model *m, const char *name, df11_stream stream,
             return s;
         }
         df11_arena_acquire(&m->arena, slot);
-        s = m->be->iface->stream_wait(m->be, stream, m->arena.slots[slot].ready_event);
+        s = m->be->iface->stream_wait(m->be, stream, m->slots[slot].ready_event);
         if (s != DF11_OK) {
             df11_arena_release(&m->arena, slot, NULL);
             df11_arena_drop(&m->arena, slot);

@@ -1,5 +1,6 @@
-/* pool/pool.c over the host backend: alignment, chunking, per-use accounting, the limit,
- * high-water, and that destroy gives every byte back. */
+/* pool/pool.c over a plain host-memory allocator (the pool knows no backends): alignment,
+ * chunking, per-use accounting, the limit, high-water, and that destroy gives every chunk
+ * back to its allocator. */
 #include <check.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -7,18 +8,34 @@
 
 #include "common/error.h"
 #include "pool/pool.h"
-#include "runtime/backends.h"
 #include "tests/testutil.h"
 
-static df11_backend *be;
+/* Chunks from aligned_alloc; the counter shows every chunk goes back. */
+static int live_chunks;
 
-static void setup(void) { ck_assert_int_eq(df11_backend_host_create(1, &be), DF11_OK); }
-static void teardown(void) { df11_backend_destroy(be); }
+static df11_status test_alloc(void *ctx, size_t size, void **ptr)
+{
+    *ptr = aligned_alloc(4096, size);
+    if (!*ptr) return DF11_ERR_NO_MEMORY;
+    live_chunks++;
+    return DF11_OK;
+}
+
+static void test_free(void *ctx, void *ptr)
+{
+    free(ptr);
+    live_chunks--;
+}
+
+static const df11_pool_allocator mem = {.alloc = test_alloc, .free = test_free};
+
+static void setup(void) { live_chunks = 0; }
+static void teardown(void) { ck_assert_int_eq(live_chunks, 0); }
 
 START_TEST(test_alloc_align_accounting)
 {
     df11_pool *p;
-    ck_assert_int_eq(df11_pool_create(be, DF11_POOL_DEVICE, 0, &p), DF11_OK);
+    ck_assert_int_eq(df11_pool_create(&mem, 0, &p), DF11_OK);
     ck_assert_int_eq(df11_pool_reserve(p, 1 << 20), DF11_OK);
     void *a, *b, *c;
     ck_assert_int_eq(df11_pool_alloc(p, 100, 256, DF11_POOL_USE_COMPRESSED, &a), DF11_OK);
@@ -51,7 +68,7 @@ END_TEST
 START_TEST(test_chunks_and_high_water)
 {
     df11_pool *p;
-    ck_assert_int_eq(df11_pool_create(be, DF11_POOL_HOST, 0, &p), DF11_OK);
+    ck_assert_int_eq(df11_pool_create(&mem, 0, &p), DF11_OK);
     df11_pool_set_chunk_min(p, 64 << 10);
     void *x[40];
     for (int i = 0; i < 40; i++) {
@@ -83,7 +100,7 @@ END_TEST
 START_TEST(test_limit)
 {
     df11_pool *p;
-    ck_assert_int_eq(df11_pool_create(be, DF11_POOL_DEVICE, 1 << 20, &p), DF11_OK);
+    ck_assert_int_eq(df11_pool_create(&mem, 1 << 20, &p), DF11_OK);
     ck_assert_int_eq(df11_pool_reserve(p, 2 << 20), DF11_ERR_DEVICE_MEMORY);
     ck_assert(strstr(df11_last_error_detail(), "short by 1048576") != NULL);
     void *a;
@@ -97,44 +114,9 @@ START_TEST(test_limit)
     ck_assert_uint_eq(st.limit, 1 << 20);
     df11_pool_destroy(p);
     df11_pool_destroy(NULL);
-    ck_assert_int_eq(df11_pool_create(NULL, DF11_POOL_DEVICE, 0, &p), DF11_ERR_INVALID_ARG);
-}
-END_TEST
-
-START_TEST(test_host_backend_streams)
-{
-    /* Ordered host work: copies on a worker stream, events across streams. */
-    void *s1, *s2, *e1, *e2;
-    ck_assert_int_eq(be->iface->stream_create(be, 1, &s1), DF11_OK);
-    ck_assert_int_eq(be->iface->stream_create(be, 0, &s2), DF11_OK);
-    ck_assert_int_eq(be->iface->event_create(be, &e1), DF11_OK);
-    ck_assert_int_eq(be->iface->event_create(be, &e2), DF11_OK);
-    enum { N = 1 << 20 };
-    char *a = malloc(N), *b = malloc(N), *c = malloc(N);
-    memset(a, 7, N);
-    memset(b, 0, N);
-    memset(c, 0, N);
-    ck_assert_int_eq(be->iface->copy_h2d(be, b, a, N, s1), DF11_OK);
-    ck_assert_int_eq(be->iface->event_record(be, e1, s1), DF11_OK);
-    ck_assert_int_eq(be->iface->stream_wait(be, s2, e1), DF11_OK);
-    ck_assert_int_eq(be->iface->copy_h2d(be, c, b, N, s2), DF11_OK);
-    ck_assert_int_eq(be->iface->event_record(be, e2, s2), DF11_OK);
-    ck_assert_int_eq(be->iface->stream_wait(be, NULL, e2), DF11_OK); /* blocks the caller */
-    ck_assert_int_eq(c[0], 7);
-    ck_assert_int_eq(c[N - 1], 7);
-    ck_assert_int_eq(be->iface->event_record(be, e1, NULL), DF11_OK); /* complete at once */
-    ck_assert_int_eq(be->iface->event_sync(be, e1), DF11_OK);
-    ck_assert_int_eq(be->iface->synchronize(be, s1), DF11_OK);
-    be->iface->event_destroy(be, e1);
-    be->iface->event_destroy(be, e2);
-    be->iface->stream_destroy(be, s1);
-    be->iface->stream_destroy(be, s2);
-    uint64_t fr, tot;
-    ck_assert_int_eq(be->iface->mem_info(be, &fr, &tot), DF11_OK);
-    ck_assert_ptr_null(be->iface->plan_build);
-    free(a);
-    free(b);
-    free(c);
+    ck_assert_int_eq(df11_pool_create(NULL, 0, &p), DF11_ERR_INVALID_ARG);
+    df11_pool_allocator no_free = {.alloc = test_alloc};
+    ck_assert_int_eq(df11_pool_create(&no_free, 0, &p), DF11_ERR_INVALID_ARG);
 }
 END_TEST
 
@@ -146,7 +128,6 @@ static Suite *pool_suite(void)
     tcase_add_test(tc, test_alloc_align_accounting);
     tcase_add_test(tc, test_chunks_and_high_water);
     tcase_add_test(tc, test_limit);
-    tcase_add_test(tc, test_host_backend_streams);
     suite_add_tcase(s, tc);
     return s;
 }

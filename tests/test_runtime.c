@@ -1,5 +1,6 @@
 /* The runtime on the host backend: open (df11 and BF16), the block scheduler, tensor
- * lookup, the provider, stats, every error path, and df11-memstat over a live model.
+ * lookup, the provider, stats, every error path, df11-memstat over a live model, and the
+ * host backend's streams and events by themselves.
  * tests/test_gpu_runtime.c includes this file with RT_TEST_CUDA defined to run the same
  * scenarios on the CUDA backend. */
 #include <check.h>
@@ -17,6 +18,7 @@
 #include "df11/compress.h"
 #include "df11/runtime.h"
 #include "pool/pool.h"
+#include "runtime/backend.h"
 #include "runtime/memstat.h"
 #include "tests/testutil.h"
 #include "writer/safetensors_write.h"
@@ -829,6 +831,50 @@ START_TEST(test_stats_page_unavailable)
 }
 END_TEST
 
+/* --- the host backend by itself: the stream and event contract the scenarios rely on --- */
+
+#ifndef RT_TEST_CUDA
+START_TEST(test_host_backend_streams)
+{
+    /* Ordered host work: copies on a worker stream, events across streams. */
+    df11_backend *be;
+    ck_assert_int_eq(df11_backend_host_create(1, &be), DF11_OK);
+    void *s1, *s2, *e1, *e2;
+    ck_assert_int_eq(be->iface->stream_create(be, 1, &s1), DF11_OK);
+    ck_assert_int_eq(be->iface->stream_create(be, 0, &s2), DF11_OK);
+    ck_assert_int_eq(be->iface->event_create(be, &e1), DF11_OK);
+    ck_assert_int_eq(be->iface->event_create(be, &e2), DF11_OK);
+    enum { N = 1 << 20 };
+    char *a = malloc(N), *b = malloc(N), *c = malloc(N);
+    memset(a, 7, N);
+    memset(b, 0, N);
+    memset(c, 0, N);
+    ck_assert_int_eq(be->iface->copy_h2d(be, b, a, N, s1), DF11_OK);
+    ck_assert_int_eq(be->iface->event_record(be, e1, s1), DF11_OK);
+    ck_assert_int_eq(be->iface->stream_wait(be, s2, e1), DF11_OK);
+    ck_assert_int_eq(be->iface->copy_h2d(be, c, b, N, s2), DF11_OK);
+    ck_assert_int_eq(be->iface->event_record(be, e2, s2), DF11_OK);
+    ck_assert_int_eq(be->iface->stream_wait(be, NULL, e2), DF11_OK); /* blocks the caller */
+    ck_assert_int_eq(c[0], 7);
+    ck_assert_int_eq(c[N - 1], 7);
+    ck_assert_int_eq(be->iface->event_record(be, e1, NULL), DF11_OK); /* complete at once */
+    ck_assert_int_eq(be->iface->event_sync(be, e1), DF11_OK);
+    ck_assert_int_eq(be->iface->synchronize(be, s1), DF11_OK);
+    be->iface->event_destroy(be, e1);
+    be->iface->event_destroy(be, e2);
+    be->iface->stream_destroy(be, s1);
+    be->iface->stream_destroy(be, s2);
+    uint64_t fr, tot;
+    ck_assert_int_eq(be->iface->mem_info(be, &fr, &tot), DF11_OK);
+    ck_assert_ptr_null(be->iface->plan_build);
+    free(a);
+    free(b);
+    free(c);
+    df11_backend_destroy(be);
+}
+END_TEST
+#endif
+
 static Suite *runtime_suite(void)
 {
     Suite *s = suite_create("runtime");
@@ -852,6 +898,9 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_memstat_page_read);
     tcase_add_test(tc, test_stats_page_mode);
     tcase_add_test(tc, test_stats_page_unavailable);
+#ifndef RT_TEST_CUDA
+    tcase_add_test(tc, test_host_backend_streams);
+#endif
     suite_add_tcase(s, tc);
     return s;
 }

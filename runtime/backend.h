@@ -1,7 +1,9 @@
 /* The backend interface: what the runtime needs from a device, as a struct of function
  * pointers (like ggml-backend), so that the host and CUDA implementations serve one
- * scheduler. runtime/backend_host.c and runtime/backend_cuda.c implement it; pool/ only
- * allocates through it. Nothing here names CUDA types: streams and events are void *.
+ * scheduler, and the constructors of those implementations (backend_host.c,
+ * backend_cuda.c, or backend_cuda_stub.c in a build without CUDA). Nothing here names CUDA
+ * types: streams and events are void *. pool/ does not know backends: the runtime hands a
+ * pool a df11_pool_allocator over a backend's memory (df11_backend_device_memory).
  *
  * Semantics every backend keeps (CUDA's):
  *   - work enqueued on one stream runs in order; a NULL stream is the caller's default
@@ -15,14 +17,15 @@
  * Ownership: memory from alloc/host_alloc is freed with free/host_free; streams and events
  * with their destroy calls, before the backend's destroy.
  */
-#ifndef DF11_POOL_BACKEND_H
-#define DF11_POOL_BACKEND_H
+#ifndef DF11_RUNTIME_BACKEND_H
+#define DF11_RUNTIME_BACKEND_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 #include "df11/file.h"
 #include "df11/status.h"
+#include "pool/pool.h"
 
 typedef struct df11_backend df11_backend;
 
@@ -86,5 +89,25 @@ struct df11_backend {
     void *ctx;
     int n_threads;            /* host decode threads (0 = all cores) */
 };
+
+/* Host memory, host decode (df11_group_decode_host on n_threads threads). A stream is a
+ * worker thread running its work in order; the NULL stream is the calling thread. */
+df11_status df11_backend_host_create(int n_threads, df11_backend **out);
+
+/* CUDA device `device`. DF11_ERR_NO_DEVICE when there is none, DF11_ERR_UNSUPPORTED in a
+ * build without CUDA. */
+df11_status df11_backend_cuda_create(int device, df11_backend **out);
+/* 1 when a CUDA device is present and usable (0 in a build without CUDA). */
+int df11_backend_cuda_available(void);
+
+static inline void df11_backend_destroy(df11_backend *be)
+{
+    if (be) be->iface->destroy(be);
+}
+
+/* A pool allocator over the backend's device memory (alloc/free) or over its host memory
+ * for staging (host_alloc/host_free, pinned on CUDA). `be` must outlive the pool. */
+df11_pool_allocator df11_backend_device_memory(df11_backend *be);
+df11_pool_allocator df11_backend_host_memory(df11_backend *be);
 
 #endif
