@@ -214,6 +214,57 @@ void df11_encoded_free(df11_encoded *enc)
     memset(enc, 0, sizeof *enc);
 }
 
+/* The exponent histogram: hist_items slices counted in parallel, summed in slice order;
+ * and its entropy. */
+static df11_status count_exponents(encode_job *j, int n_threads)
+{
+    df11_encoded *out = j->enc;
+    df11_status st;
+    if (j->n && (st = df11_parallel_for(j->hist_items, n_threads, hist_item, j)) != DF11_OK) return st;
+    for (uint64_t i = 0; i < j->hist_items; i++)
+        for (int s = 0; s < 256; s++) out->hist[s] += j->hist[i][s];
+    out->entropy = df11_entropy(out->hist);
+    return DF11_OK;
+}
+
+/* The sizes pass: each chunk's bits (in parallel), then where each chunk's stream starts.
+ * *words is the stream's length in words, *max_chunk_words the longest chunk's. */
+static df11_status size_chunks(encode_job *j, int n_threads, uint64_t *words,
+                               uint64_t *max_chunk_words)
+{
+    df11_encoded *out = j->enc;
+    df11_status st = df11_parallel_for(j->n_chunks, n_threads, size_item, j);
+    if (st != DF11_OK) return st;
+    for (uint64_t c = 0; c < j->n_chunks; c++) {
+        if (*words > UINT32_MAX) return df11_fail(DF11_ERR_OVERFLOW, "exponent stream over 16 GiB");
+        out->chunks[c] = (uint32_t)*words;
+        /* Σ F + ceil(Σ T / 32) = ceil(Σ B / 32): v2 stores the same bits as v1 */
+        const uint64_t chunk_words = (j->chunk_bits[c] + 31) / 32;
+        *words += chunk_words;
+        if (chunk_words > *max_chunk_words) *max_chunk_words = chunk_words;
+        out->exponent_bits += j->chunk_bits[c];
+    }
+    return DF11_OK;
+}
+
+/* The bits pass: allocates the stream of `words` words and fills it, chunks_per_item
+ * chunks per parallel item. */
+static df11_status write_stream(encode_job *j, int n_threads, int threads, uint64_t words,
+                                uint64_t max_chunk_words)
+{
+    df11_encoded *out = j->enc;
+    /* lane strings each end in their own partial word: at most one more per lane */
+    j->scratch_words = max_chunk_words + DF11_LANES;
+    j->chunks_per_item = j->n_chunks / ((uint64_t)threads * 8) + 1;
+    out->coded.stream_bytes = (words + 2) * 4; /* + the two words decoders may over-read */
+    out->stream = calloc(words + 2, 4);
+    if (!out->stream)
+        return df11_fail(DF11_ERR_NO_MEMORY, "exponent stream of %llu bytes",
+                         (unsigned long long)out->coded.stream_bytes);
+    const uint64_t bits_items = (j->n_chunks + j->chunks_per_item - 1) / j->chunks_per_item;
+    return df11_parallel_for(bits_items, n_threads, bits_item, j);
+}
+
 df11_status df11_encode(const uint16_t *bf16, uint64_t n, uint32_t max_len,
                         uint32_t lane_symbols, int n_threads, uint8_t *sm_out,
                         df11_encoded *out)
@@ -239,42 +290,16 @@ df11_status df11_encode(const uint16_t *bf16, uint64_t n, uint32_t max_len,
         st = df11_fail(DF11_ERR_NO_MEMORY, "encoder tables for %llu weights", (unsigned long long)n);
         goto done;
     }
-    if (n && (st = df11_parallel_for(j.hist_items, n_threads, hist_item, &j)) != DF11_OK) goto done;
-    for (uint64_t i = 0; i < j.hist_items; i++)
-        for (int s = 0; s < 256; s++) out->hist[s] += j.hist[i][s];
-    out->entropy = df11_entropy(out->hist);
+    if ((st = count_exponents(&j, n_threads)) != DF11_OK) goto done;
 
     df11_code *code = &out->coded.code;
     if ((st = df11_code_build(out->hist, max_len, code)) != DF11_OK) goto done;
     memcpy(j.len, code->len, sizeof j.len);
     df11_code_canonical(code, j.codes);
 
-    if ((st = df11_parallel_for(j.n_chunks, n_threads, size_item, &j)) != DF11_OK) goto done;
     uint64_t words = 0, max_chunk_words = 0;
-    for (uint64_t c = 0; c < j.n_chunks; c++) {
-        if (words > UINT32_MAX) {
-            st = df11_fail(DF11_ERR_OVERFLOW, "exponent stream over 16 GiB");
-            goto done;
-        }
-        out->chunks[c] = (uint32_t)words;
-        /* Σ F + ceil(Σ T / 32) = ceil(Σ B / 32): v2 stores the same bits as v1 */
-        const uint64_t chunk_words = (j.chunk_bits[c] + 31) / 32;
-        words += chunk_words;
-        if (chunk_words > max_chunk_words) max_chunk_words = chunk_words;
-        out->exponent_bits += j.chunk_bits[c];
-    }
-    /* lane strings each end in their own partial word: at most one more per lane */
-    j.scratch_words = max_chunk_words + DF11_LANES;
-    j.chunks_per_item = j.n_chunks / ((uint64_t)threads * 8) + 1;
-    out->coded.stream_bytes = (words + 2) * 4; /* + the two words decoders may over-read */
-    out->stream = calloc(words + 2, 4);
-    if (!out->stream) {
-        st = df11_fail(DF11_ERR_NO_MEMORY, "exponent stream of %llu bytes",
-                       (unsigned long long)out->coded.stream_bytes);
-        goto done;
-    }
-    const uint64_t bits_items = (j.n_chunks + j.chunks_per_item - 1) / j.chunks_per_item;
-    if ((st = df11_parallel_for(bits_items, n_threads, bits_item, &j)) != DF11_OK) goto done;
+    if ((st = size_chunks(&j, n_threads, &words, &max_chunk_words)) != DF11_OK) goto done;
+    if ((st = write_stream(&j, n_threads, threads, words, max_chunk_words)) != DF11_OK) goto done;
 
     out->coded.n_elements = n;
     out->coded.max_len = max_len;

@@ -272,6 +272,44 @@ static df11_status parse_groups(df11_file *f)
 /* Section [off, off+len) of a tensor must lie in its payload. */
 #define SECTION_OK(off, len, payload) df11_range_ok((off), (len), (payload))
 
+/* The code parameters and sections of tensor t (record r), whose codec is not RAW: it
+ * must be EXP_HUFFMAN on BF16, every section inside the ps-byte payload and aligned as the
+ * decoders read it. */
+static df11_status parse_coded_sections(df11_file *f, uint32_t t, const uint8_t *r, uint64_t ps)
+{
+    df11_tensor_info *ti = &f->tensors[t];
+    df11_tensor_layout *lo = &f->layouts[t];
+    const uint64_t ne = ti->n_elements;
+    if (ti->codec != DF11_CODEC_EXP_HUFFMAN || ti->dtype != DF11_DTYPE_BF16)
+        return FAIL(DF11_ERR_CORRUPT, "tensor %u: codec %u for dtype %s", t, ti->codec, df11_dtype_name(ti->dtype));
+    ti->max_code_len = r[TEN_MAX_CODE_LEN];
+    ti->lane_symbols = df11_ld32(r + TEN_LANE_SYMBOLS);
+    lo->n_chunks = df11_ld32(r + TEN_N_CHUNKS);
+    if (ti->max_code_len < 1 || ti->max_code_len > DF11_MAX_CODE_LEN || ti->lane_symbols < DF11_GROUP ||
+        ti->lane_symbols % DF11_GROUP || ti->lane_symbols > DF11_MAX_LANE_SYMBOLS ||
+        lo->n_chunks != df11_n_chunks(ne, ti->lane_symbols))
+        return FAIL(DF11_ERR_CORRUPT, "tensor %u: code parameters L=%u S=%u chunks=%u", t,
+                    ti->max_code_len, ti->lane_symbols, lo->n_chunks);
+    lo->codebook_offset = df11_ld64(r + TEN_CODEBOOK_OFFSET);
+    lo->chunks_offset = df11_ld64(r + TEN_CHUNKS_OFFSET);
+    lo->lanes_offset = df11_ld64(r + TEN_LANES_OFFSET);
+    lo->stream_offset = df11_ld64(r + TEN_STREAM_OFFSET);
+    lo->stream_size = df11_ld64(r + TEN_STREAM_SIZE);
+    uint64_t lanes = df11_n_lane_entries(ne, ti->lane_symbols);
+    if (!SECTION_OK(lo->codebook_offset, 2, ps) || !SECTION_OK(lo->chunks_offset, (uint64_t)lo->n_chunks * 4, ps) ||
+        !SECTION_OK(lo->lanes_offset, lanes * 2, ps) || !SECTION_OK(lo->stream_offset, lo->stream_size, ps) ||
+        !SECTION_OK(lo->data_offset, ne, ps) || lo->chunks_offset % 4 || lo->lanes_offset % 2 ||
+        lo->stream_offset % 16 || lo->data_offset % 16 || lo->stream_size % 4 || lo->stream_size < 8)
+        return FAIL(DF11_ERR_RANGE, "tensor %u: sections outside or misaligned in its payload", t);
+    uint32_t cb_size = df11_ld32(r + TEN_CODEBOOK_SIZE);
+    if (cb_size < 2 || cb_size > 130 || !SECTION_OK(lo->codebook_offset, cb_size, ps))
+        return FAIL(DF11_ERR_CORRUPT, "tensor %u: codebook size %u", t, cb_size);
+    lo->codebook_size = cb_size;
+    ti->stored_bytes = cb_size + (uint64_t)lo->n_chunks * 4 + lanes * 2 + lo->stream_size + ne;
+    ti->exponent_bits = (lo->stream_size - 8) * 8;
+    return DF11_OK;
+}
+
 static df11_status parse_tensor(df11_file *f, uint32_t t, uint64_t *decoded_end)
 {
     const uint64_t t_off = df11_ld64(f->index + HDR_TENSORS_OFFSET);
@@ -316,34 +354,7 @@ static df11_status parse_tensor(df11_file *f, uint32_t t, uint64_t *decoded_end)
         ti->stored_bytes = ti->nbytes;
         return DF11_OK;
     }
-    if (ti->codec != DF11_CODEC_EXP_HUFFMAN || ti->dtype != DF11_DTYPE_BF16)
-        return FAIL(DF11_ERR_CORRUPT, "tensor %u: codec %u for dtype %s", t, ti->codec, df11_dtype_name(ti->dtype));
-    ti->max_code_len = r[TEN_MAX_CODE_LEN];
-    ti->lane_symbols = df11_ld32(r + TEN_LANE_SYMBOLS);
-    lo->n_chunks = df11_ld32(r + TEN_N_CHUNKS);
-    if (ti->max_code_len < 1 || ti->max_code_len > DF11_MAX_CODE_LEN || ti->lane_symbols < DF11_GROUP ||
-        ti->lane_symbols % DF11_GROUP || ti->lane_symbols > DF11_MAX_LANE_SYMBOLS ||
-        lo->n_chunks != df11_n_chunks(ne, ti->lane_symbols))
-        return FAIL(DF11_ERR_CORRUPT, "tensor %u: code parameters L=%u S=%u chunks=%u", t,
-                    ti->max_code_len, ti->lane_symbols, lo->n_chunks);
-    lo->codebook_offset = df11_ld64(r + TEN_CODEBOOK_OFFSET);
-    lo->chunks_offset = df11_ld64(r + TEN_CHUNKS_OFFSET);
-    lo->lanes_offset = df11_ld64(r + TEN_LANES_OFFSET);
-    lo->stream_offset = df11_ld64(r + TEN_STREAM_OFFSET);
-    lo->stream_size = df11_ld64(r + TEN_STREAM_SIZE);
-    uint64_t lanes = df11_n_lane_entries(ne, ti->lane_symbols);
-    if (!SECTION_OK(lo->codebook_offset, 2, ps) || !SECTION_OK(lo->chunks_offset, (uint64_t)lo->n_chunks * 4, ps) ||
-        !SECTION_OK(lo->lanes_offset, lanes * 2, ps) || !SECTION_OK(lo->stream_offset, lo->stream_size, ps) ||
-        !SECTION_OK(lo->data_offset, ne, ps) || lo->chunks_offset % 4 || lo->lanes_offset % 2 ||
-        lo->stream_offset % 16 || lo->data_offset % 16 || lo->stream_size % 4 || lo->stream_size < 8)
-        return FAIL(DF11_ERR_RANGE, "tensor %u: sections outside or misaligned in its payload", t);
-    uint32_t cb_size = df11_ld32(r + TEN_CODEBOOK_SIZE);
-    if (cb_size < 2 || cb_size > 130 || !SECTION_OK(lo->codebook_offset, cb_size, ps))
-        return FAIL(DF11_ERR_CORRUPT, "tensor %u: codebook size %u", t, cb_size);
-    lo->codebook_size = cb_size;
-    ti->stored_bytes = cb_size + (uint64_t)lo->n_chunks * 4 + lanes * 2 + lo->stream_size + ne;
-    ti->exponent_bits = (lo->stream_size - 8) * 8;
-    return DF11_OK;
+    return parse_coded_sections(f, t, r, ps);
 }
 
 static df11_status parse_tensors(df11_file *f)

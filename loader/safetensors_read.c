@@ -123,24 +123,26 @@ static int cmp_entry_offset(const void *a, const void *b)
     return 0;
 }
 
-/* Checks one header entry and fills `e` (its name is set by the caller). */
-static df11_status parse_entry(const cJSON *item, const char *label, uint64_t data_size,
-                               st_entry *e)
+/* cJSON keeps repeated keys and finds the first; another reader may take the last, so
+ * a repeated field means two different tensors to two readers. */
+static df11_status check_fields_once(const cJSON *item, const char *label)
 {
-    const char *name = item->string;
-    if (!cJSON_IsObject(item))
-        return df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' is not a JSON object",
-                         label, name);
-    /* cJSON keeps repeated keys and finds the first; another reader may take the last, so
-     * a repeated field means two different tensors to two readers. */
     static const char *const fields[] = {"dtype", "shape", "data_offsets"};
     int seen[3] = {0, 0, 0};
     for (const cJSON *f = item->child; f; f = f->next)
         for (int k = 0; k < 3; k++)
             if (strcmp(f->string, fields[k]) == 0 && seen[k]++)
                 return df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has \"%s\" twice",
-                                 label, name, fields[k]);
+                                 label, item->string, fields[k]);
+    return DF11_OK;
+}
 
+/* An entry's "dtype" and "shape": fills e->src's dtype, ndim and shape; *nbytes is the
+ * size they give, checked for overflow. */
+static df11_status parse_dtype_shape(const cJSON *item, const char *label, st_entry *e,
+                                     uint64_t *nbytes)
+{
+    const char *name = item->string;
     const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(item, "dtype");
     if (!cJSON_IsString(dtype))
         return df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has no string \"dtype\"",
@@ -174,11 +176,17 @@ static df11_status parse_entry(const cJSON *item, const char *label, uint64_t da
             return df11_fail(DF11_ERR_OVERFLOW, "'%s': tensor '%s': element count overflows",
                              label, name);
     }
-    uint64_t nbytes;
-    if (!df11_mul_ok(n_el, esize, &nbytes))
+    if (!df11_mul_ok(n_el, esize, nbytes))
         return df11_fail(DF11_ERR_OVERFLOW, "'%s': tensor '%s': %llu elements of %s overflow",
                          label, name, (ull)n_el, df11_dtype_name(e->src.dtype));
+    return DF11_OK;
+}
 
+/* An entry's "data_offsets": [e->begin, e->end) inside the data area, spanning nbytes. */
+static df11_status parse_offsets(const cJSON *item, const char *label, uint64_t data_size,
+                                 uint64_t nbytes, st_entry *e)
+{
+    const char *name = item->string;
     const cJSON *offs = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
     if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2)
         return df11_fail(DF11_ERR_SAFETENSORS,
@@ -207,30 +215,48 @@ static df11_status parse_entry(const cJSON *item, const char *label, uint64_t da
     return DF11_OK;
 }
 
-df11_status df11_st_parse(df11_st_model *model, const uint8_t *file, size_t file_size,
-                          const char *file_label)
+/* Checks one header entry and fills `e` (its name is set by the caller). */
+static df11_status parse_entry(const cJSON *item, const char *label, uint64_t data_size,
+                               st_entry *e)
 {
-    const char *label = file_label ? file_label : "<memory>";
-    if (!model || (!file && file_size))
-        return df11_fail(DF11_ERR_INVALID_ARG, "df11_st_parse: NULL model or file");
+    if (!cJSON_IsObject(item))
+        return df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' is not a JSON object",
+                         label, item->string);
+    uint64_t nbytes = 0;
+    df11_status st = check_fields_once(item, label);
+    if (st == DF11_OK) st = parse_dtype_shape(item, label, e, &nbytes);
+    if (st == DF11_OK) st = parse_offsets(item, label, data_size, nbytes, e);
+    return st;
+}
+
+/* The 8-byte header length at the start of the file, checked against the cap and the
+ * bytes that follow. */
+static df11_status header_length(const uint8_t *file, size_t file_size, const char *label,
+                                 uint64_t *hlen)
+{
     if (file_size < 8)
         return df11_fail(DF11_ERR_TRUNCATED, "'%s': %zu bytes, too short for the 8-byte "
                          "header length", label, file_size);
-    uint64_t hlen = df11_ld64(file);
-    if (hlen > ST_MAX_HEADER)
+    *hlen = df11_ld64(file);
+    if (*hlen > ST_MAX_HEADER)
         return df11_fail(DF11_ERR_SAFETENSORS, "'%s': header length %llu is over the %llu MiB "
-                         "limit", label, (ull)hlen, (ull)(ST_MAX_HEADER >> 20));
-    if (hlen > file_size - 8)
+                         "limit", label, (ull)*hlen, (ull)(ST_MAX_HEADER >> 20));
+    if (*hlen > file_size - 8)
         return df11_fail(DF11_ERR_TRUNCATED, "'%s': header length %llu but only %zu bytes "
-                         "follow", label, (ull)hlen, file_size - 8);
-    const uint8_t *data = file + 8 + hlen;
-    uint64_t data_size = file_size - 8 - hlen;
+                         "follow", label, (ull)*hlen, file_size - 8);
+    return DF11_OK;
+}
 
+/* The header JSON, hlen bytes at `header`: one JSON object, then nothing but padding
+ * whitespace, and no NUL in any string. On success *out is the caller's (cJSON_Delete). */
+static df11_status parse_header_json(const uint8_t *header, uint64_t hlen, const char *label,
+                                     cJSON **out)
+{
     /* cJSON gets a NUL-terminated copy so that no parser path can read past the header,
      * even when it ends exactly at the end of the mapping. */
     char *text = malloc(hlen + 1);
     if (!text) return df11_fail(DF11_ERR_NO_MEMORY, "'%s': %llu-byte header", label, (ull)hlen);
-    memcpy(text, file + 8, hlen);
+    memcpy(text, header, hlen);
     text[hlen] = '\0';
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, hlen, &end, 0);
@@ -239,42 +265,100 @@ df11_status df11_st_parse(df11_st_model *model, const uint8_t *file, size_t file
         size_t at = end && end >= text && end <= text + hlen ? (size_t)(end - text) : 0;
         st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': header is not valid JSON (near byte %zu)",
                        label, at);
-        goto out_text;
+        goto out;
     }
     /* The format pads the header with spaces; anything else after the JSON is garbage. */
     for (const char *p = end; p < text + hlen; p++)
         if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
             st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': bytes after the header JSON "
                            "(at byte %zu)", label, (size_t)(p - text));
-            goto out_json;
+            goto out;
         }
     if (!cJSON_IsObject(root)) {
         st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': header is not a JSON object", label);
-        goto out_json;
+        goto out;
     }
     bool top_key = false;
     long long nul = json_find_nul(text, hlen, &top_key);
     if (nul >= 0) {
         st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': NUL in %s (header byte %lld)", label,
                        top_key ? "tensor name" : "a header string", nul);
-        goto out_json;
+        goto out;
     }
+    *out = root;
+    root = NULL;
+out:
+    cJSON_Delete(root);
+    free(text);
+    return st;
+}
 
-    size_t n_new = 0, name_bytes = 0, n_meta = 0;
+/* The tensor entries of a header (all but "__metadata__", which may appear once) and the
+ * bytes their names take with their NULs. */
+static df11_status count_entries(const cJSON *root, const char *label, size_t *n_new,
+                                 size_t *name_bytes)
+{
+    size_t n_meta = 0;
+    *n_new = *name_bytes = 0;
     for (const cJSON *it = root->child; it; it = it->next) {
         if (strcmp(it->string, "__metadata__") == 0) {
             n_meta++;
             continue;
         }
-        n_new++;
-        name_bytes += strlen(it->string) + 1;
+        ++*n_new;
+        *name_bytes += strlen(it->string) + 1;
     }
-    if (n_meta > 1) {
-        st = df11_fail(DF11_ERR_DUPLICATE, "'%s': \"__metadata__\" appears %zu times", label,
-                       n_meta);
-        goto out_json;
+    if (n_meta > 1)
+        return df11_fail(DF11_ERR_DUPLICATE, "'%s': \"__metadata__\" appears %zu times", label,
+                         n_meta);
+    return DF11_OK;
+}
+
+/* Parses every tensor entry of `root` into entries[] in header order: names copied to
+ * `names`, data pointers into `data`. */
+static df11_status parse_entries(const cJSON *root, const char *label, const uint8_t *data,
+                                 uint64_t data_size, st_entry *entries, char *names)
+{
+    size_t k = 0;
+    for (const cJSON *it = root->child; it; it = it->next) {
+        if (strcmp(it->string, "__metadata__") == 0) continue;
+        st_entry *e = &entries[k++];
+        df11_status st = parse_entry(it, label, data_size, e);
+        if (st != DF11_OK) return st;
+        size_t len = strlen(it->string) + 1;
+        memcpy(names, it->string, len);
+        e->src.name = names;
+        names += len;
+        e->src.data = data + e->begin;
     }
-    if (n_new == 0) goto out_json; /* a valid file with no tensors adds nothing */
+    return DF11_OK;
+}
+
+/* Sorts the entries by offset, which gives the (file, offset) order across shards, since
+ * shards are parsed in order, and puts overlaps next to each other; then refuses them. */
+static df11_status sort_check_overlaps(st_entry *entries, size_t n, const char *label)
+{
+    qsort(entries, n, sizeof *entries, cmp_entry_offset);
+    const st_entry *reach = NULL; /* the non-empty tensor reaching furthest so far */
+    for (size_t i = 0; i < n; i++) {
+        const st_entry *e = &entries[i];
+        if (e->begin == e->end) continue; /* empty tensors take no bytes */
+        if (reach && e->begin < reach->end)
+            return df11_fail(DF11_ERR_RANGE, "'%s': tensors '%s' [%llu, %llu] and '%s' "
+                             "[%llu, %llu] overlap", label, reach->src.name, (ull)reach->begin,
+                             (ull)reach->end, e->src.name, (ull)e->begin, (ull)e->end);
+        if (!reach || e->end > reach->end) reach = e;
+    }
+    return DF11_OK;
+}
+
+/* Appends the tensors of one parsed header to `model`, or leaves it as it was. */
+static df11_status add_tensors(df11_st_model *model, const cJSON *root, const uint8_t *data,
+                               uint64_t data_size, const char *label)
+{
+    size_t n_new, name_bytes;
+    df11_status st = count_entries(root, label, &n_new, &name_bytes);
+    if (st != DF11_OK || n_new == 0) return st; /* a valid file with no tensors adds nothing */
 
     size_t n_old = model->n_tensors, n_all = n_old + n_new;
     st_entry *entries = calloc(n_new, sizeof *entries);
@@ -283,55 +367,36 @@ df11_status df11_st_parse(df11_st_model *model, const uint8_t *file, size_t file
     if (grown) model->tensors = grown; /* a larger array with n_tensors unchanged is harmless */
     if (!entries || !chunk || !grown) {
         st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensors", label, n_new);
-        goto out_entries;
+        goto out;
     }
-
-    char *np = chunk->text;
-    size_t k = 0;
-    for (const cJSON *it = root->child; it; it = it->next) {
-        if (strcmp(it->string, "__metadata__") == 0) continue;
-        st_entry *e = &entries[k++];
-        st = parse_entry(it, label, data_size, e);
-        if (st != DF11_OK) goto out_entries;
-        size_t len = strlen(it->string) + 1;
-        memcpy(np, it->string, len);
-        e->src.name = np;
-        np += len;
-        e->src.data = data + e->begin;
-    }
-
-    /* Sorting by offset gives the (file, offset) order across shards, since shards are
-     * parsed in order, and puts overlaps next to each other. */
-    qsort(entries, n_new, sizeof *entries, cmp_entry_offset);
-    const st_entry *reach = NULL; /* the non-empty tensor reaching furthest so far */
-    for (size_t i = 0; i < n_new; i++) {
-        const st_entry *e = &entries[i];
-        if (e->begin == e->end) continue; /* empty tensors take no bytes */
-        if (reach && e->begin < reach->end) {
-            st = df11_fail(DF11_ERR_RANGE, "'%s': tensors '%s' [%llu, %llu] and '%s' "
-                           "[%llu, %llu] overlap", label, reach->src.name, (ull)reach->begin,
-                           (ull)reach->end, e->src.name, (ull)e->begin, (ull)e->end);
-            goto out_entries;
-        }
-        if (!reach || e->end > reach->end) reach = e;
-    }
-
+    if ((st = parse_entries(root, label, data, data_size, entries, chunk->text)) != DF11_OK) goto out;
+    if ((st = sort_check_overlaps(entries, n_new, label)) != DF11_OK) goto out;
     for (size_t i = 0; i < n_new; i++) model->tensors[n_old + i] = entries[i].src;
-    st = df11_names_unique(model->tensors, n_all, label);
-    if (st != DF11_OK) goto out_entries;
+    if ((st = df11_names_unique(model->tensors, n_all, label)) != DF11_OK) goto out;
 
     chunk->prev = (names_chunk *)(void *)model->names;
     model->names = (char *)chunk;
     chunk = NULL;
     model->n_tensors = n_all;
-
-out_entries:
+out:
     free(chunk);
     free(entries);
-out_json:
+    return st;
+}
+
+df11_status df11_st_parse(df11_st_model *model, const uint8_t *file, size_t file_size,
+                          const char *file_label)
+{
+    const char *label = file_label ? file_label : "<memory>";
+    if (!model || (!file && file_size))
+        return df11_fail(DF11_ERR_INVALID_ARG, "df11_st_parse: NULL model or file");
+    uint64_t hlen;
+    df11_status st = header_length(file, file_size, label, &hlen);
+    if (st != DF11_OK) return st;
+    cJSON *root;
+    if ((st = parse_header_json(file + 8, hlen, label, &root)) != DF11_OK) return st;
+    st = add_tensors(model, root, file + 8 + hlen, file_size - 8 - hlen, label);
     cJSON_Delete(root);
-out_text:
-    free(text);
     return st;
 }
 
@@ -449,123 +514,145 @@ static bool shard_name_ok(const char *s)
     return s[0] != '\0' && !strchr(s, '/') && !strstr(s, "..");
 }
 
-static df11_status open_index(df11_st_model *model, const char *dir, const char *index_path)
+/* Reads and parses the index: a JSON object whose "weight_map" object names at least one
+ * tensor, with no NUL in any name (see json_find_nul). On success *root is the caller's
+ * (cJSON_Delete) and *map points into it. */
+static df11_status read_index(const char *index_path, cJSON **root_out, const cJSON **map_out)
 {
     char *text = NULL;
     size_t len = 0;
     df11_status st = read_text(index_path, ST_MAX_INDEX, DF11_ERR_SAFETENSORS, &text, &len);
     if (st != DF11_OK) return st;
-
     cJSON *root = cJSON_ParseWithLength(text, len);
-    const char **shards = NULL;
-    size_t *shard_start = NULL;
-    st_owner *wm = NULL, *have = NULL;
-    char *shard_path = NULL;
     const cJSON *map = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
-    if (!cJSON_IsObject(root) || !cJSON_IsObject(map)) {
+    bool top_key;
+    long long nul;
+    if (!cJSON_IsObject(root) || !cJSON_IsObject(map))
         st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': not a JSON object with a \"weight_map\" "
                        "object", index_path);
-        goto out;
-    }
-    /* A NUL would cut a tensor or shard name short (see json_find_nul). */
-    bool top_key;
-    long long nul = json_find_nul(text, len, &top_key);
-    if (nul >= 0) {
+    else if ((nul = json_find_nul(text, len, &top_key)) >= 0)
         st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': NUL in a name (byte %lld)", index_path, nul);
-        goto out;
-    }
-    size_t n_wm = (size_t)cJSON_GetArraySize(map);
-    if (n_wm == 0) {
+    else if (cJSON_GetArraySize(map) == 0)
         st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': weight_map names no tensors", index_path);
-        goto out;
+    free(text);
+    if (st != DF11_OK) {
+        cJSON_Delete(root);
+        return st;
     }
-    wm = malloc(n_wm * sizeof *wm);
-    shards = malloc(n_wm * sizeof *shards);
+    *root_out = root;
+    *map_out = map;
+    return DF11_OK;
+}
+
+/* The weight map's entries as (tensor, shard name) pairs: wm[i] and shards[i], in map
+ * order. Every shard name must be a string that stays inside the folder, and no tensor
+ * may be named twice (cJSON keeps repeated keys, so one tensor could be claimed by two
+ * shards). wm comes back sorted by name. */
+static df11_status read_weight_map(const cJSON *map, const char *index_path, st_owner *wm,
+                                   const char **shards)
+{
+    size_t n = 0;
+    for (const cJSON *it = map->child; it; it = it->next, n++) {
+        if (!cJSON_IsString(it))
+            return df11_fail(DF11_ERR_SAFETENSORS, "'%s': weight_map entry '%s' is not a "
+                             "string", index_path, it->string);
+        if (!shard_name_ok(it->valuestring))
+            return df11_fail(DF11_ERR_SAFETENSORS, "'%s': shard name '%.200s' (of tensor "
+                             "'%s') is empty or leaves the folder", index_path,
+                             it->valuestring, it->string);
+        wm[n] = (st_owner){ it->string, 0 };
+        shards[n] = it->valuestring;
+    }
+    qsort(wm, n, sizeof *wm, cmp_owner);
+    for (size_t i = 1; i < n; i++)
+        if (strcmp(wm[i - 1].name, wm[i].name) == 0)
+            return df11_fail(DF11_ERR_DUPLICATE, "'%s': weight_map names tensor '%s' twice",
+                             index_path, wm[i].name);
+    return DF11_OK;
+}
+
+/* Sorts the n shard names and keeps each once, in name order (model-00001-of-00004 ...
+ * sorts by number); returns how many remain. */
+static size_t unique_shards(const char **shards, size_t n)
+{
+    qsort(shards, n, sizeof *shards, cmp_str_ptr);
+    size_t n_shards = 0;
+    for (size_t i = 0; i < n; i++)
+        if (n_shards == 0 || strcmp(shards[n_shards - 1], shards[i]) != 0)
+            shards[n_shards++] = shards[i];
+    return n_shards;
+}
+
+/* Maps and parses each shard of `dir` in order; shard s's tensors are
+ * model->tensors[shard_start[s], shard_start[s + 1]). */
+static df11_status parse_shards(df11_st_model *model, const char *dir, const char *index_path,
+                                const char **shards, size_t n_shards, size_t *shard_start)
+{
+    df11_status st = DF11_OK;
+    for (size_t s = 0; s < n_shards && st == DF11_OK; s++) {
+        shard_start[s] = model->n_tensors;
+        char *shard_path = path_join(dir, shards[s]);
+        if (!shard_path) return df11_fail(DF11_ERR_NO_MEMORY, "'%s': shard path", index_path);
+        st = map_and_parse(model, shard_path);
+        free(shard_path);
+    }
+    shard_start[n_shards] = model->n_tensors;
+    return st;
+}
+
+/* Every tensor the index names must be in the shard it names. Tensors a shard holds
+ * beyond the index are kept: they are in the files, and unique. */
+static df11_status check_owners(const df11_st_model *model, const cJSON *map,
+                                const char *index_path, const char **shards, size_t n_shards,
+                                const size_t *shard_start)
+{
+    size_t n_have = model->n_tensors;
+    st_owner *have = malloc((n_have ? n_have : 1) * sizeof *have);
+    if (!have) return df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensors", index_path, n_have);
+    for (size_t s = 0; s < n_shards; s++)
+        for (size_t t = shard_start[s]; t < shard_start[s + 1]; t++)
+            have[t] = (st_owner){ model->tensors[t].name, s };
+    qsort(have, n_have, sizeof *have, cmp_owner);
+    df11_status st = DF11_OK;
+    for (const cJSON *it = map->child; it && st == DF11_OK; it = it->next) {
+        st_owner key = { it->string, 0 };
+        const st_owner *h = bsearch(&key, have, n_have, sizeof *have, cmp_owner);
+        if (!h || strcmp(shards[h->shard], it->valuestring) != 0)
+            st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' is not in shard '%s'",
+                           index_path, it->string, it->valuestring);
+    }
+    free(have);
+    return st;
+}
+
+static df11_status open_index(df11_st_model *model, const char *dir, const char *index_path)
+{
+    cJSON *root;
+    const cJSON *map;
+    df11_status st = read_index(index_path, &root, &map);
+    if (st != DF11_OK) return st;
+    size_t n_wm = (size_t)cJSON_GetArraySize(map), n_shards;
+    st_owner *wm = malloc(n_wm * sizeof *wm);
+    const char **shards = malloc(n_wm * sizeof *shards);
+    size_t *shard_start = NULL;
     if (!wm || !shards) {
         st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu entries", index_path, n_wm);
         goto out;
     }
-    size_t i = 0;
-    for (const cJSON *it = map->child; it; it = it->next, i++) {
-        if (!cJSON_IsString(it)) {
-            st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': weight_map entry '%s' is not a "
-                           "string", index_path, it->string);
-            goto out;
-        }
-        if (!shard_name_ok(it->valuestring)) {
-            st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': shard name '%.200s' (of tensor '%s') "
-                           "is empty or leaves the folder", index_path, it->valuestring,
-                           it->string);
-            goto out;
-        }
-        wm[i] = (st_owner){ it->string, 0 };
-        shards[i] = it->valuestring;
-    }
-
-    /* cJSON keeps repeated keys, so one tensor could be claimed by two shards. */
-    qsort(wm, n_wm, sizeof *wm, cmp_owner);
-    for (i = 1; i < n_wm; i++)
-        if (strcmp(wm[i - 1].name, wm[i].name) == 0) {
-            st = df11_fail(DF11_ERR_DUPLICATE, "'%s': weight_map names tensor '%s' twice",
-                           index_path, wm[i].name);
-            goto out;
-        }
-
-    /* Shards in name order (model-00001-of-00004 ... sorts by number), each once. */
-    qsort(shards, n_wm, sizeof *shards, cmp_str_ptr);
-    size_t n_shards = 0;
-    for (i = 0; i < n_wm; i++)
-        if (n_shards == 0 || strcmp(shards[n_shards - 1], shards[i]) != 0)
-            shards[n_shards++] = shards[i];
-
+    if ((st = read_weight_map(map, index_path, wm, shards)) != DF11_OK) goto out;
+    n_shards = unique_shards(shards, n_wm);
     shard_start = malloc((n_shards + 1) * sizeof *shard_start);
     if (!shard_start) {
         st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu shards", index_path, n_shards);
         goto out;
     }
-    for (size_t s = 0; s < n_shards; s++) {
-        shard_start[s] = model->n_tensors;
-        free(shard_path);
-        shard_path = path_join(dir, shards[s]);
-        if (!shard_path) {
-            st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': shard path", index_path);
-            goto out;
-        }
-        st = map_and_parse(model, shard_path);
-        if (st != DF11_OK) goto out;
-    }
-    shard_start[n_shards] = model->n_tensors;
-
-    /* Every tensor the index names must be in the shard it names. Tensors a shard holds
-     * beyond the index are kept: they are in the files, and unique. */
-    size_t n_have = model->n_tensors;
-    have = malloc((n_have ? n_have : 1) * sizeof *have);
-    if (!have) {
-        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensors", index_path, n_have);
-        goto out;
-    }
-    for (size_t s = 0; s < n_shards; s++)
-        for (size_t t = shard_start[s]; t < shard_start[s + 1]; t++)
-            have[t] = (st_owner){ model->tensors[t].name, s };
-    qsort(have, n_have, sizeof *have, cmp_owner);
-    for (const cJSON *it = map->child; it; it = it->next) {
-        st_owner key = { it->string, 0 };
-        const st_owner *h = bsearch(&key, have, n_have, sizeof *have, cmp_owner);
-        if (!h || strcmp(shards[h->shard], it->valuestring) != 0) {
-            st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' is not in shard '%s'",
-                           index_path, it->string, it->valuestring);
-            goto out;
-        }
-    }
-
+    st = parse_shards(model, dir, index_path, shards, n_shards, shard_start);
+    if (st == DF11_OK) st = check_owners(model, map, index_path, shards, n_shards, shard_start);
 out:
-    free(shard_path);
-    free(have);
     free(shard_start);
     free(shards);
     free(wm);
     cJSON_Delete(root);
-    free(text);
     return st;
 }
 

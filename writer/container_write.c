@@ -202,6 +202,201 @@ static void place_tensor(const tensor_plan *p, const tensor_out *t, uint8_t *pay
     memcpy(payload + df11_ld64(r + TEN_DATA_OFFSET), sm, p->n_elements);
 }
 
+/* The normalized options: defaults for the zeros, code options in range. */
+static df11_status resolve_options(const df11_compress_options *options,
+                                   df11_compress_options *o)
+{
+    *o = options ? *options : (df11_compress_options){0};
+    if (!o->max_code_len) o->max_code_len = DF11_DEFAULT_MAX_CODE_LEN;
+    if (!o->lane_symbols) o->lane_symbols = DF11_DEFAULT_LANE_SYMBOLS;
+    if (!o->layer_prefix) o->layer_prefix = DF11_DEFAULT_LAYER_PREFIX;
+    if (o->max_code_len > DF11_MAX_CODE_LEN)
+        return df11_fail(DF11_ERR_INVALID_ARG, "max code length %u > %d", o->max_code_len, DF11_MAX_CODE_LEN);
+    if (o->lane_symbols % DF11_GROUP || o->lane_symbols > DF11_MAX_LANE_SYMBOLS)
+        return df11_fail(DF11_ERR_INVALID_ARG, "lane symbols %u: want a multiple of 8 up to %d",
+                         o->lane_symbols, DF11_MAX_LANE_SYMBOLS);
+    return DF11_OK;
+}
+
+/* One df11_compress_tensors call: the plan, the index being filled, the group being built
+ * and the output file. compress_run_free releases everything. */
+typedef struct {
+    df11_compress_options o;
+    const char *path;
+    const df11_tensor_source *tensors;
+    size_t n;
+    tensor_plan *plans;
+    uint32_t *order;           /* tensor indices group by group (the file's tensor order) */
+    group_plan *groups;
+    uint32_t n_groups;
+    /* The index: header, group table, tensor table, strings, metadata; payloads follow. */
+    uint64_t groups_off, tensors_off, strings_off, strings_size, meta_off, index_end;
+    uint8_t *index;
+    tensor_out *outs;          /* in file order */
+    uint8_t *payload, *sm;     /* the group being built; sign+mantissa scratch */
+    df11_atomic_file out;
+    df11_compress_summary sum;
+    uint64_t hist[256];        /* exponents of every BF16 weight */
+    uint64_t total_in, done_in;
+} compress_run;
+
+static void compress_run_free(compress_run *r)
+{
+    df11_atomic_file_abort(&r->out);
+    for (size_t k = 0; r->outs && k < r->n; k++) df11_encoded_free(&r->outs[k].enc);
+    free(r->outs);
+    free(r->sm);
+    free(r->payload);
+    free(r->index);
+    free(r->groups);
+    free(r->order);
+    free(r->plans);
+}
+
+/* Places the index's parts and allocates it (zeroed) and the per-tensor outputs. */
+static df11_status plan_index(compress_run *r, size_t metadata_len)
+{
+    uint64_t strings_size = 0;
+    for (size_t i = 0; i < r->n; i++) strings_size += strlen(r->tensors[i].name);
+    for (uint32_t g = 0; g < r->n_groups; g++) strings_size += strlen(r->groups[g].name);
+    r->strings_size = strings_size;
+    r->groups_off = DF11_HEADER_SIZE;
+    r->tensors_off = r->groups_off + (uint64_t)r->n_groups * DF11_GROUP_RECORD;
+    r->strings_off = r->tensors_off + (uint64_t)r->n * DF11_TENSOR_RECORD;
+    r->meta_off = r->strings_off + strings_size;
+    r->index_end = df11_align_up(r->meta_off + metadata_len, DF11_PAYLOAD_ALIGN);
+    if (strings_size > UINT32_MAX) return df11_fail(DF11_ERR_OVERFLOW, "names too long");
+    r->index = calloc(1, r->index_end);
+    r->outs = calloc(r->n ? r->n : 1, sizeof *r->outs);
+    if (!r->index || !r->outs)
+        return df11_fail(DF11_ERR_NO_MEMORY, "index of %llu bytes", (unsigned long long)r->index_end);
+    return DF11_OK;
+}
+
+/* The group and tensor records (all but what the payloads decide), the strings, the
+ * metadata; each tensor output gets its record. */
+static void fill_index(compress_run *r, const char *metadata, size_t metadata_len)
+{
+    uint8_t *index = r->index;
+    uint64_t str_at = 0;
+    for (uint32_t g = 0; g < r->n_groups; g++) {
+        uint8_t *rec = index + r->groups_off + (uint64_t)g * DF11_GROUP_RECORD;
+        size_t len = strlen(r->groups[g].name);
+        memcpy(index + r->strings_off + str_at, r->groups[g].name, len);
+        df11_st32(rec + GRP_NAME_OFFSET, (uint32_t)str_at);
+        df11_st32(rec + GRP_NAME_LEN, (uint32_t)len);
+        df11_st32(rec + GRP_LAYER, (uint32_t)r->groups[g].layer);
+        df11_st32(rec + GRP_FIRST_TENSOR, r->groups[g].first);
+        df11_st32(rec + GRP_N_TENSORS, r->groups[g].count);
+        str_at += len;
+    }
+    for (uint32_t k = 0; k < r->n; k++) {
+        const tensor_plan *p = &r->plans[r->order[k]];
+        uint8_t *rec = index + r->tensors_off + (uint64_t)k * DF11_TENSOR_RECORD;
+        size_t len = strlen(p->src->name);
+        memcpy(index + r->strings_off + str_at, p->src->name, len);
+        df11_st32(rec + TEN_NAME_OFFSET, (uint32_t)str_at);
+        df11_st32(rec + TEN_NAME_LEN, (uint32_t)len);
+        df11_st32(rec + TEN_GROUP, p->group);
+        rec[TEN_DTYPE] = (uint8_t)p->src->dtype;
+        rec[TEN_NDIM] = (uint8_t)p->src->ndim;
+        for (uint32_t d = 0; d < p->src->ndim; d++) df11_st64(rec + TEN_SHAPE + 8 * d, p->src->shape[d]);
+        df11_st64(rec + TEN_N_ELEMENTS, p->n_elements);
+        r->outs[k].rec = rec;
+        str_at += len;
+        r->total_in += p->nbytes;
+    }
+    if (metadata_len) memcpy(index + r->meta_off, metadata, metadata_len);
+}
+
+/* Encodes tensor k (file order) and appends it to the group payload at *at; *decoded is
+ * where it goes in the decoded group. */
+static df11_status append_tensor(compress_run *r, uint32_t k, const char *group_name,
+                                 uint64_t *at, uint64_t *decoded)
+{
+    const tensor_plan *p = &r->plans[r->order[k]];
+    tensor_out *t = &r->outs[k];
+    df11_status st = encode_tensor(p, &r->o, *at, r->sm, t);
+    if (st != DF11_OK) return st;
+    uint8_t *grown = realloc(r->payload, *at + t->size ? *at + t->size : 1);
+    if (!grown) return df11_fail(DF11_ERR_NO_MEMORY, "payload of group '%s'", group_name);
+    r->payload = grown;
+    memset(r->payload + *at, 0, t->size);
+    place_tensor(p, t, r->payload, r->sm);
+    *at += t->size;
+    df11_st64(t->rec + TEN_DECODED_OFFSET, *decoded);
+    *decoded += df11_align_up(p->nbytes, DF11_DECODED_ALIGN);
+    if (p->src->dtype == DF11_DTYPE_BF16) {
+        r->sum.bf16_weights += p->n_elements;
+        r->sum.bf16_bytes += p->nbytes;
+        r->sum.bf16_stored_bytes += t->stored;
+        for (int s = 0; s < 256; s++) r->hist[s] += t->enc.hist[s];
+    } else {
+        r->sum.raw_bytes += p->nbytes;
+    }
+    df11_encoded_free(&t->enc);
+    r->done_in += p->nbytes;
+    return DF11_OK;
+}
+
+/* Builds group g's payload in memory, fills its record and writes it at *file_off, which
+ * moves on to where the next group starts (4 KiB-aligned; the last one is not padded). */
+static df11_status write_group(compress_run *r, uint32_t g, uint64_t *file_off)
+{
+    const group_plan *gp = &r->groups[g];
+    uint64_t max_elems = 0;
+    for (uint32_t k = gp->first; k < gp->first + gp->count; k++)
+        if (r->plans[r->order[k]].n_elements > max_elems) max_elems = r->plans[r->order[k]].n_elements;
+    free(r->sm);
+    r->sm = malloc(max_elems ? max_elems : 1);
+    if (!r->sm) return df11_fail(DF11_ERR_NO_MEMORY, "%llu bytes", (unsigned long long)max_elems);
+
+    /* Encoding needs the whole tensor's sm bytes at once; they go to a scratch buffer
+     * and are copied into the payload. Payload memory is built tensor by tensor. */
+    uint64_t at = 0, decoded = 0;
+    free(r->payload);
+    r->payload = NULL;
+    df11_status st;
+    for (uint32_t k = gp->first; k < gp->first + gp->count; k++)
+        if ((st = append_tensor(r, k, gp->name, &at, &decoded)) != DF11_OK) return st;
+    uint8_t *rec = r->index + r->groups_off + (uint64_t)g * DF11_GROUP_RECORD;
+    df11_st64(rec + GRP_PAYLOAD_OFFSET, *file_off);
+    df11_st64(rec + GRP_PAYLOAD_SIZE, at);
+    df11_st64(rec + GRP_DECODED_SIZE, decoded);
+    df11_st64(rec + GRP_PAYLOAD_XXH3, XXH3_64bits(r->payload, at));
+    if ((st = pwrite_all(r->out.fd, r->payload, at, *file_off, r->path)) != DF11_OK) return st;
+    *file_off = g + 1 < r->n_groups ? df11_align_up(*file_off + at, DF11_PAYLOAD_ALIGN) : *file_off + at;
+    return DF11_OK;
+}
+
+/* The header, once the payloads are placed, and the index checksum over it. */
+static df11_status finish_header(compress_run *r, uint64_t metadata_len, uint64_t file_size)
+{
+    uint8_t *index = r->index;
+    memcpy(index + HDR_MAGIC, DF11_MAGIC, 8);
+    df11_st16(index + HDR_VERSION_MAJOR, DF11_VERSION_MAJOR);
+    df11_st16(index + HDR_VERSION_MINOR, DF11_VERSION_MINOR);
+    df11_st32(index + HDR_HEADER_SIZE, DF11_HEADER_SIZE);
+    df11_st32(index + HDR_N_GROUPS, r->n_groups);
+    df11_st32(index + HDR_N_TENSORS, (uint32_t)r->n);
+    df11_st64(index + HDR_GROUPS_OFFSET, r->groups_off);
+    df11_st64(index + HDR_TENSORS_OFFSET, r->tensors_off);
+    df11_st64(index + HDR_STRINGS_OFFSET, r->strings_off);
+    df11_st64(index + HDR_STRINGS_SIZE, r->strings_size);
+    df11_st64(index + HDR_METADATA_OFFSET, r->meta_off);
+    df11_st64(index + HDR_METADATA_SIZE, metadata_len);
+    df11_st64(index + HDR_INDEX_END, r->index_end);
+    df11_st64(index + HDR_FILE_SIZE, file_size);
+    XXH3_state_t *xs = XXH3_createState();
+    if (!xs) return df11_fail(DF11_ERR_NO_MEMORY, "xxh3 state");
+    XXH3_64bits_reset(xs);
+    XXH3_64bits_update(xs, index, HDR_INDEX_XXH3);
+    XXH3_64bits_update(xs, index + DF11_HEADER_SIZE, r->index_end - DF11_HEADER_SIZE);
+    df11_st64(index + HDR_INDEX_XXH3, XXH3_64bits_digest(xs));
+    XXH3_freeState(xs);
+    return DF11_OK;
+}
+
 df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source *tensors,
                                   size_t n, const char *metadata, size_t metadata_len,
                                   const df11_compress_options *options,
@@ -212,164 +407,37 @@ df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source
     if (!out_path || (n && !tensors) || (metadata_len && !metadata))
         return df11_fail(DF11_ERR_INVALID_ARG, "df11_compress_tensors: NULL argument");
     if (n > UINT32_MAX / 2) return df11_fail(DF11_ERR_INVALID_ARG, "too many tensors");
-    df11_compress_options o = {0};
-    if (options) o = *options;
-    if (!o.max_code_len) o.max_code_len = DF11_DEFAULT_MAX_CODE_LEN;
-    if (!o.lane_symbols) o.lane_symbols = DF11_DEFAULT_LANE_SYMBOLS;
-    if (!o.layer_prefix) o.layer_prefix = DF11_DEFAULT_LAYER_PREFIX;
-    if (o.max_code_len > DF11_MAX_CODE_LEN)
-        return df11_fail(DF11_ERR_INVALID_ARG, "max code length %u > %d", o.max_code_len, DF11_MAX_CODE_LEN);
-    if (o.lane_symbols % DF11_GROUP || o.lane_symbols > DF11_MAX_LANE_SYMBOLS)
-        return df11_fail(DF11_ERR_INVALID_ARG, "lane symbols %u: want a multiple of 8 up to %d",
-                         o.lane_symbols, DF11_MAX_LANE_SYMBOLS);
+    compress_run r = {.path = out_path, .tensors = tensors, .n = n,
+                      .out = {.fd = -1, .dir_fd = -1, .slot = -1}};
+    df11_status st = resolve_options(options, &r.o);
+    if (st != DF11_OK) return st;
 
-    df11_status st;
-    tensor_plan *plans = calloc(n ? n : 1, sizeof *plans);
-    uint32_t *order = calloc(n ? n : 1, sizeof *order);
-    group_plan *groups = NULL;
-    uint32_t n_groups = 0;
-    uint8_t *index = NULL, *payload = NULL, *sm = NULL;
-    tensor_out *outs = NULL;
-    df11_atomic_file out = {.fd = -1, .dir_fd = -1, .slot = -1};
-    if (!plans || !order) { st = df11_fail(DF11_ERR_NO_MEMORY, "tensor table"); goto fail; }
-    if ((st = plan_tensors(tensors, n, o.layer_prefix, plans)) != DF11_OK) goto fail;
-    if ((st = plan_groups(plans, n, &groups, &n_groups, order)) != DF11_OK) goto fail;
+    r.plans = calloc(n ? n : 1, sizeof *r.plans);
+    r.order = calloc(n ? n : 1, sizeof *r.order);
+    if (!r.plans || !r.order) { st = df11_fail(DF11_ERR_NO_MEMORY, "tensor table"); goto done; }
+    if ((st = plan_tensors(tensors, n, r.o.layer_prefix, r.plans)) != DF11_OK) goto done;
+    if ((st = plan_groups(r.plans, n, &r.groups, &r.n_groups, r.order)) != DF11_OK) goto done;
+    if ((st = plan_index(&r, metadata_len)) != DF11_OK) goto done;
+    fill_index(&r, metadata, metadata_len);
 
-    /* The index: header, group table, tensor table, strings, metadata. */
-    uint64_t strings_size = 0;
-    for (size_t i = 0; i < n; i++) strings_size += strlen(tensors[i].name);
-    for (uint32_t g = 0; g < n_groups; g++) strings_size += strlen(groups[g].name);
-    const uint64_t groups_off = DF11_HEADER_SIZE;
-    const uint64_t tensors_off = groups_off + (uint64_t)n_groups * DF11_GROUP_RECORD;
-    const uint64_t strings_off = tensors_off + (uint64_t)n * DF11_TENSOR_RECORD;
-    const uint64_t meta_off = strings_off + strings_size;
-    const uint64_t index_end = df11_align_up(meta_off + metadata_len, DF11_PAYLOAD_ALIGN);
-    if (strings_size > UINT32_MAX) { st = df11_fail(DF11_ERR_OVERFLOW, "names too long"); goto fail; }
-    index = calloc(1, index_end);
-    outs = calloc(n ? n : 1, sizeof *outs);
-    if (!index || !outs) { st = df11_fail(DF11_ERR_NO_MEMORY, "index of %llu bytes", (unsigned long long)index_end); goto fail; }
-    uint64_t str_at = 0;
-    for (uint32_t g = 0; g < n_groups; g++) {
-        uint8_t *r = index + groups_off + (uint64_t)g * DF11_GROUP_RECORD;
-        size_t len = strlen(groups[g].name);
-        memcpy(index + strings_off + str_at, groups[g].name, len);
-        df11_st32(r + GRP_NAME_OFFSET, (uint32_t)str_at);
-        df11_st32(r + GRP_NAME_LEN, (uint32_t)len);
-        df11_st32(r + GRP_LAYER, (uint32_t)groups[g].layer);
-        df11_st32(r + GRP_FIRST_TENSOR, groups[g].first);
-        df11_st32(r + GRP_N_TENSORS, groups[g].count);
-        str_at += len;
+    if ((st = df11_atomic_file_begin(&r.out, out_path)) != DF11_OK) goto done;
+    uint64_t file_off = r.index_end;
+    r.sum = (df11_compress_summary){.n_tensors = (uint32_t)n, .n_groups = r.n_groups};
+    for (uint32_t g = 0; g < r.n_groups; g++) {
+        if ((st = write_group(&r, g, &file_off)) != DF11_OK) goto done;
+        if (r.o.progress) r.o.progress(r.o.progress_ctx, r.done_in, r.total_in);
     }
-    uint64_t total_in = 0;
-    for (uint32_t k = 0; k < n; k++) {
-        const tensor_plan *p = &plans[order[k]];
-        uint8_t *r = index + tensors_off + (uint64_t)k * DF11_TENSOR_RECORD;
-        size_t len = strlen(p->src->name);
-        memcpy(index + strings_off + str_at, p->src->name, len);
-        df11_st32(r + TEN_NAME_OFFSET, (uint32_t)str_at);
-        df11_st32(r + TEN_NAME_LEN, (uint32_t)len);
-        df11_st32(r + TEN_GROUP, p->group);
-        r[TEN_DTYPE] = (uint8_t)p->src->dtype;
-        r[TEN_NDIM] = (uint8_t)p->src->ndim;
-        for (uint32_t d = 0; d < p->src->ndim; d++) df11_st64(r + TEN_SHAPE + 8 * d, p->src->shape[d]);
-        df11_st64(r + TEN_N_ELEMENTS, p->n_elements);
-        outs[k].rec = r;
-        str_at += len;
-        total_in += p->nbytes;
-    }
-    if (metadata_len) memcpy(index + meta_off, metadata, metadata_len);
-
-    if ((st = df11_atomic_file_begin(&out, out_path)) != DF11_OK) goto fail;
-
-    /* Payloads, group by group. */
-    uint64_t file_off = index_end, done_in = 0, hist[256] = {0};
-    df11_compress_summary sum = {.n_tensors = (uint32_t)n, .n_groups = n_groups};
-    for (uint32_t g = 0; g < n_groups; g++) {
-        uint64_t max_elems = 0;
-        for (uint32_t k = groups[g].first; k < groups[g].first + groups[g].count; k++)
-            if (plans[order[k]].n_elements > max_elems) max_elems = plans[order[k]].n_elements;
-        free(sm);
-        sm = malloc(max_elems ? max_elems : 1);
-        if (!sm) { st = df11_fail(DF11_ERR_NO_MEMORY, "%llu bytes", (unsigned long long)max_elems); goto fail; }
-
-        /* Encoding needs the whole tensor's sm bytes at once; they go to a scratch buffer
-         * and are copied into the payload. Payload memory is built tensor by tensor. */
-        uint64_t at = 0, decoded = 0;
-        free(payload);
-        payload = NULL;
-        for (uint32_t k = groups[g].first; k < groups[g].first + groups[g].count; k++) {
-            const tensor_plan *p = &plans[order[k]];
-            tensor_out *t = &outs[k];
-            if ((st = encode_tensor(p, &o, at, sm, t)) != DF11_OK) goto fail;
-            uint8_t *grown = realloc(payload, at + t->size ? at + t->size : 1);
-            if (!grown) { st = df11_fail(DF11_ERR_NO_MEMORY, "payload of group '%s'", groups[g].name); goto fail; }
-            payload = grown;
-            memset(payload + at, 0, t->size);
-            place_tensor(p, t, payload, sm);
-            at += t->size;
-            df11_st64(t->rec + TEN_DECODED_OFFSET, decoded);
-            decoded += df11_align_up(p->nbytes, DF11_DECODED_ALIGN);
-            if (p->src->dtype == DF11_DTYPE_BF16) {
-                sum.bf16_weights += p->n_elements;
-                sum.bf16_bytes += p->nbytes;
-                sum.bf16_stored_bytes += t->stored;
-                for (int s = 0; s < 256; s++) hist[s] += t->enc.hist[s];
-            } else {
-                sum.raw_bytes += p->nbytes;
-            }
-            df11_encoded_free(&t->enc);
-            done_in += p->nbytes;
-        }
-        uint8_t *r = index + groups_off + (uint64_t)g * DF11_GROUP_RECORD;
-        df11_st64(r + GRP_PAYLOAD_OFFSET, file_off);
-        df11_st64(r + GRP_PAYLOAD_SIZE, at);
-        df11_st64(r + GRP_DECODED_SIZE, decoded);
-        df11_st64(r + GRP_PAYLOAD_XXH3, XXH3_64bits(payload, at));
-        if ((st = pwrite_all(out.fd, payload, at, file_off, out_path)) != DF11_OK) goto fail;
-        file_off = g + 1 < n_groups ? df11_align_up(file_off + at, DF11_PAYLOAD_ALIGN) : file_off + at;
-        if (o.progress) o.progress(o.progress_ctx, done_in, total_in);
-    }
-
-    memcpy(index + HDR_MAGIC, DF11_MAGIC, 8);
-    df11_st16(index + HDR_VERSION_MAJOR, DF11_VERSION_MAJOR);
-    df11_st16(index + HDR_VERSION_MINOR, DF11_VERSION_MINOR);
-    df11_st32(index + HDR_HEADER_SIZE, DF11_HEADER_SIZE);
-    df11_st32(index + HDR_N_GROUPS, n_groups);
-    df11_st32(index + HDR_N_TENSORS, (uint32_t)n);
-    df11_st64(index + HDR_GROUPS_OFFSET, groups_off);
-    df11_st64(index + HDR_TENSORS_OFFSET, tensors_off);
-    df11_st64(index + HDR_STRINGS_OFFSET, strings_off);
-    df11_st64(index + HDR_STRINGS_SIZE, strings_size);
-    df11_st64(index + HDR_METADATA_OFFSET, meta_off);
-    df11_st64(index + HDR_METADATA_SIZE, metadata_len);
-    df11_st64(index + HDR_INDEX_END, index_end);
-    df11_st64(index + HDR_FILE_SIZE, file_off);
-    XXH3_state_t *xs = XXH3_createState();
-    if (!xs) { st = df11_fail(DF11_ERR_NO_MEMORY, "xxh3 state"); goto fail; }
-    XXH3_64bits_reset(xs);
-    XXH3_64bits_update(xs, index, HDR_INDEX_XXH3);
-    XXH3_64bits_update(xs, index + DF11_HEADER_SIZE, index_end - DF11_HEADER_SIZE);
-    df11_st64(index + HDR_INDEX_XXH3, XXH3_64bits_digest(xs));
-    XXH3_freeState(xs);
-    if ((st = pwrite_all(out.fd, index, index_end, 0, out_path)) != DF11_OK) goto fail;
-    if (ftruncate(out.fd, (off_t)file_off) != 0) { st = df11_fail_errno(DF11_ERR_IO, errno, "truncate '%s'", out_path); goto fail; }
-    if ((st = df11_atomic_file_commit(&out)) != DF11_OK) goto fail;
+    if ((st = finish_header(&r, metadata_len, file_off)) != DF11_OK) goto done;
+    if ((st = pwrite_all(r.out.fd, r.index, r.index_end, 0, out_path)) != DF11_OK) goto done;
+    if (ftruncate(r.out.fd, (off_t)file_off) != 0) { st = df11_fail_errno(DF11_ERR_IO, errno, "truncate '%s'", out_path); goto done; }
+    if ((st = df11_atomic_file_commit(&r.out)) != DF11_OK) goto done;
 
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    sum.file_bytes = file_off;
-    sum.exponent_entropy = df11_entropy(hist);
-    sum.seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-    if (summary) *summary = sum;
-    st = DF11_OK;
-fail:
-    df11_atomic_file_abort(&out);
-    for (size_t k = 0; outs && k < n; k++) df11_encoded_free(&outs[k].enc);
-    free(outs);
-    free(sm);
-    free(payload);
-    free(index);
-    free(groups);
-    free(order);
-    free(plans);
+    r.sum.file_bytes = file_off;
+    r.sum.exponent_entropy = df11_entropy(r.hist);
+    r.sum.seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    if (summary) *summary = r.sum;
+done:
+    compress_run_free(&r);
     return st;
 }

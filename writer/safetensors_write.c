@@ -24,68 +24,76 @@ static cJSON *json_u64_raw(uint64_t v)
     return cJSON_CreateRaw(buf);
 }
 
-/* Builds the header JSON text; `nbytes[i]` receives each tensor's size. */
+/* Adds `metadata_json` to the header as "__metadata__": it must be a JSON object of
+ * strings. */
+static df11_status add_metadata(cJSON *root, const char *metadata_json)
+{
+    cJSON *meta = cJSON_Parse(metadata_json);
+    bool ok = cJSON_IsObject(meta);
+    for (const cJSON *it = ok ? meta->child : NULL; it; it = it->next)
+        ok = ok && cJSON_IsString(it);
+    if (!ok) {
+        cJSON_Delete(meta);
+        return df11_fail(DF11_ERR_INVALID_ARG, "safetensors metadata must be a JSON object "
+                         "of strings");
+    }
+    if (!cJSON_AddItemToObject(root, "__metadata__", meta)) {
+        cJSON_Delete(meta);
+        return DF11_ERR_NO_MEMORY; /* the caller says for what */
+    }
+    return DF11_OK;
+}
+
+/* Adds tensor t's entry, its data at [offset, offset + nbytes); false when out of memory
+ * (nothing half-built stays behind). */
+static bool add_tensor_entry(cJSON *root, const df11_tensor_source *t, uint64_t offset,
+                             uint64_t nbytes)
+{
+    cJSON *obj = cJSON_CreateObject(), *shape = cJSON_CreateArray();
+    cJSON *offs = cJSON_CreateArray();
+    bool ok = obj && shape && offs;
+    ok = ok && cJSON_AddStringToObject(obj, "dtype", df11_dtype_name(t->dtype));
+    for (uint32_t d = 0; ok && d < t->ndim; d++) {
+        cJSON *v = json_u64_raw(t->shape[d]);
+        ok = v && cJSON_AddItemToArray(shape, v);
+        if (!ok) cJSON_Delete(v);
+    }
+    cJSON *b = ok ? json_u64_raw(offset) : NULL, *e = ok ? json_u64_raw(offset + nbytes) : NULL;
+    ok = ok && b && e && cJSON_AddItemToArray(offs, b);
+    if (ok) b = NULL;
+    ok = ok && cJSON_AddItemToArray(offs, e);
+    if (ok) e = NULL;
+    cJSON_Delete(b);
+    cJSON_Delete(e);
+    ok = ok && cJSON_AddItemToObject(obj, "shape", shape);
+    if (ok) shape = NULL;
+    ok = ok && cJSON_AddItemToObject(obj, "data_offsets", offs);
+    if (ok) offs = NULL;
+    ok = ok && cJSON_AddItemToObject(root, t->name, obj);
+    if (!ok) {
+        cJSON_Delete(shape);
+        cJSON_Delete(offs);
+        cJSON_Delete(obj);
+    }
+    return ok;
+}
+
+/* Builds the header JSON text from the tensors and their sizes `nbytes[i]`. */
 static df11_status build_header(const df11_tensor_source *tensors, size_t n,
-                                const char *metadata_json, uint64_t *nbytes, char **out)
+                                const char *metadata_json, const uint64_t *nbytes, char **out)
 {
     *out = NULL;
     cJSON *root = cJSON_CreateObject();
     if (!root) return df11_fail(DF11_ERR_NO_MEMORY, "safetensors header");
-    df11_status st = DF11_OK;
-    if (metadata_json) {
-        cJSON *meta = cJSON_Parse(metadata_json);
-        bool ok = cJSON_IsObject(meta);
-        for (const cJSON *it = ok ? meta->child : NULL; it; it = it->next)
-            ok = ok && cJSON_IsString(it);
-        if (!ok) {
-            cJSON_Delete(meta);
-            st = df11_fail(DF11_ERR_INVALID_ARG, "safetensors metadata must be a JSON object "
-                           "of strings");
-            goto out;
-        }
-        if (!cJSON_AddItemToObject(root, "__metadata__", meta)) {
-            cJSON_Delete(meta);
-            goto nomem;
-        }
-    }
+    df11_status st = metadata_json ? add_metadata(root, metadata_json) : DF11_OK;
     uint64_t offset = 0;
-    for (size_t i = 0; i < n; i++) {
-        const df11_tensor_source *t = &tensors[i];
-        cJSON *obj = cJSON_CreateObject(), *shape = cJSON_CreateArray();
-        cJSON *offs = cJSON_CreateArray();
-        bool ok = obj && shape && offs;
-        ok = ok && cJSON_AddStringToObject(obj, "dtype", df11_dtype_name(t->dtype));
-        for (uint32_t d = 0; ok && d < t->ndim; d++) {
-            cJSON *v = json_u64_raw(t->shape[d]);
-            ok = v && cJSON_AddItemToArray(shape, v);
-            if (!ok) cJSON_Delete(v);
-        }
-        cJSON *b = ok ? json_u64_raw(offset) : NULL, *e = ok ? json_u64_raw(offset + nbytes[i]) : NULL;
-        ok = ok && b && e && cJSON_AddItemToArray(offs, b);
-        if (ok) b = NULL;
-        ok = ok && cJSON_AddItemToArray(offs, e);
-        if (ok) e = NULL;
-        cJSON_Delete(b);
-        cJSON_Delete(e);
-        ok = ok && cJSON_AddItemToObject(obj, "shape", shape);
-        if (ok) shape = NULL;
-        ok = ok && cJSON_AddItemToObject(obj, "data_offsets", offs);
-        if (ok) offs = NULL;
-        ok = ok && cJSON_AddItemToObject(root, t->name, obj);
-        if (!ok) {
-            cJSON_Delete(shape);
-            cJSON_Delete(offs);
-            cJSON_Delete(obj);
-            goto nomem;
-        }
+    for (size_t i = 0; st == DF11_OK && i < n; i++) {
+        if (!add_tensor_entry(root, &tensors[i], offset, nbytes[i])) st = DF11_ERR_NO_MEMORY;
         offset += nbytes[i];
     }
-    *out = cJSON_PrintUnformatted(root);
-    if (!*out) goto nomem;
-    goto out;
-nomem:
-    st = df11_fail(DF11_ERR_NO_MEMORY, "safetensors header for %zu tensors", n);
-out:
+    if (st == DF11_OK && !(*out = cJSON_PrintUnformatted(root))) st = DF11_ERR_NO_MEMORY;
+    if (st == DF11_ERR_NO_MEMORY)
+        st = df11_fail(DF11_ERR_NO_MEMORY, "safetensors header for %zu tensors", n);
     cJSON_Delete(root);
     return st;
 }
