@@ -1,4 +1,14 @@
-/* The model object shared by the runtime sources. Not installed. */
+/* The model object shared by the runtime sources, and what each source offers the others.
+ * Not installed.
+ *
+ * A model is groups of tensors: a df11 file's groups, or for a BF16 model one group per
+ * block plus one per non-layer tensor. A group is either resident (its decoded tensors
+ * stay in the pool for the model's life: every BF16 group, df11 non-layer groups under the
+ * RESIDENT policy) or kept compressed and decoded into an arena slot when needed. The
+ * scheduler (schedule.c) asks only that: a block of a resident group is acquired by a flag
+ * and served from persistent views, any other block through the arena. No scheduling
+ * call asks which kind of file the model came from.
+ */
 #ifndef DF11_RUNTIME_INTERNAL_H
 #define DF11_RUNTIME_INTERNAL_H
 
@@ -10,6 +20,8 @@
 #include "pool/pool.h"
 #include "runtime/backend.h"
 
+#define RT_PAYLOAD_ALIGN 4096ull   /* payloads, slots, resident groups */
+
 typedef struct rt_group {
     const char *name;
     int32_t layer;
@@ -19,6 +31,7 @@ typedef struct rt_group {
     void *plan_host;          /* CUDA: malloc'd plan blob */
     void *plan_dev;
     void *resident;           /* decoded data kept for the model's life, or NULL */
+    uint8_t acquired;         /* resident layer group held by the engine (no slot says so) */
 } rt_group;
 
 typedef struct rt_tensor {
@@ -49,24 +62,22 @@ struct df11_model {
 
     uint32_t n_groups, n_tensors, n_blocks;
     rt_group *groups;
-    rt_tensor *tensors;
+    rt_tensor *tensors;       /* each group's tensors are consecutive */
     uint32_t *block_group;    /* block → group */
     uint32_t *hash;           /* open addressing: tensor index + 1, 0 = empty */
     uint32_t hash_mask;
 
-    /* Scheduling (df11 models). */
+    /* Scheduling. Arena blocks: a slot each, views rebuilt into slot_views at acquire. */
     void *side_stream;
     df11_arena arena;
     rt_slot slots[DF11_ARENA_MAX_SLOTS]; /* indexed like arena.slots */
     df11_tensor_view *slot_views; /* n_slots × max_block_tensors */
     uint32_t max_block_tensors;
-    /* BF16 models: acquisition flags and per-block views. */
-    uint8_t *bf16_acquired;
-    df11_tensor_view *bf16_views;
-    uint32_t *bf16_block_first; /* index into bf16_views of each block's first tensor */
+    /* Resident blocks: views built once at open, indexed like `tensors`. */
+    df11_tensor_view *resident_views;
 
     /* Accounting. */
-    uint64_t compressed_bytes, bf16_bytes, staging_bytes;
+    uint64_t bf16_bytes, staging_bytes;
     uint64_t decodes, acquires;
     double open_ms;
 
@@ -75,10 +86,39 @@ struct df11_model {
     char stats_error[160];    /* why publish_stats has no page, "" if it has one */
 };
 
+static inline double df11_rt_mib(uint64_t bytes) { return bytes / 1048576.0; }
+
+/* runtime/model.c: what both opens share. */
+/* Checks the arguments and makes the model object with its backend; `fn` names the
+ * caller in error details. On failure nothing is left. */
+df11_status df11_rt_model_new(const char *fn, const char *path, const df11_model_options *options,
+                              df11_model **out, df11_model **m);
+/* The memory limit to plan against: options.memory_limit, else what the device has free
+ * less headroom, 0 when neither is known (host backend). */
+uint64_t df11_rt_memory_limit(df11_model *m);
+/* Sets the views of resident tensors, takes the open time, publishes the stats page and
+ * hands the model out; on failure closes it. */
+df11_status df11_rt_open_finish(df11_model *m, double t0, df11_model **out);
+
 /* runtime/load.c: reads every group's payload with io_uring into staging buffers,
  * verifies its xxh3, builds the GPU plan where the backend needs one and copies payload
  * (and plan) into the pool; resident groups are decoded on the way. */
 df11_status df11_rt_load(df11_model *m);
+
+/* runtime/schedule.c: arena slots and resident blocks. */
+/* The decoded data of block `block` while it is acquired, else NULL. */
+const void *df11_rt_block_data(const df11_model *m, uint32_t block);
+/* Holds non-resident, non-layer group `group` (the ARENA policy) in a slot until
+ * df11_rt_group_release, decoding it there first unless it is there already; a group held
+ * again gains a reference. *data: the slot. DF11_ERR_BUSY when every slot is acquired. */
+df11_status df11_rt_group_acquire(df11_model *m, uint32_t group, df11_stream stream,
+                                  const void **data);
+/* Drops one reference; DF11_ERR_STATE when the group is not held. */
+df11_status df11_rt_group_release(df11_model *m, uint32_t group, df11_stream stream);
+
+/* runtime/tensors.c: tensor names. */
+/* Indexes every tensor by name; DF11_ERR_DUPLICATE if a name appears twice. */
+df11_status df11_rt_names_index(df11_model *m);
 
 /* runtime/stats.c: the shared-memory page df11-memstat reads. */
 /* Never fails the open: without a page, m->stats_error says why. */
