@@ -20,9 +20,9 @@
 #include <df11.h>
 
 #include "tests/testutil.h"
-#include "tools/run/llama.h"
-#include "tools/run/sampler.h"
-#include "tools/run/tokenizer.h"
+#include "examples/run/dfl.h"
+#include "examples/run/sampler.h"
+#include "examples/run/tokenizer.h"
 
 #define N_GEN 40
 
@@ -290,7 +290,7 @@ static const char *synth_dir(void)
 
 /* ----------------------------------- an independent reference, in double ---------- */
 
-/* Written from the Llama definition (HF modeling_llama), sharing nothing with llama.c. */
+/* Written from the Llama definition (HF modeling_llama), sharing nothing with dfl.c. */
 typedef struct ref {
     const st_model *m;
     int D, L, NH, NKV, HD, H, V, tied;
@@ -438,39 +438,39 @@ static int argmax_d(const double *v, int n)
     return best;
 }
 
-static llama *engine_new_on(llama_device device, const char *config, size_t len,
-                            const df11_provider *p, int threads, int max_batch)
+static dfl_engine *engine_new_on(dfl_device device, const char *config, size_t len,
+                                 const df11_provider *p, int threads, int max_batch)
 {
-    llama_config cfg;
+    dfl_config cfg;
     char err[256];
-    ck_assert_msg(llama_config_parse(config, len, &cfg, err, sizeof err) == 0, "%s", err);
-    llama_options opt;
-    llama_options_init(&opt);
+    ck_assert_msg(dfl_config_parse(config, len, &cfg, err, sizeof err) == 0, "%s", err);
+    dfl_options opt;
+    dfl_options_init(&opt);
     opt.device = device;
     opt.n_threads = threads;
     opt.max_batch = max_batch;
     opt.max_seq = 128;
-    llama *e;
-    df11_status st = llama_create(&cfg, p, &opt, &e);
-    ck_assert_msg(st == DF11_OK, "llama_create: %s: %s", df11_strerror(st), llama_create_error());
+    dfl_engine *e;
+    df11_status st = dfl_create(&cfg, p, &opt, &e);
+    ck_assert_msg(st == DF11_OK, "dfl_create: %s: %s", df11_strerror(st), dfl_create_error());
     return e;
 }
 
-static llama *engine_new(const char *config, size_t len, const df11_provider *p, int threads,
-                         int max_batch)
+static dfl_engine *engine_new(const char *config, size_t len, const df11_provider *p, int threads,
+                              int max_batch)
 {
-    return engine_new_on(LLAMA_DEVICE_CPU, config, len, p, threads, max_batch);
+    return engine_new_on(DFL_DEVICE_CPU, config, len, p, threads, max_batch);
 }
 
 /* Greedy generation of n tokens from BOS; logits of every step into `all`. */
-static void generate(llama *e, int n, int *tokens, float *all)
+static void generate(dfl_engine *e, int n, int *tokens, float *all)
 {
-    const llama_config *c = llama_get_config(e);
+    const dfl_config *c = dfl_get_config(e);
     int tok = c->bos_id >= 0 ? c->bos_id : 1;
     for (int i = 0; i < n; i++) {
         float *lg = all + (size_t)i * c->vocab_size;
-        df11_status st = llama_forward(e, &tok, 1, i, lg);
-        ck_assert_msg(st == DF11_OK, "forward: %s", llama_error(e));
+        df11_status st = dfl_forward(e, &tok, 1, i, lg);
+        ck_assert_msg(st == DF11_OK, "forward: %s", dfl_error(e));
         tok = tokens[i] = argmax(lg, c->vocab_size);
     }
 }
@@ -482,8 +482,8 @@ static void check_reference(const char *dir)
     st_model m;
     st_load(&m, dir);
     df11_provider p = mem_provider(&m);
-    llama *e = engine_new(m.config, m.config_len, &p, 2, 0);
-    const llama_config *c = llama_get_config(e);
+    dfl_engine *e = engine_new(m.config, m.config_len, &p, 2, 0);
+    const dfl_config *c = dfl_get_config(e);
     ref r;
     ref_init(&r, &m, N_GEN + 1);
     float *lg = malloc((size_t)c->vocab_size * sizeof *lg);
@@ -491,7 +491,7 @@ static void check_reference(const char *dir)
     int tok = c->bos_id, rtok = c->bos_id;
     double worst = 0;
     for (int i = 0; i < N_GEN; i++) {
-        ck_assert_int_eq(llama_forward(e, &tok, 1, i, lg), DF11_OK);
+        ck_assert_int_eq(dfl_forward(e, &tok, 1, i, lg), DF11_OK);
         ref_step(&r, rtok, i, rl);
         double scale = 0, err = 0;
         for (int v = 0; v < c->vocab_size; v++) {
@@ -511,7 +511,7 @@ static void check_reference(const char *dir)
     free(lg);
     free(rl);
     ref_free(&r);
-    llama_destroy(e);
+    dfl_destroy(e);
     st_free(&m);
 }
 
@@ -545,11 +545,11 @@ START_TEST(test_batch_and_threads_invariant)
     };
     float *first = NULL;
     for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
-        llama *e = engine_new(m.config, m.config_len, &p, runs[r].threads, runs[r].batch);
+        dfl_engine *e = engine_new(m.config, m.config_len, &p, runs[r].threads, runs[r].batch);
         float *lg = malloc(300 * sizeof *lg);
         for (int pos = 0; pos < N; pos += runs[r].step) {
             int n = N - pos < runs[r].step ? N - pos : runs[r].step;
-            ck_assert_int_eq(llama_forward(e, toks + pos, n, pos, lg), DF11_OK);
+            ck_assert_int_eq(dfl_forward(e, toks + pos, n, pos, lg), DF11_OK);
         }
         if (!first) first = lg;
         else {
@@ -560,10 +560,10 @@ START_TEST(test_batch_and_threads_invariant)
         }
         /* rewinding: re-running the last token at its position gives the same logits */
         float *again = malloc(300 * sizeof *again);
-        ck_assert_int_eq(llama_forward(e, toks + N - 1, 1, N - 1, again), DF11_OK);
+        ck_assert_int_eq(dfl_forward(e, toks + N - 1, 1, N - 1, again), DF11_OK);
         ck_assert(memcmp(first, again, 300 * sizeof *again) == 0);
         free(again);
-        llama_destroy(e);
+        dfl_destroy(e);
     }
     free(first);
     st_free(&m);
@@ -572,16 +572,16 @@ END_TEST
 
 START_TEST(test_config_errors)
 {
-    llama_config c;
+    dfl_config c;
     char err[256];
-    ck_assert_int_eq(llama_config_parse("not json", 8, &c, err, sizeof err), -1);
+    ck_assert_int_eq(dfl_config_parse("not json", 8, &c, err, sizeof err), -1);
     const char *bad = "{\"hidden_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 8,"
                       " \"num_key_value_heads\": 3, \"intermediate_size\": 10, \"vocab_size\": 9}";
-    ck_assert_int_eq(llama_config_parse(bad, strlen(bad), &c, err, sizeof err), -1);
+    ck_assert_int_eq(dfl_config_parse(bad, strlen(bad), &c, err, sizeof err), -1);
     ck_assert_ptr_nonnull(strstr(err, "kv heads"));
     const char *ok = "{\"hidden_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 8,"
                      " \"intermediate_size\": 10, \"vocab_size\": 9, \"eos_token_id\": [7, 8]}";
-    ck_assert_int_eq(llama_config_parse(ok, strlen(ok), &c, err, sizeof err), 0);
+    ck_assert_int_eq(dfl_config_parse(ok, strlen(ok), &c, err, sizeof err), 0);
     ck_assert_int_eq(c.n_kv_heads, 8);
     ck_assert_int_eq(c.head_dim, 8);
     ck_assert_int_eq(c.eos_id, 7);
@@ -593,28 +593,28 @@ START_TEST(test_config_errors)
     df11_provider p = mem_provider(&m);
     const char *small = "{\"hidden_size\": 96, \"num_hidden_layers\": 3, \"num_attention_heads\": 6,"
                         " \"num_key_value_heads\": 2, \"intermediate_size\": 100, \"vocab_size\": 300}";
-    llama *e = engine_new(small, strlen(small), &p, 1, 0);
+    dfl_engine *e = engine_new(small, strlen(small), &p, 1, 0);
     int tok = 1;
-    ck_assert_int_eq(llama_forward(e, &tok, 1, 0, NULL), DF11_ERR_CORRUPT);
-    ck_assert_ptr_nonnull(strstr(llama_error(e), "mlp.gate_proj"));
-    ck_assert_int_eq(llama_forward(e, &tok, 1, 128, NULL), DF11_ERR_RANGE);
+    ck_assert_int_eq(dfl_forward(e, &tok, 1, 0, NULL), DF11_ERR_CORRUPT);
+    ck_assert_ptr_nonnull(strstr(dfl_error(e), "mlp.gate_proj"));
+    ck_assert_int_eq(dfl_forward(e, &tok, 1, 128, NULL), DF11_ERR_RANGE);
     tok = 300;
-    ck_assert_int_eq(llama_forward(e, &tok, 1, 0, NULL), DF11_ERR_RANGE);
-    llama_destroy(e);
+    ck_assert_int_eq(dfl_forward(e, &tok, 1, 0, NULL), DF11_ERR_RANGE);
+    dfl_destroy(e);
     st_free(&m);
 }
 END_TEST
 
 /* Parses the base config with `extra` fields put first (cJSON takes the first of repeated
  * keys, so they override the base). */
-static int parse_with(const char *extra, llama_config *c, char *err, size_t errlen)
+static int parse_with(const char *extra, dfl_config *c, char *err, size_t errlen)
 {
     char json[1024];
     snprintf(json, sizeof json, "{%s%s\"hidden_size\": 64, \"num_hidden_layers\": 2, "
              "\"num_attention_heads\": 8, \"intermediate_size\": 10, \"vocab_size\": 9}",
              extra, extra[0] ? ", " : "");
     err[0] = 0;
-    return llama_config_parse(json, strlen(json), c, err, errlen);
+    return dfl_config_parse(json, strlen(json), c, err, errlen);
 }
 
 /* Everything that would give NaN logits or overflow later is refused at parse time, with
@@ -660,7 +660,7 @@ START_TEST(test_config_sanity)
         {"\"hidden_act\": 5", "hidden_act"},
         {"\"rope_scaling\": {\"type\": \"linear\"}", "rope_scaling"},
     };
-    llama_config c;
+    dfl_config c;
     char err[256];
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         ck_assert_msg(parse_with(bad[i].extra, &c, err, sizeof err) == -1, "accepted %s", bad[i].extra);
@@ -683,11 +683,11 @@ START_TEST(test_config_sanity)
     ck_assert_int_eq(c.eos_id, -1);
     ck_assert_float_eq(c.rope_theta, 500000.0f);
     /* err may be NULL */
-    ck_assert_int_eq(llama_config_parse("{}", 2, &c, NULL, 0), -1);
+    ck_assert_int_eq(dfl_config_parse("{}", 2, &c, NULL, 0), -1);
 }
 END_TEST
 
-/* llama_config_parse takes bytes, not a string: an exact-size buffer without a NUL parses
+/* dfl_config_parse takes bytes, not a string: an exact-size buffer without a NUL parses
  * (read in bounds: the ASan build would see an over-read), and random mutations of a good
  * config either fail with a message or give a shape the engine can run. */
 START_TEST(test_config_bytes)
@@ -696,16 +696,16 @@ START_TEST(test_config_bytes)
                         " \"num_key_value_heads\": 4, \"intermediate_size\": 10, \"vocab_size\": 9,"
                         " \"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-06, \"eos_token_id\": [2]}";
     const size_t n = sizeof good - 1;
-    llama_config c;
+    dfl_config c;
     char err[256];
     char *exact = malloc(n);
     memcpy(exact, good, n);
-    ck_assert_msg(llama_config_parse(exact, n, &c, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(dfl_config_parse(exact, n, &c, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(c.n_kv_heads, 4);
     /* a prefix is not the whole object */
-    ck_assert_int_eq(llama_config_parse(exact, n - 1, &c, err, sizeof err), -1);
-    ck_assert_int_eq(llama_config_parse(exact, 0, &c, err, sizeof err), -1);
-    ck_assert_int_eq(llama_config_parse(NULL, 5, &c, err, sizeof err), -1);
+    ck_assert_int_eq(dfl_config_parse(exact, n - 1, &c, err, sizeof err), -1);
+    ck_assert_int_eq(dfl_config_parse(exact, 0, &c, err, sizeof err), -1);
+    ck_assert_int_eq(dfl_config_parse(NULL, 5, &c, err, sizeof err), -1);
     free(exact);
 
     uint64_t rng = df11_test_seed() ^ 0xc0f;
@@ -721,7 +721,7 @@ START_TEST(test_config_bytes)
         }
         size_t len = df11_test_rand(&rng) % 8 == 0 ? df11_test_rand(&rng) % (n + 1) : n;
         err[0] = 0;
-        int r = llama_config_parse(m, len, &c, err, sizeof err);
+        int r = dfl_config_parse(m, len, &c, err, sizeof err);
         ck_assert(r == 0 || r == -1);
         if (r) ck_assert(err[0] != 0);
         else
@@ -736,7 +736,7 @@ END_TEST
 
 /* ---------------------------------------- through the runtime: .df11 vs BF16 ------ */
 
-static llama *engine_open(df11_model *model, df11_provider *p)
+static dfl_engine *engine_open(df11_model *model, df11_provider *p)
 {
     ck_assert_int_eq(df11_model_provider(model, p), DF11_OK);
     size_t len;
@@ -771,8 +771,8 @@ static void check_df11_vs_bf16(const char *dir)
     ck_assert_msg(st == DF11_OK, "open_bf16 %s: %s: %s", dir, df11_strerror(st),
                   df11_last_error_detail());
     df11_provider pc, pb;
-    llama *ec = engine_open(mc, &pc), *eb = engine_open(mb, &pb);
-    int V = llama_get_config(ec)->vocab_size;
+    dfl_engine *ec = engine_open(mc, &pc), *eb = engine_open(mb, &pb);
+    int V = dfl_get_config(ec)->vocab_size;
     int tc[N_GEN], tb[N_GEN];
     float *lc = malloc((size_t)N_GEN * V * sizeof *lc), *lb = malloc((size_t)N_GEN * V * sizeof *lb);
     generate(ec, N_GEN, tc, lc);
@@ -787,7 +787,7 @@ static void check_df11_vs_bf16(const char *dir)
     st_model m;
     st_load(&m, dir);
     df11_provider pm = mem_provider(&m);
-    llama *em = engine_new(m.config, m.config_len, &pm, 2, 0);
+    dfl_engine *em = engine_new(m.config, m.config_len, &pm, 2, 0);
     int tm[N_GEN];
     float *lm = malloc((size_t)N_GEN * V * sizeof *lm);
     generate(em, N_GEN, tm, lm);
@@ -795,13 +795,13 @@ static void check_df11_vs_bf16(const char *dir)
     fprintf(stderr, "%s: %d greedy tokens, df11 == bf16 bit for bit; first: %d %d %d %d\n",
             dir, N_GEN, tc[0], tc[1], tc[2], tc[3]);
 
-    llama_destroy(em);
+    dfl_destroy(em);
     st_free(&m);
     free(lm);
     free(lc);
     free(lb);
-    llama_destroy(ec);
-    llama_destroy(eb);
+    dfl_destroy(ec);
+    dfl_destroy(eb);
     df11_model_close(mc);
     df11_model_close(mb);
 }
@@ -1273,17 +1273,17 @@ START_TEST(test_cli)
     st_model m;
     st_load(&m, dir);
     df11_provider pm = mem_provider(&m);
-    llama *e = engine_new(m.config, m.config_len, &pm, 1, 0);
+    dfl_engine *e = engine_new(m.config, m.config_len, &pm, 1, 0);
     float *lg = malloc(300 * sizeof *lg);
     int prompt[3] = {1, 5, 9}, tok;
-    ck_assert_int_eq(llama_forward(e, prompt, 3, 0, lg), DF11_OK);
+    ck_assert_int_eq(dfl_forward(e, prompt, 3, 0, lg), DF11_OK);
     for (int i = 0; i < 12; i++) {
         tok = argmax(lg, 300);
         ck_assert_int_eq(tok, cJSON_GetArrayItem(ta, i)->valueint);
-        ck_assert_int_eq(llama_forward(e, &tok, 1, 3 + i, lg), DF11_OK);
+        ck_assert_int_eq(dfl_forward(e, &tok, 1, 3 + i, lg), DF11_OK);
     }
     free(lg);
-    llama_destroy(e);
+    dfl_destroy(e);
     st_free(&m);
     free(sa);
     free(sb2);
@@ -1447,7 +1447,7 @@ END_TEST
 /* The CUDA path against the host path, teacher-forced on the host's greedy tokens, and
  * df11 against BF16 on the GPU: bit-identical, since cuBLAS gets identical operands.
  * The GPU rounds GEMM inputs to BF16: a float64 model that does the same differs from
- * the exact one by up to 5% of the largest logit on stories260K (tools/run/reference.py
+ * the exact one by up to 5% of the largest logit on stories260K (examples/run/reference.py
  * style check, docs/ENGINE.md), hence 10%. Skipped without a GPU. */
 static void check_gpu(const char *dir)
 {
@@ -1468,21 +1468,21 @@ static void check_gpu(const char *dir)
     ck_assert_int_eq(df11_model_provider(mh, &ph), DF11_OK);
     ck_assert_int_eq(df11_model_provider(mc, &pc), DF11_OK);
     ck_assert_int_eq(df11_model_provider(mb, &pb), DF11_OK);
-    llama *eh = engine_new(cfg, len, &ph, 2, 0);
-    llama *ec = engine_new_on(LLAMA_DEVICE_CUDA, cfg, len, &pc, 0, 0);
-    llama *eb = engine_new_on(LLAMA_DEVICE_CUDA, cfg, len, &pb, 0, 0);
-    const int V = llama_get_config(eh)->vocab_size;
+    dfl_engine *eh = engine_new(cfg, len, &ph, 2, 0);
+    dfl_engine *ec = engine_new_on(DFL_DEVICE_CUDA, cfg, len, &pc, 0, 0);
+    dfl_engine *eb = engine_new_on(DFL_DEVICE_CUDA, cfg, len, &pb, 0, 0);
+    const int V = dfl_get_config(eh)->vocab_size;
     int toks[N_GEN + 1];
     float *lh = malloc((size_t)N_GEN * V * sizeof *lh);
     generate(eh, N_GEN, toks + 1, lh);
-    toks[0] = llama_get_config(eh)->bos_id;
+    toks[0] = dfl_get_config(eh)->bos_id;
 
     float *lc = malloc((size_t)V * sizeof *lc), *lb = malloc((size_t)V * sizeof *lb);
     double worst = 0;
     int agree = 0;
     for (int i = 0; i < N_GEN; i++) {
-        ck_assert_msg(llama_forward(ec, toks + i, 1, i, lc) == DF11_OK, "%s", llama_error(ec));
-        ck_assert_msg(llama_forward(eb, toks + i, 1, i, lb) == DF11_OK, "%s", llama_error(eb));
+        ck_assert_msg(dfl_forward(ec, toks + i, 1, i, lc) == DF11_OK, "%s", dfl_error(ec));
+        ck_assert_msg(dfl_forward(eb, toks + i, 1, i, lb) == DF11_OK, "%s", dfl_error(eb));
         ck_assert_msg(memcmp(lc, lb, (size_t)V * sizeof *lc) == 0, "%s step %d: GPU df11 != "
                       "GPU bf16", dir, i);
         const float *want = lh + (size_t)i * V;
@@ -1497,7 +1497,7 @@ static void check_gpu(const char *dir)
         agree += argmax(lc, V) == toks[i + 1];
     }
     /* the whole sequence as one prefill batch: same last logits within the tolerance */
-    ck_assert_int_eq(llama_forward(ec, toks, N_GEN, 0, lc), DF11_OK);
+    ck_assert_int_eq(dfl_forward(ec, toks, N_GEN, 0, lc), DF11_OK);
     double err = 0, scale = 0;
     for (int v = 0; v < V; v++) {
         const float *want = lh + (size_t)(N_GEN - 1) * V;
@@ -1510,14 +1510,14 @@ static void check_gpu(const char *dir)
             " GPU df11 == GPU bf16 bit for bit\n", dir, worst, agree, N_GEN);
     ck_assert_int_ge(agree, N_GEN * 9 / 10);
     free(lh); free(lc); free(lb);
-    llama_destroy(eh); llama_destroy(ec); llama_destroy(eb);
+    dfl_destroy(eh); dfl_destroy(ec); dfl_destroy(eb);
     df11_model_close(mh); df11_model_close(mc); df11_model_close(mb);
 }
 
 START_TEST(test_gpu_matches_host)
 {
     uint64_t free_b, total_b;
-    if (llama_gpu_mem_info(&free_b, &total_b) != 0) {
+    if (dfl_gpu_mem_info(&free_b, &total_b) != 0) {
         fprintf(stderr, "skipping GPU comparison: no GPU\n");
         return;
     }

@@ -1,4 +1,4 @@
-/* Fuzz target: llama_config_parse, a Hugging Face config.json (tools/run/llama.h). The
+/* Fuzz target: dfl_config_parse, a Hugging Face config.json (examples/run/dfl.h). The
  * input is the JSON text, not NUL-terminated (the function takes a length).
  *
  * Asserts, besides "no crash, leak or undefined behaviour" (the sanitizers):
@@ -9,8 +9,8 @@
  *  - a message never overruns a short err buffer. */
 #include <string.h>
 
+#include "dfl.h"
 #include "fuzz.h"
-#include "llama.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -18,10 +18,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *json = malloc(size ? size : 1);
     if (!json) return 0;
     memcpy(json, data, size);
-    llama_config cfg;
+    dfl_config cfg;
     char err[256];
     memset(err, 0, sizeof err);
-    int r = llama_config_parse(json, size, &cfg, err, sizeof err);
+    int r = dfl_config_parse(json, size, &cfg, err, sizeof err);
     FUZZ_CHECK(r == 0 || r == -1, "returned %d", r);
     if (r != 0) {
         FUZZ_CHECK(memchr(err, '\0', sizeof err) && err[0], "failure without a message");
@@ -36,7 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     char *tiny = malloc(4); /* on the heap, so ASan sees a message written past it */
     if (tiny) {
-        if (llama_config_parse(json, size, &cfg, tiny, 4) != 0)
+        if (dfl_config_parse(json, size, &cfg, tiny, 4) != 0)
             FUZZ_CHECK(memchr(tiny, '\0', 4) != NULL, "message not terminated in 4 bytes");
         free(tiny);
     }

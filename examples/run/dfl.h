@@ -3,18 +3,18 @@
  * df11: the same code runs on compressed weights (df11_model_open) and on plain BF16
  * (df11_model_open_bf16), and a test can feed it from memory.
  *
- *     llama_config cfg;
- *     llama_config_parse(json, len, &cfg, err, sizeof err);
+ *     dfl_config cfg;
+ *     dfl_config_parse(json, len, &cfg, err, sizeof err);
  *     df11_provider p;
  *     df11_model_provider(model, &p);
- *     llama_options opt;
- *     llama_options_init(&opt);                 // host, max_seq = config's
- *     llama *e;
- *     llama_create(&cfg, &p, &opt, &e);
+ *     dfl_options opt;
+ *     dfl_options_init(&opt);                 // host, max_seq = config's
+ *     dfl_engine *e;
+ *     dfl_create(&cfg, &p, &opt, &e);
  *     float *logits = malloc(cfg.vocab_size * sizeof(float));
- *     llama_forward(e, prompt, n_prompt, 0, logits);   // prefill, logits of the last
- *     llama_forward(e, &next, 1, n_prompt, logits);    // one decode step
- *     llama_destroy(e);
+ *     dfl_forward(e, prompt, n_prompt, 0, logits);   // prefill, logits of the last
+ *     dfl_forward(e, &next, 1, n_prompt, logits);    // one decode step
+ *     dfl_destroy(e);
  *
  * Weights are BF16 [out, in] row-major with Hugging Face names. The host path keeps
  * activations in FP32 and accumulates every dot product in FP32 in a fixed order, so the
@@ -24,8 +24,8 @@
  *
  * Not thread-safe: one engine, one thread. The engine does not own the provider.
  */
-#ifndef DF11_RUN_LLAMA_H
-#define DF11_RUN_LLAMA_H
+#ifndef DF11_RUN_DFL_H
+#define DF11_RUN_DFL_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -36,7 +36,7 @@
 extern "C" {
 #endif
 
-typedef struct llama_config {
+typedef struct dfl_config {
     int dim;            /* hidden_size */
     int n_layers;       /* num_hidden_layers */
     int n_heads;        /* num_attention_heads */
@@ -49,14 +49,14 @@ typedef struct llama_config {
     float norm_eps;     /* rms_norm_eps */
     int tied;           /* tie_word_embeddings: lm_head is embed_tokens */
     int bos_id, eos_id; /* -1 if absent */
-} llama_config;
+} dfl_config;
 
 /* Limits on config.json: far above any real model, low enough that the engine's products
  * of them (n_heads * head_dim in int, layers * positions * kv features in size_t) cannot
  * overflow. */
-#define LLAMA_MAX_DIM (1 << 20)        /* hidden, intermediate, vocab, heads * head_dim */
-#define LLAMA_MAX_LAYERS 4096
-#define LLAMA_MAX_POSITIONS (1 << 24)  /* max_position_embeddings */
+#define DFL_MAX_DIM (1 << 20)        /* hidden, intermediate, vocab, heads * head_dim */
+#define DFL_MAX_LAYERS 4096
+#define DFL_MAX_POSITIONS (1 << 24)  /* max_position_embeddings */
 
 /* Parses a Hugging Face config.json: `len` bytes that may be anything (not NUL-terminated,
  * not JSON). Returns 0, or -1 with a message in err (may be NULL). Rejects what the engine
@@ -65,82 +65,82 @@ typedef struct llama_config {
  * positive finite float; hidden_size not a multiple of num_attention_heads (when head_dim
  * is absent); heads not a multiple of kv heads; an odd head_dim; bos/eos ids not below
  * vocab_size; hidden_act other than silu; rope_scaling. A config with fewer layers than
- * the weights have blocks parses (it runs the first layers); llama_create refuses more. */
-int llama_config_parse(const char *json, size_t len, llama_config *cfg, char *err,
-                       size_t errlen);
+ * the weights have blocks parses (it runs the first layers); dfl_create refuses more. */
+int dfl_config_parse(const char *json, size_t len, dfl_config *cfg, char *err,
+                     size_t errlen);
 
-typedef enum llama_device {
-    LLAMA_DEVICE_CPU = 0,
-    LLAMA_DEVICE_CUDA = 1,   /* the provider must serve device pointers */
-} llama_device;
+typedef enum dfl_device {
+    DFL_DEVICE_CPU = 0,
+    DFL_DEVICE_CUDA = 1,   /* the provider must serve device pointers */
+} dfl_device;
 
-typedef struct llama_options {
-    llama_device device;
+typedef struct dfl_options {
+    dfl_device device;
     int max_seq;        /* KV cache positions; 0 = config's max_pos */
     int max_batch;      /* tokens per pass (longer inputs are split); 0 = a default */
     int n_threads;      /* host threads; 0 = all cores */
-} llama_options;
+} dfl_options;
 
-void llama_options_init(llama_options *opt);
+void dfl_options_init(dfl_options *opt);
 
-typedef struct llama llama;
+typedef struct dfl_engine dfl_engine;
 
 /* Allocates the KV cache and scratch (host or device). Returns DF11_OK, or an error with
- * llama_create_error() set. */
-df11_status llama_create(const llama_config *cfg, const df11_provider *provider,
-                         const llama_options *opt, llama **out);
-/* Why the last llama_create on this thread failed. */
-const char *llama_create_error(void);
-void llama_destroy(llama *e);
+ * dfl_create_error() set. */
+df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider,
+                       const dfl_options *opt, dfl_engine **out);
+/* Why the last dfl_create on this thread failed. */
+const char *dfl_create_error(void);
+void dfl_destroy(dfl_engine *e);
 
 /* Runs tokens[0..n) at positions [pos, pos+n): every block is acquired once per pass,
  * their K/V are written to the cache (positions >= pos are overwritten, so going back to
  * an earlier pos rewinds the sequence) and the logits of the last token are written to
  * `logits` (vocab_size floats, host memory). `logits` may be NULL. */
-df11_status llama_forward(llama *e, const int *tokens, int n, int pos, float *logits);
+df11_status dfl_forward(dfl_engine *e, const int *tokens, int n, int pos, float *logits);
 /* The message of the last failed call on this engine. */
-const char *llama_error(const llama *e);
+const char *dfl_error(const dfl_engine *e);
 
-const llama_config *llama_get_config(const llama *e);
-uint64_t llama_kv_bytes(const llama *e);      /* KV cache */
-uint64_t llama_scratch_bytes(const llama *e); /* activations, tables */
-int llama_max_seq(const llama *e);
+const dfl_config *dfl_get_config(const dfl_engine *e);
+uint64_t dfl_kv_bytes(const dfl_engine *e);      /* KV cache */
+uint64_t dfl_scratch_bytes(const dfl_engine *e); /* activations, tables */
+int dfl_max_seq(const dfl_engine *e);
 
-/* ---- Shared by the host and CUDA paths (llama.c), not part of the engine's API ---- */
+/* ---- Shared by the host and CUDA paths (dfl.c), not part of the engine's API ---- */
 
-typedef struct llama_layer_weights {
+typedef struct dfl_layer_weights {
     const void *attn_norm, *wq, *wk, *wv, *wo;   /* BF16 */
     const void *ffn_norm, *w_gate, *w_up, *w_down;
-} llama_layer_weights;
+} dfl_layer_weights;
 
 /* Finds block `layer`'s nine tensors in `view` (or through the provider), checking dtype
  * and shape. */
-df11_status llama_layer_weights_get(const llama_config *cfg, const df11_provider *p,
-                                    uint32_t layer, const df11_block_view *view,
-                                    df11_stream stream, llama_layer_weights *w, char *err,
-                                    size_t errlen);
+df11_status dfl_layer_weights_get(const dfl_config *cfg, const df11_provider *p,
+                                  uint32_t layer, const df11_block_view *view,
+                                  df11_stream stream, dfl_layer_weights *w, char *err,
+                                  size_t errlen);
 /* Gets a non-layer BF16 tensor of shape [rows, cols] (cols = 0: 1-D of rows). */
-df11_status llama_tensor_get(const df11_provider *p, const char *name, int rows, int cols,
-                             df11_stream stream, const void **data, char *err,
-                             size_t errlen);
+df11_status dfl_tensor_get(const df11_provider *p, const char *name, int rows, int cols,
+                           df11_stream stream, const void **data, char *err,
+                           size_t errlen);
 /* RoPE table: cos then sin, [max_seq][head_dim/2] each, as HF computes it (FP32
  * inverse frequencies, FP32 angle). */
-void llama_rope_table(const llama_config *cfg, int max_seq, float *cos_t, float *sin_t);
+void dfl_rope_table(const dfl_config *cfg, int max_seq, float *cos_t, float *sin_t);
 
 #ifdef DF11_HAVE_CUDA
-/* The CUDA path (llama_cuda.cu); llama.c calls these. */
-typedef struct llama_gpu llama_gpu;
-df11_status llama_gpu_create(const llama_config *cfg, const df11_provider *p, int max_seq,
-                             int max_batch, llama_gpu **out, char *err, size_t errlen);
-void llama_gpu_destroy(llama_gpu *g);
-df11_status llama_gpu_forward(llama_gpu *g, const int *tokens, int n, int pos,
-                              float *logits, char *err, size_t errlen);
-uint64_t llama_gpu_kv_bytes(const llama_gpu *g);
-uint64_t llama_gpu_scratch_bytes(const llama_gpu *g);
+/* The CUDA path (dfl_cuda.cu); dfl.c calls these. */
+typedef struct dfl_gpu dfl_gpu;
+df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, int max_seq,
+                           int max_batch, dfl_gpu **out, char *err, size_t errlen);
+void dfl_gpu_destroy(dfl_gpu *g);
+df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, int n, int pos,
+                            float *logits, char *err, size_t errlen);
+uint64_t dfl_gpu_kv_bytes(const dfl_gpu *g);
+uint64_t dfl_gpu_scratch_bytes(const dfl_gpu *g);
 /* cudaMemGetInfo of the current device; -1 without a GPU. */
-int llama_gpu_mem_info(uint64_t *free_bytes, uint64_t *total_bytes);
+int dfl_gpu_mem_info(uint64_t *free_bytes, uint64_t *total_bytes);
 /* The stream the engine runs on (a cudaStream_t). */
-void *llama_gpu_stream(const llama_gpu *g);
+void *dfl_gpu_stream(const dfl_gpu *g);
 #endif
 
 #ifdef __cplusplus

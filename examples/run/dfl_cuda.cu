@@ -14,12 +14,12 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "llama.h"
+#include "dfl.h"
 
 typedef __nv_bfloat16 bf16;
 
-struct llama_gpu {
-    llama_config cfg;
+struct dfl_gpu {
+    dfl_config cfg;
     df11_provider prov;
     int max_seq, max_batch;
     cudaStream_t stream;
@@ -167,7 +167,7 @@ __global__ void swiglu_kernel(const float *gate, const float *up, bf16 *out, siz
 static const int THREADS = 256;
 
 /* Y[n][rows] = X[n][cols] · W[rows][cols]^T (+ beta * Y). */
-static df11_status gemm(llama_gpu *g, const void *w, const bf16 *x, float *y, int n, int rows,
+static df11_status gemm(dfl_gpu *g, const void *w, const bf16 *x, float *y, int n, int rows,
                         int cols, int ldy, float beta, char *err, size_t errlen)
 {
     const float alpha = 1.0f;
@@ -181,7 +181,7 @@ static df11_status gemm(llama_gpu *g, const void *w, const bf16 *x, float *y, in
     return DF11_OK;
 }
 
-int llama_gpu_mem_info(uint64_t *free_bytes, uint64_t *total_bytes)
+int dfl_gpu_mem_info(uint64_t *free_bytes, uint64_t *total_bytes)
 {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) return -1;
@@ -192,11 +192,11 @@ int llama_gpu_mem_info(uint64_t *free_bytes, uint64_t *total_bytes)
     return 0;
 }
 
-void *llama_gpu_stream(const llama_gpu *g) { return g->stream; }
-uint64_t llama_gpu_kv_bytes(const llama_gpu *g) { return g->kv_bytes; }
-uint64_t llama_gpu_scratch_bytes(const llama_gpu *g) { return g->scratch_bytes; }
+void *dfl_gpu_stream(const dfl_gpu *g) { return g->stream; }
+uint64_t dfl_gpu_kv_bytes(const dfl_gpu *g) { return g->kv_bytes; }
+uint64_t dfl_gpu_scratch_bytes(const dfl_gpu *g) { return g->scratch_bytes; }
 
-void llama_gpu_destroy(llama_gpu *g)
+void dfl_gpu_destroy(dfl_gpu *g)
 {
     if (!g) return;
     if (g->stream) cudaStreamSynchronize(g->stream);
@@ -208,7 +208,7 @@ void llama_gpu_destroy(llama_gpu *g)
     delete g;
 }
 
-static df11_status gpu_alloc(llama_gpu *g, void **p, size_t bytes, uint64_t *counter, char *err,
+static df11_status gpu_alloc(dfl_gpu *g, void **p, size_t bytes, uint64_t *counter, char *err,
                              size_t errlen)
 {
     CUDA_TRY(cudaMalloc(p, bytes ? bytes : 1));
@@ -216,9 +216,9 @@ static df11_status gpu_alloc(llama_gpu *g, void **p, size_t bytes, uint64_t *cou
     return DF11_OK;
 }
 
-static df11_status gpu_create(llama_gpu *g, char *err, size_t errlen)
+static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
 {
-    const llama_config *c = &g->cfg;
+    const dfl_config *c = &g->cfg;
     const size_t B = g->max_batch, S = g->max_seq, D = c->dim, H = c->hidden_dim;
     const size_t Q = (size_t)c->n_heads * c->head_dim, KV = (size_t)c->n_kv_heads * c->head_dim;
     CUDA_TRY(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking));
@@ -267,7 +267,7 @@ static df11_status gpu_create(llama_gpu *g, char *err, size_t errlen)
         free(sn);
         return DF11_ERR_NO_MEMORY;
     }
-    llama_rope_table(c, g->max_seq, cs, sn);
+    dfl_rope_table(c, g->max_seq, cs, sn);
     cudaError_t e1 = cudaMemcpy(g->rope_cos, cs, S * c->head_dim / 2 * 4, cudaMemcpyHostToDevice);
     cudaError_t e2 = cudaMemcpy(g->rope_sin, sn, S * c->head_dim / 2 * 4, cudaMemcpyHostToDevice);
     free(cs);
@@ -277,18 +277,18 @@ static df11_status gpu_create(llama_gpu *g, char *err, size_t errlen)
     return DF11_OK;
 }
 
-df11_status llama_gpu_create(const llama_config *cfg, const df11_provider *p, int max_seq,
-                             int max_batch, llama_gpu **out, char *err, size_t errlen)
+df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, int max_seq,
+                           int max_batch, dfl_gpu **out, char *err, size_t errlen)
 {
     *out = NULL;
-    llama_gpu *g = new llama_gpu();
+    dfl_gpu *g = new dfl_gpu();
     g->cfg = *cfg;
     g->prov = *p;
     g->max_seq = max_seq;
     g->max_batch = max_batch;
     df11_status st = gpu_create(g, err, errlen);
     if (st != DF11_OK) {
-        llama_gpu_destroy(g);
+        dfl_gpu_destroy(g);
         return st;
     }
     *out = g;
@@ -296,10 +296,10 @@ df11_status llama_gpu_create(const llama_config *cfg, const df11_provider *p, in
 }
 
 /* One block's kernels on g->stream, for tokens at [pos, pos + n). */
-static df11_status gpu_layer(llama_gpu *g, uint32_t l, const llama_layer_weights *w, int n,
+static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w, int n,
                              int pos, char *err, size_t errlen)
 {
-    const llama_config *c = &g->cfg;
+    const dfl_config *c = &g->cfg;
     const int D = c->dim, hd = c->head_dim, H = c->hidden_dim;
     const int Q = c->n_heads * hd, KV = c->n_kv_heads * hd;
     float *kc = g->kc + ((size_t)l * g->max_seq + pos) * KV;
@@ -332,10 +332,10 @@ static df11_status gpu_layer(llama_gpu *g, uint32_t l, const llama_layer_weights
     return DF11_OK;
 }
 
-df11_status llama_gpu_forward(llama_gpu *g, const int *tokens, int n, int pos, float *logits,
-                              char *err, size_t errlen)
+df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, int n, int pos, float *logits,
+                            char *err, size_t errlen)
 {
-    const llama_config *c = &g->cfg;
+    const dfl_config *c = &g->cfg;
     const df11_provider *p = &g->prov;
     cudaStream_t s = g->stream;
     const int D = c->dim;
@@ -343,7 +343,7 @@ df11_status llama_gpu_forward(llama_gpu *g, const int *tokens, int n, int pos, f
 
     CUDA_TRY(cudaMemcpyAsync(g->tokens, tokens, (size_t)n * sizeof(int), cudaMemcpyHostToDevice, s));
     const void *emb;
-    st = llama_tensor_get(p, "model.embed_tokens.weight", c->vocab_size, D, s, &emb, err, errlen);
+    st = dfl_tensor_get(p, "model.embed_tokens.weight", c->vocab_size, D, s, &emb, err, errlen);
     if (st != DF11_OK) return st;
     embed_kernel<<<n, THREADS, 0, s>>>((const bf16 *)emb, g->tokens, g->x, D);
     if (p->tensor_release) p->tensor_release(p->ctx, "model.embed_tokens.weight", s);
@@ -356,8 +356,8 @@ df11_status llama_gpu_forward(llama_gpu *g, const int *tokens, int n, int pos, f
             snprintf(err, errlen, "block %u: acquire: %s", l, df11_strerror(st));
             return st;
         }
-        llama_layer_weights w;
-        st = llama_layer_weights_get(c, p, l, &view, s, &w, err, errlen);
+        dfl_layer_weights w;
+        st = dfl_layer_weights_get(c, p, l, &view, s, &w, err, errlen);
         if (st == DF11_OK) st = gpu_layer(g, l, &w, n, pos, err, errlen);
         df11_status rs = p->block_release(p->ctx, l, s);
         if (st != DF11_OK) return st;
@@ -369,13 +369,13 @@ df11_status llama_gpu_forward(llama_gpu *g, const int *tokens, int n, int pos, f
     if (!logits) return DF11_OK;
 
     const void *norm, *head;
-    st = llama_tensor_get(p, "model.norm.weight", D, 0, s, &norm, err, errlen);
+    st = dfl_tensor_get(p, "model.norm.weight", D, 0, s, &norm, err, errlen);
     if (st != DF11_OK) return st;
     rmsnorm_kernel<<<1, THREADS, 0, s>>>(g->x + (size_t)(n - 1) * D, (const bf16 *)norm, g->xb,
                                          D, c->norm_eps);
     if (p->tensor_release) p->tensor_release(p->ctx, "model.norm.weight", s);
     const char *head_name = c->tied ? "model.embed_tokens.weight" : "lm_head.weight";
-    st = llama_tensor_get(p, head_name, c->vocab_size, D, s, &head, err, errlen);
+    st = dfl_tensor_get(p, head_name, c->vocab_size, D, s, &head, err, errlen);
     if (st != DF11_OK) return st;
     st = gemm(g, head, g->xb, g->logits, 1, c->vocab_size, D, c->vocab_size, 0.0f, err, errlen);
     if (p->tensor_release) p->tensor_release(p->ctx, head_name, s);

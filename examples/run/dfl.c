@@ -1,6 +1,6 @@
 /* The engine: config parsing, weight lookup through the provider, and the host forward
  * pass (FP32 activations, BF16 weights, FP32 accumulation in a fixed order). The CUDA
- * forward lives in llama_cuda.cu; this file only dispatches to it. No private df11 header
+ * forward lives in dfl_cuda.cu; this file only dispatches to it. No private df11 header
  * may be included here: the engine is what a third-party engine would look like.
  */
 #include <limits.h>
@@ -14,12 +14,12 @@
 
 #include <cjson/cJSON.h>
 
-#include "llama.h"
+#include "dfl.h"
 
 /* ------------------------------------------------------------------ config ------- */
 
 /* config.json is outside input: every field is checked here, so that nothing later (the
- * int and size_t products of llama_create, the RoPE table, RMSNorm) meets a value it
+ * int and size_t products of dfl_create, the RoPE table, RMSNorm) meets a value it
  * cannot handle. A field present with the wrong type is an error, not its default. */
 
 typedef struct cfg_reader {
@@ -70,8 +70,8 @@ static float cfg_positive(cfg_reader *r, const char *key, double def)
     return f;
 }
 
-int llama_config_parse(const char *json, size_t len, llama_config *cfg, char *err,
-                       size_t errlen)
+int dfl_config_parse(const char *json, size_t len, dfl_config *cfg, char *err,
+                     size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
     /* cJSON gets a NUL-terminated copy: `json` may be any bytes, not terminated, and no
@@ -89,9 +89,9 @@ int llama_config_parse(const char *json, size_t len, llama_config *cfg, char *er
         return -1;
     }
     cfg_reader r = { root, err, errlen, 0 };
-    const int M = LLAMA_MAX_DIM;
+    const int M = DFL_MAX_DIM;
     cfg->dim = cfg_int(&r, "hidden_size", 0, 1, M);
-    cfg->n_layers = cfg_int(&r, "num_hidden_layers", 0, 1, LLAMA_MAX_LAYERS);
+    cfg->n_layers = cfg_int(&r, "num_hidden_layers", 0, 1, DFL_MAX_LAYERS);
     cfg->n_heads = cfg_int(&r, "num_attention_heads", 0, 1, M);
     cfg->n_kv_heads = cfg_int(&r, "num_key_value_heads", cfg->n_heads, 1, M);
     const cJSON *hd = cJSON_GetObjectItemCaseSensitive(root, "head_dim");
@@ -99,7 +99,7 @@ int llama_config_parse(const char *json, size_t len, llama_config *cfg, char *er
     cfg->head_dim = cfg_int(&r, "head_dim", cfg->n_heads ? cfg->dim / cfg->n_heads : 0, 1, M);
     cfg->hidden_dim = cfg_int(&r, "intermediate_size", 0, 1, M);
     cfg->vocab_size = cfg_int(&r, "vocab_size", 0, 1, M);
-    cfg->max_pos = cfg_int(&r, "max_position_embeddings", 2048, 1, LLAMA_MAX_POSITIONS);
+    cfg->max_pos = cfg_int(&r, "max_position_embeddings", 2048, 1, DFL_MAX_POSITIONS);
     cfg->rope_theta = cfg_positive(&r, "rope_theta", 10000.0);
     cfg->norm_eps = cfg_positive(&r, "rms_norm_eps", 1e-6);
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
@@ -152,7 +152,7 @@ int llama_config_parse(const char *json, size_t len, llama_config *cfg, char *er
     return 0;
 }
 
-void llama_rope_table(const llama_config *cfg, int max_seq, float *cos_t, float *sin_t)
+void dfl_rope_table(const dfl_config *cfg, int max_seq, float *cos_t, float *sin_t)
 {
     int half = cfg->head_dim / 2;
     for (int i = 0; i < half; i++) {
@@ -186,8 +186,8 @@ static df11_status check_view(const df11_tensor_view *v, const char *name, int r
     return DF11_OK;
 }
 
-df11_status llama_tensor_get(const df11_provider *p, const char *name, int rows, int cols,
-                             df11_stream stream, const void **data, char *err, size_t errlen)
+df11_status dfl_tensor_get(const df11_provider *p, const char *name, int rows, int cols,
+                           df11_stream stream, const void **data, char *err, size_t errlen)
 {
     df11_tensor_view v;
     memset(&v, 0, sizeof v);
@@ -201,10 +201,10 @@ df11_status llama_tensor_get(const df11_provider *p, const char *name, int rows,
     return st;
 }
 
-df11_status llama_layer_weights_get(const llama_config *cfg, const df11_provider *p,
-                                    uint32_t layer, const df11_block_view *view,
-                                    df11_stream stream, llama_layer_weights *w, char *err,
-                                    size_t errlen)
+df11_status dfl_layer_weights_get(const dfl_config *cfg, const df11_provider *p,
+                                  uint32_t layer, const df11_block_view *view,
+                                  df11_stream stream, dfl_layer_weights *w, char *err,
+                                  size_t errlen)
 {
     const int d = cfg->dim, q = cfg->n_heads * cfg->head_dim,
               kv = cfg->n_kv_heads * cfg->head_dim, h = cfg->hidden_dim;
@@ -231,8 +231,8 @@ df11_status llama_layer_weights_get(const llama_config *cfg, const df11_provider
             st = check_view(found, name, want[i].rows, want[i].cols, err, errlen);
             *want[i].dst = found->data;
         } else {
-            st = llama_tensor_get(p, name, want[i].rows, want[i].cols, stream, want[i].dst,
-                                  err, errlen);
+            st = dfl_tensor_get(p, name, want[i].rows, want[i].cols, stream, want[i].dst,
+                                err, errlen);
         }
         if (st != DF11_OK) return st;
     }
@@ -432,10 +432,10 @@ static void rope(float *v, const float *cos_p, const float *sin_p, int hd)
 
 /* ------------------------------------------------------------------ engine ------- */
 
-struct llama {
-    llama_config cfg;
+struct dfl_engine {
+    dfl_config cfg;
     df11_provider prov;
-    llama_device device;
+    dfl_device device;
     int max_seq, max_batch;
     char err[512];
     pool pool;
@@ -446,50 +446,50 @@ struct llama {
     float *rope_cos, *rope_sin;         /* [max_seq][head_dim/2] */
     uint64_t kv_bytes, scratch_bytes;
 #ifdef DF11_HAVE_CUDA
-    llama_gpu *gpu;
+    dfl_gpu *gpu;
 #endif
 };
 
 static _Thread_local char create_err[512];
 
-const char *llama_create_error(void) { return create_err; }
-const char *llama_error(const llama *e) { return e->err; }
-const llama_config *llama_get_config(const llama *e) { return &e->cfg; }
-int llama_max_seq(const llama *e) { return e->max_seq; }
+const char *dfl_create_error(void) { return create_err; }
+const char *dfl_error(const dfl_engine *e) { return e->err; }
+const dfl_config *dfl_get_config(const dfl_engine *e) { return &e->cfg; }
+int dfl_max_seq(const dfl_engine *e) { return e->max_seq; }
 
-uint64_t llama_kv_bytes(const llama *e)
+uint64_t dfl_kv_bytes(const dfl_engine *e)
 {
 #ifdef DF11_HAVE_CUDA
-    if (e->gpu) return llama_gpu_kv_bytes(e->gpu);
+    if (e->gpu) return dfl_gpu_kv_bytes(e->gpu);
 #endif
     return e->kv_bytes;
 }
 
-uint64_t llama_scratch_bytes(const llama *e)
+uint64_t dfl_scratch_bytes(const dfl_engine *e)
 {
 #ifdef DF11_HAVE_CUDA
-    if (e->gpu) return llama_gpu_scratch_bytes(e->gpu);
+    if (e->gpu) return dfl_gpu_scratch_bytes(e->gpu);
 #endif
     return e->scratch_bytes;
 }
 
-void llama_options_init(llama_options *opt)
+void dfl_options_init(dfl_options *opt)
 {
     memset(opt, 0, sizeof *opt);
-    opt->device = LLAMA_DEVICE_CPU;
+    opt->device = DFL_DEVICE_CPU;
 }
 
-static void *xcalloc(llama *e, size_t n, size_t size)
+static void *xcalloc(dfl_engine *e, size_t n, size_t size)
 {
     e->scratch_bytes += n * size;
     return calloc(n ? n : 1, size);
 }
 
-void llama_destroy(llama *e)
+void dfl_destroy(dfl_engine *e)
 {
     if (!e) return;
 #ifdef DF11_HAVE_CUDA
-    llama_gpu_destroy(e->gpu);
+    dfl_gpu_destroy(e->gpu);
 #endif
     pool_free(&e->pool);
     free(e->x); free(e->xb); free(e->q); free(e->att); free(e->hb); free(e->hb2);
@@ -498,8 +498,8 @@ void llama_destroy(llama *e)
     free(e);
 }
 
-df11_status llama_create(const llama_config *cfg, const df11_provider *provider,
-                         const llama_options *opt, llama **out)
+df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider,
+                       const dfl_options *opt, dfl_engine **out)
 {
     *out = NULL;
     create_err[0] = 0;
@@ -508,13 +508,13 @@ df11_status llama_create(const llama_config *cfg, const df11_provider *provider,
         snprintf(create_err, sizeof create_err, "incomplete provider");
         return DF11_ERR_INVALID_ARG;
     }
-    llama *e = calloc(1, sizeof *e);
+    dfl_engine *e = calloc(1, sizeof *e);
     if (!e) return DF11_ERR_NO_MEMORY;
     e->cfg = *cfg;
     e->prov = *provider;
-    e->device = opt ? opt->device : LLAMA_DEVICE_CPU;
+    e->device = opt ? opt->device : DFL_DEVICE_CPU;
     e->max_seq = opt && opt->max_seq > 0 ? opt->max_seq : cfg->max_pos;
-    int batch_default = e->device == LLAMA_DEVICE_CUDA ? 4096 : 64;
+    int batch_default = e->device == DFL_DEVICE_CUDA ? 4096 : 64;
     e->max_batch = opt && opt->max_batch > 0 ? opt->max_batch : batch_default;
     if (e->max_batch > e->max_seq) e->max_batch = e->max_seq;
     if (provider->n_blocks && provider->n_blocks(provider->ctx) < (uint32_t)cfg->n_layers) {
@@ -524,10 +524,10 @@ df11_status llama_create(const llama_config *cfg, const df11_provider *provider,
         return DF11_ERR_CORRUPT;
     }
 
-    if (e->device == LLAMA_DEVICE_CUDA) {
+    if (e->device == DFL_DEVICE_CUDA) {
 #ifdef DF11_HAVE_CUDA
-        df11_status st = llama_gpu_create(cfg, provider, e->max_seq, e->max_batch, &e->gpu,
-                                          create_err, sizeof create_err);
+        df11_status st = dfl_gpu_create(cfg, provider, e->max_seq, e->max_batch, &e->gpu,
+                                        create_err, sizeof create_err);
         if (st != DF11_OK) { free(e); return st; }
         *out = e;
         return DF11_OK;
@@ -563,25 +563,25 @@ df11_status llama_create(const llama_config *cfg, const df11_provider *provider,
         !e->rope_cos || !e->rope_sin || !e->k_cache || !e->v_cache) {
         snprintf(create_err, sizeof create_err, "out of host memory for the KV cache (%llu "
                  "bytes) and scratch", (unsigned long long)e->kv_bytes);
-        llama_destroy(e);
+        dfl_destroy(e);
         return DF11_ERR_NO_MEMORY;
     }
-    llama_rope_table(cfg, e->max_seq, e->rope_cos, e->rope_sin);
+    dfl_rope_table(cfg, e->max_seq, e->rope_cos, e->rope_sin);
     *out = e;
     return DF11_OK;
 }
 
 /* One (token, head) of attention: scores over the cache, softmax, weighted sum of V. */
 typedef struct attn_job {
-    llama *e;
+    dfl_engine *e;
     int layer, pos, n_tok;
 } attn_job;
 
 static void attention_items(void *ctx, int begin, int end)
 {
     const attn_job *j = ctx;
-    const llama *e = j->e;
-    const llama_config *c = &e->cfg;
+    const dfl_engine *e = j->e;
+    const dfl_config *c = &e->cfg;
     const int hd = c->head_dim, kvd = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
     const float scale = 1.0f / sqrtf((float)hd);
     const float *kc = e->k_cache + (size_t)j->layer * e->max_seq * kvd;
@@ -614,7 +614,7 @@ static void attention_items(void *ctx, int begin, int end)
     }
 }
 
-static df11_status fail(llama *e, df11_status st, const char *fmt, ...)
+static df11_status fail(dfl_engine *e, df11_status st, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -623,10 +623,10 @@ static df11_status fail(llama *e, df11_status st, const char *fmt, ...)
     return st;
 }
 
-static df11_status host_layer(llama *e, uint32_t l, const llama_layer_weights *w, int n,
+static df11_status host_layer(dfl_engine *e, uint32_t l, const dfl_layer_weights *w, int n,
                               int pos)
 {
-    const llama_config *c = &e->cfg;
+    const dfl_config *c = &e->cfg;
     const int D = c->dim, hd = c->head_dim, half = hd / 2;
     const int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, H = c->hidden_dim;
     float *kc = e->k_cache + ((size_t)l * e->max_seq + pos) * kvd;
@@ -660,14 +660,14 @@ static df11_status host_layer(llama *e, uint32_t l, const llama_layer_weights *w
     return DF11_OK;
 }
 
-static df11_status host_pass(llama *e, const int *tokens, int n, int pos, float *logits)
+static df11_status host_pass(dfl_engine *e, const int *tokens, int n, int pos, float *logits)
 {
-    const llama_config *c = &e->cfg;
+    const dfl_config *c = &e->cfg;
     const df11_provider *p = &e->prov;
     const int D = c->dim;
     const void *emb;
-    df11_status st = llama_tensor_get(p, "model.embed_tokens.weight", c->vocab_size, D, NULL,
-                                      &emb, e->err, sizeof e->err);
+    df11_status st = dfl_tensor_get(p, "model.embed_tokens.weight", c->vocab_size, D, NULL,
+                                    &emb, e->err, sizeof e->err);
     if (st != DF11_OK) return st;
     for (int t = 0; t < n; t++) {
         const uint16_t *row = (const uint16_t *)emb + (size_t)tokens[t] * D;
@@ -680,8 +680,8 @@ static df11_status host_pass(llama *e, const int *tokens, int n, int pos, float 
         memset(&view, 0, sizeof view);
         st = p->block_acquire(p->ctx, l, NULL, &view);
         if (st != DF11_OK) return fail(e, st, "block %u: acquire: %s", l, df11_strerror(st));
-        llama_layer_weights w;
-        st = llama_layer_weights_get(c, p, l, &view, NULL, &w, e->err, sizeof e->err);
+        dfl_layer_weights w;
+        st = dfl_layer_weights_get(c, p, l, &view, NULL, &w, e->err, sizeof e->err);
         if (st == DF11_OK) st = host_layer(e, l, &w, n, pos);
         df11_status rs = p->block_release(p->ctx, l, NULL);
         if (st != DF11_OK) return st;
@@ -691,19 +691,19 @@ static df11_status host_pass(llama *e, const int *tokens, int n, int pos, float 
 
     const float *last = e->x + (size_t)(n - 1) * D;
     const void *norm, *head;
-    st = llama_tensor_get(p, "model.norm.weight", D, 0, NULL, &norm, e->err, sizeof e->err);
+    st = dfl_tensor_get(p, "model.norm.weight", D, 0, NULL, &norm, e->err, sizeof e->err);
     if (st != DF11_OK) return st;
     rmsnorm(e->xb, last, norm, D, c->norm_eps);
     if (p->tensor_release) p->tensor_release(p->ctx, "model.norm.weight", NULL);
     const char *head_name = c->tied ? "model.embed_tokens.weight" : "lm_head.weight";
-    st = llama_tensor_get(p, head_name, c->vocab_size, D, NULL, &head, e->err, sizeof e->err);
+    st = dfl_tensor_get(p, head_name, c->vocab_size, D, NULL, &head, e->err, sizeof e->err);
     if (st != DF11_OK) return st;
     matmul(&e->pool, logits, head, e->xb, 1, c->vocab_size, D, 0);
     if (p->tensor_release) p->tensor_release(p->ctx, head_name, NULL);
     return DF11_OK;
 }
 
-df11_status llama_forward(llama *e, const int *tokens, int n, int pos, float *logits)
+df11_status dfl_forward(dfl_engine *e, const int *tokens, int n, int pos, float *logits)
 {
     e->err[0] = 0;
     if (n <= 0 || pos < 0 || pos + n > e->max_seq)
@@ -720,8 +720,8 @@ df11_status llama_forward(llama *e, const int *tokens, int n, int pos, float *lo
         df11_status st;
 #ifdef DF11_HAVE_CUDA
         if (e->gpu)
-            st = llama_gpu_forward(e->gpu, tokens + done, chunk, pos + done, lg, e->err,
-                                   sizeof e->err);
+            st = dfl_gpu_forward(e->gpu, tokens + done, chunk, pos + done, lg, e->err,
+                                 sizeof e->err);
         else
 #endif
             st = host_pass(e, tokens + done, chunk, pos + done, lg);

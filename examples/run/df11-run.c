@@ -1,6 +1,6 @@
 /* df11-run: generate text with a Llama-family model whose weights df11 serves, compressed
  * (MODEL.df11) or as plain BF16 (--bf16 SRC), on the host or a CUDA GPU; or benchmark
- * prefill and decode of both (--bench). A thin main() over llama.h and the public df11
+ * prefill and decode of both (--bench). A thin main() over dfl.h and the public df11
  * API: it includes no private df11 header and no CUDA header.
  */
 #include <errno.h>
@@ -15,7 +15,7 @@
 #include <cjson/cJSON.h>
 #include <df11.h>
 
-#include "llama.h"
+#include "dfl.h"
 #include "sampler.h"
 #include "tokenizer.h"
 
@@ -131,22 +131,22 @@ typedef struct run_opts {
     int *bench_lens, n_bench_lens; /* --bench=LIST, parsed */
     float temperature, top_p;
     uint64_t seed;
-    llama_device device;
+    dfl_device device;
 } run_opts;
 
 /* An open model and an engine over it. */
 typedef struct session {
     df11_model *model;
     df11_provider provider;
-    llama_config cfg;
-    llama *engine;
+    dfl_config cfg;
+    dfl_engine *engine;
     int is_bf16;
     double open_ms;
 } session;
 
 static void session_close(session *s)
 {
-    llama_destroy(s->engine);
+    dfl_destroy(s->engine);
     df11_model_close(s->model);
     memset(s, 0, sizeof *s);
 }
@@ -158,7 +158,7 @@ static void session_open(session *s, const run_opts *o, int bf16, int max_seq, i
     const char *path = bf16 ? o->bf16_path : o->model_path;
     df11_model_options mo;
     df11_model_options_init(&mo);
-    mo.backend = o->device == LLAMA_DEVICE_CUDA ? DF11_BACKEND_CUDA : DF11_BACKEND_HOST;
+    mo.backend = o->device == DFL_DEVICE_CUDA ? DF11_BACKEND_CUDA : DF11_BACKEND_HOST;
     if (o->slots) mo.arena_slots = (uint32_t)o->slots;
     if (o->threads) mo.n_threads = o->threads;
     double t0 = now_ms();
@@ -172,20 +172,20 @@ static void session_open(session *s, const run_opts *o, int bf16, int max_seq, i
     size_t len;
     const char *json = df11_model_config(s->model, &len);
     char err[512];
-    if (llama_config_parse(json, len, &s->cfg, err, sizeof err) != 0)
+    if (dfl_config_parse(json, len, &s->cfg, err, sizeof err) != 0)
         die(1, "'%s': %s", path, err);
     if ((st = df11_model_provider(s->model, &s->provider)) != DF11_OK)
         die(1, "'%s': provider: %s", path, df11_strerror(st));
 
-    llama_options lo;
-    llama_options_init(&lo);
+    dfl_options lo;
+    dfl_options_init(&lo);
     lo.device = o->device;
     lo.n_threads = o->threads;
     lo.max_seq = max_seq ? max_seq : (o->ctx ? o->ctx : s->cfg.max_pos);
     lo.max_batch = max_batch;
-    if ((st = llama_create(&s->cfg, &s->provider, &lo, &s->engine)) != DF11_OK)
-        die(1, "'%s': %s: %s", path, df11_strerror(st), llama_create_error());
-    /* Fewer blocks than layers fails in llama_create; more is a model the config cuts
+    if ((st = dfl_create(&s->cfg, &s->provider, &lo, &s->engine)) != DF11_OK)
+        die(1, "'%s': %s: %s", path, df11_strerror(st), dfl_create_error());
+    /* Fewer blocks than layers fails in dfl_create; more is a model the config cuts
      * short: it runs, on the first layers only, so say so. */
     uint32_t blocks = s->provider.n_blocks ? s->provider.n_blocks(s->provider.ctx) : 0;
     if (blocks > (uint32_t)s->cfg.n_layers)
@@ -210,8 +210,8 @@ static cJSON *memory_json(const session *s)
         cJSON_AddNumberToObject(m, "decodes", (double)ms.decodes);
         cJSON_AddNumberToObject(m, "decode_ms", ms.decode_ms);
     }
-    cJSON_AddNumberToObject(m, "kv_cache_bytes", (double)llama_kv_bytes(s->engine));
-    cJSON_AddNumberToObject(m, "scratch_bytes", (double)llama_scratch_bytes(s->engine));
+    cJSON_AddNumberToObject(m, "kv_cache_bytes", (double)dfl_kv_bytes(s->engine));
+    cJSON_AddNumberToObject(m, "scratch_bytes", (double)dfl_scratch_bytes(s->engine));
     return m;
 }
 
@@ -227,11 +227,11 @@ static void print_memory(FILE *f, const session *s)
                 mib(ms.compressed_bytes + ms.resident_bytes), mib(ms.compressed_bytes),
                 mib(ms.resident_bytes), mib(ms.bf16_bytes),
                 ms.bf16_bytes ? 100.0 * (double)(ms.compressed_bytes + ms.resident_bytes) / (double)ms.bf16_bytes : 0.0,
-                mib(ms.arena_bytes), ms.arena_slots, mib(llama_kv_bytes(s->engine)));
+                mib(ms.arena_bytes), ms.arena_slots, mib(dfl_kv_bytes(s->engine)));
     else
         fprintf(f, "memory: weights %.2f MiB BF16, KV cache %.2f MiB\n",
                 mib(ms.bf16_bytes ? ms.bf16_bytes : ms.resident_bytes),
-                mib(llama_kv_bytes(s->engine)));
+                mib(dfl_kv_bytes(s->engine)));
 }
 
 static uint64_t fnv1a(const void *data, size_t n)
@@ -275,8 +275,8 @@ static int generate(const run_opts *o)
     int bf16 = o->model_path == NULL;
     session s;
     session_open(&s, o, bf16, 0, 0);
-    const llama_config *c = &s.cfg;
-    const int max_seq = llama_max_seq(s.engine);
+    const dfl_config *c = &s.cfg;
+    const int max_seq = dfl_max_seq(s.engine);
 
     tokenizer tok, *tk = NULL;
     char err[512];
@@ -338,8 +338,8 @@ static int generate(const run_opts *o)
     double t0 = now_ms(), ttft = 0, t_first = 0;
     int n_out = 0, pos = 0, next = 0;
     const char *stop = "length";
-    df11_status st = llama_forward(s.engine, prompt, n_prompt, 0, logits);
-    if (st != DF11_OK) die(1, "prefill: %s: %s", df11_strerror(st), llama_error(s.engine));
+    df11_status st = dfl_forward(s.engine, prompt, n_prompt, 0, logits);
+    if (st != DF11_OK) die(1, "prefill: %s: %s", df11_strerror(st), dfl_error(s.engine));
     double prefill_ms = now_ms() - t0;
     pos = n_prompt;
     while (n_out < steps) {
@@ -354,8 +354,8 @@ static int generate(const run_opts *o)
         text_append(&text, &text_len, &text_cap, tk, prev, next, echo);
         prev = next;
         if (n_out == steps) break;
-        st = llama_forward(s.engine, &next, 1, pos++, logits);
-        if (st != DF11_OK) die(1, "decode at %d: %s: %s", pos - 1, df11_strerror(st), llama_error(s.engine));
+        st = dfl_forward(s.engine, &next, 1, pos++, logits);
+        if (st != DF11_OK) die(1, "decode at %d: %s: %s", pos - 1, df11_strerror(st), dfl_error(s.engine));
     }
     double decode_ms = n_out > 1 ? now_ms() - t_first : 0.0;
     double decode_tps = decode_ms > 0 ? (n_out - 1) / (decode_ms / 1e3) : 0.0;
@@ -365,7 +365,7 @@ static int generate(const run_opts *o)
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", bf16 ? o->bf16_path : o->model_path);
         cJSON_AddStringToObject(j, "weights", bf16 ? "bf16" : "df11");
-        cJSON_AddStringToObject(j, "device", o->device == LLAMA_DEVICE_CUDA ? "cuda" : "cpu");
+        cJSON_AddStringToObject(j, "device", o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu");
         cJSON_AddItemToObject(j, "prompt_tokens", cJSON_CreateIntArray(prompt, n_prompt));
         cJSON_AddItemToObject(j, "generated_tokens", cJSON_CreateIntArray(out, n_out));
         cJSON_AddStringToObject(j, "prompt_text", ptext ? ptext : "");
@@ -395,7 +395,7 @@ static int generate(const run_opts *o)
     }
     if (!o->json || !o->quiet) {
         fprintf(stderr, "%s weights on %s: prompt %d tokens, generated %d (%s)\n",
-                bf16 ? "bf16" : "df11", o->device == LLAMA_DEVICE_CUDA ? "cuda" : "cpu",
+                bf16 ? "bf16" : "df11", o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu",
                 n_prompt, n_out, stop);
         fprintf(stderr, "time to first token %.1f ms (prefill %.1f tok/s), decode %.1f tok/s\n",
                 ttft, n_prompt / (prefill_ms / 1e3), decode_tps);
@@ -420,7 +420,7 @@ static uint64_t gpu_used(void)
 {
 #ifdef DF11_HAVE_CUDA
     uint64_t f, t;
-    if (llama_gpu_mem_info(&f, &t) == 0) return t - f;
+    if (dfl_gpu_mem_info(&f, &t) == 0) return t - f;
 #endif
     return 0;
 }
@@ -457,36 +457,36 @@ static int bench(const run_opts *o)
         for (int i = 0; i < max_len; i++) toks[i] = (int)((i * 7919u + 3) % (unsigned)V);
 
         /* warm-up: library handles, cuBLAS heuristics, first-touch pages */
-        df11_status st = llama_forward(s.engine, toks, lens[0] < 16 ? lens[0] : 16, 0, logits);
-        if (st != DF11_OK) die(1, "bench: %s: %s", df11_strerror(st), llama_error(s.engine));
+        df11_status st = dfl_forward(s.engine, toks, lens[0] < 16 ? lens[0] : 16, 0, logits);
+        if (st != DF11_OK) die(1, "bench: %s: %s", df11_strerror(st), dfl_error(s.engine));
         for (int li = 0; li < n_lens; li++) {
             int n = lens[li];
             double t0 = now_ms();
-            st = llama_forward(s.engine, toks, n, 0, logits);
+            st = dfl_forward(s.engine, toks, n, 0, logits);
             double pf = now_ms() - t0;
-            if (st != DF11_OK) die(1, "bench prefill %d: %s: %s", n, df11_strerror(st), llama_error(s.engine));
+            if (st != DF11_OK) die(1, "bench prefill %d: %s: %s", n, df11_strerror(st), dfl_error(s.engine));
             uint64_t u = gpu_used();
             if (u > peak) peak = u;
             int next = sampler_argmax(logits, V);
             double ttft = now_ms() - t0;
             double d0 = now_ms();
             for (int k = 0; k < dec; k++) {
-                st = llama_forward(s.engine, &next, 1, n + k, logits);
-                if (st != DF11_OK) die(1, "bench decode: %s: %s", df11_strerror(st), llama_error(s.engine));
+                st = dfl_forward(s.engine, &next, 1, n + k, logits);
+                if (st != DF11_OK) die(1, "bench decode: %s: %s", df11_strerror(st), dfl_error(s.engine));
                 next = sampler_argmax(logits, V);
             }
             double dm = now_ms() - d0;
             u = gpu_used();
             if (u > peak) peak = u;
             double ptps = n / (pf / 1e3), dtps = dec > 0 ? dec / (dm / 1e3) : 0.0;
-            double vram = o->device == LLAMA_DEVICE_CUDA ? mib(peak - base) : 0.0;
+            double vram = o->device == DFL_DEVICE_CUDA ? mib(peak - base) : 0.0;
             if (!o->json)
                 printf("%-5s %-4s %7d %10.1f %9d %10.1f %9.1f %10.1f %10.1f\n",
-                       bf16 ? "bf16" : "df11", o->device == LLAMA_DEVICE_CUDA ? "cuda" : "cpu",
+                       bf16 ? "bf16" : "df11", o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu",
                        n, ptps, dec, dtps, ttft, vram, mib(wbytes));
             cJSON *r = cJSON_CreateObject();
             cJSON_AddStringToObject(r, "weights", bf16 ? "bf16" : "df11");
-            cJSON_AddStringToObject(r, "device", o->device == LLAMA_DEVICE_CUDA ? "cuda" : "cpu");
+            cJSON_AddStringToObject(r, "device", o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu");
             cJSON_AddNumberToObject(r, "prefill_tokens", n);
             cJSON_AddNumberToObject(r, "prefill_ms", pf);
             cJSON_AddNumberToObject(r, "prefill_tokens_per_s", ptps);
@@ -589,17 +589,17 @@ int main(int argc, char **argv)
     if (!device) {
 #ifdef DF11_HAVE_CUDA
         uint64_t f, t;
-        o.device = llama_gpu_mem_info(&f, &t) == 0 ? LLAMA_DEVICE_CUDA : LLAMA_DEVICE_CPU;
+        o.device = dfl_gpu_mem_info(&f, &t) == 0 ? DFL_DEVICE_CUDA : DFL_DEVICE_CPU;
 #else
-        o.device = LLAMA_DEVICE_CPU;
+        o.device = DFL_DEVICE_CPU;
 #endif
     } else if (strcmp(device, "cpu") == 0) {
-        o.device = LLAMA_DEVICE_CPU;
+        o.device = DFL_DEVICE_CPU;
     } else if (strcmp(device, "cuda") == 0) {
 #ifndef DF11_HAVE_CUDA
         die(2, "--device cuda: built without CUDA");
 #endif
-        o.device = LLAMA_DEVICE_CUDA;
+        o.device = DFL_DEVICE_CUDA;
     } else {
         die(2, "invalid device '%s' (cpu or cuda)", device);
     }

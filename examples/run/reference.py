@@ -3,9 +3,9 @@
 LlamaForCausalLM (FP32, weights upcast from BF16), or with a plain numpy Llama written
 from the same definition (--backend numpy, float64) where torch is not installed.
 
-    python3 tools/run/reference.py ../shared/models/stories260K --steps 40
+    python3 examples/run/reference.py ../shared/models/stories260K --steps 40
     build/tools/df11-run m.df11 --device cpu -n 40 --json --logits > run.json
-    python3 tools/run/reference.py ../shared/models/stories260K --steps 40 --compare run.json
+    python3 examples/run/reference.py ../shared/models/stories260K --steps 40 --compare run.json
 
 --compare reads df11-run's --json output (with --logits) and checks that it generated the
 same tokens from the same prompt and that its last-step logits agree; exits 1 if not.
