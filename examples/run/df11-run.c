@@ -263,8 +263,11 @@ static void text_append(char **buf, size_t *len, size_t *cap, const tokenizer *t
     if (!tok && *len == 0) piece++;
     size_t n = strlen(piece);
     if (*len + n + 1 > *cap) {
-        *cap = (*len + n + 1) * 2;
-        *buf = realloc(*buf, *cap);
+        size_t cap2 = (*len + n + 1) * 2;
+        char *grown = realloc(*buf, cap2);
+        if (!grown) die(1, "out of memory");
+        *buf = grown;
+        *cap = cap2;
     }
     memcpy(*buf + *len, piece, n + 1);
     *len += n;
@@ -300,11 +303,13 @@ static int generate(const run_opts *o)
          * refuses a longer text before it merges anything. */
         int cap = max_seq - 1 > 0 ? max_seq - 1 : 0;
         prompt = malloc((size_t)(cap > 0 ? cap : 1) * sizeof *prompt);
+        if (!prompt) die(1, "out of memory");
         n_prompt = tokenizer_encode(tk, o->prompt, 1, prompt, cap, err, sizeof err);
         if (n_prompt < 0) die(2, "cannot encode the prompt for a context of %d positions: %s",
                               max_seq, err);
     } else {
         prompt = malloc(sizeof *prompt);
+        if (!prompt) die(1, "out of memory");
         prompt[0] = bos;
         n_prompt = 1;
     }
@@ -323,6 +328,7 @@ static int generate(const run_opts *o)
     float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
     float *last = malloc((size_t)c->vocab_size * sizeof *last);
     int *out = malloc((size_t)(steps > 0 ? steps : 1) * sizeof *out);
+    if (!logits || !last || !out) die(1, "out of memory");
     char *text = NULL, *ptext = NULL;
     size_t text_len = 0, text_cap = 0, ptext_len = 0, ptext_cap = 0;
     FILE *echo = o->json ? NULL : stdout;
@@ -454,6 +460,7 @@ static int bench(const run_opts *o)
         const int V = s.cfg.vocab_size;
         float *logits = malloc((size_t)V * sizeof *logits);
         int *toks = malloc((size_t)max_len * sizeof *toks);
+        if (!logits || !toks) die(1, "out of memory");
         for (int i = 0; i < max_len; i++) toks[i] = (int)((i * 7919u + 3) % (unsigned)V);
 
         /* warm-up: library handles, cuBLAS heuristics, first-touch pages */
