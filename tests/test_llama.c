@@ -1,4 +1,4 @@
-/* The example engine (tools/run): its logits against an independent double-precision
+/* The example engine (examples/run): its logits against an independent double-precision
  * reference written here, its batch and thread invariance, and bit-identical generation
  * from a .df11 file and from the BF16 source through the runtime's provider.
  *
