@@ -19,6 +19,7 @@
 #include "pool/arena.h"
 #include "pool/pool.h"
 #include "runtime/backend.h"
+#include "runtime/stats.h"
 
 #define RT_PAYLOAD_ALIGN 4096ull   /* payloads, slots, resident groups */
 
@@ -46,8 +47,6 @@ typedef struct rt_slot {
     void *release_event;      /* recorded on the engine's stream at release */
     int release_recorded;     /* release_event has been recorded at least once */
 } rt_slot;
-
-typedef struct df11_memstat_page df11_memstat_page;
 
 struct df11_model {
     df11_backend *be;
@@ -81,8 +80,7 @@ struct df11_model {
     uint64_t decodes, acquires;
     double open_ms;
 
-    df11_memstat_page *stats_page;
-    char stats_name[64];
+    df11_stats_page stats_page; /* options.publish_stats */
     char stats_error[160];    /* why publish_stats has no page, "" if it has one */
 };
 
@@ -120,11 +118,12 @@ df11_status df11_rt_group_release(df11_model *m, uint32_t group, df11_stream str
 /* Indexes every tensor by name; DF11_ERR_DUPLICATE if a name appears twice. */
 df11_status df11_rt_names_index(df11_model *m);
 
-/* runtime/stats.c: the shared-memory page df11-memstat reads. */
-/* Never fails the open: without a page, m->stats_error says why. */
+/* runtime/model_stats.c: the model's snapshot on its stats page (stats.h). */
+/* Creates the page and writes the first snapshot; never fails the open: without a page,
+ * m->stats_error says why. */
 void df11_rt_stats_publish_open(df11_model *m);
+/* Writes a fresh snapshot; nothing without a page. The page goes at df11_model_close. */
 void df11_rt_stats_publish(df11_model *m);
-void df11_rt_stats_publish_close(df11_model *m);
 
 double df11_rt_now_ms(void);
 

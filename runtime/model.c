@@ -1,6 +1,6 @@
 /* The model object: options, the backend it runs on, what the two opens share (open_df11.c,
- * open_bf16.c), close, accessors, stats and the provider. Scheduling is in schedule.c,
- * tensor lookup in tensors.c, loading in load.c, the stats page in stats.c. */
+ * open_bf16.c), close, accessors and the provider. Scheduling is in schedule.c, tensor
+ * lookup in tensors.c, loading in load.c, the model's numbers in model_stats.c. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -143,7 +143,7 @@ df11_status df11_rt_open_finish(df11_model *m, double t0, df11_model **out)
 void df11_model_close(df11_model *m)
 {
     if (!m) return;
-    if (m->stats_page) df11_rt_stats_publish_close(m);
+    df11_stats_page_remove(&m->stats_page);
     df11_backend *be = m->be;
     if (m->side_stream) be->iface->synchronize(be, m->side_stream);
     for (uint32_t i = 0; i < m->arena.n_slots; i++) {
@@ -182,36 +182,6 @@ const char *df11_model_config(const df11_model *m, size_t *len)
 df11_backend_kind df11_model_backend(const df11_model *m) { return m ? m->kind : DF11_BACKEND_AUTO; }
 const df11_file *df11_model_file(const df11_model *m) { return m ? m->file : NULL; }
 uint32_t df11_model_n_blocks(const df11_model *m) { return m ? m->n_blocks : 0; }
-
-/* --- stats --- */
-
-df11_status df11_model_stats_get(const df11_model *m, df11_model_stats *st)
-{
-    if (!m || !st) return df11_fail(DF11_ERR_INVALID_ARG, "df11_model_stats_get: NULL argument");
-    memset(st, 0, sizeof *st);
-    st->size = sizeof *st;
-    df11_pool_stats ps;
-    df11_pool_stats_get(m->pool, &ps);
-    st->compressed_bytes = ps.used[DF11_POOL_USE_COMPRESSED];
-    st->bf16_bytes = m->bf16_bytes;
-    st->arena_bytes = ps.used[DF11_POOL_USE_ARENA];
-    st->resident_bytes = ps.used[DF11_POOL_USE_RESIDENT];
-    st->staging_bytes = m->staging_bytes;
-    st->metadata_bytes = ps.used[DF11_POOL_USE_METADATA];
-    st->pool_high_water = ps.high_water;
-    st->arena_slots = m->arena.n_slots;
-    for (uint32_t i = 0; i < 16; i++)
-        st->slot_block[i] = i < m->arena.n_slots && m->arena.slots[i].state != DF11_SLOT_EMPTY
-                                ? (int32_t)m->arena.slots[i].key : -1;
-    st->decodes = m->decodes;
-    double d = m->be->iface->decode_ms(m->be);
-    st->decode_ms = d < 0 ? 0 : d;
-    st->open_ms = m->open_ms;
-    st->pool_reserved = ps.reserved;
-    st->acquires = m->acquires;
-    st->stats_page_error = m->opt.publish_stats && m->stats_error[0] ? m->stats_error : NULL;
-    return DF11_OK;
-}
 
 /* --- provider --- */
 

@@ -1,7 +1,9 @@
-/* Publishing a model's memory statistics in a POSIX shared-memory page for df11-memstat
- * (layout: runtime/memstat.h), and reading such a page back. Updates are a seqlock write of
- * a few hundred bytes, no system call, so acquire/release may publish on the hot path.
- * Stats are optional: nothing here can fail an open. */
+/* The shared-memory stats page for df11-memstat (layout: runtime/memstat.h): creating one
+ * and writing a model's snapshot into it (stats.h), and reading one back
+ * (df11_memstat_page_read). Passive: it knows no model; runtime/model_stats.c computes the
+ * numbers. Updates are a seqlock write of a few hundred bytes, no system call, so acquire
+ * and release may publish on the hot path. Stats are optional: nothing here can fail an
+ * open. */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -16,45 +18,52 @@
 #include <unistd.h>
 
 #include "common/error.h"
-#include "runtime/internal.h"
 #include "runtime/memstat.h"
+#include "runtime/stats.h"
 
 #define PAGE_BYTES ((sizeof(df11_memstat_page) + 4095) & ~(size_t)4095)
 
-static void stats_unavailable(df11_model *m, int err, const char *what)
+static int unavailable(char *why, size_t why_len, int err, const char *what)
 {
-    snprintf(m->stats_error, sizeof m->stats_error, "%s: %s", what, strerror(err));
+    snprintf(why, why_len, "%s: %s", what, strerror(err));
+    return -1;
 }
 
-void df11_rt_stats_publish_open(df11_model *m)
+/* The first free name of this pid: "/df11-<pid>", then "/df11-<pid>-1", ... */
+static int page_open(df11_stats_page *pg, char *why, size_t why_len)
 {
-    m->stats_error[0] = '\0';
-    int fd = -1, err = 0;
+    int fd = -1;
     int pid = (int)getpid();
     for (int n = 0; n < 64 && fd < 0; n++) {
-        if (n == 0) snprintf(m->stats_name, sizeof m->stats_name, "/" DF11_MEMSTAT_PREFIX "%d", pid);
-        else snprintf(m->stats_name, sizeof m->stats_name, "/" DF11_MEMSTAT_PREFIX "%d-%d", pid, n);
+        if (n == 0) snprintf(pg->name, sizeof pg->name, "/" DF11_MEMSTAT_PREFIX "%d", pid);
+        else snprintf(pg->name, sizeof pg->name, "/" DF11_MEMSTAT_PREFIX "%d-%d", pid, n);
         /* 0600: the page names the model file (memstat.h). */
-        fd = shm_open(m->stats_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        err = errno;
+        fd = shm_open(pg->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        int err = errno;
         /* EEXIST: another model of this process, or a page left by a process that had our
          * pid and died without closing (we cannot tell which), so try the next name. */
         if (fd < 0 && err != EEXIST) {
             char what[96];
-            snprintf(what, sizeof what, "shm_open('%s')", m->stats_name);
-            stats_unavailable(m, err, what);
-            return;
+            snprintf(what, sizeof what, "shm_open('%s')", pg->name);
+            return unavailable(why, why_len, err, what);
         }
     }
-    if (fd < 0) {
-        snprintf(m->stats_error, sizeof m->stats_error,
-                 "shm_open: all 64 stats page names of pid %d are taken", pid);
-        return;
-    }
+    if (fd < 0)
+        snprintf(why, why_len, "shm_open: all 64 stats page names of pid %d are taken", pid);
+    return fd;
+}
+
+int df11_stats_page_create(df11_stats_page *pg, const char *model_path, const char *backend,
+                           int bf16_model, char *why, size_t why_len)
+{
+    pg->map = NULL;
+    int fd = page_open(pg, why, why_len);
+    if (fd < 0) return -1;
     /* The whole page is written in one go, header first in memory, so that a reader finds
      * it zero-sized or complete rather than a valid size with a zero magic. */
     df11_memstat_page *init = calloc(1, PAGE_BYTES);
     const char *failed = NULL;
+    int err = 0;
     if (!init) {
         err = ENOMEM;
         failed = "page";
@@ -62,10 +71,10 @@ void df11_rt_stats_publish_open(df11_model *m)
         init->magic = DF11_MEMSTAT_MAGIC;
         init->version = DF11_MEMSTAT_VERSION;
         init->size = sizeof *init;
-        init->pid = pid;
-        snprintf(init->path, sizeof init->path, "%s", m->path);
-        snprintf(init->backend, sizeof init->backend, "%s", m->be->iface->name);
-        init->bf16_model = m->file == NULL;
+        init->pid = (int)getpid();
+        snprintf(init->path, sizeof init->path, "%s", model_path);
+        snprintf(init->backend, sizeof init->backend, "%s", backend);
+        init->bf16_model = bf16_model != 0;
         for (uint32_t i = 0; i < DF11_MEMSTAT_SLOTS; i++) init->slot_block[i] = -1;
         ssize_t w = pwrite(fd, init, PAGE_BYTES, 0);
         if (w != (ssize_t)PAGE_BYTES) {
@@ -75,66 +84,64 @@ void df11_rt_stats_publish_open(df11_model *m)
         free(init);
     }
     void *p = MAP_FAILED;
-    if (!failed && (p = mmap(NULL, PAGE_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
-        err = errno;
-        failed = "mmap";
+    if (!failed) {
+        p = mmap(NULL, PAGE_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED) {
+            err = errno;
+            failed = "mmap";
+        }
     }
     close(fd);
     if (failed) {
         char what[96];
-        snprintf(what, sizeof what, "%s of '%s'", failed, m->stats_name);
-        stats_unavailable(m, err, what);
-        shm_unlink(m->stats_name);
-        return;
+        snprintf(what, sizeof what, "%s of '%s'", failed, pg->name);
+        unavailable(why, why_len, err, what);
+        shm_unlink(pg->name);
+        return -1;
     }
-    m->stats_page = p;
-    df11_rt_stats_publish(m);
+    pg->map = p;
+    return 0;
 }
 
-void df11_rt_stats_publish(df11_model *m)
+void df11_stats_page_write(df11_stats_page *page, const df11_stats_snapshot *snap)
 {
-    df11_memstat_page *pg = m->stats_page;
+    df11_memstat_page *pg = page->map;
     if (!pg) return;
-    df11_model_stats st;
-    df11_model_stats_get(m, &st);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
 
     uint32_t seq = atomic_load_explicit(&pg->seq, memory_order_relaxed);
     atomic_store_explicit(&pg->seq, seq + 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
-    pg->n_blocks = m->n_blocks;
-    pg->n_groups = m->n_groups;
-    pg->arena_slots = m->arena.n_slots;
-    pg->compressed_bytes = st.compressed_bytes;
-    pg->bf16_bytes = st.bf16_bytes;
-    pg->arena_bytes = st.arena_bytes;
-    pg->resident_bytes = st.resident_bytes;
-    pg->staging_bytes = st.staging_bytes;
-    pg->metadata_bytes = st.metadata_bytes;
-    pg->pool_reserved = st.pool_reserved;
-    pg->pool_high_water = st.pool_high_water;
-    pg->memory_limit = m->opt.memory_limit;
-    pg->decodes = st.decodes;
-    pg->acquires = st.acquires;
-    pg->decode_ms = st.decode_ms;
-    pg->open_ms = st.open_ms;
+    pg->n_blocks = snap->n_blocks;
+    pg->n_groups = snap->n_groups;
+    pg->arena_slots = snap->arena_slots;
+    pg->compressed_bytes = snap->compressed_bytes;
+    pg->bf16_bytes = snap->bf16_bytes;
+    pg->arena_bytes = snap->arena_bytes;
+    pg->resident_bytes = snap->resident_bytes;
+    pg->staging_bytes = snap->staging_bytes;
+    pg->metadata_bytes = snap->metadata_bytes;
+    pg->pool_reserved = snap->pool_reserved;
+    pg->pool_high_water = snap->pool_high_water;
+    pg->memory_limit = snap->memory_limit;
+    pg->decodes = snap->decodes;
+    pg->acquires = snap->acquires;
+    pg->decode_ms = snap->decode_ms;
+    pg->open_ms = snap->open_ms;
     pg->updated_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-    for (uint32_t i = 0; i < DF11_MEMSTAT_SLOTS; i++) {
-        const df11_arena_slot *sl = i < m->arena.n_slots ? &m->arena.slots[i] : NULL;
-        pg->slot_block[i] = sl && sl->state != DF11_SLOT_EMPTY ? (int32_t)sl->key : -1;
-        pg->slot_state[i] = sl ? (uint8_t)sl->state : 0;
-    }
+    memcpy(pg->slot_block, snap->slot_key, sizeof pg->slot_block);
+    memcpy(pg->slot_state, snap->slot_state, sizeof pg->slot_state);
     atomic_thread_fence(memory_order_release);
     atomic_store_explicit(&pg->seq, seq + 2, memory_order_release);
 }
 
-void df11_rt_stats_publish_close(df11_model *m)
+void df11_stats_page_remove(df11_stats_page *pg)
 {
-    if (!m->stats_page) return;
-    munmap(m->stats_page, PAGE_BYTES);
-    shm_unlink(m->stats_name);
-    m->stats_page = NULL;
+    if (!pg->map) return;
+    munmap(pg->map, PAGE_BYTES);
+    shm_unlink(pg->name);
+    pg->map = NULL;
 }
 
 /* --- reading a page (df11-memstat, the fuzzer) --- */
