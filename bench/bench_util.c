@@ -1,15 +1,10 @@
 /* Timing helpers shared by the df11-bench subcommands. */
 #include <stdlib.h>
-#include <time.h>
 
 #include "bench/bench.h"
+#include "common/clock.h"
 
-double bench_now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+double bench_now_s(void) { return df11_now_ms() / 1e3; }
 
 static int cmp_double(const void *a, const void *b)
 {

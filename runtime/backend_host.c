@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/util.h"
 #include "runtime/backend.h"
@@ -51,18 +51,11 @@ typedef struct host_ctx {
     double decode_ms;
 } host_ctx;
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static df11_status run_decode(host_ctx *c, const df11_backend_group *g, void *out)
 {
-    double t0 = now_ms();
+    double t0 = df11_now_ms();
     df11_status s = df11_group_decode_host(g->file, g->group, g->payload, out, c->n_threads);
-    double dt = now_ms() - t0;
+    double dt = df11_now_ms() - t0;
     pthread_mutex_lock(&c->stat_mu);
     c->decode_ms += dt;
     pthread_mutex_unlock(&c->stat_mu);

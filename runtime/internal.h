@@ -125,6 +125,4 @@ void df11_rt_stats_publish_open(df11_model *m);
 /* Writes a fresh snapshot; nothing without a page. The page goes at df11_model_close. */
 void df11_rt_stats_publish(df11_model *m);
 
-double df11_rt_now_ms(void);
-
 #endif

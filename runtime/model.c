@@ -3,17 +3,10 @@
  * lookup in tensors.c, loading in load.c, the model's numbers in model_stats.c. */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "common/clock.h"
 #include "common/error.h"
 #include "runtime/internal.h"
-
-double df11_rt_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 void df11_model_options_init(df11_model_options *o)
 {
@@ -134,7 +127,7 @@ df11_status df11_rt_open_finish(df11_model *m, double t0, df11_model **out)
         df11_model_close(m);
         return s;
     }
-    m->open_ms = df11_rt_now_ms() - t0;
+    m->open_ms = df11_now_ms() - t0;
     if (m->opt.publish_stats) df11_rt_stats_publish_open(m);
     *out = m;
     return DF11_OK;

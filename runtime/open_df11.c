@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/util.h"
 #include "runtime/internal.h"
@@ -156,7 +157,7 @@ static df11_status scheduler_create(df11_model *m)
 df11_status df11_model_open(const char *path, const df11_model_options *options,
                             df11_model **out)
 {
-    double t0 = df11_rt_now_ms();
+    double t0 = df11_now_ms();
     df11_model *m = NULL;
     df11_status s = df11_rt_model_new("df11_model_open", path, options, out, &m);
     if (s != DF11_OK) return s;
