@@ -390,10 +390,10 @@ df11_status df11_st_parse(df11_st_model *model, const uint8_t *file, size_t file
     const char *label = file_label ? file_label : "<memory>";
     if (!model || (!file && file_size))
         return df11_fail(DF11_ERR_INVALID_ARG, "df11_st_parse: NULL model or file");
-    uint64_t hlen;
+    uint64_t hlen = 0;
     df11_status st = header_length(file, file_size, label, &hlen);
     if (st != DF11_OK) return st;
-    cJSON *root;
+    cJSON *root = NULL;
     if ((st = parse_header_json(file + 8, hlen, label, &root)) != DF11_OK) return st;
     st = add_tensors(model, root, file + 8 + hlen, file_size - 8 - hlen, label);
     cJSON_Delete(root);

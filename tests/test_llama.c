@@ -1424,7 +1424,7 @@ START_TEST(test_cli_prompt_and_files)
     unlink(fifo);
 
     /* config.json with 2 layers over 3 blocks: runs the first 2, and says so */
-    char cut[600], cmd[2048];
+    char cut[600], cmd[4096];
     snprintf(cut, sizeof cut, "%s/synth_2layers", df11_test_tmpdir());
     snprintf(cmd, sizeof cmd, "mkdir -p %s && cp %s/model.safetensors %s/ && "
              "sed 's/\"num_hidden_layers\": 3/\"num_hidden_layers\": 2/' %s/config.json > %s/config.json",

@@ -269,7 +269,7 @@ START_TEST(test_memstat_bad_pages)
     kill(child, SIGKILL);
     waitpid(child, NULL, 0);
     for (int i = 0; i < N; i++) {
-        char path[300];
+        char path[800];
         snprintf(path, sizeof path, "/dev/shm/%s", names[i]);
         unlink(path);
     }
