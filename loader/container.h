@@ -26,6 +26,13 @@ const df11_tensor_layout *df11_file_tensor_layout(const df11_file *file, uint32_
  * at open, but df11_file_read_group copies its payloads out of `data`. */
 df11_status df11_file_open_memory(const void *data, size_t size, const char *label, df11_file **out);
 
+/* The descriptor df11_file_open opened and keeps open until df11_file_close, or -1 for a
+ * memory image. For readers that must read the very file that was indexed (the runtime's
+ * io_uring loader) rather than open its path again, which may name another file by then.
+ * Borrowed: the caller neither closes it nor changes its flags (O_DIRECT is per open file
+ * description: reopen /proc/self/fd/N for that). */
+int df11_file_fd(const df11_file *file);
+
 /* The coded view of an EXP_HUFFMAN tensor inside its group's payload (codebook parsed and
  * every table validated), ready for df11_decode_host or a GPU plan. */
 df11_status df11_file_tensor_coded(const df11_file *file, uint32_t tensor,

@@ -469,6 +469,7 @@ void df11_file_close(df11_file *f)
 
 const char *df11_file_path(const df11_file *f) { return f->path; }
 uint64_t df11_file_size(const df11_file *f) { return f->size; }
+int df11_file_fd(const df11_file *f) { return f->fd; }
 uint32_t df11_file_n_groups(const df11_file *f) { return f->n_groups; }
 uint32_t df11_file_n_tensors(const df11_file *f) { return f->n_tensors; }
 uint32_t df11_file_n_layers(const df11_file *f) { return f->n_layers; }

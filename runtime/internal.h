@@ -98,9 +98,9 @@ uint64_t df11_rt_memory_limit(df11_model *m);
  * hands the model out; on failure closes it. */
 df11_status df11_rt_open_finish(df11_model *m, double t0, df11_model **out);
 
-/* runtime/load.c: reads every group's payload with io_uring into staging buffers,
- * verifies its xxh3, builds the GPU plan where the backend needs one and copies payload
- * (and plan) into the pool; resident groups are decoded on the way. */
+/* runtime/load.c: every group's payload, read and verified by reader.c into staging
+ * buffers, goes into the pool with its GPU plan where the backend needs one; resident
+ * groups are decoded on the way. */
 df11_status df11_rt_load(df11_model *m);
 
 /* runtime/schedule.c: arena slots and resident blocks. */

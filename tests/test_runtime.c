@@ -1,6 +1,7 @@
 /* The runtime on the host backend: open (df11 and BF16), the block scheduler, tensor
- * lookup, the provider, stats, every error path, df11-memstat over a live model, and the
- * host backend's streams and events by themselves.
+ * lookup, the provider, stats, every error path, df11-memstat over a live model, and by
+ * themselves the payload reader (runtime/reader.h) and the host backend's streams and
+ * events.
  * tests/test_gpu_runtime.c includes this file with RT_TEST_CUDA defined to run the same
  * scenarios on the CUDA backend. */
 #include <check.h>
@@ -15,11 +16,14 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/util.h"
 #include "df11/compress.h"
 #include "df11/runtime.h"
+#include "loader/container.h"
 #include "pool/pool.h"
 #include "runtime/backend.h"
 #include "runtime/memstat.h"
+#include "runtime/reader.h"
 #include "tests/testutil.h"
 #include "writer/safetensors_write.h"
 
@@ -829,6 +833,76 @@ START_TEST(test_stats_page_unavailable)
 }
 END_TEST
 
+/* --- the reader by itself: every group once, in order, as df11_file_read_group reads it --- */
+
+typedef struct reader_seen {
+    const df11_file *f;
+    uint32_t next;            /* the group expected next */
+    int reuses;
+} reader_seen;
+
+static df11_status seen_consume(void *ctx, uint32_t group, const void *payload, int buf)
+{
+    reader_seen *r = ctx;
+    ck_assert_uint_eq(group, r->next++);
+    uint64_t n = df11_file_group(r->f, group)->payload_size;
+    void *want = malloc(n ? n : 1);
+    ck_assert_int_eq(df11_file_read_group(r->f, group, want), DF11_OK);
+    ck_assert(!memcmp(payload, want, n));
+    free(want);
+    return DF11_OK;
+}
+
+static df11_status seen_reuse(void *ctx, int buf)
+{
+    ((reader_seen *)ctx)->reuses++;
+    return DF11_OK;
+}
+
+START_TEST(test_reader)
+{
+    make_model();
+    df11_file *f;
+    ck_assert_int_eq(df11_file_open(tm.path, &f), DF11_OK);
+    uint32_t n = df11_file_n_groups(f);
+    ck_assert_uint_ge(n, 3);
+    uint64_t size = 0;
+    for (uint32_t g = 0; g < n; g++) {
+        uint64_t need = df11_align_up(df11_file_group(f, g)->payload_size, DF11_READ_ALIGN);
+        if (need > size) size = need;
+    }
+    void *bufs[2] = {aligned_alloc(DF11_READ_ALIGN, size), aligned_alloc(DF11_READ_ALIGN, size)};
+    reader_seen seen = {.f = f};
+    df11_read_sink sink = {.consume = seen_consume, .reuse = seen_reuse, .ctx = &seen};
+    ck_assert_int_eq(df11_read_groups(f, 0, n, bufs, size, &sink), DF11_OK);
+    ck_assert_uint_eq(seen.next, n);
+    ck_assert_int_eq(seen.reuses, (int)n - 2); /* each buffer after its first group */
+    seen.next = 1;
+    ck_assert_int_eq(df11_read_groups(f, 1, n - 1, bufs, size, &sink), DF11_OK);
+    ck_assert_uint_eq(seen.next, n);
+    ck_assert_int_eq(df11_read_groups(f, 0, n, bufs, size - 1, &sink), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_read_groups(f, 1, n, bufs, size, &sink), DF11_ERR_INVALID_ARG);
+    /* A memory image has no descriptor to read through. */
+    FILE *fp = fopen(tm.path, "rb");
+    ck_assert_ptr_nonnull(fp);
+    uint64_t file_size = df11_file_size(f);
+    void *image = malloc(file_size);
+    ck_assert_uint_eq(fread(image, 1, file_size, fp), file_size);
+    fclose(fp);
+    df11_file *mf;
+    ck_assert_int_eq(df11_file_open_memory(image, file_size, "image", &mf), DF11_OK);
+    ck_assert_int_eq(df11_file_fd(mf), -1);
+    seen = (reader_seen){.f = mf};
+    ck_assert_int_eq(df11_read_groups(mf, 0, n, bufs, size, &sink), DF11_ERR_INVALID_ARG);
+    ck_assert_uint_eq(seen.next, 0);
+    df11_file_close(mf);
+    free(image);
+    free(bufs[0]);
+    free(bufs[1]);
+    df11_file_close(f);
+}
+END_TEST
+
 /* --- the host backend by itself: the stream and event contract the scenarios rely on --- */
 
 #ifndef RT_TEST_CUDA
@@ -896,6 +970,7 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_memstat_page_read);
     tcase_add_test(tc, test_stats_page_mode);
     tcase_add_test(tc, test_stats_page_unavailable);
+    tcase_add_test(tc, test_reader);
 #ifndef RT_TEST_CUDA
     tcase_add_test(tc, test_host_backend_streams);
 #endif
