@@ -10,7 +10,7 @@
  * df11_model_close. */
 #include "common/util.h"
 #include "runtime/internal.h"
-#include "runtime/reader.h"
+#include "loader/reader.h"
 
 /* Copies (and for a resident group decodes) one verified group out of staging. */
 static df11_status load_group(df11_model *m, uint32_t g, const uint8_t *staged, void *tmp)

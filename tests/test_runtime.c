@@ -1,6 +1,6 @@
 /* The runtime on the host backend: open (df11 and BF16), the block scheduler, tensor
  * lookup, the provider, stats, every error path, df11-memstat over a live model, and by
- * themselves the payload reader (runtime/reader.h) and the host backend's streams and
+ * themselves the payload reader (loader/reader.h) and the host backend's streams and
  * events.
  * tests/test_gpu_runtime.c includes this file with RT_TEST_CUDA defined to run the same
  * scenarios on the CUDA backend. */
@@ -23,7 +23,7 @@
 #include "pool/pool.h"
 #include "runtime/backend.h"
 #include "runtime/memstat.h"
-#include "runtime/reader.h"
+#include "loader/reader.h"
 #include "tests/testutil.h"
 #include "writer/safetensors_write.h"
 

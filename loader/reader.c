@@ -13,7 +13,7 @@
 #include "common/fileio.h"
 #include "common/util.h"
 #include "loader/container.h"
-#include "runtime/reader.h"
+#include "loader/reader.h"
 
 #define RD_CHUNK DF11_READ_CHUNK
 #define RD_DEPTH DF11_READ_DEPTH

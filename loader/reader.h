@@ -1,6 +1,6 @@
 /* Reading a .df11 file's group payloads into host memory with io_uring: verified (xxh3),
- * in order, double-buffered. It knows files and buffers, not models or devices, so that it
- * can move to loader/; runtime/load.c is its one user.
+ * in order, double-buffered. It knows files and buffers, not models or devices;
+ * runtime/load.c is its user (staging, GPU plans, uploads happen in its callbacks).
  *
  *     void *bufs[2] = {a, b};                 // DF11_READ_ALIGN-aligned, buf_size each
  *     df11_read_sink sink = {.consume = copy_out, .reuse = wait_copied, .ctx = model};
@@ -13,8 +13,8 @@
  * /proc/self/fd where the filesystem allows it (else buffered; an EINVAL from an O_DIRECT
  * read also switches to buffered).
  */
-#ifndef DF11_RUNTIME_READER_H
-#define DF11_RUNTIME_READER_H
+#ifndef DF11_LOADER_READER_H
+#define DF11_LOADER_READER_H
 
 #include <stdint.h>
 
