@@ -20,7 +20,8 @@ df11_status df11_model_stats_get(const df11_model *m, df11_model_stats *st)
     st->metadata_bytes = ps.used[DF11_POOL_USE_METADATA];
     st->pool_high_water = ps.high_water;
     st->arena_slots = m->arena.n_slots;
-    for (uint32_t i = 0; i < 16; i++)
+    const uint32_t n_reported = sizeof st->slot_block / sizeof st->slot_block[0];
+    for (uint32_t i = 0; i < n_reported; i++)
         st->slot_block[i] = i < m->arena.n_slots && m->arena.slots[i].state != DF11_SLOT_EMPTY
                                 ? (int32_t)m->arena.slots[i].key : -1;
     st->decodes = m->decodes;

@@ -7,12 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include "codec/codec.h"
 #include "common/atomic_file.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/names.h"
 #include "common/parallel.h"
@@ -402,8 +402,7 @@ df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source
                                   const df11_compress_options *options,
                                   df11_compress_summary *summary)
 {
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = df11_now_ms();
     if (!out_path || (n && !tensors) || (metadata_len && !metadata))
         return df11_fail(DF11_ERR_INVALID_ARG, "df11_compress_tensors: NULL argument");
     if (n > UINT32_MAX / 2) return df11_fail(DF11_ERR_INVALID_ARG, "too many tensors");
@@ -432,10 +431,9 @@ df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source
     if (ftruncate(r.out.fd, (off_t)file_off) != 0) { st = df11_fail_errno(DF11_ERR_IO, errno, "truncate '%s'", out_path); goto done; }
     if ((st = df11_atomic_file_commit(&r.out)) != DF11_OK) goto done;
 
-    clock_gettime(CLOCK_MONOTONIC, &t1);
     r.sum.file_bytes = file_off;
     r.sum.exponent_entropy = df11_entropy(r.hist);
-    r.sum.seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    r.sum.seconds = (df11_now_ms() - t0) / 1e3;
     if (summary) *summary = r.sum;
 done:
     compress_run_free(&r);
