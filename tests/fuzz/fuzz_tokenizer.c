@@ -1,5 +1,6 @@
 /* Fuzz target: tokenizer_load_buffer (llama2.c's tokenizer.bin from memory), then
- * tokenizer_encode and tokenizer_decode with the loaded vocabulary (tools/run/tokenizer.h).
+ * tokenizer_encode and tokenizer_decode with the loaded vocabulary
+ * (examples/run/tokenizer.h).
  * Input: u16 vocab_size (little-endian), u8 prompt length P, u8 max_ids (0: the prompt's
  * length + 3), the tokenizer.bin bytes, and the prompt as the input's last P bytes (cut at
  * its first NUL). Bit 0 of P asks for BOS.
