@@ -16,8 +16,10 @@ void fuzz_df11_fix_checksums(uint8_t *image, size_t size)
         const uint64_t rec = DF11_HEADER_SIZE + g * DF11_GROUP_RECORD;
         if (rec + DF11_GROUP_RECORD > index_end) break;
         uint8_t *r = image + rec;
-        const uint64_t off = df11_ld64(r + GRP_PAYLOAD_OFFSET), len = df11_ld64(r + GRP_PAYLOAD_SIZE);
-        if (df11_range_ok(off, len, size)) df11_st64(r + GRP_PAYLOAD_XXH3, XXH3_64bits(image + off, len));
+        const uint64_t off = df11_ld64(r + GRP_PAYLOAD_OFFSET),
+                       len = df11_ld64(r + GRP_PAYLOAD_SIZE);
+        if (df11_range_ok(off, len, size))
+            df11_st64(r + GRP_PAYLOAD_XXH3, XXH3_64bits(image + off, len));
     }
     XXH3_state_t *xs = XXH3_createState();
     if (!xs) return;

@@ -51,7 +51,8 @@ static void check_decoded(const df11_coded *c, const uint16_t *out)
         const uint8_t e = df11_bf16_exp(out[i]);
         FUZZ_CHECK(c->code.single_symbol == e || (c->code.single_symbol < 0 && c->code.len[e]),
                    "element %llu: exponent %u is no symbol", (unsigned long long)i, e);
-        FUZZ_CHECK(df11_bf16_sm(out[i]) == c->sm[i], "element %llu: sign|mantissa", (unsigned long long)i);
+        FUZZ_CHECK(df11_bf16_sm(out[i]) == c->sm[i], "element %llu: sign|mantissa",
+                   (unsigned long long)i);
     }
 }
 
@@ -68,7 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     c.stream_bytes = df11_ld32(data + 12);
     if (c.n_elements > MAX_ELEMENTS || c.stream_bytes > MAX_STREAM || c.n_chunks > MAX_ELEMENTS)
         return 0;
-    reader r = {data, size, 16};
+    reader r = { data, size, 16 };
 
     uint8_t *cb = take(&r, cb_bytes);
     if (!cb) return 0;
@@ -82,8 +83,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                          c.n_chunks == df11_n_chunks(c.n_elements, c.lane_symbols);
     if (!shape_ok) { /* no table is valid for this shape: validation must stop first */
         st = df11_coded_validate(&c);
-        FUZZ_CHECK(st == DF11_ERR_CORRUPT, "bad shape S=%u chunks=%llu accepted: %s", c.lane_symbols,
-                   (unsigned long long)c.n_chunks, df11_strerror(st));
+        FUZZ_CHECK(st == DF11_ERR_CORRUPT, "bad shape S=%u chunks=%llu accepted: %s",
+                   c.lane_symbols, (unsigned long long)c.n_chunks, df11_strerror(st));
         return 0;
     }
     uint32_t *chunks = take(&r, c.n_chunks * 4);
@@ -101,7 +102,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         st = df11_decode_host(&c, out, 1);
         FUZZ_CHECK_STATUS(st);
         if (valid != DF11_OK)
-            FUZZ_CHECK(st == valid, "validate says %s, decode %s", df11_strerror(valid), df11_strerror(st));
+            FUZZ_CHECK(st == valid, "validate says %s, decode %s", df11_strerror(valid),
+                       df11_strerror(st));
         else
             FUZZ_CHECK(st == DF11_OK || st == DF11_ERR_CORRUPT, "decode: %s", df11_strerror(st));
         if (st == DF11_OK) check_decoded(&c, out);

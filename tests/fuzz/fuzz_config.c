@@ -26,11 +26,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (r != 0) {
         FUZZ_CHECK(memchr(err, '\0', sizeof err) && err[0], "failure without a message");
     } else {
-        FUZZ_CHECK(cfg.dim > 0 && cfg.n_layers > 0 && cfg.n_heads > 0 && cfg.n_kv_heads > 0 &&
-                       cfg.head_dim > 0 && cfg.hidden_dim > 0 && cfg.vocab_size > 0 && cfg.max_pos > 0,
-                   "accepted dim %d layers %d heads %d/%d head_dim %d hidden %d vocab %d max_pos %d",
-                   cfg.dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.hidden_dim,
-                   cfg.vocab_size, cfg.max_pos);
+        FUZZ_CHECK(
+            cfg.dim > 0 && cfg.n_layers > 0 && cfg.n_heads > 0 && cfg.n_kv_heads > 0 &&
+                cfg.head_dim > 0 && cfg.hidden_dim > 0 && cfg.vocab_size > 0 && cfg.max_pos > 0,
+            "accepted dim %d layers %d heads %d/%d head_dim %d hidden %d vocab %d max_pos %d",
+            cfg.dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.hidden_dim,
+            cfg.vocab_size, cfg.max_pos);
         FUZZ_CHECK(cfg.n_heads % cfg.n_kv_heads == 0 && cfg.head_dim % 2 == 0,
                    "accepted heads %d/%d head_dim %d", cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
     }

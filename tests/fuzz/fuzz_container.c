@@ -44,7 +44,8 @@ static void check_tensor(const df11_file *f, uint32_t t, const df11_group_info *
     const uint64_t ps = gi->payload_size;
 #define INSIDE(off, len) ((off) <= ps && (uint64_t)(len) <= ps - (off))
     if (ti->codec == DF11_CODEC_RAW) {
-        FUZZ_CHECK(INSIDE(lo->data_offset, ti->nbytes), "tensor %u: raw data outside its payload", t);
+        FUZZ_CHECK(INSIDE(lo->data_offset, ti->nbytes), "tensor %u: raw data outside its payload",
+                   t);
         return;
     }
     FUZZ_CHECK(ti->codec == DF11_CODEC_EXP_HUFFMAN && ti->dtype == DF11_DTYPE_BF16,
@@ -77,7 +78,8 @@ static void check_file(const df11_file *f, size_t size)
         FUZZ_CHECK(gi->payload_offset % 4096 == 0 && gi->payload_offset >= prev_end &&
                        gi->payload_offset <= size && gi->payload_size <= size - gi->payload_offset,
                    "group %u: payload [%llu, +%llu) in %zu bytes", g,
-                   (unsigned long long)gi->payload_offset, (unsigned long long)gi->payload_size, size);
+                   (unsigned long long)gi->payload_offset, (unsigned long long)gi->payload_size,
+                   size);
         prev_end = gi->payload_offset + gi->payload_size;
         if (gi->layer >= 0) {
             FUZZ_CHECK((uint32_t)gi->layer == n_layers, "group %u: block %d", g, gi->layer);
@@ -93,7 +95,8 @@ static void check_file(const df11_file *f, size_t size)
         next_tensor += gi->n_tensors;
     }
     FUZZ_CHECK(next_tensor == n_tensors, "groups hold %u of %u tensors", next_tensor, n_tensors);
-    FUZZ_CHECK(df11_file_n_layers(f) == n_layers, "%u blocks, %u counted", df11_file_n_layers(f), n_layers);
+    FUZZ_CHECK(df11_file_n_layers(f) == n_layers, "%u blocks, %u counted", df11_file_n_layers(f),
+               n_layers);
     size_t mlen = 0;
     const char *meta = df11_file_metadata(f, &mlen);
     unsigned sum = 0;

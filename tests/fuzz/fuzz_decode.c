@@ -55,7 +55,8 @@ static void check_decoded(const df11_file *f, const df11_group_info *gi, const u
         end = ti->decoded_offset + ti->nbytes;
     }
     for (uint64_t i = end; i < gi->decoded_size; i++)
-        FUZZ_CHECK(out[i] == 0, "group '%s': tail byte %llu is %u", gi->name, (unsigned long long)i, out[i]);
+        FUZZ_CHECK(out[i] == 0, "group '%s': tail byte %llu is %u", gi->name, (unsigned long long)i,
+                   out[i]);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -49,23 +49,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else {
         FUZZ_CHECK(out.magic == DF11_MEMSTAT_MAGIC && out.version == DF11_MEMSTAT_VERSION,
                    "magic %llx version %u", (unsigned long long)out.magic, out.version);
-        FUZZ_CHECK(out.size >= DF11_MEMSTAT_MIN_SIZE && out.size <= size, "size %u of %zu", out.size, size);
+        FUZZ_CHECK(out.size >= DF11_MEMSTAT_MIN_SIZE && out.size <= size, "size %u of %zu",
+                   out.size, size);
         check_text(out.path, sizeof out.path, 0, "path");
         check_text(out.backend, sizeof out.backend, 1, "backend");
         FUZZ_CHECK(out.n_groups <= DF11_MEMSTAT_MAX_GROUPS, "%u groups", out.n_groups);
         FUZZ_CHECK(out.arena_slots <= DF11_MEMSTAT_SLOTS, "%u slots", out.arena_slots);
         for (int i = 0; i < DF11_MEMSTAT_SLOTS; i++)
             FUZZ_CHECK(out.slot_state[i] <= 2, "slot %d state %u", i, out.slot_state[i]);
-        FUZZ_CHECK(isfinite(out.decode_ms) && isfinite(out.open_ms), "times %g %g", out.decode_ms, out.open_ms);
+        FUZZ_CHECK(isfinite(out.decode_ms) && isfinite(out.open_ms), "times %g %g", out.decode_ms,
+                   out.open_ms);
         for (size_t i = out.size; i < sizeof out; i++)
-            FUZZ_CHECK(((const uint8_t *)&out)[i] == 0, "byte %zu past the writer's size %u", i, out.size);
+            FUZZ_CHECK(((const uint8_t *)&out)[i] == 0, "byte %zu past the writer's size %u", i,
+                       out.size);
     }
     char *tiny = malloc(4); /* on the heap, so ASan sees a reason written past it */
     if (tiny) {
         if (df11_memstat_page_read(page, size, &out, tiny, 4) != 0) check_why(tiny, 4);
         free(tiny);
     }
-    FUZZ_CHECK(df11_memstat_page_read(page, size, &out, NULL, 0) == r, "verdict changed without why");
+    FUZZ_CHECK(df11_memstat_page_read(page, size, &out, NULL, 0) == r,
+               "verdict changed without why");
     free(page);
     return 0;
 }

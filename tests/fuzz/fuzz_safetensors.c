@@ -32,7 +32,8 @@ static void check_model(const df11_st_model *m, const uint8_t *data, size_t size
         FUZZ_CHECK(t->name && strlen(t->name) <= size, "tensor %zu: name", i);
         uint64_t n = es;
         for (uint32_t d = 0; d < t->ndim; d++)
-            FUZZ_CHECK(!__builtin_mul_overflow(n, t->shape[d], &n), "tensor %zu: shape overflows", i);
+            FUZZ_CHECK(!__builtin_mul_overflow(n, t->shape[d], &n), "tensor %zu: shape overflows",
+                       i);
         const uint8_t *p = t->data;
         FUZZ_CHECK(n == 0 || (p >= data && p <= data + size && n <= (uint64_t)(data + size - p)),
                    "tensor '%s': %llu bytes at %p outside the input [%p, +%zu)", t->name,

@@ -28,15 +28,18 @@ static void check_encode(const tokenizer *t, const char *prompt, int bos, int ma
     int n = tokenizer_encode(t, prompt, bos, ids, max_ids, err, sizeof err);
     FUZZ_CHECK(n == -1 || (n >= 0 && n <= max_ids), "%d ids, room for %d", n, max_ids);
     if (n < 0) FUZZ_CHECK(err[0] != '\0', "encode failed without a message");
-    if (n > 0 && bos && t->bos_id >= 0) FUZZ_CHECK(ids[0] == t->bos_id, "first id %d, not BOS", ids[0]);
+    if (n > 0 && bos && t->bos_id >= 0)
+        FUZZ_CHECK(ids[0] == t->bos_id, "first id %d, not BOS", ids[0]);
     int prev = -1;
     for (int i = 0; i < n; i++) {
         FUZZ_CHECK(ids[i] >= 0 && ids[i] < t->vocab_size, "id %d of %d", ids[i], t->vocab_size);
         char byte[2];
         const char *text = tokenizer_decode(t, prev, ids[i], byte);
-        FUZZ_CHECK(text != NULL && strlen(text) <= strlen(t->pieces[ids[i]]), "decode of id %d", ids[i]);
+        FUZZ_CHECK(text != NULL && strlen(text) <= strlen(t->pieces[ids[i]]), "decode of id %d",
+                   ids[i]);
         int found = tokenizer_lookup(t, t->pieces[ids[i]]);
-        FUZZ_CHECK(found >= 0 && found < t->vocab_size && strcmp(t->pieces[found], t->pieces[ids[i]]) == 0,
+        FUZZ_CHECK(found >= 0 && found < t->vocab_size &&
+                       strcmp(t->pieces[found], t->pieces[ids[i]]) == 0,
                    "piece of id %d looked up as %d", ids[i], found);
         prev = ids[i];
     }
@@ -77,7 +80,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(t.max_token_length >= 1 && t.max_token_length <= TOKENIZER_MAX_PIECE,
                    "max_token_length %d", t.max_token_length);
         for (int i = 0; i < t.vocab_size; i++)
-            FUZZ_CHECK(t.pieces[i] && strlen(t.pieces[i]) == (size_t)t.lens[i] && isfinite(t.scores[i]),
+            FUZZ_CHECK(t.pieces[i] && strlen(t.pieces[i]) == (size_t)t.lens[i] &&
+                           isfinite(t.scores[i]),
                        "piece %d", i);
         check_encode(&t, prompt, (int)(plen & 1), max_ids);
     }

@@ -26,8 +26,11 @@ static int run_file(const char *path, size_t *count)
         size += r;
         if (size == cap) {
             uint8_t *grown = realloc(buf, cap *= 2);
-            if (!grown) { free(buf); buf = NULL; }
-            else buf = grown;
+            if (!grown) {
+                free(buf);
+                buf = NULL;
+            } else
+                buf = grown;
         }
     }
     int failed = !buf || ferror(f);
@@ -39,7 +42,10 @@ static int run_file(const char *path, size_t *count)
     }
     /* An exact-size copy: the slack of `buf` would hide an over-read from ASan. */
     uint8_t *exact = malloc(size ? size : 1);
-    if (!exact) { free(buf); return -1; }
+    if (!exact) {
+        free(buf);
+        return -1;
+    }
     memcpy(exact, buf, size);
     free(buf);
     fprintf(stderr, "input: %s (%zu bytes)\n", path, size);

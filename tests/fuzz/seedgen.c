@@ -67,18 +67,18 @@ static void safetensors_seeds(void)
 {
     static uint16_t bf16[3][40];
     static float f32[6];
-    static int8_t i8[5] = {1, -2, 3, -4, 5};
+    static int8_t i8[5] = { 1, -2, 3, -4, 5 };
     for (int t = 0; t < 3; t++)
         for (int i = 0; i < 40; i++) bf16[t][i] = rand_weight(0.02);
     for (int i = 0; i < 6; i++) f32[i] = (float)i / 7;
     const df11_tensor_source tensors[] = {
-        {"model.embed_tokens.weight", DF11_DTYPE_BF16, 2, {8, 5}, bf16[0]},
-        {"model.layers.0.self_attn.q_proj.weight", DF11_DTYPE_BF16, 2, {4, 10}, bf16[1]},
-        {"model.layers.0.mlp.up_proj.weight", DF11_DTYPE_BF16, 1, {40}, bf16[2]},
-        {"model.layers.0.input_layernorm.weight", DF11_DTYPE_F32, 2, {2, 3}, f32},
-        {"model.norm.weight", DF11_DTYPE_I8, 1, {5}, i8},
-        {"scalar", DF11_DTYPE_F32, 0, {0}, f32},
-        {"empty", DF11_DTYPE_BF16, 2, {0, 3}, bf16[0]},
+        { "model.embed_tokens.weight", DF11_DTYPE_BF16, 2, { 8, 5 }, bf16[0] },
+        { "model.layers.0.self_attn.q_proj.weight", DF11_DTYPE_BF16, 2, { 4, 10 }, bf16[1] },
+        { "model.layers.0.mlp.up_proj.weight", DF11_DTYPE_BF16, 1, { 40 }, bf16[2] },
+        { "model.layers.0.input_layernorm.weight", DF11_DTYPE_F32, 2, { 2, 3 }, f32 },
+        { "model.norm.weight", DF11_DTYPE_I8, 1, { 5 }, i8 },
+        { "scalar", DF11_DTYPE_F32, 0, { 0 }, f32 },
+        { "empty", DF11_DTYPE_BF16, 2, { 0, 3 }, bf16[0] },
     };
     char path[4096];
     snprintf(path, sizeof path, "%s/work", out_dir);
@@ -93,7 +93,8 @@ static void safetensors_seeds(void)
     snprintf(path, sizeof path, "%s/safetensors", out_dir);
     mkdir_p(path);
     snprintf(path, sizeof path, "%s/safetensors/mixed.safetensors", out_dir);
-    if (df11_st_write(path, tensors, n, "{\"format\": \"pt\", \"note\": \"seed\"}") != DF11_OK) exit(1);
+    if (df11_st_write(path, tensors, n, "{\"format\": \"pt\", \"note\": \"seed\"}") != DF11_OK)
+        exit(1);
     snprintf(path, sizeof path, "%s/safetensors/one.safetensors", out_dir);
     if (df11_st_write(path, tensors + 4, 1, NULL) != DF11_OK) exit(1);
 }
@@ -173,9 +174,9 @@ static void tokenizer_seed(const char *name, const image *bin, int vocab, const 
     /* Bit 0 of the prompt length asks for BOS: a trailing space sets it right. */
     char text[256];
     snprintf(text, sizeof text, "%s%s", prompt, (int)(strlen(prompt) & 1) != bos ? " " : "");
-    const uint8_t head[4] = {(uint8_t)vocab, (uint8_t)(vocab >> 8), (uint8_t)strlen(text),
-                             (uint8_t)max_ids};
-    image in = {0};
+    const uint8_t head[4] = { (uint8_t)vocab, (uint8_t)(vocab >> 8), (uint8_t)strlen(text),
+                              (uint8_t)max_ids };
+    image in = { 0 };
     put(&in, head, 4);
     put(&in, bin->p, bin->n);
     put(&in, text, strlen(text));
@@ -186,10 +187,11 @@ static void tokenizer_seed(const char *name, const image *bin, int vocab, const 
 static void tokenizer_seeds(void)
 {
     /* llama2.c's layout: <unk>, <s>, </s>, 256 byte tokens, then merges by score. */
-    static const char *merges[] = {" ", "e", "t", "a", "o", "n", "h", " t", "th", "he", " th",
-                                   "the", " the", "an", " a", "on", "ce", "nce", "o ", "up",
-                                   " up", "Once", " Once", "é", "ä", "日本", "<0x", NULL};
-    image bin = {0};
+    static const char *merges[] = { " ",    "e",     "t",  "a",   "o",    "n",    "h",
+                                    " t",   "th",    "he", " th", "the",  " the", "an",
+                                    " a",   "on",    "ce", "nce", "o ",   "up",   " up",
+                                    "Once", " Once", "é",  "ä",   "日本", "<0x",  NULL };
+    image bin = { 0 };
     int32_t max_len = 8;
     put(&bin, &max_len, 4);
     put_piece(&bin, 0, "<unk>");
@@ -203,15 +205,18 @@ static void tokenizer_seeds(void)
     int vocab = 259;
     for (int i = 0; merges[i]; i++, vocab++) put_piece(&bin, -(float)i, merges[i]);
     tokenizer_seed("bytes-bos", &bin, vocab, "Once upon a time, the end.", 1, 0);
-    tokenizer_seed("bytes-utf8", &bin, vocab, "caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80 \xff", 0, 0);
+    tokenizer_seed("bytes-utf8", &bin, vocab,
+                   "caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80 \xff", 0, 0);
     tokenizer_seed("bytes-short", &bin, vocab, "the the the the the", 1, 4);
     free(bin.p);
 
     /* A vocabulary without byte tokens: text outside it cannot be encoded. */
-    image small = {0};
+    image small = { 0 };
     max_len = 3;
     put(&small, &max_len, 4);
-    static const char *pieces[] = {"<unk>", "<s>", "</s>", " ", "a", "b", "ab", " ab", "aba", NULL};
+    static const char *pieces[] = {
+        "<unk>", "<s>", "</s>", " ", "a", "b", "ab", " ab", "aba", NULL
+    };
     int n = 0;
     for (; pieces[n]; n++) put_piece(&small, (float)n, pieces[n]);
     tokenizer_seed("small", &small, n, "abab aba", 0, 0);
