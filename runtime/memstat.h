@@ -67,7 +67,8 @@ typedef struct df11_memstat_page df11_memstat_page;
 
 /* Copies the page at `mapped` (mapped_size readable bytes, 8-byte aligned as mmap gives)
  * into `out` under its seqlock and checks it: magic and version, DF11_MEMSTAT_MIN_SIZE <=
- * size <= mapped_size, NUL-terminated printable strings, counts and slot states in range,
+ * size <= mapped_size, NUL-terminated strings (`backend` printable ASCII; `path` any bytes, a
+ * model path may hold them: printers escape it), counts and slot states in range,
  * finite times. A writer that stays mid-update (seq odd) or keeps updating is given a
  * bounded number of tries. Returns 0 with `out` a checked, NUL-terminated copy (fields past
  * the writer's size zero), or -1 with a one-line reason in `why` (may be NULL). Pure: no
