@@ -1,0 +1,126 @@
+/* The fixed-width exponent code ("fixed", issue 11): a 3-bit code per BF16 weight with an
+ * exception list, laid out in the order a fused GEMV/GEMM kernel built on mma.m16n8k16
+ * consumes it, so that a warp decodes its A fragments in registers right after the load.
+ * Pure C on arrays; knows nothing of files or devices (bench/probes/fused_gemv.cu is the
+ * GPU consumer). Bit-exact both ways, any input (NaN, Inf, all 256 exponents, odd shapes).
+ *
+ * What is stored, for W (rows x cols, row-major BF16 as HF stores it):
+ *   - base[rows_pad]: per row, b such that [b, b+6] holds the most of the row's exponents.
+ *   - sm: one sign|mantissa byte per weight (sign at bit 7), in kernel order (below).
+ *   - codes: per weight c = e - b if that is 0..6, else 7 (escape), packed 3 bits a weight.
+ *   - exc_off[n_tiles + 1] (u32) and exc: the escaped exponents, a byte each, tile by tile.
+ * Per weight 8 + 3 bits, plus 8 bits per escape; on trained-like weights 2.4% escape.
+ *
+ * Geometry. Rows are padded to strips of 16, columns to steps of 64 (pad weights decode to
+ * finite values with zero sign|mantissa; a kernel multiplies them by zero activations). A
+ * STEP is what one warp consumes at once: 16 rows x 64 columns = 1024 weights, 32 per
+ * lane. A TILE is up to 4 consecutive steps of one strip (the last tile of a strip may be
+ * shorter); exceptions are indexed per tile.
+ *
+ * Kernel order of the sm bytes. Step g of strip s is two 512-byte halves h = 0, 1 (columns
+ * 64g + 32h ...); lane l reads the 16 bytes at ((s*steps + g)*2 + h)*512 + 16 l, and byte
+ * j of them is W[16 s + l/4 + 8 (j >= 8)][64 g + 32 h + 8 (l%4) + (j%8)]: 8 consecutive
+ * weights of row l/4 and the same 8 of row l/4 + 8, which are exactly the A fragments of
+ * two m16n8k16 MMAs once k is relabelled (a0a1/a4a5 = row l/4, a2a3/a6a7 = row l/4 + 8;
+ * the activation fragment is then x[n][the same 8 columns], one 16-byte load).
+ *
+ * Pairs. The 32 weights of a lane in a step form 16 pairs p = 8 h + 2 w + u: the bytes
+ * 4 w + 2 u and 4 w + 2 u + 1 of half h (a bf16x2 register: low, high). Pairs with
+ * (p >> 2) & 1 == 0 are of row l/4, the others of row l/4 + 8.
+ *
+ * Codes of a step, three 32-bit words A, B, C per lane: pair p < 15 lives in word p % 3
+ * (A, B, C), field i = p / 3, its low weight's code at bits 3i..3i+2 and its high weight's
+ * at bits 16+3i..16+3i+2, so (word >> 3i) & 0x00070007 is the pair's code pair, in place
+ * for a bf16x2. Pair 15's codes are spread over the spare bits: bit k of its low code is
+ * bit 15 of word k (A, B, C), bit k of its high code bit 31 of word k. The words of a tile's steps
+ * follow each other per lane (A0 B0 C0 A1 B1 C1 ...) and are stored as 16-byte vectors,
+ * vector i of lane l at tile_code_base + (32 i + l) * 16: one coalesced load per vector.
+ *
+ * Escape order. In a step a lane's escapes are taken from the highest set bit of its mask
+ * M = t(A) | t(B) << 1 | t(C) << 2 | (A & B & C & 0x80008000), t(X) = X & X>>1 & X>>2 &
+ * 0x12491249, down (one FLO each on the GPU): bit f of M is the low (f < 16) or high
+ * weight of pair f & 15 (the field layout above is chosen so that no table is needed). A
+ * tile's exception list holds lane 0's escapes (steps in order), then lane 1's, and so on,
+ * so a lane finds its first exception with one warp prefix sum of its counts.
+ */
+#ifndef DF11_CODEC_FIXED_H
+#define DF11_CODEC_FIXED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "df11/status.h"
+
+#define DF11_FIXED_STRIP_ROWS 16
+#define DF11_FIXED_STEP_COLS 64
+#define DF11_FIXED_TILE_STEPS 4
+#define DF11_FIXED_ESCAPE 7
+#define DF11_FIXED_WINDOW 7     /* exponents a base covers: b .. b+6 */
+#define DF11_FIXED_MAX_BASE 249 /* so that b + 6 <= 255 */
+
+typedef struct df11_fixed_geom {
+    uint64_t rows, cols;         /* the tensor */
+    uint64_t rows_pad, cols_pad; /* multiples of 16 and 64 */
+    uint64_t n_strips;           /* rows_pad / 16 */
+    uint64_t steps;              /* per strip: cols_pad / 64 */
+    uint64_t tiles;              /* per strip: ceil(steps / 4) */
+    uint64_t last_steps;         /* steps of a strip's last tile, 1..4 (0 if cols == 0) */
+    uint64_t n_tiles;            /* n_strips * tiles */
+    uint64_t sm_bytes;           /* rows_pad * cols_pad */
+    uint64_t strip_code_bytes;   /* a strip's code vectors */
+    uint64_t code_bytes;         /* n_strips * strip_code_bytes */
+} df11_fixed_geom;
+
+/* Fills `g` for a rows x cols tensor. DF11_ERR_INVALID_ARG for a NULL g, DF11_ERR_OVERFLOW
+ * when a size would not fit 64 bits or a tile index 32 bits. */
+df11_status df11_fixed_geometry(uint64_t rows, uint64_t cols, df11_fixed_geom *g);
+
+/* 16-byte code vectors of a tile of n_steps steps, per lane. */
+static inline uint32_t df11_fixed_tile_vecs(uint64_t n_steps)
+{
+    return (uint32_t)((3 * n_steps + 3) / 4);
+}
+
+/* A coded tensor. Owns its buffers when made by df11_fixed_encode (df11_fixed_free). */
+typedef struct df11_fixed {
+    df11_fixed_geom g;
+    uint8_t *base;     /* rows_pad bytes */
+    uint8_t *sm;       /* sm_bytes */
+    uint32_t *codes;   /* code_bytes / 4 words */
+    uint32_t *exc_off; /* n_tiles + 1 entries, exc_off[0] = 0, exc_off[n_tiles] = n_exc */
+    uint8_t *exc;      /* n_exc bytes, allocated to a multiple of 16 plus 16 zero bytes */
+    uint64_t n_exc;
+} df11_fixed;
+
+/* Encodes a rows x cols BF16 matrix on n_threads threads (0 = all cores). More than
+ * 2^32 - 1 escapes fail with DF11_ERR_OVERFLOW. */
+df11_status df11_fixed_encode(const uint16_t *w, uint64_t rows, uint64_t cols, int n_threads,
+                              df11_fixed *out);
+void df11_fixed_free(df11_fixed *f);
+
+/* Decodes into `out` (rows x cols, row-major). Checks exc_off (monotonic, ends at n_exc)
+ * and that every tile holds exactly as many escapes as its codes say: DF11_ERR_CORRUPT
+ * otherwise, without reading outside the buffers the geometry and n_exc describe. */
+df11_status df11_fixed_decode(const df11_fixed *f, uint16_t *out, int n_threads);
+
+/* Bytes a coded tensor stores: bases, sm, codes, offsets and exceptions. */
+uint64_t df11_fixed_stored_bytes(const df11_fixed *f);
+
+/* Where sm byte j of lane l in half h of global step g of strip s comes from. */
+static inline void df11_fixed_weight_pos(uint64_t s, uint64_t g, uint32_t h, uint32_t l, uint32_t j,
+                                         uint64_t *row, uint64_t *col)
+{
+    *row = 16 * s + l / 4 + 8 * (j >= 8);
+    *col = 64 * g + 32 * h + 8 * (l % 4) + (j % 8);
+}
+
+/* The escape mask M of a step from its code words (see the file comment). */
+static inline uint32_t df11_fixed_escape_mask(uint32_t a, uint32_t b, uint32_t c)
+{
+    const uint32_t lsb = 0x12491249u;
+    uint32_t ta = a & a >> 1 & a >> 2 & lsb, tb = b & b >> 1 & b >> 2 & lsb;
+    uint32_t tc = c & c >> 1 & c >> 2 & lsb;
+    return ta | tb << 1 | tc << 2 | (a & b & c & 0x80008000u);
+}
+
+#endif

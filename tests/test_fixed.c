@@ -1,0 +1,353 @@
+/* The fixed-width exponent code (codec/fixed.h): bit-exact round trips on random data of
+ * awkward shapes (rows not a multiple of 16, columns not a multiple of anything), every
+ * exponent value, NaN/Inf, tensors where escapes dominate; the stored layout against the
+ * header's description (the GPU kernel relies on it); corrupt offsets and codes. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/codec.h"
+#include "codec/fixed.h"
+#include "tests/testutil.h"
+
+static uint64_t rng;
+
+/* In loops over elements: Check records every passing assertion, which is slow. */
+#define EXPECT(cond)                                                                               \
+    do {                                                                                           \
+        if (!(cond)) ck_abort_msg("%s:%d: %s", __FILE__, __LINE__, #cond);                         \
+    } while (0)
+
+static uint16_t bf16_with_exp(uint32_t e, uint64_t *r)
+{
+    return df11_bf16_join((uint8_t)e, (uint8_t)df11_test_rand(r));
+}
+
+static void roundtrip(const uint16_t *x, uint64_t rows, uint64_t cols, int threads)
+{
+    df11_fixed f;
+    ck_assert_int_eq(df11_fixed_encode(x, rows, cols, threads, &f), DF11_OK);
+    uint64_t n = rows * cols;
+    uint16_t *y = malloc(n * 2 + 2);
+    memset(y, 0xa5, n * 2 + 2); /* poison, incl. one element past the end */
+    ck_assert_int_eq(df11_fixed_decode(&f, y, threads), DF11_OK);
+    /* (plain ifs in the loops: Check records every passing assertion, which is slow) */
+    for (uint64_t i = 0; i < n; i++)
+        if (x[i] != y[i])
+            ck_abort_msg("%llu x %llu: element %llu: %04x != %04x", (unsigned long long)rows,
+                         (unsigned long long)cols, (unsigned long long)i, x[i], y[i]);
+    ck_assert_uint_eq(y[n], 0xa5a5);
+    ck_assert_uint_eq(f.exc_off[f.g.n_tiles], f.n_exc);
+    df11_fixed_free(&f);
+    free(y);
+}
+
+START_TEST(test_roundtrip_shapes)
+{
+    static const uint64_t shapes[][2] = {
+        { 1, 1 },     { 1, 63 },    { 1, 64 },  { 1, 65 },   { 2, 255 },   { 15, 256 },
+        { 16, 256 },  { 17, 257 },  { 16, 64 }, { 31, 320 }, { 33, 1000 }, { 7, 4097 },
+        { 48, 4096 }, { 100, 300 }, { 3, 129 }, { 64, 960 },
+    };
+    uint16_t *x = malloc(sizeof(uint16_t) * 300000);
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        uint64_t r = shapes[s][0], c = shapes[s][1];
+        df11_test_fill_weights(x, r * c, c, &rng);
+        roundtrip(x, r, c, 1 + (int)(s % 3));
+    }
+    free(x);
+}
+END_TEST
+
+START_TEST(test_roundtrip_any_bits)
+{
+    /* Uniformly random u16: every exponent, NaNs, infinities, denormals; ~97% escapes. */
+    uint64_t r = 37, c = 1111;
+    uint16_t *x = malloc(r * c * 2);
+    for (uint64_t i = 0; i < r * c; i++) x[i] = (uint16_t)df11_test_rand(&rng);
+    roundtrip(x, r, c, 2);
+    /* all 65536 bit patterns, once each */
+    uint16_t *all = malloc(65536 * 2);
+    for (uint32_t i = 0; i < 65536; i++) all[i] = (uint16_t)(i * 40503u); /* a permutation */
+    roundtrip(all, 256, 256, 2);
+    roundtrip(all, 65536, 1, 1);
+    roundtrip(all, 1, 65536, 1);
+    /* skewed: geometric exponents from 0 up, and from 255 down */
+    for (uint64_t i = 0; i < r * c; i++) {
+        uint32_t e = 0;
+        while (e < 255 && (df11_test_rand(&rng) & 1)) e++;
+        x[i] = bf16_with_exp(i % 2 ? e : 255 - e, &rng);
+    }
+    roundtrip(x, r, c, 2);
+    free(all);
+    free(x);
+}
+END_TEST
+
+START_TEST(test_edge_exponents)
+{
+    /* Rows that sit at the ends of the exponent range: bases 0 and 249, NaN/Inf rows,
+     * a window whose escape code would overflow the exponent field, zeros. */
+    uint64_t r = 20, c = 200;
+    uint16_t *x = malloc(r * c * 2);
+    for (uint64_t i = 0; i < r * c; i++) {
+        uint64_t row = i / c;
+        uint32_t e;
+        switch (row % 5) {
+        case 0: e = (uint32_t)(df11_test_rand(&rng) % 7); break;       /* base 0 */
+        case 1: e = 249 + (uint32_t)(df11_test_rand(&rng) % 7); break; /* base 249 */
+        case 2: e = 255; break;                                        /* NaN / Inf */
+        case 3: e = 0; break;                                          /* zeros, denormals */
+        default: e = (uint32_t)(df11_test_rand(&rng) % 256); break;
+        }
+        x[i] = bf16_with_exp(e, &rng);
+    }
+    x[0] = 0x0000;
+    x[1] = 0x8000; /* -0 */
+    x[2] = 0x7f80; /* +Inf */
+    x[3] = 0xff80; /* -Inf */
+    x[4] = 0x7fc1; /* NaN with payload */
+    roundtrip(x, r, c, 2);
+    df11_fixed f;
+    ck_assert_int_eq(df11_fixed_encode(x, r, c, 1, &f), DF11_OK);
+    ck_assert_uint_eq(f.base[0], 0);
+    ck_assert_uint_eq(f.base[1], 249);
+    ck_assert_uint_le(f.base[2], DF11_FIXED_MAX_BASE);
+    df11_fixed_free(&f);
+    /* every weight one exponent: no escapes at all */
+    for (uint64_t i = 0; i < r * c; i++) x[i] = bf16_with_exp(120, &rng);
+    ck_assert_int_eq(df11_fixed_encode(x, r, c, 1, &f), DF11_OK);
+    ck_assert_uint_eq(f.n_exc, 0);
+    df11_fixed_free(&f);
+    roundtrip(x, r, c, 1);
+    free(x);
+}
+END_TEST
+
+START_TEST(test_empty_and_bad_arguments)
+{
+    uint16_t x[4] = { 0 };
+    df11_fixed f;
+    ck_assert_int_eq(df11_fixed_encode(x, 0, 5, 1, &f), DF11_OK);
+    ck_assert_uint_eq(f.g.n_tiles, 0);
+    ck_assert_uint_eq(df11_fixed_decode(&f, x, 1), DF11_OK);
+    df11_fixed_free(&f);
+    ck_assert_int_eq(df11_fixed_encode(x, 5, 0, 1, &f), DF11_OK);
+    df11_fixed_free(&f);
+    ck_assert_int_eq(df11_fixed_encode(NULL, 2, 2, 1, &f), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_fixed_encode(x, 2, 2, 1, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_fixed_decode(NULL, x, 1), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_fixed_geometry(1, 1, NULL), DF11_ERR_INVALID_ARG);
+    df11_fixed_geom g;
+    ck_assert_int_eq(df11_fixed_geometry(UINT64_MAX / 2, 3, &g), DF11_ERR_OVERFLOW);
+    ck_assert_int_eq(df11_fixed_geometry(1ull << 40, 1ull << 40, &g), DF11_ERR_OVERFLOW);
+}
+END_TEST
+
+/* The escape mask is what the header says: an escape (code 7) of pair p, low or high
+ * weight, sets bit p or 16 + p, and nothing else does. */
+START_TEST(test_escape_mask_spec)
+{
+    for (uint32_t p = 0; p < 16; p++)
+        for (uint32_t hi = 0; hi < 2; hi++) {
+            uint32_t abc[3] = { 0, 0, 0 };
+            if (p < 15)
+                abc[p % 3] = 7u << (3 * (p / 3) + 16 * hi);
+            else
+                abc[0] = abc[1] = abc[2] = 1u << (15 + 16 * hi);
+            uint32_t m = df11_fixed_escape_mask(abc[0], abc[1], abc[2]);
+            ck_assert_uint_eq(m, 1u << (p + 16 * hi));
+            /* a field of 6 next to a field of 3 is no escape */
+            if (p < 15) {
+                abc[p % 3] =
+                    6u << (3 * (p / 3) + 16 * hi) | 3u << (3 * ((p / 3 + 1) % 5) + 16 * hi);
+                ck_assert_uint_eq(df11_fixed_escape_mask(abc[0], abc[1], abc[2]), 0);
+            }
+        }
+    /* every code but 7 in every field at once: no escapes */
+    for (uint32_t c = 0; c < 7; c++) {
+        uint32_t w = 0;
+        for (uint32_t i = 0; i < 5; i++) w |= (c * 0x10001u) << (3 * i);
+        w |= (c & 1) ? 0x80008000u : 0; /* pair 15 gets c & 1 in A, 0 in B: never 7 */
+        ck_assert_uint_eq(df11_fixed_escape_mask(w, w & 0x7fff7fffu, w), 0);
+    }
+}
+END_TEST
+
+/* The stored bytes sit where the header says the kernel finds them. Each weight's row and
+ * column are recoverable from its sign|mantissa byte and code, so the check is direct. */
+START_TEST(test_layout_spec)
+{
+    const uint64_t rows = 40, cols = 200; /* 3 strips (the last padded), 4 steps, 1 tile */
+    uint16_t *x = malloc(rows * cols * 2);
+    for (uint64_t i = 0; i < rows * cols; i++) {
+        uint64_t r = i / cols, c = i % cols;
+        /* exponent 100 + (c % 8): code c % 8 (7 = escape) under base 100 */
+        x[i] = df11_bf16_join((uint8_t)(100 + c % 8), (uint8_t)((r * 7 + c) & 0xff));
+    }
+    df11_fixed f;
+    ck_assert_int_eq(df11_fixed_encode(x, rows, cols, 2, &f), DF11_OK);
+    const df11_fixed_geom *g = &f.g;
+    ck_assert_uint_eq(g->rows_pad, 48);
+    ck_assert_uint_eq(g->cols_pad, 256);
+    ck_assert_uint_eq(g->steps, 4);
+    ck_assert_uint_eq(g->tiles, 1);
+    ck_assert_uint_eq(g->last_steps, 4);
+    ck_assert_uint_eq(g->strip_code_bytes, 1536);
+    ck_assert_uint_eq(df11_fixed_stored_bytes(&f), 48 + 48 * 256 + 3 * 1536 + 4 * 4 + f.n_exc);
+    for (uint64_t r = 0; r < rows; r++) ck_assert_uint_eq(f.base[r], 100);
+    uint64_t exc_at = 0;
+    for (uint64_t s = 0; s < g->n_strips; s++) {
+        ck_assert_uint_eq(f.exc_off[s], exc_at);
+        for (uint32_t l = 0; l < 32; l++)
+            for (uint64_t k = 0; k < g->steps; k++) {
+                uint32_t abc[3];
+                for (uint32_t x3 = 0; x3 < 3; x3++) {
+                    uint32_t w =
+                        3 * (uint32_t)k + x3; /* vector w / 4, word w % 4, lane-interleaved */
+                    abc[x3] = f.codes[s * g->strip_code_bytes / 4 + ((w / 4) * 32 + l) * 4 + w % 4];
+                }
+                uint32_t n_esc = 0;
+                for (uint32_t h = 0; h < 2; h++)
+                    for (uint32_t j = 0; j < 16; j++) {
+                        uint64_t row, col;
+                        df11_fixed_weight_pos(s, k, h, l, j, &row, &col);
+                        EXPECT(row == 16 * s + l / 4 + 8 * (j >= 8));
+                        uint8_t smb = f.sm[((s * g->steps + k) * 2 + h) * 512 + 16 * l + j];
+                        uint32_t p = 8 * h + 2 * (j / 4) + (j % 4) / 2, hi = j % 2, c;
+                        if (p < 15)
+                            c = abc[p % 3] >> (3 * (p / 3) + 16 * hi) & 7;
+                        else
+                            c = (abc[0] >> (15 + 16 * hi) & 1) |
+                                (abc[1] >> (15 + 16 * hi) & 1) << 1 |
+                                (abc[2] >> (15 + 16 * hi) & 1) << 2;
+                        if (row < rows && col < cols)
+                            EXPECT(smb == df11_bf16_sm(x[row * cols + col]) && c == col % 8);
+                        else
+                            EXPECT(smb == 0 && c == 0);
+                        n_esc += c == 7;
+                    }
+                /* the escapes of this lane's step come next, in mask order, all exponent 107 */
+                uint32_t m = df11_fixed_escape_mask(abc[0], abc[1], abc[2]);
+                EXPECT((uint32_t)__builtin_popcount(m) == n_esc);
+                for (uint32_t i = 0; i < n_esc; i++) EXPECT(f.exc[exc_at + i] == 107);
+                exc_at += n_esc;
+            }
+    }
+    ck_assert_uint_eq(exc_at, f.n_exc);
+    df11_fixed_free(&f);
+    free(x);
+}
+END_TEST
+
+/* Exceptions are lane-major within a tile, steps in order, and within a step from the
+ * highest mask bit down: for a tensor whose only escapes are in lane 5's and lane 2's
+ * weights, lane 2's come first whatever the step. */
+START_TEST(test_exception_order)
+{
+    const uint64_t rows = 16, cols = 256;
+    uint16_t *x = malloc(rows * cols * 2);
+    for (uint64_t i = 0; i < rows * cols; i++) x[i] = df11_bf16_join(120, (uint8_t)i);
+    /* lane 5: row 1, columns 8..15 of each 32; lane 2: row 0, columns 16..23 */
+    x[1 * cols + 3 * 64 + 8] = df11_bf16_join(10, 0);  /* lane 5, step 3 */
+    x[0 * cols + 0 * 64 + 16] = df11_bf16_join(20, 0); /* lane 2, step 0 */
+    x[0 * cols + 2 * 64 + 17] = df11_bf16_join(30, 0); /* lane 2, step 2 */
+    x[1 * cols + 0 * 64 + 9] = df11_bf16_join(40, 0);  /* lane 5, step 0: pair 0, high */
+    x[1 * cols + 0 * 64 + 10] = df11_bf16_join(50, 0); /* lane 5, step 0: pair 1, low */
+    df11_fixed f;
+    ck_assert_int_eq(df11_fixed_encode(x, rows, cols, 1, &f), DF11_OK);
+    ck_assert_uint_eq(f.n_exc, 5);
+    ck_assert_uint_eq(f.exc[0], 20);
+    ck_assert_uint_eq(f.exc[1], 30);
+    ck_assert_uint_eq(f.exc[2], 40); /* mask bit 16 before bit 1 */
+    ck_assert_uint_eq(f.exc[3], 50);
+    ck_assert_uint_eq(f.exc[4], 10);
+    df11_fixed_free(&f);
+    roundtrip(x, rows, cols, 1);
+    free(x);
+}
+END_TEST
+
+START_TEST(test_corrupt_fails)
+{
+    const uint64_t rows = 50, cols = 700;
+    uint16_t *x = malloc(rows * cols * 2), *y = malloc(rows * cols * 2);
+    df11_test_fill_weights(x, rows * cols, cols, &rng);
+    df11_fixed f;
+    ck_assert_int_eq(df11_fixed_encode(x, rows, cols, 2, &f), DF11_OK);
+    ck_assert_uint_gt(f.n_exc, 10);
+    uint64_t nt = f.g.n_tiles;
+    /* offsets that go back, or do not end at n_exc */
+    uint32_t keep = f.exc_off[1];
+    f.exc_off[1] = f.exc_off[2] + 1;
+    ck_assert_int_eq(df11_fixed_decode(&f, y, 2), DF11_ERR_CORRUPT);
+    f.exc_off[1] = keep;
+    f.n_exc--;
+    ck_assert_int_eq(df11_fixed_decode(&f, y, 2), DF11_ERR_CORRUPT);
+    f.n_exc++;
+    /* a tile whose codes say one escape more, or one less, than its offsets give it */
+    uint64_t t = 0;
+    while (t < nt && f.exc_off[t + 1] == f.exc_off[t]) t++;
+    ck_assert_uint_lt(t, nt);
+    f.exc_off[t + 1]--; /* shift one exception to the next tile */
+    ck_assert_int_eq(df11_fixed_decode(&f, y, 2), DF11_ERR_CORRUPT);
+    f.exc_off[t + 1]++;
+    uint32_t w0 = f.codes[0];
+    f.codes[0] |= 7; /* pair 0 of lane 0 becomes an escape */
+    if (w0 != f.codes[0]) ck_assert_int_eq(df11_fixed_decode(&f, y, 2), DF11_ERR_CORRUPT);
+    f.codes[0] = w0;
+    /* a random field turned into escapes anywhere: always caught or decoded inside bounds */
+    for (int i = 0; i < 200; i++) {
+        uint64_t k = df11_test_rand(&rng) % (f.g.code_bytes / 4);
+        uint32_t old = f.codes[k];
+        f.codes[k] ^= (uint32_t)df11_test_rand(&rng);
+        df11_status st = df11_fixed_decode(&f, y, 1);
+        ck_assert(st == DF11_OK || st == DF11_ERR_CORRUPT);
+        f.codes[k] = old;
+    }
+    ck_assert_int_eq(df11_fixed_decode(&f, y, 2), DF11_OK);
+    ck_assert_int_eq(memcmp(x, y, rows * cols * 2), 0);
+    f.g.cols_pad += 64; /* a geometry that does not match its shape */
+    ck_assert_int_eq(df11_fixed_decode(&f, y, 2), DF11_ERR_CORRUPT);
+    f.g.cols_pad -= 64;
+    df11_fixed_free(&f);
+    free(x);
+    free(y);
+}
+END_TEST
+
+/* Trained-like weights (rows N(0, σ_r²)): ≤ 70.5% of BF16, the issue's aim, with a margin
+ * measured on the synthetic Llama-3-8B block (bench/RESULTS.md: 69.99%). */
+START_TEST(test_ratio_trained_like)
+{
+    const uint64_t rows = 512, cols = 4096;
+    uint16_t *x = malloc(rows * cols * 2);
+    df11_test_fill_weights(x, rows * cols, cols, &rng);
+    df11_fixed f;
+    ck_assert_int_eq(df11_fixed_encode(x, rows, cols, 2, &f), DF11_OK);
+    double ratio = (double)df11_fixed_stored_bytes(&f) / (2.0 * rows * cols);
+    ck_assert_msg(ratio <= 0.705, "%.4f%% of BF16", 100 * ratio);
+    ck_assert_msg(ratio >= 0.6875, "%.4f%% of BF16: under 11 bits a weight?", 100 * ratio);
+    df11_fixed_free(&f);
+    free(x);
+}
+END_TEST
+
+int main(void)
+{
+    rng = df11_test_seed();
+    Suite *s = suite_create("fixed");
+    TCase *tc = tcase_create("fixed");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_roundtrip_shapes);
+    tcase_add_test(tc, test_roundtrip_any_bits);
+    tcase_add_test(tc, test_edge_exponents);
+    tcase_add_test(tc, test_empty_and_bad_arguments);
+    tcase_add_test(tc, test_escape_mask_spec);
+    tcase_add_test(tc, test_layout_spec);
+    tcase_add_test(tc, test_exception_order);
+    tcase_add_test(tc, test_corrupt_fails);
+    tcase_add_test(tc, test_ratio_trained_like);
+    suite_add_tcase(s, tc);
+    return df11_test_run(s);
+}
