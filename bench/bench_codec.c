@@ -28,8 +28,8 @@ typedef struct {
 /* Bits/weight of the code alone for max length L, over a histogram. */
 static double code_bits(const uint64_t hist[256], uint32_t L)
 {
-    df11_code code;
-    if (df11_code_build(hist, L, &code) != DF11_OK) return 0;
+    df11i_code code;
+    if (df11i_code_build(hist, L, &code) != DF11_OK) return 0;
     double bits = 0, n = 0;
     for (int s = 0; s < 256; s++) {
         bits += (double)hist[s] * code.len[s];
@@ -105,7 +105,7 @@ static int measure(row *r, const df11_tensor_source *src, size_t n, const char *
                     const df11_tensor_info *ti = df11_file_tensor(f, t);
                     if (ti->dtype != DF11_DTYPE_BF16) continue;
                     const uint16_t *v = (const uint16_t *)(out + ti->decoded_offset);
-                    for (uint64_t i = 0; i < ti->n_elements; i++) hist[df11_bf16_exp(v[i])]++;
+                    for (uint64_t i = 0; i < ti->n_elements; i++) hist[df11i_bf16_exp(v[i])]++;
                 }
             free(payload);
         }
@@ -133,7 +133,7 @@ int bench_codec_main(int argc, char **argv)
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     uint64_t n = 100000000, seed = 1;
     const char *model = NULL;
-    int threads = df11_cpu_count(), reps = 3, json = 0, c;
+    int threads = df11i_cpu_count(), reps = 3, json = 0, c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'n': n = strtoull(optarg, NULL, 10); break;

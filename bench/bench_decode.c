@@ -99,7 +99,7 @@ static int check_decoded(const df11_file *f, const weights *W, const uint8_t *ou
         for (uint64_t i = ti->decoded_offset + ti->nbytes; i < size && i % 256; i++)
             if (out[i]) return cli_fail(TOOL, DF11_ERR_CORRUPT, "%s: padding byte %llu",
                                         label, (unsigned long long)i);
-        covered += df11_align_up(ti->nbytes, 256);
+        covered += df11i_align_up(ti->nbytes, 256);
     }
     if (covered != size)
         return cli_fail(TOOL, DF11_ERR_CORRUPT, "%s: tensors cover %llu of %llu bytes", label,
@@ -132,7 +132,7 @@ static int bench_cpu(const char *path, const weights *W, const options *o, resul
         cli_fail(TOOL, st, "reading the group");
         goto done;
     }
-    r->threads = o->threads > 0 ? o->threads : df11_cpu_count();
+    r->threads = o->threads > 0 ? o->threads : df11i_cpu_count();
     r->payload_bytes = gi->payload_size;
     r->decoded_bytes = gi->decoded_size;
     for (int pass = 0; pass < 2; pass++) {
@@ -223,7 +223,7 @@ static int bench_cuda(const char *path, const weights *W, const options *o, resu
         cli_fail(TOOL, st, "reading the group");
         goto done;
     }
-    if ((st = df11_gpu_plan_build(f, 0, payload, &plan, &plan_size)) != DF11_OK) {
+    if ((st = df11i_gpu_plan_build(f, 0, payload, &plan, &plan_size)) != DF11_OK) {
         cli_fail(TOOL, st, "GPU plan");
         goto done;
     }
@@ -234,14 +234,14 @@ static int bench_cuda(const char *path, const weights *W, const options *o, resu
     CU(cudaMalloc((void **)&d_err, 4), "flag");
     CU(cudaMemset(d_err, 0, 4), "flag");
     for (int s = 0; s < sets; s++) {
-        CU(cudaMalloc(&d_payload[s], df11_align_up(gi->payload_size, 16)), "payload");
+        CU(cudaMalloc(&d_payload[s], df11i_align_up(gi->payload_size, 16)), "payload");
         CU(cudaMemcpy(d_payload[s], payload, gi->payload_size, cudaMemcpyHostToDevice),
            "payload upload");
         CU(cudaMalloc(&d_out[s], gi->decoded_size), "output");
         CU(cudaMemset(d_out[s], 0xff, gi->decoded_size), "poison");
     }
     /* Correctness first: a poisoned output, the error flag, every byte checked. */
-    st = df11_gpu_decode_checked(plan, d_plan, d_payload[0], d_out[0], d_err, NULL);
+    st = df11i_gpu_decode_checked(plan, d_plan, d_payload[0], d_out[0], d_err, NULL);
     if (st != DF11_OK) {
         cli_fail(TOOL, st, "decode");
         goto done;
@@ -258,13 +258,13 @@ static int bench_cuda(const char *path, const weights *W, const options *o, resu
     CU(cudaEventCreate(&e0), "event");
     CU(cudaEventCreate(&e1), "event");
     for (int i = 0; i < 5; i++)
-        df11_gpu_decode(plan, d_plan, d_payload[i % sets], d_out[i % sets], NULL);
+        df11i_gpu_decode(plan, d_plan, d_payload[i % sets], d_out[i % sets], NULL);
     CU(cudaDeviceSynchronize(), "warm-up");
     int reps = o->reps > 1024 ? 1024 : o->reps;
     for (int i = 0; i < reps; i++) {
         float ms;
         cudaEventRecord(e0, 0);
-        df11_gpu_decode(plan, d_plan, d_payload[i % sets], d_out[i % sets], NULL);
+        df11i_gpu_decode(plan, d_plan, d_payload[i % sets], d_out[i % sets], NULL);
         cudaEventRecord(e1, 0);
         CU(cudaEventSynchronize(e1), "decode");
         cudaEventElapsedTime(&ms, e0, e1);

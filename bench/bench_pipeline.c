@@ -288,7 +288,7 @@ int bench_pipeline_main(int argc, char **argv)
     df11_status st = df11_compress_tensors(df11_path, M.src, M.n, NULL, 0, &co, &sum);
     double compress_s = bench_now_s() - t0;
     if (st != DF11_OK) return cli_fail(TOOL, st, "compressing into '%s'", df11_path);
-    if ((st = df11_st_write(st_path, M.src, M.n, NULL)) != DF11_OK) {
+    if ((st = df11i_st_write(st_path, M.src, M.n, NULL)) != DF11_OK) {
         unlink(df11_path);
         return cli_fail(TOOL, st, "writing '%s'", st_path);
     }

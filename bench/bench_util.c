@@ -4,7 +4,7 @@
 #include "bench/bench.h"
 #include "common/clock.h"
 
-double bench_now_s(void) { return df11_now_ms() / 1e3; }
+double bench_now_s(void) { return df11i_now_ms() / 1e3; }
 
 static int cmp_double(const void *a, const void *b)
 {

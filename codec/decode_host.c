@@ -8,73 +8,73 @@
 #include "common/error.h"
 #include "common/parallel.h"
 
-/* The code must be one df11_lut_build can lay into a table of 2^max_len entries: built for
+/* The code must be one df11i_lut_build can lay into a table of 2^max_len entries: built for
  * that L, lengths <= L, Kraft's inequality (longer canonical codes would index past the
- * table). df11_codebook_read checks the same; a df11_coded made any other way is checked
+ * table). df11i_codebook_read checks the same; a df11i_coded made any other way is checked
  * here too. */
-static df11_status code_validate(const df11_code *code, uint32_t max_len)
+static df11_status code_validate(const df11i_code *code, uint32_t max_len)
 {
     if (code->max_len != max_len)
-        return df11_fail(DF11_ERR_CORRUPT, "code built for L=%u, tensor has L=%u", code->max_len, max_len);
+        return df11i_fail(DF11_ERR_CORRUPT, "code built for L=%u, tensor has L=%u", code->max_len, max_len);
     if (code->single_symbol < -1 || code->single_symbol > 255)
-        return df11_fail(DF11_ERR_CORRUPT, "single symbol %d", code->single_symbol);
+        return df11i_fail(DF11_ERR_CORRUPT, "single symbol %d", code->single_symbol);
     if (code->single_symbol >= 0) return DF11_OK;
     const uint64_t full = 1ull << max_len;
     uint64_t kraft = 0;
     for (int s = 0; s < 256; s++) {
         if (code->len[s] > max_len)
-            return df11_fail(DF11_ERR_CORRUPT, "exponent %d: code length %u > %u", s, code->len[s], max_len);
+            return df11i_fail(DF11_ERR_CORRUPT, "exponent %d: code length %u > %u", s, code->len[s], max_len);
         if (code->len[s]) kraft += full >> code->len[s];
     }
-    if (kraft == 0) return df11_fail(DF11_ERR_CORRUPT, "code has no symbols");
-    if (kraft > full) return df11_fail(DF11_ERR_CORRUPT, "code violates Kraft's inequality");
+    if (kraft == 0) return df11i_fail(DF11_ERR_CORRUPT, "code has no symbols");
+    if (kraft > full) return df11i_fail(DF11_ERR_CORRUPT, "code violates Kraft's inequality");
     return DF11_OK;
 }
 
-df11_status df11_coded_validate(const df11_coded *c)
+df11_status df11i_coded_validate(const df11i_coded *c)
 {
-    if (!c) return df11_fail(DF11_ERR_INVALID_ARG, "df11_coded_validate: NULL");
+    if (!c) return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_coded_validate: NULL");
     if (c->lane_symbols < DF11_GROUP || c->lane_symbols % DF11_GROUP ||
         c->lane_symbols > DF11_MAX_LANE_SYMBOLS)
-        return df11_fail(DF11_ERR_CORRUPT, "lane symbols %u invalid", c->lane_symbols);
+        return df11i_fail(DF11_ERR_CORRUPT, "lane symbols %u invalid", c->lane_symbols);
     if (c->max_len < 1 || c->max_len > DF11_MAX_CODE_LEN)
-        return df11_fail(DF11_ERR_CORRUPT, "max code length %u invalid", c->max_len);
+        return df11i_fail(DF11_ERR_CORRUPT, "max code length %u invalid", c->max_len);
     df11_status st = code_validate(&c->code, c->max_len);
     if (st != DF11_OK) return st;
-    if (c->n_chunks != df11_n_chunks(c->n_elements, c->lane_symbols))
-        return df11_fail(DF11_ERR_CORRUPT, "%llu chunks for %llu weights",
+    if (c->n_chunks != df11i_n_chunks(c->n_elements, c->lane_symbols))
+        return df11i_fail(DF11_ERR_CORRUPT, "%llu chunks for %llu weights",
                          (unsigned long long)c->n_chunks, (unsigned long long)c->n_elements);
     if (c->stream_bytes % 4 || c->stream_bytes < 8)
-        return df11_fail(DF11_ERR_CORRUPT, "stream size %llu", (unsigned long long)c->stream_bytes);
+        return df11i_fail(DF11_ERR_CORRUPT, "stream size %llu", (unsigned long long)c->stream_bytes);
     if (c->n_chunks && (!c->chunks || !c->lanes || !c->stream))
-        return df11_fail(DF11_ERR_INVALID_ARG, "df11_coded_validate: NULL table");
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_coded_validate: NULL table");
     const uint64_t words = c->stream_bytes / 4 - 2; /* without the over-read padding */
-    const uint64_t ce = df11_chunk_elems(c->lane_symbols);
+    const uint64_t ce = df11i_chunk_elems(c->lane_symbols);
     for (uint64_t k = 0; k < c->n_chunks; k++) {
         uint64_t begin = c->chunks[k];
         uint64_t end = k + 1 < c->n_chunks ? c->chunks[k + 1] : words;
         if (begin > end || end > words)
-            return df11_fail(DF11_ERR_CORRUPT, "chunk %llu stream [%llu, %llu) outside %llu words",
+            return df11i_fail(DF11_ERR_CORRUPT, "chunk %llu stream [%llu, %llu) outside %llu words",
                              (unsigned long long)k, (unsigned long long)begin,
                              (unsigned long long)end, (unsigned long long)words);
         uint64_t n_chunk = c->n_elements - k * ce < ce ? c->n_elements - k * ce : ce;
-        uint32_t m = df11_chunk_lanes(n_chunk, c->lane_symbols);
+        uint32_t m = df11i_chunk_lanes(n_chunk, c->lane_symbols);
         uint64_t full_words = 0, tail_bits = 0;
         for (uint32_t l = 0; l < m; l++) {
             const uint32_t bits = c->lanes[k * DF11_LANES + l];
             /* not needed for memory safety, but no code can take more */
-            const uint64_t most = (uint64_t)df11_lane_symbols(n_chunk, m, l) *
+            const uint64_t most = (uint64_t)df11i_lane_symbols(n_chunk, m, l) *
                                   (c->code.single_symbol >= 0 ? 0 : c->max_len);
             if (bits > most)
-                return df11_fail(DF11_ERR_CORRUPT, "chunk %llu lane %u: %u bits for %u symbols of at most %u",
-                                 (unsigned long long)k, l, bits, df11_lane_symbols(n_chunk, m, l),
+                return df11i_fail(DF11_ERR_CORRUPT, "chunk %llu lane %u: %u bits for %u symbols of at most %u",
+                                 (unsigned long long)k, l, bits, df11i_lane_symbols(n_chunk, m, l),
                                  c->code.single_symbol >= 0 ? 0 : c->max_len);
             full_words += bits / 32;
             tail_bits += bits % 32;
         }
         const uint64_t expect = full_words + (tail_bits + 31) / 32;
         if (end - begin != expect)
-            return df11_fail(DF11_ERR_CORRUPT, "chunk %llu: stream of %llu words, its lanes need %llu",
+            return df11i_fail(DF11_ERR_CORRUPT, "chunk %llu: stream of %llu words, its lanes need %llu",
                              (unsigned long long)k, (unsigned long long)(end - begin),
                              (unsigned long long)expect);
     }
@@ -85,7 +85,7 @@ df11_status df11_coded_validate(const df11_coded *c)
  * exponent << 7, so that an output value is one OR with the spread sign|mantissa byte. */
 #define CPU_INVALID 0x80000000u
 typedef struct {
-    const df11_coded *c;
+    const df11i_coded *c;
     uint16_t *out;
     uint32_t *lut;
     uint16_t sm_spread[256];   /* (sm & 0x80) << 8 | (sm & 0x7f) */
@@ -146,7 +146,7 @@ static df11_status lane_end(const lane_state *s, uint64_t chunk, uint32_t lane, 
     const int64_t fetched = 32 * (int64_t)s->taken + (s->tail_bits ? 0 : lane_bits % 32);
     const int64_t used = fetched - s->avail;
     if (!(s->seen & CPU_INVALID) && used == lane_bits) return DF11_OK;
-    return df11_fail(DF11_ERR_CORRUPT, "chunk %llu lane %u: %s (%lld bits decoded, %u recorded)",
+    return df11i_fail(DF11_ERR_CORRUPT, "chunk %llu lane %u: %s (%lld bits decoded, %u recorded)",
                      (unsigned long long)chunk, lane, (s->seen & CPU_INVALID) ? "invalid code" : "length mismatch",
                      (long long)used, lane_bits);
 }
@@ -163,7 +163,7 @@ static void lanes_begin(lane_state *lane, uint32_t *n_sym, const uint16_t *lanes
         lane[l] = (lane_state){.full = lanes[l] / 32, .tail_bits = tail_bits,
                                .tail = tail_at(area + full_words, tail_bit, tail_bits)};
         tail_bit += tail_bits;
-        n_sym[l] = df11_lane_symbols(n_chunk, m, l);
+        n_sym[l] = df11i_lane_symbols(n_chunk, m, l);
     }
 }
 
@@ -183,10 +183,10 @@ static inline void lane_pair(lane_state *ls, const uint32_t *area, uint32_t *pos
 static df11_status decode_chunk(void *ctx, uint64_t k)
 {
     const decode_job *j = ctx;
-    const df11_coded *c = j->c;
-    const uint64_t ce = df11_chunk_elems(c->lane_symbols), start = k * ce;
+    const df11i_coded *c = j->c;
+    const uint64_t ce = df11i_chunk_elems(c->lane_symbols), start = k * ce;
     const uint64_t n_chunk = c->n_elements - start < ce ? c->n_elements - start : ce;
-    const uint32_t m = df11_chunk_lanes(n_chunk, c->lane_symbols);
+    const uint32_t m = df11i_chunk_lanes(n_chunk, c->lane_symbols);
     const uint8_t *sm = c->sm + start;
     uint16_t *out = j->out + start;
     const uint16_t *lanes = c->lanes + k * DF11_LANES;
@@ -216,11 +216,11 @@ static df11_status decode_chunk(void *ctx, uint64_t k)
     return DF11_OK;
 }
 
-df11_status df11_decode_host(const df11_coded *coded, uint16_t *out, int n_threads)
+df11_status df11i_decode_host(const df11i_coded *coded, uint16_t *out, int n_threads)
 {
     if (!coded || (coded->n_elements && (!out || !coded->sm || !coded->stream)))
-        return df11_fail(DF11_ERR_INVALID_ARG, "df11_decode_host: NULL buffer");
-    df11_status st = df11_coded_validate(coded);
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_decode_host: NULL buffer");
+    df11_status st = df11i_coded_validate(coded);
     if (st != DF11_OK) return st;
     if (coded->n_elements == 0) return DF11_OK;
     const uint32_t size = 1u << coded->max_len;
@@ -229,16 +229,16 @@ df11_status df11_decode_host(const df11_coded *coded, uint16_t *out, int n_threa
     if (!j.lut || !narrow) {
         free(narrow);
         free(j.lut);
-        return df11_fail(DF11_ERR_NO_MEMORY, "decode table");
+        return df11i_fail(DF11_ERR_NO_MEMORY, "decode table");
     }
-    df11_lut_build(&coded->code, narrow);
+    df11i_lut_build(&coded->code, narrow);
     for (uint32_t i = 0; i < size; i++)
         j.lut[i] = narrow[i] == DF11_LUT_INVALID
                        ? CPU_INVALID | 15u << 16
                        : (uint32_t)(narrow[i] >> 8) << 16 | (uint32_t)(narrow[i] & 0xff) << 7;
     free(narrow);
-    for (int sm = 0; sm < 256; sm++) j.sm_spread[sm] = df11_bf16_join(0, (uint8_t)sm);
-    st = df11_parallel_for(coded->n_chunks, n_threads, decode_chunk, &j);
+    for (int sm = 0; sm < 256; sm++) j.sm_spread[sm] = df11i_bf16_join(0, (uint8_t)sm);
+    st = df11i_parallel_for(coded->n_chunks, n_threads, decode_chunk, &j);
     free(j.lut);
     return st;
 }

@@ -15,7 +15,7 @@ typedef struct {
     uint32_t lane_symbols;
     uint64_t n_chunks;
     uint8_t *sm_out;
-    df11_encoded *enc;
+    df11i_encoded *enc;
     uint8_t len[256];
     uint16_t codes[256];
     uint64_t (*hist)[256];   /* one histogram per hist item */
@@ -36,13 +36,13 @@ static df11_status hist_item(void *ctx, uint64_t item)
     encode_job *j = ctx;
     uint64_t lo = j->n * item / j->hist_items, hi = j->n * (item + 1) / j->hist_items;
     uint64_t *h = j->hist[item];
-    for (uint64_t i = lo; i < hi; i++) h[df11_bf16_exp(j->bf16[i])]++;
+    for (uint64_t i = lo; i < hi; i++) h[df11i_bf16_exp(j->bf16[i])]++;
     return DF11_OK;
 }
 
 static void chunk_span(const encode_job *j, uint64_t c, uint64_t *start, uint64_t *n_chunk)
 {
-    uint64_t ce = df11_chunk_elems(j->lane_symbols);
+    uint64_t ce = df11i_chunk_elems(j->lane_symbols);
     *start = c * ce;
     *n_chunk = j->n - *start < ce ? j->n - *start : ce;
 }
@@ -53,11 +53,11 @@ static df11_status size_item(void *ctx, uint64_t c)
     uint64_t start, n_chunk;
     chunk_span(j, c, &start, &n_chunk);
     const uint16_t *x = j->bf16 + start;
-    uint32_t m = df11_chunk_lanes(n_chunk, j->lane_symbols);
+    uint32_t m = df11i_chunk_lanes(n_chunk, j->lane_symbols);
     uint64_t total = 0;
     for (uint32_t l = 0; l < m; l++) {
         uint32_t bits = 0;
-        FOR_LANE_ELEMENTS(n_chunk, m, l, e) bits += j->len[df11_bf16_exp(x[e])];
+        FOR_LANE_ELEMENTS(n_chunk, m, l, e) bits += j->len[df11i_bf16_exp(x[e])];
         j->enc->lanes[c * DF11_LANES + l] = (uint16_t)bits;
         total += bits;
     }
@@ -88,9 +88,9 @@ typedef struct {
 
 static inline uint32_t lane_put(const encode_job *j, lane_encoder *le, uint16_t v, uint8_t *sm)
 {
-    uint8_t s = df11_bf16_exp(v);
+    uint8_t s = df11i_bf16_exp(v);
     uint32_t len = j->len[s];
-    *sm = df11_bf16_sm(v);
+    *sm = df11i_bf16_sm(v);
     le->acc |= (uint64_t)j->codes[s] << (64 - le->nacc - len) * (len != 0);
     le->nacc += len;
     /* branch-free flush: the store is harmless when the word is not complete yet */
@@ -175,9 +175,9 @@ static void bits_chunk(const encode_job *j, uint64_t c, chunk_scratch *cs)
 {
     uint64_t start, n_chunk;
     chunk_span(j, c, &start, &n_chunk);
-    const uint32_t m = df11_chunk_lanes(n_chunk, j->lane_symbols);
+    const uint32_t m = df11i_chunk_lanes(n_chunk, j->lane_symbols);
     const uint16_t *lanes = j->enc->lanes + c * DF11_LANES;
-    const uint32_t n_pairs = (df11_lane_symbols(n_chunk, m, 0) + 1) / 2; /* lane 0 has the most */
+    const uint32_t n_pairs = (df11i_lane_symbols(n_chunk, m, 0) + 1) / 2; /* lane 0 has the most */
     memset(cs->pair_words, 0, sizeof *cs->pair_words * n_pairs);
     cs->lane_base[0] = 0;
     for (uint32_t l = 0; l < m; l++) cs->lane_base[l + 1] = cs->lane_base[l] + (lanes[l] + 31u) / 32;
@@ -197,7 +197,7 @@ static df11_status bits_item(void *ctx, uint64_t item)
                         .pair_words = malloc(pairs * sizeof *cs.pair_words)};
     df11_status st = DF11_OK;
     if (!cs.words || !cs.take_pair || !cs.pair_words)
-        st = df11_fail(DF11_ERR_NO_MEMORY, "encoder scratch of %zu words", words);
+        st = df11i_fail(DF11_ERR_NO_MEMORY, "encoder scratch of %zu words", words);
     for (uint64_t c = first; c < last && st == DF11_OK; c++) bits_chunk(j, c, &cs);
     free(cs.words);
     free(cs.take_pair);
@@ -205,7 +205,7 @@ static df11_status bits_item(void *ctx, uint64_t item)
     return st;
 }
 
-void df11_encoded_free(df11_encoded *enc)
+void df11i_encoded_free(df11i_encoded *enc)
 {
     if (!enc) return;
     free(enc->chunks);
@@ -218,12 +218,12 @@ void df11_encoded_free(df11_encoded *enc)
  * and its entropy. */
 static df11_status count_exponents(encode_job *j, int n_threads)
 {
-    df11_encoded *out = j->enc;
+    df11i_encoded *out = j->enc;
     df11_status st;
-    if (j->n && (st = df11_parallel_for(j->hist_items, n_threads, hist_item, j)) != DF11_OK) return st;
+    if (j->n && (st = df11i_parallel_for(j->hist_items, n_threads, hist_item, j)) != DF11_OK) return st;
     for (uint64_t i = 0; i < j->hist_items; i++)
         for (int s = 0; s < 256; s++) out->hist[s] += j->hist[i][s];
-    out->entropy = df11_entropy(out->hist);
+    out->entropy = df11i_entropy(out->hist);
     return DF11_OK;
 }
 
@@ -232,11 +232,11 @@ static df11_status count_exponents(encode_job *j, int n_threads)
 static df11_status size_chunks(encode_job *j, int n_threads, uint64_t *words,
                                uint64_t *max_chunk_words)
 {
-    df11_encoded *out = j->enc;
-    df11_status st = df11_parallel_for(j->n_chunks, n_threads, size_item, j);
+    df11i_encoded *out = j->enc;
+    df11_status st = df11i_parallel_for(j->n_chunks, n_threads, size_item, j);
     if (st != DF11_OK) return st;
     for (uint64_t c = 0; c < j->n_chunks; c++) {
-        if (*words > UINT32_MAX) return df11_fail(DF11_ERR_OVERFLOW, "exponent stream over 16 GiB");
+        if (*words > UINT32_MAX) return df11i_fail(DF11_ERR_OVERFLOW, "exponent stream over 16 GiB");
         out->chunks[c] = (uint32_t)*words;
         /* Σ F + ceil(Σ T / 32) = ceil(Σ B / 32): v2 stores the same bits as v1 */
         const uint64_t chunk_words = (j->chunk_bits[c] + 31) / 32;
@@ -252,34 +252,34 @@ static df11_status size_chunks(encode_job *j, int n_threads, uint64_t *words,
 static df11_status write_stream(encode_job *j, int n_threads, int threads, uint64_t words,
                                 uint64_t max_chunk_words)
 {
-    df11_encoded *out = j->enc;
+    df11i_encoded *out = j->enc;
     /* lane strings each end in their own partial word: at most one more per lane */
     j->scratch_words = max_chunk_words + DF11_LANES;
     j->chunks_per_item = j->n_chunks / ((uint64_t)threads * 8) + 1;
     out->coded.stream_bytes = (words + 2) * 4; /* + the two words decoders may over-read */
     out->stream = calloc(words + 2, 4);
     if (!out->stream)
-        return df11_fail(DF11_ERR_NO_MEMORY, "exponent stream of %llu bytes",
+        return df11i_fail(DF11_ERR_NO_MEMORY, "exponent stream of %llu bytes",
                          (unsigned long long)out->coded.stream_bytes);
     const uint64_t bits_items = (j->n_chunks + j->chunks_per_item - 1) / j->chunks_per_item;
-    return df11_parallel_for(bits_items, n_threads, bits_item, j);
+    return df11i_parallel_for(bits_items, n_threads, bits_item, j);
 }
 
-df11_status df11_encode(const uint16_t *bf16, uint64_t n, uint32_t max_len,
+df11_status df11i_encode(const uint16_t *bf16, uint64_t n, uint32_t max_len,
                         uint32_t lane_symbols, int n_threads, uint8_t *sm_out,
-                        df11_encoded *out)
+                        df11i_encoded *out)
 {
     if (!out || (n && (!bf16 || !sm_out)))
-        return df11_fail(DF11_ERR_INVALID_ARG, "df11_encode: NULL buffer");
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_encode: NULL buffer");
     if (lane_symbols < DF11_GROUP || lane_symbols % DF11_GROUP || lane_symbols > DF11_MAX_LANE_SYMBOLS)
-        return df11_fail(DF11_ERR_INVALID_ARG, "lane symbols %u: want a multiple of %d in %d..%d",
+        return df11i_fail(DF11_ERR_INVALID_ARG, "lane symbols %u: want a multiple of %d in %d..%d",
                          lane_symbols, DF11_GROUP, DF11_GROUP, DF11_MAX_LANE_SYMBOLS);
     memset(out, 0, sizeof *out);
     encode_job j = {.bf16 = bf16, .n = n, .lane_symbols = lane_symbols, .sm_out = sm_out, .enc = out};
-    j.n_chunks = df11_n_chunks(n, lane_symbols);
+    j.n_chunks = df11i_n_chunks(n, lane_symbols);
     df11_status st = DF11_OK;
 
-    int threads = n_threads > 0 ? n_threads : df11_cpu_count();
+    int threads = n_threads > 0 ? n_threads : df11i_cpu_count();
     j.hist_items = n ? (uint64_t)threads * 4 : 1;
     if (j.hist_items > n && n) j.hist_items = n;
     j.hist = calloc(j.hist_items, sizeof *j.hist);
@@ -287,15 +287,15 @@ df11_status df11_encode(const uint16_t *bf16, uint64_t n, uint32_t max_len,
     out->chunks = calloc(j.n_chunks + 1, sizeof *out->chunks);
     out->lanes = calloc(j.n_chunks * DF11_LANES + 1, sizeof *out->lanes);
     if (!j.hist || !j.chunk_bits || !out->chunks || !out->lanes) {
-        st = df11_fail(DF11_ERR_NO_MEMORY, "encoder tables for %llu weights", (unsigned long long)n);
+        st = df11i_fail(DF11_ERR_NO_MEMORY, "encoder tables for %llu weights", (unsigned long long)n);
         goto done;
     }
     if ((st = count_exponents(&j, n_threads)) != DF11_OK) goto done;
 
-    df11_code *code = &out->coded.code;
-    if ((st = df11_code_build(out->hist, max_len, code)) != DF11_OK) goto done;
+    df11i_code *code = &out->coded.code;
+    if ((st = df11i_code_build(out->hist, max_len, code)) != DF11_OK) goto done;
     memcpy(j.len, code->len, sizeof j.len);
-    df11_code_canonical(code, j.codes);
+    df11i_code_canonical(code, j.codes);
 
     uint64_t words = 0, max_chunk_words = 0;
     if ((st = size_chunks(&j, n_threads, &words, &max_chunk_words)) != DF11_OK) goto done;
@@ -311,6 +311,6 @@ df11_status df11_encode(const uint16_t *bf16, uint64_t n, uint32_t max_len,
 done:
     free(j.hist);
     free(j.chunk_bits);
-    if (st != DF11_OK) df11_encoded_free(out);
+    if (st != DF11_OK) df11i_encoded_free(out);
     return st;
 }

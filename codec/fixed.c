@@ -10,12 +10,12 @@
 #include "common/error.h"
 #include "common/parallel.h"
 
-df11_status df11_fixed_geometry(uint64_t rows, uint64_t cols, df11_fixed_geom *g)
+df11_status df11i_fixed_geometry(uint64_t rows, uint64_t cols, df11i_fixed_geom *g)
 {
-    if (!g) return df11_fail(DF11_ERR_INVALID_ARG, "df11_fixed_geometry: NULL geometry");
+    if (!g) return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_geometry: NULL geometry");
     memset(g, 0, sizeof *g);
     if (rows > (UINT64_MAX >> 8) || cols > (UINT64_MAX >> 8))
-        return df11_fail(DF11_ERR_OVERFLOW, "fixed code: %llu x %llu is too large",
+        return df11i_fail(DF11_ERR_OVERFLOW, "fixed code: %llu x %llu is too large",
                          (unsigned long long)rows, (unsigned long long)cols);
     g->rows = rows;
     g->cols = cols;
@@ -27,27 +27,27 @@ df11_status df11_fixed_geometry(uint64_t rows, uint64_t cols, df11_fixed_geom *g
     g->tiles = (g->steps + DF11_FIXED_TILE_STEPS - 1) / DF11_FIXED_TILE_STEPS;
     g->last_steps = g->steps ? g->steps - (g->tiles - 1) * DF11_FIXED_TILE_STEPS : 0;
     if (g->cols_pad && g->rows_pad > UINT64_MAX / g->cols_pad)
-        return df11_fail(DF11_ERR_OVERFLOW, "fixed code: %llu x %llu is too large",
+        return df11i_fail(DF11_ERR_OVERFLOW, "fixed code: %llu x %llu is too large",
                          (unsigned long long)rows, (unsigned long long)cols);
     g->sm_bytes = g->rows_pad * g->cols_pad;
     g->n_tiles = g->n_strips * g->tiles;
     if (g->n_tiles >= UINT32_MAX)
-        return df11_fail(DF11_ERR_OVERFLOW, "fixed code: %llu tiles",
+        return df11i_fail(DF11_ERR_OVERFLOW, "fixed code: %llu tiles",
                          (unsigned long long)g->n_tiles);
-    g->strip_code_bytes = g->tiles ? ((g->tiles - 1) * df11_fixed_tile_vecs(DF11_FIXED_TILE_STEPS) +
-                                      df11_fixed_tile_vecs(g->last_steps)) *
+    g->strip_code_bytes = g->tiles ? ((g->tiles - 1) * df11i_fixed_tile_vecs(DF11_FIXED_TILE_STEPS) +
+                                      df11i_fixed_tile_vecs(g->last_steps)) *
                                          512
                                    : 0;
     g->code_bytes = g->n_strips * g->strip_code_bytes; /* < sm_bytes, cannot overflow */
     return DF11_OK;
 }
 
-uint64_t df11_fixed_stored_bytes(const df11_fixed *f)
+uint64_t df11i_fixed_stored_bytes(const df11i_fixed *f)
 {
     return f->g.rows_pad + f->g.sm_bytes + f->g.code_bytes + 4 * (f->g.n_tiles + 1) + f->n_exc;
 }
 
-void df11_fixed_free(df11_fixed *f)
+void df11i_fixed_free(df11i_fixed *f)
 {
     if (!f) return;
     free(f->base);
@@ -60,21 +60,21 @@ void df11_fixed_free(df11_fixed *f)
 
 /* ---- one lane's step: the unit both directions share ---- */
 
-static inline uint32_t tile_steps(const df11_fixed_geom *g, uint64_t t)
+static inline uint32_t tile_steps(const df11i_fixed_geom *g, uint64_t t)
 {
     return (uint32_t)(t + 1 == g->tiles ? g->last_steps : DF11_FIXED_TILE_STEPS);
 }
 
 /* Word w of lane l's code words in tile t of strip s. */
-static inline uint64_t code_word_index(const df11_fixed_geom *g, uint64_t s, uint64_t t, uint32_t l,
+static inline uint64_t code_word_index(const df11i_fixed_geom *g, uint64_t s, uint64_t t, uint32_t l,
                                        uint32_t w)
 {
     uint64_t tile_base = s * g->strip_code_bytes / 4 +
-                         t * (uint64_t)df11_fixed_tile_vecs(DF11_FIXED_TILE_STEPS) * 128;
+                         t * (uint64_t)df11i_fixed_tile_vecs(DF11_FIXED_TILE_STEPS) * 128;
     return tile_base + ((uint64_t)(w / 4) * 32 + l) * 4 + w % 4;
 }
 
-static inline uint64_t sm_index(const df11_fixed_geom *g, uint64_t s, uint64_t step, uint32_t h,
+static inline uint64_t sm_index(const df11i_fixed_geom *g, uint64_t s, uint64_t step, uint32_t h,
                                 uint32_t l, uint32_t j)
 {
     return ((s * g->steps + step) * 2 + h) * 512 + l * 16 + j;
@@ -107,7 +107,7 @@ static inline uint32_t get_code(const uint32_t abc[3], uint32_t p, uint32_t hi)
 
 typedef struct {
     const uint16_t *w;
-    df11_fixed *f;
+    df11i_fixed *f;
 } enc_job;
 
 /* Per row: the b in 0..DF11_FIXED_MAX_BASE whose window [b, b+6] holds the most exponents
@@ -115,7 +115,7 @@ typedef struct {
 static df11_status base_item(void *ctx, uint64_t strip)
 {
     enc_job *j = ctx;
-    const df11_fixed_geom *g = &j->f->g;
+    const df11i_fixed_geom *g = &j->f->g;
     for (uint64_t r = strip * 16; r < strip * 16 + 16; r++) {
         if (r >= g->rows) {
             j->f->base[r] = 0;
@@ -123,7 +123,7 @@ static df11_status base_item(void *ctx, uint64_t strip)
         }
         uint32_t hist[256] = { 0 };
         const uint16_t *row = j->w + r * g->cols;
-        for (uint64_t c = 0; c < g->cols; c++) hist[df11_bf16_exp(row[c])]++;
+        for (uint64_t c = 0; c < g->cols; c++) hist[df11i_bf16_exp(row[c])]++;
         uint64_t win = 0, best = 0;
         uint32_t bb = 0;
         for (uint32_t e = 0; e < DF11_FIXED_WINDOW; e++) win += hist[e];
@@ -144,19 +144,19 @@ static df11_status base_item(void *ctx, uint64_t strip)
 static uint32_t lane_step_encode(const enc_job *jb, uint64_t s, uint64_t step, uint32_t l,
                                  bool count_only, uint32_t abc[3], uint8_t *exc_out)
 {
-    const df11_fixed_geom *g = &jb->f->g;
+    const df11i_fixed_geom *g = &jb->f->g;
     uint8_t code[16][2], ex[16][2];
     uint32_t n = 0;
     for (uint32_t h = 0; h < 2; h++)
         for (uint32_t jj = 0; jj < 16; jj++) {
             uint64_t row, col;
-            df11_fixed_weight_pos(s, step, h, l, jj, &row, &col);
+            df11i_fixed_weight_pos(s, step, h, l, jj, &row, &col);
             uint32_t p = pair_of_byte(h, jj), hi = jj % 2;
             uint8_t smb = 0, c = 0, e = 0;
             if (row < g->rows && col < g->cols) {
                 uint16_t v = jb->w[row * g->cols + col];
-                e = df11_bf16_exp(v);
-                smb = df11_bf16_sm(v);
+                e = df11i_bf16_exp(v);
+                smb = df11i_bf16_sm(v);
                 int d = (int)e - (int)jb->f->base[row];
                 c = (d >= 0 && d < DF11_FIXED_WINDOW) ? (uint8_t)d : DF11_FIXED_ESCAPE;
             }
@@ -180,7 +180,7 @@ static uint32_t lane_step_encode(const enc_job *jb, uint64_t s, uint64_t step, u
 static df11_status count_item(void *ctx, uint64_t s)
 {
     enc_job *j = ctx;
-    const df11_fixed_geom *g = &j->f->g;
+    const df11i_fixed_geom *g = &j->f->g;
     for (uint64_t t = 0; t < g->tiles; t++) {
         uint32_t n = 0;
         for (uint32_t l = 0; l < 32; l++)
@@ -194,7 +194,7 @@ static df11_status count_item(void *ctx, uint64_t s)
 static df11_status write_item(void *ctx, uint64_t s)
 {
     enc_job *j = ctx;
-    const df11_fixed_geom *g = &j->f->g;
+    const df11i_fixed_geom *g = &j->f->g;
     for (uint64_t t = 0; t < g->tiles; t++) {
         uint64_t at = j->f->exc_off[s * g->tiles + t];
         for (uint32_t l = 0; l < 32; l++)
@@ -209,64 +209,64 @@ static df11_status write_item(void *ctx, uint64_t s)
     return DF11_OK;
 }
 
-df11_status df11_fixed_encode(const uint16_t *w, uint64_t rows, uint64_t cols, int n_threads,
-                              df11_fixed *out)
+df11_status df11i_fixed_encode(const uint16_t *w, uint64_t rows, uint64_t cols, int n_threads,
+                              df11i_fixed *out)
 {
-    if (!out) return df11_fail(DF11_ERR_INVALID_ARG, "df11_fixed_encode: NULL output");
+    if (!out) return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_encode: NULL output");
     memset(out, 0, sizeof *out);
     if (!w && rows && cols)
-        return df11_fail(DF11_ERR_INVALID_ARG, "df11_fixed_encode: NULL weights");
-    df11_status st = df11_fixed_geometry(rows, cols, &out->g);
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_encode: NULL weights");
+    df11_status st = df11i_fixed_geometry(rows, cols, &out->g);
     if (st != DF11_OK) return st;
-    const df11_fixed_geom *g = &out->g;
+    const df11i_fixed_geom *g = &out->g;
     out->base = malloc(g->rows_pad + 1);
     out->sm = malloc(g->sm_bytes + 1);
     /* the code vectors of a short last tile are padded with zero words */
     out->codes = calloc(g->code_bytes / 4 + 1, 4);
     out->exc_off = calloc(g->n_tiles + 1, 4);
     if (!out->base || !out->sm || !out->codes || !out->exc_off) {
-        df11_fixed_free(out);
-        return df11_fail(DF11_ERR_NO_MEMORY, "fixed code buffers for %llu x %llu",
+        df11i_fixed_free(out);
+        return df11i_fail(DF11_ERR_NO_MEMORY, "fixed code buffers for %llu x %llu",
                          (unsigned long long)rows, (unsigned long long)cols);
     }
     enc_job j = { .w = w, .f = out };
-    if ((st = df11_parallel_for(g->n_strips, n_threads, base_item, &j)) != DF11_OK ||
-        (st = df11_parallel_for(g->n_strips, n_threads, count_item, &j)) != DF11_OK) {
-        df11_fixed_free(out);
+    if ((st = df11i_parallel_for(g->n_strips, n_threads, base_item, &j)) != DF11_OK ||
+        (st = df11i_parallel_for(g->n_strips, n_threads, count_item, &j)) != DF11_OK) {
+        df11i_fixed_free(out);
         return st;
     }
     uint64_t sum = 0;
     for (uint64_t t = 1; t <= g->n_tiles; t++) {
         sum += out->exc_off[t];
         if (sum > UINT32_MAX) {
-            df11_fixed_free(out);
-            return df11_fail(DF11_ERR_OVERFLOW, "fixed code: over 2^32 escapes");
+            df11i_fixed_free(out);
+            return df11i_fail(DF11_ERR_OVERFLOW, "fixed code: over 2^32 escapes");
         }
         out->exc_off[t] = (uint32_t)sum;
     }
     out->n_exc = sum;
     out->exc = calloc((sum + 15) / 16 * 16 + 16, 1);
     if (!out->exc) {
-        df11_fixed_free(out);
-        return df11_fail(DF11_ERR_NO_MEMORY, "fixed code: %llu escapes", (unsigned long long)sum);
+        df11i_fixed_free(out);
+        return df11i_fail(DF11_ERR_NO_MEMORY, "fixed code: %llu escapes", (unsigned long long)sum);
     }
-    if ((st = df11_parallel_for(g->n_strips, n_threads, write_item, &j)) != DF11_OK)
-        df11_fixed_free(out);
+    if ((st = df11i_parallel_for(g->n_strips, n_threads, write_item, &j)) != DF11_OK)
+        df11i_fixed_free(out);
     return st;
 }
 
 /* ---- decoder ---- */
 
 typedef struct {
-    const df11_fixed *f;
+    const df11i_fixed *f;
     uint16_t *out;
 } dec_job;
 
 static df11_status decode_item(void *ctx, uint64_t s)
 {
     dec_job *j = ctx;
-    const df11_fixed *f = j->f;
-    const df11_fixed_geom *g = &f->g;
+    const df11i_fixed *f = j->f;
+    const df11i_fixed_geom *g = &f->g;
     for (uint64_t t = 0; t < g->tiles; t++) {
         uint64_t at = f->exc_off[s * g->tiles + t], end = f->exc_off[s * g->tiles + t + 1];
         for (uint32_t l = 0; l < 32; l++)
@@ -281,11 +281,11 @@ static df11_status decode_item(void *ctx, uint64_t s)
                         uint64_t row = 16 * s + l / 4 + 8 * ((p >> 2) & 1);
                         e[p][hi] = (uint8_t)(f->base[row] + get_code(abc, p, hi));
                     }
-                for (uint32_t m = df11_fixed_escape_mask(abc[0], abc[1], abc[2]); m;) {
+                for (uint32_t m = df11i_fixed_escape_mask(abc[0], abc[1], abc[2]); m;) {
                     uint32_t b = 31 - (uint32_t)__builtin_clz(m);
                     m ^= 1u << b;
                     if (at >= end)
-                        return df11_fail(
+                        return df11i_fail(
                             DF11_ERR_CORRUPT,
                             "fixed code: tile %llu has more escapes than its %llu exceptions",
                             (unsigned long long)(s * g->tiles + t),
@@ -295,14 +295,14 @@ static df11_status decode_item(void *ctx, uint64_t s)
                 for (uint32_t h = 0; h < 2; h++)
                     for (uint32_t jj = 0; jj < 16; jj++) {
                         uint64_t row, col;
-                        df11_fixed_weight_pos(s, step, h, l, jj, &row, &col);
+                        df11i_fixed_weight_pos(s, step, h, l, jj, &row, &col);
                         if (row >= g->rows || col >= g->cols) continue;
-                        j->out[row * g->cols + col] = df11_bf16_join(
+                        j->out[row * g->cols + col] = df11i_bf16_join(
                             e[pair_of_byte(h, jj)][jj % 2], f->sm[sm_index(g, s, step, h, l, jj)]);
                     }
             }
         if (at != end)
-            return df11_fail(DF11_ERR_CORRUPT,
+            return df11i_fail(DF11_ERR_CORRUPT,
                              "fixed code: tile %llu uses %llu of its %llu exceptions",
                              (unsigned long long)(s * g->tiles + t),
                              (unsigned long long)(at - f->exc_off[s * g->tiles + t]),
@@ -311,28 +311,28 @@ static df11_status decode_item(void *ctx, uint64_t s)
     return DF11_OK;
 }
 
-df11_status df11_fixed_decode(const df11_fixed *f, uint16_t *out, int n_threads)
+df11_status df11i_fixed_decode(const df11i_fixed *f, uint16_t *out, int n_threads)
 {
     if (!f || (!out && f->g.rows && f->g.cols))
-        return df11_fail(DF11_ERR_INVALID_ARG, "df11_fixed_decode: NULL argument");
-    const df11_fixed_geom *g = &f->g;
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_decode: NULL argument");
+    const df11i_fixed_geom *g = &f->g;
     if (g->n_tiles && (!f->base || !f->sm || !f->codes || !f->exc_off || (f->n_exc && !f->exc)))
-        return df11_fail(DF11_ERR_INVALID_ARG, "df11_fixed_decode: NULL section");
-    df11_fixed_geom want;
-    df11_status st = df11_fixed_geometry(g->rows, g->cols, &want);
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_decode: NULL section");
+    df11i_fixed_geom want;
+    df11_status st = df11i_fixed_geometry(g->rows, g->cols, &want);
     if (st != DF11_OK) return st;
     if (memcmp(&want, g, sizeof want) != 0)
-        return df11_fail(DF11_ERR_CORRUPT, "fixed code: geometry does not match %llu x %llu",
+        return df11i_fail(DF11_ERR_CORRUPT, "fixed code: geometry does not match %llu x %llu",
                          (unsigned long long)g->rows, (unsigned long long)g->cols);
     if (!g->n_tiles) return DF11_OK;
     if (f->exc_off[0] != 0 || f->exc_off[g->n_tiles] != f->n_exc)
-        return df11_fail(DF11_ERR_CORRUPT, "fixed code: exception offsets run %u..%u, want 0..%llu",
+        return df11i_fail(DF11_ERR_CORRUPT, "fixed code: exception offsets run %u..%u, want 0..%llu",
                          f->exc_off[0], f->exc_off[g->n_tiles], (unsigned long long)f->n_exc);
     for (uint64_t t = 0; t < g->n_tiles; t++)
         if (f->exc_off[t + 1] < f->exc_off[t])
-            return df11_fail(DF11_ERR_CORRUPT,
+            return df11i_fail(DF11_ERR_CORRUPT,
                              "fixed code: exception offset of tile %llu goes back",
                              (unsigned long long)(t + 1));
     dec_job j = { .f = f, .out = out };
-    return df11_parallel_for(g->n_strips, n_threads, decode_item, &j);
+    return df11i_parallel_for(g->n_strips, n_threads, decode_item, &j);
 }

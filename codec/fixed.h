@@ -58,7 +58,7 @@
 #define DF11_FIXED_WINDOW 7     /* exponents a base covers: b .. b+6 */
 #define DF11_FIXED_MAX_BASE 249 /* so that b + 6 <= 255 */
 
-typedef struct df11_fixed_geom {
+typedef struct df11i_fixed_geom {
     uint64_t rows, cols;         /* the tensor */
     uint64_t rows_pad, cols_pad; /* multiples of 16 and 64 */
     uint64_t n_strips;           /* rows_pad / 16 */
@@ -69,45 +69,45 @@ typedef struct df11_fixed_geom {
     uint64_t sm_bytes;           /* rows_pad * cols_pad */
     uint64_t strip_code_bytes;   /* a strip's code vectors */
     uint64_t code_bytes;         /* n_strips * strip_code_bytes */
-} df11_fixed_geom;
+} df11i_fixed_geom;
 
 /* Fills `g` for a rows x cols tensor. DF11_ERR_INVALID_ARG for a NULL g, DF11_ERR_OVERFLOW
  * when a size would not fit 64 bits or a tile index 32 bits. */
-df11_status df11_fixed_geometry(uint64_t rows, uint64_t cols, df11_fixed_geom *g);
+df11_status df11i_fixed_geometry(uint64_t rows, uint64_t cols, df11i_fixed_geom *g);
 
 /* 16-byte code vectors of a tile of n_steps steps, per lane. */
-static inline uint32_t df11_fixed_tile_vecs(uint64_t n_steps)
+static inline uint32_t df11i_fixed_tile_vecs(uint64_t n_steps)
 {
     return (uint32_t)((3 * n_steps + 3) / 4);
 }
 
-/* A coded tensor. Owns its buffers when made by df11_fixed_encode (df11_fixed_free). */
-typedef struct df11_fixed {
-    df11_fixed_geom g;
+/* A coded tensor. Owns its buffers when made by df11i_fixed_encode (df11i_fixed_free). */
+typedef struct df11i_fixed {
+    df11i_fixed_geom g;
     uint8_t *base;     /* rows_pad bytes */
     uint8_t *sm;       /* sm_bytes */
     uint32_t *codes;   /* code_bytes / 4 words */
     uint32_t *exc_off; /* n_tiles + 1 entries, exc_off[0] = 0, exc_off[n_tiles] = n_exc */
     uint8_t *exc;      /* n_exc bytes, allocated to a multiple of 16 plus 16 zero bytes */
     uint64_t n_exc;
-} df11_fixed;
+} df11i_fixed;
 
 /* Encodes a rows x cols BF16 matrix on n_threads threads (0 = all cores). More than
  * 2^32 - 1 escapes fail with DF11_ERR_OVERFLOW. */
-df11_status df11_fixed_encode(const uint16_t *w, uint64_t rows, uint64_t cols, int n_threads,
-                              df11_fixed *out);
-void df11_fixed_free(df11_fixed *f);
+df11_status df11i_fixed_encode(const uint16_t *w, uint64_t rows, uint64_t cols, int n_threads,
+                              df11i_fixed *out);
+void df11i_fixed_free(df11i_fixed *f);
 
 /* Decodes into `out` (rows x cols, row-major). Checks exc_off (monotonic, ends at n_exc)
  * and that every tile holds exactly as many escapes as its codes say: DF11_ERR_CORRUPT
  * otherwise, without reading outside the buffers the geometry and n_exc describe. */
-df11_status df11_fixed_decode(const df11_fixed *f, uint16_t *out, int n_threads);
+df11_status df11i_fixed_decode(const df11i_fixed *f, uint16_t *out, int n_threads);
 
 /* Bytes a coded tensor stores: bases, sm, codes, offsets and exceptions. */
-uint64_t df11_fixed_stored_bytes(const df11_fixed *f);
+uint64_t df11i_fixed_stored_bytes(const df11i_fixed *f);
 
 /* Where sm byte j of lane l in half h of global step g of strip s comes from. */
-static inline void df11_fixed_weight_pos(uint64_t s, uint64_t g, uint32_t h, uint32_t l, uint32_t j,
+static inline void df11i_fixed_weight_pos(uint64_t s, uint64_t g, uint32_t h, uint32_t l, uint32_t j,
                                          uint64_t *row, uint64_t *col)
 {
     *row = 16 * s + l / 4 + 8 * (j >= 8);
@@ -115,7 +115,7 @@ static inline void df11_fixed_weight_pos(uint64_t s, uint64_t g, uint32_t h, uin
 }
 
 /* The escape mask M of a step from its code words (see the file comment). */
-static inline uint32_t df11_fixed_escape_mask(uint32_t a, uint32_t b, uint32_t c)
+static inline uint32_t df11i_fixed_escape_mask(uint32_t a, uint32_t b, uint32_t c)
 {
     const uint32_t lsb = 0x12491249u;
     uint32_t ta = a & a >> 1 & a >> 2 & lsb, tb = b & b >> 1 & b >> 2 & lsb;

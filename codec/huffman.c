@@ -7,7 +7,7 @@
 #include "codec/codec.h"
 #include "common/error.h"
 
-double df11_entropy(const uint64_t hist[256])
+double df11i_entropy(const uint64_t hist[256])
 {
     uint64_t total = 0;
     for (int s = 0; s < 256; s++) total += hist[s];
@@ -73,7 +73,7 @@ static df11_status limit_lengths(const uint64_t hist[256], const int *syms, int 
                                  uint32_t max_len)
 {
     if (n < 2 || n > 256 || max_len < 1 || max_len > DF11_MAX_CODE_LEN || n > (1 << max_len))
-        return df11_fail(DF11_ERR_INVALID_ARG, "%d distinct exponents cannot be coded in %u bits "
+        return df11i_fail(DF11_ERR_INVALID_ARG, "%d distinct exponents cannot be coded in %u bits "
                          "(the max code length must be at least %u)", n, max_len, min_code_len(n));
     const uint64_t full = 1ull << max_len;
     uint64_t kraft = 0;
@@ -118,21 +118,21 @@ static df11_status limit_lengths(const uint64_t hist[256], const int *syms, int 
     kraft = 0;
     for (int i = 0; i < n; i++) {
         if (len[syms[i]] < 1 || len[syms[i]] > max_len)
-            return df11_fail(DF11_ERR_CORRUPT, "length limiter: exponent %d got length %u, limit %u",
+            return df11i_fail(DF11_ERR_CORRUPT, "length limiter: exponent %d got length %u, limit %u",
                              syms[i], len[syms[i]], max_len);
         kraft += full >> len[syms[i]];
     }
     if (kraft != full)
-        return df11_fail(DF11_ERR_CORRUPT, "length limiter: Kraft sum %llu/%llu for %d exponents at "
+        return df11i_fail(DF11_ERR_CORRUPT, "length limiter: Kraft sum %llu/%llu for %d exponents at "
                          "max length %u (want a complete code)", (unsigned long long)kraft,
                          (unsigned long long)full, n, max_len);
     return DF11_OK;
 }
 
-df11_status df11_code_build(const uint64_t hist[256], uint32_t max_len, df11_code *code)
+df11_status df11i_code_build(const uint64_t hist[256], uint32_t max_len, df11i_code *code)
 {
     if (!hist || !code || max_len < 1 || max_len > DF11_MAX_CODE_LEN)
-        return df11_fail(DF11_ERR_INVALID_ARG, "max code length %u not in 1..%d", max_len,
+        return df11i_fail(DF11_ERR_INVALID_ARG, "max code length %u not in 1..%d", max_len,
                          DF11_MAX_CODE_LEN);
     memset(code, 0, sizeof *code);
     code->max_len = max_len;
@@ -150,14 +150,14 @@ df11_status df11_code_build(const uint64_t hist[256], uint32_t max_len, df11_cod
     return st;
 }
 
-uint32_t df11_code_min_len(const uint64_t hist[256])
+uint32_t df11i_code_min_len(const uint64_t hist[256])
 {
     int n = 0;
     for (int s = 0; s < 256; s++) n += hist[s] != 0;
     return n > 2 ? min_code_len(n) : 1;
 }
 
-static void symbol_range(const df11_code *code, int *lo, int *hi)
+static void symbol_range(const df11i_code *code, int *lo, int *hi)
 {
     *lo = 256;
     *hi = -1;
@@ -168,7 +168,7 @@ static void symbol_range(const df11_code *code, int *lo, int *hi)
         }
 }
 
-size_t df11_codebook_size(const df11_code *code)
+size_t df11i_codebook_size(const df11i_code *code)
 {
     if (code->single_symbol >= 0) return 3;
     int lo, hi;
@@ -176,7 +176,7 @@ size_t df11_codebook_size(const df11_code *code)
     return 2 + (size_t)(hi - lo + 2) / 2;
 }
 
-void df11_codebook_write(const df11_code *code, uint8_t *out)
+void df11i_codebook_write(const df11i_code *code, uint8_t *out)
 {
     if (code->single_symbol >= 0) {
         out[0] = (uint8_t)code->single_symbol;
@@ -194,16 +194,16 @@ void df11_codebook_write(const df11_code *code, uint8_t *out)
         out[2 + i / 2] |= (uint8_t)(code->len[lo + i] << (4 * (i & 1)));
 }
 
-df11_status df11_codebook_read(const uint8_t *in, size_t avail, uint32_t max_len,
-                               df11_code *code)
+df11_status df11i_codebook_read(const uint8_t *in, size_t avail, uint32_t max_len,
+                               df11i_code *code)
 {
     if (max_len < 1 || max_len > DF11_MAX_CODE_LEN)
-        return df11_fail(DF11_ERR_CORRUPT, "max code length %u not in 1..%d", max_len,
+        return df11i_fail(DF11_ERR_CORRUPT, "max code length %u not in 1..%d", max_len,
                          DF11_MAX_CODE_LEN);
-    if (avail < 2) return df11_fail(DF11_ERR_CORRUPT, "codebook truncated");
+    if (avail < 2) return df11i_fail(DF11_ERR_CORRUPT, "codebook truncated");
     int lo = in[0], n = in[1] + 1;
-    if (lo + n > 256) return df11_fail(DF11_ERR_CORRUPT, "codebook symbols past 255");
-    if (avail < 2 + (size_t)(n + 1) / 2) return df11_fail(DF11_ERR_CORRUPT, "codebook truncated");
+    if (lo + n > 256) return df11i_fail(DF11_ERR_CORRUPT, "codebook symbols past 255");
+    if (avail < 2 + (size_t)(n + 1) / 2) return df11i_fail(DF11_ERR_CORRUPT, "codebook truncated");
     memset(code, 0, sizeof *code);
     code->max_len = max_len;
     code->single_symbol = -1;
@@ -212,7 +212,7 @@ df11_status df11_codebook_read(const uint8_t *in, size_t avail, uint32_t max_len
     for (int i = 0; i < n; i++) {
         uint8_t l = (in[2 + i / 2] >> (4 * (i & 1))) & 15;
         if (l > max_len)
-            return df11_fail(DF11_ERR_CORRUPT, "code length %u > max %u", l, max_len);
+            return df11i_fail(DF11_ERR_CORRUPT, "code length %u > max %u", l, max_len);
         code->len[lo + i] = l;
         if (l) {
             kraft += full >> l;
@@ -223,13 +223,13 @@ df11_status df11_codebook_read(const uint8_t *in, size_t avail, uint32_t max_len
         code->single_symbol = lo;
         return DF11_OK;
     }
-    if (used == 0) return df11_fail(DF11_ERR_CORRUPT, "codebook has no symbols");
-    if (kraft > full) return df11_fail(DF11_ERR_CORRUPT, "codebook violates Kraft's inequality");
+    if (used == 0) return df11i_fail(DF11_ERR_CORRUPT, "codebook has no symbols");
+    if (kraft > full) return df11i_fail(DF11_ERR_CORRUPT, "codebook violates Kraft's inequality");
     return DF11_OK;
 }
 
 /* Canonical codes: symbols by (length, value) take consecutive codes. */
-static void canonical_codes(const df11_code *code, uint16_t codes[256])
+static void canonical_codes(const df11i_code *code, uint16_t codes[256])
 {
     uint32_t count[DF11_MAX_CODE_LEN + 2] = {0}, next[DF11_MAX_CODE_LEN + 2] = {0};
     for (int s = 0; s < 256; s++) count[code->len[s]]++;
@@ -243,12 +243,12 @@ static void canonical_codes(const df11_code *code, uint16_t codes[256])
         codes[s] = code->len[s] ? (uint16_t)next[code->len[s]]++ : 0;
 }
 
-void df11_code_canonical(const df11_code *code, uint16_t codes[256])
+void df11i_code_canonical(const df11i_code *code, uint16_t codes[256])
 {
     canonical_codes(code, codes);
 }
 
-void df11_lut_build(const df11_code *code, uint16_t *lut)
+void df11i_lut_build(const df11i_code *code, uint16_t *lut)
 {
     const uint32_t L = code->max_len, size = 1u << L;
     if (code->single_symbol >= 0) {

@@ -14,7 +14,7 @@
 #include "common/atomic_file.h"
 #include "common/error.h"
 
-int df11_atomic_file_no_tmpfile;
+int df11i_atomic_file_no_tmpfile;
 
 /* ---- the registry of named temporaries, for signal handlers ----
  *
@@ -60,7 +60,7 @@ static bool slot_has(const char *name)
     return false;
 }
 
-void df11_atomic_file_unlink_temporaries(void)
+void df11i_atomic_file_unlink_temporaries(void)
 {
     int saved = errno;
     for (int i = 0; i < SLOTS; i++) {
@@ -84,7 +84,7 @@ static int tmp_prefix(const char *base, char *out, size_t cap)
     return snprintf(out, cap, ".%.200s.tmp-", base);
 }
 
-static void tmp_name(const df11_atomic_file *af, char *out, size_t cap)
+static void tmp_name(const df11i_atomic_file *af, char *out, size_t cap)
 {
     int n = tmp_prefix(af->base, out, cap);
     snprintf(out + n, cap - (size_t)n, "%ld-%u", (long)getpid(), atomic_fetch_add(&next_tmp, 1));
@@ -92,7 +92,7 @@ static void tmp_name(const df11_atomic_file *af, char *out, size_t cap)
 
 /* Removes temporaries of this target left by processes that are gone (a SIGKILL between
  * creating and renaming one), and by an earlier process that had our pid. Best effort. */
-static void remove_stale(const df11_atomic_file *af)
+static void remove_stale(const df11i_atomic_file *af)
 {
     char prefix[256];
     size_t plen = (size_t)tmp_prefix(af->base, prefix, sizeof prefix);
@@ -123,7 +123,7 @@ static void remove_stale(const df11_atomic_file *af)
 
 /* ---- the file ---- */
 
-static void release(df11_atomic_file *af)
+static void release(df11i_atomic_file *af)
 {
     if (af->fd >= 0) close(af->fd);
     if (af->dir_fd >= 0) close(af->dir_fd);
@@ -142,25 +142,25 @@ static bool can_link(int fd)
     return stat(proc, &st) == 0;
 }
 
-df11_status df11_atomic_file_begin(df11_atomic_file *af, const char *path)
+df11_status df11i_atomic_file_begin(df11i_atomic_file *af, const char *path)
 {
-    *af = (df11_atomic_file){.fd = -1, .dir_fd = -1, .slot = -1};
-    if (!path || !path[0]) return df11_fail(DF11_ERR_INVALID_ARG, "output: empty path");
+    *af = (df11i_atomic_file){.fd = -1, .dir_fd = -1, .slot = -1};
+    if (!path || !path[0]) return df11i_fail(DF11_ERR_INVALID_ARG, "output: empty path");
     const char *slash = strrchr(path, '/');
     const char *base = slash ? slash + 1 : path;
     if (!base[0] || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
-        return df11_fail(DF11_ERR_INVALID_ARG, "output '%s' names no file", path);
+        return df11i_fail(DF11_ERR_INVALID_ARG, "output '%s' names no file", path);
     char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
     af->path = strdup(path);
     af->base = strdup(base);
     if (!dir || !af->path || !af->base) {
         free(dir);
         release(af);
-        return df11_fail(DF11_ERR_NO_MEMORY, "output '%s'", path);
+        return df11i_fail(DF11_ERR_NO_MEMORY, "output '%s'", path);
     }
     af->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (af->dir_fd < 0) {
-        df11_status st = df11_fail_errno(DF11_ERR_IO, errno, "cannot open directory '%s'", dir);
+        df11_status st = df11i_fail_errno(DF11_ERR_IO, errno, "cannot open directory '%s'", dir);
         free(dir);
         release(af);
         return st;
@@ -168,7 +168,7 @@ df11_status df11_atomic_file_begin(df11_atomic_file *af, const char *path)
     free(dir);
     remove_stale(af);
 
-    if (!df11_atomic_file_no_tmpfile) {
+    if (!df11i_atomic_file_no_tmpfile) {
         af->fd = openat(af->dir_fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
         if (af->fd >= 0 && can_link(af->fd)) {
             af->unnamed = true;
@@ -186,32 +186,32 @@ df11_status df11_atomic_file_begin(df11_atomic_file *af, const char *path)
         slot_remove(af->slot);
         af->slot = -1;
         if (e != EEXIST) {
-            df11_status st = df11_fail_errno(DF11_ERR_IO, e, "cannot create a file beside '%s'", path);
+            df11_status st = df11i_fail_errno(DF11_ERR_IO, e, "cannot create a file beside '%s'", path);
             af->tmp[0] = '\0';
             release(af);
             return st;
         }
     }
-    df11_status st = df11_fail(DF11_ERR_IO, "cannot create a file beside '%s': names taken", path);
+    df11_status st = df11i_fail(DF11_ERR_IO, "cannot create a file beside '%s': names taken", path);
     af->tmp[0] = '\0';
     release(af);
     return st;
 }
 
-df11_status df11_atomic_file_write(df11_atomic_file *af, const void *buf, size_t len)
+df11_status df11i_atomic_file_write(df11i_atomic_file *af, const void *buf, size_t len)
 {
     const char *p = buf;
     while (len > 0) {
         ssize_t w = write(af->fd, p, len > ((size_t)1 << 30) ? (size_t)1 << 30 : len);
         if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return df11_fail_errno(DF11_ERR_IO, errno, "cannot write '%s'", af->path);
+        if (w < 0) return df11i_fail_errno(DF11_ERR_IO, errno, "cannot write '%s'", af->path);
         p += w;
         len -= (size_t)w;
     }
     return DF11_OK;
 }
 
-void df11_atomic_file_abort(df11_atomic_file *af)
+void df11i_atomic_file_abort(df11i_atomic_file *af)
 {
     if (af->tmp[0] && af->dir_fd >= 0) unlinkat(af->dir_fd, af->tmp, 0);
     slot_remove(af->slot);
@@ -219,7 +219,7 @@ void df11_atomic_file_abort(df11_atomic_file *af)
 }
 
 /* Gives the unnamed file the name af->tmp (registered). */
-static int link_tmp(df11_atomic_file *af, const char *proc)
+static int link_tmp(df11i_atomic_file *af, const char *proc)
 {
     for (int tries = 0; tries < 16; tries++) {
         tmp_name(af, af->tmp, sizeof af->tmp);
@@ -238,12 +238,12 @@ static int link_tmp(df11_atomic_file *af, const char *proc)
     return -1;
 }
 
-df11_status df11_atomic_file_commit(df11_atomic_file *af)
+df11_status df11i_atomic_file_commit(df11i_atomic_file *af)
 {
-    if (af->fd < 0) return df11_fail(DF11_ERR_STATE, "output committed or aborted already");
+    if (af->fd < 0) return df11i_fail(DF11_ERR_STATE, "output committed or aborted already");
     df11_status st = DF11_OK;
     if (fsync(af->fd) != 0) {
-        st = df11_fail_errno(DF11_ERR_IO, errno, "cannot write '%s'", af->path);
+        st = df11i_fail_errno(DF11_ERR_IO, errno, "cannot write '%s'", af->path);
         goto fail;
     }
     if (af->unnamed) {
@@ -252,12 +252,12 @@ df11_status df11_atomic_file_commit(df11_atomic_file *af)
         /* No target yet: the link itself is the atomic step. */
         if (linkat(AT_FDCWD, proc, af->dir_fd, af->base, AT_SYMLINK_FOLLOW) == 0) goto linked;
         if (errno != EEXIST || link_tmp(af, proc) != 0) {
-            st = df11_fail_errno(DF11_ERR_IO, errno, "cannot create '%s'", af->path);
+            st = df11i_fail_errno(DF11_ERR_IO, errno, "cannot create '%s'", af->path);
             goto fail;
         }
     }
     if (renameat(af->dir_fd, af->tmp, af->dir_fd, af->base) != 0) {
-        st = df11_fail_errno(DF11_ERR_IO, errno, "cannot rename '%s' to '%s'", af->tmp, af->path);
+        st = df11i_fail_errno(DF11_ERR_IO, errno, "cannot rename '%s' to '%s'", af->tmp, af->path);
         goto fail;
     }
     slot_remove(af->slot);
@@ -267,11 +267,11 @@ linked:
     /* The new name is durable only once the directory is. Some file systems cannot sync
      * a directory (EINVAL); they have nothing more to make durable. */
     if (fsync(af->dir_fd) != 0 && errno != EINVAL)
-        st = df11_fail_errno(DF11_ERR_IO, errno, "'%s' is written, but syncing its directory failed",
+        st = df11i_fail_errno(DF11_ERR_IO, errno, "'%s' is written, but syncing its directory failed",
                              af->path);
     release(af);
     return st;
 fail:
-    df11_atomic_file_abort(af);
+    df11i_atomic_file_abort(af);
     return st;
 }

@@ -8,7 +8,7 @@
 #include <time.h>
 
 /* Milliseconds since an arbitrary fixed point: only differences mean anything. */
-static inline double df11_now_ms(void)
+static inline double df11i_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -11,15 +11,15 @@
 #endif
 
 /* Records a formatted detail for this thread and returns `status`, so that failures read
- *     return df11_fail(DF11_ERR_RANGE, "tensor '%s': offset %llu past end", ...); */
-df11_status df11_fail(df11_status status, const char *fmt, ...) DF11_PRINTF(2, 3);
+ *     return df11i_fail(DF11_ERR_RANGE, "tensor '%s': offset %llu past end", ...); */
+df11_status df11i_fail(df11_status status, const char *fmt, ...) DF11_PRINTF(2, 3);
 /* Same, appending ": strerror(errno)". */
-df11_status df11_fail_errno(df11_status status, int err, const char *fmt, ...) DF11_PRINTF(3, 4);
+df11_status df11i_fail_errno(df11_status status, int err, const char *fmt, ...) DF11_PRINTF(3, 4);
 /* Prefixes the detail already recorded (by a callee that failed) with a formatted context,
  * "context: callee's detail", and returns `status`. Use it instead of passing
- * df11_last_error_detail() as an argument to df11_fail, which formats the buffer into
+ * df11_last_error_detail() as an argument to df11i_fail, which formats the buffer into
  * itself. */
-df11_status df11_fail_context(df11_status status, const char *fmt, ...) DF11_PRINTF(2, 3);
-void df11_clear_error(void);
+df11_status df11i_fail_context(df11_status status, const char *fmt, ...) DF11_PRINTF(2, 3);
+void df11i_clear_error(void);
 
 #endif

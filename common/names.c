@@ -4,7 +4,7 @@
 #include "common/error.h"
 #include "common/names.h"
 
-int32_t df11_layer_of(const char *name, const char *prefix)
+int32_t df11i_layer_of(const char *name, const char *prefix)
 {
     size_t p = strlen(prefix);
     if (strncmp(name, prefix, p) != 0) return -1;
@@ -23,17 +23,17 @@ static int cmp_str_ptr(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-df11_status df11_names_unique(const df11_tensor_source *t, size_t n, const char *label)
+df11_status df11i_names_unique(const df11_tensor_source *t, size_t n, const char *label)
 {
     if (n < 2) return DF11_OK;
     const char **names = malloc(n * sizeof *names);
-    if (!names) return df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensor names", label, n);
+    if (!names) return df11i_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensor names", label, n);
     for (size_t i = 0; i < n; i++) names[i] = t[i].name;
     qsort(names, n, sizeof *names, cmp_str_ptr);
     df11_status st = DF11_OK;
     for (size_t i = 1; i < n; i++)
         if (strcmp(names[i - 1], names[i]) == 0) {
-            st = df11_fail(DF11_ERR_DUPLICATE, "'%s': tensor '%s' appears more than once",
+            st = df11i_fail(DF11_ERR_DUPLICATE, "'%s': tensor '%s' appears more than once",
                            label, names[i]);
             break;
         }

@@ -10,12 +10,12 @@
 #include "df11/compress.h"
 
 /* Block number of `name`, or -1 if it is not a layer tensor. */
-int32_t df11_layer_of(const char *name, const char *prefix);
+int32_t df11i_layer_of(const char *name, const char *prefix);
 
 /* DF11_OK when the n names are distinct, else DF11_ERR_DUPLICATE with the detail "'label':
  * tensor 'x' appears more than once" (or DF11_ERR_NO_MEMORY). Over a whole model, not one
  * file: a tensor repeated in two shards would be compressed twice and looked up
  * ambiguously. */
-df11_status df11_names_unique(const df11_tensor_source *t, size_t n, const char *label);
+df11_status df11i_names_unique(const df11_tensor_source *t, size_t n, const char *label);
 
 #endif

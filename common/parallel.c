@@ -10,7 +10,7 @@
 #include "common/parallel.h"
 
 typedef struct {
-    df11_item_fn fn;
+    df11i_item_fn fn;
     void *ctx;
     uint64_t n_items;
     atomic_uint_fast64_t next;
@@ -38,15 +38,15 @@ static void *worker(void *arg)
     return NULL;
 }
 
-int df11_cpu_count(void)
+int df11i_cpu_count(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
 }
 
-df11_status df11_parallel_for(uint64_t n_items, int n_threads, df11_item_fn fn, void *ctx)
+df11_status df11i_parallel_for(uint64_t n_items, int n_threads, df11i_item_fn fn, void *ctx)
 {
-    if (n_threads <= 0) n_threads = df11_cpu_count();
+    if (n_threads <= 0) n_threads = df11i_cpu_count();
     if ((uint64_t)n_threads > n_items) n_threads = (int)n_items;
     job j = { .fn = fn, .ctx = ctx, .n_items = n_items, .detail = "" };
     atomic_init(&j.next, 0);
@@ -63,6 +63,6 @@ df11_status df11_parallel_for(uint64_t n_items, int n_threads, df11_item_fn fn, 
     pthread_mutex_destroy(&j.lock);
 
     df11_status st = atomic_load(&j.status);
-    if (st != DF11_OK) return df11_fail(st, "%s", j.detail);
+    if (st != DF11_OK) return df11i_fail(st, "%s", j.detail);
     return DF11_OK;
 }

@@ -38,9 +38,9 @@ const char *df11_strerror(df11_status status)
 
 const char *df11_last_error_detail(void) { return detail; }
 
-void df11_clear_error(void) { detail[0] = '\0'; }
+void df11i_clear_error(void) { detail[0] = '\0'; }
 
-df11_status df11_fail(df11_status status, const char *fmt, ...)
+df11_status df11i_fail(df11_status status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -49,7 +49,7 @@ df11_status df11_fail(df11_status status, const char *fmt, ...)
     return status;
 }
 
-df11_status df11_fail_errno(df11_status status, int err, const char *fmt, ...)
+df11_status df11i_fail_errno(df11_status status, int err, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -60,7 +60,7 @@ df11_status df11_fail_errno(df11_status status, int err, const char *fmt, ...)
     return status;
 }
 
-df11_status df11_fail_context(df11_status status, const char *fmt, ...)
+df11_status df11i_fail_context(df11_status status, const char *fmt, ...)
 {
     char inner[sizeof detail];
     memcpy(inner, detail, sizeof inner);

@@ -2,7 +2,7 @@
  * tensors at their 256-byte-aligned offsets, padding zeroed. Host code here only launches;
  * the plan (kernels/plan.c) says which CTA does what. Never allocates, never synchronizes.
  *
- * Work split (decided in one place, df11_gpu_plan_build):
+ * Work split (decided in one place, df11i_gpu_plan_build):
  *   - EXP_HUFFMAN tensor: one warp per chunk, warps_per_cta chunks per CTA; the CTA first
  *     copies its tensor's decode table into shared memory. Each warp's stream words go
  *     through its own cp.async ring in shared memory; its sm bytes go to registers.
@@ -254,7 +254,7 @@ __device__ __forceinline__ void lane_sums(uint32_t lane_bits, uint32_t l, uint32
  * after the last whole iteration, and every step of a chunk with fewer than 32 lanes, go
  * symbol by symbol. `lut` and `ring` are shared-memory
  * addresses: the decode table and this warp's word ring. */
-__device__ void decode_chunk(const df11_gpu_tensor_desc &d, uint32_t chunk, uint32_t lut,
+__device__ void decode_chunk(const df11i_gpu_tensor_desc &d, uint32_t chunk, uint32_t lut,
                              uint32_t ring, const uint8_t *__restrict__ payload,
                              uint8_t *__restrict__ out, uint32_t *err)
 {
@@ -344,7 +344,7 @@ __device__ void decode_chunk(const df11_gpu_tensor_desc &d, uint32_t chunk, uint
 }
 
 /* Raw bytes: the CTA copies its DF11_RAW_CTA_BYTES slice, 16 bytes per thread per step. */
-__device__ void copy_raw(const df11_gpu_tensor_desc &d, uint32_t piece,
+__device__ void copy_raw(const df11i_gpu_tensor_desc &d, uint32_t piece,
                          const uint8_t *__restrict__ payload, uint8_t *__restrict__ out)
 {
     uint64_t lo = (uint64_t)piece * DF11_RAW_CTA_BYTES;
@@ -367,7 +367,7 @@ __device__ void zero_pad(uint8_t *out, uint64_t end, uint32_t t, uint32_t nt)
 /* Dynamic shared memory of a launch: the group's largest decode table, then the warps' word
  * rings, aligned to kRingBytes (up to kRingBytes of padding); none when the group has no
  * EXP_HUFFMAN tensor. */
-__host__ __device__ inline size_t smem_bytes(const df11_gpu_plan_header *h)
+__host__ __device__ inline size_t smem_bytes(const df11i_gpu_plan_header *h)
 {
     if (h->max_lut_entries == 0) return 0;
     return DF11_GPU_LUT_BYTES(h->max_lut_entries) + kRingBytes +
@@ -376,19 +376,19 @@ __host__ __device__ inline size_t smem_bytes(const df11_gpu_plan_header *h)
 
 /* Grid: plan n_ctas CTAs of 32*warps_per_cta threads; dynamic shared memory: smem_bytes. */
 __global__ void __launch_bounds__(1024)
-df11_decode_kernel(const uint8_t *__restrict__ plan, const uint8_t *__restrict__ payload,
+df11i_decode_kernel(const uint8_t *__restrict__ plan, const uint8_t *__restrict__ payload,
                    uint8_t *__restrict__ out, uint32_t *err)
 {
     extern __shared__ uint4 smem[];
-    const df11_gpu_plan_header *h = reinterpret_cast<const df11_gpu_plan_header *>(plan);
-    const df11_gpu_tensor_desc *ds =
-        reinterpret_cast<const df11_gpu_tensor_desc *>(plan + sizeof *h);
+    const df11i_gpu_plan_header *h = reinterpret_cast<const df11i_gpu_plan_header *>(plan);
+    const df11i_gpu_tensor_desc *ds =
+        reinterpret_cast<const df11i_gpu_tensor_desc *>(plan + sizeof *h);
     uint32_t lo = 0, hi = h->n_tensors, cta = blockIdx.x;
     while (hi - lo > 1) {   /* the last tensor whose first CTA is <= this one */
         uint32_t mid = (lo + hi) / 2;
         if (ds[mid].first_cta <= cta) lo = mid; else hi = mid;
     }
-    const df11_gpu_tensor_desc d = ds[lo];
+    const df11i_gpu_tensor_desc d = ds[lo];
     const uint32_t piece = cta - d.first_cta;
 
     if (d.codec == DF11_CODEC_RAW) {
@@ -416,19 +416,19 @@ df11_decode_kernel(const uint8_t *__restrict__ plan, const uint8_t *__restrict__
 df11_status allow_smem(size_t smem)
 {
     if (smem <= 48 * 1024) return DF11_OK;
-    cudaError_t e = cudaFuncSetAttribute(df11_decode_kernel,
+    cudaError_t e = cudaFuncSetAttribute(df11i_decode_kernel,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess)
-        return df11_fail(DF11_ERR_DEVICE, "decode: %zu bytes of shared memory: %s", smem,
+        return df11i_fail(DF11_ERR_DEVICE, "decode: %zu bytes of shared memory: %s", smem,
                          cudaGetErrorString(e));
     return DF11_OK;
 }
 
 }  // namespace
 
-extern "C" int df11_gpu_ctas_per_sm(uint32_t warps, uint32_t lut_entries, int *sms)
+extern "C" int df11i_gpu_ctas_per_sm(uint32_t warps, uint32_t lut_entries, int *sms)
 {
-    df11_gpu_plan_header h = {};
+    df11i_gpu_plan_header h = {};
     h.max_lut_entries = lut_entries;
     h.warps_per_cta = warps;
     size_t smem = smem_bytes(&h);
@@ -440,36 +440,36 @@ extern "C" int df11_gpu_ctas_per_sm(uint32_t warps, uint32_t lut_entries, int *s
         return 0;
     if (smem > (size_t)max_smem) return 0; /* never ask for what the device cannot give */
     if (allow_smem(smem) != DF11_OK ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, df11_decode_kernel, (int)(kLanes * warps),
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, df11i_decode_kernel, (int)(kLanes * warps),
                                                       smem) != cudaSuccess)
         return 0;
     return n;
 }
 
-extern "C" df11_status df11_gpu_decode_checked(const void *plan, const void *d_plan,
+extern "C" df11_status df11i_gpu_decode_checked(const void *plan, const void *d_plan,
                                                const void *d_payload, void *d_out,
                                                uint32_t *d_error, void *stream)
 {
     if (!plan || !d_plan || !d_payload || !d_out)
-        return df11_fail(DF11_ERR_INVALID_ARG, "df11_gpu_decode: NULL argument");
-    const df11_gpu_plan_header *h = static_cast<const df11_gpu_plan_header *>(plan);
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_gpu_decode: NULL argument");
+    const df11i_gpu_plan_header *h = static_cast<const df11i_gpu_plan_header *>(plan);
     if (h->n_ctas == 0) return DF11_OK;
     size_t smem = smem_bytes(h);
     df11_status st = allow_smem(smem);
     if (st != DF11_OK) return st;
-    df11_decode_kernel<<<h->n_ctas, kLanes * h->warps_per_cta, smem,
+    df11i_decode_kernel<<<h->n_ctas, kLanes * h->warps_per_cta, smem,
                          static_cast<cudaStream_t>(stream)>>>(
         static_cast<const uint8_t *>(d_plan), static_cast<const uint8_t *>(d_payload),
         static_cast<uint8_t *>(d_out), d_error);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
-        return df11_fail(DF11_ERR_DEVICE, "decode launch (%u CTAs): %s", h->n_ctas,
+        return df11i_fail(DF11_ERR_DEVICE, "decode launch (%u CTAs): %s", h->n_ctas,
                          cudaGetErrorString(e));
     return DF11_OK;
 }
 
-extern "C" df11_status df11_gpu_decode(const void *plan, const void *d_plan,
+extern "C" df11_status df11i_gpu_decode(const void *plan, const void *d_plan,
                                        const void *d_payload, void *d_out, void *stream)
 {
-    return df11_gpu_decode_checked(plan, d_plan, d_payload, d_out, NULL, stream);
+    return df11i_gpu_decode_checked(plan, d_plan, d_payload, d_out, NULL, stream);
 }

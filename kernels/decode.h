@@ -4,7 +4,7 @@
  * A *plan* is everything the kernel needs besides the payload: one descriptor per tensor
  * and the tensors' decode tables, built once per group on the host (at load time) and
  * uploaded next to the compressed payload. Layout of a plan blob:
- *     df11_gpu_plan_header | n_tensors x df11_gpu_tensor_desc | LUTs (16-byte aligned)
+ *     df11i_gpu_plan_header | n_tensors x df11i_gpu_tensor_desc | LUTs (16-byte aligned)
  */
 #ifndef DF11_KERNELS_DECODE_H
 #define DF11_KERNELS_DECODE_H
@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-typedef struct df11_gpu_tensor_desc {
+typedef struct df11i_gpu_tensor_desc {
     uint64_t n_elements;   /* EXP_HUFFMAN: weights; RAW: bytes */
     uint64_t chunks_off;   /* payload-relative byte offsets of the sections */
     uint64_t lanes_off;
@@ -34,14 +34,14 @@ typedef struct df11_gpu_tensor_desc {
     uint32_t lane_symbols;
     uint32_t first_cta;    /* this tensor's CTAs: [first_cta, next tensor's first_cta) */
     uint32_t n_chunks;
-} df11_gpu_tensor_desc;
+} df11i_gpu_tensor_desc;
 
-typedef struct df11_gpu_plan_header {
+typedef struct df11i_gpu_plan_header {
     uint32_t n_tensors;
     uint32_t n_ctas;       /* grid size of one decode launch */
     uint32_t max_lut_entries; /* largest DF11_GPU_LUT_UNITS: shared memory per CTA */
     uint32_t warps_per_cta;   /* CTA = 32 * warps_per_cta threads, one chunk per warp */
-} df11_gpu_plan_header;
+} df11i_gpu_plan_header;
 
 /* Bytes of shared memory (and of the plan) that a table of `entries` u16 entries takes. */
 #define DF11_GPU_LUT_BYTES(entries) (((size_t)(entries) * 2 + 15) / 16 * 16)
@@ -50,15 +50,15 @@ typedef struct df11_gpu_plan_header {
 /* A raw tensor is copied by one CTA per this many bytes. */
 #define DF11_RAW_CTA_BYTES (64u * 1024u)
 
-/* Bytes of the plan blob df11_gpu_plan_build makes for `group`, from the file's index
+/* Bytes of the plan blob df11i_gpu_plan_build makes for `group`, from the file's index
  * alone (no payload, no device): computed by the code that lays the blob out, so that a
  * caller reserving memory before the plans exist (the runtime's memory-limit check)
  * cannot drift from it. */
-df11_status df11_gpu_plan_size(const df11_file *file, uint32_t group, size_t *bytes);
+df11_status df11i_gpu_plan_size(const df11_file *file, uint32_t group, size_t *bytes);
 
 /* Builds the plan of `group` from its payload in host memory (already verified).
- * *blob is malloc'd; free() it after uploading. *blob_size equals df11_gpu_plan_size. */
-df11_status df11_gpu_plan_build(const df11_file *file, uint32_t group, const void *payload,
+ * *blob is malloc'd; free() it after uploading. *blob_size equals df11i_gpu_plan_size. */
+df11_status df11i_gpu_plan_build(const df11_file *file, uint32_t group, const void *payload,
                                 void **blob, size_t *blob_size);
 
 /* Decodes a group on `stream`: d_plan/d_payload/d_out are device pointers; `plan` is the
@@ -67,13 +67,13 @@ df11_status df11_gpu_plan_build(const df11_file *file, uint32_t group, const voi
  * in the padding up to each tensor's 256-byte-aligned end.
  * d_payload must be readable up to align_up(payload_size, 16) bytes (the lane streams
  * are read 16 bytes at a time); cudaMalloc'd buffers of that size qualify. */
-df11_status df11_gpu_decode(const void *plan, const void *d_plan, const void *d_payload,
+df11_status df11i_gpu_decode(const void *plan, const void *d_plan, const void *d_payload,
                             void *d_out, void *stream);
 /* The same, and ORs 1 into the device word *d_error (if not NULL) when a lane stream does
  * not end exactly at its recorded length or holds a bit pattern no code starts with (the
  * CPU decoder's DF11_ERR_CORRUPT cases). The output is then unspecified, but the kernel
  * never reads or writes outside the payload, plan and output. */
-df11_status df11_gpu_decode_checked(const void *plan, const void *d_plan,
+df11_status df11i_gpu_decode_checked(const void *plan, const void *d_plan,
                                     const void *d_payload, void *d_out, uint32_t *d_error,
                                     void *stream);
 
@@ -81,7 +81,7 @@ df11_status df11_gpu_decode_checked(const void *plan, const void *d_plan,
  * group whose largest decode tables take `lut_entries` u16 units (DF11_GPU_LUT_UNITS);
  * *sms receives the device's SM count. 0 when it cannot be known (no device). The plan
  * builder sizes CTAs with it. */
-int df11_gpu_ctas_per_sm(uint32_t warps, uint32_t lut_entries, int *sms);
+int df11i_gpu_ctas_per_sm(uint32_t warps, uint32_t lut_entries, int *sms);
 
 #ifdef __cplusplus
 }

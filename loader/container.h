@@ -10,32 +10,32 @@
 #include "codec/codec.h"
 #include "df11/file.h"
 
-typedef struct df11_tensor_layout {
+typedef struct df11i_tensor_layout {
     uint64_t codebook_offset, chunks_offset, lanes_offset; /* payload-relative */
     uint64_t stream_offset, stream_size, data_offset;
     uint32_t n_chunks;
     uint32_t codebook_size;
-} df11_tensor_layout;
+} df11i_tensor_layout;
 
-const df11_tensor_layout *df11_file_tensor_layout(const df11_file *file, uint32_t tensor);
+const df11i_tensor_layout *df11i_file_tensor_layout(const df11_file *file, uint32_t tensor);
 
 /* Opens a container image held in memory, `size` bytes at `data`, with every check that
  * df11_file_open makes (for fuzzers, and for images that never touch a disk). `label`
  * (may be NULL) stands for the path in df11_file_path and error details; it is copied.
  * The caller keeps `data` alive and unchanged until df11_file_close: the index is copied
  * at open, but df11_file_read_group copies its payloads out of `data`. */
-df11_status df11_file_open_memory(const void *data, size_t size, const char *label, df11_file **out);
+df11_status df11i_file_open_memory(const void *data, size_t size, const char *label, df11_file **out);
 
 /* The descriptor df11_file_open opened and keeps open until df11_file_close, or -1 for a
  * memory image. For readers that must read the very file that was indexed (the runtime's
  * io_uring loader) rather than open its path again, which may name another file by then.
  * Borrowed: the caller neither closes it nor changes its flags (O_DIRECT is per open file
  * description: reopen /proc/self/fd/N for that). */
-int df11_file_fd(const df11_file *file);
+int df11i_file_fd(const df11_file *file);
 
 /* The coded view of an EXP_HUFFMAN tensor inside its group's payload (codebook parsed and
- * every table validated), ready for df11_decode_host or a GPU plan. */
-df11_status df11_file_tensor_coded(const df11_file *file, uint32_t tensor,
-                                   const void *payload, df11_coded *coded);
+ * every table validated), ready for df11i_decode_host or a GPU plan. */
+df11_status df11i_file_tensor_coded(const df11_file *file, uint32_t tensor,
+                                   const void *payload, df11i_coded *coded);
 
 #endif

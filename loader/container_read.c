@@ -2,7 +2,7 @@
  * field is checked against the file length and the other fields before anything trusts
  * it, so that a hostile or truncated file fails with a status instead of a wild read.
  * The container comes from a file (df11_file_open) or from a memory image
- * (df11_file_open_memory, for fuzzing and embedding); only read_at knows which. */
+ * (df11i_file_open_memory, for fuzzing and embedding); only read_at knows which. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +27,7 @@ struct df11_file {
     uint32_t n_groups, n_tensors, n_layers;
     df11_group_info *groups;
     df11_tensor_info *tensors;
-    df11_tensor_layout *layouts;
+    df11i_tensor_layout *layouts;
     uint32_t *by_name;         /* tensor indices sorted by name */
     uint32_t *layer_group;     /* group of each block */
     char *names;               /* NUL-terminated copies of every name */
@@ -35,13 +35,13 @@ struct df11_file {
     uint64_t metadata_size;
 };
 
-#define FAIL(st, ...) df11_fail(st, __VA_ARGS__)
+#define FAIL(st, ...) df11i_fail(st, __VA_ARGS__)
 
 /* Bytes [off, off+size) of the container, from its file or its memory image. */
 static df11_status read_at(const df11_file *f, void *buf, uint64_t size, uint64_t off)
 {
     if (f->mem) {
-        if (!df11_range_ok(off, size, f->size))
+        if (!df11i_range_ok(off, size, f->size))
             return FAIL(DF11_ERR_TRUNCATED, "'%s' is %llu bytes, wanted [%llu, +%llu)", f->path,
                         (unsigned long long)f->size, (unsigned long long)off, (unsigned long long)size);
         if (size) memcpy(buf, f->mem + off, size);
@@ -52,7 +52,7 @@ static df11_status read_at(const df11_file *f, void *buf, uint64_t size, uint64_
         ssize_t r = pread(f->fd, p, size > (1u << 30) ? (1u << 30) : size, (off_t)off);
         if (r < 0) {
             if (errno == EINTR) continue;
-            return df11_fail_errno(DF11_ERR_IO, errno, "read '%s' at %llu", f->path, (unsigned long long)off);
+            return df11i_fail_errno(DF11_ERR_IO, errno, "read '%s' at %llu", f->path, (unsigned long long)off);
         }
         if (r == 0)
             return FAIL(DF11_ERR_TRUNCATED, "'%s' ends at %llu, wanted %llu more bytes", f->path,
@@ -69,27 +69,27 @@ static df11_status read_at(const df11_file *f, void *buf, uint64_t size, uint64_
 static df11_status parse_header(df11_file *f, const uint8_t *h)
 {
     if (memcmp(h + HDR_MAGIC, DF11_MAGIC, 8) != 0) return FAIL(DF11_ERR_NOT_DF11, "'%s': bad magic", f->path);
-    unsigned major = df11_ld16(h + HDR_VERSION_MAJOR);
+    unsigned major = df11i_ld16(h + HDR_VERSION_MAJOR);
     if (major != DF11_VERSION_MAJOR)
         return FAIL(DF11_ERR_VERSION, "'%s': format version %u.%u, this library reads %d.x%s", f->path,
-                    major, df11_ld16(h + HDR_VERSION_MINOR), DF11_VERSION_MAJOR,
+                    major, df11i_ld16(h + HDR_VERSION_MINOR), DF11_VERSION_MAJOR,
                     major < DF11_VERSION_MAJOR ? "; recompress the model with df11-compress" : "");
-    if (df11_ld32(h + HDR_HEADER_SIZE) != DF11_HEADER_SIZE) return FAIL(DF11_ERR_CORRUPT, "header size");
-    f->n_groups = df11_ld32(h + HDR_N_GROUPS);
-    f->n_tensors = df11_ld32(h + HDR_N_TENSORS);
-    uint64_t file_size = df11_ld64(h + HDR_FILE_SIZE), index_end = df11_ld64(h + HDR_INDEX_END);
+    if (df11i_ld32(h + HDR_HEADER_SIZE) != DF11_HEADER_SIZE) return FAIL(DF11_ERR_CORRUPT, "header size");
+    f->n_groups = df11i_ld32(h + HDR_N_GROUPS);
+    f->n_tensors = df11i_ld32(h + HDR_N_TENSORS);
+    uint64_t file_size = df11i_ld64(h + HDR_FILE_SIZE), index_end = df11i_ld64(h + HDR_INDEX_END);
     if (file_size != f->size)
         return FAIL(file_size > f->size ? DF11_ERR_TRUNCATED : DF11_ERR_CORRUPT,
                     "'%s' is %llu bytes, its header says %llu", f->path,
                     (unsigned long long)f->size, (unsigned long long)file_size);
-    uint64_t g_off = df11_ld64(h + HDR_GROUPS_OFFSET), t_off = df11_ld64(h + HDR_TENSORS_OFFSET);
-    uint64_t s_off = df11_ld64(h + HDR_STRINGS_OFFSET), s_size = df11_ld64(h + HDR_STRINGS_SIZE);
-    uint64_t m_off = df11_ld64(h + HDR_METADATA_OFFSET), m_size = df11_ld64(h + HDR_METADATA_SIZE);
+    uint64_t g_off = df11i_ld64(h + HDR_GROUPS_OFFSET), t_off = df11i_ld64(h + HDR_TENSORS_OFFSET);
+    uint64_t s_off = df11i_ld64(h + HDR_STRINGS_OFFSET), s_size = df11i_ld64(h + HDR_STRINGS_SIZE);
+    uint64_t m_off = df11i_ld64(h + HDR_METADATA_OFFSET), m_size = df11i_ld64(h + HDR_METADATA_SIZE);
     if (g_off != DF11_HEADER_SIZE ||
         t_off != g_off + (uint64_t)f->n_groups * DF11_GROUP_RECORD ||
         s_off != t_off + (uint64_t)f->n_tensors * DF11_TENSOR_RECORD ||
-        !df11_add_ok(s_off, s_size, &m_off) || m_off != df11_ld64(h + HDR_METADATA_OFFSET) ||
-        !df11_range_ok(m_off, m_size, index_end) || index_end % DF11_PAYLOAD_ALIGN ||
+        !df11i_add_ok(s_off, s_size, &m_off) || m_off != df11i_ld64(h + HDR_METADATA_OFFSET) ||
+        !df11i_range_ok(m_off, m_size, index_end) || index_end % DF11_PAYLOAD_ALIGN ||
         index_end > f->size || index_end > (1ull << 32))
         return FAIL(DF11_ERR_CORRUPT, "'%s': index layout fields are inconsistent", f->path);
     f->metadata_size = m_size;
@@ -108,7 +108,7 @@ static df11_status read_index(df11_file *f)
                    : FAIL(DF11_ERR_NOT_DF11, "'%s' is too short to be a df11 file", f->path);
     df11_status st;
     if ((st = read_at(f, h, DF11_HEADER_SIZE, 0)) != DF11_OK || (st = parse_header(f, h)) != DF11_OK) return st;
-    const uint64_t index_end = df11_ld64(h + HDR_INDEX_END);
+    const uint64_t index_end = df11i_ld64(h + HDR_INDEX_END);
     if (!(f->index = malloc(index_end)))
         return FAIL(DF11_ERR_NO_MEMORY, "index of %llu bytes", (unsigned long long)index_end);
     memcpy(f->index, h, DF11_HEADER_SIZE);
@@ -121,10 +121,10 @@ static df11_status read_index(df11_file *f)
     XXH3_64bits_update(xs, f->index + DF11_HEADER_SIZE, index_end - DF11_HEADER_SIZE);
     uint64_t sum = XXH3_64bits_digest(xs);
     XXH3_freeState(xs);
-    if (sum != df11_ld64(h + HDR_INDEX_XXH3))
+    if (sum != df11i_ld64(h + HDR_INDEX_XXH3))
         return FAIL(DF11_ERR_CHECKSUM, "'%s': index xxh3 %016llx, header says %016llx", f->path,
-                    (unsigned long long)sum, (unsigned long long)df11_ld64(h + HDR_INDEX_XXH3));
-    f->metadata = (const char *)f->index + df11_ld64(h + HDR_METADATA_OFFSET);
+                    (unsigned long long)sum, (unsigned long long)df11i_ld64(h + HDR_INDEX_XXH3));
+    f->metadata = (const char *)f->index + df11i_ld64(h + HDR_METADATA_OFFSET);
     return DF11_OK;
 }
 
@@ -150,13 +150,13 @@ static void name_field(const df11_file *f, uint32_t rec, uint32_t *off, uint32_t
 {
     if (rec < f->n_groups) {
         const uint8_t *r = f->index + DF11_HEADER_SIZE + (uint64_t)rec * DF11_GROUP_RECORD;
-        *off = df11_ld32(r + GRP_NAME_OFFSET);
-        *len = df11_ld32(r + GRP_NAME_LEN);
+        *off = df11i_ld32(r + GRP_NAME_OFFSET);
+        *len = df11i_ld32(r + GRP_NAME_LEN);
     } else {
-        const uint8_t *r = f->index + df11_ld64(f->index + HDR_TENSORS_OFFSET) +
+        const uint8_t *r = f->index + df11i_ld64(f->index + HDR_TENSORS_OFFSET) +
                            (uint64_t)(rec - f->n_groups) * DF11_TENSOR_RECORD;
-        *off = df11_ld32(r + TEN_NAME_OFFSET);
-        *len = df11_ld32(r + TEN_NAME_LEN);
+        *off = df11i_ld32(r + TEN_NAME_OFFSET);
+        *len = df11i_ld32(r + TEN_NAME_LEN);
     }
 }
 
@@ -182,7 +182,7 @@ static df11_status check_names(const df11_file *f, uint64_t strings_size)
     for (uint32_t i = 0; i < n && st == DF11_OK; i++) {
         name_field(f, i, &r[i].off, &r[i].len);
         r[i].rec = i;
-        if (!df11_range_ok(r[i].off, r[i].len, strings_size))
+        if (!df11i_range_ok(r[i].off, r[i].len, strings_size))
             st = FAIL(DF11_ERR_CORRUPT, "%s %u name [%u, +%u) outside the %llu-byte string table", name_kind(f, i),
                       name_owner(f, i), r[i].off, r[i].len, (unsigned long long)strings_size);
         else if (i >= f->n_groups && r[i].len == 0)
@@ -205,8 +205,8 @@ static df11_status check_names(const df11_file *f, uint64_t strings_size)
 /* Names become NUL-terminated copies, group names then tensor names. */
 static df11_status copy_names(df11_file *f)
 {
-    const uint64_t strings = df11_ld64(f->index + HDR_STRINGS_OFFSET);
-    const uint64_t strings_size = df11_ld64(f->index + HDR_STRINGS_SIZE);
+    const uint64_t strings = df11i_ld64(f->index + HDR_STRINGS_OFFSET);
+    const uint64_t strings_size = df11i_ld64(f->index + HDR_STRINGS_SIZE);
     df11_status st = check_names(f, strings_size);
     if (st != DF11_OK) return st;
     const uint32_t n = f->n_groups + f->n_tensors;
@@ -232,19 +232,19 @@ static df11_status copy_names(df11_file *f)
 
 static df11_status parse_groups(df11_file *f)
 {
-    const uint64_t index_end = df11_ld64(f->index + HDR_INDEX_END);
+    const uint64_t index_end = df11i_ld64(f->index + HDR_INDEX_END);
     uint64_t prev_end = index_end;
     uint32_t next_tensor = 0;
     for (uint32_t g = 0; g < f->n_groups; g++) {
         const uint8_t *r = f->index + DF11_HEADER_SIZE + (uint64_t)g * DF11_GROUP_RECORD;
         df11_group_info *gi = &f->groups[g];
-        gi->layer = (int32_t)df11_ld32(r + GRP_LAYER);
-        gi->first_tensor = df11_ld32(r + GRP_FIRST_TENSOR);
-        gi->n_tensors = df11_ld32(r + GRP_N_TENSORS);
-        gi->payload_offset = df11_ld64(r + GRP_PAYLOAD_OFFSET);
-        gi->payload_size = df11_ld64(r + GRP_PAYLOAD_SIZE);
-        gi->decoded_size = df11_ld64(r + GRP_DECODED_SIZE);
-        gi->payload_xxh3 = df11_ld64(r + GRP_PAYLOAD_XXH3);
+        gi->layer = (int32_t)df11i_ld32(r + GRP_LAYER);
+        gi->first_tensor = df11i_ld32(r + GRP_FIRST_TENSOR);
+        gi->n_tensors = df11i_ld32(r + GRP_N_TENSORS);
+        gi->payload_offset = df11i_ld64(r + GRP_PAYLOAD_OFFSET);
+        gi->payload_size = df11i_ld64(r + GRP_PAYLOAD_SIZE);
+        gi->decoded_size = df11i_ld64(r + GRP_DECODED_SIZE);
+        gi->payload_xxh3 = df11i_ld64(r + GRP_PAYLOAD_XXH3);
         if (gi->first_tensor != next_tensor || gi->n_tensors == 0 ||
             gi->n_tensors > f->n_tensors - next_tensor)
             return FAIL(DF11_ERR_CORRUPT, "group %u: tensors [%u, +%u) do not follow group %u", g,
@@ -253,7 +253,7 @@ static df11_status parse_groups(df11_file *f)
         if (gi->payload_offset % DF11_PAYLOAD_ALIGN || gi->payload_offset < prev_end)
             return FAIL(DF11_ERR_CORRUPT, "group %u: payload offset %llu misplaced", g,
                         (unsigned long long)gi->payload_offset);
-        if (!df11_range_ok(gi->payload_offset, gi->payload_size, f->size))
+        if (!df11i_range_ok(gi->payload_offset, gi->payload_size, f->size))
             return FAIL(DF11_ERR_TRUNCATED, "group %u: payload [%llu, +%llu) past the end of '%s'", g,
                         (unsigned long long)gi->payload_offset, (unsigned long long)gi->payload_size, f->path);
         prev_end = gi->payload_offset + gi->payload_size;
@@ -270,7 +270,7 @@ static df11_status parse_groups(df11_file *f)
 }
 
 /* Section [off, off+len) of a tensor must lie in its payload. */
-#define SECTION_OK(off, len, payload) df11_range_ok((off), (len), (payload))
+#define SECTION_OK(off, len, payload) df11i_range_ok((off), (len), (payload))
 
 /* The code parameters and sections of tensor t (record r), whose codec is not RAW: it
  * must be EXP_HUFFMAN on BF16, every section inside the ps-byte payload and aligned as the
@@ -278,30 +278,30 @@ static df11_status parse_groups(df11_file *f)
 static df11_status parse_coded_sections(df11_file *f, uint32_t t, const uint8_t *r, uint64_t ps)
 {
     df11_tensor_info *ti = &f->tensors[t];
-    df11_tensor_layout *lo = &f->layouts[t];
+    df11i_tensor_layout *lo = &f->layouts[t];
     const uint64_t ne = ti->n_elements;
     if (ti->codec != DF11_CODEC_EXP_HUFFMAN || ti->dtype != DF11_DTYPE_BF16)
         return FAIL(DF11_ERR_CORRUPT, "tensor %u: codec %u for dtype %s", t, ti->codec, df11_dtype_name(ti->dtype));
     ti->max_code_len = r[TEN_MAX_CODE_LEN];
-    ti->lane_symbols = df11_ld32(r + TEN_LANE_SYMBOLS);
-    lo->n_chunks = df11_ld32(r + TEN_N_CHUNKS);
+    ti->lane_symbols = df11i_ld32(r + TEN_LANE_SYMBOLS);
+    lo->n_chunks = df11i_ld32(r + TEN_N_CHUNKS);
     if (ti->max_code_len < 1 || ti->max_code_len > DF11_MAX_CODE_LEN || ti->lane_symbols < DF11_GROUP ||
         ti->lane_symbols % DF11_GROUP || ti->lane_symbols > DF11_MAX_LANE_SYMBOLS ||
-        lo->n_chunks != df11_n_chunks(ne, ti->lane_symbols))
+        lo->n_chunks != df11i_n_chunks(ne, ti->lane_symbols))
         return FAIL(DF11_ERR_CORRUPT, "tensor %u: code parameters L=%u S=%u chunks=%u", t,
                     ti->max_code_len, ti->lane_symbols, lo->n_chunks);
-    lo->codebook_offset = df11_ld64(r + TEN_CODEBOOK_OFFSET);
-    lo->chunks_offset = df11_ld64(r + TEN_CHUNKS_OFFSET);
-    lo->lanes_offset = df11_ld64(r + TEN_LANES_OFFSET);
-    lo->stream_offset = df11_ld64(r + TEN_STREAM_OFFSET);
-    lo->stream_size = df11_ld64(r + TEN_STREAM_SIZE);
-    uint64_t lanes = df11_n_lane_entries(ne, ti->lane_symbols);
+    lo->codebook_offset = df11i_ld64(r + TEN_CODEBOOK_OFFSET);
+    lo->chunks_offset = df11i_ld64(r + TEN_CHUNKS_OFFSET);
+    lo->lanes_offset = df11i_ld64(r + TEN_LANES_OFFSET);
+    lo->stream_offset = df11i_ld64(r + TEN_STREAM_OFFSET);
+    lo->stream_size = df11i_ld64(r + TEN_STREAM_SIZE);
+    uint64_t lanes = df11i_n_lane_entries(ne, ti->lane_symbols);
     if (!SECTION_OK(lo->codebook_offset, 2, ps) || !SECTION_OK(lo->chunks_offset, (uint64_t)lo->n_chunks * 4, ps) ||
         !SECTION_OK(lo->lanes_offset, lanes * 2, ps) || !SECTION_OK(lo->stream_offset, lo->stream_size, ps) ||
         !SECTION_OK(lo->data_offset, ne, ps) || lo->chunks_offset % 4 || lo->lanes_offset % 2 ||
         lo->stream_offset % 16 || lo->data_offset % 16 || lo->stream_size % 4 || lo->stream_size < 8)
         return FAIL(DF11_ERR_RANGE, "tensor %u: sections outside or misaligned in its payload", t);
-    uint32_t cb_size = df11_ld32(r + TEN_CODEBOOK_SIZE);
+    uint32_t cb_size = df11i_ld32(r + TEN_CODEBOOK_SIZE);
     if (cb_size < 2 || cb_size > 130 || !SECTION_OK(lo->codebook_offset, cb_size, ps))
         return FAIL(DF11_ERR_CORRUPT, "tensor %u: codebook size %u", t, cb_size);
     lo->codebook_size = cb_size;
@@ -312,11 +312,11 @@ static df11_status parse_coded_sections(df11_file *f, uint32_t t, const uint8_t 
 
 static df11_status parse_tensor(df11_file *f, uint32_t t, uint64_t *decoded_end)
 {
-    const uint64_t t_off = df11_ld64(f->index + HDR_TENSORS_OFFSET);
+    const uint64_t t_off = df11i_ld64(f->index + HDR_TENSORS_OFFSET);
     const uint8_t *r = f->index + t_off + (uint64_t)t * DF11_TENSOR_RECORD;
     df11_tensor_info *ti = &f->tensors[t];
-    df11_tensor_layout *lo = &f->layouts[t];
-    ti->group = df11_ld32(r + TEN_GROUP);
+    df11i_tensor_layout *lo = &f->layouts[t];
+    ti->group = df11i_ld32(r + TEN_GROUP);
     if (ti->group >= f->n_groups || t < f->groups[ti->group].first_tensor ||
         t >= f->groups[ti->group].first_tensor + f->groups[ti->group].n_tensors)
         return FAIL(DF11_ERR_CORRUPT, "tensor %u: group %u does not hold it", t, ti->group);
@@ -329,23 +329,23 @@ static df11_status parse_tensor(df11_file *f, uint32_t t, uint64_t *decoded_end)
     if (ti->ndim > DF11_MAX_DIMS) return FAIL(DF11_ERR_CORRUPT, "tensor %u: %u dims", t, ti->ndim);
     uint64_t ne = 1;
     for (uint32_t d = 0; d < DF11_MAX_DIMS; d++) {
-        ti->shape[d] = df11_ld64(r + TEN_SHAPE + 8 * d);
-        if (d < ti->ndim && !df11_mul_ok(ne, ti->shape[d], &ne))
+        ti->shape[d] = df11i_ld64(r + TEN_SHAPE + 8 * d);
+        if (d < ti->ndim && !df11i_mul_ok(ne, ti->shape[d], &ne))
             return FAIL(DF11_ERR_OVERFLOW, "tensor %u: shape overflows", t);
     }
-    ti->n_elements = df11_ld64(r + TEN_N_ELEMENTS);
-    if (ne != ti->n_elements || !df11_mul_ok(ne, es, &ti->nbytes))
+    ti->n_elements = df11i_ld64(r + TEN_N_ELEMENTS);
+    if (ne != ti->n_elements || !df11i_mul_ok(ne, es, &ti->nbytes))
         return FAIL(DF11_ERR_CORRUPT, "tensor %u: %llu elements do not match its shape", t,
                     (unsigned long long)ti->n_elements);
-    ti->decoded_offset = df11_ld64(r + TEN_DECODED_OFFSET);
+    ti->decoded_offset = df11i_ld64(r + TEN_DECODED_OFFSET);
     if (ti->decoded_offset % DF11_DECODED_ALIGN || ti->decoded_offset != *decoded_end)
         return FAIL(DF11_ERR_CORRUPT, "tensor %u: decoded offset %llu", t, (unsigned long long)ti->decoded_offset);
-    uint64_t aligned = df11_align_up(ti->nbytes, DF11_DECODED_ALIGN);
-    if (aligned < ti->nbytes || !df11_add_ok(*decoded_end, aligned, decoded_end) ||
+    uint64_t aligned = df11i_align_up(ti->nbytes, DF11_DECODED_ALIGN);
+    if (aligned < ti->nbytes || !df11i_add_ok(*decoded_end, aligned, decoded_end) ||
         *decoded_end > gi->decoded_size)
         return FAIL(DF11_ERR_CORRUPT, "tensor %u: past its group's decoded size", t);
     const uint64_t ps = gi->payload_size;
-    lo->data_offset = df11_ld64(r + TEN_DATA_OFFSET);
+    lo->data_offset = df11i_ld64(r + TEN_DATA_OFFSET);
     memcpy(&ti->exponent_entropy, r + TEN_ENTROPY, 4);
     if (ti->codec == DF11_CODEC_RAW) {
         /* aligned like every section: the GPU copies raw bytes 16 at a time */
@@ -427,7 +427,7 @@ df11_status df11_file_open(const char *path, df11_file **out)
     df11_file *f = NULL;
     df11_status st = file_new(path, &f);
     if (st != DF11_OK) return st;
-    if ((st = df11_open_regular(path, 0, &f->fd, &f->size)) != DF11_OK || (st = file_parse(f)) != DF11_OK) {
+    if ((st = df11i_open_regular(path, 0, &f->fd, &f->size)) != DF11_OK || (st = file_parse(f)) != DF11_OK) {
         df11_file_close(f);
         return st;
     }
@@ -435,9 +435,9 @@ df11_status df11_file_open(const char *path, df11_file **out)
     return DF11_OK;
 }
 
-df11_status df11_file_open_memory(const void *data, size_t size, const char *label, df11_file **out)
+df11_status df11i_file_open_memory(const void *data, size_t size, const char *label, df11_file **out)
 {
-    if (!data || !out) return FAIL(DF11_ERR_INVALID_ARG, "df11_file_open_memory: NULL argument");
+    if (!data || !out) return FAIL(DF11_ERR_INVALID_ARG, "df11i_file_open_memory: NULL argument");
     *out = NULL;
     df11_file *f = NULL;
     df11_status st = file_new(label ? label : "<memory>", &f);
@@ -469,7 +469,7 @@ void df11_file_close(df11_file *f)
 
 const char *df11_file_path(const df11_file *f) { return f->path; }
 uint64_t df11_file_size(const df11_file *f) { return f->size; }
-int df11_file_fd(const df11_file *f) { return f->fd; }
+int df11i_file_fd(const df11_file *f) { return f->fd; }
 uint32_t df11_file_n_groups(const df11_file *f) { return f->n_groups; }
 uint32_t df11_file_n_tensors(const df11_file *f) { return f->n_tensors; }
 uint32_t df11_file_n_layers(const df11_file *f) { return f->n_layers; }
@@ -484,7 +484,7 @@ const df11_tensor_info *df11_file_tensor(const df11_file *f, uint32_t t)
     return f && t < f->n_tensors ? &f->tensors[t] : NULL;
 }
 
-const df11_tensor_layout *df11_file_tensor_layout(const df11_file *f, uint32_t t)
+const df11i_tensor_layout *df11i_file_tensor_layout(const df11_file *f, uint32_t t)
 {
     return f && t < f->n_tensors ? &f->layouts[t] : NULL;
 }
@@ -541,19 +541,19 @@ df11_status df11_file_read_group(const df11_file *f, uint32_t g, void *payload)
     return df11_group_verify(f, g, payload, gi->payload_size);
 }
 
-df11_status df11_file_tensor_coded(const df11_file *f, uint32_t t, const void *payload, df11_coded *c)
+df11_status df11i_file_tensor_coded(const df11_file *f, uint32_t t, const void *payload, df11i_coded *c)
 {
     if (!f || t >= f->n_tensors || !payload || !c)
-        return FAIL(DF11_ERR_INVALID_ARG, "df11_file_tensor_coded: bad argument");
+        return FAIL(DF11_ERR_INVALID_ARG, "df11i_file_tensor_coded: bad argument");
     const df11_tensor_info *ti = &f->tensors[t];
-    const df11_tensor_layout *lo = &f->layouts[t];
+    const df11i_tensor_layout *lo = &f->layouts[t];
     if (ti->codec != DF11_CODEC_EXP_HUFFMAN)
         return FAIL(DF11_ERR_INVALID_ARG, "tensor '%s' is not Huffman-coded", ti->name);
     const uint8_t *p = payload;
     memset(c, 0, sizeof *c);
-    df11_status st = df11_codebook_read(p + lo->codebook_offset, lo->codebook_size,
+    df11_status st = df11i_codebook_read(p + lo->codebook_offset, lo->codebook_size,
                                         ti->max_code_len, &c->code);
-    if (st != DF11_OK) return df11_fail_context(st, "tensor '%s'", ti->name);
+    if (st != DF11_OK) return df11i_fail_context(st, "tensor '%s'", ti->name);
     c->n_elements = ti->n_elements;
     c->max_len = ti->max_code_len;
     c->lane_symbols = ti->lane_symbols;
@@ -563,8 +563,8 @@ df11_status df11_file_tensor_coded(const df11_file *f, uint32_t t, const void *p
     c->stream = (const uint32_t *)(p + lo->stream_offset);
     c->stream_bytes = lo->stream_size;
     c->sm = p + lo->data_offset;
-    st = df11_coded_validate(c);
-    if (st != DF11_OK) return df11_fail_context(st, "tensor '%s'", ti->name);
+    st = df11i_coded_validate(c);
+    if (st != DF11_OK) return df11i_fail_context(st, "tensor '%s'", ti->name);
     return DF11_OK;
 }
 
@@ -577,11 +577,11 @@ df11_status df11_tensor_decode_host(const df11_file *f, uint32_t t, const void *
         if (ti->nbytes) memcpy(out, (const uint8_t *)payload + f->layouts[t].data_offset, ti->nbytes);
         return DF11_OK;
     }
-    df11_coded c;
-    df11_status st = df11_file_tensor_coded(f, t, payload, &c);
+    df11i_coded c;
+    df11_status st = df11i_file_tensor_coded(f, t, payload, &c);
     if (st != DF11_OK) return st;
-    st = df11_decode_host(&c, out, n_threads);
-    if (st != DF11_OK) return df11_fail_context(st, "tensor '%s'", ti->name);
+    st = df11i_decode_host(&c, out, n_threads);
+    if (st != DF11_OK) return df11i_fail_context(st, "tensor '%s'", ti->name);
     return DF11_OK;
 }
 

@@ -1,5 +1,5 @@
 /* On-disk layout of .df11 version 2 (docs/FORMAT.md): sizes and field offsets. Readers and
- * writers go through these constants and the df11_ld / df11_st helpers, never through
+ * writers go through these constants and the df11i_ld / df11i_st helpers, never through
  * packed structs, so the layout is exactly what the document says on every compiler. */
 #ifndef DF11_LOADER_FORMAT_H
 #define DF11_LOADER_FORMAT_H

@@ -52,7 +52,7 @@ typedef struct reader {
 static df11_status rd_submit_one(reader *r, rd_buf *b, uint64_t off, uint32_t len)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
-    if (!sqe) return df11_fail(DF11_ERR_IO, "'%s': io_uring queue full", r->path);
+    if (!sqe) return df11i_fail(DF11_ERR_IO, "'%s': io_uring queue full", r->path);
     rd_req *q = r->free_reqs[--r->n_free];
     q->buf = b;
     q->off = off;
@@ -84,7 +84,7 @@ static df11_status rd_pump(reader *r, rd_buf *first, rd_buf *second)
     }
     if (any) {
         int e = io_uring_submit(&r->ring);
-        if (e < 0) return df11_fail_errno(DF11_ERR_IO, -e, "'%s': io_uring_submit", r->path);
+        if (e < 0) return df11i_fail_errno(DF11_ERR_IO, -e, "'%s': io_uring_submit", r->path);
     }
     return DF11_OK;
 }
@@ -96,7 +96,7 @@ static void rd_start(reader *r, rd_buf *b, int64_t group, const df11_group_info 
     b->need = gi->payload_size;
     b->off = gi->payload_offset;
     /* O_DIRECT wants whole 4 KiB blocks; a read past the end of the file comes back short. */
-    b->end = gi->payload_offset + df11_align_up(gi->payload_size, RD_ALIGN);
+    b->end = gi->payload_offset + df11i_align_up(gi->payload_size, RD_ALIGN);
     b->done = 0;
 }
 
@@ -108,7 +108,7 @@ static df11_status rd_reap(reader *r)
     int e = io_uring_wait_cqe(&r->ring, &cqe);
     if (e < 0) {
         if (e == -EINTR) return DF11_OK;
-        return df11_fail_errno(DF11_ERR_IO, -e, "'%s': io_uring_wait_cqe", r->path);
+        return df11i_fail_errno(DF11_ERR_IO, -e, "'%s': io_uring_wait_cqe", r->path);
     }
     rd_req *q = io_uring_cqe_get_data(cqe);
     int res = cqe->res;
@@ -129,14 +129,14 @@ static df11_status rd_reap(reader *r)
     } else if (res == -EAGAIN || res == -EINTR) {
         s = rd_submit_one(r, b, off, (uint32_t)len);
     } else if (res < 0) {
-        return df11_fail_errno(DF11_ERR_IO, -res, "'%s': read at offset %llu", r->path,
+        return df11i_fail_errno(DF11_ERR_IO, -res, "'%s': read at offset %llu", r->path,
                                (unsigned long long)off);
     } else {
         uint64_t got = (uint64_t)res;
         uint64_t want_end = off + len < r->file_size ? off + len : r->file_size;
         if (got < len && off + got < want_end) {
             if (got == 0)
-                return df11_fail(DF11_ERR_TRUNCATED, "'%s': file ends at %llu, before the "
+                return df11i_fail(DF11_ERR_TRUNCATED, "'%s': file ends at %llu, before the "
                                  "payload of group %lld", r->path, (unsigned long long)off,
                                  (long long)b->group);
             s = rd_submit_one(r, b, off + got, (uint32_t)(len - got));
@@ -152,13 +152,13 @@ static df11_status rd_reap(reader *r)
          * was reading; other reads of the same group may still be in flight. */
         uint64_t need_end = off + len < phi ? off + len : phi;
         if (got < len && off + got < need_end)
-            return df11_fail(DF11_ERR_TRUNCATED, "'%s': file ends at %llu, inside the payload "
+            return df11i_fail(DF11_ERR_TRUNCATED, "'%s': file ends at %llu, inside the payload "
                              "of group %lld", r->path, (unsigned long long)r->file_size,
                              (long long)b->group);
     }
     if (s != DF11_OK) return s;
     int sub = io_uring_submit(&r->ring);
-    if (sub < 0) return df11_fail_errno(DF11_ERR_IO, -sub, "'%s': io_uring_submit", r->path);
+    if (sub < 0) return df11i_fail_errno(DF11_ERR_IO, -sub, "'%s': io_uring_submit", r->path);
     return DF11_OK;
 }
 
@@ -168,7 +168,7 @@ static df11_status rd_wait(reader *r, rd_buf *b, rd_buf *other)
         df11_status s = rd_pump(r, b, other);
         if (s != DF11_OK) return s;
         if (!r->inflight)
-            return df11_fail(DF11_ERR_TRUNCATED, "'%s': group %lld: only %llu of %llu bytes "
+            return df11i_fail(DF11_ERR_TRUNCATED, "'%s': group %lld: only %llu of %llu bytes "
                              "could be read", r->path, (long long)b->group,
                              (unsigned long long)b->done, (unsigned long long)b->need);
         if ((s = rd_reap(r)) != DF11_OK) return s;
@@ -193,18 +193,18 @@ static void rd_drain(reader *r)
  * file (not its path) where the filesystem allows it. */
 static df11_status rd_open(reader *r, const df11_file *file)
 {
-    r->fd_buffered = df11_file_fd(file);
+    r->fd_buffered = df11i_file_fd(file);
     if (r->fd_buffered < 0)
-        return df11_fail(DF11_ERR_INVALID_ARG, "'%s': a memory image has no file to read",
+        return df11i_fail(DF11_ERR_INVALID_ARG, "'%s': a memory image has no file to read",
                          r->path);
     char self[64];
     snprintf(self, sizeof self, "/proc/self/fd/%d", r->fd_buffered);
-    if (df11_open_regular(self, O_DIRECT, &r->fd_direct, NULL) != DF11_OK) {
+    if (df11i_open_regular(self, O_DIRECT, &r->fd_direct, NULL) != DF11_OK) {
         r->fd_direct = -1; /* no O_DIRECT here (or no /proc): buffered reads */
-        df11_clear_error();
+        df11i_clear_error();
     }
     int e = io_uring_queue_init(RD_DEPTH, &r->ring, 0);
-    if (e < 0) return df11_fail_errno(DF11_ERR_IO, -e, "'%s': io_uring_queue_init", r->path);
+    if (e < 0) return df11i_fail_errno(DF11_ERR_IO, -e, "'%s': io_uring_queue_init", r->path);
     r->ring_ok = 1;
     return DF11_OK;
 }
@@ -222,9 +222,9 @@ static df11_status rd_check_sizes(const reader *r, const df11_file *file, uint32
                                   uint32_t count, uint64_t buf_size)
 {
     for (uint32_t g = first; g < first + count; g++) {
-        uint64_t need = df11_align_up(df11_file_group(file, g)->payload_size, RD_ALIGN);
+        uint64_t need = df11i_align_up(df11_file_group(file, g)->payload_size, RD_ALIGN);
         if (need > buf_size)
-            return df11_fail(DF11_ERR_INVALID_ARG, "'%s': group %u needs a %llu-byte read "
+            return df11i_fail(DF11_ERR_INVALID_ARG, "'%s': group %u needs a %llu-byte read "
                              "buffer, given %llu", r->path, g, (unsigned long long)need,
                              (unsigned long long)buf_size);
     }
@@ -234,7 +234,7 @@ static df11_status rd_check_sizes(const reader *r, const df11_file *file, uint32
 /* Group g is read (b); the next one starts into the other buffer (nb) before g is checked
  * and handed over, so that reading overlaps the sink's work. */
 static df11_status rd_run(reader *r, const df11_file *file, uint32_t first, uint32_t count,
-                          const df11_read_sink *sink)
+                          const df11i_read_sink *sink)
 {
     df11_status s = DF11_OK;
     rd_start(r, &r->bufs[0], first, df11_file_group(file, first));
@@ -257,12 +257,12 @@ static df11_status rd_run(reader *r, const df11_file *file, uint32_t first, uint
     return DF11_OK;
 }
 
-df11_status df11_read_groups(const df11_file *file, uint32_t first, uint32_t count,
-                             void *const bufs[2], uint64_t buf_size, const df11_read_sink *sink)
+df11_status df11i_read_groups(const df11_file *file, uint32_t first, uint32_t count,
+                             void *const bufs[2], uint64_t buf_size, const df11i_read_sink *sink)
 {
     if (!file || !bufs || !bufs[0] || !bufs[1] || !sink || !sink->consume || !sink->reuse ||
         first > df11_file_n_groups(file) || count > df11_file_n_groups(file) - first)
-        return df11_fail(DF11_ERR_INVALID_ARG, "df11_read_groups: bad argument");
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_read_groups: bad argument");
     if (count == 0) return DF11_OK;
     reader r;
     memset(&r, 0, sizeof r);

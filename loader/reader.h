@@ -3,8 +3,8 @@
  * runtime/load.c is its user (staging, GPU plans, uploads happen in its callbacks).
  *
  *     void *bufs[2] = {a, b};                 // DF11_READ_ALIGN-aligned, buf_size each
- *     df11_read_sink sink = {.consume = copy_out, .reuse = wait_copied, .ctx = model};
- *     df11_read_groups(file, 0, n_groups, bufs, buf_size, &sink);
+ *     df11i_read_sink sink = {.consume = copy_out, .reuse = wait_copied, .ctx = model};
+ *     df11i_read_groups(file, 0, n_groups, bufs, buf_size, &sink);
  *
  * The two buffers take turns: while sink->consume has group g's payload, group g+1 is
  * being read into the other buffer, in DF11_READ_CHUNK requests, up to DF11_READ_DEPTH in
@@ -25,7 +25,7 @@
 #define DF11_READ_DEPTH 32u
 #define DF11_READ_ALIGN 4096u   /* O_DIRECT: buffers, offsets and lengths in whole blocks */
 
-typedef struct df11_read_sink {
+typedef struct df11i_read_sink {
     /* Group `group`'s payload, read and checked, in buffer `buf` (0 or 1). The reader leaves
      * that buffer alone until reuse(ctx, buf) has returned. A failure stops the reading. */
     df11_status (*consume)(void *ctx, uint32_t group, const void *payload, int buf);
@@ -33,7 +33,7 @@ typedef struct df11_read_sink {
      * nothing consume started (an asynchronous copy) still reads it. */
     df11_status (*reuse)(void *ctx, int buf);
     void *ctx;
-} df11_read_sink;
+} df11i_read_sink;
 
 /* Reads groups [first, first + count) of `file` into bufs[0] and bufs[1] (buf_size bytes
  * each, at least every group's payload rounded up to DF11_READ_ALIGN), checks each
@@ -41,7 +41,7 @@ typedef struct df11_read_sink {
  * ends early fails with DF11_ERR_TRUNCATED; a memory image (no descriptor) with
  * DF11_ERR_INVALID_ARG. On return no read is in flight and nothing the reader opened is
  * left open, failure or not; the sink's own work (copies) may still be running. */
-df11_status df11_read_groups(const df11_file *file, uint32_t first, uint32_t count,
-                             void *const bufs[2], uint64_t buf_size, const df11_read_sink *sink);
+df11_status df11i_read_groups(const df11_file *file, uint32_t first, uint32_t count,
+                             void *const bufs[2], uint64_t buf_size, const df11i_read_sink *sink);
 
 #endif

@@ -35,7 +35,7 @@ typedef unsigned long long ull;
 
 /* ---- names storage ----
  * Tensor names must keep their address while model->tensors grows shard by shard, so each
- * df11_st_parse call puts its names in one chunk; chunks are chained through `prev`, and
+ * df11i_st_parse call puts its names in one chunk; chunks are chained through `prev`, and
  * model->names points at the newest. */
 
 typedef struct names_chunk {
@@ -132,7 +132,7 @@ static df11_status check_fields_once(const cJSON *item, const char *label)
     for (const cJSON *f = item->child; f; f = f->next)
         for (int k = 0; k < 3; k++)
             if (strcmp(f->string, fields[k]) == 0 && seen[k]++)
-                return df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has \"%s\" twice",
+                return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has \"%s\" twice",
                                  label, item->string, fields[k]);
     return DF11_OK;
 }
@@ -145,21 +145,21 @@ static df11_status parse_dtype_shape(const cJSON *item, const char *label, st_en
     const char *name = item->string;
     const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(item, "dtype");
     if (!cJSON_IsString(dtype))
-        return df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has no string \"dtype\"",
+        return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has no string \"dtype\"",
                          label, name);
     e->src.dtype = df11_dtype_from_name(dtype->valuestring);
     uint64_t esize = df11_dtype_size(e->src.dtype);
     if (esize == 0)
-        return df11_fail(DF11_ERR_DTYPE, "'%s': tensor '%s' has unknown dtype '%.32s'",
+        return df11i_fail(DF11_ERR_DTYPE, "'%s': tensor '%s' has unknown dtype '%.32s'",
                          label, name, dtype->valuestring);
 
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(item, "shape");
     if (!cJSON_IsArray(shape))
-        return df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has no array \"shape\"",
+        return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has no array \"shape\"",
                          label, name);
     int ndim = cJSON_GetArraySize(shape);
     if (ndim > DF11_MAX_DIMS)
-        return df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has %d dims (at most %d)",
+        return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has %d dims (at most %d)",
                          label, name, ndim, DF11_MAX_DIMS);
     e->src.ndim = (uint32_t)ndim;
     uint64_t n_el = 1;
@@ -167,17 +167,17 @@ static df11_status parse_dtype_shape(const cJSON *item, const char *label, st_en
     for (const cJSON *dim = shape->child; dim; dim = dim->next, d++) {
         df11_status st = json_u64(dim, DF11_ERR_OVERFLOW, &e->src.shape[d]);
         if (st == DF11_ERR_OVERFLOW)
-            return df11_fail(st, "'%s': tensor '%s': dim %d is %g, too large", label, name,
+            return df11i_fail(st, "'%s': tensor '%s': dim %d is %g, too large", label, name,
                              d, dim->valuedouble);
         if (st != DF11_OK)
-            return df11_fail(st, "'%s': tensor '%s': dim %d is not a non-negative integer",
+            return df11i_fail(st, "'%s': tensor '%s': dim %d is not a non-negative integer",
                              label, name, d);
-        if (!df11_mul_ok(n_el, e->src.shape[d], &n_el))
-            return df11_fail(DF11_ERR_OVERFLOW, "'%s': tensor '%s': element count overflows",
+        if (!df11i_mul_ok(n_el, e->src.shape[d], &n_el))
+            return df11i_fail(DF11_ERR_OVERFLOW, "'%s': tensor '%s': element count overflows",
                              label, name);
     }
-    if (!df11_mul_ok(n_el, esize, nbytes))
-        return df11_fail(DF11_ERR_OVERFLOW, "'%s': tensor '%s': %llu elements of %s overflow",
+    if (!df11i_mul_ok(n_el, esize, nbytes))
+        return df11i_fail(DF11_ERR_OVERFLOW, "'%s': tensor '%s': %llu elements of %s overflow",
                          label, name, (ull)n_el, df11_dtype_name(e->src.dtype));
     return DF11_OK;
 }
@@ -189,27 +189,27 @@ static df11_status parse_offsets(const cJSON *item, const char *label, uint64_t 
     const char *name = item->string;
     const cJSON *offs = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
     if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2)
-        return df11_fail(DF11_ERR_SAFETENSORS,
+        return df11i_fail(DF11_ERR_SAFETENSORS,
                          "'%s': tensor '%s' has no \"data_offsets\" array of two numbers",
                          label, name);
     /* An offset above 2^53 is past the end of any file we can map. */
     df11_status st = json_u64(offs->child, DF11_ERR_RANGE, &e->begin);
     if (st == DF11_OK) st = json_u64(offs->child->next, DF11_ERR_RANGE, &e->end);
     if (st == DF11_ERR_RANGE)
-        return df11_fail(st, "'%s': tensor '%s': data offset past the %llu-byte data area",
+        return df11i_fail(st, "'%s': tensor '%s': data offset past the %llu-byte data area",
                          label, name, (ull)data_size);
     if (st != DF11_OK)
-        return df11_fail(st, "'%s': tensor '%s': data_offsets are not non-negative integers",
+        return df11i_fail(st, "'%s': tensor '%s': data_offsets are not non-negative integers",
                          label, name);
     if (e->begin > e->end)
-        return df11_fail(DF11_ERR_RANGE, "'%s': tensor '%s': data_offsets [%llu, %llu] end "
+        return df11i_fail(DF11_ERR_RANGE, "'%s': tensor '%s': data_offsets [%llu, %llu] end "
                          "before they begin", label, name, (ull)e->begin, (ull)e->end);
     if (e->end - e->begin != nbytes)
-        return df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s': data_offsets span %llu "
+        return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s': data_offsets span %llu "
                          "bytes but shape and dtype need %llu", label, name,
                          (ull)(e->end - e->begin), (ull)nbytes);
     if (e->end > data_size)
-        return df11_fail(DF11_ERR_RANGE, "'%s': tensor '%s': data_offsets [%llu, %llu] past "
+        return df11i_fail(DF11_ERR_RANGE, "'%s': tensor '%s': data_offsets [%llu, %llu] past "
                          "the %llu-byte data area", label, name, (ull)e->begin, (ull)e->end,
                          (ull)data_size);
     return DF11_OK;
@@ -220,7 +220,7 @@ static df11_status parse_entry(const cJSON *item, const char *label, uint64_t da
                                st_entry *e)
 {
     if (!cJSON_IsObject(item))
-        return df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' is not a JSON object",
+        return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' is not a JSON object",
                          label, item->string);
     uint64_t nbytes = 0;
     df11_status st = check_fields_once(item, label);
@@ -235,14 +235,14 @@ static df11_status header_length(const uint8_t *file, size_t file_size, const ch
                                  uint64_t *hlen)
 {
     if (file_size < 8)
-        return df11_fail(DF11_ERR_TRUNCATED, "'%s': %zu bytes, too short for the 8-byte "
+        return df11i_fail(DF11_ERR_TRUNCATED, "'%s': %zu bytes, too short for the 8-byte "
                          "header length", label, file_size);
-    *hlen = df11_ld64(file);
+    *hlen = df11i_ld64(file);
     if (*hlen > ST_MAX_HEADER)
-        return df11_fail(DF11_ERR_SAFETENSORS, "'%s': header length %llu is over the %llu MiB "
+        return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': header length %llu is over the %llu MiB "
                          "limit", label, (ull)*hlen, (ull)(ST_MAX_HEADER >> 20));
     if (*hlen > file_size - 8)
-        return df11_fail(DF11_ERR_TRUNCATED, "'%s': header length %llu but only %zu bytes "
+        return df11i_fail(DF11_ERR_TRUNCATED, "'%s': header length %llu but only %zu bytes "
                          "follow", label, (ull)*hlen, file_size - 8);
     return DF11_OK;
 }
@@ -255,7 +255,7 @@ static df11_status parse_header_json(const uint8_t *header, uint64_t hlen, const
     /* cJSON gets a NUL-terminated copy so that no parser path can read past the header,
      * even when it ends exactly at the end of the mapping. */
     char *text = malloc(hlen + 1);
-    if (!text) return df11_fail(DF11_ERR_NO_MEMORY, "'%s': %llu-byte header", label, (ull)hlen);
+    if (!text) return df11i_fail(DF11_ERR_NO_MEMORY, "'%s': %llu-byte header", label, (ull)hlen);
     memcpy(text, header, hlen);
     text[hlen] = '\0';
     const char *end = NULL;
@@ -263,25 +263,25 @@ static df11_status parse_header_json(const uint8_t *header, uint64_t hlen, const
     df11_status st = DF11_OK;
     if (!root) {
         size_t at = end && end >= text && end <= text + hlen ? (size_t)(end - text) : 0;
-        st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': header is not valid JSON (near byte %zu)",
+        st = df11i_fail(DF11_ERR_SAFETENSORS, "'%s': header is not valid JSON (near byte %zu)",
                        label, at);
         goto out;
     }
     /* The format pads the header with spaces; anything else after the JSON is garbage. */
     for (const char *p = end; p < text + hlen; p++)
         if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-            st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': bytes after the header JSON "
+            st = df11i_fail(DF11_ERR_SAFETENSORS, "'%s': bytes after the header JSON "
                            "(at byte %zu)", label, (size_t)(p - text));
             goto out;
         }
     if (!cJSON_IsObject(root)) {
-        st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': header is not a JSON object", label);
+        st = df11i_fail(DF11_ERR_SAFETENSORS, "'%s': header is not a JSON object", label);
         goto out;
     }
     bool top_key = false;
     long long nul = json_find_nul(text, hlen, &top_key);
     if (nul >= 0) {
-        st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': NUL in %s (header byte %lld)", label,
+        st = df11i_fail(DF11_ERR_SAFETENSORS, "'%s': NUL in %s (header byte %lld)", label,
                        top_key ? "tensor name" : "a header string", nul);
         goto out;
     }
@@ -309,7 +309,7 @@ static df11_status count_entries(const cJSON *root, const char *label, size_t *n
         *name_bytes += strlen(it->string) + 1;
     }
     if (n_meta > 1)
-        return df11_fail(DF11_ERR_DUPLICATE, "'%s': \"__metadata__\" appears %zu times", label,
+        return df11i_fail(DF11_ERR_DUPLICATE, "'%s': \"__metadata__\" appears %zu times", label,
                          n_meta);
     return DF11_OK;
 }
@@ -344,7 +344,7 @@ static df11_status sort_check_overlaps(st_entry *entries, size_t n, const char *
         const st_entry *e = &entries[i];
         if (e->begin == e->end) continue; /* empty tensors take no bytes */
         if (reach && e->begin < reach->end)
-            return df11_fail(DF11_ERR_RANGE, "'%s': tensors '%s' [%llu, %llu] and '%s' "
+            return df11i_fail(DF11_ERR_RANGE, "'%s': tensors '%s' [%llu, %llu] and '%s' "
                              "[%llu, %llu] overlap", label, reach->src.name, (ull)reach->begin,
                              (ull)reach->end, e->src.name, (ull)e->begin, (ull)e->end);
         if (!reach || e->end > reach->end) reach = e;
@@ -353,7 +353,7 @@ static df11_status sort_check_overlaps(st_entry *entries, size_t n, const char *
 }
 
 /* Appends the tensors of one parsed header to `model`, or leaves it as it was. */
-static df11_status add_tensors(df11_st_model *model, const cJSON *root, const uint8_t *data,
+static df11_status add_tensors(df11i_st_model *model, const cJSON *root, const uint8_t *data,
                                uint64_t data_size, const char *label)
 {
     size_t n_new, name_bytes;
@@ -366,13 +366,13 @@ static df11_status add_tensors(df11_st_model *model, const cJSON *root, const ui
     df11_tensor_source *grown = realloc(model->tensors, n_all * sizeof *grown);
     if (grown) model->tensors = grown; /* a larger array with n_tensors unchanged is harmless */
     if (!entries || !chunk || !grown) {
-        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensors", label, n_new);
+        st = df11i_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensors", label, n_new);
         goto out;
     }
     if ((st = parse_entries(root, label, data, data_size, entries, chunk->text)) != DF11_OK) goto out;
     if ((st = sort_check_overlaps(entries, n_new, label)) != DF11_OK) goto out;
     for (size_t i = 0; i < n_new; i++) model->tensors[n_old + i] = entries[i].src;
-    if ((st = df11_names_unique(model->tensors, n_all, label)) != DF11_OK) goto out;
+    if ((st = df11i_names_unique(model->tensors, n_all, label)) != DF11_OK) goto out;
 
     chunk->prev = (names_chunk *)(void *)model->names;
     model->names = (char *)chunk;
@@ -384,12 +384,12 @@ out:
     return st;
 }
 
-df11_status df11_st_parse(df11_st_model *model, const uint8_t *file, size_t file_size,
+df11_status df11i_st_parse(df11i_st_model *model, const uint8_t *file, size_t file_size,
                           const char *file_label)
 {
     const char *label = file_label ? file_label : "<memory>";
     if (!model || (!file && file_size))
-        return df11_fail(DF11_ERR_INVALID_ARG, "df11_st_parse: NULL model or file");
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_st_parse: NULL model or file");
     uint64_t hlen = 0;
     df11_status st = header_length(file, file_size, label, &hlen);
     if (st != DF11_OK) return st;
@@ -428,29 +428,29 @@ static df11_status read_text(const char *path, uint64_t cap, df11_status too_big
     *out = NULL;
     int fd;
     uint64_t fsize;
-    df11_status st = df11_open_regular(path, 0, &fd, &fsize); /* a FIFO must not block */
+    df11_status st = df11i_open_regular(path, 0, &fd, &fsize); /* a FIFO must not block */
     if (st != DF11_OK) return st;
     char *buf = NULL;
     if (fsize > cap) {
-        st = df11_fail(too_big, "'%s' is %llu bytes, over the %llu MiB limit", path,
+        st = df11i_fail(too_big, "'%s' is %llu bytes, over the %llu MiB limit", path,
                        (ull)fsize, (ull)(cap >> 20));
         goto out;
     }
     size_t size = (size_t)fsize, got = 0;
     buf = malloc(size + 1);
     if (!buf) {
-        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu bytes", path, size);
+        st = df11i_fail(DF11_ERR_NO_MEMORY, "'%s': %zu bytes", path, size);
         goto out;
     }
     while (got < size) {
         ssize_t r = read(fd, buf + got, size - got);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) {
-            st = df11_fail_errno(DF11_ERR_IO, errno, "cannot read '%s'", path);
+            st = df11i_fail_errno(DF11_ERR_IO, errno, "cannot read '%s'", path);
             goto out;
         }
         if (r == 0) {
-            st = df11_fail(DF11_ERR_TRUNCATED, "'%s' shrank while being read", path);
+            st = df11i_fail(DF11_ERR_TRUNCATED, "'%s' shrank while being read", path);
             goto out;
         }
         got += (size_t)r;
@@ -465,36 +465,36 @@ out:
     return st;
 }
 
-static df11_status map_and_parse(df11_st_model *model, const char *path)
+static df11_status map_and_parse(df11i_st_model *model, const char *path)
 {
     int fd;
     uint64_t fsize;
-    df11_status st = df11_open_regular(path, 0, &fd, &fsize); /* a FIFO must not block */
+    df11_status st = df11i_open_regular(path, 0, &fd, &fsize); /* a FIFO must not block */
     if (st != DF11_OK) return st;
     if (fsize > SIZE_MAX) {
         close(fd);
-        return df11_fail(DF11_ERR_RANGE, "'%s': %llu bytes do not fit the address space",
+        return df11i_fail(DF11_ERR_RANGE, "'%s': %llu bytes do not fit the address space",
                          path, (ull)fsize);
     }
     size_t size = (size_t)fsize;
     if (size < 8) { /* mmap refuses length 0; the parser gives the real reason */
         close(fd);
         uint8_t small[8] = {0};
-        return df11_st_parse(model, small, size, path);
+        return df11i_st_parse(model, small, size, path);
     }
-    struct df11_st_map *maps = realloc(model->maps, (model->n_maps + 1) * sizeof *maps);
+    struct df11i_st_map *maps = realloc(model->maps, (model->n_maps + 1) * sizeof *maps);
     if (!maps) {
         close(fd);
-        return df11_fail(DF11_ERR_NO_MEMORY, "'%s': map table", path);
+        return df11i_fail(DF11_ERR_NO_MEMORY, "'%s': map table", path);
     }
     model->maps = maps;
     void *base = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int err = errno;
     close(fd); /* the mapping keeps the file */
-    if (base == MAP_FAILED) return df11_fail_errno(DF11_ERR_IO, err, "cannot mmap '%s'", path);
-    /* Recorded before parsing so that df11_st_close unmaps it whatever happens next. */
-    maps[model->n_maps++] = (struct df11_st_map){ base, size };
-    return df11_st_parse(model, base, size, path);
+    if (base == MAP_FAILED) return df11i_fail_errno(DF11_ERR_IO, err, "cannot mmap '%s'", path);
+    /* Recorded before parsing so that df11i_st_close unmaps it whatever happens next. */
+    maps[model->n_maps++] = (struct df11i_st_map){ base, size };
+    return df11i_st_parse(model, base, size, path);
 }
 
 typedef struct {
@@ -528,12 +528,12 @@ static df11_status read_index(const char *index_path, cJSON **root_out, const cJ
     bool top_key;
     long long nul;
     if (!cJSON_IsObject(root) || !cJSON_IsObject(map))
-        st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': not a JSON object with a \"weight_map\" "
+        st = df11i_fail(DF11_ERR_SAFETENSORS, "'%s': not a JSON object with a \"weight_map\" "
                        "object", index_path);
     else if ((nul = json_find_nul(text, len, &top_key)) >= 0)
-        st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': NUL in a name (byte %lld)", index_path, nul);
+        st = df11i_fail(DF11_ERR_SAFETENSORS, "'%s': NUL in a name (byte %lld)", index_path, nul);
     else if (cJSON_GetArraySize(map) == 0)
-        st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': weight_map names no tensors", index_path);
+        st = df11i_fail(DF11_ERR_SAFETENSORS, "'%s': weight_map names no tensors", index_path);
     free(text);
     if (st != DF11_OK) {
         cJSON_Delete(root);
@@ -554,10 +554,10 @@ static df11_status read_weight_map(const cJSON *map, const char *index_path, st_
     size_t n = 0;
     for (const cJSON *it = map->child; it; it = it->next, n++) {
         if (!cJSON_IsString(it))
-            return df11_fail(DF11_ERR_SAFETENSORS, "'%s': weight_map entry '%s' is not a "
+            return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': weight_map entry '%s' is not a "
                              "string", index_path, it->string);
         if (!shard_name_ok(it->valuestring))
-            return df11_fail(DF11_ERR_SAFETENSORS, "'%s': shard name '%.200s' (of tensor "
+            return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': shard name '%.200s' (of tensor "
                              "'%s') is empty or leaves the folder", index_path,
                              it->valuestring, it->string);
         wm[n] = (st_owner){ it->string, 0 };
@@ -566,7 +566,7 @@ static df11_status read_weight_map(const cJSON *map, const char *index_path, st_
     qsort(wm, n, sizeof *wm, cmp_owner);
     for (size_t i = 1; i < n; i++)
         if (strcmp(wm[i - 1].name, wm[i].name) == 0)
-            return df11_fail(DF11_ERR_DUPLICATE, "'%s': weight_map names tensor '%s' twice",
+            return df11i_fail(DF11_ERR_DUPLICATE, "'%s': weight_map names tensor '%s' twice",
                              index_path, wm[i].name);
     return DF11_OK;
 }
@@ -585,14 +585,14 @@ static size_t unique_shards(const char **shards, size_t n)
 
 /* Maps and parses each shard of `dir` in order; shard s's tensors are
  * model->tensors[shard_start[s], shard_start[s + 1]). */
-static df11_status parse_shards(df11_st_model *model, const char *dir, const char *index_path,
+static df11_status parse_shards(df11i_st_model *model, const char *dir, const char *index_path,
                                 const char **shards, size_t n_shards, size_t *shard_start)
 {
     df11_status st = DF11_OK;
     for (size_t s = 0; s < n_shards && st == DF11_OK; s++) {
         shard_start[s] = model->n_tensors;
         char *shard_path = path_join(dir, shards[s]);
-        if (!shard_path) return df11_fail(DF11_ERR_NO_MEMORY, "'%s': shard path", index_path);
+        if (!shard_path) return df11i_fail(DF11_ERR_NO_MEMORY, "'%s': shard path", index_path);
         st = map_and_parse(model, shard_path);
         free(shard_path);
     }
@@ -602,13 +602,13 @@ static df11_status parse_shards(df11_st_model *model, const char *dir, const cha
 
 /* Every tensor the index names must be in the shard it names. Tensors a shard holds
  * beyond the index are kept: they are in the files, and unique. */
-static df11_status check_owners(const df11_st_model *model, const cJSON *map,
+static df11_status check_owners(const df11i_st_model *model, const cJSON *map,
                                 const char *index_path, const char **shards, size_t n_shards,
                                 const size_t *shard_start)
 {
     size_t n_have = model->n_tensors;
     st_owner *have = malloc((n_have ? n_have : 1) * sizeof *have);
-    if (!have) return df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensors", index_path, n_have);
+    if (!have) return df11i_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensors", index_path, n_have);
     for (size_t s = 0; s < n_shards; s++)
         for (size_t t = shard_start[s]; t < shard_start[s + 1]; t++)
             have[t] = (st_owner){ model->tensors[t].name, s };
@@ -618,14 +618,14 @@ static df11_status check_owners(const df11_st_model *model, const cJSON *map,
         st_owner key = { it->string, 0 };
         const st_owner *h = bsearch(&key, have, n_have, sizeof *have, cmp_owner);
         if (!h || strcmp(shards[h->shard], it->valuestring) != 0)
-            st = df11_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' is not in shard '%s'",
+            st = df11i_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' is not in shard '%s'",
                            index_path, it->string, it->valuestring);
     }
     free(have);
     return st;
 }
 
-static df11_status open_index(df11_st_model *model, const char *dir, const char *index_path)
+static df11_status open_index(df11i_st_model *model, const char *dir, const char *index_path)
 {
     cJSON *root;
     const cJSON *map;
@@ -636,14 +636,14 @@ static df11_status open_index(df11_st_model *model, const char *dir, const char 
     const char **shards = malloc(n_wm * sizeof *shards);
     size_t *shard_start = NULL;
     if (!wm || !shards) {
-        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu entries", index_path, n_wm);
+        st = df11i_fail(DF11_ERR_NO_MEMORY, "'%s': %zu entries", index_path, n_wm);
         goto out;
     }
     if ((st = read_weight_map(map, index_path, wm, shards)) != DF11_OK) goto out;
     n_shards = unique_shards(shards, n_wm);
     shard_start = malloc((n_shards + 1) * sizeof *shard_start);
     if (!shard_start) {
-        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu shards", index_path, n_shards);
+        st = df11i_fail(DF11_ERR_NO_MEMORY, "'%s': %zu shards", index_path, n_shards);
         goto out;
     }
     st = parse_shards(model, dir, index_path, shards, n_shards, shard_start);
@@ -656,14 +656,14 @@ out:
     return st;
 }
 
-static df11_status open_folder(df11_st_model *model, const char *dir)
+static df11_status open_folder(df11i_st_model *model, const char *dir)
 {
     char *index = path_join(dir, ST_INDEX_NAME);
     char *single = path_join(dir, ST_SINGLE_NAME);
     char *config = path_join(dir, ST_CONFIG_NAME);
     df11_status st;
     if (!index || !single || !config) {
-        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': paths", dir);
+        st = df11i_fail(DF11_ERR_NO_MEMORY, "'%s': paths", dir);
         goto out;
     }
     if (is_regular(index))
@@ -671,7 +671,7 @@ static df11_status open_folder(df11_st_model *model, const char *dir)
     else if (is_regular(single))
         st = map_and_parse(model, single);
     else
-        st = df11_fail_errno(DF11_ERR_IO, ENOENT, "'%s' has neither " ST_SINGLE_NAME " nor "
+        st = df11i_fail_errno(DF11_ERR_IO, ENOENT, "'%s' has neither " ST_SINGLE_NAME " nor "
                              ST_INDEX_NAME, dir);
     if (st == DF11_OK && access(config, F_OK) == 0)
         st = read_text(config, ST_MAX_CONFIG, DF11_ERR_UNSUPPORTED, &model->config_json,
@@ -683,24 +683,24 @@ out:
     return st;
 }
 
-df11_status df11_st_open(const char *path, df11_st_model **out)
+df11_status df11i_st_open(const char *path, df11i_st_model **out)
 {
-    if (!path || !out) return df11_fail(DF11_ERR_INVALID_ARG, "df11_st_open: NULL argument");
+    if (!path || !out) return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_st_open: NULL argument");
     *out = NULL;
     struct stat sb;
-    if (stat(path, &sb) != 0) return df11_fail_errno(DF11_ERR_IO, errno, "cannot open '%s'", path);
-    df11_st_model *model = calloc(1, sizeof *model);
-    if (!model) return df11_fail(DF11_ERR_NO_MEMORY, "'%s': model", path);
+    if (stat(path, &sb) != 0) return df11i_fail_errno(DF11_ERR_IO, errno, "cannot open '%s'", path);
+    df11i_st_model *model = calloc(1, sizeof *model);
+    if (!model) return df11i_fail(DF11_ERR_NO_MEMORY, "'%s': model", path);
     df11_status st = S_ISDIR(sb.st_mode) ? open_folder(model, path) : map_and_parse(model, path);
     if (st != DF11_OK) {
-        df11_st_close(model);
+        df11i_st_close(model);
         return st;
     }
     *out = model;
     return DF11_OK;
 }
 
-void df11_st_close(df11_st_model *model)
+void df11i_st_close(df11i_st_model *model)
 {
     if (!model) return;
     for (size_t i = 0; i < model->n_maps; i++) munmap(model->maps[i].base, model->maps[i].size);

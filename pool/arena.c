@@ -5,10 +5,10 @@
 #include "common/error.h"
 #include "pool/arena.h"
 
-df11_status df11_arena_init(df11_arena *a, uint32_t n_slots, uint64_t slot_size, void *base)
+df11_status df11i_arena_init(df11i_arena *a, uint32_t n_slots, uint64_t slot_size, void *base)
 {
     if (!a || n_slots == 0 || n_slots > DF11_ARENA_MAX_SLOTS)
-        return df11_fail(DF11_ERR_INVALID_ARG, "arena: %u slots (1..%d)", n_slots,
+        return df11i_fail(DF11_ERR_INVALID_ARG, "arena: %u slots (1..%d)", n_slots,
                          DF11_ARENA_MAX_SLOTS);
     memset(a, 0, sizeof *a);
     a->n_slots = n_slots;
@@ -20,22 +20,22 @@ df11_status df11_arena_init(df11_arena *a, uint32_t n_slots, uint64_t slot_size,
     return DF11_OK;
 }
 
-int df11_arena_find(const df11_arena *a, int64_t key)
+int df11i_arena_find(const df11i_arena *a, int64_t key)
 {
     for (uint32_t i = 0; i < a->n_slots; i++)
         if (a->slots[i].state != DF11_SLOT_EMPTY && a->slots[i].key == key) return (int)i;
     return -1;
 }
 
-df11_status df11_arena_claim(df11_arena *a, int64_t key, int prefetch, int *slot,
+df11_status df11i_arena_claim(df11i_arena *a, int64_t key, int prefetch, int *slot,
                              int64_t *evicted)
 {
     if (evicted) *evicted = -1;
-    if (df11_arena_find(a, key) >= 0)
-        return df11_fail(DF11_ERR_STATE, "arena: key %lld already has a slot", (long long)key);
+    if (df11i_arena_find(a, key) >= 0)
+        return df11i_fail(DF11_ERR_STATE, "arena: key %lld already has a slot", (long long)key);
     int best = -1, rank = 4;
     for (uint32_t i = 0; i < a->n_slots; i++) {
-        const df11_arena_slot *s = &a->slots[i];
+        const df11i_arena_slot *s = &a->slots[i];
         int r;
         if (s->state == DF11_SLOT_EMPTY) r = 0;
         else if (s->state == DF11_SLOT_CACHED && !s->prefetched) r = 1;
@@ -47,9 +47,9 @@ df11_status df11_arena_claim(df11_arena *a, int64_t key, int prefetch, int *slot
         }
     }
     if (best < 0)
-        return df11_fail(DF11_ERR_BUSY, "arena: all %u slots are %s", a->n_slots,
+        return df11i_fail(DF11_ERR_BUSY, "arena: all %u slots are %s", a->n_slots,
                          prefetch ? "acquired or hold pending prefetches" : "acquired");
-    df11_arena_slot *s = &a->slots[best];
+    df11i_arena_slot *s = &a->slots[best];
     if (evicted) *evicted = s->state == DF11_SLOT_EMPTY ? -1 : s->key;
     s->state = DF11_SLOT_CACHED;
     s->key = key;
@@ -60,13 +60,13 @@ df11_status df11_arena_claim(df11_arena *a, int64_t key, int prefetch, int *slot
     return DF11_OK;
 }
 
-df11_status df11_arena_acquire(df11_arena *a, int slot)
+df11_status df11i_arena_acquire(df11i_arena *a, int slot)
 {
     if (slot < 0 || (uint32_t)slot >= a->n_slots)
-        return df11_fail(DF11_ERR_INVALID_ARG, "arena: no slot %d", slot);
-    df11_arena_slot *s = &a->slots[slot];
+        return df11i_fail(DF11_ERR_INVALID_ARG, "arena: no slot %d", slot);
+    df11i_arena_slot *s = &a->slots[slot];
     if (s->state != DF11_SLOT_CACHED)
-        return df11_fail(DF11_ERR_STATE, "arena: slot %d is %s", slot,
+        return df11i_fail(DF11_ERR_STATE, "arena: slot %d is %s", slot,
                          s->state == DF11_SLOT_EMPTY ? "empty" : "already acquired");
     s->state = DF11_SLOT_ACQUIRED;
     s->prefetched = 0;
@@ -75,20 +75,20 @@ df11_status df11_arena_acquire(df11_arena *a, int slot)
     return DF11_OK;
 }
 
-df11_status df11_arena_ref(df11_arena *a, int slot)
+df11_status df11i_arena_ref(df11i_arena *a, int slot)
 {
     if (slot < 0 || (uint32_t)slot >= a->n_slots || a->slots[slot].state != DF11_SLOT_ACQUIRED)
-        return df11_fail(DF11_ERR_STATE, "arena: slot %d is not acquired", slot);
+        return df11i_fail(DF11_ERR_STATE, "arena: slot %d is not acquired", slot);
     a->slots[slot].refs++;
     return DF11_OK;
 }
 
-df11_status df11_arena_release(df11_arena *a, int slot, int *now_free)
+df11_status df11i_arena_release(df11i_arena *a, int slot, int *now_free)
 {
     if (now_free) *now_free = 0;
     if (slot < 0 || (uint32_t)slot >= a->n_slots || a->slots[slot].state != DF11_SLOT_ACQUIRED)
-        return df11_fail(DF11_ERR_STATE, "arena: slot %d is not acquired", slot);
-    df11_arena_slot *s = &a->slots[slot];
+        return df11i_fail(DF11_ERR_STATE, "arena: slot %d is not acquired", slot);
+    df11i_arena_slot *s = &a->slots[slot];
     if (--s->refs == 0) {
         s->state = DF11_SLOT_CACHED;
         s->stamp = ++a->clock;
@@ -97,17 +97,17 @@ df11_status df11_arena_release(df11_arena *a, int slot, int *now_free)
     return DF11_OK;
 }
 
-void df11_arena_drop(df11_arena *a, int slot)
+void df11i_arena_drop(df11i_arena *a, int slot)
 {
     if (slot < 0 || (uint32_t)slot >= a->n_slots) return;
-    df11_arena_slot *s = &a->slots[slot];
+    df11i_arena_slot *s = &a->slots[slot];
     s->state = DF11_SLOT_EMPTY;
     s->key = -1;
     s->prefetched = 0;
     s->refs = 0;
 }
 
-uint32_t df11_arena_n_acquired(const df11_arena *a)
+uint32_t df11i_arena_n_acquired(const df11i_arena *a)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < a->n_slots; i++) n += a->slots[i].state == DF11_SLOT_ACQUIRED;

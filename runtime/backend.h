@@ -3,7 +3,7 @@
  * scheduler, and the constructors of those implementations (backend_host.c,
  * backend_cuda.c, or backend_cuda_stub.c in a build without CUDA). Nothing here names CUDA
  * types: streams and events are void *. pool/ does not know backends: the runtime hands a
- * pool a df11_pool_allocator over a backend's memory (df11_backend_device_memory).
+ * pool a df11i_pool_allocator over a backend's memory (df11i_backend_device_memory).
  *
  * Semantics every backend keeps (CUDA's):
  *   - work enqueued on one stream runs in order; a NULL stream is the caller's default
@@ -27,87 +27,87 @@
 #include "df11/status.h"
 #include "pool/pool.h"
 
-typedef struct df11_backend df11_backend;
+typedef struct df11i_backend df11i_backend;
 
 /* One group to decode: the payload and (CUDA) its plan, both already in backend memory. */
-typedef struct df11_backend_group {
+typedef struct df11i_backend_group {
     const df11_file *file;
     uint32_t group;
     const void *payload;      /* backend memory, payload_size bytes */
     const void *plan_host;    /* CUDA: host copy of the plan blob; NULL on the host */
     const void *plan_dev;     /* CUDA: the plan in device memory */
-} df11_backend_group;
+} df11i_backend_group;
 
-typedef struct df11_backend_iface {
+typedef struct df11i_backend_iface {
     const char *name;         /* "host", "cuda" */
     /* Device memory (host backend: page-aligned host memory). */
-    df11_status (*alloc)(df11_backend *be, size_t size, void **ptr);
-    void (*free)(df11_backend *be, void *ptr);
+    df11_status (*alloc)(df11i_backend *be, size_t size, void **ptr);
+    void (*free)(df11i_backend *be, void *ptr);
     /* Host memory the device copies from quickly (CUDA: pinned). */
-    df11_status (*host_alloc)(df11_backend *be, size_t size, void **ptr);
-    void (*host_free)(df11_backend *be, void *ptr);
+    df11_status (*host_alloc)(df11i_backend *be, size_t size, void **ptr);
+    void (*host_free)(df11i_backend *be, void *ptr);
     /* Host → device copy ordered on `stream`; `src` must stay valid until it completes. */
-    df11_status (*copy_h2d)(df11_backend *be, void *dst, const void *src, size_t size,
+    df11_status (*copy_h2d)(df11i_backend *be, void *dst, const void *src, size_t size,
                             void *stream);
     /* Device → host, synchronous (tests and tools only; never on the hot path). */
-    df11_status (*copy_d2h)(df11_backend *be, void *dst, const void *src, size_t size);
+    df11_status (*copy_d2h)(df11i_backend *be, void *dst, const void *src, size_t size);
     /* high_priority: the decode stream asks to be scheduled before compute kernels. */
-    df11_status (*stream_create)(df11_backend *be, int high_priority, void **stream);
-    void (*stream_destroy)(df11_backend *be, void *stream);
-    df11_status (*event_create)(df11_backend *be, void **event);
-    void (*event_destroy)(df11_backend *be, void *event);
-    df11_status (*event_record)(df11_backend *be, void *event, void *stream);
-    df11_status (*stream_wait)(df11_backend *be, void *stream, void *event);
+    df11_status (*stream_create)(df11i_backend *be, int high_priority, void **stream);
+    void (*stream_destroy)(df11i_backend *be, void *stream);
+    df11_status (*event_create)(df11i_backend *be, void **event);
+    void (*event_destroy)(df11i_backend *be, void *event);
+    df11_status (*event_record)(df11i_backend *be, void *event, void *stream);
+    df11_status (*stream_wait)(df11i_backend *be, void *stream, void *event);
     /* Blocks the caller until the event's point is reached. */
-    df11_status (*event_sync)(df11_backend *be, void *event);
+    df11_status (*event_sync)(df11i_backend *be, void *event);
     /* Builds what decode_group needs besides the payload (CUDA: the kernel plan) from a
      * verified payload in host memory; *blob is malloc'd, the caller frees it after
      * copying it to the device and keeps it while decodes may still use it. NULL when the
      * backend needs none (host). */
-    df11_status (*plan_build)(df11_backend *be, const df11_file *file, uint32_t group,
+    df11_status (*plan_build)(df11i_backend *be, const df11_file *file, uint32_t group,
                               const void *payload, void **blob, size_t *blob_size);
     /* Bytes of device memory plan_build's blob for `group` will take, from the file's index
      * alone (before any payload is read), for the runtime's memory-limit check; the
      * backend asks the code that lays the plan out rather than the runtime copying its
      * formula. 0 when the backend needs no plan (host). */
-    df11_status (*plan_size)(df11_backend *be, const df11_file *file, uint32_t group,
+    df11_status (*plan_size)(df11i_backend *be, const df11_file *file, uint32_t group,
                              uint64_t *bytes);
     /* Decodes a whole group into `out` (decoded_size bytes of backend memory) on `stream`. */
-    df11_status (*decode_group)(df11_backend *be, const df11_backend_group *g, void *out,
+    df11_status (*decode_group)(df11i_backend *be, const df11i_backend_group *g, void *out,
                                 void *stream);
     /* Blocks until everything enqueued on `stream` has run. */
-    df11_status (*synchronize)(df11_backend *be, void *stream);
+    df11_status (*synchronize)(df11i_backend *be, void *stream);
     /* Free and total device memory; the host backend reports 0/0 (no limit known). */
-    df11_status (*mem_info)(df11_backend *be, uint64_t *free_bytes, uint64_t *total_bytes);
+    df11_status (*mem_info)(df11i_backend *be, uint64_t *free_bytes, uint64_t *total_bytes);
     /* Milliseconds spent decoding so far, where the backend measures it (else < 0). */
-    double (*decode_ms)(df11_backend *be);
-    void (*destroy)(df11_backend *be);
-} df11_backend_iface;
+    double (*decode_ms)(df11i_backend *be);
+    void (*destroy)(df11i_backend *be);
+} df11i_backend_iface;
 
-struct df11_backend {
-    const df11_backend_iface *iface;
+struct df11i_backend {
+    const df11i_backend_iface *iface;
     void *ctx;
     int n_threads;            /* host decode threads (0 = all cores) */
 };
 
 /* Host memory, host decode (df11_group_decode_host on n_threads threads). A stream is a
  * worker thread running its work in order; the NULL stream is the calling thread. */
-df11_status df11_backend_host_create(int n_threads, df11_backend **out);
+df11_status df11i_backend_host_create(int n_threads, df11i_backend **out);
 
 /* CUDA device `device`. DF11_ERR_NO_DEVICE when there is none, DF11_ERR_UNSUPPORTED in a
  * build without CUDA. */
-df11_status df11_backend_cuda_create(int device, df11_backend **out);
+df11_status df11i_backend_cuda_create(int device, df11i_backend **out);
 /* 1 when a CUDA device is present and usable (0 in a build without CUDA). */
-int df11_backend_cuda_available(void);
+int df11i_backend_cuda_available(void);
 
-static inline void df11_backend_destroy(df11_backend *be)
+static inline void df11i_backend_destroy(df11i_backend *be)
 {
     if (be) be->iface->destroy(be);
 }
 
 /* A pool allocator over the backend's device memory (alloc/free) or over its host memory
  * for staging (host_alloc/host_free, pinned on CUDA). `be` must outlive the pool. */
-df11_pool_allocator df11_backend_device_memory(df11_backend *be);
-df11_pool_allocator df11_backend_host_memory(df11_backend *be);
+df11i_pool_allocator df11i_backend_device_memory(df11i_backend *be);
+df11i_pool_allocator df11i_backend_host_memory(df11i_backend *be);
 
 #endif

@@ -18,8 +18,8 @@ static df11_status cu_fail(cudaError_t e, const char *what)
 {
     (void)cudaGetLastError(); /* clear a non-sticky error */
     if (e == cudaErrorMemoryAllocation)
-        return df11_fail(DF11_ERR_DEVICE_MEMORY, "%s: %s", what, cudaGetErrorString(e));
-    return df11_fail(DF11_ERR_DEVICE, "%s: %s", what, cudaGetErrorString(e));
+        return df11i_fail(DF11_ERR_DEVICE_MEMORY, "%s: %s", what, cudaGetErrorString(e));
+    return df11i_fail(DF11_ERR_DEVICE, "%s: %s", what, cudaGetErrorString(e));
 }
 
 #define CU(call, what)                                  \
@@ -28,7 +28,7 @@ static df11_status cu_fail(cudaError_t e, const char *what)
         if (e_ != cudaSuccess) return cu_fail(e_, what); \
     } while (0)
 
-static df11_status c_alloc(df11_backend *be, size_t size, void **ptr)
+static df11_status c_alloc(df11i_backend *be, size_t size, void **ptr)
 {
     cuda_ctx *c = be->ctx;
     CU(cudaSetDevice(c->device), "cudaSetDevice");
@@ -38,29 +38,29 @@ static df11_status c_alloc(df11_backend *be, size_t size, void **ptr)
         *ptr = NULL;
         size_t fr = 0, tot = 0;
         cudaMemGetInfo(&fr, &tot);
-        return df11_fail(DF11_ERR_DEVICE_MEMORY, "cudaMalloc(%zu): %s (%zu bytes free): short "
+        return df11i_fail(DF11_ERR_DEVICE_MEMORY, "cudaMalloc(%zu): %s (%zu bytes free): short "
                          "by %zu bytes", size, cudaGetErrorString(e), fr, size > fr ? size - fr : 0);
     }
     return DF11_OK;
 }
 
-static void c_free(df11_backend *be, void *ptr)
+static void c_free(df11i_backend *be, void *ptr)
 {
     if (ptr) cudaFree(ptr);
 }
 
-static df11_status c_host_alloc(df11_backend *be, size_t size, void **ptr)
+static df11_status c_host_alloc(df11i_backend *be, size_t size, void **ptr)
 {
     CU(cudaHostAlloc(ptr, size, cudaHostAllocDefault), "cudaHostAlloc");
     return DF11_OK;
 }
 
-static void c_host_free(df11_backend *be, void *ptr)
+static void c_host_free(df11i_backend *be, void *ptr)
 {
     if (ptr) cudaFreeHost(ptr);
 }
 
-static df11_status c_copy_h2d(df11_backend *be, void *dst, const void *src, size_t size,
+static df11_status c_copy_h2d(df11i_backend *be, void *dst, const void *src, size_t size,
                               void *stream)
 {
     CU(cudaMemcpyAsync(dst, src, size, cudaMemcpyHostToDevice, (cudaStream_t)stream),
@@ -68,13 +68,13 @@ static df11_status c_copy_h2d(df11_backend *be, void *dst, const void *src, size
     return DF11_OK;
 }
 
-static df11_status c_copy_d2h(df11_backend *be, void *dst, const void *src, size_t size)
+static df11_status c_copy_d2h(df11i_backend *be, void *dst, const void *src, size_t size)
 {
     CU(cudaMemcpy(dst, src, size, cudaMemcpyDeviceToHost), "cudaMemcpy");
     return DF11_OK;
 }
 
-static df11_status c_stream_create(df11_backend *be, int high_priority, void **out)
+static df11_status c_stream_create(df11i_backend *be, int high_priority, void **out)
 {
     cuda_ctx *c = be->ctx;
     CU(cudaSetDevice(c->device), "cudaSetDevice");
@@ -88,12 +88,12 @@ static df11_status c_stream_create(df11_backend *be, int high_priority, void **o
     return DF11_OK;
 }
 
-static void c_stream_destroy(df11_backend *be, void *stream)
+static void c_stream_destroy(df11i_backend *be, void *stream)
 {
     if (stream) cudaStreamDestroy((cudaStream_t)stream);
 }
 
-static df11_status c_event_create(df11_backend *be, void **out)
+static df11_status c_event_create(df11i_backend *be, void **out)
 {
     cudaEvent_t e;
     CU(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
@@ -101,59 +101,59 @@ static df11_status c_event_create(df11_backend *be, void **out)
     return DF11_OK;
 }
 
-static void c_event_destroy(df11_backend *be, void *ev)
+static void c_event_destroy(df11i_backend *be, void *ev)
 {
     if (ev) cudaEventDestroy((cudaEvent_t)ev);
 }
 
-static df11_status c_event_record(df11_backend *be, void *ev, void *stream)
+static df11_status c_event_record(df11i_backend *be, void *ev, void *stream)
 {
     CU(cudaEventRecord((cudaEvent_t)ev, (cudaStream_t)stream), "cudaEventRecord");
     return DF11_OK;
 }
 
-static df11_status c_stream_wait(df11_backend *be, void *stream, void *ev)
+static df11_status c_stream_wait(df11i_backend *be, void *stream, void *ev)
 {
     CU(cudaStreamWaitEvent((cudaStream_t)stream, (cudaEvent_t)ev, 0), "cudaStreamWaitEvent");
     return DF11_OK;
 }
 
-static df11_status c_event_sync(df11_backend *be, void *ev)
+static df11_status c_event_sync(df11i_backend *be, void *ev)
 {
     CU(cudaEventSynchronize((cudaEvent_t)ev), "cudaEventSynchronize");
     return DF11_OK;
 }
 
-static df11_status c_plan_build(df11_backend *be, const df11_file *file, uint32_t group,
+static df11_status c_plan_build(df11i_backend *be, const df11_file *file, uint32_t group,
                                 const void *payload, void **blob, size_t *blob_size)
 {
-    return df11_gpu_plan_build(file, group, payload, blob, blob_size);
+    return df11i_gpu_plan_build(file, group, payload, blob, blob_size);
 }
 
-static df11_status c_plan_size(df11_backend *be, const df11_file *file, uint32_t group,
+static df11_status c_plan_size(df11i_backend *be, const df11_file *file, uint32_t group,
                                uint64_t *bytes)
 {
     size_t size = 0;
-    df11_status st = df11_gpu_plan_size(file, group, &size);
+    df11_status st = df11i_gpu_plan_size(file, group, &size);
     *bytes = size;
     return st;
 }
 
-static df11_status c_decode_group(df11_backend *be, const df11_backend_group *g, void *out,
+static df11_status c_decode_group(df11i_backend *be, const df11i_backend_group *g, void *out,
                                   void *stream)
 {
     if (!g->plan_host || !g->plan_dev)
-        return df11_fail(DF11_ERR_STATE, "cuda backend: group %u has no decode plan", g->group);
-    return df11_gpu_decode(g->plan_host, g->plan_dev, g->payload, out, stream);
+        return df11i_fail(DF11_ERR_STATE, "cuda backend: group %u has no decode plan", g->group);
+    return df11i_gpu_decode(g->plan_host, g->plan_dev, g->payload, out, stream);
 }
 
-static df11_status c_synchronize(df11_backend *be, void *stream)
+static df11_status c_synchronize(df11i_backend *be, void *stream)
 {
     CU(cudaStreamSynchronize((cudaStream_t)stream), "cudaStreamSynchronize");
     return DF11_OK;
 }
 
-static df11_status c_mem_info(df11_backend *be, uint64_t *free_bytes, uint64_t *total_bytes)
+static df11_status c_mem_info(df11i_backend *be, uint64_t *free_bytes, uint64_t *total_bytes)
 {
     cuda_ctx *c = be->ctx;
     CU(cudaSetDevice(c->device), "cudaSetDevice");
@@ -164,15 +164,15 @@ static df11_status c_mem_info(df11_backend *be, uint64_t *free_bytes, uint64_t *
     return DF11_OK;
 }
 
-static double c_decode_ms(df11_backend *be) { return -1.0; }
+static double c_decode_ms(df11i_backend *be) { return -1.0; }
 
-static void c_destroy(df11_backend *be)
+static void c_destroy(df11i_backend *be)
 {
     free(be->ctx);
     free(be);
 }
 
-static const df11_backend_iface cuda_iface = {
+static const df11i_backend_iface cuda_iface = {
     .name = "cuda",
     .alloc = c_alloc,
     .free = c_free,
@@ -196,7 +196,7 @@ static const df11_backend_iface cuda_iface = {
     .destroy = c_destroy,
 };
 
-int df11_backend_cuda_available(void)
+int df11i_backend_cuda_available(void)
 {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -206,25 +206,25 @@ int df11_backend_cuda_available(void)
     return n > 0;
 }
 
-df11_status df11_backend_cuda_create(int device, df11_backend **out)
+df11_status df11i_backend_cuda_create(int device, df11i_backend **out)
 {
     *out = NULL;
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {
         (void)cudaGetLastError();
-        return df11_fail(DF11_ERR_NO_DEVICE, "no CUDA device (%s)",
+        return df11i_fail(DF11_ERR_NO_DEVICE, "no CUDA device (%s)",
                          e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
     }
     if (device < 0 || device >= n)
-        return df11_fail(DF11_ERR_NO_DEVICE, "CUDA device %d: there are %d", device, n);
+        return df11i_fail(DF11_ERR_NO_DEVICE, "CUDA device %d: there are %d", device, n);
     CU(cudaSetDevice(device), "cudaSetDevice");
-    df11_backend *be = calloc(1, sizeof *be);
+    df11i_backend *be = calloc(1, sizeof *be);
     cuda_ctx *c = calloc(1, sizeof *c);
     if (!be || !c) {
         free(be);
         free(c);
-        return df11_fail(DF11_ERR_NO_MEMORY, "cuda backend: out of host memory");
+        return df11i_fail(DF11_ERR_NO_MEMORY, "cuda backend: out of host memory");
     }
     c->device = device;
     be->iface = &cuda_iface;

@@ -3,10 +3,10 @@
 #include "common/error.h"
 #include "runtime/backend.h"
 
-df11_status df11_backend_cuda_create(int device, df11_backend **out)
+df11_status df11i_backend_cuda_create(int device, df11i_backend **out)
 {
     *out = NULL;
-    return df11_fail(DF11_ERR_UNSUPPORTED, "this df11 was built without CUDA");
+    return df11i_fail(DF11_ERR_UNSUPPORTED, "this df11 was built without CUDA");
 }
 
-int df11_backend_cuda_available(void) { return 0; }
+int df11i_backend_cuda_available(void) { return 0; }

@@ -20,7 +20,7 @@ typedef enum { ITEM_DECODE, ITEM_COPY, ITEM_WAIT } item_kind;
 typedef struct host_item {
     struct host_item *next;
     item_kind kind;
-    df11_backend_group g;     /* DECODE */
+    df11i_backend_group g;     /* DECODE */
     void *dst;                /* DECODE, COPY */
     const void *src;          /* COPY */
     size_t size;
@@ -51,11 +51,11 @@ typedef struct host_ctx {
     double decode_ms;
 } host_ctx;
 
-static df11_status run_decode(host_ctx *c, const df11_backend_group *g, void *out)
+static df11_status run_decode(host_ctx *c, const df11i_backend_group *g, void *out)
 {
-    double t0 = df11_now_ms();
+    double t0 = df11i_now_ms();
     df11_status s = df11_group_decode_host(g->file, g->group, g->payload, out, c->n_threads);
-    double dt = df11_now_ms() - t0;
+    double dt = df11i_now_ms() - t0;
     pthread_mutex_lock(&c->stat_mu);
     c->decode_ms += dt;
     pthread_mutex_unlock(&c->stat_mu);
@@ -71,7 +71,7 @@ static df11_status stream_wait_seq(host_stream *s, uint64_t seq)
     char detail[256];
     memcpy(detail, s->error_detail, sizeof detail);
     pthread_mutex_unlock(&s->mu);
-    if (st != DF11_OK) return df11_fail(st, "%s", detail);
+    if (st != DF11_OK) return df11i_fail(st, "%s", detail);
     return DF11_OK;
 }
 
@@ -130,18 +130,18 @@ static host_item *item_new(item_kind kind)
 
 /* --- memory --- */
 
-static df11_status h_alloc(df11_backend *be, size_t size, void **ptr)
+static df11_status h_alloc(df11i_backend *be, size_t size, void **ptr)
 {
-    size = df11_align_up(size ? size : 1, 4096);
+    size = df11i_align_up(size ? size : 1, 4096);
     *ptr = aligned_alloc(4096, size);
     if (!*ptr)
-        return df11_fail(DF11_ERR_NO_MEMORY, "host backend: cannot allocate %zu bytes", size);
+        return df11i_fail(DF11_ERR_NO_MEMORY, "host backend: cannot allocate %zu bytes", size);
     return DF11_OK;
 }
 
-static void h_free(df11_backend *be, void *ptr) { free(ptr); }
+static void h_free(df11i_backend *be, void *ptr) { free(ptr); }
 
-static df11_status h_copy_h2d(df11_backend *be, void *dst, const void *src, size_t size,
+static df11_status h_copy_h2d(df11i_backend *be, void *dst, const void *src, size_t size,
                               void *stream)
 {
     if (!stream) {
@@ -149,14 +149,14 @@ static df11_status h_copy_h2d(df11_backend *be, void *dst, const void *src, size
         return DF11_OK;
     }
     host_item *it = item_new(ITEM_COPY);
-    if (!it) return df11_fail(DF11_ERR_NO_MEMORY, "host backend: out of memory");
+    if (!it) return df11i_fail(DF11_ERR_NO_MEMORY, "host backend: out of memory");
     it->dst = dst;
     it->src = src;
     it->size = size;
     return enqueue(stream, it);
 }
 
-static df11_status h_copy_d2h(df11_backend *be, void *dst, const void *src, size_t size)
+static df11_status h_copy_d2h(df11i_backend *be, void *dst, const void *src, size_t size)
 {
     memcpy(dst, src, size);
     return DF11_OK;
@@ -164,10 +164,10 @@ static df11_status h_copy_d2h(df11_backend *be, void *dst, const void *src, size
 
 /* --- streams and events --- */
 
-static df11_status h_stream_create(df11_backend *be, int high_priority, void **out)
+static df11_status h_stream_create(df11i_backend *be, int high_priority, void **out)
 {
     host_stream *s = calloc(1, sizeof *s);
-    if (!s) return df11_fail(DF11_ERR_NO_MEMORY, "host backend: out of memory");
+    if (!s) return df11i_fail(DF11_ERR_NO_MEMORY, "host backend: out of memory");
     s->ctx = be->ctx;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
@@ -176,13 +176,13 @@ static df11_status h_stream_create(df11_backend *be, int high_priority, void **o
         pthread_mutex_destroy(&s->mu);
         pthread_cond_destroy(&s->cv);
         free(s);
-        return df11_fail_errno(DF11_ERR_NO_MEMORY, e, "host backend: cannot start a stream");
+        return df11i_fail_errno(DF11_ERR_NO_MEMORY, e, "host backend: cannot start a stream");
     }
     *out = s;
     return DF11_OK;
 }
 
-static void h_stream_destroy(df11_backend *be, void *stream)
+static void h_stream_destroy(df11i_backend *be, void *stream)
 {
     host_stream *s = stream;
     if (!s) return;
@@ -196,17 +196,17 @@ static void h_stream_destroy(df11_backend *be, void *stream)
     free(s);
 }
 
-static df11_status h_event_create(df11_backend *be, void **out)
+static df11_status h_event_create(df11i_backend *be, void **out)
 {
     host_event *e = calloc(1, sizeof *e);
-    if (!e) return df11_fail(DF11_ERR_NO_MEMORY, "host backend: out of memory");
+    if (!e) return df11i_fail(DF11_ERR_NO_MEMORY, "host backend: out of memory");
     *out = e;
     return DF11_OK;
 }
 
-static void h_event_destroy(df11_backend *be, void *ev) { free(ev); }
+static void h_event_destroy(df11i_backend *be, void *ev) { free(ev); }
 
-static df11_status h_event_record(df11_backend *be, void *ev, void *stream)
+static df11_status h_event_record(df11i_backend *be, void *ev, void *stream)
 {
     host_event *e = ev;
     host_stream *s = stream;
@@ -219,44 +219,44 @@ static df11_status h_event_record(df11_backend *be, void *ev, void *stream)
     return DF11_OK;
 }
 
-static df11_status h_event_sync(df11_backend *be, void *ev)
+static df11_status h_event_sync(df11i_backend *be, void *ev)
 {
     host_event *e = ev;
     return e->stream ? stream_wait_seq(e->stream, e->seq) : DF11_OK;
 }
 
-static df11_status h_stream_wait(df11_backend *be, void *stream, void *ev)
+static df11_status h_stream_wait(df11i_backend *be, void *stream, void *ev)
 {
     host_event *e = ev;
     if (!e->stream || e->stream == stream) return DF11_OK; /* done, or ordered already */
     if (!stream) return h_event_sync(be, ev);
     host_item *it = item_new(ITEM_WAIT);
-    if (!it) return df11_fail(DF11_ERR_NO_MEMORY, "host backend: out of memory");
+    if (!it) return df11i_fail(DF11_ERR_NO_MEMORY, "host backend: out of memory");
     it->wait_stream = e->stream;
     it->wait_seq = e->seq;
     return enqueue(stream, it);
 }
 
 /* The host decoder needs no plan: nothing to reserve for one. */
-static df11_status h_plan_size(df11_backend *be, const df11_file *file, uint32_t group,
+static df11_status h_plan_size(df11i_backend *be, const df11_file *file, uint32_t group,
                                uint64_t *bytes)
 {
     *bytes = 0;
     return DF11_OK;
 }
 
-static df11_status h_decode_group(df11_backend *be, const df11_backend_group *g, void *out,
+static df11_status h_decode_group(df11i_backend *be, const df11i_backend_group *g, void *out,
                                   void *stream)
 {
     if (!stream) return run_decode(be->ctx, g, out);
     host_item *it = item_new(ITEM_DECODE);
-    if (!it) return df11_fail(DF11_ERR_NO_MEMORY, "host backend: out of memory");
+    if (!it) return df11i_fail(DF11_ERR_NO_MEMORY, "host backend: out of memory");
     it->g = *g;
     it->dst = out;
     return enqueue(stream, it);
 }
 
-static df11_status h_synchronize(df11_backend *be, void *stream)
+static df11_status h_synchronize(df11i_backend *be, void *stream)
 {
     host_stream *s = stream;
     if (!s) return DF11_OK;
@@ -266,14 +266,14 @@ static df11_status h_synchronize(df11_backend *be, void *stream)
     return stream_wait_seq(s, seq);
 }
 
-static df11_status h_mem_info(df11_backend *be, uint64_t *free_bytes, uint64_t *total_bytes)
+static df11_status h_mem_info(df11i_backend *be, uint64_t *free_bytes, uint64_t *total_bytes)
 {
     *free_bytes = 0;
     *total_bytes = 0;
     return DF11_OK;
 }
 
-static double h_decode_ms(df11_backend *be)
+static double h_decode_ms(df11i_backend *be)
 {
     host_ctx *c = be->ctx;
     pthread_mutex_lock(&c->stat_mu);
@@ -282,7 +282,7 @@ static double h_decode_ms(df11_backend *be)
     return v;
 }
 
-static void h_destroy(df11_backend *be)
+static void h_destroy(df11i_backend *be)
 {
     host_ctx *c = be->ctx;
     pthread_mutex_destroy(&c->stat_mu);
@@ -290,7 +290,7 @@ static void h_destroy(df11_backend *be)
     free(be);
 }
 
-static const df11_backend_iface host_iface = {
+static const df11i_backend_iface host_iface = {
     .name = "host",
     .alloc = h_alloc,
     .free = h_free,
@@ -313,15 +313,15 @@ static const df11_backend_iface host_iface = {
     .destroy = h_destroy,
 };
 
-df11_status df11_backend_host_create(int n_threads, df11_backend **out)
+df11_status df11i_backend_host_create(int n_threads, df11i_backend **out)
 {
     *out = NULL;
-    df11_backend *be = calloc(1, sizeof *be);
+    df11i_backend *be = calloc(1, sizeof *be);
     host_ctx *c = calloc(1, sizeof *c);
     if (!be || !c) {
         free(be);
         free(c);
-        return df11_fail(DF11_ERR_NO_MEMORY, "host backend: out of memory");
+        return df11i_fail(DF11_ERR_NO_MEMORY, "host backend: out of memory");
     }
     c->n_threads = n_threads;
     pthread_mutex_init(&c->stat_mu, NULL);

@@ -49,12 +49,12 @@ typedef struct rt_slot {
 } rt_slot;
 
 struct df11_model {
-    df11_backend *be;
+    df11i_backend *be;
     df11_backend_kind kind;
     df11_model_options opt;
-    df11_pool *pool;          /* device memory: payloads, arena, resident, plans */
+    df11i_pool *pool;          /* device memory: payloads, arena, resident, plans */
     df11_file *file;          /* NULL for a BF16 model */
-    df11_st_model *st;        /* BF16 model's source, NULL for df11 */
+    df11i_st_model *st;        /* BF16 model's source, NULL for df11 */
     char *path;
     const char *config;
     size_t config_len;
@@ -68,7 +68,7 @@ struct df11_model {
 
     /* Scheduling. Arena blocks: a slot each, views rebuilt into slot_views at acquire. */
     void *side_stream;
-    df11_arena arena;
+    df11i_arena arena;
     rt_slot slots[DF11_ARENA_MAX_SLOTS]; /* indexed like arena.slots */
     df11_tensor_view *slot_views; /* n_slots × max_block_tensors */
     uint32_t max_block_tensors;
@@ -80,49 +80,49 @@ struct df11_model {
     uint64_t decodes, acquires;
     double open_ms;
 
-    df11_stats_page stats_page; /* options.publish_stats */
+    df11i_stats_page stats_page; /* options.publish_stats */
     char stats_error[160];    /* why publish_stats has no page, "" if it has one */
 };
 
-static inline double df11_rt_mib(uint64_t bytes) { return bytes / 1048576.0; }
+static inline double df11i_rt_mib(uint64_t bytes) { return bytes / 1048576.0; }
 
 /* runtime/model.c: what both opens share. */
 /* Checks the arguments and makes the model object with its backend; `fn` names the
  * caller in error details. On failure nothing is left. */
-df11_status df11_rt_model_new(const char *fn, const char *path, const df11_model_options *options,
+df11_status df11i_rt_model_new(const char *fn, const char *path, const df11_model_options *options,
                               df11_model **out, df11_model **m);
 /* The memory limit to plan against: options.memory_limit, else what the device has free
  * less headroom, 0 when neither is known (host backend). */
-uint64_t df11_rt_memory_limit(df11_model *m);
+uint64_t df11i_rt_memory_limit(df11_model *m);
 /* Sets the views of resident tensors, takes the open time, publishes the stats page and
  * hands the model out; on failure closes it. */
-df11_status df11_rt_open_finish(df11_model *m, double t0, df11_model **out);
+df11_status df11i_rt_open_finish(df11_model *m, double t0, df11_model **out);
 
 /* runtime/load.c: every group's payload, read and verified by reader.c into staging
  * buffers, goes into the pool with its GPU plan where the backend needs one; resident
  * groups are decoded on the way. */
-df11_status df11_rt_load(df11_model *m);
+df11_status df11i_rt_load(df11_model *m);
 
 /* runtime/schedule.c: arena slots and resident blocks. */
 /* The decoded data of block `block` while it is acquired, else NULL. */
-const void *df11_rt_block_data(const df11_model *m, uint32_t block);
+const void *df11i_rt_block_data(const df11_model *m, uint32_t block);
 /* Holds non-resident, non-layer group `group` (the ARENA policy) in a slot until
- * df11_rt_group_release, decoding it there first unless it is there already; a group held
+ * df11i_rt_group_release, decoding it there first unless it is there already; a group held
  * again gains a reference. *data: the slot. DF11_ERR_BUSY when every slot is acquired. */
-df11_status df11_rt_group_acquire(df11_model *m, uint32_t group, df11_stream stream,
+df11_status df11i_rt_group_acquire(df11_model *m, uint32_t group, df11_stream stream,
                                   const void **data);
 /* Drops one reference; DF11_ERR_STATE when the group is not held. */
-df11_status df11_rt_group_release(df11_model *m, uint32_t group, df11_stream stream);
+df11_status df11i_rt_group_release(df11_model *m, uint32_t group, df11_stream stream);
 
 /* runtime/tensors.c: tensor names. */
 /* Indexes every tensor by name; DF11_ERR_DUPLICATE if a name appears twice. */
-df11_status df11_rt_names_index(df11_model *m);
+df11_status df11i_rt_names_index(df11_model *m);
 
 /* runtime/model_stats.c: the model's snapshot on its stats page (stats.h). */
 /* Creates the page and writes the first snapshot; never fails the open: without a page,
  * m->stats_error says why. */
-void df11_rt_stats_publish_open(df11_model *m);
+void df11i_rt_stats_publish_open(df11_model *m);
 /* Writes a fresh snapshot; nothing without a page. The page goes at df11_model_close. */
-void df11_rt_stats_publish(df11_model *m);
+void df11i_rt_stats_publish(df11_model *m);
 
 #endif

@@ -15,14 +15,14 @@
 /* Copies (and for a resident group decodes) one verified group out of staging. */
 static df11_status load_group(df11_model *m, uint32_t g, const uint8_t *staged, void *tmp)
 {
-    df11_backend *be = m->be;
+    df11i_backend *be = m->be;
     rt_group *gr = &m->groups[g];
     df11_status s;
     if (be->iface->plan_build) {
         size_t blob_size = 0;
         if ((s = be->iface->plan_build(be, m->file, g, staged, &gr->plan_host, &blob_size)) != DF11_OK)
             return s;
-        if ((s = df11_pool_alloc(m->pool, blob_size, 256, DF11_POOL_USE_METADATA, &gr->plan_dev)) != DF11_OK ||
+        if ((s = df11i_pool_alloc(m->pool, blob_size, 256, DF11_POOL_USE_METADATA, &gr->plan_dev)) != DF11_OK ||
             (s = be->iface->copy_h2d(be, gr->plan_dev, gr->plan_host, blob_size, m->side_stream)) != DF11_OK)
             return s;
     }
@@ -30,7 +30,7 @@ static df11_status load_group(df11_model *m, uint32_t g, const uint8_t *staged, 
     if ((s = be->iface->copy_h2d(be, dst, staged, gr->payload_size, m->side_stream)) != DF11_OK)
         return s;
     if (gr->resident) {
-        df11_backend_group bg = {.file = m->file, .group = g, .payload = dst,
+        df11i_backend_group bg = {.file = m->file, .group = g, .payload = dst,
                                  .plan_host = gr->plan_host, .plan_dev = gr->plan_dev};
         if ((s = be->iface->decode_group(be, &bg, gr->resident, m->side_stream)) != DF11_OK)
             return s;
@@ -64,17 +64,17 @@ static df11_status sink_reuse(void *ctx, int buf)
 }
 
 /* Two staging buffers (and their events) in a host pool, each the largest payload. */
-static df11_status staging_make(df11_model *m, uint64_t buf_size, df11_pool **staging,
+static df11_status staging_make(df11_model *m, uint64_t buf_size, df11i_pool **staging,
                                 void *bufs[2], load_ctx *c)
 {
-    df11_backend *be = m->be;
-    df11_pool_allocator pinned = df11_backend_host_memory(be);
+    df11i_backend *be = m->be;
+    df11i_pool_allocator pinned = df11i_backend_host_memory(be);
     df11_status s;
-    if ((s = df11_pool_create(&pinned, 0, staging)) != DF11_OK ||
-        (s = df11_pool_reserve(*staging, 2 * buf_size)) != DF11_OK)
+    if ((s = df11i_pool_create(&pinned, 0, staging)) != DF11_OK ||
+        (s = df11i_pool_reserve(*staging, 2 * buf_size)) != DF11_OK)
         return s;
     for (int i = 0; i < 2; i++) {
-        if ((s = df11_pool_alloc(*staging, buf_size, DF11_READ_ALIGN, DF11_POOL_USE_STAGING,
+        if ((s = df11i_pool_alloc(*staging, buf_size, DF11_READ_ALIGN, DF11_POOL_USE_STAGING,
                                  &bufs[i])) != DF11_OK ||
             (s = be->iface->event_create(be, &c->copied[i])) != DF11_OK)
             return s;
@@ -99,9 +99,9 @@ static df11_status resident_scratch(df11_model *m, uint64_t size, void **tmp, in
     return DF11_OK;
 }
 
-df11_status df11_rt_load(df11_model *m)
+df11_status df11i_rt_load(df11_model *m)
 {
-    df11_backend *be = m->be;
+    df11i_backend *be = m->be;
     if (m->n_groups == 0) return DF11_OK;
     uint64_t max_payload = 0, max_resident_payload = 0;
     for (uint32_t g = 0; g < m->n_groups; g++) {
@@ -110,15 +110,15 @@ df11_status df11_rt_load(df11_model *m)
         if (gr->resident && gr->payload_size > max_resident_payload)
             max_resident_payload = gr->payload_size;
     }
-    uint64_t buf_size = df11_align_up(max_payload ? max_payload : 1, DF11_READ_ALIGN);
+    uint64_t buf_size = df11i_align_up(max_payload ? max_payload : 1, DF11_READ_ALIGN);
     load_ctx c = {.m = m};
-    df11_pool *staging = NULL;
+    df11i_pool *staging = NULL;
     void *bufs[2] = {NULL, NULL};
     int tmp_owned = 0;
-    df11_read_sink sink = {.consume = sink_consume, .reuse = sink_reuse, .ctx = &c};
+    df11i_read_sink sink = {.consume = sink_consume, .reuse = sink_reuse, .ctx = &c};
     df11_status s = staging_make(m, buf_size, &staging, bufs, &c);
     if (s == DF11_OK) s = resident_scratch(m, max_resident_payload, &c.tmp, &tmp_owned);
-    if (s == DF11_OK) s = df11_read_groups(m->file, 0, m->n_groups, bufs, buf_size, &sink);
+    if (s == DF11_OK) s = df11i_read_groups(m->file, 0, m->n_groups, bufs, buf_size, &sink);
     /* The side stream may still copy out of staging, after a failure too. */
     if (m->side_stream) {
         df11_status s2 = be->iface->synchronize(be, m->side_stream);
@@ -127,6 +127,6 @@ df11_status df11_rt_load(df11_model *m)
     for (int i = 0; i < 2; i++)
         if (c.copied[i]) be->iface->event_destroy(be, c.copied[i]);
     if (tmp_owned) be->iface->free(be, c.tmp);
-    df11_pool_destroy(staging);
+    df11i_pool_destroy(staging);
     return s;
 }

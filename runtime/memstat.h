@@ -13,7 +13,7 @@
  * `size` is the writer's sizeof, so an old reader reads the prefix it knows.
  *
  * A page is outside input: any process of the user can write anything into /dev/shm/df11-*.
- * df11_memstat_page_read is the one reader, and it checks every field.
+ * df11i_memstat_page_read is the one reader, and it checks every field.
  */
 #ifndef DF11_RUNTIME_MEMSTAT_H
 #define DF11_RUNTIME_MEMSTAT_H
@@ -27,7 +27,7 @@
 #define DF11_MEMSTAT_SLOTS 64
 #define DF11_MEMSTAT_PREFIX "df11-"
 
-struct df11_memstat_page {
+struct df11i_memstat_page {
     uint64_t magic;
     uint32_t version;
     uint32_t size;
@@ -57,10 +57,10 @@ struct df11_memstat_page {
     uint8_t slot_state[DF11_MEMSTAT_SLOTS]; /* 0 empty, 1 cached, 2 acquired */
 };
 
-typedef struct df11_memstat_page df11_memstat_page;
+typedef struct df11i_memstat_page df11i_memstat_page;
 
 /* Version 1's layout ends with slot_state: a page's `size` is at least this. */
-#define DF11_MEMSTAT_MIN_SIZE (offsetof(df11_memstat_page, slot_state) + DF11_MEMSTAT_SLOTS)
+#define DF11_MEMSTAT_MIN_SIZE (offsetof(df11i_memstat_page, slot_state) + DF11_MEMSTAT_SLOTS)
 /* Bounds a reader enforces: more groups than any model has, a page far larger than ours. */
 #define DF11_MEMSTAT_MAX_GROUPS (1u << 20)
 #define DF11_MEMSTAT_MAX_PAGE (1u << 20)
@@ -73,7 +73,7 @@ typedef struct df11_memstat_page df11_memstat_page;
  * bounded number of tries. Returns 0 with `out` a checked, NUL-terminated copy (fields past
  * the writer's size zero), or -1 with a one-line reason in `why` (may be NULL). Pure: no
  * system call but sched_yield, never prints; for df11-memstat and the fuzzer. */
-int df11_memstat_page_read(const void *mapped, size_t mapped_size, df11_memstat_page *out,
+int df11i_memstat_page_read(const void *mapped, size_t mapped_size, df11i_memstat_page *out,
                            char *why, size_t why_len);
 
 #endif

@@ -34,7 +34,7 @@ static df11_status options_take(df11_model_options *opt, const df11_model_option
         if (options->size < offsetof(df11_model_options, publish_stats) + sizeof(int) ||
             /* the first version ended at publish_stats */
             options->size > 4096)
-            return df11_fail(DF11_ERR_INVALID_ARG,
+            return df11i_fail(DF11_ERR_INVALID_ARG,
                              "options.size %zu: call df11_model_options_init first",
                              options->size);
         memcpy(opt, options, options->size < sizeof *opt ? options->size : sizeof *opt);
@@ -42,7 +42,7 @@ static df11_status options_take(df11_model_options *opt, const df11_model_option
     }
     if (opt->arena_slots < 2 || opt->arena_slots > DF11_ARENA_MAX_SLOTS ||
         (opt->nonlayer != DF11_NONLAYER_RESIDENT && opt->nonlayer != DF11_NONLAYER_ARENA))
-        return df11_fail(DF11_ERR_INVALID_ARG, "options: arena_slots %u (2..%d) or nonlayer "
+        return df11i_fail(DF11_ERR_INVALID_ARG, "options: arena_slots %u (2..%d) or nonlayer "
                          "policy out of range", opt->arena_slots, DF11_ARENA_MAX_SLOTS);
     return DF11_OK;
 }
@@ -52,14 +52,14 @@ static df11_status backend_create(df11_model *m)
 {
     df11_backend_kind kind = m->opt.backend;
     if (kind == DF11_BACKEND_AUTO)
-        kind = df11_backend_cuda_available() ? DF11_BACKEND_CUDA : DF11_BACKEND_HOST;
+        kind = df11i_backend_cuda_available() ? DF11_BACKEND_CUDA : DF11_BACKEND_HOST;
     df11_status s;
     if (kind == DF11_BACKEND_HOST)
-        s = df11_backend_host_create(m->opt.n_threads, &m->be);
+        s = df11i_backend_host_create(m->opt.n_threads, &m->be);
     else if (kind == DF11_BACKEND_CUDA)
-        s = df11_backend_cuda_create(m->opt.device, &m->be);
+        s = df11i_backend_cuda_create(m->opt.device, &m->be);
     else
-        return df11_fail(DF11_ERR_INVALID_ARG, "options: unknown backend %d", (int)m->opt.backend);
+        return df11i_fail(DF11_ERR_INVALID_ARG, "options: unknown backend %d", (int)m->opt.backend);
     if (s != DF11_OK) return s;
     m->kind = kind;
     m->be->n_threads = m->opt.n_threads;
@@ -70,10 +70,10 @@ static df11_status model_new(const df11_model_options *options, const char *path
                              df11_model **out)
 {
     df11_model *m = calloc(1, sizeof *m);
-    if (!m) return df11_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
+    if (!m) return df11i_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
     df11_status s = options_take(&m->opt, options);
     if (s == DF11_OK && !(m->path = strdup(path)))
-        s = df11_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
+        s = df11i_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
     if (s == DF11_OK) s = backend_create(m);
     if (s != DF11_OK) {
         free(m->path);
@@ -84,16 +84,16 @@ static df11_status model_new(const df11_model_options *options, const char *path
     return DF11_OK;
 }
 
-df11_status df11_rt_model_new(const char *fn, const char *path, const df11_model_options *options,
+df11_status df11i_rt_model_new(const char *fn, const char *path, const df11_model_options *options,
                               df11_model **out, df11_model **m)
 {
-    if (!out) return df11_fail(DF11_ERR_INVALID_ARG, "%s: out is NULL", fn);
+    if (!out) return df11i_fail(DF11_ERR_INVALID_ARG, "%s: out is NULL", fn);
     *out = NULL;
-    if (!path) return df11_fail(DF11_ERR_INVALID_ARG, "%s: path is NULL", fn);
+    if (!path) return df11i_fail(DF11_ERR_INVALID_ARG, "%s: path is NULL", fn);
     return model_new(options, path, m);
 }
 
-uint64_t df11_rt_memory_limit(df11_model *m)
+uint64_t df11i_rt_memory_limit(df11_model *m)
 {
     if (m->opt.memory_limit) return m->opt.memory_limit;
     uint64_t free_b = 0, total_b = 0;
@@ -110,7 +110,7 @@ uint64_t df11_rt_memory_limit(df11_model *m)
 static df11_status views_resident(df11_model *m)
 {
     m->resident_views = calloc(m->n_tensors ? m->n_tensors : 1, sizeof *m->resident_views);
-    if (!m->resident_views) return df11_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
+    if (!m->resident_views) return df11i_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
     for (uint32_t t = 0; t < m->n_tensors; t++) {
         rt_tensor *rt = &m->tensors[t];
         rt_group *g = &m->groups[rt->group];
@@ -120,15 +120,15 @@ static df11_status views_resident(df11_model *m)
     return DF11_OK;
 }
 
-df11_status df11_rt_open_finish(df11_model *m, double t0, df11_model **out)
+df11_status df11i_rt_open_finish(df11_model *m, double t0, df11_model **out)
 {
     df11_status s = views_resident(m);
     if (s != DF11_OK) {
         df11_model_close(m);
         return s;
     }
-    m->open_ms = df11_now_ms() - t0;
-    if (m->opt.publish_stats) df11_rt_stats_publish_open(m);
+    m->open_ms = df11i_now_ms() - t0;
+    if (m->opt.publish_stats) df11i_rt_stats_publish_open(m);
     *out = m;
     return DF11_OK;
 }
@@ -136,8 +136,8 @@ df11_status df11_rt_open_finish(df11_model *m, double t0, df11_model **out)
 void df11_model_close(df11_model *m)
 {
     if (!m) return;
-    df11_stats_page_remove(&m->stats_page);
-    df11_backend *be = m->be;
+    df11i_stats_page_remove(&m->stats_page);
+    df11i_backend *be = m->be;
     if (m->side_stream) be->iface->synchronize(be, m->side_stream);
     for (uint32_t i = 0; i < m->arena.n_slots; i++) {
         if (m->slots[i].ready_event) be->iface->event_destroy(be, m->slots[i].ready_event);
@@ -146,10 +146,10 @@ void df11_model_close(df11_model *m)
     if (m->side_stream) be->iface->stream_destroy(be, m->side_stream);
     if (m->groups)
         for (uint32_t g = 0; g < m->n_groups; g++) free(m->groups[g].plan_host);
-    df11_pool_destroy(m->pool);
+    df11i_pool_destroy(m->pool);
     if (m->file) df11_file_close(m->file);
-    if (m->st) df11_st_close(m->st);
-    df11_backend_destroy(be);
+    if (m->st) df11i_st_close(m->st);
+    df11i_backend_destroy(be);
     free(m->groups);
     free(m->tensors);
     free(m->block_group);
@@ -199,7 +199,7 @@ static df11_status pv_prefetch(void *ctx, uint32_t b) { return df11_block_prefet
 
 df11_status df11_model_provider(df11_model *m, df11_provider *p)
 {
-    if (!m || !p) return df11_fail(DF11_ERR_INVALID_ARG, "df11_model_provider: NULL argument");
+    if (!m || !p) return df11i_fail(DF11_ERR_INVALID_ARG, "df11_model_provider: NULL argument");
     memset(p, 0, sizeof *p);
     p->size = sizeof *p;
     p->ctx = m;

@@ -7,11 +7,11 @@
 
 df11_status df11_model_stats_get(const df11_model *m, df11_model_stats *st)
 {
-    if (!m || !st) return df11_fail(DF11_ERR_INVALID_ARG, "df11_model_stats_get: NULL argument");
+    if (!m || !st) return df11i_fail(DF11_ERR_INVALID_ARG, "df11_model_stats_get: NULL argument");
     memset(st, 0, sizeof *st);
     st->size = sizeof *st;
-    df11_pool_stats ps;
-    df11_pool_stats_get(m->pool, &ps);
+    df11i_pool_stats ps;
+    df11i_pool_stats_get(m->pool, &ps);
     st->compressed_bytes = ps.used[DF11_POOL_USE_COMPRESSED];
     st->bf16_bytes = m->bf16_bytes;
     st->arena_bytes = ps.used[DF11_POOL_USE_ARENA];
@@ -34,11 +34,11 @@ df11_status df11_model_stats_get(const df11_model *m, df11_model_stats *st)
     return DF11_OK;
 }
 
-static void snapshot_take(const df11_model *m, df11_stats_snapshot *snap)
+static void snapshot_take(const df11_model *m, df11i_stats_snapshot *snap)
 {
     df11_model_stats st;
     df11_model_stats_get(m, &st);
-    *snap = (df11_stats_snapshot){
+    *snap = (df11i_stats_snapshot){
         .n_blocks = m->n_blocks,
         .n_groups = m->n_groups,
         .arena_slots = m->arena.n_slots,
@@ -57,24 +57,24 @@ static void snapshot_take(const df11_model *m, df11_stats_snapshot *snap)
         .open_ms = st.open_ms,
     };
     for (uint32_t i = 0; i < DF11_MEMSTAT_SLOTS; i++) {
-        const df11_arena_slot *sl = i < m->arena.n_slots ? &m->arena.slots[i] : NULL;
+        const df11i_arena_slot *sl = i < m->arena.n_slots ? &m->arena.slots[i] : NULL;
         snap->slot_key[i] = sl && sl->state != DF11_SLOT_EMPTY ? (int32_t)sl->key : -1;
         snap->slot_state[i] = sl ? (uint8_t)sl->state : 0;
     }
 }
 
-void df11_rt_stats_publish_open(df11_model *m)
+void df11i_rt_stats_publish_open(df11_model *m)
 {
     m->stats_error[0] = '\0';
-    if (df11_stats_page_create(&m->stats_page, m->path, m->be->iface->name, m->file == NULL,
+    if (df11i_stats_page_create(&m->stats_page, m->path, m->be->iface->name, m->file == NULL,
                                m->stats_error, sizeof m->stats_error) == 0)
-        df11_rt_stats_publish(m);
+        df11i_rt_stats_publish(m);
 }
 
-void df11_rt_stats_publish(df11_model *m)
+void df11i_rt_stats_publish(df11_model *m)
 {
     if (!m->stats_page.map) return; /* no snapshot to take without a page */
-    df11_stats_snapshot snap;
+    df11i_stats_snapshot snap;
     snapshot_take(m, &snap);
-    df11_stats_page_write(&m->stats_page, &snap);
+    df11i_stats_page_write(&m->stats_page, &snap);
 }

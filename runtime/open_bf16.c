@@ -24,7 +24,7 @@ static df11_status groups_from_names(df11_model *m, const int32_t *layer, uint32
     m->tensors = calloc(m->n_tensors ? m->n_tensors : 1, sizeof *m->tensors);
     m->block_group = calloc(m->n_blocks ? m->n_blocks : 1, sizeof *m->block_group);
     if (!m->groups || !m->tensors || !m->block_group)
-        return df11_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
+        return df11i_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
     uint32_t nt = 0, ng = 0;
     for (uint32_t b = 0; b < m->n_blocks; b++) {
         rt_group *g = &m->groups[ng];
@@ -51,9 +51,9 @@ static df11_status groups_from_names(df11_model *m, const int32_t *layer, uint32
 /* Groups from the tensors' names (see groups_from_names), `src` malloc'd for the caller. */
 static df11_status groups_make(df11_model *m, uint32_t **src)
 {
-    const df11_st_model *st = m->st;
+    const df11i_st_model *st = m->st;
     if (st->n_tensors > UINT32_MAX / 2)
-        return df11_fail(DF11_ERR_OVERFLOW, "'%s': too many tensors", m->path);
+        return df11i_fail(DF11_ERR_OVERFLOW, "'%s': too many tensors", m->path);
     m->n_tensors = (uint32_t)st->n_tensors;
     int32_t max_layer = -1;
     uint32_t n_nonlayer = 0;
@@ -61,10 +61,10 @@ static df11_status groups_make(df11_model *m, uint32_t **src)
     *src = malloc((m->n_tensors ? m->n_tensors : 1) * sizeof **src);
     if (!layer || !*src) {
         free(layer);
-        return df11_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
+        return df11i_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
     }
     for (uint32_t t = 0; t < m->n_tensors; t++) {
-        layer[t] = df11_layer_of(st->tensors[t].name, RT_LAYER_PREFIX);
+        layer[t] = df11i_layer_of(st->tensors[t].name, RT_LAYER_PREFIX);
         if (layer[t] > max_layer) max_layer = layer[t];
         if (layer[t] < 0) n_nonlayer++;
     }
@@ -94,12 +94,12 @@ static uint64_t layout(df11_model *m, const uint32_t *src)
             rt->view.layer = gr->layer;
             rt->group = g;
             rt->offset = off;
-            off += df11_align_up(rt->view.nbytes, 256);
+            off += df11i_align_up(rt->view.nbytes, 256);
             m->bf16_bytes += rt->view.nbytes;
         }
         gr->decoded_size = off;
         if (gr->n_tensors > m->max_block_tensors) m->max_block_tensors = gr->n_tensors;
-        total += df11_align_up(off, RT_PAYLOAD_ALIGN);
+        total += df11i_align_up(off, RT_PAYLOAD_ALIGN);
     }
     return total;
 }
@@ -107,20 +107,20 @@ static uint64_t layout(df11_model *m, const uint32_t *src)
 /* Checks `total` against the limit, then copies every tensor into its group's memory. */
 static df11_status upload(df11_model *m, const uint32_t *src, uint64_t total)
 {
-    uint64_t limit = df11_rt_memory_limit(m);
+    uint64_t limit = df11i_rt_memory_limit(m);
     if (limit && total > limit)
-        return df11_fail(DF11_ERR_DEVICE_MEMORY, "'%s' needs %.1f MiB of BF16 weights but the "
+        return df11i_fail(DF11_ERR_DEVICE_MEMORY, "'%s' needs %.1f MiB of BF16 weights but the "
                          "limit is %.1f MiB: short by %llu bytes (%.1f MiB)", m->path,
-                         df11_rt_mib(total), df11_rt_mib(limit),
-                         (unsigned long long)(total - limit), df11_rt_mib(total - limit));
-    df11_pool_allocator mem = df11_backend_device_memory(m->be);
+                         df11i_rt_mib(total), df11i_rt_mib(limit),
+                         (unsigned long long)(total - limit), df11i_rt_mib(total - limit));
+    df11i_pool_allocator mem = df11i_backend_device_memory(m->be);
     df11_status s;
-    if ((s = df11_pool_create(&mem, limit, &m->pool)) != DF11_OK ||
-        (s = df11_pool_reserve(m->pool, total)) != DF11_OK)
+    if ((s = df11i_pool_create(&mem, limit, &m->pool)) != DF11_OK ||
+        (s = df11i_pool_reserve(m->pool, total)) != DF11_OK)
         return s;
     for (uint32_t g = 0; g < m->n_groups && s == DF11_OK; g++) {
         rt_group *gr = &m->groups[g];
-        s = df11_pool_alloc(m->pool, gr->decoded_size, RT_PAYLOAD_ALIGN, DF11_POOL_USE_RESIDENT,
+        s = df11i_pool_alloc(m->pool, gr->decoded_size, RT_PAYLOAD_ALIGN, DF11_POOL_USE_RESIDENT,
                             &gr->resident);
         for (uint32_t i = gr->first_tensor; s == DF11_OK && i < gr->first_tensor + gr->n_tensors; i++)
             s = m->be->iface->copy_h2d(m->be, (char *)gr->resident + m->tensors[i].offset,
@@ -133,20 +133,20 @@ static df11_status upload(df11_model *m, const uint32_t *src, uint64_t total)
 df11_status df11_model_open_bf16(const char *path, const df11_model_options *options,
                                  df11_model **out)
 {
-    double t0 = df11_now_ms();
+    double t0 = df11i_now_ms();
     df11_model *m = NULL;
-    df11_status s = df11_rt_model_new("df11_model_open_bf16", path, options, out, &m);
+    df11_status s = df11i_rt_model_new("df11_model_open_bf16", path, options, out, &m);
     if (s != DF11_OK) return s;
     uint32_t *src = NULL;
-    if ((s = df11_st_open(path, &m->st)) != DF11_OK || (s = groups_make(m, &src)) != DF11_OK)
+    if ((s = df11i_st_open(path, &m->st)) != DF11_OK || (s = groups_make(m, &src)) != DF11_OK)
         goto fail;
     uint64_t total = layout(m, src);
-    if ((s = df11_rt_names_index(m)) != DF11_OK || (s = upload(m, src, total)) != DF11_OK)
+    if ((s = df11i_rt_names_index(m)) != DF11_OK || (s = upload(m, src, total)) != DF11_OK)
         goto fail;
     free(src);
     m->config = m->st->config_json;
     m->config_len = m->st->config_json ? m->st->config_len : 0;
-    return df11_rt_open_finish(m, t0, out);
+    return df11i_rt_open_finish(m, t0, out);
 fail:
     free(src);
     df11_model_close(m);

@@ -14,13 +14,13 @@
 /* Device bytes the decode plan of group g will take once built (0 on a backend without
  * plans), as load_group allocates it (256-aligned), for the limit check before the plans
  * exist. The backend asks the code that lays plans out (kernels/decode.h,
- * df11_gpu_plan_size) instead of this file copying its formula. */
+ * df11i_gpu_plan_size) instead of this file copying its formula. */
 static df11_status plan_estimate(df11_model *m, uint32_t g, uint64_t *bytes)
 {
     uint64_t n = 0;
     df11_status s = m->be->iface->plan_size(m->be, m->file, g, &n);
-    if (s != DF11_OK) return df11_fail_context(s, "plan size of group %u", g);
-    *bytes = df11_align_up(n, 256);
+    if (s != DF11_OK) return df11i_fail_context(s, "plan size of group %u", g);
+    *bytes = df11i_align_up(n, 256);
     return DF11_OK;
 }
 
@@ -35,7 +35,7 @@ static df11_status layout_from_file(df11_model *m)
     m->tensors = calloc(m->n_tensors ? m->n_tensors : 1, sizeof *m->tensors);
     m->block_group = calloc(m->n_blocks ? m->n_blocks : 1, sizeof *m->block_group);
     if (!m->groups || !m->tensors || !m->block_group)
-        return df11_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
+        return df11i_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
     for (uint32_t g = 0; g < m->n_groups; g++) {
         const df11_group_info *gi = df11_file_group(f, g);
         m->groups[g] = (rt_group){.name = gi->name, .layer = gi->layer,
@@ -61,7 +61,7 @@ static df11_status layout_from_file(df11_model *m)
         rt->view.layer = m->groups[ti->group].layer;
         m->bf16_bytes += ti->nbytes;
     }
-    return df11_rt_names_index(m);
+    return df11i_rt_names_index(m);
 }
 
 static int group_in_arena(const df11_model *m, const rt_group *g)
@@ -86,26 +86,26 @@ static df11_status memory_plan_make(df11_model *m, memory_plan *p)
         rt_group *gr = &m->groups[g];
         if (group_in_arena(m, gr)) {
             if (gr->decoded_size > p->slot) p->slot = gr->decoded_size;
-            p->compressed += df11_align_up(gr->payload_size, RT_PAYLOAD_ALIGN);
+            p->compressed += df11i_align_up(gr->payload_size, RT_PAYLOAD_ALIGN);
         } else {
-            p->resident += df11_align_up(gr->decoded_size, RT_PAYLOAD_ALIGN);
+            p->resident += df11i_align_up(gr->decoded_size, RT_PAYLOAD_ALIGN);
         }
         uint64_t plan = 0;
         df11_status s = plan_estimate(m, g, &plan);
         if (s != DF11_OK) return s;
         p->metadata += plan;
     }
-    p->slot = df11_align_up(p->slot ? p->slot : 1, RT_PAYLOAD_ALIGN);
+    p->slot = df11i_align_up(p->slot ? p->slot : 1, RT_PAYLOAD_ALIGN);
     p->need = p->compressed + p->slot * p->k + p->resident + p->metadata;
-    p->limit = df11_rt_memory_limit(m);
+    p->limit = df11i_rt_memory_limit(m);
     if (p->limit && p->need > p->limit)
-        return df11_fail(DF11_ERR_DEVICE_MEMORY,
+        return df11i_fail(DF11_ERR_DEVICE_MEMORY,
                          "'%s' needs %.1f MiB (compressed %.1f + arena %u x %.1f + resident "
                          "%.1f + metadata %.1f) but the limit is %.1f MiB: short by %llu bytes "
-                         "(%.1f MiB)", m->path, df11_rt_mib(p->need), df11_rt_mib(p->compressed),
-                         p->k, df11_rt_mib(p->slot), df11_rt_mib(p->resident),
-                         df11_rt_mib(p->metadata), df11_rt_mib(p->limit),
-                         (unsigned long long)(p->need - p->limit), df11_rt_mib(p->need - p->limit));
+                         "(%.1f MiB)", m->path, df11i_rt_mib(p->need), df11i_rt_mib(p->compressed),
+                         p->k, df11i_rt_mib(p->slot), df11i_rt_mib(p->resident),
+                         df11i_rt_mib(p->metadata), df11i_rt_mib(p->limit),
+                         (unsigned long long)(p->need - p->limit), df11i_rt_mib(p->need - p->limit));
     return DF11_OK;
 }
 
@@ -113,24 +113,24 @@ static df11_status memory_plan_make(df11_model *m, memory_plan *p)
  * the compressed payload of an arena group, the decoded data of a resident one. */
 static df11_status memory_carve(df11_model *m, const memory_plan *p)
 {
-    df11_pool_allocator mem = df11_backend_device_memory(m->be);
-    df11_status s = df11_pool_create(&mem, p->limit, &m->pool);
+    df11i_pool_allocator mem = df11i_backend_device_memory(m->be);
+    df11_status s = df11i_pool_create(&mem, p->limit, &m->pool);
     if (s != DF11_OK) return s;
-    df11_pool_set_chunk_min(m->pool, 4ull << 20);
-    if ((s = df11_pool_reserve(m->pool, p->need)) != DF11_OK) return s;
+    df11i_pool_set_chunk_min(m->pool, 4ull << 20);
+    if ((s = df11i_pool_reserve(m->pool, p->need)) != DF11_OK) return s;
     void *base;
-    if ((s = df11_pool_alloc(m->pool, p->slot * p->k, RT_PAYLOAD_ALIGN, DF11_POOL_USE_ARENA,
+    if ((s = df11i_pool_alloc(m->pool, p->slot * p->k, RT_PAYLOAD_ALIGN, DF11_POOL_USE_ARENA,
                              &base)) != DF11_OK ||
-        (s = df11_arena_init(&m->arena, p->k, p->slot, base)) != DF11_OK)
+        (s = df11i_arena_init(&m->arena, p->k, p->slot, base)) != DF11_OK)
         return s;
     for (uint32_t g = 0; g < m->n_groups; g++) {
         rt_group *gr = &m->groups[g];
         if (group_in_arena(m, gr))
             /* the GPU decoder reads lane streams 16 bytes at a time */
-            s = df11_pool_alloc(m->pool, df11_align_up(gr->payload_size, 16), RT_PAYLOAD_ALIGN,
+            s = df11i_pool_alloc(m->pool, df11i_align_up(gr->payload_size, 16), RT_PAYLOAD_ALIGN,
                                 DF11_POOL_USE_COMPRESSED, &gr->payload);
         else
-            s = df11_pool_alloc(m->pool, gr->decoded_size, RT_PAYLOAD_ALIGN,
+            s = df11i_pool_alloc(m->pool, gr->decoded_size, RT_PAYLOAD_ALIGN,
                                 DF11_POOL_USE_RESIDENT, &gr->resident);
         if (s != DF11_OK) return s;
     }
@@ -140,7 +140,7 @@ static df11_status memory_carve(df11_model *m, const memory_plan *p)
 /* The side stream decodes run on, two events per slot, and the slots' block views. */
 static df11_status scheduler_create(df11_model *m)
 {
-    df11_backend *be = m->be;
+    df11i_backend *be = m->be;
     df11_status s = be->iface->stream_create(be, !m->opt.decode_normal_priority, &m->side_stream);
     if (s != DF11_OK) return s;
     for (uint32_t i = 0; i < m->arena.n_slots; i++) {
@@ -150,24 +150,24 @@ static df11_status scheduler_create(df11_model *m)
     }
     size_t per_slot = m->max_block_tensors ? m->max_block_tensors : 1;
     m->slot_views = calloc((size_t)m->arena.n_slots * per_slot, sizeof *m->slot_views);
-    if (!m->slot_views) return df11_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
+    if (!m->slot_views) return df11i_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
     return DF11_OK;
 }
 
 df11_status df11_model_open(const char *path, const df11_model_options *options,
                             df11_model **out)
 {
-    double t0 = df11_now_ms();
+    double t0 = df11i_now_ms();
     df11_model *m = NULL;
-    df11_status s = df11_rt_model_new("df11_model_open", path, options, out, &m);
+    df11_status s = df11i_rt_model_new("df11_model_open", path, options, out, &m);
     if (s != DF11_OK) return s;
     memory_plan plan;
     if ((s = df11_file_open(path, &m->file)) != DF11_OK || (s = layout_from_file(m)) != DF11_OK ||
         (s = memory_plan_make(m, &plan)) != DF11_OK || (s = memory_carve(m, &plan)) != DF11_OK ||
-        (s = scheduler_create(m)) != DF11_OK || (s = df11_rt_load(m)) != DF11_OK) {
+        (s = scheduler_create(m)) != DF11_OK || (s = df11i_rt_load(m)) != DF11_OK) {
         df11_model_close(m);
         return s;
     }
     m->config = df11_file_metadata(m->file, &m->config_len);
-    return df11_rt_open_finish(m, t0, out);
+    return df11i_rt_open_finish(m, t0, out);
 }

@@ -3,7 +3,7 @@
  * goes through the arena: a slot is claimed, the decode is enqueued on the side stream
  * after the slot's release event, and the engine's stream waits for the decode's ready
  * event. The host never waits on the CUDA backend. Non-layer groups under the ARENA
- * policy go through the same slots (df11_rt_group_acquire, for tensors.c). */
+ * policy go through the same slots (df11i_rt_group_acquire, for tensors.c). */
 #include "common/error.h"
 #include "runtime/internal.h"
 
@@ -14,9 +14,9 @@ static rt_group *block_group(const df11_model *m, uint32_t block)
 
 static df11_status block_check(const df11_model *m, uint32_t block, const char *fn)
 {
-    if (!m) return df11_fail(DF11_ERR_INVALID_ARG, "%s: model is NULL", fn);
+    if (!m) return df11i_fail(DF11_ERR_INVALID_ARG, "%s: model is NULL", fn);
     if (block >= m->n_blocks)
-        return df11_fail(DF11_ERR_NOT_FOUND, "block %u: the model has %u blocks", block,
+        return df11i_fail(DF11_ERR_NOT_FOUND, "block %u: the model has %u blocks", block,
                          m->n_blocks);
     return DF11_OK;
 }
@@ -24,7 +24,7 @@ static df11_status block_check(const df11_model *m, uint32_t block, const char *
 /* The arena slot holding `key` while the engine holds it, else -1. */
 static int slot_acquired(const df11_model *m, int64_t key)
 {
-    int slot = df11_arena_find(&m->arena, key);
+    int slot = df11i_arena_find(&m->arena, key);
     return slot >= 0 && m->arena.slots[slot].state == DF11_SLOT_ACQUIRED ? slot : -1;
 }
 
@@ -33,20 +33,20 @@ static int slot_acquired(const df11_model *m, int64_t key)
 /* Makes sure group `g` (arena key `key`) has a slot with its decode enqueued. */
 static df11_status slot_fill(df11_model *m, int64_t key, uint32_t g, int prefetch, int *slot)
 {
-    int i = df11_arena_find(&m->arena, key);
+    int i = df11i_arena_find(&m->arena, key);
     if (i >= 0) {
         *slot = i;
         return DF11_OK;
     }
-    df11_status s = df11_arena_claim(&m->arena, key, prefetch, &i, NULL);
+    df11_status s = df11i_arena_claim(&m->arena, key, prefetch, &i, NULL);
     if (s != DF11_OK) return s;
-    df11_backend *be = m->be;
+    df11i_backend *be = m->be;
     rt_slot *sl = &m->slots[i];
     rt_group *gr = &m->groups[g];
     /* The slot's previous tenant may still be read by the engine's stream. */
     if (sl->release_recorded && (s = be->iface->stream_wait(be, m->side_stream, sl->release_event)) != DF11_OK)
         goto fail;
-    df11_backend_group bg = {.file = m->file, .group = g, .payload = gr->payload,
+    df11i_backend_group bg = {.file = m->file, .group = g, .payload = gr->payload,
                              .plan_host = gr->plan_host, .plan_dev = gr->plan_dev};
     if ((s = be->iface->decode_group(be, &bg, m->arena.slots[i].data, m->side_stream)) != DF11_OK)
         goto fail;
@@ -55,7 +55,7 @@ static df11_status slot_fill(df11_model *m, int64_t key, uint32_t g, int prefetc
     *slot = i;
     return DF11_OK;
 fail:
-    df11_arena_drop(&m->arena, i);
+    df11i_arena_drop(&m->arena, i);
     return s;
 }
 
@@ -65,8 +65,8 @@ static df11_status slot_wait(df11_model *m, int slot, df11_stream stream)
 {
     df11_status s = m->be->iface->stream_wait(m->be, stream, m->slots[slot].ready_event);
     if (s != DF11_OK) {
-        df11_arena_release(&m->arena, slot, NULL);
-        df11_arena_drop(&m->arena, slot);
+        df11i_arena_release(&m->arena, slot, NULL);
+        df11i_arena_drop(&m->arena, slot);
     }
     return s;
 }
@@ -79,8 +79,8 @@ static df11_status slot_release(df11_model *m, int slot, df11_stream stream)
     df11_status s = m->be->iface->event_record(m->be, sl->release_event, stream);
     if (s != DF11_OK) return s;
     sl->release_recorded = 1;
-    df11_arena_release(&m->arena, slot, NULL);
-    df11_rt_stats_publish(m);
+    df11i_arena_release(&m->arena, slot, NULL);
+    df11i_rt_stats_publish(m);
     return DF11_OK;
 }
 
@@ -89,7 +89,7 @@ static df11_status slot_release(df11_model *m, int slot, df11_stream stream)
 static df11_status resident_acquire(df11_model *m, uint32_t block, df11_block_view *view)
 {
     rt_group *gr = block_group(m, block);
-    if (gr->acquired) return df11_fail(DF11_ERR_STATE, "block %u is already acquired", block);
+    if (gr->acquired) return df11i_fail(DF11_ERR_STATE, "block %u is already acquired", block);
     gr->acquired = 1;
     m->acquires++;
     if (view) {
@@ -103,7 +103,7 @@ static df11_status resident_acquire(df11_model *m, uint32_t block, df11_block_vi
 static df11_status resident_release(df11_model *m, uint32_t block)
 {
     rt_group *gr = block_group(m, block);
-    if (!gr->acquired) return df11_fail(DF11_ERR_STATE, "block %u is not acquired", block);
+    if (!gr->acquired) return df11i_fail(DF11_ERR_STATE, "block %u is not acquired", block);
     gr->acquired = 0;
     return DF11_OK;
 }
@@ -147,20 +147,20 @@ static df11_status arena_acquire(df11_model *m, uint32_t block, df11_stream stre
                                  df11_block_view *view)
 {
     if (slot_acquired(m, block) >= 0)
-        return df11_fail(DF11_ERR_STATE, "block %u is already acquired", block);
+        return df11i_fail(DF11_ERR_STATE, "block %u is already acquired", block);
     int slot;
     df11_status s = slot_fill(m, block, m->block_group[block], 0, &slot);
     if (s == DF11_ERR_BUSY)
-        return df11_fail(DF11_ERR_BUSY, "block %u: all %u arena slots hold acquired blocks; "
+        return df11i_fail(DF11_ERR_BUSY, "block %u: all %u arena slots hold acquired blocks; "
                          "release one first", block, m->arena.n_slots);
     if (s != DF11_OK) return s;
-    df11_arena_acquire(&m->arena, slot);
+    df11i_arena_acquire(&m->arena, slot);
     prefetch_ahead(m, block);
     if ((s = slot_wait(m, slot, stream)) != DF11_OK) return s;
-    df11_clear_error(); /* a prefetch that found no slot is no failure of this call */
+    df11i_clear_error(); /* a prefetch that found no slot is no failure of this call */
     m->acquires++;
     if (view) slot_block_view(m, block, slot, view);
-    df11_rt_stats_publish(m);
+    df11i_rt_stats_publish(m);
     return DF11_OK;
 }
 
@@ -171,7 +171,7 @@ df11_status df11_block_prefetch(df11_model *m, uint32_t block)
     df11_status s = block_check(m, block, "df11_block_prefetch");
     if (s != DF11_OK) return s;
     if (block_group(m, block)->resident) return DF11_OK; /* nothing to decode or publish */
-    if ((s = prefetch(m, block)) == DF11_OK) df11_rt_stats_publish(m);
+    if ((s = prefetch(m, block)) == DF11_OK) df11i_rt_stats_publish(m);
     return s;
 }
 
@@ -190,13 +190,13 @@ df11_status df11_block_release(df11_model *m, uint32_t block, df11_stream stream
     if (s != DF11_OK) return s;
     if (block_group(m, block)->resident) return resident_release(m, block);
     int slot = slot_acquired(m, block);
-    if (slot < 0) return df11_fail(DF11_ERR_STATE, "block %u is not acquired", block);
+    if (slot < 0) return df11i_fail(DF11_ERR_STATE, "block %u is not acquired", block);
     return slot_release(m, slot, stream);
 }
 
 /* --- for tensors.c --- */
 
-const void *df11_rt_block_data(const df11_model *m, uint32_t block)
+const void *df11i_rt_block_data(const df11_model *m, uint32_t block)
 {
     const rt_group *gr = block_group(m, block);
     if (gr->resident) return gr->acquired ? gr->resident : NULL;
@@ -210,26 +210,26 @@ static int64_t group_key(const df11_model *m, uint32_t group)
     return (int64_t)m->n_blocks + group;
 }
 
-df11_status df11_rt_group_acquire(df11_model *m, uint32_t group, df11_stream stream,
+df11_status df11i_rt_group_acquire(df11_model *m, uint32_t group, df11_stream stream,
                                   const void **data)
 {
     int slot = slot_acquired(m, group_key(m, group));
     if (slot >= 0) {
-        df11_arena_ref(&m->arena, slot);
+        df11i_arena_ref(&m->arena, slot);
     } else {
         df11_status s = slot_fill(m, group_key(m, group), group, 0, &slot);
         if (s != DF11_OK) return s;
-        df11_arena_acquire(&m->arena, slot);
+        df11i_arena_acquire(&m->arena, slot);
         if ((s = slot_wait(m, slot, stream)) != DF11_OK) return s;
     }
     *data = m->arena.slots[slot].data;
-    df11_rt_stats_publish(m);
+    df11i_rt_stats_publish(m);
     return DF11_OK;
 }
 
-df11_status df11_rt_group_release(df11_model *m, uint32_t group, df11_stream stream)
+df11_status df11i_rt_group_release(df11_model *m, uint32_t group, df11_stream stream)
 {
     int slot = slot_acquired(m, group_key(m, group));
-    if (slot < 0) return df11_fail(DF11_ERR_STATE, "group %u is not held", group);
+    if (slot < 0) return df11i_fail(DF11_ERR_STATE, "group %u is not held", group);
     return slot_release(m, slot, stream);
 }

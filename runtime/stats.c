@@ -1,6 +1,6 @@
 /* The shared-memory stats page for df11-memstat (layout: runtime/memstat.h): creating one
  * and writing a model's snapshot into it (stats.h), and reading one back
- * (df11_memstat_page_read). Passive: it knows no model; runtime/model_stats.c computes the
+ * (df11i_memstat_page_read). Passive: it knows no model; runtime/model_stats.c computes the
  * numbers. Updates are a seqlock write of a few hundred bytes, no system call, so acquire
  * and release may publish on the hot path. Stats are optional: nothing here can fail an
  * open. */
@@ -21,7 +21,7 @@
 #include "runtime/memstat.h"
 #include "runtime/stats.h"
 
-#define PAGE_BYTES ((sizeof(df11_memstat_page) + 4095) & ~(size_t)4095)
+#define PAGE_BYTES ((sizeof(df11i_memstat_page) + 4095) & ~(size_t)4095)
 
 static int unavailable(char *why, size_t why_len, int err, const char *what)
 {
@@ -30,7 +30,7 @@ static int unavailable(char *why, size_t why_len, int err, const char *what)
 }
 
 /* The first free name of this pid: "/df11-<pid>", then "/df11-<pid>-1", ... */
-static int page_open(df11_stats_page *pg, char *why, size_t why_len)
+static int page_open(df11i_stats_page *pg, char *why, size_t why_len)
 {
     int fd = -1;
     int pid = (int)getpid();
@@ -53,7 +53,7 @@ static int page_open(df11_stats_page *pg, char *why, size_t why_len)
     return fd;
 }
 
-int df11_stats_page_create(df11_stats_page *pg, const char *model_path, const char *backend,
+int df11i_stats_page_create(df11i_stats_page *pg, const char *model_path, const char *backend,
                            int bf16_model, char *why, size_t why_len)
 {
     pg->map = NULL;
@@ -61,7 +61,7 @@ int df11_stats_page_create(df11_stats_page *pg, const char *model_path, const ch
     if (fd < 0) return -1;
     /* The whole page is written in one go, header first in memory, so that a reader finds
      * it zero-sized or complete rather than a valid size with a zero magic. */
-    df11_memstat_page *init = calloc(1, PAGE_BYTES);
+    df11i_memstat_page *init = calloc(1, PAGE_BYTES);
     const char *failed = NULL;
     int err = 0;
     if (!init) {
@@ -103,9 +103,9 @@ int df11_stats_page_create(df11_stats_page *pg, const char *model_path, const ch
     return 0;
 }
 
-void df11_stats_page_write(df11_stats_page *page, const df11_stats_snapshot *snap)
+void df11i_stats_page_write(df11i_stats_page *page, const df11i_stats_snapshot *snap)
 {
-    df11_memstat_page *pg = page->map;
+    df11i_memstat_page *pg = page->map;
     if (!pg) return;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -136,7 +136,7 @@ void df11_stats_page_write(df11_stats_page *page, const df11_stats_snapshot *sna
     atomic_store_explicit(&pg->seq, seq + 2, memory_order_release);
 }
 
-void df11_stats_page_remove(df11_stats_page *pg)
+void df11i_stats_page_remove(df11i_stats_page *pg)
 {
     if (!pg->map) return;
     munmap(pg->map, PAGE_BYTES);
@@ -170,18 +170,18 @@ static int field_string_ok(const char *s, size_t cap, int printable)
     return 1;
 }
 
-int df11_memstat_page_read(const void *mapped, size_t mapped_size, df11_memstat_page *out,
+int df11i_memstat_page_read(const void *mapped, size_t mapped_size, df11i_memstat_page *out,
                            char *why, size_t why_len)
 {
     if (!mapped || !out) return bad(why, why_len, "no page");
-    if ((uintptr_t)mapped % _Alignof(df11_memstat_page))
+    if ((uintptr_t)mapped % _Alignof(df11i_memstat_page))
         return bad(why, why_len, "page not aligned");
     if (mapped_size < DF11_MEMSTAT_MIN_SIZE)
         return bad(why, why_len, "%zu bytes, less than a version 1 page (%zu)", mapped_size,
                    (size_t)DF11_MEMSTAT_MIN_SIZE);
     /* The page may change under us (another process writes it): every field is read once
      * into a local or into the private copy, and checks look at the copy only. */
-    const volatile df11_memstat_page *pg = mapped;
+    const volatile df11i_memstat_page *pg = mapped;
     uint64_t magic = pg->magic;
     uint32_t version = pg->version, size = pg->size;
     if (magic != DF11_MEMSTAT_MAGIC) return bad(why, why_len, "not a df11 stats page (magic)");
@@ -196,7 +196,7 @@ int df11_memstat_page_read(const void *mapped, size_t mapped_size, df11_memstat_
                    mapped_size);
     size_t n = size < sizeof *out ? size : sizeof *out;
 
-    _Atomic uint32_t *seq = (_Atomic uint32_t *)&((df11_memstat_page *)mapped)->seq;
+    _Atomic uint32_t *seq = (_Atomic uint32_t *)&((df11i_memstat_page *)mapped)->seq;
     uint32_t s0 = 1;
     int tries;
     for (tries = 0; tries < READ_TRIES; tries++) {
@@ -216,7 +216,7 @@ int df11_memstat_page_read(const void *mapped, size_t mapped_size, df11_memstat_
     out->size = size;
     atomic_store_explicit(&out->seq, s0, memory_order_relaxed);
 
-    const df11_memstat_page *p = out;
+    const df11i_memstat_page *p = out;
     if (p->pid <= 0) return bad(why, why_len, "pid %d", p->pid);
     if (!field_string_ok(p->path, sizeof p->path, 0))
         return bad(why, why_len, "path not NUL-terminated");

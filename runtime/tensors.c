@@ -17,18 +17,18 @@ static uint32_t name_hash(const char *s)
     return h;
 }
 
-df11_status df11_rt_names_index(df11_model *m)
+df11_status df11i_rt_names_index(df11_model *m)
 {
     uint32_t cap = 16;
     while (cap < 2 * m->n_tensors) cap *= 2;
     m->hash = calloc(cap, sizeof *m->hash);
-    if (!m->hash) return df11_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
+    if (!m->hash) return df11i_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
     m->hash_mask = cap - 1;
     for (uint32_t t = 0; t < m->n_tensors; t++) {
         uint32_t i = name_hash(m->tensors[t].view.name) & m->hash_mask;
         while (m->hash[i]) {
             if (!strcmp(m->tensors[m->hash[i] - 1].view.name, m->tensors[t].view.name))
-                return df11_fail(DF11_ERR_DUPLICATE, "tensor '%s' appears twice",
+                return df11i_fail(DF11_ERR_DUPLICATE, "tensor '%s' appears twice",
                                  m->tensors[t].view.name);
             i = (i + 1) & m->hash_mask;
         }
@@ -54,21 +54,21 @@ df11_status df11_tensor_get(df11_model *m, const char *name, df11_stream stream,
                             df11_tensor_view *view)
 {
     if (!m || !name || !view)
-        return df11_fail(DF11_ERR_INVALID_ARG, "df11_tensor_get: NULL argument");
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_tensor_get: NULL argument");
     rt_tensor *rt = tensor_find(m, name);
-    if (!rt) return df11_fail(DF11_ERR_NOT_FOUND, "no tensor '%s'", name);
+    if (!rt) return df11i_fail(DF11_ERR_NOT_FOUND, "no tensor '%s'", name);
     const rt_group *gr = &m->groups[rt->group];
     const void *data;
     if (gr->layer >= 0) {
-        if (!(data = df11_rt_block_data(m, (uint32_t)gr->layer)))
-            return df11_fail(DF11_ERR_STATE, "tensor '%s': block %d is not acquired", name,
+        if (!(data = df11i_rt_block_data(m, (uint32_t)gr->layer)))
+            return df11i_fail(DF11_ERR_STATE, "tensor '%s': block %d is not acquired", name,
                              gr->layer);
     } else if (gr->resident) {
         data = gr->resident;
     } else {
-        df11_status s = df11_rt_group_acquire(m, rt->group, stream, &data);
+        df11_status s = df11i_rt_group_acquire(m, rt->group, stream, &data);
         if (s == DF11_ERR_BUSY)
-            return df11_fail(DF11_ERR_BUSY, "tensor '%s': all %u arena slots are acquired; "
+            return df11i_fail(DF11_ERR_BUSY, "tensor '%s': all %u arena slots are acquired; "
                              "release one first", name, m->arena.n_slots);
         if (s != DF11_OK) return s;
     }
@@ -79,13 +79,13 @@ df11_status df11_tensor_get(df11_model *m, const char *name, df11_stream stream,
 
 df11_status df11_tensor_release(df11_model *m, const char *name, df11_stream stream)
 {
-    if (!m || !name) return df11_fail(DF11_ERR_INVALID_ARG, "df11_tensor_release: NULL argument");
+    if (!m || !name) return df11i_fail(DF11_ERR_INVALID_ARG, "df11_tensor_release: NULL argument");
     const rt_tensor *rt = tensor_find(m, name);
-    if (!rt) return df11_fail(DF11_ERR_NOT_FOUND, "no tensor '%s'", name);
+    if (!rt) return df11i_fail(DF11_ERR_NOT_FOUND, "no tensor '%s'", name);
     const rt_group *gr = &m->groups[rt->group];
     if (gr->layer >= 0 || gr->resident) return DF11_OK; /* released with its block / never */
-    df11_status s = df11_rt_group_release(m, rt->group, stream);
+    df11_status s = df11i_rt_group_release(m, rt->group, stream);
     if (s == DF11_ERR_STATE) /* the group's only failure of that kind: not held */
-        return df11_fail(DF11_ERR_STATE, "tensor '%s' is not held (release without get)", name);
+        return df11i_fail(DF11_ERR_STATE, "tensor '%s' is not held (release without get)", name);
     return s;
 }

@@ -88,7 +88,7 @@ static void progress(void *ctx, uint64_t done, uint64_t total)
  * bytes went out), ACT_FAIL makes the safetensors fill callback fail half-way. */
 static df11_status write_out(int kind, const char *path, int act)
 {
-    if (kind == KIND_ST) return df11_st_write_fill(path, src, 3, NULL, fill, &act);
+    if (kind == KIND_ST) return df11i_st_write_fill(path, src, 3, NULL, fill, &act);
     df11_compress_options o = {.n_threads = 1, .progress = progress, .progress_ctx = &act};
     return df11_compress_tensors(path, src, 3, NULL, 0, &o, NULL);
 }
@@ -97,11 +97,11 @@ static df11_status write_out(int kind, const char *path, int act)
 static void check_complete(int kind, const char *path)
 {
     if (kind == KIND_ST) {
-        df11_st_model *m;
-        ck_assert_int_eq(df11_st_open(path, &m), DF11_OK);
+        df11i_st_model *m;
+        ck_assert_int_eq(df11i_st_open(path, &m), DF11_OK);
         ck_assert_uint_eq(m->n_tensors, 3);
         ck_assert_mem_eq(m->tensors[2].data, w[2], sizeof w[2]);
-        df11_st_close(m);
+        df11i_st_close(m);
     } else {
         df11_file *f;
         ck_assert_int_eq(df11_file_open(path, &f), DF11_OK);
@@ -118,7 +118,7 @@ static int write_in_child(int kind, const char *path, int act, int named, rlim_t
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        df11_atomic_file_no_tmpfile = named;
+        df11i_atomic_file_no_tmpfile = named;
         if (fsize) {
             signal(SIGXFSZ, SIG_IGN);
             struct rlimit rl = {fsize, fsize};
@@ -138,7 +138,7 @@ START_TEST(test_output_mode)
     for (int named = 0; named < 2; named++)
         for (int kind = 0; kind < 2; kind++)
             for (size_t i = 0; i < sizeof masks / sizeof *masks; i++) {
-                df11_atomic_file_no_tmpfile = named;
+                df11i_atomic_file_no_tmpfile = named;
                 const char *dir = fresh_dir("mode");
                 char path[600];
                 snprintf(path, sizeof path, "%s/%s", dir, target_name(kind));
@@ -152,7 +152,7 @@ START_TEST(test_output_mode)
                               (unsigned)masks[i], (unsigned)(st.st_mode & 07777));
                 ck_assert_str_eq(dir_list(dir), target_name(kind));
             }
-    df11_atomic_file_no_tmpfile = 0;
+    df11i_atomic_file_no_tmpfile = 0;
     umask(saved);
 }
 END_TEST
@@ -174,9 +174,9 @@ START_TEST(test_output_failed_write)
                 }
                 const char *expect = previous ? target_name(kind) : "";
                 if (kind == KIND_ST) {
-                    df11_atomic_file_no_tmpfile = named;
+                    df11i_atomic_file_no_tmpfile = named;
                     ck_assert_int_eq(write_out(kind, path, ACT_FAIL), DF11_ERR_IO);
-                    df11_atomic_file_no_tmpfile = 0;
+                    df11i_atomic_file_no_tmpfile = 0;
                     ck_assert_str_eq(dir_list(dir), expect);
                 }
                 int status = write_in_child(kind, path, ACT_NONE, named, 6000);
@@ -220,9 +220,9 @@ START_TEST(test_output_sigkill)
                     snprintf(prefix, sizeof prefix, ".%s.tmp-", target_name(kind));
                     ck_assert_msg(strstr(dir_list(dir), prefix), "%s", dir_list(dir));
                 }
-                df11_atomic_file_no_tmpfile = named;
+                df11i_atomic_file_no_tmpfile = named;
                 ck_assert_int_eq(write_out(kind, path, ACT_NONE), DF11_OK);
-                df11_atomic_file_no_tmpfile = 0;
+                df11i_atomic_file_no_tmpfile = 0;
                 ck_assert_str_eq(dir_list(dir), target_name(kind));
                 check_complete(kind, path);
             }
@@ -235,7 +235,7 @@ START_TEST(test_output_replaces)
 {
     for (int named = 0; named < 2; named++)
         for (int kind = 0; kind < 2; kind++) {
-            df11_atomic_file_no_tmpfile = named;
+            df11i_atomic_file_no_tmpfile = named;
             const char *dir = fresh_dir("replace");
             char path[600];
             snprintf(path, sizeof path, "%s/%s", dir, target_name(kind));
@@ -255,7 +255,7 @@ START_TEST(test_output_replaces)
             check_complete(kind, path);
             ck_assert_str_eq(dir_list(dir), target_name(kind));
         }
-    df11_atomic_file_no_tmpfile = 0;
+    df11i_atomic_file_no_tmpfile = 0;
 }
 END_TEST
 
@@ -268,15 +268,15 @@ START_TEST(test_atomic_file_temporaries)
     snprintf(path, sizeof path, "%s/x", dir);
 
     /* What a signal handler does: the named temporary goes, abort still works. */
-    df11_atomic_file_no_tmpfile = 1;
-    df11_atomic_file af;
-    ck_assert_int_eq(df11_atomic_file_begin(&af, path), DF11_OK);
-    ck_assert_int_eq(df11_atomic_file_write(&af, "abc", 3), DF11_OK);
+    df11i_atomic_file_no_tmpfile = 1;
+    df11i_atomic_file af;
+    ck_assert_int_eq(df11i_atomic_file_begin(&af, path), DF11_OK);
+    ck_assert_int_eq(df11i_atomic_file_write(&af, "abc", 3), DF11_OK);
     ck_assert_ptr_nonnull(strstr(dir_list(dir), ".x.tmp-"));
-    df11_atomic_file_unlink_temporaries();
+    df11i_atomic_file_unlink_temporaries();
     ck_assert_str_eq(dir_list(dir), "");
-    df11_atomic_file_abort(&af);
-    df11_atomic_file_abort(&af); /* twice is harmless */
+    df11i_atomic_file_abort(&af);
+    df11i_atomic_file_abort(&af); /* twice is harmless */
     ck_assert_str_eq(dir_list(dir), "");
 
     /* Stale ones: a dead pid's is removed; a live one's, another target's and a name
@@ -291,23 +291,23 @@ START_TEST(test_atomic_file_temporaries)
     const char *make[] = {stale, live, other, odd};
     for (int i = 0; i < 4; i++) fclose(fopen(make[i], "w"));
     for (int named = 0; named < 2; named++) {
-        df11_atomic_file_no_tmpfile = named;
-        ck_assert_int_eq(df11_atomic_file_begin(&af, path), DF11_OK);
+        df11i_atomic_file_no_tmpfile = named;
+        ck_assert_int_eq(df11i_atomic_file_begin(&af, path), DF11_OK);
         ck_assert_int_ne(access(stale, F_OK), 0);
-        ck_assert_int_eq(df11_atomic_file_write(&af, "new", 3), DF11_OK);
-        ck_assert_int_eq(df11_atomic_file_commit(&af), DF11_OK);
-        ck_assert_int_eq(df11_atomic_file_commit(&af), DF11_ERR_STATE);
+        ck_assert_int_eq(df11i_atomic_file_write(&af, "new", 3), DF11_OK);
+        ck_assert_int_eq(df11i_atomic_file_commit(&af), DF11_OK);
+        ck_assert_int_eq(df11i_atomic_file_commit(&af), DF11_ERR_STATE);
         fclose(fopen(stale, "w"));
     }
     for (int i = 1; i < 4; i++) ck_assert_int_eq(access(make[i], F_OK), 0);
-    df11_atomic_file_no_tmpfile = 0;
+    df11i_atomic_file_no_tmpfile = 0;
 
     /* No file name, no directory. */
-    ck_assert_int_eq(df11_atomic_file_begin(&af, ""), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11i_atomic_file_begin(&af, ""), DF11_ERR_INVALID_ARG);
     snprintf(other, sizeof other, "%s/", dir);
-    ck_assert_int_eq(df11_atomic_file_begin(&af, other), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11i_atomic_file_begin(&af, other), DF11_ERR_INVALID_ARG);
     snprintf(other, sizeof other, "%s/none/x", dir);
-    ck_assert_int_eq(df11_atomic_file_begin(&af, other), DF11_ERR_IO);
+    ck_assert_int_eq(df11i_atomic_file_begin(&af, other), DF11_ERR_IO);
     ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "none"));
 }
 END_TEST
@@ -330,10 +330,10 @@ START_TEST(test_tool_signal_cleanup)
             /* as a tool starts: default actions (Check installed its own handlers) */
             for (size_t k = 0; k < sizeof sigs / sizeof *sigs; k++) signal(sigs[k], SIG_DFL);
             cli_signals_install();
-            df11_atomic_file_no_tmpfile = 1;
-            df11_atomic_file af;
-            if (df11_atomic_file_begin(&af, path) != DF11_OK) _exit(3);
-            if (df11_atomic_file_write(&af, w, sizeof w) != DF11_OK) _exit(4);
+            df11i_atomic_file_no_tmpfile = 1;
+            df11i_atomic_file af;
+            if (df11i_atomic_file_begin(&af, path) != DF11_OK) _exit(3);
+            if (df11i_atomic_file_write(&af, w, sizeof w) != DF11_OK) _exit(4);
             if (write(ready[1], "r", 1) != 1) _exit(5);
             for (;;) pause();
         }

@@ -166,9 +166,9 @@ START_TEST(test_real_model_roundtrip)
     const char *df = path_in_tmp("real.df11"), *back = path_in_tmp("back.safetensors");
     ck_assert_int_eq(df11_compress_path(dir, df, NULL, NULL), DF11_OK);
     ck_assert_int_eq(df11_decompress_to_safetensors(df, back, 2), DF11_OK);
-    df11_st_model *a, *b;
-    ck_assert_int_eq(df11_st_open(dir, &a), DF11_OK);
-    ck_assert_int_eq(df11_st_open(back, &b), DF11_OK);
+    df11i_st_model *a, *b;
+    ck_assert_int_eq(df11i_st_open(dir, &a), DF11_OK);
+    ck_assert_int_eq(df11i_st_open(back, &b), DF11_OK);
     ck_assert_uint_eq(a->n_tensors, b->n_tensors);
     check_matches(df, a->tensors, a->n_tensors);
     for (size_t i = 0; i < a->n_tensors; i++) {
@@ -185,8 +185,8 @@ START_TEST(test_real_model_roundtrip)
     const char *cfg = df11_file_metadata(f, &len);
     ck_assert_ptr_nonnull(memmem(cfg, len, "\"num_hidden_layers\"", 19)); /* config.json came through */
     df11_file_close(f);
-    df11_st_close(a);
-    df11_st_close(b);
+    df11i_st_close(a);
+    df11i_st_close(b);
 }
 END_TEST
 
@@ -227,7 +227,7 @@ static df11_status decode_all(df11_file *f)
 static df11_status open_and_decode(const uint8_t *b, size_t size)
 {
     df11_file *f;
-    df11_status mst = df11_file_open_memory(size ? b : (const uint8_t *)"", size, "image", &f);
+    df11_status mst = df11i_file_open_memory(size ? b : (const uint8_t *)"", size, "image", &f);
     if (mst == DF11_OK) mst = decode_all(f);
     const char *p = path_in_tmp("bad.df11");
     spit(p, b, size);
@@ -255,7 +255,7 @@ START_TEST(test_flipped_bytes)
 {
     size_t size;
     uint8_t *b = good_file(&size);
-    const uint64_t index_end = df11_ld64(b + HDR_INDEX_END);
+    const uint64_t index_end = df11i_ld64(b + HDR_INDEX_END);
     for (int i = 0; i < 400; i++) {
         size_t at = (size_t)(df11_test_rand(&rng) % size);
         uint8_t bit = (uint8_t)(1u << (df11_test_rand(&rng) % 8));
@@ -290,16 +290,16 @@ static df11_status with_field(const uint8_t *good, size_t size, uint64_t off, in
     uint8_t *b = malloc(size);
     memcpy(b, good, size);
     if (width == 1) b[off] = (uint8_t)value;
-    else if (width == 2) df11_st16(b + off, (uint16_t)value);
-    else if (width == 4) df11_st32(b + off, (uint32_t)value);
-    else df11_st64(b + off, value);
-    uint64_t end = df11_ld64(b + HDR_INDEX_END);
+    else if (width == 2) df11i_st16(b + off, (uint16_t)value);
+    else if (width == 4) df11i_st32(b + off, (uint32_t)value);
+    else df11i_st64(b + off, value);
+    uint64_t end = df11i_ld64(b + HDR_INDEX_END);
     if (end <= size && end >= DF11_HEADER_SIZE) {
         XXH3_state_t *s = XXH3_createState();
         XXH3_64bits_reset(s);
         XXH3_64bits_update(s, b, HDR_INDEX_XXH3);
         XXH3_64bits_update(s, b + DF11_HEADER_SIZE, end - DF11_HEADER_SIZE);
-        df11_st64(b + HDR_INDEX_XXH3, XXH3_64bits_digest(s));
+        df11i_st64(b + HDR_INDEX_XXH3, XXH3_64bits_digest(s));
         XXH3_freeState(s);
     }
     df11_status st = open_and_decode(b, size);
@@ -311,8 +311,8 @@ START_TEST(test_hostile_index)
 {
     size_t size;
     uint8_t *b = good_file(&size);
-    const uint64_t G = DF11_HEADER_SIZE, T = df11_ld64(b + HDR_TENSORS_OFFSET);
-    ck_assert_int_eq(with_field(b, size, HDR_N_GROUPS, 4, df11_ld32(b + HDR_N_GROUPS)), DF11_OK); /* a no-op edit */
+    const uint64_t G = DF11_HEADER_SIZE, T = df11i_ld64(b + HDR_TENSORS_OFFSET);
+    ck_assert_int_eq(with_field(b, size, HDR_N_GROUPS, 4, df11i_ld32(b + HDR_N_GROUPS)), DF11_OK); /* a no-op edit */
     ck_assert_int_eq(open_and_decode((const uint8_t *)"PK\3\4 this is a zip file, not df11", 34), DF11_ERR_NOT_DF11);
     /* majors this library does not read: an older one asks for recompressing */
     ck_assert_int_eq(with_field(b, size, HDR_VERSION_MAJOR, 2, 1), DF11_ERR_VERSION);
@@ -332,7 +332,7 @@ START_TEST(test_hostile_index)
     ck_assert_int_eq(with_field(b, size, G + DF11_GROUP_RECORD + GRP_LAYER, 4, 5), DF11_ERR_CORRUPT);
     /* the second group's payload overlapping the first's */
     ck_assert_int_eq(with_field(b, size, G + DF11_GROUP_RECORD + GRP_PAYLOAD_OFFSET, 8,
-                                df11_ld64(b + G + GRP_PAYLOAD_OFFSET)), DF11_ERR_CORRUPT);
+                                df11i_ld64(b + G + GRP_PAYLOAD_OFFSET)), DF11_ERR_CORRUPT);
     /* tensor 0 (model.norm.weight): dtype, shape, sections */
     ck_assert_int_eq(with_field(b, size, T + TEN_DTYPE, 1, 99), DF11_ERR_DTYPE);
     ck_assert_int_eq(with_field(b, size, T + TEN_DTYPE, 1, DF11_DTYPE_F32), DF11_ERR_CORRUPT);
@@ -348,17 +348,17 @@ START_TEST(test_hostile_index)
     const uint64_t T1 = T + DF11_TENSOR_RECORD;
     uint8_t *c = malloc(size);
     memcpy(c, b, size);
-    df11_st64(c + T1 + TEN_SHAPE, 1ull << 40);
+    df11i_st64(c + T1 + TEN_SHAPE, 1ull << 40);
     ck_assert_int_eq(with_field(c, size, T1 + TEN_SHAPE + 8, 8, 1ull << 40), DF11_ERR_OVERFLOW);
     /* a duplicate name: tensor 2's name bytes made tensor 1's ("...0.b" -> "...0.a"); its
      * own range, since a range shared with tensor 1 is refused as corrupt before that */
     memcpy(c, b, size);
-    const uint64_t T2 = T1 + DF11_TENSOR_RECORD, strings = df11_ld64(b + HDR_STRINGS_OFFSET);
-    ck_assert_uint_eq(df11_ld32(b + T2 + TEN_NAME_LEN), df11_ld32(b + T1 + TEN_NAME_LEN));
-    uint8_t *last = c + strings + df11_ld32(b + T2 + TEN_NAME_OFFSET) + df11_ld32(b + T2 + TEN_NAME_LEN) - 1;
+    const uint64_t T2 = T1 + DF11_TENSOR_RECORD, strings = df11i_ld64(b + HDR_STRINGS_OFFSET);
+    ck_assert_uint_eq(df11i_ld32(b + T2 + TEN_NAME_LEN), df11i_ld32(b + T1 + TEN_NAME_LEN));
+    uint8_t *last = c + strings + df11i_ld32(b + T2 + TEN_NAME_OFFSET) + df11i_ld32(b + T2 + TEN_NAME_LEN) - 1;
     ck_assert_uint_eq(*last, 'b');
     *last = 'a';
-    ck_assert_int_eq(with_field(c, size, HDR_N_GROUPS, 4, df11_ld32(b + HDR_N_GROUPS)), DF11_ERR_DUPLICATE);
+    ck_assert_int_eq(with_field(c, size, HDR_N_GROUPS, 4, df11i_ld32(b + HDR_N_GROUPS)), DF11_ERR_DUPLICATE);
     free(c);
     free(b);
 }
@@ -372,7 +372,7 @@ START_TEST(test_writer_is_atomic)
     const char *out = path_in_tmp("atomic.df11");
     unlink(out);
     /* Named temporaries, so that a leftover one would show in the directory listing below. */
-    df11_atomic_file_no_tmpfile = 1;
+    df11i_atomic_file_no_tmpfile = 1;
     ck_assert_int_eq(df11_compress_tensors(out, dup, 2, NULL, 0, NULL, NULL), DF11_ERR_DUPLICATE);
     ck_assert_int_ne(access(out, F_OK), 0);
     df11_tensor_source bad_dtype = {"x", (df11_dtype)77, 1, {4}, w};
@@ -395,7 +395,7 @@ START_TEST(test_writer_is_atomic)
     char cmd[700];
     snprintf(cmd, sizeof cmd, "ls -a '%s' | grep -q '^\\.atomic\\.df11\\.tmp-'", df11_test_tmpdir());
     ck_assert_int_ne(system(cmd), 0);
-    df11_atomic_file_no_tmpfile = 0;
+    df11i_atomic_file_no_tmpfile = 0;
     ck_assert_int_eq(df11_file_open(path_in_tmp("missing.df11"), &(df11_file *){0}), DF11_ERR_IO);
     ck_assert_str_ne(df11_last_error_detail(), "");
 }
@@ -406,7 +406,7 @@ static df11_status with_name(const uint8_t *good, size_t size, uint64_t rec, uin
 {
     uint8_t *c = malloc(size);
     memcpy(c, good, size);
-    df11_st32(c + rec + 0, off); /* GRP_NAME_OFFSET and TEN_NAME_OFFSET are both 0 */
+    df11i_st32(c + rec + 0, off); /* GRP_NAME_OFFSET and TEN_NAME_OFFSET are both 0 */
     df11_status st = with_field(c, size, rec + 4, 4, len);
     free(c);
     return st;
@@ -417,14 +417,14 @@ START_TEST(test_name_ranges)
     size_t size;
     uint8_t *b = good_file(&size);
     /* groups: model.norm, layers.0; tensors: model.norm.weight, model.layers.0.a, .b */
-    const uint64_t G0 = DF11_HEADER_SIZE, T = df11_ld64(b + HDR_TENSORS_OFFSET);
+    const uint64_t G0 = DF11_HEADER_SIZE, T = df11i_ld64(b + HDR_TENSORS_OFFSET);
     const uint64_t T1 = T + DF11_TENSOR_RECORD, T2 = T1 + DF11_TENSOR_RECORD;
-    const uint32_t strings_size = (uint32_t)df11_ld64(b + HDR_STRINGS_SIZE);
-    const uint32_t g0_off = df11_ld32(b + G0 + GRP_NAME_OFFSET), g0_len = df11_ld32(b + G0 + GRP_NAME_LEN);
-    const uint32_t t1_off = df11_ld32(b + T1 + TEN_NAME_OFFSET), t1_len = df11_ld32(b + T1 + TEN_NAME_LEN);
+    const uint32_t strings_size = (uint32_t)df11i_ld64(b + HDR_STRINGS_SIZE);
+    const uint32_t g0_off = df11i_ld32(b + G0 + GRP_NAME_OFFSET), g0_len = df11i_ld32(b + G0 + GRP_NAME_LEN);
+    const uint32_t t1_off = df11i_ld32(b + T1 + TEN_NAME_OFFSET), t1_len = df11i_ld32(b + T1 + TEN_NAME_LEN);
     /* the writer lays names end to end, group names first */
     ck_assert_uint_eq(g0_off, 0);
-    ck_assert_uint_eq(df11_ld32(b + T2 + TEN_NAME_OFFSET) + df11_ld32(b + T2 + TEN_NAME_LEN), strings_size);
+    ck_assert_uint_eq(df11i_ld32(b + T2 + TEN_NAME_OFFSET) + df11i_ld32(b + T2 + TEN_NAME_LEN), strings_size);
     /* tensor 1 named by the whole string table: its copy used to run past the name buffer */
     ck_assert_int_eq(with_name(b, size, T1, 0, strings_size), DF11_ERR_CORRUPT);
     ck_assert_msg(strstr(df11_last_error_detail(), "overlap") != NULL, "%s", df11_last_error_detail());
@@ -432,10 +432,10 @@ START_TEST(test_name_ranges)
     uint8_t *c = malloc(size);
     memcpy(c, b, size);
     for (int t = 0; t < 3; t++) {
-        df11_st32(c + T + (uint64_t)t * DF11_TENSOR_RECORD + TEN_NAME_OFFSET, 0);
-        df11_st32(c + T + (uint64_t)t * DF11_TENSOR_RECORD + TEN_NAME_LEN, strings_size);
+        df11i_st32(c + T + (uint64_t)t * DF11_TENSOR_RECORD + TEN_NAME_OFFSET, 0);
+        df11i_st32(c + T + (uint64_t)t * DF11_TENSOR_RECORD + TEN_NAME_LEN, strings_size);
     }
-    ck_assert_int_eq(with_field(c, size, HDR_N_GROUPS, 4, df11_ld32(b + HDR_N_GROUPS)), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(with_field(c, size, HDR_N_GROUPS, 4, df11i_ld32(b + HDR_N_GROUPS)), DF11_ERR_CORRUPT);
     free(c);
     /* a repeated range (tensor 2 named by tensor 1's bytes) */
     ck_assert_int_eq(with_name(b, size, T2, t1_off, t1_len), DF11_ERR_CORRUPT);
@@ -451,8 +451,8 @@ START_TEST(test_name_ranges)
     /* a NUL inside a group's name, like one inside a tensor's, is corrupt */
     c = malloc(size);
     memcpy(c, b, size);
-    c[df11_ld64(b + HDR_STRINGS_OFFSET) + g0_off + 2] = '\0';
-    ck_assert_int_eq(with_field(c, size, HDR_N_GROUPS, 4, df11_ld32(b + HDR_N_GROUPS)), DF11_ERR_CORRUPT);
+    c[df11i_ld64(b + HDR_STRINGS_OFFSET) + g0_off + 2] = '\0';
+    ck_assert_int_eq(with_field(c, size, HDR_N_GROUPS, 4, df11i_ld32(b + HDR_N_GROUPS)), DF11_ERR_CORRUPT);
     ck_assert_msg(strstr(df11_last_error_detail(), "NUL") != NULL, "%s", df11_last_error_detail());
     free(c);
     free(b);
@@ -542,7 +542,7 @@ START_TEST(test_detail_keeps_reason)
     uint32_t t;
     ck_assert_int_eq(df11_file_find_tensor(f, "model.norm.weight", &t), DF11_OK);
     const df11_tensor_info *ti = df11_file_tensor(f, t);
-    const df11_tensor_layout *lo = df11_file_tensor_layout(f, t);
+    const df11i_tensor_layout *lo = df11i_file_tensor_layout(f, t);
     const df11_group_info *gi = df11_file_group(f, ti->group);
     uint8_t *payload = malloc(gi->payload_size), *out = malloc(ti->nbytes);
     char want[600];
@@ -551,8 +551,8 @@ START_TEST(test_detail_keeps_reason)
     ck_assert_int_eq(df11_file_read_group(f, ti->group, payload), DF11_OK);
     payload[lo->codebook_offset] = 0xff;
     payload[lo->codebook_offset + 1] = 5;
-    df11_code code;
-    ck_assert_int_eq(df11_codebook_read(payload + lo->codebook_offset, lo->codebook_size, ti->max_code_len, &code),
+    df11i_code code;
+    ck_assert_int_eq(df11i_codebook_read(payload + lo->codebook_offset, lo->codebook_size, ti->max_code_len, &code),
                      DF11_ERR_CORRUPT);
     ck_assert_str_ne(df11_last_error_detail(), "");
     snprintf(want, sizeof want, "tensor 'model.norm.weight': %s", df11_last_error_detail());
@@ -562,12 +562,12 @@ START_TEST(test_detail_keeps_reason)
     /* a chunk table entry past the stream (caught by the coded view's validation) */
     ck_assert_int_eq(df11_file_read_group(f, ti->group, payload), DF11_OK);
     ck_assert_uint_ge(lo->n_chunks, 1);
-    df11_st32(payload + lo->chunks_offset + 4 * (lo->n_chunks - 1), 1u << 30);
-    df11_coded c;
-    ck_assert_int_eq(df11_file_tensor_coded(f, t, payload, &c), DF11_ERR_CORRUPT);
+    df11i_st32(payload + lo->chunks_offset + 4 * (lo->n_chunks - 1), 1u << 30);
+    df11i_coded c;
+    ck_assert_int_eq(df11i_file_tensor_coded(f, t, payload, &c), DF11_ERR_CORRUPT);
     char got[600];
     snprintf(got, sizeof got, "%s", df11_last_error_detail());
-    ck_assert_int_eq(df11_coded_validate(&c), DF11_ERR_CORRUPT); /* c is filled before the check */
+    ck_assert_int_eq(df11i_coded_validate(&c), DF11_ERR_CORRUPT); /* c is filled before the check */
     ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "chunk"));
     snprintf(want, sizeof want, "tensor 'model.norm.weight': %s", df11_last_error_detail());
     ck_assert_str_eq(got, want);
@@ -575,15 +575,15 @@ START_TEST(test_detail_keeps_reason)
     /* two lanes' bit lengths swapped: the tables stay consistent, the decode fails */
     ck_assert_int_eq(df11_file_read_group(f, ti->group, payload), DF11_OK);
     uint8_t *lanes = payload + lo->lanes_offset;
-    const uint64_t n_lanes = df11_n_lane_entries(ti->n_elements, ti->lane_symbols);
+    const uint64_t n_lanes = df11i_n_lane_entries(ti->n_elements, ti->lane_symbols);
     uint32_t l = 0;
-    while (l + 2 < n_lanes && df11_ld16(lanes + 2 * l) == df11_ld16(lanes + 2 * (l + 1))) l++;
-    ck_assert_uint_ne(df11_ld16(lanes + 2 * l), df11_ld16(lanes + 2 * (l + 1)));
-    uint16_t a = df11_ld16(lanes + 2 * l), z = df11_ld16(lanes + 2 * (l + 1));
-    df11_st16(lanes + 2 * l, z);
-    df11_st16(lanes + 2 * (l + 1), a);
-    ck_assert_int_eq(df11_file_tensor_coded(f, t, payload, &c), DF11_OK);
-    ck_assert_int_eq(df11_decode_host(&c, (uint16_t *)out, 1), DF11_ERR_CORRUPT);
+    while (l + 2 < n_lanes && df11i_ld16(lanes + 2 * l) == df11i_ld16(lanes + 2 * (l + 1))) l++;
+    ck_assert_uint_ne(df11i_ld16(lanes + 2 * l), df11i_ld16(lanes + 2 * (l + 1)));
+    uint16_t a = df11i_ld16(lanes + 2 * l), z = df11i_ld16(lanes + 2 * (l + 1));
+    df11i_st16(lanes + 2 * l, z);
+    df11i_st16(lanes + 2 * (l + 1), a);
+    ck_assert_int_eq(df11i_file_tensor_coded(f, t, payload, &c), DF11_OK);
+    ck_assert_int_eq(df11i_decode_host(&c, (uint16_t *)out, 1), DF11_ERR_CORRUPT);
     snprintf(want, sizeof want, "tensor 'model.norm.weight': %s", df11_last_error_detail());
     ck_assert_int_eq(df11_tensor_decode_host(f, t, payload, out, 1), DF11_ERR_CORRUPT);
     ck_assert_str_eq(df11_last_error_detail(), want);
@@ -595,8 +595,8 @@ START_TEST(test_detail_keeps_reason)
     static uint16_t w[4000];
     static uint8_t sm[4000];
     for (uint32_t i = 0; i < 4000; i++) w[i] = (uint16_t)((100 + i % 40) << 7 | (i & 0x7f));
-    df11_encoded enc;
-    ck_assert_int_eq(df11_encode(w, 4000, 5, 64, 1, sm, &enc), DF11_ERR_INVALID_ARG);
+    df11i_encoded enc;
+    ck_assert_int_eq(df11i_encode(w, 4000, 5, 64, 1, sm, &enc), DF11_ERR_INVALID_ARG);
     ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "40 distinct"));
     snprintf(want, sizeof want, "tensor 'model.layers.0.w': %s", df11_last_error_detail());
     df11_tensor_source src = {"model.layers.0.w", DF11_DTYPE_BF16, 1, {4000}, w};
@@ -660,7 +660,7 @@ static void check_same_file(const df11_file *a, const df11_file *b)
         ck_assert_uint_eq(x->exponent_bits, y->exponent_bits);
         ck_assert_uint_eq(x->max_code_len, y->max_code_len);
         ck_assert_uint_eq(x->lane_symbols, y->lane_symbols);
-        ck_assert_mem_eq(df11_file_tensor_layout(a, t), df11_file_tensor_layout(b, t), sizeof(df11_tensor_layout));
+        ck_assert_mem_eq(df11i_file_tensor_layout(a, t), df11i_file_tensor_layout(b, t), sizeof(df11i_tensor_layout));
         uint32_t found;
         ck_assert_int_eq(df11_file_find_tensor(b, x->name, &found), DF11_OK);
         ck_assert_uint_eq(found, t);
@@ -675,7 +675,7 @@ START_TEST(test_open_memory)
     uint8_t *b = good_file(&size);
     df11_file *ff, *fm;
     ck_assert_int_eq(df11_file_open(path_in_tmp("good.df11"), &ff), DF11_OK);
-    ck_assert_int_eq(df11_file_open_memory(b, size, "good image", &fm), DF11_OK);
+    ck_assert_int_eq(df11i_file_open_memory(b, size, "good image", &fm), DF11_OK);
     ck_assert_str_eq(df11_file_path(fm), "good image");
     check_same_file(ff, fm);
     for (uint32_t g = 0; g < df11_file_n_groups(ff); g++) {
@@ -698,7 +698,7 @@ START_TEST(test_open_memory)
     }
     df11_file_close(fm);
     df11_file_close(ff);
-    ck_assert_int_eq(df11_file_open_memory(b, size, NULL, &fm), DF11_OK);
+    ck_assert_int_eq(df11i_file_open_memory(b, size, NULL, &fm), DF11_OK);
     ck_assert_str_eq(df11_file_path(fm), "<memory>");
     df11_file_close(fm);
 
@@ -707,15 +707,15 @@ START_TEST(test_open_memory)
         uint8_t *c = malloc(cut ? cut : 1);
         memcpy(c, b, cut);
         fm = (df11_file *)1;
-        df11_status st = df11_file_open_memory(c, cut, "cut", &fm);
+        df11_status st = df11i_file_open_memory(c, cut, "cut", &fm);
         ck_assert_msg(st == (cut < 8 ? DF11_ERR_NOT_DF11 : DF11_ERR_TRUNCATED), "cut at %zu: %s", cut,
                       df11_strerror(st));
         ck_assert_ptr_null(fm);
         ck_assert_msg(strstr(df11_last_error_detail(), "'cut'") != NULL, "%s", df11_last_error_detail());
         free(c);
     }
-    ck_assert_int_eq(df11_file_open_memory(NULL, size, "x", &fm), DF11_ERR_INVALID_ARG);
-    ck_assert_int_eq(df11_file_open_memory(b, size, "x", NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11i_file_open_memory(NULL, size, "x", &fm), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11i_file_open_memory(b, size, "x", NULL), DF11_ERR_INVALID_ARG);
     free(b);
 }
 END_TEST
@@ -730,9 +730,9 @@ START_TEST(test_raw_alignment)
     ck_assert_int_eq(df11_compress_tensors(p, &src, 1, NULL, 0, NULL, NULL), DF11_OK);
     size_t size;
     uint8_t *b = slurp(p, &size);
-    const uint64_t T = df11_ld64(b + HDR_TENSORS_OFFSET);
+    const uint64_t T = df11i_ld64(b + HDR_TENSORS_OFFSET);
     ck_assert_uint_eq(b[T + TEN_CODEC], DF11_CODEC_RAW);
-    ck_assert_uint_eq(df11_ld64(b + DF11_HEADER_SIZE + GRP_PAYLOAD_SIZE), 32); /* 20 bytes, padded */
+    ck_assert_uint_eq(df11i_ld64(b + DF11_HEADER_SIZE + GRP_PAYLOAD_SIZE), 32); /* 20 bytes, padded */
     ck_assert_int_eq(open_and_decode(b, size), DF11_OK);
     for (uint64_t off = 1; off <= 12; off++) /* inside the payload, not on a boundary */
         ck_assert_int_eq(with_field(b, size, T + TEN_DATA_OFFSET, 8, off), DF11_ERR_RANGE);

@@ -20,17 +20,17 @@ static uint64_t rng;
 
 static uint16_t bf16_with_exp(uint32_t e, uint64_t *r)
 {
-    return df11_bf16_join((uint8_t)e, (uint8_t)df11_test_rand(r));
+    return df11i_bf16_join((uint8_t)e, (uint8_t)df11_test_rand(r));
 }
 
 static void roundtrip(const uint16_t *x, uint64_t rows, uint64_t cols, int threads)
 {
-    df11_fixed f;
-    ck_assert_int_eq(df11_fixed_encode(x, rows, cols, threads, &f), DF11_OK);
+    df11i_fixed f;
+    ck_assert_int_eq(df11i_fixed_encode(x, rows, cols, threads, &f), DF11_OK);
     uint64_t n = rows * cols;
     uint16_t *y = malloc(n * 2 + 2);
     memset(y, 0xa5, n * 2 + 2); /* poison, incl. one element past the end */
-    ck_assert_int_eq(df11_fixed_decode(&f, y, threads), DF11_OK);
+    ck_assert_int_eq(df11i_fixed_decode(&f, y, threads), DF11_OK);
     /* (plain ifs in the loops: Check records every passing assertion, which is slow) */
     for (uint64_t i = 0; i < n; i++)
         if (x[i] != y[i])
@@ -38,7 +38,7 @@ static void roundtrip(const uint16_t *x, uint64_t rows, uint64_t cols, int threa
                          (unsigned long long)cols, (unsigned long long)i, x[i], y[i]);
     ck_assert_uint_eq(y[n], 0xa5a5);
     ck_assert_uint_eq(f.exc_off[f.g.n_tiles], f.n_exc);
-    df11_fixed_free(&f);
+    df11i_fixed_free(&f);
     free(y);
 }
 
@@ -108,17 +108,17 @@ START_TEST(test_edge_exponents)
     x[3] = 0xff80; /* -Inf */
     x[4] = 0x7fc1; /* NaN with payload */
     roundtrip(x, r, c, 2);
-    df11_fixed f;
-    ck_assert_int_eq(df11_fixed_encode(x, r, c, 1, &f), DF11_OK);
+    df11i_fixed f;
+    ck_assert_int_eq(df11i_fixed_encode(x, r, c, 1, &f), DF11_OK);
     ck_assert_uint_eq(f.base[0], 0);
     ck_assert_uint_eq(f.base[1], 249);
     ck_assert_uint_le(f.base[2], DF11_FIXED_MAX_BASE);
-    df11_fixed_free(&f);
+    df11i_fixed_free(&f);
     /* every weight one exponent: no escapes at all */
     for (uint64_t i = 0; i < r * c; i++) x[i] = bf16_with_exp(120, &rng);
-    ck_assert_int_eq(df11_fixed_encode(x, r, c, 1, &f), DF11_OK);
+    ck_assert_int_eq(df11i_fixed_encode(x, r, c, 1, &f), DF11_OK);
     ck_assert_uint_eq(f.n_exc, 0);
-    df11_fixed_free(&f);
+    df11i_fixed_free(&f);
     roundtrip(x, r, c, 1);
     free(x);
 }
@@ -127,20 +127,20 @@ END_TEST
 START_TEST(test_empty_and_bad_arguments)
 {
     uint16_t x[4] = { 0 };
-    df11_fixed f;
-    ck_assert_int_eq(df11_fixed_encode(x, 0, 5, 1, &f), DF11_OK);
+    df11i_fixed f;
+    ck_assert_int_eq(df11i_fixed_encode(x, 0, 5, 1, &f), DF11_OK);
     ck_assert_uint_eq(f.g.n_tiles, 0);
-    ck_assert_uint_eq(df11_fixed_decode(&f, x, 1), DF11_OK);
-    df11_fixed_free(&f);
-    ck_assert_int_eq(df11_fixed_encode(x, 5, 0, 1, &f), DF11_OK);
-    df11_fixed_free(&f);
-    ck_assert_int_eq(df11_fixed_encode(NULL, 2, 2, 1, &f), DF11_ERR_INVALID_ARG);
-    ck_assert_int_eq(df11_fixed_encode(x, 2, 2, 1, NULL), DF11_ERR_INVALID_ARG);
-    ck_assert_int_eq(df11_fixed_decode(NULL, x, 1), DF11_ERR_INVALID_ARG);
-    ck_assert_int_eq(df11_fixed_geometry(1, 1, NULL), DF11_ERR_INVALID_ARG);
-    df11_fixed_geom g;
-    ck_assert_int_eq(df11_fixed_geometry(UINT64_MAX / 2, 3, &g), DF11_ERR_OVERFLOW);
-    ck_assert_int_eq(df11_fixed_geometry(1ull << 40, 1ull << 40, &g), DF11_ERR_OVERFLOW);
+    ck_assert_uint_eq(df11i_fixed_decode(&f, x, 1), DF11_OK);
+    df11i_fixed_free(&f);
+    ck_assert_int_eq(df11i_fixed_encode(x, 5, 0, 1, &f), DF11_OK);
+    df11i_fixed_free(&f);
+    ck_assert_int_eq(df11i_fixed_encode(NULL, 2, 2, 1, &f), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11i_fixed_encode(x, 2, 2, 1, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11i_fixed_decode(NULL, x, 1), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11i_fixed_geometry(1, 1, NULL), DF11_ERR_INVALID_ARG);
+    df11i_fixed_geom g;
+    ck_assert_int_eq(df11i_fixed_geometry(UINT64_MAX / 2, 3, &g), DF11_ERR_OVERFLOW);
+    ck_assert_int_eq(df11i_fixed_geometry(1ull << 40, 1ull << 40, &g), DF11_ERR_OVERFLOW);
 }
 END_TEST
 
@@ -155,13 +155,13 @@ START_TEST(test_escape_mask_spec)
                 abc[p % 3] = 7u << (3 * (p / 3) + 16 * hi);
             else
                 abc[0] = abc[1] = abc[2] = 1u << (15 + 16 * hi);
-            uint32_t m = df11_fixed_escape_mask(abc[0], abc[1], abc[2]);
+            uint32_t m = df11i_fixed_escape_mask(abc[0], abc[1], abc[2]);
             ck_assert_uint_eq(m, 1u << (p + 16 * hi));
             /* a field of 6 next to a field of 3 is no escape */
             if (p < 15) {
                 abc[p % 3] =
                     6u << (3 * (p / 3) + 16 * hi) | 3u << (3 * ((p / 3 + 1) % 5) + 16 * hi);
-                ck_assert_uint_eq(df11_fixed_escape_mask(abc[0], abc[1], abc[2]), 0);
+                ck_assert_uint_eq(df11i_fixed_escape_mask(abc[0], abc[1], abc[2]), 0);
             }
         }
     /* every code but 7 in every field at once: no escapes */
@@ -169,7 +169,7 @@ START_TEST(test_escape_mask_spec)
         uint32_t w = 0;
         for (uint32_t i = 0; i < 5; i++) w |= (c * 0x10001u) << (3 * i);
         w |= (c & 1) ? 0x80008000u : 0; /* pair 15 gets c & 1 in A, 0 in B: never 7 */
-        ck_assert_uint_eq(df11_fixed_escape_mask(w, w & 0x7fff7fffu, w), 0);
+        ck_assert_uint_eq(df11i_fixed_escape_mask(w, w & 0x7fff7fffu, w), 0);
     }
 }
 END_TEST
@@ -183,18 +183,18 @@ START_TEST(test_layout_spec)
     for (uint64_t i = 0; i < rows * cols; i++) {
         uint64_t r = i / cols, c = i % cols;
         /* exponent 100 + (c % 8): code c % 8 (7 = escape) under base 100 */
-        x[i] = df11_bf16_join((uint8_t)(100 + c % 8), (uint8_t)((r * 7 + c) & 0xff));
+        x[i] = df11i_bf16_join((uint8_t)(100 + c % 8), (uint8_t)((r * 7 + c) & 0xff));
     }
-    df11_fixed f;
-    ck_assert_int_eq(df11_fixed_encode(x, rows, cols, 2, &f), DF11_OK);
-    const df11_fixed_geom *g = &f.g;
+    df11i_fixed f;
+    ck_assert_int_eq(df11i_fixed_encode(x, rows, cols, 2, &f), DF11_OK);
+    const df11i_fixed_geom *g = &f.g;
     ck_assert_uint_eq(g->rows_pad, 48);
     ck_assert_uint_eq(g->cols_pad, 256);
     ck_assert_uint_eq(g->steps, 4);
     ck_assert_uint_eq(g->tiles, 1);
     ck_assert_uint_eq(g->last_steps, 4);
     ck_assert_uint_eq(g->strip_code_bytes, 1536);
-    ck_assert_uint_eq(df11_fixed_stored_bytes(&f), 48 + 48 * 256 + 3 * 1536 + 4 * 4 + f.n_exc);
+    ck_assert_uint_eq(df11i_fixed_stored_bytes(&f), 48 + 48 * 256 + 3 * 1536 + 4 * 4 + f.n_exc);
     for (uint64_t r = 0; r < rows; r++) ck_assert_uint_eq(f.base[r], 100);
     uint64_t exc_at = 0;
     for (uint64_t s = 0; s < g->n_strips; s++) {
@@ -211,7 +211,7 @@ START_TEST(test_layout_spec)
                 for (uint32_t h = 0; h < 2; h++)
                     for (uint32_t j = 0; j < 16; j++) {
                         uint64_t row, col;
-                        df11_fixed_weight_pos(s, k, h, l, j, &row, &col);
+                        df11i_fixed_weight_pos(s, k, h, l, j, &row, &col);
                         EXPECT(row == 16 * s + l / 4 + 8 * (j >= 8));
                         uint8_t smb = f.sm[((s * g->steps + k) * 2 + h) * 512 + 16 * l + j];
                         uint32_t p = 8 * h + 2 * (j / 4) + (j % 4) / 2, hi = j % 2, c;
@@ -222,20 +222,20 @@ START_TEST(test_layout_spec)
                                 (abc[1] >> (15 + 16 * hi) & 1) << 1 |
                                 (abc[2] >> (15 + 16 * hi) & 1) << 2;
                         if (row < rows && col < cols)
-                            EXPECT(smb == df11_bf16_sm(x[row * cols + col]) && c == col % 8);
+                            EXPECT(smb == df11i_bf16_sm(x[row * cols + col]) && c == col % 8);
                         else
                             EXPECT(smb == 0 && c == 0);
                         n_esc += c == 7;
                     }
                 /* the escapes of this lane's step come next, in mask order, all exponent 107 */
-                uint32_t m = df11_fixed_escape_mask(abc[0], abc[1], abc[2]);
+                uint32_t m = df11i_fixed_escape_mask(abc[0], abc[1], abc[2]);
                 EXPECT((uint32_t)__builtin_popcount(m) == n_esc);
                 for (uint32_t i = 0; i < n_esc; i++) EXPECT(f.exc[exc_at + i] == 107);
                 exc_at += n_esc;
             }
     }
     ck_assert_uint_eq(exc_at, f.n_exc);
-    df11_fixed_free(&f);
+    df11i_fixed_free(&f);
     free(x);
 }
 END_TEST
@@ -247,22 +247,22 @@ START_TEST(test_exception_order)
 {
     const uint64_t rows = 16, cols = 256;
     uint16_t *x = malloc(rows * cols * 2);
-    for (uint64_t i = 0; i < rows * cols; i++) x[i] = df11_bf16_join(120, (uint8_t)i);
+    for (uint64_t i = 0; i < rows * cols; i++) x[i] = df11i_bf16_join(120, (uint8_t)i);
     /* lane 5: row 1, columns 8..15 of each 32; lane 2: row 0, columns 16..23 */
-    x[1 * cols + 3 * 64 + 8] = df11_bf16_join(10, 0);  /* lane 5, step 3 */
-    x[0 * cols + 0 * 64 + 16] = df11_bf16_join(20, 0); /* lane 2, step 0 */
-    x[0 * cols + 2 * 64 + 17] = df11_bf16_join(30, 0); /* lane 2, step 2 */
-    x[1 * cols + 0 * 64 + 9] = df11_bf16_join(40, 0);  /* lane 5, step 0: pair 0, high */
-    x[1 * cols + 0 * 64 + 10] = df11_bf16_join(50, 0); /* lane 5, step 0: pair 1, low */
-    df11_fixed f;
-    ck_assert_int_eq(df11_fixed_encode(x, rows, cols, 1, &f), DF11_OK);
+    x[1 * cols + 3 * 64 + 8] = df11i_bf16_join(10, 0);  /* lane 5, step 3 */
+    x[0 * cols + 0 * 64 + 16] = df11i_bf16_join(20, 0); /* lane 2, step 0 */
+    x[0 * cols + 2 * 64 + 17] = df11i_bf16_join(30, 0); /* lane 2, step 2 */
+    x[1 * cols + 0 * 64 + 9] = df11i_bf16_join(40, 0);  /* lane 5, step 0: pair 0, high */
+    x[1 * cols + 0 * 64 + 10] = df11i_bf16_join(50, 0); /* lane 5, step 0: pair 1, low */
+    df11i_fixed f;
+    ck_assert_int_eq(df11i_fixed_encode(x, rows, cols, 1, &f), DF11_OK);
     ck_assert_uint_eq(f.n_exc, 5);
     ck_assert_uint_eq(f.exc[0], 20);
     ck_assert_uint_eq(f.exc[1], 30);
     ck_assert_uint_eq(f.exc[2], 40); /* mask bit 16 before bit 1 */
     ck_assert_uint_eq(f.exc[3], 50);
     ck_assert_uint_eq(f.exc[4], 10);
-    df11_fixed_free(&f);
+    df11i_fixed_free(&f);
     roundtrip(x, rows, cols, 1);
     free(x);
 }
@@ -273,44 +273,44 @@ START_TEST(test_corrupt_fails)
     const uint64_t rows = 50, cols = 700;
     uint16_t *x = malloc(rows * cols * 2), *y = malloc(rows * cols * 2);
     df11_test_fill_weights(x, rows * cols, cols, &rng);
-    df11_fixed f;
-    ck_assert_int_eq(df11_fixed_encode(x, rows, cols, 2, &f), DF11_OK);
+    df11i_fixed f;
+    ck_assert_int_eq(df11i_fixed_encode(x, rows, cols, 2, &f), DF11_OK);
     ck_assert_uint_gt(f.n_exc, 10);
     uint64_t nt = f.g.n_tiles;
     /* offsets that go back, or do not end at n_exc */
     uint32_t keep = f.exc_off[1];
     f.exc_off[1] = f.exc_off[2] + 1;
-    ck_assert_int_eq(df11_fixed_decode(&f, y, 2), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(df11i_fixed_decode(&f, y, 2), DF11_ERR_CORRUPT);
     f.exc_off[1] = keep;
     f.n_exc--;
-    ck_assert_int_eq(df11_fixed_decode(&f, y, 2), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(df11i_fixed_decode(&f, y, 2), DF11_ERR_CORRUPT);
     f.n_exc++;
     /* a tile whose codes say one escape more, or one less, than its offsets give it */
     uint64_t t = 0;
     while (t < nt && f.exc_off[t + 1] == f.exc_off[t]) t++;
     ck_assert_uint_lt(t, nt);
     f.exc_off[t + 1]--; /* shift one exception to the next tile */
-    ck_assert_int_eq(df11_fixed_decode(&f, y, 2), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(df11i_fixed_decode(&f, y, 2), DF11_ERR_CORRUPT);
     f.exc_off[t + 1]++;
     uint32_t w0 = f.codes[0];
     f.codes[0] |= 7; /* pair 0 of lane 0 becomes an escape */
-    if (w0 != f.codes[0]) ck_assert_int_eq(df11_fixed_decode(&f, y, 2), DF11_ERR_CORRUPT);
+    if (w0 != f.codes[0]) ck_assert_int_eq(df11i_fixed_decode(&f, y, 2), DF11_ERR_CORRUPT);
     f.codes[0] = w0;
     /* a random field turned into escapes anywhere: always caught or decoded inside bounds */
     for (int i = 0; i < 200; i++) {
         uint64_t k = df11_test_rand(&rng) % (f.g.code_bytes / 4);
         uint32_t old = f.codes[k];
         f.codes[k] ^= (uint32_t)df11_test_rand(&rng);
-        df11_status st = df11_fixed_decode(&f, y, 1);
+        df11_status st = df11i_fixed_decode(&f, y, 1);
         ck_assert(st == DF11_OK || st == DF11_ERR_CORRUPT);
         f.codes[k] = old;
     }
-    ck_assert_int_eq(df11_fixed_decode(&f, y, 2), DF11_OK);
+    ck_assert_int_eq(df11i_fixed_decode(&f, y, 2), DF11_OK);
     ck_assert_int_eq(memcmp(x, y, rows * cols * 2), 0);
     f.g.cols_pad += 64; /* a geometry that does not match its shape */
-    ck_assert_int_eq(df11_fixed_decode(&f, y, 2), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(df11i_fixed_decode(&f, y, 2), DF11_ERR_CORRUPT);
     f.g.cols_pad -= 64;
-    df11_fixed_free(&f);
+    df11i_fixed_free(&f);
     free(x);
     free(y);
 }
@@ -323,12 +323,12 @@ START_TEST(test_ratio_trained_like)
     const uint64_t rows = 512, cols = 4096;
     uint16_t *x = malloc(rows * cols * 2);
     df11_test_fill_weights(x, rows * cols, cols, &rng);
-    df11_fixed f;
-    ck_assert_int_eq(df11_fixed_encode(x, rows, cols, 2, &f), DF11_OK);
-    double ratio = (double)df11_fixed_stored_bytes(&f) / (2.0 * rows * cols);
+    df11i_fixed f;
+    ck_assert_int_eq(df11i_fixed_encode(x, rows, cols, 2, &f), DF11_OK);
+    double ratio = (double)df11i_fixed_stored_bytes(&f) / (2.0 * rows * cols);
     ck_assert_msg(ratio <= 0.705, "%.4f%% of BF16", 100 * ratio);
     ck_assert_msg(ratio >= 0.6875, "%.4f%% of BF16: under 11 bits a weight?", 100 * ratio);
-    df11_fixed_free(&f);
+    df11i_fixed_free(&f);
     free(x);
 }
 END_TEST

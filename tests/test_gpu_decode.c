@@ -39,9 +39,9 @@ static void gpu_group_load(const df11_file *f, uint32_t g, gpu_group *gg)
     gg->gi = df11_file_group(f, g);
     gg->payload = malloc(gg->gi->payload_size + 1);
     ck_assert_int_eq(df11_file_read_group(f, g, gg->payload), DF11_OK);
-    df11_status st = df11_gpu_plan_build(f, g, gg->payload, &gg->plan, &gg->plan_size);
+    df11_status st = df11i_gpu_plan_build(f, g, gg->payload, &gg->plan, &gg->plan_size);
     ck_assert_msg(st == DF11_OK, "plan: %s", df11_last_error_detail());
-    size_t psize = df11_align_up(gg->gi->payload_size, 16);
+    size_t psize = df11i_align_up(gg->gi->payload_size, 16);
     CUDA_OK(cudaMalloc(&gg->d_payload, psize + 1));
     CUDA_OK(cudaMemset(gg->d_payload, 0, psize + 1));
     CUDA_OK(cudaMemcpy(gg->d_payload, gg->payload, gg->gi->payload_size,
@@ -57,7 +57,7 @@ static uint32_t gpu_group_decode(gpu_group *gg, uint8_t *out)
 {
     CUDA_OK(cudaMemset(gg->d_out, 0xff, gg->gi->decoded_size + 1));
     CUDA_OK(cudaMemset(gg->d_err, 0, 4));
-    df11_status st = df11_gpu_decode_checked(gg->plan, gg->d_plan, gg->d_payload, gg->d_out,
+    df11_status st = df11i_gpu_decode_checked(gg->plan, gg->d_plan, gg->d_payload, gg->d_out,
                                              gg->d_err, NULL);
     ck_assert_msg(st == DF11_OK, "decode: %s", df11_last_error_detail());
     CUDA_OK(cudaDeviceSynchronize());
@@ -215,7 +215,7 @@ START_TEST(test_corrupt)
     ck_assert_int_eq(df11_file_open(path, &f), DF11_OK);
     gpu_group gg;
     gpu_group_load(f, 0, &gg);
-    const df11_tensor_layout *lay = df11_file_tensor_layout(f, 0);
+    const df11i_tensor_layout *lay = df11i_file_tensor_layout(f, 0);
     uint8_t *clean = malloc(gg.gi->payload_size), *out = malloc(gg.gi->decoded_size + 1);
     uint16_t *ref = malloc(2 * n);
     memcpy(clean, gg.payload, gg.gi->payload_size);
@@ -225,15 +225,15 @@ START_TEST(test_corrupt)
         uint8_t *stream = (uint8_t *)gg.payload + lay->stream_offset;
         for (int k = 0; k < 1 + trial % 3; k++) {
             uint64_t w = df11_test_rand(&rng) % ((lay->stream_size - 8) / 4);
-            uint32_t v = df11_ld32(stream + 4 * w);
+            uint32_t v = df11i_ld32(stream + 4 * w);
             v ^= trial % 2 ? (uint32_t)df11_test_rand(&rng) : 1u << (df11_test_rand(&rng) % 32);
-            df11_st32(stream + 4 * w, v);
+            df11i_st32(stream + 4 * w, v);
         }
         CUDA_OK(cudaMemcpy(gg.d_payload, gg.payload, gg.gi->payload_size,
                            cudaMemcpyHostToDevice));
-        df11_coded coded;
-        ck_assert_int_eq(df11_file_tensor_coded(f, 0, gg.payload, &coded), DF11_OK);
-        df11_status cpu = df11_decode_host(&coded, ref, 1);
+        df11i_coded coded;
+        ck_assert_int_eq(df11i_file_tensor_coded(f, 0, gg.payload, &coded), DF11_OK);
+        df11_status cpu = df11i_decode_host(&coded, ref, 1);
         uint32_t gpu = gpu_group_decode(&gg, out);
         ck_assert_msg((cpu == DF11_ERR_CORRUPT) == (gpu != 0),
                       "trial %d: CPU says %d, GPU flag %u", trial, cpu, gpu);

@@ -103,7 +103,7 @@ static void make_model(void)
     co.lane_symbols = 64; /* several chunks per tensor even at this size */
     df11_status s = df11_compress_tensors(tm.path, tm.t, tm.n, CONFIG, strlen(CONFIG), &co, NULL);
     ck_assert_msg(s == DF11_OK, "compress: %s %s", df11_strerror(s), df11_last_error_detail());
-    s = df11_st_write(tm.st_path, tm.t, tm.n, NULL);
+    s = df11i_st_write(tm.st_path, tm.t, tm.n, NULL);
     ck_assert_msg(s == DF11_OK, "st_write: %s %s", df11_strerror(s), df11_last_error_detail());
 }
 
@@ -203,7 +203,7 @@ START_TEST(test_open_and_pass)
     ck_assert_uint_eq(st.acquires, 2 * N_LAYERS);
     ck_assert_uint_ge(st.pool_high_water, st.compressed_bytes + st.arena_bytes + st.resident_bytes);
     df11_model_close(m);
-    ck_assert_uint_eq(df11_pool_live_bytes(), 0);
+    ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
 }
 END_TEST
 
@@ -387,7 +387,7 @@ START_TEST(test_errors_memory_limit)
     ck_assert_int_eq(df11_model_open(tm.path, &o, &m), DF11_ERR_DEVICE_MEMORY);
     ck_assert_ptr_null(m);
     ck_assert(strstr(df11_last_error_detail(), "short by") != NULL);
-    ck_assert_uint_eq(df11_pool_live_bytes(), 0);
+    ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
     ck_assert_int_eq(df11_model_open_bf16(tm.st_path, &o, &m), DF11_ERR_DEVICE_MEMORY);
     ck_assert(strstr(df11_last_error_detail(), "short by") != NULL);
     /* Just enough: what the failed open said it needed. */
@@ -396,7 +396,7 @@ START_TEST(test_errors_memory_limit)
     df11_model_close(m);
     o.arena_slots = 1;
     ck_assert_int_eq(df11_model_open(tm.path, &o, &m), DF11_ERR_INVALID_ARG);
-    ck_assert_uint_eq(df11_pool_live_bytes(), 0);
+    ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
 }
 END_TEST
 
@@ -433,7 +433,7 @@ START_TEST(test_errors_corrupt)
     df11_model *m = (df11_model *)1;
     ck_assert_int_eq(df11_model_open(bad, &o, &m), DF11_ERR_CHECKSUM);
     ck_assert_ptr_null(m);
-    ck_assert_uint_eq(df11_pool_live_bytes(), 0);
+    ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
     /* The process can open a good model afterwards. */
     ck_assert_int_eq(df11_model_open(tm.path, &o, &m), DF11_OK);
     run_pass(m, 1);
@@ -455,7 +455,7 @@ START_TEST(test_errors_truncated)
     df11_status s = df11_model_open(bad, &o, &m);
     ck_assert_msg(s == DF11_ERR_TRUNCATED, "open: %s %s", df11_strerror(s), df11_last_error_detail());
     ck_assert_ptr_null(m);
-    ck_assert_uint_eq(df11_pool_live_bytes(), 0);
+    ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
     ck_assert_int_eq(df11_model_open("/nonexistent/x.df11", &o, &m), DF11_ERR_IO);
 }
 END_TEST
@@ -476,7 +476,7 @@ START_TEST(test_file_gone_while_open)
     run_pass(m, 1);
     run_pass(m, 1);
     df11_model_close(m);
-    ck_assert_uint_eq(df11_pool_live_bytes(), 0);
+    ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
 }
 END_TEST
 
@@ -508,7 +508,7 @@ START_TEST(test_two_models)
     run_pass(b, 1);
     df11_model_close(b);
     df11_model_close(c);
-    ck_assert_uint_eq(df11_pool_live_bytes(), 0);
+    ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
 }
 END_TEST
 
@@ -642,7 +642,7 @@ END_TEST
 /* --- stats pages: reading hostile ones, and models that cannot publish --- */
 
 /* A valid page: 3 blocks, 5 groups, 2 slots (block 1 acquired, group 4 cached). */
-static void good_page(df11_memstat_page *p, int32_t pid)
+static void good_page(df11i_memstat_page *p, int32_t pid)
 {
     memset(p, 0, sizeof *p);
     p->magic = DF11_MEMSTAT_MAGIC;
@@ -665,30 +665,30 @@ static void good_page(df11_memstat_page *p, int32_t pid)
 /* One way to spoil a page. */
 typedef struct {
     const char *what;
-    void (*spoil)(df11_memstat_page *p);
+    void (*spoil)(df11i_memstat_page *p);
 } spoiler;
 
-static void sp_magic(df11_memstat_page *p) { p->magic ^= 1; }
-static void sp_version(df11_memstat_page *p) { p->version = 2; }
-static void sp_size0(df11_memstat_page *p) { p->size = 0; }
-static void sp_size_small(df11_memstat_page *p) { p->size = (uint32_t)DF11_MEMSTAT_MIN_SIZE - 1; }
-static void sp_size_big(df11_memstat_page *p) { p->size = 4097; }
-static void sp_size_max(df11_memstat_page *p) { p->size = UINT32_MAX; }
-static void sp_path(df11_memstat_page *p) { memset(p->path, 'A', sizeof p->path); }
-static void sp_backend(df11_memstat_page *p) { memset(p->backend, 'B', sizeof p->backend); }
-static void sp_backend_ctl(df11_memstat_page *p) { p->backend[1] = '\033'; }
-static void sp_pid(df11_memstat_page *p) { p->pid = -5; }
-static void sp_bf16(df11_memstat_page *p) { p->bf16_model = 7; }
-static void sp_blocks(df11_memstat_page *p) { p->n_blocks = 6; }
-static void sp_groups(df11_memstat_page *p) { p->n_groups = UINT32_MAX; p->n_blocks = UINT32_MAX; }
-static void sp_slots(df11_memstat_page *p) { p->arena_slots = DF11_MEMSTAT_SLOTS + 1; }
-static void sp_state(df11_memstat_page *p) { p->slot_state[1] = 3; }
-static void sp_state_past(df11_memstat_page *p) { p->slot_state[5] = 1; p->slot_block[5] = 0; }
-static void sp_key_neg(df11_memstat_page *p) { p->slot_block[0] = -1; }
-static void sp_key_big(df11_memstat_page *p) { p->slot_block[1] = 8; }
-static void sp_nan(df11_memstat_page *p) { p->decode_ms = NAN; }
-static void sp_inf(df11_memstat_page *p) { p->open_ms = -INFINITY; }
-static void sp_seq_odd(df11_memstat_page *p) { atomic_store(&p->seq, 41); }
+static void sp_magic(df11i_memstat_page *p) { p->magic ^= 1; }
+static void sp_version(df11i_memstat_page *p) { p->version = 2; }
+static void sp_size0(df11i_memstat_page *p) { p->size = 0; }
+static void sp_size_small(df11i_memstat_page *p) { p->size = (uint32_t)DF11_MEMSTAT_MIN_SIZE - 1; }
+static void sp_size_big(df11i_memstat_page *p) { p->size = 4097; }
+static void sp_size_max(df11i_memstat_page *p) { p->size = UINT32_MAX; }
+static void sp_path(df11i_memstat_page *p) { memset(p->path, 'A', sizeof p->path); }
+static void sp_backend(df11i_memstat_page *p) { memset(p->backend, 'B', sizeof p->backend); }
+static void sp_backend_ctl(df11i_memstat_page *p) { p->backend[1] = '\033'; }
+static void sp_pid(df11i_memstat_page *p) { p->pid = -5; }
+static void sp_bf16(df11i_memstat_page *p) { p->bf16_model = 7; }
+static void sp_blocks(df11i_memstat_page *p) { p->n_blocks = 6; }
+static void sp_groups(df11i_memstat_page *p) { p->n_groups = UINT32_MAX; p->n_blocks = UINT32_MAX; }
+static void sp_slots(df11i_memstat_page *p) { p->arena_slots = DF11_MEMSTAT_SLOTS + 1; }
+static void sp_state(df11i_memstat_page *p) { p->slot_state[1] = 3; }
+static void sp_state_past(df11i_memstat_page *p) { p->slot_state[5] = 1; p->slot_block[5] = 0; }
+static void sp_key_neg(df11i_memstat_page *p) { p->slot_block[0] = -1; }
+static void sp_key_big(df11i_memstat_page *p) { p->slot_block[1] = 8; }
+static void sp_nan(df11i_memstat_page *p) { p->decode_ms = NAN; }
+static void sp_inf(df11i_memstat_page *p) { p->open_ms = -INFINITY; }
+static void sp_seq_odd(df11i_memstat_page *p) { atomic_store(&p->seq, 41); }
 
 static const spoiler spoilers[] = {
     {"magic", sp_magic}, {"version", sp_version}, {"size 0", sp_size0},
@@ -705,26 +705,26 @@ START_TEST(test_memstat_page_read)
 {
     /* the mapping is a 4 KiB page, like the real one */
     static _Alignas(4096) unsigned char map[4096];
-    df11_memstat_page *pg = (df11_memstat_page *)map, out;
+    df11i_memstat_page *pg = (df11i_memstat_page *)map, out;
     char why[256];
     memset(map, 0xa5, sizeof map);
     good_page(pg, 1234);
-    ck_assert_int_eq(df11_memstat_page_read(map, sizeof map, &out, why, sizeof why), 0);
+    ck_assert_int_eq(df11i_memstat_page_read(map, sizeof map, &out, why, sizeof why), 0);
     ck_assert_str_eq(out.path, "good-model.df11");
     ck_assert_int_eq(out.pid, 1234);
     ck_assert_uint_eq(out.arena_slots, 2);
     /* a newer writer's longer page: the prefix we know */
     pg->size = sizeof map;
-    ck_assert_int_eq(df11_memstat_page_read(map, sizeof map, &out, why, sizeof why), 0);
+    ck_assert_int_eq(df11i_memstat_page_read(map, sizeof map, &out, why, sizeof why), 0);
     ck_assert_uint_eq(out.size, sizeof map);
 
     for (size_t i = 0; i < sizeof spoilers / sizeof *spoilers; i++) {
         good_page(pg, 1234);
         spoilers[i].spoil(pg);
-        double t0 = df11_now_ms();
+        double t0 = df11i_now_ms();
         why[0] = '\0';
-        int rc = df11_memstat_page_read(map, sizeof map, &out, why, sizeof why);
-        double took_ms = df11_now_ms() - t0;
+        int rc = df11i_memstat_page_read(map, sizeof map, &out, why, sizeof why);
+        double took_ms = df11i_now_ms() - t0;
         ck_assert_msg(rc == -1, "%s: accepted", spoilers[i].what);
         ck_assert_msg(why[0] && !strchr(why, '\n'), "%s: reason '%s'", spoilers[i].what, why);
         ck_assert_msg(took_ms < 2000, "%s: took %.0f ms", spoilers[i].what, took_ms);
@@ -733,12 +733,12 @@ START_TEST(test_memstat_page_read)
     good_page(pg, 1234);
     size_t shorts[] = {0, 8, 20, DF11_MEMSTAT_MIN_SIZE - 1, sizeof *pg - 1};
     for (size_t i = 0; i < sizeof shorts / sizeof *shorts; i++)
-        ck_assert_int_eq(df11_memstat_page_read(map, shorts[i], &out, why, sizeof why), -1);
-    ck_assert_int_eq(df11_memstat_page_read(NULL, sizeof map, &out, why, sizeof why), -1);
-    ck_assert_int_eq(df11_memstat_page_read(map + 1, sizeof map - 1, &out, why, sizeof why), -1);
+        ck_assert_int_eq(df11i_memstat_page_read(map, shorts[i], &out, why, sizeof why), -1);
+    ck_assert_int_eq(df11i_memstat_page_read(NULL, sizeof map, &out, why, sizeof why), -1);
+    ck_assert_int_eq(df11i_memstat_page_read(map + 1, sizeof map - 1, &out, why, sizeof why), -1);
     pg->magic = 0;
-    ck_assert_int_eq(df11_memstat_page_read(map, sizeof map, &out, NULL, 0), -1);
-    ck_assert_int_eq(df11_memstat_page_read(map, sizeof map, &out, why, 4), -1);
+    ck_assert_int_eq(df11i_memstat_page_read(map, sizeof map, &out, NULL, 0), -1);
+    ck_assert_int_eq(df11i_memstat_page_read(map, sizeof map, &out, why, 4), -1);
     ck_assert_uint_eq(strlen(why), 3);
 
     /* random damage: never a crash or an over-read (ASan), and what passes is sane */
@@ -749,7 +749,7 @@ START_TEST(test_memstat_page_read)
         for (int f = 0; f < flips; f++)
             map[df11_test_rand(&r) % DF11_MEMSTAT_MIN_SIZE] ^= (uint8_t)(1u << (df11_test_rand(&r) % 8));
         atomic_store(&pg->seq, atomic_load(&pg->seq) & ~1u);
-        if (df11_memstat_page_read(map, sizeof map, &out, why, sizeof why) != 0) continue;
+        if (df11i_memstat_page_read(map, sizeof map, &out, why, sizeof why) != 0) continue;
         ck_assert(memchr(out.path, 0, sizeof out.path) && memchr(out.backend, 0, sizeof out.backend));
         ck_assert_uint_le(out.arena_slots, DF11_MEMSTAT_SLOTS);
         ck_assert_uint_le(out.n_blocks, out.n_groups);
@@ -779,9 +779,9 @@ START_TEST(test_stats_page_mode)
     void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
     close(fd);
     ck_assert_ptr_ne(p, MAP_FAILED);
-    df11_memstat_page out;
+    df11i_memstat_page out;
     char why[256] = "";
-    ck_assert_msg(df11_memstat_page_read(p, (size_t)sb.st_size, &out, why, sizeof why) == 0, "%s", why);
+    ck_assert_msg(df11i_memstat_page_read(p, (size_t)sb.st_size, &out, why, sizeof why) == 0, "%s", why);
     ck_assert_str_eq(out.path, tm.path);
     ck_assert_uint_eq(out.n_blocks, df11_model_n_blocks(m));
     munmap(p, (size_t)sb.st_size);
@@ -868,20 +868,20 @@ START_TEST(test_reader)
     ck_assert_uint_ge(n, 3);
     uint64_t size = 0;
     for (uint32_t g = 0; g < n; g++) {
-        uint64_t need = df11_align_up(df11_file_group(f, g)->payload_size, DF11_READ_ALIGN);
+        uint64_t need = df11i_align_up(df11_file_group(f, g)->payload_size, DF11_READ_ALIGN);
         if (need > size) size = need;
     }
     void *bufs[2] = {aligned_alloc(DF11_READ_ALIGN, size), aligned_alloc(DF11_READ_ALIGN, size)};
     reader_seen seen = {.f = f};
-    df11_read_sink sink = {.consume = seen_consume, .reuse = seen_reuse, .ctx = &seen};
-    ck_assert_int_eq(df11_read_groups(f, 0, n, bufs, size, &sink), DF11_OK);
+    df11i_read_sink sink = {.consume = seen_consume, .reuse = seen_reuse, .ctx = &seen};
+    ck_assert_int_eq(df11i_read_groups(f, 0, n, bufs, size, &sink), DF11_OK);
     ck_assert_uint_eq(seen.next, n);
     ck_assert_int_eq(seen.reuses, (int)n - 2); /* each buffer after its first group */
     seen.next = 1;
-    ck_assert_int_eq(df11_read_groups(f, 1, n - 1, bufs, size, &sink), DF11_OK);
+    ck_assert_int_eq(df11i_read_groups(f, 1, n - 1, bufs, size, &sink), DF11_OK);
     ck_assert_uint_eq(seen.next, n);
-    ck_assert_int_eq(df11_read_groups(f, 0, n, bufs, size - 1, &sink), DF11_ERR_INVALID_ARG);
-    ck_assert_int_eq(df11_read_groups(f, 1, n, bufs, size, &sink), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11i_read_groups(f, 0, n, bufs, size - 1, &sink), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11i_read_groups(f, 1, n, bufs, size, &sink), DF11_ERR_INVALID_ARG);
     /* A memory image has no descriptor to read through. */
     FILE *fp = fopen(tm.path, "rb");
     ck_assert_ptr_nonnull(fp);
@@ -890,10 +890,10 @@ START_TEST(test_reader)
     ck_assert_uint_eq(fread(image, 1, file_size, fp), file_size);
     fclose(fp);
     df11_file *mf;
-    ck_assert_int_eq(df11_file_open_memory(image, file_size, "image", &mf), DF11_OK);
-    ck_assert_int_eq(df11_file_fd(mf), -1);
+    ck_assert_int_eq(df11i_file_open_memory(image, file_size, "image", &mf), DF11_OK);
+    ck_assert_int_eq(df11i_file_fd(mf), -1);
     seen = (reader_seen){.f = mf};
-    ck_assert_int_eq(df11_read_groups(mf, 0, n, bufs, size, &sink), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11i_read_groups(mf, 0, n, bufs, size, &sink), DF11_ERR_INVALID_ARG);
     ck_assert_uint_eq(seen.next, 0);
     df11_file_close(mf);
     free(image);
@@ -909,8 +909,8 @@ END_TEST
 START_TEST(test_host_backend_streams)
 {
     /* Ordered host work: copies on a worker stream, events across streams. */
-    df11_backend *be;
-    ck_assert_int_eq(df11_backend_host_create(1, &be), DF11_OK);
+    df11i_backend *be;
+    ck_assert_int_eq(df11i_backend_host_create(1, &be), DF11_OK);
     void *s1, *s2, *e1, *e2;
     ck_assert_int_eq(be->iface->stream_create(be, 1, &s1), DF11_OK);
     ck_assert_int_eq(be->iface->stream_create(be, 0, &s2), DF11_OK);
@@ -942,7 +942,7 @@ START_TEST(test_host_backend_streams)
     free(a);
     free(b);
     free(c);
-    df11_backend_destroy(be);
+    df11i_backend_destroy(be);
 }
 END_TEST
 #endif

@@ -1,5 +1,5 @@
 /* The safetensors reader (loader/safetensors_read.c) and writer (writer/safetensors_write.c):
- * round trips through df11_st_write / df11_st_open, sharded folders, and one test per kind
+ * round trips through df11i_st_write / df11i_st_open, sharded folders, and one test per kind
  * of hostile header, each asserting the exact status. */
 #include <fcntl.h>
 #include <stdio.h>
@@ -22,7 +22,7 @@ static uint8_t *make_image(const char *json, size_t data_size, size_t *size)
     *size = 8 + hlen + data_size;
     uint8_t *buf = calloc(1, *size);
     ck_assert_ptr_nonnull(buf);
-    df11_st64(buf, hlen);
+    df11i_st64(buf, hlen);
     memcpy(buf + 8, json, hlen);
     for (size_t i = 0; i < data_size; i++) buf[8 + hlen + i] = (uint8_t)i;
     return buf;
@@ -33,14 +33,14 @@ static df11_status parse_json(const char *json, size_t data_size)
 {
     size_t size;
     uint8_t *img = make_image(json, data_size, &size);
-    df11_st_model *m = calloc(1, sizeof *m);
+    df11i_st_model *m = calloc(1, sizeof *m);
     ck_assert_ptr_nonnull(m);
-    df11_status st = df11_st_parse(m, img, size, "test");
+    df11_status st = df11i_st_parse(m, img, size, "test");
     if (st != DF11_OK) {
         ck_assert_msg(df11_last_error_detail()[0] != '\0', "no detail for status %d", st);
         ck_assert_uint_eq(m->n_tensors, 0);
     }
-    df11_st_close(m);
+    df11i_st_close(m);
     free(img);
     return st;
 }
@@ -76,7 +76,7 @@ static uint64_t tensor_bytes(const df11_tensor_source *t)
     return n;
 }
 
-static const df11_tensor_source *find(const df11_st_model *m, const char *name)
+static const df11_tensor_source *find(const df11i_st_model *m, const char *name)
 {
     for (size_t i = 0; i < m->n_tensors; i++)
         if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
@@ -132,10 +132,10 @@ START_TEST(test_round_trip)
     uint8_t *bufs[N_SPECS];
     make_tensors(t, bufs, &seed);
     const char *path = tmp_path("rt.safetensors");
-    ck_assert_int_eq(df11_st_write(path, t, N_SPECS, "{\"format\":\"pt\"}"), DF11_OK);
+    ck_assert_int_eq(df11i_st_write(path, t, N_SPECS, "{\"format\":\"pt\"}"), DF11_OK);
 
-    df11_st_model *m;
-    ck_assert_int_eq(df11_st_open(path, &m), DF11_OK);
+    df11i_st_model *m;
+    ck_assert_int_eq(df11i_st_open(path, &m), DF11_OK);
     ck_assert_uint_eq(m->n_tensors, N_SPECS);
     ck_assert_ptr_null(m->config_json);
     /* Written in order and sorted by offset: the order given, except that empty tensors
@@ -152,8 +152,8 @@ START_TEST(test_round_trip)
     for (size_t i = 1; i < m->n_tensors; i++)
         ck_assert((const uint8_t *)m->tensors[i - 1].data <= (const uint8_t *)m->tensors[i].data);
     /* The data area starts 8-byte aligned. */
-    ck_assert_uint_eq(df11_ld64(m->maps[0].base) % 8, 0);
-    df11_st_close(m);
+    ck_assert_uint_eq(df11i_ld64(m->maps[0].base) % 8, 0);
+    df11i_st_close(m);
     for (size_t i = 0; i < N_SPECS; i++) free(bufs[i]);
 }
 END_TEST
@@ -161,11 +161,11 @@ END_TEST
 START_TEST(test_write_empty_model)
 {
     const char *path = tmp_path("none.safetensors");
-    ck_assert_int_eq(df11_st_write(path, NULL, 0, NULL), DF11_OK);
-    df11_st_model *m;
-    ck_assert_int_eq(df11_st_open(path, &m), DF11_OK);
+    ck_assert_int_eq(df11i_st_write(path, NULL, 0, NULL), DF11_OK);
+    df11i_st_model *m;
+    ck_assert_int_eq(df11i_st_open(path, &m), DF11_OK);
     ck_assert_uint_eq(m->n_tensors, 0);
-    df11_st_close(m);
+    df11i_st_close(m);
 }
 END_TEST
 
@@ -180,18 +180,18 @@ START_TEST(test_write_failures_leave_nothing)
         {.name = "a", .dtype = DF11_DTYPE_BF16, .ndim = 1, .shape = {2}, .data = v},
         {.name = "a", .dtype = DF11_DTYPE_BF16, .ndim = 1, .shape = {2}, .data = v},
     };
-    ck_assert_int_eq(df11_st_write(path, t, 2, NULL), DF11_ERR_DUPLICATE);
-    ck_assert_int_eq(df11_st_write(path, t, 1, "[1]"), DF11_ERR_INVALID_ARG);
-    ck_assert_int_eq(df11_st_write(path, t, 1, "{\"a\":1}"), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11i_st_write(path, t, 2, NULL), DF11_ERR_DUPLICATE);
+    ck_assert_int_eq(df11i_st_write(path, t, 1, "[1]"), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11i_st_write(path, t, 1, "{\"a\":1}"), DF11_ERR_INVALID_ARG);
     t[1].name = "__metadata__";
-    ck_assert_int_eq(df11_st_write(path, t, 2, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11i_st_write(path, t, 2, NULL), DF11_ERR_INVALID_ARG);
     t[1].name = "b";
     t[1].data = NULL;
-    ck_assert_int_eq(df11_st_write(path, t, 2, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11i_st_write(path, t, 2, NULL), DF11_ERR_INVALID_ARG);
     t[1].dtype = DF11_DTYPE_INVALID;
-    ck_assert_int_eq(df11_st_write(path, t, 2, NULL), DF11_ERR_DTYPE);
+    ck_assert_int_eq(df11i_st_write(path, t, 2, NULL), DF11_ERR_DTYPE);
     ck_assert(dir_is_empty(dir)); /* no temp file left */
-    ck_assert_int_eq(df11_st_write("/nonexistent-df11-dir/x.safetensors", t, 1, NULL),
+    ck_assert_int_eq(df11i_st_write("/nonexistent-df11-dir/x.safetensors", t, 1, NULL),
                      DF11_ERR_IO);
     rmdir(dir);
 }
@@ -215,20 +215,20 @@ START_TEST(test_write_fill)
     };
     const char *path = tmp_path("fill.safetensors");
     fills = 0;
-    ck_assert_int_eq(df11_st_write_fill(path, t, 3, NULL, fill_fn, NULL), DF11_OK);
+    ck_assert_int_eq(df11i_st_write_fill(path, t, 3, NULL, fill_fn, NULL), DF11_OK);
     ck_assert_uint_eq(fills, 2); /* not called for the empty tensor */
-    df11_st_model *m;
-    ck_assert_int_eq(df11_st_open(path, &m), DF11_OK);
+    df11i_st_model *m;
+    ck_assert_int_eq(df11i_st_open(path, &m), DF11_OK);
     const df11_tensor_source *y = find(m, "y");
     ck_assert_ptr_nonnull(y);
     ck_assert_uint_eq(((const uint8_t *)y->data)[19], 0x42);
-    df11_st_close(m);
+    df11i_st_close(m);
 
     /* A failing fill aborts the write with its own status. */
     t[1].shape[0] = 1;
     int dummy;
     const char *path2 = tmp_path("fill-fail.safetensors");
-    ck_assert_int_eq(df11_st_write_fill(path2, t, 3, NULL, fill_fn, &dummy), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(df11i_st_write_fill(path2, t, 3, NULL, fill_fn, &dummy), DF11_ERR_CORRUPT);
     ck_assert_int_eq(access(path2, F_OK), -1);
 }
 END_TEST
@@ -244,7 +244,7 @@ static void write_shard(const char *path, const char *const *names, size_t n, ui
         t[i] = (df11_tensor_source){ .name = names[i], .dtype = DF11_DTYPE_BF16, .ndim = 2,
                                      .shape = {2, 3}, .data = data[i] };
     }
-    ck_assert_int_eq(df11_st_write(path, t, n, NULL), DF11_OK);
+    ck_assert_int_eq(df11i_st_write(path, t, n, NULL), DF11_OK);
 }
 
 /* A temporary model folder with two shards; `index` is the index.json text. */
@@ -287,8 +287,8 @@ START_TEST(test_folder_index)
     const char *config = "{\"model_type\": \"llama\"}\n";
     write_text(p, config);
 
-    df11_st_model *m;
-    df11_status st = df11_st_open(dir, &m);
+    df11i_st_model *m;
+    df11_status st = df11i_st_open(dir, &m);
     ck_assert_msg(st == DF11_OK, "%s", df11_last_error_detail());
     ck_assert_uint_eq(m->n_tensors, 3);
     /* (file, offset) order: shard 1 as written, then shard 2. */
@@ -300,7 +300,7 @@ START_TEST(test_folder_index)
     ck_assert_ptr_nonnull(m->config_json);
     ck_assert_uint_eq(m->config_len, strlen(config));
     ck_assert_str_eq(m->config_json, config);
-    df11_st_close(m);
+    df11i_st_close(m);
     remove_folder(dir);
 }
 END_TEST
@@ -310,14 +310,14 @@ START_TEST(test_folder_single)
     char dir[] = "/tmp/df11-st-single-XXXXXX";
     ck_assert_ptr_nonnull(mkdtemp(dir));
     char p[600];
-    df11_st_model *m;
-    ck_assert_int_eq(df11_st_open(dir, &m), DF11_ERR_IO); /* neither file */
+    df11i_st_model *m;
+    ck_assert_int_eq(df11i_st_open(dir, &m), DF11_ERR_IO); /* neither file */
     snprintf(p, sizeof p, "%s/model.safetensors", dir);
     write_shard(p, shard1, 2, 7);
-    ck_assert_int_eq(df11_st_open(dir, &m), DF11_OK);
+    ck_assert_int_eq(df11i_st_open(dir, &m), DF11_OK);
     ck_assert_uint_eq(m->n_tensors, 2);
     ck_assert_ptr_null(m->config_json);
-    df11_st_close(m);
+    df11i_st_close(m);
     remove_folder(dir);
 }
 END_TEST
@@ -329,8 +329,8 @@ START_TEST(test_folder_duplicate_across_shards)
         "\"a.weight\":\"model-00001-of-00002.safetensors\","
         "\"b.weight\":\"model-00002-of-00002.safetensors\"}}";
     char *dir = make_folder(index, shard1, 2, s2, 1);
-    df11_st_model *m = NULL;
-    ck_assert_int_eq(df11_st_open(dir, &m), DF11_ERR_DUPLICATE);
+    df11i_st_model *m = NULL;
+    ck_assert_int_eq(df11i_st_open(dir, &m), DF11_ERR_DUPLICATE);
     ck_assert_ptr_null(m);
     remove_folder(dir);
 }
@@ -342,8 +342,8 @@ START_TEST(test_folder_index_names_twice)
         "\"a.weight\":\"model-00001-of-00002.safetensors\","
         "\"a.weight\":\"model-00002-of-00002.safetensors\"}}";
     char *dir = make_folder(index, shard1, 2, shard2, 1);
-    df11_st_model *m;
-    ck_assert_int_eq(df11_st_open(dir, &m), DF11_ERR_DUPLICATE);
+    df11i_st_model *m;
+    ck_assert_int_eq(df11i_st_open(dir, &m), DF11_ERR_DUPLICATE);
     remove_folder(dir);
 }
 END_TEST
@@ -370,8 +370,8 @@ START_TEST(test_folder_bad_shard_names)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *dir = make_folder(bad[i], shard1, 2, shard2, 1);
-        df11_st_model *m;
-        df11_status st = df11_st_open(dir, &m);
+        df11i_st_model *m;
+        df11_status st = df11i_st_open(dir, &m);
         ck_assert_msg(st == DF11_ERR_SAFETENSORS, "index %zu: got %d (%s)", i, st,
                       df11_last_error_detail());
         remove_folder(dir);
@@ -383,8 +383,8 @@ START_TEST(test_folder_missing_shard)
 {
     const char *index = "{\"weight_map\":{\"a.weight\":\"model-00003-of-00003.safetensors\"}}";
     char *dir = make_folder(index, shard1, 2, shard2, 1);
-    df11_st_model *m;
-    ck_assert_int_eq(df11_st_open(dir, &m), DF11_ERR_IO);
+    df11i_st_model *m;
+    ck_assert_int_eq(df11i_st_open(dir, &m), DF11_ERR_IO);
     remove_folder(dir);
 }
 END_TEST
@@ -393,10 +393,10 @@ END_TEST
 
 START_TEST(test_open_missing)
 {
-    df11_st_model *m = (df11_st_model *)1;
-    ck_assert_int_eq(df11_st_open("/nonexistent/df11.safetensors", &m), DF11_ERR_IO);
+    df11i_st_model *m = (df11i_st_model *)1;
+    ck_assert_int_eq(df11i_st_open("/nonexistent/df11.safetensors", &m), DF11_ERR_IO);
     ck_assert_ptr_null(m);
-    ck_assert_int_eq(df11_st_open(NULL, &m), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11i_st_open(NULL, &m), DF11_ERR_INVALID_ARG);
 }
 END_TEST
 
@@ -407,21 +407,21 @@ START_TEST(test_open_truncated)
     df11_tensor_source t = {.name = "w", .dtype = DF11_DTYPE_BF16, .ndim = 2, .shape = {8, 8},
                             .data = v};
     const char *path = tmp_path("trunc.safetensors");
-    ck_assert_int_eq(df11_st_write(path, &t, 1, NULL), DF11_OK);
+    ck_assert_int_eq(df11i_st_write(path, &t, 1, NULL), DF11_OK);
     struct stat sb;
     ck_assert_int_eq(stat(path, &sb), 0);
-    df11_st_model *m;
+    df11i_st_model *m;
     /* data cut short: the tensor's offsets run past the data area */
     ck_assert_int_eq(truncate(path, sb.st_size - 2), 0);
-    ck_assert_int_eq(df11_st_open(path, &m), DF11_ERR_RANGE);
+    ck_assert_int_eq(df11i_st_open(path, &m), DF11_ERR_RANGE);
     /* cut inside the header */
     ck_assert_int_eq(truncate(path, 8 + 10), 0);
-    ck_assert_int_eq(df11_st_open(path, &m), DF11_ERR_TRUNCATED);
+    ck_assert_int_eq(df11i_st_open(path, &m), DF11_ERR_TRUNCATED);
     /* shorter than the length field, and empty (which mmap cannot map) */
     ck_assert_int_eq(truncate(path, 5), 0);
-    ck_assert_int_eq(df11_st_open(path, &m), DF11_ERR_TRUNCATED);
+    ck_assert_int_eq(df11i_st_open(path, &m), DF11_ERR_TRUNCATED);
     ck_assert_int_eq(truncate(path, 0), 0);
-    ck_assert_int_eq(df11_st_open(path, &m), DF11_ERR_TRUNCATED);
+    ck_assert_int_eq(df11i_st_open(path, &m), DF11_ERR_TRUNCATED);
 }
 END_TEST
 
@@ -433,11 +433,11 @@ END_TEST
 START_TEST(test_hostile_short)
 {
     uint8_t b[7] = {0};
-    df11_st_model *m = calloc(1, sizeof *m);
-    ck_assert_int_eq(df11_st_parse(m, b, sizeof b, "short"), DF11_ERR_TRUNCATED);
-    ck_assert_int_eq(df11_st_parse(m, NULL, 0, "none"), DF11_ERR_TRUNCATED);
-    ck_assert_int_eq(df11_st_parse(NULL, b, sizeof b, "x"), DF11_ERR_INVALID_ARG);
-    df11_st_close(m);
+    df11i_st_model *m = calloc(1, sizeof *m);
+    ck_assert_int_eq(df11i_st_parse(m, b, sizeof b, "short"), DF11_ERR_TRUNCATED);
+    ck_assert_int_eq(df11i_st_parse(m, NULL, 0, "none"), DF11_ERR_TRUNCATED);
+    ck_assert_int_eq(df11i_st_parse(NULL, b, sizeof b, "x"), DF11_ERR_INVALID_ARG);
+    df11i_st_close(m);
 }
 END_TEST
 
@@ -445,12 +445,12 @@ START_TEST(test_hostile_header_len_past_file)
 {
     size_t size;
     uint8_t *img = make_image("{}", 0, &size);
-    df11_st64(img, 3); /* claims one byte more than follows */
-    df11_st_model *m = calloc(1, sizeof *m);
-    ck_assert_int_eq(df11_st_parse(m, img, size, "x"), DF11_ERR_TRUNCATED);
-    df11_st64(img, 1000);
-    ck_assert_int_eq(df11_st_parse(m, img, size, "x"), DF11_ERR_TRUNCATED);
-    df11_st_close(m);
+    df11i_st64(img, 3); /* claims one byte more than follows */
+    df11i_st_model *m = calloc(1, sizeof *m);
+    ck_assert_int_eq(df11i_st_parse(m, img, size, "x"), DF11_ERR_TRUNCATED);
+    df11i_st64(img, 1000);
+    ck_assert_int_eq(df11i_st_parse(m, img, size, "x"), DF11_ERR_TRUNCATED);
+    df11i_st_close(m);
     free(img);
 }
 END_TEST
@@ -459,12 +459,12 @@ START_TEST(test_hostile_header_len_absurd)
 {
     size_t size;
     uint8_t *img = make_image("{}", 0, &size);
-    df11_st_model *m = calloc(1, sizeof *m);
-    df11_st64(img, UINT64_MAX);
-    ck_assert_int_eq(df11_st_parse(m, img, size, "x"), DF11_ERR_SAFETENSORS);
-    df11_st64(img, (uint64_t)1 << 40);
-    ck_assert_int_eq(df11_st_parse(m, img, size, "x"), DF11_ERR_SAFETENSORS);
-    df11_st_close(m);
+    df11i_st_model *m = calloc(1, sizeof *m);
+    df11i_st64(img, UINT64_MAX);
+    ck_assert_int_eq(df11i_st_parse(m, img, size, "x"), DF11_ERR_SAFETENSORS);
+    df11i_st64(img, (uint64_t)1 << 40);
+    ck_assert_int_eq(df11i_st_parse(m, img, size, "x"), DF11_ERR_SAFETENSORS);
+    df11i_st_close(m);
     free(img);
 }
 END_TEST
@@ -628,12 +628,12 @@ START_TEST(test_duplicate_across_parses)
 {
     size_t size;
     uint8_t *img = make_image("{" T("a") ":" OK_ENTRY "}", 8, &size);
-    df11_st_model *m = calloc(1, sizeof *m);
-    ck_assert_int_eq(df11_st_parse(m, img, size, "shard1"), DF11_OK);
-    ck_assert_int_eq(df11_st_parse(m, img, size, "shard2"), DF11_ERR_DUPLICATE);
+    df11i_st_model *m = calloc(1, sizeof *m);
+    ck_assert_int_eq(df11i_st_parse(m, img, size, "shard1"), DF11_OK);
+    ck_assert_int_eq(df11i_st_parse(m, img, size, "shard2"), DF11_ERR_DUPLICATE);
     ck_assert_uint_eq(m->n_tensors, 1); /* the failed parse left the model as it was */
     ck_assert_str_eq(m->tensors[0].name, "a");
-    df11_st_close(m);
+    df11i_st_close(m);
     free(img);
 }
 END_TEST
@@ -676,16 +676,16 @@ START_TEST(test_mutations_do_not_crash)
             uint64_t r = df11_test_rand(&seed);
             mut[at] = (r & 1) ? (uint8_t)(r >> 8) : (uint8_t)"{}[],:\"0123456789-.e "[r % 21];
         }
-        df11_st_model *m = calloc(1, sizeof *m);
+        df11i_st_model *m = calloc(1, sizeof *m);
         size_t cut = (df11_test_rand(&seed) % 8 == 0) ? (size_t)(df11_test_rand(&seed) % size)
                                                      : size;
-        df11_status st = df11_st_parse(m, mut, cut, "mutant");
+        df11_status st = df11i_st_parse(m, mut, cut, "mutant");
         if (st == DF11_OK)
             for (size_t i = 0; i < m->n_tensors; i++) {
                 const uint8_t *d = m->tensors[i].data;
                 ck_assert(d >= mut && d <= mut + cut);
             }
-        df11_st_close(m);
+        df11i_st_close(m);
     }
     free(mut);
     free(img);
@@ -703,8 +703,8 @@ START_TEST(test_stories260k)
         fprintf(stderr, "skipping test_stories260k: %s not found\n", path);
         return;
     }
-    df11_st_model *m;
-    df11_status st = df11_st_open(path, &m);
+    df11i_st_model *m;
+    df11_status st = df11i_st_open(path, &m);
     ck_assert_msg(st == DF11_OK, "%s", df11_last_error_detail());
     ck_assert_uint_eq(m->n_tensors, 2 + 5 * 9);
     for (size_t i = 0; i < m->n_tensors; i++)
@@ -732,7 +732,7 @@ START_TEST(test_stories260k)
     ck_assert_ptr_nonnull(strstr(m->config_json, "\"tie_word_embeddings\": true"));
     for (size_t i = 1; i < m->n_tensors; i++)
         ck_assert((const uint8_t *)m->tensors[i - 1].data < (const uint8_t *)m->tensors[i].data);
-    df11_st_close(m);
+    df11i_st_close(m);
 }
 END_TEST
 
@@ -754,19 +754,19 @@ START_TEST(test_hostile_nul_in_name)
     size_t size;
     uint8_t *img = make_image("{" T("a\\\\u0000") ":" OK_ENTRY ", " T("q\\\"\\u0041") ":"
                               "{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}}", 8, &size);
-    df11_st_model *m = calloc(1, sizeof *m);
-    ck_assert_msg(df11_st_parse(m, img, size, "test") == DF11_OK, "%s", df11_last_error_detail());
+    df11i_st_model *m = calloc(1, sizeof *m);
+    ck_assert_msg(df11i_st_parse(m, img, size, "test") == DF11_OK, "%s", df11_last_error_detail());
     ck_assert_ptr_nonnull(find(m, "a\\u0000"));
     ck_assert_ptr_nonnull(find(m, "q\"A"));
-    df11_st_close(m);
+    df11i_st_close(m);
     free(img);
     /* a raw 0 byte inside a name */
     img = make_image("{" T("ab") ":" OK_ENTRY "}", 8, &size);
     img[8 + 2] = 0;
     m = calloc(1, sizeof *m);
-    ck_assert_int_eq(df11_st_parse(m, img, size, "test"), DF11_ERR_SAFETENSORS);
+    ck_assert_int_eq(df11i_st_parse(m, img, size, "test"), DF11_ERR_SAFETENSORS);
     ck_assert_uint_eq(m->n_tensors, 0);
-    df11_st_close(m);
+    df11i_st_close(m);
     free(img);
 }
 END_TEST
@@ -819,12 +819,12 @@ END_TEST
  * writer) into a failure instead of a hang. */
 START_TEST(test_fifo_is_refused)
 {
-    df11_st_model *m = NULL;
+    df11i_st_model *m = NULL;
     char p[600];
     alarm(20);
     const char *fifo = tmp_path("model.fifo");
     ck_assert_int_eq(mkfifo(fifo, 0600), 0);
-    ck_assert_int_eq(df11_st_open(fifo, &m), DF11_ERR_IO);
+    ck_assert_int_eq(df11i_st_open(fifo, &m), DF11_ERR_IO);
     ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "not a regular file"));
     ck_assert_ptr_null(m);
     unlink(fifo);
@@ -835,7 +835,7 @@ START_TEST(test_fifo_is_refused)
     write_shard(p, shard1, 2, 7);
     snprintf(p, sizeof p, "%s/config.json", dir);
     ck_assert_int_eq(mkfifo(p, 0600), 0);
-    ck_assert_int_eq(df11_st_open(dir, &m), DF11_ERR_IO);
+    ck_assert_int_eq(df11i_st_open(dir, &m), DF11_ERR_IO);
     ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "config.json' is not a regular file"));
     remove_folder(dir);
 
@@ -843,7 +843,7 @@ START_TEST(test_fifo_is_refused)
     snprintf(p, sizeof p, "%s/model-00002-of-00002.safetensors", sharded);
     ck_assert_int_eq(unlink(p), 0);
     ck_assert_int_eq(mkfifo(p, 0600), 0);
-    ck_assert_int_eq(df11_st_open(sharded, &m), DF11_ERR_IO);
+    ck_assert_int_eq(df11i_st_open(sharded, &m), DF11_ERR_IO);
     ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "not a regular file"));
     remove_folder(sharded);
     alarm(0);

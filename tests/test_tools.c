@@ -88,9 +88,9 @@ START_TEST(test_pipeline)
     char a_path[600], b_path[600];
     snprintf(a_path, sizeof a_path, "%s/tiny", df11_test_tmpdir());
     snprintf(b_path, sizeof b_path, "%s/back.safetensors", df11_test_tmpdir());
-    df11_st_model *a, *b;
-    ck_assert_int_eq(df11_st_open(a_path, &a), DF11_OK);
-    ck_assert_int_eq(df11_st_open(b_path, &b), DF11_OK);
+    df11i_st_model *a, *b;
+    ck_assert_int_eq(df11i_st_open(a_path, &a), DF11_OK);
+    ck_assert_int_eq(df11i_st_open(b_path, &b), DF11_OK);
     ck_assert_uint_eq(a->n_tensors, b->n_tensors);
     for (size_t i = 0; i < a->n_tensors; i++) {
         size_t k = 0;
@@ -100,8 +100,8 @@ START_TEST(test_pipeline)
         for (uint32_t d = 0; d < a->tensors[i].ndim; d++) bytes *= a->tensors[i].shape[d];
         ck_assert_mem_eq(a->tensors[i].data, b->tensors[k].data, bytes);
     }
-    df11_st_close(a);
-    df11_st_close(b);
+    df11i_st_close(a);
+    df11i_st_close(b);
 
     /* a flipped payload byte: --verify names the group and fails */
     ck_assert_int_eq(run(buf, sizeof buf, "cp tiny.df11 bad.df11 && printf '\\377' | "
@@ -126,7 +126,7 @@ static void write_distinct_exponents(const char *name, uint64_t n, uint32_t dist
         {.name = "model.layers.0.plain", .dtype = DF11_DTYPE_BF16, .ndim = 1, .shape = {n}, .data = y}};
     char path[600];
     snprintf(path, sizeof path, "%s/%s.safetensors", df11_test_tmpdir(), name);
-    ck_assert_int_eq(df11_st_write(path, src, 2, NULL), DF11_OK);
+    ck_assert_int_eq(df11i_st_write(path, src, 2, NULL), DF11_OK);
     free(x);
     free(y);
 }
@@ -213,7 +213,7 @@ START_TEST(test_memstat_bad_pages)
         for (;;) pause();
     }
     static _Alignas(8) unsigned char page[4096];
-    df11_memstat_page *p = (df11_memstat_page *)page;
+    df11i_memstat_page *p = (df11i_memstat_page *)page;
     memset(page, 0, sizeof page);
     p->magic = DF11_MEMSTAT_MAGIC;
     p->version = DF11_MEMSTAT_VERSION;
@@ -235,7 +235,7 @@ START_TEST(test_memstat_bad_pages)
     shm_page(names[0], page, sizeof page, 0);              /* good */
     shm_page(names[1], NULL, 0, 0);                        /* empty file */
     shm_page(names[2], page, 10, 0);                       /* shorter than the header */
-    df11_memstat_page bad = *p;
+    df11i_memstat_page bad = *p;
     bad.size = 0;
     shm_page(names[3], &bad, sizeof bad, 4096);            /* size field 0 */
     bad.size = 100000;

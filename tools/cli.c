@@ -57,7 +57,7 @@ const char *cli_bytes(uint64_t b)
 
 static void on_fatal_signal(int sig)
 {
-    df11_atomic_file_unlink_temporaries(); /* async-signal-safe */
+    df11i_atomic_file_unlink_temporaries(); /* async-signal-safe */
     /* SA_RESETHAND restored the default action; the signal is delivered again, and kills,
      * when the handler returns. */
     raise(sig);

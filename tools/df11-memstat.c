@@ -66,7 +66,7 @@ static void json_str(const char *s)
 
 typedef struct page_copy {
     char name[256];
-    df11_memstat_page p;
+    df11i_memstat_page p;
 } page_copy;
 
 /* A page truncated by its owner while we read it raises SIGBUS: the read is abandoned. */
@@ -80,7 +80,7 @@ static void on_sigbus(int sig)
     raise(sig);
 }
 
-/* Reads and checks one page (df11_memstat_page_read). 0 on success; -1 with a reason in
+/* Reads and checks one page (df11i_memstat_page_read). 0 on success; -1 with a reason in
  * `why`, and the page is to be skipped. A page is anyone's file: it may be a FIFO (open
  * would block), huge, short, or truncated while mapped. */
 static int page_read(const char *name, page_copy *out, char *why, size_t why_len)
@@ -114,7 +114,7 @@ static int page_read(const char *name, page_copy *out, char *why, size_t why_len
     int rc = -1;
     if (sigsetjmp(bus_jump, 1) == 0) {
         bus_armed = 1;
-        rc = df11_memstat_page_read(pg, size, &out->p, why, why_len);
+        rc = df11i_memstat_page_read(pg, size, &out->p, why, why_len);
     } else {
         snprintf(why, why_len, "truncated while being read");
     }
@@ -143,7 +143,7 @@ static const char *state_name(uint8_t s)
     return s == 2 ? "acquired" : s == 1 ? "cached" : "empty";
 }
 
-static void print_slot_text(const df11_memstat_page *p, uint32_t i)
+static void print_slot_text(const df11i_memstat_page *p, uint32_t i)
 {
     int32_t key = p->slot_block[i];
     if (p->slot_state[i] == 0 || key < 0) printf(" [%u] empty", i);
@@ -159,7 +159,7 @@ static void print_path(const char *s)
 
 static void print_text(const page_copy *c)
 {
-    const df11_memstat_page *p = &c->p;
+    const df11i_memstat_page *p = &c->p;
     printf("pid %d  %s  ", p->pid, p->backend);
     print_path(p->path);
     printf("%s\n", p->bf16_model ? "  (BF16)" : "");
@@ -190,7 +190,7 @@ static void print_text(const page_copy *c)
 
 static void print_json(const page_copy *c)
 {
-    const df11_memstat_page *p = &c->p;
+    const df11i_memstat_page *p = &c->p;
     printf("    {\"pid\": %d, \"page\": ", p->pid);
     json_str(c->name);
     printf(", \"path\": ");

@@ -184,13 +184,13 @@ static char *config_text(const synth_shape *sh)
  * config. */
 static df11_status write_file(const char *path, const char *text)
 {
-    df11_atomic_file af;
-    df11_status st = df11_atomic_file_begin(&af, path);
+    df11i_atomic_file af;
+    df11_status st = df11i_atomic_file_begin(&af, path);
     if (st != DF11_OK) return st;
-    st = df11_atomic_file_write(&af, text, strlen(text));
-    if (st == DF11_OK) st = df11_atomic_file_write(&af, "\n", 1);
-    if (st == DF11_OK) return df11_atomic_file_commit(&af);
-    df11_atomic_file_abort(&af);
+    st = df11i_atomic_file_write(&af, text, strlen(text));
+    if (st == DF11_OK) st = df11i_atomic_file_write(&af, "\n", 1);
+    if (st == DF11_OK) return df11i_atomic_file_commit(&af);
+    df11i_atomic_file_abort(&af);
     return st;
 }
 
@@ -308,7 +308,7 @@ int main(int argc, char **argv)
 
     /* "format": "pt" is what transformers checks before trusting a safetensors file. */
     int rc = CLI_OK;
-    df11_status st = df11_st_write_fill(model_path, t, n, "{\"format\":\"pt\"}", fill_tensor, &s);
+    df11_status st = df11i_st_write_fill(model_path, t, n, "{\"format\":\"pt\"}", fill_tensor, &s);
     if (st != DF11_OK) {
         rc = cli_fail(PROG, st, "cannot write '%s'", model_path);
     } else if ((st = write_file(config_path, config)) != DF11_OK) {

@@ -61,5 +61,5 @@ static df11_status fill_rows(void *ctx, uint64_t item)
 void weights_fill(uint16_t *out, uint64_t rows, uint64_t cols, uint64_t seed, bool norm, int threads)
 {
     fill_job j = {.out = out, .rows = rows, .cols = cols, .seed = seed, .norm = norm};
-    df11_parallel_for((rows + 63) / 64, threads, fill_rows, &j);
+    df11i_parallel_for((rows + 63) / 64, threads, fill_rows, &j);
 }

@@ -46,30 +46,30 @@ static df11_status plan_tensors(const df11_tensor_source *t, size_t n, const cha
     for (size_t i = 0; i < n; i++) {
         const df11_tensor_source *s = &t[i];
         if (!s->name || !s->name[0] || strlen(s->name) > UINT16_MAX)
-            return df11_fail(DF11_ERR_INVALID_ARG, "tensor %zu has no usable name", i);
+            return df11i_fail(DF11_ERR_INVALID_ARG, "tensor %zu has no usable name", i);
         size_t es = df11_dtype_size(s->dtype);
-        if (!es) return df11_fail(DF11_ERR_DTYPE, "tensor '%s': dtype %d", s->name, (int)s->dtype);
+        if (!es) return df11i_fail(DF11_ERR_DTYPE, "tensor '%s': dtype %d", s->name, (int)s->dtype);
         if (s->ndim > DF11_MAX_DIMS)
-            return df11_fail(DF11_ERR_INVALID_ARG, "tensor '%s': %u dims", s->name, s->ndim);
+            return df11i_fail(DF11_ERR_INVALID_ARG, "tensor '%s': %u dims", s->name, s->ndim);
         uint64_t ne = 1;
         for (uint32_t d = 0; d < s->ndim; d++)
-            if (!df11_mul_ok(ne, s->shape[d], &ne))
-                return df11_fail(DF11_ERR_OVERFLOW, "tensor '%s': shape overflows", s->name);
+            if (!df11i_mul_ok(ne, s->shape[d], &ne))
+                return df11i_fail(DF11_ERR_OVERFLOW, "tensor '%s': shape overflows", s->name);
         uint64_t nb;
-        if (!df11_mul_ok(ne, es, &nb) || nb > (UINT64_MAX >> 2))
-            return df11_fail(DF11_ERR_OVERFLOW, "tensor '%s': size overflows", s->name);
-        if (nb && !s->data) return df11_fail(DF11_ERR_INVALID_ARG, "tensor '%s': no data", s->name);
+        if (!df11i_mul_ok(ne, es, &nb) || nb > (UINT64_MAX >> 2))
+            return df11i_fail(DF11_ERR_OVERFLOW, "tensor '%s': size overflows", s->name);
+        if (nb && !s->data) return df11i_fail(DF11_ERR_INVALID_ARG, "tensor '%s': no data", s->name);
         plans[i] = (tensor_plan){.src = s, .n_elements = ne, .nbytes = nb,
-                                 .layer = df11_layer_of(s->name, prefix)};
+                                 .layer = df11i_layer_of(s->name, prefix)};
     }
     tensor_plan **sorted = malloc(sizeof *sorted * (n ? n : 1));
-    if (!sorted) return df11_fail(DF11_ERR_NO_MEMORY, "name table");
+    if (!sorted) return df11i_fail(DF11_ERR_NO_MEMORY, "name table");
     for (size_t i = 0; i < n; i++) sorted[i] = &plans[i];
     qsort(sorted, n, sizeof *sorted, cmp_name);
     df11_status st = DF11_OK;
     for (size_t i = 1; i < n && st == DF11_OK; i++)
         if (strcmp(sorted[i]->src->name, sorted[i - 1]->src->name) == 0)
-            st = df11_fail(DF11_ERR_DUPLICATE, "tensor '%s' appears twice", sorted[i]->src->name);
+            st = df11i_fail(DF11_ERR_DUPLICATE, "tensor '%s' appears twice", sorted[i]->src->name);
     free(sorted);
     return st;
 }
@@ -87,7 +87,7 @@ static df11_status plan_groups(tensor_plan *plans, size_t n, group_plan **out_gr
     }
     uint32_t n_groups = (uint32_t)n_plain + (uint32_t)(max_layer + 1);
     group_plan *groups = calloc(n_groups ? n_groups : 1, sizeof *groups);
-    if (!groups) return df11_fail(DF11_ERR_NO_MEMORY, "group table");
+    if (!groups) return df11i_fail(DF11_ERR_NO_MEMORY, "group table");
     uint32_t g = 0, k = 0;
     for (size_t i = 0; i < n; i++) {
         if (plans[i].layer >= 0) continue;
@@ -114,7 +114,7 @@ static df11_status plan_groups(tensor_plan *plans, size_t n, group_plan **out_gr
         groups[g].count = k - groups[g].first;
         if (groups[g].count == 0) {
             free(groups);
-            return df11_fail(DF11_ERR_INVALID_ARG, "no tensor for block %d (blocks must be 0..%d)",
+            return df11i_fail(DF11_ERR_INVALID_ARG, "no tensor for block %d (blocks must be 0..%d)",
                              l, max_layer);
         }
         g++;
@@ -131,7 +131,7 @@ static df11_status pwrite_all(int fd, const void *buf, uint64_t size, uint64_t o
         ssize_t w = pwrite(fd, p, size > (1u << 30) ? (1u << 30) : size, (off_t)off);
         if (w < 0) {
             if (errno == EINTR) continue;
-            return df11_fail_errno(DF11_ERR_IO, errno, "write '%s'", path);
+            return df11i_fail_errno(DF11_ERR_IO, errno, "write '%s'", path);
         }
         p += w;
         off += (uint64_t)w;
@@ -142,7 +142,7 @@ static df11_status pwrite_all(int fd, const void *buf, uint64_t size, uint64_t o
 
 typedef struct {
     uint8_t *rec;              /* the tensor record being filled */
-    df11_encoded enc;
+    df11i_encoded enc;
     uint64_t size;             /* bytes this tensor adds to the payload, aligned */
     uint64_t stored;           /* the same without alignment padding */
 } tensor_out;
@@ -154,30 +154,30 @@ static df11_status encode_tensor(const tensor_plan *p, const df11_compress_optio
     uint8_t *r = t->rec;
     if (p->src->dtype != DF11_DTYPE_BF16) {
         r[TEN_CODEC] = DF11_CODEC_RAW;
-        df11_st64(r + TEN_DATA_OFFSET, at);
-        t->size = df11_align_up(p->nbytes, DF11_SECTION_ALIGN);
+        df11i_st64(r + TEN_DATA_OFFSET, at);
+        t->size = df11i_align_up(p->nbytes, DF11_SECTION_ALIGN);
         t->stored = p->nbytes;
         return DF11_OK;
     }
-    df11_status st = df11_encode(p->src->data, p->n_elements, o->max_code_len, o->lane_symbols,
+    df11_status st = df11i_encode(p->src->data, p->n_elements, o->max_code_len, o->lane_symbols,
                                  o->n_threads, sm_scratch, &t->enc);
-    if (st != DF11_OK) return df11_fail_context(st, "tensor '%s'", p->src->name);
-    const df11_encoded *e = &t->enc;
-    uint64_t cb = df11_codebook_size(&e->coded.code);
+    if (st != DF11_OK) return df11i_fail_context(st, "tensor '%s'", p->src->name);
+    const df11i_encoded *e = &t->enc;
+    uint64_t cb = df11i_codebook_size(&e->coded.code);
     uint64_t chunks = e->coded.n_chunks * 4;
-    uint64_t lanes = df11_n_lane_entries(p->n_elements, o->lane_symbols) * 2;
+    uint64_t lanes = df11i_n_lane_entries(p->n_elements, o->lane_symbols) * 2;
     uint64_t off = at;
     r[TEN_CODEC] = DF11_CODEC_EXP_HUFFMAN;
     r[TEN_MAX_CODE_LEN] = (uint8_t)o->max_code_len;
-    df11_st32(r + TEN_LANE_SYMBOLS, o->lane_symbols);
-    df11_st32(r + TEN_N_CHUNKS, (uint32_t)e->coded.n_chunks);
-    df11_st32(r + TEN_CODEBOOK_SIZE, (uint32_t)cb);
-    df11_st64(r + TEN_CODEBOOK_OFFSET, off); off = df11_align_up(off + cb, DF11_SECTION_ALIGN);
-    df11_st64(r + TEN_CHUNKS_OFFSET, off);   off = df11_align_up(off + chunks, DF11_SECTION_ALIGN);
-    df11_st64(r + TEN_LANES_OFFSET, off);    off = df11_align_up(off + lanes, DF11_SECTION_ALIGN);
-    df11_st64(r + TEN_STREAM_OFFSET, off);   off = df11_align_up(off + e->coded.stream_bytes, DF11_SECTION_ALIGN);
-    df11_st64(r + TEN_STREAM_SIZE, e->coded.stream_bytes);
-    df11_st64(r + TEN_DATA_OFFSET, off);     off = df11_align_up(off + p->n_elements, DF11_SECTION_ALIGN);
+    df11i_st32(r + TEN_LANE_SYMBOLS, o->lane_symbols);
+    df11i_st32(r + TEN_N_CHUNKS, (uint32_t)e->coded.n_chunks);
+    df11i_st32(r + TEN_CODEBOOK_SIZE, (uint32_t)cb);
+    df11i_st64(r + TEN_CODEBOOK_OFFSET, off); off = df11i_align_up(off + cb, DF11_SECTION_ALIGN);
+    df11i_st64(r + TEN_CHUNKS_OFFSET, off);   off = df11i_align_up(off + chunks, DF11_SECTION_ALIGN);
+    df11i_st64(r + TEN_LANES_OFFSET, off);    off = df11i_align_up(off + lanes, DF11_SECTION_ALIGN);
+    df11i_st64(r + TEN_STREAM_OFFSET, off);   off = df11i_align_up(off + e->coded.stream_bytes, DF11_SECTION_ALIGN);
+    df11i_st64(r + TEN_STREAM_SIZE, e->coded.stream_bytes);
+    df11i_st64(r + TEN_DATA_OFFSET, off);     off = df11i_align_up(off + p->n_elements, DF11_SECTION_ALIGN);
     float h = (float)e->entropy;
     memcpy(r + TEN_ENTROPY, &h, 4);
     t->size = off - at;
@@ -190,16 +190,16 @@ static void place_tensor(const tensor_plan *p, const tensor_out *t, uint8_t *pay
 {
     const uint8_t *r = t->rec;
     if (r[TEN_CODEC] == DF11_CODEC_RAW) {
-        if (p->nbytes) memcpy(payload + df11_ld64(r + TEN_DATA_OFFSET), p->src->data, p->nbytes);
+        if (p->nbytes) memcpy(payload + df11i_ld64(r + TEN_DATA_OFFSET), p->src->data, p->nbytes);
         return;
     }
-    const df11_encoded *e = &t->enc;
-    df11_codebook_write(&e->coded.code, payload + df11_ld64(r + TEN_CODEBOOK_OFFSET));
-    memcpy(payload + df11_ld64(r + TEN_CHUNKS_OFFSET), e->chunks, e->coded.n_chunks * 4);
-    memcpy(payload + df11_ld64(r + TEN_LANES_OFFSET), e->lanes,
-           df11_n_lane_entries(p->n_elements, e->coded.lane_symbols) * 2);
-    memcpy(payload + df11_ld64(r + TEN_STREAM_OFFSET), e->stream, e->coded.stream_bytes);
-    memcpy(payload + df11_ld64(r + TEN_DATA_OFFSET), sm, p->n_elements);
+    const df11i_encoded *e = &t->enc;
+    df11i_codebook_write(&e->coded.code, payload + df11i_ld64(r + TEN_CODEBOOK_OFFSET));
+    memcpy(payload + df11i_ld64(r + TEN_CHUNKS_OFFSET), e->chunks, e->coded.n_chunks * 4);
+    memcpy(payload + df11i_ld64(r + TEN_LANES_OFFSET), e->lanes,
+           df11i_n_lane_entries(p->n_elements, e->coded.lane_symbols) * 2);
+    memcpy(payload + df11i_ld64(r + TEN_STREAM_OFFSET), e->stream, e->coded.stream_bytes);
+    memcpy(payload + df11i_ld64(r + TEN_DATA_OFFSET), sm, p->n_elements);
 }
 
 /* The normalized options: defaults for the zeros, code options in range. */
@@ -211,9 +211,9 @@ static df11_status resolve_options(const df11_compress_options *options,
     if (!o->lane_symbols) o->lane_symbols = DF11_DEFAULT_LANE_SYMBOLS;
     if (!o->layer_prefix) o->layer_prefix = DF11_DEFAULT_LAYER_PREFIX;
     if (o->max_code_len > DF11_MAX_CODE_LEN)
-        return df11_fail(DF11_ERR_INVALID_ARG, "max code length %u > %d", o->max_code_len, DF11_MAX_CODE_LEN);
+        return df11i_fail(DF11_ERR_INVALID_ARG, "max code length %u > %d", o->max_code_len, DF11_MAX_CODE_LEN);
     if (o->lane_symbols % DF11_GROUP || o->lane_symbols > DF11_MAX_LANE_SYMBOLS)
-        return df11_fail(DF11_ERR_INVALID_ARG, "lane symbols %u: want a multiple of 8 up to %d",
+        return df11i_fail(DF11_ERR_INVALID_ARG, "lane symbols %u: want a multiple of 8 up to %d",
                          o->lane_symbols, DF11_MAX_LANE_SYMBOLS);
     return DF11_OK;
 }
@@ -234,7 +234,7 @@ typedef struct {
     uint8_t *index;
     tensor_out *outs;          /* in file order */
     uint8_t *payload, *sm;     /* the group being built; sign+mantissa scratch */
-    df11_atomic_file out;
+    df11i_atomic_file out;
     df11_compress_summary sum;
     uint64_t hist[256];        /* exponents of every BF16 weight */
     uint64_t total_in, done_in;
@@ -242,8 +242,8 @@ typedef struct {
 
 static void compress_run_free(compress_run *r)
 {
-    df11_atomic_file_abort(&r->out);
-    for (size_t k = 0; r->outs && k < r->n; k++) df11_encoded_free(&r->outs[k].enc);
+    df11i_atomic_file_abort(&r->out);
+    for (size_t k = 0; r->outs && k < r->n; k++) df11i_encoded_free(&r->outs[k].enc);
     free(r->outs);
     free(r->sm);
     free(r->payload);
@@ -264,12 +264,12 @@ static df11_status plan_index(compress_run *r, size_t metadata_len)
     r->tensors_off = r->groups_off + (uint64_t)r->n_groups * DF11_GROUP_RECORD;
     r->strings_off = r->tensors_off + (uint64_t)r->n * DF11_TENSOR_RECORD;
     r->meta_off = r->strings_off + strings_size;
-    r->index_end = df11_align_up(r->meta_off + metadata_len, DF11_PAYLOAD_ALIGN);
-    if (strings_size > UINT32_MAX) return df11_fail(DF11_ERR_OVERFLOW, "names too long");
+    r->index_end = df11i_align_up(r->meta_off + metadata_len, DF11_PAYLOAD_ALIGN);
+    if (strings_size > UINT32_MAX) return df11i_fail(DF11_ERR_OVERFLOW, "names too long");
     r->index = calloc(1, r->index_end);
     r->outs = calloc(r->n ? r->n : 1, sizeof *r->outs);
     if (!r->index || !r->outs)
-        return df11_fail(DF11_ERR_NO_MEMORY, "index of %llu bytes", (unsigned long long)r->index_end);
+        return df11i_fail(DF11_ERR_NO_MEMORY, "index of %llu bytes", (unsigned long long)r->index_end);
     return DF11_OK;
 }
 
@@ -283,11 +283,11 @@ static void fill_index(compress_run *r, const char *metadata, size_t metadata_le
         uint8_t *rec = index + r->groups_off + (uint64_t)g * DF11_GROUP_RECORD;
         size_t len = strlen(r->groups[g].name);
         memcpy(index + r->strings_off + str_at, r->groups[g].name, len);
-        df11_st32(rec + GRP_NAME_OFFSET, (uint32_t)str_at);
-        df11_st32(rec + GRP_NAME_LEN, (uint32_t)len);
-        df11_st32(rec + GRP_LAYER, (uint32_t)r->groups[g].layer);
-        df11_st32(rec + GRP_FIRST_TENSOR, r->groups[g].first);
-        df11_st32(rec + GRP_N_TENSORS, r->groups[g].count);
+        df11i_st32(rec + GRP_NAME_OFFSET, (uint32_t)str_at);
+        df11i_st32(rec + GRP_NAME_LEN, (uint32_t)len);
+        df11i_st32(rec + GRP_LAYER, (uint32_t)r->groups[g].layer);
+        df11i_st32(rec + GRP_FIRST_TENSOR, r->groups[g].first);
+        df11i_st32(rec + GRP_N_TENSORS, r->groups[g].count);
         str_at += len;
     }
     for (uint32_t k = 0; k < r->n; k++) {
@@ -295,13 +295,13 @@ static void fill_index(compress_run *r, const char *metadata, size_t metadata_le
         uint8_t *rec = index + r->tensors_off + (uint64_t)k * DF11_TENSOR_RECORD;
         size_t len = strlen(p->src->name);
         memcpy(index + r->strings_off + str_at, p->src->name, len);
-        df11_st32(rec + TEN_NAME_OFFSET, (uint32_t)str_at);
-        df11_st32(rec + TEN_NAME_LEN, (uint32_t)len);
-        df11_st32(rec + TEN_GROUP, p->group);
+        df11i_st32(rec + TEN_NAME_OFFSET, (uint32_t)str_at);
+        df11i_st32(rec + TEN_NAME_LEN, (uint32_t)len);
+        df11i_st32(rec + TEN_GROUP, p->group);
         rec[TEN_DTYPE] = (uint8_t)p->src->dtype;
         rec[TEN_NDIM] = (uint8_t)p->src->ndim;
-        for (uint32_t d = 0; d < p->src->ndim; d++) df11_st64(rec + TEN_SHAPE + 8 * d, p->src->shape[d]);
-        df11_st64(rec + TEN_N_ELEMENTS, p->n_elements);
+        for (uint32_t d = 0; d < p->src->ndim; d++) df11i_st64(rec + TEN_SHAPE + 8 * d, p->src->shape[d]);
+        df11i_st64(rec + TEN_N_ELEMENTS, p->n_elements);
         r->outs[k].rec = rec;
         str_at += len;
         r->total_in += p->nbytes;
@@ -319,13 +319,13 @@ static df11_status append_tensor(compress_run *r, uint32_t k, const char *group_
     df11_status st = encode_tensor(p, &r->o, *at, r->sm, t);
     if (st != DF11_OK) return st;
     uint8_t *grown = realloc(r->payload, *at + t->size ? *at + t->size : 1);
-    if (!grown) return df11_fail(DF11_ERR_NO_MEMORY, "payload of group '%s'", group_name);
+    if (!grown) return df11i_fail(DF11_ERR_NO_MEMORY, "payload of group '%s'", group_name);
     r->payload = grown;
     memset(r->payload + *at, 0, t->size);
     place_tensor(p, t, r->payload, r->sm);
     *at += t->size;
-    df11_st64(t->rec + TEN_DECODED_OFFSET, *decoded);
-    *decoded += df11_align_up(p->nbytes, DF11_DECODED_ALIGN);
+    df11i_st64(t->rec + TEN_DECODED_OFFSET, *decoded);
+    *decoded += df11i_align_up(p->nbytes, DF11_DECODED_ALIGN);
     if (p->src->dtype == DF11_DTYPE_BF16) {
         r->sum.bf16_weights += p->n_elements;
         r->sum.bf16_bytes += p->nbytes;
@@ -334,7 +334,7 @@ static df11_status append_tensor(compress_run *r, uint32_t k, const char *group_
     } else {
         r->sum.raw_bytes += p->nbytes;
     }
-    df11_encoded_free(&t->enc);
+    df11i_encoded_free(&t->enc);
     r->done_in += p->nbytes;
     return DF11_OK;
 }
@@ -349,7 +349,7 @@ static df11_status write_group(compress_run *r, uint32_t g, uint64_t *file_off)
         if (r->plans[r->order[k]].n_elements > max_elems) max_elems = r->plans[r->order[k]].n_elements;
     free(r->sm);
     r->sm = malloc(max_elems ? max_elems : 1);
-    if (!r->sm) return df11_fail(DF11_ERR_NO_MEMORY, "%llu bytes", (unsigned long long)max_elems);
+    if (!r->sm) return df11i_fail(DF11_ERR_NO_MEMORY, "%llu bytes", (unsigned long long)max_elems);
 
     /* Encoding needs the whole tensor's sm bytes at once; they go to a scratch buffer
      * and are copied into the payload. Payload memory is built tensor by tensor. */
@@ -360,12 +360,12 @@ static df11_status write_group(compress_run *r, uint32_t g, uint64_t *file_off)
     for (uint32_t k = gp->first; k < gp->first + gp->count; k++)
         if ((st = append_tensor(r, k, gp->name, &at, &decoded)) != DF11_OK) return st;
     uint8_t *rec = r->index + r->groups_off + (uint64_t)g * DF11_GROUP_RECORD;
-    df11_st64(rec + GRP_PAYLOAD_OFFSET, *file_off);
-    df11_st64(rec + GRP_PAYLOAD_SIZE, at);
-    df11_st64(rec + GRP_DECODED_SIZE, decoded);
-    df11_st64(rec + GRP_PAYLOAD_XXH3, XXH3_64bits(r->payload, at));
+    df11i_st64(rec + GRP_PAYLOAD_OFFSET, *file_off);
+    df11i_st64(rec + GRP_PAYLOAD_SIZE, at);
+    df11i_st64(rec + GRP_DECODED_SIZE, decoded);
+    df11i_st64(rec + GRP_PAYLOAD_XXH3, XXH3_64bits(r->payload, at));
     if ((st = pwrite_all(r->out.fd, r->payload, at, *file_off, r->path)) != DF11_OK) return st;
-    *file_off = g + 1 < r->n_groups ? df11_align_up(*file_off + at, DF11_PAYLOAD_ALIGN) : *file_off + at;
+    *file_off = g + 1 < r->n_groups ? df11i_align_up(*file_off + at, DF11_PAYLOAD_ALIGN) : *file_off + at;
     return DF11_OK;
 }
 
@@ -374,25 +374,25 @@ static df11_status finish_header(compress_run *r, uint64_t metadata_len, uint64_
 {
     uint8_t *index = r->index;
     memcpy(index + HDR_MAGIC, DF11_MAGIC, 8);
-    df11_st16(index + HDR_VERSION_MAJOR, DF11_VERSION_MAJOR);
-    df11_st16(index + HDR_VERSION_MINOR, DF11_VERSION_MINOR);
-    df11_st32(index + HDR_HEADER_SIZE, DF11_HEADER_SIZE);
-    df11_st32(index + HDR_N_GROUPS, r->n_groups);
-    df11_st32(index + HDR_N_TENSORS, (uint32_t)r->n);
-    df11_st64(index + HDR_GROUPS_OFFSET, r->groups_off);
-    df11_st64(index + HDR_TENSORS_OFFSET, r->tensors_off);
-    df11_st64(index + HDR_STRINGS_OFFSET, r->strings_off);
-    df11_st64(index + HDR_STRINGS_SIZE, r->strings_size);
-    df11_st64(index + HDR_METADATA_OFFSET, r->meta_off);
-    df11_st64(index + HDR_METADATA_SIZE, metadata_len);
-    df11_st64(index + HDR_INDEX_END, r->index_end);
-    df11_st64(index + HDR_FILE_SIZE, file_size);
+    df11i_st16(index + HDR_VERSION_MAJOR, DF11_VERSION_MAJOR);
+    df11i_st16(index + HDR_VERSION_MINOR, DF11_VERSION_MINOR);
+    df11i_st32(index + HDR_HEADER_SIZE, DF11_HEADER_SIZE);
+    df11i_st32(index + HDR_N_GROUPS, r->n_groups);
+    df11i_st32(index + HDR_N_TENSORS, (uint32_t)r->n);
+    df11i_st64(index + HDR_GROUPS_OFFSET, r->groups_off);
+    df11i_st64(index + HDR_TENSORS_OFFSET, r->tensors_off);
+    df11i_st64(index + HDR_STRINGS_OFFSET, r->strings_off);
+    df11i_st64(index + HDR_STRINGS_SIZE, r->strings_size);
+    df11i_st64(index + HDR_METADATA_OFFSET, r->meta_off);
+    df11i_st64(index + HDR_METADATA_SIZE, metadata_len);
+    df11i_st64(index + HDR_INDEX_END, r->index_end);
+    df11i_st64(index + HDR_FILE_SIZE, file_size);
     XXH3_state_t *xs = XXH3_createState();
-    if (!xs) return df11_fail(DF11_ERR_NO_MEMORY, "xxh3 state");
+    if (!xs) return df11i_fail(DF11_ERR_NO_MEMORY, "xxh3 state");
     XXH3_64bits_reset(xs);
     XXH3_64bits_update(xs, index, HDR_INDEX_XXH3);
     XXH3_64bits_update(xs, index + DF11_HEADER_SIZE, r->index_end - DF11_HEADER_SIZE);
-    df11_st64(index + HDR_INDEX_XXH3, XXH3_64bits_digest(xs));
+    df11i_st64(index + HDR_INDEX_XXH3, XXH3_64bits_digest(xs));
     XXH3_freeState(xs);
     return DF11_OK;
 }
@@ -402,10 +402,10 @@ df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source
                                   const df11_compress_options *options,
                                   df11_compress_summary *summary)
 {
-    double t0 = df11_now_ms();
+    double t0 = df11i_now_ms();
     if (!out_path || (n && !tensors) || (metadata_len && !metadata))
-        return df11_fail(DF11_ERR_INVALID_ARG, "df11_compress_tensors: NULL argument");
-    if (n > UINT32_MAX / 2) return df11_fail(DF11_ERR_INVALID_ARG, "too many tensors");
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_compress_tensors: NULL argument");
+    if (n > UINT32_MAX / 2) return df11i_fail(DF11_ERR_INVALID_ARG, "too many tensors");
     compress_run r = {.path = out_path, .tensors = tensors, .n = n,
                       .out = {.fd = -1, .dir_fd = -1, .slot = -1}};
     df11_status st = resolve_options(options, &r.o);
@@ -413,13 +413,13 @@ df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source
 
     r.plans = calloc(n ? n : 1, sizeof *r.plans);
     r.order = calloc(n ? n : 1, sizeof *r.order);
-    if (!r.plans || !r.order) { st = df11_fail(DF11_ERR_NO_MEMORY, "tensor table"); goto done; }
+    if (!r.plans || !r.order) { st = df11i_fail(DF11_ERR_NO_MEMORY, "tensor table"); goto done; }
     if ((st = plan_tensors(tensors, n, r.o.layer_prefix, r.plans)) != DF11_OK) goto done;
     if ((st = plan_groups(r.plans, n, &r.groups, &r.n_groups, r.order)) != DF11_OK) goto done;
     if ((st = plan_index(&r, metadata_len)) != DF11_OK) goto done;
     fill_index(&r, metadata, metadata_len);
 
-    if ((st = df11_atomic_file_begin(&r.out, out_path)) != DF11_OK) goto done;
+    if ((st = df11i_atomic_file_begin(&r.out, out_path)) != DF11_OK) goto done;
     uint64_t file_off = r.index_end;
     r.sum = (df11_compress_summary){.n_tensors = (uint32_t)n, .n_groups = r.n_groups};
     for (uint32_t g = 0; g < r.n_groups; g++) {
@@ -428,12 +428,12 @@ df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source
     }
     if ((st = finish_header(&r, metadata_len, file_off)) != DF11_OK) goto done;
     if ((st = pwrite_all(r.out.fd, r.index, r.index_end, 0, out_path)) != DF11_OK) goto done;
-    if (ftruncate(r.out.fd, (off_t)file_off) != 0) { st = df11_fail_errno(DF11_ERR_IO, errno, "truncate '%s'", out_path); goto done; }
-    if ((st = df11_atomic_file_commit(&r.out)) != DF11_OK) goto done;
+    if (ftruncate(r.out.fd, (off_t)file_off) != 0) { st = df11i_fail_errno(DF11_ERR_IO, errno, "truncate '%s'", out_path); goto done; }
+    if ((st = df11i_atomic_file_commit(&r.out)) != DF11_OK) goto done;
 
     r.sum.file_bytes = file_off;
-    r.sum.exponent_entropy = df11_entropy(r.hist);
-    r.sum.seconds = (df11_now_ms() - t0) / 1e3;
+    r.sum.exponent_entropy = df11i_entropy(r.hist);
+    r.sum.seconds = (df11i_now_ms() - t0) / 1e3;
     if (summary) *summary = r.sum;
 done:
     compress_run_free(&r);

@@ -34,7 +34,7 @@ static df11_status add_metadata(cJSON *root, const char *metadata_json)
         ok = ok && cJSON_IsString(it);
     if (!ok) {
         cJSON_Delete(meta);
-        return df11_fail(DF11_ERR_INVALID_ARG, "safetensors metadata must be a JSON object "
+        return df11i_fail(DF11_ERR_INVALID_ARG, "safetensors metadata must be a JSON object "
                          "of strings");
     }
     if (!cJSON_AddItemToObject(root, "__metadata__", meta)) {
@@ -84,7 +84,7 @@ static df11_status build_header(const df11_tensor_source *tensors, size_t n,
 {
     *out = NULL;
     cJSON *root = cJSON_CreateObject();
-    if (!root) return df11_fail(DF11_ERR_NO_MEMORY, "safetensors header");
+    if (!root) return df11i_fail(DF11_ERR_NO_MEMORY, "safetensors header");
     df11_status st = metadata_json ? add_metadata(root, metadata_json) : DF11_OK;
     uint64_t offset = 0;
     for (size_t i = 0; st == DF11_OK && i < n; i++) {
@@ -93,7 +93,7 @@ static df11_status build_header(const df11_tensor_source *tensors, size_t n,
     }
     if (st == DF11_OK && !(*out = cJSON_PrintUnformatted(root))) st = DF11_ERR_NO_MEMORY;
     if (st == DF11_ERR_NO_MEMORY)
-        st = df11_fail(DF11_ERR_NO_MEMORY, "safetensors header for %zu tensors", n);
+        st = df11i_fail(DF11_ERR_NO_MEMORY, "safetensors header for %zu tensors", n);
     cJSON_Delete(root);
     return st;
 }
@@ -107,63 +107,63 @@ static df11_status check_tensors(const df11_tensor_source *tensors, size_t n, bo
     for (size_t i = 0; i < n; i++) {
         const df11_tensor_source *t = &tensors[i];
         if (!t->name || strcmp(t->name, "__metadata__") == 0)
-            return df11_fail(DF11_ERR_INVALID_ARG, "tensor %zu: missing or reserved name", i);
+            return df11i_fail(DF11_ERR_INVALID_ARG, "tensor %zu: missing or reserved name", i);
         uint64_t size = df11_dtype_size(t->dtype);
         if (size == 0)
-            return df11_fail(DF11_ERR_DTYPE, "tensor '%s': dtype %d", t->name, (int)t->dtype);
+            return df11i_fail(DF11_ERR_DTYPE, "tensor '%s': dtype %d", t->name, (int)t->dtype);
         if (t->ndim > DF11_MAX_DIMS)
-            return df11_fail(DF11_ERR_INVALID_ARG, "tensor '%s': %u dims", t->name, t->ndim);
+            return df11i_fail(DF11_ERR_INVALID_ARG, "tensor '%s': %u dims", t->name, t->ndim);
         for (uint32_t d = 0; d < t->ndim; d++)
-            if (!df11_mul_ok(size, t->shape[d], &size))
-                return df11_fail(DF11_ERR_OVERFLOW, "tensor '%s': size overflows", t->name);
-        if (!df11_add_ok(total, size, &total))
-            return df11_fail(DF11_ERR_OVERFLOW, "tensor '%s': file size overflows", t->name);
+            if (!df11i_mul_ok(size, t->shape[d], &size))
+                return df11i_fail(DF11_ERR_OVERFLOW, "tensor '%s': size overflows", t->name);
+        if (!df11i_add_ok(total, size, &total))
+            return df11i_fail(DF11_ERR_OVERFLOW, "tensor '%s': file size overflows", t->name);
         if (need_data && size > 0 && !t->data)
-            return df11_fail(DF11_ERR_INVALID_ARG, "tensor '%s': NULL data", t->name);
+            return df11i_fail(DF11_ERR_INVALID_ARG, "tensor '%s': NULL data", t->name);
         nbytes[i] = size;
         if (size > *largest) *largest = size;
     }
-    return df11_names_unique(tensors, n, "safetensors output");
+    return df11i_names_unique(tensors, n, "safetensors output");
 }
 
-df11_status df11_st_write_fill(const char *path, const df11_tensor_source *tensors, size_t n,
-                               const char *metadata_json, df11_st_fill_fn fill, void *ctx)
+df11_status df11i_st_write_fill(const char *path, const df11_tensor_source *tensors, size_t n,
+                               const char *metadata_json, df11i_st_fill_fn fill, void *ctx)
 {
     if (!path || (n && !tensors))
-        return df11_fail(DF11_ERR_INVALID_ARG, "df11_st_write: NULL path or tensors");
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_st_write: NULL path or tensors");
     uint64_t *nbytes = malloc((n ? n : 1) * sizeof *nbytes), largest = 0;
     char *header = NULL;
     void *buf = NULL;
-    df11_atomic_file out = {.fd = -1, .dir_fd = -1, .slot = -1};
+    df11i_atomic_file out = {.fd = -1, .dir_fd = -1, .slot = -1};
     df11_status st = DF11_OK;
     if (!nbytes) {
-        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensors", path, n);
+        st = df11i_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensors", path, n);
         goto out;
     }
     st = check_tensors(tensors, n, fill == NULL, nbytes, &largest);
     if (st == DF11_OK) st = build_header(tensors, n, metadata_json, nbytes, &header);
     if (st != DF11_OK) goto out;
     if (fill && largest > 0 && !(buf = malloc(largest))) {
-        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': %llu-byte tensor buffer", path, (ull)largest);
+        st = df11i_fail(DF11_ERR_NO_MEMORY, "'%s': %llu-byte tensor buffer", path, (ull)largest);
         goto out;
     }
 
     /* The data area must start 8-byte aligned so that readers can map tensors in place. */
     size_t hlen = strlen(header);
-    size_t padded = (size_t)df11_align_up(hlen, 8);
+    size_t padded = (size_t)df11i_align_up(hlen, 8);
     char *grown = realloc(header, padded);
     if (!grown) {
-        st = df11_fail(DF11_ERR_NO_MEMORY, "'%s': header", path);
+        st = df11i_fail(DF11_ERR_NO_MEMORY, "'%s': header", path);
         goto out;
     }
     header = grown;
     memset(header + hlen, ' ', padded - hlen);
 
-    if ((st = df11_atomic_file_begin(&out, path)) != DF11_OK) goto out;
+    if ((st = df11i_atomic_file_begin(&out, path)) != DF11_OK) goto out;
     uint8_t len_le[8];
-    df11_st64(len_le, padded);
-    st = df11_atomic_file_write(&out, len_le, 8);
-    if (st == DF11_OK) st = df11_atomic_file_write(&out, header, padded);
+    df11i_st64(len_le, padded);
+    st = df11i_atomic_file_write(&out, len_le, 8);
+    if (st == DF11_OK) st = df11i_atomic_file_write(&out, header, padded);
     for (size_t i = 0; st == DF11_OK && i < n; i++) {
         const void *data = tensors[i].data;
         if (fill && nbytes[i] > 0) {
@@ -171,19 +171,19 @@ df11_status df11_st_write_fill(const char *path, const df11_tensor_source *tenso
             if (st != DF11_OK) break;
             data = buf;
         }
-        if (nbytes[i] > 0) st = df11_atomic_file_write(&out, data, (size_t)nbytes[i]);
+        if (nbytes[i] > 0) st = df11i_atomic_file_write(&out, data, (size_t)nbytes[i]);
     }
-    if (st == DF11_OK) st = df11_atomic_file_commit(&out);
+    if (st == DF11_OK) st = df11i_atomic_file_commit(&out);
 out:
-    df11_atomic_file_abort(&out);
+    df11i_atomic_file_abort(&out);
     free(buf);
     free(header);
     free(nbytes);
     return st;
 }
 
-df11_status df11_st_write(const char *path, const df11_tensor_source *tensors, size_t n,
+df11_status df11i_st_write(const char *path, const df11_tensor_source *tensors, size_t n,
                           const char *metadata_json)
 {
-    return df11_st_write_fill(path, tensors, n, metadata_json, NULL, NULL);
+    return df11i_st_write_fill(path, tensors, n, metadata_json, NULL, NULL);
 }

@@ -15,7 +15,7 @@
  * the format wants. `metadata_json` (may be NULL) is stored
  * as "__metadata__"; it must be a JSON object of strings (else DF11_ERR_INVALID_ARG).
  * Repeated names fail with DF11_ERR_DUPLICATE. On any failure no file is left behind. */
-df11_status df11_st_write(const char *path, const df11_tensor_source *tensors, size_t n,
+df11_status df11i_st_write(const char *path, const df11_tensor_source *tensors, size_t n,
                           const char *metadata_json);
 
 /* The same for tensors made on the fly (a generator that should not hold the whole model):
@@ -23,8 +23,8 @@ df11_status df11_st_write(const char *path, const df11_tensor_source *tensors, s
  * thread, in order, for each non-empty tensor to put its bytes into `buf`, a buffer the
  * writer owns (sized for the largest tensor). A fill failure aborts the write, leaving no
  * file behind, and is returned as it is. */
-typedef df11_status (*df11_st_fill_fn)(void *ctx, size_t index, void *buf, uint64_t nbytes);
-df11_status df11_st_write_fill(const char *path, const df11_tensor_source *tensors, size_t n,
-                               const char *metadata_json, df11_st_fill_fn fill, void *ctx);
+typedef df11_status (*df11i_st_fill_fn)(void *ctx, size_t index, void *buf, uint64_t nbytes);
+df11_status df11i_st_write_fill(const char *path, const df11_tensor_source *tensors, size_t n,
+                               const char *metadata_json, df11i_st_fill_fn fill, void *ctx);
 
 #endif

@@ -115,7 +115,7 @@ __host__ __device__ __forceinline__ uint32_t popc(uint32_t m)
 #endif
 }
 
-// df11_fixed_escape_mask, for both sides: bit p (low) / 16 + p (high) = pair p escapes.
+// df11i_fixed_escape_mask, for both sides: bit p (low) / 16 + p (high) = pair p escapes.
 __host__ __device__ __forceinline__ uint32_t escape_mask(uint32_t a, uint32_t b, uint32_t c)
 {
     const uint32_t lsb = 0x12491249u;
@@ -530,7 +530,7 @@ constexpr size_t smem_bytes(int warps) { return (size_t)warps * (2 * STAGE_BYTES
 
 struct HostMat {
     std::vector<uint16_t> w; // the BF16 original
-    df11_fixed f;
+    df11i_fixed f;
     uint64_t rows, cols;
 };
 
@@ -548,7 +548,7 @@ static void gen_extra(HostMat *m, int threads)
         m[1].w[i] = (uint16_t)(((r >> 40) & 0x8000) | e << 7 | ((r >> 20) & 0x7f));
     }
     for (int i = 0; i < 2; i++)
-        if (df11_fixed_encode(m[i].w.data(), m[i].rows, m[i].cols, threads, &m[i].f) != DF11_OK) {
+        if (df11i_fixed_encode(m[i].w.data(), m[i].rows, m[i].cols, threads, &m[i].f) != DF11_OK) {
             fprintf(stderr, "encode failed\n");
             exit(1);
         }
@@ -564,7 +564,7 @@ static void gen_block(HostMat *m, int threads)
         m[i].w.resize(m[i].rows * m[i].cols);
         weights_fill(m[i].w.data(), m[i].rows, m[i].cols, weights_mix64(0 ^ weights_mix64(h)),
                      false, threads);
-        if (df11_fixed_encode(m[i].w.data(), m[i].rows, m[i].cols, threads, &m[i].f) != DF11_OK) {
+        if (df11i_fixed_encode(m[i].w.data(), m[i].rows, m[i].cols, threads, &m[i].f) != DF11_OK) {
             fprintf(stderr, "encode failed\n");
             exit(1);
         }
@@ -590,7 +590,7 @@ static void print_sizes(const HostMat *m)
     for (int i = 0; i < NMAT; i++) {
         const HostMat &h = m[i];
         weights += (double)h.rows * h.cols;
-        actual += (double)df11_fixed_stored_bytes(&h.f);
+        actual += (double)df11i_fixed_stored_bytes(&h.f);
         for (auto &x : v) {
             const int win = (1 << x.bits) - 1;
             const uint64_t scope_rows = x.scope == 0 ? 1 : x.scope == 1 ? 16 : h.rows;
@@ -648,8 +648,8 @@ template <typename F> static void par_for(uint64_t n, F fn)
 // be the two weights the layout puts there. Returns the number of wrong pairs.
 static uint64_t emulate(const HostMat &h)
 {
-    const df11_fixed &f = h.f;
-    const df11_fixed_geom &g = f.g;
+    const df11i_fixed &f = h.f;
+    const df11i_fixed_geom &g = f.g;
     std::vector<uint64_t> bad(g.n_strips, 0);
     par_for(g.n_strips, [&](uint64_t s) {
         std::vector<uint32_t> corr(16, 0);
@@ -690,7 +690,7 @@ static uint64_t emulate(const HostMat &h)
                         for (uint32_t hi = 0; hi < 2; hi++) {
                             uint32_t hh = p / 8, j = 4 * ((p % 8) / 2) + 2 * (p % 2) + hi;
                             uint64_t row, col;
-                            df11_fixed_weight_pos(s, step, hh, l, j, &row, &col);
+                            df11i_fixed_weight_pos(s, step, hh, l, j, &row, &col);
                             if (row >= h.rows || col >= h.cols) continue;
                             if ((uint16_t)(o[p] >> (16 * hi)) != h.w[row * h.cols + col]) bad[s]++;
                         }
@@ -714,7 +714,7 @@ static size_t al(size_t x) { return (x + 255) & ~(size_t)255; }
 
 static DevMat upload(const HostMat &h)
 {
-    const df11_fixed &f = h.f;
+    const df11i_fixed &f = h.f;
     size_t o_base = 0, o_sm = al(f.g.rows_pad), o_codes = o_sm + al(f.g.sm_bytes),
            o_off = o_codes + al(f.g.code_bytes + 16), o_exc = o_off + al(4 * (f.g.n_tiles + 1)),
            total = o_exc + al(f.n_exc + 32);
@@ -732,7 +732,7 @@ static DevMat upload(const HostMat &h)
              d + o_exc,         d + o_base,          (int)f.g.rows,
              (int)f.g.cols_pad, (int)f.g.n_strips,   (int)f.g.steps,
              (int)f.g.tiles,    (int)f.g.last_steps, (long long)f.g.strip_code_bytes };
-    r.bytes = df11_fixed_stored_bytes(&f);
+    r.bytes = df11i_fixed_stored_bytes(&f);
     CK(cudaMalloc(&r.bf16, h.w.size() * 2));
     CK(cudaMemcpy(r.bf16, h.w.data(), h.w.size() * 2, cudaMemcpyHostToDevice));
     return r;
@@ -945,7 +945,7 @@ int main(int argc, char **argv)
     if (!profile) {
         for (int i = 0; i < NALL; i++) {
             std::vector<uint16_t> back(hm[i].w.size());
-            bool rt = df11_fixed_decode(&hm[i].f, back.data(), threads) == DF11_OK &&
+            bool rt = df11i_fixed_decode(&hm[i].f, back.data(), threads) == DF11_OK &&
                       memcmp(back.data(), hm[i].w.data(), back.size() * 2) == 0;
             uint64_t bad = emulate(hm[i]);
             printf("%-5s CPU decode %s, kernel decode emulated: %llu bad pairs\n", TAG[i],
@@ -1050,7 +1050,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < NALL; i++) {
         const uint64_t N = hm[i].rows, K = hm[i].cols, Kp = hm[i].f.g.cols_pad;
         std::vector<uint16_t> dec(N * K);
-        df11_fixed_decode(&hm[i].f, dec.data(),
+        df11i_fixed_decode(&hm[i].f, dec.data(),
                           threads); // the reference is computed from the decoded weights
         std::vector<double> ref(16 * N), mag(16 * N);
         par_for(N, [&](uint64_t n) {

@@ -1,19 +1,19 @@
-/* Fuzz target: the codec alone, a df11_coded built straight from the input (codec/codec.h):
- * df11_codebook_read, df11_coded_validate, then df11_decode_host. It reaches the decoder's
+/* Fuzz target: the codec alone, a df11i_coded built straight from the input (codec/codec.h):
+ * df11i_codebook_read, df11i_coded_validate, then df11i_decode_host. It reaches the decoder's
  * tables and streams with none of a container's framing in the way.
  *
  * Input, little-endian: a 16-byte head
  *     u8 max_len, u8 codebook bytes, u16 lane_symbols, u32 n_elements (<= 2^20),
  *     u32 n_chunks, u32 stream_bytes (<= 2^24)
  * then the sections in this order: codebook, chunk table (n_chunks u32), lane table
- * (df11_n_lane_entries u16, only when lane_symbols and n_chunks are consistent), stream,
+ * (df11i_n_lane_entries u16, only when lane_symbols and n_chunks are consistent), stream,
  * sign|mantissa (n_elements bytes). Bytes past the end of the input read as zero. Each
  * section gets a buffer of exactly its size, which is the contract codec.h states.
  *
  * Asserts, besides "no crash, leak or undefined behaviour" (the sanitizers):
- *  - df11_coded_validate rejects a bad lane_symbols, max_len or chunk count without
+ *  - df11i_coded_validate rejects a bad lane_symbols, max_len or chunk count without
  *    touching the tables (they are NULL then);
- *  - df11_decode_host gives the same verdict as df11_coded_validate when that fails, and
+ *  - df11i_decode_host gives the same verdict as df11i_coded_validate when that fails, and
  *    otherwise DF11_OK or DF11_ERR_CORRUPT (with a detail);
  *  - a decode that succeeds yields, for each element, an exponent the codebook has a code
  *    for and the element's sign|mantissa byte. */
@@ -45,13 +45,13 @@ static void *take(reader *r, uint64_t n)
 }
 
 FUZZ_NO_COVERAGE
-static void check_decoded(const df11_coded *c, const uint16_t *out)
+static void check_decoded(const df11i_coded *c, const uint16_t *out)
 {
     for (uint64_t i = 0; i < c->n_elements; i++) {
-        const uint8_t e = df11_bf16_exp(out[i]);
+        const uint8_t e = df11i_bf16_exp(out[i]);
         FUZZ_CHECK(c->code.single_symbol == e || (c->code.single_symbol < 0 && c->code.len[e]),
                    "element %llu: exponent %u is no symbol", (unsigned long long)i, e);
-        FUZZ_CHECK(df11_bf16_sm(out[i]) == c->sm[i], "element %llu: sign|mantissa",
+        FUZZ_CHECK(df11i_bf16_sm(out[i]) == c->sm[i], "element %llu: sign|mantissa",
                    (unsigned long long)i);
     }
 }
@@ -59,36 +59,36 @@ static void check_decoded(const df11_coded *c, const uint16_t *out)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 16) return 0;
-    df11_coded c;
+    df11i_coded c;
     memset(&c, 0, sizeof c);
     c.max_len = data[0];
     const uint32_t cb_bytes = data[1];
-    c.lane_symbols = df11_ld16(data + 2);
-    c.n_elements = df11_ld32(data + 4);
-    c.n_chunks = df11_ld32(data + 8);
-    c.stream_bytes = df11_ld32(data + 12);
+    c.lane_symbols = df11i_ld16(data + 2);
+    c.n_elements = df11i_ld32(data + 4);
+    c.n_chunks = df11i_ld32(data + 8);
+    c.stream_bytes = df11i_ld32(data + 12);
     if (c.n_elements > MAX_ELEMENTS || c.stream_bytes > MAX_STREAM || c.n_chunks > MAX_ELEMENTS)
         return 0;
     reader r = { data, size, 16 };
 
     uint8_t *cb = take(&r, cb_bytes);
     if (!cb) return 0;
-    df11_status st = df11_codebook_read(cb, cb_bytes, c.max_len, &c.code);
+    df11_status st = df11i_codebook_read(cb, cb_bytes, c.max_len, &c.code);
     free(cb);
     FUZZ_CHECK_STATUS(st);
     if (st != DF11_OK) return 0;
 
     const int shape_ok = c.lane_symbols >= DF11_GROUP && c.lane_symbols % DF11_GROUP == 0 &&
                          c.lane_symbols <= DF11_MAX_LANE_SYMBOLS &&
-                         c.n_chunks == df11_n_chunks(c.n_elements, c.lane_symbols);
+                         c.n_chunks == df11i_n_chunks(c.n_elements, c.lane_symbols);
     if (!shape_ok) { /* no table is valid for this shape: validation must stop first */
-        st = df11_coded_validate(&c);
+        st = df11i_coded_validate(&c);
         FUZZ_CHECK(st == DF11_ERR_CORRUPT, "bad shape S=%u chunks=%llu accepted: %s",
                    c.lane_symbols, (unsigned long long)c.n_chunks, df11_strerror(st));
         return 0;
     }
     uint32_t *chunks = take(&r, c.n_chunks * 4);
-    uint16_t *lanes = take(&r, df11_n_lane_entries(c.n_elements, c.lane_symbols) * 2);
+    uint16_t *lanes = take(&r, df11i_n_lane_entries(c.n_elements, c.lane_symbols) * 2);
     uint32_t *stream = take(&r, c.stream_bytes);
     uint8_t *sm = take(&r, c.n_elements);
     uint16_t *out = malloc(c.n_elements ? c.n_elements * 2 : 1);
@@ -97,9 +97,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         c.lanes = lanes;
         c.stream = stream;
         c.sm = sm;
-        df11_status valid = df11_coded_validate(&c);
+        df11_status valid = df11i_coded_validate(&c);
         FUZZ_CHECK_STATUS(valid);
-        st = df11_decode_host(&c, out, 1);
+        st = df11i_decode_host(&c, out, 1);
         FUZZ_CHECK_STATUS(st);
         if (valid != DF11_OK)
             FUZZ_CHECK(st == valid, "validate says %s, decode %s", df11_strerror(valid),

@@ -1,4 +1,4 @@
-/* Fuzz target: df11_file_open_memory, a .df11 image from memory (loader/container.h).
+/* Fuzz target: df11i_file_open_memory, a .df11 image from memory (loader/container.h).
  * Input: one mode byte, then the image. Mode bit 0 set: the target first rewrites the
  * image's index and payload checksums (df11_image.h), so that mutations get past the
  * xxh3 checks and reach the structural checks; clear: the image is opened as it is.
@@ -11,7 +11,7 @@
  *    df11_file_layer_group maps each back; every tensor lies in its group, has a
  *    NUL-terminated name that df11_file_find_tensor finds, n_elements = the product of its
  *    shape, nbytes = n_elements * dtype size, and [decoded_offset, +nbytes) 256-aligned
- *    inside the group's decoded size; its sections (df11_file_tensor_layout) lie inside
+ *    inside the group's decoded size; its sections (df11i_file_tensor_layout) lie inside
  *    the group's payload; the metadata can be read whole. */
 #include <string.h>
 
@@ -40,7 +40,7 @@ static void check_tensor(const df11_file *f, uint32_t t, const df11_group_info *
                "tensor %u: decoded [%llu, +%llu) outside %llu", t,
                (unsigned long long)ti->decoded_offset, (unsigned long long)ti->nbytes,
                (unsigned long long)gi->decoded_size);
-    const df11_tensor_layout *lo = df11_file_tensor_layout(f, t);
+    const df11i_tensor_layout *lo = df11i_file_tensor_layout(f, t);
     const uint64_t ps = gi->payload_size;
 #define INSIDE(off, len) ((off) <= ps && (uint64_t)(len) <= ps - (off))
     if (ti->codec == DF11_CODEC_RAW) {
@@ -52,11 +52,11 @@ static void check_tensor(const df11_file *f, uint32_t t, const df11_group_info *
                "tensor %u: codec %d", t, (int)ti->codec);
     FUZZ_CHECK(ti->lane_symbols >= 8 && ti->lane_symbols % 8 == 0 &&
                    ti->lane_symbols <= DF11_MAX_LANE_SYMBOLS &&
-                   lo->n_chunks == df11_n_chunks(n, ti->lane_symbols),
+                   lo->n_chunks == df11i_n_chunks(n, ti->lane_symbols),
                "tensor %u: S=%u, %u chunks", t, ti->lane_symbols, lo->n_chunks);
     FUZZ_CHECK(INSIDE(lo->codebook_offset, lo->codebook_size) &&
                    INSIDE(lo->chunks_offset, (uint64_t)lo->n_chunks * 4) &&
-                   INSIDE(lo->lanes_offset, df11_n_lane_entries(n, ti->lane_symbols) * 2) &&
+                   INSIDE(lo->lanes_offset, df11i_n_lane_entries(n, ti->lane_symbols) * 2) &&
                    INSIDE(lo->stream_offset, lo->stream_size) && INSIDE(lo->data_offset, n),
                "tensor %u: a section lies outside its payload of %llu bytes", t,
                (unsigned long long)ps);
@@ -115,7 +115,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(image, data + 1, size);
     if (recompute) fuzz_df11_fix_checksums(image, size);
     df11_file *f = (df11_file *)(uintptr_t)1; /* not NULL: a failure must clear it */
-    df11_status st = df11_file_open_memory(image, size, "fuzz.df11", &f);
+    df11_status st = df11i_file_open_memory(image, size, "fuzz.df11", &f);
     FUZZ_CHECK_STATUS(st);
     if (st != DF11_OK) {
         FUZZ_CHECK(f == NULL, "failed open left a file");

@@ -1,6 +1,6 @@
 /* Fuzz target: the CPU decoder on groups that passed validation. The input is a .df11
  * image; its checksums are rewritten first (df11_image.h) so that mutated payloads get
- * past the xxh3 checks. The image is opened with df11_file_open_memory; groups are read
+ * past the xxh3 checks. The image is opened with df11i_file_open_memory; groups are read
  * with df11_file_read_group and decoded with df11_group_decode_host on one thread, in
  * order, while the decoded bytes stay within 1 MiB per input (larger groups are skipped):
  * under ASan and comparison tracing a decode costs 100-200 ns a weight, and a fuzzer that
@@ -29,7 +29,7 @@ static void check_decoded(const df11_file *f, const df11_group_info *gi, const u
     uint64_t end = 0;
     for (uint32_t t = gi->first_tensor; t < gi->first_tensor + gi->n_tensors; t++) {
         const df11_tensor_info *ti = df11_file_tensor(f, t);
-        const df11_tensor_layout *lo = df11_file_tensor_layout(f, t);
+        const df11i_tensor_layout *lo = df11i_file_tensor_layout(f, t);
         for (uint64_t i = end; i < ti->decoded_offset; i++)
             FUZZ_CHECK(out[i] == 0, "group '%s': padding byte %llu is %u", gi->name,
                        (unsigned long long)i, out[i]);
@@ -38,17 +38,17 @@ static void check_decoded(const df11_file *f, const df11_group_info *gi, const u
             FUZZ_CHECK(memcmp(o, payload + lo->data_offset, ti->nbytes) == 0,
                        "tensor '%s': raw bytes differ", ti->name);
         } else {
-            df11_coded c;
-            FUZZ_CHECK(df11_file_tensor_coded(f, t, payload, &c) == DF11_OK,
+            df11i_coded c;
+            FUZZ_CHECK(df11i_file_tensor_coded(f, t, payload, &c) == DF11_OK,
                        "tensor '%s' decoded but its tables do not validate", ti->name);
             for (uint64_t i = 0; i < ti->n_elements; i++) {
                 uint16_t v;
                 memcpy(&v, o + 2 * i, 2);
-                uint8_t e = df11_bf16_exp(v);
+                uint8_t e = df11i_bf16_exp(v);
                 FUZZ_CHECK(c.code.single_symbol == e || (c.code.single_symbol < 0 && c.code.len[e]),
                            "tensor '%s' element %llu: exponent %u is no symbol", ti->name,
                            (unsigned long long)i, e);
-                FUZZ_CHECK(df11_bf16_sm(v) == c.sm[i], "tensor '%s' element %llu: sign|mantissa",
+                FUZZ_CHECK(df11i_bf16_sm(v) == c.sm[i], "tensor '%s' element %llu: sign|mantissa",
                            ti->name, (unsigned long long)i);
             }
         }
@@ -66,7 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(image, data, size);
     fuzz_df11_fix_checksums(image, size);
     df11_file *f;
-    if (df11_file_open_memory(image, size, "fuzz.df11", &f) != DF11_OK) {
+    if (df11i_file_open_memory(image, size, "fuzz.df11", &f) != DF11_OK) {
         free(image);
         return 0;
     }

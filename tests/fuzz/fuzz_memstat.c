@@ -1,4 +1,4 @@
-/* Fuzz target: df11_memstat_page_read, the reader of the shared-memory page a running model
+/* Fuzz target: df11i_memstat_page_read, the reader of the shared-memory page a running model
  * publishes (runtime/memstat.h). Any process of the user can write /dev/shm/df11-*, so the
  * page is outside input. The input is the mapped page (in an 8-byte aligned buffer of
  * exactly the input's size, as mmap would give it).
@@ -39,10 +39,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     void *page = malloc(size ? size : 1); /* malloc is 16-byte aligned */
     if (!page) return 0;
     memcpy(page, data, size);
-    df11_memstat_page out;
+    df11i_memstat_page out;
     char why[256];
     memset(why, 0, sizeof why);
-    int r = df11_memstat_page_read(page, size, &out, why, sizeof why);
+    int r = df11i_memstat_page_read(page, size, &out, why, sizeof why);
     FUZZ_CHECK(r == 0 || r == -1, "returned %d", r);
     if (r != 0) {
         check_why(why, sizeof why);
@@ -65,10 +65,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     char *tiny = malloc(4); /* on the heap, so ASan sees a reason written past it */
     if (tiny) {
-        if (df11_memstat_page_read(page, size, &out, tiny, 4) != 0) check_why(tiny, 4);
+        if (df11i_memstat_page_read(page, size, &out, tiny, 4) != 0) check_why(tiny, 4);
         free(tiny);
     }
-    FUZZ_CHECK(df11_memstat_page_read(page, size, &out, NULL, 0) == r,
+    FUZZ_CHECK(df11i_memstat_page_read(page, size, &out, NULL, 0) == r,
                "verdict changed without why");
     free(page);
     return 0;

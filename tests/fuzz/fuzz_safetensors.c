@@ -1,4 +1,4 @@
-/* Fuzz target: df11_st_parse, one safetensors file image from memory (loader/safetensors.h).
+/* Fuzz target: df11i_st_parse, one safetensors file image from memory (loader/safetensors.h).
  * The input is the whole file: 8-byte header length, JSON header, data area.
  *
  * Asserts, besides "no crash, leak or undefined behaviour" (the sanitizers):
@@ -19,7 +19,7 @@ static int cmp_name(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static void check_model(const df11_st_model *m, const uint8_t *data, size_t size)
+static void check_model(const df11i_st_model *m, const uint8_t *data, size_t size)
 {
     const char **names = malloc((m->n_tensors + 1) * sizeof *names);
     FUZZ_CHECK(names != NULL, "out of memory");
@@ -52,21 +52,21 @@ static void check_model(const df11_st_model *m, const uint8_t *data, size_t size
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    df11_st_model *m = calloc(1, sizeof *m);
+    df11i_st_model *m = calloc(1, sizeof *m);
     if (!m) return 0;
-    df11_status st = df11_st_parse(m, data, size, "fuzz.safetensors");
+    df11_status st = df11i_st_parse(m, data, size, "fuzz.safetensors");
     FUZZ_CHECK_STATUS(st);
     if (st != DF11_OK) {
         FUZZ_CHECK(m->n_tensors == 0, "failed parse left %zu tensors", m->n_tensors);
     } else {
         check_model(m, data, size);
         size_t n = m->n_tensors;
-        st = df11_st_parse(m, data, size, "fuzz.safetensors");
+        st = df11i_st_parse(m, data, size, "fuzz.safetensors");
         FUZZ_CHECK_STATUS(st);
         FUZZ_CHECK(n == 0 || st == DF11_ERR_DUPLICATE, "second parse of %zu tensors: %s", n,
                    df11_strerror(st));
         if (st != DF11_OK) FUZZ_CHECK(m->n_tensors == n, "failed parse changed the model");
     }
-    df11_st_close(m);
+    df11i_st_close(m);
     return 0;
 }

@@ -85,7 +85,7 @@ static void safetensors_seeds(void)
     mkdir_p(path);
     snprintf(path, sizeof path, "%s/work/small.safetensors", out_dir);
     /* The file df11-compress turns into small .df11 seeds: BF16 tensors only, blocks too. */
-    if (df11_st_write(path, tensors, 3, "{\"format\": \"pt\"}") != DF11_OK) {
+    if (df11i_st_write(path, tensors, 3, "{\"format\": \"pt\"}") != DF11_OK) {
         fprintf(stderr, "fuzz_seedgen: cannot write '%s'\n", path);
         exit(1);
     }
@@ -93,10 +93,10 @@ static void safetensors_seeds(void)
     snprintf(path, sizeof path, "%s/safetensors", out_dir);
     mkdir_p(path);
     snprintf(path, sizeof path, "%s/safetensors/mixed.safetensors", out_dir);
-    if (df11_st_write(path, tensors, n, "{\"format\": \"pt\", \"note\": \"seed\"}") != DF11_OK)
+    if (df11i_st_write(path, tensors, n, "{\"format\": \"pt\", \"note\": \"seed\"}") != DF11_OK)
         exit(1);
     snprintf(path, sizeof path, "%s/safetensors/one.safetensors", out_dir);
-    if (df11_st_write(path, tensors + 4, 1, NULL) != DF11_OK) exit(1);
+    if (df11i_st_write(path, tensors + 4, 1, NULL) != DF11_OK) exit(1);
 }
 
 /* ---- coded tensors (fuzz_coded's input format: see fuzz_coded.c) ---- */
@@ -108,25 +108,25 @@ static void coded_seed(const char *name, uint64_t n, uint32_t max_len, uint32_t 
     uint8_t *sm = malloc(n ? n : 1);
     if (!w || !sm) exit(1);
     for (uint64_t i = 0; i < n; i++) w[i] = all_equal ? 0x3c00 : rand_weight(0.02);
-    df11_encoded enc;
-    if (df11_encode(w, n, max_len, lane_symbols, 1, sm, &enc) != DF11_OK) {
+    df11i_encoded enc;
+    if (df11i_encode(w, n, max_len, lane_symbols, 1, sm, &enc) != DF11_OK) {
         fprintf(stderr, "fuzz_seedgen: encode %s failed\n", name);
         exit(1);
     }
-    const df11_coded *c = &enc.coded;
-    const size_t cb = df11_codebook_size(&c->code);
-    const uint64_t lanes = df11_n_lane_entries(n, lane_symbols);
+    const df11i_coded *c = &enc.coded;
+    const size_t cb = df11i_codebook_size(&c->code);
+    const uint64_t lanes = df11i_n_lane_entries(n, lane_symbols);
     const size_t size = 16 + cb + c->n_chunks * 4 + lanes * 2 + c->stream_bytes + n;
     uint8_t *buf = calloc(1, size), *p = buf;
     if (!buf) exit(1);
     p[0] = (uint8_t)c->max_len;
     p[1] = (uint8_t)cb;
-    df11_st16(p + 2, (uint16_t)c->lane_symbols);
-    df11_st32(p + 4, (uint32_t)n);
-    df11_st32(p + 8, (uint32_t)c->n_chunks);
-    df11_st32(p + 12, (uint32_t)c->stream_bytes);
+    df11i_st16(p + 2, (uint16_t)c->lane_symbols);
+    df11i_st32(p + 4, (uint32_t)n);
+    df11i_st32(p + 8, (uint32_t)c->n_chunks);
+    df11i_st32(p + 12, (uint32_t)c->stream_bytes);
     p += 16;
-    df11_codebook_write(&c->code, p);
+    df11i_codebook_write(&c->code, p);
     p += cb;
     memcpy(p, c->chunks, c->n_chunks * 4);
     p += c->n_chunks * 4;
@@ -137,7 +137,7 @@ static void coded_seed(const char *name, uint64_t n, uint32_t max_len, uint32_t 
     memcpy(p, sm, n);
     write_seed("coded", name, buf, size, NULL, 0);
     free(buf);
-    df11_encoded_free(&enc);
+    df11i_encoded_free(&enc);
     free(w);
     free(sm);
 }
@@ -229,7 +229,7 @@ static void tokenizer_seeds(void)
 static void memstat_seeds(void)
 {
     static uint8_t page[4096];
-    df11_memstat_page pg;
+    df11i_memstat_page pg;
     memset(&pg, 0, sizeof pg);
     pg.magic = DF11_MEMSTAT_MAGIC;
     pg.version = DF11_MEMSTAT_VERSION;
