@@ -3,13 +3,13 @@
 #ifndef DF11_BENCH_H
 #define DF11_BENCH_H
 
-int bench_decode_main(int argc, char **argv);    /* bench/bench_decode.c */
-int bench_pipeline_main(int argc, char **argv);  /* bench/bench_pipeline.c */
-int bench_codec_main(int argc, char **argv);     /* bench/bench_codec.c */
-int bench_codec_main(int argc, char **argv);     /* bench/bench_codec.c */
+int bench_decode_main(int argc, char **argv);   /* bench/bench_decode.c */
+int bench_pipeline_main(int argc, char **argv); /* bench/bench_pipeline.c */
+int bench_codec_main(int argc, char **argv);    /* bench/bench_codec.c */
+int bench_codec_main(int argc, char **argv);    /* bench/bench_codec.c */
 
 /* Shared timing helpers (bench/bench_util.c). */
-double bench_now_s(void);                   /* CLOCK_MONOTONIC, seconds */
-double bench_median(double *v, int n);      /* sorts v */
+double bench_now_s(void);              /* CLOCK_MONOTONIC, seconds */
+double bench_median(double *v, int n); /* sorts v */
 
 #endif

@@ -21,7 +21,7 @@ typedef struct {
     const char *label;
     uint64_t weights;
     double ratio, bound, entropy, bits_l12, bits_l15;
-    double compress_1, compress_n;    /* M weights/s, 1 thread and all */
+    double compress_1, compress_n; /* M weights/s, 1 thread and all */
     double decode_1, decode_n;
 } row;
 
@@ -73,7 +73,7 @@ static int measure(row *r, const df11_tensor_source *src, size_t n, const char *
                    const char *tmp, int threads, int reps)
 {
     df11_compress_summary s1, sn;
-    df11_compress_options o1 = {.n_threads = 1}, on = {.n_threads = threads};
+    df11_compress_options o1 = { .n_threads = 1 }, on = { .n_threads = threads };
     df11_status st = model_dir ? df11_compress_path(model_dir, tmp, &o1, &s1)
                                : df11_compress_tensors(tmp, src, n, NULL, 0, &o1, &s1);
     if (st == DF11_OK)
@@ -94,7 +94,7 @@ static int measure(row *r, const df11_tensor_source *src, size_t n, const char *
     /* the length-limit cost, from the file's own histogram */
     df11_file *f;
     if (df11_file_open(tmp, &f) == DF11_OK) {
-        uint64_t hist[256] = {0};
+        uint64_t hist[256] = { 0 };
         for (uint32_t g = 0; g < df11_file_n_groups(f); g++) {
             const df11_group_info *gi = df11_file_group(f, g);
             uint8_t *payload = malloc(gi->decoded_size + gi->payload_size + 1);
@@ -118,19 +118,22 @@ static int measure(row *r, const df11_tensor_source *src, size_t n, const char *
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: df11-bench codec [--weights N] [--model DIR] [--seed S] [--threads T] [--reps R] [--json]\n"
-               "Ratio vs (8+H)/16 and CPU compress/decode speed per core, on a synthetic tensor of\n"
-               "N weights (default 100000000, rows of 4096) and on DIR (default: ../shared/models/stories260K\n"
-               "if present). Files are written to $TMPDIR and removed.\n");
+    fprintf(
+        f,
+        "usage: df11-bench codec [--weights N] [--model DIR] [--seed S] [--threads T] [--reps R] [--json]\n"
+        "Ratio vs (8+H)/16 and CPU compress/decode speed per core, on a synthetic tensor of\n"
+        "N weights (default 100000000, rows of 4096) and on DIR (default: ../shared/models/stories260K\n"
+        "if present). Files are written to $TMPDIR and removed.\n");
 }
 
 int bench_codec_main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"weights", required_argument, 0, 'n'}, {"model", required_argument, 0, 'm'},
-        {"seed", required_argument, 0, 's'}, {"threads", required_argument, 0, 't'},
-        {"reps", required_argument, 0, 'r'}, {"json", no_argument, 0, 'j'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        { "weights", required_argument, 0, 'n' }, { "model", required_argument, 0, 'm' },
+        { "seed", required_argument, 0, 's' },    { "threads", required_argument, 0, 't' },
+        { "reps", required_argument, 0, 'r' },    { "json", no_argument, 0, 'j' },
+        { "help", no_argument, 0, 'h' },          { 0, 0, 0, 0 }
+    };
     uint64_t n = 100000000, seed = 1;
     const char *model = NULL;
     int threads = df11i_cpu_count(), reps = 3, json = 0, c;
@@ -152,13 +155,13 @@ int bench_codec_main(int argc, char **argv)
     char tmp[512];
     snprintf(tmp, sizeof tmp, "%s/df11-bench-codec-%d.df11", dir, (int)getpid());
 
-    row rows[2] = {{.label = "synthetic"}, {.label = model ? model : "-"}};
+    row rows[2] = { { .label = "synthetic" }, { .label = model ? model : "-" } };
     int n_rows = 0;
     const uint64_t cols = 4096, nrows = (n + cols - 1) / cols;
     uint16_t *w = malloc(nrows * cols * 2);
     if (!w) return cli_fail(TOOL, DF11_ERR_NO_MEMORY, "%llu weights", (unsigned long long)n);
     weights_fill(w, nrows, cols, seed, false, threads);
-    df11_tensor_source src = {"synthetic.weight", DF11_DTYPE_BF16, 2, {nrows, cols}, w};
+    df11_tensor_source src = { "synthetic.weight", DF11_DTYPE_BF16, 2, { nrows, cols }, w };
     int rc = measure(&rows[n_rows++], &src, 1, NULL, tmp, threads, reps);
     free(w);
     if (rc == CLI_OK && model) rc = measure(&rows[n_rows++], NULL, 0, model, tmp, threads, reps);
@@ -168,18 +171,21 @@ int bench_codec_main(int argc, char **argv)
     for (int i = 0; i < n_rows; i++) {
         row *r = &rows[i];
         if (json) {
-            printf("{\"input\":\"%s\",\"weights\":%llu,\"entropy\":%.4f,\"ratio\":%.5f,\"bound\":%.5f,"
-                   "\"ratio_over_bound\":%.5f,\"code_bits_L12\":%.4f,\"code_bits_L15\":%.4f,"
-                   "\"compress_mws_1\":%.1f,\"compress_mws_all\":%.1f,\"decode_mws_1\":%.1f,"
-                   "\"decode_mws_all\":%.1f,\"threads\":%d}\n",
-                   r->label, (unsigned long long)r->weights, r->entropy, r->ratio, r->bound,
-                   r->ratio / r->bound, r->bits_l12, r->bits_l15, r->compress_1, r->compress_n,
-                   r->decode_1, r->decode_n, threads);
+            printf(
+                "{\"input\":\"%s\",\"weights\":%llu,\"entropy\":%.4f,\"ratio\":%.5f,\"bound\":%.5f,"
+                "\"ratio_over_bound\":%.5f,\"code_bits_L12\":%.4f,\"code_bits_L15\":%.4f,"
+                "\"compress_mws_1\":%.1f,\"compress_mws_all\":%.1f,\"decode_mws_1\":%.1f,"
+                "\"decode_mws_all\":%.1f,\"threads\":%d}\n",
+                r->label, (unsigned long long)r->weights, r->entropy, r->ratio, r->bound,
+                r->ratio / r->bound, r->bits_l12, r->bits_l15, r->compress_1, r->compress_n,
+                r->decode_1, r->decode_n, threads);
             continue;
         }
-        printf("%s: %llu weights, H = %.4f bits\n", r->label, (unsigned long long)r->weights, r->entropy);
-        printf("  ratio        %.4f%% of BF16, bound (8+H)/16 = %.4f%%, ratio/bound = %.5f (target <= 1.005)\n",
-               100 * r->ratio, 100 * r->bound, r->ratio / r->bound);
+        printf("%s: %llu weights, H = %.4f bits\n", r->label, (unsigned long long)r->weights,
+               r->entropy);
+        printf(
+            "  ratio        %.4f%% of BF16, bound (8+H)/16 = %.4f%%, ratio/bound = %.5f (target <= 1.005)\n",
+            100 * r->ratio, 100 * r->bound, r->ratio / r->bound);
         printf("  code         %.4f bits/weight at L=12, %.4f at L=15: the limit costs %.4f bit\n",
                r->bits_l12, r->bits_l15, r->bits_l12 - r->bits_l15);
         printf("  compress     %.1f M weights/s on 1 thread (target >= 150), %.1f on %d\n",

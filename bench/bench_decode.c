@@ -29,21 +29,24 @@
 
 #define TOOL "df11-bench decode"
 
-static const struct { const char *name; uint64_t rows, cols; } block[] = {
-    {"model.layers.0.self_attn.q_proj.weight", 4096, 4096},
-    {"model.layers.0.self_attn.k_proj.weight", 1024, 4096},
-    {"model.layers.0.self_attn.v_proj.weight", 1024, 4096},
-    {"model.layers.0.self_attn.o_proj.weight", 4096, 4096},
-    {"model.layers.0.mlp.gate_proj.weight", 14336, 4096},
-    {"model.layers.0.mlp.up_proj.weight", 14336, 4096},
-    {"model.layers.0.mlp.down_proj.weight", 4096, 14336},
+static const struct {
+    const char *name;
+    uint64_t rows, cols;
+} block[] = {
+    { "model.layers.0.self_attn.q_proj.weight", 4096, 4096 },
+    { "model.layers.0.self_attn.k_proj.weight", 1024, 4096 },
+    { "model.layers.0.self_attn.v_proj.weight", 1024, 4096 },
+    { "model.layers.0.self_attn.o_proj.weight", 4096, 4096 },
+    { "model.layers.0.mlp.gate_proj.weight", 14336, 4096 },
+    { "model.layers.0.mlp.up_proj.weight", 14336, 4096 },
+    { "model.layers.0.mlp.down_proj.weight", 4096, 14336 },
 };
 #define N_MATS (sizeof block / sizeof *block)
 
 typedef struct {
     uint64_t seed;
     int reps, threads, json, small;
-    uint32_t lane_symbols;   /* 0: the default */
+    uint32_t lane_symbols; /* 0: the default */
     const char *device;
 } options;
 
@@ -65,7 +68,8 @@ static int weights_make(weights *W, const options *o)
         if (!W->w[m]) return cli_fail(TOOL, DF11_ERR_NO_MEMORY, "weights");
     }
     for (size_t m = 0; m < N_MATS; m++) /* each matrix its own seed */
-        weights_fill(W->w[m], W->rows[m], W->cols[m], weights_mix64(W->seed + m + 1), false, o->threads);
+        weights_fill(W->w[m], W->rows[m], W->cols[m], weights_mix64(W->seed + m + 1), false,
+                     o->threads);
     return CLI_OK;
 }
 
@@ -76,29 +80,32 @@ static int compress_case(const weights *W, size_t n_mats, const char *path, cons
 {
     df11_tensor_source src[N_MATS];
     for (size_t m = 0; m < n_mats; m++) {
-        src[m] = (df11_tensor_source){.name = block[m].name, .dtype = DF11_DTYPE_BF16,
-                                      .ndim = 2, .shape = {W->rows[m], W->cols[m]},
-                                      .data = W->w[m]};
+        src[m] = (df11_tensor_source){ .name = block[m].name,
+                                       .dtype = DF11_DTYPE_BF16,
+                                       .ndim = 2,
+                                       .shape = { W->rows[m], W->cols[m] },
+                                       .data = W->w[m] };
     }
-    df11_compress_options opt = {.n_threads = o->threads, .lane_symbols = o->lane_symbols};
+    df11_compress_options opt = { .n_threads = o->threads, .lane_symbols = o->lane_symbols };
     df11_status st = df11_compress_tensors(path, src, n_mats, NULL, 0, &opt, sum);
     if (st != DF11_OK) return cli_fail(TOOL, st, "compressing into '%s'", path);
     return CLI_OK;
 }
 
 /* Checks a decoded group against the weights: every tensor equal, padding zero. */
-static int check_decoded(const df11_file *f, const weights *W, const uint8_t *out,
-                         uint64_t size, const char *label)
+static int check_decoded(const df11_file *f, const weights *W, const uint8_t *out, uint64_t size,
+                         const char *label)
 {
     uint64_t covered = 0;
     for (uint32_t t = 0; t < df11_file_n_tensors(f); t++) {
         const df11_tensor_info *ti = df11_file_tensor(f, t);
         if (memcmp(out + ti->decoded_offset, W->w[t], ti->nbytes) != 0)
-            return cli_fail(TOOL, DF11_ERR_CORRUPT, "%s: tensor '%s' decodes differently",
-                            label, ti->name);
+            return cli_fail(TOOL, DF11_ERR_CORRUPT, "%s: tensor '%s' decodes differently", label,
+                            ti->name);
         for (uint64_t i = ti->decoded_offset + ti->nbytes; i < size && i % 256; i++)
-            if (out[i]) return cli_fail(TOOL, DF11_ERR_CORRUPT, "%s: padding byte %llu",
-                                        label, (unsigned long long)i);
+            if (out[i])
+                return cli_fail(TOOL, DF11_ERR_CORRUPT, "%s: padding byte %llu", label,
+                                (unsigned long long)i);
         covered += df11i_align_up(ti->nbytes, 256);
     }
     if (covered != size)
@@ -111,8 +118,8 @@ static int check_decoded(const df11_file *f, const weights *W, const uint8_t *ou
 typedef struct {
     const char *label;
     uint64_t weights, payload_bytes, decoded_bytes;
-    double ms, gbps, copy_gbps;           /* CUDA */
-    double mw_s_1, mw_s_all;              /* CPU: M weights/s on 1 thread, on all */
+    double ms, gbps, copy_gbps; /* CUDA */
+    double mw_s_1, mw_s_all;    /* CPU: M weights/s on 1 thread, on all */
     int threads;
 } result;
 
@@ -148,7 +155,10 @@ static int bench_cpu(const char *path, const weights *W, const options *o, resul
             }
         }
         double mws = r->weights / bench_median(t, reps) / 1e6;
-        if (pass == 0) r->mw_s_1 = mws; else r->mw_s_all = mws;
+        if (pass == 0)
+            r->mw_s_1 = mws;
+        else
+            r->mw_s_all = mws;
     }
     rc = check_decoded(f, W, out, gi->decoded_size, r->label);
 done:
@@ -161,13 +171,13 @@ done:
 #ifdef DF11_HAVE_CUDA
 /* ---- CUDA ---- */
 
-#define CU(call, what)                                                                     \
-    do {                                                                                   \
-        cudaError_t e_ = (call);                                                           \
-        if (e_ != cudaSuccess) {                                                           \
-            cli_fail(TOOL, DF11_ERR_DEVICE, "%s: %s", what, cudaGetErrorString(e_));       \
-            goto done;                                                                     \
-        }                                                                                  \
+#define CU(call, what)                                                                             \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
+            cli_fail(TOOL, DF11_ERR_DEVICE, "%s: %s", what, cudaGetErrorString(e_));               \
+            goto done;                                                                             \
+        }                                                                                          \
     } while (0)
 
 /* Device-to-device copy of 2 GiB: bytes read + written per second (GB/s), median. */
@@ -212,7 +222,7 @@ static int bench_cuda(const char *path, const weights *W, const options *o, resu
     const df11_group_info *gi = df11_file_group(f, 0);
     void *payload = malloc(gi->payload_size), *plan = NULL;
     uint8_t *out = malloc(gi->decoded_size);
-    void *d_plan = NULL, *d_payload[MAX_SETS] = {0}, *d_out[MAX_SETS] = {0};
+    void *d_plan = NULL, *d_payload[MAX_SETS] = { 0 }, *d_out[MAX_SETS] = { 0 };
     uint32_t *d_err = NULL, err = 0;
     cudaEvent_t e0 = NULL, e1 = NULL;
     size_t plan_size;
@@ -303,18 +313,22 @@ static void usage(FILE *f)
             "cpu: df11_group_decode_host on one thread and on --threads (default all).\n"
             "  --reps N     timed repeats, median reported (default 50)\n"
             "  --small      1/16 of the rows, for a quick run\n"
-            "  --lane-symbols S  symbols per lane (default %d)\n", DF11_DEFAULT_LANE_SYMBOLS);
+            "  --lane-symbols S  symbols per lane (default %d)\n",
+            DF11_DEFAULT_LANE_SYMBOLS);
 }
 
 int bench_decode_main(int argc, char **argv)
 {
-    options o = {.seed = 42, .reps = 50, .device = NULL};
-    static const struct option longopts[] = {
-        {"device", required_argument, 0, 'd'}, {"reps", required_argument, 0, 'r'},
-        {"seed", required_argument, 0, 's'},   {"threads", required_argument, 0, 't'},
-        {"json", no_argument, 0, 'j'},         {"small", no_argument, 0, 'S'},
-        {"lane-symbols", required_argument, 0, 'L'},
-        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    options o = { .seed = 42, .reps = 50, .device = NULL };
+    static const struct option longopts[] = { { "device", required_argument, 0, 'd' },
+                                              { "reps", required_argument, 0, 'r' },
+                                              { "seed", required_argument, 0, 's' },
+                                              { "threads", required_argument, 0, 't' },
+                                              { "json", no_argument, 0, 'j' },
+                                              { "small", no_argument, 0, 'S' },
+                                              { "lane-symbols", required_argument, 0, 'L' },
+                                              { "help", no_argument, 0, 'h' },
+                                              { 0, 0, 0, 0 } };
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -342,9 +356,9 @@ int bench_decode_main(int argc, char **argv)
         return cli_usage_error(TOOL, "--device must be cuda or cpu");
     if (cuda && !have_gpu) return cli_fail(TOOL, DF11_ERR_NO_DEVICE, "--device cuda");
 
-    weights W = {0};
-    char dir[] = "/tmp/df11-bench-XXXXXX", path[2][64] = {"", ""};
-    result res[2] = {{.label = "block (7 matrices)"}, {.label = "q_proj 4096x4096"}};
+    weights W = { 0 };
+    char dir[] = "/tmp/df11-bench-XXXXXX", path[2][64] = { "", "" };
+    result res[2] = { { .label = "block (7 matrices)" }, { .label = "q_proj 4096x4096" } };
     df11_compress_summary sum[2];
     double copy_gbps = 0;
     int rc = CLI_FAIL;
@@ -401,20 +415,20 @@ int bench_decode_main(int argc, char **argv)
                (unsigned long long)o.seed, o.reps);
         if (cuda) {
             printf("device-to-device copy: %.0f GB/s (read + written)\n\n", copy_gbps);
-            printf("%-20s %12s %8s %10s %11s %8s\n", "case", "weights", "size", "decode ms",
-                   "GB/s", "of copy");
+            printf("%-20s %12s %8s %10s %11s %8s\n", "case", "weights", "size", "decode ms", "GB/s",
+                   "of copy");
             for (int k = 0; k < 2; k++)
                 printf("%-20s %12llu %7.1f%% %10.4f %11.0f %7.1f%%\n", res[k].label,
                        (unsigned long long)res[k].weights,
-                       100.0 * sum[k].bf16_stored_bytes / sum[k].bf16_bytes, res[k].ms,
-                       res[k].gbps, 100 * res[k].gbps / copy_gbps);
+                       100.0 * sum[k].bf16_stored_bytes / sum[k].bf16_bytes, res[k].ms, res[k].gbps,
+                       100 * res[k].gbps / copy_gbps);
             printf("(GB/s = (payload bytes read + BF16 bytes written) / decode time)\n");
         } else {
             printf("%-20s %12s %8s %12s %14s %12s\n", "case", "weights", "size", "1 thread",
                    "all threads", "per core");
             for (int k = 0; k < 2; k++)
-                printf("%-20s %12llu %7.1f%% %8.0f M/s %7.0f M/s %2d %8.0f M/s\n",
-                       res[k].label, (unsigned long long)res[k].weights,
+                printf("%-20s %12llu %7.1f%% %8.0f M/s %7.0f M/s %2d %8.0f M/s\n", res[k].label,
+                       (unsigned long long)res[k].weights,
                        100.0 * sum[k].bf16_stored_bytes / sum[k].bf16_bytes, res[k].mw_s_1,
                        res[k].mw_s_all, res[k].threads, res[k].mw_s_all / res[k].threads);
             printf("(M/s = million weights decoded per second; target >= 300 per core)\n");

@@ -41,16 +41,15 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: df11-bench pipeline [--layers N] [--slots K] [--batches 1,16,...] "
-            "[--reps R]\n"
-            "                           [--dir DIR] [--seed S] [--threads T] [--small]\n"
-            "Runs a Llama-3-8B-shaped model (default 8 layers) through cuBLAS GEMMs with\n"
-            "BF16 weights resident, and through the df11 runtime (overlapped, normal-\n"
-            "priority decode stream, serialised). Needs a CUDA build and a GPU.\n"
-            "  --dir DIR   where the temporary model files go (default $TMPDIR or /tmp)\n"
-            "  --small     matrices 1/16 the rows (a quick check, not a measurement)\n"
-            "  --gemm-sms N  df11 modes: cublasSetSmCountTarget(N), leaving SMs to decode\n");
+    fprintf(f, "usage: df11-bench pipeline [--layers N] [--slots K] [--batches 1,16,...] "
+               "[--reps R]\n"
+               "                           [--dir DIR] [--seed S] [--threads T] [--small]\n"
+               "Runs a Llama-3-8B-shaped model (default 8 layers) through cuBLAS GEMMs with\n"
+               "BF16 weights resident, and through the df11 runtime (overlapped, normal-\n"
+               "priority decode stream, serialised). Needs a CUDA build and a GPU.\n"
+               "  --dir DIR   where the temporary model files go (default $TMPDIR or /tmp)\n"
+               "  --small     matrices 1/16 the rows (a quick check, not a measurement)\n"
+               "  --gemm-sms N  df11 modes: cublasSetSmCountTarget(N), leaving SMs to decode\n");
 }
 
 #ifndef DF11_HAVE_CUDA
@@ -60,17 +59,22 @@ int bench_pipeline_main(int argc, char **argv)
         usage(stdout);
         return CLI_OK;
     }
-    fprintf(stderr, "%s: this df11 was built without CUDA; the pipeline benchmark needs a "
-                    "GPU (see bench/RESULTS.md for measured results)\n", TOOL);
+    fprintf(stderr,
+            "%s: this df11 was built without CUDA; the pipeline benchmark needs a "
+            "GPU (see bench/RESULTS.md for measured results)\n",
+            TOOL);
     return CLI_FAIL;
 }
 #else
 
-static const struct { const char *suffix; uint64_t rows, cols; } layer_mats[] = {
-    {"self_attn.q_proj.weight", 4096, 4096},  {"self_attn.k_proj.weight", 1024, 4096},
-    {"self_attn.v_proj.weight", 1024, 4096},  {"self_attn.o_proj.weight", 4096, 4096},
-    {"mlp.gate_proj.weight", 14336, 4096},    {"mlp.up_proj.weight", 14336, 4096},
-    {"mlp.down_proj.weight", 4096, 14336},
+static const struct {
+    const char *suffix;
+    uint64_t rows, cols;
+} layer_mats[] = {
+    { "self_attn.q_proj.weight", 4096, 4096 }, { "self_attn.k_proj.weight", 1024, 4096 },
+    { "self_attn.v_proj.weight", 1024, 4096 }, { "self_attn.o_proj.weight", 4096, 4096 },
+    { "mlp.gate_proj.weight", 14336, 4096 },   { "mlp.up_proj.weight", 14336, 4096 },
+    { "mlp.down_proj.weight", 4096, 14336 },
 };
 #define N_MATS 7
 
@@ -80,12 +84,11 @@ typedef struct options {
     uint64_t seed;
     const char *dir;
     int batches[16], n_batches;
-    int gemm_sms;               /* cublasSetSmCountTarget for the df11 modes, 0 = all */
+    int gemm_sms; /* cublasSetSmCountTarget for the df11 modes, 0 = all */
 } options;
 
-
 typedef struct model_data {
-    uint32_t n;                 /* tensors */
+    uint32_t n; /* tensors */
     df11_tensor_source *src;
     uint64_t seed;
 } model_data;
@@ -119,14 +122,13 @@ static double disk_bandwidth(const char *path, int *direct)
     return dt > 0 ? total / dt : 0;
 }
 
-
 typedef enum { MODE_BF16, MODE_OVERLAP, MODE_NORMAL, MODE_SERIAL, MODE_COUNT } mode;
-static const char *const mode_name[MODE_COUNT] = {"bf16", "overlap", "normal-prio", "serial"};
+static const char *const mode_name[MODE_COUNT] = { "bf16", "overlap", "normal-prio", "serial" };
 
 typedef struct gemm_ctx {
     cublasHandle_t h;
     cudaStream_t stream;
-    void *x, *y;               /* inputs / outputs, max batch x 14336 BF16 */
+    void *x, *y; /* inputs / outputs, max batch x 14336 BF16 */
     cudaEvent_t e0, e1;
 } gemm_ctx;
 
@@ -142,10 +144,10 @@ static df11_status run_pass(df11_model *m, gemm_ctx *g, int batch, int serial, i
         for (uint32_t i = 0; gemms && i < v.n_tensors; i++) {
             const df11_tensor_view *t = &v.tensors[i];
             int rows = (int)t->shape[0], cols = (int)t->shape[1];
-            cublasStatus_t cs = cublasGemmEx(g->h, CUBLAS_OP_T, CUBLAS_OP_N, rows, batch, cols,
-                                             &alpha, t->data, CUDA_R_16BF, cols, g->x,
-                                             CUDA_R_16BF, cols, &beta, g->y, CUDA_R_16BF, rows,
-                                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+            cublasStatus_t cs =
+                cublasGemmEx(g->h, CUBLAS_OP_T, CUBLAS_OP_N, rows, batch, cols, &alpha, t->data,
+                             CUDA_R_16BF, cols, g->x, CUDA_R_16BF, cols, &beta, g->y, CUDA_R_16BF,
+                             rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
             if (cs != CUBLAS_STATUS_SUCCESS) return DF11_ERR_DEVICE;
         }
         if ((s = df11_block_release(m, b, g->stream)) != DF11_OK) return s;
@@ -176,7 +178,8 @@ static double time_passes(df11_model *m, gemm_ctx *g, int batch, int serial, int
 static int check_block0(df11_model *a, df11_model *ref, cudaStream_t s)
 {
     df11_block_view va, vr;
-    if (df11_block_acquire(a, 0, s, &va) != DF11_OK || df11_block_acquire(ref, 0, s, &vr) != DF11_OK)
+    if (df11_block_acquire(a, 0, s, &va) != DF11_OK ||
+        df11_block_acquire(ref, 0, s, &vr) != DF11_OK)
         return -1;
     cudaStreamSynchronize(s);
     int bad = 0;
@@ -216,16 +219,25 @@ static int open_mode(mode md, const char *df11_path, const char *st_path, const 
 
 int bench_pipeline_main(int argc, char **argv)
 {
-    options o = {.layers = 8, .slots = 2, .reps = 5, .threads = 0, .seed = 0xdf11,
-                 .batches = {1, 16, 256, 1024, 4096}, .n_batches = 5};
+    options o = { .layers = 8,
+                  .slots = 2,
+                  .reps = 5,
+                  .threads = 0,
+                  .seed = 0xdf11,
+                  .batches = { 1, 16, 256, 1024, 4096 },
+                  .n_batches = 5 };
     o.dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    static const struct option longopts[] = {
-        {"layers", required_argument, NULL, 'l'}, {"slots", required_argument, NULL, 'k'},
-        {"batches", required_argument, NULL, 'b'}, {"reps", required_argument, NULL, 'r'},
-        {"dir", required_argument, NULL, 'd'},   {"seed", required_argument, NULL, 's'},
-        {"threads", required_argument, NULL, 't'}, {"small", no_argument, NULL, 'S'},
-        {"gemm-sms", required_argument, NULL, 'g'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = { { "layers", required_argument, NULL, 'l' },
+                                              { "slots", required_argument, NULL, 'k' },
+                                              { "batches", required_argument, NULL, 'b' },
+                                              { "reps", required_argument, NULL, 'r' },
+                                              { "dir", required_argument, NULL, 'd' },
+                                              { "seed", required_argument, NULL, 's' },
+                                              { "threads", required_argument, NULL, 't' },
+                                              { "small", no_argument, NULL, 'S' },
+                                              { "gemm-sms", required_argument, NULL, 'g' },
+                                              { "help", no_argument, NULL, 'h' },
+                                              { NULL, 0, NULL, 0 } };
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "l:k:b:r:d:s:t:g:Sh", longopts, NULL)) != -1) {
@@ -259,17 +271,19 @@ int bench_pipeline_main(int argc, char **argv)
     cudaGetDeviceProperties(&prop, 0);
 
     /* The model, in memory, then on disk twice. */
-    model_data M = {.n = o.layers * N_MATS, .seed = o.seed};
+    model_data M = { .n = o.layers * N_MATS, .seed = o.seed };
     M.src = calloc(M.n, sizeof *M.src);
-    char (*names)[96] = calloc(M.n, sizeof *names);
+    char(*names)[96] = calloc(M.n, sizeof *names);
     uint64_t bf16_bytes = 0;
     for (uint32_t l = 0; l < o.layers; l++)
         for (uint32_t i = 0; i < N_MATS; i++) {
             uint32_t k = l * N_MATS + i;
             snprintf(names[k], sizeof names[k], "model.layers.%u.%s", l, layer_mats[i].suffix);
             uint64_t rows = o.small ? layer_mats[i].rows / 16 : layer_mats[i].rows;
-            M.src[k] = (df11_tensor_source){.name = names[k], .dtype = DF11_DTYPE_BF16, .ndim = 2,
-                                            .shape = {rows, layer_mats[i].cols}};
+            M.src[k] = (df11_tensor_source){ .name = names[k],
+                                             .dtype = DF11_DTYPE_BF16,
+                                             .ndim = 2,
+                                             .shape = { rows, layer_mats[i].cols } };
             M.src[k].data = malloc(rows * layer_mats[i].cols * 2);
             if (!M.src[k].data) return cli_fail(TOOL, DF11_ERR_NO_MEMORY, "weights");
             bf16_bytes += rows * layer_mats[i].cols * 2;
@@ -281,8 +295,9 @@ int bench_pipeline_main(int argc, char **argv)
     double gen_s = bench_now_s() - t0;
     char df11_path[1024], st_path[1024];
     snprintf(df11_path, sizeof df11_path, "%s/df11-bench-pipeline-%d.df11", o.dir, (int)getpid());
-    snprintf(st_path, sizeof st_path, "%s/df11-bench-pipeline-%d.safetensors", o.dir, (int)getpid());
-    df11_compress_options co = {.n_threads = o.threads};
+    snprintf(st_path, sizeof st_path, "%s/df11-bench-pipeline-%d.safetensors", o.dir,
+             (int)getpid());
+    df11_compress_options co = { .n_threads = o.threads };
     df11_compress_summary sum;
     t0 = bench_now_s();
     df11_status st = df11_compress_tensors(df11_path, M.src, M.n, NULL, 0, &co, &sum);
@@ -303,15 +318,16 @@ int bench_pipeline_main(int argc, char **argv)
            sum.file_bytes / 1e9, 100.0 * sum.file_bytes / bf16_bytes, o.slots,
            (unsigned long long)o.seed);
     printf("Generated in %.1f s, compressed in %.1f s. Command: `df11-bench pipeline "
-           "--layers %u --slots %u --reps %d%s", gen_s, compress_s, o.layers, o.slots,
-           o.reps, o.small ? " --small" : "");
+           "--layers %u --slots %u --reps %d%s",
+           gen_s, compress_s, o.layers, o.slots, o.reps, o.small ? " --small" : "");
     if (o.gemm_sms) printf(" --gemm-sms %d", o.gemm_sms);
     printf("`%s\n\n", o.gemm_sms ? " (df11 modes' GEMMs limited to that many SMs)" : "");
 
-    gemm_ctx g = {0};
+    gemm_ctx g = { 0 };
     int rc = CLI_OK;
     size_t maxb = 0;
-    for (int i = 0; i < o.n_batches; i++) if ((size_t)o.batches[i] > maxb) maxb = o.batches[i];
+    for (int i = 0; i < o.n_batches; i++)
+        if ((size_t)o.batches[i] > maxb) maxb = o.batches[i];
     if (cublasCreate(&g.h) != CUBLAS_STATUS_SUCCESS ||
         cudaStreamCreateWithFlags(&g.stream, cudaStreamNonBlocking) != cudaSuccess ||
         cudaMalloc(&g.x, maxb * 14336 * 2) != cudaSuccess ||
@@ -361,7 +377,8 @@ int bench_pipeline_main(int argc, char **argv)
 
     printf("\nms per pass over %u blocks (median of %d) and throughput relative to BF16:\n\n",
            o.layers, o.reps);
-    printf("| B | bf16 ms | overlap ms | × bf16 | normal-prio ms | × bf16 | serial ms | × bf16 |\n");
+    printf(
+        "| B | bf16 ms | overlap ms | × bf16 | normal-prio ms | × bf16 | serial ms | × bf16 |\n");
     printf("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int i = 0; i < o.n_batches; i++) {
         double b = ms[MODE_BF16][i];
@@ -370,17 +387,19 @@ int bench_pipeline_main(int argc, char **argv)
                b / ms[MODE_NORMAL][i], ms[MODE_SERIAL][i], b / ms[MODE_SERIAL][i]);
     }
     printf("\nDecode alone (acquire/release, no GEMMs): %.3f ms per pass = %.3f ms per block "
-           "(%.0f GB/s of BF16 written).\n", decode_only_ms, decode_only_ms / o.layers,
-           bf16_bytes / (decode_only_ms * 1e-3) / 1e9);
-    printf("\n| model | VRAM held | weights | × BF16 weights | open s |\n|---|---:|---:|---:|---:|\n");
+           "(%.0f GB/s of BF16 written).\n",
+           decode_only_ms, decode_only_ms / o.layers, bf16_bytes / (decode_only_ms * 1e-3) / 1e9);
+    printf(
+        "\n| model | VRAM held | weights | × BF16 weights | open s |\n|---|---:|---:|---:|---:|\n");
     for (int md = 0; md < MODE_COUNT; md++)
         printf("| %s | %.3f GB | %.3f GB | %.3f (+arena %.3f) | %.2f |\n", mode_name[md],
                vram[md] / 1e9, weight_bytes[md] / 1e9, (double)weight_bytes[md] / bf16_bytes,
                (double)(vram[md] - weight_bytes[md]) / bf16_bytes, open_s[md]);
     printf("\nDisk: %s reads of the .df11 file at %.2f GB/s; its %.2f GB take %.2f s at that "
            "rate; df11_model_open took %.2f s (%.2f× that; later opens read the page cache "
-           "or O_DIRECT again).\n", direct ? "O_DIRECT" : "buffered", disk_bps / 1e9,
-           sum.file_bytes / 1e9, sum.file_bytes / disk_bps, open_s[MODE_OVERLAP],
+           "or O_DIRECT again).\n",
+           direct ? "O_DIRECT" : "buffered", disk_bps / 1e9, sum.file_bytes / 1e9,
+           sum.file_bytes / disk_bps, open_s[MODE_OVERLAP],
            open_s[MODE_OVERLAP] / (sum.file_bytes / disk_bps));
     fflush(stdout);
 out:

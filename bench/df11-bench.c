@@ -9,11 +9,12 @@ static const struct {
     const char *name, *what;
     int (*main)(int, char **);
 } commands[] = {
-    {"decode", "decode a Llama-3-8B-shaped block: GPU kernel vs copy, or CPU", bench_decode_main},
-    {"codec", "CPU codec: ratio against the entropy bound, encoder and decoder speed",
-     bench_codec_main},
-    {"pipeline", "load + decode + GEMM pipeline over a model", bench_pipeline_main},
-    {"codec", "CPU: ratio vs the entropy bound, compress and decode speed per core", bench_codec_main},
+    { "decode", "decode a Llama-3-8B-shaped block: GPU kernel vs copy, or CPU", bench_decode_main },
+    { "codec", "CPU codec: ratio against the entropy bound, encoder and decoder speed",
+      bench_codec_main },
+    { "pipeline", "load + decode + GEMM pipeline over a model", bench_pipeline_main },
+    { "codec", "CPU: ratio vs the entropy bound, compress and decode speed per core",
+      bench_codec_main },
 };
 
 static void usage(FILE *f)

@@ -11,17 +11,17 @@
 
 #include "df11/status.h"
 
-#define DF11_LANES 32          /* lanes per chunk = threads of a warp */
-#define DF11_GROUP 8           /* consecutive elements a lane decodes per step */
-#define DF11_MAX_CODE_LEN 15   /* lengths are stored as 4-bit nibbles */
+#define DF11_LANES 32        /* lanes per chunk = threads of a warp */
+#define DF11_GROUP 8         /* consecutive elements a lane decodes per step */
+#define DF11_MAX_CODE_LEN 15 /* lengths are stored as 4-bit nibbles */
 #define DF11_MAX_LANE_SYMBOLS 4096
 #define DF11_LUT_INVALID 0xffff
 
 /* A canonical code: a length per exponent value (0 = absent). */
 typedef struct df11i_code {
     uint8_t len[256];
-    uint32_t max_len;   /* the L the table is built for */
-    int single_symbol;  /* -1, or the one symbol of an all-equal tensor (length 0) */
+    uint32_t max_len;  /* the L the table is built for */
+    int single_symbol; /* -1, or the one symbol of an all-equal tensor (length 0) */
 } df11i_code;
 
 /* Builds a complete (Kraft sum 1), length-limited Huffman code (lengths <= max_len) from a
@@ -36,7 +36,7 @@ size_t df11i_codebook_size(const df11i_code *code);
 void df11i_codebook_write(const df11i_code *code, uint8_t *out);
 /* Parses and validates (Kraft, lengths <= max_len) a codebook of at most `avail` bytes. */
 df11_status df11i_codebook_read(const uint8_t *in, size_t avail, uint32_t max_len,
-                               df11i_code *code);
+                                df11i_code *code);
 /* Canonical code of every symbol (meaningful where len > 0). */
 void df11i_code_canonical(const df11i_code *code, uint16_t codes[256]);
 /* The decode table: 2^max_len entries, entry = length << 8 | symbol, DF11_LUT_INVALID for
@@ -94,28 +94,27 @@ typedef struct df11i_coded {
     uint32_t max_len, lane_symbols;
     uint64_t n_chunks;
     df11i_code code;
-    const uint32_t *chunks;   /* n_chunks word offsets */
-    const uint16_t *lanes;    /* df11i_n_lane_entries() bit lengths */
-    const uint32_t *stream;   /* stream_bytes / 4 words, the last two zero */
+    const uint32_t *chunks; /* n_chunks word offsets */
+    const uint16_t *lanes;  /* df11i_n_lane_entries() bit lengths */
+    const uint32_t *stream; /* stream_bytes / 4 words, the last two zero */
     uint64_t stream_bytes;
-    const uint8_t *sm;        /* n_elements sign|mantissa bytes */
+    const uint8_t *sm; /* n_elements sign|mantissa bytes */
 } df11i_coded;
 
 /* Encoder output: owns its buffers (free with df11i_encoded_free). */
 typedef struct df11i_encoded {
-    df11i_coded coded;         /* points at the buffers below; coded.sm is not set */
+    df11i_coded coded; /* points at the buffers below; coded.sm is not set */
     uint32_t *chunks;
     uint16_t *lanes;
     uint32_t *stream;
     uint64_t hist[256];
     double entropy;
-    uint64_t exponent_bits;   /* Σ lane bit lengths */
+    uint64_t exponent_bits; /* Σ lane bit lengths */
 } df11i_encoded;
 
 /* Encodes n BF16 values. `sm_out` (n bytes) receives the sign|mantissa section. */
-df11_status df11i_encode(const uint16_t *bf16, uint64_t n, uint32_t max_len,
-                        uint32_t lane_symbols, int n_threads, uint8_t *sm_out,
-                        df11i_encoded *out);
+df11_status df11i_encode(const uint16_t *bf16, uint64_t n, uint32_t max_len, uint32_t lane_symbols,
+                         int n_threads, uint8_t *sm_out, df11i_encoded *out);
 void df11i_encoded_free(df11i_encoded *enc);
 
 /* Checks a coded tensor's code and tables against each other and the stream size so that

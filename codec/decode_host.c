@@ -15,7 +15,8 @@
 static df11_status code_validate(const df11i_code *code, uint32_t max_len)
 {
     if (code->max_len != max_len)
-        return df11i_fail(DF11_ERR_CORRUPT, "code built for L=%u, tensor has L=%u", code->max_len, max_len);
+        return df11i_fail(DF11_ERR_CORRUPT, "code built for L=%u, tensor has L=%u", code->max_len,
+                          max_len);
     if (code->single_symbol < -1 || code->single_symbol > 255)
         return df11i_fail(DF11_ERR_CORRUPT, "single symbol %d", code->single_symbol);
     if (code->single_symbol >= 0) return DF11_OK;
@@ -23,7 +24,8 @@ static df11_status code_validate(const df11i_code *code, uint32_t max_len)
     uint64_t kraft = 0;
     for (int s = 0; s < 256; s++) {
         if (code->len[s] > max_len)
-            return df11i_fail(DF11_ERR_CORRUPT, "exponent %d: code length %u > %u", s, code->len[s], max_len);
+            return df11i_fail(DF11_ERR_CORRUPT, "exponent %d: code length %u > %u", s, code->len[s],
+                              max_len);
         if (code->len[s]) kraft += full >> code->len[s];
     }
     if (kraft == 0) return df11i_fail(DF11_ERR_CORRUPT, "code has no symbols");
@@ -43,9 +45,10 @@ df11_status df11i_coded_validate(const df11i_coded *c)
     if (st != DF11_OK) return st;
     if (c->n_chunks != df11i_n_chunks(c->n_elements, c->lane_symbols))
         return df11i_fail(DF11_ERR_CORRUPT, "%llu chunks for %llu weights",
-                         (unsigned long long)c->n_chunks, (unsigned long long)c->n_elements);
+                          (unsigned long long)c->n_chunks, (unsigned long long)c->n_elements);
     if (c->stream_bytes % 4 || c->stream_bytes < 8)
-        return df11i_fail(DF11_ERR_CORRUPT, "stream size %llu", (unsigned long long)c->stream_bytes);
+        return df11i_fail(DF11_ERR_CORRUPT, "stream size %llu",
+                          (unsigned long long)c->stream_bytes);
     if (c->n_chunks && (!c->chunks || !c->lanes || !c->stream))
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_coded_validate: NULL table");
     const uint64_t words = c->stream_bytes / 4 - 2; /* without the over-read padding */
@@ -55,8 +58,8 @@ df11_status df11i_coded_validate(const df11i_coded *c)
         uint64_t end = k + 1 < c->n_chunks ? c->chunks[k + 1] : words;
         if (begin > end || end > words)
             return df11i_fail(DF11_ERR_CORRUPT, "chunk %llu stream [%llu, %llu) outside %llu words",
-                             (unsigned long long)k, (unsigned long long)begin,
-                             (unsigned long long)end, (unsigned long long)words);
+                              (unsigned long long)k, (unsigned long long)begin,
+                              (unsigned long long)end, (unsigned long long)words);
         uint64_t n_chunk = c->n_elements - k * ce < ce ? c->n_elements - k * ce : ce;
         uint32_t m = df11i_chunk_lanes(n_chunk, c->lane_symbols);
         uint64_t full_words = 0, tail_bits = 0;
@@ -66,17 +69,19 @@ df11_status df11i_coded_validate(const df11i_coded *c)
             const uint64_t most = (uint64_t)df11i_lane_symbols(n_chunk, m, l) *
                                   (c->code.single_symbol >= 0 ? 0 : c->max_len);
             if (bits > most)
-                return df11i_fail(DF11_ERR_CORRUPT, "chunk %llu lane %u: %u bits for %u symbols of at most %u",
-                                 (unsigned long long)k, l, bits, df11i_lane_symbols(n_chunk, m, l),
-                                 c->code.single_symbol >= 0 ? 0 : c->max_len);
+                return df11i_fail(DF11_ERR_CORRUPT,
+                                  "chunk %llu lane %u: %u bits for %u symbols of at most %u",
+                                  (unsigned long long)k, l, bits, df11i_lane_symbols(n_chunk, m, l),
+                                  c->code.single_symbol >= 0 ? 0 : c->max_len);
             full_words += bits / 32;
             tail_bits += bits % 32;
         }
         const uint64_t expect = full_words + (tail_bits + 31) / 32;
         if (end - begin != expect)
-            return df11i_fail(DF11_ERR_CORRUPT, "chunk %llu: stream of %llu words, its lanes need %llu",
-                             (unsigned long long)k, (unsigned long long)(end - begin),
-                             (unsigned long long)expect);
+            return df11i_fail(DF11_ERR_CORRUPT,
+                              "chunk %llu: stream of %llu words, its lanes need %llu",
+                              (unsigned long long)k, (unsigned long long)(end - begin),
+                              (unsigned long long)expect);
     }
     return DF11_OK;
 }
@@ -88,7 +93,7 @@ typedef struct {
     const df11i_coded *c;
     uint16_t *out;
     uint32_t *lut;
-    uint16_t sm_spread[256];   /* (sm & 0x80) << 8 | (sm & 0x7f) */
+    uint16_t sm_spread[256]; /* (sm & 0x80) << 8 | (sm & 0x7f) */
 } decode_job;
 
 /* One lane's decoder (docs/FORMAT.md, "Decoding rule"): a 64-bit window, left-aligned,
@@ -131,7 +136,8 @@ static inline void lane_refill(lane_state *s, const uint32_t *area, uint32_t *po
     }
 }
 
-static inline uint16_t lane_decode(lane_state *s, const uint32_t *lut, uint32_t L, uint16_t sm_spread)
+static inline uint16_t lane_decode(lane_state *s, const uint32_t *lut, uint32_t L,
+                                   uint16_t sm_spread)
 {
     const uint32_t entry = lut[s->window >> (64 - L)];
     const uint32_t len = entry >> 16 & 15;
@@ -147,8 +153,9 @@ static df11_status lane_end(const lane_state *s, uint64_t chunk, uint32_t lane, 
     const int64_t used = fetched - s->avail;
     if (!(s->seen & CPU_INVALID) && used == lane_bits) return DF11_OK;
     return df11i_fail(DF11_ERR_CORRUPT, "chunk %llu lane %u: %s (%lld bits decoded, %u recorded)",
-                     (unsigned long long)chunk, lane, (s->seen & CPU_INVALID) ? "invalid code" : "length mismatch",
-                     (long long)used, lane_bits);
+                      (unsigned long long)chunk, lane,
+                      (s->seen & CPU_INVALID) ? "invalid code" : "length mismatch", (long long)used,
+                      lane_bits);
 }
 
 /* Sets up the lanes of a chunk: F, T and the tail (located by the prefix sum of T). */
@@ -160,16 +167,17 @@ static void lanes_begin(lane_state *lane, uint32_t *n_sym, const uint16_t *lanes
     uint32_t tail_bit = 0;
     for (uint32_t l = 0; l < m; l++) {
         const uint32_t tail_bits = lanes[l] % 32;
-        lane[l] = (lane_state){.full = lanes[l] / 32, .tail_bits = tail_bits,
-                               .tail = tail_at(area + full_words, tail_bit, tail_bits)};
+        lane[l] = (lane_state){ .full = lanes[l] / 32,
+                                .tail_bits = tail_bits,
+                                .tail = tail_at(area + full_words, tail_bit, tail_bits) };
         tail_bit += tail_bits;
         n_sym[l] = df11i_lane_symbols(n_chunk, m, l);
     }
 }
 
 /* Lane l's step of the schedule for a pair: refill, then one or two symbols. */
-static inline void lane_pair(lane_state *ls, const uint32_t *area, uint32_t *pos, const decode_job *j,
-                             const uint8_t *sm, uint16_t *out, int two)
+static inline void lane_pair(lane_state *ls, const uint32_t *area, uint32_t *pos,
+                             const decode_job *j, const uint8_t *sm, uint16_t *out, int two)
 {
     const uint32_t L = j->c->max_len;
     lane_refill(ls, area, pos);
@@ -197,16 +205,18 @@ static df11_status decode_chunk(void *ctx, uint64_t k)
 
     if (n_chunk == ce) { /* every lane has S symbols: no bounds to check */
         for (uint32_t s = 0; s < c->lane_symbols; s += 2) {
-            const uint64_t e = (uint64_t)(s / DF11_GROUP) * DF11_LANES * DF11_GROUP + s % DF11_GROUP;
+            const uint64_t e =
+                (uint64_t)(s / DF11_GROUP) * DF11_LANES * DF11_GROUP + s % DF11_GROUP;
             for (uint32_t l = 0; l < DF11_LANES; l++)
-                lane_pair(&lane[l], area, &pos, j, sm + e + l * DF11_GROUP, out + e + l * DF11_GROUP, 1);
+                lane_pair(&lane[l], area, &pos, j, sm + e + l * DF11_GROUP,
+                          out + e + l * DF11_GROUP, 1);
         }
     } else { /* lanes' symbol counts never increase with l; the last may be odd */
         for (uint32_t s = 0; s < n_sym[0]; s += 2) {
             const uint64_t e = (uint64_t)(s / DF11_GROUP) * m * DF11_GROUP + s % DF11_GROUP;
             for (uint32_t l = 0; l < m && s < n_sym[l]; l++)
-                lane_pair(&lane[l], area, &pos, j, sm + e + l * DF11_GROUP, out + e + l * DF11_GROUP,
-                          s + 1 < n_sym[l]);
+                lane_pair(&lane[l], area, &pos, j, sm + e + l * DF11_GROUP,
+                          out + e + l * DF11_GROUP, s + 1 < n_sym[l]);
         }
     }
     for (uint32_t l = 0; l < m; l++) {
@@ -225,7 +235,7 @@ df11_status df11i_decode_host(const df11i_coded *coded, uint16_t *out, int n_thr
     if (coded->n_elements == 0) return DF11_OK;
     const uint32_t size = 1u << coded->max_len;
     uint16_t *narrow = malloc(sizeof(uint16_t) * size);
-    decode_job j = {.c = coded, .out = out, .lut = malloc(sizeof(uint32_t) * size)};
+    decode_job j = { .c = coded, .out = out, .lut = malloc(sizeof(uint32_t) * size) };
     if (!j.lut || !narrow) {
         free(narrow);
         free(j.lut);

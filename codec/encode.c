@@ -18,17 +18,17 @@ typedef struct {
     df11i_encoded *enc;
     uint8_t len[256];
     uint16_t codes[256];
-    uint64_t (*hist)[256];   /* one histogram per hist item */
+    uint64_t (*hist)[256]; /* one histogram per hist item */
     uint64_t hist_items;
-    uint64_t *chunk_bits;    /* pass 1 */
+    uint64_t *chunk_bits;                    /* pass 1 */
     uint64_t chunks_per_item, scratch_words; /* pass 2 */
 } encode_job;
 
 /* Visits the elements of lane `lane` of a chunk in decode order. */
-#define FOR_LANE_ELEMENTS(n_chunk, m, lane, e)                                    \
-    for (uint64_t g_ = (lane); g_ * DF11_GROUP < (n_chunk); g_ += (m))            \
-        for (uint64_t e = g_ * DF11_GROUP,                                        \
-                      end_ = e + DF11_GROUP < (n_chunk) ? e + DF11_GROUP : (n_chunk); \
+#define FOR_LANE_ELEMENTS(n_chunk, m, lane, e)                                                     \
+    for (uint64_t g_ = (lane); g_ * DF11_GROUP < (n_chunk); g_ += (m))                             \
+        for (uint64_t e = g_ * DF11_GROUP,                                                         \
+                      end_ = e + DF11_GROUP < (n_chunk) ? e + DF11_GROUP : (n_chunk);              \
              e < end_; e++)
 
 static df11_status hist_item(void *ctx, uint64_t item)
@@ -78,12 +78,12 @@ typedef struct {
 /* A lane's encoder: its bit string so far, and a simulation of a decoder's refill
  * schedule (docs/FORMAT.md) telling at which pair each full word is taken. */
 typedef struct {
-    uint64_t acc;        /* pending bits, left-aligned */
+    uint64_t acc; /* pending bits, left-aligned */
     uint32_t nacc;
     uint32_t *w;         /* next word of the string */
     uint16_t *take_pair; /* indexed like the string's words */
     uint32_t taken, full;
-    int32_t avail;       /* may go negative once all full words are taken: no matter then */
+    int32_t avail; /* may go negative once all full words are taken: no matter then */
 } lane_encoder;
 
 static inline uint32_t lane_put(const encode_job *j, lane_encoder *le, uint16_t v, uint8_t *sm)
@@ -105,7 +105,8 @@ static inline uint32_t lane_put(const encode_job *j, lane_encoder *le, uint16_t 
 /* The schedule's step for pair `pair` of `bits` bits: take a full word if fewer than 32
  * bits are fetched and unused. The take_pair store past the last take is overwritten or
  * ignored (scratch has one spare entry). */
-static inline void lane_schedule(lane_encoder *le, uint32_t pair, uint32_t bits, uint32_t *pair_words)
+static inline void lane_schedule(lane_encoder *le, uint32_t pair, uint32_t bits,
+                                 uint32_t *pair_words)
 {
     uint32_t take = (le->avail < 32) & (le->taken < le->full);
     le->take_pair[le->taken] = (uint16_t)pair;
@@ -120,8 +121,9 @@ static void lane_encode(const encode_job *j, uint64_t start, uint64_t n_chunk, u
 {
     const uint16_t *x = j->bf16 + start;
     uint8_t *sm = j->sm_out + start;
-    lane_encoder le = {.w = cs->words + cs->lane_base[l], .take_pair = cs->take_pair + cs->lane_base[l],
-                       .full = lane_bits / 32};
+    lane_encoder le = { .w = cs->words + cs->lane_base[l],
+                        .take_pair = cs->take_pair + cs->lane_base[l],
+                        .full = lane_bits / 32 };
     uint32_t pair = 0;
     for (uint64_t g = l; g * DF11_GROUP < n_chunk; g += m) {
         const uint64_t e0 = g * DF11_GROUP;
@@ -180,7 +182,8 @@ static void bits_chunk(const encode_job *j, uint64_t c, chunk_scratch *cs)
     const uint32_t n_pairs = (df11i_lane_symbols(n_chunk, m, 0) + 1) / 2; /* lane 0 has the most */
     memset(cs->pair_words, 0, sizeof *cs->pair_words * n_pairs);
     cs->lane_base[0] = 0;
-    for (uint32_t l = 0; l < m; l++) cs->lane_base[l + 1] = cs->lane_base[l] + (lanes[l] + 31u) / 32;
+    for (uint32_t l = 0; l < m; l++)
+        cs->lane_base[l + 1] = cs->lane_base[l] + (lanes[l] + 31u) / 32;
     for (uint32_t l = 0; l < m; l++) lane_encode(j, start, n_chunk, m, l, lanes[l], cs);
     chunk_emit(lanes, m, n_pairs, cs, j->enc->stream + j->enc->chunks[c]);
 }
@@ -190,11 +193,12 @@ static df11_status bits_item(void *ctx, uint64_t item)
 {
     encode_job *j = ctx;
     const uint64_t first = item * j->chunks_per_item;
-    const uint64_t last = first + j->chunks_per_item < j->n_chunks ? first + j->chunks_per_item : j->n_chunks;
+    const uint64_t last =
+        first + j->chunks_per_item < j->n_chunks ? first + j->chunks_per_item : j->n_chunks;
     const size_t words = j->scratch_words + 1, pairs = j->lane_symbols / 2;
-    chunk_scratch cs = {.words = malloc(words * sizeof *cs.words),
-                        .take_pair = malloc(words * sizeof *cs.take_pair),
-                        .pair_words = malloc(pairs * sizeof *cs.pair_words)};
+    chunk_scratch cs = { .words = malloc(words * sizeof *cs.words),
+                         .take_pair = malloc(words * sizeof *cs.take_pair),
+                         .pair_words = malloc(pairs * sizeof *cs.pair_words) };
     df11_status st = DF11_OK;
     if (!cs.words || !cs.take_pair || !cs.pair_words)
         st = df11i_fail(DF11_ERR_NO_MEMORY, "encoder scratch of %zu words", words);
@@ -220,7 +224,8 @@ static df11_status count_exponents(encode_job *j, int n_threads)
 {
     df11i_encoded *out = j->enc;
     df11_status st;
-    if (j->n && (st = df11i_parallel_for(j->hist_items, n_threads, hist_item, j)) != DF11_OK) return st;
+    if (j->n && (st = df11i_parallel_for(j->hist_items, n_threads, hist_item, j)) != DF11_OK)
+        return st;
     for (uint64_t i = 0; i < j->hist_items; i++)
         for (int s = 0; s < 256; s++) out->hist[s] += j->hist[i][s];
     out->entropy = df11i_entropy(out->hist);
@@ -236,7 +241,8 @@ static df11_status size_chunks(encode_job *j, int n_threads, uint64_t *words,
     df11_status st = df11i_parallel_for(j->n_chunks, n_threads, size_item, j);
     if (st != DF11_OK) return st;
     for (uint64_t c = 0; c < j->n_chunks; c++) {
-        if (*words > UINT32_MAX) return df11i_fail(DF11_ERR_OVERFLOW, "exponent stream over 16 GiB");
+        if (*words > UINT32_MAX)
+            return df11i_fail(DF11_ERR_OVERFLOW, "exponent stream over 16 GiB");
         out->chunks[c] = (uint32_t)*words;
         /* Σ F + ceil(Σ T / 32) = ceil(Σ B / 32): v2 stores the same bits as v1 */
         const uint64_t chunk_words = (j->chunk_bits[c] + 31) / 32;
@@ -260,22 +266,24 @@ static df11_status write_stream(encode_job *j, int n_threads, int threads, uint6
     out->stream = calloc(words + 2, 4);
     if (!out->stream)
         return df11i_fail(DF11_ERR_NO_MEMORY, "exponent stream of %llu bytes",
-                         (unsigned long long)out->coded.stream_bytes);
+                          (unsigned long long)out->coded.stream_bytes);
     const uint64_t bits_items = (j->n_chunks + j->chunks_per_item - 1) / j->chunks_per_item;
     return df11i_parallel_for(bits_items, n_threads, bits_item, j);
 }
 
-df11_status df11i_encode(const uint16_t *bf16, uint64_t n, uint32_t max_len,
-                        uint32_t lane_symbols, int n_threads, uint8_t *sm_out,
-                        df11i_encoded *out)
+df11_status df11i_encode(const uint16_t *bf16, uint64_t n, uint32_t max_len, uint32_t lane_symbols,
+                         int n_threads, uint8_t *sm_out, df11i_encoded *out)
 {
     if (!out || (n && (!bf16 || !sm_out)))
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_encode: NULL buffer");
-    if (lane_symbols < DF11_GROUP || lane_symbols % DF11_GROUP || lane_symbols > DF11_MAX_LANE_SYMBOLS)
+    if (lane_symbols < DF11_GROUP || lane_symbols % DF11_GROUP ||
+        lane_symbols > DF11_MAX_LANE_SYMBOLS)
         return df11i_fail(DF11_ERR_INVALID_ARG, "lane symbols %u: want a multiple of %d in %d..%d",
-                         lane_symbols, DF11_GROUP, DF11_GROUP, DF11_MAX_LANE_SYMBOLS);
+                          lane_symbols, DF11_GROUP, DF11_GROUP, DF11_MAX_LANE_SYMBOLS);
     memset(out, 0, sizeof *out);
-    encode_job j = {.bf16 = bf16, .n = n, .lane_symbols = lane_symbols, .sm_out = sm_out, .enc = out};
+    encode_job j = {
+        .bf16 = bf16, .n = n, .lane_symbols = lane_symbols, .sm_out = sm_out, .enc = out
+    };
     j.n_chunks = df11i_n_chunks(n, lane_symbols);
     df11_status st = DF11_OK;
 
@@ -287,7 +295,8 @@ df11_status df11i_encode(const uint16_t *bf16, uint64_t n, uint32_t max_len,
     out->chunks = calloc(j.n_chunks + 1, sizeof *out->chunks);
     out->lanes = calloc(j.n_chunks * DF11_LANES + 1, sizeof *out->lanes);
     if (!j.hist || !j.chunk_bits || !out->chunks || !out->lanes) {
-        st = df11i_fail(DF11_ERR_NO_MEMORY, "encoder tables for %llu weights", (unsigned long long)n);
+        st = df11i_fail(DF11_ERR_NO_MEMORY, "encoder tables for %llu weights",
+                        (unsigned long long)n);
         goto done;
     }
     if ((st = count_exponents(&j, n_threads)) != DF11_OK) goto done;

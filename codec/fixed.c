@@ -16,7 +16,7 @@ df11_status df11i_fixed_geometry(uint64_t rows, uint64_t cols, df11i_fixed_geom 
     memset(g, 0, sizeof *g);
     if (rows > (UINT64_MAX >> 8) || cols > (UINT64_MAX >> 8))
         return df11i_fail(DF11_ERR_OVERFLOW, "fixed code: %llu x %llu is too large",
-                         (unsigned long long)rows, (unsigned long long)cols);
+                          (unsigned long long)rows, (unsigned long long)cols);
     g->rows = rows;
     g->cols = cols;
     g->rows_pad = (rows + 15) / 16 * 16;
@@ -28,16 +28,17 @@ df11_status df11i_fixed_geometry(uint64_t rows, uint64_t cols, df11i_fixed_geom 
     g->last_steps = g->steps ? g->steps - (g->tiles - 1) * DF11_FIXED_TILE_STEPS : 0;
     if (g->cols_pad && g->rows_pad > UINT64_MAX / g->cols_pad)
         return df11i_fail(DF11_ERR_OVERFLOW, "fixed code: %llu x %llu is too large",
-                         (unsigned long long)rows, (unsigned long long)cols);
+                          (unsigned long long)rows, (unsigned long long)cols);
     g->sm_bytes = g->rows_pad * g->cols_pad;
     g->n_tiles = g->n_strips * g->tiles;
     if (g->n_tiles >= UINT32_MAX)
         return df11i_fail(DF11_ERR_OVERFLOW, "fixed code: %llu tiles",
-                         (unsigned long long)g->n_tiles);
-    g->strip_code_bytes = g->tiles ? ((g->tiles - 1) * df11i_fixed_tile_vecs(DF11_FIXED_TILE_STEPS) +
-                                      df11i_fixed_tile_vecs(g->last_steps)) *
-                                         512
-                                   : 0;
+                          (unsigned long long)g->n_tiles);
+    g->strip_code_bytes = g->tiles
+                              ? ((g->tiles - 1) * df11i_fixed_tile_vecs(DF11_FIXED_TILE_STEPS) +
+                                 df11i_fixed_tile_vecs(g->last_steps)) *
+                                    512
+                              : 0;
     g->code_bytes = g->n_strips * g->strip_code_bytes; /* < sm_bytes, cannot overflow */
     return DF11_OK;
 }
@@ -66,8 +67,8 @@ static inline uint32_t tile_steps(const df11i_fixed_geom *g, uint64_t t)
 }
 
 /* Word w of lane l's code words in tile t of strip s. */
-static inline uint64_t code_word_index(const df11i_fixed_geom *g, uint64_t s, uint64_t t, uint32_t l,
-                                       uint32_t w)
+static inline uint64_t code_word_index(const df11i_fixed_geom *g, uint64_t s, uint64_t t,
+                                       uint32_t l, uint32_t w)
 {
     uint64_t tile_base = s * g->strip_code_bytes / 4 +
                          t * (uint64_t)df11i_fixed_tile_vecs(DF11_FIXED_TILE_STEPS) * 128;
@@ -210,7 +211,7 @@ static df11_status write_item(void *ctx, uint64_t s)
 }
 
 df11_status df11i_fixed_encode(const uint16_t *w, uint64_t rows, uint64_t cols, int n_threads,
-                              df11i_fixed *out)
+                               df11i_fixed *out)
 {
     if (!out) return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_encode: NULL output");
     memset(out, 0, sizeof *out);
@@ -227,7 +228,7 @@ df11_status df11i_fixed_encode(const uint16_t *w, uint64_t rows, uint64_t cols, 
     if (!out->base || !out->sm || !out->codes || !out->exc_off) {
         df11i_fixed_free(out);
         return df11i_fail(DF11_ERR_NO_MEMORY, "fixed code buffers for %llu x %llu",
-                         (unsigned long long)rows, (unsigned long long)cols);
+                          (unsigned long long)rows, (unsigned long long)cols);
     }
     enc_job j = { .w = w, .f = out };
     if ((st = df11i_parallel_for(g->n_strips, n_threads, base_item, &j)) != DF11_OK ||
@@ -303,10 +304,10 @@ static df11_status decode_item(void *ctx, uint64_t s)
             }
         if (at != end)
             return df11i_fail(DF11_ERR_CORRUPT,
-                             "fixed code: tile %llu uses %llu of its %llu exceptions",
-                             (unsigned long long)(s * g->tiles + t),
-                             (unsigned long long)(at - f->exc_off[s * g->tiles + t]),
-                             (unsigned long long)(end - f->exc_off[s * g->tiles + t]));
+                              "fixed code: tile %llu uses %llu of its %llu exceptions",
+                              (unsigned long long)(s * g->tiles + t),
+                              (unsigned long long)(at - f->exc_off[s * g->tiles + t]),
+                              (unsigned long long)(end - f->exc_off[s * g->tiles + t]));
     }
     return DF11_OK;
 }
@@ -323,16 +324,17 @@ df11_status df11i_fixed_decode(const df11i_fixed *f, uint16_t *out, int n_thread
     if (st != DF11_OK) return st;
     if (memcmp(&want, g, sizeof want) != 0)
         return df11i_fail(DF11_ERR_CORRUPT, "fixed code: geometry does not match %llu x %llu",
-                         (unsigned long long)g->rows, (unsigned long long)g->cols);
+                          (unsigned long long)g->rows, (unsigned long long)g->cols);
     if (!g->n_tiles) return DF11_OK;
     if (f->exc_off[0] != 0 || f->exc_off[g->n_tiles] != f->n_exc)
-        return df11i_fail(DF11_ERR_CORRUPT, "fixed code: exception offsets run %u..%u, want 0..%llu",
-                         f->exc_off[0], f->exc_off[g->n_tiles], (unsigned long long)f->n_exc);
+        return df11i_fail(DF11_ERR_CORRUPT,
+                          "fixed code: exception offsets run %u..%u, want 0..%llu", f->exc_off[0],
+                          f->exc_off[g->n_tiles], (unsigned long long)f->n_exc);
     for (uint64_t t = 0; t < g->n_tiles; t++)
         if (f->exc_off[t + 1] < f->exc_off[t])
             return df11i_fail(DF11_ERR_CORRUPT,
-                             "fixed code: exception offset of tile %llu goes back",
-                             (unsigned long long)(t + 1));
+                              "fixed code: exception offset of tile %llu goes back",
+                              (unsigned long long)(t + 1));
     dec_job j = { .f = f, .out = out };
     return df11i_parallel_for(g->n_strips, n_threads, decode_item, &j);
 }

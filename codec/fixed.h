@@ -95,7 +95,7 @@ typedef struct df11i_fixed {
 /* Encodes a rows x cols BF16 matrix on n_threads threads (0 = all cores). More than
  * 2^32 - 1 escapes fail with DF11_ERR_OVERFLOW. */
 df11_status df11i_fixed_encode(const uint16_t *w, uint64_t rows, uint64_t cols, int n_threads,
-                              df11i_fixed *out);
+                               df11i_fixed *out);
 void df11i_fixed_free(df11i_fixed *f);
 
 /* Decodes into `out` (rows x cols, row-major). Checks exc_off (monotonic, ends at n_exc)
@@ -107,8 +107,8 @@ df11_status df11i_fixed_decode(const df11i_fixed *f, uint16_t *out, int n_thread
 uint64_t df11i_fixed_stored_bytes(const df11i_fixed *f);
 
 /* Where sm byte j of lane l in half h of global step g of strip s comes from. */
-static inline void df11i_fixed_weight_pos(uint64_t s, uint64_t g, uint32_t h, uint32_t l, uint32_t j,
-                                         uint64_t *row, uint64_t *col)
+static inline void df11i_fixed_weight_pos(uint64_t s, uint64_t g, uint32_t h, uint32_t l,
+                                          uint32_t j, uint64_t *row, uint64_t *col)
 {
     *row = 16 * s + l / 4 + 8 * (j >= 8);
     *col = 64 * g + 32 * h + 8 * (l % 4) + (j % 8);

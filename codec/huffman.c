@@ -38,8 +38,11 @@ static void huffman_lengths(const uint64_t hist[256], const int *syms, int n, ui
         int a = -1, b = -1;
         for (int i = 0; i < nodes; i++) {
             if (!alive[i]) continue;
-            if (a < 0 || weight[i] < weight[a]) { b = a; a = i; }
-            else if (b < 0 || weight[i] < weight[b]) b = i;
+            if (a < 0 || weight[i] < weight[a]) {
+                b = a;
+                a = i;
+            } else if (b < 0 || weight[i] < weight[b])
+                b = i;
         }
         alive[a] = alive[b] = 0;
         weight[nodes] = weight[a] + weight[b] < weight[a] ? UINT64_MAX : weight[a] + weight[b];
@@ -73,8 +76,10 @@ static df11_status limit_lengths(const uint64_t hist[256], const int *syms, int 
                                  uint32_t max_len)
 {
     if (n < 2 || n > 256 || max_len < 1 || max_len > DF11_MAX_CODE_LEN || n > (1 << max_len))
-        return df11i_fail(DF11_ERR_INVALID_ARG, "%d distinct exponents cannot be coded in %u bits "
-                         "(the max code length must be at least %u)", n, max_len, min_code_len(n));
+        return df11i_fail(DF11_ERR_INVALID_ARG,
+                          "%d distinct exponents cannot be coded in %u bits "
+                          "(the max code length must be at least %u)",
+                          n, max_len, min_code_len(n));
     const uint64_t full = 1ull << max_len;
     uint64_t kraft = 0;
     for (int i = 0; i < n; i++) {
@@ -102,7 +107,9 @@ static df11_status limit_lengths(const uint64_t hist[256], const int *syms, int 
     memcpy(order, syms, sizeof(int) * (size_t)n);
     for (int i = 1; i < n; i++)
         for (int j = i; j > 0 && hist[order[j]] > hist[order[j - 1]]; j--) {
-            int t = order[j]; order[j] = order[j - 1]; order[j - 1] = t;
+            int t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
         }
     for (int changed = 1; changed;) {
         changed = 0;
@@ -118,14 +125,16 @@ static df11_status limit_lengths(const uint64_t hist[256], const int *syms, int 
     kraft = 0;
     for (int i = 0; i < n; i++) {
         if (len[syms[i]] < 1 || len[syms[i]] > max_len)
-            return df11i_fail(DF11_ERR_CORRUPT, "length limiter: exponent %d got length %u, limit %u",
-                             syms[i], len[syms[i]], max_len);
+            return df11i_fail(DF11_ERR_CORRUPT,
+                              "length limiter: exponent %d got length %u, limit %u", syms[i],
+                              len[syms[i]], max_len);
         kraft += full >> len[syms[i]];
     }
     if (kraft != full)
-        return df11i_fail(DF11_ERR_CORRUPT, "length limiter: Kraft sum %llu/%llu for %d exponents at "
-                         "max length %u (want a complete code)", (unsigned long long)kraft,
-                         (unsigned long long)full, n, max_len);
+        return df11i_fail(DF11_ERR_CORRUPT,
+                          "length limiter: Kraft sum %llu/%llu for %d exponents at "
+                          "max length %u (want a complete code)",
+                          (unsigned long long)kraft, (unsigned long long)full, n, max_len);
     return DF11_OK;
 }
 
@@ -133,7 +142,7 @@ df11_status df11i_code_build(const uint64_t hist[256], uint32_t max_len, df11i_c
 {
     if (!hist || !code || max_len < 1 || max_len > DF11_MAX_CODE_LEN)
         return df11i_fail(DF11_ERR_INVALID_ARG, "max code length %u not in 1..%d", max_len,
-                         DF11_MAX_CODE_LEN);
+                          DF11_MAX_CODE_LEN);
     memset(code, 0, sizeof *code);
     code->max_len = max_len;
     code->single_symbol = -1;
@@ -190,16 +199,14 @@ void df11i_codebook_write(const df11i_code *code, uint8_t *out)
     out[0] = (uint8_t)lo;
     out[1] = (uint8_t)(n - 1);
     memset(out + 2, 0, (size_t)(n + 1) / 2);
-    for (int i = 0; i < n; i++)
-        out[2 + i / 2] |= (uint8_t)(code->len[lo + i] << (4 * (i & 1)));
+    for (int i = 0; i < n; i++) out[2 + i / 2] |= (uint8_t)(code->len[lo + i] << (4 * (i & 1)));
 }
 
-df11_status df11i_codebook_read(const uint8_t *in, size_t avail, uint32_t max_len,
-                               df11i_code *code)
+df11_status df11i_codebook_read(const uint8_t *in, size_t avail, uint32_t max_len, df11i_code *code)
 {
     if (max_len < 1 || max_len > DF11_MAX_CODE_LEN)
         return df11i_fail(DF11_ERR_CORRUPT, "max code length %u not in 1..%d", max_len,
-                         DF11_MAX_CODE_LEN);
+                          DF11_MAX_CODE_LEN);
     if (avail < 2) return df11i_fail(DF11_ERR_CORRUPT, "codebook truncated");
     int lo = in[0], n = in[1] + 1;
     if (lo + n > 256) return df11i_fail(DF11_ERR_CORRUPT, "codebook symbols past 255");
@@ -211,8 +218,7 @@ df11_status df11i_codebook_read(const uint8_t *in, size_t avail, uint32_t max_le
     int used = 0;
     for (int i = 0; i < n; i++) {
         uint8_t l = (in[2 + i / 2] >> (4 * (i & 1))) & 15;
-        if (l > max_len)
-            return df11i_fail(DF11_ERR_CORRUPT, "code length %u > max %u", l, max_len);
+        if (l > max_len) return df11i_fail(DF11_ERR_CORRUPT, "code length %u > max %u", l, max_len);
         code->len[lo + i] = l;
         if (l) {
             kraft += full >> l;
@@ -231,7 +237,7 @@ df11_status df11i_codebook_read(const uint8_t *in, size_t avail, uint32_t max_le
 /* Canonical codes: symbols by (length, value) take consecutive codes. */
 static void canonical_codes(const df11i_code *code, uint16_t codes[256])
 {
-    uint32_t count[DF11_MAX_CODE_LEN + 2] = {0}, next[DF11_MAX_CODE_LEN + 2] = {0};
+    uint32_t count[DF11_MAX_CODE_LEN + 2] = { 0 }, next[DF11_MAX_CODE_LEN + 2] = { 0 };
     for (int s = 0; s < 256; s++) count[code->len[s]]++;
     count[0] = 0;
     uint32_t c = 0;
@@ -239,8 +245,7 @@ static void canonical_codes(const df11i_code *code, uint16_t codes[256])
         c = (c + count[l - 1]) << 1;
         next[l] = c;
     }
-    for (int s = 0; s < 256; s++)
-        codes[s] = code->len[s] ? (uint16_t)next[code->len[s]]++ : 0;
+    for (int s = 0; s < 256; s++) codes[s] = code->len[s] ? (uint16_t)next[code->len[s]]++ : 0;
 }
 
 void df11i_code_canonical(const df11i_code *code, uint16_t codes[256])

@@ -144,7 +144,7 @@ static bool can_link(int fd)
 
 df11_status df11i_atomic_file_begin(df11i_atomic_file *af, const char *path)
 {
-    *af = (df11i_atomic_file){.fd = -1, .dir_fd = -1, .slot = -1};
+    *af = (df11i_atomic_file){ .fd = -1, .dir_fd = -1, .slot = -1 };
     if (!path || !path[0]) return df11i_fail(DF11_ERR_INVALID_ARG, "output: empty path");
     const char *slash = strrchr(path, '/');
     const char *base = slash ? slash + 1 : path;
@@ -186,7 +186,8 @@ df11_status df11i_atomic_file_begin(df11i_atomic_file *af, const char *path)
         slot_remove(af->slot);
         af->slot = -1;
         if (e != EEXIST) {
-            df11_status st = df11i_fail_errno(DF11_ERR_IO, e, "cannot create a file beside '%s'", path);
+            df11_status st =
+                df11i_fail_errno(DF11_ERR_IO, e, "cannot create a file beside '%s'", path);
             af->tmp[0] = '\0';
             release(af);
             return st;
@@ -267,8 +268,8 @@ linked:
     /* The new name is durable only once the directory is. Some file systems cannot sync
      * a directory (EINVAL); they have nothing more to make durable. */
     if (fsync(af->dir_fd) != 0 && errno != EINVAL)
-        st = df11i_fail_errno(DF11_ERR_IO, errno, "'%s' is written, but syncing its directory failed",
-                             af->path);
+        st = df11i_fail_errno(DF11_ERR_IO, errno,
+                              "'%s' is written, but syncing its directory failed", af->path);
     release(af);
     return st;
 fail:

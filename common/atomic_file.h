@@ -32,13 +32,13 @@
 #include "df11/status.h"
 
 typedef struct df11i_atomic_file {
-    int fd;             /* write here; -1 once committed or aborted */
-    int dir_fd;         /* the target's directory */
-    char *path;         /* the target as given, for messages */
-    char *base;         /* its last component */
-    char tmp[256];      /* the named temporary, "" if none exists (yet) */
-    int slot;           /* where tmp is registered for signal cleanup, -1 if not */
-    bool unnamed;       /* fd is an O_TMPFILE file */
+    int fd;        /* write here; -1 once committed or aborted */
+    int dir_fd;    /* the target's directory */
+    char *path;    /* the target as given, for messages */
+    char *base;    /* its last component */
+    char tmp[256]; /* the named temporary, "" if none exists (yet) */
+    int slot;      /* where tmp is registered for signal cleanup, -1 if not */
+    bool unnamed;  /* fd is an O_TMPFILE file */
 } df11i_atomic_file;
 
 /* Opens a new file that will become `path` at commit (a regular file's path; its

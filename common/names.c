@@ -33,8 +33,8 @@ df11_status df11i_names_unique(const df11_tensor_source *t, size_t n, const char
     df11_status st = DF11_OK;
     for (size_t i = 1; i < n; i++)
         if (strcmp(names[i - 1], names[i]) == 0) {
-            st = df11i_fail(DF11_ERR_DUPLICATE, "'%s': tensor '%s' appears more than once",
-                           label, names[i]);
+            st = df11i_fail(DF11_ERR_DUPLICATE, "'%s': tensor '%s' appears more than once", label,
+                            names[i]);
             break;
         }
     free(names);

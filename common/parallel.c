@@ -2,8 +2,8 @@
  * (chunks of tens of thousands of weights), so creation cost does not show. */
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "common/error.h"

@@ -27,9 +27,24 @@ static inline bool df11i_range_ok(uint64_t off, uint64_t len, uint64_t size)
     return off <= size && len <= size - off;
 }
 
-static inline uint16_t df11i_ld16(const void *p) { uint16_t v; memcpy(&v, p, 2); return v; }
-static inline uint32_t df11i_ld32(const void *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static inline uint64_t df11i_ld64(const void *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline uint16_t df11i_ld16(const void *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+static inline uint32_t df11i_ld32(const void *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static inline uint64_t df11i_ld64(const void *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
 static inline void df11i_st16(void *p, uint16_t v) { memcpy(p, &v, 2); }
 static inline void df11i_st32(void *p, uint32_t v) { memcpy(p, &v, 4); }
 static inline void df11i_st64(void *p, uint64_t v) { memcpy(p, &v, 8); }

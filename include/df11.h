@@ -2,10 +2,10 @@
 #ifndef DF11_H
 #define DF11_H
 
-#include "df11/status.h"
-#include "df11/file.h"
 #include "df11/compress.h"
+#include "df11/file.h"
 #include "df11/runtime.h"
+#include "df11/status.h"
 
 #define DF11_VERSION_STRING "0.1.0"
 

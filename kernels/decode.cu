@@ -15,15 +15,15 @@
 
 #include "kernels/decode.h"
 extern "C" {
-#include "codec/codec.h"   /* DF11_MAX_CODE_LEN */
+#include "codec/codec.h" /* DF11_MAX_CODE_LEN */
 #include "common/error.h"
 }
 
 namespace {
 
 constexpr int kLanes = 32;
-constexpr int kGroup = 8;       /* elements a lane decodes per step */
-constexpr int kSteps = 2;       /* steps per iteration of the main loop */
+constexpr int kGroup = 8; /* elements a lane decodes per step */
+constexpr int kSteps = 2; /* steps per iteration of the main loop */
 
 /* A chunk's full words are interleaved in the order its lanes take them (docs/FORMAT.md,
  * "Refill schedule"), so the warp reads its stream front to back. The words reach the lanes
@@ -50,10 +50,11 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src)
 {
 #if __CUDA_ARCH__ >= 800
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
-#else   /* the sm_75 PTX: a plain copy */
+#else /* the sm_75 PTX: a plain copy */
     uint4 v = __ldg(static_cast<const uint4 *>(src));
     asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(dst), "r"(v.x), "r"(v.y),
-                 "r"(v.z), "r"(v.w) : "memory");
+                 "r"(v.z), "r"(v.w)
+                 : "memory");
 #endif
 }
 
@@ -82,9 +83,9 @@ __device__ __forceinline__ uint32_t lds16(uint32_t a)
  * chunk's first word rounded down to a 16-byte vector: `taken` handed to lanes, `filled`
  * requested into the ring, `end` the end of the interleaved area. Warp-uniform. */
 struct word_ring {
-    uint32_t smem;             /* shared address of the ring, a multiple of kRingBytes */
+    uint32_t smem; /* shared address of the ring, a multiple of kRingBytes */
     uint32_t taken, filled, end;
-    uint32_t vlast;            /* last vector of the stream section, from base (reads clamp) */
+    uint32_t vlast; /* last vector of the stream section, from base (reads clamp) */
     const uint4 *base;
 };
 
@@ -125,8 +126,8 @@ struct bit_reader {
  * bits; the window's free bits are zero, so + is |. */
 __device__ __forceinline__ void br_append(bit_reader &b, uint32_t x)
 {
-    b.hi += __funnelshift_r(x, 0u, b.nbits);   /* x >> nbits */
-    b.lo += __funnelshift_r(0u, x, b.nbits);   /* the bits shifted out of hi */
+    b.hi += __funnelshift_r(x, 0u, b.nbits); /* x >> nbits */
+    b.lo += __funnelshift_r(0u, x, b.nbits); /* the bits shifted out of hi */
 }
 
 /* The refill of the schedule before a symbol pair (docs/FORMAT.md): every lane of the warp
@@ -173,9 +174,9 @@ __device__ __forceinline__ uint32_t lut_entry(uint32_t lut, uint32_t lut_scale, 
 __device__ __forceinline__ uint32_t br_decode(bit_reader &b, uint32_t lut, uint32_t lut_scale)
 {
     uint32_t e = lut_entry(lut, lut_scale, b.hi);
-    b.hi = __funnelshift_l(b.lo, b.hi, e);   /* shift amount = e & 31 = len */
+    b.hi = __funnelshift_l(b.lo, b.hi, e); /* shift amount = e & 31 = len */
     b.lo = __funnelshift_l(0u, b.lo, e);
-    b.nbits -= e;   /* exact modulo 128: see br_refill */
+    b.nbits -= e; /* exact modulo 128: see br_refill */
     return e;
 }
 
@@ -189,7 +190,7 @@ __device__ __forceinline__ uint32_t br_decode2(bit_reader &b, uint32_t lut, uint
     b.hi = __funnelshift_l(b.lo, b.hi, s);
     b.lo = __funnelshift_l(0u, b.lo, s);
     b.nbits -= s;
-    return e1 * 65536u + e0;   /* a multiply-add: the multiply pipe */
+    return e1 * 65536u + e0; /* a multiply-add: the multiply pipe */
 }
 
 /* Two BF16 values from two table entries (e1 << 16 | e0) and two sign|mantissa bytes at
@@ -197,7 +198,7 @@ __device__ __forceinline__ uint32_t br_decode2(bit_reader &b, uint32_t lut, uint
  * three-input logic op: (ex & ~M) | (s & M). */
 __device__ __forceinline__ uint32_t join2(uint32_t ex, uint32_t sm, uint32_t sel)
 {
-    const uint32_t s = __byte_perm(sm, 0, sel);   /* each sm byte doubled */
+    const uint32_t s = __byte_perm(sm, 0, sel); /* each sm byte doubled */
     uint32_t v;
     asm("lop3.b32 %0, %1, %2, %3, 0xd8;" : "=r"(v) : "r"(ex), "r"(s), "n"(0x807f807f));
     return v;
@@ -258,11 +259,12 @@ __device__ void decode_chunk(const df11i_gpu_tensor_desc &d, uint32_t chunk, uin
                              uint32_t ring, const uint8_t *__restrict__ payload,
                              uint8_t *__restrict__ out, uint32_t *err)
 {
-    const uint32_t l = threadIdx.x % kLanes, S = d.lane_symbols, lower_mul = l ? 1u << (32 - l) : 0u;
+    const uint32_t l = threadIdx.x % kLanes, S = d.lane_symbols,
+                   lower_mul = l ? 1u << (32 - l) : 0u;
     const uint64_t ce = (uint64_t)kLanes * S, base = chunk * ce;
     const uint32_t n = (uint32_t)min(ce, d.n_elements - base);
     const uint32_t m = min((uint32_t)kLanes, (n + S - 1) / S);
-    const uint32_t G = (n + kGroup - 1) / kGroup;       /* groups, the last may be short */
+    const uint32_t G = (n + kGroup - 1) / kGroup; /* groups, the last may be short */
     const uint32_t steps = (G + m - 1) / m;
     /* whole iterations: steps with 8 symbols per lane, in a chunk of 32 lanes */
     const uint32_t iters = m == kLanes ? n / kGroup / m / kSteps : 0;
@@ -280,12 +282,13 @@ __device__ void decode_chunk(const df11i_gpu_tensor_desc &d, uint32_t chunk, uin
     const uint64_t tail_bit = (start + words_total) * 32 + tail_before;
     const uint32_t t0 = __ldg(stream + min(tail_bit >> 5, last_word));
     const uint32_t t1 = __ldg(stream + min((tail_bit >> 5) + 1, last_word));
-    bit_reader b = {0, 0, 0, lane_bits >> 5, 0, lane_bits & 31};
-    if (b.tail_bits) b.tail = __funnelshift_l(t1, t0, (uint32_t)tail_bit) & ~(0xffffffffu >> b.tail_bits);
+    bit_reader b = { 0, 0, 0, lane_bits >> 5, 0, lane_bits & 31 };
+    if (b.tail_bits)
+        b.tail = __funnelshift_l(t1, t0, (uint32_t)tail_bit) & ~(0xffffffffu >> b.tail_bits);
 
     word_ring r;
     const uint64_t vlast = (d.stream_size + 15) / 16 - 1, v0 = start >> 2;
-    uint32_t flags = v0 > vlast ? 0x8000u : 0u;   /* a chunk table pointing past the stream */
+    uint32_t flags = v0 > vlast ? 0x8000u : 0u; /* a chunk table pointing past the stream */
     r.base = reinterpret_cast<const uint4 *>(stream) + min(v0, vlast);
     r.vlast = (uint32_t)(vlast - min(v0, vlast));
     r.smem = ring;
@@ -337,7 +340,7 @@ __device__ void decode_chunk(const df11i_gpu_tensor_desc &d, uint32_t chunk, uin
             }
         }
     }
-    cp_async_commit_wait<0>();   /* no copy may land after the CTA's shared memory is gone */
+    cp_async_commit_wait<0>(); /* no copy may land after the CTA's shared memory is gone */
     /* Exactly the recorded length: every word and the tail taken, nothing left over. */
     if (err && ((flags & 0x80008000u) || b.words || b.tail_bits || (b.nbits & 127)))
         atomicOr(err, 1u);
@@ -376,17 +379,20 @@ __host__ __device__ inline size_t smem_bytes(const df11i_gpu_plan_header *h)
 
 /* Grid: plan n_ctas CTAs of 32*warps_per_cta threads; dynamic shared memory: smem_bytes. */
 __global__ void __launch_bounds__(1024)
-df11i_decode_kernel(const uint8_t *__restrict__ plan, const uint8_t *__restrict__ payload,
-                   uint8_t *__restrict__ out, uint32_t *err)
+    df11i_decode_kernel(const uint8_t *__restrict__ plan, const uint8_t *__restrict__ payload,
+                        uint8_t *__restrict__ out, uint32_t *err)
 {
     extern __shared__ uint4 smem[];
     const df11i_gpu_plan_header *h = reinterpret_cast<const df11i_gpu_plan_header *>(plan);
     const df11i_gpu_tensor_desc *ds =
         reinterpret_cast<const df11i_gpu_tensor_desc *>(plan + sizeof *h);
     uint32_t lo = 0, hi = h->n_tensors, cta = blockIdx.x;
-    while (hi - lo > 1) {   /* the last tensor whose first CTA is <= this one */
+    while (hi - lo > 1) { /* the last tensor whose first CTA is <= this one */
         uint32_t mid = (lo + hi) / 2;
-        if (ds[mid].first_cta <= cta) lo = mid; else hi = mid;
+        if (ds[mid].first_cta <= cta)
+            lo = mid;
+        else
+            hi = mid;
     }
     const df11i_gpu_tensor_desc d = ds[lo];
     const uint32_t piece = cta - d.first_cta;
@@ -403,10 +409,11 @@ df11i_decode_kernel(const uint8_t *__restrict__ plan, const uint8_t *__restrict_
         smem[i] = __ldg(lut_src + i);
     __syncthreads();
     uint32_t chunk = piece * (blockDim.x / kLanes) + threadIdx.x / kLanes;
-    if (chunk >= d.n_chunks) return;   /* whole warps: a chunk's warp stays complete */
+    if (chunk >= d.n_chunks) return; /* whole warps: a chunk's warp stays complete */
     uint32_t lut = (uint32_t)__cvta_generic_to_shared(smem);
-    const uint32_t rings = (lut + (uint32_t)DF11_GPU_LUT_BYTES(h->max_lut_entries) +
-                            kRingBytes - 1) & ~(kRingBytes - 1);
+    const uint32_t rings =
+        (lut + (uint32_t)DF11_GPU_LUT_BYTES(h->max_lut_entries) + kRingBytes - 1) &
+        ~(kRingBytes - 1);
     decode_chunk(d, chunk, lut, rings + threadIdx.x / kLanes * kRingBytes, payload, out, err);
     if (chunk == d.n_chunks - 1)
         zero_pad(out, d.out_off + 2 * d.n_elements, threadIdx.x % kLanes, kLanes);
@@ -420,11 +427,11 @@ df11_status allow_smem(size_t smem)
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "decode: %zu bytes of shared memory: %s", smem,
-                         cudaGetErrorString(e));
+                          cudaGetErrorString(e));
     return DF11_OK;
 }
 
-}  // namespace
+} // namespace
 
 extern "C" int df11i_gpu_ctas_per_sm(uint32_t warps, uint32_t lut_entries, int *sms)
 {
@@ -436,19 +443,20 @@ extern "C" int df11i_gpu_ctas_per_sm(uint32_t warps, uint32_t lut_entries, int *
     *sms = 0;
     if (cudaGetDevice(&device) != cudaSuccess ||
         cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess)
+        cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) !=
+            cudaSuccess)
         return 0;
     if (smem > (size_t)max_smem) return 0; /* never ask for what the device cannot give */
     if (allow_smem(smem) != DF11_OK ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, df11i_decode_kernel, (int)(kLanes * warps),
-                                                      smem) != cudaSuccess)
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, df11i_decode_kernel,
+                                                      (int)(kLanes * warps), smem) != cudaSuccess)
         return 0;
     return n;
 }
 
 extern "C" df11_status df11i_gpu_decode_checked(const void *plan, const void *d_plan,
-                                               const void *d_payload, void *d_out,
-                                               uint32_t *d_error, void *stream)
+                                                const void *d_payload, void *d_out,
+                                                uint32_t *d_error, void *stream)
 {
     if (!plan || !d_plan || !d_payload || !d_out)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_gpu_decode: NULL argument");
@@ -458,18 +466,18 @@ extern "C" df11_status df11i_gpu_decode_checked(const void *plan, const void *d_
     df11_status st = allow_smem(smem);
     if (st != DF11_OK) return st;
     df11i_decode_kernel<<<h->n_ctas, kLanes * h->warps_per_cta, smem,
-                         static_cast<cudaStream_t>(stream)>>>(
+                          static_cast<cudaStream_t>(stream)>>>(
         static_cast<const uint8_t *>(d_plan), static_cast<const uint8_t *>(d_payload),
         static_cast<uint8_t *>(d_out), d_error);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "decode launch (%u CTAs): %s", h->n_ctas,
-                         cudaGetErrorString(e));
+                          cudaGetErrorString(e));
     return DF11_OK;
 }
 
-extern "C" df11_status df11i_gpu_decode(const void *plan, const void *d_plan,
-                                       const void *d_payload, void *d_out, void *stream)
+extern "C" df11_status df11i_gpu_decode(const void *plan, const void *d_plan, const void *d_payload,
+                                        void *d_out, void *stream)
 {
     return df11i_gpu_decode_checked(plan, d_plan, d_payload, d_out, NULL, stream);
 }

@@ -20,31 +20,31 @@ extern "C" {
 #endif
 
 typedef struct df11i_gpu_tensor_desc {
-    uint64_t n_elements;   /* EXP_HUFFMAN: weights; RAW: bytes */
-    uint64_t chunks_off;   /* payload-relative byte offsets of the sections */
+    uint64_t n_elements; /* EXP_HUFFMAN: weights; RAW: bytes */
+    uint64_t chunks_off; /* payload-relative byte offsets of the sections */
     uint64_t lanes_off;
     uint64_t stream_off;
-    uint64_t stream_size;  /* bytes of the stream section (reads are clamped to it) */
-    uint64_t data_off;     /* sign|mantissa bytes, or the raw bytes */
-    uint64_t out_off;      /* output-relative byte offset (decoded_offset) */
-    uint32_t lut_off;      /* plan-relative byte offset of the decode tables
+    uint64_t stream_size; /* bytes of the stream section (reads are clamped to it) */
+    uint64_t data_off;    /* sign|mantissa bytes, or the raw bytes */
+    uint64_t out_off;     /* output-relative byte offset (decoded_offset) */
+    uint32_t lut_off;     /* plan-relative byte offset of the decode tables
                               (DF11_GPU_LUT_UNITS(max_len) u16 units) */
-    uint32_t codec;        /* df11_codec */
+    uint32_t codec;       /* df11_codec */
     uint32_t max_len;
     uint32_t lane_symbols;
-    uint32_t first_cta;    /* this tensor's CTAs: [first_cta, next tensor's first_cta) */
+    uint32_t first_cta; /* this tensor's CTAs: [first_cta, next tensor's first_cta) */
     uint32_t n_chunks;
 } df11i_gpu_tensor_desc;
 
 typedef struct df11i_gpu_plan_header {
     uint32_t n_tensors;
-    uint32_t n_ctas;       /* grid size of one decode launch */
+    uint32_t n_ctas;          /* grid size of one decode launch */
     uint32_t max_lut_entries; /* largest DF11_GPU_LUT_UNITS: shared memory per CTA */
     uint32_t warps_per_cta;   /* CTA = 32 * warps_per_cta threads, one chunk per warp */
 } df11i_gpu_plan_header;
 
 /* Bytes of shared memory (and of the plan) that a table of `entries` u16 entries takes. */
-#define DF11_GPU_LUT_BYTES(entries) (((size_t)(entries) * 2 + 15) / 16 * 16)
+#define DF11_GPU_LUT_BYTES(entries) (((size_t)(entries)*2 + 15) / 16 * 16)
 /* A tensor's decode table: one u16 entry per L-bit window (DF11_GPU_LUT_UNITS(L) units). */
 #define DF11_GPU_LUT_UNITS(max_len) (1u << (max_len))
 /* A raw tensor is copied by one CTA per this many bytes. */
@@ -59,7 +59,7 @@ df11_status df11i_gpu_plan_size(const df11_file *file, uint32_t group, size_t *b
 /* Builds the plan of `group` from its payload in host memory (already verified).
  * *blob is malloc'd; free() it after uploading. *blob_size equals df11i_gpu_plan_size. */
 df11_status df11i_gpu_plan_build(const df11_file *file, uint32_t group, const void *payload,
-                                void **blob, size_t *blob_size);
+                                 void **blob, size_t *blob_size);
 
 /* Decodes a group on `stream`: d_plan/d_payload/d_out are device pointers; `plan` is the
  * host copy of the same blob (for the launch geometry). Asynchronous; returns launch
@@ -68,14 +68,13 @@ df11_status df11i_gpu_plan_build(const df11_file *file, uint32_t group, const vo
  * d_payload must be readable up to align_up(payload_size, 16) bytes (the lane streams
  * are read 16 bytes at a time); cudaMalloc'd buffers of that size qualify. */
 df11_status df11i_gpu_decode(const void *plan, const void *d_plan, const void *d_payload,
-                            void *d_out, void *stream);
+                             void *d_out, void *stream);
 /* The same, and ORs 1 into the device word *d_error (if not NULL) when a lane stream does
  * not end exactly at its recorded length or holds a bit pattern no code starts with (the
  * CPU decoder's DF11_ERR_CORRUPT cases). The output is then unspecified, but the kernel
  * never reads or writes outside the payload, plan and output. */
-df11_status df11i_gpu_decode_checked(const void *plan, const void *d_plan,
-                                    const void *d_payload, void *d_out, uint32_t *d_error,
-                                    void *stream);
+df11_status df11i_gpu_decode_checked(const void *plan, const void *d_plan, const void *d_payload,
+                                     void *d_out, uint32_t *d_error, void *stream);
 
 /* CTAs of 32 * `warps` threads that one SM of the current device holds at once, for a
  * group whose largest decode tables take `lut_entries` u16 units (DF11_GPU_LUT_UNITS);

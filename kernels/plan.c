@@ -30,8 +30,8 @@ static uint64_t group_ctas(const df11_file *file, const df11_group_info *gi, uin
     return ctas;
 }
 
-static uint32_t warps_per_cta(const df11_file *file, const df11_group_info *gi,
-                              uint32_t max_len, uint32_t lut_units, uint64_t chunks)
+static uint32_t warps_per_cta(const df11_file *file, const df11_group_info *gi, uint32_t max_len,
+                              uint32_t lut_units, uint64_t chunks)
 {
     uint32_t best = 0;
     uint64_t best_cost = UINT64_MAX;
@@ -40,7 +40,8 @@ static uint32_t warps_per_cta(const df11_file *file, const df11_group_info *gi,
         if (per_sm <= 0 || sms <= 0) continue;
         uint64_t ctas = group_ctas(file, gi, w), slots = (uint64_t)sms * (uint64_t)per_sm;
         uint64_t rest = ctas % slots;
-        uint64_t cost = ctas / slots * slots / (uint64_t)sms * w + (rest + (uint64_t)sms - 1) / (uint64_t)sms * w;
+        uint64_t cost = ctas / slots * slots / (uint64_t)sms * w +
+                        (rest + (uint64_t)sms - 1) / (uint64_t)sms * w;
         if (cost <= best_cost) {
             best = w;
             best_cost = cost;
@@ -65,8 +66,8 @@ static uint16_t gpu_entry(uint16_t e, uint32_t max_len)
  * header needs. The one place that sizes a plan: df11i_gpu_plan_size reports it, and
  * df11i_gpu_plan_build lays the blob out by it (and checks that it filled exactly that). */
 typedef struct {
-    size_t size;         /* bytes of the blob */
-    size_t luts_off;     /* first decode table: after the header and descriptors */
+    size_t size;     /* bytes of the blob */
+    size_t luts_off; /* first decode table: after the header and descriptors */
     uint32_t max_len, lut_units;
     uint64_t chunks;
 } plan_layout;
@@ -74,15 +75,15 @@ typedef struct {
 static df11_status plan_layout_of(const df11_file *file, const df11_group_info *gi, plan_layout *pl)
 {
     memset(pl, 0, sizeof *pl);
-    pl->luts_off = df11i_align_up(sizeof(df11i_gpu_plan_header) +
-                                     (size_t)gi->n_tensors * sizeof(df11i_gpu_tensor_desc), 16);
+    pl->luts_off = df11i_align_up(
+        sizeof(df11i_gpu_plan_header) + (size_t)gi->n_tensors * sizeof(df11i_gpu_tensor_desc), 16);
     pl->size = pl->luts_off;
     for (uint32_t i = 0; i < gi->n_tensors; i++) {
         const df11_tensor_info *ti = df11_file_tensor(file, gi->first_tensor + i);
         if (ti->codec != DF11_CODEC_EXP_HUFFMAN) continue;
         if (ti->max_code_len < 1 || ti->max_code_len > DF11_MAX_CODE_LEN)
             return df11i_fail(DF11_ERR_CORRUPT, "tensor '%s': max_code_len %u", ti->name,
-                             ti->max_code_len);
+                              ti->max_code_len);
         if (ti->max_code_len > pl->max_len) pl->max_len = ti->max_code_len;
         uint32_t units = DF11_GPU_LUT_UNITS(ti->max_code_len);
         if (units > pl->lut_units) pl->lut_units = units;
@@ -94,7 +95,8 @@ static df11_status plan_layout_of(const df11_file *file, const df11_group_info *
 
 df11_status df11i_gpu_plan_size(const df11_file *file, uint32_t group, size_t *bytes)
 {
-    if (!file || !bytes) return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_gpu_plan_size: NULL argument");
+    if (!file || !bytes)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_gpu_plan_size: NULL argument");
     *bytes = 0;
     const df11_group_info *gi = df11_file_group(file, group);
     if (!gi) return df11i_fail(DF11_ERR_NOT_FOUND, "no group %u", group);
@@ -105,7 +107,7 @@ df11_status df11i_gpu_plan_size(const df11_file *file, uint32_t group, size_t *b
 }
 
 df11_status df11i_gpu_plan_build(const df11_file *file, uint32_t group, const void *payload,
-                                void **blob, size_t *blob_size)
+                                 void **blob, size_t *blob_size)
 {
     if (!file || !payload || !blob || !blob_size)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_gpu_plan_build: NULL argument");
@@ -138,8 +140,8 @@ df11_status df11i_gpu_plan_build(const df11_file *file, uint32_t group, const vo
         /* Tensors must tile the decoded group exactly, or the kernel would leave holes. */
         if (ti->decoded_offset != out_end) {
             st = df11i_fail(DF11_ERR_CORRUPT, "tensor '%s': decoded_offset %llu, expected %llu",
-                           ti->name, (unsigned long long)ti->decoded_offset,
-                           (unsigned long long)out_end);
+                            ti->name, (unsigned long long)ti->decoded_offset,
+                            (unsigned long long)out_end);
             break;
         }
         out_end = df11i_align_up(ti->decoded_offset + ti->nbytes, 256);
@@ -148,8 +150,8 @@ df11_status df11i_gpu_plan_build(const df11_file *file, uint32_t group, const vo
         d->first_cta = (uint32_t)ctas;
         if (ti->codec == DF11_CODEC_RAW) {
             if (!df11i_range_ok(lay->data_offset, ti->nbytes, gi->payload_size)) {
-                st = df11i_fail(DF11_ERR_RANGE, "tensor '%s': raw bytes past the payload",
-                               ti->name);
+                st =
+                    df11i_fail(DF11_ERR_RANGE, "tensor '%s': raw bytes past the payload", ti->name);
                 break;
             }
             d->n_elements = ti->nbytes;
@@ -164,7 +166,7 @@ df11_status df11i_gpu_plan_build(const df11_file *file, uint32_t group, const vo
             (coded.n_chunks && (coded.stream_bytes < 8 || coded.stream_bytes % 4 ||
                                 lay->stream_offset % 16 || lay->data_offset % 8))) {
             st = df11i_fail(DF11_ERR_CORRUPT, "tensor '%s': stream layout unfit for the GPU",
-                           ti->name);
+                            ti->name);
             break;
         }
         d->n_elements = ti->n_elements;
@@ -186,15 +188,15 @@ df11_status df11i_gpu_plan_build(const df11_file *file, uint32_t group, const vo
         ctas += (coded.n_chunks + h->warps_per_cta - 1) / h->warps_per_cta;
     }
     if (st == DF11_OK && out_end != gi->decoded_size)
-        st = df11i_fail(DF11_ERR_CORRUPT, "group '%s': tensors end at %llu, decoded_size %llu",
-                       gi->name, (unsigned long long)out_end,
-                       (unsigned long long)gi->decoded_size);
+        st =
+            df11i_fail(DF11_ERR_CORRUPT, "group '%s': tensors end at %llu, decoded_size %llu",
+                       gi->name, (unsigned long long)out_end, (unsigned long long)gi->decoded_size);
     if (st == DF11_OK && lut_off != size) /* pass 2 must fill exactly what pass 1 sized */
-        st = df11i_fail(DF11_ERR_STATE, "group '%s': plan tables end at %zu of %zu bytes",
-                       gi->name, lut_off, size);
+        st = df11i_fail(DF11_ERR_STATE, "group '%s': plan tables end at %zu of %zu bytes", gi->name,
+                        lut_off, size);
     if (st == DF11_OK && ctas > INT32_MAX)
         st = df11i_fail(DF11_ERR_OVERFLOW, "group '%s': %llu CTAs", gi->name,
-                       (unsigned long long)ctas);
+                        (unsigned long long)ctas);
     if (st != DF11_OK) {
         free(p);
         return st;

@@ -24,7 +24,8 @@ const df11i_tensor_layout *df11i_file_tensor_layout(const df11_file *file, uint3
  * (may be NULL) stands for the path in df11_file_path and error details; it is copied.
  * The caller keeps `data` alive and unchanged until df11_file_close: the index is copied
  * at open, but df11_file_read_group copies its payloads out of `data`. */
-df11_status df11i_file_open_memory(const void *data, size_t size, const char *label, df11_file **out);
+df11_status df11i_file_open_memory(const void *data, size_t size, const char *label,
+                                   df11_file **out);
 
 /* The descriptor df11_file_open opened and keeps open until df11_file_close, or -1 for a
  * memory image. For readers that must read the very file that was indexed (the runtime's
@@ -35,7 +36,7 @@ int df11i_file_fd(const df11_file *file);
 
 /* The coded view of an EXP_HUFFMAN tensor inside its group's payload (codebook parsed and
  * every table validated), ready for df11i_decode_host or a GPU plan. */
-df11_status df11i_file_tensor_coded(const df11_file *file, uint32_t tensor,
-                                   const void *payload, df11i_coded *coded);
+df11_status df11i_file_tensor_coded(const df11_file *file, uint32_t tensor, const void *payload,
+                                    df11i_coded *coded);
 
 #endif

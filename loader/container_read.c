@@ -19,18 +19,18 @@
 #include "loader/format.h"
 
 struct df11_file {
-    char *path;                /* the file's path, or the memory image's label */
-    int fd;                    /* -1 for a memory image */
-    const uint8_t *mem;        /* the memory image (the caller's), or NULL for a file */
+    char *path;         /* the file's path, or the memory image's label */
+    int fd;             /* -1 for a memory image */
+    const uint8_t *mem; /* the memory image (the caller's), or NULL for a file */
     uint64_t size;
-    uint8_t *index;            /* bytes [0, index_end) */
+    uint8_t *index; /* bytes [0, index_end) */
     uint32_t n_groups, n_tensors, n_layers;
     df11_group_info *groups;
     df11_tensor_info *tensors;
     df11i_tensor_layout *layouts;
-    uint32_t *by_name;         /* tensor indices sorted by name */
-    uint32_t *layer_group;     /* group of each block */
-    char *names;               /* NUL-terminated copies of every name */
+    uint32_t *by_name;     /* tensor indices sorted by name */
+    uint32_t *layer_group; /* group of each block */
+    char *names;           /* NUL-terminated copies of every name */
     const char *metadata;
     uint64_t metadata_size;
 };
@@ -43,7 +43,8 @@ static df11_status read_at(const df11_file *f, void *buf, uint64_t size, uint64_
     if (f->mem) {
         if (!df11i_range_ok(off, size, f->size))
             return FAIL(DF11_ERR_TRUNCATED, "'%s' is %llu bytes, wanted [%llu, +%llu)", f->path,
-                        (unsigned long long)f->size, (unsigned long long)off, (unsigned long long)size);
+                        (unsigned long long)f->size, (unsigned long long)off,
+                        (unsigned long long)size);
         if (size) memcpy(buf, f->mem + off, size);
         return DF11_OK;
     }
@@ -52,7 +53,8 @@ static df11_status read_at(const df11_file *f, void *buf, uint64_t size, uint64_
         ssize_t r = pread(f->fd, p, size > (1u << 30) ? (1u << 30) : size, (off_t)off);
         if (r < 0) {
             if (errno == EINTR) continue;
-            return df11i_fail_errno(DF11_ERR_IO, errno, "read '%s' at %llu", f->path, (unsigned long long)off);
+            return df11i_fail_errno(DF11_ERR_IO, errno, "read '%s' at %llu", f->path,
+                                    (unsigned long long)off);
         }
         if (r == 0)
             return FAIL(DF11_ERR_TRUNCATED, "'%s' ends at %llu, wanted %llu more bytes", f->path,
@@ -68,13 +70,15 @@ static df11_status read_at(const df11_file *f, void *buf, uint64_t size, uint64_
  * index_end <= 4 GiB, so n_groups < 2^26 and n_tensors < 2^25 (no count overflows below). */
 static df11_status parse_header(df11_file *f, const uint8_t *h)
 {
-    if (memcmp(h + HDR_MAGIC, DF11_MAGIC, 8) != 0) return FAIL(DF11_ERR_NOT_DF11, "'%s': bad magic", f->path);
+    if (memcmp(h + HDR_MAGIC, DF11_MAGIC, 8) != 0)
+        return FAIL(DF11_ERR_NOT_DF11, "'%s': bad magic", f->path);
     unsigned major = df11i_ld16(h + HDR_VERSION_MAJOR);
     if (major != DF11_VERSION_MAJOR)
-        return FAIL(DF11_ERR_VERSION, "'%s': format version %u.%u, this library reads %d.x%s", f->path,
-                    major, df11i_ld16(h + HDR_VERSION_MINOR), DF11_VERSION_MAJOR,
+        return FAIL(DF11_ERR_VERSION, "'%s': format version %u.%u, this library reads %d.x%s",
+                    f->path, major, df11i_ld16(h + HDR_VERSION_MINOR), DF11_VERSION_MAJOR,
                     major < DF11_VERSION_MAJOR ? "; recompress the model with df11-compress" : "");
-    if (df11i_ld32(h + HDR_HEADER_SIZE) != DF11_HEADER_SIZE) return FAIL(DF11_ERR_CORRUPT, "header size");
+    if (df11i_ld32(h + HDR_HEADER_SIZE) != DF11_HEADER_SIZE)
+        return FAIL(DF11_ERR_CORRUPT, "header size");
     f->n_groups = df11i_ld32(h + HDR_N_GROUPS);
     f->n_tensors = df11i_ld32(h + HDR_N_TENSORS);
     uint64_t file_size = df11i_ld64(h + HDR_FILE_SIZE), index_end = df11i_ld64(h + HDR_INDEX_END);
@@ -84,9 +88,9 @@ static df11_status parse_header(df11_file *f, const uint8_t *h)
                     (unsigned long long)f->size, (unsigned long long)file_size);
     uint64_t g_off = df11i_ld64(h + HDR_GROUPS_OFFSET), t_off = df11i_ld64(h + HDR_TENSORS_OFFSET);
     uint64_t s_off = df11i_ld64(h + HDR_STRINGS_OFFSET), s_size = df11i_ld64(h + HDR_STRINGS_SIZE);
-    uint64_t m_off = df11i_ld64(h + HDR_METADATA_OFFSET), m_size = df11i_ld64(h + HDR_METADATA_SIZE);
-    if (g_off != DF11_HEADER_SIZE ||
-        t_off != g_off + (uint64_t)f->n_groups * DF11_GROUP_RECORD ||
+    uint64_t m_off = df11i_ld64(h + HDR_METADATA_OFFSET),
+             m_size = df11i_ld64(h + HDR_METADATA_SIZE);
+    if (g_off != DF11_HEADER_SIZE || t_off != g_off + (uint64_t)f->n_groups * DF11_GROUP_RECORD ||
         s_off != t_off + (uint64_t)f->n_tensors * DF11_TENSOR_RECORD ||
         !df11i_add_ok(s_off, s_size, &m_off) || m_off != df11i_ld64(h + HDR_METADATA_OFFSET) ||
         !df11i_range_ok(m_off, m_size, index_end) || index_end % DF11_PAYLOAD_ALIGN ||
@@ -103,16 +107,19 @@ static df11_status read_index(df11_file *f)
     uint8_t h[DF11_HEADER_SIZE];
     if (f->size < DF11_HEADER_SIZE)
         return f->size >= 8 && read_at(f, h, 8, 0) == DF11_OK && memcmp(h, DF11_MAGIC, 8) == 0
-                   ? FAIL(DF11_ERR_TRUNCATED, "'%s' is %llu bytes, shorter than a df11 header", f->path,
-                          (unsigned long long)f->size)
+                   ? FAIL(DF11_ERR_TRUNCATED, "'%s' is %llu bytes, shorter than a df11 header",
+                          f->path, (unsigned long long)f->size)
                    : FAIL(DF11_ERR_NOT_DF11, "'%s' is too short to be a df11 file", f->path);
     df11_status st;
-    if ((st = read_at(f, h, DF11_HEADER_SIZE, 0)) != DF11_OK || (st = parse_header(f, h)) != DF11_OK) return st;
+    if ((st = read_at(f, h, DF11_HEADER_SIZE, 0)) != DF11_OK ||
+        (st = parse_header(f, h)) != DF11_OK)
+        return st;
     const uint64_t index_end = df11i_ld64(h + HDR_INDEX_END);
     if (!(f->index = malloc(index_end)))
         return FAIL(DF11_ERR_NO_MEMORY, "index of %llu bytes", (unsigned long long)index_end);
     memcpy(f->index, h, DF11_HEADER_SIZE);
-    if ((st = read_at(f, f->index + DF11_HEADER_SIZE, index_end - DF11_HEADER_SIZE, DF11_HEADER_SIZE)) != DF11_OK)
+    if ((st = read_at(f, f->index + DF11_HEADER_SIZE, index_end - DF11_HEADER_SIZE,
+                      DF11_HEADER_SIZE)) != DF11_OK)
         return st;
     XXH3_state_t *xs = XXH3_createState();
     if (!xs) return FAIL(DF11_ERR_NO_MEMORY, "xxh3");
@@ -160,8 +167,14 @@ static void name_field(const df11_file *f, uint32_t rec, uint32_t *off, uint32_t
     }
 }
 
-static const char *name_kind(const df11_file *f, uint32_t rec) { return rec < f->n_groups ? "group" : "tensor"; }
-static uint32_t name_owner(const df11_file *f, uint32_t rec) { return rec < f->n_groups ? rec : rec - f->n_groups; }
+static const char *name_kind(const df11_file *f, uint32_t rec)
+{
+    return rec < f->n_groups ? "group" : "tensor";
+}
+static uint32_t name_owner(const df11_file *f, uint32_t rec)
+{
+    return rec < f->n_groups ? rec : rec - f->n_groups;
+}
 
 static int cmp_range(const void *a, const void *b)
 {
@@ -183,8 +196,9 @@ static df11_status check_names(const df11_file *f, uint64_t strings_size)
         name_field(f, i, &r[i].off, &r[i].len);
         r[i].rec = i;
         if (!df11i_range_ok(r[i].off, r[i].len, strings_size))
-            st = FAIL(DF11_ERR_CORRUPT, "%s %u name [%u, +%u) outside the %llu-byte string table", name_kind(f, i),
-                      name_owner(f, i), r[i].off, r[i].len, (unsigned long long)strings_size);
+            st = FAIL(DF11_ERR_CORRUPT, "%s %u name [%u, +%u) outside the %llu-byte string table",
+                      name_kind(f, i), name_owner(f, i), r[i].off, r[i].len,
+                      (unsigned long long)strings_size);
         else if (i >= f->n_groups && r[i].len == 0)
             st = FAIL(DF11_ERR_CORRUPT, "tensor %u has an empty name", name_owner(f, i));
     }
@@ -222,9 +236,12 @@ static df11_status copy_names(df11_file *f)
         memcpy(np, f->index + strings + off, len);
         np[len] = '\0';
         if (memchr(np, '\0', len))
-            return FAIL(DF11_ERR_CORRUPT, "%s %u: NUL in its name", name_kind(f, i), name_owner(f, i));
-        if (i < f->n_groups) f->groups[i].name = np;
-        else f->tensors[i - f->n_groups].name = np;
+            return FAIL(DF11_ERR_CORRUPT, "%s %u: NUL in its name", name_kind(f, i),
+                        name_owner(f, i));
+        if (i < f->n_groups)
+            f->groups[i].name = np;
+        else
+            f->tensors[i - f->n_groups].name = np;
         used += (uint64_t)len + 1;
     }
     return DF11_OK;
@@ -254,8 +271,9 @@ static df11_status parse_groups(df11_file *f)
             return FAIL(DF11_ERR_CORRUPT, "group %u: payload offset %llu misplaced", g,
                         (unsigned long long)gi->payload_offset);
         if (!df11i_range_ok(gi->payload_offset, gi->payload_size, f->size))
-            return FAIL(DF11_ERR_TRUNCATED, "group %u: payload [%llu, +%llu) past the end of '%s'", g,
-                        (unsigned long long)gi->payload_offset, (unsigned long long)gi->payload_size, f->path);
+            return FAIL(DF11_ERR_TRUNCATED, "group %u: payload [%llu, +%llu) past the end of '%s'",
+                        g, (unsigned long long)gi->payload_offset,
+                        (unsigned long long)gi->payload_size, f->path);
         prev_end = gi->payload_offset + gi->payload_size;
         if (gi->layer >= 0) {
             if ((uint32_t)gi->layer != f->n_layers)
@@ -265,7 +283,8 @@ static df11_status parse_groups(df11_file *f)
             return FAIL(DF11_ERR_CORRUPT, "group %u: layer %d", g, gi->layer);
         }
     }
-    if (next_tensor != f->n_tensors) return FAIL(DF11_ERR_CORRUPT, "groups hold %u of %u tensors", next_tensor, f->n_tensors);
+    if (next_tensor != f->n_tensors)
+        return FAIL(DF11_ERR_CORRUPT, "groups hold %u of %u tensors", next_tensor, f->n_tensors);
     return DF11_OK;
 }
 
@@ -281,12 +300,14 @@ static df11_status parse_coded_sections(df11_file *f, uint32_t t, const uint8_t 
     df11i_tensor_layout *lo = &f->layouts[t];
     const uint64_t ne = ti->n_elements;
     if (ti->codec != DF11_CODEC_EXP_HUFFMAN || ti->dtype != DF11_DTYPE_BF16)
-        return FAIL(DF11_ERR_CORRUPT, "tensor %u: codec %u for dtype %s", t, ti->codec, df11_dtype_name(ti->dtype));
+        return FAIL(DF11_ERR_CORRUPT, "tensor %u: codec %u for dtype %s", t, ti->codec,
+                    df11_dtype_name(ti->dtype));
     ti->max_code_len = r[TEN_MAX_CODE_LEN];
     ti->lane_symbols = df11i_ld32(r + TEN_LANE_SYMBOLS);
     lo->n_chunks = df11i_ld32(r + TEN_N_CHUNKS);
-    if (ti->max_code_len < 1 || ti->max_code_len > DF11_MAX_CODE_LEN || ti->lane_symbols < DF11_GROUP ||
-        ti->lane_symbols % DF11_GROUP || ti->lane_symbols > DF11_MAX_LANE_SYMBOLS ||
+    if (ti->max_code_len < 1 || ti->max_code_len > DF11_MAX_CODE_LEN ||
+        ti->lane_symbols < DF11_GROUP || ti->lane_symbols % DF11_GROUP ||
+        ti->lane_symbols > DF11_MAX_LANE_SYMBOLS ||
         lo->n_chunks != df11i_n_chunks(ne, ti->lane_symbols))
         return FAIL(DF11_ERR_CORRUPT, "tensor %u: code parameters L=%u S=%u chunks=%u", t,
                     ti->max_code_len, ti->lane_symbols, lo->n_chunks);
@@ -296,10 +317,13 @@ static df11_status parse_coded_sections(df11_file *f, uint32_t t, const uint8_t 
     lo->stream_offset = df11i_ld64(r + TEN_STREAM_OFFSET);
     lo->stream_size = df11i_ld64(r + TEN_STREAM_SIZE);
     uint64_t lanes = df11i_n_lane_entries(ne, ti->lane_symbols);
-    if (!SECTION_OK(lo->codebook_offset, 2, ps) || !SECTION_OK(lo->chunks_offset, (uint64_t)lo->n_chunks * 4, ps) ||
-        !SECTION_OK(lo->lanes_offset, lanes * 2, ps) || !SECTION_OK(lo->stream_offset, lo->stream_size, ps) ||
+    if (!SECTION_OK(lo->codebook_offset, 2, ps) ||
+        !SECTION_OK(lo->chunks_offset, (uint64_t)lo->n_chunks * 4, ps) ||
+        !SECTION_OK(lo->lanes_offset, lanes * 2, ps) ||
+        !SECTION_OK(lo->stream_offset, lo->stream_size, ps) ||
         !SECTION_OK(lo->data_offset, ne, ps) || lo->chunks_offset % 4 || lo->lanes_offset % 2 ||
-        lo->stream_offset % 16 || lo->data_offset % 16 || lo->stream_size % 4 || lo->stream_size < 8)
+        lo->stream_offset % 16 || lo->data_offset % 16 || lo->stream_size % 4 ||
+        lo->stream_size < 8)
         return FAIL(DF11_ERR_RANGE, "tensor %u: sections outside or misaligned in its payload", t);
     uint32_t cb_size = df11i_ld32(r + TEN_CODEBOOK_SIZE);
     if (cb_size < 2 || cb_size > 130 || !SECTION_OK(lo->codebook_offset, cb_size, ps))
@@ -339,7 +363,8 @@ static df11_status parse_tensor(df11_file *f, uint32_t t, uint64_t *decoded_end)
                     (unsigned long long)ti->n_elements);
     ti->decoded_offset = df11i_ld64(r + TEN_DECODED_OFFSET);
     if (ti->decoded_offset % DF11_DECODED_ALIGN || ti->decoded_offset != *decoded_end)
-        return FAIL(DF11_ERR_CORRUPT, "tensor %u: decoded offset %llu", t, (unsigned long long)ti->decoded_offset);
+        return FAIL(DF11_ERR_CORRUPT, "tensor %u: decoded offset %llu", t,
+                    (unsigned long long)ti->decoded_offset);
     uint64_t aligned = df11i_align_up(ti->nbytes, DF11_DECODED_ALIGN);
     if (aligned < ti->nbytes || !df11i_add_ok(*decoded_end, aligned, decoded_end) ||
         *decoded_end > gi->decoded_size)
@@ -350,7 +375,8 @@ static df11_status parse_tensor(df11_file *f, uint32_t t, uint64_t *decoded_end)
     if (ti->codec == DF11_CODEC_RAW) {
         /* aligned like every section: the GPU copies raw bytes 16 at a time */
         if (!SECTION_OK(lo->data_offset, ti->nbytes, ps) || lo->data_offset % DF11_SECTION_ALIGN)
-            return FAIL(DF11_ERR_RANGE, "tensor %u: raw data outside or misaligned in its payload", t);
+            return FAIL(DF11_ERR_RANGE, "tensor %u: raw data outside or misaligned in its payload",
+                        t);
         ti->stored_bytes = ti->nbytes;
         return DF11_OK;
     }
@@ -375,7 +401,8 @@ static df11_status parse_tensors(df11_file *f)
 
 static int cmp_tensor_name(const void *a, const void *b)
 {
-    return strcmp((*(const df11_tensor_info *const *)a)->name, (*(const df11_tensor_info *const *)b)->name);
+    return strcmp((*(const df11_tensor_info *const *)a)->name,
+                  (*(const df11_tensor_info *const *)b)->name);
 }
 
 /* by_name lists the tensors in name order. Sorting pointers to the tensors, not indices,
@@ -427,7 +454,8 @@ df11_status df11_file_open(const char *path, df11_file **out)
     df11_file *f = NULL;
     df11_status st = file_new(path, &f);
     if (st != DF11_OK) return st;
-    if ((st = df11i_open_regular(path, 0, &f->fd, &f->size)) != DF11_OK || (st = file_parse(f)) != DF11_OK) {
+    if ((st = df11i_open_regular(path, 0, &f->fd, &f->size)) != DF11_OK ||
+        (st = file_parse(f)) != DF11_OK) {
         df11_file_close(f);
         return st;
     }
@@ -435,7 +463,8 @@ df11_status df11_file_open(const char *path, df11_file **out)
     return DF11_OK;
 }
 
-df11_status df11i_file_open_memory(const void *data, size_t size, const char *label, df11_file **out)
+df11_status df11i_file_open_memory(const void *data, size_t size, const char *label,
+                                   df11_file **out)
 {
     if (!data || !out) return FAIL(DF11_ERR_INVALID_ARG, "df11i_file_open_memory: NULL argument");
     *out = NULL;
@@ -491,13 +520,20 @@ const df11i_tensor_layout *df11i_file_tensor_layout(const df11_file *f, uint32_t
 
 df11_status df11_file_find_tensor(const df11_file *f, const char *name, uint32_t *tensor)
 {
-    if (!f || !name || !tensor) return FAIL(DF11_ERR_INVALID_ARG, "df11_file_find_tensor: NULL argument");
+    if (!f || !name || !tensor)
+        return FAIL(DF11_ERR_INVALID_ARG, "df11_file_find_tensor: NULL argument");
     uint32_t lo = 0, hi = f->n_tensors;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
         int c = strcmp(f->tensors[f->by_name[mid]].name, name);
-        if (c == 0) { *tensor = f->by_name[mid]; return DF11_OK; }
-        if (c < 0) lo = mid + 1; else hi = mid;
+        if (c == 0) {
+            *tensor = f->by_name[mid];
+            return DF11_OK;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return FAIL(DF11_ERR_NOT_FOUND, "no tensor '%s' in '%s'", name, f->path);
 }
@@ -505,7 +541,8 @@ df11_status df11_file_find_tensor(const df11_file *f, const char *name, uint32_t
 df11_status df11_file_layer_group(const df11_file *f, uint32_t layer, uint32_t *group)
 {
     if (!f || !group) return FAIL(DF11_ERR_INVALID_ARG, "df11_file_layer_group: NULL argument");
-    if (layer >= f->n_layers) return FAIL(DF11_ERR_NOT_FOUND, "block %u: the model has %u", layer, f->n_layers);
+    if (layer >= f->n_layers)
+        return FAIL(DF11_ERR_NOT_FOUND, "block %u: the model has %u", layer, f->n_layers);
     *group = f->layer_group[layer];
     return DF11_OK;
 }
@@ -526,8 +563,8 @@ df11_status df11_group_verify(const df11_file *f, uint32_t g, const void *payloa
                     (unsigned long long)size, (unsigned long long)gi->payload_size);
     uint64_t sum = XXH3_64bits(payload, size);
     if (sum != gi->payload_xxh3)
-        return FAIL(DF11_ERR_CHECKSUM, "group '%s': payload xxh3 %016llx, index says %016llx", gi->name,
-                    (unsigned long long)sum, (unsigned long long)gi->payload_xxh3);
+        return FAIL(DF11_ERR_CHECKSUM, "group '%s': payload xxh3 %016llx, index says %016llx",
+                    gi->name, (unsigned long long)sum, (unsigned long long)gi->payload_xxh3);
     return DF11_OK;
 }
 
@@ -541,7 +578,8 @@ df11_status df11_file_read_group(const df11_file *f, uint32_t g, void *payload)
     return df11_group_verify(f, g, payload, gi->payload_size);
 }
 
-df11_status df11i_file_tensor_coded(const df11_file *f, uint32_t t, const void *payload, df11i_coded *c)
+df11_status df11i_file_tensor_coded(const df11_file *f, uint32_t t, const void *payload,
+                                    df11i_coded *c)
 {
     if (!f || t >= f->n_tensors || !payload || !c)
         return FAIL(DF11_ERR_INVALID_ARG, "df11i_file_tensor_coded: bad argument");
@@ -551,8 +589,8 @@ df11_status df11i_file_tensor_coded(const df11_file *f, uint32_t t, const void *
         return FAIL(DF11_ERR_INVALID_ARG, "tensor '%s' is not Huffman-coded", ti->name);
     const uint8_t *p = payload;
     memset(c, 0, sizeof *c);
-    df11_status st = df11i_codebook_read(p + lo->codebook_offset, lo->codebook_size,
-                                        ti->max_code_len, &c->code);
+    df11_status st =
+        df11i_codebook_read(p + lo->codebook_offset, lo->codebook_size, ti->max_code_len, &c->code);
     if (st != DF11_OK) return df11i_fail_context(st, "tensor '%s'", ti->name);
     c->n_elements = ti->n_elements;
     c->max_len = ti->max_code_len;
@@ -568,13 +606,15 @@ df11_status df11i_file_tensor_coded(const df11_file *f, uint32_t t, const void *
     return DF11_OK;
 }
 
-df11_status df11_tensor_decode_host(const df11_file *f, uint32_t t, const void *payload, void *out, int n_threads)
+df11_status df11_tensor_decode_host(const df11_file *f, uint32_t t, const void *payload, void *out,
+                                    int n_threads)
 {
     if (!f || t >= f->n_tensors || !payload || (!out && f->tensors[t].nbytes))
         return FAIL(DF11_ERR_INVALID_ARG, "df11_tensor_decode_host: bad argument");
     const df11_tensor_info *ti = &f->tensors[t];
     if (ti->codec == DF11_CODEC_RAW) {
-        if (ti->nbytes) memcpy(out, (const uint8_t *)payload + f->layouts[t].data_offset, ti->nbytes);
+        if (ti->nbytes)
+            memcpy(out, (const uint8_t *)payload + f->layouts[t].data_offset, ti->nbytes);
         return DF11_OK;
     }
     df11i_coded c;
@@ -585,7 +625,8 @@ df11_status df11_tensor_decode_host(const df11_file *f, uint32_t t, const void *
     return DF11_OK;
 }
 
-df11_status df11_group_decode_host(const df11_file *f, uint32_t g, const void *payload, void *out, int n_threads)
+df11_status df11_group_decode_host(const df11_file *f, uint32_t g, const void *payload, void *out,
+                                   int n_threads)
 {
     if (!f || g >= f->n_groups || !payload || !out)
         return FAIL(DF11_ERR_INVALID_ARG, "df11_group_decode_host: bad argument");
@@ -595,7 +636,8 @@ df11_status df11_group_decode_host(const df11_file *f, uint32_t g, const void *p
         const df11_tensor_info *ti = &f->tensors[t];
         df11_status st = df11_tensor_decode_host(f, t, payload, o + ti->decoded_offset, n_threads);
         if (st != DF11_OK) return st;
-        uint64_t end = t + 1 < gi->first_tensor + gi->n_tensors ? f->tensors[t + 1].decoded_offset : gi->decoded_size;
+        uint64_t end = t + 1 < gi->first_tensor + gi->n_tensors ? f->tensors[t + 1].decoded_offset
+                                                                : gi->decoded_size;
         memset(o + ti->decoded_offset + ti->nbytes, 0, end - ti->decoded_offset - ti->nbytes);
     }
     return DF11_OK;

@@ -21,17 +21,17 @@
 
 typedef struct rd_buf {
     uint8_t *mem;
-    int64_t group;            /* -1: idle */
-    uint64_t off, end;        /* file range still to submit: [off, end) */
-    uint64_t start, need;     /* the group's payload: [start, start + need) */
-    uint64_t done;            /* bytes of [start, start+need) completed */
+    int64_t group;        /* -1: idle */
+    uint64_t off, end;    /* file range still to submit: [off, end) */
+    uint64_t start, need; /* the group's payload: [start, start + need) */
+    uint64_t done;        /* bytes of [start, start+need) completed */
     uint32_t inflight;
-    int consumed;             /* the sink has had this buffer: ask it before refilling */
+    int consumed; /* the sink has had this buffer: ask it before refilling */
 } rd_buf;
 
 typedef struct rd_req {
     rd_buf *buf;
-    uint64_t off;             /* file offset */
+    uint64_t off; /* file offset */
     uint32_t len;
     int direct;
 } rd_req;
@@ -39,8 +39,8 @@ typedef struct rd_req {
 typedef struct reader {
     struct io_uring ring;
     int ring_ok;
-    int fd_direct;            /* ours, -1 once reads are buffered */
-    int fd_buffered;          /* the df11_file's, borrowed */
+    int fd_direct;   /* ours, -1 once reads are buffered */
+    int fd_buffered; /* the df11_file's, borrowed */
     uint64_t file_size;
     rd_req reqs[RD_DEPTH];
     rd_req *free_reqs[RD_DEPTH];
@@ -58,8 +58,8 @@ static df11_status rd_submit_one(reader *r, rd_buf *b, uint64_t off, uint32_t le
     q->off = off;
     q->len = len;
     q->direct = r->fd_direct >= 0;
-    io_uring_prep_read(sqe, q->direct ? r->fd_direct : r->fd_buffered,
-                       b->mem + (off - b->start), len, off);
+    io_uring_prep_read(sqe, q->direct ? r->fd_direct : r->fd_buffered, b->mem + (off - b->start),
+                       len, off);
     io_uring_sqe_set_data(sqe, q);
     b->inflight++;
     r->inflight++;
@@ -69,7 +69,7 @@ static df11_status rd_submit_one(reader *r, rd_buf *b, uint64_t off, uint32_t le
 /* Submits reads for buffers in order (the older group first) while requests are free. */
 static df11_status rd_pump(reader *r, rd_buf *first, rd_buf *second)
 {
-    rd_buf *order[2] = {first, second};
+    rd_buf *order[2] = { first, second };
     int any = 0;
     for (int k = 0; k < 2; k++) {
         rd_buf *b = order[k];
@@ -130,15 +130,16 @@ static df11_status rd_reap(reader *r)
         s = rd_submit_one(r, b, off, (uint32_t)len);
     } else if (res < 0) {
         return df11i_fail_errno(DF11_ERR_IO, -res, "'%s': read at offset %llu", r->path,
-                               (unsigned long long)off);
+                                (unsigned long long)off);
     } else {
         uint64_t got = (uint64_t)res;
         uint64_t want_end = off + len < r->file_size ? off + len : r->file_size;
         if (got < len && off + got < want_end) {
             if (got == 0)
-                return df11i_fail(DF11_ERR_TRUNCATED, "'%s': file ends at %llu, before the "
-                                 "payload of group %lld", r->path, (unsigned long long)off,
-                                 (long long)b->group);
+                return df11i_fail(DF11_ERR_TRUNCATED,
+                                  "'%s': file ends at %llu, before the "
+                                  "payload of group %lld",
+                                  r->path, (unsigned long long)off, (long long)b->group);
             s = rd_submit_one(r, b, off + got, (uint32_t)(len - got));
             len = got;
         }
@@ -152,9 +153,10 @@ static df11_status rd_reap(reader *r)
          * was reading; other reads of the same group may still be in flight. */
         uint64_t need_end = off + len < phi ? off + len : phi;
         if (got < len && off + got < need_end)
-            return df11i_fail(DF11_ERR_TRUNCATED, "'%s': file ends at %llu, inside the payload "
-                             "of group %lld", r->path, (unsigned long long)r->file_size,
-                             (long long)b->group);
+            return df11i_fail(DF11_ERR_TRUNCATED,
+                              "'%s': file ends at %llu, inside the payload "
+                              "of group %lld",
+                              r->path, (unsigned long long)r->file_size, (long long)b->group);
     }
     if (s != DF11_OK) return s;
     int sub = io_uring_submit(&r->ring);
@@ -168,9 +170,11 @@ static df11_status rd_wait(reader *r, rd_buf *b, rd_buf *other)
         df11_status s = rd_pump(r, b, other);
         if (s != DF11_OK) return s;
         if (!r->inflight)
-            return df11i_fail(DF11_ERR_TRUNCATED, "'%s': group %lld: only %llu of %llu bytes "
-                             "could be read", r->path, (long long)b->group,
-                             (unsigned long long)b->done, (unsigned long long)b->need);
+            return df11i_fail(DF11_ERR_TRUNCATED,
+                              "'%s': group %lld: only %llu of %llu bytes "
+                              "could be read",
+                              r->path, (long long)b->group, (unsigned long long)b->done,
+                              (unsigned long long)b->need);
         if ((s = rd_reap(r)) != DF11_OK) return s;
     }
     return DF11_OK;
@@ -196,7 +200,7 @@ static df11_status rd_open(reader *r, const df11_file *file)
     r->fd_buffered = df11i_file_fd(file);
     if (r->fd_buffered < 0)
         return df11i_fail(DF11_ERR_INVALID_ARG, "'%s': a memory image has no file to read",
-                         r->path);
+                          r->path);
     char self[64];
     snprintf(self, sizeof self, "/proc/self/fd/%d", r->fd_buffered);
     if (df11i_open_regular(self, O_DIRECT, &r->fd_direct, NULL) != DF11_OK) {
@@ -224,9 +228,10 @@ static df11_status rd_check_sizes(const reader *r, const df11_file *file, uint32
     for (uint32_t g = first; g < first + count; g++) {
         uint64_t need = df11i_align_up(df11_file_group(file, g)->payload_size, RD_ALIGN);
         if (need > buf_size)
-            return df11i_fail(DF11_ERR_INVALID_ARG, "'%s': group %u needs a %llu-byte read "
-                             "buffer, given %llu", r->path, g, (unsigned long long)need,
-                             (unsigned long long)buf_size);
+            return df11i_fail(DF11_ERR_INVALID_ARG,
+                              "'%s': group %u needs a %llu-byte read "
+                              "buffer, given %llu",
+                              r->path, g, (unsigned long long)need, (unsigned long long)buf_size);
     }
     return DF11_OK;
 }
@@ -258,7 +263,7 @@ static df11_status rd_run(reader *r, const df11_file *file, uint32_t first, uint
 }
 
 df11_status df11i_read_groups(const df11_file *file, uint32_t first, uint32_t count,
-                             void *const bufs[2], uint64_t buf_size, const df11i_read_sink *sink)
+                              void *const bufs[2], uint64_t buf_size, const df11i_read_sink *sink)
 {
     if (!file || !bufs || !bufs[0] || !bufs[1] || !sink || !sink->consume || !sink->reuse ||
         first > df11_file_n_groups(file) || count > df11_file_n_groups(file) - first)

@@ -23,7 +23,7 @@
 
 #define DF11_READ_CHUNK (4u << 20)
 #define DF11_READ_DEPTH 32u
-#define DF11_READ_ALIGN 4096u   /* O_DIRECT: buffers, offsets and lengths in whole blocks */
+#define DF11_READ_ALIGN 4096u /* O_DIRECT: buffers, offsets and lengths in whole blocks */
 
 typedef struct df11i_read_sink {
     /* Group `group`'s payload, read and checked, in buffer `buf` (0 or 1). The reader leaves
@@ -42,6 +42,6 @@ typedef struct df11i_read_sink {
  * DF11_ERR_INVALID_ARG. On return no read is in flight and nothing the reader opened is
  * left open, failure or not; the sink's own work (copies) may still be running. */
 df11_status df11i_read_groups(const df11_file *file, uint32_t first, uint32_t count,
-                             void *const bufs[2], uint64_t buf_size, const df11i_read_sink *sink);
+                              void *const bufs[2], uint64_t buf_size, const df11i_read_sink *sink);
 
 #endif

@@ -23,13 +23,16 @@
 
 typedef struct df11i_st_model {
     size_t n_tensors;
-    df11_tensor_source *tensors;  /* sorted by (file, offset); data points into the mmaps */
-    char *config_json;            /* config.json of a folder, NUL-terminated, or NULL */
+    df11_tensor_source *tensors; /* sorted by (file, offset); data points into the mmaps */
+    char *config_json;           /* config.json of a folder, NUL-terminated, or NULL */
     size_t config_len;
     /* private */
     size_t n_maps;
-    struct df11i_st_map { void *base; size_t size; } *maps;
-    char *names;                  /* storage of tensor names */
+    struct df11i_st_map {
+        void *base;
+        size_t size;
+    } * maps;
+    char *names; /* storage of tensor names */
 } df11i_st_model;
 
 /* `path`: a .safetensors file or a model folder. On success *out is the caller's, freed
@@ -44,6 +47,6 @@ void df11i_st_close(df11i_st_model *model);
  * and frees; names are copied). On failure `model` is left as it was. A model built only
  * by this call starts as calloc(1, sizeof(df11i_st_model)) and is freed by df11i_st_close. */
 df11_status df11i_st_parse(df11i_st_model *model, const uint8_t *file, size_t file_size,
-                          const char *file_label);
+                           const char *file_label);
 
 #endif

@@ -67,10 +67,10 @@ static df11_status json_u64(const cJSON *item, df11_status too_big, uint64_t *ou
 {
     if (!cJSON_IsNumber(item)) return DF11_ERR_SAFETENSORS;
     double v = item->valuedouble;
-    if (!(v >= 0.0)) return DF11_ERR_SAFETENSORS;     /* negative or NaN */
+    if (!(v >= 0.0)) return DF11_ERR_SAFETENSORS; /* negative or NaN */
     if (v >= ST_MAX_EXACT) return too_big;
     uint64_t u = (uint64_t)v;
-    if ((double)u != v) return DF11_ERR_SAFETENSORS;  /* a fraction */
+    if ((double)u != v) return DF11_ERR_SAFETENSORS; /* a fraction */
     *out = u;
     return DF11_OK;
 }
@@ -127,13 +127,13 @@ static int cmp_entry_offset(const void *a, const void *b)
  * a repeated field means two different tensors to two readers. */
 static df11_status check_fields_once(const cJSON *item, const char *label)
 {
-    static const char *const fields[] = {"dtype", "shape", "data_offsets"};
-    int seen[3] = {0, 0, 0};
+    static const char *const fields[] = { "dtype", "shape", "data_offsets" };
+    int seen[3] = { 0, 0, 0 };
     for (const cJSON *f = item->child; f; f = f->next)
         for (int k = 0; k < 3; k++)
             if (strcmp(f->string, fields[k]) == 0 && seen[k]++)
-                return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has \"%s\" twice",
-                                 label, item->string, fields[k]);
+                return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has \"%s\" twice", label,
+                                  item->string, fields[k]);
     return DF11_OK;
 }
 
@@ -145,40 +145,40 @@ static df11_status parse_dtype_shape(const cJSON *item, const char *label, st_en
     const char *name = item->string;
     const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(item, "dtype");
     if (!cJSON_IsString(dtype))
-        return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has no string \"dtype\"",
-                         label, name);
+        return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has no string \"dtype\"", label,
+                          name);
     e->src.dtype = df11_dtype_from_name(dtype->valuestring);
     uint64_t esize = df11_dtype_size(e->src.dtype);
     if (esize == 0)
-        return df11i_fail(DF11_ERR_DTYPE, "'%s': tensor '%s' has unknown dtype '%.32s'",
-                         label, name, dtype->valuestring);
+        return df11i_fail(DF11_ERR_DTYPE, "'%s': tensor '%s' has unknown dtype '%.32s'", label,
+                          name, dtype->valuestring);
 
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(item, "shape");
     if (!cJSON_IsArray(shape))
-        return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has no array \"shape\"",
-                         label, name);
+        return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has no array \"shape\"", label,
+                          name);
     int ndim = cJSON_GetArraySize(shape);
     if (ndim > DF11_MAX_DIMS)
-        return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has %d dims (at most %d)",
-                         label, name, ndim, DF11_MAX_DIMS);
+        return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' has %d dims (at most %d)", label,
+                          name, ndim, DF11_MAX_DIMS);
     e->src.ndim = (uint32_t)ndim;
     uint64_t n_el = 1;
     int d = 0;
     for (const cJSON *dim = shape->child; dim; dim = dim->next, d++) {
         df11_status st = json_u64(dim, DF11_ERR_OVERFLOW, &e->src.shape[d]);
         if (st == DF11_ERR_OVERFLOW)
-            return df11i_fail(st, "'%s': tensor '%s': dim %d is %g, too large", label, name,
-                             d, dim->valuedouble);
+            return df11i_fail(st, "'%s': tensor '%s': dim %d is %g, too large", label, name, d,
+                              dim->valuedouble);
         if (st != DF11_OK)
-            return df11i_fail(st, "'%s': tensor '%s': dim %d is not a non-negative integer",
-                             label, name, d);
+            return df11i_fail(st, "'%s': tensor '%s': dim %d is not a non-negative integer", label,
+                              name, d);
         if (!df11i_mul_ok(n_el, e->src.shape[d], &n_el))
             return df11i_fail(DF11_ERR_OVERFLOW, "'%s': tensor '%s': element count overflows",
-                             label, name);
+                              label, name);
     }
     if (!df11i_mul_ok(n_el, esize, nbytes))
         return df11i_fail(DF11_ERR_OVERFLOW, "'%s': tensor '%s': %llu elements of %s overflow",
-                         label, name, (ull)n_el, df11_dtype_name(e->src.dtype));
+                          label, name, (ull)n_el, df11_dtype_name(e->src.dtype));
     return DF11_OK;
 }
 
@@ -190,28 +190,32 @@ static df11_status parse_offsets(const cJSON *item, const char *label, uint64_t 
     const cJSON *offs = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
     if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2)
         return df11i_fail(DF11_ERR_SAFETENSORS,
-                         "'%s': tensor '%s' has no \"data_offsets\" array of two numbers",
-                         label, name);
+                          "'%s': tensor '%s' has no \"data_offsets\" array of two numbers", label,
+                          name);
     /* An offset above 2^53 is past the end of any file we can map. */
     df11_status st = json_u64(offs->child, DF11_ERR_RANGE, &e->begin);
     if (st == DF11_OK) st = json_u64(offs->child->next, DF11_ERR_RANGE, &e->end);
     if (st == DF11_ERR_RANGE)
-        return df11i_fail(st, "'%s': tensor '%s': data offset past the %llu-byte data area",
-                         label, name, (ull)data_size);
+        return df11i_fail(st, "'%s': tensor '%s': data offset past the %llu-byte data area", label,
+                          name, (ull)data_size);
     if (st != DF11_OK)
         return df11i_fail(st, "'%s': tensor '%s': data_offsets are not non-negative integers",
-                         label, name);
+                          label, name);
     if (e->begin > e->end)
-        return df11i_fail(DF11_ERR_RANGE, "'%s': tensor '%s': data_offsets [%llu, %llu] end "
-                         "before they begin", label, name, (ull)e->begin, (ull)e->end);
+        return df11i_fail(DF11_ERR_RANGE,
+                          "'%s': tensor '%s': data_offsets [%llu, %llu] end "
+                          "before they begin",
+                          label, name, (ull)e->begin, (ull)e->end);
     if (e->end - e->begin != nbytes)
-        return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s': data_offsets span %llu "
-                         "bytes but shape and dtype need %llu", label, name,
-                         (ull)(e->end - e->begin), (ull)nbytes);
+        return df11i_fail(DF11_ERR_SAFETENSORS,
+                          "'%s': tensor '%s': data_offsets span %llu "
+                          "bytes but shape and dtype need %llu",
+                          label, name, (ull)(e->end - e->begin), (ull)nbytes);
     if (e->end > data_size)
-        return df11i_fail(DF11_ERR_RANGE, "'%s': tensor '%s': data_offsets [%llu, %llu] past "
-                         "the %llu-byte data area", label, name, (ull)e->begin, (ull)e->end,
-                         (ull)data_size);
+        return df11i_fail(DF11_ERR_RANGE,
+                          "'%s': tensor '%s': data_offsets [%llu, %llu] past "
+                          "the %llu-byte data area",
+                          label, name, (ull)e->begin, (ull)e->end, (ull)data_size);
     return DF11_OK;
 }
 
@@ -220,8 +224,8 @@ static df11_status parse_entry(const cJSON *item, const char *label, uint64_t da
                                st_entry *e)
 {
     if (!cJSON_IsObject(item))
-        return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' is not a JSON object",
-                         label, item->string);
+        return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' is not a JSON object", label,
+                          item->string);
     uint64_t nbytes = 0;
     df11_status st = check_fields_once(item, label);
     if (st == DF11_OK) st = parse_dtype_shape(item, label, e, &nbytes);
@@ -235,15 +239,21 @@ static df11_status header_length(const uint8_t *file, size_t file_size, const ch
                                  uint64_t *hlen)
 {
     if (file_size < 8)
-        return df11i_fail(DF11_ERR_TRUNCATED, "'%s': %zu bytes, too short for the 8-byte "
-                         "header length", label, file_size);
+        return df11i_fail(DF11_ERR_TRUNCATED,
+                          "'%s': %zu bytes, too short for the 8-byte "
+                          "header length",
+                          label, file_size);
     *hlen = df11i_ld64(file);
     if (*hlen > ST_MAX_HEADER)
-        return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': header length %llu is over the %llu MiB "
-                         "limit", label, (ull)*hlen, (ull)(ST_MAX_HEADER >> 20));
+        return df11i_fail(DF11_ERR_SAFETENSORS,
+                          "'%s': header length %llu is over the %llu MiB "
+                          "limit",
+                          label, (ull)*hlen, (ull)(ST_MAX_HEADER >> 20));
     if (*hlen > file_size - 8)
-        return df11i_fail(DF11_ERR_TRUNCATED, "'%s': header length %llu but only %zu bytes "
-                         "follow", label, (ull)*hlen, file_size - 8);
+        return df11i_fail(DF11_ERR_TRUNCATED,
+                          "'%s': header length %llu but only %zu bytes "
+                          "follow",
+                          label, (ull)*hlen, file_size - 8);
     return DF11_OK;
 }
 
@@ -264,14 +274,16 @@ static df11_status parse_header_json(const uint8_t *header, uint64_t hlen, const
     if (!root) {
         size_t at = end && end >= text && end <= text + hlen ? (size_t)(end - text) : 0;
         st = df11i_fail(DF11_ERR_SAFETENSORS, "'%s': header is not valid JSON (near byte %zu)",
-                       label, at);
+                        label, at);
         goto out;
     }
     /* The format pads the header with spaces; anything else after the JSON is garbage. */
     for (const char *p = end; p < text + hlen; p++)
         if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-            st = df11i_fail(DF11_ERR_SAFETENSORS, "'%s': bytes after the header JSON "
-                           "(at byte %zu)", label, (size_t)(p - text));
+            st = df11i_fail(DF11_ERR_SAFETENSORS,
+                            "'%s': bytes after the header JSON "
+                            "(at byte %zu)",
+                            label, (size_t)(p - text));
             goto out;
         }
     if (!cJSON_IsObject(root)) {
@@ -282,7 +294,7 @@ static df11_status parse_header_json(const uint8_t *header, uint64_t hlen, const
     long long nul = json_find_nul(text, hlen, &top_key);
     if (nul >= 0) {
         st = df11i_fail(DF11_ERR_SAFETENSORS, "'%s': NUL in %s (header byte %lld)", label,
-                       top_key ? "tensor name" : "a header string", nul);
+                        top_key ? "tensor name" : "a header string", nul);
         goto out;
     }
     *out = root;
@@ -310,7 +322,7 @@ static df11_status count_entries(const cJSON *root, const char *label, size_t *n
     }
     if (n_meta > 1)
         return df11i_fail(DF11_ERR_DUPLICATE, "'%s': \"__metadata__\" appears %zu times", label,
-                         n_meta);
+                          n_meta);
     return DF11_OK;
 }
 
@@ -344,9 +356,11 @@ static df11_status sort_check_overlaps(st_entry *entries, size_t n, const char *
         const st_entry *e = &entries[i];
         if (e->begin == e->end) continue; /* empty tensors take no bytes */
         if (reach && e->begin < reach->end)
-            return df11i_fail(DF11_ERR_RANGE, "'%s': tensors '%s' [%llu, %llu] and '%s' "
-                             "[%llu, %llu] overlap", label, reach->src.name, (ull)reach->begin,
-                             (ull)reach->end, e->src.name, (ull)e->begin, (ull)e->end);
+            return df11i_fail(DF11_ERR_RANGE,
+                              "'%s': tensors '%s' [%llu, %llu] and '%s' "
+                              "[%llu, %llu] overlap",
+                              label, reach->src.name, (ull)reach->begin, (ull)reach->end,
+                              e->src.name, (ull)e->begin, (ull)e->end);
         if (!reach || e->end > reach->end) reach = e;
     }
     return DF11_OK;
@@ -369,7 +383,8 @@ static df11_status add_tensors(df11i_st_model *model, const cJSON *root, const u
         st = df11i_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensors", label, n_new);
         goto out;
     }
-    if ((st = parse_entries(root, label, data, data_size, entries, chunk->text)) != DF11_OK) goto out;
+    if ((st = parse_entries(root, label, data, data_size, entries, chunk->text)) != DF11_OK)
+        goto out;
     if ((st = sort_check_overlaps(entries, n_new, label)) != DF11_OK) goto out;
     for (size_t i = 0; i < n_new; i++) model->tensors[n_old + i] = entries[i].src;
     if ((st = df11i_names_unique(model->tensors, n_all, label)) != DF11_OK) goto out;
@@ -385,7 +400,7 @@ out:
 }
 
 df11_status df11i_st_parse(df11i_st_model *model, const uint8_t *file, size_t file_size,
-                          const char *file_label)
+                           const char *file_label)
 {
     const char *label = file_label ? file_label : "<memory>";
     if (!model || (!file && file_size))
@@ -422,8 +437,8 @@ static bool is_regular(const char *path)
 
 /* Reads a whole small file into a NUL-terminated buffer. `too_big` is the status to give a
  * file over `cap` bytes. */
-static df11_status read_text(const char *path, uint64_t cap, df11_status too_big,
-                             char **out, size_t *len)
+static df11_status read_text(const char *path, uint64_t cap, df11_status too_big, char **out,
+                             size_t *len)
 {
     *out = NULL;
     int fd;
@@ -432,8 +447,8 @@ static df11_status read_text(const char *path, uint64_t cap, df11_status too_big
     if (st != DF11_OK) return st;
     char *buf = NULL;
     if (fsize > cap) {
-        st = df11i_fail(too_big, "'%s' is %llu bytes, over the %llu MiB limit", path,
-                       (ull)fsize, (ull)(cap >> 20));
+        st = df11i_fail(too_big, "'%s' is %llu bytes, over the %llu MiB limit", path, (ull)fsize,
+                        (ull)(cap >> 20));
         goto out;
     }
     size_t size = (size_t)fsize, got = 0;
@@ -473,13 +488,13 @@ static df11_status map_and_parse(df11i_st_model *model, const char *path)
     if (st != DF11_OK) return st;
     if (fsize > SIZE_MAX) {
         close(fd);
-        return df11i_fail(DF11_ERR_RANGE, "'%s': %llu bytes do not fit the address space",
-                         path, (ull)fsize);
+        return df11i_fail(DF11_ERR_RANGE, "'%s': %llu bytes do not fit the address space", path,
+                          (ull)fsize);
     }
     size_t size = (size_t)fsize;
     if (size < 8) { /* mmap refuses length 0; the parser gives the real reason */
         close(fd);
-        uint8_t small[8] = {0};
+        uint8_t small[8] = { 0 };
         return df11i_st_parse(model, small, size, path);
     }
     struct df11i_st_map *maps = realloc(model->maps, (model->n_maps + 1) * sizeof *maps);
@@ -528,8 +543,10 @@ static df11_status read_index(const char *index_path, cJSON **root_out, const cJ
     bool top_key;
     long long nul;
     if (!cJSON_IsObject(root) || !cJSON_IsObject(map))
-        st = df11i_fail(DF11_ERR_SAFETENSORS, "'%s': not a JSON object with a \"weight_map\" "
-                       "object", index_path);
+        st = df11i_fail(DF11_ERR_SAFETENSORS,
+                        "'%s': not a JSON object with a \"weight_map\" "
+                        "object",
+                        index_path);
     else if ((nul = json_find_nul(text, len, &top_key)) >= 0)
         st = df11i_fail(DF11_ERR_SAFETENSORS, "'%s': NUL in a name (byte %lld)", index_path, nul);
     else if (cJSON_GetArraySize(map) == 0)
@@ -554,12 +571,15 @@ static df11_status read_weight_map(const cJSON *map, const char *index_path, st_
     size_t n = 0;
     for (const cJSON *it = map->child; it; it = it->next, n++) {
         if (!cJSON_IsString(it))
-            return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': weight_map entry '%s' is not a "
-                             "string", index_path, it->string);
+            return df11i_fail(DF11_ERR_SAFETENSORS,
+                              "'%s': weight_map entry '%s' is not a "
+                              "string",
+                              index_path, it->string);
         if (!shard_name_ok(it->valuestring))
-            return df11i_fail(DF11_ERR_SAFETENSORS, "'%s': shard name '%.200s' (of tensor "
-                             "'%s') is empty or leaves the folder", index_path,
-                             it->valuestring, it->string);
+            return df11i_fail(DF11_ERR_SAFETENSORS,
+                              "'%s': shard name '%.200s' (of tensor "
+                              "'%s') is empty or leaves the folder",
+                              index_path, it->valuestring, it->string);
         wm[n] = (st_owner){ it->string, 0 };
         shards[n] = it->valuestring;
     }
@@ -567,7 +587,7 @@ static df11_status read_weight_map(const cJSON *map, const char *index_path, st_
     for (size_t i = 1; i < n; i++)
         if (strcmp(wm[i - 1].name, wm[i].name) == 0)
             return df11i_fail(DF11_ERR_DUPLICATE, "'%s': weight_map names tensor '%s' twice",
-                             index_path, wm[i].name);
+                              index_path, wm[i].name);
     return DF11_OK;
 }
 
@@ -619,7 +639,7 @@ static df11_status check_owners(const df11i_st_model *model, const cJSON *map,
         const st_owner *h = bsearch(&key, have, n_have, sizeof *have, cmp_owner);
         if (!h || strcmp(shards[h->shard], it->valuestring) != 0)
             st = df11i_fail(DF11_ERR_SAFETENSORS, "'%s': tensor '%s' is not in shard '%s'",
-                           index_path, it->string, it->valuestring);
+                            index_path, it->string, it->valuestring);
     }
     free(have);
     return st;
@@ -671,8 +691,8 @@ static df11_status open_folder(df11i_st_model *model, const char *dir)
     else if (is_regular(single))
         st = map_and_parse(model, single);
     else
-        st = df11i_fail_errno(DF11_ERR_IO, ENOENT, "'%s' has neither " ST_SINGLE_NAME " nor "
-                             ST_INDEX_NAME, dir);
+        st = df11i_fail_errno(DF11_ERR_IO, ENOENT,
+                              "'%s' has neither " ST_SINGLE_NAME " nor " ST_INDEX_NAME, dir);
     if (st == DF11_OK && access(config, F_OK) == 0)
         st = read_text(config, ST_MAX_CONFIG, DF11_ERR_UNSUPPORTED, &model->config_json,
                        &model->config_len);

@@ -9,7 +9,7 @@ df11_status df11i_arena_init(df11i_arena *a, uint32_t n_slots, uint64_t slot_siz
 {
     if (!a || n_slots == 0 || n_slots > DF11_ARENA_MAX_SLOTS)
         return df11i_fail(DF11_ERR_INVALID_ARG, "arena: %u slots (1..%d)", n_slots,
-                         DF11_ARENA_MAX_SLOTS);
+                          DF11_ARENA_MAX_SLOTS);
     memset(a, 0, sizeof *a);
     a->n_slots = n_slots;
     a->slot_size = slot_size;
@@ -28,7 +28,7 @@ int df11i_arena_find(const df11i_arena *a, int64_t key)
 }
 
 df11_status df11i_arena_claim(df11i_arena *a, int64_t key, int prefetch, int *slot,
-                             int64_t *evicted)
+                              int64_t *evicted)
 {
     if (evicted) *evicted = -1;
     if (df11i_arena_find(a, key) >= 0)
@@ -37,10 +37,14 @@ df11_status df11i_arena_claim(df11i_arena *a, int64_t key, int prefetch, int *sl
     for (uint32_t i = 0; i < a->n_slots; i++) {
         const df11i_arena_slot *s = &a->slots[i];
         int r;
-        if (s->state == DF11_SLOT_EMPTY) r = 0;
-        else if (s->state == DF11_SLOT_CACHED && !s->prefetched) r = 1;
-        else if (s->state == DF11_SLOT_CACHED && !prefetch) r = 2;
-        else continue;
+        if (s->state == DF11_SLOT_EMPTY)
+            r = 0;
+        else if (s->state == DF11_SLOT_CACHED && !s->prefetched)
+            r = 1;
+        else if (s->state == DF11_SLOT_CACHED && !prefetch)
+            r = 2;
+        else
+            continue;
         if (r < rank || (r == rank && s->stamp < a->slots[best].stamp)) {
             best = (int)i;
             rank = r;
@@ -48,7 +52,7 @@ df11_status df11i_arena_claim(df11i_arena *a, int64_t key, int prefetch, int *sl
     }
     if (best < 0)
         return df11i_fail(DF11_ERR_BUSY, "arena: all %u slots are %s", a->n_slots,
-                         prefetch ? "acquired or hold pending prefetches" : "acquired");
+                          prefetch ? "acquired or hold pending prefetches" : "acquired");
     df11i_arena_slot *s = &a->slots[best];
     if (evicted) *evicted = s->state == DF11_SLOT_EMPTY ? -1 : s->key;
     s->state = DF11_SLOT_CACHED;
@@ -67,7 +71,7 @@ df11_status df11i_arena_acquire(df11i_arena *a, int slot)
     df11i_arena_slot *s = &a->slots[slot];
     if (s->state != DF11_SLOT_CACHED)
         return df11i_fail(DF11_ERR_STATE, "arena: slot %d is %s", slot,
-                         s->state == DF11_SLOT_EMPTY ? "empty" : "already acquired");
+                          s->state == DF11_SLOT_EMPTY ? "empty" : "already acquired");
     s->state = DF11_SLOT_ACQUIRED;
     s->prefetched = 0;
     s->refs = 1;

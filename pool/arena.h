@@ -24,17 +24,17 @@
 
 typedef enum df11i_slot_state {
     DF11_SLOT_EMPTY = 0,
-    DF11_SLOT_CACHED = 1,     /* decode enqueued or done; not in use */
+    DF11_SLOT_CACHED = 1, /* decode enqueued or done; not in use */
     DF11_SLOT_ACQUIRED = 2,
 } df11i_slot_state;
 
 typedef struct df11i_arena_slot {
-    void *data;               /* slot_size bytes of pool memory */
+    void *data; /* slot_size bytes of pool memory */
     df11i_slot_state state;
-    int64_t key;              /* -1 when empty */
-    int prefetched;           /* claimed by a prefetch and not acquired since */
-    uint32_t refs;            /* acquisitions outstanding (ACQUIRED iff refs > 0) */
-    uint64_t stamp;           /* last claim / release, for LRU */
+    int64_t key;    /* -1 when empty */
+    int prefetched; /* claimed by a prefetch and not acquired since */
+    uint32_t refs;  /* acquisitions outstanding (ACQUIRED iff refs > 0) */
+    uint64_t stamp; /* last claim / release, for LRU */
 } df11i_arena_slot;
 
 typedef struct df11i_arena {
@@ -46,8 +46,7 @@ typedef struct df11i_arena {
 
 /* Sets up n_slots (1..DF11_ARENA_MAX_SLOTS) empty slots; slot i's memory is
  * base + i * slot_size (base may be NULL in tests). */
-df11_status df11i_arena_init(df11i_arena *arena, uint32_t n_slots, uint64_t slot_size,
-                            void *base);
+df11_status df11i_arena_init(df11i_arena *arena, uint32_t n_slots, uint64_t slot_size, void *base);
 /* The slot holding `key` (any state but empty), or -1. */
 int df11i_arena_find(const df11i_arena *arena, int64_t key);
 /* Claims a slot for `key` per the rules above; the slot becomes CACHED with that key
@@ -55,7 +54,7 @@ int df11i_arena_find(const df11i_arena *arena, int64_t key);
  * DF11_ERR_BUSY if no slot may be taken. `evicted` (may be NULL) gets the key the slot
  * held before, or -1. */
 df11_status df11i_arena_claim(df11i_arena *arena, int64_t key, int prefetch, int *slot,
-                             int64_t *evicted);
+                              int64_t *evicted);
 /* CACHED → ACQUIRED (refs 1). DF11_ERR_STATE if the slot is empty or already acquired. */
 df11_status df11i_arena_acquire(df11i_arena *arena, int slot);
 /* Adds a reference to an acquired slot (several tensor_get of one non-layer group). */

@@ -31,8 +31,8 @@ uint64_t df11i_pool_live_bytes(void) { return atomic_load(&live_bytes); }
 
 const char *df11i_pool_use_name(df11i_pool_use use)
 {
-    static const char *const names[DF11_POOL_USE_COUNT_] = {
-        "compressed", "arena", "resident", "staging", "metadata"};
+    static const char *const names[DF11_POOL_USE_COUNT_] = { "compressed", "arena", "resident",
+                                                             "staging", "metadata" };
     return (unsigned)use < DF11_POOL_USE_COUNT_ ? names[use] : "?";
 }
 
@@ -72,11 +72,11 @@ static df11_status pool_open_chunk(df11i_pool *p, uint64_t size)
     size = df11i_align_up(size, POOL_CHUNK_ALIGN);
     if (p->limit && p->st.reserved + size > p->limit)
         return df11i_fail(DF11_ERR_DEVICE_MEMORY,
-                         "pool: %llu more bytes would take it to %llu, past its limit of "
-                         "%llu: short by %llu bytes",
-                         (unsigned long long)size, (unsigned long long)(p->st.reserved + size),
-                         (unsigned long long)p->limit,
-                         (unsigned long long)(p->st.reserved + size - p->limit));
+                          "pool: %llu more bytes would take it to %llu, past its limit of "
+                          "%llu: short by %llu bytes",
+                          (unsigned long long)size, (unsigned long long)(p->st.reserved + size),
+                          (unsigned long long)p->limit,
+                          (unsigned long long)(p->st.reserved + size - p->limit));
     if (p->n_chunks == p->cap_chunks) {
         uint32_t cap = p->cap_chunks ? 2 * p->cap_chunks : 4;
         pool_chunk *c = realloc(p->chunks, cap * sizeof *c);
@@ -87,7 +87,7 @@ static df11_status pool_open_chunk(df11i_pool *p, uint64_t size)
     void *base = NULL;
     df11_status s = p->mem.alloc(p->mem.ctx, size, &base);
     if (s != DF11_OK) return s;
-    p->chunks[p->n_chunks++] = (pool_chunk){.base = base, .size = size, .used = 0};
+    p->chunks[p->n_chunks++] = (pool_chunk){ .base = base, .size = size, .used = 0 };
     atomic_fetch_add(&live_bytes, size);
     p->st.reserved += size;
     p->st.n_chunks = p->n_chunks;
@@ -106,14 +106,16 @@ df11_status df11i_pool_reserve(df11i_pool *p, uint64_t bytes)
 }
 
 df11_status df11i_pool_alloc(df11i_pool *p, uint64_t size, uint64_t align, df11i_pool_use use,
-                            void **ptr)
+                             void **ptr)
 {
     if (!p || !ptr || (unsigned)use >= DF11_POOL_USE_COUNT_)
         return df11i_fail(DF11_ERR_INVALID_ARG, "pool: bad argument");
     if (align == 0) align = 256;
     if (align & (align - 1) || align > POOL_CHUNK_ALIGN)
-        return df11i_fail(DF11_ERR_INVALID_ARG, "pool: alignment %llu is not a power of two "
-                         "<= 4096", (unsigned long long)align);
+        return df11i_fail(DF11_ERR_INVALID_ARG,
+                          "pool: alignment %llu is not a power of two "
+                          "<= 4096",
+                          (unsigned long long)align);
     *ptr = NULL;
     if (size == 0) size = 1;
     if (size > UINT64_MAX / 2) return df11i_fail(DF11_ERR_OVERFLOW, "pool: size overflow");

@@ -50,9 +50,9 @@ typedef enum df11i_pool_use {
 typedef struct df11i_pool_stats {
     uint64_t used[DF11_POOL_USE_COUNT_]; /* bytes handed out per use, alignment included */
     uint64_t used_total;
-    uint64_t reserved;        /* bytes taken from the allocator (all chunks) */
-    uint64_t high_water;      /* most bytes ever reserved */
-    uint64_t limit;           /* 0 = none */
+    uint64_t reserved;   /* bytes taken from the allocator (all chunks) */
+    uint64_t high_water; /* most bytes ever reserved */
+    uint64_t limit;      /* 0 = none */
     uint32_t n_chunks;
 } df11i_pool_stats;
 
@@ -67,8 +67,8 @@ void df11i_pool_set_chunk_min(df11i_pool *pool, uint64_t bytes);
  * that the following allocations come out of one allocation. */
 df11_status df11i_pool_reserve(df11i_pool *pool, uint64_t bytes);
 /* `align`: a power of two (0 = 256). The piece is valid until df11i_pool_destroy. */
-df11_status df11i_pool_alloc(df11i_pool *pool, uint64_t size, uint64_t align,
-                            df11i_pool_use use, void **ptr);
+df11_status df11i_pool_alloc(df11i_pool *pool, uint64_t size, uint64_t align, df11i_pool_use use,
+                             void **ptr);
 void df11i_pool_stats_get(const df11i_pool *pool, df11i_pool_stats *stats);
 const char *df11i_pool_use_name(df11i_pool_use use);
 

@@ -18,10 +18,10 @@ static void host_free(void *be, void *ptr) { ((df11i_backend *)be)->iface->host_
 
 df11i_pool_allocator df11i_backend_device_memory(df11i_backend *be)
 {
-    return (df11i_pool_allocator){.alloc = device_alloc, .free = device_free, .ctx = be};
+    return (df11i_pool_allocator){ .alloc = device_alloc, .free = device_free, .ctx = be };
 }
 
 df11i_pool_allocator df11i_backend_host_memory(df11i_backend *be)
 {
-    return (df11i_pool_allocator){.alloc = host_alloc, .free = host_free, .ctx = be};
+    return (df11i_pool_allocator){ .alloc = host_alloc, .free = host_free, .ctx = be };
 }

@@ -33,13 +33,13 @@ typedef struct df11i_backend df11i_backend;
 typedef struct df11i_backend_group {
     const df11_file *file;
     uint32_t group;
-    const void *payload;      /* backend memory, payload_size bytes */
-    const void *plan_host;    /* CUDA: host copy of the plan blob; NULL on the host */
-    const void *plan_dev;     /* CUDA: the plan in device memory */
+    const void *payload;   /* backend memory, payload_size bytes */
+    const void *plan_host; /* CUDA: host copy of the plan blob; NULL on the host */
+    const void *plan_dev;  /* CUDA: the plan in device memory */
 } df11i_backend_group;
 
 typedef struct df11i_backend_iface {
-    const char *name;         /* "host", "cuda" */
+    const char *name; /* "host", "cuda" */
     /* Device memory (host backend: page-aligned host memory). */
     df11_status (*alloc)(df11i_backend *be, size_t size, void **ptr);
     void (*free)(df11i_backend *be, void *ptr);
@@ -87,7 +87,7 @@ typedef struct df11i_backend_iface {
 struct df11i_backend {
     const df11i_backend_iface *iface;
     void *ctx;
-    int n_threads;            /* host decode threads (0 = all cores) */
+    int n_threads; /* host decode threads (0 = all cores) */
 };
 
 /* Host memory, host decode (df11_group_decode_host on n_threads threads). A stream is a

@@ -22,10 +22,10 @@ static df11_status cu_fail(cudaError_t e, const char *what)
     return df11i_fail(DF11_ERR_DEVICE, "%s: %s", what, cudaGetErrorString(e));
 }
 
-#define CU(call, what)                                  \
-    do {                                                \
-        cudaError_t e_ = (call);                        \
-        if (e_ != cudaSuccess) return cu_fail(e_, what); \
+#define CU(call, what)                                                                             \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) return cu_fail(e_, what);                                           \
     } while (0)
 
 static df11_status c_alloc(df11i_backend *be, size_t size, void **ptr)
@@ -38,8 +38,10 @@ static df11_status c_alloc(df11i_backend *be, size_t size, void **ptr)
         *ptr = NULL;
         size_t fr = 0, tot = 0;
         cudaMemGetInfo(&fr, &tot);
-        return df11i_fail(DF11_ERR_DEVICE_MEMORY, "cudaMalloc(%zu): %s (%zu bytes free): short "
-                         "by %zu bytes", size, cudaGetErrorString(e), fr, size > fr ? size - fr : 0);
+        return df11i_fail(DF11_ERR_DEVICE_MEMORY,
+                          "cudaMalloc(%zu): %s (%zu bytes free): short "
+                          "by %zu bytes",
+                          size, cudaGetErrorString(e), fr, size > fr ? size - fr : 0);
     }
     return DF11_OK;
 }
@@ -214,7 +216,7 @@ df11_status df11i_backend_cuda_create(int device, df11i_backend **out)
     if (e != cudaSuccess || n == 0) {
         (void)cudaGetLastError();
         return df11i_fail(DF11_ERR_NO_DEVICE, "no CUDA device (%s)",
-                         e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+                          e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
     }
     if (device < 0 || device >= n)
         return df11i_fail(DF11_ERR_NO_DEVICE, "CUDA device %d: there are %d", device, n);

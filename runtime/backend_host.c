@@ -20,9 +20,9 @@ typedef enum { ITEM_DECODE, ITEM_COPY, ITEM_WAIT } item_kind;
 typedef struct host_item {
     struct host_item *next;
     item_kind kind;
-    df11i_backend_group g;     /* DECODE */
-    void *dst;                /* DECODE, COPY */
-    const void *src;          /* COPY */
+    df11i_backend_group g; /* DECODE */
+    void *dst;             /* DECODE, COPY */
+    const void *src;       /* COPY */
     size_t size;
     host_stream *wait_stream; /* WAIT */
     uint64_t wait_seq;
@@ -31,17 +31,17 @@ typedef struct host_item {
 struct host_stream {
     pthread_t thread;
     pthread_mutex_t mu;
-    pthread_cond_t cv;        /* queue grew, or an item completed, or quit */
+    pthread_cond_t cv; /* queue grew, or an item completed, or quit */
     host_item *head, *tail;
     uint64_t enqueued, done;
-    df11_status error;        /* sticky first failure */
+    df11_status error; /* sticky first failure */
     char error_detail[256];
     int quit;
     struct host_ctx *ctx;
 };
 
 typedef struct host_event {
-    host_stream *stream;      /* NULL: complete */
+    host_stream *stream; /* NULL: complete */
     uint64_t seq;
 } host_event;
 
@@ -112,8 +112,10 @@ static df11_status enqueue(host_stream *s, host_item *it)
 {
     pthread_mutex_lock(&s->mu);
     it->next = NULL;
-    if (s->tail) s->tail->next = it;
-    else s->head = it;
+    if (s->tail)
+        s->tail->next = it;
+    else
+        s->head = it;
     s->tail = it;
     s->enqueued++;
     pthread_cond_broadcast(&s->cv);

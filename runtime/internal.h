@@ -21,56 +21,56 @@
 #include "runtime/backend.h"
 #include "runtime/stats.h"
 
-#define RT_PAYLOAD_ALIGN 4096ull   /* payloads, slots, resident groups */
+#define RT_PAYLOAD_ALIGN 4096ull /* payloads, slots, resident groups */
 
 typedef struct rt_group {
     const char *name;
     int32_t layer;
     uint32_t first_tensor, n_tensors;
     uint64_t payload_size, decoded_size;
-    void *payload;            /* backend memory (compressed); NULL once decoded resident */
-    void *plan_host;          /* CUDA: malloc'd plan blob */
+    void *payload;   /* backend memory (compressed); NULL once decoded resident */
+    void *plan_host; /* CUDA: malloc'd plan blob */
     void *plan_dev;
-    void *resident;           /* decoded data kept for the model's life, or NULL */
-    uint8_t acquired;         /* resident layer group held by the engine (no slot says so) */
+    void *resident;   /* decoded data kept for the model's life, or NULL */
+    uint8_t acquired; /* resident layer group held by the engine (no slot says so) */
 } rt_group;
 
 typedef struct rt_tensor {
-    df11_tensor_view view;    /* data: NULL unless resident */
+    df11_tensor_view view; /* data: NULL unless resident */
     uint32_t group;
-    uint64_t offset;          /* within the decoded group */
+    uint64_t offset; /* within the decoded group */
 } rt_tensor;
 
 /* The runtime's side of arena slot i (pool/arena.h only says which key a slot holds). */
 typedef struct rt_slot {
-    void *ready_event;        /* recorded on the side stream after the decode into the slot */
-    void *release_event;      /* recorded on the engine's stream at release */
-    int release_recorded;     /* release_event has been recorded at least once */
+    void *ready_event;    /* recorded on the side stream after the decode into the slot */
+    void *release_event;  /* recorded on the engine's stream at release */
+    int release_recorded; /* release_event has been recorded at least once */
 } rt_slot;
 
 struct df11_model {
     df11i_backend *be;
     df11_backend_kind kind;
     df11_model_options opt;
-    df11i_pool *pool;          /* device memory: payloads, arena, resident, plans */
-    df11_file *file;          /* NULL for a BF16 model */
-    df11i_st_model *st;        /* BF16 model's source, NULL for df11 */
+    df11i_pool *pool;   /* device memory: payloads, arena, resident, plans */
+    df11_file *file;    /* NULL for a BF16 model */
+    df11i_st_model *st; /* BF16 model's source, NULL for df11 */
     char *path;
     const char *config;
     size_t config_len;
 
     uint32_t n_groups, n_tensors, n_blocks;
     rt_group *groups;
-    rt_tensor *tensors;       /* each group's tensors are consecutive */
-    uint32_t *block_group;    /* block → group */
-    uint32_t *hash;           /* open addressing: tensor index + 1, 0 = empty */
+    rt_tensor *tensors;    /* each group's tensors are consecutive */
+    uint32_t *block_group; /* block → group */
+    uint32_t *hash;        /* open addressing: tensor index + 1, 0 = empty */
     uint32_t hash_mask;
 
     /* Scheduling. Arena blocks: a slot each, views rebuilt into slot_views at acquire. */
     void *side_stream;
     df11i_arena arena;
     rt_slot slots[DF11_ARENA_MAX_SLOTS]; /* indexed like arena.slots */
-    df11_tensor_view *slot_views; /* n_slots × max_block_tensors */
+    df11_tensor_view *slot_views;        /* n_slots × max_block_tensors */
     uint32_t max_block_tensors;
     /* Resident blocks: views built once at open, indexed like `tensors`. */
     df11_tensor_view *resident_views;
@@ -81,7 +81,7 @@ struct df11_model {
     double open_ms;
 
     df11i_stats_page stats_page; /* options.publish_stats */
-    char stats_error[160];    /* why publish_stats has no page, "" if it has one */
+    char stats_error[160];       /* why publish_stats has no page, "" if it has one */
 };
 
 static inline double df11i_rt_mib(uint64_t bytes) { return bytes / 1048576.0; }
@@ -90,7 +90,7 @@ static inline double df11i_rt_mib(uint64_t bytes) { return bytes / 1048576.0; }
 /* Checks the arguments and makes the model object with its backend; `fn` names the
  * caller in error details. On failure nothing is left. */
 df11_status df11i_rt_model_new(const char *fn, const char *path, const df11_model_options *options,
-                              df11_model **out, df11_model **m);
+                               df11_model **out, df11_model **m);
 /* The memory limit to plan against: options.memory_limit, else what the device has free
  * less headroom, 0 when neither is known (host backend). */
 uint64_t df11i_rt_memory_limit(df11_model *m);
@@ -110,7 +110,7 @@ const void *df11i_rt_block_data(const df11_model *m, uint32_t block);
  * df11i_rt_group_release, decoding it there first unless it is there already; a group held
  * again gains a reference. *data: the slot. DF11_ERR_BUSY when every slot is acquired. */
 df11_status df11i_rt_group_acquire(df11_model *m, uint32_t group, df11_stream stream,
-                                  const void **data);
+                                   const void **data);
 /* Drops one reference; DF11_ERR_STATE when the group is not held. */
 df11_status df11i_rt_group_release(df11_model *m, uint32_t group, df11_stream stream);
 

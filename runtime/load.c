@@ -9,8 +9,8 @@
  * staging buffers go; the caller (df11_model_open) then frees the rest with
  * df11_model_close. */
 #include "common/util.h"
-#include "runtime/internal.h"
 #include "loader/reader.h"
+#include "runtime/internal.h"
 
 /* Copies (and for a resident group decodes) one verified group out of staging. */
 static df11_status load_group(df11_model *m, uint32_t g, const uint8_t *staged, void *tmp)
@@ -20,18 +20,24 @@ static df11_status load_group(df11_model *m, uint32_t g, const uint8_t *staged, 
     df11_status s;
     if (be->iface->plan_build) {
         size_t blob_size = 0;
-        if ((s = be->iface->plan_build(be, m->file, g, staged, &gr->plan_host, &blob_size)) != DF11_OK)
+        if ((s = be->iface->plan_build(be, m->file, g, staged, &gr->plan_host, &blob_size)) !=
+            DF11_OK)
             return s;
-        if ((s = df11i_pool_alloc(m->pool, blob_size, 256, DF11_POOL_USE_METADATA, &gr->plan_dev)) != DF11_OK ||
-            (s = be->iface->copy_h2d(be, gr->plan_dev, gr->plan_host, blob_size, m->side_stream)) != DF11_OK)
+        if ((s = df11i_pool_alloc(m->pool, blob_size, 256, DF11_POOL_USE_METADATA,
+                                  &gr->plan_dev)) != DF11_OK ||
+            (s = be->iface->copy_h2d(be, gr->plan_dev, gr->plan_host, blob_size, m->side_stream)) !=
+                DF11_OK)
             return s;
     }
     void *dst = gr->resident ? tmp : gr->payload;
     if ((s = be->iface->copy_h2d(be, dst, staged, gr->payload_size, m->side_stream)) != DF11_OK)
         return s;
     if (gr->resident) {
-        df11i_backend_group bg = {.file = m->file, .group = g, .payload = dst,
-                                 .plan_host = gr->plan_host, .plan_dev = gr->plan_dev};
+        df11i_backend_group bg = { .file = m->file,
+                                   .group = g,
+                                   .payload = dst,
+                                   .plan_host = gr->plan_host,
+                                   .plan_dev = gr->plan_dev };
         if ((s = be->iface->decode_group(be, &bg, gr->resident, m->side_stream)) != DF11_OK)
             return s;
         m->decodes++;
@@ -75,7 +81,7 @@ static df11_status staging_make(df11_model *m, uint64_t buf_size, df11i_pool **s
         return s;
     for (int i = 0; i < 2; i++) {
         if ((s = df11i_pool_alloc(*staging, buf_size, DF11_READ_ALIGN, DF11_POOL_USE_STAGING,
-                                 &bufs[i])) != DF11_OK ||
+                                  &bufs[i])) != DF11_OK ||
             (s = be->iface->event_create(be, &c->copied[i])) != DF11_OK)
             return s;
     }
@@ -111,11 +117,11 @@ df11_status df11i_rt_load(df11_model *m)
             max_resident_payload = gr->payload_size;
     }
     uint64_t buf_size = df11i_align_up(max_payload ? max_payload : 1, DF11_READ_ALIGN);
-    load_ctx c = {.m = m};
+    load_ctx c = { .m = m };
     df11i_pool *staging = NULL;
-    void *bufs[2] = {NULL, NULL};
+    void *bufs[2] = { NULL, NULL };
     int tmp_owned = 0;
-    df11i_read_sink sink = {.consume = sink_consume, .reuse = sink_reuse, .ctx = &c};
+    df11i_read_sink sink = { .consume = sink_consume, .reuse = sink_reuse, .ctx = &c };
     df11_status s = staging_make(m, buf_size, &staging, bufs, &c);
     if (s == DF11_OK) s = resident_scratch(m, max_resident_payload, &c.tmp, &tmp_owned);
     if (s == DF11_OK) s = df11i_read_groups(m->file, 0, m->n_groups, bufs, buf_size, &sink);

@@ -31,11 +31,11 @@ struct df11i_memstat_page {
     uint64_t magic;
     uint32_t version;
     uint32_t size;
-    _Atomic uint32_t seq;             /* odd while the writer is updating */
+    _Atomic uint32_t seq; /* odd while the writer is updating */
     int32_t pid;
-    char path[512];                   /* the model file */
-    char backend[16];                 /* "host", "cuda" */
-    uint32_t bf16_model;              /* opened with df11_model_open_bf16 */
+    char path[512];      /* the model file */
+    char backend[16];    /* "host", "cuda" */
+    uint32_t bf16_model; /* opened with df11_model_open_bf16 */
     uint32_t n_blocks;
     uint32_t n_groups;
     uint32_t arena_slots;
@@ -52,7 +52,7 @@ struct df11i_memstat_page {
     uint64_t acquires;
     double decode_ms;
     double open_ms;
-    uint64_t updated_ns;              /* CLOCK_REALTIME of the last update */
+    uint64_t updated_ns;                    /* CLOCK_REALTIME of the last update */
     int32_t slot_block[DF11_MEMSTAT_SLOTS]; /* key held by each slot, -1 if none */
     uint8_t slot_state[DF11_MEMSTAT_SLOTS]; /* 0 empty, 1 cached, 2 acquired */
 };
@@ -74,6 +74,6 @@ typedef struct df11i_memstat_page df11i_memstat_page;
  * the writer's size zero), or -1 with a one-line reason in `why` (may be NULL). Pure: no
  * system call but sched_yield, never prints; for df11-memstat and the fuzzer. */
 int df11i_memstat_page_read(const void *mapped, size_t mapped_size, df11i_memstat_page *out,
-                           char *why, size_t why_len);
+                            char *why, size_t why_len);
 
 #endif

@@ -35,15 +35,17 @@ static df11_status options_take(df11_model_options *opt, const df11_model_option
             /* the first version ended at publish_stats */
             options->size > 4096)
             return df11i_fail(DF11_ERR_INVALID_ARG,
-                             "options.size %zu: call df11_model_options_init first",
-                             options->size);
+                              "options.size %zu: call df11_model_options_init first",
+                              options->size);
         memcpy(opt, options, options->size < sizeof *opt ? options->size : sizeof *opt);
         opt->size = sizeof *opt;
     }
     if (opt->arena_slots < 2 || opt->arena_slots > DF11_ARENA_MAX_SLOTS ||
         (opt->nonlayer != DF11_NONLAYER_RESIDENT && opt->nonlayer != DF11_NONLAYER_ARENA))
-        return df11i_fail(DF11_ERR_INVALID_ARG, "options: arena_slots %u (2..%d) or nonlayer "
-                         "policy out of range", opt->arena_slots, DF11_ARENA_MAX_SLOTS);
+        return df11i_fail(DF11_ERR_INVALID_ARG,
+                          "options: arena_slots %u (2..%d) or nonlayer "
+                          "policy out of range",
+                          opt->arena_slots, DF11_ARENA_MAX_SLOTS);
     return DF11_OK;
 }
 
@@ -66,8 +68,7 @@ static df11_status backend_create(df11_model *m)
     return DF11_OK;
 }
 
-static df11_status model_new(const df11_model_options *options, const char *path,
-                             df11_model **out)
+static df11_status model_new(const df11_model_options *options, const char *path, df11_model **out)
 {
     df11_model *m = calloc(1, sizeof *m);
     if (!m) return df11i_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
@@ -85,7 +86,7 @@ static df11_status model_new(const df11_model_options *options, const char *path
 }
 
 df11_status df11i_rt_model_new(const char *fn, const char *path, const df11_model_options *options,
-                              df11_model **out, df11_model **m)
+                               df11_model **out, df11_model **m)
 {
     if (!out) return df11i_fail(DF11_ERR_INVALID_ARG, "%s: out is NULL", fn);
     *out = NULL;
@@ -172,7 +173,10 @@ const char *df11_model_config(const df11_model *m, size_t *len)
     return m->config;
 }
 
-df11_backend_kind df11_model_backend(const df11_model *m) { return m ? m->kind : DF11_BACKEND_AUTO; }
+df11_backend_kind df11_model_backend(const df11_model *m)
+{
+    return m ? m->kind : DF11_BACKEND_AUTO;
+}
 const df11_file *df11_model_file(const df11_model *m) { return m ? m->file : NULL; }
 uint32_t df11_model_n_blocks(const df11_model *m) { return m ? m->n_blocks : 0; }
 

@@ -23,7 +23,8 @@ df11_status df11_model_stats_get(const df11_model *m, df11_model_stats *st)
     const uint32_t n_reported = sizeof st->slot_block / sizeof st->slot_block[0];
     for (uint32_t i = 0; i < n_reported; i++)
         st->slot_block[i] = i < m->arena.n_slots && m->arena.slots[i].state != DF11_SLOT_EMPTY
-                                ? (int32_t)m->arena.slots[i].key : -1;
+                                ? (int32_t)m->arena.slots[i].key
+                                : -1;
     st->decodes = m->decodes;
     double d = m->be->iface->decode_ms(m->be);
     st->decode_ms = d < 0 ? 0 : d;
@@ -67,7 +68,7 @@ void df11i_rt_stats_publish_open(df11_model *m)
 {
     m->stats_error[0] = '\0';
     if (df11i_stats_page_create(&m->stats_page, m->path, m->be->iface->name, m->file == NULL,
-                               m->stats_error, sizeof m->stats_error) == 0)
+                                m->stats_error, sizeof m->stats_error) == 0)
         df11i_rt_stats_publish(m);
 }
 

@@ -109,10 +109,11 @@ static df11_status upload(df11_model *m, const uint32_t *src, uint64_t total)
 {
     uint64_t limit = df11i_rt_memory_limit(m);
     if (limit && total > limit)
-        return df11i_fail(DF11_ERR_DEVICE_MEMORY, "'%s' needs %.1f MiB of BF16 weights but the "
-                         "limit is %.1f MiB: short by %llu bytes (%.1f MiB)", m->path,
-                         df11i_rt_mib(total), df11i_rt_mib(limit),
-                         (unsigned long long)(total - limit), df11i_rt_mib(total - limit));
+        return df11i_fail(DF11_ERR_DEVICE_MEMORY,
+                          "'%s' needs %.1f MiB of BF16 weights but the "
+                          "limit is %.1f MiB: short by %llu bytes (%.1f MiB)",
+                          m->path, df11i_rt_mib(total), df11i_rt_mib(limit),
+                          (unsigned long long)(total - limit), df11i_rt_mib(total - limit));
     df11i_pool_allocator mem = df11i_backend_device_memory(m->be);
     df11_status s;
     if ((s = df11i_pool_create(&mem, limit, &m->pool)) != DF11_OK ||
@@ -121,10 +122,12 @@ static df11_status upload(df11_model *m, const uint32_t *src, uint64_t total)
     for (uint32_t g = 0; g < m->n_groups && s == DF11_OK; g++) {
         rt_group *gr = &m->groups[g];
         s = df11i_pool_alloc(m->pool, gr->decoded_size, RT_PAYLOAD_ALIGN, DF11_POOL_USE_RESIDENT,
-                            &gr->resident);
-        for (uint32_t i = gr->first_tensor; s == DF11_OK && i < gr->first_tensor + gr->n_tensors; i++)
+                             &gr->resident);
+        for (uint32_t i = gr->first_tensor; s == DF11_OK && i < gr->first_tensor + gr->n_tensors;
+             i++)
             s = m->be->iface->copy_h2d(m->be, (char *)gr->resident + m->tensors[i].offset,
-                                       m->st->tensors[src[i]].data, m->tensors[i].view.nbytes, NULL);
+                                       m->st->tensors[src[i]].data, m->tensors[i].view.nbytes,
+                                       NULL);
     }
     if (s == DF11_OK) s = m->be->iface->synchronize(m->be, NULL);
     return s;

@@ -38,10 +38,12 @@ static df11_status layout_from_file(df11_model *m)
         return df11i_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
     for (uint32_t g = 0; g < m->n_groups; g++) {
         const df11_group_info *gi = df11_file_group(f, g);
-        m->groups[g] = (rt_group){.name = gi->name, .layer = gi->layer,
-                                  .first_tensor = gi->first_tensor, .n_tensors = gi->n_tensors,
-                                  .payload_size = gi->payload_size,
-                                  .decoded_size = gi->decoded_size};
+        m->groups[g] = (rt_group){ .name = gi->name,
+                                   .layer = gi->layer,
+                                   .first_tensor = gi->first_tensor,
+                                   .n_tensors = gi->n_tensors,
+                                   .payload_size = gi->payload_size,
+                                   .decoded_size = gi->decoded_size };
         if (gi->n_tensors > m->max_block_tensors) m->max_block_tensors = gi->n_tensors;
     }
     for (uint32_t b = 0; b < m->n_blocks; b++) {
@@ -71,17 +73,17 @@ static int group_in_arena(const df11_model *m, const rt_group *g)
 
 /* What the model needs from the device, computed from the index alone. */
 typedef struct memory_plan {
-    uint64_t slot;            /* one arena slot: the largest group decoded there */
-    uint32_t k;               /* arena slots */
+    uint64_t slot; /* one arena slot: the largest group decoded there */
+    uint32_t k;    /* arena slots */
     uint64_t compressed, resident, metadata;
-    uint64_t need;            /* all of it, arena included */
-    uint64_t limit;           /* what the pool may take, 0 = no limit */
+    uint64_t need;  /* all of it, arena included */
+    uint64_t limit; /* what the pool may take, 0 = no limit */
 } memory_plan;
 
 /* Fails with the shortfall, before anything is allocated, when the model does not fit. */
 static df11_status memory_plan_make(df11_model *m, memory_plan *p)
 {
-    *p = (memory_plan){.k = m->opt.arena_slots};
+    *p = (memory_plan){ .k = m->opt.arena_slots };
     for (uint32_t g = 0; g < m->n_groups; g++) {
         rt_group *gr = &m->groups[g];
         if (group_in_arena(m, gr)) {
@@ -100,12 +102,14 @@ static df11_status memory_plan_make(df11_model *m, memory_plan *p)
     p->limit = df11i_rt_memory_limit(m);
     if (p->limit && p->need > p->limit)
         return df11i_fail(DF11_ERR_DEVICE_MEMORY,
-                         "'%s' needs %.1f MiB (compressed %.1f + arena %u x %.1f + resident "
-                         "%.1f + metadata %.1f) but the limit is %.1f MiB: short by %llu bytes "
-                         "(%.1f MiB)", m->path, df11i_rt_mib(p->need), df11i_rt_mib(p->compressed),
-                         p->k, df11i_rt_mib(p->slot), df11i_rt_mib(p->resident),
-                         df11i_rt_mib(p->metadata), df11i_rt_mib(p->limit),
-                         (unsigned long long)(p->need - p->limit), df11i_rt_mib(p->need - p->limit));
+                          "'%s' needs %.1f MiB (compressed %.1f + arena %u x %.1f + resident "
+                          "%.1f + metadata %.1f) but the limit is %.1f MiB: short by %llu bytes "
+                          "(%.1f MiB)",
+                          m->path, df11i_rt_mib(p->need), df11i_rt_mib(p->compressed), p->k,
+                          df11i_rt_mib(p->slot), df11i_rt_mib(p->resident),
+                          df11i_rt_mib(p->metadata), df11i_rt_mib(p->limit),
+                          (unsigned long long)(p->need - p->limit),
+                          df11i_rt_mib(p->need - p->limit));
     return DF11_OK;
 }
 
@@ -120,18 +124,17 @@ static df11_status memory_carve(df11_model *m, const memory_plan *p)
     if ((s = df11i_pool_reserve(m->pool, p->need)) != DF11_OK) return s;
     void *base;
     if ((s = df11i_pool_alloc(m->pool, p->slot * p->k, RT_PAYLOAD_ALIGN, DF11_POOL_USE_ARENA,
-                             &base)) != DF11_OK ||
+                              &base)) != DF11_OK ||
         (s = df11i_arena_init(&m->arena, p->k, p->slot, base)) != DF11_OK)
         return s;
     for (uint32_t g = 0; g < m->n_groups; g++) {
         rt_group *gr = &m->groups[g];
-        if (group_in_arena(m, gr))
-            /* the GPU decoder reads lane streams 16 bytes at a time */
+        if (group_in_arena(m, gr)) /* the GPU decoder reads lane streams 16 bytes at a time */
             s = df11i_pool_alloc(m->pool, df11i_align_up(gr->payload_size, 16), RT_PAYLOAD_ALIGN,
-                                DF11_POOL_USE_COMPRESSED, &gr->payload);
+                                 DF11_POOL_USE_COMPRESSED, &gr->payload);
         else
             s = df11i_pool_alloc(m->pool, gr->decoded_size, RT_PAYLOAD_ALIGN,
-                                DF11_POOL_USE_RESIDENT, &gr->resident);
+                                 DF11_POOL_USE_RESIDENT, &gr->resident);
         if (s != DF11_OK) return s;
     }
     return DF11_OK;
@@ -154,8 +157,7 @@ static df11_status scheduler_create(df11_model *m)
     return DF11_OK;
 }
 
-df11_status df11_model_open(const char *path, const df11_model_options *options,
-                            df11_model **out)
+df11_status df11_model_open(const char *path, const df11_model_options *options, df11_model **out)
 {
     double t0 = df11i_now_ms();
     df11_model *m = NULL;

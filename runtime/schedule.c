@@ -17,7 +17,7 @@ static df11_status block_check(const df11_model *m, uint32_t block, const char *
     if (!m) return df11i_fail(DF11_ERR_INVALID_ARG, "%s: model is NULL", fn);
     if (block >= m->n_blocks)
         return df11i_fail(DF11_ERR_NOT_FOUND, "block %u: the model has %u blocks", block,
-                         m->n_blocks);
+                          m->n_blocks);
     return DF11_OK;
 }
 
@@ -44,10 +44,14 @@ static df11_status slot_fill(df11_model *m, int64_t key, uint32_t g, int prefetc
     rt_slot *sl = &m->slots[i];
     rt_group *gr = &m->groups[g];
     /* The slot's previous tenant may still be read by the engine's stream. */
-    if (sl->release_recorded && (s = be->iface->stream_wait(be, m->side_stream, sl->release_event)) != DF11_OK)
+    if (sl->release_recorded &&
+        (s = be->iface->stream_wait(be, m->side_stream, sl->release_event)) != DF11_OK)
         goto fail;
-    df11i_backend_group bg = {.file = m->file, .group = g, .payload = gr->payload,
-                             .plan_host = gr->plan_host, .plan_dev = gr->plan_dev};
+    df11i_backend_group bg = { .file = m->file,
+                               .group = g,
+                               .payload = gr->payload,
+                               .plan_host = gr->plan_host,
+                               .plan_dev = gr->plan_dev };
     if ((s = be->iface->decode_group(be, &bg, m->arena.slots[i].data, m->side_stream)) != DF11_OK)
         goto fail;
     if ((s = be->iface->event_record(be, sl->ready_event, m->side_stream)) != DF11_OK) goto fail;
@@ -137,8 +141,8 @@ static df11_status prefetch(df11_model *m, uint32_t block)
  * block 0 for the next token; stops at the first that finds no slot. */
 static void prefetch_ahead(df11_model *m, uint32_t block)
 {
-    uint32_t ahead = m->opt.prefetch_blocks < 0 ? m->arena.n_slots - 1
-                                                : (uint32_t)m->opt.prefetch_blocks;
+    uint32_t ahead =
+        m->opt.prefetch_blocks < 0 ? m->arena.n_slots - 1 : (uint32_t)m->opt.prefetch_blocks;
     for (uint32_t j = 1; j <= ahead && j < m->n_blocks; j++)
         if (prefetch(m, (block + j) % m->n_blocks) != DF11_OK) break;
 }
@@ -151,8 +155,10 @@ static df11_status arena_acquire(df11_model *m, uint32_t block, df11_stream stre
     int slot;
     df11_status s = slot_fill(m, block, m->block_group[block], 0, &slot);
     if (s == DF11_ERR_BUSY)
-        return df11i_fail(DF11_ERR_BUSY, "block %u: all %u arena slots hold acquired blocks; "
-                         "release one first", block, m->arena.n_slots);
+        return df11i_fail(DF11_ERR_BUSY,
+                          "block %u: all %u arena slots hold acquired blocks; "
+                          "release one first",
+                          block, m->arena.n_slots);
     if (s != DF11_OK) return s;
     df11i_arena_acquire(&m->arena, slot);
     prefetch_ahead(m, block);
@@ -211,7 +217,7 @@ static int64_t group_key(const df11_model *m, uint32_t group)
 }
 
 df11_status df11i_rt_group_acquire(df11_model *m, uint32_t group, df11_stream stream,
-                                  const void **data)
+                                   const void **data)
 {
     int slot = slot_acquired(m, group_key(m, group));
     if (slot >= 0) {

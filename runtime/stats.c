@@ -8,8 +8,8 @@
 #include <fcntl.h>
 #include <math.h>
 #include <sched.h>
-#include <stdatomic.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,8 +35,10 @@ static int page_open(df11i_stats_page *pg, char *why, size_t why_len)
     int fd = -1;
     int pid = (int)getpid();
     for (int n = 0; n < 64 && fd < 0; n++) {
-        if (n == 0) snprintf(pg->name, sizeof pg->name, "/" DF11_MEMSTAT_PREFIX "%d", pid);
-        else snprintf(pg->name, sizeof pg->name, "/" DF11_MEMSTAT_PREFIX "%d-%d", pid, n);
+        if (n == 0)
+            snprintf(pg->name, sizeof pg->name, "/" DF11_MEMSTAT_PREFIX "%d", pid);
+        else
+            snprintf(pg->name, sizeof pg->name, "/" DF11_MEMSTAT_PREFIX "%d-%d", pid, n);
         /* 0600: the page names the model file (memstat.h). */
         fd = shm_open(pg->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         int err = errno;
@@ -54,7 +56,7 @@ static int page_open(df11i_stats_page *pg, char *why, size_t why_len)
 }
 
 int df11i_stats_page_create(df11i_stats_page *pg, const char *model_path, const char *backend,
-                           int bf16_model, char *why, size_t why_len)
+                            int bf16_model, char *why, size_t why_len)
 {
     pg->map = NULL;
     int fd = page_open(pg, why, why_len);
@@ -171,7 +173,7 @@ static int field_string_ok(const char *s, size_t cap, int printable)
 }
 
 int df11i_memstat_page_read(const void *mapped, size_t mapped_size, df11i_memstat_page *out,
-                           char *why, size_t why_len)
+                            char *why, size_t why_len)
 {
     if (!mapped || !out) return bad(why, why_len, "no page");
     if ((uintptr_t)mapped % _Alignof(df11i_memstat_page))

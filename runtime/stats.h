@@ -24,13 +24,13 @@ typedef struct df11i_stats_snapshot {
     uint64_t metadata_bytes, pool_reserved, pool_high_water, memory_limit;
     uint64_t decodes, acquires;
     double decode_ms, open_ms;
-    int32_t slot_key[DF11_MEMSTAT_SLOTS];  /* what each arena slot holds, -1 if none */
+    int32_t slot_key[DF11_MEMSTAT_SLOTS];   /* what each arena slot holds, -1 if none */
     uint8_t slot_state[DF11_MEMSTAT_SLOTS]; /* 0 empty, 1 cached, 2 acquired */
 } df11i_stats_snapshot;
 
 typedef struct df11i_stats_page {
-    df11i_memstat_page *map;   /* NULL: no page */
-    char name[64];            /* the shared-memory object's name, "/df11-<pid>[-n]" */
+    df11i_memstat_page *map; /* NULL: no page */
+    char name[64];           /* the shared-memory object's name, "/df11-<pid>[-n]" */
 } df11i_stats_page;
 
 /* Creates a page for this process (mode 0600: it names the model file) with the fixed
@@ -38,7 +38,7 @@ typedef struct df11i_stats_page {
  * -1 with pg->map NULL and a one-line reason in `why`: stats are optional, the caller
  * carries on without a page. */
 int df11i_stats_page_create(df11i_stats_page *pg, const char *model_path, const char *backend,
-                           int bf16_model, char *why, size_t why_len);
+                            int bf16_model, char *why, size_t why_len);
 /* Writes `snap` under the page's seqlock. Nothing when pg has no page. */
 void df11i_stats_page_write(df11i_stats_page *pg, const df11i_stats_snapshot *snap);
 /* Unmaps and unlinks the page. Nothing when pg has no page. */

@@ -29,7 +29,7 @@ df11_status df11i_rt_names_index(df11_model *m)
         while (m->hash[i]) {
             if (!strcmp(m->tensors[m->hash[i] - 1].view.name, m->tensors[t].view.name))
                 return df11i_fail(DF11_ERR_DUPLICATE, "tensor '%s' appears twice",
-                                 m->tensors[t].view.name);
+                                  m->tensors[t].view.name);
             i = (i + 1) & m->hash_mask;
         }
         m->hash[i] = t + 1;
@@ -62,14 +62,16 @@ df11_status df11_tensor_get(df11_model *m, const char *name, df11_stream stream,
     if (gr->layer >= 0) {
         if (!(data = df11i_rt_block_data(m, (uint32_t)gr->layer)))
             return df11i_fail(DF11_ERR_STATE, "tensor '%s': block %d is not acquired", name,
-                             gr->layer);
+                              gr->layer);
     } else if (gr->resident) {
         data = gr->resident;
     } else {
         df11_status s = df11i_rt_group_acquire(m, rt->group, stream, &data);
         if (s == DF11_ERR_BUSY)
-            return df11i_fail(DF11_ERR_BUSY, "tensor '%s': all %u arena slots are acquired; "
-                             "release one first", name, m->arena.n_slots);
+            return df11i_fail(DF11_ERR_BUSY,
+                              "tensor '%s': all %u arena slots are acquired; "
+                              "release one first",
+                              name, m->arena.n_slots);
         if (s != DF11_OK) return s;
     }
     *view = rt->view;

@@ -62,7 +62,8 @@ START_TEST(test_acquire_release)
     ck_assert_int_eq(df11i_arena_find(&a, 2), -1);
     ck_assert_int_eq(df11i_arena_release(&a, 7, NULL), DF11_ERR_STATE);
     ck_assert_int_eq(df11i_arena_init(&a, 0, 64, NULL), DF11_ERR_INVALID_ARG);
-    ck_assert_int_eq(df11i_arena_init(&a, DF11_ARENA_MAX_SLOTS + 1, 64, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11i_arena_init(&a, DF11_ARENA_MAX_SLOTS + 1, 64, NULL),
+                     DF11_ERR_INVALID_ARG);
 }
 END_TEST
 

@@ -27,9 +27,9 @@ enum { ACT_NONE, ACT_FAIL, ACT_KILL };
 static uint64_t rng;
 static uint16_t w[3][4096];
 static df11_tensor_source src[3] = {
-    {"model.layers.0.a.weight", DF11_DTYPE_BF16, 2, {64, 64}, w[0]},
-    {"model.layers.1.a.weight", DF11_DTYPE_BF16, 2, {64, 64}, w[1]},
-    {"model.layers.2.a.weight", DF11_DTYPE_BF16, 2, {64, 64}, w[2]},
+    { "model.layers.0.a.weight", DF11_DTYPE_BF16, 2, { 64, 64 }, w[0] },
+    { "model.layers.1.a.weight", DF11_DTYPE_BF16, 2, { 64, 64 }, w[1] },
+    { "model.layers.2.a.weight", DF11_DTYPE_BF16, 2, { 64, 64 }, w[2] },
 };
 
 static void setup(void)
@@ -89,7 +89,7 @@ static void progress(void *ctx, uint64_t done, uint64_t total)
 static df11_status write_out(int kind, const char *path, int act)
 {
     if (kind == KIND_ST) return df11i_st_write_fill(path, src, 3, NULL, fill, &act);
-    df11_compress_options o = {.n_threads = 1, .progress = progress, .progress_ctx = &act};
+    df11_compress_options o = { .n_threads = 1, .progress = progress, .progress_ctx = &act };
     return df11_compress_tensors(path, src, 3, NULL, 0, &o, NULL);
 }
 
@@ -121,7 +121,7 @@ static int write_in_child(int kind, const char *path, int act, int named, rlim_t
         df11i_atomic_file_no_tmpfile = named;
         if (fsize) {
             signal(SIGXFSZ, SIG_IGN);
-            struct rlimit rl = {fsize, fsize};
+            struct rlimit rl = { fsize, fsize };
             setrlimit(RLIMIT_FSIZE, &rl);
         }
         _exit(write_out(kind, path, act) == DF11_OK ? 0 : 3);
@@ -133,7 +133,7 @@ static int write_in_child(int kind, const char *path, int act, int named, rlim_t
 
 START_TEST(test_output_mode)
 {
-    static const mode_t masks[] = {022, 077, 002, 027};
+    static const mode_t masks[] = { 022, 077, 002, 027 };
     mode_t saved = umask(022);
     for (int named = 0; named < 2; named++)
         for (int kind = 0; kind < 2; kind++)
@@ -148,8 +148,8 @@ START_TEST(test_output_mode)
                 struct stat st;
                 ck_assert_int_eq(stat(path, &st), 0);
                 ck_assert_msg((st.st_mode & 07777) == (0666 & ~masks[i]),
-                              "%s named=%d umask %03o: mode %03o", path, named,
-                              (unsigned)masks[i], (unsigned)(st.st_mode & 07777));
+                              "%s named=%d umask %03o: mode %03o", path, named, (unsigned)masks[i],
+                              (unsigned)(st.st_mode & 07777));
                 ck_assert_str_eq(dir_list(dir), target_name(kind));
             }
     df11i_atomic_file_no_tmpfile = 0;
@@ -183,7 +183,7 @@ START_TEST(test_output_failed_write)
                 ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 3, "status %x", status);
                 ck_assert_str_eq(dir_list(dir), expect);
                 if (previous) {
-                    char b[16] = {0};
+                    char b[16] = { 0 };
                     FILE *f = fopen(path, "r");
                     ck_assert_uint_eq(fread(b, 1, sizeof b, f), 8);
                     fclose(f);
@@ -207,7 +207,8 @@ START_TEST(test_output_sigkill)
                 if (previous) ck_assert_int_eq(write_out(kind, path, ACT_NONE), DF11_OK);
                 const char *expect = previous ? target_name(kind) : "";
                 int status = write_in_child(kind, path, ACT_KILL, named, 0);
-                ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "status %x", status);
+                ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "status %x",
+                              status);
                 if (previous) check_complete(kind, path);
                 int fd = open(dir, O_TMPFILE | O_WRONLY, 0600);
                 int tmpfile_ok = fd >= 0;
@@ -247,7 +248,7 @@ START_TEST(test_output_replaces)
             ck_assert_int_eq(write_out(kind, path, ACT_NONE), DF11_OK);
             ck_assert_int_eq(stat(path, &b), 0);
             ck_assert_uint_ne(a.st_ino, b.st_ino);
-            char buf[32] = {0};
+            char buf[32] = { 0 };
             rewind(old);
             ck_assert_uint_eq(fread(buf, 1, sizeof buf, old), 12);
             ck_assert_str_eq(buf, "old contents");
@@ -288,7 +289,7 @@ START_TEST(test_atomic_file_temporaries)
     snprintf(live, sizeof live, "%s/.x.tmp-%d-0", dir, (int)getppid());
     snprintf(other, sizeof other, "%s/.y.tmp-%d-0", dir, (int)dead);
     snprintf(odd, sizeof odd, "%s/.x.tmp-%d-0z", dir, (int)dead);
-    const char *make[] = {stale, live, other, odd};
+    const char *make[] = { stale, live, other, odd };
     for (int i = 0; i < 4; i++) fclose(fopen(make[i], "w"));
     for (int named = 0; named < 2; named++) {
         df11i_atomic_file_no_tmpfile = named;
@@ -317,7 +318,7 @@ END_TEST
  * ends the process as it would have. */
 START_TEST(test_tool_signal_cleanup)
 {
-    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
     for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {
         const char *dir = fresh_dir("signal");
         char path[600];

@@ -27,8 +27,8 @@ static void roundtrip(const uint16_t *x, uint64_t n, uint32_t L, uint32_t S, int
     /* (plain ifs in the loops: Check records every passing assertion, which is slow) */
     for (uint64_t i = 0; i < n; i++)
         if (x[i] != y[i])
-            ck_abort_msg("n=%llu L=%u S=%u: element %llu: %04x != %04x", (unsigned long long)n, L, S,
-                         (unsigned long long)i, x[i], y[i]);
+            ck_abort_msg("n=%llu L=%u S=%u: element %llu: %04x != %04x", (unsigned long long)n, L,
+                         S, (unsigned long long)i, x[i], y[i]);
     ck_assert_uint_eq(y[n], 0xa5a5);
     /* a chunk's lanes never hold more than the bound the format promises */
     for (uint64_t k = 0; k < df11i_n_lane_entries(n, S); k++)
@@ -42,9 +42,10 @@ static void roundtrip(const uint16_t *x, uint64_t n, uint32_t L, uint32_t S, int
 
 START_TEST(test_roundtrip_sizes)
 {
-    static const uint64_t sizes[] = {0, 1, 2, 7, 8, 9, 15, 17, 255, 256, 257, 4095, 4096, 4097,
-                                     65535, 65536, 65537, 100003, 262144 + 13};
-    static const uint32_t lanes[] = {8, 16, 256, 2048, 4096};
+    static const uint64_t sizes[] = { 0,     1,     2,     7,      8,          9,    15,
+                                      17,    255,   256,   257,    4095,       4096, 4097,
+                                      65535, 65536, 65537, 100003, 262144 + 13 };
+    static const uint32_t lanes[] = { 8, 16, 256, 2048, 4096 };
     uint16_t *x = malloc(sizeof(uint16_t) * 300000);
     for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
         df11_test_fill_weights(x, sizes[s], 97, &rng);
@@ -81,7 +82,8 @@ START_TEST(test_all_equal_exponents)
 {
     uint64_t n = 100000;
     uint16_t *x = malloc(n * 2);
-    for (uint64_t i = 0; i < n; i++) x[i] = (uint16_t)((0x7c << 7) | (df11_test_rand(&rng) & 0x807f));
+    for (uint64_t i = 0; i < n; i++)
+        x[i] = (uint16_t)((0x7c << 7) | (df11_test_rand(&rng) & 0x807f));
     df11i_encoded enc;
     uint8_t *sm = malloc(n);
     ck_assert_int_eq(df11i_encode(x, n, 12, 2048, 1, sm, &enc), DF11_OK);
@@ -103,10 +105,11 @@ END_TEST
 START_TEST(test_code_properties)
 {
     for (int trial = 0; trial < 200; trial++) {
-        uint64_t hist[256] = {0};
+        uint64_t hist[256] = { 0 };
         int used = 1 + (int)(df11_test_rand(&rng) % 256);
         for (int i = 0; i < used; i++)
-            hist[df11_test_rand(&rng) % 256] += 1 + (df11_test_rand(&rng) % (1ull << (df11_test_rand(&rng) % 40)));
+            hist[df11_test_rand(&rng) % 256] +=
+                1 + (df11_test_rand(&rng) % (1ull << (df11_test_rand(&rng) % 40)));
         int distinct = 0;
         for (int s = 0; s < 256; s++) distinct += hist[s] != 0;
         uint32_t L = 8 + (uint32_t)(df11_test_rand(&rng) % 8);
@@ -151,10 +154,10 @@ START_TEST(test_length_limit_cost)
     uint64_t n = 1 << 20;
     uint16_t *x = malloc(n * 2);
     df11_test_fill_weights(x, n, 4096, &rng);
-    uint64_t hist[256] = {0};
+    uint64_t hist[256] = { 0 };
     for (uint64_t i = 0; i < n; i++) hist[df11i_bf16_exp(x[i])]++;
     double bits[2];
-    uint32_t Ls[2] = {12, 15};
+    uint32_t Ls[2] = { 12, 15 };
     for (int k = 0; k < 2; k++) {
         df11i_code code;
         ck_assert_int_eq(df11i_code_build(hist, Ls[k], &code), DF11_OK);
@@ -245,7 +248,7 @@ static uint64_t spec_stream(const uint16_t *x, uint64_t n, uint32_t S, const df1
     for (uint64_t c = 0; c * 32 * S < n; c++) {
         const uint64_t start = c * 32 * S, n_chunk = n - start < 32 * S ? n - start : 32 * S;
         const uint32_t m = (uint32_t)((n_chunk + S - 1) / S < 32 ? (n_chunk + S - 1) / S : 32);
-        uint32_t n_sym[DF11_LANES] = {0}, B[DF11_LANES] = {0};
+        uint32_t n_sym[DF11_LANES] = { 0 }, B[DF11_LANES] = { 0 };
         for (uint64_t e = 0; e < n_chunk; e++) { /* group e/8 belongs to lane (e/8) mod m */
             const uint32_t l = (uint32_t)(e / 8 % m);
             sym[l][n_sym[l]++] = (uint8_t)(x[start + e] >> 7);
@@ -258,8 +261,8 @@ static uint64_t spec_stream(const uint16_t *x, uint64_t n, uint32_t S, const df1
         }
         ck_assert_uint_eq(at % 32, 0);
         chunks[c] = (uint32_t)(at / 32);
-        int avail[DF11_LANES] = {0}, tail_taken[DF11_LANES] = {0};
-        uint32_t taken[DF11_LANES] = {0};
+        int avail[DF11_LANES] = { 0 }, tail_taken[DF11_LANES] = { 0 };
+        uint32_t taken[DF11_LANES] = { 0 };
         for (uint32_t j = 0; j < S; j += 2)
             for (uint32_t l = 0; l < m; l++) {
                 if (j >= n_sym[l]) continue;
@@ -285,7 +288,8 @@ static uint64_t spec_stream(const uint16_t *x, uint64_t n, uint32_t S, const df1
 }
 
 /* Encodes x and compares every table and stream word with spec_stream, then round-trips. */
-static void check_against_spec(const uint16_t *x, uint64_t n, uint32_t L, uint32_t S, df11i_encoded *enc)
+static void check_against_spec(const uint16_t *x, uint64_t n, uint32_t L, uint32_t S,
+                               df11i_encoded *enc)
 {
     uint8_t *sm = malloc(n + 1);
     ck_assert_int_eq(df11i_encode(x, n, L, S, 1, sm, enc), DF11_OK);
@@ -296,7 +300,8 @@ static void check_against_spec(const uint16_t *x, uint64_t n, uint32_t L, uint32
     ck_assert_uint_eq(enc->coded.n_chunks, n_chunks);
     ck_assert_uint_eq(enc->coded.stream_bytes, (n_words + 2) * 4);
     for (uint64_t c = 0; c < n_chunks; c++) ck_assert_uint_eq(enc->chunks[c], chunks[c]);
-    for (uint64_t k = 0; k < df11i_n_lane_entries(n, S); k++) ck_assert_uint_eq(enc->lanes[k], lane_bits[k]);
+    for (uint64_t k = 0; k < df11i_n_lane_entries(n, S); k++)
+        ck_assert_uint_eq(enc->lanes[k], lane_bits[k]);
     for (uint64_t w = 0; w < n_words + 2; w++)
         ck_assert_msg(enc->stream[w] == words[w], "n=%llu S=%u: word %llu: %08x, spec %08x",
                       (unsigned long long)n, S, (unsigned long long)w, enc->stream[w], words[w]);
@@ -321,8 +326,8 @@ START_TEST(test_stream_matches_spec)
 {
     /* 192 weights, S = 64: 3 lanes of 64 symbols. Exponent counts 96, 48, .., 2, 1 give
      * the code lengths 1..7, 7, whose canonical codes are 0, 10, 110, .., 1111110, 1111111. */
-    static const uint32_t count[8] = {96, 48, 24, 12, 6, 3, 2, 1};
-    static const uint16_t want_code[8] = {0x0, 0x2, 0x6, 0xe, 0x1e, 0x3e, 0x7e, 0x7f};
+    static const uint32_t count[8] = { 96, 48, 24, 12, 6, 3, 2, 1 };
+    static const uint16_t want_code[8] = { 0x0, 0x2, 0x6, 0xe, 0x1e, 0x3e, 0x7e, 0x7f };
     uint16_t x[192];
     uint64_t r = 7;
     /* longest codes first: lane 0 (groups 0, 3, 6, ..) gets them all, front-loaded, and
@@ -340,9 +345,10 @@ START_TEST(test_stream_matches_spec)
         ck_assert_uint_eq(enc.coded.code.len[100 + s], s < 7 ? s + 1 : 7);
         ck_assert_uint_eq(codes[100 + s], want_code[s]);
     }
-    ck_assert_uint_eq(enc.lanes[0], 3 * 7 + 3 * 6 + 6 * 5 + 12 * 4 + 24 * 3 + 16 * 2); /* 221: F 6, T 29 */
-    ck_assert_uint_eq(enc.lanes[1], 32 * 2 + 32 * 1);                                  /* 96: F 3, T 0 */
-    ck_assert_uint_eq(enc.lanes[2], 64);                                               /* F 2, T 0 */
+    ck_assert_uint_eq(enc.lanes[0],
+                      3 * 7 + 3 * 6 + 6 * 5 + 12 * 4 + 24 * 3 + 16 * 2); /* 221: F 6, T 29 */
+    ck_assert_uint_eq(enc.lanes[1], 32 * 2 + 32 * 1);                    /* 96: F 3, T 0 */
+    ck_assert_uint_eq(enc.lanes[2], 64);                                 /* F 2, T 0 */
     df11i_encoded_free(&enc);
 
     /* the same symbols shuffled; then the last group short (5 weights: lane 2 ends on a
@@ -392,7 +398,7 @@ START_TEST(test_stream_word_boundaries)
     for (int i = 0; i < 32; i++) x[i] = bf16_with_exp(100 + (uint32_t)(i % 16), &r);
     df11i_encoded enc;
     check_against_spec(x, 32, 12, 8, &enc);
-    static const uint32_t want[4] = {0x01234567, 0x89abcdef, 0x01234567, 0x89abcdef};
+    static const uint32_t want[4] = { 0x01234567, 0x89abcdef, 0x01234567, 0x89abcdef };
     ck_assert_uint_eq(enc.coded.stream_bytes, (4 + 2) * 4);
     ck_assert_mem_eq(enc.stream, want, sizeof want);
     df11i_encoded_free(&enc);
@@ -409,7 +415,7 @@ END_TEST
 START_TEST(test_chunk_size_must_match_lanes)
 {
     encoded_random e;
-    encode_random(20000, 128, &e);   /* 5 chunks */
+    encode_random(20000, 128, &e); /* 5 chunks */
     df11i_encoded *enc = &e.enc;
     uint16_t *y = e.y;
     ck_assert_int_eq(df11i_coded_validate(&enc->coded), DF11_OK);
@@ -440,19 +446,19 @@ END_TEST
 
 START_TEST(test_bad_arguments)
 {
-    uint16_t x[16] = {0};
+    uint16_t x[16] = { 0 };
     uint8_t sm[16];
     df11i_encoded enc;
     ck_assert_int_eq(df11i_encode(x, 16, 12, 12, 1, sm, &enc), DF11_ERR_INVALID_ARG);
     ck_assert_int_eq(df11i_encode(x, 16, 16, 8, 1, sm, &enc), DF11_ERR_INVALID_ARG);
     ck_assert_int_eq(df11i_encode(x, 16, 0, 8, 1, sm, &enc), DF11_ERR_INVALID_ARG);
     ck_assert_int_eq(df11i_encode(NULL, 16, 12, 8, 1, sm, &enc), DF11_ERR_INVALID_ARG);
-    uint8_t cb[4] = {250, 9, 0x11, 0x11};
+    uint8_t cb[4] = { 250, 9, 0x11, 0x11 };
     df11i_code code;
-    ck_assert_int_eq(df11i_codebook_read(cb, 4, 12, &code), DF11_ERR_CORRUPT);  /* past 255 */
-    uint8_t kraft[4] = {0, 2, 0x11, 0x01};                                      /* 3 codes of length 1 */
+    ck_assert_int_eq(df11i_codebook_read(cb, 4, 12, &code), DF11_ERR_CORRUPT); /* past 255 */
+    uint8_t kraft[4] = { 0, 2, 0x11, 0x01 }; /* 3 codes of length 1 */
     ck_assert_int_eq(df11i_codebook_read(kraft, 4, 12, &code), DF11_ERR_CORRUPT);
-    uint8_t longer[3] = {0, 1, 0xdd};                                           /* length 13 > 12 */
+    uint8_t longer[3] = { 0, 1, 0xdd }; /* length 13 > 12 */
     ck_assert_int_eq(df11i_codebook_read(longer, 3, 12, &code), DF11_ERR_CORRUPT);
     ck_assert_int_eq(df11i_codebook_read(longer, 1, 12, &code), DF11_ERR_CORRUPT);
 }
@@ -483,7 +489,7 @@ START_TEST(test_too_many_exponents_for_L)
     const char *why = df11_last_error_detail();
     ck_assert_msg(strstr(why, "40 distinct") && strstr(why, "at least 6"), "%s", why);
     ck_assert_ptr_null(enc.stream); /* nothing half-built handed back */
-    uint64_t hist[256] = {0};
+    uint64_t hist[256] = { 0 };
     for (uint64_t i = 0; i < n; i++) hist[df11i_bf16_exp(x[i])]++;
     ck_assert_uint_eq(df11i_code_min_len(hist), 6);
     roundtrip(x, n, 6, 256, 1);
@@ -492,20 +498,22 @@ START_TEST(test_too_many_exponents_for_L)
 
     /* every count of distinct exponents against every L: accepted iff it fits 2^L */
     for (int d = 1; d <= 256; d++) {
-        uint64_t h[256] = {0};
+        uint64_t h[256] = { 0 };
         for (int s = 0; s < d; s++) h[(s * 7 + 3) % 256] = 1 + (uint64_t)s * s;
         for (uint32_t L = 1; L <= DF11_MAX_CODE_LEN; L++) {
             df11i_code code;
             df11_status st = df11i_code_build(h, L, &code);
             if ((st == DF11_OK) != (d <= (1 << L)) || (st != DF11_OK && L >= df11i_code_min_len(h)))
-                ck_abort_msg("d=%d L=%u: %s (min L %u)", d, L, df11_strerror(st), df11i_code_min_len(h));
+                ck_abort_msg("d=%d L=%u: %s (min L %u)", d, L, df11_strerror(st),
+                             df11i_code_min_len(h));
         }
     }
 }
 END_TEST
 
 /* Checks that `code` (for `hist` at limit L) is complete, prefix-free and within L. */
-static void check_code(const uint64_t hist[256], const df11i_code *code, uint32_t L, const char *what)
+static void check_code(const uint64_t hist[256], const df11i_code *code, uint32_t L,
+                       const char *what)
 {
     int distinct = 0;
     for (int s = 0; s < 256; s++) distinct += hist[s] != 0;
@@ -540,19 +548,21 @@ START_TEST(test_code_properties_every_L)
      * prefix-free code within L. The seed is printed by the suite runner. */
     const uint64_t seed = rng;
     for (int trial = 0; trial < 150; trial++) {
-        uint64_t hist[256] = {0};
+        uint64_t hist[256] = { 0 };
         const int kind = trial % 3;
         int used = 1 + (int)(df11_test_rand(&rng) % 256);
         for (int i = 0; i < used; i++) {
-            uint64_t w = kind == 0 ? 1 + df11_test_rand(&rng) % (1ull << (df11_test_rand(&rng) % 40))
-                       : kind == 1 ? 1ull << (df11_test_rand(&rng) % 63)
-                                   : UINT64_MAX - df11_test_rand(&rng) % 1000;
+            uint64_t w = kind == 0
+                             ? 1 + df11_test_rand(&rng) % (1ull << (df11_test_rand(&rng) % 40))
+                         : kind == 1 ? 1ull << (df11_test_rand(&rng) % 63)
+                                     : UINT64_MAX - df11_test_rand(&rng) % 1000;
             hist[df11_test_rand(&rng) % 256] = w;
         }
         for (uint32_t L = 1; L <= DF11_MAX_CODE_LEN; L++) {
             df11i_code code;
             char what[96];
-            snprintf(what, sizeof what, "seed %llu trial %d L=%u", (unsigned long long)seed, trial, L);
+            snprintf(what, sizeof what, "seed %llu trial %d L=%u", (unsigned long long)seed, trial,
+                     L);
             df11_status st = df11i_code_build(hist, L, &code);
             if (L < df11i_code_min_len(hist)) {
                 ck_assert_msg(st == DF11_ERR_INVALID_ARG, "%s: %s", what, df11_strerror(st));
@@ -568,7 +578,7 @@ START_TEST(test_code_properties_every_L)
     for (int trial = 0; trial < 24; trial++) {
         const uint32_t d = trial < 8 ? 1u << trial : 1 + (uint32_t)(df11_test_rand(&rng) % 256);
         fill_distinct(x, n, d, &rng);
-        uint64_t hist[256] = {0};
+        uint64_t hist[256] = { 0 };
         for (uint64_t i = 0; i < n; i++) hist[df11i_bf16_exp(x[i])]++;
         for (uint32_t L = df11i_code_min_len(hist); L <= DF11_MAX_CODE_LEN; L++) {
             df11i_code code;
@@ -605,7 +615,10 @@ START_TEST(test_validate_code_and_sizes)
     c->code.len[s0] = 1; /* with the others unchanged: Kraft sum past 1 */
     c->code.len[s0 + 1 < 256 && c->code.len[s0 + 1] ? s0 + 1 : s0] = 1;
     for (int s = 0; s < 256; s++)
-        if (c->code.len[s] && s != s0) { c->code.len[s] = 1; break; }
+        if (c->code.len[s] && s != s0) {
+            c->code.len[s] = 1;
+            break;
+        }
     int ones = 0;
     for (int s = 0; s < 256; s++) ones += c->code.len[s] == 1;
     ck_assert_int_ge(ones, 2);
@@ -669,7 +682,7 @@ START_TEST(test_mutated_tables_never_overrun)
      * Whatever passes df11i_coded_validate must decode to OK or DF11_ERR_CORRUPT without
      * touching memory outside the buffers (run under ASan to see a stray byte). */
     const uint64_t seed = rng;
-    static const uint64_t sizes[] = {1, 77, 2048, 2048 + 513, 3 * 2048};
+    static const uint64_t sizes[] = { 1, 77, 2048, 2048 + 513, 3 * 2048 };
     for (int trial = 0; trial < 2000; trial++) {
         const uint64_t n = sizes[trial % 5];
         const uint32_t S = 64, L = 5 + (uint32_t)(df11_test_rand(&rng) % 11);
@@ -685,9 +698,10 @@ START_TEST(test_mutated_tables_never_overrun)
         uint8_t cb[140];
         df11i_codebook_write(&enc.coded.code, cb);
         const size_t chunks_b = enc.coded.n_chunks * 4, lanes_b = df11i_n_lane_entries(n, S) * 2;
-        uint8_t *sec[4] = {exact_copy(cb, cb_size), exact_copy(enc.chunks, chunks_b),
-                           exact_copy(enc.lanes, lanes_b), exact_copy(enc.stream, enc.coded.stream_bytes)};
-        const size_t sec_size[4] = {cb_size, chunks_b, lanes_b, enc.coded.stream_bytes};
+        uint8_t *sec[4] = { exact_copy(cb, cb_size), exact_copy(enc.chunks, chunks_b),
+                            exact_copy(enc.lanes, lanes_b),
+                            exact_copy(enc.stream, enc.coded.stream_bytes) };
+        const size_t sec_size[4] = { cb_size, chunks_b, lanes_b, enc.coded.stream_bytes };
         const int flips = 1 + (int)(df11_test_rand(&rng) % 4);
         for (int f = 0; f < flips; f++) {
             const int which = (int)(df11_test_rand(&rng) % 4);
@@ -738,17 +752,19 @@ START_TEST(test_gpu_plan_size_matches_build)
         else
             df11_test_fill_weights(w[i], n, 31, &rng);
         snprintf(names[i], sizeof names[i], "model.layers.%d.t%d", i % 2, i);
-        src[i] = (df11_tensor_source){.name = names[i], .dtype = DF11_DTYPE_BF16, .ndim = 1,
-                                      .shape = {n}, .data = w[i]};
+        src[i] = (df11_tensor_source){
+            .name = names[i], .dtype = DF11_DTYPE_BF16, .ndim = 1, .shape = { n }, .data = w[i]
+        };
     }
     snprintf(names[N], sizeof names[N], "model.layers.1.raw");
-    src[N] = (df11_tensor_source){.name = names[N], .dtype = DF11_DTYPE_F32, .ndim = 1,
-                                  .shape = {100}, .data = raw};
-    static const uint32_t Ls[] = {8, 12, 15};
+    src[N] = (df11_tensor_source){
+        .name = names[N], .dtype = DF11_DTYPE_F32, .ndim = 1, .shape = { 100 }, .data = raw
+    };
+    static const uint32_t Ls[] = { 8, 12, 15 };
     for (size_t k = 0; k < sizeof Ls / sizeof *Ls; k++) {
         char path[600];
         snprintf(path, sizeof path, "%s/plan%u.df11", df11_test_tmpdir(), Ls[k]);
-        df11_compress_options o = {.n_threads = 1, .max_code_len = Ls[k], .lane_symbols = 64};
+        df11_compress_options o = { .n_threads = 1, .max_code_len = Ls[k], .lane_symbols = 64 };
         ck_assert_int_eq(df11_compress_tensors(path, src, N + 1, NULL, 0, &o, NULL), DF11_OK);
         df11_file *f;
         ck_assert_int_eq(df11_file_open(path, &f), DF11_OK);
@@ -768,7 +784,7 @@ START_TEST(test_gpu_plan_size_matches_build)
             free(blob);
             free(payload);
         }
-        ck_assert_int_eq(df11i_gpu_plan_size(f, 2, &(size_t){0}), DF11_ERR_NOT_FOUND);
+        ck_assert_int_eq(df11i_gpu_plan_size(f, 2, &(size_t){ 0 }), DF11_ERR_NOT_FOUND);
         df11_file_close(f);
     }
 }

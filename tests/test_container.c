@@ -85,29 +85,30 @@ START_TEST(test_roundtrip_kinds)
 {
     /* empty, 1 element, odd sizes, all-equal exponents, raw dtypes, a scalar */
     static uint16_t w_big[3 * 70001], w_one[1], w_odd[13 * 7], w_eq[4099];
-    static float f32[5] = {1.5f, -2.0f, 0.0f, 3.25f, 1e30f};
-    static int64_t i64[3] = {-1, 42, INT64_MAX};
-    static uint16_t f16[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    static float f32[5] = { 1.5f, -2.0f, 0.0f, 3.25f, 1e30f };
+    static int64_t i64[3] = { -1, 42, INT64_MAX };
+    static uint16_t f16[9] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
     df11_test_fill_weights(w_big, 3 * 70001, 70001, &rng);
     df11_test_fill_weights(w_one, 1, 1, &rng);
     df11_test_fill_weights(w_odd, 13 * 7, 7, &rng);
-    for (size_t i = 0; i < 4099; i++) w_eq[i] = (uint16_t)(0x3c00 | (df11_test_rand(&rng) & 0x807f));
+    for (size_t i = 0; i < 4099; i++)
+        w_eq[i] = (uint16_t)(0x3c00 | (df11_test_rand(&rng) & 0x807f));
     df11_tensor_source src[] = {
-        {"model.embed_tokens.weight", DF11_DTYPE_BF16, 2, {3, 70001}, w_big},
-        {"model.layers.0.one", DF11_DTYPE_BF16, 1, {1}, w_one},
-        {"model.layers.0.odd", DF11_DTYPE_BF16, 2, {13, 7}, w_odd},
-        {"model.layers.0.empty", DF11_DTYPE_BF16, 2, {0, 5}, NULL},
-        {"model.layers.1.equal", DF11_DTYPE_BF16, 1, {4099}, w_eq},
-        {"model.layers.1.f32", DF11_DTYPE_F32, 1, {5}, f32},
-        {"model.layers.1.scalar", DF11_DTYPE_I64, 0, {0}, i64},
-        {"model.layers.1.i64", DF11_DTYPE_I64, 1, {3}, i64},
-        {"lm_head.f16", DF11_DTYPE_F16, 2, {3, 3}, f16},
+        { "model.embed_tokens.weight", DF11_DTYPE_BF16, 2, { 3, 70001 }, w_big },
+        { "model.layers.0.one", DF11_DTYPE_BF16, 1, { 1 }, w_one },
+        { "model.layers.0.odd", DF11_DTYPE_BF16, 2, { 13, 7 }, w_odd },
+        { "model.layers.0.empty", DF11_DTYPE_BF16, 2, { 0, 5 }, NULL },
+        { "model.layers.1.equal", DF11_DTYPE_BF16, 1, { 4099 }, w_eq },
+        { "model.layers.1.f32", DF11_DTYPE_F32, 1, { 5 }, f32 },
+        { "model.layers.1.scalar", DF11_DTYPE_I64, 0, { 0 }, i64 },
+        { "model.layers.1.i64", DF11_DTYPE_I64, 1, { 3 }, i64 },
+        { "lm_head.f16", DF11_DTYPE_F16, 2, { 3, 3 }, f16 },
     };
     size_t n = sizeof src / sizeof *src;
     const char *meta = "{\"hidden_size\": 7}";
     df11_compress_summary sum;
     for (uint32_t lane = 8; lane <= 2048; lane *= 16) {
-        df11_compress_options o = {.n_threads = 2, .lane_symbols = lane};
+        df11_compress_options o = { .n_threads = 2, .lane_symbols = lane };
         const char *out = path_in_tmp("kinds.df11");
         ck_assert_int_eq(df11_compress_tensors(out, src, n, meta, strlen(meta), &o, &sum), DF11_OK);
         ck_assert_uint_eq(sum.n_tensors, n);
@@ -141,12 +142,14 @@ START_TEST(test_ratio_bound)
     uint64_t rows = 1024, cols = 4096;
     uint16_t *w = malloc(rows * cols * 2);
     df11_test_fill_weights(w, rows * cols, cols, &rng);
-    df11_tensor_source src = {"w", DF11_DTYPE_BF16, 2, {rows, cols}, w};
+    df11_tensor_source src = { "w", DF11_DTYPE_BF16, 2, { rows, cols }, w };
     df11_compress_summary s;
-    ck_assert_int_eq(df11_compress_tensors(path_in_tmp("ratio.df11"), &src, 1, NULL, 0, NULL, &s), DF11_OK);
+    ck_assert_int_eq(df11_compress_tensors(path_in_tmp("ratio.df11"), &src, 1, NULL, 0, NULL, &s),
+                     DF11_OK);
     double bound = (8 + s.exponent_entropy) / 16;
     ck_assert_msg((double)s.bf16_stored_bytes <= bound * 1.005 * (double)s.bf16_bytes,
-                  "ratio %.5f, bound %.5f", (double)s.bf16_stored_bytes / (double)s.bf16_bytes, bound);
+                  "ratio %.5f, bound %.5f", (double)s.bf16_stored_bytes / (double)s.bf16_bytes,
+                  bound);
     free(w);
 
     const char *dir = df11_test_model_dir();
@@ -155,7 +158,8 @@ START_TEST(test_ratio_bound)
     bound = (8 + s.exponent_entropy) / 16;
     ck_assert_uint_eq(s.bf16_weights, 260032);
     ck_assert_msg((double)s.bf16_stored_bytes <= bound * 1.005 * (double)s.bf16_bytes,
-                  "stories260K ratio %.5f, bound %.5f", (double)s.bf16_stored_bytes / (double)s.bf16_bytes, bound);
+                  "stories260K ratio %.5f, bound %.5f",
+                  (double)s.bf16_stored_bytes / (double)s.bf16_bytes, bound);
 }
 END_TEST
 
@@ -183,7 +187,8 @@ START_TEST(test_real_model_roundtrip)
     ck_assert_int_eq(df11_file_open(df, &f), DF11_OK);
     size_t len;
     const char *cfg = df11_file_metadata(f, &len);
-    ck_assert_ptr_nonnull(memmem(cfg, len, "\"num_hidden_layers\"", 19)); /* config.json came through */
+    ck_assert_ptr_nonnull(
+        memmem(cfg, len, "\"num_hidden_layers\"", 19)); /* config.json came through */
     df11_file_close(f);
     df11i_st_close(a);
     df11i_st_close(b);
@@ -196,10 +201,10 @@ static uint8_t *good_file(size_t *size)
     static uint16_t w[5000], v[300];
     df11_test_fill_weights(w, 5000, 100, &rng);
     df11_test_fill_weights(v, 300, 30, &rng);
-    df11_tensor_source src[] = {{"model.layers.0.a", DF11_DTYPE_BF16, 2, {50, 100}, w},
-                                {"model.layers.0.b", DF11_DTYPE_BF16, 1, {300}, v},
-                                {"model.norm.weight", DF11_DTYPE_BF16, 1, {300}, v}};
-    df11_compress_options o = {.lane_symbols = 64};
+    df11_tensor_source src[] = { { "model.layers.0.a", DF11_DTYPE_BF16, 2, { 50, 100 }, w },
+                                 { "model.layers.0.b", DF11_DTYPE_BF16, 1, { 300 }, v },
+                                 { "model.norm.weight", DF11_DTYPE_BF16, 1, { 300 }, v } };
+    df11_compress_options o = { .lane_symbols = 64 };
     const char *p = path_in_tmp("good.df11");
     ck_assert_int_eq(df11_compress_tensors(p, src, 3, "{}", 2, &o, NULL), DF11_OK);
     return slurp(p, size);
@@ -233,7 +238,8 @@ static df11_status open_and_decode(const uint8_t *b, size_t size)
     spit(p, b, size);
     df11_status st = df11_file_open(p, &f);
     if (st == DF11_OK) st = decode_all(f);
-    ck_assert_msg(st == mst, "from a file: %s, from memory: %s", df11_strerror(st), df11_strerror(mst));
+    ck_assert_msg(st == mst, "from a file: %s, from memory: %s", df11_strerror(st),
+                  df11_strerror(mst));
     return st;
 }
 
@@ -244,8 +250,9 @@ START_TEST(test_truncated_anywhere)
     ck_assert_int_eq(open_and_decode(b, size), DF11_OK);
     for (size_t cut = 0; cut < size; cut += (cut < 300 ? 1 : 97)) {
         df11_status st = open_and_decode(b, cut);
-        ck_assert_msg(st == (cut < DF11_HEADER_SIZE && cut < 8 ? DF11_ERR_NOT_DF11 : DF11_ERR_TRUNCATED),
-                      "cut at %zu: %s", cut, df11_strerror(st));
+        ck_assert_msg(
+            st == (cut < DF11_HEADER_SIZE && cut < 8 ? DF11_ERR_NOT_DF11 : DF11_ERR_TRUNCATED),
+            "cut at %zu: %s", cut, df11_strerror(st));
     }
     free(b);
 }
@@ -264,7 +271,8 @@ START_TEST(test_flipped_bytes)
         b[at] ^= bit;
         if (at >= index_end) {
             /* payload bytes, and the zero padding between payloads that nothing reads */
-            ck_assert_msg(st == DF11_ERR_CHECKSUM || st == DF11_OK, "payload flip at %zu: %s", at, df11_strerror(st));
+            ck_assert_msg(st == DF11_ERR_CHECKSUM || st == DF11_OK, "payload flip at %zu: %s", at,
+                          df11_strerror(st));
         } else if (at < 8) {
             ck_assert_int_eq(st, DF11_ERR_NOT_DF11);
         } else {
@@ -285,14 +293,19 @@ END_TEST
 
 /* Edits an index field and re-seals the index checksum, so the reader's own checks must
  * catch it. */
-static df11_status with_field(const uint8_t *good, size_t size, uint64_t off, int width, uint64_t value)
+static df11_status with_field(const uint8_t *good, size_t size, uint64_t off, int width,
+                              uint64_t value)
 {
     uint8_t *b = malloc(size);
     memcpy(b, good, size);
-    if (width == 1) b[off] = (uint8_t)value;
-    else if (width == 2) df11i_st16(b + off, (uint16_t)value);
-    else if (width == 4) df11i_st32(b + off, (uint32_t)value);
-    else df11i_st64(b + off, value);
+    if (width == 1)
+        b[off] = (uint8_t)value;
+    else if (width == 2)
+        df11i_st16(b + off, (uint16_t)value);
+    else if (width == 4)
+        df11i_st32(b + off, (uint32_t)value);
+    else
+        df11i_st64(b + off, value);
     uint64_t end = df11i_ld64(b + HDR_INDEX_END);
     if (end <= size && end >= DF11_HEADER_SIZE) {
         XXH3_state_t *s = XXH3_createState();
@@ -312,27 +325,34 @@ START_TEST(test_hostile_index)
     size_t size;
     uint8_t *b = good_file(&size);
     const uint64_t G = DF11_HEADER_SIZE, T = df11i_ld64(b + HDR_TENSORS_OFFSET);
-    ck_assert_int_eq(with_field(b, size, HDR_N_GROUPS, 4, df11i_ld32(b + HDR_N_GROUPS)), DF11_OK); /* a no-op edit */
-    ck_assert_int_eq(open_and_decode((const uint8_t *)"PK\3\4 this is a zip file, not df11", 34), DF11_ERR_NOT_DF11);
+    ck_assert_int_eq(with_field(b, size, HDR_N_GROUPS, 4, df11i_ld32(b + HDR_N_GROUPS)),
+                     DF11_OK); /* a no-op edit */
+    ck_assert_int_eq(open_and_decode((const uint8_t *)"PK\3\4 this is a zip file, not df11", 34),
+                     DF11_ERR_NOT_DF11);
     /* majors this library does not read: an older one asks for recompressing */
     ck_assert_int_eq(with_field(b, size, HDR_VERSION_MAJOR, 2, 1), DF11_ERR_VERSION);
-    ck_assert_msg(strstr(df11_last_error_detail(), "recompress") != NULL, "%s", df11_last_error_detail());
+    ck_assert_msg(strstr(df11_last_error_detail(), "recompress") != NULL, "%s",
+                  df11_last_error_detail());
     ck_assert_int_eq(with_field(b, size, HDR_VERSION_MAJOR, 2, 3), DF11_ERR_VERSION);
-    ck_assert_msg(strstr(df11_last_error_detail(), "recompress") == NULL, "%s", df11_last_error_detail());
+    ck_assert_msg(strstr(df11_last_error_detail(), "recompress") == NULL, "%s",
+                  df11_last_error_detail());
     ck_assert_int_eq(with_field(b, size, HDR_VERSION_MINOR, 2, 7), DF11_OK); /* any minor */
     ck_assert_int_eq(with_field(b, size, HDR_N_TENSORS, 4, 0xffffffff), DF11_ERR_CORRUPT);
     ck_assert_int_eq(with_field(b, size, HDR_STRINGS_SIZE, 8, UINT64_MAX - 8), DF11_ERR_CORRUPT);
     ck_assert_int_eq(with_field(b, size, HDR_FILE_SIZE, 8, size + 1), DF11_ERR_TRUNCATED);
     /* group 0: payload past the end, misaligned, size overflowing */
-    ck_assert_int_eq(with_field(b, size, G + GRP_PAYLOAD_OFFSET, 8, 1ull << 40), DF11_ERR_TRUNCATED);
+    ck_assert_int_eq(with_field(b, size, G + GRP_PAYLOAD_OFFSET, 8, 1ull << 40),
+                     DF11_ERR_TRUNCATED);
     ck_assert_int_eq(with_field(b, size, G + GRP_PAYLOAD_OFFSET, 8, 4097), DF11_ERR_CORRUPT);
     ck_assert_int_eq(with_field(b, size, G + GRP_PAYLOAD_SIZE, 8, UINT64_MAX), DF11_ERR_TRUNCATED);
     ck_assert_int_eq(with_field(b, size, G + GRP_N_TENSORS, 4, 7), DF11_ERR_CORRUPT);
     ck_assert_int_eq(with_field(b, size, G + GRP_NAME_LEN, 4, 1u << 30), DF11_ERR_CORRUPT);
-    ck_assert_int_eq(with_field(b, size, G + DF11_GROUP_RECORD + GRP_LAYER, 4, 5), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(with_field(b, size, G + DF11_GROUP_RECORD + GRP_LAYER, 4, 5),
+                     DF11_ERR_CORRUPT);
     /* the second group's payload overlapping the first's */
     ck_assert_int_eq(with_field(b, size, G + DF11_GROUP_RECORD + GRP_PAYLOAD_OFFSET, 8,
-                                df11i_ld64(b + G + GRP_PAYLOAD_OFFSET)), DF11_ERR_CORRUPT);
+                                df11i_ld64(b + G + GRP_PAYLOAD_OFFSET)),
+                     DF11_ERR_CORRUPT);
     /* tensor 0 (model.norm.weight): dtype, shape, sections */
     ck_assert_int_eq(with_field(b, size, T + TEN_DTYPE, 1, 99), DF11_ERR_DTYPE);
     ck_assert_int_eq(with_field(b, size, T + TEN_DTYPE, 1, DF11_DTYPE_F32), DF11_ERR_CORRUPT);
@@ -355,10 +375,12 @@ START_TEST(test_hostile_index)
     memcpy(c, b, size);
     const uint64_t T2 = T1 + DF11_TENSOR_RECORD, strings = df11i_ld64(b + HDR_STRINGS_OFFSET);
     ck_assert_uint_eq(df11i_ld32(b + T2 + TEN_NAME_LEN), df11i_ld32(b + T1 + TEN_NAME_LEN));
-    uint8_t *last = c + strings + df11i_ld32(b + T2 + TEN_NAME_OFFSET) + df11i_ld32(b + T2 + TEN_NAME_LEN) - 1;
+    uint8_t *last =
+        c + strings + df11i_ld32(b + T2 + TEN_NAME_OFFSET) + df11i_ld32(b + T2 + TEN_NAME_LEN) - 1;
     ck_assert_uint_eq(*last, 'b');
     *last = 'a';
-    ck_assert_int_eq(with_field(c, size, HDR_N_GROUPS, 4, df11i_ld32(b + HDR_N_GROUPS)), DF11_ERR_DUPLICATE);
+    ck_assert_int_eq(with_field(c, size, HDR_N_GROUPS, 4, df11i_ld32(b + HDR_N_GROUPS)),
+                     DF11_ERR_DUPLICATE);
     free(c);
     free(b);
 }
@@ -368,22 +390,27 @@ START_TEST(test_writer_is_atomic)
 {
     uint16_t w[64];
     df11_test_fill_weights(w, 64, 8, &rng);
-    df11_tensor_source dup[] = {{"a", DF11_DTYPE_BF16, 1, {64}, w}, {"a", DF11_DTYPE_BF16, 1, {64}, w}};
+    df11_tensor_source dup[] = { { "a", DF11_DTYPE_BF16, 1, { 64 }, w },
+                                 { "a", DF11_DTYPE_BF16, 1, { 64 }, w } };
     const char *out = path_in_tmp("atomic.df11");
     unlink(out);
     /* Named temporaries, so that a leftover one would show in the directory listing below. */
     df11i_atomic_file_no_tmpfile = 1;
     ck_assert_int_eq(df11_compress_tensors(out, dup, 2, NULL, 0, NULL, NULL), DF11_ERR_DUPLICATE);
     ck_assert_int_ne(access(out, F_OK), 0);
-    df11_tensor_source bad_dtype = {"x", (df11_dtype)77, 1, {4}, w};
-    ck_assert_int_eq(df11_compress_tensors(out, &bad_dtype, 1, NULL, 0, NULL, NULL), DF11_ERR_DTYPE);
-    df11_tensor_source huge = {"x", DF11_DTYPE_BF16, 3, {1ull << 30, 1ull << 30, 1ull << 30}, w};
+    df11_tensor_source bad_dtype = { "x", (df11_dtype)77, 1, { 4 }, w };
+    ck_assert_int_eq(df11_compress_tensors(out, &bad_dtype, 1, NULL, 0, NULL, NULL),
+                     DF11_ERR_DTYPE);
+    df11_tensor_source huge = {
+        "x", DF11_DTYPE_BF16, 3, { 1ull << 30, 1ull << 30, 1ull << 30 }, w
+    };
     ck_assert_int_eq(df11_compress_tensors(out, &huge, 1, NULL, 0, NULL, NULL), DF11_ERR_OVERFLOW);
-    df11_tensor_source gap[] = {{"model.layers.0.a", DF11_DTYPE_BF16, 1, {64}, w},
-                                {"model.layers.2.a", DF11_DTYPE_BF16, 1, {64}, w}};
+    df11_tensor_source gap[] = { { "model.layers.0.a", DF11_DTYPE_BF16, 1, { 64 }, w },
+                                 { "model.layers.2.a", DF11_DTYPE_BF16, 1, { 64 }, w } };
     ck_assert_int_eq(df11_compress_tensors(out, gap, 2, NULL, 0, NULL, NULL), DF11_ERR_INVALID_ARG);
     ck_assert_int_ne(access(out, F_OK), 0);
-    ck_assert_int_eq(df11_compress_tensors("/nonexistent-dir/x.df11", dup, 1, NULL, 0, NULL, NULL), DF11_ERR_IO);
+    ck_assert_int_eq(df11_compress_tensors("/nonexistent-dir/x.df11", dup, 1, NULL, 0, NULL, NULL),
+                     DF11_ERR_IO);
     /* an existing file survives a failed run untouched */
     spit(out, "keep", 4);
     ck_assert_int_eq(df11_compress_tensors(out, dup, 2, NULL, 0, NULL, NULL), DF11_ERR_DUPLICATE);
@@ -393,16 +420,18 @@ START_TEST(test_writer_is_atomic)
     free(kept);
     /* and no temporary file is left beside it */
     char cmd[700];
-    snprintf(cmd, sizeof cmd, "ls -a '%s' | grep -q '^\\.atomic\\.df11\\.tmp-'", df11_test_tmpdir());
+    snprintf(cmd, sizeof cmd, "ls -a '%s' | grep -q '^\\.atomic\\.df11\\.tmp-'",
+             df11_test_tmpdir());
     ck_assert_int_ne(system(cmd), 0);
     df11i_atomic_file_no_tmpfile = 0;
-    ck_assert_int_eq(df11_file_open(path_in_tmp("missing.df11"), &(df11_file *){0}), DF11_ERR_IO);
+    ck_assert_int_eq(df11_file_open(path_in_tmp("missing.df11"), &(df11_file *){ 0 }), DF11_ERR_IO);
     ck_assert_str_ne(df11_last_error_detail(), "");
 }
 END_TEST
 
 /* Sets record `rec`'s name range to [off, +len), re-sealed, and opens the result. */
-static df11_status with_name(const uint8_t *good, size_t size, uint64_t rec, uint32_t off, uint32_t len)
+static df11_status with_name(const uint8_t *good, size_t size, uint64_t rec, uint32_t off,
+                             uint32_t len)
 {
     uint8_t *c = malloc(size);
     memcpy(c, good, size);
@@ -420,14 +449,18 @@ START_TEST(test_name_ranges)
     const uint64_t G0 = DF11_HEADER_SIZE, T = df11i_ld64(b + HDR_TENSORS_OFFSET);
     const uint64_t T1 = T + DF11_TENSOR_RECORD, T2 = T1 + DF11_TENSOR_RECORD;
     const uint32_t strings_size = (uint32_t)df11i_ld64(b + HDR_STRINGS_SIZE);
-    const uint32_t g0_off = df11i_ld32(b + G0 + GRP_NAME_OFFSET), g0_len = df11i_ld32(b + G0 + GRP_NAME_LEN);
-    const uint32_t t1_off = df11i_ld32(b + T1 + TEN_NAME_OFFSET), t1_len = df11i_ld32(b + T1 + TEN_NAME_LEN);
+    const uint32_t g0_off = df11i_ld32(b + G0 + GRP_NAME_OFFSET),
+                   g0_len = df11i_ld32(b + G0 + GRP_NAME_LEN);
+    const uint32_t t1_off = df11i_ld32(b + T1 + TEN_NAME_OFFSET),
+                   t1_len = df11i_ld32(b + T1 + TEN_NAME_LEN);
     /* the writer lays names end to end, group names first */
     ck_assert_uint_eq(g0_off, 0);
-    ck_assert_uint_eq(df11i_ld32(b + T2 + TEN_NAME_OFFSET) + df11i_ld32(b + T2 + TEN_NAME_LEN), strings_size);
+    ck_assert_uint_eq(df11i_ld32(b + T2 + TEN_NAME_OFFSET) + df11i_ld32(b + T2 + TEN_NAME_LEN),
+                      strings_size);
     /* tensor 1 named by the whole string table: its copy used to run past the name buffer */
     ck_assert_int_eq(with_name(b, size, T1, 0, strings_size), DF11_ERR_CORRUPT);
-    ck_assert_msg(strstr(df11_last_error_detail(), "overlap") != NULL, "%s", df11_last_error_detail());
+    ck_assert_msg(strstr(df11_last_error_detail(), "overlap") != NULL, "%s",
+                  df11_last_error_detail());
     /* every tensor named by the whole table */
     uint8_t *c = malloc(size);
     memcpy(c, b, size);
@@ -435,16 +468,19 @@ START_TEST(test_name_ranges)
         df11i_st32(c + T + (uint64_t)t * DF11_TENSOR_RECORD + TEN_NAME_OFFSET, 0);
         df11i_st32(c + T + (uint64_t)t * DF11_TENSOR_RECORD + TEN_NAME_LEN, strings_size);
     }
-    ck_assert_int_eq(with_field(c, size, HDR_N_GROUPS, 4, df11i_ld32(b + HDR_N_GROUPS)), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(with_field(c, size, HDR_N_GROUPS, 4, df11i_ld32(b + HDR_N_GROUPS)),
+                     DF11_ERR_CORRUPT);
     free(c);
     /* a repeated range (tensor 2 named by tensor 1's bytes) */
     ck_assert_int_eq(with_name(b, size, T2, t1_off, t1_len), DF11_ERR_CORRUPT);
-    ck_assert_msg(strstr(df11_last_error_detail(), "overlap") != NULL, "%s", df11_last_error_detail());
+    ck_assert_msg(strstr(df11_last_error_detail(), "overlap") != NULL, "%s",
+                  df11_last_error_detail());
     /* one byte shared between a group's name and a tensor's */
     ck_assert_int_eq(with_name(b, size, T, g0_off + g0_len - 1, 3), DF11_ERR_CORRUPT);
     ck_assert_int_eq(with_name(b, size, G0, t1_off + t1_len - 1, 2), DF11_ERR_CORRUPT);
     ck_assert_int_eq(with_name(b, size, T1, t1_off, 0), DF11_ERR_CORRUPT);
-    ck_assert_msg(strstr(df11_last_error_detail(), "empty name") != NULL, "%s", df11_last_error_detail());
+    ck_assert_msg(strstr(df11_last_error_detail(), "empty name") != NULL, "%s",
+                  df11_last_error_detail());
     /* ranges that touch but share no byte, and an empty group name, are fine */
     ck_assert_int_eq(with_name(b, size, G0, g0_off, g0_len - 1), DF11_OK);
     ck_assert_int_eq(with_name(b, size, G0, t1_off, 0), DF11_OK);
@@ -452,7 +488,8 @@ START_TEST(test_name_ranges)
     c = malloc(size);
     memcpy(c, b, size);
     c[df11i_ld64(b + HDR_STRINGS_OFFSET) + g0_off + 2] = '\0';
-    ck_assert_int_eq(with_field(c, size, HDR_N_GROUPS, 4, df11i_ld32(b + HDR_N_GROUPS)), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(with_field(c, size, HDR_N_GROUPS, 4, df11i_ld32(b + HDR_N_GROUPS)),
+                     DF11_ERR_CORRUPT);
     ck_assert_msg(strstr(df11_last_error_detail(), "NUL") != NULL, "%s", df11_last_error_detail());
     free(c);
     free(b);
@@ -479,14 +516,15 @@ static void thread_name(char *out, size_t size, char prefix, uint32_t i)
 
 static void make_thread_file(const char *path, char prefix, int reversed)
 {
-    static int8_t one[1] = {7};
+    static int8_t one[1] = { 7 };
     df11_tensor_source *src = calloc(THREAD_TENSORS, sizeof *src);
-    char (*names)[32] = calloc(THREAD_TENSORS, sizeof *names);
+    char(*names)[32] = calloc(THREAD_TENSORS, sizeof *names);
     for (uint32_t i = 0; i < THREAD_TENSORS; i++) {
         thread_name(names[i], sizeof names[i], prefix, reversed ? THREAD_TENSORS - 1 - i : i);
-        src[i] = (df11_tensor_source){names[i], DF11_DTYPE_I8, 1, {1}, one};
+        src[i] = (df11_tensor_source){ names[i], DF11_DTYPE_I8, 1, { 1 }, one };
     }
-    ck_assert_int_eq(df11_compress_tensors(path, src, THREAD_TENSORS, NULL, 0, NULL, NULL), DF11_OK);
+    ck_assert_int_eq(df11_compress_tensors(path, src, THREAD_TENSORS, NULL, 0, NULL, NULL),
+                     DF11_OK);
     free(names);
     free(src);
 }
@@ -499,7 +537,9 @@ static void *open_repeatedly(void *arg)
         df11_file *f;
         df11_status st = df11_file_open(j->path, &f);
         if (st != DF11_OK) {
-            if (!j->failures++) snprintf(j->first_failure, sizeof j->first_failure, "open: %s", df11_last_error_detail());
+            if (!j->failures++)
+                snprintf(j->first_failure, sizeof j->first_failure, "open: %s",
+                         df11_last_error_detail());
             continue;
         }
         for (uint32_t i = 0; i < THREAD_TENSORS; i++) {
@@ -508,8 +548,8 @@ static void *open_repeatedly(void *arg)
             if (df11_file_find_tensor(f, name, &t) != DF11_OK || t != want ||
                 strcmp(df11_file_tensor(f, t)->name, name) != 0) {
                 if (!j->failures++)
-                    snprintf(j->first_failure, sizeof j->first_failure, "open %d: '%s' found at %u, want %u", k,
-                             name, t, want);
+                    snprintf(j->first_failure, sizeof j->first_failure,
+                             "open %d: '%s' found at %u, want %u", k, name, t, want);
             }
         }
         df11_file_close(f);
@@ -519,15 +559,16 @@ static void *open_repeatedly(void *arg)
 
 START_TEST(test_open_threads)
 {
-    open_job jobs[2] = {{.path = path_in_tmp("thread-a.df11"), .prefix = 'a', .reversed = 0},
-                        {.path = path_in_tmp("thread-b.df11"), .prefix = 'b', .reversed = 1}};
+    open_job jobs[2] = { { .path = path_in_tmp("thread-a.df11"), .prefix = 'a', .reversed = 0 },
+                         { .path = path_in_tmp("thread-b.df11"), .prefix = 'b', .reversed = 1 } };
     for (int i = 0; i < 2; i++) make_thread_file(jobs[i].path, jobs[i].prefix, jobs[i].reversed);
     pthread_t th[2];
-    for (int i = 0; i < 2; i++) ck_assert_int_eq(pthread_create(&th[i], NULL, open_repeatedly, &jobs[i]), 0);
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, open_repeatedly, &jobs[i]), 0);
     for (int i = 0; i < 2; i++) ck_assert_int_eq(pthread_join(th[i], NULL), 0);
     for (int i = 0; i < 2; i++)
-        ck_assert_msg(jobs[i].failures == 0, "%s: %d failures, first: %s", jobs[i].path, jobs[i].failures,
-                      jobs[i].first_failure);
+        ck_assert_msg(jobs[i].failures == 0, "%s: %d failures, first: %s", jobs[i].path,
+                      jobs[i].failures, jobs[i].first_failure);
 }
 END_TEST
 
@@ -552,7 +593,8 @@ START_TEST(test_detail_keeps_reason)
     payload[lo->codebook_offset] = 0xff;
     payload[lo->codebook_offset + 1] = 5;
     df11i_code code;
-    ck_assert_int_eq(df11i_codebook_read(payload + lo->codebook_offset, lo->codebook_size, ti->max_code_len, &code),
+    ck_assert_int_eq(df11i_codebook_read(payload + lo->codebook_offset, lo->codebook_size,
+                                         ti->max_code_len, &code),
                      DF11_ERR_CORRUPT);
     ck_assert_str_ne(df11_last_error_detail(), "");
     snprintf(want, sizeof want, "tensor 'model.norm.weight': %s", df11_last_error_detail());
@@ -599,9 +641,10 @@ START_TEST(test_detail_keeps_reason)
     ck_assert_int_eq(df11i_encode(w, 4000, 5, 64, 1, sm, &enc), DF11_ERR_INVALID_ARG);
     ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "40 distinct"));
     snprintf(want, sizeof want, "tensor 'model.layers.0.w': %s", df11_last_error_detail());
-    df11_tensor_source src = {"model.layers.0.w", DF11_DTYPE_BF16, 1, {4000}, w};
-    df11_compress_options o = {.max_code_len = 5, .lane_symbols = 64, .n_threads = 1};
-    ck_assert_int_eq(df11_compress_tensors(path_in_tmp("e40.df11"), &src, 1, NULL, 0, &o, NULL), DF11_ERR_INVALID_ARG);
+    df11_tensor_source src = { "model.layers.0.w", DF11_DTYPE_BF16, 1, { 4000 }, w };
+    df11_compress_options o = { .max_code_len = 5, .lane_symbols = 64, .n_threads = 1 };
+    ck_assert_int_eq(df11_compress_tensors(path_in_tmp("e40.df11"), &src, 1, NULL, 0, &o, NULL),
+                     DF11_ERR_INVALID_ARG);
     ck_assert_str_eq(df11_last_error_detail(), want);
 }
 END_TEST
@@ -617,9 +660,11 @@ START_TEST(test_fifo_refused)
     ck_assert_int_eq(df11_file_open(p, &f), DF11_ERR_IO);
     alarm(0);
     ck_assert_ptr_null(f);
-    ck_assert_msg(strstr(df11_last_error_detail(), "not a regular file") != NULL, "%s", df11_last_error_detail());
+    ck_assert_msg(strstr(df11_last_error_detail(), "not a regular file") != NULL, "%s",
+                  df11_last_error_detail());
     ck_assert_int_eq(df11_file_open(df11_test_tmpdir(), &f), DF11_ERR_IO); /* a directory */
-    ck_assert_msg(strstr(df11_last_error_detail(), "not a regular file") != NULL, "%s", df11_last_error_detail());
+    ck_assert_msg(strstr(df11_last_error_detail(), "not a regular file") != NULL, "%s",
+                  df11_last_error_detail());
     unlink(p);
 }
 END_TEST
@@ -660,7 +705,8 @@ static void check_same_file(const df11_file *a, const df11_file *b)
         ck_assert_uint_eq(x->exponent_bits, y->exponent_bits);
         ck_assert_uint_eq(x->max_code_len, y->max_code_len);
         ck_assert_uint_eq(x->lane_symbols, y->lane_symbols);
-        ck_assert_mem_eq(df11i_file_tensor_layout(a, t), df11i_file_tensor_layout(b, t), sizeof(df11i_tensor_layout));
+        ck_assert_mem_eq(df11i_file_tensor_layout(a, t), df11i_file_tensor_layout(b, t),
+                         sizeof(df11i_tensor_layout));
         uint32_t found;
         ck_assert_int_eq(df11_file_find_tensor(b, x->name, &found), DF11_OK);
         ck_assert_uint_eq(found, t);
@@ -708,10 +754,11 @@ START_TEST(test_open_memory)
         memcpy(c, b, cut);
         fm = (df11_file *)1;
         df11_status st = df11i_file_open_memory(c, cut, "cut", &fm);
-        ck_assert_msg(st == (cut < 8 ? DF11_ERR_NOT_DF11 : DF11_ERR_TRUNCATED), "cut at %zu: %s", cut,
-                      df11_strerror(st));
+        ck_assert_msg(st == (cut < 8 ? DF11_ERR_NOT_DF11 : DF11_ERR_TRUNCATED), "cut at %zu: %s",
+                      cut, df11_strerror(st));
         ck_assert_ptr_null(fm);
-        ck_assert_msg(strstr(df11_last_error_detail(), "'cut'") != NULL, "%s", df11_last_error_detail());
+        ck_assert_msg(strstr(df11_last_error_detail(), "'cut'") != NULL, "%s",
+                      df11_last_error_detail());
         free(c);
     }
     ck_assert_int_eq(df11i_file_open_memory(NULL, size, "x", &fm), DF11_ERR_INVALID_ARG);
@@ -724,19 +771,21 @@ END_TEST
  * them 16 bytes at a time from the payload, and a misaligned start faults the device. */
 START_TEST(test_raw_alignment)
 {
-    static float f32[5] = {1.5f, -2.0f, 0.0f, 3.25f, 1e30f};
-    df11_tensor_source src = {"norm.f32", DF11_DTYPE_F32, 1, {5}, f32};
+    static float f32[5] = { 1.5f, -2.0f, 0.0f, 3.25f, 1e30f };
+    df11_tensor_source src = { "norm.f32", DF11_DTYPE_F32, 1, { 5 }, f32 };
     const char *p = path_in_tmp("raw.df11");
     ck_assert_int_eq(df11_compress_tensors(p, &src, 1, NULL, 0, NULL, NULL), DF11_OK);
     size_t size;
     uint8_t *b = slurp(p, &size);
     const uint64_t T = df11i_ld64(b + HDR_TENSORS_OFFSET);
     ck_assert_uint_eq(b[T + TEN_CODEC], DF11_CODEC_RAW);
-    ck_assert_uint_eq(df11i_ld64(b + DF11_HEADER_SIZE + GRP_PAYLOAD_SIZE), 32); /* 20 bytes, padded */
+    ck_assert_uint_eq(df11i_ld64(b + DF11_HEADER_SIZE + GRP_PAYLOAD_SIZE),
+                      32); /* 20 bytes, padded */
     ck_assert_int_eq(open_and_decode(b, size), DF11_OK);
     for (uint64_t off = 1; off <= 12; off++) /* inside the payload, not on a boundary */
         ck_assert_int_eq(with_field(b, size, T + TEN_DATA_OFFSET, 8, off), DF11_ERR_RANGE);
-    ck_assert_int_eq(with_field(b, size, T + TEN_DATA_OFFSET, 8, 16), DF11_ERR_RANGE); /* past the end */
+    ck_assert_int_eq(with_field(b, size, T + TEN_DATA_OFFSET, 8, 16),
+                     DF11_ERR_RANGE); /* past the end */
     free(b);
 }
 END_TEST

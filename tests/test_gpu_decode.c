@@ -16,10 +16,10 @@
 #include "loader/container.h"
 #include "tests/testutil.h"
 
-#define CUDA_OK(call)                                                                     \
-    do {                                                                                  \
-        cudaError_t e_ = (call);                                                          \
-        ck_assert_msg(e_ == cudaSuccess, "%s: %s", #call, cudaGetErrorString(e_));        \
+#define CUDA_OK(call)                                                                              \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        ck_assert_msg(e_ == cudaSuccess, "%s: %s", #call, cudaGetErrorString(e_));                 \
     } while (0)
 
 static uint64_t rng;
@@ -44,8 +44,7 @@ static void gpu_group_load(const df11_file *f, uint32_t g, gpu_group *gg)
     size_t psize = df11i_align_up(gg->gi->payload_size, 16);
     CUDA_OK(cudaMalloc(&gg->d_payload, psize + 1));
     CUDA_OK(cudaMemset(gg->d_payload, 0, psize + 1));
-    CUDA_OK(cudaMemcpy(gg->d_payload, gg->payload, gg->gi->payload_size,
-                       cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(gg->d_payload, gg->payload, gg->gi->payload_size, cudaMemcpyHostToDevice));
     CUDA_OK(cudaMalloc(&gg->d_plan, gg->plan_size));
     CUDA_OK(cudaMemcpy(gg->d_plan, gg->plan, gg->plan_size, cudaMemcpyHostToDevice));
     CUDA_OK(cudaMalloc(&gg->d_out, gg->gi->decoded_size + 1));
@@ -57,14 +56,14 @@ static uint32_t gpu_group_decode(gpu_group *gg, uint8_t *out)
 {
     CUDA_OK(cudaMemset(gg->d_out, 0xff, gg->gi->decoded_size + 1));
     CUDA_OK(cudaMemset(gg->d_err, 0, 4));
-    df11_status st = df11i_gpu_decode_checked(gg->plan, gg->d_plan, gg->d_payload, gg->d_out,
-                                             gg->d_err, NULL);
+    df11_status st =
+        df11i_gpu_decode_checked(gg->plan, gg->d_plan, gg->d_payload, gg->d_out, gg->d_err, NULL);
     ck_assert_msg(st == DF11_OK, "decode: %s", df11_last_error_detail());
     CUDA_OK(cudaDeviceSynchronize());
     uint32_t err;
     CUDA_OK(cudaMemcpy(&err, gg->d_err, 4, cudaMemcpyDeviceToHost));
     CUDA_OK(cudaMemcpy(out, gg->d_out, gg->gi->decoded_size + 1, cudaMemcpyDeviceToHost));
-    ck_assert_uint_eq(out[gg->gi->decoded_size], 0xff);  /* nothing written past the end */
+    ck_assert_uint_eq(out[gg->gi->decoded_size], 0xff); /* nothing written past the end */
     return err;
 }
 
@@ -92,9 +91,9 @@ static void check_file(const char *path, const char *label)
         ck_assert_int_eq(df11_group_decode_host(f, g, gg.payload, ref, 1), DF11_OK);
         ck_assert_uint_eq(gpu_group_decode(&gg, got), 0);
         for (uint64_t i = 0; i < size; i++)
-            ck_assert_msg(got[i] == ref[i], "%s group %s: byte %llu of %llu: %02x != %02x",
-                          label, gg.gi->name, (unsigned long long)i,
-                          (unsigned long long)size, got[i], ref[i]);
+            ck_assert_msg(got[i] == ref[i], "%s group %s: byte %llu of %llu: %02x != %02x", label,
+                          gg.gi->name, (unsigned long long)i, (unsigned long long)size, got[i],
+                          ref[i]);
         free(ref);
         free(got);
         gpu_group_free(&gg);
@@ -116,7 +115,7 @@ static void check_tensors(const df11_tensor_source *src, size_t n, uint32_t L, u
     char label[64];
     snprintf(label, sizeof label, "L=%u S=%u", L, S);
     const char *path = tmp_path("t.df11");
-    df11_compress_options opt = {.n_threads = 2, .max_code_len = L, .lane_symbols = S};
+    df11_compress_options opt = { .n_threads = 2, .max_code_len = L, .lane_symbols = S };
     df11_status st = df11_compress_tensors(path, src, n, NULL, 0, &opt, NULL);
     ck_assert_msg(st == DF11_OK, "compress: %s", df11_last_error_detail());
     check_file(path, label);
@@ -124,16 +123,17 @@ static void check_tensors(const df11_tensor_source *src, size_t n, uint32_t L, u
 
 static df11_tensor_source bf16_source(const char *name, const uint16_t *x, uint64_t n)
 {
-    df11_tensor_source s = {.name = name, .dtype = DF11_DTYPE_BF16, .ndim = 1, .data = x};
+    df11_tensor_source s = { .name = name, .dtype = DF11_DTYPE_BF16, .ndim = 1, .data = x };
     s.shape[0] = n;
     return s;
 }
 
 START_TEST(test_sizes)
 {
-    static const uint64_t sizes[] = {0, 1, 7, 8, 9, 255, 4097, 65535, 65536, 65537, 1000003};
-    static const struct { uint32_t L, S; } cfg[] = {{12, 2048}, {12, 256}, {12, 8},
-                                                    {15, 2048}, {15, 256}, {8, 64}};
+    static const uint64_t sizes[] = { 0, 1, 7, 8, 9, 255, 4097, 65535, 65536, 65537, 1000003 };
+    static const struct {
+        uint32_t L, S;
+    } cfg[] = { { 12, 2048 }, { 12, 256 }, { 12, 8 }, { 15, 2048 }, { 15, 256 }, { 8, 64 } };
     uint16_t *x = malloc(2 * 1000003);
     for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
         df11_test_fill_weights(x, sizes[s], 4096, &rng);
@@ -160,20 +160,38 @@ START_TEST(test_shapes_and_groups)
     for (int i = 0; i < 77777; i++) /* one exponent, random sign and mantissa */
         c[i] = (uint16_t)((df11_test_rand(&rng) & 0x807f) | 120 << 7);
     for (int i = 0; i < 1001; i++) r[i] = (float)df11_test_normal(&rng);
-    uint8_t bytes[3] = {1, 2, 3};
+    uint8_t bytes[3] = { 1, 2, 3 };
     df11_tensor_source src[6] = {
-        {.name = "model.layers.0.a.weight", .dtype = DF11_DTYPE_BF16, .ndim = 3,
-         .shape = {3, 5, 7001}, .data = a},
-        {.name = "model.layers.0.norm", .dtype = DF11_DTYPE_F32, .ndim = 1, .shape = {1001},
-         .data = r},
-        {.name = "model.layers.0.b.weight", .dtype = DF11_DTYPE_BF16, .ndim = 2,
-         .shape = {513, 129}, .data = b},
-        {.name = "model.layers.0.empty", .dtype = DF11_DTYPE_BF16, .ndim = 2, .shape = {0, 4},
-         .data = a},
-        {.name = "model.layers.0.c.weight", .dtype = DF11_DTYPE_BF16, .ndim = 1,
-         .shape = {77777}, .data = c},
-        {.name = "model.layers.0.tiny", .dtype = DF11_DTYPE_U8, .ndim = 1, .shape = {3},
-         .data = bytes},
+        { .name = "model.layers.0.a.weight",
+          .dtype = DF11_DTYPE_BF16,
+          .ndim = 3,
+          .shape = { 3, 5, 7001 },
+          .data = a },
+        { .name = "model.layers.0.norm",
+          .dtype = DF11_DTYPE_F32,
+          .ndim = 1,
+          .shape = { 1001 },
+          .data = r },
+        { .name = "model.layers.0.b.weight",
+          .dtype = DF11_DTYPE_BF16,
+          .ndim = 2,
+          .shape = { 513, 129 },
+          .data = b },
+        { .name = "model.layers.0.empty",
+          .dtype = DF11_DTYPE_BF16,
+          .ndim = 2,
+          .shape = { 0, 4 },
+          .data = a },
+        { .name = "model.layers.0.c.weight",
+          .dtype = DF11_DTYPE_BF16,
+          .ndim = 1,
+          .shape = { 77777 },
+          .data = c },
+        { .name = "model.layers.0.tiny",
+          .dtype = DF11_DTYPE_U8,
+          .ndim = 1,
+          .shape = { 3 },
+          .data = bytes },
     };
     check_tensors(src, 6, 12, 2048);
     check_tensors(src, 6, 15, 512);
@@ -181,10 +199,18 @@ START_TEST(test_shapes_and_groups)
     /* A raw tensor larger than one raw CTA's slice. */
     float *big = malloc(4 * 100003);
     for (int i = 0; i < 100003; i++) big[i] = (float)i;
-    df11_tensor_source s2[2] = {src[2], {.name = "model.layers.0.big", .dtype = DF11_DTYPE_F32,
-                                        .ndim = 1, .shape = {100003}, .data = big}};
+    df11_tensor_source s2[2] = { src[2],
+                                 { .name = "model.layers.0.big",
+                                   .dtype = DF11_DTYPE_F32,
+                                   .ndim = 1,
+                                   .shape = { 100003 },
+                                   .data = big } };
     check_tensors(s2, 2, 12, 2048);
-    free(a); free(b); free(c); free(r); free(big);
+    free(a);
+    free(b);
+    free(c);
+    free(r);
+    free(big);
 }
 END_TEST
 
@@ -193,7 +219,7 @@ START_TEST(test_real_model)
     const char *dir = df11_test_model_dir();
     if (!dir) return;
     const char *path = tmp_path("stories.df11");
-    df11_compress_options opt = {.n_threads = 2};
+    df11_compress_options opt = { .n_threads = 2 };
     df11_status st = df11_compress_path(dir, path, &opt, NULL);
     ck_assert_msg(st == DF11_OK, "compress: %s", df11_last_error_detail());
     check_file(path, "stories260K");
@@ -209,7 +235,7 @@ START_TEST(test_corrupt)
     df11_test_fill_weights(x, n, 1000, &rng);
     df11_tensor_source src = bf16_source("model.layers.0.w.weight", x, n);
     const char *path = tmp_path("c.df11");
-    df11_compress_options opt = {.n_threads = 2, .max_code_len = 12, .lane_symbols = 256};
+    df11_compress_options opt = { .n_threads = 2, .max_code_len = 12, .lane_symbols = 256 };
     ck_assert_int_eq(df11_compress_tensors(path, &src, 1, NULL, 0, &opt, NULL), DF11_OK);
     df11_file *f;
     ck_assert_int_eq(df11_file_open(path, &f), DF11_OK);
@@ -229,19 +255,21 @@ START_TEST(test_corrupt)
             v ^= trial % 2 ? (uint32_t)df11_test_rand(&rng) : 1u << (df11_test_rand(&rng) % 32);
             df11i_st32(stream + 4 * w, v);
         }
-        CUDA_OK(cudaMemcpy(gg.d_payload, gg.payload, gg.gi->payload_size,
-                           cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy(gg.d_payload, gg.payload, gg.gi->payload_size, cudaMemcpyHostToDevice));
         df11i_coded coded;
         ck_assert_int_eq(df11i_file_tensor_coded(f, 0, gg.payload, &coded), DF11_OK);
         df11_status cpu = df11i_decode_host(&coded, ref, 1);
         uint32_t gpu = gpu_group_decode(&gg, out);
-        ck_assert_msg((cpu == DF11_ERR_CORRUPT) == (gpu != 0),
-                      "trial %d: CPU says %d, GPU flag %u", trial, cpu, gpu);
+        ck_assert_msg((cpu == DF11_ERR_CORRUPT) == (gpu != 0), "trial %d: CPU says %d, GPU flag %u",
+                      trial, cpu, gpu);
         if (cpu == DF11_OK) ck_assert(memcmp(out, ref, 2 * n) == 0);
         flagged += gpu != 0;
     }
-    ck_assert_int_gt(flagged, 5);  /* some flips re-synchronize: undetectable by both */
-    free(clean); free(out); free(ref); free(x);
+    ck_assert_int_gt(flagged, 5); /* some flips re-synchronize: undetectable by both */
+    free(clean);
+    free(out);
+    free(ref);
+    free(x);
     gpu_group_free(&gg);
     df11_file_close(f);
 }
@@ -261,9 +289,13 @@ int main(void)
     rng = seed;
     Suite *s = suite_create("gpu_decode");
     /* Separate cases so that a sanitizer run can pick one (CK_RUN_CASE=groups). */
-    const struct { const char *name; const TTest *test; } cases[] = {
-        {"sizes", test_sizes}, {"groups", test_shapes_and_groups},
-        {"model", test_real_model}, {"corrupt", test_corrupt}};
+    const struct {
+        const char *name;
+        const TTest *test;
+    } cases[] = { { "sizes", test_sizes },
+                  { "groups", test_shapes_and_groups },
+                  { "model", test_real_model },
+                  { "corrupt", test_corrupt } };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         TCase *tc = tcase_create(cases[i].name);
         tcase_set_timeout(tc, 600);

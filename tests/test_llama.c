@@ -6,23 +6,23 @@
  * with untied lm_head written here as safetensors + config.json.
  */
 #include <math.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <signal.h>
-#include <stdint.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include <sys/wait.h>
 
 #include <cjson/cJSON.h>
 #include <df11.h>
 
-#include "tests/testutil.h"
 #include "examples/run/dfl.h"
 #include "examples/run/sampler.h"
 #include "examples/run/tokenizer.h"
+#include "tests/testutil.h"
 
 #define N_GEN 40
 
@@ -37,8 +37,8 @@ typedef struct st_tensor {
 } st_tensor;
 
 typedef struct st_model {
-    char *file;      /* whole safetensors file */
-    char *config;    /* config.json text */
+    char *file;   /* whole safetensors file */
+    char *config; /* config.json text */
     size_t config_len;
     st_tensor *t;
     int n;
@@ -57,7 +57,11 @@ static char *read_all(const char *path, size_t *len)
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
     char *buf = malloc((size_t)n + 1);
-    if (fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); fclose(f); return NULL; }
+    if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        fclose(f);
+        return NULL;
+    }
     buf[n] = 0;
     fclose(f);
     if (len) *len = (size_t)n;
@@ -83,7 +87,8 @@ static void st_load(st_model *m, const char *dir)
     const char *base = m->file + 8 + hlen;
     m->t = calloc((size_t)cJSON_GetArraySize(h), sizeof *m->t);
     const cJSON *it;
-    cJSON_ArrayForEach(it, h) {
+    cJSON_ArrayForEach(it, h)
+    {
         if (strcmp(it->string, "__metadata__") == 0) continue;
         st_tensor *t = &m->t[m->n++];
         snprintf(t->name, sizeof t->name, "%s", it->string);
@@ -162,8 +167,7 @@ static df11_status mem_release(void *ctx, uint32_t b, df11_stream s)
     return DF11_OK;
 }
 
-static df11_status mem_tensor_get(void *ctx, const char *name, df11_stream s,
-                                  df11_tensor_view *v)
+static df11_status mem_tensor_get(void *ctx, const char *name, df11_stream s, df11_tensor_view *v)
 {
     st_model *m = ctx;
     const st_tensor *t = st_find(m, name);
@@ -187,9 +191,13 @@ static df11_status mem_tensor_release(void *ctx, const char *name, df11_stream s
 
 static df11_provider mem_provider(st_model *m)
 {
-    df11_provider p = {.size = sizeof p, .ctx = m, .n_blocks = mem_n_blocks,
-                       .block_acquire = mem_acquire, .block_release = mem_release,
-                       .tensor_get = mem_tensor_get, .tensor_release = mem_tensor_release};
+    df11_provider p = { .size = sizeof p,
+                        .ctx = m,
+                        .n_blocks = mem_n_blocks,
+                        .block_acquire = mem_acquire,
+                        .block_release = mem_release,
+                        .tensor_get = mem_tensor_get,
+                        .tensor_release = mem_tensor_release };
     return p;
 }
 
@@ -212,15 +220,29 @@ static const char *synth_dir(void)
     snprintf(dir, sizeof dir, "%s/synth", df11_test_tmpdir());
     mkdir(dir, 0755);
     const int D = 96, NH = 6, NKV = 2, HD = 16, H = 200, V = 300, L = 3;
-    struct { char name[96]; uint64_t rows, cols; double sigma, mean; } spec[64];
+    struct {
+        char name[96];
+        uint64_t rows, cols;
+        double sigma, mean;
+    } spec[64];
     int n = 0;
-#define ADD(nm, r, c, s, mu) do { snprintf(spec[n].name, sizeof spec[n].name, "%s", nm); \
-        spec[n].rows = r; spec[n].cols = c; spec[n].sigma = s; spec[n].mean = mu; n++; } while (0)
+#define ADD(nm, r, c, s, mu)                                                                       \
+    do {                                                                                           \
+        snprintf(spec[n].name, sizeof spec[n].name, "%s", nm);                                     \
+        spec[n].rows = r;                                                                          \
+        spec[n].cols = c;                                                                          \
+        spec[n].sigma = s;                                                                         \
+        spec[n].mean = mu;                                                                         \
+        n++;                                                                                       \
+    } while (0)
     ADD("model.embed_tokens.weight", V, D, 1.0, 0.0);
     for (int l = 0; l < L; l++) {
         char nm[96];
-#define LAYER(suffix, r, c, s, mu) do { snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix); \
-        ADD(nm, r, c, s, mu); } while (0)
+#define LAYER(suffix, r, c, s, mu)                                                                 \
+    do {                                                                                           \
+        snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix);                                  \
+        ADD(nm, r, c, s, mu);                                                                      \
+    } while (0)
         LAYER("input_layernorm.weight", D, 0, 0.1, 1.0);
         LAYER("self_attn.q_proj.weight", NH * HD, D, 0.3, 0.0);
         LAYER("self_attn.k_proj.weight", NKV * HD, D, 0.3, 0.0);
@@ -277,12 +299,13 @@ static const char *synth_dir(void)
     snprintf(path, sizeof path, "%s/config.json", dir);
     f = fopen(path, "w");
     ck_assert(f != NULL);
-    fprintf(f, "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\",\n"
-               " \"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d,\n"
-               " \"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"vocab_size\": %d,\n"
-               " \"max_position_embeddings\": 128, \"rms_norm_eps\": 1e-06,\n"
-               " \"rope_theta\": 500000.0, \"tie_word_embeddings\": false,\n"
-               " \"hidden_act\": \"silu\", \"bos_token_id\": 1, \"eos_token_id\": 2}\n",
+    fprintf(f,
+            "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\",\n"
+            " \"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d,\n"
+            " \"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"vocab_size\": %d,\n"
+            " \"max_position_embeddings\": 128, \"rms_norm_eps\": 1e-06,\n"
+            " \"rope_theta\": 500000.0, \"tie_word_embeddings\": false,\n"
+            " \"hidden_act\": \"silu\", \"bos_token_id\": 1, \"eos_token_id\": 2}\n",
             D, H, L, NH, NKV, V);
     fclose(f);
     return dir;
@@ -326,7 +349,11 @@ static void ref_init(ref *r, const st_model *m, int T)
     r->vc = calloc((size_t)r->L * T * r->NKV * r->HD, sizeof(double));
 }
 
-static void ref_free(ref *r) { free(r->kc); free(r->vc); }
+static void ref_free(ref *r)
+{
+    free(r->kc);
+    free(r->vc);
+}
 
 static double wv(const uint16_t *w, size_t i)
 {
@@ -372,7 +399,8 @@ static void ref_step(ref *r, int tok, int pos, double *logits)
     const uint16_t *emb = ref_w(r, "model.embed_tokens.weight", 0);
     for (int i = 0; i < D; i++) x[i] = wv(emb, (size_t)tok * D + i);
     for (int l = 0; l < r->L; l++) {
-        double *k = r->kc + ((size_t)l * r->T + pos) * KV, *v = r->vc + ((size_t)l * r->T + pos) * KV;
+        double *k = r->kc + ((size_t)l * r->T + pos) * KV,
+               *v = r->vc + ((size_t)l * r->T + pos) * KV;
         ref_norm(xn, x, ref_w(r, "model.layers.%d.input_layernorm.weight", l), D, r->eps);
         ref_linear(q, ref_w(r, "model.layers.%d.self_attn.q_proj.weight", l), xn, Q, D);
         ref_linear(k, ref_w(r, "model.layers.%d.self_attn.k_proj.weight", l), xn, KV, D);
@@ -415,9 +443,16 @@ static void ref_step(ref *r, int tok, int pos, double *logits)
         for (int i = 0; i < D; i++) x[i] += tmp[i];
     }
     ref_norm(xn, x, ref_w(r, "model.norm.weight", 0), D, r->eps);
-    ref_linear(logits, ref_w(r, r->tied ? "model.embed_tokens.weight" : "lm_head.weight", 0),
-               xn, r->V, D);
-    free(x); free(xn); free(q); free(o); free(g); free(u); free(tmp); free(p);
+    ref_linear(logits, ref_w(r, r->tied ? "model.embed_tokens.weight" : "lm_head.weight", 0), xn,
+               r->V, D);
+    free(x);
+    free(xn);
+    free(q);
+    free(o);
+    free(g);
+    free(u);
+    free(tmp);
+    free(p);
 }
 
 /* ------------------------------------------------------------- helpers ----------- */
@@ -500,12 +535,11 @@ static void check_reference(const char *dir)
         }
         double rel = err / (scale > 1 ? scale : 1);
         if (rel > worst) worst = rel;
-        ck_assert_msg(rel < 1e-4, "%s step %d: max |engine - reference| %.3g, relative %.3g",
-                      dir, i, err, rel);
+        ck_assert_msg(rel < 1e-4, "%s step %d: max |engine - reference| %.3g, relative %.3g", dir,
+                      i, err, rel);
         tok = argmax(lg, c->vocab_size);
         rtok = argmax_d(rl, c->vocab_size);
-        ck_assert_msg(tok == rtok, "%s step %d: engine picks %d, reference %d", dir, i, tok,
-                      rtok);
+        ck_assert_msg(tok == rtok, "%s step %d: engine picks %d, reference %d", dir, i, tok, rtok);
     }
     fprintf(stderr, "%s: %d greedy steps, worst relative logit error %.3g\n", dir, N_GEN, worst);
     free(lg);
@@ -523,10 +557,7 @@ START_TEST(test_reference_stories)
 }
 END_TEST
 
-START_TEST(test_reference_synthetic)
-{
-    check_reference(synth_dir());
-}
+START_TEST(test_reference_synthetic) { check_reference(synth_dir()); }
 END_TEST
 
 /* A prompt run as one batch, in chunks, or token by token, with 1 or 3 threads: the
@@ -540,8 +571,10 @@ START_TEST(test_batch_and_threads_invariant)
     int toks[N];
     uint64_t rng = df11_test_seed();
     for (int i = 0; i < N; i++) toks[i] = (int)(df11_test_rand(&rng) % 300);
-    const struct { int threads, batch, step; } runs[] = {
-        {1, 64, N}, {3, 64, N}, {1, 5, N}, {3, 64, 1}, {2, 7, 3},
+    const struct {
+        int threads, batch, step;
+    } runs[] = {
+        { 1, 64, N }, { 3, 64, N }, { 1, 5, N }, { 3, 64, 1 }, { 2, 7, 3 },
     };
     float *first = NULL;
     for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
@@ -551,11 +584,12 @@ START_TEST(test_batch_and_threads_invariant)
             int n = N - pos < runs[r].step ? N - pos : runs[r].step;
             ck_assert_int_eq(dfl_forward(e, toks + pos, n, pos, lg), DF11_OK);
         }
-        if (!first) first = lg;
+        if (!first)
+            first = lg;
         else {
             ck_assert_msg(memcmp(first, lg, 300 * sizeof *lg) == 0,
-                          "run %zu (threads %d, batch %d, step %d) differs", r,
-                          runs[r].threads, runs[r].batch, runs[r].step);
+                          "run %zu (threads %d, batch %d, step %d) differs", r, runs[r].threads,
+                          runs[r].batch, runs[r].step);
             free(lg);
         }
         /* rewinding: re-running the last token at its position gives the same logits */
@@ -591,8 +625,9 @@ START_TEST(test_config_errors)
     st_model m;
     st_load(&m, synth_dir());
     df11_provider p = mem_provider(&m);
-    const char *small = "{\"hidden_size\": 96, \"num_hidden_layers\": 3, \"num_attention_heads\": 6,"
-                        " \"num_key_value_heads\": 2, \"intermediate_size\": 100, \"vocab_size\": 300}";
+    const char *small =
+        "{\"hidden_size\": 96, \"num_hidden_layers\": 3, \"num_attention_heads\": 6,"
+        " \"num_key_value_heads\": 2, \"intermediate_size\": 100, \"vocab_size\": 300}";
     dfl_engine *e = engine_new(small, strlen(small), &p, 1, 0);
     int tok = 1;
     ck_assert_int_eq(dfl_forward(e, &tok, 1, 0, NULL), DF11_ERR_CORRUPT);
@@ -610,7 +645,8 @@ END_TEST
 static int parse_with(const char *extra, dfl_config *c, char *err, size_t errlen)
 {
     char json[1024];
-    snprintf(json, sizeof json, "{%s%s\"hidden_size\": 64, \"num_hidden_layers\": 2, "
+    snprintf(json, sizeof json,
+             "{%s%s\"hidden_size\": 64, \"num_hidden_layers\": 2, "
              "\"num_attention_heads\": 8, \"intermediate_size\": 10, \"vocab_size\": 9}",
              extra, extra[0] ? ", " : "");
     err[0] = 0;
@@ -621,64 +657,70 @@ static int parse_with(const char *extra, dfl_config *c, char *err, size_t errlen
  * the field named. */
 START_TEST(test_config_sanity)
 {
-    static const struct { const char *extra, *want; } bad[] = {
-        {"\"rms_norm_eps\": 0", "rms_norm_eps"},
-        {"\"rms_norm_eps\": -1e-6", "rms_norm_eps"},
-        {"\"rms_norm_eps\": 1e-50", "rms_norm_eps"},   /* 0 as a float */
-        {"\"rms_norm_eps\": 1e999", "rms_norm_eps"},   /* inf */
-        {"\"rms_norm_eps\": \"1e-6\"", "rms_norm_eps"},
-        {"\"rope_theta\": 0", "rope_theta"},
-        {"\"rope_theta\": -10000", "rope_theta"},
-        {"\"rope_theta\": 1e39", "rope_theta"},        /* inf as a float */
-        {"\"rope_theta\": []", "rope_theta"},
-        {"\"hidden_size\": 65", "multiple of num_attention_heads"},
-        {"\"num_key_value_heads\": 3", "kv heads"},
-        {"\"num_key_value_heads\": 16", "kv heads"},
-        {"\"num_key_value_heads\": 0", "num_key_value_heads"},
-        {"\"hidden_size\": -64", "hidden_size"},
-        {"\"hidden_size\": 0", "hidden_size"},
-        {"\"hidden_size\": 64.5", "hidden_size"},
-        {"\"hidden_size\": 1e12", "hidden_size"},
-        {"\"hidden_size\": \"64\"", "hidden_size"},
-        {"\"hidden_size\": true", "hidden_size"},
-        {"\"num_attention_heads\": 0", "num_attention_heads"},
-        {"\"vocab_size\": 2000000", "vocab_size"},
-        {"\"vocab_size\": 4294967297", "vocab_size"},
-        {"\"intermediate_size\": 2147483648", "intermediate_size"},
-        {"\"num_hidden_layers\": 5000", "num_hidden_layers"},
-        {"\"num_hidden_layers\": -1", "num_hidden_layers"},
-        {"\"max_position_embeddings\": 0", "max_position_embeddings"},
-        {"\"max_position_embeddings\": -5", "max_position_embeddings"},
-        {"\"max_position_embeddings\": 99999999", "max_position_embeddings"},
-        {"\"head_dim\": 7", "head_dim 7"},
-        {"\"head_dim\": 0", "head_dim"},
-        {"\"head_dim\": 262144", "head_dim"},          /* 8 heads of it: over the limit */
-        {"\"bos_token_id\": 9", "bos_token_id"},
-        {"\"eos_token_id\": [99, 1]", "eos_token_id"},
-        {"\"eos_token_id\": 1.5", "eos_token_id"},
-        {"\"hidden_act\": \"gelu\"", "hidden_act"},
-        {"\"hidden_act\": 5", "hidden_act"},
-        {"\"rope_scaling\": {\"type\": \"linear\"}", "rope_scaling"},
+    static const struct {
+        const char *extra, *want;
+    } bad[] = {
+        { "\"rms_norm_eps\": 0", "rms_norm_eps" },
+        { "\"rms_norm_eps\": -1e-6", "rms_norm_eps" },
+        { "\"rms_norm_eps\": 1e-50", "rms_norm_eps" }, /* 0 as a float */
+        { "\"rms_norm_eps\": 1e999", "rms_norm_eps" }, /* inf */
+        { "\"rms_norm_eps\": \"1e-6\"", "rms_norm_eps" },
+        { "\"rope_theta\": 0", "rope_theta" },
+        { "\"rope_theta\": -10000", "rope_theta" },
+        { "\"rope_theta\": 1e39", "rope_theta" }, /* inf as a float */
+        { "\"rope_theta\": []", "rope_theta" },
+        { "\"hidden_size\": 65", "multiple of num_attention_heads" },
+        { "\"num_key_value_heads\": 3", "kv heads" },
+        { "\"num_key_value_heads\": 16", "kv heads" },
+        { "\"num_key_value_heads\": 0", "num_key_value_heads" },
+        { "\"hidden_size\": -64", "hidden_size" },
+        { "\"hidden_size\": 0", "hidden_size" },
+        { "\"hidden_size\": 64.5", "hidden_size" },
+        { "\"hidden_size\": 1e12", "hidden_size" },
+        { "\"hidden_size\": \"64\"", "hidden_size" },
+        { "\"hidden_size\": true", "hidden_size" },
+        { "\"num_attention_heads\": 0", "num_attention_heads" },
+        { "\"vocab_size\": 2000000", "vocab_size" },
+        { "\"vocab_size\": 4294967297", "vocab_size" },
+        { "\"intermediate_size\": 2147483648", "intermediate_size" },
+        { "\"num_hidden_layers\": 5000", "num_hidden_layers" },
+        { "\"num_hidden_layers\": -1", "num_hidden_layers" },
+        { "\"max_position_embeddings\": 0", "max_position_embeddings" },
+        { "\"max_position_embeddings\": -5", "max_position_embeddings" },
+        { "\"max_position_embeddings\": 99999999", "max_position_embeddings" },
+        { "\"head_dim\": 7", "head_dim 7" },
+        { "\"head_dim\": 0", "head_dim" },
+        { "\"head_dim\": 262144", "head_dim" }, /* 8 heads of it: over the limit */
+        { "\"bos_token_id\": 9", "bos_token_id" },
+        { "\"eos_token_id\": [99, 1]", "eos_token_id" },
+        { "\"eos_token_id\": 1.5", "eos_token_id" },
+        { "\"hidden_act\": \"gelu\"", "hidden_act" },
+        { "\"hidden_act\": 5", "hidden_act" },
+        { "\"rope_scaling\": {\"type\": \"linear\"}", "rope_scaling" },
     };
     dfl_config c;
     char err[256];
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        ck_assert_msg(parse_with(bad[i].extra, &c, err, sizeof err) == -1, "accepted %s", bad[i].extra);
-        ck_assert_msg(strstr(err, bad[i].want) != NULL, "%s: message '%s' lacks '%s'",
-                      bad[i].extra, err, bad[i].want);
+        ck_assert_msg(parse_with(bad[i].extra, &c, err, sizeof err) == -1, "accepted %s",
+                      bad[i].extra);
+        ck_assert_msg(strstr(err, bad[i].want) != NULL, "%s: message '%s' lacks '%s'", bad[i].extra,
+                      err, bad[i].want);
     }
     ck_assert_int_eq(parse_with("", &c, err, sizeof err), 0);
     ck_assert_int_eq(c.max_pos, 2048);
     ck_assert_float_eq(c.rope_theta, 10000.0f);
     ck_assert_float_eq(c.norm_eps, 1e-6f);
     /* head_dim given: hidden_size need not split into the heads */
-    ck_assert_msg(parse_with("\"hidden_size\": 60, \"head_dim\": 16", &c, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(parse_with("\"hidden_size\": 60, \"head_dim\": 16", &c, err, sizeof err) == 0,
+                  "%s", err);
     ck_assert_int_eq(c.head_dim, 16);
     ck_assert_int_eq(c.dim, 60);
     /* null and negative ids mean none; values as HF writes them */
-    ck_assert_msg(parse_with("\"bos_token_id\": null, \"eos_token_id\": -1, \"rope_theta\": 500000.0, "
-                             "\"rms_norm_eps\": 1e-05, \"hidden_act\": \"silu\", \"rope_scaling\": null",
-                             &c, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(
+        parse_with("\"bos_token_id\": null, \"eos_token_id\": -1, \"rope_theta\": 500000.0, "
+                   "\"rms_norm_eps\": 1e-05, \"hidden_act\": \"silu\", \"rope_scaling\": null",
+                   &c, err, sizeof err) == 0,
+        "%s", err);
     ck_assert_int_eq(c.bos_id, -1);
     ck_assert_int_eq(c.eos_id, -1);
     ck_assert_float_eq(c.rope_theta, 500000.0f);
@@ -692,9 +734,10 @@ END_TEST
  * config either fail with a message or give a shape the engine can run. */
 START_TEST(test_config_bytes)
 {
-    const char good[] = "{\"hidden_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 8,"
-                        " \"num_key_value_heads\": 4, \"intermediate_size\": 10, \"vocab_size\": 9,"
-                        " \"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-06, \"eos_token_id\": [2]}";
+    const char good[] =
+        "{\"hidden_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 8,"
+        " \"num_key_value_heads\": 4, \"intermediate_size\": 10, \"vocab_size\": 9,"
+        " \"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-06, \"eos_token_id\": [2]}";
     const size_t n = sizeof good - 1;
     dfl_config c;
     char err[256];
@@ -723,12 +766,14 @@ START_TEST(test_config_bytes)
         err[0] = 0;
         int r = dfl_config_parse(m, len, &c, err, sizeof err);
         ck_assert(r == 0 || r == -1);
-        if (r) ck_assert(err[0] != 0);
+        if (r)
+            ck_assert(err[0] != 0);
         else
-            ck_assert(c.dim > 0 && c.n_layers > 0 && c.n_kv_heads > 0 && c.n_heads % c.n_kv_heads == 0 &&
-                      c.head_dim > 0 && c.head_dim % 2 == 0 && c.hidden_dim > 0 && c.vocab_size > 0 &&
-                      c.max_pos > 0 && c.norm_eps > 0 && isfinite(c.norm_eps) && c.rope_theta > 0 &&
-                      isfinite(c.rope_theta) && c.bos_id < c.vocab_size && c.eos_id < c.vocab_size);
+            ck_assert(c.dim > 0 && c.n_layers > 0 && c.n_kv_heads > 0 &&
+                      c.n_heads % c.n_kv_heads == 0 && c.head_dim > 0 && c.head_dim % 2 == 0 &&
+                      c.hidden_dim > 0 && c.vocab_size > 0 && c.max_pos > 0 && c.norm_eps > 0 &&
+                      isfinite(c.norm_eps) && c.rope_theta > 0 && isfinite(c.rope_theta) &&
+                      c.bos_id < c.vocab_size && c.eos_id < c.vocab_size);
         free(m);
     }
 }
@@ -766,7 +811,8 @@ static void check_df11_vs_bf16(const char *dir)
     opt.backend = DF11_BACKEND_HOST;
     df11_model *mc, *mb;
     st = df11_model_open(path, &opt, &mc);
-    ck_assert_msg(st == DF11_OK, "open %s: %s: %s", path, df11_strerror(st), df11_last_error_detail());
+    ck_assert_msg(st == DF11_OK, "open %s: %s: %s", path, df11_strerror(st),
+                  df11_last_error_detail());
     st = df11_model_open_bf16(dir, &opt, &mb);
     ck_assert_msg(st == DF11_OK, "open_bf16 %s: %s: %s", dir, df11_strerror(st),
                   df11_last_error_detail());
@@ -774,7 +820,8 @@ static void check_df11_vs_bf16(const char *dir)
     dfl_engine *ec = engine_open(mc, &pc), *eb = engine_open(mb, &pb);
     int V = dfl_get_config(ec)->vocab_size;
     int tc[N_GEN], tb[N_GEN];
-    float *lc = malloc((size_t)N_GEN * V * sizeof *lc), *lb = malloc((size_t)N_GEN * V * sizeof *lb);
+    float *lc = malloc((size_t)N_GEN * V * sizeof *lc),
+          *lb = malloc((size_t)N_GEN * V * sizeof *lb);
     generate(ec, N_GEN, tc, lc);
     generate(eb, N_GEN, tb, lb);
     for (int i = 0; i < N_GEN; i++) {
@@ -792,8 +839,8 @@ static void check_df11_vs_bf16(const char *dir)
     float *lm = malloc((size_t)N_GEN * V * sizeof *lm);
     generate(em, N_GEN, tm, lm);
     ck_assert(memcmp(lm, lc, (size_t)N_GEN * V * sizeof *lm) == 0);
-    fprintf(stderr, "%s: %d greedy tokens, df11 == bf16 bit for bit; first: %d %d %d %d\n",
-            dir, N_GEN, tc[0], tc[1], tc[2], tc[3]);
+    fprintf(stderr, "%s: %d greedy tokens, df11 == bf16 bit for bit; first: %d %d %d %d\n", dir,
+            N_GEN, tc[0], tc[1], tc[2], tc[3]);
 
     dfl_destroy(em);
     st_free(&m);
@@ -814,10 +861,7 @@ START_TEST(test_df11_vs_bf16_stories)
 }
 END_TEST
 
-START_TEST(test_df11_vs_bf16_synthetic)
-{
-    check_df11_vs_bf16(synth_dir());
-}
+START_TEST(test_df11_vs_bf16_synthetic) { check_df11_vs_bf16(synth_dir()); }
 END_TEST
 
 /* ------------------------------------------------ tokenizer, sampler, CLI -------- */
@@ -825,8 +869,8 @@ END_TEST
 START_TEST(test_tokenizer)
 {
     /* <unk> <s> </s>, 256 byte pieces, then " " a b ab " ab" */
-    const char *extra[] = {" ", "a", "b", "ab", " ab"};
-    const float extra_score[] = {-10, -10, -10, -1, -2};
+    const char *extra[] = { " ", "a", "b", "ab", " ab" };
+    const float extra_score[] = { -10, -10, -10, -1, -2 };
     const int V = 3 + 256 + 5;
     char path[600];
     snprintf(path, sizeof path, "%s/tok.bin", df11_test_tmpdir());
@@ -837,9 +881,14 @@ START_TEST(test_tokenizer)
     for (int i = 0; i < V; i++) {
         char piece[16];
         float score = 0;
-        if (i < 3) snprintf(piece, sizeof piece, "%s", i == 0 ? "<unk>" : i == 1 ? "<s>" : "</s>");
-        else if (i < 259) snprintf(piece, sizeof piece, "<0x%02X>", i - 3);
-        else { snprintf(piece, sizeof piece, "%s", extra[i - 259]); score = extra_score[i - 259]; }
+        if (i < 3)
+            snprintf(piece, sizeof piece, "%s", i == 0 ? "<unk>" : i == 1 ? "<s>" : "</s>");
+        else if (i < 259)
+            snprintf(piece, sizeof piece, "<0x%02X>", i - 3);
+        else {
+            snprintf(piece, sizeof piece, "%s", extra[i - 259]);
+            score = extra_score[i - 259];
+        }
         int32_t len = (int32_t)strlen(piece);
         fwrite(&score, 4, 1, f);
         fwrite(&len, 4, 1, f);
@@ -862,7 +911,7 @@ START_TEST(test_tokenizer)
     ck_assert_int_eq(ids[2], 0xc3 + 3);
     ck_assert_int_eq(ids[3], 0xa9 + 3);
     char byte[2];
-    ck_assert_str_eq(tokenizer_decode(&t, 1, 263, byte), "ab");    /* space after BOS dropped */
+    ck_assert_str_eq(tokenizer_decode(&t, 1, 263, byte), "ab"); /* space after BOS dropped */
     ck_assert_str_eq(tokenizer_decode(&t, 263, 263, byte), " ab");
     ck_assert_str_eq(tokenizer_decode(&t, 260, 0xc3 + 3, byte), "\xc3");
     tokenizer_free(&t);
@@ -871,7 +920,10 @@ START_TEST(test_tokenizer)
 END_TEST
 
 /* A tokenizer.bin image in memory: max_token_length, then (score, len, piece) per token. */
-typedef struct tok_image { unsigned char *data; size_t size, cap; } tok_image;
+typedef struct tok_image {
+    unsigned char *data;
+    size_t size, cap;
+} tok_image;
 
 static void img_put(tok_image *im, const void *p, size_t n)
 {
@@ -898,10 +950,10 @@ static void img_token(tok_image *im, float score, const char *piece)
  * ids llama2.c assumes are all out of range. */
 static tok_image small_vocab(void)
 {
-    tok_image im = {0};
+    tok_image im = { 0 };
     img_i32(&im, 6);
-    const char *p[] = {"<unk>", "<s>", "</s>", " ", "a", "b", "ab", "<0x7A>"};
-    const float sc[] = {0, 0, 0, -5, -5, -5, -1, 0};
+    const char *p[] = { "<unk>", "<s>", "</s>", " ", "a", "b", "ab", "<0x7A>" };
+    const float sc[] = { 0, 0, 0, -5, -5, -5, -1, 0 };
     for (int i = 0; i < 8; i++) img_token(&im, sc[i], p[i]);
     return im;
 }
@@ -932,10 +984,11 @@ START_TEST(test_tokenizer_small_vocab_byte_fallback)
     ck_assert_int_eq(tokenizer_encode(&t, "y", 0, ids, 16, NULL, 0), -1);
     /* a vocabulary too small for BOS and EOS has neither */
     tokenizer_free(&t);
-    tok_image one = {0};
+    tok_image one = { 0 };
     img_i32(&one, 4);
     img_token(&one, 0, "a");
-    ck_assert_msg(tokenizer_load_buffer(&t, one.data, one.size, 1, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(tokenizer_load_buffer(&t, one.data, one.size, 1, err, sizeof err) == 0, "%s",
+                  err);
     ck_assert_int_eq(t.bos_id, -1);
     ck_assert_int_eq(tokenizer_encode(&t, "aa", 1, ids, 16, err, sizeof err), 2);
     ck_assert_int_eq(ids[0], 0);
@@ -967,7 +1020,7 @@ START_TEST(test_tokenizer_rejects_bad_files)
         ck_assert_int_eq(tokenizer_load_buffer(&t, good.data, cut, 8, err, sizeof err), -1);
         ck_assert_ptr_null(t.pieces);
     }
-    tok_image im = {0};
+    tok_image im = { 0 };
     img_put(&im, good.data, good.size);
     img_put(&im, "x", 1);
     expect_bad(&im, 8, "after the 8 tokens");
@@ -977,7 +1030,7 @@ START_TEST(test_tokenizer_rejects_bad_files)
     expect_bad(&good, 0, "not positive");
     expect_bad(&good, -3, "not positive");
 
-    const int32_t bad_max[] = {0, -1, TOKENIZER_MAX_PIECE + 1, INT32_MAX};
+    const int32_t bad_max[] = { 0, -1, TOKENIZER_MAX_PIECE + 1, INT32_MAX };
     for (size_t i = 0; i < sizeof bad_max / sizeof *bad_max; i++) {
         memcpy(good.data, &bad_max[i], 4);
         expect_bad(&good, 8, "max_token_length");
@@ -988,7 +1041,7 @@ START_TEST(test_tokenizer_rejects_bad_files)
     tokenizer_free(&t);
 
     /* piece length negative, longer than max_token_length, past the end */
-    const int32_t bad_len[] = {-1, INT32_MIN, 7, 1 << 20};
+    const int32_t bad_len[] = { -1, INT32_MIN, 7, 1 << 20 };
     for (size_t i = 0; i < sizeof bad_len / sizeof *bad_len; i++) {
         im.size = 0;
         img_i32(&im, 6);
@@ -1005,7 +1058,7 @@ START_TEST(test_tokenizer_rejects_bad_files)
     img_put(&im, "abc", 3);
     expect_bad(&im, 1, "truncated");
     /* NaN and infinite scores, a NUL inside a piece */
-    const float bad_score[] = {NAN, INFINITY, -INFINITY};
+    const float bad_score[] = { NAN, INFINITY, -INFINITY };
     for (size_t i = 0; i < 3; i++) {
         im.size = 0;
         img_i32(&im, 4);
@@ -1032,7 +1085,7 @@ static int naive_encode(const tokenizer *t, const char *text, int *ids)
     int n = 0, space = tokenizer_lookup(t, " ");
     if (!text[0]) return 0;
     if (space >= 0) ids[n++] = space;
-    char c[2] = {0, 0}, buf[64];
+    char c[2] = { 0, 0 }, buf[64];
     for (const char *p = text; *p; p++) {
         c[0] = *p;
         int id = tokenizer_lookup(t, c);
@@ -1044,7 +1097,11 @@ static int naive_encode(const tokenizer *t, const char *text, int *ids)
         for (int i = 0; i + 1 < n; i++) {
             snprintf(buf, sizeof buf, "%s%s", t->pieces[ids[i]], t->pieces[ids[i + 1]]);
             int id = tokenizer_lookup(t, buf);
-            if (id >= 0 && t->scores[id] > best) { best = t->scores[id]; best_id = id; at = i; }
+            if (id >= 0 && t->scores[id] > best) {
+                best = t->scores[id];
+                best_id = id;
+                at = i;
+            }
         }
         if (at < 0) return n;
         ids[at] = best_id;
@@ -1060,7 +1117,7 @@ START_TEST(test_tokenizer_matches_naive_merge)
     for (int round = 0; round < 60; round++) {
         /* the byte pieces for a, b, c and ' ', then random strings over them with random
          * scores (a few repeated, to exercise the leftmost-on-ties rule) */
-        tok_image im = {0};
+        tok_image im = { 0 };
         img_i32(&im, 8);
         const char alpha[] = "abc ";
         int V = 0;
@@ -1086,7 +1143,8 @@ START_TEST(test_tokenizer_matches_naive_merge)
             V++;
         }
         tokenizer t;
-        ck_assert_msg(tokenizer_load_buffer(&t, im.data, im.size, V, err, sizeof err) == 0, "%s", err);
+        ck_assert_msg(tokenizer_load_buffer(&t, im.data, im.size, V, err, sizeof err) == 0, "%s",
+                      err);
         for (int k = 0; k < 20; k++) {
             char text[80];
             int len = 1 + (int)(df11_test_rand(&rng) % 70);
@@ -1201,20 +1259,21 @@ START_TEST(test_sampler)
     float lg[4];
     sampler s;
     ck_assert_int_eq(sampler_init(&s, 4, 0.0f, 0.9f, 1), 0);
-    float g[4] = {0.1f, 2.0f, 2.0f, -1.0f};
+    float g[4] = { 0.1f, 2.0f, 2.0f, -1.0f };
     ck_assert_int_eq(sampler_sample(&s, g), 1); /* greedy: lowest id on ties */
     sampler_free(&s);
 
     /* temperature 1 follows the softmax; a tiny top-p keeps only the best */
-    const float p[4] = {0.5f, 0.3f, 0.2f, 0.0f};
-    int count[4] = {0, 0, 0, 0};
+    const float p[4] = { 0.5f, 0.3f, 0.2f, 0.0f };
+    int count[4] = { 0, 0, 0, 0 };
     ck_assert_int_eq(sampler_init(&s, 4, 1.0f, 1.0f, df11_test_seed()), 0);
     for (int i = 0; i < 20000; i++) {
         for (int v = 0; v < 4; v++) lg[v] = p[v] > 0 ? logf(p[v]) : -1e9f;
         count[sampler_sample(&s, lg)]++;
     }
     for (int v = 0; v < 4; v++)
-        ck_assert_msg(fabs(count[v] / 20000.0 - p[v]) < 0.02, "token %d drawn %d times", v, count[v]);
+        ck_assert_msg(fabs(count[v] / 20000.0 - p[v]) < 0.02, "token %d drawn %d times", v,
+                      count[v]);
     sampler_free(&s);
     ck_assert_int_eq(sampler_init(&s, 4, 1.0f, 0.01f, 7), 0);
     for (int i = 0; i < 100; i++) {
@@ -1262,7 +1321,8 @@ START_TEST(test_cli)
     ck_assert_ptr_nonnull(b);
     const cJSON *ta = cJSON_GetObjectItem(a, "generated_tokens");
     ck_assert_int_eq(cJSON_GetArraySize(ta), 12);
-    char *sa = cJSON_PrintUnformatted(ta), *sb2 = cJSON_PrintUnformatted(cJSON_GetObjectItem(b, "generated_tokens"));
+    char *sa = cJSON_PrintUnformatted(ta),
+         *sb2 = cJSON_PrintUnformatted(cJSON_GetObjectItem(b, "generated_tokens"));
     ck_assert_str_eq(sa, sb2);
     ck_assert_str_eq(cJSON_GetObjectItem(a, "logits_fnv1a")->valuestring,
                      cJSON_GetObjectItem(b, "logits_fnv1a")->valuestring);
@@ -1275,7 +1335,7 @@ START_TEST(test_cli)
     df11_provider pm = mem_provider(&m);
     dfl_engine *e = engine_new(m.config, m.config_len, &pm, 1, 0);
     float *lg = malloc(300 * sizeof *lg);
-    int prompt[3] = {1, 5, 9}, tok;
+    int prompt[3] = { 1, 5, 9 }, tok;
     ck_assert_int_eq(dfl_forward(e, prompt, 3, 0, lg), DF11_OK);
     for (int i = 0; i < 12; i++) {
         tok = argmax(lg, 300);
@@ -1332,20 +1392,39 @@ static int cli_built(void)
 START_TEST(test_cli_flag_values)
 {
     if (!cli_built()) return;
-    static const struct { const char *args, *want; } bad[] = {
-        {"-n -5", "-n"}, {"-n abc", "-n"}, {"-n 99999999999999999999", "-n"},
-        {"-n 5x", "-n"}, {"-n ''", "-n"}, {"--ctx 0", "--ctx"}, {"--ctx 1", "--ctx"},
-        {"--ctx 2000000000", "--ctx"}, {"--threads 0", "--threads"},
-        {"--threads -1", "--threads"}, {"--slots 1", "--slots"}, {"--seed -1", "--seed"},
-        {"--seed abc", "--seed"}, {"--seed 99999999999999999999999", "--seed"},
-        {"--temperature nan", "--temperature"}, {"--temperature -1", "--temperature"},
-        {"--temperature inf", "--temperature"}, {"--top-p 0", "--top-p"},
-        {"--top-p 1.5", "--top-p"}, {"--top-p x", "--top-p"},
-        {"--bench=0", "--bench"}, {"--bench=1,x", "--bench"}, {"--bench=,", "--bench"},
-        {"--bench=99999999", "--bench"}, {"--bench-decode -1", "--bench-decode"},
-        {"--tokens 1,-2", "token id"}, {"--tokens ,", "token id"},
-        {"--tokens 99999999999", "token id"}, {"--device tpu", "device"},
-        {"-p hello", "--tokenizer"},
+    static const struct {
+        const char *args, *want;
+    } bad[] = {
+        { "-n -5", "-n" },
+        { "-n abc", "-n" },
+        { "-n 99999999999999999999", "-n" },
+        { "-n 5x", "-n" },
+        { "-n ''", "-n" },
+        { "--ctx 0", "--ctx" },
+        { "--ctx 1", "--ctx" },
+        { "--ctx 2000000000", "--ctx" },
+        { "--threads 0", "--threads" },
+        { "--threads -1", "--threads" },
+        { "--slots 1", "--slots" },
+        { "--seed -1", "--seed" },
+        { "--seed abc", "--seed" },
+        { "--seed 99999999999999999999999", "--seed" },
+        { "--temperature nan", "--temperature" },
+        { "--temperature -1", "--temperature" },
+        { "--temperature inf", "--temperature" },
+        { "--top-p 0", "--top-p" },
+        { "--top-p 1.5", "--top-p" },
+        { "--top-p x", "--top-p" },
+        { "--bench=0", "--bench" },
+        { "--bench=1,x", "--bench" },
+        { "--bench=,", "--bench" },
+        { "--bench=99999999", "--bench" },
+        { "--bench-decode -1", "--bench-decode" },
+        { "--tokens 1,-2", "token id" },
+        { "--tokens ,", "token id" },
+        { "--tokens 99999999999", "token id" },
+        { "--device tpu", "device" },
+        { "-p hello", "--tokenizer" },
     };
     char out[4096], args[512];
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
@@ -1353,12 +1432,14 @@ START_TEST(test_cli_flag_values)
         int rc = run_stderr(out, sizeof out, args);
         ck_assert_msg(rc == 2, "'%s': exit %d (%s)", bad[i].args, rc, out);
         ck_assert_msg(strncmp(out, "df11-run: ", 10) == 0 && strstr(out, bad[i].want) &&
-                      strchr(out, '\n') == out + strlen(out) - 1,
+                          strchr(out, '\n') == out + strlen(out) - 1,
                       "'%s': not one line naming %s: %s", bad[i].args, bad[i].want, out);
     }
     /* good values still get as far as opening the model */
-    ck_assert_int_eq(run_stderr(out, sizeof out, "/nonexistent/m.df11 -n 0 --seed 0x10 "
-                                "--top-p 1 --temperature 0 --ctx 2 --bench=1,2"), 1);
+    ck_assert_int_eq(run_stderr(out, sizeof out,
+                                "/nonexistent/m.df11 -n 0 --seed 0x10 "
+                                "--top-p 1 --temperature 0 --ctx 2 --bench=1,2"),
+                     1);
 }
 END_TEST
 
@@ -1368,16 +1449,21 @@ static const char *synth_tokenizer(void)
 {
     static char path[600];
     snprintf(path, sizeof path, "%s/synth_tok.bin", df11_test_tmpdir());
-    tok_image im = {0};
+    tok_image im = { 0 };
     img_i32(&im, 6);
     for (int i = 0; i < 300; i++) {
         char piece[16];
         float score = 0;
-        const char *extra[] = {" ", "a", "b", "ab", " ab"};
-        if (i < 3) snprintf(piece, sizeof piece, "%s", i == 0 ? "<unk>" : i == 1 ? "<s>" : "</s>");
-        else if (i < 259) snprintf(piece, sizeof piece, "<0x%02X>", i - 3);
-        else if (i < 264) { snprintf(piece, sizeof piece, "%s", extra[i - 259]); score = (float)(i - 270); }
-        else snprintf(piece, sizeof piece, "<x%d>", i);
+        const char *extra[] = { " ", "a", "b", "ab", " ab" };
+        if (i < 3)
+            snprintf(piece, sizeof piece, "%s", i == 0 ? "<unk>" : i == 1 ? "<s>" : "</s>");
+        else if (i < 259)
+            snprintf(piece, sizeof piece, "<0x%02X>", i - 3);
+        else if (i < 264) {
+            snprintf(piece, sizeof piece, "%s", extra[i - 259]);
+            score = (float)(i - 270);
+        } else
+            snprintf(piece, sizeof piece, "<x%d>", i);
         img_token(&im, score, piece);
     }
     FILE *f = fopen(path, "wb");
@@ -1400,8 +1486,8 @@ START_TEST(test_cli_prompt_and_files)
     ck_assert_msg(run_stderr(out, sizeof out, args) == 0, "%s", out);
 
     /* ctx 8: BOS + 8 tokens of " ab" do not fit; 120 KB cannot fit the default 128 either */
-    snprintf(args, sizeof args, "--bf16 %s --device cpu -n 2 --ctx 8 -t %s -p 'ab ab ab ab ab ab ab ab'",
-             dir, tok);
+    snprintf(args, sizeof args,
+             "--bf16 %s --device cpu -n 2 --ctx 8 -t %s -p 'ab ab ab ab ab ab ab ab'", dir, tok);
     int rc = run_stderr(out, sizeof out, args);
     ck_assert_msg(rc == 2 && strstr(out, "context of 8"), "exit %d: %s", rc, out);
     char big[600];
@@ -1410,7 +1496,8 @@ START_TEST(test_cli_prompt_and_files)
     ck_assert_ptr_nonnull(f);
     for (int i = 0; i < 40000; i++) fputs("ab ", f); /* one argument: under 128 KiB */
     fclose(f);
-    snprintf(args, sizeof args, "--bf16 %s --device cpu -n 2 -t %s -p \"$(cat %s)\"", dir, tok, big);
+    snprintf(args, sizeof args, "--bf16 %s --device cpu -n 2 -t %s -p \"$(cat %s)\"", dir, tok,
+             big);
     rc = run_stderr(out, sizeof out, args);
     ck_assert_msg(rc == 2 && strstr(out, "more than 127"), "exit %d: %s", rc, out);
 
@@ -1426,17 +1513,22 @@ START_TEST(test_cli_prompt_and_files)
     /* config.json with 2 layers over 3 blocks: runs the first 2, and says so */
     char cut[600], cmd[4096];
     snprintf(cut, sizeof cut, "%s/synth_2layers", df11_test_tmpdir());
-    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp %s/model.safetensors %s/ && "
-             "sed 's/\"num_hidden_layers\": 3/\"num_hidden_layers\": 2/' %s/config.json > %s/config.json",
-             cut, dir, cut, dir, cut);
+    snprintf(
+        cmd, sizeof cmd,
+        "mkdir -p %s && cp %s/model.safetensors %s/ && "
+        "sed 's/\"num_hidden_layers\": 3/\"num_hidden_layers\": 2/' %s/config.json > %s/config.json",
+        cut, dir, cut, dir, cut);
     ck_assert_int_eq(system(cmd), 0);
     snprintf(args, sizeof args, "--bf16 %s --device cpu -n 2 --tokens 1", cut);
     rc = run_stderr(out, sizeof out, args);
     ck_assert_msg(rc == 0 && strstr(out, "warning") && strstr(out, "2 layers") &&
-                  strstr(out, "3 blocks"), "exit %d: %s", rc, out);
+                      strstr(out, "3 blocks"),
+                  "exit %d: %s", rc, out);
     /* and 4 layers over 3 blocks is an error */
-    snprintf(cmd, sizeof cmd, "sed -i 's/\"num_hidden_layers\": 2/\"num_hidden_layers\": 4/' "
-             "%s/config.json", cut);
+    snprintf(cmd, sizeof cmd,
+             "sed -i 's/\"num_hidden_layers\": 2/\"num_hidden_layers\": 4/' "
+             "%s/config.json",
+             cut);
     ck_assert_int_eq(system(cmd), 0);
     rc = run_stderr(out, sizeof out, args);
     ck_assert_msg(rc == 1 && strstr(out, "4 layers"), "exit %d: %s", rc, out);
@@ -1461,7 +1553,8 @@ static void check_gpu(const char *dir)
     df11_status st = df11_model_open(path, &opt, &mc);
     ck_assert_msg(st == DF11_OK, "open cuda: %s: %s", df11_strerror(st), df11_last_error_detail());
     st = df11_model_open_bf16(dir, &opt, &mb);
-    ck_assert_msg(st == DF11_OK, "open_bf16 cuda: %s: %s", df11_strerror(st), df11_last_error_detail());
+    ck_assert_msg(st == DF11_OK, "open_bf16 cuda: %s: %s", df11_strerror(st),
+                  df11_last_error_detail());
     df11_provider ph, pc, pb;
     size_t len;
     const char *cfg = df11_model_config(mh, &len);
@@ -1483,8 +1576,10 @@ static void check_gpu(const char *dir)
     for (int i = 0; i < N_GEN; i++) {
         ck_assert_msg(dfl_forward(ec, toks + i, 1, i, lc) == DF11_OK, "%s", dfl_error(ec));
         ck_assert_msg(dfl_forward(eb, toks + i, 1, i, lb) == DF11_OK, "%s", dfl_error(eb));
-        ck_assert_msg(memcmp(lc, lb, (size_t)V * sizeof *lc) == 0, "%s step %d: GPU df11 != "
-                      "GPU bf16", dir, i);
+        ck_assert_msg(memcmp(lc, lb, (size_t)V * sizeof *lc) == 0,
+                      "%s step %d: GPU df11 != "
+                      "GPU bf16",
+                      dir, i);
         const float *want = lh + (size_t)i * V;
         double scale = 0, err = 0;
         for (int v = 0; v < V; v++) {
@@ -1504,14 +1599,22 @@ static void check_gpu(const char *dir)
         if (fabs(want[v]) > scale) scale = fabs(want[v]);
         if (fabs(lc[v] - want[v]) > err) err = fabs(lc[v] - want[v]);
     }
-    ck_assert_msg(err / (scale > 1 ? scale : 1) < 0.1, "%s: GPU prefill relative error %.3g",
-                  dir, err / (scale > 1 ? scale : 1));
-    fprintf(stderr, "%s: GPU vs host worst relative logit error %.3g, greedy agreement %d/%d;"
-            " GPU df11 == GPU bf16 bit for bit\n", dir, worst, agree, N_GEN);
+    ck_assert_msg(err / (scale > 1 ? scale : 1) < 0.1, "%s: GPU prefill relative error %.3g", dir,
+                  err / (scale > 1 ? scale : 1));
+    fprintf(stderr,
+            "%s: GPU vs host worst relative logit error %.3g, greedy agreement %d/%d;"
+            " GPU df11 == GPU bf16 bit for bit\n",
+            dir, worst, agree, N_GEN);
     ck_assert_int_ge(agree, N_GEN * 9 / 10);
-    free(lh); free(lc); free(lb);
-    dfl_destroy(eh); dfl_destroy(ec); dfl_destroy(eb);
-    df11_model_close(mh); df11_model_close(mc); df11_model_close(mb);
+    free(lh);
+    free(lc);
+    free(lb);
+    dfl_destroy(eh);
+    dfl_destroy(ec);
+    dfl_destroy(eb);
+    df11_model_close(mh);
+    df11_model_close(mc);
+    df11_model_close(mb);
 }
 
 START_TEST(test_gpu_matches_host)

@@ -27,7 +27,7 @@ static void test_free(void *ctx, void *ptr)
     live_chunks--;
 }
 
-static const df11i_pool_allocator mem = {.alloc = test_alloc, .free = test_free};
+static const df11i_pool_allocator mem = { .alloc = test_alloc, .free = test_free };
 
 static void setup(void) { live_chunks = 0; }
 static void teardown(void) { ck_assert_int_eq(live_chunks, 0); }
@@ -115,7 +115,7 @@ START_TEST(test_limit)
     df11i_pool_destroy(p);
     df11i_pool_destroy(NULL);
     ck_assert_int_eq(df11i_pool_create(NULL, 0, &p), DF11_ERR_INVALID_ARG);
-    df11i_pool_allocator no_free = {.alloc = test_alloc};
+    df11i_pool_allocator no_free = { .alloc = test_alloc };
     ck_assert_int_eq(df11i_pool_create(&no_free, 0, &p), DF11_ERR_INVALID_ARG);
 }
 END_TEST

@@ -20,10 +20,10 @@
 #include "df11/compress.h"
 #include "df11/runtime.h"
 #include "loader/container.h"
+#include "loader/reader.h"
 #include "pool/pool.h"
 #include "runtime/backend.h"
 #include "runtime/memstat.h"
-#include "loader/reader.h"
 #include "tests/testutil.h"
 #include "writer/safetensors_write.h"
 
@@ -99,7 +99,7 @@ static void make_model(void)
     add_tensor("lm_head.weight", DF11_DTYPE_BF16, 2, V, D, &rng);
     snprintf(tm.path, sizeof tm.path, "%s/rt.df11", df11_test_tmpdir());
     snprintf(tm.st_path, sizeof tm.st_path, "%s/rt.safetensors", df11_test_tmpdir());
-    df11_compress_options co = {0};
+    df11_compress_options co = { 0 };
     co.lane_symbols = 64; /* several chunks per tensor even at this size */
     df11_status s = df11_compress_tensors(tm.path, tm.t, tm.n, CONFIG, strlen(CONFIG), &co, NULL);
     ck_assert_msg(s == DF11_OK, "compress: %s %s", df11_strerror(s), df11_last_error_detail());
@@ -182,7 +182,7 @@ START_TEST(test_open_and_pass)
     ck_assert(!memcmp(cfg, CONFIG, len));
     run_pass(m, 1);
     run_pass(m, 1);
-    const char *nonlayer[] = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"};
+    const char *nonlayer[] = { "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight" };
     for (int i = 0; i < 3; i++) {
         df11_tensor_view v;
         ck_assert_int_eq(df11_tensor_get(m, nonlayer[i], NULL, &v), DF11_OK);
@@ -264,7 +264,7 @@ START_TEST(test_random_schedule)
      * held, to shake the slot choice and the side stream's ordering. */
     df11_model *m = open_model(3, DF11_NONLAYER_ARENA);
     uint64_t rng = df11_test_seed() ^ 0x77;
-    int held[N_LAYERS] = {0};
+    int held[N_LAYERS] = { 0 };
     int n_held = 0;
     for (int it = 0; it < 300; it++) {
         uint32_t b = (uint32_t)(df11_test_rand(&rng) % N_LAYERS);
@@ -453,7 +453,8 @@ START_TEST(test_errors_truncated)
     df11_model_options o = opts(2);
     df11_model *m = (df11_model *)1;
     df11_status s = df11_model_open(bad, &o, &m);
-    ck_assert_msg(s == DF11_ERR_TRUNCATED, "open: %s %s", df11_strerror(s), df11_last_error_detail());
+    ck_assert_msg(s == DF11_ERR_TRUNCATED, "open: %s %s", df11_strerror(s),
+                  df11_last_error_detail());
     ck_assert_ptr_null(m);
     ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
     ck_assert_int_eq(df11_model_open("/nonexistent/x.df11", &o, &m), DF11_ERR_IO);
@@ -531,8 +532,10 @@ START_TEST(test_bf16_model)
     ck_assert_int_eq(df11_block_acquire(m, N_LAYERS, NULL, NULL), DF11_ERR_NOT_FOUND);
     ck_assert_int_eq(df11_tensor_get(m, "nope", NULL, &v), DF11_ERR_NOT_FOUND);
     /* All blocks at once: a BF16 model never runs out of slots. */
-    for (uint32_t b = 0; b < N_LAYERS; b++) ck_assert_int_eq(df11_block_acquire(m, b, NULL, NULL), DF11_OK);
-    for (uint32_t b = 0; b < N_LAYERS; b++) ck_assert_int_eq(df11_block_release(m, b, NULL), DF11_OK);
+    for (uint32_t b = 0; b < N_LAYERS; b++)
+        ck_assert_int_eq(df11_block_acquire(m, b, NULL, NULL), DF11_OK);
+    for (uint32_t b = 0; b < N_LAYERS; b++)
+        ck_assert_int_eq(df11_block_release(m, b, NULL), DF11_OK);
     df11_model_stats st;
     df11_model_stats_get(m, &st);
     ck_assert_uint_eq(st.compressed_bytes, 0);
@@ -603,7 +606,8 @@ START_TEST(test_memstat_live)
     char *out = run_capture(cmd, &status);
     ck_assert_msg(status == 0, "%s: status %d\n%s", cmd, status, out);
     ck_assert_msg(strstr(out, pid) != NULL, "no %s in\n%s", pid, out);
-    ck_assert_msg(strstr(out, "rt.df11") != NULL && strstr(out, "rt.safetensors") != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "rt.df11") != NULL && strstr(out, "rt.safetensors") != NULL, "%s",
+                  out);
     ck_assert_msg(strstr(out, "\"state\": \"acquired\", \"block\": 1") != NULL, "%s", out);
     free(out);
     snprintf(cmd, sizeof cmd, "%s", tool);
@@ -680,10 +684,18 @@ static void sp_backend_ctl(df11i_memstat_page *p) { p->backend[1] = '\033'; }
 static void sp_pid(df11i_memstat_page *p) { p->pid = -5; }
 static void sp_bf16(df11i_memstat_page *p) { p->bf16_model = 7; }
 static void sp_blocks(df11i_memstat_page *p) { p->n_blocks = 6; }
-static void sp_groups(df11i_memstat_page *p) { p->n_groups = UINT32_MAX; p->n_blocks = UINT32_MAX; }
+static void sp_groups(df11i_memstat_page *p)
+{
+    p->n_groups = UINT32_MAX;
+    p->n_blocks = UINT32_MAX;
+}
 static void sp_slots(df11i_memstat_page *p) { p->arena_slots = DF11_MEMSTAT_SLOTS + 1; }
 static void sp_state(df11i_memstat_page *p) { p->slot_state[1] = 3; }
-static void sp_state_past(df11i_memstat_page *p) { p->slot_state[5] = 1; p->slot_block[5] = 0; }
+static void sp_state_past(df11i_memstat_page *p)
+{
+    p->slot_state[5] = 1;
+    p->slot_block[5] = 0;
+}
 static void sp_key_neg(df11i_memstat_page *p) { p->slot_block[0] = -1; }
 static void sp_key_big(df11i_memstat_page *p) { p->slot_block[1] = 8; }
 static void sp_nan(df11i_memstat_page *p) { p->decode_ms = NAN; }
@@ -691,14 +703,27 @@ static void sp_inf(df11i_memstat_page *p) { p->open_ms = -INFINITY; }
 static void sp_seq_odd(df11i_memstat_page *p) { atomic_store(&p->seq, 41); }
 
 static const spoiler spoilers[] = {
-    {"magic", sp_magic}, {"version", sp_version}, {"size 0", sp_size0},
-    {"size small", sp_size_small}, {"size past mapping", sp_size_big}, {"size max", sp_size_max},
-    {"path without NUL", sp_path}, {"backend without NUL", sp_backend},
-    {"backend control char", sp_backend_ctl}, {"pid", sp_pid}, {"bf16 flag", sp_bf16},
-    {"blocks > groups", sp_blocks}, {"groups huge", sp_groups}, {"slots > 64", sp_slots},
-    {"slot state 3", sp_state}, {"state past arena_slots", sp_state_past},
-    {"negative key", sp_key_neg}, {"key past groups", sp_key_big}, {"NaN time", sp_nan},
-    {"infinite time", sp_inf}, {"seq stuck odd", sp_seq_odd},
+    { "magic", sp_magic },
+    { "version", sp_version },
+    { "size 0", sp_size0 },
+    { "size small", sp_size_small },
+    { "size past mapping", sp_size_big },
+    { "size max", sp_size_max },
+    { "path without NUL", sp_path },
+    { "backend without NUL", sp_backend },
+    { "backend control char", sp_backend_ctl },
+    { "pid", sp_pid },
+    { "bf16 flag", sp_bf16 },
+    { "blocks > groups", sp_blocks },
+    { "groups huge", sp_groups },
+    { "slots > 64", sp_slots },
+    { "slot state 3", sp_state },
+    { "state past arena_slots", sp_state_past },
+    { "negative key", sp_key_neg },
+    { "key past groups", sp_key_big },
+    { "NaN time", sp_nan },
+    { "infinite time", sp_inf },
+    { "seq stuck odd", sp_seq_odd },
 };
 
 START_TEST(test_memstat_page_read)
@@ -731,7 +756,7 @@ START_TEST(test_memstat_page_read)
     }
     /* short mappings, no mapping, a NULL or tiny reason buffer */
     good_page(pg, 1234);
-    size_t shorts[] = {0, 8, 20, DF11_MEMSTAT_MIN_SIZE - 1, sizeof *pg - 1};
+    size_t shorts[] = { 0, 8, 20, DF11_MEMSTAT_MIN_SIZE - 1, sizeof *pg - 1 };
     for (size_t i = 0; i < sizeof shorts / sizeof *shorts; i++)
         ck_assert_int_eq(df11i_memstat_page_read(map, shorts[i], &out, why, sizeof why), -1);
     ck_assert_int_eq(df11i_memstat_page_read(NULL, sizeof map, &out, why, sizeof why), -1);
@@ -747,10 +772,12 @@ START_TEST(test_memstat_page_read)
         good_page(pg, 1234);
         int flips = 1 + (int)(df11_test_rand(&r) % 4);
         for (int f = 0; f < flips; f++)
-            map[df11_test_rand(&r) % DF11_MEMSTAT_MIN_SIZE] ^= (uint8_t)(1u << (df11_test_rand(&r) % 8));
+            map[df11_test_rand(&r) % DF11_MEMSTAT_MIN_SIZE] ^=
+                (uint8_t)(1u << (df11_test_rand(&r) % 8));
         atomic_store(&pg->seq, atomic_load(&pg->seq) & ~1u);
         if (df11i_memstat_page_read(map, sizeof map, &out, why, sizeof why) != 0) continue;
-        ck_assert(memchr(out.path, 0, sizeof out.path) && memchr(out.backend, 0, sizeof out.backend));
+        ck_assert(memchr(out.path, 0, sizeof out.path) &&
+                  memchr(out.backend, 0, sizeof out.backend));
         ck_assert_uint_le(out.arena_slots, DF11_MEMSTAT_SLOTS);
         ck_assert_uint_le(out.n_blocks, out.n_groups);
     }
@@ -781,7 +808,8 @@ START_TEST(test_stats_page_mode)
     ck_assert_ptr_ne(p, MAP_FAILED);
     df11i_memstat_page out;
     char why[256] = "";
-    ck_assert_msg(df11i_memstat_page_read(p, (size_t)sb.st_size, &out, why, sizeof why) == 0, "%s", why);
+    ck_assert_msg(df11i_memstat_page_read(p, (size_t)sb.st_size, &out, why, sizeof why) == 0, "%s",
+                  why);
     ck_assert_str_eq(out.path, tm.path);
     ck_assert_uint_eq(out.n_blocks, df11_model_n_blocks(m));
     munmap(p, (size_t)sb.st_size);
@@ -795,10 +823,12 @@ START_TEST(test_stats_page_unavailable)
 {
     make_model();
     char names[64][64];
-    int made[64] = {0};
+    int made[64] = { 0 };
     for (int n = 0; n < 64; n++) {
-        if (n == 0) snprintf(names[n], sizeof names[n], "/df11-%d", (int)getpid());
-        else snprintf(names[n], sizeof names[n], "/df11-%d-%d", (int)getpid(), n);
+        if (n == 0)
+            snprintf(names[n], sizeof names[n], "/df11-%d", (int)getpid());
+        else
+            snprintf(names[n], sizeof names[n], "/df11-%d-%d", (int)getpid(), n);
         int fd = shm_open(names[n], O_RDWR | O_CREAT | O_EXCL, 0600);
         made[n] = fd >= 0;
         if (fd >= 0) close(fd);
@@ -808,7 +838,7 @@ START_TEST(test_stats_page_unavailable)
     df11_model *m = NULL, *m2 = NULL;
     df11_status s1 = df11_model_open(tm.path, &o, &m);
     df11_status s2 = df11_model_open_bf16(tm.st_path, &o, &m2);
-    df11_model_stats st1 = {0}, st2 = {0};
+    df11_model_stats st1 = { 0 }, st2 = { 0 };
     if (m) df11_model_stats_get(m, &st1);
     if (m2) df11_model_stats_get(m2, &st2);
     char e1[200] = "", e2[200] = "";
@@ -837,7 +867,7 @@ END_TEST
 
 typedef struct reader_seen {
     const df11_file *f;
-    uint32_t next;            /* the group expected next */
+    uint32_t next; /* the group expected next */
     int reuses;
 } reader_seen;
 
@@ -871,9 +901,9 @@ START_TEST(test_reader)
         uint64_t need = df11i_align_up(df11_file_group(f, g)->payload_size, DF11_READ_ALIGN);
         if (need > size) size = need;
     }
-    void *bufs[2] = {aligned_alloc(DF11_READ_ALIGN, size), aligned_alloc(DF11_READ_ALIGN, size)};
-    reader_seen seen = {.f = f};
-    df11i_read_sink sink = {.consume = seen_consume, .reuse = seen_reuse, .ctx = &seen};
+    void *bufs[2] = { aligned_alloc(DF11_READ_ALIGN, size), aligned_alloc(DF11_READ_ALIGN, size) };
+    reader_seen seen = { .f = f };
+    df11i_read_sink sink = { .consume = seen_consume, .reuse = seen_reuse, .ctx = &seen };
     ck_assert_int_eq(df11i_read_groups(f, 0, n, bufs, size, &sink), DF11_OK);
     ck_assert_uint_eq(seen.next, n);
     ck_assert_int_eq(seen.reuses, (int)n - 2); /* each buffer after its first group */
@@ -892,7 +922,7 @@ START_TEST(test_reader)
     df11_file *mf;
     ck_assert_int_eq(df11i_file_open_memory(image, file_size, "image", &mf), DF11_OK);
     ck_assert_int_eq(df11i_file_fd(mf), -1);
-    seen = (reader_seen){.f = mf};
+    seen = (reader_seen){ .f = mf };
     ck_assert_int_eq(df11i_read_groups(mf, 0, n, bufs, size, &sink), DF11_ERR_INVALID_ARG);
     ck_assert_uint_eq(seen.next, 0);
     df11_file_close(mf);

@@ -45,11 +45,11 @@ static df11_status parse_json(const char *json, size_t data_size)
     return st;
 }
 
-#define ASSERT_PARSE(json, data_size, expect)                                             \
-    do {                                                                                  \
-        df11_status st_ = parse_json(json, data_size);                                    \
-        ck_assert_msg(st_ == (expect), "got %d (%s: %s), want %d", st_, df11_strerror(st_), \
-                      df11_last_error_detail(), (expect));                                \
+#define ASSERT_PARSE(json, data_size, expect)                                                      \
+    do {                                                                                           \
+        df11_status st_ = parse_json(json, data_size);                                             \
+        ck_assert_msg(st_ == (expect), "got %d (%s: %s), want %d", st_, df11_strerror(st_),        \
+                      df11_last_error_detail(), (expect));                                         \
     } while (0)
 
 static char *tmp_path(const char *name)
@@ -92,21 +92,26 @@ static int dir_is_empty(const char *dir)
 
 /* ---- round trips ---- */
 
-typedef struct { const char *name; df11_dtype dtype; uint32_t ndim; uint64_t shape[3]; } spec;
+typedef struct {
+    const char *name;
+    df11_dtype dtype;
+    uint32_t ndim;
+    uint64_t shape[3];
+} spec;
 
 static const spec specs[] = {
-    {"scalar", DF11_DTYPE_F32, 0, {0}},
-    {"one", DF11_DTYPE_BF16, 1, {1}},
-    {"empty", DF11_DTYPE_BF16, 1, {0}},
-    {"empty2d", DF11_DTYPE_F16, 2, {3, 0}},
-    {"odd.u8", DF11_DTYPE_U8, 3, {3, 5, 7}},
-    {"odd.bf16", DF11_DTYPE_BF16, 2, {33, 65}},
-    {"i64", DF11_DTYPE_I64, 1, {9}},
-    {"f64", DF11_DTYPE_F64, 2, {2, 3}},
-    {"bool", DF11_DTYPE_BOOL, 1, {5}},
-    {"i32", DF11_DTYPE_I32, 2, {7, 1}},
-    {"f8", DF11_DTYPE_F8_E4M3, 1, {13}},
-    {"unicode.\xc3\xa9\"q", DF11_DTYPE_U16, 1, {3}},
+    { "scalar", DF11_DTYPE_F32, 0, { 0 } },
+    { "one", DF11_DTYPE_BF16, 1, { 1 } },
+    { "empty", DF11_DTYPE_BF16, 1, { 0 } },
+    { "empty2d", DF11_DTYPE_F16, 2, { 3, 0 } },
+    { "odd.u8", DF11_DTYPE_U8, 3, { 3, 5, 7 } },
+    { "odd.bf16", DF11_DTYPE_BF16, 2, { 33, 65 } },
+    { "i64", DF11_DTYPE_I64, 1, { 9 } },
+    { "f64", DF11_DTYPE_F64, 2, { 2, 3 } },
+    { "bool", DF11_DTYPE_BOOL, 1, { 5 } },
+    { "i32", DF11_DTYPE_I32, 2, { 7, 1 } },
+    { "f8", DF11_DTYPE_F8_E4M3, 1, { 13 } },
+    { "unicode.\xc3\xa9\"q", DF11_DTYPE_U16, 1, { 3 } },
 };
 #define N_SPECS (sizeof specs / sizeof specs[0])
 
@@ -175,10 +180,10 @@ START_TEST(test_write_failures_leave_nothing)
     ck_assert_ptr_nonnull(mkdtemp(dir));
     char path[600];
     snprintf(path, sizeof path, "%s/x.safetensors", dir);
-    uint16_t v[2] = {1, 2};
+    uint16_t v[2] = { 1, 2 };
     df11_tensor_source t[2] = {
-        {.name = "a", .dtype = DF11_DTYPE_BF16, .ndim = 1, .shape = {2}, .data = v},
-        {.name = "a", .dtype = DF11_DTYPE_BF16, .ndim = 1, .shape = {2}, .data = v},
+        { .name = "a", .dtype = DF11_DTYPE_BF16, .ndim = 1, .shape = { 2 }, .data = v },
+        { .name = "a", .dtype = DF11_DTYPE_BF16, .ndim = 1, .shape = { 2 }, .data = v },
     };
     ck_assert_int_eq(df11i_st_write(path, t, 2, NULL), DF11_ERR_DUPLICATE);
     ck_assert_int_eq(df11i_st_write(path, t, 1, "[1]"), DF11_ERR_INVALID_ARG);
@@ -209,9 +214,9 @@ static df11_status fill_fn(void *ctx, size_t index, void *buf, uint64_t nbytes)
 START_TEST(test_write_fill)
 {
     df11_tensor_source t[3] = {
-        {.name = "x", .dtype = DF11_DTYPE_BF16, .ndim = 2, .shape = {3, 4}},
-        {.name = "e", .dtype = DF11_DTYPE_BF16, .ndim = 1, .shape = {0}},
-        {.name = "y", .dtype = DF11_DTYPE_F32, .ndim = 1, .shape = {5}},
+        { .name = "x", .dtype = DF11_DTYPE_BF16, .ndim = 2, .shape = { 3, 4 } },
+        { .name = "e", .dtype = DF11_DTYPE_BF16, .ndim = 1, .shape = { 0 } },
+        { .name = "y", .dtype = DF11_DTYPE_F32, .ndim = 1, .shape = { 5 } },
     };
     const char *path = tmp_path("fill.safetensors");
     fills = 0;
@@ -241,15 +246,18 @@ static void write_shard(const char *path, const char *const *names, size_t n, ui
     static uint16_t data[4][6];
     for (size_t i = 0; i < n; i++) {
         for (int k = 0; k < 6; k++) data[i][k] = (uint16_t)(base + i * 10 + k);
-        t[i] = (df11_tensor_source){ .name = names[i], .dtype = DF11_DTYPE_BF16, .ndim = 2,
-                                     .shape = {2, 3}, .data = data[i] };
+        t[i] = (df11_tensor_source){ .name = names[i],
+                                     .dtype = DF11_DTYPE_BF16,
+                                     .ndim = 2,
+                                     .shape = { 2, 3 },
+                                     .data = data[i] };
     }
     ck_assert_int_eq(df11i_st_write(path, t, n, NULL), DF11_OK);
 }
 
 /* A temporary model folder with two shards; `index` is the index.json text. */
-static char *make_folder(const char *index, const char *const *s1, size_t n1,
-                         const char *const *s2, size_t n2)
+static char *make_folder(const char *index, const char *const *s1, size_t n1, const char *const *s2,
+                         size_t n2)
 {
     static char dir[64];
     snprintf(dir, sizeof dir, "/tmp/df11-st-folder-XXXXXX");
@@ -271,13 +279,12 @@ static void remove_folder(const char *dir)
     ck_assert_int_eq(system(cmd), 0);
 }
 
-static const char *const shard1[] = {"b.weight", "a.weight"};
-static const char *const shard2[] = {"c.weight"};
-static const char good_index[] =
-    "{\"metadata\":{\"total_size\":36},\"weight_map\":{"
-    "\"c.weight\":\"model-00002-of-00002.safetensors\","
-    "\"a.weight\":\"model-00001-of-00002.safetensors\","
-    "\"b.weight\":\"model-00001-of-00002.safetensors\"}}";
+static const char *const shard1[] = { "b.weight", "a.weight" };
+static const char *const shard2[] = { "c.weight" };
+static const char good_index[] = "{\"metadata\":{\"total_size\":36},\"weight_map\":{"
+                                 "\"c.weight\":\"model-00002-of-00002.safetensors\","
+                                 "\"a.weight\":\"model-00001-of-00002.safetensors\","
+                                 "\"b.weight\":\"model-00001-of-00002.safetensors\"}}";
 
 START_TEST(test_folder_index)
 {
@@ -324,10 +331,10 @@ END_TEST
 
 START_TEST(test_folder_duplicate_across_shards)
 {
-    static const char *const s2[] = {"a.weight"};
+    static const char *const s2[] = { "a.weight" };
     const char *index = "{\"weight_map\":{"
-        "\"a.weight\":\"model-00001-of-00002.safetensors\","
-        "\"b.weight\":\"model-00002-of-00002.safetensors\"}}";
+                        "\"a.weight\":\"model-00001-of-00002.safetensors\","
+                        "\"b.weight\":\"model-00002-of-00002.safetensors\"}}";
     char *dir = make_folder(index, shard1, 2, s2, 1);
     df11i_st_model *m = NULL;
     ck_assert_int_eq(df11i_st_open(dir, &m), DF11_ERR_DUPLICATE);
@@ -339,8 +346,8 @@ END_TEST
 START_TEST(test_folder_index_names_twice)
 {
     const char *index = "{\"weight_map\":{"
-        "\"a.weight\":\"model-00001-of-00002.safetensors\","
-        "\"a.weight\":\"model-00002-of-00002.safetensors\"}}";
+                        "\"a.weight\":\"model-00001-of-00002.safetensors\","
+                        "\"a.weight\":\"model-00002-of-00002.safetensors\"}}";
     char *dir = make_folder(index, shard1, 2, shard2, 1);
     df11i_st_model *m;
     ck_assert_int_eq(df11i_st_open(dir, &m), DF11_ERR_DUPLICATE);
@@ -404,8 +411,9 @@ START_TEST(test_open_truncated)
 {
     uint16_t v[64];
     for (int i = 0; i < 64; i++) v[i] = (uint16_t)i;
-    df11_tensor_source t = {.name = "w", .dtype = DF11_DTYPE_BF16, .ndim = 2, .shape = {8, 8},
-                            .data = v};
+    df11_tensor_source t = {
+        .name = "w", .dtype = DF11_DTYPE_BF16, .ndim = 2, .shape = { 8, 8 }, .data = v
+    };
     const char *path = tmp_path("trunc.safetensors");
     ck_assert_int_eq(df11i_st_write(path, &t, 1, NULL), DF11_OK);
     struct stat sb;
@@ -432,7 +440,7 @@ END_TEST
 
 START_TEST(test_hostile_short)
 {
-    uint8_t b[7] = {0};
+    uint8_t b[7] = { 0 };
     df11i_st_model *m = calloc(1, sizeof *m);
     ck_assert_int_eq(df11i_st_parse(m, b, sizeof b, "short"), DF11_ERR_TRUNCATED);
     ck_assert_int_eq(df11i_st_parse(m, NULL, 0, "none"), DF11_ERR_TRUNCATED);
@@ -473,8 +481,8 @@ START_TEST(test_hostile_not_json)
 {
     ASSERT_PARSE("{\"a\":", 0, DF11_ERR_SAFETENSORS);
     ASSERT_PARSE("", 0, DF11_ERR_SAFETENSORS);
-    ASSERT_PARSE("{} x", 0, DF11_ERR_SAFETENSORS);    /* garbage after the JSON */
-    ASSERT_PARSE("{}      ", 0, DF11_OK);  /* space padding is the format's */
+    ASSERT_PARSE("{} x", 0, DF11_ERR_SAFETENSORS); /* garbage after the JSON */
+    ASSERT_PARSE("{}      ", 0, DF11_OK);          /* space padding is the format's */
 }
 END_TEST
 
@@ -497,8 +505,7 @@ END_TEST
 
 START_TEST(test_hostile_dtype_missing_or_ill_typed)
 {
-    ASSERT_PARSE("{" T("a") ":{\"shape\":[2,2],\"data_offsets\":[0,8]}}", 8,
-                 DF11_ERR_SAFETENSORS);
+    ASSERT_PARSE("{" T("a") ":{\"shape\":[2,2],\"data_offsets\":[0,8]}}", 8, DF11_ERR_SAFETENSORS);
     ASSERT_PARSE("{" T("a") ":{\"dtype\":16,\"shape\":[2,2],\"data_offsets\":[0,8]}}", 8,
                  DF11_ERR_SAFETENSORS);
 }
@@ -519,10 +526,11 @@ START_TEST(test_hostile_shape_missing_or_ill_typed)
                  DF11_ERR_SAFETENSORS);
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":4,\"data_offsets\":[0,8]}}", 8,
                  DF11_ERR_SAFETENSORS);
-    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[\"2\",2],\"data_offsets\":[0,8]}}",
-                 8, DF11_ERR_SAFETENSORS);
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[\"2\",2],\"data_offsets\":[0,8]}}", 8,
+                 DF11_ERR_SAFETENSORS);
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],"
-                 "\"data_offsets\":[0,1]}}", 8, DF11_ERR_SAFETENSORS);
+                            "\"data_offsets\":[0,1]}}",
+                 8, DF11_ERR_SAFETENSORS);
 }
 END_TEST
 
@@ -537,10 +545,10 @@ END_TEST
 
 START_TEST(test_hostile_fractional_dim)
 {
-    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2.5,1.6],\"data_offsets\":[0,8]}}",
-                 8, DF11_ERR_SAFETENSORS);
-    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[4e-1],\"data_offsets\":[0,0]}}",
-                 8, DF11_ERR_SAFETENSORS);
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2.5,1.6],\"data_offsets\":[0,8]}}", 8,
+                 DF11_ERR_SAFETENSORS);
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[4e-1],\"data_offsets\":[0,0]}}", 8,
+                 DF11_ERR_SAFETENSORS);
 }
 END_TEST
 
@@ -548,13 +556,16 @@ START_TEST(test_hostile_size_overflow)
 {
     /* 2^32 · 2^32 elements */
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296],"
-                 "\"data_offsets\":[0,8]}}", 8, DF11_ERR_OVERFLOW);
+                            "\"data_offsets\":[0,8]}}",
+                 8, DF11_ERR_OVERFLOW);
     /* 2^63 elements fit, but not 2^63 · 2 bytes */
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[4294967296,2147483648],"
-                 "\"data_offsets\":[0,8]}}", 8, DF11_ERR_OVERFLOW);
+                            "\"data_offsets\":[0,8]}}",
+                 8, DF11_ERR_OVERFLOW);
     /* a dim beyond what a double holds exactly */
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"U8\",\"shape\":[1e300,0],"
-                 "\"data_offsets\":[0,0]}}", 8, DF11_ERR_OVERFLOW);
+                            "\"data_offsets\":[0,0]}}",
+                 8, DF11_ERR_OVERFLOW);
 }
 END_TEST
 
@@ -563,14 +574,14 @@ START_TEST(test_hostile_offsets_missing_or_ill_typed)
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2]}}", 8, DF11_ERR_SAFETENSORS);
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[0]}}", 8,
                  DF11_ERR_SAFETENSORS);
-    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[0,8,9]}}",
-                 8, DF11_ERR_SAFETENSORS);
-    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[\"0\",8]}}",
-                 8, DF11_ERR_SAFETENSORS);
-    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[-8,0]}}",
-                 8, DF11_ERR_SAFETENSORS);
-    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":{\"a\":1}}}",
-                 8, DF11_ERR_SAFETENSORS);
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[0,8,9]}}", 8,
+                 DF11_ERR_SAFETENSORS);
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[\"0\",8]}}", 8,
+                 DF11_ERR_SAFETENSORS);
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[-8,0]}}", 8,
+                 DF11_ERR_SAFETENSORS);
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":{\"a\":1}}}", 8,
+                 DF11_ERR_SAFETENSORS);
 }
 END_TEST
 
@@ -595,32 +606,34 @@ START_TEST(test_hostile_offsets_past_data)
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[4,12]}}", 8,
                  DF11_ERR_RANGE);
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[0],"
-                 "\"data_offsets\":[9,9]}}", 8, DF11_ERR_RANGE);
+                            "\"data_offsets\":[9,9]}}",
+                 8, DF11_ERR_RANGE);
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"U8\",\"shape\":[0],"
-                 "\"data_offsets\":[1e30,1e30]}}", 8, DF11_ERR_RANGE);
+                            "\"data_offsets\":[1e30,1e30]}}",
+                 8, DF11_ERR_RANGE);
 }
 END_TEST
 
 START_TEST(test_hostile_overlap)
 {
-    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[0,8]},"
-                 T("b") ":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[6,10]}}", 16,
-                 DF11_ERR_RANGE);
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[0,8]}," T(
+                     "b") ":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[6,10]}}",
+                 16, DF11_ERR_RANGE);
     /* the same bytes twice */
     ASSERT_PARSE("{" T("a") ":" OK_ENTRY "," T("b") ":" OK_ENTRY "}", 8, DF11_ERR_RANGE);
     /* one inside another, listed after a third that sorts between them */
-    ASSERT_PARSE("{" T("c") ":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[2,4]},"
-                 T("a") ":{\"dtype\":\"U8\",\"shape\":[16],\"data_offsets\":[0,16]}}", 16,
-                 DF11_ERR_RANGE);
+    ASSERT_PARSE("{" T("c") ":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[2,4]}," T(
+                     "a") ":{\"dtype\":\"U8\",\"shape\":[16],\"data_offsets\":[0,16]}}",
+                 16, DF11_ERR_RANGE);
 }
 END_TEST
 
 START_TEST(test_hostile_duplicate_name)
 {
     /* cJSON keeps both keys; the loader must notice. */
-    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[0,8]},"
-                 T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[8,16]}}", 16,
-                 DF11_ERR_DUPLICATE);
+    ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[0,8]}," T(
+                     "a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[8,16]}}",
+                 16, DF11_ERR_DUPLICATE);
 }
 END_TEST
 
@@ -641,13 +654,14 @@ END_TEST
 START_TEST(test_valid_edge_cases)
 {
     /* empty tensors, even at the very end or inside another tensor, are valid */
-    ASSERT_PARSE("{" T("e") ":{\"dtype\":\"BF16\",\"shape\":[0,4],\"data_offsets\":[8,8]},"
-                 T("a") ":" OK_ENTRY ","
-                 T("f") ":{\"dtype\":\"F32\",\"shape\":[3,0],\"data_offsets\":[4,4]}}", 8,
-                 DF11_OK);
+    ASSERT_PARSE("{" T("e") ":{\"dtype\":\"BF16\",\"shape\":[0,4],\"data_offsets\":[8,8]}," T(
+                     "a") ":" OK_ENTRY
+                          "," T("f") ":{\"dtype\":\"F32\",\"shape\":[3,0],\"data_offsets\":[4,4]}}",
+                 8, DF11_OK);
     /* __metadata__ is skipped whatever it holds; a scalar is one element */
-    ASSERT_PARSE("{\"__metadata__\":{\"format\":\"pt\"},"
-                 T("s") ":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[0,8]}}", 8, DF11_OK);
+    ASSERT_PARSE("{\"__metadata__\":{\"format\":\"pt\"}," T(
+                     "s") ":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[0,8]}}",
+                 8, DF11_OK);
     ASSERT_PARSE("{\"__metadata__\":7}", 0, DF11_OK);
     /* holes between tensors are tolerated */
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[4,6]}}", 8,
@@ -660,10 +674,9 @@ START_TEST(test_mutations_do_not_crash)
 {
     /* A valid image with bytes flipped at random: any status is fine, crashing is not
      * (Check runs each test in a child, so a crash fails it). */
-    const char *json = "{\"__metadata__\":{\"format\":\"pt\"},"
-        T("model.layers.0.w") ":{\"dtype\":\"BF16\",\"shape\":[2,4],\"data_offsets\":[0,16]},"
-        T("model.norm") ":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[16,32]},"
-        T("e") ":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[32,32]}}  ";
+    const char *json =
+        "{\"__metadata__\":{\"format\":\"pt\"}," T("model.layers.0.w") ":{\"dtype\":\"BF16\",\"shape\":[2,4],\"data_offsets\":[0,16]}," T(
+            "model.norm") ":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[16,32]}," T("e") ":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[32,32]}}  ";
     size_t size;
     uint8_t *img = make_image(json, 32, &size);
     uint8_t *mut = malloc(size);
@@ -674,11 +687,11 @@ START_TEST(test_mutations_do_not_crash)
         for (int f = 0; f < flips; f++) {
             size_t at = (size_t)(df11_test_rand(&seed) % size);
             uint64_t r = df11_test_rand(&seed);
-            mut[at] = (r & 1) ? (uint8_t)(r >> 8) : (uint8_t)"{}[],:\"0123456789-.e "[r % 21];
+            mut[at] = (r & 1) ? (uint8_t)(r >> 8) : (uint8_t) "{}[],:\"0123456789-.e "[r % 21];
         }
         df11i_st_model *m = calloc(1, sizeof *m);
-        size_t cut = (df11_test_rand(&seed) % 8 == 0) ? (size_t)(df11_test_rand(&seed) % size)
-                                                     : size;
+        size_t cut =
+            (df11_test_rand(&seed) % 8 == 0) ? (size_t)(df11_test_rand(&seed) % size) : size;
         df11_status st = df11i_st_parse(m, mut, cut, "mutant");
         if (st == DF11_OK)
             for (size_t i = 0; i < m->n_tensors; i++) {
@@ -710,10 +723,11 @@ START_TEST(test_stories260k)
     for (size_t i = 0; i < m->n_tensors; i++)
         ck_assert_msg(m->tensors[i].dtype == DF11_DTYPE_BF16, "%s", m->tensors[i].name);
     for (int layer = 0; layer < 5; layer++) {
-        static const char *const parts[] = {
-            "input_layernorm", "post_attention_layernorm", "self_attn.q_proj",
-            "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
-            "mlp.up_proj", "mlp.down_proj"};
+        static const char *const parts[] = { "input_layernorm",  "post_attention_layernorm",
+                                             "self_attn.q_proj", "self_attn.k_proj",
+                                             "self_attn.v_proj", "self_attn.o_proj",
+                                             "mlp.gate_proj",    "mlp.up_proj",
+                                             "mlp.down_proj" };
         for (size_t p = 0; p < 9; p++) {
             char name[128];
             snprintf(name, sizeof name, "model.layers.%d.%s.weight", layer, parts[p]);
@@ -742,18 +756,23 @@ START_TEST(test_hostile_nul_in_name)
     ASSERT_PARSE("{" T("a\\u0000b") ":" OK_ENTRY "}", 8, DF11_ERR_SAFETENSORS);
     ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "NUL in tensor name"));
     ASSERT_PARSE("{" T("x") ":" OK_ENTRY ", " T("\\u0000") ":{\"dtype\":\"U8\",\"shape\":[0],"
-                 "\"data_offsets\":[0,0]}}", 8, DF11_ERR_SAFETENSORS);
+                                                           "\"data_offsets\":[0,0]}}",
+                 8, DF11_ERR_SAFETENSORS);
     ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "NUL in tensor name"));
     /* in any other string too (a dtype "BF16\u0000junk" would read as BF16) */
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\\u0000junk\",\"shape\":[2,2],"
-                 "\"data_offsets\":[0,8]}}", 8, DF11_ERR_SAFETENSORS);
+                            "\"data_offsets\":[0,8]}}",
+                 8, DF11_ERR_SAFETENSORS);
     ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "NUL in a header string"));
     ASSERT_PARSE("{\"__metadata__\":{\"k\":\"v\\u0000\"}," T("a") ":" OK_ENTRY "}", 8,
                  DF11_ERR_SAFETENSORS);
     /* an escaped backslash before "u0000" is no NUL: the name is a\u0000 literally */
     size_t size;
-    uint8_t *img = make_image("{" T("a\\\\u0000") ":" OK_ENTRY ", " T("q\\\"\\u0041") ":"
-                              "{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}}", 8, &size);
+    uint8_t *img =
+        make_image("{" T("a\\\\u0000") ":" OK_ENTRY ", " T(
+                       "q\\\"\\u0041") ":"
+                                       "{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}}",
+                   8, &size);
     df11i_st_model *m = calloc(1, sizeof *m);
     ck_assert_msg(df11i_st_parse(m, img, size, "test") == DF11_OK, "%s", df11_last_error_detail());
     ck_assert_ptr_nonnull(find(m, "a\\u0000"));
@@ -775,17 +794,21 @@ START_TEST(test_hostile_repeated_fields)
 {
     /* one reader takes the first dtype, another the last: refused */
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"dtype\":\"U8\",\"shape\":[2,2],"
-                 "\"data_offsets\":[0,8]}}", 8, DF11_ERR_SAFETENSORS);
+                            "\"data_offsets\":[0,8]}}",
+                 8, DF11_ERR_SAFETENSORS);
     ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "\"dtype\" twice"));
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"shape\":[4],"
-                 "\"data_offsets\":[0,8]}}", 8, DF11_ERR_SAFETENSORS);
+                            "\"data_offsets\":[0,8]}}",
+                 8, DF11_ERR_SAFETENSORS);
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[0,8],"
-                 "\"data_offsets\":[0,8]}}", 8, DF11_ERR_SAFETENSORS);
+                            "\"data_offsets\":[0,8]}}",
+                 8, DF11_ERR_SAFETENSORS);
     ASSERT_PARSE("{\"__metadata__\":{},\"__metadata__\":{}," T("a") ":" OK_ENTRY "}", 8,
                  DF11_ERR_DUPLICATE);
     /* unknown fields are tolerated */
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[0,8],"
-                 "\"x\":1}}", 8, DF11_OK);
+                            "\"x\":1}}",
+                 8, DF11_OK);
 }
 END_TEST
 
@@ -793,13 +816,17 @@ START_TEST(test_hostile_numbers_at_2_53)
 {
     /* 2^53 + 1 parses as 2^53: neither is taken as exact */
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"U8\",\"shape\":[9007199254740993],"
-                 "\"data_offsets\":[0,8]}}", 8, DF11_ERR_OVERFLOW);
+                            "\"data_offsets\":[0,8]}}",
+                 8, DF11_ERR_OVERFLOW);
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"U8\",\"shape\":[9007199254740992],"
-                 "\"data_offsets\":[0,8]}}", 8, DF11_ERR_OVERFLOW);
+                            "\"data_offsets\":[0,8]}}",
+                 8, DF11_ERR_OVERFLOW);
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"U8\",\"shape\":[0],"
-                 "\"data_offsets\":[9007199254740993,9007199254740993]}}", 8, DF11_ERR_RANGE);
+                            "\"data_offsets\":[9007199254740993,9007199254740993]}}",
+                 8, DF11_ERR_RANGE);
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"U8\",\"shape\":[0],"
-                 "\"data_offsets\":[1e300,1e300]}}", 8, DF11_ERR_RANGE);
+                            "\"data_offsets\":[1e300,1e300]}}",
+                 8, DF11_ERR_RANGE);
     /* floats, booleans and strings are not offsets; an integer written as 8e0 is */
     ASSERT_PARSE("{" T("a") ":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,7.9999]}}", 8,
                  DF11_ERR_SAFETENSORS);
@@ -905,7 +932,4 @@ static Suite *safetensors_suite(void)
     return s;
 }
 
-int main(void)
-{
-    return df11_test_run(safetensors_suite());
-}
+int main(void) { return df11_test_run(safetensors_suite()); }

@@ -23,7 +23,8 @@ static int run(char *out, size_t cap, const char *fmt, ...)
     char cmd[4096];
     va_list ap;
     va_start(ap, fmt);
-    int n = snprintf(cmd, sizeof cmd, "cd '%s' && export PATH='%s':\"$PATH\"; ", df11_test_tmpdir(), DF11_TOOLS_DIR);
+    int n = snprintf(cmd, sizeof cmd, "cd '%s' && export PATH='%s':\"$PATH\"; ", df11_test_tmpdir(),
+                     DF11_TOOLS_DIR);
     vsnprintf(cmd + n, sizeof cmd - (size_t)n, fmt, ap);
     va_end(ap);
     strncat(cmd, " 2>&1", sizeof cmd - strlen(cmd) - 1);
@@ -39,7 +40,8 @@ static char buf[1 << 16];
 
 START_TEST(test_help_version_usage)
 {
-    static const char *tools[] = {"df11-compress", "df11-inspect", "df11-decompress", "df11-synth"};
+    static const char *tools[] = { "df11-compress", "df11-inspect", "df11-decompress",
+                                   "df11-synth" };
     for (size_t i = 0; i < sizeof tools / sizeof *tools; i++) {
         ck_assert_int_eq(run(buf, sizeof buf, "%s --help", tools[i]), 0);
         ck_assert_ptr_nonnull(strstr(buf, "Usage"));
@@ -56,7 +58,8 @@ START_TEST(test_errors_are_one_line)
     ck_assert_int_eq(strncmp(buf, "df11-compress: ", 15), 0);
     ck_assert_ptr_eq(strchr(buf, '\n'), buf + strlen(buf) - 1);
     ck_assert_int_ne(system("test -e x.df11"), 0);
-    ck_assert_int_eq(run(buf, sizeof buf, "echo 'hello, not a model' > notdf11 && df11-inspect notdf11"), 1);
+    ck_assert_int_eq(
+        run(buf, sizeof buf, "echo 'hello, not a model' > notdf11 && df11-inspect notdf11"), 1);
     ck_assert_ptr_nonnull(strstr(buf, "df11-inspect: "));
     ck_assert_ptr_nonnull(strstr(buf, "not a df11 file"));
     ck_assert_int_eq(run(buf, sizeof buf, "df11-compress"), 2);
@@ -65,7 +68,8 @@ END_TEST
 
 START_TEST(test_pipeline)
 {
-    ck_assert_int_eq(run(buf, sizeof buf, "df11-synth -o tiny/ --shape tiny --layers 3 --seed 7"), 0);
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-synth -o tiny/ --shape tiny --layers 3 --seed 7"),
+                     0);
     ck_assert_int_eq(run(buf, sizeof buf, "df11-compress tiny -o tiny.df11 --json"), 0);
     cJSON *j = cJSON_Parse(buf);
     ck_assert_ptr_nonnull(j);
@@ -79,7 +83,8 @@ START_TEST(test_pipeline)
     ck_assert_ptr_nonnull(j);
     ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(j, "verified")));
     ck_assert_int_eq(cJSON_GetObjectItem(j, "blocks")->valueint, 3);
-    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "groups")), 3 + 3); /* + embed, norm, lm_head */
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "groups")),
+                     3 + 3); /* + embed, norm, lm_head */
     cJSON_Delete(j);
     ck_assert_int_eq(run(buf, sizeof buf, "df11-inspect tiny.df11 --tensors"), 0);
     ck_assert_ptr_nonnull(strstr(buf, "model.layers.2.mlp.down_proj.weight"));
@@ -104,9 +109,12 @@ START_TEST(test_pipeline)
     df11i_st_close(b);
 
     /* a flipped payload byte: --verify names the group and fails */
-    ck_assert_int_eq(run(buf, sizeof buf, "cp tiny.df11 bad.df11 && printf '\\377' | "
-                                          "dd of=bad.df11 bs=1 seek=$(( $(stat -c %%s bad.df11) - 100 )) conv=notrunc status=none && "
-                                          "df11-inspect bad.df11 --verify"), 1);
+    ck_assert_int_eq(
+        run(buf, sizeof buf,
+            "cp tiny.df11 bad.df11 && printf '\\377' | "
+            "dd of=bad.df11 bs=1 seek=$(( $(stat -c %%s bad.df11) - 100 )) conv=notrunc status=none && "
+            "df11-inspect bad.df11 --verify"),
+        1);
     ck_assert_ptr_nonnull(strstr(buf, "checksum mismatch"));
 }
 END_TEST
@@ -121,9 +129,16 @@ static void write_distinct_exponents(const char *name, uint64_t n, uint32_t dist
         x[i] = (uint16_t)((100 + i % distinct) << 7 | (df11_test_rand(&r) & 0x807f));
         y[i] = (uint16_t)((120 + i % 3) << 7 | (df11_test_rand(&r) & 0x807f));
     }
-    df11_tensor_source src[2] = {
-        {.name = "model.layers.0.w", .dtype = DF11_DTYPE_BF16, .ndim = 1, .shape = {n}, .data = x},
-        {.name = "model.layers.0.plain", .dtype = DF11_DTYPE_BF16, .ndim = 1, .shape = {n}, .data = y}};
+    df11_tensor_source src[2] = { { .name = "model.layers.0.w",
+                                    .dtype = DF11_DTYPE_BF16,
+                                    .ndim = 1,
+                                    .shape = { n },
+                                    .data = x },
+                                  { .name = "model.layers.0.plain",
+                                    .dtype = DF11_DTYPE_BF16,
+                                    .ndim = 1,
+                                    .shape = { n },
+                                    .data = y } };
     char path[600];
     snprintf(path, sizeof path, "%s/%s.safetensors", df11_test_tmpdir(), name);
     ck_assert_int_eq(df11i_st_write(path, src, 2, NULL), DF11_OK);
@@ -137,29 +152,37 @@ START_TEST(test_max_code_len_too_small)
      * limiter off its array and exit 0 with a file no decoder could read. Now: exit 1, a
      * one-line error naming the tensor, its count and the L it needs, and no file. */
     write_distinct_exponents("e40", 4000, 40);
-    ck_assert_int_eq(run(buf, sizeof buf, "df11-compress e40.safetensors -o e40.df11 --max-code-len 5"), 1);
-    ck_assert_msg(strstr(buf, "model.layers.0.w") && strstr(buf, "40 distinct") && strstr(buf, "at least 6"),
+    ck_assert_int_eq(
+        run(buf, sizeof buf, "df11-compress e40.safetensors -o e40.df11 --max-code-len 5"), 1);
+    ck_assert_msg(strstr(buf, "model.layers.0.w") && strstr(buf, "40 distinct") &&
+                      strstr(buf, "at least 6"),
                   "%s", buf);
     ck_assert_ptr_eq(strchr(buf, '\n'), buf + strlen(buf) - 1);
-    ck_assert_int_eq(run(buf, sizeof buf, "ls -A | grep -c '^e40.df11'"), 1); /* none, temporaries neither */
+    ck_assert_int_eq(run(buf, sizeof buf, "ls -A | grep -c '^e40.df11'"),
+                     1); /* none, temporaries neither */
     ck_assert_str_eq(buf, "0\n");
-    ck_assert_int_eq(run(buf, sizeof buf, "df11-compress e40.safetensors -o e40.df11 --max-code-len 6 -q && "
-                                          "df11-inspect e40.df11 --verify"), 0);
+    ck_assert_int_eq(run(buf, sizeof buf,
+                         "df11-compress e40.safetensors -o e40.df11 --max-code-len 6 -q && "
+                         "df11-inspect e40.df11 --verify"),
+                     0);
 
     /* out-of-range or malformed options are usage errors, before any input is read */
-    static const char *bad[] = {"--max-code-len 0", "--max-code-len 16", "--max-code-len -1",
-                                "--max-code-len 12x", "--max-code-len ''", "--lane-symbols 12",
-                                "--lane-symbols 0", "--lane-symbols 8192", "-j many"};
+    static const char *bad[] = { "--max-code-len 0",   "--max-code-len 16",   "--max-code-len -1",
+                                 "--max-code-len 12x", "--max-code-len ''",   "--lane-symbols 12",
+                                 "--lane-symbols 0",   "--lane-symbols 8192", "-j many" };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        ck_assert_int_eq(run(buf, sizeof buf, "df11-compress e40.safetensors -o bad.df11 %s", bad[i]), 2);
+        ck_assert_int_eq(
+            run(buf, sizeof buf, "df11-compress e40.safetensors -o bad.df11 %s", bad[i]), 2);
         ck_assert_msg(strncmp(buf, "df11-compress: ", 15) == 0, "%s: %s", bad[i], buf);
         ck_assert_int_ne(system("test -e bad.df11"), 0);
     }
     /* the library checks them before opening the input too */
-    df11_compress_options o = {.max_code_len = 16};
-    ck_assert_int_eq(df11_compress_path("no-such-input", "bad.df11", &o, NULL), DF11_ERR_INVALID_ARG);
-    o = (df11_compress_options){.lane_symbols = 12};
-    ck_assert_int_eq(df11_compress_path("no-such-input", "bad.df11", &o, NULL), DF11_ERR_INVALID_ARG);
+    df11_compress_options o = { .max_code_len = 16 };
+    ck_assert_int_eq(df11_compress_path("no-such-input", "bad.df11", &o, NULL),
+                     DF11_ERR_INVALID_ARG);
+    o = (df11_compress_options){ .lane_symbols = 12 };
+    ck_assert_int_eq(df11_compress_path("no-such-input", "bad.df11", &o, NULL),
+                     DF11_ERR_INVALID_ARG);
 }
 END_TEST
 
@@ -168,7 +191,8 @@ START_TEST(test_smallest_max_code_len_verifies)
     /* Every file the compressor reports as written must verify: walk L up from 1 on a
      * realistic model; every refusal is exit 1 naming the L needed, the first success is
      * that L, and its file decodes (df11-inspect --verify: checksums + full CPU decode). */
-    ck_assert_int_eq(run(buf, sizeof buf, "df11-synth -o small/ --shape tiny --layers 1 --seed 3"), 0);
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-synth -o small/ --shape tiny --layers 1 --seed 3"),
+                     0);
     uint32_t need = 0, L;
     for (L = 1; L <= 15; L++) {
         int rc = run(buf, sizeof buf, "df11-compress small -o small.df11 -q --max-code-len %u", L);
@@ -232,32 +256,32 @@ START_TEST(test_memstat_bad_pages)
     char names[N][64];
     for (int i = 0; i < N; i++)
         snprintf(names[i], sizeof names[i], i ? "df11-%d-%d" : "df11-%d", (int)child, i);
-    shm_page(names[0], page, sizeof page, 0);              /* good */
-    shm_page(names[1], NULL, 0, 0);                        /* empty file */
-    shm_page(names[2], page, 10, 0);                       /* shorter than the header */
+    shm_page(names[0], page, sizeof page, 0); /* good */
+    shm_page(names[1], NULL, 0, 0);           /* empty file */
+    shm_page(names[2], page, 10, 0);          /* shorter than the header */
     df11i_memstat_page bad = *p;
     bad.size = 0;
-    shm_page(names[3], &bad, sizeof bad, 4096);            /* size field 0 */
+    shm_page(names[3], &bad, sizeof bad, 4096); /* size field 0 */
     bad.size = 100000;
-    shm_page(names[4], &bad, sizeof bad, 4096);            /* size past the file */
+    shm_page(names[4], &bad, sizeof bad, 4096); /* size past the file */
     bad = *p;
     bad.magic = 0;
-    shm_page(names[5], &bad, sizeof bad, 4096);            /* wrong magic */
+    shm_page(names[5], &bad, sizeof bad, 4096); /* wrong magic */
     bad = *p;
     memset(bad.path, 'A', sizeof bad.path);
     memset(bad.backend, 'B', sizeof bad.backend);
-    shm_page(names[6], &bad, sizeof bad, 4096);            /* strings without NUL */
+    shm_page(names[6], &bad, sizeof bad, 4096); /* strings without NUL */
     bad = *p;
     bad.slot_state[0] = 9;
     bad.arena_slots = 1000;
-    shm_page(names[7], &bad, sizeof bad, 4096);            /* counts out of range */
+    shm_page(names[7], &bad, sizeof bad, 4096); /* counts out of range */
     bad = *p;
     atomic_store(&bad.seq, 7);
-    shm_page(names[8], &bad, sizeof bad, 4096);            /* writer stuck mid-update */
-    shm_page(names[9], NULL, 0, (off_t)1 << 30);           /* huge (sparse) */
+    shm_page(names[8], &bad, sizeof bad, 4096);  /* writer stuck mid-update */
+    shm_page(names[9], NULL, 0, (off_t)1 << 30); /* huge (sparse) */
     char fifo[300];
     snprintf(fifo, sizeof fifo, "/dev/shm/%s", names[10]);
-    ck_assert_int_eq(mkfifo(fifo, 0600), 0);               /* a FIFO: open must not block */
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0); /* a FIFO: open must not block */
 
     int rc_json = run(buf, sizeof buf, "{ timeout 60 df11-memstat --json 2>notes; }");
     char *json = strdup(buf);
@@ -291,7 +315,8 @@ START_TEST(test_memstat_bad_pages)
     int lines = 0;
     for (const char *c = notes; *c; c++) lines += *c == '\n';
     ck_assert_msg(lines == N - 1, "%d lines:\n%s", lines, notes);
-    ck_assert_msg(rc_text == 0 && strstr(text, "good-model.df11") && !strstr(text, "AAAA"), "%s", text);
+    ck_assert_msg(rc_text == 0 && strstr(text, "good-model.df11") && !strstr(text, "AAAA"), "%s",
+                  text);
     free(json);
     free(notes);
     free(text);
@@ -303,17 +328,24 @@ END_TEST
  * instead of waiting for a writer (`timeout` turns a hang into exit 124). */
 START_TEST(test_fifo_inputs_refused)
 {
-    ck_assert_int_eq(run(buf, sizeof buf, "rm -rf ff && mkdir ff && mkfifo ff/x.safetensors && "
-                                          "timeout 20 df11-compress ff/x.safetensors -o ff/x.df11"), 1);
-    ck_assert_msg(strstr(buf, "df11-compress: ") == buf && strstr(buf, "not a regular file"), "%s", buf);
+    ck_assert_int_eq(run(buf, sizeof buf,
+                         "rm -rf ff && mkdir ff && mkfifo ff/x.safetensors && "
+                         "timeout 20 df11-compress ff/x.safetensors -o ff/x.df11"),
+                     1);
+    ck_assert_msg(strstr(buf, "df11-compress: ") == buf && strstr(buf, "not a regular file"), "%s",
+                  buf);
     ck_assert_ptr_eq(strchr(buf, '\n'), buf + strlen(buf) - 1);
-    ck_assert_int_eq(run(buf, sizeof buf, "df11-synth -o ff/m/ --shape tiny --layers 1 --seed 5 && "
-                                          "rm ff/m/config.json && mkfifo ff/m/config.json"), 0);
+    ck_assert_int_eq(run(buf, sizeof buf,
+                         "df11-synth -o ff/m/ --shape tiny --layers 1 --seed 5 && "
+                         "rm ff/m/config.json && mkfifo ff/m/config.json"),
+                     0);
     ck_assert_int_eq(run(buf, sizeof buf, "timeout 20 df11-compress ff/m -o ff/m.df11"), 1);
     ck_assert_msg(strstr(buf, "config.json' is not a regular file"), "%s", buf);
     ck_assert_int_ne(system("test -e ff/m.df11"), 0);
-    ck_assert_int_eq(run(buf, sizeof buf, "timeout 20 df11-run --bf16 ff/m --device cpu --tokens 1 -n 1"), 1);
-    ck_assert_msg(strstr(buf, "df11-run: ") == buf && strstr(buf, "config.json' is not a regular file"),
+    ck_assert_int_eq(
+        run(buf, sizeof buf, "timeout 20 df11-run --bf16 ff/m --device cpu --tokens 1 -n 1"), 1);
+    ck_assert_msg(strstr(buf, "df11-run: ") == buf &&
+                      strstr(buf, "config.json' is not a regular file"),
                   "%s", buf);
     ck_assert_ptr_eq(strchr(buf, '\n'), buf + strlen(buf) - 1);
 }

@@ -60,7 +60,10 @@ const char *df11_test_tmpdir(void)
 {
     if (!tmpdir[0]) {
         snprintf(tmpdir, sizeof tmpdir, "/tmp/df11-test-XXXXXX");
-        if (!mkdtemp(tmpdir)) { perror("mkdtemp"); abort(); }
+        if (!mkdtemp(tmpdir)) {
+            perror("mkdtemp");
+            abort();
+        }
         atexit(remove_tmpdir);
     }
     return tmpdir;

@@ -9,7 +9,7 @@
 /* The seed of this run: DF11_TEST_SEED from the environment, else fixed. Printed by
  * df11_test_run so that a failure can be replayed. */
 uint64_t df11_test_seed(void);
-uint64_t df11_test_rand(uint64_t *state);           /* splitmix64 */
+uint64_t df11_test_rand(uint64_t *state); /* splitmix64 */
 double df11_test_normal(uint64_t *state);
 /* `n` BF16 weights with rows of `cols` drawn from N(0, σ_r²), σ_r = 0.02·e^{0.3 z}. */
 void df11_test_fill_weights(uint16_t *out, size_t n, size_t cols, uint64_t *state);

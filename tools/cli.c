@@ -14,7 +14,8 @@ int cli_fail(const char *tool, df11_status st, const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     const char *detail = df11_last_error_detail();
-    fprintf(stderr, ": %s%s%s%s\n", df11_strerror(st), detail[0] ? " (" : "", detail, detail[0] ? ")" : "");
+    fprintf(stderr, ": %s%s%s%s\n", df11_strerror(st), detail[0] ? " (" : "", detail,
+            detail[0] ? ")" : "");
     return CLI_FAIL;
 }
 
@@ -47,10 +48,13 @@ const char *cli_bytes(uint64_t b)
     static char buf[4][32];
     static int next;
     char *s = buf[next++ & 3];
-    const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    const char *unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
     double v = (double)b;
     int u = 0;
-    while (v >= 1024 && u < 4) { v /= 1024; u++; }
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
     snprintf(s, 32, u ? "%.2f %s" : "%.0f %s", v, unit[u]);
     return s;
 }
@@ -65,9 +69,9 @@ static void on_fatal_signal(int sig)
 
 __attribute__((constructor)) void cli_signals_install(void)
 {
-    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
+    static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGPIPE };
     for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {
-        struct sigaction old, sa = {.sa_handler = on_fatal_signal, .sa_flags = SA_RESETHAND};
+        struct sigaction old, sa = { .sa_handler = on_fatal_signal, .sa_flags = SA_RESETHAND };
         sigemptyset(&sa.sa_mask);
         /* nohup and friends ignore signals on purpose: keep that (and a handler that is
          * there already, ours included). */

@@ -39,13 +39,17 @@ static long parse_range(const char *s, long lo, long hi)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"output", required_argument, 0, 'o'}, {"threads", required_argument, 0, 'j'},
-        {"max-code-len", required_argument, 0, 'L'}, {"lane-symbols", required_argument, 0, 'S'},
-        {"layer-prefix", required_argument, 0, 'P'}, {"json", no_argument, 0, 'J'},
-        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
-        {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
-    df11_compress_options o = {.progress = cli_progress, .progress_ctx = (void *)tool};
+    static const struct option opts[] = { { "output", required_argument, 0, 'o' },
+                                          { "threads", required_argument, 0, 'j' },
+                                          { "max-code-len", required_argument, 0, 'L' },
+                                          { "lane-symbols", required_argument, 0, 'S' },
+                                          { "layer-prefix", required_argument, 0, 'P' },
+                                          { "json", no_argument, 0, 'J' },
+                                          { "quiet", no_argument, 0, 'q' },
+                                          { "help", no_argument, 0, 'h' },
+                                          { "version", no_argument, 0, 'V' },
+                                          { 0, 0, 0, 0 } };
+    df11_compress_options o = { .progress = cli_progress, .progress_ctx = (void *)tool };
     const char *out = NULL;
     int json = 0, quiet = 0, c;
     long v;
@@ -54,7 +58,8 @@ int main(int argc, char **argv)
         case 'o': out = optarg; break;
         case 'j':
             if ((v = parse_range(optarg, 0, 4096)) < 0)
-                return cli_usage_error(tool, "--threads '%s': want a number of threads (0 = all cores)", optarg);
+                return cli_usage_error(
+                    tool, "--threads '%s': want a number of threads (0 = all cores)", optarg);
             o.n_threads = (int)v;
             break;
         case 'L':
@@ -64,7 +69,8 @@ int main(int argc, char **argv)
             break;
         case 'S':
             if ((v = parse_range(optarg, 8, 4096)) < 0 || v % 8)
-                return cli_usage_error(tool, "--lane-symbols '%s': want a multiple of 8 in 8..4096", optarg);
+                return cli_usage_error(tool, "--lane-symbols '%s': want a multiple of 8 in 8..4096",
+                                       optarg);
             o.lane_symbols = (uint32_t)v;
             break;
         case 'P': o.layer_prefix = optarg; break;
@@ -97,9 +103,11 @@ int main(int argc, char **argv)
                s.exponent_entropy, bound, s.seconds, wps);
     } else if (!quiet) {
         printf("%s: %u tensors in %u groups -> %s\n", tool, s.n_tensors, s.n_groups, out);
-        printf("  bf16      %s (%llu weights)\n", cli_bytes(s.bf16_bytes), (unsigned long long)s.bf16_weights);
+        printf("  bf16      %s (%llu weights)\n", cli_bytes(s.bf16_bytes),
+               (unsigned long long)s.bf16_weights);
         printf("  df11      %s  = %.2f%% of bf16\n", cli_bytes(s.bf16_stored_bytes), 100 * ratio);
-        printf("  bound     (8+H)/16 = %.2f%%, exponent entropy H = %.3f bits\n", 100 * bound, s.exponent_entropy);
+        printf("  bound     (8+H)/16 = %.2f%%, exponent entropy H = %.3f bits\n", 100 * bound,
+               s.exponent_entropy);
         printf("  raw       %s (non-BF16 tensors, stored as they are)\n", cli_bytes(s.raw_bytes));
         printf("  file      %s\n", cli_bytes(s.file_bytes));
         printf("  time      %.2f s, %.1f M weights/s\n", s.seconds, wps / 1e6);

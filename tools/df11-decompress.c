@@ -9,9 +9,11 @@ static const char *tool = "df11-decompress";
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"output", required_argument, 0, 'o'}, {"threads", required_argument, 0, 'j'},
-        {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
+    static const struct option opts[] = { { "output", required_argument, 0, 'o' },
+                                          { "threads", required_argument, 0, 'j' },
+                                          { "help", no_argument, 0, 'h' },
+                                          { "version", no_argument, 0, 'V' },
+                                          { 0, 0, 0, 0 } };
     const char *out = NULL;
     int threads = 0, c;
     while ((c = getopt_long(argc, argv, "o:j:hV", opts, NULL)) != -1) {
@@ -21,7 +23,8 @@ int main(int argc, char **argv)
         case 'h':
             printf("Usage: %s FILE.df11 -o OUT.safetensors [-j THREADS]\n"
                    "Decode every tensor and write them to one safetensors file whose tensor\n"
-                   "bytes are identical to the original's.\n", tool);
+                   "bytes are identical to the original's.\n",
+                   tool);
             return CLI_OK;
         case 'V': cli_version(tool); return CLI_OK;
         default: return cli_usage_error(tool, "unknown option");

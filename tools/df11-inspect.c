@@ -18,7 +18,8 @@ static void usage(void)
            "      --verify    read every group, check its xxh3 and decode it on the CPU\n"
            "      --tensors   list tensors in the human table too\n"
            "  -j, --threads N decode threads for --verify (default: all cores)\n"
-           "  -h, --help, -V, --version\n", tool);
+           "  -h, --help, -V, --version\n",
+           tool);
 }
 
 /* Reads, checks and decodes group g; DF11_OK if everything holds. */
@@ -36,10 +37,13 @@ static df11_status verify_group(const df11_file *f, uint32_t g, int threads)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"json", no_argument, 0, 'J'}, {"verify", no_argument, 0, 'v'},
-        {"tensors", no_argument, 0, 't'}, {"threads", required_argument, 0, 'j'},
-        {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
+    static const struct option opts[] = { { "json", no_argument, 0, 'J' },
+                                          { "verify", no_argument, 0, 'v' },
+                                          { "tensors", no_argument, 0, 't' },
+                                          { "threads", required_argument, 0, 'j' },
+                                          { "help", no_argument, 0, 'h' },
+                                          { "version", no_argument, 0, 'V' },
+                                          { 0, 0, 0, 0 } };
     int json = 0, verify = 0, list = 0, threads = 0, c;
     while ((c = getopt_long(argc, argv, "j:hV", opts, NULL)) != -1) {
         switch (c) {
@@ -81,13 +85,15 @@ int main(int argc, char **argv)
         cJSON_AddNumberToObject(root, "df11_bf16_bytes", (double)stored);
         cJSON_AddNumberToObject(root, "raw_bytes", (double)raw);
         cJSON_AddNumberToObject(root, "ratio", bf16 ? (double)stored / (double)bf16 : 0);
-        cJSON_AddNumberToObject(root, "mean_tensor_exponent_entropy", bf16_weights ? entropy_sum / (double)bf16_weights : 0);
+        cJSON_AddNumberToObject(root, "mean_tensor_exponent_entropy",
+                                bf16_weights ? entropy_sum / (double)bf16_weights : 0);
         jgroups = cJSON_AddArrayToObject(root, "groups");
     } else {
         printf("%s: %u groups (%u blocks), %u tensors, %s\n", argv[optind], ng,
                df11_file_n_layers(f), nt, cli_bytes(df11_file_size(f)));
         printf("bf16 tensors %s -> %s (%.2f%%), raw tensors %s\n\n", cli_bytes(bf16),
-               cli_bytes(stored), bf16 ? 100.0 * (double)stored / (double)bf16 : 0.0, cli_bytes(raw));
+               cli_bytes(stored), bf16 ? 100.0 * (double)stored / (double)bf16 : 0.0,
+               cli_bytes(raw));
         printf("%-28s %6s %7s %12s %12s %7s %16s%s\n", "group", "block", "tensors", "compressed",
                "decoded", "ratio", "xxh3", verify ? "  verify" : "");
     }
@@ -106,7 +112,8 @@ int main(int argc, char **argv)
             cJSON_AddNumberToObject(jg, "payload_bytes", (double)gi->payload_size);
             cJSON_AddNumberToObject(jg, "decoded_bytes", (double)gi->decoded_size);
             cJSON_AddStringToObject(jg, "xxh3", sum);
-            if (verify) cJSON_AddStringToObject(jg, "verify", vs == DF11_OK ? "ok" : df11_strerror(vs));
+            if (verify)
+                cJSON_AddStringToObject(jg, "verify", vs == DF11_OK ? "ok" : df11_strerror(vs));
             cJSON *jt = cJSON_AddArrayToObject(jg, "tensors");
             for (uint32_t t = gi->first_tensor; t < gi->first_tensor + gi->n_tensors; t++) {
                 const df11_tensor_info *ti = df11_file_tensor(f, t);
@@ -114,8 +121,10 @@ int main(int argc, char **argv)
                 cJSON_AddStringToObject(o, "name", ti->name);
                 cJSON_AddStringToObject(o, "dtype", df11_dtype_name(ti->dtype));
                 cJSON *shape = cJSON_AddArrayToObject(o, "shape");
-                for (uint32_t d = 0; d < ti->ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)ti->shape[d]));
-                cJSON_AddStringToObject(o, "codec", ti->codec == DF11_CODEC_RAW ? "raw" : "exp-huffman");
+                for (uint32_t d = 0; d < ti->ndim; d++)
+                    cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)ti->shape[d]));
+                cJSON_AddStringToObject(o, "codec",
+                                        ti->codec == DF11_CODEC_RAW ? "raw" : "exp-huffman");
                 cJSON_AddNumberToObject(o, "bytes", (double)ti->nbytes);
                 cJSON_AddNumberToObject(o, "stored_bytes", (double)ti->stored_bytes);
                 if (ti->codec == DF11_CODEC_EXP_HUFFMAN) {
@@ -139,9 +148,11 @@ int main(int argc, char **argv)
             char shape[96] = "";
             int at = 0;
             for (uint32_t d = 0; d < ti->ndim && at < 80; d++)
-                at += snprintf(shape + at, sizeof shape - (size_t)at, d ? "x%llu" : "%llu", (unsigned long long)ti->shape[d]);
+                at += snprintf(shape + at, sizeof shape - (size_t)at, d ? "x%llu" : "%llu",
+                               (unsigned long long)ti->shape[d]);
             if (ti->codec == DF11_CODEC_EXP_HUFFMAN)
-                printf("    %-52s %-5s %-16s %6.2f%%  H=%.3f\n", ti->name, df11_dtype_name(ti->dtype), shape,
+                printf("    %-52s %-5s %-16s %6.2f%%  H=%.3f\n", ti->name,
+                       df11_dtype_name(ti->dtype), shape,
                        ti->nbytes ? 100.0 * (double)ti->stored_bytes / (double)ti->nbytes : 0.0,
                        ti->exponent_entropy);
             else
@@ -155,7 +166,8 @@ int main(int argc, char **argv)
         free(text);
         cJSON_Delete(root);
     } else if (verify) {
-        printf("\n%s\n", failures ? "VERIFY FAILED" : "verify: every group's checksum and decode ok");
+        printf("\n%s\n",
+               failures ? "VERIFY FAILED" : "verify: every group's checksum and decode ok");
     }
     df11_file_close(f);
     return failures ? CLI_FAIL : CLI_OK;

@@ -14,8 +14,8 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <setjmp.h>
-#include <stddef.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,22 +30,21 @@ static const char *TOOL = "df11-memstat";
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: df11-memstat [-w] [--interval SEC] [--json]\n"
-            "       df11-memstat FILE.df11 [--slots K] [--json]\n"
-            "\n"
-            "Without FILE: lists your processes running df11 models that publish stats\n"
-            "(df11_model_options.publish_stats) with their pool and arena use (root: all\n"
-            "users' processes).\n"
-            "With FILE: prints the memory plan of opening it: compressed weights, the arena\n"
-            "of K slots (K x the largest layer group), and the saving against BF16.\n"
-            "\n"
-            "  -w, --watch          refresh until interrupted\n"
-            "  -i, --interval SEC   refresh period for --watch (default 1)\n"
-            "  -k, --slots K        arena slots for the plan (default 2)\n"
-            "  -j, --json           machine-readable output\n"
-            "  -h, --help           this text\n"
-            "  -V, --version        version\n");
+    fprintf(f, "usage: df11-memstat [-w] [--interval SEC] [--json]\n"
+               "       df11-memstat FILE.df11 [--slots K] [--json]\n"
+               "\n"
+               "Without FILE: lists your processes running df11 models that publish stats\n"
+               "(df11_model_options.publish_stats) with their pool and arena use (root: all\n"
+               "users' processes).\n"
+               "With FILE: prints the memory plan of opening it: compressed weights, the arena\n"
+               "of K slots (K x the largest layer group), and the saving against BF16.\n"
+               "\n"
+               "  -w, --watch          refresh until interrupted\n"
+               "  -i, --interval SEC   refresh period for --watch (default 1)\n"
+               "  -k, --slots K        arena slots for the plan (default 2)\n"
+               "  -j, --json           machine-readable output\n"
+               "  -h, --help           this text\n"
+               "  -V, --version        version\n");
 }
 
 static double pct(uint64_t a, uint64_t b) { return b ? 100.0 * (double)a / (double)b : 0.0; }
@@ -55,9 +54,12 @@ static void json_str(const char *s)
     putchar('"');
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c < 0x20)
+            printf("\\u%04x", c);
+        else
+            putchar(c);
     }
     putchar('"');
 }
@@ -123,10 +125,7 @@ static int page_read(const char *name, page_copy *out, char *why, size_t why_len
     return rc;
 }
 
-static int is_alive(long pid)
-{
-    return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
-}
+static int is_alive(long pid) { return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM); }
 
 static int page_filter(const struct dirent *d)
 {
@@ -146,9 +145,12 @@ static const char *state_name(uint8_t s)
 static void print_slot_text(const df11i_memstat_page *p, uint32_t i)
 {
     int32_t key = p->slot_block[i];
-    if (p->slot_state[i] == 0 || key < 0) printf(" [%u] empty", i);
-    else if ((uint32_t)key < p->n_blocks) printf(" [%u] block %d %s", i, key, state_name(p->slot_state[i]));
-    else printf(" [%u] group %d %s", i, key - (int32_t)p->n_blocks, state_name(p->slot_state[i]));
+    if (p->slot_state[i] == 0 || key < 0)
+        printf(" [%u] empty", i);
+    else if ((uint32_t)key < p->n_blocks)
+        printf(" [%u] block %d %s", i, key, state_name(p->slot_state[i]));
+    else
+        printf(" [%u] group %d %s", i, key - (int32_t)p->n_blocks, state_name(p->slot_state[i]));
 }
 
 /* The path as text, control characters as '?' (a path is the publisher's to choose). */
@@ -180,8 +182,8 @@ static void print_text(const page_copy *c)
         printf("\n");
     }
     printf("  pool      %s held, high-water %s, metadata %s, staging %s at open",
-           cli_bytes(p->pool_reserved), cli_bytes(p->pool_high_water),
-           cli_bytes(p->metadata_bytes), cli_bytes(p->staging_bytes));
+           cli_bytes(p->pool_reserved), cli_bytes(p->pool_high_water), cli_bytes(p->metadata_bytes),
+           cli_bytes(p->staging_bytes));
     if (p->memory_limit) printf(", limit %s", cli_bytes(p->memory_limit));
     printf("\n  activity  %llu decodes", (unsigned long long)p->decodes);
     if (p->decode_ms > 0) printf(" (%.1f ms)", p->decode_ms);
@@ -197,8 +199,8 @@ static void print_json(const page_copy *c)
     json_str(p->path);
     printf(", \"backend\": ");
     json_str(p->backend);
-    printf(", \"bf16_model\": %s, \"n_blocks\": %u, \"n_groups\": %u,\n", p->bf16_model ? "true" : "false",
-           p->n_blocks, p->n_groups);
+    printf(", \"bf16_model\": %s, \"n_blocks\": %u, \"n_groups\": %u,\n",
+           p->bf16_model ? "true" : "false", p->n_blocks, p->n_groups);
     printf("     \"compressed_bytes\": %llu, \"bf16_bytes\": %llu, \"arena_bytes\": %llu, "
            "\"resident_bytes\": %llu, \"staging_bytes\": %llu, \"metadata_bytes\": %llu,\n",
            (unsigned long long)p->compressed_bytes, (unsigned long long)p->bf16_bytes,
@@ -215,8 +217,10 @@ static void print_json(const page_copy *c)
         int32_t key = p->slot_block[i];
         printf("%s{\"slot\": %u, \"state\": \"%s\"", i ? ", " : "", i,
                state_name(key < 0 ? 0 : p->slot_state[i]));
-        if (key >= 0 && (uint32_t)key < p->n_blocks) printf(", \"block\": %d", key);
-        else if (key >= 0) printf(", \"group\": %d", key - (int32_t)p->n_blocks);
+        if (key >= 0 && (uint32_t)key < p->n_blocks)
+            printf(", \"block\": %d", key);
+        else if (key >= 0)
+            printf(", \"group\": %d", key - (int32_t)p->n_blocks);
         printf("}");
     }
     printf("]}");
@@ -227,8 +231,10 @@ static int list_processes(int json)
     struct dirent **ents = NULL;
     int n = scandir("/dev/shm", &ents, page_filter, versionsort);
     if (n < 0) {
-        if (errno == ENOENT) n = 0;
-        else return cli_fail(TOOL, DF11_ERR_IO, "cannot list /dev/shm: %s", strerror(errno));
+        if (errno == ENOENT)
+            n = 0;
+        else
+            return cli_fail(TOOL, DF11_ERR_IO, "cannot list /dev/shm: %s", strerror(errno));
     }
     int shown = 0;
     if (json) printf("{\"processes\": [\n");
@@ -251,8 +257,10 @@ static int list_processes(int json)
         free(ents[i]);
     }
     free(ents);
-    if (json) printf("\n]}\n");
-    else if (!shown) printf("no running df11 model publishes stats\n");
+    if (json)
+        printf("\n]}\n");
+    else if (!shown)
+        printf("no running df11 model publishes stats\n");
     fflush(stdout);
     return CLI_OK;
 }
@@ -287,9 +295,10 @@ static int plan_file(const char *path, uint32_t slots, int json)
     if (json) {
         printf("{\"path\": ");
         json_str(path);
-        printf(", \"file_bytes\": %llu, \"n_blocks\": %u, \"n_groups\": %u, \"bf16_bytes\": %llu,\n",
-               (unsigned long long)df11_file_size(f), df11_file_n_layers(f), ng,
-               (unsigned long long)bf16);
+        printf(
+            ", \"file_bytes\": %llu, \"n_blocks\": %u, \"n_groups\": %u, \"bf16_bytes\": %llu,\n",
+            (unsigned long long)df11_file_size(f), df11_file_n_layers(f), ng,
+            (unsigned long long)bf16);
         printf(" \"compressed_bytes\": %llu, \"layer_compressed_bytes\": %llu, "
                "\"nonlayer_compressed_bytes\": %llu, \"nonlayer_bf16_bytes\": %llu,\n",
                (unsigned long long)compressed, (unsigned long long)layer_payload,
@@ -329,14 +338,16 @@ static int plan_file(const char *path, uint32_t slots, int json)
 
 int main(int argc, char **argv)
 {
-    struct sigaction sa = {.sa_handler = on_sigbus};
+    struct sigaction sa = { .sa_handler = on_sigbus };
     sigemptyset(&sa.sa_mask);
     sigaction(SIGBUS, &sa, NULL);
-    static const struct option longopts[] = {
-        {"watch", no_argument, NULL, 'w'},   {"interval", required_argument, NULL, 'i'},
-        {"slots", required_argument, NULL, 'k'}, {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},    {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = { { "watch", no_argument, NULL, 'w' },
+                                              { "interval", required_argument, NULL, 'i' },
+                                              { "slots", required_argument, NULL, 'k' },
+                                              { "json", no_argument, NULL, 'j' },
+                                              { "help", no_argument, NULL, 'h' },
+                                              { "version", no_argument, NULL, 'V' },
+                                              { NULL, 0, NULL, 0 } };
     int watch = 0, json = 0, opt;
     double interval = 1.0;
     long slots = 2;
@@ -350,7 +361,8 @@ int main(int argc, char **argv)
             break;
         case 'k':
             slots = strtol(optarg, &end, 10);
-            if (*end || slots < 1 || slots > 64) return cli_usage_error(TOOL, "bad --slots '%s' (1..64)", optarg);
+            if (*end || slots < 1 || slots > 64)
+                return cli_usage_error(TOOL, "bad --slots '%s' (1..64)", optarg);
             break;
         case 'j': json = 1; break;
         case 'h': usage(stdout); return CLI_OK;

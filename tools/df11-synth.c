@@ -8,8 +8,8 @@
  * are generated one at a time into the writer's buffer: memory stays at the largest tensor. */
 #include <errno.h>
 #include <getopt.h>
-#include <stdarg.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,36 +37,37 @@ typedef struct {
 } synth_shape;
 
 static const synth_shape shapes[] = {
-    {"tiny", 128, 344, 8, 4, 512, 4, 512, 10000.0, false, false},
-    {"stories", 64, 172, 8, 4, 512, 5, 512, 10000.0, true, false},
-    {"llama3-8b", 4096, 14336, 32, 8, 128256, 32, 8192, 500000.0, false, false},
-    {"llama3-8b-block", 4096, 14336, 32, 8, 128256, 1, 8192, 500000.0, false, true},
+    { "tiny", 128, 344, 8, 4, 512, 4, 512, 10000.0, false, false },
+    { "stories", 64, 172, 8, 4, 512, 5, 512, 10000.0, true, false },
+    { "llama3-8b", 4096, 14336, 32, 8, 128256, 32, 8192, 500000.0, false, false },
+    { "llama3-8b-block", 4096, 14336, 32, 8, 128256, 1, 8192, 500000.0, false, true },
 };
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-"Usage: " PROG " -o OUT [--shape NAME] [--layers N] [--seed S] [--vocab V] [--threads T]\n"
-"Writes a synthetic Llama-shaped BF16 model with Hugging Face tensor names: OUT (a\n"
-".safetensors file) and config.json beside it. If OUT is a directory or ends with '/',\n"
-"writes OUT/model.safetensors and OUT/config.json (creating OUT).\n"
-"\n"
-"  -o, --output OUT   where to write (required)\n"
-"      --shape NAME   tiny (default), stories, llama3-8b, llama3-8b-block\n"
-"      --layers N     transformer blocks (default: the shape's)\n"
-"      --seed S       random seed (default 0); one seed gives the same bytes every time\n"
-"      --vocab V      vocabulary size (default: the shape's)\n"
-"  -t, --threads T    generator threads (default 0 = all cores)\n"
-"  -h, --help         this help\n"
-"      --version      print the version\n"
-"\n"
-"Shapes (hidden / intermediate / heads / kv heads / vocab / layers):\n"
-"  tiny             128 / 344 / 8 / 4 / 512 / 4\n"
-"  stories          64 / 172 / 8 / 4 / 512 / 5, tied embeddings (like stories260K)\n"
-"  llama3-8b        4096 / 14336 / 32 / 8 / 128256 / 32, rope_theta 500000\n"
-"  llama3-8b-block  llama3-8b, 1 layer, and only the blocks' tensors\n"
-"Weights: row r of a matrix ~ N(0, s_r^2), s_r = 0.02*exp(0.3*z_r), z_r ~ N(0,1);\n"
-"norm weights ~ 1 + N(0, 0.02^2); all rounded to BF16 (nearest even).\n");
+    fprintf(
+        f,
+        "Usage: " PROG " -o OUT [--shape NAME] [--layers N] [--seed S] [--vocab V] [--threads T]\n"
+        "Writes a synthetic Llama-shaped BF16 model with Hugging Face tensor names: OUT (a\n"
+        ".safetensors file) and config.json beside it. If OUT is a directory or ends with '/',\n"
+        "writes OUT/model.safetensors and OUT/config.json (creating OUT).\n"
+        "\n"
+        "  -o, --output OUT   where to write (required)\n"
+        "      --shape NAME   tiny (default), stories, llama3-8b, llama3-8b-block\n"
+        "      --layers N     transformer blocks (default: the shape's)\n"
+        "      --seed S       random seed (default 0); one seed gives the same bytes every time\n"
+        "      --vocab V      vocabulary size (default: the shape's)\n"
+        "  -t, --threads T    generator threads (default 0 = all cores)\n"
+        "  -h, --help         this help\n"
+        "      --version      print the version\n"
+        "\n"
+        "Shapes (hidden / intermediate / heads / kv heads / vocab / layers):\n"
+        "  tiny             128 / 344 / 8 / 4 / 512 / 4\n"
+        "  stories          64 / 172 / 8 / 4 / 512 / 5, tied embeddings (like stories260K)\n"
+        "  llama3-8b        4096 / 14336 / 32 / 8 / 128256 / 32, rope_theta 500000\n"
+        "  llama3-8b-block  llama3-8b, 1 layer, and only the blocks' tensors\n"
+        "Weights: row r of a matrix ~ N(0, s_r^2), s_r = 0.02*exp(0.3*z_r), z_r ~ N(0,1);\n"
+        "norm weights ~ 1 + N(0, 0.02^2); all rounded to BF16 (nearest even).\n");
 }
 
 /* ---- generation ---- */
@@ -115,8 +116,9 @@ static char *strdup_printf(const char *fmt, ...)
 static bool add(df11_tensor_source *t, size_t *n, char *name, uint64_t d0, uint64_t d1)
 {
     if (!name) return false;
-    t[*n] = (df11_tensor_source){ .name = name, .dtype = DF11_DTYPE_BF16, .ndim = d1 ? 2 : 1,
-                                  .shape = { d0, d1 } };
+    t[*n] = (df11_tensor_source){
+        .name = name, .dtype = DF11_DTYPE_BF16, .ndim = d1 ? 2 : 1, .shape = { d0, d1 }
+    };
     (*n)++;
     return true;
 }
@@ -128,8 +130,7 @@ static size_t build_tensors(const synth_shape *sh, df11_tensor_source *t)
     uint64_t q = sh->heads * hd, kv = sh->kv_heads * hd;
     size_t n = 0;
     bool ok = true;
-    if (!sh->block_only)
-        ok = add(t, &n, strdup("model.embed_tokens.weight"), sh->vocab, h);
+    if (!sh->block_only) ok = add(t, &n, strdup("model.embed_tokens.weight"), sh->vocab, h);
     for (uint32_t l = 0; ok && l < sh->layers; l++) {
         const char *p = "model.layers";
         ok = add(t, &n, strdup_printf("%s.%u.input_layernorm.weight", p, l), h, 0) &&
@@ -215,8 +216,9 @@ static int bad_usage(const char *msg, const char *arg)
 static char *join(const char *dir, size_t dir_len, const char *name)
 {
     char *p = malloc(dir_len + strlen(name) + 2);
-    if (p) sprintf(p, "%.*s%s%s", (int)dir_len, dir,
-                   dir_len && dir[dir_len - 1] != '/' ? "/" : "", name);
+    if (p)
+        sprintf(p, "%.*s%s%s", (int)dir_len, dir, dir_len && dir[dir_len - 1] != '/' ? "/" : "",
+                name);
     return p;
 }
 
@@ -224,15 +226,15 @@ int main(int argc, char **argv)
 {
     enum { OPT_SHAPE = 256, OPT_LAYERS, OPT_SEED, OPT_VOCAB, OPT_VERSION };
     static const struct option longopts[] = {
-        {"output", required_argument, NULL, 'o'},
-        {"shape", required_argument, NULL, OPT_SHAPE},
-        {"layers", required_argument, NULL, OPT_LAYERS},
-        {"seed", required_argument, NULL, OPT_SEED},
-        {"vocab", required_argument, NULL, OPT_VOCAB},
-        {"threads", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, OPT_VERSION},
-        {NULL, 0, NULL, 0},
+        { "output", required_argument, NULL, 'o' },
+        { "shape", required_argument, NULL, OPT_SHAPE },
+        { "layers", required_argument, NULL, OPT_LAYERS },
+        { "seed", required_argument, NULL, OPT_SEED },
+        { "vocab", required_argument, NULL, OPT_VOCAB },
+        { "threads", required_argument, NULL, 't' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, OPT_VERSION },
+        { NULL, 0, NULL, 0 },
     };
     const char *out = NULL;
     synth_shape sh = shapes[0];
@@ -289,8 +291,8 @@ int main(int argc, char **argv)
     } else {
         const char *slash = strrchr(out, '/');
         model_path = strdup(out);
-        config_path = slash ? join(out, (size_t)(slash - out + 1), "config.json")
-                            : strdup("config.json");
+        config_path =
+            slash ? join(out, (size_t)(slash - out + 1), "config.json") : strdup("config.json");
     }
 
     size_t max_tensors = 3 + 9 * (size_t)sh.layers;
@@ -314,9 +316,9 @@ int main(int argc, char **argv)
     } else if ((st = write_file(config_path, config)) != DF11_OK) {
         rc = cli_fail(PROG, st, "cannot write '%s'", config_path);
     } else {
-        printf("%s: %zu tensors, %llu bytes of BF16 (%s, %u layers, seed %llu)\n%s\n",
-               model_path, n, (unsigned long long)s.bytes_total, sh.name, sh.layers,
-               (unsigned long long)seed, config_path);
+        printf("%s: %zu tensors, %llu bytes of BF16 (%s, %u layers, seed %llu)\n%s\n", model_path,
+               n, (unsigned long long)s.bytes_total, sh.name, sh.layers, (unsigned long long)seed,
+               config_path);
     }
 
     for (size_t i = 0; i < n; i++) free((char *)t[i].name);

@@ -58,8 +58,9 @@ static df11_status fill_rows(void *ctx, uint64_t item)
     return DF11_OK;
 }
 
-void weights_fill(uint16_t *out, uint64_t rows, uint64_t cols, uint64_t seed, bool norm, int threads)
+void weights_fill(uint16_t *out, uint64_t rows, uint64_t cols, uint64_t seed, bool norm,
+                  int threads)
 {
-    fill_job j = {.out = out, .rows = rows, .cols = cols, .seed = seed, .norm = norm};
+    fill_job j = { .out = out, .rows = rows, .cols = cols, .seed = seed, .norm = norm };
     df11i_parallel_for((rows + 63) / 64, threads, fill_rows, &j);
 }

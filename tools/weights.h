@@ -11,6 +11,7 @@
 
 uint64_t weights_mix64(uint64_t x);
 /* `norm`: rows of 1 + N(0, 0.02²) instead (RMSNorm gains). */
-void weights_fill(uint16_t *out, uint64_t rows, uint64_t cols, uint64_t seed, bool norm, int threads);
+void weights_fill(uint16_t *out, uint64_t rows, uint64_t cols, uint64_t seed, bool norm,
+                  int threads);
 
 #endif

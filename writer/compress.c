@@ -11,18 +11,19 @@
 #include "writer/safetensors_write.h"
 
 df11_status df11_compress_path(const char *in_path, const char *out_path,
-                               const df11_compress_options *options,
-                               df11_compress_summary *summary)
+                               const df11_compress_options *options, df11_compress_summary *summary)
 {
-    if (!in_path || !out_path) return df11i_fail(DF11_ERR_INVALID_ARG, "df11_compress_path: NULL path");
+    if (!in_path || !out_path)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_compress_path: NULL path");
     /* The option ranges, before a large input is opened (df11_compress_tensors checks
      * them again for its own callers). */
     if (options && options->max_code_len > DF11_MAX_CODE_LEN)
         return df11i_fail(DF11_ERR_INVALID_ARG, "max code length %u not in 1..%d",
-                         options->max_code_len, DF11_MAX_CODE_LEN);
-    if (options && (options->lane_symbols % DF11_GROUP || options->lane_symbols > DF11_MAX_LANE_SYMBOLS))
+                          options->max_code_len, DF11_MAX_CODE_LEN);
+    if (options &&
+        (options->lane_symbols % DF11_GROUP || options->lane_symbols > DF11_MAX_LANE_SYMBOLS))
         return df11i_fail(DF11_ERR_INVALID_ARG, "lane symbols %u: want a multiple of %d in %d..%d",
-                         options->lane_symbols, DF11_GROUP, DF11_GROUP, DF11_MAX_LANE_SYMBOLS);
+                          options->lane_symbols, DF11_GROUP, DF11_GROUP, DF11_MAX_LANE_SYMBOLS);
     df11i_st_model *m;
     df11_status st = df11i_st_open(in_path, &m);
     if (st != DF11_OK) return st;
@@ -32,9 +33,11 @@ df11_status df11_compress_path(const char *in_path, const char *out_path,
     return st;
 }
 
-df11_status df11_decompress_to_safetensors(const char *df11_path, const char *out_path, int n_threads)
+df11_status df11_decompress_to_safetensors(const char *df11_path, const char *out_path,
+                                           int n_threads)
 {
-    if (!df11_path || !out_path) return df11i_fail(DF11_ERR_INVALID_ARG, "df11_decompress: NULL path");
+    if (!df11_path || !out_path)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_decompress: NULL path");
     df11_file *f;
     df11_status st = df11_file_open(df11_path, &f);
     if (st != DF11_OK) return st;
@@ -45,18 +48,26 @@ df11_status df11_decompress_to_safetensors(const char *df11_path, const char *ou
     uint8_t *decoded = malloc(total ? total : 1);
     df11_tensor_source *src = calloc(nt ? nt : 1, sizeof *src);
     void *payload = NULL;
-    if (!decoded || !src) { st = df11i_fail(DF11_ERR_NO_MEMORY, "%llu bytes", (unsigned long long)total); goto done; }
+    if (!decoded || !src) {
+        st = df11i_fail(DF11_ERR_NO_MEMORY, "%llu bytes", (unsigned long long)total);
+        goto done;
+    }
     uint64_t at = 0;
     for (uint32_t g = 0; g < ng && st == DF11_OK; g++) {
         const df11_group_info *gi = df11_file_group(f, g);
         free(payload);
-        if (!(payload = malloc(gi->payload_size ? gi->payload_size : 1))) { st = df11i_fail(DF11_ERR_NO_MEMORY, "payload"); break; }
+        if (!(payload = malloc(gi->payload_size ? gi->payload_size : 1))) {
+            st = df11i_fail(DF11_ERR_NO_MEMORY, "payload");
+            break;
+        }
         if ((st = df11_file_read_group(f, g, payload)) != DF11_OK) break;
         if ((st = df11_group_decode_host(f, g, payload, decoded + at, n_threads)) != DF11_OK) break;
         for (uint32_t t = gi->first_tensor; t < gi->first_tensor + gi->n_tensors; t++) {
             const df11_tensor_info *ti = df11_file_tensor(f, t);
-            src[t] = (df11_tensor_source){.name = ti->name, .dtype = ti->dtype, .ndim = ti->ndim,
-                                          .data = decoded + at + ti->decoded_offset};
+            src[t] = (df11_tensor_source){ .name = ti->name,
+                                           .dtype = ti->dtype,
+                                           .ndim = ti->ndim,
+                                           .data = decoded + at + ti->decoded_offset };
             memcpy(src[t].shape, ti->shape, sizeof src[t].shape);
         }
         at += gi->decoded_size;

@@ -23,14 +23,14 @@
 typedef struct {
     const df11_tensor_source *src;
     uint64_t n_elements, nbytes;
-    int32_t layer;             /* -1 for a non-layer tensor */
+    int32_t layer; /* -1 for a non-layer tensor */
     uint32_t group;
 } tensor_plan;
 
 typedef struct {
     char name[256];
     int32_t layer;
-    uint32_t first, count;     /* into the sorted tensor order */
+    uint32_t first, count; /* into the sorted tensor order */
 } group_plan;
 
 static int cmp_name(const void *a, const void *b)
@@ -58,9 +58,11 @@ static df11_status plan_tensors(const df11_tensor_source *t, size_t n, const cha
         uint64_t nb;
         if (!df11i_mul_ok(ne, es, &nb) || nb > (UINT64_MAX >> 2))
             return df11i_fail(DF11_ERR_OVERFLOW, "tensor '%s': size overflows", s->name);
-        if (nb && !s->data) return df11i_fail(DF11_ERR_INVALID_ARG, "tensor '%s': no data", s->name);
-        plans[i] = (tensor_plan){.src = s, .n_elements = ne, .nbytes = nb,
-                                 .layer = df11i_layer_of(s->name, prefix)};
+        if (nb && !s->data)
+            return df11i_fail(DF11_ERR_INVALID_ARG, "tensor '%s': no data", s->name);
+        plans[i] = (tensor_plan){
+            .src = s, .n_elements = ne, .nbytes = nb, .layer = df11i_layer_of(s->name, prefix)
+        };
     }
     tensor_plan **sorted = malloc(sizeof *sorted * (n ? n : 1));
     if (!sorted) return df11i_fail(DF11_ERR_NO_MEMORY, "name table");
@@ -115,7 +117,7 @@ static df11_status plan_groups(tensor_plan *plans, size_t n, group_plan **out_gr
         if (groups[g].count == 0) {
             free(groups);
             return df11i_fail(DF11_ERR_INVALID_ARG, "no tensor for block %d (blocks must be 0..%d)",
-                             l, max_layer);
+                              l, max_layer);
         }
         g++;
     }
@@ -124,7 +126,8 @@ static df11_status plan_groups(tensor_plan *plans, size_t n, group_plan **out_gr
     return DF11_OK;
 }
 
-static df11_status pwrite_all(int fd, const void *buf, uint64_t size, uint64_t off, const char *path)
+static df11_status pwrite_all(int fd, const void *buf, uint64_t size, uint64_t off,
+                              const char *path)
 {
     const uint8_t *p = buf;
     while (size) {
@@ -141,15 +144,15 @@ static df11_status pwrite_all(int fd, const void *buf, uint64_t size, uint64_t o
 }
 
 typedef struct {
-    uint8_t *rec;              /* the tensor record being filled */
+    uint8_t *rec; /* the tensor record being filled */
     df11i_encoded enc;
-    uint64_t size;             /* bytes this tensor adds to the payload, aligned */
-    uint64_t stored;           /* the same without alignment padding */
+    uint64_t size;   /* bytes this tensor adds to the payload, aligned */
+    uint64_t stored; /* the same without alignment padding */
 } tensor_out;
 
 /* Encodes tensor p (if BF16) and fills its record's section offsets relative to `at`. */
-static df11_status encode_tensor(const tensor_plan *p, const df11_compress_options *o,
-                                 uint64_t at, uint8_t *sm_scratch, tensor_out *t)
+static df11_status encode_tensor(const tensor_plan *p, const df11_compress_options *o, uint64_t at,
+                                 uint8_t *sm_scratch, tensor_out *t)
 {
     uint8_t *r = t->rec;
     if (p->src->dtype != DF11_DTYPE_BF16) {
@@ -160,7 +163,7 @@ static df11_status encode_tensor(const tensor_plan *p, const df11_compress_optio
         return DF11_OK;
     }
     df11_status st = df11i_encode(p->src->data, p->n_elements, o->max_code_len, o->lane_symbols,
-                                 o->n_threads, sm_scratch, &t->enc);
+                                  o->n_threads, sm_scratch, &t->enc);
     if (st != DF11_OK) return df11i_fail_context(st, "tensor '%s'", p->src->name);
     const df11i_encoded *e = &t->enc;
     uint64_t cb = df11i_codebook_size(&e->coded.code);
@@ -172,12 +175,17 @@ static df11_status encode_tensor(const tensor_plan *p, const df11_compress_optio
     df11i_st32(r + TEN_LANE_SYMBOLS, o->lane_symbols);
     df11i_st32(r + TEN_N_CHUNKS, (uint32_t)e->coded.n_chunks);
     df11i_st32(r + TEN_CODEBOOK_SIZE, (uint32_t)cb);
-    df11i_st64(r + TEN_CODEBOOK_OFFSET, off); off = df11i_align_up(off + cb, DF11_SECTION_ALIGN);
-    df11i_st64(r + TEN_CHUNKS_OFFSET, off);   off = df11i_align_up(off + chunks, DF11_SECTION_ALIGN);
-    df11i_st64(r + TEN_LANES_OFFSET, off);    off = df11i_align_up(off + lanes, DF11_SECTION_ALIGN);
-    df11i_st64(r + TEN_STREAM_OFFSET, off);   off = df11i_align_up(off + e->coded.stream_bytes, DF11_SECTION_ALIGN);
+    df11i_st64(r + TEN_CODEBOOK_OFFSET, off);
+    off = df11i_align_up(off + cb, DF11_SECTION_ALIGN);
+    df11i_st64(r + TEN_CHUNKS_OFFSET, off);
+    off = df11i_align_up(off + chunks, DF11_SECTION_ALIGN);
+    df11i_st64(r + TEN_LANES_OFFSET, off);
+    off = df11i_align_up(off + lanes, DF11_SECTION_ALIGN);
+    df11i_st64(r + TEN_STREAM_OFFSET, off);
+    off = df11i_align_up(off + e->coded.stream_bytes, DF11_SECTION_ALIGN);
     df11i_st64(r + TEN_STREAM_SIZE, e->coded.stream_bytes);
-    df11i_st64(r + TEN_DATA_OFFSET, off);     off = df11i_align_up(off + p->n_elements, DF11_SECTION_ALIGN);
+    df11i_st64(r + TEN_DATA_OFFSET, off);
+    off = df11i_align_up(off + p->n_elements, DF11_SECTION_ALIGN);
     float h = (float)e->entropy;
     memcpy(r + TEN_ENTROPY, &h, 4);
     t->size = off - at;
@@ -203,18 +211,18 @@ static void place_tensor(const tensor_plan *p, const tensor_out *t, uint8_t *pay
 }
 
 /* The normalized options: defaults for the zeros, code options in range. */
-static df11_status resolve_options(const df11_compress_options *options,
-                                   df11_compress_options *o)
+static df11_status resolve_options(const df11_compress_options *options, df11_compress_options *o)
 {
-    *o = options ? *options : (df11_compress_options){0};
+    *o = options ? *options : (df11_compress_options){ 0 };
     if (!o->max_code_len) o->max_code_len = DF11_DEFAULT_MAX_CODE_LEN;
     if (!o->lane_symbols) o->lane_symbols = DF11_DEFAULT_LANE_SYMBOLS;
     if (!o->layer_prefix) o->layer_prefix = DF11_DEFAULT_LAYER_PREFIX;
     if (o->max_code_len > DF11_MAX_CODE_LEN)
-        return df11i_fail(DF11_ERR_INVALID_ARG, "max code length %u > %d", o->max_code_len, DF11_MAX_CODE_LEN);
+        return df11i_fail(DF11_ERR_INVALID_ARG, "max code length %u > %d", o->max_code_len,
+                          DF11_MAX_CODE_LEN);
     if (o->lane_symbols % DF11_GROUP || o->lane_symbols > DF11_MAX_LANE_SYMBOLS)
         return df11i_fail(DF11_ERR_INVALID_ARG, "lane symbols %u: want a multiple of 8 up to %d",
-                         o->lane_symbols, DF11_MAX_LANE_SYMBOLS);
+                          o->lane_symbols, DF11_MAX_LANE_SYMBOLS);
     return DF11_OK;
 }
 
@@ -226,17 +234,17 @@ typedef struct {
     const df11_tensor_source *tensors;
     size_t n;
     tensor_plan *plans;
-    uint32_t *order;           /* tensor indices group by group (the file's tensor order) */
+    uint32_t *order; /* tensor indices group by group (the file's tensor order) */
     group_plan *groups;
     uint32_t n_groups;
     /* The index: header, group table, tensor table, strings, metadata; payloads follow. */
     uint64_t groups_off, tensors_off, strings_off, strings_size, meta_off, index_end;
     uint8_t *index;
-    tensor_out *outs;          /* in file order */
-    uint8_t *payload, *sm;     /* the group being built; sign+mantissa scratch */
+    tensor_out *outs;      /* in file order */
+    uint8_t *payload, *sm; /* the group being built; sign+mantissa scratch */
     df11i_atomic_file out;
     df11_compress_summary sum;
-    uint64_t hist[256];        /* exponents of every BF16 weight */
+    uint64_t hist[256]; /* exponents of every BF16 weight */
     uint64_t total_in, done_in;
 } compress_run;
 
@@ -269,7 +277,8 @@ static df11_status plan_index(compress_run *r, size_t metadata_len)
     r->index = calloc(1, r->index_end);
     r->outs = calloc(r->n ? r->n : 1, sizeof *r->outs);
     if (!r->index || !r->outs)
-        return df11i_fail(DF11_ERR_NO_MEMORY, "index of %llu bytes", (unsigned long long)r->index_end);
+        return df11i_fail(DF11_ERR_NO_MEMORY, "index of %llu bytes",
+                          (unsigned long long)r->index_end);
     return DF11_OK;
 }
 
@@ -300,7 +309,8 @@ static void fill_index(compress_run *r, const char *metadata, size_t metadata_le
         df11i_st32(rec + TEN_GROUP, p->group);
         rec[TEN_DTYPE] = (uint8_t)p->src->dtype;
         rec[TEN_NDIM] = (uint8_t)p->src->ndim;
-        for (uint32_t d = 0; d < p->src->ndim; d++) df11i_st64(rec + TEN_SHAPE + 8 * d, p->src->shape[d]);
+        for (uint32_t d = 0; d < p->src->ndim; d++)
+            df11i_st64(rec + TEN_SHAPE + 8 * d, p->src->shape[d]);
         df11i_st64(rec + TEN_N_ELEMENTS, p->n_elements);
         r->outs[k].rec = rec;
         str_at += len;
@@ -311,8 +321,8 @@ static void fill_index(compress_run *r, const char *metadata, size_t metadata_le
 
 /* Encodes tensor k (file order) and appends it to the group payload at *at; *decoded is
  * where it goes in the decoded group. */
-static df11_status append_tensor(compress_run *r, uint32_t k, const char *group_name,
-                                 uint64_t *at, uint64_t *decoded)
+static df11_status append_tensor(compress_run *r, uint32_t k, const char *group_name, uint64_t *at,
+                                 uint64_t *decoded)
 {
     const tensor_plan *p = &r->plans[r->order[k]];
     tensor_out *t = &r->outs[k];
@@ -346,7 +356,8 @@ static df11_status write_group(compress_run *r, uint32_t g, uint64_t *file_off)
     const group_plan *gp = &r->groups[g];
     uint64_t max_elems = 0;
     for (uint32_t k = gp->first; k < gp->first + gp->count; k++)
-        if (r->plans[r->order[k]].n_elements > max_elems) max_elems = r->plans[r->order[k]].n_elements;
+        if (r->plans[r->order[k]].n_elements > max_elems)
+            max_elems = r->plans[r->order[k]].n_elements;
     free(r->sm);
     r->sm = malloc(max_elems ? max_elems : 1);
     if (!r->sm) return df11i_fail(DF11_ERR_NO_MEMORY, "%llu bytes", (unsigned long long)max_elems);
@@ -365,7 +376,8 @@ static df11_status write_group(compress_run *r, uint32_t g, uint64_t *file_off)
     df11i_st64(rec + GRP_DECODED_SIZE, decoded);
     df11i_st64(rec + GRP_PAYLOAD_XXH3, XXH3_64bits(r->payload, at));
     if ((st = pwrite_all(r->out.fd, r->payload, at, *file_off, r->path)) != DF11_OK) return st;
-    *file_off = g + 1 < r->n_groups ? df11i_align_up(*file_off + at, DF11_PAYLOAD_ALIGN) : *file_off + at;
+    *file_off =
+        g + 1 < r->n_groups ? df11i_align_up(*file_off + at, DF11_PAYLOAD_ALIGN) : *file_off + at;
     return DF11_OK;
 }
 
@@ -397,8 +409,8 @@ static df11_status finish_header(compress_run *r, uint64_t metadata_len, uint64_
     return DF11_OK;
 }
 
-df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source *tensors,
-                                  size_t n, const char *metadata, size_t metadata_len,
+df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source *tensors, size_t n,
+                                  const char *metadata, size_t metadata_len,
                                   const df11_compress_options *options,
                                   df11_compress_summary *summary)
 {
@@ -406,14 +418,18 @@ df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source
     if (!out_path || (n && !tensors) || (metadata_len && !metadata))
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11_compress_tensors: NULL argument");
     if (n > UINT32_MAX / 2) return df11i_fail(DF11_ERR_INVALID_ARG, "too many tensors");
-    compress_run r = {.path = out_path, .tensors = tensors, .n = n,
-                      .out = {.fd = -1, .dir_fd = -1, .slot = -1}};
+    compress_run r = {
+        .path = out_path, .tensors = tensors, .n = n, .out = { .fd = -1, .dir_fd = -1, .slot = -1 }
+    };
     df11_status st = resolve_options(options, &r.o);
     if (st != DF11_OK) return st;
 
     r.plans = calloc(n ? n : 1, sizeof *r.plans);
     r.order = calloc(n ? n : 1, sizeof *r.order);
-    if (!r.plans || !r.order) { st = df11i_fail(DF11_ERR_NO_MEMORY, "tensor table"); goto done; }
+    if (!r.plans || !r.order) {
+        st = df11i_fail(DF11_ERR_NO_MEMORY, "tensor table");
+        goto done;
+    }
     if ((st = plan_tensors(tensors, n, r.o.layer_prefix, r.plans)) != DF11_OK) goto done;
     if ((st = plan_groups(r.plans, n, &r.groups, &r.n_groups, r.order)) != DF11_OK) goto done;
     if ((st = plan_index(&r, metadata_len)) != DF11_OK) goto done;
@@ -421,14 +437,17 @@ df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source
 
     if ((st = df11i_atomic_file_begin(&r.out, out_path)) != DF11_OK) goto done;
     uint64_t file_off = r.index_end;
-    r.sum = (df11_compress_summary){.n_tensors = (uint32_t)n, .n_groups = r.n_groups};
+    r.sum = (df11_compress_summary){ .n_tensors = (uint32_t)n, .n_groups = r.n_groups };
     for (uint32_t g = 0; g < r.n_groups; g++) {
         if ((st = write_group(&r, g, &file_off)) != DF11_OK) goto done;
         if (r.o.progress) r.o.progress(r.o.progress_ctx, r.done_in, r.total_in);
     }
     if ((st = finish_header(&r, metadata_len, file_off)) != DF11_OK) goto done;
     if ((st = pwrite_all(r.out.fd, r.index, r.index_end, 0, out_path)) != DF11_OK) goto done;
-    if (ftruncate(r.out.fd, (off_t)file_off) != 0) { st = df11i_fail_errno(DF11_ERR_IO, errno, "truncate '%s'", out_path); goto done; }
+    if (ftruncate(r.out.fd, (off_t)file_off) != 0) {
+        st = df11i_fail_errno(DF11_ERR_IO, errno, "truncate '%s'", out_path);
+        goto done;
+    }
     if ((st = df11i_atomic_file_commit(&r.out)) != DF11_OK) goto done;
 
     r.sum.file_bytes = file_off;

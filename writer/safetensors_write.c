@@ -35,7 +35,7 @@ static df11_status add_metadata(cJSON *root, const char *metadata_json)
     if (!ok) {
         cJSON_Delete(meta);
         return df11i_fail(DF11_ERR_INVALID_ARG, "safetensors metadata must be a JSON object "
-                         "of strings");
+                                                "of strings");
     }
     if (!cJSON_AddItemToObject(root, "__metadata__", meta)) {
         cJSON_Delete(meta);
@@ -127,14 +127,14 @@ static df11_status check_tensors(const df11_tensor_source *tensors, size_t n, bo
 }
 
 df11_status df11i_st_write_fill(const char *path, const df11_tensor_source *tensors, size_t n,
-                               const char *metadata_json, df11i_st_fill_fn fill, void *ctx)
+                                const char *metadata_json, df11i_st_fill_fn fill, void *ctx)
 {
     if (!path || (n && !tensors))
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_st_write: NULL path or tensors");
     uint64_t *nbytes = malloc((n ? n : 1) * sizeof *nbytes), largest = 0;
     char *header = NULL;
     void *buf = NULL;
-    df11i_atomic_file out = {.fd = -1, .dir_fd = -1, .slot = -1};
+    df11i_atomic_file out = { .fd = -1, .dir_fd = -1, .slot = -1 };
     df11_status st = DF11_OK;
     if (!nbytes) {
         st = df11i_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensors", path, n);
@@ -183,7 +183,7 @@ out:
 }
 
 df11_status df11i_st_write(const char *path, const df11_tensor_source *tensors, size_t n,
-                          const char *metadata_json)
+                           const char *metadata_json)
 {
     return df11i_st_write_fill(path, tensors, n, metadata_json, NULL, NULL);
 }

@@ -16,7 +16,7 @@
  * as "__metadata__"; it must be a JSON object of strings (else DF11_ERR_INVALID_ARG).
  * Repeated names fail with DF11_ERR_DUPLICATE. On any failure no file is left behind. */
 df11_status df11i_st_write(const char *path, const df11_tensor_source *tensors, size_t n,
-                          const char *metadata_json);
+                           const char *metadata_json);
 
 /* The same for tensors made on the fly (a generator that should not hold the whole model):
  * tensors[i].data is ignored; instead fill(ctx, i, buf, nbytes) is called on the calling
@@ -25,6 +25,6 @@ df11_status df11i_st_write(const char *path, const df11_tensor_source *tensors, 
  * file behind, and is returned as it is. */
 typedef df11_status (*df11i_st_fill_fn)(void *ctx, size_t index, void *buf, uint64_t nbytes);
 df11_status df11i_st_write_fill(const char *path, const df11_tensor_source *tensors, size_t n,
-                               const char *metadata_json, df11i_st_fill_fn fill, void *ctx);
+                                const char *metadata_json, df11i_st_fill_fn fill, void *ctx);
 
 #endif

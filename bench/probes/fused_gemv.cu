@@ -1051,7 +1051,7 @@ int main(int argc, char **argv)
         const uint64_t N = hm[i].rows, K = hm[i].cols, Kp = hm[i].f.g.cols_pad;
         std::vector<uint16_t> dec(N * K);
         df11i_fixed_decode(&hm[i].f, dec.data(),
-                          threads); // the reference is computed from the decoded weights
+                           threads); // the reference is computed from the decoded weights
         std::vector<double> ref(16 * N), mag(16 * N);
         par_for(N, [&](uint64_t n) {
             for (int b = 0; b < 16; b++) {

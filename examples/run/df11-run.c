@@ -4,8 +4,8 @@
  * API: it includes no private df11 header and no CUDA header.
  */
 #include <errno.h>
-#include <limits.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,29 +27,30 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-"usage: " PROG " MODEL.df11 [options]        generate from compressed weights\n"
-"       " PROG " --bf16 SRC [options]        the same engine on BF16 weights (a\n"
-"                                           .safetensors file or a HF folder)\n"
-"       " PROG " MODEL.df11 --bf16 SRC --bench[=N,N..]   prefill and decode speed of both\n"
-"\n"
-"  -p, --prompt TEXT       prompt (needs --tokenizer); default: BOS alone\n"
-"      --tokens IDS        prompt as token ids, e.g. 1,403,407\n"
-"  -n, --steps N           new tokens to generate (default 128); stops early at EOS\n"
-"  -t, --tokenizer FILE    llama2.c tokenizer.bin; without it ids are printed\n"
-"      --temperature T     0 = greedy (default)\n"
-"      --top-p P           nucleus sampling mass in (0, 1] (default 0.9; 1 = off)\n"
-"      --seed N            sampling seed (default: from the clock)\n"
-"      --device cpu|cuda   default: cuda when built with it and a GPU is present\n"
-"      --threads N         host threads (default: all cores)\n"
-"      --ctx N             KV cache positions (default: max_position_embeddings)\n"
-"      --slots K           df11 arena slots (default: the runtime's)\n"
-"      --json              print one JSON object on stdout\n"
-"      --logits            with --json: the last step's logits (else a checksum)\n"
-"      --bench[=LIST]      time prefill of each N in LIST (default 512,4096) and\n"
-"                          decode at batch 1\n"
-"      --bench-decode N    decode steps per bench row (default 128)\n"
-"  -q, --quiet             no generated text or summary on a terminal (with --json)\n"
-"  -h, --help, -V, --version\n");
+            "usage: " PROG " MODEL.df11 [options]        generate from compressed weights\n"
+            "       " PROG " --bf16 SRC [options]        the same engine on BF16 weights (a\n"
+            "                                           .safetensors file or a HF folder)\n"
+            "       " PROG
+            " MODEL.df11 --bf16 SRC --bench[=N,N..]   prefill and decode speed of both\n"
+            "\n"
+            "  -p, --prompt TEXT       prompt (needs --tokenizer); default: BOS alone\n"
+            "      --tokens IDS        prompt as token ids, e.g. 1,403,407\n"
+            "  -n, --steps N           new tokens to generate (default 128); stops early at EOS\n"
+            "  -t, --tokenizer FILE    llama2.c tokenizer.bin; without it ids are printed\n"
+            "      --temperature T     0 = greedy (default)\n"
+            "      --top-p P           nucleus sampling mass in (0, 1] (default 0.9; 1 = off)\n"
+            "      --seed N            sampling seed (default: from the clock)\n"
+            "      --device cpu|cuda   default: cuda when built with it and a GPU is present\n"
+            "      --threads N         host threads (default: all cores)\n"
+            "      --ctx N             KV cache positions (default: max_position_embeddings)\n"
+            "      --slots K           df11 arena slots (default: the runtime's)\n"
+            "      --json              print one JSON object on stdout\n"
+            "      --logits            with --json: the last step's logits (else a checksum)\n"
+            "      --bench[=LIST]      time prefill of each N in LIST (default 512,4096) and\n"
+            "                          decode at batch 1\n"
+            "      --bench-decode N    decode steps per bench row (default 128)\n"
+            "  -q, --quiet             no generated text or summary on a terminal (with --json)\n"
+            "  -h, --help, -V, --version\n");
 }
 
 static void die(int code, const char *fmt, ...)
@@ -162,8 +163,8 @@ static void session_open(session *s, const run_opts *o, int bf16, int max_seq, i
     if (o->slots) mo.arena_slots = (uint32_t)o->slots;
     if (o->threads) mo.n_threads = o->threads;
     double t0 = now_ms();
-    df11_status st = bf16 ? df11_model_open_bf16(path, &mo, &s->model)
-                          : df11_model_open(path, &mo, &s->model);
+    df11_status st =
+        bf16 ? df11_model_open_bf16(path, &mo, &s->model) : df11_model_open(path, &mo, &s->model);
     if (st != DF11_OK)
         die(1, "cannot open '%s': %s%s%s", path, df11_strerror(st),
             *df11_last_error_detail() ? ": " : "", df11_last_error_detail());
@@ -172,8 +173,7 @@ static void session_open(session *s, const run_opts *o, int bf16, int max_seq, i
     size_t len;
     const char *json = df11_model_config(s->model, &len);
     char err[512];
-    if (dfl_config_parse(json, len, &s->cfg, err, sizeof err) != 0)
-        die(1, "'%s': %s", path, err);
+    if (dfl_config_parse(json, len, &s->cfg, err, sizeof err) != 0) die(1, "'%s': %s", path, err);
     if ((st = df11_model_provider(s->model, &s->provider)) != DF11_OK)
         die(1, "'%s': provider: %s", path, df11_strerror(st));
 
@@ -189,9 +189,10 @@ static void session_open(session *s, const run_opts *o, int bf16, int max_seq, i
      * short: it runs, on the first layers only, so say so. */
     uint32_t blocks = s->provider.n_blocks ? s->provider.n_blocks(s->provider.ctx) : 0;
     if (blocks > (uint32_t)s->cfg.n_layers)
-        fprintf(stderr, PROG ": warning: '%s': config.json has %d layers but the weights have "
-                "%u blocks; running the first %d\n", path, s->cfg.n_layers, blocks,
-                s->cfg.n_layers);
+        fprintf(stderr,
+                PROG ": warning: '%s': config.json has %d layers but the weights have "
+                     "%u blocks; running the first %d\n",
+                path, s->cfg.n_layers, blocks, s->cfg.n_layers);
 }
 
 static cJSON *memory_json(const session *s)
@@ -222,11 +223,14 @@ static void print_memory(FILE *f, const session *s)
     ms.size = sizeof ms;
     if (df11_model_stats_get(s->model, &ms) == DF11_OK && !s->is_bf16)
         /* Non-layer groups kept resident are held decoded, so they count at BF16 size. */
-        fprintf(f, "memory: weights %.2f MiB (%.2f compressed + %.2f resident decoded) vs %.2f MiB "
+        fprintf(f,
+                "memory: weights %.2f MiB (%.2f compressed + %.2f resident decoded) vs %.2f MiB "
                 "as BF16 = %.1f%%, arena %.2f MiB (%u slots), KV cache %.2f MiB\n",
                 mib(ms.compressed_bytes + ms.resident_bytes), mib(ms.compressed_bytes),
                 mib(ms.resident_bytes), mib(ms.bf16_bytes),
-                ms.bf16_bytes ? 100.0 * (double)(ms.compressed_bytes + ms.resident_bytes) / (double)ms.bf16_bytes : 0.0,
+                ms.bf16_bytes ? 100.0 * (double)(ms.compressed_bytes + ms.resident_bytes) /
+                                    (double)ms.bf16_bytes
+                              : 0.0,
                 mib(ms.arena_bytes), ms.arena_slots, mib(dfl_kv_bytes(s->engine)));
     else
         fprintf(f, "memory: weights %.2f MiB BF16, KV cache %.2f MiB\n",
@@ -250,7 +254,8 @@ static void text_append(char **buf, size_t *len, size_t *cap, const tokenizer *t
     static int echoed;
     char tmp[32], byte[2];
     const char *piece;
-    if (tok) piece = tokenizer_decode(tok, prev, id, byte);
+    if (tok)
+        piece = tokenizer_decode(tok, prev, id, byte);
     else {
         snprintf(tmp, sizeof tmp, " %d", id);
         piece = tmp;
@@ -305,8 +310,8 @@ static int generate(const run_opts *o)
         prompt = malloc((size_t)(cap > 0 ? cap : 1) * sizeof *prompt);
         if (!prompt) die(1, "out of memory");
         n_prompt = tokenizer_encode(tk, o->prompt, 1, prompt, cap, err, sizeof err);
-        if (n_prompt < 0) die(2, "cannot encode the prompt for a context of %d positions: %s",
-                              max_seq, err);
+        if (n_prompt < 0)
+            die(2, "cannot encode the prompt for a context of %d positions: %s", max_seq, err);
     } else {
         prompt = malloc(sizeof *prompt);
         if (!prompt) die(1, "out of memory");
@@ -314,8 +319,10 @@ static int generate(const run_opts *o)
         n_prompt = 1;
     }
     for (int i = 0; i < n_prompt; i++)
-        if (prompt[i] >= c->vocab_size) die(2, "token id %d >= vocab_size %d", prompt[i], c->vocab_size);
-    if (n_prompt >= max_seq) die(2, "prompt of %d tokens does not fit the context (%d)", n_prompt, max_seq);
+        if (prompt[i] >= c->vocab_size)
+            die(2, "token id %d >= vocab_size %d", prompt[i], c->vocab_size);
+    if (n_prompt >= max_seq)
+        die(2, "prompt of %d tokens does not fit the context (%d)", n_prompt, max_seq);
     int steps = o->steps;
     if (n_prompt + steps > max_seq) {
         steps = max_seq - n_prompt;
@@ -336,7 +343,10 @@ static int generate(const run_opts *o)
     /* The prompt is echoed as it will be read back. */
     int prev = -1;
     for (int i = 0; i < n_prompt; i++) {
-        if (tk && prompt[i] == tk->bos_id) { prev = prompt[i]; continue; }
+        if (tk && prompt[i] == tk->bos_id) {
+            prev = prompt[i];
+            continue;
+        }
         text_append(&ptext, &ptext_len, &ptext_cap, tk, prev, prompt[i], echo);
         prev = prompt[i];
     }
@@ -356,12 +366,16 @@ static int generate(const run_opts *o)
             ttft = t_first - t0;
         }
         out[n_out++] = next;
-        if (next == c->eos_id) { stop = "eos"; break; }
+        if (next == c->eos_id) {
+            stop = "eos";
+            break;
+        }
         text_append(&text, &text_len, &text_cap, tk, prev, next, echo);
         prev = next;
         if (n_out == steps) break;
         st = dfl_forward(s.engine, &next, 1, pos++, logits);
-        if (st != DF11_OK) die(1, "decode at %d: %s: %s", pos - 1, df11_strerror(st), dfl_error(s.engine));
+        if (st != DF11_OK)
+            die(1, "decode at %d: %s: %s", pos - 1, df11_strerror(st), dfl_error(s.engine));
     }
     double decode_ms = n_out > 1 ? now_ms() - t_first : 0.0;
     double decode_tps = decode_ms > 0 ? (n_out - 1) / (decode_ms / 1e3) : 0.0;
@@ -392,7 +406,8 @@ static int generate(const run_opts *o)
             snprintf(hex, sizeof hex, "%016llx",
                      (unsigned long long)fnv1a(last, (size_t)c->vocab_size * sizeof *last));
             cJSON_AddStringToObject(j, "logits_fnv1a", hex);
-            if (o->logits) cJSON_AddItemToObject(j, "logits", cJSON_CreateFloatArray(last, c->vocab_size));
+            if (o->logits)
+                cJSON_AddItemToObject(j, "logits", cJSON_CreateFloatArray(last, c->vocab_size));
         }
         char *js = cJSON_PrintUnformatted(j);
         puts(js);
@@ -401,8 +416,8 @@ static int generate(const run_opts *o)
     }
     if (!o->json || !o->quiet) {
         fprintf(stderr, "%s weights on %s: prompt %d tokens, generated %d (%s)\n",
-                bf16 ? "bf16" : "df11", o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu",
-                n_prompt, n_out, stop);
+                bf16 ? "bf16" : "df11", o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu", n_prompt,
+                n_out, stop);
         fprintf(stderr, "time to first token %.1f ms (prefill %.1f tok/s), decode %.1f tok/s\n",
                 ttft, n_prompt / (prefill_ms / 1e3), decode_tps);
         print_memory(stderr, &s);
@@ -439,10 +454,10 @@ static int bench(const run_opts *o)
     const int dec = o->bench_decode;
     cJSON *rows = cJSON_CreateArray();
     if (!o->json) {
-        printf("%-5s %-4s %7s %10s %9s %10s %9s %10s %10s\n", "wts", "dev", "prefill",
-               "prefill", "decode", "decode", "ttft", "vram peak", "weights");
-        printf("%-5s %-4s %7s %10s %9s %10s %9s %10s %10s\n", "", "", "tokens", "tok/s",
-               "steps", "tok/s", "ms", "MiB", "MiB");
+        printf("%-5s %-4s %7s %10s %9s %10s %9s %10s %10s\n", "wts", "dev", "prefill", "prefill",
+               "decode", "decode", "ttft", "vram peak", "weights");
+        printf("%-5s %-4s %7s %10s %9s %10s %9s %10s %10s\n", "", "", "tokens", "tok/s", "steps",
+               "tok/s", "ms", "MiB", "MiB");
     }
 
     for (int pass = 0; pass < 2; pass++) {
@@ -471,7 +486,8 @@ static int bench(const run_opts *o)
             double t0 = now_ms();
             st = dfl_forward(s.engine, toks, n, 0, logits);
             double pf = now_ms() - t0;
-            if (st != DF11_OK) die(1, "bench prefill %d: %s: %s", n, df11_strerror(st), dfl_error(s.engine));
+            if (st != DF11_OK)
+                die(1, "bench prefill %d: %s: %s", n, df11_strerror(st), dfl_error(s.engine));
             uint64_t u = gpu_used();
             if (u > peak) peak = u;
             int next = sampler_argmax(logits, V);
@@ -479,7 +495,8 @@ static int bench(const run_opts *o)
             double d0 = now_ms();
             for (int k = 0; k < dec; k++) {
                 st = dfl_forward(s.engine, &next, 1, n + k, logits);
-                if (st != DF11_OK) die(1, "bench decode: %s: %s", df11_strerror(st), dfl_error(s.engine));
+                if (st != DF11_OK)
+                    die(1, "bench decode: %s: %s", df11_strerror(st), dfl_error(s.engine));
                 next = sampler_argmax(logits, V);
             }
             double dm = now_ms() - d0;
@@ -489,8 +506,8 @@ static int bench(const run_opts *o)
             double vram = o->device == DFL_DEVICE_CUDA ? mib(peak - base) : 0.0;
             if (!o->json)
                 printf("%-5s %-4s %7d %10.1f %9d %10.1f %9.1f %10.1f %10.1f\n",
-                       bf16 ? "bf16" : "df11", o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu",
-                       n, ptps, dec, dtps, ttft, vram, mib(wbytes));
+                       bf16 ? "bf16" : "df11", o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu", n,
+                       ptps, dec, dtps, ttft, vram, mib(wbytes));
             cJSON *r = cJSON_CreateObject();
             cJSON_AddStringToObject(r, "weights", bf16 ? "bf16" : "df11");
             cJSON_AddStringToObject(r, "device", o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu");
@@ -521,29 +538,42 @@ static int bench(const run_opts *o)
 
 int main(int argc, char **argv)
 {
-    enum { O_TOKENS = 256, O_TEMP, O_TOPP, O_SEED, O_BF16, O_DEVICE, O_THREADS, O_CTX,
-           O_SLOTS, O_JSON, O_LOGITS, O_BENCH, O_BENCH_DECODE };
+    enum {
+        O_TOKENS = 256,
+        O_TEMP,
+        O_TOPP,
+        O_SEED,
+        O_BF16,
+        O_DEVICE,
+        O_THREADS,
+        O_CTX,
+        O_SLOTS,
+        O_JSON,
+        O_LOGITS,
+        O_BENCH,
+        O_BENCH_DECODE
+    };
     static const struct option longopts[] = {
-        {"prompt", required_argument, NULL, 'p'},
-        {"steps", required_argument, NULL, 'n'},
-        {"tokenizer", required_argument, NULL, 't'},
-        {"tokens", required_argument, NULL, O_TOKENS},
-        {"temperature", required_argument, NULL, O_TEMP},
-        {"top-p", required_argument, NULL, O_TOPP},
-        {"seed", required_argument, NULL, O_SEED},
-        {"bf16", required_argument, NULL, O_BF16},
-        {"device", required_argument, NULL, O_DEVICE},
-        {"threads", required_argument, NULL, O_THREADS},
-        {"ctx", required_argument, NULL, O_CTX},
-        {"slots", required_argument, NULL, O_SLOTS},
-        {"json", no_argument, NULL, O_JSON},
-        {"logits", no_argument, NULL, O_LOGITS},
-        {"bench", optional_argument, NULL, O_BENCH},
-        {"bench-decode", required_argument, NULL, O_BENCH_DECODE},
-        {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
+        { "prompt", required_argument, NULL, 'p' },
+        { "steps", required_argument, NULL, 'n' },
+        { "tokenizer", required_argument, NULL, 't' },
+        { "tokens", required_argument, NULL, O_TOKENS },
+        { "temperature", required_argument, NULL, O_TEMP },
+        { "top-p", required_argument, NULL, O_TOPP },
+        { "seed", required_argument, NULL, O_SEED },
+        { "bf16", required_argument, NULL, O_BF16 },
+        { "device", required_argument, NULL, O_DEVICE },
+        { "threads", required_argument, NULL, O_THREADS },
+        { "ctx", required_argument, NULL, O_CTX },
+        { "slots", required_argument, NULL, O_SLOTS },
+        { "json", no_argument, NULL, O_JSON },
+        { "logits", no_argument, NULL, O_LOGITS },
+        { "bench", optional_argument, NULL, O_BENCH },
+        { "bench-decode", required_argument, NULL, O_BENCH_DECODE },
+        { "quiet", no_argument, NULL, 'q' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 },
     };
     run_opts o;
     memset(&o, 0, sizeof o);
@@ -569,8 +599,13 @@ int main(int argc, char **argv)
         case O_SLOTS: o.slots = parse_int(optarg, "--slots", 2, 64); break;
         case O_JSON: o.json = 1; break;
         case O_LOGITS: o.logits = 1; break;
-        case O_BENCH: o.bench = 1; bench_list = optarg; break;
-        case O_BENCH_DECODE: o.bench_decode = parse_int(optarg, "--bench-decode", 0, 1 << 20); break;
+        case O_BENCH:
+            o.bench = 1;
+            bench_list = optarg;
+            break;
+        case O_BENCH_DECODE:
+            o.bench_decode = parse_int(optarg, "--bench-decode", 0, 1 << 20);
+            break;
         case 'q': o.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf(PROG " %s\n", DF11_VERSION_STRING); return 0;

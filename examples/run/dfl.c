@@ -70,8 +70,7 @@ static float cfg_positive(cfg_reader *r, const char *key, double def)
     return f;
 }
 
-int dfl_config_parse(const char *json, size_t len, dfl_config *cfg, char *err,
-                     size_t errlen)
+int dfl_config_parse(const char *json, size_t len, dfl_config *cfg, char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
     /* cJSON gets a NUL-terminated copy: `json` may be any bytes, not terminated, and no
@@ -110,8 +109,8 @@ int dfl_config_parse(const char *json, size_t len, dfl_config *cfg, char *err,
     if (cfg->bos_id < 0) cfg->bos_id = -1;
     if (cfg->eos_id < 0) cfg->eos_id = -1;
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
-    int silu = !act || cJSON_IsNull(act) ||
-               (cJSON_IsString(act) && strcmp(act->valuestring, "silu") == 0);
+    int silu =
+        !act || cJSON_IsNull(act) || (cJSON_IsString(act) && strcmp(act->valuestring, "silu") == 0);
     const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
     int scaled = scaling && !cJSON_IsNull(scaling);
     cJSON_Delete(root);
@@ -120,7 +119,7 @@ int dfl_config_parse(const char *json, size_t len, dfl_config *cfg, char *err,
     if (r.failed) return -1;
     if (!cfg->dim || !cfg->n_layers || !cfg->n_heads || !cfg->hidden_dim || !cfg->vocab_size) {
         cfg_fail(&r, "config.json lacks a positive hidden_size, num_hidden_layers, "
-                 "num_attention_heads, intermediate_size or vocab_size");
+                     "num_attention_heads, intermediate_size or vocab_size");
         return -1;
     }
     /* Without head_dim the heads split hidden_size; a remainder would silently drop
@@ -137,8 +136,8 @@ int dfl_config_parse(const char *json, size_t len, dfl_config *cfg, char *err,
         return -1;
     }
     if (cfg->bos_id >= cfg->vocab_size || cfg->eos_id >= cfg->vocab_size) {
-        cfg_fail(&r, "bos_token_id %d or eos_token_id %d is not below vocab_size %d",
-                 cfg->bos_id, cfg->eos_id, cfg->vocab_size);
+        cfg_fail(&r, "bos_token_id %d or eos_token_id %d is not below vocab_size %d", cfg->bos_id,
+                 cfg->eos_id, cfg->vocab_size);
         return -1;
     }
     if (!silu) {
@@ -174,12 +173,16 @@ static df11_status check_view(const df11_tensor_view *v, const char *name, int r
                               char *err, size_t errlen)
 {
     int ok = v->dtype == DF11_DTYPE_BF16 && v->data != NULL;
-    if (ok && cols == 0) ok = v->ndim == 1 && v->shape[0] == (uint64_t)rows;
-    else if (ok) ok = v->ndim == 2 && v->shape[0] == (uint64_t)rows && v->shape[1] == (uint64_t)cols;
+    if (ok && cols == 0)
+        ok = v->ndim == 1 && v->shape[0] == (uint64_t)rows;
+    else if (ok)
+        ok = v->ndim == 2 && v->shape[0] == (uint64_t)rows && v->shape[1] == (uint64_t)cols;
     if (!ok) {
-        snprintf(err, errlen, "tensor '%s': expected BF16 [%d%s%.0d], got %s with %u dims "
-                 "[%llu, %llu]", name, rows, cols ? ", " : "", cols, df11_dtype_name(v->dtype),
-                 v->ndim, (unsigned long long)v->shape[0],
+        snprintf(err, errlen,
+                 "tensor '%s': expected BF16 [%d%s%.0d], got %s with %u dims "
+                 "[%llu, %llu]",
+                 name, rows, cols ? ", " : "", cols, df11_dtype_name(v->dtype), v->ndim,
+                 (unsigned long long)v->shape[0],
                  (unsigned long long)(v->ndim > 1 ? v->shape[1] : 0));
         return DF11_ERR_CORRUPT;
     }
@@ -201,23 +204,26 @@ df11_status dfl_tensor_get(const df11_provider *p, const char *name, int rows, i
     return st;
 }
 
-df11_status dfl_layer_weights_get(const dfl_config *cfg, const df11_provider *p,
-                                  uint32_t layer, const df11_block_view *view,
-                                  df11_stream stream, dfl_layer_weights *w, char *err,
-                                  size_t errlen)
+df11_status dfl_layer_weights_get(const dfl_config *cfg, const df11_provider *p, uint32_t layer,
+                                  const df11_block_view *view, df11_stream stream,
+                                  dfl_layer_weights *w, char *err, size_t errlen)
 {
-    const int d = cfg->dim, q = cfg->n_heads * cfg->head_dim,
-              kv = cfg->n_kv_heads * cfg->head_dim, h = cfg->hidden_dim;
-    const struct { const char *suffix; const void **dst; int rows, cols; } want[] = {
-        {"input_layernorm.weight", &w->attn_norm, d, 0},
-        {"self_attn.q_proj.weight", &w->wq, q, d},
-        {"self_attn.k_proj.weight", &w->wk, kv, d},
-        {"self_attn.v_proj.weight", &w->wv, kv, d},
-        {"self_attn.o_proj.weight", &w->wo, d, q},
-        {"post_attention_layernorm.weight", &w->ffn_norm, d, 0},
-        {"mlp.gate_proj.weight", &w->w_gate, h, d},
-        {"mlp.up_proj.weight", &w->w_up, h, d},
-        {"mlp.down_proj.weight", &w->w_down, d, h},
+    const int d = cfg->dim, q = cfg->n_heads * cfg->head_dim, kv = cfg->n_kv_heads * cfg->head_dim,
+              h = cfg->hidden_dim;
+    const struct {
+        const char *suffix;
+        const void **dst;
+        int rows, cols;
+    } want[] = {
+        { "input_layernorm.weight", &w->attn_norm, d, 0 },
+        { "self_attn.q_proj.weight", &w->wq, q, d },
+        { "self_attn.k_proj.weight", &w->wk, kv, d },
+        { "self_attn.v_proj.weight", &w->wv, kv, d },
+        { "self_attn.o_proj.weight", &w->wo, d, q },
+        { "post_attention_layernorm.weight", &w->ffn_norm, d, 0 },
+        { "mlp.gate_proj.weight", &w->w_gate, h, d },
+        { "mlp.up_proj.weight", &w->w_up, h, d },
+        { "mlp.down_proj.weight", &w->w_down, d, h },
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         char name[160];
@@ -231,8 +237,8 @@ df11_status dfl_layer_weights_get(const dfl_config *cfg, const df11_provider *p,
             st = check_view(found, name, want[i].rows, want[i].cols, err, errlen);
             *want[i].dst = found->data;
         } else {
-            st = dfl_tensor_get(p, name, want[i].rows, want[i].cols, stream, want[i].dst,
-                                err, errlen);
+            st = dfl_tensor_get(p, name, want[i].rows, want[i].cols, stream, want[i].dst, err,
+                                errlen);
         }
         if (st != DF11_OK) return st;
     }
@@ -258,7 +264,10 @@ typedef struct pool {
     struct pool_worker *workers;
 } pool;
 
-typedef struct pool_worker { pool *p; int index; } pool_worker;
+typedef struct pool_worker {
+    pool *p;
+    int index;
+} pool_worker;
 
 static void pool_range(int n_items, int n_threads, int index, int *begin, int *end)
 {
@@ -275,7 +284,10 @@ static void *pool_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&p->mu);
         while (p->generation == seen && !p->quit) pthread_cond_wait(&p->start, &p->mu);
-        if (p->quit) { pthread_mutex_unlock(&p->mu); return NULL; }
+        if (p->quit) {
+            pthread_mutex_unlock(&p->mu);
+            return NULL;
+        }
         seen = p->generation;
         pool_fn fn = p->fn;
         void *ctx = p->ctx;
@@ -302,7 +314,12 @@ static int pool_init(pool *p, int n_threads)
     pthread_cond_init(&p->done, NULL);
     p->threads = calloc((size_t)p->n_threads, sizeof *p->threads);
     pool_worker *wk = calloc((size_t)p->n_threads, sizeof *wk);
-    if (!p->threads || !wk) { free(p->threads); free(wk); p->threads = NULL; return -1; }
+    if (!p->threads || !wk) {
+        free(p->threads);
+        free(wk);
+        p->threads = NULL;
+        return -1;
+    }
     /* Worker 0 is the calling thread; 1..n-1 are started here. */
     for (int i = 1; i < p->n_threads; i++) {
         wk[i].p = p;
@@ -373,7 +390,7 @@ static inline float bf16_to_f32(uint16_t h)
  * added pairwise at the end. A fixed order the compiler can still vectorise. */
 static float dot_bf16(const uint16_t *restrict w, const float *restrict x, int n)
 {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    float acc[8] = { 0, 0, 0, 0, 0, 0, 0, 0 };
     int i = 0;
     for (; i + 8 <= n; i += 8)
         for (int l = 0; l < 8; l++) acc[l] += bf16_to_f32(w[i + l]) * x[i + l];
@@ -383,11 +400,11 @@ static float dot_bf16(const uint16_t *restrict w, const float *restrict x, int n
 }
 
 typedef struct matmul_job {
-    float *out;          /* [n_tok, rows] */
-    const uint16_t *w;   /* [rows, cols] */
-    const float *x;      /* [n_tok, cols] */
+    float *out;        /* [n_tok, rows] */
+    const uint16_t *w; /* [rows, cols] */
+    const float *x;    /* [n_tok, cols] */
     int n_tok, rows, cols;
-    int accumulate;      /* out += instead of out = */
+    int accumulate; /* out += instead of out = */
 } matmul_job;
 
 static void matmul_rows(void *ctx, int begin, int end)
@@ -406,7 +423,7 @@ static void matmul_rows(void *ctx, int begin, int end)
 static void matmul(pool *p, float *out, const void *w, const float *x, int n_tok, int rows,
                    int cols, int accumulate)
 {
-    matmul_job j = {out, w, x, n_tok, rows, cols, accumulate};
+    matmul_job j = { out, w, x, n_tok, rows, cols, accumulate };
     parallel_for(p, rows, (uint64_t)rows * cols * n_tok, matmul_rows, &j);
 }
 
@@ -492,14 +509,22 @@ void dfl_destroy(dfl_engine *e)
     dfl_gpu_destroy(e->gpu);
 #endif
     pool_free(&e->pool);
-    free(e->x); free(e->xb); free(e->q); free(e->att); free(e->hb); free(e->hb2);
-    free(e->k_cache); free(e->v_cache); free(e->scores);
-    free(e->rope_cos); free(e->rope_sin);
+    free(e->x);
+    free(e->xb);
+    free(e->q);
+    free(e->att);
+    free(e->hb);
+    free(e->hb2);
+    free(e->k_cache);
+    free(e->v_cache);
+    free(e->scores);
+    free(e->rope_cos);
+    free(e->rope_sin);
     free(e);
 }
 
-df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider,
-                       const dfl_options *opt, dfl_engine **out)
+df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, const dfl_options *opt,
+                       dfl_engine **out)
 {
     *out = NULL;
     create_err[0] = 0;
@@ -528,7 +553,10 @@ df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider,
 #ifdef DF11_HAVE_CUDA
         df11_status st = dfl_gpu_create(cfg, provider, e->max_seq, e->max_batch, &e->gpu,
                                         create_err, sizeof create_err);
-        if (st != DF11_OK) { free(e); return st; }
+        if (st != DF11_OK) {
+            free(e);
+            return st;
+        }
         *out = e;
         return DF11_OK;
 #else
@@ -541,7 +569,10 @@ df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider,
     int n_threads = opt && opt->n_threads > 0 ? opt->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (n_threads < 1) n_threads = 1;
     if (n_threads > 64) n_threads = 64;
-    if (pool_init(&e->pool, n_threads) != 0) { free(e); return DF11_ERR_NO_MEMORY; }
+    if (pool_init(&e->pool, n_threads) != 0) {
+        free(e);
+        return DF11_ERR_NO_MEMORY;
+    }
 
     const size_t B = (size_t)e->max_batch, S = (size_t)e->max_seq;
     const size_t qd = (size_t)cfg->n_heads * cfg->head_dim;
@@ -559,10 +590,12 @@ df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider,
     e->kv_bytes = 2ull * cfg->n_layers * S * kvd * sizeof(float);
     e->k_cache = calloc((size_t)cfg->n_layers * S * kvd, sizeof(float));
     e->v_cache = calloc((size_t)cfg->n_layers * S * kvd, sizeof(float));
-    if (!e->x || !e->xb || !e->q || !e->att || !e->hb || !e->hb2 || !e->scores ||
-        !e->rope_cos || !e->rope_sin || !e->k_cache || !e->v_cache) {
-        snprintf(create_err, sizeof create_err, "out of host memory for the KV cache (%llu "
-                 "bytes) and scratch", (unsigned long long)e->kv_bytes);
+    if (!e->x || !e->xb || !e->q || !e->att || !e->hb || !e->hb2 || !e->scores || !e->rope_cos ||
+        !e->rope_sin || !e->k_cache || !e->v_cache) {
+        snprintf(create_err, sizeof create_err,
+                 "out of host memory for the KV cache (%llu "
+                 "bytes) and scratch",
+                 (unsigned long long)e->kv_bytes);
         dfl_destroy(e);
         return DF11_ERR_NO_MEMORY;
     }
@@ -623,8 +656,7 @@ static df11_status fail(dfl_engine *e, df11_status st, const char *fmt, ...)
     return st;
 }
 
-static df11_status host_layer(dfl_engine *e, uint32_t l, const dfl_layer_weights *w, int n,
-                              int pos)
+static df11_status host_layer(dfl_engine *e, uint32_t l, const dfl_layer_weights *w, int n, int pos)
 {
     const dfl_config *c = &e->cfg;
     const int D = c->dim, hd = c->head_dim, half = hd / 2;
@@ -640,10 +672,11 @@ static df11_status host_layer(dfl_engine *e, uint32_t l, const dfl_layer_weights
     for (int t = 0; t < n; t++) {
         const float *cs = e->rope_cos + (size_t)(pos + t) * half;
         const float *sn = e->rope_sin + (size_t)(pos + t) * half;
-        for (int h = 0; h < c->n_heads; h++) rope(e->q + ((size_t)t * c->n_heads + h) * hd, cs, sn, hd);
+        for (int h = 0; h < c->n_heads; h++)
+            rope(e->q + ((size_t)t * c->n_heads + h) * hd, cs, sn, hd);
         for (int h = 0; h < c->n_kv_heads; h++) rope(kc + (size_t)t * kvd + h * hd, cs, sn, hd);
     }
-    attn_job aj = {e, (int)l, pos, n};
+    attn_job aj = { e, (int)l, pos, n };
     uint64_t work = (uint64_t)n * c->n_heads * (uint64_t)(pos + n) * hd * 2;
     parallel_for(&e->pool, n * c->n_heads, work, attention_items, &aj);
     matmul(&e->pool, e->x, w->wo, e->att, n, D, qd, 1);
@@ -666,8 +699,8 @@ static df11_status host_pass(dfl_engine *e, const int *tokens, int n, int pos, f
     const df11_provider *p = &e->prov;
     const int D = c->dim;
     const void *emb;
-    df11_status st = dfl_tensor_get(p, "model.embed_tokens.weight", c->vocab_size, D, NULL,
-                                    &emb, e->err, sizeof e->err);
+    df11_status st = dfl_tensor_get(p, "model.embed_tokens.weight", c->vocab_size, D, NULL, &emb,
+                                    e->err, sizeof e->err);
     if (st != DF11_OK) return st;
     for (int t = 0; t < n; t++) {
         const uint16_t *row = (const uint16_t *)emb + (size_t)tokens[t] * D;
@@ -707,8 +740,8 @@ df11_status dfl_forward(dfl_engine *e, const int *tokens, int n, int pos, float 
 {
     e->err[0] = 0;
     if (n <= 0 || pos < 0 || pos + n > e->max_seq)
-        return fail(e, DF11_ERR_RANGE, "positions [%d, %d) outside the KV cache (%d)", pos,
-                    pos + n, e->max_seq);
+        return fail(e, DF11_ERR_RANGE, "positions [%d, %d) outside the KV cache (%d)", pos, pos + n,
+                    e->max_seq);
     for (int t = 0; t < n; t++)
         if (tokens[t] < 0 || tokens[t] >= e->cfg.vocab_size)
             return fail(e, DF11_ERR_RANGE, "token %d outside the vocabulary (%d)", tokens[t],

@@ -37,14 +37,14 @@ extern "C" {
 #endif
 
 typedef struct dfl_config {
-    int dim;            /* hidden_size */
-    int n_layers;       /* num_hidden_layers */
-    int n_heads;        /* num_attention_heads */
-    int n_kv_heads;     /* num_key_value_heads (= n_heads without GQA) */
-    int head_dim;       /* head_dim, or dim / n_heads */
-    int hidden_dim;     /* intermediate_size */
+    int dim;        /* hidden_size */
+    int n_layers;   /* num_hidden_layers */
+    int n_heads;    /* num_attention_heads */
+    int n_kv_heads; /* num_key_value_heads (= n_heads without GQA) */
+    int head_dim;   /* head_dim, or dim / n_heads */
+    int hidden_dim; /* intermediate_size */
     int vocab_size;
-    int max_pos;        /* max_position_embeddings */
+    int max_pos; /* max_position_embeddings */
     float rope_theta;
     float norm_eps;     /* rms_norm_eps */
     int tied;           /* tie_word_embeddings: lm_head is embed_tokens */
@@ -54,9 +54,9 @@ typedef struct dfl_config {
 /* Limits on config.json: far above any real model, low enough that the engine's products
  * of them (n_heads * head_dim in int, layers * positions * kv features in size_t) cannot
  * overflow. */
-#define DFL_MAX_DIM (1 << 20)        /* hidden, intermediate, vocab, heads * head_dim */
+#define DFL_MAX_DIM (1 << 20) /* hidden, intermediate, vocab, heads * head_dim */
 #define DFL_MAX_LAYERS 4096
-#define DFL_MAX_POSITIONS (1 << 24)  /* max_position_embeddings */
+#define DFL_MAX_POSITIONS (1 << 24) /* max_position_embeddings */
 
 /* Parses a Hugging Face config.json: `len` bytes that may be anything (not NUL-terminated,
  * not JSON). Returns 0, or -1 with a message in err (may be NULL). Rejects what the engine
@@ -66,19 +66,18 @@ typedef struct dfl_config {
  * is absent); heads not a multiple of kv heads; an odd head_dim; bos/eos ids not below
  * vocab_size; hidden_act other than silu; rope_scaling. A config with fewer layers than
  * the weights have blocks parses (it runs the first layers); dfl_create refuses more. */
-int dfl_config_parse(const char *json, size_t len, dfl_config *cfg, char *err,
-                     size_t errlen);
+int dfl_config_parse(const char *json, size_t len, dfl_config *cfg, char *err, size_t errlen);
 
 typedef enum dfl_device {
     DFL_DEVICE_CPU = 0,
-    DFL_DEVICE_CUDA = 1,   /* the provider must serve device pointers */
+    DFL_DEVICE_CUDA = 1, /* the provider must serve device pointers */
 } dfl_device;
 
 typedef struct dfl_options {
     dfl_device device;
-    int max_seq;        /* KV cache positions; 0 = config's max_pos */
-    int max_batch;      /* tokens per pass (longer inputs are split); 0 = a default */
-    int n_threads;      /* host threads; 0 = all cores */
+    int max_seq;   /* KV cache positions; 0 = config's max_pos */
+    int max_batch; /* tokens per pass (longer inputs are split); 0 = a default */
+    int n_threads; /* host threads; 0 = all cores */
 } dfl_options;
 
 void dfl_options_init(dfl_options *opt);
@@ -87,8 +86,8 @@ typedef struct dfl_engine dfl_engine;
 
 /* Allocates the KV cache and scratch (host or device). Returns DF11_OK, or an error with
  * dfl_create_error() set. */
-df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider,
-                       const dfl_options *opt, dfl_engine **out);
+df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, const dfl_options *opt,
+                       dfl_engine **out);
 /* Why the last dfl_create on this thread failed. */
 const char *dfl_create_error(void);
 void dfl_destroy(dfl_engine *e);
@@ -109,20 +108,18 @@ int dfl_max_seq(const dfl_engine *e);
 /* ---- Shared by the host and CUDA paths (dfl.c), not part of the engine's API ---- */
 
 typedef struct dfl_layer_weights {
-    const void *attn_norm, *wq, *wk, *wv, *wo;   /* BF16 */
+    const void *attn_norm, *wq, *wk, *wv, *wo; /* BF16 */
     const void *ffn_norm, *w_gate, *w_up, *w_down;
 } dfl_layer_weights;
 
 /* Finds block `layer`'s nine tensors in `view` (or through the provider), checking dtype
  * and shape. */
-df11_status dfl_layer_weights_get(const dfl_config *cfg, const df11_provider *p,
-                                  uint32_t layer, const df11_block_view *view,
-                                  df11_stream stream, dfl_layer_weights *w, char *err,
-                                  size_t errlen);
+df11_status dfl_layer_weights_get(const dfl_config *cfg, const df11_provider *p, uint32_t layer,
+                                  const df11_block_view *view, df11_stream stream,
+                                  dfl_layer_weights *w, char *err, size_t errlen);
 /* Gets a non-layer BF16 tensor of shape [rows, cols] (cols = 0: 1-D of rows). */
 df11_status dfl_tensor_get(const df11_provider *p, const char *name, int rows, int cols,
-                           df11_stream stream, const void **data, char *err,
-                           size_t errlen);
+                           df11_stream stream, const void **data, char *err, size_t errlen);
 /* RoPE table: cos then sin, [max_seq][head_dim/2] each, as HF computes it (FP32
  * inverse frequencies, FP32 angle). */
 void dfl_rope_table(const dfl_config *cfg, int max_seq, float *cos_t, float *sin_t);
@@ -133,8 +130,8 @@ typedef struct dfl_gpu dfl_gpu;
 df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, int max_seq,
                            int max_batch, dfl_gpu **out, char *err, size_t errlen);
 void dfl_gpu_destroy(dfl_gpu *g);
-df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, int n, int pos,
-                            float *logits, char *err, size_t errlen);
+df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, int n, int pos, float *logits, char *err,
+                            size_t errlen);
 uint64_t dfl_gpu_kv_bytes(const dfl_gpu *g);
 uint64_t dfl_gpu_scratch_bytes(const dfl_gpu *g);
 /* cudaMemGetInfo of the current device; -1 without a GPU. */

@@ -24,26 +24,26 @@ struct dfl_gpu {
     int max_seq, max_batch;
     cudaStream_t stream;
     cublasHandle_t blas;
-    float *x;          /* [B][D] residual stream */
-    bf16 *xb;          /* [B][max(D, Q)] normed input of a GEMM */
-    float *q;          /* [B][Q] */
-    bf16 *att;         /* [B][Q] attention output, o_proj's input */
-    float *gate, *up;  /* [B][H] */
-    bf16 *hb;          /* [B][H] silu(gate) * up, down_proj's input */
-    float *logits;     /* [V] */
-    int *tokens;       /* [B] */
-    float *kc, *vc;    /* [L][S][KV] */
+    float *x;                   /* [B][D] residual stream */
+    bf16 *xb;                   /* [B][max(D, Q)] normed input of a GEMM */
+    float *q;                   /* [B][Q] */
+    bf16 *att;                  /* [B][Q] attention output, o_proj's input */
+    float *gate, *up;           /* [B][H] */
+    bf16 *hb;                   /* [B][H] silu(gate) * up, down_proj's input */
+    float *logits;              /* [V] */
+    int *tokens;                /* [B] */
+    float *kc, *vc;             /* [L][S][KV] */
     float *rope_cos, *rope_sin; /* [S][hd/2] */
     uint64_t kv_bytes, scratch_bytes;
 };
 
-#define CUDA_TRY(call)                                                                   \
-    do {                                                                                 \
-        cudaError_t e_ = (call);                                                         \
-        if (e_ != cudaSuccess) {                                                         \
-            snprintf(err, errlen, "%s: %s", #call, cudaGetErrorString(e_));              \
-            return e_ == cudaErrorMemoryAllocation ? DF11_ERR_DEVICE_MEMORY : DF11_ERR_DEVICE; \
-        }                                                                                \
+#define CUDA_TRY(call)                                                                             \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
+            snprintf(err, errlen, "%s: %s", #call, cudaGetErrorString(e_));                        \
+            return e_ == cudaErrorMemoryAllocation ? DF11_ERR_DEVICE_MEMORY : DF11_ERR_DEVICE;     \
+        }                                                                                          \
     } while (0)
 
 /* ------------------------------------------------------------------ kernels ------ */
@@ -89,13 +89,14 @@ __global__ void rmsnorm_kernel(const float *x, const bf16 *w, bf16 *out, int dim
     for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
     float scale = rsqrtf(block_reduce(ss, false) / dim + eps);
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
-        out[(size_t)blockIdx.x * dim + i] = __float2bfloat16(__bfloat162float(w[i]) * (xr[i] * scale));
+        out[(size_t)blockIdx.x * dim + i] =
+            __float2bfloat16(__bfloat162float(w[i]) * (xr[i] * scale));
 }
 
 /* Rotate-half RoPE in place. One block per token; a thread rotates pairs (i, i + hd/2) of
  * heads, stride n_heads * hd/2 apart. `v` rows are `stride` floats apart. */
-__global__ void rope_kernel(float *v, int stride, int n_heads, int hd, int pos0,
-                            const float *cos_t, const float *sin_t)
+__global__ void rope_kernel(float *v, int stride, int n_heads, int hd, int pos0, const float *cos_t,
+                            const float *sin_t)
 {
     const int half = hd / 2, t = blockIdx.x;
     const float *cs = cos_t + (size_t)(pos0 + t) * half, *sn = sin_t + (size_t)(pos0 + t) * half;
@@ -171,9 +172,9 @@ static df11_status gemm(dfl_gpu *g, const void *w, const bf16 *x, float *y, int 
                         int cols, int ldy, float beta, char *err, size_t errlen)
 {
     const float alpha = 1.0f;
-    cublasStatus_t s = cublasGemmEx(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &alpha,
-                                    w, CUDA_R_16BF, cols, x, CUDA_R_16BF, cols, &beta, y,
-                                    CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    cublasStatus_t s = cublasGemmEx(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &alpha, w,
+                                    CUDA_R_16BF, cols, x, CUDA_R_16BF, cols, &beta, y, CUDA_R_32F,
+                                    ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     if (s != CUBLAS_STATUS_SUCCESS) {
         snprintf(err, errlen, "cublasGemmEx %dx%dx%d: status %d", rows, n, cols, (int)s);
         return DF11_ERR_DEVICE;
@@ -200,8 +201,8 @@ void dfl_gpu_destroy(dfl_gpu *g)
 {
     if (!g) return;
     if (g->stream) cudaStreamSynchronize(g->stream);
-    void *bufs[] = {g->x, g->xb, g->q, g->att, g->gate, g->up, g->hb, g->logits, g->tokens,
-                    g->kc, g->vc, g->rope_cos, g->rope_sin};
+    void *bufs[] = { g->x,      g->xb,     g->q,  g->att, g->gate,     g->up,      g->hb,
+                     g->logits, g->tokens, g->kc, g->vc,  g->rope_cos, g->rope_sin };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     if (g->blas) cublasDestroy(g->blas);
     if (g->stream) cudaStreamDestroy(g->stream);
@@ -235,33 +236,40 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
     CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     size_t smem = (S + c->head_dim) * sizeof(float);
     if (smem > (size_t)optin) {
-        snprintf(err, errlen, "context of %zu positions needs %zu bytes of shared memory for "
-                 "attention, the GPU has %d", S, smem, optin);
+        snprintf(err, errlen,
+                 "context of %zu positions needs %zu bytes of shared memory for "
+                 "attention, the GPU has %d",
+                 S, smem, optin);
         return DF11_ERR_UNSUPPORTED;
     }
     CUDA_TRY(cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   (int)smem));
 
-    struct { void **p; size_t bytes; uint64_t *ctr; } bufs[] = {
-        {(void **)&g->x, B * D * 4, &g->scratch_bytes},
-        {(void **)&g->xb, B * (D > Q ? D : Q) * 2, &g->scratch_bytes},
-        {(void **)&g->q, B * Q * 4, &g->scratch_bytes},
-        {(void **)&g->att, B * Q * 2, &g->scratch_bytes},
-        {(void **)&g->gate, B * H * 4, &g->scratch_bytes},
-        {(void **)&g->up, B * H * 4, &g->scratch_bytes},
-        {(void **)&g->hb, B * H * 2, &g->scratch_bytes},
-        {(void **)&g->logits, (size_t)c->vocab_size * 4, &g->scratch_bytes},
-        {(void **)&g->tokens, B * sizeof(int), &g->scratch_bytes},
-        {(void **)&g->rope_cos, S * c->head_dim / 2 * 4, &g->scratch_bytes},
-        {(void **)&g->rope_sin, S * c->head_dim / 2 * 4, &g->scratch_bytes},
-        {(void **)&g->kc, (size_t)c->n_layers * S * KV * 4, &g->kv_bytes},
-        {(void **)&g->vc, (size_t)c->n_layers * S * KV * 4, &g->kv_bytes},
+    struct {
+        void **p;
+        size_t bytes;
+        uint64_t *ctr;
+    } bufs[] = {
+        { (void **)&g->x, B * D * 4, &g->scratch_bytes },
+        { (void **)&g->xb, B * (D > Q ? D : Q) * 2, &g->scratch_bytes },
+        { (void **)&g->q, B * Q * 4, &g->scratch_bytes },
+        { (void **)&g->att, B * Q * 2, &g->scratch_bytes },
+        { (void **)&g->gate, B * H * 4, &g->scratch_bytes },
+        { (void **)&g->up, B * H * 4, &g->scratch_bytes },
+        { (void **)&g->hb, B * H * 2, &g->scratch_bytes },
+        { (void **)&g->logits, (size_t)c->vocab_size * 4, &g->scratch_bytes },
+        { (void **)&g->tokens, B * sizeof(int), &g->scratch_bytes },
+        { (void **)&g->rope_cos, S * c->head_dim / 2 * 4, &g->scratch_bytes },
+        { (void **)&g->rope_sin, S * c->head_dim / 2 * 4, &g->scratch_bytes },
+        { (void **)&g->kc, (size_t)c->n_layers * S * KV * 4, &g->kv_bytes },
+        { (void **)&g->vc, (size_t)c->n_layers * S * KV * 4, &g->kv_bytes },
     };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         df11_status st = gpu_alloc(g, bufs[i].p, bufs[i].bytes, bufs[i].ctr, err, errlen);
         if (st != DF11_OK) return st;
     }
-    float *cs = (float *)malloc(S * c->head_dim / 2 * 4), *sn = (float *)malloc(S * c->head_dim / 2 * 4);
+    float *cs = (float *)malloc(S * c->head_dim / 2 * 4),
+          *sn = (float *)malloc(S * c->head_dim / 2 * 4);
     if (!cs || !sn) {
         free(cs);
         free(sn);
@@ -296,8 +304,8 @@ df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, int ma
 }
 
 /* One block's kernels on g->stream, for tokens at [pos, pos + n). */
-static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w, int n,
-                             int pos, char *err, size_t errlen)
+static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w, int n, int pos,
+                             char *err, size_t errlen)
 {
     const dfl_config *c = &g->cfg;
     const int D = c->dim, hd = c->head_dim, H = c->hidden_dim;
@@ -306,7 +314,7 @@ static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w,
     float *vc = g->vc + ((size_t)l * g->max_seq + pos) * KV;
     cudaStream_t s = g->stream;
     df11_status st;
-#define GEMM(W, X, Y, ROWS, COLS, LDY, BETA)                                              \
+#define GEMM(W, X, Y, ROWS, COLS, LDY, BETA)                                                       \
     if ((st = gemm(g, W, X, Y, n, ROWS, COLS, LDY, BETA, err, errlen)) != DF11_OK) return st
 
     rmsnorm_kernel<<<n, THREADS, 0, s>>>(g->x, (const bf16 *)w->attn_norm, g->xb, D, c->norm_eps);
@@ -317,23 +325,24 @@ static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w,
     rope_kernel<<<n, THREADS, 0, s>>>(kc, KV, c->n_kv_heads, hd, pos, g->rope_cos, g->rope_sin);
     size_t smem = (size_t)(hd + pos + n) * sizeof(float);
     attention_kernel<<<dim3(c->n_heads, n), 128, smem, s>>>(
-        g->q, g->kc + (size_t)l * g->max_seq * KV, g->vc + (size_t)l * g->max_seq * KV, g->att,
-        pos, c->n_heads, c->n_kv_heads, hd);
+        g->q, g->kc + (size_t)l * g->max_seq * KV, g->vc + (size_t)l * g->max_seq * KV, g->att, pos,
+        c->n_heads, c->n_kv_heads, hd);
     GEMM(w->wo, g->att, g->x, D, Q, D, 1.0f); /* x += o_proj(att) */
 
     rmsnorm_kernel<<<n, THREADS, 0, s>>>(g->x, (const bf16 *)w->ffn_norm, g->xb, D, c->norm_eps);
     GEMM(w->w_gate, g->xb, g->gate, H, D, H, 0.0f);
     GEMM(w->w_up, g->xb, g->up, H, D, H, 0.0f);
     size_t nh = (size_t)n * H;
-    swiglu_kernel<<<(unsigned)((nh + THREADS - 1) / THREADS), THREADS, 0, s>>>(g->gate, g->up, g->hb, nh);
+    swiglu_kernel<<<(unsigned)((nh + THREADS - 1) / THREADS), THREADS, 0, s>>>(g->gate, g->up,
+                                                                               g->hb, nh);
     GEMM(w->w_down, g->hb, g->x, D, H, D, 1.0f); /* x += down_proj(hb) */
 #undef GEMM
     CUDA_TRY(cudaGetLastError());
     return DF11_OK;
 }
 
-df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, int n, int pos, float *logits,
-                            char *err, size_t errlen)
+df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, int n, int pos, float *logits, char *err,
+                            size_t errlen)
 {
     const dfl_config *c = &g->cfg;
     const df11_provider *p = &g->prov;
@@ -341,7 +350,8 @@ df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, int n, int pos, float
     const int D = c->dim;
     df11_status st;
 
-    CUDA_TRY(cudaMemcpyAsync(g->tokens, tokens, (size_t)n * sizeof(int), cudaMemcpyHostToDevice, s));
+    CUDA_TRY(
+        cudaMemcpyAsync(g->tokens, tokens, (size_t)n * sizeof(int), cudaMemcpyHostToDevice, s));
     const void *emb;
     st = dfl_tensor_get(p, "model.embed_tokens.weight", c->vocab_size, D, s, &emb, err, errlen);
     if (st != DF11_OK) return st;
@@ -371,8 +381,8 @@ df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, int n, int pos, float
     const void *norm, *head;
     st = dfl_tensor_get(p, "model.norm.weight", D, 0, s, &norm, err, errlen);
     if (st != DF11_OK) return st;
-    rmsnorm_kernel<<<1, THREADS, 0, s>>>(g->x + (size_t)(n - 1) * D, (const bf16 *)norm, g->xb,
-                                         D, c->norm_eps);
+    rmsnorm_kernel<<<1, THREADS, 0, s>>>(g->x + (size_t)(n - 1) * D, (const bf16 *)norm, g->xb, D,
+                                         c->norm_eps);
     if (p->tensor_release) p->tensor_release(p->ctx, "model.norm.weight", s);
     const char *head_name = c->tied ? "model.embed_tokens.weight" : "lm_head.weight";
     st = dfl_tensor_get(p, head_name, c->vocab_size, D, s, &head, err, errlen);

@@ -59,13 +59,16 @@ static int sample_top_p(sampler *s, const float *probs, float coin)
     const float cutoff = (1.0f - s->top_p) / (float)(n > 1 ? n - 1 : 1);
     int m = 0;
     for (int i = 0; i < n; i++)
-        if (probs[i] >= cutoff) s->cand[m++] = (struct sampler_cand){probs[i], i};
+        if (probs[i] >= cutoff) s->cand[m++] = (struct sampler_cand){ probs[i], i };
     qsort(s->cand, (size_t)m, sizeof *s->cand, by_prob_desc);
     float mass = 0.0f;
     int last = m - 1;
     for (int i = 0; i < m; i++) {
         mass += s->cand[i].p;
-        if (mass > s->top_p) { last = i; break; }
+        if (mass > s->top_p) {
+            last = i;
+            break;
+        }
     }
     float r = coin * mass, acc = 0.0f;
     for (int i = 0; i <= last; i++) {

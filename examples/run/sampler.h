@@ -7,10 +7,13 @@
 
 typedef struct sampler {
     int vocab_size;
-    float temperature;   /* 0 = greedy */
-    float top_p;         /* in (0, 1): nucleus sampling; otherwise the whole distribution */
-    uint64_t rng;        /* xorshift64* state */
-    struct sampler_cand { float p; int id; } *cand;  /* vocab_size scratch */
+    float temperature; /* 0 = greedy */
+    float top_p;       /* in (0, 1): nucleus sampling; otherwise the whole distribution */
+    uint64_t rng;      /* xorshift64* state */
+    struct sampler_cand {
+        float p;
+        int id;
+    } * cand; /* vocab_size scratch */
 } sampler;
 
 /* Returns 0, or -1 if out of memory. */

@@ -45,15 +45,20 @@ static int byte_piece(const char *s, int len)
     int v = 0;
     for (int i = 3; i < 5; i++) {
         char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
-              : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                       : -1;
         if (d < 0) return -1;
         v = v * 16 + d;
     }
     return v;
 }
 
-typedef struct sort_item { const char *piece; int id; } sort_item;
+typedef struct sort_item {
+    const char *piece;
+    int id;
+} sort_item;
 
 static int by_piece(const void *a, const void *b)
 {
@@ -78,8 +83,8 @@ static float rd_f32(const unsigned char *p)
     return f;
 }
 
-int tokenizer_load_buffer(tokenizer *t, const void *data, size_t size, int vocab_size,
-                          char *err, size_t errlen)
+int tokenizer_load_buffer(tokenizer *t, const void *data, size_t size, int vocab_size, char *err,
+                          size_t errlen)
 {
     memset(t, 0, sizeof *t);
     const unsigned char *p = data;
@@ -92,8 +97,10 @@ int tokenizer_load_buffer(tokenizer *t, const void *data, size_t size, int vocab
                     TOKENIZER_MAX_PIECE);
     /* Every entry takes at least 8 bytes: a bound on vocab_size before allocating for it. */
     if ((size - 4) / 8 < (size_t)vocab_size)
-        return fail(err, errlen, "%zu bytes cannot hold %d tokens (a tokenizer for a smaller "
-                    "vocabulary?)", size, vocab_size);
+        return fail(err, errlen,
+                    "%zu bytes cannot hold %d tokens (a tokenizer for a smaller "
+                    "vocabulary?)",
+                    size, vocab_size);
     const size_t V = (size_t)vocab_size, text_bytes = size - 4 - 8 * V;
 
     t->vocab_size = vocab_size;
@@ -125,11 +132,13 @@ int tokenizer_load_buffer(tokenizer *t, const void *data, size_t size, int vocab
         if (!isfinite(score))
             rc = fail(err, errlen, "token %zu: score is not a finite number", i);
         else if (len < 0 || len > maxlen)
-            rc = fail(err, errlen, "token %zu: length %d is not in [0, max_token_length %d]",
-                      i, (int)len, (int)maxlen);
+            rc = fail(err, errlen, "token %zu: length %d is not in [0, max_token_length %d]", i,
+                      (int)len, (int)maxlen);
         else if ((size_t)len > room)
-            rc = fail(err, errlen, "token %zu: %d bytes but the file is truncated (%zu left "
-                      "for it)", i, (int)len, room);
+            rc = fail(err, errlen,
+                      "token %zu: %d bytes but the file is truncated (%zu left "
+                      "for it)",
+                      i, (int)len, room);
         else if (memchr(p + off, 0, (size_t)len))
             rc = fail(err, errlen, "token %zu: NUL byte inside its piece", i);
         if (rc) break;
@@ -142,8 +151,10 @@ int tokenizer_load_buffer(tokenizer *t, const void *data, size_t size, int vocab
         off += (size_t)len;
     }
     if (rc == 0 && off != size)
-        rc = fail(err, errlen, "%zu bytes after the %d tokens (a tokenizer for a larger "
-                  "vocabulary?)", size - off, vocab_size);
+        rc = fail(err, errlen,
+                  "%zu bytes after the %d tokens (a tokenizer for a larger "
+                  "vocabulary?)",
+                  size - off, vocab_size);
     if (rc) {
         free(items);
         tokenizer_free(t);
@@ -191,8 +202,8 @@ int tokenizer_load(tokenizer *t, const char *path, int vocab_size, char *err, si
     uint64_t cap = vocab_size > 0 ? 4 + (uint64_t)vocab_size * (8 + TOKENIZER_MAX_PIECE) : 4;
     if (sb.st_size < 0 || (uint64_t)sb.st_size > cap) {
         close(fd);
-        return fail(err, errlen, "'%s' is %lld bytes, too large for a tokenizer of %d tokens",
-                    path, (long long)sb.st_size, vocab_size);
+        return fail(err, errlen, "'%s' is %lld bytes, too large for a tokenizer of %d tokens", path,
+                    (long long)sb.st_size, vocab_size);
     }
     size_t size = (size_t)sb.st_size, got = 0;
     unsigned char *buf = malloc(size ? size : 1);
@@ -216,8 +227,9 @@ int tokenizer_load(tokenizer *t, const char *path, int vocab_size, char *err, si
     char detail[256];
     int rc = tokenizer_load_buffer(t, buf, size, vocab_size, detail, sizeof detail);
     free(buf);
-    if (rc) return fail(err, errlen, "'%s' is not a tokenizer.bin for %d tokens: %s", path,
-                        vocab_size, detail);
+    if (rc)
+        return fail(err, errlen, "'%s' is not a tokenizer.bin for %d tokens: %s", path, vocab_size,
+                    detail);
     return 0;
 }
 
@@ -227,8 +239,10 @@ int tokenizer_lookup(const tokenizer *t, const char *piece)
     int lo = 0, hi = t->vocab_size; /* answer in [lo, hi] */
     while (lo < hi) {
         int mid = lo + (hi - lo) / 2;
-        if (strcmp(t->pieces[t->sorted[mid]], piece) < 0) lo = mid + 1;
-        else hi = mid;
+        if (strcmp(t->pieces[t->sorted[mid]], piece) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lo < t->vocab_size && strcmp(t->pieces[t->sorted[lo]], piece) == 0 ? t->sorted[lo] : -1;
 }
@@ -247,8 +261,15 @@ static int utf8_len(unsigned char c)
  * version changes whenever it merges, so an entry whose versions no longer match is a
  * pair that no longer exists and is skipped when popped. */
 
-typedef struct sym { int id, prev, next; unsigned ver; } sym;
-typedef struct pair { float score; int left, right, id; unsigned vl, vr; } pair;
+typedef struct sym {
+    int id, prev, next;
+    unsigned ver;
+} sym;
+typedef struct pair {
+    float score;
+    int left, right, id;
+    unsigned vl, vr;
+} pair;
 
 typedef struct merger {
     const tokenizer *t;
@@ -304,8 +325,7 @@ static void consider(merger *m, int l)
     memcpy(m->buf, t->pieces[m->s[l].id], (size_t)a);
     memcpy(m->buf + a, t->pieces[m->s[r].id], (size_t)b + 1);
     int id = tokenizer_lookup(t, m->buf);
-    if (id >= 0)
-        heap_push(m, (pair){ t->scores[id], l, r, id, m->s[l].ver, m->s[r].ver });
+    if (id >= 0) heap_push(m, (pair){ t->scores[id], l, r, id, m->s[l].ver, m->s[r].ver });
 }
 
 int tokenizer_encode(const tokenizer *t, const char *text, int bos, int *ids, int max_ids,
@@ -316,8 +336,8 @@ int tokenizer_encode(const tokenizer *t, const char *text, int bos, int *ids, in
     if (max_ids < 0) max_ids = 0;
     /* Every token stands for at most max_token_length bytes of text, so this many tokens
      * are needed however the pairs merge: a hopeless text is refused before any work. */
-    size_t at_least = (size_t)use_bos + (len + (size_t)t->max_token_length - 1) /
-                                            (size_t)t->max_token_length;
+    size_t at_least =
+        (size_t)use_bos + (len + (size_t)t->max_token_length - 1) / (size_t)t->max_token_length;
     if (at_least > (size_t)max_ids)
         return fail(err, errlen, "the text (%zu bytes) needs at least %zu tokens, more than %d",
                     len, at_least, max_ids);
@@ -333,7 +353,9 @@ int tokenizer_encode(const tokenizer *t, const char *text, int bos, int *ids, in
     m.heap = malloc(3 * cap * sizeof *m.heap); /* cap - 1 pairs, then 2 per merge */
     m.buf = malloc((size_t)(t->max_token_length > 4 ? t->max_token_length : 4) + 1);
     if (!m.s || !m.heap || !m.buf) {
-        free(m.s); free(m.heap); free(m.buf);
+        free(m.s);
+        free(m.heap);
+        free(m.buf);
         return fail(err, errlen, "out of memory for a %zu-byte text", len);
     }
     int ns = 0, rc = 0;
@@ -342,19 +364,25 @@ int tokenizer_encode(const tokenizer *t, const char *text, int bos, int *ids, in
     for (const unsigned char *p = (const unsigned char *)text; *p && rc == 0;) {
         int cl = utf8_len(*p);
         for (int i = 1; i < cl; i++)
-            if ((p[i] & 0xc0) != 0x80) { cl = 1; break; } /* truncated sequence */
+            if ((p[i] & 0xc0) != 0x80) {
+                cl = 1;
+                break;
+            } /* truncated sequence */
         memcpy(m.buf, p, (size_t)cl);
         m.buf[cl] = 0;
         int id = tokenizer_lookup(t, m.buf);
-        if (id >= 0) m.s[ns++].id = id;
+        if (id >= 0)
+            m.s[ns++].id = id;
         else
             for (int i = 0; i < cl && rc == 0; i++) {
                 int b = t->byte_ids[p[i]];
                 if (b < 0)
-                    rc = fail(err, errlen, "byte 0x%02X at offset %zu has no token and the "
-                              "vocabulary has no <0x%02X> piece", p[i],
-                              (size_t)((const char *)p - text) + (size_t)i, p[i]);
-                else m.s[ns++].id = b;
+                    rc = fail(err, errlen,
+                              "byte 0x%02X at offset %zu has no token and the "
+                              "vocabulary has no <0x%02X> piece",
+                              p[i], (size_t)((const char *)p - text) + (size_t)i, p[i]);
+                else
+                    m.s[ns++].id = b;
             }
         p += cl;
     }

@@ -29,12 +29,12 @@
 typedef struct tokenizer {
     int vocab_size;
     int max_token_length;
-    char **pieces;       /* NUL-terminated, no NUL inside; point into one block */
-    int *lens;           /* strlen of each piece */
-    float *scores;       /* finite */
-    int *sorted;         /* ids sorted by (piece, id), for lookup */
-    int byte_ids[256];   /* id of the piece "<0xXX>" for byte XX, or -1 */
-    int bos_id, eos_id;  /* 1 and 2 when the vocabulary has them, else -1 */
+    char **pieces;      /* NUL-terminated, no NUL inside; point into one block */
+    int *lens;          /* strlen of each piece */
+    float *scores;      /* finite */
+    int *sorted;        /* ids sorted by (piece, id), for lookup */
+    int byte_ids[256];  /* id of the piece "<0xXX>" for byte XX, or -1 */
+    int bos_id, eos_id; /* 1 and 2 when the vocabulary has them, else -1 */
 } tokenizer;
 
 /* Loads a tokenizer.bin image of `size` bytes (need not be aligned or NUL-terminated; not
@@ -43,8 +43,8 @@ typedef struct tokenizer {
  * outside [1, TOKENIZER_MAX_PIECE]; a piece length that is negative, longer than
  * max_token_length or past the end; a NUL inside a piece; a score that is NaN or infinite.
  * Returns 0, or -1 with *t zeroed (tokenizer_free on it is harmless). */
-int tokenizer_load_buffer(tokenizer *t, const void *data, size_t size, int vocab_size,
-                          char *err, size_t errlen);
+int tokenizer_load_buffer(tokenizer *t, const void *data, size_t size, int vocab_size, char *err,
+                          size_t errlen);
 /* The same from a file; anything but a regular file (a FIFO, a directory) is refused
  * without blocking. */
 int tokenizer_load(tokenizer *t, const char *path, int vocab_size, char *err, size_t errlen);

@@ -36,11 +36,11 @@ typedef struct df11_tensor_source {
     df11_dtype dtype;
     uint32_t ndim;
     uint64_t shape[DF11_MAX_DIMS];
-    const void *data;        /* n_elements * dtype size bytes, little-endian */
+    const void *data; /* n_elements * dtype size bytes, little-endian */
 } df11_tensor_source;
 
 typedef struct df11_compress_options {
-    int n_threads;              /* 0 = all cores */
+    int n_threads; /* 0 = all cores */
     /* Longest Huffman code L, 1..DF11_MAX_CODE_LEN; 0 = DF11_DEFAULT_MAX_CODE_LEN. One L
      * holds for every tensor and is never raised behind the caller's back: a BF16 tensor
      * with more than 2^L distinct exponents fails the whole call with
@@ -61,33 +61,34 @@ typedef struct df11_compress_options {
 
 typedef struct df11_compress_summary {
     uint32_t n_tensors, n_groups;
-    uint64_t bf16_weights;        /* elements of BF16 tensors */
-    uint64_t bf16_bytes;          /* their size uncompressed */
-    uint64_t bf16_stored_bytes;   /* their size in the file, padding and index excluded */
-    uint64_t raw_bytes;           /* non-BF16 tensors, stored as they were */
+    uint64_t bf16_weights;      /* elements of BF16 tensors */
+    uint64_t bf16_bytes;        /* their size uncompressed */
+    uint64_t bf16_stored_bytes; /* their size in the file, padding and index excluded */
+    uint64_t raw_bytes;         /* non-BF16 tensors, stored as they were */
     uint64_t file_bytes;
-    double exponent_entropy;      /* H of all BF16 exponents together, bits/weight */
+    double exponent_entropy; /* H of all BF16 exponents together, bits/weight */
     double seconds;
 } df11_compress_summary;
 
 /* `metadata`: the source's config.json text (may be NULL). `summary` may be NULL.
  * Options out of range fail with DF11_ERR_INVALID_ARG before any tensor is read. */
 DF11_API df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source *tensors,
-                                  size_t n_tensors, const char *metadata,
-                                  size_t metadata_len, const df11_compress_options *options,
-                                  df11_compress_summary *summary);
+                                           size_t n_tensors, const char *metadata,
+                                           size_t metadata_len,
+                                           const df11_compress_options *options,
+                                           df11_compress_summary *summary);
 
 /* `in_path`: a .safetensors file, or a folder with model.safetensors or
  * model.safetensors.index.json (+ shards) and optionally config.json. Options are checked
  * (DF11_ERR_INVALID_ARG) before the input is opened. */
 DF11_API df11_status df11_compress_path(const char *in_path, const char *out_path,
-                               const df11_compress_options *options,
-                               df11_compress_summary *summary);
+                                        const df11_compress_options *options,
+                                        df11_compress_summary *summary);
 
 /* Writes every tensor of a .df11 file, decoded, to one safetensors file whose tensor
  * bytes are identical to the original's. */
 DF11_API df11_status df11_decompress_to_safetensors(const char *df11_path, const char *out_path,
-                                           int n_threads);
+                                                    int n_threads);
 
 #ifdef __cplusplus
 }

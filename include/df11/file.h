@@ -55,15 +55,15 @@ DF11_API const char *df11_dtype_name(df11_dtype dtype);
 DF11_API df11_dtype df11_dtype_from_name(const char *name);
 
 typedef enum df11_codec {
-    DF11_CODEC_RAW = 0,          /* bytes stored as they were */
-    DF11_CODEC_EXP_HUFFMAN = 1,  /* BF16: Huffman-coded exponents + raw sign|mantissa bytes */
+    DF11_CODEC_RAW = 0,         /* bytes stored as they were */
+    DF11_CODEC_EXP_HUFFMAN = 1, /* BF16: Huffman-coded exponents + raw sign|mantissa bytes */
 } df11_codec;
 
 /* One group: the tensors of one transformer block, or one non-layer tensor. */
 typedef struct df11_group_info {
-    const char *name;        /* "layers.3", "model.embed_tokens"; valid until close */
-    int32_t layer;           /* block index, or -1 for a non-layer group */
-    uint32_t first_tensor;   /* tensors [first_tensor, first_tensor + n_tensors) */
+    const char *name;      /* "layers.3", "model.embed_tokens"; valid until close */
+    int32_t layer;         /* block index, or -1 for a non-layer group */
+    uint32_t first_tensor; /* tensors [first_tensor, first_tensor + n_tensors) */
     uint32_t n_tensors;
     uint64_t payload_offset; /* file offset, a multiple of 4096 */
     uint64_t payload_size;   /* compressed bytes */
@@ -72,18 +72,18 @@ typedef struct df11_group_info {
 } df11_group_info;
 
 typedef struct df11_tensor_info {
-    const char *name;        /* valid until close */
+    const char *name; /* valid until close */
     df11_dtype dtype;
     df11_codec codec;
     uint32_t group;
     uint32_t ndim;
     uint64_t shape[DF11_MAX_DIMS];
     uint64_t n_elements;
-    uint64_t nbytes;          /* decoded bytes = n_elements * dtype size */
-    uint64_t decoded_offset;  /* within the decoded group, a multiple of 256 */
-    uint64_t stored_bytes;    /* bytes this tensor takes in the payload, padding excluded */
-    uint64_t exponent_bits;   /* coded exponent bits (EXP_HUFFMAN) */
-    float exponent_entropy;   /* empirical exponent entropy, bits/weight (EXP_HUFFMAN) */
+    uint64_t nbytes;         /* decoded bytes = n_elements * dtype size */
+    uint64_t decoded_offset; /* within the decoded group, a multiple of 256 */
+    uint64_t stored_bytes;   /* bytes this tensor takes in the payload, padding excluded */
+    uint64_t exponent_bits;  /* coded exponent bits (EXP_HUFFMAN) */
+    float exponent_entropy;  /* empirical exponent entropy, bits/weight (EXP_HUFFMAN) */
     uint32_t max_code_len;
     uint32_t lane_symbols;
 } df11_tensor_info;
@@ -102,7 +102,8 @@ DF11_API uint32_t df11_file_n_tensors(const df11_file *file);
 /* NULL if the index is out of range. Valid until close. */
 DF11_API const df11_group_info *df11_file_group(const df11_file *file, uint32_t group);
 DF11_API const df11_tensor_info *df11_file_tensor(const df11_file *file, uint32_t tensor);
-DF11_API df11_status df11_file_find_tensor(const df11_file *file, const char *name, uint32_t *tensor);
+DF11_API df11_status df11_file_find_tensor(const df11_file *file, const char *name,
+                                           uint32_t *tensor);
 /* Number of layer groups (blocks) and the group holding block `layer`. */
 DF11_API uint32_t df11_file_n_layers(const df11_file *file);
 DF11_API df11_status df11_file_layer_group(const df11_file *file, uint32_t layer, uint32_t *group);
@@ -114,16 +115,16 @@ DF11_API const char *df11_file_metadata(const df11_file *file, size_t *len);
 DF11_API df11_status df11_file_read_group(const df11_file *file, uint32_t group, void *payload);
 /* Checks a payload already in memory (e.g. read by io_uring) against the index. */
 DF11_API df11_status df11_group_verify(const df11_file *file, uint32_t group, const void *payload,
-                              uint64_t size);
+                                       uint64_t size);
 
 /* Decodes a whole group into `out` (decoded_size bytes) on the CPU with n_threads
  * threads (0 = all cores). Raw tensors are copied. Padding between tensors is zeroed. A
  * corrupt stream fails with DF11_ERR_CORRUPT; `out` is then unspecified. */
 DF11_API df11_status df11_group_decode_host(const df11_file *file, uint32_t group,
-                                   const void *payload, void *out, int n_threads);
+                                            const void *payload, void *out, int n_threads);
 /* Decodes one tensor of a group into `out` (its nbytes). */
 DF11_API df11_status df11_tensor_decode_host(const df11_file *file, uint32_t tensor,
-                                    const void *group_payload, void *out, int n_threads);
+                                             const void *group_payload, void *out, int n_threads);
 
 #ifdef __cplusplus
 }

@@ -42,7 +42,7 @@ typedef struct df11_model df11_model;
 typedef void *df11_stream;
 
 typedef enum df11_backend_kind {
-    DF11_BACKEND_AUTO = 0,  /* CUDA when built with it and a GPU is present, else host */
+    DF11_BACKEND_AUTO = 0, /* CUDA when built with it and a GPU is present, else host */
     DF11_BACKEND_HOST = 1,
     DF11_BACKEND_CUDA = 2,
 } df11_backend_kind;
@@ -54,14 +54,14 @@ typedef enum df11_nonlayer_policy {
 } df11_nonlayer_policy;
 
 typedef struct df11_model_options {
-    size_t size;                   /* sizeof(df11_model_options), set by _init */
+    size_t size; /* sizeof(df11_model_options), set by _init */
     df11_backend_kind backend;
-    int device;                    /* CUDA device ordinal */
-    uint32_t arena_slots;          /* K >= 2 */
+    int device;           /* CUDA device ordinal */
+    uint32_t arena_slots; /* K >= 2 */
     df11_nonlayer_policy nonlayer;
-    uint64_t memory_limit;         /* bytes the model may use; 0 = all that is free */
-    int n_threads;                 /* host decode threads; 0 = all cores */
-    int publish_stats;             /* nonzero: publish stats for df11-memstat */
+    uint64_t memory_limit; /* bytes the model may use; 0 = all that is free */
+    int n_threads;         /* host decode threads; 0 = all cores */
+    int publish_stats;     /* nonzero: publish stats for df11-memstat */
     /* Nonzero: the decode stream gets normal instead of the highest priority (CUDA; for
      * measuring what the priority buys, see docs/RUNTIME.md). */
     int decode_normal_priority;
@@ -74,13 +74,13 @@ typedef struct df11_model_options {
 DF11_API void df11_model_options_init(df11_model_options *options);
 
 typedef struct df11_tensor_view {
-    const char *name;              /* valid until close */
+    const char *name; /* valid until close */
     df11_dtype dtype;
     uint32_t ndim;
     uint64_t shape[DF11_MAX_DIMS];
     uint64_t nbytes;
-    int32_t layer;                 /* block, or -1 */
-    void *data;                    /* device pointer (CUDA) or host pointer (host) */
+    int32_t layer; /* block, or -1 */
+    void *data;    /* device pointer (CUDA) or host pointer (host) */
 } df11_tensor_view;
 
 typedef struct df11_block_view {
@@ -93,13 +93,13 @@ typedef struct df11_block_view {
  * checking each group's xxh3. Fails cleanly (nothing leaked) on a corrupt file or if the
  * model does not fit (DF11_ERR_DEVICE_MEMORY, the detail names the shortfall). */
 DF11_API df11_status df11_model_open(const char *path, const df11_model_options *options,
-                            df11_model **out);
+                                     df11_model **out);
 /* Opens uncompressed BF16 weights (a .safetensors file or a Hugging Face folder) behind
  * the same API, every group resident and decoded: the baseline an engine compares
  * against (df11-run --bf16). df11_model_file() returns NULL for such a model; its
  * config.json is available from df11_model_config(). */
 DF11_API df11_status df11_model_open_bf16(const char *path, const df11_model_options *options,
-                                 df11_model **out);
+                                          df11_model **out);
 DF11_API void df11_model_close(df11_model *model);
 /* The source model's config.json text (not NUL-terminated), or NULL with *len = 0. */
 DF11_API const char *df11_model_config(const df11_model *model, size_t *len);
@@ -118,7 +118,7 @@ DF11_API df11_status df11_block_prefetch(df11_model *model, uint32_t block);
  * without waiting, if every slot is held by an acquired block; DF11_ERR_STATE if b is
  * already acquired. A prefetch never evicts an acquired block or a pending prefetch. */
 DF11_API df11_status df11_block_acquire(df11_model *model, uint32_t block, df11_stream stream,
-                               df11_block_view *view);
+                                        df11_block_view *view);
 /* Records on `stream` the point after which block b's slot may be overwritten.
  * DF11_ERR_STATE if b is not acquired. */
 DF11_API df11_status df11_block_release(df11_model *model, uint32_t block, df11_stream stream);
@@ -128,25 +128,25 @@ DF11_API df11_status df11_block_release(df11_model *model, uint32_t block, df11_
  * policy is valid until close; under the ARENA policy it is decoded on `stream` into a
  * slot and valid until df11_tensor_release. */
 DF11_API df11_status df11_tensor_get(df11_model *model, const char *name, df11_stream stream,
-                            df11_tensor_view *view);
+                                     df11_tensor_view *view);
 DF11_API df11_status df11_tensor_release(df11_model *model, const char *name, df11_stream stream);
 
 typedef struct df11_model_stats {
-    size_t size;                     /* sizeof(df11_model_stats) */
-    uint64_t compressed_bytes;       /* resident compressed payloads */
-    uint64_t bf16_bytes;             /* what the same weights take decoded */
-    uint64_t arena_bytes;            /* K slots */
-    uint64_t resident_bytes;         /* decoded non-layer groups kept resident */
-    uint64_t staging_bytes;          /* pinned/host staging used during open */
-    uint64_t metadata_bytes;         /* tables, lookup tables on the device */
-    uint64_t pool_high_water;        /* most bytes ever taken from the pool */
+    size_t size;               /* sizeof(df11_model_stats) */
+    uint64_t compressed_bytes; /* resident compressed payloads */
+    uint64_t bf16_bytes;       /* what the same weights take decoded */
+    uint64_t arena_bytes;      /* K slots */
+    uint64_t resident_bytes;   /* decoded non-layer groups kept resident */
+    uint64_t staging_bytes;    /* pinned/host staging used during open */
+    uint64_t metadata_bytes;   /* tables, lookup tables on the device */
+    uint64_t pool_high_water;  /* most bytes ever taken from the pool */
     uint32_t arena_slots;
-    int32_t slot_block[16];          /* block held by each slot, -1 if none (first 16) */
-    uint64_t decodes;                /* groups decoded */
-    double decode_ms;                /* total decode time, where measured (host backend) */
+    int32_t slot_block[16]; /* block held by each slot, -1 if none (first 16) */
+    uint64_t decodes;       /* groups decoded */
+    double decode_ms;       /* total decode time, where measured (host backend) */
     double open_ms;
-    uint64_t pool_reserved;          /* bytes the model holds from the backend now */
-    uint64_t acquires;               /* successful df11_block_acquire calls */
+    uint64_t pool_reserved; /* bytes the model holds from the backend now */
+    uint64_t acquires;      /* successful df11_block_acquire calls */
     /* options.publish_stats: NULL while the page df11-memstat reads is published, else why
      * it could not be (no free page name, /dev/shm not writable, ...): stats are optional,
      * the model opened all the same. NULL without publish_stats. Valid until close. */
@@ -161,7 +161,7 @@ DF11_API df11_status df11_model_stats_get(const df11_model *model, df11_model_st
 /* The provider interface: an engine that takes a df11_provider depends on nothing else
  * of df11. df11_model_provider() fills one that forwards to the calls above. */
 typedef struct df11_provider {
-    size_t size;                     /* sizeof(df11_provider) */
+    size_t size; /* sizeof(df11_provider) */
     void *ctx;
     uint32_t (*n_blocks)(void *ctx);
     df11_status (*block_acquire)(void *ctx, uint32_t block, df11_stream stream,
