@@ -38,6 +38,17 @@ typedef struct df11i_backend_group {
     const void *plan_dev;  /* CUDA: the plan in device memory */
 } df11i_backend_group;
 
+/* One product of the matmul op (runtime/matmul.c checks it before a backend sees it):
+ * y (batch × n) = x (batch × k, BF16) · Wᵀ for W n × k BF16, fp32 accumulation, y BF16 or
+ * F32; x and y in backend memory; n, k, batch in [1, INT32_MAX]. */
+typedef struct df11i_matmul_args {
+    const void *x;
+    void *y;
+    df11_dtype y_dtype;
+    uint32_t batch, n, k;
+    void *stream;
+} df11i_matmul_args;
+
 typedef struct df11i_backend_iface {
     const char *name; /* "host", "cuda" */
     /* Device memory (host backend: page-aligned host memory). */
@@ -75,6 +86,36 @@ typedef struct df11i_backend_iface {
     /* Decodes a whole group into `out` (decoded_size bytes of backend memory) on `stream`. */
     df11_status (*decode_group)(df11i_backend *be, const df11i_backend_group *g, void *out,
                                 void *stream);
+    /* --- The matmul op. runtime/matmul.c picks the path (resident W: matmul_bf16; else
+     * matmul_fused where it takes the case; else decode_tensor into the op's scratch on the
+     * side stream, then matmul_bf16); a backend fills the slots it has. --- */
+    /* Per-model state for the products (CUDA: the cuBLAS handle), made at open, destroyed
+     * at close. NULL when none is needed (host). */
+    df11_status (*matmul_create)(df11i_backend *be, void **mm);
+    void (*matmul_destroy)(df11i_backend *be, void *mm);
+    /* y = x·Wᵀ from decoded BF16 weights `w` (n × k, backend memory), on a->stream. */
+    df11_status (*matmul_bf16)(df11i_backend *be, void *mm, const df11i_matmul_args *a,
+                               const void *w);
+    /* Whether matmul_fused multiplies from tensor `tensor` at this batch (batch 0: at every
+     * batch, so that the tensor needs no scratch). NULL: no fused path. This is where the
+     * fused CUDA kernels plug in: this pair of slots in the CUDA table. */
+    int (*matmul_fused_takes)(df11i_backend *be, const df11_file *file, uint32_t tensor,
+                              uint32_t batch);
+    /* y = x·Wᵀ straight from compressed tensor `tensor` of group g (g->payload), never
+     * writing the decoded tensor whole to memory. */
+    df11_status (*matmul_fused)(df11i_backend *be, void *mm, const df11i_matmul_args *a,
+                                const df11i_backend_group *g, uint32_t tensor);
+    /* What decode_tensor needs for tensor `tensor` besides the payload (CUDA: a one-tensor
+     * plan, cut from the group's plan g->plan_host); *blob malloc'd, kept by the caller
+     * while decodes may use it. DF11_ERR_UNSUPPORTED for a codec the backend cannot decode
+     * alone. NULL when the backend needs none (host). */
+    df11_status (*tensor_plan_build)(df11i_backend *be, const df11i_backend_group *g,
+                                     uint32_t tensor, void **blob, size_t *blob_size);
+    /* Decodes tensor `tensor` of group g into `out` (align_up(nbytes, 256) bytes of backend
+     * memory) on `stream`; g->plan_host / plan_dev are the tensor's plan from
+     * tensor_plan_build, not the group's. */
+    df11_status (*decode_tensor)(df11i_backend *be, const df11i_backend_group *g, uint32_t tensor,
+                                 void *out, void *stream);
     /* Blocks until everything enqueued on `stream` has run. */
     df11_status (*synchronize)(df11i_backend *be, void *stream);
     /* Free and total device memory; the host backend reports 0/0 (no limit known). */
@@ -93,6 +134,26 @@ struct df11i_backend {
 /* Host memory, host decode (df11_group_decode_host on n_threads threads). A stream is a
  * worker thread running its work in order; the NULL stream is the calling thread. */
 df11_status df11i_backend_host_create(int n_threads, df11i_backend **out);
+
+/* The host backend's matmul slots (runtime/matmul_host.c). */
+df11_status df11i_host_matmul_bf16(df11i_backend *be, void *mm, const df11i_matmul_args *a,
+                                   const void *w);
+int df11i_host_matmul_fused_takes(df11i_backend *be, const df11_file *file, uint32_t tensor,
+                                  uint32_t batch);
+df11_status df11i_host_matmul_fused(df11i_backend *be, void *mm, const df11i_matmul_args *a,
+                                    const df11i_backend_group *g, uint32_t tensor);
+df11_status df11i_host_decode_tensor(df11i_backend *be, const df11i_backend_group *g,
+                                     uint32_t tensor, void *out, void *stream);
+
+/* The CUDA backend's matmul slots (runtime/matmul_cuda.c, built with CUDA only). */
+df11_status df11i_cuda_matmul_create(df11i_backend *be, void **mm);
+void df11i_cuda_matmul_destroy(df11i_backend *be, void *mm);
+df11_status df11i_cuda_matmul_bf16(df11i_backend *be, void *mm, const df11i_matmul_args *a,
+                                   const void *w);
+df11_status df11i_cuda_tensor_plan_build(df11i_backend *be, const df11i_backend_group *g,
+                                         uint32_t tensor, void **blob, size_t *blob_size);
+df11_status df11i_cuda_decode_tensor(df11i_backend *be, const df11i_backend_group *g,
+                                     uint32_t tensor, void *out, void *stream);
 
 /* CUDA device `device`. DF11_ERR_NO_DEVICE when there is none, DF11_ERR_UNSUPPORTED in a
  * build without CUDA. */

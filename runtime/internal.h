@@ -39,6 +39,10 @@ typedef struct rt_tensor {
     df11_tensor_view view; /* data: NULL unless resident */
     uint32_t group;
     uint64_t offset; /* within the decoded group */
+    /* The matmul op (matmul.c), CUDA decode path: the tensor's own decode plan, made by
+     * df11_weight_get (host copy malloc'd, device copy in the pool), or NULL. */
+    void *mm_plan_host;
+    void *mm_plan_dev;
 } rt_tensor;
 
 /* The runtime's side of arena slot i (pool/arena.h only says which key a slot holds). */
@@ -80,6 +84,15 @@ struct df11_model {
     uint64_t decodes, acquires;
     double open_ms;
 
+    /* The matmul op (matmul.c). */
+    uint64_t uid;     /* df11_weight.model: unique per model in the process */
+    void *mm;         /* the backend's per-model matmul state (CUDA: cuBLAS handle) */
+    void *mm_scratch; /* decode target of the decode path, made by the first weight
+                                 that needs it, mm_scratch_size bytes; NULL until then */
+    uint64_t mm_scratch_size;
+    void *mm_ready, *mm_done; /* side stream: decoded into scratch; caller: done with it */
+    int mm_done_recorded;
+
     df11i_stats_page stats_page; /* options.publish_stats */
     char stats_error[160];       /* why publish_stats has no page, "" if it has one */
 };
@@ -114,9 +127,18 @@ df11_status df11i_rt_group_acquire(df11_model *m, uint32_t group, df11_stream st
 /* Drops one reference; DF11_ERR_STATE when the group is not held. */
 df11_status df11i_rt_group_release(df11_model *m, uint32_t group, df11_stream stream);
 
+/* runtime/matmul.c: the matmul op's per-model state. */
+/* At open (from df11i_rt_open_finish): the model's id, the backend's matmul state, the
+ * op's two events. */
+df11_status df11i_rt_matmul_open(df11_model *m);
+/* At close, after the side stream has drained; safe on a half-opened model. */
+void df11i_rt_matmul_close(df11_model *m);
+
 /* runtime/tensors.c: tensor names. */
 /* Indexes every tensor by name; DF11_ERR_DUPLICATE if a name appears twice. */
 df11_status df11i_rt_names_index(df11_model *m);
+/* The index of tensor `name`, or -1. */
+int64_t df11i_rt_tensor_index(const df11_model *m, const char *name);
 
 /* runtime/model_stats.c: the model's snapshot on its stats page (stats.h). */
 /* Creates the page and writes the first snapshot; never fails the open: without a page,

@@ -124,6 +124,7 @@ static df11_status views_resident(df11_model *m)
 df11_status df11i_rt_open_finish(df11_model *m, double t0, df11_model **out)
 {
     df11_status s = views_resident(m);
+    if (s == DF11_OK) s = df11i_rt_matmul_open(m);
     if (s != DF11_OK) {
         df11_model_close(m);
         return s;
@@ -140,6 +141,7 @@ void df11_model_close(df11_model *m)
     df11i_stats_page_remove(&m->stats_page);
     df11i_backend *be = m->be;
     if (m->side_stream) be->iface->synchronize(be, m->side_stream);
+    df11i_rt_matmul_close(m);
     for (uint32_t i = 0; i < m->arena.n_slots; i++) {
         if (m->slots[i].ready_event) be->iface->event_destroy(be, m->slots[i].ready_event);
         if (m->slots[i].release_event) be->iface->event_destroy(be, m->slots[i].release_event);
@@ -200,6 +202,15 @@ static df11_status pv_tensor_release(void *ctx, const char *n, df11_stream s)
     return df11_tensor_release(ctx, n, s);
 }
 static df11_status pv_prefetch(void *ctx, uint32_t b) { return df11_block_prefetch(ctx, b); }
+static df11_status pv_weight_get(void *ctx, const char *n, df11_weight *w)
+{
+    return df11_weight_get(ctx, n, w);
+}
+static df11_status pv_matmul(void *ctx, const df11_weight *w, const void *x, uint32_t batch,
+                             void *y, df11_dtype y_dtype, df11_stream s)
+{
+    return df11_matmul(ctx, w, x, batch, y, y_dtype, s);
+}
 
 df11_status df11_model_provider(df11_model *m, df11_provider *p)
 {
@@ -213,5 +224,7 @@ df11_status df11_model_provider(df11_model *m, df11_provider *p)
     p->tensor_get = pv_tensor_get;
     p->tensor_release = pv_tensor_release;
     p->block_prefetch = pv_prefetch;
+    p->weight_get = pv_weight_get;
+    p->matmul = pv_matmul;
     return DF11_OK;
 }

@@ -48,6 +48,12 @@ static rt_tensor *tensor_find(const df11_model *m, const char *name)
     return NULL;
 }
 
+int64_t df11i_rt_tensor_index(const df11_model *m, const char *name)
+{
+    const rt_tensor *rt = tensor_find(m, name);
+    return rt ? (int64_t)(rt - m->tensors) : -1;
+}
+
 /* --- the API --- */
 
 df11_status df11_tensor_get(df11_model *m, const char *name, df11_stream stream,

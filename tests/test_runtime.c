@@ -977,6 +977,343 @@ START_TEST(test_host_backend_streams)
 END_TEST
 #endif
 
+/* --- the matmul op (df11_weight_get, df11_matmul) ---
+ * Its own small model: odd shapes, chunks of 256 weights (lane_symbols 8) that straddle
+ * rows, a tensor smaller than one chunk, a non-layer weight (resident or, under the ARENA
+ * policy, compressed), and tensors the op must refuse. Weights and x come from the seeded
+ * generator (DF11_TEST_SEED; the seed is in every failure message). */
+
+typedef struct mm_shape {
+    const char *name;
+    uint32_t n, k;
+} mm_shape;
+
+static const mm_shape MM_SHAPES[] = {
+    { "model.layers.0.mlp.a.weight", 37, 51 },   /* chunks straddle rows */
+    { "model.layers.0.mlp.b.weight", 5, 3 },     /* the whole tensor is less than a chunk */
+    { "model.layers.1.mlp.c.weight", 129, 300 }, /* rows longer than a chunk */
+    { "model.layers.1.mlp.d.weight", 1, 1000 },  /* one row */
+    { "model.layers.2.mlp.e.weight", 301, 700 }, /* several host tasks */
+    { "lm_head.weight", 77, 45 },                /* non-layer */
+};
+#define MM_N_SHAPES (sizeof MM_SHAPES / sizeof MM_SHAPES[0])
+
+static struct {
+    test_model t;
+    uint64_t seed;
+} mm;
+
+static const df11_tensor_source *source_in(const test_model *t, const char *name)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (!strcmp(t->t[i].name, name)) return &t->t[i];
+    ck_abort_msg("no source tensor %s", name);
+    return NULL;
+}
+
+static void mm_add(const char *name, df11_dtype dt, uint32_t ndim, uint64_t d0, uint64_t d1,
+                   uint64_t *rng)
+{
+    test_model saved = tm; /* add_tensor fills `tm`: borrow it */
+    tm = mm.t;
+    add_tensor(name, dt, ndim, d0, d1, rng);
+    mm.t = tm;
+    tm = saved;
+}
+
+static void mm_make_model(void)
+{
+    if (mm.t.n) return;
+    mm.seed = df11_test_seed();
+    uint64_t rng = mm.seed ^ 0x6d6d;
+    mm.t.t = calloc(MM_N_SHAPES + 4, sizeof *mm.t.t);
+    for (size_t i = 0; i < MM_N_SHAPES; i++)
+        mm_add(MM_SHAPES[i].name, DF11_DTYPE_BF16, 2, MM_SHAPES[i].n, MM_SHAPES[i].k, &rng);
+    mm_add("model.layers.2.input_layernorm.weight", DF11_DTYPE_BF16, 1, 64, 0, &rng);
+    mm_add("model.layers.2.mlp.f32.weight", DF11_DTYPE_F32, 2, 4, 4, &rng);
+    snprintf(mm.t.path, sizeof mm.t.path, "%s/mm.df11", df11_test_tmpdir());
+    snprintf(mm.t.st_path, sizeof mm.t.st_path, "%s/mm.safetensors", df11_test_tmpdir());
+    df11_compress_options co = { 0 };
+    co.lane_symbols = 8; /* chunks of 256 weights */
+    df11_status s =
+        df11_compress_tensors(mm.t.path, mm.t.t, mm.t.n, CONFIG, strlen(CONFIG), &co, NULL);
+    ck_assert_msg(s == DF11_OK, "compress: %s %s", df11_strerror(s), df11_last_error_detail());
+    s = df11i_st_write(mm.t.st_path, mm.t.t, mm.t.n, NULL);
+    ck_assert_msg(s == DF11_OK, "st_write: %s %s", df11_strerror(s), df11_last_error_detail());
+}
+
+static df11_model *mm_open(int bf16, df11_nonlayer_policy pol, int n_threads)
+{
+    mm_make_model();
+    df11_model_options o = opts(2);
+    o.nonlayer = pol;
+    o.n_threads = n_threads;
+    df11_model *m;
+    df11_status s =
+        bf16 ? df11_model_open_bf16(mm.t.st_path, &o, &m) : df11_model_open(mm.t.path, &o, &m);
+    ck_assert_msg(s == DF11_OK, "open: %s %s", df11_strerror(s), df11_last_error_detail());
+    return m;
+}
+
+#ifdef RT_TEST_CUDA
+static void *mm_dev_alloc(size_t n)
+{
+    void *p = NULL;
+    ck_assert_int_eq(cudaMalloc(&p, n ? n : 1), cudaSuccess);
+    return p;
+}
+static void mm_dev_upload(void *dst, const void *src, size_t n)
+{
+    ck_assert_int_eq(cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice), cudaSuccess);
+}
+static void mm_dev_free(void *p) { cudaFree(p); }
+#else
+static void *mm_dev_alloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    ck_assert_ptr_nonnull(p);
+    return p;
+}
+static void mm_dev_upload(void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
+static void mm_dev_free(void *p) { free(p); }
+#endif
+
+static float mm_bf16(uint16_t v)
+{
+    uint32_t u = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* y = x·Wᵀ through the op, read back to the host as fp32 (bits kept in `raw`). */
+static void mm_run(df11_model *m, const df11_weight *w, const uint16_t *x, uint32_t batch,
+                   df11_dtype yd, void *raw)
+{
+    const size_t ysz = (size_t)batch * w->rows * (yd == DF11_DTYPE_F32 ? 4 : 2);
+    void *dx = mm_dev_alloc((size_t)batch * w->cols * 2), *dy = mm_dev_alloc(ysz);
+    mm_dev_upload(dx, x, (size_t)batch * w->cols * 2);
+    df11_status s = df11_matmul(m, w, dx, batch, dy, yd, NULL);
+    ck_assert_msg(s == DF11_OK, "matmul %s batch %u: %s %s (seed %#llx)", w->name, batch,
+                  df11_strerror(s), df11_last_error_detail(), (unsigned long long)mm.seed);
+    read_back(raw, dy, ysz);
+    mm_dev_free(dx);
+    mm_dev_free(dy);
+}
+
+static uint16_t *mm_random_x(uint32_t batch, uint32_t k, uint64_t *rng)
+{
+    uint16_t *x = malloc((size_t)batch * k * 2 + 2);
+    for (size_t i = 0; i < (size_t)batch * k; i++) { /* N(0, 1), truncated to BF16 */
+        float f = (float)df11_test_normal(rng);
+        uint32_t u;
+        memcpy(&u, &f, sizeof u);
+        x[i] = (uint16_t)(u >> 16);
+    }
+    return x;
+}
+
+/* Each element of y against an fp64 reference from the source weights (what decoding
+ * gives back, bit for bit): |y - ref| <= (k + 8)·2⁻²³·Σ|w·x| for fp32 accumulation in any
+ * order, plus half a BF16 ulp (2⁻⁸·|ref|) when y is BF16. */
+static void mm_check_reference(const mm_shape *sh, const uint16_t *w, const uint16_t *x,
+                               uint32_t batch, df11_dtype yd, const void *raw)
+{
+    for (uint32_t b = 0; b < batch; b++)
+        for (uint32_t r = 0; r < sh->n; r++) {
+            double ref = 0, mag = 0;
+            for (uint32_t i = 0; i < sh->k; i++) {
+                double p = (double)mm_bf16(w[(size_t)r * sh->k + i]) *
+                           (double)mm_bf16(x[(size_t)b * sh->k + i]);
+                ref += p;
+                mag += fabs(p);
+            }
+            const size_t at = (size_t)b * sh->n + r;
+            double got = yd == DF11_DTYPE_F32 ? ((const float *)raw)[at]
+                                              : mm_bf16(((const uint16_t *)raw)[at]);
+            double bound = (sh->k + 8) * ldexp(mag, -23) + 1e-30;
+            if (yd == DF11_DTYPE_BF16) bound = bound * (1 + ldexp(1, -8)) + ldexp(fabs(ref), -8);
+            ck_assert_msg(fabs(got - ref) <= bound,
+                          "%s batch %u y[%u][%u] = %.9g, reference %.9g, bound %.3g (%s, seed "
+                          "%#llx)",
+                          sh->name, batch, b, r, got, ref, bound,
+                          yd == DF11_DTYPE_F32 ? "F32" : "BF16", (unsigned long long)mm.seed);
+        }
+}
+
+START_TEST(test_matmul_reference)
+{
+    /* The df11 model with the non-layer weight resident and compressed, and the BF16 model:
+     * each against the reference, and the three bit-identical. */
+    df11_model *ms[3] = { mm_open(0, DF11_NONLAYER_RESIDENT, 2), mm_open(0, DF11_NONLAYER_ARENA, 2),
+                          mm_open(1, DF11_NONLAYER_RESIDENT, 2) };
+    uint64_t rng = mm.seed ^ 0x78;
+    for (size_t i = 0; i < MM_N_SHAPES; i++) {
+        const mm_shape *sh = &MM_SHAPES[i];
+        const uint16_t *w = source_in(&mm.t, sh->name)->data;
+        df11_weight ws[3];
+        for (int j = 0; j < 3; j++) {
+            df11_status s = df11_weight_get(ms[j], sh->name, &ws[j]);
+            ck_assert_msg(s == DF11_OK, "weight_get %s: %s %s", sh->name, df11_strerror(s),
+                          df11_last_error_detail());
+            ck_assert_uint_eq(ws[j].rows, sh->n);
+            ck_assert_uint_eq(ws[j].cols, sh->k);
+            ck_assert_str_eq(ws[j].name, sh->name);
+        }
+        for (uint32_t batch = 1; batch <= 17; batch++) {
+            uint16_t *x = mm_random_x(batch, sh->k, &rng);
+            for (int d = 0; d < 2; d++) {
+                const df11_dtype yd = d ? DF11_DTYPE_BF16 : DF11_DTYPE_F32;
+                const size_t ysz = (size_t)batch * sh->n * (d ? 2 : 4);
+                void *y[3];
+                for (int j = 0; j < 3; j++) {
+                    y[j] = malloc(ysz);
+                    mm_run(ms[j], &ws[j], x, batch, yd, y[j]);
+                }
+                mm_check_reference(sh, w, x, batch, yd, y[0]);
+                for (int j = 1; j < 3; j++)
+                    ck_assert_msg(!memcmp(y[0], y[j], ysz),
+                                  "%s batch %u: model %d's y differs from the df11 model's "
+                                  "(seed %#llx)",
+                                  sh->name, batch, j, (unsigned long long)mm.seed);
+                for (int j = 0; j < 3; j++) free(y[j]);
+            }
+            free(x);
+        }
+    }
+    for (int j = 0; j < 3; j++) df11_model_close(ms[j]);
+}
+END_TEST
+
+#ifndef RT_TEST_CUDA
+START_TEST(test_matmul_threads)
+{
+    /* The host path's y does not depend on the thread count, bit for bit. */
+    const int threads[] = { 1, 2, 3, 8 };
+    mm_make_model();
+    uint64_t rng = mm.seed ^ 0x7468;
+    for (size_t i = 0; i < MM_N_SHAPES; i++) {
+        const mm_shape *sh = &MM_SHAPES[i];
+        for (uint32_t batch = 1; batch <= 9; batch += 4) {
+            uint16_t *x = mm_random_x(batch, sh->k, &rng);
+            const size_t ysz = (size_t)batch * sh->n * 4;
+            float *y0 = malloc(ysz), *y = malloc(ysz);
+            for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++) {
+                df11_model *m = mm_open(0, DF11_NONLAYER_ARENA, threads[t]);
+                df11_weight w;
+                ck_assert_int_eq(df11_weight_get(m, sh->name, &w), DF11_OK);
+                mm_run(m, &w, x, batch, DF11_DTYPE_F32, t ? (void *)y : (void *)y0);
+                if (t)
+                    ck_assert_msg(!memcmp(y0, y, ysz), "%s batch %u: %d threads differ from 1",
+                                  sh->name, batch, threads[t]);
+                df11_model_close(m);
+            }
+            free(y0);
+            free(y);
+            free(x);
+        }
+    }
+}
+END_TEST
+#endif
+
+START_TEST(test_matmul_errors)
+{
+    df11_model *m = mm_open(0, DF11_NONLAYER_ARENA, 2),
+               *other = mm_open(1, DF11_NONLAYER_RESIDENT, 2);
+    df11_weight w, wo;
+    ck_assert_int_eq(df11_weight_get(m, MM_SHAPES[0].name, &w), DF11_OK);
+    ck_assert_int_eq(df11_weight_get(other, MM_SHAPES[0].name, &wo), DF11_OK);
+    /* resolving */
+    ck_assert_int_eq(df11_weight_get(NULL, MM_SHAPES[0].name, &w), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_weight_get(m, NULL, &w), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_weight_get(m, MM_SHAPES[0].name, NULL), DF11_ERR_INVALID_ARG);
+    df11_weight bad;
+    ck_assert_int_eq(df11_weight_get(m, "nope", &bad), DF11_ERR_NOT_FOUND);
+    ck_assert_int_eq(df11_weight_get(m, "model.layers.2.input_layernorm.weight", &bad),
+                     DF11_ERR_INVALID_ARG); /* 1-D */
+    ck_assert_int_eq(df11_weight_get(m, "model.layers.2.mlp.f32.weight", &bad), DF11_ERR_DTYPE);
+    /* multiplying: each refused before anything runs, y untouched */
+    const uint32_t K = w.cols, N = w.rows;
+    uint16_t *x = calloc(K, 2), y0[256];
+    memset(y0, 0xab, sizeof y0);
+    void *dx = mm_dev_alloc(K * 2), *dy = mm_dev_alloc(sizeof y0);
+    mm_dev_upload(dx, x, K * 2);
+    mm_dev_upload(dy, y0, sizeof y0);
+    ck_assert_uint_le(N * 4, sizeof y0);
+    ck_assert_int_eq(df11_matmul(NULL, &w, dx, 1, dy, DF11_DTYPE_F32, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_matmul(m, NULL, dx, 1, dy, DF11_DTYPE_F32, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_matmul(m, &w, NULL, 1, dy, DF11_DTYPE_F32, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_matmul(m, &w, dx, 1, NULL, DF11_DTYPE_F32, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_matmul(m, &w, dx, 0, dy, DF11_DTYPE_F32, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_matmul(m, &w, dx, 1, dy, DF11_DTYPE_F16, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_matmul(m, &w, dx, 1, dy, DF11_DTYPE_INVALID, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_matmul(m, &wo, dx, 1, dy, DF11_DTYPE_F32, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "another model"));
+    ck_assert_int_eq(df11_matmul(other, &w, dx, 1, dy, DF11_DTYPE_F32, NULL), DF11_ERR_INVALID_ARG);
+    bad = w;
+    bad.tensor = 100000;
+    ck_assert_int_eq(df11_matmul(m, &bad, dx, 1, dy, DF11_DTYPE_F32, NULL), DF11_ERR_INVALID_ARG);
+    bad = w;
+    bad.cols = K + 1; /* altered */
+    ck_assert_int_eq(df11_matmul(m, &bad, dx, 1, dy, DF11_DTYPE_F32, NULL), DF11_ERR_INVALID_ARG);
+    bad = w;
+    bad.tensor = w.tensor + 1; /* another tensor: its shape differs */
+    ck_assert_int_eq(df11_matmul(m, &bad, dx, 1, dy, DF11_DTYPE_F32, NULL), DF11_ERR_INVALID_ARG);
+    memset(&bad, 0, sizeof bad); /* never resolved */
+    ck_assert_int_eq(df11_matmul(m, &bad, dx, 1, dy, DF11_DTYPE_F32, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_matmul(m, &w, dx, 0x80000000u, dy, DF11_DTYPE_F32, NULL),
+                     DF11_ERR_OVERFLOW);
+#ifndef RT_TEST_CUDA
+    ck_assert_int_eq(df11_matmul(m, &w, dx, 1, dy, DF11_DTYPE_F32, (df11_stream)dx),
+                     DF11_ERR_INVALID_ARG);
+#endif
+    uint16_t after[256];
+    read_back(after, dy, sizeof after);
+    ck_assert_msg(!memcmp(after, y0, sizeof y0), "a refused matmul wrote y");
+    /* and a good call still works after all that */
+    ck_assert_int_eq(df11_matmul(m, &w, dx, 1, dy, DF11_DTYPE_F32, NULL), DF11_OK);
+    read_back(after, dy, sizeof after);
+    for (uint32_t r = 0; r < N; r++) ck_assert(((float *)after)[r] == 0.0f);
+    /* through the provider */
+    df11_provider p;
+    ck_assert_int_eq(df11_model_provider(m, &p), DF11_OK);
+    ck_assert_ptr_nonnull(p.matmul);
+    ck_assert_int_eq(p.weight_get(p.ctx, MM_SHAPES[1].name, &bad), DF11_OK);
+    ck_assert_int_eq(p.matmul(p.ctx, &bad, dx, 1, dy, DF11_DTYPE_BF16, NULL), DF11_OK);
+    mm_dev_free(dx);
+    mm_dev_free(dy);
+    free(x);
+    df11_model_close(other);
+    df11_model_close(m);
+}
+END_TEST
+
+START_TEST(test_matmul_arena_untouched)
+{
+    /* A weight used only through the op takes no slot and leaves the scheduler alone: all
+     * its blocks stay acquirable and the arena sees no decode of its group. */
+    df11_model *m = mm_open(0, DF11_NONLAYER_ARENA, 2);
+    df11_weight w;
+    ck_assert_int_eq(df11_weight_get(m, MM_SHAPES[2].name, &w), DF11_OK);
+    uint64_t rng = mm.seed ^ 0x61;
+    uint16_t *x = mm_random_x(3, w.cols, &rng);
+    float *y = malloc((size_t)3 * w.rows * 4);
+    mm_run(m, &w, x, 3, DF11_DTYPE_F32, y);
+    df11_model_stats st;
+    ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
+    for (uint32_t i = 0; i < st.arena_slots && i < 16; i++) ck_assert_int_eq(st.slot_block[i], -1);
+    ck_assert_uint_eq(st.acquires, 0);
+    /* while its block is acquired, too */
+    ck_assert_int_eq(df11_block_acquire(m, 1, NULL, NULL), DF11_OK);
+    mm_run(m, &w, x, 3, DF11_DTYPE_F32, y);
+    ck_assert_int_eq(df11_block_release(m, 1, NULL), DF11_OK);
+    free(x);
+    free(y);
+    df11_model_close(m);
+}
+END_TEST
+
 static Suite *runtime_suite(void)
 {
     Suite *s = suite_create("runtime");
@@ -1001,8 +1338,12 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_stats_page_mode);
     tcase_add_test(tc, test_stats_page_unavailable);
     tcase_add_test(tc, test_reader);
+    tcase_add_test(tc, test_matmul_reference);
+    tcase_add_test(tc, test_matmul_errors);
+    tcase_add_test(tc, test_matmul_arena_untouched);
 #ifndef RT_TEST_CUDA
     tcase_add_test(tc, test_host_backend_streams);
+    tcase_add_test(tc, test_matmul_threads);
 #endif
     suite_add_tcase(s, tc);
     return s;

@@ -17,10 +17,18 @@
  *     }
  *     df11_model_close(m);
  *
+ * Or, instead of reading tensors and running its own GEMM, an engine asks df11 for the
+ * product, and a weight used only that way is never decoded into an arena slot:
+ *
+ *     df11_weight wq;                              // once, after open
+ *     df11_weight_get(m, "model.layers.3.self_attn.q_proj.weight", &wq);
+ *     ...
+ *     df11_matmul(m, &wq, x, batch, y, DF11_DTYPE_BF16, stream);   // y = x·Wᵀ, on stream
+ *
  * Streams: on the CUDA backend a df11_stream is a cudaStream_t (NULL = the legacy default
  * stream); on the host backend pass NULL, and work is ordered on the calling thread.
- * No call on the hot path (acquire, release, prefetch, tensor_get) synchronises the host
- * with the device on the CUDA backend.
+ * No call on the hot path (acquire, release, prefetch, tensor_get, matmul) synchronises
+ * the host with the device on the CUDA backend.
  *
  * Thread safety: one df11_model may be used by one thread at a time (calls on a model
  * are not internally locked). Different models may be used from different threads.
@@ -158,6 +166,63 @@ typedef struct df11_model_stats {
  * counts in resident_bytes. */
 DF11_API df11_status df11_model_stats_get(const df11_model *model, df11_model_stats *stats);
 
+/* --- The matmul op: y = x·Wᵀ on a weight kept compressed ---
+ *
+ * W is a 2-D BF16 tensor of N rows and K columns as Hugging Face stores a linear layer's
+ * weight (out_features × in_features); x is batch × K BF16, y is batch × N, BF16 or F32,
+ * all row-major and dense. Sums are accumulated in fp32 (a BF16 y is rounded once, to
+ * nearest even, at the end). x and y are device pointers on the CUDA backend and host
+ * pointers on the host backend, like tensor views' data; x and y must not overlap.
+ *
+ * Which path runs (docs/RUNTIME.md, "The matmul op"), chosen per call by the op itself:
+ *   - W resident (a BF16 model, a non-layer tensor under the RESIDENT policy, or a tensor
+ *     the file stores raw): a plain GEMM on W where it lies (CUDA: cublasGemmEx, BF16
+ *     inputs, fp32 compute; host: the host kernel below);
+ *   - host backend, W Huffman-coded: a fused decode-dot on options.n_threads threads, W
+ *     decoded a few chunks at a time into per-thread buffers, never whole;
+ *   - CUDA backend, W compressed: W is decoded into the op's scratch buffer on the
+ *     runtime's side stream, then cublasGemmEx runs on `stream` (events order the two; no
+ *     host sync). Fused decode-GEMV/GEMM kernels will replace this path at small batch.
+ * The result of a call does not depend on the path's partitioning: on the host backend y
+ * is bit-identical for every n_threads, and a df11 model and the BF16 model of the same
+ * weights give bit-identical y on the same backend (each row's dot product runs in one
+ * fixed order on the same decoded weights).
+ *
+ * A df11_weight is a small value the op checks on every call; copy it freely. It stays
+ * valid until df11_model_close of its model, and does not need the tensor's block to be
+ * acquired (a layer weight may be used through the op with or without its block). */
+typedef struct df11_weight {
+    uint64_t model;   /* which model it belongs to (an id, not a pointer) */
+    uint32_t tensor;  /* the tensor's index in the model */
+    uint32_t rows;    /* N: output features, shape[0] */
+    uint32_t cols;    /* K: input features, shape[1] */
+    const char *name; /* valid until close */
+} df11_weight;
+
+/* Resolves a weight for df11_matmul, once (not on the hot path). DF11_ERR_NOT_FOUND if
+ * there is no such tensor, DF11_ERR_DTYPE if it is not BF16, DF11_ERR_INVALID_ARG if it
+ * is not 2-D or is empty, DF11_ERR_OVERFLOW if a side exceeds INT32_MAX,
+ * DF11_ERR_UNSUPPORTED for a codec this backend cannot multiply from. The first weight
+ * that needs the decode path (CUDA backend, compressed W) allocates the op's scratch
+ * buffer, sized for the model's largest compressed 2-D BF16 tensor, from the model's pool
+ * under options.memory_limit (DF11_ERR_DEVICE_MEMORY when it does not fit); on CUDA each
+ * such weight also gets its decode plan on the device (a few KiB). */
+DF11_API df11_status df11_weight_get(df11_model *model, const char *name, df11_weight *weight);
+
+/* y = x·Wᵀ (see above). y_dtype: DF11_DTYPE_BF16 or DF11_DTYPE_F32.
+ * CUDA: enqueued on `stream` and returns without waiting; x must be ready on `stream` and
+ * y is ready when `stream` reaches this point; x may be reused and y read by work queued
+ * on `stream` afterwards. The op's scratch buffer is shared by the model's calls, which
+ * the runtime orders by events: calls on different streams are correct but serialise.
+ * Host: `stream` must be NULL; the product is computed before the call returns.
+ * Bad input fails before anything is enqueued: DF11_ERR_INVALID_ARG for a NULL model,
+ * weight, x or y, batch 0, a y_dtype other than BF16/F32, a non-NULL stream on the host
+ * backend, or a weight that is not one of this model's (another model's, out of range,
+ * or altered); DF11_ERR_OVERFLOW when batch × K or batch × N bytes would not fit size_t
+ * or batch exceeds INT32_MAX. */
+DF11_API df11_status df11_matmul(df11_model *model, const df11_weight *weight, const void *x,
+                                 uint32_t batch, void *y, df11_dtype y_dtype, df11_stream stream);
+
 /* The provider interface: an engine that takes a df11_provider depends on nothing else
  * of df11. df11_model_provider() fills one that forwards to the calls above. */
 typedef struct df11_provider {
@@ -172,6 +237,10 @@ typedef struct df11_provider {
     df11_status (*tensor_release)(void *ctx, const char *name, df11_stream stream);
     /* Added after the first version: check provider.size before use. May be NULL. */
     df11_status (*block_prefetch)(void *ctx, uint32_t block);
+    /* Added with the matmul op: check provider.size before use. May be NULL. */
+    df11_status (*weight_get)(void *ctx, const char *name, df11_weight *weight);
+    df11_status (*matmul)(void *ctx, const df11_weight *weight, const void *x, uint32_t batch,
+                          void *y, df11_dtype y_dtype, df11_stream stream);
 } df11_provider;
 
 DF11_API df11_status df11_model_provider(df11_model *model, df11_provider *provider);

@@ -1,0 +1,250 @@
+/* The matmul op, y = x·Wᵀ on a model weight (df11_weight_get, df11_matmul): argument
+ * checks, and the one place that chooses how a product is made (matmul_path). The
+ * products themselves are the backend's (matmul_host.c, matmul_cuda.c, through
+ * runtime/backend.h); this file names no device API.
+ *
+ * Paths, in order of preference:
+ *   DIRECT: W lies decoded in backend memory (resident group, or stored raw in the
+ *           payload): matmul_bf16 on it.
+ *   FUSED:  the backend multiplies straight from the compressed tensor (host: decode-dot;
+ *           CUDA: the fused kernels, once they land, fill the same two slots).
+ *   DECODE: W is decoded into the op's scratch on the side stream, the caller's stream
+ *           waits for it (event), matmul_bf16 reads the scratch, and the next decode into
+ *           the scratch waits for that (event). No host sync.
+ */
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "common/util.h"
+#include "loader/container.h"
+#include "runtime/internal.h"
+
+typedef enum { PATH_DIRECT, PATH_FUSED, PATH_DECODE } mm_path;
+
+static atomic_uint_fast64_t next_uid = 1;
+
+df11_status df11i_rt_matmul_open(df11_model *m)
+{
+    df11i_backend *be = m->be;
+    df11_status s;
+    m->uid = atomic_fetch_add(&next_uid, 1);
+    if (be->iface->matmul_create && (s = be->iface->matmul_create(be, &m->mm)) != DF11_OK) return s;
+    if ((s = be->iface->event_create(be, &m->mm_ready)) != DF11_OK ||
+        (s = be->iface->event_create(be, &m->mm_done)) != DF11_OK)
+        return s;
+    return DF11_OK;
+}
+
+void df11i_rt_matmul_close(df11_model *m)
+{
+    df11i_backend *be = m->be;
+    if (!be) return;
+    if (m->mm && be->iface->matmul_destroy) be->iface->matmul_destroy(be, m->mm);
+    if (m->mm_ready) be->iface->event_destroy(be, m->mm_ready);
+    if (m->mm_done) be->iface->event_destroy(be, m->mm_done);
+    m->mm = m->mm_ready = m->mm_done = NULL;
+    if (m->tensors)
+        for (uint32_t t = 0; t < m->n_tensors; t++) free(m->tensors[t].mm_plan_host);
+}
+
+/* The decoded weights where they already lie in backend memory, else NULL. */
+static const void *weight_direct(const df11_model *m, uint32_t t)
+{
+    const rt_tensor *rt = &m->tensors[t];
+    const rt_group *gr = &m->groups[rt->group];
+    if (gr->resident) return (const char *)gr->resident + rt->offset;
+    const df11_tensor_info *ti = m->file ? df11_file_tensor(m->file, t) : NULL;
+    if (ti && ti->codec == DF11_CODEC_RAW && gr->payload)
+        return (const char *)gr->payload + df11i_file_tensor_layout(m->file, t)->data_offset;
+    return NULL;
+}
+
+/* The one dispatch: how tensor t is multiplied at this batch (0: "at some batch"). */
+static mm_path matmul_path(const df11_model *m, uint32_t t, uint32_t batch)
+{
+    const df11i_backend_iface *io = m->be->iface;
+    if (weight_direct(m, t)) return PATH_DIRECT;
+    if (io->matmul_fused && io->matmul_fused_takes &&
+        io->matmul_fused_takes(m->be, m->file, t, batch))
+        return PATH_FUSED;
+    return PATH_DECODE;
+}
+
+static df11i_backend_group backend_group(const df11_model *m, uint32_t t)
+{
+    const rt_tensor *rt = &m->tensors[t];
+    const rt_group *gr = &m->groups[rt->group];
+    return (df11i_backend_group){ .file = m->file,
+                                  .group = rt->group,
+                                  .payload = gr->payload,
+                                  .plan_host = rt->mm_plan_host,
+                                  .plan_dev = rt->mm_plan_dev };
+}
+
+static int is_matmul_weight(const df11_tensor_view *v)
+{
+    return v->dtype == DF11_DTYPE_BF16 && v->ndim == 2 && v->shape[0] && v->shape[1];
+}
+
+/* The scratch of the decode path: the largest compressed 2-D BF16 tensor, 256-aligned
+ * (the GPU decoder zeroes up to there), taken from the pool once. */
+static df11_status scratch_make(df11_model *m)
+{
+    if (m->mm_scratch) return DF11_OK;
+    uint64_t size = 0;
+    for (uint32_t t = 0; t < m->n_tensors; t++) {
+        const df11_tensor_view *v = &m->tensors[t].view;
+        if (is_matmul_weight(v) && !weight_direct(m, t) && df11i_align_up(v->nbytes, 256) > size)
+            size = df11i_align_up(v->nbytes, 256);
+    }
+    df11_status s =
+        df11i_pool_alloc(m->pool, size, RT_PAYLOAD_ALIGN, DF11_POOL_USE_ARENA, &m->mm_scratch);
+    if (s != DF11_OK)
+        return df11i_fail_context(s, "the matmul op's scratch (%.1f MiB)", df11i_rt_mib(size));
+    m->mm_scratch_size = size;
+    return DF11_OK;
+}
+
+/* The tensor's own decode plan, where the backend needs one, uploaded on the side stream
+ * (decodes of it run there after the upload). */
+static df11_status plan_make(df11_model *m, uint32_t t)
+{
+    df11i_backend *be = m->be;
+    rt_tensor *rt = &m->tensors[t];
+    if (!be->iface->tensor_plan_build || rt->mm_plan_host) return DF11_OK;
+    const rt_group *gr = &m->groups[rt->group];
+    df11i_backend_group g = { .file = m->file,
+                              .group = rt->group,
+                              .payload = gr->payload,
+                              .plan_host = gr->plan_host,
+                              .plan_dev = gr->plan_dev };
+    void *blob = NULL, *dev = NULL;
+    size_t size = 0;
+    df11_status s = be->iface->tensor_plan_build(be, &g, t, &blob, &size);
+    if (s == DF11_OK) s = df11i_pool_alloc(m->pool, size, 256, DF11_POOL_USE_METADATA, &dev);
+    if (s == DF11_OK) s = be->iface->copy_h2d(be, dev, blob, size, m->side_stream);
+    if (s != DF11_OK) {
+        free(blob); /* pool memory goes with the pool */
+        return df11i_fail_context(s, "tensor '%s'", rt->view.name);
+    }
+    rt->mm_plan_host = blob;
+    rt->mm_plan_dev = dev;
+    return DF11_OK;
+}
+
+df11_status df11_weight_get(df11_model *m, const char *name, df11_weight *w)
+{
+    if (!m || !name || !w)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_weight_get: NULL argument");
+    int64_t t = df11i_rt_tensor_index(m, name);
+    if (t < 0) return df11i_fail(DF11_ERR_NOT_FOUND, "no tensor '%s'", name);
+    const df11_tensor_view *v = &m->tensors[t].view;
+    if (v->dtype != DF11_DTYPE_BF16)
+        return df11i_fail(DF11_ERR_DTYPE, "tensor '%s' is %s, the matmul op takes BF16 weights",
+                          name, df11_dtype_name(v->dtype));
+    if (v->ndim != 2 || !v->shape[0] || !v->shape[1])
+        return df11i_fail(DF11_ERR_INVALID_ARG,
+                          "tensor '%s' is not a non-empty 2-D matrix (%u dimensions)", name,
+                          v->ndim);
+    if (!m->be->iface->matmul_bf16 || !m->be->iface->decode_tensor)
+        return df11i_fail(DF11_ERR_UNSUPPORTED, "the %s backend has no matmul op",
+                          m->be->iface->name);
+    if (v->shape[0] > INT32_MAX || v->shape[1] > INT32_MAX)
+        return df11i_fail(DF11_ERR_OVERFLOW, "tensor '%s': %llu x %llu exceeds INT32_MAX", name,
+                          (unsigned long long)v->shape[0], (unsigned long long)v->shape[1]);
+    if (matmul_path(m, (uint32_t)t, 0) == PATH_DECODE) {
+        df11_status s;
+        if ((s = plan_make(m, (uint32_t)t)) != DF11_OK || (s = scratch_make(m)) != DF11_OK)
+            return s;
+    }
+    *w = (df11_weight){ .model = m->uid,
+                        .tensor = (uint32_t)t,
+                        .rows = (uint32_t)v->shape[0],
+                        .cols = (uint32_t)v->shape[1],
+                        .name = v->name };
+    return DF11_OK;
+}
+
+/* DECODE: the scratch is one buffer, so a decode into it waits for the last product that
+ * read it (mm_done), and the product waits for the decode (mm_ready). */
+static df11_status matmul_decoded(df11_model *m, uint32_t t, const df11i_matmul_args *a)
+{
+    df11i_backend *be = m->be;
+    const rt_tensor *rt = &m->tensors[t];
+    if (!m->mm_scratch || (be->iface->tensor_plan_build && !rt->mm_plan_host))
+        return df11i_fail(DF11_ERR_STATE, "tensor '%s': weight not resolved by df11_weight_get",
+                          rt->view.name);
+    df11i_backend_group g = backend_group(m, t);
+    df11_status s;
+    if (m->mm_done_recorded &&
+        (s = be->iface->stream_wait(be, m->side_stream, m->mm_done)) != DF11_OK)
+        return s;
+    if ((s = be->iface->decode_tensor(be, &g, t, m->mm_scratch, m->side_stream)) != DF11_OK ||
+        (s = be->iface->event_record(be, m->mm_ready, m->side_stream)) != DF11_OK ||
+        (s = be->iface->stream_wait(be, a->stream, m->mm_ready)) != DF11_OK)
+        return s;
+    m->decodes++;
+    s = be->iface->matmul_bf16(be, m->mm, a, m->mm_scratch);
+    /* recorded even after a failed launch: a later decode must not overtake what ran */
+    df11_status s2 = be->iface->event_record(be, m->mm_done, a->stream);
+    if (s2 == DF11_OK) m->mm_done_recorded = 1;
+    return s != DF11_OK ? s : s2;
+}
+
+df11_status df11_matmul(df11_model *m, const df11_weight *w, const void *x, uint32_t batch, void *y,
+                        df11_dtype y_dtype, df11_stream stream)
+{
+    if (!m || !w || !x || !y)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_matmul: NULL %s",
+                          !m   ? "model"
+                          : !w ? "weight"
+                          : !x ? "x"
+                               : "y");
+    if (batch == 0) return df11i_fail(DF11_ERR_INVALID_ARG, "df11_matmul: batch is 0");
+    if (y_dtype != DF11_DTYPE_BF16 && y_dtype != DF11_DTYPE_F32)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_matmul: y dtype %d (BF16 or F32 only)",
+                          (int)y_dtype);
+    if (w->model != m->uid)
+        return df11i_fail(DF11_ERR_INVALID_ARG,
+                          "df11_matmul: the weight belongs to another model (or was never "
+                          "resolved by df11_weight_get on this one)");
+    if (w->tensor >= m->n_tensors)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_matmul: weight index %u out of range (%u)",
+                          w->tensor, m->n_tensors);
+    const df11_tensor_view *v = &m->tensors[w->tensor].view;
+    if (!is_matmul_weight(v) || v->shape[0] != w->rows || v->shape[1] != w->cols)
+        return df11i_fail(DF11_ERR_INVALID_ARG,
+                          "df11_matmul: weight %u is not what df11_weight_get returned for '%s'",
+                          w->tensor, v->name);
+    if (!m->be->iface->matmul_bf16 || !m->be->iface->decode_tensor)
+        return df11i_fail(DF11_ERR_UNSUPPORTED, "the %s backend has no matmul op",
+                          m->be->iface->name);
+    if (m->kind == DF11_BACKEND_HOST && stream)
+        return df11i_fail(DF11_ERR_INVALID_ARG,
+                          "df11_matmul: the host backend runs on the NULL stream only");
+    const uint64_t ysize = y_dtype == DF11_DTYPE_F32 ? 4 : 2;
+    if (batch > INT32_MAX || (uint64_t)batch * w->cols > SIZE_MAX / 2 / sizeof(float) ||
+        (uint64_t)batch * w->rows > SIZE_MAX / ysize)
+        return df11i_fail(DF11_ERR_OVERFLOW, "df11_matmul: batch %u x %u x %u overflows", batch,
+                          w->rows, w->cols);
+    const df11i_matmul_args a = { .x = x,
+                                  .y = y,
+                                  .y_dtype = y_dtype,
+                                  .batch = batch,
+                                  .n = w->rows,
+                                  .k = w->cols,
+                                  .stream = stream };
+    df11i_backend *be = m->be;
+    switch (matmul_path(m, w->tensor, batch)) {
+    case PATH_DIRECT: return be->iface->matmul_bf16(be, m->mm, &a, weight_direct(m, w->tensor));
+    case PATH_FUSED: {
+        df11i_backend_group g = backend_group(m, w->tensor);
+        return be->iface->matmul_fused(be, m->mm, &a, &g, w->tensor);
+    }
+    case PATH_DECODE: break;
+    }
+    return matmul_decoded(m, w->tensor, &a);
+}

@@ -1,0 +1,186 @@
+/* The host backend's matmul slots (runtime/backend.h): y = x·Wᵀ on the CPU, from decoded
+ * BF16 weights or fused with the Huffman decode. Both run the same row kernel, so a
+ * product depends only on the weights' values: not on the thread count, not on whether W
+ * came compressed (df11) or resident (BF16 model). Synchronous: the host backend's matmul
+ * runs on the NULL stream (runtime/matmul.c refuses any other).
+ *
+ * Work is cut into tasks of whole rows (ROWS_ELEMS weights or one row). A fused task
+ * decodes the Huffman chunks that cover its rows, a chunk at each end possibly shared
+ * with the neighbouring task and decoded by both, into a per-thread buffer; chunks need
+ * not align with rows. The whole tensor is never materialised. */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/codec.h"
+#include "common/error.h"
+#include "common/parallel.h"
+#include "loader/container.h"
+#include "runtime/backend.h"
+
+#define ROWS_ELEMS (1u << 16) /* weights per task: 128 KiB of BF16 */
+
+static inline float bf16_to_f32(uint16_t v)
+{
+    const uint32_t u = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Round to nearest even; NaN stays NaN. */
+static inline uint16_t f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)(u >> 16 | 0x40);
+    u += 0x7fffu + (u >> 16 & 1);
+    return (uint16_t)(u >> 16);
+}
+
+/* Σ a[i]·b[i] in fp32, in one fixed order: eight running sums (element i into sum i % 8),
+ * added pairwise at the end. The compiler may vectorise it; it may not reorder it. */
+static float dot(const float *a, const float *b, uint32_t k)
+{
+    float s[8] = { 0 };
+    uint32_t i = 0;
+    for (; i + 8 <= k; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
+    for (int j = 0; i < k; i++, j++) s[j] += a[i] * b[i];
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+typedef struct mm_job {
+    const df11i_matmul_args *a;
+    const float *xf;          /* x in fp32, batch × k */
+    const uint16_t *w;        /* decoded weights (n × k), or NULL when fused */
+    const df11i_coded *coded; /* the compressed tensor when fused */
+    uint64_t rows_per_task, n_tasks;
+    atomic_uint_fast64_t next_task;
+} mm_job;
+
+/* Rows [r0, r1) of y from their weights `w` (row r0 first); `wf` holds one row in fp32. */
+static void rows_product(const mm_job *j, const uint16_t *w, uint64_t r0, uint64_t r1, float *wf)
+{
+    const df11i_matmul_args *a = j->a;
+    for (uint64_t r = r0; r < r1; r++, w += a->k) {
+        for (uint32_t i = 0; i < a->k; i++) wf[i] = bf16_to_f32(w[i]);
+        for (uint32_t b = 0; b < a->batch; b++) {
+            const float v = dot(wf, j->xf + (uint64_t)b * a->k, a->k);
+            const uint64_t at = (uint64_t)b * a->n + r;
+            if (a->y_dtype == DF11_DTYPE_F32)
+                ((float *)a->y)[at] = v;
+            else
+                ((uint16_t *)a->y)[at] = f32_to_bf16(v);
+        }
+    }
+}
+
+/* Decodes the chunks holding weights [e0, e1) into `buf`; *first: where e0 landed. The
+ * chunks form a coded tensor of their own (the tables' offsets stay absolute into the
+ * stream, whose two padding words are then the next chunk's first words). */
+static df11_status chunks_decode(const df11i_coded *c, uint64_t e0, uint64_t e1, uint16_t *buf,
+                                 const uint16_t **first)
+{
+    const uint64_t ce = df11i_chunk_elems(c->lane_symbols);
+    const uint64_t k0 = e0 / ce, k1 = e1 / ce + (e1 % ce != 0);
+    df11i_coded sub = *c;
+    sub.n_elements = (k1 * ce < c->n_elements ? k1 * ce : c->n_elements) - k0 * ce;
+    sub.n_chunks = k1 - k0;
+    sub.chunks = c->chunks + k0;
+    sub.lanes = c->lanes + k0 * DF11_LANES;
+    sub.sm = c->sm + k0 * ce;
+    if (k1 < c->n_chunks) sub.stream_bytes = ((uint64_t)c->chunks[k1] + 2) * 4;
+    *first = buf + (e0 - k0 * ce);
+    return df11i_decode_host(&sub, buf, 1);
+}
+
+/* One thread: tasks taken in any order, each self-contained. */
+static df11_status mm_worker(void *ctx, uint64_t item)
+{
+    mm_job *j = ctx;
+    const uint32_t k = j->a->k;
+    float *wf = malloc(sizeof(float) * k);
+    uint16_t *buf = NULL;
+    if (j->coded) {
+        const uint64_t ce = df11i_chunk_elems(j->coded->lane_symbols);
+        buf = malloc(sizeof(uint16_t) * (j->rows_per_task * k + 2 * ce));
+    }
+    if (!wf || (j->coded && !buf)) {
+        free(wf);
+        free(buf);
+        return df11i_fail(DF11_ERR_NO_MEMORY, "matmul: out of host memory");
+    }
+    df11_status st = DF11_OK;
+    for (;;) {
+        const uint64_t task = atomic_fetch_add(&j->next_task, 1);
+        if (task >= j->n_tasks) break;
+        const uint64_t r0 = task * j->rows_per_task;
+        const uint64_t r1 = r0 + j->rows_per_task < j->a->n ? r0 + j->rows_per_task : j->a->n;
+        const uint16_t *w = j->w ? j->w + r0 * k : NULL;
+        if (j->coded && (st = chunks_decode(j->coded, r0 * k, r1 * k, buf, &w)) != DF11_OK) break;
+        rows_product(j, w, r0, r1, wf);
+    }
+    free(wf);
+    free(buf);
+    return st;
+}
+
+static df11_status mm_run(df11i_backend *be, const df11i_matmul_args *a, const uint16_t *w,
+                          const df11i_coded *coded)
+{
+    if (a->stream)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "host backend: matmul runs on the NULL stream");
+    mm_job j = { .a = a, .w = w, .coded = coded };
+    j.rows_per_task = a->k >= ROWS_ELEMS ? 1 : ROWS_ELEMS / a->k;
+    j.n_tasks = (a->n + j.rows_per_task - 1) / j.rows_per_task;
+    atomic_init(&j.next_task, 0);
+    float *xf = malloc(sizeof(float) * a->batch * a->k);
+    if (!xf) return df11i_fail(DF11_ERR_NO_MEMORY, "matmul: out of host memory for x");
+    const uint16_t *x = a->x;
+    for (uint64_t i = 0; i < (uint64_t)a->batch * a->k; i++) xf[i] = bf16_to_f32(x[i]);
+    j.xf = xf;
+    int threads = be->n_threads > 0 ? be->n_threads : df11i_cpu_count();
+    const uint64_t workers = j.n_tasks < (uint64_t)threads ? j.n_tasks : (uint64_t)threads;
+    df11_status st = df11i_parallel_for(workers, threads, mm_worker, &j);
+    free(xf);
+    return st;
+}
+
+df11_status df11i_host_matmul_bf16(df11i_backend *be, void *mm, const df11i_matmul_args *a,
+                                   const void *w)
+{
+    return mm_run(be, a, w, NULL);
+}
+
+int df11i_host_matmul_fused_takes(df11i_backend *be, const df11_file *file, uint32_t tensor,
+                                  uint32_t batch)
+{
+    const df11_tensor_info *ti = file ? df11_file_tensor(file, tensor) : NULL;
+    return ti && ti->codec == DF11_CODEC_EXP_HUFFMAN;
+}
+
+df11_status df11i_host_matmul_fused(df11i_backend *be, void *mm, const df11i_matmul_args *a,
+                                    const df11i_backend_group *g, uint32_t tensor)
+{
+    df11i_coded c;
+    df11_status st = df11i_file_tensor_coded(g->file, tensor, g->payload, &c);
+    if (st != DF11_OK) return st;
+    if (c.n_elements != (uint64_t)a->n * a->k)
+        return df11i_fail(DF11_ERR_CORRUPT, "tensor %u: %llu weights for %u x %u", tensor,
+                          (unsigned long long)c.n_elements, a->n, a->k);
+    st = mm_run(be, a, NULL, &c);
+    if (st != DF11_OK)
+        return df11i_fail_context(st, "tensor '%s'", df11_file_tensor(g->file, tensor)->name);
+    return DF11_OK;
+}
+
+/* The decode path on the host (codecs without a fused host kernel): the tensor decoded
+ * whole, at once, after what `stream` holds so far. */
+df11_status df11i_host_decode_tensor(df11i_backend *be, const df11i_backend_group *g,
+                                     uint32_t tensor, void *out, void *stream)
+{
+    df11_status st = be->iface->synchronize(be, stream);
+    if (st != DF11_OK) return st;
+    return df11_tensor_decode_host(g->file, tensor, g->payload, out, be->n_threads);
+}
