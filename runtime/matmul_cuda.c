@@ -1,0 +1,111 @@
+/* The CUDA backend's matmul slots (runtime/backend.h): a cuBLAS handle per model, the
+ * plain product by cublasGemmEx (BF16 inputs, fp32 compute) and the one-tensor decode of
+ * the decode path. With runtime/backend_cuda.c the only runtime files that include CUDA
+ * headers; compiled only when DF11_HAVE_CUDA. Nothing here synchronises the host.
+ *
+ * The fused decode-GEMV/GEMM kernels will add matmul_fused_takes / matmul_fused here and
+ * in the CUDA backend's table; runtime/matmul.c then prefers them where they take the
+ * case. */
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "common/util.h"
+#include "kernels/decode.h"
+#include "runtime/backend.h"
+
+static df11_status cublas_fail(cublasStatus_t e, const char *what)
+{
+    return df11i_fail(e == CUBLAS_STATUS_ALLOC_FAILED ? DF11_ERR_DEVICE_MEMORY : DF11_ERR_DEVICE,
+                      "%s: %s (%d)", what, cublasGetStatusString(e), (int)e);
+}
+
+/* Made at open on the thread that opened the model, whose current device the backend has
+ * set (every allocation before it did); cuBLAS binds the handle to that device. */
+df11_status df11i_cuda_matmul_create(df11i_backend *be, void **mm)
+{
+    cublasHandle_t h;
+    cublasStatus_t e = cublasCreate(&h);
+    if (e != CUBLAS_STATUS_SUCCESS) return cublas_fail(e, "cublasCreate");
+    /* fp32 accumulation means fp32 all the way: no BF16 split-K partial sums */
+    e = cublasSetMathMode(h,
+                          CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
+    if (e != CUBLAS_STATUS_SUCCESS) {
+        cublasDestroy(h);
+        return cublas_fail(e, "cublasSetMathMode");
+    }
+    *mm = h;
+    return DF11_OK;
+}
+
+void df11i_cuda_matmul_destroy(df11i_backend *be, void *mm)
+{
+    if (mm) cublasDestroy((cublasHandle_t)mm);
+}
+
+/* Row-major y (batch × n) = x (batch × k) · Wᵀ (W n × k) is, column-major,
+ * y (n × batch) = W' (k × n)ᵀ · x' (k × batch): op(A) = Aᵀ with A = W, lda = k. */
+df11_status df11i_cuda_matmul_bf16(df11i_backend *be, void *mm, const df11i_matmul_args *a,
+                                   const void *w)
+{
+    cublasHandle_t h = mm;
+    if (!h) return df11i_fail(DF11_ERR_STATE, "cuda matmul: no cuBLAS handle");
+    cublasStatus_t e = cublasSetStream(h, (cudaStream_t)a->stream);
+    if (e != CUBLAS_STATUS_SUCCESS) return cublas_fail(e, "cublasSetStream");
+    const float alpha = 1.0f, beta = 0.0f;
+    const cudaDataType_t yt = a->y_dtype == DF11_DTYPE_F32 ? CUDA_R_32F : CUDA_R_16BF;
+    e = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)a->n, (int)a->batch, (int)a->k, &alpha, w,
+                     CUDA_R_16BF, (int)a->k, a->x, CUDA_R_16BF, (int)a->k, &beta, a->y, yt,
+                     (int)a->n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (e != CUBLAS_STATUS_SUCCESS) return cublas_fail(e, "cublasGemmEx");
+    return DF11_OK;
+}
+
+/* A plan of the one tensor (kernels/decode.h's layout: header | descriptor | table), cut
+ * from its group's plan: its descriptor with its CTAs renumbered from 0 and its output at
+ * offset 0, and a copy of its decode table. */
+df11_status df11i_cuda_tensor_plan_build(df11i_backend *be, const df11i_backend_group *g,
+                                         uint32_t tensor, void **blob, size_t *blob_size)
+{
+    const df11_group_info *gi = df11_file_group(g->file, g->group);
+    const df11_tensor_info *ti = df11_file_tensor(g->file, tensor);
+    const df11i_gpu_plan_header *h = g->plan_host;
+    if (!gi || !ti || !h || tensor < gi->first_tensor || tensor - gi->first_tensor >= h->n_tensors)
+        return df11i_fail(DF11_ERR_STATE, "cuda matmul: no plan for tensor %u", tensor);
+    if (ti->codec != DF11_CODEC_EXP_HUFFMAN)
+        return df11i_fail(DF11_ERR_UNSUPPORTED,
+                          "tensor '%s': the CUDA matmul op cannot decode codec %d yet", ti->name,
+                          (int)ti->codec);
+    const uint32_t i = tensor - gi->first_tensor;
+    const df11i_gpu_tensor_desc *ds = (const df11i_gpu_tensor_desc *)(h + 1);
+    df11i_gpu_tensor_desc d = ds[i];
+    const uint32_t end_cta = i + 1 < h->n_tensors ? ds[i + 1].first_cta : h->n_ctas;
+    const uint32_t units = DF11_GPU_LUT_UNITS(d.max_len);
+    const size_t lut_off = df11i_align_up(sizeof *h + sizeof d, 16);
+    const size_t size = lut_off + DF11_GPU_LUT_BYTES(units);
+    uint8_t *p = calloc(1, size);
+    if (!p) return df11i_fail(DF11_ERR_NO_MEMORY, "cuda matmul: out of host memory");
+    df11i_gpu_plan_header one = *h;
+    one.n_tensors = 1;
+    one.n_ctas = end_cta - d.first_cta;
+    one.max_lut_entries = units;
+    memcpy(p + lut_off, (const uint8_t *)h + d.lut_off, DF11_GPU_LUT_BYTES(units));
+    d.first_cta = 0;
+    d.out_off = 0;
+    d.lut_off = (uint32_t)lut_off;
+    memcpy(p, &one, sizeof one);
+    memcpy(p + sizeof one, &d, sizeof d);
+    *blob = p;
+    *blob_size = size;
+    return DF11_OK;
+}
+
+df11_status df11i_cuda_decode_tensor(df11i_backend *be, const df11i_backend_group *g,
+                                     uint32_t tensor, void *out, void *stream)
+{
+    if (!g->plan_host || !g->plan_dev)
+        return df11i_fail(DF11_ERR_STATE, "cuda matmul: tensor %u has no decode plan", tensor);
+    return df11i_gpu_decode(g->plan_host, g->plan_dev, g->payload, out, stream);
+}
