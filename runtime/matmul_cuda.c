@@ -65,7 +65,9 @@ df11_status df11i_cuda_matmul_bf16(df11i_backend *be, void *mm, const df11i_matm
 
 /* A plan of the one tensor (kernels/decode.h's layout: header | descriptor | table), cut
  * from its group's plan: its descriptor with its CTAs renumbered from 0 and its output at
- * offset 0, and a copy of its decode table. */
+ * offset 0, and for a Huffman tensor a copy of its decode table. A tensor of another codec
+ * that the group plan carries (one decoded by a launch of its own, with no CTA of the
+ * group kernel) keeps just its descriptor: df11i_gpu_decode decodes it as in its group. */
 df11_status df11i_cuda_tensor_plan_build(df11i_backend *be, const df11i_backend_group *g,
                                          uint32_t tensor, void **blob, size_t *blob_size)
 {
@@ -74,15 +76,13 @@ df11_status df11i_cuda_tensor_plan_build(df11i_backend *be, const df11i_backend_
     const df11i_gpu_plan_header *h = g->plan_host;
     if (!gi || !ti || !h || tensor < gi->first_tensor || tensor - gi->first_tensor >= h->n_tensors)
         return df11i_fail(DF11_ERR_STATE, "cuda matmul: no plan for tensor %u", tensor);
-    if (ti->codec != DF11_CODEC_EXP_HUFFMAN)
-        return df11i_fail(DF11_ERR_UNSUPPORTED,
-                          "tensor '%s': the CUDA matmul op cannot decode codec %d yet", ti->name,
-                          (int)ti->codec);
+    if (ti->codec == DF11_CODEC_RAW) /* read in place (runtime/matmul.c): never decoded */
+        return df11i_fail(DF11_ERR_UNSUPPORTED, "tensor '%s' is stored raw", ti->name);
     const uint32_t i = tensor - gi->first_tensor;
     const df11i_gpu_tensor_desc *ds = (const df11i_gpu_tensor_desc *)(h + 1);
     df11i_gpu_tensor_desc d = ds[i];
     const uint32_t end_cta = i + 1 < h->n_tensors ? ds[i + 1].first_cta : h->n_ctas;
-    const uint32_t units = DF11_GPU_LUT_UNITS(d.max_len);
+    const uint32_t units = ti->codec == DF11_CODEC_EXP_HUFFMAN ? DF11_GPU_LUT_UNITS(d.max_len) : 0;
     const size_t lut_off = df11i_align_up(sizeof *h + sizeof d, 16);
     const size_t size = lut_off + DF11_GPU_LUT_BYTES(units);
     uint8_t *p = calloc(1, size);
@@ -91,7 +91,7 @@ df11_status df11i_cuda_tensor_plan_build(df11i_backend *be, const df11i_backend_
     one.n_tensors = 1;
     one.n_ctas = end_cta - d.first_cta;
     one.max_lut_entries = units;
-    memcpy(p + lut_off, (const uint8_t *)h + d.lut_off, DF11_GPU_LUT_BYTES(units));
+    if (units) memcpy(p + lut_off, (const uint8_t *)h + d.lut_off, DF11_GPU_LUT_BYTES(units));
     d.first_cta = 0;
     d.out_off = 0;
     d.lut_off = (uint32_t)lut_off;
