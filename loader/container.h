@@ -8,13 +8,18 @@
 #include <stdint.h>
 
 #include "codec/codec.h"
+#include "codec/fixed.h"
 #include "df11/file.h"
 
+/* For EXP_FIXED tensors the fields keep the record's names (docs/FORMAT.md): codebook =
+ * row bases, chunks = exception offsets (n_chunks + 1 u32, n_chunks = tiles), stream =
+ * code vectors, lanes = exceptions (n_exc bytes), data = sign|mantissa bytes. */
 typedef struct df11i_tensor_layout {
     uint64_t codebook_offset, chunks_offset, lanes_offset; /* payload-relative */
     uint64_t stream_offset, stream_size, data_offset;
     uint32_t n_chunks;
     uint32_t codebook_size;
+    uint64_t n_exc; /* EXP_FIXED: escaped weights */
 } df11i_tensor_layout;
 
 const df11i_tensor_layout *df11i_file_tensor_layout(const df11_file *file, uint32_t tensor);
@@ -38,5 +43,11 @@ int df11i_file_fd(const df11_file *file);
  * every table validated), ready for df11i_decode_host or a GPU plan. */
 df11_status df11i_file_tensor_coded(const df11_file *file, uint32_t tensor, const void *payload,
                                     df11i_coded *coded);
+
+/* The same for an EXP_FIXED tensor: a view whose buffers point into `payload` (borrowed:
+ * valid while the payload is; never pass it to df11i_fixed_free), validated whole by
+ * df11i_fixed_validate, ready for df11i_fixed_decode or a GPU plan. */
+df11_status df11i_file_tensor_fixed(const df11_file *file, uint32_t tensor, const void *payload,
+                                    df11i_fixed *view);
 
 #endif

@@ -11,6 +11,7 @@
 #include <xxhash.h>
 
 #include "codec/codec.h"
+#include "codec/fixed_view.h"
 #include "common/error.h"
 #include "common/fileio.h"
 #include "common/parallel.h"
@@ -291,6 +292,51 @@ static df11_status parse_groups(df11_file *f)
 /* Section [off, off+len) of a tensor must lie in its payload. */
 #define SECTION_OK(off, len, payload) df11i_range_ok((off), (len), (payload))
 
+/* The sections of EXP_FIXED tensor t (record r; docs/FORMAT.md): a 2-D BF16 tensor whose
+ * record fields are exactly what its shape and exception count imply, every section inside
+ * the ps-byte payload, 16-byte aligned, in the order the writer puts them and disjoint.
+ * What the sections hold is checked when they are read (df11i_file_tensor_fixed). */
+static df11_status parse_fixed_sections(df11_file *f, uint32_t t, const uint8_t *r, uint64_t ps)
+{
+    df11_tensor_info *ti = &f->tensors[t];
+    df11i_tensor_layout *lo = &f->layouts[t];
+    if (ti->ndim != 2)
+        return FAIL(DF11_ERR_CORRUPT, "tensor %u: fixed code on a %u-D tensor", t, ti->ndim);
+    df11i_fixed_geom g;
+    df11_status st = df11i_fixed_geometry(ti->shape[0], ti->shape[1], &g);
+    if (st != DF11_OK) return df11i_fail_context(st, "tensor %u", t);
+    lo->n_chunks = df11i_ld32(r + TEN_N_CHUNKS);
+    lo->n_exc = df11i_ld32(r + TEN_LANE_SYMBOLS);
+    lo->codebook_size = df11i_ld32(r + TEN_CODEBOOK_SIZE);
+    if (r[TEN_MAX_CODE_LEN] != 0 || lo->n_chunks != g.n_tiles || lo->codebook_size != 0)
+        return FAIL(DF11_ERR_CORRUPT, "tensor %u: fixed-code fields: %u tiles (want %llu)", t,
+                    lo->n_chunks, (unsigned long long)g.n_tiles);
+    lo->codebook_offset = df11i_ld64(r + TEN_CODEBOOK_OFFSET);
+    lo->chunks_offset = df11i_ld64(r + TEN_CHUNKS_OFFSET);
+    lo->lanes_offset = df11i_ld64(r + TEN_LANES_OFFSET);
+    lo->stream_offset = df11i_ld64(r + TEN_STREAM_OFFSET);
+    lo->stream_size = df11i_ld64(r + TEN_STREAM_SIZE);
+    /* sizes as stored: the exception section carries 16 zero bytes past its padding, so a
+     * kernel may load it 16 bytes at a time from any 16-aligned index below n_exc */
+    const uint64_t exc_size = df11i_align_up(lo->n_exc, DF11_SECTION_ALIGN) + 16;
+    const uint64_t off[5] = { lo->codebook_offset, lo->chunks_offset, lo->stream_offset,
+                              lo->lanes_offset, lo->data_offset };
+    const uint64_t len[5] = { g.rows_pad, 4 * (g.n_tiles + 1), g.code_bytes, exc_size, g.sm_bytes };
+    if (lo->stream_size != g.code_bytes)
+        return FAIL(DF11_ERR_CORRUPT, "tensor %u: %llu bytes of codes, its shape needs %llu", t,
+                    (unsigned long long)lo->stream_size, (unsigned long long)g.code_bytes);
+    for (int i = 0; i < 5; i++)
+        if (!SECTION_OK(off[i], len[i], ps) || off[i] % DF11_SECTION_ALIGN ||
+            (i && off[i] < off[i - 1] + len[i - 1]))
+            return FAIL(DF11_ERR_RANGE,
+                        "tensor %u: sections outside, misaligned or out of order "
+                        "in its payload",
+                        t);
+    ti->stored_bytes = g.rows_pad + 4 * (g.n_tiles + 1) + g.code_bytes + lo->n_exc + g.sm_bytes;
+    ti->exponent_bits = (ti->stored_bytes - g.sm_bytes) * 8;
+    return DF11_OK;
+}
+
 /* The code parameters and sections of tensor t (record r), whose codec is not RAW: it
  * must be EXP_HUFFMAN on BF16, every section inside the ps-byte payload and aligned as the
  * decoders read it. */
@@ -299,9 +345,15 @@ static df11_status parse_coded_sections(df11_file *f, uint32_t t, const uint8_t 
     df11_tensor_info *ti = &f->tensors[t];
     df11i_tensor_layout *lo = &f->layouts[t];
     const uint64_t ne = ti->n_elements;
-    if (ti->codec != DF11_CODEC_EXP_HUFFMAN || ti->dtype != DF11_DTYPE_BF16)
+    if (ti->codec > DF11_CODEC_EXP_FIXED)
+        return FAIL(DF11_ERR_CORRUPT,
+                    "tensor %u: unknown codec %u (this library reads codecs 0..%d, format "
+                    "%d.%d; a newer df11 may have written it)",
+                    t, ti->codec, DF11_CODEC_EXP_FIXED, DF11_VERSION_MAJOR, DF11_VERSION_MINOR);
+    if (ti->dtype != DF11_DTYPE_BF16)
         return FAIL(DF11_ERR_CORRUPT, "tensor %u: codec %u for dtype %s", t, ti->codec,
                     df11_dtype_name(ti->dtype));
+    if (ti->codec == DF11_CODEC_EXP_FIXED) return parse_fixed_sections(f, t, r, ps);
     ti->max_code_len = r[TEN_MAX_CODE_LEN];
     ti->lane_symbols = df11i_ld32(r + TEN_LANE_SYMBOLS);
     lo->n_chunks = df11i_ld32(r + TEN_N_CHUNKS);
@@ -606,6 +658,32 @@ df11_status df11i_file_tensor_coded(const df11_file *f, uint32_t t, const void *
     return DF11_OK;
 }
 
+df11_status df11i_file_tensor_fixed(const df11_file *f, uint32_t t, const void *payload,
+                                    df11i_fixed *v)
+{
+    if (!f || t >= f->n_tensors || !payload || !v)
+        return FAIL(DF11_ERR_INVALID_ARG, "df11i_file_tensor_fixed: bad argument");
+    const df11_tensor_info *ti = &f->tensors[t];
+    const df11i_tensor_layout *lo = &f->layouts[t];
+    if (ti->codec != DF11_CODEC_EXP_FIXED)
+        return FAIL(DF11_ERR_INVALID_ARG, "tensor '%s' is not fixed-coded", ti->name);
+    /* The view's pointers are not const (the codec owns its buffers when it encodes); the
+     * decoders only read them. */
+    uint8_t *p = (uint8_t *)(uintptr_t)payload;
+    memset(v, 0, sizeof *v);
+    df11_status st = df11i_fixed_geometry(ti->shape[0], ti->shape[1], &v->g);
+    if (st != DF11_OK) return df11i_fail_context(st, "tensor '%s'", ti->name);
+    v->base = p + lo->codebook_offset;
+    v->exc_off = (uint32_t *)(void *)(p + lo->chunks_offset);
+    v->codes = (uint32_t *)(void *)(p + lo->stream_offset);
+    v->exc = p + lo->lanes_offset;
+    v->sm = p + lo->data_offset;
+    v->n_exc = lo->n_exc;
+    st = df11i_fixed_validate(v);
+    if (st != DF11_OK) return df11i_fail_context(st, "tensor '%s'", ti->name);
+    return DF11_OK;
+}
+
 df11_status df11_tensor_decode_host(const df11_file *f, uint32_t t, const void *payload, void *out,
                                     int n_threads)
 {
@@ -616,6 +694,13 @@ df11_status df11_tensor_decode_host(const df11_file *f, uint32_t t, const void *
         if (ti->nbytes)
             memcpy(out, (const uint8_t *)payload + f->layouts[t].data_offset, ti->nbytes);
         return DF11_OK;
+    }
+    if (ti->codec == DF11_CODEC_EXP_FIXED) {
+        df11i_fixed v;
+        df11_status st = df11i_file_tensor_fixed(f, t, payload, &v);
+        if (st == DF11_OK && (st = df11i_fixed_decode(&v, out, n_threads)) != DF11_OK)
+            return df11i_fail_context(st, "tensor '%s'", ti->name);
+        return st;
     }
     df11i_coded c;
     df11_status st = df11i_file_tensor_coded(f, t, payload, &c);

@@ -790,6 +790,243 @@ START_TEST(test_raw_alignment)
 }
 END_TEST
 
+/* ---- the fixed exponent code (codec 2, format 2.1) ---- */
+
+static const df11_tensor_info *tensor_named(df11_file *f, const char *name)
+{
+    uint32_t t;
+    ck_assert_int_eq(df11_file_find_tensor(f, name, &t), DF11_OK);
+    return df11_file_tensor(f, t);
+}
+
+/* Every kind of tensor through a fixed-codec file: 2-D BF16 matrices get the fixed code,
+ * other BF16 tensors Huffman, other dtypes raw, all in one group; bit-exact back. The file
+ * says 2.1; the same tensors with the default codec make a 2.0 file. */
+START_TEST(test_fixed_roundtrip_kinds)
+{
+    static uint16_t w_big[3 * 70001], w_mid[77 * 300], w_one[1], w_odd[13 * 7], w_eq[40 * 65];
+    static float f32[5] = { 1.5f, -2.0f, 0.0f, 3.25f, 1e30f };
+    df11_test_fill_weights(w_big, 3 * 70001, 70001, &rng);
+    df11_test_fill_weights(w_mid, 77 * 300, 300, &rng);
+    df11_test_fill_weights(w_one, 1, 1, &rng);
+    df11_test_fill_weights(w_odd, 13 * 7, 7, &rng);
+    for (size_t i = 0; i < 40 * 65; i++) /* all exponents, NaN and Inf included */
+        w_eq[i] = (uint16_t)df11_test_rand(&rng);
+    df11_tensor_source src[] = {
+        { "model.embed_tokens.weight", DF11_DTYPE_BF16, 2, { 3, 70001 }, w_big },
+        { "model.layers.0.mid", DF11_DTYPE_BF16, 2, { 77, 300 }, w_mid },
+        { "model.layers.0.one", DF11_DTYPE_BF16, 2, { 1, 1 }, w_one },
+        { "model.layers.0.norm", DF11_DTYPE_BF16, 1, { 91 }, w_odd },
+        { "model.layers.0.odd", DF11_DTYPE_BF16, 2, { 13, 7 }, w_odd },
+        { "model.layers.0.empty", DF11_DTYPE_BF16, 2, { 0, 5 }, NULL },
+        { "model.layers.0.f32", DF11_DTYPE_F32, 1, { 5 }, f32 },
+        { "model.layers.1.random", DF11_DTYPE_BF16, 2, { 40, 65 }, w_eq },
+    };
+    const size_t n = sizeof src / sizeof *src;
+    const char *out = path_in_tmp("fixed-kinds.df11");
+    df11_compress_options o = { .n_threads = 2, .codec = DF11_CODEC_EXP_FIXED };
+    df11_compress_summary sum;
+    ck_assert_int_eq(df11_compress_tensors(out, src, n, NULL, 0, &o, &sum), DF11_OK);
+    check_matches(out, src, n);
+    df11_file *f;
+    ck_assert_int_eq(df11_file_open(out, &f), DF11_OK);
+    ck_assert_int_eq(tensor_named(f, "model.embed_tokens.weight")->codec, DF11_CODEC_EXP_FIXED);
+    ck_assert_int_eq(tensor_named(f, "model.layers.0.mid")->codec, DF11_CODEC_EXP_FIXED);
+    ck_assert_int_eq(tensor_named(f, "model.layers.0.one")->codec, DF11_CODEC_EXP_FIXED);
+    ck_assert_int_eq(tensor_named(f, "model.layers.0.odd")->codec, DF11_CODEC_EXP_FIXED);
+    ck_assert_int_eq(tensor_named(f, "model.layers.1.random")->codec, DF11_CODEC_EXP_FIXED);
+    ck_assert_int_eq(tensor_named(f, "model.layers.0.norm")->codec, DF11_CODEC_EXP_HUFFMAN);
+    ck_assert_int_eq(tensor_named(f, "model.layers.0.empty")->codec, DF11_CODEC_EXP_HUFFMAN);
+    ck_assert_int_eq(tensor_named(f, "model.layers.0.f32")->codec, DF11_CODEC_RAW);
+    const df11_tensor_info *mid = tensor_named(f, "model.layers.0.mid");
+    ck_assert_uint_lt(mid->stored_bytes, mid->nbytes);
+    ck_assert_uint_gt(mid->exponent_entropy, 0);
+    df11_file_close(f);
+    size_t size;
+    uint8_t *b = slurp(out, &size);
+    ck_assert_uint_eq(df11i_ld16(b + HDR_VERSION_MAJOR), 2);
+    ck_assert_uint_eq(df11i_ld16(b + HDR_VERSION_MINOR), 1);
+    free(b);
+
+    /* the default (and an explicit Huffman) writes 2.0, as the writer before codec 2 did */
+    for (int k = 0; k < 2; k++) {
+        df11_compress_options h = { .n_threads = 2, .codec = k ? DF11_CODEC_EXP_HUFFMAN : 0 };
+        ck_assert_int_eq(df11_compress_tensors(out, src, n, NULL, 0, &h, NULL), DF11_OK);
+        check_matches(out, src, n);
+        b = slurp(out, &size);
+        ck_assert_uint_eq(df11i_ld16(b + HDR_VERSION_MINOR), 0);
+        free(b);
+        ck_assert_int_eq(df11_file_open(out, &f), DF11_OK);
+        ck_assert_int_eq(tensor_named(f, "model.layers.0.mid")->codec, DF11_CODEC_EXP_HUFFMAN);
+        df11_file_close(f);
+    }
+    df11_compress_options bad = { .codec = DF11_CODEC_RAW + 7 };
+    ck_assert_int_eq(df11_compress_tensors(out, src, n, NULL, 0, &bad, NULL), DF11_ERR_INVALID_ARG);
+}
+END_TEST
+
+START_TEST(test_fixed_real_model)
+{
+    const char *dir = df11_test_model_dir();
+    if (!dir) return;
+    const char *df = path_in_tmp("real-fixed.df11"), *back = path_in_tmp("back-fixed.safetensors");
+    df11_compress_options o = { .codec = DF11_CODEC_EXP_FIXED };
+    df11_compress_summary sum;
+    ck_assert_int_eq(df11_compress_path(dir, df, &o, &sum), DF11_OK);
+    ck_assert_uint_lt(sum.bf16_stored_bytes, sum.bf16_bytes);
+    ck_assert_int_eq(df11_decompress_to_safetensors(df, back, 2), DF11_OK);
+    df11i_st_model *a, *c;
+    ck_assert_int_eq(df11i_st_open(dir, &a), DF11_OK);
+    ck_assert_int_eq(df11i_st_open(back, &c), DF11_OK);
+    check_matches(df, a->tensors, a->n_tensors);
+    for (size_t i = 0; i < a->n_tensors; i++) {
+        size_t j = 0;
+        while (j < c->n_tensors && strcmp(a->tensors[i].name, c->tensors[j].name)) j++;
+        ck_assert_uint_lt(j, c->n_tensors);
+        uint64_t bytes = df11_dtype_size(a->tensors[i].dtype);
+        for (uint32_t d = 0; d < a->tensors[i].ndim; d++) bytes *= a->tensors[i].shape[d];
+        ck_assert_mem_eq(a->tensors[i].data, c->tensors[j].data, bytes);
+    }
+    df11_file *f;
+    ck_assert_int_eq(df11_file_open(df, &f), DF11_OK);
+    uint32_t n_fixed = 0;
+    for (uint32_t t = 0; t < df11_file_n_tensors(f); t++)
+        n_fixed += df11_file_tensor(f, t)->codec == DF11_CODEC_EXP_FIXED;
+    ck_assert_uint_gt(n_fixed, 0);
+    df11_file_close(f);
+    df11i_st_close(a);
+    df11i_st_close(c);
+}
+END_TEST
+
+/* A small fixed-codec file: one group mixing fixed, Huffman and raw tensors. */
+static uint8_t *good_fixed_file(size_t *size)
+{
+    static uint16_t w[50 * 300], v[300];
+    static float f32[3] = { 1, 2, 3 };
+    df11_test_fill_weights(w, 50 * 300, 300, &rng);
+    df11_test_fill_weights(v, 300, 30, &rng);
+    w[7] = 0x7f80; /* escapes: Inf, a zero, a NaN */
+    w[300 * 17 + 5] = 0;
+    w[300 * 49 + 299] = 0xffc1;
+    df11_tensor_source src[] = { { "model.layers.0.a", DF11_DTYPE_BF16, 2, { 50, 300 }, w },
+                                 { "model.layers.0.b", DF11_DTYPE_BF16, 1, { 300 }, v },
+                                 { "model.layers.0.c", DF11_DTYPE_F32, 1, { 3 }, f32 } };
+    df11_compress_options o = { .lane_symbols = 64, .codec = DF11_CODEC_EXP_FIXED };
+    const char *p = path_in_tmp("good-fixed.df11");
+    ck_assert_int_eq(df11_compress_tensors(p, src, 3, "{}", 2, &o, NULL), DF11_OK);
+    return slurp(p, size);
+}
+
+/* Copies the image, XORs `x` into the byte `at` of group 0's payload, re-seals the
+ * payload's and the index's checksums, and opens and decodes it. */
+static df11_status with_payload_byte(const uint8_t *good, size_t size, uint64_t at, uint8_t x)
+{
+    uint8_t *b = malloc(size);
+    memcpy(b, good, size);
+    uint8_t *g = b + DF11_HEADER_SIZE;
+    const uint64_t off = df11i_ld64(g + GRP_PAYLOAD_OFFSET), len = df11i_ld64(g + GRP_PAYLOAD_SIZE);
+    ck_assert_uint_lt(at, len);
+    b[off + at] ^= x;
+    df11i_st64(g + GRP_PAYLOAD_XXH3, XXH3_64bits(b + off, len));
+    const uint64_t end = df11i_ld64(b + HDR_INDEX_END);
+    XXH3_state_t *s = XXH3_createState();
+    XXH3_64bits_reset(s);
+    XXH3_64bits_update(s, b, HDR_INDEX_XXH3);
+    XXH3_64bits_update(s, b + DF11_HEADER_SIZE, end - DF11_HEADER_SIZE);
+    df11i_st64(b + HDR_INDEX_XXH3, XXH3_64bits_digest(s));
+    XXH3_freeState(s);
+    df11_status st = open_and_decode(b, size);
+    free(b);
+    return st;
+}
+
+/* A payload that passed its checksum is still checked whole before the fixed decoder
+ * runs: broken offsets, counts, bases or codes fail with DF11_ERR_CORRUPT (never a read
+ * outside the payload: the ASan build runs this), broken sign|mantissa bytes or exception
+ * values decode to other weights. */
+START_TEST(test_fixed_hostile_payload)
+{
+    size_t size;
+    uint8_t *b = good_fixed_file(&size);
+    ck_assert_int_eq(open_and_decode(b, size), DF11_OK);
+    df11_file *f;
+    ck_assert_int_eq(df11i_file_open_memory(b, size, "fixed", &f), DF11_OK);
+    uint32_t t;
+    ck_assert_int_eq(df11_file_find_tensor(f, "model.layers.0.a", &t), DF11_OK);
+    ck_assert_int_eq(df11_file_tensor(f, t)->codec, DF11_CODEC_EXP_FIXED);
+    const df11i_tensor_layout lo = *df11i_file_tensor_layout(f, t);
+    const uint64_t payload = df11_file_group(f, 0)->payload_size;
+    df11_file_close(f);
+    ck_assert_uint_gt(lo.n_exc, 2);
+    ck_assert_uint_eq(lo.n_chunks, 4 * 2); /* 4 strips of 2 tiles (5 steps) */
+
+    ck_assert_int_eq(with_payload_byte(b, size, lo.chunks_offset + 4, 1), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(with_payload_byte(b, size, lo.chunks_offset + 4 * lo.n_chunks, 1),
+                     DF11_ERR_CORRUPT); /* the last offset is not n_exc */
+    ck_assert_int_eq(with_payload_byte(b, size, lo.chunks_offset, 0x80), DF11_ERR_CORRUPT);
+    const uint8_t base3 =
+        b[df11i_ld64(b + DF11_HEADER_SIZE + GRP_PAYLOAD_OFFSET) + lo.codebook_offset + 3];
+    ck_assert_int_eq(with_payload_byte(b, size, lo.codebook_offset + 3, base3 ^ 0xfe),
+                     DF11_ERR_CORRUPT); /* base 254 > 249 */
+    /* an escape code more or less than the list holds */
+    const uint8_t code0 =
+        b[df11i_ld64(b + DF11_HEADER_SIZE + GRP_PAYLOAD_OFFSET) + lo.stream_offset] & 7;
+    ck_assert_int_eq(with_payload_byte(b, size, lo.stream_offset, code0 == 7 ? 7 : code0 ^ 7),
+                     DF11_ERR_CORRUPT);
+    ck_assert_int_eq(with_payload_byte(b, size, lo.data_offset + 5, 0x40), DF11_OK);
+    ck_assert_int_eq(with_payload_byte(b, size, lo.lanes_offset, 0x01), DF11_OK);
+    for (int i = 0; i < 300; i++) {
+        uint64_t at = df11_test_rand(&rng) % payload;
+        uint8_t x = (uint8_t)(1u << (df11_test_rand(&rng) % 8));
+        df11_status st = with_payload_byte(b, size, at, x);
+        ck_assert_msg(st == DF11_OK || st == DF11_ERR_CORRUPT, "payload byte %llu ^ %u: %s",
+                      (unsigned long long)at, x, df11_strerror(st));
+    }
+    free(b);
+}
+END_TEST
+
+/* Index fields of a fixed tensor are checked at open; an unknown codec (what a 2.0 reader
+ * sees in a 2.1 file, with 2 in place of 3) is refused with a detail that says so; files
+ * with a later minor version open. */
+START_TEST(test_fixed_hostile_index)
+{
+    size_t size;
+    uint8_t *b = good_fixed_file(&size);
+    const uint64_t T = df11i_ld64(b + HDR_TENSORS_OFFSET);
+    ck_assert_uint_eq(b[T + TEN_CODEC], DF11_CODEC_EXP_FIXED); /* tensor 0 is "a" */
+    ck_assert_int_eq(with_field(b, size, HDR_VERSION_MINOR, 2, 9), DF11_OK);
+    ck_assert_int_eq(with_field(b, size, T + TEN_CODEC, 1, 3), DF11_ERR_CORRUPT);
+    ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "unknown codec 3"));
+    ck_assert_int_eq(with_field(b, size, T + TEN_DTYPE, 1, DF11_DTYPE_F16), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(with_field(b, size, T + TEN_NDIM, 1, 1), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(with_field(b, size, T + TEN_N_CHUNKS, 4, 9), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(with_field(b, size, T + TEN_MAX_CODE_LEN, 1, 12), DF11_ERR_CORRUPT);
+    ck_assert_int_eq(
+        with_field(b, size, T + TEN_STREAM_SIZE, 8, df11i_ld64(b + T + TEN_STREAM_SIZE) + 16),
+        DF11_ERR_CORRUPT);
+    const int sections[5] = { TEN_CODEBOOK_OFFSET, TEN_CHUNKS_OFFSET, TEN_STREAM_OFFSET,
+                              TEN_LANES_OFFSET, TEN_DATA_OFFSET };
+    for (int i = 0; i < 5; i++) {
+        uint64_t v = df11i_ld64(b + T + sections[i]);
+        ck_assert_int_eq(with_field(b, size, T + sections[i], 8, v + 8), DF11_ERR_RANGE);
+        ck_assert_int_eq(with_field(b, size, T + sections[i], 8, v + (1ull << 40)), DF11_ERR_RANGE);
+    }
+    /* more exceptions than the section holds, and a count the offsets do not end at */
+    ck_assert_int_eq(with_field(b, size, T + TEN_LANE_SYMBOLS, 4, 1u << 30), DF11_ERR_RANGE);
+    ck_assert_int_eq(
+        with_field(b, size, T + TEN_LANE_SYMBOLS, 4, df11i_ld32(b + T + TEN_LANE_SYMBOLS) - 1),
+        DF11_ERR_CORRUPT);
+    for (size_t cut = 0; cut < size; cut += 211) {
+        df11_status st = open_and_decode(b, cut);
+        ck_assert_msg(st == DF11_ERR_NOT_DF11 || st == DF11_ERR_TRUNCATED, "cut at %zu: %s", cut,
+                      df11_strerror(st));
+    }
+    free(b);
+}
+END_TEST
+
 int main(void)
 {
     rng = df11_test_seed();
@@ -809,6 +1046,10 @@ int main(void)
     tcase_add_test(tc, test_fifo_refused);
     tcase_add_test(tc, test_open_memory);
     tcase_add_test(tc, test_raw_alignment);
+    tcase_add_test(tc, test_fixed_roundtrip_kinds);
+    tcase_add_test(tc, test_fixed_real_model);
+    tcase_add_test(tc, test_fixed_hostile_payload);
+    tcase_add_test(tc, test_fixed_hostile_index);
     suite_add_tcase(s, tc);
     return df11_test_run(s);
 }

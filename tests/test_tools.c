@@ -351,6 +351,76 @@ START_TEST(test_fifo_inputs_refused)
 }
 END_TEST
 
+/* --codec fixed: inspect shows the codec per tensor (and --json), --verify decodes it,
+ * df11-decompress gives back the original bytes; a bad --codec is a usage error. */
+START_TEST(test_codec_fixed)
+{
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-synth -o tinyf/ --shape tiny --layers 2 --seed 9"),
+                     0);
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-compress tinyf -o f.df11 --codec nope"), 2);
+    ck_assert_ptr_nonnull(strstr(buf, "--codec 'nope'"));
+    ck_assert_int_ne(system("test -e f.df11"), 0);
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-compress tinyf -o f.df11 --codec fixed --json"), 0);
+    cJSON *j = cJSON_Parse(buf);
+    ck_assert_ptr_nonnull(j);
+    double ratio = cJSON_GetObjectItem(j, "ratio")->valuedouble;
+    ck_assert_double_gt(ratio, 0.5);
+    ck_assert_double_lt(ratio, 0.85);
+    cJSON_Delete(j);
+
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-inspect f.df11 --verify --json"), 0);
+    j = cJSON_Parse(buf);
+    ck_assert_ptr_nonnull(j);
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(j, "verified")));
+    int n_fixed = 0, n_huffman = 0;
+    cJSON *g, *t;
+    cJSON_ArrayForEach(g, cJSON_GetObjectItem(j, "groups"))
+    {
+        ck_assert_str_eq(cJSON_GetObjectItem(g, "verify")->valuestring, "ok");
+        cJSON_ArrayForEach(t, cJSON_GetObjectItem(g, "tensors"))
+        {
+            const char *c = cJSON_GetObjectItem(t, "codec")->valuestring;
+            int two_d = cJSON_GetArraySize(cJSON_GetObjectItem(t, "shape")) == 2;
+            if (!strcmp(cJSON_GetObjectItem(t, "dtype")->valuestring, "BF16"))
+                ck_assert_str_eq(c, two_d ? "exp-fixed" : "exp-huffman");
+            n_fixed += !strcmp(c, "exp-fixed");
+            n_huffman += !strcmp(c, "exp-huffman");
+        }
+    }
+    ck_assert_int_gt(n_fixed, 0);
+    ck_assert_int_gt(n_huffman, 0);
+    cJSON_Delete(j);
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-inspect f.df11 --tensors --verify"), 0);
+    ck_assert_ptr_nonnull(strstr(buf, "exp-fixed"));
+    ck_assert_ptr_nonnull(strstr(buf, "every group's checksum and decode ok"));
+
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-decompress f.df11 -o backf.safetensors"), 0);
+    char a_path[600], b_path[600];
+    snprintf(a_path, sizeof a_path, "%s/tinyf", df11_test_tmpdir());
+    snprintf(b_path, sizeof b_path, "%s/backf.safetensors", df11_test_tmpdir());
+    df11i_st_model *a, *b;
+    ck_assert_int_eq(df11i_st_open(a_path, &a), DF11_OK);
+    ck_assert_int_eq(df11i_st_open(b_path, &b), DF11_OK);
+    ck_assert_uint_eq(a->n_tensors, b->n_tensors);
+    for (size_t i = 0; i < a->n_tensors; i++) {
+        size_t k = 0;
+        while (k < b->n_tensors && strcmp(a->tensors[i].name, b->tensors[k].name)) k++;
+        ck_assert_uint_lt(k, b->n_tensors);
+        uint64_t bytes = df11_dtype_size(a->tensors[i].dtype);
+        for (uint32_t d = 0; d < a->tensors[i].ndim; d++) bytes *= a->tensors[i].shape[d];
+        ck_assert_mem_eq(a->tensors[i].data, b->tensors[k].data, bytes);
+    }
+    df11i_st_close(a);
+    df11i_st_close(b);
+    /* the same model with --codec huffman is the default's file, byte for byte */
+    ck_assert_int_eq(
+        run(buf, sizeof buf,
+            "df11-compress tinyf -o h1.df11 -q && "
+            "df11-compress tinyf -o h2.df11 -q --codec huffman && cmp h1.df11 h2.df11"),
+        0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tools");
@@ -363,6 +433,7 @@ int main(void)
     tcase_add_test(tc, test_max_code_len_too_small);
     tcase_add_test(tc, test_smallest_max_code_len_verifies);
     tcase_add_test(tc, test_fifo_inputs_refused);
+    tcase_add_test(tc, test_codec_fixed);
     suite_add_tcase(s, tc);
     return df11_test_run(s);
 }

@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "tools/cli.h"
 
@@ -21,6 +22,9 @@ static void usage(void)
            "      --lane-symbols S    weights per decoder lane and chunk, a multiple of 8 in\n"
            "                          8..4096 (default %d)\n"
            "      --layer-prefix P    tensors named P<N>.* form block N (default %s)\n"
+           "      --codec C           exponent code of BF16 weights: huffman (default, ~67%%\n"
+           "                          of BF16) or fixed (2-D weights: 3 bits + escapes, ~70%%,\n"
+           "                          laid out for fused matmul; other BF16 tensors Huffman)\n"
            "      --json              print the summary as JSON\n"
            "  -q, --quiet             no summary\n"
            "  -h, --help, -V, --version\n",
@@ -44,6 +48,7 @@ int main(int argc, char **argv)
                                           { "max-code-len", required_argument, 0, 'L' },
                                           { "lane-symbols", required_argument, 0, 'S' },
                                           { "layer-prefix", required_argument, 0, 'P' },
+                                          { "codec", required_argument, 0, 'C' },
                                           { "json", no_argument, 0, 'J' },
                                           { "quiet", no_argument, 0, 'q' },
                                           { "help", no_argument, 0, 'h' },
@@ -74,6 +79,14 @@ int main(int argc, char **argv)
             o.lane_symbols = (uint32_t)v;
             break;
         case 'P': o.layer_prefix = optarg; break;
+        case 'C':
+            if (strcmp(optarg, "huffman") == 0)
+                o.codec = DF11_CODEC_EXP_HUFFMAN;
+            else if (strcmp(optarg, "fixed") == 0)
+                o.codec = DF11_CODEC_EXP_FIXED;
+            else
+                return cli_usage_error(tool, "--codec '%s': want huffman or fixed", optarg);
+            break;
         case 'J': json = 1; break;
         case 'q': quiet = 1; break;
         case 'h': usage(); return CLI_OK;

@@ -9,6 +9,17 @@
 
 static const char *tool = "df11-inspect";
 
+/* The codec's name in the table and in --json. */
+static const char *codec_name(df11_codec c)
+{
+    switch (c) {
+    case DF11_CODEC_RAW: return "raw";
+    case DF11_CODEC_EXP_HUFFMAN: return "exp-huffman";
+    case DF11_CODEC_EXP_FIXED: return "exp-fixed";
+    }
+    return "unknown";
+}
+
 static void usage(void)
 {
     printf("Usage: %s FILE.df11 [--json] [--verify] [--tensors]\n"
@@ -66,7 +77,7 @@ int main(int argc, char **argv)
     double entropy_sum = 0;
     for (uint32_t t = 0; t < nt; t++) {
         const df11_tensor_info *ti = df11_file_tensor(f, t);
-        if (ti->codec == DF11_CODEC_EXP_HUFFMAN) {
+        if (ti->codec != DF11_CODEC_RAW) {
             bf16 += ti->nbytes;
             stored += ti->stored_bytes;
             bf16_weights += ti->n_elements;
@@ -123,14 +134,15 @@ int main(int argc, char **argv)
                 cJSON *shape = cJSON_AddArrayToObject(o, "shape");
                 for (uint32_t d = 0; d < ti->ndim; d++)
                     cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)ti->shape[d]));
-                cJSON_AddStringToObject(o, "codec",
-                                        ti->codec == DF11_CODEC_RAW ? "raw" : "exp-huffman");
+                cJSON_AddStringToObject(o, "codec", codec_name(ti->codec));
                 cJSON_AddNumberToObject(o, "bytes", (double)ti->nbytes);
                 cJSON_AddNumberToObject(o, "stored_bytes", (double)ti->stored_bytes);
                 if (ti->codec == DF11_CODEC_EXP_HUFFMAN) {
                     cJSON_AddNumberToObject(o, "exponent_entropy", ti->exponent_entropy);
                     cJSON_AddNumberToObject(o, "max_code_len", ti->max_code_len);
                     cJSON_AddNumberToObject(o, "lane_symbols", ti->lane_symbols);
+                } else if (ti->codec == DF11_CODEC_EXP_FIXED) {
+                    cJSON_AddNumberToObject(o, "exponent_entropy", ti->exponent_entropy);
                 }
                 cJSON_AddItemToArray(jt, o);
             }
@@ -150,11 +162,11 @@ int main(int argc, char **argv)
             for (uint32_t d = 0; d < ti->ndim && at < 80; d++)
                 at += snprintf(shape + at, sizeof shape - (size_t)at, d ? "x%llu" : "%llu",
                                (unsigned long long)ti->shape[d]);
-            if (ti->codec == DF11_CODEC_EXP_HUFFMAN)
-                printf("    %-52s %-5s %-16s %6.2f%%  H=%.3f\n", ti->name,
+            if (ti->codec != DF11_CODEC_RAW)
+                printf("    %-52s %-5s %-16s %6.2f%%  H=%.3f  %s\n", ti->name,
                        df11_dtype_name(ti->dtype), shape,
                        ti->nbytes ? 100.0 * (double)ti->stored_bytes / (double)ti->nbytes : 0.0,
-                       ti->exponent_entropy);
+                       ti->exponent_entropy, codec_name(ti->codec));
             else
                 printf("    %-52s %-5s %-16s raw\n", ti->name, df11_dtype_name(ti->dtype), shape);
         }

@@ -11,6 +11,7 @@
 #include <xxhash.h>
 
 #include "codec/codec.h"
+#include "codec/fixed.h"
 #include "common/atomic_file.h"
 #include "common/clock.h"
 #include "common/error.h"
@@ -146,9 +147,51 @@ static df11_status pwrite_all(int fd, const void *buf, uint64_t size, uint64_t o
 typedef struct {
     uint8_t *rec; /* the tensor record being filled */
     df11i_encoded enc;
-    uint64_t size;   /* bytes this tensor adds to the payload, aligned */
-    uint64_t stored; /* the same without alignment padding */
+    df11i_fixed fixed; /* EXP_FIXED tensors: the coded tensor (enc then holds only hist) */
+    uint64_t size;     /* bytes this tensor adds to the payload, aligned */
+    uint64_t stored;   /* the same without alignment padding */
 } tensor_out;
+
+/* Whether tensor p gets the fixed code: asked for, and a non-empty 2-D BF16 matrix (the
+ * code's rows x cols geometry); other BF16 tensors of such a file stay Huffman. */
+static int use_fixed(const tensor_plan *p, const df11_compress_options *o)
+{
+    return o->codec == DF11_CODEC_EXP_FIXED && p->src->dtype == DF11_DTYPE_BF16 &&
+           p->src->ndim == 2 && p->n_elements > 0;
+}
+
+/* Fixed-codes tensor p and fills its record (docs/FORMAT.md, "Fixed-code tensors"):
+ * sections base, exception offsets, codes, exceptions, sign|mantissa from `at` on. */
+static df11_status encode_fixed(const tensor_plan *p, const df11_compress_options *o, uint64_t at,
+                                tensor_out *t)
+{
+    uint8_t *r = t->rec;
+    const uint16_t *w = p->src->data;
+    df11_status st =
+        df11i_fixed_encode(w, p->src->shape[0], p->src->shape[1], o->n_threads, &t->fixed);
+    if (st != DF11_OK) return df11i_fail_context(st, "tensor '%s'", p->src->name);
+    const df11i_fixed *f = &t->fixed;
+    memset(t->enc.hist, 0, sizeof t->enc.hist);
+    for (uint64_t i = 0; i < p->n_elements; i++) t->enc.hist[df11i_bf16_exp(w[i])]++;
+    const uint64_t sizes[5] = { f->g.rows_pad, 4 * (f->g.n_tiles + 1), f->g.code_bytes,
+                                df11i_align_up(f->n_exc, DF11_SECTION_ALIGN) + 16, f->g.sm_bytes };
+    const int fields[5] = { TEN_CODEBOOK_OFFSET, TEN_CHUNKS_OFFSET, TEN_STREAM_OFFSET,
+                            TEN_LANES_OFFSET, TEN_DATA_OFFSET };
+    uint64_t off = at;
+    for (int i = 0; i < 5; i++) {
+        df11i_st64(r + fields[i], off);
+        off = df11i_align_up(off + sizes[i], DF11_SECTION_ALIGN);
+    }
+    r[TEN_CODEC] = DF11_CODEC_EXP_FIXED;
+    df11i_st32(r + TEN_N_CHUNKS, (uint32_t)f->g.n_tiles);
+    df11i_st32(r + TEN_LANE_SYMBOLS, (uint32_t)f->n_exc);
+    df11i_st64(r + TEN_STREAM_SIZE, f->g.code_bytes);
+    float h = (float)df11i_entropy(t->enc.hist);
+    memcpy(r + TEN_ENTROPY, &h, 4);
+    t->size = off - at;
+    t->stored = df11i_fixed_stored_bytes(f);
+    return DF11_OK;
+}
 
 /* Encodes tensor p (if BF16) and fills its record's section offsets relative to `at`. */
 static df11_status encode_tensor(const tensor_plan *p, const df11_compress_options *o, uint64_t at,
@@ -162,6 +205,7 @@ static df11_status encode_tensor(const tensor_plan *p, const df11_compress_optio
         t->stored = p->nbytes;
         return DF11_OK;
     }
+    if (use_fixed(p, o)) return encode_fixed(p, o, at, t);
     df11_status st = df11i_encode(p->src->data, p->n_elements, o->max_code_len, o->lane_symbols,
                                   o->n_threads, sm_scratch, &t->enc);
     if (st != DF11_OK) return df11i_fail_context(st, "tensor '%s'", p->src->name);
@@ -201,6 +245,15 @@ static void place_tensor(const tensor_plan *p, const tensor_out *t, uint8_t *pay
         if (p->nbytes) memcpy(payload + df11i_ld64(r + TEN_DATA_OFFSET), p->src->data, p->nbytes);
         return;
     }
+    if (r[TEN_CODEC] == DF11_CODEC_EXP_FIXED) {
+        const df11i_fixed *f = &t->fixed;
+        memcpy(payload + df11i_ld64(r + TEN_CODEBOOK_OFFSET), f->base, f->g.rows_pad);
+        memcpy(payload + df11i_ld64(r + TEN_CHUNKS_OFFSET), f->exc_off, 4 * (f->g.n_tiles + 1));
+        memcpy(payload + df11i_ld64(r + TEN_STREAM_OFFSET), f->codes, f->g.code_bytes);
+        if (f->n_exc) memcpy(payload + df11i_ld64(r + TEN_LANES_OFFSET), f->exc, f->n_exc);
+        memcpy(payload + df11i_ld64(r + TEN_DATA_OFFSET), f->sm, f->g.sm_bytes);
+        return;
+    }
     const df11i_encoded *e = &t->enc;
     df11i_codebook_write(&e->coded.code, payload + df11i_ld64(r + TEN_CODEBOOK_OFFSET));
     memcpy(payload + df11i_ld64(r + TEN_CHUNKS_OFFSET), e->chunks, e->coded.n_chunks * 4);
@@ -217,6 +270,10 @@ static df11_status resolve_options(const df11_compress_options *options, df11_co
     if (!o->max_code_len) o->max_code_len = DF11_DEFAULT_MAX_CODE_LEN;
     if (!o->lane_symbols) o->lane_symbols = DF11_DEFAULT_LANE_SYMBOLS;
     if (!o->layer_prefix) o->layer_prefix = DF11_DEFAULT_LAYER_PREFIX;
+    if (!o->codec) o->codec = DF11_CODEC_EXP_HUFFMAN;
+    if (o->codec != DF11_CODEC_EXP_HUFFMAN && o->codec != DF11_CODEC_EXP_FIXED)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "codec %d: want %d (exp-huffman) or %d (fixed)",
+                          (int)o->codec, DF11_CODEC_EXP_HUFFMAN, DF11_CODEC_EXP_FIXED);
     if (o->max_code_len > DF11_MAX_CODE_LEN)
         return df11i_fail(DF11_ERR_INVALID_ARG, "max code length %u > %d", o->max_code_len,
                           DF11_MAX_CODE_LEN);
@@ -246,12 +303,16 @@ typedef struct {
     df11_compress_summary sum;
     uint64_t hist[256]; /* exponents of every BF16 weight */
     uint64_t total_in, done_in;
+    int any_fixed; /* an EXP_FIXED tensor was written: the file is 2.1, else 2.0 */
 } compress_run;
 
 static void compress_run_free(compress_run *r)
 {
     df11i_atomic_file_abort(&r->out);
-    for (size_t k = 0; r->outs && k < r->n; k++) df11i_encoded_free(&r->outs[k].enc);
+    for (size_t k = 0; r->outs && k < r->n; k++) {
+        df11i_encoded_free(&r->outs[k].enc);
+        df11i_fixed_free(&r->outs[k].fixed);
+    }
     free(r->outs);
     free(r->sm);
     free(r->payload);
@@ -344,7 +405,9 @@ static df11_status append_tensor(compress_run *r, uint32_t k, const char *group_
     } else {
         r->sum.raw_bytes += p->nbytes;
     }
+    if (t->rec[TEN_CODEC] == DF11_CODEC_EXP_FIXED) r->any_fixed = 1;
     df11i_encoded_free(&t->enc);
+    df11i_fixed_free(&t->fixed);
     r->done_in += p->nbytes;
     return DF11_OK;
 }
@@ -387,7 +450,8 @@ static df11_status finish_header(compress_run *r, uint64_t metadata_len, uint64_
     uint8_t *index = r->index;
     memcpy(index + HDR_MAGIC, DF11_MAGIC, 8);
     df11i_st16(index + HDR_VERSION_MAJOR, DF11_VERSION_MAJOR);
-    df11i_st16(index + HDR_VERSION_MINOR, DF11_VERSION_MINOR);
+    df11i_st16(index + HDR_VERSION_MINOR,
+               r->any_fixed ? DF11_VERSION_MINOR : DF11_VERSION_MINOR_HUFFMAN_ONLY);
     df11i_st32(index + HDR_HEADER_SIZE, DF11_HEADER_SIZE);
     df11i_st32(index + HDR_N_GROUPS, r->n_groups);
     df11i_st32(index + HDR_N_TENSORS, (uint32_t)r->n);

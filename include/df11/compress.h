@@ -57,6 +57,14 @@ typedef struct df11_compress_options {
     /* Called from the calling thread after each group; may be NULL. */
     void (*progress)(void *ctx, uint64_t bytes_done, uint64_t bytes_total);
     void *progress_ctx;
+    /* The exponent code of BF16 tensors: 0 = the default, DF11_CODEC_EXP_HUFFMAN (a
+     * zero-initialised struct keeps working); DF11_CODEC_EXP_FIXED codes every 2-D BF16
+     * tensor with the fixed-width code (3 bits + escapes, laid out for fused matmul
+     * kernels; about 70% of BF16 against Huffman's ~67%) and the other BF16 tensors (1-D
+     * norms, biases) with Huffman; such a file is format 2.1 (docs/FORMAT.md). Anything
+     * else (RAW included) fails with DF11_ERR_INVALID_ARG. The default stays Huffman until
+     * the fused-kernel measurements of issue 11 say otherwise (bench/RESULTS.md). */
+    df11_codec codec;
 } df11_compress_options;
 
 typedef struct df11_compress_summary {

@@ -57,6 +57,9 @@ DF11_API df11_dtype df11_dtype_from_name(const char *name);
 typedef enum df11_codec {
     DF11_CODEC_RAW = 0,         /* bytes stored as they were */
     DF11_CODEC_EXP_HUFFMAN = 1, /* BF16: Huffman-coded exponents + raw sign|mantissa bytes */
+    /* 2-D BF16: a 3-bit exponent code relative to a per-row base, escapes in per-tile
+     * lists, weights in tensor-core fragment order (format 2.1; docs/FORMAT.md) */
+    DF11_CODEC_EXP_FIXED = 2,
 } df11_codec;
 
 /* One group: the tensors of one transformer block, or one non-layer tensor. */
@@ -82,8 +85,9 @@ typedef struct df11_tensor_info {
     uint64_t nbytes;         /* decoded bytes = n_elements * dtype size */
     uint64_t decoded_offset; /* within the decoded group, a multiple of 256 */
     uint64_t stored_bytes;   /* bytes this tensor takes in the payload, padding excluded */
-    uint64_t exponent_bits;  /* coded exponent bits (EXP_HUFFMAN) */
-    float exponent_entropy;  /* empirical exponent entropy, bits/weight (EXP_HUFFMAN) */
+    uint64_t exponent_bits;  /* coded exponent bits (EXP_HUFFMAN); EXP_FIXED: every byte
+                                but the sign|mantissa ones (bases, codes, exceptions), x 8 */
+    float exponent_entropy;  /* empirical exponent entropy, bits/weight (EXP_HUFFMAN, EXP_FIXED) */
     uint32_t max_code_len;
     uint32_t lane_symbols;
 } df11_tensor_info;

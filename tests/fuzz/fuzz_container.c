@@ -48,6 +48,22 @@ static void check_tensor(const df11_file *f, uint32_t t, const df11_group_info *
                    t);
         return;
     }
+    if (ti->codec == DF11_CODEC_EXP_FIXED) {
+        df11i_fixed_geom fg;
+        FUZZ_CHECK(ti->dtype == DF11_DTYPE_BF16 && ti->ndim == 2 &&
+                       df11i_fixed_geometry(ti->shape[0], ti->shape[1], &fg) == DF11_OK &&
+                       lo->n_chunks == fg.n_tiles && lo->stream_size == fg.code_bytes,
+                   "tensor %u: fixed code on %s, %u dims, %u tiles", t, df11_dtype_name(ti->dtype),
+                   ti->ndim, lo->n_chunks);
+        FUZZ_CHECK(INSIDE(lo->codebook_offset, fg.rows_pad) &&
+                       INSIDE(lo->chunks_offset, 4 * (fg.n_tiles + 1)) &&
+                       INSIDE(lo->stream_offset, fg.code_bytes) &&
+                       INSIDE(lo->lanes_offset, lo->n_exc + 16) &&
+                       INSIDE(lo->data_offset, fg.sm_bytes),
+                   "tensor %u: a fixed-code section lies outside its payload of %llu bytes", t,
+                   (unsigned long long)ps);
+        return;
+    }
     FUZZ_CHECK(ti->codec == DF11_CODEC_EXP_HUFFMAN && ti->dtype == DF11_DTYPE_BF16,
                "tensor %u: codec %d", t, (int)ti->codec);
     FUZZ_CHECK(ti->lane_symbols >= 8 && ti->lane_symbols % 8 == 0 &&

@@ -37,6 +37,22 @@ static void check_decoded(const df11_file *f, const df11_group_info *gi, const u
         if (ti->codec == DF11_CODEC_RAW) {
             FUZZ_CHECK(memcmp(o, payload + lo->data_offset, ti->nbytes) == 0,
                        "tensor '%s': raw bytes differ", ti->name);
+        } else if (ti->codec == DF11_CODEC_EXP_FIXED) {
+            df11i_fixed v;
+            FUZZ_CHECK(df11i_file_tensor_fixed(f, t, payload, &v) == DF11_OK,
+                       "tensor '%s' decoded but does not validate", ti->name);
+            /* every weight's sign|mantissa is the sm byte the layout puts it at */
+            for (uint64_t i = 0; i < v.g.sm_bytes; i++) {
+                uint64_t lane16 = i % 512, half = i / 512, row, col;
+                df11i_fixed_weight_pos(half / 2 / v.g.steps, half / 2 % v.g.steps,
+                                       (uint32_t)(half % 2), (uint32_t)(lane16 / 16),
+                                       (uint32_t)(lane16 % 16), &row, &col);
+                if (row >= v.g.rows || col >= v.g.cols) continue;
+                uint16_t x;
+                memcpy(&x, o + 2 * (row * v.g.cols + col), 2);
+                FUZZ_CHECK(df11i_bf16_sm(x) == v.sm[i], "tensor '%s' (%llu, %llu): sign|mantissa",
+                           ti->name, (unsigned long long)row, (unsigned long long)col);
+            }
         } else {
             df11i_coded c;
             FUZZ_CHECK(df11i_file_tensor_coded(f, t, payload, &c) == DF11_OK,

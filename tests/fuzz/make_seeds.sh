@@ -40,6 +40,11 @@ if [ -x "$tools/df11-synth" ] && [ -x "$tools/df11-compress" ]; then
   container_seed "$w/stories.df11" synth-stories.df11 decode
   container_seed "$w/small.df11" small.df11 decode
   container_seed "$w/small-l15.df11" small-l15.df11 decode
+  # the fixed exponent code (format 2.1): groups mixing fixed, Huffman and raw tensors
+  "$tools/df11-compress" -q -j 1 "$w/stories" -o "$w/stories-fixed.df11" --codec fixed
+  "$tools/df11-compress" -q -j 1 "$w/small.safetensors" -o "$w/small-fixed.df11" --codec fixed --lane-symbols 8
+  container_seed "$w/stories-fixed.df11" synth-stories-fixed.df11 decode
+  container_seed "$w/small-fixed.df11" small-fixed.df11 decode
   { printf '\000'; cat "$w/small.df11"; } >"$out/container/small-raw.df11"
 else
   echo "make_seeds: no df11-synth/df11-compress in $tools: tool-made seeds skipped" >&2
@@ -51,6 +56,8 @@ if [ -d "$model" ] && [ -x "$tools/df11-compress" ]; then
   cp "$model/config.json" "$out/config/stories260K.json"
   "$tools/df11-compress" -q -j 1 "$model" -o "$w/stories260K.df11"
   container_seed "$w/stories260K.df11" stories260K.df11
+  "$tools/df11-compress" -q -j 1 "$model" -o "$w/stories260K-fixed.df11" --codec fixed
+  container_seed "$w/stories260K-fixed.df11" stories260K-fixed.df11
 else
   echo "make_seeds: skipping stories260K: not found at $model" >&2
 fi
