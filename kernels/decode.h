@@ -33,7 +33,13 @@ typedef struct df11i_gpu_tensor_desc {
     uint32_t max_len;
     uint32_t lane_symbols;
     uint32_t first_cta; /* this tensor's CTAs: [first_cta, next tensor's first_cta) */
-    uint32_t n_chunks;
+    uint32_t n_chunks;  /* EXP_FIXED: tiles */
+    /* EXP_FIXED (decoded by its own launch, kernels/decode_fixed.cu; it takes no CTA of the
+     * group kernel): chunks_off = exception offsets, lanes_off = exceptions, stream_off =
+     * code vectors, data_off = sign|mantissa bytes, base_off = row bases; n_elements =
+     * rows * cols. */
+    uint64_t base_off;
+    uint64_t rows, cols;
 } df11i_gpu_tensor_desc;
 
 typedef struct df11i_gpu_plan_header {
@@ -61,6 +67,14 @@ df11_status df11i_gpu_plan_size(const df11_file *file, uint32_t group, size_t *b
 df11_status df11i_gpu_plan_build(const df11_file *file, uint32_t group, const void *payload,
                                  void **blob, size_t *blob_size);
 
+/* Launches the fixed-code decoder for one EXP_FIXED tensor of a plan (kernels/decode_fixed.cu):
+ * writes its rows x cols BF16 values at out_off and zeros up to the next 256-byte boundary.
+ * The plan builder validated the tensor whole (df11i_fixed_validate); the kernel still
+ * never reads an exception outside its tile's list, and ORs 1 into *d_error (if not NULL)
+ * where it would have. Asynchronous; returns launch errors only. */
+df11_status df11i_gpu_decode_fixed(const df11i_gpu_tensor_desc *desc, const void *d_payload,
+                                   void *d_out, uint32_t *d_error, void *stream);
+
 /* Decodes a group on `stream`: d_plan/d_payload/d_out are device pointers; `plan` is the
  * host copy of the same blob (for the launch geometry). Asynchronous; returns launch
  * errors only. The kernel writes all decoded_size bytes of d_out: every tensor, and zeros
@@ -69,7 +83,9 @@ df11_status df11i_gpu_plan_build(const df11_file *file, uint32_t group, const vo
  * are read 16 bytes at a time); cudaMalloc'd buffers of that size qualify. */
 df11_status df11i_gpu_decode(const void *plan, const void *d_plan, const void *d_payload,
                              void *d_out, void *stream);
-/* The same, and ORs 1 into the device word *d_error (if not NULL) when a lane stream does
+/* (EXP_FIXED tensors of the group are decoded by df11i_gpu_decode_fixed launches on the
+ * same stream, after the group kernel.)
+ * The same, and ORs 1 into the device word *d_error (if not NULL) when a lane stream does
  * not end exactly at its recorded length or holds a bit pattern no code starts with (the
  * CPU decoder's DF11_ERR_CORRUPT cases). The output is then unspecified, but the kernel
  * never reads or writes outside the payload, plan and output. */

@@ -1,5 +1,6 @@
 /* Builds a group's GPU decode plan on the host (kernels/decode.h): a descriptor per tensor,
- * the CTA ranges, and each tensor's decode table in the kernel's entry format. Pure host
+ * the CTA ranges, and each tensor's decode table in the kernel's entry format (EXP_FIXED
+ * tensors: a descriptor only, decoded by their own launch). Pure host
  * code, no CUDA calls: the caller uploads the blob. All payload checks happen here (through
  * df11i_file_tensor_coded), so that the kernel can trust the offsets it is given.
  */
@@ -23,6 +24,7 @@ static uint64_t group_ctas(const df11_file *file, const df11_group_info *gi, uin
     uint64_t ctas = 0;
     for (uint32_t t = gi->first_tensor; t < gi->first_tensor + gi->n_tensors; t++) {
         const df11_tensor_info *ti = df11_file_tensor(file, t);
+        if (ti->codec == DF11_CODEC_EXP_FIXED) continue; /* its own launch */
         ctas += ti->codec == DF11_CODEC_RAW
                     ? (ti->nbytes + DF11_RAW_CTA_BYTES - 1) / DF11_RAW_CTA_BYTES
                     : (df11i_file_tensor_layout(file, t)->n_chunks + warps - 1) / warps;
@@ -157,6 +159,24 @@ df11_status df11i_gpu_plan_build(const df11_file *file, uint32_t group, const vo
             d->n_elements = ti->nbytes;
             d->data_off = lay->data_offset;
             ctas += (ti->nbytes + DF11_RAW_CTA_BYTES - 1) / DF11_RAW_CTA_BYTES;
+            continue;
+        }
+        if (ti->codec == DF11_CODEC_EXP_FIXED) {
+            /* Validated whole here, on the host, like a Huffman tensor's tables: the
+             * kernel then trusts every offset. No CTA of the group kernel: first_cta
+             * equals the next tensor's, so the kernel's search never lands on it. */
+            df11i_fixed v;
+            if ((st = df11i_file_tensor_fixed(file, t, payload, &v)) != DF11_OK) break;
+            d->n_elements = ti->n_elements;
+            d->rows = v.g.rows;
+            d->cols = v.g.cols;
+            d->n_chunks = (uint32_t)v.g.n_tiles;
+            d->base_off = lay->codebook_offset;
+            d->chunks_off = lay->chunks_offset;
+            d->stream_off = lay->stream_offset;
+            d->stream_size = lay->stream_size;
+            d->lanes_off = lay->lanes_offset;
+            d->data_off = lay->data_offset;
             continue;
         }
         df11i_coded coded;

@@ -275,6 +275,92 @@ START_TEST(test_corrupt)
 }
 END_TEST
 
+/* Fixed-code tensors (codec 2) of awkward shapes (partial strips, steps and tiles, long
+ * rows, one column), every exponent (escapes everywhere), in groups that mix them with
+ * Huffman and raw tensors; the real model with --codec fixed. Poisoned output, every byte
+ * against the CPU decoder. A payload whose codes disagree with its exception offsets is
+ * refused by the plan builder, before any launch. */
+START_TEST(test_fixed)
+{
+    static const struct {
+        uint64_t rows, cols;
+        int all_exponents;
+    } shapes[] = {
+        { 1, 1, 0 },      { 16, 64, 0 },   { 17, 65, 0 }, { 13, 7, 0 },   { 77, 300, 0 },
+        { 256, 4100, 0 }, { 3, 70001, 0 }, { 300, 1, 0 }, { 40, 520, 1 }, { 33, 257, 1 }
+    };
+    const size_t n_shapes = sizeof shapes / sizeof *shapes;
+    df11_tensor_source src[3 * (sizeof shapes / sizeof *shapes)];
+    char names[3 * (sizeof shapes / sizeof *shapes)][64];
+    void *bufs[3 * (sizeof shapes / sizeof *shapes)];
+    size_t n = 0;
+    static float f32[5] = { 1.5f, -2.0f, 0.0f, 3.25f, 1e30f };
+    for (size_t i = 0; i < n_shapes; i++) {
+        uint64_t ne = shapes[i].rows * shapes[i].cols;
+        uint16_t *w = malloc(2 * ne + 2);
+        if (shapes[i].all_exponents)
+            for (uint64_t k = 0; k < ne; k++) w[k] = (uint16_t)df11_test_rand(&rng);
+        else
+            df11_test_fill_weights(w, ne, shapes[i].cols, &rng);
+        int layer = (int)(i / 3); /* groups of three shapes, plus a norm and a raw tensor */
+        snprintf(names[n], sizeof names[n], "model.layers.%d.m%zu.weight", layer, i);
+        src[n] = (df11_tensor_source){ .name = names[n],
+                                       .dtype = DF11_DTYPE_BF16,
+                                       .ndim = 2,
+                                       .shape = { shapes[i].rows, shapes[i].cols },
+                                       .data = w };
+        bufs[n++] = w;
+        if (i % 3 == 0) {
+            uint16_t *v = malloc(2 * 333);
+            df11_test_fill_weights(v, 333, 333, &rng);
+            snprintf(names[n], sizeof names[n], "model.layers.%d.norm.weight", layer);
+            src[n] = bf16_source(names[n], v, 333);
+            bufs[n++] = v;
+            snprintf(names[n], sizeof names[n], "model.layers.%d.scale", layer);
+            src[n] = (df11_tensor_source){
+                .name = names[n], .dtype = DF11_DTYPE_F32, .ndim = 1, .shape = { 5 }, .data = f32
+            };
+            bufs[n++] = NULL;
+        }
+    }
+    const char *path = tmp_path("fixed.df11");
+    df11_compress_options opt = { .n_threads = 2,
+                                  .lane_symbols = 64,
+                                  .codec = DF11_CODEC_EXP_FIXED };
+    df11_status st = df11_compress_tensors(path, src, n, NULL, 0, &opt, NULL);
+    ck_assert_msg(st == DF11_OK, "compress: %s", df11_last_error_detail());
+    check_file(path, "fixed");
+
+    const char *dir = df11_test_model_dir();
+    if (dir) {
+        const char *mpath = tmp_path("stories-fixed.df11");
+        ck_assert_int_eq(df11_compress_path(dir, mpath, &opt, NULL), DF11_OK);
+        check_file(mpath, "stories260K fixed");
+    }
+
+    /* one escape code too many in tile 0: the plan builder refuses the payload */
+    df11_file *f;
+    ck_assert_int_eq(df11_file_open(path, &f), DF11_OK);
+    uint32_t t;
+    ck_assert_int_eq(df11_file_find_tensor(f, "model.layers.0.m0.weight", &t), DF11_OK);
+    ck_assert_int_eq(df11_file_tensor(f, t)->codec, DF11_CODEC_EXP_FIXED);
+    const df11_group_info *gi = df11_file_group(f, df11_file_tensor(f, t)->group);
+    uint8_t *payload = malloc(gi->payload_size);
+    ck_assert_int_eq(df11_file_read_group(f, df11_file_tensor(f, t)->group, payload), DF11_OK);
+    uint8_t *code0 = payload + df11i_file_tensor_layout(f, t)->stream_offset;
+    *code0 = (uint8_t)((*code0 & 7) == 7 ? *code0 & ~7u : *code0 | 7u);
+    void *blob = NULL;
+    size_t blob_size = 0;
+    ck_assert_int_eq(
+        df11i_gpu_plan_build(f, df11_file_tensor(f, t)->group, payload, &blob, &blob_size),
+        DF11_ERR_CORRUPT);
+    ck_assert_ptr_null(blob);
+    free(payload);
+    df11_file_close(f);
+    for (size_t i = 0; i < n; i++) free(bufs[i]);
+}
+END_TEST
+
 int main(void)
 {
     int n_dev = 0;
@@ -295,7 +381,8 @@ int main(void)
     } cases[] = { { "sizes", test_sizes },
                   { "groups", test_shapes_and_groups },
                   { "model", test_real_model },
-                  { "corrupt", test_corrupt } };
+                  { "corrupt", test_corrupt },
+                  { "fixed", test_fixed } };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         TCase *tc = tcase_create(cases[i].name);
         tcase_set_timeout(tc, 600);
