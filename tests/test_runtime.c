@@ -1001,6 +1001,7 @@ static const mm_shape MM_SHAPES[] = {
 static struct {
     test_model t;
     uint64_t seed;
+    char fixed_path[512]; /* the same tensors with the fixed-width exponent code */
 } mm;
 
 static const df11_tensor_source *source_in(const test_model *t, const char *name)
@@ -1040,17 +1041,23 @@ static void mm_make_model(void)
     ck_assert_msg(s == DF11_OK, "compress: %s %s", df11_strerror(s), df11_last_error_detail());
     s = df11i_st_write(mm.t.st_path, mm.t.t, mm.t.n, NULL);
     ck_assert_msg(s == DF11_OK, "st_write: %s %s", df11_strerror(s), df11_last_error_detail());
+    snprintf(mm.fixed_path, sizeof mm.fixed_path, "%s/mm_fixed.df11", df11_test_tmpdir());
+    co.codec = DF11_CODEC_EXP_FIXED;
+    s = df11_compress_tensors(mm.fixed_path, mm.t.t, mm.t.n, CONFIG, strlen(CONFIG), &co, NULL);
+    ck_assert_msg(s == DF11_OK, "compress (fixed): %s %s", df11_strerror(s),
+                  df11_last_error_detail());
 }
 
-static df11_model *mm_open(int bf16, df11_nonlayer_policy pol, int n_threads)
+/* kind: 0 = the Huffman file, 1 = the BF16 model, 2 = the fixed-code file. */
+static df11_model *mm_open(int kind, df11_nonlayer_policy pol, int n_threads)
 {
     mm_make_model();
     df11_model_options o = opts(2);
     o.nonlayer = pol;
     o.n_threads = n_threads;
     df11_model *m;
-    df11_status s =
-        bf16 ? df11_model_open_bf16(mm.t.st_path, &o, &m) : df11_model_open(mm.t.path, &o, &m);
+    df11_status s = kind == 1 ? df11_model_open_bf16(mm.t.st_path, &o, &m)
+                              : df11_model_open(kind == 2 ? mm.fixed_path : mm.t.path, &o, &m);
     ck_assert_msg(s == DF11_OK, "open: %s %s", df11_strerror(s), df11_last_error_detail());
     return m;
 }
@@ -1143,16 +1150,22 @@ static void mm_check_reference(const mm_shape *sh, const uint16_t *w, const uint
 
 START_TEST(test_matmul_reference)
 {
-    /* The df11 model with the non-layer weight resident and compressed, and the BF16 model:
-     * each against the reference, and the three bit-identical. */
-    df11_model *ms[3] = { mm_open(0, DF11_NONLAYER_RESIDENT, 2), mm_open(0, DF11_NONLAYER_ARENA, 2),
-                          mm_open(1, DF11_NONLAYER_RESIDENT, 2) };
+    /* The df11 model with the non-layer weight resident and compressed, the BF16 model, and
+     * the fixed-code model: each against the reference, and all bit-identical. */
+#ifdef RT_TEST_CUDA
+    enum { N_MODELS = 3 }; /* the GPU decode of the fixed code has not landed yet */
+#else
+    enum { N_MODELS = 4 };
+#endif
+    df11_model *ms[4] = { mm_open(0, DF11_NONLAYER_RESIDENT, 2), mm_open(0, DF11_NONLAYER_ARENA, 2),
+                          mm_open(1, DF11_NONLAYER_RESIDENT, 2),
+                          N_MODELS > 3 ? mm_open(2, DF11_NONLAYER_ARENA, 2) : NULL };
     uint64_t rng = mm.seed ^ 0x78;
     for (size_t i = 0; i < MM_N_SHAPES; i++) {
         const mm_shape *sh = &MM_SHAPES[i];
         const uint16_t *w = source_in(&mm.t, sh->name)->data;
-        df11_weight ws[3];
-        for (int j = 0; j < 3; j++) {
+        df11_weight ws[N_MODELS];
+        for (int j = 0; j < N_MODELS; j++) {
             df11_status s = df11_weight_get(ms[j], sh->name, &ws[j]);
             ck_assert_msg(s == DF11_OK, "weight_get %s: %s %s", sh->name, df11_strerror(s),
                           df11_last_error_detail());
@@ -1165,23 +1178,23 @@ START_TEST(test_matmul_reference)
             for (int d = 0; d < 2; d++) {
                 const df11_dtype yd = d ? DF11_DTYPE_BF16 : DF11_DTYPE_F32;
                 const size_t ysz = (size_t)batch * sh->n * (d ? 2 : 4);
-                void *y[3];
-                for (int j = 0; j < 3; j++) {
+                void *y[N_MODELS];
+                for (int j = 0; j < N_MODELS; j++) {
                     y[j] = malloc(ysz);
                     mm_run(ms[j], &ws[j], x, batch, yd, y[j]);
                 }
                 mm_check_reference(sh, w, x, batch, yd, y[0]);
-                for (int j = 1; j < 3; j++)
+                for (int j = 1; j < N_MODELS; j++)
                     ck_assert_msg(!memcmp(y[0], y[j], ysz),
                                   "%s batch %u: model %d's y differs from the df11 model's "
                                   "(seed %#llx)",
                                   sh->name, batch, j, (unsigned long long)mm.seed);
-                for (int j = 0; j < 3; j++) free(y[j]);
+                for (int j = 0; j < N_MODELS; j++) free(y[j]);
             }
             free(x);
         }
     }
-    for (int j = 0; j < 3; j++) df11_model_close(ms[j]);
+    for (int j = 0; j < N_MODELS; j++) df11_model_close(ms[j]);
 }
 END_TEST
 

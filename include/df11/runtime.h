@@ -177,9 +177,11 @@ DF11_API df11_status df11_model_stats_get(const df11_model *model, df11_model_st
  * Which path runs (docs/RUNTIME.md, "The matmul op"), chosen per call by the op itself:
  *   - W resident (a BF16 model, a non-layer tensor under the RESIDENT policy, or a tensor
  *     the file stores raw): a plain GEMM on W where it lies (CUDA: cublasGemmEx, BF16
- *     inputs, fp32 compute; host: the host kernel below);
+ *     inputs, fp32 compute; host: the row kernel of the fused path below);
  *   - host backend, W Huffman-coded: a fused decode-dot on options.n_threads threads, W
- *     decoded a few chunks at a time into per-thread buffers, never whole;
+ *     decoded a few chunks at a time into per-thread buffers, never whole; W in another
+ *     code (DF11_CODEC_EXP_FIXED): decoded whole into the op's scratch, then the same
+ *     product as for resident W;
  *   - CUDA backend, W compressed: W is decoded into the op's scratch buffer on the
  *     runtime's side stream, then cublasGemmEx runs on `stream` (events order the two; no
  *     host sync). Fused decode-GEMV/GEMM kernels will replace this path at small batch.
@@ -203,7 +205,8 @@ typedef struct df11_weight {
  * there is no such tensor, DF11_ERR_DTYPE if it is not BF16, DF11_ERR_INVALID_ARG if it
  * is not 2-D or is empty, DF11_ERR_OVERFLOW if a side exceeds INT32_MAX,
  * DF11_ERR_UNSUPPORTED for a codec this backend cannot multiply from. The first weight
- * that needs the decode path (CUDA backend, compressed W) allocates the op's scratch
+ * that needs the decode path (CUDA backend: compressed W; host: W in a code without a
+ * fused host path) allocates the op's scratch
  * buffer, sized for the model's largest compressed 2-D BF16 tensor, from the model's pool
  * under options.memory_limit (DF11_ERR_DEVICE_MEMORY when it does not fit); on CUDA each
  * such weight also gets its decode plan on the device (a few KiB). */
