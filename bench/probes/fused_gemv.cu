@@ -16,10 +16,11 @@
 // escape-heavy tensor, for compute-sanitizer. Device calls and results: bench/RESULTS.md.
 //
 // The kernel: one warp owns a 16-row strip and walks its tiles (16 rows x 256 columns),
-// each copied by cp.async into the warp's two-stage shared ring one tile ahead; it feeds
+// copied by cp.async into the warp's one shared stage a tile ahead, slot by slot (a step's
+// slot is refilled with the next tile's step as soon as the lane has read it); it feeds
 // mma.m16n8k16 (bf16 in, fp32 accumulate) with A fragments decoded from 16 bytes of
-// sign|mantissa and 3 code words per 32 weights. The 8 warps of a CTA take 8 neighbouring
-// strips over the same columns, so x comes from L1. CTAs split the (strip group, tile)
+// sign|mantissa and 3 code words per 32 weights. The WARPS (2) warps of a CTA take
+// neighbouring strips over the same columns; x comes from L1. CTAs split the (strip group, tile)
 // units evenly (stream-K); a strip cut between CTAs is summed by the last one to finish
 // it, partials in CTA order: deterministic.
 #include <algorithm>
@@ -215,6 +216,31 @@ __host__ __device__ __forceinline__ void apply_escapes(uint32_t M, ExcCursor &ec
                                                        uint32_t bb8, uint32_t swz, uint32_t *corr)
 {
     const uint32_t n = popc(M);
+#ifdef __CUDA_ARCH__
+    // Warp-uniform trip count, predicated body: no divergent loop, no reconvergence.
+    const uint32_t nmax = __reduce_max_sync(~0u, n);
+    if (nmax <= 8) {
+        if (n > ec.left) {
+            ec.win = exc_window(ec.src, ec.pos);
+            ec.left = 8;
+        }
+        ec.pos += n;
+        ec.left -= n;
+        uint64_t win = ec.win;
+        for (uint32_t k = 0; k < nmax; k++) {
+            const uint32_t f = 31 - __clz(M); // M = 0: f = ~0, the shift below yields 0
+            const bool on = M != 0;
+            M ^= on ? 1u << (f & 31) : 0u;
+            const uint32_t e = (uint32_t)win & 0xff;
+            if (on) {
+                win >>= 8;
+                add_corr(corr + ((f ^ swz) & 15), (e - ((f & 4) ? bb8 : bb0)) << ((f & 16) | 7));
+            }
+        }
+        ec.win = win;
+        return;
+    }
+#endif
     if (n > ec.left) { // refill: at most once a step for up to 8 escapes
         ec.win = exc_window(ec.src, ec.pos);
         ec.left = 8;
@@ -292,9 +318,13 @@ __device__ __forceinline__ uint4 lds128(const uint8_t *p)
     return *reinterpret_cast<const uint4 *>(p);
 }
 
-// A warp's stage: one tile's sm bytes, code vectors and exceptions (up to 512 bytes from
-// the 16-byte boundary below its first; more are read from global memory).
-constexpr int STAGE_BYTES = 4096 + 1536 + 528;
+// A warp's stage (8.5 KiB with its corrections, so that shared memory leaves L1 room for x):
+// 4 sm slots of a step each, the code vectors, and two exception buffers (the tile in use
+// and the next), each up to 512 bytes from the 16-byte boundary below the tile's first
+// exception (more are read from global memory). Every lane reads back only the sm and code
+// bytes it copied itself; only the exceptions cross lanes.
+constexpr int EXC_STAGE = 528;
+constexpr int RING_BYTES = 4096 + 1536 + 2 * EXC_STAGE;
 constexpr int CORR_BYTES = 2048;
 
 // cta_of(u): the CTA whose unit range [c NU / G, (c+1) NU / G) holds unit u.
@@ -307,14 +337,13 @@ struct TileOff {
     uint32_t off0, off1, nsteps;
 };
 
-// Every lane copies its 16-byte pieces of tile (s, t) into `stage`: what one warp does to
-// keep one tile in flight, with no registers held.
-__device__ __forceinline__ TileOff issue_tile(const Mat &W, int s, int t, int t0,
-                                              const uint8_t *smp, const uint8_t *cdp, uint32_t lane,
-                                              uint32_t &offw, int &tw, uint8_t *stage)
+// Tile (s, t)'s code vectors into the stage and its exceptions into `excb`; one group.
+__device__ __forceinline__ TileOff issue_codes(const Mat &W, int s, int t, int t0,
+                                               const uint8_t *cdp, uint32_t lane, uint32_t &offw,
+                                               int &tw, uint8_t *stage, uint8_t *excb)
 {
     const long long sbase = (long long)s * W.tiles;
-    if (t - tw >= 31) { // exception offsets of tiles t .. t+31 of the strip, a lane each
+    if (t - tw >= 31) {
         tw = t;
         offw = __ldg(W.exc_off + sbase + min(t + (int)lane, W.tiles));
     }
@@ -322,27 +351,28 @@ __device__ __forceinline__ TileOff issue_tile(const Mat &W, int s, int t, int t0
     o.off0 = __shfl_sync(~0u, offw, t - tw);
     o.off1 = __shfl_sync(~0u, offw, t - tw + 1);
     o.nsteps = t + 1 == W.tiles ? W.last_steps : 4;
-    const uint8_t *sm = smp + (long long)(t - t0) * 4096, *cp = cdp + (long long)(t - t0) * 1536;
-    uint8_t *dst = stage + lane * 16;
-    if (o.nsteps == 4) { // all but a strip's last tile: no predicates
+    const uint8_t *cp = cdp + (long long)(t - t0) * 1536;
+    uint8_t *dst = stage + 4096 + lane * 16;
+    const int nv = (3 * o.nsteps + 3) / 4;
 #pragma unroll
-        for (int i = 0; i < 8; i++) cp16(dst + i * 512, sm + i * 512);
-#pragma unroll
-        for (int i = 0; i < 3; i++) cp16(dst + 4096 + i * 512, cp + i * 512);
-    } else {
-        const int nv = (3 * o.nsteps + 3) / 4;
-#pragma unroll
-        for (int i = 0; i < 8; i++)
-            if (i / 2 < (int)o.nsteps) cp16(dst + i * 512, sm + i * 512);
-#pragma unroll
-        for (int i = 0; i < 3; i++)
-            if (i < nv) cp16(dst + 4096 + i * 512, cp + i * 512);
-    }
+    for (int i = 0; i < 3; i++)
+        if (i < nv) cp16(dst + i * 512, cp + i * 512);
     const uint32_t a0 = o.off0 & ~15u, nvec = (o.off1 - a0 + 15) >> 4;
-    if (nvec <= 33 && lane < nvec) cp16(stage + 5632 + lane * 16, W.exc + a0 + lane * 16);
-    if (nvec == 33 && lane == 0) cp16(stage + 5632 + 512, W.exc + a0 + 512);
+    if (nvec <= 33 && lane < nvec) cp16(excb + lane * 16, W.exc + a0 + lane * 16);
+    if (nvec == 33 && lane == 0) cp16(excb + 512, W.exc + a0 + 512);
     cp_commit();
     return o;
+}
+// Step g of tile t into sm slot g (the lane's own 32 bytes); one group, empty past the tile.
+__device__ __forceinline__ void issue_step(const uint8_t *smp, int t, int t0, int g, bool on,
+                                           uint32_t lane, uint8_t *stage)
+{
+    if (on) {
+        const uint8_t *sm = smp + (long long)(t - t0) * 4096 + g * 1024;
+        cp16(stage + g * 1024 + lane * 16, sm);
+        cp16(stage + g * 1024 + 512 + lane * 16, sm + 512);
+    }
+    cp_commit();
 }
 
 // One lane's c fragments -> y, or a partial for the strip's last CTA to sum.
@@ -393,18 +423,25 @@ __device__ void emit(const Args &a, int s, int grp, float acc[NB][4], uint32_t l
     if (lane == 0) atomicExch(a.sem + s, 0u);
 }
 
-// What one warp does: walk tiles (s, t0..t1) of its strip, each copied into its shared
-// ring by cp.async one tile ahead. Per tile: escape masks, one warp prefix sum of escape
+// What one warp does: walk tiles (s, t0..t1) of its strip, copied into its stage by
+// cp.async a tile ahead, slot by slot. Per tile: escape masks, one warp prefix sum of escape
 // counts, an 8-byte exception window per lane. Per step of 32 weights a lane: corrections
-// (a RED per escape), 16 pairs decoded (PRMT, SHF, 2 LOP3, IADD3), 4 * NB MMAs.
-// Bytes per tile: 4096 sm + 1536 codes + ~100 exceptions, read once.
-template <int NB, int WARPS> __global__ void __launch_bounds__(WARPS * 32, 2) fused_gemv(Args a)
+// (a RED per escape, in warp-uniform rounds), 16 pairs decoded (PRMT, SHF, 2 LOP3, IADD3),
+// 4 * NB MMAs. Bytes per tile: 4096 sm + 1536 codes + ~100 exceptions, read once.
+// FG_MINB (CTAs per SM for the register budget) and FG_WARPS are build-time knobs for
+// experiments; the defaults (8 CTAs of 2 warps an SM, 122 registers, no spills) measured
+// best (bench/RESULTS.md).
+#ifndef FG_MINB
+#define FG_MINB 8
+#endif
+template <int NB, int WARPS>
+__global__ void __launch_bounds__(WARPS * 32, FG_MINB) fused_gemv(Args a)
 {
     extern __shared__ __align__(16) uint8_t dsm[];
     const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    uint8_t *ring = dsm + warp * (2 * STAGE_BYTES);
+    uint8_t *ring = dsm + warp * RING_BYTES;
     uint4 *corr4 =
-        reinterpret_cast<uint4 *>(dsm + WARPS * 2 * STAGE_BYTES + warp * CORR_BYTES + lane * 64);
+        reinterpret_cast<uint4 *>(dsm + WARPS * RING_BYTES + warp * CORR_BYTES + lane * 64);
     uint32_t *corr = reinterpret_cast<uint32_t *>(corr4);
     const uint32_t swz = corr_swz(lane), sw = swz >> 2;
 #pragma unroll
@@ -439,20 +476,25 @@ template <int NB, int WARPS> __global__ void __launch_bounds__(WARPS * 32, 2) fu
         float acc[NB][4] = {};
         uint32_t offw = 0;
         int tw = -1000;
-        TileOff cur = issue_tile(W, s, t0, t0, smp, cdp, lane, offw, tw, ring), nxt = cur;
+        // Groups in flight, in order: codes+exceptions of tile t, then its 4 steps, so the
+        // one a lane waits for always has exactly 4 younger groups (cp.async.wait_group 4).
+        uint8_t *stage = ring;
+        TileOff cur = issue_codes(W, s, t0, t0, cdp, lane, offw, tw, stage, ring + 5632), nxt = cur;
+#pragma unroll
+        for (int g = 0; g < 4; g++) issue_step(smp, t0, t0, g, g < (int)cur.nsteps, lane, stage);
         for (int t = t0; t < t1; t++) {
-            uint8_t *stage = ring + ((t - t0) & 1) * STAGE_BYTES;
-            if (t + 1 < t1) {
-                nxt = issue_tile(W, s, t + 1, t0, smp, cdp, lane, offw, tw,
-                                 ring + ((t + 1 - t0) & 1) * STAGE_BYTES);
-                cp_wait<1>();
-            } else {
-                cp_wait<0>();
-            }
-            __syncwarp();
+            uint8_t *excb = ring + 5632 + ((t - t0) & 1) * EXC_STAGE;
+            cp_wait<4>();
+            __syncwarp(); // exceptions copied by other lanes; the other buffer free
             uint4 cw[3];
 #pragma unroll
             for (int i = 0; i < 3; i++) cw[i] = lds128(stage + 4096 + i * 512 + lane * 16);
+            const bool more = t + 1 < t1;
+            if (more)
+                nxt = issue_codes(W, s, t + 1, t0, cdp, lane, offw, tw, stage,
+                                  ring + 5632 + ((t + 1 - t0) & 1) * EXC_STAGE);
+            else
+                cp_commit();
             const uint32_t words[12] = { cw[0].x, cw[0].y, cw[0].z, cw[0].w, cw[1].x, cw[1].y,
                                          cw[1].z, cw[1].w, cw[2].x, cw[2].y, cw[2].z, cw[2].w };
             uint32_t M[4], cnt = 0;
@@ -472,8 +514,8 @@ template <int NB, int WARPS> __global__ void __launch_bounds__(WARPS * 32, 2) fu
             if (total != cur.off1 - cur.off0 && lane == 0) atomicOr(a.err, 1u);
             const uint32_t lead = cur.off0 & 15u;
             ExcCursor ec;
-            if (lead + total <= 528) { // in the stage
-                ec.src = stage + 5632;
+            if (lead + total <= EXC_STAGE) { // in the stage
+                ec.src = excb;
                 ec.pos = lead + incl - cnt;
             } else {
                 ec.src = W.exc;
@@ -491,8 +533,11 @@ template <int NB, int WARPS> __global__ void __launch_bounds__(WARPS * 32, 2) fu
                     for (int h = 0; h < 2; h++)
                         xv[nb][h] =
                             xon[nb] ? __ldg(xq[nb] + 8 * g + 4 * h) : make_uint4(0, 0, 0, 0);
+                cp_wait<4>();
                 const uint4 s0 = lds128(stage + (2 * g) * 512 + lane * 16),
                             s1 = lds128(stage + (2 * g + 1) * 512 + lane * 16);
+                // the slot is the lane's own: refill it with the next tile's step at once
+                issue_step(smp, t + 1, t0, g, more && g < (int)nxt.nsteps, lane, stage);
                 apply_escapes(M[g], ec, b0 + 7, b8 + 7, swz, corr);
                 uint32_t c[16], o[16];
 #pragma unroll
@@ -524,7 +569,7 @@ template <int NB, int WARPS> __global__ void __launch_bounds__(WARPS * 32, 2) fu
     }
 }
 
-constexpr size_t smem_bytes(int warps) { return (size_t)warps * (2 * STAGE_BYTES + CORR_BYTES); }
+constexpr size_t smem_bytes(int warps) { return (size_t)warps * (RING_BYTES + CORR_BYTES); }
 
 // ---------------------------------------------------------------- host side
 
@@ -750,7 +795,10 @@ struct Plan {
     int NU, G, maxc, NB;
 };
 
-static const int WARPS = 8;
+#ifndef FG_WARPS
+#define FG_WARPS 2
+#endif
+static const int WARPS = FG_WARPS;
 
 static Plan make_plan(const Mat &m, int B, int G_want)
 {
