@@ -1152,14 +1152,19 @@ START_TEST(test_matmul_reference)
 {
     /* The df11 model with the non-layer weight resident and compressed, the BF16 model, and
      * the fixed-code model: each against the reference, and all bit-identical. */
-#ifdef RT_TEST_CUDA
-    enum { N_MODELS = 3 }; /* the GPU decode of the fixed code has not landed yet */
-#else
     enum { N_MODELS = 4 };
-#endif
-    df11_model *ms[4] = { mm_open(0, DF11_NONLAYER_RESIDENT, 2), mm_open(0, DF11_NONLAYER_ARENA, 2),
-                          mm_open(1, DF11_NONLAYER_RESIDENT, 2),
-                          N_MODELS > 3 ? mm_open(2, DF11_NONLAYER_ARENA, 2) : NULL };
+    df11_model *ms[N_MODELS] = { mm_open(0, DF11_NONLAYER_RESIDENT, 2),
+                                 mm_open(0, DF11_NONLAYER_ARENA, 2),
+                                 mm_open(1, DF11_NONLAYER_RESIDENT, 2),
+                                 mm_open(2, DF11_NONLAYER_ARENA, 2) };
+    uint32_t n_fixed = 0; /* the fixed-code file does hold fixed-code weights */
+    for (size_t i = 0; i < MM_N_SHAPES; i++) {
+        const df11_file *f = df11_model_file(ms[3]);
+        uint32_t t;
+        ck_assert_int_eq(df11_file_find_tensor(f, MM_SHAPES[i].name, &t), DF11_OK);
+        n_fixed += df11_file_tensor(f, t)->codec == DF11_CODEC_EXP_FIXED;
+    }
+    ck_assert_uint_gt(n_fixed, 0);
     uint64_t rng = mm.seed ^ 0x78;
     for (size_t i = 0; i < MM_N_SHAPES; i++) {
         const mm_shape *sh = &MM_SHAPES[i];
