@@ -10,7 +10,8 @@
 //      same __host__ __device__ code) against the weights, fragment by fragment;
 //   3. checks the kernel and cuBLAS against a float64 CPU reference for B = 1..16;
 //   4. times the kernel, cublasGemmEx and cublasLt (each under a CUDA graph, median of
-//      --reps replays) per matrix and for the whole block, and a device-to-device copy.
+//      --reps replays) per matrix and for the whole block (as 7 tensors, and as engines
+//      store it: q/k/v and gate/up stacked into one tensor each), and a device-to-device copy.
 // --profile launches the kernel and cuBLAS on gate (B = 1, 8, 16) a few times without
 // graphs, for ncu; --sanitize launches the kernel alone on k, the odd shape and the
 // escape-heavy tensor, for compute-sanitizer. Device calls and results: bench/RESULTS.md.
@@ -22,7 +23,11 @@
 // sign|mantissa and 3 code words per 32 weights. The WARPS (2) warps of a CTA take
 // neighbouring strips over the same columns; x comes from L1. CTAs split the (strip group, tile)
 // units evenly (stream-K); a strip cut between CTAs is summed by the last one to finish
-// it, partials in CTA order: deterministic.
+// it, partials in CTA order: deterministic. Launched with programmatic dependent launch:
+// a launch's CTAs take SMs as the previous launch's CTAs leave and prefetch their first
+// tile of weights before griddepcontrol.wait (x, y and the split-K scratch wait), so one
+// launch's pipeline fill overlaps the previous one's drain (build with -DFG_NO_PDL for
+// plain launches).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -73,12 +78,15 @@ static const struct {
     { "model.layers.0.mlp.down_proj.weight", "down", 4096, 14336 },
 };
 static const int NMAT = 7;
+// Timed too: q, k, v and gate, up stacked by rows into one tensor each, as engines store
+// them (one launch per group; x is the same for the group's members).
+static const int QKV = NMAT, GATE_UP = NMAT + 1, NTIMED = NMAT + 2;
 // Checked, not timed: a shape with short strips and a short last tile, and a tensor of
 // random exponents (97% escapes: exception lists past the stage, the slow escape path).
-static const int NEXTRA = 2, NALL = NMAT + NEXTRA;
-static const char *TAG[NALL] = { "q",    "k",           "v",
-                                 "o",    "gate",        "up",
-                                 "down", "odd 37x1111", "escapes 100x3000" };
+static const int NEXTRA = 2, NALL = NTIMED + NEXTRA;
+static const char *TAG[NALL] = {
+    "q", "k", "v", "o", "gate", "up", "down", "qkv", "gate_up", "odd 37x1111", "escapes 100x3000"
+};
 static const int BS[] = { 1, 2, 4, 8, 16 };
 
 // ---------------------------------------------------------------- decode, host and device
@@ -450,6 +458,10 @@ __global__ void __launch_bounds__(WARPS * 32, FG_MINB) fused_gemv(Args a)
     const long long u_begin = (long long)blockIdx.x * a.NU / a.G,
                     u_end = (long long)(blockIdx.x + 1) * a.NU / a.G;
     const int q = lane & 3, nrow = lane >> 2;
+#ifndef FG_NO_PDL
+    // the next launch may start (its CTAs take SMs as ours leave) and prefetch its weights
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
 
     for (long long u = u_begin; u < u_end;) {
         const int grp = (int)(u / W.tiles), t0 = (int)(u % W.tiles);
@@ -482,6 +494,10 @@ __global__ void __launch_bounds__(WARPS * 32, FG_MINB) fused_gemv(Args a)
         TileOff cur = issue_codes(W, s, t0, t0, cdp, lane, offw, tw, stage, ring + 5632), nxt = cur;
 #pragma unroll
         for (int g = 0; g < 4; g++) issue_step(smp, t0, t0, g, g < (int)cur.nsteps, lane, stage);
+#ifndef FG_NO_PDL
+        // weights only above: x, y and the split-K scratch wait for the previous launch
+        asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
         for (int t = t0; t < t1; t++) {
             uint8_t *excb = ring + 5632 + ((t - t0) & 1) * EXC_STAGE;
             cp_wait<4>();
@@ -521,8 +537,8 @@ __global__ void __launch_bounds__(WARPS * 32, FG_MINB) fused_gemv(Args a)
                 ec.src = W.exc;
                 ec.pos = cur.off0 + incl - cnt;
             }
-            ec.left = 0;
-            ec.win = 0;
+            ec.win = exc_window(ec.src, ec.pos); // early: off the first escape's path
+            ec.left = 8;
 #pragma unroll
             for (int g = 0; g < 4; g++) {
                 if (g >= (int)cur.nsteps) break;
@@ -610,6 +626,20 @@ static void gen_block(HostMat *m, int threads)
         weights_fill(m[i].w.data(), m[i].rows, m[i].cols, weights_mix64(0 ^ weights_mix64(h)),
                      false, threads);
         if (df11i_fixed_encode(m[i].w.data(), m[i].rows, m[i].cols, threads, &m[i].f) != DF11_OK) {
+            fprintf(stderr, "encode failed\n");
+            exit(1);
+        }
+    }
+    const int groups[2][4] = { { QKV, 0, 1, 2 }, { GATE_UP, 4, 5, -1 } };
+    for (auto &gr : groups) {
+        HostMat &h = m[gr[0]];
+        h.rows = 0;
+        h.cols = m[gr[1]].cols;
+        for (int k = 1; k < 4 && gr[k] >= 0; k++) {
+            h.w.insert(h.w.end(), m[gr[k]].w.begin(), m[gr[k]].w.end());
+            h.rows += m[gr[k]].rows;
+        }
+        if (df11i_fixed_encode(h.w.data(), h.rows, h.cols, threads, &h.f) != DF11_OK) {
             fprintf(stderr, "encode failed\n");
             exit(1);
         }
@@ -840,10 +870,27 @@ static void launch(const Mat &m, const Plan &p, const __nv_bfloat16 *x, float *y
         fprintf(stderr, "workspace too small\n");
         exit(1);
     }
+#ifndef FG_NO_PDL
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(p.G);
+    cfg.blockDim = dim3(WARPS * 32);
+    cfg.dynamicSmemBytes = smem_bytes(WARPS);
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    if (p.NB == 1)
+        CK(cudaLaunchKernelEx(&cfg, fused_gemv<1, WARPS>, a));
+    else
+        CK(cudaLaunchKernelEx(&cfg, fused_gemv<2, WARPS>, a));
+#else
     if (p.NB == 1)
         fused_gemv<1, WARPS><<<p.G, WARPS * 32, smem_bytes(WARPS), st>>>(a);
     else
         fused_gemv<2, WARPS><<<p.G, WARPS * 32, smem_bytes(WARPS), st>>>(a);
+#endif
 }
 
 // ---- cuBLAS
@@ -986,7 +1033,7 @@ int main(int argc, char **argv)
     const int threads = hardware_threads();
     static HostMat hm[NALL];
     gen_block(hm, threads);
-    gen_extra(hm + NMAT, threads);
+    gen_extra(hm + NTIMED, threads);
     if (!profile) print_sizes(hm);
     // bit-exact decoder and the kernel's decode emulated on the CPU
     bool ok = true;
@@ -1047,7 +1094,7 @@ int main(int argc, char **argv)
     std::vector<std::vector<DevMat>> dm(NALL);
     for (int i = 0; i < NALL; i++) {
         const size_t bf = hm[i].w.size() * 2;
-        const int R = profile || i >= NMAT ? 1 : (int)std::max<size_t>(2, (192u << 20) / bf + 1);
+        const int R = profile || i >= NTIMED ? 1 : (int)std::max<size_t>(2, (192u << 20) / bf + 1);
         dm[i].push_back(upload(hm[i]));
         for (int r = 1; r < R; r++) dm[i].push_back(clone(dm[i][0], hm[i]));
     }
@@ -1059,8 +1106,8 @@ int main(int argc, char **argv)
     CK(cudaMalloc(&sc.err, 4));
     CK(cudaMemset(sc.err, 0, 4));
     float *yd, *yc;
-    CK(cudaMalloc(&yd, 16 * 14336 * 4));
-    CK(cudaMalloc(&yc, 16 * 14336 * 4));
+    CK(cudaMalloc(&yd, 16 * 28672 * 4)); // the most rows: gate_up
+    CK(cudaMalloc(&yc, 16 * 28672 * 4));
     Blas bl;
     CB(cublasCreate(&bl.h));
     CB(cublasLtCreate(&bl.lt));
@@ -1072,7 +1119,7 @@ int main(int argc, char **argv)
         // gate at B = 1, 8, 16 with cuBLAS at the same sizes, eagerly, for ncu; for
         // compute-sanitizer (--sanitize) k, the odd shape and the escape-heavy tensor
         std::vector<int> mats =
-            pmat >= 0 ? std::vector<int>{ pmat } : std::vector<int>{ 1, NMAT, NMAT + 1 };
+            pmat >= 0 ? std::vector<int>{ pmat } : std::vector<int>{ 1, NTIMED, NTIMED + 1 };
         for (int i : mats) {
             const int N = (int)hm[i].rows, K = (int)hm[i].cols;
             for (int B : { 1, 8, 16 }) {
@@ -1197,15 +1244,15 @@ int main(int argc, char **argv)
 
     // ---- timing per matrix
     const int GM[] = { 1, 2, 4 };
-    double t_fused[NMAT][5], t_ex[NMAT][5], t_lt[NMAT][5];
-    int g_best[NMAT][5], lt_best[NMAT][5];
-    std::vector<LtPlan> ltp[NMAT];
+    double t_fused[NTIMED][5], t_ex[NTIMED][5], t_lt[NTIMED][5];
+    int g_best[NTIMED][5], lt_best[NTIMED][5];
+    std::vector<LtPlan> ltp[NTIMED];
     printf(
         "\nper-matrix timings (us per op; median of %d graph replays, each over R rotating copies)\n",
         reps);
     printf(
         "| matrix | B | fused G=1x/2x/4x SMs*occ | GemmEx | Lt best (of n) | best cuBLAS / fused |\n|---|---|---|---|---|---|\n");
-    for (int i = 0; i < NMAT; i++) {
+    for (int i = 0; i < NTIMED; i++) {
         const int N = (int)hm[i].rows, K = (int)hm[i].cols, R = (int)dm[i].size();
         for (int bi = 0; bi < 5; bi++) {
             const int B = BS[bi];
@@ -1238,45 +1285,50 @@ int main(int argc, char **argv)
             t_lt[i][bi] = best;
             lt_best[i][bi] = best < 1e29 ? lp.best : -1;
             const double cub = std::min(t_ex[i][bi], t_lt[i][bi]);
-            printf("| %s | %d | %.2f / %.2f / %.2f | %.2f | %.2f (%zu) | **%.3f** |\n",
-                   BLOCK[i].tag, B, 1e3 * tg[0], 1e3 * tg[1], 1e3 * tg[2], 1e3 * t_ex[i][bi],
-                   1e3 * best, lp.algos.size(), cub / t_fused[i][bi]);
+            printf("| %s | %d | %.2f / %.2f / %.2f | %.2f | %.2f (%zu) | **%.3f** |\n", TAG[i], B,
+                   1e3 * tg[0], 1e3 * tg[1], 1e3 * tg[2], 1e3 * t_ex[i][bi], 1e3 * best,
+                   lp.algos.size(), cub / t_fused[i][bi]);
         }
     }
-    // ---- the block: the 7 matrices in order, one graph, copy 0 of each
-    printf(
-        "\nthe block (7 matrices in sequence, one graph; us; bandwidth = compressed bytes / time)\n");
-    printf(
-        "| B | fused | GemmEx | Lt best | best cuBLAS / fused | fused GB/s | of copy |\n|---|---|---|---|---|---|---|\n");
-    double block_bytes = 0;
-    for (int i = 0; i < NMAT; i++) block_bytes += (double)dm[i][0].bytes;
-    for (int bi = 0; bi < 5; bi++) {
-        const int B = BS[bi];
-        const int occ = B > 8 ? occ2 : occ1;
-        double tf = time_graph(st, reps, 1, [&] {
-            for (int i = 0; i < NMAT; i++)
-                launch(dm[i][0].m, make_plan(dm[i][0].m, B, SMS * occ * g_best[i][bi]), xd[i], yd,
-                       B, sc, st);
-        });
-        double te = time_graph(st, reps, 1, [&] {
-            for (int i = 0; i < NMAT; i++)
-                gemmex(bl, dm[i][0].bf16, (int)hm[i].rows, (int)hm[i].cols, xd[i], yc, B, st);
-        });
-        double tl = time_graph(st, reps, 1, [&] {
-            for (int i = 0; i < NMAT; i++)
-                if (lt_best[i][bi] >= 0)
-                    lt_run(bl, ltp[i][bi], lt_best[i][bi], dm[i][0].bf16, xd[i], yc, st);
-                else
+    // ---- the block: its matrices in order, one graph, copy 0 of each; as 7 tensors and
+    // as engines store them (qkv, o, gate_up, down)
+    auto block = [&](const std::vector<int> &mats, const char *what) {
+        printf("\nthe block, %s (one graph; us; bandwidth = compressed bytes / time)\n", what);
+        printf(
+            "| B | fused | GemmEx | Lt best | best cuBLAS / fused | fused GB/s | of copy |\n|---|---|---|---|---|---|---|\n");
+        double block_bytes = 0;
+        for (int i : mats) block_bytes += (double)dm[i][0].bytes;
+        for (int bi = 0; bi < 5; bi++) {
+            const int B = BS[bi];
+            const int occ = B > 8 ? occ2 : occ1;
+            double tf = time_graph(st, reps, 1, [&] {
+                for (int i : mats)
+                    launch(dm[i][0].m, make_plan(dm[i][0].m, B, SMS * occ * g_best[i][bi]), xd[i],
+                           yd, B, sc, st);
+            });
+            double te = time_graph(st, reps, 1, [&] {
+                for (int i : mats)
                     gemmex(bl, dm[i][0].bf16, (int)hm[i].rows, (int)hm[i].cols, xd[i], yc, B, st);
-        });
-        const double gbs = block_bytes / tf / 1e6;
-        printf("| %d | %.1f | %.1f | %.1f | **%.3f** | %.0f | %.1f%% |\n", B, 1e3 * tf, 1e3 * te,
-               1e3 * tl, std::min(te, tl) / tf, gbs, 100 * gbs / copy_gbs);
-    }
+            });
+            double tl = time_graph(st, reps, 1, [&] {
+                for (int i : mats)
+                    if (lt_best[i][bi] >= 0)
+                        lt_run(bl, ltp[i][bi], lt_best[i][bi], dm[i][0].bf16, xd[i], yc, st);
+                    else
+                        gemmex(bl, dm[i][0].bf16, (int)hm[i].rows, (int)hm[i].cols, xd[i], yc, B,
+                               st);
+            });
+            const double gbs = block_bytes / tf / 1e6;
+            printf("| %d | %.1f | %.1f | %.1f | **%.3f** | %.0f | %.1f%% |\n", B, 1e3 * tf,
+                   1e3 * te, 1e3 * tl, std::min(te, tl) / tf, gbs, 100 * gbs / copy_gbs);
+        }
+    };
+    block({ 0, 1, 2, 3, 4, 5, 6 }, "7 tensors");
+    block({ QKV, 3, GATE_UP, 6 }, "merged: qkv, o, gate_up, down");
     printf(
         "\nper-matrix streaming: compressed bytes / fused time, of copy bandwidth\n| matrix | MB | B=1 | B=8 | B=16 |\n|---|---|---|---|---|\n");
-    for (int i = 0; i < NMAT; i++)
-        printf("| %s | %.1f | %.1f%% | %.1f%% | %.1f%% |\n", BLOCK[i].tag, dm[i][0].bytes / 1e6,
+    for (int i = 0; i < NTIMED; i++)
+        printf("| %s | %.1f | %.1f%% | %.1f%% | %.1f%% |\n", TAG[i], dm[i][0].bytes / 1e6,
                100 * dm[i][0].bytes / t_fused[i][0] / 1e6 / copy_gbs,
                100 * dm[i][0].bytes / t_fused[i][3] / 1e6 / copy_gbs,
                100 * dm[i][0].bytes / t_fused[i][4] / 1e6 / copy_gbs);
