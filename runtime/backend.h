@@ -47,6 +47,10 @@ typedef struct df11i_matmul_args {
     df11_dtype y_dtype;
     uint32_t batch, n, k;
     void *stream;
+    /* matmul_fused only, where the backend has matmul_fused_ws: its workspace (the op's,
+     * runtime/matmul.c), ws_size bytes, used by one product at a time; else NULL, 0. */
+    void *ws;
+    uint64_t ws_size;
 } df11i_matmul_args;
 
 typedef struct df11i_backend_iface {
@@ -105,6 +109,11 @@ typedef struct df11i_backend_iface {
      * writing the decoded tensor whole to memory. */
     df11_status (*matmul_fused)(df11i_backend *be, void *mm, const df11i_matmul_args *a,
                                 const df11i_backend_group *g, uint32_t tensor);
+    /* Bytes of workspace matmul_fused needs for tensor `tensor` at any batch (0: none, or
+     * never fused), whose first 256 bytes-aligned semaphore words the runtime zeroes once
+     * (kernels/matmul.h). NULL: the backend's fused path needs no workspace (host). */
+    df11_status (*matmul_fused_ws)(df11i_backend *be, const df11_file *file, uint32_t tensor,
+                                   uint64_t *bytes);
     /* What decode_tensor needs for tensor `tensor` besides the payload (CUDA: a one-tensor
      * plan, cut from the group's plan g->plan_host); *blob malloc'd, kept by the caller
      * while decodes may use it. DF11_ERR_UNSUPPORTED for a codec the backend cannot decode
@@ -154,6 +163,16 @@ df11_status df11i_cuda_tensor_plan_build(df11i_backend *be, const df11i_backend_
                                          uint32_t tensor, void **blob, size_t *blob_size);
 df11_status df11i_cuda_decode_tensor(df11i_backend *be, const df11i_backend_group *g,
                                      uint32_t tensor, void *out, void *stream);
+int df11i_cuda_matmul_fused_takes(df11i_backend *be, const df11_file *file, uint32_t tensor,
+                                  uint32_t batch);
+df11_status df11i_cuda_matmul_fused(df11i_backend *be, void *mm, const df11i_matmul_args *a,
+                                    const df11i_backend_group *g, uint32_t tensor);
+df11_status df11i_cuda_matmul_fused_ws(df11i_backend *be, const df11_file *file, uint32_t tensor,
+                                       uint64_t *bytes);
+/* The largest batch the CUDA fused path takes, process-wide (default and at most
+ * DF11_FUSED_MAX_BATCH; 0 = never): for tests and benchmarks that force a path. Returns
+ * the previous value. */
+uint32_t df11i_cuda_matmul_fused_limit(uint32_t max_batch);
 
 /* CUDA device `device`. DF11_ERR_NO_DEVICE when there is none, DF11_ERR_UNSUPPORTED in a
  * build without CUDA. */

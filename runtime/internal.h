@@ -90,6 +90,8 @@ struct df11_model {
     void *mm_scratch; /* decode target of the decode path, made by the first weight
                                  that needs it, mm_scratch_size bytes; NULL until then */
     uint64_t mm_scratch_size;
+    void *mm_ws; /* the fused path's workspace, after the decode area of mm_scratch */
+    uint64_t mm_ws_size;
     void *mm_ready, *mm_done; /* side stream: decoded into scratch; caller: done with it */
     int mm_done_recorded;
 

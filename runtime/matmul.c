@@ -7,7 +7,10 @@
  *   DIRECT: W lies decoded in backend memory (resident group, or stored raw in the
  *           payload): matmul_bf16 on it.
  *   FUSED:  the backend multiplies straight from the compressed tensor (host: decode-dot;
- *           CUDA: the fused kernels, once they land, fill the same two slots).
+ *           CUDA: kernels/fused_matmul.cu on fixed-code tensors at batch <= 16). Its
+ *           workspace, where it needs one, is the tail of the op's scratch: fused
+ *           products are ordered after the last product (mm_done) and record it, so
+ *           they never share it at once.
  *   DECODE: W is decoded into the op's scratch on the side stream, the caller's stream
  *           waits for it (event), matmul_bf16 reads the scratch, and the next decode into
  *           the scratch waits for that (event). No host sync.
@@ -89,22 +92,52 @@ static int is_matmul_weight(const df11_tensor_view *v)
     return v->dtype == DF11_DTYPE_BF16 && v->ndim == 2 && v->shape[0] && v->shape[1];
 }
 
+/* The fused path's workspace after it, zeroed once (its semaphores must start at 0). */
+static df11_status ws_zero(df11_model *m)
+{
+    df11i_backend *be = m->be;
+    void *zero = calloc(1, m->mm_ws_size);
+    if (!zero) return df11i_fail(DF11_ERR_NO_MEMORY, "matmul op: out of host memory");
+    df11_status s = be->iface->copy_h2d(be, m->mm_ws, zero, m->mm_ws_size, m->side_stream);
+    if (s == DF11_OK) s = be->iface->synchronize(be, m->side_stream); /* not on the hot path */
+    free(zero);
+    return s;
+}
+
 /* The scratch of the decode path: the largest compressed 2-D BF16 tensor, 256-aligned
- * (the GPU decoder zeroes up to there), taken from the pool once. */
+ * (the GPU decoder zeroes up to there), and after it the largest workspace of the fused
+ * path, taken from the pool once. */
 static df11_status scratch_make(df11_model *m)
 {
     if (m->mm_scratch) return DF11_OK;
-    uint64_t size = 0;
+    const df11i_backend_iface *io = m->be->iface;
+    uint64_t size = 0, ws = 0;
     for (uint32_t t = 0; t < m->n_tensors; t++) {
         const df11_tensor_view *v = &m->tensors[t].view;
-        if (is_matmul_weight(v) && !weight_direct(m, t) && df11i_align_up(v->nbytes, 256) > size)
-            size = df11i_align_up(v->nbytes, 256);
+        if (!is_matmul_weight(v) || weight_direct(m, t)) continue;
+        if (df11i_align_up(v->nbytes, 256) > size) size = df11i_align_up(v->nbytes, 256);
+        uint64_t b = 0;
+        df11_status s;
+        if (io->matmul_fused_ws && (s = io->matmul_fused_ws(m->be, m->file, t, &b)) != DF11_OK)
+            return s;
+        if (b > ws) ws = b;
     }
+    ws = df11i_align_up(ws, 256);
     df11_status s =
-        df11i_pool_alloc(m->pool, size, RT_PAYLOAD_ALIGN, DF11_POOL_USE_ARENA, &m->mm_scratch);
+        df11i_pool_alloc(m->pool, size + ws, RT_PAYLOAD_ALIGN, DF11_POOL_USE_ARENA, &m->mm_scratch);
     if (s != DF11_OK)
-        return df11i_fail_context(s, "the matmul op's scratch (%.1f MiB)", df11i_rt_mib(size));
+        return df11i_fail_context(s, "the matmul op's scratch (%.1f MiB)", df11i_rt_mib(size + ws));
     m->mm_scratch_size = size;
+    if (ws) {
+        m->mm_ws = (char *)m->mm_scratch + size;
+        m->mm_ws_size = ws;
+        if ((s = ws_zero(m)) != DF11_OK) {
+            m->mm_ws = NULL; /* pool memory goes with the pool; a later weight_get retries */
+            m->mm_ws_size = 0;
+            m->mm_scratch = NULL;
+            return s;
+        }
+    }
     return DF11_OK;
 }
 
@@ -168,6 +201,27 @@ df11_status df11_weight_get(df11_model *m, const char *name, df11_weight *w)
     return DF11_OK;
 }
 
+/* FUSED. A workspace (the tail of the scratch) is one buffer: the product waits for the
+ * last product (mm_done), which may have read it, and records mm_done itself. */
+static df11_status matmul_fused(df11_model *m, uint32_t t, df11i_matmul_args *a)
+{
+    df11i_backend *be = m->be;
+    df11i_backend_group g = backend_group(m, t);
+    if (!be->iface->matmul_fused_ws) return be->iface->matmul_fused(be, m->mm, a, &g, t);
+    if (!m->mm_ws)
+        return df11i_fail(DF11_ERR_STATE, "tensor '%s': weight not resolved by df11_weight_get",
+                          m->tensors[t].view.name);
+    a->ws = m->mm_ws;
+    a->ws_size = m->mm_ws_size;
+    df11_status s;
+    if (m->mm_done_recorded && (s = be->iface->stream_wait(be, a->stream, m->mm_done)) != DF11_OK)
+        return s;
+    s = be->iface->matmul_fused(be, m->mm, a, &g, t);
+    df11_status s2 = be->iface->event_record(be, m->mm_done, a->stream);
+    if (s2 == DF11_OK) m->mm_done_recorded = 1;
+    return s != DF11_OK ? s : s2;
+}
+
 /* DECODE: the scratch is one buffer, so a decode into it waits for the last product that
  * read it (mm_done), and the product waits for the decode (mm_ready). */
 static df11_status matmul_decoded(df11_model *m, uint32_t t, const df11i_matmul_args *a)
@@ -229,20 +283,17 @@ df11_status df11_matmul(df11_model *m, const df11_weight *w, const void *x, uint
         (uint64_t)batch * w->rows > SIZE_MAX / ysize)
         return df11i_fail(DF11_ERR_OVERFLOW, "df11_matmul: batch %u x %u x %u overflows", batch,
                           w->rows, w->cols);
-    const df11i_matmul_args a = { .x = x,
-                                  .y = y,
-                                  .y_dtype = y_dtype,
-                                  .batch = batch,
-                                  .n = w->rows,
-                                  .k = w->cols,
-                                  .stream = stream };
+    df11i_matmul_args a = { .x = x,
+                            .y = y,
+                            .y_dtype = y_dtype,
+                            .batch = batch,
+                            .n = w->rows,
+                            .k = w->cols,
+                            .stream = stream };
     df11i_backend *be = m->be;
     switch (matmul_path(m, w->tensor, batch)) {
     case PATH_DIRECT: return be->iface->matmul_bf16(be, m->mm, &a, weight_direct(m, w->tensor));
-    case PATH_FUSED: {
-        df11i_backend_group g = backend_group(m, w->tensor);
-        return be->iface->matmul_fused(be, m->mm, &a, &g, w->tensor);
-    }
+    case PATH_FUSED: return matmul_fused(m, w->tensor, &a);
     case PATH_DECODE: break;
     }
     return matmul_decoded(m, w->tensor, &a);

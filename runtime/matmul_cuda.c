@@ -1,19 +1,18 @@
 /* The CUDA backend's matmul slots (runtime/backend.h): a cuBLAS handle per model, the
- * plain product by cublasGemmEx (BF16 inputs, fp32 compute) and the one-tensor decode of
- * the decode path. With runtime/backend_cuda.c the only runtime files that include CUDA
- * headers; compiled only when DF11_HAVE_CUDA. Nothing here synchronises the host.
- *
- * The fused decode-GEMV/GEMM kernels will add matmul_fused_takes / matmul_fused here and
- * in the CUDA backend's table; runtime/matmul.c then prefers them where they take the
- * case. */
+ * plain product by cublasGemmEx (BF16 inputs, fp32 compute), the one-tensor decode of
+ * the decode path, and the fused path (kernels/fused_matmul.cu) for fixed-code tensors at
+ * batch 1..16. With runtime/backend_cuda.c the only runtime files that include CUDA
+ * headers; compiled only when DF11_HAVE_CUDA. Nothing here synchronises the host. */
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/error.h"
 #include "common/util.h"
 #include "kernels/decode.h"
+#include "kernels/matmul.h"
 #include "runtime/backend.h"
 
 static df11_status cublas_fail(cublasStatus_t e, const char *what)
@@ -108,4 +107,53 @@ df11_status df11i_cuda_decode_tensor(df11i_backend *be, const df11i_backend_grou
     if (!g->plan_host || !g->plan_dev)
         return df11i_fail(DF11_ERR_STATE, "cuda matmul: tensor %u has no decode plan", tensor);
     return df11i_gpu_decode(g->plan_host, g->plan_dev, g->payload, out, stream);
+}
+
+/* --- The fused path: fixed-code tensors at batch 1..fused_max (kernels/matmul.h). It
+ * beats decode + cuBLAS at every batch it takes (it reads the compressed tensor once,
+ * where the decode path reads it, writes and rereads the BF16 weights); at batch 0 ("every
+ * batch") it answers no, so every tensor keeps the decode path's plan and scratch for the
+ * batches above. */
+
+static _Atomic uint32_t fused_max = DF11_FUSED_MAX_BATCH;
+
+uint32_t df11i_cuda_matmul_fused_limit(uint32_t max_batch)
+{
+    if (max_batch > DF11_FUSED_MAX_BATCH) max_batch = DF11_FUSED_MAX_BATCH;
+    return atomic_exchange(&fused_max, max_batch);
+}
+
+df11_status df11i_cuda_matmul_fused_ws(df11i_backend *be, const df11_file *file, uint32_t tensor,
+                                       uint64_t *bytes)
+{
+    *bytes = 0;
+    const df11_tensor_info *ti = df11_file_tensor(file, tensor);
+    if (!ti || ti->codec != DF11_CODEC_EXP_FIXED || ti->ndim != 2 ||
+        !df11i_fused_matmul_supported())
+        return DF11_OK;
+    if (df11i_fused_matmul_workspace(ti->shape[0], ti->shape[1], bytes) != DF11_OK)
+        *bytes = 0; /* a shape the kernel cannot index: the decode path takes it */
+    return DF11_OK;
+}
+
+int df11i_cuda_matmul_fused_takes(df11i_backend *be, const df11_file *file, uint32_t tensor,
+                                  uint32_t batch)
+{
+    if (batch == 0 || batch > atomic_load_explicit(&fused_max, memory_order_relaxed)) return 0;
+    uint64_t bytes = 0;
+    return df11i_cuda_matmul_fused_ws(be, file, tensor, &bytes) == DF11_OK && bytes > 0;
+}
+
+df11_status df11i_cuda_matmul_fused(df11i_backend *be, void *mm, const df11i_matmul_args *a,
+                                    const df11i_backend_group *g, uint32_t tensor)
+{
+    const df11i_gpu_plan_header *h = g->plan_host;
+    if (!h || h->n_tensors != 1 || !g->payload)
+        return df11i_fail(DF11_ERR_STATE, "cuda matmul: tensor %u has no plan", tensor);
+    const df11i_gpu_tensor_desc *d = (const df11i_gpu_tensor_desc *)(h + 1);
+    if (d->rows != a->n || d->cols != a->k)
+        return df11i_fail(DF11_ERR_STATE, "cuda matmul: tensor %u's plan is %llu x %llu", tensor,
+                          (unsigned long long)d->rows, (unsigned long long)d->cols);
+    return df11i_fused_matmul(d, g->payload, a->x, a->batch, a->y, a->y_dtype == DF11_DTYPE_BF16,
+                              a->ws, a->ws_size, NULL, a->stream);
 }

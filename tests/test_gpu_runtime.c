@@ -1,5 +1,258 @@
 /* The runtime scenarios of tests/test_runtime.c on the CUDA backend (exits 77 without a
  * GPU). Tensor contents are read back with cudaMemcpy after the legacy default stream
- * (the NULL stream passed to acquire) has waited on the decode. */
+ * (the NULL stream passed to acquire) has waited on the decode.
+ *
+ * Appended below: the fused matmul path (kernels/fused_matmul.cu) through df11_matmul on
+ * fixed-code tensors, against an fp64 reference and against the decode + cuBLAS path. */
 #define RT_TEST_CUDA 1
+#define RT_TEST_EXTRA fused_tests
 #include "tests/test_runtime.c"
+
+#include "kernels/matmul.h"
+#include "runtime/backend.h"
+
+/* Shapes for the fused kernel: rows not a multiple of 16, K not a multiple of 64 or 256
+ * (a short last step and last tile), K % 8 != 0 (x read element by element), strips cut
+ * between CTAs (split-K) and more units than CTAs, and a tensor of random exponents whose
+ * exception lists overflow the kernel's shared-memory stage. */
+static const mm_shape FU_SHAPES[] = {
+    { "model.layers.0.mlp.a.weight", 37, 51 },     { "model.layers.0.mlp.b.weight", 5, 3 },
+    { "model.layers.1.mlp.c.weight", 129, 300 },   { "model.layers.1.mlp.d.weight", 1, 1000 },
+    { "model.layers.2.mlp.e.weight", 301, 700 },   { "model.layers.2.mlp.f.weight", 40, 520 },
+    { "model.layers.3.mlp.g.weight", 2100, 4160 }, { "model.layers.3.mlp.esc.weight", 100, 3000 },
+};
+#define FU_N (sizeof FU_SHAPES / sizeof FU_SHAPES[0])
+#define FU_ESC (FU_N - 1)
+
+static struct {
+    df11_tensor_source t[FU_N];
+    uint64_t seed;
+    char path[512], huff_path[512];
+} fu;
+
+static void fu_make_model(void)
+{
+    if (fu.path[0]) return;
+    fu.seed = df11_test_seed();
+    uint64_t rng = fu.seed ^ 0x6675;
+    for (size_t i = 0; i < FU_N; i++) {
+        df11_tensor_source *s = &fu.t[i];
+        const uint64_t n = (uint64_t)FU_SHAPES[i].n * FU_SHAPES[i].k;
+        uint16_t *w = malloc(n * 2);
+        ck_assert_ptr_nonnull(w);
+        if (i == FU_ESC) /* zeros, denormals, 2^-67 .. 2^63: most weights escape */
+            for (uint64_t j = 0; j < n; j++) {
+                uint64_t r = df11_test_rand(&rng);
+                uint32_t e = r % 16 == 0 ? 0 : 60 + (uint32_t)(r >> 8) % 131;
+                w[j] = (uint16_t)(((r >> 40) & 0x8000) | e << 7 | ((r >> 20) & 0x7f));
+            }
+        else
+            df11_test_fill_weights(w, n, FU_SHAPES[i].k, &rng);
+        s->name = FU_SHAPES[i].name;
+        s->dtype = DF11_DTYPE_BF16;
+        s->ndim = 2;
+        s->shape[0] = FU_SHAPES[i].n;
+        s->shape[1] = FU_SHAPES[i].k;
+        s->data = w;
+    }
+    df11_compress_options co = { 0 };
+    snprintf(fu.huff_path, sizeof fu.huff_path, "%s/fu_huff.df11", df11_test_tmpdir());
+    df11_status s =
+        df11_compress_tensors(fu.huff_path, fu.t, FU_N, CONFIG, strlen(CONFIG), &co, NULL);
+    ck_assert_msg(s == DF11_OK, "compress: %s %s", df11_strerror(s), df11_last_error_detail());
+    co.codec = DF11_CODEC_EXP_FIXED;
+    snprintf(fu.path, sizeof fu.path, "%s/fu_fixed.df11", df11_test_tmpdir());
+    s = df11_compress_tensors(fu.path, fu.t, FU_N, CONFIG, strlen(CONFIG), &co, NULL);
+    ck_assert_msg(s == DF11_OK, "compress (fixed): %s %s", df11_strerror(s),
+                  df11_last_error_detail());
+}
+
+static df11_model *fu_open(const char *path)
+{
+    df11_model_options o = opts(2);
+    o.nonlayer = DF11_NONLAYER_ARENA;
+    df11_model *m = NULL;
+    df11_status s = df11_model_open(path, &o, &m);
+    ck_assert_msg(s == DF11_OK, "open: %s %s", df11_strerror(s), df11_last_error_detail());
+    return m;
+}
+
+/* y of the op on `stream` (NULL: legacy default), read back as doubles. */
+static void fu_run(df11_model *m, const df11_weight *w, const void *dx, uint32_t batch,
+                   df11_dtype yd, void *dy, cudaStream_t stream, double *out, void *raw)
+{
+    const size_t n = (size_t)batch * w->rows, ysz = n * (yd == DF11_DTYPE_F32 ? 4 : 2);
+    df11_status s = df11_matmul(m, w, dx, batch, dy, yd, stream);
+    ck_assert_msg(s == DF11_OK, "matmul %s batch %u: %s %s (seed %#llx)", w->name, batch,
+                  df11_strerror(s), df11_last_error_detail(), (unsigned long long)fu.seed);
+    ck_assert_int_eq(cudaStreamSynchronize(stream), cudaSuccess);
+    read_back(raw, dy, ysz);
+    for (size_t i = 0; i < n; i++)
+        out[i] = yd == DF11_DTYPE_F32 ? ((const float *)raw)[i] : mm_bf16(((uint16_t *)raw)[i]);
+}
+
+/* The bound of tests/test_runtime.c's mm_check_reference: fp32 accumulation in any order,
+ * plus half a BF16 ulp for a BF16 y. */
+static double fu_bound(uint32_t k, double ref, double mag, df11_dtype yd)
+{
+    double b = (k + 8) * ldexp(mag, -23) + 1e-30;
+    return yd == DF11_DTYPE_BF16 ? b * (1 + ldexp(1, -8)) + ldexp(fabs(ref), -8) : b;
+}
+
+START_TEST(test_fused_matmul)
+{
+    /* Every shape, batch 1..16, F32 and BF16 y: the fused path against the fp64 reference,
+     * bit-identical launch after launch, and within the two bounds of the decode + cuBLAS
+     * path (forced by df11i_cuda_matmul_fused_limit(0)) on the same tensor. */
+    fu_make_model();
+    df11_model *m = fu_open(fu.path);
+    const df11_file *f = df11_model_file(m);
+    uint64_t rng = fu.seed ^ 0x78;
+    for (size_t i = 0; i < FU_N; i++) {
+        const mm_shape *sh = &FU_SHAPES[i];
+        const uint16_t *w = fu.t[i].data;
+        df11_weight wt;
+        ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
+        uint32_t t;
+        ck_assert_int_eq(df11_file_find_tensor(f, sh->name, &t), DF11_OK);
+        ck_assert_int_eq(df11_file_tensor(f, t)->codec, DF11_CODEC_EXP_FIXED);
+        if (!df11i_fused_matmul_supported()) continue; /* pre-sm_80: decode path only */
+        ck_assert(df11i_cuda_matmul_fused_takes(NULL, f, t, 1));
+        ck_assert(df11i_cuda_matmul_fused_takes(NULL, f, t, 16));
+        ck_assert(!df11i_cuda_matmul_fused_takes(NULL, f, t, 17));
+        ck_assert(!df11i_cuda_matmul_fused_takes(NULL, f, t, 0));
+        const int big = sh->n * sh->k > 1000000;
+        for (uint32_t batch = 1; batch <= 16; batch++) {
+            if (big && batch != 1 && batch != 8 && batch != 9 && batch != 16) continue;
+            uint16_t *x = mm_random_x(batch, sh->k, &rng);
+            const size_t n = (size_t)batch * sh->n;
+            double *ref = malloc(n * sizeof *ref), *mag = malloc(n * sizeof *mag);
+            for (uint32_t b = 0; b < batch; b++)
+                for (uint32_t r = 0; r < sh->n; r++) {
+                    double s = 0, a = 0;
+                    for (uint32_t k = 0; k < sh->k; k++) {
+                        double p = (double)mm_bf16(w[(size_t)r * sh->k + k]) *
+                                   (double)mm_bf16(x[(size_t)b * sh->k + k]);
+                        s += p;
+                        a += fabs(p);
+                    }
+                    ref[(size_t)b * sh->n + r] = s;
+                    mag[(size_t)b * sh->n + r] = a;
+                }
+            void *dx = mm_dev_alloc((size_t)batch * sh->k * 2), *dy = mm_dev_alloc(n * 4);
+            mm_dev_upload(dx, x, (size_t)batch * sh->k * 2);
+            double *yf = malloc(n * sizeof *yf), *yc = malloc(n * sizeof *yc);
+            void *raw = malloc(n * 4), *raw2 = malloc(n * 4);
+            for (int d = 0; d < 2; d++) {
+                const df11_dtype yd = d ? DF11_DTYPE_BF16 : DF11_DTYPE_F32;
+                const size_t ysz = n * (d ? 2 : 4);
+                ck_assert_int_eq(cudaMemset(dy, 0xff, n * 4), cudaSuccess); /* NaN */
+                fu_run(m, &wt, dx, batch, yd, dy, NULL, yf, raw);
+                ck_assert_int_eq(cudaMemset(dy, 0xff, n * 4), cudaSuccess);
+                fu_run(m, &wt, dx, batch, yd, dy, NULL, yc, raw2);
+                ck_assert_msg(!memcmp(raw, raw2, ysz), "%s batch %u: two launches differ", sh->name,
+                              batch);
+                df11i_cuda_matmul_fused_limit(0);
+                fu_run(m, &wt, dx, batch, yd, dy, NULL, yc, raw2);
+                df11i_cuda_matmul_fused_limit(DF11_FUSED_MAX_BATCH);
+                for (size_t j = 0; j < n; j++) {
+                    const double bf = fu_bound(sh->k, ref[j], mag[j], yd);
+                    ck_assert_msg(fabs(yf[j] - ref[j]) <= bf,
+                                  "%s batch %u y[%zu] = %.9g, reference %.9g, bound %.3g (%s, "
+                                  "fused, seed %#llx)",
+                                  sh->name, batch, j, yf[j], ref[j], bf, d ? "BF16" : "F32",
+                                  (unsigned long long)fu.seed);
+                    ck_assert_msg(fabs(yc[j] - ref[j]) <= bf, "%s batch %u: cuBLAS path off",
+                                  sh->name, batch);
+                    ck_assert_msg(fabs(yf[j] - yc[j]) <= 2 * bf,
+                                  "%s batch %u y[%zu]: fused %.9g, decode + cuBLAS %.9g (seed "
+                                  "%#llx)",
+                                  sh->name, batch, j, yf[j], yc[j], (unsigned long long)fu.seed);
+                }
+            }
+            free(raw);
+            free(raw2);
+            free(yf);
+            free(yc);
+            free(ref);
+            free(mag);
+            free(x);
+            mm_dev_free(dx);
+            mm_dev_free(dy);
+        }
+    }
+    df11_model_close(m);
+}
+END_TEST
+
+START_TEST(test_fused_matmul_streams)
+{
+    /* Fused products of one model on two streams (they share its workspace), a decode
+     * path product between them, no host sync in between: every y as on one stream. */
+    fu_make_model();
+    df11_model *m = fu_open(fu.path);
+    const mm_shape *sh = &FU_SHAPES[6];
+    df11_weight wt;
+    ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
+    uint64_t rng = fu.seed ^ 0x73;
+    enum { N = 6 };
+    const uint32_t batch[N] = { 1, 16, 17, 3, 8, 16 };
+    cudaStream_t st[2];
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(cudaStreamCreateWithFlags(&st[i], cudaStreamNonBlocking), cudaSuccess);
+    void *dx[N], *dy[N], *want[N];
+    size_t ysz[N];
+    for (int i = 0; i < N; i++) {
+        uint16_t *x = mm_random_x(batch[i], sh->k, &rng);
+        dx[i] = mm_dev_alloc((size_t)batch[i] * sh->k * 2);
+        mm_dev_upload(dx[i], x, (size_t)batch[i] * sh->k * 2);
+        free(x);
+        ysz[i] = (size_t)batch[i] * sh->n * 4;
+        dy[i] = mm_dev_alloc(ysz[i]);
+        want[i] = malloc(ysz[i]);
+        double *tmp = malloc((size_t)batch[i] * sh->n * sizeof *tmp);
+        fu_run(m, &wt, dx[i], batch[i], DF11_DTYPE_F32, dy[i], NULL, tmp, want[i]);
+        free(tmp);
+        ck_assert_int_eq(cudaMemset(dy[i], 0xff, ysz[i]), cudaSuccess);
+    }
+    ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(df11_matmul(m, &wt, dx[i], batch[i], dy[i], DF11_DTYPE_F32, st[i % 2]),
+                         DF11_OK);
+    ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+    for (int i = 0; i < N; i++) {
+        void *got = malloc(ysz[i]);
+        read_back(got, dy[i], ysz[i]);
+        ck_assert_msg(!memcmp(got, want[i], ysz[i]), "product %d (batch %u) differs", i, batch[i]);
+        free(got);
+        free(want[i]);
+        mm_dev_free(dx[i]);
+        mm_dev_free(dy[i]);
+    }
+    for (int i = 0; i < 2; i++) cudaStreamDestroy(st[i]);
+    df11_model_close(m);
+}
+END_TEST
+
+START_TEST(test_fused_matmul_huffman_not_taken)
+{
+    /* The fused kernel reads the fixed code only: a Huffman tensor keeps the decode path. */
+    fu_make_model();
+    df11_model *m = fu_open(fu.huff_path);
+    const df11_file *f = df11_model_file(m);
+    for (size_t i = 0; i < FU_N; i++) {
+        uint32_t t;
+        ck_assert_int_eq(df11_file_find_tensor(f, FU_SHAPES[i].name, &t), DF11_OK);
+        ck_assert(!df11i_cuda_matmul_fused_takes(NULL, f, t, 1));
+    }
+    df11_model_close(m);
+}
+END_TEST
+
+static void fused_tests(TCase *tc)
+{
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, test_fused_matmul);
+    tcase_add_test(tc, test_fused_matmul_streams);
+    tcase_add_test(tc, test_fused_matmul_huffman_not_taken);
+}

@@ -1,0 +1,51 @@
+/* C entry points of the fused matmul on fixed-code tensors (kernels/fused_matmul.cu): y =
+ * x·Wᵀ straight from a DF11_CODEC_EXP_FIXED tensor's compressed payload in device memory,
+ * W decoded in registers and never written back. No CUDA types here; streams travel as
+ * void * (a cudaStream_t). sm_80 or newer (mma.m16n8k16 on BF16, cp.async).
+ *
+ * Accuracy: fp32 accumulation (MMA products and sums in fp32, split-K partials summed in
+ * fp32 in CTA order), so |y - exact| <= K·2⁻²³·Σ|x·w| as for any fp32 sum; plus half a BF16
+ * ulp where y is BF16 (rounded to nearest even). Deterministic: the same inputs on the same
+ * device give the same bits, launch after launch.
+ */
+#ifndef DF11_KERNELS_MATMUL_H
+#define DF11_KERNELS_MATMUL_H
+
+#include <stdint.h>
+
+#include "df11/status.h"
+#include "kernels/decode.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The largest batch the fused kernel takes. */
+#define DF11_FUSED_MAX_BATCH 16
+
+/* 1 when the current device can run the fused kernel (sm_80+), else 0. */
+int df11i_fused_matmul_supported(void);
+
+/* Bytes of workspace df11i_fused_matmul needs for a rows x cols tensor at any batch on the
+ * current device. It holds a semaphore word per 16-row strip at its start (which must be
+ * zero before the first launch; every launch leaves them zero) and the split-K partials at
+ * its end, and is twice the larger of the two: so tensors may share one workspace of the
+ * largest of their sizes, the partials of one never reaching the semaphores of another.
+ * DF11_ERR_UNSUPPORTED when the device or the shape is out of reach. */
+df11_status df11i_fused_matmul_workspace(uint64_t rows, uint64_t cols, uint64_t *bytes);
+
+/* y (batch x d->rows, F32, or BF16 when y_bf16) = x (batch x d->cols BF16, row stride
+ * d->cols) · Wᵀ for the EXP_FIXED tensor `d` of a plan (kernels/decode.h; its offsets are
+ * relative to d_payload). batch 1..DF11_FUSED_MAX_BATCH. `ws` (ws_size bytes, from
+ * df11i_fused_matmul_workspace) is used by one launch at a time: launches sharing it must
+ * be ordered (one stream, or events). The plan builder validated the tensor; the kernel
+ * still ORs 1 into *d_error (if not NULL) where a tile's codes and exception offsets
+ * disagree. Asynchronous; returns argument and launch errors only. */
+df11_status df11i_fused_matmul(const df11i_gpu_tensor_desc *d, const void *d_payload, const void *x,
+                               uint32_t batch, void *y, int y_bf16, void *ws, uint64_t ws_size,
+                               uint32_t *d_error, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
