@@ -6,6 +6,7 @@
  * events around the sequence, median of --reps:
  *   cublas   cublasGemmEx on the original BF16 weights, the 7 calls under one CUDA graph
  *   op       df11_matmul on the fixed-code model as an engine calls it (the op's own path)
+ *   op_graph the same captured in a CUDA graph (B <= 16: the fused path's calls capture)
  *   fused    the same with the fused path forced (B <= 16 only)
  *   decode   the same with decode + cuBLAS forced (df11i_cuda_matmul_fused_limit(0))
  *   huffman  df11_matmul on the Huffman model (decode + cuBLAS)
@@ -74,8 +75,9 @@ static const struct {
 #define N_MATS 7
 #define MAX_B 512
 
-enum { V_CUBLAS, V_OP, V_FUSED, V_DECODE, V_HUFF, V_COUNT };
-static const char *const V_NAME[V_COUNT] = { "cublas", "op", "fused", "decode", "huffman" };
+enum { V_CUBLAS, V_OP, V_OP_GRAPH, V_FUSED, V_DECODE, V_HUFF, V_COUNT };
+static const char *const V_NAME[V_COUNT] = { "cublas", "op",     "op_graph",
+                                             "fused",  "decode", "huffman" };
 
 #define CK(x)                                                                                      \
     do {                                                                                           \
@@ -128,7 +130,7 @@ static int block(bench *b, int v, uint32_t B)
 static double time_block(bench *b, int v, uint32_t B)
 {
     cudaGraphExec_t ge = NULL;
-    if (v == V_CUBLAS) {
+    if (v == V_CUBLAS || v == V_OP_GRAPH) {
         cudaGraph_t g;
         if (cudaStreamBeginCapture(b->st, cudaStreamCaptureModeThreadLocal) != cudaSuccess)
             return -1;
@@ -272,7 +274,7 @@ int bench_matmul_main(int argc, char **argv)
     double t[16][V_COUNT];
     for (int i = 0; i < n_b; i++)
         for (int v = 0; v < V_COUNT; v++) {
-            t[i][v] = v == V_FUSED && batches[i] > DF11_FUSED_MAX_BATCH
+            t[i][v] = (v == V_FUSED || v == V_OP_GRAPH) && batches[i] > DF11_FUSED_MAX_BATCH
                           ? NAN
                           : time_block(&b, v, batches[i]);
             if (t[i][v] < 0) {
@@ -298,8 +300,8 @@ int bench_matmul_main(int argc, char **argv)
         printf("%s: Llama-3-8B block (7 matrices), y %s, median of %d; µs per block, x = "
                "cuBLAS / time\n",
                prop.name, b.yd == DF11_DTYPE_F32 ? "F32" : "BF16", b.reps);
-        printf("| B | cuBLAS (graph) | op, fixed | fused forced | decode+cuBLAS forced | op, "
-               "Huffman |\n|---|---|---|---|---|---|\n");
+        printf("| B | cuBLAS (graph) | op, fixed | op, fixed, graph | fused forced | "
+               "decode+cuBLAS forced | op, Huffman |\n|---|---|---|---|---|---|---|\n");
         for (int i = 0; i < n_b; i++) {
             printf("| %u | %.1f", batches[i], t[i][V_CUBLAS]);
             for (int v = V_OP; v < V_COUNT; v++)

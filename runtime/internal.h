@@ -92,6 +92,9 @@ struct df11_model {
     uint64_t mm_scratch_size;
     void *mm_ws; /* the fused path's workspace, after the decode area of mm_scratch */
     uint64_t mm_ws_size;
+    void *mm_ws_event;        /* recorded after each fused product */
+    void *mm_ws_stream;       /* the stream of the last fused product */
+    int mm_ws_used;           /* mm_ws_event has been recorded (on mm_ws_stream) */
     void *mm_ready, *mm_done; /* side stream: decoded into scratch; caller: done with it */
     int mm_done_recorded;
 

@@ -8,9 +8,9 @@
  *           payload): matmul_bf16 on it.
  *   FUSED:  the backend multiplies straight from the compressed tensor (host: decode-dot;
  *           CUDA: kernels/fused_matmul.cu on fixed-code tensors at batch <= 16). Its
- *           workspace, where it needs one, is the tail of the op's scratch: fused
- *           products are ordered after the last product (mm_done) and record it, so
- *           they never share it at once.
+ *           workspace, where it needs one, is the tail of the op's scratch, which the
+ *           decode path never touches: each fused product records an event, which a
+ *           fused product on another stream waits for (none on the same stream).
  *   DECODE: W is decoded into the op's scratch on the side stream, the caller's stream
  *           waits for it (event), matmul_bf16 reads the scratch, and the next decode into
  *           the scratch waits for that (event). No host sync.
@@ -36,7 +36,8 @@ df11_status df11i_rt_matmul_open(df11_model *m)
     m->uid = atomic_fetch_add(&next_uid, 1);
     if (be->iface->matmul_create && (s = be->iface->matmul_create(be, &m->mm)) != DF11_OK) return s;
     if ((s = be->iface->event_create(be, &m->mm_ready)) != DF11_OK ||
-        (s = be->iface->event_create(be, &m->mm_done)) != DF11_OK)
+        (s = be->iface->event_create(be, &m->mm_done)) != DF11_OK ||
+        (s = be->iface->event_create(be, &m->mm_ws_event)) != DF11_OK)
         return s;
     return DF11_OK;
 }
@@ -48,7 +49,8 @@ void df11i_rt_matmul_close(df11_model *m)
     if (m->mm && be->iface->matmul_destroy) be->iface->matmul_destroy(be, m->mm);
     if (m->mm_ready) be->iface->event_destroy(be, m->mm_ready);
     if (m->mm_done) be->iface->event_destroy(be, m->mm_done);
-    m->mm = m->mm_ready = m->mm_done = NULL;
+    if (m->mm_ws_event) be->iface->event_destroy(be, m->mm_ws_event);
+    m->mm = m->mm_ready = m->mm_done = m->mm_ws_event = NULL;
     if (m->tensors)
         for (uint32_t t = 0; t < m->n_tensors; t++) free(m->tensors[t].mm_plan_host);
 }
@@ -201,8 +203,8 @@ df11_status df11_weight_get(df11_model *m, const char *name, df11_weight *w)
     return DF11_OK;
 }
 
-/* FUSED. A workspace (the tail of the scratch) is one buffer: the product waits for the
- * last product (mm_done), which may have read it, and records mm_done itself. */
+/* FUSED. A workspace (the tail of the scratch) is one buffer, used by fused products only:
+ * one on another stream than the last waits for the last (mm_ws_event). */
 static df11_status matmul_fused(df11_model *m, uint32_t t, df11i_matmul_args *a)
 {
     df11i_backend *be = m->be;
@@ -214,11 +216,16 @@ static df11_status matmul_fused(df11_model *m, uint32_t t, df11i_matmul_args *a)
     a->ws = m->mm_ws;
     a->ws_size = m->mm_ws_size;
     df11_status s;
-    if (m->mm_done_recorded && (s = be->iface->stream_wait(be, a->stream, m->mm_done)) != DF11_OK)
+    if (m->mm_ws_used && m->mm_ws_stream != a->stream &&
+        (s = be->iface->stream_wait(be, a->stream, m->mm_ws_event)) != DF11_OK)
         return s;
     s = be->iface->matmul_fused(be, m->mm, a, &g, t);
-    df11_status s2 = be->iface->event_record(be, m->mm_done, a->stream);
-    if (s2 == DF11_OK) m->mm_done_recorded = 1;
+    /* recorded even after a failed launch: a later product must not overtake what ran */
+    df11_status s2 = be->iface->event_record(be, m->mm_ws_event, a->stream);
+    if (s2 == DF11_OK) {
+        m->mm_ws_used = 1;
+        m->mm_ws_stream = a->stream;
+    }
     return s != DF11_OK ? s : s2;
 }
 
