@@ -182,13 +182,18 @@ DF11_API df11_status df11_model_stats_get(const df11_model *model, df11_model_st
  *     decoded a few chunks at a time into per-thread buffers, never whole; W in another
  *     code (DF11_CODEC_EXP_FIXED): decoded whole into the op's scratch, then the same
  *     product as for resident W;
- *   - CUDA backend, W compressed: W is decoded into the op's scratch buffer on the
- *     runtime's side stream, then cublasGemmEx runs on `stream` (events order the two; no
- *     host sync). Fused decode-GEMV/GEMM kernels will replace this path at small batch.
+ *   - CUDA backend, W fixed-coded (DF11_CODEC_EXP_FIXED), batch 1..16, sm_80+: a fused
+ *     kernel multiplies straight from the compressed tensor, W decoded in registers and
+ *     never written to memory (fp32 accumulation, deterministic on a device; within the
+ *     fp32 bound of, not bit-identical to, the cuBLAS result). Products of one model on
+ *     one stream can be captured in a CUDA graph;
+ *   - CUDA backend, W compressed otherwise: W is decoded into the op's scratch buffer on
+ *     the runtime's side stream, then cublasGemmEx runs on `stream` (events order the two;
+ *     no host sync).
  * The result of a call does not depend on the path's partitioning: on the host backend y
  * is bit-identical for every n_threads, and a df11 model and the BF16 model of the same
  * weights give bit-identical y on the same backend (each row's dot product runs in one
- * fixed order on the same decoded weights).
+ * fixed order on the same decoded weights), except where the CUDA fused path runs.
  *
  * A df11_weight is a small value the op checks on every call; copy it freely. It stays
  * valid until df11_model_close of its model, and does not need the tensor's block to be
