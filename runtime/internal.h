@@ -124,6 +124,8 @@ df11_status df11i_rt_load(df11_model *m);
 /* runtime/schedule.c: arena slots and resident blocks. */
 /* The decoded data of block `block` while it is acquired, else NULL. */
 const void *df11i_rt_block_data(const df11_model *m, uint32_t block);
+/* Makes `stream` wait for the decode of acquired block `block` (a no-op when resident). */
+df11_status df11i_rt_block_wait(df11_model *m, uint32_t block, df11_stream stream);
 /* Holds non-resident, non-layer group `group` (the ARENA policy) in a slot until
  * df11i_rt_group_release, decoding it there first unless it is there already; a group held
  * again gains a reference. *data: the slot. DF11_ERR_BUSY when every slot is acquired. */

@@ -11,9 +11,15 @@
  *           workspace, where it needs one, is the tail of the op's scratch, which the
  *           decode path never touches: each fused product records an event, which a
  *           fused product on another stream waits for (none on the same stream).
- *   DECODE: W is decoded into the op's scratch on the side stream, the caller's stream
- *           waits for it (event), matmul_bf16 reads the scratch, and the next decode into
- *           the scratch waits for that (event). No host sync.
+ *   ARENA:  W's group is decoded into an arena slot, as df11_block_acquire does it
+ *           (prefetching the next blocks), held for the product and released on the
+ *           caller's stream, so that a pass over a block's tensors decodes the block once;
+ *           a block the engine holds is read where it lies. A non-layer group under the
+ *           ARENA policy is held the same way (df11i_rt_group_acquire).
+ *   DECODE: when every slot is held: W alone is decoded into the op's scratch on the side
+ *           stream, the caller's stream waits for it (event), matmul_bf16 reads the
+ *           scratch, and the next decode into the scratch waits for that (event).
+ * No path synchronises the host.
  */
 #include <limits.h>
 #include <stdatomic.h>
@@ -254,6 +260,33 @@ static df11_status matmul_decoded(df11_model *m, uint32_t t, const df11i_matmul_
     return s != DF11_OK ? s : s2;
 }
 
+/* ARENA: W's group in a slot for the product; DF11_ERR_BUSY (nothing enqueued) when every
+ * slot is held, so that the caller can fall back to DECODE. */
+static df11_status matmul_in_arena(df11_model *m, uint32_t t, const df11i_matmul_args *a)
+{
+    df11i_backend *be = m->be;
+    const rt_tensor *rt = &m->tensors[t];
+    const rt_group *gr = &m->groups[rt->group];
+    const void *data;
+    df11_status s;
+    if (gr->layer < 0) {
+        if ((s = df11i_rt_group_acquire(m, rt->group, a->stream, &data)) != DF11_OK) return s;
+        s = be->iface->matmul_bf16(be, m->mm, a, (const char *)data + rt->offset);
+        df11_status s2 = df11i_rt_group_release(m, rt->group, a->stream);
+        return s != DF11_OK ? s : s2;
+    }
+    const uint32_t block = (uint32_t)gr->layer;
+    if ((data = df11i_rt_block_data(m, block))) { /* the engine holds it: read it there */
+        if ((s = df11i_rt_block_wait(m, block, a->stream)) != DF11_OK) return s;
+        return be->iface->matmul_bf16(be, m->mm, a, (const char *)data + rt->offset);
+    }
+    if ((s = df11_block_acquire(m, block, a->stream, NULL)) != DF11_OK) return s;
+    data = df11i_rt_block_data(m, block);
+    s = be->iface->matmul_bf16(be, m->mm, a, (const char *)data + rt->offset);
+    df11_status s2 = df11_block_release(m, block, a->stream);
+    return s != DF11_OK ? s : s2;
+}
+
 df11_status df11_matmul(df11_model *m, const df11_weight *w, const void *x, uint32_t batch, void *y,
                         df11_dtype y_dtype, df11_stream stream)
 {
@@ -303,5 +336,8 @@ df11_status df11_matmul(df11_model *m, const df11_weight *w, const void *x, uint
     case PATH_FUSED: return matmul_fused(m, w->tensor, &a);
     case PATH_DECODE: break;
     }
+    df11_status s = matmul_in_arena(m, w->tensor, &a);
+    if (s != DF11_ERR_BUSY) return s;
+    df11i_clear_error();
     return matmul_decoded(m, w->tensor, &a);
 }

@@ -210,6 +210,14 @@ const void *df11i_rt_block_data(const df11_model *m, uint32_t block)
     return slot >= 0 ? m->arena.slots[slot].data : NULL;
 }
 
+df11_status df11i_rt_block_wait(df11_model *m, uint32_t block, df11_stream stream)
+{
+    if (block_group(m, block)->resident) return DF11_OK;
+    int slot = slot_acquired(m, block);
+    if (slot < 0) return df11i_fail(DF11_ERR_STATE, "block %u is not acquired", block);
+    return m->be->iface->stream_wait(m->be, stream, m->slots[slot].ready_event);
+}
+
 /* Non-layer groups are keyed after the blocks, so that one arena holds both. */
 static int64_t group_key(const df11_model *m, uint32_t group)
 {

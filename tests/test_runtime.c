@@ -1318,8 +1318,9 @@ END_TEST
 
 START_TEST(test_matmul_arena_untouched)
 {
-    /* A weight used only through the op takes no slot and leaves the scheduler alone: all
-     * its blocks stay acquirable and the arena sees no decode of its group. */
+    /* A weight the fused path takes (Huffman on the host) uses no slot and leaves the
+     * scheduler alone: all its blocks stay acquirable and the arena sees no decode of its
+     * group. (On CUDA the same weight goes through the arena: test_matmul_block_once.) */
     df11_model *m = mm_open(0, DF11_NONLAYER_ARENA, 2);
     df11_weight w;
     ck_assert_int_eq(df11_weight_get(m, MM_SHAPES[2].name, &w), DF11_OK);
@@ -1329,14 +1330,59 @@ START_TEST(test_matmul_arena_untouched)
     mm_run(m, &w, x, 3, DF11_DTYPE_F32, y);
     df11_model_stats st;
     ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
+#ifndef RT_TEST_CUDA
     for (uint32_t i = 0; i < st.arena_slots && i < 16; i++) ck_assert_int_eq(st.slot_block[i], -1);
     ck_assert_uint_eq(st.acquires, 0);
+#endif
     /* while its block is acquired, too */
     ck_assert_int_eq(df11_block_acquire(m, 1, NULL, NULL), DF11_OK);
     mm_run(m, &w, x, 3, DF11_DTYPE_F32, y);
     ck_assert_int_eq(df11_block_release(m, 1, NULL), DF11_OK);
     free(x);
     free(y);
+    df11_model_close(m);
+}
+END_TEST
+
+START_TEST(test_matmul_block_once)
+{
+    /* Off the fused path (fixed-code weights at batch 17), a product reads its block from the
+     * arena: the second weight of a block finds it decoded, no slot stays held, and a block
+     * the engine holds is read where it lies. Results stay those of the reference. */
+    df11_model *m = mm_open(2, DF11_NONLAYER_ARENA, 2);
+    df11_weight a, b;
+    ck_assert_int_eq(df11_weight_get(m, MM_SHAPES[0].name, &a), DF11_OK);
+    ck_assert_int_eq(df11_weight_get(m, MM_SHAPES[1].name, &b), DF11_OK);
+    const uint32_t batch = 17;
+    uint64_t rng = mm.seed ^ 0x62;
+    uint16_t *xa = mm_random_x(batch, a.cols, &rng), *xb = mm_random_x(batch, b.cols, &rng);
+    float *ya = malloc((size_t)batch * a.rows * 4), *ya2 = malloc((size_t)batch * a.rows * 4);
+    float *yb = malloc((size_t)batch * b.rows * 4);
+    df11_model_stats st0, st1, st2, st3;
+    ck_assert_int_eq(df11_model_stats_get(m, &st0), DF11_OK);
+    mm_run(m, &a, xa, batch, DF11_DTYPE_F32, ya);
+    ck_assert_int_eq(df11_model_stats_get(m, &st1), DF11_OK);
+    mm_run(m, &b, xb, batch, DF11_DTYPE_F32, yb);
+    ck_assert_int_eq(df11_model_stats_get(m, &st2), DF11_OK);
+    ck_assert_uint_gt(st1.decodes, st0.decodes); /* block 0, and the prefetch behind it */
+    ck_assert_uint_eq(st2.decodes, st1.decodes); /* block 0 again: found decoded */
+    for (uint32_t blk = 0; blk < df11_model_n_blocks(m); blk++) {
+        ck_assert_int_eq(df11_block_acquire(m, blk, NULL, NULL), DF11_OK);
+        ck_assert_int_eq(df11_block_release(m, blk, NULL), DF11_OK);
+    }
+    /* held by the engine: the product reads the engine's slot, and gets the same bits */
+    ck_assert_int_eq(df11_block_acquire(m, 0, NULL, NULL), DF11_OK);
+    ck_assert_int_eq(df11_model_stats_get(m, &st2), DF11_OK);
+    mm_run(m, &a, xa, batch, DF11_DTYPE_F32, ya2);
+    ck_assert_int_eq(df11_model_stats_get(m, &st3), DF11_OK);
+    ck_assert_uint_eq(st3.decodes, st2.decodes);
+    ck_assert_int_eq(df11_block_release(m, 0, NULL), DF11_OK);
+    ck_assert_int_eq(memcmp(ya, ya2, (size_t)batch * a.rows * 4), 0);
+    free(xa);
+    free(xb);
+    free(ya);
+    free(ya2);
+    free(yb);
     df11_model_close(m);
 }
 END_TEST
@@ -1372,6 +1418,7 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_matmul_reference);
     tcase_add_test(tc, test_matmul_errors);
     tcase_add_test(tc, test_matmul_arena_untouched);
+    tcase_add_test(tc, test_matmul_block_once);
 #ifndef RT_TEST_CUDA
     tcase_add_test(tc, test_host_backend_streams);
     tcase_add_test(tc, test_matmul_threads);

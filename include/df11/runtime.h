@@ -180,16 +180,20 @@ DF11_API df11_status df11_model_stats_get(const df11_model *model, df11_model_st
  *     inputs, fp32 compute; host: the row kernel of the fused path below);
  *   - host backend, W Huffman-coded: a fused decode-dot on options.n_threads threads, W
  *     decoded a few chunks at a time into per-thread buffers, never whole; W in another
- *     code (DF11_CODEC_EXP_FIXED): decoded whole into the op's scratch, then the same
- *     product as for resident W;
+ *     code (DF11_CODEC_EXP_FIXED): through the arena, as below;
  *   - CUDA backend, W fixed-coded (DF11_CODEC_EXP_FIXED), batch 1..16, sm_80+: a fused
  *     kernel multiplies straight from the compressed tensor, W decoded in registers and
  *     never written to memory (fp32 accumulation, deterministic on a device; within the
  *     fp32 bound of, not bit-identical to, the cuBLAS result). Products of one model on
  *     one stream can be captured in a CUDA graph;
- *   - CUDA backend, W compressed otherwise: W is decoded into the op's scratch buffer on
- *     the runtime's side stream, then cublasGemmEx runs on `stream` (events order the two;
- *     no host sync).
+ *   - otherwise (CUDA: W Huffman-coded, or batch > 16): through the arena. W's block is
+ *     decoded into an arena slot on the side stream exactly as df11_block_acquire does it
+ *     (the next blocks prefetched behind it), held for the product, and released on
+ *     `stream`; the block stays cached, so a pass over a block's weights decodes it once.
+ *     A block the engine holds is read in its slot (release it on the stream the products
+ *     ran on, or after them). Such products count in stats.acquires. Only when every slot
+ *     is held does W alone get decoded into the op's scratch buffer. CUDA: cublasGemmEx on
+ *     `stream`, events order decode and product, no host sync.
  * The result of a call does not depend on the path's partitioning: on the host backend y
  * is bit-identical for every n_threads, and a df11 model and the BF16 model of the same
  * weights give bit-identical y on the same backend (each row's dot product runs in one
@@ -210,8 +214,8 @@ typedef struct df11_weight {
  * there is no such tensor, DF11_ERR_DTYPE if it is not BF16, DF11_ERR_INVALID_ARG if it
  * is not 2-D or is empty, DF11_ERR_OVERFLOW if a side exceeds INT32_MAX,
  * DF11_ERR_UNSUPPORTED for a codec this backend cannot multiply from. The first weight
- * that needs the decode path (CUDA backend: compressed W; host: W in a code without a
- * fused host path) allocates the op's scratch
+ * that may need the decode path's fallback (CUDA backend: compressed W; host: W in a code
+ * without a fused host path) allocates the op's scratch
  * buffer, sized for the model's largest compressed 2-D BF16 tensor, from the model's pool
  * under options.memory_limit (DF11_ERR_DEVICE_MEMORY when it does not fit); on CUDA each
  * such weight also gets its decode plan on the device (a few KiB). */
