@@ -8,6 +8,8 @@
  *   op       df11_matmul on the fixed-code model as an engine calls it (the op's own path)
  *   op_graph the same captured in a CUDA graph (B <= 16: the fused path's calls capture)
  *   fused    the same with the fused path forced (B <= 16 only)
+ *   op_nopdl, op_graph_nopdl  op and op_graph on the same file opened with DF11_PDL=0:
+ *            the fused kernel launched plainly instead of programmatically (B <= 16)
  *   decode   the same with decode + cuBLAS forced (df11i_cuda_matmul_fused_limit(0))
  *   huffman  df11_matmul on the Huffman model (decode + cuBLAS)
  * Ratios are cuBLAS time / time (> 1: faster than BF16), from the same run. y is BF16
@@ -75,9 +77,21 @@ static const struct {
 #define N_MATS 7
 #define MAX_B 512
 
-enum { V_CUBLAS, V_OP, V_OP_GRAPH, V_FUSED, V_DECODE, V_HUFF, V_COUNT };
-static const char *const V_NAME[V_COUNT] = { "cublas", "op",     "op_graph",
-                                             "fused",  "decode", "huffman" };
+enum {
+    V_CUBLAS,
+    V_OP,
+    V_OP_GRAPH,
+    V_OP_NOPDL,
+    V_OP_GRAPH_NOPDL,
+    V_FUSED,
+    V_DECODE,
+    V_HUFF,
+    V_COUNT
+};
+static const char *const V_NAME[V_COUNT] = { "cublas",         "op",    "op_graph", "op_nopdl",
+                                             "op_graph_nopdl", "fused", "decode",   "huffman" };
+/* The models: fixed, Huffman, and the fixed file again opened with DF11_PDL=0. */
+#define N_MODELS 3
 
 #define CK(x)                                                                                      \
     do {                                                                                           \
@@ -89,8 +103,8 @@ static const char *const V_NAME[V_COUNT] = { "cublas", "op",     "op_graph",
     } while (0)
 
 typedef struct bench {
-    df11_model *m[2]; /* fixed, Huffman */
-    df11_weight w[2][N_MATS];
+    df11_model *m[N_MODELS];
+    df11_weight w[N_MODELS][N_MATS];
     void *bf16[N_MATS]; /* the original weights on the device */
     void *x, *y;        /* MAX_B x 14336 BF16, MAX_B x 14336 F32 */
     cublasHandle_t h;
@@ -114,7 +128,7 @@ static int block(bench *b, int v, uint32_t B)
                 return -1;
         return 0;
     }
-    const int k = v == V_HUFF;
+    const int k = v == V_HUFF ? 1 : v == V_OP_NOPDL || v == V_OP_GRAPH_NOPDL ? 2 : 0;
     for (int i = 0; i < N_MATS; i++) {
         df11_status s = df11_matmul(b->m[k], &b->w[k][i], b->x, B, b->y, b->yd, b->st);
         if (s != DF11_OK) {
@@ -130,7 +144,7 @@ static int block(bench *b, int v, uint32_t B)
 static double time_block(bench *b, int v, uint32_t B)
 {
     cudaGraphExec_t ge = NULL;
-    if (v == V_CUBLAS || v == V_OP_GRAPH) {
+    if (v == V_CUBLAS || v == V_OP_GRAPH || v == V_OP_GRAPH_NOPDL) {
         cudaGraph_t g;
         if (cudaStreamBeginCapture(b->st, cudaStreamCaptureModeThreadLocal) != cudaSuccess)
             return -1;
@@ -242,6 +256,28 @@ int bench_matmul_main(int argc, char **argv)
             goto out;
         }
     }
+    { /* the fixed file again, its fused launches plain (DF11_PDL is read at open) */
+        const char *old = getenv("DF11_PDL");
+        char keep[16] = "";
+        if (old) snprintf(keep, sizeof keep, "%s", old);
+        setenv("DF11_PDL", "0", 1);
+        df11_model_options mo;
+        df11_model_options_init(&mo);
+        mo.backend = DF11_BACKEND_CUDA;
+        mo.arena_slots = 2;
+        df11_status s = df11_model_open(path[0], &mo, &b.m[2]);
+        if (old)
+            setenv("DF11_PDL", keep, 1);
+        else
+            unsetenv("DF11_PDL");
+        for (int i = 0; i < N_MATS && s == DF11_OK; i++)
+            s = df11_weight_get(b.m[2], MATS[i].name, &b.w[2][i]);
+        if (s != DF11_OK) {
+            fprintf(stderr, "%s: %s (DF11_PDL=0): %s %s\n", TOOL, path[0], df11_strerror(s),
+                    df11_last_error_detail());
+            goto out;
+        }
+    }
     CK(cudaStreamCreateWithFlags(&b.st, cudaStreamNonBlocking));
     CK(cudaEventCreate(&b.e0));
     CK(cudaEventCreate(&b.e1));
@@ -274,9 +310,11 @@ int bench_matmul_main(int argc, char **argv)
     double t[16][V_COUNT];
     for (int i = 0; i < n_b; i++)
         for (int v = 0; v < V_COUNT; v++) {
-            t[i][v] = (v == V_FUSED || v == V_OP_GRAPH) && batches[i] > DF11_FUSED_MAX_BATCH
-                          ? NAN
-                          : time_block(&b, v, batches[i]);
+            t[i][v] =
+                (v == V_FUSED || v == V_OP_GRAPH || v == V_OP_NOPDL || v == V_OP_GRAPH_NOPDL) &&
+                        batches[i] > DF11_FUSED_MAX_BATCH
+                    ? NAN
+                    : time_block(&b, v, batches[i]);
             if (t[i][v] < 0) {
                 fprintf(stderr, "%s: %s at B=%u failed\n", TOOL, V_NAME[v], batches[i]);
                 goto out;
@@ -300,8 +338,9 @@ int bench_matmul_main(int argc, char **argv)
         printf("%s: Llama-3-8B block (7 matrices), y %s, median of %d; µs per block, x = "
                "cuBLAS / time\n",
                prop.name, b.yd == DF11_DTYPE_F32 ? "F32" : "BF16", b.reps);
-        printf("| B | cuBLAS (graph) | op, fixed | op, fixed, graph | fused forced | "
-               "decode+cuBLAS forced | op, Huffman |\n|---|---|---|---|---|---|---|\n");
+        printf("| B | cuBLAS (graph) | op, fixed | op, fixed, graph | op, no PDL | op, graph, no "
+               "PDL | fused forced | decode+cuBLAS forced | op, Huffman |\n"
+               "|---|---|---|---|---|---|---|---|---|\n");
         for (int i = 0; i < n_b; i++) {
             printf("| %u | %.1f", batches[i], t[i][V_CUBLAS]);
             for (int v = V_OP; v < V_COUNT; v++)
@@ -314,6 +353,7 @@ int bench_matmul_main(int argc, char **argv)
     }
     rc = CLI_OK;
 out:
+    df11_model_close(b.m[2]);
     for (int k = 0; k < 2; k++) {
         df11_model_close(b.m[k]);
         unlink(path[k]);

@@ -3,13 +3,12 @@
  * straight from the compressed payload: W is decoded in registers right after its load,
  * fed to mma.m16n8k16 (bf16 in, fp32 accumulate) and never written back to memory.
  *
- * The kernel is bench/probes/fused_gemv.cu's `fused_gemv` as committed in d341253 ("one
- * stage per warp refilled step by step (8.5 KiB/warp), warp-uniform escape rounds, 2-warp
- * CTAs": 0.92x cuBLAS BF16 on the Llama-3-8B block at B = 1). The probe is where it is
- * tuned; this is the library's one copy. Changes from the probe, all outside the decode and
- * MMA loop: x is B x K with row stride K (the probe pads it to cols_pad with zeros), read
- * with bounds checks where K is not a multiple of 64 or x not 16-byte aligned; y is F32
- * or BF16 (round to nearest even at the store); the error word may be NULL; sm_80+ only.
+ * The one copy of the kernel: bench/probes/fused_gemv.cu (the harness it was tuned in, up
+ * to 6aa6afc/d0264ce: exception window at tile start, programmatic dependent launch) calls
+ * df11i_fused_matmul, and runs the decode of kernels/fused_matmul_decode.cuh on the CPU.
+ * x is B x K with row stride K, read with bounds checks where K is not a multiple of 64 or
+ * x not 16-byte aligned; y is F32 or BF16 (round to nearest even at the store); the error
+ * word may be NULL; sm_80+ only, PDL sm_90+.
  *
  * What one warp does: own a 16-row strip and walk its tiles (16 rows x 256 columns),
  * copied by cp.async into the warp's stage a tile ahead, slot by slot; per step of 64
@@ -28,6 +27,7 @@
 
 #include <atomic>
 
+#include "kernels/fused_matmul_decode.cuh"
 #include "kernels/matmul.h"
 extern "C" {
 #include "codec/fixed.h"
@@ -38,6 +38,8 @@ extern "C" {
 #pragma nv_diag_suppress 177
 
 namespace {
+
+using namespace df11i_fused;
 
 constexpr int kWarps = 2;     /* warps a CTA (the probe's FG_WARPS) */
 constexpr int kMinBlocks = 8; /* CTAs an SM, for the register budget (the probe's FG_MINB) */
@@ -54,195 +56,6 @@ __device__ __forceinline__ uint4 load_x8(const uint16_t *row, long long col, int
         v[i] = lo | hi << 16;
     }
     return make_uint4(v[0], v[1], v[2], v[3]);
-}
-
-__host__ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t sel)
-{
-#ifdef __CUDA_ARCH__
-    return __byte_perm(a, 0, sel);
-#else
-    uint32_t r = 0;
-    for (int i = 0; i < 4; i++) {
-        uint32_t s = (sel >> 4 * i) & 7;
-        r |= (s < 4 ? (a >> 8 * s) & 0xff : 0) << 8 * i;
-    }
-    return r;
-#endif
-}
-
-// The highest set bit (one FLO).
-__host__ __device__ __forceinline__ uint32_t top_bit(uint32_t m)
-{
-#ifdef __CUDA_ARCH__
-    return 31 - __clz(m);
-#else
-    return 31 - (uint32_t)__builtin_clz(m);
-#endif
-}
-
-__host__ __device__ __forceinline__ uint32_t popc(uint32_t m)
-{
-#ifdef __CUDA_ARCH__
-    return __popc(m);
-#else
-    return (uint32_t)__builtin_popcount(m);
-#endif
-}
-
-// df11i_fixed_escape_mask, for both sides: bit p (low) / 16 + p (high) = pair p escapes.
-__host__ __device__ __forceinline__ uint32_t escape_mask(uint32_t a, uint32_t b, uint32_t c)
-{
-    const uint32_t lsb = 0x12491249u;
-    return (a & a >> 1 & a >> 2 & lsb) | (b & b >> 1 & b >> 2 & lsb) << 1 |
-           (c & c >> 1 & c >> 2 & lsb) << 2 | (a & b & c & 0x80008000u);
-}
-
-// The codes of pair P, at bits 7..9 and 23..25 (the exponent fields of a bf16x2).
-template <int P>
-__host__ __device__ __forceinline__ uint32_t code_pair(uint32_t A, uint32_t B, uint32_t C)
-{
-    if constexpr (P < 15) {
-        const uint32_t W = P % 3 == 0 ? A : P % 3 == 1 ? B : C;
-        constexpr int sh = 3 * (P / 3);
-        if constexpr (sh <= 7)
-            return (W << (7 - sh)) & 0x03800380u;
-        else
-            return (W >> (sh - 7)) & 0x03800380u;
-    } else {
-        return ((A >> 8) & 0x00800080u) | ((B >> 7) & 0x01000100u) | ((C >> 6) & 0x02000200u);
-    }
-}
-
-// A lane's 16 correction words (one per pair) are 64 contiguous bytes; its 16-byte vector
-// v sits at slot v ^ sw, sw = (lane >> 1) & 3, so that 8 lanes' 16-byte reads hit 8
-// different bank groups. Word of pair p: (p ^ 4 sw) & 15.
-__host__ __device__ __forceinline__ uint32_t corr_swz(uint32_t lane)
-{
-    return ((lane >> 1) & 3) << 2;
-}
-
-// Pair P of a step as a bf16x2: sign|mantissa bytes doubled by one PRMT and masked, the
-// code pair ORed into the exponent fields, the row's base (b * 0x00800080) and the escape
-// correction added. 32-bit modular arithmetic: exact whatever b.
-template <int P>
-__host__ __device__ __forceinline__ uint32_t pair_bf16x2(const uint32_t w[8], uint32_t A,
-                                                         uint32_t B, uint32_t C, uint32_t X0,
-                                                         uint32_t X8, uint32_t corr)
-{
-    return ((prmt(w[P / 2], (P & 1) ? 0x3322 : 0x1100) & 0x807f807fu) | code_pair<P>(A, B, C)) +
-           ((P & 4) ? X8 : X0) + corr;
-}
-
-__host__ __device__ __forceinline__ void decode_step(uint4 s0, uint4 s1, uint32_t A, uint32_t B,
-                                                     uint32_t C, uint32_t X0, uint32_t X8,
-                                                     const uint32_t c[16], uint32_t o[16])
-{
-    const uint32_t w[8] = { s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w };
-    o[0] = pair_bf16x2<0>(w, A, B, C, X0, X8, c[0]);
-    o[1] = pair_bf16x2<1>(w, A, B, C, X0, X8, c[1]);
-    o[2] = pair_bf16x2<2>(w, A, B, C, X0, X8, c[2]);
-    o[3] = pair_bf16x2<3>(w, A, B, C, X0, X8, c[3]);
-    o[4] = pair_bf16x2<4>(w, A, B, C, X0, X8, c[4]);
-    o[5] = pair_bf16x2<5>(w, A, B, C, X0, X8, c[5]);
-    o[6] = pair_bf16x2<6>(w, A, B, C, X0, X8, c[6]);
-    o[7] = pair_bf16x2<7>(w, A, B, C, X0, X8, c[7]);
-    o[8] = pair_bf16x2<8>(w, A, B, C, X0, X8, c[8]);
-    o[9] = pair_bf16x2<9>(w, A, B, C, X0, X8, c[9]);
-    o[10] = pair_bf16x2<10>(w, A, B, C, X0, X8, c[10]);
-    o[11] = pair_bf16x2<11>(w, A, B, C, X0, X8, c[11]);
-    o[12] = pair_bf16x2<12>(w, A, B, C, X0, X8, c[12]);
-    o[13] = pair_bf16x2<13>(w, A, B, C, X0, X8, c[13]);
-    o[14] = pair_bf16x2<14>(w, A, B, C, X0, X8, c[14]);
-    o[15] = pair_bf16x2<15>(w, A, B, C, X0, X8, c[15]);
-}
-
-// Eight exception bytes from byte idx of src (src 8-aligned, readable 16 bytes past idx).
-__host__ __device__ __forceinline__ uint64_t exc_window(const uint8_t *src, uint32_t idx)
-{
-    const uint64_t *q = reinterpret_cast<const uint64_t *>(src + (idx & ~7u));
-    const uint64_t q0 = q[0], q1 = q[1];
-    const uint32_t r = 8 * (idx & 7);
-    return r ? (q0 >> r) | (q1 << (64 - r)) : q0;
-}
-
-__host__ __device__ __forceinline__ void add_corr(uint32_t *c, uint32_t v)
-{
-#ifdef __CUDA_ARCH__
-    atomicAdd(c, v); // no return: a RED, so the loop does not wait on shared memory
-#else
-    *c += v;
-#endif
-}
-
-// A lane's exceptions, read in order through an 8-byte window.
-struct ExcCursor {
-    const uint8_t *src;
-    uint32_t pos; // byte index in src of the next exception
-    uint64_t win; // bytes pos .. pos + left - 1, the next one lowest
-    uint32_t left;
-};
-
-// Escapes of a step, highest mask bit first: each adds (e - b - 7) to its exponent field
-// (the code 7 contributed 7) through the lane's correction words. bb0/bb8 = b + 7 of the
-// lane's two rows; swz = corr_swz(lane).
-__host__ __device__ __forceinline__ void apply_escapes(uint32_t M, ExcCursor &ec, uint32_t bb0,
-                                                       uint32_t bb8, uint32_t swz, uint32_t *corr)
-{
-    const uint32_t n = popc(M);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    // Warp-uniform trip count, predicated body: no divergent loop, no reconvergence.
-    const uint32_t nmax = __reduce_max_sync(~0u, n);
-    if (nmax <= 8) {
-        if (n > ec.left) {
-            ec.win = exc_window(ec.src, ec.pos);
-            ec.left = 8;
-        }
-        ec.pos += n;
-        ec.left -= n;
-        uint64_t win = ec.win;
-        for (uint32_t k = 0; k < nmax; k++) {
-            const uint32_t f = 31 - __clz(M); // M = 0: f = ~0, the shift below yields 0
-            const bool on = M != 0;
-            M ^= on ? 1u << (f & 31) : 0u;
-            const uint32_t e = (uint32_t)win & 0xff;
-            if (on) {
-                win >>= 8;
-                add_corr(corr + ((f ^ swz) & 15), (e - ((f & 4) ? bb8 : bb0)) << ((f & 16) | 7));
-            }
-        }
-        ec.win = win;
-        return;
-    }
-#endif
-    if (n > ec.left) { // refill: at most once a step for up to 8 escapes
-        ec.win = exc_window(ec.src, ec.pos);
-        ec.left = 8;
-    }
-    if (n <= 8) { // the window holds them all: no checks in the loop
-        ec.pos += n;
-        ec.left -= n;
-        while (M) {
-            const uint32_t f = top_bit(M);
-            M ^= 1u << f;
-            const uint32_t e = (uint32_t)ec.win & 0xff;
-            ec.win >>= 8;
-            add_corr(corr + ((f ^ swz) & 15), (e - ((f & 4) ? bb8 : bb0)) << ((f & 16) | 7));
-        }
-    } else { // more than 8 escapes in a step (not in trained weights)
-        while (M) {
-            if (ec.left == 0) {
-                ec.win = exc_window(ec.src, ec.pos);
-                ec.left = 8;
-            }
-            const uint32_t f = top_bit(M);
-            M ^= 1u << f;
-            const uint32_t e = (uint32_t)ec.win & 0xff;
-            ec.win >>= 8;
-            ec.left--;
-            ec.pos++;
-            add_corr(corr + ((f ^ swz) & 15), (e - ((f & 4) ? bb8 : bb0)) << ((f & 16) | 7));
-        }
-    }
 }
 
 struct Mat {
@@ -426,6 +239,13 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fused_matmul_kernel(A
     const long long u_begin = (long long)blockIdx.x * a.NU / a.G,
                     u_end = (long long)(blockIdx.x + 1) * a.NU / a.G;
     const int q = lane & 3, nrow = lane >> 2;
+    // Programmatic dependent launch: the next launch on the stream may start now, its CTAs
+    // taking SMs as ours leave, and prefetch its weights; its griddepcontrol.wait still
+    // waits for this whole grid to complete and its writes to be visible, so this is safe
+    // whatever follows. A no-op where the next launch is not programmatic.
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
 
     for (long long u = u_begin; u < u_end;) {
         const int grp = (int)(u / W.tiles), t0 = (int)(u % W.tiles);
@@ -458,6 +278,14 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fused_matmul_kernel(A
         TileOff cur = issue_codes(W, s, t0, t0, cdp, lane, offw, tw, stage, ring + 5632), nxt = cur;
 #pragma unroll
         for (int g = 0; g < 4; g++) issue_step(smp, t0, t0, g, g < (int)cur.nsteps, lane, stage);
+            // Only weights above (written before any launch). x, y, the workspace and the error
+            // word may be written by the previous kernel on the stream: launched programmatically
+            // (df11i_fused_matmul's pdl), this CTA may run before it completes, so it waits here,
+            // after its first tile's copies are in flight. A no-op once passed, or where the
+            // launch was not programmatic.
+#if __CUDA_ARCH__ >= 900
+        asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
         for (int t = t0; t < t1; t++) {
             uint8_t *excb = ring + 5632 + ((t - t0) & 1) * EXC_STAGE;
             cp_wait<4>();
@@ -497,8 +325,10 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fused_matmul_kernel(A
                 ec.src = W.exc;
                 ec.pos = cur.off0 + incl - cnt;
             }
-            ec.left = 0;
-            ec.win = 0;
+            // the lane's first window loaded now, off the first escape's path (only where
+            // the lane has escapes: a window reads up to 16 bytes past its first byte)
+            ec.win = cnt ? exc_window(ec.src, ec.pos) : 0;
+            ec.left = cnt ? 8 : 0;
 #pragma unroll
             for (int g = 0; g < 4; g++) {
                 if (g >= (int)cur.nsteps) break;
@@ -552,7 +382,7 @@ constexpr size_t smem_bytes() { return (size_t)kWarps * (RING_BYTES + CORR_BYTES
 /* Launch geometry of the current device, looked up once per device: SMs and CTAs an SM
  * for NB = 1 and 2 (0: the device cannot run the kernel). */
 struct DevGeom {
-    int sms, occ[2];
+    int sms, occ[2], major;
 };
 
 constexpr int kMaxDevices = 64;
@@ -570,9 +400,10 @@ df11_status dev_geom(DevGeom *out)
         return df11i_fail(DF11_ERR_UNSUPPORTED, "fused matmul: device %d", dev);
     int st = g_state[dev].load(std::memory_order_acquire);
     if (st == 0) {
-        DevGeom g = { 0, { 0, 0 } };
+        DevGeom g = { 0, { 0, 0 }, 0 };
         int major = 0;
         e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+        g.major = major;
         if (e == cudaSuccess)
             e = cudaDeviceGetAttribute(&g.sms, cudaDevAttrMultiProcessorCount, dev);
         if (e != cudaSuccess)
@@ -592,7 +423,7 @@ df11_status dev_geom(DevGeom *out)
         st = major >= 8 && g.occ[0] > 0 && g.occ[1] > 0 ? 1 : 2;
         g_state[dev].store(st, std::memory_order_release);
     }
-    *out = st == 1 ? g_geom[dev] : DevGeom{ 0, { 0, 0 } };
+    *out = st == 1 ? g_geom[dev] : DevGeom{ 0, { 0, 0 }, 0 };
     return DF11_OK;
 }
 
@@ -602,13 +433,14 @@ struct Grid {
     int NU, G, maxc;
 };
 
-Grid make_grid(const df11i_fixed_geom &g, const DevGeom &dg, int nb)
+Grid make_grid(const df11i_fixed_geom &g, const DevGeom &dg, int nb, uint32_t scale = 1)
 {
     Grid r;
     const long long groups = ((long long)g.n_strips + kWarps - 1) / kWarps;
     const long long nu = groups * (long long)g.tiles;
     r.NU = (int)nu;
-    r.G = (int)(nu < (long long)dg.sms * dg.occ[nb - 1] ? nu : (long long)dg.sms * dg.occ[nb - 1]);
+    const long long full = (long long)dg.sms * dg.occ[nb - 1] * (scale ? scale : 1);
+    r.G = (int)(nu < full ? nu : full);
     if (r.G < 1) r.G = 1;
     const long long minu = nu / r.G; /* >= 1 */
     long long c = ((long long)g.tiles + minu - 1) / minu + 1;
@@ -663,7 +495,7 @@ extern "C" df11_status df11i_fused_matmul_workspace(uint64_t rows, uint64_t cols
 extern "C" df11_status df11i_fused_matmul(const df11i_gpu_tensor_desc *d, const void *d_payload,
                                           const void *x, uint32_t batch, void *y, int y_bf16,
                                           void *ws, uint64_t ws_size, uint32_t *d_error,
-                                          void *stream)
+                                          uint32_t grid_scale, int pdl, void *stream)
 {
     if (!d || !d_payload || !x || !y || !ws)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul: NULL argument");
@@ -679,7 +511,10 @@ extern "C" df11_status df11i_fused_matmul(const df11i_gpu_tensor_desc *d, const 
     if ((s = geom_of(d->rows, d->cols, &g)) != DF11_OK || (s = dev_geom(&dg)) != DF11_OK) return s;
     if (!dg.sms) return df11i_fail(DF11_ERR_UNSUPPORTED, "fused matmul: needs sm_80 or newer");
     const int nb = batch > 8 ? 2 : 1;
-    const Grid gr = make_grid(g, dg, nb);
+    if (grid_scale > 64)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul: grid scale %u (0..64)",
+                          grid_scale);
+    const Grid gr = make_grid(g, dg, nb, grid_scale);
     const uint64_t pb = part_bytes(g, gr);
     if (sem_bytes(g) + pb > ws_size)
         return df11i_fail(DF11_ERR_STATE, "fused matmul: workspace %llu bytes, needs %llu",
@@ -705,16 +540,24 @@ extern "C" df11_status df11i_fused_matmul(const df11i_gpu_tensor_desc *d, const 
     a.y_bf16 = y_bf16 != 0;
     a.x_vec = g.cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
     const bool xv = a.x_vec && g.cols % 64 == 0;
-    cudaStream_t st = static_cast<cudaStream_t>(stream);
-    const unsigned T = kWarps * 32;
-    const size_t sm = smem_bytes();
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)gr.G);
+    cfg.blockDim = dim3(kWarps * 32);
+    cfg.dynamicSmemBytes = smem_bytes();
+    cfg.stream = static_cast<cudaStream_t>(stream);
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = pdl && dg.major >= 9 ? 1 : 0; /* griddepcontrol is sm_90+ */
+    cudaError_t e;
     if (nb == 1)
-        xv ? fused_matmul_kernel<1, true><<<gr.G, T, sm, st>>>(a)
-           : fused_matmul_kernel<1, false><<<gr.G, T, sm, st>>>(a);
+        e = xv ? cudaLaunchKernelEx(&cfg, fused_matmul_kernel<1, true>, a)
+               : cudaLaunchKernelEx(&cfg, fused_matmul_kernel<1, false>, a);
     else
-        xv ? fused_matmul_kernel<2, true><<<gr.G, T, sm, st>>>(a)
-           : fused_matmul_kernel<2, false><<<gr.G, T, sm, st>>>(a);
-    cudaError_t e = cudaGetLastError();
+        e = xv ? cudaLaunchKernelEx(&cfg, fused_matmul_kernel<2, true>, a)
+               : cudaLaunchKernelEx(&cfg, fused_matmul_kernel<2, false>, a);
+    if (e == cudaSuccess) e = cudaGetLastError();
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "fused matmul launch (%d CTAs): %s", gr.G,
                           cudaGetErrorString(e));

@@ -40,10 +40,22 @@ df11_status df11i_fused_matmul_workspace(uint64_t rows, uint64_t cols, uint64_t 
  * df11i_fused_matmul_workspace) is used by one launch at a time: launches sharing it must
  * be ordered (one stream, or events). The plan builder validated the tensor; the kernel
  * still ORs 1 into *d_error (if not NULL) where a tile's codes and exception offsets
- * disagree. Asynchronous; returns argument and launch errors only. */
+ * disagree. Asynchronous; returns argument and launch errors only.
+ *
+ * grid_scale: 0 or 1 launches SMs x (CTAs an SM) CTAs, the default (the full grid won or
+ * tied for every Llama-3-8B matrix in the probe, bench/probes/fused_gemv.cu); n > 1 (up to
+ * 64) n times that, for the probe's per-matrix grid search: its split-K partials may then
+ * need more than df11i_fused_matmul_workspace's bytes (DF11_ERR_STATE if ws is short).
+ *
+ * pdl: launch with programmatic dependent launch (sm_90+; ignored below): the kernel lets
+ * the next programmatic launch start early and, before it reads x or the workspace or
+ * writes y or *d_error, waits (griddepcontrol.wait) for the kernel before it on the stream
+ * to complete; only the weights are read before that. Correct whatever kernel precedes it,
+ * programmatic or not, in a CUDA graph too; it overlaps one launch's pipeline fill with the
+ * drain of the one before. */
 df11_status df11i_fused_matmul(const df11i_gpu_tensor_desc *d, const void *d_payload, const void *x,
                                uint32_t batch, void *y, int y_bf16, void *ws, uint64_t ws_size,
-                               uint32_t *d_error, void *stream);
+                               uint32_t *d_error, uint32_t grid_scale, int pdl, void *stream);
 
 #ifdef __cplusplus
 }

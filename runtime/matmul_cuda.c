@@ -1,7 +1,7 @@
 /* The CUDA backend's matmul slots (runtime/backend.h): a cuBLAS handle per model, the
  * plain product by cublasGemmEx (BF16 inputs, fp32 compute), the one-tensor decode of
  * the decode path, and the fused path (kernels/fused_matmul.cu) for fixed-code tensors at
- * batch 1..16. With runtime/backend_cuda.c the only runtime files that include CUDA
+ * batch 1..16, launched with programmatic dependent launch unless DF11_PDL=0 at open. With runtime/backend_cuda.c the only runtime files that include CUDA
  * headers; compiled only when DF11_HAVE_CUDA. Nothing here synchronises the host. */
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -21,27 +21,51 @@ static df11_status cublas_fail(cublasStatus_t e, const char *what)
                       "%s: %s (%d)", what, cublasGetStatusString(e), (int)e);
 }
 
+/* The backend's matmul state of a model: its cuBLAS handle and whether its fused launches
+ * are programmatic (PDL). */
+typedef struct cuda_mm {
+    cublasHandle_t h;
+    int pdl;
+} cuda_mm;
+
+/* DF11_PDL, read at model open: "0" launches the fused kernel plainly, anything else (or
+ * unset) with programmatic dependent launch (kernels/matmul.h). */
+static int pdl_from_env(void)
+{
+    const char *v = getenv("DF11_PDL");
+    return !(v && v[0] == '0' && v[1] == '\0');
+}
+
 /* Made at open on the thread that opened the model, whose current device the backend has
  * set (every allocation before it did); cuBLAS binds the handle to that device. */
 df11_status df11i_cuda_matmul_create(df11i_backend *be, void **mm)
 {
-    cublasHandle_t h;
-    cublasStatus_t e = cublasCreate(&h);
-    if (e != CUBLAS_STATUS_SUCCESS) return cublas_fail(e, "cublasCreate");
+    cuda_mm *c = calloc(1, sizeof *c);
+    if (!c) return df11i_fail(DF11_ERR_NO_MEMORY, "cuda matmul: out of host memory");
+    cublasStatus_t e = cublasCreate(&c->h);
+    if (e != CUBLAS_STATUS_SUCCESS) {
+        free(c);
+        return cublas_fail(e, "cublasCreate");
+    }
     /* fp32 accumulation means fp32 all the way: no BF16 split-K partial sums */
-    e = cublasSetMathMode(h,
+    e = cublasSetMathMode(c->h,
                           CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
     if (e != CUBLAS_STATUS_SUCCESS) {
-        cublasDestroy(h);
+        cublasDestroy(c->h);
+        free(c);
         return cublas_fail(e, "cublasSetMathMode");
     }
-    *mm = h;
+    c->pdl = pdl_from_env();
+    *mm = c;
     return DF11_OK;
 }
 
 void df11i_cuda_matmul_destroy(df11i_backend *be, void *mm)
 {
-    if (mm) cublasDestroy((cublasHandle_t)mm);
+    cuda_mm *c = mm;
+    if (!c) return;
+    cublasDestroy(c->h);
+    free(c);
 }
 
 /* Row-major y (batch × n) = x (batch × k) · Wᵀ (W n × k) is, column-major,
@@ -49,7 +73,7 @@ void df11i_cuda_matmul_destroy(df11i_backend *be, void *mm)
 df11_status df11i_cuda_matmul_bf16(df11i_backend *be, void *mm, const df11i_matmul_args *a,
                                    const void *w)
 {
-    cublasHandle_t h = mm;
+    cublasHandle_t h = mm ? ((cuda_mm *)mm)->h : NULL;
     if (!h) return df11i_fail(DF11_ERR_STATE, "cuda matmul: no cuBLAS handle");
     cublasStatus_t e = cublasSetStream(h, (cudaStream_t)a->stream);
     if (e != CUBLAS_STATUS_SUCCESS) return cublas_fail(e, "cublasSetStream");
@@ -155,5 +179,5 @@ df11_status df11i_cuda_matmul_fused(df11i_backend *be, void *mm, const df11i_mat
         return df11i_fail(DF11_ERR_STATE, "cuda matmul: tensor %u's plan is %llu x %llu", tensor,
                           (unsigned long long)d->rows, (unsigned long long)d->cols);
     return df11i_fused_matmul(d, g->payload, a->x, a->batch, a->y, a->y_dtype == DF11_DTYPE_BF16,
-                              a->ws, a->ws_size, NULL, a->stream);
+                              a->ws, a->ws_size, NULL, 0, mm ? ((cuda_mm *)mm)->pdl : 0, a->stream);
 }

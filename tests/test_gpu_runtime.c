@@ -16,11 +16,15 @@
  * between CTAs (split-K) and more units than CTAs, and a tensor of random exponents whose
  * exception lists overflow the kernel's shared-memory stage. */
 static const mm_shape FU_SHAPES[] = {
-    { "model.layers.0.mlp.a.weight", 37, 51 },     { "model.layers.0.mlp.b.weight", 5, 3 },
-    { "model.layers.1.mlp.c.weight", 129, 300 },   { "model.layers.1.mlp.d.weight", 1, 1000 },
-    { "model.layers.2.mlp.e.weight", 301, 700 },   { "model.layers.2.mlp.f.weight", 40, 520 },
-    { "model.layers.3.mlp.g.weight", 2100, 4160 }, { "model.layers.3.mlp.esc.weight", 100, 3000 },
+    { "model.layers.0.mlp.a.weight", 37, 51 },      { "model.layers.0.mlp.b.weight", 5, 3 },
+    { "model.layers.1.mlp.c.weight", 129, 300 },    { "model.layers.1.mlp.d.weight", 1, 1000 },
+    { "model.layers.2.mlp.e.weight", 301, 700 },    { "model.layers.2.mlp.f.weight", 40, 520 },
+    { "model.layers.3.mlp.g.weight", 2100, 4160 },  { "model.layers.4.mlp.h.weight", 51, 37 },
+    { "model.layers.3.mlp.esc.weight", 100, 3000 },
 };
+/* a (37 x 51) and h (51 x 37): each one's y is the other's x (test_fused_matmul_pdl_chain) */
+#define FU_A 0
+#define FU_H (FU_N - 2)
 #define FU_N (sizeof FU_SHAPES / sizeof FU_SHAPES[0])
 #define FU_ESC (FU_N - 1)
 
@@ -249,10 +253,63 @@ START_TEST(test_fused_matmul_huffman_not_taken)
 }
 END_TEST
 
+/* Products a, h, a, h, ... on one stream, each reading the y the one before wrote, no host
+ * sync between them (BF16 y, 4 rows): launched programmatically (the default), each must
+ * wait for the one before before it reads x, so the chain's end is bit-identical to the
+ * same chain with plain launches (a model opened with DF11_PDL=0) and with a host sync
+ * after every product. */
+static void fu_chain(df11_model *m, const void *x0, void *da, void *dh, int sync, void *out)
+{
+    df11_weight wa, wh;
+    ck_assert_int_eq(df11_weight_get(m, FU_SHAPES[FU_A].name, &wa), DF11_OK);
+    ck_assert_int_eq(df11_weight_get(m, FU_SHAPES[FU_H].name, &wh), DF11_OK);
+    const size_t bytes = 4 * 51 * 2;
+    ck_assert_int_eq(cudaMemcpy(da, x0, bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    for (int i = 0; i < 12; i++) {
+        ck_assert_int_eq(df11_matmul(m, &wa, da, 4, dh, DF11_DTYPE_BF16, NULL), DF11_OK);
+        if (sync) ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+        ck_assert_int_eq(df11_matmul(m, &wh, dh, 4, da, DF11_DTYPE_BF16, NULL), DF11_OK);
+        if (sync) ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+    }
+    ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+    read_back(out, da, bytes);
+}
+
+START_TEST(test_fused_matmul_pdl_chain)
+{
+    fu_make_model();
+    if (!df11i_fused_matmul_supported()) return;
+    df11_model *m = fu_open(fu.path);
+    ck_assert_int_eq(setenv("DF11_PDL", "0", 1), 0);
+    df11_model *plain = fu_open(fu.path);
+    ck_assert_int_eq(unsetenv("DF11_PDL"), 0);
+    uint64_t rng = fu.seed ^ 0x70;
+    uint16_t *x0 = mm_random_x(4, 51, &rng);
+    void *da = mm_dev_alloc(4 * 51 * 2), *dh = mm_dev_alloc(4 * 51 * 2);
+    uint16_t y[3][4 * 51];
+    fu_chain(m, x0, da, dh, 0, y[0]);
+    fu_chain(plain, x0, da, dh, 0, y[1]);
+    fu_chain(m, x0, da, dh, 1, y[2]);
+    int nonzero = 0;
+    for (int i = 0; i < 4 * 51; i++) nonzero |= (y[0][i] & 0x7fff) != 0;
+    ck_assert_msg(nonzero, "the chain died out (seed %#llx)", (unsigned long long)fu.seed);
+    ck_assert_msg(!memcmp(y[0], y[1], sizeof y[0]), "PDL chain != plain chain (seed %#llx)",
+                  (unsigned long long)fu.seed);
+    ck_assert_msg(!memcmp(y[0], y[2], sizeof y[0]), "PDL chain != synced chain (seed %#llx)",
+                  (unsigned long long)fu.seed);
+    free(x0);
+    mm_dev_free(da);
+    mm_dev_free(dh);
+    df11_model_close(plain);
+    df11_model_close(m);
+}
+END_TEST
+
 static void fused_tests(TCase *tc)
 {
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_fused_matmul);
     tcase_add_test(tc, test_fused_matmul_streams);
+    tcase_add_test(tc, test_fused_matmul_pdl_chain);
     tcase_add_test(tc, test_fused_matmul_huffman_not_taken);
 }

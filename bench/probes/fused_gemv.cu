@@ -16,18 +16,10 @@
 // graphs, for ncu; --sanitize launches the kernel alone on k, the odd shape and the
 // escape-heavy tensor, for compute-sanitizer. Device calls and results: bench/RESULTS.md.
 //
-// The kernel: one warp owns a 16-row strip and walks its tiles (16 rows x 256 columns),
-// copied by cp.async into the warp's one shared stage a tile ahead, slot by slot (a step's
-// slot is refilled with the next tile's step as soon as the lane has read it); it feeds
-// mma.m16n8k16 (bf16 in, fp32 accumulate) with A fragments decoded from 16 bytes of
-// sign|mantissa and 3 code words per 32 weights. The WARPS (2) warps of a CTA take
-// neighbouring strips over the same columns; x comes from L1. CTAs split the (strip group, tile)
-// units evenly (stream-K); a strip cut between CTAs is summed by the last one to finish
-// it, partials in CTA order: deterministic. Launched with programmatic dependent launch:
-// a launch's CTAs take SMs as the previous launch's CTAs leave and prefetch their first
-// tile of weights before griddepcontrol.wait (x, y and the split-K scratch wait), so one
-// launch's pipeline fill overlaps the previous one's drain (build with -DFG_NO_PDL for
-// plain launches).
+// The kernel is the library's (kernels/fused_matmul.cu, df11i_fused_matmul, described
+// there and in docs/KERNELS.md); this file is its harness only. Launches are programmatic
+// (PDL) unless --no-pdl; per matrix and B the block uses the best of 1x, 2x, 4x the
+// default grid (df11i_fused_matmul's grid_scale). x rows have stride K (the library's).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -43,6 +35,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "kernels/fused_matmul_decode.cuh"
+#include "kernels/matmul.h"
 extern "C" {
 #include "codec/fixed.h"
 #include "tools/weights.h"
@@ -89,503 +83,11 @@ static const char *TAG[NALL] = {
 };
 static const int BS[] = { 1, 2, 4, 8, 16 };
 
-// ---------------------------------------------------------------- decode, host and device
-
-__host__ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t sel)
-{
-#ifdef __CUDA_ARCH__
-    return __byte_perm(a, 0, sel);
-#else
-    uint32_t r = 0;
-    for (int i = 0; i < 4; i++) {
-        uint32_t s = (sel >> 4 * i) & 7;
-        r |= (s < 4 ? (a >> 8 * s) & 0xff : 0) << 8 * i;
-    }
-    return r;
-#endif
-}
-
-// The highest set bit (one FLO).
-__host__ __device__ __forceinline__ uint32_t top_bit(uint32_t m)
-{
-#ifdef __CUDA_ARCH__
-    return 31 - __clz(m);
-#else
-    return 31 - (uint32_t)__builtin_clz(m);
-#endif
-}
-
-__host__ __device__ __forceinline__ uint32_t popc(uint32_t m)
-{
-#ifdef __CUDA_ARCH__
-    return __popc(m);
-#else
-    return (uint32_t)__builtin_popcount(m);
-#endif
-}
-
-// df11i_fixed_escape_mask, for both sides: bit p (low) / 16 + p (high) = pair p escapes.
-__host__ __device__ __forceinline__ uint32_t escape_mask(uint32_t a, uint32_t b, uint32_t c)
-{
-    const uint32_t lsb = 0x12491249u;
-    return (a & a >> 1 & a >> 2 & lsb) | (b & b >> 1 & b >> 2 & lsb) << 1 |
-           (c & c >> 1 & c >> 2 & lsb) << 2 | (a & b & c & 0x80008000u);
-}
-
-// The codes of pair P, at bits 7..9 and 23..25 (the exponent fields of a bf16x2).
-template <int P>
-__host__ __device__ __forceinline__ uint32_t code_pair(uint32_t A, uint32_t B, uint32_t C)
-{
-    if constexpr (P < 15) {
-        const uint32_t W = P % 3 == 0 ? A : P % 3 == 1 ? B : C;
-        constexpr int sh = 3 * (P / 3);
-        if constexpr (sh <= 7)
-            return (W << (7 - sh)) & 0x03800380u;
-        else
-            return (W >> (sh - 7)) & 0x03800380u;
-    } else {
-        return ((A >> 8) & 0x00800080u) | ((B >> 7) & 0x01000100u) | ((C >> 6) & 0x02000200u);
-    }
-}
-
-// A lane's 16 correction words (one per pair) are 64 contiguous bytes; its 16-byte vector
-// v sits at slot v ^ sw, sw = (lane >> 1) & 3, so that 8 lanes' 16-byte reads hit 8
-// different bank groups. Word of pair p: (p ^ 4 sw) & 15.
-__host__ __device__ __forceinline__ uint32_t corr_swz(uint32_t lane)
-{
-    return ((lane >> 1) & 3) << 2;
-}
-
-// Pair P of a step as a bf16x2: sign|mantissa bytes doubled by one PRMT and masked, the
-// code pair ORed into the exponent fields, the row's base (b * 0x00800080) and the escape
-// correction added. 32-bit modular arithmetic: exact whatever b.
-template <int P>
-__host__ __device__ __forceinline__ uint32_t pair_bf16x2(const uint32_t w[8], uint32_t A,
-                                                         uint32_t B, uint32_t C, uint32_t X0,
-                                                         uint32_t X8, uint32_t corr)
-{
-    return ((prmt(w[P / 2], (P & 1) ? 0x3322 : 0x1100) & 0x807f807fu) | code_pair<P>(A, B, C)) +
-           ((P & 4) ? X8 : X0) + corr;
-}
-
-__host__ __device__ __forceinline__ void decode_step(uint4 s0, uint4 s1, uint32_t A, uint32_t B,
-                                                     uint32_t C, uint32_t X0, uint32_t X8,
-                                                     const uint32_t c[16], uint32_t o[16])
-{
-    const uint32_t w[8] = { s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w };
-    o[0] = pair_bf16x2<0>(w, A, B, C, X0, X8, c[0]);
-    o[1] = pair_bf16x2<1>(w, A, B, C, X0, X8, c[1]);
-    o[2] = pair_bf16x2<2>(w, A, B, C, X0, X8, c[2]);
-    o[3] = pair_bf16x2<3>(w, A, B, C, X0, X8, c[3]);
-    o[4] = pair_bf16x2<4>(w, A, B, C, X0, X8, c[4]);
-    o[5] = pair_bf16x2<5>(w, A, B, C, X0, X8, c[5]);
-    o[6] = pair_bf16x2<6>(w, A, B, C, X0, X8, c[6]);
-    o[7] = pair_bf16x2<7>(w, A, B, C, X0, X8, c[7]);
-    o[8] = pair_bf16x2<8>(w, A, B, C, X0, X8, c[8]);
-    o[9] = pair_bf16x2<9>(w, A, B, C, X0, X8, c[9]);
-    o[10] = pair_bf16x2<10>(w, A, B, C, X0, X8, c[10]);
-    o[11] = pair_bf16x2<11>(w, A, B, C, X0, X8, c[11]);
-    o[12] = pair_bf16x2<12>(w, A, B, C, X0, X8, c[12]);
-    o[13] = pair_bf16x2<13>(w, A, B, C, X0, X8, c[13]);
-    o[14] = pair_bf16x2<14>(w, A, B, C, X0, X8, c[14]);
-    o[15] = pair_bf16x2<15>(w, A, B, C, X0, X8, c[15]);
-}
-
-// Eight exception bytes from byte idx of src (src 8-aligned, readable 16 bytes past idx).
-__host__ __device__ __forceinline__ uint64_t exc_window(const uint8_t *src, uint32_t idx)
-{
-    const uint64_t *q = reinterpret_cast<const uint64_t *>(src + (idx & ~7u));
-    const uint64_t q0 = q[0], q1 = q[1];
-    const uint32_t r = 8 * (idx & 7);
-    return r ? (q0 >> r) | (q1 << (64 - r)) : q0;
-}
-
-__host__ __device__ __forceinline__ void add_corr(uint32_t *c, uint32_t v)
-{
-#ifdef __CUDA_ARCH__
-    atomicAdd(c, v); // no return: a RED, so the loop does not wait on shared memory
-#else
-    *c += v;
-#endif
-}
-
-// A lane's exceptions, read in order through an 8-byte window.
-struct ExcCursor {
-    const uint8_t *src;
-    uint32_t pos; // byte index in src of the next exception
-    uint64_t win; // bytes pos .. pos + left - 1, the next one lowest
-    uint32_t left;
-};
-
-// Escapes of a step, highest mask bit first: each adds (e - b - 7) to its exponent field
-// (the code 7 contributed 7) through the lane's correction words. bb0/bb8 = b + 7 of the
-// lane's two rows; swz = corr_swz(lane).
-__host__ __device__ __forceinline__ void apply_escapes(uint32_t M, ExcCursor &ec, uint32_t bb0,
-                                                       uint32_t bb8, uint32_t swz, uint32_t *corr)
-{
-    const uint32_t n = popc(M);
-#ifdef __CUDA_ARCH__
-    // Warp-uniform trip count, predicated body: no divergent loop, no reconvergence.
-    const uint32_t nmax = __reduce_max_sync(~0u, n);
-    if (nmax <= 8) {
-        if (n > ec.left) {
-            ec.win = exc_window(ec.src, ec.pos);
-            ec.left = 8;
-        }
-        ec.pos += n;
-        ec.left -= n;
-        uint64_t win = ec.win;
-        for (uint32_t k = 0; k < nmax; k++) {
-            const uint32_t f = 31 - __clz(M); // M = 0: f = ~0, the shift below yields 0
-            const bool on = M != 0;
-            M ^= on ? 1u << (f & 31) : 0u;
-            const uint32_t e = (uint32_t)win & 0xff;
-            if (on) {
-                win >>= 8;
-                add_corr(corr + ((f ^ swz) & 15), (e - ((f & 4) ? bb8 : bb0)) << ((f & 16) | 7));
-            }
-        }
-        ec.win = win;
-        return;
-    }
-#endif
-    if (n > ec.left) { // refill: at most once a step for up to 8 escapes
-        ec.win = exc_window(ec.src, ec.pos);
-        ec.left = 8;
-    }
-    if (n <= 8) { // the window holds them all: no checks in the loop
-        ec.pos += n;
-        ec.left -= n;
-        while (M) {
-            const uint32_t f = top_bit(M);
-            M ^= 1u << f;
-            const uint32_t e = (uint32_t)ec.win & 0xff;
-            ec.win >>= 8;
-            add_corr(corr + ((f ^ swz) & 15), (e - ((f & 4) ? bb8 : bb0)) << ((f & 16) | 7));
-        }
-    } else { // more than 8 escapes in a step (not in trained weights)
-        while (M) {
-            if (ec.left == 0) {
-                ec.win = exc_window(ec.src, ec.pos);
-                ec.left = 8;
-            }
-            const uint32_t f = top_bit(M);
-            M ^= 1u << f;
-            const uint32_t e = (uint32_t)ec.win & 0xff;
-            ec.win >>= 8;
-            ec.left--;
-            ec.pos++;
-            add_corr(corr + ((f ^ swz) & 15), (e - ((f & 4) ? bb8 : bb0)) << ((f & 16) | 7));
-        }
-    }
-}
-
-// ---------------------------------------------------------------- the kernel
-
-struct Mat {
-    const uint8_t *sm;
-    const uint8_t *codes;
-    const uint32_t *exc_off;
-    const uint8_t *exc;
-    const uint8_t *base;
-    int rows, cols_pad, n_strips, steps, tiles, last_steps;
-    long long strip_code_bytes;
-};
-
-struct Args {
-    Mat W;
-    const __nv_bfloat16 *x; // B x cols_pad (zero past cols)
-    float *y;               // B x rows
-    float *ws;              // partials: n_strips * maxc * 256
-    unsigned *sem;          // n_strips, zero between launches
-    unsigned *err;          // set when a tile's codes and offsets disagree
-    int B, NU, G, maxc;
-};
-
-__device__ __forceinline__ void mma16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                         uint32_t a3, uint32_t b0, uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ void cp16(void *smem, const void *g)
-{
-    uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(g));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N> __device__ __forceinline__ void cp_wait()
-{
-    asm volatile("cp.async.wait_group %0;" ::"n"(N));
-}
-
-__device__ __forceinline__ uint4 lds128(const uint8_t *p)
-{
-    return *reinterpret_cast<const uint4 *>(p);
-}
-
-// A warp's stage (8.5 KiB with its corrections, so that shared memory leaves L1 room for x):
-// 4 sm slots of a step each, the code vectors, and two exception buffers (the tile in use
-// and the next), each up to 512 bytes from the 16-byte boundary below the tile's first
-// exception (more are read from global memory). Every lane reads back only the sm and code
-// bytes it copied itself; only the exceptions cross lanes.
-constexpr int EXC_STAGE = 528;
-constexpr int RING_BYTES = 4096 + 1536 + 2 * EXC_STAGE;
-constexpr int CORR_BYTES = 2048;
-
-// cta_of(u): the CTA whose unit range [c NU / G, (c+1) NU / G) holds unit u.
-__device__ __forceinline__ int cta_of(long long u, int NU, int G)
-{
-    return (int)(((u + 1) * G - 1) / NU);
-}
-
-struct TileOff {
-    uint32_t off0, off1, nsteps;
-};
-
-// Tile (s, t)'s code vectors into the stage and its exceptions into `excb`; one group.
-__device__ __forceinline__ TileOff issue_codes(const Mat &W, int s, int t, int t0,
-                                               const uint8_t *cdp, uint32_t lane, uint32_t &offw,
-                                               int &tw, uint8_t *stage, uint8_t *excb)
-{
-    const long long sbase = (long long)s * W.tiles;
-    if (t - tw >= 31) {
-        tw = t;
-        offw = __ldg(W.exc_off + sbase + min(t + (int)lane, W.tiles));
-    }
-    TileOff o;
-    o.off0 = __shfl_sync(~0u, offw, t - tw);
-    o.off1 = __shfl_sync(~0u, offw, t - tw + 1);
-    o.nsteps = t + 1 == W.tiles ? W.last_steps : 4;
-    const uint8_t *cp = cdp + (long long)(t - t0) * 1536;
-    uint8_t *dst = stage + 4096 + lane * 16;
-    const int nv = (3 * o.nsteps + 3) / 4;
-#pragma unroll
-    for (int i = 0; i < 3; i++)
-        if (i < nv) cp16(dst + i * 512, cp + i * 512);
-    const uint32_t a0 = o.off0 & ~15u, nvec = (o.off1 - a0 + 15) >> 4;
-    if (nvec <= 33 && lane < nvec) cp16(excb + lane * 16, W.exc + a0 + lane * 16);
-    if (nvec == 33 && lane == 0) cp16(excb + 512, W.exc + a0 + 512);
-    cp_commit();
-    return o;
-}
-// Step g of tile t into sm slot g (the lane's own 32 bytes); one group, empty past the tile.
-__device__ __forceinline__ void issue_step(const uint8_t *smp, int t, int t0, int g, bool on,
-                                           uint32_t lane, uint8_t *stage)
-{
-    if (on) {
-        const uint8_t *sm = smp + (long long)(t - t0) * 4096 + g * 1024;
-        cp16(stage + g * 1024 + lane * 16, sm);
-        cp16(stage + g * 1024 + 512 + lane * 16, sm + 512);
-    }
-    cp_commit();
-}
-
-// One lane's c fragments -> y, or a partial for the strip's last CTA to sum.
-template <int NB>
-__device__ void emit(const Args &a, int s, int grp, float acc[NB][4], uint32_t lane)
-{
-    const Mat &W = a.W;
-    const long long u0 = (long long)grp * W.tiles;
-    const int cf = cta_of(u0, a.NU, a.G), cl = cta_of(u0 + W.tiles - 1, a.NU, a.G), n = cl - cf + 1;
-    const int r0 = 16 * s + (int)(lane >> 2);
-    auto store_y = [&](float v[NB][4]) {
-#pragma unroll
-        for (int nb = 0; nb < NB; nb++)
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                int row = r0 + 8 * (j >> 1), b = nb * 8 + 2 * (int)(lane & 3) + (j & 1);
-                if (b < a.B && row < W.rows) a.y[(long long)b * W.rows + row] = v[nb][j];
-            }
-    };
-    if (n == 1) {
-        store_y(acc);
-        return;
-    }
-    float *slot = a.ws + ((long long)s * a.maxc) * 256;
-    const int ci = (int)blockIdx.x - cf;
-#pragma unroll
-    for (int nb = 0; nb < NB; nb++)
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-            slot[ci * 256 + ((lane >> 2) + 8 * (j >> 1)) * 16 + nb * 8 + 2 * (lane & 3) + (j & 1)] =
-                acc[nb][j];
-    __threadfence();
-    __syncwarp();
-    unsigned old = 0;
-    if (lane == 0) old = atomicAdd(a.sem + s, 1u);
-    old = __shfl_sync(~0u, old, 0);
-    if (old != (unsigned)n - 1) return;
-    __threadfence();
-    float sum[NB][4] = {};
-    for (int c = 0; c < n; c++)
-#pragma unroll
-        for (int nb = 0; nb < NB; nb++)
-#pragma unroll
-            for (int j = 0; j < 4; j++)
-                sum[nb][j] += __ldcg(slot + c * 256 + ((lane >> 2) + 8 * (j >> 1)) * 16 + nb * 8 +
-                                     2 * (lane & 3) + (j & 1));
-    store_y(sum);
-    if (lane == 0) atomicExch(a.sem + s, 0u);
-}
-
-// What one warp does: walk tiles (s, t0..t1) of its strip, copied into its stage by
-// cp.async a tile ahead, slot by slot. Per tile: escape masks, one warp prefix sum of escape
-// counts, an 8-byte exception window per lane. Per step of 32 weights a lane: corrections
-// (a RED per escape, in warp-uniform rounds), 16 pairs decoded (PRMT, SHF, 2 LOP3, IADD3),
-// 4 * NB MMAs. Bytes per tile: 4096 sm + 1536 codes + ~100 exceptions, read once.
-// FG_MINB (CTAs per SM for the register budget) and FG_WARPS are build-time knobs for
-// experiments; the defaults (8 CTAs of 2 warps an SM, 122 registers, no spills) measured
-// best (bench/RESULTS.md).
-#ifndef FG_MINB
-#define FG_MINB 8
-#endif
-template <int NB, int WARPS>
-__global__ void __launch_bounds__(WARPS * 32, FG_MINB) fused_gemv(Args a)
-{
-    extern __shared__ __align__(16) uint8_t dsm[];
-    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    uint8_t *ring = dsm + warp * RING_BYTES;
-    uint4 *corr4 =
-        reinterpret_cast<uint4 *>(dsm + WARPS * RING_BYTES + warp * CORR_BYTES + lane * 64);
-    uint32_t *corr = reinterpret_cast<uint32_t *>(corr4);
-    const uint32_t swz = corr_swz(lane), sw = swz >> 2;
-#pragma unroll
-    for (int v = 0; v < 4; v++) corr4[v] = make_uint4(0, 0, 0, 0);
-    const Mat &W = a.W;
-    const long long u_begin = (long long)blockIdx.x * a.NU / a.G,
-                    u_end = (long long)(blockIdx.x + 1) * a.NU / a.G;
-    const int q = lane & 3, nrow = lane >> 2;
-#ifndef FG_NO_PDL
-    // the next launch may start (its CTAs take SMs as ours leave) and prefetch its weights
-    asm volatile("griddepcontrol.launch_dependents;");
-#endif
-
-    for (long long u = u_begin; u < u_end;) {
-        const int grp = (int)(u / W.tiles), t0 = (int)(u % W.tiles);
-        const int t1 = (int)min((long long)W.tiles, t0 + (u_end - u));
-        u += t1 - t0;
-        const int s = grp * WARPS + (int)warp;
-        if (s >= W.n_strips) continue;
-        const uint32_t b0 = W.base[16 * s + nrow], b8 = W.base[16 * s + nrow + 8];
-        // through a shuffle, so that ptxas keeps them as values and the decode adds them
-        // in its IADD3 instead of an IMAD per pair
-        const uint32_t X0 = __shfl_sync(~0u, b0 * 0x00800080u, (int)lane),
-                       X8 = __shfl_sync(~0u, b8 * 0x00800080u, (int)lane);
-        const uint8_t *smp = W.sm + ((long long)s * W.steps + 4LL * t0) * 1024 + lane * 16;
-        const uint8_t *cdp = W.codes + s * W.strip_code_bytes + (long long)t0 * 1536 + lane * 16;
-        // this lane's activation rows (zero for rows >= B), one 16-byte piece per half step
-        const uint4 *xq[NB];
-        bool xon[NB];
-#pragma unroll
-        for (int nb = 0; nb < NB; nb++) {
-            xon[nb] = nrow + 8 * nb < a.B;
-            xq[nb] = reinterpret_cast<const uint4 *>(a.x + (long long)(nrow + 8 * nb) * W.cols_pad +
-                                                     256LL * t0 + 8 * q);
-        }
-        float acc[NB][4] = {};
-        uint32_t offw = 0;
-        int tw = -1000;
-        // Groups in flight, in order: codes+exceptions of tile t, then its 4 steps, so the
-        // one a lane waits for always has exactly 4 younger groups (cp.async.wait_group 4).
-        uint8_t *stage = ring;
-        TileOff cur = issue_codes(W, s, t0, t0, cdp, lane, offw, tw, stage, ring + 5632), nxt = cur;
-#pragma unroll
-        for (int g = 0; g < 4; g++) issue_step(smp, t0, t0, g, g < (int)cur.nsteps, lane, stage);
-#ifndef FG_NO_PDL
-        // weights only above: x, y and the split-K scratch wait for the previous launch
-        asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-        for (int t = t0; t < t1; t++) {
-            uint8_t *excb = ring + 5632 + ((t - t0) & 1) * EXC_STAGE;
-            cp_wait<4>();
-            __syncwarp(); // exceptions copied by other lanes; the other buffer free
-            uint4 cw[3];
-#pragma unroll
-            for (int i = 0; i < 3; i++) cw[i] = lds128(stage + 4096 + i * 512 + lane * 16);
-            const bool more = t + 1 < t1;
-            if (more)
-                nxt = issue_codes(W, s, t + 1, t0, cdp, lane, offw, tw, stage,
-                                  ring + 5632 + ((t + 1 - t0) & 1) * EXC_STAGE);
-            else
-                cp_commit();
-            const uint32_t words[12] = { cw[0].x, cw[0].y, cw[0].z, cw[0].w, cw[1].x, cw[1].y,
-                                         cw[1].z, cw[1].w, cw[2].x, cw[2].y, cw[2].z, cw[2].w };
-            uint32_t M[4], cnt = 0;
-#pragma unroll
-            for (int g = 0; g < 4; g++) {
-                M[g] = escape_mask(words[3 * g], words[3 * g + 1], words[3 * g + 2]);
-                if (g >= (int)cur.nsteps) M[g] = 0; // a short last tile: stale words
-                cnt += popc(M[g]);
-            }
-            uint32_t incl = cnt;
-#pragma unroll
-            for (int d = 1; d < 32; d <<= 1) {
-                uint32_t v = __shfl_up_sync(~0u, incl, d);
-                if ((int)lane >= d) incl += v;
-            }
-            const uint32_t total = __shfl_sync(~0u, incl, 31);
-            if (total != cur.off1 - cur.off0 && lane == 0) atomicOr(a.err, 1u);
-            const uint32_t lead = cur.off0 & 15u;
-            ExcCursor ec;
-            if (lead + total <= EXC_STAGE) { // in the stage
-                ec.src = excb;
-                ec.pos = lead + incl - cnt;
-            } else {
-                ec.src = W.exc;
-                ec.pos = cur.off0 + incl - cnt;
-            }
-            ec.win = exc_window(ec.src, ec.pos); // early: off the first escape's path
-            ec.left = 8;
-#pragma unroll
-            for (int g = 0; g < 4; g++) {
-                if (g >= (int)cur.nsteps) break;
-                uint4 xv[NB][2];
-#pragma unroll
-                for (int nb = 0; nb < NB; nb++)
-#pragma unroll
-                    for (int h = 0; h < 2; h++)
-                        xv[nb][h] =
-                            xon[nb] ? __ldg(xq[nb] + 8 * g + 4 * h) : make_uint4(0, 0, 0, 0);
-                cp_wait<4>();
-                const uint4 s0 = lds128(stage + (2 * g) * 512 + lane * 16),
-                            s1 = lds128(stage + (2 * g + 1) * 512 + lane * 16);
-                // the slot is the lane's own: refill it with the next tile's step at once
-                issue_step(smp, t + 1, t0, g, more && g < (int)nxt.nsteps, lane, stage);
-                apply_escapes(M[g], ec, b0 + 7, b8 + 7, swz, corr);
-                uint32_t c[16], o[16];
-#pragma unroll
-                for (int v = 0; v < 4; v++) {
-                    uint4 t4 = corr4[v ^ sw];
-                    c[4 * v] = t4.x, c[4 * v + 1] = t4.y, c[4 * v + 2] = t4.z, c[4 * v + 3] = t4.w;
-                }
-                if (M[g]) {
-#pragma unroll
-                    for (int v = 0; v < 4; v++) corr4[v] = make_uint4(0, 0, 0, 0);
-                }
-                decode_step(s0, s1, words[3 * g], words[3 * g + 1], words[3 * g + 2], X0, X8, c, o);
-#pragma unroll
-                for (int nb = 0; nb < NB; nb++)
-#pragma unroll
-                    for (int h = 0; h < 2; h++) {
-                        mma16816(acc[nb], o[8 * h + 0], o[8 * h + 4], o[8 * h + 1], o[8 * h + 5],
-                                 xv[nb][h].x, xv[nb][h].y);
-                        mma16816(acc[nb], o[8 * h + 2], o[8 * h + 6], o[8 * h + 3], o[8 * h + 7],
-                                 xv[nb][h].z, xv[nb][h].w);
-                    }
-            }
-#pragma unroll
-            for (int nb = 0; nb < NB; nb++) xq[nb] += 32;
-            __syncwarp(); // every lane is done with this stage before it is refilled
-            cur = nxt;
-        }
-        emit<NB>(a, s, grp, acc, lane);
-    }
-}
-
-constexpr size_t smem_bytes(int warps) { return (size_t)warps * (RING_BYTES + CORR_BYTES); }
+// ---------------------------------------------------------------- the kernel: the library's
+// kernels/fused_matmul.cu (df11i_fused_matmul); its decode, also run here on the CPU, is
+// kernels/fused_matmul_decode.cuh.
+using namespace df11i_fused;
+static int g_pdl = 1; // --no-pdl: plain launches
 
 // ---------------------------------------------------------------- host side
 
@@ -780,7 +282,8 @@ static uint64_t emulate(const HostMat &h)
 }
 
 struct DevMat {
-    Mat m;
+    df11i_gpu_tensor_desc d; // offsets relative to payload
+    uint8_t *payload;
     size_t bytes;   // what the kernel streams: the stored bytes of the code
     uint16_t *bf16; // the BF16 copy for cuBLAS
 };
@@ -802,11 +305,16 @@ static DevMat upload(const HostMat &h)
     CK(cudaMemcpy(d + o_off, f.exc_off, 4 * (f.g.n_tiles + 1), cudaMemcpyHostToDevice));
     CK(cudaMemcpy(d + o_exc, f.exc, f.n_exc, cudaMemcpyHostToDevice));
     DevMat r;
-    r.m =
-        Mat{ d + o_sm,          d + o_codes,         reinterpret_cast<const uint32_t *>(d + o_off),
-             d + o_exc,         d + o_base,          (int)f.g.rows,
-             (int)f.g.cols_pad, (int)f.g.n_strips,   (int)f.g.steps,
-             (int)f.g.tiles,    (int)f.g.last_steps, (long long)f.g.strip_code_bytes };
+    memset(&r.d, 0, sizeof r.d);
+    r.d.codec = DF11_CODEC_EXP_FIXED;
+    r.d.rows = h.rows;
+    r.d.cols = h.cols;
+    r.d.data_off = o_sm;
+    r.d.stream_off = o_codes;
+    r.d.chunks_off = o_off;
+    r.d.lanes_off = o_exc;
+    r.d.base_off = o_base;
+    r.payload = d;
     r.bytes = df11i_fixed_stored_bytes(&f);
     CK(cudaMalloc(&r.bf16, h.w.size() * 2));
     CK(cudaMemcpy(r.bf16, h.w.data(), h.w.size() * 2, cudaMemcpyHostToDevice));
@@ -821,76 +329,22 @@ static DevMat clone(const DevMat &src, const HostMat &h)
     return r;
 }
 
-struct Plan {
-    int NU, G, maxc, NB;
-};
-
-#ifndef FG_WARPS
-#define FG_WARPS 2
-#endif
-static const int WARPS = FG_WARPS;
-
-static Plan make_plan(const Mat &m, int B, int G_want)
-{
-    Plan p;
-    const int groups = (m.n_strips + WARPS - 1) / WARPS;
-    p.NU = groups * m.tiles;
-    p.G = std::max(1, std::min(G_want, p.NU));
-    p.NB = B > 8 ? 2 : 1;
-    p.maxc = 1;
-    for (int g = 0; g < groups; g++) {
-        long long u0 = (long long)g * m.tiles, u1 = u0 + m.tiles - 1;
-        int cf = (int)(((u0 + 1) * p.G - 1) / p.NU), cl = (int)(((u1 + 1) * p.G - 1) / p.NU);
-        p.maxc = std::max(p.maxc, cl - cf + 1);
-    }
-    return p;
-}
-
 struct Scratch {
-    float *ws;
-    unsigned *sem, *err;
-    size_t ws_floats;
+    void *ws; // the library's workspace layout: semaphores at its start (zeroed once)
+    size_t ws_bytes;
+    unsigned *err;
 };
 
-static void launch(const Mat &m, const Plan &p, const __nv_bfloat16 *x, float *y, int B,
-                   Scratch &sc, cudaStream_t st)
+// y (F32) = x W^T by the library's kernel, `scale` times its default grid.
+static void launch(const DevMat &m, int scale, const __nv_bfloat16 *x, float *y, int B, Scratch &sc,
+                   cudaStream_t st)
 {
-    Args a;
-    a.W = m;
-    a.x = x;
-    a.y = y;
-    a.ws = sc.ws;
-    a.sem = sc.sem;
-    a.err = sc.err;
-    a.B = B;
-    a.NU = p.NU;
-    a.G = p.G;
-    a.maxc = p.maxc;
-    if ((size_t)m.n_strips * p.maxc * 256 > sc.ws_floats) {
-        fprintf(stderr, "workspace too small\n");
+    if (df11i_fused_matmul(&m.d, m.payload, x, (uint32_t)B, y, 0, sc.ws, sc.ws_bytes, sc.err,
+                           (uint32_t)scale, g_pdl, st) != DF11_OK) {
+        fprintf(stderr, "df11i_fused_matmul failed (%llu x %llu, B = %d, grid x%d)\n",
+                (unsigned long long)m.d.rows, (unsigned long long)m.d.cols, B, scale);
         exit(1);
     }
-#ifndef FG_NO_PDL
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(p.G);
-    cfg.blockDim = dim3(WARPS * 32);
-    cfg.dynamicSmemBytes = smem_bytes(WARPS);
-    cfg.stream = st;
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = 1;
-    if (p.NB == 1)
-        CK(cudaLaunchKernelEx(&cfg, fused_gemv<1, WARPS>, a));
-    else
-        CK(cudaLaunchKernelEx(&cfg, fused_gemv<2, WARPS>, a));
-#else
-    if (p.NB == 1)
-        fused_gemv<1, WARPS><<<p.G, WARPS * 32, smem_bytes(WARPS), st>>>(a);
-    else
-        fused_gemv<2, WARPS><<<p.G, WARPS * 32, smem_bytes(WARPS), st>>>(a);
-#endif
 }
 
 // ---- cuBLAS
@@ -1023,10 +477,13 @@ int main(int argc, char **argv)
             profile = true;
         else if (!strcmp(argv[i], "--sanitize"))
             profile = true, pmat = -1, preps = 1;
+        else if (!strcmp(argv[i], "--no-pdl"))
+            g_pdl = 0;
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
             reps = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: fused_gemv [--sizes] [--profile | --sanitize] [--reps N]\n");
+            fprintf(stderr,
+                    "usage: fused_gemv [--sizes] [--profile | --sanitize] [--reps N] [--no-pdl]\n");
             return 2;
         }
     }
@@ -1054,22 +511,8 @@ int main(int argc, char **argv)
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("\ndevice: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount,
            prop.l2CacheSize >> 20);
-    int occ1 = 0, occ2 = 0;
-    const int smem = (int)smem_bytes(WARPS);
-    CK(cudaFuncSetAttribute(fused_gemv<1, WARPS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                            smem));
-    CK(cudaFuncSetAttribute(fused_gemv<2, WARPS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                            smem));
-    CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ1, fused_gemv<1, WARPS>, WARPS * 32,
-                                                     smem));
-    CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ2, fused_gemv<2, WARPS>, WARPS * 32,
-                                                     smem));
-    cudaFuncAttributes fa1, fa2;
-    CK(cudaFuncGetAttributes(&fa1, fused_gemv<1, WARPS>));
-    CK(cudaFuncGetAttributes(&fa2, fused_gemv<2, WARPS>));
-    printf(
-        "kernel NB=1: %d regs, %d B smem, %d CTAs/SM; NB=2: %d regs, %d CTAs/SM (CTA = %d warps)\n",
-        fa1.numRegs, smem, occ1, fa2.numRegs, occ2, WARPS);
+    printf("kernel: the library's df11i_fused_matmul, %s launches\n",
+           g_pdl ? "programmatic (PDL)" : "plain");
     const int SMS = prop.multiProcessorCount;
 
     cudaStream_t st;
@@ -1079,7 +522,7 @@ int main(int argc, char **argv)
     std::vector<__nv_bfloat16 *> xd(NALL);
     uint64_t rs = 12345;
     for (int i = 0; i < NALL; i++) {
-        const uint64_t K = hm[i].f.g.cols_pad;
+        const uint64_t K = hm[i].cols; // row stride K, as the library takes x
         xh[i].assign(16 * K, 0);
         for (int b = 0; b < 16; b++)
             for (uint64_t k = 0; k < hm[i].cols; k++) {
@@ -1099,10 +542,9 @@ int main(int argc, char **argv)
         for (int r = 1; r < R; r++) dm[i].push_back(clone(dm[i][0], hm[i]));
     }
     Scratch sc;
-    sc.ws_floats = 64u << 20;
-    CK(cudaMalloc(&sc.ws, sc.ws_floats * 4));
-    CK(cudaMalloc(&sc.sem, 1 << 20));
-    CK(cudaMemset(sc.sem, 0, 1 << 20));
+    sc.ws_bytes = (256u << 20) + (1u << 20);
+    CK(cudaMalloc(&sc.ws, sc.ws_bytes));
+    CK(cudaMemset(sc.ws, 0, sc.ws_bytes));
     CK(cudaMalloc(&sc.err, 4));
     CK(cudaMemset(sc.err, 0, 4));
     float *yd, *yc;
@@ -1123,8 +565,7 @@ int main(int argc, char **argv)
         for (int i : mats) {
             const int N = (int)hm[i].rows, K = (int)hm[i].cols;
             for (int B : { 1, 8, 16 }) {
-                Plan p = make_plan(dm[i][0].m, B, SMS * (B > 8 ? occ2 : occ1));
-                for (int r = 0; r < preps; r++) launch(dm[i][0].m, p, xd[i], yd, B, sc, st);
+                for (int r = 0; r < preps; r++) launch(dm[i][0], 1, xd[i], yd, B, sc, st);
                 if (preps >
                     1) // not under compute-sanitizer: racecheck reports cuBLAS's own kernels
                     for (int r = 0; r < preps; r++)
@@ -1143,7 +584,7 @@ int main(int argc, char **argv)
     printf(
         "| matrix | B | fused max | fused rel L2 | cuBLAS max | fused vs cuBLAS max |\n|---|---|---|---|---|---|\n");
     for (int i = 0; i < NALL; i++) {
-        const uint64_t N = hm[i].rows, K = hm[i].cols, Kp = hm[i].f.g.cols_pad;
+        const uint64_t N = hm[i].rows, K = hm[i].cols, Kp = K; // x row stride
         std::vector<uint16_t> dec(N * K);
         df11i_fixed_decode(&hm[i].f, dec.data(),
                            threads); // the reference is computed from the decoded weights
@@ -1164,16 +605,15 @@ int main(int argc, char **argv)
             double mf = 0, mc = 0, mfc = 0, e2 = 0, r2 = 0;
             bool nan = false, det = true;
             for (int gm : { 1, 2, 4 }) {
-                Plan p = make_plan(dm[i][0].m, B, SMS * (B > 8 ? occ2 : occ1) * gm);
                 std::vector<float> yf(B * N), ycb(B * N), y2(B * N);
                 CK(cudaMemset(yd, 0xff, B * N * 4)); // NaN: every element must be written
-                launch(dm[i][0].m, p, xd[i], yd, B, sc, st);
+                launch(dm[i][0], gm, xd[i], yd, B, sc, st);
                 gemmex(bl, dm[i][0].bf16, (int)N, (int)K, xd[i], yc, B, st, (int)Kp);
                 CK(cudaStreamSynchronize(st));
                 CK(cudaGetLastError());
                 CK(cudaMemcpy(yf.data(), yd, B * N * 4, cudaMemcpyDeviceToHost));
                 CK(cudaMemcpy(ycb.data(), yc, B * N * 4, cudaMemcpyDeviceToHost));
-                launch(dm[i][0].m, p, xd[i], yd, B, sc, st); // the same bits again
+                launch(dm[i][0], gm, xd[i], yd, B, sc, st); // the same bits again
                 CK(cudaStreamSynchronize(st));
                 CK(cudaMemcpy(y2.data(), yd, B * N * 4, cudaMemcpyDeviceToHost));
                 det = det && memcmp(y2.data(), yf.data(), B * N * 4) == 0;
@@ -1256,12 +696,10 @@ int main(int argc, char **argv)
         const int N = (int)hm[i].rows, K = (int)hm[i].cols, R = (int)dm[i].size();
         for (int bi = 0; bi < 5; bi++) {
             const int B = BS[bi];
-            const int occ = B > 8 ? occ2 : occ1;
             double tg[3];
             for (int gi = 0; gi < 3; gi++) {
-                Plan p = make_plan(dm[i][0].m, B, SMS * occ * GM[gi]);
                 tg[gi] = time_graph(st, reps, R, [&] {
-                    for (int r = 0; r < R; r++) launch(dm[i][r].m, p, xd[i], yd, B, sc, st);
+                    for (int r = 0; r < R; r++) launch(dm[i][r], GM[gi], xd[i], yd, B, sc, st);
                 });
             }
             int gb = (int)(std::min_element(tg, tg + 3) - tg);
@@ -1300,11 +738,8 @@ int main(int argc, char **argv)
         for (int i : mats) block_bytes += (double)dm[i][0].bytes;
         for (int bi = 0; bi < 5; bi++) {
             const int B = BS[bi];
-            const int occ = B > 8 ? occ2 : occ1;
             double tf = time_graph(st, reps, 1, [&] {
-                for (int i : mats)
-                    launch(dm[i][0].m, make_plan(dm[i][0].m, B, SMS * occ * g_best[i][bi]), xd[i],
-                           yd, B, sc, st);
+                for (int i : mats) launch(dm[i][0], g_best[i][bi], xd[i], yd, B, sc, st);
             });
             double te = time_graph(st, reps, 1, [&] {
                 for (int i : mats)

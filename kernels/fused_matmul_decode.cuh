@@ -1,0 +1,205 @@
+/* The fused matmul's decode of the fixed exponent code (codec/fixed.h), host and device:
+ * kernels/fused_matmul.cu's kernel runs it on the GPU, and bench/probes/fused_gemv.cu runs
+ * the same code on the CPU against the weights (its emulation). CUDA C++ only; everything
+ * is in namespace df11i_fused. See fused_matmul.cu for what the pieces do in the kernel.
+ */
+#ifndef DF11_KERNELS_FUSED_MATMUL_DECODE_CUH
+#define DF11_KERNELS_FUSED_MATMUL_DECODE_CUH
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+namespace df11i_fused {
+
+__host__ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t sel)
+{
+#ifdef __CUDA_ARCH__
+    return __byte_perm(a, 0, sel);
+#else
+    uint32_t r = 0;
+    for (int i = 0; i < 4; i++) {
+        uint32_t s = (sel >> 4 * i) & 7;
+        r |= (s < 4 ? (a >> 8 * s) & 0xff : 0) << 8 * i;
+    }
+    return r;
+#endif
+}
+
+// The highest set bit (one FLO).
+__host__ __device__ __forceinline__ uint32_t top_bit(uint32_t m)
+{
+#ifdef __CUDA_ARCH__
+    return 31 - __clz(m);
+#else
+    return 31 - (uint32_t)__builtin_clz(m);
+#endif
+}
+
+__host__ __device__ __forceinline__ uint32_t popc(uint32_t m)
+{
+#ifdef __CUDA_ARCH__
+    return __popc(m);
+#else
+    return (uint32_t)__builtin_popcount(m);
+#endif
+}
+
+// df11i_fixed_escape_mask, for both sides: bit p (low) / 16 + p (high) = pair p escapes.
+__host__ __device__ __forceinline__ uint32_t escape_mask(uint32_t a, uint32_t b, uint32_t c)
+{
+    const uint32_t lsb = 0x12491249u;
+    return (a & a >> 1 & a >> 2 & lsb) | (b & b >> 1 & b >> 2 & lsb) << 1 |
+           (c & c >> 1 & c >> 2 & lsb) << 2 | (a & b & c & 0x80008000u);
+}
+
+// The codes of pair P, at bits 7..9 and 23..25 (the exponent fields of a bf16x2).
+template <int P>
+__host__ __device__ __forceinline__ uint32_t code_pair(uint32_t A, uint32_t B, uint32_t C)
+{
+    if constexpr (P < 15) {
+        const uint32_t W = P % 3 == 0 ? A : P % 3 == 1 ? B : C;
+        constexpr int sh = 3 * (P / 3);
+        if constexpr (sh <= 7)
+            return (W << (7 - sh)) & 0x03800380u;
+        else
+            return (W >> (sh - 7)) & 0x03800380u;
+    } else {
+        return ((A >> 8) & 0x00800080u) | ((B >> 7) & 0x01000100u) | ((C >> 6) & 0x02000200u);
+    }
+}
+
+// A lane's 16 correction words (one per pair) are 64 contiguous bytes; its 16-byte vector
+// v sits at slot v ^ sw, sw = (lane >> 1) & 3, so that 8 lanes' 16-byte reads hit 8
+// different bank groups. Word of pair p: (p ^ 4 sw) & 15.
+__host__ __device__ __forceinline__ uint32_t corr_swz(uint32_t lane)
+{
+    return ((lane >> 1) & 3) << 2;
+}
+
+// Pair P of a step as a bf16x2: sign|mantissa bytes doubled by one PRMT and masked, the
+// code pair ORed into the exponent fields, the row's base (b * 0x00800080) and the escape
+// correction added. 32-bit modular arithmetic: exact whatever b.
+template <int P>
+__host__ __device__ __forceinline__ uint32_t pair_bf16x2(const uint32_t w[8], uint32_t A,
+                                                         uint32_t B, uint32_t C, uint32_t X0,
+                                                         uint32_t X8, uint32_t corr)
+{
+    return ((prmt(w[P / 2], (P & 1) ? 0x3322 : 0x1100) & 0x807f807fu) | code_pair<P>(A, B, C)) +
+           ((P & 4) ? X8 : X0) + corr;
+}
+
+__host__ __device__ __forceinline__ void decode_step(uint4 s0, uint4 s1, uint32_t A, uint32_t B,
+                                                     uint32_t C, uint32_t X0, uint32_t X8,
+                                                     const uint32_t c[16], uint32_t o[16])
+{
+    const uint32_t w[8] = { s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w };
+    o[0] = pair_bf16x2<0>(w, A, B, C, X0, X8, c[0]);
+    o[1] = pair_bf16x2<1>(w, A, B, C, X0, X8, c[1]);
+    o[2] = pair_bf16x2<2>(w, A, B, C, X0, X8, c[2]);
+    o[3] = pair_bf16x2<3>(w, A, B, C, X0, X8, c[3]);
+    o[4] = pair_bf16x2<4>(w, A, B, C, X0, X8, c[4]);
+    o[5] = pair_bf16x2<5>(w, A, B, C, X0, X8, c[5]);
+    o[6] = pair_bf16x2<6>(w, A, B, C, X0, X8, c[6]);
+    o[7] = pair_bf16x2<7>(w, A, B, C, X0, X8, c[7]);
+    o[8] = pair_bf16x2<8>(w, A, B, C, X0, X8, c[8]);
+    o[9] = pair_bf16x2<9>(w, A, B, C, X0, X8, c[9]);
+    o[10] = pair_bf16x2<10>(w, A, B, C, X0, X8, c[10]);
+    o[11] = pair_bf16x2<11>(w, A, B, C, X0, X8, c[11]);
+    o[12] = pair_bf16x2<12>(w, A, B, C, X0, X8, c[12]);
+    o[13] = pair_bf16x2<13>(w, A, B, C, X0, X8, c[13]);
+    o[14] = pair_bf16x2<14>(w, A, B, C, X0, X8, c[14]);
+    o[15] = pair_bf16x2<15>(w, A, B, C, X0, X8, c[15]);
+}
+
+// Eight exception bytes from byte idx of src (src 8-aligned, readable 16 bytes past idx).
+__host__ __device__ __forceinline__ uint64_t exc_window(const uint8_t *src, uint32_t idx)
+{
+    const uint64_t *q = reinterpret_cast<const uint64_t *>(src + (idx & ~7u));
+    const uint64_t q0 = q[0], q1 = q[1];
+    const uint32_t r = 8 * (idx & 7);
+    return r ? (q0 >> r) | (q1 << (64 - r)) : q0;
+}
+
+__host__ __device__ __forceinline__ void add_corr(uint32_t *c, uint32_t v)
+{
+#ifdef __CUDA_ARCH__
+    atomicAdd(c, v); // no return: a RED, so the loop does not wait on shared memory
+#else
+    *c += v;
+#endif
+}
+
+// A lane's exceptions, read in order through an 8-byte window.
+struct ExcCursor {
+    const uint8_t *src;
+    uint32_t pos; // byte index in src of the next exception
+    uint64_t win; // bytes pos .. pos + left - 1, the next one lowest
+    uint32_t left;
+};
+
+// Escapes of a step, highest mask bit first: each adds (e - b - 7) to its exponent field
+// (the code 7 contributed 7) through the lane's correction words. bb0/bb8 = b + 7 of the
+// lane's two rows; swz = corr_swz(lane).
+__host__ __device__ __forceinline__ void apply_escapes(uint32_t M, ExcCursor &ec, uint32_t bb0,
+                                                       uint32_t bb8, uint32_t swz, uint32_t *corr)
+{
+    const uint32_t n = popc(M);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    // Warp-uniform trip count, predicated body: no divergent loop, no reconvergence.
+    const uint32_t nmax = __reduce_max_sync(~0u, n);
+    if (nmax <= 8) {
+        if (n > ec.left) {
+            ec.win = exc_window(ec.src, ec.pos);
+            ec.left = 8;
+        }
+        ec.pos += n;
+        ec.left -= n;
+        uint64_t win = ec.win;
+        for (uint32_t k = 0; k < nmax; k++) {
+            const uint32_t f = 31 - __clz(M); // M = 0: f = ~0, the shift below yields 0
+            const bool on = M != 0;
+            M ^= on ? 1u << (f & 31) : 0u;
+            const uint32_t e = (uint32_t)win & 0xff;
+            if (on) {
+                win >>= 8;
+                add_corr(corr + ((f ^ swz) & 15), (e - ((f & 4) ? bb8 : bb0)) << ((f & 16) | 7));
+            }
+        }
+        ec.win = win;
+        return;
+    }
+#endif
+    if (n > ec.left) { // refill: at most once a step for up to 8 escapes
+        ec.win = exc_window(ec.src, ec.pos);
+        ec.left = 8;
+    }
+    if (n <= 8) { // the window holds them all: no checks in the loop
+        ec.pos += n;
+        ec.left -= n;
+        while (M) {
+            const uint32_t f = top_bit(M);
+            M ^= 1u << f;
+            const uint32_t e = (uint32_t)ec.win & 0xff;
+            ec.win >>= 8;
+            add_corr(corr + ((f ^ swz) & 15), (e - ((f & 4) ? bb8 : bb0)) << ((f & 16) | 7));
+        }
+    } else { // more than 8 escapes in a step (not in trained weights)
+        while (M) {
+            if (ec.left == 0) {
+                ec.win = exc_window(ec.src, ec.pos);
+                ec.left = 8;
+            }
+            const uint32_t f = top_bit(M);
+            M ^= 1u << f;
+            const uint32_t e = (uint32_t)ec.win & 0xff;
+            ec.win >>= 8;
+            ec.left--;
+            ec.pos++;
+            add_corr(corr + ((f ^ swz) & 15), (e - ((f & 4) ? bb8 : bb0)) << ((f & 16) | 7));
+        }
+    }
+}
+
+} // namespace df11i_fused
+
+#endif
