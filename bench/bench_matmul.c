@@ -8,7 +8,8 @@
  *   op       df11_matmul on the fixed-code model as an engine calls it (the op's own path)
  *   op_graph the same captured in a CUDA graph (B <= 16: the fused path's calls capture)
  *   fused    the same with the fused path forced (B <= 16 only)
- *   op_nopdl, op_graph_nopdl  op and op_graph on the same file opened with DF11_PDL=0:
+ *   op_nopdl, op_graph_nopdl  op and op_graph on the same file opened with
+ *            options.matmul_plain_launch:
  *            the fused kernel launched plainly instead of programmatically (B <= 16)
  *   decode   the same with decode + cuBLAS forced (df11i_cuda_matmul_fused_limit(0))
  *   huffman  df11_matmul on the Huffman model (decode + cuBLAS)
@@ -90,7 +91,7 @@ enum {
 };
 static const char *const V_NAME[V_COUNT] = { "cublas",         "op",    "op_graph", "op_nopdl",
                                              "op_graph_nopdl", "fused", "decode",   "huffman" };
-/* The models: fixed, Huffman, and the fixed file again opened with DF11_PDL=0. */
+/* The models: fixed, Huffman, and the fixed file again opened with plain launches. */
 #define N_MODELS 3
 
 #define CK(x)                                                                                      \
@@ -256,24 +257,17 @@ int bench_matmul_main(int argc, char **argv)
             goto out;
         }
     }
-    { /* the fixed file again, its fused launches plain (DF11_PDL is read at open) */
-        const char *old = getenv("DF11_PDL");
-        char keep[16] = "";
-        if (old) snprintf(keep, sizeof keep, "%s", old);
-        setenv("DF11_PDL", "0", 1);
+    { /* the fixed file again, its fused launches plain */
         df11_model_options mo;
         df11_model_options_init(&mo);
         mo.backend = DF11_BACKEND_CUDA;
         mo.arena_slots = 2;
+        mo.matmul_plain_launch = 1;
         df11_status s = df11_model_open(path[0], &mo, &b.m[2]);
-        if (old)
-            setenv("DF11_PDL", keep, 1);
-        else
-            unsetenv("DF11_PDL");
         for (int i = 0; i < N_MATS && s == DF11_OK; i++)
             s = df11_weight_get(b.m[2], MATS[i].name, &b.w[2][i]);
         if (s != DF11_OK) {
-            fprintf(stderr, "%s: %s (DF11_PDL=0): %s %s\n", TOOL, path[0], df11_strerror(s),
+            fprintf(stderr, "%s: %s (plain launches): %s %s\n", TOOL, path[0], df11_strerror(s),
                     df11_last_error_detail());
             goto out;
         }

@@ -95,7 +95,8 @@ typedef struct df11i_backend_iface {
      * side stream, then matmul_bf16); a backend fills the slots it has. --- */
     /* Per-model state for the products (CUDA: the cuBLAS handle), made at open, destroyed
      * at close. NULL when none is needed (host). */
-    df11_status (*matmul_create)(df11i_backend *be, void **mm);
+    /* pdl: launch fused kernels with programmatic dependent launch where supported. */
+    df11_status (*matmul_create)(df11i_backend *be, int pdl, void **mm);
     void (*matmul_destroy)(df11i_backend *be, void *mm);
     /* y = x·Wᵀ from decoded BF16 weights `w` (n × k, backend memory), on a->stream. */
     df11_status (*matmul_bf16)(df11i_backend *be, void *mm, const df11i_matmul_args *a,
@@ -155,7 +156,7 @@ df11_status df11i_host_decode_tensor(df11i_backend *be, const df11i_backend_grou
                                      uint32_t tensor, void *out, void *stream);
 
 /* The CUDA backend's matmul slots (runtime/matmul_cuda.c, built with CUDA only). */
-df11_status df11i_cuda_matmul_create(df11i_backend *be, void **mm);
+df11_status df11i_cuda_matmul_create(df11i_backend *be, int pdl, void **mm);
 void df11i_cuda_matmul_destroy(df11i_backend *be, void *mm);
 df11_status df11i_cuda_matmul_bf16(df11i_backend *be, void *mm, const df11i_matmul_args *a,
                                    const void *w);

@@ -1,7 +1,7 @@
 /* The CUDA backend's matmul slots (runtime/backend.h): a cuBLAS handle per model, the
  * plain product by cublasGemmEx (BF16 inputs, fp32 compute), the one-tensor decode of
  * the decode path, and the fused path (kernels/fused_matmul.cu) for fixed-code tensors at
- * batch 1..16, launched with programmatic dependent launch unless DF11_PDL=0 at open. With runtime/backend_cuda.c the only runtime files that include CUDA
+ * batch 1..16, launched with programmatic dependent launch unless options.matmul_plain_launch. With runtime/backend_cuda.c the only runtime files that include CUDA
  * headers; compiled only when DF11_HAVE_CUDA. Nothing here synchronises the host. */
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -28,17 +28,9 @@ typedef struct cuda_mm {
     int pdl;
 } cuda_mm;
 
-/* DF11_PDL, read at model open: "0" launches the fused kernel plainly, anything else (or
- * unset) with programmatic dependent launch (kernels/matmul.h). */
-static int pdl_from_env(void)
-{
-    const char *v = getenv("DF11_PDL");
-    return !(v && v[0] == '0' && v[1] == '\0');
-}
-
 /* Made at open on the thread that opened the model, whose current device the backend has
  * set (every allocation before it did); cuBLAS binds the handle to that device. */
-df11_status df11i_cuda_matmul_create(df11i_backend *be, void **mm)
+df11_status df11i_cuda_matmul_create(df11i_backend *be, int pdl, void **mm)
 {
     cuda_mm *c = calloc(1, sizeof *c);
     if (!c) return df11i_fail(DF11_ERR_NO_MEMORY, "cuda matmul: out of host memory");
@@ -55,7 +47,7 @@ df11_status df11i_cuda_matmul_create(df11i_backend *be, void **mm)
         free(c);
         return cublas_fail(e, "cublasSetMathMode");
     }
-    c->pdl = pdl_from_env();
+    c->pdl = pdl;
     *mm = c;
     return DF11_OK;
 }

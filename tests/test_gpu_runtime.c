@@ -71,15 +71,18 @@ static void fu_make_model(void)
                   df11_last_error_detail());
 }
 
-static df11_model *fu_open(const char *path)
+static df11_model *fu_open_with(const char *path, int plain_launch)
 {
     df11_model_options o = opts(2);
     o.nonlayer = DF11_NONLAYER_ARENA;
+    o.matmul_plain_launch = plain_launch;
     df11_model *m = NULL;
     df11_status s = df11_model_open(path, &o, &m);
     ck_assert_msg(s == DF11_OK, "open: %s %s", df11_strerror(s), df11_last_error_detail());
     return m;
 }
+
+static df11_model *fu_open(const char *path) { return fu_open_with(path, 0); }
 
 /* y of the op on `stream` (NULL: legacy default), read back as doubles. */
 static void fu_run(df11_model *m, const df11_weight *w, const void *dx, uint32_t batch,
@@ -256,7 +259,7 @@ END_TEST
 /* Products a, h, a, h, ... on one stream, each reading the y the one before wrote, no host
  * sync between them (BF16 y, 4 rows): launched programmatically (the default), each must
  * wait for the one before before it reads x, so the chain's end is bit-identical to the
- * same chain with plain launches (a model opened with DF11_PDL=0) and with a host sync
+ * same chain with plain launches (a model opened with options.matmul_plain_launch) and with a host sync
  * after every product. */
 static void fu_chain(df11_model *m, const void *x0, void *da, void *dh, int sync, void *out)
 {
@@ -280,9 +283,7 @@ START_TEST(test_fused_matmul_pdl_chain)
     fu_make_model();
     if (!df11i_fused_matmul_supported()) return;
     df11_model *m = fu_open(fu.path);
-    ck_assert_int_eq(setenv("DF11_PDL", "0", 1), 0);
-    df11_model *plain = fu_open(fu.path);
-    ck_assert_int_eq(unsetenv("DF11_PDL"), 0);
+    df11_model *plain = fu_open_with(fu.path, 1);
     uint64_t rng = fu.seed ^ 0x70;
     uint16_t *x0 = mm_random_x(4, 51, &rng);
     void *da = mm_dev_alloc(4 * 51 * 2), *dh = mm_dev_alloc(4 * 51 * 2);

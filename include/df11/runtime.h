@@ -77,6 +77,9 @@ typedef struct df11_model_options {
      * default) = arena_slots - 1; 0 = none (decode on demand only, e.g. to measure decode
      * and compute serialised). */
     int32_t prefetch_blocks;
+    /* Nonzero: the fused matmul kernel is launched plainly instead of with programmatic
+     * dependent launch (CUDA, sm_90; for measuring what PDL buys, see docs/KERNELS.md). */
+    int matmul_plain_launch;
 } df11_model_options;
 
 DF11_API void df11_model_options_init(df11_model_options *options);
