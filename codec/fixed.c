@@ -70,9 +70,7 @@ static inline uint32_t tile_steps(const df11i_fixed_geom *g, uint64_t t)
 static inline uint64_t code_word_index(const df11i_fixed_geom *g, uint64_t s, uint64_t t,
                                        uint32_t l, uint32_t w)
 {
-    uint64_t tile_base = s * g->strip_code_bytes / 4 +
-                         t * (uint64_t)df11i_fixed_tile_vecs(DF11_FIXED_TILE_STEPS) * 128;
-    return tile_base + ((uint64_t)(w / 4) * 32 + l) * 4 + w % 4;
+    return df11i_fixed_code_vec_offset(g, s, t, w / 4, l) / 4 + w % 4;
 }
 
 static inline uint64_t sm_index(const df11i_fixed_geom *g, uint64_t s, uint64_t step, uint32_t h,
@@ -312,6 +310,17 @@ static df11_status decode_item(void *ctx, uint64_t s)
     return DF11_OK;
 }
 
+df11_status df11i_fixed_geometry_check(const df11i_fixed_geom *g)
+{
+    df11i_fixed_geom want;
+    df11_status st = df11i_fixed_geometry(g->rows, g->cols, &want);
+    if (st != DF11_OK) return st;
+    if (memcmp(&want, g, sizeof want) != 0)
+        return df11i_fail(DF11_ERR_CORRUPT, "fixed code: geometry does not match %llu x %llu",
+                          (unsigned long long)g->rows, (unsigned long long)g->cols);
+    return DF11_OK;
+}
+
 df11_status df11i_fixed_decode(const df11i_fixed *f, uint16_t *out, int n_threads)
 {
     if (!f || (!out && f->g.rows && f->g.cols))
@@ -319,12 +328,8 @@ df11_status df11i_fixed_decode(const df11i_fixed *f, uint16_t *out, int n_thread
     const df11i_fixed_geom *g = &f->g;
     if (g->n_tiles && (!f->base || !f->sm || !f->codes || !f->exc_off || (f->n_exc && !f->exc)))
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_decode: NULL section");
-    df11i_fixed_geom want;
-    df11_status st = df11i_fixed_geometry(g->rows, g->cols, &want);
+    df11_status st = df11i_fixed_geometry_check(g);
     if (st != DF11_OK) return st;
-    if (memcmp(&want, g, sizeof want) != 0)
-        return df11i_fail(DF11_ERR_CORRUPT, "fixed code: geometry does not match %llu x %llu",
-                          (unsigned long long)g->rows, (unsigned long long)g->cols);
     if (!g->n_tiles) return DF11_OK;
     if (f->exc_off[0] != 0 || f->exc_off[g->n_tiles] != f->n_exc)
         return df11i_fail(DF11_ERR_CORRUPT,

@@ -51,6 +51,18 @@
 
 #include "df11/status.h"
 
+/* The inline helpers below are the GPU kernels' too (kernels/decode_fixed.cu,
+ * kernels/fused_matmul_decode.cuh): under nvcc they are host and device functions. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifdef __CUDACC__
+#define DF11I_FIXED_INLINE static inline __host__ __device__
+#else
+#define DF11I_FIXED_INLINE static inline
+#endif
+
 #define DF11_FIXED_STRIP_ROWS 16
 #define DF11_FIXED_STEP_COLS 64
 #define DF11_FIXED_TILE_STEPS 4
@@ -74,11 +86,24 @@ typedef struct df11i_fixed_geom {
 /* Fills `g` for a rows x cols tensor. DF11_ERR_INVALID_ARG for a NULL g, DF11_ERR_OVERFLOW
  * when a size would not fit 64 bits or a tile index 32 bits. */
 df11_status df11i_fixed_geometry(uint64_t rows, uint64_t cols, df11i_fixed_geom *g);
+/* DF11_ERR_CORRUPT unless `g` is exactly df11i_fixed_geometry(g->rows, g->cols) (a
+ * geometry read from outside, or one a caller filled in by hand). */
+df11_status df11i_fixed_geometry_check(const df11i_fixed_geom *g);
 
 /* 16-byte code vectors of a tile of n_steps steps, per lane. */
-static inline uint32_t df11i_fixed_tile_vecs(uint64_t n_steps)
+DF11I_FIXED_INLINE uint32_t df11i_fixed_tile_vecs(uint64_t n_steps)
 {
     return (uint32_t)((3 * n_steps + 3) / 4);
+}
+
+/* Byte offset, within the codes section, of the 16-byte vector `vec` of lane l of tile t
+ * (0-based in its strip) of strip s (the layout in codec/fixed.h). */
+DF11I_FIXED_INLINE uint64_t df11i_fixed_code_vec_offset(const df11i_fixed_geom *g, uint64_t s,
+                                                        uint64_t t, uint32_t vec, uint32_t l)
+{
+    return s * g->strip_code_bytes +
+           t * (uint64_t)df11i_fixed_tile_vecs(DF11_FIXED_TILE_STEPS) * 512 +
+           ((uint64_t)vec * 32 + l) * 16;
 }
 
 /* A coded tensor. Owns its buffers when made by df11i_fixed_encode (df11i_fixed_free). */
@@ -107,15 +132,15 @@ df11_status df11i_fixed_decode(const df11i_fixed *f, uint16_t *out, int n_thread
 uint64_t df11i_fixed_stored_bytes(const df11i_fixed *f);
 
 /* Where sm byte j of lane l in half h of global step g of strip s comes from. */
-static inline void df11i_fixed_weight_pos(uint64_t s, uint64_t g, uint32_t h, uint32_t l,
-                                          uint32_t j, uint64_t *row, uint64_t *col)
+DF11I_FIXED_INLINE void df11i_fixed_weight_pos(uint64_t s, uint64_t g, uint32_t h, uint32_t l,
+                                               uint32_t j, uint64_t *row, uint64_t *col)
 {
     *row = 16 * s + l / 4 + 8 * (j >= 8);
     *col = 64 * g + 32 * h + 8 * (l % 4) + (j % 8);
 }
 
 /* The escape mask M of a step from its code words (see the file comment). */
-static inline uint32_t df11i_fixed_escape_mask(uint32_t a, uint32_t b, uint32_t c)
+DF11I_FIXED_INLINE uint32_t df11i_fixed_escape_mask(uint32_t a, uint32_t b, uint32_t c)
 {
     const uint32_t lsb = 0x12491249u;
     uint32_t ta = a & a >> 1 & a >> 2 & lsb, tb = b & b >> 1 & b >> 2 & lsb;
@@ -123,4 +148,7 @@ static inline uint32_t df11i_fixed_escape_mask(uint32_t a, uint32_t b, uint32_t 
     return ta | tb << 1 | tc << 2 | (a & b & c & 0x80008000u);
 }
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -10,12 +10,8 @@ df11_status df11i_fixed_validate(const df11i_fixed *f)
 {
     if (!f) return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_validate: NULL view");
     const df11i_fixed_geom *g = &f->g;
-    df11i_fixed_geom want;
-    df11_status st = df11i_fixed_geometry(g->rows, g->cols, &want);
+    df11_status st = df11i_fixed_geometry_check(g);
     if (st != DF11_OK) return st;
-    if (memcmp(&want, g, sizeof want) != 0)
-        return df11i_fail(DF11_ERR_CORRUPT, "fixed code: geometry does not match %llu x %llu",
-                          (unsigned long long)g->rows, (unsigned long long)g->cols);
     if (!g->n_tiles)
         return f->n_exc == 0 ? DF11_OK
                              : df11i_fail(DF11_ERR_CORRUPT, "fixed code: %llu exceptions, no tile",

@@ -18,14 +18,4 @@
  * as many weights as its exception list holds. Reads base, codes and exc_off only. */
 df11_status df11i_fixed_validate(const df11i_fixed *f);
 
-/* Byte offset, within the codes section, of the 16-byte vector `vec` of lane l of tile t
- * (0-based in its strip) of strip s (the layout in codec/fixed.h). */
-static inline uint64_t df11i_fixed_code_vec_offset(const df11i_fixed_geom *g, uint64_t s,
-                                                   uint64_t t, uint32_t vec, uint32_t l)
-{
-    return s * g->strip_code_bytes +
-           t * (uint64_t)df11i_fixed_tile_vecs(DF11_FIXED_TILE_STEPS) * 512 +
-           ((uint64_t)vec * 32 + l) * 16;
-}
-
 #endif

@@ -17,21 +17,6 @@ namespace {
 
 constexpr int kWarps = 4; /* warps (tiles) per CTA */
 
-/* Device copies of codec/fixed.h's host inlines (df11i_fixed_tile_vecs and
- * df11i_fixed_escape_mask), which nvcc cannot call from a kernel. */
-__host__ __device__ __forceinline__ uint64_t tile_vecs(uint64_t n_steps)
-{
-    return (3 * n_steps + 3) / 4;
-}
-
-__device__ __forceinline__ uint32_t escape_mask(uint32_t a, uint32_t b, uint32_t c)
-{
-    const uint32_t lsb = 0x12491249u;
-    uint32_t ta = a & a >> 1 & a >> 2 & lsb, tb = b & b >> 1 & b >> 2 & lsb;
-    uint32_t tc = c & c >> 1 & c >> 2 & lsb;
-    return ta | tb << 1 | tc << 2 | (a & b & c & 0x80008000u);
-}
-
 /* Code of pair p's low (hi = 0) or high (hi = 1) weight from a lane's step words (a, b, c). */
 __device__ __forceinline__ uint32_t code_of(const uint32_t w[3], uint32_t p, uint32_t hi)
 {
@@ -63,8 +48,10 @@ __global__ void __launch_bounds__(32 * kWarps)
     const uint64_t s = tile / tiles, t = tile % tiles;
     const uint32_t n_steps = (uint32_t)(t + 1 == tiles ? steps - 4 * t : 4);
     const uint64_t strip_code_bytes =
-        ((tiles - 1) * tile_vecs(4) + tile_vecs(steps - 4 * (tiles - 1))) * 512;
-    const uint8_t *codes = payload + d.stream_off + s * strip_code_bytes + t * tile_vecs(4) * 512;
+        ((tiles - 1) * df11i_fixed_tile_vecs(4) + df11i_fixed_tile_vecs(steps - 4 * (tiles - 1))) *
+        512;
+    const uint8_t *codes =
+        payload + d.stream_off + s * strip_code_bytes + t * df11i_fixed_tile_vecs(4) * 512;
     const uint32_t *exc_off = reinterpret_cast<const uint32_t *>(payload + d.chunks_off);
     const uint8_t *exc = payload + d.lanes_off, *base = payload + d.base_off;
 
@@ -75,7 +62,7 @@ __global__ void __launch_bounds__(32 * kWarps)
             w[k][x] = *reinterpret_cast<const uint32_t *>(codes + ((i / 4) * 32 + lane) * 16 +
                                                           (i % 4) * 4);
         }
-        n += __popc(escape_mask(w[k][0], w[k][1], w[k][2]));
+        n += __popc(df11i_fixed_escape_mask(w[k][0], w[k][1], w[k][2]));
     }
     uint32_t incl = n;
     for (int o = 1; o < 32; o *= 2) {
@@ -88,7 +75,7 @@ __global__ void __launch_bounds__(32 * kWarps)
     uint16_t *o16 = reinterpret_cast<uint16_t *>(out + d.out_off);
     for (uint32_t k = 0; k < n_steps; k++) {
         const uint64_t g = 4 * t + k;
-        const uint32_t m = escape_mask(w[k][0], w[k][1], w[k][2]);
+        const uint32_t m = df11i_fixed_escape_mask(w[k][0], w[k][1], w[k][2]);
         for (uint32_t h = 0; h < 2; h++) {
             const uint4 v = *reinterpret_cast<const uint4 *>(
                 payload + d.data_off + ((s * steps + g) * 2 + h) * 512 + 16 * lane);

@@ -304,7 +304,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fused_matmul_kernel(A
             uint32_t M[4], cnt = 0;
 #pragma unroll
             for (int g = 0; g < 4; g++) {
-                M[g] = escape_mask(words[3 * g], words[3 * g + 1], words[3 * g + 2]);
+                M[g] = df11i_fixed_escape_mask(words[3 * g], words[3 * g + 1], words[3 * g + 2]);
                 if (g >= (int)cur.nsteps) M[g] = 0; // a short last tile: stale words
                 cnt += popc(M[g]);
             }

@@ -9,6 +9,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "codec/fixed.h"
+
 namespace df11i_fused {
 
 __host__ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t sel)
@@ -42,14 +44,6 @@ __host__ __device__ __forceinline__ uint32_t popc(uint32_t m)
 #else
     return (uint32_t)__builtin_popcount(m);
 #endif
-}
-
-// df11i_fixed_escape_mask, for both sides: bit p (low) / 16 + p (high) = pair p escapes.
-__host__ __device__ __forceinline__ uint32_t escape_mask(uint32_t a, uint32_t b, uint32_t c)
-{
-    const uint32_t lsb = 0x12491249u;
-    return (a & a >> 1 & a >> 2 & lsb) | (b & b >> 1 & b >> 2 & lsb) << 1 |
-           (c & c >> 1 & c >> 2 & lsb) << 2 | (a & b & c & 0x80008000u);
 }
 
 // The codes of pair P, at bits 7..9 and 23..25 (the exponent fields of a bf16x2).

@@ -241,8 +241,8 @@ static uint64_t emulate(const HostMat &h)
                 const uint32_t X0 = b0 * 0x00800080u, X8 = b8 * 0x00800080u;
                 uint32_t cnt = 0;
                 for (uint32_t st = 0; st < nsteps; st++)
-                    cnt += popc(
-                        escape_mask(word(l, 3 * st), word(l, 3 * st + 1), word(l, 3 * st + 2)));
+                    cnt += popc(df11i_fixed_escape_mask(word(l, 3 * st), word(l, 3 * st + 1),
+                                                        word(l, 3 * st + 2)));
                 ExcCursor ec;
                 if (t & 1)
                     ec.src = f.exc, ec.pos = off0 + excl;
@@ -253,7 +253,7 @@ static uint64_t emulate(const HostMat &h)
                 excl += cnt;
                 for (uint32_t st = 0; st < nsteps; st++) {
                     uint32_t A = word(l, 3 * st), B = word(l, 3 * st + 1), C = word(l, 3 * st + 2);
-                    apply_escapes(escape_mask(A, B, C), ec, b0 + 7, b8 + 7, corr_swz(l),
+                    apply_escapes(df11i_fixed_escape_mask(A, B, C), ec, b0 + 7, b8 + 7, corr_swz(l),
                                   corr.data());
                     uint32_t c[16], o[16];
                     for (uint32_t p = 0; p < 16; p++)
