@@ -29,19 +29,8 @@
 
 #define TOOL "df11-bench decode"
 
-static const struct {
-    const char *name;
-    uint64_t rows, cols;
-} block[] = {
-    { "model.layers.0.self_attn.q_proj.weight", 4096, 4096 },
-    { "model.layers.0.self_attn.k_proj.weight", 1024, 4096 },
-    { "model.layers.0.self_attn.v_proj.weight", 1024, 4096 },
-    { "model.layers.0.self_attn.o_proj.weight", 4096, 4096 },
-    { "model.layers.0.mlp.gate_proj.weight", 14336, 4096 },
-    { "model.layers.0.mlp.up_proj.weight", 14336, 4096 },
-    { "model.layers.0.mlp.down_proj.weight", 4096, 14336 },
-};
-#define N_MATS (sizeof block / sizeof *block)
+static const weights_matrix *const block = weights_llama3_8b_block;
+#define N_MATS WEIGHTS_LLAMA3_8B_BLOCK_N
 
 typedef struct {
     uint64_t seed;

@@ -63,19 +63,8 @@ int bench_matmul_main(int argc, char **argv)
 }
 #else
 
-static const struct {
-    const char *name;
-    uint64_t rows, cols;
-} MATS[] = {
-    { "model.layers.0.self_attn.q_proj.weight", 4096, 4096 },
-    { "model.layers.0.self_attn.k_proj.weight", 1024, 4096 },
-    { "model.layers.0.self_attn.v_proj.weight", 1024, 4096 },
-    { "model.layers.0.self_attn.o_proj.weight", 4096, 4096 },
-    { "model.layers.0.mlp.gate_proj.weight", 14336, 4096 },
-    { "model.layers.0.mlp.up_proj.weight", 14336, 4096 },
-    { "model.layers.0.mlp.down_proj.weight", 4096, 14336 },
-};
-#define N_MATS 7
+static const weights_matrix *const MATS = weights_llama3_8b_block;
+#define N_MATS WEIGHTS_LLAMA3_8B_BLOCK_N
 #define MAX_B 512
 
 enum {
@@ -221,14 +210,12 @@ int bench_matmul_main(int argc, char **argv)
     /* the weights, as df11-synth --shape llama3-8b-block makes them */
     df11_tensor_source src[N_MATS];
     for (int i = 0; i < N_MATS; i++) {
-        uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a of the name, seed 0 */
-        for (const char *p = MATS[i].name; *p; p++) h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
         uint16_t *w = malloc(MATS[i].rows * MATS[i].cols * 2);
         if (!w) {
             fprintf(stderr, "%s: out of memory\n", TOOL);
             return CLI_FAIL;
         }
-        weights_fill(w, MATS[i].rows, MATS[i].cols, weights_mix64(weights_mix64(h)), false,
+        weights_fill(w, MATS[i].rows, MATS[i].cols, weights_tensor_seed(MATS[i].name, 0), false,
                      threads);
         src[i] = (df11_tensor_source){ .name = MATS[i].name,
                                        .dtype = DF11_DTYPE_BF16,

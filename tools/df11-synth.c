@@ -72,15 +72,6 @@ static void usage(FILE *f)
 
 /* ---- generation ---- */
 
-/* Tensors are told apart by name, not position, so a block's weights are the same
- * whatever --layers or --shape variant (llama3-8b vs llama3-8b-block) wrote them. */
-static uint64_t name_hash(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
-    for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
-    return h;
-}
-
 typedef struct {
     const df11_tensor_source *tensors;
     size_t n;
@@ -94,7 +85,7 @@ static df11_status fill_tensor(void *ctx, size_t index, void *buf, uint64_t nbyt
     const df11_tensor_source *t = &s->tensors[index];
     bool norm = t->ndim == 1;
     weights_fill(buf, norm ? 1 : t->shape[0], norm ? t->shape[0] : t->shape[1],
-                 weights_mix64(s->seed ^ weights_mix64(name_hash(t->name))), norm, s->threads);
+                 weights_tensor_seed(t->name, s->seed), norm, s->threads);
     s->bytes_done += nbytes;
     cli_progress(PROG, s->bytes_done, s->bytes_total); /* draws only on a terminal */
     return DF11_OK;

@@ -64,3 +64,20 @@ void weights_fill(uint16_t *out, uint64_t rows, uint64_t cols, uint64_t seed, bo
     fill_job j = { .out = out, .rows = rows, .cols = cols, .seed = seed, .norm = norm };
     df11i_parallel_for((rows + 63) / 64, threads, fill_rows, &j);
 }
+
+uint64_t weights_tensor_seed(const char *name, uint64_t seed)
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+    for (; *name; name++) h = (h ^ (uint8_t)*name) * 0x100000001b3ull;
+    return weights_mix64(seed ^ weights_mix64(h));
+}
+
+const weights_matrix weights_llama3_8b_block[WEIGHTS_LLAMA3_8B_BLOCK_N] = {
+    { "model.layers.0.self_attn.q_proj.weight", 4096, 4096 },
+    { "model.layers.0.self_attn.k_proj.weight", 1024, 4096 },
+    { "model.layers.0.self_attn.v_proj.weight", 1024, 4096 },
+    { "model.layers.0.self_attn.o_proj.weight", 4096, 4096 },
+    { "model.layers.0.mlp.gate_proj.weight", 14336, 4096 },
+    { "model.layers.0.mlp.up_proj.weight", 14336, 4096 },
+    { "model.layers.0.mlp.down_proj.weight", 4096, 14336 },
+};

@@ -14,4 +14,17 @@ uint64_t weights_mix64(uint64_t x);
 void weights_fill(uint16_t *out, uint64_t rows, uint64_t cols, uint64_t seed, bool norm,
                   int threads);
 
+/* df11-synth's seed for tensor `name` of a model made with --seed `seed`: tensors are told
+ * apart by name, not position, so a block's weights are the same whatever --layers or
+ * --shape variant (llama3-8b vs llama3-8b-block) wrote them. */
+uint64_t weights_tensor_seed(const char *name, uint64_t seed);
+
+/* The seven matrices of a Llama-3-8B block (block 0, HF names), for the benchmarks. */
+typedef struct weights_matrix {
+    const char *name;
+    uint64_t rows, cols;
+} weights_matrix;
+#define WEIGHTS_LLAMA3_8B_BLOCK_N 7
+extern const weights_matrix weights_llama3_8b_block[WEIGHTS_LLAMA3_8B_BLOCK_N];
+
 #endif

@@ -120,12 +120,10 @@ static void gen_extra(HostMat *m, int threads)
 static void gen_block(HostMat *m, int threads)
 {
     for (int i = 0; i < NMAT; i++) {
-        uint64_t h = 0xcbf29ce484222325ull; // df11-synth's seed: FNV-1a of the name, seed 0
-        for (const char *p = BLOCK[i].name; *p; p++) h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
         m[i].rows = BLOCK[i].rows;
         m[i].cols = BLOCK[i].cols;
         m[i].w.resize(m[i].rows * m[i].cols);
-        weights_fill(m[i].w.data(), m[i].rows, m[i].cols, weights_mix64(0 ^ weights_mix64(h)),
+        weights_fill(m[i].w.data(), m[i].rows, m[i].cols, weights_tensor_seed(BLOCK[i].name, 0),
                      false, threads);
         if (df11i_fixed_encode(m[i].w.data(), m[i].rows, m[i].cols, threads, &m[i].f) != DF11_OK) {
             fprintf(stderr, "encode failed\n");
