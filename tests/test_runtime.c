@@ -24,20 +24,9 @@
 #include "pool/pool.h"
 #include "runtime/backend.h"
 #include "runtime/memstat.h"
+#include "tests/backend_under_test.h"
 #include "tests/testutil.h"
 #include "writer/safetensors_write.h"
-
-#ifdef RT_TEST_CUDA
-#include <cuda_runtime_api.h>
-#define RT_BACKEND DF11_BACKEND_CUDA
-static void read_back(void *dst, const void *src, size_t n)
-{
-    ck_assert_int_eq(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost), cudaSuccess);
-}
-#else
-#define RT_BACKEND DF11_BACKEND_HOST
-static void read_back(void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
-#endif
 
 /* --- a small Llama-shaped model --- */
 

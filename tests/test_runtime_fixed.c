@@ -12,19 +12,8 @@
 #include "df11/compress.h"
 #include "df11/runtime.h"
 #include "loader/safetensors.h"
+#include "tests/backend_under_test.h"
 #include "tests/testutil.h"
-
-#ifdef RT_TEST_CUDA
-#include <cuda_runtime_api.h>
-#define RT_BACKEND DF11_BACKEND_CUDA
-static void read_back(void *dst, const void *src, size_t n)
-{
-    ck_assert_int_eq(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost), cudaSuccess);
-}
-#else
-#define RT_BACKEND DF11_BACKEND_HOST
-static void read_back(void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
-#endif
 
 #define N_LAYERS 3
 #define MAX_TENSORS 32
