@@ -1,5 +1,6 @@
 /* The fused matmul on fixed-code tensors (codec/fixed.h, DF11_CODEC_EXP_FIXED):
- *     y[b][n] = sum_k x[b][k] * W[n][k],  W rows x cols BF16 as HF stores it, B = 1..16,
+ *     y[b][n] = sum_k x[b][k] * W[n][k],  W rows x cols BF16 as HF stores it, B = 1..32,
+ * or W up to 8 such tensors of one K stacked by rows (parts, one launch),
  * straight from the compressed payload: W is decoded in registers right after its load,
  * fed to mma.m16n8k16 (bf16 in, fp32 accumulate) and never written back to memory.
  *
@@ -43,6 +44,10 @@ using namespace df11i_fused;
 
 constexpr int kWarps = 2;     /* warps a CTA (the probe's FG_WARPS) */
 constexpr int kMinBlocks = 8; /* CTAs an SM, for the register budget (the probe's FG_MINB) */
+constexpr int kMaxNB = DF11_FUSED_MAX_BATCH / 8; /* groups of 8 batch rows (mma's N) */
+/* CTAs an SM for NB 3..4: their accumulators and x fragments need more registers (at 8
+ * CTAs an SM they spilled) */
+constexpr int kMinBlocksWide = 6;
 
 /* Eight BF16 of row `row` from column col, zero past K; one 16-byte load where it can. */
 __device__ __forceinline__ uint4 load_x8(const uint16_t *row, long long col, int K, bool vec)
@@ -58,26 +63,39 @@ __device__ __forceinline__ uint4 load_x8(const uint16_t *row, long long col, int
     return make_uint4(v[0], v[1], v[2], v[3]);
 }
 
+// One part of a launch: a tensor, its strips numbered from strip pair g0 of the launch,
+// its outputs at y columns y_col ... y_col + rows - 1. The geometry fields past `rows` are
+// the same in every part (one K).
 struct Mat {
     const uint8_t *sm;
     const uint8_t *codes;
     const uint32_t *exc_off;
     const uint8_t *exc;
     const uint8_t *base;
-    int rows, cols_pad, n_strips, steps, tiles, last_steps;
+    int rows, g0, y_col, cols_pad, n_strips, steps, tiles, last_steps;
     long long strip_code_bytes;
 };
 
 struct Args {
-    Mat W;
+    Mat W[DF11_FUSED_MAX_PARTS];
     const uint16_t *x; // B x K BF16, row stride K (library change: the probe's is cols_pad)
-    void *y;           // B x rows, F32 or (y_bf16) BF16 (library change: the probe's is F32)
-    float *ws;         // partials: n_strips * maxc * 256
-    unsigned *sem;     // n_strips, zero between launches
+    void *y;           // B x ldy, F32 or (y_bf16) BF16 (library change: the probe's is F32)
+    float *ws;         // partials: 2 * (strip pairs) * maxc * 256
+    unsigned *sem;     // a word per strip of the launch, zero between launches
     unsigned *err;     // set when a tile's codes and offsets disagree (may be NULL)
-    int B, NU, G, maxc, K, y_bf16;
+    int n_parts, B, NU, G, maxc, K, ldy, y_bf16;
     bool x_vec; // K % 8 == 0 and x 16-byte aligned: rows read 16 bytes at a time
 };
+
+// The part holding strip pair grp of the launch (parts in order of g0, part 0 at 0).
+__device__ __forceinline__ int part_of(const Args &a, int grp)
+{
+    int p = 0;
+#pragma unroll
+    for (int i = 1; i < DF11_FUSED_MAX_PARTS; i++)
+        if (i < a.n_parts && grp >= a.W[i].g0) p = i;
+    return p;
+}
 
 __device__ __forceinline__ void mma16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2,
                                          uint32_t a3, uint32_t b0, uint32_t b1)
@@ -162,9 +180,9 @@ __device__ __forceinline__ void issue_step(const uint8_t *smp, int t, int t0, in
 
 // One lane's c fragments -> y, or a partial for the strip's last CTA to sum.
 template <int NB>
-__device__ void emit(const Args &a, int s, int grp, float acc[NB][4], uint32_t lane)
+__device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float acc[NB][4],
+                     uint32_t lane)
 {
-    const Mat &W = a.W;
     const long long u0 = (long long)grp * W.tiles;
     const int cf = cta_of(u0, a.NU, a.G), cl = cta_of(u0 + W.tiles - 1, a.NU, a.G), n = cl - cf + 1;
     const int r0 = 16 * s + (int)(lane >> 2);
@@ -175,7 +193,7 @@ __device__ void emit(const Args &a, int s, int grp, float acc[NB][4], uint32_t l
             for (int j = 0; j < 4; j++) {
                 int row = r0 + 8 * (j >> 1), b = nb * 8 + 2 * (int)(lane & 3) + (j & 1);
                 if (b < a.B && row < W.rows) {
-                    const long long at = (long long)b * W.rows + row;
+                    const long long at = (long long)b * a.ldy + W.y_col + row;
                     if (a.y_bf16)
                         static_cast<__nv_bfloat16 *>(a.y)[at] = __float2bfloat16_rn(v[nb][j]);
                     else
@@ -187,7 +205,7 @@ __device__ void emit(const Args &a, int s, int grp, float acc[NB][4], uint32_t l
         store_y(acc);
         return;
     }
-    float *slot = a.ws + ((long long)s * a.maxc) * 256;
+    float *slot = a.ws + ((long long)gs * a.maxc) * 256;
     const int ci = (int)blockIdx.x - cf;
 #pragma unroll
     for (int nb = 0; nb < NB; nb++)
@@ -198,7 +216,7 @@ __device__ void emit(const Args &a, int s, int grp, float acc[NB][4], uint32_t l
     __threadfence();
     __syncwarp();
     unsigned old = 0;
-    if (lane == 0) old = atomicAdd(a.sem + s, 1u);
+    if (lane == 0) old = atomicAdd(a.sem + gs, 1u);
     old = __shfl_sync(~0u, old, 0);
     if (old != (unsigned)n - 1) return;
     __threadfence();
@@ -211,7 +229,7 @@ __device__ void emit(const Args &a, int s, int grp, float acc[NB][4], uint32_t l
                 sum[nb][j] += __ldcg(slot + c * 256 + ((lane >> 2) + 8 * (j >> 1)) * 16 + nb * 8 +
                                      2 * (lane & 3) + (j & 1));
     store_y(sum);
-    if (lane == 0) atomicExch(a.sem + s, 0u);
+    if (lane == 0) atomicExch(a.sem + gs, 0u);
 }
 
 // What one warp does: walk tiles (s, t0..t1) of its strip, copied into its stage by
@@ -222,7 +240,8 @@ __device__ void emit(const Args &a, int s, int grp, float acc[NB][4], uint32_t l
 // The probe's defaults: 8 CTAs of 2 warps an SM (FG_MINB, FG_WARPS there). XV: K is a
 // multiple of 64 (no pad columns) and x_vec, so x needs no bounds check.
 template <int NB, bool XV>
-__global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fused_matmul_kernel(Args a)
+__global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocksWide)
+    fused_matmul_kernel(Args a)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     constexpr int WARPS = kWarps;
@@ -235,7 +254,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fused_matmul_kernel(A
     const uint32_t swz = corr_swz(lane), sw = swz >> 2;
 #pragma unroll
     for (int v = 0; v < 4; v++) corr4[v] = make_uint4(0, 0, 0, 0);
-    const Mat &W = a.W;
+    const int tiles = a.W[0].tiles;
     const long long u_begin = (long long)blockIdx.x * a.NU / a.G,
                     u_end = (long long)(blockIdx.x + 1) * a.NU / a.G;
     const int q = lane & 3, nrow = lane >> 2;
@@ -248,10 +267,12 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fused_matmul_kernel(A
 #endif
 
     for (long long u = u_begin; u < u_end;) {
-        const int grp = (int)(u / W.tiles), t0 = (int)(u % W.tiles);
-        const int t1 = (int)min((long long)W.tiles, t0 + (u_end - u));
+        const int grp = (int)(u / tiles), t0 = (int)(u % tiles);
+        const int t1 = (int)min((long long)tiles, t0 + (u_end - u));
         u += t1 - t0;
-        const int s = grp * WARPS + (int)warp;
+        const Mat &W = a.W[part_of(a, grp)];
+        // s: the strip in its tensor; gs: in the launch (the semaphores and partials)
+        const int s = (grp - W.g0) * WARPS + (int)warp, gs = grp * WARPS + (int)warp;
         if (s >= W.n_strips) continue;
         const uint32_t b0 = W.base[16 * s + nrow], b8 = W.base[16 * s + nrow + 8];
         // through a shuffle, so that ptxas keeps them as values and the decode adds them
@@ -372,17 +393,30 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fused_matmul_kernel(A
             __syncwarp(); // every lane is done with this stage before it is refilled
             cur = nxt;
         }
-        emit<NB>(a, s, grp, acc, lane);
+        emit<NB>(a, W, s, gs, grp, acc, lane);
     }
 #endif
 }
 
 constexpr size_t smem_bytes() { return (size_t)kWarps * (RING_BYTES + CORR_BYTES); }
 
+/* The kernel for nb groups of 8 batch rows (1..kMaxNB). */
+using KernelFn = void (*)(Args);
+KernelFn kernel_of(int nb, bool xv)
+{
+    static const KernelFn k[kMaxNB][2] = {
+        { fused_matmul_kernel<1, false>, fused_matmul_kernel<1, true> },
+        { fused_matmul_kernel<2, false>, fused_matmul_kernel<2, true> },
+        { fused_matmul_kernel<3, false>, fused_matmul_kernel<3, true> },
+        { fused_matmul_kernel<4, false>, fused_matmul_kernel<4, true> },
+    };
+    return k[nb - 1][xv];
+}
+
 /* Launch geometry of the current device, looked up once per device: SMs and CTAs an SM
  * for NB = 1 and 2 (0: the device cannot run the kernel). */
 struct DevGeom {
-    int sms, occ[2], major;
+    int sms, occ[kMaxNB], major;
 };
 
 constexpr int kMaxDevices = 64;
@@ -400,7 +434,7 @@ df11_status dev_geom(DevGeom *out)
         return df11i_fail(DF11_ERR_UNSUPPORTED, "fused matmul: device %d", dev);
     int st = g_state[dev].load(std::memory_order_acquire);
     if (st == 0) {
-        DevGeom g = { 0, { 0, 0 }, 0 };
+        DevGeom g = {};
         int major = 0;
         e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
         g.major = major;
@@ -410,40 +444,43 @@ df11_status dev_geom(DevGeom *out)
             return df11i_fail(DF11_ERR_DEVICE, "fused matmul: device attributes: %s",
                               cudaGetErrorString(e));
         if (major >= 8) {
-            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                &g.occ[0], fused_matmul_kernel<1, true>, kWarps * 32, smem_bytes());
-            if (e == cudaSuccess)
+            for (int nb = 1; nb <= kMaxNB && e == cudaSuccess; nb++)
                 e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                    &g.occ[1], fused_matmul_kernel<2, true>, kWarps * 32, smem_bytes());
+                    &g.occ[nb - 1], kernel_of(nb, true), kWarps * 32, smem_bytes());
             if (e != cudaSuccess)
                 return df11i_fail(DF11_ERR_DEVICE, "fused matmul: occupancy: %s",
                                   cudaGetErrorString(e));
         }
         g_geom[dev] = g; /* the same values from every thread that gets here */
-        st = major >= 8 && g.occ[0] > 0 && g.occ[1] > 0 ? 1 : 2;
+        st = 2;
+        if (major >= 8) {
+            st = 1;
+            for (int nb = 1; nb <= kMaxNB; nb++)
+                if (g.occ[nb - 1] <= 0) st = 2;
+        }
         g_state[dev].store(st, std::memory_order_release);
     }
-    *out = st == 1 ? g_geom[dev] : DevGeom{ 0, { 0, 0 }, 0 };
+    *out = st == 1 ? g_geom[dev] : DevGeom{};
     return DF11_OK;
 }
 
-/* The grid of one launch: units are (strip pair, tile); G CTAs take NU / G each, so a
- * strip pair's `tiles` units touch at most maxc CTAs (the partial slots per strip). */
+/* The grid of one launch: units are (strip pair, tile) over all its parts; G CTAs take
+ * NU / G each, so a strip pair's `tiles` units touch at most maxc CTAs (the partial slots
+ * per strip). */
 struct Grid {
     int NU, G, maxc;
 };
 
-Grid make_grid(const df11i_fixed_geom &g, const DevGeom &dg, int nb, uint32_t scale = 1)
+Grid make_grid(long long pairs, long long tiles, const DevGeom &dg, int nb, uint32_t scale = 1)
 {
     Grid r;
-    const long long groups = ((long long)g.n_strips + kWarps - 1) / kWarps;
-    const long long nu = groups * (long long)g.tiles;
+    const long long nu = pairs * tiles;
     r.NU = (int)nu;
     const long long full = (long long)dg.sms * dg.occ[nb - 1] * (scale ? scale : 1);
     r.G = (int)(nu < full ? nu : full);
     if (r.G < 1) r.G = 1;
     const long long minu = nu / r.G; /* >= 1 */
-    long long c = ((long long)g.tiles + minu - 1) / minu + 1;
+    long long c = (tiles + minu - 1) / minu + 1;
     r.maxc = (int)(c < r.G ? c : r.G);
     return r;
 }
@@ -462,11 +499,34 @@ df11_status geom_of(uint64_t rows, uint64_t cols, df11i_fixed_geom *g)
     return DF11_OK;
 }
 
-/* The workspace: semaphores at its start, partials at its end. */
-uint64_t sem_bytes(const df11i_fixed_geom &g) { return align256(4 * g.n_strips); }
-uint64_t part_bytes(const df11i_fixed_geom &g, const Grid &gr)
+/* The strip pairs of a launch of parts with these rows and one K (their geometries in g),
+ * and where each part starts. */
+df11_status launch_geom(uint32_t n_parts, const uint64_t *rows, uint64_t cols, df11i_fixed_geom *g,
+                        long long *g0, long long *pairs)
 {
-    return 4 * g.n_strips * (uint64_t)gr.maxc * 256;
+    if (n_parts == 0 || n_parts > DF11_FUSED_MAX_PARTS)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "fused matmul: %u parts (1..%d)", n_parts,
+                          DF11_FUSED_MAX_PARTS);
+    long long p = 0, y = 0;
+    for (uint32_t i = 0; i < n_parts; i++) {
+        df11_status s = geom_of(rows[i], cols, &g[i]);
+        if (s != DF11_OK) return s;
+        g0[i] = p;
+        p += ((long long)g[i].n_strips + kWarps - 1) / kWarps;
+        y += (long long)rows[i];
+    }
+    if (p * (long long)g[0].tiles > INT32_MAX || y > INT32_MAX)
+        return df11i_fail(DF11_ERR_UNSUPPORTED, "fused matmul: %u parts of %llu rows in all",
+                          n_parts, (unsigned long long)y);
+    *pairs = p;
+    return DF11_OK;
+}
+
+/* The workspace: semaphores at its start (a word per strip), partials at its end. */
+uint64_t sem_bytes(long long pairs) { return align256(4ull * kWarps * pairs); }
+uint64_t part_bytes(long long pairs, const Grid &gr)
+{
+    return 4ull * kWarps * pairs * (uint64_t)gr.maxc * 256;
 }
 
 } // namespace
@@ -477,56 +537,98 @@ extern "C" int df11i_fused_matmul_supported(void)
     return dev_geom(&dg) == DF11_OK && dg.sms > 0;
 }
 
-extern "C" df11_status df11i_fused_matmul_workspace(uint64_t rows, uint64_t cols, uint64_t *bytes)
+extern "C" df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint64_t *rows,
+                                                    uint64_t cols, uint64_t *bytes)
 {
-    df11i_fixed_geom g;
+    df11i_fixed_geom g[DF11_FUSED_MAX_PARTS];
+    long long g0[DF11_FUSED_MAX_PARTS], pairs = 0;
     DevGeom dg;
     df11_status s;
-    if (!bytes) return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul_workspace: NULL");
-    if ((s = geom_of(rows, cols, &g)) != DF11_OK || (s = dev_geom(&dg)) != DF11_OK) return s;
+    if (!bytes || !rows)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul_workspace: NULL");
+    if ((s = launch_geom(n_parts, rows, cols, g, g0, &pairs)) != DF11_OK ||
+        (s = dev_geom(&dg)) != DF11_OK)
+        return s;
     if (!dg.sms) return df11i_fail(DF11_ERR_UNSUPPORTED, "fused matmul: needs sm_80 or newer");
-    uint64_t m = sem_bytes(g);
-    for (int nb = 1; nb <= 2; nb++)
-        if (part_bytes(g, make_grid(g, dg, nb)) > m) m = part_bytes(g, make_grid(g, dg, nb));
+    uint64_t m = sem_bytes(pairs);
+    for (int nb = 1; nb <= kMaxNB; nb++) {
+        const uint64_t b = part_bytes(pairs, make_grid(pairs, (long long)g[0].tiles, dg, nb));
+        if (b > m) m = b;
+    }
     *bytes = 2 * m;
     return DF11_OK;
 }
 
-extern "C" df11_status df11i_fused_matmul(const df11i_gpu_tensor_desc *d, const void *d_payload,
-                                          const void *x, uint32_t batch, void *y, int y_bf16,
-                                          void *ws, uint64_t ws_size, uint32_t *d_error,
+extern "C" df11_status df11i_fused_matmul(const df11i_fused_part *parts, uint32_t n_parts,
+                                          const void *x, uint32_t batch, void *y, uint32_t ldy,
+                                          int y_bf16, void *ws, uint64_t ws_size, uint32_t *d_error,
                                           uint32_t grid_scale, int pdl, void *stream)
 {
-    if (!d || !d_payload || !x || !y || !ws)
+    if (!parts || !x || !y || !ws)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul: NULL argument");
-    if (d->codec != DF11_CODEC_EXP_FIXED)
-        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul: codec %u is not fixed",
-                          d->codec);
     if (batch == 0 || batch > DF11_FUSED_MAX_BATCH)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul: batch %u (1..%d)", batch,
                           DF11_FUSED_MAX_BATCH);
-    df11i_fixed_geom g;
-    DevGeom dg;
-    df11_status s;
-    if ((s = geom_of(d->rows, d->cols, &g)) != DF11_OK || (s = dev_geom(&dg)) != DF11_OK) return s;
-    if (!dg.sms) return df11i_fail(DF11_ERR_UNSUPPORTED, "fused matmul: needs sm_80 or newer");
-    const int nb = batch > 8 ? 2 : 1;
     if (grid_scale > 64)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul: grid scale %u (0..64)",
                           grid_scale);
-    const Grid gr = make_grid(g, dg, nb, grid_scale);
-    const uint64_t pb = part_bytes(g, gr);
-    if (sem_bytes(g) + pb > ws_size)
+    uint64_t rows[DF11_FUSED_MAX_PARTS], y_cols = 0;
+    for (uint32_t i = 0; i < n_parts && i < DF11_FUSED_MAX_PARTS; i++) {
+        const df11i_gpu_tensor_desc *d = parts[i].d;
+        if (!d || !parts[i].payload)
+            return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul: part %u is NULL", i);
+        if (d->codec != DF11_CODEC_EXP_FIXED)
+            return df11i_fail(DF11_ERR_INVALID_ARG,
+                              "df11i_fused_matmul: part %u: codec %u is not fixed", i, d->codec);
+        if (d->cols != parts[0].d->cols)
+            return df11i_fail(DF11_ERR_INVALID_ARG,
+                              "df11i_fused_matmul: part %u has %llu columns, part 0 %llu", i,
+                              (unsigned long long)d->cols, (unsigned long long)parts[0].d->cols);
+        rows[i] = d->rows;
+        y_cols += d->rows;
+    }
+    df11i_fixed_geom g[DF11_FUSED_MAX_PARTS];
+    long long g0[DF11_FUSED_MAX_PARTS], pairs = 0;
+    DevGeom dg;
+    df11_status s;
+    if ((s = launch_geom(n_parts, rows, n_parts ? parts[0].d->cols : 0, g, g0, &pairs)) !=
+            DF11_OK ||
+        (s = dev_geom(&dg)) != DF11_OK)
+        return s;
+    if (!dg.sms) return df11i_fail(DF11_ERR_UNSUPPORTED, "fused matmul: needs sm_80 or newer");
+    if (ldy == 0) ldy = (uint32_t)y_cols;
+    if (ldy < y_cols || ldy > INT32_MAX)
+        return df11i_fail(DF11_ERR_INVALID_ARG,
+                          "df11i_fused_matmul: ldy %u for %llu output columns", ldy,
+                          (unsigned long long)y_cols);
+    const int nb = (int)(batch + 7) / 8;
+    const Grid gr = make_grid(pairs, (long long)g[0].tiles, dg, nb, grid_scale);
+    const uint64_t pb = part_bytes(pairs, gr);
+    if (sem_bytes(pairs) + pb > ws_size)
         return df11i_fail(DF11_ERR_STATE, "fused matmul: workspace %llu bytes, needs %llu",
-                          (unsigned long long)ws_size, (unsigned long long)(sem_bytes(g) + pb));
-    const uint8_t *p = static_cast<const uint8_t *>(d_payload);
-    Args a;
-    a.W = Mat{
-        p + d->data_off,  p + d->stream_off, reinterpret_cast<const uint32_t *>(p + d->chunks_off),
-        p + d->lanes_off, p + d->base_off,   (int)g.rows,
-        (int)g.cols_pad,  (int)g.n_strips,   (int)g.steps,
-        (int)g.tiles,     (int)g.last_steps, (long long)g.strip_code_bytes
-    };
+                          (unsigned long long)ws_size, (unsigned long long)(sem_bytes(pairs) + pb));
+    Args a = {};
+    int y_col = 0;
+    for (uint32_t i = 0; i < n_parts; i++) {
+        const df11i_gpu_tensor_desc *d = parts[i].d;
+        const uint8_t *p = static_cast<const uint8_t *>(parts[i].payload);
+        a.W[i] = Mat{ p + d->data_off,
+                      p + d->stream_off,
+                      reinterpret_cast<const uint32_t *>(p + d->chunks_off),
+                      p + d->lanes_off,
+                      p + d->base_off,
+                      (int)g[i].rows,
+                      (int)g0[i],
+                      y_col,
+                      (int)g[i].cols_pad,
+                      (int)g[i].n_strips,
+                      (int)g[i].steps,
+                      (int)g[i].tiles,
+                      (int)g[i].last_steps,
+                      (long long)g[i].strip_code_bytes };
+        y_col += (int)g[i].rows;
+    }
+    a.n_parts = (int)n_parts;
     a.x = static_cast<const uint16_t *>(x);
     a.y = y;
     a.sem = static_cast<unsigned *>(ws);
@@ -536,10 +638,11 @@ extern "C" df11_status df11i_fused_matmul(const df11i_gpu_tensor_desc *d, const 
     a.NU = gr.NU;
     a.G = gr.G;
     a.maxc = gr.maxc;
-    a.K = (int)g.cols;
+    a.K = (int)g[0].cols;
+    a.ldy = (int)ldy;
     a.y_bf16 = y_bf16 != 0;
-    a.x_vec = g.cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
-    const bool xv = a.x_vec && g.cols % 64 == 0;
+    a.x_vec = g[0].cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+    const bool xv = a.x_vec && g[0].cols % 64 == 0;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)gr.G);
     cfg.blockDim = dim3(kWarps * 32);
@@ -550,13 +653,7 @@ extern "C" df11_status df11i_fused_matmul(const df11i_gpu_tensor_desc *d, const 
     at[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = at;
     cfg.numAttrs = pdl && dg.major >= 9 ? 1 : 0; /* griddepcontrol is sm_90+ */
-    cudaError_t e;
-    if (nb == 1)
-        e = xv ? cudaLaunchKernelEx(&cfg, fused_matmul_kernel<1, true>, a)
-               : cudaLaunchKernelEx(&cfg, fused_matmul_kernel<1, false>, a);
-    else
-        e = xv ? cudaLaunchKernelEx(&cfg, fused_matmul_kernel<2, true>, a)
-               : cudaLaunchKernelEx(&cfg, fused_matmul_kernel<2, false>, a);
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kernel_of(nb, xv), a);
     if (e == cudaSuccess) e = cudaGetLastError();
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "fused matmul launch (%d CTAs): %s", gr.G,

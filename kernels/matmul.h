@@ -21,26 +21,40 @@ extern "C" {
 #endif
 
 /* The largest batch the fused kernel takes. */
-#define DF11_FUSED_MAX_BATCH 16
+#define DF11_FUSED_MAX_BATCH 32
+/* The most tensors one launch multiplies (a stacked weight's parts). */
+#define DF11_FUSED_MAX_PARTS 8
+
+/* One tensor of a launch: an EXP_FIXED tensor of a plan (kernels/decode.h), its offsets
+ * relative to `payload` (device memory). */
+typedef struct df11i_fused_part {
+    const df11i_gpu_tensor_desc *d;
+    const void *payload;
+} df11i_fused_part;
 
 /* 1 when the current device can run the fused kernel (sm_80+), else 0. */
 int df11i_fused_matmul_supported(void);
 
-/* Bytes of workspace df11i_fused_matmul needs for a rows x cols tensor at any batch on the
- * current device. It holds a semaphore word per 16-row strip at its start (which must be
- * zero before the first launch; every launch leaves them zero) and the split-K partials at
- * its end, and is twice the larger of the two: so tensors may share one workspace of the
- * largest of their sizes, the partials of one never reaching the semaphores of another.
- * DF11_ERR_UNSUPPORTED when the device or the shape is out of reach. */
-df11_status df11i_fused_matmul_workspace(uint64_t rows, uint64_t cols, uint64_t *bytes);
+/* Bytes of workspace df11i_fused_matmul needs for a launch over n_parts tensors of these
+ * rows and `cols` columns, at any batch, on the current device. It holds a semaphore word
+ * per 16-row strip at its start (which must be zero before the first launch; every launch
+ * leaves them zero) and the split-K partials at its end, and is twice the larger of the
+ * two: so launches may share one workspace of the largest of their sizes, the partials of
+ * one never reaching the semaphores of another. DF11_ERR_UNSUPPORTED when the device or
+ * the shape is out of reach. */
+df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint64_t *rows, uint64_t cols,
+                                         uint64_t *bytes);
 
-/* y (batch x d->rows, F32, or BF16 when y_bf16) = x (batch x d->cols BF16, row stride
- * d->cols) · Wᵀ for the EXP_FIXED tensor `d` of a plan (kernels/decode.h; its offsets are
- * relative to d_payload). batch 1..DF11_FUSED_MAX_BATCH. `ws` (ws_size bytes, from
- * df11i_fused_matmul_workspace) is used by one launch at a time: launches sharing it must
- * be ordered (one stream, or events). The plan builder validated the tensor; the kernel
- * still ORs 1 into *d_error (if not NULL) where a tile's codes and exception offsets
- * disagree. Asynchronous; returns argument and launch errors only.
+/* y = x · [W_0; W_1; ...]ᵀ for the n_parts (1..DF11_FUSED_MAX_PARTS) tensors of `parts`,
+ * all with the same columns K, in one launch: y is batch x ldy (F32, or BF16 when y_bf16),
+ * part i's outputs at columns [R_i, R_i + rows_i), R_i the rows of the parts before it;
+ * ldy 0 means the sum of the rows. x is batch x K BF16, row stride K. batch
+ * 1..DF11_FUSED_MAX_BATCH. One launch over several tensors sharing x (q, k, v; gate, up)
+ * pays the pipeline fill and drain once, and small tensors fill the GPU together.
+ * `ws` (ws_size bytes, from df11i_fused_matmul_workspace) is used by one launch at a time:
+ * launches sharing it must be ordered (one stream, or events). The plan builder validated
+ * the tensors; the kernel still ORs 1 into *d_error (if not NULL) where a tile's codes and
+ * exception offsets disagree. Asynchronous; returns argument and launch errors only.
  *
  * grid_scale: 0 or 1 launches SMs x (CTAs an SM) CTAs, the default (the full grid won or
  * tied for every Llama-3-8B matrix in the probe, bench/probes/fused_gemv.cu); n > 1 (up to
@@ -53,9 +67,10 @@ df11_status df11i_fused_matmul_workspace(uint64_t rows, uint64_t cols, uint64_t 
  * to complete; only the weights are read before that. Correct whatever kernel precedes it,
  * programmatic or not, in a CUDA graph too; it overlaps one launch's pipeline fill with the
  * drain of the one before. */
-df11_status df11i_fused_matmul(const df11i_gpu_tensor_desc *d, const void *d_payload, const void *x,
-                               uint32_t batch, void *y, int y_bf16, void *ws, uint64_t ws_size,
-                               uint32_t *d_error, uint32_t grid_scale, int pdl, void *stream);
+df11_status df11i_fused_matmul(const df11i_fused_part *parts, uint32_t n_parts, const void *x,
+                               uint32_t batch, void *y, uint32_t ldy, int y_bf16, void *ws,
+                               uint64_t ws_size, uint32_t *d_error, uint32_t grid_scale, int pdl,
+                               void *stream);
 
 #ifdef __cplusplus
 }

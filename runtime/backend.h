@@ -39,13 +39,14 @@ typedef struct df11i_backend_group {
 } df11i_backend_group;
 
 /* One product of the matmul op (runtime/matmul.c checks it before a backend sees it):
- * y (batch × n) = x (batch × k, BF16) · Wᵀ for W n × k BF16, fp32 accumulation, y BF16 or
- * F32; x and y in backend memory; n, k, batch in [1, INT32_MAX]. */
+ * y (batch × n, row stride ldy >= n) = x (batch × k, BF16) · Wᵀ for W n × k BF16, fp32
+ * accumulation, y BF16 or F32; x and y in backend memory; n, k, batch, ldy in
+ * [1, INT32_MAX]. */
 typedef struct df11i_matmul_args {
     const void *x;
     void *y;
     df11_dtype y_dtype;
-    uint32_t batch, n, k;
+    uint32_t batch, n, k, ldy;
     void *stream;
     /* matmul_fused only, where the backend has matmul_fused_ws: its workspace (the op's,
      * runtime/matmul.c), ws_size bytes, used by one product at a time; else NULL, 0. */
@@ -106,15 +107,19 @@ typedef struct df11i_backend_iface {
      * fused CUDA kernels plug in: this pair of slots in the CUDA table. */
     int (*matmul_fused_takes)(df11i_backend *be, const df11_file *file, uint32_t tensor,
                               uint32_t batch);
-    /* y = x·Wᵀ straight from compressed tensor `tensor` of group g (g->payload), never
-     * writing the decoded tensor whole to memory. */
+    /* y = x·[W_0; W_1; ...]ᵀ straight from the compressed tensors tensors[i] of groups g[i]
+     * (g[i].payload), never writing a decoded tensor whole to memory: n_parts (1..8)
+     * tensors of a->k columns whose rows add up to a->n, part i's outputs in the y columns
+     * after those of the parts before it (a stacked weight; one tensor: n_parts 1). Called
+     * only where matmul_fused_takes said yes for every part. */
     df11_status (*matmul_fused)(df11i_backend *be, void *mm, const df11i_matmul_args *a,
-                                const df11i_backend_group *g, uint32_t tensor);
-    /* Bytes of workspace matmul_fused needs for tensor `tensor` at any batch (0: none, or
-     * never fused), whose first 256 bytes-aligned semaphore words the runtime zeroes once
+                                uint32_t n_parts, const df11i_backend_group *g,
+                                const uint32_t *tensors);
+    /* Bytes of workspace matmul_fused needs for these parts at any batch (0: none, or never
+     * fused), whose first 256 bytes-aligned semaphore words the runtime zeroes once
      * (kernels/matmul.h). NULL: the backend's fused path needs no workspace (host). */
-    df11_status (*matmul_fused_ws)(df11i_backend *be, const df11_file *file, uint32_t tensor,
-                                   uint64_t *bytes);
+    df11_status (*matmul_fused_ws)(df11i_backend *be, const df11_file *file, uint32_t n_parts,
+                                   const uint32_t *tensors, uint64_t *bytes);
     /* What decode_tensor needs for tensor `tensor` besides the payload (CUDA: a one-tensor
      * plan, cut from the group's plan g->plan_host); *blob malloc'd, kept by the caller
      * while decodes may use it. DF11_ERR_UNSUPPORTED for a codec the backend cannot decode
@@ -151,7 +156,8 @@ df11_status df11i_host_matmul_bf16(df11i_backend *be, void *mm, const df11i_matm
 int df11i_host_matmul_fused_takes(df11i_backend *be, const df11_file *file, uint32_t tensor,
                                   uint32_t batch);
 df11_status df11i_host_matmul_fused(df11i_backend *be, void *mm, const df11i_matmul_args *a,
-                                    const df11i_backend_group *g, uint32_t tensor);
+                                    uint32_t n_parts, const df11i_backend_group *g,
+                                    const uint32_t *tensors);
 df11_status df11i_host_decode_tensor(df11i_backend *be, const df11i_backend_group *g,
                                      uint32_t tensor, void *out, void *stream);
 
@@ -167,9 +173,10 @@ df11_status df11i_cuda_decode_tensor(df11i_backend *be, const df11i_backend_grou
 int df11i_cuda_matmul_fused_takes(df11i_backend *be, const df11_file *file, uint32_t tensor,
                                   uint32_t batch);
 df11_status df11i_cuda_matmul_fused(df11i_backend *be, void *mm, const df11i_matmul_args *a,
-                                    const df11i_backend_group *g, uint32_t tensor);
-df11_status df11i_cuda_matmul_fused_ws(df11i_backend *be, const df11_file *file, uint32_t tensor,
-                                       uint64_t *bytes);
+                                    uint32_t n_parts, const df11i_backend_group *g,
+                                    const uint32_t *tensors);
+df11_status df11i_cuda_matmul_fused_ws(df11i_backend *be, const df11_file *file, uint32_t n_parts,
+                                       const uint32_t *tensors, uint64_t *bytes);
 /* The largest batch the CUDA fused path takes, process-wide (default and at most
  * DF11_FUSED_MAX_BATCH; 0 = never): for tests and benchmarks that force a path. Returns
  * the previous value. */

@@ -96,6 +96,8 @@ struct df11_model {
     void *mm_ws_stream;       /* the stream of the last fused product */
     int mm_ws_used;           /* mm_ws_event has been recorded (on mm_ws_stream) */
     void *mm_ready, *mm_done; /* side stream: decoded into scratch; caller: done with it */
+    struct rt_stack *stacks;  /* stacked weights (df11_weight_stack), n_stacks of them */
+    uint32_t n_stacks;
     int mm_done_recorded;
 
     df11i_stats_page stats_page; /* options.publish_stats */

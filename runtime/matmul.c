@@ -7,7 +7,7 @@
  *   DIRECT: W lies decoded in backend memory (resident group, or stored raw in the
  *           payload): matmul_bf16 on it.
  *   FUSED:  the backend multiplies straight from the compressed tensor (host: decode-dot;
- *           CUDA: kernels/fused_matmul.cu on fixed-code tensors at batch <= 16). Its
+ *           CUDA: kernels/fused_matmul.cu on fixed-code tensors at batch <= 32). Its
  *           workspace, where it needs one, is the tail of the op's scratch, which the
  *           decode path never touches: each fused product records an event, which a
  *           fused product on another stream waits for (none on the same stream).
@@ -32,6 +32,15 @@
 #include "runtime/internal.h"
 
 typedef enum { PATH_DIRECT, PATH_FUSED, PATH_DECODE } mm_path;
+
+/* A stacked weight (df11_weight_stack): its parts' tensors, rows added up. Its
+ * df11_weight.tensor is n_tensors + its index in m->stacks. */
+typedef struct rt_stack {
+    uint32_t n;
+    uint32_t part[DF11_MAX_STACK];
+    uint32_t rows, cols;
+    char *name; /* the parts' names joined by '+' */
+} rt_stack;
 
 static atomic_uint_fast64_t next_uid = 1;
 
@@ -61,6 +70,10 @@ void df11i_rt_matmul_close(df11_model *m)
     m->mm = m->mm_ready = m->mm_done = m->mm_ws_event = NULL;
     if (m->tensors)
         for (uint32_t t = 0; t < m->n_tensors; t++) free(m->tensors[t].mm_plan_host);
+    for (uint32_t i = 0; i < m->n_stacks; i++) free(m->stacks[i].name);
+    free(m->stacks);
+    m->stacks = NULL;
+    m->n_stacks = 0;
 }
 
 /* The decoded weights where they already lie in backend memory, else NULL. */
@@ -102,13 +115,13 @@ static int is_matmul_weight(const df11_tensor_view *v)
     return v->dtype == DF11_DTYPE_BF16 && v->ndim == 2 && v->shape[0] && v->shape[1];
 }
 
-/* The fused path's workspace after it, zeroed once (its semaphores must start at 0). */
-static df11_status ws_zero(df11_model *m)
+/* A workspace of the fused path, zeroed once (its semaphores must start at 0). */
+static df11_status ws_zero(df11_model *m, void *ws, uint64_t size)
 {
     df11i_backend *be = m->be;
-    void *zero = calloc(1, m->mm_ws_size);
+    void *zero = calloc(1, size);
     if (!zero) return df11i_fail(DF11_ERR_NO_MEMORY, "matmul op: out of host memory");
-    df11_status s = be->iface->copy_h2d(be, m->mm_ws, zero, m->mm_ws_size, m->side_stream);
+    df11_status s = be->iface->copy_h2d(be, ws, zero, size, m->side_stream);
     if (s == DF11_OK) s = be->iface->synchronize(be, m->side_stream); /* not on the hot path */
     free(zero);
     return s;
@@ -128,7 +141,7 @@ static df11_status scratch_make(df11_model *m)
         if (df11i_align_up(v->nbytes, 256) > size) size = df11i_align_up(v->nbytes, 256);
         uint64_t b = 0;
         df11_status s;
-        if (io->matmul_fused_ws && (s = io->matmul_fused_ws(m->be, m->file, t, &b)) != DF11_OK)
+        if (io->matmul_fused_ws && (s = io->matmul_fused_ws(m->be, m->file, 1, &t, &b)) != DF11_OK)
             return s;
         if (b > ws) ws = b;
     }
@@ -141,7 +154,7 @@ static df11_status scratch_make(df11_model *m)
     if (ws) {
         m->mm_ws = (char *)m->mm_scratch + size;
         m->mm_ws_size = ws;
-        if ((s = ws_zero(m)) != DF11_OK) {
+        if ((s = ws_zero(m, m->mm_ws, m->mm_ws_size)) != DF11_OK) {
             m->mm_ws = NULL; /* pool memory goes with the pool; a later weight_get retries */
             m->mm_ws_size = 0;
             m->mm_scratch = NULL;
@@ -211,23 +224,122 @@ df11_status df11_weight_get(df11_model *m, const char *name, df11_weight *w)
     return DF11_OK;
 }
 
-/* FUSED. A workspace (the tail of the scratch) is one buffer, used by fused products only:
- * one on another stream than the last waits for the last (mm_ws_event). */
-static df11_status matmul_fused(df11_model *m, uint32_t t, df11i_matmul_args *a)
+/* Whether w is a weight df11_weight_get or df11_weight_stack gave out for this model, as
+ * it gave it (w->model checked by the caller). */
+static df11_status weight_check(const df11_model *m, const df11_weight *w)
+{
+    if (w->tensor >= m->n_tensors + m->n_stacks)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "weight index %u out of range (%u)", w->tensor,
+                          m->n_tensors + m->n_stacks);
+    if (w->tensor >= m->n_tensors) {
+        const rt_stack *st = &m->stacks[w->tensor - m->n_tensors];
+        if (st->rows != w->rows || st->cols != w->cols)
+            return df11i_fail(DF11_ERR_INVALID_ARG,
+                              "weight %u is not what df11_weight_stack returned for '%s'",
+                              w->tensor, st->name);
+        return DF11_OK;
+    }
+    const df11_tensor_view *v = &m->tensors[w->tensor].view;
+    if (!is_matmul_weight(v) || v->shape[0] != w->rows || v->shape[1] != w->cols)
+        return df11i_fail(DF11_ERR_INVALID_ARG,
+                          "weight %u is not what df11_weight_get returned for '%s'", w->tensor,
+                          v->name);
+    return DF11_OK;
+}
+
+df11_status df11_weight_stack(df11_model *m, uint32_t n, const df11_weight *parts,
+                              df11_weight *stacked)
+{
+    if (!m || !parts || !stacked)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_weight_stack: NULL argument");
+    if (n < 1 || n > DF11_MAX_STACK)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_weight_stack: %u parts (1..%d)", n,
+                          DF11_MAX_STACK);
+    rt_stack st = { .n = n, .cols = parts[0].cols };
+    uint64_t rows = 0;
+    size_t name_len = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const df11_weight *w = &parts[i];
+        df11_status s;
+        if (w->model != m->uid)
+            return df11i_fail(DF11_ERR_INVALID_ARG,
+                              "df11_weight_stack: part %u belongs to another model", i);
+        if ((s = weight_check(m, w)) != DF11_OK)
+            return df11i_fail_context(s, "df11_weight_stack: part %u", i);
+        if (w->tensor >= m->n_tensors)
+            return df11i_fail(DF11_ERR_INVALID_ARG,
+                              "df11_weight_stack: part %u is itself stacked ('%s')", i,
+                              m->stacks[w->tensor - m->n_tensors].name);
+        if (w->cols != st.cols)
+            return df11i_fail(DF11_ERR_INVALID_ARG,
+                              "df11_weight_stack: part %u ('%s') has %u columns, part 0 %u", i,
+                              w->name, w->cols, st.cols);
+        st.part[i] = w->tensor;
+        rows += w->rows;
+        name_len += strlen(m->tensors[w->tensor].view.name) + 1;
+    }
+    if (rows > INT32_MAX)
+        return df11i_fail(DF11_ERR_OVERFLOW, "df11_weight_stack: %llu rows exceed INT32_MAX",
+                          (unsigned long long)rows);
+    st.rows = (uint32_t)rows;
+    /* One launch over the parts may need a larger workspace than any one of them. */
+    df11i_backend *be = m->be;
+    uint64_t ws = 0;
+    df11_status s;
+    if (be->iface->matmul_fused_ws && m->file &&
+        (s = be->iface->matmul_fused_ws(be, m->file, n, st.part, &ws)) != DF11_OK)
+        return s;
+    ws = df11i_align_up(ws, 256);
+    if (ws > m->mm_ws_size) {
+        void *p = NULL; /* the old workspace stays with the pool until close */
+        if ((s = df11i_pool_alloc(m->pool, ws, RT_PAYLOAD_ALIGN, DF11_POOL_USE_ARENA, &p)) !=
+                DF11_OK ||
+            (s = ws_zero(m, p, ws)) != DF11_OK)
+            return df11i_fail_context(s, "the matmul op's workspace for a stack (%.1f MiB)",
+                                      df11i_rt_mib(ws));
+        m->mm_ws = p;
+        m->mm_ws_size = ws;
+    }
+    rt_stack *grown = realloc(m->stacks, sizeof *grown * (m->n_stacks + 1));
+    if (!grown) return df11i_fail(DF11_ERR_NO_MEMORY, "df11_weight_stack: out of host memory");
+    m->stacks = grown;
+    if (!(st.name = malloc(name_len)))
+        return df11i_fail(DF11_ERR_NO_MEMORY, "df11_weight_stack: out of host memory");
+    st.name[0] = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (i) strcat(st.name, "+");
+        strcat(st.name, m->tensors[st.part[i]].view.name);
+    }
+    m->stacks[m->n_stacks] = st;
+    *stacked = (df11_weight){ .model = m->uid,
+                              .tensor = m->n_tensors + m->n_stacks,
+                              .rows = st.rows,
+                              .cols = st.cols,
+                              .name = st.name };
+    m->n_stacks++;
+    return DF11_OK;
+}
+
+/* FUSED, over the n parts of a stacked weight or one tensor (n = 1). A workspace (the
+ * tail of the scratch) is one buffer, used by fused products only: one on another stream
+ * than the last waits for the last (mm_ws_event). */
+static df11_status matmul_fused(df11_model *m, uint32_t n, const uint32_t *tensors,
+                                df11i_matmul_args *a)
 {
     df11i_backend *be = m->be;
-    df11i_backend_group g = backend_group(m, t);
-    if (!be->iface->matmul_fused_ws) return be->iface->matmul_fused(be, m->mm, a, &g, t);
+    df11i_backend_group g[DF11_MAX_STACK];
+    for (uint32_t i = 0; i < n; i++) g[i] = backend_group(m, tensors[i]);
+    if (!be->iface->matmul_fused_ws) return be->iface->matmul_fused(be, m->mm, a, n, g, tensors);
     if (!m->mm_ws)
         return df11i_fail(DF11_ERR_STATE, "tensor '%s': weight not resolved by df11_weight_get",
-                          m->tensors[t].view.name);
+                          m->tensors[tensors[0]].view.name);
     a->ws = m->mm_ws;
     a->ws_size = m->mm_ws_size;
     df11_status s;
     if (m->mm_ws_used && m->mm_ws_stream != a->stream &&
         (s = be->iface->stream_wait(be, a->stream, m->mm_ws_event)) != DF11_OK)
         return s;
-    s = be->iface->matmul_fused(be, m->mm, a, &g, t);
+    s = be->iface->matmul_fused(be, m->mm, a, n, g, tensors);
     /* recorded even after a failed launch: a later product must not overtake what ran */
     df11_status s2 = be->iface->event_record(be, m->mm_ws_event, a->stream);
     if (s2 == DF11_OK) {
@@ -289,6 +401,42 @@ static df11_status matmul_in_arena(df11_model *m, uint32_t t, const df11i_matmul
     return s != DF11_OK ? s : s2;
 }
 
+/* One tensor, by the path matmul_path picks (a->n its rows; y may be wider, a->ldy). */
+static df11_status matmul_one(df11_model *m, uint32_t t, df11i_matmul_args *a)
+{
+    df11i_backend *be = m->be;
+    switch (matmul_path(m, t, a->batch)) {
+    case PATH_DIRECT: return be->iface->matmul_bf16(be, m->mm, a, weight_direct(m, t));
+    case PATH_FUSED: return matmul_fused(m, 1, &t, a);
+    case PATH_DECODE: break;
+    }
+    df11_status s = matmul_in_arena(m, t, a);
+    if (s != DF11_ERR_BUSY) return s;
+    df11i_clear_error();
+    return matmul_decoded(m, t, a);
+}
+
+/* A stacked weight: one fused launch where every part takes the fused path at this batch,
+ * else each part by its own path into its columns of y. */
+static df11_status matmul_stacked(df11_model *m, const rt_stack *st, df11i_matmul_args *a)
+{
+    int all_fused = 1;
+    for (uint32_t i = 0; i < st->n; i++)
+        all_fused &= matmul_path(m, st->part[i], a->batch) == PATH_FUSED;
+    if (all_fused) return matmul_fused(m, st->n, st->part, a);
+    const size_t ysize = a->y_dtype == DF11_DTYPE_F32 ? 4 : 2;
+    uint64_t col = 0;
+    for (uint32_t i = 0; i < st->n; i++) {
+        df11i_matmul_args part = *a;
+        part.n = (uint32_t)m->tensors[st->part[i]].view.shape[0];
+        part.y = (char *)a->y + col * ysize;
+        df11_status s = matmul_one(m, st->part[i], &part);
+        if (s != DF11_OK) return s;
+        col += part.n;
+    }
+    return DF11_OK;
+}
+
 df11_status df11_matmul(df11_model *m, const df11_weight *w, const void *x, uint32_t batch, void *y,
                         df11_dtype y_dtype, df11_stream stream)
 {
@@ -306,14 +454,8 @@ df11_status df11_matmul(df11_model *m, const df11_weight *w, const void *x, uint
         return df11i_fail(DF11_ERR_INVALID_ARG,
                           "df11_matmul: the weight belongs to another model (or was never "
                           "resolved by df11_weight_get on this one)");
-    if (w->tensor >= m->n_tensors)
-        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_matmul: weight index %u out of range (%u)",
-                          w->tensor, m->n_tensors);
-    const df11_tensor_view *v = &m->tensors[w->tensor].view;
-    if (!is_matmul_weight(v) || v->shape[0] != w->rows || v->shape[1] != w->cols)
-        return df11i_fail(DF11_ERR_INVALID_ARG,
-                          "df11_matmul: weight %u is not what df11_weight_get returned for '%s'",
-                          w->tensor, v->name);
+    df11_status s = weight_check(m, w);
+    if (s != DF11_OK) return s;
     if (!m->be->iface->matmul_bf16 || !m->be->iface->decode_tensor)
         return df11i_fail(DF11_ERR_UNSUPPORTED, "the %s backend has no matmul op",
                           m->be->iface->name);
@@ -331,15 +473,9 @@ df11_status df11_matmul(df11_model *m, const df11_weight *w, const void *x, uint
                             .batch = batch,
                             .n = w->rows,
                             .k = w->cols,
+                            .ldy = w->rows,
                             .stream = stream };
-    df11i_backend *be = m->be;
-    switch (matmul_path(m, w->tensor, batch)) {
-    case PATH_DIRECT: return be->iface->matmul_bf16(be, m->mm, &a, weight_direct(m, w->tensor));
-    case PATH_FUSED: return matmul_fused(m, w->tensor, &a);
-    case PATH_DECODE: break;
-    }
-    df11_status s = matmul_in_arena(m, w->tensor, &a);
-    if (s != DF11_ERR_BUSY) return s;
-    df11i_clear_error();
-    return matmul_decoded(m, w->tensor, &a);
+    if (w->tensor >= m->n_tensors)
+        return matmul_stacked(m, &m->stacks[w->tensor - m->n_tensors], &a);
+    return matmul_one(m, w->tensor, &a);
 }

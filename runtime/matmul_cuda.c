@@ -1,8 +1,10 @@
 /* The CUDA backend's matmul slots (runtime/backend.h): a cuBLAS handle per model, the
  * plain product by cublasGemmEx (BF16 inputs, fp32 compute), the one-tensor decode of
  * the decode path, and the fused path (kernels/fused_matmul.cu) for fixed-code tensors at
- * batch 1..16, launched with programmatic dependent launch unless options.matmul_plain_launch. With runtime/backend_cuda.c the only runtime files that include CUDA
- * headers; compiled only when DF11_HAVE_CUDA. Nothing here synchronises the host. */
+ * batch 1..32, one launch per weight or stacked weight, launched with programmatic
+ * dependent launch unless options.matmul_plain_launch. With runtime/backend_cuda.c the
+ * only runtime files that include CUDA headers; compiled only when DF11_HAVE_CUDA.
+ * Nothing here synchronises the host. */
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <stdatomic.h>
@@ -73,7 +75,7 @@ df11_status df11i_cuda_matmul_bf16(df11i_backend *be, void *mm, const df11i_matm
     const cudaDataType_t yt = a->y_dtype == DF11_DTYPE_F32 ? CUDA_R_32F : CUDA_R_16BF;
     e = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)a->n, (int)a->batch, (int)a->k, &alpha, w,
                      CUDA_R_16BF, (int)a->k, a->x, CUDA_R_16BF, (int)a->k, &beta, a->y, yt,
-                     (int)a->n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                     (int)a->ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     if (e != CUBLAS_STATUS_SUCCESS) return cublas_fail(e, "cublasGemmEx");
     return DF11_OK;
 }
@@ -139,15 +141,22 @@ uint32_t df11i_cuda_matmul_fused_limit(uint32_t max_batch)
     return atomic_exchange(&fused_max, max_batch);
 }
 
-df11_status df11i_cuda_matmul_fused_ws(df11i_backend *be, const df11_file *file, uint32_t tensor,
-                                       uint64_t *bytes)
+df11_status df11i_cuda_matmul_fused_ws(df11i_backend *be, const df11_file *file, uint32_t n_parts,
+                                       const uint32_t *tensors, uint64_t *bytes)
 {
     *bytes = 0;
-    const df11_tensor_info *ti = df11_file_tensor(file, tensor);
-    if (!ti || ti->codec != DF11_CODEC_EXP_FIXED || ti->ndim != 2 ||
-        !df11i_fused_matmul_supported())
+    uint64_t rows[DF11_FUSED_MAX_PARTS];
+    if (n_parts == 0 || n_parts > DF11_FUSED_MAX_PARTS || !df11i_fused_matmul_supported())
         return DF11_OK;
-    if (df11i_fused_matmul_workspace(ti->shape[0], ti->shape[1], bytes) != DF11_OK)
+    for (uint32_t i = 0; i < n_parts; i++) {
+        const df11_tensor_info *ti = df11_file_tensor(file, tensors[i]);
+        if (!ti || ti->codec != DF11_CODEC_EXP_FIXED || ti->ndim != 2 ||
+            ti->shape[1] != df11_file_tensor(file, tensors[0])->shape[1])
+            return DF11_OK;
+        rows[i] = ti->shape[0];
+    }
+    const uint64_t cols = df11_file_tensor(file, tensors[0])->shape[1];
+    if (df11i_fused_matmul_workspace(n_parts, rows, cols, bytes) != DF11_OK)
         *bytes = 0; /* a shape the kernel cannot index: the decode path takes it */
     return DF11_OK;
 }
@@ -157,19 +166,33 @@ int df11i_cuda_matmul_fused_takes(df11i_backend *be, const df11_file *file, uint
 {
     if (batch == 0 || batch > atomic_load_explicit(&fused_max, memory_order_relaxed)) return 0;
     uint64_t bytes = 0;
-    return df11i_cuda_matmul_fused_ws(be, file, tensor, &bytes) == DF11_OK && bytes > 0;
+    return df11i_cuda_matmul_fused_ws(be, file, 1, &tensor, &bytes) == DF11_OK && bytes > 0;
 }
 
+/* One launch over the parts (a stacked weight's tensors, or one tensor). */
 df11_status df11i_cuda_matmul_fused(df11i_backend *be, void *mm, const df11i_matmul_args *a,
-                                    const df11i_backend_group *g, uint32_t tensor)
+                                    uint32_t n_parts, const df11i_backend_group *g,
+                                    const uint32_t *tensors)
 {
-    const df11i_gpu_plan_header *h = g->plan_host;
-    if (!h || h->n_tensors != 1 || !g->payload)
-        return df11i_fail(DF11_ERR_STATE, "cuda matmul: tensor %u has no plan", tensor);
-    const df11i_gpu_tensor_desc *d = (const df11i_gpu_tensor_desc *)(h + 1);
-    if (d->rows != a->n || d->cols != a->k)
-        return df11i_fail(DF11_ERR_STATE, "cuda matmul: tensor %u's plan is %llu x %llu", tensor,
-                          (unsigned long long)d->rows, (unsigned long long)d->cols);
-    return df11i_fused_matmul(d, g->payload, a->x, a->batch, a->y, a->y_dtype == DF11_DTYPE_BF16,
-                              a->ws, a->ws_size, NULL, 0, mm ? ((cuda_mm *)mm)->pdl : 0, a->stream);
+    df11i_fused_part parts[DF11_FUSED_MAX_PARTS];
+    uint64_t rows = 0;
+    if (n_parts == 0 || n_parts > DF11_FUSED_MAX_PARTS)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "cuda matmul: %u parts", n_parts);
+    for (uint32_t i = 0; i < n_parts; i++) {
+        const df11i_gpu_plan_header *h = g[i].plan_host;
+        if (!h || h->n_tensors != 1 || !g[i].payload)
+            return df11i_fail(DF11_ERR_STATE, "cuda matmul: tensor %u has no plan", tensors[i]);
+        const df11i_gpu_tensor_desc *d = (const df11i_gpu_tensor_desc *)(h + 1);
+        if (d->cols != a->k)
+            return df11i_fail(DF11_ERR_STATE, "cuda matmul: tensor %u's plan has %llu columns",
+                              tensors[i], (unsigned long long)d->cols);
+        parts[i] = (df11i_fused_part){ .d = d, .payload = g[i].payload };
+        rows += d->rows;
+    }
+    if (rows != a->n)
+        return df11i_fail(DF11_ERR_STATE, "cuda matmul: the plans hold %llu rows, not %u",
+                          (unsigned long long)rows, a->n);
+    return df11i_fused_matmul(parts, n_parts, a->x, a->batch, a->y, a->ldy,
+                              a->y_dtype == DF11_DTYPE_BF16, a->ws, a->ws_size, NULL, 0,
+                              mm ? ((cuda_mm *)mm)->pdl : 0, a->stream);
 }

@@ -67,7 +67,7 @@ static void rows_product(const mm_job *j, const uint16_t *w, uint64_t r0, uint64
         for (uint32_t i = 0; i < a->k; i++) wf[i] = bf16_to_f32(w[i]);
         for (uint32_t b = 0; b < a->batch; b++) {
             const float v = dot(wf, j->xf + (uint64_t)b * a->k, a->k);
-            const uint64_t at = (uint64_t)b * a->n + r;
+            const uint64_t at = (uint64_t)b * a->ldy + r;
             if (a->y_dtype == DF11_DTYPE_F32)
                 ((float *)a->y)[at] = v;
             else
@@ -160,18 +160,32 @@ int df11i_host_matmul_fused_takes(df11i_backend *be, const df11_file *file, uint
     return ti && ti->codec == DF11_CODEC_EXP_HUFFMAN;
 }
 
+/* The parts one after the other, each into its columns of y. */
 df11_status df11i_host_matmul_fused(df11i_backend *be, void *mm, const df11i_matmul_args *a,
-                                    const df11i_backend_group *g, uint32_t tensor)
+                                    uint32_t n_parts, const df11i_backend_group *g,
+                                    const uint32_t *tensors)
 {
-    df11i_coded c;
-    df11_status st = df11i_file_tensor_coded(g->file, tensor, g->payload, &c);
-    if (st != DF11_OK) return st;
-    if (c.n_elements != (uint64_t)a->n * a->k)
-        return df11i_fail(DF11_ERR_CORRUPT, "tensor %u: %llu weights for %u x %u", tensor,
-                          (unsigned long long)c.n_elements, a->n, a->k);
-    st = mm_run(be, a, NULL, &c);
-    if (st != DF11_OK)
-        return df11i_fail_context(st, "tensor '%s'", df11_file_tensor(g->file, tensor)->name);
+    const size_t ysize = a->y_dtype == DF11_DTYPE_F32 ? 4 : 2;
+    uint64_t col = 0;
+    for (uint32_t i = 0; i < n_parts; i++) {
+        df11i_coded c;
+        df11_status st = df11i_file_tensor_coded(g[i].file, tensors[i], g[i].payload, &c);
+        if (st != DF11_OK) return st;
+        const df11_tensor_info *ti = df11_file_tensor(g[i].file, tensors[i]);
+        if (ti->ndim != 2 || ti->shape[1] != a->k || c.n_elements != ti->shape[0] * a->k ||
+            col + ti->shape[0] > a->n)
+            return df11i_fail(DF11_ERR_CORRUPT, "tensor '%s': %llu weights, not %u columns",
+                              ti->name, (unsigned long long)c.n_elements, a->k);
+        df11i_matmul_args part = *a;
+        part.n = (uint32_t)ti->shape[0];
+        part.y = (char *)a->y + col * ysize;
+        if ((st = mm_run(be, &part, NULL, &c)) != DF11_OK)
+            return df11i_fail_context(st, "tensor '%s'", ti->name);
+        col += ti->shape[0];
+    }
+    if (col != a->n)
+        return df11i_fail(DF11_ERR_STATE, "host matmul: the parts hold %llu rows, not %u",
+                          (unsigned long long)col, a->n);
     return DF11_OK;
 }
 

@@ -211,6 +211,11 @@ static df11_status pv_matmul(void *ctx, const df11_weight *w, const void *x, uin
 {
     return df11_matmul(ctx, w, x, batch, y, y_dtype, s);
 }
+static df11_status pv_weight_stack(void *ctx, uint32_t n, const df11_weight *parts,
+                                   df11_weight *stacked)
+{
+    return df11_weight_stack(ctx, n, parts, stacked);
+}
 
 df11_status df11_model_provider(df11_model *m, df11_provider *p)
 {
@@ -226,5 +231,6 @@ df11_status df11_model_provider(df11_model *m, df11_provider *p)
     p->block_prefetch = pv_prefetch;
     p->weight_get = pv_weight_get;
     p->matmul = pv_matmul;
+    p->weight_stack = pv_weight_stack;
     return DF11_OK;
 }

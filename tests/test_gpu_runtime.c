@@ -106,9 +106,27 @@ static double fu_bound(uint32_t k, double ref, double mag, df11_dtype yd)
     return yd == DF11_DTYPE_BF16 ? b * (1 + ldexp(1, -8)) + ldexp(fabs(ref), -8) : b;
 }
 
+/* fp64 y = x·Wᵀ and Σ|x·w| per element (batch x sh->n). */
+static void fu_reference(const mm_shape *sh, const uint16_t *w, const uint16_t *x, uint32_t batch,
+                         double *ref, double *mag)
+{
+    for (uint32_t b = 0; b < batch; b++)
+        for (uint32_t r = 0; r < sh->n; r++) {
+            double s = 0, a = 0;
+            for (uint32_t k = 0; k < sh->k; k++) {
+                double p = (double)mm_bf16(w[(size_t)r * sh->k + k]) *
+                           (double)mm_bf16(x[(size_t)b * sh->k + k]);
+                s += p;
+                a += fabs(p);
+            }
+            ref[(size_t)b * sh->n + r] = s;
+            mag[(size_t)b * sh->n + r] = a;
+        }
+}
+
 START_TEST(test_fused_matmul)
 {
-    /* Every shape, batch 1..16, F32 and BF16 y: the fused path against the fp64 reference,
+    /* Every shape, batch 1..DF11_FUSED_MAX_BATCH, F32 and BF16 y: the fused path against the fp64 reference,
      * bit-identical launch after launch, and within the two bounds of the decode + cuBLAS
      * path (forced by df11i_cuda_matmul_fused_limit(0)) on the same tensor. */
     fu_make_model();
@@ -125,27 +143,16 @@ START_TEST(test_fused_matmul)
         ck_assert_int_eq(df11_file_tensor(f, t)->codec, DF11_CODEC_EXP_FIXED);
         if (!df11i_fused_matmul_supported()) continue; /* pre-sm_80: decode path only */
         ck_assert(df11i_cuda_matmul_fused_takes(NULL, f, t, 1));
-        ck_assert(df11i_cuda_matmul_fused_takes(NULL, f, t, 16));
-        ck_assert(!df11i_cuda_matmul_fused_takes(NULL, f, t, 17));
+        ck_assert(df11i_cuda_matmul_fused_takes(NULL, f, t, DF11_FUSED_MAX_BATCH));
+        ck_assert(!df11i_cuda_matmul_fused_takes(NULL, f, t, DF11_FUSED_MAX_BATCH + 1));
         ck_assert(!df11i_cuda_matmul_fused_takes(NULL, f, t, 0));
         const int big = sh->n * sh->k > 1000000;
-        for (uint32_t batch = 1; batch <= 16; batch++) {
-            if (big && batch != 1 && batch != 8 && batch != 9 && batch != 16) continue;
+        for (uint32_t batch = 1; batch <= DF11_FUSED_MAX_BATCH; batch++) {
+            if (big && batch % 8 > 1) continue; /* 1, 8, 9, 16, 17, ...: each NB's ends */
             uint16_t *x = mm_random_x(batch, sh->k, &rng);
             const size_t n = (size_t)batch * sh->n;
             double *ref = malloc(n * sizeof *ref), *mag = malloc(n * sizeof *mag);
-            for (uint32_t b = 0; b < batch; b++)
-                for (uint32_t r = 0; r < sh->n; r++) {
-                    double s = 0, a = 0;
-                    for (uint32_t k = 0; k < sh->k; k++) {
-                        double p = (double)mm_bf16(w[(size_t)r * sh->k + k]) *
-                                   (double)mm_bf16(x[(size_t)b * sh->k + k]);
-                        s += p;
-                        a += fabs(p);
-                    }
-                    ref[(size_t)b * sh->n + r] = s;
-                    mag[(size_t)b * sh->n + r] = a;
-                }
+            fu_reference(sh, w, x, batch, ref, mag);
             void *dx = mm_dev_alloc((size_t)batch * sh->k * 2), *dy = mm_dev_alloc(n * 4);
             mm_dev_upload(dx, x, (size_t)batch * sh->k * 2);
             double *yf = malloc(n * sizeof *yf), *yc = malloc(n * sizeof *yc);
@@ -192,6 +199,73 @@ START_TEST(test_fused_matmul)
 }
 END_TEST
 
+START_TEST(test_fused_matmul_stacked)
+{
+    /* Stacked weights as one fused launch (parts repeated so that K matches: the big
+     * split-K tensor, the escape-heavy one, rows % 16 != 0 with K % 8 != 0): every part's
+     * columns within the bound of the reference, bit-identical launch after launch, and
+     * the launch's workspace grown for the stack (g twice has more strips than any one
+     * tensor). */
+    static const int stacks[][5] = { { 2, 6, 6 }, { 3, 8, 8, 8 }, { 4, 4, 4, 4, 4 }, { 1, 7 } };
+    fu_make_model();
+    df11_model *m = fu_open(fu.path);
+    if (!df11i_fused_matmul_supported()) {
+        df11_model_close(m);
+        return;
+    }
+    uint64_t rng = fu.seed ^ 0x5354;
+    for (size_t c = 0; c < sizeof stacks / sizeof stacks[0]; c++) {
+        const int np = stacks[c][0];
+        const mm_shape *sh = &FU_SHAPES[stacks[c][1]];
+        const uint16_t *w = fu.t[stacks[c][1]].data;
+        df11_weight wt, parts[4], st;
+        ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
+        for (int i = 0; i < np; i++) parts[i] = wt;
+        ck_assert_int_eq(df11_weight_stack(m, (uint32_t)np, parts, &st), DF11_OK);
+        for (uint32_t batch = 1; batch <= DF11_FUSED_MAX_BATCH; batch += 8) {
+            uint16_t *x = mm_random_x(batch, sh->k, &rng);
+            const size_t n1 = (size_t)batch * sh->n, n = n1 * np;
+            double *ref = malloc(n1 * sizeof *ref), *mag = malloc(n1 * sizeof *mag);
+            fu_reference(sh, w, x, batch, ref, mag);
+            void *dx = mm_dev_alloc((size_t)batch * sh->k * 2), *dy = mm_dev_alloc(n * 4);
+            mm_dev_upload(dx, x, (size_t)batch * sh->k * 2);
+            double *y = malloc(n * sizeof *y);
+            void *raw = malloc(n * 4), *raw2 = malloc(n * 4);
+            for (int d = 0; d < 2; d++) {
+                const df11_dtype yd = d ? DF11_DTYPE_BF16 : DF11_DTYPE_F32;
+                ck_assert_int_eq(cudaMemset(dy, 0xff, n * 4), cudaSuccess); /* NaN */
+                fu_run(m, &st, dx, batch, yd, dy, NULL, y, raw);
+                ck_assert_int_eq(cudaMemset(dy, 0xff, n * 4), cudaSuccess);
+                fu_run(m, &st, dx, batch, yd, dy, NULL, y, raw2);
+                ck_assert_msg(!memcmp(raw, raw2, n * (d ? 2 : 4)), "%s: two launches differ",
+                              st.name);
+                for (uint32_t b = 0; b < batch; b++)
+                    for (int i = 0; i < np; i++)
+                        for (uint32_t r = 0; r < sh->n; r++) {
+                            const size_t j = (size_t)b * sh->n + r;
+                            const double got = y[((size_t)b * np + i) * sh->n + r],
+                                         bf = fu_bound(sh->k, ref[j], mag[j], yd);
+                            ck_assert_msg(fabs(got - ref[j]) <= bf,
+                                          "%s batch %u part %d y[%u][%u] = %.9g, reference "
+                                          "%.9g, bound %.3g (%s, seed %#llx)",
+                                          st.name, batch, i, b, r, got, ref[j], bf,
+                                          d ? "BF16" : "F32", (unsigned long long)fu.seed);
+                        }
+            }
+            free(raw);
+            free(raw2);
+            free(y);
+            free(ref);
+            free(mag);
+            free(x);
+            mm_dev_free(dx);
+            mm_dev_free(dy);
+        }
+    }
+    df11_model_close(m);
+}
+END_TEST
+
 START_TEST(test_fused_matmul_streams)
 {
     /* Fused products of one model on two streams (they share its workspace), a decode
@@ -203,7 +277,7 @@ START_TEST(test_fused_matmul_streams)
     ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
     uint64_t rng = fu.seed ^ 0x73;
     enum { N = 6 };
-    const uint32_t batch[N] = { 1, 16, 17, 3, 8, 16 };
+    const uint32_t batch[N] = { 1, 16, DF11_FUSED_MAX_BATCH + 1, 3, 8, DF11_FUSED_MAX_BATCH };
     cudaStream_t st[2];
     for (int i = 0; i < 2; i++)
         ck_assert_int_eq(cudaStreamCreateWithFlags(&st[i], cudaStreamNonBlocking), cudaSuccess);
@@ -310,6 +384,7 @@ static void fused_tests(TCase *tc)
 {
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_fused_matmul);
+    tcase_add_test(tc, test_fused_matmul_stacked);
     tcase_add_test(tc, test_fused_matmul_streams);
     tcase_add_test(tc, test_fused_matmul_pdl_chain);
     tcase_add_test(tc, test_fused_matmul_huffman_not_taken);

@@ -24,6 +24,9 @@
 #include "pool/pool.h"
 #include "runtime/backend.h"
 #include "runtime/memstat.h"
+#ifdef RT_TEST_CUDA
+#include "kernels/matmul.h" /* DF11_FUSED_MAX_BATCH */
+#endif
 #include "tests/backend_under_test.h"
 #include "tests/testutil.h"
 #include "writer/safetensors_write.h"
@@ -1021,6 +1024,9 @@ static void mm_make_model(void)
         mm_add(MM_SHAPES[i].name, DF11_DTYPE_BF16, 2, MM_SHAPES[i].n, MM_SHAPES[i].k, &rng);
     mm_add("model.layers.2.input_layernorm.weight", DF11_DTYPE_BF16, 1, 64, 0, &rng);
     mm_add("model.layers.2.mlp.f32.weight", DF11_DTYPE_F32, 2, 4, 4, &rng);
+    /* with model.layers.2.mlp.e (K = 700): parts of stacked weights, in two blocks */
+    mm_add("model.layers.2.mlp.g.weight", DF11_DTYPE_BF16, 2, 19, 700, &rng);
+    mm_add("model.layers.3.mlp.h.weight", DF11_DTYPE_BF16, 2, 64, 700, &rng);
     snprintf(mm.t.path, sizeof mm.t.path, "%s/mm.df11", df11_test_tmpdir());
     snprintf(mm.t.st_path, sizeof mm.t.st_path, "%s/mm.safetensors", df11_test_tmpdir());
     df11_compress_options co = { 0 };
@@ -1182,7 +1188,7 @@ START_TEST(test_matmul_reference)
 #ifdef RT_TEST_CUDA
                     /* the fixed-code model on the fused kernel: within the bound, its own
                      * summation order (tests/test_gpu_runtime.c compares the two paths) */
-                    if (j == 3 && batch <= 16) {
+                    if (j == 3 && batch <= DF11_FUSED_MAX_BATCH) {
                         mm_check_reference(sh, w, x, batch, yd, y[j]);
                         continue;
                     }
@@ -1305,6 +1311,128 @@ START_TEST(test_matmul_errors)
 }
 END_TEST
 
+/* Columns [c0, c0 + n) of a batch x ld matrix of esz-byte elements, packed. */
+static void *mm_columns(const void *y, uint32_t batch, uint32_t ld, uint32_t c0, uint32_t n,
+                        size_t esz)
+{
+    char *out = malloc((size_t)batch * n * esz);
+    for (uint32_t b = 0; b < batch; b++)
+        memcpy(out + (size_t)b * n * esz, (const char *)y + ((size_t)b * ld + c0) * esz, n * esz);
+    return out;
+}
+
+START_TEST(test_matmul_stacked)
+{
+    /* A stacked weight's y is its parts' y side by side: bit-identical to the parts one by
+     * one wherever each part takes its own path (host; CUDA decode), within the fp32 bound
+     * where the CUDA fused path makes the parts one launch (its own split of the sums). */
+    static const mm_shape parts[] = { { "model.layers.2.mlp.e.weight", 301, 700 },
+                                      { "model.layers.2.mlp.g.weight", 19, 700 },
+                                      { "model.layers.3.mlp.h.weight", 64, 700 } };
+    static const int combos[][4] = { { 3, 0, 1, 2 }, { 2, 1, 0 }, { 1, 2 }, { 2, 1, 1 } };
+    static const uint32_t batches[] = { 1, 3, 16, 17 };
+    uint64_t rng = mm.seed ^ 0x5354;
+    for (int kind = 0; kind < 3; kind++) {
+        df11_model *m = mm_open(kind, kind ? DF11_NONLAYER_ARENA : DF11_NONLAYER_RESIDENT, 2);
+        df11_weight w[3];
+        for (int i = 0; i < 3; i++)
+            ck_assert_int_eq(df11_weight_get(m, parts[i].name, &w[i]), DF11_OK);
+        for (size_t c = 0; c < sizeof combos / sizeof combos[0]; c++) {
+            const int n = combos[c][0];
+            df11_weight pw[3], st;
+            uint32_t rows = 0;
+            char name[256] = "";
+            for (int i = 0; i < n; i++) {
+                pw[i] = w[combos[c][1 + i]];
+                rows += pw[i].rows;
+                if (i) strcat(name, "+");
+                strcat(name, pw[i].name);
+            }
+            df11_status s = df11_weight_stack(m, (uint32_t)n, pw, &st);
+            ck_assert_msg(s == DF11_OK, "stack: %s %s", df11_strerror(s), df11_last_error_detail());
+            ck_assert_uint_eq(st.rows, rows);
+            ck_assert_uint_eq(st.cols, 700);
+            ck_assert_str_eq(st.name, name);
+            for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; bi++) {
+                const uint32_t batch = batches[bi];
+                uint16_t *x = mm_random_x(batch, 700, &rng);
+                for (int d = 0; d < 2; d++) {
+                    const df11_dtype yd = d ? DF11_DTYPE_BF16 : DF11_DTYPE_F32;
+                    const size_t esz = d ? 2 : 4;
+                    void *ys = malloc((size_t)batch * rows * esz);
+                    mm_run(m, &st, x, batch, yd, ys);
+                    uint32_t col = 0;
+                    for (int i = 0; i < n; i++) {
+                        const mm_shape *sh = &parts[combos[c][1 + i]];
+                        void *got = mm_columns(ys, batch, rows, col, sh->n, esz);
+                        int fused = 0;
+#ifdef RT_TEST_CUDA
+                        fused = kind == 2 && batch <= DF11_FUSED_MAX_BATCH;
+#endif
+                        if (fused) {
+                            mm_check_reference(sh, source_in(&mm.t, sh->name)->data, x, batch, yd,
+                                               got);
+                        } else {
+                            void *one = malloc((size_t)batch * sh->n * esz);
+                            mm_run(m, &pw[i], x, batch, yd, one);
+                            ck_assert_msg(!memcmp(one, got, (size_t)batch * sh->n * esz),
+                                          "model %d, %s, part %d (%s), batch %u: the stacked y "
+                                          "differs from the part's own (seed %#llx)",
+                                          kind, st.name, i, sh->name, batch,
+                                          (unsigned long long)mm.seed);
+                            free(one);
+                        }
+                        free(got);
+                        col += sh->n;
+                    }
+                    free(ys);
+                }
+                free(x);
+            }
+        }
+        /* refused: nothing to stack, too many, K differs, a stack in a stack, another
+         * model's weight, an altered one */
+        df11_weight st, bad[DF11_MAX_STACK + 1], other_w;
+        for (int i = 0; i <= DF11_MAX_STACK; i++) bad[i] = w[1];
+        ck_assert_int_eq(df11_weight_stack(m, 0, w, &st), DF11_ERR_INVALID_ARG);
+        ck_assert_int_eq(df11_weight_stack(m, DF11_MAX_STACK + 1, bad, &st), DF11_ERR_INVALID_ARG);
+        ck_assert_int_eq(df11_weight_stack(m, DF11_MAX_STACK, bad, &st), DF11_OK);
+        ck_assert_int_eq(df11_weight_stack(NULL, 1, w, &st), DF11_ERR_INVALID_ARG);
+        ck_assert_int_eq(df11_weight_stack(m, 1, NULL, &st), DF11_ERR_INVALID_ARG);
+        ck_assert_int_eq(df11_weight_stack(m, 1, w, NULL), DF11_ERR_INVALID_ARG);
+        ck_assert_int_eq(df11_weight_get(m, MM_SHAPES[0].name, &bad[1]), DF11_OK); /* K 51 */
+        ck_assert_int_eq(df11_weight_stack(m, 2, bad, &st), DF11_ERR_INVALID_ARG);
+        ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "columns"));
+        ck_assert_int_eq(df11_weight_stack(m, 2, w, &st), DF11_OK);
+        bad[0] = st;
+        bad[1] = w[0];
+        ck_assert_int_eq(df11_weight_stack(m, 2, bad, &st), DF11_ERR_INVALID_ARG);
+        ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "stacked"));
+        df11_model *other = mm_open(kind, DF11_NONLAYER_ARENA, 2);
+        ck_assert_int_eq(df11_weight_get(other, parts[0].name, &other_w), DF11_OK);
+        bad[0] = w[0];
+        bad[1] = other_w;
+        ck_assert_int_eq(df11_weight_stack(m, 2, bad, &st), DF11_ERR_INVALID_ARG);
+        bad[1] = w[1];
+        bad[1].rows++;
+        ck_assert_int_eq(df11_weight_stack(m, 2, bad, &st), DF11_ERR_INVALID_ARG);
+        /* a stacked weight altered, or used on another model */
+        ck_assert_int_eq(df11_weight_stack(m, 2, w, &st), DF11_OK);
+        void *dx = mm_dev_alloc(700 * 2), *dy = mm_dev_alloc((size_t)st.rows * 4);
+        df11_weight alt = st;
+        alt.rows--;
+        ck_assert_int_eq(df11_matmul(m, &alt, dx, 1, dy, DF11_DTYPE_F32, NULL),
+                         DF11_ERR_INVALID_ARG);
+        ck_assert_int_eq(df11_matmul(other, &st, dx, 1, dy, DF11_DTYPE_F32, NULL),
+                         DF11_ERR_INVALID_ARG);
+        mm_dev_free(dx);
+        mm_dev_free(dy);
+        df11_model_close(other);
+        df11_model_close(m);
+    }
+}
+END_TEST
+
 START_TEST(test_matmul_arena_untouched)
 {
     /* A weight the fused path takes (Huffman on the host) uses no slot and leaves the
@@ -1406,6 +1534,7 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_reader);
     tcase_add_test(tc, test_matmul_reference);
     tcase_add_test(tc, test_matmul_errors);
+    tcase_add_test(tc, test_matmul_stacked);
     tcase_add_test(tc, test_matmul_arena_untouched);
     tcase_add_test(tc, test_matmul_block_once);
 #ifndef RT_TEST_CUDA

@@ -184,7 +184,7 @@ DF11_API df11_status df11_model_stats_get(const df11_model *model, df11_model_st
  *   - host backend, W Huffman-coded: a fused decode-dot on options.n_threads threads, W
  *     decoded a few chunks at a time into per-thread buffers, never whole; W in another
  *     code (DF11_CODEC_EXP_FIXED): through the arena, as below;
- *   - CUDA backend, W fixed-coded (DF11_CODEC_EXP_FIXED), batch 1..16, sm_80+: a fused
+ *   - CUDA backend, W fixed-coded (DF11_CODEC_EXP_FIXED), batch 1..32, sm_80+: a fused
  *     kernel multiplies straight from the compressed tensor, W decoded in registers and
  *     never written to memory (fp32 accumulation, deterministic on a device; within the
  *     fp32 bound of, not bit-identical to, the cuBLAS result). Products of one model on
@@ -224,6 +224,24 @@ typedef struct df11_weight {
  * such weight also gets its decode plan on the device (a few KiB). */
 DF11_API df11_status df11_weight_get(df11_model *model, const char *name, df11_weight *weight);
 
+/* The most weights df11_weight_stack joins. */
+#define DF11_MAX_STACK 8
+
+/* A weight made of n (1..DF11_MAX_STACK) weights of this model with the same K, stacked by
+ * rows: W = [W_0; W_1; ...], so that one df11_matmul gives y = x·Wᵀ = [x·W_0ᵀ | x·W_1ᵀ | ...]
+ * (batch × ΣN_i, part i's outputs in the columns after those of the parts before it), as
+ * engines that keep q, k, v (or gate, up) in one matrix expect. On the CUDA fused path the
+ * parts are multiplied by one launch, which costs less than one launch each (a launch has
+ * a fixed cost, and small matrices such as k and v cannot fill the GPU alone); elsewhere
+ * each part takes its own path. The weights stay where they are: nothing is copied. The
+ * stacked weight's name is the parts' names joined by '+'. Not on the hot path: it may
+ * allocate a larger workspace for the fused path (DF11_ERR_DEVICE_MEMORY when it does
+ * not fit) and synchronise. DF11_ERR_INVALID_ARG for n out of range, a weight of another
+ * model or not as returned, a stacked part, or columns that differ; DF11_ERR_OVERFLOW
+ * when the rows add up past INT32_MAX. */
+DF11_API df11_status df11_weight_stack(df11_model *model, uint32_t n, const df11_weight *parts,
+                                       df11_weight *stacked);
+
 /* y = x·Wᵀ (see above). y_dtype: DF11_DTYPE_BF16 or DF11_DTYPE_F32.
  * CUDA: enqueued on `stream` and returns without waiting; x must be ready on `stream` and
  * y is ready when `stream` reaches this point; x may be reused and y read by work queued
@@ -256,6 +274,9 @@ typedef struct df11_provider {
     df11_status (*weight_get)(void *ctx, const char *name, df11_weight *weight);
     df11_status (*matmul)(void *ctx, const df11_weight *weight, const void *x, uint32_t batch,
                           void *y, df11_dtype y_dtype, df11_stream stream);
+    /* Added with stacked weights: check provider.size before use. May be NULL. */
+    df11_status (*weight_stack)(void *ctx, uint32_t n, const df11_weight *parts,
+                                df11_weight *stacked);
 } df11_provider;
 
 DF11_API df11_status df11_model_provider(df11_model *model, df11_provider *provider);
