@@ -1,27 +1,45 @@
-/* df11-bench matmul: the matmul op (df11_matmul) against cuBLAS BF16, issue 11's table.
+/* df11-bench matmul: the matmul op (df11_matmul) over a model of many blocks, as an engine
+ * calls it, against the faster of cublasGemmEx and cublasLt on the BF16 weights: issue 11's
+ * table.
  *
- * The Llama-3-8B block's 7 matrices (tools/weights.h, seeded as df11-synth --shape
- * llama3-8b-block), compressed with the fixed code and with Huffman, one model each on the
- * CUDA backend. Per batch B, the 7 products y = x·Wᵀ in sequence (one block), timed by CUDA
- * events around the sequence, median of --reps:
- *   cublas   cublasGemmEx on the original BF16 weights, the 7 calls under one CUDA graph
- *   op       df11_matmul on the fixed-code model as an engine calls it (the op's own path)
- *   op_graph the same captured in a CUDA graph (B <= 16: the fused path's calls capture)
- *   fused    the same with the fused path forced (B <= 16 only)
- *   op_nopdl, op_graph_nopdl  op and op_graph on the same file opened with
- *            options.matmul_plain_launch:
- *            the fused kernel launched plainly instead of programmatically (B <= 16)
- *   decode   the same with decode + cuBLAS forced (df11i_cuda_matmul_fused_limit(0))
- *   huffman  df11_matmul on the Huffman model (decode + cuBLAS)
- * Ratios are cuBLAS time / time (> 1: faster than BF16), from the same run. y is BF16
- * (--f32 for F32), fp32 accumulation everywhere. The op is called eagerly, as an engine
- * without graphs would; 7 matrices of 2·436 MB stream past the 50 MB L2 each block.
+ * The model: --blocks L Llama-3-8B blocks (tools/weights.h's 7 matrices each, every tensor
+ * seeded by its name as df11-synth --shape llama3-8b seeds it, so blocks differ). The BF16
+ * weights are generated block by block into an unlinked temporary file under --dir,
+ * mapped (the page cache holds what RAM can), compressed from there with the fixed code
+ * and with Huffman, and opened as two models on the CUDA backend with default options:
+ * 2 arena slots, so L >= 3 and the arena path cannot keep every block decoded from one pass
+ * to the next (each row prints the arena decodes per pass, L when none is cached).
+ *
+ * One pass = for each block in order, its 7 products y = x·Wᵀ (q k v o gate up down).
+ * Passes run back to back on one stream after a warm-up pass, each timed by CUDA events;
+ * the median of --reps, divided by L, is the µs per block. Back to back, the arena's
+ * prefetch of block 0 overlaps the last block as it does from token to token. Per batch B:
+ *   gemmex    cublasGemmEx on the BF16 weights of all L blocks, one pass in a CUDA graph
+ *   lt        cublasLt, per matrix the fastest of up to 8 heuristic algorithms, the same way
+ *             (reference = the faster of gemmex and lt; x = reference / time, > 1: faster)
+ *   op        df11_matmul on the fixed-code model, eager: the op's own choice of path
+ *   op_graph  the same captured in a graph (B <= DF11_FUSED_MAX_BATCH: the arena path
+ *             waits on events recorded outside a capture)
+ *   fused     the fused path forced (B <= DF11_FUSED_MAX_BATCH; the op's choice there today)
+ *   decode    decode + cuBLAS forced (df11i_cuda_matmul_fused_limit(0)): the arena path
+ *   huffman   df11_matmul on the Huffman model (the arena path)
+ *   op_vs_better  op / min(fused, decode): issue 11 asks the op's choice to stay <= 1.03
+ * Also the device-to-device copy bandwidth (cudaMemcpyAsync of 1 GiB, bytes read +
+ * written), and per matrix at B = 1: the fused path and the reference, each a graph over
+ * the matrix in all L blocks replayed after a read of 128 MiB that evicts L2 (L copies of
+ * k alone may fit in it), and compressed bytes (the file's tensor info) / time as a
+ * fraction of the copy bandwidth. y is BF16 (--f32: F32); fp32 accumulation everywhere:
+ * cuBLAS reduced-precision reductions are disallowed, and cublasLt's split-K partials may
+ * only be kept in fp32 for a BF16 y.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "bench/bench.h"
@@ -31,6 +49,7 @@
 #include "tools/cli.h"
 #include "tools/weights.h"
 #ifdef DF11_HAVE_CUDA
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -39,15 +58,27 @@
 #endif
 
 #define TOOL "df11-bench matmul"
+#define MAX_BLOCKS 32
+#define MAX_REPS 1000
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: df11-bench matmul [--batches 1,2,...] [--reps R] [--dir DIR] [--f32]\n"
-               "                         [--threads T] [--json]\n"
-               "The matmul op on the Llama-3-8B block's 7 matrices (fixed and Huffman codes)\n"
-               "against cuBLAS BF16 under a CUDA graph. Needs a CUDA build and a GPU.\n"
-               "  --batches   default 1,2,4,8,16,32,64,128,256,512\n"
-               "  --dir DIR   where the temporary model files go (default $TMPDIR or /tmp)\n");
+    fprintf(f,
+            "usage: df11-bench matmul [--blocks L] [--batches 1,2,...] [--reps R] [--dir DIR]\n"
+            "                         [--f32] [--threads T] [--json]\n"
+            "The matmul op over a model of L Llama-3-8B blocks (fixed and Huffman codes), a\n"
+            "pass over every block's 7 matrices as an engine calls them, against the faster\n"
+            "of cublasGemmEx and cublasLt (best of 8 algorithms) on the BF16 weights under\n"
+            "CUDA graphs. Needs a CUDA build and a GPU.\n"
+            "  --blocks L   blocks in the model, 3..%d (default 8; 436 MB of BF16 each)\n"
+            "  --batches    up to 16 of 1..512 (default 1,2,4,8,16,32,64,128,256,512)\n"
+            "  --reps R     timed passes per measurement, 1..%d; the median (default 20)\n"
+            "  --dir DIR    temporary files: L x 436 MB BF16, two models of ~0.7x that\n"
+            "               (default $TMPDIR or /tmp)\n"
+            "  --threads T  generator and compressor threads (default 0 = all cores)\n"
+            "  --f32        y in F32 instead of BF16\n"
+            "  --json       the numbers as one JSON object\n",
+            MAX_BLOCKS, MAX_REPS);
 }
 
 #ifndef DF11_HAVE_CUDA
@@ -65,285 +96,621 @@ int bench_matmul_main(int argc, char **argv)
 
 static const weights_matrix *const MATS = weights_llama3_8b_block;
 #define N_MATS WEIGHTS_LLAMA3_8B_BLOCK_N
+#define BLOCK0 "model.layers.0."
 #define MAX_B 512
+#define MAX_BATCHES 16
+#define N_ALGOS 8
+#define FLUSH_ROWS 16384 /* x 4096 BF16 = 128 MiB, read to evict L2 */
 
-enum {
-    V_CUBLAS,
-    V_OP,
-    V_OP_GRAPH,
-    V_OP_NOPDL,
-    V_OP_GRAPH_NOPDL,
-    V_FUSED,
-    V_DECODE,
-    V_HUFF,
-    V_COUNT
+/* How a product is made. */
+enum { K_GEMMEX, K_LT, K_FIXED, K_HUFF };
+/* The fused limit a column sets; LIM_OWN leaves the op's own. */
+#define LIM_OWN UINT32_MAX
+
+static const struct column {
+    const char *key, *title;
+    int kind, graph, fused_only;
+    uint32_t lim;
+} COLS[] = {
+    { "gemmex", "cublasGemmEx (graph)", K_GEMMEX, 1, 0, LIM_OWN },
+    { "lt", "cublasLt best (graph)", K_LT, 1, 0, LIM_OWN },
+    { "op", "op, fixed", K_FIXED, 0, 0, LIM_OWN },
+    { "op_graph", "op, fixed, graph", K_FIXED, 1, 1, LIM_OWN },
+    { "fused", "fused forced", K_FIXED, 0, 1, DF11_FUSED_MAX_BATCH },
+    { "decode", "decode+cuBLAS forced", K_FIXED, 0, 0, 0 },
+    { "huffman", "op, Huffman", K_HUFF, 0, 0, LIM_OWN },
 };
-static const char *const V_NAME[V_COUNT] = { "cublas",         "op",    "op_graph", "op_nopdl",
-                                             "op_graph_nopdl", "fused", "decode",   "huffman" };
-/* The models: fixed, Huffman, and the fixed file again opened with plain launches. */
-#define N_MODELS 3
+enum { C_GEMMEX, C_LT, C_OP, C_OP_GRAPH, C_FUSED, C_DECODE, C_HUFF, N_COLS };
 
-#define CK(x)                                                                                      \
-    do {                                                                                           \
-        cudaError_t e_ = (x);                                                                      \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "%s: %s: %s\n", TOOL, #x, cudaGetErrorString(e_));                     \
-            return CLI_FAIL;                                                                       \
-        }                                                                                          \
-    } while (0)
+/* cublasLt for one matrix at one batch: its heuristic's algorithms and the fastest. */
+typedef struct lt_plan {
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t a, x, y;
+    cublasLtMatmulHeuristicResult_t algo[N_ALGOS];
+    int n, cur, best; /* best < 0: none ran, cublasGemmEx stands in */
+} lt_plan;
 
 typedef struct bench {
-    df11_model *m[N_MODELS];
-    df11_weight w[N_MODELS][N_MATS];
-    void *bf16[N_MATS]; /* the original weights on the device */
-    void *x, *y;        /* MAX_B x 14336 BF16, MAX_B x 14336 F32 */
+    uint32_t L;
+    df11_model *m[2];  /* fixed, Huffman */
+    df11_weight *w[2]; /* [block * N_MATS + matrix] */
+    char *bf16;        /* the original weights on the device, block after block */
+    uint64_t mat_off[N_MATS], block_bytes;
+    void *x, *y, *flush; /* MAX_B x 14336 BF16, MAX_B x 14336 F32, FLUSH_ROWS x 4096 */
     cublasHandle_t h;
+    cublasLtHandle_t lt;
+    void *ws;
+    size_t ws_bytes;
+    lt_plan plan[N_MATS];
     cudaStream_t st;
-    cudaEvent_t e0, e1;
+    cudaEvent_t *e0, *e1; /* reps each */
     df11_dtype yd;
     int reps;
 } bench;
 
-/* One block of the variant at batch B, enqueued on b->st. */
-static int block(bench *b, int v, uint32_t B)
+static int cuda_ok(cudaError_t e, const char *what)
 {
-    if (v == V_CUBLAS) {
-        const float one = 1, zero = 0;
-        for (int i = 0; i < N_MATS; i++)
-            if (cublasGemmEx(b->h, CUBLAS_OP_T, CUBLAS_OP_N, (int)MATS[i].rows, (int)B,
-                             (int)MATS[i].cols, &one, b->bf16[i], CUDA_R_16BF, (int)MATS[i].cols,
-                             b->x, CUDA_R_16BF, (int)MATS[i].cols, &zero, b->y,
-                             b->yd == DF11_DTYPE_F32 ? CUDA_R_32F : CUDA_R_16BF, (int)MATS[i].rows,
-                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS)
-                return -1;
-        return 0;
-    }
-    const int k = v == V_HUFF ? 1 : v == V_OP_NOPDL || v == V_OP_GRAPH_NOPDL ? 2 : 0;
-    for (int i = 0; i < N_MATS; i++) {
-        df11_status s = df11_matmul(b->m[k], &b->w[k][i], b->x, B, b->y, b->yd, b->st);
-        if (s != DF11_OK) {
-            fprintf(stderr, "%s: matmul %s B=%u: %s %s\n", TOOL, MATS[i].name, B, df11_strerror(s),
-                    df11_last_error_detail());
-            return -1;
+    if (e != cudaSuccess) fprintf(stderr, "%s: %s: %s\n", TOOL, what, cudaGetErrorString(e));
+    return e == cudaSuccess;
+}
+#define CK(x)                                                                                      \
+    do {                                                                                           \
+        if (!cuda_ok((x), #x)) goto out;                                                           \
+    } while (0)
+
+static cudaDataType y_type(const bench *b)
+{
+    return b->yd == DF11_DTYPE_F32 ? CUDA_R_32F : CUDA_R_16BF;
+}
+
+static int gemmex(bench *b, const void *W, uint64_t rows, uint64_t cols, uint32_t B)
+{
+    const float one = 1, zero = 0;
+    return cublasGemmEx(b->h, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)B, (int)cols, &one, W,
+                        CUDA_R_16BF, (int)cols, b->x, CUDA_R_16BF, (int)cols, &zero, b->y,
+                        y_type(b), (int)rows, CUBLAS_COMPUTE_32F,
+                        CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS
+               ? 0
+               : -1;
+}
+
+static void lt_plan_free(lt_plan *p)
+{
+    if (p->op) cublasLtMatmulDescDestroy(p->op);
+    if (p->a) cublasLtMatrixLayoutDestroy(p->a);
+    if (p->x) cublasLtMatrixLayoutDestroy(p->x);
+    if (p->y) cublasLtMatrixLayoutDestroy(p->y);
+    *p = (lt_plan){ .best = -1 };
+}
+
+/* Matrix i's plan at batch B: up to N_ALGOS algorithms from the heuristic (0 is fine:
+ * cublasGemmEx then stands in). */
+static int lt_plan_make(bench *b, int i, uint32_t B)
+{
+    lt_plan *p = &b->plan[i];
+    lt_plan_free(p);
+    const uint64_t N = MATS[i].rows, K = MATS[i].cols;
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    /* a BF16 y: split-K partials in fp32 or none, as for cublasGemmEx (see the top) */
+    const uint32_t red = b->yd == DF11_DTYPE_F32 ? CUBLASLT_REDUCTION_SCHEME_MASK
+                                                 : CUBLASLT_REDUCTION_SCHEME_NONE |
+                                                       CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+    cublasLtMatmulPreference_t pref = NULL;
+    int ok =
+        cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) == 0 &&
+        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) == 0 &&
+        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) == 0 &&
+        cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, K, N, (int64_t)K) == 0 &&
+        cublasLtMatrixLayoutCreate(&p->x, CUDA_R_16BF, K, B, (int64_t)K) == 0 &&
+        cublasLtMatrixLayoutCreate(&p->y, y_type(b), N, B, (int64_t)N) == 0 &&
+        cublasLtMatmulPreferenceCreate(&pref) == 0 &&
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                             &b->ws_bytes, sizeof b->ws_bytes) == 0 &&
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red,
+                                             sizeof red) == 0;
+    if (ok && cublasLtMatmulAlgoGetHeuristic(b->lt, p->op, p->a, p->x, p->y, p->y, pref, N_ALGOS,
+                                             p->algo, &p->n) != CUBLAS_STATUS_SUCCESS)
+        p->n = 0;
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (!ok) fprintf(stderr, "%s: cublasLt setup failed (%s, B=%u)\n", TOOL, MATS[i].name, B);
+    return ok ? 0 : -1;
+}
+
+/* Matrix i of the block at W with the plan's current algorithm, or cublasGemmEx. */
+static int lt_matmul(bench *b, int i, const void *W, uint32_t B)
+{
+    const lt_plan *p = &b->plan[i];
+    if (p->cur < 0) return gemmex(b, W, MATS[i].rows, MATS[i].cols, B);
+    const float one = 1, zero = 0;
+    return cublasLtMatmul(b->lt, p->op, &one, W, p->a, b->x, p->x, &zero, b->y, p->y, b->y, p->y,
+                          &p->algo[p->cur].algo, b->ws, b->ws_bytes, b->st) == CUBLAS_STATUS_SUCCESS
+               ? 0
+               : -1;
+}
+
+/* One product, enqueued on b->st. */
+static int product(bench *b, int kind, uint32_t blk, int i, uint32_t B)
+{
+    const void *W = b->bf16 + blk * b->block_bytes + b->mat_off[i];
+    if (kind == K_GEMMEX) return gemmex(b, W, MATS[i].rows, MATS[i].cols, B);
+    if (kind == K_LT) return lt_matmul(b, i, W, B);
+    const int k = kind == K_HUFF;
+    const df11_weight *w = &b->w[k][blk * N_MATS + i];
+    df11_status s = df11_matmul(b->m[k], w, b->x, B, b->y, b->yd, b->st);
+    if (s != DF11_OK)
+        fprintf(stderr, "%s: matmul %s B=%u: %s %s\n", TOOL, w->name, B, df11_strerror(s),
+                df11_last_error_detail());
+    return s == DF11_OK ? 0 : -1;
+}
+
+/* One pass: every block's matrices in order, or matrix `mat` alone (>= 0). */
+static int pass(bench *b, int kind, int mat, uint32_t B)
+{
+    for (uint32_t blk = 0; blk < b->L; blk++)
+        for (int i = mat < 0 ? 0 : mat; i < (mat < 0 ? N_MATS : mat + 1); i++)
+            if (product(b, kind, blk, i, B)) return -1;
+    return 0;
+}
+
+/* Median µs of a pass (matrix `mat` alone when >= 0, each replay after the L2 flush),
+ * eager or as one graph, under fused limit `lim`; < 0 on failure. */
+static double time_pass(bench *b, int kind, int mat, int graph, uint32_t lim, uint32_t B)
+{
+    const uint32_t old = lim == LIM_OWN ? 0 : df11i_cuda_matmul_fused_limit(lim);
+    cudaGraphExec_t ge = NULL;
+    double med = -1, *t = malloc(sizeof *t * (size_t)b->reps);
+    int ok = t != NULL;
+    if (ok && graph) {
+        cudaGraph_t g = NULL;
+        ok = cudaStreamBeginCapture(b->st, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+        if (ok) {
+            int r = pass(b, kind, mat, B);
+            ok = cudaStreamEndCapture(b->st, &g) == cudaSuccess && !r &&
+                 cudaGraphInstantiate(&ge, g, 0) == cudaSuccess;
         }
+        if (g) cudaGraphDestroy(g);
+    }
+    /* the warm-up pass, then reps back to back */
+    for (int r = -1; r < b->reps && ok; r++) {
+        if (mat >= 0) ok = gemmex(b, b->flush, FLUSH_ROWS, 4096, 1) == 0;
+        ok = ok && (r < 0 || cudaEventRecord(b->e0[r], b->st) == cudaSuccess);
+        ok = ok && (ge ? cudaGraphLaunch(ge, b->st) == cudaSuccess : pass(b, kind, mat, B) == 0);
+        ok = ok && (r < 0 || cudaEventRecord(b->e1[r], b->st) == cudaSuccess);
+    }
+    ok = ok && cudaStreamSynchronize(b->st) == cudaSuccess;
+    for (int r = 0; r < b->reps && ok; r++) {
+        float ms = 0;
+        ok = cudaEventElapsedTime(&ms, b->e0[r], b->e1[r]) == cudaSuccess;
+        t[r] = 1e3 * ms;
+    }
+    if (ok) med = bench_median(t, b->reps);
+    if (lim != LIM_OWN) df11i_cuda_matmul_fused_limit(old);
+    if (ge) cudaGraphExecDestroy(ge);
+    free(t);
+    return med;
+}
+
+/* Tunes every matrix's cublasLt plan at B: each algorithm timed as a graph over the matrix
+ * in all L blocks; lt_us[i] = the best µs per matrix, or the cublasGemmEx time where no
+ * algorithm ran. */
+static int lt_tune(bench *b, uint32_t B, double lt_us[N_MATS])
+{
+    for (int i = 0; i < N_MATS; i++) {
+        lt_plan *p = &b->plan[i];
+        if (lt_plan_make(b, i, B)) return -1;
+        double best = INFINITY;
+        for (p->cur = 0; p->cur < p->n; p->cur++) {
+            /* an algorithm that fails eagerly is skipped, not captured */
+            if (lt_matmul(b, i, b->bf16 + b->mat_off[i], B) ||
+                cudaStreamSynchronize(b->st) != cudaSuccess)
+                continue;
+            double t = time_pass(b, K_LT, i, 1, LIM_OWN, B);
+            if (t >= 0 && t < best) best = t, p->best = p->cur;
+        }
+        p->cur = p->best;
+        if (p->best < 0 && (best = time_pass(b, K_GEMMEX, i, 1, LIM_OWN, B)) < 0) return -1;
+        lt_us[i] = best / b->L;
     }
     return 0;
 }
 
-/* Median µs of one block; cuBLAS through a graph. < 0 on failure. */
-static double time_block(bench *b, int v, uint32_t B)
+static uint64_t model_decodes(const df11_model *m)
 {
-    cudaGraphExec_t ge = NULL;
-    if (v == V_CUBLAS || v == V_OP_GRAPH || v == V_OP_GRAPH_NOPDL) {
-        cudaGraph_t g;
-        if (cudaStreamBeginCapture(b->st, cudaStreamCaptureModeThreadLocal) != cudaSuccess)
-            return -1;
-        int r = block(b, v, B);
-        if (cudaStreamEndCapture(b->st, &g) != cudaSuccess || r) return -1;
-        if (cudaGraphInstantiate(&ge, g, 0) != cudaSuccess) return -1;
-        cudaGraphDestroy(g);
-    }
-    uint32_t lim = v == V_DECODE ? 0 : DF11_FUSED_MAX_BATCH;
-    df11i_cuda_matmul_fused_limit(lim);
-    double t[256];
-    int n = b->reps < 256 ? b->reps : 256, ok = 1;
-    for (int r = -3; r < n && ok; r++) {
-        float ms = 0;
-        ok = cudaEventRecord(b->e0, b->st) == cudaSuccess;
-        if (ge)
-            ok = ok && cudaGraphLaunch(ge, b->st) == cudaSuccess;
-        else
-            ok = ok && block(b, v, B) == 0;
-        ok = ok && cudaEventRecord(b->e1, b->st) == cudaSuccess &&
-             cudaEventSynchronize(b->e1) == cudaSuccess &&
-             cudaEventElapsedTime(&ms, b->e0, b->e1) == cudaSuccess;
-        if (r >= 0) t[r] = 1e3 * ms;
-    }
-    df11i_cuda_matmul_fused_limit(DF11_FUSED_MAX_BATCH);
-    if (ge) cudaGraphExecDestroy(ge);
-    return ok ? bench_median(t, n) : -1;
+    df11_model_stats st = { .size = sizeof st };
+    return df11_model_stats_get(m, &st) == DF11_OK ? st.decodes : 0;
+}
+
+/* "q" for "model.layers.0.self_attn.q_proj.weight": the word before "_proj". */
+static void mat_tag(int i, char *out, size_t n)
+{
+    const char *end = strstr(MATS[i].name, "_proj"), *p = end;
+    while (p && p > MATS[i].name && p[-1] != '.') p--;
+    snprintf(out, n, "%.*s", p ? (int)(end - p) : 0, p ? p : "");
 }
 
 static int parse_batches(const char *s, uint32_t *out, int max)
 {
     int n = 0;
-    while (*s && n < max) {
+    while (*s) {
         char *end;
+        errno = 0;
         long v = strtol(s, &end, 10);
-        if (end == s || v < 1 || v > MAX_B) return -1;
+        if (errno || end == s || v < 1 || v > MAX_B || n == max || (*end && *end != ',')) return -1;
         out[n++] = (uint32_t)v;
-        s = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',') return -1;
+        s = *end ? end + 1 : end;
+        if (*end && !*s) return -1; /* a trailing comma */
     }
     return n;
 }
 
+/* The BF16 weights of L blocks, generated into an unlinked temporary file under `dir` and
+ * mapped: src[blk * N_MATS + i] point into it, names into `names`. NULL on failure. */
+static void *weights_make(const char *dir, uint32_t L, uint64_t block_bytes, int threads,
+                          df11_tensor_source *src, char (*names)[96])
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/df11-bench-matmul-%d-bf16.tmp", dir, (int)getpid());
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "%s: cannot create '%s': %s\n", TOOL, path, strerror(errno));
+        return NULL;
+    }
+    unlink(path); /* gone with the process, however it ends */
+    const uint64_t size = L * block_bytes;
+    /* allocated now: a full disk fails here, not as SIGBUS on a write to the mapping */
+    int e = posix_fallocate(fd, 0, (off_t)size);
+    void *map = e ? MAP_FAILED : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED && !e) e = errno;
+    close(fd);
+    if (e) {
+        fprintf(stderr, "%s: %s of BF16 weights under '%s': %s\n", TOOL, cli_bytes(size), dir,
+                strerror(e));
+        return NULL;
+    }
+    uint16_t *w = map;
+    for (uint32_t blk = 0; blk < L; blk++)
+        for (int i = 0; i < N_MATS; i++) {
+            char *name = names[blk * N_MATS + i];
+            snprintf(name, sizeof names[0], "model.layers.%u.%s", blk,
+                     MATS[i].name + strlen(BLOCK0));
+            weights_fill(w, MATS[i].rows, MATS[i].cols, weights_tensor_seed(name, 0), false,
+                         threads);
+            src[blk * N_MATS + i] = (df11_tensor_source){ .name = name,
+                                                          .dtype = DF11_DTYPE_BF16,
+                                                          .ndim = 2,
+                                                          .shape = { MATS[i].rows, MATS[i].cols },
+                                                          .data = w };
+            w += MATS[i].rows * MATS[i].cols;
+        }
+    return map;
+}
+
+static void print_us(double us, double ref)
+{
+    if (isnan(us))
+        printf(" | –");
+    else
+        printf(" | %.1f (%.3fx)", us, ref / us);
+}
+
+static void json_num(const char *key, double v, const char *fmt)
+{
+    printf(",\"%s\":", key);
+    if (isnan(v))
+        printf("null");
+    else
+        printf(fmt, v);
+}
+
 int bench_matmul_main(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        { "batches", required_argument, 0, 'b' }, { "reps", required_argument, 0, 'r' },
-        { "dir", required_argument, 0, 'd' },     { "threads", required_argument, 0, 't' },
-        { "f32", no_argument, 0, 'f' },           { "json", no_argument, 0, 'j' },
-        { "help", no_argument, 0, 'h' },          { 0, 0, 0, 0 }
-    };
-    uint32_t batches[16] = { 1, 2, 4, 8, 16, 32, 64, 128, 256, 512 };
+    static const struct option lo[] = { { "blocks", required_argument, 0, 'L' },
+                                        { "batches", required_argument, 0, 'b' },
+                                        { "reps", required_argument, 0, 'r' },
+                                        { "dir", required_argument, 0, 'd' },
+                                        { "threads", required_argument, 0, 't' },
+                                        { "f32", no_argument, 0, 'f' },
+                                        { "json", no_argument, 0, 'j' },
+                                        { "help", no_argument, 0, 'h' },
+                                        { 0, 0, 0, 0 } };
+    uint32_t batches[MAX_BATCHES] = { 1, 2, 4, 8, 16, 32, 64, 128, 256, 512 };
     int n_b = 10, threads = 0, json = 0, c;
+    long v;
     const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    bench b = { .yd = DF11_DTYPE_BF16, .reps = 20 };
+    bench b = { .L = 8, .yd = DF11_DTYPE_BF16, .reps = 20 };
+    df11_model_options mo;
+    df11_model_options_init(&mo);
+    mo.backend = DF11_BACKEND_CUDA;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) switch (c) {
-        case 'b':
-            if ((n_b = parse_batches(optarg, batches, 16)) <= 0) {
-                fprintf(stderr, "%s: bad --batches '%s'\n", TOOL, optarg);
-                return CLI_USAGE;
-            }
+        case 'L':
+            /* one block more than the arena has slots, or the arena keeps them all */
+            if ((v = bench_parse_range(optarg, mo.arena_slots + 1, MAX_BLOCKS)) < 0)
+                return cli_usage_error(TOOL, "--blocks takes %u..%d, not '%s'", mo.arena_slots + 1,
+                                       MAX_BLOCKS, optarg);
+            b.L = (uint32_t)v;
             break;
-        case 'r': b.reps = atoi(optarg) > 0 ? atoi(optarg) : 1; break;
-        case 'd': dir = optarg; break;
-        case 't': threads = atoi(optarg); break;
+        case 'b':
+            if ((n_b = parse_batches(optarg, batches, MAX_BATCHES)) <= 0)
+                return cli_usage_error(TOOL,
+                                       "--batches takes up to %d of 1..%d, comma-separated, "
+                                       "not '%s'",
+                                       MAX_BATCHES, MAX_B, optarg);
+            break;
+        case 'r':
+            if ((v = bench_parse_range(optarg, 1, MAX_REPS)) < 0)
+                return cli_usage_error(TOOL, "--reps takes 1..%d, not '%s'", MAX_REPS, optarg);
+            b.reps = (int)v;
+            break;
+        case 'd':
+            if (!*optarg) return cli_usage_error(TOOL, "--dir takes a folder, not ''");
+            dir = optarg;
+            break;
+        case 't':
+            if ((v = bench_parse_range(optarg, 0, 4096)) < 0)
+                return cli_usage_error(TOOL, "--threads takes 0..4096, not '%s'", optarg);
+            threads = (int)v;
+            break;
         case 'f': b.yd = DF11_DTYPE_F32; break;
         case 'j': json = 1; break;
         case 'h': usage(stdout); return CLI_OK;
         default: usage(stderr); return CLI_USAGE;
         }
-
-    /* the weights, as df11-synth --shape llama3-8b-block makes them */
-    df11_tensor_source src[N_MATS];
+    if (optind < argc) return cli_usage_error(TOOL, "unexpected argument '%s'", argv[optind]);
     for (int i = 0; i < N_MATS; i++) {
-        uint16_t *w = malloc(MATS[i].rows * MATS[i].cols * 2);
-        if (!w) {
-            fprintf(stderr, "%s: out of memory\n", TOOL);
+        if (strncmp(MATS[i].name, BLOCK0, strlen(BLOCK0))) {
+            fprintf(stderr, "%s: %s is not a block-0 tensor\n", TOOL, MATS[i].name);
             return CLI_FAIL;
         }
-        weights_fill(w, MATS[i].rows, MATS[i].cols, weights_tensor_seed(MATS[i].name, 0), false,
-                     threads);
-        src[i] = (df11_tensor_source){ .name = MATS[i].name,
-                                       .dtype = DF11_DTYPE_BF16,
-                                       .ndim = 2,
-                                       .shape = { MATS[i].rows, MATS[i].cols },
-                                       .data = w };
+        b.mat_off[i] = b.block_bytes;
+        b.block_bytes += MATS[i].rows * MATS[i].cols * 2;
     }
-    char path[2][600];
+
+    const double t_setup = bench_now_s();
+    const uint32_t n_w = b.L * N_MATS;
+    df11_tensor_source *src = calloc(n_w, sizeof *src);
+    char(*names)[96] = calloc(n_w, sizeof *names);
+    char path[2][600] = { "", "" };
+    void *map = NULL;
+    double copy_gbs = NAN, t[MAX_BATCHES][N_COLS], dpp[MAX_BATCHES][2];
+    double mat_fused[N_MATS], mat_ref[N_MATS], mat_bytes[N_MATS] = { 0 };
     int rc = CLI_FAIL;
+    b.w[0] = calloc(n_w, sizeof *b.w[0]);
+    b.w[1] = calloc(n_w, sizeof *b.w[1]);
+    b.e0 = calloc((size_t)b.reps, sizeof *b.e0);
+    b.e1 = calloc((size_t)b.reps, sizeof *b.e1);
+    for (int i = 0; i < N_MATS; i++) b.plan[i].best = -1;
+    if (!src || !names || !b.w[0] || !b.w[1] || !b.e0 || !b.e1) {
+        fprintf(stderr, "%s: out of memory\n", TOOL);
+        goto out;
+    }
+    if (!(map = weights_make(dir, b.L, b.block_bytes, threads, src, names))) goto out;
     for (int k = 0; k < 2; k++) {
         snprintf(path[k], sizeof path[k], "%s/df11-bench-matmul-%d-%s.df11", dir, (int)getpid(),
                  k ? "huffman" : "fixed");
         df11_compress_options co = { .n_threads = threads,
-                                     .codec = k ? DF11_CODEC_EXP_HUFFMAN : DF11_CODEC_EXP_FIXED };
-        df11_status s = df11_compress_tensors(path[k], src, N_MATS, NULL, 0, &co, NULL);
-        df11_model_options mo;
-        df11_model_options_init(&mo);
-        mo.backend = DF11_BACKEND_CUDA;
-        mo.arena_slots = 2;
+                                     .codec = k ? DF11_CODEC_EXP_HUFFMAN : DF11_CODEC_EXP_FIXED,
+                                     .progress = cli_progress,
+                                     .progress_ctx = (void *)TOOL };
+        df11_status s = df11_compress_tensors(path[k], src, n_w, NULL, 0, &co, NULL);
         if (s == DF11_OK) s = df11_model_open(path[k], &mo, &b.m[k]);
-        for (int i = 0; i < N_MATS && s == DF11_OK; i++)
-            s = df11_weight_get(b.m[k], MATS[i].name, &b.w[k][i]);
+        unlink(path[k]); /* the model holds what it needs */
+        for (uint32_t j = 0; j < n_w && s == DF11_OK; j++)
+            s = df11_weight_get(b.m[k], names[j], &b.w[k][j]);
         if (s != DF11_OK) {
             fprintf(stderr, "%s: %s: %s %s\n", TOOL, path[k], df11_strerror(s),
                     df11_last_error_detail());
             goto out;
         }
     }
-    { /* the fixed file again, its fused launches plain */
-        df11_model_options mo;
-        df11_model_options_init(&mo);
-        mo.backend = DF11_BACKEND_CUDA;
-        mo.arena_slots = 2;
-        mo.matmul_plain_launch = 1;
-        df11_status s = df11_model_open(path[0], &mo, &b.m[2]);
-        for (int i = 0; i < N_MATS && s == DF11_OK; i++)
-            s = df11_weight_get(b.m[2], MATS[i].name, &b.w[2][i]);
-        if (s != DF11_OK) {
-            fprintf(stderr, "%s: %s (plain launches): %s %s\n", TOOL, path[0], df11_strerror(s),
-                    df11_last_error_detail());
-            goto out;
+    { /* the compressed bytes of each matrix, from the file's tensor info */
+        const df11_file *f = df11_model_file(b.m[0]);
+        for (uint32_t j = 0; j < n_w; j++) {
+            uint32_t ti;
+            if (df11_file_find_tensor(f, names[j], &ti) != DF11_OK) {
+                fprintf(stderr, "%s: %s: not in the model\n", TOOL, names[j]);
+                goto out;
+            }
+            mat_bytes[j % N_MATS] += (double)df11_file_tensor(f, ti)->stored_bytes / b.L;
         }
     }
     CK(cudaStreamCreateWithFlags(&b.st, cudaStreamNonBlocking));
-    CK(cudaEventCreate(&b.e0));
-    CK(cudaEventCreate(&b.e1));
-    for (int i = 0; i < N_MATS; i++) {
-        CK(cudaMalloc(&b.bf16[i], MATS[i].rows * MATS[i].cols * 2));
-        CK(cudaMemcpy(b.bf16[i], src[i].data, MATS[i].rows * MATS[i].cols * 2,
-                      cudaMemcpyHostToDevice));
+    for (int r = 0; r < b.reps; r++) {
+        CK(cudaEventCreate(&b.e0[r]));
+        CK(cudaEventCreate(&b.e1[r]));
     }
+    CK(cudaMalloc((void **)&b.bf16, b.L * b.block_bytes));
+    for (uint32_t blk = 0; blk < b.L; blk++)
+        CK(cudaMemcpy(b.bf16 + blk * b.block_bytes, (char *)map + blk * b.block_bytes,
+                      b.block_bytes, cudaMemcpyHostToDevice));
+    munmap(map, b.L * b.block_bytes);
+    map = NULL;
+    const double setup_s = bench_now_s() - t_setup;
+
     CK(cudaMalloc(&b.x, (size_t)MAX_B * 14336 * 2));
     CK(cudaMalloc(&b.y, (size_t)MAX_B * 14336 * 4));
+    CK(cudaMalloc(&b.flush, (size_t)FLUSH_ROWS * 4096 * 2));
+    CK(cudaMemset(b.flush, 0, (size_t)FLUSH_ROWS * 4096 * 2));
     {
         uint16_t *x = malloc((size_t)MAX_B * 14336 * 2);
         uint64_t r = 12345;
-        for (size_t i = 0; x && i < (size_t)MAX_B * 14336; i++) /* ±[1, 2), random mantissa */
+        if (!x) {
+            fprintf(stderr, "%s: out of memory\n", TOOL);
+            goto out;
+        }
+        for (size_t i = 0; i < (size_t)MAX_B * 14336; i++) /* ±[1, 2), random mantissa */
             x[i] = (uint16_t)(0x3f80 | (weights_mix64(r++) & 0x807f));
-        if (!x) goto out;
-        CK(cudaMemcpy(b.x, x, (size_t)MAX_B * 14336 * 2, cudaMemcpyHostToDevice));
+        cudaError_t e = cudaMemcpy(b.x, x, (size_t)MAX_B * 14336 * 2, cudaMemcpyHostToDevice);
         free(x);
+        CK(e);
     }
+    b.ws_bytes = 32u << 20;
+    CK(cudaMalloc(&b.ws, b.ws_bytes));
     if (cublasCreate(&b.h) != CUBLAS_STATUS_SUCCESS ||
         cublasSetMathMode(b.h,
                           CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION) !=
             CUBLAS_STATUS_SUCCESS ||
-        cublasSetStream(b.h, b.st) != CUBLAS_STATUS_SUCCESS) {
+        cublasSetStream(b.h, b.st) != CUBLAS_STATUS_SUCCESS ||
+        cublasSetWorkspace(b.h, b.ws, b.ws_bytes) != CUBLAS_STATUS_SUCCESS ||
+        cublasLtCreate(&b.lt) != CUBLAS_STATUS_SUCCESS) {
         fprintf(stderr, "%s: cuBLAS setup failed\n", TOOL);
         goto out;
     }
     struct cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
-    double t[16][V_COUNT];
-    for (int i = 0; i < n_b; i++)
-        for (int v = 0; v < V_COUNT; v++) {
-            t[i][v] =
-                (v == V_FUSED || v == V_OP_GRAPH || v == V_OP_NOPDL || v == V_OP_GRAPH_NOPDL) &&
-                        batches[i] > DF11_FUSED_MAX_BATCH
-                    ? NAN
-                    : time_block(&b, v, batches[i]);
-            if (t[i][v] < 0) {
-                fprintf(stderr, "%s: %s at B=%u failed\n", TOOL, V_NAME[v], batches[i]);
+    const int fused_ok = df11i_fused_matmul_supported();
+
+    { /* the roof: 1 GiB device to device, bytes read + written */
+        const size_t n = 1u << 30;
+        void *a = NULL, *z = NULL;
+        double *ct = malloc(sizeof *ct * (size_t)b.reps);
+        int ok = ct && cuda_ok(cudaMalloc(&a, n), "cudaMalloc") &&
+                 cuda_ok(cudaMalloc(&z, n), "cudaMalloc") &&
+                 cuda_ok(cudaMemset(a, 1, n), "cudaMemset");
+        for (int r = -1; r < b.reps && ok; r++)
+            ok = (r < 0 || cudaEventRecord(b.e0[r], b.st) == cudaSuccess) &&
+                 cudaMemcpyAsync(z, a, n, cudaMemcpyDeviceToDevice, b.st) == cudaSuccess &&
+                 (r < 0 || cudaEventRecord(b.e1[r], b.st) == cudaSuccess);
+        ok = ok && cudaStreamSynchronize(b.st) == cudaSuccess;
+        for (int r = 0; r < b.reps && ok; r++) {
+            float ms = 0;
+            ok = cudaEventElapsedTime(&ms, b.e0[r], b.e1[r]) == cudaSuccess;
+            ct[r] = ms;
+        }
+        if (ok) copy_gbs = 2.0 * n / bench_median(ct, b.reps) / 1e6;
+        cudaFree(a);
+        cudaFree(z);
+        free(ct);
+        if (!ok) {
+            fprintf(stderr, "%s: the copy bandwidth measurement failed\n", TOOL);
+            goto out;
+        }
+    }
+
+    { /* per matrix at B = 1: the fused path and the reference, over all L blocks */
+        double ex_us;
+        if (lt_tune(&b, 1, mat_ref)) goto out;
+        for (int i = 0; i < N_MATS; i++) {
+            if ((ex_us = time_pass(&b, K_GEMMEX, i, 1, LIM_OWN, 1)) < 0) goto out;
+            if (ex_us / b.L < mat_ref[i]) mat_ref[i] = ex_us / b.L;
+            mat_fused[i] =
+                fused_ok ? time_pass(&b, K_FIXED, i, 1, DF11_FUSED_MAX_BATCH, 1) / b.L : NAN;
+            if (mat_fused[i] < 0) {
+                fprintf(stderr, "%s: fused %s at B=1 failed\n", TOOL, MATS[i].name);
                 goto out;
             }
         }
+    }
+
+    for (int bi = 0; bi < n_b; bi++) {
+        const uint32_t B = batches[bi];
+        double lt_us[N_MATS];
+        if (lt_tune(&b, B, lt_us)) goto out;
+        for (int col = 0; col < N_COLS; col++) {
+            const struct column *cl = &COLS[col];
+            t[bi][col] = NAN;
+            if (cl->fused_only && (B > DF11_FUSED_MAX_BATCH || !fused_ok)) continue;
+            df11_model *arena = col == C_DECODE ? b.m[0] : col == C_HUFF ? b.m[1] : NULL;
+            const uint64_t d0 = arena ? model_decodes(arena) : 0;
+            const double us = time_pass(&b, cl->kind, -1, cl->graph, cl->lim, B);
+            if (us < 0) {
+                fprintf(stderr, "%s: %s at B=%u failed\n", TOOL, cl->key, B);
+                goto out;
+            }
+            t[bi][col] = us / b.L;
+            if (arena) /* the warm-up pass counts too */
+                dpp[bi][col == C_HUFF] = (double)(model_decodes(arena) - d0) / (b.reps + 1);
+        }
+    }
+
     if (json) {
-        printf("{\"device\":\"%s\",\"y\":\"%s\",\"reps\":%d,\"rows\":[", prop.name,
-               b.yd == DF11_DTYPE_F32 ? "f32" : "bf16", b.reps);
-        for (int i = 0; i < n_b; i++) {
-            printf("%s{\"batch\":%u", i ? "," : "", batches[i]);
-            for (int v = 0; v < V_COUNT; v++)
-                if (isnan(t[i][v]))
-                    printf(",\"%s_us\":null,\"%s_x\":null", V_NAME[v], V_NAME[v]);
-                else
-                    printf(",\"%s_us\":%.2f,\"%s_x\":%.4f", V_NAME[v], t[i][v], V_NAME[v],
-                           t[i][V_CUBLAS] / t[i][v]);
+        printf("{\"device\":\"%s\",\"y\":\"%s\",\"reps\":%d,\"blocks\":%u,\"copy_gbs\":%.1f,"
+               "\"setup_s\":%.1f,\"rows\":[",
+               prop.name, b.yd == DF11_DTYPE_F32 ? "f32" : "bf16", b.reps, b.L, copy_gbs, setup_s);
+        for (int bi = 0; bi < n_b; bi++) {
+            const double ref = fmin(t[bi][C_GEMMEX], t[bi][C_LT]);
+            printf("%s{\"batch\":%u,\"ref_us\":%.2f", bi ? "," : "", batches[bi], ref);
+            for (int col = 0; col < N_COLS; col++) {
+                char key[32];
+                snprintf(key, sizeof key, "%s_us", COLS[col].key);
+                json_num(key, t[bi][col], "%.2f");
+                snprintf(key, sizeof key, "%s_x", COLS[col].key);
+                json_num(key, ref / t[bi][col], "%.4f");
+            }
+            json_num("op_vs_better", t[bi][C_OP] / fmin(t[bi][C_FUSED], t[bi][C_DECODE]), "%.4f");
+            printf(",\"decode_decodes_per_pass\":%.2f,\"huffman_decodes_per_pass\":%.2f}",
+                   dpp[bi][0], dpp[bi][1]);
+        }
+        printf("],\"matrices_b1\":[");
+        for (int i = 0; i < N_MATS; i++) {
+            char tag[16];
+            mat_tag(i, tag, sizeof tag);
+            printf("%s{\"matrix\":\"%s\",\"stored_bytes\":%.0f", i ? "," : "", tag, mat_bytes[i]);
+            json_num("fused_us", mat_fused[i], "%.3f");
+            json_num("ref_us", mat_ref[i], "%.3f");
+            json_num("x", mat_ref[i] / mat_fused[i], "%.4f");
+            json_num("of_copy", mat_bytes[i] / (mat_fused[i] * 1e3) / copy_gbs, "%.4f");
             printf("}");
         }
         printf("]}\n");
     } else {
-        printf("%s: Llama-3-8B block (7 matrices), y %s, median of %d; µs per block, x = "
-               "cuBLAS / time\n",
-               prop.name, b.yd == DF11_DTYPE_F32 ? "F32" : "BF16", b.reps);
-        printf("| B | cuBLAS (graph) | op, fixed | op, fixed, graph | op, no PDL | op, graph, no "
-               "PDL | fused forced | decode+cuBLAS forced | op, Huffman |\n"
-               "|---|---|---|---|---|---|---|---|---|\n");
-        for (int i = 0; i < n_b; i++) {
-            printf("| %u | %.1f", batches[i], t[i][V_CUBLAS]);
-            for (int v = V_OP; v < V_COUNT; v++)
-                if (isnan(t[i][v]))
-                    printf(" | –");
-                else
-                    printf(" | %.1f (%.3fx)", t[i][v], t[i][V_CUBLAS] / t[i][v]);
-            printf(" |\n");
+        printf("%s: %u Llama-3-8B blocks (7 matrices each), y %s, median of %d passes; µs per "
+               "block (pass / %u), x = reference / time\n"
+               "reference = the faster of cublasGemmEx and cublasLt, each a CUDA graph of one "
+               "pass over the BF16 weights\n"
+               "device-to-device copy %.0f GB/s (cudaMemcpyAsync, 1 GiB, read + write); "
+               "setup (generate, compress, open, upload) %.0f s\n",
+               prop.name, b.L, b.yd == DF11_DTYPE_F32 ? "F32" : "BF16", b.reps, b.L, copy_gbs,
+               setup_s);
+        printf("| B | cublasGemmEx (graph) | cublasLt best (graph)");
+        for (int col = C_OP; col < N_COLS; col++) printf(" | %s", COLS[col].title);
+        printf(" | op choice vs better path | arena decodes per pass (decode, Huffman) |\n"
+               "|---|---|---|---|---|---|---|---|---|---|\n");
+        for (int bi = 0; bi < n_b; bi++) {
+            const double ref = fmin(t[bi][C_GEMMEX], t[bi][C_LT]);
+            printf("| %u | %.1f | %.1f", batches[bi], t[bi][C_GEMMEX], t[bi][C_LT]);
+            for (int col = C_OP; col < N_COLS; col++) print_us(t[bi][col], ref);
+            printf(" | %.3f | %.1f, %.1f |\n", t[bi][C_OP] / fmin(t[bi][C_FUSED], t[bi][C_DECODE]),
+                   dpp[bi][0], dpp[bi][1]);
+        }
+        printf("\nPer matrix at B = 1 (µs a matrix; a graph over it in all %u blocks, replayed "
+               "after a 128 MiB read that evicts L2)\n"
+               "| matrix | compressed MB | fused | reference | x | of copy |\n"
+               "|---|---|---|---|---|---|\n",
+               b.L);
+        for (int i = 0; i < N_MATS; i++) {
+            char tag[16];
+            mat_tag(i, tag, sizeof tag);
+            printf("| %s | %.2f | %.2f | %.2f | %.3f | %.1f%% |\n", tag, mat_bytes[i] / 1e6,
+                   mat_fused[i], mat_ref[i], mat_ref[i] / mat_fused[i],
+                   100 * mat_bytes[i] / (mat_fused[i] * 1e3) / copy_gbs);
         }
     }
     rc = CLI_OK;
 out:
-    df11_model_close(b.m[2]);
+    if (map) munmap(map, b.L * b.block_bytes);
     for (int k = 0; k < 2; k++) {
         df11_model_close(b.m[k]);
-        unlink(path[k]);
+        if (path[k][0]) unlink(path[k]);
+        free(b.w[k]);
     }
-    for (int i = 0; i < N_MATS; i++) {
-        free((void *)src[i].data);
-        if (b.bf16[i]) cudaFree(b.bf16[i]);
+    for (int i = 0; i < N_MATS; i++) lt_plan_free(&b.plan[i]);
+    for (int r = 0; r < b.reps && b.e0 && b.e1; r++) {
+        if (b.e0[r]) cudaEventDestroy(b.e0[r]);
+        if (b.e1[r]) cudaEventDestroy(b.e1[r]);
     }
+    free(b.e0);
+    free(b.e1);
+    free(src);
+    free(names);
+    cudaFree(b.bf16);
+    cudaFree(b.x);
+    cudaFree(b.y);
+    cudaFree(b.flush);
+    cudaFree(b.ws);
+    if (b.lt) cublasLtDestroy(b.lt);
     if (b.h) cublasDestroy(b.h);
+    if (b.st) cudaStreamDestroy(b.st);
     return rc;
 }
 #endif

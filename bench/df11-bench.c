@@ -13,10 +13,8 @@ static const struct {
     { "codec", "CPU codec: ratio against the entropy bound, encoder and decoder speed",
       bench_codec_main },
     { "pipeline", "load + decode + GEMM pipeline over a model", bench_pipeline_main },
-    { "matmul", "the matmul op on the 8B block (fixed, Huffman) against cuBLAS BF16",
+    { "matmul", "the matmul op over L 8B blocks (fixed, Huffman) against the best cuBLAS BF16",
       bench_matmul_main },
-    { "codec", "CPU: ratio vs the entropy bound, compress and decode speed per core",
-      bench_codec_main },
 };
 
 static void usage(FILE *f)
