@@ -80,7 +80,7 @@ struct Args {
     Mat W[DF11_FUSED_MAX_PARTS];
     const uint16_t *x; // B x K BF16, row stride K (library change: the probe's is cols_pad)
     void *y;           // B x ldy, F32 or (y_bf16) BF16 (library change: the probe's is F32)
-    float *ws;         // partials: 2 * (strip pairs) * maxc * 256
+    float *ws;         // partials: 2 * (strip pairs) * maxc * 128 NB
     unsigned *sem;     // a word per strip of the launch, zero between launches
     unsigned *err;     // set when a tile's codes and offsets disagree (may be NULL)
     int n_parts, B, NU, G, maxc, K, ldy, y_bf16;
@@ -205,14 +205,15 @@ __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float 
         store_y(acc);
         return;
     }
-    float *slot = a.ws + ((long long)gs * a.maxc) * 256;
+    // a CTA's partial of a strip: 16 rows x 8 NB batch columns
+    float *slot = a.ws + ((long long)gs * a.maxc) * (128 * NB);
     const int ci = (int)blockIdx.x - cf;
 #pragma unroll
     for (int nb = 0; nb < NB; nb++)
 #pragma unroll
         for (int j = 0; j < 4; j++)
-            slot[ci * 256 + ((lane >> 2) + 8 * (j >> 1)) * 16 + nb * 8 + 2 * (lane & 3) + (j & 1)] =
-                acc[nb][j];
+            slot[ci * 128 * NB + ((lane >> 2) + 8 * (j >> 1)) * 8 * NB + nb * 8 + 2 * (lane & 3) +
+                 (j & 1)] = acc[nb][j];
     __threadfence();
     __syncwarp();
     unsigned old = 0;
@@ -226,8 +227,8 @@ __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float 
         for (int nb = 0; nb < NB; nb++)
 #pragma unroll
             for (int j = 0; j < 4; j++)
-                sum[nb][j] += __ldcg(slot + c * 256 + ((lane >> 2) + 8 * (j >> 1)) * 16 + nb * 8 +
-                                     2 * (lane & 3) + (j & 1));
+                sum[nb][j] += __ldcg(slot + c * 128 * NB + ((lane >> 2) + 8 * (j >> 1)) * 8 * NB +
+                                     nb * 8 + 2 * (lane & 3) + (j & 1));
     store_y(sum);
     if (lane == 0) atomicExch(a.sem + gs, 0u);
 }
@@ -524,9 +525,9 @@ df11_status launch_geom(uint32_t n_parts, const uint64_t *rows, uint64_t cols, d
 
 /* The workspace: semaphores at its start (a word per strip), partials at its end. */
 uint64_t sem_bytes(long long pairs) { return align256(4ull * kWarps * pairs); }
-uint64_t part_bytes(long long pairs, const Grid &gr)
+uint64_t part_bytes(long long pairs, const Grid &gr, int nb)
 {
-    return 4ull * kWarps * pairs * (uint64_t)gr.maxc * 256;
+    return 4ull * kWarps * pairs * (uint64_t)gr.maxc * 128 * nb;
 }
 
 } // namespace
@@ -552,7 +553,7 @@ extern "C" df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint
     if (!dg.sms) return df11i_fail(DF11_ERR_UNSUPPORTED, "fused matmul: needs sm_80 or newer");
     uint64_t m = sem_bytes(pairs);
     for (int nb = 1; nb <= kMaxNB; nb++) {
-        const uint64_t b = part_bytes(pairs, make_grid(pairs, (long long)g[0].tiles, dg, nb));
+        const uint64_t b = part_bytes(pairs, make_grid(pairs, (long long)g[0].tiles, dg, nb), nb);
         if (b > m) m = b;
     }
     *bytes = 2 * m;
@@ -603,7 +604,7 @@ extern "C" df11_status df11i_fused_matmul(const df11i_fused_part *parts, uint32_
                           (unsigned long long)y_cols);
     const int nb = (int)(batch + 7) / 8;
     const Grid gr = make_grid(pairs, (long long)g[0].tiles, dg, nb, grid_scale);
-    const uint64_t pb = part_bytes(pairs, gr);
+    const uint64_t pb = part_bytes(pairs, gr, nb);
     if (sem_bytes(pairs) + pb > ws_size)
         return df11i_fail(DF11_ERR_STATE, "fused matmul: workspace %llu bytes, needs %llu",
                           (unsigned long long)ws_size, (unsigned long long)(sem_bytes(pairs) + pb));

@@ -269,19 +269,17 @@ END_TEST
 START_TEST(test_fused_matmul_streams)
 {
     /* Fused products of one model on two streams (they share its workspace), a decode
-     * path product between them, no host sync in between: every y as on one stream. */
+     * path product between them, no host sync in between: every y as on one stream; with
+     * programmatic launches and plain ones. */
     fu_make_model();
-    df11_model *m = fu_open(fu.path);
     const mm_shape *sh = &FU_SHAPES[6];
-    df11_weight wt;
-    ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
     uint64_t rng = fu.seed ^ 0x73;
     enum { N = 6 };
     const uint32_t batch[N] = { 1, 16, DF11_FUSED_MAX_BATCH + 1, 3, 8, DF11_FUSED_MAX_BATCH };
     cudaStream_t st[2];
     for (int i = 0; i < 2; i++)
         ck_assert_int_eq(cudaStreamCreateWithFlags(&st[i], cudaStreamNonBlocking), cudaSuccess);
-    void *dx[N], *dy[N], *want[N];
+    void *dx[N], *dy[N];
     size_t ysz[N];
     for (int i = 0; i < N; i++) {
         uint16_t *x = mm_random_x(batch[i], sh->k, &rng);
@@ -290,28 +288,48 @@ START_TEST(test_fused_matmul_streams)
         free(x);
         ysz[i] = (size_t)batch[i] * sh->n * 4;
         dy[i] = mm_dev_alloc(ysz[i]);
-        want[i] = malloc(ysz[i]);
-        double *tmp = malloc((size_t)batch[i] * sh->n * sizeof *tmp);
-        fu_run(m, &wt, dx[i], batch[i], DF11_DTYPE_F32, dy[i], NULL, tmp, want[i]);
-        free(tmp);
-        ck_assert_int_eq(cudaMemset(dy[i], 0xff, ysz[i]), cudaSuccess);
     }
-    ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
-    for (int i = 0; i < N; i++)
-        ck_assert_int_eq(df11_matmul(m, &wt, dx[i], batch[i], dy[i], DF11_DTYPE_F32, st[i % 2]),
-                         DF11_OK);
-    ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+    int bad[2][N] = { { 0 } };
+    for (int plain = 0; plain < 2; plain++) {
+        df11_model *m = fu_open_with(fu.path, plain);
+        df11_weight wt;
+        ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
+        void *want[N];
+        for (int i = 0; i < N; i++) {
+            want[i] = malloc(ysz[i]);
+            double *tmp = malloc((size_t)batch[i] * sh->n * sizeof *tmp);
+            fu_run(m, &wt, dx[i], batch[i], DF11_DTYPE_F32, dy[i], NULL, tmp, want[i]);
+            free(tmp);
+            ck_assert_int_eq(cudaMemset(dy[i], 0xff, ysz[i]), cudaSuccess);
+        }
+        ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+        for (int i = 0; i < N; i++)
+            ck_assert_int_eq(df11_matmul(m, &wt, dx[i], batch[i], dy[i], DF11_DTYPE_F32, st[i % 2]),
+                             DF11_OK);
+        ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+        for (int i = 0; i < N; i++) {
+            float *got = malloc(ysz[i]);
+            read_back(got, dy[i], ysz[i]);
+            for (size_t j = 0; j < ysz[i] / 4; j++)
+                bad[plain][i] += memcmp(&got[j], (const float *)want[i] + j, 4) != 0;
+            free(got);
+            free(want[i]);
+        }
+        df11_model_close(m);
+    }
+    for (int plain = 0; plain < 2; plain++)
+        for (int i = 0; i < N; i++)
+            ck_assert_msg(!bad[plain][i],
+                          "product %d (batch %u) differs in %d of %zu values (%s launches; "
+                          "PDL: %d %d %d %d %d %d, plain: %d %d %d %d %d %d)",
+                          i, batch[i], bad[plain][i], ysz[i] / 4, plain ? "plain" : "PDL",
+                          bad[0][0], bad[0][1], bad[0][2], bad[0][3], bad[0][4], bad[0][5],
+                          bad[1][0], bad[1][1], bad[1][2], bad[1][3], bad[1][4], bad[1][5]);
     for (int i = 0; i < N; i++) {
-        void *got = malloc(ysz[i]);
-        read_back(got, dy[i], ysz[i]);
-        ck_assert_msg(!memcmp(got, want[i], ysz[i]), "product %d (batch %u) differs", i, batch[i]);
-        free(got);
-        free(want[i]);
         mm_dev_free(dx[i]);
         mm_dev_free(dy[i]);
     }
     for (int i = 0; i < 2; i++) cudaStreamDestroy(st[i]);
-    df11_model_close(m);
 }
 END_TEST
 

@@ -1463,14 +1463,18 @@ END_TEST
 
 START_TEST(test_matmul_block_once)
 {
-    /* Off the fused path (fixed-code weights at batch 17), a product reads its block from the
+    /* Off the fused path (fixed-code weights past its batch), a product reads its block from the
      * arena: the second weight of a block finds it decoded, no slot stays held, and a block
      * the engine holds is read where it lies. Results stay those of the reference. */
     df11_model *m = mm_open(2, DF11_NONLAYER_ARENA, 2);
     df11_weight a, b;
     ck_assert_int_eq(df11_weight_get(m, MM_SHAPES[0].name, &a), DF11_OK);
     ck_assert_int_eq(df11_weight_get(m, MM_SHAPES[1].name, &b), DF11_OK);
+#ifdef RT_TEST_CUDA
+    const uint32_t batch = DF11_FUSED_MAX_BATCH + 1;
+#else
     const uint32_t batch = 17;
+#endif
     uint64_t rng = mm.seed ^ 0x62;
     uint16_t *xa = mm_random_x(batch, a.cols, &rng), *xb = mm_random_x(batch, b.cols, &rng);
     float *ya = malloc((size_t)batch * a.rows * 4), *ya2 = malloc((size_t)batch * a.rows * 4);
