@@ -1,6 +1,8 @@
 /* The example engine (examples/run): its logits against an independent double-precision
  * reference written here, its batch and thread invariance, and bit-identical generation
- * from a .df11 file and from the BF16 source through the runtime's provider.
+ * from a .df11 file (Huffman and fixed codec) and from the BF16 source through the
+ * runtime's provider, on both ways of running the linear layers (the matmul op and the
+ * engine's own GEMM), which agree within the BF16 rounding of the op's input.
  *
  * Models: stories260K (../shared/models, skipped when absent) and a synthetic GQA model
  * with untied lm_head written here as safetensors + config.json.
@@ -473,8 +475,8 @@ static int argmax_d(const double *v, int n)
     return best;
 }
 
-static dfl_engine *engine_new_on(dfl_device device, const char *config, size_t len,
-                                 const df11_provider *p, int threads, int max_batch)
+static dfl_engine *engine_new_mm(dfl_device device, const char *config, size_t len,
+                                 const df11_provider *p, int threads, int max_batch, dfl_matmul mm)
 {
     dfl_config cfg;
     char err[256];
@@ -485,10 +487,17 @@ static dfl_engine *engine_new_on(dfl_device device, const char *config, size_t l
     opt.n_threads = threads;
     opt.max_batch = max_batch;
     opt.max_seq = 128;
+    opt.matmul = mm;
     dfl_engine *e;
     df11_status st = dfl_create(&cfg, p, &opt, &e);
     ck_assert_msg(st == DF11_OK, "dfl_create: %s: %s", df11_strerror(st), dfl_create_error());
     return e;
+}
+
+static dfl_engine *engine_new_on(dfl_device device, const char *config, size_t len,
+                                 const df11_provider *p, int threads, int max_batch)
+{
+    return engine_new_mm(device, config, len, p, threads, max_batch, DFL_MATMUL_AUTO);
 }
 
 static dfl_engine *engine_new(const char *config, size_t len, const df11_provider *p, int threads,
@@ -508,6 +517,28 @@ static void generate(dfl_engine *e, int n, int *tokens, float *all)
         ck_assert_msg(st == DF11_OK, "forward: %s", dfl_error(e));
         tok = tokens[i] = argmax(lg, c->vocab_size);
     }
+}
+
+/* Logits of every step when the tokens are given: BOS, then tokens[0..n-1). */
+static void teacher_forced(dfl_engine *e, int n, const int *tokens, float *all)
+{
+    const dfl_config *c = dfl_get_config(e);
+    for (int i = 0; i < n; i++) {
+        int tok = i == 0 ? (c->bos_id >= 0 ? c->bos_id : 1) : tokens[i - 1];
+        df11_status st = dfl_forward(e, &tok, 1, i, all + (size_t)i * c->vocab_size);
+        ck_assert_msg(st == DF11_OK, "forward: %s", dfl_error(e));
+    }
+}
+
+/* max |a - b| over a step's logits, relative to max(1, max |b|). */
+static double rel_err(const float *a, const float *b, int n)
+{
+    double scale = 0, err = 0;
+    for (int v = 0; v < n; v++) {
+        if (fabs(b[v]) > scale) scale = fabs(b[v]);
+        if (fabs(a[v] - b[v]) > err) err = fabs(a[v] - b[v]);
+    }
+    return err / (scale > 1 ? scale : 1);
 }
 
 /* Engine (host, memory provider) against the reference: every step's logits within a
@@ -781,76 +812,147 @@ END_TEST
 
 /* ---------------------------------------- through the runtime: .df11 vs BF16 ------ */
 
-static dfl_engine *engine_open(df11_model *model, df11_provider *p)
+static dfl_engine *engine_open_mm(df11_model *model, df11_provider *p, dfl_matmul mm)
 {
     ck_assert_int_eq(df11_model_provider(model, p), DF11_OK);
     size_t len;
     const char *cfg = df11_model_config(model, &len);
     ck_assert_msg(cfg != NULL, "model has no config.json");
-    return engine_new(cfg, len, p, 2, 0);
+    return engine_new_mm(DFL_DEVICE_CPU, cfg, len, p, 2, 0, mm);
 }
 
-static const char *compress_to_tmp(const char *dir)
+/* dir compressed with `codec` (0: the default, Huffman) into the test's temporary folder. */
+static const char *compress_codec(const char *dir, df11_codec codec)
 {
-    static char path[1024];
-    snprintf(path, sizeof path, "%s/%s.df11", df11_test_tmpdir(),
-             strstr(dir, "synth") ? "synth" : "stories");
-    df11_status st = df11_compress_path(dir, path, NULL, NULL);
+    static char path[2][1024];
+    char *out = path[codec == DF11_CODEC_EXP_FIXED];
+    snprintf(out, sizeof path[0], "%s/%s%s.df11", df11_test_tmpdir(),
+             strstr(dir, "synth") ? "synth" : "stories",
+             codec == DF11_CODEC_EXP_FIXED ? "-fixed" : "");
+    df11_compress_options co = { .codec = codec };
+    df11_status st = df11_compress_path(dir, out, &co, NULL);
     ck_assert_msg(st == DF11_OK, "compress %s: %s: %s", dir, df11_strerror(st),
                   df11_last_error_detail());
-    return path;
+    return out;
 }
 
-static void check_df11_vs_bf16(const char *dir)
-{
-    const char *path = compress_to_tmp(dir);
-    df11_status st;
+static const char *compress_to_tmp(const char *dir) { return compress_codec(dir, 0); }
 
+static df11_model *open_host(const char *path, int bf16, int threads)
+{
     df11_model_options opt;
     df11_model_options_init(&opt);
     opt.backend = DF11_BACKEND_HOST;
-    df11_model *mc, *mb;
-    st = df11_model_open(path, &opt, &mc);
+    opt.n_threads = threads;
+    df11_model *m;
+    df11_status st = bf16 ? df11_model_open_bf16(path, &opt, &m) : df11_model_open(path, &opt, &m);
     ck_assert_msg(st == DF11_OK, "open %s: %s: %s", path, df11_strerror(st),
                   df11_last_error_detail());
-    st = df11_model_open_bf16(dir, &opt, &mb);
-    ck_assert_msg(st == DF11_OK, "open_bf16 %s: %s: %s", dir, df11_strerror(st),
-                  df11_last_error_detail());
-    df11_provider pc, pb;
-    dfl_engine *ec = engine_open(mc, &pc), *eb = engine_open(mb, &pb);
-    int V = dfl_get_config(ec)->vocab_size;
-    int tc[N_GEN], tb[N_GEN];
-    float *lc = malloc((size_t)N_GEN * V * sizeof *lc),
-          *lb = malloc((size_t)N_GEN * V * sizeof *lb);
-    generate(ec, N_GEN, tc, lc);
-    generate(eb, N_GEN, tb, lb);
-    for (int i = 0; i < N_GEN; i++) {
-        ck_assert_msg(tc[i] == tb[i], "%s step %d: df11 %d, bf16 %d", dir, i, tc[i], tb[i]);
-        ck_assert_msg(memcmp(lc + (size_t)i * V, lb + (size_t)i * V, V * sizeof *lc) == 0,
-                      "%s step %d: logits differ", dir, i);
-    }
+    return m;
+}
 
-    /* and both equal the memory provider's run */
+static uint64_t model_acquires(const df11_model *m)
+{
+    df11_model_stats ms;
+    memset(&ms, 0, sizeof ms);
+    ms.size = sizeof ms;
+    ck_assert_int_eq(df11_model_stats_get(m, &ms), DF11_OK);
+    return ms.acquires;
+}
+
+/* The op path rounds each linear layer's input to BF16 (the engine path keeps it FP32),
+ * as the CUDA engine does for cuBLAS, so the two differ by that rounding: a float64 model
+ * that rounds the same tensors differs from the exact one by up to 5.1% of the largest
+ * logit on stories260K (docs/ENGINE.md), and so does the op path from the engine path here
+ * (host, teacher-forced, 40 steps: 5.1% on stories260K, 3.9% on the synthetic model; the
+ * test prints it). The same bound as the GPU against the host (test_gpu_matches_host). */
+#define OP_VS_ENGINE_TOL 0.1
+
+/* On each path (engine GEMM, matmul op) the Huffman .df11, the fixed-codec .df11 and the
+ * BF16 source give the same greedy tokens and memcmp-identical logits; the engine path
+ * equals the memory provider's run; the op path acquires no block per pass (Huffman: the
+ * host op decodes as it multiplies) and stays within OP_VS_ENGINE_TOL of the engine path,
+ * teacher-forced on the engine path's tokens. */
+static void check_df11_vs_bf16(const char *dir)
+{
+    const char *paths[3] = { compress_codec(dir, 0), compress_codec(dir, DF11_CODEC_EXP_FIXED),
+                             dir };
+    const char *kinds[3] = { "df11 huffman", "df11 fixed", "bf16" };
+    df11_model *models[3];
+    for (int k = 0; k < 3; k++) models[k] = open_host(paths[k], k == 2, 2);
+    const dfl_matmul mms[2] = { DFL_MATMUL_ENGINE, DFL_MATMUL_OP };
+    int V = 0;
+    int toks[2][3][N_GEN];
+    float *lg[2][3];
+    for (int p = 0; p < 2; p++)
+        for (int k = 0; k < 3; k++) {
+            df11_provider pv;
+            dfl_engine *e = engine_open_mm(models[k], &pv, mms[p]);
+            ck_assert_int_eq(dfl_matmul_used(e), mms[p]);
+            V = dfl_get_config(e)->vocab_size;
+            lg[p][k] = malloc((size_t)N_GEN * V * sizeof(float));
+            uint64_t acq0 = model_acquires(models[k]);
+            generate(e, N_GEN, toks[p][k], lg[p][k]);
+            uint64_t acq = model_acquires(models[k]) - acq0;
+            if (mms[p] == DFL_MATMUL_ENGINE && k < 2)
+                ck_assert_uint_eq(acq, (uint64_t)N_GEN * dfl_get_config(e)->n_layers);
+            if (mms[p] == DFL_MATMUL_OP && k == 0) ck_assert_uint_eq(acq, 0);
+            dfl_destroy(e);
+            if (k == 0) continue;
+            for (int i = 0; i < N_GEN; i++) {
+                ck_assert_msg(toks[p][k][i] == toks[p][0][i], "%s %s step %d: %s %d, %s %d", dir,
+                              p ? "op" : "engine", i, kinds[k], toks[p][k][i], kinds[0],
+                              toks[p][0][i]);
+                ck_assert_msg(memcmp(lg[p][k] + (size_t)i * V, lg[p][0] + (size_t)i * V,
+                                     V * sizeof(float)) == 0,
+                              "%s %s step %d: %s logits differ from %s", dir, p ? "op" : "engine",
+                              i, kinds[k], kinds[0]);
+            }
+        }
+
+    /* the engine path equals the memory provider's run (which has no op) */
     st_model m;
     st_load(&m, dir);
     df11_provider pm = mem_provider(&m);
     dfl_engine *em = engine_new(m.config, m.config_len, &pm, 2, 0);
+    ck_assert_int_eq(dfl_matmul_used(em), DFL_MATMUL_ENGINE);
     int tm[N_GEN];
     float *lm = malloc((size_t)N_GEN * V * sizeof *lm);
     generate(em, N_GEN, tm, lm);
-    ck_assert(memcmp(lm, lc, (size_t)N_GEN * V * sizeof *lm) == 0);
-    fprintf(stderr, "%s: %d greedy tokens, df11 == bf16 bit for bit; first: %d %d %d %d\n", dir,
-            N_GEN, tc[0], tc[1], tc[2], tc[3]);
+    ck_assert(memcmp(lm, lg[0][0], (size_t)N_GEN * V * sizeof *lm) == 0);
 
+    /* op vs engine, teacher-forced on the engine path's tokens */
+    df11_provider pv;
+    dfl_engine *eo = engine_open_mm(models[0], &pv, DFL_MATMUL_OP);
+    float *lo = malloc((size_t)N_GEN * V * sizeof *lo);
+    teacher_forced(eo, N_GEN, toks[0][0], lo);
+    double worst = 0;
+    int agree = 0, same = 0;
+    for (int i = 0; i < N_GEN; i++) {
+        double rel = rel_err(lo + (size_t)i * V, lg[0][0] + (size_t)i * V, V);
+        if (rel > worst) worst = rel;
+        ck_assert_msg(rel < OP_VS_ENGINE_TOL, "%s step %d: op vs engine relative error %.3g", dir,
+                      i, rel);
+        agree += argmax(lo + (size_t)i * V, V) == toks[0][0][i];
+        same += toks[1][0][i] == toks[0][0][i];
+    }
+    ck_assert_msg(agree >= N_GEN * 9 / 10, "%s: op and engine agree on %d/%d greedy steps", dir,
+                  agree, N_GEN);
+    fprintf(stderr,
+            "%s: %d greedy tokens, df11 (huffman, fixed) == bf16 bit for bit on both paths; "
+            "op vs engine: worst relative logit error %.3g, teacher-forced agreement %d/%d, "
+            "free-running tokens equal for %d/%d; first: %d %d %d %d\n",
+            dir, N_GEN, worst, agree, N_GEN, same, N_GEN, toks[1][0][0], toks[1][0][1],
+            toks[1][0][2], toks[1][0][3]);
+
+    free(lo);
+    dfl_destroy(eo);
     dfl_destroy(em);
     st_free(&m);
     free(lm);
-    free(lc);
-    free(lb);
-    dfl_destroy(ec);
-    dfl_destroy(eb);
-    df11_model_close(mc);
-    df11_model_close(mb);
+    for (int p = 0; p < 2; p++)
+        for (int k = 0; k < 3; k++) free(lg[p][k]);
+    for (int k = 0; k < 3; k++) df11_model_close(models[k]);
 }
 
 START_TEST(test_df11_vs_bf16_stories)

@@ -44,6 +44,8 @@ static void usage(FILE *f)
             "      --threads N         host threads (default: all cores)\n"
             "      --ctx N             KV cache positions (default: max_position_embeddings)\n"
             "      --slots K           df11 arena slots (default: the runtime's)\n"
+            "      --matmul op|engine  linear layers by df11's matmul op (default) or by the\n"
+            "                          engine's own GEMM on decoded blocks\n"
             "      --json              print one JSON object on stdout\n"
             "      --logits            with --json: the last step's logits (else a checksum)\n"
             "      --bench[=LIST]      time prefill of each N in LIST (default 512,4096) and\n"
@@ -133,6 +135,7 @@ typedef struct run_opts {
     float temperature, top_p;
     uint64_t seed;
     dfl_device device;
+    dfl_matmul matmul;
 } run_opts;
 
 /* An open model and an engine over it. */
@@ -183,6 +186,7 @@ static void session_open(session *s, const run_opts *o, int bf16, int max_seq, i
     lo.n_threads = o->threads;
     lo.max_seq = max_seq ? max_seq : (o->ctx ? o->ctx : s->cfg.max_pos);
     lo.max_batch = max_batch;
+    lo.matmul = o->matmul;
     if ((st = dfl_create(&s->cfg, &s->provider, &lo, &s->engine)) != DF11_OK)
         die(1, "'%s': %s: %s", path, df11_strerror(st), dfl_create_error());
     /* Fewer blocks than layers fails in dfl_create; more is a model the config cuts
@@ -193,6 +197,28 @@ static void session_open(session *s, const run_opts *o, int bf16, int max_seq, i
                 PROG ": warning: '%s': config.json has %d layers but the weights have "
                      "%u blocks; running the first %d\n",
                 path, s->cfg.n_layers, blocks, s->cfg.n_layers);
+}
+
+/* The exponent code of the model's matrices, for --json and the bench table: "bf16" for a
+ * BF16 model, else "fixed", "huffman" or "mixed" from the file's 2-D BF16 tensors (1-D
+ * norms are Huffman-coded in a fixed-codec file too, so they do not count). */
+static const char *weights_codec(const session *s)
+{
+    const df11_file *f = df11_model_file(s->model);
+    if (!f) return "bf16";
+    int fixed = 0, huffman = 0;
+    for (uint32_t t = 0; t < df11_file_n_tensors(f); t++) {
+        const df11_tensor_info *ti = df11_file_tensor(f, t);
+        if (!ti || ti->dtype != DF11_DTYPE_BF16 || ti->ndim != 2) continue;
+        fixed |= ti->codec == DF11_CODEC_EXP_FIXED;
+        huffman |= ti->codec == DF11_CODEC_EXP_HUFFMAN;
+    }
+    return fixed && huffman ? "mixed" : fixed ? "fixed" : huffman ? "huffman" : "raw";
+}
+
+static const char *matmul_name(const session *s)
+{
+    return dfl_matmul_used(s->engine) == DFL_MATMUL_OP ? "op" : "engine";
 }
 
 static cJSON *memory_json(const session *s)
@@ -385,6 +411,8 @@ static int generate(const run_opts *o)
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", bf16 ? o->bf16_path : o->model_path);
         cJSON_AddStringToObject(j, "weights", bf16 ? "bf16" : "df11");
+        cJSON_AddStringToObject(j, "codec", weights_codec(&s));
+        cJSON_AddStringToObject(j, "matmul", matmul_name(&s));
         cJSON_AddStringToObject(j, "device", o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu");
         cJSON_AddItemToObject(j, "prompt_tokens", cJSON_CreateIntArray(prompt, n_prompt));
         cJSON_AddItemToObject(j, "generated_tokens", cJSON_CreateIntArray(out, n_out));
@@ -415,9 +443,9 @@ static int generate(const run_opts *o)
         cJSON_Delete(j);
     }
     if (!o->json || !o->quiet) {
-        fprintf(stderr, "%s weights on %s: prompt %d tokens, generated %d (%s)\n",
-                bf16 ? "bf16" : "df11", o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu", n_prompt,
-                n_out, stop);
+        fprintf(stderr, "%s weights (%s, matmul %s) on %s: prompt %d tokens, generated %d (%s)\n",
+                bf16 ? "bf16" : "df11", weights_codec(&s), matmul_name(&s),
+                o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu", n_prompt, n_out, stop);
         fprintf(stderr, "time to first token %.1f ms (prefill %.1f tok/s), decode %.1f tok/s\n",
                 ttft, n_prompt / (prefill_ms / 1e3), decode_tps);
         print_memory(stderr, &s);
@@ -454,10 +482,10 @@ static int bench(const run_opts *o)
     const int dec = o->bench_decode;
     cJSON *rows = cJSON_CreateArray();
     if (!o->json) {
-        printf("%-5s %-4s %7s %10s %9s %10s %9s %10s %10s\n", "wts", "dev", "prefill", "prefill",
-               "decode", "decode", "ttft", "vram peak", "weights");
-        printf("%-5s %-4s %7s %10s %9s %10s %9s %10s %10s\n", "", "", "tokens", "tok/s", "steps",
-               "tok/s", "ms", "MiB", "MiB");
+        printf("%-5s %-7s %-6s %-4s %7s %10s %9s %10s %9s %10s %10s\n", "wts", "codec", "matmul",
+               "dev", "prefill", "prefill", "decode", "decode", "ttft", "vram peak", "weights");
+        printf("%-5s %-7s %-6s %-4s %7s %10s %9s %10s %9s %10s %10s\n", "", "", "", "", "tokens",
+               "tok/s", "steps", "tok/s", "ms", "MiB", "MiB");
     }
 
     for (int pass = 0; pass < 2; pass++) {
@@ -505,11 +533,14 @@ static int bench(const run_opts *o)
             double ptps = n / (pf / 1e3), dtps = dec > 0 ? dec / (dm / 1e3) : 0.0;
             double vram = o->device == DFL_DEVICE_CUDA ? mib(peak - base) : 0.0;
             if (!o->json)
-                printf("%-5s %-4s %7d %10.1f %9d %10.1f %9.1f %10.1f %10.1f\n",
-                       bf16 ? "bf16" : "df11", o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu", n,
-                       ptps, dec, dtps, ttft, vram, mib(wbytes));
+                printf("%-5s %-7s %-6s %-4s %7d %10.1f %9d %10.1f %9.1f %10.1f %10.1f\n",
+                       bf16 ? "bf16" : "df11", weights_codec(&s), matmul_name(&s),
+                       o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu", n, ptps, dec, dtps, ttft,
+                       vram, mib(wbytes));
             cJSON *r = cJSON_CreateObject();
             cJSON_AddStringToObject(r, "weights", bf16 ? "bf16" : "df11");
+            cJSON_AddStringToObject(r, "codec", weights_codec(&s));
+            cJSON_AddStringToObject(r, "matmul", matmul_name(&s));
             cJSON_AddStringToObject(r, "device", o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu");
             cJSON_AddNumberToObject(r, "prefill_tokens", n);
             cJSON_AddNumberToObject(r, "prefill_ms", pf);
@@ -551,7 +582,8 @@ int main(int argc, char **argv)
         O_JSON,
         O_LOGITS,
         O_BENCH,
-        O_BENCH_DECODE
+        O_BENCH_DECODE,
+        O_MATMUL
     };
     static const struct option longopts[] = {
         { "prompt", required_argument, NULL, 'p' },
@@ -570,6 +602,7 @@ int main(int argc, char **argv)
         { "logits", no_argument, NULL, O_LOGITS },
         { "bench", optional_argument, NULL, O_BENCH },
         { "bench-decode", required_argument, NULL, O_BENCH_DECODE },
+        { "matmul", required_argument, NULL, O_MATMUL },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -605,6 +638,14 @@ int main(int argc, char **argv)
             break;
         case O_BENCH_DECODE:
             o.bench_decode = parse_int(optarg, "--bench-decode", 0, 1 << 20);
+            break;
+        case O_MATMUL:
+            if (strcmp(optarg, "op") == 0)
+                o.matmul = DFL_MATMUL_OP;
+            else if (strcmp(optarg, "engine") == 0)
+                o.matmul = DFL_MATMUL_ENGINE;
+            else
+                die(2, "invalid --matmul '%s' (op or engine)", optarg);
             break;
         case 'q': o.quiet = 1; break;
         case 'h': usage(stdout); return 0;

@@ -245,6 +245,112 @@ df11_status dfl_layer_weights_get(const dfl_config *cfg, const df11_provider *p,
     return DF11_OK;
 }
 
+int dfl_provider_has_matmul(const df11_provider *p)
+{
+    return p->size >= offsetof(df11_provider, matmul) + sizeof p->matmul && p->weight_get &&
+           p->matmul;
+}
+
+/* One weight for the op: resolved by name, its shape checked against the config. */
+static df11_status linear_get(const df11_provider *p, const char *name, int rows, int cols,
+                              df11_weight *w, char *err, size_t errlen)
+{
+    df11_status st = p->weight_get(p->ctx, name, w);
+    if (st != DF11_OK) {
+        snprintf(err, errlen, "tensor '%s': weight_get: %s", name, df11_strerror(st));
+        return st;
+    }
+    if (w->rows != (uint32_t)rows || w->cols != (uint32_t)cols) {
+        snprintf(err, errlen, "tensor '%s': expected BF16 [%d, %d], got [%u, %u]", name, rows, cols,
+                 w->rows, w->cols);
+        return DF11_ERR_CORRUPT;
+    }
+    return DF11_OK;
+}
+
+df11_status dfl_linears_get(const dfl_config *cfg, const df11_provider *p, dfl_linears *out,
+                            char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    const int d = cfg->dim, q = cfg->n_heads * cfg->head_dim, kv = cfg->n_kv_heads * cfg->head_dim,
+              h = cfg->hidden_dim;
+    out->layers = calloc((size_t)cfg->n_layers, sizeof *out->layers);
+    if (!out->layers) return DF11_ERR_NO_MEMORY;
+    for (int l = 0; l < cfg->n_layers; l++) {
+        dfl_layer_linears *ll = &out->layers[l];
+        const struct {
+            const char *suffix;
+            df11_weight *dst;
+            int rows, cols;
+        } want[] = {
+            { "self_attn.q_proj.weight", &ll->wq, q, d },
+            { "self_attn.k_proj.weight", &ll->wk, kv, d },
+            { "self_attn.v_proj.weight", &ll->wv, kv, d },
+            { "self_attn.o_proj.weight", &ll->wo, d, q },
+            { "mlp.gate_proj.weight", &ll->w_gate, h, d },
+            { "mlp.up_proj.weight", &ll->w_up, h, d },
+            { "mlp.down_proj.weight", &ll->w_down, d, h },
+        };
+        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+            char name[160];
+            snprintf(name, sizeof name, "model.layers.%d.%s", l, want[i].suffix);
+            df11_status st =
+                linear_get(p, name, want[i].rows, want[i].cols, want[i].dst, err, errlen);
+            if (st != DF11_OK) {
+                dfl_linears_free(out);
+                return st;
+            }
+        }
+    }
+    const char *head = cfg->tied ? "model.embed_tokens.weight" : "lm_head.weight";
+    df11_status st = linear_get(p, head, cfg->vocab_size, d, &out->lm_head, err, errlen);
+    if (st != DF11_OK) dfl_linears_free(out);
+    return st;
+}
+
+void dfl_linears_free(dfl_linears *l)
+{
+    free(l->layers);
+    memset(l, 0, sizeof *l);
+}
+
+size_t dfl_norms_count(const dfl_config *cfg)
+{
+    return ((size_t)cfg->n_layers * 2 + 1) * (size_t)cfg->dim;
+}
+
+df11_status dfl_norms_copy(const dfl_config *cfg, const df11_provider *p, df11_stream stream,
+                           dfl_copy_fn copy, void *ctx, uint16_t *dst, char *err, size_t errlen)
+{
+    const size_t D = (size_t)cfg->dim;
+    df11_status st;
+    for (uint32_t l = 0; l < (uint32_t)cfg->n_layers; l++) {
+        df11_block_view view;
+        memset(&view, 0, sizeof view);
+        if ((st = p->block_acquire(p->ctx, l, stream, &view)) != DF11_OK) {
+            snprintf(err, errlen, "block %u: acquire: %s", l, df11_strerror(st));
+            return st;
+        }
+        dfl_layer_weights w;
+        st = dfl_layer_weights_get(cfg, p, l, &view, stream, &w, err, errlen);
+        if (st == DF11_OK) st = copy(ctx, dst + 2 * l * D, w.attn_norm, D * 2, stream, err, errlen);
+        if (st == DF11_OK)
+            st = copy(ctx, dst + (2 * l + 1) * D, w.ffn_norm, D * 2, stream, err, errlen);
+        df11_status rs = p->block_release(p->ctx, l, stream);
+        if (st != DF11_OK) return st;
+        if (rs != DF11_OK) {
+            snprintf(err, errlen, "block %u: release: %s", l, df11_strerror(rs));
+            return rs;
+        }
+    }
+    const void *norm;
+    st = dfl_tensor_get(p, "model.norm.weight", cfg->dim, 0, stream, &norm, err, errlen);
+    if (st == DF11_OK)
+        st = copy(ctx, dst + 2 * (size_t)cfg->n_layers * D, norm, D * 2, stream, err, errlen);
+    if (p->tensor_release) p->tensor_release(p->ctx, "model.norm.weight", stream);
+    return st;
+}
+
 /* ------------------------------------------------------------------ threads ------ */
 
 /* A fixed set of workers that run one parallel_for at a time. Work item i always goes to
@@ -386,6 +492,16 @@ static inline float bf16_to_f32(uint16_t h)
     return f;
 }
 
+/* Round to nearest even, as the GPU's __float2bfloat16; NaN stays NaN. */
+static inline uint16_t f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)(u >> 16 | 0x40);
+    u += 0x7fffu + (u >> 16 & 1);
+    return (uint16_t)(u >> 16);
+}
+
 /* w (BF16) · x (FP32), n elements: eight running sums, lane l takes elements i ≡ l mod 8,
  * added pairwise at the end. A fixed order the compiler can still vectorise. */
 static float dot_bf16(const uint16_t *restrict w, const float *restrict x, int n)
@@ -461,6 +577,12 @@ struct dfl_engine {
     float *k_cache, *v_cache;           /* [layer][max_seq][kv_dim] */
     float *scores;                      /* [max_batch * n_heads][max_seq] */
     float *rope_cos, *rope_sin;         /* [max_seq][head_dim/2] */
+    /* op path (lin.layers != NULL): the resolved weights, the norms' copy
+     * (dfl_norms_copy), a linear layer's input in BF16 and its output before the
+     * residual add */
+    dfl_linears lin;
+    uint16_t *norms, *xh; /* [dfl_norms_count], [max_batch * max(dim, q, hidden)] */
+    float *proj;          /* [max_batch, dim] */
     uint64_t kv_bytes, scratch_bytes;
 #ifdef DF11_HAVE_CUDA
     dfl_gpu *gpu;
@@ -473,6 +595,10 @@ const char *dfl_create_error(void) { return create_err; }
 const char *dfl_error(const dfl_engine *e) { return e->err; }
 const dfl_config *dfl_get_config(const dfl_engine *e) { return &e->cfg; }
 int dfl_max_seq(const dfl_engine *e) { return e->max_seq; }
+dfl_matmul dfl_matmul_used(const dfl_engine *e)
+{
+    return e->lin.layers ? DFL_MATMUL_OP : DFL_MATMUL_ENGINE;
+}
 
 uint64_t dfl_kv_bytes(const dfl_engine *e)
 {
@@ -520,7 +646,19 @@ void dfl_destroy(dfl_engine *e)
     free(e->scores);
     free(e->rope_cos);
     free(e->rope_sin);
+    free(e->norms);
+    free(e->xh);
+    free(e->proj);
+    dfl_linears_free(&e->lin);
     free(e);
+}
+
+static df11_status host_copy(void *ctx, void *dst, const void *src, size_t bytes,
+                             df11_stream stream, char *err, size_t errlen)
+{
+    (void)ctx, (void)stream, (void)err, (void)errlen;
+    memcpy(dst, src, bytes);
+    return DF11_OK;
 }
 
 df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, const dfl_options *opt,
@@ -548,20 +686,40 @@ df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, con
         free(e);
         return DF11_ERR_CORRUPT;
     }
+    dfl_matmul mm = opt ? opt->matmul : DFL_MATMUL_AUTO;
+    if (mm != DFL_MATMUL_AUTO && mm != DFL_MATMUL_OP && mm != DFL_MATMUL_ENGINE) {
+        snprintf(create_err, sizeof create_err, "invalid matmul choice %d", (int)mm);
+        free(e);
+        return DF11_ERR_INVALID_ARG;
+    }
+    int has_op = dfl_provider_has_matmul(provider);
+    if (mm == DFL_MATMUL_OP && !has_op) {
+        snprintf(create_err, sizeof create_err, "the provider has no matmul op");
+        free(e);
+        return DF11_ERR_UNSUPPORTED;
+    }
+    if (mm == DFL_MATMUL_OP || (mm == DFL_MATMUL_AUTO && has_op)) {
+        df11_status st = dfl_linears_get(cfg, provider, &e->lin, create_err, sizeof create_err);
+        if (st != DF11_OK) {
+            free(e);
+            return st;
+        }
+    }
 
     if (e->device == DFL_DEVICE_CUDA) {
 #ifdef DF11_HAVE_CUDA
-        df11_status st = dfl_gpu_create(cfg, provider, e->max_seq, e->max_batch, &e->gpu,
-                                        create_err, sizeof create_err);
+        df11_status st =
+            dfl_gpu_create(cfg, provider, e->max_seq, e->max_batch, e->lin.layers ? &e->lin : NULL,
+                           &e->gpu, create_err, sizeof create_err);
         if (st != DF11_OK) {
-            free(e);
+            dfl_destroy(e);
             return st;
         }
         *out = e;
         return DF11_OK;
 #else
         snprintf(create_err, sizeof create_err, "built without CUDA");
-        free(e);
+        dfl_destroy(e);
         return DF11_ERR_UNSUPPORTED;
 #endif
     }
@@ -570,7 +728,7 @@ df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, con
     if (n_threads < 1) n_threads = 1;
     if (n_threads > 64) n_threads = 64;
     if (pool_init(&e->pool, n_threads) != 0) {
-        free(e);
+        dfl_destroy(e);
         return DF11_ERR_NO_MEMORY;
     }
 
@@ -600,6 +758,23 @@ df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, con
         return DF11_ERR_NO_MEMORY;
     }
     dfl_rope_table(cfg, e->max_seq, e->rope_cos, e->rope_sin);
+    if (e->lin.layers) {
+        size_t widest = wide > (size_t)cfg->hidden_dim ? wide : (size_t)cfg->hidden_dim;
+        e->norms = xcalloc(e, dfl_norms_count(cfg), sizeof(uint16_t));
+        e->xh = xcalloc(e, B * widest, sizeof(uint16_t));
+        e->proj = xcalloc(e, B * cfg->dim, sizeof(float));
+        if (!e->norms || !e->xh || !e->proj) {
+            snprintf(create_err, sizeof create_err, "out of host memory for scratch");
+            dfl_destroy(e);
+            return DF11_ERR_NO_MEMORY;
+        }
+        df11_status st = dfl_norms_copy(cfg, provider, NULL, host_copy, NULL, e->norms, create_err,
+                                        sizeof create_err);
+        if (st != DF11_OK) {
+            dfl_destroy(e);
+            return st;
+        }
+    }
     *out = e;
     return DF11_OK;
 }
@@ -656,19 +831,47 @@ static df11_status fail(dfl_engine *e, df11_status st, const char *fmt, ...)
     return st;
 }
 
-static df11_status host_layer(dfl_engine *e, uint32_t l, const dfl_layer_weights *w, int n, int pos)
+/* y[n][rows] = x[n][cols] · Wᵀ, or y += that (accumulate). Engine path (op NULL): the
+ * engine's own product on the BF16 tensor w. Op path: provider->matmul on `op`, x rounded
+ * to BF16 first (the op's input type), y in FP32; the op writes y, so a residual add goes
+ * through e->proj. */
+static df11_status linear(dfl_engine *e, const void *w, const df11_weight *op, const float *x,
+                          int n, int rows, int cols, float *y, int accumulate)
+{
+    if (!op) {
+        matmul(&e->pool, y, w, x, n, rows, cols, accumulate);
+        return DF11_OK;
+    }
+    for (size_t i = 0; i < (size_t)n * cols; i++) e->xh[i] = f32_to_bf16(x[i]);
+    float *out = accumulate ? e->proj : y;
+    df11_status st = e->prov.matmul(e->prov.ctx, op, e->xh, (uint32_t)n, out, DF11_DTYPE_F32, NULL);
+    if (st != DF11_OK)
+        return fail(e, st, "'%s': matmul: %s%s%s", op->name, df11_strerror(st),
+                    *df11_last_error_detail() ? ": " : "", df11_last_error_detail());
+    if (accumulate)
+        for (size_t i = 0; i < (size_t)n * rows; i++) y[i] += out[i];
+    return DF11_OK;
+}
+
+/* One block for tokens at [pos, pos + n). w: the norms (both paths) and, on the engine
+ * path, the linear weights; op: the op path's weights, else NULL. */
+static df11_status host_layer(dfl_engine *e, uint32_t l, const dfl_layer_weights *w,
+                              const dfl_layer_linears *op, int n, int pos)
 {
     const dfl_config *c = &e->cfg;
     const int D = c->dim, hd = c->head_dim, half = hd / 2;
     const int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, H = c->hidden_dim;
     float *kc = e->k_cache + ((size_t)l * e->max_seq + pos) * kvd;
     float *vc = e->v_cache + ((size_t)l * e->max_seq + pos) * kvd;
+    df11_status st;
+#define LINEAR(W, X, ROWS, COLS, Y, ACC)                                                           \
+    if ((st = linear(e, w->W, op ? &op->W : NULL, X, n, ROWS, COLS, Y, ACC)) != DF11_OK) return st
 
     for (int t = 0; t < n; t++)
         rmsnorm(e->xb + (size_t)t * D, e->x + (size_t)t * D, w->attn_norm, D, c->norm_eps);
-    matmul(&e->pool, e->q, w->wq, e->xb, n, qd, D, 0);
-    matmul(&e->pool, kc, w->wk, e->xb, n, kvd, D, 0); /* K and V go straight to the cache */
-    matmul(&e->pool, vc, w->wv, e->xb, n, kvd, D, 0);
+    LINEAR(wq, e->xb, qd, D, e->q, 0);
+    LINEAR(wk, e->xb, kvd, D, kc, 0); /* K and V go straight to the cache */
+    LINEAR(wv, e->xb, kvd, D, vc, 0);
     for (int t = 0; t < n; t++) {
         const float *cs = e->rope_cos + (size_t)(pos + t) * half;
         const float *sn = e->rope_sin + (size_t)(pos + t) * half;
@@ -679,17 +882,18 @@ static df11_status host_layer(dfl_engine *e, uint32_t l, const dfl_layer_weights
     attn_job aj = { e, (int)l, pos, n };
     uint64_t work = (uint64_t)n * c->n_heads * (uint64_t)(pos + n) * hd * 2;
     parallel_for(&e->pool, n * c->n_heads, work, attention_items, &aj);
-    matmul(&e->pool, e->x, w->wo, e->att, n, D, qd, 1);
+    LINEAR(wo, e->att, D, qd, e->x, 1);
 
     for (int t = 0; t < n; t++)
         rmsnorm(e->xb + (size_t)t * D, e->x + (size_t)t * D, w->ffn_norm, D, c->norm_eps);
-    matmul(&e->pool, e->hb, w->w_gate, e->xb, n, H, D, 0);
-    matmul(&e->pool, e->hb2, w->w_up, e->xb, n, H, D, 0);
+    LINEAR(w_gate, e->xb, H, D, e->hb, 0);
+    LINEAR(w_up, e->xb, H, D, e->hb2, 0);
     for (size_t i = 0; i < (size_t)n * H; i++) {
         float g = e->hb[i];
         e->hb[i] = g / (1.0f + expf(-g)) * e->hb2[i];
     }
-    matmul(&e->pool, e->x, w->w_down, e->hb, n, D, H, 1);
+    LINEAR(w_down, e->hb, D, H, e->x, 1);
+#undef LINEAR
     return DF11_OK;
 }
 
@@ -698,6 +902,9 @@ static df11_status host_pass(dfl_engine *e, const int *tokens, int n, int pos, f
     const dfl_config *c = &e->cfg;
     const df11_provider *p = &e->prov;
     const int D = c->dim;
+    const size_t DN = (size_t)D;
+    /* Embeddings stay a tensor view on both paths (a row gather of the resident table);
+     * a provider row-gather op would take its place here. */
     const void *emb;
     df11_status st = dfl_tensor_get(p, "model.embed_tokens.weight", c->vocab_size, D, NULL, &emb,
                                     e->err, sizeof e->err);
@@ -709,13 +916,21 @@ static df11_status host_pass(dfl_engine *e, const int *tokens, int n, int pos, f
     if (p->tensor_release) p->tensor_release(p->ctx, "model.embed_tokens.weight", NULL);
 
     for (uint32_t l = 0; l < (uint32_t)c->n_layers; l++) {
+        if (e->lin.layers) { /* op path: no block acquired, norms from the engine's copy */
+            dfl_layer_weights w;
+            memset(&w, 0, sizeof w);
+            w.attn_norm = e->norms + 2 * l * DN;
+            w.ffn_norm = e->norms + (2 * l + 1) * DN;
+            if ((st = host_layer(e, l, &w, &e->lin.layers[l], n, pos)) != DF11_OK) return st;
+            continue;
+        }
         df11_block_view view;
         memset(&view, 0, sizeof view);
         st = p->block_acquire(p->ctx, l, NULL, &view);
         if (st != DF11_OK) return fail(e, st, "block %u: acquire: %s", l, df11_strerror(st));
         dfl_layer_weights w;
         st = dfl_layer_weights_get(c, p, l, &view, NULL, &w, e->err, sizeof e->err);
-        if (st == DF11_OK) st = host_layer(e, l, &w, n, pos);
+        if (st == DF11_OK) st = host_layer(e, l, &w, NULL, n, pos);
         df11_status rs = p->block_release(p->ctx, l, NULL);
         if (st != DF11_OK) return st;
         if (rs != DF11_OK) return fail(e, rs, "block %u: release: %s", l, df11_strerror(rs));
@@ -723,6 +938,10 @@ static df11_status host_pass(dfl_engine *e, const int *tokens, int n, int pos, f
     if (!logits) return DF11_OK;
 
     const float *last = e->x + (size_t)(n - 1) * D;
+    if (e->lin.layers) {
+        rmsnorm(e->xb, last, e->norms + 2 * (size_t)c->n_layers * DN, D, c->norm_eps);
+        return linear(e, NULL, &e->lin.lm_head, e->xb, 1, c->vocab_size, D, logits, 0);
+    }
     const void *norm, *head;
     st = dfl_tensor_get(p, "model.norm.weight", D, 0, NULL, &norm, e->err, sizeof e->err);
     if (st != DF11_OK) return st;

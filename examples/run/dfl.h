@@ -16,11 +16,16 @@
  *     dfl_forward(e, &next, 1, n_prompt, logits);    // one decode step
  *     dfl_destroy(e);
  *
- * Weights are BF16 [out, in] row-major with Hugging Face names. The host path keeps
- * activations in FP32 and accumulates every dot product in FP32 in a fixed order, so the
- * logits depend only on the weight bits (not on the thread count or the batch split): df11
- * and BF16 weights give bit-identical logits. The CUDA path (built with DF11_HAVE_CUDA)
- * keeps the residual stream in FP32, feeds cuBLAS BF16 operands with FP32 accumulation.
+ * Weights are BF16 [out, in] row-major with Hugging Face names. The linear layers run
+ * through the provider's matmul op (df11_matmul; the default when the provider has it: a
+ * weight used that way needs no acquired block) or, on the engine path, as the engine's
+ * own GEMM on tensor views of acquired blocks (dfl_options.matmul). The host path keeps
+ * activations in FP32 (the op path rounds each linear layer's input to BF16, as the op
+ * takes it) and accumulates every dot product in FP32 in a fixed order, so the logits
+ * depend only on the weight bits (not on the thread count or the batch split): df11 and
+ * BF16 weights give bit-identical logits on either path. The CUDA path (built with
+ * DF11_HAVE_CUDA) keeps the residual stream in FP32 and feeds BF16 operands to the op or
+ * to cuBLAS, FP32 accumulation.
  *
  * Not thread-safe: one engine, one thread. The engine does not own the provider.
  */
@@ -73,11 +78,19 @@ typedef enum dfl_device {
     DFL_DEVICE_CUDA = 1, /* the provider must serve device pointers */
 } dfl_device;
 
+/* Who multiplies the linear layers (q, k, v, o, gate, up, down, lm_head). */
+typedef enum dfl_matmul {
+    DFL_MATMUL_AUTO = 0,   /* the op when the provider has weight_get and matmul, else engine */
+    DFL_MATMUL_OP = 1,     /* provider->matmul (df11_matmul); dfl_create fails without it */
+    DFL_MATMUL_ENGINE = 2, /* tensor views of acquired blocks and the engine's own GEMM */
+} dfl_matmul;
+
 typedef struct dfl_options {
     dfl_device device;
     int max_seq;   /* KV cache positions; 0 = config's max_pos */
     int max_batch; /* tokens per pass (longer inputs are split); 0 = a default */
     int n_threads; /* host threads; 0 = all cores */
+    dfl_matmul matmul;
 } dfl_options;
 
 void dfl_options_init(dfl_options *opt);
@@ -92,8 +105,8 @@ df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, con
 const char *dfl_create_error(void);
 void dfl_destroy(dfl_engine *e);
 
-/* Runs tokens[0..n) at positions [pos, pos+n): every block is acquired once per pass,
- * their K/V are written to the cache (positions >= pos are overwritten, so going back to
+/* Runs tokens[0..n) at positions [pos, pos+n): on the engine path every block is acquired
+ * once per pass (on the op path none is: the provider multiplies), their K/V are written to the cache (positions >= pos are overwritten, so going back to
  * an earlier pos rewinds the sequence) and the logits of the last token are written to
  * `logits` (vocab_size floats, host memory). `logits` may be NULL. */
 df11_status dfl_forward(dfl_engine *e, const int *tokens, int n, int pos, float *logits);
@@ -104,6 +117,8 @@ const dfl_config *dfl_get_config(const dfl_engine *e);
 uint64_t dfl_kv_bytes(const dfl_engine *e);      /* KV cache */
 uint64_t dfl_scratch_bytes(const dfl_engine *e); /* activations, tables */
 int dfl_max_seq(const dfl_engine *e);
+/* DFL_MATMUL_OP or DFL_MATMUL_ENGINE: what dfl_create chose. */
+dfl_matmul dfl_matmul_used(const dfl_engine *e);
 
 /* ---- Shared by the host and CUDA paths (dfl.c), not part of the engine's API ---- */
 
@@ -120,6 +135,34 @@ df11_status dfl_layer_weights_get(const dfl_config *cfg, const df11_provider *p,
 /* Gets a non-layer BF16 tensor of shape [rows, cols] (cols = 0: 1-D of rows). */
 df11_status dfl_tensor_get(const df11_provider *p, const char *name, int rows, int cols,
                            df11_stream stream, const void **data, char *err, size_t errlen);
+/* The op path's weights: every linear layer resolved once (provider->weight_get), shapes
+ * checked against the config. */
+typedef struct dfl_layer_linears {
+    df11_weight wq, wk, wv, wo, w_gate, w_up, w_down;
+} dfl_layer_linears;
+
+typedef struct dfl_linears {
+    dfl_layer_linears *layers; /* [n_layers] */
+    df11_weight lm_head;       /* lm_head.weight, or model.embed_tokens.weight when tied */
+} dfl_linears;
+
+/* Nonzero when the provider is recent enough to have weight_get and matmul, and has them. */
+int dfl_provider_has_matmul(const df11_provider *p);
+df11_status dfl_linears_get(const dfl_config *cfg, const df11_provider *p, dfl_linears *out,
+                            char *err, size_t errlen);
+void dfl_linears_free(dfl_linears *l);
+
+/* The op path keeps the 1-D norm weights (tiny) in its own buffer, so that no block is
+ * acquired per pass: norms = [n_layers][2][dim] (input_layernorm, post_attention_layernorm)
+ * then model.norm's [dim], BF16. dfl_norms_copy acquires each block once (at create, not
+ * on the hot path), checks the block's tensors and has `copy` move each norm into `dst`
+ * (host or device memory) on `stream`, then releases the block on `stream`. */
+typedef df11_status (*dfl_copy_fn)(void *ctx, void *dst, const void *src, size_t bytes,
+                                   df11_stream stream, char *err, size_t errlen);
+size_t dfl_norms_count(const dfl_config *cfg); /* elements of the buffer above */
+df11_status dfl_norms_copy(const dfl_config *cfg, const df11_provider *p, df11_stream stream,
+                           dfl_copy_fn copy, void *ctx, uint16_t *dst, char *err, size_t errlen);
+
 /* RoPE table: cos then sin, [max_seq][head_dim/2] each, as HF computes it (FP32
  * inverse frequencies, FP32 angle). */
 void dfl_rope_table(const dfl_config *cfg, int max_seq, float *cos_t, float *sin_t);
@@ -127,8 +170,11 @@ void dfl_rope_table(const dfl_config *cfg, int max_seq, float *cos_t, float *sin
 #ifdef DF11_HAVE_CUDA
 /* The CUDA path (dfl_cuda.cu); dfl.c calls these. */
 typedef struct dfl_gpu dfl_gpu;
+/* linears: the op path's weights (NULL: the engine path); the engine keeps them alive
+ * until dfl_gpu_destroy. */
 df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, int max_seq,
-                           int max_batch, dfl_gpu **out, char *err, size_t errlen);
+                           int max_batch, const dfl_linears *linears, dfl_gpu **out, char *err,
+                           size_t errlen);
 void dfl_gpu_destroy(dfl_gpu *g);
 df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, int n, int pos, float *logits, char *err,
                             size_t errlen);

@@ -1,8 +1,13 @@
-/* The engine's CUDA forward pass. Residual stream FP32; every matrix product is a cuBLAS
- * GEMM with BF16 operands (weights straight from the provider, activations rounded to BF16
- * by the kernel that produces them) and FP32 accumulation and output. K and V are written
- * by their GEMMs straight into an FP32 cache. Per block: acquire on the engine's stream,
- * enqueue, release on the same stream: the host never waits except for the logits.
+/* The engine's CUDA forward pass. Residual stream FP32; every matrix product has BF16
+ * operands (activations rounded to BF16 by the kernel that produces them) and FP32
+ * accumulation and output. Two ways to run the products (dfl_options.matmul):
+ *   op path: provider->matmul (df11_matmul) on weights resolved once at create; no block
+ *     is acquired per pass (the norms were copied into g->norms at create). The op writes
+ *     y, so o_proj and down_proj write g->proj and the next RMSNorm adds it to x.
+ *   engine path: per block, acquire on the engine's stream, cuBLAS GEMMs on the block's
+ *     tensor views (beta = 1 folds the residual adds), release on the same stream.
+ * K and V are written by their products straight into an FP32 cache. The host never waits
+ * except for the logits.
  *
  * Layouts: activations [token][feature] row-major; weights [out][in] row-major, which is
  * cuBLAS's column-major [in][out], so Y^T = op_T(W) · X^T needs no copies.
@@ -34,6 +39,10 @@ struct dfl_gpu {
     int *tokens;                /* [B] */
     float *kc, *vc;             /* [L][S][KV] */
     float *rope_cos, *rope_sin; /* [S][hd/2] */
+    /* op path only (lin != NULL; the engine owns lin) */
+    const dfl_linears *lin;
+    bf16 *norms; /* [dfl_norms_count]: per layer attn and ffn norm, then model.norm */
+    float *proj; /* [B][D] o_proj / down_proj output, added to x by the next RMSNorm */
     uint64_t kv_bytes, scratch_bytes;
 };
 
@@ -47,6 +56,18 @@ struct dfl_gpu {
     } while (0)
 
 /* ------------------------------------------------------------------ kernels ------ */
+
+/* Programmatic dependent launch: a kernel launched after this one with the PDL attribute
+ * (the matmul op's fused kernel) may start now and prefetch its weights; its
+ * griddepcontrol.wait still waits for this whole grid to finish and its writes to be
+ * visible, so calling this first thing is safe whatever the kernel does after. A no-op
+ * where the next launch is not programmatic, and before sm_90. */
+__device__ __forceinline__ void pdl_trigger()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
 
 __device__ float warp_sum(float v)
 {
@@ -76,16 +97,25 @@ __device__ float block_reduce(float v, bool is_max)
 /* One block per token; a thread copies every blockDim-th feature of its embedding row. */
 __global__ void embed_kernel(const bf16 *emb, const int *tokens, float *x, int dim)
 {
+    pdl_trigger();
     const bf16 *row = emb + (size_t)tokens[blockIdx.x] * dim;
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
         x[(size_t)blockIdx.x * dim + i] = __bfloat162float(row[i]);
 }
 
-/* One block per token: out = bf16(w * (x / rms(x))), as HF's LlamaRMSNorm does it. */
-__global__ void rmsnorm_kernel(const float *x, const bf16 *w, bf16 *out, int dim, float eps)
+/* One block per token: out = bf16(w * (x / rms(x))), as HF's LlamaRMSNorm does it. With
+ * `add` (the op path's pending residual), x += add first and is written back; a thread
+ * reads back only the elements it wrote. */
+__global__ void rmsnorm_kernel(float *x, const float *add, const bf16 *w, bf16 *out, int dim,
+                               float eps)
 {
-    const float *xr = x + (size_t)blockIdx.x * dim;
+    pdl_trigger();
+    float *xr = x + (size_t)blockIdx.x * dim;
     float ss = 0.0f;
+    if (add) {
+        const float *ar = add + (size_t)blockIdx.x * dim;
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) xr[i] += ar[i];
+    }
     for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
     float scale = rsqrtf(block_reduce(ss, false) / dim + eps);
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
@@ -98,6 +128,7 @@ __global__ void rmsnorm_kernel(const float *x, const bf16 *w, bf16 *out, int dim
 __global__ void rope_kernel(float *v, int stride, int n_heads, int hd, int pos0, const float *cos_t,
                             const float *sin_t)
 {
+    pdl_trigger();
     const int half = hd / 2, t = blockIdx.x;
     const float *cs = cos_t + (size_t)(pos0 + t) * half, *sn = sin_t + (size_t)(pos0 + t) * half;
     for (int k = threadIdx.x; k < n_heads * half; k += blockDim.x) {
@@ -117,6 +148,7 @@ __global__ void rope_kernel(float *v, int stride, int n_heads, int hd, int pos0,
 __global__ void attention_kernel(const float *q, const float *kc, const float *vc, bf16 *out,
                                  int pos0, int n_heads, int n_kv_heads, int hd)
 {
+    pdl_trigger();
     extern __shared__ float sm[];
     float *qs = sm, *p = sm + hd;
     const int h = blockIdx.x, t = blockIdx.y, n_ctx = pos0 + t + 1;
@@ -156,6 +188,7 @@ __global__ void attention_kernel(const float *q, const float *kc, const float *v
 /* One thread per element: out = bf16(silu(gate) * up). */
 __global__ void swiglu_kernel(const float *gate, const float *up, bf16 *out, size_t n)
 {
+    pdl_trigger();
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
         float g = gate[i];
@@ -182,6 +215,18 @@ static df11_status gemm(dfl_gpu *g, const void *w, const bf16 *x, float *y, int 
     return DF11_OK;
 }
 
+/* Y[n][rows] = X[n][cols] · Wᵀ through the provider's op (dense Y, FP32), on g->stream. */
+static df11_status op_linear(dfl_gpu *g, const df11_weight *w, const bf16 *x, float *y, int n,
+                             char *err, size_t errlen)
+{
+    const df11_provider *p = &g->prov;
+    df11_status st = p->matmul(p->ctx, w, x, (uint32_t)n, y, DF11_DTYPE_F32, g->stream);
+    if (st != DF11_OK)
+        snprintf(err, errlen, "'%s': matmul: %s%s%s", w->name, df11_strerror(st),
+                 *df11_last_error_detail() ? ": " : "", df11_last_error_detail());
+    return st;
+}
+
 int dfl_gpu_mem_info(uint64_t *free_bytes, uint64_t *total_bytes)
 {
     int n = 0;
@@ -201,8 +246,8 @@ void dfl_gpu_destroy(dfl_gpu *g)
 {
     if (!g) return;
     if (g->stream) cudaStreamSynchronize(g->stream);
-    void *bufs[] = { g->x,      g->xb,     g->q,  g->att, g->gate,     g->up,      g->hb,
-                     g->logits, g->tokens, g->kc, g->vc,  g->rope_cos, g->rope_sin };
+    void *bufs[] = { g->x,      g->xb, g->q,  g->att,      g->gate,     g->up,    g->hb,  g->logits,
+                     g->tokens, g->kc, g->vc, g->rope_cos, g->rope_sin, g->norms, g->proj };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     if (g->blas) cublasDestroy(g->blas);
     if (g->stream) cudaStreamDestroy(g->stream);
@@ -214,6 +259,15 @@ static df11_status gpu_alloc(dfl_gpu *g, void **p, size_t bytes, uint64_t *count
 {
     CUDA_TRY(cudaMalloc(p, bytes ? bytes : 1));
     *counter += bytes;
+    return DF11_OK;
+}
+
+/* dfl_norms_copy's copy: provider pointers are device memory on the CUDA backend. */
+static df11_status device_copy(void *ctx, void *dst, const void *src, size_t bytes,
+                               df11_stream stream, char *err, size_t errlen)
+{
+    (void)ctx;
+    CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, (cudaStream_t)stream));
     return DF11_OK;
 }
 
@@ -268,6 +322,19 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
         df11_status st = gpu_alloc(g, bufs[i].p, bufs[i].bytes, bufs[i].ctr, err, errlen);
         if (st != DF11_OK) return st;
     }
+    if (g->lin) {
+        df11_status st;
+        if ((st = gpu_alloc(g, (void **)&g->norms, dfl_norms_count(c) * 2, &g->scratch_bytes, err,
+                            errlen)) != DF11_OK ||
+            (st = gpu_alloc(g, (void **)&g->proj, B * D * 4, &g->scratch_bytes, err, errlen)) !=
+                DF11_OK)
+            return st;
+        /* Startup, not the hot path: every block is acquired once here. */
+        st = dfl_norms_copy(c, &g->prov, g->stream, device_copy, NULL, (uint16_t *)g->norms, err,
+                            errlen);
+        if (st != DF11_OK) return st;
+        CUDA_TRY(cudaStreamSynchronize(g->stream));
+    }
     float *cs = (float *)malloc(S * c->head_dim / 2 * 4),
           *sn = (float *)malloc(S * c->head_dim / 2 * 4);
     if (!cs || !sn) {
@@ -286,12 +353,14 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
 }
 
 df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, int max_seq,
-                           int max_batch, dfl_gpu **out, char *err, size_t errlen)
+                           int max_batch, const dfl_linears *linears, dfl_gpu **out, char *err,
+                           size_t errlen)
 {
     *out = NULL;
     dfl_gpu *g = new dfl_gpu();
     g->cfg = *cfg;
     g->prov = *p;
+    g->lin = linears;
     g->max_seq = max_seq;
     g->max_batch = max_batch;
     df11_status st = gpu_create(g, err, errlen);
@@ -303,8 +372,12 @@ df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, int ma
     return DF11_OK;
 }
 
-/* One block's kernels on g->stream, for tokens at [pos, pos + n). */
-static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w, int n, int pos,
+/* One block's kernels on g->stream, for tokens at [pos, pos + n). w: the norms and, on the
+ * engine path, the linear weights; op: the op path's weights, else NULL. `*add`: x's
+ * pending residual on the op path (NULL when none), given to the first RMSNorm and set to
+ * down_proj's output for the next one. */
+static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w,
+                             const dfl_layer_linears *op, const float **add, int n, int pos,
                              char *err, size_t errlen)
 {
     const dfl_config *c = &g->cfg;
@@ -314,29 +387,37 @@ static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w,
     float *vc = g->vc + ((size_t)l * g->max_seq + pos) * KV;
     cudaStream_t s = g->stream;
     df11_status st;
-#define GEMM(W, X, Y, ROWS, COLS, LDY, BETA)                                                       \
-    if ((st = gemm(g, W, X, Y, n, ROWS, COLS, LDY, BETA, err, errlen)) != DF11_OK) return st
+    /* Y = X·Wᵀ; into the residual (RES): the engine's GEMM adds to x (beta 1), the op
+     * writes g->proj, which the next RMSNorm adds. */
+#define LINEAR(W, X, Y, ROWS, COLS, RES)                                                           \
+    if ((st = op ? op_linear(g, &op->W, X, (RES) ? g->proj : (Y), n, err, errlen)                  \
+                 : gemm(g, w->W, X, Y, n, ROWS, COLS, ROWS, (RES) ? 1.0f : 0.0f, err, errlen)) !=  \
+        DF11_OK)                                                                                   \
+    return st
 
-    rmsnorm_kernel<<<n, THREADS, 0, s>>>(g->x, (const bf16 *)w->attn_norm, g->xb, D, c->norm_eps);
-    GEMM(w->wq, g->xb, g->q, Q, D, Q, 0.0f);
-    GEMM(w->wk, g->xb, kc, KV, D, KV, 0.0f);
-    GEMM(w->wv, g->xb, vc, KV, D, KV, 0.0f);
+    rmsnorm_kernel<<<n, THREADS, 0, s>>>(g->x, *add, (const bf16 *)w->attn_norm, g->xb, D,
+                                         c->norm_eps);
+    LINEAR(wq, g->xb, g->q, Q, D, 0);
+    LINEAR(wk, g->xb, kc, KV, D, 0);
+    LINEAR(wv, g->xb, vc, KV, D, 0);
     rope_kernel<<<n, THREADS, 0, s>>>(g->q, Q, c->n_heads, hd, pos, g->rope_cos, g->rope_sin);
     rope_kernel<<<n, THREADS, 0, s>>>(kc, KV, c->n_kv_heads, hd, pos, g->rope_cos, g->rope_sin);
     size_t smem = (size_t)(hd + pos + n) * sizeof(float);
     attention_kernel<<<dim3(c->n_heads, n), 128, smem, s>>>(
         g->q, g->kc + (size_t)l * g->max_seq * KV, g->vc + (size_t)l * g->max_seq * KV, g->att, pos,
         c->n_heads, c->n_kv_heads, hd);
-    GEMM(w->wo, g->att, g->x, D, Q, D, 1.0f); /* x += o_proj(att) */
+    LINEAR(wo, g->att, g->x, D, Q, 1); /* x += o_proj(att) */
 
-    rmsnorm_kernel<<<n, THREADS, 0, s>>>(g->x, (const bf16 *)w->ffn_norm, g->xb, D, c->norm_eps);
-    GEMM(w->w_gate, g->xb, g->gate, H, D, H, 0.0f);
-    GEMM(w->w_up, g->xb, g->up, H, D, H, 0.0f);
+    rmsnorm_kernel<<<n, THREADS, 0, s>>>(g->x, op ? g->proj : NULL, (const bf16 *)w->ffn_norm,
+                                         g->xb, D, c->norm_eps);
+    LINEAR(w_gate, g->xb, g->gate, H, D, 0);
+    LINEAR(w_up, g->xb, g->up, H, D, 0);
     size_t nh = (size_t)n * H;
     swiglu_kernel<<<(unsigned)((nh + THREADS - 1) / THREADS), THREADS, 0, s>>>(g->gate, g->up,
                                                                                g->hb, nh);
-    GEMM(w->w_down, g->hb, g->x, D, H, D, 1.0f); /* x += down_proj(hb) */
-#undef GEMM
+    LINEAR(w_down, g->hb, g->x, D, H, 1); /* x += down_proj(hb) */
+#undef LINEAR
+    *add = op ? g->proj : NULL;
     CUDA_TRY(cudaGetLastError());
     return DF11_OK;
 }
@@ -352,13 +433,25 @@ df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, int n, int pos, float
 
     CUDA_TRY(
         cudaMemcpyAsync(g->tokens, tokens, (size_t)n * sizeof(int), cudaMemcpyHostToDevice, s));
+    /* Embeddings stay a tensor view on both paths (a row gather of the resident table);
+     * a provider row-gather op would take its place here. */
     const void *emb;
     st = dfl_tensor_get(p, "model.embed_tokens.weight", c->vocab_size, D, s, &emb, err, errlen);
     if (st != DF11_OK) return st;
     embed_kernel<<<n, THREADS, 0, s>>>((const bf16 *)emb, g->tokens, g->x, D);
     if (p->tensor_release) p->tensor_release(p->ctx, "model.embed_tokens.weight", s);
 
+    const float *add = NULL; /* op path: down_proj's output, not yet added to x */
     for (uint32_t l = 0; l < (uint32_t)c->n_layers; l++) {
+        if (g->lin) { /* op path: no block acquired, norms from the engine's copy */
+            dfl_layer_weights w;
+            memset(&w, 0, sizeof w);
+            w.attn_norm = g->norms + 2 * (size_t)l * D;
+            w.ffn_norm = g->norms + (2 * (size_t)l + 1) * D;
+            st = gpu_layer(g, l, &w, &g->lin->layers[l], &add, n, pos, err, errlen);
+            if (st != DF11_OK) return st;
+            continue;
+        }
         df11_block_view view;
         memset(&view, 0, sizeof view);
         st = p->block_acquire(p->ctx, l, s, &view);
@@ -368,7 +461,7 @@ df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, int n, int pos, float
         }
         dfl_layer_weights w;
         st = dfl_layer_weights_get(c, p, l, &view, s, &w, err, errlen);
-        if (st == DF11_OK) st = gpu_layer(g, l, &w, n, pos, err, errlen);
+        if (st == DF11_OK) st = gpu_layer(g, l, &w, NULL, &add, n, pos, err, errlen);
         df11_status rs = p->block_release(p->ctx, l, s);
         if (st != DF11_OK) return st;
         if (rs != DF11_OK) {
@@ -376,19 +469,29 @@ df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, int n, int pos, float
             return rs;
         }
     }
+    /* Without logits x is not read again (the next pass starts from the embeddings), so the
+     * last down_proj's pending add can be dropped. */
     if (!logits) return DF11_OK;
 
-    const void *norm, *head;
-    st = dfl_tensor_get(p, "model.norm.weight", D, 0, s, &norm, err, errlen);
-    if (st != DF11_OK) return st;
-    rmsnorm_kernel<<<1, THREADS, 0, s>>>(g->x + (size_t)(n - 1) * D, (const bf16 *)norm, g->xb, D,
-                                         c->norm_eps);
-    if (p->tensor_release) p->tensor_release(p->ctx, "model.norm.weight", s);
-    const char *head_name = c->tied ? "model.embed_tokens.weight" : "lm_head.weight";
-    st = dfl_tensor_get(p, head_name, c->vocab_size, D, s, &head, err, errlen);
-    if (st != DF11_OK) return st;
-    st = gemm(g, head, g->xb, g->logits, 1, c->vocab_size, D, c->vocab_size, 0.0f, err, errlen);
-    if (p->tensor_release) p->tensor_release(p->ctx, head_name, s);
+    const size_t last = (size_t)(n - 1) * D;
+    if (g->lin) {
+        rmsnorm_kernel<<<1, THREADS, 0, s>>>(g->x + last, add ? add + last : NULL,
+                                             g->norms + 2 * (size_t)c->n_layers * D, g->xb, D,
+                                             c->norm_eps);
+        st = op_linear(g, &g->lin->lm_head, g->xb, g->logits, 1, err, errlen);
+    } else {
+        const void *norm, *head;
+        st = dfl_tensor_get(p, "model.norm.weight", D, 0, s, &norm, err, errlen);
+        if (st != DF11_OK) return st;
+        rmsnorm_kernel<<<1, THREADS, 0, s>>>(g->x + last, NULL, (const bf16 *)norm, g->xb, D,
+                                             c->norm_eps);
+        if (p->tensor_release) p->tensor_release(p->ctx, "model.norm.weight", s);
+        const char *head_name = c->tied ? "model.embed_tokens.weight" : "lm_head.weight";
+        st = dfl_tensor_get(p, head_name, c->vocab_size, D, s, &head, err, errlen);
+        if (st != DF11_OK) return st;
+        st = gemm(g, head, g->xb, g->logits, 1, c->vocab_size, D, c->vocab_size, 0.0f, err, errlen);
+        if (p->tensor_release) p->tensor_release(p->ctx, head_name, s);
+    }
     if (st != DF11_OK) return st;
     CUDA_TRY(cudaMemcpyAsync(logits, g->logits, (size_t)c->vocab_size * sizeof(float),
                              cudaMemcpyDeviceToHost, s));
