@@ -204,30 +204,51 @@ df11_status dfl_tensor_get(const df11_provider *p, const char *name, int rows, i
     return st;
 }
 
+/* A block's nine tensors: name suffix, where each lands in dfl_layer_weights (tensor
+ * view) and, for the seven linear layers, in dfl_layer_linears (-1 for a 1-D norm), and the
+ * shape the config implies (cols 0: 1-D of rows). */
+enum { BLOCK_TENSORS = 9 };
+typedef struct block_tensor {
+    const char *suffix;
+    size_t view_at;
+    long linear_at;
+    int rows, cols;
+} block_tensor;
+
+static void block_tensors(const dfl_config *cfg, block_tensor t[BLOCK_TENSORS])
+{
+    const int d = cfg->dim, q = cfg->n_heads * cfg->head_dim, kv = cfg->n_kv_heads * cfg->head_dim,
+              h = cfg->hidden_dim;
+#define NORM(i, SUFFIX, FIELD)                                                                     \
+    t[i] = (block_tensor){ SUFFIX, offsetof(dfl_layer_weights, FIELD), -1, d, 0 }
+#define LIN(i, SUFFIX, FIELD, R, C)                                                                \
+    t[i] = (block_tensor)                                                                          \
+    {                                                                                              \
+        SUFFIX, offsetof(dfl_layer_weights, FIELD), (long)offsetof(dfl_layer_linears, FIELD), R, C \
+    }
+    NORM(0, "input_layernorm.weight", attn_norm);
+    LIN(1, "self_attn.q_proj.weight", wq, q, d);
+    LIN(2, "self_attn.k_proj.weight", wk, kv, d);
+    LIN(3, "self_attn.v_proj.weight", wv, kv, d);
+    LIN(4, "self_attn.o_proj.weight", wo, d, q);
+    NORM(5, "post_attention_layernorm.weight", ffn_norm);
+    LIN(6, "mlp.gate_proj.weight", w_gate, h, d);
+    LIN(7, "mlp.up_proj.weight", w_up, h, d);
+    LIN(8, "mlp.down_proj.weight", w_down, d, h);
+#undef NORM
+#undef LIN
+}
+
 df11_status dfl_layer_weights_get(const dfl_config *cfg, const df11_provider *p, uint32_t layer,
                                   const df11_block_view *view, df11_stream stream,
                                   dfl_layer_weights *w, char *err, size_t errlen)
 {
-    const int d = cfg->dim, q = cfg->n_heads * cfg->head_dim, kv = cfg->n_kv_heads * cfg->head_dim,
-              h = cfg->hidden_dim;
-    const struct {
-        const char *suffix;
-        const void **dst;
-        int rows, cols;
-    } want[] = {
-        { "input_layernorm.weight", &w->attn_norm, d, 0 },
-        { "self_attn.q_proj.weight", &w->wq, q, d },
-        { "self_attn.k_proj.weight", &w->wk, kv, d },
-        { "self_attn.v_proj.weight", &w->wv, kv, d },
-        { "self_attn.o_proj.weight", &w->wo, d, q },
-        { "post_attention_layernorm.weight", &w->ffn_norm, d, 0 },
-        { "mlp.gate_proj.weight", &w->w_gate, h, d },
-        { "mlp.up_proj.weight", &w->w_up, h, d },
-        { "mlp.down_proj.weight", &w->w_down, d, h },
-    };
-    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+    block_tensor want[BLOCK_TENSORS];
+    block_tensors(cfg, want);
+    for (size_t i = 0; i < BLOCK_TENSORS; i++) {
         char name[160];
         snprintf(name, sizeof name, "model.layers.%u.%s", layer, want[i].suffix);
+        const void **dst = (const void **)((char *)w + want[i].view_at);
         const df11_tensor_view *found = NULL;
         for (uint32_t t = 0; view && view->tensors && t < view->n_tensors; t++)
             if (view->tensors[t].name && strcmp(view->tensors[t].name, name) == 0)
@@ -235,10 +256,9 @@ df11_status dfl_layer_weights_get(const dfl_config *cfg, const df11_provider *p,
         df11_status st;
         if (found) {
             st = check_view(found, name, want[i].rows, want[i].cols, err, errlen);
-            *want[i].dst = found->data;
+            *dst = found->data;
         } else {
-            st = dfl_tensor_get(p, name, want[i].rows, want[i].cols, stream, want[i].dst, err,
-                                errlen);
+            st = dfl_tensor_get(p, name, want[i].rows, want[i].cols, stream, dst, err, errlen);
         }
         if (st != DF11_OK) return st;
     }
@@ -272,38 +292,24 @@ df11_status dfl_linears_get(const dfl_config *cfg, const df11_provider *p, dfl_l
                             char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    const int d = cfg->dim, q = cfg->n_heads * cfg->head_dim, kv = cfg->n_kv_heads * cfg->head_dim,
-              h = cfg->hidden_dim;
     out->layers = calloc((size_t)cfg->n_layers, sizeof *out->layers);
     if (!out->layers) return DF11_ERR_NO_MEMORY;
-    for (int l = 0; l < cfg->n_layers; l++) {
-        dfl_layer_linears *ll = &out->layers[l];
-        const struct {
-            const char *suffix;
-            df11_weight *dst;
-            int rows, cols;
-        } want[] = {
-            { "self_attn.q_proj.weight", &ll->wq, q, d },
-            { "self_attn.k_proj.weight", &ll->wk, kv, d },
-            { "self_attn.v_proj.weight", &ll->wv, kv, d },
-            { "self_attn.o_proj.weight", &ll->wo, d, q },
-            { "mlp.gate_proj.weight", &ll->w_gate, h, d },
-            { "mlp.up_proj.weight", &ll->w_up, h, d },
-            { "mlp.down_proj.weight", &ll->w_down, d, h },
-        };
-        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+    block_tensor want[BLOCK_TENSORS];
+    block_tensors(cfg, want);
+    for (int l = 0; l < cfg->n_layers; l++)
+        for (size_t i = 0; i < BLOCK_TENSORS; i++) {
+            if (want[i].linear_at < 0) continue;
             char name[160];
             snprintf(name, sizeof name, "model.layers.%d.%s", l, want[i].suffix);
-            df11_status st =
-                linear_get(p, name, want[i].rows, want[i].cols, want[i].dst, err, errlen);
+            df11_weight *dst = (df11_weight *)((char *)&out->layers[l] + want[i].linear_at);
+            df11_status st = linear_get(p, name, want[i].rows, want[i].cols, dst, err, errlen);
             if (st != DF11_OK) {
                 dfl_linears_free(out);
                 return st;
             }
         }
-    }
     const char *head = cfg->tied ? "model.embed_tokens.weight" : "lm_head.weight";
-    df11_status st = linear_get(p, head, cfg->vocab_size, d, &out->lm_head, err, errlen);
+    df11_status st = linear_get(p, head, cfg->vocab_size, cfg->dim, &out->lm_head, err, errlen);
     if (st != DF11_OK) dfl_linears_free(out);
     return st;
 }
