@@ -869,11 +869,13 @@ static uint64_t model_acquires(const df11_model *m)
  * test prints it). The same bound as the GPU against the host (test_gpu_matches_host). */
 #define OP_VS_ENGINE_TOL 0.1
 
-/* On each path (engine GEMM, matmul op) the Huffman .df11, the fixed-codec .df11 and the
- * BF16 source give the same greedy tokens and memcmp-identical logits; the engine path
- * equals the memory provider's run; the op path acquires no block per pass (Huffman: the
- * host op decodes as it multiplies) and stays within OP_VS_ENGINE_TOL of the engine path,
- * teacher-forced on the engine path's tokens. */
+/* On each path (engine GEMM, matmul op with stacked q+k+v and gate+up, op one call per
+ * weight) the Huffman .df11, the fixed-codec .df11 and the BF16 source give the same
+ * greedy tokens and memcmp-identical logits; the engine path equals the memory provider's
+ * run; the two op paths are identical (the host op runs each part of a stack as it would
+ * alone); the op path acquires no block per pass (Huffman: the host op decodes as it
+ * multiplies) and stays within OP_VS_ENGINE_TOL of the engine path, teacher-forced on the
+ * engine path's tokens. */
 static void check_df11_vs_bf16(const char *dir)
 {
     const char *paths[3] = { compress_codec(dir, 0), compress_codec(dir, DF11_CODEC_EXP_FIXED),
@@ -881,11 +883,12 @@ static void check_df11_vs_bf16(const char *dir)
     const char *kinds[3] = { "df11 huffman", "df11 fixed", "bf16" };
     df11_model *models[3];
     for (int k = 0; k < 3; k++) models[k] = open_host(paths[k], k == 2, 2);
-    const dfl_matmul mms[2] = { DFL_MATMUL_ENGINE, DFL_MATMUL_OP };
+    const dfl_matmul mms[3] = { DFL_MATMUL_ENGINE, DFL_MATMUL_OP, DFL_MATMUL_OP_SEPARATE };
+    const char *mm_names[3] = { "engine", "op", "op-separate" };
     int V = 0;
-    int toks[2][3][N_GEN];
-    float *lg[2][3];
-    for (int p = 0; p < 2; p++)
+    int toks[3][3][N_GEN];
+    float *lg[3][3];
+    for (int p = 0; p < 3; p++)
         for (int k = 0; k < 3; k++) {
             df11_provider pv;
             dfl_engine *e = engine_open_mm(models[k], &pv, mms[p]);
@@ -897,19 +900,20 @@ static void check_df11_vs_bf16(const char *dir)
             uint64_t acq = model_acquires(models[k]) - acq0;
             if (mms[p] == DFL_MATMUL_ENGINE && k < 2)
                 ck_assert_uint_eq(acq, (uint64_t)N_GEN * dfl_get_config(e)->n_layers);
-            if (mms[p] == DFL_MATMUL_OP && k == 0) ck_assert_uint_eq(acq, 0);
+            if (mms[p] != DFL_MATMUL_ENGINE && k == 0) ck_assert_uint_eq(acq, 0);
             dfl_destroy(e);
             if (k == 0) continue;
             for (int i = 0; i < N_GEN; i++) {
                 ck_assert_msg(toks[p][k][i] == toks[p][0][i], "%s %s step %d: %s %d, %s %d", dir,
-                              p ? "op" : "engine", i, kinds[k], toks[p][k][i], kinds[0],
-                              toks[p][0][i]);
+                              mm_names[p], i, kinds[k], toks[p][k][i], kinds[0], toks[p][0][i]);
                 ck_assert_msg(memcmp(lg[p][k] + (size_t)i * V, lg[p][0] + (size_t)i * V,
                                      V * sizeof(float)) == 0,
-                              "%s %s step %d: %s logits differ from %s", dir, p ? "op" : "engine",
-                              i, kinds[k], kinds[0]);
+                              "%s %s step %d: %s logits differ from %s", dir, mm_names[p], i,
+                              kinds[k], kinds[0]);
             }
         }
+    ck_assert_msg(memcmp(lg[1][0], lg[2][0], (size_t)N_GEN * V * sizeof(float)) == 0,
+                  "%s: op stacked != op separate", dir);
 
     /* the engine path equals the memory provider's run (which has no op) */
     st_model m;
@@ -940,7 +944,7 @@ static void check_df11_vs_bf16(const char *dir)
     ck_assert_msg(agree >= N_GEN * 9 / 10, "%s: op and engine agree on %d/%d greedy steps", dir,
                   agree, N_GEN);
     fprintf(stderr,
-            "%s: %d greedy tokens, df11 (huffman, fixed) == bf16 bit for bit on both paths; "
+            "%s: %d greedy tokens, df11 (huffman, fixed) == bf16 bit for bit on all paths; "
             "op vs engine: worst relative logit error %.3g, teacher-forced agreement %d/%d, "
             "free-running tokens equal for %d/%d; first: %d %d %d %d\n",
             dir, N_GEN, worst, agree, N_GEN, same, N_GEN, toks[1][0][0], toks[1][0][1],
@@ -951,7 +955,7 @@ static void check_df11_vs_bf16(const char *dir)
     dfl_destroy(em);
     st_free(&m);
     free(lm);
-    for (int p = 0; p < 2; p++)
+    for (int p = 0; p < 3; p++)
         for (int k = 0; k < 3; k++) free(lg[p][k]);
     for (int k = 0; k < 3; k++) df11_model_close(models[k]);
 }
@@ -1039,6 +1043,8 @@ START_TEST(test_matmul_choice)
     ck_assert_int_eq(dfl_create(&cfg, &p, &opt, &e), DF11_ERR_UNSUPPORTED);
     ck_assert_ptr_null(e);
     ck_assert_ptr_nonnull(strstr(dfl_create_error(), "matmul"));
+    opt.matmul = DFL_MATMUL_OP_SEPARATE;
+    ck_assert_int_eq(dfl_create(&cfg, &p, &opt, &e), DF11_ERR_UNSUPPORTED);
     opt.matmul = (dfl_matmul)7;
     ck_assert_int_eq(dfl_create(&cfg, &p, &opt, &e), DF11_ERR_INVALID_ARG);
     /* weight_get and matmul set but the size predates them: not used */
@@ -1063,6 +1069,12 @@ START_TEST(test_matmul_choice)
     ck_assert_int_eq(df11_model_provider(mo, &po), DF11_OK);
     ck_assert_int_eq(dfl_create(&cfg, &po, &opt, &e), DF11_OK);
     ck_assert_int_eq(dfl_matmul_used(e), DFL_MATMUL_OP);
+    dfl_destroy(e);
+    /* a provider from before weight_stack: the op, one call per weight */
+    df11_provider pold = po;
+    pold.size = offsetof(df11_provider, weight_stack);
+    ck_assert_int_eq(dfl_create(&cfg, &pold, &opt, &e), DF11_OK);
+    ck_assert_int_eq(dfl_matmul_used(e), DFL_MATMUL_OP_SEPARATE);
     dfl_destroy(e);
     cfg.hidden_dim = 100;
     ck_assert_int_eq(dfl_create(&cfg, &po, &opt, &e), DF11_ERR_CORRUPT);
@@ -1812,8 +1824,8 @@ START_TEST(test_cli_prompt_and_files)
 END_TEST
 
 #ifdef DF11_HAVE_CUDA
-/* On each path (engine GEMM, matmul op): the CUDA engine against the host engine of the
- * same path, teacher-forced on the host's greedy tokens; on the GPU, the Huffman .df11
+/* On each path (engine GEMM, matmul op stacked and one call per weight): the CUDA engine
+ * against the host engine of the same path, teacher-forced on the host's greedy tokens; on the GPU, the Huffman .df11
  * against BF16 bit for bit (both products are cublasGemmEx on identical operands: the
  * op decodes a Huffman tensor through the arena) and the fixed-codec .df11 against BF16:
  * bit for bit on the engine path, within GPU_FIXED_TOL on the op path, where the fused
@@ -1841,9 +1853,10 @@ static void check_gpu(const char *dir)
                   df11_last_error_detail());
     size_t len;
     const char *cfg = df11_model_config(mh, &len);
-    const dfl_matmul mms[2] = { DFL_MATMUL_ENGINE, DFL_MATMUL_OP };
-    for (int p = 0; p < 2; p++) {
-        const char *path_name = p ? "op" : "engine";
+    const dfl_matmul mms[3] = { DFL_MATMUL_ENGINE, DFL_MATMUL_OP, DFL_MATMUL_OP_SEPARATE };
+    const char *mm_names[3] = { "engine", "op", "op-separate" };
+    for (int p = 0; p < 3; p++) {
+        const char *path_name = mm_names[p];
         df11_provider ph, pc[2], pb;
         ck_assert_int_eq(df11_model_provider(mh, &ph), DF11_OK);
         ck_assert_int_eq(df11_model_provider(mc[0], &pc[0]), DF11_OK);

@@ -44,8 +44,10 @@ static void usage(FILE *f)
             "      --threads N         host threads (default: all cores)\n"
             "      --ctx N             KV cache positions (default: max_position_embeddings)\n"
             "      --slots K           df11 arena slots (default: the runtime's)\n"
-            "      --matmul op|engine  linear layers by df11's matmul op (default) or by the\n"
-            "                          engine's own GEMM on decoded blocks\n"
+            "      --matmul WHO        linear layers by df11's matmul op with q+k+v and\n"
+            "                          gate+up stacked (op, the default), one op call per\n"
+            "                          weight (op-separate), or the engine's own GEMM on\n"
+            "                          decoded blocks (engine)\n"
             "      --json              print one JSON object on stdout\n"
             "      --logits            with --json: the last step's logits (else a checksum)\n"
             "      --bench[=LIST]      time prefill of each N in LIST (default 512,4096) and\n"
@@ -218,7 +220,11 @@ static const char *weights_codec(const session *s)
 
 static const char *matmul_name(const session *s)
 {
-    return dfl_matmul_used(s->engine) == DFL_MATMUL_OP ? "op" : "engine";
+    switch (dfl_matmul_used(s->engine)) {
+    case DFL_MATMUL_OP: return "op";
+    case DFL_MATMUL_OP_SEPARATE: return "op-separate";
+    default: return "engine";
+    }
 }
 
 static cJSON *memory_json(const session *s)
@@ -482,9 +488,9 @@ static int bench(const run_opts *o)
     const int dec = o->bench_decode;
     cJSON *rows = cJSON_CreateArray();
     if (!o->json) {
-        printf("%-5s %-7s %-6s %-4s %7s %10s %9s %10s %9s %10s %10s\n", "wts", "codec", "matmul",
+        printf("%-5s %-7s %-11s %-4s %7s %10s %9s %10s %9s %10s %10s\n", "wts", "codec", "matmul",
                "dev", "prefill", "prefill", "decode", "decode", "ttft", "vram peak", "weights");
-        printf("%-5s %-7s %-6s %-4s %7s %10s %9s %10s %9s %10s %10s\n", "", "", "", "", "tokens",
+        printf("%-5s %-7s %-11s %-4s %7s %10s %9s %10s %9s %10s %10s\n", "", "", "", "", "tokens",
                "tok/s", "steps", "tok/s", "ms", "MiB", "MiB");
     }
 
@@ -533,7 +539,7 @@ static int bench(const run_opts *o)
             double ptps = n / (pf / 1e3), dtps = dec > 0 ? dec / (dm / 1e3) : 0.0;
             double vram = o->device == DFL_DEVICE_CUDA ? mib(peak - base) : 0.0;
             if (!o->json)
-                printf("%-5s %-7s %-6s %-4s %7d %10.1f %9d %10.1f %9.1f %10.1f %10.1f\n",
+                printf("%-5s %-7s %-11s %-4s %7d %10.1f %9d %10.1f %9.1f %10.1f %10.1f\n",
                        bf16 ? "bf16" : "df11", weights_codec(&s), matmul_name(&s),
                        o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu", n, ptps, dec, dtps, ttft,
                        vram, mib(wbytes));
@@ -642,10 +648,12 @@ int main(int argc, char **argv)
         case O_MATMUL:
             if (strcmp(optarg, "op") == 0)
                 o.matmul = DFL_MATMUL_OP;
+            else if (strcmp(optarg, "op-separate") == 0)
+                o.matmul = DFL_MATMUL_OP_SEPARATE;
             else if (strcmp(optarg, "engine") == 0)
                 o.matmul = DFL_MATMUL_ENGINE;
             else
-                die(2, "invalid --matmul '%s' (op or engine)", optarg);
+                die(2, "invalid --matmul '%s' (op, op-separate or engine)", optarg);
             break;
         case 'q': o.quiet = 1; break;
         case 'h': usage(stdout); return 0;

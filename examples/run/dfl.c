@@ -271,6 +271,25 @@ int dfl_provider_has_matmul(const df11_provider *p)
            p->matmul;
 }
 
+int dfl_provider_has_stack(const df11_provider *p)
+{
+    return dfl_provider_has_matmul(p) &&
+           p->size >= offsetof(df11_provider, weight_stack) + sizeof p->weight_stack &&
+           p->weight_stack;
+}
+
+/* Parts stacked by rows into one weight, for one call where there were n. */
+static df11_status linear_stack(const df11_provider *p, uint32_t n, const df11_weight *parts,
+                                df11_weight *out, char *err, size_t errlen)
+{
+    df11_status st = p->weight_stack(p->ctx, n, parts, out);
+    if (st != DF11_OK)
+        snprintf(err, errlen, "stacking '%s' and %u more: %s%s%s", parts[0].name, n - 1,
+                 df11_strerror(st), *df11_last_error_detail() ? ": " : "",
+                 df11_last_error_detail());
+    return st;
+}
+
 /* One weight for the op: resolved by name, its shape checked against the config. */
 static df11_status linear_get(const df11_provider *p, const char *name, int rows, int cols,
                               df11_weight *w, char *err, size_t errlen)
@@ -288,8 +307,8 @@ static df11_status linear_get(const df11_provider *p, const char *name, int rows
     return DF11_OK;
 }
 
-df11_status dfl_linears_get(const dfl_config *cfg, const df11_provider *p, dfl_linears *out,
-                            char *err, size_t errlen)
+df11_status dfl_linears_get(const dfl_config *cfg, const df11_provider *p, int stack,
+                            dfl_linears *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     out->layers = calloc((size_t)cfg->n_layers, sizeof *out->layers);
@@ -308,6 +327,17 @@ df11_status dfl_linears_get(const dfl_config *cfg, const df11_provider *p, dfl_l
                 return st;
             }
         }
+    out->stacked = stack;
+    for (int l = 0; stack && l < cfg->n_layers; l++) {
+        dfl_layer_linears *ll = &out->layers[l];
+        const df11_weight qkv[3] = { ll->wq, ll->wk, ll->wv }, gu[2] = { ll->w_gate, ll->w_up };
+        df11_status st = linear_stack(p, 3, qkv, &ll->qkv, err, errlen);
+        if (st == DF11_OK) st = linear_stack(p, 2, gu, &ll->gate_up, err, errlen);
+        if (st != DF11_OK) {
+            dfl_linears_free(out);
+            return st;
+        }
+    }
     const char *head = cfg->tied ? "model.embed_tokens.weight" : "lm_head.weight";
     df11_status st = linear_get(p, head, cfg->vocab_size, cfg->dim, &out->lm_head, err, errlen);
     if (st != DF11_OK) dfl_linears_free(out);
@@ -584,11 +614,11 @@ struct dfl_engine {
     float *scores;                      /* [max_batch * n_heads][max_seq] */
     float *rope_cos, *rope_sin;         /* [max_seq][head_dim/2] */
     /* op path (lin.layers != NULL): the resolved weights, the norms' copy
-     * (dfl_norms_copy), a linear layer's input in BF16 and its output before the
-     * residual add */
+     * (dfl_norms_copy), a linear layer's input in BF16, and the op's output where it
+     * is not the final place (before a residual add, or a stacked q|k|v, gate|up) */
     dfl_linears lin;
     uint16_t *norms, *xh; /* [dfl_norms_count], [max_batch * max(dim, q, hidden)] */
-    float *proj;          /* [max_batch, dim] */
+    float *opy;           /* [max_batch * max(dim, q + 2 kv, 2 hidden)] */
     uint64_t kv_bytes, scratch_bytes;
 #ifdef DF11_HAVE_CUDA
     dfl_gpu *gpu;
@@ -603,7 +633,9 @@ const dfl_config *dfl_get_config(const dfl_engine *e) { return &e->cfg; }
 int dfl_max_seq(const dfl_engine *e) { return e->max_seq; }
 dfl_matmul dfl_matmul_used(const dfl_engine *e)
 {
-    return e->lin.layers ? DFL_MATMUL_OP : DFL_MATMUL_ENGINE;
+    return !e->lin.layers   ? DFL_MATMUL_ENGINE
+           : e->lin.stacked ? DFL_MATMUL_OP
+                            : DFL_MATMUL_OP_SEPARATE;
 }
 
 uint64_t dfl_kv_bytes(const dfl_engine *e)
@@ -654,7 +686,7 @@ void dfl_destroy(dfl_engine *e)
     free(e->rope_sin);
     free(e->norms);
     free(e->xh);
-    free(e->proj);
+    free(e->opy);
     dfl_linears_free(&e->lin);
     free(e);
 }
@@ -693,19 +725,22 @@ df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, con
         return DF11_ERR_CORRUPT;
     }
     dfl_matmul mm = opt ? opt->matmul : DFL_MATMUL_AUTO;
-    if (mm != DFL_MATMUL_AUTO && mm != DFL_MATMUL_OP && mm != DFL_MATMUL_ENGINE) {
+    if (mm != DFL_MATMUL_AUTO && mm != DFL_MATMUL_OP && mm != DFL_MATMUL_ENGINE &&
+        mm != DFL_MATMUL_OP_SEPARATE) {
         snprintf(create_err, sizeof create_err, "invalid matmul choice %d", (int)mm);
         free(e);
         return DF11_ERR_INVALID_ARG;
     }
     int has_op = dfl_provider_has_matmul(provider);
-    if (mm == DFL_MATMUL_OP && !has_op) {
+    if ((mm == DFL_MATMUL_OP || mm == DFL_MATMUL_OP_SEPARATE) && !has_op) {
         snprintf(create_err, sizeof create_err, "the provider has no matmul op");
         free(e);
         return DF11_ERR_UNSUPPORTED;
     }
-    if (mm == DFL_MATMUL_OP || (mm == DFL_MATMUL_AUTO && has_op)) {
-        df11_status st = dfl_linears_get(cfg, provider, &e->lin, create_err, sizeof create_err);
+    if (mm == DFL_MATMUL_OP || mm == DFL_MATMUL_OP_SEPARATE || (mm == DFL_MATMUL_AUTO && has_op)) {
+        int stack = mm != DFL_MATMUL_OP_SEPARATE && dfl_provider_has_stack(provider);
+        df11_status st =
+            dfl_linears_get(cfg, provider, stack, &e->lin, create_err, sizeof create_err);
         if (st != DF11_OK) {
             free(e);
             return st;
@@ -766,10 +801,12 @@ df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, con
     dfl_rope_table(cfg, e->max_seq, e->rope_cos, e->rope_sin);
     if (e->lin.layers) {
         size_t widest = wide > (size_t)cfg->hidden_dim ? wide : (size_t)cfg->hidden_dim;
+        size_t outs = qd + 2 * kvd > (size_t)cfg->dim ? qd + 2 * kvd : (size_t)cfg->dim;
+        if (outs < 2 * (size_t)cfg->hidden_dim) outs = 2 * (size_t)cfg->hidden_dim;
         e->norms = xcalloc(e, dfl_norms_count(cfg), sizeof(uint16_t));
         e->xh = xcalloc(e, B * widest, sizeof(uint16_t));
-        e->proj = xcalloc(e, B * cfg->dim, sizeof(float));
-        if (!e->norms || !e->xh || !e->proj) {
+        e->opy = xcalloc(e, B * outs, sizeof(float));
+        if (!e->norms || !e->xh || !e->opy) {
             snprintf(create_err, sizeof create_err, "out of host memory for scratch");
             dfl_destroy(e);
             return DF11_ERR_NO_MEMORY;
@@ -837,10 +874,21 @@ static df11_status fail(dfl_engine *e, df11_status st, const char *fmt, ...)
     return st;
 }
 
-/* y[n][rows] = x[n][cols] · Wᵀ, or y += that (accumulate). Engine path (op NULL): the
- * engine's own product on the BF16 tensor w. Op path: provider->matmul on `op`, x rounded
- * to BF16 first (the op's input type), y in FP32; the op writes y, so a residual add goes
- * through e->proj. */
+/* y[n][op->rows] = x[n][op->cols] · Wᵀ by the provider's op: x rounded to BF16 first (the
+ * op's input type), y FP32. */
+static df11_status op_call(dfl_engine *e, const df11_weight *op, const float *x, int n, float *y)
+{
+    for (size_t i = 0; i < (size_t)n * op->cols; i++) e->xh[i] = f32_to_bf16(x[i]);
+    df11_status st = e->prov.matmul(e->prov.ctx, op, e->xh, (uint32_t)n, y, DF11_DTYPE_F32, NULL);
+    if (st != DF11_OK)
+        return fail(e, st, "'%s': matmul: %s%s%s", op->name, df11_strerror(st),
+                    *df11_last_error_detail() ? ": " : "", df11_last_error_detail());
+    return DF11_OK;
+}
+
+/* y[n][rows] = x[n][cols] · Wᵀ, or y += that (accumulate): the engine's own product on
+ * the BF16 tensor w (op NULL), or the op, which writes y, so that a residual add goes
+ * through e->opy. */
 static df11_status linear(dfl_engine *e, const void *w, const df11_weight *op, const float *x,
                           int n, int rows, int cols, float *y, int accumulate)
 {
@@ -848,15 +896,10 @@ static df11_status linear(dfl_engine *e, const void *w, const df11_weight *op, c
         matmul(&e->pool, y, w, x, n, rows, cols, accumulate);
         return DF11_OK;
     }
-    for (size_t i = 0; i < (size_t)n * cols; i++) e->xh[i] = f32_to_bf16(x[i]);
-    float *out = accumulate ? e->proj : y;
-    df11_status st = e->prov.matmul(e->prov.ctx, op, e->xh, (uint32_t)n, out, DF11_DTYPE_F32, NULL);
-    if (st != DF11_OK)
-        return fail(e, st, "'%s': matmul: %s%s%s", op->name, df11_strerror(st),
-                    *df11_last_error_detail() ? ": " : "", df11_last_error_detail());
-    if (accumulate)
-        for (size_t i = 0; i < (size_t)n * rows; i++) y[i] += out[i];
-    return DF11_OK;
+    df11_status st = op_call(e, op, x, n, accumulate ? e->opy : y);
+    if (st == DF11_OK && accumulate)
+        for (size_t i = 0; i < (size_t)n * rows; i++) y[i] += e->opy[i];
+    return st;
 }
 
 /* One block for tokens at [pos, pos + n). w: the norms (both paths) and, on the engine
@@ -867,6 +910,7 @@ static df11_status host_layer(dfl_engine *e, uint32_t l, const dfl_layer_weights
     const dfl_config *c = &e->cfg;
     const int D = c->dim, hd = c->head_dim, half = hd / 2;
     const int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, H = c->hidden_dim;
+    const int stacked = op && e->lin.stacked;
     float *kc = e->k_cache + ((size_t)l * e->max_seq + pos) * kvd;
     float *vc = e->v_cache + ((size_t)l * e->max_seq + pos) * kvd;
     df11_status st;
@@ -875,9 +919,20 @@ static df11_status host_layer(dfl_engine *e, uint32_t l, const dfl_layer_weights
 
     for (int t = 0; t < n; t++)
         rmsnorm(e->xb + (size_t)t * D, e->x + (size_t)t * D, w->attn_norm, D, c->norm_eps);
-    LINEAR(wq, e->xb, qd, D, e->q, 0);
-    LINEAR(wk, e->xb, kvd, D, kc, 0); /* K and V go straight to the cache */
-    LINEAR(wv, e->xb, kvd, D, vc, 0);
+    if (stacked) { /* one product, rows [q | k | v]: to q and the cache */
+        if ((st = op_call(e, &op->qkv, e->xb, n, e->opy)) != DF11_OK) return st;
+        const size_t ld = (size_t)qd + 2 * kvd;
+        for (int t = 0; t < n; t++) {
+            const float *row = e->opy + t * ld;
+            memcpy(e->q + (size_t)t * qd, row, sizeof(float) * qd);
+            memcpy(kc + (size_t)t * kvd, row + qd, sizeof(float) * kvd);
+            memcpy(vc + (size_t)t * kvd, row + qd + kvd, sizeof(float) * kvd);
+        }
+    } else {
+        LINEAR(wq, e->xb, qd, D, e->q, 0);
+        LINEAR(wk, e->xb, kvd, D, kc, 0); /* K and V go straight to the cache */
+        LINEAR(wv, e->xb, kvd, D, vc, 0);
+    }
     for (int t = 0; t < n; t++) {
         const float *cs = e->rope_cos + (size_t)(pos + t) * half;
         const float *sn = e->rope_sin + (size_t)(pos + t) * half;
@@ -892,12 +947,22 @@ static df11_status host_layer(dfl_engine *e, uint32_t l, const dfl_layer_weights
 
     for (int t = 0; t < n; t++)
         rmsnorm(e->xb + (size_t)t * D, e->x + (size_t)t * D, w->ffn_norm, D, c->norm_eps);
-    LINEAR(w_gate, e->xb, H, D, e->hb, 0);
-    LINEAR(w_up, e->xb, H, D, e->hb2, 0);
-    for (size_t i = 0; i < (size_t)n * H; i++) {
-        float g = e->hb[i];
-        e->hb[i] = g / (1.0f + expf(-g)) * e->hb2[i];
+    const float *gate = e->hb, *up = e->hb2; /* rows ld apart */
+    size_t ld = (size_t)H;
+    if (stacked) { /* one product, rows [gate | up] */
+        if ((st = op_call(e, &op->gate_up, e->xb, n, e->opy)) != DF11_OK) return st;
+        gate = e->opy;
+        up = e->opy + H;
+        ld = 2 * (size_t)H;
+    } else {
+        LINEAR(w_gate, e->xb, H, D, e->hb, 0);
+        LINEAR(w_up, e->xb, H, D, e->hb2, 0);
     }
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < H; i++) {
+            float g = gate[t * ld + i];
+            e->hb[(size_t)t * H + i] = g / (1.0f + expf(-g)) * up[t * ld + i];
+        }
     LINEAR(w_down, e->hb, D, H, e->x, 1);
 #undef LINEAR
     return DF11_OK;

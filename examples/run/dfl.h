@@ -80,9 +80,14 @@ typedef enum dfl_device {
 
 /* Who multiplies the linear layers (q, k, v, o, gate, up, down, lm_head). */
 typedef enum dfl_matmul {
-    DFL_MATMUL_AUTO = 0,   /* the op when the provider has weight_get and matmul, else engine */
-    DFL_MATMUL_OP = 1,     /* provider->matmul (df11_matmul); dfl_create fails without it */
-    DFL_MATMUL_ENGINE = 2, /* tensor views of acquired blocks and the engine's own GEMM */
+    DFL_MATMUL_AUTO = 0, /* DFL_MATMUL_OP when the provider has weight_get and matmul, else
+                            DFL_MATMUL_ENGINE */
+    /* provider->matmul (df11_matmul); dfl_create fails without it. q+k+v and gate+up are
+     * stacked (provider->weight_stack) into one call each where the provider can, else
+     * as DFL_MATMUL_OP_SEPARATE. */
+    DFL_MATMUL_OP = 1,
+    DFL_MATMUL_ENGINE = 2,      /* tensor views of acquired blocks and the engine's own GEMM */
+    DFL_MATMUL_OP_SEPARATE = 3, /* provider->matmul, one call per weight */
 } dfl_matmul;
 
 typedef struct dfl_options {
@@ -117,7 +122,8 @@ const dfl_config *dfl_get_config(const dfl_engine *e);
 uint64_t dfl_kv_bytes(const dfl_engine *e);      /* KV cache */
 uint64_t dfl_scratch_bytes(const dfl_engine *e); /* activations, tables */
 int dfl_max_seq(const dfl_engine *e);
-/* DFL_MATMUL_OP or DFL_MATMUL_ENGINE: what dfl_create chose. */
+/* What dfl_create chose: DFL_MATMUL_OP (stacked calls), DFL_MATMUL_OP_SEPARATE or
+ * DFL_MATMUL_ENGINE. */
 dfl_matmul dfl_matmul_used(const dfl_engine *e);
 
 /* ---- Shared by the host and CUDA paths (dfl.c), not part of the engine's API ---- */
@@ -139,17 +145,23 @@ df11_status dfl_tensor_get(const df11_provider *p, const char *name, int rows, i
  * checked against the config. */
 typedef struct dfl_layer_linears {
     df11_weight wq, wk, wv, wo, w_gate, w_up, w_down;
+    /* stacked (dfl_linears.stacked): y = [q | k | v] and [gate | up] per token row */
+    df11_weight qkv, gate_up;
 } dfl_layer_linears;
 
 typedef struct dfl_linears {
     dfl_layer_linears *layers; /* [n_layers] */
     df11_weight lm_head;       /* lm_head.weight, or model.embed_tokens.weight when tied */
+    int stacked;               /* qkv and gate_up are set and used */
 } dfl_linears;
 
-/* Nonzero when the provider is recent enough to have weight_get and matmul, and has them. */
+/* Nonzero when the provider is recent enough to have weight_get and matmul (weight_stack),
+ * and has them. */
 int dfl_provider_has_matmul(const df11_provider *p);
-df11_status dfl_linears_get(const dfl_config *cfg, const df11_provider *p, dfl_linears *out,
-                            char *err, size_t errlen);
+int dfl_provider_has_stack(const df11_provider *p);
+/* stack: also stack q+k+v and gate+up (the provider must have weight_stack). */
+df11_status dfl_linears_get(const dfl_config *cfg, const df11_provider *p, int stack,
+                            dfl_linears *out, char *err, size_t errlen);
 void dfl_linears_free(dfl_linears *l);
 
 /* The op path keeps the 1-D norm weights (tiny) in its own buffer, so that no block is

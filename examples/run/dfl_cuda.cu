@@ -3,7 +3,9 @@
  * accumulation and output. Two ways to run the products (dfl_options.matmul):
  *   op path: provider->matmul (df11_matmul) on weights resolved once at create; no block
  *     is acquired per pass (the norms were copied into g->norms at create). The op writes
- *     y, so o_proj and down_proj write g->proj and the next RMSNorm adds it to x.
+ *     y, so o_proj and down_proj write g->proj and the next RMSNorm adds it to x. Where
+ *     the provider stacks weights, q+k+v and gate+up are one product each (one launch of
+ *     the fused kernel), qkv_rope_kernel putting q, k, v in place.
  *   engine path: per block, acquire on the engine's stream, cuBLAS GEMMs on the block's
  *     tensor views (beta = 1 folds the residual adds), release on the same stream.
  * K and V are written by their products straight into an FP32 cache. The host never waits
@@ -33,7 +35,8 @@ struct dfl_gpu {
     bf16 *xb;                   /* [B][max(D, Q)] normed input of a GEMM */
     float *q;                   /* [B][Q] */
     bf16 *att;                  /* [B][Q] attention output, o_proj's input */
-    float *gate, *up;           /* [B][H] */
+    float *gate, *up;           /* [B][H] each, one allocation: up = gate + B * H; the op
+                                   path's stacked products write [B][Q+2KV] or [B][2H] there */
     bf16 *hb;                   /* [B][H] silu(gate) * up, down_proj's input */
     float *logits;              /* [V] */
     int *tokens;                /* [B] */
@@ -185,15 +188,43 @@ __global__ void attention_kernel(const float *q, const float *kc, const float *v
     }
 }
 
-/* One thread per element: out = bf16(silu(gate) * up). */
-__global__ void swiglu_kernel(const float *gate, const float *up, bf16 *out, size_t n)
+/* One thread per output element (token t, feature i < h): out[t][i] =
+ * bf16(silu(gate[t][i]) * up[t][i]), gate and up rows `ld` floats apart (h, or 2h when they
+ * are the halves of a stacked gate|up product). */
+__global__ void swiglu_kernel(const float *gate, const float *up, int ld, bf16 *out, int h,
+                              size_t n)
 {
     pdl_trigger();
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
-        float g = gate[i];
-        out[i] = __float2bfloat16(g / (1.0f + expf(-g)) * up[i]);
+        size_t at = i / h * ld + i % h;
+        float g = gate[at];
+        out[i] = __float2bfloat16(g / (1.0f + expf(-g)) * up[at]);
     }
+}
+
+/* A stacked q|k|v product (rows of Q + 2 KV floats) into place: q rotated into q ([t][Q]),
+ * k rotated into the cache rows kc ([t][KV]), v copied into vc; the rotation is
+ * rope_kernel's. One block per token; a thread takes pairs (i, i + hd/2) of the q then k
+ * heads (contiguous in the row), then v features. */
+__global__ void qkv_rope_kernel(const float *qkv, float *q, float *kc, float *vc, int n_heads,
+                                int n_kv_heads, int hd, int pos0, const float *cos_t,
+                                const float *sin_t)
+{
+    pdl_trigger();
+    const int half = hd / 2, t = blockIdx.x, Q = n_heads * hd, KV = n_kv_heads * hd;
+    const float *row = qkv + (size_t)t * (Q + 2 * KV);
+    const float *cs = cos_t + (size_t)(pos0 + t) * half, *sn = sin_t + (size_t)(pos0 + t) * half;
+    for (int k = threadIdx.x; k < (n_heads + n_kv_heads) * half; k += blockDim.x) {
+        const int head = k / half, i = k % half;
+        const float *src = row + head * hd;
+        float *dst = head < n_heads ? q + (size_t)t * Q + head * hd
+                                    : kc + (size_t)t * KV + (head - n_heads) * hd;
+        float a = src[i], b = src[i + half];
+        dst[i] = a * cs[i] - b * sn[i];
+        dst[i + half] = b * cs[i] + a * sn[i];
+    }
+    for (int i = threadIdx.x; i < KV; i += blockDim.x) vc[(size_t)t * KV + i] = row[Q + KV + i];
 }
 
 /* ------------------------------------------------------------------ host side ---- */
@@ -246,7 +277,7 @@ void dfl_gpu_destroy(dfl_gpu *g)
 {
     if (!g) return;
     if (g->stream) cudaStreamSynchronize(g->stream);
-    void *bufs[] = { g->x,      g->xb, g->q,  g->att,      g->gate,     g->up,    g->hb,  g->logits,
+    void *bufs[] = { g->x,      g->xb, g->q,  g->att,      g->gate,     g->hb,    g->logits,
                      g->tokens, g->kc, g->vc, g->rope_cos, g->rope_sin, g->norms, g->proj };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     if (g->blas) cublasDestroy(g->blas);
@@ -308,8 +339,7 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
         { (void **)&g->xb, B * (D > Q ? D : Q) * 2, &g->scratch_bytes },
         { (void **)&g->q, B * Q * 4, &g->scratch_bytes },
         { (void **)&g->att, B * Q * 2, &g->scratch_bytes },
-        { (void **)&g->gate, B * H * 4, &g->scratch_bytes },
-        { (void **)&g->up, B * H * 4, &g->scratch_bytes },
+        { (void **)&g->gate, B * (2 * H > Q + 2 * KV ? 2 * H : Q + 2 * KV) * 4, &g->scratch_bytes },
         { (void **)&g->hb, B * H * 2, &g->scratch_bytes },
         { (void **)&g->logits, (size_t)c->vocab_size * 4, &g->scratch_bytes },
         { (void **)&g->tokens, B * sizeof(int), &g->scratch_bytes },
@@ -322,6 +352,7 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
         df11_status st = gpu_alloc(g, bufs[i].p, bufs[i].bytes, bufs[i].ctr, err, errlen);
         if (st != DF11_OK) return st;
     }
+    g->up = g->gate + B * H;
     if (g->lin) {
         df11_status st;
         if ((st = gpu_alloc(g, (void **)&g->norms, dfl_norms_count(c) * 2, &g->scratch_bytes, err,
@@ -395,13 +426,20 @@ static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w,
         DF11_OK)                                                                                   \
     return st
 
+    const bool stacked = op && g->lin->stacked;
     rmsnorm_kernel<<<n, THREADS, 0, s>>>(g->x, *add, (const bf16 *)w->attn_norm, g->xb, D,
                                          c->norm_eps);
-    LINEAR(wq, g->xb, g->q, Q, D, 0);
-    LINEAR(wk, g->xb, kc, KV, D, 0);
-    LINEAR(wv, g->xb, vc, KV, D, 0);
-    rope_kernel<<<n, THREADS, 0, s>>>(g->q, Q, c->n_heads, hd, pos, g->rope_cos, g->rope_sin);
-    rope_kernel<<<n, THREADS, 0, s>>>(kc, KV, c->n_kv_heads, hd, pos, g->rope_cos, g->rope_sin);
+    if (stacked) { /* one product, rows [q | k | v] (in g->gate, free until the MLP) */
+        if ((st = op_linear(g, &op->qkv, g->xb, g->gate, n, err, errlen)) != DF11_OK) return st;
+        qkv_rope_kernel<<<n, THREADS, 0, s>>>(g->gate, g->q, kc, vc, c->n_heads, c->n_kv_heads, hd,
+                                              pos, g->rope_cos, g->rope_sin);
+    } else {
+        LINEAR(wq, g->xb, g->q, Q, D, 0);
+        LINEAR(wk, g->xb, kc, KV, D, 0);
+        LINEAR(wv, g->xb, vc, KV, D, 0);
+        rope_kernel<<<n, THREADS, 0, s>>>(g->q, Q, c->n_heads, hd, pos, g->rope_cos, g->rope_sin);
+        rope_kernel<<<n, THREADS, 0, s>>>(kc, KV, c->n_kv_heads, hd, pos, g->rope_cos, g->rope_sin);
+    }
     size_t smem = (size_t)(hd + pos + n) * sizeof(float);
     attention_kernel<<<dim3(c->n_heads, n), 128, smem, s>>>(
         g->q, g->kc + (size_t)l * g->max_seq * KV, g->vc + (size_t)l * g->max_seq * KV, g->att, pos,
@@ -410,11 +448,19 @@ static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w,
 
     rmsnorm_kernel<<<n, THREADS, 0, s>>>(g->x, op ? g->proj : NULL, (const bf16 *)w->ffn_norm,
                                          g->xb, D, c->norm_eps);
-    LINEAR(w_gate, g->xb, g->gate, H, D, 0);
-    LINEAR(w_up, g->xb, g->up, H, D, 0);
+    const float *up = g->up;
+    int ld = H;
+    if (stacked) { /* one product, rows [gate | up] */
+        if ((st = op_linear(g, &op->gate_up, g->xb, g->gate, n, err, errlen)) != DF11_OK) return st;
+        up = g->gate + H;
+        ld = 2 * H;
+    } else {
+        LINEAR(w_gate, g->xb, g->gate, H, D, 0);
+        LINEAR(w_up, g->xb, g->up, H, D, 0);
+    }
     size_t nh = (size_t)n * H;
-    swiglu_kernel<<<(unsigned)((nh + THREADS - 1) / THREADS), THREADS, 0, s>>>(g->gate, g->up,
-                                                                               g->hb, nh);
+    swiglu_kernel<<<(unsigned)((nh + THREADS - 1) / THREADS), THREADS, 0, s>>>(g->gate, up, ld,
+                                                                               g->hb, H, nh);
     LINEAR(w_down, g->hb, g->x, D, H, 1); /* x += down_proj(hb) */
 #undef LINEAR
     *add = op ? g->proj : NULL;
