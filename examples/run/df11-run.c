@@ -227,6 +227,16 @@ static const char *matmul_name(const session *s)
     }
 }
 
+/* Groups the runtime has decoded so far (arena decodes): per decode step, 0 when every
+ * product came from the fused kernel, one per block when each block was decoded. */
+static uint64_t model_decodes(const session *s)
+{
+    df11_model_stats ms;
+    memset(&ms, 0, sizeof ms);
+    ms.size = sizeof ms;
+    return df11_model_stats_get(s->model, &ms) == DF11_OK ? ms.decodes : 0;
+}
+
 static cJSON *memory_json(const session *s)
 {
     df11_model_stats ms;
@@ -488,10 +498,11 @@ static int bench(const run_opts *o)
     const int dec = o->bench_decode;
     cJSON *rows = cJSON_CreateArray();
     if (!o->json) {
-        printf("%-5s %-7s %-11s %-4s %7s %10s %9s %10s %9s %10s %10s\n", "wts", "codec", "matmul",
-               "dev", "prefill", "prefill", "decode", "decode", "ttft", "vram peak", "weights");
-        printf("%-5s %-7s %-11s %-4s %7s %10s %9s %10s %9s %10s %10s\n", "", "", "", "", "tokens",
-               "tok/s", "steps", "tok/s", "ms", "MiB", "MiB");
+        printf("%-5s %-7s %-11s %-4s %7s %10s %9s %10s %8s %9s %10s %10s\n", "wts", "codec",
+               "matmul", "dev", "prefill", "prefill", "decode", "decode", "decodes", "ttft",
+               "vram peak", "weights");
+        printf("%-5s %-7s %-11s %-4s %7s %10s %9s %10s %8s %9s %10s %10s\n", "", "", "", "",
+               "tokens", "tok/s", "steps", "tok/s", "/token", "ms", "MiB", "MiB");
     }
 
     for (int pass = 0; pass < 2; pass++) {
@@ -526,6 +537,7 @@ static int bench(const run_opts *o)
             if (u > peak) peak = u;
             int next = sampler_argmax(logits, V);
             double ttft = now_ms() - t0;
+            uint64_t decodes0 = model_decodes(&s);
             double d0 = now_ms();
             for (int k = 0; k < dec; k++) {
                 st = dfl_forward(s.engine, &next, 1, n + k, logits);
@@ -534,14 +546,15 @@ static int bench(const run_opts *o)
                 next = sampler_argmax(logits, V);
             }
             double dm = now_ms() - d0;
+            double dpt = dec > 0 ? (double)(model_decodes(&s) - decodes0) / dec : 0.0;
             u = gpu_used();
             if (u > peak) peak = u;
             double ptps = n / (pf / 1e3), dtps = dec > 0 ? dec / (dm / 1e3) : 0.0;
             double vram = o->device == DFL_DEVICE_CUDA ? mib(peak - base) : 0.0;
             if (!o->json)
-                printf("%-5s %-7s %-11s %-4s %7d %10.1f %9d %10.1f %9.1f %10.1f %10.1f\n",
+                printf("%-5s %-7s %-11s %-4s %7d %10.1f %9d %10.1f %8.1f %9.1f %10.1f %10.1f\n",
                        bf16 ? "bf16" : "df11", weights_codec(&s), matmul_name(&s),
-                       o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu", n, ptps, dec, dtps, ttft,
+                       o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu", n, ptps, dec, dtps, dpt, ttft,
                        vram, mib(wbytes));
             cJSON *r = cJSON_CreateObject();
             cJSON_AddStringToObject(r, "weights", bf16 ? "bf16" : "df11");
@@ -555,6 +568,7 @@ static int bench(const run_opts *o)
             cJSON_AddNumberToObject(r, "decode_steps", dec);
             cJSON_AddNumberToObject(r, "decode_ms", dm);
             cJSON_AddNumberToObject(r, "decode_tokens_per_s", dtps);
+            cJSON_AddNumberToObject(r, "decodes_per_token", dpt);
             cJSON_AddNumberToObject(r, "vram_peak_delta_bytes", (double)(peak - base));
             cJSON_AddItemToObject(r, "memory", memory_json(&s));
             cJSON_AddItemToArray(rows, r);
