@@ -1633,8 +1633,22 @@ START_TEST(test_cli)
             ck_assert_str_eq(cJSON_GetObjectItem(row, "matmul")->valuestring, "op");
             ck_assert(cJSON_GetObjectItem(row, "decode_tokens_per_s")->valuedouble > 0);
         }
+        /* the host op decodes a Huffman tensor as it multiplies: no arena decode */
+        if (k == 0)
+            ck_assert(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "decodes_per_token")
+                          ->valuedouble == 0);
         cJSON_Delete(rows);
     }
+    /* the engine path decodes every block (3) on every step */
+    snprintf(args, sizeof args,
+             "%s --device cpu --json --bench=4 --bench-decode 4 --ctx 16 --matmul engine", path);
+    cJSON *rows = run_tool(args, &rc);
+    ck_assert_int_eq(rc, 0);
+    ck_assert(cJSON_IsArray(rows) && cJSON_GetArraySize(rows) == 1);
+    const cJSON *row = cJSON_GetArrayItem(rows, 0);
+    ck_assert_str_eq(cJSON_GetObjectItem(row, "matmul")->valuestring, "engine");
+    ck_assert(cJSON_GetObjectItem(row, "decodes_per_token")->valuedouble >= 2.5);
+    cJSON_Delete(rows);
 
     /* usage errors exit 2, a missing file 1 */
     cJSON_Delete(run_tool("--device gpu x.df11", &rc));
