@@ -48,6 +48,8 @@ static void usage(FILE *f)
             "                          gate+up stacked (op, the default), one op call per\n"
             "                          weight (op-separate), or the engine's own GEMM on\n"
             "                          decoded blocks (engine)\n"
+            "      --no-pdl            launch the op's fused kernel plainly, not with\n"
+            "                          programmatic dependent launch (to measure what it buys)\n"
             "      --json              print one JSON object on stdout\n"
             "      --logits            with --json: the last step's logits (else a checksum)\n"
             "      --bench[=LIST]      time prefill of each N in LIST (default 512,4096) and\n"
@@ -131,7 +133,7 @@ static int parse_list(const char *s, int **out, const char *what, long lo, long 
 
 typedef struct run_opts {
     const char *model_path, *bf16_path, *prompt, *tokens, *tokenizer_path;
-    int steps, threads, ctx, slots, json, logits, quiet, bench, bench_decode;
+    int steps, threads, ctx, slots, json, logits, quiet, bench, bench_decode, no_pdl;
     int *token_ids, n_token_ids;   /* --tokens, parsed */
     int *bench_lens, n_bench_lens; /* --bench=LIST, parsed */
     float temperature, top_p;
@@ -167,6 +169,7 @@ static void session_open(session *s, const run_opts *o, int bf16, int max_seq, i
     mo.backend = o->device == DFL_DEVICE_CUDA ? DF11_BACKEND_CUDA : DF11_BACKEND_HOST;
     if (o->slots) mo.arena_slots = (uint32_t)o->slots;
     if (o->threads) mo.n_threads = o->threads;
+    mo.matmul_plain_launch = o->no_pdl;
     double t0 = now_ms();
     df11_status st =
         bf16 ? df11_model_open_bf16(path, &mo, &s->model) : df11_model_open(path, &mo, &s->model);
@@ -603,7 +606,8 @@ int main(int argc, char **argv)
         O_LOGITS,
         O_BENCH,
         O_BENCH_DECODE,
-        O_MATMUL
+        O_MATMUL,
+        O_NO_PDL
     };
     static const struct option longopts[] = {
         { "prompt", required_argument, NULL, 'p' },
@@ -623,6 +627,7 @@ int main(int argc, char **argv)
         { "bench", optional_argument, NULL, O_BENCH },
         { "bench-decode", required_argument, NULL, O_BENCH_DECODE },
         { "matmul", required_argument, NULL, O_MATMUL },
+        { "no-pdl", no_argument, NULL, O_NO_PDL },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -669,6 +674,7 @@ int main(int argc, char **argv)
             else
                 die(2, "invalid --matmul '%s' (op, op-separate or engine)", optarg);
             break;
+        case O_NO_PDL: o.no_pdl = 1; break;
         case 'q': o.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf(PROG " %s\n", DF11_VERSION_STRING); return 0;
