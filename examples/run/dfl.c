@@ -219,24 +219,22 @@ static void block_tensors(const dfl_config *cfg, block_tensor t[BLOCK_TENSORS])
 {
     const int d = cfg->dim, q = cfg->n_heads * cfg->head_dim, kv = cfg->n_kv_heads * cfg->head_dim,
               h = cfg->hidden_dim;
-#define NORM(i, SUFFIX, FIELD)                                                                     \
-    t[i] = (block_tensor){ SUFFIX, offsetof(dfl_layer_weights, FIELD), -1, d, 0 }
-#define LIN(i, SUFFIX, FIELD, R, C)                                                                \
-    t[i] = (block_tensor)                                                                          \
-    {                                                                                              \
-        SUFFIX, offsetof(dfl_layer_weights, FIELD), (long)offsetof(dfl_layer_linears, FIELD), R, C \
-    }
-    NORM(0, "input_layernorm.weight", attn_norm);
-    LIN(1, "self_attn.q_proj.weight", wq, q, d);
-    LIN(2, "self_attn.k_proj.weight", wk, kv, d);
-    LIN(3, "self_attn.v_proj.weight", wv, kv, d);
-    LIN(4, "self_attn.o_proj.weight", wo, d, q);
-    NORM(5, "post_attention_layernorm.weight", ffn_norm);
-    LIN(6, "mlp.gate_proj.weight", w_gate, h, d);
-    LIN(7, "mlp.up_proj.weight", w_up, h, d);
-    LIN(8, "mlp.down_proj.weight", w_down, d, h);
-#undef NORM
-#undef LIN
+#define VIEW(field) offsetof(dfl_layer_weights, field)
+#define OP(field) (long)offsetof(dfl_layer_linears, field)
+    const block_tensor all[BLOCK_TENSORS] = {
+        { "input_layernorm.weight", VIEW(attn_norm), -1, d, 0 },
+        { "self_attn.q_proj.weight", VIEW(wq), OP(wq), q, d },
+        { "self_attn.k_proj.weight", VIEW(wk), OP(wk), kv, d },
+        { "self_attn.v_proj.weight", VIEW(wv), OP(wv), kv, d },
+        { "self_attn.o_proj.weight", VIEW(wo), OP(wo), d, q },
+        { "post_attention_layernorm.weight", VIEW(ffn_norm), -1, d, 0 },
+        { "mlp.gate_proj.weight", VIEW(w_gate), OP(w_gate), h, d },
+        { "mlp.up_proj.weight", VIEW(w_up), OP(w_up), h, d },
+        { "mlp.down_proj.weight", VIEW(w_down), OP(w_down), d, h },
+    };
+#undef VIEW
+#undef OP
+    memcpy(t, all, sizeof all);
 }
 
 df11_status dfl_layer_weights_get(const dfl_config *cfg, const df11_provider *p, uint32_t layer,
