@@ -130,7 +130,10 @@ static df11_status ws_zero(df11_model *m, void *ws, uint64_t size)
 
 static _Atomic uint64_t scratch_cap = UINT64_MAX;
 
-uint64_t df11i_rt_matmul_scratch_cap(uint64_t bytes) { return atomic_exchange(&scratch_cap, bytes); }
+uint64_t df11i_rt_matmul_scratch_cap(uint64_t bytes)
+{
+    return atomic_exchange(&scratch_cap, bytes);
+}
 
 /* The scratch of the decode path: the largest compressed 2-D BF16 tensor whose group fits
  * an arena slot (under DF11_NONLAYER_COMPRESSED a layer tensor, not the embedding),
