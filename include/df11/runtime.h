@@ -204,8 +204,10 @@ DF11_API df11_status df11_model_stats_get(const df11_model *model, df11_model_st
  *     `stream`; the block stays cached, so a pass over a block's weights decodes it once.
  *     A block the engine holds is read in its slot (release it on the stream the products
  *     ran on, or after them). Such products count in stats.acquires. Only when every slot
- *     is held does W alone get decoded into the op's scratch buffer. CUDA: cublasGemmEx on
- *     `stream`, events order decode and product, no host sync.
+ *     is held, or no slot can hold W (a non-layer W under DF11_NONLAYER_COMPRESSED), does
+ *     W alone get decoded into the op's scratch buffer, in row slices where it is larger
+ *     than the scratch. CUDA: cublasGemmEx on `stream`, events order decode and product,
+ *     no host sync.
  * The result of a call does not depend on the path's partitioning: on the host backend y
  * is bit-identical for every n_threads, and a df11 model and the BF16 model of the same
  * weights give bit-identical y on the same backend (each row's dot product runs in one
@@ -227,10 +229,12 @@ typedef struct df11_weight {
  * is not 2-D or is empty, DF11_ERR_OVERFLOW if a side exceeds INT32_MAX,
  * DF11_ERR_UNSUPPORTED for a codec this backend cannot multiply from. The first weight
  * that may need the decode path's fallback (CUDA backend: compressed W; host: W in a code
- * without a fused host path) allocates the op's scratch
- * buffer, sized for the model's largest compressed 2-D BF16 tensor, from the model's pool
+ * without a fused host path) allocates the op's scratch buffer, sized for the model's
+ * largest compressed 2-D BF16 tensor that fits an arena slot (a larger one, e.g. lm_head
+ * under DF11_NONLAYER_COMPRESSED, is decoded into it in row slices), from the model's pool
  * under options.memory_limit (DF11_ERR_DEVICE_MEMORY when it does not fit); on CUDA each
- * such weight also gets its decode plan on the device (a few KiB). */
+ * such weight also gets its decode plan on the device (a few KiB, uploaded with one host
+ * sync: df11_rows_gather reads it on the caller's stream). */
 DF11_API df11_status df11_weight_get(df11_model *model, const char *name, df11_weight *weight);
 
 /* The most weights df11_weight_stack joins. */
@@ -274,9 +278,9 @@ DF11_API df11_status df11_matmul(df11_model *model, const df11_weight *weight, c
  *
  * W is a weight resolved by df11_weight_get (rows x cols BF16). Only the rows asked for
  * are decoded, never the whole tensor, and nothing goes through the arena: a resident or
- * raw W is copied row by row; a fixed-code W decodes the 16-row strips holding the rows;
- * a Huffman W decodes the chunks covering each row (lane_symbols x 32 weights each, so a
- * row of K weights costs about K + 2 chunks of decode at worst). out is n x cols, BF16
+ * raw W is copied row by row; a fixed-code W decodes the 16-row strip holding each row; a
+ * Huffman W decodes the chunks covering each row (C = 32 x lane_symbols weights each: at
+ * most ceil(K / C) + 1 chunks a row). out is n x cols, BF16
  * (the exact bits of W) or F32 (exactly those values), in backend memory like
  * df11_matmul's y. ids may repeat and come in any order.
  * ids are host memory, read before the call returns (the caller may reuse them at once):
@@ -284,8 +288,8 @@ DF11_API df11_status df11_matmul(df11_model *model, const df11_weight *weight, c
  * bad one with nothing enqueued; also for a NULL model, weight, ids or out, n = 0, an
  * out_dtype other than BF16/F32, a non-NULL stream on the host backend, or a weight that
  * is not this model's. DF11_ERR_OVERFLOW when n x cols x 4 would not fit size_t.
- * CUDA: enqueued on `stream` (the ids travel as kernel parameters, a few hundred per
- * launch), returns without waiting; out is ready when `stream` gets there. Host: `stream`
+ * CUDA: enqueued on `stream` (the ids travel as kernel parameters, 768 a launch), returns
+ * without waiting; out is ready when `stream` gets there. Host: `stream`
  * must be NULL; the rows are written before the call returns. Works under every
  * non-layer policy and on BF16 models. */
 DF11_API df11_status df11_rows_gather(df11_model *model, const df11_weight *weight,
