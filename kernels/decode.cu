@@ -1,6 +1,8 @@
 /* The GPU group decoder: one launch turns a group's payload (docs/FORMAT.md) into its BF16
  * tensors at their 256-byte-aligned offsets, padding zeroed. Host code here only launches;
  * the plan (kernels/plan.c) says which CTA does what. Never allocates, never synchronizes.
+ * Also the Huffman row decode of kernels/gather.h (df11i_gpu_rows_huffman): the same warp
+ * chunk decoder (decode_chunk, templated on where its output goes), keeping only rows.
  *
  * Work split (decided in one place, df11i_gpu_plan_build):
  *   - EXP_HUFFMAN tensor: one warp per chunk, warps_per_cta chunks per CTA; the CTA first

@@ -1,7 +1,9 @@
 /* The GPU decoder of fixed-code tensors (codec/fixed.h, docs/FORMAT.md "Fixed-code
  * tensors") into the arena: row-major BF16, as the CPU reference df11i_fixed_decode writes
- * it. Written to be simple and correct, not fast (docs/KERNELS.md): the fused matmul
- * kernels are where this code is meant to be consumed; the arena path only has to work.
+ * it; and the fixed-code row decode of kernels/gather.h (the same tile decoder, keeping
+ * only the rows asked for). Written to be simple and correct, not fast (docs/KERNELS.md):
+ * the fused matmul kernels are where this code is meant to be consumed; the arena path
+ * only has to work.
  * Host code here only launches; the plan (kernels/plan.c) validated every section.
  */
 #include <cuda_runtime.h>
