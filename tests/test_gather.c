@@ -202,6 +202,10 @@ START_TEST(test_gather_errors)
     df11_weight bad = w;
     bad.cols++;
     EXPECT(df11_rows_gather(m, &bad, ids, 4, dout, DF11_DTYPE_BF16, NULL), DF11_ERR_INVALID_ARG);
+    df11_weight stacked; /* rows of a stack come from its parts */
+    ck_assert_int_eq(df11_weight_stack(m, 1, &w, &stacked), DF11_OK);
+    EXPECT(df11_rows_gather(m, &stacked, ids, 4, dout, DF11_DTYPE_BF16, NULL),
+           DF11_ERR_INVALID_ARG);
     bad = w;
     bad.tensor = 100000;
     EXPECT(df11_rows_gather(m, &bad, ids, 4, dout, DF11_DTYPE_BF16, NULL), DF11_ERR_INVALID_ARG);

@@ -286,8 +286,8 @@ DF11_API df11_status df11_matmul(df11_model *model, const df11_weight *weight, c
  * ids are host memory, read before the call returns (the caller may reuse them at once):
  * every id is checked against W's rows first, and DF11_ERR_INVALID_ARG names the first
  * bad one with nothing enqueued; also for a NULL model, weight, ids or out, n = 0, an
- * out_dtype other than BF16/F32, a non-NULL stream on the host backend, or a weight that
- * is not this model's. DF11_ERR_OVERFLOW when n x cols x 4 would not fit size_t.
+ * out_dtype other than BF16/F32, a non-NULL stream on the host backend, a weight that is
+ * not this model's, or a stacked one (gather from its parts). DF11_ERR_OVERFLOW when n x cols x 4 would not fit size_t.
  * CUDA: enqueued on `stream` (the ids travel as kernel parameters, 768 a launch), returns
  * without waiting; out is ready when `stream` gets there. Host: `stream`
  * must be NULL; the rows are written before the call returns. Works under every
