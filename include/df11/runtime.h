@@ -55,7 +55,10 @@ typedef enum df11_backend_kind {
     DF11_BACKEND_CUDA = 2,
 } df11_backend_kind;
 
-/* Where non-layer groups (embeddings, final norm, lm_head) live (docs/RUNTIME.md, "Memory"). */
+/* Where non-layer groups (embeddings, final norm, lm_head) live (docs/RUNTIME.md, "Memory").
+ * RESIDENT suits an engine that reads them with df11_tensor_get and has their BF16 size to
+ * spare (2 GB on Llama-3-8B); COMPRESSED an engine on the ops (df11_rows_gather for the
+ * embeddings, df11_matmul for lm_head), which keeps them compressed at no slot cost. */
 typedef enum df11_nonlayer_policy {
     DF11_NONLAYER_RESIDENT = 0, /* decoded once at open and kept (costs their BF16 size) */
     DF11_NONLAYER_ARENA = 1,    /* kept compressed, decoded through the arena per use; slots
