@@ -259,6 +259,7 @@ df11_status df11i_fixed_encode(const uint16_t *w, uint64_t rows, uint64_t cols, 
 typedef struct {
     const df11i_fixed *f;
     uint16_t *out;
+    uint64_t row0, row1; /* rows written, row0 to out's first row */
 } dec_job;
 
 static df11_status decode_item(void *ctx, uint64_t s)
@@ -295,8 +296,8 @@ static df11_status decode_item(void *ctx, uint64_t s)
                     for (uint32_t jj = 0; jj < 16; jj++) {
                         uint64_t row, col;
                         df11i_fixed_weight_pos(s, step, h, l, jj, &row, &col);
-                        if (row >= g->rows || col >= g->cols) continue;
-                        j->out[row * g->cols + col] = df11i_bf16_join(
+                        if (row < j->row0 || row >= j->row1 || col >= g->cols) continue;
+                        j->out[(row - j->row0) * g->cols + col] = df11i_bf16_join(
                             e[pair_of_byte(h, jj)][jj % 2], f->sm[sm_index(g, s, step, h, l, jj)]);
                     }
             }
@@ -340,6 +341,28 @@ df11_status df11i_fixed_decode(const df11i_fixed *f, uint16_t *out, int n_thread
             return df11i_fail(DF11_ERR_CORRUPT,
                               "fixed code: exception offset of tile %llu goes back",
                               (unsigned long long)(t + 1));
-    dec_job j = { .f = f, .out = out };
+    dec_job j = { .f = f, .out = out, .row0 = 0, .row1 = g->rows };
     return df11i_parallel_for(g->n_strips, n_threads, decode_item, &j);
+}
+
+df11_status df11i_fixed_decode_rows(const df11i_fixed *f, uint64_t r0, uint64_t r1, uint16_t *out)
+{
+    if (!f || !out || r0 >= r1 || r1 > f->g.rows)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_decode_rows: bad argument");
+    const df11i_fixed_geom *g = &f->g;
+    if (!f->base || !f->sm || !f->codes || !f->exc_off || (f->n_exc && !f->exc))
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_decode_rows: NULL section");
+    df11_status st = df11i_fixed_geometry_check(g);
+    if (st != DF11_OK) return st;
+    const uint64_t s0 = r0 / 16, s1 = (r1 + 15) / 16;
+    /* only these strips' offsets: the decoder checks each tile's count against them */
+    for (uint64_t t = s0 * g->tiles; t < s1 * g->tiles; t++)
+        if (f->exc_off[t + 1] < f->exc_off[t] || f->exc_off[t + 1] > f->n_exc)
+            return df11i_fail(DF11_ERR_CORRUPT,
+                              "fixed code: exception offset of tile %llu out of order or range",
+                              (unsigned long long)(t + 1));
+    dec_job j = { .f = f, .out = out, .row0 = r0, .row1 = r1 };
+    for (uint64_t s = s0; s < s1; s++)
+        if ((st = decode_item(&j, s)) != DF11_OK) return st;
+    return DF11_OK;
 }

@@ -1,6 +1,8 @@
 /* The GPU group decoder: one launch turns a group's payload (docs/FORMAT.md) into its BF16
  * tensors at their 256-byte-aligned offsets, padding zeroed. Host code here only launches;
  * the plan (kernels/plan.c) says which CTA does what. Never allocates, never synchronizes.
+ * Also the Huffman row decode of kernels/gather.h (df11i_gpu_rows_huffman): the same warp
+ * chunk decoder (decode_chunk, templated on where its output goes), keeping only rows.
  *
  * Work split (decided in one place, df11i_gpu_plan_build):
  *   - EXP_HUFFMAN tensor: one warp per chunk, warps_per_cta chunks per CTA; the CTA first
@@ -16,6 +18,7 @@
 #include <stdint.h>
 
 #include "kernels/decode.h"
+#include "kernels/gather.h"
 extern "C" {
 #include "codec/codec.h" /* DF11_MAX_CODE_LEN */
 #include "common/error.h"
@@ -249,6 +252,42 @@ __device__ __forceinline__ void lane_sums(uint32_t lane_bits, uint32_t l, uint32
     *tail_before = (x & 0xffff) - (lane_bits & 31);
 }
 
+/* Where a decoded chunk goes: every element to out, 16 bytes at a time where it can (the
+ * group decoder). `e` is the element's index in its chunk. */
+struct dense_sink {
+    uint8_t *out; /* the chunk's first element */
+    __device__ __forceinline__ void put8(uint32_t e, uint4 v) const
+    {
+        *reinterpret_cast<uint4 *>(out + 2 * (uint64_t)e) = v;
+    }
+    __device__ __forceinline__ void put1(uint32_t e, uint16_t v) const
+    {
+        reinterpret_cast<uint16_t *>(out)[e] = v;
+    }
+};
+
+/* The row decode's sink: only elements [lo, hi) of the chunk, element e to out[e + off],
+ * one at a time (rows need not start on 8 elements), BF16 or F32. */
+struct window_sink {
+    void *out;
+    int64_t off;
+    uint32_t lo, hi, f32;
+    __device__ __forceinline__ void put1(uint32_t e, uint16_t v) const
+    {
+        if (e < lo || e >= hi) return;
+        if (f32)
+            static_cast<float *>(out)[e + off] = __uint_as_float((uint32_t)v << 16);
+        else
+            static_cast<uint16_t *>(out)[e + off] = v;
+    }
+    __device__ __forceinline__ void put8(uint32_t e, uint4 v) const
+    {
+        const uint32_t w[4] = { v.x, v.y, v.z, v.w };
+#pragma unroll
+        for (uint32_t i = 0; i < 8; i++) put1(e + i, (uint16_t)(w[i / 2] >> (16 * (i % 2))));
+    }
+};
+
 /* One warp decodes chunk `chunk` of tensor d: lane l decodes groups l, l+m, l+2m, ... of 8
  * elements. An iteration is kSteps steps; per step a lane takes its 8 sm bytes (loaded
  * an iteration earlier; the warp's 8m bytes are contiguous in global memory), decodes 8
@@ -257,9 +296,10 @@ __device__ __forceinline__ void lane_sums(uint32_t lane_bits, uint32_t l, uint32
  * after the last whole iteration, and every step of a chunk with fewer than 32 lanes, go
  * symbol by symbol. `lut` and `ring` are shared-memory
  * addresses: the decode table and this warp's word ring. */
+template <class Sink>
 __device__ void decode_chunk(const df11i_gpu_tensor_desc &d, uint32_t chunk, uint32_t lut,
-                             uint32_t ring, const uint8_t *__restrict__ payload,
-                             uint8_t *__restrict__ out, uint32_t *err)
+                             uint32_t ring, const uint8_t *__restrict__ payload, const Sink &out,
+                             uint32_t *err)
 {
     const uint32_t l = threadIdx.x % kLanes, S = d.lane_symbols,
                    lower_mul = l ? 1u << (32 - l) : 0u;
@@ -313,21 +353,21 @@ __device__ void decode_chunk(const df11i_gpu_tensor_desc &d, uint32_t chunk, uin
     if (iters) s0 = __ldg(smp), s1 = __ldg(smp + kLanes);
 
     const uint32_t lut_scale = 1u << d.max_len;
-    uint4 *o4 = reinterpret_cast<uint4 *>(out + d.out_off + 2 * base) + l;
-    for (uint32_t i = 0; i < iters; i++, o4 += kSteps * kLanes) {
+    uint32_t e8 = kGroup * l; /* the chunk element of this lane's next 8 */
+    for (uint32_t i = 0; i < iters; i++, e8 += kGroup * kSteps * kLanes) {
         const bool more = i + 1 < iters;
         smp += kSteps * kLanes;
         iteration_begin(r, l);
         /* Most iterations: no lane can reach its tail (an iteration takes at most 8 words). */
         const bool no_tail = __all_sync(0xffffffffu, b.words >= kSteps * kGroup / 2);
-        o4[0] = decode_step_voted(no_tail, b, r, lut, lut_scale, lower_mul, s0, flags);
+        out.put8(e8, decode_step_voted(no_tail, b, r, lut, lut_scale, lower_mul, s0, flags));
         if (more) s0 = __ldg(smp);
-        o4[kLanes] = decode_step_voted(no_tail, b, r, lut, lut_scale, lower_mul, s1, flags);
+        out.put8(e8 + kGroup * kLanes,
+                 decode_step_voted(no_tail, b, r, lut, lut_scale, lower_mul, s1, flags));
         if (more) s1 = __ldg(smp + kLanes);
     }
     /* The remaining steps, symbol by symbol: lane l holds group k*m + l, if any, with up to
      * 8 symbols. */
-    uint16_t *o2 = reinterpret_cast<uint16_t *>(out + d.out_off + 2 * base);
     for (uint32_t k = iters * kSteps; k < steps; k++) {
         iteration_begin(r, l);
         const uint32_t g = k * m + l;
@@ -338,7 +378,7 @@ __device__ void decode_chunk(const df11i_gpu_tensor_desc &d, uint32_t chunk, uin
             for (uint32_t i = j; i < j + 2 && i < count; i++) {
                 uint32_t e = br_decode(b, lut, lut_scale), v = sm[8 * g + i];
                 flags |= e;
-                o2[8 * g + i] = (uint16_t)((v & 0x80) << 8 | (e & 0x7f80) | (v & 0x7f));
+                out.put1(8 * g + i, (uint16_t)((v & 0x80) << 8 | (e & 0x7f80) | (v & 0x7f)));
             }
         }
     }
@@ -416,17 +456,67 @@ __global__ void __launch_bounds__(1024)
     const uint32_t rings =
         (lut + (uint32_t)DF11_GPU_LUT_BYTES(h->max_lut_entries) + kRingBytes - 1) &
         ~(kRingBytes - 1);
-    decode_chunk(d, chunk, lut, rings + threadIdx.x / kLanes * kRingBytes, payload, out, err);
+    const dense_sink sink = { out + d.out_off + 2 * (uint64_t)chunk * kLanes * d.lane_symbols };
+    decode_chunk(d, chunk, lut, rings + threadIdx.x / kLanes * kRingBytes, payload, sink, err);
     if (chunk == d.n_chunks - 1)
         zero_pad(out, d.out_off + 2 * d.n_elements, threadIdx.x % kLanes, kLanes);
 }
 
-/* Lets the kernel take `smem` bytes of dynamic shared memory (needed above 48 KiB). */
-df11_status allow_smem(size_t smem)
+constexpr int kRowsWarps = 4; /* warps per CTA of the row decode */
+
+/* The row decode (kernels/gather.h): warp w of the grid decodes one chunk of W (the
+ * one-tensor plan's d, decode table at lut_src) and writes the part of it that falls in
+ * its window of rows. By id: warp w serves out row i = w / per_row, its j-th chunk
+ * (j = w % per_row; a row of `cols` weights spans at most per_row chunks), window W row
+ * r.id[i]. A range: chunk w of those holding rows first .. first + n - 1, window all of
+ * them. Dynamic shared memory as the group kernel's, for kRowsWarps warps. */
+__global__ void __launch_bounds__(32 * kRowsWarps)
+    df11i_rows_huffman_kernel(df11i_gpu_tensor_desc d, const uint4 *__restrict__ lut_src,
+                              const uint8_t *__restrict__ payload, uint64_t cols, uint32_t per_row,
+                              df11i_gpu_rows r, void *__restrict__ out)
+{
+    extern __shared__ uint4 smem[];
+    const uint32_t lut_bytes = DF11_GPU_LUT_BYTES(DF11_GPU_LUT_UNITS(d.max_len));
+    for (uint32_t i = threadIdx.x; i < lut_bytes / 16; i += blockDim.x)
+        smem[i] = __ldg(lut_src + i);
+    __syncthreads();
+    const uint64_t w = (uint64_t)blockIdx.x * kRowsWarps + threadIdx.x / kLanes;
+    const uint64_t ce = (uint64_t)kLanes * d.lane_symbols;
+    uint64_t lo, hi, dst; /* window: W elements [lo, hi) to out elements dst.. */
+    uint64_t chunk;
+    if (r.by_id) {
+        const uint64_t i = w / per_row;
+        if (i >= r.n) return; /* whole warps */
+        lo = (uint64_t)r.id[i] * cols;
+        hi = lo + cols;
+        dst = i * cols;
+        chunk = lo / ce + w % per_row;
+    } else {
+        lo = (uint64_t)r.first * cols;
+        hi = lo + (uint64_t)r.n * cols;
+        dst = 0;
+        chunk = lo / ce + w;
+    }
+    if (chunk * ce >= hi || chunk >= d.n_chunks) return;
+    const uint64_t cb = chunk * ce;
+    window_sink sink;
+    sink.out = out;
+    sink.off = (int64_t)(cb + dst) - (int64_t)lo;
+    sink.lo = (uint32_t)(lo > cb ? lo - cb : 0);
+    sink.hi = (uint32_t)(hi - cb < ce ? hi - cb : ce);
+    sink.f32 = r.out_f32;
+    const uint32_t lut = (uint32_t)__cvta_generic_to_shared(smem);
+    const uint32_t rings = (lut + lut_bytes + kRingBytes - 1) & ~(kRingBytes - 1);
+    decode_chunk(d, (uint32_t)chunk, lut, rings + threadIdx.x / kLanes * kRingBytes, payload, sink,
+                 nullptr);
+}
+
+/* Lets `kernel` take `smem` bytes of dynamic shared memory (needed above 48 KiB). */
+df11_status allow_smem(size_t smem, const void *kernel = (const void *)df11i_decode_kernel)
 {
     if (smem <= 48 * 1024) return DF11_OK;
-    cudaError_t e = cudaFuncSetAttribute(df11i_decode_kernel,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    cudaError_t e =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "decode: %zu bytes of shared memory: %s", smem,
                           cudaGetErrorString(e));
@@ -488,4 +578,41 @@ extern "C" df11_status df11i_gpu_decode(const void *plan, const void *d_plan, co
                                         void *d_out, void *stream)
 {
     return df11i_gpu_decode_checked(plan, d_plan, d_payload, d_out, NULL, stream);
+}
+
+extern "C" df11_status df11i_gpu_rows_huffman(const df11i_gpu_tensor_desc *d, const void *d_plan,
+                                              const void *d_payload, uint64_t cols,
+                                              const df11i_gpu_rows *r, void *out, void *stream)
+{
+    if (!d || !d_plan || !d_payload || !r || !out || !cols || !d->lane_symbols ||
+        d->codec != DF11_CODEC_EXP_HUFFMAN)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_gpu_rows_huffman: bad argument");
+    if (r->n == 0) return DF11_OK;
+    const uint64_t ce = (uint64_t)kLanes * d->lane_symbols;
+    const uint32_t per_row = (uint32_t)((cols + ce - 2) / ce + 1); /* chunks a row can touch */
+    uint64_t warps;
+    if (r->by_id) {
+        warps = (uint64_t)r->n * per_row;
+    } else {
+        const uint64_t lo = (uint64_t)r->first * cols, hi = lo + (uint64_t)r->n * cols;
+        warps = (hi - 1) / ce - lo / ce + 1;
+    }
+    df11i_gpu_plan_header h = {};
+    h.max_lut_entries = DF11_GPU_LUT_UNITS(d->max_len);
+    h.warps_per_cta = kRowsWarps;
+    const size_t smem = smem_bytes(&h);
+    df11_status st = allow_smem(smem, (const void *)df11i_rows_huffman_kernel);
+    if (st != DF11_OK) return st;
+    const uint64_t ctas = (warps + kRowsWarps - 1) / kRowsWarps;
+    if (ctas > INT32_MAX)
+        return df11i_fail(DF11_ERR_OVERFLOW, "rows decode: %llu CTAs", (unsigned long long)ctas);
+    df11i_rows_huffman_kernel<<<(unsigned)ctas, kLanes * kRowsWarps, smem,
+                                static_cast<cudaStream_t>(stream)>>>(
+        *d, reinterpret_cast<const uint4 *>(static_cast<const uint8_t *>(d_plan) + d->lut_off),
+        static_cast<const uint8_t *>(d_payload), cols, per_row, *r, out);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess)
+        return df11i_fail(DF11_ERR_DEVICE, "rows decode launch (%llu CTAs): %s",
+                          (unsigned long long)ctas, cudaGetErrorString(e));
+    return DF11_OK;
 }

@@ -49,5 +49,10 @@ df11_status df11i_file_tensor_coded(const df11_file *file, uint32_t tensor, cons
  * df11i_fixed_validate, ready for df11i_fixed_decode or a GPU plan. */
 df11_status df11i_file_tensor_fixed(const df11_file *file, uint32_t tensor, const void *payload,
                                     df11i_fixed *view);
+/* The same view without the whole-tensor validation (sections placed and sized by the
+ * index only): for df11i_fixed_decode_rows, which checks what it reads, so that reading a
+ * few rows does not cost a pass over the whole tensor's codes. */
+df11_status df11i_file_tensor_fixed_view(const df11_file *file, uint32_t tensor,
+                                         const void *payload, df11i_fixed *view);
 
 #endif

@@ -661,6 +661,16 @@ df11_status df11i_file_tensor_coded(const df11_file *f, uint32_t t, const void *
 df11_status df11i_file_tensor_fixed(const df11_file *f, uint32_t t, const void *payload,
                                     df11i_fixed *v)
 {
+    df11_status st = df11i_file_tensor_fixed_view(f, t, payload, v);
+    if (st != DF11_OK) return st;
+    st = df11i_fixed_validate(v);
+    if (st != DF11_OK) return df11i_fail_context(st, "tensor '%s'", f->tensors[t].name);
+    return DF11_OK;
+}
+
+df11_status df11i_file_tensor_fixed_view(const df11_file *f, uint32_t t, const void *payload,
+                                         df11i_fixed *v)
+{
     if (!f || t >= f->n_tensors || !payload || !v)
         return FAIL(DF11_ERR_INVALID_ARG, "df11i_file_tensor_fixed: bad argument");
     const df11_tensor_info *ti = &f->tensors[t];
@@ -679,8 +689,6 @@ df11_status df11i_file_tensor_fixed(const df11_file *f, uint32_t t, const void *
     v->exc = p + lo->lanes_offset;
     v->sm = p + lo->data_offset;
     v->n_exc = lo->n_exc;
-    st = df11i_fixed_validate(v);
-    if (st != DF11_OK) return df11i_fail_context(st, "tensor '%s'", ti->name);
     return DF11_OK;
 }
 

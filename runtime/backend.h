@@ -54,6 +54,21 @@ typedef struct df11i_matmul_args {
     uint64_t ws_size;
 } df11i_matmul_args;
 
+/* Rows of a 2-D BF16 tensor W (rows x cols), decoded (runtime/gather.c and the matmul op's
+ * sliced decode path check them first): out row i = W row ids[i], or W row first + i when
+ * ids is NULL, for i < n; out is n x cols of out_dtype (BF16 or F32) in backend memory. */
+typedef struct df11i_rows_args {
+    const df11i_backend_group *g; /* W's group; plan_host / plan_dev: W's own plan */
+    uint32_t tensor;
+    const void *w; /* W decoded where it lies (resident group, raw tensor), else NULL */
+    uint32_t rows, cols;
+    const uint32_t *ids; /* host memory, each < rows; NULL: rows first .. first + n - 1 */
+    uint32_t first, n;
+    void *out;
+    df11_dtype out_dtype;
+    void *stream;
+} df11i_rows_args;
+
 typedef struct df11i_backend_iface {
     const char *name; /* "host", "cuda" */
     /* Device memory (host backend: page-aligned host memory). */
@@ -131,6 +146,9 @@ typedef struct df11i_backend_iface {
      * tensor_plan_build, not the group's. */
     df11_status (*decode_tensor)(df11i_backend *be, const df11i_backend_group *g, uint32_t tensor,
                                  void *out, void *stream);
+    /* Rows of W (df11i_rows_args) on a->stream, decoding only the strips or chunks that hold
+     * them (CUDA: tensor_plan_build's plan; host: the CPU decoders). */
+    df11_status (*rows_decode)(df11i_backend *be, const df11i_rows_args *a);
     /* Blocks until everything enqueued on `stream` has run. */
     df11_status (*synchronize)(df11i_backend *be, void *stream);
     /* Free and total device memory; the host backend reports 0/0 (no limit known). */
@@ -160,6 +178,13 @@ df11_status df11i_host_matmul_fused(df11i_backend *be, void *mm, const df11i_mat
                                     const uint32_t *tensors);
 df11_status df11i_host_decode_tensor(df11i_backend *be, const df11i_backend_group *g,
                                      uint32_t tensor, void *out, void *stream);
+/* Decodes the chunks of Huffman tensor `c` holding weights [e0, e1) into `buf` (room for
+ * e1 - e0 weights plus two chunks); *first: where weight e0 landed (matmul_host.c). */
+struct df11i_coded;
+df11_status df11i_host_chunks_decode(const struct df11i_coded *c, uint64_t e0, uint64_t e1,
+                                     uint16_t *buf, const uint16_t **first);
+/* The host backend's rows_decode (runtime/gather_host.c). */
+df11_status df11i_host_rows_decode(df11i_backend *be, const df11i_rows_args *a);
 
 /* The CUDA backend's matmul slots (runtime/matmul_cuda.c, built with CUDA only). */
 df11_status df11i_cuda_matmul_create(df11i_backend *be, int pdl, void **mm);
@@ -177,6 +202,8 @@ df11_status df11i_cuda_matmul_fused(df11i_backend *be, void *mm, const df11i_mat
                                     const uint32_t *tensors);
 df11_status df11i_cuda_matmul_fused_ws(df11i_backend *be, const df11_file *file, uint32_t n_parts,
                                        const uint32_t *tensors, uint64_t *bytes);
+/* The CUDA backend's rows_decode (runtime/gather_cuda.c, over kernels/gather.h). */
+df11_status df11i_cuda_rows_decode(df11i_backend *be, const df11i_rows_args *a);
 /* The largest batch the CUDA fused path takes, process-wide (default and at most
  * DF11_FUSED_MAX_BATCH; 0 = never): for tests and benchmarks that force a path. Returns
  * the previous value. */

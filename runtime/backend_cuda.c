@@ -197,6 +197,7 @@ static const df11i_backend_iface cuda_iface = {
     .matmul_bf16 = df11i_cuda_matmul_bf16,
     .tensor_plan_build = df11i_cuda_tensor_plan_build,
     .decode_tensor = df11i_cuda_decode_tensor,
+    .rows_decode = df11i_cuda_rows_decode,               /* runtime/gather_cuda.c */
     .matmul_fused_takes = df11i_cuda_matmul_fused_takes, /* kernels/fused_matmul.cu */
     .matmul_fused = df11i_cuda_matmul_fused,
     .matmul_fused_ws = df11i_cuda_matmul_fused_ws,

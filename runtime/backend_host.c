@@ -313,6 +313,7 @@ static const df11i_backend_iface host_iface = {
     .matmul_fused_takes = df11i_host_matmul_fused_takes,
     .matmul_fused = df11i_host_matmul_fused,
     .decode_tensor = df11i_host_decode_tensor,
+    .rows_decode = df11i_host_rows_decode, /* runtime/gather_host.c */
     .synchronize = h_synchronize,
     .mem_info = h_mem_info,
     .decode_ms = h_decode_ms,

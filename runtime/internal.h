@@ -135,6 +135,10 @@ df11_status df11i_rt_group_acquire(df11_model *m, uint32_t group, df11_stream st
                                    const void **data);
 /* Drops one reference; DF11_ERR_STATE when the group is not held. */
 df11_status df11i_rt_group_release(df11_model *m, uint32_t group, df11_stream stream);
+/* Whether group `group` decoded fits an arena slot: a resident group, a layer group, and
+ * under the ARENA policy every group; under COMPRESSED a non-layer group only if it is no
+ * larger than a layer block's (df11i_rt_group_acquire refuses the others). */
+int df11i_rt_group_fits(const df11_model *m, uint32_t group);
 
 /* runtime/matmul.c: the matmul op's per-model state. */
 /* At open (from df11i_rt_open_finish): the model's id, the backend's matmul state, the
@@ -142,6 +146,21 @@ df11_status df11i_rt_group_release(df11_model *m, uint32_t group, df11_stream st
 df11_status df11i_rt_matmul_open(df11_model *m);
 /* At close, after the side stream has drained; safe on a half-opened model. */
 void df11i_rt_matmul_close(df11_model *m);
+/* The decoded weights of tensor t where they already lie in backend memory (resident group,
+ * raw tensor in a payload), else NULL. */
+const void *df11i_rt_weight_direct(const df11_model *m, uint32_t t);
+/* Tensor t's group for the backend, with the tensor's own decode plan (df11_weight_get). */
+df11i_backend_group df11i_rt_backend_group(const df11_model *m, uint32_t t);
+/* The checks df11_matmul and df11_rows_gather share on a non-NULL weight: it is one of
+ * this model's as df11_weight_get or df11_weight_stack returned it, out_dtype is BF16 or F32, the backend has
+ * the op, and the host backend gets the NULL stream. `fn` names the caller in details. */
+df11_status df11i_rt_weight_check(const df11_model *m, const df11_weight *w, df11_dtype out_dtype,
+                                  df11_stream stream, const char *fn);
+/* Caps the op's decode scratch (bytes, rounded down to 256; never below a row of the
+ * widest tensor) for models whose scratch is made after the call, process-wide, so that
+ * tests can force the sliced decode path on small tensors. Returns the previous cap
+ * (default UINT64_MAX: no cap). */
+uint64_t df11i_rt_matmul_scratch_cap(uint64_t bytes);
 
 /* runtime/tensors.c: tensor names. */
 /* Indexes every tensor by name; DF11_ERR_DUPLICATE if a name appears twice. */

@@ -16,9 +16,11 @@
  *           caller's stream, so that a pass over a block's tensors decodes the block once;
  *           a block the engine holds is read where it lies. A non-layer group under the
  *           ARENA policy is held the same way (df11i_rt_group_acquire).
- *   DECODE: when every slot is held: W alone is decoded into the op's scratch on the side
- *           stream, the caller's stream waits for it (event), matmul_bf16 reads the
- *           scratch, and the next decode into the scratch waits for that (event).
+ *   DECODE: when every slot is held, or no slot can hold W's group (a non-layer group
+ *           under DF11_NONLAYER_COMPRESSED): W alone is decoded into the op's scratch on
+ *           the side stream, the caller's stream waits for it (event), matmul_bf16 reads
+ *           the scratch, and the next decode into the scratch waits for that (event). A W
+ *           larger than the scratch goes so in slices of rows (the backend's rows_decode).
  * No path synchronises the host.
  */
 #include <limits.h>
@@ -76,8 +78,7 @@ void df11i_rt_matmul_close(df11_model *m)
     m->n_stacks = 0;
 }
 
-/* The decoded weights where they already lie in backend memory, else NULL. */
-static const void *weight_direct(const df11_model *m, uint32_t t)
+const void *df11i_rt_weight_direct(const df11_model *m, uint32_t t)
 {
     const rt_tensor *rt = &m->tensors[t];
     const rt_group *gr = &m->groups[rt->group];
@@ -92,14 +93,14 @@ static const void *weight_direct(const df11_model *m, uint32_t t)
 static mm_path matmul_path(const df11_model *m, uint32_t t, uint32_t batch)
 {
     const df11i_backend_iface *io = m->be->iface;
-    if (weight_direct(m, t)) return PATH_DIRECT;
+    if (df11i_rt_weight_direct(m, t)) return PATH_DIRECT;
     if (io->matmul_fused && io->matmul_fused_takes &&
         io->matmul_fused_takes(m->be, m->file, t, batch))
         return PATH_FUSED;
     return PATH_DECODE;
 }
 
-static df11i_backend_group backend_group(const df11_model *m, uint32_t t)
+df11i_backend_group df11i_rt_backend_group(const df11_model *m, uint32_t t)
 {
     const rt_tensor *rt = &m->tensors[t];
     const rt_group *gr = &m->groups[rt->group];
@@ -127,24 +128,38 @@ static df11_status ws_zero(df11_model *m, void *ws, uint64_t size)
     return s;
 }
 
-/* The scratch of the decode path: the largest compressed 2-D BF16 tensor, 256-aligned
- * (the GPU decoder zeroes up to there), and after it the largest workspace of the fused
- * path, taken from the pool once. */
+static _Atomic uint64_t scratch_cap = UINT64_MAX;
+
+uint64_t df11i_rt_matmul_scratch_cap(uint64_t bytes)
+{
+    return atomic_exchange(&scratch_cap, bytes);
+}
+
+/* The scratch of the decode path: the largest compressed 2-D BF16 tensor whose group fits
+ * an arena slot (under DF11_NONLAYER_COMPRESSED a layer tensor, not the embedding),
+ * 256-aligned (the GPU decoder zeroes up to there), but at least a row of every tensor (a
+ * larger tensor is decoded in row slices, matmul_decoded); and after it the largest
+ * workspace of the fused path, taken from the pool once. */
 static df11_status scratch_make(df11_model *m)
 {
     if (m->mm_scratch) return DF11_OK;
     const df11i_backend_iface *io = m->be->iface;
-    uint64_t size = 0, ws = 0;
+    uint64_t size = 0, row = 0, ws = 0;
     for (uint32_t t = 0; t < m->n_tensors; t++) {
         const df11_tensor_view *v = &m->tensors[t].view;
-        if (!is_matmul_weight(v) || weight_direct(m, t)) continue;
-        if (df11i_align_up(v->nbytes, 256) > size) size = df11i_align_up(v->nbytes, 256);
+        if (!is_matmul_weight(v) || df11i_rt_weight_direct(m, t)) continue;
+        if (df11i_rt_group_fits(m, m->tensors[t].group) && df11i_align_up(v->nbytes, 256) > size)
+            size = df11i_align_up(v->nbytes, 256);
+        if (df11i_align_up(2 * v->shape[1], 256) > row) row = df11i_align_up(2 * v->shape[1], 256);
         uint64_t b = 0;
         df11_status s;
         if (io->matmul_fused_ws && (s = io->matmul_fused_ws(m->be, m->file, 1, &t, &b)) != DF11_OK)
             return s;
         if (b > ws) ws = b;
     }
+    const uint64_t cap = atomic_load(&scratch_cap) / 256 * 256;
+    if (size > cap) size = cap;
+    if (size < row) size = row;
     ws = df11i_align_up(ws, 256);
     df11_status s =
         df11i_pool_alloc(m->pool, size + ws, RT_PAYLOAD_ALIGN, DF11_POOL_USE_ARENA, &m->mm_scratch);
@@ -182,6 +197,8 @@ static df11_status plan_make(df11_model *m, uint32_t t)
     df11_status s = be->iface->tensor_plan_build(be, &g, t, &blob, &size);
     if (s == DF11_OK) s = df11i_pool_alloc(m->pool, size, 256, DF11_POOL_USE_METADATA, &dev);
     if (s == DF11_OK) s = be->iface->copy_h2d(be, dev, blob, size, m->side_stream);
+    /* df11_rows_gather reads the plan on the caller's stream: once, not on the hot path */
+    if (s == DF11_OK) s = be->iface->synchronize(be, m->side_stream);
     if (s != DF11_OK) {
         free(blob); /* pool memory goes with the pool */
         return df11i_fail_context(s, "tensor '%s'", rt->view.name);
@@ -244,6 +261,28 @@ static df11_status weight_check(const df11_model *m, const df11_weight *w)
         return df11i_fail(DF11_ERR_INVALID_ARG,
                           "weight %u is not what df11_weight_get returned for '%s'", w->tensor,
                           v->name);
+    return DF11_OK;
+}
+
+df11_status df11i_rt_weight_check(const df11_model *m, const df11_weight *w, df11_dtype out_dtype,
+                                  df11_stream stream, const char *fn)
+{
+    if (out_dtype != DF11_DTYPE_BF16 && out_dtype != DF11_DTYPE_F32)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "%s: output dtype %d (BF16 or F32 only)", fn,
+                          (int)out_dtype);
+    if (w->model != m->uid)
+        return df11i_fail(DF11_ERR_INVALID_ARG,
+                          "%s: the weight belongs to another model (or was never "
+                          "resolved by df11_weight_get on this one)",
+                          fn);
+    df11_status s = weight_check(m, w);
+    if (s != DF11_OK) return s;
+    if (!m->be->iface->matmul_bf16 || !m->be->iface->decode_tensor || !m->be->iface->rows_decode)
+        return df11i_fail(DF11_ERR_UNSUPPORTED, "the %s backend has no matmul op",
+                          m->be->iface->name);
+    if (m->kind == DF11_BACKEND_HOST && stream)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "%s: the host backend runs on the NULL stream only",
+                          fn);
     return DF11_OK;
 }
 
@@ -328,7 +367,7 @@ static df11_status matmul_fused(df11_model *m, uint32_t n, const uint32_t *tenso
 {
     df11i_backend *be = m->be;
     df11i_backend_group g[DF11_MAX_STACK];
-    for (uint32_t i = 0; i < n; i++) g[i] = backend_group(m, tensors[i]);
+    for (uint32_t i = 0; i < n; i++) g[i] = df11i_rt_backend_group(m, tensors[i]);
     if (!be->iface->matmul_fused_ws) return be->iface->matmul_fused(be, m->mm, a, n, g, tensors);
     if (!m->mm_ws)
         return df11i_fail(DF11_ERR_STATE, "tensor '%s': weight not resolved by df11_weight_get",
@@ -350,7 +389,9 @@ static df11_status matmul_fused(df11_model *m, uint32_t n, const uint32_t *tenso
 }
 
 /* DECODE: the scratch is one buffer, so a decode into it waits for the last product that
- * read it (mm_done), and the product waits for the decode (mm_ready). */
+ * read it (mm_done), and the product waits for the decode (mm_ready). A tensor larger than
+ * the scratch (lm_head under DF11_NONLAYER_COMPRESSED) goes in slices of whole rows, each
+ * decoded (rows_decode) and multiplied into its columns of y before the next. */
 static df11_status matmul_decoded(df11_model *m, uint32_t t, const df11i_matmul_args *a)
 {
     df11i_backend *be = m->be;
@@ -358,20 +399,43 @@ static df11_status matmul_decoded(df11_model *m, uint32_t t, const df11i_matmul_
     if (!m->mm_scratch || (be->iface->tensor_plan_build && !rt->mm_plan_host))
         return df11i_fail(DF11_ERR_STATE, "tensor '%s': weight not resolved by df11_weight_get",
                           rt->view.name);
-    df11i_backend_group g = backend_group(m, t);
-    df11_status s;
-    if (m->mm_done_recorded &&
-        (s = be->iface->stream_wait(be, m->side_stream, m->mm_done)) != DF11_OK)
-        return s;
-    if ((s = be->iface->decode_tensor(be, &g, t, m->mm_scratch, m->side_stream)) != DF11_OK ||
-        (s = be->iface->event_record(be, m->mm_ready, m->side_stream)) != DF11_OK ||
-        (s = be->iface->stream_wait(be, a->stream, m->mm_ready)) != DF11_OK)
-        return s;
-    s = be->iface->matmul_bf16(be, m->mm, a, m->mm_scratch);
-    /* recorded even after a failed launch: a later decode must not overtake what ran */
-    df11_status s2 = be->iface->event_record(be, m->mm_done, a->stream);
-    if (s2 == DF11_OK) m->mm_done_recorded = 1;
-    return s != DF11_OK ? s : s2;
+    df11i_backend_group g = df11i_rt_backend_group(m, t);
+    const uint64_t ysize = a->y_dtype == DF11_DTYPE_F32 ? 4 : 2;
+    const int whole = rt->view.nbytes <= m->mm_scratch_size;
+    const uint32_t step = whole ? a->n : (uint32_t)(m->mm_scratch_size / (2ull * a->k));
+    if (!whole && step == 0)
+        return df11i_fail(DF11_ERR_STATE, "tensor '%s': the matmul scratch cannot hold a row",
+                          rt->view.name);
+    for (uint32_t r0 = 0; r0 < a->n; r0 += step) {
+        const uint32_t nr = a->n - r0 < step ? a->n - r0 : step;
+        const df11i_rows_args ra = { .g = &g,
+                                     .tensor = t,
+                                     .rows = a->n,
+                                     .cols = a->k,
+                                     .first = r0,
+                                     .n = nr,
+                                     .out = m->mm_scratch,
+                                     .out_dtype = DF11_DTYPE_BF16,
+                                     .stream = m->side_stream };
+        df11i_matmul_args sa = *a;
+        sa.n = nr;
+        sa.y = (char *)a->y + r0 * ysize;
+        df11_status s;
+        if (m->mm_done_recorded &&
+            (s = be->iface->stream_wait(be, m->side_stream, m->mm_done)) != DF11_OK)
+            return s;
+        if ((s = whole ? be->iface->decode_tensor(be, &g, t, m->mm_scratch, m->side_stream)
+                       : be->iface->rows_decode(be, &ra)) != DF11_OK ||
+            (s = be->iface->event_record(be, m->mm_ready, m->side_stream)) != DF11_OK ||
+            (s = be->iface->stream_wait(be, a->stream, m->mm_ready)) != DF11_OK)
+            return s;
+        s = be->iface->matmul_bf16(be, m->mm, &sa, m->mm_scratch);
+        /* recorded even after a failed launch: a later decode must not overtake what ran */
+        df11_status s2 = be->iface->event_record(be, m->mm_done, a->stream);
+        if (s2 == DF11_OK) m->mm_done_recorded = 1;
+        if (s != DF11_OK || s2 != DF11_OK) return s != DF11_OK ? s : s2;
+    }
+    return DF11_OK;
 }
 
 /* ARENA: W's group in a slot for the product; DF11_ERR_BUSY (nothing enqueued) when every
@@ -406,10 +470,12 @@ static df11_status matmul_one(df11_model *m, uint32_t t, df11i_matmul_args *a)
 {
     df11i_backend *be = m->be;
     switch (matmul_path(m, t, a->batch)) {
-    case PATH_DIRECT: return be->iface->matmul_bf16(be, m->mm, a, weight_direct(m, t));
+    case PATH_DIRECT: return be->iface->matmul_bf16(be, m->mm, a, df11i_rt_weight_direct(m, t));
     case PATH_FUSED: return matmul_fused(m, 1, &t, a);
     case PATH_DECODE: break;
     }
+    if (!df11i_rt_group_fits(m, m->tensors[t].group)) /* COMPRESSED: no slot holds it */
+        return matmul_decoded(m, t, a);
     df11_status s = matmul_in_arena(m, t, a);
     if (s != DF11_ERR_BUSY) return s;
     df11i_clear_error();
@@ -447,21 +513,8 @@ df11_status df11_matmul(df11_model *m, const df11_weight *w, const void *x, uint
                           : !x ? "x"
                                : "y");
     if (batch == 0) return df11i_fail(DF11_ERR_INVALID_ARG, "df11_matmul: batch is 0");
-    if (y_dtype != DF11_DTYPE_BF16 && y_dtype != DF11_DTYPE_F32)
-        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_matmul: y dtype %d (BF16 or F32 only)",
-                          (int)y_dtype);
-    if (w->model != m->uid)
-        return df11i_fail(DF11_ERR_INVALID_ARG,
-                          "df11_matmul: the weight belongs to another model (or was never "
-                          "resolved by df11_weight_get on this one)");
-    df11_status s = weight_check(m, w);
+    df11_status s = df11i_rt_weight_check(m, w, y_dtype, stream, "df11_matmul");
     if (s != DF11_OK) return s;
-    if (!m->be->iface->matmul_bf16 || !m->be->iface->decode_tensor)
-        return df11i_fail(DF11_ERR_UNSUPPORTED, "the %s backend has no matmul op",
-                          m->be->iface->name);
-    if (m->kind == DF11_BACKEND_HOST && stream)
-        return df11i_fail(DF11_ERR_INVALID_ARG,
-                          "df11_matmul: the host backend runs on the NULL stream only");
     const uint64_t ysize = y_dtype == DF11_DTYPE_F32 ? 4 : 2;
     if (batch > INT32_MAX || (uint64_t)batch * w->cols > SIZE_MAX / 2 / sizeof(float) ||
         (uint64_t)batch * w->rows > SIZE_MAX / ysize)

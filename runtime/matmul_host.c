@@ -79,8 +79,8 @@ static void rows_product(const mm_job *j, const uint16_t *w, uint64_t r0, uint64
 /* Decodes the chunks holding weights [e0, e1) into `buf`; *first: where e0 landed. The
  * chunks form a coded tensor of their own (the tables' offsets stay absolute into the
  * stream, whose two padding words are then the next chunk's first words). */
-static df11_status chunks_decode(const df11i_coded *c, uint64_t e0, uint64_t e1, uint16_t *buf,
-                                 const uint16_t **first)
+df11_status df11i_host_chunks_decode(const df11i_coded *c, uint64_t e0, uint64_t e1, uint16_t *buf,
+                                     const uint16_t **first)
 {
     const uint64_t ce = df11i_chunk_elems(c->lane_symbols);
     const uint64_t k0 = e0 / ce, k1 = e1 / ce + (e1 % ce != 0);
@@ -118,7 +118,9 @@ static df11_status mm_worker(void *ctx, uint64_t item)
         const uint64_t r0 = task * j->rows_per_task;
         const uint64_t r1 = r0 + j->rows_per_task < j->a->n ? r0 + j->rows_per_task : j->a->n;
         const uint16_t *w = j->w ? j->w + r0 * k : NULL;
-        if (j->coded && (st = chunks_decode(j->coded, r0 * k, r1 * k, buf, &w)) != DF11_OK) break;
+        if (j->coded &&
+            (st = df11i_host_chunks_decode(j->coded, r0 * k, r1 * k, buf, &w)) != DF11_OK)
+            break;
         rows_product(j, w, r0, r1, wf);
     }
     free(wf);

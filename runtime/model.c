@@ -41,7 +41,8 @@ static df11_status options_take(df11_model_options *opt, const df11_model_option
         opt->size = sizeof *opt;
     }
     if (opt->arena_slots < 2 || opt->arena_slots > DF11_ARENA_MAX_SLOTS ||
-        (opt->nonlayer != DF11_NONLAYER_RESIDENT && opt->nonlayer != DF11_NONLAYER_ARENA))
+        (opt->nonlayer != DF11_NONLAYER_RESIDENT && opt->nonlayer != DF11_NONLAYER_ARENA &&
+         opt->nonlayer != DF11_NONLAYER_COMPRESSED))
         return df11i_fail(DF11_ERR_INVALID_ARG,
                           "options: arena_slots %u (2..%d) or nonlayer "
                           "policy out of range",
@@ -216,6 +217,11 @@ static df11_status pv_weight_stack(void *ctx, uint32_t n, const df11_weight *par
 {
     return df11_weight_stack(ctx, n, parts, stacked);
 }
+static df11_status pv_rows_gather(void *ctx, const df11_weight *w, const uint32_t *ids, uint32_t n,
+                                  void *out, df11_dtype out_dtype, df11_stream s)
+{
+    return df11_rows_gather(ctx, w, ids, n, out, out_dtype, s);
+}
 
 df11_status df11_model_provider(df11_model *m, df11_provider *p)
 {
@@ -232,5 +238,6 @@ df11_status df11_model_provider(df11_model *m, df11_provider *p)
     p->weight_get = pv_weight_get;
     p->matmul = pv_matmul;
     p->weight_stack = pv_weight_stack;
+    p->rows_gather = pv_rows_gather;
     return DF11_OK;
 }

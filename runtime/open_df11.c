@@ -1,8 +1,9 @@
 /* df11_model_open: a .df11 file's groups and tensors as the model's (layout), the memory
  * plan checked against the limit before anything is allocated (memory), then the payloads
  * read into the pool (load.c). Layer groups stay compressed and are decoded into arena
- * slots; non-layer groups are decoded once at open (RESIDENT) or go through the arena too
- * (ARENA). */
+ * slots; non-layer groups are decoded once at open (RESIDENT), go through the arena too
+ * (ARENA: slots sized for them as well), or stay compressed for the ops (COMPRESSED:
+ * slots sized by the layer groups alone). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,14 +67,21 @@ static df11_status layout_from_file(df11_model *m)
     return df11i_rt_names_index(m);
 }
 
+/* Kept compressed (else decoded resident at open). */
 static int group_in_arena(const df11_model *m, const rt_group *g)
+{
+    return g->layer >= 0 || m->opt.nonlayer != DF11_NONLAYER_RESIDENT;
+}
+
+/* Counts in the slot size: under COMPRESSED the 1 GB embedding of a Llama-3 does not. */
+static int group_sizes_slot(const df11_model *m, const rt_group *g)
 {
     return g->layer >= 0 || m->opt.nonlayer == DF11_NONLAYER_ARENA;
 }
 
 /* What the model needs from the device, computed from the index alone. */
 typedef struct memory_plan {
-    uint64_t slot; /* one arena slot: the largest group decoded there */
+    uint64_t slot; /* one arena slot: the largest group that sizes it, decoded */
     uint32_t k;    /* arena slots */
     uint64_t compressed, resident, metadata;
     uint64_t need;  /* all of it, arena included */
@@ -87,7 +95,7 @@ static df11_status memory_plan_make(df11_model *m, memory_plan *p)
     for (uint32_t g = 0; g < m->n_groups; g++) {
         rt_group *gr = &m->groups[g];
         if (group_in_arena(m, gr)) {
-            if (gr->decoded_size > p->slot) p->slot = gr->decoded_size;
+            if (group_sizes_slot(m, gr) && gr->decoded_size > p->slot) p->slot = gr->decoded_size;
             p->compressed += df11i_align_up(gr->payload_size, RT_PAYLOAD_ALIGN);
         } else {
             p->resident += df11i_align_up(gr->decoded_size, RT_PAYLOAD_ALIGN);

@@ -224,9 +224,23 @@ static int64_t group_key(const df11_model *m, uint32_t group)
     return (int64_t)m->n_blocks + group;
 }
 
+int df11i_rt_group_fits(const df11_model *m, uint32_t group)
+{
+    const rt_group *gr = &m->groups[group];
+    return gr->resident || gr->decoded_size <= m->arena.slot_size;
+}
+
 df11_status df11i_rt_group_acquire(df11_model *m, uint32_t group, df11_stream stream,
                                    const void **data)
 {
+    const rt_group *gr = &m->groups[group];
+    if (!df11i_rt_group_fits(m, group))
+        return df11i_fail(DF11_ERR_UNSUPPORTED,
+                          "group '%s' takes %.1f MiB decoded, an arena slot %.1f MiB "
+                          "(DF11_NONLAYER_COMPRESSED): read it with df11_rows_gather or "
+                          "df11_matmul",
+                          gr->name, df11i_rt_mib(gr->decoded_size),
+                          df11i_rt_mib(m->arena.slot_size));
     int slot = slot_acquired(m, group_key(m, group));
     if (slot >= 0) {
         df11i_arena_ref(&m->arena, slot);

@@ -95,7 +95,8 @@ static void fu_run(df11_model *m, const df11_weight *w, const void *dx, uint32_t
     ck_assert_int_eq(cudaStreamSynchronize(stream), cudaSuccess);
     read_back(raw, dy, ysz);
     for (size_t i = 0; i < n; i++)
-        out[i] = yd == DF11_DTYPE_F32 ? ((const float *)raw)[i] : mm_bf16(((uint16_t *)raw)[i]);
+        out[i] = yd == DF11_DTYPE_F32 ? ((const float *)raw)[i]
+                                      : df11_test_bf16_f32(((uint16_t *)raw)[i]);
 }
 
 /* The bound of tests/test_runtime.c's mm_check_reference: fp32 accumulation in any order,
@@ -114,8 +115,8 @@ static void fu_reference(const mm_shape *sh, const uint16_t *w, const uint16_t *
         for (uint32_t r = 0; r < sh->n; r++) {
             double s = 0, a = 0;
             for (uint32_t k = 0; k < sh->k; k++) {
-                double p = (double)mm_bf16(w[(size_t)r * sh->k + k]) *
-                           (double)mm_bf16(x[(size_t)b * sh->k + k]);
+                double p = (double)df11_test_bf16_f32(w[(size_t)r * sh->k + k]) *
+                           (double)df11_test_bf16_f32(x[(size_t)b * sh->k + k]);
                 s += p;
                 a += fabs(p);
             }
@@ -149,12 +150,12 @@ START_TEST(test_fused_matmul)
         const int big = sh->n * sh->k > 1000000;
         for (uint32_t batch = 1; batch <= DF11_FUSED_MAX_BATCH; batch++) {
             if (big && batch % 8 > 1) continue; /* 1, 8, 9, 16, 17, ...: each NB's ends */
-            uint16_t *x = mm_random_x(batch, sh->k, &rng);
+            uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, &rng);
             const size_t n = (size_t)batch * sh->n;
             double *ref = malloc(n * sizeof *ref), *mag = malloc(n * sizeof *mag);
             fu_reference(sh, w, x, batch, ref, mag);
-            void *dx = mm_dev_alloc((size_t)batch * sh->k * 2), *dy = mm_dev_alloc(n * 4);
-            mm_dev_upload(dx, x, (size_t)batch * sh->k * 2);
+            void *dx = dev_alloc((size_t)batch * sh->k * 2), *dy = dev_alloc(n * 4);
+            dev_upload(dx, x, (size_t)batch * sh->k * 2);
             double *yf = malloc(n * sizeof *yf), *yc = malloc(n * sizeof *yc);
             void *raw = malloc(n * 4), *raw2 = malloc(n * 4);
             for (int d = 0; d < 2; d++) {
@@ -191,8 +192,8 @@ START_TEST(test_fused_matmul)
             free(ref);
             free(mag);
             free(x);
-            mm_dev_free(dx);
-            mm_dev_free(dy);
+            dev_free(dx);
+            dev_free(dy);
         }
     }
     df11_model_close(m);
@@ -223,12 +224,12 @@ START_TEST(test_fused_matmul_stacked)
         for (int i = 0; i < np; i++) parts[i] = wt;
         ck_assert_int_eq(df11_weight_stack(m, (uint32_t)np, parts, &st), DF11_OK);
         for (uint32_t batch = 1; batch <= DF11_FUSED_MAX_BATCH; batch += 8) {
-            uint16_t *x = mm_random_x(batch, sh->k, &rng);
+            uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, &rng);
             const size_t n1 = (size_t)batch * sh->n, n = n1 * np;
             double *ref = malloc(n1 * sizeof *ref), *mag = malloc(n1 * sizeof *mag);
             fu_reference(sh, w, x, batch, ref, mag);
-            void *dx = mm_dev_alloc((size_t)batch * sh->k * 2), *dy = mm_dev_alloc(n * 4);
-            mm_dev_upload(dx, x, (size_t)batch * sh->k * 2);
+            void *dx = dev_alloc((size_t)batch * sh->k * 2), *dy = dev_alloc(n * 4);
+            dev_upload(dx, x, (size_t)batch * sh->k * 2);
             double *y = malloc(n * sizeof *y);
             void *raw = malloc(n * 4), *raw2 = malloc(n * 4);
             for (int d = 0; d < 2; d++) {
@@ -258,8 +259,8 @@ START_TEST(test_fused_matmul_stacked)
             free(ref);
             free(mag);
             free(x);
-            mm_dev_free(dx);
-            mm_dev_free(dy);
+            dev_free(dx);
+            dev_free(dy);
         }
     }
     df11_model_close(m);
@@ -282,12 +283,12 @@ START_TEST(test_fused_matmul_streams)
     void *dx[N], *dy[N];
     size_t ysz[N];
     for (int i = 0; i < N; i++) {
-        uint16_t *x = mm_random_x(batch[i], sh->k, &rng);
-        dx[i] = mm_dev_alloc((size_t)batch[i] * sh->k * 2);
-        mm_dev_upload(dx[i], x, (size_t)batch[i] * sh->k * 2);
+        uint16_t *x = df11_test_random_bf16((size_t)batch[i] * sh->k, &rng);
+        dx[i] = dev_alloc((size_t)batch[i] * sh->k * 2);
+        dev_upload(dx[i], x, (size_t)batch[i] * sh->k * 2);
         free(x);
         ysz[i] = (size_t)batch[i] * sh->n * 4;
-        dy[i] = mm_dev_alloc(ysz[i]);
+        dy[i] = dev_alloc(ysz[i]);
     }
     int bad[2][N] = { { 0 } };
     for (int plain = 0; plain < 2; plain++) {
@@ -326,8 +327,8 @@ START_TEST(test_fused_matmul_streams)
                           bad[0][0], bad[0][1], bad[0][2], bad[0][3], bad[0][4], bad[0][5],
                           bad[1][0], bad[1][1], bad[1][2], bad[1][3], bad[1][4], bad[1][5]);
     for (int i = 0; i < N; i++) {
-        mm_dev_free(dx[i]);
-        mm_dev_free(dy[i]);
+        dev_free(dx[i]);
+        dev_free(dy[i]);
     }
     for (int i = 0; i < 2; i++) cudaStreamDestroy(st[i]);
 }
@@ -377,8 +378,8 @@ START_TEST(test_fused_matmul_pdl_chain)
     df11_model *m = fu_open(fu.path);
     df11_model *plain = fu_open_with(fu.path, 1);
     uint64_t rng = fu.seed ^ 0x70;
-    uint16_t *x0 = mm_random_x(4, 51, &rng);
-    void *da = mm_dev_alloc(4 * 51 * 2), *dh = mm_dev_alloc(4 * 51 * 2);
+    uint16_t *x0 = df11_test_random_bf16(4 * 51, &rng);
+    void *da = dev_alloc(4 * 51 * 2), *dh = dev_alloc(4 * 51 * 2);
     uint16_t y[3][4 * 51];
     fu_chain(m, x0, da, dh, 0, y[0]);
     fu_chain(plain, x0, da, dh, 0, y[1]);
@@ -391,8 +392,8 @@ START_TEST(test_fused_matmul_pdl_chain)
     ck_assert_msg(!memcmp(y[0], y[2], sizeof y[0]), "PDL chain != synced chain (seed %#llx)",
                   (unsigned long long)fu.seed);
     free(x0);
-    mm_dev_free(da);
-    mm_dev_free(dh);
+    dev_free(da);
+    dev_free(dh);
     df11_model_close(plain);
     df11_model_close(m);
 }

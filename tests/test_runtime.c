@@ -1057,62 +1057,19 @@ static df11_model *mm_open(int kind, df11_nonlayer_policy pol, int n_threads)
     return m;
 }
 
-#ifdef RT_TEST_CUDA
-static void *mm_dev_alloc(size_t n)
-{
-    void *p = NULL;
-    ck_assert_int_eq(cudaMalloc(&p, n ? n : 1), cudaSuccess);
-    return p;
-}
-static void mm_dev_upload(void *dst, const void *src, size_t n)
-{
-    ck_assert_int_eq(cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice), cudaSuccess);
-}
-static void mm_dev_free(void *p) { cudaFree(p); }
-#else
-static void *mm_dev_alloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    ck_assert_ptr_nonnull(p);
-    return p;
-}
-static void mm_dev_upload(void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
-static void mm_dev_free(void *p) { free(p); }
-#endif
-
-static float mm_bf16(uint16_t v)
-{
-    uint32_t u = (uint32_t)v << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 /* y = x·Wᵀ through the op, read back to the host as fp32 (bits kept in `raw`). */
 static void mm_run(df11_model *m, const df11_weight *w, const uint16_t *x, uint32_t batch,
                    df11_dtype yd, void *raw)
 {
     const size_t ysz = (size_t)batch * w->rows * (yd == DF11_DTYPE_F32 ? 4 : 2);
-    void *dx = mm_dev_alloc((size_t)batch * w->cols * 2), *dy = mm_dev_alloc(ysz);
-    mm_dev_upload(dx, x, (size_t)batch * w->cols * 2);
+    void *dx = dev_alloc((size_t)batch * w->cols * 2), *dy = dev_alloc(ysz);
+    dev_upload(dx, x, (size_t)batch * w->cols * 2);
     df11_status s = df11_matmul(m, w, dx, batch, dy, yd, NULL);
     ck_assert_msg(s == DF11_OK, "matmul %s batch %u: %s %s (seed %#llx)", w->name, batch,
                   df11_strerror(s), df11_last_error_detail(), (unsigned long long)mm.seed);
     read_back(raw, dy, ysz);
-    mm_dev_free(dx);
-    mm_dev_free(dy);
-}
-
-static uint16_t *mm_random_x(uint32_t batch, uint32_t k, uint64_t *rng)
-{
-    uint16_t *x = malloc((size_t)batch * k * 2 + 2);
-    for (size_t i = 0; i < (size_t)batch * k; i++) { /* N(0, 1), truncated to BF16 */
-        float f = (float)df11_test_normal(rng);
-        uint32_t u;
-        memcpy(&u, &f, sizeof u);
-        x[i] = (uint16_t)(u >> 16);
-    }
-    return x;
+    dev_free(dx);
+    dev_free(dy);
 }
 
 /* Each element of y against an fp64 reference from the source weights (what decoding
@@ -1125,14 +1082,14 @@ static void mm_check_reference(const mm_shape *sh, const uint16_t *w, const uint
         for (uint32_t r = 0; r < sh->n; r++) {
             double ref = 0, mag = 0;
             for (uint32_t i = 0; i < sh->k; i++) {
-                double p = (double)mm_bf16(w[(size_t)r * sh->k + i]) *
-                           (double)mm_bf16(x[(size_t)b * sh->k + i]);
+                double p = (double)df11_test_bf16_f32(w[(size_t)r * sh->k + i]) *
+                           (double)df11_test_bf16_f32(x[(size_t)b * sh->k + i]);
                 ref += p;
                 mag += fabs(p);
             }
             const size_t at = (size_t)b * sh->n + r;
             double got = yd == DF11_DTYPE_F32 ? ((const float *)raw)[at]
-                                              : mm_bf16(((const uint16_t *)raw)[at]);
+                                              : df11_test_bf16_f32(((const uint16_t *)raw)[at]);
             double bound = (sh->k + 8) * ldexp(mag, -23) + 1e-30;
             if (yd == DF11_DTYPE_BF16) bound = bound * (1 + ldexp(1, -8)) + ldexp(fabs(ref), -8);
             ck_assert_msg(fabs(got - ref) <= bound,
@@ -1174,7 +1131,7 @@ START_TEST(test_matmul_reference)
             ck_assert_str_eq(ws[j].name, sh->name);
         }
         for (uint32_t batch = 1; batch <= 17; batch++) {
-            uint16_t *x = mm_random_x(batch, sh->k, &rng);
+            uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, &rng);
             for (int d = 0; d < 2; d++) {
                 const df11_dtype yd = d ? DF11_DTYPE_BF16 : DF11_DTYPE_F32;
                 const size_t ysz = (size_t)batch * sh->n * (d ? 2 : 4);
@@ -1217,7 +1174,7 @@ START_TEST(test_matmul_threads)
     for (size_t i = 0; i < MM_N_SHAPES; i++) {
         const mm_shape *sh = &MM_SHAPES[i];
         for (uint32_t batch = 1; batch <= 9; batch += 4) {
-            uint16_t *x = mm_random_x(batch, sh->k, &rng);
+            uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, &rng);
             const size_t ysz = (size_t)batch * sh->n * 4;
             float *y0 = malloc(ysz), *y = malloc(ysz);
             for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++) {
@@ -1259,9 +1216,9 @@ START_TEST(test_matmul_errors)
     const uint32_t K = w.cols, N = w.rows;
     uint16_t *x = calloc(K, 2), y0[256];
     memset(y0, 0xab, sizeof y0);
-    void *dx = mm_dev_alloc(K * 2), *dy = mm_dev_alloc(sizeof y0);
-    mm_dev_upload(dx, x, K * 2);
-    mm_dev_upload(dy, y0, sizeof y0);
+    void *dx = dev_alloc(K * 2), *dy = dev_alloc(sizeof y0);
+    dev_upload(dx, x, K * 2);
+    dev_upload(dy, y0, sizeof y0);
     ck_assert_uint_le(N * 4, sizeof y0);
     ck_assert_int_eq(df11_matmul(NULL, &w, dx, 1, dy, DF11_DTYPE_F32, NULL), DF11_ERR_INVALID_ARG);
     ck_assert_int_eq(df11_matmul(m, NULL, dx, 1, dy, DF11_DTYPE_F32, NULL), DF11_ERR_INVALID_ARG);
@@ -1303,8 +1260,8 @@ START_TEST(test_matmul_errors)
     ck_assert_ptr_nonnull(p.matmul);
     ck_assert_int_eq(p.weight_get(p.ctx, MM_SHAPES[1].name, &bad), DF11_OK);
     ck_assert_int_eq(p.matmul(p.ctx, &bad, dx, 1, dy, DF11_DTYPE_BF16, NULL), DF11_OK);
-    mm_dev_free(dx);
-    mm_dev_free(dy);
+    dev_free(dx);
+    dev_free(dy);
     free(x);
     df11_model_close(other);
     df11_model_close(m);
@@ -1355,7 +1312,7 @@ START_TEST(test_matmul_stacked)
             ck_assert_str_eq(st.name, name);
             for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; bi++) {
                 const uint32_t batch = batches[bi];
-                uint16_t *x = mm_random_x(batch, 700, &rng);
+                uint16_t *x = df11_test_random_bf16((size_t)batch * 700, &rng);
                 for (int d = 0; d < 2; d++) {
                     const df11_dtype yd = d ? DF11_DTYPE_BF16 : DF11_DTYPE_F32;
                     const size_t esz = d ? 2 : 4;
@@ -1418,15 +1375,15 @@ START_TEST(test_matmul_stacked)
         ck_assert_int_eq(df11_weight_stack(m, 2, bad, &st), DF11_ERR_INVALID_ARG);
         /* a stacked weight altered, or used on another model */
         ck_assert_int_eq(df11_weight_stack(m, 2, w, &st), DF11_OK);
-        void *dx = mm_dev_alloc(700 * 2), *dy = mm_dev_alloc((size_t)st.rows * 4);
+        void *dx = dev_alloc(700 * 2), *dy = dev_alloc((size_t)st.rows * 4);
         df11_weight alt = st;
         alt.rows--;
         ck_assert_int_eq(df11_matmul(m, &alt, dx, 1, dy, DF11_DTYPE_F32, NULL),
                          DF11_ERR_INVALID_ARG);
         ck_assert_int_eq(df11_matmul(other, &st, dx, 1, dy, DF11_DTYPE_F32, NULL),
                          DF11_ERR_INVALID_ARG);
-        mm_dev_free(dx);
-        mm_dev_free(dy);
+        dev_free(dx);
+        dev_free(dy);
         df11_model_close(other);
         df11_model_close(m);
     }
@@ -1442,7 +1399,7 @@ START_TEST(test_matmul_arena_untouched)
     df11_weight w;
     ck_assert_int_eq(df11_weight_get(m, MM_SHAPES[2].name, &w), DF11_OK);
     uint64_t rng = mm.seed ^ 0x61;
-    uint16_t *x = mm_random_x(3, w.cols, &rng);
+    uint16_t *x = df11_test_random_bf16((size_t)3 * w.cols, &rng);
     float *y = malloc((size_t)3 * w.rows * 4);
     mm_run(m, &w, x, 3, DF11_DTYPE_F32, y);
     df11_model_stats st;
@@ -1476,7 +1433,8 @@ START_TEST(test_matmul_block_once)
     const uint32_t batch = 17;
 #endif
     uint64_t rng = mm.seed ^ 0x62;
-    uint16_t *xa = mm_random_x(batch, a.cols, &rng), *xb = mm_random_x(batch, b.cols, &rng);
+    uint16_t *xa = df11_test_random_bf16((size_t)batch * a.cols, &rng),
+             *xb = df11_test_random_bf16((size_t)batch * b.cols, &rng);
     float *ya = malloc((size_t)batch * a.rows * 4), *ya2 = malloc((size_t)batch * a.rows * 4);
     float *yb = malloc((size_t)batch * b.rows * 4);
     df11_model_stats st0, st1, st2, st3;
@@ -1554,14 +1512,6 @@ static Suite *runtime_suite(void)
 
 int main(void)
 {
-#ifdef RT_TEST_CUDA
-    int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-        printf("skipping: no CUDA device\n");
-        return 77;
-    }
-    /* CUDA is initialised now and does not survive fork(): run the cases in-process. */
-    setenv("CK_FORK", "no", 1);
-#endif
+    if (rt_skip_without_gpu()) return 77;
     return df11_test_run(runtime_suite());
 }

@@ -167,14 +167,7 @@ END_TEST
 
 int main(void)
 {
-#ifdef RT_TEST_CUDA
-    int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-        printf("skipping: no CUDA device\n");
-        return 77;
-    }
-    setenv("CK_FORK", "no", 1); /* CUDA does not survive fork() */
-#endif
+    if (rt_skip_without_gpu()) return 77;
     Suite *s = suite_create("runtime_fixed");
     TCase *tc = tcase_create(RT_BACKEND == DF11_BACKEND_HOST ? "host" : "cuda");
     tcase_set_timeout(tc, 300);

@@ -88,6 +88,27 @@ START_TEST(test_pipeline)
     cJSON_Delete(j);
     ck_assert_int_eq(run(buf, sizeof buf, "df11-inspect tiny.df11 --tensors"), 0);
     ck_assert_ptr_nonnull(strstr(buf, "model.layers.2.mlp.down_proj.weight"));
+    /* the memory plan of each non-layer policy: COMPRESSED (slots sized by the layer groups)
+     * never takes more than ARENA, and less than RESIDENT where the non-layer groups
+     * compress (on tiny tensors their tables may outweigh what they save) */
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-memstat tiny.df11 --json"), 0);
+    j = cJSON_Parse(buf);
+    ck_assert_ptr_nonnull(j);
+    const cJSON *plans = cJSON_GetObjectItem(j, "plans");
+    double total[3];
+    const char *policy[3] = { "resident", "arena", "compressed" };
+    for (int i = 0; i < 3; i++) {
+        const cJSON *pl = cJSON_GetObjectItem(plans, policy[i]);
+        ck_assert_ptr_nonnull(pl);
+        total[i] = cJSON_GetNumberValue(cJSON_GetObjectItem(pl, "total_bytes"));
+    }
+    ck_assert(total[2] > 0 && total[2] <= total[1]);
+    ck_assert_uint_eq(total[2] < total[0],
+                      cJSON_GetNumberValue(cJSON_GetObjectItem(j, "nonlayer_compressed_bytes")) <
+                          cJSON_GetNumberValue(cJSON_GetObjectItem(j, "nonlayer_bf16_bytes")));
+    cJSON_Delete(j);
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-memstat tiny.df11"), 0);
+    ck_assert_ptr_nonnull(strstr(buf, "non-layer COMPRESSED:"));
 
     ck_assert_int_eq(run(buf, sizeof buf, "df11-decompress tiny.df11 -o back.safetensors"), 0);
     char a_path[600], b_path[600];

@@ -36,6 +36,27 @@ static uint16_t to_bf16(float f)
     return (uint16_t)(u >> 16);
 }
 
+float df11_test_bf16_f32(uint16_t v)
+{
+    const uint32_t u = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+uint16_t *df11_test_random_bf16(size_t n, uint64_t *state)
+{
+    uint16_t *x = malloc(n * 2 + 2);
+    ck_assert_ptr_nonnull(x);
+    for (size_t i = 0; i < n; i++) {
+        const float f = (float)df11_test_normal(state);
+        uint32_t u;
+        memcpy(&u, &f, sizeof u);
+        x[i] = (uint16_t)(u >> 16);
+    }
+    return x;
+}
+
 void df11_test_fill_weights(uint16_t *out, size_t n, size_t cols, uint64_t *state)
 {
     if (cols == 0) cols = 1;

@@ -45,9 +45,9 @@ void cli_progress(void *tool_name, uint64_t done, uint64_t total)
 
 const char *cli_bytes(uint64_t b)
 {
-    static char buf[4][32];
+    static char buf[8][32]; /* df11-memstat's plan lines take up to five at once */
     static int next;
-    char *s = buf[next++ & 3];
+    char *s = buf[next++ & 7];
     const char *unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
     double v = (double)b;
     int u = 0;

@@ -16,7 +16,7 @@ int cli_usage_error(const char *tool, const char *fmt, ...) __attribute__((forma
 void cli_version(const char *tool);
 /* A df11_compress_options.progress callback: a bar on stderr when it is a terminal. */
 void cli_progress(void *tool_name, uint64_t done, uint64_t total);
-/* "1.23 GiB" into a static buffer (one of 4 rotating). */
+/* "1.23 GiB" into a static buffer (one of 8 rotating: up to 8 in one printf). */
 const char *cli_bytes(uint64_t bytes);
 /* SIGINT, SIGTERM, SIGHUP and SIGPIPE (those not ignored) first unlink the named
  * temporaries of output files being written (common/atomic_file.h), then end the process

@@ -291,6 +291,7 @@ static int plan_file(const char *path, uint32_t slots, int json)
     uint64_t arena_arena = (uint64_t)slots * max_any;
     uint64_t total_res = layer_payload + nonlayer_decoded + arena_res;
     uint64_t total_arena = layer_payload + nonlayer_payload + arena_arena;
+    uint64_t total_comp = layer_payload + nonlayer_payload + arena_res; /* slots by layers */
     uint64_t compressed = layer_payload + nonlayer_payload;
     if (json) {
         printf("{\"path\": ");
@@ -310,9 +311,13 @@ static int plan_file(const char *path, uint32_t slots, int json)
                (unsigned long long)arena_res, (unsigned long long)total_res,
                bf16 ? (double)total_res / (double)bf16 : 0.0);
         printf("           \"arena\": {\"arena_bytes\": %llu, \"total_bytes\": %llu, "
-               "\"fraction_of_bf16\": %.4f}}}\n",
+               "\"fraction_of_bf16\": %.4f},\n",
                (unsigned long long)arena_arena, (unsigned long long)total_arena,
                bf16 ? (double)total_arena / (double)bf16 : 0.0);
+        printf("           \"compressed\": {\"arena_bytes\": %llu, \"total_bytes\": %llu, "
+               "\"fraction_of_bf16\": %.4f}}}\n",
+               (unsigned long long)arena_res, (unsigned long long)total_comp,
+               bf16 ? (double)total_comp / (double)bf16 : 0.0);
     } else {
         printf("%s: %u blocks, %u groups, %s on disk\n", path, df11_file_n_layers(f), ng,
                cli_bytes(df11_file_size(f)));
@@ -331,6 +336,10 @@ static int plan_file(const char *path, uint32_t slots, int json)
                "saves %s)\n",
                cli_bytes(compressed), slots, cli_bytes(max_any), cli_bytes(total_arena),
                pct(total_arena, bf16), cli_bytes(bf16 > total_arena ? bf16 - total_arena : 0));
+        printf("  non-layer COMPRESSED: %s compressed + %u x %s arena = %s (%.1f%% of BF16, "
+               "saves %s; + the matmul op's scratch, a layer tensor)\n",
+               cli_bytes(compressed), slots, cli_bytes(max_layer), cli_bytes(total_comp),
+               pct(total_comp, bf16), cli_bytes(bf16 > total_comp ? bf16 - total_comp : 0));
     }
     df11_file_close(f);
     return CLI_OK;

@@ -55,10 +55,20 @@ typedef enum df11_backend_kind {
     DF11_BACKEND_CUDA = 2,
 } df11_backend_kind;
 
-/* Where non-layer groups (embeddings, final norm, lm_head) live. */
+/* Where non-layer groups (embeddings, final norm, lm_head) live (docs/RUNTIME.md, "Memory").
+ * RESIDENT suits an engine that reads them with df11_tensor_get and has their BF16 size to
+ * spare (2 GB on Llama-3-8B); COMPRESSED an engine on the ops (df11_rows_gather for the
+ * embeddings, df11_matmul for lm_head), which keeps them compressed at no slot cost. */
 typedef enum df11_nonlayer_policy {
     DF11_NONLAYER_RESIDENT = 0, /* decoded once at open and kept (costs their BF16 size) */
-    DF11_NONLAYER_ARENA = 1,    /* kept compressed, decoded through the arena per use */
+    DF11_NONLAYER_ARENA = 1,    /* kept compressed, decoded through the arena per use; slots
+                                   are sized for the largest group, i.e. the embedding */
+    /* Kept compressed, and the arena slots are sized by the layer blocks alone: an engine
+     * reads embeddings with df11_rows_gather and multiplies by lm_head with df11_matmul
+     * (which decodes it in row slices where it does not multiply from it directly).
+     * df11_tensor_get serves a non-layer tensor through the arena when its group fits a
+     * slot (a norm) and fails with DF11_ERR_UNSUPPORTED when it does not. */
+    DF11_NONLAYER_COMPRESSED = 2,
 } df11_nonlayer_policy;
 
 typedef struct df11_model_options {
@@ -136,8 +146,10 @@ DF11_API df11_status df11_block_release(df11_model *model, uint32_t block, df11_
 
 /* Looks a tensor up by name. A layer tensor's block must be acquired (else DF11_ERR_STATE);
  * its data is valid until that block's release. A non-layer tensor under the RESIDENT
- * policy is valid until close; under the ARENA policy it is decoded on `stream` into a
- * slot and valid until df11_tensor_release. */
+ * policy is valid until close; under the ARENA policy (and COMPRESSED, if its group fits
+ * an arena slot) it is decoded on `stream` into a slot and valid until
+ * df11_tensor_release; under COMPRESSED a group larger than a slot fails with
+ * DF11_ERR_UNSUPPORTED (read it with df11_rows_gather / df11_matmul). */
 DF11_API df11_status df11_tensor_get(df11_model *model, const char *name, df11_stream stream,
                                      df11_tensor_view *view);
 DF11_API df11_status df11_tensor_release(df11_model *model, const char *name, df11_stream stream);
@@ -195,8 +207,10 @@ DF11_API df11_status df11_model_stats_get(const df11_model *model, df11_model_st
  *     `stream`; the block stays cached, so a pass over a block's weights decodes it once.
  *     A block the engine holds is read in its slot (release it on the stream the products
  *     ran on, or after them). Such products count in stats.acquires. Only when every slot
- *     is held does W alone get decoded into the op's scratch buffer. CUDA: cublasGemmEx on
- *     `stream`, events order decode and product, no host sync.
+ *     is held, or no slot can hold W (a non-layer W under DF11_NONLAYER_COMPRESSED), does
+ *     W alone get decoded into the op's scratch buffer, in row slices where it is larger
+ *     than the scratch. CUDA: cublasGemmEx on `stream`, events order decode and product,
+ *     no host sync.
  * The result of a call does not depend on the path's partitioning: on the host backend y
  * is bit-identical for every n_threads, and a df11 model and the BF16 model of the same
  * weights give bit-identical y on the same backend (each row's dot product runs in one
@@ -218,10 +232,12 @@ typedef struct df11_weight {
  * is not 2-D or is empty, DF11_ERR_OVERFLOW if a side exceeds INT32_MAX,
  * DF11_ERR_UNSUPPORTED for a codec this backend cannot multiply from. The first weight
  * that may need the decode path's fallback (CUDA backend: compressed W; host: W in a code
- * without a fused host path) allocates the op's scratch
- * buffer, sized for the model's largest compressed 2-D BF16 tensor, from the model's pool
+ * without a fused host path) allocates the op's scratch buffer, sized for the model's
+ * largest compressed 2-D BF16 tensor that fits an arena slot (a larger one, e.g. lm_head
+ * under DF11_NONLAYER_COMPRESSED, is decoded into it in row slices), from the model's pool
  * under options.memory_limit (DF11_ERR_DEVICE_MEMORY when it does not fit); on CUDA each
- * such weight also gets its decode plan on the device (a few KiB). */
+ * such weight also gets its decode plan on the device (a few KiB, uploaded with one host
+ * sync: df11_rows_gather reads it on the caller's stream). */
 DF11_API df11_status df11_weight_get(df11_model *model, const char *name, df11_weight *weight);
 
 /* The most weights df11_weight_stack joins. */
@@ -256,6 +272,33 @@ DF11_API df11_status df11_weight_stack(df11_model *model, uint32_t n, const df11
 DF11_API df11_status df11_matmul(df11_model *model, const df11_weight *weight, const void *x,
                                  uint32_t batch, void *y, df11_dtype y_dtype, df11_stream stream);
 
+/* --- Row gather: out[i] = W[ids[i]], e.g. token embeddings ---
+ *
+ *     df11_weight emb;                             // once, after open
+ *     df11_weight_get(m, "model.embed_tokens.weight", &emb);
+ *     ...
+ *     df11_rows_gather(m, &emb, tokens, n_tokens, h, DF11_DTYPE_BF16, stream);  // h: n x K
+ *
+ * W is a weight resolved by df11_weight_get (rows x cols BF16). Only the rows asked for
+ * are decoded, never the whole tensor, and nothing goes through the arena: a resident or
+ * raw W is copied row by row; a fixed-code W decodes the 16-row strip holding each row; a
+ * Huffman W decodes the chunks covering each row (C = 32 x lane_symbols weights each: at
+ * most ceil(K / C) + 1 chunks a row). out is n x cols, BF16
+ * (the exact bits of W) or F32 (exactly those values), in backend memory like
+ * df11_matmul's y. ids may repeat and come in any order.
+ * ids are host memory, read before the call returns (the caller may reuse them at once):
+ * every id is checked against W's rows first, and DF11_ERR_INVALID_ARG names the first
+ * bad one with nothing enqueued; also for a NULL model, weight, ids or out, n = 0, an
+ * out_dtype other than BF16/F32, a non-NULL stream on the host backend, a weight that is
+ * not this model's, or a stacked one (gather from its parts). DF11_ERR_OVERFLOW when n x cols x 4 would not fit size_t.
+ * CUDA: enqueued on `stream` (the ids travel as kernel parameters, 768 a launch), returns
+ * without waiting; out is ready when `stream` gets there. Host: `stream`
+ * must be NULL; the rows are written before the call returns. Works under every
+ * non-layer policy and on BF16 models. */
+DF11_API df11_status df11_rows_gather(df11_model *model, const df11_weight *weight,
+                                      const uint32_t *ids, uint32_t n, void *out,
+                                      df11_dtype out_dtype, df11_stream stream);
+
 /* The provider interface: an engine that takes a df11_provider depends on nothing else
  * of df11. df11_model_provider() fills one that forwards to the calls above. */
 typedef struct df11_provider {
@@ -277,6 +320,9 @@ typedef struct df11_provider {
     /* Added with stacked weights: check provider.size before use. May be NULL. */
     df11_status (*weight_stack)(void *ctx, uint32_t n, const df11_weight *parts,
                                 df11_weight *stacked);
+    /* Added with the row gather: check provider.size before use. May be NULL. */
+    df11_status (*rows_gather)(void *ctx, const df11_weight *weight, const uint32_t *ids,
+                               uint32_t n, void *out, df11_dtype out_dtype, df11_stream stream);
 } df11_provider;
 
 DF11_API df11_status df11_model_provider(df11_model *model, df11_provider *provider);
