@@ -24,6 +24,11 @@
  *   decode    decode + cuBLAS forced (df11i_cuda_matmul_fused_limit(0)): the arena path
  *   huffman   df11_matmul on the Huffman model (the arena path)
  *   op_vs_better  op / min(fused, decode): issue 11 asks the op's choice to stay <= 1.03
+ *   stacked   the block as engines that keep q, k, v and gate, up as one matrix call it:
+ *             4 products (q+k+v, o, gate+up, down), df11_weight_stack on the fixed-code
+ *             model (eager and as a graph) against cublasGemmEx on the same stacked BF16
+ *             (graph; the BF16 block lies q, k, v, o, gate, up, down in order, so q+k+v
+ *             and gate+up are stacked matrices as they are)
  * Also the device-to-device copy bandwidth (cudaMemcpyAsync of 1 GiB, bytes read +
  * written), and per matrix at B = 1: the fused path and the reference, each a graph over
  * the matrix in all L blocks replayed after a read of 128 MiB that evicts L2 (L copies of
@@ -103,7 +108,9 @@ static const weights_matrix *const MATS = weights_llama3_8b_block;
 #define FLUSH_ROWS 16384 /* x 4096 BF16 = 128 MiB, read to evict L2 */
 
 /* How a product is made. */
-enum { K_GEMMEX, K_LT, K_FIXED, K_HUFF };
+enum { K_GEMMEX, K_LT, K_FIXED, K_HUFF, K_GEMMEX_STACKED, K_FIXED_STACKED };
+/* The block's 4 products with q+k+v and gate+up stacked: first matrix and count. */
+static const int STACKS[4][2] = { { 0, 3 }, { 3, 1 }, { 4, 2 }, { 6, 1 } };
 /* The fused limit a column sets; LIM_OWN leaves the op's own. */
 #define LIM_OWN UINT32_MAX
 
@@ -119,8 +126,23 @@ static const struct column {
     { "fused", "fused forced", K_FIXED, 0, 1, DF11_FUSED_MAX_BATCH },
     { "decode", "decode+cuBLAS forced", K_FIXED, 0, 0, 0 },
     { "huffman", "op, Huffman", K_HUFF, 0, 0, LIM_OWN },
+    { "gemmex_stacked", "stacked: cublasGemmEx (graph)", K_GEMMEX_STACKED, 1, 0, LIM_OWN },
+    { "op_stacked", "stacked: op, fixed", K_FIXED_STACKED, 0, 0, LIM_OWN },
+    { "op_stacked_graph", "stacked: op, fixed, graph", K_FIXED_STACKED, 1, 1, LIM_OWN },
 };
-enum { C_GEMMEX, C_LT, C_OP, C_OP_GRAPH, C_FUSED, C_DECODE, C_HUFF, N_COLS };
+enum {
+    C_GEMMEX,
+    C_LT,
+    C_OP,
+    C_OP_GRAPH,
+    C_FUSED,
+    C_DECODE,
+    C_HUFF,
+    C_GEMMEX_STACKED,
+    C_OP_STACKED,
+    C_OP_STACKED_GRAPH,
+    N_COLS
+};
 
 /* cublasLt for one matrix at one batch: its heuristic's algorithms and the fastest. */
 typedef struct lt_plan {
@@ -132,11 +154,12 @@ typedef struct lt_plan {
 
 typedef struct bench {
     uint32_t L;
-    df11_model *m[2];  /* fixed, Huffman */
-    df11_weight *w[2]; /* [block * N_MATS + matrix] */
-    char *bf16;        /* the original weights on the device, block after block */
+    df11_model *m[2];   /* fixed, Huffman */
+    df11_weight *w[2];  /* [block * N_MATS + matrix] */
+    df11_weight *stack; /* the fixed-code model's [block * 4 + stack] (STACKS) */
+    char *bf16;         /* the original weights on the device, block after block */
     uint64_t mat_off[N_MATS], block_bytes;
-    void *x, *y, *flush; /* MAX_B x 14336 BF16, MAX_B x 14336 F32, FLUSH_ROWS x 4096 */
+    void *x, *y, *flush; /* MAX_B x 14336 BF16, MAX_B x 28672 F32, FLUSH_ROWS x 4096 */
     cublasHandle_t h;
     cublasLtHandle_t lt;
     void *ws;
@@ -243,9 +266,33 @@ static int product(bench *b, int kind, uint32_t blk, int i, uint32_t B)
     return s == DF11_OK ? 0 : -1;
 }
 
-/* One pass: every block's matrices in order, or matrix `mat` alone (>= 0). */
+/* Stacked product j of block blk (STACKS), enqueued on b->st. */
+static int product_stacked(bench *b, int kind, uint32_t blk, int j, uint32_t B)
+{
+    const int i = STACKS[j][0];
+    if (kind == K_GEMMEX_STACKED) {
+        uint64_t rows = 0;
+        for (int k = 0; k < STACKS[j][1]; k++) rows += MATS[i + k].rows;
+        return gemmex(b, b->bf16 + blk * b->block_bytes + b->mat_off[i], rows, MATS[i].cols, B);
+    }
+    const df11_weight *w = &b->stack[blk * 4 + j];
+    df11_status s = df11_matmul(b->m[0], w, b->x, B, b->y, b->yd, b->st);
+    if (s != DF11_OK)
+        fprintf(stderr, "%s: matmul %s B=%u: %s %s\n", TOOL, w->name, B, df11_strerror(s),
+                df11_last_error_detail());
+    return s == DF11_OK ? 0 : -1;
+}
+
+/* One pass: every block's matrices in order, or matrix `mat` alone (>= 0); the stacked
+ * kinds: every block's 4 stacked products. */
 static int pass(bench *b, int kind, int mat, uint32_t B)
 {
+    if (kind == K_GEMMEX_STACKED || kind == K_FIXED_STACKED) {
+        for (uint32_t blk = 0; blk < b->L; blk++)
+            for (int j = 0; j < 4; j++)
+                if (product_stacked(b, kind, blk, j, B)) return -1;
+        return 0;
+    }
     for (uint32_t blk = 0; blk < b->L; blk++)
         for (int i = mat < 0 ? 0 : mat; i < (mat < 0 ? N_MATS : mat + 1); i++)
             if (product(b, kind, blk, i, B)) return -1;
@@ -477,10 +524,11 @@ int bench_matmul_main(int argc, char **argv)
     int rc = CLI_FAIL;
     b.w[0] = calloc(n_w, sizeof *b.w[0]);
     b.w[1] = calloc(n_w, sizeof *b.w[1]);
+    b.stack = calloc(4 * (size_t)b.L, sizeof *b.stack);
     b.e0 = calloc((size_t)b.reps, sizeof *b.e0);
     b.e1 = calloc((size_t)b.reps, sizeof *b.e1);
     for (int i = 0; i < N_MATS; i++) b.plan[i].best = -1;
-    if (!src || !names || !b.w[0] || !b.w[1] || !b.e0 || !b.e1) {
+    if (!src || !names || !b.w[0] || !b.w[1] || !b.stack || !b.e0 || !b.e1) {
         fprintf(stderr, "%s: out of memory\n", TOOL);
         goto out;
     }
@@ -497,6 +545,9 @@ int bench_matmul_main(int argc, char **argv)
         unlink(path[k]); /* the model holds what it needs */
         for (uint32_t j = 0; j < n_w && s == DF11_OK; j++)
             s = df11_weight_get(b.m[k], names[j], &b.w[k][j]);
+        for (uint32_t j = 0; k == 0 && j < 4 * b.L && s == DF11_OK; j++)
+            s = df11_weight_stack(b.m[0], (uint32_t)STACKS[j % 4][1],
+                                  &b.w[0][j / 4 * N_MATS + STACKS[j % 4][0]], &b.stack[j]);
         if (s != DF11_OK) {
             fprintf(stderr, "%s: %s: %s %s\n", TOOL, path[k], df11_strerror(s),
                     df11_last_error_detail());
@@ -528,7 +579,7 @@ int bench_matmul_main(int argc, char **argv)
     const double setup_s = bench_now_s() - t_setup;
 
     CK(cudaMalloc(&b.x, (size_t)MAX_B * 14336 * 2));
-    CK(cudaMalloc(&b.y, (size_t)MAX_B * 14336 * 4));
+    CK(cudaMalloc(&b.y, (size_t)MAX_B * 28672 * 4)); /* gate+up stacked */
     CK(cudaMalloc(&b.flush, (size_t)FLUSH_ROWS * 4096 * 2));
     CK(cudaMemset(b.flush, 0, (size_t)FLUSH_ROWS * 4096 * 2));
     {
@@ -635,7 +686,10 @@ int bench_matmul_main(int argc, char **argv)
                 snprintf(key, sizeof key, "%s_us", COLS[col].key);
                 json_num(key, t[bi][col], "%.2f");
                 snprintf(key, sizeof key, "%s_x", COLS[col].key);
-                json_num(key, ref / t[bi][col], "%.4f");
+                /* the stacked columns against cuBLAS on the same stacked matrices */
+                json_num(key,
+                         (col >= C_GEMMEX_STACKED ? t[bi][C_GEMMEX_STACKED] : ref) / t[bi][col],
+                         "%.4f");
             }
             json_num("op_vs_better", t[bi][C_OP] / fmin(t[bi][C_FUSED], t[bi][C_DECODE]), "%.4f");
             printf(",\"decode_decodes_per_pass\":%.2f,\"huffman_decodes_per_pass\":%.2f}",
@@ -663,15 +717,27 @@ int bench_matmul_main(int argc, char **argv)
                prop.name, b.L, b.yd == DF11_DTYPE_F32 ? "F32" : "BF16", b.reps, b.L, copy_gbs,
                setup_s);
         printf("| B | cublasGemmEx (graph) | cublasLt best (graph)");
-        for (int col = C_OP; col < N_COLS; col++) printf(" | %s", COLS[col].title);
+        for (int col = C_OP; col < C_GEMMEX_STACKED; col++) printf(" | %s", COLS[col].title);
         printf(" | op choice vs better path | arena decodes per pass (decode, Huffman) |\n"
                "|---|---|---|---|---|---|---|---|---|---|\n");
         for (int bi = 0; bi < n_b; bi++) {
             const double ref = fmin(t[bi][C_GEMMEX], t[bi][C_LT]);
             printf("| %u | %.1f | %.1f", batches[bi], t[bi][C_GEMMEX], t[bi][C_LT]);
-            for (int col = C_OP; col < N_COLS; col++) print_us(t[bi][col], ref);
+            for (int col = C_OP; col < C_GEMMEX_STACKED; col++) print_us(t[bi][col], ref);
             printf(" | %.3f | %.1f, %.1f |\n", t[bi][C_OP] / fmin(t[bi][C_FUSED], t[bi][C_DECODE]),
                    dpp[bi][0], dpp[bi][1]);
+        }
+        printf("\nStacked weights, as engines that keep q+k+v and gate+up as one matrix call "
+               "them (4 products a block; x = cublasGemmEx on the same stacked BF16 / time)\n"
+               "| B");
+        for (int col = C_GEMMEX_STACKED; col < N_COLS; col++) printf(" | %s", COLS[col].title);
+        printf(" | stacked op, graph vs the 7-matrix reference |\n|---|---|---|---|---|\n");
+        for (int bi = 0; bi < n_b; bi++) {
+            const double ref = fmin(t[bi][C_GEMMEX], t[bi][C_LT]);
+            printf("| %u | %.1f", batches[bi], t[bi][C_GEMMEX_STACKED]);
+            for (int col = C_OP_STACKED; col < N_COLS; col++)
+                print_us(t[bi][col], t[bi][C_GEMMEX_STACKED]);
+            printf(" | %.3f |\n", ref / t[bi][C_OP_STACKED_GRAPH]);
         }
         printf("\nPer matrix at B = 1 (µs a matrix; a graph over it in all %u blocks, replayed "
                "after a 128 MiB read that evicts L2)\n"
@@ -694,6 +760,7 @@ out:
         if (path[k][0]) unlink(path[k]);
         free(b.w[k]);
     }
+    free(b.stack);
     for (int i = 0; i < N_MATS; i++) lt_plan_free(&b.plan[i]);
     for (int r = 0; r < b.reps && b.e0 && b.e1; r++) {
         if (b.e0[r]) cudaEventDestroy(b.e0[r]);

@@ -38,16 +38,68 @@ static inline uint16_t f32_to_bf16(float f)
     return (uint16_t)(u >> 16);
 }
 
+/* Four floats as one value (GCC/Clang vector extensions): the eight running sums below
+ * are two of them, kept in registers and compiled to packed multiplies and adds on any
+ * target (16-byte vectors exist everywhere; 32-byte ones go through memory without AVX),
+ * each lane's order unchanged. A cast between vectors of one size reinterprets the bits. */
+typedef float f32x4 __attribute__((vector_size(16)));
+typedef uint32_t u32x4 __attribute__((vector_size(16)));
+typedef uint16_t u16x4 __attribute__((vector_size(8)));
+
+static inline f32x4 load4(const float *p)
+{
+    f32x4 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* Four BF16 widened exactly to fp32. */
+static inline f32x4 load4_bf16(const uint16_t *p)
+{
+    u16x4 h;
+    memcpy(&h, p, sizeof h);
+    return (f32x4)(__builtin_convertvector(h, u32x4) << 16);
+}
+
+static inline float sum8(f32x4 lo, f32x4 hi)
+{
+    return ((lo[0] + lo[1]) + (lo[2] + lo[3])) + ((hi[0] + hi[1]) + (hi[2] + hi[3]));
+}
+
 /* Σ a[i]·b[i] in fp32, in one fixed order: eight running sums (element i into sum i % 8),
- * added pairwise at the end. The compiler may vectorise it; it may not reorder it. */
+ * added pairwise at the end; the tail goes into the sums the same way. */
 static float dot(const float *a, const float *b, uint32_t k)
 {
-    float s[8] = { 0 };
+    f32x4 lo = { 0 }, hi = { 0 };
     uint32_t i = 0;
-    for (; i + 8 <= k; i += 8)
-        for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
-    for (int j = 0; i < k; i++, j++) s[j] += a[i] * b[i];
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    for (; i + 8 <= k; i += 8) {
+        lo += load4(a + i) * load4(b + i);
+        hi += load4(a + i + 4) * load4(b + i + 4);
+    }
+    for (uint32_t j = 0; i < k; i++, j++)
+        if (j < 4)
+            lo[j] += a[i] * b[i];
+        else
+            hi[j - 4] += a[i] * b[i];
+    return sum8(lo, hi);
+}
+
+/* The same sum with a's elements as BF16 (widened exactly): bit for bit what dot gives on
+ * the widened row, without writing it out (batch 1). */
+static float dot_bf16(const uint16_t *a, const float *b, uint32_t k)
+{
+    f32x4 lo = { 0 }, hi = { 0 };
+    uint32_t i = 0;
+    for (; i + 8 <= k; i += 8) {
+        lo += load4_bf16(a + i) * load4(b + i);
+        hi += load4_bf16(a + i + 4) * load4(b + i + 4);
+    }
+    for (uint32_t j = 0; i < k; i++, j++)
+        if (j < 4)
+            lo[j] += bf16_to_f32(a[i]) * b[i];
+        else
+            hi[j - 4] += bf16_to_f32(a[i]) * b[i];
+    return sum8(lo, hi);
 }
 
 typedef struct mm_job {
@@ -64,9 +116,11 @@ static void rows_product(const mm_job *j, const uint16_t *w, uint64_t r0, uint64
 {
     const df11i_matmul_args *a = j->a;
     for (uint64_t r = r0; r < r1; r++, w += a->k) {
-        for (uint32_t i = 0; i < a->k; i++) wf[i] = bf16_to_f32(w[i]);
+        if (a->batch > 1) /* widened once for all the batch's rows */
+            for (uint32_t i = 0; i < a->k; i++) wf[i] = bf16_to_f32(w[i]);
         for (uint32_t b = 0; b < a->batch; b++) {
-            const float v = dot(wf, j->xf + (uint64_t)b * a->k, a->k);
+            const float *xb = j->xf + (uint64_t)b * a->k;
+            const float v = a->batch > 1 ? dot(wf, xb, a->k) : dot_bf16(w, xb, a->k);
             const uint64_t at = (uint64_t)b * a->ldy + r;
             if (a->y_dtype == DF11_DTYPE_F32)
                 ((float *)a->y)[at] = v;
