@@ -472,7 +472,7 @@ int bench_matmul_main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) switch (c) {
         case 'L':
             /* one block more than the arena has slots, or the arena keeps them all */
-            if ((v = bench_parse_range(optarg, mo.arena_slots + 1, MAX_BLOCKS)) < 0)
+            if ((v = cli_parse_range(optarg, mo.arena_slots + 1, MAX_BLOCKS)) < 0)
                 return cli_usage_error(TOOL, "--blocks takes %u..%d, not '%s'", mo.arena_slots + 1,
                                        MAX_BLOCKS, optarg);
             b.L = (uint32_t)v;
@@ -485,7 +485,7 @@ int bench_matmul_main(int argc, char **argv)
                                        MAX_BATCHES, MAX_B, optarg);
             break;
         case 'r':
-            if ((v = bench_parse_range(optarg, 1, MAX_REPS)) < 0)
+            if ((v = cli_parse_range(optarg, 1, MAX_REPS)) < 0)
                 return cli_usage_error(TOOL, "--reps takes 1..%d, not '%s'", MAX_REPS, optarg);
             b.reps = (int)v;
             break;
@@ -494,7 +494,7 @@ int bench_matmul_main(int argc, char **argv)
             dir = optarg;
             break;
         case 't':
-            if ((v = bench_parse_range(optarg, 0, 4096)) < 0)
+            if ((v = cli_parse_range(optarg, 0, 4096)) < 0)
                 return cli_usage_error(TOOL, "--threads takes 0..4096, not '%s'", optarg);
             threads = (int)v;
             break;

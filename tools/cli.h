@@ -18,6 +18,8 @@ void cli_version(const char *tool);
 void cli_progress(void *tool_name, uint64_t done, uint64_t total);
 /* "1.23 GiB" into a static buffer (one of 8 rotating: up to 8 in one printf). */
 const char *cli_bytes(uint64_t bytes);
+/* A whole decimal number in [lo, hi] (a flag's value), or -1. */
+long cli_parse_range(const char *s, long lo, long hi);
 /* SIGINT, SIGTERM, SIGHUP and SIGPIPE (those not ignored) first unlink the named
  * temporaries of output files being written (common/atomic_file.h), then end the process
  * as they would have. Runs before main() in every tool that links cli.c, so no writing

@@ -31,16 +31,6 @@ static void usage(void)
            tool, DF11_DEFAULT_MAX_CODE_LEN, DF11_DEFAULT_LANE_SYMBOLS, DF11_DEFAULT_LAYER_PREFIX);
 }
 
-/* A whole decimal number in [lo, hi], or -1. */
-static long parse_range(const char *s, long lo, long hi)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    return v;
-}
-
 int main(int argc, char **argv)
 {
     static const struct option opts[] = { { "output", required_argument, 0, 'o' },
@@ -62,18 +52,18 @@ int main(int argc, char **argv)
         switch (c) {
         case 'o': out = optarg; break;
         case 'j':
-            if ((v = parse_range(optarg, 0, 4096)) < 0)
+            if ((v = cli_parse_range(optarg, 0, 4096)) < 0)
                 return cli_usage_error(
                     tool, "--threads '%s': want a number of threads (0 = all cores)", optarg);
             o.n_threads = (int)v;
             break;
         case 'L':
-            if ((v = parse_range(optarg, 1, 15)) < 0)
+            if ((v = cli_parse_range(optarg, 1, 15)) < 0)
                 return cli_usage_error(tool, "--max-code-len '%s': want 1..15", optarg);
             o.max_code_len = (uint32_t)v;
             break;
         case 'S':
-            if ((v = parse_range(optarg, 8, 4096)) < 0 || v % 8)
+            if ((v = cli_parse_range(optarg, 8, 4096)) < 0 || v % 8)
                 return cli_usage_error(tool, "--lane-symbols '%s': want a multiple of 8 in 8..4096",
                                        optarg);
             o.lane_symbols = (uint32_t)v;
