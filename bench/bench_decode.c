@@ -2,7 +2,8 @@
  *
  * Builds the reference block (the seven Llama-3-8B layer matrices, 218,103,808 BF16
  * weights, rows N(0, σ_r²) with σ_r = 0.02·e^{0.3z}, seeded), compresses it into a
- * temporary .df11 (one layer group), and the first 4096×4096 matrix alone into another.
+ * temporary .df11 (one layer group), and the first 4096×4096 matrix alone into another,
+ * with the Huffman exponent code or (--codec fixed) the fixed one (codec/fixed.h).
  * On CUDA: checks the GPU decode bit for bit against the weights, then times the decode
  * (CUDA events, median) against a device-to-device copy measured in the same process.
  * On the CPU: times df11_group_decode_host on one thread and on all threads.
@@ -36,6 +37,7 @@ typedef struct {
     uint64_t seed;
     int reps, threads, json, small;
     uint32_t lane_symbols; /* 0: the default */
+    df11_codec codec;      /* of the BF16 matrices */
     const char *device;
 } options;
 
@@ -75,7 +77,9 @@ static int compress_case(const weights *W, size_t n_mats, const char *path, cons
                                        .shape = { W->rows[m], W->cols[m] },
                                        .data = W->w[m] };
     }
-    df11_compress_options opt = { .n_threads = o->threads, .lane_symbols = o->lane_symbols };
+    df11_compress_options opt = { .n_threads = o->threads,
+                                  .lane_symbols = o->lane_symbols,
+                                  .codec = o->codec };
     df11_status st = df11_compress_tensors(path, src, n_mats, NULL, 0, &opt, sum);
     if (st != DF11_OK) return cli_fail(TOOL, st, "compressing into '%s'", path);
     return CLI_OK;
@@ -295,20 +299,22 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: df11-bench decode [--device cuda|cpu] [--reps N] [--seed N] [--threads N]\n"
-            "                         [--small] [--lane-symbols S] [--json]\n"
+            "                         [--small] [--lane-symbols S] [--codec huffman|fixed]\n"
+            "                         [--json]\n"
             "Decodes a Llama-3-8B-shaped block (7 matrices, 218,103,808 BF16 weights) and its\n"
             "first 4096x4096 matrix alone. cuda (the default when a GPU is present): GPU decode\n"
             "time and bandwidth against a device-to-device copy, after a bit-exact check.\n"
             "cpu: df11_group_decode_host on one thread and on --threads (default all).\n"
             "  --reps N     timed repeats, median reported (default 50)\n"
             "  --small      1/16 of the rows, for a quick run\n"
-            "  --lane-symbols S  symbols per lane (default %d)\n",
+            "  --lane-symbols S  symbols per lane (default %d)\n"
+            "  --codec C    exponent code: huffman (default) or fixed (3 bits + escapes)\n",
             DF11_DEFAULT_LANE_SYMBOLS);
 }
 
 int bench_decode_main(int argc, char **argv)
 {
-    options o = { .seed = 42, .reps = 50, .device = NULL };
+    options o = { .seed = 42, .reps = 50, .device = NULL, .codec = DF11_CODEC_EXP_HUFFMAN };
     static const struct option longopts[] = { { "device", required_argument, 0, 'd' },
                                               { "reps", required_argument, 0, 'r' },
                                               { "seed", required_argument, 0, 's' },
@@ -316,6 +322,7 @@ int bench_decode_main(int argc, char **argv)
                                               { "json", no_argument, 0, 'j' },
                                               { "small", no_argument, 0, 'S' },
                                               { "lane-symbols", required_argument, 0, 'L' },
+                                              { "codec", required_argument, 0, 'C' },
                                               { "help", no_argument, 0, 'h' },
                                               { 0, 0, 0, 0 } };
     int c;
@@ -329,6 +336,14 @@ int bench_decode_main(int argc, char **argv)
         case 'j': o.json = 1; break;
         case 'S': o.small = 1; break;
         case 'L': o.lane_symbols = (uint32_t)atoi(optarg); break;
+        case 'C':
+            if (!strcmp(optarg, "huffman"))
+                o.codec = DF11_CODEC_EXP_HUFFMAN;
+            else if (!strcmp(optarg, "fixed"))
+                o.codec = DF11_CODEC_EXP_FIXED;
+            else
+                return cli_usage_error(TOOL, "--codec '%s': want huffman or fixed", optarg);
+            break;
         case 'h': usage(stdout); return CLI_OK;
         default: usage(stderr); return CLI_USAGE;
         }
@@ -359,6 +374,7 @@ int bench_decode_main(int argc, char **argv)
         res[k].weights = sum[k].bf16_weights;
     }
     char device_name[256] = "cpu";
+    const char *codec_name = o.codec == DF11_CODEC_EXP_FIXED ? "fixed" : "huffman";
 #ifdef DF11_HAVE_CUDA
     if (cuda) {
         struct cudaDeviceProp prop;
@@ -377,8 +393,8 @@ int bench_decode_main(int argc, char **argv)
             if (bench_cpu(path[k], &W, &o, &res[k]) != CLI_OK) goto done;
 
     if (o.json) {
-        printf("{\"device\": \"%s\", \"seed\": %llu, \"reps\": %d%s", device_name,
-               (unsigned long long)o.seed, o.reps, cuda ? "" : "");
+        printf("{\"device\": \"%s\", \"codec\": \"%s\", \"seed\": %llu, \"reps\": %d", device_name,
+               codec_name, (unsigned long long)o.seed, o.reps);
         if (cuda) printf(", \"copy_gbps\": %.1f", copy_gbps);
         printf(", \"cases\": [");
         for (int k = 0; k < 2; k++) {
@@ -400,7 +416,7 @@ int bench_decode_main(int argc, char **argv)
         }
         printf("\n]}\n");
     } else {
-        printf("device: %s   seed %llu   reps %d (median)\n", device_name,
+        printf("device: %s   codec %s   seed %llu   reps %d (median)\n", device_name, codec_name,
                (unsigned long long)o.seed, o.reps);
         if (cuda) {
             printf("device-to-device copy: %.0f GB/s (read + written)\n\n", copy_gbps);

@@ -9,8 +9,9 @@
  *     copies its tensor's decode table into shared memory. Each warp's stream words go
  *     through its own cp.async ring in shared memory; its sm bytes go to registers.
  *   - RAW tensor: DF11_RAW_CTA_BYTES bytes per CTA, copied with 16-byte vectors.
- *   - EXP_FIXED tensor: no CTA here; kernels/decode_fixed.cu decodes it in a launch of
- *     its own on the same stream (df11i_gpu_decode_checked issues both).
+ *   - EXP_FIXED tensor: no CTA here; kernels/decode_fixed.cu decodes the group's fixed
+ *     tensors in a launch of their own on the same stream (df11i_gpu_decode_checked
+ *     issues both).
  *   - The CTA (warp) that handles a tensor's last piece zero-fills its padding up to the
  *     next 256-byte boundary, so the whole decoded group is written by the kernel.
  */
@@ -554,15 +555,12 @@ extern "C" df11_status df11i_gpu_decode_checked(const void *plan, const void *d_
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_gpu_decode: NULL argument");
     const df11i_gpu_plan_header *h = static_cast<const df11i_gpu_plan_header *>(plan);
     const df11i_gpu_tensor_desc *ds = reinterpret_cast<const df11i_gpu_tensor_desc *>(h + 1);
-    for (uint32_t i = 0; i < h->n_tensors; i++) { /* fixed-code tensors: their own launches */
-        if (ds[i].codec != DF11_CODEC_EXP_FIXED) continue;
-        df11_status st = df11i_gpu_decode_fixed(&ds[i], d_payload, d_out, d_error, stream);
-        if (st != DF11_OK) return st;
-    }
+    /* fixed-code tensors: their own launch */
+    df11_status st = df11i_gpu_decode_fixed(ds, h->n_tensors, d_payload, d_out, d_error, stream);
+    if (st != DF11_OK) return st;
     if (h->n_ctas == 0) return DF11_OK;
     size_t smem = smem_bytes(h);
-    df11_status st = allow_smem(smem);
-    if (st != DF11_OK) return st;
+    if ((st = allow_smem(smem)) != DF11_OK) return st;
     df11i_decode_kernel<<<h->n_ctas, kLanes * h->warps_per_cta, smem,
                           static_cast<cudaStream_t>(stream)>>>(
         static_cast<const uint8_t *>(d_plan), static_cast<const uint8_t *>(d_payload),

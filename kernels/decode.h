@@ -67,13 +67,16 @@ df11_status df11i_gpu_plan_size(const df11_file *file, uint32_t group, size_t *b
 df11_status df11i_gpu_plan_build(const df11_file *file, uint32_t group, const void *payload,
                                  void **blob, size_t *blob_size);
 
-/* Launches the fixed-code decoder for one EXP_FIXED tensor of a plan (kernels/decode_fixed.cu):
- * writes its rows x cols BF16 values at out_off and zeros up to the next 256-byte boundary.
- * The plan builder validated the tensor whole (df11i_fixed_validate); the kernel still
+/* Launches the fixed-code decoder (kernels/decode_fixed.cu) for the EXP_FIXED tensors among
+ * the n descriptors of a plan (others are skipped), up to 16 tensors a launch: writes each
+ * one's rows x cols BF16 values at out_off and zeros up to the next 256-byte boundary.
+ * The plan builder validated the tensors whole (df11i_fixed_validate); the kernel still
  * never reads an exception outside its tile's list, and ORs 1 into *d_error (if not NULL)
- * where it would have. Asynchronous; returns launch errors only. */
-df11_status df11i_gpu_decode_fixed(const df11i_gpu_tensor_desc *desc, const void *d_payload,
-                                   void *d_out, uint32_t *d_error, void *stream);
+ * where a tile's codes and exception offsets disagree. Asynchronous; returns launch errors
+ * only (and DF11_ERR_CORRUPT for a descriptor whose tile count is not its shape's). */
+df11_status df11i_gpu_decode_fixed(const df11i_gpu_tensor_desc *descs, uint32_t n,
+                                   const void *d_payload, void *d_out, uint32_t *d_error,
+                                   void *stream);
 
 /* Decodes a group on `stream`: d_plan/d_payload/d_out are device pointers; `plan` is the
  * host copy of the same blob (for the launch geometry). Asynchronous; returns launch
@@ -83,8 +86,8 @@ df11_status df11i_gpu_decode_fixed(const df11i_gpu_tensor_desc *desc, const void
  * are read 16 bytes at a time); cudaMalloc'd buffers of that size qualify. */
 df11_status df11i_gpu_decode(const void *plan, const void *d_plan, const void *d_payload,
                              void *d_out, void *stream);
-/* (EXP_FIXED tensors of the group are decoded by df11i_gpu_decode_fixed launches on the
- * same stream, after the group kernel.)
+/* (EXP_FIXED tensors of the group are decoded by df11i_gpu_decode_fixed on the same
+ * stream, before the group kernel: they write disjoint bytes.)
  * The same, and ORs 1 into the device word *d_error (if not NULL) when a lane stream does
  * not end exactly at its recorded length or holds a bit pattern no code starts with (the
  * CPU decoder's DF11_ERR_CORRUPT cases). The output is then unspecified, but the kernel

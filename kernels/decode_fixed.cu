@@ -1,15 +1,18 @@
 /* The GPU decoder of fixed-code tensors (codec/fixed.h, docs/FORMAT.md "Fixed-code
  * tensors") into the arena: row-major BF16, as the CPU reference df11i_fixed_decode writes
- * it; and the fixed-code row decode of kernels/gather.h (the same tile decoder, keeping
- * only the rows asked for). Written to be simple and correct, not fast (docs/KERNELS.md):
- * the fused matmul kernels are where this code is meant to be consumed; the arena path
- * only has to work.
- * Host code here only launches; the plan (kernels/plan.c) validated every section.
+ * it, near copy bandwidth (docs/KERNELS.md, "The fixed-code arena decoder"); and the
+ * fixed-code row decode of kernels/gather.h (the same tile decoder, keeping only the rows
+ * asked for). The decode is the fused matmul's (kernels/fused_matmul_decode.cuh: 16 bf16x2
+ * registers per lane and step, escapes added as shared-memory corrections); here the
+ * registers are written out as 16-byte row segments instead of being fed to MMAs. One
+ * arena launch decodes up to kMaxParts tensors. Host code here only launches; the plan
+ * (kernels/plan.c) validated every section.
  */
 #include <cuda_runtime.h>
 #include <stdint.h>
 
 #include "kernels/decode.h"
+#include "kernels/fused_matmul_decode.cuh"
 #include "kernels/gather.h"
 extern "C" {
 #include "codec/fixed.h"
@@ -18,102 +21,181 @@ extern "C" {
 
 namespace {
 
-constexpr int kWarps = 4; /* warps (tiles) per CTA */
+using namespace df11i_fused;
 
-/* Code of pair p's low (hi = 0) or high (hi = 1) weight from a lane's step words (a, b, c). */
-__device__ __forceinline__ uint32_t code_of(const uint32_t w[3], uint32_t p, uint32_t hi)
+constexpr int kWarps = 4;     /* warps a CTA, one tile each */
+constexpr int kMinBlocks = 5; /* CTAs an SM the registers must allow (20 warps) */
+constexpr int kMaxParts = 16; /* tensors a launch (the kernel parameters: 1.6 KB) */
+/* tiles a launch, so that its CTA count fits a grid */
+constexpr uint64_t kMaxLaunchTiles = (uint64_t)kWarps << 30;
+
+/* One tensor of a launch: its sections, output and geometry (codec/fixed.h); its tiles are
+ * the launch's [first, the next part's first). */
+struct Part {
+    const uint8_t *sm, *codes, *exc, *base;
+    const uint32_t *exc_off;
+    uint8_t *out;
+    uint64_t rows, cols, first, strip_code_bytes, steps;
+    uint32_t tiles, last_steps;
+    uint32_t vec; /* cols % 8 == 0 and out 16-byte aligned: 16-byte row segments */
+};
+
+struct Args {
+    Part p[kMaxParts];
+    uint64_t n_tiles; /* of the launch */
+    uint32_t *err;
+    int n_parts;
+};
+
+/* The part holding tile u of the launch (parts in order of first, part 0 at 0). */
+__device__ __forceinline__ int part_of(const Args &a, uint64_t u)
 {
-    if (p < 15) return w[p % 3] >> (3 * (p / 3) + 16 * hi) & 7u;
-    uint32_t c = 0;
-    for (uint32_t k = 0; k < 3; k++) c |= (w[k] >> (15 + 16 * hi) & 1u) << k;
+    return part_index<kMaxParts>(a.n_parts, u, [&](int i) { return a.p[i].first; });
+}
+
+/* Where a decoded tile goes: put8(row, col, v) takes the 8 BF16 of W row `row` from
+ * column col (col % 8 == 0), padding rows and columns included (the sink drops them). */
+
+/* The arena: W row-major at out. VEC (cols % 8 == 0, out 16-byte aligned): a segment is
+ * all inside W or all outside, one 16-byte store. */
+template <bool VEC> struct dense_sink {
+    uint8_t *out;
+    uint64_t rows, cols;
+    __device__ __forceinline__ void put8(uint64_t row, uint64_t col, uint4 v) const
+    {
+        if (row >= rows || col >= cols) return;
+        uint8_t *p = out + 2 * (row * cols + col);
+        if constexpr (VEC) {
+            *reinterpret_cast<uint4 *>(p) = v;
+        } else {
+            const uint32_t w[4] = { v.x, v.y, v.z, v.w };
+#pragma unroll
+            for (uint32_t i = 0; i < 8; i++)
+                if (col + i < cols)
+                    reinterpret_cast<uint16_t *>(p)[i] = (uint16_t)(w[i / 2] >> 16 * (i % 2));
+        }
+    }
+};
+
+/* The row decode: only W rows [lo, hi), W row r to out row r - lo + dst, one value at a time
+ * (BF16, or F32 where f32). */
+struct rows_sink {
+    void *out;
+    uint64_t lo, hi, dst, cols;
+    uint32_t f32;
+    __device__ __forceinline__ void put8(uint64_t row, uint64_t col, uint4 v) const
+    {
+        if (row < lo || row >= hi) return;
+        const uint32_t w[4] = { v.x, v.y, v.z, v.w };
+        const uint64_t at = (row - lo + dst) * cols + col;
+#pragma unroll
+        for (uint32_t i = 0; i < 8; i++) {
+            if (col + i >= cols) break;
+            const uint32_t b = w[i / 2] >> 16 * (i % 2) & 0xffffu;
+            if (f32)
+                static_cast<float *>(out)[at + i] = __uint_as_float(b << 16);
+            else
+                static_cast<uint16_t *>(out)[at + i] = (uint16_t)b;
+        }
+    }
+};
+
+/* What one warp does: decode one tile (up to 4 steps of 16 rows x 64 columns) of its part.
+ * A lane loads all of its bytes of the tile at once (8 x 16 sm bytes, up to 3 code
+ * vectors: 5.6 KiB a warp in flight, coalesced), finds its escapes (masks, one warp prefix
+ * sum, an 8-byte exception window), and per step decodes its 32 weights as 16 bf16x2
+ * (decode_step: pairs 8h..8h+3 are row l/4, columns 8 (l%4) .. +7 of half h, and
+ * 8h+4..8h+7 the same of row l/4 + 8) and hands them to the sink as four 8-weight row
+ * segments; the arena's 16-byte stores make a warp's store 8 rows x 64 contiguous bytes.
+ * Bytes: ~1.4 read, 2 written a weight. Every lane of the warp must take part; corr4 is the
+ * lane's 4 zeroed correction vectors in shared memory. */
+template <class Sink>
+__device__ __forceinline__ void decode_tile(const Part &P, uint32_t tile, uint32_t lane,
+                                            uint4 *corr4, uint32_t *err, const Sink &sink)
+{
+    const uint32_t s = tile / P.tiles, t = tile % P.tiles;
+    const uint32_t n_steps = t + 1 == P.tiles ? P.last_steps : 4;
+    const uint32_t nv = df11i_fixed_tile_vecs(n_steps);
+    /* every load first, all read once: evict-first, so that the decoded tensor stays in L2
+     * for its consumer. A tile's code vectors are 1536 bytes, a step's sm bytes 1024. */
+    const uint8_t *cp = P.codes + s * P.strip_code_bytes + t * 1536ull + lane * 16;
+    uint4 cw[3];
+#pragma unroll
+    for (uint32_t i = 0; i < 3; i++)
+        cw[i] =
+            i < nv ? __ldcs(reinterpret_cast<const uint4 *>(cp + 512 * i)) : make_uint4(0, 0, 0, 0);
+    const uint8_t *sp = P.sm + (s * P.steps + 4ull * t) * 1024 + lane * 16;
+    uint4 sv[8];
+#pragma unroll
+    for (uint32_t i = 0; i < 8; i++)
+        sv[i] = i < 2 * n_steps ? __ldcs(reinterpret_cast<const uint4 *>(sp + 512 * i))
+                                : make_uint4(0, 0, 0, 0);
+    const uint32_t off0 = __ldg(P.exc_off + tile), off1 = __ldg(P.exc_off + tile + 1);
+    const uint64_t r0 = 16ull * s + lane / 4;
+    const uint32_t b0 = __ldg(P.base + r0), b8 = __ldg(P.base + r0 + 8);
+
+    const uint32_t words[12] = { cw[0].x, cw[0].y, cw[0].z, cw[0].w, cw[1].x, cw[1].y,
+                                 cw[1].z, cw[1].w, cw[2].x, cw[2].y, cw[2].z, cw[2].w };
+    uint32_t M[4], cnt, before;
+    if (tile_escapes(words, n_steps, lane, M, cnt, before) != off1 - off0) {
+        /* codes and offsets disagree (the plan checked them): no exception is read */
+        if (lane == 0 && err) atomicOr(err, 1u);
+        M[0] = M[1] = M[2] = M[3] = cnt = 0;
+    }
+    ExcCursor ec = exc_start(P.exc, off0 + before, cnt);
+    const uint32_t swz = corr_swz(lane), sw = swz >> 2;
+    uint32_t *corr = reinterpret_cast<uint32_t *>(corr4);
+    /* through a shuffle, so that ptxas keeps them as values and the decode adds them in its
+     * IADD3 (as in the fused kernel) */
+    const uint32_t X0 = __shfl_sync(~0u, b0 * 0x00800080u, (int)lane),
+                   X8 = __shfl_sync(~0u, b8 * 0x00800080u, (int)lane);
+    const uint64_t col = 256ull * t + 8 * (lane & 3);
+#pragma unroll
+    for (uint32_t k = 0; k < 4; k++) {
+        if (k >= n_steps) break;
+        apply_escapes(M[k], ec, b0 + 7, b8 + 7, swz, corr);
+        uint32_t c[16], o[16];
+        take_corrections(corr4, sw, M[k], c);
+        decode_step(sv[2 * k], sv[2 * k + 1], words[3 * k], words[3 * k + 1], words[3 * k + 2], X0,
+                    X8, c, o);
+#pragma unroll
+        for (uint32_t h = 0; h < 2; h++) {
+            const uint64_t c8 = col + 64 * k + 32 * h;
+            sink.put8(r0, c8, make_uint4(o[8 * h], o[8 * h + 1], o[8 * h + 2], o[8 * h + 3]));
+            sink.put8(r0 + 8, c8,
+                      make_uint4(o[8 * h + 4], o[8 * h + 5], o[8 * h + 6], o[8 * h + 7]));
+        }
+    }
+}
+
+/* A warp's 16 correction words a lane (fused_matmul_decode.cuh, corr_swz), zeroed. */
+__device__ __forceinline__ uint4 *warp_corrections(uint4 *all, uint32_t lane, uint32_t warp)
+{
+    uint4 *c = all + (warp * 32 + lane) * 4;
+#pragma unroll
+    for (int v = 0; v < 4; v++) c[v] = make_uint4(0, 0, 0, 0);
     return c;
 }
 
-/* One warp decodes tile `tile` (up to 4 steps of 16 rows x 64 columns); lane l decodes
- * its 32 weights of each step: the 16 sm bytes of each half at 16 l, the code words of its
- * lane, and its escapes, which start at the tile's list offset plus the escapes of the
- * lanes below it (one warp prefix sum of popcounts). Escapes of a step are taken from the
- * highest mask bit down, so the escape of bit f is the one after the popcount of the bits
- * above f. Bytes moved: 1 sm byte + 3/8 code byte in, 2 bytes out per weight. Each
- * weight goes to store(row, col, bf16), padding rows and columns included (the store
- * drops what it does not want); every lane of the warp must take part. */
-template <class Store>
-__device__ __forceinline__ void decode_tile(const df11i_gpu_tensor_desc &d,
-                                            const uint8_t *__restrict__ payload, uint64_t tile,
-                                            uint32_t *err, const Store &store)
+/* The arena decode: warp u of the launch decodes tile u of the launch (decode_tile); the
+ * warp of a part's tile 0 also zeroes the part's padding to its 256-byte-aligned end. */
+__global__ void __launch_bounds__(32 * kWarps, kMinBlocks) df11i_fixed_kernel(Args a)
 {
-    const uint32_t lane = threadIdx.x % 32;
-    const uint64_t steps = (d.cols + 63) / 64, tiles = (steps + 3) / 4;
-    const uint64_t s = tile / tiles, t = tile % tiles;
-    const uint32_t n_steps = (uint32_t)(t + 1 == tiles ? steps - 4 * t : 4);
-    const uint64_t strip_code_bytes =
-        ((tiles - 1) * df11i_fixed_tile_vecs(4) + df11i_fixed_tile_vecs(steps - 4 * (tiles - 1))) *
-        512;
-    const uint8_t *codes =
-        payload + d.stream_off + s * strip_code_bytes + t * df11i_fixed_tile_vecs(4) * 512;
-    const uint32_t *exc_off = reinterpret_cast<const uint32_t *>(payload + d.chunks_off);
-    const uint8_t *exc = payload + d.lanes_off, *base = payload + d.base_off;
-
-    uint32_t w[4][3], n = 0;
-    for (uint32_t k = 0; k < n_steps; k++) {
-        for (uint32_t x = 0; x < 3; x++) {
-            uint32_t i = 3 * k + x;
-            w[k][x] = *reinterpret_cast<const uint32_t *>(codes + ((i / 4) * 32 + lane) * 16 +
-                                                          (i % 4) * 4);
-        }
-        n += __popc(df11i_fixed_escape_mask(w[k][0], w[k][1], w[k][2]));
+    __shared__ __align__(16) uint4 corr_all[kWarps * 32 * 4];
+    const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const uint64_t u = (uint64_t)blockIdx.x * kWarps + warp;
+    if (u >= a.n_tiles) return; /* whole warps */
+    uint4 *corr4 = warp_corrections(corr_all, lane, warp);
+    const Part &P = a.p[part_of(a, u)];
+    const uint32_t tile = (uint32_t)(u - P.first);
+    if (tile == 0) {
+        const uint64_t nbytes = 2 * P.rows * P.cols, end = (nbytes + 255) / 256 * 256;
+        for (uint64_t i = nbytes + lane; i < end; i += 32) P.out[i] = 0;
     }
-    uint32_t incl = n;
-    for (int o = 1; o < 32; o *= 2) {
-        uint32_t v = __shfl_up_sync(0xffffffffu, incl, o);
-        if ((int)lane >= o) incl += v;
-    }
-    uint64_t at = (uint64_t)exc_off[tile] + (incl - n);
-    const uint64_t end = exc_off[tile + 1];
-
-    for (uint32_t k = 0; k < n_steps; k++) {
-        const uint64_t g = 4 * t + k;
-        const uint32_t m = df11i_fixed_escape_mask(w[k][0], w[k][1], w[k][2]);
-        for (uint32_t h = 0; h < 2; h++) {
-            const uint4 v = *reinterpret_cast<const uint4 *>(
-                payload + d.data_off + ((s * steps + g) * 2 + h) * 512 + 16 * lane);
-            const uint32_t sm4[4] = { v.x, v.y, v.z, v.w };
-            for (uint32_t j = 0; j < 16; j++) {
-                const uint64_t row = 16 * s + lane / 4 + 8 * (j >= 8);
-                const uint64_t col = 64 * g + 32 * h + 8 * (lane % 4) + (j % 8);
-                const uint32_t p = 8 * h + 2 * (j / 4) + (j % 4) / 2, hi = j % 2, f = p + 16 * hi;
-                uint32_t e = (base[row] + code_of(w[k], p, hi)) & 0xffu;
-                if (m >> f & 1u) {
-                    const uint64_t i = at + __popc((uint32_t)((uint64_t)m >> (f + 1)));
-                    if (i < end)
-                        e = exc[i];
-                    else if (err)
-                        atomicOr(err, 1u);
-                }
-                const uint32_t sm = sm4[j / 4] >> (8 * (j % 4)) & 0xffu;
-                store(row, col, (uint16_t)((sm & 0x80u) << 8 | e << 7 | (sm & 0x7fu)));
-            }
-        }
-        at += __popc(m);
-    }
-}
-
-/* The arena decode: a warp per tile, the tensor row-major at out_off; CTA 0 also zeroes
- * the tensor's padding up to its 256-byte-aligned end. */
-__global__ void __launch_bounds__(32 * kWarps)
-    df11i_fixed_kernel(df11i_gpu_tensor_desc d, const uint8_t *__restrict__ payload,
-                       uint8_t *__restrict__ out, uint32_t *err)
-{
-    const uint64_t nbytes = 2 * d.rows * d.cols, pad_end = (nbytes + 255) / 256 * 256;
-    if (blockIdx.x == 0)
-        for (uint64_t i = nbytes + threadIdx.x; i < pad_end; i += blockDim.x)
-            out[d.out_off + i] = 0;
-    const uint64_t tile = (uint64_t)blockIdx.x * kWarps + threadIdx.x / 32;
-    if (tile >= d.n_chunks) return; /* whole warps */
-    uint16_t *o16 = reinterpret_cast<uint16_t *>(out + d.out_off);
-    decode_tile(d, payload, tile, err, [&](uint64_t row, uint64_t col, uint16_t v) {
-        if (row < d.rows && col < d.cols) o16[row * d.cols + col] = v;
-    });
+    if (P.vec)
+        decode_tile(P, tile, lane, corr4, a.err, dense_sink<true>{ P.out, P.rows, P.cols });
+    else
+        decode_tile(P, tile, lane, corr4, a.err, dense_sink<false>{ P.out, P.rows, P.cols });
 }
 
 /* The row decode (kernels/gather.h): warp w decodes one tile of a strip holding wanted
@@ -121,53 +203,102 @@ __global__ void __launch_bounds__(32 * kWarps)
  * from tile w % tiles of its strip (15 of a strip's 16 rows are decoded for nothing: the
  * price of reading a row alone). A range: the strips holding rows first .. first + n - 1,
  * tile by tile, out row = W row - first. */
-__global__ void __launch_bounds__(32 * kWarps)
-    df11i_fixed_rows_kernel(df11i_gpu_tensor_desc d, const uint8_t *__restrict__ payload,
-                            df11i_gpu_rows r, void *__restrict__ out)
+__global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
+    df11i_fixed_rows_kernel(Part P, df11i_gpu_rows r, void *__restrict__ out)
 {
-    const uint64_t w = (uint64_t)blockIdx.x * kWarps + threadIdx.x / 32;
-    const uint64_t tiles = ((d.cols + 63) / 64 + 3) / 4;
+    __shared__ __align__(16) uint4 corr_all[kWarps * 32 * 4];
+    const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const uint64_t w = (uint64_t)blockIdx.x * kWarps + warp;
     uint64_t tile, lo, hi, dst; /* W rows [lo, hi) to out rows dst.. */
     if (r.by_id) {
-        const uint64_t i = w / tiles;
+        const uint64_t i = w / P.tiles;
         if (i >= r.n) return; /* whole warps */
         lo = r.id[i];
         hi = lo + 1;
         dst = i;
-        tile = lo / 16 * tiles + w % tiles;
+        tile = lo / 16 * P.tiles + w % P.tiles;
     } else {
         lo = r.first;
         hi = lo + r.n;
         dst = 0;
-        tile = lo / 16 * tiles + w;
-        if (tile >= (hi + 15) / 16 * tiles) return;
+        tile = lo / 16 * P.tiles + w;
+        if (tile >= (hi + 15) / 16 * P.tiles) return;
     }
-    const uint32_t f32 = r.out_f32;
-    decode_tile(d, payload, tile, nullptr, [&](uint64_t row, uint64_t col, uint16_t v) {
-        if (row < lo || row >= hi || col >= d.cols) return;
-        const uint64_t at = (row - lo + dst) * d.cols + col;
-        if (f32)
-            static_cast<float *>(out)[at] = __uint_as_float((uint32_t)v << 16);
-        else
-            static_cast<uint16_t *>(out)[at] = v;
-    });
+    uint4 *corr4 = warp_corrections(corr_all, lane, warp);
+    decode_tile(P, (uint32_t)tile, lane, corr4, nullptr,
+                rows_sink{ out, lo, hi, dst, P.cols, r.out_f32 });
 }
 
-} // namespace
-
-extern "C" df11_status df11i_gpu_decode_fixed(const df11i_gpu_tensor_desc *d, const void *d_payload,
-                                              void *d_out, uint32_t *d_error, void *stream)
+df11_status launch(const Args &a, cudaStream_t stream)
 {
-    if (!d || !d_payload || !d_out)
-        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_gpu_decode_fixed: NULL argument");
-    const uint64_t blocks = d->n_chunks ? (d->n_chunks + kWarps - 1) / kWarps : 1;
-    df11i_fixed_kernel<<<(unsigned)blocks, 32 * kWarps, 0, static_cast<cudaStream_t>(stream)>>>(
-        *d, static_cast<const uint8_t *>(d_payload), static_cast<uint8_t *>(d_out), d_error);
+    const uint64_t blocks = (a.n_tiles + kWarps - 1) / kWarps;
+    df11i_fixed_kernel<<<(unsigned)blocks, 32 * kWarps, 0, stream>>>(a);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "fixed decode launch (%llu CTAs): %s",
                           (unsigned long long)blocks, cudaGetErrorString(e));
     return DF11_OK;
+}
+
+/* A tensor's part (its output at out, its tiles from `first` of the launch); *tiles its
+ * tile count. DF11_ERR_CORRUPT where the descriptor's tile count is not its shape's. */
+df11_status part_of_desc(const df11i_gpu_tensor_desc *d, const uint8_t *pay, uint8_t *out,
+                         uint64_t first, Part *p, uint64_t *tiles)
+{
+    df11i_fixed_geom g;
+    df11_status s = df11i_fixed_geometry(d->rows, d->cols, &g);
+    if (s != DF11_OK) return s;
+    if (g.n_tiles != d->n_chunks)
+        return df11i_fail(DF11_ERR_CORRUPT, "fixed decode: %llu x %llu with %u tiles",
+                          (unsigned long long)d->rows, (unsigned long long)d->cols, d->n_chunks);
+    *p = Part{ pay + d->data_off,
+               pay + d->stream_off,
+               pay + d->lanes_off,
+               pay + d->base_off,
+               reinterpret_cast<const uint32_t *>(pay + d->chunks_off),
+               out,
+               g.rows,
+               g.cols,
+               first,
+               g.strip_code_bytes,
+               g.steps,
+               (uint32_t)g.tiles,
+               (uint32_t)g.last_steps,
+               g.cols % 8 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 };
+    *tiles = g.n_tiles;
+    return DF11_OK;
+}
+
+} // namespace
+
+extern "C" df11_status df11i_gpu_decode_fixed(const df11i_gpu_tensor_desc *ds, uint32_t n,
+                                              const void *d_payload, void *d_out, uint32_t *d_error,
+                                              void *stream)
+{
+    if ((!ds && n) || !d_payload || !d_out)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_gpu_decode_fixed: NULL argument");
+    const uint8_t *pay = static_cast<const uint8_t *>(d_payload);
+    cudaStream_t st = static_cast<cudaStream_t>(stream);
+    Args a = {};
+    a.err = d_error;
+    for (uint32_t i = 0; i < n; i++) {
+        const df11i_gpu_tensor_desc *d = &ds[i];
+        if (d->codec != DF11_CODEC_EXP_FIXED || d->n_chunks == 0) continue; /* empty: no bytes */
+        Part p;
+        uint64_t tiles;
+        df11_status s =
+            part_of_desc(d, pay, static_cast<uint8_t *>(d_out) + d->out_off, a.n_tiles, &p, &tiles);
+        if (s != DF11_OK) return s;
+        if (a.n_parts == kMaxParts || a.n_tiles + tiles > kMaxLaunchTiles) {
+            if ((s = launch(a, st)) != DF11_OK) return s;
+            a.n_parts = 0;
+            a.n_tiles = 0;
+            p.first = 0;
+        }
+        a.p[a.n_parts++] = p;
+        a.n_tiles += tiles;
+    }
+    return a.n_parts ? launch(a, st) : DF11_OK;
 }
 
 extern "C" df11_status df11i_gpu_rows_fixed(const df11i_gpu_tensor_desc *d, const void *d_payload,
@@ -176,17 +307,20 @@ extern "C" df11_status df11i_gpu_rows_fixed(const df11i_gpu_tensor_desc *d, cons
     if (!d || !d_payload || !r || !out || d->codec != DF11_CODEC_EXP_FIXED || !d->cols)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_gpu_rows_fixed: bad argument");
     if (r->n == 0) return DF11_OK;
-    const uint64_t tiles = ((d->cols + 63) / 64 + 3) / 4;
+    Part p;
+    uint64_t n_tiles;
+    df11_status s =
+        part_of_desc(d, static_cast<const uint8_t *>(d_payload), nullptr, 0, &p, &n_tiles);
+    if (s != DF11_OK) return s;
     const uint64_t warps = r->by_id
-                               ? (uint64_t)r->n * tiles
-                               : (((uint64_t)r->first + r->n + 15) / 16 - r->first / 16) * tiles;
+                               ? (uint64_t)r->n * p.tiles
+                               : (((uint64_t)r->first + r->n + 15) / 16 - r->first / 16) * p.tiles;
     const uint64_t blocks = (warps + kWarps - 1) / kWarps;
     if (blocks > INT32_MAX)
         return df11i_fail(DF11_ERR_OVERFLOW, "fixed rows decode: %llu CTAs",
                           (unsigned long long)blocks);
     df11i_fixed_rows_kernel<<<(unsigned)blocks, 32 * kWarps, 0,
-                              static_cast<cudaStream_t>(stream)>>>(
-        *d, static_cast<const uint8_t *>(d_payload), *r, out);
+                              static_cast<cudaStream_t>(stream)>>>(p, *r, out);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "fixed rows decode launch (%llu CTAs): %s",

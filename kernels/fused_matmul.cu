@@ -90,11 +90,7 @@ struct Args {
 // The part holding strip pair grp of the launch (parts in order of g0, part 0 at 0).
 __device__ __forceinline__ int part_of(const Args &a, int grp)
 {
-    int p = 0;
-#pragma unroll
-    for (int i = 1; i < DF11_FUSED_MAX_PARTS; i++)
-        if (i < a.n_parts && grp >= a.W[i].g0) p = i;
-    return p;
+    return part_index<DF11_FUSED_MAX_PARTS>(a.n_parts, grp, [&](int i) { return a.W[i].g0; });
 }
 
 __device__ __forceinline__ void mma16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2,
@@ -323,29 +319,17 @@ __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocks
                 cp_commit();
             const uint32_t words[12] = { cw[0].x, cw[0].y, cw[0].z, cw[0].w, cw[1].x, cw[1].y,
                                          cw[1].z, cw[1].w, cw[2].x, cw[2].y, cw[2].z, cw[2].w };
-            uint32_t M[4], cnt = 0;
-#pragma unroll
-            for (int g = 0; g < 4; g++) {
-                M[g] = df11i_fixed_escape_mask(words[3 * g], words[3 * g + 1], words[3 * g + 2]);
-                if (g >= (int)cur.nsteps) M[g] = 0; // a short last tile: stale words
-                cnt += popc(M[g]);
-            }
-            uint32_t incl = cnt;
-#pragma unroll
-            for (int d = 1; d < 32; d <<= 1) {
-                uint32_t v = __shfl_up_sync(~0u, incl, d);
-                if ((int)lane >= d) incl += v;
-            }
-            const uint32_t total = __shfl_sync(~0u, incl, 31);
+            uint32_t M[4], cnt, before;
+            const uint32_t total = tile_escapes(words, cur.nsteps, lane, M, cnt, before);
             if (total != cur.off1 - cur.off0 && lane == 0 && a.err) atomicOr(a.err, 1u);
             const uint32_t lead = cur.off0 & 15u;
             ExcCursor ec;
             if (lead + total <= EXC_STAGE) { // in the stage
                 ec.src = excb;
-                ec.pos = lead + incl - cnt;
+                ec.pos = lead + before;
             } else {
                 ec.src = W.exc;
-                ec.pos = cur.off0 + incl - cnt;
+                ec.pos = cur.off0 + before;
             }
             // the lane's first window loaded now, off the first escape's path (only where
             // the lane has escapes: a window reads up to 16 bytes past its first byte)
@@ -370,15 +354,7 @@ __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocks
                 issue_step(smp, t + 1, t0, g, more && g < (int)nxt.nsteps, lane, stage);
                 apply_escapes(M[g], ec, b0 + 7, b8 + 7, swz, corr);
                 uint32_t c[16], o[16];
-#pragma unroll
-                for (int v = 0; v < 4; v++) {
-                    uint4 t4 = corr4[v ^ sw];
-                    c[4 * v] = t4.x, c[4 * v + 1] = t4.y, c[4 * v + 2] = t4.z, c[4 * v + 3] = t4.w;
-                }
-                if (M[g]) {
-#pragma unroll
-                    for (int v = 0; v < 4; v++) corr4[v] = make_uint4(0, 0, 0, 0);
-                }
+                take_corrections(corr4, sw, M[g], c);
                 decode_step(s0, s1, words[3 * g], words[3 * g + 1], words[3 * g + 2], X0, X8, c, o);
 #pragma unroll
                 for (int nb = 0; nb < NB; nb++)

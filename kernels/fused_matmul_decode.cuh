@@ -1,7 +1,9 @@
-/* The fused matmul's decode of the fixed exponent code (codec/fixed.h), host and device:
- * kernels/fused_matmul.cu's kernel runs it on the GPU, and bench/probes/fused_gemv.cu runs
- * the same code on the CPU against the weights (its emulation). CUDA C++ only; everything
- * is in namespace df11i_fused. See fused_matmul.cu for what the pieces do in the kernel.
+/* The register-level decode of the fixed exponent code (codec/fixed.h), host and device:
+ * kernels/fused_matmul.cu's kernel runs it on the GPU into MMAs, kernels/decode_fixed.cu's
+ * into the arena, and bench/probes/fused_gemv.cu runs the same code on the CPU against the
+ * weights (its emulation). CUDA C++ only; everything is in namespace df11i_fused. See
+ * fused_matmul.cu for what the pieces do in the kernel. The tile-level helpers at the end
+ * (warp shuffles, shared memory) are device only.
  */
 #ifndef DF11_KERNELS_FUSED_MATMUL_DECODE_CUH
 #define DF11_KERNELS_FUSED_MATMUL_DECODE_CUH
@@ -191,6 +193,73 @@ __host__ __device__ __forceinline__ void apply_escapes(uint32_t M, ExcCursor &ec
             ec.pos++;
             add_corr(corr + ((f ^ swz) & 15), (e - ((f & 4) ? bb8 : bb0)) << ((f & 16) | 7));
         }
+    }
+}
+
+// A lane's first exception window, loaded at once (only where the lane has escapes: a
+// window reads up to 16 bytes past its first byte).
+__host__ __device__ __forceinline__ ExcCursor exc_start(const uint8_t *src, uint32_t pos,
+                                                        uint32_t cnt)
+{
+    ExcCursor ec;
+    ec.src = src;
+    ec.pos = pos;
+    ec.win = cnt ? exc_window(src, pos) : 0;
+    ec.left = cnt ? 8 : 0;
+    return ec;
+}
+
+// The part of a launch that holds unit u, where part i's units start at first(i) (part 0
+// at 0, non-decreasing): at most MAX - 1 compares, each on a kernel parameter.
+template <int MAX, class U, class First>
+__device__ __forceinline__ int part_index(int n_parts, U u, First first)
+{
+    int p = 0;
+#pragma unroll
+    for (int i = 1; i < MAX; i++)
+        if (i < n_parts && u >= first(i)) p = i;
+    return p;
+}
+
+// A tile's escape masks from its code words (A0 B0 C0 A1 ...; steps from n_steps on have
+// stale words and get none), the lane's escape count `cnt`, and `before`, the escapes of
+// the lanes below it (one warp prefix sum), where its own start in the tile's list.
+// Returns the warp's total, which must equal the tile's list length.
+__device__ __forceinline__ uint32_t tile_escapes(const uint32_t words[12], uint32_t n_steps,
+                                                 uint32_t lane, uint32_t M[4], uint32_t &cnt,
+                                                 uint32_t &before)
+{
+    cnt = 0;
+#pragma unroll
+    for (int g = 0; g < 4; g++) {
+        M[g] = df11i_fixed_escape_mask(words[3 * g], words[3 * g + 1], words[3 * g + 2]);
+        if (g >= (int)n_steps) M[g] = 0;
+        cnt += popc(M[g]);
+    }
+    uint32_t incl = cnt;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+        const uint32_t v = __shfl_up_sync(~0u, incl, d);
+        if ((int)lane >= d) incl += v;
+    }
+    before = incl - cnt;
+    return __shfl_sync(~0u, incl, 31);
+}
+
+// The 16 correction words of a step (zero where its escapes added nothing), read back from
+// the lane's swizzled slots (corr_swz, sw = swz >> 2), which are zeroed again for the next
+// step if an escape was added (M != 0).
+__device__ __forceinline__ void take_corrections(uint4 *corr4, uint32_t sw, uint32_t M,
+                                                 uint32_t c[16])
+{
+#pragma unroll
+    for (int v = 0; v < 4; v++) {
+        const uint4 t4 = corr4[v ^ sw];
+        c[4 * v] = t4.x, c[4 * v + 1] = t4.y, c[4 * v + 2] = t4.z, c[4 * v + 3] = t4.w;
+    }
+    if (M) {
+#pragma unroll
+        for (int v = 0; v < 4; v++) corr4[v] = make_uint4(0, 0, 0, 0);
     }
 }
 

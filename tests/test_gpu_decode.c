@@ -275,33 +275,50 @@ START_TEST(test_corrupt)
 }
 END_TEST
 
-/* Fixed-code tensors (codec 2) of awkward shapes (partial strips, steps and tiles, long
- * rows, one column), every exponent (escapes everywhere), in groups that mix them with
- * Huffman and raw tensors; the real model with --codec fixed. Poisoned output, every byte
- * against the CPU decoder. A payload whose codes disagree with its exception offsets is
- * refused by the plan builder, before any launch. */
+/* Weights of a fixed-code test tensor: trained-like (escapes 2-3%), every exponent
+ * (uniform bits: nearly every weight an escape, more than 8 a lane in a step), or
+ * trained-like with a quarter of the exponents random (escape-heavy, uneven over lanes). */
+enum { FIX_TRAINED, FIX_ALL_EXPONENTS, FIX_ESCAPE_HEAVY };
+static uint16_t *fixed_weights(uint64_t rows, uint64_t cols, int kind)
+{
+    uint64_t ne = rows * cols;
+    uint16_t *w = malloc(2 * ne + 2);
+    if (kind == FIX_ALL_EXPONENTS)
+        for (uint64_t k = 0; k < ne; k++) w[k] = (uint16_t)df11_test_rand(&rng);
+    else
+        df11_test_fill_weights(w, ne, cols, &rng);
+    if (kind == FIX_ESCAPE_HEAVY)
+        for (uint64_t k = 0; k < ne; k++)
+            if (df11_test_rand(&rng) % 4 == 0)
+                w[k] = (uint16_t)((w[k] & 0x807f) | (df11_test_rand(&rng) & 0xff) << 7);
+    return w;
+}
+
+/* Fixed-code tensors (codec 2) of awkward shapes (partial strips, steps and tiles of 1-4
+ * steps, long rows, one column, columns that are and are not multiples of 8: the kernel's
+ * 16-byte and 2-byte stores), every exponent and escape-heavy ones, in groups that mix them
+ * with Huffman and raw tensors, and a group of 18 fixed tensors (more than one launch
+ * takes); the real model with --codec fixed. Poisoned output, every byte against the CPU
+ * decoder. A payload whose codes disagree with its exception offsets is refused by the
+ * plan builder, before any launch. */
 START_TEST(test_fixed)
 {
     static const struct {
         uint64_t rows, cols;
-        int all_exponents;
-    } shapes[] = {
-        { 1, 1, 0 },      { 16, 64, 0 },   { 17, 65, 0 }, { 13, 7, 0 },   { 77, 300, 0 },
-        { 256, 4100, 0 }, { 3, 70001, 0 }, { 300, 1, 0 }, { 40, 520, 1 }, { 33, 257, 1 }
-    };
-    const size_t n_shapes = sizeof shapes / sizeof *shapes;
-    df11_tensor_source src[3 * (sizeof shapes / sizeof *shapes)];
-    char names[3 * (sizeof shapes / sizeof *shapes)][64];
-    void *bufs[3 * (sizeof shapes / sizeof *shapes)];
+        int kind;
+    } shapes[] = { { 1, 1, 0 },     { 16, 64, 0 },    { 17, 65, 0 },     { 13, 7, 0 },
+                   { 77, 300, 0 },  { 256, 4100, 0 }, { 3, 70001, 0 },   { 300, 1, 0 },
+                   { 40, 520, 1 },  { 33, 257, 1 },   { 1040, 1032, 0 }, { 100, 4096, 2 },
+                   { 24, 2056, 1 }, { 37, 136, 2 },   { 20, 448, 0 },    { 18, 384, 2 },
+                   { 200, 1000, 2 } };
+    enum { N_SHAPES = sizeof shapes / sizeof *shapes, N_MANY = 18, N_MAX = 3 * N_SHAPES + N_MANY };
+    df11_tensor_source src[N_MAX];
+    char names[N_MAX][64];
+    void *bufs[N_MAX];
     size_t n = 0;
     static float f32[5] = { 1.5f, -2.0f, 0.0f, 3.25f, 1e30f };
-    for (size_t i = 0; i < n_shapes; i++) {
-        uint64_t ne = shapes[i].rows * shapes[i].cols;
-        uint16_t *w = malloc(2 * ne + 2);
-        if (shapes[i].all_exponents)
-            for (uint64_t k = 0; k < ne; k++) w[k] = (uint16_t)df11_test_rand(&rng);
-        else
-            df11_test_fill_weights(w, ne, shapes[i].cols, &rng);
+    for (size_t i = 0; i < N_SHAPES; i++) {
+        uint16_t *w = fixed_weights(shapes[i].rows, shapes[i].cols, shapes[i].kind);
         int layer = (int)(i / 3); /* groups of three shapes, plus a norm and a raw tensor */
         snprintf(names[n], sizeof names[n], "model.layers.%d.m%zu.weight", layer, i);
         src[n] = (df11_tensor_source){ .name = names[n],
@@ -322,6 +339,18 @@ START_TEST(test_fixed)
             };
             bufs[n++] = NULL;
         }
+    }
+    for (int k = 0; k < N_MANY; k++) { /* one layer of 18 */
+        uint64_t rows = 3 + 5 * (uint64_t)k,
+                 cols = k % 3 ? 40 + 24 * (uint64_t)k : 61 + 8 * (uint64_t)k;
+        uint16_t *w = fixed_weights(rows, cols, k % 3);
+        snprintf(names[n], sizeof names[n], "model.layers.99.x%d.weight", k);
+        src[n] = (df11_tensor_source){ .name = names[n],
+                                       .dtype = DF11_DTYPE_BF16,
+                                       .ndim = 2,
+                                       .shape = { rows, cols },
+                                       .data = w };
+        bufs[n++] = w;
     }
     const char *path = tmp_path("fixed.df11");
     df11_compress_options opt = { .n_threads = 2,
