@@ -344,7 +344,9 @@ START_TEST(test_fixed)
         uint64_t rows = 3 + 5 * (uint64_t)k,
                  cols = k % 3 ? 40 + 24 * (uint64_t)k : 61 + 8 * (uint64_t)k;
         uint16_t *w = fixed_weights(rows, cols, k % 3);
-        snprintf(names[n], sizeof names[n], "model.layers.99.x%d.weight", k);
+        /* the layer after the shapes' (a file's layers run 0..L-1 without gaps) */
+        snprintf(names[n], sizeof names[n], "model.layers.%d.x%d.weight", (int)((N_SHAPES + 2) / 3),
+                 k);
         src[n] = (df11_tensor_source){ .name = names[n],
                                        .dtype = DF11_DTYPE_BF16,
                                        .ndim = 2,
