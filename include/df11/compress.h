@@ -62,8 +62,9 @@ typedef struct df11_compress_options {
      * tensor with the fixed-width code (3 bits + escapes, laid out for fused matmul
      * kernels; about 70% of BF16 against Huffman's ~67%) and the other BF16 tensors (1-D
      * norms, biases) with Huffman; such a file is format 2.1 (docs/FORMAT.md). Anything
-     * else (RAW included) fails with DF11_ERR_INVALID_ARG. The default stays Huffman until
-     * the fused-kernel measurements of issue 11 say otherwise (bench/RESULTS.md). */
+     * else (RAW included) fails with DF11_ERR_INVALID_ARG. The df11-compress tool defaults
+     * to the fixed code since issue 11's measurements (bench/RESULTS.md); 0 stays Huffman
+     * here, so that a program that sets nothing keeps writing the files it wrote. */
     df11_codec codec;
 } df11_compress_options;
 
