@@ -6,6 +6,32 @@
 # Runs on the GPU when there is one, else on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")"
+
+# A bare Debian/Ubuntu machine: install what the build needs, as .ci/run does (as root, or
+# through sudo without a password); otherwise say the one command that does. Nothing is
+# installed when everything is already there.
+pkgs=(cmake make gcc pkg-config liburing-dev libxxhash-dev libcjson-dev libpcre2-dev check
+  libsubunit-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null && command -v dpkg-query >/dev/null; then
+  install=(apt-get install -y -qq --no-install-recommends "${missing[@]}")
+  if [ "$(id -u)" = 0 ]; then
+    echo "== 0. installing the build dependencies: ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${install[@]}" >/dev/null
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    echo "== 0. installing the build dependencies (sudo): ${missing[*]}"
+    sudo -n env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      sudo -n env DEBIAN_FRONTEND=noninteractive "${install[@]}" >/dev/null
+  else
+    echo "demo.sh: missing build dependencies; install them with:" >&2
+    echo "  sudo ${install[*]}" >&2
+    exit 1
+  fi
+fi
+
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
 bin=build/tools
