@@ -29,6 +29,9 @@
 /* PCRE2 match limit per match call: a real pattern needs a few hundred steps per
  * pre-token; a catastrophic one is stopped here instead of running for hours. */
 #define REGEX_MATCH_LIMIT 10000000u
+/* The JIT's backtracking stack may grow to this (its default, 32 KiB, is too small for a
+ * long run of one character class in some patterns). */
+#define REGEX_JIT_STACK (8 << 20)
 
 static const char GPT2_PATTERN[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+"
@@ -211,8 +214,6 @@ struct hf_tokenizer {
     int first_table; /* doff/dlen hold a second table, [V + id], for the first token */
     int bos_id, eos_id;
     int prefix[MAX_SPECIALS], n_prefix, suffix[MAX_SPECIALS], n_suffix;
-    pcre2_match_context *mctx;
-    pcre2_match_data *md;
 };
 
 /* GPT-2's byte -> printable character map: bytes that are printable Latin-1 stand for
@@ -444,7 +445,7 @@ static int compile_regex(regex *re, const char *pat, size_t n, int literal, char
         return fail(err, errlen, "a pattern of %zu bytes (at most %d)", n, MAX_PATTERN);
     int ec;
     PCRE2_SIZE off;
-    uint32_t flags = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+    uint32_t flags = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
     size_t tn = n;
     char *tp = literal || n == 0 ? NULL : translate_pattern(pat, n, &tn);
     if (!literal && n && !tp) return fail(err, errlen, "out of memory");
@@ -1131,8 +1132,6 @@ void hf_tokenizer_free(hf_tokenizer *t)
         free(t->norm[i].b);
     }
     for (int i = 0; i < t->n_pre; i++) pcre2_code_free(t->pre[i].re.code);
-    pcre2_match_context_free(t->mctx);
-    pcre2_match_data_free(t->md);
     free(t);
 }
 
@@ -1189,11 +1188,6 @@ static int load_model(hf_tokenizer *t, const cJSON *root, char *err, size_t errl
         parse_post(t, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), 0, err, errlen) !=
             0)
         return -1;
-    t->mctx = pcre2_match_context_create(NULL);
-    t->md = pcre2_match_data_create(1, NULL);
-    if (!t->mctx || !t->md) return fail(err, errlen, "out of memory");
-    pcre2_set_match_limit(t->mctx, REGEX_MATCH_LIMIT);
-    pcre2_set_depth_limit(t->mctx, REGEX_MATCH_LIMIT / 10);
     return 0;
 }
 
@@ -1268,6 +1262,15 @@ out:
 
 /* ---------------------------------------------------------------------- encoding --- */
 
+/* A symbol of the word being merged (len 0 once merged into its left neighbour), and a
+ * candidate merge of the pair starting at pos. */
+typedef struct sym {
+    int id, prev, next, len;
+} sym;
+typedef struct heap_item {
+    int rank, pos, new_id;
+} heap_item;
+
 typedef struct enc {
     const hf_tokenizer *t;
     int *ids;
@@ -1275,14 +1278,14 @@ typedef struct enc {
     char *err;
     size_t errlen;
     /* scratch reused across pre-tokens */
-    struct sym {
-        int id, prev, next, len;
-    } * sym;
+    sym *sym;
     size_t sym_cap;
-    struct heap_item {
-        int rank, pos, new_id;
-    } * heap;
+    heap_item *heap;
     size_t heap_n, heap_cap;
+    /* Per call, so that threads may encode with one tokenizer at once. */
+    pcre2_match_context *mctx;
+    pcre2_match_data *md;
+    pcre2_jit_stack *jit;
 } enc;
 
 static int emit(enc *e, int id)
@@ -1293,7 +1296,7 @@ static int emit(enc *e, int id)
     return 0;
 }
 
-static int heap_less(const struct heap_item *a, const struct heap_item *b)
+static int heap_less(const heap_item *a, const heap_item *b)
 {
     return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos;
 }
@@ -1302,15 +1305,15 @@ static int heap_push(enc *e, int rank, int pos, int new_id)
 {
     if (e->heap_n == e->heap_cap) {
         size_t cap = e->heap_cap ? e->heap_cap * 2 : 256;
-        struct heap_item *h = realloc(e->heap, cap * sizeof *h);
+        heap_item *h = realloc(e->heap, cap * sizeof *h);
         if (!h) return fail(e->err, e->errlen, "out of memory");
         e->heap = h;
         e->heap_cap = cap;
     }
     size_t i = e->heap_n++;
-    e->heap[i] = (struct heap_item){ rank, pos, new_id };
+    e->heap[i] = (heap_item){ rank, pos, new_id };
     while (i > 0 && heap_less(&e->heap[i], &e->heap[(i - 1) / 2])) {
-        struct heap_item x = e->heap[i];
+        heap_item x = e->heap[i];
         e->heap[i] = e->heap[(i - 1) / 2];
         e->heap[(i - 1) / 2] = x;
         i = (i - 1) / 2;
@@ -1318,16 +1321,16 @@ static int heap_push(enc *e, int rank, int pos, int new_id)
     return 0;
 }
 
-static struct heap_item heap_pop(enc *e)
+static heap_item heap_pop(enc *e)
 {
-    struct heap_item top = e->heap[0];
+    heap_item top = e->heap[0];
     e->heap[0] = e->heap[--e->heap_n];
     for (size_t i = 0;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
         if (l < e->heap_n && heap_less(&e->heap[l], &e->heap[m])) m = l;
         if (r < e->heap_n && heap_less(&e->heap[r], &e->heap[m])) m = r;
         if (m == i) break;
-        struct heap_item x = e->heap[i];
+        heap_item x = e->heap[i];
         e->heap[i] = e->heap[m];
         e->heap[m] = x;
         i = m;
@@ -1344,12 +1347,12 @@ static int sym_add(enc *e, size_t *n, int id, int len)
 {
     if (*n == e->sym_cap) {
         size_t cap = e->sym_cap ? e->sym_cap * 2 : 256;
-        struct sym *s = realloc(e->sym, cap * sizeof *s);
+        sym *s = realloc(e->sym, cap * sizeof *s);
         if (!s) return fail(e->err, e->errlen, "out of memory");
         e->sym = s;
         e->sym_cap = cap;
     }
-    e->sym[*n] = (struct sym){ id, (int)*n - 1, (int)*n + 1, len };
+    e->sym[*n] = (sym){ id, (int)*n - 1, (int)*n + 1, len };
     (*n)++;
     return 0;
 }
@@ -1405,10 +1408,10 @@ static int bpe_word(enc *e, const char *w, size_t n)
         if (m && heap_push(e, t->mrank[*m], (int)i, t->mnew[*m]) != 0) return -1;
     }
     while (e->heap_n) {
-        struct heap_item top = heap_pop(e);
-        struct sym *s = &e->sym[top.pos];
+        heap_item top = heap_pop(e);
+        sym *s = &e->sym[top.pos];
         if (s->len == 0 || s->next < 0) continue;
-        struct sym *r = &e->sym[s->next];
+        sym *r = &e->sym[s->next];
         const int32_t *m = merge_of(t, s->id, r->id);
         if (!m || t->mnew[*m] != top.new_id) continue; /* stale: a neighbour changed */
         s->id = top.new_id;
@@ -1435,12 +1438,11 @@ static int bpe_word(enc *e, const char *w, size_t n)
  * later. `parts` is scratch: (start, length, is_match) relative to the span. */
 static int regex_split(enc *e, const regex *re, const char *text, span in, spans *out, spans *parts)
 {
-    const hf_tokenizer *t = e->t;
     const PCRE2_SPTR subj = (PCRE2_SPTR)(text + in.off);
     parts->n = 0;
     for (size_t pos = 0, prev_end = 0;;) {
         int rc = pos <= in.len
-                     ? pcre2_match(re->code, subj, in.len, pos, PCRE2_NO_UTF_CHECK, t->md, t->mctx)
+                     ? pcre2_match(re->code, subj, in.len, pos, PCRE2_NO_UTF_CHECK, e->md, e->mctx)
                      : PCRE2_ERROR_NOMATCH;
         if (rc == PCRE2_ERROR_NOMATCH) {
             if (prev_end < in.len &&
@@ -1453,7 +1455,7 @@ static int regex_split(enc *e, const regex *re, const char *text, span in, spans
             pcre2_get_error_message(rc, (PCRE2_UCHAR *)msg, sizeof msg);
             return fail(e->err, e->errlen, "pre-tokenizer regex: %s", msg);
         }
-        const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(t->md);
+        const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
         size_t ms = ov[0], me = ov[1];
         if ((ms > prev_end && spans_add(parts, prev_end, ms - prev_end, !!re->invert) != 0) ||
             spans_add(parts, ms, me - ms, !re->invert) != 0)
@@ -1702,6 +1704,16 @@ int hf_tokenizer_encode(const hf_tokenizer *t, const char *text, size_t len, int
     scratch x;
     memset(&x, 0, sizeof x);
     int rc = -1;
+    e.mctx = pcre2_match_context_create(NULL);
+    e.md = pcre2_match_data_create(1, NULL);
+    e.jit = pcre2_jit_stack_create(32 << 10, REGEX_JIT_STACK, NULL);
+    if (!e.mctx || !e.md || !e.jit) {
+        fail(err, errlen, "out of memory");
+        goto out;
+    }
+    pcre2_set_match_limit(e.mctx, REGEX_MATCH_LIMIT);
+    pcre2_set_depth_limit(e.mctx, REGEX_MATCH_LIMIT / 10);
+    pcre2_jit_stack_assign(e.mctx, NULL, e.jit);
     /* Valid UTF-8 first: each maximal invalid subpart becomes U+FFFD. */
     if (buf_reserve(&clean, len + 1) != 0) {
         fail(err, errlen, "out of memory");
@@ -1745,6 +1757,9 @@ out:
     free(x.parts.v);
     free(e.sym);
     free(e.heap);
+    pcre2_match_context_free(e.mctx);
+    pcre2_match_data_free(e.md);
+    pcre2_jit_stack_free(e.jit);
     return rc;
 }
 
