@@ -1838,6 +1838,127 @@ START_TEST(test_cli_prompt_and_files)
 }
 END_TEST
 
+/* df11-run with a tokenizer.json: found beside the model without -t, BOS from its
+ * template, --json's prompt_tokens, --chat in the Llama-3 layout its special tokens ask for,
+ * and the usage errors around them. The vocabulary: the 256 GPT-2 byte characters, "ab"
+ * (256), and Llama-3's specials at 290..293, inside the synthetic model's 300. */
+static void write_tokenizer_json(const char *dir)
+{
+    cJSON *root = cJSON_CreateObject(), *model = cJSON_AddObjectToObject(root, "model");
+    cJSON_AddStringToObject(model, "type", "BPE");
+    cJSON *vocab = cJSON_AddObjectToObject(model, "vocab");
+    for (int b = 0, extra = 0; b < 256; b++) {
+        int printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
+        int cp = printable ? b : 256 + extra++;
+        char s[3] = { (char)(cp < 0x80 ? cp : 0xc0 | cp >> 6),
+                      (char)(cp < 0x80 ? 0 : 0x80 | (cp & 0x3f)), 0 };
+        cJSON_AddNumberToObject(vocab, s, b);
+    }
+    cJSON_AddNumberToObject(vocab, "ab", 256);
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(model, "merges"), cJSON_CreateString("a b"));
+    cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
+    static const char *const specials[] = { "<|begin_of_text|>", "<|start_header_id|>",
+                                            "<|end_header_id|>", "<|eot_id|>" };
+    for (int i = 0; i < 4; i++) {
+        cJSON *a = cJSON_CreateObject();
+        cJSON_AddNumberToObject(a, "id", 290 + i);
+        cJSON_AddStringToObject(a, "content", specials[i]);
+        cJSON_AddBoolToObject(a, "special", 1);
+        cJSON_AddItemToArray(added, a);
+    }
+    cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer");
+    cJSON_AddStringToObject(pre, "type", "ByteLevel");
+    cJSON_AddBoolToObject(pre, "add_prefix_space", 0);
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(root, "decoder"), "type", "ByteLevel");
+    char *text = cJSON_PrintUnformatted(root), path[700];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"bos_token\": \"<|begin_of_text|>\", \"add_bos_token\": true}", f);
+    fclose(f);
+    free(text);
+    cJSON_Delete(root);
+}
+
+/* prompt_tokens of `df11-run ARGS --json`, into ids; returns their count or -1. */
+static int run_prompt_tokens(const char *args, int *ids, int cap)
+{
+    char cmd[4096], out[1 << 16];
+    snprintf(cmd, sizeof cmd, "timeout 20 %s/df11-run %s --json -q 2>/dev/null", DF11_TOOLS_DIR,
+             args);
+    FILE *p = popen(cmd, "r");
+    ck_assert(p != NULL);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    pclose(p);
+    cJSON *j = cJSON_Parse(out), *e;
+    const cJSON *list = cJSON_GetObjectItem(j, "prompt_tokens");
+    int k = list ? 0 : -1;
+    cJSON_ArrayForEach(e, list) if (k < cap) ids[k++] = e->valueint;
+    cJSON_Delete(j);
+    return k;
+}
+
+START_TEST(test_cli_tokenizer_json)
+{
+    if (!cli_built()) return;
+    char dir[600], cmd[4096], args[4096], out[4096];
+    snprintf(dir, sizeof dir, "%s/synth_hf", df11_test_tmpdir());
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp %s/model.safetensors %s/config.json %s/", dir,
+             synth_dir(), synth_dir(), dir);
+    ck_assert_int_eq(system(cmd), 0);
+    write_tokenizer_json(dir);
+
+    int ids[256];
+    snprintf(args, sizeof args, "--bf16 %s --device cpu -n 1 -p 'ab a'", dir);
+    int n = run_prompt_tokens(args, ids, 256);
+    ck_assert_int_eq(n, 4); /* BOS, ab, Ġ, a */
+    ck_assert(ids[0] == 290 && ids[1] == 256 && ids[2] == ' ' && ids[3] == 'a');
+    snprintf(args, sizeof args, "--bf16 %s --device cpu -n 1 -t %s/tokenizer.json -p ab", dir, dir);
+    n = run_prompt_tokens(args, ids, 256);
+    ck_assert(n == 2 && ids[0] == 290 && ids[1] == 256);
+    /* beside a .df11 file */
+    char df11[700];
+    snprintf(df11, sizeof df11, "%s/model.df11", dir);
+    ck_assert_int_eq(df11_compress_path(dir, df11, NULL, NULL), DF11_OK);
+    snprintf(args, sizeof args, "%s --device cpu -n 1 -p ab", df11);
+    n = run_prompt_tokens(args, ids, 256);
+    ck_assert(n == 2 && ids[0] == 290 && ids[1] == 256);
+
+    /* --chat: <|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nab<|eot_id|>... */
+    snprintf(args, sizeof args, "--bf16 %s --device cpu -n 1 --chat --system S -p ab", dir);
+    n = run_prompt_tokens(args, ids, 256);
+    static const int want[] = { 290, 291, 's', 'y', 's', 't', 'e', 'm', 292, 10,  10,  'S',
+                                293, 291, 'u', 's', 'e', 'r', 292, 10,  10,  256, 293, 291,
+                                'a', 's', 's', 'i', 's', 't', 'a', 'n', 't', 292, 10,  10 };
+    ck_assert_int_eq(n, (int)(sizeof want / sizeof *want));
+    for (int i = 0; i < n; i++) ck_assert_int_eq(ids[i], want[i]);
+
+    /* Usage errors: --chat without a prompt or with tokenizer.bin, --system without --chat. */
+    snprintf(args, sizeof args, "--bf16 %s --device cpu -n 1 --chat", dir);
+    int rc = run_stderr(out, sizeof out, args);
+    ck_assert_msg(rc == 2 && strstr(out, "--chat"), "exit %d: %s", rc, out);
+    snprintf(args, sizeof args, "--bf16 %s --device cpu -n 1 --system S -p ab", dir);
+    rc = run_stderr(out, sizeof out, args);
+    ck_assert_msg(rc == 2 && strstr(out, "--system"), "exit %d: %s", rc, out);
+    snprintf(args, sizeof args, "--bf16 %s --device cpu -n 1 --chat -t %s -p ab", dir,
+             synth_tokenizer());
+    rc = run_stderr(out, sizeof out, args);
+    ck_assert_msg(rc == 2 && strstr(out, "--chat"), "exit %d: %s", rc, out);
+    /* A broken tokenizer.json is an error that names it. */
+    snprintf(cmd, sizeof cmd, "echo '{\"model\": {}}' > %s/tokenizer.json", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(args, sizeof args, "--bf16 %s --device cpu -n 1 -p ab", dir);
+    rc = run_stderr(out, sizeof out, args);
+    ck_assert_msg(rc == 1 && strstr(out, "tokenizer.json"), "exit %d: %s", rc, out);
+}
+END_TEST
+
 #ifdef DF11_HAVE_CUDA
 /* On each path (engine GEMM, matmul op stacked and one call per weight): the CUDA engine
  * against the host engine of the same path, teacher-forced on the host's greedy tokens; on the GPU, the Huffman .df11
@@ -1974,6 +2095,7 @@ int main(void)
     tcase_add_test(tc, test_cli);
     tcase_add_test(tc, test_cli_flag_values);
     tcase_add_test(tc, test_cli_prompt_and_files);
+    tcase_add_test(tc, test_cli_tokenizer_json);
 #ifdef DF11_HAVE_CUDA
     tcase_add_test(tc, test_gpu_matches_host);
 #endif

@@ -12,12 +12,15 @@
 #include <string.h>
 #include <time.h>
 
+#include <sys/stat.h>
+
 #include <cjson/cJSON.h>
 #include <df11.h>
 
 #include "dfl.h"
 #include "sampler.h"
 #include "tokenizer.h"
+#include "tokenizer_json.h"
 
 #define PROG "df11-run"
 /* The most positions any flag may ask for (--ctx, -n, a --bench length): 16 M, far past
@@ -33,10 +36,15 @@ static void usage(FILE *f)
             "       " PROG
             " MODEL.df11 --bf16 SRC --bench[=N,N..]   prefill and decode speed of both\n"
             "\n"
-            "  -p, --prompt TEXT       prompt (needs --tokenizer); default: BOS alone\n"
+            "  -p, --prompt TEXT       prompt (needs a tokenizer); default: BOS alone\n"
+            "      --chat              wrap the prompt as a user turn in the model's chat\n"
+            "                          format (Llama-3, ChatML, [INST]; tokenizer.json only)\n"
+            "      --system TEXT       with --chat: a system turn first\n"
             "      --tokens IDS        prompt as token ids, e.g. 1,403,407\n"
             "  -n, --steps N           new tokens to generate (default 128); stops early at EOS\n"
-            "  -t, --tokenizer FILE    llama2.c tokenizer.bin; without it ids are printed\n"
+            "  -t, --tokenizer FILE    a Hugging Face tokenizer.json or llama2.c tokenizer.bin;\n"
+            "                          default: tokenizer.json beside the model, if any;\n"
+            "                          without one, ids are printed\n"
             "      --temperature T     0 = greedy (default)\n"
             "      --top-p P           nucleus sampling mass in (0, 1] (default 0.9; 1 = off)\n"
             "      --seed N            sampling seed (default: from the clock)\n"
@@ -132,8 +140,9 @@ static int parse_list(const char *s, int **out, const char *what, long lo, long 
 }
 
 typedef struct run_opts {
-    const char *model_path, *bf16_path, *prompt, *tokens, *tokenizer_path;
-    int steps, threads, ctx, slots, json, logits, quiet, bench, bench_decode, no_pdl;
+    const char *model_path, *bf16_path, *prompt, *tokens, *tokenizer_path, *system;
+    char *found_tokenizer; /* tokenizer.json found beside the model (owned) */
+    int steps, threads, ctx, slots, json, logits, quiet, bench, bench_decode, no_pdl, chat;
     int *token_ids, n_token_ids;   /* --tokens, parsed */
     int *bench_lens, n_bench_lens; /* --bench=LIST, parsed */
     float temperature, top_p;
@@ -291,27 +300,119 @@ static uint64_t fnv1a(const void *data, size_t n)
     return h;
 }
 
+/* The prompt's tokenizer: a Hugging Face tokenizer.json (hf) or llama2.c's tokenizer.bin. */
+typedef struct text_tokenizer {
+    hf_tokenizer *hf;
+    tokenizer bin;
+} text_tokenizer;
+
+/* A .json name (or a regular file that starts with '{') is a tokenizer.json; anything else
+ * goes to the tokenizer.bin loader, which refuses a FIFO without blocking on it. */
+static int is_tokenizer_json(const char *path)
+{
+    size_t n = strlen(path);
+    if (n >= 5 && strcmp(path + n - 5, ".json") == 0) return 1;
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+    FILE *f = fopen(path, "rb");
+    int c = f ? fgetc(f) : EOF;
+    while (c == ' ' || c == '\n' || c == '\r' || c == '\t') c = fgetc(f);
+    if (f) fclose(f);
+    return c == '{';
+}
+
+static void text_tokenizer_load(text_tokenizer *tt, const char *path, const dfl_config *c)
+{
+    char err[512];
+    memset(tt, 0, sizeof *tt);
+    if (is_tokenizer_json(path)) {
+        if (hf_tokenizer_load(&tt->hf, path, err, sizeof err) != 0) die(1, "%s", err);
+        if (hf_tokenizer_vocab_size(tt->hf) > c->vocab_size)
+            die(1, "'%s': %d tokens, more than the model's vocab_size %d", path,
+                hf_tokenizer_vocab_size(tt->hf), c->vocab_size);
+        return;
+    }
+    if (tokenizer_load(&tt->bin, path, c->vocab_size, err, sizeof err) != 0) die(1, "%s", err);
+    if (c->bos_id >= 0) tt->bin.bos_id = c->bos_id;
+    if (c->eos_id >= 0) tt->bin.eos_id = c->eos_id;
+}
+
+static void text_tokenizer_free(text_tokenizer *tt)
+{
+    if (tt->hf)
+        hf_tokenizer_free(tt->hf);
+    else
+        tokenizer_free(&tt->bin);
+}
+
+static int text_tokenizer_bos(const text_tokenizer *tt)
+{
+    return tt->hf ? hf_tokenizer_bos(tt->hf) : tt->bin.bos_id;
+}
+
+/* The bytes of `id` after `prev` (*n of them). A tokenizer.json decoder treats the token
+ * after a BOS that is not shown as the first. */
+static const char *text_tokenizer_decode(const text_tokenizer *tt, int prev, int id, char byte[2],
+                                         size_t *n)
+{
+    if (tt->hf)
+        return hf_tokenizer_decode(tt->hf, prev == hf_tokenizer_bos(tt->hf) ? -1 : prev, id, n);
+    const char *s = tokenizer_decode(&tt->bin, prev, id, byte);
+    *n = strlen(s);
+    return s;
+}
+
+/* tokenizer.json beside the model: in the --bf16 folder, or the folder of the file. */
+static char *find_tokenizer(const char *model)
+{
+    struct stat st;
+    if (!model || stat(model, &st) != 0) return NULL;
+    char *p = malloc(strlen(model) + sizeof "/tokenizer.json");
+    if (!p) die(1, "out of memory");
+    strcpy(p, model);
+    if (!S_ISDIR(st.st_mode)) {
+        char *slash = strrchr(p, '/');
+        if (slash)
+            slash[1] = 0;
+        else
+            p[0] = 0;
+        strcat(p, "tokenizer.json");
+    } else {
+        strcat(p, "/tokenizer.json");
+    }
+    if (stat(p, &st) == 0 && S_ISREG(st.st_mode)) return p;
+    free(p);
+    return NULL;
+}
+
 /* Appends the text of `id` to a growing buffer and echoes it; without a tokenizer the
  * text is the ids, separated by spaces. */
-static void text_append(char **buf, size_t *len, size_t *cap, const tokenizer *tok, int prev,
+static void text_append(char **buf, size_t *len, size_t *cap, const text_tokenizer *tok, int prev,
                         int id, FILE *echo)
 {
     static int echoed;
     char tmp[32], byte[2];
     const char *piece;
-    if (tok)
-        piece = tokenizer_decode(tok, prev, id, byte);
-    else {
+    size_t n;
+    if (tok) {
+        piece = text_tokenizer_decode(tok, prev, id, byte, &n);
+    } else {
         snprintf(tmp, sizeof tmp, " %d", id);
         piece = tmp;
+        n = strlen(tmp);
     }
     if (echo) {
-        fputs(!tok && !echoed ? piece + 1 : piece, echo);
+        if (!tok && !echoed)
+            fwrite(piece + 1, 1, n - 1, echo);
+        else
+            fwrite(piece, 1, n, echo);
         fflush(echo);
         echoed = 1;
     }
-    if (!tok && *len == 0) piece++;
-    size_t n = strlen(piece);
+    if (!tok && *len == 0) {
+        piece++;
+        n--;
+    }
     if (*len + n + 1 > *cap) {
         size_t cap2 = (*len + n + 1) * 2;
         char *grown = realloc(*buf, cap2);
@@ -319,8 +420,9 @@ static void text_append(char **buf, size_t *len, size_t *cap, const tokenizer *t
         *buf = grown;
         *cap = cap2;
     }
-    memcpy(*buf + *len, piece, n + 1);
+    memcpy(*buf + *len, piece, n);
     *len += n;
+    (*buf)[*len] = 0;
 }
 
 static int generate(const run_opts *o)
@@ -331,15 +433,15 @@ static int generate(const run_opts *o)
     const dfl_config *c = &s.cfg;
     const int max_seq = dfl_max_seq(s.engine);
 
-    tokenizer tok, *tk = NULL;
+    text_tokenizer tok, *tk = NULL;
     char err[512];
     if (o->tokenizer_path) {
-        if (tokenizer_load(&tok, o->tokenizer_path, c->vocab_size, err, sizeof err) != 0)
-            die(1, "%s", err);
-        if (c->bos_id >= 0) tok.bos_id = c->bos_id;
-        if (c->eos_id >= 0) tok.eos_id = c->eos_id;
+        text_tokenizer_load(&tok, o->tokenizer_path, c);
         tk = &tok;
     }
+    if (o->chat && (!tk || !tk->hf || hf_tokenizer_chat_format(tk->hf) == HF_CHAT_NONE))
+        die(2, "--chat needs a tokenizer.json whose chat format is known (Llama-3 headers, "
+               "ChatML or [INST])");
 
     int *prompt, n_prompt;
     int bos = c->bos_id >= 0 ? c->bos_id : 1;
@@ -354,7 +456,18 @@ static int generate(const run_opts *o)
         int cap = max_seq - 1 > 0 ? max_seq - 1 : 0;
         prompt = malloc((size_t)(cap > 0 ? cap : 1) * sizeof *prompt);
         if (!prompt) die(1, "out of memory");
-        n_prompt = tokenizer_encode(tk, o->prompt, 1, prompt, cap, err, sizeof err);
+        if (tk->hf && o->chat) {
+            char *text = hf_tokenizer_chat(tk->hf, o->system, o->prompt);
+            if (!text) die(1, "out of memory");
+            n_prompt =
+                hf_tokenizer_encode(tk->hf, text, strlen(text), 0, prompt, cap, err, sizeof err);
+            free(text);
+        } else if (tk->hf) {
+            n_prompt = hf_tokenizer_encode(tk->hf, o->prompt, strlen(o->prompt), 1, prompt, cap,
+                                           err, sizeof err);
+        } else {
+            n_prompt = tokenizer_encode(&tk->bin, o->prompt, 1, prompt, cap, err, sizeof err);
+        }
         if (n_prompt < 0)
             die(2, "cannot encode the prompt for a context of %d positions: %s", max_seq, err);
     } else {
@@ -388,7 +501,7 @@ static int generate(const run_opts *o)
     /* The prompt is echoed as it will be read back. */
     int prev = -1;
     for (int i = 0; i < n_prompt; i++) {
-        if (tk && prompt[i] == tk->bos_id) {
+        if (tk && prompt[i] == text_tokenizer_bos(tk)) {
             prev = prompt[i];
             continue;
         }
@@ -411,7 +524,7 @@ static int generate(const run_opts *o)
             ttft = t_first - t0;
         }
         out[n_out++] = next;
-        if (next == c->eos_id) {
+        if (next == c->eos_id || (tk && tk->hf && hf_tokenizer_is_eos(tk->hf, next))) {
             stop = "eos";
             break;
         }
@@ -477,7 +590,7 @@ static int generate(const run_opts *o)
     free(logits);
     free(prompt);
     sampler_free(&smp);
-    if (tk) tokenizer_free(tk);
+    if (tk) text_tokenizer_free(tk);
     session_close(&s);
     return 0;
 }
@@ -607,7 +720,9 @@ int main(int argc, char **argv)
         O_BENCH,
         O_BENCH_DECODE,
         O_MATMUL,
-        O_NO_PDL
+        O_NO_PDL,
+        O_CHAT,
+        O_SYSTEM
     };
     static const struct option longopts[] = {
         { "prompt", required_argument, NULL, 'p' },
@@ -628,6 +743,8 @@ int main(int argc, char **argv)
         { "bench-decode", required_argument, NULL, O_BENCH_DECODE },
         { "matmul", required_argument, NULL, O_MATMUL },
         { "no-pdl", no_argument, NULL, O_NO_PDL },
+        { "chat", no_argument, NULL, O_CHAT },
+        { "system", required_argument, NULL, O_SYSTEM },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -675,6 +792,8 @@ int main(int argc, char **argv)
                 die(2, "invalid --matmul '%s' (op, op-separate or engine)", optarg);
             break;
         case O_NO_PDL: o.no_pdl = 1; break;
+        case O_CHAT: o.chat = 1; break;
+        case O_SYSTEM: o.system = optarg; break;
         case 'q': o.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf(PROG " %s\n", DF11_VERSION_STRING); return 0;
@@ -694,8 +813,16 @@ int main(int argc, char **argv)
     if (o.bench)
         o.n_bench_lens = parse_list(bench_list ? bench_list : "512,4096", &o.bench_lens,
                                     "--bench length", 1, MAX_POSITIONS);
+    if (!o.tokenizer_path && !o.bench) {
+        o.found_tokenizer = find_tokenizer(o.model_path ? o.model_path : o.bf16_path);
+        o.tokenizer_path = o.found_tokenizer;
+    }
     if (o.prompt && o.prompt[0] && !o.tokenizer_path)
-        die(2, "-p needs --tokenizer (or give ids with --tokens)");
+        die(2, "-p needs a tokenizer: --tokenizer FILE, or a tokenizer.json beside the model "
+               "(or give ids with --tokens)");
+    if ((o.chat || o.system) && !(o.prompt && o.prompt[0]))
+        die(2, "--chat and --system need a prompt (-p)");
+    if (o.system && !o.chat) die(2, "--system needs --chat");
 
     if (!device) {
 #ifdef DF11_HAVE_CUDA
@@ -717,5 +844,6 @@ int main(int argc, char **argv)
     int rc = o.bench ? bench(&o) : generate(&o);
     free(o.token_ids);
     free(o.bench_lens);
+    free(o.found_tokenizer);
     return rc;
 }

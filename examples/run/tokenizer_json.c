@@ -214,6 +214,7 @@ struct hf_tokenizer {
     int first_table; /* doff/dlen hold a second table, [V + id], for the first token */
     int bos_id, eos_id;
     int prefix[MAX_SPECIALS], n_prefix, suffix[MAX_SPECIALS], n_suffix;
+    hf_chat chat;
 };
 
 /* GPT-2's byte -> printable character map: bytes that are printable Latin-1 stand for
@@ -1028,6 +1029,20 @@ static int parse_configs(hf_tokenizer *t, const char *config, size_t config_len,
             return fail(err, errlen, "tokenizer_config.json is not a JSON object");
         }
         int bos = config_token(t, c, "bos_token"), eos = config_token(t, c, "eos_token");
+        /* chat_template is a string or a list of {name, template}: its markers tell the
+         * family (the first that any template writes). */
+        const cJSON *ct = cJSON_GetObjectItemCaseSensitive(c, "chat_template"), *e;
+        const cJSON *one = cJSON_IsString(ct) ? ct : NULL, *list = cJSON_IsArray(ct) ? ct : NULL;
+        cJSON_ArrayForEach(e, list)
+        {
+            const cJSON *tpl = cJSON_GetObjectItemCaseSensitive(e, "template");
+            if (!one && cJSON_IsString(tpl)) one = tpl;
+        }
+        if (one)
+            t->chat = strstr(one->valuestring, "<|start_header_id|>") ? HF_CHAT_LLAMA3
+                      : strstr(one->valuestring, "<|im_start|>")      ? HF_CHAT_CHATML
+                      : strstr(one->valuestring, "[INST]")            ? HF_CHAT_INST
+                                                                      : HF_CHAT_NONE;
         if (bos >= 0) t->bos_id = bos;
         if (eos >= 0) t->eos_id = eos;
         const cJSON *ab = cJSON_GetObjectItemCaseSensitive(c, "add_bos_token");
@@ -1064,6 +1079,15 @@ static int parse_configs(hf_tokenizer *t, const char *config, size_t config_len,
         cJSON_Delete(g);
     }
     if (t->eos_id >= 0) t->is_eos[t->eos_id] = 1;
+    if (t->chat == HF_CHAT_NONE)
+        t->chat = hf_tokenizer_lookup(t, "<|start_header_id|>") >= 0 ? HF_CHAT_LLAMA3
+                  : hf_tokenizer_lookup(t, "<|im_start|>") >= 0      ? HF_CHAT_CHATML
+                  : hf_tokenizer_lookup(t, "[INST]") >= 0            ? HF_CHAT_INST
+                                                                     : HF_CHAT_NONE;
+    int eot = hf_tokenizer_lookup(t, t->chat == HF_CHAT_LLAMA3   ? "<|eot_id|>"
+                                     : t->chat == HF_CHAT_CHATML ? "<|im_end|>"
+                                                                 : "");
+    if (eot >= 0) t->is_eos[eot] = 1;
     return 0;
 }
 
@@ -1798,4 +1822,57 @@ int hf_tokenizer_eos(const hf_tokenizer *t) { return t->eos_id; }
 int hf_tokenizer_is_eos(const hf_tokenizer *t, int id)
 {
     return id >= 0 && id < t->vocab_size && t->is_eos[id];
+}
+
+hf_chat hf_tokenizer_chat_format(const hf_tokenizer *t) { return t->chat; }
+
+char *hf_tokenizer_chat(const hf_tokenizer *t, const char *system, const char *user)
+{
+    buf b = { 0 };
+    size_t n;
+    const char *bos = t->bos_id >= 0 ? hf_tokenizer_decode(t, 0, t->bos_id, &n) : "";
+    if (t->bos_id < 0) n = 0;
+    int ok = 1;
+#define ADD(s) (ok = ok && buf_add(&b, (s), strlen(s)) == 0)
+    switch (t->chat) {
+    case HF_CHAT_LLAMA3:
+        ok = buf_add(&b, bos, n) == 0;
+        if (system) {
+            ADD("<|start_header_id|>system<|end_header_id|>\n\n");
+            ADD(system);
+            ADD("<|eot_id|>");
+        }
+        ADD("<|start_header_id|>user<|end_header_id|>\n\n");
+        ADD(user);
+        ADD("<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+        break;
+    case HF_CHAT_CHATML:
+        if (system) {
+            ADD("<|im_start|>system\n");
+            ADD(system);
+            ADD("<|im_end|>\n");
+        }
+        ADD("<|im_start|>user\n");
+        ADD(user);
+        ADD("<|im_end|>\n<|im_start|>assistant\n");
+        break;
+    case HF_CHAT_INST:
+        ok = buf_add(&b, bos, n) == 0;
+        ADD("[INST] ");
+        if (system) {
+            ADD("<<SYS>>\n");
+            ADD(system);
+            ADD("\n<</SYS>>\n\n");
+        }
+        ADD(user);
+        ADD(" [/INST]");
+        break;
+    case HF_CHAT_NONE: ok = 0; break;
+    }
+#undef ADD
+    if (!ok || !b.p) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
 }

@@ -68,4 +68,21 @@ int hf_tokenizer_bos(const hf_tokenizer *t);
 int hf_tokenizer_eos(const hf_tokenizer *t);
 int hf_tokenizer_is_eos(const hf_tokenizer *t, int id);
 
+/* Chat formats, chosen at load from tokenizer_config.json's chat_template (the markers it
+ * writes) or else from the special tokens the vocabulary has. No template engine: each is
+ * the family's single-turn layout, written out below. */
+typedef enum hf_chat {
+    HF_CHAT_NONE,   /* no known format */
+    HF_CHAT_LLAMA3, /* <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> */
+    HF_CHAT_CHATML, /* <|im_start|>role\n...<|im_end|>\n (Qwen2, SmolLM) */
+    HF_CHAT_INST,   /* BOS [INST] ... [/INST] (Llama-2, Mistral) */
+} hf_chat;
+hf_chat hf_tokenizer_chat_format(const hf_tokenizer *t);
+/* One user turn (after a system turn when `system` is not NULL) in the tokenizer's chat
+ * format, ending where the assistant's reply begins; BOS is written into the text, so
+ * encode it with add_special 0. The end-of-turn token (<|eot_id|>, <|im_end|>) counts as EOS
+ * for hf_tokenizer_is_eos. Returns malloc'd text (the caller frees it), or NULL when the
+ * format is HF_CHAT_NONE or memory runs out. */
+char *hf_tokenizer_chat(const hf_tokenizer *t, const char *system, const char *user);
+
 #endif
