@@ -224,6 +224,75 @@ static void tokenizer_seeds(void)
     free(small.p);
 }
 
+/* ---- tokenizer.json files (fuzz_tokenizer_json's input: u8 prompt length, u8 flags,
+ * the JSON, the prompt), written here: a byte-level one with Llama-3's split regex and a
+ * SentencePiece-style one in each of its two forms ---- */
+
+static void tokenizer_json_seed(const char *name, const char *json, const char *prompt, int flags)
+{
+    const uint8_t head[2] = { (uint8_t)strlen(prompt), (uint8_t)flags };
+    image in = { 0 };
+    put(&in, head, 2);
+    put(&in, json, strlen(json));
+    put(&in, prompt, strlen(prompt));
+    write_seed("tokenizer_json", name, in.p, in.n, NULL, 0);
+    free(in.p);
+}
+
+static void tokenizer_json_seeds(void)
+{
+    image j = { 0 };
+    char s[64];
+    static const char head[] = "{\"model\": {\"type\": \"BPE\", \"vocab\": {";
+    put(&j, head, strlen(head));
+    for (int b = 0, extra = 0; b < 256; b++) { /* GPT-2's byte characters */
+        int cp = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174 ? b : 256 + extra++;
+        if (cp == '"' || cp == '\\') snprintf(s, sizeof s, "\"\\%c\": %d, ", cp, b);
+        else if (cp < 0x80) snprintf(s, sizeof s, "\"%c\": %d, ", cp, b);
+        else snprintf(s, sizeof s, "\"%c%c\": %d, ", 0xc0 | cp >> 6, 0x80 | (cp & 0x3f), b);
+        put(&j, s, strlen(s));
+    }
+    static const char rest[] =
+        "\"he\": 256, \"ll\": 257, \"hell\": 258, \"hello\": 259, \"\u0120w\": 260}, "
+        "\"merges\": [\"h e\", [\"l\", \"l\"], \"he ll\", \"hell o\", \"\u0120 w\"]}, "
+        "\"added_tokens\": [{\"id\": 261, \"content\": \"<|start_header_id|>\", \"special\": true}, "
+        "{\"id\": 262, \"content\": \"<|eot_id|>\", \"special\": true}], "
+        "\"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", "
+        "\"pattern\": {\"Regex\": \"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|"
+        "\\\\p{N}{1,3}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"}, "
+        "\"behavior\": \"Isolated\"}, {\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
+        "\"use_regex\": false}]}, \"decoder\": {\"type\": \"ByteLevel\"}}";
+    put(&j, rest, sizeof rest);
+    tokenizer_json_seed("byte-level", (const char *)j.p, "hello world <|eot_id|> 12345 caf\xc3\xa9", 1);
+    tokenizer_json_seed("byte-level-invalid", (const char *)j.p, "\xff\xfe  \n\n hello\xe2\x82", 0);
+    free(j.p);
+
+    static const char sp[] =
+        "{\"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\", \"fuse_unk\": true, "
+        "\"byte_fallback\": true, \"vocab\": {\"<unk>\": 0, \"<s>\": 1, \"</s>\": 2, "
+        "\"<0xC3>\": 3, \"<0xA9>\": 4, \"\u2581\": 5, \"a\": 6, \"b\": 7, \"\u2581a\": 8, \"ab\": 9}, "
+        "\"merges\": [\"\u2581 a\", \"a b\"]}, "
+        "\"added_tokens\": [{\"id\": 1, \"content\": \"<s>\", \"special\": true}], "
+        "\"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", "
+        "\"prepend\": \"\u2581\"}, {\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, "
+        "\"content\": \"\u2581\"}]}, "
+        "\"decoder\": {\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Replace\", "
+        "\"pattern\": {\"String\": \"\u2581\"}, \"content\": \" \"}, {\"type\": \"ByteFallback\"}, "
+        "{\"type\": \"Fuse\"}, {\"type\": \"Strip\", \"content\": \" \", \"start\": 1, \"stop\": 0}]}, "
+        "\"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": "
+        "{\"id\": \"<s>\"}}, {\"Sequence\": {\"id\": \"A\"}}], \"special_tokens\": {\"<s>\": "
+        "{\"ids\": [1]}}}}";
+    tokenizer_json_seed("sentencepiece", sp, "ab ab<s>a\xc3\xa9 zz", 1);
+    static const char ms[] =
+        "{\"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\", \"byte_fallback\": true, "
+        "\"vocab\": {\"<unk>\": 0, \"\u2581\": 1, \"a\": 2, \"\u2581a\": 3}, "
+        "\"merges\": [[\"\u2581\", \"a\"]]}, \"pre_tokenizer\": {\"type\": \"Metaspace\", "
+        "\"replacement\": \"\u2581\", \"prepend_scheme\": \"first\", \"split\": true}, "
+        "\"decoder\": {\"type\": \"Metaspace\", \"replacement\": \"\u2581\", "
+        "\"prepend_scheme\": \"first\"}}";
+    tokenizer_json_seed("metaspace", ms, "a  a aaa", 0);
+}
+
 /* ---- memstat pages, as runtime/stats.c fills them ---- */
 
 static void memstat_seeds(void)
@@ -279,6 +348,7 @@ int main(int argc, char **argv)
     coded_seed("s64-3chunks", 5000, 12, 64, 0);
     coded_seed("s2048-2lanes", 2100, 12, 2048, 0);
     tokenizer_seeds();
+    tokenizer_json_seeds();
     memstat_seeds();
     return 0;
 }
