@@ -420,6 +420,7 @@ START_TEST(test_rejects_bad_files)
     refuse(g, "model.vocab.a", "1e9", "'a'");
     refuse(g, "model.vocab.a", "\"97\"", "'a'");
     refuse(g, "model.vocab.a", "98", "two pieces");
+    refuse(g, "model.vocab.a", "100000", "dense");
     refuse(g, "model.merges", "{}", "merges");
     refuse(g, "model.merges.0", "\"a b c\"", "merge 0");
     refuse(g, "model.merges.0", "\"ab\"", "merge 0");

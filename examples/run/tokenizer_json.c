@@ -218,14 +218,25 @@ struct hf_tokenizer {
 };
 
 /* GPT-2's byte -> printable character map: bytes that are printable Latin-1 stand for
- * themselves, the other 68 take U+0100.. in byte order. */
+ * themselves, the other 68 (0..32, 127..160, 173) take U+0100..U+0143 in byte order. */
+static int byte_printable(int b)
+{
+    return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
+}
+
 static int byte_char(int b)
 {
-    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174) return b;
-    int n = 0;
-    for (int c = 0; c < b; c++)
-        if (!((c >= 33 && c <= 126) || (c >= 161 && c <= 172) || c >= 174)) n++;
-    return 256 + n;
+    if (byte_printable(b)) return b;
+    return 256 + (b <= 32 ? b : b <= 160 ? 33 + b - 127 : 67);
+}
+
+/* The byte a code point stands for, or -1. */
+static int char_byte(unsigned cp)
+{
+    if (cp < 256) return byte_printable((int)cp) ? (int)cp : -1;
+    if (cp < 256 + 33) return (int)cp - 256;
+    if (cp < 256 + 67) return (int)cp - 256 - 33 + 127;
+    return cp == 256 + 67 ? 173 : -1;
 }
 
 static int put_utf8(char *o, unsigned cp)
@@ -713,19 +724,13 @@ static int decode_piece(const hf_tokenizer *t, const dec_plan *d, int id, int fi
         return buf_add(b, &c, 1);
     }
     if (d->byte_level) {
-        static int inverse[324]; /* code point -> byte + 1; built once, same every time */
-        static int built;
-        if (!built) {
-            for (int i = 0; i < 256; i++) inverse[byte_char(i)] = i + 1;
-            built = 1;
-        }
         for (size_t i = 0; i < n;) {
             unsigned cp;
             int bad, k = utf8_char((const unsigned char *)s + i, n - i, &cp, &bad);
             if (k == 0)
                 k = bad;
-            else if (cp < 324 && inverse[cp]) {
-                char c = (char)(inverse[cp] - 1);
+            else if (char_byte(cp) >= 0) {
+                char c = (char)char_byte(cp);
                 if (buf_add(b, &c, 1) != 0) return -1;
                 i += (size_t)k;
                 continue;
@@ -779,6 +784,11 @@ static int parse_vocab(hf_tokenizer *t, const cJSON *model, const cJSON *added_l
         if (id > max_id) max_id = id;
     }
     if (max_id < 0) return fail(err, errlen, "an empty vocabulary");
+    /* Real vocabularies number their ids densely; a far-off id would only make this
+     * allocate per-id tables for nothing. */
+    if ((size_t)max_id >= 2 * (count + (size_t)cJSON_GetArraySize(added_list)) + 1024)
+        return fail(err, errlen, "id %d for only %zu pieces (ids must be about dense)", max_id,
+                    count + (size_t)cJSON_GetArraySize(added_list));
     t->vocab_size = max_id + 1;
     size_t V = (size_t)t->vocab_size, cap = 16;
     while (cap < 2 * count) cap *= 2;

@@ -17,9 +17,9 @@
  * component (a normalizer, pre-tokenizer, model or decoder type this code does not
  * implement) is refused by name at load rather than silently ignored, and the regex runs
  * under PCRE2 match limits so a hostile pattern fails the encode instead of hanging it.
- * Not implemented (refused when present): Unigram/WordPiece models, NFC/NFKC and other
- * Unicode normalizers, dropout; added tokens' lstrip/rstrip/single_word flags are refused
- * when true.
+ * Not implemented (refused when present): Unigram/WordPiece models, NFKC and the other
+ * Unicode normalizers, BPE dropout, added tokens' lstrip/rstrip/single_word; NFC is applied
+ * only where it changes nothing (encode refuses text it would change, see docs/ENGINE.md).
  */
 #ifndef DF11_RUN_TOKENIZER_JSON_H
 #define DF11_RUN_TOKENIZER_JSON_H

@@ -247,9 +247,12 @@ static void tokenizer_json_seeds(void)
     put(&j, head, strlen(head));
     for (int b = 0, extra = 0; b < 256; b++) { /* GPT-2's byte characters */
         int cp = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174 ? b : 256 + extra++;
-        if (cp == '"' || cp == '\\') snprintf(s, sizeof s, "\"\\%c\": %d, ", cp, b);
-        else if (cp < 0x80) snprintf(s, sizeof s, "\"%c\": %d, ", cp, b);
-        else snprintf(s, sizeof s, "\"%c%c\": %d, ", 0xc0 | cp >> 6, 0x80 | (cp & 0x3f), b);
+        if (cp == '"' || cp == '\\')
+            snprintf(s, sizeof s, "\"\\%c\": %d, ", cp, b);
+        else if (cp < 0x80)
+            snprintf(s, sizeof s, "\"%c\": %d, ", cp, b);
+        else
+            snprintf(s, sizeof s, "\"%c%c\": %d, ", 0xc0 | cp >> 6, 0x80 | (cp & 0x3f), b);
         put(&j, s, strlen(s));
     }
     static const char rest[] =
@@ -263,7 +266,8 @@ static void tokenizer_json_seeds(void)
         "\"behavior\": \"Isolated\"}, {\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
         "\"use_regex\": false}]}, \"decoder\": {\"type\": \"ByteLevel\"}}";
     put(&j, rest, sizeof rest);
-    tokenizer_json_seed("byte-level", (const char *)j.p, "hello world <|eot_id|> 12345 caf\xc3\xa9", 1);
+    tokenizer_json_seed("byte-level", (const char *)j.p, "hello world <|eot_id|> 12345 caf\xc3\xa9",
+                        1);
     tokenizer_json_seed("byte-level-invalid", (const char *)j.p, "\xff\xfe  \n\n hello\xe2\x82", 0);
     free(j.p);
 
