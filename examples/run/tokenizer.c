@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,20 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "errmsg.h"
 #include "tokenizer.h"
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 void tokenizer_free(tokenizer *t)
 {
@@ -88,19 +75,20 @@ int tokenizer_load_buffer(tokenizer *t, const void *data, size_t size, int vocab
 {
     memset(t, 0, sizeof *t);
     const unsigned char *p = data;
-    if (vocab_size <= 0) return fail(err, errlen, "vocabulary size %d is not positive", vocab_size);
-    if (!p && size) return fail(err, errlen, "no data");
-    if (size < 4) return fail(err, errlen, "%zu bytes, too short for max_token_length", size);
+    if (vocab_size <= 0)
+        return errmsg(err, errlen, "vocabulary size %d is not positive", vocab_size);
+    if (!p && size) return errmsg(err, errlen, "no data");
+    if (size < 4) return errmsg(err, errlen, "%zu bytes, too short for max_token_length", size);
     const int32_t maxlen = rd_i32(p);
     if (maxlen < 1 || maxlen > TOKENIZER_MAX_PIECE)
-        return fail(err, errlen, "max_token_length %d is not in [1, %d]", (int)maxlen,
-                    TOKENIZER_MAX_PIECE);
+        return errmsg(err, errlen, "max_token_length %d is not in [1, %d]", (int)maxlen,
+                      TOKENIZER_MAX_PIECE);
     /* Every entry takes at least 8 bytes: a bound on vocab_size before allocating for it. */
     if ((size - 4) / 8 < (size_t)vocab_size)
-        return fail(err, errlen,
-                    "%zu bytes cannot hold %d tokens (a tokenizer for a smaller "
-                    "vocabulary?)",
-                    size, vocab_size);
+        return errmsg(err, errlen,
+                      "%zu bytes cannot hold %d tokens (a tokenizer for a smaller "
+                      "vocabulary?)",
+                      size, vocab_size);
     const size_t V = (size_t)vocab_size, text_bytes = size - 4 - 8 * V;
 
     t->vocab_size = vocab_size;
@@ -115,7 +103,7 @@ int tokenizer_load_buffer(tokenizer *t, const void *data, size_t size, int vocab
         free(block);
         free(items);
         tokenizer_free(t);
-        return fail(err, errlen, "out of memory for %d tokens", vocab_size);
+        return errmsg(err, errlen, "out of memory for %d tokens", vocab_size);
     }
     t->pieces[0] = block; /* owned from here: tokenizer_free releases it */
 
@@ -130,17 +118,17 @@ int tokenizer_load_buffer(tokenizer *t, const void *data, size_t size, int vocab
         off += 8;
         const size_t room = size - off - 8 * (V - 1 - i);
         if (!isfinite(score))
-            rc = fail(err, errlen, "token %zu: score is not a finite number", i);
+            rc = errmsg(err, errlen, "token %zu: score is not a finite number", i);
         else if (len < 0 || len > maxlen)
-            rc = fail(err, errlen, "token %zu: length %d is not in [0, max_token_length %d]", i,
-                      (int)len, (int)maxlen);
+            rc = errmsg(err, errlen, "token %zu: length %d is not in [0, max_token_length %d]", i,
+                        (int)len, (int)maxlen);
         else if ((size_t)len > room)
-            rc = fail(err, errlen,
-                      "token %zu: %d bytes but the file is truncated (%zu left "
-                      "for it)",
-                      i, (int)len, room);
+            rc = errmsg(err, errlen,
+                        "token %zu: %d bytes but the file is truncated (%zu left "
+                        "for it)",
+                        i, (int)len, room);
         else if (memchr(p + off, 0, (size_t)len))
-            rc = fail(err, errlen, "token %zu: NUL byte inside its piece", i);
+            rc = errmsg(err, errlen, "token %zu: NUL byte inside its piece", i);
         if (rc) break;
         memcpy(bp, p + off, (size_t)len);
         bp[len] = 0;
@@ -151,10 +139,10 @@ int tokenizer_load_buffer(tokenizer *t, const void *data, size_t size, int vocab
         off += (size_t)len;
     }
     if (rc == 0 && off != size)
-        rc = fail(err, errlen,
-                  "%zu bytes after the %d tokens (a tokenizer for a larger "
-                  "vocabulary?)",
-                  size - off, vocab_size);
+        rc = errmsg(err, errlen,
+                    "%zu bytes after the %d tokens (a tokenizer for a larger "
+                    "vocabulary?)",
+                    size - off, vocab_size);
     if (rc) {
         free(items);
         tokenizer_free(t);
@@ -180,36 +168,36 @@ int tokenizer_load(tokenizer *t, const char *path, int vocab_size, char *err, si
     memset(t, 0, sizeof *t);
     /* O_NONBLOCK: opening a FIFO must not wait for a writer; the type check refuses it. */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) return fail(err, errlen, "cannot open '%s': %s", path, strerror(errno));
+    if (fd < 0) return errmsg(err, errlen, "cannot open '%s': %s", path, strerror(errno));
     struct stat sb;
     int fl;
     if (fstat(fd, &sb) != 0) {
         int e = errno;
         close(fd);
-        return fail(err, errlen, "cannot stat '%s': %s", path, strerror(e));
+        return errmsg(err, errlen, "cannot stat '%s': %s", path, strerror(e));
     }
     if (!S_ISREG(sb.st_mode)) {
         close(fd);
-        return fail(err, errlen, "'%s' is not a regular file", path);
+        return errmsg(err, errlen, "'%s' is not a regular file", path);
     }
     if ((fl = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
         int e = errno;
         close(fd);
-        return fail(err, errlen, "'%s': %s", path, strerror(e));
+        return errmsg(err, errlen, "'%s': %s", path, strerror(e));
     }
     /* The largest file vocab_size entries can make; beyond it the parse would fail anyway,
      * so nothing larger is read into memory. */
     uint64_t cap = vocab_size > 0 ? 4 + (uint64_t)vocab_size * (8 + TOKENIZER_MAX_PIECE) : 4;
     if (sb.st_size < 0 || (uint64_t)sb.st_size > cap) {
         close(fd);
-        return fail(err, errlen, "'%s' is %lld bytes, too large for a tokenizer of %d tokens", path,
-                    (long long)sb.st_size, vocab_size);
+        return errmsg(err, errlen, "'%s' is %lld bytes, too large for a tokenizer of %d tokens",
+                      path, (long long)sb.st_size, vocab_size);
     }
     size_t size = (size_t)sb.st_size, got = 0;
     unsigned char *buf = malloc(size ? size : 1);
     if (!buf) {
         close(fd);
-        return fail(err, errlen, "'%s': out of memory for %zu bytes", path, size);
+        return errmsg(err, errlen, "'%s': out of memory for %zu bytes", path, size);
     }
     while (got < size) {
         ssize_t r = read(fd, buf + got, size - got);
@@ -218,8 +206,8 @@ int tokenizer_load(tokenizer *t, const char *path, int vocab_size, char *err, si
             int e = r < 0 ? errno : 0;
             close(fd);
             free(buf);
-            return fail(err, errlen, "cannot read '%s': %s", path,
-                        e ? strerror(e) : "file shrank while being read");
+            return errmsg(err, errlen, "cannot read '%s': %s", path,
+                          e ? strerror(e) : "file shrank while being read");
         }
         got += (size_t)r;
     }
@@ -228,8 +216,8 @@ int tokenizer_load(tokenizer *t, const char *path, int vocab_size, char *err, si
     int rc = tokenizer_load_buffer(t, buf, size, vocab_size, detail, sizeof detail);
     free(buf);
     if (rc)
-        return fail(err, errlen, "'%s' is not a tokenizer.bin for %d tokens: %s", path, vocab_size,
-                    detail);
+        return errmsg(err, errlen, "'%s' is not a tokenizer.bin for %d tokens: %s", path,
+                      vocab_size, detail);
     return 0;
 }
 
@@ -339,10 +327,10 @@ int tokenizer_encode(const tokenizer *t, const char *text, int bos, int *ids, in
     size_t at_least =
         (size_t)use_bos + (len + (size_t)t->max_token_length - 1) / (size_t)t->max_token_length;
     if (at_least > (size_t)max_ids)
-        return fail(err, errlen, "the text (%zu bytes) needs at least %zu tokens, more than %d",
-                    len, at_least, max_ids);
+        return errmsg(err, errlen, "the text (%zu bytes) needs at least %zu tokens, more than %d",
+                      len, at_least, max_ids);
     if (len > (size_t)INT_MAX / 2) /* symbols are counted in int */
-        return fail(err, errlen, "the text (%zu bytes) is too long", len);
+        return errmsg(err, errlen, "the text (%zu bytes) is too long", len);
     int n = 0;
     if (use_bos) ids[n++] = t->bos_id;
     if (len == 0) return n;
@@ -356,7 +344,7 @@ int tokenizer_encode(const tokenizer *t, const char *text, int bos, int *ids, in
         free(m.s);
         free(m.heap);
         free(m.buf);
-        return fail(err, errlen, "out of memory for a %zu-byte text", len);
+        return errmsg(err, errlen, "out of memory for a %zu-byte text", len);
     }
     int ns = 0, rc = 0;
     int space = tokenizer_lookup(t, " ");
@@ -377,10 +365,10 @@ int tokenizer_encode(const tokenizer *t, const char *text, int bos, int *ids, in
             for (int i = 0; i < cl && rc == 0; i++) {
                 int b = t->byte_ids[p[i]];
                 if (b < 0)
-                    rc = fail(err, errlen,
-                              "byte 0x%02X at offset %zu has no token and the "
-                              "vocabulary has no <0x%02X> piece",
-                              p[i], (size_t)((const char *)p - text) + (size_t)i, p[i]);
+                    rc = errmsg(err, errlen,
+                                "byte 0x%02X at offset %zu has no token and the "
+                                "vocabulary has no <0x%02X> piece",
+                                p[i], (size_t)((const char *)p - text) + (size_t)i, p[i]);
                 else
                     m.s[ns++].id = b;
             }
@@ -409,7 +397,7 @@ int tokenizer_encode(const tokenizer *t, const char *text, int bos, int *ids, in
         int count = 0;
         for (int i = ns ? 0 : -1; i >= 0; i = m.s[i].next) count++;
         if (count > max_ids - n)
-            rc = fail(err, errlen, "the text needs %d tokens, more than %d", n + count, max_ids);
+            rc = errmsg(err, errlen, "the text needs %d tokens, more than %d", n + count, max_ids);
         else
             for (int i = ns ? 0 : -1; i >= 0; i = m.s[i].next) ids[n++] = m.s[i].id;
     }

@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 #include <cjson/cJSON.h>
 #include <pcre2.h>
 
+#include "errmsg.h"
 #include "tokenizer_json.h"
 
 /* A Sequence inside a Sequence deeper than this is refused (real files nest one level). */
@@ -36,19 +36,6 @@
 static const char GPT2_PATTERN[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+"
     "|\\s+(?!\\S)|\\s+";
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* ------------------------------------------------------------- small containers ---- */
 
@@ -335,22 +322,22 @@ static int read_file(const char *path, char **data, size_t *size, size_t max, ch
 {
     *data = NULL;
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) return fail(err, errlen, "cannot open '%s': %s", path, strerror(errno));
+    if (fd < 0) return errmsg(err, errlen, "cannot open '%s': %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(err, errlen, "'%s' is not a regular file", path);
+        return errmsg(err, errlen, "'%s' is not a regular file", path);
     }
     if ((uint64_t)st.st_size > max) {
         close(fd);
-        return fail(err, errlen, "'%s': %lld bytes, more than the %zu allowed", path,
-                    (long long)st.st_size, max);
+        return errmsg(err, errlen, "'%s': %lld bytes, more than the %zu allowed", path,
+                      (long long)st.st_size, max);
     }
     size_t n = (size_t)st.st_size, got = 0;
     char *p = malloc(n + 1);
     if (!p) {
         close(fd);
-        return fail(err, errlen, "'%s': out of memory", path);
+        return errmsg(err, errlen, "'%s': out of memory", path);
     }
     while (got < n) {
         ssize_t r = read(fd, p + got, n - got);
@@ -358,8 +345,8 @@ static int read_file(const char *path, char **data, size_t *size, size_t max, ch
         if (r <= 0) {
             free(p);
             close(fd);
-            return fail(err, errlen, "cannot read '%s': %s", path,
-                        r < 0 ? strerror(errno) : "file shrank");
+            return errmsg(err, errlen, "cannot read '%s': %s", path,
+                          r < 0 ? strerror(errno) : "file shrank");
         }
         got += (size_t)r;
     }
@@ -382,7 +369,7 @@ static int get_bool(const cJSON *o, const char *key, int dflt, int *out, char *e
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     *out = dflt;
     if (!v || cJSON_IsNull(v)) return 0;
-    if (!cJSON_IsBool(v)) return fail(err, errlen, "'%s' is not true or false", key);
+    if (!cJSON_IsBool(v)) return errmsg(err, errlen, "'%s' is not true or false", key);
     *out = cJSON_IsTrue(v);
     return 0;
 }
@@ -454,19 +441,19 @@ static int compile_regex(regex *re, const char *pat, size_t n, int literal, char
                          size_t errlen)
 {
     if (n > MAX_PATTERN)
-        return fail(err, errlen, "a pattern of %zu bytes (at most %d)", n, MAX_PATTERN);
+        return errmsg(err, errlen, "a pattern of %zu bytes (at most %d)", n, MAX_PATTERN);
     int ec;
     PCRE2_SIZE off;
     uint32_t flags = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
     size_t tn = n;
     char *tp = literal || n == 0 ? NULL : translate_pattern(pat, n, &tn);
-    if (!literal && n && !tp) return fail(err, errlen, "out of memory");
+    if (!literal && n && !tp) return errmsg(err, errlen, "out of memory");
     re->code = pcre2_compile((PCRE2_SPTR)(tp ? tp : pat), tn, flags, &ec, &off, NULL);
     free(tp);
     if (!re->code) {
         char msg[256];
         pcre2_get_error_message(ec, (PCRE2_UCHAR *)msg, sizeof msg);
-        return fail(err, errlen, "pattern /%.80s/ at offset %zu: %s", pat, (size_t)off, msg);
+        return errmsg(err, errlen, "pattern /%.80s/ at offset %zu: %s", pat, (size_t)off, msg);
     }
     pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE); /* the interpreter serves if JIT fails */
     return 0;
@@ -481,31 +468,47 @@ static int parse_pattern(regex *re, const cJSON *p, char *err, size_t errlen)
         return compile_regex(re, s->valuestring, strlen(s->valuestring), 1, err, errlen);
     if (cJSON_IsString(r))
         return compile_regex(re, r->valuestring, strlen(r->valuestring), 0, err, errlen);
-    return fail(err, errlen, "a pattern that is neither {\"String\"} nor {\"Regex\"}");
+    return errmsg(err, errlen, "a pattern that is neither {\"String\"} nor {\"Regex\"}");
 }
 
-static int parse_normalizer(hf_tokenizer *t, const cJSON *n, int depth, char *err, size_t errlen)
+/* A normalizer, pre-tokenizer, decoder or post-processor that is not a Sequence, of type
+ * `ty`; ctx is the caller's (the decoder's plan). */
+typedef int (*component_fn)(hf_tokenizer *t, void *ctx, const cJSON *o, const char *ty, char *err,
+                            size_t errlen);
+
+/* Runs `one` on component `o`, or on each member of a Sequence (listed under `list_key`),
+ * nesting at most MAX_DEPTH deep; absent or null is no component. */
+static int parse_component(hf_tokenizer *t, void *ctx, const cJSON *o, const char *what,
+                           const char *list_key, int depth, component_fn one, char *err,
+                           size_t errlen)
 {
-    if (!n || cJSON_IsNull(n)) return 0;
-    const char *ty = type_of(n);
-    if (!ty) return fail(err, errlen, "normalizer without a type");
-    if (strcmp(ty, "Sequence") == 0) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(n, "normalizers"), *e;
-        if (depth >= MAX_DEPTH || !cJSON_IsArray(list))
-            return fail(err, errlen, "normalizer Sequence without a list (or nested too deep)");
-        cJSON_ArrayForEach(e,
-                           list) if (parse_normalizer(t, e, depth + 1, err, errlen) != 0) return -1;
-        return 0;
+    if (!o || cJSON_IsNull(o)) return 0;
+    const char *ty = type_of(o);
+    if (!ty) return errmsg(err, errlen, "%s without a type", what);
+    if (strcmp(ty, "Sequence") != 0) return one(t, ctx, o, ty, err, errlen);
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(o, list_key), *e;
+    if (depth >= MAX_DEPTH || !cJSON_IsArray(list))
+        return errmsg(err, errlen, "%s Sequence without a list (or nested too deep)", what);
+    cJSON_ArrayForEach(e, list)
+    {
+        if (parse_component(t, ctx, e, what, list_key, depth + 1, one, err, errlen) != 0) return -1;
     }
-    if (t->n_norm == MAX_OPS) return fail(err, errlen, "more than %d normalizers", MAX_OPS);
+    return 0;
+}
+
+static int normalizer_one(hf_tokenizer *t, void *ctx, const cJSON *n, const char *ty, char *err,
+                          size_t errlen)
+{
+    (void)ctx;
+    if (t->n_norm == MAX_OPS) return errmsg(err, errlen, "more than %d normalizers", MAX_OPS);
     norm_op *op = &t->norm[t->n_norm];
     if (strcmp(ty, "Prepend") == 0) {
         const cJSON *s = cJSON_GetObjectItemCaseSensitive(n, "prepend");
         if (!cJSON_IsString(s) || strlen(s->valuestring) > MAX_PATTERN ||
             !valid_utf8(s->valuestring))
-            return fail(err, errlen, "Prepend normalizer without a 'prepend' string (UTF-8)");
+            return errmsg(err, errlen, "Prepend normalizer without a 'prepend' string (UTF-8)");
         op->kind = NORM_PREPEND;
-        if (!(op->a = strdup(s->valuestring))) return fail(err, errlen, "out of memory");
+        if (!(op->a = strdup(s->valuestring))) return errmsg(err, errlen, "out of memory");
     } else if (strcmp(ty, "Replace") == 0) {
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(n, "pattern");
         const cJSON *s = cJSON_GetObjectItemCaseSensitive(p, "String");
@@ -513,7 +516,7 @@ static int parse_normalizer(hf_tokenizer *t, const cJSON *n, int depth, char *er
         if (!cJSON_IsString(s) || !s->valuestring[0] || !cJSON_IsString(c) ||
             strlen(s->valuestring) > MAX_PATTERN || strlen(c->valuestring) > MAX_PATTERN ||
             !valid_utf8(s->valuestring) || !valid_utf8(c->valuestring))
-            return fail(
+            return errmsg(
                 err, errlen,
                 "Replace normalizer needs a non-empty pattern {\"String\"} and a content, UTF-8 "
                 "(regex patterns are not supported)");
@@ -522,12 +525,12 @@ static int parse_normalizer(hf_tokenizer *t, const cJSON *n, int depth, char *er
         op->b = strdup(c->valuestring);
         if (!op->a || !op->b) {
             t->n_norm++; /* freed with the rest */
-            return fail(err, errlen, "out of memory");
+            return errmsg(err, errlen, "out of memory");
         }
     } else if (strcmp(ty, "NFC") == 0) {
         op->kind = NORM_NFC;
     } else {
-        return fail(err, errlen, "normalizer type '%s' is not supported", ty);
+        return errmsg(err, errlen, "normalizer type '%s' is not supported", ty);
     }
     t->n_norm++;
     return 0;
@@ -543,25 +546,16 @@ static int parse_behavior(const cJSON *o, int *out, char *err, size_t errlen)
             *out = i;
             return 0;
         }
-    return fail(err, errlen,
-                "Split behavior is not one of Removed, Isolated, MergedWithPrevious, "
-                "MergedWithNext, Contiguous");
+    return errmsg(err, errlen,
+                  "Split behavior is not one of Removed, Isolated, MergedWithPrevious, "
+                  "MergedWithNext, Contiguous");
 }
 
-static int parse_pretokenizer(hf_tokenizer *t, const cJSON *p, int depth, char *err, size_t errlen)
+static int pretokenizer_one(hf_tokenizer *t, void *ctx, const cJSON *p, const char *ty, char *err,
+                            size_t errlen)
 {
-    if (!p || cJSON_IsNull(p)) return 0;
-    const char *ty = type_of(p);
-    if (!ty) return fail(err, errlen, "pre_tokenizer without a type");
-    if (strcmp(ty, "Sequence") == 0) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "pretokenizers"), *e;
-        if (depth >= MAX_DEPTH || !cJSON_IsArray(list))
-            return fail(err, errlen, "pre_tokenizer Sequence without a list (or nested too deep)");
-        cJSON_ArrayForEach(e, list) if (parse_pretokenizer(t, e, depth + 1, err, errlen) !=
-                                        0) return -1;
-        return 0;
-    }
-    if (t->n_pre == MAX_OPS) return fail(err, errlen, "more than %d pre-tokenizers", MAX_OPS);
+    (void)ctx;
+    if (t->n_pre == MAX_OPS) return errmsg(err, errlen, "more than %d pre-tokenizers", MAX_OPS);
     pre_op *op = &t->pre[t->n_pre];
     memset(op, 0, sizeof *op);
     if (strcmp(ty, "Split") == 0) {
@@ -601,7 +595,7 @@ static int parse_pretokenizer(hf_tokenizer *t, const cJSON *p, int depth, char *
         size_t rl = cJSON_IsString(r) ? strlen(r->valuestring) : 0;
         if (!rl || rl >= sizeof op->rep ||
             utf8_char((const unsigned char *)r->valuestring, rl, &cp, &bad) != (int)rl)
-            return fail(err, errlen, "Metaspace replacement is not one character");
+            return errmsg(err, errlen, "Metaspace replacement is not one character");
         memcpy(op->rep, r->valuestring, rl + 1);
         int split, prefix;
         if (get_bool(p, "split", 1, &split, err, errlen) != 0 ||
@@ -616,8 +610,8 @@ static int parse_pretokenizer(hf_tokenizer *t, const cJSON *p, int depth, char *
             else if (strcmp(s->valuestring, "never") == 0)
                 op->prepend_scheme = PREPEND_NEVER;
             else
-                return fail(err, errlen, "Metaspace prepend_scheme '%s' is unknown",
-                            s->valuestring);
+                return errmsg(err, errlen, "Metaspace prepend_scheme '%s' is unknown",
+                              s->valuestring);
         }
         if (split) {
             op->re.behavior = SPLIT_NEXT;
@@ -625,7 +619,7 @@ static int parse_pretokenizer(hf_tokenizer *t, const cJSON *p, int depth, char *
             op->has_re = 1;
         }
     } else {
-        return fail(err, errlen, "pre_tokenizer type '%s' is not supported", ty);
+        return errmsg(err, errlen, "pre_tokenizer type '%s' is not supported", ty);
     }
     t->n_pre++;
     return 0;
@@ -640,20 +634,10 @@ typedef struct dec_plan {
     int n_rep;
 } dec_plan;
 
-static int parse_decoder(hf_tokenizer *t, dec_plan *d, const cJSON *p, int depth, char *err,
-                         size_t errlen)
+static int decoder_one(hf_tokenizer *t, void *ctx, const cJSON *p, const char *ty, char *err,
+                       size_t errlen)
 {
-    if (!p || cJSON_IsNull(p)) return 0;
-    const char *ty = type_of(p);
-    if (!ty) return fail(err, errlen, "decoder without a type");
-    if (strcmp(ty, "Sequence") == 0) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "decoders"), *e;
-        if (depth >= MAX_DEPTH || !cJSON_IsArray(list))
-            return fail(err, errlen, "decoder Sequence without a list (or nested too deep)");
-        cJSON_ArrayForEach(e,
-                           list) if (parse_decoder(t, d, e, depth + 1, err, errlen) != 0) return -1;
-        return 0;
-    }
+    dec_plan *d = ctx;
     if (strcmp(ty, "ByteLevel") == 0) {
         d->byte_level = 1;
     } else if (strcmp(ty, "ByteFallback") == 0) {
@@ -666,7 +650,7 @@ static int parse_decoder(hf_tokenizer *t, dec_plan *d, const cJSON *p, int depth
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(p, "content");
         if (!cJSON_IsString(s) || !cJSON_IsString(c) || !s->valuestring[0] ||
             strlen(s->valuestring) >= 8 || strlen(c->valuestring) >= 8 || d->n_rep == MAX_OPS)
-            return fail(err, errlen, "decoder Replace needs short String pattern and content");
+            return errmsg(err, errlen, "decoder Replace needs short String pattern and content");
         strcpy(d->rep_from[d->n_rep], s->valuestring);
         strcpy(d->rep_to[d->n_rep], c->valuestring);
         d->n_rep++;
@@ -677,14 +661,14 @@ static int parse_decoder(hf_tokenizer *t, dec_plan *d, const cJSON *p, int depth
         if (!cJSON_IsString(c) || strcmp(c->valuestring, " ") != 0 || !cJSON_IsNumber(start) ||
             start->valuedouble < 0 || start->valuedouble > 8 || !cJSON_IsNumber(stop) ||
             stop->valuedouble != 0)
-            return fail(err, errlen, "decoder Strip: only leading spaces (start 0..8, stop 0)");
+            return errmsg(err, errlen, "decoder Strip: only leading spaces (start 0..8, stop 0)");
         t->strip_first = (int)start->valuedouble;
     } else if (strcmp(ty, "Metaspace") == 0) {
         const cJSON *r = cJSON_GetObjectItemCaseSensitive(p, "replacement");
         const cJSON *s = cJSON_GetObjectItemCaseSensitive(p, "prepend_scheme");
         if (!cJSON_IsString(r) || !r->valuestring[0] || strlen(r->valuestring) >= 8 ||
             d->n_rep == MAX_OPS)
-            return fail(err, errlen, "decoder Metaspace without a replacement");
+            return errmsg(err, errlen, "decoder Metaspace without a replacement");
         strcpy(d->rep_from[d->n_rep], r->valuestring);
         strcpy(d->rep_to[d->n_rep], " ");
         int prefix;
@@ -693,7 +677,7 @@ static int parse_decoder(hf_tokenizer *t, dec_plan *d, const cJSON *p, int depth
         d->drop_first[d->n_rep++] = prefix;
         t->first_table |= prefix;
     } else {
-        return fail(err, errlen, "decoder type '%s' is not supported", ty);
+        return errmsg(err, errlen, "decoder type '%s' is not supported", ty);
     }
     return 0;
 }
@@ -762,15 +746,15 @@ static int parse_vocab(hf_tokenizer *t, const cJSON *model, const cJSON *added_l
                        size_t errlen)
 {
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab"), *e;
-    if (!cJSON_IsObject(vocab)) return fail(err, errlen, "model.vocab is not an object");
+    if (!cJSON_IsObject(vocab)) return errmsg(err, errlen, "model.vocab is not an object");
     int max_id = -1;
     size_t count = 0, bytes = 0;
     cJSON_ArrayForEach(e, vocab)
     {
         int id;
         if (get_id(e, &id) != 0)
-            return fail(err, errlen, "vocab: '%.60s' has no id in [0, %d)", e->string,
-                        HF_TOKENIZER_MAX_VOCAB);
+            return errmsg(err, errlen, "vocab: '%.60s' has no id in [0, %d)", e->string,
+                          HF_TOKENIZER_MAX_VOCAB);
         if (id > max_id) max_id = id;
         count++;
         bytes += strlen(e->string) + 1;
@@ -779,16 +763,16 @@ static int parse_vocab(hf_tokenizer *t, const cJSON *model, const cJSON *added_l
     {
         int id;
         if (get_id(cJSON_GetObjectItemCaseSensitive(e, "id"), &id) != 0)
-            return fail(err, errlen, "added_tokens: an entry without an id in [0, %d)",
-                        HF_TOKENIZER_MAX_VOCAB);
+            return errmsg(err, errlen, "added_tokens: an entry without an id in [0, %d)",
+                          HF_TOKENIZER_MAX_VOCAB);
         if (id > max_id) max_id = id;
     }
-    if (max_id < 0) return fail(err, errlen, "an empty vocabulary");
+    if (max_id < 0) return errmsg(err, errlen, "an empty vocabulary");
     /* Real vocabularies number their ids densely; a far-off id would only make this
      * allocate per-id tables for nothing. */
     if ((size_t)max_id >= 2 * (count + (size_t)cJSON_GetArraySize(added_list)) + 1024)
-        return fail(err, errlen, "id %d for only %zu pieces (ids must be about dense)", max_id,
-                    count + (size_t)cJSON_GetArraySize(added_list));
+        return errmsg(err, errlen, "id %d for only %zu pieces (ids must be about dense)", max_id,
+                      count + (size_t)cJSON_GetArraySize(added_list));
     t->vocab_size = max_id + 1;
     size_t V = (size_t)t->vocab_size, cap = 16;
     while (cap < 2 * count) cap *= 2;
@@ -799,7 +783,7 @@ static int parse_vocab(hf_tokenizer *t, const cJSON *model, const cJSON *added_l
     t->is_added = calloc(V, 1);
     t->is_eos = calloc(V, 1);
     if (!t->vtext || !t->voff || !t->vlen || !t->vslots || !t->is_added || !t->is_eos)
-        return fail(err, errlen, "out of memory for %zu tokens", V);
+        return errmsg(err, errlen, "out of memory for %zu tokens", V);
     memset(t->vlen, 0xff, V * sizeof *t->vlen);
     memset(t->vslots, 0xff, cap * sizeof *t->vslots);
     t->vmask = cap - 1;
@@ -809,9 +793,9 @@ static int parse_vocab(hf_tokenizer *t, const cJSON *model, const cJSON *added_l
         int id = (int)e->valuedouble;
         size_t n = strlen(e->string);
         if (t->vlen[id] != UINT32_MAX)
-            return fail(err, errlen, "vocab: id %d is given to two pieces", id);
+            return errmsg(err, errlen, "vocab: id %d is given to two pieces", id);
         if (vocab_find(t, e->string, n) >= 0)
-            return fail(err, errlen, "vocab: piece '%.60s' appears twice", e->string);
+            return errmsg(err, errlen, "vocab: piece '%.60s' appears twice", e->string);
         memcpy(t->vtext + at, e->string, n + 1);
         t->voff[id] = (uint32_t)at;
         t->vlen[id] = (uint32_t)n;
@@ -853,12 +837,12 @@ static int parse_merges(hf_tokenizer *t, const cJSON *model, char *err, size_t e
 {
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges"), *m;
     if (!merges || cJSON_IsNull(merges))
-        return u64map_init(&t->merges, 0) ? fail(err, errlen, "out of memory") : 0;
-    if (!cJSON_IsArray(merges)) return fail(err, errlen, "model.merges is not a list");
+        return u64map_init(&t->merges, 0) ? errmsg(err, errlen, "out of memory") : 0;
+    if (!cJSON_IsArray(merges)) return errmsg(err, errlen, "model.merges is not a list");
     size_t n = (size_t)cJSON_GetArraySize(merges), k = 0;
     if (u64map_init(&t->merges, n) != 0 || !(t->mrank = malloc((n + 1) * sizeof *t->mrank)) ||
         !(t->mnew = malloc((n + 1) * sizeof *t->mnew)))
-        return fail(err, errlen, "out of memory for %zu merges", n);
+        return errmsg(err, errlen, "out of memory for %zu merges", n);
     char *joined = NULL;
     size_t jcap = 0;
     cJSON_ArrayForEach(m, merges)
@@ -867,7 +851,7 @@ static int parse_merges(hf_tokenizer *t, const cJSON *model, char *err, size_t e
         size_t al, bl;
         if (merge_parts(m, &a, &al, &b, &bl) != 0) {
             free(joined);
-            return fail(err, errlen, "merge %zu is neither \"a b\" nor [\"a\", \"b\"]", k);
+            return errmsg(err, errlen, "merge %zu is neither \"a b\" nor [\"a\", \"b\"]", k);
         }
         int ia = vocab_find(t, a, al), ib = vocab_find(t, b, bl);
         if (al + bl + 1 > jcap) {
@@ -875,7 +859,7 @@ static int parse_merges(hf_tokenizer *t, const cJSON *model, char *err, size_t e
             char *j = realloc(joined, jcap);
             if (!j) {
                 free(joined);
-                return fail(err, errlen, "out of memory");
+                return errmsg(err, errlen, "out of memory");
             }
             joined = j;
         }
@@ -884,11 +868,11 @@ static int parse_merges(hf_tokenizer *t, const cJSON *model, char *err, size_t e
         int inew = vocab_find(t, joined, al + bl);
         if (ia < 0 || ib < 0 || inew < 0) {
             free(joined);
-            return fail(err, errlen, "merge %zu (%.40s + %.40s): %s is not in the vocabulary", k, a,
-                        b,
-                        ia < 0   ? "the first piece"
-                        : ib < 0 ? "the second piece"
-                                 : "the result");
+            return errmsg(err, errlen, "merge %zu (%.40s + %.40s): %s is not in the vocabulary", k,
+                          a, b,
+                          ia < 0   ? "the first piece"
+                          : ib < 0 ? "the second piece"
+                                   : "the result");
         }
         /* A repeated pair takes its later rank, as `tokenizers` builds its map. */
         int32_t *slot = u64map_slot(&t->merges, (uint64_t)ia << 32 | (uint32_t)ib, 1);
@@ -921,7 +905,7 @@ static int trie_add(hf_tokenizer *t, int w, const char *s, size_t n, int id)
 static int parse_added(hf_tokenizer *t, const cJSON *list, char *err, size_t errlen)
 {
     if (list && !cJSON_IsNull(list) && !cJSON_IsArray(list))
-        return fail(err, errlen, "added_tokens is not a list");
+        return errmsg(err, errlen, "added_tokens is not a list");
     size_t bytes = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, list)
@@ -929,23 +913,23 @@ static int parse_added(hf_tokenizer *t, const cJSON *list, char *err, size_t err
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "content");
         if (!cJSON_IsString(c) || !c->valuestring[0] ||
             strlen(c->valuestring) > HF_TOKENIZER_MAX_ADDED_LEN || !valid_utf8(c->valuestring))
-            return fail(err, errlen,
-                        "added_tokens: an entry whose content is not UTF-8 of 1 to %d bytes",
-                        HF_TOKENIZER_MAX_ADDED_LEN);
+            return errmsg(err, errlen,
+                          "added_tokens: an entry whose content is not UTF-8 of 1 to %d bytes",
+                          HF_TOKENIZER_MAX_ADDED_LEN);
         int flag;
         static const char *const unsupported[] = { "lstrip", "rstrip", "single_word" };
         for (int i = 0; i < 3; i++) {
             if (get_bool(e, unsupported[i], 0, &flag, err, errlen) != 0) return -1;
             if (flag)
-                return fail(err, errlen, "added token '%.60s': %s is not supported", c->valuestring,
-                            unsupported[i]);
+                return errmsg(err, errlen, "added token '%.60s': %s is not supported",
+                              c->valuestring, unsupported[i]);
         }
         bytes += strlen(c->valuestring);
     }
     for (int w = 0; w < 2; w++) {
         if (u64map_init(&t->trie[w], bytes) != 0 ||
             !(t->trie_tok[w] = malloc((bytes + 1) * sizeof *t->trie_tok[w])))
-            return fail(err, errlen, "out of memory");
+            return errmsg(err, errlen, "out of memory");
         t->trie_nodes[w] = 1;
         t->trie_tok[w][0] = -1;
     }
@@ -955,7 +939,7 @@ static int parse_added(hf_tokenizer *t, const cJSON *list, char *err, size_t err
         int id = (int)cJSON_GetObjectItemCaseSensitive(e, "id")->valuedouble, normalized;
         if (get_bool(e, "normalized", 0, &normalized, err, errlen) != 0) return -1;
         if (trie_add(t, normalized, c, strlen(c), id) != 0)
-            return fail(err, errlen, "out of memory");
+            return errmsg(err, errlen, "out of memory");
         t->is_added[id] = 1;
     }
     return 0;
@@ -981,13 +965,14 @@ static int parse_template(hf_tokenizer *t, const cJSON *p, char *err, size_t err
 {
     const cJSON *single = cJSON_GetObjectItemCaseSensitive(p, "single"), *e;
     const cJSON *specials = cJSON_GetObjectItemCaseSensitive(p, "special_tokens");
-    if (!cJSON_IsArray(single)) return fail(err, errlen, "TemplateProcessing without 'single'");
+    if (!cJSON_IsArray(single)) return errmsg(err, errlen, "TemplateProcessing without 'single'");
     int seen_seq = 0;
     cJSON_ArrayForEach(e, single)
     {
         const cJSON *sp = cJSON_GetObjectItemCaseSensitive(e, "SpecialToken");
         if (cJSON_GetObjectItemCaseSensitive(e, "Sequence")) {
-            if (seen_seq) return fail(err, errlen, "TemplateProcessing 'single' has two sequences");
+            if (seen_seq)
+                return errmsg(err, errlen, "TemplateProcessing 'single' has two sequences");
             seen_seq = 1;
             continue;
         }
@@ -997,36 +982,28 @@ static int parse_template(hf_tokenizer *t, const cJSON *p, char *err, size_t err
                                : NULL;
         const cJSON *ids = cJSON_GetObjectItemCaseSensitive(def, "ids"), *i;
         if (!cJSON_IsArray(ids))
-            return fail(err, errlen, "TemplateProcessing: a special token without ids");
+            return errmsg(err, errlen, "TemplateProcessing: a special token without ids");
         cJSON_ArrayForEach(i, ids)
         {
             int id;
             if (get_id(i, &id) != 0 || id >= t->vocab_size ||
                 add_special(seen_seq ? t->suffix : t->prefix,
                             seen_seq ? &t->n_suffix : &t->n_prefix, id) != 0)
-                return fail(err, errlen,
-                            "TemplateProcessing: a bad special token id (or more than %d)",
-                            MAX_SPECIALS);
+                return errmsg(err, errlen,
+                              "TemplateProcessing: a bad special token id (or more than %d)",
+                              MAX_SPECIALS);
         }
     }
     return 0;
 }
 
-static int parse_post(hf_tokenizer *t, const cJSON *p, int depth, char *err, size_t errlen)
+static int post_one(hf_tokenizer *t, void *ctx, const cJSON *p, const char *ty, char *err,
+                    size_t errlen)
 {
-    if (!p || cJSON_IsNull(p)) return 0;
-    const char *ty = type_of(p);
-    if (!ty) return fail(err, errlen, "post_processor without a type");
-    if (strcmp(ty, "Sequence") == 0) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "processors"), *e;
-        if (depth >= MAX_DEPTH || !cJSON_IsArray(list))
-            return fail(err, errlen, "post_processor Sequence without a list (or nested too deep)");
-        cJSON_ArrayForEach(e, list) if (parse_post(t, e, depth + 1, err, errlen) != 0) return -1;
-        return 0;
-    }
+    (void)ctx;
     if (strcmp(ty, "ByteLevel") == 0) return 0; /* offsets only */
     if (strcmp(ty, "TemplateProcessing") == 0) return parse_template(t, p, err, errlen);
-    return fail(err, errlen, "post_processor type '%s' is not supported", ty);
+    return errmsg(err, errlen, "post_processor type '%s' is not supported", ty);
 }
 
 static int parse_configs(hf_tokenizer *t, const char *config, size_t config_len, const char *gen,
@@ -1036,7 +1013,7 @@ static int parse_configs(hf_tokenizer *t, const char *config, size_t config_len,
         cJSON *c = cJSON_ParseWithLength(config, config_len);
         if (!cJSON_IsObject(c)) {
             cJSON_Delete(c);
-            return fail(err, errlen, "tokenizer_config.json is not a JSON object");
+            return errmsg(err, errlen, "tokenizer_config.json is not a JSON object");
         }
         int bos = config_token(t, c, "bos_token"), eos = config_token(t, c, "eos_token");
         /* chat_template is a string or a list of {name, template}: its markers tell the
@@ -1069,7 +1046,7 @@ static int parse_configs(hf_tokenizer *t, const char *config, size_t config_len,
         cJSON *g = cJSON_ParseWithLength(gen, gen_len), *e;
         if (!cJSON_IsObject(g)) {
             cJSON_Delete(g);
-            return fail(err, errlen, "generation_config.json is not a JSON object");
+            return errmsg(err, errlen, "generation_config.json is not a JSON object");
         }
         int id;
         const cJSON *b = cJSON_GetObjectItemCaseSensitive(g, "bos_token_id");
@@ -1105,14 +1082,14 @@ static int build_decode(hf_tokenizer *t, const cJSON *root, char *err, size_t er
 {
     dec_plan d;
     memset(&d, 0, sizeof d);
-    if (parse_decoder(t, &d, cJSON_GetObjectItemCaseSensitive(root, "decoder"), 0, err, errlen) !=
-        0)
+    if (parse_component(t, &d, cJSON_GetObjectItemCaseSensitive(root, "decoder"), "decoder",
+                        "decoders", 0, decoder_one, err, errlen) != 0)
         return -1;
     size_t V = (size_t)t->vocab_size, tables = t->first_table ? 2 : 1;
     buf b = { 0 };
     t->doff = malloc(tables * V * sizeof *t->doff);
     t->dlen = calloc(tables * V, sizeof *t->dlen);
-    if (!t->doff || !t->dlen) return fail(err, errlen, "out of memory");
+    if (!t->doff || !t->dlen) return errmsg(err, errlen, "out of memory");
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), *e;
     for (size_t k = 0; k < tables * V; k++) {
         size_t id = k % V;
@@ -1120,7 +1097,7 @@ static int build_decode(hf_tokenizer *t, const cJSON *root, char *err, size_t er
         if (t->vlen[id] != UINT32_MAX && !t->is_added[id] &&
             decode_piece(t, &d, (int)id, k >= V, &b) != 0) {
             free(b.p);
-            return fail(err, errlen, "out of memory");
+            return errmsg(err, errlen, "out of memory");
         }
         t->dlen[k] = b.n - t->doff[k];
     }
@@ -1133,13 +1110,13 @@ static int build_decode(hf_tokenizer *t, const cJSON *root, char *err, size_t er
             t->doff[k] = b.n;
             if (buf_add(&b, c, strlen(c)) != 0) {
                 free(b.p);
-                return fail(err, errlen, "out of memory");
+                return errmsg(err, errlen, "out of memory");
             }
             t->dlen[k] = b.n - t->doff[k];
         }
     }
     t->dtext = b.p ? b.p : calloc(1, 1);
-    return t->dtext ? 0 : fail(err, errlen, "out of memory");
+    return t->dtext ? 0 : errmsg(err, errlen, "out of memory");
 }
 
 void hf_tokenizer_free(hf_tokenizer *t)
@@ -1172,18 +1149,18 @@ void hf_tokenizer_free(hf_tokenizer *t)
 static int load_model(hf_tokenizer *t, const cJSON *root, char *err, size_t errlen)
 {
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    if (!cJSON_IsObject(model)) return fail(err, errlen, "no 'model' object");
+    if (!cJSON_IsObject(model)) return errmsg(err, errlen, "no 'model' object");
     const char *ty = type_of(model);
     if (ty && strcmp(ty, "BPE") != 0)
-        return fail(err, errlen, "model type '%s' is not supported (BPE only)", ty);
+        return errmsg(err, errlen, "model type '%s' is not supported (BPE only)", ty);
     const cJSON *drop = cJSON_GetObjectItemCaseSensitive(model, "dropout");
     if (drop && !cJSON_IsNull(drop) && !(cJSON_IsNumber(drop) && drop->valuedouble == 0))
-        return fail(err, errlen, "BPE dropout is not supported");
+        return errmsg(err, errlen, "BPE dropout is not supported");
     static const char *const unsupported[] = { "continuing_subword_prefix", "end_of_word_suffix" };
     for (int i = 0; i < 2; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(model, unsupported[i]);
         if (v && !cJSON_IsNull(v) && !(cJSON_IsString(v) && !v->valuestring[0]))
-            return fail(err, errlen, "BPE %s is not supported", unsupported[i]);
+            return errmsg(err, errlen, "BPE %s is not supported", unsupported[i]);
     }
     if (get_bool(model, "byte_fallback", 0, &t->byte_fallback, err, errlen) != 0 ||
         get_bool(model, "fuse_unk", 0, &t->fuse_unk, err, errlen) != 0 ||
@@ -1198,15 +1175,15 @@ static int load_model(hf_tokenizer *t, const cJSON *root, char *err, size_t errl
     if (cJSON_IsString(unk)) {
         t->unk_id = vocab_find(t, unk->valuestring, strlen(unk->valuestring));
         if (t->unk_id < 0)
-            return fail(err, errlen, "unk_token '%.60s' is not in the vocabulary",
-                        unk->valuestring);
+            return errmsg(err, errlen, "unk_token '%.60s' is not in the vocabulary",
+                          unk->valuestring);
     } else if (unk && !cJSON_IsNull(unk)) {
-        return fail(err, errlen, "unk_token is not a string");
+        return errmsg(err, errlen, "unk_token is not a string");
     }
-    if (parse_normalizer(t, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), 0, err, errlen) !=
-            0 ||
-        parse_pretokenizer(t, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), 0, err,
-                           errlen) != 0 ||
+    if (parse_component(t, NULL, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), "normalizer",
+                        "normalizers", 0, normalizer_one, err, errlen) != 0 ||
+        parse_component(t, NULL, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"),
+                        "pre_tokenizer", "pretokenizers", 0, pretokenizer_one, err, errlen) != 0 ||
         parse_added(t, added, err, errlen) != 0)
         return -1;
     if (t->byte_level)
@@ -1214,13 +1191,13 @@ static int load_model(hf_tokenizer *t, const cJSON *root, char *err, size_t errl
             char s[4];
             int n = put_utf8(s, (unsigned)byte_char(b));
             if (vocab_find(t, s, (size_t)n) < 0 && !t->byte_fallback && t->unk_id < 0)
-                return fail(err, errlen,
-                            "byte-level vocabulary has no piece for byte 0x%02x (and no fallback)",
-                            b);
+                return errmsg(
+                    err, errlen,
+                    "byte-level vocabulary has no piece for byte 0x%02x (and no fallback)", b);
         }
     if (build_decode(t, root, err, errlen) != 0 ||
-        parse_post(t, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), 0, err, errlen) !=
-            0)
+        parse_component(t, NULL, cJSON_GetObjectItemCaseSensitive(root, "post_processor"),
+                        "post_processor", "processors", 0, post_one, err, errlen) != 0)
         return -1;
     return 0;
 }
@@ -1230,17 +1207,18 @@ int hf_tokenizer_load_buffer(hf_tokenizer **out, const char *json, size_t len, c
                              size_t errlen)
 {
     *out = NULL;
-    if (!json) return fail(err, errlen, "no data");
+    if (!json) return errmsg(err, errlen, "no data");
     if (len > HF_TOKENIZER_MAX_FILE)
-        return fail(err, errlen, "%zu bytes, more than the %u allowed", len, HF_TOKENIZER_MAX_FILE);
+        return errmsg(err, errlen, "%zu bytes, more than the %u allowed", len,
+                      HF_TOKENIZER_MAX_FILE);
     hf_tokenizer *t = calloc(1, sizeof *t);
-    if (!t) return fail(err, errlen, "out of memory");
+    if (!t) return errmsg(err, errlen, "out of memory");
     memset(t->byte_ids, 0xff, sizeof t->byte_ids);
     t->bos_id = t->eos_id = -1;
     cJSON *root = cJSON_ParseWithLength(json, len);
     int rc;
     if (!cJSON_IsObject(root))
-        rc = fail(err, errlen, "not a JSON object (a tokenizer.json must be one)");
+        rc = errmsg(err, errlen, "not a JSON object (a tokenizer.json must be one)");
     else
         rc = load_model(t, root, err, errlen);
     cJSON_Delete(root);
@@ -1269,23 +1247,23 @@ int hf_tokenizer_load(hf_tokenizer **out, const char *path, char *err, size_t er
     char *p = malloc(dir + 32);
     int rc = -1;
     if (!p) {
-        fail(err, errlen, "out of memory");
+        errmsg(err, errlen, "out of memory");
         goto out;
     }
     memcpy(p, path, dir);
     char sub[256];
     strcpy(p + dir, "tokenizer_config.json");
     if (access(p, F_OK) == 0 && read_file(p, &cfg, &cn, 16u << 20, sub, sizeof sub) != 0) {
-        fail(err, errlen, "%s", sub);
+        errmsg(err, errlen, "%s", sub);
         goto out;
     }
     strcpy(p + dir, "generation_config.json");
     if (access(p, F_OK) == 0 && read_file(p, &gen, &gn, 16u << 20, sub, sizeof sub) != 0) {
-        fail(err, errlen, "%s", sub);
+        errmsg(err, errlen, "%s", sub);
         goto out;
     }
     rc = hf_tokenizer_load_buffer(out, json, n, cfg, cn, gen, gn, sub, sizeof sub);
-    if (rc != 0) fail(err, errlen, "'%s': %s", path, sub);
+    if (rc != 0) errmsg(err, errlen, "'%s': %s", path, sub);
 out:
     free(p);
     free(json);
@@ -1325,7 +1303,7 @@ typedef struct enc {
 static int emit(enc *e, int id)
 {
     if (e->n >= e->max)
-        return fail(e->err, e->errlen, "the text needs more than %d tokens", e->max);
+        return errmsg(e->err, e->errlen, "the text needs more than %d tokens", e->max);
     e->ids[e->n++] = id;
     return 0;
 }
@@ -1340,7 +1318,7 @@ static int heap_push(enc *e, int rank, int pos, int new_id)
     if (e->heap_n == e->heap_cap) {
         size_t cap = e->heap_cap ? e->heap_cap * 2 : 256;
         heap_item *h = realloc(e->heap, cap * sizeof *h);
-        if (!h) return fail(e->err, e->errlen, "out of memory");
+        if (!h) return errmsg(e->err, e->errlen, "out of memory");
         e->heap = h;
         e->heap_cap = cap;
     }
@@ -1382,7 +1360,7 @@ static int sym_add(enc *e, size_t *n, int id, int len)
     if (*n == e->sym_cap) {
         size_t cap = e->sym_cap ? e->sym_cap * 2 : 256;
         sym *s = realloc(e->sym, cap * sizeof *s);
-        if (!s) return fail(e->err, e->errlen, "out of memory");
+        if (!s) return errmsg(e->err, e->errlen, "out of memory");
         e->sym = s;
         e->sym_cap = cap;
     }
@@ -1397,7 +1375,7 @@ static int sym_add(enc *e, size_t *n, int id, int len)
 static int bpe_word(enc *e, const char *w, size_t n)
 {
     const hf_tokenizer *t = e->t;
-    if (n > INT_MAX / 2) return fail(e->err, e->errlen, "a pre-token of %zu bytes", n);
+    if (n > INT_MAX / 2) return errmsg(e->err, e->errlen, "a pre-token of %zu bytes", n);
     if (t->ignore_merges) {
         int id = vocab_find(t, w, n);
         if (id >= 0) return emit(e, id);
@@ -1426,8 +1404,8 @@ static int bpe_word(enc *e, const char *w, size_t n)
                 }
                 unk_len += k;
             } else {
-                return fail(e->err, e->errlen,
-                            "'%.*s' has no token (no byte fallback, no unk_token)", k, w + i);
+                return errmsg(e->err, e->errlen,
+                              "'%.*s' has no token (no byte fallback, no unk_token)", k, w + i);
             }
         }
         i += (size_t)k;
@@ -1481,19 +1459,19 @@ static int regex_split(enc *e, const regex *re, const char *text, span in, spans
         if (rc == PCRE2_ERROR_NOMATCH) {
             if (prev_end < in.len &&
                 spans_add(parts, prev_end, in.len - prev_end, !!re->invert) != 0)
-                return fail(e->err, e->errlen, "out of memory");
+                return errmsg(e->err, e->errlen, "out of memory");
             break;
         }
         if (rc < 0) {
             char msg[128];
             pcre2_get_error_message(rc, (PCRE2_UCHAR *)msg, sizeof msg);
-            return fail(e->err, e->errlen, "pre-tokenizer regex: %s", msg);
+            return errmsg(e->err, e->errlen, "pre-tokenizer regex: %s", msg);
         }
         const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
         size_t ms = ov[0], me = ov[1];
         if ((ms > prev_end && spans_add(parts, prev_end, ms - prev_end, !!re->invert) != 0) ||
             spans_add(parts, ms, me - ms, !re->invert) != 0)
-            return fail(e->err, e->errlen, "out of memory");
+            return errmsg(e->err, e->errlen, "out of memory");
         prev_end = me;
         pos = me;
         if (me == ms) { /* an empty match: step over one character */
@@ -1513,7 +1491,7 @@ static int regex_split(enc *e, const regex *re, const char *text, span in, spans
                 l->len += l->off - (in.off + p->off);
                 l->off = in.off + p->off;
             } else if (spans_add(out, in.off + p->off, p->len, 0) != 0) {
-                return fail(e->err, e->errlen, "out of memory");
+                return errmsg(e->err, e->errlen, "out of memory");
             }
             prev_match = m;
         }
@@ -1533,7 +1511,7 @@ static int regex_split(enc *e, const regex *re, const char *text, span in, spans
                 span *l = &out->v[out->n - 1];
                 l->len = in.off + p->off + p->len - l->off;
             } else if (spans_add(out, in.off + p->off, p->len, 0) != 0) {
-                return fail(e->err, e->errlen, "out of memory");
+                return errmsg(e->err, e->errlen, "out of memory");
             }
             prev_match = m;
         }
@@ -1558,7 +1536,7 @@ static int normalize(enc *e, const char *s, size_t n, buf *out)
     const hf_tokenizer *t = e->t;
     buf tmp = { 0 };
     out->n = 0;
-    if (buf_add(out, s, n) != 0) return fail(e->err, e->errlen, "out of memory");
+    if (buf_add(out, s, n) != 0) return errmsg(e->err, e->errlen, "out of memory");
     for (int i = 0; i < t->n_norm; i++) {
         const norm_op *op = &t->norm[i];
         if (op->kind == NORM_NFC) {
@@ -1569,10 +1547,11 @@ static int normalize(enc *e, const char *s, size_t n, buf *out)
                     k = bad;
                 else if (!nfc_stable(cp)) {
                     free(tmp.p);
-                    return fail(e->err, e->errlen,
-                                "the NFC normalizer is implemented only where it changes nothing; "
-                                "U+%04X may change",
-                                cp);
+                    return errmsg(
+                        e->err, e->errlen,
+                        "the NFC normalizer is implemented only where it changes nothing; "
+                        "U+%04X may change",
+                        cp);
                 }
                 j += (size_t)k;
             }
@@ -1603,7 +1582,7 @@ static int normalize(enc *e, const char *s, size_t n, buf *out)
     return 0;
 oom:
     free(tmp.p);
-    return fail(e->err, e->errlen, "out of memory");
+    return errmsg(e->err, e->errlen, "out of memory");
 }
 
 /* Pre-tokenizes span `in` of buffer `*cur` and runs BPE on every piece. Byte-level and
@@ -1684,7 +1663,7 @@ static int pretokenize_bpe(enc *e, scratch *x, const char *text, span in)
         if (S->v[j].len && bpe_word(e, cur + S->v[j].off, S->v[j].len) != 0) return -1;
     return 0;
 oom:
-    return fail(e->err, e->errlen, "out of memory");
+    return errmsg(e->err, e->errlen, "out of memory");
 }
 
 /* The longest added token of trie w starting at s (n bytes left): its id and *len, or -1. */
@@ -1732,7 +1711,7 @@ static int encode_segment(enc *e, scratch *x, buf *norm, const char *s, size_t n
 int hf_tokenizer_encode(const hf_tokenizer *t, const char *text, size_t len, int add_special,
                         int *ids, int max_ids, char *err, size_t errlen)
 {
-    if (!text && len) return fail(err, errlen, "no text");
+    if (!text && len) return errmsg(err, errlen, "no text");
     enc e = { .t = t, .ids = ids, .max = max_ids < 0 ? 0 : max_ids, .err = err, .errlen = errlen };
     buf clean = { 0 }, norm = { 0 };
     scratch x;
@@ -1742,7 +1721,7 @@ int hf_tokenizer_encode(const hf_tokenizer *t, const char *text, size_t len, int
     e.md = pcre2_match_data_create(1, NULL);
     e.jit = pcre2_jit_stack_create(32 << 10, REGEX_JIT_STACK, NULL);
     if (!e.mctx || !e.md || !e.jit) {
-        fail(err, errlen, "out of memory");
+        errmsg(err, errlen, "out of memory");
         goto out;
     }
     pcre2_set_match_limit(e.mctx, REGEX_MATCH_LIMIT);
@@ -1750,14 +1729,14 @@ int hf_tokenizer_encode(const hf_tokenizer *t, const char *text, size_t len, int
     pcre2_jit_stack_assign(e.mctx, NULL, e.jit);
     /* Valid UTF-8 first: each maximal invalid subpart becomes U+FFFD. */
     if (buf_reserve(&clean, len + 1) != 0) {
-        fail(err, errlen, "out of memory");
+        errmsg(err, errlen, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < len;) {
         unsigned cp;
         int bad, k = utf8_char((const unsigned char *)text + i, len - i, &cp, &bad);
         if (buf_add(&clean, k ? text + i : "\xef\xbf\xbd", k ? (size_t)k : 3) != 0) {
-            fail(err, errlen, "out of memory");
+            errmsg(err, errlen, "out of memory");
             goto out;
         }
         i += (size_t)(k ? k : bad);
