@@ -263,6 +263,26 @@ START_TEST(test_byte_level_merges)
 }
 END_TEST
 
+START_TEST(test_nfc)
+{
+    /* NFC runs only where it changes nothing; a combining accent is refused, by name. */
+    cJSON *j = byte_level_json();
+    cJSON *nfc = cJSON_CreateObject();
+    cJSON_AddStringToObject(nfc, "type", "NFC");
+    cJSON_ReplaceItemInObject(j, "normalizer", nfc);
+    hf_tokenizer *t = load(j, NULL, NULL);
+    expect(t, "caf\xc3\xa9 \xe2\x80\x94 \xe6\x97\xa5", 13, 0,
+           (const int[]){ 'c', 'a', 'f', 0xc3, 0xa9, ' ', 0xe2, 0x80, 0x94, ' ', 0xe6, 0x97, 0xa5,
+                          -1 });
+    int ids[16];
+    char err[256];
+    ck_assert_int_eq(hf_tokenizer_encode(t, "cafe\xcc\x81", 6, 0, ids, 16, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "U+0301"), "%s", err);
+    hf_tokenizer_free(t);
+    cJSON_Delete(j);
+}
+END_TEST
+
 START_TEST(test_configs)
 {
     cJSON *j = byte_level_json();
@@ -525,6 +545,7 @@ int main(void)
     TCase *tc = tcase_create("tokenizer_json");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_byte_level_merges);
+    tcase_add_test(tc, test_nfc);
     tcase_add_test(tc, test_configs);
     tcase_add_test(tc, test_sentencepiece);
     tcase_add_test(tc, test_metaspace);

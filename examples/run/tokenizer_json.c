@@ -18,6 +18,7 @@
 #include <pcre2.h>
 
 #include "errmsg.h"
+#include "nfc_unsafe.h"
 #include "tokenizer_json.h"
 
 /* A Sequence inside a Sequence deeper than this is refused (real files nest one level). */
@@ -1521,14 +1522,22 @@ static int regex_split(enc *e, const regex *re, const char *text, span in, spans
     return 0;
 }
 
-/* Characters whose NFC form is themselves whatever follows them: below U+0300 (no combining
- * marks yet) and the common scripts' blocks without combining or compatibility characters.
- * NFC of anything else is not implemented: encode refuses it rather than guess. */
+/* Whether text made of cp and other such characters is its own NFC, in any order: cp is
+ * in no range of NFC_UNSAFE (combining marks, characters NFC replaces, the second half of a
+ * composition). NFC of other text is not implemented: encode refuses it rather than guess. */
 static int nfc_stable(unsigned cp)
 {
-    return cp < 0x300 || (cp >= 0x400 && cp <= 0x482) || (cp >= 0x3040 && cp <= 0x3096) ||
-           (cp >= 0x30a0 && cp <= 0x30ff) || (cp >= 0x4e00 && cp <= 0x9fff) ||
-           (cp >= 0xac00 && cp <= 0xd7a3) || (cp >= 0x1f300 && cp <= 0x1faff);
+    size_t lo = 0, hi = sizeof NFC_UNSAFE / sizeof NFC_UNSAFE[0];
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (cp < NFC_UNSAFE[mid][0])
+            hi = mid;
+        else if (cp > NFC_UNSAFE[mid][1])
+            lo = mid + 1;
+        else
+            return 0;
+    }
+    return 1;
 }
 
 static int normalize(enc *e, const char *s, size_t n, buf *out)
