@@ -1841,7 +1841,7 @@ END_TEST
 /* df11-run with a tokenizer.json: found beside the model without -t, BOS from its
  * template, --json's prompt_tokens, --chat in the Llama-3 layout its special tokens ask for,
  * and the usage errors around them. The vocabulary: the 256 GPT-2 byte characters, "ab"
- * (256), and Llama-3's specials at 290..293, inside the synthetic model's 300. */
+ * (256), and Llama-3's specials at 257..260, inside the synthetic model's 300. */
 static void write_tokenizer_json(const char *dir)
 {
     cJSON *root = cJSON_CreateObject(), *model = cJSON_AddObjectToObject(root, "model");
@@ -1861,7 +1861,7 @@ static void write_tokenizer_json(const char *dir)
                                             "<|end_header_id|>", "<|eot_id|>" };
     for (int i = 0; i < 4; i++) {
         cJSON *a = cJSON_CreateObject();
-        cJSON_AddNumberToObject(a, "id", 290 + i);
+        cJSON_AddNumberToObject(a, "id", 257 + i);
         cJSON_AddStringToObject(a, "content", specials[i]);
         cJSON_AddBoolToObject(a, "special", 1);
         cJSON_AddItemToArray(added, a);
@@ -1918,24 +1918,24 @@ START_TEST(test_cli_tokenizer_json)
     snprintf(args, sizeof args, "--bf16 %s --device cpu -n 1 -p 'ab a'", dir);
     int n = run_prompt_tokens(args, ids, 256);
     ck_assert_int_eq(n, 4); /* BOS, ab, Ġ, a */
-    ck_assert(ids[0] == 290 && ids[1] == 256 && ids[2] == ' ' && ids[3] == 'a');
+    ck_assert(ids[0] == 257 && ids[1] == 256 && ids[2] == ' ' && ids[3] == 'a');
     snprintf(args, sizeof args, "--bf16 %s --device cpu -n 1 -t %s/tokenizer.json -p ab", dir, dir);
     n = run_prompt_tokens(args, ids, 256);
-    ck_assert(n == 2 && ids[0] == 290 && ids[1] == 256);
+    ck_assert(n == 2 && ids[0] == 257 && ids[1] == 256);
     /* beside a .df11 file */
     char df11[700];
     snprintf(df11, sizeof df11, "%s/model.df11", dir);
     ck_assert_int_eq(df11_compress_path(dir, df11, NULL, NULL), DF11_OK);
     snprintf(args, sizeof args, "%s --device cpu -n 1 -p ab", df11);
     n = run_prompt_tokens(args, ids, 256);
-    ck_assert(n == 2 && ids[0] == 290 && ids[1] == 256);
+    ck_assert(n == 2 && ids[0] == 257 && ids[1] == 256);
 
     /* --chat: <|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nab<|eot_id|>... */
     snprintf(args, sizeof args, "--bf16 %s --device cpu -n 1 --chat --system S -p ab", dir);
     n = run_prompt_tokens(args, ids, 256);
-    static const int want[] = { 290, 291, 's', 'y', 's', 't', 'e', 'm', 292, 10,  10,  'S',
-                                293, 291, 'u', 's', 'e', 'r', 292, 10,  10,  256, 293, 291,
-                                'a', 's', 's', 'i', 's', 't', 'a', 'n', 't', 292, 10,  10 };
+    static const int want[] = { 257, 258, 's', 'y', 's', 't', 'e', 'm', 259, 10,  10,  'S',
+                                260, 258, 'u', 's', 'e', 'r', 259, 10,  10,  256, 260, 258,
+                                'a', 's', 's', 'i', 's', 't', 'a', 'n', 't', 259, 10,  10 };
     ck_assert_int_eq(n, (int)(sizeof want / sizeof *want));
     for (int i = 0; i < n; i++) ck_assert_int_eq(ids[i], want[i]);
 

@@ -52,8 +52,8 @@ static cJSON *added_token(int id, const char *content, int special)
 }
 
 /* A byte-level tokenizer: ids 0..255 are the bytes (as GPT-2 characters), then merged
- * pieces; Llama-3's pre-tokenizer; <|bos|> (400) added by the template, <|e|> and <|e|>x
- * (401, 402) added tokens. Merges mix the "a b" and ["a", "b"] forms. */
+ * pieces; Llama-3's pre-tokenizer; <|bos|> (264) added by the template, <|e|> and <|e|>x
+ * (265, 266) added tokens. Merges mix the "a b" and ["a", "b"] forms. */
 static cJSON *byte_level_json(void)
 {
     cJSON *root = cJSON_CreateObject(), *model = cJSON_AddObjectToObject(root, "model");
@@ -73,9 +73,9 @@ static cJSON *byte_level_json(void)
     static const char *const rest[] = { "h e", "l l", "he ll", "hell o", "Ġ w", "a a" };
     for (int i = 0; i < 6; i++) cJSON_AddItemToArray(merges, cJSON_CreateString(rest[i]));
     cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
-    cJSON_AddItemToArray(added, added_token(400, "<|bos|>", 1));
-    cJSON_AddItemToArray(added, added_token(401, "<|e|>", 1));
-    cJSON_AddItemToArray(added, added_token(402, "<|e|>x", 0));
+    cJSON_AddItemToArray(added, added_token(264, "<|bos|>", 1));
+    cJSON_AddItemToArray(added, added_token(265, "<|e|>", 1));
+    cJSON_AddItemToArray(added, added_token(266, "<|e|>x", 0));
     cJSON_AddNullToObject(root, "normalizer");
     cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer");
     cJSON_AddStringToObject(pre, "type", "Sequence");
@@ -103,7 +103,7 @@ static cJSON *byte_level_json(void)
     cJSON_AddItemToArray(single, seq);
     cJSON *bos =
         cJSON_AddObjectToObject(cJSON_AddObjectToObject(post, "special_tokens"), "<|bos|>");
-    int bos_id = 400;
+    int bos_id = 264;
     cJSON_AddItemToObject(bos, "ids", cJSON_CreateIntArray(&bos_id, 1));
     return root;
 }
@@ -224,21 +224,32 @@ START_TEST(test_byte_level_merges)
 {
     cJSON *j = byte_level_json();
     hf_tokenizer *t = load(j, NULL, NULL);
-    ck_assert_int_eq(hf_tokenizer_vocab_size(t), 403);
+    ck_assert_int_eq(hf_tokenizer_vocab_size(t), 267);
     /* "a b" outranks "b c": abc -> ab c; "aaa" -> aa a (the leftmost of equal ranks). */
     expect(t, "abc", 3, 0, (const int[]){ 256, 'c', -1 });
     expect(t, "aaa", 3, 0, (const int[]){ 263, 'a', -1 });
     /* hello: h e, l l, he ll, hell o; " world": Ġw merges, the rest stay bytes. */
     expect(t, "hello world", 11, 0, (const int[]){ 261, 262, 'o', 'r', 'l', 'd', -1 });
     /* Added tokens inline, the longest at a position: <|e|>x beats <|e|>. */
-    expect(t, "a<|e|>xb<|e|>", 13, 0, (const int[]){ 'a', 402, 'b', 401, -1 });
-    expect(t, "<|bos|>ab", 9, 1, (const int[]){ 400, 400, 256, -1 });
+    expect(t, "a<|e|>xb<|e|>", 13, 0, (const int[]){ 'a', 266, 'b', 265, -1 });
+    expect(t, "<|bos|>ab", 9, 1, (const int[]){ 264, 264, 256, -1 });
     /* The Llama-3 split keeps digits in threes and a space before a word. */
     expect(t, "12345", 5, 0, (const int[]){ '1', '2', '3', '4', '5', -1 });
-    ck_assert_int_eq(hf_tokenizer_bos(t), 400);
+    ck_assert_int_eq(hf_tokenizer_bos(t), 264);
     ck_assert_int_eq(hf_tokenizer_lookup(t, "hello"), 261);
-    ck_assert_int_eq(hf_tokenizer_lookup(t, "<|e|>"), 401);
+    ck_assert_int_eq(hf_tokenizer_lookup(t, "<|e|>"), 265);
     ck_assert_int_eq(hf_tokenizer_lookup(t, "nope"), -1);
+    hf_tokenizer_free(t);
+
+    /* An added token's id is the one `tokenizers` gives it (the next free one), whatever
+     * an inconsistent file says; the same text twice is one token. */
+    cJSON *added = cJSON_GetObjectItem(j, "added_tokens");
+    cJSON_AddItemToArray(added, added_token(999, "<|new|>", 1));
+    cJSON_AddItemToArray(added, added_token(5, "<|e|>", 1));
+    t = load(j, NULL, NULL);
+    ck_assert_int_eq(hf_tokenizer_lookup(t, "<|new|>"), 267);
+    ck_assert_int_eq(hf_tokenizer_lookup(t, "<|e|>"), 265);
+    ck_assert_int_eq(hf_tokenizer_vocab_size(t), 268);
 
     /* Any bytes decode back to themselves; invalid UTF-8 is read as U+FFFD first. */
     const char text[] = "x \t\n\n  y\x01\x7f caf\xc3\xa9 \xf0\x9f\x98\x80<|e|>";
@@ -290,13 +301,13 @@ START_TEST(test_configs)
     hf_tokenizer *t = load(j,
                            "{\"bos_token\": {\"content\": \"<|e|>\"}, \"eos_token\": \"<|bos|>\","
                            " \"add_bos_token\": false, \"add_eos_token\": true}",
-                           "{\"bos_token_id\": 7, \"eos_token_id\": [401, 5, 99999, \"x\"]}");
-    ck_assert_int_eq(hf_tokenizer_bos(t), 401);
-    ck_assert_int_eq(hf_tokenizer_eos(t), 400);
-    ck_assert(hf_tokenizer_is_eos(t, 400) && hf_tokenizer_is_eos(t, 401) &&
+                           "{\"bos_token_id\": 7, \"eos_token_id\": [265, 5, 99999, \"x\"]}");
+    ck_assert_int_eq(hf_tokenizer_bos(t), 265);
+    ck_assert_int_eq(hf_tokenizer_eos(t), 264);
+    ck_assert(hf_tokenizer_is_eos(t, 264) && hf_tokenizer_is_eos(t, 265) &&
               hf_tokenizer_is_eos(t, 5) && !hf_tokenizer_is_eos(t, 6));
-    ck_assert(!hf_tokenizer_is_eos(t, -1) && !hf_tokenizer_is_eos(t, 403));
-    expect(t, "ab", 2, 1, (const int[]){ 256, 400, -1 });
+    ck_assert(!hf_tokenizer_is_eos(t, -1) && !hf_tokenizer_is_eos(t, 267));
+    expect(t, "ab", 2, 1, (const int[]){ 256, 264, -1 });
     hf_tokenizer_free(t);
 
     /* From files: the configs are found beside tokenizer.json. */
@@ -308,12 +319,12 @@ START_TEST(test_configs)
     fclose(f);
     snprintf(path, sizeof path, "%s/generation_config.json", df11_test_tmpdir());
     f = fopen(path, "w");
-    fputs("{\"eos_token_id\": 402}", f);
+    fputs("{\"eos_token_id\": 266}", f);
     fclose(f);
     snprintf(path, sizeof path, "%s/tokenizer.json", df11_test_tmpdir());
     ck_assert_msg(hf_tokenizer_load(&t, path, err, sizeof err) == 0, "%s", err);
-    ck_assert_int_eq(hf_tokenizer_bos(t), 400);
-    ck_assert_int_eq(hf_tokenizer_eos(t), 402);
+    ck_assert_int_eq(hf_tokenizer_bos(t), 264);
+    ck_assert_int_eq(hf_tokenizer_eos(t), 266);
     hf_tokenizer_free(t);
     snprintf(path, sizeof path, "%s/missing.json", df11_test_tmpdir());
     ck_assert_int_eq(hf_tokenizer_load(&t, path, err, sizeof err), -1);

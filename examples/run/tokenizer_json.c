@@ -179,6 +179,8 @@ typedef struct pre_op {
 
 struct hf_tokenizer {
     int vocab_size;        /* the largest id + 1 */
+    int vocab_count;       /* model.vocab's entries */
+    int *added_ids;        /* added_tokens' ids, in the file's order */
     char *vtext;           /* vocab pieces, NUL-separated */
     uint32_t *voff, *vlen; /* per id; vlen UINT32_MAX for no vocab piece */
     int32_t *vslots;       /* string map piece -> id, -1 empty */
@@ -760,22 +762,25 @@ static int parse_vocab(hf_tokenizer *t, const cJSON *model, const cJSON *added_l
         count++;
         bytes += strlen(e->string) + 1;
     }
+    size_t n_added = 0;
     cJSON_ArrayForEach(e, added_list)
     {
         int id;
         if (get_id(cJSON_GetObjectItemCaseSensitive(e, "id"), &id) != 0)
             return errmsg(err, errlen, "added_tokens: an entry without an id in [0, %d)",
                           HF_TOKENIZER_MAX_VOCAB);
-        if (id > max_id) max_id = id;
+        n_added++;
     }
     if (max_id < 0) return errmsg(err, errlen, "an empty vocabulary");
     /* Real vocabularies number their ids densely; a far-off id would only make this
      * allocate per-id tables for nothing. */
-    if ((size_t)max_id >= 2 * (count + (size_t)cJSON_GetArraySize(added_list)) + 1024)
+    if ((size_t)max_id >= 2 * count + 1024)
         return errmsg(err, errlen, "id %d for only %zu pieces (ids must be about dense)", max_id,
-                      count + (size_t)cJSON_GetArraySize(added_list));
+                      count);
     t->vocab_size = max_id + 1;
-    size_t V = (size_t)t->vocab_size, cap = 16;
+    t->vocab_count = (int)count;
+    /* Room for the added tokens' ids too, which parse_added assigns. */
+    size_t V = (size_t)(max_id + 1 > (int)count ? max_id + 1 : (int)count) + n_added, cap = 16;
     while (cap < 2 * count) cap *= 2;
     t->vtext = malloc(bytes ? bytes : 1);
     t->voff = calloc(V, sizeof *t->voff);
@@ -783,7 +788,9 @@ static int parse_vocab(hf_tokenizer *t, const cJSON *model, const cJSON *added_l
     t->vslots = malloc(cap * sizeof *t->vslots);
     t->is_added = calloc(V, 1);
     t->is_eos = calloc(V, 1);
-    if (!t->vtext || !t->voff || !t->vlen || !t->vslots || !t->is_added || !t->is_eos)
+    t->added_ids = malloc((n_added ? n_added : 1) * sizeof *t->added_ids);
+    if (!t->vtext || !t->voff || !t->vlen || !t->vslots || !t->is_added || !t->is_eos ||
+        !t->added_ids)
         return errmsg(err, errlen, "out of memory for %zu tokens", V);
     memset(t->vlen, 0xff, V * sizeof *t->vlen);
     memset(t->vslots, 0xff, cap * sizeof *t->vslots);
@@ -886,6 +893,22 @@ static int parse_merges(hf_tokenizer *t, const cJSON *model, char *err, size_t e
     return 0;
 }
 
+/* The longest added token of trie w starting at s (n bytes left): its id and *len, or -1. */
+static int trie_match(const hf_tokenizer *t, int w, const char *s, size_t n, size_t *len)
+{
+    int node = 0, best = -1;
+    for (size_t i = 0; i < n && i < HF_TOKENIZER_MAX_ADDED_LEN; i++) {
+        const int32_t *c = u64map_slot(&t->trie[w], (uint64_t)node << 8 | (unsigned char)s[i], 0);
+        if (!c) break;
+        node = *c;
+        if (t->trie_tok[w][node] >= 0) {
+            best = t->trie_tok[w][node];
+            *len = i + 1;
+        }
+    }
+    return best;
+}
+
 /* Adds `s` to trie w (node 0 is the root) ending in token `id`. */
 static int trie_add(hf_tokenizer *t, int w, const char *s, size_t n, int id)
 {
@@ -934,15 +957,25 @@ static int parse_added(hf_tokenizer *t, const cJSON *list, char *err, size_t err
         t->trie_nodes[w] = 1;
         t->trie_tok[w][0] = -1;
     }
+    /* Ids as `tokenizers` assigns them, which a consistent file repeats: an earlier added
+     * token's or the vocabulary's id for the same text, else the next after the
+     * vocabulary's count and the added ids so far. */
+    int n = 0, max_added = -1;
     cJSON_ArrayForEach(e, list)
     {
         const char *c = cJSON_GetObjectItemCaseSensitive(e, "content")->valuestring;
-        int id = (int)cJSON_GetObjectItemCaseSensitive(e, "id")->valuedouble, normalized;
+        size_t len = 0, cl = strlen(c);
+        int normalized, id = trie_match(t, 0, c, cl, &len);
+        if (id < 0 || len != cl) id = trie_match(t, 1, c, cl, &len);
+        if (id < 0 || len != cl) id = vocab_find(t, c, cl);
+        if (id < 0) id = max_added >= t->vocab_count ? max_added + 1 : t->vocab_count;
+        if (id > max_added) max_added = id;
         if (get_bool(e, "normalized", 0, &normalized, err, errlen) != 0) return -1;
-        if (trie_add(t, normalized, c, strlen(c), id) != 0)
-            return errmsg(err, errlen, "out of memory");
+        if (trie_add(t, normalized, c, cl, id) != 0) return errmsg(err, errlen, "out of memory");
         t->is_added[id] = 1;
+        t->added_ids[n++] = id;
     }
+    if (max_added >= t->vocab_size) t->vocab_size = max_added + 1;
     return 0;
 }
 
@@ -1103,11 +1136,11 @@ static int build_decode(hf_tokenizer *t, const cJSON *root, char *err, size_t er
         t->dlen[k] = b.n - t->doff[k];
     }
     /* Added tokens read as their text. */
+    size_t i = 0;
     cJSON_ArrayForEach(e, list)
     {
         const char *c = cJSON_GetObjectItemCaseSensitive(e, "content")->valuestring;
-        size_t id = (size_t)cJSON_GetObjectItemCaseSensitive(e, "id")->valuedouble;
-        for (size_t k = id; k < tables * V; k += V) {
+        for (size_t k = (size_t)t->added_ids[i++]; k < tables * V; k += V) {
             t->doff[k] = b.n;
             if (buf_add(&b, c, strlen(c)) != 0) {
                 free(b.p);
@@ -1135,6 +1168,7 @@ void hf_tokenizer_free(hf_tokenizer *t)
     free(t->dlen);
     free(t->is_added);
     free(t->is_eos);
+    free(t->added_ids);
     for (int w = 0; w < 2; w++) {
         u64map_free(&t->trie[w]);
         free(t->trie_tok[w]);
@@ -1673,22 +1707,6 @@ static int pretokenize_bpe(enc *e, scratch *x, const char *text, span in)
     return 0;
 oom:
     return errmsg(e->err, e->errlen, "out of memory");
-}
-
-/* The longest added token of trie w starting at s (n bytes left): its id and *len, or -1. */
-static int trie_match(const hf_tokenizer *t, int w, const char *s, size_t n, size_t *len)
-{
-    int node = 0, best = -1;
-    for (size_t i = 0; i < n && i < HF_TOKENIZER_MAX_ADDED_LEN; i++) {
-        const int32_t *c = u64map_slot(&t->trie[w], (uint64_t)node << 8 | (unsigned char)s[i], 0);
-        if (!c) break;
-        node = *c;
-        if (t->trie_tok[w][node] >= 0) {
-            best = t->trie_tok[w][node];
-            *len = i + 1;
-        }
-    }
-    return best;
 }
 
 /* Text between raw added tokens: normalized, split again at normalized added tokens, then
