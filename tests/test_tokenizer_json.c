@@ -274,6 +274,21 @@ START_TEST(test_byte_level_merges)
 }
 END_TEST
 
+START_TEST(test_added_strip)
+{
+    /* lstrip takes the whitespace before the token, rstrip the whitespace after it. */
+    cJSON *j = byte_level_json(), *added = cJSON_GetObjectItem(j, "added_tokens");
+    cJSON_ReplaceItemInObject(cJSON_GetArrayItem(added, 1), "lstrip", cJSON_CreateTrue());
+    cJSON_ReplaceItemInObject(cJSON_GetArrayItem(added, 0), "rstrip", cJSON_CreateTrue());
+    hf_tokenizer *t = load(j, NULL, NULL);
+    expect(t, "a  <|e|>  b", 11, 0, (const int[]){ 'a', 265, ' ', ' ', 'b', -1 });
+    expect(t, "x<|bos|> \n\xe3\x80\x80y", 14, 0, (const int[]){ 'x', 264, 'y', -1 });
+    expect(t, " <|e|><|e|>", 11, 0, (const int[]){ 265, 265, -1 });
+    hf_tokenizer_free(t);
+    cJSON_Delete(j);
+}
+END_TEST
+
 START_TEST(test_nfc)
 {
     /* NFC runs only where it changes nothing; a combining accent is refused, by name. */
@@ -465,7 +480,8 @@ START_TEST(test_rejects_bad_files)
     refuse(g, "model.continuing_subword_prefix", "\"##\"", "continuing_subword_prefix");
     refuse(g, "added_tokens.0.content", "\"\"", "added_tokens");
     refuse(g, "added_tokens.0.content", "\"\xff\"", "added_tokens"); /* not UTF-8 */
-    refuse(g, "added_tokens.0.lstrip", "true", "lstrip");
+    refuse(g, "added_tokens.0.single_word", "true", "single_word");
+    refuse(g, "added_tokens.0.lstrip", "1", "lstrip");
     refuse(g, "added_tokens.0.id", "-3", "added_tokens");
     refuse(g, "normalizer", "{\"type\": \"NFKC\"}", "NFKC");
     refuse(g, "normalizer",
@@ -556,6 +572,7 @@ int main(void)
     TCase *tc = tcase_create("tokenizer_json");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_byte_level_merges);
+    tcase_add_test(tc, test_added_strip);
     tcase_add_test(tc, test_nfc);
     tcase_add_test(tc, test_configs);
     tcase_add_test(tc, test_sentencepiece);

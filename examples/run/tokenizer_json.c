@@ -177,6 +177,9 @@ typedef struct pre_op {
     int prepend_scheme; /* Metaspace */
 } pre_op;
 
+/* is_added: an added token, and whether it takes the whitespace before / after it. */
+enum { ADDED = 1, ADDED_LSTRIP = 2, ADDED_RSTRIP = 4 };
+
 struct hf_tokenizer {
     int vocab_size;        /* the largest id + 1 */
     int vocab_count;       /* model.vocab's entries */
@@ -189,7 +192,7 @@ struct hf_tokenizer {
     int32_t *mrank, *mnew;
     char *dtext; /* decoded bytes per id */
     size_t *doff, *dlen;
-    unsigned char *is_added, *is_eos; /* per id */
+    unsigned char *is_added, *is_eos; /* per id; is_added holds ADDED_* bits */
     int byte_ids[256];                /* <0xXX> ids, -1 when absent */
     int byte_fallback, fuse_unk, ignore_merges, unk_id;
     int byte_level;       /* initial symbols are GPT-2 byte characters */
@@ -941,13 +944,10 @@ static int parse_added(hf_tokenizer *t, const cJSON *list, char *err, size_t err
                           "added_tokens: an entry whose content is not UTF-8 of 1 to %d bytes",
                           HF_TOKENIZER_MAX_ADDED_LEN);
         int flag;
-        static const char *const unsupported[] = { "lstrip", "rstrip", "single_word" };
-        for (int i = 0; i < 3; i++) {
-            if (get_bool(e, unsupported[i], 0, &flag, err, errlen) != 0) return -1;
-            if (flag)
-                return errmsg(err, errlen, "added token '%.60s': %s is not supported",
-                              c->valuestring, unsupported[i]);
-        }
+        if (get_bool(e, "single_word", 0, &flag, err, errlen) != 0) return -1;
+        if (flag)
+            return errmsg(err, errlen, "added token '%.60s': single_word is not supported",
+                          c->valuestring);
         bytes += strlen(c->valuestring);
     }
     for (int w = 0; w < 2; w++) {
@@ -965,14 +965,17 @@ static int parse_added(hf_tokenizer *t, const cJSON *list, char *err, size_t err
     {
         const char *c = cJSON_GetObjectItemCaseSensitive(e, "content")->valuestring;
         size_t len = 0, cl = strlen(c);
-        int normalized, id = trie_match(t, 0, c, cl, &len);
+        int normalized, lstrip, rstrip, id = trie_match(t, 0, c, cl, &len);
         if (id < 0 || len != cl) id = trie_match(t, 1, c, cl, &len);
         if (id < 0 || len != cl) id = vocab_find(t, c, cl);
         if (id < 0) id = max_added >= t->vocab_count ? max_added + 1 : t->vocab_count;
         if (id > max_added) max_added = id;
-        if (get_bool(e, "normalized", 0, &normalized, err, errlen) != 0) return -1;
+        if (get_bool(e, "normalized", 0, &normalized, err, errlen) != 0 ||
+            get_bool(e, "lstrip", 0, &lstrip, err, errlen) != 0 ||
+            get_bool(e, "rstrip", 0, &rstrip, err, errlen) != 0)
+            return -1;
         if (trie_add(t, normalized, c, cl, id) != 0) return errmsg(err, errlen, "out of memory");
-        t->is_added[id] = 1;
+        t->is_added[id] = ADDED | (lstrip ? ADDED_LSTRIP : 0) | (rstrip ? ADDED_RSTRIP : 0);
         t->added_ids[n++] = id;
     }
     if (max_added >= t->vocab_size) t->vocab_size = max_added + 1;
@@ -1709,6 +1712,46 @@ oom:
     return errmsg(e->err, e->errlen, "out of memory");
 }
 
+/* Unicode White_Space (Rust's char::is_whitespace, which lstrip/rstrip use). */
+static int white_space(unsigned cp)
+{
+    return (cp >= 9 && cp <= 13) || cp == 0x20 || cp == 0x85 || cp == 0xa0 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 || cp == 0x202f ||
+           cp == 0x205f || cp == 0x3000;
+}
+
+/* The first added token of trie w in s[from, n) (valid UTF-8): its id, and its span
+ * [*a, *b) widened over the whitespace before it (lstrip, not before `from`) and after it
+ * (rstrip); -1 when there is none. */
+static int next_added(const hf_tokenizer *t, int w, const char *s, size_t n, size_t from, size_t *a,
+                      size_t *b)
+{
+    if (t->trie_nodes[w] <= 1) return -1;
+    for (size_t i = from; i < n; i++) {
+        size_t len;
+        int id = trie_match(t, w, s + i, n - i, &len);
+        if (id < 0) continue;
+        *a = i;
+        *b = i + len;
+        unsigned cp;
+        int bad, k;
+        while ((t->is_added[id] & ADDED_LSTRIP) && *a > from) {
+            size_t p = *a - 1; /* back to the start of the character before */
+            while (p > from && ((unsigned char)s[p] & 0xc0) == 0x80) p--;
+            if (utf8_char((const unsigned char *)s + p, *a - p, &cp, &bad) != (int)(*a - p) ||
+                !white_space(cp))
+                break;
+            *a = p;
+        }
+        while ((t->is_added[id] & ADDED_RSTRIP) && *b < n &&
+               (k = utf8_char((const unsigned char *)s + *b, n - *b, &cp, &bad)) > 0 &&
+               white_space(cp))
+            *b += (size_t)k;
+        return id;
+    }
+    return -1;
+}
+
 /* Text between raw added tokens: normalized, split again at normalized added tokens, then
  * pre-tokenized and merged. */
 static int encode_segment(enc *e, scratch *x, buf *norm, const char *s, size_t n, int at_start)
@@ -1716,19 +1759,12 @@ static int encode_segment(enc *e, scratch *x, buf *norm, const char *s, size_t n
     const hf_tokenizer *t = e->t;
     if (n == 0) return 0;
     if (normalize(e, s, n, norm) != 0) return -1;
-    size_t seg = 0, len;
-    for (size_t i = 0; i < norm->n;) {
-        int id = t->trie_nodes[1] > 1 ? trie_match(t, 1, norm->p + i, norm->n - i, &len) : -1;
-        if (id < 0) {
-            i++;
-            continue;
-        }
-        if (i > seg &&
-            pretokenize_bpe(e, x, norm->p, (span){ seg, i - seg, at_start && seg == 0 }) != 0)
+    size_t seg = 0, a, b;
+    for (int id; (id = next_added(t, 1, norm->p, norm->n, seg, &a, &b)) >= 0; seg = b) {
+        if (a > seg &&
+            pretokenize_bpe(e, x, norm->p, (span){ seg, a - seg, at_start && seg == 0 }) != 0)
             return -1;
         if (emit(e, id) != 0) return -1;
-        i += len;
-        seg = i;
     }
     if (norm->n > seg)
         return pretokenize_bpe(e, x, norm->p, (span){ seg, norm->n - seg, at_start && seg == 0 });
@@ -1770,19 +1806,11 @@ int hf_tokenizer_encode(const hf_tokenizer *t, const char *text, size_t len, int
     }
     for (int i = 0; add_special && i < t->n_prefix; i++)
         if (emit(&e, t->prefix[i]) != 0) goto out;
-    size_t seg = 0, mlen;
-    for (size_t i = 0; i < clean.n;) {
-        int id = t->trie_nodes[0] > 1 ? trie_match(t, 0, clean.p + i, clean.n - i, &mlen) : -1;
-        if (id < 0) {
-            i++;
-            continue;
-        }
-        if (encode_segment(&e, &x, &norm, clean.p + seg, i - seg, seg == 0) != 0 ||
+    size_t seg = 0, a, b;
+    for (int id; (id = next_added(t, 0, clean.p, clean.n, seg, &a, &b)) >= 0; seg = b)
+        if (encode_segment(&e, &x, &norm, clean.p + seg, a - seg, seg == 0) != 0 ||
             emit(&e, id) != 0)
             goto out;
-        i += mlen;
-        seg = i;
-    }
     if (encode_segment(&e, &x, &norm, clean.p + seg, clean.n - seg, seg == 0) != 0) goto out;
     for (int i = 0; add_special && i < t->n_suffix; i++)
         if (emit(&e, t->suffix[i]) != 0) goto out;

@@ -18,7 +18,7 @@
  * implement) is refused by name at load rather than silently ignored, and the regex runs
  * under PCRE2 match limits so a hostile pattern fails the encode instead of hanging it.
  * Not implemented (refused when present): Unigram/WordPiece models, NFKC and the other
- * Unicode normalizers, BPE dropout, added tokens' lstrip/rstrip/single_word; NFC is applied
+ * Unicode normalizers, BPE dropout, added tokens' single_word; NFC is applied
  * only where it changes nothing (encode refuses text it would change, see docs/ENGINE.md).
  */
 #ifndef DF11_RUN_TOKENIZER_JSON_H

@@ -8,7 +8,7 @@ ships Mistral's SentencePiece models, not tokenizer.json, so sp_to_json.py write
 two of them (in the two forms the Hub's Llama-2/Mistral files take); Llama-3's file with
 Qwen2's NFC normalizer (the C side may refuse text that is not its own NFC, and only such
 text), with SmolLM's Digits + ByteLevel pre-tokenizer and with GPT-2's stands for those
-families. Exits 77
+families; and with lstrip/rstrip on some added tokens. Exits 77
 (CTest's skip) with a message when `tokenizers` or every tokenizer file is missing.
 
 Usage: compare_hf.py PATH/TO/hf_tokenize
@@ -182,11 +182,18 @@ def main():
              "use_regex": True}]}},
         "llama3-gpt2": {"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": True,
                                           "trim_offsets": True, "use_regex": True}},
+        "llama3-strip": {},  # added tokens with lstrip / rstrip, below
     }
     base = None
     if llama3:
         with open(llama3, encoding="utf-8") as f:
             base = json.load(f)
+    if base:
+        strip = [dict(a) for a in base["added_tokens"]]
+        for a in strip:
+            a["lstrip"] = a["content"] in ("<|eot_id|>", "<|end_header_id|>")
+            a["rstrip"] = a["content"] in ("<|start_header_id|>", "<|end_header_id|>")
+        variants["llama3-strip"] = {"added_tokens": strip}
     for name, change in variants.items():
         path = None
         if base:
