@@ -1922,6 +1922,9 @@ START_TEST(test_cli_tokenizer_json)
     snprintf(args, sizeof args, "--bf16 %s --device cpu -n 1 -t %s/tokenizer.json -p ab", dir, dir);
     n = run_prompt_tokens(args, ids, 256);
     ck_assert(n == 2 && ids[0] == 257 && ids[1] == 256);
+    snprintf(args, sizeof args, "--bf16 %s --device cpu -n 1 -t %s -p ab", dir, dir); /* a folder */
+    n = run_prompt_tokens(args, ids, 256);
+    ck_assert(n == 2 && ids[0] == 257 && ids[1] == 256);
     /* beside a .df11 file */
     char df11[700];
     snprintf(df11, sizeof df11, "%s/model.df11", dir);

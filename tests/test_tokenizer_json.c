@@ -274,6 +274,41 @@ START_TEST(test_byte_level_merges)
 }
 END_TEST
 
+START_TEST(test_chat)
+{
+    /* The format comes from chat_template's markers, else from the special tokens. */
+    cJSON *j = byte_level_json();
+    hf_tokenizer *t = load(j, NULL, NULL);
+    ck_assert_int_eq(hf_tokenizer_chat_format(t), HF_CHAT_NONE);
+    ck_assert_ptr_null(hf_tokenizer_chat(t, NULL, "hi"));
+    hf_tokenizer_free(t);
+    cJSON_AddItemToArray(cJSON_GetObjectItem(j, "added_tokens"), added_token(267, "<|im_end|>", 1));
+    t = load(j, "{\"chat_template\": [{\"name\": \"default\", \"template\": \"<|im_start|>...\"}]}",
+             NULL);
+    ck_assert_int_eq(hf_tokenizer_chat_format(t), HF_CHAT_CHATML);
+    char *c = hf_tokenizer_chat(t, "S", "hi");
+    ck_assert_str_eq(c, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+                        "<|im_start|>assistant\n");
+    free(c);
+    ck_assert(hf_tokenizer_is_eos(t, 267)); /* the end of a turn stops generation */
+    hf_tokenizer_free(t);
+    cJSON_Delete(j);
+
+    j = sentencepiece_json(1);
+    t = load(j, "{\"bos_token\": \"<s>\", \"chat_template\": \"{{ '[INST] ' + m + ' [/INST]' }}\"}",
+             NULL);
+    ck_assert_int_eq(hf_tokenizer_chat_format(t), HF_CHAT_INST);
+    c = hf_tokenizer_chat(t, NULL, "hi");
+    ck_assert_str_eq(c, "<s>[INST] hi [/INST]");
+    free(c);
+    c = hf_tokenizer_chat(t, "S", "hi");
+    ck_assert_str_eq(c, "<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nhi [/INST]");
+    free(c);
+    hf_tokenizer_free(t);
+    cJSON_Delete(j);
+}
+END_TEST
+
 START_TEST(test_added_strip)
 {
     /* lstrip takes the whitespace before the token, rstrip the whitespace after it. */
@@ -572,6 +607,7 @@ int main(void)
     TCase *tc = tcase_create("tokenizer_json");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_byte_level_merges);
+    tcase_add_test(tc, test_chat);
     tcase_add_test(tc, test_added_strip);
     tcase_add_test(tc, test_nfc);
     tcase_add_test(tc, test_configs);

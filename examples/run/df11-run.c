@@ -42,7 +42,8 @@ static void usage(FILE *f)
             "      --system TEXT       with --chat: a system turn first\n"
             "      --tokens IDS        prompt as token ids, e.g. 1,403,407\n"
             "  -n, --steps N           new tokens to generate (default 128); stops early at EOS\n"
-            "  -t, --tokenizer FILE    a Hugging Face tokenizer.json or llama2.c tokenizer.bin;\n"
+            "  -t, --tokenizer FILE    a Hugging Face tokenizer.json (or its folder) or a\n"
+            "                          llama2.c tokenizer.bin;\n"
             "                          default: tokenizer.json beside the model, if any;\n"
             "                          without one, ids are printed\n"
             "      --temperature T     0 = greedy (default)\n"
@@ -813,7 +814,14 @@ int main(int argc, char **argv)
     if (o.bench)
         o.n_bench_lens = parse_list(bench_list ? bench_list : "512,4096", &o.bench_lens,
                                     "--bench length", 1, MAX_POSITIONS);
-    if (!o.tokenizer_path && !o.bench) {
+    struct stat st;
+    if (o.tokenizer_path && stat(o.tokenizer_path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        /* -t FOLDER: its tokenizer.json */
+        o.found_tokenizer = find_tokenizer(o.tokenizer_path);
+        if (!o.found_tokenizer)
+            die(2, "-t '%s': no tokenizer.json in that folder", o.tokenizer_path);
+        o.tokenizer_path = o.found_tokenizer;
+    } else if (!o.tokenizer_path && !o.bench) {
         o.found_tokenizer = find_tokenizer(o.model_path ? o.model_path : o.bf16_path);
         o.tokenizer_path = o.found_tokenizer;
     }

@@ -1909,7 +1909,12 @@ char *hf_tokenizer_chat(const hf_tokenizer *t, const char *system, const char *u
             ADD("\n<</SYS>>\n\n");
         }
         ADD(user);
-        ADD(" [/INST]");
+        /* Mistral's v3 vocabularies have [/INST] as a control token and no space before
+         * it in their template; Llama-2 and older Mistral write " [/INST]" as text. */
+        {
+            int close = hf_tokenizer_lookup(t, "[/INST]");
+            ADD(close >= 0 && (t->is_added[close] & ADDED) ? "[/INST]" : " [/INST]");
+        }
         break;
     case HF_CHAT_NONE: ok = 0; break;
     }
