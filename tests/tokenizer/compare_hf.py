@@ -212,6 +212,7 @@ def main():
         if not p:
             print(f"SKIP {n}: its tokenizer file is not installed (see .ci/run's pip line)")
     if not found:
+        shutil.rmtree(tmp, ignore_errors=True)
         return SKIP
     try:
         bad = sum(compare(driver, n, p, l, sanitized) for n, p, l in found)
