@@ -299,6 +299,86 @@ DF11_API df11_status df11_rows_gather(df11_model *model, const df11_weight *weig
                                       const uint32_t *ids, uint32_t n, void *out,
                                       df11_dtype out_dtype, df11_stream stream);
 
+/* --- Hyperparameters: the model's config.json, parsed and checked ---
+ *
+ *     df11_hparams h;
+ *     h.size = sizeof h;                           // the caller's version of the struct
+ *     if (df11_model_hparams(m, &h) == DF11_OK)
+ *         ... h.hidden_size, h.n_heads, h.head_dim, h.rope_theta, h.rope.type ...
+ *
+ * config.json is outside input: every field read is type- and range-checked, and a field
+ * present with the wrong type is an error, not its default. What the struct holds is safe
+ * to multiply in 64-bit (every size is at most DF11_HPARAMS_MAX_DIM). */
+
+/* Limits far above any real model. */
+#define DF11_HPARAMS_MAX_DIM (1u << 24) /* hidden, intermediate, vocab, heads × head_dim */
+#define DF11_HPARAMS_MAX_LAYERS 4096u
+#define DF11_HPARAMS_MAX_POSITIONS (1u << 26) /* max_position_embeddings */
+#define DF11_HPARAMS_MAX_EOS 8                /* eos ids kept from a list */
+
+/* rope_scaling's "rope_type" (or older "type"); rope_parameters (newer transformers) is
+ * read the same way. NONE also for "default". */
+typedef enum df11_rope_type {
+    DF11_ROPE_NONE = 0,
+    DF11_ROPE_LINEAR = 1,  /* positions divided by factor */
+    DF11_ROPE_DYNAMIC = 2, /* dynamic NTK: factor */
+    DF11_ROPE_LLAMA3 = 3,  /* factor, low/high_freq_factor, original_max_positions */
+    DF11_ROPE_YARN = 4,    /* factor, beta_fast/slow, attention_factor, original_max_pos.. */
+    DF11_ROPE_OTHER = 5,   /* a type this version does not know: see rope.name */
+} df11_rope_type;
+
+typedef struct df11_rope_scaling {
+    df11_rope_type type;
+    char name[32];                           /* the type as config.json spells it; "" for NONE */
+    float factor;                            /* > 0; 1 for NONE */
+    float low_freq_factor, high_freq_factor; /* LLAMA3 (> 0, low < high); else 0 */
+    float beta_fast, beta_slow;              /* YARN (default 32 and 1); else 0 */
+    float attention_factor; /* YARN: as given, 0 when absent (derive it: 0.1 ln f + 1) */
+    /* original_max_position_embeddings: LLAMA3 (required), YARN (else max_positions);
+     * else 0. */
+    uint32_t original_max_positions;
+} df11_rope_scaling;
+
+typedef struct df11_hparams {
+    size_t size;                /* set by the caller to sizeof(df11_hparams) before the call */
+    char model_type[64];        /* "llama", "qwen2", ...; "" when absent */
+    char architecture[64];      /* architectures[0], e.g. "LlamaForCausalLM"; "" when absent */
+    uint32_t hidden_size;       /* required */
+    uint32_t intermediate_size; /* required */
+    uint32_t n_layers;          /* num_hidden_layers, required */
+    uint32_t n_heads;           /* num_attention_heads, required */
+    uint32_t n_kv_heads;        /* num_key_value_heads; n_heads when absent; divides it */
+    uint32_t head_dim;          /* head_dim, else hidden_size / n_heads (exactly); even */
+    int head_dim_explicit;      /* nonzero when config.json gave head_dim */
+    uint32_t vocab_size;        /* required */
+    uint32_t max_positions;     /* max_position_embeddings; 2048 when absent */
+    float rms_norm_eps;         /* > 0 and finite as a float; 1e-6 when absent */
+    float rope_theta;           /* > 0 and finite as a float; 10000 when absent */
+    df11_rope_scaling rope;
+    int tie_word_embeddings;  /* nonzero: lm_head is embed_tokens; false when absent */
+    int32_t bos_token_id;     /* -1 when absent or negative; else < vocab_size */
+    int32_t eos_token_id;     /* the first of eos_token_ids, or -1 */
+    uint32_t n_eos_token_ids; /* eos_token_id may be a list (Llama 3): the first 8 */
+    int32_t eos_token_ids[DF11_HPARAMS_MAX_EOS];
+    uint32_t sliding_window; /* 0 when absent or null (Mistral: the window) */
+    int attention_bias;      /* attention_bias: nonzero when true */
+} df11_hparams;
+
+/* Parses a Hugging Face config.json of `len` bytes (any bytes: not NUL-terminated, maybe
+ * not JSON) into *h, whose size the caller has set (a struct from an older header is
+ * filled up to its size). DF11_ERR_CORRUPT, the detail naming the field, for text that is
+ * not a JSON object, a required field missing, a field of the wrong type or out of range
+ * (sizes 1..DF11_HPARAMS_MAX_*, ids below vocab_size), hidden_size not a multiple of
+ * num_attention_heads without head_dim, num_attention_heads not a multiple of
+ * num_key_value_heads, an odd head_dim, or rope scaling parameters its type needs that
+ * are missing or not positive; DF11_ERR_INVALID_ARG for a NULL argument or h->size below
+ * the first version's. On failure *h is unspecified. */
+DF11_API df11_status df11_hparams_parse(const char *json, size_t len, df11_hparams *h);
+
+/* df11_hparams_parse of the model's config.json (df11_model_config); DF11_ERR_NOT_FOUND
+ * when the model has none (a .df11 written without one, a lone .safetensors file). */
+DF11_API df11_status df11_model_hparams(const df11_model *model, df11_hparams *h);
+
 /* The provider interface: an engine that takes a df11_provider depends on nothing else
  * of df11. df11_model_provider() fills one that forwards to the calls above. */
 typedef struct df11_provider {

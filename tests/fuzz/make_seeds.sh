@@ -61,4 +61,7 @@ if [ -d "$model" ] && [ -x "$tools/df11-compress" ]; then
 else
   echo "make_seeds: skipping stories260K: not found at $model" >&2
 fi
+# df11_hparams_parse reads the same config.json files as dfl_config_parse.
+mkdir -p "$out/hparams"
+cp "$out/config/"* "$out/hparams/" 2>/dev/null || true
 rm -rf "$w"
