@@ -379,6 +379,32 @@ DF11_API df11_status df11_hparams_parse(const char *json, size_t len, df11_hpara
  * when the model has none (a .df11 written without one, a lone .safetensors file). */
 DF11_API df11_status df11_model_hparams(const df11_model *model, df11_hparams *h);
 
+/* --- Conversions: BF16 to F32 / F16 and F32 to BF16 ---
+ *
+ * For an engine that computes in F32 or F16 on weights served as BF16 (tensor views, the
+ * BF16 results of df11_rows_gather and df11_matmul), and that hands df11_matmul its BF16
+ * x. BF16 → F32 is exact (every bit kept, NaN payloads included). BF16 → F16 and F32 →
+ * BF16 round to nearest, ties to even: values past the target's range become ±Inf, tiny
+ * ones subnormals or ±0, and a NaN stays a NaN of the same sign (quiet; its top payload
+ * bits kept). The CUDA path gives the same bits as the host functions.
+ *
+ * The host functions take host memory and return DF11_ERR_INVALID_ARG for a NULL pointer
+ * with n > 0; src and dst must not overlap. */
+DF11_API df11_status df11_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
+DF11_API df11_status df11_bf16_to_f16(const uint16_t *src, uint16_t *dst, size_t n);
+DF11_API df11_status df11_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
+
+/* The same on a backend's memory: n values of src_dtype at src to dst_dtype at dst, for
+ * BF16 → F32, BF16 → F16 and F32 → BF16 (else DF11_ERR_UNSUPPORTED). backend is
+ * DF11_BACKEND_HOST or DF11_BACKEND_CUDA (df11_model_backend of the model whose memory
+ * the engine uses; AUTO is DF11_ERR_INVALID_ARG). CUDA: src and dst are device memory
+ * of the current device, the conversion is enqueued on `stream` (a cudaStream_t, NULL the
+ * legacy default stream) and the call returns without waiting; dst is ready when `stream`
+ * gets there. A build without CUDA returns DF11_ERR_UNSUPPORTED. Host: `stream` must be
+ * NULL, and dst is written before the call returns. */
+DF11_API df11_status df11_convert(df11_backend_kind backend, const void *src, df11_dtype src_dtype,
+                                  void *dst, df11_dtype dst_dtype, size_t n, df11_stream stream);
+
 /* The provider interface: an engine that takes a df11_provider depends on nothing else
  * of df11. df11_model_provider() fills one that forwards to the calls above. */
 typedef struct df11_provider {
