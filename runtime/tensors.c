@@ -1,4 +1,6 @@
-/* Tensors by name: the index built at open, and df11_tensor_get / df11_tensor_release. A
+/* Tensors by name or by id (the tensor's index in the model, resolved once by
+ * df11_tensor_id): the name index built at open, and df11_tensor_get / df11_tensor_release
+ * with their _id forms. A
  * layer tensor is served from its block while the block is acquired; a resident non-layer
  * tensor always; a non-layer tensor under the ARENA policy holds its group in a slot
  * (schedule.c) until released. */
@@ -56,13 +58,11 @@ int64_t df11i_rt_tensor_index(const df11_model *m, const char *name)
 
 /* --- the API --- */
 
-df11_status df11_tensor_get(df11_model *m, const char *name, df11_stream stream,
-                            df11_tensor_view *view)
+/* The view of tensor rt; `name` names it in details. */
+static df11_status tensor_get(df11_model *m, const rt_tensor *rt, df11_stream stream,
+                              df11_tensor_view *view)
 {
-    if (!m || !name || !view)
-        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_tensor_get: NULL argument");
-    rt_tensor *rt = tensor_find(m, name);
-    if (!rt) return df11i_fail(DF11_ERR_NOT_FOUND, "no tensor '%s'", name);
+    const char *name = rt->view.name;
     const rt_group *gr = &m->groups[rt->group];
     const void *data;
     if (gr->layer >= 0) {
@@ -85,15 +85,70 @@ df11_status df11_tensor_get(df11_model *m, const char *name, df11_stream stream,
     return DF11_OK;
 }
 
+static df11_status tensor_release(df11_model *m, const rt_tensor *rt, df11_stream stream)
+{
+    const rt_group *gr = &m->groups[rt->group];
+    if (gr->layer >= 0 || gr->resident) return DF11_OK; /* released with its block / never */
+    df11_status s = df11i_rt_group_release(m, rt->group, stream);
+    if (s == DF11_ERR_STATE) /* the group's only failure of that kind: not held */
+        return df11i_fail(DF11_ERR_STATE, "tensor '%s' is not held (release without get)",
+                          rt->view.name);
+    return s;
+}
+
+df11_status df11_tensor_get(df11_model *m, const char *name, df11_stream stream,
+                            df11_tensor_view *view)
+{
+    if (!m || !name || !view)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_tensor_get: NULL argument");
+    const rt_tensor *rt = tensor_find(m, name);
+    if (!rt) return df11i_fail(DF11_ERR_NOT_FOUND, "no tensor '%s'", name);
+    return tensor_get(m, rt, stream, view);
+}
+
 df11_status df11_tensor_release(df11_model *m, const char *name, df11_stream stream)
 {
     if (!m || !name) return df11i_fail(DF11_ERR_INVALID_ARG, "df11_tensor_release: NULL argument");
     const rt_tensor *rt = tensor_find(m, name);
     if (!rt) return df11i_fail(DF11_ERR_NOT_FOUND, "no tensor '%s'", name);
-    const rt_group *gr = &m->groups[rt->group];
-    if (gr->layer >= 0 || gr->resident) return DF11_OK; /* released with its block / never */
-    df11_status s = df11i_rt_group_release(m, rt->group, stream);
-    if (s == DF11_ERR_STATE) /* the group's only failure of that kind: not held */
-        return df11i_fail(DF11_ERR_STATE, "tensor '%s' is not held (release without get)", name);
-    return s;
+    return tensor_release(m, rt, stream);
+}
+
+/* --- by id --- */
+
+uint32_t df11_model_n_tensors(const df11_model *m) { return m ? m->n_tensors : 0; }
+
+df11_status df11_tensor_id(const df11_model *m, const char *name, uint32_t *id)
+{
+    if (!m || !name || !id)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_tensor_id: NULL argument");
+    const rt_tensor *rt = tensor_find(m, name);
+    if (!rt) return df11i_fail(DF11_ERR_NOT_FOUND, "no tensor '%s'", name);
+    *id = (uint32_t)(rt - m->tensors);
+    return DF11_OK;
+}
+
+static df11_status id_check(const df11_model *m, uint32_t id, const char *fn)
+{
+    if (!m) return df11i_fail(DF11_ERR_INVALID_ARG, "%s: model is NULL", fn);
+    if (id >= m->n_tensors)
+        return df11i_fail(DF11_ERR_NOT_FOUND, "%s: tensor id %u: the model has %u tensors", fn, id,
+                          m->n_tensors);
+    return DF11_OK;
+}
+
+df11_status df11_tensor_get_id(df11_model *m, uint32_t id, df11_stream stream,
+                               df11_tensor_view *view)
+{
+    df11_status s = id_check(m, id, "df11_tensor_get_id");
+    if (s != DF11_OK) return s;
+    if (!view) return df11i_fail(DF11_ERR_INVALID_ARG, "df11_tensor_get_id: view is NULL");
+    return tensor_get(m, &m->tensors[id], stream, view);
+}
+
+df11_status df11_tensor_release_id(df11_model *m, uint32_t id, df11_stream stream)
+{
+    df11_status s = id_check(m, id, "df11_tensor_release_id");
+    if (s != DF11_OK) return s;
+    return tensor_release(m, &m->tensors[id], stream);
 }

@@ -307,6 +307,68 @@ START_TEST(hparams_model)
 }
 END_TEST
 
+/* --- tensors by id, and the order of a block view --- */
+
+static void check_block_order(df11_model *m)
+{
+    ck_assert_uint_eq(df11_model_n_tensors(m), sm.n);
+    for (uint32_t b = 0; b < N_BLOCKS; b++) {
+        df11_block_view bv;
+        ck_assert_int_eq(df11_block_acquire(m, b, NULL, &bv), DF11_OK);
+        ck_assert_uint_eq(bv.n_tensors, BLOCK_TENSORS);
+        uint32_t first;
+        ck_assert_int_eq(df11_tensor_id(m, bv.tensors[0].name, &first), DF11_OK);
+        for (uint32_t i = 0; i < bv.n_tensors; i++) {
+            char name[128];
+            snprintf(name, sizeof name, "model.layers.%u.%s", b, BLOCK_NAMES[i]);
+            ck_assert_str_eq(bv.tensors[i].name, name); /* the file's order, not sorted */
+            if (i) ck_assert((char *)bv.tensors[i - 1].data < (char *)bv.tensors[i].data);
+            uint32_t id;
+            ck_assert_int_eq(df11_tensor_id(m, name, &id), DF11_OK);
+            ck_assert_uint_eq(id, first + i);
+            df11_tensor_view v;
+            ck_assert_int_eq(df11_tensor_get_id(m, id, NULL, &v), DF11_OK);
+            ck_assert_str_eq(v.name, name);
+            ck_assert_ptr_eq(v.data, bv.tensors[i].data);
+            ck_assert_int_eq(df11_tensor_release_id(m, id, NULL), DF11_OK);
+        }
+        ck_assert_int_eq(df11_block_release(m, b, NULL), DF11_OK);
+        uint32_t id;
+        ck_assert_int_eq(df11_tensor_id(m, bv.tensors[0].name, &id), DF11_OK);
+        df11_tensor_view v;
+        ck_assert_int_eq(df11_tensor_get_id(m, id, NULL, &v), DF11_ERR_STATE);
+    }
+    uint32_t id;
+    ck_assert_int_eq(df11_tensor_id(m, "model.layers.0.nope", &id), DF11_ERR_NOT_FOUND);
+    ck_assert_int_eq(df11_tensor_id(m, NULL, &id), DF11_ERR_INVALID_ARG);
+    df11_tensor_view v;
+    ck_assert_int_eq(df11_tensor_get_id(m, (uint32_t)sm.n, NULL, &v), DF11_ERR_NOT_FOUND);
+    ck_assert_int_eq(df11_tensor_get_id(NULL, 0, NULL, &v), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_tensor_release_id(m, (uint32_t)sm.n, NULL), DF11_ERR_NOT_FOUND);
+    ck_assert_int_eq(df11_tensor_id(m, "model.embed_tokens.weight", &id), DF11_OK);
+    ck_assert_int_eq(df11_tensor_get_id(m, id, NULL, &v), DF11_OK);
+    ck_assert_str_eq(v.name, "model.embed_tokens.weight");
+    ck_assert_int_eq(df11_tensor_release_id(m, id, NULL), DF11_OK);
+}
+
+START_TEST(tensor_ids_df11)
+{
+    make_small();
+    df11_model *m = open_small(sm.df11, 0, DF11_NONLAYER_RESIDENT);
+    check_block_order(m);
+    df11_model_close(m);
+}
+END_TEST
+
+START_TEST(tensor_ids_bf16)
+{
+    make_small();
+    df11_model *m = open_small(sm.st_dir, 1, DF11_NONLAYER_RESIDENT);
+    check_block_order(m);
+    df11_model_close(m);
+}
+END_TEST
+
 static Suite *api_suite(void)
 {
     Suite *s = suite_create("api");
@@ -316,6 +378,10 @@ static Suite *api_suite(void)
     tcase_add_test(tc, hparams_rope_types);
     tcase_add_test(tc, hparams_hostile);
     tcase_add_test(tc, hparams_model);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("tensors");
+    tcase_add_test(tc, tensor_ids_df11);
+    tcase_add_test(tc, tensor_ids_bf16);
     suite_add_tcase(s, tc);
     return s;
 }

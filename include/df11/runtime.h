@@ -299,6 +299,31 @@ DF11_API df11_status df11_rows_gather(df11_model *model, const df11_weight *weig
                                       const uint32_t *ids, uint32_t n, void *out,
                                       df11_dtype out_dtype, df11_stream stream);
 
+/* --- Tensors by id: names resolved once ---
+ *
+ *     uint32_t wq[L];                              // once, after open
+ *     for (l = 0; l < L; l++) df11_tensor_id(m, name_of(l, "self_attn.q_proj.weight"), &wq[l]);
+ *     ...
+ *     df11_tensor_get_id(m, wq[l], stream, &q);    // no string work on the hot path
+ *
+ * A tensor's id is its index in the model: 0 .. df11_model_n_tensors() - 1, fixed for the
+ * model's life (for a .df11 model, the file's tensor index: df11_file_tensor(file, id)).
+ * The tensors of one block have consecutive ids, in the order of the block view:
+ * view.tensors[i] has id (the id of view.tensors[0]) + i.
+ *
+ * Order inside a block view (a guarantee): the order the model stores the block's tensors,
+ * which is ascending data address in the decoded block; for a .df11 file the file's tensor
+ * order (the order df11-compress met the tensors in its input), for a BF16 model the
+ * safetensors files' order. It is not sorted by name: look tensors up by id or name. */
+DF11_API uint32_t df11_model_n_tensors(const df11_model *model);
+/* The id of tensor `name`: DF11_ERR_NOT_FOUND if the model has none of that name. */
+DF11_API df11_status df11_tensor_id(const df11_model *model, const char *name, uint32_t *id);
+/* df11_tensor_get and df11_tensor_release by id, with the same rules;
+ * DF11_ERR_NOT_FOUND for an id past the model's tensors. */
+DF11_API df11_status df11_tensor_get_id(df11_model *model, uint32_t id, df11_stream stream,
+                                        df11_tensor_view *view);
+DF11_API df11_status df11_tensor_release_id(df11_model *model, uint32_t id, df11_stream stream);
+
 /* --- Hyperparameters: the model's config.json, parsed and checked ---
  *
  *     df11_hparams h;
