@@ -28,7 +28,7 @@ const char *df11_strerror(df11_status status)
     case DF11_ERR_RANGE: return "offset out of range";
     case DF11_ERR_NO_DEVICE: return "no CUDA device";
     case DF11_ERR_DEVICE: return "CUDA error";
-    case DF11_ERR_DEVICE_MEMORY: return "out of device memory";
+    case DF11_ERR_DEVICE_MEMORY: return "out of model memory (GPU memory or memory_limit)";
     case DF11_ERR_STATE: return "call out of order";
     case DF11_ERR_BUSY: return "all arena slots are held";
     case DF11_ERR_UNSUPPORTED: return "not supported by this build";

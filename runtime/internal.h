@@ -33,6 +33,9 @@ typedef struct rt_group {
     void *plan_dev;
     void *resident;   /* decoded data kept for the model's life, or NULL */
     uint8_t acquired; /* resident layer group held by the engine (no slot says so) */
+    /* Resident non-layer group: df11_tensor_get calls not yet released, counted as the
+     * arena counts a held group's, so that release means the same under every policy. */
+    uint32_t holds;
 } rt_group;
 
 typedef struct rt_tensor {
@@ -133,6 +136,9 @@ df11_status df11i_rt_block_wait(df11_model *m, uint32_t block, df11_stream strea
  * again gains a reference. *data: the slot. DF11_ERR_BUSY when every slot is acquired. */
 df11_status df11i_rt_group_acquire(df11_model *m, uint32_t group, df11_stream stream,
                                    const void **data);
+/* Who holds the arena's slots, for DF11_ERR_BUSY details: "block 3, non-layer group
+ * 'model.embed_tokens' (df11_tensor_get)"; cut to cap bytes. */
+void df11i_rt_slot_holders(const df11_model *m, char *buf, size_t cap);
 /* Drops one reference; DF11_ERR_STATE when the group is not held. */
 df11_status df11i_rt_group_release(df11_model *m, uint32_t group, df11_stream stream);
 /* Whether group `group` decoded fits an arena slot: a resident group, a layer group, and

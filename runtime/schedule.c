@@ -4,6 +4,8 @@
  * after the slot's release event, and the engine's stream waits for the decode's ready
  * event. The host never waits on the CUDA backend. Non-layer groups under the ARENA
  * policy go through the same slots (df11i_rt_group_acquire, for tensors.c). */
+#include <stdio.h>
+
 #include "common/error.h"
 #include "runtime/internal.h"
 
@@ -29,6 +31,28 @@ static int slot_acquired(const df11_model *m, int64_t key)
 }
 
 /* --- arena slots --- */
+
+/* Non-layer groups are keyed after the blocks, so that one arena holds both. */
+static int64_t group_key(const df11_model *m, uint32_t group)
+{
+    return (int64_t)m->n_blocks + group;
+}
+
+void df11i_rt_slot_holders(const df11_model *m, char *buf, size_t cap)
+{
+    size_t n = 0;
+    buf[0] = 0;
+    for (uint32_t i = 0; i < m->arena.n_slots && n < cap; i++) {
+        const df11i_arena_slot *sl = &m->arena.slots[i];
+        if (sl->state != DF11_SLOT_ACQUIRED) continue;
+        int w = sl->key < (int64_t)m->n_blocks
+                    ? snprintf(buf + n, cap - n, "%sblock %lld", n ? ", " : "", (long long)sl->key)
+                    : snprintf(buf + n, cap - n, "%snon-layer group '%s' (df11_tensor_get)",
+                               n ? ", " : "", m->groups[sl->key - m->n_blocks].name);
+        if (w < 0) break;
+        n += (size_t)w;
+    }
+}
 
 /* Makes sure group `g` (arena key `key`) has a slot with its decode enqueued. */
 static df11_status slot_fill(df11_model *m, int64_t key, uint32_t g, int prefetch, int *slot)
@@ -154,11 +178,13 @@ static df11_status arena_acquire(df11_model *m, uint32_t block, df11_stream stre
         return df11i_fail(DF11_ERR_STATE, "block %u is already acquired", block);
     int slot;
     df11_status s = slot_fill(m, block, m->block_group[block], 0, &slot);
-    if (s == DF11_ERR_BUSY)
+    if (s == DF11_ERR_BUSY) {
+        char who[256];
+        df11i_rt_slot_holders(m, who, sizeof who);
         return df11i_fail(DF11_ERR_BUSY,
-                          "block %u: all %u arena slots hold acquired blocks; "
-                          "release one first",
-                          block, m->arena.n_slots);
+                          "block %u: all %u arena slots are held, by %s; release one first", block,
+                          m->arena.n_slots, who);
+    }
     if (s != DF11_OK) return s;
     df11i_arena_acquire(&m->arena, slot);
     prefetch_ahead(m, block);
@@ -216,12 +242,6 @@ df11_status df11i_rt_block_wait(df11_model *m, uint32_t block, df11_stream strea
     int slot = slot_acquired(m, block);
     if (slot < 0) return df11i_fail(DF11_ERR_STATE, "block %u is not acquired", block);
     return m->be->iface->stream_wait(m->be, stream, m->slots[slot].ready_event);
-}
-
-/* Non-layer groups are keyed after the blocks, so that one arena holds both. */
-static int64_t group_key(const df11_model *m, uint32_t group)
-{
-    return (int64_t)m->n_blocks + group;
 }
 
 int df11i_rt_group_fits(const df11_model *m, uint32_t group)

@@ -1,9 +1,8 @@
 /* Tensors by name or by id (the tensor's index in the model, resolved once by
  * df11_tensor_id): the name index built at open, and df11_tensor_get / df11_tensor_release
- * with their _id forms. A
- * layer tensor is served from its block while the block is acquired; a resident non-layer
- * tensor always; a non-layer tensor under the ARENA policy holds its group in a slot
- * (schedule.c) until released. */
+ * with their _id forms. A layer tensor is served from its block while the block is
+ * acquired; a non-layer tensor is held from get to release under every policy: a resident
+ * one is counted, one under the ARENA policy holds its group in a slot (schedule.c). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,21 +62,27 @@ static df11_status tensor_get(df11_model *m, const rt_tensor *rt, df11_stream st
                               df11_tensor_view *view)
 {
     const char *name = rt->view.name;
-    const rt_group *gr = &m->groups[rt->group];
+    rt_group *gr = &m->groups[rt->group];
     const void *data;
     if (gr->layer >= 0) {
         if (!(data = df11i_rt_block_data(m, (uint32_t)gr->layer)))
             return df11i_fail(DF11_ERR_STATE, "tensor '%s': block %d is not acquired", name,
                               gr->layer);
     } else if (gr->resident) {
+        if (gr->holds == UINT32_MAX)
+            return df11i_fail(DF11_ERR_OVERFLOW, "tensor '%s': held 2^32 - 1 times", name);
+        gr->holds++;
         data = gr->resident;
     } else {
         df11_status s = df11i_rt_group_acquire(m, rt->group, stream, &data);
-        if (s == DF11_ERR_BUSY)
+        if (s == DF11_ERR_BUSY) {
+            char who[256];
+            df11i_rt_slot_holders(m, who, sizeof who);
             return df11i_fail(DF11_ERR_BUSY,
-                              "tensor '%s': all %u arena slots are acquired; "
-                              "release one first",
-                              name, m->arena.n_slots);
+                              "tensor '%s': all %u arena slots are held, by %s; release one "
+                              "first",
+                              name, m->arena.n_slots, who);
+        }
         if (s != DF11_OK) return s;
     }
     *view = rt->view;
@@ -85,11 +90,21 @@ static df11_status tensor_get(df11_model *m, const rt_tensor *rt, df11_stream st
     return DF11_OK;
 }
 
+/* A non-layer tensor's get is counted under every policy and each needs its release; a
+ * layer tensor's data goes with its block, so its release is a no-op. */
 static df11_status tensor_release(df11_model *m, const rt_tensor *rt, df11_stream stream)
 {
-    const rt_group *gr = &m->groups[rt->group];
-    if (gr->layer >= 0 || gr->resident) return DF11_OK; /* released with its block / never */
-    df11_status s = df11i_rt_group_release(m, rt->group, stream);
+    rt_group *gr = &m->groups[rt->group];
+    if (gr->layer >= 0) return DF11_OK;
+    df11_status s = DF11_OK;
+    if (gr->resident) {
+        if (gr->holds)
+            gr->holds--;
+        else
+            s = DF11_ERR_STATE;
+    } else {
+        s = df11i_rt_group_release(m, rt->group, stream);
+    }
     if (s == DF11_ERR_STATE) /* the group's only failure of that kind: not held */
         return df11i_fail(DF11_ERR_STATE, "tensor '%s' is not held (release without get)",
                           rt->view.name);

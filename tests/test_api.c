@@ -369,6 +369,87 @@ START_TEST(tensor_ids_bf16)
 }
 END_TEST
 
+/* --- release semantics, BUSY details, backend-correct messages --- */
+
+/* Under every non-layer policy (and on a BF16 model) a non-layer tensor's get is counted
+ * and each needs its release; a release without a get is DF11_ERR_STATE. A layer tensor's
+ * release is a no-op (its data goes with the block). */
+static void check_release(df11_model *m)
+{
+    const char *norm = "model.norm.weight";
+    df11_tensor_view v, v2;
+    ck_assert_int_eq(df11_tensor_release(m, norm, NULL), DF11_ERR_STATE);
+    ck_assert_int_eq(df11_tensor_get(m, norm, NULL, &v), DF11_OK);
+    ck_assert_int_eq(df11_tensor_get(m, norm, NULL, &v2), DF11_OK);
+    ck_assert_ptr_eq(v.data, v2.data);
+    ck_assert_int_eq(df11_tensor_release(m, norm, NULL), DF11_OK);
+    ck_assert_int_eq(df11_tensor_release(m, norm, NULL), DF11_OK);
+    ck_assert_int_eq(df11_tensor_release(m, norm, NULL), DF11_ERR_STATE);
+    ck_assert_msg(strstr(df11_last_error_detail(), "release without get"), "%s",
+                  df11_last_error_detail());
+    ck_assert_int_eq(df11_tensor_release(m, "model.layers.0.mlp.up_proj.weight", NULL), DF11_OK);
+}
+
+START_TEST(release_policies)
+{
+    make_small();
+    static const df11_nonlayer_policy pol[] = { DF11_NONLAYER_RESIDENT, DF11_NONLAYER_ARENA,
+                                                DF11_NONLAYER_COMPRESSED };
+    for (int i = 0; i < 3; i++) {
+        df11_model *m = open_small(sm.df11, 0, pol[i]);
+        check_release(m);
+        df11_model_close(m);
+    }
+    df11_model *m = open_small(sm.st_dir, 1, DF11_NONLAYER_RESIDENT);
+    check_release(m);
+    df11_model_close(m);
+}
+END_TEST
+
+/* DF11_ERR_BUSY names what holds the slots: blocks, or non-layer tensors. */
+START_TEST(busy_names_holders)
+{
+    make_small();
+    df11_model *m = open_small(sm.df11, 0, DF11_NONLAYER_ARENA); /* 2 slots */
+    df11_tensor_view e, h;
+    ck_assert_int_eq(df11_tensor_get(m, "model.embed_tokens.weight", NULL, &e), DF11_OK);
+    ck_assert_int_eq(df11_tensor_get(m, "lm_head.weight", NULL, &h), DF11_OK);
+    ck_assert_int_eq(df11_block_acquire(m, 0, NULL, NULL), DF11_ERR_BUSY);
+    const char *d = df11_last_error_detail();
+    ck_assert_msg(strstr(d, "non-layer group") && strstr(d, "lm_head") && !strstr(d, "block 0,"),
+                  "%s", d);
+    ck_assert_int_eq(df11_tensor_release(m, "model.embed_tokens.weight", NULL), DF11_OK);
+    ck_assert_int_eq(df11_tensor_release(m, "lm_head.weight", NULL), DF11_OK);
+    ck_assert_int_eq(df11_block_acquire(m, 0, NULL, NULL), DF11_OK);
+    ck_assert_int_eq(df11_block_acquire(m, 1, NULL, NULL), DF11_OK);
+    ck_assert_int_eq(df11_tensor_get(m, "model.norm.weight", NULL, &e), DF11_ERR_BUSY);
+    d = df11_last_error_detail();
+    ck_assert_msg(strstr(d, "block 0") && strstr(d, "block 1") && !strstr(d, "non-layer"), "%s", d);
+    ck_assert_int_eq(df11_block_release(m, 0, NULL), DF11_OK);
+    ck_assert_int_eq(df11_block_release(m, 1, NULL), DF11_OK);
+    df11_model_close(m);
+}
+END_TEST
+
+/* On the host backend, running out of the memory limit says nothing of a device. */
+START_TEST(host_messages)
+{
+    make_small();
+    df11_model_options o;
+    df11_model_options_init(&o);
+    o.backend = DF11_BACKEND_HOST;
+    o.memory_limit = 4096;
+    df11_model *m = NULL;
+    ck_assert_int_eq(df11_model_open(sm.df11, &o, &m), DF11_ERR_DEVICE_MEMORY);
+    ck_assert_ptr_null(m);
+    ck_assert_msg(!strstr(df11_last_error_detail(), "device"), "%s", df11_last_error_detail());
+    ck_assert_msg(!strstr(df11_strerror(DF11_ERR_DEVICE_MEMORY), "device"), "%s",
+                  df11_strerror(DF11_ERR_DEVICE_MEMORY));
+    ck_assert_int_eq(df11_model_open_bf16(sm.st_dir, &o, &m), DF11_ERR_DEVICE_MEMORY);
+    ck_assert_msg(!strstr(df11_last_error_detail(), "device"), "%s", df11_last_error_detail());
+}
+END_TEST
+
 static Suite *api_suite(void)
 {
     Suite *s = suite_create("api");
@@ -382,6 +463,9 @@ static Suite *api_suite(void)
     tc = tcase_create("tensors");
     tcase_add_test(tc, tensor_ids_df11);
     tcase_add_test(tc, tensor_ids_bf16);
+    tcase_add_test(tc, release_policies);
+    tcase_add_test(tc, busy_names_holders);
+    tcase_add_test(tc, host_messages);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -26,7 +26,10 @@
  *     df11_matmul(m, &wq, x, batch, y, DF11_DTYPE_BF16, stream);   // y = x·Wᵀ, on stream
  *
  * Streams: on the CUDA backend a df11_stream is a cudaStream_t (NULL = the legacy default
- * stream); on the host backend pass NULL, and work is ordered on the calling thread.
+ * stream); on the host backend pass NULL, and work is ordered on the calling thread: every
+ * call returns with its work done (a block's or tensor's data is decoded and ready to read
+ * when df11_block_acquire or df11_tensor_get returns; a product is in y when df11_matmul
+ * returns), so a host engine needs no synchronisation of its own.
  * No call on the hot path (acquire, release, prefetch, tensor_get, matmul) synchronises
  * the host with the device on the CUDA backend.
  *
@@ -135,21 +138,27 @@ DF11_API uint32_t df11_model_n_blocks(const df11_model *model);
 DF11_API df11_status df11_block_prefetch(df11_model *model, uint32_t block);
 /* Makes `stream` wait for block b's decode (prefetching it if nobody did), prefetches the
  * next K-1 blocks in order (options.prefetch_blocks; after the last block it wraps to
- * block 0, the next token's first), and fills `view` (may be NULL). DF11_ERR_BUSY at once,
- * without waiting, if every slot is held by an acquired block; DF11_ERR_STATE if b is
- * already acquired. A prefetch never evicts an acquired block or a pending prefetch. */
+ * block 0, the next token's first), and fills `view` (may be NULL; its tensors in the
+ * order given under "Tensors by id" below). DF11_ERR_BUSY at once, without waiting, if
+ * every slot is held, by acquired blocks or by non-layer tensors under df11_tensor_get
+ * (the detail names them); DF11_ERR_STATE if b is already acquired. A prefetch never evicts an acquired block or a pending prefetch. */
 DF11_API df11_status df11_block_acquire(df11_model *model, uint32_t block, df11_stream stream,
                                         df11_block_view *view);
 /* Records on `stream` the point after which block b's slot may be overwritten.
  * DF11_ERR_STATE if b is not acquired. */
 DF11_API df11_status df11_block_release(df11_model *model, uint32_t block, df11_stream stream);
 
-/* Looks a tensor up by name. A layer tensor's block must be acquired (else DF11_ERR_STATE);
- * its data is valid until that block's release. A non-layer tensor under the RESIDENT
- * policy is valid until close; under the ARENA policy (and COMPRESSED, if its group fits
- * an arena slot) it is decoded on `stream` into a slot and valid until
- * df11_tensor_release; under COMPRESSED a group larger than a slot fails with
- * DF11_ERR_UNSUPPORTED (read it with df11_rows_gather / df11_matmul). */
+/* Looks a tensor up by name (df11_tensor_get_id: by id, without string work). A layer
+ * tensor's block must be acquired (else DF11_ERR_STATE); its data is valid until that
+ * block's release, and df11_tensor_release of it is a no-op. A non-layer tensor is held
+ * from each df11_tensor_get to a matching df11_tensor_release under every policy (the gets
+ * are counted; a release without a get is DF11_ERR_STATE), and its data is valid until
+ * that release: under RESIDENT (and on a BF16 model) it lies decoded for the model's life
+ * and holding it costs nothing; under ARENA (and COMPRESSED, if its group fits an arena
+ * slot) it is decoded on `stream` into a slot, which it keeps until the last release
+ * (DF11_ERR_BUSY, naming the holders, when every slot is held); under COMPRESSED a group
+ * larger than a slot fails with DF11_ERR_UNSUPPORTED (read it with df11_rows_gather /
+ * df11_matmul). */
 DF11_API df11_status df11_tensor_get(df11_model *model, const char *name, df11_stream stream,
                                      df11_tensor_view *view);
 DF11_API df11_status df11_tensor_release(df11_model *model, const char *name, df11_stream stream);
