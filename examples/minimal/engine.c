@@ -118,8 +118,10 @@ static int engine_load(engine *e)
     if (norm_read(e, "model.norm.weight", e->norm_final) ||
         check(df11_weight_get(e->m, "model.embed_tokens.weight", &e->embed), "embeddings"))
         return 1;
-    if (h->tie_word_embeddings) e->head = e->embed;
-    else if (check(df11_weight_get(e->m, "lm_head.weight", &e->head), "lm_head")) return 1;
+    if (h->tie_word_embeddings)
+        e->head = e->embed;
+    else if (check(df11_weight_get(e->m, "lm_head.weight", &e->head), "lm_head"))
+        return 1;
 
     const uint32_t q_dim = h->n_heads * h->head_dim, kv_dim = h->n_kv_heads * h->head_dim;
     e->ctx = h->max_positions < 256 ? h->max_positions : 256;
@@ -137,8 +139,8 @@ static int engine_load(engine *e)
     e->u = calloc(h->intermediate_size, 4);
     e->logits = calloc(h->vocab_size, 4);
     e->xb = calloc(widest, 2);
-    return !e->k_cache || !e->v_cache || !e->x || !e->h1 || !e->q || !e->k || !e->v ||
-           !e->att || !e->g || !e->u || !e->logits || !e->xb;
+    return !e->k_cache || !e->v_cache || !e->x || !e->h1 || !e->q || !e->k || !e->v || !e->att ||
+           !e->g || !e->u || !e->logits || !e->xb;
 }
 
 /* One token at position pos: e->logits. */
@@ -166,7 +168,8 @@ static int forward(engine *e, uint32_t token, uint32_t pos)
             float mx = -INFINITY, sum = 0;
             for (uint32_t t = 0; t <= pos; t++) {
                 float s = 0;
-                for (uint32_t i = 0; i < hd; i++) s += qh[i] * kc[(size_t)t * kv_dim + kvh * hd + i];
+                for (uint32_t i = 0; i < hd; i++)
+                    s += qh[i] * kc[(size_t)t * kv_dim + kvh * hd + i];
                 e->att[t] = s / sqrtf((float)hd);
                 if (e->att[t] > mx) mx = e->att[t];
             }
@@ -201,8 +204,8 @@ int main(int argc, char **argv)
     df11_model_options opt;
     df11_model_options_init(&opt);
     opt.backend = DF11_BACKEND_HOST; /* host pointers; NULL streams, every call synchronous */
-    df11_status s = bf16 ? df11_model_open_bf16(argv[1], &opt, &e.m)
-                         : df11_model_open(argv[1], &opt, &e.m);
+    df11_status s =
+        bf16 ? df11_model_open_bf16(argv[1], &opt, &e.m) : df11_model_open(argv[1], &opt, &e.m);
     if (check(s, argv[1])) return 1;
     e.h.size = sizeof e.h;
     int rc = check(df11_model_hparams(e.m, &e.h), "config.json") || engine_load(&e);
