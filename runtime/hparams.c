@@ -199,6 +199,8 @@ static void read_fields(reader *r, df11_hparams *h)
     h->eos_token_id = h->n_eos_token_ids ? h->eos_token_ids[0] : -1;
     h->sliding_window = (uint32_t)get_int(r, "sliding_window", 0, 0, DF11_HPARAMS_MAX_POSITIONS);
     h->attention_bias = get_bool(r, "attention_bias");
+    get_string(r, field(r, "hidden_act") ? "hidden_act" : "hidden_activation", h->hidden_act,
+               sizeof h->hidden_act);
     if (r->status != DF11_OK) return;
 
     /* Without head_dim the heads split hidden_size; a remainder would silently drop

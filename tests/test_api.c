@@ -67,6 +67,7 @@ START_TEST(hparams_llama3)
     ck_assert_int_eq(h.eos_token_ids[2], 13);
     ck_assert_uint_eq(h.sliding_window, 0);
     ck_assert_int_eq(h.attention_bias, 0);
+    ck_assert_str_eq(h.hidden_act, "silu");
 }
 END_TEST
 
@@ -158,6 +159,7 @@ START_TEST(hparams_hostile)
         { "{\"eos_token_id\":[1,100]," BASE "}", "eos_token_id" },
         { "{\"tie_word_embeddings\":1," BASE "}", "tie_word_embeddings" },
         { "{\"model_type\":7," BASE "}", "model_type" },
+        { "{\"hidden_act\":5," BASE "}", "hidden_act" },
         { "{\"rope_scaling\":\"llama3\"," BASE "}", "rope_scaling" },
         { "{\"rope_scaling\":{\"rope_type\":\"linear\"}," BASE "}", "rope_scaling.factor" },
         { "{\"rope_scaling\":{\"rope_type\":\"linear\",\"factor\":-2}," BASE "}", "factor" },

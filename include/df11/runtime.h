@@ -396,6 +396,7 @@ typedef struct df11_hparams {
     int32_t eos_token_ids[DF11_HPARAMS_MAX_EOS];
     uint32_t sliding_window; /* 0 when absent or null (Mistral: the window) */
     int attention_bias;      /* attention_bias: nonzero when true */
+    char hidden_act[32];     /* hidden_act (or hidden_activation), e.g. "silu"; "" when absent */
 } df11_hparams;
 
 /* Parses a Hugging Face config.json of `len` bytes (any bytes: not NUL-terminated, maybe

@@ -51,7 +51,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                "accepted eps %g theta %g factor %g", h.rms_norm_eps, h.rope_theta, h.rope.factor);
     FUZZ_CHECK(memchr(h.model_type, 0, sizeof h.model_type) &&
                    memchr(h.architecture, 0, sizeof h.architecture) &&
-                   memchr(h.rope.name, 0, sizeof h.rope.name),
+                   memchr(h.rope.name, 0, sizeof h.rope.name) &&
+                   memchr(h.hidden_act, 0, sizeof h.hidden_act),
                "unterminated string");
     return 0;
 }
