@@ -222,6 +222,18 @@ static df11_status pv_rows_gather(void *ctx, const df11_weight *w, const uint32_
 {
     return df11_rows_gather(ctx, w, ids, n, out, out_dtype, s);
 }
+static df11_status pv_tensor_id(void *ctx, const char *n, uint32_t *id)
+{
+    return df11_tensor_id(ctx, n, id);
+}
+static df11_status pv_tensor_get_id(void *ctx, uint32_t id, df11_stream s, df11_tensor_view *v)
+{
+    return df11_tensor_get_id(ctx, id, s, v);
+}
+static df11_status pv_tensor_release_id(void *ctx, uint32_t id, df11_stream s)
+{
+    return df11_tensor_release_id(ctx, id, s);
+}
 
 df11_status df11_model_provider(df11_model *m, df11_provider *p)
 {
@@ -239,5 +251,8 @@ df11_status df11_model_provider(df11_model *m, df11_provider *p)
     p->matmul = pv_matmul;
     p->weight_stack = pv_weight_stack;
     p->rows_gather = pv_rows_gather;
+    p->tensor_id = pv_tensor_id;
+    p->tensor_get_id = pv_tensor_get_id;
+    p->tensor_release_id = pv_tensor_release_id;
     return DF11_OK;
 }

@@ -4,6 +4,7 @@
  * view, and df11_tensor_release under every non-layer policy. */
 #include <check.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -362,6 +363,25 @@ START_TEST(tensor_ids_df11)
 }
 END_TEST
 
+/* The provider forwards the id calls. */
+START_TEST(tensor_ids_provider)
+{
+    make_small();
+    df11_model *m = open_small(sm.df11, 0, DF11_NONLAYER_ARENA);
+    df11_provider p;
+    ck_assert_int_eq(df11_model_provider(m, &p), DF11_OK);
+    ck_assert_uint_ge(p.size, offsetof(df11_provider, tensor_release_id) + sizeof(void *));
+    uint32_t id;
+    df11_tensor_view v;
+    ck_assert_int_eq(p.tensor_id(p.ctx, "lm_head.weight", &id), DF11_OK);
+    ck_assert_int_eq(p.tensor_get_id(p.ctx, id, NULL, &v), DF11_OK);
+    ck_assert_str_eq(v.name, "lm_head.weight");
+    ck_assert_int_eq(p.tensor_release_id(p.ctx, id, NULL), DF11_OK);
+    ck_assert_int_eq(p.tensor_release_id(p.ctx, id, NULL), DF11_ERR_STATE);
+    df11_model_close(m);
+}
+END_TEST
+
 START_TEST(tensor_ids_bf16)
 {
     make_small();
@@ -465,6 +485,7 @@ static Suite *api_suite(void)
     tc = tcase_create("tensors");
     tcase_add_test(tc, tensor_ids_df11);
     tcase_add_test(tc, tensor_ids_bf16);
+    tcase_add_test(tc, tensor_ids_provider);
     tcase_add_test(tc, release_policies);
     tcase_add_test(tc, busy_names_holders);
     tcase_add_test(tc, host_messages);

@@ -464,6 +464,11 @@ typedef struct df11_provider {
     /* Added with the row gather: check provider.size before use. May be NULL. */
     df11_status (*rows_gather)(void *ctx, const df11_weight *weight, const uint32_t *ids,
                                uint32_t n, void *out, df11_dtype out_dtype, df11_stream stream);
+    /* Added with tensor ids: check provider.size before use. May be NULL. */
+    df11_status (*tensor_id)(void *ctx, const char *name, uint32_t *id);
+    df11_status (*tensor_get_id)(void *ctx, uint32_t id, df11_stream stream,
+                                 df11_tensor_view *view);
+    df11_status (*tensor_release_id)(void *ctx, uint32_t id, df11_stream stream);
 } df11_provider;
 
 DF11_API df11_status df11_model_provider(df11_model *model, df11_provider *provider);
