@@ -1,7 +1,8 @@
 /* The example engine (examples/run): its logits against an independent double-precision
  * reference written here, its batch and thread invariance, and bit-identical generation
- * from a .df11 file (Huffman and fixed codec) and from the BF16 source through the
- * runtime's provider, on both ways of running the linear layers (the matmul op and the
+ * from a .df11 file (Huffman and fixed codec; embedding and lm_head resident or kept
+ * compressed, read by the row gather and the matmul op) and from the BF16 source through
+ * the runtime's provider, on both ways of running the linear layers (the matmul op and the
  * engine's own GEMM), which agree within the BF16 rounding of the op's input.
  *
  * Models: stories260K (../shared/models, skipped when absent) and a synthetic GQA model
@@ -839,12 +840,14 @@ static const char *compress_codec(const char *dir, df11_codec codec)
 
 static const char *compress_to_tmp(const char *dir) { return compress_codec(dir, 0); }
 
-static df11_model *open_host(const char *path, int bf16, int threads)
+static df11_model *open_host_nl(const char *path, int bf16, int threads,
+                                df11_nonlayer_policy nonlayer)
 {
     df11_model_options opt;
     df11_model_options_init(&opt);
     opt.backend = DF11_BACKEND_HOST;
     opt.n_threads = threads;
+    opt.nonlayer = nonlayer;
     df11_model *m;
     df11_status st = bf16 ? df11_model_open_bf16(path, &opt, &m) : df11_model_open(path, &opt, &m);
     ck_assert_msg(st == DF11_OK, "open %s: %s: %s", path, df11_strerror(st),
@@ -852,14 +855,21 @@ static df11_model *open_host(const char *path, int bf16, int threads)
     return m;
 }
 
-static uint64_t model_acquires(const df11_model *m)
+static df11_model *open_host(const char *path, int bf16, int threads)
+{
+    return open_host_nl(path, bf16, threads, DF11_NONLAYER_RESIDENT);
+}
+
+static df11_model_stats model_stats(const df11_model *m)
 {
     df11_model_stats ms;
     memset(&ms, 0, sizeof ms);
     ms.size = sizeof ms;
     ck_assert_int_eq(df11_model_stats_get(m, &ms), DF11_OK);
-    return ms.acquires;
+    return ms;
 }
+
+static uint64_t model_acquires(const df11_model *m) { return model_stats(m).acquires; }
 
 /* The op path rounds each linear layer's input to BF16 (the engine path keeps it FP32),
  * as the CUDA engine does for cuBLAS, so the two differ by that rounding: a float64 model
@@ -871,28 +881,54 @@ static uint64_t model_acquires(const df11_model *m)
 
 /* On each path (engine GEMM, matmul op with stacked q+k+v and gate+up, op one call per
  * weight) the Huffman .df11, the fixed-codec .df11 and the BF16 source give the same
- * greedy tokens and memcmp-identical logits; the engine path equals the memory provider's
- * run; the two op paths are identical (the host op runs each part of a stack as it would
- * alone); the op path acquires no block per pass (Huffman: the host op decodes as it
- * multiplies) and stays within OP_VS_ENGINE_TOL of the engine path, teacher-forced on the
- * engine path's tokens. */
+ * greedy tokens and memcmp-identical logits, and on the op paths so do both .df11 files
+ * with the embedding and lm_head kept compressed (DF11_NONLAYER_COMPRESSED: rows by the
+ * gather, lm_head by the op, in row slices where it is larger than the op's scratch; the
+ * host op's rows do not depend on how W reaches them); the engine path equals the memory
+ * provider's run; the two op paths are identical (the host op runs each part of a stack as
+ * it would alone); the op path acquires no block per pass (Huffman: the host op decodes as
+ * it multiplies) and stays within OP_VS_ENGINE_TOL of the engine path, teacher-forced on
+ * the engine path's tokens. Under COMPRESSED nothing is resident. The engine path reads
+ * embedding and lm_head as views; here their groups fit an arena slot, so COMPRESSED
+ * serves them through the arena and that path is bit-identical too (on a real model they
+ * exceed a slot and tensor_get fails: df11-run keeps them resident for --matmul engine). */
+enum { N_KINDS = 5 };
 static void check_df11_vs_bf16(const char *dir)
 {
-    const char *paths[3] = { compress_codec(dir, 0), compress_codec(dir, DF11_CODEC_EXP_FIXED),
-                             dir };
-    const char *kinds[3] = { "df11 huffman", "df11 fixed", "bf16" };
-    df11_model *models[3];
-    for (int k = 0; k < 3; k++) models[k] = open_host(paths[k], k == 2, 2);
+    const char *huffman = compress_codec(dir, 0),
+               *fixed = compress_codec(dir, DF11_CODEC_EXP_FIXED);
+    const char *paths[N_KINDS] = { huffman, fixed, dir, huffman, fixed };
+    const char *kinds[N_KINDS] = { "df11 huffman", "df11 fixed", "bf16", "df11 huffman compressed",
+                                   "df11 fixed compressed" };
+    df11_model *models[N_KINDS];
+    for (int k = 0; k < N_KINDS; k++)
+        models[k] = open_host_nl(paths[k], k == 2, 2,
+                                 k >= 3 ? DF11_NONLAYER_COMPRESSED : DF11_NONLAYER_RESIDENT);
+    for (int k = 3; k < N_KINDS; k++) {
+        df11_model_stats res = model_stats(models[k - 3]), cmp = model_stats(models[k]);
+        ck_assert_uint_gt(res.resident_bytes, 0);
+        ck_assert_uint_eq(cmp.resident_bytes, 0);
+        ck_assert_uint_eq(cmp.bf16_bytes, res.bf16_bytes);
+        /* compressed plus decoded: smaller where the non-layer tensors compress (Huffman
+         * does; the fixed code stores the synthetic model's wide-exponent ones at their
+         * raw size, 4 KiB-aligned like the decoded groups) */
+        uint64_t w_res = res.compressed_bytes + res.resident_bytes,
+                 w_cmp = cmp.compressed_bytes + cmp.resident_bytes;
+        ck_assert_msg(k == 3 ? w_cmp < w_res : w_cmp <= w_res,
+                      "%s: %s takes %llu bytes, %llu resident", dir, kinds[k],
+                      (unsigned long long)w_cmp, (unsigned long long)w_res);
+    }
     const dfl_matmul mms[3] = { DFL_MATMUL_ENGINE, DFL_MATMUL_OP, DFL_MATMUL_OP_SEPARATE };
     const char *mm_names[3] = { "engine", "op", "op-separate" };
     int V = 0;
-    int toks[3][3][N_GEN];
-    float *lg[3][3];
+    int toks[3][N_KINDS][N_GEN];
+    float *lg[3][N_KINDS] = { { NULL } };
     for (int p = 0; p < 3; p++)
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < N_KINDS; k++) {
             df11_provider pv;
             dfl_engine *e = engine_open_mm(models[k], &pv, mms[p]);
             ck_assert_int_eq(dfl_matmul_used(e), mms[p]);
+            ck_assert_int_eq(dfl_embed_gathered(e), 1);
             V = dfl_get_config(e)->vocab_size;
             lg[p][k] = malloc((size_t)N_GEN * V * sizeof(float));
             uint64_t acq0 = model_acquires(models[k]);
@@ -900,7 +936,7 @@ static void check_df11_vs_bf16(const char *dir)
             uint64_t acq = model_acquires(models[k]) - acq0;
             if (mms[p] == DFL_MATMUL_ENGINE && k < 2)
                 ck_assert_uint_eq(acq, (uint64_t)N_GEN * dfl_get_config(e)->n_layers);
-            if (mms[p] != DFL_MATMUL_ENGINE && k == 0) ck_assert_uint_eq(acq, 0);
+            if (mms[p] != DFL_MATMUL_ENGINE && (k == 0 || k == 3)) ck_assert_uint_eq(acq, 0);
             dfl_destroy(e);
             if (k == 0) continue;
             for (int i = 0; i < N_GEN; i++) {
@@ -944,7 +980,8 @@ static void check_df11_vs_bf16(const char *dir)
     ck_assert_msg(agree >= N_GEN * 9 / 10, "%s: op and engine agree on %d/%d greedy steps", dir,
                   agree, N_GEN);
     fprintf(stderr,
-            "%s: %d greedy tokens, df11 (huffman, fixed) == bf16 bit for bit on all paths; "
+            "%s: %d greedy tokens, df11 (huffman, fixed; non-layer resident and compressed) == "
+            "bf16 bit for bit on all paths; "
             "op vs engine: worst relative logit error %.3g, teacher-forced agreement %d/%d, "
             "free-running tokens equal for %d/%d; first: %d %d %d %d\n",
             dir, N_GEN, worst, agree, N_GEN, same, N_GEN, toks[1][0][0], toks[1][0][1],
@@ -956,8 +993,8 @@ static void check_df11_vs_bf16(const char *dir)
     st_free(&m);
     free(lm);
     for (int p = 0; p < 3; p++)
-        for (int k = 0; k < 3; k++) free(lg[p][k]);
-    for (int k = 0; k < 3; k++) df11_model_close(models[k]);
+        for (int k = 0; k < N_KINDS; k++) free(lg[p][k]);
+    for (int k = 0; k < N_KINDS; k++) df11_model_close(models[k]);
 }
 
 START_TEST(test_df11_vs_bf16_stories)
@@ -1024,9 +1061,17 @@ static df11_status failing_matmul(void *ctx, const df11_weight *w, const void *x
     return DF11_ERR_STATE;
 }
 
+static df11_status failing_gather(void *ctx, const df11_weight *w, const uint32_t *ids, uint32_t n,
+                                  void *out, df11_dtype out_dtype, df11_stream stream)
+{
+    (void)ctx, (void)w, (void)ids, (void)n, (void)out, (void)out_dtype, (void)stream;
+    return DF11_ERR_DEVICE;
+}
+
 /* The choice of path at dfl_create: the op where the provider has it (and the size says
  * so), the engine otherwise; asking for the op without it, or for a path that does not
- * exist, fails; the op path checks every linear weight's shape at create. */
+ * exist, fails; the op path checks every linear weight's shape at create. Embedding rows
+ * by the row gather where the provider has it (and the size says so), on either path. */
 START_TEST(test_matmul_choice)
 {
     st_model m;
@@ -1054,6 +1099,7 @@ START_TEST(test_matmul_choice)
     opt.matmul = DFL_MATMUL_AUTO;
     ck_assert_int_eq(dfl_create(&cfg, &p, &opt, &e), DF11_OK);
     ck_assert_int_eq(dfl_matmul_used(e), DFL_MATMUL_ENGINE);
+    ck_assert_int_eq(dfl_embed_gathered(e), 0);
     int tok = 1;
     ck_assert_int_eq(dfl_forward(e, &tok, 1, 0, NULL), DF11_OK);
     dfl_destroy(e);
@@ -1069,12 +1115,24 @@ START_TEST(test_matmul_choice)
     ck_assert_int_eq(df11_model_provider(mo, &po), DF11_OK);
     ck_assert_int_eq(dfl_create(&cfg, &po, &opt, &e), DF11_OK);
     ck_assert_int_eq(dfl_matmul_used(e), DFL_MATMUL_OP);
+    ck_assert_int_eq(dfl_embed_gathered(e), 1);
     dfl_destroy(e);
-    /* a provider from before weight_stack: the op, one call per weight */
+    /* a provider from before weight_stack: the op, one call per weight, embeddings from a
+     * view (rows_gather came later still) */
     df11_provider pold = po;
     pold.size = offsetof(df11_provider, weight_stack);
+    pold.rows_gather = failing_gather;
     ck_assert_int_eq(dfl_create(&cfg, &pold, &opt, &e), DF11_OK);
     ck_assert_int_eq(dfl_matmul_used(e), DFL_MATMUL_OP_SEPARATE);
+    ck_assert_int_eq(dfl_embed_gathered(e), 0);
+    ck_assert_int_eq(dfl_forward(e, &tok, 1, 0, NULL), DF11_OK);
+    dfl_destroy(e);
+    /* a gather that fails mid-pass: dfl_forward returns its status, naming the tensor */
+    df11_provider pg = po;
+    pg.rows_gather = failing_gather;
+    ck_assert_int_eq(dfl_create(&cfg, &pg, &opt, &e), DF11_OK);
+    ck_assert_int_eq(dfl_forward(e, &tok, 1, 0, NULL), DF11_ERR_DEVICE);
+    ck_assert_ptr_nonnull(strstr(dfl_error(e), "model.embed_tokens.weight"));
     dfl_destroy(e);
     cfg.hidden_dim = 100;
     ck_assert_int_eq(dfl_create(&cfg, &po, &opt, &e), DF11_ERR_CORRUPT);
@@ -1094,7 +1152,13 @@ START_TEST(test_matmul_choice)
     opt.matmul = DFL_MATMUL_ENGINE;
     ck_assert_int_eq(dfl_create(&cfg, &po, &opt, &e), DF11_OK);
     ck_assert_int_eq(dfl_matmul_used(e), DFL_MATMUL_ENGINE);
+    ck_assert_int_eq(dfl_embed_gathered(e), 1);
     dfl_destroy(e);
+    /* the gathered embedding's shape is checked at create (the engine path resolves no
+     * linear weight, so it is the first to differ) */
+    cfg.vocab_size = 299;
+    ck_assert_int_eq(dfl_create(&cfg, &po, &opt, &e), DF11_ERR_CORRUPT);
+    ck_assert_ptr_nonnull(strstr(dfl_create_error(), "embed_tokens"));
     df11_model_close(mo);
     st_free(&m);
 }
@@ -1569,6 +1633,34 @@ START_TEST(test_cli)
     ck_assert_str_eq(cJSON_GetObjectItem(b, "matmul")->valuestring, "op");
     ck_assert(cJSON_IsObject(cJSON_GetObjectItem(a, "memory")));
 
+    /* a .df11 file on the op path keeps embedding and lm_head compressed: nothing resident
+     * and fewer bytes than with --nonlayer resident, which gives the same tokens and
+     * logits (the host op's rows do not depend on where W lies) */
+    snprintf(args, sizeof args, "%s --device cpu --json -n 12 --tokens 1,5,9 --nonlayer resident",
+             path);
+    cJSON *nr = run_tool(args, &rc);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_ptr_nonnull(nr);
+    const cJSON *mem_a = cJSON_GetObjectItem(a, "memory"),
+                *mem_r = cJSON_GetObjectItem(nr, "memory");
+    ck_assert_str_eq(cJSON_GetObjectItem(a, "nonlayer")->valuestring, "compressed");
+    ck_assert_str_eq(cJSON_GetObjectItem(mem_a, "nonlayer")->valuestring, "compressed");
+    ck_assert_str_eq(cJSON_GetObjectItem(nr, "nonlayer")->valuestring, "resident");
+    ck_assert_str_eq(cJSON_GetObjectItem(b, "nonlayer")->valuestring, "resident");
+    ck_assert(cJSON_GetObjectItem(mem_a, "resident_bytes")->valuedouble == 0);
+    ck_assert(cJSON_GetObjectItem(mem_r, "resident_bytes")->valuedouble > 0);
+    double wa = cJSON_GetObjectItem(mem_a, "weights_bytes")->valuedouble,
+           wr = cJSON_GetObjectItem(mem_r, "weights_bytes")->valuedouble;
+    ck_assert_msg(wa > 0 && wa < wr, "weights %g (compressed) vs %g (resident)", wa, wr);
+    ck_assert(fabs(cJSON_GetObjectItem(mem_a, "weights_vs_bf16")->valuedouble -
+                   wa / cJSON_GetObjectItem(mem_a, "weights_bf16_bytes")->valuedouble) < 1e-12);
+    ck_assert_str_eq(cJSON_GetObjectItem(nr, "logits_fnv1a")->valuestring,
+                     cJSON_GetObjectItem(a, "logits_fnv1a")->valuestring);
+    char *sr = cJSON_PrintUnformatted(cJSON_GetObjectItem(nr, "generated_tokens"));
+    ck_assert_str_eq(sr, sa);
+    free(sr);
+    cJSON_Delete(nr);
+
     /* the fixed-codec file: the same tokens and logits (the host op multiplies the same
      * decoded weights) */
     const char *fixed = compress_codec(dir, DF11_CODEC_EXP_FIXED);
@@ -1577,6 +1669,7 @@ START_TEST(test_cli)
     ck_assert_int_eq(rc, 0);
     ck_assert_ptr_nonnull(f);
     ck_assert_str_eq(cJSON_GetObjectItem(f, "codec")->valuestring, "fixed");
+    ck_assert_str_eq(cJSON_GetObjectItem(f, "nonlayer")->valuestring, "compressed");
     ck_assert_str_eq(cJSON_GetObjectItem(f, "logits_fnv1a")->valuestring,
                      cJSON_GetObjectItem(a, "logits_fnv1a")->valuestring);
 
@@ -1588,6 +1681,7 @@ START_TEST(test_cli)
     ck_assert_int_eq(rc, 0);
     ck_assert_ptr_nonnull(g);
     ck_assert_str_eq(cJSON_GetObjectItem(g, "matmul")->valuestring, "engine");
+    ck_assert_str_eq(cJSON_GetObjectItem(g, "nonlayer")->valuestring, "resident");
     st_model m;
     st_load(&m, dir);
     df11_provider pm = mem_provider(&m), po;
@@ -1631,6 +1725,8 @@ START_TEST(test_cli)
             ck_assert_str_eq(cJSON_GetObjectItem(row, "codec")->valuestring,
                              r == 0 ? codecs[k] : "bf16");
             ck_assert_str_eq(cJSON_GetObjectItem(row, "matmul")->valuestring, "op");
+            ck_assert_str_eq(cJSON_GetObjectItem(row, "nonlayer")->valuestring,
+                             r == 0 ? "compressed" : "resident");
             ck_assert(cJSON_GetObjectItem(row, "decode_tokens_per_s")->valuedouble > 0);
         }
         /* the host op decodes a Huffman tensor as it multiplies: no arena decode */
@@ -1726,6 +1822,9 @@ START_TEST(test_cli_flag_values)
         { "--device tpu", "device" },
         { "--matmul gemm", "--matmul" },
         { "--matmul ''", "--matmul" },
+        { "--nonlayer arena", "--nonlayer" },
+        { "--nonlayer ''", "--nonlayer" },
+        { "--nonlayer compressed --matmul engine", "--nonlayer" },
         { "-p hello", "--tokenizer" },
     };
     char out[4096], args[512];
@@ -1741,7 +1840,7 @@ START_TEST(test_cli_flag_values)
     ck_assert_int_eq(run_stderr(out, sizeof out,
                                 "/nonexistent/m.df11 -n 0 --seed 0x10 "
                                 "--top-p 1 --temperature 0 --ctx 2 --bench=1,2 "
-                                "--matmul op-separate --no-pdl"),
+                                "--matmul op-separate --no-pdl --nonlayer compressed"),
                      1);
 }
 END_TEST
@@ -1973,8 +2072,60 @@ END_TEST
  * from the exact one by up to 5% of the largest logit on stories260K
  * (examples/run/reference.py style check, docs/ENGINE.md), hence 10% against the host's
  * engine path (FP32 inputs); the host's op path rounds the same tensors, so it is closer
- * (printed). Skipped without a GPU. */
+ * (printed). On the op paths both .df11 files also run with embedding and lm_head kept
+ * compressed (DF11_NONLAYER_COMPRESSED): rows by the gather (exact), lm_head by the op
+ * from the compressed tensor (fixed: the fused kernel at batch 1; Huffman: decoded in
+ * row slices, lm_head being larger than the op's scratch here, each slice its own cuBLAS
+ * call), so within GPU_FIXED_TOL of the same file opened RESIDENT (cuBLAS on the whole
+ * resident lm_head: another summation order), decode steps and a prefill; the greedy
+ * tokens agree and no byte is resident. Skipped without a GPU. */
 #define GPU_FIXED_TOL 1e-2
+
+/* mn: the Huffman and fixed .df11 opened COMPRESSED on CUDA; ec, ef: engines on the same
+ * files opened RESIDENT, path mm, already run over toks (rewound here). */
+static void check_gpu_compressed(const char *dir, const char *path_name, const char *cfg,
+                                 size_t len, df11_model *mn[2], dfl_matmul mm, dfl_engine *ec,
+                                 dfl_engine *ef, const int *toks)
+{
+    dfl_engine *res[2] = { ec, ef };
+    const char *codec[2] = { "huffman", "fixed" };
+    const int V = dfl_get_config(ec)->vocab_size;
+    float *a = malloc((size_t)V * sizeof *a), *b = malloc((size_t)V * sizeof *b);
+    for (int k = 0; k < 2; k++) {
+        df11_provider pn;
+        ck_assert_int_eq(df11_model_provider(mn[k], &pn), DF11_OK);
+        dfl_engine *en = engine_new_mm(DFL_DEVICE_CUDA, cfg, len, &pn, 0, 0, mm);
+        ck_assert_int_eq(dfl_embed_gathered(en), 1);
+        double worst = 0;
+        int agree = 0, same = 0;
+        for (int i = 0; i < N_GEN; i++) {
+            ck_assert_msg(dfl_forward(en, toks + i, 1, i, a) == DF11_OK, "%s", dfl_error(en));
+            ck_assert_msg(dfl_forward(res[k], toks + i, 1, i, b) == DF11_OK, "%s",
+                          dfl_error(res[k]));
+            double rel = rel_err(a, b, V);
+            if (rel > worst) worst = rel;
+            ck_assert_msg(rel < GPU_FIXED_TOL, "%s %s %s step %d: compressed vs resident %.3g", dir,
+                          path_name, codec[k], i, rel);
+            agree += argmax(a, V) == argmax(b, V);
+            same += memcmp(a, b, (size_t)V * sizeof *a) == 0;
+        }
+        ck_assert_int_ge(agree, N_GEN * 9 / 10);
+        /* a prefill: N_GEN rows gathered in one call */
+        ck_assert_int_eq(dfl_forward(en, toks, N_GEN, 0, a), DF11_OK);
+        ck_assert_int_eq(dfl_forward(res[k], toks, N_GEN, 0, b), DF11_OK);
+        double rel = rel_err(a, b, V);
+        ck_assert_msg(rel < GPU_FIXED_TOL, "%s %s %s: prefill compressed vs resident %.3g", dir,
+                      path_name, codec[k], rel);
+        fprintf(stderr,
+                "%s (%s, %s): GPU non-layer compressed vs resident: worst relative logit "
+                "error %.3g (prefill %.3g), %d/%d steps bit-identical, greedy agreement %d/%d\n",
+                dir, path_name, codec[k], worst, rel, same, N_GEN, agree, N_GEN);
+        dfl_destroy(en);
+    }
+    free(a);
+    free(b);
+}
+
 static void check_gpu(const char *dir)
 {
     const char *paths[2] = { compress_codec(dir, 0), compress_codec(dir, DF11_CODEC_EXP_FIXED) };
@@ -1990,6 +2141,18 @@ static void check_gpu(const char *dir)
     df11_status st = df11_model_open_bf16(dir, &opt, &mb);
     ck_assert_msg(st == DF11_OK, "open_bf16 cuda: %s: %s", df11_strerror(st),
                   df11_last_error_detail());
+    df11_model *mn[2]; /* the same files, non-layer groups kept compressed */
+    opt.nonlayer = DF11_NONLAYER_COMPRESSED;
+    for (int k = 0; k < 2; k++) {
+        st = df11_model_open(paths[k], &opt, &mn[k]);
+        ck_assert_msg(st == DF11_OK, "open cuda compressed %s: %s: %s", paths[k], df11_strerror(st),
+                      df11_last_error_detail());
+        df11_model_stats ms;
+        memset(&ms, 0, sizeof ms);
+        ms.size = sizeof ms;
+        ck_assert_int_eq(df11_model_stats_get(mn[k], &ms), DF11_OK);
+        ck_assert_uint_eq(ms.resident_bytes, 0);
+    }
     size_t len;
     const char *cfg = df11_model_config(mh, &len);
     const dfl_matmul mms[3] = { DFL_MATMUL_ENGINE, DFL_MATMUL_OP, DFL_MATMUL_OP_SEPARATE };
@@ -2044,6 +2207,7 @@ static void check_gpu(const char *dir)
                 " GPU huffman == GPU bf16 bit for bit; GPU fixed vs bf16 %.3g\n",
                 dir, path_name, worst, agree, N_GEN, worst_fixed);
         ck_assert_int_ge(agree, N_GEN * 9 / 10);
+        if (p > 0) check_gpu_compressed(dir, path_name, cfg, len, mn, mms[p], ec, ef, toks);
         free(lh);
         free(lc);
         free(lf);
@@ -2057,6 +2221,8 @@ static void check_gpu(const char *dir)
     df11_model_close(mc[0]);
     df11_model_close(mc[1]);
     df11_model_close(mb);
+    df11_model_close(mn[0]);
+    df11_model_close(mn[1]);
 }
 
 START_TEST(test_gpu_matches_host)

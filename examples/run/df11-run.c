@@ -1,7 +1,10 @@
 /* df11-run: generate text with a Llama-family model whose weights df11 serves, compressed
  * (MODEL.df11) or as plain BF16 (--bf16 SRC), on the host or a CUDA GPU; or benchmark
- * prefill and decode of both (--bench). A thin main() over dfl.h and the public df11
- * API: it includes no private df11 header and no CUDA header.
+ * prefill and decode of both (--bench). A .df11 file's embedding and lm_head stay
+ * compressed (DF11_NONLAYER_COMPRESSED) where the engine reads them through the ops, and
+ * are decoded resident at open for --matmul engine or --nonlayer resident. A thin main()
+ * over dfl.h and the public df11 API: it includes no private df11 header and no CUDA
+ * header.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -59,6 +62,10 @@ static void usage(FILE *f)
             "                          decoded blocks (engine)\n"
             "      --no-pdl            launch the op's fused kernel plainly, not with\n"
             "                          programmatic dependent launch (to measure what it buys)\n"
+            "      --nonlayer WHERE    a .df11 file's embedding and lm_head: kept compressed\n"
+            "                          (compressed, the default on the op paths) or decoded at\n"
+            "                          open (resident, the default and only choice for\n"
+            "                          --matmul engine)\n"
             "      --json              print one JSON object on stdout\n"
             "      --logits            with --json: the last step's logits (else a checksum)\n"
             "      --bench[=LIST]      time prefill of each N in LIST (default 512,4096) and\n"
@@ -150,6 +157,7 @@ typedef struct run_opts {
     uint64_t seed;
     dfl_device device;
     dfl_matmul matmul;
+    int nonlayer; /* --nonlayer: 0 = not given, else 1 + a df11_nonlayer_policy */
 } run_opts;
 
 /* An open model and an engine over it. */
@@ -159,6 +167,7 @@ typedef struct session {
     dfl_config cfg;
     dfl_engine *engine;
     int is_bf16;
+    df11_nonlayer_policy nonlayer; /* what the model was opened with */
     double open_ms;
 } session;
 
@@ -169,31 +178,55 @@ static void session_close(session *s)
     memset(s, 0, sizeof *s);
 }
 
-static void session_open(session *s, const run_opts *o, int bf16, int max_seq, int max_batch)
+static void model_open(session *s, const run_opts *o, const char *path)
 {
-    memset(s, 0, sizeof *s);
-    s->is_bf16 = bf16;
-    const char *path = bf16 ? o->bf16_path : o->model_path;
     df11_model_options mo;
     df11_model_options_init(&mo);
     mo.backend = o->device == DFL_DEVICE_CUDA ? DF11_BACKEND_CUDA : DF11_BACKEND_HOST;
     if (o->slots) mo.arena_slots = (uint32_t)o->slots;
     if (o->threads) mo.n_threads = o->threads;
     mo.matmul_plain_launch = o->no_pdl;
+    mo.nonlayer = s->nonlayer;
     double t0 = now_ms();
-    df11_status st =
-        bf16 ? df11_model_open_bf16(path, &mo, &s->model) : df11_model_open(path, &mo, &s->model);
+    df11_status st = s->is_bf16 ? df11_model_open_bf16(path, &mo, &s->model)
+                                : df11_model_open(path, &mo, &s->model);
     if (st != DF11_OK)
         die(1, "cannot open '%s': %s%s%s", path, df11_strerror(st),
             *df11_last_error_detail() ? ": " : "", df11_last_error_detail());
     s->open_ms = now_ms() - t0;
+    if ((st = df11_model_provider(s->model, &s->provider)) != DF11_OK)
+        die(1, "'%s': provider: %s", path, df11_strerror(st));
+}
+
+static void session_open(session *s, const run_opts *o, int bf16, int max_seq, int max_batch)
+{
+    memset(s, 0, sizeof *s);
+    s->is_bf16 = bf16;
+    const char *path = bf16 ? o->bf16_path : o->model_path;
+    /* The embedding and lm_head stay compressed where the engine reads them through the
+     * ops (row gather, matmul); the engine path reads lm_head as a view, so needs them
+     * resident (main() refuses --nonlayer compressed with it). A BF16 model holds
+     * everything resident whatever the policy. */
+    int want_compressed =
+        o->nonlayer ? o->nonlayer - 1 == DF11_NONLAYER_COMPRESSED : o->matmul != DFL_MATMUL_ENGINE;
+    s->nonlayer = !bf16 && want_compressed ? DF11_NONLAYER_COMPRESSED : DF11_NONLAYER_RESIDENT;
+    model_open(s, o, path);
+    if (s->nonlayer == DF11_NONLAYER_COMPRESSED &&
+        !(dfl_provider_has_matmul(&s->provider) && dfl_provider_has_gather(&s->provider))) {
+        /* A library whose provider lacks the ops: only resident tensors can be read. */
+        if (o->nonlayer)
+            die(1, "'%s': --nonlayer compressed: the provider has no row gather or matmul op",
+                path);
+        df11_model_close(s->model);
+        s->nonlayer = DF11_NONLAYER_RESIDENT;
+        model_open(s, o, path);
+    }
 
     size_t len;
     const char *json = df11_model_config(s->model, &len);
     char err[512];
+    df11_status st;
     if (dfl_config_parse(json, len, &s->cfg, err, sizeof err) != 0) die(1, "'%s': %s", path, err);
-    if ((st = df11_model_provider(s->model, &s->provider)) != DF11_OK)
-        die(1, "'%s': provider: %s", path, df11_strerror(st));
 
     dfl_options lo;
     dfl_options_init(&lo);
@@ -250,13 +283,31 @@ static uint64_t model_decodes(const session *s)
     return df11_model_stats_get(s->model, &ms) == DF11_OK ? ms.decodes : 0;
 }
 
+static const char *nonlayer_name(const session *s)
+{
+    return s->nonlayer == DF11_NONLAYER_COMPRESSED ? "compressed" : "resident";
+}
+
+/* What the weights take, embedding and lm_head included: compressed payloads plus the
+ * groups kept decoded (a .df11 file's non-layer groups under RESIDENT, all of a BF16
+ * model); arena and the op's scratch are not weights. */
+static uint64_t weights_bytes(const df11_model_stats *ms)
+{
+    return ms->compressed_bytes + ms->resident_bytes;
+}
+
 static cJSON *memory_json(const session *s)
 {
     df11_model_stats ms;
     memset(&ms, 0, sizeof ms);
     ms.size = sizeof ms;
     cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "nonlayer", nonlayer_name(s));
     if (df11_model_stats_get(s->model, &ms) == DF11_OK) {
+        cJSON_AddNumberToObject(m, "weights_bytes", (double)weights_bytes(&ms));
+        cJSON_AddNumberToObject(m, "weights_vs_bf16",
+                                ms.bf16_bytes ? (double)weights_bytes(&ms) / (double)ms.bf16_bytes
+                                              : 0.0);
         cJSON_AddNumberToObject(m, "weights_compressed_bytes", (double)ms.compressed_bytes);
         cJSON_AddNumberToObject(m, "weights_bf16_bytes", (double)ms.bf16_bytes);
         cJSON_AddNumberToObject(m, "arena_bytes", (double)ms.arena_bytes);
@@ -279,13 +330,12 @@ static void print_memory(FILE *f, const session *s)
     if (df11_model_stats_get(s->model, &ms) == DF11_OK && !s->is_bf16)
         /* Non-layer groups kept resident are held decoded, so they count at BF16 size. */
         fprintf(f,
-                "memory: weights %.2f MiB (%.2f compressed + %.2f resident decoded) vs %.2f MiB "
-                "as BF16 = %.1f%%, arena %.2f MiB (%u slots), KV cache %.2f MiB\n",
-                mib(ms.compressed_bytes + ms.resident_bytes), mib(ms.compressed_bytes),
-                mib(ms.resident_bytes), mib(ms.bf16_bytes),
-                ms.bf16_bytes ? 100.0 * (double)(ms.compressed_bytes + ms.resident_bytes) /
-                                    (double)ms.bf16_bytes
-                              : 0.0,
+                "memory (%s, non-layer %s): weights %.2f MiB (%.2f compressed + %.2f resident "
+                "decoded) vs %.2f MiB as BF16 = %.1f%%, arena %.2f MiB (%u slots), KV cache "
+                "%.2f MiB\n",
+                weights_codec(s), nonlayer_name(s), mib(weights_bytes(&ms)),
+                mib(ms.compressed_bytes), mib(ms.resident_bytes), mib(ms.bf16_bytes),
+                ms.bf16_bytes ? 100.0 * (double)weights_bytes(&ms) / (double)ms.bf16_bytes : 0.0,
                 mib(ms.arena_bytes), ms.arena_slots, mib(dfl_kv_bytes(s->engine)));
     else
         fprintf(f, "memory: weights %.2f MiB BF16, KV cache %.2f MiB\n",
@@ -546,6 +596,7 @@ static int generate(const run_opts *o)
         cJSON_AddStringToObject(j, "weights", bf16 ? "bf16" : "df11");
         cJSON_AddStringToObject(j, "codec", weights_codec(&s));
         cJSON_AddStringToObject(j, "matmul", matmul_name(&s));
+        cJSON_AddStringToObject(j, "nonlayer", nonlayer_name(&s));
         cJSON_AddStringToObject(j, "device", o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu");
         cJSON_AddItemToObject(j, "prompt_tokens", cJSON_CreateIntArray(prompt, n_prompt));
         cJSON_AddItemToObject(j, "generated_tokens", cJSON_CreateIntArray(out, n_out));
@@ -633,7 +684,7 @@ static int bench(const run_opts *o)
         memset(&ms, 0, sizeof ms);
         ms.size = sizeof ms;
         df11_model_stats_get(s.model, &ms);
-        uint64_t wbytes = bf16 ? ms.bf16_bytes : ms.compressed_bytes;
+        uint64_t wbytes = bf16 ? ms.bf16_bytes : weights_bytes(&ms);
         const int V = s.cfg.vocab_size;
         float *logits = malloc((size_t)V * sizeof *logits);
         int *toks = malloc((size_t)max_len * sizeof *toks);
@@ -677,6 +728,7 @@ static int bench(const run_opts *o)
             cJSON_AddStringToObject(r, "weights", bf16 ? "bf16" : "df11");
             cJSON_AddStringToObject(r, "codec", weights_codec(&s));
             cJSON_AddStringToObject(r, "matmul", matmul_name(&s));
+            cJSON_AddStringToObject(r, "nonlayer", nonlayer_name(&s));
             cJSON_AddStringToObject(r, "device", o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu");
             cJSON_AddNumberToObject(r, "prefill_tokens", n);
             cJSON_AddNumberToObject(r, "prefill_ms", pf);
@@ -723,7 +775,8 @@ int main(int argc, char **argv)
         O_MATMUL,
         O_NO_PDL,
         O_CHAT,
-        O_SYSTEM
+        O_SYSTEM,
+        O_NONLAYER
     };
     static const struct option longopts[] = {
         { "prompt", required_argument, NULL, 'p' },
@@ -746,6 +799,7 @@ int main(int argc, char **argv)
         { "no-pdl", no_argument, NULL, O_NO_PDL },
         { "chat", no_argument, NULL, O_CHAT },
         { "system", required_argument, NULL, O_SYSTEM },
+        { "nonlayer", required_argument, NULL, O_NONLAYER },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -795,6 +849,14 @@ int main(int argc, char **argv)
         case O_NO_PDL: o.no_pdl = 1; break;
         case O_CHAT: o.chat = 1; break;
         case O_SYSTEM: o.system = optarg; break;
+        case O_NONLAYER:
+            if (strcmp(optarg, "resident") == 0)
+                o.nonlayer = 1 + DF11_NONLAYER_RESIDENT;
+            else if (strcmp(optarg, "compressed") == 0)
+                o.nonlayer = 1 + DF11_NONLAYER_COMPRESSED;
+            else
+                die(2, "invalid --nonlayer '%s' (resident or compressed)", optarg);
+            break;
         case 'q': o.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf(PROG " %s\n", DF11_VERSION_STRING); return 0;
@@ -810,6 +872,9 @@ int main(int argc, char **argv)
     if (o.model_path && o.bf16_path && !o.bench)
         die(2, "give MODEL.df11 or --bf16 SRC, not both (both only with --bench)");
     if (o.tokens && o.prompt) die(2, "give -p or --tokens, not both");
+    if (o.nonlayer == 1 + DF11_NONLAYER_COMPRESSED && o.matmul == DFL_MATMUL_ENGINE)
+        die(2, "--nonlayer compressed needs the matmul op: --matmul engine reads lm_head as a "
+               "tensor view");
     if (o.tokens) o.n_token_ids = parse_list(o.tokens, &o.token_ids, "token id", 0, INT_MAX);
     if (o.bench)
         o.n_bench_lens = parse_list(bench_list ? bench_list : "512,4096", &o.bench_lens,

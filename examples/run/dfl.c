@@ -1,4 +1,5 @@
-/* The engine: config parsing, weight lookup through the provider, and the host forward
+/* The engine: config parsing, weight lookup through the provider (linear weights for the
+ * op, the embedding for the row gather, norms copied at create), and the host forward
  * pass (FP32 activations, BF16 weights, FP32 accumulation in a fixed order). The CUDA
  * forward lives in dfl_cuda.cu; this file only dispatches to it. No private df11 header
  * may be included here: the engine is what a third-party engine would look like.
@@ -196,7 +197,8 @@ df11_status dfl_tensor_get(const df11_provider *p, const char *name, int rows, i
     memset(&v, 0, sizeof v);
     df11_status st = p->tensor_get(p->ctx, name, stream, &v);
     if (st != DF11_OK) {
-        snprintf(err, errlen, "tensor '%s': %s", name, df11_strerror(st));
+        snprintf(err, errlen, "tensor '%s': %s%s%s", name, df11_strerror(st),
+                 *df11_last_error_detail() ? ": " : "", df11_last_error_detail());
         return st;
     }
     st = check_view(&v, name, rows, cols, err, errlen);
@@ -267,6 +269,13 @@ int dfl_provider_has_matmul(const df11_provider *p)
 {
     return p->size >= offsetof(df11_provider, matmul) + sizeof p->matmul && p->weight_get &&
            p->matmul;
+}
+
+int dfl_provider_has_gather(const df11_provider *p)
+{
+    /* rows_gather came after weight_get: a size that covers it covers both */
+    return p->size >= offsetof(df11_provider, rows_gather) + sizeof p->rows_gather &&
+           p->weight_get && p->rows_gather;
 }
 
 int dfl_provider_has_stack(const df11_provider *p)
@@ -617,6 +626,11 @@ struct dfl_engine {
     dfl_linears lin;
     uint16_t *norms, *xh; /* [dfl_norms_count], [max_batch * max(dim, q, hidden)] */
     float *opy;           /* [max_batch * max(dim, q + 2 kv, 2 hidden)] */
+    /* the embedding for the provider's row gather (gather != 0), else read as a view;
+     * ids: a pass's tokens as the gather takes them, [max_batch] */
+    df11_weight emb;
+    int gather;
+    uint32_t *ids;
     uint64_t kv_bytes, scratch_bytes;
 #ifdef DF11_HAVE_CUDA
     dfl_gpu *gpu;
@@ -635,6 +649,8 @@ dfl_matmul dfl_matmul_used(const dfl_engine *e)
            : e->lin.stacked ? DFL_MATMUL_OP
                             : DFL_MATMUL_OP_SEPARATE;
 }
+
+int dfl_embed_gathered(const dfl_engine *e) { return e->gather; }
 
 uint64_t dfl_kv_bytes(const dfl_engine *e)
 {
@@ -685,6 +701,7 @@ void dfl_destroy(dfl_engine *e)
     free(e->norms);
     free(e->xh);
     free(e->opy);
+    free(e->ids);
     dfl_linears_free(&e->lin);
     free(e);
 }
@@ -744,12 +761,29 @@ df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, con
             return st;
         }
     }
+    /* Embedding rows by the gather wherever the provider has it: it decodes only the rows
+     * asked for, so the table may stay compressed (and a resident one is copied row by
+     * row, as the view would be read). */
+    e->ids = xcalloc(e, (size_t)e->max_batch, sizeof *e->ids);
+    if (!e->ids) {
+        dfl_destroy(e);
+        return DF11_ERR_NO_MEMORY;
+    }
+    if (dfl_provider_has_gather(provider)) {
+        df11_status st = linear_get(provider, "model.embed_tokens.weight", cfg->vocab_size,
+                                    cfg->dim, &e->emb, create_err, sizeof create_err);
+        if (st != DF11_OK) {
+            dfl_destroy(e);
+            return st;
+        }
+        e->gather = 1;
+    }
 
     if (e->device == DFL_DEVICE_CUDA) {
 #ifdef DF11_HAVE_CUDA
         df11_status st =
             dfl_gpu_create(cfg, provider, e->max_seq, e->max_batch, e->lin.layers ? &e->lin : NULL,
-                           &e->gpu, create_err, sizeof create_err);
+                           e->gather ? &e->emb : NULL, &e->gpu, create_err, sizeof create_err);
         if (st != DF11_OK) {
             dfl_destroy(e);
             return st;
@@ -966,23 +1000,41 @@ static df11_status host_layer(dfl_engine *e, uint32_t l, const dfl_layer_weights
     return DF11_OK;
 }
 
-static df11_status host_pass(dfl_engine *e, const int *tokens, int n, int pos, float *logits)
+/* x = the embedding rows of tokens[0..n), as FP32 (exactly the BF16 values, either way):
+ * by the provider's gather (only those rows decoded), else from a view of the table. */
+static df11_status embed(dfl_engine *e, const int *tokens, int n)
 {
     const dfl_config *c = &e->cfg;
     const df11_provider *p = &e->prov;
     const int D = c->dim;
-    const size_t DN = (size_t)D;
-    /* Embeddings stay a tensor view on both paths (a row gather of the resident table);
-     * a provider row-gather op would take its place here. */
+    df11_status st;
+    if (e->gather) {
+        st = p->rows_gather(p->ctx, &e->emb, e->ids, (uint32_t)n, e->x, DF11_DTYPE_F32, NULL);
+        if (st != DF11_OK)
+            return fail(e, st, "'%s': rows_gather: %s%s%s", e->emb.name, df11_strerror(st),
+                        *df11_last_error_detail() ? ": " : "", df11_last_error_detail());
+        return DF11_OK;
+    }
     const void *emb;
-    df11_status st = dfl_tensor_get(p, "model.embed_tokens.weight", c->vocab_size, D, NULL, &emb,
-                                    e->err, sizeof e->err);
+    st = dfl_tensor_get(p, "model.embed_tokens.weight", c->vocab_size, D, NULL, &emb, e->err,
+                        sizeof e->err);
     if (st != DF11_OK) return st;
     for (int t = 0; t < n; t++) {
         const uint16_t *row = (const uint16_t *)emb + (size_t)tokens[t] * D;
         for (int i = 0; i < D; i++) e->x[(size_t)t * D + i] = bf16_to_f32(row[i]);
     }
     if (p->tensor_release) p->tensor_release(p->ctx, "model.embed_tokens.weight", NULL);
+    return DF11_OK;
+}
+
+static df11_status host_pass(dfl_engine *e, const int *tokens, int n, int pos, float *logits)
+{
+    const dfl_config *c = &e->cfg;
+    const df11_provider *p = &e->prov;
+    const int D = c->dim;
+    const size_t DN = (size_t)D;
+    df11_status st = embed(e, tokens, n);
+    if (st != DF11_OK) return st;
 
     for (uint32_t l = 0; l < (uint32_t)c->n_layers; l++) {
         if (e->lin.layers) { /* op path: no block acquired, norms from the engine's copy */
@@ -1038,10 +1090,11 @@ df11_status dfl_forward(dfl_engine *e, const int *tokens, int n, int pos, float 
     for (int done = 0; done < n; done += e->max_batch) {
         int chunk = n - done < e->max_batch ? n - done : e->max_batch;
         float *lg = done + chunk == n ? logits : NULL;
+        for (int t = 0; t < chunk; t++) e->ids[t] = (uint32_t)tokens[done + t]; /* checked above */
         df11_status st;
 #ifdef DF11_HAVE_CUDA
         if (e->gpu)
-            st = dfl_gpu_forward(e->gpu, tokens + done, chunk, pos + done, lg, e->err,
+            st = dfl_gpu_forward(e->gpu, tokens + done, e->ids, chunk, pos + done, lg, e->err,
                                  sizeof e->err);
         else
 #endif

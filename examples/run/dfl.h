@@ -19,7 +19,12 @@
  * Weights are BF16 [out, in] row-major with Hugging Face names. The linear layers run
  * through the provider's matmul op (df11_matmul; the default when the provider has it: a
  * weight used that way needs no acquired block) or, on the engine path, as the engine's
- * own GEMM on tensor views of acquired blocks (dfl_options.matmul). The host path keeps
+ * own GEMM on tensor views of acquired blocks (dfl_options.matmul). The embedding rows of
+ * a pass come from the provider's row gather (df11_rows_gather) where it has one, on
+ * either path, else from a tensor view; so on the op path no non-layer tensor is read as
+ * a view except model.norm (copied once at create), and the model may keep the embedding
+ * and lm_head compressed (DF11_NONLAYER_COMPRESSED). The engine path reads lm_head as a
+ * view, which needs them resident (DF11_NONLAYER_RESIDENT). The host path keeps
  * activations in FP32 (the op path rounds each linear layer's input to BF16, as the op
  * takes it) and accumulates every dot product in FP32 in a fixed order, so the logits
  * depend only on the weight bits (not on the thread count or the batch split): df11 and
@@ -125,6 +130,9 @@ int dfl_max_seq(const dfl_engine *e);
 /* What dfl_create chose: DFL_MATMUL_OP (stacked calls), DFL_MATMUL_OP_SEPARATE or
  * DFL_MATMUL_ENGINE. */
 dfl_matmul dfl_matmul_used(const dfl_engine *e);
+/* Nonzero when the engine reads embedding rows with the provider's row gather (it has
+ * one), 0 when from a tensor view of the whole table. */
+int dfl_embed_gathered(const dfl_engine *e);
 
 /* ---- Shared by the host and CUDA paths (dfl.c), not part of the engine's API ---- */
 
@@ -155,10 +163,11 @@ typedef struct dfl_linears {
     int stacked;               /* qkv and gate_up are set and used */
 } dfl_linears;
 
-/* Nonzero when the provider is recent enough to have weight_get and matmul (weight_stack),
- * and has them. */
+/* Nonzero when the provider is recent enough to have weight_get and matmul (weight_stack;
+ * weight_get and rows_gather), and has them. */
 int dfl_provider_has_matmul(const df11_provider *p);
 int dfl_provider_has_stack(const df11_provider *p);
+int dfl_provider_has_gather(const df11_provider *p);
 /* stack: also stack q+k+v and gate+up (the provider must have weight_stack). */
 df11_status dfl_linears_get(const dfl_config *cfg, const df11_provider *p, int stack,
                             dfl_linears *out, char *err, size_t errlen);
@@ -182,14 +191,16 @@ void dfl_rope_table(const dfl_config *cfg, int max_seq, float *cos_t, float *sin
 #ifdef DF11_HAVE_CUDA
 /* The CUDA path (dfl_cuda.cu); dfl.c calls these. */
 typedef struct dfl_gpu dfl_gpu;
-/* linears: the op path's weights (NULL: the engine path); the engine keeps them alive
- * until dfl_gpu_destroy. */
+/* linears: the op path's weights (NULL: the engine path); embed: the embedding for the
+ * provider's row gather (NULL: a tensor view); the engine keeps both alive until
+ * dfl_gpu_destroy. */
 df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, int max_seq,
-                           int max_batch, const dfl_linears *linears, dfl_gpu **out, char *err,
-                           size_t errlen);
+                           int max_batch, const dfl_linears *linears, const df11_weight *embed,
+                           dfl_gpu **out, char *err, size_t errlen);
 void dfl_gpu_destroy(dfl_gpu *g);
-df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, int n, int pos, float *logits, char *err,
-                            size_t errlen);
+/* ids: the same tokens as uint32 in host memory, for the row gather. */
+df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, const uint32_t *ids, int n, int pos,
+                            float *logits, char *err, size_t errlen);
 uint64_t dfl_gpu_kv_bytes(const dfl_gpu *g);
 uint64_t dfl_gpu_scratch_bytes(const dfl_gpu *g);
 /* cudaMemGetInfo of the current device; -1 without a GPU. */

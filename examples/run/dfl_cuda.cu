@@ -8,8 +8,10 @@
  *     the fused kernel), qkv_rope_kernel putting q, k, v in place.
  *   engine path: per block, acquire on the engine's stream, cuBLAS GEMMs on the block's
  *     tensor views (beta = 1 folds the residual adds), release on the same stream.
- * K and V are written by their products straight into an FP32 cache. The host never waits
- * except for the logits.
+ * Embeddings: the provider's row gather writes a pass's rows as FP32 straight into x (only
+ * those rows decoded, so the table may stay compressed), or, without one, embed_kernel
+ * reads them from a tensor view. K and V are written by their products straight into an
+ * FP32 cache. The host never waits except for the logits.
  *
  * Layouts: activations [token][feature] row-major; weights [out][in] row-major, which is
  * cuBLAS's column-major [in][out], so Y^T = op_T(W) · X^T needs no copies.
@@ -42,6 +44,7 @@ struct dfl_gpu {
     int *tokens;                /* [B] */
     float *kc, *vc;             /* [L][S][KV] */
     float *rope_cos, *rope_sin; /* [S][hd/2] */
+    const df11_weight *embed;   /* the row gather's embedding (the engine owns it), NULL: a view */
     /* op path only (lin != NULL; the engine owns lin) */
     const dfl_linears *lin;
     bf16 *norms; /* [dfl_norms_count]: per layer attn and ffn norm, then model.norm */
@@ -384,14 +387,15 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
 }
 
 df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, int max_seq,
-                           int max_batch, const dfl_linears *linears, dfl_gpu **out, char *err,
-                           size_t errlen)
+                           int max_batch, const dfl_linears *linears, const df11_weight *embed,
+                           dfl_gpu **out, char *err, size_t errlen)
 {
     *out = NULL;
     dfl_gpu *g = new dfl_gpu();
     g->cfg = *cfg;
     g->prov = *p;
     g->lin = linears;
+    g->embed = embed;
     g->max_seq = max_seq;
     g->max_batch = max_batch;
     df11_status st = gpu_create(g, err, errlen);
@@ -468,8 +472,8 @@ static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w,
     return DF11_OK;
 }
 
-df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, int n, int pos, float *logits, char *err,
-                            size_t errlen)
+df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, const uint32_t *ids, int n, int pos,
+                            float *logits, char *err, size_t errlen)
 {
     const dfl_config *c = &g->cfg;
     const df11_provider *p = &g->prov;
@@ -477,15 +481,22 @@ df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, int n, int pos, float
     const int D = c->dim;
     df11_status st;
 
-    CUDA_TRY(
-        cudaMemcpyAsync(g->tokens, tokens, (size_t)n * sizeof(int), cudaMemcpyHostToDevice, s));
-    /* Embeddings stay a tensor view on both paths (a row gather of the resident table);
-     * a provider row-gather op would take its place here. */
-    const void *emb;
-    st = dfl_tensor_get(p, "model.embed_tokens.weight", c->vocab_size, D, s, &emb, err, errlen);
-    if (st != DF11_OK) return st;
-    embed_kernel<<<n, THREADS, 0, s>>>((const bf16 *)emb, g->tokens, g->x, D);
-    if (p->tensor_release) p->tensor_release(p->ctx, "model.embed_tokens.weight", s);
+    if (g->embed) { /* ids are read before the call returns: no copy to the device */
+        st = p->rows_gather(p->ctx, g->embed, ids, (uint32_t)n, g->x, DF11_DTYPE_F32, s);
+        if (st != DF11_OK) {
+            snprintf(err, errlen, "'%s': rows_gather: %s%s%s", g->embed->name, df11_strerror(st),
+                     *df11_last_error_detail() ? ": " : "", df11_last_error_detail());
+            return st;
+        }
+    } else {
+        CUDA_TRY(
+            cudaMemcpyAsync(g->tokens, tokens, (size_t)n * sizeof(int), cudaMemcpyHostToDevice, s));
+        const void *emb;
+        st = dfl_tensor_get(p, "model.embed_tokens.weight", c->vocab_size, D, s, &emb, err, errlen);
+        if (st != DF11_OK) return st;
+        embed_kernel<<<n, THREADS, 0, s>>>((const bf16 *)emb, g->tokens, g->x, D);
+        if (p->tensor_release) p->tensor_release(p->ctx, "model.embed_tokens.weight", s);
+    }
 
     const float *add = NULL; /* op path: down_proj's output, not yet added to x */
     for (uint32_t l = 0; l < (uint32_t)c->n_layers; l++) {
