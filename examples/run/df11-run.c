@@ -696,6 +696,12 @@ static int bench(const run_opts *o)
         if (st != DF11_OK) die(1, "bench: %s: %s", df11_strerror(st), dfl_error(s.engine));
         for (int li = 0; li < n_lens; li++) {
             int n = lens[li];
+            /* each length once untimed: the first pass at a batch pays one-time costs
+             * (cuBLAS heuristics for new shapes, the op's first decode at that batch) that
+             * were 5-30 ms on an H200, more than the pass itself on small models */
+            st = dfl_forward(s.engine, toks, n, 0, logits);
+            if (st != DF11_OK)
+                die(1, "bench prefill %d: %s: %s", n, df11_strerror(st), dfl_error(s.engine));
             double t0 = now_ms();
             st = dfl_forward(s.engine, toks, n, 0, logits);
             double pf = now_ms() - t0;
