@@ -12,11 +12,17 @@ cd "$(dirname "$0")"
 # installed when everything is already there.
 pkgs=(cmake make gcc pkg-config liburing-dev libxxhash-dev libcjson-dev libpcre2-dev check
   libsubunit-dev)
+have_deps() { # what the build looks for, wherever it came from (packages or a prefix)
+  for c in cmake make gcc pkg-config; do command -v "$c" >/dev/null || return 1; done
+  pkg-config --exists liburing libxxhash libcjson libpcre2-8 check
+}
 missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null && command -v dpkg-query >/dev/null; then
+if ! have_deps && command -v dpkg-query >/dev/null; then
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  done
+fi
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   install=(apt-get install -y -qq --no-install-recommends "${missing[@]}")
   if [ "$(id -u)" = 0 ]; then
     echo "== 0. installing the build dependencies: ${missing[*]}"
