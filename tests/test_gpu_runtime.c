@@ -112,17 +112,9 @@ static void fu_reference(const mm_shape *sh, const uint16_t *w, const uint16_t *
                          double *ref, double *mag)
 {
     for (uint32_t b = 0; b < batch; b++)
-        for (uint32_t r = 0; r < sh->n; r++) {
-            double s = 0, a = 0;
-            for (uint32_t k = 0; k < sh->k; k++) {
-                double p = (double)df11_test_bf16_f32(w[(size_t)r * sh->k + k]) *
-                           (double)df11_test_bf16_f32(x[(size_t)b * sh->k + k]);
-                s += p;
-                a += fabs(p);
-            }
-            ref[(size_t)b * sh->n + r] = s;
-            mag[(size_t)b * sh->n + r] = a;
-        }
+        for (uint32_t r = 0; r < sh->n; r++)
+            mm_reference_at(sh, w, x, b, r, &ref[(size_t)b * sh->n + r],
+                            &mag[(size_t)b * sh->n + r]);
 }
 
 START_TEST(test_fused_matmul)

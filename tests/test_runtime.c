@@ -1072,21 +1072,31 @@ static void mm_run(df11_model *m, const df11_weight *w, const uint16_t *x, uint3
     dev_free(dy);
 }
 
-/* Each element of y against an fp64 reference from the source weights (what decoding
- * gives back, bit for bit): |y - ref| <= (k + 8)·2⁻²³·Σ|w·x| for fp32 accumulation in any
- * order, plus half a BF16 ulp (2⁻⁸·|ref|) when y is BF16. */
+/* y[b][r] in fp64 from the source weights (what decoding gives back, bit for bit), and
+ * Σ|w·x|, the scale of its fp32 error. */
+static void mm_reference_at(const mm_shape *sh, const uint16_t *w, const uint16_t *x, uint32_t b,
+                            uint32_t r, double *ref, double *mag)
+{
+    double s = 0, a = 0;
+    for (uint32_t i = 0; i < sh->k; i++) {
+        double p = (double)df11_test_bf16_f32(w[(size_t)r * sh->k + i]) *
+                   (double)df11_test_bf16_f32(x[(size_t)b * sh->k + i]);
+        s += p;
+        a += fabs(p);
+    }
+    *ref = s;
+    *mag = a;
+}
+
+/* Each element of y against the fp64 reference: |y - ref| <= (k + 8)·2⁻²³·Σ|w·x| for fp32
+ * accumulation in any order, plus half a BF16 ulp (2⁻⁸·|ref|) when y is BF16. */
 static void mm_check_reference(const mm_shape *sh, const uint16_t *w, const uint16_t *x,
                                uint32_t batch, df11_dtype yd, const void *raw)
 {
     for (uint32_t b = 0; b < batch; b++)
         for (uint32_t r = 0; r < sh->n; r++) {
-            double ref = 0, mag = 0;
-            for (uint32_t i = 0; i < sh->k; i++) {
-                double p = (double)df11_test_bf16_f32(w[(size_t)r * sh->k + i]) *
-                           (double)df11_test_bf16_f32(x[(size_t)b * sh->k + i]);
-                ref += p;
-                mag += fabs(p);
-            }
+            double ref, mag;
+            mm_reference_at(sh, w, x, b, r, &ref, &mag);
             const size_t at = (size_t)b * sh->n + r;
             double got = yd == DF11_DTYPE_F32 ? ((const float *)raw)[at]
                                               : df11_test_bf16_f32(((const uint16_t *)raw)[at]);
