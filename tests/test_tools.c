@@ -70,6 +70,11 @@ START_TEST(test_pipeline)
 {
     ck_assert_int_eq(run(buf, sizeof buf, "df11-synth -o tiny/ --shape tiny --layers 3 --seed 7"),
                      0);
+    /* a folder whose parents are missing too, as mkdir -p */
+    ck_assert_int_eq(run(buf, sizeof buf,
+                         "df11-synth -o deep/er/tiny/ --shape tiny --layers 1 && "
+                         "test -f deep/er/tiny/model.safetensors"),
+                     0);
     /* Huffman: the code whose size the entropy bound is about */
     ck_assert_int_eq(run(buf, sizeof buf, "df11-compress tiny -o tiny.df11 --json --codec huffman"),
                      0);

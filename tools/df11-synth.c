@@ -50,7 +50,7 @@ static void usage(FILE *f)
         "Usage: " PROG " -o OUT [--shape NAME] [--layers N] [--seed S] [--vocab V] [--threads T]\n"
         "Writes a synthetic Llama-shaped BF16 model with Hugging Face tensor names: OUT (a\n"
         ".safetensors file) and config.json beside it. If OUT is a directory or ends with '/',\n"
-        "writes OUT/model.safetensors and OUT/config.json (creating OUT).\n"
+        "writes OUT/model.safetensors and OUT/config.json (creating OUT and its missing parents).\n"
         "\n"
         "  -o, --output OUT   where to write (required)\n"
         "      --shape NAME   tiny (default), stories, llama3-8b, llama3-8b-block\n"
@@ -213,6 +213,26 @@ static char *join(const char *dir, size_t dir_len, const char *name)
     return p;
 }
 
+/* mkdir -p: OUT and the folders above it that are missing (0 on success, errno set). */
+static int mkdir_parents(const char *path)
+{
+    char *p = strdup(path);
+    if (!p) return -1;
+    int rc = 0;
+    for (char *c = p + 1; rc == 0; c++) {
+        const char end = *c;
+        if (end != '/' && end != '\0') continue;
+        *c = '\0';
+        if (mkdir(p, 0777) != 0 && errno != EEXIST) rc = -1;
+        *c = end;
+        if (end == '\0') break;
+    }
+    const int saved = errno;
+    free(p);
+    errno = saved;
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     enum { OPT_SHAPE = 256, OPT_LAYERS, OPT_SEED, OPT_VOCAB, OPT_VERSION };
@@ -271,7 +291,7 @@ int main(int argc, char **argv)
     size_t out_len = strlen(out);
     struct stat sb;
     bool is_dir = out[out_len - 1] == '/' || (stat(out, &sb) == 0 && S_ISDIR(sb.st_mode));
-    if (is_dir && mkdir(out, 0777) != 0 && errno != EEXIST) {
+    if (is_dir && mkdir_parents(out) != 0) {
         fprintf(stderr, PROG ": cannot create '%s': %s\n", out, strerror(errno));
         return CLI_FAIL;
     }
