@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "common/atomic_file.h"
+#include "common/clock.h"
 #include "tools/cli.h"
 
 int cli_fail(const char *tool, df11_status st, const char *fmt, ...)
@@ -34,15 +35,51 @@ int cli_usage_error(const char *tool, const char *fmt, ...)
 
 void cli_version(const char *tool) { printf("%s %s\n", tool, DF11_VERSION_STRING); }
 
+void cli_meter_begin(cli_meter *m, const char *tool, bool wanted)
+{
+    *m = (cli_meter){ .tool = tool, .on = wanted && isatty(STDERR_FILENO), .t0 = df11i_now_ms() };
+}
+
+void cli_meter_update(void *meter, const df11_progress *p)
+{
+    cli_meter *m = meter;
+    if (!m->on) return;
+    double s = (df11i_now_ms() - m->t0) / 1e3;
+    double rate = s > 0 ? (double)p->bytes_done / s : 0;
+    char groups[40] = "", pct[16] = "", eta[40] = "";
+    if (p->groups_total)
+        snprintf(groups, sizeof groups, "%u/%u groups  ", p->groups_done, p->groups_total);
+    if (p->bytes_total)
+        snprintf(pct, sizeof pct, "  %3.0f%%",
+                 100.0 * (double)p->bytes_done / (double)p->bytes_total);
+    if (rate > 0 && p->bytes_done < p->bytes_total) {
+        uint64_t left = (uint64_t)((double)(p->bytes_total - p->bytes_done) / rate + 0.5);
+        snprintf(eta, sizeof eta, "  ETA %llu:%02llu", (unsigned long long)(left / 60),
+                 (unsigned long long)(left % 60));
+    }
+    /* \033[K: clear what a longer earlier line left to the right */
+    fprintf(stderr, "\r%s: %s%s / %s%s  %s/s%s\033[K", m->tool, groups, cli_bytes(p->bytes_done),
+            cli_bytes(p->bytes_total), pct, cli_bytes((uint64_t)rate), eta);
+    bool done = p->bytes_done >= p->bytes_total &&
+                (p->groups_total == 0 || p->groups_done >= p->groups_total);
+    if (done) fputc('\n', stderr);
+    m->drawn = !done;
+    fflush(stderr);
+}
+
+void cli_meter_clear(cli_meter *m)
+{
+    if (!m->drawn) return;
+    fputs("\r\033[K", stderr);
+    fflush(stderr);
+    m->drawn = false;
+}
+
 void cli_progress(void *tool_name, uint64_t done, uint64_t total)
 {
-    if (!isatty(STDERR_FILENO) || total == 0) return;
-    int width = 40, filled = (int)((double)done / (double)total * width);
-    fprintf(stderr, "\r%s [", (const char *)tool_name);
-    for (int i = 0; i < width; i++) fputc(i < filled ? '#' : '.', stderr);
-    fprintf(stderr, "] %5.1f%% %s", 100.0 * (double)done / (double)total, cli_bytes(done));
-    if (done >= total) fputc('\n', stderr);
-    fflush(stderr);
+    static cli_meter m; /* one run per process: each tool compresses or writes once */
+    if (!m.tool) cli_meter_begin(&m, tool_name, true);
+    cli_meter_update(&m, &(df11_progress){ .bytes_done = done, .bytes_total = total });
 }
 
 const char *cli_bytes(uint64_t b)

@@ -1,7 +1,8 @@
-/* What every df11 tool shares: error lines, --version, a progress bar on terminals. */
+/* What every df11 tool shares: error lines, --version, a progress line on terminals. */
 #ifndef DF11_TOOLS_CLI_H
 #define DF11_TOOLS_CLI_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "df11.h"
@@ -14,7 +15,25 @@ int cli_fail(const char *tool, df11_status st, const char *fmt, ...)
 /* "tool: message" on stderr; returns CLI_USAGE. */
 int cli_usage_error(const char *tool, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void cli_version(const char *tool);
-/* A df11_compress_options.progress callback: a bar on stderr when it is a terminal. */
+/* A progress line on stderr for long runs, redrawn in place ("\r"), only when stderr is a
+ * terminal and the tool was not asked for --json/--quiet, so pipes and logs never see it:
+ *
+ *     df11-decompress: 12/35 groups  4.21 GiB / 14.96 GiB  28%  512.3 MiB/s  ETA 0:21
+ *
+ * cli_meter_update is a df11_progress_fn (ctx = the meter); the line ends with a newline
+ * once every group is done. cli_meter_clear wipes a drawn line before the tool prints to
+ * the same terminal (the next update draws it again). */
+typedef struct cli_meter {
+    const char *tool;
+    bool on;
+    bool drawn; /* a line is on the screen, not ended */
+    double t0;  /* ms, df11i_now_ms */
+} cli_meter;
+void cli_meter_begin(cli_meter *m, const char *tool, bool wanted);
+void cli_meter_update(void *meter, const df11_progress *p);
+void cli_meter_clear(cli_meter *m);
+/* A df11_compress_options.progress callback (bytes only, no group count) drawing the same
+ * line; `tool_name` is the tool's name, its first call starts the clock. */
 void cli_progress(void *tool_name, uint64_t done, uint64_t total);
 /* "1.23 GiB" into a static buffer (one of 8 rotating: up to 8 in one printf). */
 const char *cli_bytes(uint64_t bytes);

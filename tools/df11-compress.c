@@ -50,8 +50,9 @@ int main(int argc, char **argv)
      * batch-1 tokens/s against Huffman's 0.58x on the H100, for 3 points more memory); the
      * library's zero-initialised options keep Huffman, so that programs that set nothing
      * keep writing the files they wrote. */
-    df11_compress_options o = { .progress = cli_progress,
-                                .progress_ctx = (void *)tool,
+    cli_meter meter;
+    df11_compress_options o = { .group_progress = cli_meter_update,
+                                .progress_ctx = &meter,
                                 .codec = DF11_CODEC_EXP_FIXED };
     const char *out = NULL;
     int json = 0, quiet = 0, c;
@@ -94,10 +95,11 @@ int main(int argc, char **argv)
     }
     if (optind + 1 != argc) return cli_usage_error(tool, "expected one input path");
     if (!out) return cli_usage_error(tool, "missing -o OUT.df11");
-    if (json || quiet) o.progress = NULL;
+    cli_meter_begin(&meter, tool, !json && !quiet);
 
     df11_compress_summary s;
     df11_status st = df11_compress_path(argv[optind], out, &o, &s);
+    cli_meter_clear(&meter);
     if (st != DF11_OK) return cli_fail(tool, st, "cannot compress '%s'", argv[optind]);
 
     double ratio = s.bf16_bytes ? (double)s.bf16_stored_bytes / (double)s.bf16_bytes : 0;

@@ -1,4 +1,5 @@
-/* df11-decompress: a .df11 file back to a BF16 safetensors file, bit for bit. */
+/* df11-decompress: a .df11 file back to a BF16 safetensors file, bit for bit, streamed one
+ * group at a time (df11_decompress_path), so an 8B model decodes in ~2 GB of memory. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,21 +10,35 @@ static const char *tool = "df11-decompress";
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = { { "output", required_argument, 0, 'o' },
-                                          { "threads", required_argument, 0, 'j' },
-                                          { "help", no_argument, 0, 'h' },
-                                          { "version", no_argument, 0, 'V' },
-                                          { 0, 0, 0, 0 } };
+    static const struct option opts[] = {
+        { "output", required_argument, 0, 'o' }, { "threads", required_argument, 0, 'j' },
+        { "quiet", no_argument, 0, 'q' },        { "help", no_argument, 0, 'h' },
+        { "version", no_argument, 0, 'V' },      { 0, 0, 0, 0 }
+    };
     const char *out = NULL;
-    int threads = 0, c;
-    while ((c = getopt_long(argc, argv, "o:j:hV", opts, NULL)) != -1) {
+    int quiet = 0, c;
+    long v;
+    cli_meter meter;
+    df11_decompress_options o = { .progress = cli_meter_update, .progress_ctx = &meter };
+    while ((c = getopt_long(argc, argv, "o:j:qhV", opts, NULL)) != -1) {
         switch (c) {
         case 'o': out = optarg; break;
-        case 'j': threads = atoi(optarg); break;
+        case 'j':
+            if ((v = cli_parse_range(optarg, 0, 4096)) < 0)
+                return cli_usage_error(
+                    tool, "--threads '%s': want a number of threads (0 = all cores)", optarg);
+            o.n_threads = (int)v;
+            break;
+        case 'q': quiet = 1; break;
         case 'h':
-            printf("Usage: %s FILE.df11 -o OUT.safetensors [-j THREADS]\n"
+            printf("Usage: %s FILE.df11 -o OUT.safetensors [-j THREADS] [-q]\n"
                    "Decode every tensor and write them to one safetensors file whose tensor\n"
-                   "bytes are identical to the original's.\n",
+                   "bytes are identical to the original's. One group is in memory at a time;\n"
+                   "the file appears only once it is complete and on disk.\n\n"
+                   "  -o, --output FILE   the safetensors file to write (required)\n"
+                   "  -j, --threads N     decode threads (default: all cores)\n"
+                   "  -q, --quiet         no progress line (drawn only on a terminal anyway)\n"
+                   "  -h, --help, -V, --version\n",
                    tool);
             return CLI_OK;
         case 'V': cli_version(tool); return CLI_OK;
@@ -32,7 +47,9 @@ int main(int argc, char **argv)
     }
     if (optind + 1 != argc) return cli_usage_error(tool, "expected one .df11 file");
     if (!out) return cli_usage_error(tool, "missing -o OUT.safetensors");
-    df11_status st = df11_decompress_to_safetensors(argv[optind], out, threads);
+    cli_meter_begin(&meter, tool, !quiet);
+    df11_status st = df11_decompress_path(argv[optind], out, &o);
+    cli_meter_clear(&meter); /* a failure's message starts on a line of its own */
     if (st != DF11_OK) return cli_fail(tool, st, "cannot decompress '%s'", argv[optind]);
     return CLI_OK;
 }

@@ -1,5 +1,5 @@
-/* df11-inspect: what a .df11 file holds — groups, tensors, sizes, ratio, entropy,
- * checksums — and, with --verify, a full CPU decode of every group. */
+/* df11-inspect: what a .df11 file holds — groups, tensors, which codec each uses, sizes,
+ * ratio, entropy, checksums — and, with --verify, a full CPU decode of every group. */
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -20,11 +20,21 @@ static const char *codec_name(df11_codec c)
     return "unknown";
 }
 
+/* Tensors, their bytes and their bytes in the file, per codec. */
+typedef struct codec_total {
+    uint32_t tensors;
+    uint64_t bytes, stored_bytes;
+} codec_total;
+#define N_CODECS 3
+static const df11_codec codecs[N_CODECS] = { DF11_CODEC_EXP_FIXED, DF11_CODEC_EXP_HUFFMAN,
+                                             DF11_CODEC_RAW };
+
 static void usage(void)
 {
     printf("Usage: %s FILE.df11 [--json] [--verify] [--tensors]\n"
            "Show the groups of a .df11 file (and with --tensors every tensor): sizes,\n"
-           "compression ratio, exponent entropy, checksums.\n\n"
+           "compression ratio, exponent entropy, checksums, and how many tensors and bytes\n"
+           "each codec (exp-fixed, exp-huffman, raw) holds.\n\n"
            "      --json      one JSON object on stdout, for scripts\n"
            "      --verify    read every group, check its xxh3 and decode it on the CPU\n"
            "      --tensors   list tensors in the human table too\n"
@@ -75,8 +85,15 @@ int main(int argc, char **argv)
     uint32_t ng = df11_file_n_groups(f), nt = df11_file_n_tensors(f);
     uint64_t bf16 = 0, stored = 0, raw = 0, bf16_weights = 0;
     double entropy_sum = 0;
+    codec_total per[N_CODECS] = { { 0 } };
     for (uint32_t t = 0; t < nt; t++) {
         const df11_tensor_info *ti = df11_file_tensor(f, t);
+        for (int k = 0; k < N_CODECS; k++) {
+            if (ti->codec != codecs[k]) continue;
+            per[k].tensors++;
+            per[k].bytes += ti->nbytes;
+            per[k].stored_bytes += ti->stored_bytes;
+        }
         if (ti->codec != DF11_CODEC_RAW) {
             bf16 += ti->nbytes;
             stored += ti->stored_bytes;
@@ -87,6 +104,10 @@ int main(int argc, char **argv)
         }
     }
     int failures = 0;
+    cli_meter meter; /* --verify reads and decodes the whole file: long for a large model */
+    cli_meter_begin(&meter, tool, verify && !json);
+    df11_progress prog = { .groups_total = ng };
+    for (uint32_t g = 0; g < ng; g++) prog.bytes_total += df11_file_group(f, g)->payload_size;
     cJSON *root = json ? cJSON_CreateObject() : NULL, *jgroups = NULL;
     if (json) {
         cJSON_AddStringToObject(root, "file", argv[optind]);
@@ -98,13 +119,28 @@ int main(int argc, char **argv)
         cJSON_AddNumberToObject(root, "ratio", bf16 ? (double)stored / (double)bf16 : 0);
         cJSON_AddNumberToObject(root, "mean_tensor_exponent_entropy",
                                 bf16_weights ? entropy_sum / (double)bf16_weights : 0);
+        cJSON *jc = cJSON_AddObjectToObject(root, "codecs");
+        for (int k = 0; k < N_CODECS; k++) {
+            cJSON *o = cJSON_AddObjectToObject(jc, codec_name(codecs[k]));
+            cJSON_AddNumberToObject(o, "tensors", per[k].tensors);
+            cJSON_AddNumberToObject(o, "bytes", (double)per[k].bytes);
+            cJSON_AddNumberToObject(o, "stored_bytes", (double)per[k].stored_bytes);
+        }
         jgroups = cJSON_AddArrayToObject(root, "groups");
     } else {
         printf("%s: %u groups (%u blocks), %u tensors, %s\n", argv[optind], ng,
                df11_file_n_layers(f), nt, cli_bytes(df11_file_size(f)));
-        printf("bf16 tensors %s -> %s (%.2f%%), raw tensors %s\n\n", cli_bytes(bf16),
+        printf("bf16 tensors %s -> %s (%.2f%%), raw tensors %s\n", cli_bytes(bf16),
                cli_bytes(stored), bf16 ? 100.0 * (double)stored / (double)bf16 : 0.0,
                cli_bytes(raw));
+        printf("codecs:");
+        for (int k = 0, first = 1; k < N_CODECS; k++) {
+            if (!per[k].tensors) continue;
+            printf("%s %s %u tensors %s -> %s", first ? "" : ",", codec_name(codecs[k]),
+                   per[k].tensors, cli_bytes(per[k].bytes), cli_bytes(per[k].stored_bytes));
+            first = 0;
+        }
+        printf("%s\n\n", nt ? "" : " none (no tensors)");
         printf("%-28s %6s %7s %12s %12s %7s %16s%s\n", "group", "block", "tensors", "compressed",
                "decoded", "ratio", "xxh3", verify ? "  verify" : "");
     }
@@ -112,6 +148,8 @@ int main(int argc, char **argv)
         const df11_group_info *gi = df11_file_group(f, g);
         df11_status vs = verify ? verify_group(f, g, threads) : DF11_OK;
         failures += vs != DF11_OK;
+        prog.groups_done++;
+        prog.bytes_done += gi->payload_size;
         double ratio = gi->decoded_size ? (double)gi->payload_size / (double)gi->decoded_size : 0;
         char sum[17];
         snprintf(sum, sizeof sum, "%016llx", (unsigned long long)gi->payload_xxh3);
@@ -149,6 +187,7 @@ int main(int argc, char **argv)
             cJSON_AddItemToArray(jgroups, jg);
             continue;
         }
+        cli_meter_clear(&meter); /* stdout may be the same terminal */
         char block[12] = "-";
         if (gi->layer >= 0) snprintf(block, sizeof block, "%d", gi->layer);
         printf("%-28s %6s %7u %12s %12s %6.2f%% %16s%s%s\n", gi->name, block, gi->n_tensors,
@@ -170,6 +209,8 @@ int main(int argc, char **argv)
             else
                 printf("    %-52s %-5s %-16s raw\n", ti->name, df11_dtype_name(ti->dtype), shape);
         }
+        fflush(stdout);
+        cli_meter_update(&meter, &prog);
     }
     if (json) {
         if (verify) cJSON_AddBoolToObject(root, "verified", failures == 0);

@@ -504,7 +504,12 @@ df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source
     r.sum = (df11_compress_summary){ .n_tensors = (uint32_t)n, .n_groups = r.n_groups };
     for (uint32_t g = 0; g < r.n_groups; g++) {
         if ((st = write_group(&r, g, &file_off)) != DF11_OK) goto done;
-        if (r.o.progress) r.o.progress(r.o.progress_ctx, r.done_in, r.total_in);
+        if (r.o.group_progress) {
+            df11_progress p = { g + 1, r.n_groups, r.done_in, r.total_in };
+            r.o.group_progress(r.o.progress_ctx, &p);
+        } else if (r.o.progress) {
+            r.o.progress(r.o.progress_ctx, r.done_in, r.total_in);
+        }
     }
     if ((st = finish_header(&r, metadata_len, file_off)) != DF11_OK) goto done;
     if ((st = pwrite_all(r.out.fd, r.index, r.index_end, 0, out_path)) != DF11_OK) goto done;

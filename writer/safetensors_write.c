@@ -126,27 +126,23 @@ static df11_status check_tensors(const df11_tensor_source *tensors, size_t n, bo
     return df11i_names_unique(tensors, n, "safetensors output");
 }
 
-df11_status df11i_st_write_fill(const char *path, const df11_tensor_source *tensors, size_t n,
-                                const char *metadata_json, df11i_st_fill_fn fill, void *ctx)
+/* The one writer under the three entry points: `data` NULL takes tensors[i].data. */
+static df11_status write_tensors(const char *path, const df11_tensor_source *tensors, size_t n,
+                                 const char *metadata_json, df11i_st_data_fn data, void *ctx)
 {
     if (!path || (n && !tensors))
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_st_write: NULL path or tensors");
     uint64_t *nbytes = malloc((n ? n : 1) * sizeof *nbytes), largest = 0;
     char *header = NULL;
-    void *buf = NULL;
     df11i_atomic_file out = { .fd = -1, .dir_fd = -1, .slot = -1 };
     df11_status st = DF11_OK;
     if (!nbytes) {
         st = df11i_fail(DF11_ERR_NO_MEMORY, "'%s': %zu tensors", path, n);
         goto out;
     }
-    st = check_tensors(tensors, n, fill == NULL, nbytes, &largest);
+    st = check_tensors(tensors, n, data == NULL, nbytes, &largest);
     if (st == DF11_OK) st = build_header(tensors, n, metadata_json, nbytes, &header);
     if (st != DF11_OK) goto out;
-    if (fill && largest > 0 && !(buf = malloc(largest))) {
-        st = df11i_fail(DF11_ERR_NO_MEMORY, "'%s': %llu-byte tensor buffer", path, (ull)largest);
-        goto out;
-    }
 
     /* The data area must start 8-byte aligned so that readers can map tensors in place. */
     size_t hlen = strlen(header);
@@ -164,26 +160,63 @@ df11_status df11i_st_write_fill(const char *path, const df11_tensor_source *tens
     df11i_st64(len_le, padded);
     st = df11i_atomic_file_write(&out, len_le, 8);
     if (st == DF11_OK) st = df11i_atomic_file_write(&out, header, padded);
+    free(header); /* a large model's header need not stay while its data goes out */
+    header = NULL;
     for (size_t i = 0; st == DF11_OK && i < n; i++) {
-        const void *data = tensors[i].data;
-        if (fill && nbytes[i] > 0) {
-            st = fill(ctx, i, buf, nbytes[i]);
-            if (st != DF11_OK) break;
-            data = buf;
-        }
-        if (nbytes[i] > 0) st = df11i_atomic_file_write(&out, data, (size_t)nbytes[i]);
+        if (nbytes[i] == 0) continue;
+        const void *p = tensors[i].data;
+        if (data && (st = data(ctx, i, nbytes[i], &p)) != DF11_OK) break;
+        st = df11i_atomic_file_write(&out, p, (size_t)nbytes[i]);
     }
     if (st == DF11_OK) st = df11i_atomic_file_commit(&out);
 out:
     df11i_atomic_file_abort(&out);
-    free(buf);
     free(header);
     free(nbytes);
+    return st;
+}
+
+df11_status df11i_st_write_stream(const char *path, const df11_tensor_source *tensors, size_t n,
+                                  const char *metadata_json, df11i_st_data_fn data, void *ctx)
+{
+    if (!data) return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_st_write_stream: NULL data");
+    return write_tensors(path, tensors, n, metadata_json, data, ctx);
+}
+
+/* write_fill as a stream: one buffer, the largest tensor's size, filled per tensor. */
+typedef struct fill_stream {
+    df11i_st_fill_fn fill;
+    void *ctx, *buf;
+    uint64_t cap;
+} fill_stream;
+
+static df11_status fill_data(void *ctx, size_t index, uint64_t nbytes, const void **data)
+{
+    fill_stream *fs = ctx;
+    if (nbytes > fs->cap) {
+        free(fs->buf); /* not realloc: the old bytes need no copy */
+        if (!(fs->buf = malloc(nbytes))) {
+            fs->cap = 0;
+            return df11i_fail(DF11_ERR_NO_MEMORY, "%llu-byte tensor buffer", (ull)nbytes);
+        }
+        fs->cap = nbytes;
+    }
+    *data = fs->buf;
+    return fs->fill(fs->ctx, index, fs->buf, nbytes);
+}
+
+df11_status df11i_st_write_fill(const char *path, const df11_tensor_source *tensors, size_t n,
+                                const char *metadata_json, df11i_st_fill_fn fill, void *ctx)
+{
+    if (!fill) return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_st_write_fill: NULL fill");
+    fill_stream fs = { .fill = fill, .ctx = ctx };
+    df11_status st = write_tensors(path, tensors, n, metadata_json, fill_data, &fs);
+    free(fs.buf);
     return st;
 }
 
 df11_status df11i_st_write(const char *path, const df11_tensor_source *tensors, size_t n,
                            const char *metadata_json)
 {
-    return df11i_st_write_fill(path, tensors, n, metadata_json, NULL, NULL);
+    return write_tensors(path, tensors, n, metadata_json, NULL, NULL);
 }

@@ -39,6 +39,15 @@ typedef struct df11_tensor_source {
     const void *data; /* n_elements * dtype size bytes, little-endian */
 } df11_tensor_source;
 
+/* Where a long call stands, handed to a df11_progress_fn after each group (from the
+ * calling thread). Bytes are the call's input: the source tensors' bytes for compress,
+ * the decoded bytes for decompress. */
+typedef struct df11_progress {
+    uint32_t groups_done, groups_total;
+    uint64_t bytes_done, bytes_total;
+} df11_progress;
+typedef void (*df11_progress_fn)(void *ctx, const df11_progress *progress);
+
 typedef struct df11_compress_options {
     int n_threads; /* 0 = all cores */
     /* Longest Huffman code L, 1..DF11_MAX_CODE_LEN; 0 = DF11_DEFAULT_MAX_CODE_LEN. One L
@@ -66,6 +75,9 @@ typedef struct df11_compress_options {
      * to the fixed code since issue 11's measurements (bench/RESULTS.md); 0 stays Huffman
      * here, so that a program that sets nothing keeps writing the files it wrote. */
     df11_codec codec;
+    /* Like `progress` with the group count too, and called instead of it when set (with
+     * progress_ctx); may be NULL. */
+    df11_progress_fn group_progress;
 } df11_compress_options;
 
 typedef struct df11_compress_summary {
@@ -94,8 +106,22 @@ DF11_API df11_status df11_compress_path(const char *in_path, const char *out_pat
                                         const df11_compress_options *options,
                                         df11_compress_summary *summary);
 
+typedef struct df11_decompress_options {
+    int n_threads; /* decode threads, 0 = all cores */
+    /* Called after each group is written (and once more when the file is durable); may be
+     * NULL. */
+    df11_progress_fn progress;
+    void *progress_ctx;
+} df11_decompress_options;
+
 /* Writes every tensor of a .df11 file, decoded, to one safetensors file whose tensor
- * bytes are identical to the original's. */
+ * bytes are identical to the original's, atomically as df11_compress_tensors writes.
+ * Streams: the header goes out first, then one group at a time is read, decoded into one
+ * reused buffer and written, so memory holds about the largest group's payload and
+ * decoded bytes, never the model. `options` may be NULL (all cores, no progress). */
+DF11_API df11_status df11_decompress_path(const char *df11_path, const char *out_path,
+                                          const df11_decompress_options *options);
+/* df11_decompress_path with only a thread count. */
 DF11_API df11_status df11_decompress_to_safetensors(const char *df11_path, const char *out_path,
                                                     int n_threads);
 
