@@ -1,5 +1,7 @@
-/* The command-line tools as a user runs them: exit codes, one-line errors, and the
- * synthesize → compress → inspect → decompress pipeline giving back identical bytes. */
+/* The command-line tools as a user runs them: exit codes, one-line errors, the
+ * synthesize → compress → inspect → decompress pipeline giving back identical bytes,
+ * df11-decompress's peak memory (one group, not the model), progress lines only on a
+ * terminal, and df11-inspect's per-codec summary. */
 #include <cjson/cJSON.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -7,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -37,6 +40,34 @@ static int run(char *out, size_t cap, const char *fmt, ...)
 }
 
 static char buf[1 << 16];
+
+/* Every tensor of safetensors `a` (a file or folder in the temp dir) is in `b` with the
+ * same bytes, and b has no other. */
+static void assert_same_tensors(const char *a_name, const char *b_name)
+{
+    char a_path[600], b_path[600];
+    snprintf(a_path, sizeof a_path, "%s/%s", df11_test_tmpdir(), a_name);
+    snprintf(b_path, sizeof b_path, "%s/%s", df11_test_tmpdir(), b_name);
+    df11i_st_model *a, *b;
+    ck_assert_int_eq(df11i_st_open(a_path, &a), DF11_OK);
+    ck_assert_int_eq(df11i_st_open(b_path, &b), DF11_OK);
+    ck_assert_uint_eq(a->n_tensors, b->n_tensors);
+    for (size_t i = 0; i < a->n_tensors; i++) {
+        size_t k = 0;
+        while (k < b->n_tensors && strcmp(a->tensors[i].name, b->tensors[k].name)) k++;
+        ck_assert_msg(k < b->n_tensors, "%s: no tensor '%s'", b_name, a->tensors[i].name);
+        ck_assert_int_eq(a->tensors[i].dtype, b->tensors[k].dtype);
+        ck_assert_uint_eq(a->tensors[i].ndim, b->tensors[k].ndim);
+        uint64_t bytes = df11_dtype_size(a->tensors[i].dtype);
+        for (uint32_t d = 0; d < a->tensors[i].ndim; d++) {
+            ck_assert_uint_eq(a->tensors[i].shape[d], b->tensors[k].shape[d]);
+            bytes *= a->tensors[i].shape[d];
+        }
+        ck_assert_mem_eq(a->tensors[i].data, b->tensors[k].data, bytes);
+    }
+    df11i_st_close(a);
+    df11i_st_close(b);
+}
 
 START_TEST(test_help_version_usage)
 {
@@ -118,23 +149,7 @@ START_TEST(test_pipeline)
     ck_assert_ptr_nonnull(strstr(buf, "non-layer COMPRESSED:"));
 
     ck_assert_int_eq(run(buf, sizeof buf, "df11-decompress tiny.df11 -o back.safetensors"), 0);
-    char a_path[600], b_path[600];
-    snprintf(a_path, sizeof a_path, "%s/tiny", df11_test_tmpdir());
-    snprintf(b_path, sizeof b_path, "%s/back.safetensors", df11_test_tmpdir());
-    df11i_st_model *a, *b;
-    ck_assert_int_eq(df11i_st_open(a_path, &a), DF11_OK);
-    ck_assert_int_eq(df11i_st_open(b_path, &b), DF11_OK);
-    ck_assert_uint_eq(a->n_tensors, b->n_tensors);
-    for (size_t i = 0; i < a->n_tensors; i++) {
-        size_t k = 0;
-        while (k < b->n_tensors && strcmp(a->tensors[i].name, b->tensors[k].name)) k++;
-        ck_assert_uint_lt(k, b->n_tensors);
-        uint64_t bytes = df11_dtype_size(a->tensors[i].dtype);
-        for (uint32_t d = 0; d < a->tensors[i].ndim; d++) bytes *= a->tensors[i].shape[d];
-        ck_assert_mem_eq(a->tensors[i].data, b->tensors[k].data, bytes);
-    }
-    df11i_st_close(a);
-    df11i_st_close(b);
+    assert_same_tensors("tiny", "back.safetensors");
 
     /* a flipped payload byte: --verify names the group and fails */
     ck_assert_int_eq(
@@ -423,28 +438,284 @@ START_TEST(test_codec_fixed)
     ck_assert_ptr_nonnull(strstr(buf, "every group's checksum and decode ok"));
 
     ck_assert_int_eq(run(buf, sizeof buf, "df11-decompress f.df11 -o backf.safetensors"), 0);
-    char a_path[600], b_path[600];
-    snprintf(a_path, sizeof a_path, "%s/tinyf", df11_test_tmpdir());
-    snprintf(b_path, sizeof b_path, "%s/backf.safetensors", df11_test_tmpdir());
-    df11i_st_model *a, *b;
-    ck_assert_int_eq(df11i_st_open(a_path, &a), DF11_OK);
-    ck_assert_int_eq(df11i_st_open(b_path, &b), DF11_OK);
-    ck_assert_uint_eq(a->n_tensors, b->n_tensors);
-    for (size_t i = 0; i < a->n_tensors; i++) {
-        size_t k = 0;
-        while (k < b->n_tensors && strcmp(a->tensors[i].name, b->tensors[k].name)) k++;
-        ck_assert_uint_lt(k, b->n_tensors);
-        uint64_t bytes = df11_dtype_size(a->tensors[i].dtype);
-        for (uint32_t d = 0; d < a->tensors[i].ndim; d++) bytes *= a->tensors[i].shape[d];
-        ck_assert_mem_eq(a->tensors[i].data, b->tensors[k].data, bytes);
-    }
-    df11i_st_close(a);
-    df11i_st_close(b);
+    assert_same_tensors("tinyf", "backf.safetensors");
     /* the tool's default is --codec fixed, byte for byte */
     ck_assert_int_eq(run(buf, sizeof buf,
                          "df11-compress tinyf -o h1.df11 -q && "
                          "df11-compress tinyf -o h2.df11 -q --codec fixed && cmp h1.df11 h2.df11"),
                      0);
+}
+END_TEST
+
+/* ---- model scale: streaming, progress, codec summary ---- */
+
+enum { BIG_LAYERS = 8, BIG_ROWS = 2048, BIG_COLS = 4096 }; /* 8 groups of 16 MiB: 128 MiB */
+
+static df11_status fill_big(void *ctx, size_t index, void *out, uint64_t nbytes)
+{
+    uint64_t r = *(uint64_t *)ctx + index;
+    uint16_t *w = out;
+    /* a trained-like spread: exponents 117..124, any sign and mantissa */
+    for (uint64_t i = 0; i < nbytes / 2; i++) {
+        uint64_t x = df11_test_rand(&r);
+        w[i] = (uint16_t)((117 + (x >> 40) % 8) << 7 | (x & 0x807f));
+    }
+    return DF11_OK;
+}
+
+/* big.safetensors: BIG_LAYERS blocks of one BIG_ROWS x BIG_COLS matrix, and a norm. Made
+ * in a child, so that this process's own peak stays small: a child it starts inherits its
+ * high-water mark (ru_maxrss counts the parent's pages up to exec). */
+static void write_big_model(void)
+{
+    char path[600]; /* named here: the temp dir is made on first use, in this process */
+    snprintf(path, sizeof path, "%s/big.safetensors", df11_test_tmpdir());
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        df11_tensor_source t[BIG_LAYERS + 1];
+        char names[BIG_LAYERS][64];
+        for (int i = 0; i < BIG_LAYERS; i++) {
+            snprintf(names[i], sizeof names[i], "model.layers.%d.mlp.up_proj.weight", i);
+            t[i] = (df11_tensor_source){ .name = names[i],
+                                         .dtype = DF11_DTYPE_BF16,
+                                         .ndim = 2,
+                                         .shape = { BIG_ROWS, BIG_COLS } };
+        }
+        t[BIG_LAYERS] = (df11_tensor_source){
+            .name = "model.norm.weight", .dtype = DF11_DTYPE_BF16, .ndim = 1, .shape = { BIG_COLS }
+        };
+        uint64_t seed = df11_test_seed();
+        _exit(df11i_st_write_fill(path, t, BIG_LAYERS + 1, NULL, fill_big, &seed) == DF11_OK ? 0
+                                                                                             : 1);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* Runs a tool (argv[0] a name in DF11_TOOLS_DIR) in the temp dir with stdout and stderr to
+ * /dev/null; returns its peak resident set in KiB (getrusage's ru_maxrss, from wait4). */
+static long peak_rss_kib(char *const argv[])
+{
+    char exe[600];
+    snprintf(exe, sizeof exe, "%s/%s", DF11_TOOLS_DIR, argv[0]);
+    const char *dir = df11_test_tmpdir();
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        if (null < 0 || chdir(dir) != 0) _exit(126);
+        dup2(null, STDOUT_FILENO);
+        dup2(null, STDERR_FILENO);
+        execv(exe, argv);
+        _exit(127);
+    }
+    int status;
+    struct rusage ru;
+    ck_assert_int_eq(wait4(pid, &status, 0, &ru), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: status %d", argv[0], status);
+    return ru.ru_maxrss;
+}
+
+START_TEST(test_decompress_streams)
+{
+    /* A 128 MiB model in 8 groups of 16 MiB decodes within one group's buffers (decoded
+     * group + its payload) over what the tool takes doing nothing; decoding the whole model
+     * first, as df11-decompress once did, would take more than the model itself. */
+    write_big_model();
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-compress big.safetensors -o big.df11 -q -j 2"), 0);
+    char *idle[] = { "df11-decompress", "--version", NULL };
+    char *work[] = { "df11-decompress", "big.df11", "-o", "back.safetensors", "-j", "2", NULL };
+    long base = peak_rss_kib(idle), peak = peak_rss_kib(work);
+    const long group_kib = (long)BIG_ROWS * BIG_COLS * 2 / 1024, model_kib = BIG_LAYERS * group_kib;
+    /* the bound: the largest group decoded and its payload, plus 4 MiB for the index,
+     * header, stacks and allocator slack */
+    char path[600];
+    snprintf(path, sizeof path, "%s/big.df11", df11_test_tmpdir());
+    df11_file *f;
+    ck_assert_int_eq(df11_file_open(path, &f), DF11_OK);
+    long payload_kib = 0;
+    for (uint32_t g = 0; g < df11_file_n_groups(f); g++)
+        if ((long)(df11_file_group(f, g)->payload_size / 1024) > payload_kib)
+            payload_kib = (long)(df11_file_group(f, g)->payload_size / 1024);
+    df11_file_close(f);
+    ck_assert_int_lt(payload_kib, group_kib);
+    printf("df11-decompress peak RSS %ld KiB (idle %ld KiB), model %ld KiB, largest group %ld KiB "
+           "+ payload %ld KiB\n",
+           peak, base, model_kib, group_kib, payload_kib);
+    ck_assert_msg(peak - base <= group_kib + payload_kib + 4096,
+                  "peak %ld KiB, idle %ld KiB, group %ld KiB + payload %ld KiB", peak, base,
+                  group_kib, payload_kib);
+    ck_assert_int_lt(peak, model_kib / 2);
+    assert_same_tensors("big.safetensors", "back.safetensors");
+    /* the output is whole and alone: no temporary beside it */
+    ck_assert_int_eq(run(buf, sizeof buf, "ls -A | grep -c 'back.safetensors.tmp'"), 1);
+    ck_assert_str_eq(buf, "0\n");
+}
+END_TEST
+
+static df11_progress seen[64];
+static int n_seen;
+static void record(void *ctx, const df11_progress *p)
+{
+    (void)ctx;
+    if (n_seen < 64) seen[n_seen] = *p;
+    n_seen++;
+}
+
+START_TEST(test_decompress_progress_and_failure)
+{
+    ck_assert_int_eq(run(buf, sizeof buf,
+                         "df11-synth -o tinyp/ --shape tiny --layers 3 --seed 4 && "
+                         "df11-compress tinyp -o p.df11 -q"),
+                     0);
+    char in[600], out[600];
+    snprintf(in, sizeof in, "%s/p.df11", df11_test_tmpdir());
+    snprintf(out, sizeof out, "%s/p.safetensors", df11_test_tmpdir());
+    n_seen = 0;
+    df11_decompress_options o = { .n_threads = 1, .progress = record };
+    ck_assert_int_eq(df11_decompress_path(in, out, &o), DF11_OK);
+    /* after each of the 6 groups, the last one once the file is on disk */
+    ck_assert_int_eq(n_seen, 6);
+    for (int i = 0; i < n_seen; i++) {
+        ck_assert_uint_eq(seen[i].groups_done, (uint32_t)i + 1);
+        ck_assert_uint_eq(seen[i].groups_total, 6);
+        ck_assert_uint_le(seen[i].bytes_done, seen[i].bytes_total);
+        if (i) ck_assert_uint_gt(seen[i].bytes_done, seen[i - 1].bytes_done);
+    }
+    ck_assert_uint_eq(seen[5].bytes_done, seen[5].bytes_total);
+    assert_same_tensors("tinyp", "p.safetensors");
+    /* compress reports groups too */
+    n_seen = 0;
+    char in2[600], out2[600];
+    snprintf(in2, sizeof in2, "%s/tinyp", df11_test_tmpdir());
+    snprintf(out2, sizeof out2, "%s/p2.df11", df11_test_tmpdir());
+    df11_compress_options co = { .n_threads = 1, .group_progress = record };
+    ck_assert_int_eq(df11_compress_path(in2, out2, &co, NULL), DF11_OK);
+    ck_assert_int_eq(n_seen, 6);
+    ck_assert_uint_eq(seen[5].groups_done, 6);
+    ck_assert_uint_eq(seen[5].bytes_done, seen[5].bytes_total);
+
+    /* a corrupt group half-way: the call fails, the old output stays as it was */
+    ck_assert_int_eq(run(buf, sizeof buf,
+                         "cp p.df11 bad.df11 && printf '\\377' | "
+                         "dd of=bad.df11 bs=1 seek=$(( $(stat -c %%s bad.df11) - 100 )) "
+                         "conv=notrunc status=none && cp p.safetensors keep.safetensors"),
+                     0);
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-decompress bad.df11 -o p.safetensors"), 1);
+    ck_assert_msg(strstr(buf, "df11-decompress: cannot decompress 'bad.df11': ") == buf &&
+                      strchr(buf, '\n') == buf + strlen(buf) - 1,
+                  "%s", buf);
+    ck_assert_int_eq(run(buf, sizeof buf,
+                         "cmp p.safetensors keep.safetensors && ls -A | "
+                         "grep -c 'p.safetensors.tmp'"),
+                     1);
+    ck_assert_str_eq(buf, "0\n");
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-decompress p.df11 -o x.safetensors -j lots"), 2);
+}
+END_TEST
+
+/* Long runs draw a progress line only on a terminal: never into a pipe (these runs), and
+ * under a pseudo-terminal (script(1)) unless --json/--quiet. */
+START_TEST(test_progress_only_on_terminal)
+{
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-synth -o tinyq/ --shape tiny --layers 2 --seed 5"),
+                     0);
+    static const char *cmds[] = { "df11-compress tinyq -o q.df11",
+                                  "df11-decompress q.df11 -o q.safetensors",
+                                  "df11-inspect q.df11 --verify" };
+    for (size_t i = 0; i < 3; i++) {
+        ck_assert_int_eq(run(buf, sizeof buf, "%s", cmds[i]), 0);
+        ck_assert_msg(!strchr(buf, '\r') && !strstr(buf, "groups  "), "%s:\n%s", cmds[i], buf);
+    }
+    if (run(buf, sizeof buf, "script -qec true /dev/null") != 0) {
+        printf("script(1) unavailable: the terminal half skipped\n");
+        return;
+    }
+    for (size_t i = 0; i < 3; i++) {
+        ck_assert_int_eq(run(buf, sizeof buf, "script -qec '%s' /dev/null", cmds[i]), 0);
+        ck_assert_msg(strchr(buf, '\r') && strstr(buf, "5/5 groups") && strstr(buf, "100%"),
+                      "%s:\n%s", cmds[i], buf);
+    }
+    static const char *silent[] = { "df11-compress tinyq -o q.df11 --json",
+                                    "df11-compress tinyq -o q.df11 -q",
+                                    "df11-decompress q.df11 -o q.safetensors -q",
+                                    "df11-inspect q.df11 --verify --json" };
+    for (size_t i = 0; i < 4; i++) {
+        ck_assert_int_eq(run(buf, sizeof buf, "script -qec '%s' /dev/null", silent[i]), 0);
+        ck_assert_msg(!strstr(buf, "groups  "), "%s:\n%s", silent[i], buf);
+    }
+}
+END_TEST
+
+/* The per-codec summary: counts and bytes add up to the tensors', in text and --json,
+ * for the tool's default (fixed: 2-D BF16 weights) and for --codec huffman. */
+START_TEST(test_codec_summary)
+{
+    ck_assert_int_eq(run(buf, sizeof buf,
+                         "df11-synth -o tinyc/ --shape tiny --layers 2 --seed 6 && "
+                         "df11-compress tinyc -o cf.df11 -q && "
+                         "df11-compress tinyc -o ch.df11 -q --codec huffman"),
+                     0);
+    static const char *files[] = { "cf.df11", "ch.df11" };
+    for (int k = 0; k < 2; k++) {
+        ck_assert_int_eq(run(buf, sizeof buf, "df11-inspect %s --json", files[k]), 0);
+        cJSON *j = cJSON_Parse(buf);
+        ck_assert_ptr_nonnull(j);
+        /* what the tensors say, counted here */
+        double want[3][3] = { { 0 } }; /* exp-fixed, exp-huffman, raw x tensors, bytes, stored */
+        static const char *names[3] = { "exp-fixed", "exp-huffman", "raw" };
+        const cJSON *g, *t;
+        cJSON_ArrayForEach(g, cJSON_GetObjectItem(j, "groups"))
+        {
+            cJSON_ArrayForEach(t, cJSON_GetObjectItem(g, "tensors"))
+            {
+                const char *c = cJSON_GetObjectItem(t, "codec")->valuestring;
+                int two_d = cJSON_GetArraySize(cJSON_GetObjectItem(t, "shape")) == 2;
+                ck_assert_str_eq(c, k == 0 && two_d ? "exp-fixed" : "exp-huffman");
+                for (int i = 0; i < 3; i++) {
+                    if (strcmp(c, names[i])) continue;
+                    want[i][0]++;
+                    want[i][1] += cJSON_GetObjectItem(t, "bytes")->valuedouble;
+                    want[i][2] += cJSON_GetObjectItem(t, "stored_bytes")->valuedouble;
+                }
+            }
+        }
+        const cJSON *codecs = cJSON_GetObjectItem(j, "codecs");
+        ck_assert_ptr_nonnull(codecs);
+        for (int i = 0; i < 3; i++) {
+            const cJSON *c = cJSON_GetObjectItem(codecs, names[i]);
+            ck_assert_ptr_nonnull(c);
+            ck_assert_double_eq(cJSON_GetObjectItem(c, "tensors")->valuedouble, want[i][0]);
+            ck_assert_double_eq(cJSON_GetObjectItem(c, "bytes")->valuedouble, want[i][1]);
+            ck_assert_double_eq(cJSON_GetObjectItem(c, "stored_bytes")->valuedouble, want[i][2]);
+        }
+        ck_assert_double_gt(want[1][0], 0);
+        ck_assert_double_eq(want[0][0] > 0, k == 0);
+        cJSON_Delete(j);
+
+        ck_assert_int_eq(run(buf, sizeof buf, "df11-inspect %s --tensors", files[k]), 0);
+        char line[128];
+        if (k == 0) {
+            snprintf(line, sizeof line, "codecs: exp-fixed %.0f tensors", want[0][0]);
+            ck_assert_msg(strstr(buf, line) && strstr(buf, ", exp-huffman "), "%s", buf);
+        } else {
+            snprintf(line, sizeof line, "codecs: exp-huffman %.0f tensors", want[1][0]);
+            ck_assert_msg(strstr(buf, line) && !strstr(buf, "exp-fixed"), "%s", buf);
+        }
+        /* --tensors: each tensor's line ends with its codec */
+        static const char *rows[2][2] = { { "model.norm.weight", "exp-huffman" },
+                                          { "model.layers.1.self_attn.q_proj.weight", NULL } };
+        for (int r = 0; r < 2; r++) {
+            const char *c = rows[r][1] ? rows[r][1] : k == 0 ? "exp-fixed" : "exp-huffman";
+            snprintf(line, sizeof line, "    %s ", rows[r][0]);
+            const char *at = strstr(buf, line), *eol = at ? strchr(at, '\n') : NULL;
+            ck_assert_msg(eol && eol - at > (long)strlen(c) &&
+                              !strncmp(eol - strlen(c), c, strlen(c)),
+                          "%s: want %s in\n%s", rows[r][0], c, buf);
+        }
+    }
 }
 END_TEST
 
@@ -461,6 +732,10 @@ int main(void)
     tcase_add_test(tc, test_smallest_max_code_len_verifies);
     tcase_add_test(tc, test_fifo_inputs_refused);
     tcase_add_test(tc, test_codec_fixed);
+    tcase_add_test(tc, test_decompress_streams);
+    tcase_add_test(tc, test_decompress_progress_and_failure);
+    tcase_add_test(tc, test_progress_only_on_terminal);
+    tcase_add_test(tc, test_codec_summary);
     suite_add_tcase(s, tc);
     return df11_test_run(s);
 }

@@ -119,6 +119,15 @@ __attribute__((constructor)) void cli_signals_install(void)
     }
 }
 
+int cli_parse_threads(const char *tool, const char *s, int *n_threads)
+{
+    long v = cli_parse_range(s, 0, 4096);
+    if (v < 0)
+        return cli_usage_error(tool, "--threads '%s': want a number of threads (0 = all cores)", s);
+    *n_threads = (int)v;
+    return CLI_OK;
+}
+
 long cli_parse_range(const char *s, long lo, long hi)
 {
     char *end;

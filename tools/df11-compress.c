@@ -61,10 +61,7 @@ int main(int argc, char **argv)
         switch (c) {
         case 'o': out = optarg; break;
         case 'j':
-            if ((v = cli_parse_range(optarg, 0, 4096)) < 0)
-                return cli_usage_error(
-                    tool, "--threads '%s': want a number of threads (0 = all cores)", optarg);
-            o.n_threads = (int)v;
+            if (cli_parse_threads(tool, optarg, &o.n_threads) != CLI_OK) return CLI_USAGE;
             break;
         case 'L':
             if ((v = cli_parse_range(optarg, 1, 15)) < 0)

@@ -17,17 +17,13 @@ int main(int argc, char **argv)
     };
     const char *out = NULL;
     int quiet = 0, c;
-    long v;
     cli_meter meter;
     df11_decompress_options o = { .progress = cli_meter_update, .progress_ctx = &meter };
     while ((c = getopt_long(argc, argv, "o:j:qhV", opts, NULL)) != -1) {
         switch (c) {
         case 'o': out = optarg; break;
         case 'j':
-            if ((v = cli_parse_range(optarg, 0, 4096)) < 0)
-                return cli_usage_error(
-                    tool, "--threads '%s': want a number of threads (0 = all cores)", optarg);
-            o.n_threads = (int)v;
+            if (cli_parse_threads(tool, optarg, &o.n_threads) != CLI_OK) return CLI_USAGE;
             break;
         case 'q': quiet = 1; break;
         case 'h':

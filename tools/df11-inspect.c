@@ -71,7 +71,9 @@ int main(int argc, char **argv)
         case 'J': json = 1; break;
         case 'v': verify = 1; break;
         case 't': list = 1; break;
-        case 'j': threads = atoi(optarg); break;
+        case 'j':
+            if (cli_parse_threads(tool, optarg, &threads) != CLI_OK) return CLI_USAGE;
+            break;
         case 'h': usage(); return CLI_OK;
         case 'V': cli_version(tool); return CLI_OK;
         default: return cli_usage_error(tool, "unknown option");
