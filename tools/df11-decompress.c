@@ -1,5 +1,7 @@
 /* df11-decompress: a .df11 file back to a BF16 safetensors file, bit for bit, streamed one
- * group at a time (df11_decompress_path), so an 8B model decodes in ~2 GB of memory. */
+ * group at a time (df11_decompress_path): memory holds the largest group and its payload,
+ * not the model (1.7 GiB for Llama-3-8B-shaped weights, whose largest group is the 1 GiB
+ * embedding: bench/RESULTS.md). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
