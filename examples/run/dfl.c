@@ -71,6 +71,82 @@ static float cfg_positive(cfg_reader *r, const char *key, double def)
     return f;
 }
 
+/* A boolean field; absent or null is false, anything but a boolean an error. */
+static int cfg_bool(cfg_reader *r, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, key);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsBool(v)) cfg_fail(r, "config.json: \"%s\" is not true or false", key);
+    return cJSON_IsTrue(v);
+}
+
+/* rope_scaling: {"rope_type" (or the older "type"): ..., "factor": ..., ...}. Each type's
+ * parameters and defaults as HF's rope_init_functions read them. */
+static void rope_scaling_parse(cfg_reader *r, dfl_config *cfg)
+{
+    cfg->rope_type = DFL_ROPE_DEFAULT;
+    cfg->rope_factor = 1.0f;
+    cfg->rope_attn_factor = 1.0f;
+    cfg->rope_orig_max = cfg->max_pos;
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(r->root, "rope_scaling");
+    if (!s || cJSON_IsNull(s)) return;
+    if (!cJSON_IsObject(s)) {
+        cfg_fail(r, "config.json: \"rope_scaling\" is not an object");
+        return;
+    }
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(s, "rope_type");
+    if (!t) t = cJSON_GetObjectItemCaseSensitive(s, "type");
+    const char *type = cJSON_IsString(t) ? t->valuestring : "";
+    static const char *const names[] = { "default", "linear", "dynamic", "llama3", "yarn" };
+    int found = -1;
+    for (int i = 0; i < 5; i++)
+        if (strcmp(type, names[i]) == 0) found = i;
+    if (found < 0) {
+        cfg_fail(r, "config.json: rope_scaling type \"%.40s\" is not supported (default, linear, "
+                    "dynamic, llama3, yarn)",
+                 type);
+        return;
+    }
+    cfg->rope_type = (dfl_rope_type)found;
+    if (cfg->rope_type == DFL_ROPE_DEFAULT) return;
+    /* The same readers, on the rope_scaling object. */
+    const cJSON *outer = r->root;
+    r->root = s;
+    cfg->rope_factor = cfg_positive(r, "factor", NAN);
+    if (isnan(cfg->rope_factor)) cfg_fail(r, "config.json: rope_scaling lacks \"factor\"");
+    if (cfg->rope_type == DFL_ROPE_LLAMA3) {
+        cfg->rope_low_freq = cfg_positive(r, "low_freq_factor", NAN);
+        cfg->rope_high_freq = cfg_positive(r, "high_freq_factor", NAN);
+        cfg->rope_orig_max =
+            cfg_int(r, "original_max_position_embeddings", 0, 1, DFL_MAX_POSITIONS);
+        if (!r->failed && !(cfg->rope_low_freq < cfg->rope_high_freq && cfg->rope_orig_max))
+            cfg_fail(r, "config.json: llama3 rope_scaling needs low_freq_factor < "
+                        "high_freq_factor and original_max_position_embeddings");
+    }
+    if (cfg->rope_type == DFL_ROPE_YARN) {
+        /* HF (since 4.46): with original_max_position_embeddings given, the factor is
+         * max_position_embeddings / original (DeepSeek-V3's convention). */
+        cfg->rope_orig_max =
+            cfg_int(r, "original_max_position_embeddings", cfg->max_pos, 1, DFL_MAX_POSITIONS);
+        const cJSON *om = cJSON_GetObjectItemCaseSensitive(s, "original_max_position_embeddings");
+        if (om && !cJSON_IsNull(om)) cfg->rope_factor = (float)cfg->max_pos / cfg->rope_orig_max;
+        cfg->rope_beta_fast = cfg_positive(r, "beta_fast", 32.0);
+        cfg->rope_beta_slow = cfg_positive(r, "beta_slow", 1.0);
+        double f = cfg->rope_factor;
+        double mscale = f <= 1 ? 1.0 : 0.1 * log(f) + 1.0;
+        const cJSON *ms = cJSON_GetObjectItemCaseSensitive(s, "mscale"),
+                    *msa = cJSON_GetObjectItemCaseSensitive(s, "mscale_all_dim");
+        if (cJSON_IsNumber(ms) && cJSON_IsNumber(msa) && ms->valuedouble && msa->valuedouble &&
+            f > 1)
+            mscale = (0.1 * ms->valuedouble * log(f) + 1.0) /
+                     (0.1 * msa->valuedouble * log(f) + 1.0);
+        cfg->rope_attn_factor = cfg_positive(r, "attention_factor", mscale);
+        if (cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(s, "truncate")))
+            cfg_fail(r, "config.json: yarn rope_scaling with truncate false is not supported");
+    }
+    r->root = outer;
+}
+
 int dfl_config_parse(const char *json, size_t len, dfl_config *cfg, char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -112,8 +188,23 @@ int dfl_config_parse(const char *json, size_t len, dfl_config *cfg, char *err, s
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
     int silu =
         !act || cJSON_IsNull(act) || (cJSON_IsString(act) && strcmp(act->valuestring, "silu") == 0);
-    const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
-    int scaled = scaling && !cJSON_IsNull(scaling);
+    rope_scaling_parse(&r, cfg);
+    const cJSON *prf = cJSON_GetObjectItemCaseSensitive(root, "partial_rotary_factor");
+    if (prf && !cJSON_IsNull(prf) && !(cJSON_IsNumber(prf) && prf->valuedouble == 1.0))
+        cfg_fail(&r, "config.json: partial_rotary_factor other than 1 is not supported");
+    /* Qwen2 always has q/k/v biases; Llama's attention_bias adds o_proj's too. */
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    int qwen2 = cJSON_IsString(mt) && strcmp(mt->valuestring, "qwen2") == 0;
+    int attn_bias = cfg_bool(&r, "attention_bias");
+    cfg->qkv_bias = qwen2 || attn_bias;
+    cfg->o_bias = attn_bias;
+    if (cfg_bool(&r, "mlp_bias")) cfg_fail(&r, "config.json: mlp_bias is not supported");
+    /* Mistral's window applies to every layer; Qwen2's use_sliding_window only to layers
+     * from max_window_layers on, which this engine does not do. Qwen2 configs carry a
+     * sliding_window they do not use. */
+    if (cfg_bool(&r, "use_sliding_window"))
+        cfg_fail(&r, "config.json: use_sliding_window (per-layer windows) is not supported");
+    if (!qwen2) cfg->sliding_window = cfg_int(&r, "sliding_window", 0, 1, INT_MAX);
     cJSON_Delete(root);
     r.root = NULL;
 
@@ -145,25 +236,63 @@ int dfl_config_parse(const char *json, size_t len, dfl_config *cfg, char *err, s
         cfg_fail(&r, "unsupported hidden_act (only silu)");
         return -1;
     }
-    if (scaled) {
-        cfg_fail(&r, "rope_scaling is not supported by this engine");
-        return -1;
-    }
     return 0;
 }
 
-void dfl_rope_table(const dfl_config *cfg, int max_seq, float *cos_t, float *sin_t)
+/* Inverse frequency i of head_dim/2 after rope_scaling, following HF's
+ * _compute_*_parameters (in double here; rounded to FP32 as HF keeps it). */
+static float rope_inv_freq(const dfl_config *c, int seq_len, int i)
+{
+    const double d = c->head_dim, f = c->rope_factor, pi = 3.14159265358979323846;
+    double base = c->rope_theta;
+    if (c->rope_type == DFL_ROPE_DYNAMIC && seq_len > c->max_pos)
+        base *= pow(f * seq_len / c->max_pos - (f - 1), d / (d - 2));
+    /* HF: 1 / base ** (arange(0, d, 2) / d), the exponent in FP32 */
+    double inv = 1.0 / pow(base, (double)(float)(2 * i) / d);
+    switch (c->rope_type) {
+    case DFL_ROPE_LINEAR:
+        return (float)(inv / f);
+    case DFL_ROPE_LLAMA3: {
+        /* wavelengths longer than orig/low are slowed by factor, shorter than orig/high
+         * kept, and the band between blends the two by where it sits */
+        double wavelen = 2 * pi / inv, orig = c->rope_orig_max;
+        double lo = c->rope_low_freq, hi = c->rope_high_freq;
+        if (wavelen < orig / hi) return (float)inv;
+        if (wavelen > orig / lo) return (float)(inv / f);
+        double smooth = (orig / wavelen - lo) / (hi - lo);
+        return (float)((1 - smooth) * inv / f + smooth * inv);
+    }
+    case DFL_ROPE_YARN: {
+        /* dims that turn fewer than beta_slow times over the original context are
+         * interpolated, more than beta_fast extrapolated, a linear ramp between */
+        double orig = c->rope_orig_max, lb = 2 * log(base);
+        double low = floor(d * log(orig / (c->rope_beta_fast * 2 * pi)) / lb);
+        double high = ceil(d * log(orig / (c->rope_beta_slow * 2 * pi)) / lb);
+        if (low < 0) low = 0;
+        if (high > d - 1) high = d - 1;
+        if (low == high) high += 0.001;
+        double ramp = ((double)i - low) / (high - low);
+        ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+        double extra = 1 - ramp; /* weight of extrapolation */
+        return (float)(inv / f * (1 - extra) + inv * extra);
+    }
+    default:
+        return (float)inv;
+    }
+}
+
+void dfl_rope_table(const dfl_config *cfg, int seq_len, int p0, int p1, float *cos_t,
+                    float *sin_t)
 {
     int half = cfg->head_dim / 2;
     for (int i = 0; i < half; i++) {
-        /* HF: inv_freq = 1 / theta ** (arange(0, d, 2) / d), in FP32; freqs = pos * inv_freq
-         * in FP32; cos/sin of that FP32 angle. */
-        float inv_freq = (float)(1.0 / pow((double)cfg->rope_theta,
-                                           (double)(float)(2 * i) / (double)cfg->head_dim));
-        for (int p = 0; p < max_seq; p++) {
+        /* freqs = pos * inv_freq in FP32; cos/sin of that FP32 angle, times the attention
+         * factor (yarn), in FP32 */
+        float inv_freq = rope_inv_freq(cfg, seq_len, i);
+        for (int p = p0; p < p1; p++) {
             float angle = (float)p * inv_freq;
-            cos_t[(size_t)p * half + i] = (float)cos((double)angle);
-            sin_t[(size_t)p * half + i] = (float)sin((double)angle);
+            cos_t[(size_t)(p - p0) * half + i] = (float)cos((double)angle) * cfg->rope_attn_factor;
+            sin_t[(size_t)(p - p0) * half + i] = (float)sin((double)angle) * cfg->rope_attn_factor;
         }
     }
 }
@@ -206,10 +335,11 @@ df11_status dfl_tensor_get(const df11_provider *p, const char *name, int rows, i
     return st;
 }
 
-/* A block's nine tensors: name suffix, where each lands in dfl_layer_weights (tensor
- * view) and, for the seven linear layers, in dfl_layer_linears (-1 for a 1-D norm), and the
- * shape the config implies (cols 0: 1-D of rows). */
-enum { BLOCK_TENSORS = 9 };
+/* A block's tensors (nine, and the biases the config has): name suffix, where each lands
+ * in dfl_layer_weights (tensor view) and, for the seven linear layers, in
+ * dfl_layer_linears (-1 for a 1-D norm or bias), and the shape the config implies (cols 0:
+ * 1-D of rows). */
+enum { BLOCK_TENSORS = 13 };
 typedef struct block_tensor {
     const char *suffix;
     size_t view_at;
@@ -217,7 +347,7 @@ typedef struct block_tensor {
     int rows, cols;
 } block_tensor;
 
-static void block_tensors(const dfl_config *cfg, block_tensor t[BLOCK_TENSORS])
+static size_t block_tensors(const dfl_config *cfg, block_tensor t[BLOCK_TENSORS])
 {
     const int d = cfg->dim, q = cfg->n_heads * cfg->head_dim, kv = cfg->n_kv_heads * cfg->head_dim,
               h = cfg->hidden_dim;
@@ -233,10 +363,15 @@ static void block_tensors(const dfl_config *cfg, block_tensor t[BLOCK_TENSORS])
         { "mlp.gate_proj.weight", VIEW(w_gate), OP(w_gate), h, d },
         { "mlp.up_proj.weight", VIEW(w_up), OP(w_up), h, d },
         { "mlp.down_proj.weight", VIEW(w_down), OP(w_down), d, h },
+        { "self_attn.q_proj.bias", VIEW(bq), -1, q, 0 },
+        { "self_attn.k_proj.bias", VIEW(bk), -1, kv, 0 },
+        { "self_attn.v_proj.bias", VIEW(bv), -1, kv, 0 },
+        { "self_attn.o_proj.bias", VIEW(bo), -1, d, 0 },
     };
 #undef VIEW
 #undef OP
     memcpy(t, all, sizeof all);
+    return 9 + (cfg->qkv_bias ? 3 : 0) + (cfg->o_bias ? 1 : 0);
 }
 
 df11_status dfl_layer_weights_get(const dfl_config *cfg, const df11_provider *p, uint32_t layer,
@@ -244,8 +379,9 @@ df11_status dfl_layer_weights_get(const dfl_config *cfg, const df11_provider *p,
                                   dfl_layer_weights *w, char *err, size_t errlen)
 {
     block_tensor want[BLOCK_TENSORS];
-    block_tensors(cfg, want);
-    for (size_t i = 0; i < BLOCK_TENSORS; i++) {
+    size_t n_want = block_tensors(cfg, want);
+    memset(w, 0, sizeof *w);
+    for (size_t i = 0; i < n_want; i++) {
         char name[160];
         snprintf(name, sizeof name, "model.layers.%u.%s", layer, want[i].suffix);
         const void **dst = (const void **)((char *)w + want[i].view_at);
@@ -321,9 +457,9 @@ df11_status dfl_linears_get(const dfl_config *cfg, const df11_provider *p, int s
     out->layers = calloc((size_t)cfg->n_layers, sizeof *out->layers);
     if (!out->layers) return DF11_ERR_NO_MEMORY;
     block_tensor want[BLOCK_TENSORS];
-    block_tensors(cfg, want);
+    size_t n_want = block_tensors(cfg, want);
     for (int l = 0; l < cfg->n_layers; l++)
-        for (size_t i = 0; i < BLOCK_TENSORS; i++) {
+        for (size_t i = 0; i < n_want; i++) {
             if (want[i].linear_at < 0) continue;
             char name[160];
             snprintf(name, sizeof name, "model.layers.%d.%s", l, want[i].suffix);
@@ -357,9 +493,36 @@ void dfl_linears_free(dfl_linears *l)
     memset(l, 0, sizeof *l);
 }
 
-size_t dfl_norms_count(const dfl_config *cfg)
+size_t dfl_bias_offset(const dfl_config *cfg)
 {
     return ((size_t)cfg->n_layers * 2 + 1) * (size_t)cfg->dim;
+}
+
+size_t dfl_bias_stride(const dfl_config *cfg)
+{
+    const size_t hd = (size_t)cfg->head_dim;
+    return (cfg->qkv_bias ? (cfg->n_heads + 2 * (size_t)cfg->n_kv_heads) * hd : 0) +
+           (cfg->o_bias ? (size_t)cfg->dim : 0);
+}
+
+void dfl_biases_at(const dfl_config *cfg, const uint16_t *norms, uint32_t layer,
+                   dfl_layer_weights *w)
+{
+    const uint16_t *b = norms + dfl_bias_offset(cfg) + layer * dfl_bias_stride(cfg);
+    const size_t Q = (size_t)cfg->n_heads * cfg->head_dim,
+                 KV = (size_t)cfg->n_kv_heads * cfg->head_dim;
+    if (cfg->qkv_bias) {
+        w->bq = b;
+        w->bk = b + Q;
+        w->bv = b + Q + KV;
+        b += Q + 2 * KV;
+    }
+    if (cfg->o_bias) w->bo = b;
+}
+
+size_t dfl_norms_count(const dfl_config *cfg)
+{
+    return dfl_bias_offset(cfg) + (size_t)cfg->n_layers * dfl_bias_stride(cfg);
 }
 
 df11_status dfl_norms_copy(const dfl_config *cfg, const df11_provider *p, df11_stream stream,
@@ -379,6 +542,19 @@ df11_status dfl_norms_copy(const dfl_config *cfg, const df11_provider *p, df11_s
         if (st == DF11_OK) st = copy(ctx, dst + 2 * l * D, w.attn_norm, D * 2, stream, err, errlen);
         if (st == DF11_OK)
             st = copy(ctx, dst + (2 * l + 1) * D, w.ffn_norm, D * 2, stream, err, errlen);
+        /* biases: q | k | v | o, each where the config has it */
+        uint16_t *b = dst + dfl_bias_offset(cfg) + l * dfl_bias_stride(cfg);
+        const size_t QN = (size_t)cfg->n_heads * cfg->head_dim,
+                     KVN = (size_t)cfg->n_kv_heads * cfg->head_dim;
+        const struct {
+            const void *src;
+            size_t n;
+        } bias[4] = { { w.bq, QN }, { w.bk, KVN }, { w.bv, KVN }, { w.bo, D } };
+        for (int i = 0; i < 4 && st == DF11_OK; i++) {
+            if (!bias[i].src) continue;
+            st = copy(ctx, b, bias[i].src, bias[i].n * 2, stream, err, errlen);
+            b += bias[i].n;
+        }
         df11_status rs = p->block_release(p->ctx, l, stream);
         if (st != DF11_OK) return st;
         if (rs != DF11_OK) {
@@ -830,7 +1006,7 @@ df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, con
         dfl_destroy(e);
         return DF11_ERR_NO_MEMORY;
     }
-    dfl_rope_table(cfg, e->max_seq, e->rope_cos, e->rope_sin);
+    dfl_rope_table(cfg, 0, 0, e->max_seq, e->rope_cos, e->rope_sin);
     if (e->lin.layers) {
         size_t widest = wide > (size_t)cfg->hidden_dim ? wide : (size_t)cfg->hidden_dim;
         size_t outs = qd + 2 * kvd > (size_t)cfg->dim ? qd + 2 * kvd : (size_t)cfg->dim;
@@ -872,10 +1048,12 @@ static void attention_items(void *ctx, int begin, int end)
     for (int item = begin; item < end; item++) {
         int t = item / c->n_heads, h = item % c->n_heads, kvh = h / group;
         int n_ctx = j->pos + t + 1;
+        /* HF's sliding window: key p is seen from query position i when i - p < window */
+        int p0 = c->sliding_window && n_ctx > c->sliding_window ? n_ctx - c->sliding_window : 0;
         const float *q = e->q + ((size_t)t * c->n_heads + h) * hd;
         float *s = e->scores + (size_t)item * e->max_seq;
         float mx = -INFINITY;
-        for (int p = 0; p < n_ctx; p++) {
+        for (int p = p0; p < n_ctx; p++) {
             const float *k = kc + (size_t)p * kvd + kvh * hd;
             float d = 0.0f;
             for (int i = 0; i < hd; i++) d += q[i] * k[i];
@@ -883,13 +1061,13 @@ static void attention_items(void *ctx, int begin, int end)
             if (s[p] > mx) mx = s[p];
         }
         float sum = 0.0f;
-        for (int p = 0; p < n_ctx; p++) {
+        for (int p = p0; p < n_ctx; p++) {
             s[p] = expf(s[p] - mx);
             sum += s[p];
         }
         float *o = e->att + ((size_t)t * c->n_heads + h) * hd;
         for (int i = 0; i < hd; i++) o[i] = 0.0f;
-        for (int p = 0; p < n_ctx; p++) {
+        for (int p = p0; p < n_ctx; p++) {
             const float *v = vc + (size_t)p * kvd + kvh * hd;
             float a = s[p] / sum;
             for (int i = 0; i < hd; i++) o[i] += a * v[i];
@@ -934,6 +1112,14 @@ static df11_status linear(dfl_engine *e, const void *w, const df11_weight *op, c
     return st;
 }
 
+/* y[t][i] += b[i] for n rows `ld` floats apart; b BF16, may be NULL (no bias). */
+static void add_bias(float *y, size_t ld, const void *b, int n, int width)
+{
+    if (!b) return;
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < width; i++) y[t * ld + i] += bf16_to_f32(((const uint16_t *)b)[i]);
+}
+
 /* One block for tokens at [pos, pos + n). w: the norms (both paths) and, on the engine
  * path, the linear weights; op: the op path's weights, else NULL. */
 static df11_status host_layer(dfl_engine *e, uint32_t l, const dfl_layer_weights *w,
@@ -954,6 +1140,9 @@ static df11_status host_layer(dfl_engine *e, uint32_t l, const dfl_layer_weights
     if (stacked) { /* one product, rows [q | k | v]: to q and the cache */
         if ((st = op_call(e, &op->qkv, e->xb, n, e->opy)) != DF11_OK) return st;
         const size_t ld = (size_t)qd + 2 * kvd;
+        add_bias(e->opy, ld, w->bq, n, qd);
+        add_bias(e->opy + qd, ld, w->bk, n, kvd);
+        add_bias(e->opy + qd + kvd, ld, w->bv, n, kvd);
         for (int t = 0; t < n; t++) {
             const float *row = e->opy + t * ld;
             memcpy(e->q + (size_t)t * qd, row, sizeof(float) * qd);
@@ -964,6 +1153,9 @@ static df11_status host_layer(dfl_engine *e, uint32_t l, const dfl_layer_weights
         LINEAR(wq, e->xb, qd, D, e->q, 0);
         LINEAR(wk, e->xb, kvd, D, kc, 0); /* K and V go straight to the cache */
         LINEAR(wv, e->xb, kvd, D, vc, 0);
+        add_bias(e->q, qd, w->bq, n, qd);
+        add_bias(kc, kvd, w->bk, n, kvd);
+        add_bias(vc, kvd, w->bv, n, kvd);
     }
     for (int t = 0; t < n; t++) {
         const float *cs = e->rope_cos + (size_t)(pos + t) * half;
@@ -976,6 +1168,7 @@ static df11_status host_layer(dfl_engine *e, uint32_t l, const dfl_layer_weights
     uint64_t work = (uint64_t)n * c->n_heads * (uint64_t)(pos + n) * hd * 2;
     parallel_for(&e->pool, n * c->n_heads, work, attention_items, &aj);
     LINEAR(wo, e->att, D, qd, e->x, 1);
+    add_bias(e->x, D, w->bo, n, D);
 
     for (int t = 0; t < n; t++)
         rmsnorm(e->xb + (size_t)t * D, e->x + (size_t)t * D, w->ffn_norm, D, c->norm_eps);
@@ -1042,6 +1235,7 @@ static df11_status host_pass(dfl_engine *e, const int *tokens, int n, int pos, f
             memset(&w, 0, sizeof w);
             w.attn_norm = e->norms + 2 * l * DN;
             w.ffn_norm = e->norms + (2 * l + 1) * DN;
+            dfl_biases_at(c, e->norms, l, &w);
             if ((st = host_layer(e, l, &w, &e->lin.layers[l], n, pos)) != DF11_OK) return st;
             continue;
         }
@@ -1076,6 +1270,27 @@ static df11_status host_pass(dfl_engine *e, const int *tokens, int n, int pos, f
     return DF11_OK;
 }
 
+/* The table's rows [pos, pos + n) for a pass ending at pos + n: in place on the host,
+ * copied to the device's table on the CUDA path. */
+static df11_status rope_rows_update(dfl_engine *e, int pos, int n)
+{
+    const size_t half = (size_t)e->cfg.head_dim / 2;
+#ifdef DF11_HAVE_CUDA
+    if (e->gpu) {
+        float *cs = malloc(2 * (size_t)n * half * sizeof(float));
+        if (!cs) return fail(e, DF11_ERR_NO_MEMORY, "out of host memory for RoPE rows");
+        dfl_rope_table(&e->cfg, pos + n, pos, pos + n, cs, cs + n * half);
+        df11_status st = dfl_gpu_rope_rows(e->gpu, pos, n, cs, cs + n * half, e->err,
+                                           sizeof e->err);
+        free(cs);
+        return st;
+    }
+#endif
+    dfl_rope_table(&e->cfg, pos + n, pos, pos + n, e->rope_cos + pos * half,
+                   e->rope_sin + pos * half);
+    return DF11_OK;
+}
+
 df11_status dfl_forward(dfl_engine *e, const int *tokens, int n, int pos, float *logits)
 {
     e->err[0] = 0;
@@ -1086,6 +1301,13 @@ df11_status dfl_forward(dfl_engine *e, const int *tokens, int n, int pos, float 
         if (tokens[t] < 0 || tokens[t] >= e->cfg.vocab_size)
             return fail(e, DF11_ERR_RANGE, "token %d outside the vocabulary (%d)", tokens[t],
                         e->cfg.vocab_size);
+    /* Dynamic NTK: HF rescales the base by the length it sees, pos + n, for the whole call
+     * (the cache keeps K rotated by the base of its own pass, as HF's cache does). Every
+     * call rewrites its rows: an earlier, longer pass may have left others there. */
+    if (e->cfg.rope_type == DFL_ROPE_DYNAMIC) {
+        df11_status st = rope_rows_update(e, pos, n);
+        if (st != DF11_OK) return st;
+    }
     /* Inputs longer than the scratch go through in passes; only the last needs logits. */
     for (int done = 0; done < n; done += e->max_batch) {
         int chunk = n - done < e->max_batch ? n - done : e->max_batch;

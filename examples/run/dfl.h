@@ -46,6 +46,14 @@
 extern "C" {
 #endif
 
+typedef enum dfl_rope_type {
+    DFL_ROPE_DEFAULT = 0,
+    DFL_ROPE_LINEAR,  /* positions divided by factor */
+    DFL_ROPE_DYNAMIC, /* NTK: base grown once a pass reaches past max_position_embeddings */
+    DFL_ROPE_LLAMA3,  /* Llama 3.1: low frequencies divided by factor, a smooth band between */
+    DFL_ROPE_YARN,    /* NTK-by-parts ramp between interpolation and extrapolation, mscale */
+} dfl_rope_type;
+
 typedef struct dfl_config {
     int dim;        /* hidden_size */
     int n_layers;   /* num_hidden_layers */
@@ -59,6 +67,18 @@ typedef struct dfl_config {
     float norm_eps;     /* rms_norm_eps */
     int tied;           /* tie_word_embeddings: lm_head is embed_tokens */
     int bos_id, eos_id; /* -1 if absent */
+    /* rope_scaling (HF's rope_init_functions; the defaults are HF's) */
+    dfl_rope_type rope_type;
+    float rope_factor;       /* linear, dynamic, llama3, yarn */
+    float rope_low_freq;     /* llama3 low_freq_factor */
+    float rope_high_freq;    /* llama3 high_freq_factor */
+    float rope_beta_fast;    /* yarn */
+    float rope_beta_slow;    /* yarn */
+    float rope_attn_factor;  /* yarn: cos and sin are scaled by it (1 otherwise) */
+    int rope_orig_max;       /* llama3, yarn: original_max_position_embeddings */
+    int sliding_window;      /* Mistral: a token sees the last sliding_window positions; 0 all */
+    int qkv_bias;            /* q/k/v_proj.bias per layer (Qwen2, attention_bias) */
+    int o_bias;              /* o_proj.bias per layer (attention_bias) */
 } dfl_config;
 
 /* Limits on config.json: far above any real model, low enough that the engine's products
@@ -74,7 +94,10 @@ typedef struct dfl_config {
  * not an integer, non-positive or over the limits above; rms_norm_eps or rope_theta not a
  * positive finite float; hidden_size not a multiple of num_attention_heads (when head_dim
  * is absent); heads not a multiple of kv heads; an odd head_dim; bos/eos ids not below
- * vocab_size; hidden_act other than silu; rope_scaling. A config with fewer layers than
+ * vocab_size; hidden_act other than silu; a rope_scaling type other than linear, dynamic,
+ * llama3 or yarn, or one with a missing or non-positive factor (llama3: low_freq_factor
+ * below high_freq_factor); partial_rotary_factor other than 1; mlp_bias; Qwen2's
+ * use_sliding_window (a per-layer window). A config with fewer layers than
  * the weights have blocks parses (it runs the first layers); dfl_create refuses more. */
 int dfl_config_parse(const char *json, size_t len, dfl_config *cfg, char *err, size_t errlen);
 
@@ -139,6 +162,7 @@ int dfl_embed_gathered(const dfl_engine *e);
 typedef struct dfl_layer_weights {
     const void *attn_norm, *wq, *wk, *wv, *wo; /* BF16 */
     const void *ffn_norm, *w_gate, *w_up, *w_down;
+    const void *bq, *bk, *bv, *bo; /* BF16 biases; NULL where the config has none */
 } dfl_layer_weights;
 
 /* Finds block `layer`'s nine tensors in `view` (or through the provider), checking dtype
@@ -173,20 +197,29 @@ df11_status dfl_linears_get(const dfl_config *cfg, const df11_provider *p, int s
                             dfl_linears *out, char *err, size_t errlen);
 void dfl_linears_free(dfl_linears *l);
 
-/* The op path keeps the 1-D norm weights (tiny) in its own buffer, so that no block is
- * acquired per pass: norms = [n_layers][2][dim] (input_layernorm, post_attention_layernorm)
- * then model.norm's [dim], BF16. dfl_norms_copy acquires each block once (at create, not
+/* The op path keeps the 1-D norm weights and biases (tiny) in its own buffer, so that no
+ * block is acquired per pass: norms = [n_layers][2][dim] (input_layernorm,
+ * post_attention_layernorm), model.norm's [dim], then from dfl_bias_offset the biases,
+ * [n_layers][dfl_bias_stride] = q | k | v (the stacked q|k|v row's order) | o, BF16. dfl_norms_copy acquires each block once (at create, not
  * on the hot path), checks the block's tensors and has `copy` move each norm into `dst`
  * (host or device memory) on `stream`, then releases the block on `stream`. */
 typedef df11_status (*dfl_copy_fn)(void *ctx, void *dst, const void *src, size_t bytes,
                                    df11_stream stream, char *err, size_t errlen);
 size_t dfl_norms_count(const dfl_config *cfg); /* elements of the buffer above */
+size_t dfl_bias_offset(const dfl_config *cfg);
+size_t dfl_bias_stride(const dfl_config *cfg); /* 0 without biases */
+/* Points w's biases at layer `layer`'s in a buffer laid out as above (host or device). */
+void dfl_biases_at(const dfl_config *cfg, const uint16_t *norms, uint32_t layer,
+                   dfl_layer_weights *w);
 df11_status dfl_norms_copy(const dfl_config *cfg, const df11_provider *p, df11_stream stream,
                            dfl_copy_fn copy, void *ctx, uint16_t *dst, char *err, size_t errlen);
 
-/* RoPE table: cos then sin, [max_seq][head_dim/2] each, as HF computes it (FP32
- * inverse frequencies, FP32 angle). */
-void dfl_rope_table(const dfl_config *cfg, int max_seq, float *cos_t, float *sin_t);
+/* RoPE table rows for positions [p0, p1): cos then sin, [p1 - p0][head_dim/2] each, as HF
+ * computes them (FP32 inverse frequencies rescaled by rope_scaling, FP32 angle, yarn's
+ * attention factor folded in). seq_len matters only to dynamic NTK: the length HF sees
+ * (the last position of the pass + 1); the base grows when it exceeds max_pos. */
+void dfl_rope_table(const dfl_config *cfg, int seq_len, int p0, int p1, float *cos_t,
+                    float *sin_t);
 
 #ifdef DF11_HAVE_CUDA
 /* The CUDA path (dfl_cuda.cu); dfl.c calls these. */
@@ -201,6 +234,10 @@ void dfl_gpu_destroy(dfl_gpu *g);
 /* ids: the same tokens as uint32 in host memory, for the row gather. */
 df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, const uint32_t *ids, int n, int pos,
                             float *logits, char *err, size_t errlen);
+/* Replaces the device RoPE table's rows [pos, pos + n) (dynamic NTK) with cos_t, sin_t
+ * ([n][head_dim/2] each, host memory, free to reuse on return). */
+df11_status dfl_gpu_rope_rows(dfl_gpu *g, int pos, int n, const float *cos_t,
+                              const float *sin_t, char *err, size_t errlen);
 uint64_t dfl_gpu_kv_bytes(const dfl_gpu *g);
 uint64_t dfl_gpu_scratch_bytes(const dfl_gpu *g);
 /* cudaMemGetInfo of the current device; -1 without a GPU. */

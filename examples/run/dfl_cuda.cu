@@ -146,18 +146,28 @@ __global__ void rope_kernel(float *v, int stride, int n_heads, int hd, int pos0,
     }
 }
 
+/* One thread per element (token t, feature i < width): y[t][i] += b[i], rows ld apart. */
+__global__ void bias_kernel(float *y, size_t ld, const bf16 *b, int width, size_t n)
+{
+    pdl_trigger();
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i / width * ld + i % width] += __bfloat162float(b[i % width]);
+}
+
 /* Causal attention over the cache. One block per (head, token); token t sits at position
- * pos0 + t and sees positions 0..pos0+t. Warps take positions in turn for the scores
+ * pos0 + t and sees positions 0..pos0+t, or with a sliding window (window > 0) only the
+ * last `window` of them (HF: key j is seen from query i when i - j < window). Warps take positions in turn for the scores
  * (lanes split the head's features, so K rows are read coalesced), the block takes the
  * softmax, then thread d sums p_j * V[j][d] (V rows coalesced across threads).
  * Shared memory: hd + pos0 + t + 1 floats. Moves (pos0 + t + 1) * hd * 8 bytes of K/V. */
 __global__ void attention_kernel(const float *q, const float *kc, const float *vc, bf16 *out,
-                                 int pos0, int n_heads, int n_kv_heads, int hd)
+                                 int pos0, int n_heads, int n_kv_heads, int hd, int window)
 {
     pdl_trigger();
     extern __shared__ float sm[];
     float *qs = sm, *p = sm + hd;
     const int h = blockIdx.x, t = blockIdx.y, n_ctx = pos0 + t + 1;
+    const int j0 = window > 0 && n_ctx > window ? n_ctx - window : 0;
     const int kvd = n_kv_heads * hd, kvh = h / (n_heads / n_kv_heads);
     const float scale = rsqrtf((float)hd);
     const float *qt = q + ((size_t)t * n_heads + h) * hd;
@@ -165,7 +175,7 @@ __global__ void attention_kernel(const float *q, const float *kc, const float *v
     __syncthreads();
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    for (int j = warp; j < n_ctx; j += nw) {
+    for (int j = j0 + warp; j < n_ctx; j += nw) {
         const float *k = kc + (size_t)j * kvd + kvh * hd;
         float s = 0.0f;
         for (int d = lane; d < hd; d += 32) s += qs[d] * k[d];
@@ -174,10 +184,10 @@ __global__ void attention_kernel(const float *q, const float *kc, const float *v
     }
     __syncthreads();
     float mx = -INFINITY;
-    for (int j = threadIdx.x; j < n_ctx; j += blockDim.x) mx = fmaxf(mx, p[j]);
+    for (int j = j0 + threadIdx.x; j < n_ctx; j += blockDim.x) mx = fmaxf(mx, p[j]);
     mx = block_reduce(mx, true);
     float sum = 0.0f;
-    for (int j = threadIdx.x; j < n_ctx; j += blockDim.x) {
+    for (int j = j0 + threadIdx.x; j < n_ctx; j += blockDim.x) {
         float e = expf(p[j] - mx);
         p[j] = e;
         sum += e;
@@ -186,7 +196,7 @@ __global__ void attention_kernel(const float *q, const float *kc, const float *v
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         const float *v = vc + kvh * hd + d;
         float acc = 0.0f;
-        for (int j = 0; j < n_ctx; j++) acc += p[j] * v[(size_t)j * kvd];
+        for (int j = j0; j < n_ctx; j++) acc += p[j] * v[(size_t)j * kvd];
         out[((size_t)t * n_heads + h) * hd + d] = __float2bfloat16(acc / sum);
     }
 }
@@ -273,6 +283,19 @@ int dfl_gpu_mem_info(uint64_t *free_bytes, uint64_t *total_bytes)
 }
 
 void *dfl_gpu_stream(const dfl_gpu *g) { return g->stream; }
+
+df11_status dfl_gpu_rope_rows(dfl_gpu *g, int pos, int n, const float *cos_t, const float *sin_t,
+                              char *err, size_t errlen)
+{
+    /* Pageable source: the copy has left cos_t/sin_t when the call returns; stream order
+     * puts it after the kernels that read the old rows. */
+    const size_t half = (size_t)g->cfg.head_dim / 2, bytes = (size_t)n * half * sizeof(float);
+    CUDA_TRY(cudaMemcpyAsync(g->rope_cos + pos * half, cos_t, bytes, cudaMemcpyHostToDevice,
+                             g->stream));
+    CUDA_TRY(cudaMemcpyAsync(g->rope_sin + pos * half, sin_t, bytes, cudaMemcpyHostToDevice,
+                             g->stream));
+    return DF11_OK;
+}
 uint64_t dfl_gpu_kv_bytes(const dfl_gpu *g) { return g->kv_bytes; }
 uint64_t dfl_gpu_scratch_bytes(const dfl_gpu *g) { return g->scratch_bytes; }
 
@@ -376,7 +399,7 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
         free(sn);
         return DF11_ERR_NO_MEMORY;
     }
-    dfl_rope_table(c, g->max_seq, cs, sn);
+    dfl_rope_table(c, 0, 0, g->max_seq, cs, sn);
     cudaError_t e1 = cudaMemcpy(g->rope_cos, cs, S * c->head_dim / 2 * 4, cudaMemcpyHostToDevice);
     cudaError_t e2 = cudaMemcpy(g->rope_sin, sn, S * c->head_dim / 2 * 4, cudaMemcpyHostToDevice);
     free(cs);
@@ -407,6 +430,14 @@ df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, int ma
     return DF11_OK;
 }
 
+/* y[t][i] += b[i] for n rows ld floats apart, on g->stream. */
+static void add_bias(dfl_gpu *g, float *y, size_t ld, const bf16 *b, int n, int width)
+{
+    size_t total = (size_t)n * width;
+    bias_kernel<<<(unsigned)((total + THREADS - 1) / THREADS), THREADS, 0, g->stream>>>(y, ld, b,
+                                                                                      width, total);
+}
+
 /* One block's kernels on g->stream, for tokens at [pos, pos + n). w: the norms and, on the
  * engine path, the linear weights; op: the op path's weights, else NULL. `*add`: x's
  * pending residual on the op path (NULL when none), given to the first RMSNorm and set to
@@ -435,20 +466,26 @@ static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w,
                                          c->norm_eps);
     if (stacked) { /* one product, rows [q | k | v] (in g->gate, free until the MLP) */
         if ((st = op_linear(g, &op->qkv, g->xb, g->gate, n, err, errlen)) != DF11_OK) return st;
+        if (w->bq) /* q|k|v biases are contiguous in g->norms, as the stacked row */
+            add_bias(g, g->gate, Q + 2 * KV, (const bf16 *)w->bq, n, Q + 2 * KV);
         qkv_rope_kernel<<<n, THREADS, 0, s>>>(g->gate, g->q, kc, vc, c->n_heads, c->n_kv_heads, hd,
                                               pos, g->rope_cos, g->rope_sin);
     } else {
         LINEAR(wq, g->xb, g->q, Q, D, 0);
         LINEAR(wk, g->xb, kc, KV, D, 0);
         LINEAR(wv, g->xb, vc, KV, D, 0);
+        if (w->bq) add_bias(g, g->q, Q, (const bf16 *)w->bq, n, Q);
+        if (w->bk) add_bias(g, kc, KV, (const bf16 *)w->bk, n, KV);
+        if (w->bv) add_bias(g, vc, KV, (const bf16 *)w->bv, n, KV);
         rope_kernel<<<n, THREADS, 0, s>>>(g->q, Q, c->n_heads, hd, pos, g->rope_cos, g->rope_sin);
         rope_kernel<<<n, THREADS, 0, s>>>(kc, KV, c->n_kv_heads, hd, pos, g->rope_cos, g->rope_sin);
     }
     size_t smem = (size_t)(hd + pos + n) * sizeof(float);
     attention_kernel<<<dim3(c->n_heads, n), 128, smem, s>>>(
         g->q, g->kc + (size_t)l * g->max_seq * KV, g->vc + (size_t)l * g->max_seq * KV, g->att, pos,
-        c->n_heads, c->n_kv_heads, hd);
+        c->n_heads, c->n_kv_heads, hd, c->sliding_window);
     LINEAR(wo, g->att, g->x, D, Q, 1); /* x += o_proj(att) */
+    if (w->bo) add_bias(g, op ? g->proj : g->x, D, (const bf16 *)w->bo, n, D);
 
     rmsnorm_kernel<<<n, THREADS, 0, s>>>(g->x, op ? g->proj : NULL, (const bf16 *)w->ffn_norm,
                                          g->xb, D, c->norm_eps);
@@ -505,6 +542,7 @@ df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, const uint32_t *ids, 
             memset(&w, 0, sizeof w);
             w.attn_norm = g->norms + 2 * (size_t)l * D;
             w.ffn_norm = g->norms + (2 * (size_t)l + 1) * D;
+            dfl_biases_at(c, (const uint16_t *)g->norms, l, &w);
             st = gpu_layer(g, l, &w, &g->lin->layers[l], &add, n, pos, err, errlen);
             if (st != DF11_OK) return st;
             continue;
