@@ -6,7 +6,9 @@
  * engine's own GEMM), which agree within the BF16 rounding of the op's input.
  *
  * Models: stories260K (../shared/models, skipped when absent) and a synthetic GQA model
- * with untied lm_head written here as safetensors + config.json.
+ * with untied lm_head written here as safetensors + config.json, also in one variant per
+ * model-family feature (rope_scaling types, Qwen2 biases, Mistral's window, head_dim,
+ * tied embeddings), each against the reference on both paths.
  */
 #include <math.h>
 #include <signal.h>
@@ -216,14 +218,23 @@ static uint16_t to_bf16(double d)
     return (uint16_t)(u >> 16);
 }
 
-/* hidden 96, 6 heads of 16, 2 kv heads, inter 200, vocab 300, 3 layers, untied. */
-static const char *synth_dir(void)
+/* What a model family changes in the synthetic model. */
+typedef struct synth_family {
+    const char *name;       /* folder under the test's temporary folder */
+    const char *model_type; /* and LlamaForCausalLM etc. in "architectures" */
+    int head_dim;           /* 0: hidden / heads */
+    int qkv_bias, o_bias;   /* q/k/v_proj.bias, o_proj.bias tensors */
+    int tied;               /* no lm_head.weight, tie_word_embeddings true */
+    int max_pos;            /* max_position_embeddings */
+    const char *extra;      /* more config.json fields, e.g. "\"rope_scaling\": {...}, " */
+} synth_family;
+
+/* hidden 96, 6 heads of 16 (or f->head_dim), 2 kv heads, inter 200, vocab 300, 3 layers,
+ * written as safetensors + config.json into dir. */
+static void synth_write(const char *dir, const synth_family *f)
 {
-    static char dir[600];
-    if (dir[0]) return dir;
-    snprintf(dir, sizeof dir, "%s/synth", df11_test_tmpdir());
     mkdir(dir, 0755);
-    const int D = 96, NH = 6, NKV = 2, HD = 16, H = 200, V = 300, L = 3;
+    const int D = 96, NH = 6, NKV = 2, HD = f->head_dim ? f->head_dim : 16, H = 200, V = 300, L = 3;
     struct {
         char name[96];
         uint64_t rows, cols;
@@ -256,10 +267,16 @@ static const char *synth_dir(void)
         LAYER("mlp.gate_proj.weight", H, D, 0.1, 0.0);
         LAYER("mlp.up_proj.weight", H, D, 0.1, 0.0);
         LAYER("mlp.down_proj.weight", D, H, 0.07, 0.0);
+        if (f->qkv_bias) {
+            LAYER("self_attn.q_proj.bias", NH * HD, 0, 0.3, 0.0);
+            LAYER("self_attn.k_proj.bias", NKV * HD, 0, 0.3, 0.0);
+            LAYER("self_attn.v_proj.bias", NKV * HD, 0, 0.1, 0.0);
+        }
+        if (f->o_bias) LAYER("self_attn.o_proj.bias", D, 0, 0.1, 0.0);
 #undef LAYER
     }
     ADD("model.norm.weight", D, 0, 0.1, 1.0);
-    ADD("lm_head.weight", V, D, 0.1, 0.0);
+    if (!f->tied) ADD("lm_head.weight", V, D, 0.1, 0.0);
 #undef ADD
 
     cJSON *hdr = cJSON_CreateObject();
@@ -282,12 +299,12 @@ static const char *synth_dir(void)
 
     char path[700];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    FILE *f = fopen(path, "wb");
-    ck_assert(f != NULL);
+    FILE *fp = fopen(path, "wb");
+    ck_assert(fp != NULL);
     uint64_t hl = padded;
-    fwrite(&hl, 8, 1, f);
-    fwrite(json, 1, jl, f);
-    for (size_t i = jl; i < padded; i++) fputc(' ', f);
+    fwrite(&hl, 8, 1, fp);
+    fwrite(json, 1, jl, fp);
+    for (size_t i = jl; i < padded; i++) fputc(' ', fp);
     free(json);
     uint64_t rng = df11_test_seed() ^ 0x11a3a;
     for (int i = 0; i < n; i++) {
@@ -295,33 +312,58 @@ static const char *synth_dir(void)
         uint16_t *buf = malloc(cnt * 2);
         for (uint64_t k = 0; k < cnt; k++)
             buf[k] = to_bf16(spec[i].mean + spec[i].sigma * df11_test_normal(&rng));
-        fwrite(buf, 2, cnt, f);
+        fwrite(buf, 2, cnt, fp);
         free(buf);
     }
-    fclose(f);
+    fclose(fp);
 
     snprintf(path, sizeof path, "%s/config.json", dir);
-    f = fopen(path, "w");
-    ck_assert(f != NULL);
-    fprintf(f,
-            "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\",\n"
+    fp = fopen(path, "w");
+    ck_assert(fp != NULL);
+    const char *mt = f->model_type ? f->model_type : "llama";
+    const char *arch = strcmp(mt, "qwen2") == 0     ? "Qwen2"
+                       : strcmp(mt, "mistral") == 0 ? "Mistral"
+                                                    : "Llama";
+    char head_dim[40] = "";
+    if (f->head_dim) snprintf(head_dim, sizeof head_dim, "\"head_dim\": %d, ", HD);
+    fprintf(fp,
+            "{\"architectures\": [\"%sForCausalLM\"], \"model_type\": \"%s\", %s%s%s\n"
             " \"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d,\n"
             " \"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"vocab_size\": %d,\n"
-            " \"max_position_embeddings\": 128, \"rms_norm_eps\": 1e-06,\n"
-            " \"rope_theta\": 500000.0, \"tie_word_embeddings\": false,\n"
+            " \"max_position_embeddings\": %d, \"rms_norm_eps\": 1e-06,\n"
+            " \"rope_theta\": 500000.0, \"tie_word_embeddings\": %s,\n"
             " \"hidden_act\": \"silu\", \"bos_token_id\": 1, \"eos_token_id\": 2}\n",
-            D, H, L, NH, NKV, V);
-    fclose(f);
+            arch, mt, head_dim, f->o_bias ? "\"attention_bias\": true, " : "",
+            f->extra ? f->extra : "", D, H, L, NH, NKV, V, f->max_pos ? f->max_pos : 128,
+            f->tied ? "true" : "false");
+    fclose(fp);
+}
+
+/* The plain Llama model (untied, GQA) most tests use. */
+static const char *synth_dir(void)
+{
+    static char dir[600];
+    if (dir[0]) return dir;
+    snprintf(dir, sizeof dir, "%s/synth", df11_test_tmpdir());
+    const synth_family plain = { .name = "synth" };
+    synth_write(dir, &plain);
     return dir;
 }
 
 /* ----------------------------------- an independent reference, in double ---------- */
 
-/* Written from the Llama definition (HF modeling_llama), sharing nothing with dfl.c. */
+/* Written from the Llama definition (HF modeling_llama, modeling_rope_utils; Qwen2's
+ * biases, Mistral's window), sharing nothing with dfl.c. Biases are used where the
+ * weights have them. */
 typedef struct ref {
     const st_model *m;
     int D, L, NH, NKV, HD, H, V, tied;
     double theta, eps;
+    int window, max_pos; /* sliding_window (0: none), max_position_embeddings */
+    /* rope_scaling: type ("" none), factor, llama3's low/high freq factors, original max,
+     * yarn's betas and attention factor */
+    char rope[16];
+    double factor, low, high, orig, beta_fast, beta_slow, attn;
     double *kc, *vc; /* [L][T][NKV*HD] */
     int T;
 } ref;
@@ -341,7 +383,21 @@ static void ref_init(ref *r, const st_model *m, int T)
     r->L = (int)cfg_num(c, "num_hidden_layers", 0);
     r->NH = (int)cfg_num(c, "num_attention_heads", 0);
     r->NKV = (int)cfg_num(c, "num_key_value_heads", r->NH);
-    r->HD = r->D / r->NH;
+    r->HD = (int)cfg_num(c, "head_dim", r->D / r->NH);
+    r->max_pos = (int)cfg_num(c, "max_position_embeddings", 2048);
+    r->window = (int)cfg_num(c, "sliding_window", 0);
+    const cJSON *rs = cJSON_GetObjectItem(c, "rope_scaling");
+    const cJSON *ty = cJSON_GetObjectItem(rs, "rope_type");
+    if (!ty) ty = cJSON_GetObjectItem(rs, "type"); /* before transformers 4.45 */
+    snprintf(r->rope, sizeof r->rope, "%s", cJSON_IsString(ty) ? ty->valuestring : "");
+    r->factor = cfg_num(rs, "factor", 1);
+    r->low = cfg_num(rs, "low_freq_factor", 1);
+    r->high = cfg_num(rs, "high_freq_factor", 4);
+    r->orig = cfg_num(rs, "original_max_position_embeddings", r->max_pos);
+    r->beta_fast = cfg_num(rs, "beta_fast", 32);
+    r->beta_slow = cfg_num(rs, "beta_slow", 1);
+    /* yarn: get_mscale(factor) = 0.1 ln(factor) + 1 */
+    r->attn = strcmp(r->rope, "yarn") == 0 ? 0.1 * log(r->factor) + 1 : 1;
     r->H = (int)cfg_num(c, "intermediate_size", 0);
     r->V = (int)cfg_num(c, "vocab_size", 0);
     r->theta = cfg_num(c, "rope_theta", 10000);
@@ -365,6 +421,45 @@ static double wv(const uint16_t *w, size_t i)
     float f;
     memcpy(&f, &u, 4);
     return f;
+}
+
+/* HF's inv_freq[i] after rope_scaling, for a pass whose last position is seq_len - 1. */
+static double ref_inv_freq(const ref *r, int i, int seq_len)
+{
+    const double dim = r->HD, pi = acos(-1.0);
+    double base = r->theta;
+    if (strcmp(r->rope, "dynamic") == 0 && seq_len > r->max_pos)
+        base *= pow(r->factor * seq_len / r->max_pos - (r->factor - 1), dim / (dim - 2));
+    const double freq = pow(base, -(2.0 * i) / dim);
+    if (strcmp(r->rope, "linear") == 0) return freq / r->factor;
+    if (strcmp(r->rope, "llama3") == 0) {
+        const double wl = 2 * pi / freq, lo_wl = r->orig / r->low, hi_wl = r->orig / r->high;
+        if (wl > lo_wl) return freq / r->factor;
+        if (wl < hi_wl) return freq;
+        const double sm = (r->orig / wl - r->low) / (r->high - r->low);
+        return (1 - sm) * freq / r->factor + sm * freq;
+    }
+    if (strcmp(r->rope, "yarn") == 0) {
+        /* find_correction_range, truncated, then a linear ramp over the half dims */
+        double lo = floor(dim * log(r->orig / (r->beta_fast * 2 * pi)) / (2 * log(base)));
+        double hi = ceil(dim * log(r->orig / (r->beta_slow * 2 * pi)) / (2 * log(base)));
+        lo = fmax(lo, 0);
+        hi = fmin(hi, dim - 1);
+        if (lo == hi) hi += 0.001;
+        const double ramp = fmin(fmax((i - lo) / (hi - lo), 0), 1);
+        const double extrapolation = 1 - ramp;
+        return freq / r->factor * (1 - extrapolation) + freq * extrapolation;
+    }
+    return freq;
+}
+
+/* y += the bias `fmt` of layer l, where the model has one. */
+static void ref_bias(const ref *r, double *y, const char *fmt, int l, int n)
+{
+    char name[128];
+    snprintf(name, sizeof name, fmt, l);
+    const st_tensor *t = st_find(r->m, name);
+    for (int i = 0; t && i < n; i++) y[i] += wv(t->data, i);
 }
 
 static const uint16_t *ref_w(const ref *r, const char *fmt, int l)
@@ -393,8 +488,9 @@ static void ref_norm(double *y, const double *x, const uint16_t *w, int n, doubl
     for (int i = 0; i < n; i++) y[i] = wv(w, i) * x[i] * inv;
 }
 
-/* Token `tok` at position `pos`; the cache must hold positions < pos. */
-static void ref_step(ref *r, int tok, int pos, double *logits)
+/* Token `tok` at position `pos` of a pass HF sees as seq_len long (dynamic NTK's
+ * length; pos + 1 when decoding token by token); the cache must hold positions < pos. */
+static void ref_step_in(ref *r, int tok, int pos, int seq_len, double *logits)
 {
     const int D = r->D, HD = r->HD, KV = r->NKV * HD, Q = r->NH * HD;
     double *x = calloc(D, sizeof *x), *xn = calloc(D, sizeof *xn), *q = calloc(Q, sizeof *q);
@@ -409,35 +505,43 @@ static void ref_step(ref *r, int tok, int pos, double *logits)
         ref_linear(q, ref_w(r, "model.layers.%d.self_attn.q_proj.weight", l), xn, Q, D);
         ref_linear(k, ref_w(r, "model.layers.%d.self_attn.k_proj.weight", l), xn, KV, D);
         ref_linear(v, ref_w(r, "model.layers.%d.self_attn.v_proj.weight", l), xn, KV, D);
-        /* rotate_half: out = x*cos + cat(-x2, x1)*sin, freq i used at i and i+HD/2 */
+        ref_bias(r, q, "model.layers.%d.self_attn.q_proj.bias", l, Q);
+        ref_bias(r, k, "model.layers.%d.self_attn.k_proj.bias", l, KV);
+        ref_bias(r, v, "model.layers.%d.self_attn.v_proj.bias", l, KV);
+        /* rotate_half: out = x*cos + cat(-x2, x1)*sin, freq i used at i and i+HD/2; yarn
+         * scales cos and sin by its attention factor */
         for (int hh = 0; hh < r->NH + r->NKV; hh++) {
             double *vec = hh < r->NH ? q + hh * HD : k + (hh - r->NH) * HD;
             for (int i = 0; i < HD / 2; i++) {
-                double ang = pos * pow(r->theta, -2.0 * i / HD);
-                double a = vec[i], b = vec[i + HD / 2];
-                vec[i] = a * cos(ang) - b * sin(ang);
-                vec[i + HD / 2] = b * cos(ang) + a * sin(ang);
+                double ang = pos * ref_inv_freq(r, i, seq_len);
+                double a = vec[i], b = vec[i + HD / 2], c = cos(ang) * r->attn,
+                       sn = sin(ang) * r->attn;
+                vec[i] = a * c - b * sn;
+                vec[i + HD / 2] = b * c + a * sn;
             }
         }
+        /* Mistral: position t is seen from pos when pos - t < window */
+        const int t0 = r->window && pos >= r->window ? pos - r->window + 1 : 0;
         for (int h = 0; h < r->NH; h++) {
             int kh = h / (r->NH / r->NKV);
             double mx = -1e300, sum = 0;
-            for (int t = 0; t <= pos; t++) {
+            for (int t = t0; t <= pos; t++) {
                 const double *kt = r->kc + ((size_t)l * r->T + t) * KV + kh * HD;
                 double s = 0;
                 for (int i = 0; i < HD; i++) s += q[h * HD + i] * kt[i];
                 p[t] = s / sqrt((double)HD);
                 if (p[t] > mx) mx = p[t];
             }
-            for (int t = 0; t <= pos; t++) sum += (p[t] = exp(p[t] - mx));
+            for (int t = t0; t <= pos; t++) sum += (p[t] = exp(p[t] - mx));
             for (int i = 0; i < HD; i++) {
                 double acc = 0;
-                for (int t = 0; t <= pos; t++)
+                for (int t = t0; t <= pos; t++)
                     acc += p[t] / sum * r->vc[((size_t)l * r->T + t) * KV + kh * HD + i];
                 o[h * HD + i] = acc;
             }
         }
         ref_linear(tmp, ref_w(r, "model.layers.%d.self_attn.o_proj.weight", l), o, D, Q);
+        ref_bias(r, tmp, "model.layers.%d.self_attn.o_proj.bias", l, D);
         for (int i = 0; i < D; i++) x[i] += tmp[i];
         ref_norm(xn, x, ref_w(r, "model.layers.%d.post_attention_layernorm.weight", l), D, r->eps);
         ref_linear(g, ref_w(r, "model.layers.%d.mlp.gate_proj.weight", l), xn, r->H, D);
@@ -457,6 +561,11 @@ static void ref_step(ref *r, int tok, int pos, double *logits)
     free(u);
     free(tmp);
     free(p);
+}
+
+static void ref_step(ref *r, int tok, int pos, double *logits)
+{
+    ref_step_in(r, tok, pos, pos + 1, logits);
 }
 
 /* ------------------------------------------------------------- helpers ----------- */
@@ -729,7 +838,27 @@ START_TEST(test_config_sanity)
         { "\"eos_token_id\": 1.5", "eos_token_id" },
         { "\"hidden_act\": \"gelu\"", "hidden_act" },
         { "\"hidden_act\": 5", "hidden_act" },
-        { "\"rope_scaling\": {\"type\": \"linear\"}", "rope_scaling" },
+        { "\"rope_scaling\": {\"type\": \"linear\"}", "factor" },
+        { "\"rope_scaling\": \"linear\"", "rope_scaling" },
+        { "\"rope_scaling\": {\"rope_type\": \"longrope\", \"factor\": 2}", "longrope" },
+        { "\"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 0}", "factor" },
+        { "\"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 1e39}", "factor" },
+        { "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8, "
+          "\"high_freq_factor\": 4, \"original_max_position_embeddings\": 8192}",
+          "low_freq_factor" },
+        { "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": "
+          "4, \"high_freq_factor\": 4, \"original_max_position_embeddings\": 8192}",
+          "llama3" },
+        { "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4, \"truncate\": false}",
+          "truncate" },
+        { "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4, \"beta_fast\": -1}",
+          "beta_fast" },
+        { "\"partial_rotary_factor\": 0.5", "partial_rotary_factor" },
+        { "\"mlp_bias\": true", "mlp_bias" },
+        { "\"attention_bias\": \"yes\"", "attention_bias" },
+        { "\"use_sliding_window\": true", "use_sliding_window" },
+        { "\"sliding_window\": 0", "sliding_window" },
+        { "\"sliding_window\": -4096", "sliding_window" },
     };
     dfl_config c;
     char err[256];
@@ -757,6 +886,38 @@ START_TEST(test_config_sanity)
     ck_assert_int_eq(c.bos_id, -1);
     ck_assert_int_eq(c.eos_id, -1);
     ck_assert_float_eq(c.rope_theta, 500000.0f);
+    /* families: what the engine reads from each */
+    ck_assert_msg(parse_with("\"rope_scaling\": {\"factor\": 32.0, \"high_freq_factor\": 4.0, "
+                             "\"low_freq_factor\": 1.0, \"original_max_position_embeddings\": "
+                             "8192, \"rope_type\": \"llama3\"}",
+                             &c, err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert_int_eq(c.rope_type, DFL_ROPE_LLAMA3);
+    ck_assert_float_eq(c.rope_factor, 32.0f);
+    ck_assert_int_eq(c.rope_orig_max, 8192);
+    ck_assert_float_eq(c.rope_attn_factor, 1.0f);
+    ck_assert_int_eq(
+        parse_with("\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4.0}", &c, err, sizeof err),
+        0);
+    ck_assert_int_eq(c.rope_type, DFL_ROPE_YARN);
+    ck_assert_int_eq(c.rope_orig_max, 2048); /* max_position_embeddings */
+    ck_assert_float_eq_tol(c.rope_attn_factor, 0.1 * log(4.0) + 1, 1e-6);
+    ck_assert_float_eq(c.rope_beta_fast, 32.0f);
+    /* Qwen2: q/k/v biases, and the window its configs carry unused */
+    ck_assert_int_eq(parse_with("\"model_type\": \"qwen2\", \"sliding_window\": 4096, "
+                                "\"use_sliding_window\": false",
+                                &c, err, sizeof err),
+                     0);
+    ck_assert(c.qkv_bias && !c.o_bias && c.sliding_window == 0);
+    ck_assert_int_eq(
+        parse_with("\"model_type\": \"mistral\", \"sliding_window\": 4096", &c, err, sizeof err),
+        0);
+    ck_assert(!c.qkv_bias && c.sliding_window == 4096);
+    ck_assert_int_eq(parse_with("\"attention_bias\": true, \"rope_scaling\": {\"rope_type\": "
+                                "\"default\"}",
+                                &c, err, sizeof err),
+                     0);
+    ck_assert(c.qkv_bias && c.o_bias && c.rope_type == DFL_ROPE_DEFAULT);
     /* err may be NULL */
     ck_assert_int_eq(dfl_config_parse("{}", 2, &c, NULL, 0), -1);
 }
@@ -996,6 +1157,142 @@ static void check_df11_vs_bf16(const char *dir)
         for (int k = 0; k < N_KINDS; k++) free(lg[p][k]);
     for (int k = 0; k < N_KINDS; k++) df11_model_close(models[k]);
 }
+
+/* ------------------------------------------------------------ model families ---- */
+
+/* The families' features, each on the synthetic model: HF's rope_scaling types (yarn's
+ * original context 4096 of 16384 puts dims on both sides of its ramp and on it; llama3's
+ * 64 puts one dim above high_freq's wavelength, one in the band, the rest below), Qwen2's
+ * q/k/v biases with the unused window its configs carry, Mistral's window (shorter than
+ * the run), and an explicit head_dim (24, not 96 / 6) with Llama's attention_bias and tied
+ * embeddings (lm_head = the embedding, through the op on the df11 path). */
+static const synth_family families[] = {
+    { .name = "fam-llama3",
+      .extra = "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, "
+               "\"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
+               "\"original_max_position_embeddings\": 64}," },
+    { .name = "fam-linear", .extra = "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}," },
+    { .name = "fam-dynamic",
+      .max_pos = 16, /* the run goes past it: the base grows with the length */
+      .extra = "\"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 2.0}," },
+    { .name = "fam-yarn",
+      .max_pos = 16384, /* factor = 16384 / 4096, as HF derives it when the original is given */
+      .extra = "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0, "
+               "\"original_max_position_embeddings\": 4096, \"beta_fast\": 32, "
+               "\"beta_slow\": 1}," },
+    { .name = "fam-qwen2",
+      .model_type = "qwen2",
+      .qkv_bias = 1,
+      .tied = 1,
+      .extra = "\"sliding_window\": 4, \"use_sliding_window\": false," },
+    { .name = "fam-mistral", .model_type = "mistral", .extra = "\"sliding_window\": 8," },
+    { .name = "fam-head-dim", .head_dim = 24, .qkv_bias = 1, .o_bias = 1, .tied = 1 },
+};
+
+/* Relative error of float logits against the double reference (rel_err's measure). */
+static double rel_err_d(const float *a, const double *b, int n)
+{
+    double scale = 0, err = 0;
+    for (int v = 0; v < n; v++) {
+        if (fabs(b[v]) > scale) scale = fabs(b[v]);
+        if (fabs(a[v] - b[v]) > err) err = fabs(a[v] - b[v]);
+    }
+    return err / (scale > 1 ? scale : 1);
+}
+
+/* Family f against the float64 reference, N_GEN greedy steps from BOS:
+ *   engine path (memory provider), token by token: every step within 1e-4 (the bound of
+ *     test_reference_*), the same greedy tokens;
+ *   the same tokens as one prefill, and split into passes of 7: the last logits within 1e-4
+ *     of the reference run as one pass of N_GEN (dynamic NTK's base for that length), the
+ *     split run bit-identical to the whole one;
+ *   op path (.df11, host, stacked q+k+v): teacher-forced within OP_VS_ENGINE_TOL (its
+ *     inputs rounded to BF16) and the reference's greedy token at >= 90% of the steps. */
+static void check_family(const synth_family *f)
+{
+    char dir[700], path[800];
+    snprintf(dir, sizeof dir, "%s/%s", df11_test_tmpdir(), f->name);
+    synth_write(dir, f);
+    st_model m;
+    st_load(&m, dir);
+    df11_provider p = mem_provider(&m);
+    dfl_engine *e = engine_new(m.config, m.config_len, &p, 2, 0);
+    const int V = dfl_get_config(e)->vocab_size;
+    ref r;
+    ref_init(&r, &m, N_GEN + 1);
+    float *lg = malloc((size_t)N_GEN * V * sizeof *lg), *last = malloc(V * sizeof *last);
+    double *rl = malloc((size_t)N_GEN * V * sizeof *rl);
+    int toks[N_GEN + 1]; /* BOS, then the greedy tokens */
+    toks[0] = 1;
+    double worst = 0;
+    for (int i = 0; i < N_GEN; i++) {
+        float *l = lg + (size_t)i * V;
+        double *rli = rl + (size_t)i * V;
+        ck_assert_msg(dfl_forward(e, &toks[i], 1, i, l) == DF11_OK, "%s", dfl_error(e));
+        ref_step(&r, toks[i], i, rli);
+        double rel = rel_err_d(l, rli, V);
+        worst = rel > worst ? rel : worst;
+        ck_assert_msg(rel < 1e-4, "%s step %d: relative error %.3g", f->name, i, rel);
+        toks[i + 1] = argmax_d(rli, V);
+        ck_assert_msg(argmax(l, V) == toks[i + 1], "%s step %d: engine picks %d, reference %d",
+                      f->name, i, argmax(l, V), toks[i + 1]);
+    }
+    dfl_destroy(e);
+
+    /* one pass of N_GEN tokens, then the same in passes of 7 */
+    ref_free(&r);
+    ref_init(&r, &m, N_GEN + 1);
+    double *rlast = malloc(V * sizeof *rlast);
+    for (int i = 0; i < N_GEN; i++) ref_step_in(&r, toks[i], i, N_GEN, rlast);
+    e = engine_new(m.config, m.config_len, &p, 2, 0);
+    ck_assert_msg(dfl_forward(e, toks, N_GEN, 0, last) == DF11_OK, "%s", dfl_error(e));
+    double rel_prefill = rel_err_d(last, rlast, V);
+    ck_assert_msg(rel_prefill < 1e-4, "%s prefill: relative error %.3g", f->name, rel_prefill);
+    dfl_destroy(e);
+    e = engine_new(m.config, m.config_len, &p, 2, 7);
+    float *split = malloc(V * sizeof *split);
+    ck_assert_msg(dfl_forward(e, toks, N_GEN, 0, split) == DF11_OK, "%s", dfl_error(e));
+    ck_assert_msg(memcmp(split, last, V * sizeof *last) == 0, "%s: passes of 7 differ", f->name);
+    dfl_destroy(e);
+
+    /* the op path through df11 */
+    snprintf(path, sizeof path, "%s/%s.df11", df11_test_tmpdir(), f->name);
+    df11_status st = df11_compress_path(dir, path, NULL, NULL);
+    ck_assert_msg(st == DF11_OK, "compress %s: %s: %s", dir, df11_strerror(st),
+                  df11_last_error_detail());
+    df11_model *model = open_host(path, 0, 2);
+    df11_provider pv;
+    e = engine_open_mm(model, &pv, DFL_MATMUL_OP);
+    ck_assert_int_eq(dfl_matmul_used(e), DFL_MATMUL_OP);
+    teacher_forced(e, N_GEN, toks + 1, lg);
+    double worst_op = 0;
+    int agree = 0;
+    for (int i = 0; i < N_GEN; i++) {
+        double rel = rel_err_d(lg + (size_t)i * V, rl + (size_t)i * V, V);
+        worst_op = rel > worst_op ? rel : worst_op;
+        ck_assert_msg(rel < OP_VS_ENGINE_TOL, "%s op step %d: relative error %.3g", f->name, i,
+                      rel);
+        agree += argmax(lg + (size_t)i * V, V) == toks[i + 1];
+    }
+    ck_assert_msg(agree >= N_GEN * 9 / 10, "%s op: %d/%d greedy tokens agree", f->name, agree,
+                  N_GEN);
+    fprintf(stderr,
+            "%s: engine path worst relative logit error %.3g over %d steps, prefill %.3g; "
+            "op path (df11) %.3g, %d/%d tokens\n",
+            f->name, worst, N_GEN, rel_prefill, worst_op, agree, N_GEN);
+    dfl_destroy(e);
+    df11_model_close(model);
+    free(lg);
+    free(last);
+    free(split);
+    free(rl);
+    free(rlast);
+    ref_free(&r);
+    st_free(&m);
+}
+
+START_TEST(test_families) { check_family(&families[_i]); }
+END_TEST
 
 START_TEST(test_df11_vs_bf16_stories)
 {
@@ -2249,6 +2546,7 @@ int main(void)
     tcase_add_test(tc, test_config_bytes);
     tcase_add_test(tc, test_reference_synthetic);
     tcase_add_test(tc, test_reference_stories);
+    tcase_add_loop_test(tc, test_families, 0, (int)(sizeof families / sizeof *families));
     tcase_add_test(tc, test_batch_and_threads_invariant);
     tcase_add_test(tc, test_df11_vs_bf16_synthetic);
     tcase_add_test(tc, test_df11_vs_bf16_stories);

@@ -102,8 +102,9 @@ static void rope_scaling_parse(cfg_reader *r, dfl_config *cfg)
     for (int i = 0; i < 5; i++)
         if (strcmp(type, names[i]) == 0) found = i;
     if (found < 0) {
-        cfg_fail(r, "config.json: rope_scaling type \"%.40s\" is not supported (default, linear, "
-                    "dynamic, llama3, yarn)",
+        cfg_fail(r,
+                 "config.json: rope_scaling type \"%.40s\" is not supported (default, linear, "
+                 "dynamic, llama3, yarn)",
                  type);
         return;
     }
@@ -138,8 +139,8 @@ static void rope_scaling_parse(cfg_reader *r, dfl_config *cfg)
                     *msa = cJSON_GetObjectItemCaseSensitive(s, "mscale_all_dim");
         if (cJSON_IsNumber(ms) && cJSON_IsNumber(msa) && ms->valuedouble && msa->valuedouble &&
             f > 1)
-            mscale = (0.1 * ms->valuedouble * log(f) + 1.0) /
-                     (0.1 * msa->valuedouble * log(f) + 1.0);
+            mscale =
+                (0.1 * ms->valuedouble * log(f) + 1.0) / (0.1 * msa->valuedouble * log(f) + 1.0);
         cfg->rope_attn_factor = cfg_positive(r, "attention_factor", mscale);
         if (cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(s, "truncate")))
             cfg_fail(r, "config.json: yarn rope_scaling with truncate false is not supported");
@@ -250,8 +251,7 @@ static float rope_inv_freq(const dfl_config *c, int seq_len, int i)
     /* HF: 1 / base ** (arange(0, d, 2) / d), the exponent in FP32 */
     double inv = 1.0 / pow(base, (double)(float)(2 * i) / d);
     switch (c->rope_type) {
-    case DFL_ROPE_LINEAR:
-        return (float)(inv / f);
+    case DFL_ROPE_LINEAR: return (float)(inv / f);
     case DFL_ROPE_LLAMA3: {
         /* wavelengths longer than orig/low are slowed by factor, shorter than orig/high
          * kept, and the band between blends the two by where it sits */
@@ -276,13 +276,11 @@ static float rope_inv_freq(const dfl_config *c, int seq_len, int i)
         double extra = 1 - ramp; /* weight of extrapolation */
         return (float)(inv / f * (1 - extra) + inv * extra);
     }
-    default:
-        return (float)inv;
+    default: return (float)inv;
     }
 }
 
-void dfl_rope_table(const dfl_config *cfg, int seq_len, int p0, int p1, float *cos_t,
-                    float *sin_t)
+void dfl_rope_table(const dfl_config *cfg, int seq_len, int p0, int p1, float *cos_t, float *sin_t)
 {
     int half = cfg->head_dim / 2;
     for (int i = 0; i < half; i++) {
@@ -1280,8 +1278,8 @@ static df11_status rope_rows_update(dfl_engine *e, int pos, int n)
         float *cs = malloc(2 * (size_t)n * half * sizeof(float));
         if (!cs) return fail(e, DF11_ERR_NO_MEMORY, "out of host memory for RoPE rows");
         dfl_rope_table(&e->cfg, pos + n, pos, pos + n, cs, cs + n * half);
-        df11_status st = dfl_gpu_rope_rows(e->gpu, pos, n, cs, cs + n * half, e->err,
-                                           sizeof e->err);
+        df11_status st =
+            dfl_gpu_rope_rows(e->gpu, pos, n, cs, cs + n * half, e->err, sizeof e->err);
         free(cs);
         return st;
     }

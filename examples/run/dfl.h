@@ -69,16 +69,16 @@ typedef struct dfl_config {
     int bos_id, eos_id; /* -1 if absent */
     /* rope_scaling (HF's rope_init_functions; the defaults are HF's) */
     dfl_rope_type rope_type;
-    float rope_factor;       /* linear, dynamic, llama3, yarn */
-    float rope_low_freq;     /* llama3 low_freq_factor */
-    float rope_high_freq;    /* llama3 high_freq_factor */
-    float rope_beta_fast;    /* yarn */
-    float rope_beta_slow;    /* yarn */
-    float rope_attn_factor;  /* yarn: cos and sin are scaled by it (1 otherwise) */
-    int rope_orig_max;       /* llama3, yarn: original_max_position_embeddings */
-    int sliding_window;      /* Mistral: a token sees the last sliding_window positions; 0 all */
-    int qkv_bias;            /* q/k/v_proj.bias per layer (Qwen2, attention_bias) */
-    int o_bias;              /* o_proj.bias per layer (attention_bias) */
+    float rope_factor;      /* linear, dynamic, llama3, yarn */
+    float rope_low_freq;    /* llama3 low_freq_factor */
+    float rope_high_freq;   /* llama3 high_freq_factor */
+    float rope_beta_fast;   /* yarn */
+    float rope_beta_slow;   /* yarn */
+    float rope_attn_factor; /* yarn: cos and sin are scaled by it (1 otherwise) */
+    int rope_orig_max;      /* llama3, yarn: original_max_position_embeddings */
+    int sliding_window;     /* Mistral: a token sees the last sliding_window positions; 0 all */
+    int qkv_bias;           /* q/k/v_proj.bias per layer (Qwen2, attention_bias) */
+    int o_bias;             /* o_proj.bias per layer (attention_bias) */
 } dfl_config;
 
 /* Limits on config.json: far above any real model, low enough that the engine's products
@@ -218,8 +218,7 @@ df11_status dfl_norms_copy(const dfl_config *cfg, const df11_provider *p, df11_s
  * computes them (FP32 inverse frequencies rescaled by rope_scaling, FP32 angle, yarn's
  * attention factor folded in). seq_len matters only to dynamic NTK: the length HF sees
  * (the last position of the pass + 1); the base grows when it exceeds max_pos. */
-void dfl_rope_table(const dfl_config *cfg, int seq_len, int p0, int p1, float *cos_t,
-                    float *sin_t);
+void dfl_rope_table(const dfl_config *cfg, int seq_len, int p0, int p1, float *cos_t, float *sin_t);
 
 #ifdef DF11_HAVE_CUDA
 /* The CUDA path (dfl_cuda.cu); dfl.c calls these. */
@@ -236,8 +235,8 @@ df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, const uint32_t *ids, 
                             float *logits, char *err, size_t errlen);
 /* Replaces the device RoPE table's rows [pos, pos + n) (dynamic NTK) with cos_t, sin_t
  * ([n][head_dim/2] each, host memory, free to reuse on return). */
-df11_status dfl_gpu_rope_rows(dfl_gpu *g, int pos, int n, const float *cos_t,
-                              const float *sin_t, char *err, size_t errlen);
+df11_status dfl_gpu_rope_rows(dfl_gpu *g, int pos, int n, const float *cos_t, const float *sin_t,
+                              char *err, size_t errlen);
 uint64_t dfl_gpu_kv_bytes(const dfl_gpu *g);
 uint64_t dfl_gpu_scratch_bytes(const dfl_gpu *g);
 /* cudaMemGetInfo of the current device; -1 without a GPU. */

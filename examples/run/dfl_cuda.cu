@@ -290,10 +290,10 @@ df11_status dfl_gpu_rope_rows(dfl_gpu *g, int pos, int n, const float *cos_t, co
     /* Pageable source: the copy has left cos_t/sin_t when the call returns; stream order
      * puts it after the kernels that read the old rows. */
     const size_t half = (size_t)g->cfg.head_dim / 2, bytes = (size_t)n * half * sizeof(float);
-    CUDA_TRY(cudaMemcpyAsync(g->rope_cos + pos * half, cos_t, bytes, cudaMemcpyHostToDevice,
-                             g->stream));
-    CUDA_TRY(cudaMemcpyAsync(g->rope_sin + pos * half, sin_t, bytes, cudaMemcpyHostToDevice,
-                             g->stream));
+    CUDA_TRY(
+        cudaMemcpyAsync(g->rope_cos + pos * half, cos_t, bytes, cudaMemcpyHostToDevice, g->stream));
+    CUDA_TRY(
+        cudaMemcpyAsync(g->rope_sin + pos * half, sin_t, bytes, cudaMemcpyHostToDevice, g->stream));
     return DF11_OK;
 }
 uint64_t dfl_gpu_kv_bytes(const dfl_gpu *g) { return g->kv_bytes; }
@@ -434,8 +434,8 @@ df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, int ma
 static void add_bias(dfl_gpu *g, float *y, size_t ld, const bf16 *b, int n, int width)
 {
     size_t total = (size_t)n * width;
-    bias_kernel<<<(unsigned)((total + THREADS - 1) / THREADS), THREADS, 0, g->stream>>>(y, ld, b,
-                                                                                      width, total);
+    bias_kernel<<<(unsigned)((total + THREADS - 1) / THREADS), THREADS, 0, g->stream>>>(
+        y, ld, b, width, total);
 }
 
 /* One block's kernels on g->stream, for tokens at [pos, pos + n). w: the norms and, on the
