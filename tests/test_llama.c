@@ -250,7 +250,10 @@ static void synth_write(const char *dir, const synth_family *f)
         spec[n].mean = mu;                                                                         \
         n++;                                                                                       \
     } while (0)
-    ADD("model.embed_tokens.weight", V, D, 1.0, 0.0);
+    /* Tied: the embedding is also lm_head, whose logits at sigma 1 would be dominated by the
+     * token's own row (a residual stream of mostly its embedding): the layers would hardly
+     * move them, and a test could not see a wrong layer. */
+    ADD("model.embed_tokens.weight", V, D, f->tied ? 0.1 : 1.0, 0.0);
     for (int l = 0; l < L; l++) {
         char nm[96];
 #define LAYER(suffix, r, c, s, mu)                                                                 \
@@ -366,6 +369,7 @@ typedef struct ref {
     double factor, low, high, orig, beta_fast, beta_slow, attn;
     double *kc, *vc; /* [L][T][NKV*HD] */
     int T;
+    int bf16_inputs; /* every linear layer's input rounded to BF16 (ref_lin) */
 } ref;
 
 static double cfg_num(const cJSON *c, const char *k, double def)
@@ -385,7 +389,9 @@ static void ref_init(ref *r, const st_model *m, int T)
     r->NKV = (int)cfg_num(c, "num_key_value_heads", r->NH);
     r->HD = (int)cfg_num(c, "head_dim", r->D / r->NH);
     r->max_pos = (int)cfg_num(c, "max_position_embeddings", 2048);
-    r->window = (int)cfg_num(c, "sliding_window", 0);
+    /* Qwen2 configs carry a window they use only with use_sliding_window */
+    const cJSON *use = cJSON_GetObjectItem(c, "use_sliding_window");
+    r->window = cJSON_IsFalse(use) ? 0 : (int)cfg_num(c, "sliding_window", 0);
     const cJSON *rs = cJSON_GetObjectItem(c, "rope_scaling");
     const cJSON *ty = cJSON_GetObjectItem(rs, "rope_type");
     if (!ty) ty = cJSON_GetObjectItem(rs, "type"); /* before transformers 4.45 */
@@ -488,6 +494,24 @@ static void ref_norm(double *y, const double *x, const uint16_t *w, int n, doubl
     for (int i = 0; i < n; i++) y[i] = wv(w, i) * x[i] * inv;
 }
 
+/* ref_linear, with x first rounded to BF16 where the reference models an engine that
+ * feeds every linear layer BF16 inputs (df11's matmul op, the GPU). */
+static void ref_lin(const ref *r, double *y, const uint16_t *w, const double *x, int rows, int cols)
+{
+    if (!r->bf16_inputs) {
+        ref_linear(y, w, x, rows, cols);
+        return;
+    }
+    double *xr = malloc((size_t)cols * sizeof *xr);
+    uint16_t one;
+    for (int i = 0; i < cols; i++) {
+        one = to_bf16(x[i]);
+        xr[i] = wv(&one, 0);
+    }
+    ref_linear(y, w, xr, rows, cols);
+    free(xr);
+}
+
 /* Token `tok` at position `pos` of a pass HF sees as seq_len long (dynamic NTK's
  * length; pos + 1 when decoding token by token); the cache must hold positions < pos. */
 static void ref_step_in(ref *r, int tok, int pos, int seq_len, double *logits)
@@ -502,9 +526,9 @@ static void ref_step_in(ref *r, int tok, int pos, int seq_len, double *logits)
         double *k = r->kc + ((size_t)l * r->T + pos) * KV,
                *v = r->vc + ((size_t)l * r->T + pos) * KV;
         ref_norm(xn, x, ref_w(r, "model.layers.%d.input_layernorm.weight", l), D, r->eps);
-        ref_linear(q, ref_w(r, "model.layers.%d.self_attn.q_proj.weight", l), xn, Q, D);
-        ref_linear(k, ref_w(r, "model.layers.%d.self_attn.k_proj.weight", l), xn, KV, D);
-        ref_linear(v, ref_w(r, "model.layers.%d.self_attn.v_proj.weight", l), xn, KV, D);
+        ref_lin(r, q, ref_w(r, "model.layers.%d.self_attn.q_proj.weight", l), xn, Q, D);
+        ref_lin(r, k, ref_w(r, "model.layers.%d.self_attn.k_proj.weight", l), xn, KV, D);
+        ref_lin(r, v, ref_w(r, "model.layers.%d.self_attn.v_proj.weight", l), xn, KV, D);
         ref_bias(r, q, "model.layers.%d.self_attn.q_proj.bias", l, Q);
         ref_bias(r, k, "model.layers.%d.self_attn.k_proj.bias", l, KV);
         ref_bias(r, v, "model.layers.%d.self_attn.v_proj.bias", l, KV);
@@ -540,19 +564,19 @@ static void ref_step_in(ref *r, int tok, int pos, int seq_len, double *logits)
                 o[h * HD + i] = acc;
             }
         }
-        ref_linear(tmp, ref_w(r, "model.layers.%d.self_attn.o_proj.weight", l), o, D, Q);
+        ref_lin(r, tmp, ref_w(r, "model.layers.%d.self_attn.o_proj.weight", l), o, D, Q);
         ref_bias(r, tmp, "model.layers.%d.self_attn.o_proj.bias", l, D);
         for (int i = 0; i < D; i++) x[i] += tmp[i];
         ref_norm(xn, x, ref_w(r, "model.layers.%d.post_attention_layernorm.weight", l), D, r->eps);
-        ref_linear(g, ref_w(r, "model.layers.%d.mlp.gate_proj.weight", l), xn, r->H, D);
-        ref_linear(u, ref_w(r, "model.layers.%d.mlp.up_proj.weight", l), xn, r->H, D);
+        ref_lin(r, g, ref_w(r, "model.layers.%d.mlp.gate_proj.weight", l), xn, r->H, D);
+        ref_lin(r, u, ref_w(r, "model.layers.%d.mlp.up_proj.weight", l), xn, r->H, D);
         for (int i = 0; i < r->H; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
-        ref_linear(tmp, ref_w(r, "model.layers.%d.mlp.down_proj.weight", l), g, D, r->H);
+        ref_lin(r, tmp, ref_w(r, "model.layers.%d.mlp.down_proj.weight", l), g, D, r->H);
         for (int i = 0; i < D; i++) x[i] += tmp[i];
     }
     ref_norm(xn, x, ref_w(r, "model.norm.weight", 0), D, r->eps);
-    ref_linear(logits, ref_w(r, r->tied ? "model.embed_tokens.weight" : "lm_head.weight", 0), xn,
-               r->V, D);
+    ref_lin(r, logits, ref_w(r, r->tied ? "model.embed_tokens.weight" : "lm_head.weight", 0), xn,
+            r->V, D);
     free(x);
     free(xn);
     free(q);
@@ -1200,62 +1224,104 @@ static double rel_err_d(const float *a, const double *b, int n)
     return err / (scale > 1 ? scale : 1);
 }
 
-/* Family f against the float64 reference, N_GEN greedy steps from BOS:
- *   engine path (memory provider), token by token: every step within 1e-4 (the bound of
- *     test_reference_*), the same greedy tokens;
- *   the same tokens as one prefill, and split into passes of 7: the last logits within 1e-4
- *     of the reference run as one pass of N_GEN (dynamic NTK's base for that length), the
- *     split run bit-identical to the whole one;
- *   op path (.df11, host, stacked q+k+v): teacher-forced within OP_VS_ENGINE_TOL (its
- *     inputs rounded to BF16) and the reference's greedy token at >= 90% of the steps. */
+/* The family's folder, written on first use. */
+static const char *family_dir(const synth_family *f, char *dir, size_t cap)
+{
+    snprintf(dir, cap, "%s/%s", df11_test_tmpdir(), f->name);
+    struct stat sb;
+    char cfg[800];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    if (stat(cfg, &sb) != 0) synth_write(dir, f);
+    return dir;
+}
+
+/* The reference from BOS: toks[0] = BOS, toks[i + 1] its greedy pick after step i (greedy),
+ * else toks as given (teacher-forced); rl[i] step i's logits (token by token: dynamic NTK's
+ * length is pos + 1); rlast: the last logits of toks[0..N_GEN) run as one pass (its
+ * length N_GEN). bf16_inputs: as ref.bf16_inputs. */
+static void ref_run(const st_model *m, int V, int bf16_inputs, int greedy, int *toks, double *rl,
+                    double *rlast)
+{
+    ref r;
+    ref_init(&r, m, N_GEN + 1);
+    r.bf16_inputs = bf16_inputs;
+    if (greedy) toks[0] = 1;
+    for (int i = 0; i < N_GEN; i++) {
+        ref_step(&r, toks[i], i, rl + (size_t)i * V);
+        if (greedy) toks[i + 1] = argmax_d(rl + (size_t)i * V, V);
+    }
+    ref_free(&r);
+    ref_init(&r, m, N_GEN + 1);
+    r.bf16_inputs = bf16_inputs;
+    for (int i = 0; i < N_GEN; i++) ref_step_in(&r, toks[i], i, N_GEN, rlast);
+    ref_free(&r);
+}
+
+/* Teacher-forced on the reference's tokens, then as one prefill: every step within tol of
+ * the reference, its greedy pick at >= 90% of the steps. Returns the worst error. */
+static double family_vs_ref(dfl_engine *e, const char *what, const int *toks, const double *rl,
+                            const double *rlast, double tol, double *prefill)
+{
+    const int V = dfl_get_config(e)->vocab_size;
+    float *lg = malloc((size_t)V * sizeof *lg);
+    double worst = 0;
+    int agree = 0;
+    for (int i = 0; i < N_GEN; i++) {
+        ck_assert_msg(dfl_forward(e, &toks[i], 1, i, lg) == DF11_OK, "%s", dfl_error(e));
+        double rel = rel_err_d(lg, rl + (size_t)i * V, V);
+        worst = rel > worst ? rel : worst;
+        ck_assert_msg(rel < tol, "%s step %d: relative error %.3g", what, i, rel);
+        agree += argmax(lg, V) == toks[i + 1];
+    }
+    ck_assert_msg(agree >= N_GEN * 9 / 10, "%s: %d/%d greedy tokens agree", what, agree, N_GEN);
+    /* a whole prompt in one pass: dynamic NTK's base for its length, the window in a batch */
+    ck_assert_msg(dfl_forward(e, toks, N_GEN, 0, lg) == DF11_OK, "%s", dfl_error(e));
+    *prefill = rel_err_d(lg, rlast, V);
+    ck_assert_msg(*prefill < tol, "%s prefill: relative error %.3g", what, *prefill);
+    free(lg);
+    return worst;
+}
+
+/* The op path against a reference that rounds the same inputs to BF16: what is left is
+ * where FP32 and float64 values round to different BF16 neighbours (worst seen 0.0089 over
+ * seven families and three seeds; 8 of 48 v_proj bias elements left out cost 0.07). */
+#define OP_FAMILY_TOL 0.03
+
+/* Family f against the float64 reference, N_GEN steps from BOS, and as one prefill:
+ *   engine path (memory provider, FP32 activations): within 1e-4 (the bound of
+ *     test_reference_*), the reference's greedy token at every step; the prefill split
+ *     into passes of 7 bit-identical to one pass (dynamic NTK: the call's length counts);
+ *   op path (.df11, host, stacked q+k+v): teacher-forced on those tokens, within
+ *     OP_FAMILY_TOL of the reference with BF16 linear inputs (ref.bf16_inputs), its pick
+ *     at >= 90% of the steps. */
 static void check_family(const synth_family *f)
 {
-    char dir[700], path[800];
-    snprintf(dir, sizeof dir, "%s/%s", df11_test_tmpdir(), f->name);
-    synth_write(dir, f);
+    char dir[700], path[800], what[200];
+    family_dir(f, dir, sizeof dir);
     st_model m;
     st_load(&m, dir);
     df11_provider p = mem_provider(&m);
     dfl_engine *e = engine_new(m.config, m.config_len, &p, 2, 0);
     const int V = dfl_get_config(e)->vocab_size;
-    ref r;
-    ref_init(&r, &m, N_GEN + 1);
-    float *lg = malloc((size_t)N_GEN * V * sizeof *lg), *last = malloc(V * sizeof *last);
-    double *rl = malloc((size_t)N_GEN * V * sizeof *rl);
-    int toks[N_GEN + 1]; /* BOS, then the greedy tokens */
-    toks[0] = 1;
-    double worst = 0;
+    double *rl = malloc((size_t)N_GEN * V * sizeof *rl), *rlast = malloc(V * sizeof *rlast);
+    int toks[N_GEN + 1];
+    ref_run(&m, V, 0, 1, toks, rl, rlast);
+    double pre, pre_op;
+    snprintf(what, sizeof what, "%s engine path", f->name);
+    double worst = family_vs_ref(e, what, toks, rl, rlast, 1e-4, &pre);
+    float *lg = malloc((size_t)V * sizeof *lg), *split = malloc((size_t)V * sizeof *split);
     for (int i = 0; i < N_GEN; i++) {
-        float *l = lg + (size_t)i * V;
-        double *rli = rl + (size_t)i * V;
-        ck_assert_msg(dfl_forward(e, &toks[i], 1, i, l) == DF11_OK, "%s", dfl_error(e));
-        ref_step(&r, toks[i], i, rli);
-        double rel = rel_err_d(l, rli, V);
-        worst = rel > worst ? rel : worst;
-        ck_assert_msg(rel < 1e-4, "%s step %d: relative error %.3g", f->name, i, rel);
-        toks[i + 1] = argmax_d(rli, V);
-        ck_assert_msg(argmax(l, V) == toks[i + 1], "%s step %d: engine picks %d, reference %d",
-                      f->name, i, argmax(l, V), toks[i + 1]);
+        ck_assert_int_eq(dfl_forward(e, &toks[i], 1, i, lg), DF11_OK);
+        ck_assert_msg(argmax(lg, V) == toks[i + 1], "%s step %d: engine picks %d, reference %d",
+                      f->name, i, argmax(lg, V), toks[i + 1]);
     }
-    dfl_destroy(e);
-
-    /* one pass of N_GEN tokens, then the same in passes of 7 */
-    ref_free(&r);
-    ref_init(&r, &m, N_GEN + 1);
-    double *rlast = malloc(V * sizeof *rlast);
-    for (int i = 0; i < N_GEN; i++) ref_step_in(&r, toks[i], i, N_GEN, rlast);
-    e = engine_new(m.config, m.config_len, &p, 2, 0);
-    ck_assert_msg(dfl_forward(e, toks, N_GEN, 0, last) == DF11_OK, "%s", dfl_error(e));
-    double rel_prefill = rel_err_d(last, rlast, V);
-    ck_assert_msg(rel_prefill < 1e-4, "%s prefill: relative error %.3g", f->name, rel_prefill);
+    ck_assert_int_eq(dfl_forward(e, toks, N_GEN, 0, lg), DF11_OK);
     dfl_destroy(e);
     e = engine_new(m.config, m.config_len, &p, 2, 7);
-    float *split = malloc(V * sizeof *split);
     ck_assert_msg(dfl_forward(e, toks, N_GEN, 0, split) == DF11_OK, "%s", dfl_error(e));
-    ck_assert_msg(memcmp(split, last, V * sizeof *last) == 0, "%s: passes of 7 differ", f->name);
+    ck_assert_msg(memcmp(split, lg, V * sizeof *lg) == 0, "%s: passes of 7 differ", f->name);
     dfl_destroy(e);
 
-    /* the op path through df11 */
     snprintf(path, sizeof path, "%s/%s.df11", df11_test_tmpdir(), f->name);
     df11_status st = df11_compress_path(dir, path, NULL, NULL);
     ck_assert_msg(st == DF11_OK, "compress %s: %s: %s", dir, df11_strerror(st),
@@ -1264,30 +1330,19 @@ static void check_family(const synth_family *f)
     df11_provider pv;
     e = engine_open_mm(model, &pv, DFL_MATMUL_OP);
     ck_assert_int_eq(dfl_matmul_used(e), DFL_MATMUL_OP);
-    teacher_forced(e, N_GEN, toks + 1, lg);
-    double worst_op = 0;
-    int agree = 0;
-    for (int i = 0; i < N_GEN; i++) {
-        double rel = rel_err_d(lg + (size_t)i * V, rl + (size_t)i * V, V);
-        worst_op = rel > worst_op ? rel : worst_op;
-        ck_assert_msg(rel < OP_VS_ENGINE_TOL, "%s op step %d: relative error %.3g", f->name, i,
-                      rel);
-        agree += argmax(lg + (size_t)i * V, V) == toks[i + 1];
-    }
-    ck_assert_msg(agree >= N_GEN * 9 / 10, "%s op: %d/%d greedy tokens agree", f->name, agree,
-                  N_GEN);
+    snprintf(what, sizeof what, "%s op path", f->name);
+    ref_run(&m, V, 1, 0, toks, rl, rlast);
+    double worst_op = family_vs_ref(e, what, toks, rl, rlast, OP_FAMILY_TOL, &pre_op);
     fprintf(stderr,
-            "%s: engine path worst relative logit error %.3g over %d steps, prefill %.3g; "
-            "op path (df11) %.3g, %d/%d tokens\n",
-            f->name, worst, N_GEN, rel_prefill, worst_op, agree, N_GEN);
+            "%s: worst relative logit error against float64 over %d steps (prefill): engine "
+            "path %.3g (%.3g), op path on df11 %.3g (%.3g)\n",
+            f->name, N_GEN, worst, pre, worst_op, pre_op);
     dfl_destroy(e);
     df11_model_close(model);
     free(lg);
-    free(last);
     free(split);
     free(rl);
     free(rlast);
-    ref_free(&r);
     st_free(&m);
 }
 
@@ -2522,6 +2577,49 @@ static void check_gpu(const char *dir)
     df11_model_close(mn[1]);
 }
 
+/* Each family on the GPU (.df11, Huffman), both paths, against the float64 reference
+ * within the GPU's bound against the host (0.1, BF16 operands), as check_family. */
+static void check_family_gpu(const synth_family *f)
+{
+    char dir[700], path[800], what[200];
+    family_dir(f, dir, sizeof dir);
+    st_model m;
+    st_load(&m, dir);
+    cJSON *c = cJSON_ParseWithLength(m.config, m.config_len);
+    const int V = (int)cfg_num(c, "vocab_size", 0);
+    cJSON_Delete(c);
+    double *rl = malloc((size_t)N_GEN * V * sizeof *rl), *rlast = malloc(V * sizeof *rlast);
+    int toks[N_GEN + 1];
+    ref_run(&m, V, 0, 1, toks, rl, rlast);
+    ref_run(&m, V, 1, 0, toks, rl, rlast); /* the GPU's BF16 operands, on those tokens */
+    snprintf(path, sizeof path, "%s/%s-gpu.df11", df11_test_tmpdir(), f->name);
+    df11_status st = df11_compress_path(dir, path, NULL, NULL);
+    ck_assert_msg(st == DF11_OK, "compress %s: %s", dir, df11_strerror(st));
+    df11_model_options opt;
+    df11_model_options_init(&opt);
+    opt.backend = DF11_BACKEND_CUDA;
+    df11_model *model;
+    st = df11_model_open(path, &opt, &model);
+    ck_assert_msg(st == DF11_OK, "open cuda %s: %s", path, df11_strerror(st));
+    size_t len;
+    const char *cfg = df11_model_config(model, &len);
+    const dfl_matmul mms[2] = { DFL_MATMUL_ENGINE, DFL_MATMUL_OP };
+    for (int k = 0; k < 2; k++) {
+        df11_provider pv;
+        ck_assert_int_eq(df11_model_provider(model, &pv), DF11_OK);
+        dfl_engine *e = engine_new_mm(DFL_DEVICE_CUDA, cfg, len, &pv, 0, 0, mms[k]);
+        snprintf(what, sizeof what, "%s GPU %s path", f->name, k ? "op" : "engine");
+        double pre, worst = family_vs_ref(e, what, toks, rl, rlast, 0.1, &pre);
+        fprintf(stderr, "%s: worst relative logit error against float64 %.3g (prefill %.3g)\n",
+                what, worst, pre);
+        dfl_destroy(e);
+    }
+    df11_model_close(model);
+    free(rl);
+    free(rlast);
+    st_free(&m);
+}
+
 START_TEST(test_gpu_matches_host)
 {
     uint64_t free_b, total_b;
@@ -2530,6 +2628,7 @@ START_TEST(test_gpu_matches_host)
         return;
     }
     check_gpu(synth_dir());
+    for (size_t i = 0; i < sizeof families / sizeof *families; i++) check_family_gpu(&families[i]);
     const char *dir = df11_test_model_dir();
     if (dir) check_gpu(dir);
 }
