@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Reference logits for df11-run: greedy generation with Hugging Face transformers'
-LlamaForCausalLM (FP32, weights upcast from BF16), or with a plain numpy Llama written
-from the same definition (--backend numpy, float64) where torch is not installed.
+AutoModelForCausalLM (FP32, weights upcast from BF16; Llama, Qwen2, Mistral), or with a
+plain numpy model written from the same definitions (--backend numpy, float64) where torch
+is not installed: rope_scaling (linear, dynamic, llama3, yarn), head_dim, q/k/v/o biases,
+tied embeddings, sliding window.
 
     python3 examples/run/reference.py ../shared/models/stories260K --steps 40
     build/tools/df11-run m.df11 --device cpu -n 40 --json --logits > run.json
@@ -36,43 +38,115 @@ def load_numpy(folder):
     return cfg, weights
 
 
-def numpy_logits(cfg, w, tokens):
-    """Logits of every position of `tokens`, float64, recomputed from scratch."""
+def bf16_round(x):
+    """x rounded to the nearest BF16 (ties to even) through FP32, as float64."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    u = ((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
+    return u.view(np.float32).astype(np.float64)
+
+
+def inv_freq(cfg, hd, seq_len):
+    """HF's inverse frequencies after rope_scaling (modeling_rope_utils), and the factor
+    that scales cos and sin; seq_len is the length of the forward (dynamic NTK)."""
+    theta = cfg.get("rope_theta", 10000.0)
+    rs = cfg.get("rope_scaling") or {}
+    kind = rs.get("rope_type", rs.get("type", "default"))
+    f = rs.get("factor", 1.0)
+    max_pos = cfg.get("max_position_embeddings", 2048)
+    if kind == "dynamic" and seq_len > max_pos:
+        theta *= (f * seq_len / max_pos - (f - 1)) ** (hd / (hd - 2))
+    freq = theta ** (-np.arange(0, hd, 2) / hd)
+    if kind == "linear":
+        return freq / f, 1.0
+    if kind == "llama3":
+        orig, lo, hi = rs["original_max_position_embeddings"], rs["low_freq_factor"], rs["high_freq_factor"]
+        wl = 2 * np.pi / freq
+        smooth = (orig / wl - lo) / (hi - lo)
+        mid = (1 - smooth) * freq / f + smooth * freq
+        return np.where(wl > orig / lo, freq / f, np.where(wl < orig / hi, freq, mid)), 1.0
+    if kind == "yarn":
+        orig = rs.get("original_max_position_embeddings")
+        if orig:  # HF >= 4.46: the factor is the ratio of the two lengths
+            f = max_pos / orig
+        else:
+            orig = max_pos
+        attn = rs.get("attention_factor") or (0.1 * np.log(f) + 1 if f > 1 else 1.0)
+        fast, slow = rs.get("beta_fast") or 32, rs.get("beta_slow") or 1
+
+        def dim_of(rot):
+            return hd * np.log(orig / (rot * 2 * np.pi)) / (2 * np.log(theta))
+
+        lo, hi = max(np.floor(dim_of(fast)), 0), min(np.ceil(dim_of(slow)), hd - 1)
+        ramp = np.clip((np.arange(hd // 2) - lo) / ((hi - lo) or 0.001), 0, 1)
+        return freq / f * ramp + freq * (1 - ramp), attn
+    return freq, 1.0
+
+
+def numpy_logits(cfg, w, tokens, bf16_inputs=False):
+    """Logits of every position of `tokens`, float64, recomputed from scratch as one
+    forward (HF's full-sequence semantics). bf16_inputs: every linear layer's input
+    rounded to BF16 first, as df11's matmul op and the GPU engine feed them."""
     d, nh = cfg["hidden_size"], cfg["num_attention_heads"]
     nkv = cfg.get("num_key_value_heads", nh)
-    hd = cfg.get("head_dim", d // nh)
-    eps, theta = cfg["rms_norm_eps"], cfg.get("rope_theta", 10000.0)
+    hd = cfg.get("head_dim") or d // nh
+    eps = cfg["rms_norm_eps"]
     t = len(tokens)
+    window = cfg.get("sliding_window") if cfg.get("use_sliding_window", True) else None
+    if cfg.get("model_type") == "qwen2" and not cfg.get("use_sliding_window", False):
+        window = None
 
     def norm(x, g):
         return g * x / np.sqrt((x * x).mean(-1, keepdims=True) + eps)
 
+    def lin(x, name):
+        y = (bf16_round(x) if bf16_inputs else x) @ w[name + ".weight"].T
+        return y + w[name + ".bias"] if name + ".bias" in w else y
+
+    inv, attn = inv_freq(cfg, hd, t)
+    ang = np.arange(t)[:, None] * inv[None]
+    cos, sin = np.cos(ang)[:, None] * attn, np.sin(ang)[:, None] * attn
+
     def rope(x):  # rotate-half, x [T, heads, hd]
-        inv = theta ** (-np.arange(0, hd, 2) / hd)
-        ang = np.arange(t)[:, None] * inv[None]
-        c, s = np.cos(ang)[:, None], np.sin(ang)[:, None]
         a, b = x[..., :hd // 2], x[..., hd // 2:]
-        return np.concatenate([a * c - b * s, b * c + a * s], -1)
+        return np.concatenate([a * cos - b * sin, b * cos + a * sin], -1)
 
     x = w["model.embed_tokens.weight"][tokens]
-    mask = np.triu(np.full((t, t), -np.inf), 1)
+    i, j = np.arange(t)[:, None], np.arange(t)[None]
+    seen = j <= i
+    if window:
+        seen &= i - j < window
+    mask = np.where(seen, 0.0, -np.inf)
     for layer in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{layer}."
         h = norm(x, w[p + "input_layernorm.weight"])
-        q = rope((h @ w[p + "self_attn.q_proj.weight"].T).reshape(t, nh, hd))
-        k = rope((h @ w[p + "self_attn.k_proj.weight"].T).reshape(t, nkv, hd))
-        v = (h @ w[p + "self_attn.v_proj.weight"].T).reshape(t, nkv, hd)
+        q = rope(lin(h, p + "self_attn.q_proj").reshape(t, nh, hd))
+        k = rope(lin(h, p + "self_attn.k_proj").reshape(t, nkv, hd))
+        v = lin(h, p + "self_attn.v_proj").reshape(t, nkv, hd)
         k, v = np.repeat(k, nh // nkv, 1), np.repeat(v, nh // nkv, 1)
         s = np.einsum("thd,shd->hts", q, k) / np.sqrt(hd) + mask[None]
         s = np.exp(s - s.max(-1, keepdims=True))
         s /= s.sum(-1, keepdims=True)
-        x = x + np.einsum("hts,shd->thd", s, v).reshape(t, nh * hd) @ w[p + "self_attn.o_proj.weight"].T
+        x = x + lin(np.einsum("hts,shd->thd", s, v).reshape(t, nh * hd), p + "self_attn.o_proj")
         h = norm(x, w[p + "post_attention_layernorm.weight"])
-        g, u = h @ w[p + "mlp.gate_proj.weight"].T, h @ w[p + "mlp.up_proj.weight"].T
-        x = x + (g / (1 + np.exp(-g)) * u) @ w[p + "mlp.down_proj.weight"].T
+        g, u = lin(h, p + "mlp.gate_proj"), lin(h, p + "mlp.up_proj")
+        x = x + lin(g / (1 + np.exp(-g)) * u, p + "mlp.down_proj")
     x = norm(x, w["model.norm.weight"])
     head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
-    return x @ head.T
+    return (bf16_round(x) if bf16_inputs else x) @ head.T
+
+
+def hf_load(folder):
+    """transformers' model for the folder's architecture, FP32, eager attention (its
+    sliding-window mask is the plain one)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    torch.backends.cuda.matmul.allow_tf32 = False
+    kw = {"attn_implementation": "eager"}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kw)
+    except TypeError:
+        model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32, **kw)
+    return model.eval()
 
 
 def main():
@@ -95,13 +169,7 @@ def main():
 
     if args.backend == "hf":
         import torch
-        from transformers import LlamaForCausalLM
-        torch.backends.cuda.matmul.allow_tf32 = False
-        try:
-            model = LlamaForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-        except TypeError:
-            model = LlamaForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32)
-        model.eval()
+        model = hf_load(args.model)
 
         def logits_of(tokens):
             with torch.no_grad():
