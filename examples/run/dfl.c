@@ -196,6 +196,13 @@ int dfl_config_parse(const char *json, size_t len, dfl_config *cfg, char *err, s
     /* Qwen2 always has q/k/v biases; Llama's attention_bias adds o_proj's too. */
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     int qwen2 = cJSON_IsString(mt) && strcmp(mt->valuestring, "qwen2") == 0;
+    /* Other families add what the engine would silently skip (Qwen3's q/k norms, Gemma's
+     * scaled embedding and GELU, Phi's fused projections): refused by name. */
+    if (mt && !cJSON_IsNull(mt) &&
+        !(cJSON_IsString(mt) && (strcmp(mt->valuestring, "llama") == 0 || qwen2 ||
+                                 strcmp(mt->valuestring, "mistral") == 0)))
+        cfg_fail(&r, "config.json: model_type \"%.40s\" is not supported (llama, mistral, qwen2)",
+                 cJSON_IsString(mt) ? mt->valuestring : "?");
     int attn_bias = cfg_bool(&r, "attention_bias");
     cfg->qkv_bias = qwen2 || attn_bias;
     cfg->o_bias = attn_bias;

@@ -1,6 +1,7 @@
-/* A small Llama-architecture inference engine that gets every weight through df11's
- * provider interface (df11_provider, include/df11/runtime.h). It knows nothing else of
- * df11: the same code runs on compressed weights (df11_model_open) and on plain BF16
+/* A small Llama-architecture inference engine (Llama, Mistral and Qwen2 configs; see
+ * docs/ENGINE.md, "Model families") that gets every weight through df11's provider
+ * interface (df11_provider, include/df11/runtime.h). It knows nothing else of df11: the
+ * same code runs on compressed weights (df11_model_open) and on plain BF16
  * (df11_model_open_bf16), and a test can feed it from memory.
  *
  *     dfl_config cfg;
@@ -97,7 +98,8 @@ typedef struct dfl_config {
  * vocab_size; hidden_act other than silu; a rope_scaling type other than linear, dynamic,
  * llama3 or yarn, or one with a missing or non-positive factor (llama3: low_freq_factor
  * below high_freq_factor); partial_rotary_factor other than 1; mlp_bias; Qwen2's
- * use_sliding_window (a per-layer window). A config with fewer layers than
+ * use_sliding_window (a per-layer window); a model_type other than llama, mistral, qwen2
+ * (absent is llama). A config with fewer layers than
  * the weights have blocks parses (it runs the first layers); dfl_create refuses more. */
 int dfl_config_parse(const char *json, size_t len, dfl_config *cfg, char *err, size_t errlen);
 
