@@ -890,6 +890,8 @@ START_TEST(test_config_sanity)
         { "\"sliding_window\": -4096", "sliding_window" },
         { "\"model_type\": \"qwen3\"", "qwen3" },
         { "\"model_type\": 7", "model_type" },
+        { "\"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 0}", "rope_theta" },
+        { "\"rope_parameters\": 5", "rope_parameters" },
     };
     dfl_config c;
     char err[256];
@@ -949,6 +951,18 @@ START_TEST(test_config_sanity)
                                 &c, err, sizeof err),
                      0);
     ck_assert(c.qkv_bias && c.o_bias && c.rope_type == DFL_ROPE_DEFAULT);
+    /* transformers 5 writes rope_parameters, rope_theta inside */
+    ck_assert_msg(parse_with("\"rope_parameters\": {\"rope_type\": \"linear\", \"factor\": 2.0, "
+                             "\"rope_theta\": 500000.0}",
+                             &c, err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert(c.rope_type == DFL_ROPE_LINEAR && c.rope_factor == 2.0f);
+    ck_assert_float_eq(c.rope_theta, 500000.0f);
+    ck_assert_int_eq(parse_with("\"rope_parameters\": {\"rope_type\": \"default\", "
+                                "\"rope_theta\": 1000000.0}",
+                                &c, err, sizeof err),
+                     0);
+    ck_assert(c.rope_type == DFL_ROPE_DEFAULT && c.rope_theta == 1e6f);
     /* err may be NULL */
     ck_assert_int_eq(dfl_config_parse("{}", 2, &c, NULL, 0), -1);
 }

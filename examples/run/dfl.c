@@ -80,19 +80,29 @@ static int cfg_bool(cfg_reader *r, const char *key)
     return cJSON_IsTrue(v);
 }
 
-/* rope_scaling: {"rope_type" (or the older "type"): ..., "factor": ..., ...}. Each type's
- * parameters and defaults as HF's rope_init_functions read them. */
+/* rope_scaling: {"rope_type" (or the older "type"): ..., "factor": ..., ...}, or
+ * rope_parameters, which transformers 5 writes instead, with rope_theta inside. Each
+ * type's parameters and defaults as HF's rope_init_functions read them. */
 static void rope_scaling_parse(cfg_reader *r, dfl_config *cfg)
 {
     cfg->rope_type = DFL_ROPE_DEFAULT;
     cfg->rope_factor = 1.0f;
     cfg->rope_attn_factor = 1.0f;
     cfg->rope_orig_max = cfg->max_pos;
-    const cJSON *s = cJSON_GetObjectItemCaseSensitive(r->root, "rope_scaling");
+    const char *key = "rope_scaling";
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(r->root, key);
+    if (!s || cJSON_IsNull(s))
+        s = cJSON_GetObjectItemCaseSensitive(r->root, key = "rope_parameters");
     if (!s || cJSON_IsNull(s)) return;
     if (!cJSON_IsObject(s)) {
-        cfg_fail(r, "config.json: \"rope_scaling\" is not an object");
+        cfg_fail(r, "config.json: \"%s\" is not an object", key);
         return;
+    }
+    if (strcmp(key, "rope_parameters") == 0) {
+        const cJSON *outer = r->root;
+        r->root = s;
+        cfg->rope_theta = cfg_positive(r, "rope_theta", cfg->rope_theta);
+        r->root = outer;
     }
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(s, "rope_type");
     if (!t) t = cJSON_GetObjectItemCaseSensitive(s, "type");

@@ -68,7 +68,7 @@ typedef struct dfl_config {
     float norm_eps;     /* rms_norm_eps */
     int tied;           /* tie_word_embeddings: lm_head is embed_tokens */
     int bos_id, eos_id; /* -1 if absent */
-    /* rope_scaling (HF's rope_init_functions; the defaults are HF's) */
+    /* rope_scaling or rope_parameters (HF's rope_init_functions; the defaults are HF's) */
     dfl_rope_type rope_type;
     float rope_factor;      /* linear, dynamic, llama3, yarn */
     float rope_low_freq;    /* llama3 low_freq_factor */

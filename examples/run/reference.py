@@ -48,8 +48,8 @@ def bf16_round(x):
 def inv_freq(cfg, hd, seq_len):
     """HF's inverse frequencies after rope_scaling (modeling_rope_utils), and the factor
     that scales cos and sin; seq_len is the length of the forward (dynamic NTK)."""
-    theta = cfg.get("rope_theta", 10000.0)
-    rs = cfg.get("rope_scaling") or {}
+    rs = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}  # the latter: transformers 5
+    theta = rs.get("rope_theta", cfg.get("rope_theta", 10000.0))
     kind = rs.get("rope_type", rs.get("type", "default"))
     f = rs.get("factor", 1.0)
     max_pos = cfg.get("max_position_embeddings", 2048)
