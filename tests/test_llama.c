@@ -936,6 +936,14 @@ START_TEST(test_config_sanity)
     ck_assert_int_eq(c.rope_orig_max, 2048); /* max_position_embeddings */
     ck_assert_float_eq_tol(c.rope_attn_factor, 0.1 * log(4.0) + 1, 1e-6);
     ck_assert_float_eq(c.rope_beta_fast, 32.0f);
+    /* Qwen2.5's documented long-context config: the factor is the one given */
+    ck_assert_int_eq(
+        parse_with("\"max_position_embeddings\": 32768, \"rope_scaling\": {\"factor\": "
+                   "4.0, \"original_max_position_embeddings\": 32768, \"type\": "
+                   "\"yarn\"}",
+                   &c, err, sizeof err),
+        0);
+    ck_assert(c.rope_factor == 4.0f && c.rope_orig_max == 32768);
     /* Qwen2: q/k/v biases, and the window its configs carry unused */
     ck_assert_int_eq(parse_with("\"model_type\": \"qwen2\", \"sliding_window\": 4096, "
                                 "\"use_sliding_window\": false",
@@ -1221,7 +1229,7 @@ static const synth_family families[] = {
       .max_pos = 16, /* the run goes past it: the base grows with the length */
       .extra = "\"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 2.0}," },
     { .name = "fam-yarn",
-      .max_pos = 16384, /* factor = 16384 / 4096, as HF derives it when the original is given */
+      .max_pos = 16384, /* = factor * original: transformers 4.46-4.55 took the ratio */
       .extra = "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0, "
                "\"original_max_position_embeddings\": 4096, \"beta_fast\": 32, "
                "\"beta_slow\": 1}," },

@@ -135,12 +135,12 @@ static void rope_scaling_parse(cfg_reader *r, dfl_config *cfg)
                         "high_freq_factor and original_max_position_embeddings");
     }
     if (cfg->rope_type == DFL_ROPE_YARN) {
-        /* HF (since 4.46): with original_max_position_embeddings given, the factor is
-         * max_position_embeddings / original (DeepSeek-V3's convention). */
+        /* The factor as given, as transformers since its fix of issue 38224, vLLM and
+         * llama.cpp take it (transformers 4.46 to 4.55 replaced it by max_position_embeddings
+         * / original_max_position_embeddings, which leaves Qwen2.5's documented config
+         * unscaled). */
         cfg->rope_orig_max =
             cfg_int(r, "original_max_position_embeddings", cfg->max_pos, 1, DFL_MAX_POSITIONS);
-        const cJSON *om = cJSON_GetObjectItemCaseSensitive(s, "original_max_position_embeddings");
-        if (om && !cJSON_IsNull(om)) cfg->rope_factor = (float)cfg->max_pos / cfg->rope_orig_max;
         cfg->rope_beta_fast = cfg_positive(r, "beta_fast", 32.0);
         cfg->rope_beta_slow = cfg_positive(r, "beta_slow", 1.0);
         double f = cfg->rope_factor;

@@ -35,7 +35,7 @@ FAMILIES = {
     "linear": dict(rope_scaling={"type": "linear", "factor": 2.0}),
     # 40 tokens past a max of 16: the base grows with the length
     "dynamic": dict(max_position_embeddings=16, rope_scaling={"rope_type": "dynamic", "factor": 2.0}),
-    # factor = 16384 / 4096 either way HF reads it (older: factor; >= 4.46: the ratio)
+    # factor = 16384 / 4096: the same whichever transformers reads it (4.46-4.55: the ratio)
     "yarn": dict(max_position_embeddings=16384,
                  rope_scaling={"rope_type": "yarn", "factor": 4.0, "beta_fast": 32, "beta_slow": 1,
                                "original_max_position_embeddings": 4096}),

@@ -65,11 +65,8 @@ def inv_freq(cfg, hd, seq_len):
         mid = (1 - smooth) * freq / f + smooth * freq
         return np.where(wl > orig / lo, freq / f, np.where(wl < orig / hi, freq, mid)), 1.0
     if kind == "yarn":
-        orig = rs.get("original_max_position_embeddings")
-        if orig:  # HF >= 4.46: the factor is the ratio of the two lengths
-            f = max_pos / orig
-        else:
-            orig = max_pos
+        # the factor as given (transformers 4.46-4.55 took max / original instead)
+        orig = rs.get("original_max_position_embeddings") or max_pos
         attn = rs.get("attention_factor") or (0.1 * np.log(f) + 1 if f > 1 else 1.0)
         fast, slow = rs.get("beta_fast") or 32, rs.get("beta_slow") or 1
 
