@@ -882,6 +882,11 @@ START_TEST(test_config_sanity)
           "truncate" },
         { "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4, \"beta_fast\": -1}",
           "beta_fast" },
+        { "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4, \"mscale\": 1, "
+          "\"mscale_all_dim\": -10}",
+          "mscale" }, /* 0.1 * -10 * ln 4 + 1 < 0: a negative factor */
+        { "\"rope_theta\": 1, \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}",
+          "rope_theta" },
         { "\"partial_rotary_factor\": 0.5", "partial_rotary_factor" },
         { "\"mlp_bias\": true", "mlp_bias" },
         { "\"attention_bias\": \"yes\"", "attention_bias" },

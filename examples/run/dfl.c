@@ -151,7 +151,12 @@ static void rope_scaling_parse(cfg_reader *r, dfl_config *cfg)
             f > 1)
             mscale =
                 (0.1 * ms->valuedouble * log(f) + 1.0) / (0.1 * msa->valuedouble * log(f) + 1.0);
+        if (!(mscale > 0 && isfinite((float)mscale)))
+            cfg_fail(r, "config.json: yarn mscale and mscale_all_dim give no positive factor");
         cfg->rope_attn_factor = cfg_positive(r, "attention_factor", mscale);
+        /* the correction range divides by ln(rope_theta) */
+        if (!(cfg->rope_theta > 1.0f))
+            cfg_fail(r, "config.json: yarn rope_scaling needs rope_theta above 1");
         if (cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(s, "truncate")))
             cfg_fail(r, "config.json: yarn rope_scaling with truncate false is not supported");
     }
