@@ -518,6 +518,17 @@ static long peak_rss_kib(char *const argv[])
     return ru.ru_maxrss;
 }
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
 START_TEST(test_decompress_streams)
 {
     /* A 128 MiB model in 8 groups of 16 MiB decodes within one group's buffers (decoded
@@ -544,7 +555,11 @@ START_TEST(test_decompress_streams)
     printf("df11-decompress peak RSS %ld KiB (idle %ld KiB), model %ld KiB, largest group %ld KiB "
            "+ payload %ld KiB\n",
            peak, base, model_kib, group_kib, payload_kib);
-    ck_assert_msg(peak - base <= group_kib + payload_kib + 4096,
+    /* A sanitizer's shadow memory and quarantine add to the peak in proportion to what is
+     * allocated (ASan measured 1.1 MiB over the 4 MiB of slack): there the slack doubles;
+     * under half the model, what streaming is about, holds either way. */
+    const long slack_kib = SANITIZED ? 4096 + (group_kib + payload_kib) / 2 : 4096;
+    ck_assert_msg(peak - base <= group_kib + payload_kib + slack_kib,
                   "peak %ld KiB, idle %ld KiB, group %ld KiB + payload %ld KiB", peak, base,
                   group_kib, payload_kib);
     ck_assert_int_lt(peak, model_kib / 2);
