@@ -555,14 +555,14 @@ START_TEST(test_decompress_streams)
     printf("df11-decompress peak RSS %ld KiB (idle %ld KiB), model %ld KiB, largest group %ld KiB "
            "+ payload %ld KiB\n",
            peak, base, model_kib, group_kib, payload_kib);
-    /* A sanitizer's shadow memory and quarantine add to the peak in proportion to what is
-     * allocated (ASan measured 1.1 MiB over the 4 MiB of slack): there the slack doubles;
-     * under half the model, what streaming is about, holds either way. */
-    const long slack_kib = SANITIZED ? 4096 + (group_kib + payload_kib) / 2 : 4096;
-    ck_assert_msg(peak - base <= group_kib + payload_kib + slack_kib,
-                  "peak %ld KiB, idle %ld KiB, group %ld KiB + payload %ld KiB", peak, base,
-                  group_kib, payload_kib);
-    ck_assert_int_lt(peak, model_kib / 2);
+    /* Under a sanitizer the peak measures its shadow memory (TSan: 165 MiB for this run),
+     * not the tool: the bound is checked in the plain build (the README's test command). */
+    if (!SANITIZED) {
+        ck_assert_msg(peak - base <= group_kib + payload_kib + 4096,
+                      "peak %ld KiB, idle %ld KiB, group %ld KiB + payload %ld KiB", peak, base,
+                      group_kib, payload_kib);
+        ck_assert_int_lt(peak, model_kib / 2);
+    }
     assert_same_tensors("big.safetensors", "back.safetensors");
     /* the output is whole and alone: no temporary beside it */
     ck_assert_int_eq(run(buf, sizeof buf, "ls -A | grep -c 'back.safetensors.tmp'"), 1);
