@@ -123,13 +123,17 @@ typedef struct df11i_backend_iface {
     int (*matmul_fused_takes)(df11i_backend *be, const df11_file *file, uint32_t tensor,
                               uint32_t batch);
     /* y = x·[W_0; W_1; ...]ᵀ straight from the compressed tensors tensors[i] of groups g[i]
-     * (g[i].payload), never writing a decoded tensor whole to memory: n_parts (1..8)
-     * tensors of a->k columns whose rows add up to a->n, part i's outputs in the y columns
-     * after those of the parts before it (a stacked weight; one tensor: n_parts 1). Called
-     * only where matmul_fused_takes said yes for every part. */
+     * (g[i].payload), never writing a decoded tensor whole to memory: n_parts (1 ..
+     * matmul_fused_parts) tensors of a->k columns whose rows add up to a->n, part i's
+     * outputs in the y columns after those of the parts before it (a stacked weight in one
+     * launch; one tensor: n_parts 1). Called only where matmul_fused_takes said yes for
+     * every part. */
     df11_status (*matmul_fused)(df11i_backend *be, void *mm, const df11i_matmul_args *a,
                                 uint32_t n_parts, const df11i_backend_group *g,
                                 const uint32_t *tensors);
+    /* The most parts one matmul_fused call takes; a stacked weight with more (or on a
+     * backend where this is 1) is multiplied part by part by runtime/matmul.c. */
+    uint32_t matmul_fused_parts;
     /* Bytes of workspace matmul_fused needs for these parts at any batch (0: none, or never
      * fused), whose first 256 bytes-aligned semaphore words the runtime zeroes once
      * (kernels/matmul.h). NULL: the backend's fused path needs no workspace (host). */

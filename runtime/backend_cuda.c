@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "kernels/decode.h"
+#include "kernels/matmul.h"
 #include "runtime/backend.h"
 
 typedef struct cuda_ctx {
@@ -200,6 +201,7 @@ static const df11i_backend_iface cuda_iface = {
     .rows_decode = df11i_cuda_rows_decode,               /* runtime/gather_cuda.c */
     .matmul_fused_takes = df11i_cuda_matmul_fused_takes, /* kernels/fused_matmul.cu */
     .matmul_fused = df11i_cuda_matmul_fused,
+    .matmul_fused_parts = DF11_FUSED_MAX_PARTS,
     .matmul_fused_ws = df11i_cuda_matmul_fused_ws,
     .synchronize = c_synchronize,
     .mem_info = c_mem_info,

@@ -312,6 +312,7 @@ static const df11i_backend_iface host_iface = {
     .matmul_bf16 = df11i_host_matmul_bf16,
     .matmul_fused_takes = df11i_host_matmul_fused_takes,
     .matmul_fused = df11i_host_matmul_fused,
+    .matmul_fused_parts = 1, /* one tensor a call: parts gain nothing on the CPU */
     .decode_tensor = df11i_host_decode_tensor,
     .rows_decode = df11i_host_rows_decode, /* runtime/gather_host.c */
     .synchronize = h_synchronize,

@@ -25,7 +25,7 @@ df11_status df11_rows_gather(df11_model *m, const df11_weight *w, const uint32_t
         return df11i_fail(DF11_ERR_INVALID_ARG,
                           "df11_rows_gather: '%s' is a stacked weight: gather from its parts",
                           w->name);
-    const uint64_t esize = out_dtype == DF11_DTYPE_F32 ? 4 : 2;
+    const uint64_t esize = df11_dtype_size(out_dtype);
     if ((uint64_t)n * w->cols > SIZE_MAX / esize)
         return df11i_fail(DF11_ERR_OVERFLOW, "df11_rows_gather: %u x %u overflows", n, w->cols);
     for (uint32_t i = 0; i < n; i++)

@@ -400,7 +400,7 @@ static df11_status matmul_decoded(df11_model *m, uint32_t t, const df11i_matmul_
         return df11i_fail(DF11_ERR_STATE, "tensor '%s': weight not resolved by df11_weight_get",
                           rt->view.name);
     df11i_backend_group g = df11i_rt_backend_group(m, t);
-    const uint64_t ysize = a->y_dtype == DF11_DTYPE_F32 ? 4 : 2;
+    const uint64_t ysize = df11_dtype_size(a->y_dtype);
     const int whole = rt->view.nbytes <= m->mm_scratch_size;
     const uint32_t step = whole ? a->n : (uint32_t)(m->mm_scratch_size / (2ull * a->k));
     if (!whole && step == 0)
@@ -482,15 +482,16 @@ static df11_status matmul_one(df11_model *m, uint32_t t, df11i_matmul_args *a)
     return matmul_decoded(m, t, a);
 }
 
-/* A stacked weight: one fused launch where every part takes the fused path at this batch,
- * else each part by its own path into its columns of y. */
+/* A stacked weight: one fused call where every part takes the fused path at this batch and
+ * the backend takes that many parts at once, else each part by its own path into its
+ * columns of y. */
 static df11_status matmul_stacked(df11_model *m, const rt_stack *st, df11i_matmul_args *a)
 {
-    int all_fused = 1;
-    for (uint32_t i = 0; i < st->n; i++)
-        all_fused &= matmul_path(m, st->part[i], a->batch) == PATH_FUSED;
+    int all_fused = st->n <= m->be->iface->matmul_fused_parts;
+    for (uint32_t i = 0; i < st->n && all_fused; i++)
+        all_fused = matmul_path(m, st->part[i], a->batch) == PATH_FUSED;
     if (all_fused) return matmul_fused(m, st->n, st->part, a);
-    const size_t ysize = a->y_dtype == DF11_DTYPE_F32 ? 4 : 2;
+    const size_t ysize = df11_dtype_size(a->y_dtype);
     uint64_t col = 0;
     for (uint32_t i = 0; i < st->n; i++) {
         df11i_matmul_args part = *a;
@@ -515,7 +516,7 @@ df11_status df11_matmul(df11_model *m, const df11_weight *w, const void *x, uint
     if (batch == 0) return df11i_fail(DF11_ERR_INVALID_ARG, "df11_matmul: batch is 0");
     df11_status s = df11i_rt_weight_check(m, w, y_dtype, stream, "df11_matmul");
     if (s != DF11_OK) return s;
-    const uint64_t ysize = y_dtype == DF11_DTYPE_F32 ? 4 : 2;
+    const uint64_t ysize = df11_dtype_size(y_dtype);
     if (batch > INT32_MAX || (uint64_t)batch * w->cols > SIZE_MAX / 2 / sizeof(float) ||
         (uint64_t)batch * w->rows > SIZE_MAX / ysize)
         return df11i_fail(DF11_ERR_OVERFLOW, "df11_matmul: batch %u x %u x %u overflows", batch,

@@ -216,32 +216,22 @@ int df11i_host_matmul_fused_takes(df11i_backend *be, const df11_file *file, uint
     return ti && ti->codec == DF11_CODEC_EXP_HUFFMAN;
 }
 
-/* The parts one after the other, each into its columns of y. */
+/* One tensor a call (matmul_fused_parts 1): runtime/matmul.c splits stacked weights. */
 df11_status df11i_host_matmul_fused(df11i_backend *be, void *mm, const df11i_matmul_args *a,
                                     uint32_t n_parts, const df11i_backend_group *g,
                                     const uint32_t *tensors)
 {
-    const size_t ysize = a->y_dtype == DF11_DTYPE_F32 ? 4 : 2;
-    uint64_t col = 0;
-    for (uint32_t i = 0; i < n_parts; i++) {
-        df11i_coded c;
-        df11_status st = df11i_file_tensor_coded(g[i].file, tensors[i], g[i].payload, &c);
-        if (st != DF11_OK) return st;
-        const df11_tensor_info *ti = df11_file_tensor(g[i].file, tensors[i]);
-        if (ti->ndim != 2 || ti->shape[1] != a->k || c.n_elements != ti->shape[0] * a->k ||
-            col + ti->shape[0] > a->n)
-            return df11i_fail(DF11_ERR_CORRUPT, "tensor '%s': %llu weights, not %u columns",
-                              ti->name, (unsigned long long)c.n_elements, a->k);
-        df11i_matmul_args part = *a;
-        part.n = (uint32_t)ti->shape[0];
-        part.y = (char *)a->y + col * ysize;
-        if ((st = mm_run(be, &part, NULL, &c)) != DF11_OK)
-            return df11i_fail_context(st, "tensor '%s'", ti->name);
-        col += ti->shape[0];
-    }
-    if (col != a->n)
-        return df11i_fail(DF11_ERR_STATE, "host matmul: the parts hold %llu rows, not %u",
-                          (unsigned long long)col, a->n);
+    if (n_parts != 1)
+        return df11i_fail(DF11_ERR_STATE, "host matmul: %u parts in one call (1)", n_parts);
+    df11i_coded c;
+    df11_status st = df11i_file_tensor_coded(g->file, tensors[0], g->payload, &c);
+    if (st != DF11_OK) return st;
+    const df11_tensor_info *ti = df11_file_tensor(g->file, tensors[0]);
+    if (c.n_elements != (uint64_t)a->n * a->k)
+        return df11i_fail(DF11_ERR_CORRUPT, "tensor '%s': %llu weights for %u x %u", ti->name,
+                          (unsigned long long)c.n_elements, a->n, a->k);
+    if ((st = mm_run(be, a, NULL, &c)) != DF11_OK)
+        return df11i_fail_context(st, "tensor '%s'", ti->name);
     return DF11_OK;
 }
 
