@@ -291,6 +291,20 @@ START_TEST(test_flipped_bytes)
 }
 END_TEST
 
+/* Recomputes the index checksum of an image whose index was edited (when the edited
+ * index end still lies in the image), so that the reader's own checks must catch the edit. */
+static void reseal_index(uint8_t *b, size_t size)
+{
+    const uint64_t end = df11i_ld64(b + HDR_INDEX_END);
+    if (end > size || end < DF11_HEADER_SIZE) return;
+    XXH3_state_t *s = XXH3_createState();
+    XXH3_64bits_reset(s);
+    XXH3_64bits_update(s, b, HDR_INDEX_XXH3);
+    XXH3_64bits_update(s, b + DF11_HEADER_SIZE, end - DF11_HEADER_SIZE);
+    df11i_st64(b + HDR_INDEX_XXH3, XXH3_64bits_digest(s));
+    XXH3_freeState(s);
+}
+
 /* Edits an index field and re-seals the index checksum, so the reader's own checks must
  * catch it. */
 static df11_status with_field(const uint8_t *good, size_t size, uint64_t off, int width,
@@ -306,15 +320,7 @@ static df11_status with_field(const uint8_t *good, size_t size, uint64_t off, in
         df11i_st32(b + off, (uint32_t)value);
     else
         df11i_st64(b + off, value);
-    uint64_t end = df11i_ld64(b + HDR_INDEX_END);
-    if (end <= size && end >= DF11_HEADER_SIZE) {
-        XXH3_state_t *s = XXH3_createState();
-        XXH3_64bits_reset(s);
-        XXH3_64bits_update(s, b, HDR_INDEX_XXH3);
-        XXH3_64bits_update(s, b + DF11_HEADER_SIZE, end - DF11_HEADER_SIZE);
-        df11i_st64(b + HDR_INDEX_XXH3, XXH3_64bits_digest(s));
-        XXH3_freeState(s);
-    }
+    reseal_index(b, size);
     df11_status st = open_and_decode(b, size);
     free(b);
     return st;
@@ -929,13 +935,7 @@ static df11_status with_payload_byte(const uint8_t *good, size_t size, uint64_t 
     ck_assert_uint_lt(at, len);
     b[off + at] ^= x;
     df11i_st64(g + GRP_PAYLOAD_XXH3, XXH3_64bits(b + off, len));
-    const uint64_t end = df11i_ld64(b + HDR_INDEX_END);
-    XXH3_state_t *s = XXH3_createState();
-    XXH3_64bits_reset(s);
-    XXH3_64bits_update(s, b, HDR_INDEX_XXH3);
-    XXH3_64bits_update(s, b + DF11_HEADER_SIZE, end - DF11_HEADER_SIZE);
-    df11i_st64(b + HDR_INDEX_XXH3, XXH3_64bits_digest(s));
-    XXH3_freeState(s);
+    reseal_index(b, size);
     df11_status st = open_and_decode(b, size);
     free(b);
     return st;
