@@ -66,6 +66,9 @@ static void c_host_free(df11i_backend *be, void *ptr)
 static df11_status c_copy_h2d(df11i_backend *be, void *dst, const void *src, size_t size,
                               void *stream)
 {
+    cuda_ctx *c = be->ctx;
+    /* also called from the reader thread of streamed groups (runtime/stream.c) */
+    CU(cudaSetDevice(c->device), "cudaSetDevice");
     CU(cudaMemcpyAsync(dst, src, size, cudaMemcpyHostToDevice, (cudaStream_t)stream),
        "cudaMemcpyAsync");
     return DF11_OK;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "loader/container.h"
 #include "runtime/internal.h"
 
 df11_status df11_rows_gather(df11_model *m, const df11_weight *w, const uint32_t *ids, uint32_t n,
@@ -34,11 +35,17 @@ df11_status df11_rows_gather(df11_model *m, const df11_weight *w, const uint32_t
                               "df11_rows_gather: ids[%u] = %u, but '%s' has %u rows", i, ids[i],
                               w->name, w->rows);
     const rt_tensor *rt = &m->tensors[w->tensor];
-    const void *direct = df11i_rt_weight_direct(m, w->tensor);
-    if (!direct && m->be->iface->tensor_plan_build && !rt->mm_plan_host)
+    const df11_tensor_info *ti = m->file ? df11_file_tensor(m->file, w->tensor) : NULL;
+    const int raw = !ti || ti->codec == DF11_CODEC_RAW;
+    if (!raw && m->be->iface->tensor_plan_build && !rt->mm_plan_host)
         return df11i_fail(DF11_ERR_STATE, "tensor '%s': weight not resolved by df11_weight_get",
                           rt->view.name);
     df11i_backend_group g = df11i_rt_backend_group(m, w->tensor);
+    if ((s = df11i_rt_payload_get(m, g.group, stream, &g.payload)) != DF11_OK) return s;
+    const void *direct = df11i_rt_weight_direct(m, w->tensor);
+    if (!direct && raw && g.payload) /* raw, in a streamed group's staging buffer */
+        direct =
+            (const char *)g.payload + df11i_file_tensor_layout(m->file, w->tensor)->data_offset;
     df11i_rows_args a = { .g = &g,
                           .tensor = w->tensor,
                           .w = direct,
@@ -50,6 +57,7 @@ df11_status df11_rows_gather(df11_model *m, const df11_weight *w, const uint32_t
                           .out_dtype = out_dtype,
                           .stream = stream };
     s = m->be->iface->rows_decode(m->be, &a);
+    df11_status s2 = df11i_rt_payload_put(m, g.group, stream);
     if (s != DF11_OK) return df11i_fail_context(s, "df11_rows_gather of '%s'", rt->view.name);
-    return DF11_OK;
+    return s2;
 }

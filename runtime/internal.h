@@ -28,8 +28,10 @@ typedef struct rt_group {
     int32_t layer;
     uint32_t first_tensor, n_tensors;
     uint64_t payload_size, decoded_size;
-    void *payload;   /* backend memory (compressed); NULL once decoded resident */
-    void *plan_host; /* CUDA: malloc'd plan blob */
+    df11_tier tier;     /* where the payload lives: DEVICE unless streamed (stream.c) */
+    void *payload;      /* backend memory (compressed); NULL once decoded resident, or streamed */
+    void *host_payload; /* HOST tier: the payload in pinned host memory */
+    void *plan_host;    /* CUDA: malloc'd plan blob */
     void *plan_dev;
     void *resident;   /* decoded data kept for the model's life, or NULL */
     uint8_t acquired; /* resident layer group held by the engine (no slot says so) */
@@ -55,11 +57,52 @@ typedef struct rt_slot {
     int release_recorded; /* release_event has been recorded at least once */
 } rt_slot;
 
+/* One device buffer of the staging ring that streamed groups are copied into (stream.c). */
+typedef enum { STAGE_EMPTY, STAGE_READING, STAGE_READY, STAGE_FAILED } rt_stage_state;
+
+typedef struct rt_stage {
+    void *data;    /* backend memory, stage_size bytes */
+    int64_t group; /* the group it holds or is filling, -1 if none */
+    rt_stage_state state;
+    uint32_t users;    /* df11i_rt_payload_get calls not yet put back */
+    uint64_t stamp;    /* last request: the least recent unused stage is refilled first */
+    void *arrived;     /* recorded on the copy stream after the copy into data */
+    void *used;        /* recorded on each stream that read data, after it did */
+    void *used_stream; /* the stream `used` was last recorded on */
+    int used_recorded;
+    df11_status error; /* STAGE_FAILED: why the read failed */
+    char error_detail[256];
+} rt_stage;
+
+/* Streaming state: the ring, the copy stream, and (FILE tier) the reader thread. */
+typedef struct rt_ring {
+    uint32_t n;
+    uint64_t stage_size;
+    rt_stage stages[DF11_MAX_STAGING];
+    uint64_t clock;    /* request stamps */
+    void *copy_stream; /* host → device copies into the stages */
+    /* FILE tier: a thread reads requested groups (FIFO) into two pinned bounce buffers,
+     * checks them and enqueues their copies. Guarded by mu: stage state, error, the queue. */
+    int reader_started, reader_quit;
+    void *reader_thread; /* pthread_t, malloc'd */
+    void *mu, *cv;       /* pthread mutex and condition: a stage changed state, or work */
+    uint32_t queue[DF11_MAX_STAGING], q_head, q_len;
+    void *bounce[2];
+    void *bounce_copied[2]; /* events: the copy out of each bounce buffer completed */
+    int bounce_used[2];
+    uint64_t bounce_size;
+    /* Counters (the reader's under mu). */
+    uint64_t h2d_bytes, file_bytes, fetches;
+    double file_read_ms, stall_ms;
+} rt_ring;
+
 struct df11_model {
     df11i_backend *be;
     df11_backend_kind kind;
     df11_model_options opt;
-    df11i_pool *pool;   /* device memory: payloads, arena, resident, plans */
+    df11i_pool *pool;   /* device memory: payloads, arena, resident, plans, staging ring */
+    df11i_pool *pinned; /* host tier payloads and the reader's bounce buffers, or NULL */
+    rt_ring ring;
     df11_file *file;    /* NULL for a BF16 model */
     df11i_st_model *st; /* BF16 model's source, NULL for df11 */
     char *path;
@@ -146,6 +189,32 @@ df11_status df11i_rt_group_release(df11_model *m, uint32_t group, df11_stream st
  * larger than a layer block's (df11i_rt_group_acquire refuses the others). */
 int df11i_rt_group_fits(const df11_model *m, uint32_t group);
 
+/* runtime/stream.c: streamed groups (HOST and FILE tiers) through the staging ring. */
+/* Whether group g is streamed (its payload is not kept in device memory). */
+static inline int df11i_rt_streamed(const df11_model *m, uint32_t g)
+{
+    return m->groups[g].tier != DF11_TIER_DEVICE;
+}
+/* The copy stream, the stages' events and buffers (ring.n stages of ring.stage_size bytes
+ * from the pool), and the reader thread when a group is in the FILE tier; at open, when
+ * any group is streamed. */
+df11_status df11i_rt_ring_open(df11_model *m);
+/* Stops the reader and drains the copy stream; safe on a half-opened model. */
+void df11i_rt_ring_close(df11_model *m);
+/* Group g's payload in backend memory for work enqueued on `stream` next: a device-tier
+ * group's own; a streamed group's stage, copied in (and read first, FILE tier) unless it
+ * is there already, with `stream` made to wait for the copy, and the next streamed groups
+ * in block order fetched behind it. The stage keeps the group until the matching
+ * df11i_rt_payload_put, which must follow once the reads of it are enqueued on `stream`. A
+ * failed read (truncated, replaced or corrupt file) returns its status and detail. */
+df11_status df11i_rt_payload_get(df11_model *m, uint32_t g, void *stream, const void **payload);
+df11_status df11i_rt_payload_put(df11_model *m, uint32_t g, void *stream);
+/* Starts bringing group g in, without waiting; 1 when df11i_rt_payload_get would not
+ * wait on the host for it (device tier, or its copy is enqueued), else 0. */
+int df11i_rt_payload_prefetch(df11_model *m, uint32_t g);
+/* The streaming counters into stats (h2d and file bytes, fetches, read and stall time). */
+void df11i_rt_ring_counters(const df11_model *m, df11_model_stats *st);
+
 /* runtime/matmul.c: the matmul op's per-model state. */
 /* At open (from df11i_rt_open_finish): the model's id, the backend's matmul state, the
  * op's two events. */
@@ -162,6 +231,12 @@ df11i_backend_group df11i_rt_backend_group(const df11_model *m, uint32_t t);
  * the op, and the host backend gets the NULL stream. `fn` names the caller in details. */
 df11_status df11i_rt_weight_check(const df11_model *m, const df11_weight *w, df11_dtype out_dtype,
                                   df11_stream stream, const char *fn);
+/* Bytes of the op's decode scratch and of the fused path's workspace (each 256-aligned; 0,
+ * 0 when no weight needs them) for arena slots of `slot` bytes, from the index alone: what
+ * the first df11_weight_get takes from the pool, which the memory plan of a streaming
+ * model keeps room for. */
+df11_status df11i_rt_matmul_scratch_plan(const df11_model *m, uint64_t slot, uint64_t *scratch,
+                                         uint64_t *ws);
 /* Caps the op's decode scratch (bytes, rounded down to 256; never below a row of the
  * widest tensor) for models whose scratch is made after the call, process-wide, so that
  * tests can force the sliced decode path on small tensors. Returns the previous cap

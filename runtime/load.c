@@ -3,11 +3,15 @@
  * (CUDA) and payload and plan are copied to the device on the side stream, while the
  * reader already reads the next group into the other buffer. A staging buffer is reused
  * only after the copy out of it has completed (its event). Non-layer groups under the
- * RESIDENT policy are decoded as they arrive and their payload is not kept.
+ * RESIDENT policy are decoded as they arrive and their payload is not kept; streamed groups
+ * (stream.c) go to pinned host memory (HOST tier) or nowhere (FILE tier): the read still
+ * verifies them and builds their plan.
  *
  * On failure the reader has reaped its reads and the side stream is drained before the
  * staging buffers go; the caller (df11_model_open) then frees the rest with
  * df11_model_close. */
+#include <string.h>
+
 #include "common/util.h"
 #include "loader/reader.h"
 #include "runtime/internal.h"
@@ -28,6 +32,11 @@ static df11_status load_group(df11_model *m, uint32_t g, const uint8_t *staged, 
             (s = be->iface->copy_h2d(be, gr->plan_dev, gr->plan_host, blob_size, m->side_stream)) !=
                 DF11_OK)
             return s;
+    }
+    if (gr->tier == DF11_TIER_FILE) return DF11_OK; /* read again on every pass */
+    if (gr->tier == DF11_TIER_HOST) {
+        memcpy(gr->host_payload, staged, gr->payload_size);
+        return DF11_OK;
     }
     void *dst = gr->resident ? tmp : gr->payload;
     if ((s = be->iface->copy_h2d(be, dst, staged, gr->payload_size, m->side_stream)) != DF11_OK)

@@ -21,7 +21,10 @@
  *           the side stream, the caller's stream waits for it (event), matmul_bf16 reads
  *           the scratch, and the next decode into the scratch waits for that (event). A W
  *           larger than the scratch goes so in slices of rows (the backend's rows_decode).
- * No path synchronises the host.
+ * A W whose block is streamed (stream.c) is read from its staging buffer by whichever path
+ * runs, taken for the product's launches (df11i_rt_payload_get / put).
+ * No path synchronises the host (a streamed block still being read from the file waits
+ * for the read).
  */
 #include <limits.h>
 #include <stdatomic.h>
@@ -89,11 +92,20 @@ const void *df11i_rt_weight_direct(const df11_model *m, uint32_t t)
     return NULL;
 }
 
+/* Tensor t lies decoded somewhere: resident, or stored raw (in device memory, or in the
+ * staging buffer of its streamed group). */
+static int weight_plain(const df11_model *m, uint32_t t)
+{
+    if (df11i_rt_weight_direct(m, t)) return 1;
+    const df11_tensor_info *ti = m->file ? df11_file_tensor(m->file, t) : NULL;
+    return ti && ti->codec == DF11_CODEC_RAW && df11i_rt_streamed(m, m->tensors[t].group);
+}
+
 /* The one dispatch: how tensor t is multiplied at this batch (0: "at some batch"). */
 static mm_path matmul_path(const df11_model *m, uint32_t t, uint32_t batch)
 {
     const df11i_backend_iface *io = m->be->iface;
-    if (df11i_rt_weight_direct(m, t)) return PATH_DIRECT;
+    if (weight_plain(m, t)) return PATH_DIRECT;
     if (io->matmul_fused && io->matmul_fused_takes &&
         io->matmul_fused_takes(m->be, m->file, t, batch))
         return PATH_FUSED;
@@ -135,34 +147,85 @@ uint64_t df11i_rt_matmul_scratch_cap(uint64_t bytes)
     return atomic_exchange(&scratch_cap, bytes);
 }
 
-/* The scratch of the decode path: the largest compressed 2-D BF16 tensor whose group fits
- * an arena slot (under DF11_NONLAYER_COMPRESSED a layer tensor, not the embedding),
- * 256-aligned (the GPU decoder zeroes up to there), but at least a row of every tensor (a
- * larger tensor is decoded in row slices, matmul_decoded); and after it the largest
- * workspace of the fused path, taken from the pool once. */
-static df11_status scratch_make(df11_model *m)
+/* Whether tensor t is multiplied where it lies, from the index alone (so that the memory
+ * plan can ask before anything is loaded): a BF16 model's, a non-layer tensor decoded at
+ * open (RESIDENT), or one stored raw. */
+static int plain_by_index(const df11_model *m, uint32_t t)
 {
-    if (m->mm_scratch) return DF11_OK;
+    if (!m->file) return 1;
+    const rt_group *gr = &m->groups[m->tensors[t].group];
+    if (gr->layer < 0 && m->opt.nonlayer == DF11_NONLAYER_RESIDENT) return 1;
+    return df11_file_tensor(m->file, t)->codec == DF11_CODEC_RAW;
+}
+
+/* The fused path's workspace for parts[0..n) (0 without one). */
+static df11_status ws_bytes(const df11_model *m, uint32_t n, const uint32_t *parts, uint64_t *b)
+{
     const df11i_backend_iface *io = m->be->iface;
-    uint64_t size = 0, row = 0, ws = 0;
+    *b = 0;
+    return io->matmul_fused_ws && m->file ? io->matmul_fused_ws(m->be, m->file, n, parts, b)
+                                          : DF11_OK;
+}
+
+df11_status df11i_rt_matmul_scratch_plan(const df11_model *m, uint64_t slot, uint64_t *scratch,
+                                         uint64_t *ws)
+{
+    uint64_t size = 0, row = 0, w = 0, biggest = 0;
+    uint32_t big_group = UINT32_MAX;
+    df11_status s;
+    *scratch = *ws = 0;
     for (uint32_t t = 0; t < m->n_tensors; t++) {
         const df11_tensor_view *v = &m->tensors[t].view;
-        if (!is_matmul_weight(v) || df11i_rt_weight_direct(m, t)) continue;
-        if (df11i_rt_group_fits(m, m->tensors[t].group) && df11i_align_up(v->nbytes, 256) > size)
+        const rt_group *gr = &m->groups[m->tensors[t].group];
+        if (!is_matmul_weight(v) || plain_by_index(m, t)) continue;
+        if (gr->decoded_size <= slot && df11i_align_up(v->nbytes, 256) > size)
             size = df11i_align_up(v->nbytes, 256);
         if (df11i_align_up(2 * v->shape[1], 256) > row) row = df11i_align_up(2 * v->shape[1], 256);
-        uint64_t b = 0;
-        df11_status s;
-        if (io->matmul_fused_ws && (s = io->matmul_fused_ws(m->be, m->file, 1, &t, &b)) != DF11_OK)
-            return s;
-        if (b > ws) ws = b;
+        uint64_t b;
+        if ((s = ws_bytes(m, 1, &t, &b)) != DF11_OK) return s;
+        if (b > w) w = b;
+        if (gr->layer >= 0 && gr->decoded_size > biggest) {
+            biggest = gr->decoded_size;
+            big_group = m->tensors[t].group;
+        }
+    }
+    if (!row) return DF11_OK; /* no weight needs the decode path */
+    /* Stacks engines make (q+k+v, gate+up: the tensors of a block that share K) need a
+     * larger workspace than their parts: sized on the largest block, so that
+     * df11_weight_stack finds it made. */
+    if (big_group != UINT32_MAX) {
+        const rt_group *gr = &m->groups[big_group];
+        for (uint32_t i = gr->first_tensor; i < gr->first_tensor + gr->n_tensors; i++) {
+            uint32_t parts[DF11_MAX_STACK], n = 0;
+            for (uint32_t t = i; t < gr->first_tensor + gr->n_tensors && n < DF11_MAX_STACK; t++)
+                if (is_matmul_weight(&m->tensors[t].view) && !plain_by_index(m, t) &&
+                    m->tensors[t].view.shape[1] == m->tensors[i].view.shape[1])
+                    parts[n++] = t;
+            uint64_t b;
+            if (n > 1 && (s = ws_bytes(m, n, parts, &b)) == DF11_OK && b > w) w = b;
+        }
     }
     const uint64_t cap = atomic_load(&scratch_cap) / 256 * 256;
     if (size > cap) size = cap;
     if (size < row) size = row;
-    ws = df11i_align_up(ws, 256);
-    df11_status s =
-        df11i_pool_alloc(m->pool, size + ws, RT_PAYLOAD_ALIGN, DF11_POOL_USE_ARENA, &m->mm_scratch);
+    *scratch = size;
+    *ws = df11i_align_up(w, 256);
+    return DF11_OK;
+}
+
+/* The scratch of the decode path: the largest compressed 2-D BF16 tensor whose group fits
+ * an arena slot (under DF11_NONLAYER_COMPRESSED a layer tensor, not the embedding),
+ * 256-aligned (the GPU decoder zeroes up to there), but at least a row of every tensor (a
+ * larger tensor is decoded in row slices, matmul_decoded); and after it the largest
+ * workspace of the fused path, stacks of the largest block's tensors included, taken from
+ * the pool once (df11i_rt_matmul_scratch_plan). */
+static df11_status scratch_make(df11_model *m)
+{
+    if (m->mm_scratch) return DF11_OK;
+    uint64_t size, ws;
+    df11_status s = df11i_rt_matmul_scratch_plan(m, m->arena.slot_size, &size, &ws);
+    if (s != DF11_OK) return s;
+    s = df11i_pool_alloc(m->pool, size + ws, RT_PAYLOAD_ALIGN, DF11_POOL_USE_ARENA, &m->mm_scratch);
     if (s != DF11_OK)
         return df11i_fail_context(s, "the matmul op's scratch (%.1f MiB)", df11i_rt_mib(size + ws));
     m->mm_scratch_size = size;
@@ -359,15 +422,13 @@ df11_status df11_weight_stack(df11_model *m, uint32_t n, const df11_weight *part
     return DF11_OK;
 }
 
-/* FUSED, over the n parts of a stacked weight or one tensor (n = 1). A workspace (the
+/* The fused launch on the parts' groups g (payloads in backend memory). A workspace (the
  * tail of the scratch) is one buffer, used by fused products only: one on another stream
  * than the last waits for the last (mm_ws_event). */
-static df11_status matmul_fused(df11_model *m, uint32_t n, const uint32_t *tensors,
-                                df11i_matmul_args *a)
+static df11_status fused_launch(df11_model *m, uint32_t n, const df11i_backend_group *g,
+                                const uint32_t *tensors, df11i_matmul_args *a)
 {
     df11i_backend *be = m->be;
-    df11i_backend_group g[DF11_MAX_STACK];
-    for (uint32_t i = 0; i < n; i++) g[i] = df11i_rt_backend_group(m, tensors[i]);
     if (!be->iface->matmul_fused_ws) return be->iface->matmul_fused(be, m->mm, a, n, g, tensors);
     if (!m->mm_ws)
         return df11i_fail(DF11_ERR_STATE, "tensor '%s': weight not resolved by df11_weight_get",
@@ -388,18 +449,34 @@ static df11_status matmul_fused(df11_model *m, uint32_t n, const uint32_t *tenso
     return s != DF11_OK ? s : s2;
 }
 
-/* DECODE: the scratch is one buffer, so a decode into it waits for the last product that
- * read it (mm_done), and the product waits for the decode (mm_ready). A tensor larger than
- * the scratch (lm_head under DF11_NONLAYER_COMPRESSED) goes in slices of whole rows, each
- * decoded (rows_decode) and multiplied into its columns of y before the next. */
-static df11_status matmul_decoded(df11_model *m, uint32_t t, const df11i_matmul_args *a)
+/* FUSED, over the n parts of a stacked weight or one tensor (n = 1), each part's payload
+ * taken where it lies for the launch. */
+static df11_status matmul_fused(df11_model *m, uint32_t n, const uint32_t *tensors,
+                                df11i_matmul_args *a)
+{
+    df11i_backend_group g[DF11_MAX_STACK];
+    uint32_t taken = 0;
+    df11_status s = DF11_OK;
+    for (; taken < n && s == DF11_OK; taken++) {
+        g[taken] = df11i_rt_backend_group(m, tensors[taken]);
+        s = df11i_rt_payload_get(m, g[taken].group, a->stream, &g[taken].payload);
+    }
+    if (s != DF11_OK) taken--; /* the failed get holds nothing */
+    if (s == DF11_OK) s = fused_launch(m, n, g, tensors, a);
+    for (uint32_t i = 0; i < taken; i++) {
+        df11_status s2 = df11i_rt_payload_put(m, g[i].group, a->stream);
+        if (s == DF11_OK) s = s2;
+    }
+    return s;
+}
+
+/* matmul_decoded's products, from W's group g with its payload in backend memory. */
+static df11_status decode_slices(df11_model *m, uint32_t t, const df11i_backend_group *gp,
+                                 const df11i_matmul_args *a)
 {
     df11i_backend *be = m->be;
     const rt_tensor *rt = &m->tensors[t];
-    if (!m->mm_scratch || (be->iface->tensor_plan_build && !rt->mm_plan_host))
-        return df11i_fail(DF11_ERR_STATE, "tensor '%s': weight not resolved by df11_weight_get",
-                          rt->view.name);
-    df11i_backend_group g = df11i_rt_backend_group(m, t);
+    df11i_backend_group g = *gp;
     const uint64_t ysize = df11_dtype_size(a->y_dtype);
     const int whole = rt->view.nbytes <= m->mm_scratch_size;
     const uint32_t step = whole ? a->n : (uint32_t)(m->mm_scratch_size / (2ull * a->k));
@@ -438,6 +515,25 @@ static df11_status matmul_decoded(df11_model *m, uint32_t t, const df11i_matmul_
     return DF11_OK;
 }
 
+/* DECODE: the scratch is one buffer, so a decode into it waits for the last product that
+ * read it (mm_done), and the product waits for the decode (mm_ready). A tensor larger than
+ * the scratch (lm_head under DF11_NONLAYER_COMPRESSED) goes in slices of whole rows, each
+ * decoded (rows_decode) and multiplied into its columns of y before the next. */
+static df11_status matmul_decoded(df11_model *m, uint32_t t, const df11i_matmul_args *a)
+{
+    df11i_backend *be = m->be;
+    const rt_tensor *rt = &m->tensors[t];
+    if (!m->mm_scratch || (be->iface->tensor_plan_build && !rt->mm_plan_host))
+        return df11i_fail(DF11_ERR_STATE, "tensor '%s': weight not resolved by df11_weight_get",
+                          rt->view.name);
+    df11i_backend_group g = df11i_rt_backend_group(m, t);
+    df11_status s = df11i_rt_payload_get(m, g.group, m->side_stream, &g.payload);
+    if (s != DF11_OK) return s;
+    s = decode_slices(m, t, &g, a);
+    df11_status s2 = df11i_rt_payload_put(m, g.group, m->side_stream);
+    return s != DF11_OK ? s : s2;
+}
+
 /* ARENA: W's group in a slot for the product; DF11_ERR_BUSY (nothing enqueued) when every
  * slot is held, so that the caller can fall back to DECODE. */
 static df11_status matmul_in_arena(df11_model *m, uint32_t t, const df11i_matmul_args *a)
@@ -465,12 +561,27 @@ static df11_status matmul_in_arena(df11_model *m, uint32_t t, const df11i_matmul
     return s != DF11_OK ? s : s2;
 }
 
+/* DIRECT: W where it lies; a raw W of a streamed group in its staging buffer. */
+static df11_status matmul_direct(df11_model *m, uint32_t t, const df11i_matmul_args *a)
+{
+    df11i_backend *be = m->be;
+    const void *w = df11i_rt_weight_direct(m, t);
+    if (w) return be->iface->matmul_bf16(be, m->mm, a, w);
+    const uint32_t g = m->tensors[t].group;
+    const void *payload;
+    df11_status s = df11i_rt_payload_get(m, g, a->stream, &payload);
+    if (s != DF11_OK) return s;
+    s = be->iface->matmul_bf16(
+        be, m->mm, a, (const char *)payload + df11i_file_tensor_layout(m->file, t)->data_offset);
+    df11_status s2 = df11i_rt_payload_put(m, g, a->stream);
+    return s != DF11_OK ? s : s2;
+}
+
 /* One tensor, by the path matmul_path picks (a->n its rows; y may be wider, a->ldy). */
 static df11_status matmul_one(df11_model *m, uint32_t t, df11i_matmul_args *a)
 {
-    df11i_backend *be = m->be;
     switch (matmul_path(m, t, a->batch)) {
-    case PATH_DIRECT: return be->iface->matmul_bf16(be, m->mm, a, df11i_rt_weight_direct(m, t));
+    case PATH_DIRECT: return matmul_direct(m, t, a);
     case PATH_FUSED: return matmul_fused(m, 1, &t, a);
     case PATH_DECODE: break;
     }

@@ -22,6 +22,9 @@ void df11_model_options_init(df11_model_options *o)
     o->publish_stats = 0;
     o->decode_normal_priority = 0;
     o->prefetch_blocks = -1;
+    o->host_budget = 0;
+    o->stream_from_file = 0;
+    o->staging_slots = 3;
 }
 
 /* --- making, opening and closing a model --- */
@@ -40,6 +43,10 @@ static df11_status options_take(df11_model_options *opt, const df11_model_option
         memcpy(opt, options, options->size < sizeof *opt ? options->size : sizeof *opt);
         opt->size = sizeof *opt;
     }
+    if (opt->staging_slots == 0) opt->staging_slots = 3;
+    if (opt->staging_slots < 2 || opt->staging_slots > DF11_MAX_STAGING)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "options: staging_slots %u (2..%d, 0 = 3)",
+                          opt->staging_slots, DF11_MAX_STAGING);
     if (opt->arena_slots < 2 || opt->arena_slots > DF11_ARENA_MAX_SLOTS ||
         (opt->nonlayer != DF11_NONLAYER_RESIDENT && opt->nonlayer != DF11_NONLAYER_ARENA &&
          opt->nonlayer != DF11_NONLAYER_COMPRESSED))
@@ -142,6 +149,7 @@ void df11_model_close(df11_model *m)
     df11i_stats_page_remove(&m->stats_page);
     df11i_backend *be = m->be;
     if (m->side_stream) be->iface->synchronize(be, m->side_stream);
+    df11i_rt_ring_close(m);
     df11i_rt_matmul_close(m);
     for (uint32_t i = 0; i < m->arena.n_slots; i++) {
         if (m->slots[i].ready_event) be->iface->event_destroy(be, m->slots[i].ready_event);
@@ -151,6 +159,7 @@ void df11_model_close(df11_model *m)
     if (m->groups)
         for (uint32_t g = 0; g < m->n_groups; g++) free(m->groups[g].plan_host);
     df11i_pool_destroy(m->pool);
+    df11i_pool_destroy(m->pinned);
     if (m->file) df11_file_close(m->file);
     if (m->st) df11i_st_close(m->st);
     df11i_backend_destroy(be);
@@ -182,6 +191,17 @@ df11_backend_kind df11_model_backend(const df11_model *m)
 }
 const df11_file *df11_model_file(const df11_model *m) { return m ? m->file : NULL; }
 uint32_t df11_model_n_blocks(const df11_model *m) { return m ? m->n_blocks : 0; }
+
+df11_status df11_model_block_tier(const df11_model *m, uint32_t block, df11_tier *tier)
+{
+    if (!m || !tier)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_model_block_tier: NULL argument");
+    if (block >= m->n_blocks)
+        return df11i_fail(DF11_ERR_NOT_FOUND, "block %u: the model has %u blocks", block,
+                          m->n_blocks);
+    *tier = m->groups[m->block_group[block]].tier;
+    return DF11_OK;
+}
 
 /* --- provider --- */
 

@@ -32,6 +32,21 @@ df11_status df11_model_stats_get(const df11_model *m, df11_model_stats *st)
     st->pool_reserved = ps.reserved;
     st->acquires = m->acquires;
     st->stats_page_error = m->opt.publish_stats && m->stats_error[0] ? m->stats_error : NULL;
+    for (uint32_t b = 0; b < m->n_blocks; b++) {
+        const rt_group *gr = &m->groups[m->block_group[b]];
+        st->blocks_device += gr->tier == DF11_TIER_DEVICE;
+        st->blocks_host += gr->tier == DF11_TIER_HOST;
+        st->blocks_file += gr->tier == DF11_TIER_FILE;
+        if (gr->tier == DF11_TIER_HOST) st->host_tier_bytes += gr->payload_size;
+        if (gr->tier == DF11_TIER_FILE) st->file_tier_bytes += gr->payload_size;
+    }
+    if (m->pinned) {
+        df11i_pool_stats pp;
+        df11i_pool_stats_get(m->pinned, &pp);
+        st->pinned_bytes = pp.reserved;
+    }
+    st->staging_ring_bytes = ps.used[DF11_POOL_USE_STAGING];
+    df11i_rt_ring_counters(m, st);
     return DF11_OK;
 }
 

@@ -10,6 +10,7 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/util.h"
+#include "loader/reader.h"
 #include "runtime/internal.h"
 
 /* Device bytes the decode plan of group g will take once built (0 on a backend without
@@ -79,14 +80,126 @@ static int group_sizes_slot(const df11_model *m, const rt_group *g)
     return g->layer >= 0 || m->opt.nonlayer == DF11_NONLAYER_ARENA;
 }
 
-/* What the model needs from the device, computed from the index alone. */
+/* Where everything goes, computed from the index alone: the device pieces (arena, non-layer
+ * groups, plans, the staging ring when a block is streamed, the payloads of device-tier
+ * blocks) and the pinned host ones (host-tier payloads, the I/O buffers). */
 typedef struct memory_plan {
     uint64_t slot; /* one arena slot: the largest group that sizes it, decoded */
     uint32_t k;    /* arena slots */
-    uint64_t compressed, resident, metadata;
-    uint64_t need;  /* all of it, arena included */
-    uint64_t limit; /* what the pool may take, 0 = no limit */
+    uint64_t nonlayer_compressed, resident, metadata;
+    uint64_t stage;     /* one staging buffer: the largest streamed payload; 0 if none */
+    uint32_t n_stages;  /* staging buffers, 0 when nothing is streamed */
+    uint64_t io;        /* pinned read buffers: load staging, then the reader's bounce pair */
+    uint64_t op;        /* room kept for the matmul op's scratch and workspace (tiers only) */
+    uint64_t tier[3];   /* layer payload bytes per df11_tier (DEVICE: as allocated) */
+    uint32_t blocks[3]; /* layer blocks per tier */
+    uint64_t need;      /* device bytes, all of it */
+    uint64_t pinned;    /* pinned host bytes: host tier + io */
+    uint64_t limit;     /* what the pool may take, 0 = no limit */
 } memory_plan;
+
+static uint64_t payload_bytes(const rt_group *g)
+{
+    return df11i_align_up(g->payload_size, RT_PAYLOAD_ALIGN);
+}
+
+/* Whether block i of n is one of the `keep` spread evenly over them (Bresenham), so that
+ * streamed blocks alternate with kept ones and the link works while kept ones compute. */
+static int spread_pick(uint32_t i, uint32_t n, uint32_t keep)
+{
+    return (uint64_t)(i + 1) * keep / n > (uint64_t)i * keep / n;
+}
+
+static uint64_t device_fixed(const memory_plan *p)
+{
+    return p->nonlayer_compressed + p->slot * p->k + p->resident + p->metadata + p->op +
+           p->stage * p->n_stages;
+}
+
+/* Layer blocks into tiers: all on the device when they fit (or no tier is allowed), else as
+ * many as fit spread over the model, the rest in pinned host memory up to the host budget,
+ * then in the file. */
+static df11_status tiers_place(df11_model *m, memory_plan *p)
+{
+    const df11_model_options *o = &m->opt;
+    uint64_t layers = 0, max_payload = 0, max_layer_payload = 0;
+    for (uint32_t g = 0; g < m->n_groups; g++) {
+        const rt_group *gr = &m->groups[g];
+        if (gr->payload_size > max_payload) max_payload = gr->payload_size;
+        if (gr->layer < 0) continue;
+        layers += payload_bytes(gr);
+        if (gr->payload_size > max_layer_payload) max_layer_payload = gr->payload_size;
+    }
+    p->io = 2 * df11i_align_up(max_payload ? max_payload : 1, DF11_READ_ALIGN);
+    const int tiered = o->host_budget || o->stream_from_file;
+    if (tiered && p->limit) {
+        /* a budget that streams blocks must also hold what the op allocates later */
+        uint64_t scratch, ws;
+        df11_status s = df11i_rt_matmul_scratch_plan(m, p->slot, &scratch, &ws);
+        if (s != DF11_OK) return s;
+        p->op = df11i_align_up(scratch + ws, RT_PAYLOAD_ALIGN);
+    }
+    if (!tiered || !p->limit || device_fixed(p) + layers <= p->limit) {
+        for (uint32_t b = 0; b < m->n_blocks; b++)
+            m->groups[m->block_group[b]].tier = DF11_TIER_DEVICE;
+        p->tier[DF11_TIER_DEVICE] = layers;
+        p->blocks[DF11_TIER_DEVICE] = m->n_blocks;
+        p->need = device_fixed(p) + layers;
+        return DF11_OK;
+    }
+    p->n_stages = o->staging_slots;
+    p->stage = df11i_align_up(max_layer_payload, RT_PAYLOAD_ALIGN);
+    const uint64_t fixed = device_fixed(p);
+    if (fixed > p->limit)
+        return df11i_fail(DF11_ERR_DEVICE_MEMORY,
+                          "'%s': a device budget of %.1f MiB cannot stream blocks: the arena "
+                          "(%u x %.1f MiB), %u staging buffers of %.1f MiB, non-layer groups "
+                          "(%.1f MiB), plans (%.1f MiB) and the matmul op's scratch (%.1f MiB) "
+                          "need at least %.1f MiB",
+                          m->path, df11i_rt_mib(p->limit), p->k, df11i_rt_mib(p->slot), p->n_stages,
+                          df11i_rt_mib(p->stage),
+                          df11i_rt_mib(p->nonlayer_compressed + p->resident),
+                          df11i_rt_mib(p->metadata), df11i_rt_mib(p->op), df11i_rt_mib(fixed));
+    if (o->host_budget && o->host_budget < p->io)
+        return df11i_fail(DF11_ERR_NO_MEMORY,
+                          "'%s': a host budget of %.1f MiB is below the %.1f MiB of pinned read "
+                          "buffers that loading and streaming need",
+                          m->path, df11i_rt_mib(o->host_budget), df11i_rt_mib(p->io));
+    /* The most blocks that fit on the device, spread evenly. */
+    const uint64_t room = p->limit - fixed;
+    uint32_t keep = m->n_blocks;
+    for (;; keep--) {
+        uint64_t bytes = 0;
+        for (uint32_t b = 0; b < m->n_blocks; b++)
+            if (spread_pick(b, m->n_blocks, keep))
+                bytes += payload_bytes(&m->groups[m->block_group[b]]);
+        if (bytes <= room || keep == 0) break;
+    }
+    p->pinned = p->io;
+    const uint64_t host_budget = o->host_budget ? o->host_budget : 0;
+    for (uint32_t b = 0; b < m->n_blocks; b++) {
+        rt_group *gr = &m->groups[m->block_group[b]];
+        const uint64_t bytes = payload_bytes(gr);
+        if (spread_pick(b, m->n_blocks, keep))
+            gr->tier = DF11_TIER_DEVICE;
+        else if (host_budget && p->pinned + bytes <= host_budget)
+            gr->tier = DF11_TIER_HOST;
+        else if (o->stream_from_file)
+            gr->tier = DF11_TIER_FILE;
+        else
+            return df11i_fail(DF11_ERR_NO_MEMORY,
+                              "'%s': %u blocks fit the device budget of %.1f MiB and the host "
+                              "budget of %.1f MiB runs out at block %u: raise a budget or "
+                              "stream the rest from the file (stream_from_file)",
+                              m->path, keep, df11i_rt_mib(p->limit), df11i_rt_mib(host_budget), b);
+        p->tier[gr->tier] += bytes;
+        p->blocks[gr->tier]++;
+        if (gr->tier == DF11_TIER_HOST) p->pinned += bytes;
+    }
+    if (!p->blocks[DF11_TIER_FILE] && !o->host_budget) p->pinned = 0;
+    p->need = fixed + p->tier[DF11_TIER_DEVICE];
+    return DF11_OK;
+}
 
 /* Fails with the shortfall, before anything is allocated, when the model does not fit. */
 static df11_status memory_plan_make(df11_model *m, memory_plan *p)
@@ -96,7 +209,7 @@ static df11_status memory_plan_make(df11_model *m, memory_plan *p)
         rt_group *gr = &m->groups[g];
         if (group_in_arena(m, gr)) {
             if (group_sizes_slot(m, gr) && gr->decoded_size > p->slot) p->slot = gr->decoded_size;
-            p->compressed += df11i_align_up(gr->payload_size, RT_PAYLOAD_ALIGN);
+            if (gr->layer < 0) p->nonlayer_compressed += payload_bytes(gr);
         } else {
             p->resident += df11i_align_up(gr->decoded_size, RT_PAYLOAD_ALIGN);
         }
@@ -106,14 +219,19 @@ static df11_status memory_plan_make(df11_model *m, memory_plan *p)
         p->metadata += plan;
     }
     p->slot = df11i_align_up(p->slot ? p->slot : 1, RT_PAYLOAD_ALIGN);
-    p->need = p->compressed + p->slot * p->k + p->resident + p->metadata;
+    /* the plans (256-aligned pieces) may be followed by 4096-aligned ones: stages, scratch */
+    p->metadata = df11i_align_up(p->metadata, RT_PAYLOAD_ALIGN);
     p->limit = df11i_rt_memory_limit(m);
+    df11_status s = tiers_place(m, p);
+    if (s != DF11_OK) return s;
     if (p->limit && p->need > p->limit)
         return df11i_fail(DF11_ERR_DEVICE_MEMORY,
                           "'%s' needs %.1f MiB (compressed %.1f + arena %u x %.1f + resident "
                           "%.1f + metadata %.1f) but the limit is %.1f MiB: short by %llu bytes "
-                          "(%.1f MiB)",
-                          m->path, df11i_rt_mib(p->need), df11i_rt_mib(p->compressed), p->k,
+                          "(%.1f MiB); a host budget or stream_from_file streams the blocks "
+                          "that do not fit",
+                          m->path, df11i_rt_mib(p->need),
+                          df11i_rt_mib(p->nonlayer_compressed + p->tier[DF11_TIER_DEVICE]), p->k,
                           df11i_rt_mib(p->slot), df11i_rt_mib(p->resident),
                           df11i_rt_mib(p->metadata), df11i_rt_mib(p->limit),
                           (unsigned long long)(p->need - p->limit),
@@ -121,8 +239,9 @@ static df11_status memory_plan_make(df11_model *m, memory_plan *p)
     return DF11_OK;
 }
 
-/* One pool reservation for the whole plan, then the arena and each group's piece of it:
- * the compressed payload of an arena group, the decoded data of a resident one. */
+/* One pool reservation for the whole device plan, then the arena and each group's piece of
+ * it: the compressed payload of a device-tier group, the decoded data of a resident one;
+ * host-tier payloads in a pinned pool held to the host budget. */
 static df11_status memory_carve(df11_model *m, const memory_plan *p)
 {
     df11i_pool_allocator mem = df11i_backend_device_memory(m->be);
@@ -130,6 +249,16 @@ static df11_status memory_carve(df11_model *m, const memory_plan *p)
     if (s != DF11_OK) return s;
     df11i_pool_set_chunk_min(m->pool, 4ull << 20);
     if ((s = df11i_pool_reserve(m->pool, p->need)) != DF11_OK) return s;
+    if (p->pinned) {
+        df11i_pool_allocator pinned = df11i_backend_host_memory(m->be);
+        const uint64_t lim = m->opt.host_budget != UINT64_MAX ? m->opt.host_budget : 0;
+        /* Host-tier payloads now; the reader's bounce buffers (io) after the load's staging
+         * buffers (io too, outside this pool) are gone: never more than p->pinned at once. */
+        if ((s = df11i_pool_create(&pinned, lim, &m->pinned)) != DF11_OK) return s;
+        df11i_pool_set_chunk_min(m->pinned, RT_PAYLOAD_ALIGN);
+        if (p->pinned > p->io && (s = df11i_pool_reserve(m->pinned, p->pinned - p->io)) != DF11_OK)
+            return s;
+    }
     void *base;
     if ((s = df11i_pool_alloc(m->pool, p->slot * p->k, RT_PAYLOAD_ALIGN, DF11_POOL_USE_ARENA,
                               &base)) != DF11_OK ||
@@ -137,12 +266,15 @@ static df11_status memory_carve(df11_model *m, const memory_plan *p)
         return s;
     for (uint32_t g = 0; g < m->n_groups; g++) {
         rt_group *gr = &m->groups[g];
-        if (group_in_arena(m, gr)) /* the GPU decoder reads lane streams 16 bytes at a time */
-            s = df11i_pool_alloc(m->pool, df11i_align_up(gr->payload_size, 16), RT_PAYLOAD_ALIGN,
-                                 DF11_POOL_USE_COMPRESSED, &gr->payload);
-        else
+        if (!group_in_arena(m, gr))
             s = df11i_pool_alloc(m->pool, gr->decoded_size, RT_PAYLOAD_ALIGN,
                                  DF11_POOL_USE_RESIDENT, &gr->resident);
+        else if (gr->tier == DF11_TIER_DEVICE) /* the GPU decoder reads 16 bytes at a time */
+            s = df11i_pool_alloc(m->pool, df11i_align_up(gr->payload_size, 16), RT_PAYLOAD_ALIGN,
+                                 DF11_POOL_USE_COMPRESSED, &gr->payload);
+        else if (gr->tier == DF11_TIER_HOST)
+            s = df11i_pool_alloc(m->pinned, gr->payload_size, RT_PAYLOAD_ALIGN,
+                                 DF11_POOL_USE_COMPRESSED, &gr->host_payload);
         if (s != DF11_OK) return s;
     }
     return DF11_OK;
@@ -174,10 +306,48 @@ df11_status df11_model_open(const char *path, const df11_model_options *options,
     memory_plan plan;
     if ((s = df11_file_open(path, &m->file)) != DF11_OK || (s = layout_from_file(m)) != DF11_OK ||
         (s = memory_plan_make(m, &plan)) != DF11_OK || (s = memory_carve(m, &plan)) != DF11_OK ||
-        (s = scheduler_create(m)) != DF11_OK || (s = df11i_rt_load(m)) != DF11_OK) {
+        (s = scheduler_create(m)) != DF11_OK || (s = df11i_rt_load(m)) != DF11_OK ||
+        (s = df11i_rt_ring_open(m)) != DF11_OK) {
         df11_model_close(m);
         return s;
     }
     m->config = df11_file_metadata(m->file, &m->config_len);
     return df11i_rt_open_finish(m, t0, out);
+}
+
+df11_status df11_model_plan(const char *path, const df11_model_options *options, df11_plan *plan,
+                            df11_tier *block_tiers, uint32_t n_tiers)
+{
+    if (!plan) return df11i_fail(DF11_ERR_INVALID_ARG, "df11_model_plan: plan is NULL");
+    if (n_tiers && !block_tiers)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_model_plan: block_tiers is NULL");
+    df11_model *m = NULL, *out = NULL;
+    df11_status s = df11i_rt_model_new("df11_model_plan", path, options, &out, &m);
+    if (s != DF11_OK) return s;
+    memory_plan p;
+    if ((s = df11_file_open(path, &m->file)) == DF11_OK && (s = layout_from_file(m)) == DF11_OK &&
+        (s = memory_plan_make(m, &p)) == DF11_OK) {
+        uint64_t per_pass_h2d = p.tier[DF11_TIER_HOST] + p.tier[DF11_TIER_FILE];
+        *plan = (df11_plan){ .size = sizeof *plan,
+                             .device_limit = p.limit,
+                             .device_bytes = p.need,
+                             .arena_bytes = p.slot * p.k,
+                             .staging_ring_bytes = p.stage * p.n_stages,
+                             .nonlayer_bytes = p.nonlayer_compressed + p.resident,
+                             .metadata_bytes = p.metadata,
+                             .matmul_bytes = p.op,
+                             .device_tier_bytes = p.tier[DF11_TIER_DEVICE],
+                             .host_tier_bytes = p.tier[DF11_TIER_HOST],
+                             .file_tier_bytes = p.tier[DF11_TIER_FILE],
+                             .pinned_bytes = p.pinned,
+                             .h2d_per_pass = per_pass_h2d,
+                             .file_per_pass = p.tier[DF11_TIER_FILE],
+                             .blocks_device = p.blocks[DF11_TIER_DEVICE],
+                             .blocks_host = p.blocks[DF11_TIER_HOST],
+                             .blocks_file = p.blocks[DF11_TIER_FILE] };
+        for (uint32_t b = 0; b < n_tiers && b < m->n_blocks; b++)
+            block_tiers[b] = m->groups[m->block_group[b]].tier;
+    }
+    df11_model_close(m);
+    return s;
 }

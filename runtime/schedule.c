@@ -2,8 +2,10 @@
  * acquiring it sets the group's flag and hands out views made at open. Any other block
  * goes through the arena: a slot is claimed, the decode is enqueued on the side stream
  * after the slot's release event, and the engine's stream waits for the decode's ready
- * event. The host never waits on the CUDA backend. Non-layer groups under the ARENA
- * policy go through the same slots (df11i_rt_group_acquire, for tensors.c). */
+ * event. The host never waits on the device (only on the file, for a streamed block not
+ * read yet). Non-layer groups under the ARENA
+ * policy go through the same slots (df11i_rt_group_acquire, for tensors.c). A streamed
+ * group's payload comes from the staging ring (stream.c), taken for its decode only. */
 #include <stdio.h>
 
 #include "common/error.h"
@@ -71,13 +73,17 @@ static df11_status slot_fill(df11_model *m, int64_t key, uint32_t g, int prefetc
     if (sl->release_recorded &&
         (s = be->iface->stream_wait(be, m->side_stream, sl->release_event)) != DF11_OK)
         goto fail;
+    const void *payload;
+    if ((s = df11i_rt_payload_get(m, g, m->side_stream, &payload)) != DF11_OK) goto fail;
     df11i_backend_group bg = { .file = m->file,
                                .group = g,
-                               .payload = gr->payload,
+                               .payload = payload,
                                .plan_host = gr->plan_host,
                                .plan_dev = gr->plan_dev };
-    if ((s = be->iface->decode_group(be, &bg, m->arena.slots[i].data, m->side_stream)) != DF11_OK)
-        goto fail;
+    s = be->iface->decode_group(be, &bg, m->arena.slots[i].data, m->side_stream);
+    df11_status s2 = df11i_rt_payload_put(m, g, m->side_stream);
+    if (s == DF11_OK) s = s2;
+    if (s != DF11_OK) goto fail;
     if ((s = be->iface->event_record(be, sl->ready_event, m->side_stream)) != DF11_OK) goto fail;
     m->decodes++;
     *slot = i;
@@ -157,6 +163,8 @@ static void slot_block_view(df11_model *m, uint32_t block, int slot, df11_block_
 static df11_status prefetch(df11_model *m, uint32_t block)
 {
     if (block_group(m, block)->resident) return DF11_OK;
+    /* a block still being read from the file is decoded when acquired, not waited for here */
+    if (!df11i_rt_payload_prefetch(m, m->block_group[block])) return DF11_OK;
     int slot;
     return slot_fill(m, block, m->block_group[block], 1, &slot);
 }

@@ -1,5 +1,6 @@
 /* The runtime on the host backend: open (df11 and BF16), the block scheduler, tensor
- * lookup, the provider, stats, every error path, df11-memstat over a live model, and by
+ * lookup, the provider, stats, every error path, df11-memstat over a live model, blocks
+ * streamed from pinned memory and from the file (tiers), and by
  * themselves the payload reader (loader/reader.h) and the host backend's streams and
  * events.
  * tests/test_gpu_runtime.c includes this file with RT_TEST_CUDA defined to run the same
@@ -1476,6 +1477,342 @@ START_TEST(test_matmul_block_once)
 }
 END_TEST
 
+/* --- tiers: blocks streamed from pinned host memory and from the file ---
+ *
+ * A device budget (memory_limit) found with df11_model_plan keeps a chosen number of
+ * blocks in device memory; the rest are streamed through the staging ring. What they serve
+ * must be bit for bit what a fully loaded model serves, in any order, pass after pass. */
+
+/* Options under which `path` keeps at least `device` blocks in device memory (the smallest
+ * such memory_limit) and streams the rest: host tier up to host_budget, then the file. */
+static df11_model_options tier_opts(const char *path, uint32_t device, uint64_t host_budget,
+                                    int from_file, uint32_t stages)
+{
+    df11_model_options o = opts(2);
+    o.host_budget = host_budget;
+    o.stream_from_file = from_file;
+    o.staging_slots = stages;
+    o.memory_limit = 1ull << 40;
+    df11_plan p;
+    df11_status s = df11_model_plan(path, &o, &p, NULL, 0);
+    ck_assert_msg(s == DF11_OK, "plan: %s %s", df11_strerror(s), df11_last_error_detail());
+    uint64_t lo = 1, hi = p.device_bytes;
+    while (lo < hi) {
+        o.memory_limit = lo + (hi - lo) / 2;
+        if (df11_model_plan(path, &o, &p, NULL, 0) == DF11_OK && p.blocks_device >= device)
+            hi = o.memory_limit;
+        else
+            lo = o.memory_limit + 1;
+    }
+    o.memory_limit = lo;
+    ck_assert_int_eq(df11_model_plan(path, &o, &p, NULL, 0), DF11_OK);
+    ck_assert_msg(p.blocks_host + p.blocks_file > 0, "%s: streaming saves no device memory", path);
+    return o;
+}
+
+static df11_model *tier_open(const char *path, const df11_model_options *o)
+{
+    df11_model *m = NULL;
+    df11_status s = df11_model_open(path, o, &m);
+    ck_assert_msg(s == DF11_OK, "open: %s %s", df11_strerror(s), df11_last_error_detail());
+    return m;
+}
+
+/* The plan df11_model_plan made is the model's: tiers block by block, and its counts. */
+static void tier_check_plan(const char *path, const df11_model_options *o, df11_model *m)
+{
+    df11_tier tiers[N_LAYERS + 8];
+    df11_plan p;
+    ck_assert_int_eq(df11_model_plan(path, o, &p, tiers, N_LAYERS + 8), DF11_OK);
+    df11_model_stats st;
+    ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
+    ck_assert_uint_eq(p.blocks_device, st.blocks_device);
+    ck_assert_uint_eq(p.blocks_host, st.blocks_host);
+    ck_assert_uint_eq(p.blocks_file, st.blocks_file);
+    ck_assert_uint_le(p.device_bytes, o->memory_limit);
+    ck_assert_uint_eq(p.blocks_device + p.blocks_host + p.blocks_file, df11_model_n_blocks(m));
+    for (uint32_t b = 0; b < df11_model_n_blocks(m); b++) {
+        df11_tier t;
+        ck_assert_int_eq(df11_model_block_tier(m, b, &t), DF11_OK);
+        ck_assert_int_eq(t, tiers[b]);
+    }
+    if (o->host_budget && o->host_budget != UINT64_MAX) {
+        ck_assert_uint_le(p.pinned_bytes, o->host_budget);
+        ck_assert_uint_le(st.pinned_bytes, o->host_budget);
+    }
+}
+
+START_TEST(test_tiers_host)
+{
+    /* Two of five blocks on the device, spread out (2 and 4), three in pinned host memory;
+     * with two stages for three streamed blocks, every pass copies them in again. */
+    make_model();
+    df11_model_options o = tier_opts(tm.path, 2, UINT64_MAX, 0, 2);
+    df11_model *m = tier_open(tm.path, &o);
+    tier_check_plan(tm.path, &o, m);
+    df11_model_stats st;
+    ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
+    ck_assert_uint_eq(st.blocks_device, 2);
+    ck_assert_uint_eq(st.blocks_host, 3);
+    ck_assert_uint_eq(st.blocks_file, 0);
+    df11_tier t0, t4;
+    ck_assert_int_eq(df11_model_block_tier(m, 0, &t0), DF11_OK);
+    ck_assert_int_eq(df11_model_block_tier(m, 4, &t4), DF11_OK);
+    ck_assert_int_eq(t0, DF11_TIER_HOST);
+    ck_assert_int_eq(t4, DF11_TIER_DEVICE);
+    for (int pass = 0; pass < 3; pass++) run_pass(m, 1);
+    ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
+    ck_assert_uint_ge(st.fetches, 6); /* 3 streamed blocks x 3 passes, less what stayed */
+    ck_assert_uint_ge(st.streamed_h2d_bytes, st.host_tier_bytes * 2);
+    ck_assert_uint_eq(st.streamed_file_bytes, 0);
+    ck_assert_uint_ge(st.pinned_bytes, st.host_tier_bytes);
+    ck_assert_uint_gt(st.staging_ring_bytes, 0);
+    df11_model_close(m);
+    ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
+}
+END_TEST
+
+/* A host budget that holds the read buffers and about one block: the rest from the file. */
+static df11_model_options tier_opts_file(const char *path, uint32_t device, uint32_t stages)
+{
+    df11_model_options all = tier_opts(path, device, UINT64_MAX, 0, stages);
+    df11_plan p;
+    ck_assert_int_eq(df11_model_plan(path, &all, &p, NULL, 0), DF11_OK);
+    const uint64_t io = p.pinned_bytes - p.host_tier_bytes;
+    const uint64_t one = p.host_tier_bytes / p.blocks_host;
+    return tier_opts(path, device, io + one + one / 2, 1, stages);
+}
+
+START_TEST(test_tiers_file)
+{
+    /* One block on the device, about one in pinned memory, the rest read from the file on
+     * every pass, in order and then at random, with the pinned bytes inside the budget. */
+    make_model();
+    df11_model_options o = tier_opts_file(tm.path, 1, 2);
+    df11_model *m = tier_open(tm.path, &o);
+    tier_check_plan(tm.path, &o, m);
+    df11_model_stats st;
+    ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
+    ck_assert_uint_ge(st.blocks_host, 1);
+    ck_assert_uint_ge(st.blocks_file, 2);
+    for (int pass = 0; pass < 3; pass++) run_pass(m, 1);
+    uint64_t rng = df11_test_seed() ^ 0x7e;
+    for (int it = 0; it < 40; it++) {
+        uint32_t b = (uint32_t)(df11_test_rand(&rng) % N_LAYERS);
+        df11_block_view bv;
+        df11_status s = df11_block_acquire(m, b, NULL, &bv);
+        ck_assert_msg(s == DF11_OK, "acquire %u: %s %s", b, df11_strerror(s),
+                      df11_last_error_detail());
+        for (uint32_t i = 0; i < bv.n_tensors; i++) check_view(&bv.tensors[i]);
+        ck_assert_int_eq(df11_block_release(m, b, NULL), DF11_OK);
+    }
+    ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
+    ck_assert_uint_ge(st.streamed_file_bytes, st.file_tier_bytes * 2);
+    ck_assert_uint_ge(st.streamed_h2d_bytes, st.streamed_file_bytes);
+    ck_assert_uint_le(st.pinned_bytes, o.host_budget);
+    ck_assert(st.file_read_ms > 0);
+    df11_model_close(m);
+    ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
+}
+END_TEST
+
+/* The op's model with eight more blocks, so that streaming some saves device memory (the
+ * arena and the stages are sized by its largest block): Huffman and fixed-code files. */
+static void mm_tier_files(char huffman[512], char fixed[512])
+{
+    mm_make_model();
+    const size_t extra = 8;
+    df11_tensor_source *t = calloc(mm.t.n + extra, sizeof *t);
+    memcpy(t, mm.t.t, mm.t.n * sizeof *t);
+    uint64_t rng = mm.seed ^ 0x7a;
+    char names[8][64];
+    for (size_t i = 0; i < extra; i++) {
+        df11_tensor_source *x = &t[mm.t.n + i];
+        snprintf(names[i], sizeof names[i], "model.layers.%zu.mlp.x.weight", 4 + i);
+        *x = (df11_tensor_source){
+            .name = names[i], .dtype = DF11_DTYPE_BF16, .ndim = 2, .shape = { 96, 700 }
+        };
+        x->data = df11_test_random_bf16(96 * 700, &rng);
+    }
+    snprintf(huffman, 512, "%s/mm_tiers.df11", df11_test_tmpdir());
+    snprintf(fixed, 512, "%s/mm_tiers_fixed.df11", df11_test_tmpdir());
+    df11_compress_options co = { 0 };
+    co.lane_symbols = 8;
+    for (int f = 0; f < 2; f++) {
+        co.codec = f ? DF11_CODEC_EXP_FIXED : DF11_CODEC_EXP_HUFFMAN;
+        df11_status s = df11_compress_tensors(f ? fixed : huffman, t, mm.t.n + extra, CONFIG,
+                                              strlen(CONFIG), &co, NULL);
+        ck_assert_msg(s == DF11_OK, "compress: %s %s", df11_strerror(s), df11_last_error_detail());
+    }
+    for (size_t i = 0; i < extra; i++) free((void *)t[mm.t.n + i].data);
+    free(t);
+}
+
+START_TEST(test_tiers_matmul)
+{
+    /* The op on streamed weights (Huffman and fixed code, every path the batch picks) gives
+     * the bits of the same model fully loaded. */
+    char huffman[512], fixed[512];
+    mm_tier_files(huffman, fixed);
+    const char *paths[2] = { huffman, fixed };
+    for (int f = 0; f < 2; f++) {
+        df11_model_options full = opts(2);
+        df11_model_options o = tier_opts_file(paths[f], 1, 2);
+        df11_model *ref = tier_open(paths[f], &full), *m = tier_open(paths[f], &o);
+        df11_model_stats st;
+        ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
+        ck_assert_uint_gt(st.blocks_host + st.blocks_file, 0);
+        uint64_t rng = mm.seed ^ 0x7f;
+        const uint32_t batches[] = { 1, 3, 40 };
+        for (int pass = 0; pass < 2; pass++)
+            for (size_t i = 0; i < MM_N_SHAPES; i++)
+                for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; bi++) {
+                    const uint32_t batch = batches[bi];
+                    df11_weight wr, wm;
+                    ck_assert_int_eq(df11_weight_get(ref, MM_SHAPES[i].name, &wr), DF11_OK);
+                    ck_assert_int_eq(df11_weight_get(m, MM_SHAPES[i].name, &wm), DF11_OK);
+                    uint16_t *x = df11_test_random_bf16((size_t)batch * wr.cols, &rng);
+                    const size_t ysz = (size_t)batch * wr.rows * 4;
+                    float *yr = malloc(ysz), *ym = malloc(ysz);
+                    mm_run(ref, &wr, x, batch, DF11_DTYPE_F32, yr);
+                    mm_run(m, &wm, x, batch, DF11_DTYPE_F32, ym);
+                    ck_assert_msg(!memcmp(yr, ym, ysz),
+                                  "%s batch %u (%s): streamed y differs "
+                                  "(seed %#llx)",
+                                  MM_SHAPES[i].name, batch, f ? "fixed" : "huffman",
+                                  (unsigned long long)mm.seed);
+                    free(x);
+                    free(yr);
+                    free(ym);
+                }
+        df11_model_close(ref);
+        df11_model_close(m);
+    }
+    ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
+}
+END_TEST
+
+/* Flips one byte of `path` at `off`. */
+static void flip_byte(const char *path, uint64_t off)
+{
+    FILE *fp = fopen(path, "r+b");
+    ck_assert_ptr_nonnull(fp);
+    fseek(fp, (long)off, SEEK_SET);
+    int c = fgetc(fp);
+    fseek(fp, (long)off, SEEK_SET);
+    fputc(c ^ 0x10, fp);
+    fclose(fp);
+}
+
+START_TEST(test_tiers_file_faults)
+{
+    /* The file changes under a model that streams from it: a corrupt block fails its acquire
+     * with DF11_ERR_CHECKSUM (the others still serve their exact bits) until the bytes are
+     * back; a truncated file fails with a status; nothing crashes or leaks. */
+    make_model();
+    char copy[600];
+    snprintf(copy, sizeof copy, "%s/streamed.df11", df11_test_tmpdir());
+    copy_file(tm.path, copy);
+    df11_model_options o = tier_opts(copy, 1, 0, 1, 2);
+    df11_model *m = tier_open(copy, &o);
+    uint32_t bad = N_LAYERS;
+    for (uint32_t b = 0; b < N_LAYERS && bad == N_LAYERS; b++) {
+        df11_tier t;
+        ck_assert_int_eq(df11_model_block_tier(m, b, &t), DF11_OK);
+        if (t == DF11_TIER_FILE) bad = b;
+    }
+    ck_assert_uint_lt(bad, N_LAYERS);
+    const df11_file *f = df11_model_file(m);
+    uint32_t g;
+    ck_assert_int_eq(df11_file_layer_group(f, bad, &g), DF11_OK);
+    const uint64_t off =
+        df11_file_group(f, g)->payload_offset + df11_file_group(f, g)->payload_size / 2;
+    flip_byte(copy, off);
+    for (int pass = 0; pass < 2; pass++)
+        for (uint32_t b = 0; b < N_LAYERS; b++) {
+            df11_block_view bv;
+            df11_status s = df11_block_acquire(m, b, NULL, &bv);
+            if (b == bad) {
+                ck_assert_msg(s == DF11_ERR_CHECKSUM, "acquire %u: %s %s", b, df11_strerror(s),
+                              df11_last_error_detail());
+                continue;
+            }
+            ck_assert_msg(s == DF11_OK, "acquire %u: %s %s", b, df11_strerror(s),
+                          df11_last_error_detail());
+            for (uint32_t i = 0; i < bv.n_tensors; i++) check_view(&bv.tensors[i]);
+            ck_assert_int_eq(df11_block_release(m, b, NULL), DF11_OK);
+        }
+    flip_byte(copy, off); /* back as it was: served again */
+    run_pass(m, 1);
+    ck_assert_int_eq(truncate(copy, (off_t)df11_file_group(f, g)->payload_offset), 0);
+    df11_status s = DF11_OK;
+    for (int pass = 0; pass < 2 && s == DF11_OK; pass++)
+        for (uint32_t b = 0; b < N_LAYERS && s == DF11_OK; b++)
+            if ((s = df11_block_acquire(m, b, NULL, NULL)) == DF11_OK)
+                ck_assert_int_eq(df11_block_release(m, b, NULL), DF11_OK);
+    ck_assert_msg(s == DF11_ERR_TRUNCATED || s == DF11_ERR_IO, "truncated: %s %s", df11_strerror(s),
+                  df11_last_error_detail());
+    df11_model_close(m);
+    ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
+}
+END_TEST
+
+/* The last error detail contains `want`. */
+static void detail_has(const char *want)
+{
+    ck_assert_msg(strstr(df11_last_error_detail(), want), "detail '%s' lacks '%s'",
+                  df11_last_error_detail(), want);
+}
+
+START_TEST(test_tiers_errors)
+{
+    make_model();
+    df11_model *m = (df11_model *)1;
+    df11_model_options o = tier_opts(tm.path, 1, UINT64_MAX, 0, 2);
+    df11_plan p;
+    /* a device budget below arena + stages + non-layer groups names the minimum */
+    df11_model_options tiny = o;
+    tiny.memory_limit = 4096;
+    ck_assert_int_eq(df11_model_open(tm.path, &tiny, &m), DF11_ERR_DEVICE_MEMORY);
+    detail_has("need at least");
+    ck_assert_ptr_null(m);
+    ck_assert_int_eq(df11_model_plan(tm.path, &tiny, &p, NULL, 0), DF11_ERR_DEVICE_MEMORY);
+    /* no tier allowed: the old error, which says how to stream */
+    df11_model_options none = o;
+    none.host_budget = 0;
+    ck_assert_int_eq(df11_model_open(tm.path, &none, &m), DF11_ERR_DEVICE_MEMORY);
+    detail_has("host budget");
+    /* a host budget below the read buffers, or too small for the blocks without the file */
+    df11_model_options host = o;
+    host.host_budget = 4096;
+    ck_assert_int_eq(df11_model_open(tm.path, &host, &m), DF11_ERR_NO_MEMORY);
+    detail_has("read buffers");
+    ck_assert_int_eq(df11_model_plan(tm.path, &o, &p, NULL, 0), DF11_OK);
+    host.host_budget = p.pinned_bytes - 1;
+    ck_assert_int_eq(df11_model_open(tm.path, &host, &m), DF11_ERR_NO_MEMORY);
+    detail_has("stream the rest from the file");
+    host.stream_from_file = 1; /* ... which the file then takes */
+    ck_assert_int_eq(df11_model_plan(tm.path, &host, &p, NULL, 0), DF11_OK);
+    ck_assert_uint_ge(p.blocks_file, 1);
+    /* the ring's size */
+    df11_model_options ring = o;
+    ring.staging_slots = 1;
+    ck_assert_int_eq(df11_model_open(tm.path, &ring, &m), DF11_ERR_INVALID_ARG);
+    ring.staging_slots = DF11_MAX_STAGING + 1;
+    ck_assert_int_eq(df11_model_plan(tm.path, &ring, &p, NULL, 0), DF11_ERR_INVALID_ARG);
+    /* arguments */
+    ck_assert_int_eq(df11_model_plan(tm.path, &o, NULL, NULL, 0), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_model_plan(tm.path, &o, &p, NULL, 3), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_model_plan("/nonexistent/x.df11", &o, &p, NULL, 0), DF11_ERR_IO);
+    m = tier_open(tm.path, &o);
+    df11_tier t;
+    ck_assert_int_eq(df11_model_block_tier(m, N_LAYERS, &t), DF11_ERR_NOT_FOUND);
+    ck_assert_int_eq(df11_model_block_tier(m, 0, NULL), DF11_ERR_INVALID_ARG);
+    df11_model_close(m);
+    ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
+}
+END_TEST
+
 #ifdef RT_TEST_EXTRA /* cases a including file adds (tests/test_gpu_runtime.c) */
 static void RT_TEST_EXTRA(TCase *tc);
 #endif
@@ -1509,6 +1846,11 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_matmul_stacked);
     tcase_add_test(tc, test_matmul_arena_untouched);
     tcase_add_test(tc, test_matmul_block_once);
+    tcase_add_test(tc, test_tiers_host);
+    tcase_add_test(tc, test_tiers_file);
+    tcase_add_test(tc, test_tiers_matmul);
+    tcase_add_test(tc, test_tiers_file_faults);
+    tcase_add_test(tc, test_tiers_errors);
 #ifndef RT_TEST_CUDA
     tcase_add_test(tc, test_host_backend_streams);
     tcase_add_test(tc, test_matmul_threads);

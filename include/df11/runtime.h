@@ -93,7 +93,29 @@ typedef struct df11_model_options {
     /* Nonzero: the fused matmul kernel is launched plainly instead of with programmatic
      * dependent launch (CUDA, sm_90; for measuring what PDL buys, see docs/KERNELS.md). */
     int matmul_plain_launch;
+    /* --- Larger than memory (docs/RUNTIME.md, "Tiers"): added after the matmul op. ---
+     * memory_limit above is the device-memory budget. With host_budget or
+     * stream_from_file set, layer blocks that do not fit it (after the arena, the staging
+     * buffers, the non-layer groups and the plans) are not an error: they are kept
+     * compressed in pinned host memory, up to host_budget bytes, and with stream_from_file
+     * the rest stay in the file and are read (O_DIRECT, checksum-verified) on every pass.
+     * Such blocks are copied into a ring of staging_slots device buffers ahead of their use,
+     * in the order the engine acquires (or multiplies by) blocks, wrapping to block 0. */
+    uint64_t host_budget;   /* pinned host bytes the model may hold: the host tier plus its I/O
+                             buffers; 0 = no host tier, UINT64_MAX = as much as needed */
+    int stream_from_file;   /* nonzero: blocks that fit neither budget are read from the file */
+    uint32_t staging_slots; /* device buffers of the ring (2..DF11_MAX_STAGING); 0 = 3 */
 } df11_model_options;
+
+/* The most staging buffers a model's ring may have. */
+#define DF11_MAX_STAGING 8
+
+/* Where a block's compressed weights live (df11_model_plan, df11_model_block_tier). */
+typedef enum df11_tier {
+    DF11_TIER_DEVICE = 0, /* in device memory (host memory on the host backend) */
+    DF11_TIER_HOST = 1,   /* in pinned host memory, copied in ahead of each use */
+    DF11_TIER_FILE = 2,   /* in the file, read and copied in ahead of each use */
+} df11_tier;
 
 DF11_API void df11_model_options_init(df11_model_options *options);
 
@@ -183,7 +205,47 @@ typedef struct df11_model_stats {
      * it could not be (no free page name, /dev/shm not writable, ...): stats are optional,
      * the model opened all the same. NULL without publish_stats. Valid until close. */
     const char *stats_page_error;
+    /* --- Tiers and streaming (added after the matmul op) --- */
+    uint32_t blocks_device, blocks_host, blocks_file; /* layer blocks in each tier */
+    uint64_t host_tier_bytes;     /* compressed payloads kept in pinned host memory */
+    uint64_t file_tier_bytes;     /* compressed payloads left in the file */
+    uint64_t pinned_bytes;        /* pinned host memory held now: host tier and I/O buffers */
+    uint64_t staging_ring_bytes;  /* the device buffers streamed blocks are copied into */
+    uint64_t streamed_h2d_bytes;  /* bytes copied host → device for streamed blocks */
+    uint64_t streamed_file_bytes; /* bytes read from the file for streamed blocks */
+    uint64_t fetches;             /* streamed blocks brought in */
+    double file_read_ms;          /* time the reads of streamed blocks took, end to end */
+    double stall_ms;              /* time calls waited on the host for a streamed block's read */
 } df11_model_stats;
+
+/* Where block `block` lives (DF11_ERR_NOT_FOUND past the model's blocks). */
+DF11_API df11_status df11_model_block_tier(const df11_model *model, uint32_t block,
+                                           df11_tier *tier);
+
+/* What df11_model_open would place where under `options`, from the file's index alone:
+ * nothing is read past it and no device memory is taken (df11-memstat FILE --vram-budget).
+ * Bytes of device memory (arena, staging ring, non-layer groups, plans, layer payloads)
+ * and of pinned host memory the model would hold, and what each link carries per pass
+ * over the blocks. */
+typedef struct df11_plan {
+    size_t size;           /* set to sizeof(df11_plan) by the call */
+    uint64_t device_limit; /* the budget planned against (memory_limit or free memory); 0 =
+                              none known (host backend without a limit) */
+    uint64_t device_bytes; /* all the device memory the model takes at open */
+    uint64_t arena_bytes, staging_ring_bytes, nonlayer_bytes, metadata_bytes;
+    uint64_t matmul_bytes; /* room kept for the matmul op's scratch when blocks stream */
+    uint64_t device_tier_bytes, host_tier_bytes, file_tier_bytes; /* layer payloads */
+    uint64_t pinned_bytes;                                        /* host tier plus I/O buffers */
+    uint64_t h2d_per_pass;  /* host → device bytes per pass over the blocks */
+    uint64_t file_per_pass; /* bytes read from the file per pass */
+    uint32_t blocks_device, blocks_host, blocks_file;
+} df11_plan;
+
+/* Fills *plan, and block_tiers[b] for b < min(n_tiers, blocks) (block_tiers may be NULL
+ * with n_tiers 0). Fails as df11_model_open would on the same file and options (a budget
+ * too small names the minimum), without loading anything. */
+DF11_API df11_status df11_model_plan(const char *path, const df11_model_options *options,
+                                     df11_plan *plan, df11_tier *block_tiers, uint32_t n_tiers);
 
 /* Fills the whole struct (stats->size is set to sizeof(df11_model_stats)). Cheap: no
  * device call. On a BF16 model, compressed_bytes and arena_bytes are 0 and every tensor
