@@ -175,26 +175,37 @@ static df11_status tiers_place(df11_model *m, memory_plan *p)
                 bytes += payload_bytes(&m->groups[m->block_group[b]]);
         if (bytes <= room || keep == 0) break;
     }
+    /* The streamed blocks: as many in pinned memory as the host budget holds, spread over
+     * them too (so that reads from the file overlap copies from pinned memory), the rest in
+     * the file. */
+    uint32_t n_streamed = m->n_blocks - keep, hosted = n_streamed;
+    if (o->host_budget != UINT64_MAX)
+        for (;; hosted--) {
+            uint64_t bytes = p->io;
+            for (uint32_t b = 0, j = 0; b < m->n_blocks; b++) {
+                if (spread_pick(b, m->n_blocks, keep)) continue;
+                if (spread_pick(j++, n_streamed, hosted))
+                    bytes += payload_bytes(&m->groups[m->block_group[b]]);
+            }
+            if ((o->host_budget && bytes <= o->host_budget) || hosted == 0) break;
+        }
+    if (hosted < n_streamed && !o->stream_from_file)
+        return df11i_fail(DF11_ERR_NO_MEMORY,
+                          "'%s': %u blocks fit the device budget of %.1f MiB and %u of the other "
+                          "%u the host budget of %.1f MiB: raise a budget or stream the rest "
+                          "from the file (stream_from_file)",
+                          m->path, keep, df11i_rt_mib(p->limit), hosted, n_streamed,
+                          df11i_rt_mib(o->host_budget));
     p->pinned = p->io;
-    const uint64_t host_budget = o->host_budget ? o->host_budget : 0;
-    for (uint32_t b = 0; b < m->n_blocks; b++) {
+    for (uint32_t b = 0, j = 0; b < m->n_blocks; b++) {
         rt_group *gr = &m->groups[m->block_group[b]];
-        const uint64_t bytes = payload_bytes(gr);
         if (spread_pick(b, m->n_blocks, keep))
             gr->tier = DF11_TIER_DEVICE;
-        else if (host_budget && p->pinned + bytes <= host_budget)
-            gr->tier = DF11_TIER_HOST;
-        else if (o->stream_from_file)
-            gr->tier = DF11_TIER_FILE;
         else
-            return df11i_fail(DF11_ERR_NO_MEMORY,
-                              "'%s': %u blocks fit the device budget of %.1f MiB and the host "
-                              "budget of %.1f MiB runs out at block %u: raise a budget or "
-                              "stream the rest from the file (stream_from_file)",
-                              m->path, keep, df11i_rt_mib(p->limit), df11i_rt_mib(host_budget), b);
-        p->tier[gr->tier] += bytes;
+            gr->tier = spread_pick(j++, n_streamed, hosted) ? DF11_TIER_HOST : DF11_TIER_FILE;
+        p->tier[gr->tier] += payload_bytes(gr);
         p->blocks[gr->tier]++;
-        if (gr->tier == DF11_TIER_HOST) p->pinned += bytes;
+        if (gr->tier == DF11_TIER_HOST) p->pinned += payload_bytes(gr);
     }
     if (!p->blocks[DF11_TIER_FILE] && !o->host_budget) p->pinned = 0;
     p->need = fixed + p->tier[DF11_TIER_DEVICE];

@@ -189,6 +189,91 @@ static void write_distinct_exponents(const char *name, uint64_t n, uint32_t dist
     free(y);
 }
 
+/* Blocks streamed under budgets: df11-memstat shows where each block would live, df11-run
+ * generates the same tokens and logits streamed as loaded, and the BF16 baseline in the
+ * df11 container (--codec raw) streams under the same budgets with the BF16 engine's
+ * results. */
+START_TEST(test_tiers_tools)
+{
+    ck_assert_int_eq(run(buf, sizeof buf,
+                         "df11-synth -o tiers/ --shape tiny --layers 12 && "
+                         "df11-compress tiers -o tiers.df11 -q && "
+                         "df11-compress tiers -o tiers-raw.df11 --codec raw -q"),
+                     0);
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-memstat tiers.df11 --vram-budget 1T --json"), 0);
+    cJSON *j = cJSON_Parse(buf);
+    ck_assert_ptr_nonnull(j);
+    const double all = cJSON_GetNumberValue(cJSON_GetObjectItem(j, "device_bytes"));
+    ck_assert_int_eq(
+        cJSON_GetNumberValue(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "blocks"), "device")), 12);
+    cJSON_Delete(j);
+    char cmd[512];
+    const unsigned long long vram = (unsigned long long)(all * 0.6) / 1024;
+    snprintf(cmd, sizeof cmd, "df11-memstat tiers.df11 --vram-budget %lluK --host-budget 1M --json",
+             vram);
+    ck_assert_int_eq(run(buf, sizeof buf, "%s", cmd), 0);
+    j = cJSON_Parse(buf);
+    ck_assert_ptr_nonnull(j);
+    const cJSON *blocks = cJSON_GetObjectItem(j, "blocks");
+    const double nd = cJSON_GetNumberValue(cJSON_GetObjectItem(blocks, "device")),
+                 nh = cJSON_GetNumberValue(cJSON_GetObjectItem(blocks, "host")),
+                 nf = cJSON_GetNumberValue(cJSON_GetObjectItem(blocks, "file"));
+    ck_assert(nd >= 1 && nf >= 1 && nd + nh + nf == 12);
+    ck_assert_double_le(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "device_bytes")),
+                        vram * 1024.0);
+    ck_assert_double_le(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "pinned_bytes")), 1 << 20);
+    const char *tiers = cJSON_GetStringValue(cJSON_GetObjectItem(j, "block_tiers"));
+    ck_assert_ptr_nonnull(tiers);
+    ck_assert_uint_eq(strlen(tiers), 12);
+    ck_assert_uint_eq(strspn(tiers, "DHF"), 12);
+    const cJSON *tb = cJSON_GetObjectItem(j, "tier_bytes"),
+                *pp = cJSON_GetObjectItem(j, "per_pass");
+    ck_assert_double_eq(cJSON_GetNumberValue(cJSON_GetObjectItem(pp, "file_bytes")),
+                        cJSON_GetNumberValue(cJSON_GetObjectItem(tb, "file")));
+    cJSON_Delete(j);
+    snprintf(cmd, sizeof cmd, "df11-memstat tiers.df11 --vram-budget %lluK --host-budget 1M", vram);
+    ck_assert_int_eq(run(buf, sizeof buf, "%s", cmd), 0);
+    ck_assert_ptr_nonnull(strstr(buf, "per pass host->device"));
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-memstat tiers.df11 --vram-budget 6X"), 2);
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-memstat tiers.df11 --host-budget 1G"), 2);
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-memstat tiers.df11 --vram-budget 4K"), 1);
+
+    /* df11-run: loaded, streamed from pinned RAM, and from the file: the same results */
+    const char *gen = "df11-run %s --device cpu -n 6 --tokens 1,5,9 --json -q %s";
+    char want[2][64] = { "", "" };
+    const char *models[2] = { "tiers.df11", "--bf16 tiers-raw.df11" };
+    for (int mi = 0; mi < 2; mi++) {
+        char budgets[3][96];
+        snprintf(budgets[0], sizeof budgets[0], "%s", "");
+        snprintf(budgets[1], sizeof budgets[1], "--vram-budget %lluK", vram);
+        snprintf(budgets[2], sizeof budgets[2], "--vram-budget %lluK --host-budget 1M", vram);
+        for (int bi = 0; bi < 3; bi++) {
+            snprintf(cmd, sizeof cmd, gen, models[mi], budgets[bi]);
+            ck_assert_msg(run(buf, sizeof buf, "%s", cmd) == 0, "%s: %s", cmd, buf);
+            j = cJSON_Parse(buf);
+            ck_assert_ptr_nonnull(j);
+            char got[64];
+            snprintf(got, sizeof got, "%s",
+                     cJSON_GetStringValue(cJSON_GetObjectItem(j, "logits_fnv1a")));
+            if (!want[mi][0]) memcpy(want[mi], got, sizeof got);
+            ck_assert_msg(!strcmp(got, want[mi]), "%s: logits %s, loaded %s", cmd, got, want[mi]);
+            ck_assert_uint_eq(cJSON_GetObjectItem(j, "tiers") != NULL, bi > 0);
+            cJSON_Delete(j);
+        }
+    }
+    /* the raw file is the BF16 model: the BF16 engine gives the same logits */
+    snprintf(cmd, sizeof cmd, gen, "--bf16 tiers", "");
+    ck_assert_int_eq(run(buf, sizeof buf, "%s", cmd), 0);
+    j = cJSON_Parse(buf);
+    ck_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(j, "logits_fnv1a")), want[1]);
+    cJSON_Delete(j);
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-run tiers.df11 --device cpu --host-budget 1G"), 2);
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-run tiers.df11 --device cpu --vram-budget 0"), 2);
+    ck_assert_int_eq(
+        run(buf, sizeof buf, "df11-run --bf16 tiers --device cpu --vram-budget 1G -n 1"), 2);
+}
+END_TEST
+
 START_TEST(test_max_code_len_too_small)
 {
     /* 40 distinct exponents do not fit 2^5 codes: the compressor used to run the length
@@ -751,6 +836,7 @@ int main(void)
     tcase_add_test(tc, test_decompress_progress_and_failure);
     tcase_add_test(tc, test_progress_only_on_terminal);
     tcase_add_test(tc, test_codec_summary);
+    tcase_add_test(tc, test_tiers_tools);
     suite_add_tcase(s, tc);
     return df11_test_run(s);
 }

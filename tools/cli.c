@@ -1,8 +1,10 @@
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "common/atomic_file.h"
@@ -126,6 +128,23 @@ int cli_parse_threads(const char *tool, const char *s, int *n_threads)
         return cli_usage_error(tool, "--threads '%s': want a number of threads (0 = all cores)", s);
     *n_threads = (int)v;
     return CLI_OK;
+}
+
+uint64_t cli_parse_size(const char *s)
+{
+    char *end;
+    errno = 0;
+    if (!s || !isdigit((unsigned char)s[0])) return 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    int shift = 0;
+    const char *units = "KMGT",
+               *u = *end && !end[1] ? strchr(units, toupper((unsigned char)*end)) : NULL;
+    if (u && *u) {
+        shift = 10 * (int)(u - units + 1);
+        end++;
+    }
+    if (errno || *end || v == 0 || v > (UINT64_MAX >> shift)) return 0;
+    return (uint64_t)v << shift;
 }
 
 long cli_parse_range(const char *s, long lo, long hi)

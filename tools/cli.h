@@ -39,6 +39,9 @@ void cli_progress(void *tool_name, uint64_t done, uint64_t total);
 const char *cli_bytes(uint64_t bytes);
 /* A whole decimal number in [lo, hi] (a flag's value), or -1. */
 long cli_parse_range(const char *s, long lo, long hi);
+/* A positive byte count with an optional K, M, G or T suffix (powers of 1024), e.g. "6G";
+ * 0 when `s` is not one. */
+uint64_t cli_parse_size(const char *s);
 /* -j/--threads N (0 = all cores) into *n_threads: CLI_OK, or CLI_USAGE after the message. */
 int cli_parse_threads(const char *tool, const char *s, int *n_threads);
 /* SIGINT, SIGTERM, SIGHUP and SIGPIPE (those not ignored) first unlink the named

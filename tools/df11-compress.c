@@ -26,7 +26,8 @@ static void usage(void)
            "                          weights: 3 bits + escapes, ~70%% of BF16, multiplied\n"
            "                          straight from the compressed weights on the GPU; other\n"
            "                          BF16 tensors Huffman) or huffman (~67%%, the smallest;\n"
-           "                          decoded before use)\n"
+           "                          decoded before use); raw stores BF16 as it is (100%%:\n"
+           "                          a baseline served through the same runtime)\n"
            "      --json              print the summary as JSON\n"
            "  -q, --quiet             no summary\n"
            "  -h, --help, -V, --version\n",
@@ -80,8 +81,10 @@ int main(int argc, char **argv)
                 o.codec = DF11_CODEC_EXP_HUFFMAN;
             else if (strcmp(optarg, "fixed") == 0)
                 o.codec = DF11_CODEC_EXP_FIXED;
+            else if (strcmp(optarg, "raw") == 0)
+                o.store_raw = 1;
             else
-                return cli_usage_error(tool, "--codec '%s': want huffman or fixed", optarg);
+                return cli_usage_error(tool, "--codec '%s': want huffman, fixed or raw", optarg);
             break;
         case 'J': json = 1; break;
         case 'q': quiet = 1; break;

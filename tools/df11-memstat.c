@@ -2,6 +2,8 @@
  *
  *   df11-memstat [-w] [--interval SEC] [--json]     every process that publishes stats
  *   df11-memstat FILE.df11 [--slots K] [--json]     what opening FILE would take
+ *   df11-memstat FILE.df11 --vram-budget SIZE [--host-budget SIZE]
+ *                                                    where each block would live, streamed
  *
  * Running models publish a shared-memory page /dev/shm/df11-<pid>[-n] when opened with
  * options.publish_stats (layout: runtime/memstat.h). Pages are mode 0600, so this lists
@@ -23,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "df11/runtime.h"
 #include "runtime/memstat.h"
 #include "tools/cli.h"
 
@@ -32,6 +35,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: df11-memstat [-w] [--interval SEC] [--json]\n"
                "       df11-memstat FILE.df11 [--slots K] [--json]\n"
+               "       df11-memstat FILE.df11 --vram-budget SIZE [--host-budget SIZE] [--json]\n"
                "\n"
                "Without FILE: lists your processes running df11 models that publish stats\n"
                "(df11_model_options.publish_stats) with their pool and arena use (root: all\n"
@@ -41,7 +45,13 @@ static void usage(FILE *f)
                "\n"
                "  -w, --watch          refresh until interrupted\n"
                "  -i, --interval SEC   refresh period for --watch (default 1)\n"
+               "With a budget: where each block of FILE would live (device memory, pinned RAM,\n"
+               "or the file) and the bytes each link carries per pass, as df11-run\n"
+               "--vram-budget/--host-budget would open it (the GPU's plan where one is present).\n"
+               "\n"
                "  -k, --slots K        arena slots for the plan (default 2)\n"
+               "      --vram-budget S  device memory for the model (K/M/G suffixes)\n"
+               "      --host-budget S  pinned RAM for streamed blocks; the rest from the file\n"
                "  -j, --json           machine-readable output\n"
                "  -h, --help           this text\n"
                "  -V, --version        version\n");
@@ -345,6 +355,72 @@ static int plan_file(const char *path, uint32_t slots, int json)
     return CLI_OK;
 }
 
+/* --- the tier plan of a file under budgets --- */
+
+static int plan_tiers(const char *path, uint32_t slots, uint64_t vram, uint64_t host, int json)
+{
+    df11_model_options o;
+    df11_model_options_init(&o);
+    o.arena_slots = slots;
+    o.memory_limit = vram;
+    o.host_budget = host ? host : UINT64_MAX;
+    o.stream_from_file = host != 0;
+    o.nonlayer = DF11_NONLAYER_COMPRESSED; /* as df11-run on the op opens it */
+    df11_file *f;
+    df11_status s = df11_file_open(path, &f);
+    if (s != DF11_OK) return cli_fail(TOOL, s, "cannot open '%s'", path);
+    const uint32_t n = df11_file_n_layers(f);
+    df11_file_close(f);
+    df11_tier *tiers = calloc(n ? n : 1, sizeof *tiers);
+    if (!tiers) return cli_fail(TOOL, DF11_ERR_NO_MEMORY, "out of memory");
+    df11_plan p;
+    if ((s = df11_model_plan(path, &o, &p, tiers, n)) != DF11_OK) {
+        free(tiers);
+        return cli_fail(TOOL, s, "'%s' under a device budget of %s", path, cli_bytes(vram));
+    }
+    static const char tier_char[3] = { 'D', 'H', 'F' };
+    if (json) {
+        printf("{\"path\": ");
+        json_str(path);
+        printf(", \"device_budget\": %llu, \"host_budget\": %llu, \"device_bytes\": %llu, "
+               "\"arena_bytes\": %llu, \"staging_ring_bytes\": %llu, \"nonlayer_bytes\": %llu, "
+               "\"metadata_bytes\": %llu, \"matmul_bytes\": %llu,\n",
+               (unsigned long long)vram, (unsigned long long)host,
+               (unsigned long long)p.device_bytes, (unsigned long long)p.arena_bytes,
+               (unsigned long long)p.staging_ring_bytes, (unsigned long long)p.nonlayer_bytes,
+               (unsigned long long)p.metadata_bytes, (unsigned long long)p.matmul_bytes);
+        printf(" \"blocks\": {\"device\": %u, \"host\": %u, \"file\": %u}, \"tier_bytes\": "
+               "{\"device\": %llu, \"host\": %llu, \"file\": %llu}, \"pinned_bytes\": %llu,\n",
+               p.blocks_device, p.blocks_host, p.blocks_file,
+               (unsigned long long)p.device_tier_bytes, (unsigned long long)p.host_tier_bytes,
+               (unsigned long long)p.file_tier_bytes, (unsigned long long)p.pinned_bytes);
+        printf(" \"per_pass\": {\"host_to_device_bytes\": %llu, \"file_bytes\": %llu}, "
+               "\"block_tiers\": \"",
+               (unsigned long long)p.h2d_per_pass, (unsigned long long)p.file_per_pass);
+        for (uint32_t b = 0; b < n; b++) putchar(tier_char[tiers[b]]);
+        printf("\"}\n");
+    } else {
+        printf("%s: %u blocks under a device budget of %s", path, n, cli_bytes(vram));
+        if (host) printf(" and a host budget of %s", cli_bytes(host));
+        printf("\n  device   %s: arena %s, staging ring %s, non-layer %s, plans %s, matmul "
+               "scratch %s, %u blocks %s\n",
+               cli_bytes(p.device_bytes), cli_bytes(p.arena_bytes), cli_bytes(p.staging_ring_bytes),
+               cli_bytes(p.nonlayer_bytes), cli_bytes(p.metadata_bytes), cli_bytes(p.matmul_bytes),
+               p.blocks_device, cli_bytes(p.device_tier_bytes));
+        printf("  pinned   %s: %u blocks %s, read buffers %s\n", cli_bytes(p.pinned_bytes),
+               p.blocks_host, cli_bytes(p.host_tier_bytes),
+               cli_bytes(p.pinned_bytes - p.host_tier_bytes));
+        printf("  file     %u blocks %s\n", p.blocks_file, cli_bytes(p.file_tier_bytes));
+        printf("  blocks   ");
+        for (uint32_t b = 0; b < n; b++) putchar(tier_char[tiers[b]]);
+        printf("  (D device, H pinned RAM, F file)\n");
+        printf("  per pass host->device %s, read from the file %s\n", cli_bytes(p.h2d_per_pass),
+               cli_bytes(p.file_per_pass));
+    }
+    free(tiers);
+    return CLI_OK;
+}
+
 int main(int argc, char **argv)
 {
     struct sigaction sa = { .sa_handler = on_sigbus };
@@ -354,10 +430,13 @@ int main(int argc, char **argv)
                                               { "interval", required_argument, NULL, 'i' },
                                               { "slots", required_argument, NULL, 'k' },
                                               { "json", no_argument, NULL, 'j' },
+                                              { "vram-budget", required_argument, NULL, 'B' },
+                                              { "host-budget", required_argument, NULL, 'H' },
                                               { "help", no_argument, NULL, 'h' },
                                               { "version", no_argument, NULL, 'V' },
                                               { NULL, 0, NULL, 0 } };
     int watch = 0, json = 0, opt;
+    uint64_t vram = 0, host = 0;
     double interval = 1.0;
     long slots = 2;
     char *end;
@@ -374,6 +453,12 @@ int main(int argc, char **argv)
                 return cli_usage_error(TOOL, "bad --slots '%s' (1..64)", optarg);
             break;
         case 'j': json = 1; break;
+        case 'B':
+        case 'H':
+            if (!(*(opt == 'B' ? &vram : &host) = cli_parse_size(optarg)))
+                return cli_usage_error(TOOL, "bad --%s-budget '%s' (a size, e.g. 6G)",
+                                       opt == 'B' ? "vram" : "host", optarg);
+            break;
         case 'h': usage(stdout); return CLI_OK;
         case 'V': cli_version(TOOL); return CLI_OK;
         default: usage(stderr); return CLI_USAGE;
@@ -382,8 +467,11 @@ int main(int argc, char **argv)
     if (argc - optind > 1) return cli_usage_error(TOOL, "one file at most (see --help)");
     if (optind < argc) {
         if (watch) return cli_usage_error(TOOL, "--watch is for running processes, not a file");
+        if (host && !vram) return cli_usage_error(TOOL, "--host-budget needs --vram-budget");
+        if (vram) return plan_tiers(argv[optind], (uint32_t)slots, vram, host, json);
         return plan_file(argv[optind], (uint32_t)slots, json);
     }
+    if (vram || host) return cli_usage_error(TOOL, "a budget needs a FILE to plan");
     if (!watch) return list_processes(json);
     for (;;) {
         if (!json && isatty(STDOUT_FILENO)) printf("\033[H\033[2J");

@@ -198,7 +198,7 @@ static df11_status encode_tensor(const tensor_plan *p, const df11_compress_optio
                                  uint8_t *sm_scratch, tensor_out *t)
 {
     uint8_t *r = t->rec;
-    if (p->src->dtype != DF11_DTYPE_BF16) {
+    if (p->src->dtype != DF11_DTYPE_BF16 || o->store_raw) {
         r[TEN_CODEC] = DF11_CODEC_RAW;
         df11i_st64(r + TEN_DATA_OFFSET, at);
         t->size = df11i_align_up(p->nbytes, DF11_SECTION_ALIGN);

@@ -56,6 +56,12 @@ static void usage(FILE *f)
             "      --threads N         host threads (default: all cores)\n"
             "      --ctx N             KV cache positions (default: max_position_embeddings)\n"
             "      --slots K           df11 arena slots (default: the runtime's)\n"
+            "      --vram-budget SIZE  device memory the weights may take (K/M/G suffixes):\n"
+            "                          blocks that do not fit are streamed from pinned RAM\n"
+            "      --host-budget SIZE  pinned RAM for streamed blocks; with it, blocks that fit\n"
+            "                          neither budget are read from the file on every pass\n"
+            "                          (with --bf16 SRC.df11, a file written by df11-compress\n"
+            "                          --codec raw, the BF16 baseline streams the same way)\n"
             "      --matmul WHO        linear layers by df11's matmul op with q+k+v and\n"
             "                          gate+up stacked (op, the default), one op call per\n"
             "                          weight (op-separate), or the engine's own GEMM on\n"
@@ -118,6 +124,25 @@ static uint64_t parse_u64(const char *s, const char *what)
     return (uint64_t)v;
 }
 
+/* A byte count: digits with an optional K, M, G or T suffix (powers of 1024). */
+static uint64_t parse_size(const char *s, const char *what)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    int shift = 0;
+    if (*end && !end[1]) {
+        const char *units = "KMGT", *u = strchr(units, end[0] & ~0x20);
+        if (u && *u) {
+            shift = 10 * (int)(u - units + 1);
+            end++;
+        }
+    }
+    if (errno || *end || end == s || strchr(s, '-') || v == 0 || v > (UINT64_MAX >> shift))
+        die(2, "invalid %s '%s' (a positive size, e.g. 6G or 512M)", what, s);
+    return (uint64_t)v << shift;
+}
+
 /* A float in [lo, hi] (lo excluded when open_lo). */
 static float parse_float(const char *s, const char *what, double lo, double hi, int open_lo)
 {
@@ -158,6 +183,7 @@ typedef struct run_opts {
     dfl_device device;
     dfl_matmul matmul;
     int nonlayer; /* --nonlayer: 0 = not given, else 1 + a df11_nonlayer_policy */
+    uint64_t vram_budget, host_budget; /* 0: not given */
 } run_opts;
 
 /* An open model and an engine over it. */
@@ -178,6 +204,12 @@ static void session_close(session *s)
     memset(s, 0, sizeof *s);
 }
 
+static int is_df11_path(const char *path)
+{
+    size_t n = strlen(path);
+    return n >= 5 && strcmp(path + n - 5, ".df11") == 0;
+}
+
 static void model_open(session *s, const run_opts *o, const char *path)
 {
     df11_model_options mo;
@@ -187,9 +219,16 @@ static void model_open(session *s, const run_opts *o, const char *path)
     if (o->threads) mo.n_threads = o->threads;
     mo.matmul_plain_launch = o->no_pdl;
     mo.nonlayer = s->nonlayer;
+    if (o->vram_budget) {
+        /* streamed blocks: pinned RAM as needed, or up to --host-budget and then the file */
+        mo.memory_limit = o->vram_budget;
+        mo.host_budget = o->host_budget ? o->host_budget : UINT64_MAX;
+        mo.stream_from_file = o->host_budget != 0;
+    }
     double t0 = now_ms();
-    df11_status st = s->is_bf16 ? df11_model_open_bf16(path, &mo, &s->model)
-                                : df11_model_open(path, &mo, &s->model);
+    /* a BF16 baseline in the df11 container (--codec raw) opens like any .df11 file */
+    df11_status st = s->is_bf16 && !is_df11_path(path) ? df11_model_open_bf16(path, &mo, &s->model)
+                                                       : df11_model_open(path, &mo, &s->model);
     if (st != DF11_OK)
         die(1, "cannot open '%s': %s%s%s", path, df11_strerror(st),
             *df11_last_error_detail() ? ": " : "", df11_last_error_detail());
@@ -341,6 +380,76 @@ static void print_memory(FILE *f, const session *s)
         fprintf(f, "memory: weights %.2f MiB BF16, KV cache %.2f MiB\n",
                 mib(ms.bf16_bytes ? ms.bf16_bytes : ms.resident_bytes),
                 mib(dfl_kv_bytes(s->engine)));
+}
+
+static df11_model_stats stats_of(const session *s)
+{
+    df11_model_stats ms;
+    memset(&ms, 0, sizeof ms);
+    ms.size = sizeof ms;
+    df11_model_stats_get(s->model, &ms);
+    return ms;
+}
+
+/* Streaming between two stats snapshots over `ms_elapsed` ms: what each link carried. */
+typedef struct stream_window {
+    uint64_t h2d_bytes, file_bytes;
+    double seconds, file_read_ms, stall_ms;
+} stream_window;
+
+static stream_window stream_since(const df11_model_stats *a, const df11_model_stats *b,
+                                  double ms_elapsed)
+{
+    return (stream_window){ .h2d_bytes = b->streamed_h2d_bytes - a->streamed_h2d_bytes,
+                            .file_bytes = b->streamed_file_bytes - a->streamed_file_bytes,
+                            .seconds = ms_elapsed / 1e3,
+                            .file_read_ms = b->file_read_ms - a->file_read_ms,
+                            .stall_ms = b->stall_ms - a->stall_ms };
+}
+
+static int streams(const df11_model_stats *ms) { return ms->blocks_host + ms->blocks_file > 0; }
+
+/* Where the blocks live and what the links carried (nothing when no block streams);
+ * pinned_gbps: the pinned copy bandwidth measured in this run, or <= 0. */
+static void print_tiers(FILE *f, const df11_model_stats *ms, const stream_window *w, int steps,
+                        double pinned_gbps)
+{
+    if (!streams(ms)) return;
+    fprintf(f,
+            "tiers: %u blocks in VRAM, %u in pinned RAM (%.1f MiB), %u read from the file "
+            "(%.1f MiB); pinned %.1f MiB\n",
+            ms->blocks_device, ms->blocks_host, mib(ms->host_tier_bytes), ms->blocks_file,
+            mib(ms->file_tier_bytes), mib(ms->pinned_bytes));
+    if (!w || w->seconds <= 0) return;
+    const double gbps = w->h2d_bytes / w->seconds / 1e9;
+    fprintf(f, "streamed: %.1f MiB/token, host->device %.2f GB/s", mib(w->h2d_bytes) / steps, gbps);
+    if (pinned_gbps > 0)
+        fprintf(f, " (%.0f%% of a pinned copy's %.1f GB/s)", 100.0 * gbps / pinned_gbps,
+                pinned_gbps);
+    if (w->file_bytes)
+        fprintf(f, ", file %.2f GB/s (reads busy %.0f%%)", w->file_bytes / w->seconds / 1e9,
+                100.0 * w->file_read_ms / 1e3 / w->seconds);
+    fprintf(f, ", stalls %.1f ms\n", w->stall_ms);
+}
+
+static cJSON *tiers_json(const df11_model_stats *ms, const stream_window *w, int steps,
+                         double pinned_gbps)
+{
+    cJSON *t = cJSON_CreateObject();
+    cJSON_AddNumberToObject(t, "blocks_device", ms->blocks_device);
+    cJSON_AddNumberToObject(t, "blocks_host", ms->blocks_host);
+    cJSON_AddNumberToObject(t, "blocks_file", ms->blocks_file);
+    cJSON_AddNumberToObject(t, "host_tier_bytes", (double)ms->host_tier_bytes);
+    cJSON_AddNumberToObject(t, "file_tier_bytes", (double)ms->file_tier_bytes);
+    cJSON_AddNumberToObject(t, "pinned_bytes", (double)ms->pinned_bytes);
+    if (w && w->seconds > 0) {
+        cJSON_AddNumberToObject(t, "h2d_bytes_per_token", (double)w->h2d_bytes / steps);
+        cJSON_AddNumberToObject(t, "h2d_gbps", w->h2d_bytes / w->seconds / 1e9);
+        cJSON_AddNumberToObject(t, "file_gbps", w->file_bytes / w->seconds / 1e9);
+        cJSON_AddNumberToObject(t, "stall_ms", w->stall_ms);
+    }
+    if (pinned_gbps > 0) cJSON_AddNumberToObject(t, "pinned_h2d_gbps", pinned_gbps);
+    return t;
 }
 
 static uint64_t fnv1a(const void *data, size_t n)
@@ -567,6 +676,7 @@ static int generate(const run_opts *o)
     if (st != DF11_OK) die(1, "prefill: %s: %s", df11_strerror(st), dfl_error(s.engine));
     double prefill_ms = now_ms() - t0;
     pos = n_prompt;
+    df11_model_stats before = stats_of(&s);
     while (n_out < steps) {
         memcpy(last, logits, (size_t)c->vocab_size * sizeof *logits);
         next = sampler_sample(&smp, logits);
@@ -588,6 +698,8 @@ static int generate(const run_opts *o)
     }
     double decode_ms = n_out > 1 ? now_ms() - t_first : 0.0;
     double decode_tps = decode_ms > 0 ? (n_out - 1) / (decode_ms / 1e3) : 0.0;
+    df11_model_stats after = stats_of(&s);
+    stream_window sw = stream_since(&before, &after, decode_ms);
     if (echo) fputc('\n', echo);
 
     if (o->json) {
@@ -613,6 +725,9 @@ static int generate(const run_opts *o)
         cJSON_AddNumberToObject(t, "prefill_tokens_per_s", n_prompt / (prefill_ms / 1e3));
         cJSON_AddNumberToObject(t, "decode_tokens_per_s", decode_tps);
         cJSON_AddItemToObject(j, "memory", memory_json(&s));
+        if (streams(&after))
+            cJSON_AddItemToObject(j, "tiers",
+                                  tiers_json(&after, &sw, n_out > 1 ? n_out - 1 : 1, 0));
         if (n_out > 0) {
             char hex[20];
             snprintf(hex, sizeof hex, "%016llx",
@@ -633,6 +748,7 @@ static int generate(const run_opts *o)
         fprintf(stderr, "time to first token %.1f ms (prefill %.1f tok/s), decode %.1f tok/s\n",
                 ttft, n_prompt / (prefill_ms / 1e3), decode_tps);
         print_memory(stderr, &s);
+        print_tiers(stderr, &after, &sw, n_out > 1 ? n_out - 1 : 1, 0);
     }
 
     free(text);
@@ -673,6 +789,11 @@ static int bench(const run_opts *o)
                "tokens", "tok/s", "steps", "tok/s", "/token", "ms", "MiB", "MiB");
     }
 
+    /* The link streamed blocks share: measured once, in this run, as their reference. */
+    double pinned_gbps = 0;
+#ifdef DF11_HAVE_CUDA
+    if (o->vram_budget && o->device == DFL_DEVICE_CUDA) pinned_gbps = dfl_gpu_h2d_gbps(256u << 20);
+#endif
     for (int pass = 0; pass < 2; pass++) {
         int bf16 = pass == 1;
         if ((bf16 && !o->bf16_path) || (!bf16 && !o->model_path)) continue;
@@ -712,6 +833,7 @@ static int bench(const run_opts *o)
             int next = sampler_argmax(logits, V);
             double ttft = now_ms() - t0;
             uint64_t decodes0 = model_decodes(&s);
+            df11_model_stats before = stats_of(&s);
             double d0 = now_ms();
             for (int k = 0; k < dec; k++) {
                 st = dfl_forward(s.engine, &next, 1, n + k, logits);
@@ -721,6 +843,8 @@ static int bench(const run_opts *o)
             }
             double dm = now_ms() - d0;
             double dpt = dec > 0 ? (double)(model_decodes(&s) - decodes0) / dec : 0.0;
+            df11_model_stats after = stats_of(&s);
+            stream_window sw = stream_since(&before, &after, dm);
             u = gpu_used();
             if (u > peak) peak = u;
             double ptps = n / (pf / 1e3), dtps = dec > 0 ? dec / (dm / 1e3) : 0.0;
@@ -730,6 +854,7 @@ static int bench(const run_opts *o)
                        bf16 ? "bf16" : "df11", weights_codec(&s), matmul_name(&s),
                        o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu", n, ptps, dec, dtps, dpt, ttft,
                        vram, mib(wbytes));
+            if (!o->json) print_tiers(stdout, &after, &sw, dec > 0 ? dec : 1, pinned_gbps);
             cJSON *r = cJSON_CreateObject();
             cJSON_AddStringToObject(r, "weights", bf16 ? "bf16" : "df11");
             cJSON_AddStringToObject(r, "codec", weights_codec(&s));
@@ -746,6 +871,9 @@ static int bench(const run_opts *o)
             cJSON_AddNumberToObject(r, "decodes_per_token", dpt);
             cJSON_AddNumberToObject(r, "vram_peak_delta_bytes", (double)(peak - base));
             cJSON_AddItemToObject(r, "memory", memory_json(&s));
+            if (streams(&after))
+                cJSON_AddItemToObject(r, "tiers",
+                                      tiers_json(&after, &sw, dec > 0 ? dec : 1, pinned_gbps));
             cJSON_AddItemToArray(rows, r);
         }
         if (!o->json) print_memory(stdout, &s);
@@ -782,7 +910,9 @@ int main(int argc, char **argv)
         O_NO_PDL,
         O_CHAT,
         O_SYSTEM,
-        O_NONLAYER
+        O_NONLAYER,
+        O_VRAM_BUDGET,
+        O_HOST_BUDGET
     };
     static const struct option longopts[] = {
         { "prompt", required_argument, NULL, 'p' },
@@ -806,6 +936,8 @@ int main(int argc, char **argv)
         { "chat", no_argument, NULL, O_CHAT },
         { "system", required_argument, NULL, O_SYSTEM },
         { "nonlayer", required_argument, NULL, O_NONLAYER },
+        { "vram-budget", required_argument, NULL, O_VRAM_BUDGET },
+        { "host-budget", required_argument, NULL, O_HOST_BUDGET },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -833,6 +965,8 @@ int main(int argc, char **argv)
         case O_THREADS: o.threads = parse_int(optarg, "--threads", 1, 1024); break;
         case O_CTX: o.ctx = parse_int(optarg, "--ctx", 2, MAX_POSITIONS); break;
         case O_SLOTS: o.slots = parse_int(optarg, "--slots", 2, 64); break;
+        case O_VRAM_BUDGET: o.vram_budget = parse_size(optarg, "--vram-budget"); break;
+        case O_HOST_BUDGET: o.host_budget = parse_size(optarg, "--host-budget"); break;
         case O_JSON: o.json = 1; break;
         case O_LOGITS: o.logits = 1; break;
         case O_BENCH:
@@ -878,6 +1012,11 @@ int main(int argc, char **argv)
     if (o.model_path && o.bf16_path && !o.bench)
         die(2, "give MODEL.df11 or --bf16 SRC, not both (both only with --bench)");
     if (o.tokens && o.prompt) die(2, "give -p or --tokens, not both");
+    if (o.host_budget && !o.vram_budget)
+        die(2, "--host-budget needs --vram-budget (the blocks that do not fit it are streamed)");
+    if (o.vram_budget && o.bf16_path && !is_df11_path(o.bf16_path))
+        die(2, "--vram-budget streams .df11 files only: for a BF16 baseline under the same "
+               "budget, write one with df11-compress --codec raw and pass it to --bf16");
     if (o.nonlayer == 1 + DF11_NONLAYER_COMPRESSED && o.matmul == DFL_MATMUL_ENGINE)
         die(2, "--nonlayer compressed needs the matmul op: --matmul engine reads lm_head as a "
                "tensor view");

@@ -245,6 +245,9 @@ uint64_t dfl_gpu_scratch_bytes(const dfl_gpu *g);
 int dfl_gpu_mem_info(uint64_t *free_bytes, uint64_t *total_bytes);
 /* The stream the engine runs on (a cudaStream_t). */
 void *dfl_gpu_stream(const dfl_gpu *g);
+/* Host-to-device copy bandwidth from pinned memory (GB/s, median of a few copies of
+ * `bytes`), the link a model streamed from pinned memory can use at best; -1 on failure. */
+double dfl_gpu_h2d_gbps(size_t bytes);
 #endif
 
 #ifdef __cplusplus

@@ -284,6 +284,41 @@ int dfl_gpu_mem_info(uint64_t *free_bytes, uint64_t *total_bytes)
 
 void *dfl_gpu_stream(const dfl_gpu *g) { return g->stream; }
 
+double dfl_gpu_h2d_gbps(size_t bytes)
+{
+    void *host = NULL, *dev = NULL;
+    cudaEvent_t a = NULL, b = NULL;
+    double ms[5], gbps = -1;
+    if (cudaHostAlloc(&host, bytes, cudaHostAllocDefault) != cudaSuccess ||
+        cudaMalloc(&dev, bytes) != cudaSuccess || cudaEventCreate(&a) != cudaSuccess ||
+        cudaEventCreate(&b) != cudaSuccess)
+        goto done;
+    memset(host, 1, bytes);
+    for (int i = 0; i < 6; i++) { /* the first copy warms up */
+        float t = 0;
+        if (cudaEventRecord(a, 0) != cudaSuccess ||
+            cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, 0) != cudaSuccess ||
+            cudaEventRecord(b, 0) != cudaSuccess || cudaEventSynchronize(b) != cudaSuccess ||
+            cudaEventElapsedTime(&t, a, b) != cudaSuccess)
+            goto done;
+        if (i) ms[i - 1] = t;
+    }
+    for (int i = 1; i < 5; i++) /* insertion sort for the median */
+        for (int j = i; j > 0 && ms[j] < ms[j - 1]; j--) {
+            double t = ms[j];
+            ms[j] = ms[j - 1];
+            ms[j - 1] = t;
+        }
+    gbps = (double)bytes / (ms[2] * 1e6);
+done:
+    (void)cudaGetLastError();
+    if (a) cudaEventDestroy(a);
+    if (b) cudaEventDestroy(b);
+    cudaFree(dev);
+    cudaFreeHost(host);
+    return gbps;
+}
+
 df11_status dfl_gpu_rope_rows(dfl_gpu *g, int pos, int n, const float *cos_t, const float *sin_t,
                               char *err, size_t errlen)
 {

@@ -78,6 +78,10 @@ typedef struct df11_compress_options {
     /* Like `progress` with the group count too, and called instead of it when set (with
      * progress_ctx); may be NULL. */
     df11_progress_fn group_progress;
+    /* Nonzero: no exponent code at all, every tensor stored as it is (`codec` ignored): BF16
+     * weights in the df11 container, e.g. a baseline that df11_model_open streams under the
+     * same budgets as a compressed file (df11-run --bench). */
+    int store_raw;
 } df11_compress_options;
 
 typedef struct df11_compress_summary {
