@@ -137,7 +137,10 @@ static df11_status tiers_place(df11_model *m, memory_plan *p)
         uint64_t scratch, ws;
         df11_status s = df11i_rt_matmul_scratch_plan(m, p->slot, &scratch, &ws);
         if (s != DF11_OK) return s;
-        p->op = df11i_align_up(scratch + ws, RT_PAYLOAD_ALIGN);
+        /* and each weight's own decode plan (CUDA), cut from its group's: at most the
+         * groups' plans again, plus a header and alignment per tensor */
+        const uint64_t plans = p->metadata ? p->metadata + 512ull * m->n_tensors : 0;
+        p->op = df11i_align_up(scratch + ws + plans, RT_PAYLOAD_ALIGN);
     }
     if (!tiered || !p->limit || device_fixed(p) + layers <= p->limit) {
         for (uint32_t b = 0; b < m->n_blocks; b++)

@@ -5,8 +5,9 @@
  * with df11i_rt_payload_get and gives it back with df11i_rt_payload_put; for a group in
  * device memory that is its own payload and costs nothing.
  *
- * A stage is refilled only when no call holds it, the least recently requested first; the
- * copy into it waits (on the copy stream, never on the host) for the last stream that read
+ * A stage is refilled only when no call holds it, the least recently requested first (the
+ * blocks just ahead count as requested, so that a prefetched one is never refilled before
+ * its use); the copy into it waits (on the copy stream, never on the host) for the last stream that read
  * its previous tenant. Requests follow the engine's block order: taking block b's payload
  * fetches the next ring.n - 1 streamed blocks behind it, wrapping to block 0 for the next
  * pass, so the link works while earlier blocks compute.
@@ -265,8 +266,12 @@ static void prefetch_after(df11_model *m, uint32_t g)
         uint32_t next = m->block_group[((uint32_t)block + j) % m->n_blocks];
         if (!df11i_rt_streamed(m, next)) continue;
         ahead++;
-        int i;
-        if (stage_find(r, next) >= 0) continue;
+        /* the window is always the most recent: nothing in it is refilled before use */
+        int i = stage_find(r, next);
+        if (i >= 0) {
+            r->stages[i].stamp = ++r->clock;
+            continue;
+        }
         if (fetch(m, next, &i) != DF11_OK) {
             df11i_clear_error();
             return;

@@ -1568,6 +1568,36 @@ START_TEST(test_tiers_host)
     ck_assert_uint_ge(st.pinned_bytes, st.host_tier_bytes);
     ck_assert_uint_gt(st.staging_ring_bytes, 0);
     df11_model_close(m);
+    /* Three stages for four streamed blocks, each block taken several times a pass (the
+     * matmul op on each of its weights): every streamed block comes in once a pass, never
+     * again because a block prefetched ahead was refilled before its use. */
+    o = tier_opts(tm.path, 1, UINT64_MAX, 0, 3);
+    m = tier_open(tm.path, &o);
+    df11_weight w[N_LAYERS][LAYER_TENSORS - 1];
+    static const char *const parts[LAYER_TENSORS - 1] = { "self_attn.q_proj", "self_attn.k_proj",
+                                                          "mlp.gate_proj", "mlp.down_proj" };
+    for (uint32_t b = 0; b < N_LAYERS; b++)
+        for (int i = 0; i < LAYER_TENSORS - 1; i++) {
+            char name[128];
+            snprintf(name, sizeof name, "model.layers.%u.%s.weight", b, parts[i]);
+            ck_assert_int_eq(df11_weight_get(m, name, &w[b][i]), DF11_OK);
+        }
+    void *x = dev_alloc(4 * 3 * D * 2), *y = dev_alloc(4 * 3 * D * 4);
+    ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
+    ck_assert_uint_eq(st.blocks_host, 4);
+    const uint64_t fetched0 = st.fetches, bytes0 = st.streamed_h2d_bytes;
+    const int passes = 4;
+    for (int pass = 0; pass < passes; pass++)
+        for (uint32_t b = 0; b < N_LAYERS; b++)
+            for (int i = 0; i < LAYER_TENSORS - 1; i++)
+                ck_assert_int_eq(df11_matmul(m, &w[b][i], x, 4, y, DF11_DTYPE_F32, NULL), DF11_OK);
+    ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
+    /* (and the two prefetched for a pass that does not come) */
+    ck_assert_uint_le(st.fetches - fetched0, (uint64_t)passes * 4 + 2);
+    ck_assert_uint_le(st.streamed_h2d_bytes - bytes0, (passes + 1) * st.host_tier_bytes);
+    dev_free(x);
+    dev_free(y);
+    df11_model_close(m);
     ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
 }
 END_TEST
