@@ -7,8 +7,8 @@
  * what libdf11 calls in the CUDA code (df11i_cuda_plugin). Going through libdf11's
  * internals keeps one per-thread error detail and one container reader: the plugin holds
  * no copy of either (runtime/cuda_plugin.c forwards their names to the table). Both tables
- * start with size and abi fields; both sides refuse a table from another df11 build
- * (version, ABI, or a struct layout they share: df11i_backend_iface and its arguments).
+ * start with an id (size, ABI, version, struct layout); each side refuses a table from
+ * another df11 build.
  *
  * The static library and a build without CUDA do not use this: libdf11.a links the CUDA
  * code in directly, and the stub (backend_cuda_stub.c) stands in without CUDA. */
@@ -36,8 +36,7 @@ typedef struct df11i_cuda_plugin_id {
     uint32_t size;       /* of the table it heads */
     uint32_t abi;        /* DF11I_CUDA_PLUGIN_ABI */
     const char *version; /* DF11_VERSION_STRING */
-    /* sizeof of the structs both sides read */
-    uint32_t iface_size, backend_size, group_size, matmul_args_size, rows_args_size;
+    uint64_t layout;     /* df11i_cuda_plugin_layout() */
 } df11i_cuda_plugin_id;
 
 /* libdf11 → plugin: the internals the CUDA code calls (each the libdf11 function of the
@@ -69,30 +68,37 @@ typedef struct df11i_cuda_plugin {
  * cannot report why through a host table it does not trust; libdf11 compares the ids). */
 typedef const df11i_cuda_plugin *(*df11i_cuda_plugin_entry)(const df11i_cuda_host *host);
 
+/* The sizes of the structs both sides read, mixed into one number (FNV-1a over them):
+ * builds of one version whose layouts differ tell each other apart by it. */
+static inline uint64_t df11i_cuda_plugin_layout(void)
+{
+    const uint64_t sizes[] = {
+        sizeof(df11i_backend_iface), sizeof(df11i_backend),    sizeof(df11i_backend_group),
+        sizeof(df11i_matmul_args),   sizeof(df11i_rows_args),  sizeof(df11i_tensor_layout),
+        sizeof(df11i_coded),         sizeof(df11i_fixed),      sizeof(df11i_fixed_geom),
+        sizeof(df11i_code),          sizeof(df11_tensor_info), sizeof(df11_group_info),
+    };
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        h = (h ^ sizes[i]) * 1099511628211ull;
+    return h;
+}
+
 /* The id of this build for a table of `size` bytes. */
 static inline df11i_cuda_plugin_id df11i_cuda_plugin_id_make(uint32_t size)
 {
-    return (df11i_cuda_plugin_id){
-        .size = size,
-        .abi = DF11I_CUDA_PLUGIN_ABI,
-        .version = DF11_VERSION_STRING,
-        .iface_size = sizeof(df11i_backend_iface),
-        .backend_size = sizeof(df11i_backend),
-        .group_size = sizeof(df11i_backend_group),
-        .matmul_args_size = sizeof(df11i_matmul_args),
-        .rows_args_size = sizeof(df11i_rows_args),
-    };
+    return (df11i_cuda_plugin_id){ .size = size,
+                                   .abi = DF11I_CUDA_PLUGIN_ABI,
+                                   .version = DF11_VERSION_STRING,
+                                   .layout = df11i_cuda_plugin_layout() };
 }
 
 /* Whether `id` heads a table of at least `size` bytes from this build. */
 static inline int df11i_cuda_plugin_id_matches(const df11i_cuda_plugin_id *id, uint32_t size)
 {
-    const df11i_cuda_plugin_id mine = df11i_cuda_plugin_id_make(size);
-    return id && id->size >= size && id->abi == mine.abi && id->version &&
-           strcmp(id->version, mine.version) == 0 && id->iface_size == mine.iface_size &&
-           id->backend_size == mine.backend_size && id->group_size == mine.group_size &&
-           id->matmul_args_size == mine.matmul_args_size &&
-           id->rows_args_size == mine.rows_args_size;
+    return id && id->size >= size && id->abi == DF11I_CUDA_PLUGIN_ABI && id->version &&
+           strcmp(id->version, DF11_VERSION_STRING) == 0 &&
+           id->layout == df11i_cuda_plugin_layout();
 }
 
 #endif
