@@ -2,6 +2,8 @@
 #ifndef DF11_COMMON_ERROR_H
 #define DF11_COMMON_ERROR_H
 
+#include <stdarg.h>
+
 #include "df11/status.h"
 
 #if defined(__GNUC__)
@@ -13,6 +15,9 @@
 /* Records a formatted detail for this thread and returns `status`, so that failures read
  *     return df11i_fail(DF11_ERR_RANGE, "tensor '%s': offset %llu past end", ...); */
 df11_status df11i_fail(df11_status status, const char *fmt, ...) DF11_PRINTF(2, 3);
+/* The same with a va_list (the CUDA backend library reaches libdf11's detail through it:
+ * runtime/cuda_plugin.h). */
+df11_status df11i_failv(df11_status status, const char *fmt, va_list ap) DF11_PRINTF(2, 0);
 /* Same, appending ": strerror(errno)". */
 df11_status df11i_fail_errno(df11_status status, int err, const char *fmt, ...) DF11_PRINTF(3, 4);
 /* Prefixes the detail already recorded (by a callee that failed) with a formatted context,

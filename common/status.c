@@ -40,11 +40,17 @@ const char *df11_last_error_detail(void) { return detail; }
 
 void df11i_clear_error(void) { detail[0] = '\0'; }
 
+df11_status df11i_failv(df11_status status, const char *fmt, va_list ap)
+{
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    return status;
+}
+
 df11_status df11i_fail(df11_status status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(detail, sizeof detail, fmt, ap);
+    status = df11i_failv(status, fmt, ap);
     va_end(ap);
     return status;
 }

@@ -1,7 +1,8 @@
 /* The backend interface: what the runtime needs from a device, as a struct of function
  * pointers (like ggml-backend), so that the host and CUDA implementations serve one
  * scheduler, and the constructors of those implementations (backend_host.c,
- * backend_cuda.c, or backend_cuda_stub.c in a build without CUDA). Nothing here names CUDA
+ * backend_cuda.c, or backend_cuda_stub.c in a build without CUDA, or cuda_loader.c in
+ * libdf11.so). Nothing here names CUDA
  * types: streams and events are void *. pool/ does not know backends: the runtime hands a
  * pool a df11i_pool_allocator over a backend's memory (df11i_backend_device_memory).
  *
@@ -213,11 +214,19 @@ df11_status df11i_cuda_rows_decode(df11i_backend *be, const df11i_rows_args *a);
  * the previous value. */
 uint32_t df11i_cuda_matmul_fused_limit(uint32_t max_batch);
 
-/* CUDA device `device`. DF11_ERR_NO_DEVICE when there is none, DF11_ERR_UNSUPPORTED in a
- * build without CUDA. */
+/* The CUDA entry points of the rest of the library. Defined by backend_cuda.c where the
+ * CUDA code is linked in (libdf11.a, and libdf11-cuda.so), by cuda_loader.c in libdf11.so
+ * of a CUDA build (which loads libdf11-cuda.so on first use: runtime/cuda_plugin.h), and
+ * by backend_cuda_stub.c in a build without CUDA. */
+/* CUDA device `device`. DF11_ERR_NO_DEVICE when there is none or the CUDA backend library
+ * does not load, DF11_ERR_UNSUPPORTED in a build without CUDA. */
 df11_status df11i_backend_cuda_create(int device, df11i_backend **out);
-/* 1 when a CUDA device is present and usable (0 in a build without CUDA). */
+/* 1 when a CUDA device is present and usable (0 in a build without CUDA, or when the CUDA
+ * backend library does not load). */
 int df11i_backend_cuda_available(void);
+/* df11_convert on the GPU (kernels/convert.h's df11i_gpu_convert, arguments checked). */
+df11_status df11i_backend_cuda_convert(const void *src, df11_dtype src_dtype, void *dst,
+                                       df11_dtype dst_dtype, size_t n, void *stream);
 
 static inline void df11i_backend_destroy(df11i_backend *be)
 {

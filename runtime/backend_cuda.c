@@ -1,12 +1,15 @@
 /* The CUDA backend: device memory from cudaMalloc (in the pool's few large chunks),
  * pinned staging from cudaHostAlloc, streams and events as CUDA's, decode by the kernels/
- * decoder. The only runtime file that includes cuda_runtime_api.h; compiled only when
- * DF11_HAVE_CUDA (backend_cuda_stub.c stands in otherwise). Nothing here synchronises the
- * host except event_sync / synchronize, which the runtime calls at open and close only. */
+ * decoder; and the other CUDA entry points of runtime/backend.h. The only runtime file that
+ * includes cuda_runtime_api.h; compiled only when DF11_HAVE_CUDA (backend_cuda_stub.c
+ * stands in otherwise), into libdf11.a and libdf11-cuda.so (runtime/cuda_plugin.h).
+ * Nothing here synchronises the host except event_sync / synchronize, which the runtime
+ * calls at open and close only. */
 #include <cuda_runtime_api.h>
 #include <stdlib.h>
 
 #include "common/error.h"
+#include "kernels/convert.h"
 #include "kernels/decode.h"
 #include "kernels/matmul.h"
 #include "runtime/backend.h"
@@ -247,4 +250,10 @@ df11_status df11i_backend_cuda_create(int device, df11i_backend **out)
     be->ctx = c;
     *out = be;
     return DF11_OK;
+}
+
+df11_status df11i_backend_cuda_convert(const void *src, df11_dtype src_dtype, void *dst,
+                                       df11_dtype dst_dtype, size_t n, void *stream)
+{
+    return df11i_gpu_convert(src, src_dtype, dst, dst_dtype, n, stream);
 }

@@ -1,14 +1,12 @@
 /* The dtype conversions of the public API: the host functions over common/fpconv.h, and
  * df11_convert, which checks its arguments and runs them on the host or enqueues the GPU
- * kernel (kernels/convert.h; in a CUDA build only). Holds no state and needs no model. */
+ * kernel (through runtime/backend.h: kernels/convert.h in a CUDA build). Holds no state and needs no model. */
 #include <string.h>
 
 #include "common/error.h"
 #include "common/fpconv.h"
 #include "df11/runtime.h"
-#ifdef DF11_HAVE_CUDA
-#include "kernels/convert.h"
-#endif
+#include "runtime/backend.h"
 
 static df11_status check(const void *src, const void *dst, size_t n, const char *fn)
 {
@@ -72,9 +70,5 @@ df11_status df11_convert(df11_backend_kind backend, const void *src, df11_dtype 
         return df11i_fail(DF11_ERR_INVALID_ARG,
                           "df11_convert: backend %d (DF11_BACKEND_HOST or DF11_BACKEND_CUDA)",
                           (int)backend);
-#ifdef DF11_HAVE_CUDA
-    return df11i_gpu_convert(src, src_dtype, dst, dst_dtype, n, stream);
-#else
-    return df11i_fail(DF11_ERR_UNSUPPORTED, "df11_convert: this df11 was built without CUDA");
-#endif
+    return df11i_backend_cuda_convert(src, src_dtype, dst, dst_dtype, n, stream);
 }

@@ -1,7 +1,8 @@
 #!/bin/sh
 # CTest: install the build into a temporary prefix and build + run consumers against it
-# (CMakeLists.txt here says which): the shared and static CMake targets and pkg-config from
-# a C-only project; the shared target again as a machine without the CUDA toolkit or
+# (CMakeLists.txt here says which; in a CUDA build each reaches the CUDA backend, and the
+# installed libdf11.so names no CUDA library): the shared and static CMake targets and
+# pkg-config from a C-only project; the shared target again as a machine without the CUDA toolkit or
 # pkg-config sees it; a static link through pkg-config alone (`pkg-config --static`); and
 # examples/minimal/engine.c, run on a synthetic model (df11 and BF16), whose tokens must
 # agree with each other and with df11-run's.
@@ -15,12 +16,28 @@ pcdir=$(find "$tmp/prefix" -type d -name pkgconfig | head -n1)
 engine_src=$(cd "$src/../../examples/minimal" && pwd)/engine.c
 export PKG_CONFIG_PATH="$pcdir${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 
+# A CUDA build installs its CUDA backend library beside libdf11.so, which names no CUDA
+# library itself (libdf11 loads the plugin when a GPU is asked for); nothing links the
+# plugin, so it has no development link.
+cuda=
+if [ -e "$libdir/libdf11-cuda.so.0" ]; then
+  cuda=cuda
+  if readelf -d "$libdir/libdf11.so" | grep NEEDED | grep -Eq 'cuda|cublas'; then
+    echo "install: libdf11.so needs a CUDA library" >&2
+    exit 1
+  fi
+  if [ -e "$libdir/libdf11-cuda.so" ]; then
+    echo "install: libdf11-cuda.so (a development link) is installed" >&2
+    exit 1
+  fi
+fi
+
 cmake -S "$src" -B "$tmp/b" -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_BUILD_RPATH="$libdir" \
   -DDF11_STATIC=ON -DDF11_ENGINE_SOURCE="$engine_src" >/dev/null
 cmake --build "$tmp/b" >/dev/null
-"$tmp/b/consumer_cmake"
-"$tmp/b/consumer_static"
-if [ -z "${PKG_CONFIG_SYSROOT_DIR:-}" ]; then "$tmp/b/consumer_pc"; fi
+"$tmp/b/consumer_cmake" ${cuda:+"$cuda"}
+"$tmp/b/consumer_static" ${cuda:+"$cuda"}
+if [ -z "${PKG_CONFIG_SYSROOT_DIR:-}" ]; then "$tmp/b/consumer_pc" ${cuda:+"$cuda"}; fi
 
 # The shared library wants nothing of the consumer's machine: no CUDA toolkit, no
 # pkg-config; the static one then is not found, and says so when required.
@@ -29,7 +46,7 @@ nodeps="-DCMAKE_DISABLE_FIND_PACKAGE_CUDAToolkit=ON -DCMAKE_DISABLE_FIND_PACKAGE
 cmake -S "$src" -B "$tmp/shared" -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_BUILD_RPATH="$libdir" \
   -DDF11_SHARED_ONLY=ON $nodeps >/dev/null
 cmake --build "$tmp/shared" >/dev/null
-"$tmp/shared/consumer_cmake"
+"$tmp/shared/consumer_cmake" ${cuda:+"$cuda"}
 # shellcheck disable=SC2086
 if cmake -S "$src" -B "$tmp/nostatic" -DCMAKE_PREFIX_PATH="$tmp/prefix" -DDF11_STATIC=ON \
   $nodeps >"$tmp/nostatic.log" 2>&1; then
@@ -47,7 +64,7 @@ if [ -z "${PKG_CONFIG_SYSROOT_DIR:-}" ]; then
   # shellcheck disable=SC2086 # flags are words
   "${CC:-cc}" -std=c11 -o "$tmp/consumer_pc_static" "$src/consumer.c" $flags
   ldpath=$(printf '%s\n' $flags | sed -n 's/^-L//p' | tr '\n' ':')
-  LD_LIBRARY_PATH="$ldpath${LD_LIBRARY_PATH:-}" "$tmp/consumer_pc_static"
+  LD_LIBRARY_PATH="$ldpath${LD_LIBRARY_PATH:-}" "$tmp/consumer_pc_static" ${cuda:+"$cuda"}
   if readelf -d "$tmp/consumer_pc_static" | grep -q 'libdf11\.so'; then
     echo "install: the pkg-config static consumer links libdf11.so" >&2
     exit 1
