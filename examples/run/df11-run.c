@@ -409,10 +409,8 @@ static stream_window stream_since(const df11_model_stats *a, const df11_model_st
 
 static int streams(const df11_model_stats *ms) { return ms->blocks_host + ms->blocks_file > 0; }
 
-/* Where the blocks live and what the links carried (nothing when no block streams);
- * pinned_gbps: the pinned copy bandwidth measured in this run, or <= 0. */
-static void print_tiers(FILE *f, const df11_model_stats *ms, const stream_window *w, int steps,
-                        double pinned_gbps)
+/* Where the blocks live (nothing when no block streams). */
+static void print_tiers(FILE *f, const df11_model_stats *ms)
 {
     if (!streams(ms)) return;
     fprintf(f,
@@ -420,9 +418,17 @@ static void print_tiers(FILE *f, const df11_model_stats *ms, const stream_window
             "(%.1f MiB); pinned %.1f MiB\n",
             ms->blocks_device, ms->blocks_host, mib(ms->host_tier_bytes), ms->blocks_file,
             mib(ms->file_tier_bytes), mib(ms->pinned_bytes));
-    if (!w || w->seconds <= 0) return;
+}
+
+/* What the links carried over a window of `steps` passes (`what`: "decode", "prefill");
+ * pinned_gbps: the pinned copy bandwidth measured in this run, or <= 0. */
+static void print_streamed(FILE *f, const char *what, const stream_window *w, int steps,
+                           double pinned_gbps)
+{
+    if (w->seconds <= 0 || !w->h2d_bytes) return;
     const double gbps = w->h2d_bytes / w->seconds / 1e9;
-    fprintf(f, "streamed: %.1f MiB/token, host->device %.2f GB/s", mib(w->h2d_bytes) / steps, gbps);
+    fprintf(f, "%s streamed %.1f MiB/pass, host->device %.2f GB/s", what, mib(w->h2d_bytes) / steps,
+            gbps);
     if (pinned_gbps > 0)
         fprintf(f, " (%.0f%% of a pinned copy's %.1f GB/s)", 100.0 * gbps / pinned_gbps,
                 pinned_gbps);
@@ -748,7 +754,8 @@ static int generate(const run_opts *o)
         fprintf(stderr, "time to first token %.1f ms (prefill %.1f tok/s), decode %.1f tok/s\n",
                 ttft, n_prompt / (prefill_ms / 1e3), decode_tps);
         print_memory(stderr, &s);
-        print_tiers(stderr, &after, &sw, n_out > 1 ? n_out - 1 : 1, 0);
+        print_tiers(stderr, &after);
+        print_streamed(stderr, "decode", &sw, n_out > 1 ? n_out - 1 : 1, 0);
     }
 
     free(text);
@@ -823,9 +830,12 @@ static int bench(const run_opts *o)
             st = dfl_forward(s.engine, toks, n, 0, logits);
             if (st != DF11_OK)
                 die(1, "bench prefill %d: %s: %s", n, df11_strerror(st), dfl_error(s.engine));
+            df11_model_stats pf0 = stats_of(&s);
             double t0 = now_ms();
             st = dfl_forward(s.engine, toks, n, 0, logits);
             double pf = now_ms() - t0;
+            df11_model_stats pf1 = stats_of(&s);
+            stream_window pw = stream_since(&pf0, &pf1, pf);
             if (st != DF11_OK)
                 die(1, "bench prefill %d: %s: %s", n, df11_strerror(st), dfl_error(s.engine));
             uint64_t u = gpu_used();
@@ -854,7 +864,11 @@ static int bench(const run_opts *o)
                        bf16 ? "bf16" : "df11", weights_codec(&s), matmul_name(&s),
                        o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu", n, ptps, dec, dtps, dpt, ttft,
                        vram, mib(wbytes));
-            if (!o->json) print_tiers(stdout, &after, &sw, dec > 0 ? dec : 1, pinned_gbps);
+            if (!o->json) {
+                print_tiers(stdout, &after);
+                print_streamed(stdout, "prefill", &pw, 1, pinned_gbps);
+                print_streamed(stdout, "decode", &sw, dec > 0 ? dec : 1, pinned_gbps);
+            }
             cJSON *r = cJSON_CreateObject();
             cJSON_AddStringToObject(r, "weights", bf16 ? "bf16" : "df11");
             cJSON_AddStringToObject(r, "codec", weights_codec(&s));
@@ -871,9 +885,11 @@ static int bench(const run_opts *o)
             cJSON_AddNumberToObject(r, "decodes_per_token", dpt);
             cJSON_AddNumberToObject(r, "vram_peak_delta_bytes", (double)(peak - base));
             cJSON_AddItemToObject(r, "memory", memory_json(&s));
-            if (streams(&after))
+            if (streams(&after)) {
                 cJSON_AddItemToObject(r, "tiers",
                                       tiers_json(&after, &sw, dec > 0 ? dec : 1, pinned_gbps));
+                cJSON_AddItemToObject(r, "prefill_tiers", tiers_json(&after, &pw, 1, pinned_gbps));
+            }
             cJSON_AddItemToArray(rows, r);
         }
         if (!o->json) print_memory(stdout, &s);
