@@ -202,7 +202,7 @@ df11_status df11i_dfl_decode(const df11i_dfl_stream *s, int n_threads, uint16_t 
 
 /* ---- the folder ---- */
 
-/* The buffers of one compressed module, in name order of their suffixes. */
+/* The six tensors of one compressed module, by the suffix of their names. */
 enum {
     PART_ENCODED,
     PART_GAPS,
@@ -312,9 +312,12 @@ static df11_status compile_pattern(const char *py, regex_t *re)
                                          : NULL;
             if (cls) {
                 o += strlen(strcpy(o, cls));
-            } else if (strchr(".^$|?*+()[]{}\\/-", e)) {
+            } else if (strchr(".^$|?*+()[]{}\\", e)) {
                 *o++ = '\\';
                 *o++ = e;
+            } else if (!((e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z') ||
+                         (e >= '0' && e <= '9'))) {
+                *o++ = e; /* an escaped character that is not special in ERE: itself */
             } else {
                 st = df11i_fail(DF11_ERR_UNSUPPORTED, "DFloat11 pattern '%s': escape \\%c", py, e);
             }
@@ -366,29 +369,27 @@ static df11_status find_attrs(const cJSON *pattern_dict, const char *name, const
 /* Rows and columns of a Llama-family weight by its name (…q_proj.weight), from config.json. */
 static df11_status weight_shape(const df11_hparams *h, const char *name, uint64_t shape[2])
 {
-    static const char *const kinds[] = { "q_proj",    "k_proj",       "v_proj",
-                                         "o_proj",    "gate_proj",    "up_proj",
-                                         "down_proj", "embed_tokens", "lm_head" };
-    uint64_t q = (uint64_t)h->n_heads * h->head_dim, kv = (uint64_t)h->n_kv_heads * h->head_dim;
-    const uint64_t rows[] = { q,
-                              kv,
-                              kv,
-                              h->hidden_size,
-                              h->intermediate_size,
-                              h->intermediate_size,
-                              h->hidden_size,
-                              h->vocab_size,
-                              h->vocab_size };
-    const uint64_t cols[] = { h->hidden_size, h->hidden_size, h->hidden_size,       q,
-                              h->hidden_size, h->hidden_size, h->intermediate_size, h->hidden_size,
-                              h->hidden_size };
+    enum { Q, KV, HIDDEN, INTER, VOCAB };
+    static const struct {
+        const char *name;
+        uint8_t rows, cols;
+    } kinds[] = { { "q_proj", Q, HIDDEN },        { "k_proj", KV, HIDDEN },
+                  { "v_proj", KV, HIDDEN },       { "o_proj", HIDDEN, Q },
+                  { "gate_proj", INTER, HIDDEN }, { "up_proj", INTER, HIDDEN },
+                  { "down_proj", HIDDEN, INTER }, { "embed_tokens", VOCAB, HIDDEN },
+                  { "lm_head", VOCAB, HIDDEN } };
+    const uint64_t dims[] = { [Q] = (uint64_t)h->n_heads * h->head_dim,
+                              [KV] = (uint64_t)h->n_kv_heads * h->head_dim,
+                              [HIDDEN] = h->hidden_size,
+                              [INTER] = h->intermediate_size,
+                              [VOCAB] = h->vocab_size };
     size_t len = strlen(name) - strlen(".weight");
     for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
-        size_t kl = strlen(kinds[k]);
-        if (len >= kl && strncmp(name + len - kl, kinds[k], kl) == 0 &&
+        size_t kl = strlen(kinds[k].name);
+        if (len >= kl && strncmp(name + len - kl, kinds[k].name, kl) == 0 &&
             (len == kl || name[len - kl - 1] == '.')) {
-            shape[0] = rows[k];
-            shape[1] = cols[k];
+            shape[0] = dims[kinds[k].rows];
+            shape[1] = dims[kinds[k].cols];
             return DF11_OK;
         }
     }

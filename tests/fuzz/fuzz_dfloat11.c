@@ -19,24 +19,6 @@
 #include "fuzz.h"
 #include "loader/dfloat11.h"
 
-typedef struct reader {
-    const uint8_t *data;
-    size_t size, pos;
-} reader;
-
-/* The next `n` input bytes in a buffer of their own (zeros past the input's end). */
-static uint8_t *take(reader *r, uint64_t n)
-{
-    uint8_t *p = malloc(n ? n : 1);
-    if (!p) return NULL;
-    size_t have = r->pos < r->size ? r->size - r->pos : 0;
-    if (have > n) have = n;
-    memcpy(p, r->data + r->pos, have);
-    memset(p + have, 0, n - have);
-    r->pos += n;
-    return p;
-}
-
 FUZZ_NO_COVERAGE
 static void check_decoded(const df11i_dfl_stream *s, const uint16_t *out)
 {
@@ -62,10 +44,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         s.positions_bytes > (1u << 16) || s.gaps_bytes > (1u << 16))
         return 0;
     s.luts_bytes = 256 * n_luts;
-    reader r = { data, size, 20 };
-    uint8_t *luts = take(&r, s.luts_bytes), *enc = take(&r, s.encoded_bytes);
-    uint8_t *sm = take(&r, s.n_elements), *pos = take(&r, s.positions_bytes);
-    uint8_t *gaps = take(&r, s.gaps_bytes);
+    fuzz_reader r = { data, size, 20 };
+    uint8_t *luts = fuzz_take(&r, s.luts_bytes), *enc = fuzz_take(&r, s.encoded_bytes);
+    uint8_t *sm = fuzz_take(&r, s.n_elements), *pos = fuzz_take(&r, s.positions_bytes);
+    uint8_t *gaps = fuzz_take(&r, s.gaps_bytes);
     uint16_t *out = malloc(s.n_elements ? 2 * s.n_elements : 1);
     if (luts && enc && sm && pos && gaps && out) {
         s.luts = luts;
