@@ -199,7 +199,8 @@ def compress_full(np, tensors, out_dir):
         return f"full mode needs torch, transformers, cupy and a GPU: {type(e).__name__}: {e}"
     if not torch.cuda.is_available():
         return "full mode needs a GPU"
-    cfg = transformers.LlamaConfig(**{k: v for k, v in CONFIG.items() if k != "architectures"})
+    cfg = transformers.LlamaConfig(**{k: v for k, v in CONFIG.items()
+                                      if k not in ("architectures", "model_type", "torch_dtype")})
     model = transformers.LlamaForCausalLM(cfg).to(torch.bfloat16)
     state = {n: torch.from_numpy(t.view(np.int16).copy()).view(torch.bfloat16) for n, t in tensors.items()}
     model.load_state_dict(state, strict=True)
