@@ -1,12 +1,15 @@
 /* Reading DFloat11 model folders (the `dfloat11` PyPI package, LeanModels/DFloat11): the
  * compressed modules are decoded on the CPU, bit for bit what their GPU kernel produces,
  * into the BF16 weights of the original model, so that df11_compress_path can turn such a
- * folder into a .df11 file. docs/FORMAT.md ("DFloat11 folders") describes their layout.
+ * folder into a .df11 file. docs/FORMAT.md ("Input: DFloat11 folders") describes their
+ * layout.
  *
- * Everything in the folder is outside input: tensor dtypes and sizes, the lookup tables,
- * every gap and output position is checked against the codes actually decoded, and a
- * folder that their kernel would decode differently from a plain front-to-back Huffman
- * decode is refused with DF11_ERR_CORRUPT, never decoded into wrong weights. */
+ * Everything in the folder is outside input: tensor dtypes and sizes and the lookup tables
+ * are checked; every output position, and the gap of every thread whose bytes hold the
+ * start of a code, is checked against the codes actually decoded (the gaps of the padding
+ * past the last code are not read); a folder that their kernel would decode differently
+ * from a plain front-to-back Huffman decode is refused with DF11_ERR_CORRUPT, never
+ * decoded into wrong weights. */
 #ifndef DF11_LOADER_DFLOAT11_H
 #define DF11_LOADER_DFLOAT11_H
 

@@ -404,6 +404,13 @@ static char *config_text(const folder_opts *fo)
     return text;
 }
 
+static int cmp_as_safetensors(const void *a, const void *b)
+{
+    const df11_tensor_source *x = a, *y = b;
+    size_t sx = df11_dtype_size(x->dtype), sy = df11_dtype_size(y->dtype);
+    return sx != sy ? (sx < sy) - (sx > sy) : strcmp(x->name, y->name);
+}
+
 /* Writes the model as a DFloat11 folder `dir`: embed_tokens, lm_head and each decoder
  * layer (its seven weights together) compressed, the norms stored as they are. */
 static void write_folder(const model *m, const char *dir, const folder_opts *fo)
@@ -486,6 +493,9 @@ static void write_folder(const model *m, const char *dir, const folder_opts *fo)
                                        .shape = { m->w[i].rows },
                                        .data = m->w[i].w };
     }
+    /* In the order the safetensors library writes: larger dtypes first, then by name (so
+     * that a BF16 tensor never lands at an odd offset after U8 ones). */
+    qsort(t, n, sizeof *t, cmp_as_safetensors);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     ck_assert_int_eq(df11i_st_write(path, t, n, NULL), DF11_OK);
     for (int mod = 0; mod < 2 + LAYERS; mod++) buffers_free(&bufs[mod]);

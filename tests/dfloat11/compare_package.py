@@ -86,9 +86,11 @@ def model_tensors(np):
 
 
 def write_safetensors(path, tensors):
-    """tensors: name -> (dtype string, shape, bytes)."""
+    """tensors: name -> (dtype string, shape, bytes); in the safetensors library's order,
+    larger dtypes first, then by name (no BF16 tensor at an odd offset)."""
+    size = {"I64": 8, "BF16": 2, "U8": 1}
     header, offset, blobs = {}, 0, []
-    for name, (dtype, shape, data) in tensors.items():
+    for name, (dtype, shape, data) in sorted(tensors.items(), key=lambda kv: (-size[kv[1][0]], kv[0])):
         header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
         offset += len(data)
