@@ -42,6 +42,12 @@ df11_status df11i_st_open(const char *path, df11i_st_model **out);
 /* Unmaps the files and frees `model` itself (NULL is fine). */
 void df11i_st_close(df11i_st_model *model);
 
+/* For a reader that picks a folder's files itself (loader/dfloat11.h): maps and parses one
+ * more file into `model` (a model started as calloc(1, sizeof(df11i_st_model))), and reads
+ * `dir`/config.json into config_json when it exists (NULL stays when it does not). */
+df11_status df11i_st_add_file(df11i_st_model *model, const char *path);
+df11_status df11i_st_read_config(df11i_st_model *model, const char *dir);
+
 /* Parses one safetensors file image already in memory (for tests and fuzzing). On success
  * appends the tensors to `model` (data pointers into `file`, which the caller keeps alive
  * and frees; names are copied). On failure `model` is left as it was. A model built only

@@ -680,9 +680,8 @@ static df11_status open_folder(df11i_st_model *model, const char *dir)
 {
     char *index = path_join(dir, ST_INDEX_NAME);
     char *single = path_join(dir, ST_SINGLE_NAME);
-    char *config = path_join(dir, ST_CONFIG_NAME);
     df11_status st;
-    if (!index || !single || !config) {
+    if (!index || !single) {
         st = df11i_fail(DF11_ERR_NO_MEMORY, "'%s': paths", dir);
         goto out;
     }
@@ -693,12 +692,31 @@ static df11_status open_folder(df11i_st_model *model, const char *dir)
     else
         st = df11i_fail_errno(DF11_ERR_IO, ENOENT,
                               "'%s' has neither " ST_SINGLE_NAME " nor " ST_INDEX_NAME, dir);
-    if (st == DF11_OK && access(config, F_OK) == 0)
-        st = read_text(config, ST_MAX_CONFIG, DF11_ERR_UNSUPPORTED, &model->config_json,
-                       &model->config_len);
+    if (st == DF11_OK) st = df11i_st_read_config(model, dir);
 out:
     free(index);
     free(single);
+    return st;
+}
+
+df11_status df11i_st_add_file(df11i_st_model *model, const char *path)
+{
+    if (!model || !path)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_st_add_file: NULL argument");
+    return map_and_parse(model, path);
+}
+
+df11_status df11i_st_read_config(df11i_st_model *model, const char *dir)
+{
+    if (!model || !dir || model->config_json)
+        return df11i_fail(DF11_ERR_INVALID_ARG,
+                          "df11i_st_read_config: NULL argument or read twice");
+    char *config = path_join(dir, ST_CONFIG_NAME);
+    if (!config) return df11i_fail(DF11_ERR_NO_MEMORY, "'%s': paths", dir);
+    df11_status st = DF11_OK;
+    if (access(config, F_OK) == 0)
+        st = read_text(config, ST_MAX_CONFIG, DF11_ERR_UNSUPPORTED, &model->config_json,
+                       &model->config_len);
     free(config);
     return st;
 }

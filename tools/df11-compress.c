@@ -1,4 +1,5 @@
-/* df11-compress: a safetensors file or Hugging Face folder in, one .df11 file out. */
+/* df11-compress: a safetensors file, Hugging Face folder or DFloat11 folder in, one .df11
+ * file out. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -13,7 +14,8 @@ static void usage(void)
 {
     printf("Usage: %s IN -o OUT.df11 [options]\n"
            "Compress the BF16 weights of a safetensors file or Hugging Face model folder\n"
-           "losslessly into one .df11 file (other dtypes are stored as they are).\n\n"
+           "losslessly into one .df11 file (other dtypes are stored as they are). A DFloat11\n"
+           "folder (config.json with dfloat11_config) is decoded bit-exactly on the CPU.\n\n"
            "  -o, --output FILE       the .df11 file to write (required)\n"
            "  -j, --threads N         worker threads (default: all cores)\n"
            "      --max-code-len L    longest Huffman code, 1..15 (default %d); a tensor with\n"

@@ -1,5 +1,6 @@
-/* The path-level entry points: compress a safetensors file or model folder, and write a
- * .df11 file back out as safetensors, streamed group by group (never the whole model in
+/* The path-level entry points: compress a safetensors file, a model folder or a DFloat11
+ * folder (decoded module by module as its groups are written), and write a .df11 file
+ * back out as safetensors, streamed group by group (never the whole model in
  * memory). */
 #include <stdlib.h>
 #include <string.h>
@@ -8,7 +9,9 @@
 #include "common/error.h"
 #include "df11/compress.h"
 #include "df11/file.h"
+#include "loader/dfloat11.h"
 #include "loader/safetensors.h"
+#include "writer/container_write.h"
 #include "writer/safetensors_write.h"
 
 df11_status df11_compress_path(const char *in_path, const char *out_path,
@@ -25,6 +28,16 @@ df11_status df11_compress_path(const char *in_path, const char *out_path,
         (options->lane_symbols % DF11_GROUP || options->lane_symbols > DF11_MAX_LANE_SYMBOLS))
         return df11i_fail(DF11_ERR_INVALID_ARG, "lane symbols %u: want a multiple of %d in %d..%d",
                           options->lane_symbols, DF11_GROUP, DF11_GROUP, DF11_MAX_LANE_SYMBOLS);
+    if (df11i_dfl_is_folder(in_path)) {
+        df11i_dfl_model *d;
+        df11_status st = df11i_dfl_open(in_path, options ? options->n_threads : 0, &d);
+        if (st != DF11_OK) return st;
+        st = df11i_compress_tensors_stream(out_path, d->tensors, d->n_tensors, d->config_json,
+                                           d->config_len, options, summary, df11i_dfl_tensor_data,
+                                           d);
+        df11i_dfl_close(d);
+        return st;
+    }
     df11i_st_model *m;
     df11_status st = df11i_st_open(in_path, &m);
     if (st != DF11_OK) return st;

@@ -4,6 +4,7 @@
  * (common/atomic_file.h: a temporary file, fsynced and renamed over it). */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,9 +21,11 @@
 #include "common/util.h"
 #include "df11/compress.h"
 #include "loader/format.h"
+#include "writer/container_write.h"
 
 typedef struct {
     const df11_tensor_source *src;
+    const void *data; /* src->data, or what the data callback gave while it is encoded */
     uint64_t n_elements, nbytes;
     int32_t layer; /* -1 for a non-layer tensor */
     uint32_t group;
@@ -42,7 +45,7 @@ static int cmp_name(const void *a, const void *b)
 
 /* Checks the sources and sizes; fills plans. */
 static df11_status plan_tensors(const df11_tensor_source *t, size_t n, const char *prefix,
-                                tensor_plan *plans)
+                                bool have_data_fn, tensor_plan *plans)
 {
     for (size_t i = 0; i < n; i++) {
         const df11_tensor_source *s = &t[i];
@@ -59,7 +62,7 @@ static df11_status plan_tensors(const df11_tensor_source *t, size_t n, const cha
         uint64_t nb;
         if (!df11i_mul_ok(ne, es, &nb) || nb > (UINT64_MAX >> 2))
             return df11i_fail(DF11_ERR_OVERFLOW, "tensor '%s': size overflows", s->name);
-        if (nb && !s->data)
+        if (nb && !s->data && !have_data_fn)
             return df11i_fail(DF11_ERR_INVALID_ARG, "tensor '%s': no data", s->name);
         plans[i] = (tensor_plan){
             .src = s, .n_elements = ne, .nbytes = nb, .layer = df11i_layer_of(s->name, prefix)
@@ -166,7 +169,7 @@ static df11_status encode_fixed(const tensor_plan *p, const df11_compress_option
                                 tensor_out *t)
 {
     uint8_t *r = t->rec;
-    const uint16_t *w = p->src->data;
+    const uint16_t *w = p->data;
     df11_status st =
         df11i_fixed_encode(w, p->src->shape[0], p->src->shape[1], o->n_threads, &t->fixed);
     if (st != DF11_OK) return df11i_fail_context(st, "tensor '%s'", p->src->name);
@@ -206,7 +209,7 @@ static df11_status encode_tensor(const tensor_plan *p, const df11_compress_optio
         return DF11_OK;
     }
     if (use_fixed(p, o)) return encode_fixed(p, o, at, t);
-    df11_status st = df11i_encode(p->src->data, p->n_elements, o->max_code_len, o->lane_symbols,
+    df11_status st = df11i_encode(p->data, p->n_elements, o->max_code_len, o->lane_symbols,
                                   o->n_threads, sm_scratch, &t->enc);
     if (st != DF11_OK) return df11i_fail_context(st, "tensor '%s'", p->src->name);
     const df11i_encoded *e = &t->enc;
@@ -242,7 +245,7 @@ static void place_tensor(const tensor_plan *p, const tensor_out *t, uint8_t *pay
 {
     const uint8_t *r = t->rec;
     if (r[TEN_CODEC] == DF11_CODEC_RAW) {
-        if (p->nbytes) memcpy(payload + df11i_ld64(r + TEN_DATA_OFFSET), p->src->data, p->nbytes);
+        if (p->nbytes) memcpy(payload + df11i_ld64(r + TEN_DATA_OFFSET), p->data, p->nbytes);
         return;
     }
     if (r[TEN_CODEC] == DF11_CODEC_EXP_FIXED) {
@@ -297,7 +300,9 @@ typedef struct {
     /* The index: header, group table, tensor table, strings, metadata; payloads follow. */
     uint64_t groups_off, tensors_off, strings_off, strings_size, meta_off, index_end;
     uint8_t *index;
-    tensor_out *outs;      /* in file order */
+    tensor_out *outs;         /* in file order */
+    df11i_st_data_fn data_fn; /* gives the bytes of tensors whose source has none */
+    void *data_ctx;
     uint8_t *payload, *sm; /* the group being built; sign+mantissa scratch */
     df11i_atomic_file out;
     df11_compress_summary sum;
@@ -385,9 +390,14 @@ static void fill_index(compress_run *r, const char *metadata, size_t metadata_le
 static df11_status append_tensor(compress_run *r, uint32_t k, const char *group_name, uint64_t *at,
                                  uint64_t *decoded)
 {
-    const tensor_plan *p = &r->plans[r->order[k]];
+    tensor_plan *p = &r->plans[r->order[k]];
     tensor_out *t = &r->outs[k];
-    df11_status st = encode_tensor(p, &r->o, *at, r->sm, t);
+    df11_status st;
+    p->data = p->src->data;
+    if (!p->data && p->nbytes &&
+        (st = r->data_fn(r->data_ctx, r->order[k], p->nbytes, &p->data)) != DF11_OK)
+        return st;
+    st = encode_tensor(p, &r->o, *at, r->sm, t);
     if (st != DF11_OK) return st;
     uint8_t *grown = realloc(r->payload, *at + t->size ? *at + t->size : 1);
     if (!grown) return df11i_fail(DF11_ERR_NO_MEMORY, "payload of group '%s'", group_name);
@@ -478,12 +488,27 @@ df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source
                                   const df11_compress_options *options,
                                   df11_compress_summary *summary)
 {
+    return df11i_compress_tensors_stream(out_path, tensors, n, metadata, metadata_len, options,
+                                         summary, NULL, NULL);
+}
+
+df11_status df11i_compress_tensors_stream(const char *out_path, const df11_tensor_source *tensors,
+                                          size_t n, const char *metadata, size_t metadata_len,
+                                          const df11_compress_options *options,
+                                          df11_compress_summary *summary, df11i_st_data_fn data,
+                                          void *data_ctx)
+{
     double t0 = df11i_now_ms();
     if (!out_path || (n && !tensors) || (metadata_len && !metadata))
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11_compress_tensors: NULL argument");
     if (n > UINT32_MAX / 2) return df11i_fail(DF11_ERR_INVALID_ARG, "too many tensors");
     compress_run r = {
-        .path = out_path, .tensors = tensors, .n = n, .out = { .fd = -1, .dir_fd = -1, .slot = -1 }
+        .path = out_path,
+        .tensors = tensors,
+        .n = n,
+        .out = { .fd = -1, .dir_fd = -1, .slot = -1 },
+        .data_fn = data,
+        .data_ctx = data_ctx,
     };
     df11_status st = resolve_options(options, &r.o);
     if (st != DF11_OK) return st;
@@ -494,7 +519,8 @@ df11_status df11_compress_tensors(const char *out_path, const df11_tensor_source
         st = df11i_fail(DF11_ERR_NO_MEMORY, "tensor table");
         goto done;
     }
-    if ((st = plan_tensors(tensors, n, r.o.layer_prefix, r.plans)) != DF11_OK) goto done;
+    if ((st = plan_tensors(tensors, n, r.o.layer_prefix, data != NULL, r.plans)) != DF11_OK)
+        goto done;
     if ((st = plan_groups(r.plans, n, &r.groups, &r.n_groups, r.order)) != DF11_OK) goto done;
     if ((st = plan_index(&r, metadata_len)) != DF11_OK) goto done;
     fill_index(&r, metadata, metadata_len);

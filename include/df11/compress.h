@@ -1,8 +1,8 @@
 /* Writing .df11 containers.
  *
  * df11_compress_tensors() takes tensors from anywhere (memory, an mmapped safetensors file)
- * and writes one .df11 file. df11_compress_path() is the same for a safetensors file or a
- * Hugging Face model folder. Output appears at `out_path` only when the whole run
+ * and writes one .df11 file. df11_compress_path() is the same for a safetensors file, a
+ * Hugging Face model folder or a DFloat11 folder. Output appears at `out_path` only when the whole run
  * succeeded: it is written to a new file in the same directory (unnamed where Linux allows
  * it), fsynced and renamed over `out_path`, whose directory is then fsynced. A run that
  * fails, or a process killed mid-write, leaves `out_path` as it was and no temporary that
@@ -104,7 +104,12 @@ DF11_API df11_status df11_compress_tensors(const char *out_path, const df11_tens
                                            df11_compress_summary *summary);
 
 /* `in_path`: a .safetensors file, or a folder with model.safetensors or
- * model.safetensors.index.json (+ shards) and optionally config.json. Options are checked
+ * model.safetensors.index.json (+ shards) and optionally config.json, or a DFloat11 folder
+ * (config.json with "dfloat11_config"): its compressed modules are decoded on the CPU
+ * (n_threads), one module in memory at a time, and the .df11 holds the original tensors
+ * (docs/FORMAT.md, "Input: DFloat11 folders"); a module that does not decode exactly
+ * fails with DF11_ERR_CORRUPT / TRUNCATED, a weight whose shape df11 cannot tell with
+ * DF11_ERR_UNSUPPORTED. Options are checked
  * (DF11_ERR_INVALID_ARG) before the input is opened. */
 DF11_API df11_status df11_compress_path(const char *in_path, const char *out_path,
                                         const df11_compress_options *options,

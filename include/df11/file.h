@@ -111,8 +111,8 @@ DF11_API df11_status df11_file_find_tensor(const df11_file *file, const char *na
 /* Number of layer groups (blocks) and the group holding block `layer`. */
 DF11_API uint32_t df11_file_n_layers(const df11_file *file);
 DF11_API df11_status df11_file_layer_group(const df11_file *file, uint32_t layer, uint32_t *group);
-/* The source model's config.json, copied through verbatim (not NUL-terminated; len may
- * be 0). Valid until close. */
+/* The source model's config.json, copied through verbatim (from a DFloat11 folder: without
+ * its dfloat11_config, printed again); not NUL-terminated; len may be 0. Valid until close. */
 DF11_API const char *df11_file_metadata(const df11_file *file, size_t *len);
 
 /* Reads a group's payload into `payload` (payload_size bytes) and checks its xxh3. */

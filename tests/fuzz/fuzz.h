@@ -43,4 +43,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
                    df11_strerror(st_));                                                            \
     } while (0)
 
+/* An input cut into sections, each copied into a buffer of exactly its size (so that the
+ * sanitizers see an over-read of one section), zeros past the input's end. */
+typedef struct fuzz_reader {
+    const uint8_t *data;
+    size_t size, pos;
+} fuzz_reader;
+
+/* The next `n` bytes in a malloc'd buffer of their own; NULL when out of memory. */
+static inline void *fuzz_take(fuzz_reader *r, uint64_t n)
+{
+    uint8_t *p = malloc(n ? n : 1);
+    if (!p) return NULL;
+    size_t have = r->pos < r->size ? r->size - r->pos : 0;
+    if (have > n) have = n;
+    memcpy(p, r->data + r->pos, have);
+    memset(p + have, 0, n - have);
+    r->pos += n;
+    return p;
+}
+
 #endif

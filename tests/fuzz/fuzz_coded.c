@@ -26,24 +26,6 @@
 #define MAX_ELEMENTS (1u << 20)
 #define MAX_STREAM (1u << 24)
 
-typedef struct reader {
-    const uint8_t *data;
-    size_t size, pos;
-} reader;
-
-/* The next `n` input bytes in a buffer of its own (zeros past the input's end). */
-static void *take(reader *r, uint64_t n)
-{
-    uint8_t *p = malloc(n ? n : 1);
-    if (!p) return NULL;
-    size_t have = r->pos < r->size ? r->size - r->pos : 0;
-    if (have > n) have = n;
-    memcpy(p, r->data + r->pos, have);
-    memset(p + have, 0, n - have);
-    r->pos += n;
-    return p;
-}
-
 FUZZ_NO_COVERAGE
 static void check_decoded(const df11i_coded *c, const uint16_t *out)
 {
@@ -69,9 +51,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     c.stream_bytes = df11i_ld32(data + 12);
     if (c.n_elements > MAX_ELEMENTS || c.stream_bytes > MAX_STREAM || c.n_chunks > MAX_ELEMENTS)
         return 0;
-    reader r = { data, size, 16 };
+    fuzz_reader r = { data, size, 16 };
 
-    uint8_t *cb = take(&r, cb_bytes);
+    uint8_t *cb = fuzz_take(&r, cb_bytes);
     if (!cb) return 0;
     df11_status st = df11i_codebook_read(cb, cb_bytes, c.max_len, &c.code);
     free(cb);
@@ -87,10 +69,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                    c.lane_symbols, (unsigned long long)c.n_chunks, df11_strerror(st));
         return 0;
     }
-    uint32_t *chunks = take(&r, c.n_chunks * 4);
-    uint16_t *lanes = take(&r, df11i_n_lane_entries(c.n_elements, c.lane_symbols) * 2);
-    uint32_t *stream = take(&r, c.stream_bytes);
-    uint8_t *sm = take(&r, c.n_elements);
+    uint32_t *chunks = fuzz_take(&r, c.n_chunks * 4);
+    uint16_t *lanes = fuzz_take(&r, df11i_n_lane_entries(c.n_elements, c.lane_symbols) * 2);
+    uint32_t *stream = fuzz_take(&r, c.stream_bytes);
+    uint8_t *sm = fuzz_take(&r, c.n_elements);
     uint16_t *out = malloc(c.n_elements ? c.n_elements * 2 : 1);
     if (chunks && lanes && stream && sm && out) {
         c.chunks = chunks;
