@@ -1,8 +1,9 @@
-/* df11_hparams_parse / df11_model_hparams: a Hugging Face config.json read into the typed
- * df11_hparams. The text is outside input (a file anyone may hand the library): every
- * field is type- and range-checked, so that an engine can multiply what it gets without
- * its own checks; the first problem found is the one reported. Reads no file and holds
- * nothing: the model keeps the text (df11_model_config). */
+/* df11_hparams_parse: a Hugging Face config.json read into the typed df11_hparams. The text
+ * is outside input (a file anyone may hand the library): every field is type- and
+ * range-checked, so that an engine can multiply what it gets without its own checks; the
+ * first problem found is the one reported. Reads no file and holds nothing, and knows no
+ * model (df11_model_hparams, in model.c, hands it the model's text), so that the
+ * compressor's readers can use it without linking the runtime. */
 #include <cjson/cJSON.h>
 #include <limits.h>
 #include <math.h>
@@ -11,7 +12,7 @@
 #include <string.h>
 
 #include "common/error.h"
-#include "runtime/internal.h"
+#include "df11/runtime.h"
 
 /* The first version of the struct is this one; fields added later go after it and this
  * stays the size an older caller passes. */
@@ -249,14 +250,4 @@ df11_status df11_hparams_parse(const char *json, size_t len, df11_hparams *h)
     out.size = size;
     memcpy(h, &out, size);
     return DF11_OK;
-}
-
-df11_status df11_model_hparams(const df11_model *m, df11_hparams *h)
-{
-    if (!m || !h) return df11i_fail(DF11_ERR_INVALID_ARG, "df11_model_hparams: NULL argument");
-    size_t len;
-    const char *json = df11_model_config(m, &len);
-    if (!json || !len) /* a df11 file written without one stores none */
-        return df11i_fail(DF11_ERR_NOT_FOUND, "'%s' has no config.json", m->path);
-    return df11_hparams_parse(json, len, h);
 }

@@ -185,6 +185,16 @@ const char *df11_model_config(const df11_model *m, size_t *len)
     return m->config;
 }
 
+df11_status df11_model_hparams(const df11_model *m, df11_hparams *h)
+{
+    if (!m || !h) return df11i_fail(DF11_ERR_INVALID_ARG, "df11_model_hparams: NULL argument");
+    size_t len;
+    const char *json = df11_model_config(m, &len);
+    if (!json || !len) /* a df11 file written without one stores none */
+        return df11i_fail(DF11_ERR_NOT_FOUND, "'%s' has no config.json", m->path);
+    return df11_hparams_parse(json, len, h);
+}
+
 df11_backend_kind df11_model_backend(const df11_model *m)
 {
     return m ? m->kind : DF11_BACKEND_AUTO;
