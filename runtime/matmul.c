@@ -123,10 +123,23 @@ df11i_backend_group df11i_rt_backend_group(const df11_model *m, uint32_t t)
                                   .plan_dev = rt->mm_plan_dev };
 }
 
+/* Tensor v as the op's rows x cols: a non-empty 2-D BF16 matrix, or a 1-D BF16 vector as
+ * one row (a norm's or a bias's values, for df11_rows_gather); 0 when it is neither. */
+static int matrix_shape(const df11_tensor_view *v, uint64_t *rows, uint64_t *cols)
+{
+    if (v->dtype != DF11_DTYPE_BF16 || (v->ndim != 1 && v->ndim != 2)) return 0;
+    *rows = v->ndim == 2 ? v->shape[0] : 1;
+    *cols = v->shape[v->ndim - 1];
+    return *rows && *cols;
+}
+
 static int is_matmul_weight(const df11_tensor_view *v)
 {
-    return v->dtype == DF11_DTYPE_BF16 && v->ndim == 2 && v->shape[0] && v->shape[1];
+    uint64_t rows, cols;
+    return matrix_shape(v, &rows, &cols);
 }
+
+static uint64_t matrix_cols(const df11_tensor_view *v) { return v->shape[v->ndim - 1]; }
 
 /* A workspace of the fused path, zeroed once (its semaphores must start at 0). */
 static df11_status ws_zero(df11_model *m, void *ws, uint64_t size)
@@ -180,7 +193,7 @@ df11_status df11i_rt_matmul_scratch_plan(const df11_model *m, uint64_t slot, uin
         if (!is_matmul_weight(v) || plain_by_index(m, t)) continue;
         if (gr->decoded_size <= slot && df11i_align_up(v->nbytes, 256) > size)
             size = df11i_align_up(v->nbytes, 256);
-        if (df11i_align_up(2 * v->shape[1], 256) > row) row = df11i_align_up(2 * v->shape[1], 256);
+        if (df11i_align_up(2 * matrix_cols(v), 256) > row) row = df11i_align_up(2 * matrix_cols(v), 256);
         uint64_t b;
         if ((s = ws_bytes(m, 1, &t, &b)) != DF11_OK) return s;
         if (b > w) w = b;
@@ -199,7 +212,7 @@ df11_status df11i_rt_matmul_scratch_plan(const df11_model *m, uint64_t slot, uin
             uint32_t parts[DF11_MAX_STACK], n = 0;
             for (uint32_t t = i; t < gr->first_tensor + gr->n_tensors && n < DF11_MAX_STACK; t++)
                 if (is_matmul_weight(&m->tensors[t].view) && !plain_by_index(m, t) &&
-                    m->tensors[t].view.shape[1] == m->tensors[i].view.shape[1])
+                    matrix_cols(&m->tensors[t].view) == matrix_cols(&m->tensors[i].view))
                     parts[n++] = t;
             uint64_t b;
             if (n > 1 && (s = ws_bytes(m, n, parts, &b)) == DF11_OK && b > w) w = b;
@@ -281,16 +294,17 @@ df11_status df11_weight_get(df11_model *m, const char *name, df11_weight *w)
     if (v->dtype != DF11_DTYPE_BF16)
         return df11i_fail(DF11_ERR_DTYPE, "tensor '%s' is %s, the matmul op takes BF16 weights",
                           name, df11_dtype_name(v->dtype));
-    if (v->ndim != 2 || !v->shape[0] || !v->shape[1])
+    uint64_t rows, cols;
+    if (!matrix_shape(v, &rows, &cols))
         return df11i_fail(DF11_ERR_INVALID_ARG,
-                          "tensor '%s' is not a non-empty 2-D matrix (%u dimensions)", name,
+                          "tensor '%s' is not a non-empty matrix or vector (%u dimensions)", name,
                           v->ndim);
     if (!m->be->iface->matmul_bf16 || !m->be->iface->decode_tensor)
         return df11i_fail(DF11_ERR_UNSUPPORTED, "the %s backend has no matmul op",
                           m->be->iface->name);
-    if (v->shape[0] > INT32_MAX || v->shape[1] > INT32_MAX)
+    if (rows > INT32_MAX || cols > INT32_MAX)
         return df11i_fail(DF11_ERR_OVERFLOW, "tensor '%s': %llu x %llu exceeds INT32_MAX", name,
-                          (unsigned long long)v->shape[0], (unsigned long long)v->shape[1]);
+                          (unsigned long long)rows, (unsigned long long)cols);
     if (matmul_path(m, (uint32_t)t, 0) == PATH_DECODE) {
         df11_status s;
         if ((s = plan_make(m, (uint32_t)t)) != DF11_OK || (s = scratch_make(m)) != DF11_OK)
@@ -298,8 +312,8 @@ df11_status df11_weight_get(df11_model *m, const char *name, df11_weight *w)
     }
     *w = (df11_weight){ .model = m->uid,
                         .tensor = (uint32_t)t,
-                        .rows = (uint32_t)v->shape[0],
-                        .cols = (uint32_t)v->shape[1],
+                        .rows = (uint32_t)rows,
+                        .cols = (uint32_t)cols,
                         .name = v->name };
     return DF11_OK;
 }
@@ -320,7 +334,8 @@ static df11_status weight_check(const df11_model *m, const df11_weight *w)
         return DF11_OK;
     }
     const df11_tensor_view *v = &m->tensors[w->tensor].view;
-    if (!is_matmul_weight(v) || v->shape[0] != w->rows || v->shape[1] != w->cols)
+    uint64_t rows, cols;
+    if (!matrix_shape(v, &rows, &cols) || rows != w->rows || cols != w->cols)
         return df11i_fail(DF11_ERR_INVALID_ARG,
                           "weight %u is not what df11_weight_get returned for '%s'", w->tensor,
                           v->name);
@@ -606,7 +621,9 @@ static df11_status matmul_stacked(df11_model *m, const rt_stack *st, df11i_matmu
     uint64_t col = 0;
     for (uint32_t i = 0; i < st->n; i++) {
         df11i_matmul_args part = *a;
-        part.n = (uint32_t)m->tensors[st->part[i]].view.shape[0];
+        uint64_t rows = 0, cols = 0; /* checked at df11_weight_stack */
+        matrix_shape(&m->tensors[st->part[i]].view, &rows, &cols);
+        part.n = (uint32_t)rows;
         part.y = (char *)a->y + col * ysize;
         df11_status s = matmul_one(m, st->part[i], &part);
         if (s != DF11_OK) return s;

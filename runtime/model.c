@@ -47,11 +47,11 @@ static df11_status options_take(df11_model_options *opt, const df11_model_option
     if (opt->staging_slots < 2 || opt->staging_slots > DF11_MAX_STAGING)
         return df11i_fail(DF11_ERR_INVALID_ARG, "options: staging_slots %u (2..%d, 0 = 3)",
                           opt->staging_slots, DF11_MAX_STAGING);
-    if (opt->arena_slots < 2 || opt->arena_slots > DF11_ARENA_MAX_SLOTS ||
+    if (opt->arena_slots == 1 || opt->arena_slots > DF11_ARENA_MAX_SLOTS ||
         (opt->nonlayer != DF11_NONLAYER_RESIDENT && opt->nonlayer != DF11_NONLAYER_ARENA &&
          opt->nonlayer != DF11_NONLAYER_COMPRESSED))
         return df11i_fail(DF11_ERR_INVALID_ARG,
-                          "options: arena_slots %u (2..%d) or nonlayer "
+                          "options: arena_slots %u (0, or 2..%d) or nonlayer "
                           "policy out of range",
                           opt->arena_slots, DF11_ARENA_MAX_SLOTS);
     return DF11_OK;

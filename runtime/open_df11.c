@@ -274,9 +274,11 @@ static df11_status memory_carve(df11_model *m, const memory_plan *p)
             return s;
     }
     void *base;
-    if ((s = df11i_pool_alloc(m->pool, p->slot * p->k, RT_PAYLOAD_ALIGN, DF11_POOL_USE_ARENA,
-                              &base)) != DF11_OK ||
-        (s = df11i_arena_init(&m->arena, p->k, p->slot, base)) != DF11_OK)
+    if (!p->k) /* no arena: only the op reads layer weights; its scratch is sized by a slot */
+        m->arena.slot_size = p->slot;
+    else if ((s = df11i_pool_alloc(m->pool, p->slot * p->k, RT_PAYLOAD_ALIGN, DF11_POOL_USE_ARENA,
+                                   &base)) != DF11_OK ||
+             (s = df11i_arena_init(&m->arena, p->k, p->slot, base)) != DF11_OK)
         return s;
     for (uint32_t g = 0; g < m->n_groups; g++) {
         rt_group *gr = &m->groups[g];
@@ -306,7 +308,8 @@ static df11_status scheduler_create(df11_model *m)
             return s;
     }
     size_t per_slot = m->max_block_tensors ? m->max_block_tensors : 1;
-    m->slot_views = calloc((size_t)m->arena.n_slots * per_slot, sizeof *m->slot_views);
+    m->slot_views = calloc((size_t)(m->arena.n_slots ? m->arena.n_slots : 1) * per_slot,
+                           sizeof *m->slot_views);
     if (!m->slot_views) return df11i_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
     return DF11_OK;
 }

@@ -164,7 +164,8 @@ static df11_status prefetch(df11_model *m, uint32_t block)
 {
     if (block_group(m, block)->resident) return DF11_OK;
     /* a block still being read from the file is decoded when acquired, not waited for here */
-    if (!df11i_rt_payload_prefetch(m, m->block_group[block])) return DF11_OK;
+    if (!df11i_rt_payload_prefetch(m, m->block_group[block]) || !m->arena.n_slots)
+        return DF11_OK; /* without an arena, bringing a streamed block in is all there is */
     int slot;
     return slot_fill(m, block, m->block_group[block], 1, &slot);
 }
@@ -173,6 +174,7 @@ static df11_status prefetch(df11_model *m, uint32_t block)
  * block 0 for the next token; stops at the first that finds no slot. */
 static void prefetch_ahead(df11_model *m, uint32_t block)
 {
+    if (!m->arena.n_slots) return;
     uint32_t ahead =
         m->opt.prefetch_blocks < 0 ? m->arena.n_slots - 1 : (uint32_t)m->opt.prefetch_blocks;
     for (uint32_t j = 1; j <= ahead && j < m->n_blocks; j++)
@@ -184,6 +186,11 @@ static df11_status arena_acquire(df11_model *m, uint32_t block, df11_stream stre
 {
     if (slot_acquired(m, block) >= 0)
         return df11i_fail(DF11_ERR_STATE, "block %u is already acquired", block);
+    if (!m->arena.n_slots)
+        return df11i_fail(DF11_ERR_UNSUPPORTED,
+                          "block %u: the model has no arena (arena_slots 0): multiply its "
+                          "weights with df11_matmul",
+                          block);
     int slot;
     df11_status s = slot_fill(m, block, m->block_group[block], 0, &slot);
     if (s == DF11_ERR_BUSY) {
@@ -255,13 +262,18 @@ df11_status df11i_rt_block_wait(df11_model *m, uint32_t block, df11_stream strea
 int df11i_rt_group_fits(const df11_model *m, uint32_t group)
 {
     const rt_group *gr = &m->groups[group];
-    return gr->resident || gr->decoded_size <= m->arena.slot_size;
+    return gr->resident || (m->arena.n_slots && gr->decoded_size <= m->arena.slot_size);
 }
 
 df11_status df11i_rt_group_acquire(df11_model *m, uint32_t group, df11_stream stream,
                                    const void **data)
 {
     const rt_group *gr = &m->groups[group];
+    if (!m->arena.n_slots)
+        return df11i_fail(DF11_ERR_UNSUPPORTED,
+                          "group '%s': the model has no arena (arena_slots 0): read it with "
+                          "df11_rows_gather or df11_matmul",
+                          gr->name);
     if (!df11i_rt_group_fits(m, group))
         return df11i_fail(DF11_ERR_UNSUPPORTED,
                           "group '%s' takes %.1f MiB decoded, an arena slot %.1f MiB "

@@ -1220,8 +1220,23 @@ START_TEST(test_matmul_errors)
     ck_assert_int_eq(df11_weight_get(m, MM_SHAPES[0].name, NULL), DF11_ERR_INVALID_ARG);
     df11_weight bad;
     ck_assert_int_eq(df11_weight_get(m, "nope", &bad), DF11_ERR_NOT_FOUND);
-    ck_assert_int_eq(df11_weight_get(m, "model.layers.2.input_layernorm.weight", &bad),
-                     DF11_ERR_INVALID_ARG); /* 1-D */
+    /* a vector is one row: df11_rows_gather of row 0 gives its values, row 1 is refused */
+    const char *norm = "model.layers.2.input_layernorm.weight";
+    df11_weight wv;
+    ck_assert_int_eq(df11_weight_get(m, norm, &wv), DF11_OK);
+    ck_assert_uint_eq(wv.rows, 1);
+    ck_assert_uint_eq(wv.cols, 64);
+    {
+        const uint32_t row0 = 0, row1 = 1;
+        void *dv = dev_alloc(64 * 2);
+        uint16_t got[64];
+        ck_assert_int_eq(df11_rows_gather(m, &wv, &row0, 1, dv, DF11_DTYPE_BF16, NULL), DF11_OK);
+        read_back(got, dv, sizeof got);
+        ck_assert_int_eq(memcmp(got, source_in(&mm.t, norm)->data, sizeof got), 0);
+        ck_assert_int_eq(df11_rows_gather(m, &wv, &row1, 1, dv, DF11_DTYPE_BF16, NULL),
+                         DF11_ERR_INVALID_ARG);
+        dev_free(dv);
+    }
     ck_assert_int_eq(df11_weight_get(m, "model.layers.2.mlp.f32.weight", &bad), DF11_ERR_DTYPE);
     /* multiplying: each refused before anything runs, y untouched */
     const uint32_t K = w.cols, N = w.rows;

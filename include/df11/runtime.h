@@ -78,7 +78,12 @@ typedef struct df11_model_options {
     size_t size; /* sizeof(df11_model_options), set by _init */
     df11_backend_kind backend;
     int device;           /* CUDA device ordinal */
-    uint32_t arena_slots; /* K >= 2 */
+    /* K >= 2; or 0: no arena, for an engine that reads layer weights through the ops alone
+     * (df11_block_acquire and a layer tensor's df11_tensor_get fail with
+     * DF11_ERR_UNSUPPORTED; df11_matmul decodes what it does not fuse into its scratch;
+     * df11_block_prefetch still brings a streamed block in). Frees K decoded blocks of
+     * device memory. */
+    uint32_t arena_slots;
     df11_nonlayer_policy nonlayer;
     uint64_t memory_limit; /* bytes the model may use; 0 = all that is free */
     int n_threads;         /* host decode threads; 0 = all cores */
@@ -298,9 +303,11 @@ typedef struct df11_weight {
     const char *name; /* valid until close */
 } df11_weight;
 
-/* Resolves a weight for df11_matmul, once (not on the hot path). DF11_ERR_NOT_FOUND if
- * there is no such tensor, DF11_ERR_DTYPE if it is not BF16, DF11_ERR_INVALID_ARG if it
- * is not 2-D or is empty, DF11_ERR_OVERFLOW if a side exceeds INT32_MAX,
+/* Resolves a weight for df11_matmul, once (not on the hot path). A 1-D tensor (a norm, a
+ * bias) is one row: rows 1, cols its length, so that df11_rows_gather of row 0 reads its
+ * values without an arena slot. DF11_ERR_NOT_FOUND if there is no such tensor,
+ * DF11_ERR_DTYPE if it is not BF16, DF11_ERR_INVALID_ARG if it is neither 2-D nor 1-D or
+ * is empty, DF11_ERR_OVERFLOW if a side exceeds INT32_MAX,
  * DF11_ERR_UNSUPPORTED for a codec this backend cannot multiply from. The first weight
  * that may need the decode path's fallback (CUDA backend: compressed W; host: W in a code
  * without a fused host path) allocates the op's scratch buffer, sized for the model's
