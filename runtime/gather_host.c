@@ -79,9 +79,9 @@ df11_status df11i_host_rows_decode(df11i_backend *be, const df11i_rows_args *a)
     if (!a->w) {
         const df11_tensor_info *ti = df11_file_tensor(a->g->file, a->tensor);
         /* a vector is one row (df11_weight_get) */
-        const int shaped = ti && (ti->ndim == 2 ? ti->shape[0] == a->rows && ti->shape[1] == a->cols
-                                                : ti->ndim == 1 && a->rows == 1 &&
-                                                      ti->shape[0] == a->cols);
+        const int shaped =
+            ti && (ti->ndim == 2 ? ti->shape[0] == a->rows && ti->shape[1] == a->cols
+                                 : ti->ndim == 1 && a->rows == 1 && ti->shape[0] == a->cols);
         if (!shaped)
             return df11i_fail(DF11_ERR_STATE, "rows decode: tensor %u is not %u x %u", a->tensor,
                               a->rows, a->cols);

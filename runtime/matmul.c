@@ -193,7 +193,8 @@ df11_status df11i_rt_matmul_scratch_plan(const df11_model *m, uint64_t slot, uin
         if (!is_matmul_weight(v) || plain_by_index(m, t)) continue;
         if (gr->decoded_size <= slot && df11i_align_up(v->nbytes, 256) > size)
             size = df11i_align_up(v->nbytes, 256);
-        if (df11i_align_up(2 * matrix_cols(v), 256) > row) row = df11i_align_up(2 * matrix_cols(v), 256);
+        if (df11i_align_up(2 * matrix_cols(v), 256) > row)
+            row = df11i_align_up(2 * matrix_cols(v), 256);
         uint64_t b;
         if ((s = ws_bytes(m, 1, &t, &b)) != DF11_OK) return s;
         if (b > w) w = b;

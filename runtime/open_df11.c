@@ -308,8 +308,8 @@ static df11_status scheduler_create(df11_model *m)
             return s;
     }
     size_t per_slot = m->max_block_tensors ? m->max_block_tensors : 1;
-    m->slot_views = calloc((size_t)(m->arena.n_slots ? m->arena.n_slots : 1) * per_slot,
-                           sizeof *m->slot_views);
+    m->slot_views =
+        calloc((size_t)(m->arena.n_slots ? m->arena.n_slots : 1) * per_slot, sizeof *m->slot_views);
     if (!m->slot_views) return df11i_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
     return DF11_OK;
 }

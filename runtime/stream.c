@@ -302,40 +302,42 @@ df11_status df11i_rt_payload_get(df11_model *m, uint32_t g, void *stream, const 
     }
     rt_ring *r = &m->ring;
     df11_status s = DF11_OK;
+    rt_stage *st = NULL;
     pthread_mutex_lock(MU(r));
-    int i = stage_find(r, g);
-    if (i >= 0 && r->stages[i].state == STAGE_FAILED && !r->stages[i].users) {
-        /* a prefetch that failed earlier: read again, so the result is the file's now */
-        r->stages[i].group = -1;
-        r->stages[i].state = STAGE_EMPTY;
-        i = -1;
-    }
-    if (i < 0) {
-        /* every stage may be mid-read: wait for one rather than fail */
-        while ((s = fetch(m, g, &i)) == DF11_ERR_BUSY && r->q_len) {
-            df11i_clear_error();
-            pthread_cond_wait(CV(r), MU(r));
+    /* A read that a prefetch started may have seen the file before a change that the
+     * caller made since (a repaired file): one that failed is read again, once. */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int i = stage_find(r, g);
+        if (i >= 0 && r->stages[i].state == STAGE_FAILED && !r->stages[i].users) {
+            r->stages[i].group = -1; /* failed earlier: read again, the file's bytes now */
+            r->stages[i].state = STAGE_EMPTY;
+            i = -1;
         }
-    }
-    if (s != DF11_OK) {
-        pthread_mutex_unlock(MU(r));
-        return s;
-    }
-    rt_stage *st = &r->stages[i];
-    st->users++;
-    st->stamp = ++r->clock;
-    prefetch_after(m, g);
-    if (st->state == STAGE_READING) {
-        double t0 = df11i_now_ms();
-        while (st->state == STAGE_READING) pthread_cond_wait(CV(r), MU(r));
-        r->stall_ms += df11i_now_ms() - t0;
-    }
-    if (st->state == STAGE_FAILED) {
-        s = df11i_fail(st->error, "block %d ('%s'), streamed from the file: %s", m->groups[g].layer,
-                       m->groups[g].name, st->error_detail);
+        const int ours = i < 0;
+        if (ours) /* every stage may be mid-read: wait for one rather than fail */
+            while ((s = fetch(m, g, &i)) == DF11_ERR_BUSY && r->q_len) {
+                df11i_clear_error();
+                pthread_cond_wait(CV(r), MU(r));
+            }
+        if (s != DF11_OK) break;
+        st = &r->stages[i];
+        st->users++;
+        st->stamp = ++r->clock;
+        if (!attempt) prefetch_after(m, g);
+        if (st->state == STAGE_READING) {
+            double t0 = df11i_now_ms();
+            while (st->state == STAGE_READING) pthread_cond_wait(CV(r), MU(r));
+            r->stall_ms += df11i_now_ms() - t0;
+        }
+        if (st->state != STAGE_FAILED) break;
         st->users--;
-        st->group = -1;
-        st->state = STAGE_EMPTY;
+        if (ours || attempt) {
+            s = df11i_fail(st->error, "block %d ('%s'), streamed from the file: %s",
+                           m->groups[g].layer, m->groups[g].name, st->error_detail);
+            st->group = -1;
+            st->state = STAGE_EMPTY;
+            break;
+        }
     }
     pthread_mutex_unlock(MU(r));
     if (s != DF11_OK) return s;

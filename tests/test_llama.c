@@ -1443,6 +1443,15 @@ static df11_status failing_gather(void *ctx, const df11_weight *w, const uint32_
     return DF11_ERR_DEVICE;
 }
 
+/* The model's gather, failing for the embedding only (norms are gathered at create). */
+static df11_status embed_failing_gather(void *ctx, const df11_weight *w, const uint32_t *ids,
+                                        uint32_t n, void *out, df11_dtype out_dtype,
+                                        df11_stream stream)
+{
+    if (strstr(w->name, "embed_tokens")) return DF11_ERR_DEVICE;
+    return df11_rows_gather(ctx, w, ids, n, out, out_dtype, stream);
+}
+
 /* The choice of path at dfl_create: the op where the provider has it (and the size says
  * so), the engine otherwise; asking for the op without it, or for a path that does not
  * exist, fails; the op path checks every linear weight's shape at create. Embedding rows
@@ -1502,9 +1511,13 @@ START_TEST(test_matmul_choice)
     ck_assert_int_eq(dfl_embed_gathered(e), 0);
     ck_assert_int_eq(dfl_forward(e, &tok, 1, 0, NULL), DF11_OK);
     dfl_destroy(e);
-    /* a gather that fails mid-pass: dfl_forward returns its status, naming the tensor */
+    /* a gather that fails at create (the norms are gathered there): its status, naming the
+     * tensor; one that fails mid-pass: dfl_forward returns its status, naming the tensor */
     df11_provider pg = po;
     pg.rows_gather = failing_gather;
+    ck_assert_int_eq(dfl_create(&cfg, &pg, &opt, &e), DF11_ERR_DEVICE);
+    ck_assert_ptr_nonnull(strstr(dfl_create_error(), "input_layernorm"));
+    pg.rows_gather = embed_failing_gather;
     ck_assert_int_eq(dfl_create(&cfg, &pg, &opt, &e), DF11_OK);
     ck_assert_int_eq(dfl_forward(e, &tok, 1, 0, NULL), DF11_ERR_DEVICE);
     ck_assert_ptr_nonnull(strstr(dfl_error(e), "model.embed_tokens.weight"));

@@ -55,7 +55,8 @@ static void usage(FILE *f)
             "      --device cpu|cuda   default: cuda when built with it and a GPU is present\n"
             "      --threads N         host threads (default: all cores)\n"
             "      --ctx N             KV cache positions (default: max_position_embeddings)\n"
-            "      --slots K           df11 arena slots (default: the runtime's)\n"
+            "      --slots K           df11 arena slots (default: the runtime's); 0: none, for\n"
+            "                          the op path alone (frees K decoded blocks of memory)\n"
             "      --vram-budget SIZE  device memory the weights may take (K/M/G suffixes):\n"
             "                          blocks that do not fit are streamed from pinned RAM\n"
             "      --host-budget SIZE  pinned RAM for streamed blocks; with it, blocks that fit\n"
@@ -215,7 +216,7 @@ static void model_open(session *s, const run_opts *o, const char *path)
     df11_model_options mo;
     df11_model_options_init(&mo);
     mo.backend = o->device == DFL_DEVICE_CUDA ? DF11_BACKEND_CUDA : DF11_BACKEND_HOST;
-    if (o->slots) mo.arena_slots = (uint32_t)o->slots;
+    if (o->slots) mo.arena_slots = o->slots < 0 ? 0 : (uint32_t)o->slots;
     if (o->threads) mo.n_threads = o->threads;
     mo.matmul_plain_launch = o->no_pdl;
     mo.nonlayer = s->nonlayer;
@@ -980,7 +981,10 @@ int main(int argc, char **argv)
         case O_DEVICE: device = optarg; break;
         case O_THREADS: o.threads = parse_int(optarg, "--threads", 1, 1024); break;
         case O_CTX: o.ctx = parse_int(optarg, "--ctx", 2, MAX_POSITIONS); break;
-        case O_SLOTS: o.slots = parse_int(optarg, "--slots", 2, 64); break;
+        case O_SLOTS:
+            /* 0: no arena (the op path alone), set apart from "not given" */
+            o.slots = strcmp(optarg, "0") == 0 ? -1 : parse_int(optarg, "--slots", 2, 64);
+            break;
         case O_VRAM_BUDGET: o.vram_budget = parse_size(optarg, "--vram-budget"); break;
         case O_HOST_BUDGET: o.host_budget = parse_size(optarg, "--host-budget"); break;
         case O_JSON: o.json = 1; break;
@@ -1028,6 +1032,8 @@ int main(int argc, char **argv)
     if (o.model_path && o.bf16_path && !o.bench)
         die(2, "give MODEL.df11 or --bf16 SRC, not both (both only with --bench)");
     if (o.tokens && o.prompt) die(2, "give -p or --tokens, not both");
+    if (o.slots < 0 && o.matmul == DFL_MATMUL_ENGINE)
+        die(2, "--slots 0 needs the matmul op: --matmul engine reads decoded blocks");
     if (o.host_budget && !o.vram_budget)
         die(2, "--host-budget needs --vram-budget (the blocks that do not fit it are streamed)");
     if (o.vram_budget && o.bf16_path && !is_df11_path(o.bf16_path))

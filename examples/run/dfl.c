@@ -545,11 +545,61 @@ size_t dfl_norms_count(const dfl_config *cfg)
     return dfl_bias_offset(cfg) + (size_t)cfg->n_layers * dfl_bias_stride(cfg);
 }
 
+/* Vector `name` (n values) into dst by the row gather: a 1-D tensor is a one-row weight. */
+static df11_status norm_gather(const df11_provider *p, const char *name, size_t n,
+                               df11_stream stream, uint16_t *dst, char *err, size_t errlen)
+{
+    df11_weight w;
+    const uint32_t row0 = 0;
+    df11_status st = p->weight_get(p->ctx, name, &w);
+    if (st == DF11_OK && (w.rows != 1 || w.cols != n)) {
+        snprintf(err, errlen, "tensor '%s' is %u x %u, the config implies 1 x %zu", name, w.rows,
+                 w.cols, n);
+        return DF11_ERR_CORRUPT;
+    }
+    if (st == DF11_OK) st = p->rows_gather(p->ctx, &w, &row0, 1, dst, DF11_DTYPE_BF16, stream);
+    if (st != DF11_OK)
+        snprintf(err, errlen, "tensor '%s': %s%s%s", name, df11_strerror(st),
+                 *df11_last_error_detail() ? ": " : "", df11_last_error_detail());
+    return st;
+}
+
+/* dfl_norms_copy without acquiring blocks (so that it works on a model with no arena):
+ * every norm and bias by the row gather. DF11_ERR_INVALID_ARG from the first weight_get:
+ * a library from before one-row weights, the caller acquires blocks instead. */
+static df11_status norms_gather(const dfl_config *cfg, const df11_provider *p, df11_stream stream,
+                                uint16_t *dst, char *err, size_t errlen)
+{
+    block_tensor want[BLOCK_TENSORS];
+    const size_t n_want = block_tensors(cfg, want), D = (size_t)cfg->dim;
+    char name[160];
+    for (uint32_t l = 0; l < (uint32_t)cfg->n_layers; l++) {
+        uint16_t *b = dst + dfl_bias_offset(cfg) + l * dfl_bias_stride(cfg);
+        for (size_t i = 0; i < n_want; i++) {
+            if (want[i].linear_at >= 0) continue; /* a matrix: the op's */
+            const int norm2 = want[i].view_at == offsetof(dfl_layer_weights, ffn_norm);
+            uint16_t *to = want[i].view_at == offsetof(dfl_layer_weights, attn_norm) || norm2
+                               ? dst + (2 * l + norm2) * D
+                               : b;
+            snprintf(name, sizeof name, "model.layers.%u.%s", l, want[i].suffix);
+            df11_status st = norm_gather(p, name, (size_t)want[i].rows, stream, to, err, errlen);
+            if (st != DF11_OK) return st;
+            if (to == b) b += want[i].rows; /* biases in table order: q | k | v | o */
+        }
+    }
+    return norm_gather(p, "model.norm.weight", D, stream, dst + 2 * (size_t)cfg->n_layers * D, err,
+                       errlen);
+}
+
 df11_status dfl_norms_copy(const dfl_config *cfg, const df11_provider *p, df11_stream stream,
                            dfl_copy_fn copy, void *ctx, uint16_t *dst, char *err, size_t errlen)
 {
     const size_t D = (size_t)cfg->dim;
     df11_status st;
+    if (dfl_provider_has_gather(p)) {
+        st = norms_gather(cfg, p, stream, dst, err, errlen);
+        if (st != DF11_ERR_INVALID_ARG) return st;
+    }
     for (uint32_t l = 0; l < (uint32_t)cfg->n_layers; l++) {
         df11_block_view view;
         memset(&view, 0, sizeof view);

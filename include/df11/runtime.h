@@ -77,7 +77,7 @@ typedef enum df11_nonlayer_policy {
 typedef struct df11_model_options {
     size_t size; /* sizeof(df11_model_options), set by _init */
     df11_backend_kind backend;
-    int device;           /* CUDA device ordinal */
+    int device; /* CUDA device ordinal */
     /* K >= 2; or 0: no arena, for an engine that reads layer weights through the ops alone
      * (df11_block_acquire and a layer tensor's df11_tensor_get fail with
      * DF11_ERR_UNSUPPORTED; df11_matmul decodes what it does not fuse into its scratch;
