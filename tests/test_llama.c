@@ -1467,6 +1467,12 @@ START_TEST(test_matmul_choice)
     ck_assert_int_eq(dfl_create(&cfg, &p, &opt, &e), DF11_ERR_UNSUPPORTED);
     opt.matmul = (dfl_matmul)7;
     ck_assert_int_eq(dfl_create(&cfg, &p, &opt, &e), DF11_ERR_INVALID_ARG);
+    opt.matmul = DFL_MATMUL_AUTO;
+    opt.attention = (dfl_attention)3;
+    ck_assert_int_eq(dfl_create(&cfg, &p, &opt, &e), DF11_ERR_INVALID_ARG);
+    ck_assert_ptr_null(e);
+    ck_assert_ptr_nonnull(strstr(dfl_create_error(), "attention"));
+    opt.attention = DFL_ATTENTION_AUTO;
     /* weight_get and matmul set but the size predates them: not used */
     p.weight_get = failing_weight_get;
     p.matmul = failing_matmul;
@@ -2200,6 +2206,8 @@ START_TEST(test_cli_flag_values)
         { "--nonlayer arena", "--nonlayer" },
         { "--nonlayer ''", "--nonlayer" },
         { "--nonlayer compressed --matmul engine", "--nonlayer" },
+        { "--attention flash", "--attention" },
+        { "--attention ''", "--attention" },
         { "-p hello", "--tokenizer" },
     };
     char out[4096], args[512];
