@@ -11,7 +11,10 @@
  * Embeddings: the provider's row gather writes a pass's rows as FP32 straight into x (only
  * those rows decoded, so the table may stay compressed), or, without one, embed_kernel
  * reads them from a tensor view. K and V are written by their products straight into an
- * FP32 cache. The host never waits except for the logits.
+ * FP32 cache. Attention (dfl_options.attention): a block per (head, token) for decode; for
+ * a pass of many tokens, flash-style tiles of 64 queries that share each K/V tile, in FP32
+ * or on the tensor cores (attention_pick chooses). The host never waits except for the
+ * logits.
  *
  * Layouts: activations [token][feature] row-major; weights [out][in] row-major, which is
  * cuBLAS's column-major [in][out], so Y^T = op_T(W) · X^T needs no copies.
@@ -417,12 +420,13 @@ __device__ __forceinline__ float2 load_pair(const float *row, int c, int hd)
  * fragments. HDP: head_dim rounded up to 64 or 128 (zero padding). Padded rows keep 4
  * words between a bank's rows so every fragment load is conflict-free. */
 template <int HDP>
-__global__ void __launch_bounds__(128)
+__global__ void __launch_bounds__(128, 3)
     attention_mma_kernel(const float *__restrict__ q, const float *__restrict__ kc,
                          const float *__restrict__ vc, bf16 *__restrict__ out, int n, int pos0,
                          int n_heads, int n_kv_heads, int hd, int window)
 {
     constexpr int KSTEPS = HDP / 16, NT = HDP / 8, LDK = HDP / 2 + 4, LDV = HDP + 8;
+    constexpr int VSLOTS = ATT_BK / 2 * HDP / 2; /* vp's words / 2; ks has twice as many */
     __shared__ __align__(16) uint32_t ks[ATT_BK * LDK];
     __shared__ __align__(16) uint32_t vp[ATT_BK / 2 * LDV];
     pdl_trigger();
@@ -454,21 +458,23 @@ __global__ void __launch_bounds__(128)
 
     for (int k0 = lo; k0 <= last; k0 += ATT_BK) {
         __syncthreads(); /* the last tile's ks, vp are read */
-                         /* positions past `last` (a partial tile) and features past hd are zero */
+        /* iteration i: ks slots i and i + VSLOTS (key, feature pair) and vp slot i (key
+         * pair, feature pair), unrolled so that 32 loads are in flight at once; positions
+         * past `last` (a partial tile) and features past hd are zero */
 #pragma unroll 8
-        for (int i = threadIdx.x; i < ATT_BK * HDP / 2; i += 128) {
-            const int c = i / (HDP / 2), f = 2 * (i % (HDP / 2));
-            const float *kr =
-                k0 + c <= last ? kc + (size_t)(k0 + c) * kvd + (size_t)kvh * hd : NULL;
-            ks[c * LDK + f / 2] = bf16_pair(load_pair(kr, f, hd));
-        }
-#pragma unroll 8
-        for (int i = threadIdx.x; i < ATT_BK / 2 * HDP / 2; i += 128) {
+        for (int i = threadIdx.x; i < VSLOTS; i += 128) {
+            const size_t head = (size_t)kvh * hd;
+#pragma unroll
+            for (int half = 0; half < 2; half++) {
+                const int slot = i + half * VSLOTS, c = slot / (HDP / 2),
+                          f = 2 * (slot % (HDP / 2));
+                const float *kr = k0 + c <= last ? kc + (size_t)(k0 + c) * kvd + head : NULL;
+                ks[c * LDK + f / 2] = bf16_pair(load_pair(kr, f, hd));
+            }
             const int j = i / (HDP / 2), f = 2 * (i % (HDP / 2)), key = k0 + 2 * j;
-            const size_t base = (size_t)kvh * hd;
-            const float2 a = load_pair(key <= last ? vc + (size_t)key * kvd + base : NULL, f, hd);
+            const float2 a = load_pair(key <= last ? vc + (size_t)key * kvd + head : NULL, f, hd);
             const float2 b =
-                load_pair(key + 1 <= last ? vc + (size_t)(key + 1) * kvd + base : NULL, f, hd);
+                load_pair(key + 1 <= last ? vc + (size_t)(key + 1) * kvd + head : NULL, f, hd);
             *(uint2 *)&vp[j * LDV + f] = make_uint2(bf16_pair(a.x, b.x), bf16_pair(a.y, b.y));
         }
         __syncthreads();
