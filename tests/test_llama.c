@@ -1468,7 +1468,7 @@ START_TEST(test_matmul_choice)
     opt.matmul = (dfl_matmul)7;
     ck_assert_int_eq(dfl_create(&cfg, &p, &opt, &e), DF11_ERR_INVALID_ARG);
     opt.matmul = DFL_MATMUL_AUTO;
-    opt.attention = (dfl_attention)3;
+    opt.attention = (dfl_attention)4;
     ck_assert_int_eq(dfl_create(&cfg, &p, &opt, &e), DF11_ERR_INVALID_ARG);
     ck_assert_ptr_null(e);
     ck_assert_ptr_nonnull(strstr(dfl_create_error(), "attention"));
