@@ -289,6 +289,7 @@ START_TEST(test_rejects_bad_sizes)
         { DFL_ATTENTION_MMA, 1, 0, 4, 2, DFL_ATTENTION_MMA_MAX_HD + 2, 0, DF11_ERR_UNSUPPORTED },
         /* the naive kernel's scores of 16 M positions cannot fit shared memory */
         { DFL_ATTENTION_NAIVE, 1, 1 << 24, 4, 2, 64, 0, DF11_ERR_UNSUPPORTED },
+        { DFL_ATTENTION_NAIVE, 65536, 0, 4, 2, 64, 0, DF11_ERR_UNSUPPORTED }, /* a grid row each */
         { DFL_ATTENTION_AUTO, 1, 1 << 24, 4, 2, DFL_ATTENTION_TILED_MAX_HD + 2, 0,
           DF11_ERR_UNSUPPORTED },
     };

@@ -636,12 +636,14 @@ static cudaError_t attention_setup(attention_device *dev)
 
 /* The kernel a pass of n tokens reaching position `ctx` - 1 runs, or AUTO when the one
  * asked for (or, for AUTO, every one) cannot: naive keeps one score per position in shared
- * memory, tiled and mma take head_dim up to a limit, mma needs sm_80. */
+ * memory and takes at most 65535 tokens a pass, tiled and mma take head_dim up to a limit,
+ * mma needs sm_80. */
 static dfl_attention attention_pick(dfl_attention kind, int n, int ctx, int hd,
                                     const attention_device *dev)
 {
     const size_t tiled = attention_tiled_bytes(hd);
-    const bool naive_ok = (size_t)(ctx + hd) * sizeof(float) <= (size_t)dev->optin;
+    /* naive: a grid row per token (gridDim.y <= 65535) */
+    const bool naive_ok = (size_t)(ctx + hd) * sizeof(float) <= (size_t)dev->optin && n <= 65535;
     const bool tiled_ok = tiled && tiled <= (size_t)dev->optin;
     const bool mma_ok = hd <= DFL_ATTENTION_MMA_MAX_HD && dev->major >= 8;
     switch (kind) {
@@ -852,20 +854,21 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
     }
     cublasSetStream(g->blas, g->stream);
 
-    /* Every pass must find a kernel: a decode step at the last position, and a long pass
-     * (the naive kernel keeps one score per position in shared memory, the tiled one
-     * takes head_dim up to a limit). */
+    /* Every pass must find a kernel (attention_pick): a decode step at the last position,
+     * and a pass of max_batch tokens. */
     CUDA_TRY(attention_setup(&g->att_dev));
     const int hd = c->head_dim;
     if (attention_pick(g->attention, 1, (int)S, hd, &g->att_dev) == DFL_ATTENTION_AUTO ||
         attention_pick(g->attention, g->max_batch, (int)S, hd, &g->att_dev) == DFL_ATTENTION_AUTO) {
         static const char *names[] = { "auto", "naive", "tiled", "mma" };
         snprintf(err, errlen,
-                 "attention (%s) cannot run head_dim %d over %zu positions: the naive kernel "
-                 "needs %zu bytes of shared memory (the GPU has %d), tiled takes head_dim up "
-                 "to %d, mma up to %d on sm_80+ (this is sm_%d0)",
-                 names[g->attention], hd, S, (S + hd) * sizeof(float), g->att_dev.optin,
-                 DFL_ATTENTION_TILED_MAX_HD, DFL_ATTENTION_MMA_MAX_HD, g->att_dev.major);
+                 "attention (%s) cannot run head_dim %d over %zu positions, %d tokens a pass: "
+                 "the naive kernel needs %zu bytes of shared memory (the GPU has %d) and takes "
+                 "65535 tokens a pass, tiled takes head_dim up to %d, mma up to %d on sm_80+ "
+                 "(this is sm_%d0)",
+                 names[g->attention], hd, S, g->max_batch, (S + hd) * sizeof(float),
+                 g->att_dev.optin, DFL_ATTENTION_TILED_MAX_HD, DFL_ATTENTION_MMA_MAX_HD,
+                 g->att_dev.major);
         return DF11_ERR_UNSUPPORTED;
     }
 
