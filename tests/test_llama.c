@@ -610,8 +610,9 @@ static int argmax_d(const double *v, int n)
     return best;
 }
 
-static dfl_engine *engine_new_mm(dfl_device device, const char *config, size_t len,
-                                 const df11_provider *p, int threads, int max_batch, dfl_matmul mm)
+static dfl_engine *engine_new_att(dfl_device device, const char *config, size_t len,
+                                  const df11_provider *p, int threads, int max_batch, dfl_matmul mm,
+                                  dfl_attention attention)
 {
     dfl_config cfg;
     char err[256];
@@ -623,10 +624,17 @@ static dfl_engine *engine_new_mm(dfl_device device, const char *config, size_t l
     opt.max_batch = max_batch;
     opt.max_seq = 128;
     opt.matmul = mm;
+    opt.attention = attention;
     dfl_engine *e;
     df11_status st = dfl_create(&cfg, p, &opt, &e);
     ck_assert_msg(st == DF11_OK, "dfl_create: %s: %s", df11_strerror(st), dfl_create_error());
     return e;
+}
+
+static dfl_engine *engine_new_mm(dfl_device device, const char *config, size_t len,
+                                 const df11_provider *p, int threads, int max_batch, dfl_matmul mm)
+{
+    return engine_new_att(device, config, len, p, threads, max_batch, mm, DFL_ATTENTION_AUTO);
 }
 
 static dfl_engine *engine_new_on(dfl_device device, const char *config, size_t len,
@@ -1476,6 +1484,12 @@ START_TEST(test_matmul_choice)
     ck_assert_int_eq(dfl_create(&cfg, &p, &opt, &e), DF11_ERR_UNSUPPORTED);
     opt.matmul = (dfl_matmul)7;
     ck_assert_int_eq(dfl_create(&cfg, &p, &opt, &e), DF11_ERR_INVALID_ARG);
+    opt.matmul = DFL_MATMUL_AUTO;
+    opt.attention = (dfl_attention)4;
+    ck_assert_int_eq(dfl_create(&cfg, &p, &opt, &e), DF11_ERR_INVALID_ARG);
+    ck_assert_ptr_null(e);
+    ck_assert_ptr_nonnull(strstr(dfl_create_error(), "attention"));
+    opt.attention = DFL_ATTENTION_AUTO;
     /* weight_get and matmul set but the size predates them: not used */
     p.weight_get = failing_weight_get;
     p.matmul = failing_matmul;
@@ -2213,6 +2227,8 @@ START_TEST(test_cli_flag_values)
         { "--nonlayer arena", "--nonlayer" },
         { "--nonlayer ''", "--nonlayer" },
         { "--nonlayer compressed --matmul engine", "--nonlayer" },
+        { "--attention flash", "--attention" },
+        { "--attention ''", "--attention" },
         { "-p hello", "--tokenizer" },
     };
     char out[4096], args[512];
@@ -2613,8 +2629,9 @@ static void check_gpu(const char *dir)
     df11_model_close(mn[1]);
 }
 
-/* Each family on the GPU (.df11, Huffman), both paths, against the float64 reference
- * within the GPU's bound against the host (0.1, BF16 operands), as check_family. */
+/* Each family on the GPU (.df11, Huffman), both paths and each attention kernel (the
+ * families hold the window and the odd head_dim), against the float64 reference within
+ * the GPU's bound against the host (0.1, BF16 operands), as check_family. */
 static void check_family_gpu(const synth_family *f)
 {
     char dir[700], path[800], what[200];
@@ -2639,12 +2656,25 @@ static void check_family_gpu(const synth_family *f)
     ck_assert_msg(st == DF11_OK, "open cuda %s: %s", path, df11_strerror(st));
     size_t len;
     const char *cfg = df11_model_config(model, &len);
-    const dfl_matmul mms[2] = { DFL_MATMUL_ENGINE, DFL_MATMUL_OP };
-    for (int k = 0; k < 2; k++) {
+    /* both paths with the default attention (mma for the prefill, naive for the steps),
+     * then each attention kernel for every pass, the steps too */
+    static const struct {
+        dfl_matmul mm;
+        dfl_attention att;
+        const char *name;
+    } runs[] = {
+        { DFL_MATMUL_ENGINE, DFL_ATTENTION_AUTO, "engine path" },
+        { DFL_MATMUL_OP, DFL_ATTENTION_AUTO, "op path" },
+        { DFL_MATMUL_OP, DFL_ATTENTION_NAIVE, "op path, naive attention" },
+        { DFL_MATMUL_OP, DFL_ATTENTION_TILED, "op path, tiled attention" },
+        { DFL_MATMUL_OP, DFL_ATTENTION_MMA, "op path, mma attention" },
+    };
+    for (size_t k = 0; k < sizeof runs / sizeof *runs; k++) {
         df11_provider pv;
         ck_assert_int_eq(df11_model_provider(model, &pv), DF11_OK);
-        dfl_engine *e = engine_new_mm(DFL_DEVICE_CUDA, cfg, len, &pv, 0, 0, mms[k]);
-        snprintf(what, sizeof what, "%s GPU %s path", f->name, k ? "op" : "engine");
+        dfl_engine *e =
+            engine_new_att(DFL_DEVICE_CUDA, cfg, len, &pv, 0, 0, runs[k].mm, runs[k].att);
+        snprintf(what, sizeof what, "%s GPU %s", f->name, runs[k].name);
         double pre, worst = family_vs_ref(e, what, toks, rl, rlast, 0.1, &pre);
         fprintf(stderr, "%s: worst relative logit error against float64 %.3g (prefill %.3g)\n",
                 what, worst, pre);

@@ -67,6 +67,11 @@ static void usage(FILE *f)
             "                          gate+up stacked (op, the default), one op call per\n"
             "                          weight (op-separate), or the engine's own GEMM on\n"
             "                          decoded blocks (engine)\n"
+            "      --attention KIND    CUDA attention: flash-style tiles on the tensor cores\n"
+            "                          for passes of 16+ tokens, a block per head and token\n"
+            "                          for decode (auto, the default); or one kernel always,\n"
+            "                          to compare them: naive (a block per head and token),\n"
+            "                          tiled (FP32 tiles) or mma (BF16 tensor-core tiles)\n"
             "      --no-pdl            launch the op's fused kernel plainly, not with\n"
             "                          programmatic dependent launch (to measure what it buys)\n"
             "      --nonlayer WHERE    a .df11 file's embedding and lm_head: kept compressed\n"
@@ -183,6 +188,7 @@ typedef struct run_opts {
     uint64_t seed;
     dfl_device device;
     dfl_matmul matmul;
+    dfl_attention attention;
     int nonlayer; /* --nonlayer: 0 = not given, else 1 + a df11_nonlayer_policy */
     uint64_t vram_budget, host_budget; /* 0: not given */
 } run_opts;
@@ -275,6 +281,7 @@ static void session_open(session *s, const run_opts *o, int bf16, int max_seq, i
     lo.max_seq = max_seq ? max_seq : (o->ctx ? o->ctx : s->cfg.max_pos);
     lo.max_batch = max_batch;
     lo.matmul = o->matmul;
+    lo.attention = o->attention;
     if ((st = dfl_create(&s->cfg, &s->provider, &lo, &s->engine)) != DF11_OK)
         die(1, "'%s': %s: %s", path, df11_strerror(st), dfl_create_error());
     /* Fewer blocks than layers fails in dfl_create; more is a model the config cuts
@@ -311,6 +318,13 @@ static const char *matmul_name(const session *s)
     case DFL_MATMUL_OP_SEPARATE: return "op-separate";
     default: return "engine";
     }
+}
+
+/* --attention as given (the CUDA path's choice; the host has one kernel). */
+static const char *attention_name(dfl_attention a)
+{
+    static const char *names[] = { "auto", "naive", "tiled", "mma" };
+    return names[a];
 }
 
 /* Groups the runtime has decoded so far (arena decodes): per decode step, 0 when every
@@ -874,6 +888,7 @@ static int bench(const run_opts *o)
             cJSON_AddStringToObject(r, "weights", bf16 ? "bf16" : "df11");
             cJSON_AddStringToObject(r, "codec", weights_codec(&s));
             cJSON_AddStringToObject(r, "matmul", matmul_name(&s));
+            cJSON_AddStringToObject(r, "attention", attention_name(o->attention));
             cJSON_AddStringToObject(r, "nonlayer", nonlayer_name(&s));
             cJSON_AddStringToObject(r, "device", o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu");
             cJSON_AddNumberToObject(r, "prefill_tokens", n);
@@ -929,7 +944,8 @@ int main(int argc, char **argv)
         O_SYSTEM,
         O_NONLAYER,
         O_VRAM_BUDGET,
-        O_HOST_BUDGET
+        O_HOST_BUDGET,
+        O_ATTENTION
     };
     static const struct option longopts[] = {
         { "prompt", required_argument, NULL, 'p' },
@@ -955,6 +971,7 @@ int main(int argc, char **argv)
         { "nonlayer", required_argument, NULL, O_NONLAYER },
         { "vram-budget", required_argument, NULL, O_VRAM_BUDGET },
         { "host-budget", required_argument, NULL, O_HOST_BUDGET },
+        { "attention", required_argument, NULL, O_ATTENTION },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -1016,6 +1033,18 @@ int main(int argc, char **argv)
                 o.nonlayer = 1 + DF11_NONLAYER_COMPRESSED;
             else
                 die(2, "invalid --nonlayer '%s' (resident or compressed)", optarg);
+            break;
+        case O_ATTENTION:
+            if (strcmp(optarg, "auto") == 0)
+                o.attention = DFL_ATTENTION_AUTO;
+            else if (strcmp(optarg, "naive") == 0)
+                o.attention = DFL_ATTENTION_NAIVE;
+            else if (strcmp(optarg, "tiled") == 0)
+                o.attention = DFL_ATTENTION_TILED;
+            else if (strcmp(optarg, "mma") == 0)
+                o.attention = DFL_ATTENTION_MMA;
+            else
+                die(2, "invalid --attention '%s' (auto, naive, tiled or mma)", optarg);
             break;
         case 'q': o.quiet = 1; break;
         case 'h': usage(stdout); return 0;

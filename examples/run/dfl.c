@@ -992,6 +992,12 @@ df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, con
         free(e);
         return DF11_ERR_INVALID_ARG;
     }
+    dfl_attention att = opt ? opt->attention : DFL_ATTENTION_AUTO;
+    if ((unsigned)att > DFL_ATTENTION_MMA) {
+        snprintf(create_err, sizeof create_err, "invalid attention choice %d", (int)att);
+        free(e);
+        return DF11_ERR_INVALID_ARG;
+    }
     int has_op = dfl_provider_has_matmul(provider);
     if ((mm == DFL_MATMUL_OP || mm == DFL_MATMUL_OP_SEPARATE) && !has_op) {
         snprintf(create_err, sizeof create_err, "the provider has no matmul op");
@@ -1027,9 +1033,9 @@ df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, con
 
     if (e->device == DFL_DEVICE_CUDA) {
 #ifdef DF11_HAVE_CUDA
-        df11_status st =
-            dfl_gpu_create(cfg, provider, e->max_seq, e->max_batch, e->lin.layers ? &e->lin : NULL,
-                           e->gather ? &e->emb : NULL, &e->gpu, create_err, sizeof create_err);
+        df11_status st = dfl_gpu_create(cfg, provider, e->max_seq, e->max_batch, att,
+                                        e->lin.layers ? &e->lin : NULL, e->gather ? &e->emb : NULL,
+                                        &e->gpu, create_err, sizeof create_err);
         if (st != DF11_OK) {
             dfl_destroy(e);
             return st;

@@ -120,12 +120,31 @@ typedef enum dfl_matmul {
     DFL_MATMUL_OP_SEPARATE = 3, /* provider->matmul, one call per weight */
 } dfl_matmul;
 
+/* Which attention kernel the CUDA path runs (the host path has one and ignores this). */
+typedef enum dfl_attention {
+    DFL_ATTENTION_AUTO = 0,  /* for a pass of DFL_ATTENTION_TILED_MIN tokens or more, or a
+                                context too long for the naive kernel's shared memory: mma
+                                where it runs, else tiled; otherwise naive */
+    DFL_ATTENTION_NAIVE = 1, /* one block per (head, token) over the cache, FP32: fine for
+                                decode, slow for a long prefill (each block reads the whole
+                                context) */
+    DFL_ATTENTION_TILED = 2, /* flash-style: 64 query tokens per block share each K/V tile;
+                                FP32 on the CUDA cores; head_dim <= DFL_ATTENTION_TILED_MAX_HD */
+    DFL_ATTENTION_MMA = 3,   /* the same tiling with Q·Kᵀ and P·V on the tensor cores (BF16
+                                operands, FP32 sums, as the engine's other products); sm_80+,
+                                head_dim <= DFL_ATTENTION_MMA_MAX_HD */
+} dfl_attention;
+#define DFL_ATTENTION_TILED_MIN 16
+#define DFL_ATTENTION_TILED_MAX_HD 256
+#define DFL_ATTENTION_MMA_MAX_HD 128
+
 typedef struct dfl_options {
     dfl_device device;
     int max_seq;   /* KV cache positions; 0 = config's max_pos */
     int max_batch; /* tokens per pass (longer inputs are split); 0 = a default */
     int n_threads; /* host threads; 0 = all cores */
     dfl_matmul matmul;
+    dfl_attention attention; /* CUDA path only */
 } dfl_options;
 
 void dfl_options_init(dfl_options *opt);
@@ -229,8 +248,8 @@ typedef struct dfl_gpu dfl_gpu;
  * provider's row gather (NULL: a tensor view); the engine keeps both alive until
  * dfl_gpu_destroy. */
 df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, int max_seq,
-                           int max_batch, const dfl_linears *linears, const df11_weight *embed,
-                           dfl_gpu **out, char *err, size_t errlen);
+                           int max_batch, dfl_attention attention, const dfl_linears *linears,
+                           const df11_weight *embed, dfl_gpu **out, char *err, size_t errlen);
 void dfl_gpu_destroy(dfl_gpu *g);
 /* ids: the same tokens as uint32 in host memory, for the row gather. */
 df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, const uint32_t *ids, int n, int pos,
@@ -248,6 +267,17 @@ void *dfl_gpu_stream(const dfl_gpu *g);
 /* Host-to-device copy bandwidth from pinned memory (GB/s, median of a few copies of
  * `bytes`), the link a model streamed from pinned memory can use at best; -1 on failure. */
 double dfl_gpu_h2d_gbps(size_t bytes);
+/* The engine's causal attention, exposed so a test can run each kernel on its own inputs.
+ * n query tokens at positions [pos0, pos0 + n) over cache positions [0, pos0 + n), with
+ * the config's sliding window (0: none). q: [n][n_heads][hd] FP32; kc, vc: [pos0 + n or
+ * more][n_kv_heads][hd] FP32; out: [n][n_heads][hd] BF16 bits; all device memory. kind
+ * AUTO picks as the engine does. Launches on `stream` (a cudaStream_t) and returns without
+ * waiting; DF11_ERR_INVALID_ARG on bad sizes, DF11_ERR_UNSUPPORTED when the kernel cannot
+ * take them (naive: the context's scores overflow shared memory; tiled, mma: head_dim;
+ * mma: a GPU before sm_80). */
+df11_status dfl_gpu_attention(dfl_attention kind, const float *q, const float *kc, const float *vc,
+                              uint16_t *out, int n, int pos0, int n_heads, int n_kv_heads, int hd,
+                              int window, void *stream, char *err, size_t errlen);
 #endif
 
 #ifdef __cplusplus

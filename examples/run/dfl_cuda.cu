@@ -11,7 +11,10 @@
  * Embeddings: the provider's row gather writes a pass's rows as FP32 straight into x (only
  * those rows decoded, so the table may stay compressed), or, without one, embed_kernel
  * reads them from a tensor view. K and V are written by their products straight into an
- * FP32 cache. The host never waits except for the logits.
+ * FP32 cache. Attention (dfl_options.attention): a block per (head, token) for decode; for
+ * a pass of many tokens, flash-style tiles of 64 queries that share each K/V tile, in FP32
+ * or on the tensor cores (attention_pick chooses). The host never waits except for the
+ * logits.
  *
  * Layouts: activations [token][feature] row-major; weights [out][in] row-major, which is
  * cuBLAS's column-major [in][out], so Y^T = op_T(W) · X^T needs no copies.
@@ -19,6 +22,7 @@
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,10 +31,18 @@
 
 typedef __nv_bfloat16 bf16;
 
+/* What the attention kernels depend on in the current device. */
+typedef struct attention_device {
+    int optin; /* shared memory per block (opt-in) */
+    int major; /* compute capability */
+} attention_device;
+
 struct dfl_gpu {
     dfl_config cfg;
     df11_provider prov;
     int max_seq, max_batch;
+    dfl_attention attention;
+    attention_device att_dev;
     cudaStream_t stream;
     cublasHandle_t blas;
     float *x;                   /* [B][D] residual stream */
@@ -201,6 +213,352 @@ __global__ void attention_kernel(const float *q, const float *kc, const float *v
     }
 }
 
+/* Flash-style causal attention for a pass of many tokens (prefill): the same masks and
+ * layouts as attention_kernel, but each K/V row is read once per 64 queries, not once per
+ * query. One block of 256 threads per (head, 64 query tokens): the 64 query rows stay in
+ * shared memory while the context goes through in tiles of 64 positions, and each row keeps
+ * a running max and sum (online softmax, FP32), so no score outlives its tile. Thread
+ * (ty, tx) = (tid / 16, tid % 16) owns query rows 4ty..4ty+3: for the scores, keys
+ * tx + 16j of the tile (j < 4; 16 rows of ks read at one feature hit distinct banks);
+ * for the output, features 4(tx + 16g)..+3 (g < HDP/64). The 16 threads of a row group
+ * are one half-warp, so a row's max and sum are shuffles. HDP is head_dim rounded up to
+ * 64, 128 or 256; the padding is zero in Q and K, so it adds nothing to a score. Later
+ * query tiles (more keys) are scheduled first. Shared memory: attention_tiled_smem(HDP). */
+constexpr int ATT_BQ = 64, ATT_BK = 64, ATT_THREADS = 256;
+
+static constexpr size_t attention_tiled_smem(int hdp)
+{
+    return ((size_t)ATT_BQ * (hdp + 4) + (size_t)ATT_BK * (hdp + 4) + (size_t)ATT_BK * hdp +
+            (size_t)ATT_BK * (ATT_BQ + 4)) *
+           sizeof(float);
+}
+
+template <int HDP>
+__global__ void __launch_bounds__(ATT_THREADS)
+    attention_tiled_kernel(const float *__restrict__ q, const float *__restrict__ kc,
+                           const float *__restrict__ vc, bf16 *__restrict__ out, int n, int pos0,
+                           int n_heads, int n_kv_heads, int hd, int window)
+{
+    /* row strides: +4 floats keeps float4 alignment and moves each row 4 banks on */
+    constexpr int LD = HDP + 4, LDP = ATT_BQ + 4, CG = HDP / 64;
+    constexpr int LOADS = ATT_BK * HDP / ATT_THREADS;
+    extern __shared__ float4 sm4[];
+    float *qs = (float *)sm4, *ks = qs + ATT_BQ * LD, *vs = ks + ATT_BK * LD,
+          *pt = vs + ATT_BK * HDP;
+    pdl_trigger();
+    const int h = blockIdx.x, q0 = (gridDim.y - 1 - blockIdx.y) * ATT_BQ;
+    const int rows = min(ATT_BQ, n - q0), kvh = h / (n_heads / n_kv_heads);
+    const size_t kvd = (size_t)n_kv_heads * hd;
+    const int tid = threadIdx.x, ty = tid >> 4, tx = tid & 15;
+    const float scale = rsqrtf((float)hd);
+    const int first = pos0 + q0, last = first + rows - 1; /* positions of rows 0, rows-1 */
+    const int lo = window > 0 && first - window + 1 > 0 ? first - window + 1 : 0;
+
+    for (int i = tid; i < ATT_BQ * HDP; i += ATT_THREADS) {
+        const int r = i / HDP, d = i % HDP;
+        qs[r * LD + d] = r < rows && d < hd ? q[((size_t)(q0 + r) * n_heads + h) * hd + d] : 0.0f;
+    }
+    float m[4], l[4], o[4][4 * CG];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < 4 * CG; c++) o[i][c] = 0.0f;
+    }
+
+    for (int k0 = lo; k0 <= last; k0 += ATT_BK) {
+        __syncthreads(); /* the last tile's ks, vs, pt are read (and qs written) */
+        /* unrolled, so that 32 loads are in flight at once; positions past `last` (a
+         * partial tile) are zero, and masked below */
+#pragma unroll 16
+        for (int it = 0; it < LOADS; it++) {
+            const int i = tid + it * ATT_THREADS, c = i / HDP, d = i % HDP;
+            float kv = 0.0f, vv = 0.0f;
+            if (k0 + c <= last && d < hd) {
+                const size_t at = (size_t)(k0 + c) * kvd + (size_t)kvh * hd + d;
+                kv = kc[at];
+                vv = vc[at];
+            }
+            ks[c * LD + d] = kv;
+            vs[c * HDP + d] = vv;
+        }
+        __syncthreads();
+
+        float s[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) s[i][j] = 0.0f;
+#pragma unroll 4
+        for (int d = 0; d < HDP; d += 4) {
+            float4 a[4], b[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) a[i] = *(const float4 *)&qs[(4 * ty + i) * LD + d];
+#pragma unroll
+            for (int j = 0; j < 4; j++) b[j] = *(const float4 *)&ks[(tx + 16 * j) * LD + d];
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    s[i][j] = fmaf(a[i].x, b[j].x, s[i][j]);
+                    s[i][j] = fmaf(a[i].y, b[j].y, s[i][j]);
+                    s[i][j] = fmaf(a[i].z, b[j].z, s[i][j]);
+                    s[i][j] = fmaf(a[i].w, b[j].w, s[i][j]);
+                }
+        }
+
+        /* mask, then fold the tile into each row's running max, sum and output */
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int p = first + 4 * ty + i;
+            float mx = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int key = k0 + tx + 16 * j;
+                const bool seen = key <= p && (window <= 0 || p - key < window);
+                s[i][j] = seen ? s[i][j] * scale : -INFINITY;
+                mx = fmaxf(mx, s[i][j]);
+            }
+            for (int off = 8; off > 0; off >>= 1)
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+            const float mn = fmaxf(m[i], mx);
+            /* a row that has seen no key yet keeps m = -inf: exponents from 0, all give 0 */
+            const float base = mn == -INFINITY ? 0.0f : mn, alpha = expf(m[i] - base);
+            float sum = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                s[i][j] = expf(s[i][j] - base);
+                sum += s[i][j];
+            }
+            for (int off = 8; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+            l[i] = l[i] * alpha + sum;
+            m[i] = mn;
+#pragma unroll
+            for (int c = 0; c < 4 * CG; c++) o[i][c] *= alpha;
+        }
+        /* probabilities transposed, pt[key][row], so a thread reads its 4 rows as one float4 */
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            *(float4 *)&pt[(tx + 16 * j) * LDP + 4 * ty] =
+                make_float4(s[0][j], s[1][j], s[2][j], s[3][j]);
+        __syncthreads();
+
+#pragma unroll 4
+        for (int c = 0; c < ATT_BK; c++) {
+            const float4 pr = *(const float4 *)&pt[c * LDP + 4 * ty];
+#pragma unroll
+            for (int g = 0; g < CG; g++) {
+                const float4 v = *(const float4 *)&vs[c * HDP + 4 * (tx + 16 * g)];
+                const float pv[4] = { pr.x, pr.y, pr.z, pr.w };
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    o[i][4 * g + 0] += pv[i] * v.x;
+                    o[i][4 * g + 1] += pv[i] * v.y;
+                    o[i][4 * g + 2] += pv[i] * v.z;
+                    o[i][4 * g + 3] += pv[i] * v.w;
+                }
+            }
+        }
+    }
+
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int r = 4 * ty + i;
+        if (r >= rows) continue;
+        const float inv = 1.0f / l[i];
+        bf16 *dst = out + ((size_t)(q0 + r) * n_heads + h) * hd;
+#pragma unroll
+        for (int g = 0; g < CG; g++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int d = 4 * (tx + 16 * g) + e;
+                if (d < hd) dst[d] = __float2bfloat16(o[i][4 * g + e] * inv);
+            }
+    }
+}
+
+/* Two floats as a BF16 pair, the first in the low half (the lower index in a fragment). */
+__device__ __forceinline__ uint32_t bf16_pair(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+
+/* c += a · b on the tensor cores: a 16x16 BF16 (row), b 16x8 BF16 (col), c 16x8 FP32. With
+ * g = lane / 4, t = lane % 4: a[0] = rows g, cols 2t..2t+1; a[1] rows g+8; a[2], a[3] the
+ * same 8 columns on; b0 = rows 2t..2t+1 of col g, b1 rows 8 on; c[0..1] = row g, cols
+ * 2t..2t+1, c[2..3] row g+8 (PTX ISA, mma.m16n8k16). */
+__device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+    __trap(); /* attention_pick never chooses the kernel below sm_80 */
+#endif
+}
+
+__device__ __forceinline__ uint32_t bf16_pair(float2 v) { return bf16_pair(v.x, v.y); }
+
+/* {row[c], row[c + 1]} where row is not NULL and c < hd (hd and c even: both in or out). */
+__device__ __forceinline__ float2 load_pair(const float *row, int c, int hd)
+{
+    return row && c < hd ? *(const float2 *)(row + c) : make_float2(0.0f, 0.0f);
+}
+
+/* attention_tiled_kernel's scheme on the tensor cores: Q·Kᵀ and P·V as BF16 products with
+ * FP32 accumulation (the engine's rule for every product: BF16 operands, FP32 sums), the
+ * online softmax in FP32. One block of 4 warps per (head, 64 query tokens); warp w owns
+ * query rows 16w..16w+15 and keeps them as A fragments in registers; a K/V tile of 64
+ * positions goes to shared memory as BF16: ks[key][feature pair], and vp[key pair][feature]
+ * (two keys' values of one feature in a word, an mma B fragment register as it is). Lane
+ * (g, t) holds rows g and g+8 of its warp's scores, keys 8j+2t..+1 (j < 8), so a row's max
+ * and sum are shuffles over the 4 lanes of a g; the scores' C fragments are P's A
+ * fragments. HDP: head_dim rounded up to 64 or 128 (zero padding). Padded rows keep 4
+ * words between a bank's rows so every fragment load is conflict-free. */
+template <int HDP>
+__global__ void __launch_bounds__(128, 3)
+    attention_mma_kernel(const float *__restrict__ q, const float *__restrict__ kc,
+                         const float *__restrict__ vc, bf16 *__restrict__ out, int n, int pos0,
+                         int n_heads, int n_kv_heads, int hd, int window)
+{
+    constexpr int KSTEPS = HDP / 16, NT = HDP / 8, LDK = HDP / 2 + 4, LDV = HDP + 8;
+    constexpr int VSLOTS = ATT_BK / 2 * HDP / 2; /* vp's words / 2; ks has twice as many */
+    __shared__ __align__(16) uint32_t ks[ATT_BK * LDK];
+    __shared__ __align__(16) uint32_t vp[ATT_BK / 2 * LDV];
+    pdl_trigger();
+    const int h = blockIdx.x, q0 = (gridDim.y - 1 - blockIdx.y) * ATT_BQ;
+    const int rows = min(ATT_BQ, n - q0), kvh = h / (n_heads / n_kv_heads);
+    const size_t kvd = (size_t)n_kv_heads * hd;
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int r0 = 16 * (threadIdx.x >> 5) + g, r1 = r0 + 8; /* this lane's rows in the tile */
+    const float scale = rsqrtf((float)hd);
+    const int first = pos0 + q0, last = first + rows - 1;
+    const int lo = window > 0 && first - window + 1 > 0 ? first - window + 1 : 0;
+
+    uint32_t qa[KSTEPS][4];
+    {
+        const float *row0 = r0 < rows ? q + ((size_t)(q0 + r0) * n_heads + h) * hd : NULL;
+        const float *row1 = r1 < rows ? q + ((size_t)(q0 + r1) * n_heads + h) * hd : NULL;
+#pragma unroll
+        for (int kk = 0; kk < KSTEPS; kk++) {
+            const int c = 16 * kk + 2 * t;
+            qa[kk][0] = bf16_pair(load_pair(row0, c, hd));
+            qa[kk][1] = bf16_pair(load_pair(row1, c, hd));
+            qa[kk][2] = bf16_pair(load_pair(row0, c + 8, hd));
+            qa[kk][3] = bf16_pair(load_pair(row1, c + 8, hd));
+        }
+    }
+    float m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.0f, 0.0f }, o[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+
+    for (int k0 = lo; k0 <= last; k0 += ATT_BK) {
+        __syncthreads(); /* the last tile's ks, vp are read */
+        /* iteration i: ks slots i and i + VSLOTS (key, feature pair) and vp slot i (key
+         * pair, feature pair), unrolled so that 32 loads are in flight at once; positions
+         * past `last` (a partial tile) and features past hd are zero */
+#pragma unroll 8
+        for (int i = threadIdx.x; i < VSLOTS; i += 128) {
+            const size_t head = (size_t)kvh * hd;
+#pragma unroll
+            for (int half = 0; half < 2; half++) {
+                const int slot = i + half * VSLOTS, c = slot / (HDP / 2),
+                          f = 2 * (slot % (HDP / 2));
+                const float *kr = k0 + c <= last ? kc + (size_t)(k0 + c) * kvd + head : NULL;
+                ks[c * LDK + f / 2] = bf16_pair(load_pair(kr, f, hd));
+            }
+            const int j = i / (HDP / 2), f = 2 * (i % (HDP / 2)), key = k0 + 2 * j;
+            const float2 a = load_pair(key <= last ? vc + (size_t)key * kvd + head : NULL, f, hd);
+            const float2 b =
+                load_pair(key + 1 <= last ? vc + (size_t)(key + 1) * kvd + head : NULL, f, hd);
+            *(uint2 *)&vp[j * LDV + f] = make_uint2(bf16_pair(a.x, b.x), bf16_pair(a.y, b.y));
+        }
+        __syncthreads();
+
+        float s[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < KSTEPS; kk++)
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const uint32_t *kb = &ks[(8 * j + g) * LDK + 8 * kk + t];
+                mma_bf16(s[j], qa[kk], kb[0], kb[4]);
+            }
+
+            /* mask, then fold the tile into rows r0 (s[.][0..1]) and r1 (s[.][2..3]) */
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            const int p = first + (half ? r1 : r0);
+            float mx = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int key = k0 + 8 * j + 2 * t + e;
+                    const bool seen = key <= p && (window <= 0 || p - key < window);
+                    float *v = &s[j][2 * half + e];
+                    *v = seen ? *v * scale : -INFINITY;
+                    mx = fmaxf(mx, *v);
+                }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float mn = fmaxf(m[half], mx);
+            const float base = mn == -INFINITY ? 0.0f : mn, alpha = expf(m[half] - base);
+            float sum = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    float *v = &s[j][2 * half + e];
+                    *v = expf(*v - base);
+                    sum += *v;
+                }
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            l[half] = l[half] * alpha + sum;
+            m[half] = mn;
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                o[j][2 * half] *= alpha;
+                o[j][2 * half + 1] *= alpha;
+            }
+        }
+
+#pragma unroll
+        for (int kk = 0; kk < ATT_BK / 16; kk++) {
+            const uint32_t pa[4] = { bf16_pair(s[2 * kk][0], s[2 * kk][1]),
+                                     bf16_pair(s[2 * kk][2], s[2 * kk][3]),
+                                     bf16_pair(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                     bf16_pair(s[2 * kk + 1][2], s[2 * kk + 1][3]) };
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                const uint32_t *vb = &vp[(8 * kk + t) * LDV + 8 * j + g];
+                mma_bf16(o[j], pa, vb[0], vb[4 * LDV]);
+            }
+        }
+    }
+
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        const int r = half ? r1 : r0;
+        if (r >= rows) continue;
+        const float inv = 1.0f / l[half];
+        bf16 *dst = out + ((size_t)(q0 + r) * n_heads + h) * hd;
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            const int d = 8 * j + 2 * t;
+            if (d < hd)
+                *(__nv_bfloat162 *)(dst + d) =
+                    __floats2bfloat162_rn(o[j][2 * half] * inv, o[j][2 * half + 1] * inv);
+        }
+    }
+}
+
 /* One thread per output element (token t, feature i < h): out[t][i] =
  * bf16(silu(gate[t][i]) * up[t][i]), gate and up rows `ld` floats apart (h, or 2h when they
  * are the halves of a stacked gate|up product). */
@@ -243,6 +601,126 @@ __global__ void qkv_rope_kernel(const float *qkv, float *q, float *kc, float *vc
 /* ------------------------------------------------------------------ host side ---- */
 
 static const int THREADS = 256;
+
+/* Shared memory a tiled block needs for head_dim hd (0: over DFL_ATTENTION_TILED_MAX_HD). */
+static size_t attention_tiled_bytes(int hd)
+{
+    return hd <= 64                           ? attention_tiled_smem(64)
+           : hd <= 128                        ? attention_tiled_smem(128)
+           : hd <= DFL_ATTENTION_TILED_MAX_HD ? attention_tiled_smem(256)
+                                              : 0;
+}
+
+/* Reads the current device's limits and allows every attention kernel up to the opt-in
+ * shared memory (a maximum: a launch still takes only what it asks for). */
+static cudaError_t attention_setup(attention_device *dev)
+{
+    int id;
+    cudaError_t e = cudaGetDevice(&id);
+    if (e == cudaSuccess)
+        e = cudaDeviceGetAttribute(&dev->optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, id);
+    if (e == cudaSuccess)
+        e = cudaDeviceGetAttribute(&dev->major, cudaDevAttrComputeCapabilityMajor, id);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 dev->optin);
+    const void *tiled[] = { (const void *)attention_tiled_kernel<64>,
+                            (const void *)attention_tiled_kernel<128>,
+                            (const void *)attention_tiled_kernel<256> };
+    for (int i = 0; i < 3 && e == cudaSuccess; i++)
+        if (attention_tiled_smem(64 << i) <= (size_t)dev->optin)
+            e = cudaFuncSetAttribute(tiled[i], cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     (int)attention_tiled_smem(64 << i));
+    return e;
+}
+
+/* The kernel a pass of n tokens reaching position `ctx` - 1 runs, or AUTO when the one
+ * asked for (or, for AUTO, every one) cannot: naive keeps one score per position in shared
+ * memory and takes at most 65535 tokens a pass, tiled and mma take head_dim up to a limit,
+ * mma needs sm_80. */
+static dfl_attention attention_pick(dfl_attention kind, int n, int ctx, int hd,
+                                    const attention_device *dev)
+{
+    const size_t tiled = attention_tiled_bytes(hd);
+    /* naive: a grid row per token (gridDim.y <= 65535) */
+    const bool naive_ok = (size_t)(ctx + hd) * sizeof(float) <= (size_t)dev->optin && n <= 65535;
+    const bool tiled_ok = tiled && tiled <= (size_t)dev->optin;
+    const bool mma_ok = hd <= DFL_ATTENTION_MMA_MAX_HD && dev->major >= 8;
+    switch (kind) {
+    case DFL_ATTENTION_NAIVE: return naive_ok ? kind : DFL_ATTENTION_AUTO;
+    case DFL_ATTENTION_TILED: return tiled_ok ? kind : DFL_ATTENTION_AUTO;
+    case DFL_ATTENTION_MMA: return mma_ok ? kind : DFL_ATTENTION_AUTO;
+    default:
+        if (n >= DFL_ATTENTION_TILED_MIN || !naive_ok) {
+            if (mma_ok) return DFL_ATTENTION_MMA;
+            if (tiled_ok) return DFL_ATTENTION_TILED;
+        }
+        return naive_ok ? DFL_ATTENTION_NAIVE : DFL_ATTENTION_AUTO;
+    }
+}
+
+/* Launches the attention of n tokens at [pos0, pos0 + n) (see dfl_gpu_attention); sizes
+ * already checked, attention_setup done on this device. */
+static df11_status attention_launch(dfl_attention kind, const float *q, const float *kc,
+                                    const float *vc, bf16 *out, int n, int pos0, int n_heads,
+                                    int n_kv_heads, int hd, int window, const attention_device *dev,
+                                    cudaStream_t s, char *err, size_t errlen)
+{
+    const dfl_attention k = attention_pick(kind, n, pos0 + n, hd, dev);
+    if (k == DFL_ATTENTION_AUTO) {
+        snprintf(err, errlen,
+                 "attention: no kernel for head_dim %d at position %d (%d bytes of shared "
+                 "memory per block, sm_%d0)",
+                 hd, pos0 + n, dev->optin, dev->major);
+        return DF11_ERR_UNSUPPORTED;
+    }
+    const dim3 grid(n_heads, (n + ATT_BQ - 1) / ATT_BQ);
+    if (k == DFL_ATTENTION_MMA) {
+        if (hd <= 64)
+            attention_mma_kernel<64>
+                <<<grid, 128, 0, s>>>(q, kc, vc, out, n, pos0, n_heads, n_kv_heads, hd, window);
+        else
+            attention_mma_kernel<128>
+                <<<grid, 128, 0, s>>>(q, kc, vc, out, n, pos0, n_heads, n_kv_heads, hd, window);
+    } else if (k == DFL_ATTENTION_NAIVE) {
+        const size_t smem = (size_t)(hd + pos0 + n) * sizeof(float);
+        attention_kernel<<<dim3(n_heads, n), 128, smem, s>>>(q, kc, vc, out, pos0, n_heads,
+                                                             n_kv_heads, hd, window);
+    } else {
+        const size_t smem = attention_tiled_bytes(hd);
+#define TILED(HDP)                                                                                 \
+    attention_tiled_kernel<HDP>                                                                    \
+        <<<grid, ATT_THREADS, smem, s>>>(q, kc, vc, out, n, pos0, n_heads, n_kv_heads, hd, window)
+        if (hd <= 64)
+            TILED(64);
+        else if (hd <= 128)
+            TILED(128);
+        else
+            TILED(256);
+#undef TILED
+    }
+    CUDA_TRY(cudaGetLastError());
+    return DF11_OK;
+}
+
+df11_status dfl_gpu_attention(dfl_attention kind, const float *q, const float *kc, const float *vc,
+                              uint16_t *out, int n, int pos0, int n_heads, int n_kv_heads, int hd,
+                              int window, void *stream, char *err, size_t errlen)
+{
+    if (!q || !kc || !vc || !out || n < 1 || pos0 < 0 || n > INT_MAX - pos0 || n_heads < 1 ||
+        n_kv_heads < 1 || n_heads % n_kv_heads || hd < 2 || hd % 2 || window < 0 ||
+        (unsigned)kind > DFL_ATTENTION_MMA) {
+        snprintf(err, errlen,
+                 "attention: invalid arguments (kind %d, %d tokens at %d, %d heads, %d kv heads, "
+                 "head_dim %d, window %d)",
+                 (int)kind, n, pos0, n_heads, n_kv_heads, hd, window);
+        return DF11_ERR_INVALID_ARG;
+    }
+    attention_device dev;
+    CUDA_TRY(attention_setup(&dev));
+    return attention_launch(kind, q, kc, vc, (bf16 *)out, n, pos0, n_heads, n_kv_heads, hd, window,
+                            &dev, (cudaStream_t)stream, err, errlen);
+}
 
 /* Y[n][rows] = X[n][cols] · W[rows][cols]^T (+ beta * Y). */
 static df11_status gemm(dfl_gpu *g, const void *w, const bf16 *x, float *y, int n, int rows,
@@ -376,20 +854,23 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
     }
     cublasSetStream(g->blas, g->stream);
 
-    /* Attention keeps one score per position in shared memory. */
-    int dev, optin = 0;
-    CUDA_TRY(cudaGetDevice(&dev));
-    CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    size_t smem = (S + c->head_dim) * sizeof(float);
-    if (smem > (size_t)optin) {
+    /* Every pass must find a kernel (attention_pick): a decode step at the last position,
+     * and a pass of max_batch tokens. */
+    CUDA_TRY(attention_setup(&g->att_dev));
+    const int hd = c->head_dim;
+    if (attention_pick(g->attention, 1, (int)S, hd, &g->att_dev) == DFL_ATTENTION_AUTO ||
+        attention_pick(g->attention, g->max_batch, (int)S, hd, &g->att_dev) == DFL_ATTENTION_AUTO) {
+        static const char *names[] = { "auto", "naive", "tiled", "mma" };
         snprintf(err, errlen,
-                 "context of %zu positions needs %zu bytes of shared memory for "
-                 "attention, the GPU has %d",
-                 S, smem, optin);
+                 "attention (%s) cannot run head_dim %d over %zu positions, %d tokens a pass: "
+                 "the naive kernel needs %zu bytes of shared memory (the GPU has %d) and takes "
+                 "65535 tokens a pass, tiled takes head_dim up to %d, mma up to %d on sm_80+ "
+                 "(this is sm_%d0)",
+                 names[g->attention], hd, S, g->max_batch, (S + hd) * sizeof(float),
+                 g->att_dev.optin, DFL_ATTENTION_TILED_MAX_HD, DFL_ATTENTION_MMA_MAX_HD,
+                 g->att_dev.major);
         return DF11_ERR_UNSUPPORTED;
     }
-    CUDA_TRY(cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  (int)smem));
 
     struct {
         void **p;
@@ -445,12 +926,13 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
 }
 
 df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, int max_seq,
-                           int max_batch, const dfl_linears *linears, const df11_weight *embed,
-                           dfl_gpu **out, char *err, size_t errlen)
+                           int max_batch, dfl_attention attention, const dfl_linears *linears,
+                           const df11_weight *embed, dfl_gpu **out, char *err, size_t errlen)
 {
     *out = NULL;
     dfl_gpu *g = new dfl_gpu();
     g->cfg = *cfg;
+    g->attention = attention;
     g->prov = *p;
     g->lin = linears;
     g->embed = embed;
@@ -515,10 +997,11 @@ static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w,
         rope_kernel<<<n, THREADS, 0, s>>>(g->q, Q, c->n_heads, hd, pos, g->rope_cos, g->rope_sin);
         rope_kernel<<<n, THREADS, 0, s>>>(kc, KV, c->n_kv_heads, hd, pos, g->rope_cos, g->rope_sin);
     }
-    size_t smem = (size_t)(hd + pos + n) * sizeof(float);
-    attention_kernel<<<dim3(c->n_heads, n), 128, smem, s>>>(
-        g->q, g->kc + (size_t)l * g->max_seq * KV, g->vc + (size_t)l * g->max_seq * KV, g->att, pos,
-        c->n_heads, c->n_kv_heads, hd, c->sliding_window);
+    if ((st = attention_launch(g->attention, g->q, g->kc + (size_t)l * g->max_seq * KV,
+                               g->vc + (size_t)l * g->max_seq * KV, g->att, n, pos, c->n_heads,
+                               c->n_kv_heads, hd, c->sliding_window, &g->att_dev, s, err,
+                               errlen)) != DF11_OK)
+        return st;
     LINEAR(wo, g->att, g->x, D, Q, 1); /* x += o_proj(att) */
     if (w->bo) add_bias(g, op ? g->proj : g->x, D, (const bf16 *)w->bo, n, D);
 
