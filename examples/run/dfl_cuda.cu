@@ -35,6 +35,9 @@ typedef __nv_bfloat16 bf16;
 typedef struct attention_device {
     int optin; /* shared memory per block (opt-in) */
     int major; /* compute capability */
+    /* dynamic shared memory each kernel may take: optin less its static shared memory
+     * (the naive kernel's block_reduce), 0 where it cannot run */
+    int naive_max, tiled_max[3];
 } attention_device;
 
 struct dfl_gpu {
@@ -621,16 +624,25 @@ static cudaError_t attention_setup(attention_device *dev)
         e = cudaDeviceGetAttribute(&dev->optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, id);
     if (e == cudaSuccess)
         e = cudaDeviceGetAttribute(&dev->major, cudaDevAttrComputeCapabilityMajor, id);
-    if (e == cudaSuccess)
+    cudaFuncAttributes fa;
+    if (e == cudaSuccess) e = cudaFuncGetAttributes(&fa, (const void *)attention_kernel);
+    if (e == cudaSuccess) {
+        dev->naive_max = dev->optin - (int)fa.sharedSizeBytes;
         e = cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 dev->optin);
+                                 dev->naive_max);
+    }
     const void *tiled[] = { (const void *)attention_tiled_kernel<64>,
                             (const void *)attention_tiled_kernel<128>,
                             (const void *)attention_tiled_kernel<256> };
-    for (int i = 0; i < 3 && e == cudaSuccess; i++)
-        if (attention_tiled_smem(64 << i) <= (size_t)dev->optin)
+    for (int i = 0; i < 3 && e == cudaSuccess; i++) {
+        dev->tiled_max[i] = 0;
+        if ((e = cudaFuncGetAttributes(&fa, tiled[i])) != cudaSuccess) break;
+        if (attention_tiled_smem(64 << i) + fa.sharedSizeBytes <= (size_t)dev->optin) {
+            dev->tiled_max[i] = (int)attention_tiled_smem(64 << i);
             e = cudaFuncSetAttribute(tiled[i], cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     (int)attention_tiled_smem(64 << i));
+                                     dev->tiled_max[i]);
+        }
+    }
     return e;
 }
 
@@ -643,8 +655,10 @@ static dfl_attention attention_pick(dfl_attention kind, int n, int ctx, int hd,
 {
     const size_t tiled = attention_tiled_bytes(hd);
     /* naive: a grid row per token (gridDim.y <= 65535) */
-    const bool naive_ok = (size_t)(ctx + hd) * sizeof(float) <= (size_t)dev->optin && n <= 65535;
-    const bool tiled_ok = tiled && tiled <= (size_t)dev->optin;
+    const bool naive_ok =
+        (size_t)(ctx + hd) * sizeof(float) <= (size_t)dev->naive_max && n <= 65535;
+    const int ti = hd <= 64 ? 0 : hd <= 128 ? 1 : 2;
+    const bool tiled_ok = tiled && tiled <= (size_t)dev->tiled_max[ti];
     const bool mma_ok = hd <= DFL_ATTENTION_MMA_MAX_HD && dev->major >= 8;
     switch (kind) {
     case DFL_ATTENTION_NAIVE: return naive_ok ? kind : DFL_ATTENTION_AUTO;
