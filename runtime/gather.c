@@ -37,7 +37,8 @@ df11_status df11_rows_gather(df11_model *m, const df11_weight *w, const uint32_t
     const rt_tensor *rt = &m->tensors[w->tensor];
     const df11_tensor_info *ti = m->file ? df11_file_tensor(m->file, w->tensor) : NULL;
     const int raw = !ti || ti->codec == DF11_CODEC_RAW;
-    if (!raw && m->be->iface->tensor_plan_build && !rt->mm_plan_host)
+    if (!raw && !df11i_rt_weight_direct(m, w->tensor) && m->be->iface->tensor_plan_build &&
+        !rt->mm_plan_host)
         return df11i_fail(DF11_ERR_STATE, "tensor '%s': weight not resolved by df11_weight_get",
                           rt->view.name);
     df11i_backend_group g = df11i_rt_backend_group(m, w->tensor);
