@@ -1921,6 +1921,10 @@ static void range_pass(df11_model *m, int arena)
         ck_assert_int_eq(df11_block_release(m, b, NULL), DF11_OK);
     }
     if (!arena || count < 2) return;
+    /* a first block still being read from the file is decoded when acquired, not before */
+    df11_tier tier;
+    ck_assert_int_eq(df11_model_block_tier(m, first, &tier), DF11_OK);
+    if (tier == DF11_TIER_FILE) return;
     df11_model_stats st;
     ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
     int wrapped = 0;
@@ -2013,10 +2017,11 @@ START_TEST(test_range_halves)
                 ck_assert_int_eq(df11_file_layer_group(f, blk, &g), DF11_OK);
                 payload[blk >= 2] += df11_file_group(f, g)->payload_size;
             }
+            const uint64_t slack = 4096 + 16; /* alignment before, and padding of, each */
             ck_assert_uint_ge(sa.compressed_bytes, payload[0]);
-            ck_assert_uint_lt(sa.compressed_bytes, payload[0] + 2 * 4096);
+            ck_assert_uint_lt(sa.compressed_bytes, payload[0] + 2 * slack);
             ck_assert_uint_ge(sb.compressed_bytes, payload[1]);
-            ck_assert_uint_lt(sb.compressed_bytes, payload[1] + 3 * 4096);
+            ck_assert_uint_lt(sb.compressed_bytes, payload[1] + 3 * slack);
             ck_assert_uint_eq(sa.blocks_device, 2);
             ck_assert_uint_eq(sb.blocks_device, N_LAYERS - 2);
             ck_assert_uint_eq(sa.acquires, 2 * 2);
