@@ -2774,6 +2774,16 @@ static void check_gpu_split(const char *dir)
         opt.backend = DF11_BACKEND_CUDA;
         opt.nonlayer = runs[r].nl;
         ck_assert_int_eq(df11_model_open(path, &opt, &one), DF11_OK);
+        dfl_options lo;
+        dfl_options_init(&lo);
+        lo.device = DFL_DEVICE_CUDA;
+        lo.max_seq = 128;
+        lo.matmul = runs[r].mm;
+        /* dfl_create runs on the current device: one's, before the parts are opened */
+        df11_provider p1;
+        ck_assert_int_eq(df11_model_provider(one, &p1), DF11_OK);
+        dfl_engine *e1, *e2;
+        ck_assert_msg(dfl_create(&cfg, &p1, &lo, &e1) == DF11_OK, "%s", dfl_create_error());
         df11_model *parts[2];
         const int devs[2] = { 0, second };
         for (int i = 0; i < 2; i++) {
@@ -2784,17 +2794,9 @@ static void check_gpu_split(const char *dir)
             ck_assert_msg(st == DF11_OK, "open part %d: %s: %s", i, df11_strerror(st),
                           df11_last_error_detail());
         }
-        df11_provider p1, pp[2];
-        ck_assert_int_eq(df11_model_provider(one, &p1), DF11_OK);
+        df11_provider pp[2];
         for (int i = 0; i < 2; i++)
             ck_assert_int_eq(df11_model_provider(parts[i], &pp[i]), DF11_OK);
-        dfl_options lo;
-        dfl_options_init(&lo);
-        lo.device = DFL_DEVICE_CUDA;
-        lo.max_seq = 128;
-        lo.matmul = runs[r].mm;
-        dfl_engine *e1, *e2;
-        ck_assert_msg(dfl_create(&cfg, &p1, &lo, &e1) == DF11_OK, "%s", dfl_create_error());
         const dfl_stage stages[2] = { { &pp[0], devs[0], 0, half },
                                       { &pp[1], devs[1], half, cfg.n_layers - half } };
         ck_assert_msg(dfl_create_split(&cfg, stages, 2, &lo, &e2) == DF11_OK, "%s",

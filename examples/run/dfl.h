@@ -165,12 +165,13 @@ df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, con
 #define DFL_MAX_STAGES 8
 typedef struct dfl_stage {
     const df11_provider *provider; /* serves blocks [first_layer, first_layer + n_layers) */
-    int device;                    /* the CUDA ordinal of the provider's memory */
+    int device;                    /* the CUDA ordinal of the provider's memory (-1: current) */
     int first_layer, n_layers;
 } dfl_stage;
 /* opt->device must be DFL_DEVICE_CUDA; 1..DFL_MAX_STAGES stages that cover layers
  * 0..cfg->n_layers - 1 in order, none empty (else DF11_ERR_INVALID_ARG, with
- * dfl_create_error() set). dfl_create on the CUDA device is one stage of every layer. */
+ * dfl_create_error() set). dfl_create with DFL_DEVICE_CUDA is one stage of every layer on
+ * the current device. Each GPU's work is enqueued with its device made current. */
 df11_status dfl_create_split(const dfl_config *cfg, const dfl_stage *stages, int n_stages,
                              const dfl_options *opt, dfl_engine **out);
 /* Why the last dfl_create on this thread failed. */
