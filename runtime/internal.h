@@ -110,6 +110,7 @@ struct df11_model {
     size_t config_len;
 
     uint32_t n_groups, n_tensors, n_blocks;
+    uint32_t block_first, block_end; /* the blocks served: [block_first, block_end) */
     rt_group *groups;
     rt_tensor *tensors;    /* each group's tensors are consecutive */
     uint32_t *block_group; /* block → group */
@@ -163,6 +164,28 @@ uint64_t df11i_rt_memory_limit(df11_model *m);
 /* Sets the views of resident tensors, takes the open time, publishes the stats page and
  * hands the model out; on failure closes it. */
 df11_status df11i_rt_open_finish(df11_model *m, double t0, df11_model **out);
+
+/* The served range from options.first_block and block_count, once n_blocks is known;
+ * DF11_ERR_INVALID_ARG for a range past the file's blocks. */
+df11_status df11i_rt_range_take(df11_model *m);
+static inline int df11i_rt_block_served(const df11_model *m, uint32_t block)
+{
+    return block >= m->block_first && block < m->block_end;
+}
+/* Whether group g is loaded: every non-layer group, and the served blocks' groups. */
+static inline int df11i_rt_group_served(const df11_model *m, uint32_t g)
+{
+    const int32_t layer = m->groups[g].layer;
+    return layer < 0 || df11i_rt_block_served(m, (uint32_t)layer);
+}
+/* DF11_ERR_NOT_FOUND, naming the range, for a block past the file's or outside the range;
+ * DF11_ERR_INVALID_ARG for a NULL model. `fn` names the caller. */
+df11_status df11i_rt_block_check(const df11_model *m, uint32_t block, const char *fn);
+/* The served block after `block`, wrapping from the last to the first (prefetch order). */
+static inline uint32_t df11i_rt_block_next(const df11_model *m, uint32_t block)
+{
+    return block + 1 < m->block_end ? block + 1 : m->block_first;
+}
 
 /* runtime/load.c: every group's payload, read and verified by reader.c into staging
  * buffers, goes into the pool with its GPU plan where the backend needs one; resident

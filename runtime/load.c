@@ -5,7 +5,8 @@
  * only after the copy out of it has completed (its event). Non-layer groups under the
  * RESIDENT policy are decoded as they arrive and their payload is not kept; streamed groups
  * (stream.c) go to pinned host memory (HOST tier) or nowhere (FILE tier): the read still
- * verifies them and builds their plan.
+ * verifies them and builds their plan. A model of a block range reads only the groups it
+ * serves.
  *
  * On failure the reader has reaped its reads and the side stream is drained before the
  * staging buffers go; the caller (df11_model_open) then frees the rest with
@@ -114,6 +115,25 @@ static df11_status resident_scratch(df11_model *m, uint64_t size, void **tmp, in
     return DF11_OK;
 }
 
+/* The served groups (a model of a block range skips the others), in runs of consecutive
+ * groups, one read each. */
+static df11_status read_served(df11_model *m, void *const bufs[2], uint64_t buf_size,
+                               const df11i_read_sink *sink)
+{
+    for (uint32_t g = 0; g < m->n_groups;) {
+        if (!df11i_rt_group_served(m, g)) {
+            g++;
+            continue;
+        }
+        uint32_t end = g + 1;
+        while (end < m->n_groups && df11i_rt_group_served(m, end)) end++;
+        df11_status s = df11i_read_groups(m->file, g, end - g, bufs, buf_size, sink);
+        if (s != DF11_OK) return s;
+        g = end;
+    }
+    return DF11_OK;
+}
+
 df11_status df11i_rt_load(df11_model *m)
 {
     df11i_backend *be = m->be;
@@ -121,6 +141,7 @@ df11_status df11i_rt_load(df11_model *m)
     uint64_t max_payload = 0, max_resident_payload = 0;
     for (uint32_t g = 0; g < m->n_groups; g++) {
         const rt_group *gr = &m->groups[g];
+        if (!df11i_rt_group_served(m, g)) continue;
         if (gr->payload_size > max_payload) max_payload = gr->payload_size;
         if (gr->resident && gr->payload_size > max_resident_payload)
             max_resident_payload = gr->payload_size;
@@ -133,7 +154,7 @@ df11_status df11i_rt_load(df11_model *m)
     df11i_read_sink sink = { .consume = sink_consume, .reuse = sink_reuse, .ctx = &c };
     df11_status s = staging_make(m, buf_size, &staging, bufs, &c);
     if (s == DF11_OK) s = resident_scratch(m, max_resident_payload, &c.tmp, &tmp_owned);
-    if (s == DF11_OK) s = df11i_read_groups(m->file, 0, m->n_groups, bufs, buf_size, &sink);
+    if (s == DF11_OK) s = read_served(m, bufs, buf_size, &sink);
     /* The side stream may still copy out of staging, after a failure too. */
     if (m->side_stream) {
         df11_status s2 = be->iface->synchronize(be, m->side_stream);

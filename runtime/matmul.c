@@ -190,7 +190,9 @@ df11_status df11i_rt_matmul_scratch_plan(const df11_model *m, uint64_t slot, uin
     for (uint32_t t = 0; t < m->n_tensors; t++) {
         const df11_tensor_view *v = &m->tensors[t].view;
         const rt_group *gr = &m->groups[m->tensors[t].group];
-        if (!is_matmul_weight(v) || plain_by_index(m, t)) continue;
+        if (!df11i_rt_group_served(m, m->tensors[t].group) || !is_matmul_weight(v) ||
+            plain_by_index(m, t))
+            continue;
         if (gr->decoded_size <= slot && df11i_align_up(v->nbytes, 256) > size)
             size = df11i_align_up(v->nbytes, 256);
         if (df11i_align_up(2 * matrix_cols(v), 256) > row)
@@ -292,6 +294,10 @@ df11_status df11_weight_get(df11_model *m, const char *name, df11_weight *w)
     int64_t t = df11i_rt_tensor_index(m, name);
     if (t < 0) return df11i_fail(DF11_ERR_NOT_FOUND, "no tensor '%s'", name);
     const df11_tensor_view *v = &m->tensors[t].view;
+    if (v->layer >= 0) {
+        df11_status s = df11i_rt_block_check(m, (uint32_t)v->layer, name);
+        if (s != DF11_OK) return s;
+    }
     if (v->dtype != DF11_DTYPE_BF16)
         return df11i_fail(DF11_ERR_DTYPE, "tensor '%s' is %s, the matmul op takes BF16 weights",
                           name, df11_dtype_name(v->dtype));

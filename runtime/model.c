@@ -173,6 +173,33 @@ void df11_model_close(df11_model *m)
     free(m);
 }
 
+df11_status df11i_rt_range_take(df11_model *m)
+{
+    const uint32_t first = m->opt.first_block, count = m->opt.block_count;
+    if ((first || count) && (first >= m->n_blocks || count > m->n_blocks - first))
+        return df11i_fail(DF11_ERR_INVALID_ARG,
+                          "'%s': options: blocks %u..%u (first_block %u, block_count %u) but the "
+                          "model has blocks 0..%u",
+                          m->path, first, first + (count ? count : 1) - 1, first, count,
+                          m->n_blocks ? m->n_blocks - 1 : 0);
+    m->block_first = first;
+    m->block_end = count ? first + count : m->n_blocks;
+    return DF11_OK;
+}
+
+df11_status df11i_rt_block_check(const df11_model *m, uint32_t block, const char *fn)
+{
+    if (!m) return df11i_fail(DF11_ERR_INVALID_ARG, "%s: model is NULL", fn);
+    if (block >= m->n_blocks)
+        return df11i_fail(DF11_ERR_NOT_FOUND, "%s: block %u: the model has %u blocks", fn, block,
+                          m->n_blocks);
+    if (!df11i_rt_block_served(m, block))
+        return df11i_fail(DF11_ERR_NOT_FOUND,
+                          "%s: block %u is not served by this model (blocks %u..%u)", fn, block,
+                          m->block_first, m->block_end - 1);
+    return DF11_OK;
+}
+
 /* --- accessors --- */
 
 const char *df11_model_config(const df11_model *m, size_t *len)
@@ -202,13 +229,20 @@ df11_backend_kind df11_model_backend(const df11_model *m)
 const df11_file *df11_model_file(const df11_model *m) { return m ? m->file : NULL; }
 uint32_t df11_model_n_blocks(const df11_model *m) { return m ? m->n_blocks : 0; }
 
+df11_status df11_model_block_range(const df11_model *m, uint32_t *first, uint32_t *count)
+{
+    if (!m || !first || !count)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_model_block_range: NULL argument");
+    *first = m->block_first;
+    *count = m->block_end - m->block_first;
+    return DF11_OK;
+}
+
 df11_status df11_model_block_tier(const df11_model *m, uint32_t block, df11_tier *tier)
 {
-    if (!m || !tier)
-        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_model_block_tier: NULL argument");
-    if (block >= m->n_blocks)
-        return df11i_fail(DF11_ERR_NOT_FOUND, "block %u: the model has %u blocks", block,
-                          m->n_blocks);
+    if (!tier) return df11i_fail(DF11_ERR_INVALID_ARG, "df11_model_block_tier: NULL argument");
+    df11_status s = df11i_rt_block_check(m, block, "df11_model_block_tier");
+    if (s != DF11_OK) return s;
     *tier = m->groups[m->block_group[block]].tier;
     return DF11_OK;
 }

@@ -32,7 +32,7 @@ df11_status df11_model_stats_get(const df11_model *m, df11_model_stats *st)
     st->pool_reserved = ps.reserved;
     st->acquires = m->acquires;
     st->stats_page_error = m->opt.publish_stats && m->stats_error[0] ? m->stats_error : NULL;
-    for (uint32_t b = 0; b < m->n_blocks; b++) {
+    for (uint32_t b = m->block_first; b < m->block_end; b++) {
         const rt_group *gr = &m->groups[m->block_group[b]];
         st->blocks_device += gr->tier == DF11_TIER_DEVICE;
         st->blocks_host += gr->tier == DF11_TIER_HOST;

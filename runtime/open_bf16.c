@@ -2,7 +2,7 @@
  * copied into the pool uncompressed, laid out per block as a df11 group would be (256-byte
  * aligned tensors). Every group is resident, so the scheduler serves its blocks without a
  * slot or a decode but with the same acquire/release rules (an engine bug shows up in the
- * baseline too). */
+ * baseline too). A model of a block range copies only the groups it serves. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,7 +74,8 @@ static df11_status groups_make(df11_model *m, uint32_t **src)
     return s;
 }
 
-/* Each tensor's view and offset in its group; returns the pool bytes all groups take. */
+/* Each tensor's view and offset in its group; returns the pool bytes the served groups
+ * take. */
 static uint64_t layout(df11_model *m, const uint32_t *src)
 {
     uint64_t total = 0;
@@ -95,11 +96,11 @@ static uint64_t layout(df11_model *m, const uint32_t *src)
             rt->group = g;
             rt->offset = off;
             off += df11i_align_up(rt->view.nbytes, 256);
-            m->bf16_bytes += rt->view.nbytes;
+            if (df11i_rt_group_served(m, g)) m->bf16_bytes += rt->view.nbytes;
         }
         gr->decoded_size = off;
         if (gr->n_tensors > m->max_block_tensors) m->max_block_tensors = gr->n_tensors;
-        total += df11i_align_up(off, RT_PAYLOAD_ALIGN);
+        if (df11i_rt_group_served(m, g)) total += df11i_align_up(off, RT_PAYLOAD_ALIGN);
     }
     return total;
 }
@@ -121,6 +122,7 @@ static df11_status upload(df11_model *m, const uint32_t *src, uint64_t total)
         return s;
     for (uint32_t g = 0; g < m->n_groups && s == DF11_OK; g++) {
         rt_group *gr = &m->groups[g];
+        if (!df11i_rt_group_served(m, g)) continue;
         s = df11i_pool_alloc(m->pool, gr->decoded_size, RT_PAYLOAD_ALIGN, DF11_POOL_USE_RESIDENT,
                              &gr->resident);
         for (uint32_t i = gr->first_tensor; s == DF11_OK && i < gr->first_tensor + gr->n_tensors;
@@ -141,7 +143,8 @@ df11_status df11_model_open_bf16(const char *path, const df11_model_options *opt
     df11_status s = df11i_rt_model_new("df11_model_open_bf16", path, options, out, &m);
     if (s != DF11_OK) return s;
     uint32_t *src = NULL;
-    if ((s = df11i_st_open(path, &m->st)) != DF11_OK || (s = groups_make(m, &src)) != DF11_OK)
+    if ((s = df11i_st_open(path, &m->st)) != DF11_OK || (s = groups_make(m, &src)) != DF11_OK ||
+        (s = df11i_rt_range_take(m)) != DF11_OK)
         goto fail;
     uint64_t total = layout(m, src);
     if ((s = df11i_rt_names_index(m)) != DF11_OK || (s = upload(m, src, total)) != DF11_OK)

@@ -3,7 +3,8 @@
  * read into the pool (load.c). Layer groups stay compressed and are decoded into arena
  * slots; non-layer groups are decoded once at open (RESIDENT), go through the arena too
  * (ARENA: slots sized for them as well), or stay compressed for the ops (COMPRESSED:
- * slots sized by the layer groups alone). */
+ * slots sized by the layer groups alone). A model of a block range lays out every group but
+ * plans, places and loads only the groups it serves (its blocks and the non-layer ones). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,6 +53,8 @@ static df11_status layout_from_file(df11_model *m)
         df11_status s = df11_file_layer_group(f, b, &m->block_group[b]);
         if (s != DF11_OK) return s;
     }
+    df11_status s = df11i_rt_range_take(m);
+    if (s != DF11_OK) return s;
     for (uint32_t t = 0; t < m->n_tensors; t++) {
         const df11_tensor_info *ti = df11_file_tensor(f, t);
         rt_tensor *rt = &m->tensors[t];
@@ -63,7 +66,7 @@ static df11_status layout_from_file(df11_model *m)
         memcpy(rt->view.shape, ti->shape, sizeof rt->view.shape);
         rt->view.nbytes = ti->nbytes;
         rt->view.layer = m->groups[ti->group].layer;
-        m->bf16_bytes += ti->nbytes;
+        if (df11i_rt_group_served(m, ti->group)) m->bf16_bytes += ti->nbytes;
     }
     return df11i_rt_names_index(m);
 }
@@ -125,6 +128,7 @@ static df11_status tiers_place(df11_model *m, memory_plan *p)
     uint64_t layers = 0, max_payload = 0, max_layer_payload = 0;
     for (uint32_t g = 0; g < m->n_groups; g++) {
         const rt_group *gr = &m->groups[g];
+        if (!df11i_rt_group_served(m, g)) continue;
         if (gr->payload_size > max_payload) max_payload = gr->payload_size;
         if (gr->layer < 0) continue;
         layers += payload_bytes(gr);
@@ -142,11 +146,13 @@ static df11_status tiers_place(df11_model *m, memory_plan *p)
         const uint64_t plans = p->metadata ? p->metadata + 512ull * m->n_tensors : 0;
         p->op = df11i_align_up(scratch + ws + plans, RT_PAYLOAD_ALIGN);
     }
+    /* The served blocks, numbered from 0 here: block first + i is the i-th of n. */
+    const uint32_t first = m->block_first, n = m->block_end - m->block_first;
     if (!tiered || !p->limit || device_fixed(p) + layers <= p->limit) {
-        for (uint32_t b = 0; b < m->n_blocks; b++)
-            m->groups[m->block_group[b]].tier = DF11_TIER_DEVICE;
+        for (uint32_t i = 0; i < n; i++)
+            m->groups[m->block_group[first + i]].tier = DF11_TIER_DEVICE;
         p->tier[DF11_TIER_DEVICE] = layers;
-        p->blocks[DF11_TIER_DEVICE] = m->n_blocks;
+        p->blocks[DF11_TIER_DEVICE] = n;
         p->need = device_fixed(p) + layers;
         return DF11_OK;
     }
@@ -170,25 +176,25 @@ static df11_status tiers_place(df11_model *m, memory_plan *p)
                           m->path, df11i_rt_mib(o->host_budget), df11i_rt_mib(p->io));
     /* The most blocks that fit on the device, spread evenly. */
     const uint64_t room = p->limit - fixed;
-    uint32_t keep = m->n_blocks;
+    uint32_t keep = n;
     for (;; keep--) {
         uint64_t bytes = 0;
-        for (uint32_t b = 0; b < m->n_blocks; b++)
-            if (spread_pick(b, m->n_blocks, keep))
-                bytes += payload_bytes(&m->groups[m->block_group[b]]);
+        for (uint32_t i = 0; i < n; i++)
+            if (spread_pick(i, n, keep))
+                bytes += payload_bytes(&m->groups[m->block_group[first + i]]);
         if (bytes <= room || keep == 0) break;
     }
     /* The streamed blocks: as many in pinned memory as the host budget holds, spread over
      * them too (so that reads from the file overlap copies from pinned memory), the rest in
      * the file. */
-    uint32_t n_streamed = m->n_blocks - keep, hosted = n_streamed;
+    uint32_t n_streamed = n - keep, hosted = n_streamed;
     if (o->host_budget != UINT64_MAX)
         for (;; hosted--) {
             uint64_t bytes = p->io;
-            for (uint32_t b = 0, j = 0; b < m->n_blocks; b++) {
-                if (spread_pick(b, m->n_blocks, keep)) continue;
+            for (uint32_t i = 0, j = 0; i < n; i++) {
+                if (spread_pick(i, n, keep)) continue;
                 if (spread_pick(j++, n_streamed, hosted))
-                    bytes += payload_bytes(&m->groups[m->block_group[b]]);
+                    bytes += payload_bytes(&m->groups[m->block_group[first + i]]);
             }
             if ((o->host_budget && bytes <= o->host_budget) || hosted == 0) break;
         }
@@ -200,9 +206,9 @@ static df11_status tiers_place(df11_model *m, memory_plan *p)
                           m->path, keep, df11i_rt_mib(p->limit), hosted, n_streamed,
                           df11i_rt_mib(o->host_budget));
     p->pinned = p->io;
-    for (uint32_t b = 0, j = 0; b < m->n_blocks; b++) {
-        rt_group *gr = &m->groups[m->block_group[b]];
-        if (spread_pick(b, m->n_blocks, keep))
+    for (uint32_t i = 0, j = 0; i < n; i++) {
+        rt_group *gr = &m->groups[m->block_group[first + i]];
+        if (spread_pick(i, n, keep))
             gr->tier = DF11_TIER_DEVICE;
         else
             gr->tier = spread_pick(j++, n_streamed, hosted) ? DF11_TIER_HOST : DF11_TIER_FILE;
@@ -221,6 +227,7 @@ static df11_status memory_plan_make(df11_model *m, memory_plan *p)
     *p = (memory_plan){ .k = m->opt.arena_slots };
     for (uint32_t g = 0; g < m->n_groups; g++) {
         rt_group *gr = &m->groups[g];
+        if (!df11i_rt_group_served(m, g)) continue;
         if (group_in_arena(m, gr)) {
             if (group_sizes_slot(m, gr) && gr->decoded_size > p->slot) p->slot = gr->decoded_size;
             if (gr->layer < 0) p->nonlayer_compressed += payload_bytes(gr);
@@ -282,6 +289,7 @@ static df11_status memory_carve(df11_model *m, const memory_plan *p)
         return s;
     for (uint32_t g = 0; g < m->n_groups; g++) {
         rt_group *gr = &m->groups[g];
+        if (!df11i_rt_group_served(m, g)) continue;
         if (!group_in_arena(m, gr))
             s = df11i_pool_alloc(m->pool, gr->decoded_size, RT_PAYLOAD_ALIGN,
                                  DF11_POOL_USE_RESIDENT, &gr->resident);
@@ -362,7 +370,7 @@ df11_status df11_model_plan(const char *path, const df11_model_options *options,
                              .blocks_device = p.blocks[DF11_TIER_DEVICE],
                              .blocks_host = p.blocks[DF11_TIER_HOST],
                              .blocks_file = p.blocks[DF11_TIER_FILE] };
-        for (uint32_t b = 0; b < n_tiers && b < m->n_blocks; b++)
+        for (uint32_t b = m->block_first; b < n_tiers && b < m->block_end; b++)
             block_tiers[b] = m->groups[m->block_group[b]].tier;
     }
     df11_model_close(m);

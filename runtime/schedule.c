@@ -16,15 +16,6 @@ static rt_group *block_group(const df11_model *m, uint32_t block)
     return &m->groups[m->block_group[block]];
 }
 
-static df11_status block_check(const df11_model *m, uint32_t block, const char *fn)
-{
-    if (!m) return df11i_fail(DF11_ERR_INVALID_ARG, "%s: model is NULL", fn);
-    if (block >= m->n_blocks)
-        return df11i_fail(DF11_ERR_NOT_FOUND, "block %u: the model has %u blocks", block,
-                          m->n_blocks);
-    return DF11_OK;
-}
-
 /* The arena slot holding `key` while the engine holds it, else -1. */
 static int slot_acquired(const df11_model *m, int64_t key)
 {
@@ -170,15 +161,17 @@ static df11_status prefetch(df11_model *m, uint32_t block)
     return slot_fill(m, block, m->block_group[block], 1, &slot);
 }
 
-/* Queues the next `prefetch_blocks` (default K-1) blocks behind `block`, wrapping to
- * block 0 for the next token; stops at the first that finds no slot. */
+/* Queues the next `prefetch_blocks` (default K-1) blocks behind `block`, wrapping to the
+ * first served block for the next token; stops at the first that finds no slot. */
 static void prefetch_ahead(df11_model *m, uint32_t block)
 {
     if (!m->arena.n_slots) return;
     uint32_t ahead =
         m->opt.prefetch_blocks < 0 ? m->arena.n_slots - 1 : (uint32_t)m->opt.prefetch_blocks;
-    for (uint32_t j = 1; j <= ahead && j < m->n_blocks; j++)
-        if (prefetch(m, (block + j) % m->n_blocks) != DF11_OK) break;
+    const uint32_t served = m->block_end - m->block_first;
+    uint32_t next = block;
+    for (uint32_t j = 1; j <= ahead && j < served; j++)
+        if (prefetch(m, next = df11i_rt_block_next(m, next)) != DF11_OK) break;
 }
 
 static df11_status arena_acquire(df11_model *m, uint32_t block, df11_stream stream,
@@ -215,7 +208,7 @@ static df11_status arena_acquire(df11_model *m, uint32_t block, df11_stream stre
 
 df11_status df11_block_prefetch(df11_model *m, uint32_t block)
 {
-    df11_status s = block_check(m, block, "df11_block_prefetch");
+    df11_status s = df11i_rt_block_check(m, block, "df11_block_prefetch");
     if (s != DF11_OK) return s;
     if (block_group(m, block)->resident) return DF11_OK; /* nothing to decode or publish */
     if ((s = prefetch(m, block)) == DF11_OK) df11i_rt_stats_publish(m);
@@ -225,7 +218,7 @@ df11_status df11_block_prefetch(df11_model *m, uint32_t block)
 df11_status df11_block_acquire(df11_model *m, uint32_t block, df11_stream stream,
                                df11_block_view *view)
 {
-    df11_status s = block_check(m, block, "df11_block_acquire");
+    df11_status s = df11i_rt_block_check(m, block, "df11_block_acquire");
     if (s != DF11_OK) return s;
     if (block_group(m, block)->resident) return resident_acquire(m, block, view);
     return arena_acquire(m, block, stream, view);
@@ -233,7 +226,7 @@ df11_status df11_block_acquire(df11_model *m, uint32_t block, df11_stream stream
 
 df11_status df11_block_release(df11_model *m, uint32_t block, df11_stream stream)
 {
-    df11_status s = block_check(m, block, "df11_block_release");
+    df11_status s = df11i_rt_block_check(m, block, "df11_block_release");
     if (s != DF11_OK) return s;
     if (block_group(m, block)->resident) return resident_release(m, block);
     int slot = slot_acquired(m, block);

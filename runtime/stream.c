@@ -261,9 +261,9 @@ static void prefetch_after(df11_model *m, uint32_t g)
     rt_ring *r = &m->ring;
     const int32_t block = m->groups[g].layer;
     if (block < 0) return;
-    uint32_t ahead = 0;
-    for (uint32_t j = 1; j < m->n_blocks && ahead + 1 < r->n; j++) {
-        uint32_t next = m->block_group[((uint32_t)block + j) % m->n_blocks];
+    uint32_t ahead = 0, b = (uint32_t)block;
+    for (uint32_t j = 1; j < m->block_end - m->block_first && ahead + 1 < r->n; j++) {
+        uint32_t next = m->block_group[b = df11i_rt_block_next(m, b)];
         if (!df11i_rt_streamed(m, next)) continue;
         ahead++;
         /* the window is always the most recent: nothing in it is refilled before use */

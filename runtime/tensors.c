@@ -65,6 +65,8 @@ static df11_status tensor_get(df11_model *m, const rt_tensor *rt, df11_stream st
     rt_group *gr = &m->groups[rt->group];
     const void *data;
     if (gr->layer >= 0) {
+        df11_status s = df11i_rt_block_check(m, (uint32_t)gr->layer, name);
+        if (s != DF11_OK) return s;
         if (!(data = df11i_rt_block_data(m, (uint32_t)gr->layer)))
             return df11i_fail(DF11_ERR_STATE, "tensor '%s': block %d is not acquired", name,
                               gr->layer);
@@ -95,7 +97,7 @@ static df11_status tensor_get(df11_model *m, const rt_tensor *rt, df11_stream st
 static df11_status tensor_release(df11_model *m, const rt_tensor *rt, df11_stream stream)
 {
     rt_group *gr = &m->groups[rt->group];
-    if (gr->layer >= 0) return DF11_OK;
+    if (gr->layer >= 0) return df11i_rt_block_check(m, (uint32_t)gr->layer, rt->view.name);
     df11_status s = DF11_OK;
     if (gr->resident) {
         if (gr->holds)

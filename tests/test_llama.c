@@ -2158,6 +2158,60 @@ START_TEST(test_cli)
     snprintf(args, sizeof args, "%s --device cpu -p hello", path);
     cJSON_Delete(run_tool(args, &rc));
     ck_assert_int_eq(rc, 2); /* -p without a tokenizer */
+    /* --devices: CUDA GPUs only, a list of distinct ordinals, .df11 files */
+    const char *bad_devices[] = { "--device cpu --devices 0,1", "--devices 0,x", "--devices ''",
+                                  "--devices 0,-1" };
+    for (size_t i = 0; i < sizeof bad_devices / sizeof *bad_devices; i++) {
+        snprintf(args, sizeof args, "%s %s", path, bad_devices[i]);
+        cJSON_Delete(run_tool(args, &rc));
+        ck_assert_msg(rc == 2, "'%s': exit %d", bad_devices[i], rc);
+    }
+}
+END_TEST
+
+/* dfl_create_split refuses, before touching a GPU, what is not a split of the layers on
+ * CUDA. */
+START_TEST(test_split_args)
+{
+    const char *dir = synth_dir();
+    df11_model *m = open_host(compress_to_tmp(dir), 0, 2);
+    size_t len;
+    const char *json = df11_model_config(m, &len);
+    dfl_config cfg;
+    char err[256];
+    ck_assert_msg(dfl_config_parse(json, len, &cfg, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_ge(cfg.n_layers, 2);
+    df11_provider p;
+    ck_assert_int_eq(df11_model_provider(m, &p), DF11_OK);
+    dfl_options opt;
+    dfl_options_init(&opt);
+    dfl_engine *e = (dfl_engine *)1;
+    const int L = cfg.n_layers;
+    dfl_stage two[2] = { { &p, 0, 0, 1 }, { &p, 0, 1, L - 1 } };
+    ck_assert_int_eq(dfl_create_split(&cfg, two, 2, &opt, &e), DF11_ERR_INVALID_ARG);
+    ck_assert_ptr_null(e);
+    ck_assert_msg(strstr(dfl_create_error(), "CUDA"), "%s", dfl_create_error());
+    opt.device = DFL_DEVICE_CUDA;
+    ck_assert_int_eq(dfl_create_split(&cfg, two, 0, &opt, &e), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(dfl_create_split(&cfg, two, DFL_MAX_STAGES + 1, &opt, &e),
+                     DF11_ERR_INVALID_ARG);
+    const struct {
+        int f0, n0, f1, n1;
+    } bad[] = {
+        { 0, 1, 2, L - 2 }, /* a gap */
+        { 0, 2, 1, L - 1 }, /* an overlap */
+        { 0, 0, 0, L },     /* an empty stage */
+        { 1, 1, 2, L - 2 }, /* not from layer 0 */
+        { 0, 1, 1, L - 2 }, /* short of the last layer */
+        { 0, 1, 1, L },     /* past it */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        dfl_stage s[2] = { { &p, 0, bad[i].f0, bad[i].n0 }, { &p, 0, bad[i].f1, bad[i].n1 } };
+        ck_assert_msg(dfl_create_split(&cfg, s, 2, &opt, &e) == DF11_ERR_INVALID_ARG, "case %zu",
+                      i);
+        ck_assert_msg(strstr(dfl_create_error(), "layers"), "%s", dfl_create_error());
+    }
+    df11_model_close(m);
 }
 END_TEST
 
@@ -2686,13 +2740,128 @@ static void check_family_gpu(const synth_family *f)
     st_free(&m);
 }
 
-START_TEST(test_gpu_matches_host)
+/* A model split over two GPUs (models of a block range each, the hidden state copied
+ * between them) gives, step after step, the logits of one GPU bit for bit, so the same
+ * greedy tokens: on each path, the op's with embedding and lm_head resident and kept
+ * compressed. With one GPU the two stages share it, which runs the same hand-over. */
+static void check_gpu_split(const char *dir)
+{
+    const char *path = compress_to_tmp(dir);
+    df11_model_options opt;
+    df11_model_options_init(&opt);
+    opt.backend = DF11_BACKEND_CUDA;
+    df11_model *one;
+    ck_assert_int_eq(df11_model_open(path, &opt, &one), DF11_OK);
+    size_t len;
+    const char *cfg_text = df11_model_config(one, &len);
+    dfl_config cfg;
+    char err[256];
+    ck_assert_msg(dfl_config_parse(cfg_text, len, &cfg, err, sizeof err) == 0, "%s", err);
+    df11_model_close(one);
+    opt.device = 1;
+    df11_model *probe = NULL;
+    const int second = df11_model_open(path, &opt, &probe) == DF11_OK ? 1 : 0;
+    df11_model_close(probe);
+    const int half = cfg.n_layers / 2;
+    const struct {
+        dfl_matmul mm;
+        df11_nonlayer_policy nl;
+    } runs[] = { { DFL_MATMUL_ENGINE, DF11_NONLAYER_RESIDENT },
+                 { DFL_MATMUL_OP, DF11_NONLAYER_RESIDENT },
+                 { DFL_MATMUL_OP, DF11_NONLAYER_COMPRESSED } };
+    for (size_t r = 0; r < sizeof runs / sizeof *runs; r++) {
+        df11_model_options_init(&opt);
+        opt.backend = DF11_BACKEND_CUDA;
+        opt.nonlayer = runs[r].nl;
+        ck_assert_int_eq(df11_model_open(path, &opt, &one), DF11_OK);
+        dfl_options lo;
+        dfl_options_init(&lo);
+        lo.device = DFL_DEVICE_CUDA;
+        lo.max_seq = 128;
+        lo.matmul = runs[r].mm;
+        /* dfl_create runs on the current device: one's, before the parts are opened */
+        df11_provider p1;
+        ck_assert_int_eq(df11_model_provider(one, &p1), DF11_OK);
+        dfl_engine *e1, *e2;
+        ck_assert_msg(dfl_create(&cfg, &p1, &lo, &e1) == DF11_OK, "%s", dfl_create_error());
+        df11_model *parts[2];
+        const int devs[2] = { 0, second };
+        for (int i = 0; i < 2; i++) {
+            opt.device = devs[i];
+            opt.first_block = i ? (uint32_t)half : 0;
+            opt.block_count = (uint32_t)(i ? cfg.n_layers - half : half);
+            df11_status st = df11_model_open(path, &opt, &parts[i]);
+            ck_assert_msg(st == DF11_OK, "open part %d: %s: %s", i, df11_strerror(st),
+                          df11_last_error_detail());
+        }
+        df11_provider pp[2];
+        for (int i = 0; i < 2; i++)
+            ck_assert_int_eq(df11_model_provider(parts[i], &pp[i]), DF11_OK);
+        const dfl_stage stages[2] = { { &pp[0], devs[0], 0, half },
+                                      { &pp[1], devs[1], half, cfg.n_layers - half } };
+        ck_assert_msg(dfl_create_split(&cfg, stages, 2, &lo, &e2) == DF11_OK, "%s",
+                      dfl_create_error());
+        ck_assert_int_eq(dfl_n_stages(e2), 2);
+        ck_assert_int_eq(dfl_matmul_used(e2), dfl_matmul_used(e1));
+        ck_assert_uint_eq(dfl_stage_kv_bytes(e2, 0) + dfl_stage_kv_bytes(e2, 1), dfl_kv_bytes(e1));
+        const int V = cfg.vocab_size;
+        float *a = malloc((size_t)V * sizeof *a), *b = malloc((size_t)V * sizeof *b);
+        int ta = cfg.bos_id >= 0 ? cfg.bos_id : 1, tb = ta, toks[N_GEN + 1];
+        toks[0] = ta;
+        for (int i = 0; i < N_GEN; i++) {
+            ck_assert_msg(dfl_forward(e1, &ta, 1, i, a) == DF11_OK, "%s", dfl_error(e1));
+            ck_assert_msg(dfl_forward(e2, &tb, 1, i, b) == DF11_OK, "%s", dfl_error(e2));
+            ck_assert_msg(memcmp(a, b, (size_t)V * sizeof *a) == 0,
+                          "%s run %zu step %d: split logits differ from one GPU's", dir, r, i);
+            ta = argmax(a, V);
+            tb = argmax(b, V);
+            ck_assert_int_eq(ta, tb);
+            toks[i + 1] = ta;
+        }
+        /* a prefill of the whole sequence, several tokens handed over at once */
+        ck_assert_int_eq(dfl_forward(e1, toks, N_GEN, 0, a), DF11_OK);
+        ck_assert_int_eq(dfl_forward(e2, toks, N_GEN, 0, b), DF11_OK);
+        ck_assert_msg(memcmp(a, b, (size_t)V * sizeof *a) == 0, "%s run %zu: prefill differs", dir,
+                      r);
+        fprintf(stderr,
+                "%s: split over GPUs %d and %d (%s): %d greedy steps and a prefill bit "
+                "for bit as on one GPU\n",
+                dir, devs[0], devs[1],
+                r == 0   ? "engine"
+                : r == 1 ? "op"
+                         : "op, compressed",
+                N_GEN);
+        free(a);
+        free(b);
+        dfl_destroy(e1);
+        dfl_destroy(e2);
+        df11_model_close(one);
+        df11_model_close(parts[0]);
+        df11_model_close(parts[1]);
+    }
+}
+
+/* Whether a GPU is present; says what is skipped when not. */
+static int gpu_present(const char *what)
 {
     uint64_t free_b, total_b;
-    if (dfl_gpu_mem_info(&free_b, &total_b) != 0) {
-        fprintf(stderr, "skipping GPU comparison: no GPU\n");
-        return;
-    }
+    if (dfl_gpu_mem_info(&free_b, &total_b) == 0) return 1;
+    fprintf(stderr, "skipping %s: no GPU\n", what);
+    return 0;
+}
+
+START_TEST(test_gpu_split)
+{
+    if (!gpu_present("GPU split")) return;
+    check_gpu_split(synth_dir());
+    const char *dir = df11_test_model_dir();
+    if (dir) check_gpu_split(dir);
+}
+END_TEST
+
+START_TEST(test_gpu_matches_host)
+{
+    if (!gpu_present("GPU comparison")) return;
     check_gpu(synth_dir());
     for (size_t i = 0; i < sizeof families / sizeof *families; i++) check_family_gpu(&families[i]);
     const char *dir = df11_test_model_dir();
@@ -2717,6 +2886,7 @@ int main(void)
     tcase_add_test(tc, test_df11_vs_bf16_stories);
     tcase_add_test(tc, test_op_batch_and_threads_invariant);
     tcase_add_test(tc, test_matmul_choice);
+    tcase_add_test(tc, test_split_args);
     tcase_add_test(tc, test_tokenizer);
     tcase_add_test(tc, test_tokenizer_small_vocab_byte_fallback);
     tcase_add_test(tc, test_tokenizer_rejects_bad_files);
@@ -2730,6 +2900,7 @@ int main(void)
     tcase_add_test(tc, test_cli_tokenizer_json);
 #ifdef DF11_HAVE_CUDA
     tcase_add_test(tc, test_gpu_matches_host);
+    tcase_add_test(tc, test_gpu_split);
 #endif
     suite_add_tcase(s, tc);
     return df11_test_run(s);

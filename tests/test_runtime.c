@@ -1,6 +1,6 @@
 /* The runtime on the host backend: open (df11 and BF16), the block scheduler, tensor
  * lookup, the provider, stats, every error path, df11-memstat over a live model, blocks
- * streamed from pinned memory and from the file (tiers), and by
+ * streamed from pinned memory and from the file (tiers), models of a range of blocks, and by
  * themselves the payload reader (loader/reader.h) and the host backend's streams and
  * events.
  * tests/test_gpu_runtime.c includes this file with RT_TEST_CUDA defined to run the same
@@ -1500,10 +1500,9 @@ END_TEST
 
 /* Options under which `path` keeps at least `device` blocks in device memory (the smallest
  * such memory_limit) and streams the rest: host tier up to host_budget, then the file. */
-static df11_model_options tier_opts(const char *path, uint32_t device, uint64_t host_budget,
-                                    int from_file, uint32_t stages)
+static df11_model_options tier_opts_from(df11_model_options o, const char *path, uint32_t device,
+                                         uint64_t host_budget, int from_file, uint32_t stages)
 {
-    df11_model_options o = opts(2);
     o.host_budget = host_budget;
     o.stream_from_file = from_file;
     o.staging_slots = stages;
@@ -1523,6 +1522,12 @@ static df11_model_options tier_opts(const char *path, uint32_t device, uint64_t 
     ck_assert_int_eq(df11_model_plan(path, &o, &p, NULL, 0), DF11_OK);
     ck_assert_msg(p.blocks_host + p.blocks_file > 0, "%s: streaming saves no device memory", path);
     return o;
+}
+
+static df11_model_options tier_opts(const char *path, uint32_t device, uint64_t host_budget,
+                                    int from_file, uint32_t stages)
+{
+    return tier_opts_from(opts(2), path, device, host_budget, from_file, stages);
 }
 
 static df11_model *tier_open(const char *path, const df11_model_options *o)
@@ -1545,8 +1550,10 @@ static void tier_check_plan(const char *path, const df11_model_options *o, df11_
     ck_assert_uint_eq(p.blocks_host, st.blocks_host);
     ck_assert_uint_eq(p.blocks_file, st.blocks_file);
     ck_assert_uint_le(p.device_bytes, o->memory_limit);
-    ck_assert_uint_eq(p.blocks_device + p.blocks_host + p.blocks_file, df11_model_n_blocks(m));
-    for (uint32_t b = 0; b < df11_model_n_blocks(m); b++) {
+    uint32_t first, count;
+    ck_assert_int_eq(df11_model_block_range(m, &first, &count), DF11_OK);
+    ck_assert_uint_eq(p.blocks_device + p.blocks_host + p.blocks_file, count);
+    for (uint32_t b = first; b < first + count; b++) {
         df11_tier t;
         ck_assert_int_eq(df11_model_block_tier(m, b, &t), DF11_OK);
         ck_assert_int_eq(t, tiers[b]);
@@ -1861,6 +1868,306 @@ START_TEST(test_tiers_errors)
 }
 END_TEST
 
+/* --- a range of blocks: one file split over several models (one per device) ---
+ *
+ * Models over consecutive ranges serve together exactly what one model of the whole file
+ * serves; a block outside a model's range, its tensors and weights are not found there. */
+
+static df11_model_options range_opts(uint32_t first, uint32_t count)
+{
+    df11_model_options o = opts(2);
+    o.first_block = first;
+    o.block_count = count;
+    return o;
+}
+
+static df11_model *range_open(const char *path, const df11_model_options *o, int bf16)
+{
+    df11_model *m = NULL;
+    df11_status s = bf16 ? df11_model_open_bf16(path, o, &m) : df11_model_open(path, o, &m);
+    ck_assert_msg(s == DF11_OK, "open %u+%u: %s %s", o->first_block, o->block_count,
+                  df11_strerror(s), df11_last_error_detail());
+    return m;
+}
+
+/* Every arena slot of m holds a block of its range, or nothing. */
+static void range_slots_inside(df11_model *m)
+{
+    uint32_t first, count;
+    ck_assert_int_eq(df11_model_block_range(m, &first, &count), DF11_OK);
+    df11_model_stats st;
+    ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
+    for (uint32_t i = 0; i < st.arena_slots && i < 16; i++)
+        ck_assert_msg(st.slot_block[i] < 0 || ((uint32_t)st.slot_block[i] >= first &&
+                                               (uint32_t)st.slot_block[i] < first + count),
+                      "slot %u holds block %d, outside %u..%u", i, st.slot_block[i], first,
+                      first + count - 1);
+}
+
+/* A pass over the model's range, each tensor checked against the source bits; after its
+ * last block, the prefetch has wrapped to the range's first block (an arena model). */
+static void range_pass(df11_model *m, int arena)
+{
+    uint32_t first, count;
+    ck_assert_int_eq(df11_model_block_range(m, &first, &count), DF11_OK);
+    for (uint32_t b = first; b < first + count; b++) {
+        df11_block_view bv;
+        df11_status s = df11_block_acquire(m, b, NULL, &bv);
+        ck_assert_msg(s == DF11_OK, "acquire %u: %s %s", b, df11_strerror(s),
+                      df11_last_error_detail());
+        ck_assert_uint_eq(bv.n_tensors, LAYER_TENSORS);
+        for (uint32_t i = 0; i < bv.n_tensors; i++) check_view(&bv.tensors[i]);
+        range_slots_inside(m);
+        ck_assert_int_eq(df11_block_release(m, b, NULL), DF11_OK);
+    }
+    if (!arena || count < 2) return;
+    /* a first block still being read from the file is decoded when acquired, not before */
+    df11_tier tier;
+    ck_assert_int_eq(df11_model_block_tier(m, first, &tier), DF11_OK);
+    if (tier == DF11_TIER_FILE) return;
+    df11_model_stats st;
+    ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
+    int wrapped = 0;
+    for (uint32_t i = 0; i < st.arena_slots; i++) wrapped |= st.slot_block[i] == (int32_t)first;
+    ck_assert_msg(wrapped, "after block %u the prefetch did not wrap to block %u",
+                  first + count - 1, first);
+}
+
+/* Every call that names block `b` (outside m's range) fails with DF11_ERR_NOT_FOUND. */
+static void range_refuses(df11_model *m, uint32_t b, const char *range)
+{
+    char name[128], want[96];
+    snprintf(want, sizeof want, "block %u is not served by this model (blocks %s)", b, range);
+    ck_assert_int_eq(df11_block_acquire(m, b, NULL, NULL), DF11_ERR_NOT_FOUND);
+    detail_has(want);
+    ck_assert_int_eq(df11_block_prefetch(m, b), DF11_ERR_NOT_FOUND);
+    detail_has(want);
+    ck_assert_int_eq(df11_block_release(m, b, NULL), DF11_ERR_NOT_FOUND);
+    df11_tier t;
+    ck_assert_int_eq(df11_model_block_tier(m, b, &t), DF11_ERR_NOT_FOUND);
+    snprintf(name, sizeof name, "model.layers.%u.self_attn.q_proj.weight", b);
+    df11_tensor_view v;
+    ck_assert_int_eq(df11_tensor_get(m, name, NULL, &v), DF11_ERR_NOT_FOUND);
+    detail_has(want);
+    ck_assert_int_eq(df11_tensor_release(m, name, NULL), DF11_ERR_NOT_FOUND);
+    uint32_t id;
+    ck_assert_int_eq(df11_tensor_id(m, name, &id), DF11_OK); /* the file's numbering */
+    ck_assert_int_eq(df11_tensor_get_id(m, id, NULL, &v), DF11_ERR_NOT_FOUND);
+    ck_assert_int_eq(df11_tensor_release_id(m, id, NULL), DF11_ERR_NOT_FOUND);
+    df11_weight w;
+    ck_assert_int_eq(df11_weight_get(m, name, &w), DF11_ERR_NOT_FOUND);
+    detail_has(want);
+}
+
+START_TEST(test_range_halves)
+{
+    make_model();
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        const char *path = bf16 ? tm.st_path : tm.path;
+        df11_model_options fo = opts(2), ao = range_opts(0, 2), bo = range_opts(2, 0);
+        df11_model *full = range_open(path, &fo, bf16), *a = range_open(path, &ao, bf16),
+                   *b = range_open(path, &bo, bf16);
+        uint32_t first, count;
+        ck_assert_int_eq(df11_model_block_range(full, &first, &count), DF11_OK);
+        ck_assert(first == 0 && count == N_LAYERS);
+        ck_assert_int_eq(df11_model_block_range(b, &first, &count), DF11_OK);
+        ck_assert(first == 2 && count == N_LAYERS - 2);
+        ck_assert_uint_eq(df11_model_n_blocks(a), N_LAYERS); /* the file's numbering */
+        for (int pass = 0; pass < 2; pass++) {
+            range_pass(a, !bf16);
+            range_pass(b, !bf16);
+        }
+        range_refuses(a, 2, "0..1");
+        range_refuses(a, 4, "0..1");
+        range_refuses(b, 0, "2..4");
+        ck_assert_int_eq(df11_block_acquire(a, N_LAYERS, NULL, NULL), DF11_ERR_NOT_FOUND);
+        detail_has("the model has 5 blocks");
+        /* both halves serve the non-layer tensors */
+        const char *nonlayer[] = { "model.embed_tokens.weight", "model.norm.weight",
+                                   "lm_head.weight" };
+        for (int i = 0; i < 3; i++)
+            for (int h = 0; h < 2; h++) {
+                df11_model *m = h ? b : a;
+                df11_tensor_view v;
+                ck_assert_int_eq(df11_tensor_get(m, nonlayer[i], NULL, &v), DF11_OK);
+                check_view(&v);
+                ck_assert_int_eq(df11_tensor_release(m, nonlayer[i], NULL), DF11_OK);
+            }
+        /* the halves hold the layers once between them, the non-layer groups each */
+        df11_model_stats sf, sa, sb;
+        df11_model_stats_get(full, &sf);
+        df11_model_stats_get(a, &sa);
+        df11_model_stats_get(b, &sb);
+        uint64_t nonlayer_bf16 = 0;
+        for (int i = 0; i < 3; i++) {
+            const df11_tensor_source *t = source(nonlayer[i]);
+            nonlayer_bf16 +=
+                t->shape[0] * (t->ndim == 2 ? t->shape[1] : 1) * df11_dtype_size(t->dtype);
+        }
+        ck_assert_uint_eq(sa.bf16_bytes + sb.bf16_bytes, sf.bf16_bytes + nonlayer_bf16);
+        ck_assert_uint_lt(sa.pool_reserved, sf.pool_reserved);
+        ck_assert_uint_lt(sb.pool_reserved, sf.pool_reserved);
+        if (!bf16) {
+            /* RESIDENT: non-layer groups decoded, each half holds its layers' payloads (and
+             * at most the pool's alignment after each) */
+            const df11_file *f = df11_model_file(a);
+            uint64_t payload[2] = { 0, 0 };
+            for (uint32_t blk = 0; blk < N_LAYERS; blk++) {
+                uint32_t g;
+                ck_assert_int_eq(df11_file_layer_group(f, blk, &g), DF11_OK);
+                payload[blk >= 2] += df11_file_group(f, g)->payload_size;
+            }
+            const uint64_t slack = 4096 + 16; /* alignment before, and padding of, each */
+            ck_assert_uint_ge(sa.compressed_bytes, payload[0]);
+            ck_assert_uint_lt(sa.compressed_bytes, payload[0] + 2 * slack);
+            ck_assert_uint_ge(sb.compressed_bytes, payload[1]);
+            ck_assert_uint_lt(sb.compressed_bytes, payload[1] + 3 * slack);
+            ck_assert_uint_eq(sa.blocks_device, 2);
+            ck_assert_uint_eq(sb.blocks_device, N_LAYERS - 2);
+            ck_assert_uint_eq(sa.acquires, 2 * 2);
+        } else {
+            /* every group resident: the halves' layers add up, the non-layer ones twice */
+            ck_assert_uint_lt(sa.resident_bytes, sf.resident_bytes);
+            ck_assert_uint_lt(sb.resident_bytes, sf.resident_bytes);
+            ck_assert_uint_gt(sa.resident_bytes + sb.resident_bytes, sf.resident_bytes);
+        }
+        df11_model_close(full);
+        df11_model_close(a);
+        df11_model_close(b);
+    }
+    ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
+}
+END_TEST
+
+START_TEST(test_range_errors)
+{
+    make_model();
+    df11_model *m = (df11_model *)1;
+    df11_plan p;
+    const uint32_t bad[][2] = {
+        { N_LAYERS, 0 }, { N_LAYERS, 1 }, { 3, 3 }, { 0, N_LAYERS + 1 }, { 1, UINT32_MAX }
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        df11_model_options o = range_opts(bad[i][0], bad[i][1]);
+        ck_assert_int_eq(df11_model_open(tm.path, &o, &m), DF11_ERR_INVALID_ARG);
+        detail_has("the model has blocks 0..4");
+        ck_assert_ptr_null(m);
+        ck_assert_int_eq(df11_model_open_bf16(tm.st_path, &o, &m), DF11_ERR_INVALID_ARG);
+        ck_assert_int_eq(df11_model_plan(tm.path, &o, &p, NULL, 0), DF11_ERR_INVALID_ARG);
+    }
+    /* the whole file named explicitly, and an options struct from before the range */
+    df11_model_options o = range_opts(0, N_LAYERS);
+    m = range_open(tm.path, &o, 0);
+    uint32_t first = 9, count = 9;
+    ck_assert_int_eq(df11_model_block_range(m, &first, &count), DF11_OK);
+    ck_assert(first == 0 && count == N_LAYERS);
+    ck_assert_int_eq(df11_model_block_range(m, NULL, &count), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_model_block_range(NULL, &first, &count), DF11_ERR_INVALID_ARG);
+    df11_model_close(m);
+    o = range_opts(3, 1);
+    o.size = offsetof(df11_model_options, first_block);
+    m = range_open(tm.path, &o, 0);
+    ck_assert_int_eq(df11_model_block_range(m, &first, &count), DF11_OK);
+    ck_assert(first == 0 && count == N_LAYERS);
+    df11_model_close(m);
+    /* the plan of a range counts its blocks only and leaves the others' tiers alone */
+    o = range_opts(1, 2);
+    df11_tier tiers[N_LAYERS];
+    for (int b = 0; b < N_LAYERS; b++) tiers[b] = (df11_tier)99;
+    ck_assert_int_eq(df11_model_plan(tm.path, &o, &p, tiers, N_LAYERS), DF11_OK);
+    ck_assert_uint_eq(p.blocks_device, 2);
+    ck_assert_int_eq(tiers[0], 99);
+    ck_assert_int_eq(tiers[1], DF11_TIER_DEVICE);
+    ck_assert_int_eq(tiers[2], DF11_TIER_DEVICE);
+    ck_assert_int_eq(tiers[3], 99);
+    df11_plan pf;
+    df11_model_options fo = opts(2);
+    ck_assert_int_eq(df11_model_plan(tm.path, &fo, &pf, NULL, 0), DF11_OK);
+    ck_assert_uint_lt(p.device_tier_bytes, pf.device_tier_bytes);
+    ck_assert_uint_lt(p.device_bytes, pf.device_bytes);
+    ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
+}
+END_TEST
+
+START_TEST(test_range_tiers)
+{
+    /* Blocks 1..4 of the file with one of them on the device and the others streamed (from
+     * pinned memory, then partly from the file): the plan is the model's, only those blocks
+     * are fetched, the ring's prefetch wraps from block 4 to block 1, and every pass serves
+     * the source bits. */
+    make_model();
+    for (int from_file = 0; from_file < 2; from_file++) {
+        df11_model_options o = tier_opts_from(range_opts(1, 4), tm.path, 1, UINT64_MAX, 0, 2);
+        if (from_file) {
+            df11_plan p;
+            ck_assert_int_eq(df11_model_plan(tm.path, &o, &p, NULL, 0), DF11_OK);
+            const uint64_t one = p.host_tier_bytes / p.blocks_host;
+            o = tier_opts_from(range_opts(1, 4), tm.path, 1,
+                               p.pinned_bytes - p.host_tier_bytes + one + one / 2, 1, 2);
+        }
+        df11_model *m = tier_open(tm.path, &o);
+        tier_check_plan(tm.path, &o, m);
+        df11_model_stats st;
+        ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
+        ck_assert_uint_eq(st.blocks_device + st.blocks_host + st.blocks_file, 4);
+        ck_assert_uint_ge(st.blocks_host + st.blocks_file, 2);
+        if (from_file) ck_assert_uint_ge(st.blocks_file, 1);
+        for (int pass = 0; pass < 3; pass++) range_pass(m, 1);
+        range_refuses(m, 0, "1..4");
+        ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
+        const uint64_t streamed = st.host_tier_bytes + st.file_tier_bytes;
+        ck_assert_uint_ge(st.streamed_h2d_bytes, 2 * streamed);
+        /* three passes, and a ring's worth ahead: nothing else was ever copied in */
+        ck_assert_uint_le(st.fetches, 3 * (st.blocks_host + st.blocks_file) + 3);
+        df11_model_close(m);
+    }
+    ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
+}
+END_TEST
+
+START_TEST(test_range_matmul)
+{
+    /* The op on models of a range gives the bits the whole file's model gives, for every
+     * codec and path; the weights of other blocks are not found. Blocks 1..3 hold
+     * MM_SHAPES' c, d and e; lm_head is served by every range. */
+    mm_make_model();
+    const char *paths[3] = { mm.t.path, mm.t.st_path, mm.fixed_path };
+    uint64_t rng = mm.seed ^ 0x52;
+    for (int f = 0; f < 3; f++) {
+        df11_model_options fo = opts(2), ro = range_opts(1, 0);
+        df11_model *full = range_open(paths[f], &fo, f == 1),
+                   *m = range_open(paths[f], &ro, f == 1);
+        for (size_t i = 0; i < MM_N_SHAPES; i++) {
+            df11_weight wf, wm;
+            ck_assert_int_eq(df11_weight_get(full, MM_SHAPES[i].name, &wf), DF11_OK);
+            if (!strncmp(MM_SHAPES[i].name, "model.layers.0.", 15)) {
+                ck_assert_int_eq(df11_weight_get(m, MM_SHAPES[i].name, &wm), DF11_ERR_NOT_FOUND);
+                detail_has("not served by this model (blocks 1..3)");
+                continue;
+            }
+            ck_assert_int_eq(df11_weight_get(m, MM_SHAPES[i].name, &wm), DF11_OK);
+            const uint32_t batches[] = { 1, 3, 40 };
+            for (size_t bi = 0; bi < 3; bi++) {
+                const uint32_t batch = batches[bi];
+                uint16_t *x = df11_test_random_bf16((size_t)batch * wf.cols, &rng);
+                const size_t ysz = (size_t)batch * wf.rows * 4;
+                float *yf = malloc(ysz), *ym = malloc(ysz);
+                mm_run(full, &wf, x, batch, DF11_DTYPE_F32, yf);
+                mm_run(m, &wm, x, batch, DF11_DTYPE_F32, ym);
+                ck_assert_msg(!memcmp(yf, ym, ysz), "%s batch %u (file %d): y differs (seed %#llx)",
+                              MM_SHAPES[i].name, batch, f, (unsigned long long)mm.seed);
+                free(x);
+                free(yf);
+                free(ym);
+            }
+        }
+        df11_model_close(full);
+        df11_model_close(m);
+    }
+    ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
+}
+END_TEST
+
 #ifdef RT_TEST_EXTRA /* cases a including file adds (tests/test_gpu_runtime.c) */
 static void RT_TEST_EXTRA(TCase *tc);
 #endif
@@ -1899,6 +2206,10 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_tiers_matmul);
     tcase_add_test(tc, test_tiers_file_faults);
     tcase_add_test(tc, test_tiers_errors);
+    tcase_add_test(tc, test_range_halves);
+    tcase_add_test(tc, test_range_errors);
+    tcase_add_test(tc, test_range_tiers);
+    tcase_add_test(tc, test_range_matmul);
 #ifndef RT_TEST_CUDA
     tcase_add_test(tc, test_host_backend_streams);
     tcase_add_test(tc, test_matmul_threads);

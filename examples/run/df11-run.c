@@ -53,6 +53,8 @@ static void usage(FILE *f)
             "      --top-p P           nucleus sampling mass in (0, 1] (default 0.9; 1 = off)\n"
             "      --seed N            sampling seed (default: from the clock)\n"
             "      --device cpu|cuda   default: cuda when built with it and a GPU is present\n"
+            "      --devices LIST      CUDA ordinals, e.g. 0,1: the layers split evenly over\n"
+            "                          them, one model per GPU (.df11 files; budgets per GPU)\n"
             "      --threads N         host threads (default: all cores)\n"
             "      --ctx N             KV cache positions (default: max_position_embeddings)\n"
             "      --slots K           df11 arena slots (default: the runtime's); 0: none, for\n"
@@ -191,12 +193,18 @@ typedef struct run_opts {
     dfl_attention attention;
     int nonlayer; /* --nonlayer: 0 = not given, else 1 + a df11_nonlayer_policy */
     uint64_t vram_budget, host_budget; /* 0: not given */
+    int *devices, n_devices;           /* --devices, parsed; 0: one device */
 } run_opts;
 
-/* An open model and an engine over it. */
+/* An open model and an engine over it; with --devices, one model per GPU, each serving its
+ * range of blocks (model and provider are the first GPU's). */
 typedef struct session {
     df11_model *model;
     df11_provider provider;
+    int n_stages; /* models: 1, or one per --devices entry */
+    df11_model *stage_model[DFL_MAX_STAGES];
+    df11_provider stage_provider[DFL_MAX_STAGES];
+    dfl_stage stages[DFL_MAX_STAGES];
     dfl_config cfg;
     dfl_engine *engine;
     int is_bf16;
@@ -207,6 +215,7 @@ typedef struct session {
 static void session_close(session *s)
 {
     dfl_destroy(s->engine);
+    for (int i = 1; i < s->n_stages; i++) df11_model_close(s->stage_model[i]);
     df11_model_close(s->model);
     memset(s, 0, sizeof *s);
 }
@@ -217,11 +226,18 @@ static int is_df11_path(const char *path)
     return n >= 5 && strcmp(path + n - 5, ".df11") == 0;
 }
 
-static void model_open(session *s, const run_opts *o, const char *path)
+/* Opens stage i's model (i = 0: s->model): on --devices' i-th GPU and serving its range of
+ * blocks (s->stages[i]) when there are several. */
+static void model_open(session *s, const run_opts *o, const char *path, int i)
 {
     df11_model_options mo;
     df11_model_options_init(&mo);
     mo.backend = o->device == DFL_DEVICE_CUDA ? DF11_BACKEND_CUDA : DF11_BACKEND_HOST;
+    if (o->n_devices) {
+        mo.device = o->devices[i];
+        mo.first_block = (uint32_t)s->stages[i].first_layer;
+        mo.block_count = (uint32_t)s->stages[i].n_layers;
+    }
     if (o->slots) mo.arena_slots = o->slots < 0 ? 0 : (uint32_t)o->slots;
     if (o->threads) mo.n_threads = o->threads;
     mo.matmul_plain_launch = o->no_pdl;
@@ -234,14 +250,47 @@ static void model_open(session *s, const run_opts *o, const char *path)
     }
     double t0 = now_ms();
     /* a BF16 baseline in the df11 container (--codec raw) opens like any .df11 file */
-    df11_status st = s->is_bf16 && !is_df11_path(path) ? df11_model_open_bf16(path, &mo, &s->model)
-                                                       : df11_model_open(path, &mo, &s->model);
+    df11_model **m = &s->stage_model[i];
+    df11_status st = s->is_bf16 && !is_df11_path(path) ? df11_model_open_bf16(path, &mo, m)
+                                                       : df11_model_open(path, &mo, m);
+    if (st != DF11_OK)
+        die(1, "cannot open '%s'%s: %s%s%s", path, o->n_devices ? " (a GPU's layers)" : "",
+            df11_strerror(st), *df11_last_error_detail() ? ": " : "", df11_last_error_detail());
+    s->open_ms += now_ms() - t0;
+    if ((st = df11_model_provider(*m, &s->stage_provider[i])) != DF11_OK)
+        die(1, "'%s': provider: %s", path, df11_strerror(st));
+    s->stages[i].provider = &s->stage_provider[i];
+    s->stages[i].device = o->n_devices ? o->devices[i] : -1;
+    if (i == 0) {
+        s->model = *m;
+        s->provider = s->stage_provider[0];
+    }
+}
+
+/* --devices: the layers of config.json split evenly over the GPUs, read from the file's
+ * index before any model is opened. */
+static void stages_plan(session *s, const run_opts *o, const char *path)
+{
+    s->n_stages = o->n_devices ? o->n_devices : 1;
+    if (!o->n_devices) return;
+    df11_file *f;
+    df11_status st = df11_file_open(path, &f);
     if (st != DF11_OK)
         die(1, "cannot open '%s': %s%s%s", path, df11_strerror(st),
             *df11_last_error_detail() ? ": " : "", df11_last_error_detail());
-    s->open_ms = now_ms() - t0;
-    if ((st = df11_model_provider(s->model, &s->provider)) != DF11_OK)
-        die(1, "'%s': provider: %s", path, df11_strerror(st));
+    size_t len;
+    const char *json = df11_file_metadata(f, &len);
+    char err[512];
+    dfl_config cfg;
+    if (dfl_config_parse(json, len, &cfg, err, sizeof err) != 0) die(1, "'%s': %s", path, err);
+    df11_file_close(f);
+    if (cfg.n_layers < o->n_devices)
+        die(2, "--devices: %d layers cannot be split over %d GPUs", cfg.n_layers, o->n_devices);
+    for (int i = 0; i < o->n_devices; i++) {
+        const int first = (int)((int64_t)i * cfg.n_layers / o->n_devices),
+                  end = (int)((int64_t)(i + 1) * cfg.n_layers / o->n_devices);
+        s->stages[i] = (dfl_stage){ NULL, o->devices[i], first, end - first };
+    }
 }
 
 static void session_open(session *s, const run_opts *o, int bf16, int max_seq, int max_batch)
@@ -256,7 +305,8 @@ static void session_open(session *s, const run_opts *o, int bf16, int max_seq, i
     int want_compressed =
         o->nonlayer ? o->nonlayer - 1 == DF11_NONLAYER_COMPRESSED : o->matmul != DFL_MATMUL_ENGINE;
     s->nonlayer = !bf16 && want_compressed ? DF11_NONLAYER_COMPRESSED : DF11_NONLAYER_RESIDENT;
-    model_open(s, o, path);
+    stages_plan(s, o, path);
+    model_open(s, o, path, 0);
     if (s->nonlayer == DF11_NONLAYER_COMPRESSED &&
         !(dfl_provider_has_matmul(&s->provider) && dfl_provider_has_gather(&s->provider))) {
         /* A library whose provider lacks the ops: only resident tensors can be read. */
@@ -265,8 +315,9 @@ static void session_open(session *s, const run_opts *o, int bf16, int max_seq, i
                 path);
         df11_model_close(s->model);
         s->nonlayer = DF11_NONLAYER_RESIDENT;
-        model_open(s, o, path);
+        model_open(s, o, path, 0);
     }
+    for (int i = 1; i < s->n_stages; i++) model_open(s, o, path, i);
 
     size_t len;
     const char *json = df11_model_config(s->model, &len);
@@ -282,8 +333,9 @@ static void session_open(session *s, const run_opts *o, int bf16, int max_seq, i
     lo.max_batch = max_batch;
     lo.matmul = o->matmul;
     lo.attention = o->attention;
-    if ((st = dfl_create(&s->cfg, &s->provider, &lo, &s->engine)) != DF11_OK)
-        die(1, "'%s': %s: %s", path, df11_strerror(st), dfl_create_error());
+    st = o->n_devices ? dfl_create_split(&s->cfg, s->stages, s->n_stages, &lo, &s->engine)
+                      : dfl_create(&s->cfg, &s->provider, &lo, &s->engine);
+    if (st != DF11_OK) die(1, "'%s': %s: %s", path, df11_strerror(st), dfl_create_error());
     /* Fewer blocks than layers fails in dfl_create; more is a model the config cuts
      * short: it runs, on the first layers only, so say so. */
     uint32_t blocks = s->provider.n_blocks ? s->provider.n_blocks(s->provider.ctx) : 0;
@@ -327,15 +379,50 @@ static const char *attention_name(dfl_attention a)
     return names[a];
 }
 
-/* Groups the runtime has decoded so far (arena decodes): per decode step, 0 when every
- * product came from the fused kernel, one per block when each block was decoded. */
-static uint64_t model_decodes(const session *s)
+/* Stage i's model's stats (zeros where they cannot be had). */
+static df11_model_stats stage_stats(const session *s, int i)
 {
     df11_model_stats ms;
     memset(&ms, 0, sizeof ms);
     ms.size = sizeof ms;
-    return df11_model_stats_get(s->model, &ms) == DF11_OK ? ms.decodes : 0;
+    if (df11_model_stats_get(s->stage_model[i], &ms) != DF11_OK) memset(&ms, 0, sizeof ms);
+    return ms;
 }
+
+/* The stats of the session's models added up (one model, or one per GPU); the arena's
+ * slot count and the slots' blocks are the first model's. */
+static df11_model_stats stats_of(const session *s)
+{
+    df11_model_stats t = stage_stats(s, 0);
+    for (int i = 1; i < s->n_stages; i++) {
+        const df11_model_stats m = stage_stats(s, i);
+        t.compressed_bytes += m.compressed_bytes;
+        t.bf16_bytes += m.bf16_bytes;
+        t.arena_bytes += m.arena_bytes;
+        t.resident_bytes += m.resident_bytes;
+        t.metadata_bytes += m.metadata_bytes;
+        t.pool_reserved += m.pool_reserved;
+        t.decodes += m.decodes;
+        t.decode_ms += m.decode_ms;
+        t.blocks_device += m.blocks_device;
+        t.blocks_host += m.blocks_host;
+        t.blocks_file += m.blocks_file;
+        t.host_tier_bytes += m.host_tier_bytes;
+        t.file_tier_bytes += m.file_tier_bytes;
+        t.pinned_bytes += m.pinned_bytes;
+        t.staging_ring_bytes += m.staging_ring_bytes;
+        t.streamed_h2d_bytes += m.streamed_h2d_bytes;
+        t.streamed_file_bytes += m.streamed_file_bytes;
+        t.fetches += m.fetches;
+        t.file_read_ms += m.file_read_ms;
+        t.stall_ms += m.stall_ms;
+    }
+    return t;
+}
+
+/* Groups the runtime has decoded so far (arena decodes): per decode step, 0 when every
+ * product came from the fused kernel, one per block when each block was decoded. */
+static uint64_t model_decodes(const session *s) { return stats_of(s).decodes; }
 
 static const char *nonlayer_name(const session *s)
 {
@@ -352,12 +439,10 @@ static uint64_t weights_bytes(const df11_model_stats *ms)
 
 static cJSON *memory_json(const session *s)
 {
-    df11_model_stats ms;
-    memset(&ms, 0, sizeof ms);
-    ms.size = sizeof ms;
+    const df11_model_stats ms = stats_of(s);
     cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "nonlayer", nonlayer_name(s));
-    if (df11_model_stats_get(s->model, &ms) == DF11_OK) {
+    {
         cJSON_AddNumberToObject(m, "weights_bytes", (double)weights_bytes(&ms));
         cJSON_AddNumberToObject(m, "weights_vs_bf16",
                                 ms.bf16_bytes ? (double)weights_bytes(&ms) / (double)ms.bf16_bytes
@@ -373,15 +458,30 @@ static cJSON *memory_json(const session *s)
     }
     cJSON_AddNumberToObject(m, "kv_cache_bytes", (double)dfl_kv_bytes(s->engine));
     cJSON_AddNumberToObject(m, "scratch_bytes", (double)dfl_scratch_bytes(s->engine));
+    if (s->n_stages > 1) { /* --devices: what each GPU holds */
+        cJSON *devs = cJSON_AddArrayToObject(m, "devices");
+        for (int i = 0; i < s->n_stages; i++) {
+            const df11_model_stats d = stage_stats(s, i);
+            cJSON *g = cJSON_CreateObject();
+            cJSON_AddNumberToObject(g, "device", s->stages[i].device);
+            cJSON_AddNumberToObject(g, "first_block", s->stages[i].first_layer);
+            cJSON_AddNumberToObject(g, "blocks", s->stages[i].n_layers);
+            cJSON_AddNumberToObject(g, "weights_bytes", (double)weights_bytes(&d));
+            cJSON_AddNumberToObject(g, "arena_bytes", (double)d.arena_bytes);
+            cJSON_AddNumberToObject(g, "pool_reserved_bytes", (double)d.pool_reserved);
+            cJSON_AddNumberToObject(g, "kv_cache_bytes", (double)dfl_stage_kv_bytes(s->engine, i));
+            cJSON_AddNumberToObject(g, "scratch_bytes",
+                                    (double)dfl_stage_scratch_bytes(s->engine, i));
+            cJSON_AddItemToArray(devs, g);
+        }
+    }
     return m;
 }
 
 static void print_memory(FILE *f, const session *s)
 {
-    df11_model_stats ms;
-    memset(&ms, 0, sizeof ms);
-    ms.size = sizeof ms;
-    if (df11_model_stats_get(s->model, &ms) == DF11_OK && !s->is_bf16)
+    const df11_model_stats ms = stats_of(s);
+    if (!s->is_bf16)
         /* Non-layer groups kept resident are held decoded, so they count at BF16 size. */
         fprintf(f,
                 "memory (%s, non-layer %s): weights %.2f MiB (%.2f compressed + %.2f resident "
@@ -395,15 +495,16 @@ static void print_memory(FILE *f, const session *s)
         fprintf(f, "memory: weights %.2f MiB BF16, KV cache %.2f MiB\n",
                 mib(ms.bf16_bytes ? ms.bf16_bytes : ms.resident_bytes),
                 mib(dfl_kv_bytes(s->engine)));
-}
-
-static df11_model_stats stats_of(const session *s)
-{
-    df11_model_stats ms;
-    memset(&ms, 0, sizeof ms);
-    ms.size = sizeof ms;
-    df11_model_stats_get(s->model, &ms);
-    return ms;
+    for (int i = 0; s->n_stages > 1 && i < s->n_stages; i++) {
+        const df11_model_stats d = stage_stats(s, i);
+        fprintf(f,
+                "  GPU %d, layers %d..%d: weights %.2f MiB, arena %.2f MiB, pool %.2f MiB, KV "
+                "cache %.2f MiB, scratch %.2f MiB\n",
+                s->stages[i].device, s->stages[i].first_layer,
+                s->stages[i].first_layer + s->stages[i].n_layers - 1, mib(weights_bytes(&d)),
+                mib(d.arena_bytes), mib(d.pool_reserved), mib(dfl_stage_kv_bytes(s->engine, i)),
+                mib(dfl_stage_scratch_bytes(s->engine, i)));
+    }
 }
 
 /* Streaming between two stats snapshots over `ms_elapsed` ms: what each link carried. */
@@ -945,7 +1046,8 @@ int main(int argc, char **argv)
         O_NONLAYER,
         O_VRAM_BUDGET,
         O_HOST_BUDGET,
-        O_ATTENTION
+        O_ATTENTION,
+        O_DEVICES
     };
     static const struct option longopts[] = {
         { "prompt", required_argument, NULL, 'p' },
@@ -972,6 +1074,7 @@ int main(int argc, char **argv)
         { "vram-budget", required_argument, NULL, O_VRAM_BUDGET },
         { "host-budget", required_argument, NULL, O_HOST_BUDGET },
         { "attention", required_argument, NULL, O_ATTENTION },
+        { "devices", required_argument, NULL, O_DEVICES },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -983,7 +1086,7 @@ int main(int argc, char **argv)
     o.top_p = 0.9f;
     o.bench_decode = 128;
     o.seed = (uint64_t)time(NULL);
-    const char *device = NULL, *bench_list = NULL;
+    const char *device = NULL, *bench_list = NULL, *devices = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "p:n:t:qhV", longopts, NULL)) != -1) {
         switch (c) {
@@ -996,6 +1099,7 @@ int main(int argc, char **argv)
         case O_SEED: o.seed = parse_u64(optarg, "--seed"); break;
         case O_BF16: o.bf16_path = optarg; break;
         case O_DEVICE: device = optarg; break;
+        case O_DEVICES: devices = optarg; break;
         case O_THREADS: o.threads = parse_int(optarg, "--threads", 1, 1024); break;
         case O_CTX: o.ctx = parse_int(optarg, "--ctx", 2, MAX_POSITIONS); break;
         case O_SLOTS:
@@ -1110,9 +1214,29 @@ int main(int argc, char **argv)
     } else {
         die(2, "invalid device '%s' (cpu or cuda)", device);
     }
+    if (devices) {
+        if (o.device != DFL_DEVICE_CUDA)
+            die(2, "--devices splits the layers over CUDA GPUs: it needs --device cuda (and a "
+                   "build with CUDA)");
+        o.n_devices = parse_list(devices, &o.devices, "--devices", 0, 1023);
+        if (o.n_devices > DFL_MAX_STAGES)
+            die(2, "--devices: %d GPUs, at most %d", o.n_devices, DFL_MAX_STAGES);
+        for (int i = 0; i < o.n_devices; i++)
+            for (int j = 0; j < i; j++)
+                if (o.devices[i] == o.devices[j])
+                    die(2, "--devices: GPU %d named twice", o.devices[i]);
+        const char *paths[2] = { o.model_path, o.bf16_path };
+        for (int k = 0; k < 2; k++)
+            if (paths[k] && !is_df11_path(paths[k]))
+                die(2,
+                    "--devices splits .df11 files only ('%s'; for a BF16 baseline, write one "
+                    "with df11-compress --codec raw)",
+                    paths[k]);
+    }
     int rc = o.bench ? bench(&o) : generate(&o);
     free(o.token_ids);
     free(o.bench_lens);
+    free(o.devices);
     free(o.found_tokenizer);
     return rc;
 }

@@ -1,7 +1,8 @@
 /* The engine: config parsing, weight lookup through the provider (linear weights for the
  * op, the embedding for the row gather, norms copied at create), and the host forward
  * pass (FP32 activations, BF16 weights, FP32 accumulation in a fixed order). The CUDA
- * forward lives in dfl_cuda.cu; this file only dispatches to it. No private df11 header
+ * forward lives in dfl_cuda.cu; this file only dispatches to it, GPU after GPU when the
+ * layers are split over several (dfl_create_split). No private df11 header
  * may be included here: the engine is what a third-party engine would look like.
  */
 #include <limits.h>
@@ -470,15 +471,15 @@ static df11_status linear_get(const df11_provider *p, const char *name, int rows
     return DF11_OK;
 }
 
-df11_status dfl_linears_get(const dfl_config *cfg, const df11_provider *p, int stack,
-                            dfl_linears *out, char *err, size_t errlen)
+df11_status dfl_linears_get(const dfl_config *cfg, const df11_provider *p, int stack, int first,
+                            int end, int head, dfl_linears *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     out->layers = calloc((size_t)cfg->n_layers, sizeof *out->layers);
     if (!out->layers) return DF11_ERR_NO_MEMORY;
     block_tensor want[BLOCK_TENSORS];
     size_t n_want = block_tensors(cfg, want);
-    for (int l = 0; l < cfg->n_layers; l++)
+    for (int l = first; l < end; l++)
         for (size_t i = 0; i < n_want; i++) {
             if (want[i].linear_at < 0) continue;
             char name[160];
@@ -491,7 +492,7 @@ df11_status dfl_linears_get(const dfl_config *cfg, const df11_provider *p, int s
             }
         }
     out->stacked = stack;
-    for (int l = 0; stack && l < cfg->n_layers; l++) {
+    for (int l = first; stack && l < end; l++) {
         dfl_layer_linears *ll = &out->layers[l];
         const df11_weight qkv[3] = { ll->wq, ll->wk, ll->wv }, gu[2] = { ll->w_gate, ll->w_up };
         df11_status st = linear_stack(p, 3, qkv, &ll->qkv, err, errlen);
@@ -501,8 +502,9 @@ df11_status dfl_linears_get(const dfl_config *cfg, const df11_provider *p, int s
             return st;
         }
     }
-    const char *head = cfg->tied ? "model.embed_tokens.weight" : "lm_head.weight";
-    df11_status st = linear_get(p, head, cfg->vocab_size, cfg->dim, &out->lm_head, err, errlen);
+    if (!head) return DF11_OK;
+    const char *name = cfg->tied ? "model.embed_tokens.weight" : "lm_head.weight";
+    df11_status st = linear_get(p, name, cfg->vocab_size, cfg->dim, &out->lm_head, err, errlen);
     if (st != DF11_OK) dfl_linears_free(out);
     return st;
 }
@@ -567,13 +569,13 @@ static df11_status norm_gather(const df11_provider *p, const char *name, size_t 
 /* dfl_norms_copy without acquiring blocks (so that it works on a model with no arena):
  * every norm and bias by the row gather. DF11_ERR_INVALID_ARG from the first weight_get:
  * a library from before one-row weights, the caller acquires blocks instead. */
-static df11_status norms_gather(const dfl_config *cfg, const df11_provider *p, df11_stream stream,
-                                uint16_t *dst, char *err, size_t errlen)
+static df11_status norms_gather(const dfl_config *cfg, const df11_provider *p, int first, int end,
+                                df11_stream stream, uint16_t *dst, char *err, size_t errlen)
 {
     block_tensor want[BLOCK_TENSORS];
     const size_t n_want = block_tensors(cfg, want), D = (size_t)cfg->dim;
     char name[160];
-    for (uint32_t l = 0; l < (uint32_t)cfg->n_layers; l++) {
+    for (uint32_t l = (uint32_t)first; l < (uint32_t)end; l++) {
         uint16_t *b = dst + dfl_bias_offset(cfg) + l * dfl_bias_stride(cfg);
         for (size_t i = 0; i < n_want; i++) {
             if (want[i].linear_at >= 0) continue; /* a matrix: the op's */
@@ -591,16 +593,17 @@ static df11_status norms_gather(const dfl_config *cfg, const df11_provider *p, d
                        errlen);
 }
 
-df11_status dfl_norms_copy(const dfl_config *cfg, const df11_provider *p, df11_stream stream,
-                           dfl_copy_fn copy, void *ctx, uint16_t *dst, char *err, size_t errlen)
+df11_status dfl_norms_copy(const dfl_config *cfg, const df11_provider *p, int first, int end,
+                           df11_stream stream, dfl_copy_fn copy, void *ctx, uint16_t *dst,
+                           char *err, size_t errlen)
 {
     const size_t D = (size_t)cfg->dim;
     df11_status st;
     if (dfl_provider_has_gather(p)) {
-        st = norms_gather(cfg, p, stream, dst, err, errlen);
+        st = norms_gather(cfg, p, first, end, stream, dst, err, errlen);
         if (st != DF11_ERR_INVALID_ARG) return st;
     }
-    for (uint32_t l = 0; l < (uint32_t)cfg->n_layers; l++) {
+    for (uint32_t l = (uint32_t)first; l < (uint32_t)end; l++) {
         df11_block_view view;
         memset(&view, 0, sizeof view);
         if ((st = p->block_acquire(p->ctx, l, stream, &view)) != DF11_OK) {
@@ -869,17 +872,18 @@ struct dfl_engine {
     /* op path (lin.layers != NULL): the resolved weights, the norms' copy
      * (dfl_norms_copy), a linear layer's input in BF16, and the op's output where it
      * is not the final place (before a residual add, or a stacked q|k|v, gate|up) */
-    dfl_linears lin;
-    uint16_t *norms, *xh; /* [dfl_norms_count], [max_batch * max(dim, q, hidden)] */
-    float *opy;           /* [max_batch * max(dim, q + 2 kv, 2 hidden)] */
+    dfl_linears lin[DFL_MAX_STAGES]; /* the host's in lin[0]; per GPU stage, its layers' */
+    uint16_t *norms, *xh;            /* [dfl_norms_count], [max_batch * max(dim, q, hidden)] */
+    float *opy;                      /* [max_batch * max(dim, q + 2 kv, 2 hidden)] */
     /* the embedding for the provider's row gather (gather != 0), else read as a view;
      * ids: a pass's tokens as the gather takes them, [max_batch] */
     df11_weight emb;
     int gather;
     uint32_t *ids;
     uint64_t kv_bytes, scratch_bytes;
+    int n_stages; /* GPUs (each a dfl_gpu), 1 on the host */
 #ifdef DF11_HAVE_CUDA
-    dfl_gpu *gpu;
+    dfl_gpu *gpu[DFL_MAX_STAGES]; /* in layer order; NULL on the host */
 #endif
 };
 
@@ -891,27 +895,44 @@ const dfl_config *dfl_get_config(const dfl_engine *e) { return &e->cfg; }
 int dfl_max_seq(const dfl_engine *e) { return e->max_seq; }
 dfl_matmul dfl_matmul_used(const dfl_engine *e)
 {
-    return !e->lin.layers   ? DFL_MATMUL_ENGINE
-           : e->lin.stacked ? DFL_MATMUL_OP
-                            : DFL_MATMUL_OP_SEPARATE;
+    return !e->lin[0].layers   ? DFL_MATMUL_ENGINE
+           : e->lin[0].stacked ? DFL_MATMUL_OP
+                               : DFL_MATMUL_OP_SEPARATE;
 }
 
 int dfl_embed_gathered(const dfl_engine *e) { return e->gather; }
+int dfl_n_stages(const dfl_engine *e) { return e->n_stages; }
 
-uint64_t dfl_kv_bytes(const dfl_engine *e)
+uint64_t dfl_stage_kv_bytes(const dfl_engine *e, int stage)
 {
+    if (stage < 0 || stage >= e->n_stages) return 0;
 #ifdef DF11_HAVE_CUDA
-    if (e->gpu) return dfl_gpu_kv_bytes(e->gpu);
+    if (e->gpu[stage]) return dfl_gpu_kv_bytes(e->gpu[stage]);
 #endif
     return e->kv_bytes;
 }
 
-uint64_t dfl_scratch_bytes(const dfl_engine *e)
+uint64_t dfl_stage_scratch_bytes(const dfl_engine *e, int stage)
 {
+    if (stage < 0 || stage >= e->n_stages) return 0;
 #ifdef DF11_HAVE_CUDA
-    if (e->gpu) return dfl_gpu_scratch_bytes(e->gpu);
+    if (e->gpu[stage]) return dfl_gpu_scratch_bytes(e->gpu[stage]);
 #endif
     return e->scratch_bytes;
+}
+
+uint64_t dfl_kv_bytes(const dfl_engine *e)
+{
+    uint64_t sum = 0;
+    for (int i = 0; i < e->n_stages; i++) sum += dfl_stage_kv_bytes(e, i);
+    return sum;
+}
+
+uint64_t dfl_scratch_bytes(const dfl_engine *e)
+{
+    uint64_t sum = 0;
+    for (int i = 0; i < e->n_stages; i++) sum += dfl_stage_scratch_bytes(e, i);
+    return sum;
 }
 
 void dfl_options_init(dfl_options *opt)
@@ -930,7 +951,7 @@ void dfl_destroy(dfl_engine *e)
 {
     if (!e) return;
 #ifdef DF11_HAVE_CUDA
-    dfl_gpu_destroy(e->gpu);
+    for (int i = 0; i < DFL_MAX_STAGES; i++) dfl_gpu_destroy(e->gpu[i]);
 #endif
     pool_free(&e->pool);
     free(e->x);
@@ -948,7 +969,7 @@ void dfl_destroy(dfl_engine *e)
     free(e->xh);
     free(e->opy);
     free(e->ids);
-    dfl_linears_free(&e->lin);
+    for (int i = 0; i < DFL_MAX_STAGES; i++) dfl_linears_free(&e->lin[i]);
     free(e);
 }
 
@@ -960,59 +981,64 @@ static df11_status host_copy(void *ctx, void *dst, const void *src, size_t bytes
     return DF11_OK;
 }
 
-df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, const dfl_options *opt,
-                       dfl_engine **out)
+/* What dfl_create and dfl_create_split share: the checks of the config and of each
+ * provider, the engine with its options, the way to run the linear layers (*op: through
+ * the providers' matmul; *stack: stacked), and the pass's ids with the embedding for the
+ * row gather (resolved on providers[0], which embeds). */
+static df11_status engine_new(const dfl_config *cfg, const df11_provider *const *providers, int n,
+                              const dfl_options *opt, dfl_engine **out, int *op, int *stack)
 {
     *out = NULL;
-    create_err[0] = 0;
-    if (!cfg || !provider || !provider->tensor_get || !provider->block_acquire ||
-        !provider->block_release) {
+    int complete = cfg != NULL;
+    for (int i = 0; i < n; i++) {
+        const df11_provider *p = providers[i];
+        complete &= p && p->tensor_get && p->block_acquire && p->block_release;
+    }
+    if (!complete) {
         snprintf(create_err, sizeof create_err, "incomplete provider");
         return DF11_ERR_INVALID_ARG;
     }
-    dfl_engine *e = calloc(1, sizeof *e);
-    if (!e) return DF11_ERR_NO_MEMORY;
-    e->cfg = *cfg;
-    e->prov = *provider;
-    e->device = opt ? opt->device : DFL_DEVICE_CPU;
-    e->max_seq = opt && opt->max_seq > 0 ? opt->max_seq : cfg->max_pos;
-    int batch_default = e->device == DFL_DEVICE_CUDA ? 4096 : 64;
-    e->max_batch = opt && opt->max_batch > 0 ? opt->max_batch : batch_default;
-    if (e->max_batch > e->max_seq) e->max_batch = e->max_seq;
-    if (provider->n_blocks && provider->n_blocks(provider->ctx) < (uint32_t)cfg->n_layers) {
-        snprintf(create_err, sizeof create_err, "config has %d layers, weights have %u blocks",
-                 cfg->n_layers, provider->n_blocks(provider->ctx));
-        free(e);
-        return DF11_ERR_CORRUPT;
+    for (int i = 0; i < n; i++) {
+        const df11_provider *p = providers[i];
+        if (p->n_blocks && p->n_blocks(p->ctx) < (uint32_t)cfg->n_layers) {
+            snprintf(create_err, sizeof create_err, "config has %d layers, weights have %u blocks",
+                     cfg->n_layers, p->n_blocks(p->ctx));
+            return DF11_ERR_CORRUPT;
+        }
     }
     dfl_matmul mm = opt ? opt->matmul : DFL_MATMUL_AUTO;
     if (mm != DFL_MATMUL_AUTO && mm != DFL_MATMUL_OP && mm != DFL_MATMUL_ENGINE &&
         mm != DFL_MATMUL_OP_SEPARATE) {
         snprintf(create_err, sizeof create_err, "invalid matmul choice %d", (int)mm);
-        free(e);
         return DF11_ERR_INVALID_ARG;
     }
     dfl_attention att = opt ? opt->attention : DFL_ATTENTION_AUTO;
     if ((unsigned)att > DFL_ATTENTION_MMA) {
         snprintf(create_err, sizeof create_err, "invalid attention choice %d", (int)att);
-        free(e);
         return DF11_ERR_INVALID_ARG;
     }
-    int has_op = dfl_provider_has_matmul(provider);
+    int has_op = 1, has_stack = 1;
+    for (int i = 0; i < n; i++) {
+        has_op &= dfl_provider_has_matmul(providers[i]);
+        has_stack &= dfl_provider_has_stack(providers[i]);
+    }
     if ((mm == DFL_MATMUL_OP || mm == DFL_MATMUL_OP_SEPARATE) && !has_op) {
         snprintf(create_err, sizeof create_err, "the provider has no matmul op");
-        free(e);
         return DF11_ERR_UNSUPPORTED;
     }
-    if (mm == DFL_MATMUL_OP || mm == DFL_MATMUL_OP_SEPARATE || (mm == DFL_MATMUL_AUTO && has_op)) {
-        int stack = mm != DFL_MATMUL_OP_SEPARATE && dfl_provider_has_stack(provider);
-        df11_status st =
-            dfl_linears_get(cfg, provider, stack, &e->lin, create_err, sizeof create_err);
-        if (st != DF11_OK) {
-            free(e);
-            return st;
-        }
-    }
+    *op = mm == DFL_MATMUL_OP || mm == DFL_MATMUL_OP_SEPARATE || (mm == DFL_MATMUL_AUTO && has_op);
+    *stack = *op && mm != DFL_MATMUL_OP_SEPARATE && has_stack;
+
+    dfl_engine *e = calloc(1, sizeof *e);
+    if (!e) return DF11_ERR_NO_MEMORY;
+    e->cfg = *cfg;
+    e->prov = *providers[0];
+    e->n_stages = 1;
+    e->device = opt ? opt->device : DFL_DEVICE_CPU;
+    e->max_seq = opt && opt->max_seq > 0 ? opt->max_seq : cfg->max_pos;
+    int batch_default = e->device == DFL_DEVICE_CUDA ? 4096 : 64;
+    e->max_batch = opt && opt->max_batch > 0 ? opt->max_batch : batch_default;
+    if (e->max_batch > e->max_seq) e->max_batch = e->max_seq;
     /* Embedding rows by the gather wherever the provider has it: it decodes only the rows
      * asked for, so the table may stay compressed (and a resident one is copied row by
      * row, as the view would be read). */
@@ -1021,8 +1047,8 @@ df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, con
         dfl_destroy(e);
         return DF11_ERR_NO_MEMORY;
     }
-    if (dfl_provider_has_gather(provider)) {
-        df11_status st = linear_get(provider, "model.embed_tokens.weight", cfg->vocab_size,
+    if (dfl_provider_has_gather(providers[0])) {
+        df11_status st = linear_get(providers[0], "model.embed_tokens.weight", cfg->vocab_size,
                                     cfg->dim, &e->emb, create_err, sizeof create_err);
         if (st != DF11_OK) {
             dfl_destroy(e);
@@ -1030,23 +1056,88 @@ df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, con
         }
         e->gather = 1;
     }
+    *out = e;
+    return DF11_OK;
+}
 
-    if (e->device == DFL_DEVICE_CUDA) {
-#ifdef DF11_HAVE_CUDA
-        df11_status st = dfl_gpu_create(cfg, provider, e->max_seq, e->max_batch, att,
-                                        e->lin.layers ? &e->lin : NULL, e->gather ? &e->emb : NULL,
-                                        &e->gpu, create_err, sizeof create_err);
-        if (st != DF11_OK) {
-            dfl_destroy(e);
-            return st;
+df11_status dfl_create_split(const dfl_config *cfg, const dfl_stage *stages, int n_stages,
+                             const dfl_options *opt, dfl_engine **out)
+{
+    *out = NULL;
+    create_err[0] = 0;
+    if (!opt || opt->device != DFL_DEVICE_CUDA) {
+        snprintf(create_err, sizeof create_err, "layers split over devices run on CUDA only");
+        return DF11_ERR_INVALID_ARG;
+    }
+    if (!cfg || !stages || n_stages < 1 || n_stages > DFL_MAX_STAGES) {
+        snprintf(create_err, sizeof create_err, "%d stages (1..%d)", n_stages, DFL_MAX_STAGES);
+        return DF11_ERR_INVALID_ARG;
+    }
+    const df11_provider *providers[DFL_MAX_STAGES];
+    int next = 0;
+    for (int i = 0; i < n_stages; i++) {
+        const dfl_stage *sg = &stages[i];
+        if (sg->first_layer != next || sg->n_layers < 1 || sg->n_layers > cfg->n_layers - next) {
+            snprintf(create_err, sizeof create_err,
+                     "stage %d: layers %d..%d: the stages must cover layers 0..%d in order", i,
+                     sg->first_layer, sg->first_layer + sg->n_layers - 1, cfg->n_layers - 1);
+            return DF11_ERR_INVALID_ARG;
         }
-        *out = e;
-        return DF11_OK;
-#else
-        snprintf(create_err, sizeof create_err, "built without CUDA");
+        next += sg->n_layers;
+        providers[i] = sg->provider;
+    }
+    if (next != cfg->n_layers) {
+        snprintf(create_err, sizeof create_err, "the stages cover layers 0..%d of 0..%d", next - 1,
+                 cfg->n_layers - 1);
+        return DF11_ERR_INVALID_ARG;
+    }
+#ifdef DF11_HAVE_CUDA
+    dfl_engine *e;
+    int op, stack;
+    df11_status st = engine_new(cfg, providers, n_stages, opt, &e, &op, &stack);
+    if (st != DF11_OK) return st;
+    e->n_stages = n_stages;
+    for (int i = 0; i < n_stages && st == DF11_OK; i++) {
+        const dfl_stage *sg = &stages[i];
+        const int end = sg->first_layer + sg->n_layers, last = i + 1 == n_stages;
+        if (op)
+            st = dfl_linears_get(cfg, sg->provider, stack, sg->first_layer, end, last, &e->lin[i],
+                                 create_err, sizeof create_err);
+        const dfl_gpu_range r = { sg->device, sg->first_layer, end, i == 0, last };
+        if (st == DF11_OK)
+            st = dfl_gpu_create(cfg, sg->provider, &r, e->max_seq, e->max_batch, opt->attention,
+                                op ? &e->lin[i] : NULL, i == 0 && e->gather ? &e->emb : NULL,
+                                &e->gpu[i], create_err, sizeof create_err);
+    }
+    if (st != DF11_OK) {
         dfl_destroy(e);
-        return DF11_ERR_UNSUPPORTED;
+        return st;
+    }
+    *out = e;
+    return DF11_OK;
+#else
+    snprintf(create_err, sizeof create_err, "built without CUDA");
+    return DF11_ERR_UNSUPPORTED;
 #endif
+}
+
+df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, const dfl_options *opt,
+                       dfl_engine **out)
+{
+    *out = NULL;
+    create_err[0] = 0;
+    if (opt && opt->device == DFL_DEVICE_CUDA) { /* one stage of every layer, on this device */
+        const dfl_stage one = { provider, -1, 0, cfg ? cfg->n_layers : 0 };
+        return dfl_create_split(cfg, &one, 1, opt, out);
+    }
+    dfl_engine *e;
+    int op, stack;
+    df11_status st = engine_new(cfg, &provider, 1, opt, &e, &op, &stack);
+    if (st != DF11_OK) return st;
+    if (op && (st = dfl_linears_get(cfg, provider, stack, 0, cfg->n_layers, 1, &e->lin[0],
+                                    create_err, sizeof create_err)) != DF11_OK) {
+        dfl_destroy(e);
+        return st;
     }
 
     int n_threads = opt && opt->n_threads > 0 ? opt->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -1083,7 +1174,7 @@ df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, con
         return DF11_ERR_NO_MEMORY;
     }
     dfl_rope_table(cfg, 0, 0, e->max_seq, e->rope_cos, e->rope_sin);
-    if (e->lin.layers) {
+    if (e->lin[0].layers) {
         size_t widest = wide > (size_t)cfg->hidden_dim ? wide : (size_t)cfg->hidden_dim;
         size_t outs = qd + 2 * kvd > (size_t)cfg->dim ? qd + 2 * kvd : (size_t)cfg->dim;
         if (outs < 2 * (size_t)cfg->hidden_dim) outs = 2 * (size_t)cfg->hidden_dim;
@@ -1095,8 +1186,8 @@ df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, con
             dfl_destroy(e);
             return DF11_ERR_NO_MEMORY;
         }
-        df11_status st = dfl_norms_copy(cfg, provider, NULL, host_copy, NULL, e->norms, create_err,
-                                        sizeof create_err);
+        st = dfl_norms_copy(cfg, provider, 0, cfg->n_layers, NULL, host_copy, NULL, e->norms,
+                            create_err, sizeof create_err);
         if (st != DF11_OK) {
             dfl_destroy(e);
             return st;
@@ -1204,7 +1295,7 @@ static df11_status host_layer(dfl_engine *e, uint32_t l, const dfl_layer_weights
     const dfl_config *c = &e->cfg;
     const int D = c->dim, hd = c->head_dim, half = hd / 2;
     const int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, H = c->hidden_dim;
-    const int stacked = op && e->lin.stacked;
+    const int stacked = op && e->lin[0].stacked;
     float *kc = e->k_cache + ((size_t)l * e->max_seq + pos) * kvd;
     float *vc = e->v_cache + ((size_t)l * e->max_seq + pos) * kvd;
     df11_status st;
@@ -1306,13 +1397,13 @@ static df11_status host_pass(dfl_engine *e, const int *tokens, int n, int pos, f
     if (st != DF11_OK) return st;
 
     for (uint32_t l = 0; l < (uint32_t)c->n_layers; l++) {
-        if (e->lin.layers) { /* op path: no block acquired, norms from the engine's copy */
+        if (e->lin[0].layers) { /* op path: no block acquired, norms from the engine's copy */
             dfl_layer_weights w;
             memset(&w, 0, sizeof w);
             w.attn_norm = e->norms + 2 * l * DN;
             w.ffn_norm = e->norms + (2 * l + 1) * DN;
             dfl_biases_at(c, e->norms, l, &w);
-            if ((st = host_layer(e, l, &w, &e->lin.layers[l], n, pos)) != DF11_OK) return st;
+            if ((st = host_layer(e, l, &w, &e->lin[0].layers[l], n, pos)) != DF11_OK) return st;
             continue;
         }
         df11_block_view view;
@@ -1329,9 +1420,9 @@ static df11_status host_pass(dfl_engine *e, const int *tokens, int n, int pos, f
     if (!logits) return DF11_OK;
 
     const float *last = e->x + (size_t)(n - 1) * D;
-    if (e->lin.layers) {
+    if (e->lin[0].layers) {
         rmsnorm(e->xb, last, e->norms + 2 * (size_t)c->n_layers * DN, D, c->norm_eps);
-        return linear(e, NULL, &e->lin.lm_head, e->xb, 1, c->vocab_size, D, logits, 0);
+        return linear(e, NULL, &e->lin[0].lm_head, e->xb, 1, c->vocab_size, D, logits, 0);
     }
     const void *norm, *head;
     st = dfl_tensor_get(p, "model.norm.weight", D, 0, NULL, &norm, e->err, sizeof e->err);
@@ -1352,12 +1443,13 @@ static df11_status rope_rows_update(dfl_engine *e, int pos, int n)
 {
     const size_t half = (size_t)e->cfg.head_dim / 2;
 #ifdef DF11_HAVE_CUDA
-    if (e->gpu) {
+    if (e->gpu[0]) {
         float *cs = malloc(2 * (size_t)n * half * sizeof(float));
         if (!cs) return fail(e, DF11_ERR_NO_MEMORY, "out of host memory for RoPE rows");
         dfl_rope_table(&e->cfg, pos + n, pos, pos + n, cs, cs + n * half);
-        df11_status st =
-            dfl_gpu_rope_rows(e->gpu, pos, n, cs, cs + n * half, e->err, sizeof e->err);
+        df11_status st = DF11_OK;
+        for (int i = 0; i < e->n_stages && st == DF11_OK; i++)
+            st = dfl_gpu_rope_rows(e->gpu[i], pos, n, cs, cs + n * half, e->err, sizeof e->err);
         free(cs);
         return st;
     }
@@ -1366,6 +1458,22 @@ static df11_status rope_rows_update(dfl_engine *e, int pos, int n)
                    e->rope_sin + pos * half);
     return DF11_OK;
 }
+
+#ifdef DF11_HAVE_CUDA
+/* One pass on the GPUs in layer order, the hidden state handed from each to the next. */
+static df11_status gpu_pass(dfl_engine *e, const int *tokens, int n, int pos, float *logits)
+{
+    for (int i = 0; i < e->n_stages; i++) {
+        const int last = i + 1 == e->n_stages;
+        df11_status st = dfl_gpu_forward(e->gpu[i], tokens, e->ids, n, pos, last ? logits : NULL,
+                                         e->err, sizeof e->err);
+        if (st == DF11_OK && !last)
+            st = dfl_gpu_hand_on(e->gpu[i], e->gpu[i + 1], n, e->err, sizeof e->err);
+        if (st != DF11_OK) return st;
+    }
+    return DF11_OK;
+}
+#endif
 
 df11_status dfl_forward(dfl_engine *e, const int *tokens, int n, int pos, float *logits)
 {
@@ -1391,9 +1499,8 @@ df11_status dfl_forward(dfl_engine *e, const int *tokens, int n, int pos, float 
         for (int t = 0; t < chunk; t++) e->ids[t] = (uint32_t)tokens[done + t]; /* checked above */
         df11_status st;
 #ifdef DF11_HAVE_CUDA
-        if (e->gpu)
-            st = dfl_gpu_forward(e->gpu, tokens + done, e->ids, chunk, pos + done, lg, e->err,
-                                 sizeof e->err);
+        if (e->gpu[0])
+            st = gpu_pass(e, tokens + done, chunk, pos + done, lg);
         else
 #endif
             st = host_pass(e, tokens + done, chunk, pos + done, lg);

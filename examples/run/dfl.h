@@ -155,6 +155,25 @@ typedef struct dfl_engine dfl_engine;
  * dfl_create_error() set. */
 df11_status dfl_create(const dfl_config *cfg, const df11_provider *provider, const dfl_options *opt,
                        dfl_engine **out);
+/* Split over several GPUs: one provider per GPU, each serving a contiguous range of
+ * layers (a df11 model opened with that device and block range). The layers run on the GPU
+ * holding them, each with its own KV cache, stream, cuBLAS handle and scratch; the hidden
+ * state is copied to the next GPU between ranges (peer to peer where the GPUs allow it,
+ * else the driver stages it through host memory). The embedding runs on the first GPU,
+ * the final norm and lm_head on the last. The arithmetic per layer is that of one GPU,
+ * so the logits are bit for bit those of dfl_create on one GPU of the same kind. */
+#define DFL_MAX_STAGES 8
+typedef struct dfl_stage {
+    const df11_provider *provider; /* serves blocks [first_layer, first_layer + n_layers) */
+    int device;                    /* the CUDA ordinal of the provider's memory (-1: current) */
+    int first_layer, n_layers;
+} dfl_stage;
+/* opt->device must be DFL_DEVICE_CUDA; 1..DFL_MAX_STAGES stages that cover layers
+ * 0..cfg->n_layers - 1 in order, none empty (else DF11_ERR_INVALID_ARG, with
+ * dfl_create_error() set). dfl_create with DFL_DEVICE_CUDA is one stage of every layer on
+ * the current device. Each GPU's work is enqueued with its device made current. */
+df11_status dfl_create_split(const dfl_config *cfg, const dfl_stage *stages, int n_stages,
+                             const dfl_options *opt, dfl_engine **out);
 /* Why the last dfl_create on this thread failed. */
 const char *dfl_create_error(void);
 void dfl_destroy(dfl_engine *e);
@@ -177,6 +196,11 @@ dfl_matmul dfl_matmul_used(const dfl_engine *e);
 /* Nonzero when the engine reads embedding rows with the provider's row gather (it has
  * one), 0 when from a tensor view of the whole table. */
 int dfl_embed_gathered(const dfl_engine *e);
+/* Stages (GPUs) the engine runs on: 1 on the host and on one GPU. */
+int dfl_n_stages(const dfl_engine *e);
+/* What stage i's GPU holds of the engine's memory (KV cache of its layers, scratch). */
+uint64_t dfl_stage_kv_bytes(const dfl_engine *e, int stage);
+uint64_t dfl_stage_scratch_bytes(const dfl_engine *e, int stage);
 
 /* ---- Shared by the host and CUDA paths (dfl.c), not part of the engine's API ---- */
 
@@ -213,9 +237,10 @@ typedef struct dfl_linears {
 int dfl_provider_has_matmul(const df11_provider *p);
 int dfl_provider_has_stack(const df11_provider *p);
 int dfl_provider_has_gather(const df11_provider *p);
-/* stack: also stack q+k+v and gate+up (the provider must have weight_stack). */
-df11_status dfl_linears_get(const dfl_config *cfg, const df11_provider *p, int stack,
-                            dfl_linears *out, char *err, size_t errlen);
+/* Layers [first, end) (the others' entries stay zero) and, with head, lm_head. stack: also
+ * stack q+k+v and gate+up (the provider must have weight_stack). */
+df11_status dfl_linears_get(const dfl_config *cfg, const df11_provider *p, int stack, int first,
+                            int end, int head, dfl_linears *out, char *err, size_t errlen);
 void dfl_linears_free(dfl_linears *l);
 
 /* The op path keeps the 1-D norm weights and biases (tiny) in its own buffer, so that no
@@ -232,8 +257,10 @@ size_t dfl_bias_stride(const dfl_config *cfg); /* 0 without biases */
 /* Points w's biases at layer `layer`'s in a buffer laid out as above (host or device). */
 void dfl_biases_at(const dfl_config *cfg, const uint16_t *norms, uint32_t layer,
                    dfl_layer_weights *w);
-df11_status dfl_norms_copy(const dfl_config *cfg, const df11_provider *p, df11_stream stream,
-                           dfl_copy_fn copy, void *ctx, uint16_t *dst, char *err, size_t errlen);
+/* Layers [first, end) only (a stage of a split), and model.norm. */
+df11_status dfl_norms_copy(const dfl_config *cfg, const df11_provider *p, int first, int end,
+                           df11_stream stream, dfl_copy_fn copy, void *ctx, uint16_t *dst,
+                           char *err, size_t errlen);
 
 /* RoPE table rows for positions [p0, p1): cos then sin, [p1 - p0][head_dim/2] each, as HF
  * computes them (FP32 inverse frequencies rescaled by rope_scaling, FP32 angle, yarn's
@@ -244,16 +271,27 @@ void dfl_rope_table(const dfl_config *cfg, int seq_len, int p0, int p1, float *c
 #ifdef DF11_HAVE_CUDA
 /* The CUDA path (dfl_cuda.cu); dfl.c calls these. */
 typedef struct dfl_gpu dfl_gpu;
+/* What one GPU of the engine runs: layers [first, end) on `device` (-1: the current one),
+ * the embedding when `embeds`, the final norm and lm_head when `heads`. */
+typedef struct dfl_gpu_range {
+    int device, first, end, embeds, heads;
+} dfl_gpu_range;
 /* linears: the op path's weights (NULL: the engine path); embed: the embedding for the
  * provider's row gather (NULL: a tensor view); the engine keeps both alive until
  * dfl_gpu_destroy. */
-df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, int max_seq,
-                           int max_batch, dfl_attention attention, const dfl_linears *linears,
-                           const df11_weight *embed, dfl_gpu **out, char *err, size_t errlen);
+df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, const dfl_gpu_range *r,
+                           int max_seq, int max_batch, dfl_attention attention,
+                           const dfl_linears *linears, const df11_weight *embed, dfl_gpu **out,
+                           char *err, size_t errlen);
 void dfl_gpu_destroy(dfl_gpu *g);
-/* ids: the same tokens as uint32 in host memory, for the row gather. */
+/* ids: the same tokens as uint32 in host memory, for the row gather. A GPU that does not
+ * embed starts from the hidden state dfl_gpu_hand_on gave it; logits: NULL except on the
+ * GPU that heads. */
 df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, const uint32_t *ids, int n, int pos,
                             float *logits, char *err, size_t errlen);
+/* After `from`'s forward: copies its hidden state of n tokens (and the residual the op path
+ * has not added yet) to `to`, ordered on both streams without a host wait. */
+df11_status dfl_gpu_hand_on(dfl_gpu *from, dfl_gpu *to, int n, char *err, size_t errlen);
 /* Replaces the device RoPE table's rows [pos, pos + n) (dynamic NTK) with cos_t, sin_t
  * ([n][head_dim/2] each, host memory, free to reuse on return). */
 df11_status dfl_gpu_rope_rows(dfl_gpu *g, int pos, int n, const float *cos_t, const float *sin_t,

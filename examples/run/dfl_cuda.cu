@@ -15,6 +15,9 @@
  * a pass of many tokens, flash-style tiles of 64 queries that share each K/V tile, in FP32
  * or on the tensor cores (attention_pick chooses). The host never waits except for the
  * logits.
+ * Split over GPUs (dfl_create_split): each dfl_gpu runs its range of layers on its device
+ * with its own stream, cuBLAS handle, scratch and KV cache of those layers; the first one
+ * embeds, the last one heads, and dfl_gpu_hand_on copies the hidden state between them.
  *
  * Layouts: activations [token][feature] row-major; weights [out][in] row-major, which is
  * cuBLAS's column-major [in][out], so Y^T = op_T(W) · X^T needs no copies.
@@ -43,6 +46,7 @@ typedef struct attention_device {
 struct dfl_gpu {
     dfl_config cfg;
     df11_provider prov;
+    int device, first, end, embeds, heads; /* dfl_gpu_range: layers [first, end) */
     int max_seq, max_batch;
     dfl_attention attention;
     attention_device att_dev;
@@ -57,13 +61,18 @@ struct dfl_gpu {
     bf16 *hb;                   /* [B][H] silu(gate) * up, down_proj's input */
     float *logits;              /* [V] */
     int *tokens;                /* [B] */
-    float *kc, *vc;             /* [L][S][KV] */
+    float *kc, *vc;             /* [end - first][S][KV] */
     float *rope_cos, *rope_sin; /* [S][hd/2] */
     const df11_weight *embed;   /* the row gather's embedding (the engine owns it), NULL: a view */
     /* op path only (lin != NULL; the engine owns lin) */
     const dfl_linears *lin;
     bf16 *norms; /* [dfl_norms_count]: per layer attn and ffn norm, then model.norm */
     float *proj; /* [B][D] o_proj / down_proj output, added to x by the next RMSNorm */
+    /* proj holds such an output not added yet: after this GPU's last layer (pending_out),
+     * or handed on with x from the previous GPU (pending_in) */
+    int pending_in, pending_out;
+    cudaEvent_t done, arrived; /* after this GPU's layers; after the copy into it */
+    int peer_tried;            /* peer access to the next GPU asked for (dfl_gpu_hand_on) */
     uint64_t kv_bytes, scratch_bytes;
 };
 
@@ -814,6 +823,7 @@ done:
 df11_status dfl_gpu_rope_rows(dfl_gpu *g, int pos, int n, const float *cos_t, const float *sin_t,
                               char *err, size_t errlen)
 {
+    CUDA_TRY(cudaSetDevice(g->device));
     /* Pageable source: the copy has left cos_t/sin_t when the call returns; stream order
      * puts it after the kernels that read the old rows. */
     const size_t half = (size_t)g->cfg.head_dim / 2, bytes = (size_t)n * half * sizeof(float);
@@ -829,7 +839,10 @@ uint64_t dfl_gpu_scratch_bytes(const dfl_gpu *g) { return g->scratch_bytes; }
 void dfl_gpu_destroy(dfl_gpu *g)
 {
     if (!g) return;
+    cudaSetDevice(g->device);
     if (g->stream) cudaStreamSynchronize(g->stream);
+    if (g->done) cudaEventDestroy(g->done);
+    if (g->arrived) cudaEventDestroy(g->arrived);
     void *bufs[] = { g->x,      g->xb, g->q,  g->att,      g->gate,     g->hb,    g->logits,
                      g->tokens, g->kc, g->vc, g->rope_cos, g->rope_sin, g->norms, g->proj };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
@@ -860,7 +873,10 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
     const dfl_config *c = &g->cfg;
     const size_t B = g->max_batch, S = g->max_seq, D = c->dim, H = c->hidden_dim;
     const size_t Q = (size_t)c->n_heads * c->head_dim, KV = (size_t)c->n_kv_heads * c->head_dim;
+    const size_t L = (size_t)(g->end - g->first);
     CUDA_TRY(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking));
+    CUDA_TRY(cudaEventCreateWithFlags(&g->done, cudaEventDisableTiming));
+    CUDA_TRY(cudaEventCreateWithFlags(&g->arrived, cudaEventDisableTiming));
     if (cublasCreate(&g->blas) != CUBLAS_STATUS_SUCCESS) {
         g->blas = NULL;
         snprintf(err, errlen, "cublasCreate failed");
@@ -901,8 +917,8 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
         { (void **)&g->tokens, B * sizeof(int), &g->scratch_bytes },
         { (void **)&g->rope_cos, S * c->head_dim / 2 * 4, &g->scratch_bytes },
         { (void **)&g->rope_sin, S * c->head_dim / 2 * 4, &g->scratch_bytes },
-        { (void **)&g->kc, (size_t)c->n_layers * S * KV * 4, &g->kv_bytes },
-        { (void **)&g->vc, (size_t)c->n_layers * S * KV * 4, &g->kv_bytes },
+        { (void **)&g->kc, L * S * KV * 4, &g->kv_bytes },
+        { (void **)&g->vc, L * S * KV * 4, &g->kv_bytes },
     };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         df11_status st = gpu_alloc(g, bufs[i].p, bufs[i].bytes, bufs[i].ctr, err, errlen);
@@ -917,8 +933,8 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
                 DF11_OK)
             return st;
         /* Startup, not the hot path: every block is acquired once here. */
-        st = dfl_norms_copy(c, &g->prov, g->stream, device_copy, NULL, (uint16_t *)g->norms, err,
-                            errlen);
+        st = dfl_norms_copy(c, &g->prov, g->first, g->end, g->stream, device_copy, NULL,
+                            (uint16_t *)g->norms, err, errlen);
         if (st != DF11_OK) return st;
         CUDA_TRY(cudaStreamSynchronize(g->stream));
     }
@@ -939,15 +955,24 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
     return DF11_OK;
 }
 
-df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, int max_seq,
-                           int max_batch, dfl_attention attention, const dfl_linears *linears,
-                           const df11_weight *embed, dfl_gpu **out, char *err, size_t errlen)
+df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, const dfl_gpu_range *r,
+                           int max_seq, int max_batch, dfl_attention attention,
+                           const dfl_linears *linears, const df11_weight *embed, dfl_gpu **out,
+                           char *err, size_t errlen)
 {
     *out = NULL;
+    if (r->device >= 0) CUDA_TRY(cudaSetDevice(r->device));
+    int device;
+    CUDA_TRY(cudaGetDevice(&device));
     dfl_gpu *g = new dfl_gpu();
     g->cfg = *cfg;
     g->attention = attention;
     g->prov = *p;
+    g->device = device;
+    g->first = r->first;
+    g->end = r->end;
+    g->embeds = r->embeds;
+    g->heads = r->heads;
     g->lin = linears;
     g->embed = embed;
     g->max_seq = max_seq;
@@ -980,8 +1005,9 @@ static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w,
     const dfl_config *c = &g->cfg;
     const int D = c->dim, hd = c->head_dim, H = c->hidden_dim;
     const int Q = c->n_heads * hd, KV = c->n_kv_heads * hd;
-    float *kc = g->kc + ((size_t)l * g->max_seq + pos) * KV;
-    float *vc = g->vc + ((size_t)l * g->max_seq + pos) * KV;
+    const size_t li = l - (uint32_t)g->first; /* the cache holds this GPU's layers */
+    float *kc = g->kc + (li * g->max_seq + pos) * KV;
+    float *vc = g->vc + (li * g->max_seq + pos) * KV;
     cudaStream_t s = g->stream;
     df11_status st;
     /* Y = X·Wᵀ; into the residual (RES): the engine's GEMM adds to x (beta 1), the op
@@ -1011,8 +1037,8 @@ static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w,
         rope_kernel<<<n, THREADS, 0, s>>>(g->q, Q, c->n_heads, hd, pos, g->rope_cos, g->rope_sin);
         rope_kernel<<<n, THREADS, 0, s>>>(kc, KV, c->n_kv_heads, hd, pos, g->rope_cos, g->rope_sin);
     }
-    if ((st = attention_launch(g->attention, g->q, g->kc + (size_t)l * g->max_seq * KV,
-                               g->vc + (size_t)l * g->max_seq * KV, g->att, n, pos, c->n_heads,
+    if ((st = attention_launch(g->attention, g->q, g->kc + li * g->max_seq * KV,
+                               g->vc + li * g->max_seq * KV, g->att, n, pos, c->n_heads,
                                c->n_kv_heads, hd, c->sliding_window, &g->att_dev, s, err,
                                errlen)) != DF11_OK)
         return st;
@@ -1049,8 +1075,11 @@ df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, const uint32_t *ids, 
     cudaStream_t s = g->stream;
     const int D = c->dim;
     df11_status st;
+    CUDA_TRY(cudaSetDevice(g->device));
 
-    if (g->embed) { /* ids are read before the call returns: no copy to the device */
+    if (!g->embeds) {
+        /* the hidden state came from the previous GPU (dfl_gpu_hand_on) */
+    } else if (g->embed) { /* ids are read before the call returns: no copy to the device */
         st = p->rows_gather(p->ctx, g->embed, ids, (uint32_t)n, g->x, DF11_DTYPE_F32, s);
         if (st != DF11_OK) {
             snprintf(err, errlen, "'%s': rows_gather: %s%s%s", g->embed->name, df11_strerror(st),
@@ -1067,8 +1096,9 @@ df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, const uint32_t *ids, 
         if (p->tensor_release) p->tensor_release(p->ctx, "model.embed_tokens.weight", s);
     }
 
-    const float *add = NULL; /* op path: down_proj's output, not yet added to x */
-    for (uint32_t l = 0; l < (uint32_t)c->n_layers; l++) {
+    /* op path: down_proj's output, not yet added to x */
+    const float *add = !g->embeds && g->pending_in ? g->proj : NULL;
+    for (uint32_t l = (uint32_t)g->first; l < (uint32_t)g->end; l++) {
         if (g->lin) { /* op path: no block acquired, norms from the engine's copy */
             dfl_layer_weights w;
             memset(&w, 0, sizeof w);
@@ -1096,9 +1126,10 @@ df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, const uint32_t *ids, 
             return rs;
         }
     }
-    /* Without logits x is not read again (the next pass starts from the embeddings), so the
-     * last down_proj's pending add can be dropped. */
-    if (!logits) return DF11_OK;
+    g->pending_out = add != NULL;
+    /* Without logits x is not read again here (the next pass starts from the embeddings, or
+     * the next GPU takes it with the pending add), so that add can be left. */
+    if (!logits || !g->heads) return DF11_OK;
 
     const size_t last = (size_t)(n - 1) * D;
     if (g->lin) {
@@ -1123,5 +1154,35 @@ df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, const uint32_t *ids, 
     CUDA_TRY(cudaMemcpyAsync(logits, g->logits, (size_t)c->vocab_size * sizeof(float),
                              cudaMemcpyDeviceToHost, s));
     CUDA_TRY(cudaStreamSynchronize(s));
+    return DF11_OK;
+}
+
+df11_status dfl_gpu_hand_on(dfl_gpu *from, dfl_gpu *to, int n, char *err, size_t errlen)
+{
+    const size_t bytes = (size_t)n * from->cfg.dim * sizeof(float);
+    if (!from->peer_tried) { /* else cudaMemcpyPeerAsync stages through host memory */
+        from->peer_tried = 1;
+        int can = 0;
+        if (from->device != to->device &&
+            cudaDeviceCanAccessPeer(&can, to->device, from->device) == cudaSuccess && can) {
+            CUDA_TRY(cudaSetDevice(to->device));
+            if (cudaDeviceEnablePeerAccess(from->device, 0) != cudaSuccess)
+                (void)cudaGetLastError(); /* already enabled, or refused: copies still work */
+        }
+    }
+    /* The copy runs on `to`'s stream once `from` is done; `from` overwrites x (the next
+     * pass) only after the copy has read it. */
+    CUDA_TRY(cudaSetDevice(from->device));
+    CUDA_TRY(cudaEventRecord(from->done, from->stream));
+    CUDA_TRY(cudaSetDevice(to->device));
+    CUDA_TRY(cudaStreamWaitEvent(to->stream, from->done, 0));
+    CUDA_TRY(cudaMemcpyPeerAsync(to->x, to->device, from->x, from->device, bytes, to->stream));
+    to->pending_in = from->pending_out;
+    if (from->pending_out)
+        CUDA_TRY(
+            cudaMemcpyPeerAsync(to->proj, to->device, from->proj, from->device, bytes, to->stream));
+    CUDA_TRY(cudaEventRecord(to->arrived, to->stream));
+    CUDA_TRY(cudaSetDevice(from->device));
+    CUDA_TRY(cudaStreamWaitEvent(from->stream, to->arrived, 0));
     return DF11_OK;
 }

@@ -110,6 +110,17 @@ typedef struct df11_model_options {
                              buffers; 0 = no host tier, UINT64_MAX = as much as needed */
     int stream_from_file;   /* nonzero: blocks that fit neither budget are read from the file */
     uint32_t staging_slots; /* device buffers of the ring (2..DF11_MAX_STAGING); 0 = 3 */
+    /* --- A range of blocks (added after the tiers): so that an engine can split one file
+     * over several devices, one model per device. The model serves blocks [first_block,
+     * first_block + block_count) (block_count 0 = to the last block) and loads only their
+     * groups plus every non-layer group (each model of a split pays for the embeddings and
+     * lm_head: see docs/RUNTIME.md, "A range of blocks"). Blocks keep the file's numbers;
+     * a block outside the range, its tensors and its weights are DF11_ERR_NOT_FOUND.
+     * Memory plans, tiers, prefetch (which wraps from the last served block to the first)
+     * and stats cover the served blocks only. A range starting past the last block or
+     * ending past it is DF11_ERR_INVALID_ARG at open. */
+    uint32_t first_block;
+    uint32_t block_count;
 } df11_model_options;
 
 /* The most staging buffers a model's ring may have. */
@@ -159,7 +170,12 @@ DF11_API df11_backend_kind df11_model_backend(const df11_model *model);
 /* The container's index: config.json (df11_file_metadata), tensor infos. Valid until
  * close. */
 DF11_API const df11_file *df11_model_file(const df11_model *model);
+/* The file's block count, whatever range the model serves (blocks keep the file's numbers). */
 DF11_API uint32_t df11_model_n_blocks(const df11_model *model);
+/* The blocks the model serves: [*first, *first + *count) (options.first_block and
+ * block_count, the latter resolved: the whole file by default). */
+DF11_API df11_status df11_model_block_range(const df11_model *model, uint32_t *first,
+                                            uint32_t *count);
 
 /* Enqueues block b's decode into a free slot on the side stream. Returns at once. */
 DF11_API df11_status df11_block_prefetch(df11_model *model, uint32_t block);
@@ -223,7 +239,8 @@ typedef struct df11_model_stats {
     double stall_ms;              /* time calls waited on the host for a streamed block's read */
 } df11_model_stats;
 
-/* Where block `block` lives (DF11_ERR_NOT_FOUND past the model's blocks). */
+/* Where block `block` lives (DF11_ERR_NOT_FOUND past the model's blocks or outside the
+ * range it serves). */
 DF11_API df11_status df11_model_block_tier(const df11_model *model, uint32_t block,
                                            df11_tier *tier);
 
@@ -246,8 +263,8 @@ typedef struct df11_plan {
     uint32_t blocks_device, blocks_host, blocks_file;
 } df11_plan;
 
-/* Fills *plan, and block_tiers[b] for b < min(n_tiers, blocks) (block_tiers may be NULL
- * with n_tiers 0). Fails as df11_model_open would on the same file and options (a budget
+/* Fills *plan, and block_tiers[b] for each served block b < n_tiers (block_tiers may be
+ * NULL with n_tiers 0; entries of blocks outside options' range are left as they are). Fails as df11_model_open would on the same file and options (a budget
  * too small names the minimum), without loading anything. */
 DF11_API df11_status df11_model_plan(const char *path, const df11_model_options *options,
                                      df11_plan *plan, df11_tier *block_tiers, uint32_t n_tiers);
