@@ -674,7 +674,7 @@ static dfl_attention attention_pick(dfl_attention kind, int n, int ctx, int hd,
     case DFL_ATTENTION_TILED: return tiled_ok ? kind : DFL_ATTENTION_AUTO;
     case DFL_ATTENTION_MMA: return mma_ok ? kind : DFL_ATTENTION_AUTO;
     default:
-        if (n >= DFL_ATTENTION_TILED_MIN || !naive_ok) {
+        if (n >= DFL_ATTENTION_TILED_MIN || ctx >= DFL_ATTENTION_LONG_CTX || !naive_ok) {
             if (mma_ok) return DFL_ATTENTION_MMA;
             if (tiled_ok) return DFL_ATTENTION_TILED;
         }
