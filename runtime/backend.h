@@ -190,6 +190,9 @@ df11_status df11i_host_chunks_decode(const struct df11i_coded *c, uint64_t e0, u
                                      uint16_t *buf, const uint16_t **first);
 /* The host backend's rows_decode (runtime/gather_host.c). */
 df11_status df11i_host_rows_decode(df11i_backend *be, const df11i_rows_args *a);
+/* The same on the calling thread and n_threads workers, at once, a->stream ignored: the
+ * payload and out in host memory (also for the CUDA backend's host-gathered tensor). */
+df11_status df11i_host_rows_decode_now(int n_threads, const df11i_rows_args *a);
 
 /* The CUDA backend's matmul slots (runtime/matmul_cuda.c, built with CUDA only). */
 df11_status df11i_cuda_matmul_create(df11i_backend *be, int pdl, void **mm);

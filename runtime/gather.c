@@ -3,12 +3,84 @@
  * enqueued, then one rows_decode of the backend (gather_host.c, gather_cuda.c), which
  * decodes only the strips or chunks holding the rows. Nothing goes through the arena, so
  * a gather never evicts a block, never waits for a slot and works under every non-layer
- * policy; it names no device API. */
+ * policy; it names no device API. A tensor kept in pinned host memory
+ * (options.host_gather_tensor) has its rows decoded on the CPU into one of two pinned
+ * buffers, which the backend copies in on the caller's stream. */
 #include <stdint.h>
 
 #include "common/error.h"
+#include "common/util.h"
 #include "loader/container.h"
 #include "runtime/internal.h"
+
+/* Bytes per buffer, whole pages: 16 MiB, but no more than the whole tensor as F32, and at
+ * least one row of it. */
+uint64_t df11i_rt_gather_buf_size(uint64_t rows, uint64_t cols)
+{
+    const uint64_t row = 4 * cols, all = rows * row, most = 16ull << 20;
+    const uint64_t size = all < most ? all : most;
+    return df11i_align_up(size > row ? size : row, 4096);
+}
+
+df11_status df11i_rt_gather_open(df11_model *m)
+{
+    df11_status s = DF11_OK;
+    for (int i = 0; i < 2 && m->hg_group != UINT32_MAX && s == DF11_OK; i++)
+        s = m->be->iface->event_create(m->be, &m->hg_copied[i]);
+    return s;
+}
+
+void df11i_rt_gather_close(df11_model *m)
+{
+    for (int i = 0; i < 2; i++)
+        if (m->hg_copied[i]) {
+            /* a copy out of the buffer may still run: the pool frees it after us */
+            if (m->hg_used[i]) m->be->iface->event_sync(m->be, m->hg_copied[i]);
+            m->be->iface->event_destroy(m->be, m->hg_copied[i]);
+            m->hg_copied[i] = NULL;
+        }
+}
+
+/* Rows of the host-gathered tensor (the CUDA backend): decoded on the CPU a buffer at a
+ * time, each copied in on `stream`. A buffer is refilled once the copy out of it two
+ * buffers back is over, which in a decode loop (a buffer or less a call) is long done. */
+static df11_status gather_on_host(df11_model *m, const df11_weight *w, const uint32_t *ids,
+                                  uint32_t n, void *out, df11_dtype out_dtype, df11_stream stream)
+{
+    df11i_backend *be = m->be;
+    const rt_group *gr = &m->groups[m->hg_group];
+    const uint64_t row = (uint64_t)w->cols * df11_dtype_size(out_dtype);
+    const uint32_t per = (uint32_t)(m->hg_buf_size / row);
+    df11i_backend_group g = { .file = m->file, .group = m->hg_group, .payload = gr->host_payload };
+    const df11_tensor_info *ti = df11_file_tensor(m->file, w->tensor);
+    const void *raw = ti->codec == DF11_CODEC_RAW
+                          ? (const char *)gr->host_payload +
+                                df11i_file_tensor_layout(m->file, w->tensor)->data_offset
+                          : NULL;
+    for (uint32_t i0 = 0; i0 < n; i0 += per) {
+        const uint32_t nr = n - i0 < per ? n - i0 : per;
+        const int j = m->hg_next;
+        m->hg_next ^= 1;
+        df11_status s;
+        if (m->hg_used[j] && (s = be->iface->event_sync(be, m->hg_copied[j])) != DF11_OK) return s;
+        const df11i_rows_args a = { .g = &g,
+                                    .tensor = w->tensor,
+                                    .w = raw,
+                                    .rows = w->rows,
+                                    .cols = w->cols,
+                                    .ids = ids + i0,
+                                    .n = nr,
+                                    .out = m->hg_buf[j],
+                                    .out_dtype = out_dtype };
+        if ((s = df11i_host_rows_decode_now(be->n_threads, &a)) != DF11_OK ||
+            (s = be->iface->copy_h2d(be, (char *)out + i0 * row, m->hg_buf[j], nr * row, stream)) !=
+                DF11_OK ||
+            (s = be->iface->event_record(be, m->hg_copied[j], stream)) != DF11_OK)
+            return s;
+        m->hg_used[j] = 1;
+    }
+    return DF11_OK;
+}
 
 df11_status df11_rows_gather(df11_model *m, const df11_weight *w, const uint32_t *ids, uint32_t n,
                              void *out, df11_dtype out_dtype, df11_stream stream)
@@ -35,6 +107,11 @@ df11_status df11_rows_gather(df11_model *m, const df11_weight *w, const uint32_t
                               "df11_rows_gather: ids[%u] = %u, but '%s' has %u rows", i, ids[i],
                               w->name, w->rows);
     const rt_tensor *rt = &m->tensors[w->tensor];
+    if (rt->group == m->hg_group && m->kind != DF11_BACKEND_HOST) {
+        s = gather_on_host(m, w, ids, n, out, out_dtype, stream);
+        if (s != DF11_OK) return df11i_fail_context(s, "df11_rows_gather of '%s'", rt->view.name);
+        return DF11_OK;
+    }
     const df11_tensor_info *ti = m->file ? df11_file_tensor(m->file, w->tensor) : NULL;
     const int raw = !ti || ti->codec == DF11_CODEC_RAW;
     if (!raw && !df11i_rt_weight_direct(m, w->tensor) && m->be->iface->tensor_plan_build &&

@@ -75,6 +75,12 @@ df11_status df11i_host_rows_decode(df11i_backend *be, const df11i_rows_args *a)
 {
     df11_status st = be->iface->synchronize(be, a->stream);
     if (st != DF11_OK) return st;
+    return df11i_host_rows_decode_now(be->n_threads, a);
+}
+
+df11_status df11i_host_rows_decode_now(int n_threads, const df11i_rows_args *a)
+{
+    df11_status st = DF11_OK;
     rows_job j = { .a = a, .codec = DF11_CODEC_RAW };
     if (!a->w) {
         const df11_tensor_info *ti = df11_file_tensor(a->g->file, a->tensor);
@@ -96,5 +102,5 @@ df11_status df11i_host_rows_decode(df11i_backend *be, const df11i_rows_args *a)
     }
     j.rows_per_task = a->ids || a->cols >= ROWS_ELEMS ? 1 : ROWS_ELEMS / a->cols;
     const uint64_t n_tasks = (a->n + j.rows_per_task - 1) / j.rows_per_task;
-    return df11i_parallel_for(n_tasks, be->n_threads, rows_item, &j);
+    return df11i_parallel_for(n_tasks, n_threads, rows_item, &j);
 }

@@ -147,6 +147,14 @@ struct df11_model {
     uint32_t n_stacks;
     int mm_done_recorded;
 
+    /* options.host_gather_tensor: its group (UINT32_MAX: none), kept in pinned memory, and
+     * the two pinned buffers its rows are decoded into on the CPU before their copy in
+     * (gather.c), each reused once its last copy is over (hg_copied). */
+    uint32_t hg_group;
+    void *hg_buf[2], *hg_copied[2];
+    int hg_used[2], hg_next;
+    uint64_t hg_buf_size;
+
     df11i_stats_page stats_page; /* options.publish_stats */
     char stats_error[160];       /* why publish_stats has no page, "" if it has one */
 };
@@ -237,6 +245,12 @@ df11_status df11i_rt_payload_put(df11_model *m, uint32_t g, void *stream);
 int df11i_rt_payload_prefetch(df11_model *m, uint32_t g);
 /* The streaming counters into stats (h2d and file bytes, fetches, read and stall time). */
 void df11i_rt_ring_counters(const df11_model *m, df11_model_stats *st);
+
+/* runtime/gather.c: options.host_gather_tensor's buffers' events, at open; at close. */
+df11_status df11i_rt_gather_open(df11_model *m);
+void df11i_rt_gather_close(df11_model *m);
+/* Bytes of one of the two pinned buffers of a host-gathered rows x cols tensor. */
+uint64_t df11i_rt_gather_buf_size(uint64_t rows, uint64_t cols);
 
 /* runtime/matmul.c: the matmul op's per-model state. */
 /* At open (from df11i_rt_open_finish): the model's id, the backend's matmul state, the

@@ -191,7 +191,7 @@ df11_status df11i_rt_matmul_scratch_plan(const df11_model *m, uint64_t slot, uin
         const df11_tensor_view *v = &m->tensors[t].view;
         const rt_group *gr = &m->groups[m->tensors[t].group];
         if (!df11i_rt_group_served(m, m->tensors[t].group) || !is_matmul_weight(v) ||
-            plain_by_index(m, t))
+            plain_by_index(m, t) || m->tensors[t].group == m->hg_group) /* gathered on the CPU */
             continue;
         if (gr->decoded_size <= slot && df11i_align_up(v->nbytes, 256) > size)
             size = df11i_align_up(v->nbytes, 256);

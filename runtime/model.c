@@ -80,6 +80,7 @@ static df11_status model_new(const df11_model_options *options, const char *path
 {
     df11_model *m = calloc(1, sizeof *m);
     if (!m) return df11i_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
+    m->hg_group = UINT32_MAX;
     df11_status s = options_take(&m->opt, options);
     if (s == DF11_OK && !(m->path = strdup(path)))
         s = df11i_fail(DF11_ERR_NO_MEMORY, "model: out of host memory");
@@ -150,6 +151,7 @@ void df11_model_close(df11_model *m)
     df11i_backend *be = m->be;
     if (m->side_stream) be->iface->synchronize(be, m->side_stream);
     df11i_rt_ring_close(m);
+    df11i_rt_gather_close(m);
     df11i_rt_matmul_close(m);
     for (uint32_t i = 0; i < m->arena.n_slots; i++) {
         if (m->slots[i].ready_event) be->iface->event_destroy(be, m->slots[i].ready_event);

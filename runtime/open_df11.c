@@ -90,15 +90,16 @@ typedef struct memory_plan {
     uint64_t slot; /* one arena slot: the largest group that sizes it, decoded */
     uint32_t k;    /* arena slots */
     uint64_t nonlayer_compressed, resident, metadata;
-    uint64_t stage;     /* one staging buffer: the largest streamed payload; 0 if none */
-    uint32_t n_stages;  /* staging buffers, 0 when nothing is streamed */
-    uint64_t io;        /* pinned read buffers: load staging, then the reader's bounce pair */
-    uint64_t op;        /* room kept for the matmul op's scratch and workspace (tiers only) */
-    uint64_t tier[3];   /* layer payload bytes per df11_tier (DEVICE: as allocated) */
-    uint32_t blocks[3]; /* layer blocks per tier */
-    uint64_t need;      /* device bytes, all of it */
-    uint64_t pinned;    /* pinned host bytes: host tier + io */
-    uint64_t limit;     /* what the pool may take, 0 = no limit */
+    uint64_t stage;      /* one staging buffer: the largest streamed payload; 0 if none */
+    uint32_t n_stages;   /* staging buffers, 0 when nothing is streamed */
+    uint64_t io;         /* pinned read buffers: load staging, then the reader's bounce pair */
+    uint64_t op;         /* room kept for the matmul op's scratch and workspace (tiers only) */
+    uint64_t host_fixed; /* pinned: options.host_gather_tensor's payload and its buffers */
+    uint64_t tier[3];    /* layer payload bytes per df11_tier (DEVICE: as allocated) */
+    uint32_t blocks[3];  /* layer blocks per tier */
+    uint64_t need;       /* device bytes, all of it */
+    uint64_t pinned;     /* pinned host bytes: host tier + io */
+    uint64_t limit;      /* what the pool may take, 0 = no limit */
 } memory_plan;
 
 static uint64_t payload_bytes(const rt_group *g)
@@ -154,6 +155,13 @@ static df11_status tiers_place(df11_model *m, memory_plan *p)
         p->tier[DF11_TIER_DEVICE] = layers;
         p->blocks[DF11_TIER_DEVICE] = n;
         p->need = device_fixed(p) + layers;
+        p->pinned = p->host_fixed ? p->host_fixed + p->io : 0;
+        if (p->pinned && o->host_budget < p->pinned)
+            return df11i_fail(DF11_ERR_NO_MEMORY,
+                              "'%s': a host budget of %.1f MiB is below the %.1f MiB that '%s' "
+                              "and the read buffers take in pinned memory",
+                              m->path, df11i_rt_mib(o->host_budget), df11i_rt_mib(p->pinned),
+                              o->host_gather_tensor);
         return DF11_OK;
     }
     p->n_stages = o->staging_slots;
@@ -169,11 +177,13 @@ static df11_status tiers_place(df11_model *m, memory_plan *p)
                           df11i_rt_mib(p->stage),
                           df11i_rt_mib(p->nonlayer_compressed + p->resident),
                           df11i_rt_mib(p->metadata), df11i_rt_mib(p->op), df11i_rt_mib(fixed));
-    if (o->host_budget && o->host_budget < p->io)
+    if (o->host_budget && o->host_budget < p->io + p->host_fixed)
         return df11i_fail(DF11_ERR_NO_MEMORY,
                           "'%s': a host budget of %.1f MiB is below the %.1f MiB of pinned read "
-                          "buffers that loading and streaming need",
-                          m->path, df11i_rt_mib(o->host_budget), df11i_rt_mib(p->io));
+                          "buffers that loading and streaming need (and the host-gathered "
+                          "tensor's %.1f MiB)",
+                          m->path, df11i_rt_mib(o->host_budget), df11i_rt_mib(p->io),
+                          df11i_rt_mib(p->host_fixed));
     /* The most blocks that fit on the device, spread evenly. */
     const uint64_t room = p->limit - fixed;
     uint32_t keep = n;
@@ -190,7 +200,7 @@ static df11_status tiers_place(df11_model *m, memory_plan *p)
     uint32_t n_streamed = n - keep, hosted = n_streamed;
     if (o->host_budget != UINT64_MAX)
         for (;; hosted--) {
-            uint64_t bytes = p->io;
+            uint64_t bytes = p->io + p->host_fixed;
             for (uint32_t i = 0, j = 0; i < n; i++) {
                 if (spread_pick(i, n, keep)) continue;
                 if (spread_pick(j++, n_streamed, hosted))
@@ -205,7 +215,7 @@ static df11_status tiers_place(df11_model *m, memory_plan *p)
                           "from the file (stream_from_file)",
                           m->path, keep, df11i_rt_mib(p->limit), hosted, n_streamed,
                           df11i_rt_mib(o->host_budget));
-    p->pinned = p->io;
+    p->pinned = p->io + p->host_fixed;
     for (uint32_t i = 0, j = 0; i < n; i++) {
         rt_group *gr = &m->groups[m->block_group[first + i]];
         if (spread_pick(i, n, keep))
@@ -221,14 +231,43 @@ static df11_status tiers_place(df11_model *m, memory_plan *p)
     return DF11_OK;
 }
 
+/* options.host_gather_tensor: its group goes to pinned memory (HOST tier) from the start. */
+static df11_status host_gather_resolve(df11_model *m)
+{
+    const char *name = m->opt.host_gather_tensor;
+    if (!name) return DF11_OK;
+    const int64_t t = df11i_rt_tensor_index(m, name);
+    const rt_tensor *rt = t >= 0 ? &m->tensors[t] : NULL;
+    rt_group *gr = rt ? &m->groups[rt->group] : NULL;
+    if (!rt || gr->layer >= 0 || gr->n_tensors != 1 || rt->view.dtype != DF11_DTYPE_BF16 ||
+        rt->view.ndim != 2)
+        return df11i_fail(DF11_ERR_INVALID_ARG,
+                          "options.host_gather_tensor '%s': not a non-layer BF16 matrix alone in "
+                          "its group",
+                          name);
+    if (m->opt.nonlayer == DF11_NONLAYER_RESIDENT || !m->opt.host_budget)
+        return df11i_fail(DF11_ERR_INVALID_ARG,
+                          "options.host_gather_tensor '%s' needs a host budget and a non-layer "
+                          "policy that keeps it compressed",
+                          name);
+    m->hg_group = rt->group;
+    gr->tier = DF11_TIER_HOST;
+    m->hg_buf_size = df11i_rt_gather_buf_size(rt->view.shape[0], rt->view.shape[1]);
+    return DF11_OK;
+}
+
 /* Fails with the shortfall, before anything is allocated, when the model does not fit. */
 static df11_status memory_plan_make(df11_model *m, memory_plan *p)
 {
     *p = (memory_plan){ .k = m->opt.arena_slots };
+    df11_status hs = host_gather_resolve(m);
+    if (hs != DF11_OK) return hs;
     for (uint32_t g = 0; g < m->n_groups; g++) {
         rt_group *gr = &m->groups[g];
         if (!df11i_rt_group_served(m, g)) continue;
-        if (group_in_arena(m, gr)) {
+        if (g == m->hg_group) {
+            p->host_fixed = payload_bytes(gr) + 2 * m->hg_buf_size;
+        } else if (group_in_arena(m, gr)) {
             if (group_sizes_slot(m, gr) && gr->decoded_size > p->slot) p->slot = gr->decoded_size;
             if (gr->layer < 0) p->nonlayer_compressed += payload_bytes(gr);
         } else {
@@ -301,6 +340,10 @@ static df11_status memory_carve(df11_model *m, const memory_plan *p)
                                  DF11_POOL_USE_COMPRESSED, &gr->host_payload);
         if (s != DF11_OK) return s;
     }
+    for (int i = 0; i < 2 && m->hg_group != UINT32_MAX; i++)
+        if ((s = df11i_pool_alloc(m->pinned, m->hg_buf_size, RT_PAYLOAD_ALIGN,
+                                  DF11_POOL_USE_STAGING, &m->hg_buf[i])) != DF11_OK)
+            return s;
     return DF11_OK;
 }
 
@@ -332,7 +375,7 @@ df11_status df11_model_open(const char *path, const df11_model_options *options,
     if ((s = df11_file_open(path, &m->file)) != DF11_OK || (s = layout_from_file(m)) != DF11_OK ||
         (s = memory_plan_make(m, &plan)) != DF11_OK || (s = memory_carve(m, &plan)) != DF11_OK ||
         (s = scheduler_create(m)) != DF11_OK || (s = df11i_rt_load(m)) != DF11_OK ||
-        (s = df11i_rt_ring_open(m)) != DF11_OK) {
+        (s = df11i_rt_ring_open(m)) != DF11_OK || (s = df11i_rt_gather_open(m)) != DF11_OK) {
         df11_model_close(m);
         return s;
     }

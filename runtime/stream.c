@@ -119,7 +119,7 @@ df11_status df11i_rt_ring_open(df11_model *m)
     int file_tier = 0;
     uint64_t stage = 0;
     for (uint32_t g = 0; g < m->n_groups; g++) {
-        if (!df11i_rt_streamed(m, g)) continue;
+        if (!df11i_rt_streamed(m, g) || m->groups[g].layer < 0) continue; /* blocks only */
         if (m->groups[g].payload_size > stage) stage = m->groups[g].payload_size;
         file_tier |= m->groups[g].tier == DF11_TIER_FILE;
     }
@@ -300,6 +300,15 @@ df11_status df11i_rt_payload_get(df11_model *m, uint32_t g, void *stream, const 
         *payload = m->groups[g].payload;
         return DF11_OK;
     }
+    if (m->groups[g].layer < 0) { /* options.host_gather_tensor: host memory, no stage */
+        if (m->kind != DF11_BACKEND_HOST)
+            return df11i_fail(DF11_ERR_UNSUPPORTED,
+                              "'%s' is kept in host memory (options.host_gather_tensor): read "
+                              "its rows with df11_rows_gather",
+                              m->groups[g].name);
+        *payload = m->groups[g].host_payload;
+        return DF11_OK;
+    }
     rt_ring *r = &m->ring;
     df11_status s = DF11_OK;
     rt_stage *st = NULL;
@@ -351,7 +360,7 @@ df11_status df11i_rt_payload_get(df11_model *m, uint32_t g, void *stream, const 
 
 df11_status df11i_rt_payload_put(df11_model *m, uint32_t g, void *stream)
 {
-    if (!df11i_rt_streamed(m, g)) return DF11_OK;
+    if (!df11i_rt_streamed(m, g) || m->groups[g].layer < 0) return DF11_OK;
     df11i_backend *be = m->be;
     rt_ring *r = &m->ring;
     pthread_mutex_lock(MU(r));

@@ -1809,6 +1809,80 @@ START_TEST(test_tiers_file_faults)
 }
 END_TEST
 
+START_TEST(test_tiers_host_gather)
+{
+    /* The embedding kept in pinned host memory (options.host_gather_tensor): gathers give
+     * the source rows bit for bit, in chunks and as F32, while device memory holds one
+     * payload less; the option's misuses fail at open. */
+    make_model();
+    const char *emb = "model.embed_tokens.weight";
+    df11_model_options o = opts(2);
+    o.nonlayer = DF11_NONLAYER_COMPRESSED;
+    df11_model *ref = tier_open(tm.path, &o);
+    o.host_budget = UINT64_MAX;
+    o.host_gather_tensor = emb;
+    df11_model *m = tier_open(tm.path, &o);
+    df11_model_stats sr, sm;
+    ck_assert_int_eq(df11_model_stats_get(ref, &sr), DF11_OK);
+    ck_assert_int_eq(df11_model_stats_get(m, &sm), DF11_OK);
+    const df11_file *f = df11_model_file(m);
+    uint32_t t;
+    ck_assert_int_eq(df11_file_find_tensor(f, emb, &t), DF11_OK);
+    const uint64_t payload = df11_file_group(f, df11_file_tensor(f, t)->group)->payload_size;
+    ck_assert_uint_le(sm.compressed_bytes + payload, sr.compressed_bytes);
+    ck_assert_uint_ge(sm.pinned_bytes, payload);
+    df11_weight w;
+    ck_assert_int_eq(df11_weight_get(m, emb, &w), DF11_OK);
+    const df11_tensor_source *src = source(emb);
+    uint64_t rng = df11_test_seed() ^ 0x68;
+    enum { N_IDS = 300 };
+    uint32_t ids[N_IDS];
+    for (int i = 0; i < N_IDS; i++) ids[i] = (uint32_t)(df11_test_rand(&rng) % V);
+    void *dev = dev_alloc((size_t)N_IDS * D * 4);
+    uint16_t *got = malloc((size_t)N_IDS * D * 2);
+    float *gotf = malloc((size_t)N_IDS * D * 4);
+    for (int rep = 0; rep < 3; rep++) { /* both buffers, then the first again */
+        ck_assert_int_eq(df11_rows_gather(m, &w, ids, N_IDS, dev, DF11_DTYPE_BF16, NULL), DF11_OK);
+        read_back(got, dev, (size_t)N_IDS * D * 2);
+        for (int i = 0; i < N_IDS; i++)
+            ck_assert_int_eq(
+                memcmp(got + (size_t)i * D, (const uint16_t *)src->data + ids[i] * D, D * 2), 0);
+    }
+    ck_assert_int_eq(df11_rows_gather(m, &w, ids, N_IDS, dev, DF11_DTYPE_F32, NULL), DF11_OK);
+    read_back(gotf, dev, (size_t)N_IDS * D * 4);
+    for (int i = 0; i < N_IDS; i++)
+        for (int c = 0; c < D; c++)
+            ck_assert(gotf[(size_t)i * D + c] ==
+                      df11_test_bf16_f32(((const uint16_t *)src->data)[ids[i] * D + c]));
+#ifdef RT_TEST_CUDA
+    /* multiplied by nothing on the device */
+    ck_assert_int_eq(df11_matmul(m, &w, dev, 1, dev, DF11_DTYPE_F32, NULL), DF11_ERR_UNSUPPORTED);
+#endif
+    dev_free(dev);
+    free(got);
+    free(gotf);
+    df11_model_close(m);
+    df11_model_close(ref);
+    /* misuses */
+    df11_model_options bad = o;
+    bad.host_gather_tensor = "model.layers.0.self_attn.q_proj.weight"; /* in a block */
+    ck_assert_int_eq(df11_model_open(tm.path, &bad, &m), DF11_ERR_INVALID_ARG);
+    bad.host_gather_tensor = "nope";
+    ck_assert_int_eq(df11_model_open(tm.path, &bad, &m), DF11_ERR_INVALID_ARG);
+    bad.host_gather_tensor = "model.norm.weight"; /* F32, 1-D */
+    ck_assert_int_eq(df11_model_open(tm.path, &bad, &m), DF11_ERR_INVALID_ARG);
+    bad = o;
+    bad.nonlayer = DF11_NONLAYER_RESIDENT;
+    ck_assert_int_eq(df11_model_open(tm.path, &bad, &m), DF11_ERR_INVALID_ARG);
+    bad = o;
+    bad.host_budget = 0;
+    ck_assert_int_eq(df11_model_open(tm.path, &bad, &m), DF11_ERR_INVALID_ARG);
+    bad.host_budget = 4096;
+    ck_assert_int_eq(df11_model_open(tm.path, &bad, &m), DF11_ERR_NO_MEMORY);
+    ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
+}
+END_TEST
+
 /* The last error detail contains `want`. */
 static void detail_has(const char *want)
 {
@@ -2206,6 +2280,7 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_tiers_matmul);
     tcase_add_test(tc, test_tiers_file_faults);
     tcase_add_test(tc, test_tiers_errors);
+    tcase_add_test(tc, test_tiers_host_gather);
     tcase_add_test(tc, test_range_halves);
     tcase_add_test(tc, test_range_errors);
     tcase_add_test(tc, test_range_tiers);

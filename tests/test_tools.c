@@ -209,7 +209,7 @@ START_TEST(test_tiers_tools)
     cJSON_Delete(j);
     char cmd[512];
     const unsigned long long vram = (unsigned long long)(all * 0.6) / 1024;
-    snprintf(cmd, sizeof cmd, "df11-memstat tiers.df11 --vram-budget %lluK --host-budget 1M --json",
+    snprintf(cmd, sizeof cmd, "df11-memstat tiers.df11 --vram-budget %lluK --host-budget 2M --json",
              vram);
     ck_assert_int_eq(run(buf, sizeof buf, "%s", cmd), 0);
     j = cJSON_Parse(buf);
@@ -221,7 +221,7 @@ START_TEST(test_tiers_tools)
     ck_assert(nd >= 1 && nf >= 1 && nd + nh + nf == 12);
     ck_assert_double_le(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "device_bytes")),
                         vram * 1024.0);
-    ck_assert_double_le(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "pinned_bytes")), 1 << 20);
+    ck_assert_double_le(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "pinned_bytes")), 2 << 20);
     const char *tiers = cJSON_GetStringValue(cJSON_GetObjectItem(j, "block_tiers"));
     ck_assert_ptr_nonnull(tiers);
     ck_assert_uint_eq(strlen(tiers), 12);
@@ -231,7 +231,7 @@ START_TEST(test_tiers_tools)
     ck_assert_double_eq(cJSON_GetNumberValue(cJSON_GetObjectItem(pp, "file_bytes")),
                         cJSON_GetNumberValue(cJSON_GetObjectItem(tb, "file")));
     cJSON_Delete(j);
-    snprintf(cmd, sizeof cmd, "df11-memstat tiers.df11 --vram-budget %lluK --host-budget 1M", vram);
+    snprintf(cmd, sizeof cmd, "df11-memstat tiers.df11 --vram-budget %lluK --host-budget 2M", vram);
     ck_assert_int_eq(run(buf, sizeof buf, "%s", cmd), 0);
     ck_assert_ptr_nonnull(strstr(buf, "per pass host->device"));
     ck_assert_int_eq(run(buf, sizeof buf, "df11-memstat tiers.df11 --vram-budget 6X"), 2);
@@ -246,7 +246,7 @@ START_TEST(test_tiers_tools)
         char budgets[3][96];
         snprintf(budgets[0], sizeof budgets[0], "%s", "");
         snprintf(budgets[1], sizeof budgets[1], "--vram-budget %lluK", vram);
-        snprintf(budgets[2], sizeof budgets[2], "--vram-budget %lluK --host-budget 1M", vram);
+        snprintf(budgets[2], sizeof budgets[2], "--vram-budget %lluK --host-budget 2M", vram);
         for (int bi = 0; bi < 3; bi++) {
             snprintf(cmd, sizeof cmd, gen, models[mi], budgets[bi]);
             ck_assert_msg(run(buf, sizeof buf, "%s", cmd) == 0, "%s: %s", cmd, buf);

@@ -370,6 +370,11 @@ static int plan_tiers(const char *path, uint32_t slots, uint64_t vram, uint64_t 
     df11_status s = df11_file_open(path, &f);
     if (s != DF11_OK) return cli_fail(TOOL, s, "cannot open '%s'", path);
     const uint32_t n = df11_file_n_layers(f);
+    uint32_t t;
+    /* and, as df11-run does, an embedding not tied to lm_head waits in pinned RAM */
+    if (df11_file_find_tensor(f, "model.embed_tokens.weight", &t) == DF11_OK &&
+        df11_file_find_tensor(f, "lm_head.weight", &t) == DF11_OK)
+        o.host_gather_tensor = "model.embed_tokens.weight";
     df11_file_close(f);
     df11_tier *tiers = calloc(n ? n : 1, sizeof *tiers);
     if (!tiers) return cli_fail(TOOL, DF11_ERR_NO_MEMORY, "out of memory");
@@ -407,8 +412,8 @@ static int plan_tiers(const char *path, uint32_t slots, uint64_t vram, uint64_t 
                cli_bytes(p.device_bytes), cli_bytes(p.arena_bytes), cli_bytes(p.staging_ring_bytes),
                cli_bytes(p.nonlayer_bytes), cli_bytes(p.metadata_bytes), cli_bytes(p.matmul_bytes),
                p.blocks_device, cli_bytes(p.device_tier_bytes));
-        printf("  pinned   %s: %u blocks %s, read buffers %s\n", cli_bytes(p.pinned_bytes),
-               p.blocks_host, cli_bytes(p.host_tier_bytes),
+        printf("  pinned   %s: %u blocks %s, read buffers and the gathered embedding %s\n",
+               cli_bytes(p.pinned_bytes), p.blocks_host, cli_bytes(p.host_tier_bytes),
                cli_bytes(p.pinned_bytes - p.host_tier_bytes));
         printf("  file     %u blocks %s\n", p.blocks_file, cli_bytes(p.file_tier_bytes));
         printf("  blocks   ");
@@ -449,8 +454,8 @@ int main(int argc, char **argv)
             break;
         case 'k':
             slots = strtol(optarg, &end, 10);
-            if (*end || slots < 1 || slots > 64)
-                return cli_usage_error(TOOL, "bad --slots '%s' (1..64)", optarg);
+            if (*end || end == optarg || slots < 0 || slots > 64)
+                return cli_usage_error(TOOL, "bad --slots '%s' (0..64; 0: no arena)", optarg);
             break;
         case 'j': json = 1; break;
         case 'B':

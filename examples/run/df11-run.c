@@ -228,6 +228,18 @@ static int is_df11_path(const char *path)
 
 /* Opens stage i's model (i = 0: s->model): on --devices' i-th GPU and serving its range of
  * blocks (s->stages[i]) when there are several. */
+/* A .df11 file with its own lm_head beside model.embed_tokens (not tied). */
+static int untied_embedding(const char *path)
+{
+    df11_file *f;
+    if (!is_df11_path(path) || df11_file_open(path, &f) != DF11_OK) return 0;
+    uint32_t t;
+    const int untied = df11_file_find_tensor(f, "model.embed_tokens.weight", &t) == DF11_OK &&
+                       df11_file_find_tensor(f, "lm_head.weight", &t) == DF11_OK;
+    df11_file_close(f);
+    return untied;
+}
+
 static void model_open(session *s, const run_opts *o, const char *path, int i)
 {
     df11_model_options mo;
@@ -247,6 +259,10 @@ static void model_open(session *s, const run_opts *o, const char *path, int i)
         mo.memory_limit = o->vram_budget;
         mo.host_budget = o->host_budget ? o->host_budget : UINT64_MAX;
         mo.stream_from_file = o->host_budget != 0;
+        /* the embedding, read by the row gather only, waits in pinned RAM too (unless lm_head
+         * is the same tensor): a token needs one row of it */
+        if (s->nonlayer == DF11_NONLAYER_COMPRESSED && untied_embedding(path))
+            mo.host_gather_tensor = "model.embed_tokens.weight";
     }
     double t0 = now_ms();
     /* a BF16 baseline in the df11 container (--codec raw) opens like any .df11 file */

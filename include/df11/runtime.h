@@ -121,6 +121,16 @@ typedef struct df11_model_options {
      * ending past it is DF11_ERR_INVALID_ARG at open. */
     uint32_t first_block;
     uint32_t block_count;
+    /* --- An embedding in host memory (added after the block range) ---
+     * The name of a non-layer tensor that the engine reads only with df11_rows_gather (the
+     * token embedding, "model.embed_tokens.weight", when lm_head is not tied to it), to be
+     * kept compressed in pinned host memory instead of device memory (counted in
+     * host_budget, which must then be nonzero): its rows are decoded on the CPU and copied
+     * in, on the gather's stream. It frees its compressed size of device memory (0.7 GB on
+     * Llama-3-8B), for a budget that streams blocks. On the CUDA backend df11_matmul of it is
+     * DF11_ERR_UNSUPPORTED. NULL: none. DF11_ERR_INVALID_ARG at open when it names no
+     * non-layer BF16 matrix alone in its group, or under DF11_NONLAYER_RESIDENT. */
+    const char *host_gather_tensor;
 } df11_model_options;
 
 /* The most staging buffers a model's ring may have. */
