@@ -1367,7 +1367,8 @@ static double family_vs_ref(dfl_engine *e, const char *what, const int *toks, co
  *     into passes of 7 bit-identical to one pass (dynamic NTK: the call's length counts);
  *   op path (.df11, host, stacked q+k+v): teacher-forced on those tokens, within
  *     OP_FAMILY_TOL of the reference with BF16 linear inputs (ref.bf16_inputs), its pick
- *     at >= 90% of the steps. */
+ *     at >= 90% of the steps; its 1-D tensors copied by block (no row gather) give the
+ *     gathered copy's prefill logits bit for bit. */
 static void check_family(const synth_family *f)
 {
     char dir[700], path[800], what[200];
@@ -1411,6 +1412,20 @@ static void check_family(const synth_family *f)
             "%s: worst relative logit error against float64 over %d steps (prefill): engine "
             "path %.3g (%.3g), op path on df11 %.3g (%.3g)\n",
             f->name, N_GEN, worst, pre, worst_op, pre_op);
+    dfl_destroy(e);
+    /* The norms, biases and q/k norms copied by acquiring each block (a provider from
+     * before the row gather) land where the gather puts them: the same logits, bit for
+     * bit, as the gathered copy on the same unstacked op calls. */
+    df11_provider pold;
+    e = engine_open_mm(model, &pold, DFL_MATMUL_OP_SEPARATE);
+    ck_assert_int_eq(dfl_forward(e, toks, N_GEN, 0, lg), DF11_OK);
+    dfl_destroy(e);
+    pold.size = offsetof(df11_provider, weight_stack);
+    const size_t clen = m.config_len;
+    e = engine_new_mm(DFL_DEVICE_CPU, m.config, clen, &pold, 2, 0, DFL_MATMUL_OP_SEPARATE);
+    ck_assert_int_eq(dfl_embed_gathered(e), 0);
+    ck_assert_msg(dfl_forward(e, toks, N_GEN, 0, split) == DF11_OK, "%s", dfl_error(e));
+    ck_assert_msg(memcmp(split, lg, V * sizeof *lg) == 0, "%s: block-copied norms differ", f->name);
     dfl_destroy(e);
     df11_model_close(model);
     free(lg);
