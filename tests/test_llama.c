@@ -8,7 +8,7 @@
  * Models: stories260K (../shared/models, skipped when absent) and a synthetic GQA model
  * with untied lm_head written here as safetensors + config.json, also in one variant per
  * model-family feature (rope_scaling types, Qwen2 biases, Mistral's window, head_dim,
- * tied embeddings), each against the reference on both paths.
+ * tied embeddings, Qwen3's q/k norms), each against the reference on both paths.
  */
 #include <math.h>
 #include <signal.h>
@@ -225,6 +225,7 @@ typedef struct synth_family {
     int head_dim;           /* 0: hidden / heads */
     int qkv_bias, o_bias;   /* q/k/v_proj.bias, o_proj.bias tensors */
     int tied;               /* no lm_head.weight, tie_word_embeddings true */
+    int qk_norm;            /* self_attn.q_norm, k_norm.weight ([head_dim]) */
     int max_pos;            /* max_position_embeddings */
     const char *extra;      /* more config.json fields, e.g. "\"rope_scaling\": {...}, " */
 } synth_family;
@@ -276,6 +277,12 @@ static void synth_write(const char *dir, const synth_family *f)
             LAYER("self_attn.v_proj.bias", NKV * HD, 0, 0.1, 0.0);
         }
         if (f->o_bias) LAYER("self_attn.o_proj.bias", D, 0, 0.1, 0.0);
+        /* spread wide (trained Qwen3 norms range over 0.1..10s), so that a norm skipped
+         * or applied to the wrong head shows */
+        if (f->qk_norm) {
+            LAYER("self_attn.q_norm.weight", HD, 0, 0.5, 1.0);
+            LAYER("self_attn.k_norm.weight", HD, 0, 0.5, 1.0);
+        }
 #undef LAYER
     }
     ADD("model.norm.weight", D, 0, 0.1, 1.0);
@@ -325,6 +332,7 @@ static void synth_write(const char *dir, const synth_family *f)
     ck_assert(fp != NULL);
     const char *mt = f->model_type ? f->model_type : "llama";
     const char *arch = strcmp(mt, "qwen2") == 0     ? "Qwen2"
+                       : strcmp(mt, "qwen3") == 0   ? "Qwen3"
                        : strcmp(mt, "mistral") == 0 ? "Mistral"
                                                     : "Llama";
     char head_dim[40] = "";
@@ -356,8 +364,8 @@ static const char *synth_dir(void)
 /* ----------------------------------- an independent reference, in double ---------- */
 
 /* Written from the Llama definition (HF modeling_llama, modeling_rope_utils; Qwen2's
- * biases, Mistral's window), sharing nothing with dfl.c. Biases are used where the
- * weights have them. */
+ * biases, Mistral's window, Qwen3's q/k norms), sharing nothing with dfl.c. Biases and
+ * q/k norms are used where the weights have them. */
 typedef struct ref {
     const st_model *m;
     int D, L, NH, NKV, HD, H, V, tied;
@@ -532,6 +540,15 @@ static void ref_step_in(ref *r, int tok, int pos, int seq_len, double *logits)
         ref_bias(r, q, "model.layers.%d.self_attn.q_proj.bias", l, Q);
         ref_bias(r, k, "model.layers.%d.self_attn.k_proj.bias", l, KV);
         ref_bias(r, v, "model.layers.%d.self_attn.v_proj.bias", l, KV);
+        /* Qwen3: RMSNorm over each head of q and k (q_norm, k_norm), before RoPE */
+        char qn[128], kn[128];
+        snprintf(qn, sizeof qn, "model.layers.%d.self_attn.q_norm.weight", l);
+        snprintf(kn, sizeof kn, "model.layers.%d.self_attn.k_norm.weight", l);
+        const st_tensor *q_norm = st_find(r->m, qn), *k_norm = st_find(r->m, kn);
+        for (int hh = 0; q_norm && hh < r->NH; hh++)
+            ref_norm(q + hh * HD, q + hh * HD, q_norm->data, HD, r->eps);
+        for (int hh = 0; k_norm && hh < r->NKV; hh++)
+            ref_norm(k + hh * HD, k + hh * HD, k_norm->data, HD, r->eps);
         /* rotate_half: out = x*cos + cat(-x2, x1)*sin, freq i used at i and i+HD/2; yarn
          * scales cos and sin by its attention factor */
         for (int hh = 0; hh < r->NH + r->NKV; hh++) {
@@ -901,7 +918,10 @@ START_TEST(test_config_sanity)
         { "\"use_sliding_window\": true", "use_sliding_window" },
         { "\"sliding_window\": 0", "sliding_window" },
         { "\"sliding_window\": -4096", "sliding_window" },
-        { "\"model_type\": \"qwen3\"", "qwen3" },
+        { "\"model_type\": \"qwen3_moe\"", "qwen3_moe" },
+        { "\"model_type\": \"gemma\"", "gemma" },
+        { "\"layer_types\": [\"full_attention\", \"sliding_attention\"]", "layer_types" },
+        { "\"layer_types\": \"full_attention\"", "layer_types" },
         { "\"model_type\": 7", "model_type" },
         { "\"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 0}", "rope_theta" },
         { "\"rope_parameters\": 5", "rope_parameters" },
@@ -967,6 +987,20 @@ START_TEST(test_config_sanity)
         parse_with("\"model_type\": \"mistral\", \"sliding_window\": 4096", &c, err, sizeof err),
         0);
     ck_assert(!c.qkv_bias && c.sliding_window == 4096);
+    /* Qwen3 as its configs read: q/k norms, no biases, the window unused */
+    ck_assert_msg(parse_with("\"model_type\": \"qwen3\", \"head_dim\": 128, \"attention_bias\": "
+                             "false, \"sliding_window\": null, \"use_sliding_window\": false, "
+                             "\"max_window_layers\": 28, \"layer_types\": [\"full_attention\", "
+                             "\"full_attention\"], \"tie_word_embeddings\": true",
+                             &c, err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert(c.qk_norm && !c.qkv_bias && !c.o_bias && c.sliding_window == 0 && c.tied);
+    ck_assert_int_eq(c.head_dim, 128);
+    ck_assert_int_eq(
+        parse_with("\"model_type\": \"qwen3\", \"attention_bias\": true", &c, err, sizeof err), 0);
+    ck_assert(c.qk_norm && c.qkv_bias && c.o_bias);
+    ck_assert_int_eq(parse_with("\"model_type\": \"qwen2\"", &c, err, sizeof err), 0);
+    ck_assert(!c.qk_norm);
     ck_assert_int_eq(parse_with("\"attention_bias\": true, \"rope_scaling\": {\"rope_type\": "
                                 "\"default\"}",
                                 &c, err, sizeof err),
@@ -1230,8 +1264,10 @@ static void check_df11_vs_bf16(const char *dir)
  * original context 4096 of 16384 puts dims on both sides of its ramp and on it; llama3's
  * 64 puts one dim above high_freq's wavelength, one in the band, the rest below), Qwen2's
  * q/k/v biases with the unused window its configs carry, Mistral's window (shorter than
- * the run), and an explicit head_dim (24, not 96 / 6) with Llama's attention_bias and tied
- * embeddings (lm_head = the embedding, through the op on the df11 path). */
+ * the run), an explicit head_dim (24, not 96 / 6) with Llama's attention_bias and tied
+ * embeddings (lm_head = the embedding, through the op on the df11 path), and Qwen3: q/k
+ * norms per head, q wider than hidden (6 heads of 32 over 96, as Qwen3-0.6B's 16 of 128
+ * over 1024), tied, no biases, its unused window fields. */
 static const synth_family families[] = {
     { .name = "fam-llama3",
       .extra = "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, "
@@ -1253,6 +1289,13 @@ static const synth_family families[] = {
       .extra = "\"sliding_window\": 4, \"use_sliding_window\": false," },
     { .name = "fam-mistral", .model_type = "mistral", .extra = "\"sliding_window\": 8," },
     { .name = "fam-head-dim", .head_dim = 24, .qkv_bias = 1, .o_bias = 1, .tied = 1 },
+    { .name = "fam-qwen3",
+      .model_type = "qwen3",
+      .head_dim = 32,
+      .qk_norm = 1,
+      .tied = 1,
+      .extra = "\"attention_bias\": false, \"sliding_window\": null, \"use_sliding_window\": "
+               "false, \"max_window_layers\": 3," },
 };
 
 /* The family's folder, written on first use. */
@@ -1324,7 +1367,8 @@ static double family_vs_ref(dfl_engine *e, const char *what, const int *toks, co
  *     into passes of 7 bit-identical to one pass (dynamic NTK: the call's length counts);
  *   op path (.df11, host, stacked q+k+v): teacher-forced on those tokens, within
  *     OP_FAMILY_TOL of the reference with BF16 linear inputs (ref.bf16_inputs), its pick
- *     at >= 90% of the steps. */
+ *     at >= 90% of the steps; its 1-D tensors copied by block (no row gather) give the
+ *     gathered copy's prefill logits bit for bit. */
 static void check_family(const synth_family *f)
 {
     char dir[700], path[800], what[200];
@@ -1368,6 +1412,20 @@ static void check_family(const synth_family *f)
             "%s: worst relative logit error against float64 over %d steps (prefill): engine "
             "path %.3g (%.3g), op path on df11 %.3g (%.3g)\n",
             f->name, N_GEN, worst, pre, worst_op, pre_op);
+    dfl_destroy(e);
+    /* The norms, biases and q/k norms copied by acquiring each block (a provider from
+     * before the row gather) land where the gather puts them: the same logits, bit for
+     * bit, as the gathered copy on the same unstacked op calls. */
+    df11_provider pold;
+    e = engine_open_mm(model, &pold, DFL_MATMUL_OP_SEPARATE);
+    ck_assert_int_eq(dfl_forward(e, toks, N_GEN, 0, lg), DF11_OK);
+    dfl_destroy(e);
+    pold.size = offsetof(df11_provider, weight_stack);
+    const size_t clen = m.config_len;
+    e = engine_new_mm(DFL_DEVICE_CPU, m.config, clen, &pold, 2, 0, DFL_MATMUL_OP_SEPARATE);
+    ck_assert_int_eq(dfl_embed_gathered(e), 0);
+    ck_assert_msg(dfl_forward(e, toks, N_GEN, 0, split) == DF11_OK, "%s", dfl_error(e));
+    ck_assert_msg(memcmp(split, lg, V * sizeof *lg) == 0, "%s: block-copied norms differ", f->name);
     dfl_destroy(e);
     df11_model_close(model);
     free(lg);

@@ -164,6 +164,21 @@ static void rope_scaling_parse(cfg_reader *r, dfl_config *cfg)
     r->root = outer;
 }
 
+/* layer_types (transformers 4.53 on): each layer "full_attention", or a kind the engine
+ * does not run (a sliding window on some layers); absent or null is full attention. */
+static void layer_types_check(cfg_reader *r)
+{
+    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(r->root, "layer_types");
+    if (!lt || cJSON_IsNull(lt)) return;
+    const cJSON *item = NULL;
+    int ok = cJSON_IsArray(lt);
+    cJSON_ArrayForEach(item, lt) ok &=
+        cJSON_IsString(item) && strcmp(item->valuestring, "full_attention") == 0;
+    if (!ok)
+        cfg_fail(r, "config.json: layer_types other than \"full_attention\" (per-layer windows) "
+                    "are not supported");
+}
+
 int dfl_config_parse(const char *json, size_t len, dfl_config *cfg, char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -209,26 +224,32 @@ int dfl_config_parse(const char *json, size_t len, dfl_config *cfg, char *err, s
     const cJSON *prf = cJSON_GetObjectItemCaseSensitive(root, "partial_rotary_factor");
     if (prf && !cJSON_IsNull(prf) && !(cJSON_IsNumber(prf) && prf->valuedouble == 1.0))
         cfg_fail(&r, "config.json: partial_rotary_factor other than 1 is not supported");
-    /* Qwen2 always has q/k/v biases; Llama's attention_bias adds o_proj's too. */
+    /* Qwen2 always has q/k/v biases; Llama's (and Qwen3's) attention_bias adds q/k/v and
+     * o_proj's. Qwen3 normalises each q and k head. */
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
-    int qwen2 = cJSON_IsString(mt) && strcmp(mt->valuestring, "qwen2") == 0;
-    /* Other families add what the engine would silently skip (Qwen3's q/k norms, Gemma's
-     * scaled embedding and GELU, Phi's fused projections): refused by name. */
+    const char *type = cJSON_IsString(mt) ? mt->valuestring : "";
+    int qwen2 = strcmp(type, "qwen2") == 0, qwen3 = strcmp(type, "qwen3") == 0;
+    /* Other families add what the engine would silently skip (Gemma's scaled embedding
+     * and GELU, Phi's fused projections, Qwen3-MoE's experts): refused by name. */
     if (mt && !cJSON_IsNull(mt) &&
-        !(cJSON_IsString(mt) && (strcmp(mt->valuestring, "llama") == 0 || qwen2 ||
-                                 strcmp(mt->valuestring, "mistral") == 0)))
-        cfg_fail(&r, "config.json: model_type \"%.40s\" is not supported (llama, mistral, qwen2)",
-                 cJSON_IsString(mt) ? mt->valuestring : "?");
+        !(strcmp(type, "llama") == 0 || qwen2 || qwen3 || strcmp(type, "mistral") == 0))
+        cfg_fail(&r,
+                 "config.json: model_type \"%.40s\" is not supported (llama, mistral, qwen2, "
+                 "qwen3)",
+                 cJSON_IsString(mt) ? type : "?");
     int attn_bias = cfg_bool(&r, "attention_bias");
     cfg->qkv_bias = qwen2 || attn_bias;
     cfg->o_bias = attn_bias;
+    cfg->qk_norm = qwen3;
     if (cfg_bool(&r, "mlp_bias")) cfg_fail(&r, "config.json: mlp_bias is not supported");
-    /* Mistral's window applies to every layer; Qwen2's use_sliding_window only to layers
-     * from max_window_layers on, which this engine does not do. Qwen2 configs carry a
-     * sliding_window they do not use. */
+    /* Mistral's window applies to every layer; Qwen2's and Qwen3's use_sliding_window only
+     * to layers from max_window_layers on (layer_types, where transformers writes it, says
+     * which), which this engine does not do. Their configs carry a sliding_window they do
+     * not use. */
     if (cfg_bool(&r, "use_sliding_window"))
         cfg_fail(&r, "config.json: use_sliding_window (per-layer windows) is not supported");
-    if (!qwen2) cfg->sliding_window = cfg_int(&r, "sliding_window", 0, 1, INT_MAX);
+    layer_types_check(&r);
+    if (!qwen2 && !qwen3) cfg->sliding_window = cfg_int(&r, "sliding_window", 0, 1, INT_MAX);
     cJSON_Delete(root);
     r.root = NULL;
 
@@ -356,11 +377,11 @@ df11_status dfl_tensor_get(const df11_provider *p, const char *name, int rows, i
     return st;
 }
 
-/* A block's tensors (nine, and the biases the config has): name suffix, where each lands
- * in dfl_layer_weights (tensor view) and, for the seven linear layers, in
- * dfl_layer_linears (-1 for a 1-D norm or bias), and the shape the config implies (cols 0:
- * 1-D of rows). */
-enum { BLOCK_TENSORS = 13 };
+/* A block's tensors (nine, and the biases and q/k norms the config has), in this order:
+ * name suffix, where each lands in dfl_layer_weights (tensor view) and, for the seven
+ * linear layers, in dfl_layer_linears (-1 for a 1-D norm or bias), and the shape the
+ * config implies (cols 0: 1-D of rows). */
+enum { BLOCK_TENSORS = 15 };
 typedef struct block_tensor {
     const char *suffix;
     size_t view_at;
@@ -370,7 +391,7 @@ typedef struct block_tensor {
 
 static size_t block_tensors(const dfl_config *cfg, block_tensor t[BLOCK_TENSORS])
 {
-    const int d = cfg->dim, q = cfg->n_heads * cfg->head_dim, kv = cfg->n_kv_heads * cfg->head_dim,
+    const int d = cfg->dim, hd = cfg->head_dim, q = cfg->n_heads * hd, kv = cfg->n_kv_heads * hd,
               h = cfg->hidden_dim;
 #define VIEW(field) offsetof(dfl_layer_weights, field)
 #define OP(field) (long)offsetof(dfl_layer_linears, field)
@@ -388,11 +409,17 @@ static size_t block_tensors(const dfl_config *cfg, block_tensor t[BLOCK_TENSORS]
         { "self_attn.k_proj.bias", VIEW(bk), -1, kv, 0 },
         { "self_attn.v_proj.bias", VIEW(bv), -1, kv, 0 },
         { "self_attn.o_proj.bias", VIEW(bo), -1, d, 0 },
+        { "self_attn.q_norm.weight", VIEW(q_norm), -1, hd, 0 },
+        { "self_attn.k_norm.weight", VIEW(k_norm), -1, hd, 0 },
     };
+    const int b = cfg->qkv_bias, o = cfg->o_bias, qk = cfg->qk_norm;
+    const int has[BLOCK_TENSORS] = { 1, 1, 1, 1, 1, 1, 1, 1, 1, b, b, b, o, qk, qk };
 #undef VIEW
 #undef OP
-    memcpy(t, all, sizeof all);
-    return 9 + (cfg->qkv_bias ? 3 : 0) + (cfg->o_bias ? 1 : 0);
+    size_t n = 0;
+    for (int i = 0; i < BLOCK_TENSORS; i++)
+        if (has[i]) t[n++] = all[i];
+    return n;
 }
 
 df11_status dfl_layer_weights_get(const dfl_config *cfg, const df11_provider *p, uint32_t layer,
@@ -515,37 +542,45 @@ void dfl_linears_free(dfl_linears *l)
     memset(l, 0, sizeof *l);
 }
 
-size_t dfl_bias_offset(const dfl_config *cfg)
+/* Where a block's 1-D tensor t of layer l sits in the op path's norms buffer (dfl.h): the
+ * two norms at their places; the vectors the config adds in table order, from the
+ * layer's first (`*extra`, moved past t). */
+static size_t vector_at(const dfl_config *cfg, const block_tensor *t, uint32_t l, size_t *extra)
 {
-    return ((size_t)cfg->n_layers * 2 + 1) * (size_t)cfg->dim;
+    const size_t D = (size_t)cfg->dim;
+    if (t->view_at == offsetof(dfl_layer_weights, attn_norm)) return 2 * l * D;
+    if (t->view_at == offsetof(dfl_layer_weights, ffn_norm)) return (2 * l + 1) * D;
+    size_t at = *extra;
+    *extra += (size_t)t->rows;
+    return at;
 }
 
-size_t dfl_bias_stride(const dfl_config *cfg)
+/* Where layer l's added vectors start: after every layer's two norms and model.norm, the
+ * layers' vectors one layer after another. */
+static size_t extras_at(const dfl_config *cfg, uint32_t l)
 {
-    const size_t hd = (size_t)cfg->head_dim;
-    return (cfg->qkv_bias ? (cfg->n_heads + 2 * (size_t)cfg->n_kv_heads) * hd : 0) +
-           (cfg->o_bias ? (size_t)cfg->dim : 0);
+    block_tensor want[BLOCK_TENSORS];
+    const size_t n_want = block_tensors(cfg, want);
+    size_t stride = 0; /* the added vectors' elements, as vector_at counts them */
+    for (size_t i = 0; i < n_want; i++)
+        if (want[i].linear_at < 0) (void)vector_at(cfg, &want[i], 0, &stride);
+    return ((size_t)cfg->n_layers * 2 + 1) * (size_t)cfg->dim + l * stride;
 }
 
-void dfl_biases_at(const dfl_config *cfg, const uint16_t *norms, uint32_t layer,
-                   dfl_layer_weights *w)
+void dfl_norms_at(const dfl_config *cfg, const uint16_t *norms, uint32_t layer,
+                  dfl_layer_weights *w)
 {
-    const uint16_t *b = norms + dfl_bias_offset(cfg) + layer * dfl_bias_stride(cfg);
-    const size_t Q = (size_t)cfg->n_heads * cfg->head_dim,
-                 KV = (size_t)cfg->n_kv_heads * cfg->head_dim;
-    if (cfg->qkv_bias) {
-        w->bq = b;
-        w->bk = b + Q;
-        w->bv = b + Q + KV;
-        b += Q + 2 * KV;
-    }
-    if (cfg->o_bias) w->bo = b;
+    block_tensor want[BLOCK_TENSORS];
+    const size_t n_want = block_tensors(cfg, want);
+    size_t extra = extras_at(cfg, layer);
+    memset(w, 0, sizeof *w);
+    for (size_t i = 0; i < n_want; i++)
+        if (want[i].linear_at < 0)
+            *(const void **)((char *)w + want[i].view_at) =
+                norms + vector_at(cfg, &want[i], layer, &extra);
 }
 
-size_t dfl_norms_count(const dfl_config *cfg)
-{
-    return dfl_bias_offset(cfg) + (size_t)cfg->n_layers * dfl_bias_stride(cfg);
-}
+size_t dfl_norms_count(const dfl_config *cfg) { return extras_at(cfg, (uint32_t)cfg->n_layers); }
 
 /* Vector `name` (n values) into dst by the row gather: a 1-D tensor is a one-row weight. */
 static df11_status norm_gather(const df11_provider *p, const char *name, size_t n,
@@ -576,17 +611,13 @@ static df11_status norms_gather(const dfl_config *cfg, const df11_provider *p, i
     const size_t n_want = block_tensors(cfg, want), D = (size_t)cfg->dim;
     char name[160];
     for (uint32_t l = (uint32_t)first; l < (uint32_t)end; l++) {
-        uint16_t *b = dst + dfl_bias_offset(cfg) + l * dfl_bias_stride(cfg);
+        size_t extra = extras_at(cfg, l);
         for (size_t i = 0; i < n_want; i++) {
             if (want[i].linear_at >= 0) continue; /* a matrix: the op's */
-            const int norm2 = want[i].view_at == offsetof(dfl_layer_weights, ffn_norm);
-            uint16_t *to = want[i].view_at == offsetof(dfl_layer_weights, attn_norm) || norm2
-                               ? dst + (2 * l + norm2) * D
-                               : b;
+            uint16_t *to = dst + vector_at(cfg, &want[i], l, &extra);
             snprintf(name, sizeof name, "model.layers.%u.%s", l, want[i].suffix);
             df11_status st = norm_gather(p, name, (size_t)want[i].rows, stream, to, err, errlen);
             if (st != DF11_OK) return st;
-            if (to == b) b += want[i].rows; /* biases in table order: q | k | v | o */
         }
     }
     return norm_gather(p, "model.norm.weight", D, stream, dst + 2 * (size_t)cfg->n_layers * D, err,
@@ -603,6 +634,8 @@ df11_status dfl_norms_copy(const dfl_config *cfg, const df11_provider *p, int fi
         st = norms_gather(cfg, p, first, end, stream, dst, err, errlen);
         if (st != DF11_ERR_INVALID_ARG) return st;
     }
+    block_tensor want[BLOCK_TENSORS];
+    const size_t n_want = block_tensors(cfg, want);
     for (uint32_t l = (uint32_t)first; l < (uint32_t)end; l++) {
         df11_block_view view;
         memset(&view, 0, sizeof view);
@@ -612,21 +645,12 @@ df11_status dfl_norms_copy(const dfl_config *cfg, const df11_provider *p, int fi
         }
         dfl_layer_weights w;
         st = dfl_layer_weights_get(cfg, p, l, &view, stream, &w, err, errlen);
-        if (st == DF11_OK) st = copy(ctx, dst + 2 * l * D, w.attn_norm, D * 2, stream, err, errlen);
-        if (st == DF11_OK)
-            st = copy(ctx, dst + (2 * l + 1) * D, w.ffn_norm, D * 2, stream, err, errlen);
-        /* biases: q | k | v | o, each where the config has it */
-        uint16_t *b = dst + dfl_bias_offset(cfg) + l * dfl_bias_stride(cfg);
-        const size_t QN = (size_t)cfg->n_heads * cfg->head_dim,
-                     KVN = (size_t)cfg->n_kv_heads * cfg->head_dim;
-        const struct {
-            const void *src;
-            size_t n;
-        } bias[4] = { { w.bq, QN }, { w.bk, KVN }, { w.bv, KVN }, { w.bo, D } };
-        for (int i = 0; i < 4 && st == DF11_OK; i++) {
-            if (!bias[i].src) continue;
-            st = copy(ctx, b, bias[i].src, bias[i].n * 2, stream, err, errlen);
-            b += bias[i].n;
+        size_t extra = extras_at(cfg, l);
+        for (size_t i = 0; i < n_want && st == DF11_OK; i++) {
+            if (want[i].linear_at >= 0) continue;
+            const void *src = *(const void **)((const char *)&w + want[i].view_at);
+            st = copy(ctx, dst + vector_at(cfg, &want[i], l, &extra), src, (size_t)want[i].rows * 2,
+                      stream, err, errlen);
         }
         df11_status rs = p->block_release(p->ctx, l, stream);
         if (st != DF11_OK) return st;
@@ -1324,12 +1348,18 @@ static df11_status host_layer(dfl_engine *e, uint32_t l, const dfl_layer_weights
         add_bias(kc, kvd, w->bk, n, kvd);
         add_bias(vc, kvd, w->bv, n, kvd);
     }
+    /* Qwen3: each head RMS-normed (q_norm, k_norm) before it is rotated */
     for (int t = 0; t < n; t++) {
         const float *cs = e->rope_cos + (size_t)(pos + t) * half;
         const float *sn = e->rope_sin + (size_t)(pos + t) * half;
-        for (int h = 0; h < c->n_heads; h++)
-            rope(e->q + ((size_t)t * c->n_heads + h) * hd, cs, sn, hd);
-        for (int h = 0; h < c->n_kv_heads; h++) rope(kc + (size_t)t * kvd + h * hd, cs, sn, hd);
+        for (int h = 0; h < c->n_heads + c->n_kv_heads; h++) {
+            const int is_q = h < c->n_heads;
+            float *v = is_q ? e->q + ((size_t)t * c->n_heads + h) * hd
+                            : kc + (size_t)t * kvd + (size_t)(h - c->n_heads) * hd;
+            const void *norm = is_q ? w->q_norm : w->k_norm;
+            if (norm) rmsnorm(v, v, norm, hd, c->norm_eps);
+            rope(v, cs, sn, hd);
+        }
     }
     attn_job aj = { e, (int)l, pos, n };
     uint64_t work = (uint64_t)n * c->n_heads * (uint64_t)(pos + n) * hd * 2;
@@ -1399,10 +1429,7 @@ static df11_status host_pass(dfl_engine *e, const int *tokens, int n, int pos, f
     for (uint32_t l = 0; l < (uint32_t)c->n_layers; l++) {
         if (e->lin[0].layers) { /* op path: no block acquired, norms from the engine's copy */
             dfl_layer_weights w;
-            memset(&w, 0, sizeof w);
-            w.attn_norm = e->norms + 2 * l * DN;
-            w.ffn_norm = e->norms + (2 * l + 1) * DN;
-            dfl_biases_at(c, e->norms, l, &w);
+            dfl_norms_at(c, e->norms, l, &w);
             if ((st = host_layer(e, l, &w, &e->lin[0].layers[l], n, pos)) != DF11_OK) return st;
             continue;
         }

@@ -1,4 +1,4 @@
-/* A small Llama-architecture inference engine (Llama, Mistral and Qwen2 configs; see
+/* A small Llama-architecture inference engine (Llama, Mistral, Qwen2 and Qwen3 configs; see
  * docs/ENGINE.md, "Model families") that gets every weight through df11's provider
  * interface (df11_provider, include/df11/runtime.h). It knows nothing else of df11: the
  * same code runs on compressed weights (df11_model_open) and on plain BF16
@@ -80,6 +80,8 @@ typedef struct dfl_config {
     int sliding_window;     /* Mistral: a token sees the last sliding_window positions; 0 all */
     int qkv_bias;           /* q/k/v_proj.bias per layer (Qwen2, attention_bias) */
     int o_bias;             /* o_proj.bias per layer (attention_bias) */
+    int qk_norm; /* Qwen3: self_attn.q_norm, k_norm.weight per layer ([head_dim] each), an
+                    RMSNorm of every q and k head after the projections, before RoPE */
 } dfl_config;
 
 /* Limits on config.json: far above any real model, low enough that the engine's products
@@ -97,9 +99,10 @@ typedef struct dfl_config {
  * is absent); heads not a multiple of kv heads; an odd head_dim; bos/eos ids not below
  * vocab_size; hidden_act other than silu; a rope_scaling type other than linear, dynamic,
  * llama3 or yarn, or one with a missing or non-positive factor (llama3: low_freq_factor
- * below high_freq_factor); partial_rotary_factor other than 1; mlp_bias; Qwen2's
- * use_sliding_window (a per-layer window); a model_type other than llama, mistral, qwen2
- * (absent is llama). A config with fewer layers than
+ * below high_freq_factor); partial_rotary_factor other than 1; mlp_bias; Qwen2's and
+ * Qwen3's use_sliding_window, or layer_types other than full_attention (per-layer
+ * windows); a model_type other than llama, mistral, qwen2, qwen3 (absent is llama). A
+ * config with fewer layers than
  * the weights have blocks parses (it runs the first layers); dfl_create refuses more. */
 int dfl_config_parse(const char *json, size_t len, dfl_config *cfg, char *err, size_t errlen);
 
@@ -212,10 +215,11 @@ typedef struct dfl_layer_weights {
     const void *attn_norm, *wq, *wk, *wv, *wo; /* BF16 */
     const void *ffn_norm, *w_gate, *w_up, *w_down;
     const void *bq, *bk, *bv, *bo; /* BF16 biases; NULL where the config has none */
+    const void *q_norm, *k_norm;   /* BF16 [head_dim] (Qwen3); NULL without qk_norm */
 } dfl_layer_weights;
 
-/* Finds block `layer`'s nine tensors in `view` (or through the provider), checking dtype
- * and shape. */
+/* Finds block `layer`'s nine tensors, and the biases and q/k norms the config has, in
+ * `view` (or through the provider), checking dtype and shape. */
 df11_status dfl_layer_weights_get(const dfl_config *cfg, const df11_provider *p, uint32_t layer,
                                   const df11_block_view *view, df11_stream stream,
                                   dfl_layer_weights *w, char *err, size_t errlen);
@@ -247,20 +251,21 @@ df11_status dfl_linears_get(const dfl_config *cfg, const df11_provider *p, int s
                             int end, int head, dfl_linears *out, char *err, size_t errlen);
 void dfl_linears_free(dfl_linears *l);
 
-/* The op path keeps the 1-D norm weights and biases (tiny) in its own buffer, so that no
- * block is acquired per pass: norms = [n_layers][2][dim] (input_layernorm,
- * post_attention_layernorm), model.norm's [dim], then from dfl_bias_offset the biases,
- * [n_layers][dfl_bias_stride] = q | k | v (the stacked q|k|v row's order) | o, BF16. dfl_norms_copy acquires each block once (at create, not
- * on the hot path), checks the block's tensors and has `copy` move each norm into `dst`
- * (host or device memory) on `stream`, then releases the block on `stream`. */
+/* The op path keeps a block's 1-D tensors (tiny) in its own buffer, so that no block is
+ * acquired per pass: norms = [n_layers][2][dim] (input_layernorm,
+ * post_attention_layernorm), model.norm's [dim], then per layer the vectors the config
+ * adds, BF16, in this order: q | k | v biases (the stacked q|k|v row's order), o bias,
+ * q_norm, k_norm. dfl_norms_copy reads them at create (not on the hot path) by the
+ * provider's row gather, or else acquires each block once, checks the block's tensors,
+ * has `copy` move each vector into `dst` (host or device memory) on `stream` and releases
+ * the block on `stream`. */
 typedef df11_status (*dfl_copy_fn)(void *ctx, void *dst, const void *src, size_t bytes,
                                    df11_stream stream, char *err, size_t errlen);
 size_t dfl_norms_count(const dfl_config *cfg); /* elements of the buffer above */
-size_t dfl_bias_offset(const dfl_config *cfg);
-size_t dfl_bias_stride(const dfl_config *cfg); /* 0 without biases */
-/* Points w's biases at layer `layer`'s in a buffer laid out as above (host or device). */
-void dfl_biases_at(const dfl_config *cfg, const uint16_t *norms, uint32_t layer,
-                   dfl_layer_weights *w);
+/* Points w's norms, biases and q/k norms (the config's; the others NULL) at layer
+ * `layer`'s in a buffer laid out as above (host or device); the linear weights NULL. */
+void dfl_norms_at(const dfl_config *cfg, const uint16_t *norms, uint32_t layer,
+                  dfl_layer_weights *w);
 /* Layers [first, end) only (a stage of a split), and model.norm. */
 df11_status dfl_norms_copy(const dfl_config *cfg, const df11_provider *p, int first, int end,
                            df11_stream stream, dfl_copy_fn copy, void *ctx, uint16_t *dst,

@@ -11,7 +11,8 @@
  * Embeddings: the provider's row gather writes a pass's rows as FP32 straight into x (only
  * those rows decoded, so the table may stay compressed), or, without one, embed_kernel
  * reads them from a tensor view. K and V are written by their products straight into an
- * FP32 cache. Attention (dfl_options.attention): a block per (head, token) for decode; for
+ * FP32 cache (Qwen3: q and k heads RMS-normed in place first, head_rmsnorm_kernel, then
+ * rotated). Attention (dfl_options.attention): a block per (head, token) for decode; for
  * a pass of many tokens, flash-style tiles of 64 queries that share each K/V tile, in FP32
  * or on the tensor cores (attention_pick chooses). The host never waits except for the
  * logits.
@@ -168,6 +169,22 @@ __global__ void rope_kernel(float *v, int stride, int n_heads, int hd, int pos0,
         h[i] = a * cs[i] - b * sn[i];
         h[i + half] = b * cs[i] + a * sn[i];
     }
+}
+
+/* Qwen3's per-head RMSNorm, in place, as rmsnorm_kernel (FP32 in and out, weight BF16):
+ * one warp per (token blockIdx.x, head); lanes split the head's hd features. Rows of `v`
+ * are `stride` floats apart, heads hd apart within a row. Moves n * n_heads * hd * 8 bytes. */
+__global__ void head_rmsnorm_kernel(float *v, int stride, int n_heads, int hd, const bf16 *w,
+                                    float eps)
+{
+    pdl_trigger();
+    const int head = blockIdx.y * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (head >= n_heads) return; /* whole warps: the shuffles below see all 32 lanes */
+    float *x = v + (size_t)blockIdx.x * stride + (size_t)head * hd;
+    float ss = 0.0f;
+    for (int i = lane; i < hd; i += 32) ss += x[i] * x[i];
+    const float scale = rsqrtf(warp_sum(ss) / hd + eps);
+    for (int i = lane; i < hd; i += 32) x[i] = __bfloat162float(w[i]) * (x[i] * scale);
 }
 
 /* One thread per element (token t, feature i < width): y[t][i] += b[i], rows ld apart. */
@@ -994,6 +1011,17 @@ static void add_bias(dfl_gpu *g, float *y, size_t ld, const bf16 *b, int n, int 
         y, ld, b, width, total);
 }
 
+/* Each of n_heads heads of n token rows (`stride` floats apart) RMS-normed by w (BF16
+ * [head_dim]), on g->stream; nothing when w is NULL (no qk_norm). */
+static void head_norm(dfl_gpu *g, float *v, int stride, int n_heads, const void *w, int n)
+{
+    if (!w) return;
+    const int per_block = THREADS / 32;
+    const dim3 grid((unsigned)n, (unsigned)((n_heads + per_block - 1) / per_block));
+    head_rmsnorm_kernel<<<grid, THREADS, 0, g->stream>>>(v, stride, n_heads, g->cfg.head_dim,
+                                                         (const bf16 *)w, g->cfg.norm_eps);
+}
+
 /* One block's kernels on g->stream, for tokens at [pos, pos + n). w: the norms and, on the
  * engine path, the linear weights; op: the op path's weights, else NULL. `*add`: x's
  * pending residual on the op path (NULL when none), given to the first RMSNorm and set to
@@ -1025,6 +1053,8 @@ static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w,
         if ((st = op_linear(g, &op->qkv, g->xb, g->gate, n, err, errlen)) != DF11_OK) return st;
         if (w->bq) /* q|k|v biases are contiguous in g->norms, as the stacked row */
             add_bias(g, g->gate, Q + 2 * KV, (const bf16 *)w->bq, n, Q + 2 * KV);
+        head_norm(g, g->gate, Q + 2 * KV, c->n_heads, w->q_norm, n);
+        head_norm(g, g->gate + Q, Q + 2 * KV, c->n_kv_heads, w->k_norm, n);
         qkv_rope_kernel<<<n, THREADS, 0, s>>>(g->gate, g->q, kc, vc, c->n_heads, c->n_kv_heads, hd,
                                               pos, g->rope_cos, g->rope_sin);
     } else {
@@ -1034,6 +1064,8 @@ static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w,
         if (w->bq) add_bias(g, g->q, Q, (const bf16 *)w->bq, n, Q);
         if (w->bk) add_bias(g, kc, KV, (const bf16 *)w->bk, n, KV);
         if (w->bv) add_bias(g, vc, KV, (const bf16 *)w->bv, n, KV);
+        head_norm(g, g->q, Q, c->n_heads, w->q_norm, n);
+        head_norm(g, kc, KV, c->n_kv_heads, w->k_norm, n);
         rope_kernel<<<n, THREADS, 0, s>>>(g->q, Q, c->n_heads, hd, pos, g->rope_cos, g->rope_sin);
         rope_kernel<<<n, THREADS, 0, s>>>(kc, KV, c->n_kv_heads, hd, pos, g->rope_cos, g->rope_sin);
     }
@@ -1101,10 +1133,7 @@ df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, const uint32_t *ids, 
     for (uint32_t l = (uint32_t)g->first; l < (uint32_t)g->end; l++) {
         if (g->lin) { /* op path: no block acquired, norms from the engine's copy */
             dfl_layer_weights w;
-            memset(&w, 0, sizeof w);
-            w.attn_norm = g->norms + 2 * (size_t)l * D;
-            w.ffn_norm = g->norms + (2 * (size_t)l + 1) * D;
-            dfl_biases_at(c, (const uint16_t *)g->norms, l, &w);
+            dfl_norms_at(c, (const uint16_t *)g->norms, l, &w);
             st = gpu_layer(g, l, &w, &g->lin->layers[l], &add, n, pos, err, errlen);
             if (st != DF11_OK) return st;
             continue;

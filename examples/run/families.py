@@ -2,7 +2,8 @@
 """Model families in df11-run against Hugging Face transformers: writes a small random
 model per feature (the families of tests/test_llama.c: rope_scaling llama3, linear,
 dynamic and yarn, Qwen2's q/k/v biases, Mistral's sliding window, head_dim with
-attention_bias and tied embeddings), compresses each with df11-compress (fixed and Huffman codecs), runs a
+attention_bias and tied embeddings, Qwen3's q/k norms with a head_dim wider than
+hidden / heads), compresses each with df11-compress (fixed and Huffman codecs), runs a
 40-token prompt through df11-run (--tokens, -n 1 --json --logits: the prompt's last
 logits, one prefill pass) on each device and matmul path, and compares:
 
@@ -43,8 +44,13 @@ FAMILIES = {
                   use_sliding_window=False),
     "mistral": dict(model_type="mistral", sliding_window=8),
     "head-dim": dict(head_dim=24, attention_bias=True, qkv_bias=True, tie_word_embeddings=True),
+    # 6 heads of 32 over hidden 96 (Qwen3-0.6B: 16 of 128 over 1024), q/k norms, no biases
+    "qwen3": dict(model_type="qwen3", head_dim=32, qk_norm=True, tie_word_embeddings=True,
+                  attention_bias=False, sliding_window=None, use_sliding_window=False,
+                  max_window_layers=L),
 }
-ARCH = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}
+ARCH = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+        "mistral": "MistralForCausalLM"}
 
 
 def to_bf16_bytes(a):
@@ -58,6 +64,7 @@ def write_family(folder, name, seed):
     hd = f.get("head_dim", D // NH)
     tied = f.pop("tie_word_embeddings", False)
     qkv_bias = f.pop("qkv_bias", False)
+    qk_norm = f.pop("qk_norm", False)
     t = {}
 
     def add(n, shape, sigma, mean=0.0):
@@ -82,6 +89,9 @@ def write_family(folder, name, seed):
             add(p + "self_attn.v_proj.bias", (NKV * hd,), 0.1)
         if f.get("attention_bias"):
             add(p + "self_attn.o_proj.bias", (D,), 0.1)
+        if qk_norm:  # spread wide, as test_llama.c: a norm skipped or misplaced shows
+            add(p + "self_attn.q_norm.weight", (hd,), 0.5, 1.0)
+            add(p + "self_attn.k_norm.weight", (hd,), 0.5, 1.0)
     add("model.norm.weight", (D,), 0.1, 1.0)
     if not tied:
         add("lm_head.weight", (V, D), 0.1)

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Reference logits for df11-run: greedy generation with Hugging Face transformers'
-AutoModelForCausalLM (FP32, weights upcast from BF16; Llama, Qwen2, Mistral), or with a
-plain numpy model written from the same definitions (--backend numpy, float64) where torch
-is not installed: rope_scaling (linear, dynamic, llama3, yarn), head_dim, q/k/v/o biases,
-tied embeddings, sliding window.
+AutoModelForCausalLM (FP32, weights upcast from BF16; Llama, Qwen2, Qwen3, Mistral), or
+with a plain numpy model written from the same definitions (--backend numpy, float64) where
+torch is not installed: rope_scaling (linear, dynamic, llama3, yarn), head_dim, q/k/v/o
+biases, Qwen3's q/k norms, tied embeddings, sliding window.
 
     python3 examples/run/reference.py ../shared/models/stories260K --steps 40
     build/tools/df11-run m.df11 --device cpu -n 40 --json --logits > run.json
@@ -89,7 +89,7 @@ def numpy_logits(cfg, w, tokens, bf16_inputs=False):
     eps = cfg["rms_norm_eps"]
     t = len(tokens)
     window = cfg.get("sliding_window") if cfg.get("use_sliding_window", True) else None
-    if cfg.get("model_type") == "qwen2" and not cfg.get("use_sliding_window", False):
+    if cfg.get("model_type") in ("qwen2", "qwen3") and not cfg.get("use_sliding_window", False):
         window = None
 
     def norm(x, g):
@@ -116,8 +116,12 @@ def numpy_logits(cfg, w, tokens, bf16_inputs=False):
     for layer in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{layer}."
         h = norm(x, w[p + "input_layernorm.weight"])
-        q = rope(lin(h, p + "self_attn.q_proj").reshape(t, nh, hd))
-        k = rope(lin(h, p + "self_attn.k_proj").reshape(t, nkv, hd))
+        q = lin(h, p + "self_attn.q_proj").reshape(t, nh, hd)
+        k = lin(h, p + "self_attn.k_proj").reshape(t, nkv, hd)
+        if p + "self_attn.q_norm.weight" in w:  # Qwen3: each head normed before RoPE
+            q = norm(q, w[p + "self_attn.q_norm.weight"])
+            k = norm(k, w[p + "self_attn.k_norm.weight"])
+        q, k = rope(q), rope(k)
         v = lin(h, p + "self_attn.v_proj").reshape(t, nkv, hd)
         k, v = np.repeat(k, nh // nkv, 1), np.repeat(v, nh // nkv, 1)
         s = np.einsum("thd,shd->hts", q, k) / np.sqrt(hd) + mask[None]
