@@ -62,7 +62,8 @@ static void usage(FILE *f)
                "                selected cublasLt algorithm, against the best BF16 GEMMs\n"
                "                (default batches 512,1024,4096)\n"
                "  --lean-ctas N   lean decoder's CTAs (default 0: one per SM)\n"
-               "  --select ws|I   cublasLt candidate: smallest workspace (default) or index I\n"
+               "  --select ws|waves|I  cublasLt candidate: smallest workspace (default),\n"
+               "                fewest waves of CTAs, or index I\n"
                "  --after-gemm I  'after': the next block's decode waits for GEMM I (0..6)\n");
 }
 
@@ -101,7 +102,7 @@ typedef struct options {
     int gemm_sms; /* cublasSetSmCountTarget for the df11 modes, 0 = all */
     int coresident;
     uint32_t lean_ctas;
-    int select;     /* cublasLt candidate index, or -1: the smallest workspace */
+    int select;     /* cublasLt candidate index, or SELECT_WS / SELECT_WAVES */
     int after_gemm; /* GEMM of a block after which the next block's decode is enqueued */
 } options;
 
@@ -144,6 +145,9 @@ typedef enum { MODE_BF16, MODE_OVERLAP, MODE_NORMAL, MODE_SERIAL, MODE_COUNT } m
 static const char *const mode_name[MODE_COUNT] = { "bf16", "overlap", "normal-prio", "serial" };
 
 #define N_CAND 16 /* cublasLt heuristic candidates asked for per shape */
+/* --select rules other than an index: the smallest workspace, the fewest waves of CTAs
+ * (the heuristic's wavesCount); the faster of equals */
+enum { SELECT_WS = -1, SELECT_WAVES = -2 };
 
 /* cublasLt at one GEMM shape (rows x cols weights, batch B): the heuristic's candidates,
  * each timed alone, the fastest, and the one --select picks. */
@@ -301,8 +305,8 @@ static double lt_time(gemm_ctx *g, lt_shape *s, int k, const void *w, int reps)
 
 /* The shape's candidates (BF16 out: split-K partials in fp32 or none, as cublasGemmEx),
  * each timed alone on w, and the fastest and selected ones (-1: none runs; cublasGemmEx
- * stands in). select < 0: the smallest workspace, the faster of equals; else index select
- * (the last where there are fewer; the fastest where it does not run). */
+ * stands in). select: SELECT_WS or SELECT_WAVES (the smallest, the faster of equals), or an
+ * index (the last where there are fewer; the fastest where it does not run). */
 static int lt_shape_make(gemm_ctx *g, lt_shape *s, const void *w, int select, int reps)
 {
     const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
@@ -331,10 +335,13 @@ static int lt_shape_make(gemm_ctx *g, lt_shape *s, const void *w, int select, in
         if (!isfinite(s->us[k])) continue;
         if (s->fastest < 0 || s->us[k] < s->us[s->fastest]) s->fastest = k;
         if (select >= 0) continue;
-        const size_t ws = s->cand[k].workspaceSize;
-        if (s->selected < 0 || ws < s->cand[s->selected].workspaceSize ||
-            (ws == s->cand[s->selected].workspaceSize && s->us[k] < s->us[s->selected]))
-            s->selected = k;
+        const double key =
+            select == SELECT_WS ? (double)s->cand[k].workspaceSize : (double)s->cand[k].wavesCount;
+        const int j = s->selected;
+        const double best = j < 0                 ? 0
+                            : select == SELECT_WS ? (double)s->cand[j].workspaceSize
+                                                  : (double)s->cand[j].wavesCount;
+        if (j < 0 || key < best || (key == best && s->us[k] < s->us[j])) s->selected = k;
     }
     if (select >= 0 && s->n) {
         s->selected = select < s->n ? select : s->n - 1;
@@ -489,9 +496,10 @@ int bench_pipeline_main(int argc, char **argv)
                   .seed = 0xdf11,
                   .batches = { 1, 16, 256, 1024, 4096 },
                   .n_batches = 5,
-                  .select = -1 };
+                  .select = SELECT_WS };
     int batches_given = 0;
     o.dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    static const char *const select_rule[] = { "", "ws", "waves" }; /* by -select */
     static const struct option longopts[] = { { "layers", required_argument, NULL, 'l' },
                                               { "slots", required_argument, NULL, 'k' },
                                               { "batches", required_argument, NULL, 'b' },
@@ -533,9 +541,11 @@ int bench_pipeline_main(int argc, char **argv)
             char *end;
             long v = strtol(optarg, &end, 10);
             if (!strcmp(optarg, "ws"))
-                o.select = -1;
+                o.select = SELECT_WS;
+            else if (!strcmp(optarg, "waves"))
+                o.select = SELECT_WAVES;
             else if (*end || end == optarg || v < 0 || v >= N_CAND)
-                return cli_usage_error(TOOL, "bad --select '%s' (ws, or 0..%d)", optarg,
+                return cli_usage_error(TOOL, "bad --select '%s' (ws, waves, or 0..%d)", optarg,
                                        N_CAND - 1);
             else
                 o.select = (int)v;
@@ -632,7 +642,7 @@ int bench_pipeline_main(int argc, char **argv)
     if (o.coresident) {
         printf(" --coresident --lean-ctas %u --after-gemm %d --select ", o.lean_ctas, o.after_gemm);
         if (o.select < 0)
-            printf("ws");
+            printf("%s", select_rule[-o.select]);
         else
             printf("%d", o.select);
         printf(" --batches ");
