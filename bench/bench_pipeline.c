@@ -14,6 +14,13 @@
  * bf16, and the VRAM the model holds. Also: open time against file bytes over the disk's
  * O_DIRECT read bandwidth measured in the same run, and a bit-exact check of the served
  * weights against the BF16 model.
+ *
+ * --coresident (issue 14; docs/RUNTIME.md, "Co-resident decode") measures instead, per B,
+ * every combination of: decode plain / lean (options.decode_lean), launched now (acquire's
+ * prefetch) / after the GEMM (df11_block_prefetch_after once block b's --after-gemm'th GEMM
+ * is enqueued), GEMM cublasGemmEx / the cublasLt candidate --select picks; each against the
+ * best BF16 pass (the faster of cublasGemmEx and the fastest cublasLt candidate per shape,
+ * each timed alone and listed).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,6 +40,7 @@
 #include "tools/weights.h"
 #include "writer/safetensors_write.h"
 #ifdef DF11_HAVE_CUDA
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #endif
@@ -49,7 +57,14 @@ static void usage(FILE *f)
                "priority decode stream, serialised). Needs a CUDA build and a GPU.\n"
                "  --dir DIR   where the temporary model files go (default $TMPDIR or /tmp)\n"
                "  --small     matrices 1/16 the rows (a quick check, not a measurement)\n"
-               "  --gemm-sms N  df11 modes: cublasSetSmCountTarget(N), leaving SMs to decode\n");
+               "  --gemm-sms N  df11 modes: cublasSetSmCountTarget(N), leaving SMs to decode\n"
+               "  --coresident  decode plain/lean x launch now/after a GEMM x GEMM default/\n"
+               "                selected cublasLt algorithm, against the best BF16 GEMMs\n"
+               "                (default batches 512,1024,4096)\n"
+               "  --lean-ctas N   lean decoder's CTAs (default 0: one per SM)\n"
+               "  --select ws|waves|I  cublasLt candidate: smallest workspace (default),\n"
+               "                fewest waves of CTAs, or index I\n"
+               "  --after-gemm I  'after': the next block's decode waits for GEMM I (0..6)\n");
 }
 
 #ifndef DF11_HAVE_CUDA
@@ -85,6 +100,10 @@ typedef struct options {
     const char *dir;
     int batches[16], n_batches;
     int gemm_sms; /* cublasSetSmCountTarget for the df11 modes, 0 = all */
+    int coresident;
+    uint32_t lean_ctas;
+    int select;     /* cublasLt candidate index, or SELECT_WS / SELECT_WAVES */
+    int after_gemm; /* GEMM of a block after which the next block's decode is enqueued */
 } options;
 
 typedef struct model_data {
@@ -125,30 +144,81 @@ static double disk_bandwidth(const char *path, int *direct)
 typedef enum { MODE_BF16, MODE_OVERLAP, MODE_NORMAL, MODE_SERIAL, MODE_COUNT } mode;
 static const char *const mode_name[MODE_COUNT] = { "bf16", "overlap", "normal-prio", "serial" };
 
+#define N_CAND 16 /* cublasLt heuristic candidates asked for per shape */
+/* --select rules other than an index: the smallest workspace, the fewest waves of CTAs
+ * (the heuristic's wavesCount); the faster of equals */
+enum { SELECT_WS = -1, SELECT_WAVES = -2 };
+
+/* cublasLt at one GEMM shape (rows x cols weights, batch B): the heuristic's candidates,
+ * each timed alone, the fastest, and the one --select picks. */
+typedef struct lt_shape {
+    int rows, cols, batch;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t a, x, y;
+    cublasLtMatmulHeuristicResult_t cand[N_CAND];
+    double us[N_CAND]; /* alone, median; INFINITY where it failed */
+    int n, fastest, selected;
+} lt_shape;
+
+typedef enum { GEMM_EX, GEMM_LT_FASTEST, GEMM_LT_SELECTED, GEMM_KINDS } gemm_kind;
+static const char *const gemm_name[GEMM_KINDS] = { "cublasGemmEx", "Lt fastest", "Lt selected" };
+
 typedef struct gemm_ctx {
     cublasHandle_t h;
     cudaStream_t stream;
     void *x, *y; /* inputs / outputs, max batch x 14336 BF16 */
     cudaEvent_t e0, e1;
+    /* --coresident */
+    cublasLtHandle_t lt;
+    void *ws; /* cublasLt workspace, ws_bytes */
+    uint64_t ws_bytes;
+    lt_shape shapes[N_MATS * 16];
+    int n_shapes;
+    gemm_kind kind;
+    int after_gemm; /* >= 0: the next block's decode is enqueued after this GEMM */
 } gemm_ctx;
 
-/* One pass over every block: acquire, seven GEMMs (Y = X W^T), release. */
+static lt_shape *lt_find(gemm_ctx *g, int rows, int cols, int batch)
+{
+    for (int i = 0; i < g->n_shapes; i++)
+        if (g->shapes[i].rows == rows && g->shapes[i].cols == cols && g->shapes[i].batch == batch)
+            return &g->shapes[i];
+    return NULL;
+}
+
+/* Y = X W^T for W rows x cols at g->kind's GEMM, on g->stream. */
+static df11_status gemm(gemm_ctx *g, const void *w, int rows, int cols, int batch)
+{
+    const float alpha = 1.0f, beta = 0.0f;
+    lt_shape *s = g->kind == GEMM_EX ? NULL : lt_find(g, rows, cols, batch);
+    int k = !s ? -1 : g->kind == GEMM_LT_FASTEST ? s->fastest : s->selected;
+    cublasStatus_t cs;
+    if (k >= 0)
+        cs = cublasLtMatmul(g->lt, s->op, &alpha, w, s->a, g->x, s->x, &beta, g->y, s->y, g->y,
+                            s->y, &s->cand[k].algo, g->ws, s->cand[k].workspaceSize, g->stream);
+    else
+        cs = cublasGemmEx(g->h, CUBLAS_OP_T, CUBLAS_OP_N, rows, batch, cols, &alpha, w, CUDA_R_16BF,
+                          cols, g->x, CUDA_R_16BF, cols, &beta, g->y, CUDA_R_16BF, rows,
+                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    return cs == CUBLAS_STATUS_SUCCESS ? DF11_OK : DF11_ERR_DEVICE;
+}
+
+/* One pass over every block: acquire, seven GEMMs (Y = X W^T), release; with after_gemm,
+ * the next block's decode is enqueued behind that GEMM of this block. */
 static df11_status run_pass(df11_model *m, gemm_ctx *g, int batch, int serial, int gemms)
 {
     uint32_t nb = df11_model_n_blocks(m);
-    const float alpha = 1.0f, beta = 0.0f;
     for (uint32_t b = 0; b < nb; b++) {
         df11_block_view v;
         df11_status s = df11_block_acquire(m, b, g->stream, &v);
         if (s != DF11_OK) return s;
         for (uint32_t i = 0; gemms && i < v.n_tensors; i++) {
             const df11_tensor_view *t = &v.tensors[i];
-            int rows = (int)t->shape[0], cols = (int)t->shape[1];
-            cublasStatus_t cs =
-                cublasGemmEx(g->h, CUBLAS_OP_T, CUBLAS_OP_N, rows, batch, cols, &alpha, t->data,
-                             CUDA_R_16BF, cols, g->x, CUDA_R_16BF, cols, &beta, g->y, CUDA_R_16BF,
-                             rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-            if (cs != CUBLAS_STATUS_SUCCESS) return DF11_ERR_DEVICE;
+            if ((s = gemm(g, t->data, (int)t->shape[0], (int)t->shape[1], batch)) != DF11_OK)
+                return s;
+            if (g->after_gemm == (int)i &&
+                (s = df11_block_prefetch_after(m, (b + 1) % nb, g->stream)) != DF11_OK)
+                return s;
         }
         if ((s = df11_block_release(m, b, g->stream)) != DF11_OK) return s;
         if (serial && cudaStreamSynchronize(g->stream) != cudaSuccess) return DF11_ERR_DEVICE;
@@ -200,6 +270,117 @@ static int check_block0(df11_model *a, df11_model *ref, cudaStream_t s)
     return bad;
 }
 
+/* --- --coresident --- */
+
+static void lt_shape_free(lt_shape *s)
+{
+    if (s->op) cublasLtMatmulDescDestroy(s->op);
+    if (s->a) cublasLtMatrixLayoutDestroy(s->a);
+    if (s->x) cublasLtMatrixLayoutDestroy(s->x);
+    if (s->y) cublasLtMatrixLayoutDestroy(s->y);
+}
+
+/* Median µs of candidate k alone on W (10 launches a sample, `reps` samples after two
+ * warm-up launches); INFINITY where it does not run. */
+static double lt_time(gemm_ctx *g, lt_shape *s, int k, const void *w, int reps)
+{
+    const float alpha = 1.0f, beta = 0.0f;
+    double t[64];
+    if (reps > 64) reps = 64;
+    for (int r = -1; r < reps; r++) {
+        cudaEventRecord(g->e0, g->stream);
+        for (int i = 0; i < (r < 0 ? 2 : 10); i++)
+            if (cublasLtMatmul(g->lt, s->op, &alpha, w, s->a, g->x, s->x, &beta, g->y, s->y, g->y,
+                               s->y, &s->cand[k].algo, g->ws, s->cand[k].workspaceSize,
+                               g->stream) != CUBLAS_STATUS_SUCCESS)
+                return INFINITY;
+        cudaEventRecord(g->e1, g->stream);
+        float ms = 0;
+        if (cudaEventSynchronize(g->e1) != cudaSuccess) return INFINITY;
+        cudaEventElapsedTime(&ms, g->e0, g->e1);
+        if (r >= 0) t[r] = ms * 100.0; /* µs per launch */
+    }
+    return bench_median(t, reps);
+}
+
+/* The shape's candidates (BF16 out: split-K partials in fp32 or none, as cublasGemmEx),
+ * each timed alone on w, and the fastest and selected ones (-1: none runs; cublasGemmEx
+ * stands in). select: SELECT_WS or SELECT_WAVES (the smallest, the faster of equals), or an
+ * index (the last where there are fewer; the fastest where it does not run). */
+static int lt_shape_make(gemm_ctx *g, lt_shape *s, const void *w, int select, int reps)
+{
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    const uint32_t red = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+    cublasLtMatmulPreference_t pref = NULL;
+    int ok =
+        cublasLtMatmulDescCreate(&s->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) == 0 &&
+        cublasLtMatmulDescSetAttribute(s->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) == 0 &&
+        cublasLtMatmulDescSetAttribute(s->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) == 0 &&
+        cublasLtMatrixLayoutCreate(&s->a, CUDA_R_16BF, s->cols, s->rows, s->cols) == 0 &&
+        cublasLtMatrixLayoutCreate(&s->x, CUDA_R_16BF, s->cols, s->batch, s->cols) == 0 &&
+        cublasLtMatrixLayoutCreate(&s->y, CUDA_R_16BF, s->rows, s->batch, s->rows) == 0 &&
+        cublasLtMatmulPreferenceCreate(&pref) == 0 &&
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                             &g->ws_bytes, sizeof g->ws_bytes) == 0 &&
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red,
+                                             sizeof red) == 0;
+    if (ok && cublasLtMatmulAlgoGetHeuristic(g->lt, s->op, s->a, s->x, s->y, s->y, pref, N_CAND,
+                                             s->cand, &s->n) != CUBLAS_STATUS_SUCCESS)
+        s->n = 0;
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (!ok) return -1;
+    s->fastest = s->selected = -1;
+    for (int k = 0; k < s->n; k++) {
+        s->us[k] = lt_time(g, s, k, w, reps);
+        if (!isfinite(s->us[k])) continue;
+        if (s->fastest < 0 || s->us[k] < s->us[s->fastest]) s->fastest = k;
+        if (select >= 0) continue;
+        const double key =
+            select == SELECT_WS ? (double)s->cand[k].workspaceSize : (double)s->cand[k].wavesCount;
+        const int j = s->selected;
+        const double best = j < 0                 ? 0
+                            : select == SELECT_WS ? (double)s->cand[j].workspaceSize
+                                                  : (double)s->cand[j].wavesCount;
+        if (j < 0 || key < best || (key == best && s->us[k] < s->us[j])) s->selected = k;
+    }
+    if (select >= 0 && s->n) {
+        s->selected = select < s->n ? select : s->n - 1;
+        if (!isfinite(s->us[s->selected])) s->selected = s->fastest;
+    }
+    return 0;
+}
+
+static void lt_shapes_print(const gemm_ctx *g)
+{
+    printf("\ncublasLt candidates per GEMM shape, each alone (µs, median); F = fastest, S = "
+           "selected; algo / tile / stages are CUBLASLT_ALGO_CONFIG_ID / TILE_ID / STAGES_ID:\n\n"
+           "| W rows x cols | B | # | µs | workspace KiB | waves | algo | tile | stages | |\n"
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    for (int i = 0; i < g->n_shapes; i++) {
+        const lt_shape *s = &g->shapes[i];
+        for (int k = 0; k < s->n; k++) {
+            int algo = -1;
+            uint32_t tile = 0, stages = 0;
+            const cublasLtMatmulAlgo_t *a = &s->cand[k].algo;
+            cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_ID, &algo, sizeof algo,
+                                                 NULL);
+            cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile,
+                                                 sizeof tile, NULL);
+            cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages,
+                                                 sizeof stages, NULL);
+            printf("| %d x %d | %d | %d | %.1f | %.0f | %.2f | %d | %u | %u | %s%s |\n", s->rows,
+                   s->cols, s->batch, k, s->us[k], s->cand[k].workspaceSize / 1024.0,
+                   s->cand[k].wavesCount, algo, tile, stages, k == s->fastest ? "F" : "",
+                   k == s->selected ? "S" : "");
+        }
+    }
+}
+
+typedef struct combo {
+    int lean, after;
+    gemm_kind gemm;
+} combo;
+
 static int open_mode(mode md, const char *df11_path, const char *st_path, const options *o,
                      df11_model **m, double *open_s)
 {
@@ -217,6 +398,95 @@ static int open_mode(mode md, const char *df11_path, const char *st_path, const 
     return CLI_OK;
 }
 
+/* Every combination at every batch against the best BF16 pass (see the top). `ref` is the
+ * BF16 model; w a device buffer of the largest matrix, for timing GEMMs alone. */
+static int coresident_run(const options *o, gemm_ctx *g, df11_model *ref, const char *df11_path,
+                          const void *w)
+{
+    for (int i = 0; i < o->n_batches; i++)
+        for (int j = 0; j < N_MATS; j++) {
+            int rows = (int)(o->small ? layer_mats[j].rows / 16 : layer_mats[j].rows),
+                cols = (int)layer_mats[j].cols;
+            if (lt_find(g, rows, cols, o->batches[i])) continue; /* q/o, k/v, gate/up alike */
+            lt_shape *s = &g->shapes[g->n_shapes++];
+            *s = (lt_shape){ .rows = rows, .cols = cols, .batch = o->batches[i] };
+            if (lt_shape_make(g, s, w, o->select, o->reps))
+                return cli_fail(TOOL, DF11_ERR_DEVICE, "cublasLt setup (%d x %d, B = %d)", rows,
+                                cols, o->batches[i]);
+        }
+    lt_shapes_print(g);
+
+    double bf[GEMM_KINDS][16], best[16];
+    g->after_gemm = -1;
+    for (int k = 0; k < GEMM_KINDS; k++)
+        for (int i = 0; i < o->n_batches; i++) {
+            g->kind = (gemm_kind)k;
+            if ((bf[k][i] = time_passes(ref, g, o->batches[i], 0, 1, o->reps)) < 0)
+                return cli_fail(TOOL, DF11_ERR_DEVICE, "BF16 pass (%s, B = %d)", gemm_name[k],
+                                o->batches[i]);
+        }
+    printf("\nBF16 (every weight resident), ms per pass over %u blocks (median of %d):\n\n"
+           "| B | cublasGemmEx | Lt fastest | Lt selected | best |\n|---:|---:|---:|---:|---:|\n",
+           o->layers, o->reps);
+    for (int i = 0; i < o->n_batches; i++) {
+        best[i] = fmin(bf[GEMM_EX][i], bf[GEMM_LT_FASTEST][i]);
+        printf("| %d | %.3f | %.3f | %.3f | %.3f |\n", o->batches[i], bf[GEMM_EX][i],
+               bf[GEMM_LT_FASTEST][i], bf[GEMM_LT_SELECTED][i], best[i]);
+    }
+
+    enum { N_COMBOS = 8 };
+    combo cs[N_COMBOS];
+    double ms[N_COMBOS][16], decode_ms[2] = { 0, 0 };
+    int n = 0, rc = CLI_OK;
+    for (int lean = 0; lean < 2; lean++)
+        for (int after = 0; after < 2; after++) {
+            df11_model_options mo;
+            df11_model_options_init(&mo);
+            mo.backend = DF11_BACKEND_CUDA;
+            mo.arena_slots = o->slots;
+            mo.decode_lean = lean;
+            mo.decode_lean_ctas = o->lean_ctas;
+            mo.prefetch_blocks = after ? 0 : -1; /* 'after': run_pass prefetches */
+            df11_model *m;
+            df11_status st = df11_model_open(df11_path, &mo, &m);
+            if (st != DF11_OK) return cli_fail(TOOL, st, "opening the df11 model");
+            if (check_block0(m, ref, g->stream)) {
+                printf("Served weights of block 0 (decode %s) DIFFER FROM the BF16 model's.\n",
+                       lean ? "lean" : "plain");
+                rc = CLI_FAIL;
+            }
+            g->after_gemm = -1;
+            if (!after) decode_ms[lean] = time_passes(m, g, 1, 0, 0, o->reps);
+            for (int k = 0; k < GEMM_KINDS; k += GEMM_LT_SELECTED - GEMM_EX, n++) {
+                cs[n] = (combo){ lean, after, (gemm_kind)k };
+                g->kind = (gemm_kind)k;
+                g->after_gemm = after ? o->after_gemm : -1;
+                for (int i = 0; i < o->n_batches; i++)
+                    if ((ms[n][i] = time_passes(m, g, o->batches[i], 0, 1, o->reps)) < 0) {
+                        df11_model_close(m);
+                        return cli_fail(TOOL, DF11_ERR_DEVICE, "df11 pass at B = %d",
+                                        o->batches[i]);
+                    }
+            }
+            df11_model_close(m);
+        }
+    g->after_gemm = -1;
+    printf("\nDecode alone (acquire/release, no GEMMs): plain %.3f ms per block, lean %.3f ms "
+           "per block (%u CTAs%s).\n",
+           decode_ms[0] / o->layers, decode_ms[1] / o->layers, o->lean_ctas,
+           o->lean_ctas ? "" : " = one per SM");
+    printf("\ndf11 ms per pass and throughput relative to the best BF16 pass; 'after' = the "
+           "next block's decode waits for GEMM %d of the block:\n\n"
+           "| B | decode | launch | GEMM | df11 ms | × best BF16 |\n|---:|---|---|---|---:|---:|\n",
+           o->after_gemm);
+    for (int i = 0; i < o->n_batches; i++)
+        for (int c = 0; c < n; c++)
+            printf("| %d | %s | %s | %s | %.3f | %.3f |\n", o->batches[i],
+                   cs[c].lean ? "lean" : "plain", cs[c].after ? "after" : "now",
+                   gemm_name[cs[c].gemm], ms[c][i], best[i] / ms[c][i]);
+    return rc;
+}
+
 int bench_pipeline_main(int argc, char **argv)
 {
     options o = { .layers = 8,
@@ -225,8 +495,11 @@ int bench_pipeline_main(int argc, char **argv)
                   .threads = 0,
                   .seed = 0xdf11,
                   .batches = { 1, 16, 256, 1024, 4096 },
-                  .n_batches = 5 };
+                  .n_batches = 5,
+                  .select = SELECT_WS };
+    int batches_given = 0;
     o.dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    static const char *const select_rule[] = { "", "ws", "waves" }; /* by -select */
     static const struct option longopts[] = { { "layers", required_argument, NULL, 'l' },
                                               { "slots", required_argument, NULL, 'k' },
                                               { "batches", required_argument, NULL, 'b' },
@@ -236,6 +509,10 @@ int bench_pipeline_main(int argc, char **argv)
                                               { "threads", required_argument, NULL, 't' },
                                               { "small", no_argument, NULL, 'S' },
                                               { "gemm-sms", required_argument, NULL, 'g' },
+                                              { "coresident", no_argument, NULL, 'C' },
+                                              { "lean-ctas", required_argument, NULL, 'L' },
+                                              { "select", required_argument, NULL, 'P' },
+                                              { "after-gemm", required_argument, NULL, 'A' },
                                               { "help", no_argument, NULL, 'h' },
                                               { NULL, 0, NULL, 0 } };
     int opt;
@@ -250,7 +527,40 @@ int bench_pipeline_main(int argc, char **argv)
         case 't': o.threads = atoi(optarg); break;
         case 'S': o.small = 1; break;
         case 'g': o.gemm_sms = atoi(optarg); break;
+        case 'C': o.coresident = 1; break;
+        case 'L': {
+            char *end;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*end || v > DF11_MAX_LEAN_CTAS)
+                return cli_usage_error(TOOL, "bad --lean-ctas '%s' (0..%d)", optarg,
+                                       DF11_MAX_LEAN_CTAS);
+            o.lean_ctas = (uint32_t)v;
+            break;
+        }
+        case 'P': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (!strcmp(optarg, "ws"))
+                o.select = SELECT_WS;
+            else if (!strcmp(optarg, "waves"))
+                o.select = SELECT_WAVES;
+            else if (*end || end == optarg || v < 0 || v >= N_CAND)
+                return cli_usage_error(TOOL, "bad --select '%s' (ws, waves, or 0..%d)", optarg,
+                                       N_CAND - 1);
+            else
+                o.select = (int)v;
+            break;
+        }
+        case 'A': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || end == optarg || v < 0 || v >= N_MATS)
+                return cli_usage_error(TOOL, "bad --after-gemm '%s' (0..%d)", optarg, N_MATS - 1);
+            o.after_gemm = (int)v;
+            break;
+        }
         case 'b': {
+            batches_given = 1;
             o.n_batches = 0;
             for (char *p = strtok(optarg, ","); p && o.n_batches < 16; p = strtok(NULL, ","))
                 o.batches[o.n_batches++] = atoi(p);
@@ -260,8 +570,16 @@ int bench_pipeline_main(int argc, char **argv)
         default: usage(stderr); return CLI_USAGE;
         }
     }
+    if (o.coresident && !batches_given) {
+        static const int prefill[] = { 512, 1024, 4096 };
+        o.n_batches = 3;
+        memcpy(o.batches, prefill, sizeof prefill);
+    }
     if (o.layers < 1 || o.slots < 2 || o.reps < 1 || o.n_batches < 1)
         return cli_usage_error(TOOL, "bad --layers/--slots/--reps/--batches");
+    for (int i = 0; i < o.n_batches; i++)
+        if (o.batches[i] < 1 || o.batches[i] > 65536)
+            return cli_usage_error(TOOL, "bad --batches: %d (1..65536)", o.batches[i]);
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
         fprintf(stderr, "%s: no CUDA device; nothing to measure\n", TOOL);
@@ -321,9 +639,19 @@ int bench_pipeline_main(int argc, char **argv)
            "--layers %u --slots %u --reps %d%s",
            gen_s, compress_s, o.layers, o.slots, o.reps, o.small ? " --small" : "");
     if (o.gemm_sms) printf(" --gemm-sms %d", o.gemm_sms);
+    if (o.coresident) {
+        printf(" --coresident --lean-ctas %u --after-gemm %d --select ", o.lean_ctas, o.after_gemm);
+        if (o.select < 0)
+            printf("%s", select_rule[-o.select]);
+        else
+            printf("%d", o.select);
+        printf(" --batches ");
+        for (int i = 0; i < o.n_batches; i++) printf("%s%d", i ? "," : "", o.batches[i]);
+    }
     printf("`%s\n\n", o.gemm_sms ? " (df11 modes' GEMMs limited to that many SMs)" : "");
 
     gemm_ctx g = { 0 };
+    void *w_alone = NULL; /* --coresident: a weight matrix for timing GEMMs alone */
     int rc = CLI_OK;
     size_t maxb = 0;
     for (int i = 0; i < o.n_batches; i++)
@@ -339,12 +667,26 @@ int bench_pipeline_main(int argc, char **argv)
     cudaMemset(g.x, 0x3c, maxb * 14336 * 2);
     cudaEventCreate(&g.e0);
     cudaEventCreate(&g.e1);
+    g.after_gemm = -1;
 
     double ms[MODE_COUNT][16], open_s[MODE_COUNT], decode_only_ms = 0;
     uint64_t vram[MODE_COUNT], weight_bytes[MODE_COUNT];
     df11_model *ref = NULL;
     if ((rc = open_mode(MODE_BF16, df11_path, st_path, &o, &ref, &open_s[MODE_BF16])) != CLI_OK)
         goto out;
+    if (o.coresident) {
+        g.ws_bytes = 32u << 20;
+        if (cublasLtCreate(&g.lt) != CUBLAS_STATUS_SUCCESS ||
+            cudaMalloc(&g.ws, g.ws_bytes) != cudaSuccess ||
+            cudaMalloc(&w_alone, (size_t)14336 * 4096 * 2) != cudaSuccess) {
+            rc = cli_fail(TOOL, DF11_ERR_DEVICE, "cublasLt / buffers");
+            goto out;
+        }
+        cudaMemset(w_alone, 0x3c, (size_t)14336 * 4096 * 2);
+        rc = coresident_run(&o, &g, ref, df11_path, w_alone);
+        fflush(stdout);
+        goto out;
+    }
     for (int md = 0; md < MODE_COUNT; md++) {
         df11_model *m = ref;
         if (md != MODE_BF16 &&
@@ -406,6 +748,10 @@ out:
     if (ref) df11_model_close(ref);
     if (g.h) cublasDestroy(g.h);
     if (g.stream) cudaStreamDestroy(g.stream);
+    for (int i = 0; i < g.n_shapes; i++) lt_shape_free(&g.shapes[i]);
+    if (g.lt) cublasLtDestroy(g.lt);
+    cudaFree(g.ws);
+    cudaFree(w_alone);
     cudaFree(g.x);
     cudaFree(g.y);
     unlink(df11_path);

@@ -463,6 +463,70 @@ __global__ void __launch_bounds__(1024)
         zero_pad(out, d.out_off + 2 * d.n_elements, threadIdx.x % kLanes, kLanes);
 }
 
+/* The lean group decode (docs/RUNTIME.md, "Co-resident decode"): the plain kernel's work
+ * items, the plan's n_ctas virtual CTAs, walked by a persistent grid of few CTAs of
+ * kLeanWarps warps: CTA c takes virtual CTAs c, c + grid, ...; for one of a Huffman
+ * tensor, warp w decodes its chunks w, w + kLeanWarps, ... of the plan's warps_per_cta,
+ * as the plain kernel's warps would; a raw slice is copied by the whole CTA. The decode
+ * table is reloaded only when the tensor changes (the virtual CTAs of a tensor are
+ * consecutive), between two barriers that every thread reaches (the loop is CTA-uniform).
+ * Dynamic shared memory: smem_bytes for kLeanWarps warps. */
+constexpr int kLeanWarps = DF11_GPU_LEAN_WARPS;
+constexpr int kLeanMinBlocks = 16; /* 65536 / (64 * 16): 64 registers, the plain kernel's */
+__global__ void __launch_bounds__(32 * kLeanWarps, kLeanMinBlocks)
+    df11i_decode_lean_kernel(const uint8_t *__restrict__ plan, const uint8_t *__restrict__ payload,
+                             uint8_t *__restrict__ out, uint32_t *err)
+{
+    extern __shared__ uint4 smem[];
+    const df11i_gpu_plan_header *h = reinterpret_cast<const df11i_gpu_plan_header *>(plan);
+    const df11i_gpu_tensor_desc *ds =
+        reinterpret_cast<const df11i_gpu_tensor_desc *>(plan + sizeof *h);
+    const uint32_t warp = threadIdx.x / kLanes, per_cta = h->warps_per_cta;
+    const uint32_t lut = (uint32_t)__cvta_generic_to_shared(smem);
+    const uint32_t ring =
+        ((lut + (uint32_t)DF11_GPU_LUT_BYTES(h->max_lut_entries) + kRingBytes - 1) &
+         ~(kRingBytes - 1)) +
+        warp * kRingBytes;
+    uint32_t lut_of = UINT32_MAX; /* the tensor whose table is in shared memory */
+    uint32_t lo = 0;              /* virtual CTAs only grow: the search starts at the last */
+    for (uint32_t cta = blockIdx.x; cta < h->n_ctas; cta += gridDim.x) {
+        uint32_t hi = h->n_tensors;
+        while (hi - lo > 1) { /* the last tensor whose first CTA is <= this one */
+            uint32_t mid = (lo + hi) / 2;
+            if (ds[mid].first_cta <= cta)
+                lo = mid;
+            else
+                hi = mid;
+        }
+        const df11i_gpu_tensor_desc d = ds[lo];
+        const uint32_t piece = cta - d.first_cta;
+        if (d.codec == DF11_CODEC_RAW) {
+            copy_raw(d, piece, payload, out);
+            if ((uint64_t)(piece + 1) * DF11_RAW_CTA_BYTES >= d.n_elements)
+                zero_pad(out, d.out_off + d.n_elements, threadIdx.x, blockDim.x);
+            continue;
+        }
+        if (lut_of != lo) {
+            __syncthreads(); /* no warp still reads the previous table */
+            const uint4 *src = reinterpret_cast<const uint4 *>(plan + d.lut_off);
+            for (uint32_t i = threadIdx.x;
+                 i < DF11_GPU_LUT_BYTES(DF11_GPU_LUT_UNITS(d.max_len)) / 16; i += blockDim.x)
+                smem[i] = __ldg(src + i);
+            __syncthreads();
+            lut_of = lo;
+        }
+        for (uint32_t j = warp; j < per_cta; j += kLeanWarps) {
+            const uint32_t chunk = piece * per_cta + j;
+            if (chunk >= d.n_chunks) break; /* whole warps */
+            const dense_sink sink = { out + d.out_off +
+                                      2 * (uint64_t)chunk * kLanes * d.lane_symbols };
+            decode_chunk(d, chunk, lut, ring, payload, sink, err);
+            if (chunk == d.n_chunks - 1)
+                zero_pad(out, d.out_off + 2 * d.n_elements, threadIdx.x % kLanes, kLanes);
+        }
+    }
+}
+
 constexpr int kRowsWarps = 4; /* warps per CTA of the row decode */
 
 /* The row decode (kernels/gather.h): warp w of the grid decodes one chunk of W (the
@@ -547,29 +611,69 @@ extern "C" int df11i_gpu_ctas_per_sm(uint32_t warps, uint32_t lut_entries, int *
     return n;
 }
 
-extern "C" df11_status df11i_gpu_decode_checked(const void *plan, const void *d_plan,
-                                                const void *d_payload, void *d_out,
-                                                uint32_t *d_error, void *stream)
+/* Both launches of a group: the fixed-code tensors', then the group kernel's; plain
+ * (lean_ctas 0) or lean (at most lean_ctas CTAs each). */
+static df11_status decode_group(const void *plan, const void *d_plan, const void *d_payload,
+                                void *d_out, uint32_t lean_ctas, uint32_t *d_error, void *stream)
 {
     if (!plan || !d_plan || !d_payload || !d_out)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_gpu_decode: NULL argument");
     const df11i_gpu_plan_header *h = static_cast<const df11i_gpu_plan_header *>(plan);
     const df11i_gpu_tensor_desc *ds = reinterpret_cast<const df11i_gpu_tensor_desc *>(h + 1);
     /* fixed-code tensors: their own launch */
-    df11_status st = df11i_gpu_decode_fixed(ds, h->n_tensors, d_payload, d_out, d_error, stream);
+    df11_status st =
+        df11i_gpu_decode_fixed(ds, h->n_tensors, d_payload, d_out, lean_ctas, d_error, stream);
     if (st != DF11_OK) return st;
     if (h->n_ctas == 0) return DF11_OK;
-    size_t smem = smem_bytes(h);
-    if ((st = allow_smem(smem)) != DF11_OK) return st;
-    df11i_decode_kernel<<<h->n_ctas, kLanes * h->warps_per_cta, smem,
-                          static_cast<cudaStream_t>(stream)>>>(
-        static_cast<const uint8_t *>(d_plan), static_cast<const uint8_t *>(d_payload),
-        static_cast<uint8_t *>(d_out), d_error);
+    const uint8_t *p = static_cast<const uint8_t *>(d_plan),
+                  *pay = static_cast<const uint8_t *>(d_payload);
+    uint8_t *o = static_cast<uint8_t *>(d_out);
+    cudaStream_t s = static_cast<cudaStream_t>(stream);
+    uint32_t grid = h->n_ctas;
+    if (lean_ctas) {
+        df11i_gpu_plan_header lh = *h;
+        lh.warps_per_cta = kLeanWarps;
+        const size_t smem = smem_bytes(&lh);
+        if ((st = allow_smem(smem, (const void *)df11i_decode_lean_kernel)) != DF11_OK) return st;
+        if (grid > lean_ctas) grid = lean_ctas;
+        df11i_decode_lean_kernel<<<grid, kLanes * kLeanWarps, smem, s>>>(p, pay, o, d_error);
+    } else {
+        const size_t smem = smem_bytes(h);
+        if ((st = allow_smem(smem)) != DF11_OK) return st;
+        df11i_decode_kernel<<<grid, kLanes * h->warps_per_cta, smem, s>>>(p, pay, o, d_error);
+    }
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
-        return df11i_fail(DF11_ERR_DEVICE, "decode launch (%u CTAs): %s", h->n_ctas,
-                          cudaGetErrorString(e));
+        return df11i_fail(DF11_ERR_DEVICE, "decode launch (%u CTAs%s): %s", grid,
+                          lean_ctas ? ", lean" : "", cudaGetErrorString(e));
     return DF11_OK;
+}
+
+extern "C" df11_status df11i_gpu_decode_checked(const void *plan, const void *d_plan,
+                                                const void *d_payload, void *d_out,
+                                                uint32_t *d_error, void *stream)
+{
+    return decode_group(plan, d_plan, d_payload, d_out, 0, d_error, stream);
+}
+
+extern "C" int df11i_gpu_sm_count(void)
+{
+    int device, sms = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return sms;
+}
+
+extern "C" df11_status df11i_gpu_decode_lean(const void *plan, const void *d_plan,
+                                             const void *d_payload, void *d_out, uint32_t ctas,
+                                             uint32_t *d_error, void *stream)
+{
+    if (ctas == 0 && (ctas = (uint32_t)df11i_gpu_sm_count()) == 0)
+        return df11i_fail(DF11_ERR_DEVICE, "lean decode: the device's SM count is unknown");
+    return decode_group(plan, d_plan, d_payload, d_out, ctas, d_error, stream);
 }
 
 extern "C" df11_status df11i_gpu_decode(const void *plan, const void *d_plan, const void *d_payload,

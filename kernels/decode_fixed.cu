@@ -26,6 +26,11 @@ using namespace df11i_fused;
 constexpr int kWarps = 4;     /* warps a CTA, one tile each */
 constexpr int kMinBlocks = 5; /* CTAs an SM the registers must allow (20 warps) */
 constexpr int kMaxParts = 16; /* tensors a launch (the kernel parameters: 1.6 KB) */
+/* The lean decoder's CTA: kLeanWarps warps, and few enough registers that kLeanMinBlocks
+ * such CTAs fit an SM (65536 / (64 * 10): 96 a thread, the plain kernel's; fewer spill;
+ * docs/RUNTIME.md, "Co-resident decode", says what to measure with ncu). */
+constexpr int kLeanWarps = DF11_GPU_LEAN_WARPS;
+constexpr int kLeanMinBlocks = 10;
 /* tiles a launch, so that its CTA count fits a grid */
 constexpr uint64_t kMaxLaunchTiles = (uint64_t)kWarps << 30;
 
@@ -177,15 +182,10 @@ __device__ __forceinline__ uint4 *warp_corrections(uint4 *all, uint32_t lane, ui
     return c;
 }
 
-/* The arena decode: warp u of the launch decodes tile u of the launch (decode_tile); the
- * warp of a part's tile 0 also zeroes the part's padding to its 256-byte-aligned end. */
-__global__ void __launch_bounds__(32 * kWarps, kMinBlocks) df11i_fixed_kernel(Args a)
+/* Tile u of an arena launch, by one whole warp (decode_tile); the warp of a part's tile 0
+ * also zeroes the part's padding to its 256-byte-aligned end. */
+__device__ __forceinline__ void arena_tile(const Args &a, uint64_t u, uint32_t lane, uint4 *corr4)
 {
-    __shared__ __align__(16) uint4 corr_all[kWarps * 32 * 4];
-    const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const uint64_t u = (uint64_t)blockIdx.x * kWarps + warp;
-    if (u >= a.n_tiles) return; /* whole warps */
-    uint4 *corr4 = warp_corrections(corr_all, lane, warp);
     const Part &P = a.p[part_of(a, u)];
     const uint32_t tile = (uint32_t)(u - P.first);
     if (tile == 0) {
@@ -196,6 +196,32 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks) df11i_fixed_kernel(Ar
         decode_tile(P, tile, lane, corr4, a.err, dense_sink<true>{ P.out, P.rows, P.cols });
     else
         decode_tile(P, tile, lane, corr4, a.err, dense_sink<false>{ P.out, P.rows, P.cols });
+}
+
+/* The arena decode: warp u of the launch decodes tile u of the launch. */
+__global__ void __launch_bounds__(32 * kWarps, kMinBlocks) df11i_fixed_kernel(Args a)
+{
+    __shared__ __align__(16) uint4 corr_all[kWarps * 32 * 4];
+    const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const uint64_t u = (uint64_t)blockIdx.x * kWarps + warp;
+    if (u >= a.n_tiles) return; /* whole warps */
+    arena_tile(a, u, lane, warp_corrections(corr_all, lane, warp));
+}
+
+/* The lean arena decode (docs/RUNTIME.md, "Co-resident decode"): the same tiles as
+ * df11i_fixed_kernel, each decoded by decode_tile exactly as there, but by a persistent grid
+ * of few CTAs of kLeanWarps warps, sized to fit beside a GEMM's CTA on an SM: warp w of the
+ * grid's W warps takes tiles w, w + W, w + 2W, ... A warp's corrections are zero again
+ * after every tile (take_corrections clears what apply_escapes wrote), so one zeroing
+ * serves all its tiles. */
+__global__ void __launch_bounds__(32 * kLeanWarps, kLeanMinBlocks) df11i_fixed_lean_kernel(Args a)
+{
+    __shared__ __align__(16) uint4 corr_all[kLeanWarps * 32 * 4];
+    const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    uint4 *corr4 = warp_corrections(corr_all, lane, warp);
+    const uint64_t stride = (uint64_t)gridDim.x * kLeanWarps;
+    for (uint64_t u = (uint64_t)blockIdx.x * kLeanWarps + warp; u < a.n_tiles; u += stride)
+        arena_tile(a, u, lane, corr4);
 }
 
 /* The row decode (kernels/gather.h): warp w decodes one tile of a strip holding wanted
@@ -229,10 +255,18 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
                 rows_sink{ out, lo, hi, dst, P.cols, r.out_f32 });
 }
 
-df11_status launch(const Args &a, cudaStream_t stream)
+/* The plain launch (a warp a tile), or with lean_ctas > 0 the lean one: that many CTAs,
+ * none without a tile. */
+df11_status launch(const Args &a, uint32_t lean_ctas, cudaStream_t stream)
 {
-    const uint64_t blocks = (a.n_tiles + kWarps - 1) / kWarps;
-    df11i_fixed_kernel<<<(unsigned)blocks, 32 * kWarps, 0, stream>>>(a);
+    uint64_t blocks = (a.n_tiles + kWarps - 1) / kWarps;
+    if (lean_ctas) {
+        blocks = (a.n_tiles + kLeanWarps - 1) / kLeanWarps;
+        if (blocks > lean_ctas) blocks = lean_ctas;
+        df11i_fixed_lean_kernel<<<(unsigned)blocks, 32 * kLeanWarps, 0, stream>>>(a);
+    } else {
+        df11i_fixed_kernel<<<(unsigned)blocks, 32 * kWarps, 0, stream>>>(a);
+    }
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "fixed decode launch (%llu CTAs): %s",
@@ -272,8 +306,8 @@ df11_status part_of_desc(const df11i_gpu_tensor_desc *d, const uint8_t *pay, uin
 } // namespace
 
 extern "C" df11_status df11i_gpu_decode_fixed(const df11i_gpu_tensor_desc *ds, uint32_t n,
-                                              const void *d_payload, void *d_out, uint32_t *d_error,
-                                              void *stream)
+                                              const void *d_payload, void *d_out,
+                                              uint32_t lean_ctas, uint32_t *d_error, void *stream)
 {
     if ((!ds && n) || !d_payload || !d_out)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_gpu_decode_fixed: NULL argument");
@@ -290,7 +324,7 @@ extern "C" df11_status df11i_gpu_decode_fixed(const df11i_gpu_tensor_desc *ds, u
             part_of_desc(d, pay, static_cast<uint8_t *>(d_out) + d->out_off, a.n_tiles, &p, &tiles);
         if (s != DF11_OK) return s;
         if (a.n_parts == kMaxParts || a.n_tiles + tiles > kMaxLaunchTiles) {
-            if ((s = launch(a, st)) != DF11_OK) return s;
+            if ((s = launch(a, lean_ctas, st)) != DF11_OK) return s;
             a.n_parts = 0;
             a.n_tiles = 0;
             p.first = 0;
@@ -298,7 +332,7 @@ extern "C" df11_status df11i_gpu_decode_fixed(const df11i_gpu_tensor_desc *ds, u
         a.p[a.n_parts++] = p;
         a.n_tiles += tiles;
     }
-    return a.n_parts ? launch(a, st) : DF11_OK;
+    return a.n_parts ? launch(a, lean_ctas, st) : DF11_OK;
 }
 
 extern "C" df11_status df11i_gpu_rows_fixed(const df11i_gpu_tensor_desc *d, const void *d_payload,

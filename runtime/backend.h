@@ -37,6 +37,10 @@ typedef struct df11i_backend_group {
     const void *payload;   /* backend memory, payload_size bytes */
     const void *plan_host; /* CUDA: host copy of the plan blob; NULL on the host */
     const void *plan_dev;  /* CUDA: the plan in device memory */
+    /* CUDA arena decodes: nonzero = the lean persistent decoder (options.decode_lean) of
+     * lean_ctas CTAs (0 = one per SM). The host backend decodes the same bytes either way. */
+    int lean;
+    uint32_t lean_ctas;
 } df11i_backend_group;
 
 /* One product of the matmul op (runtime/matmul.c checks it before a backend sees it):

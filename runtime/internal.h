@@ -119,6 +119,7 @@ struct df11_model {
 
     /* Scheduling. Arena blocks: a slot each, views rebuilt into slot_views at acquire. */
     void *side_stream;
+    void *prefetch_event; /* df11_block_prefetch_after's point on the engine's stream */
     df11i_arena arena;
     rt_slot slots[DF11_ARENA_MAX_SLOTS]; /* indexed like arena.slots */
     df11_tensor_view *slot_views;        /* n_slots × max_block_tensors */

@@ -47,6 +47,10 @@ static df11_status options_take(df11_model_options *opt, const df11_model_option
     if (opt->staging_slots < 2 || opt->staging_slots > DF11_MAX_STAGING)
         return df11i_fail(DF11_ERR_INVALID_ARG, "options: staging_slots %u (2..%d, 0 = 3)",
                           opt->staging_slots, DF11_MAX_STAGING);
+    if (opt->decode_lean_ctas > DF11_MAX_LEAN_CTAS)
+        return df11i_fail(DF11_ERR_INVALID_ARG,
+                          "options: decode_lean_ctas %u (0 = one per SM, at most %d)",
+                          opt->decode_lean_ctas, DF11_MAX_LEAN_CTAS);
     if (opt->arena_slots == 1 || opt->arena_slots > DF11_ARENA_MAX_SLOTS ||
         (opt->nonlayer != DF11_NONLAYER_RESIDENT && opt->nonlayer != DF11_NONLAYER_ARENA &&
          opt->nonlayer != DF11_NONLAYER_COMPRESSED))
@@ -157,6 +161,7 @@ void df11_model_close(df11_model *m)
         if (m->slots[i].ready_event) be->iface->event_destroy(be, m->slots[i].ready_event);
         if (m->slots[i].release_event) be->iface->event_destroy(be, m->slots[i].release_event);
     }
+    if (m->prefetch_event) be->iface->event_destroy(be, m->prefetch_event);
     if (m->side_stream) be->iface->stream_destroy(be, m->side_stream);
     if (m->groups)
         for (uint32_t g = 0; g < m->n_groups; g++) free(m->groups[g].plan_host);

@@ -347,12 +347,13 @@ static df11_status memory_carve(df11_model *m, const memory_plan *p)
     return DF11_OK;
 }
 
-/* The side stream decodes run on, two events per slot, and the slots' block views. */
+/* The side stream decodes run on, the event of df11_block_prefetch_after, two events per
+ * slot, and the slots' block views. */
 static df11_status scheduler_create(df11_model *m)
 {
     df11i_backend *be = m->be;
     df11_status s = be->iface->stream_create(be, !m->opt.decode_normal_priority, &m->side_stream);
-    if (s != DF11_OK) return s;
+    if (s != DF11_OK || (s = be->iface->event_create(be, &m->prefetch_event)) != DF11_OK) return s;
     for (uint32_t i = 0; i < m->arena.n_slots; i++) {
         if ((s = be->iface->event_create(be, &m->slots[i].ready_event)) != DF11_OK ||
             (s = be->iface->event_create(be, &m->slots[i].release_event)) != DF11_OK)

@@ -70,7 +70,9 @@ static df11_status slot_fill(df11_model *m, int64_t key, uint32_t g, int prefetc
                                .group = g,
                                .payload = payload,
                                .plan_host = gr->plan_host,
-                               .plan_dev = gr->plan_dev };
+                               .plan_dev = gr->plan_dev,
+                               .lean = m->opt.decode_lean,
+                               .lean_ctas = m->opt.decode_lean_ctas };
     s = be->iface->decode_group(be, &bg, m->arena.slots[i].data, m->side_stream);
     df11_status s2 = df11i_rt_payload_put(m, g, m->side_stream);
     if (s == DF11_OK) s = s2;
@@ -206,13 +208,32 @@ static df11_status arena_acquire(df11_model *m, uint32_t block, df11_stream stre
 
 /* --- the API --- */
 
-df11_status df11_block_prefetch(df11_model *m, uint32_t block)
+/* The two prefetch calls: `after` makes a decode that still has to be enqueued wait for the
+ * work enqueued on `stream` so far (a block already in a slot is left alone, and so is the
+ * side stream). */
+static df11_status prefetch_call(df11_model *m, uint32_t block, int after, df11_stream stream,
+                                 const char *fn)
 {
-    df11_status s = df11i_rt_block_check(m, block, "df11_block_prefetch");
+    df11_status s = df11i_rt_block_check(m, block, fn);
     if (s != DF11_OK) return s;
     if (block_group(m, block)->resident) return DF11_OK; /* nothing to decode or publish */
+    df11i_backend *be = m->be;
+    if (after && m->arena.n_slots && df11i_arena_find(&m->arena, block) < 0 &&
+        ((s = be->iface->event_record(be, m->prefetch_event, stream)) != DF11_OK ||
+         (s = be->iface->stream_wait(be, m->side_stream, m->prefetch_event)) != DF11_OK))
+        return s;
     if ((s = prefetch(m, block)) == DF11_OK) df11i_rt_stats_publish(m);
     return s;
+}
+
+df11_status df11_block_prefetch(df11_model *m, uint32_t block)
+{
+    return prefetch_call(m, block, 0, NULL, "df11_block_prefetch");
+}
+
+df11_status df11_block_prefetch_after(df11_model *m, uint32_t block, df11_stream stream)
+{
+    return prefetch_call(m, block, 1, stream, "df11_block_prefetch_after");
 }
 
 df11_status df11_block_acquire(df11_model *m, uint32_t block, df11_stream stream,

@@ -1,8 +1,9 @@
 /* The CUDA group decoder (kernels/decode.cu) against the CPU reference: random tensors of
  * awkward sizes and shapes, several code lengths and lane widths, all-equal exponents,
- * mixed groups with raw tensors, the real model, and corrupted streams. The output buffer
- * is poisoned before every run, and every byte of the decoded group (the zeroed padding
- * between tensors too) must match df11_group_decode_host. Exits 77 without a GPU. */
+ * mixed groups with raw tensors, the real model, and corrupted streams; each by the plain
+ * decoder and by the lean one (df11i_gpu_decode_lean) with several grid sizes. The output
+ * buffer is poisoned before every run, and every byte of the decoded group (the zeroed
+ * padding between tensors too) must match df11_group_decode_host. Exits 77 without a GPU. */
 #include <cuda_runtime_api.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,13 +52,22 @@ static void gpu_group_load(const df11_file *f, uint32_t g, gpu_group *gg)
     CUDA_OK(cudaMalloc((void **)&gg->d_err, 4));
 }
 
-/* Runs the decoder over a poisoned output; returns the error flag, fills `out`. */
-static uint32_t gpu_group_decode(gpu_group *gg, uint8_t *out)
+/* The decoders every group goes through: the plain one (-1), and the lean one with one CTA
+ * per SM (0), a single CTA (every work item by the same two warps, tensors and decode tables
+ * changing under it) and 7 CTAs (a stride that divides nothing). */
+static const int decoders[] = { -1, 0, 1, 7 };
+enum { N_DECODERS = sizeof decoders / sizeof *decoders };
+
+/* Runs decoder `lean` (decoders[]) over a poisoned output; returns the error flag, fills
+ * `out`. */
+static uint32_t gpu_group_decode(gpu_group *gg, uint8_t *out, int lean)
 {
     CUDA_OK(cudaMemset(gg->d_out, 0xff, gg->gi->decoded_size + 1));
     CUDA_OK(cudaMemset(gg->d_err, 0, 4));
-    df11_status st =
-        df11i_gpu_decode_checked(gg->plan, gg->d_plan, gg->d_payload, gg->d_out, gg->d_err, NULL);
+    df11_status st = lean < 0 ? df11i_gpu_decode_checked(gg->plan, gg->d_plan, gg->d_payload,
+                                                         gg->d_out, gg->d_err, NULL)
+                              : df11i_gpu_decode_lean(gg->plan, gg->d_plan, gg->d_payload,
+                                                      gg->d_out, (uint32_t)lean, gg->d_err, NULL);
     ck_assert_msg(st == DF11_OK, "decode: %s", df11_last_error_detail());
     CUDA_OK(cudaDeviceSynchronize());
     uint32_t err;
@@ -77,7 +87,8 @@ static void gpu_group_free(gpu_group *gg)
     free(gg->plan);
 }
 
-/* Every group of the file: GPU bytes == CPU bytes, and the error flag stays clear. */
+/* Every group of the file, by every decoder: GPU bytes == CPU bytes, and the error flag
+ * stays clear. */
 static void check_file(const char *path, const char *label)
 {
     df11_file *f;
@@ -89,11 +100,14 @@ static void check_file(const char *path, const char *label)
         uint8_t *ref = malloc(size + 1), *got = malloc(size + 1);
         memset(ref, 0x5a, size + 1);
         ck_assert_int_eq(df11_group_decode_host(f, g, gg.payload, ref, 1), DF11_OK);
-        ck_assert_uint_eq(gpu_group_decode(&gg, got), 0);
-        for (uint64_t i = 0; i < size; i++)
-            ck_assert_msg(got[i] == ref[i], "%s group %s: byte %llu of %llu: %02x != %02x", label,
-                          gg.gi->name, (unsigned long long)i, (unsigned long long)size, got[i],
-                          ref[i]);
+        for (int d = 0; d < N_DECODERS; d++) {
+            ck_assert_uint_eq(gpu_group_decode(&gg, got, decoders[d]), 0);
+            for (uint64_t i = 0; i < size; i++)
+                ck_assert_msg(got[i] == ref[i],
+                              "%s group %s, decoder %d: byte %llu of %llu: %02x != %02x", label,
+                              gg.gi->name, decoders[d], (unsigned long long)i,
+                              (unsigned long long)size, got[i], ref[i]);
+        }
         free(ref);
         free(got);
         gpu_group_free(&gg);
@@ -259,10 +273,14 @@ START_TEST(test_corrupt)
         df11i_coded coded;
         ck_assert_int_eq(df11i_file_tensor_coded(f, 0, gg.payload, &coded), DF11_OK);
         df11_status cpu = df11i_decode_host(&coded, ref, 1);
-        uint32_t gpu = gpu_group_decode(&gg, out);
-        ck_assert_msg((cpu == DF11_ERR_CORRUPT) == (gpu != 0), "trial %d: CPU says %d, GPU flag %u",
-                      trial, cpu, gpu);
-        if (cpu == DF11_OK) ck_assert(memcmp(out, ref, 2 * n) == 0);
+        uint32_t gpu = 0;
+        for (int d = 0; d < N_DECODERS; d++) {
+            gpu = gpu_group_decode(&gg, out, decoders[d]);
+            ck_assert_msg((cpu == DF11_ERR_CORRUPT) == (gpu != 0),
+                          "trial %d, decoder %d: CPU says %d, GPU flag %u", trial, decoders[d], cpu,
+                          gpu);
+            if (cpu == DF11_OK) ck_assert(memcmp(out, ref, 2 * n) == 0);
+        }
         flagged += gpu != 0;
     }
     ck_assert_int_gt(flagged, 5); /* some flips re-synchronize: undetectable by both */

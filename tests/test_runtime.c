@@ -1,4 +1,5 @@
-/* The runtime on the host backend: open (df11 and BF16), the block scheduler, tensor
+/* The runtime on the host backend: open (df11 and BF16), the block scheduler (the lean
+ * decoder option and df11_block_prefetch_after too), tensor
  * lookup, the provider, stats, every error path, df11-memstat over a live model, blocks
  * streamed from pinned memory and from the file (tiers), models of a range of blocks, and by
  * themselves the payload reader (loader/reader.h) and the host backend's streams and
@@ -248,6 +249,53 @@ START_TEST(test_prefetch_off)
     ck_assert_uint_eq(st.decodes - at_open, N_LAYERS);
     ck_assert_int_eq(df11_block_release(m, N_LAYERS - 1, NULL), DF11_OK);
     df11_model_close(m);
+}
+END_TEST
+
+START_TEST(test_lean_and_prefetch_after)
+{
+    /* options.decode_lean (on CUDA the lean persistent decoder, one CTA per SM or 1 or 3 of
+     * them; the host decodes as always): every byte served as before. With prefetch_blocks
+     * = 0, df11_block_prefetch_after is the only prefetch: each block decoded once a pass,
+     * acquire finds it; a second call for a decoded block enqueues nothing. */
+    make_model();
+    static const uint32_t ctas[] = { 0, 1, 3 };
+    for (size_t i = 0; i < sizeof ctas / sizeof *ctas; i++) {
+        df11_model_options o = opts(2);
+        o.decode_lean = 1;
+        o.decode_lean_ctas = ctas[i];
+        o.prefetch_blocks = 0;
+        df11_model *m;
+        ck_assert_int_eq(df11_model_open(tm.path, &o, &m), DF11_OK);
+        df11_model_stats st;
+        df11_model_stats_get(m, &st);
+        const uint64_t at_open = st.decodes;
+        for (int pass = 0; pass < 2; pass++)
+            for (uint32_t b = 0; b < N_LAYERS; b++) {
+                df11_block_view bv;
+                ck_assert_int_eq(df11_block_acquire(m, b, NULL, &bv), DF11_OK);
+                ck_assert_int_eq(df11_block_prefetch_after(m, (b + 1) % N_LAYERS, NULL), DF11_OK);
+                for (uint32_t t = 0; t < bv.n_tensors; t++) check_view(&bv.tensors[t]);
+                ck_assert_int_eq(df11_block_release(m, b, NULL), DF11_OK);
+            }
+        df11_model_stats_get(m, &st);
+        /* every block a pass, and block 0 again behind each pass's last (cached for pass 2) */
+        ck_assert_uint_eq(st.decodes - at_open, 2 * N_LAYERS + 1);
+        ck_assert_int_eq(df11_block_prefetch_after(m, 0, NULL), DF11_OK); /* still cached */
+        df11_model_stats_get(m, &st);
+        ck_assert_uint_eq(st.decodes - at_open, 2 * N_LAYERS + 1);
+        ck_assert_int_eq(df11_block_prefetch_after(m, N_LAYERS, NULL), DF11_ERR_NOT_FOUND);
+        ck_assert_int_eq(df11_block_prefetch_after(NULL, 0, NULL), DF11_ERR_INVALID_ARG);
+        df11_model_close(m);
+    }
+    df11_model_options o = opts(2);
+    o.decode_lean = 1;
+    o.decode_lean_ctas = DF11_MAX_LEAN_CTAS + 1;
+    df11_model *m = (df11_model *)&o;
+    ck_assert_int_eq(df11_model_open(tm.path, &o, &m), DF11_ERR_INVALID_ARG);
+    ck_assert_ptr_null(m);
+    ck_assert(strstr(df11_last_error_detail(), "decode_lean_ctas") != NULL);
+    ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
 }
 END_TEST
 
@@ -2254,6 +2302,7 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_more_slots_and_prefetch);
     tcase_add_test(tc, test_random_schedule);
     tcase_add_test(tc, test_prefetch_off);
+    tcase_add_test(tc, test_lean_and_prefetch_after);
     tcase_add_test(tc, test_nonlayer_arena);
     tcase_add_test(tc, test_errors_names);
     tcase_add_test(tc, test_errors_release);

@@ -131,7 +131,18 @@ typedef struct df11_model_options {
      * DF11_ERR_UNSUPPORTED. NULL: none. DF11_ERR_INVALID_ARG at open when it names no
      * non-layer BF16 matrix alone in its group, or under DF11_NONLAYER_RESIDENT. */
     const char *host_gather_tensor;
+    /* --- Co-resident decode (added after the block range; docs/RUNTIME.md, "Co-resident
+     * decode"): nonzero decode_lean decodes arena blocks (CUDA) with the lean persistent
+     * decoder, decode_lean_ctas CTAs of 2 warps (0 = one per SM; at most
+     * DF11_MAX_LEAN_CTAS), sized to run on the SMs of the engine's GEMMs rather than take
+     * turns with them. Same bytes; off by default until it measures faster. The host
+     * backend decodes as always. */
+    int decode_lean;
+    uint32_t decode_lean_ctas;
 } df11_model_options;
+
+/* The most CTAs options.decode_lean_ctas may ask for. */
+#define DF11_MAX_LEAN_CTAS 65536
 
 /* The most staging buffers a model's ring may have. */
 #define DF11_MAX_STAGING 8
@@ -189,6 +200,13 @@ DF11_API df11_status df11_model_block_range(const df11_model *model, uint32_t *f
 
 /* Enqueues block b's decode into a free slot on the side stream. Returns at once. */
 DF11_API df11_status df11_block_prefetch(df11_model *model, uint32_t block);
+/* The same, and if the decode has yet to be enqueued, it waits for the work the caller has
+ * enqueued on `stream` so far, e.g. a block's first GEMM, so that the decode's CTAs reach
+ * SMs only after the GEMM's have taken theirs (docs/RUNTIME.md, "Co-resident decode"; with
+ * options.prefetch_blocks = 0, so that acquire queues nothing earlier). On the host backend
+ * the wait is already over. */
+DF11_API df11_status df11_block_prefetch_after(df11_model *model, uint32_t block,
+                                               df11_stream stream);
 /* Makes `stream` wait for block b's decode (prefetching it if nobody did), prefetches the
  * next K-1 blocks in order (options.prefetch_blocks; after the last block it wraps to
  * block 0, the next token's first), and fills `view` (may be NULL; its tensors in the
