@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -38,7 +40,7 @@ typedef struct rd_req {
 
 typedef struct reader {
     struct io_uring ring;
-    int ring_ok;
+    int ring_ok;     /* else reads are made with pread (no io_uring here) */
     int fd_direct;   /* ours, -1 once reads are buffered */
     int fd_buffered; /* the df11_file's, borrowed */
     uint64_t file_size;
@@ -193,6 +195,24 @@ static void rd_drain(reader *r)
     }
 }
 
+/* The fallback's note, written once per process. */
+static atomic_int force_pread;
+static pthread_once_t note_once = PTHREAD_ONCE_INIT;
+static char note[160];
+static atomic_int note_set;
+static atomic_int note_errno;
+
+static void note_write(void)
+{
+    snprintf(note, sizeof note, "io_uring_queue_init: %s: reading with pread",
+             atomic_load(&note_errno) ? strerror(atomic_load(&note_errno)) : "disabled");
+    atomic_store(&note_set, 1);
+}
+
+const char *df11i_reader_note(void) { return atomic_load(&note_set) ? note : NULL; }
+
+int df11i_reader_force_pread(int on) { return atomic_exchange(&force_pread, on); }
+
 /* The df11_file's own descriptor for buffered reads, and an O_DIRECT one on the same open
  * file (not its path) where the filesystem allows it. */
 static df11_status rd_open(reader *r, const df11_file *file)
@@ -207,8 +227,12 @@ static df11_status rd_open(reader *r, const df11_file *file)
         r->fd_direct = -1; /* no O_DIRECT here (or no /proc): buffered reads */
         df11i_clear_error();
     }
-    int e = io_uring_queue_init(RD_DEPTH, &r->ring, 0);
-    if (e < 0) return df11i_fail_errno(DF11_ERR_IO, -e, "'%s': io_uring_queue_init", r->path);
+    int e = atomic_load(&force_pread) ? 0 : io_uring_queue_init(RD_DEPTH, &r->ring, 0);
+    if (e < 0 || atomic_load(&force_pread)) {
+        atomic_store(&note_errno, -e);
+        pthread_once(&note_once, note_write); /* the first reason stays */
+        return DF11_OK;
+    }
     r->ring_ok = 1;
     return DF11_OK;
 }
@@ -236,8 +260,40 @@ static df11_status rd_check_sizes(const reader *r, const df11_file *file, uint32
     return DF11_OK;
 }
 
+/* Without io_uring: group g's whole aligned range into b with pread, O_DIRECT where it
+ * works (EINVAL switches to buffered, as with io_uring). */
+static df11_status rd_pread(reader *r, rd_buf *b)
+{
+    uint64_t off = b->off;
+    while (off < b->end) {
+        const int direct = r->fd_direct >= 0;
+        const uint64_t len = b->end - off < RD_CHUNK ? b->end - off : RD_CHUNK;
+        ssize_t got = pread(direct ? r->fd_direct : r->fd_buffered, b->mem + (off - b->start),
+                            (size_t)len, (off_t)off);
+        if (got < 0 && errno == EINVAL && direct) {
+            close(r->fd_direct);
+            r->fd_direct = -1;
+            continue;
+        }
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0)
+            return df11i_fail_errno(DF11_ERR_IO, errno, "'%s': read at offset %llu", r->path,
+                                    (unsigned long long)off);
+        if (got == 0) break; /* end of file: whether the payload was all there is below */
+        off += (uint64_t)got;
+    }
+    const uint64_t payload_end = b->start + b->need;
+    if (off < payload_end)
+        return df11i_fail(DF11_ERR_TRUNCATED,
+                          "'%s': file ends at %llu, inside the payload of group %lld", r->path,
+                          (unsigned long long)off, (long long)b->group);
+    b->done = b->need;
+    return DF11_OK;
+}
+
 /* Group g is read (b); the next one starts into the other buffer (nb) before g is checked
- * and handed over, so that reading overlaps the sink's work. */
+ * and handed over, so that reading overlaps the sink's work. Without io_uring (pread), each
+ * group is read whole, then checked and handed over. */
 static df11_status rd_run(reader *r, const df11_file *file, uint32_t first, uint32_t count,
                           const df11i_read_sink *sink)
 {
@@ -246,12 +302,12 @@ static df11_status rd_run(reader *r, const df11_file *file, uint32_t first, uint
     for (uint32_t k = 0; k < count; k++) {
         uint32_t g = first + k;
         rd_buf *b = &r->bufs[k & 1], *nb = &r->bufs[(k + 1) & 1];
-        if ((s = rd_wait(r, b, NULL)) != DF11_OK) return s;
+        if ((s = r->ring_ok ? rd_wait(r, b, NULL) : rd_pread(r, b)) != DF11_OK) return s;
         if (k + 1 < count) {
             if (nb->consumed && (s = sink->reuse(sink->ctx, (int)((k + 1) & 1))) != DF11_OK)
                 return s;
             rd_start(r, nb, g + 1, df11_file_group(file, g + 1));
-            if ((s = rd_pump(r, nb, NULL)) != DF11_OK) return s;
+            if (r->ring_ok && (s = rd_pump(r, nb, NULL)) != DF11_OK) return s;
         }
         if ((s = df11_group_verify(file, g, b->mem, b->need)) != DF11_OK ||
             (s = sink->consume(sink->ctx, g, b->mem, (int)(k & 1))) != DF11_OK)

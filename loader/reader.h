@@ -11,7 +11,9 @@
  * flight. Reads go through the descriptor df11_file_open opened (so they read the file that
  * was indexed, even if its path names another one by now), reopened with O_DIRECT through
  * /proc/self/fd where the filesystem allows it (else buffered; an EINVAL from an O_DIRECT
- * read also switches to buffered).
+ * read also switches to buffered). Where io_uring is unavailable (ENOSYS on old kernels,
+ * EPERM under seccomp or in some containers), the same reads are made with pread, one
+ * group at a time, and df11i_reader_note says so.
  */
 #ifndef DF11_LOADER_READER_H
 #define DF11_LOADER_READER_H
@@ -43,5 +45,12 @@ typedef struct df11i_read_sink {
  * left open, failure or not; the sink's own work (copies) may still be running. */
 df11_status df11i_read_groups(const df11_file *file, uint32_t first, uint32_t count,
                               void *const bufs[2], uint64_t buf_size, const df11i_read_sink *sink);
+
+/* Why reads went through pread instead of io_uring in this process ("io_uring_queue_init:
+ * Operation not permitted"), or NULL while they have not. */
+const char *df11i_reader_note(void);
+/* Nonzero: every later read uses pread as if io_uring were unavailable (tests). Returns the
+ * previous setting. */
+int df11i_reader_force_pread(int on);
 
 #endif

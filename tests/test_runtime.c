@@ -1931,6 +1931,37 @@ START_TEST(test_tiers_host_gather)
 }
 END_TEST
 
+START_TEST(test_tiers_pread)
+{
+    /* Without io_uring (forced here; ENOSYS/EPERM in the wild): loading and the file tier
+     * read with pread, serve the same bits, say so in stats.io_note, and a file that ends
+     * inside a payload still fails with DF11_ERR_TRUNCATED. */
+    make_model();
+    const int was = df11i_reader_force_pread(1);
+    df11_model_options o = tier_opts_file(tm.path, 1, 2);
+    df11_model *m = tier_open(tm.path, &o);
+    df11_model_stats st;
+    ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
+    ck_assert_ptr_nonnull(st.io_note);
+    ck_assert_ptr_nonnull(strstr(st.io_note, "pread"));
+    ck_assert_uint_ge(st.blocks_file, 1);
+    for (int pass = 0; pass < 3; pass++) run_pass(m, 1);
+    ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
+    ck_assert_uint_ge(st.streamed_file_bytes, 2 * st.file_tier_bytes);
+    df11_model_close(m);
+    char bad[600];
+    snprintf(bad, sizeof bad, "%s/pread-truncated.df11", df11_test_tmpdir());
+    copy_file(tm.path, bad);
+    struct stat sb;
+    stat(bad, &sb);
+    ck_assert_int_eq(truncate(bad, sb.st_size - 5000), 0);
+    df11_model_options plain = opts(2);
+    ck_assert_int_eq(df11_model_open(bad, &plain, &m), DF11_ERR_TRUNCATED);
+    df11i_reader_force_pread(was);
+    ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
+}
+END_TEST
+
 /* The last error detail contains `want`. */
 static void detail_has(const char *want)
 {
@@ -2330,6 +2361,7 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_tiers_file_faults);
     tcase_add_test(tc, test_tiers_errors);
     tcase_add_test(tc, test_tiers_host_gather);
+    tcase_add_test(tc, test_tiers_pread);
     tcase_add_test(tc, test_range_halves);
     tcase_add_test(tc, test_range_errors);
     tcase_add_test(tc, test_range_tiers);

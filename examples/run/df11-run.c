@@ -544,6 +544,7 @@ static int streams(const df11_model_stats *ms) { return ms->blocks_host + ms->bl
 /* Where the blocks live (nothing when no block streams). */
 static void print_tiers(FILE *f, const df11_model_stats *ms)
 {
+    if (ms->io_note) fprintf(f, "note: %s\n", ms->io_note);
     if (!streams(ms)) return;
     fprintf(f,
             "tiers: %u blocks in VRAM, %u in pinned RAM (%.1f MiB), %u read from the file "

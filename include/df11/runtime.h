@@ -265,6 +265,9 @@ typedef struct df11_model_stats {
     uint64_t fetches;             /* streamed blocks brought in */
     double file_read_ms;          /* time the reads of streamed blocks took, end to end */
     double stall_ms;              /* time calls waited on the host for a streamed block's read */
+    /* Why reads of the file go through pread instead of io_uring in this process (io_uring
+     * unavailable: old kernel, seccomp), or NULL. Static. */
+    const char *io_note;
 } df11_model_stats;
 
 /* Where block `block` lives (DF11_ERR_NOT_FOUND past the model's blocks or outside the
