@@ -542,15 +542,34 @@ static stream_window stream_since(const df11_model_stats *a, const df11_model_st
 static int streams(const df11_model_stats *ms) { return ms->blocks_host + ms->blocks_file > 0; }
 
 /* Where the blocks live (nothing when no block streams). */
+/* A "Vm...:" line of /proc/self/status in bytes (the kernel's view of locked or pinned
+ * pages, beside the runtime's own count), or -1. */
+static double proc_status_bytes(const char *key)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    double kib = -1;
+    const size_t n = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, n) == 0 && line[n] == ':') {
+            kib = strtod(line + n + 1, NULL);
+            break;
+        }
+    fclose(f);
+    return kib < 0 ? -1 : kib * 1024;
+}
+
 static void print_tiers(FILE *f, const df11_model_stats *ms)
 {
     if (ms->io_note) fprintf(f, "note: %s\n", ms->io_note);
     if (!streams(ms)) return;
     fprintf(f,
             "tiers: %u blocks in VRAM, %u in pinned RAM (%.1f MiB), %u read from the file "
-            "(%.1f MiB); pinned %.1f MiB\n",
+            "(%.1f MiB); pinned %.1f MiB (the kernel counts VmLck %.1f MiB, VmPin %.1f MiB)\n",
             ms->blocks_device, ms->blocks_host, mib(ms->host_tier_bytes), ms->blocks_file,
-            mib(ms->file_tier_bytes), mib(ms->pinned_bytes));
+            mib(ms->file_tier_bytes), mib(ms->pinned_bytes), proc_status_bytes("VmLck") / 1048576,
+            proc_status_bytes("VmPin") / 1048576);
 }
 
 /* What the links carried over a window of `steps` passes (`what`: "decode", "prefill");
@@ -581,6 +600,8 @@ static cJSON *tiers_json(const df11_model_stats *ms, const stream_window *w, int
     cJSON_AddNumberToObject(t, "host_tier_bytes", (double)ms->host_tier_bytes);
     cJSON_AddNumberToObject(t, "file_tier_bytes", (double)ms->file_tier_bytes);
     cJSON_AddNumberToObject(t, "pinned_bytes", (double)ms->pinned_bytes);
+    cJSON_AddNumberToObject(t, "vm_lck_bytes", proc_status_bytes("VmLck"));
+    cJSON_AddNumberToObject(t, "vm_pin_bytes", proc_status_bytes("VmPin"));
     if (w && w->seconds > 0) {
         cJSON_AddNumberToObject(t, "h2d_bytes_per_token", (double)w->h2d_bytes / steps);
         cJSON_AddNumberToObject(t, "h2d_gbps", w->h2d_bytes / w->seconds / 1e9);
