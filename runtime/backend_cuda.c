@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "common/error.h"
+#include "common/hostmem.h"
 #include "kernels/convert.h"
 #include "kernels/decode.h"
 #include "kernels/matmul.h"
@@ -55,16 +56,35 @@ static void c_free(df11i_backend *be, void *ptr)
     if (ptr) cudaFree(ptr);
 }
 
+/* Pinned host memory: locked by the kernel and registered with CUDA where the memlock
+ * limit allows (so that VmLck shows it), else cudaHostAlloc, else plain memory with a note
+ * (common/hostmem.h). */
+static int cu_pin(void *base, size_t size)
+{
+    if (cudaHostRegister(base, size, cudaHostRegisterDefault) == cudaSuccess) return 0;
+    (void)cudaGetLastError();
+    return -1;
+}
+static void cu_unpin(void *base) { cudaHostUnregister(base); }
+static int cu_pinned_alloc(size_t size, void **base)
+{
+    if (cudaHostAlloc(base, size, cudaHostAllocDefault) == cudaSuccess) return 0;
+    (void)cudaGetLastError();
+    return -1;
+}
+static void cu_pinned_free(void *base) { cudaFreeHost(base); }
+static const df11i_hostmem cuda_hostmem = {
+    .pin = cu_pin, .unpin = cu_unpin, .pinned_alloc = cu_pinned_alloc, .pinned_free = cu_pinned_free
+};
+
 static df11_status c_host_alloc(df11i_backend *be, size_t size, void **ptr)
 {
-    CU(cudaHostAlloc(ptr, size, cudaHostAllocDefault), "cudaHostAlloc");
-    return DF11_OK;
+    cuda_ctx *c = be->ctx;
+    CU(cudaSetDevice(c->device), "cudaSetDevice");
+    return df11i_hostmem_alloc(&cuda_hostmem, size, ptr);
 }
 
-static void c_host_free(df11i_backend *be, void *ptr)
-{
-    if (ptr) cudaFreeHost(ptr);
-}
+static void c_host_free(df11i_backend *be, void *ptr) { df11i_hostmem_free(&cuda_hostmem, ptr); }
 
 static df11_status c_copy_h2d(df11i_backend *be, void *dst, const void *src, size_t size,
                               void *stream)

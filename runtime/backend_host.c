@@ -10,6 +10,7 @@
 
 #include "common/clock.h"
 #include "common/error.h"
+#include "common/hostmem.h"
 #include "common/util.h"
 #include "runtime/backend.h"
 
@@ -142,6 +143,17 @@ static df11_status h_alloc(df11i_backend *be, size_t size, void **ptr)
 }
 
 static void h_free(df11i_backend *be, void *ptr) { free(ptr); }
+
+/* "Pinned" host memory (host tier, read buffers): locked where the memlock limit allows, so
+ * that it stays in RAM and the kernel counts it (VmLck) as it counts the CUDA backend's. */
+static const df11i_hostmem host_hostmem = { 0 };
+
+static df11_status h_host_alloc(df11i_backend *be, size_t size, void **ptr)
+{
+    return df11i_hostmem_alloc(&host_hostmem, size, ptr);
+}
+
+static void h_host_free(df11i_backend *be, void *ptr) { df11i_hostmem_free(&host_hostmem, ptr); }
 
 static df11_status h_copy_h2d(df11i_backend *be, void *dst, const void *src, size_t size,
                               void *stream)
@@ -296,8 +308,8 @@ static const df11i_backend_iface host_iface = {
     .name = "host",
     .alloc = h_alloc,
     .free = h_free,
-    .host_alloc = h_alloc,
-    .host_free = h_free,
+    .host_alloc = h_host_alloc,
+    .host_free = h_host_free,
     .copy_h2d = h_copy_h2d,
     .copy_d2h = h_copy_d2h,
     .stream_create = h_stream_create,

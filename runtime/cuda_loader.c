@@ -61,6 +61,8 @@ static void plugin_load(void)
         .file_tensor_fixed = df11i_file_tensor_fixed,
         .fixed_geometry = df11i_fixed_geometry,
         .lut_build = df11i_lut_build,
+        .hostmem_alloc = df11i_hostmem_alloc,
+        .hostmem_free = df11i_hostmem_free,
     };
     static char beside[PATH_MAX];
     const char *path = getenv(DF11I_CUDA_PLUGIN_ENV);

@@ -54,6 +54,13 @@ df11_status df11i_fixed_geometry(uint64_t rows, uint64_t cols, df11i_fixed_geom 
 
 void df11i_lut_build(const df11i_code *code, uint16_t *lut) { host->lut_build(code, lut); }
 
+df11_status df11i_hostmem_alloc(const df11i_hostmem *how, size_t size, void **ptr)
+{
+    return host->hostmem_alloc(how, size, ptr);
+}
+
+void df11i_hostmem_free(const df11i_hostmem *how, void *ptr) { host->hostmem_free(how, ptr); }
+
 __attribute__((visibility("default"))) const df11i_cuda_plugin *
 df11_cuda_plugin_v1(const df11i_cuda_host *h)
 {

@@ -21,6 +21,7 @@
 
 #include "codec/codec.h"
 #include "codec/fixed.h"
+#include "common/hostmem.h"
 #include "df11.h"
 #include "loader/container.h"
 #include "runtime/backend.h"
@@ -53,6 +54,8 @@ typedef struct df11i_cuda_host {
                                      df11i_fixed *view);
     df11_status (*fixed_geometry)(uint64_t rows, uint64_t cols, df11i_fixed_geom *g);
     void (*lut_build)(const df11i_code *code, uint16_t *lut);
+    df11_status (*hostmem_alloc)(const df11i_hostmem *how, size_t size, void **ptr);
+    void (*hostmem_free)(const df11i_hostmem *how, void *ptr);
 } df11i_cuda_host;
 
 /* plugin → libdf11: runtime/backend.h's CUDA entry points. */
@@ -77,6 +80,7 @@ static inline uint64_t df11i_cuda_plugin_layout(void)
         sizeof(df11i_matmul_args),   sizeof(df11i_rows_args),  sizeof(df11i_tensor_layout),
         sizeof(df11i_coded),         sizeof(df11i_fixed),      sizeof(df11i_fixed_geom),
         sizeof(df11i_code),          sizeof(df11_tensor_info), sizeof(df11_group_info),
+        sizeof(df11i_hostmem),
     };
     uint64_t h = 14695981039346656037ull;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)

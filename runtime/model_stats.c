@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "common/hostmem.h"
 #include "loader/reader.h"
 #include "runtime/internal.h"
 
@@ -49,6 +50,7 @@ df11_status df11_model_stats_get(const df11_model *m, df11_model_stats *st)
     st->staging_ring_bytes = ps.used[DF11_POOL_USE_STAGING];
     df11i_rt_ring_counters(m, st);
     st->io_note = df11i_reader_note();
+    st->host_memory_note = df11i_hostmem_note();
     return DF11_OK;
 }
 

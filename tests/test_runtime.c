@@ -1683,17 +1683,38 @@ static df11_model_options tier_opts_file(const char *path, uint32_t device, uint
     return tier_opts(path, device, io + one + one / 2, 1, stages);
 }
 
+/* VmLck of this process in bytes (the kernel's count of locked pages), or -1. */
+static long long vm_locked(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmLck:", 6)) kib = atoll(line + 6);
+    if (f) fclose(f);
+    return kib < 0 ? -1 : kib * 1024;
+}
+
 START_TEST(test_tiers_file)
 {
     /* One block on the device, about one in pinned memory, the rest read from the file on
      * every pass, in order and then at random, with the pinned bytes inside the budget. */
     make_model();
     df11_model_options o = tier_opts_file(tm.path, 1, 2);
+    const long long locked0 = vm_locked();
     df11_model *m = tier_open(tm.path, &o);
     tier_check_plan(tm.path, &o, m);
     df11_model_stats st;
     ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
     ck_assert_uint_ge(st.blocks_host, 1);
+    /* From outside the runtime: what the kernel counts as locked stays within the host
+     * budget (a header page per allocation aside), and covers the pinned bytes where the
+     * memlock limit let them be locked. */
+    const long long locked = vm_locked() - locked0;
+    printf("pinned %llu bytes (host budget %llu), VmLck grew by %lld\n",
+           (unsigned long long)st.pinned_bytes, (unsigned long long)o.host_budget, locked);
+    ck_assert_int_le(locked, (long long)o.host_budget + 16 * 4096);
+    if (locked > 0) ck_assert_int_ge(locked, (long long)st.pinned_bytes);
     ck_assert_uint_ge(st.blocks_file, 2);
     for (int pass = 0; pass < 3; pass++) run_pass(m, 1);
     uint64_t rng = df11_test_seed() ^ 0x7e;

@@ -563,6 +563,7 @@ static double proc_status_bytes(const char *key)
 static void print_tiers(FILE *f, const df11_model_stats *ms)
 {
     if (ms->io_note) fprintf(f, "note: %s\n", ms->io_note);
+    if (ms->host_memory_note) fprintf(f, "note: %s\n", ms->host_memory_note);
     if (!streams(ms)) return;
     fprintf(f,
             "tiers: %u blocks in VRAM, %u in pinned RAM (%.1f MiB), %u read from the file "

@@ -268,6 +268,11 @@ typedef struct df11_model_stats {
     /* Why reads of the file go through pread instead of io_uring in this process (io_uring
      * unavailable: old kernel, seccomp), or NULL. Static. */
     const char *io_note;
+    /* Why some pinned host memory (host tier, read buffers) is plain memory instead in this
+     * process (the driver refused to pin it): slower copies, never wrong; or NULL. The
+     * pinned bytes are locked where RLIMIT_MEMLOCK allows, and then counted by the kernel
+     * too (VmLck in /proc/self/status). Static. */
+    const char *host_memory_note;
 } df11_model_stats;
 
 /* Where block `block` lives (DF11_ERR_NOT_FOUND past the model's blocks or outside the
