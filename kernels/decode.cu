@@ -420,6 +420,30 @@ __host__ __device__ inline size_t smem_bytes(const df11i_gpu_plan_header *h)
            (size_t)h->warps_per_cta * kRingBytes;
 }
 
+/* The last tensor whose first CTA is <= `cta`, searched from `lo` (CTAs only grow). */
+__device__ __forceinline__ uint32_t tensor_of_cta(const df11i_gpu_tensor_desc *ds, uint32_t lo,
+                                                  uint32_t n_tensors, uint32_t cta)
+{
+    uint32_t hi = n_tensors;
+    while (hi - lo > 1) {
+        const uint32_t mid = (lo + hi) / 2;
+        if (ds[mid].first_cta <= cta)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* A raw tensor's slice `piece` by the whole CTA, and after its last slice the padding. */
+__device__ __forceinline__ void raw_piece(const df11i_gpu_tensor_desc &d, uint32_t piece,
+                                          const uint8_t *payload, uint8_t *out)
+{
+    copy_raw(d, piece, payload, out);
+    if ((uint64_t)(piece + 1) * DF11_RAW_CTA_BYTES >= d.n_elements)
+        zero_pad(out, d.out_off + d.n_elements, threadIdx.x, blockDim.x);
+}
+
 /* Grid: plan n_ctas CTAs of 32*warps_per_cta threads; dynamic shared memory: smem_bytes. */
 __global__ void __launch_bounds__(1024)
     df11i_decode_kernel(const uint8_t *__restrict__ plan, const uint8_t *__restrict__ payload,
@@ -429,21 +453,12 @@ __global__ void __launch_bounds__(1024)
     const df11i_gpu_plan_header *h = reinterpret_cast<const df11i_gpu_plan_header *>(plan);
     const df11i_gpu_tensor_desc *ds =
         reinterpret_cast<const df11i_gpu_tensor_desc *>(plan + sizeof *h);
-    uint32_t lo = 0, hi = h->n_tensors, cta = blockIdx.x;
-    while (hi - lo > 1) { /* the last tensor whose first CTA is <= this one */
-        uint32_t mid = (lo + hi) / 2;
-        if (ds[mid].first_cta <= cta)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    const df11i_gpu_tensor_desc d = ds[lo];
+    const uint32_t cta = blockIdx.x;
+    const df11i_gpu_tensor_desc d = ds[tensor_of_cta(ds, 0, h->n_tensors, cta)];
     const uint32_t piece = cta - d.first_cta;
 
     if (d.codec == DF11_CODEC_RAW) {
-        copy_raw(d, piece, payload, out);
-        if ((uint64_t)(piece + 1) * DF11_RAW_CTA_BYTES >= d.n_elements)
-            zero_pad(out, d.out_off + d.n_elements, threadIdx.x, blockDim.x);
+        raw_piece(d, piece, payload, out);
         return;
     }
     const uint4 *lut_src = reinterpret_cast<const uint4 *>(plan + d.lut_off);
@@ -490,20 +505,11 @@ __global__ void __launch_bounds__(32 * kLeanWarps, kLeanMinBlocks)
     uint32_t lut_of = UINT32_MAX; /* the tensor whose table is in shared memory */
     uint32_t lo = 0;              /* virtual CTAs only grow: the search starts at the last */
     for (uint32_t cta = blockIdx.x; cta < h->n_ctas; cta += gridDim.x) {
-        uint32_t hi = h->n_tensors;
-        while (hi - lo > 1) { /* the last tensor whose first CTA is <= this one */
-            uint32_t mid = (lo + hi) / 2;
-            if (ds[mid].first_cta <= cta)
-                lo = mid;
-            else
-                hi = mid;
-        }
+        lo = tensor_of_cta(ds, lo, h->n_tensors, cta);
         const df11i_gpu_tensor_desc d = ds[lo];
         const uint32_t piece = cta - d.first_cta;
         if (d.codec == DF11_CODEC_RAW) {
-            copy_raw(d, piece, payload, out);
-            if ((uint64_t)(piece + 1) * DF11_RAW_CTA_BYTES >= d.n_elements)
-                zero_pad(out, d.out_off + d.n_elements, threadIdx.x, blockDim.x);
+            raw_piece(d, piece, payload, out);
             continue;
         }
         if (lut_of != lo) {
