@@ -201,6 +201,14 @@ void df11i_rt_ring_close(df11_model *m)
     r->mu = r->cv = NULL;
 }
 
+/* Stages the reader has yet to fill, the one it is reading included. */
+static uint32_t stages_reading(const rt_ring *r)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < r->n; i++) n += r->stages[i].state == STAGE_READING;
+    return n;
+}
+
 /* The stage to refill: the least recently requested one that no call holds and no read
  * is filling; -1 when there is none. */
 static int stage_victim(const rt_ring *r)
@@ -323,8 +331,10 @@ df11_status df11i_rt_payload_get(df11_model *m, uint32_t g, void *stream, const 
             i = -1;
         }
         const int ours = i < 0;
-        if (ours) /* every stage may be mid-read: wait for one rather than fail */
-            while ((s = fetch(m, g, &i)) == DF11_ERR_BUSY && r->q_len) {
+        /* every stage not held may be mid-read (queued, or the one the reader has taken
+         * from the queue): wait for one rather than fail */
+        if (ours)
+            while ((s = fetch(m, g, &i)) == DF11_ERR_BUSY && stages_reading(r)) {
                 df11i_clear_error();
                 pthread_cond_wait(CV(r), MU(r));
             }
