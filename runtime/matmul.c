@@ -615,12 +615,27 @@ static df11_status matmul_one(df11_model *m, uint32_t t, df11i_matmul_args *a)
     return matmul_decoded(m, t, a);
 }
 
+/* The distinct streamed groups of a stack's parts: a fused call holds all their payloads in
+ * staging buffers at once, so it cannot take more of them than the ring has. */
+static uint32_t stack_streamed_groups(const df11_model *m, const rt_stack *st)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < st->n; i++) {
+        const uint32_t g = m->tensors[st->part[i]].group;
+        int seen = !df11i_rt_streamed(m, g) || m->groups[g].layer < 0;
+        for (uint32_t j = 0; j < i && !seen; j++) seen = m->tensors[st->part[j]].group == g;
+        n += !seen;
+    }
+    return n;
+}
+
 /* A stacked weight: one fused call where every part takes the fused path at this batch and
- * the backend takes that many parts at once, else each part by its own path into its
- * columns of y. */
+ * the backend takes that many parts at once (and the staging ring their streamed groups),
+ * else each part by its own path into its columns of y. */
 static df11_status matmul_stacked(df11_model *m, const rt_stack *st, df11i_matmul_args *a)
 {
-    int all_fused = st->n <= m->be->iface->matmul_fused_parts;
+    int all_fused =
+        st->n <= m->be->iface->matmul_fused_parts && stack_streamed_groups(m, st) <= m->ring.n;
     for (uint32_t i = 0; i < st->n && all_fused; i++)
         all_fused = matmul_path(m, st->part[i], a->batch) == PATH_FUSED;
     if (all_fused) return matmul_fused(m, st->n, st->part, a);

@@ -1813,6 +1813,44 @@ START_TEST(test_tiers_matmul)
 }
 END_TEST
 
+START_TEST(test_tiers_stack_spread)
+{
+    /* A stacked weight whose parts lie in eight blocks, seven or more streamed through two
+     * staging buffers: a fused call cannot hold them all, so the op takes the parts one by
+     * one, and y is what the parts give on their own. */
+    char huffman[512], fixed[512];
+    mm_tier_files(huffman, fixed);
+    df11_model_options o = tier_opts_file(huffman, 1, 2);
+    df11_model *m = tier_open(huffman, &o);
+    df11_weight parts[8], stacked;
+    uint32_t rows = 0;
+    for (int i = 0; i < 8; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "model.layers.%d.mlp.x.weight", 4 + i);
+        ck_assert_int_eq(df11_weight_get(m, name, &parts[i]), DF11_OK);
+        rows += parts[i].rows;
+    }
+    ck_assert_int_eq(df11_weight_stack(m, 8, parts, &stacked), DF11_OK);
+    uint64_t rng = mm.seed ^ 0x5a;
+    uint16_t *x = df11_test_random_bf16(parts[0].cols, &rng);
+    float *y = malloc((size_t)rows * 4), *yp = malloc((size_t)rows * 4);
+    for (int pass = 0; pass < 2; pass++) {
+        mm_run(m, &stacked, x, 1, DF11_DTYPE_F32, y);
+        for (uint32_t i = 0, col = 0; i < 8; col += parts[i++].rows) {
+            mm_run(m, &parts[i], x, 1, DF11_DTYPE_F32, yp);
+            ck_assert_msg(!memcmp(y + col, yp, (size_t)parts[i].rows * 4),
+                          "part %u of the stack differs (seed %#llx)", i,
+                          (unsigned long long)mm.seed);
+        }
+    }
+    free(x);
+    free(y);
+    free(yp);
+    df11_model_close(m);
+    ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
+}
+END_TEST
+
 /* Flips one byte of `path` at `off`. */
 static void flip_byte(const char *path, uint64_t off)
 {
@@ -2379,6 +2417,7 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_tiers_host);
     tcase_add_test(tc, test_tiers_file);
     tcase_add_test(tc, test_tiers_matmul);
+    tcase_add_test(tc, test_tiers_stack_spread);
     tcase_add_test(tc, test_tiers_file_faults);
     tcase_add_test(tc, test_tiers_errors);
     tcase_add_test(tc, test_tiers_host_gather);
