@@ -125,12 +125,12 @@ typedef enum dfl_matmul {
 
 /* Which attention kernel the CUDA path runs (the host path has one and ignores this). */
 typedef enum dfl_attention {
-    DFL_ATTENTION_AUTO = 0,  /* for a pass of DFL_ATTENTION_TILED_MIN tokens or more, a
-                                context of DFL_ATTENTION_LONG_CTX positions or more (a
-                                decode step reads it faster in tiles: measured 28 against 41
-                                tok/s at 4096 on an H100), or a context too long for the
-                                naive kernel's shared memory: mma where it runs, else
-                                tiled; otherwise naive */
+    DFL_ATTENTION_AUTO = 0,  /* mma where it runs, for prefill and decode steps alike (on an
+                                H100 it beat naive for one token too: 8B-shaped decode after
+                                128 / 512 / 4096 positions, bench/RESULTS.md); else tiled for
+                                a pass of DFL_ATTENTION_TILED_MIN tokens or more, a context
+                                of DFL_ATTENTION_LONG_CTX positions or more, or one too long
+                                for the naive kernel's shared memory; otherwise naive */
     DFL_ATTENTION_NAIVE = 1, /* one block per (head, token) over the cache, FP32: fine for
                                 decode, slow for a long prefill (each block reads the whole
                                 context) */

@@ -691,10 +691,10 @@ static dfl_attention attention_pick(dfl_attention kind, int n, int ctx, int hd,
     case DFL_ATTENTION_TILED: return tiled_ok ? kind : DFL_ATTENTION_AUTO;
     case DFL_ATTENTION_MMA: return mma_ok ? kind : DFL_ATTENTION_AUTO;
     default:
-        if (n >= DFL_ATTENTION_TILED_MIN || ctx >= DFL_ATTENTION_LONG_CTX || !naive_ok) {
-            if (mma_ok) return DFL_ATTENTION_MMA;
-            if (tiled_ok) return DFL_ATTENTION_TILED;
-        }
+        if (mma_ok) return DFL_ATTENTION_MMA; /* the fastest at every length measured */
+        if ((n >= DFL_ATTENTION_TILED_MIN || ctx >= DFL_ATTENTION_LONG_CTX || !naive_ok) &&
+            tiled_ok)
+            return DFL_ATTENTION_TILED;
         return naive_ok ? DFL_ATTENTION_NAIVE : DFL_ATTENTION_AUTO;
     }
 }
