@@ -246,7 +246,8 @@ START_TEST(test_tiers_tools)
         char budgets[3][96];
         snprintf(budgets[0], sizeof budgets[0], "%s", "");
         snprintf(budgets[1], sizeof budgets[1], "--vram-budget %lluK", vram);
-        snprintf(budgets[2], sizeof budgets[2], "--vram-budget %lluK --host-budget 2M", vram);
+        snprintf(budgets[2], sizeof budgets[2], "--vram-budget %lluK --host-budget 2M --staging 2",
+                 vram);
         for (int bi = 0; bi < 3; bi++) {
             snprintf(cmd, sizeof cmd, gen, models[mi], budgets[bi]);
             ck_assert_msg(run(buf, sizeof buf, "%s", cmd) == 0, "%s: %s", cmd, buf);
@@ -269,6 +270,9 @@ START_TEST(test_tiers_tools)
     cJSON_Delete(j);
     ck_assert_int_eq(run(buf, sizeof buf, "df11-run tiers.df11 --device cpu --host-budget 1G"), 2);
     ck_assert_int_eq(run(buf, sizeof buf, "df11-run tiers.df11 --device cpu --vram-budget 0"), 2);
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-run tiers.df11 --device cpu --staging 2"), 2);
+    ck_assert_int_eq(
+        run(buf, sizeof buf, "df11-run tiers.df11 --device cpu --vram-budget 1G --staging 1"), 2);
     ck_assert_int_eq(
         run(buf, sizeof buf, "df11-run --bf16 tiers --device cpu --vram-budget 1G -n 1"), 2);
 }

@@ -33,28 +33,30 @@ static const char *TOOL = "df11-memstat";
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: df11-memstat [-w] [--interval SEC] [--json]\n"
-               "       df11-memstat FILE.df11 [--slots K] [--json]\n"
-               "       df11-memstat FILE.df11 --vram-budget SIZE [--host-budget SIZE] [--json]\n"
-               "\n"
-               "Without FILE: lists your processes running df11 models that publish stats\n"
-               "(df11_model_options.publish_stats) with their pool and arena use (root: all\n"
-               "users' processes).\n"
-               "With FILE: prints the memory plan of opening it: compressed weights, the arena\n"
-               "of K slots (K x the largest layer group), and the saving against BF16.\n"
-               "\n"
-               "  -w, --watch          refresh until interrupted\n"
-               "  -i, --interval SEC   refresh period for --watch (default 1)\n"
-               "With a budget: where each block of FILE would live (device memory, pinned RAM,\n"
-               "or the file) and the bytes each link carries per pass, as df11-run\n"
-               "--vram-budget/--host-budget would open it (the GPU's plan where one is present).\n"
-               "\n"
-               "  -k, --slots K        arena slots for the plan (default 2)\n"
-               "      --vram-budget S  device memory for the model (K/M/G suffixes)\n"
-               "      --host-budget S  pinned RAM for streamed blocks; the rest from the file\n"
-               "  -j, --json           machine-readable output\n"
-               "  -h, --help           this text\n"
-               "  -V, --version        version\n");
+    fprintf(f,
+            "usage: df11-memstat [-w] [--interval SEC] [--json]\n"
+            "       df11-memstat FILE.df11 [--slots K] [--json]\n"
+            "       df11-memstat FILE.df11 --vram-budget SIZE [--host-budget SIZE] [--json]\n"
+            "\n"
+            "Without FILE: lists your processes running df11 models that publish stats\n"
+            "(df11_model_options.publish_stats) with their pool and arena use (root: all\n"
+            "users' processes).\n"
+            "With FILE: prints the memory plan of opening it: compressed weights, the arena\n"
+            "of K slots (K x the largest layer group), and the saving against BF16.\n"
+            "\n"
+            "  -w, --watch          refresh until interrupted\n"
+            "  -i, --interval SEC   refresh period for --watch (default 1)\n"
+            "With a budget: where each block of FILE would live (device memory, pinned RAM,\n"
+            "or the file) and the bytes each link carries per pass, as df11-run\n"
+            "--vram-budget/--host-budget would open it (the GPU's plan where one is present).\n"
+            "\n"
+            "  -k, --slots K        arena slots for the plan (default 2)\n"
+            "      --vram-budget S  device memory for the model (K/M/G suffixes)\n"
+            "      --host-budget S  pinned RAM for streamed blocks; the rest from the file\n"
+            "      --staging N      device buffers streamed blocks go through (2..8, default 3)\n"
+            "  -j, --json           machine-readable output\n"
+            "  -h, --help           this text\n"
+            "  -V, --version        version\n");
 }
 
 static double pct(uint64_t a, uint64_t b) { return b ? 100.0 * (double)a / (double)b : 0.0; }
@@ -357,7 +359,8 @@ static int plan_file(const char *path, uint32_t slots, int json)
 
 /* --- the tier plan of a file under budgets --- */
 
-static int plan_tiers(const char *path, uint32_t slots, uint64_t vram, uint64_t host, int json)
+static int plan_tiers(const char *path, uint32_t slots, uint32_t stages, uint64_t vram,
+                      uint64_t host, int json)
 {
     df11_model_options o;
     df11_model_options_init(&o);
@@ -365,6 +368,7 @@ static int plan_tiers(const char *path, uint32_t slots, uint64_t vram, uint64_t 
     o.memory_limit = vram;
     o.host_budget = host ? host : UINT64_MAX;
     o.stream_from_file = host != 0;
+    o.staging_slots = stages;
     o.nonlayer = DF11_NONLAYER_COMPRESSED; /* as df11-run on the op opens it */
     df11_file *f;
     df11_status s = df11_file_open(path, &f);
@@ -437,11 +441,13 @@ int main(int argc, char **argv)
                                               { "json", no_argument, NULL, 'j' },
                                               { "vram-budget", required_argument, NULL, 'B' },
                                               { "host-budget", required_argument, NULL, 'H' },
+                                              { "staging", required_argument, NULL, 'S' },
                                               { "help", no_argument, NULL, 'h' },
                                               { "version", no_argument, NULL, 'V' },
                                               { NULL, 0, NULL, 0 } };
     int watch = 0, json = 0, opt;
     uint64_t vram = 0, host = 0;
+    uint32_t stages = 0;
     double interval = 1.0;
     long slots = 2;
     char *end;
@@ -464,6 +470,12 @@ int main(int argc, char **argv)
                 return cli_usage_error(TOOL, "bad --%s-budget '%s' (a size, e.g. 6G)",
                                        opt == 'B' ? "vram" : "host", optarg);
             break;
+        case 'S': {
+            long v = cli_parse_range(optarg, 2, DF11_MAX_STAGING);
+            if (v < 0) return cli_usage_error(TOOL, "bad --staging '%s' (2..8)", optarg);
+            stages = (uint32_t)v;
+            break;
+        }
         case 'h': usage(stdout); return CLI_OK;
         case 'V': cli_version(TOOL); return CLI_OK;
         default: usage(stderr); return CLI_USAGE;
@@ -473,7 +485,7 @@ int main(int argc, char **argv)
     if (optind < argc) {
         if (watch) return cli_usage_error(TOOL, "--watch is for running processes, not a file");
         if (host && !vram) return cli_usage_error(TOOL, "--host-budget needs --vram-budget");
-        if (vram) return plan_tiers(argv[optind], (uint32_t)slots, vram, host, json);
+        if (vram) return plan_tiers(argv[optind], (uint32_t)slots, stages, vram, host, json);
         return plan_file(argv[optind], (uint32_t)slots, json);
     }
     if (vram || host) return cli_usage_error(TOOL, "a budget needs a FILE to plan");

@@ -61,6 +61,8 @@ static void usage(FILE *f)
             "                          the op path alone (frees K decoded blocks of memory)\n"
             "      --vram-budget SIZE  device memory the weights may take (K/M/G suffixes):\n"
             "                          blocks that do not fit are streamed from pinned RAM\n"
+            "      --staging N         device buffers streamed blocks are copied into (2..8,\n"
+            "                          default 3; fewer leave room for more blocks)\n"
             "      --host-budget SIZE  pinned RAM for streamed blocks; with it, blocks that fit\n"
             "                          neither budget are read from the file on every pass\n"
             "                          (with --bf16 SRC.df11, a file written by df11-compress\n"
@@ -193,6 +195,7 @@ typedef struct run_opts {
     dfl_attention attention;
     int nonlayer; /* --nonlayer: 0 = not given, else 1 + a df11_nonlayer_policy */
     uint64_t vram_budget, host_budget; /* 0: not given */
+    int staging;                       /* --staging, 0: the runtime's default */
     int *devices, n_devices;           /* --devices, parsed; 0: one device */
 } run_opts;
 
@@ -259,6 +262,7 @@ static void model_open(session *s, const run_opts *o, const char *path, int i)
         mo.memory_limit = o->vram_budget;
         mo.host_budget = o->host_budget ? o->host_budget : UINT64_MAX;
         mo.stream_from_file = o->host_budget != 0;
+        mo.staging_slots = (uint32_t)o->staging;
         /* the embedding, read by the row gather only, waits in pinned RAM too (unless lm_head
          * is the same tensor): a token needs one row of it */
         if (s->nonlayer == DF11_NONLAYER_COMPRESSED && untied_embedding(path))
@@ -1084,6 +1088,7 @@ int main(int argc, char **argv)
         O_SYSTEM,
         O_NONLAYER,
         O_VRAM_BUDGET,
+        O_STAGING,
         O_HOST_BUDGET,
         O_ATTENTION,
         O_DEVICES
@@ -1111,6 +1116,7 @@ int main(int argc, char **argv)
         { "system", required_argument, NULL, O_SYSTEM },
         { "nonlayer", required_argument, NULL, O_NONLAYER },
         { "vram-budget", required_argument, NULL, O_VRAM_BUDGET },
+        { "staging", required_argument, NULL, O_STAGING },
         { "host-budget", required_argument, NULL, O_HOST_BUDGET },
         { "attention", required_argument, NULL, O_ATTENTION },
         { "devices", required_argument, NULL, O_DEVICES },
@@ -1146,6 +1152,7 @@ int main(int argc, char **argv)
             o.slots = strcmp(optarg, "0") == 0 ? -1 : parse_int(optarg, "--slots", 2, 64);
             break;
         case O_VRAM_BUDGET: o.vram_budget = parse_size(optarg, "--vram-budget"); break;
+        case O_STAGING: o.staging = parse_int(optarg, "--staging", 2, DF11_MAX_STAGING); break;
         case O_HOST_BUDGET: o.host_budget = parse_size(optarg, "--host-budget"); break;
         case O_JSON: o.json = 1; break;
         case O_LOGITS: o.logits = 1; break;
@@ -1206,6 +1213,7 @@ int main(int argc, char **argv)
     if (o.tokens && o.prompt) die(2, "give -p or --tokens, not both");
     if (o.slots < 0 && o.matmul == DFL_MATMUL_ENGINE)
         die(2, "--slots 0 needs the matmul op: --matmul engine reads decoded blocks");
+    if (o.staging && !o.vram_budget) die(2, "--staging needs --vram-budget");
     if (o.host_budget && !o.vram_budget)
         die(2, "--host-budget needs --vram-budget (the blocks that do not fit it are streamed)");
     if (o.vram_budget && o.bf16_path && !is_df11_path(o.bf16_path))
