@@ -48,8 +48,10 @@ static void cfg_fail(cfg_reader *r, const char *fmt, ...)
 static int cfg_int(cfg_reader *r, const char *key, int def, long long lo, long long hi)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, key);
-    if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0);
-    if (!v || cJSON_IsNull(v)) return def;
+    const int list = cJSON_IsArray(v); /* eos_token_id may be a list: its first */
+    if (list) v = cJSON_GetArrayItem(v, 0);
+    if (!list && (!v || cJSON_IsNull(v))) return def;
+    /* an empty list is no value, not an absent key (its default was derived as if absent) */
     double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
     if (!(d >= (double)lo && d <= (double)hi) || d != floor(d)) {
         cfg_fail(r, "config.json: \"%s\" is not an integer from %lld to %lld", key, lo, hi);
