@@ -184,6 +184,14 @@ static df11_status rd_wait(reader *r, rd_buf *b, rd_buf *other)
 
 static void rd_drain(reader *r)
 {
+    /* Requests prepared but never submitted (a failed io_uring_submit) will not complete:
+     * submit them now, or stop counting them, so that the wait below ends. */
+    const unsigned queued = io_uring_sq_ready(&r->ring);
+    if (queued) {
+        const int sent = io_uring_submit(&r->ring);
+        const unsigned lost = sent < 0 ? queued : queued - (unsigned)sent;
+        r->inflight = r->inflight > lost ? r->inflight - lost : 0;
+    }
     while (r->inflight) {
         struct io_uring_cqe *cqe;
         if (io_uring_wait_cqe(&r->ring, &cqe) < 0) break;

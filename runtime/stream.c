@@ -54,10 +54,16 @@ static df11_status read_consume(void *ctx, uint32_t group, const void *payload, 
     rt_ring *r = &c->m->ring;
     df11_status s = be->iface->copy_h2d(be, c->st->data, payload, c->m->groups[group].payload_size,
                                         r->copy_stream);
-    if (s == DF11_OK) s = be->iface->event_record(be, r->bounce_copied[c->buf], r->copy_stream);
-    if (s == DF11_OK) s = be->iface->event_record(be, c->st->arrived, r->copy_stream);
-    if (s == DF11_OK) r->bounce_used[c->buf] = 1;
-    return s;
+    if (s != DF11_OK) return s;
+    if ((s = be->iface->event_record(be, r->bounce_copied[c->buf], r->copy_stream)) != DF11_OK) {
+        /* the event cannot say when the copy is over: wait for it here, before the buffer
+         * is read into again */
+        be->iface->synchronize(be, r->copy_stream);
+        r->bounce_used[c->buf] = 0;
+        return s;
+    }
+    r->bounce_used[c->buf] = 1;
+    return be->iface->event_record(be, c->st->arrived, r->copy_stream);
 }
 
 static df11_status read_reuse(void *ctx, int buf) { return DF11_OK; } /* one group a call */
