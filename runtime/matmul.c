@@ -92,13 +92,16 @@ const void *df11i_rt_weight_direct(const df11_model *m, uint32_t t)
     return NULL;
 }
 
-/* Tensor t lies decoded somewhere: resident, or stored raw (in device memory, or in the
- * staging buffer of its streamed group). */
+/* Whether tensor t lies decoded somewhere and is multiplied there: a BF16 model's, a
+ * non-layer tensor decoded at open (RESIDENT), or one stored raw (in device memory, or in
+ * the staging buffer of its streamed group). From the index alone, so that the memory plan
+ * can ask before anything is loaded. */
 static int weight_plain(const df11_model *m, uint32_t t)
 {
-    if (df11i_rt_weight_direct(m, t)) return 1;
-    const df11_tensor_info *ti = m->file ? df11_file_tensor(m->file, t) : NULL;
-    return ti && ti->codec == DF11_CODEC_RAW && df11i_rt_streamed(m, m->tensors[t].group);
+    if (!m->file) return 1;
+    const rt_group *gr = &m->groups[m->tensors[t].group];
+    if (gr->layer < 0 && m->opt.nonlayer == DF11_NONLAYER_RESIDENT) return 1;
+    return df11_file_tensor(m->file, t)->codec == DF11_CODEC_RAW;
 }
 
 /* The one dispatch: how tensor t is multiplied at this batch (0: "at some batch"). */
@@ -160,17 +163,6 @@ uint64_t df11i_rt_matmul_scratch_cap(uint64_t bytes)
     return atomic_exchange(&scratch_cap, bytes);
 }
 
-/* Whether tensor t is multiplied where it lies, from the index alone (so that the memory
- * plan can ask before anything is loaded): a BF16 model's, a non-layer tensor decoded at
- * open (RESIDENT), or one stored raw. */
-static int plain_by_index(const df11_model *m, uint32_t t)
-{
-    if (!m->file) return 1;
-    const rt_group *gr = &m->groups[m->tensors[t].group];
-    if (gr->layer < 0 && m->opt.nonlayer == DF11_NONLAYER_RESIDENT) return 1;
-    return df11_file_tensor(m->file, t)->codec == DF11_CODEC_RAW;
-}
-
 /* The fused path's workspace for parts[0..n) (0 without one). */
 static df11_status ws_bytes(const df11_model *m, uint32_t n, const uint32_t *parts, uint64_t *b)
 {
@@ -191,7 +183,7 @@ df11_status df11i_rt_matmul_scratch_plan(const df11_model *m, uint64_t slot, uin
         const df11_tensor_view *v = &m->tensors[t].view;
         const rt_group *gr = &m->groups[m->tensors[t].group];
         if (!df11i_rt_group_served(m, m->tensors[t].group) || !is_matmul_weight(v) ||
-            plain_by_index(m, t) || m->tensors[t].group == m->hg_group) /* gathered on the CPU */
+            weight_plain(m, t) || m->tensors[t].group == m->hg_group) /* gathered on the CPU */
             continue;
         if (gr->decoded_size <= slot && df11i_align_up(v->nbytes, 256) > size)
             size = df11i_align_up(v->nbytes, 256);
@@ -214,7 +206,7 @@ df11_status df11i_rt_matmul_scratch_plan(const df11_model *m, uint64_t slot, uin
         for (uint32_t i = gr->first_tensor; i < gr->first_tensor + gr->n_tensors; i++) {
             uint32_t parts[DF11_MAX_STACK], n = 0;
             for (uint32_t t = i; t < gr->first_tensor + gr->n_tensors && n < DF11_MAX_STACK; t++)
-                if (is_matmul_weight(&m->tensors[t].view) && !plain_by_index(m, t) &&
+                if (is_matmul_weight(&m->tensors[t].view) && !weight_plain(m, t) &&
                     matrix_cols(&m->tensors[t].view) == matrix_cols(&m->tensors[i].view))
                     parts[n++] = t;
             uint64_t b;

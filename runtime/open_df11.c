@@ -226,7 +226,6 @@ static df11_status tiers_place(df11_model *m, memory_plan *p)
         p->blocks[gr->tier]++;
         if (gr->tier == DF11_TIER_HOST) p->pinned += payload_bytes(gr);
     }
-    if (!p->blocks[DF11_TIER_FILE] && !o->host_budget) p->pinned = 0;
     p->need = fixed + p->tier[DF11_TIER_DEVICE];
     return DF11_OK;
 }
