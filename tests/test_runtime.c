@@ -482,15 +482,21 @@ START_TEST(test_errors_corrupt)
 }
 END_TEST
 
+/* A copy of the model in the temporary folder, named `name`, cut `cut` bytes short. */
+static void truncated_copy(const char *name, off_t cut, char *path, size_t cap)
+{
+    snprintf(path, cap, "%s/%s", df11_test_tmpdir(), name);
+    copy_file(tm.path, path);
+    struct stat sb;
+    ck_assert_int_eq(stat(path, &sb), 0);
+    ck_assert_int_eq(truncate(path, sb.st_size - cut), 0);
+}
+
 START_TEST(test_errors_truncated)
 {
     make_model();
     char bad[600];
-    snprintf(bad, sizeof bad, "%s/truncated.df11", df11_test_tmpdir());
-    copy_file(tm.path, bad);
-    struct stat sb;
-    stat(bad, &sb);
-    ck_assert_int_eq(truncate(bad, sb.st_size - 5000), 0);
+    truncated_copy("truncated.df11", 5000, bad, sizeof bad);
     df11_model_options o = opts(2);
     df11_model *m = (df11_model *)1;
     df11_status s = df11_model_open(bad, &o, &m);
@@ -1993,8 +1999,9 @@ END_TEST
 START_TEST(test_tiers_pread)
 {
     /* Without io_uring (forced here; ENOSYS/EPERM in the wild): loading and the file tier
-     * read with pread, serve the same bits, say so in stats.io_note, and a file that ends
-     * inside a payload still fails with DF11_ERR_TRUNCATED. */
+     * read with pread, serve the same bits, say so in stats.io_note; a file cut short fails
+     * the open, and one cut inside a streamed payload fails that block's acquire, with
+     * DF11_ERR_TRUNCATED. */
     make_model();
     const int was = df11i_reader_force_pread(1);
     df11_model_options o = tier_opts_file(tm.path, 1, 2);
@@ -2009,13 +2016,27 @@ START_TEST(test_tiers_pread)
     ck_assert_uint_ge(st.streamed_file_bytes, 2 * st.file_tier_bytes);
     df11_model_close(m);
     char bad[600];
-    snprintf(bad, sizeof bad, "%s/pread-truncated.df11", df11_test_tmpdir());
-    copy_file(tm.path, bad);
-    struct stat sb;
-    stat(bad, &sb);
-    ck_assert_int_eq(truncate(bad, sb.st_size - 5000), 0);
+    truncated_copy("pread-truncated.df11", 5000, bad, sizeof bad);
     df11_model_options plain = opts(2);
     ck_assert_int_eq(df11_model_open(bad, &plain, &m), DF11_ERR_TRUNCATED);
+    /* cut while streaming: the first file-tier block's payload ends early */
+    truncated_copy("pread-streamed.df11", 0, bad, sizeof bad);
+    m = tier_open(bad, &o);
+    uint32_t cut_block = N_LAYERS;
+    for (uint32_t b = 0; b < N_LAYERS && cut_block == N_LAYERS; b++) {
+        df11_tier t;
+        ck_assert_int_eq(df11_model_block_tier(m, b, &t), DF11_OK);
+        if (t == DF11_TIER_FILE) cut_block = b;
+    }
+    ck_assert_uint_lt(cut_block, N_LAYERS);
+    const df11_file *f = df11_model_file(m);
+    uint32_t g;
+    ck_assert_int_eq(df11_file_layer_group(f, cut_block, &g), DF11_OK);
+    ck_assert_int_eq(truncate(bad, (off_t)df11_file_group(f, g)->payload_offset + 16), 0);
+    df11_status s = df11_block_acquire(m, cut_block, NULL, NULL);
+    ck_assert_msg(s == DF11_ERR_TRUNCATED, "acquire %u: %s %s", cut_block, df11_strerror(s),
+                  df11_last_error_detail());
+    df11_model_close(m);
     df11i_reader_force_pread(was);
     ck_assert_uint_eq(df11i_pool_live_bytes(), 0);
 }
