@@ -1,14 +1,17 @@
 /* The example engine's CUDA attention kernels (examples/run/dfl_cuda.cu, through
- * dfl_gpu_attention): naive (a block per head and token), tiled (flash-style, FP32) and mma
- * (the same on the tensor cores, BF16 operands), on random q, K, V against a float64
- * reference and against each other; AUTO against the one it picks. The shapes cover GQA and
+ * dfl_gpu_attention): naive (a block per head and token), tiled (flash-style, FP32), mma
+ * (the same on the tensor cores, BF16 operands) and split (decode: the context cut into
+ * ranges over blocks, FP32), on random q, K, V against a float64 reference and against
+ * each other; AUTO against the one it picks. The shapes cover GQA and
  * plain heads, the families' head_dims (16, 24) and the padded ones (a head_dim between 64,
  * 128 and 256), passes that are not a multiple of the 64-token tile, cache offsets and
  * sliding windows. Cache rows no query may see (past the pass, before every window) are
  * NaN, and so is the output row after the pass, which must stay untouched; so a read or a
  * write out of its range fails here, and under compute-sanitizer. With
- * DFL_ATTENTION_TIME=1 it also times the three kernels at Llama-3-8B's shape (4096 tokens, 32
- * heads, 8 kv heads, head_dim 128). Exits 77 without a GPU. */
+ * DFL_ATTENTION_TIME=1 it also times the prefill kernels at Llama-3-8B's shape (4096
+ * tokens, 32 heads, 8 kv heads, head_dim 128); decode steps are timed in the engine (ncu,
+ * bench/RESULTS.md), since a call here costs more host time than split's kernel. Exits 77
+ * without a GPU. */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdio.h>
@@ -57,6 +60,15 @@ static const attn_case cases[] = {
     { 4, 2, 80, 3, 130, 5 },    /* a short pass, windowed, head_dim 80 */
     { 32, 8, 128, 520, 17, 0 }, /* a longer pass: 9 query tiles */
     { 10, 5, 6, 77, 64, 0 },    /* head_dim not a multiple of 4 */
+    /* decode passes (split, and what AUTO runs for them) */
+    { 32, 8, 128, 1, 4000, 0 },   /* Llama-3 decode after 4000 positions: 64 ranges */
+    { 32, 8, 128, 1, 30, 0 },     /* a context shorter than one range's tile */
+    { 16, 1, 64, 2, 700, 0 },     /* a query group of 16 */
+    { 32, 1, 64, 1, 300, 0 },     /* a group of 32: split refuses it, AUTO runs mma */
+    { 8, 2, 256, 8, 1000, 0 },    /* the widest head, the longest split pass */
+    { 12, 4, 128, 5, 2000, 600 }, /* a window across ranges */
+    { 6, 2, 6, 3, 45, 0 },        /* head_dim 6 */
+    { 8, 8, 96, 1, 129, 0 },      /* no GQA, head_dim padded to 128 */
 };
 
 static float frand(uint64_t *st, float a)
@@ -220,7 +232,26 @@ START_TEST(test_kernels_match_reference)
     uint16_t *tiled = data_run(&a, DFL_ATTENTION_TILED);
     const double en = check_against(c, naive, ref, ABS_BOUND, "naive");
     const double et = check_against(c, tiled, ref, ABS_BOUND, "tiled");
-    double em = -1.0, dm = -1.0;
+    double em = -1.0, dm = -1.0, es = -1.0;
+    const int split_takes = c->n <= DFL_ATTENTION_SPLIT_MAX_N &&
+                            c->hd <= DFL_ATTENTION_SPLIT_MAX_HD &&
+                            c->n_heads / c->n_kv_heads <= DFL_ATTENTION_SPLIT_MAX_GROUP;
+    if (split_takes) {
+        uint16_t *split = data_run(&a, DFL_ATTENTION_SPLIT);
+        es = check_against(c, split, ref, ABS_BOUND, "split");
+        free(split);
+        /* AUTO runs split for every pass it takes */
+        uint16_t *autok = data_run(&a, DFL_ATTENTION_AUTO);
+        check_against(c, autok, ref, ABS_BOUND, "auto");
+        free(autok);
+    } else {
+        char err[256];
+        ck_assert_msg(dfl_gpu_attention(DFL_ATTENTION_SPLIT, a.dq, a.dk, a.dv, a.dout, c->n,
+                                        c->pos0, c->n_heads, c->n_kv_heads, c->hd, c->window, NULL,
+                                        err, sizeof err) == DF11_ERR_UNSUPPORTED,
+                      "split took %d tokens, %d heads per kv head, head_dim %d", c->n,
+                      c->n_heads / c->n_kv_heads, c->hd);
+    }
     if (c->hd <= DFL_ATTENTION_MMA_MAX_HD) {
         uint16_t *mma = data_run(&a, DFL_ATTENTION_MMA);
         em = check_against(c, mma, ref16, MMA_ABS_BOUND, "mma");
@@ -229,17 +260,19 @@ START_TEST(test_kernels_match_reference)
             if (d > dm) dm = d;
         }
         free(mma);
-        /* AUTO runs mma wherever it can, one token or many */
-        uint16_t *autok = data_run(&a, DFL_ATTENTION_AUTO);
-        check_against(c, autok, ref16, MMA_ABS_BOUND, "auto");
-        free(autok);
+        /* AUTO runs mma wherever it can for the passes split does not take */
+        if (!split_takes) {
+            uint16_t *autok = data_run(&a, DFL_ATTENTION_AUTO);
+            check_against(c, autok, ref16, MMA_ABS_BOUND, "auto");
+            free(autok);
+        }
     } else {
         char err[256];
         ck_assert_msg(dfl_gpu_attention(DFL_ATTENTION_MMA, a.dq, a.dk, a.dv, a.dout, c->n, c->pos0,
                                         c->n_heads, c->n_kv_heads, c->hd, c->window, NULL, err,
                                         sizeof err) == DF11_ERR_UNSUPPORTED,
                       "mma took head_dim %d", c->hd);
-        uint16_t *autok = data_run(&a, DFL_ATTENTION_AUTO); /* tiled or naive: FP32 */
+        uint16_t *autok = data_run(&a, DFL_ATTENTION_AUTO); /* split, tiled or naive: FP32 */
         check_against(c, autok, ref, ABS_BOUND, "auto");
         free(autok);
     }
@@ -249,10 +282,10 @@ START_TEST(test_kernels_match_reference)
         double d = fabs(df11_test_bf16_f32(naive[i]) - df11_test_bf16_f32(tiled[i]));
         if (d > dt) dt = d;
     }
-    printf("attention %2d/%d heads, head_dim %3d, %3d tokens at %3d, window %3d: max error "
-           "naive %.2e, tiled %.2e, mma %.2e (of BF16 inputs); max |naive - tiled| %.2e, "
-           "|naive - mma| %.2e\n",
-           c->n_heads, c->n_kv_heads, c->hd, c->n, c->pos0, c->window, en, et, em, dt, dm);
+    printf("attention %2d/%d heads, head_dim %3d, %3d tokens at %4d, window %3d: max error "
+           "naive %.2e, tiled %.2e, mma %.2e (of BF16 inputs), split %.2e; max |naive - tiled| "
+           "%.2e, |naive - mma| %.2e\n",
+           c->n_heads, c->n_kv_heads, c->hd, c->n, c->pos0, c->window, en, et, em, es, dt, dm);
     free(naive);
     free(tiled);
     free(ref);
@@ -280,11 +313,17 @@ START_TEST(test_rejects_bad_sizes)
         { DFL_ATTENTION_TILED, 1, 0, 4, 2, 63, 0, DF11_ERR_INVALID_ARG },
         { DFL_ATTENTION_TILED, 1, 0, 4, 2, 64, -1, DF11_ERR_INVALID_ARG },
         { DFL_ATTENTION_TILED, 2, 0x7fffffff, 4, 2, 64, 0, DF11_ERR_INVALID_ARG },
-        { (dfl_attention)4, 1, 0, 4, 2, 64, 0, DF11_ERR_INVALID_ARG },
+        { (dfl_attention)5, 1, 0, 4, 2, 64, 0, DF11_ERR_INVALID_ARG },
         { (dfl_attention)-1, 1, 0, 4, 2, 64, 0, DF11_ERR_INVALID_ARG },
         { DFL_ATTENTION_TILED, 1, 0, 4, 2, DFL_ATTENTION_TILED_MAX_HD + 2, 0,
           DF11_ERR_UNSUPPORTED },
         { DFL_ATTENTION_MMA, 1, 0, 4, 2, DFL_ATTENTION_MMA_MAX_HD + 2, 0, DF11_ERR_UNSUPPORTED },
+        { DFL_ATTENTION_SPLIT, DFL_ATTENTION_SPLIT_MAX_N + 1, 0, 4, 2, 64, 0,
+          DF11_ERR_UNSUPPORTED },
+        { DFL_ATTENTION_SPLIT, 1, 0, 4, 2, DFL_ATTENTION_SPLIT_MAX_HD + 2, 0,
+          DF11_ERR_UNSUPPORTED },
+        { DFL_ATTENTION_SPLIT, 1, 0, 2 * DFL_ATTENTION_SPLIT_MAX_GROUP, 1, 64, 0,
+          DF11_ERR_UNSUPPORTED },
         /* the naive kernel's scores of 16 M positions cannot fit shared memory */
         { DFL_ATTENTION_NAIVE, 1, 1 << 24, 4, 2, 64, 0, DF11_ERR_UNSUPPORTED },
         { DFL_ATTENTION_NAIVE, 65536, 0, 4, 2, 64, 0, DF11_ERR_UNSUPPORTED }, /* a grid row each */

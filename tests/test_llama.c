@@ -1543,7 +1543,7 @@ START_TEST(test_matmul_choice)
     opt.matmul = (dfl_matmul)7;
     ck_assert_int_eq(dfl_create(&cfg, &p, &opt, &e), DF11_ERR_INVALID_ARG);
     opt.matmul = DFL_MATMUL_AUTO;
-    opt.attention = (dfl_attention)4;
+    opt.attention = (dfl_attention)5;
     ck_assert_int_eq(dfl_create(&cfg, &p, &opt, &e), DF11_ERR_INVALID_ARG);
     ck_assert_ptr_null(e);
     ck_assert_ptr_nonnull(strstr(dfl_create_error(), "attention"));
@@ -2768,7 +2768,7 @@ static void check_family_gpu(const synth_family *f)
     ck_assert_msg(st == DF11_OK, "open cuda %s: %s", path, df11_strerror(st));
     size_t len;
     const char *cfg = df11_model_config(model, &len);
-    /* both paths with the default attention (mma for the prefill, naive for the steps),
+    /* both paths with the default attention (mma for the prefill, split for the steps),
      * then each attention kernel for every pass, the steps too */
     static const struct {
         dfl_matmul mm;

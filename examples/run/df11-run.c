@@ -71,13 +71,15 @@ static void usage(FILE *f)
             "                          gate+up stacked (op, the default), one op call per\n"
             "                          weight (op-separate), or the engine's own GEMM on\n"
             "                          decoded blocks (engine)\n"
-            "      --attention KIND    CUDA attention: flash-style tiles on the tensor cores\n"
-            "                          for passes of 16+ tokens, a block per head and token\n"
-            "                          for decode (auto, the default); or one kernel always,\n"
-            "                          to compare them: naive (a block per head and token),\n"
-            "                          tiled (FP32 tiles) or mma (BF16 tensor-core tiles)\n"
-            "      --no-pdl            launch the op's fused kernel plainly, not with\n"
-            "                          programmatic dependent launch (to measure what it buys)\n"
+            "      --attention KIND    CUDA attention: the context split over blocks for\n"
+            "                          decode, flash-style tiles on the tensor cores for\n"
+            "                          longer passes (auto, the default); or one kernel\n"
+            "                          always, to compare them: naive (a block per head and\n"
+            "                          token), tiled (FP32 tiles), mma (BF16 tensor-core\n"
+            "                          tiles) or split (passes of up to 8 tokens only)\n"
+            "      --no-pdl            launch the op's fused kernel and the engine's kernels\n"
+            "                          plainly, not with programmatic dependent launch (to\n"
+            "                          measure what it buys)\n"
             "      --nonlayer WHERE    a .df11 file's embedding and lm_head: kept compressed\n"
             "                          (compressed, the default on the op paths) or decoded at\n"
             "                          open (resident, the default and only choice for\n"
@@ -353,6 +355,7 @@ static void session_open(session *s, const run_opts *o, int bf16, int max_seq, i
     lo.max_batch = max_batch;
     lo.matmul = o->matmul;
     lo.attention = o->attention;
+    lo.plain_launch = o->no_pdl;
     st = o->n_devices ? dfl_create_split(&s->cfg, s->stages, s->n_stages, &lo, &s->engine)
                       : dfl_create(&s->cfg, &s->provider, &lo, &s->engine);
     if (st != DF11_OK) die(1, "'%s': %s: %s", path, df11_strerror(st), dfl_create_error());
@@ -395,7 +398,7 @@ static const char *matmul_name(const session *s)
 /* --attention as given (the CUDA path's choice; the host has one kernel). */
 static const char *attention_name(dfl_attention a)
 {
-    static const char *names[] = { "auto", "naive", "tiled", "mma" };
+    static const char *names[] = { "auto", "naive", "tiled", "mma", "split" };
     return names[a];
 }
 
@@ -1193,8 +1196,10 @@ int main(int argc, char **argv)
                 o.attention = DFL_ATTENTION_TILED;
             else if (strcmp(optarg, "mma") == 0)
                 o.attention = DFL_ATTENTION_MMA;
+            else if (strcmp(optarg, "split") == 0)
+                o.attention = DFL_ATTENTION_SPLIT;
             else
-                die(2, "invalid --attention '%s' (auto, naive, tiled or mma)", optarg);
+                die(2, "invalid --attention '%s' (auto, naive, tiled, mma or split)", optarg);
             break;
         case 'q': o.quiet = 1; break;
         case 'h': usage(stdout); return 0;

@@ -1039,7 +1039,7 @@ static df11_status engine_new(const dfl_config *cfg, const df11_provider *const 
         return DF11_ERR_INVALID_ARG;
     }
     dfl_attention att = opt ? opt->attention : DFL_ATTENTION_AUTO;
-    if ((unsigned)att > DFL_ATTENTION_MMA) {
+    if ((unsigned)att > DFL_ATTENTION_SPLIT) {
         snprintf(create_err, sizeof create_err, "invalid attention choice %d", (int)att);
         return DF11_ERR_INVALID_ARG;
     }
@@ -1132,8 +1132,9 @@ df11_status dfl_create_split(const dfl_config *cfg, const dfl_stage *stages, int
         const dfl_gpu_range r = { sg->device, sg->first_layer, end, i == 0, last };
         if (st == DF11_OK)
             st = dfl_gpu_create(cfg, sg->provider, &r, e->max_seq, e->max_batch, opt->attention,
-                                op ? &e->lin[i] : NULL, i == 0 && e->gather ? &e->emb : NULL,
-                                &e->gpu[i], create_err, sizeof create_err);
+                                opt->plain_launch, op ? &e->lin[i] : NULL,
+                                i == 0 && e->gather ? &e->emb : NULL, &e->gpu[i], create_err,
+                                sizeof create_err);
     }
     if (st != DF11_OK) {
         dfl_destroy(e);

@@ -125,12 +125,13 @@ typedef enum dfl_matmul {
 
 /* Which attention kernel the CUDA path runs (the host path has one and ignores this). */
 typedef enum dfl_attention {
-    DFL_ATTENTION_AUTO = 0,  /* mma where it runs, for prefill and decode steps alike (on an
-                                H100 it beat naive for one token too: 8B-shaped decode after
-                                128 / 512 / 4096 positions, bench/RESULTS.md); else tiled for
-                                a pass of DFL_ATTENTION_TILED_MIN tokens or more, a context
-                                of DFL_ATTENTION_LONG_CTX positions or more, or one too long
-                                for the naive kernel's shared memory; otherwise naive */
+    DFL_ATTENTION_AUTO = 0,  /* split for decode passes (up to DFL_ATTENTION_SPLIT_MAX_N
+                                tokens) where it runs; mma for longer passes (on an H100 it
+                                beat naive and tiled at every length measured,
+                                bench/RESULTS.md); else tiled for a pass of
+                                DFL_ATTENTION_TILED_MIN tokens or more, a context of
+                                DFL_ATTENTION_LONG_CTX positions or more, or one too long for
+                                the naive kernel's shared memory; otherwise naive */
     DFL_ATTENTION_NAIVE = 1, /* one block per (head, token) over the cache, FP32: fine for
                                 decode, slow for a long prefill (each block reads the whole
                                 context) */
@@ -139,11 +140,21 @@ typedef enum dfl_attention {
     DFL_ATTENTION_MMA = 3,   /* the same tiling with Q·Kᵀ and P·V on the tensor cores (BF16
                                 operands, FP32 sums, as the engine's other products); sm_80+,
                                 head_dim <= DFL_ATTENTION_MMA_MAX_HD */
+    DFL_ATTENTION_SPLIT = 4, /* decode: each token's context split into ranges, a block per
+                                (kv head, range, token) serving the kv head's query group,
+                                the ranges merged by the last block; FP32. Passes of up to
+                                DFL_ATTENTION_SPLIT_MAX_N tokens, head_dim up to
+                                DFL_ATTENTION_SPLIT_MAX_HD, up to
+                                DFL_ATTENTION_SPLIT_MAX_GROUP heads per kv head */
 } dfl_attention;
 #define DFL_ATTENTION_TILED_MIN 16
 #define DFL_ATTENTION_LONG_CTX 1024
 #define DFL_ATTENTION_TILED_MAX_HD 256
 #define DFL_ATTENTION_MMA_MAX_HD 128
+#define DFL_ATTENTION_SPLIT_MAX_N 8
+#define DFL_ATTENTION_SPLIT_MAX_HD 256
+#define DFL_ATTENTION_SPLIT_MAX_GROUP 16
+#define DFL_ATTENTION_SPLIT_MAX_RANGES 64
 
 typedef struct dfl_options {
     dfl_device device;
@@ -152,6 +163,9 @@ typedef struct dfl_options {
     int n_threads; /* host threads; 0 = all cores */
     dfl_matmul matmul;
     dfl_attention attention; /* CUDA path only */
+    int plain_launch;        /* CUDA path: launch the engine's kernels without programmatic
+                         dependent launch (to measure what it buys; the op's fused kernel
+                         has the model's matmul_plain_launch) */
 } dfl_options;
 
 void dfl_options_init(dfl_options *opt);
@@ -289,7 +303,7 @@ typedef struct dfl_gpu_range {
  * provider's row gather (NULL: a tensor view); the engine keeps both alive until
  * dfl_gpu_destroy. */
 df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, const dfl_gpu_range *r,
-                           int max_seq, int max_batch, dfl_attention attention,
+                           int max_seq, int max_batch, dfl_attention attention, int plain_launch,
                            const dfl_linears *linears, const df11_weight *embed, dfl_gpu **out,
                            char *err, size_t errlen);
 void dfl_gpu_destroy(dfl_gpu *g);
@@ -320,8 +334,9 @@ double dfl_gpu_h2d_gbps(size_t bytes);
  * more][n_kv_heads][hd] FP32; out: [n][n_heads][hd] BF16 bits; all device memory. kind
  * AUTO picks as the engine does. Launches on `stream` (a cudaStream_t) and returns without
  * waiting; DF11_ERR_INVALID_ARG on bad sizes, DF11_ERR_UNSUPPORTED when the kernel cannot
- * take them (naive: the context's scores overflow shared memory; tiled, mma: head_dim;
- * mma: a GPU before sm_80). */
+ * take them (naive: the context's scores overflow shared memory; tiled, mma, split:
+ * head_dim; mma: a GPU before sm_80; split: more tokens or heads per kv head than it
+ * takes). */
 df11_status dfl_gpu_attention(dfl_attention kind, const float *q, const float *kc, const float *vc,
                               uint16_t *out, int n, int pos0, int n_heads, int n_kv_heads, int hd,
                               int window, void *stream, char *err, size_t errlen);

@@ -12,9 +12,10 @@
  * those rows decoded, so the table may stay compressed), or, without one, embed_kernel
  * reads them from a tensor view. K and V are written by their products straight into an
  * FP32 cache (Qwen3: q and k heads RMS-normed in place first, head_rmsnorm_kernel, then
- * rotated). Attention (dfl_options.attention): a block per (head, token) for decode; for
- * a pass of many tokens, flash-style tiles of 64 queries that share each K/V tile, in FP32
- * or on the tensor cores (attention_pick chooses). The host never waits except for the
+ * rotated). Attention (dfl_options.attention): for decode, each token's context split
+ * into ranges over blocks (a block per kv head, range and token); for a pass of many
+ * tokens, flash-style tiles of 64 queries that share each K/V tile, in FP32 or on the
+ * tensor cores (attention_pick chooses). The host never waits except for the
  * logits.
  * Split over GPUs (dfl_create_split): each dfl_gpu runs its range of layers on its device
  * with its own stream, cuBLAS handle, scratch and KV cache of those layers; the first one
@@ -39,10 +40,19 @@ typedef __nv_bfloat16 bf16;
 typedef struct attention_device {
     int optin; /* shared memory per block (opt-in) */
     int major; /* compute capability */
+    int sms;   /* multiprocessors: the split kernel's ranges fill them */
+    bool pdl;  /* launch with programmatic dependent launch (sm_90+, unless asked not to) */
     /* dynamic shared memory each kernel may take: optin less its static shared memory
      * (the naive kernel's block_reduce), 0 where it cannot run */
     int naive_max, tiled_max[3];
 } attention_device;
+
+/* The split kernel's workspace: partials of DFL_ATTENTION_SPLIT_MAX_N tokens' ranges, and
+ * a zeroed counter per (token, kv head). */
+typedef struct attention_ws {
+    float *part;
+    unsigned *count;
+} attention_ws;
 
 struct dfl_gpu {
     dfl_config cfg;
@@ -50,7 +60,9 @@ struct dfl_gpu {
     int device, first, end, embeds, heads; /* dfl_gpu_range: layers [first, end) */
     int max_seq, max_batch;
     dfl_attention attention;
+    int plain_launch; /* dfl_options.plain_launch */
     attention_device att_dev;
+    attention_ws att_ws; /* the split kernel's, for a decode pass */
     cudaStream_t stream;
     cublasHandle_t blas;
     float *x;                   /* [B][D] residual stream */
@@ -88,15 +100,19 @@ struct dfl_gpu {
 
 /* ------------------------------------------------------------------ kernels ------ */
 
-/* Programmatic dependent launch: a kernel launched after this one with the PDL attribute
- * (the matmul op's fused kernel) may start now and prefetch its weights; its
+/* Programmatic dependent launch, first thing in every engine kernel. The trigger: a kernel
+ * launched after this one with the PDL attribute (the engine's own kernels, the matmul
+ * op's fused kernel) may be scheduled now, and the fused kernel prefetches its weights; its
  * griddepcontrol.wait still waits for this whole grid to finish and its writes to be
- * visible, so calling this first thing is safe whatever the kernel does after. A no-op
- * where the next launch is not programmatic, and before sm_90. */
-__device__ __forceinline__ void pdl_trigger()
+ * visible, so triggering first is safe whatever the kernel does after. The wait: this
+ * kernel, itself launched with the attribute (launch()), may be running before the kernel
+ * it depends on has finished, so it waits here before reading anything. Both are no-ops
+ * where the launch is not programmatic, and before sm_90. */
+__device__ __forceinline__ void pdl_begin()
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;");
+    asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
 }
 
@@ -128,7 +144,7 @@ __device__ float block_reduce(float v, bool is_max)
 /* One block per token; a thread copies every blockDim-th feature of its embedding row. */
 __global__ void embed_kernel(const bf16 *emb, const int *tokens, float *x, int dim)
 {
-    pdl_trigger();
+    pdl_begin();
     const bf16 *row = emb + (size_t)tokens[blockIdx.x] * dim;
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
         x[(size_t)blockIdx.x * dim + i] = __bfloat162float(row[i]);
@@ -140,7 +156,7 @@ __global__ void embed_kernel(const bf16 *emb, const int *tokens, float *x, int d
 __global__ void rmsnorm_kernel(float *x, const float *add, const bf16 *w, bf16 *out, int dim,
                                float eps)
 {
-    pdl_trigger();
+    pdl_begin();
     float *xr = x + (size_t)blockIdx.x * dim;
     float ss = 0.0f;
     if (add) {
@@ -154,12 +170,58 @@ __global__ void rmsnorm_kernel(float *x, const float *add, const bf16 *w, bf16 *
             __float2bfloat16(__bfloat162float(w[i]) * (xr[i] * scale));
 }
 
+/* rmsnorm_kernel for rows of dim % 4 == 0 floats, 16-byte aligned (w and out 8-byte
+ * aligned): a thread keeps its VPT 4-float vectors of the row in registers, so that every
+ * load of x (and add) is in flight at once and x is read once; the strided loops above wait
+ * on memory at every step (15 us for one 4096-float row on an H100). */
+template <int VPT>
+__global__ void __launch_bounds__(1024)
+    rmsnorm_vec_kernel(float *x, const float *add, const bf16 *w, bf16 *out, int dim, float eps)
+{
+    pdl_begin();
+    const int nv = dim / 4;
+    float4 *xr = reinterpret_cast<float4 *>(x + (size_t)blockIdx.x * dim);
+    const float4 *ar =
+        add ? reinterpret_cast<const float4 *>(add + (size_t)blockIdx.x * dim) : NULL;
+    float4 v[VPT];
+    float ss = 0.0f;
+#pragma unroll
+    for (int i = 0; i < VPT; i++) {
+        const int k = threadIdx.x + i * blockDim.x;
+        if (k >= nv) break;
+        v[i] = xr[k];
+        if (ar) {
+            const float4 a = ar[k];
+            v[i].x += a.x, v[i].y += a.y, v[i].z += a.z, v[i].w += a.w;
+            xr[k] = v[i];
+        }
+        ss += v[i].x * v[i].x + v[i].y * v[i].y + v[i].z * v[i].z + v[i].w * v[i].w;
+    }
+    const float scale = rsqrtf(block_reduce(ss, false) / dim + eps);
+    const uint2 *wr = reinterpret_cast<const uint2 *>(w);
+    uint2 *orow = reinterpret_cast<uint2 *>(out + (size_t)blockIdx.x * dim);
+#pragma unroll
+    for (int i = 0; i < VPT; i++) {
+        const int k = threadIdx.x + i * blockDim.x;
+        if (k >= nv) break;
+        const uint2 wv = wr[k];
+        const float2 w01 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&wv.x));
+        const float2 w23 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&wv.y));
+        const __nv_bfloat162 o01 = __halves2bfloat162(__float2bfloat16(w01.x * (v[i].x * scale)),
+                                                      __float2bfloat16(w01.y * (v[i].y * scale)));
+        const __nv_bfloat162 o23 = __halves2bfloat162(__float2bfloat16(w23.x * (v[i].z * scale)),
+                                                      __float2bfloat16(w23.y * (v[i].w * scale)));
+        orow[k] = make_uint2(*reinterpret_cast<const uint32_t *>(&o01),
+                             *reinterpret_cast<const uint32_t *>(&o23));
+    }
+}
+
 /* Rotate-half RoPE in place. One block per token; a thread rotates pairs (i, i + hd/2) of
  * heads, stride n_heads * hd/2 apart. `v` rows are `stride` floats apart. */
 __global__ void rope_kernel(float *v, int stride, int n_heads, int hd, int pos0, const float *cos_t,
                             const float *sin_t)
 {
-    pdl_trigger();
+    pdl_begin();
     const int half = hd / 2, t = blockIdx.x;
     const float *cs = cos_t + (size_t)(pos0 + t) * half, *sn = sin_t + (size_t)(pos0 + t) * half;
     for (int k = threadIdx.x; k < n_heads * half; k += blockDim.x) {
@@ -177,7 +239,7 @@ __global__ void rope_kernel(float *v, int stride, int n_heads, int hd, int pos0,
 __global__ void head_rmsnorm_kernel(float *v, int stride, int n_heads, int hd, const bf16 *w,
                                     float eps)
 {
-    pdl_trigger();
+    pdl_begin();
     const int head = blockIdx.y * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (head >= n_heads) return; /* whole warps: the shuffles below see all 32 lanes */
     float *x = v + (size_t)blockIdx.x * stride + (size_t)head * hd;
@@ -190,7 +252,7 @@ __global__ void head_rmsnorm_kernel(float *v, int stride, int n_heads, int hd, c
 /* One thread per element (token t, feature i < width): y[t][i] += b[i], rows ld apart. */
 __global__ void bias_kernel(float *y, size_t ld, const bf16 *b, int width, size_t n)
 {
-    pdl_trigger();
+    pdl_begin();
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i / width * ld + i % width] += __bfloat162float(b[i % width]);
 }
@@ -204,7 +266,7 @@ __global__ void bias_kernel(float *y, size_t ld, const bf16 *b, int width, size_
 __global__ void attention_kernel(const float *q, const float *kc, const float *vc, bf16 *out,
                                  int pos0, int n_heads, int n_kv_heads, int hd, int window)
 {
-    pdl_trigger();
+    pdl_begin();
     extern __shared__ float sm[];
     float *qs = sm, *p = sm + hd;
     const int h = blockIdx.x, t = blockIdx.y, n_ctx = pos0 + t + 1;
@@ -274,7 +336,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
     extern __shared__ float4 sm4[];
     float *qs = (float *)sm4, *ks = qs + ATT_BQ * LD, *vs = ks + ATT_BK * LD,
           *pt = vs + ATT_BK * HDP;
-    pdl_trigger();
+    pdl_begin();
     const int h = blockIdx.x, q0 = (gridDim.y - 1 - blockIdx.y) * ATT_BQ;
     const int rows = min(ATT_BQ, n - q0), kvh = h / (n_heads / n_kv_heads);
     const size_t kvd = (size_t)n_kv_heads * hd;
@@ -458,7 +520,7 @@ __global__ void __launch_bounds__(128, 3)
     constexpr int VSLOTS = ATT_BK / 2 * HDP / 2; /* vp's words / 2; ks has twice as many */
     __shared__ __align__(16) uint32_t ks[ATT_BK * LDK];
     __shared__ __align__(16) uint32_t vp[ATT_BK / 2 * LDV];
-    pdl_trigger();
+    pdl_begin();
     const int h = blockIdx.x, q0 = (gridDim.y - 1 - blockIdx.y) * ATT_BQ;
     const int rows = min(ATT_BQ, n - q0), kvh = h / (n_heads / n_kv_heads);
     const size_t kvd = (size_t)n_kv_heads * hd;
@@ -588,13 +650,201 @@ __global__ void __launch_bounds__(128, 3)
     }
 }
 
+/* Decode steps (a pass of at most DFL_ATTENTION_SPLIT_MAX_N tokens): the positions a
+ * token sees are split into `splits` ranges, a block per (kv head, range, token), so that a
+ * short pass fills the GPU where a block per head leaves most SMs idle and reads the whole
+ * context serially. A block serves the kv head's whole query group (the heads that share
+ * its K/V rows, up to G <= DFL_ATTENTION_SPLIT_MAX_GROUP), so each row is read once. Per tile of
+ * 32 positions, its K and V loads all issued first: warps take keys in turn (lanes split the
+ * features, stride 32, so rows are read coalesced) for the group's scores; warp w keeps the running max and sum of the
+ * group's heads w, w + 4, ... (online softmax, lane j = key j of the tile); then thread d
+ * adds p · V[.][d] for every head of the group. FP32 throughout, as the naive kernel. The
+ * block writes its unnormalised sums with their max and sum to `part`; the last block of a
+ * (kv head, token) to finish (a counter per pair, reset by that block) merges the ranges in
+ * order, so the result does not depend on timing. part: [n][n_heads][splits][HDP + 2]
+ * floats; count: [n][n_kv_heads], zero between launches. */
+constexpr int SPLIT_THREADS = 128, SPLIT_TILE = 32;
+
+template <int HDP, int G>
+__global__ void __launch_bounds__(SPLIT_THREADS)
+    attention_split_kernel(const float *__restrict__ q, const float *__restrict__ kc,
+                           const float *__restrict__ vc, bf16 *__restrict__ out, float *part,
+                           unsigned *count, int pos0, int n_heads, int n_kv_heads, int hd,
+                           int window, int splits)
+{
+    constexpr int PL = HDP / 32;
+    constexpr int NF = HDP > SPLIT_THREADS ? HDP / SPLIT_THREADS : 1; /* features a thread sums */
+    __shared__ float qs[G][HDP];
+    __shared__ float ps[G][SPLIT_TILE];
+    __shared__ float run_m[G], run_l[G], alpha[G];
+    __shared__ float weight[G][DFL_ATTENTION_SPLIT_MAX_RANGES]; /* the merge's, per range */
+    __shared__ bool merge;
+    pdl_begin();
+    const int kvh = blockIdx.x, split = blockIdx.y, t = blockIdx.z;
+    const int group = n_heads / n_kv_heads, h0 = kvh * group;
+    const int n_ctx = pos0 + t + 1, lo = window > 0 && n_ctx > window ? n_ctx - window : 0;
+    const long long span = n_ctx - lo;
+    const int k_begin = lo + (int)(span * split / splits),
+              k_end = lo + (int)(span * (split + 1) / splits);
+    const size_t kvd = (size_t)n_kv_heads * hd, head = (size_t)kvh * hd;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const float scale = rsqrtf((float)hd);
+    for (int i = threadIdx.x; i < G * HDP; i += SPLIT_THREADS) {
+        const int g = i / HDP, d = i % HDP;
+        qs[g][d] = g < group && d < hd ? q[((size_t)t * n_heads + h0 + g) * hd + d] : 0.0f;
+    }
+    if (threadIdx.x < G) {
+        run_m[threadIdx.x] = -INFINITY;
+        run_l[threadIdx.x] = 0.0f;
+    }
+    float acc[G][NF];
+#pragma unroll
+    for (int g = 0; g < G; g++)
+#pragma unroll
+        for (int f = 0; f < NF; f++) acc[g][f] = 0.0f;
+
+    constexpr int KEYS_PER_WARP = SPLIT_TILE / (SPLIT_THREADS / 32);
+    for (int k0 = k_begin; k0 < k_end; k0 += SPLIT_TILE) {
+        /* the tile's K rows (this warp's keys) and V features (this thread's), every load
+         * in flight at once; zero past the range */
+        float kr[KEYS_PER_WARP][PL], vr[SPLIT_TILE][NF];
+#pragma unroll
+        for (int i = 0; i < KEYS_PER_WARP; i++) {
+            const int key = k0 + warp + SPLIT_THREADS / 32 * i;
+#pragma unroll
+            for (int e = 0; e < PL; e++) {
+                const int d = lane + 32 * e;
+                kr[i][e] = key < k_end && d < hd ? kc[(size_t)key * kvd + head + d] : 0.0f;
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < SPLIT_TILE; j++)
+#pragma unroll
+            for (int f = 0; f < NF; f++) {
+                const int d = threadIdx.x + SPLIT_THREADS * f;
+                vr[j][f] = k0 + j < k_end && d < hd ? vc[(size_t)(k0 + j) * kvd + head + d] : 0.0f;
+            }
+        __syncthreads(); /* qs and run_* written; the last tile's ps and alpha read */
+#pragma unroll
+        for (int i = 0; i < KEYS_PER_WARP; i++) {
+            const int jj = warp + SPLIT_THREADS / 32 * i, key = k0 + jj;
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                if (g >= group) break;
+                float s = 0.0f;
+#pragma unroll
+                for (int e = 0; e < PL; e++) s += qs[g][lane + 32 * e] * kr[i][e];
+                s = warp_sum(s);
+                if (lane == 0) ps[g][jj] = key < k_end ? s * scale : -INFINITY;
+            }
+        }
+        __syncthreads();
+        for (int g = warp; g < group; g += SPLIT_THREADS / 32) {
+            const float s = ps[g][lane], m_old = run_m[g];
+            const float m_new = fmaxf(m_old, warp_max(s));
+            const float base = m_new == -INFINITY ? 0.0f : m_new;
+            const float p = expf(s - base); /* a key past the range: exp(-inf) = 0 */
+            const float sum = warp_sum(p);
+            ps[g][lane] = p;
+            if (lane == 0) {
+                const float a = expf(m_old - base);
+                alpha[g] = a;
+                run_m[g] = m_new;
+                run_l[g] = run_l[g] * a + sum;
+            }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            if (g >= group) break;
+#pragma unroll
+            for (int f = 0; f < NF; f++) {
+                float a = acc[g][f] * alpha[g];
+#pragma unroll
+                for (int j = 0; j < SPLIT_TILE; j++) a += ps[g][j] * vr[j][f];
+                acc[g][f] = a;
+            }
+        }
+    }
+
+    /* this range's partial: sums, then max and sum, per head of the group */
+    const size_t stride = HDP + 2;
+    float *mine = part + (((size_t)t * n_heads + h0) * splits + split) * stride;
+#pragma unroll
+    for (int f = 0; f < NF; f++) {
+        const int d = threadIdx.x + SPLIT_THREADS * f;
+        if (d < hd)
+#pragma unroll
+            for (int g = 0; g < G; g++)
+                if (g < group) mine[(size_t)g * splits * stride + d] = acc[g][f];
+    }
+    __syncthreads(); /* run_m, run_l final (an empty range leaves -inf, 0) */
+    if (threadIdx.x < group) {
+        mine[(size_t)threadIdx.x * splits * stride + HDP] = run_m[threadIdx.x];
+        mine[(size_t)threadIdx.x * splits * stride + HDP + 1] = run_l[threadIdx.x];
+    }
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned *c = count + (size_t)t * n_kv_heads + kvh;
+        merge = atomicAdd(c, 1u) == (unsigned)splits - 1;
+        if (merge) *c = 0; /* the next launch starts after this one ends */
+    }
+    __syncthreads();
+    if (!merge) return;
+    __threadfence();
+    /* a warp per head: lanes take ranges lane and lane + 32 (an empty one weighs 0) */
+    static_assert(DFL_ATTENTION_SPLIT_MAX_RANGES <= 64, "two ranges a lane");
+    for (int g = warp; g < group; g += SPLIT_THREADS / 32) {
+        const float *r = part + (((size_t)t * n_heads + h0 + g) * splits) * stride;
+        float m[2], l[2];
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int sp = lane + 32 * e;
+            m[e] = sp < splits ? __ldcg(r + sp * stride + HDP) : -INFINITY;
+            l[e] = sp < splits ? __ldcg(r + sp * stride + HDP + 1) : 0.0f;
+        }
+        const float top = warp_max(fmaxf(m[0], m[1])); /* finite: a range holds the last key */
+        const float w0 = expf(m[0] - top), w1 = expf(m[1] - top);
+        const float inv = 1.0f / warp_sum(l[0] * w0 + l[1] * w1);
+        weight[g][lane] = w0 * inv;
+        weight[g][lane + 32] = w1 * inv;
+    }
+    __syncthreads();
+    /* thread d sums its features of every head, a range's loads all in flight at once */
+    const float *r = part + ((size_t)t * n_heads + h0) * splits * stride;
+    float o[G][NF];
+#pragma unroll
+    for (int g = 0; g < G; g++)
+#pragma unroll
+        for (int f = 0; f < NF; f++) o[g][f] = 0.0f;
+#pragma unroll 4
+    for (int sp = 0; sp < splits; sp++)
+#pragma unroll
+        for (int g = 0; g < G; g++)
+#pragma unroll
+            for (int f = 0; f < NF; f++) {
+                const int d = threadIdx.x + SPLIT_THREADS * f;
+                if (g < group && d < hd)
+                    o[g][f] += __ldcg(r + ((size_t)g * splits + sp) * stride + d) * weight[g][sp];
+            }
+#pragma unroll
+    for (int g = 0; g < G; g++)
+#pragma unroll
+        for (int f = 0; f < NF; f++) {
+            const int d = threadIdx.x + SPLIT_THREADS * f;
+            if (g < group && d < hd)
+                out[((size_t)t * n_heads + h0 + g) * hd + d] = __float2bfloat16(o[g][f]);
+        }
+}
+
 /* One thread per output element (token t, feature i < h): out[t][i] =
  * bf16(silu(gate[t][i]) * up[t][i]), gate and up rows `ld` floats apart (h, or 2h when they
  * are the halves of a stacked gate|up product). */
 __global__ void swiglu_kernel(const float *gate, const float *up, int ld, bf16 *out, int h,
                               size_t n)
 {
-    pdl_trigger();
+    pdl_begin();
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
         size_t at = i / h * ld + i % h;
@@ -605,17 +855,19 @@ __global__ void swiglu_kernel(const float *gate, const float *up, int ld, bf16 *
 
 /* A stacked q|k|v product (rows of Q + 2 KV floats) into place: q rotated into q ([t][Q]),
  * k rotated into the cache rows kc ([t][KV]), v copied into vc; the rotation is
- * rope_kernel's. One block per token; a thread takes pairs (i, i + hd/2) of the q then k
- * heads (contiguous in the row), then v features. */
+ * rope_kernel's. A grid row of blocks per token; a thread takes one pair (i, i + hd/2) of
+ * the q then k heads (contiguous in the row), or one v feature. */
 __global__ void qkv_rope_kernel(const float *qkv, float *q, float *kc, float *vc, int n_heads,
                                 int n_kv_heads, int hd, int pos0, const float *cos_t,
                                 const float *sin_t)
 {
-    pdl_trigger();
+    pdl_begin();
     const int half = hd / 2, t = blockIdx.x, Q = n_heads * hd, KV = n_kv_heads * hd;
+    const int pairs = (n_heads + n_kv_heads) * half, k = blockIdx.y * blockDim.x + threadIdx.x;
     const float *row = qkv + (size_t)t * (Q + 2 * KV);
-    const float *cs = cos_t + (size_t)(pos0 + t) * half, *sn = sin_t + (size_t)(pos0 + t) * half;
-    for (int k = threadIdx.x; k < (n_heads + n_kv_heads) * half; k += blockDim.x) {
+    if (k < pairs) {
+        const float *cs = cos_t + (size_t)(pos0 + t) * half,
+                    *sn = sin_t + (size_t)(pos0 + t) * half;
         const int head = k / half, i = k % half;
         const float *src = row + head * hd;
         float *dst = head < n_heads ? q + (size_t)t * Q + head * hd
@@ -623,13 +875,35 @@ __global__ void qkv_rope_kernel(const float *qkv, float *q, float *kc, float *vc
         float a = src[i], b = src[i + half];
         dst[i] = a * cs[i] - b * sn[i];
         dst[i + half] = b * cs[i] + a * sn[i];
+    } else if (k - pairs < KV) {
+        vc[(size_t)t * KV + k - pairs] = row[Q + KV + k - pairs];
     }
-    for (int i = threadIdx.x; i < KV; i += blockDim.x) vc[(size_t)t * KV + i] = row[Q + KV + i];
 }
 
 /* ------------------------------------------------------------------ host side ---- */
 
 static const int THREADS = 256;
+
+/* kernel<<<grid, block, smem, s>>>(args), with programmatic dependent launch where `pdl`:
+ * the kernel may be scheduled while the one before it on s finishes (pdl_begin waits for
+ * it), so that launch latency and the fused matmul's weight prefetch overlap the tail of
+ * the kernel before. Errors are left for cudaGetLastError, as a <<<>>> launch's. */
+template <typename... Params, typename... Args>
+static void launch(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                   cudaStream_t s, Args... args)
+{
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cfg.attrs = at;
+    cfg.numAttrs = pdl ? 1 : 0;
+    (void)cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...);
+}
 
 /* Shared memory a tiled block needs for head_dim hd (0: over DFL_ATTENTION_TILED_MAX_HD). */
 static size_t attention_tiled_bytes(int hd)
@@ -650,6 +924,8 @@ static cudaError_t attention_setup(attention_device *dev)
         e = cudaDeviceGetAttribute(&dev->optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, id);
     if (e == cudaSuccess)
         e = cudaDeviceGetAttribute(&dev->major, cudaDevAttrComputeCapabilityMajor, id);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&dev->sms, cudaDevAttrMultiProcessorCount, id);
+    dev->pdl = dev->major >= 9;
     cudaFuncAttributes fa;
     if (e == cudaSuccess) e = cudaFuncGetAttributes(&fa, (const void *)attention_kernel);
     if (e == cudaSuccess) {
@@ -674,11 +950,13 @@ static cudaError_t attention_setup(attention_device *dev)
 
 /* The kernel a pass of n tokens reaching position `ctx` - 1 runs, or AUTO when the one
  * asked for (or, for AUTO, every one) cannot: naive keeps one score per position in shared
- * memory and takes at most 65535 tokens a pass, tiled and mma take head_dim up to a limit,
- * mma needs sm_80. */
-static dfl_attention attention_pick(dfl_attention kind, int n, int ctx, int hd,
+ * memory and takes at most 65535 tokens a pass, tiled, mma and split take head_dim up to a
+ * limit, mma needs sm_80, split takes short passes and query groups up to a size. */
+static dfl_attention attention_pick(dfl_attention kind, int n, int ctx, int hd, int group,
                                     const attention_device *dev)
 {
+    const bool split_ok = n <= DFL_ATTENTION_SPLIT_MAX_N && hd <= DFL_ATTENTION_SPLIT_MAX_HD &&
+                          group <= DFL_ATTENTION_SPLIT_MAX_GROUP;
     const size_t tiled = attention_tiled_bytes(hd);
     /* naive: a grid row per token (gridDim.y <= 65535) */
     const bool naive_ok =
@@ -690,8 +968,10 @@ static dfl_attention attention_pick(dfl_attention kind, int n, int ctx, int hd,
     case DFL_ATTENTION_NAIVE: return naive_ok ? kind : DFL_ATTENTION_AUTO;
     case DFL_ATTENTION_TILED: return tiled_ok ? kind : DFL_ATTENTION_AUTO;
     case DFL_ATTENTION_MMA: return mma_ok ? kind : DFL_ATTENTION_AUTO;
+    case DFL_ATTENTION_SPLIT: return split_ok ? kind : DFL_ATTENTION_AUTO;
     default:
-        if (mma_ok) return DFL_ATTENTION_MMA; /* the fastest at every length measured */
+        if (split_ok) return DFL_ATTENTION_SPLIT; /* decode: fills the GPU */
+        if (mma_ok) return DFL_ATTENTION_MMA;     /* the fastest at every length measured */
         if ((n >= DFL_ATTENTION_TILED_MIN || ctx >= DFL_ATTENTION_LONG_CTX || !naive_ok) &&
             tiled_ok)
             return DFL_ATTENTION_TILED;
@@ -699,14 +979,41 @@ static dfl_attention attention_pick(dfl_attention kind, int n, int ctx, int hd,
     }
 }
 
+static int split_hdp(int hd) { return hd <= 64 ? 64 : hd <= 128 ? 128 : 256; }
+
+static size_t split_part_bytes(int n_heads, int hd)
+{
+    return (size_t)DFL_ATTENTION_SPLIT_MAX_N * n_heads * DFL_ATTENTION_SPLIT_MAX_RANGES *
+           (split_hdp(hd) + 2) * sizeof(float);
+}
+
+static size_t split_count_bytes(int n_kv_heads)
+{
+    return (size_t)DFL_ATTENTION_SPLIT_MAX_N * n_kv_heads * sizeof(unsigned);
+}
+
+/* Ranges per token: about four blocks per SM in all, each at least half a tile of
+ * positions. */
+static int split_ranges(int n, int ctx, int window, int n_kv_heads, const attention_device *dev)
+{
+    const long long span = window > 0 && window < ctx ? window : ctx;
+    const long long blocks = (long long)n * n_kv_heads;
+    long long r = (4LL * dev->sms + blocks - 1) / blocks;
+    const long long halves = (span + SPLIT_TILE / 2 - 1) / (SPLIT_TILE / 2);
+    if (r > halves) r = halves;
+    if (r > DFL_ATTENTION_SPLIT_MAX_RANGES) r = DFL_ATTENTION_SPLIT_MAX_RANGES;
+    return r < 1 ? 1 : (int)r;
+}
+
 /* Launches the attention of n tokens at [pos0, pos0 + n) (see dfl_gpu_attention); sizes
- * already checked, attention_setup done on this device. */
+ * already checked, attention_setup done on this device; ws sized for n_heads, hd. */
 static df11_status attention_launch(dfl_attention kind, const float *q, const float *kc,
                                     const float *vc, bf16 *out, int n, int pos0, int n_heads,
                                     int n_kv_heads, int hd, int window, const attention_device *dev,
-                                    cudaStream_t s, char *err, size_t errlen)
+                                    const attention_ws *ws, cudaStream_t s, char *err,
+                                    size_t errlen)
 {
-    const dfl_attention k = attention_pick(kind, n, pos0 + n, hd, dev);
+    const dfl_attention k = attention_pick(kind, n, pos0 + n, hd, n_heads / n_kv_heads, dev);
     if (k == DFL_ATTENTION_AUTO) {
         snprintf(err, errlen,
                  "attention: no kernel for head_dim %d at position %d (%d bytes of shared "
@@ -715,22 +1022,45 @@ static df11_status attention_launch(dfl_attention kind, const float *q, const fl
         return DF11_ERR_UNSUPPORTED;
     }
     const dim3 grid(n_heads, (n + ATT_BQ - 1) / ATT_BQ);
-    if (k == DFL_ATTENTION_MMA) {
-        if (hd <= 64)
-            attention_mma_kernel<64>
-                <<<grid, 128, 0, s>>>(q, kc, vc, out, n, pos0, n_heads, n_kv_heads, hd, window);
-        else
-            attention_mma_kernel<128>
-                <<<grid, 128, 0, s>>>(q, kc, vc, out, n, pos0, n_heads, n_kv_heads, hd, window);
+    if (k == DFL_ATTENTION_SPLIT) {
+        const int ranges = split_ranges(n, pos0 + n, window, n_kv_heads, dev);
+        const dim3 sgrid(n_kv_heads, ranges, n);
+        const bool small = n_heads / n_kv_heads <= 4;
+#define SPLIT(HDP, G)                                                                              \
+    launch(dev->pdl, attention_split_kernel<HDP, G>, sgrid, SPLIT_THREADS, 0, s, q, kc, vc, out,   \
+           ws->part, ws->count, pos0, n_heads, n_kv_heads, hd, window, ranges)
+        switch (split_hdp(hd)) {
+        case 64:
+            if (small)
+                SPLIT(64, 4);
+            else
+                SPLIT(64, DFL_ATTENTION_SPLIT_MAX_GROUP);
+            break;
+        case 128:
+            if (small)
+                SPLIT(128, 4);
+            else
+                SPLIT(128, DFL_ATTENTION_SPLIT_MAX_GROUP);
+            break;
+        default:
+            if (small)
+                SPLIT(256, 4);
+            else
+                SPLIT(256, DFL_ATTENTION_SPLIT_MAX_GROUP);
+        }
+#undef SPLIT
+    } else if (k == DFL_ATTENTION_MMA) {
+        launch(dev->pdl, hd <= 64 ? attention_mma_kernel<64> : attention_mma_kernel<128>, grid, 128,
+               0, s, q, kc, vc, out, n, pos0, n_heads, n_kv_heads, hd, window);
     } else if (k == DFL_ATTENTION_NAIVE) {
         const size_t smem = (size_t)(hd + pos0 + n) * sizeof(float);
-        attention_kernel<<<dim3(n_heads, n), 128, smem, s>>>(q, kc, vc, out, pos0, n_heads,
-                                                             n_kv_heads, hd, window);
+        launch(dev->pdl, attention_kernel, dim3(n_heads, n), 128, smem, s, q, kc, vc, out, pos0,
+               n_heads, n_kv_heads, hd, window);
     } else {
         const size_t smem = attention_tiled_bytes(hd);
 #define TILED(HDP)                                                                                 \
-    attention_tiled_kernel<HDP>                                                                    \
-        <<<grid, ATT_THREADS, smem, s>>>(q, kc, vc, out, n, pos0, n_heads, n_kv_heads, hd, window)
+    launch(dev->pdl, attention_tiled_kernel<HDP>, grid, ATT_THREADS, smem, s, q, kc, vc, out, n,   \
+           pos0, n_heads, n_kv_heads, hd, window)
         if (hd <= 64)
             TILED(64);
         else if (hd <= 128)
@@ -749,7 +1079,7 @@ df11_status dfl_gpu_attention(dfl_attention kind, const float *q, const float *k
 {
     if (!q || !kc || !vc || !out || n < 1 || pos0 < 0 || n > INT_MAX - pos0 || n_heads < 1 ||
         n_kv_heads < 1 || n_heads % n_kv_heads || hd < 2 || hd % 2 || window < 0 ||
-        (unsigned)kind > DFL_ATTENTION_MMA) {
+        (unsigned)kind > DFL_ATTENTION_SPLIT) {
         snprintf(err, errlen,
                  "attention: invalid arguments (kind %d, %d tokens at %d, %d heads, %d kv heads, "
                  "head_dim %d, window %d)",
@@ -758,8 +1088,23 @@ df11_status dfl_gpu_attention(dfl_attention kind, const float *q, const float *k
     }
     attention_device dev;
     CUDA_TRY(attention_setup(&dev));
-    return attention_launch(kind, q, kc, vc, (bf16 *)out, n, pos0, n_heads, n_kv_heads, hd, window,
-                            &dev, (cudaStream_t)stream, err, errlen);
+    /* this call's own split workspace, in stream order (not the engine's hot path) */
+    cudaStream_t s = (cudaStream_t)stream;
+    attention_ws ws = { NULL, NULL };
+    const bool split =
+        attention_pick(kind, n, pos0 + n, hd, n_heads / n_kv_heads, &dev) == DFL_ATTENTION_SPLIT;
+    if (split) {
+        CUDA_TRY(cudaMallocAsync((void **)&ws.part, split_part_bytes(n_heads, hd), s));
+        CUDA_TRY(cudaMallocAsync((void **)&ws.count, split_count_bytes(n_kv_heads), s));
+        CUDA_TRY(cudaMemsetAsync(ws.count, 0, split_count_bytes(n_kv_heads), s));
+    }
+    df11_status st = attention_launch(kind, q, kc, vc, (bf16 *)out, n, pos0, n_heads, n_kv_heads,
+                                      hd, window, &dev, &ws, s, err, errlen);
+    if (split) {
+        CUDA_TRY(cudaFreeAsync(ws.part, s));
+        CUDA_TRY(cudaFreeAsync(ws.count, s));
+    }
+    return st;
 }
 
 /* Y[n][rows] = X[n][cols] · W[rows][cols]^T (+ beta * Y). */
@@ -860,8 +1205,9 @@ void dfl_gpu_destroy(dfl_gpu *g)
     if (g->stream) cudaStreamSynchronize(g->stream);
     if (g->done) cudaEventDestroy(g->done);
     if (g->arrived) cudaEventDestroy(g->arrived);
-    void *bufs[] = { g->x,      g->xb, g->q,  g->att,      g->gate,     g->hb,    g->logits,
-                     g->tokens, g->kc, g->vc, g->rope_cos, g->rope_sin, g->norms, g->proj };
+    void *bufs[] = { g->x,      g->xb,     g->q,           g->att,         g->gate,     g->hb,
+                     g->logits, g->tokens, g->kc,          g->vc,          g->rope_cos, g->rope_sin,
+                     g->norms,  g->proj,   g->att_ws.part, g->att_ws.count };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     if (g->blas) cublasDestroy(g->blas);
     if (g->stream) cudaStreamDestroy(g->stream);
@@ -904,18 +1250,21 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
     /* Every pass must find a kernel (attention_pick): a decode step at the last position,
      * and a pass of max_batch tokens. */
     CUDA_TRY(attention_setup(&g->att_dev));
-    const int hd = c->head_dim;
-    if (attention_pick(g->attention, 1, (int)S, hd, &g->att_dev) == DFL_ATTENTION_AUTO ||
-        attention_pick(g->attention, g->max_batch, (int)S, hd, &g->att_dev) == DFL_ATTENTION_AUTO) {
-        static const char *names[] = { "auto", "naive", "tiled", "mma" };
+    if (g->plain_launch) g->att_dev.pdl = false;
+    const int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
+    if (attention_pick(g->attention, 1, (int)S, hd, group, &g->att_dev) == DFL_ATTENTION_AUTO ||
+        attention_pick(g->attention, g->max_batch, (int)S, hd, group, &g->att_dev) ==
+            DFL_ATTENTION_AUTO) {
+        static const char *names[] = { "auto", "naive", "tiled", "mma", "split" };
         snprintf(err, errlen,
                  "attention (%s) cannot run head_dim %d over %zu positions, %d tokens a pass: "
                  "the naive kernel needs %zu bytes of shared memory (the GPU has %d) and takes "
                  "65535 tokens a pass, tiled takes head_dim up to %d, mma up to %d on sm_80+ "
-                 "(this is sm_%d0)",
+                 "(this is sm_%d0), split up to %d, %d tokens a pass and %d heads per kv head",
                  names[g->attention], hd, S, g->max_batch, (S + hd) * sizeof(float),
                  g->att_dev.optin, DFL_ATTENTION_TILED_MAX_HD, DFL_ATTENTION_MMA_MAX_HD,
-                 g->att_dev.major);
+                 g->att_dev.major, DFL_ATTENTION_SPLIT_MAX_HD, DFL_ATTENTION_SPLIT_MAX_N,
+                 DFL_ATTENTION_SPLIT_MAX_GROUP);
         return DF11_ERR_UNSUPPORTED;
     }
 
@@ -934,6 +1283,8 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
         { (void **)&g->tokens, B * sizeof(int), &g->scratch_bytes },
         { (void **)&g->rope_cos, S * c->head_dim / 2 * 4, &g->scratch_bytes },
         { (void **)&g->rope_sin, S * c->head_dim / 2 * 4, &g->scratch_bytes },
+        { (void **)&g->att_ws.part, split_part_bytes(c->n_heads, hd), &g->scratch_bytes },
+        { (void **)&g->att_ws.count, split_count_bytes(c->n_kv_heads), &g->scratch_bytes },
         { (void **)&g->kc, L * S * KV * 4, &g->kv_bytes },
         { (void **)&g->vc, L * S * KV * 4, &g->kv_bytes },
     };
@@ -942,6 +1293,7 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
         if (st != DF11_OK) return st;
     }
     g->up = g->gate + B * H;
+    CUDA_TRY(cudaMemset(g->att_ws.count, 0, split_count_bytes(c->n_kv_heads)));
     if (g->lin) {
         df11_status st;
         if ((st = gpu_alloc(g, (void **)&g->norms, dfl_norms_count(c) * 2, &g->scratch_bytes, err,
@@ -973,7 +1325,7 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
 }
 
 df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, const dfl_gpu_range *r,
-                           int max_seq, int max_batch, dfl_attention attention,
+                           int max_seq, int max_batch, dfl_attention attention, int plain_launch,
                            const dfl_linears *linears, const df11_weight *embed, dfl_gpu **out,
                            char *err, size_t errlen)
 {
@@ -984,6 +1336,7 @@ df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, const 
     dfl_gpu *g = new dfl_gpu();
     g->cfg = *cfg;
     g->attention = attention;
+    g->plain_launch = plain_launch;
     g->prov = *p;
     g->device = device;
     g->first = r->first;
@@ -1003,12 +1356,40 @@ df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, const 
     return DF11_OK;
 }
 
+/* rmsnorm_kernel's out = norm(x (+= add)) for n rows of dim, on s: the vector kernel where
+ * the row fits it and every pointer is aligned for it. */
+static void rmsnorm(const dfl_gpu *g, float *x, const float *add, const void *w, bf16 *out, int n,
+                    int dim, float eps)
+{
+    cudaStream_t s = g->stream;
+    const bool pdl = g->att_dev.pdl;
+    const int nv = dim / 4;
+    const bool vec = dim % 4 == 0 && nv <= 8 * 1024 && (uintptr_t)x % 16 == 0 &&
+                     (uintptr_t)add % 16 == 0 && (uintptr_t)w % 8 == 0 && (uintptr_t)out % 8 == 0;
+    if (!vec) {
+        launch(pdl, rmsnorm_kernel, n, THREADS, 0, s, x, add, (const bf16 *)w, out, dim, eps);
+        return;
+    }
+    const int threads = nv >= 1024 ? 1024 : (nv + 31) / 32 * 32, per = (nv + threads - 1) / threads;
+#define RMS(VPT)                                                                                   \
+    launch(pdl, rmsnorm_vec_kernel<VPT>, n, threads, 0, s, x, add, (const bf16 *)w, out, dim, eps)
+    if (per <= 1)
+        RMS(1);
+    else if (per <= 2)
+        RMS(2);
+    else if (per <= 4)
+        RMS(4);
+    else
+        RMS(8);
+#undef RMS
+}
+
 /* y[t][i] += b[i] for n rows ld floats apart, on g->stream. */
 static void add_bias(dfl_gpu *g, float *y, size_t ld, const bf16 *b, int n, int width)
 {
     size_t total = (size_t)n * width;
-    bias_kernel<<<(unsigned)((total + THREADS - 1) / THREADS), THREADS, 0, g->stream>>>(
-        y, ld, b, width, total);
+    launch(g->att_dev.pdl, bias_kernel, (unsigned)((total + THREADS - 1) / THREADS), THREADS, 0,
+           g->stream, y, ld, b, width, total);
 }
 
 /* Each of n_heads heads of n token rows (`stride` floats apart) RMS-normed by w (BF16
@@ -1018,8 +1399,8 @@ static void head_norm(dfl_gpu *g, float *v, int stride, int n_heads, const void 
     if (!w) return;
     const int per_block = THREADS / 32;
     const dim3 grid((unsigned)n, (unsigned)((n_heads + per_block - 1) / per_block));
-    head_rmsnorm_kernel<<<grid, THREADS, 0, g->stream>>>(v, stride, n_heads, g->cfg.head_dim,
-                                                         (const bf16 *)w, g->cfg.norm_eps);
+    launch(g->att_dev.pdl, head_rmsnorm_kernel, grid, THREADS, 0, g->stream, v, stride, n_heads,
+           g->cfg.head_dim, (const bf16 *)w, g->cfg.norm_eps);
 }
 
 /* One block's kernels on g->stream, for tokens at [pos, pos + n). w: the norms and, on the
@@ -1037,6 +1418,7 @@ static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w,
     float *kc = g->kc + (li * g->max_seq + pos) * KV;
     float *vc = g->vc + (li * g->max_seq + pos) * KV;
     cudaStream_t s = g->stream;
+    const bool pdl = g->att_dev.pdl;
     df11_status st;
     /* Y = X·Wᵀ; into the residual (RES): the engine's GEMM adds to x (beta 1), the op
      * writes g->proj, which the next RMSNorm adds. */
@@ -1047,16 +1429,16 @@ static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w,
     return st
 
     const bool stacked = op && g->lin->stacked;
-    rmsnorm_kernel<<<n, THREADS, 0, s>>>(g->x, *add, (const bf16 *)w->attn_norm, g->xb, D,
-                                         c->norm_eps);
+    rmsnorm(g, g->x, *add, w->attn_norm, g->xb, n, D, c->norm_eps);
     if (stacked) { /* one product, rows [q | k | v] (in g->gate, free until the MLP) */
         if ((st = op_linear(g, &op->qkv, g->xb, g->gate, n, err, errlen)) != DF11_OK) return st;
         if (w->bq) /* q|k|v biases are contiguous in g->norms, as the stacked row */
             add_bias(g, g->gate, Q + 2 * KV, (const bf16 *)w->bq, n, Q + 2 * KV);
         head_norm(g, g->gate, Q + 2 * KV, c->n_heads, w->q_norm, n);
         head_norm(g, g->gate + Q, Q + 2 * KV, c->n_kv_heads, w->k_norm, n);
-        qkv_rope_kernel<<<n, THREADS, 0, s>>>(g->gate, g->q, kc, vc, c->n_heads, c->n_kv_heads, hd,
-                                              pos, g->rope_cos, g->rope_sin);
+        const int items = (c->n_heads + c->n_kv_heads) * (hd / 2) + KV;
+        launch(pdl, qkv_rope_kernel, dim3(n, (items + THREADS - 1) / THREADS), THREADS, 0, s,
+               g->gate, g->q, kc, vc, c->n_heads, c->n_kv_heads, hd, pos, g->rope_cos, g->rope_sin);
     } else {
         LINEAR(wq, g->xb, g->q, Q, D, 0);
         LINEAR(wk, g->xb, kc, KV, D, 0);
@@ -1066,19 +1448,20 @@ static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w,
         if (w->bv) add_bias(g, vc, KV, (const bf16 *)w->bv, n, KV);
         head_norm(g, g->q, Q, c->n_heads, w->q_norm, n);
         head_norm(g, kc, KV, c->n_kv_heads, w->k_norm, n);
-        rope_kernel<<<n, THREADS, 0, s>>>(g->q, Q, c->n_heads, hd, pos, g->rope_cos, g->rope_sin);
-        rope_kernel<<<n, THREADS, 0, s>>>(kc, KV, c->n_kv_heads, hd, pos, g->rope_cos, g->rope_sin);
+        launch(pdl, rope_kernel, n, THREADS, 0, s, g->q, Q, c->n_heads, hd, pos, g->rope_cos,
+               g->rope_sin);
+        launch(pdl, rope_kernel, n, THREADS, 0, s, kc, KV, c->n_kv_heads, hd, pos, g->rope_cos,
+               g->rope_sin);
     }
     if ((st = attention_launch(g->attention, g->q, g->kc + li * g->max_seq * KV,
                                g->vc + li * g->max_seq * KV, g->att, n, pos, c->n_heads,
-                               c->n_kv_heads, hd, c->sliding_window, &g->att_dev, s, err,
-                               errlen)) != DF11_OK)
+                               c->n_kv_heads, hd, c->sliding_window, &g->att_dev, &g->att_ws, s,
+                               err, errlen)) != DF11_OK)
         return st;
     LINEAR(wo, g->att, g->x, D, Q, 1); /* x += o_proj(att) */
     if (w->bo) add_bias(g, op ? g->proj : g->x, D, (const bf16 *)w->bo, n, D);
 
-    rmsnorm_kernel<<<n, THREADS, 0, s>>>(g->x, op ? g->proj : NULL, (const bf16 *)w->ffn_norm,
-                                         g->xb, D, c->norm_eps);
+    rmsnorm(g, g->x, op ? g->proj : NULL, w->ffn_norm, g->xb, n, D, c->norm_eps);
     const float *up = g->up;
     int ld = H;
     if (stacked) { /* one product, rows [gate | up] */
@@ -1090,8 +1473,8 @@ static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w,
         LINEAR(w_up, g->xb, g->up, H, D, 0);
     }
     size_t nh = (size_t)n * H;
-    swiglu_kernel<<<(unsigned)((nh + THREADS - 1) / THREADS), THREADS, 0, s>>>(g->gate, up, ld,
-                                                                               g->hb, H, nh);
+    launch(pdl, swiglu_kernel, (unsigned)((nh + THREADS - 1) / THREADS), THREADS, 0, s, g->gate, up,
+           ld, g->hb, H, nh);
     LINEAR(w_down, g->hb, g->x, D, H, 1); /* x += down_proj(hb) */
 #undef LINEAR
     *add = op ? g->proj : NULL;
@@ -1124,7 +1507,8 @@ df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, const uint32_t *ids, 
         const void *emb;
         st = dfl_tensor_get(p, "model.embed_tokens.weight", c->vocab_size, D, s, &emb, err, errlen);
         if (st != DF11_OK) return st;
-        embed_kernel<<<n, THREADS, 0, s>>>((const bf16 *)emb, g->tokens, g->x, D);
+        launch(g->att_dev.pdl, embed_kernel, n, THREADS, 0, s, (const bf16 *)emb, g->tokens, g->x,
+               D);
         if (p->tensor_release) p->tensor_release(p->ctx, "model.embed_tokens.weight", s);
     }
 
@@ -1162,16 +1546,14 @@ df11_status dfl_gpu_forward(dfl_gpu *g, const int *tokens, const uint32_t *ids, 
 
     const size_t last = (size_t)(n - 1) * D;
     if (g->lin) {
-        rmsnorm_kernel<<<1, THREADS, 0, s>>>(g->x + last, add ? add + last : NULL,
-                                             g->norms + 2 * (size_t)c->n_layers * D, g->xb, D,
-                                             c->norm_eps);
+        rmsnorm(g, g->x + last, add ? add + last : NULL, g->norms + 2 * (size_t)c->n_layers * D,
+                g->xb, 1, D, c->norm_eps);
         st = op_linear(g, &g->lin->lm_head, g->xb, g->logits, 1, err, errlen);
     } else {
         const void *norm, *head;
         st = dfl_tensor_get(p, "model.norm.weight", D, 0, s, &norm, err, errlen);
         if (st != DF11_OK) return st;
-        rmsnorm_kernel<<<1, THREADS, 0, s>>>(g->x + last, NULL, (const bf16 *)norm, g->xb, D,
-                                             c->norm_eps);
+        rmsnorm(g, g->x + last, NULL, norm, g->xb, 1, D, c->norm_eps);
         if (p->tensor_release) p->tensor_release(p->ctx, "model.norm.weight", s);
         const char *head_name = c->tied ? "model.embed_tokens.weight" : "lm_head.weight";
         st = dfl_tensor_get(p, head_name, c->vocab_size, D, s, &head, err, errlen);
