@@ -746,6 +746,7 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
             const float p = expf(s - base); /* a key past the range: exp(-inf) = 0 */
             const float sum = warp_sum(p);
             ps[g][lane] = p;
+            __syncwarp(); /* every lane has read run_m[g] before lane 0 rewrites it */
             if (lane == 0) {
                 const float a = expf(m_old - base);
                 alpha[g] = a;
