@@ -819,7 +819,7 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     for (int g = 0; g < G; g++)
 #pragma unroll
         for (int f = 0; f < NF; f++) o[g][f] = 0.0f;
-#pragma unroll 4
+#pragma unroll 8
     for (int sp = 0; sp < splits; sp++)
 #pragma unroll
         for (int g = 0; g < G; g++)
@@ -993,15 +993,16 @@ static size_t split_count_bytes(int n_kv_heads)
     return (size_t)DFL_ATTENTION_SPLIT_MAX_N * n_kv_heads * sizeof(unsigned);
 }
 
-/* Ranges per token: about four blocks per SM in all, each at least half a tile of
- * positions. */
+/* Ranges per token: about two blocks per SM in all, each at least a tile of positions
+ * (at 500 positions, 16 ranges of 32: 12.2 us a layer against 13.8 for 32 of 16 or more
+ * blocks, H100, bench/RESULTS.md). */
 static int split_ranges(int n, int ctx, int window, int n_kv_heads, const attention_device *dev)
 {
     const long long span = window > 0 && window < ctx ? window : ctx;
     const long long blocks = (long long)n * n_kv_heads;
-    long long r = (4LL * dev->sms + blocks - 1) / blocks;
-    const long long halves = (span + SPLIT_TILE / 2 - 1) / (SPLIT_TILE / 2);
-    if (r > halves) r = halves;
+    long long r = (2LL * dev->sms + blocks - 1) / blocks;
+    const long long tiles = (span + SPLIT_TILE - 1) / SPLIT_TILE;
+    if (r > tiles) r = tiles;
     if (r > DFL_ATTENTION_SPLIT_MAX_RANGES) r = DFL_ATTENTION_SPLIT_MAX_RANGES;
     return r < 1 ? 1 : (int)r;
 }
