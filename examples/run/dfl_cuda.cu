@@ -768,17 +768,20 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
         }
     }
 
+    /* fn(g, f, d) for each head g of the group and feature d = this thread's f-th */
+    auto owned = [&](auto fn) {
+#pragma unroll
+        for (int g = 0; g < G; g++)
+#pragma unroll
+            for (int f = 0; f < NF; f++) {
+                const int d = threadIdx.x + SPLIT_THREADS * f;
+                if (g < group && d < hd) fn(g, f, d);
+            }
+    };
     /* this range's partial: sums, then max and sum, per head of the group */
     const size_t stride = HDP + 2;
     float *mine = part + (((size_t)t * n_heads + h0) * splits + split) * stride;
-#pragma unroll
-    for (int f = 0; f < NF; f++) {
-        const int d = threadIdx.x + SPLIT_THREADS * f;
-        if (d < hd)
-#pragma unroll
-            for (int g = 0; g < G; g++)
-                if (g < group) mine[(size_t)g * splits * stride + d] = acc[g][f];
-    }
+    owned([&](int g, int f, int d) { mine[(size_t)g * splits * stride + d] = acc[g][f]; });
     __syncthreads(); /* run_m, run_l final (an empty range leaves -inf, 0) */
     if (threadIdx.x < group) {
         mine[(size_t)threadIdx.x * splits * stride + HDP] = run_m[threadIdx.x];
@@ -819,24 +822,15 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     for (int g = 0; g < G; g++)
 #pragma unroll
         for (int f = 0; f < NF; f++) o[g][f] = 0.0f;
-#pragma unroll 8
+    constexpr int kMergeUnroll = G * NF <= 4 ? 8 : 2; /* ranges whose loads fly at once */
+#pragma unroll kMergeUnroll
     for (int sp = 0; sp < splits; sp++)
-#pragma unroll
-        for (int g = 0; g < G; g++)
-#pragma unroll
-            for (int f = 0; f < NF; f++) {
-                const int d = threadIdx.x + SPLIT_THREADS * f;
-                if (g < group && d < hd)
-                    o[g][f] += __ldcg(r + ((size_t)g * splits + sp) * stride + d) * weight[g][sp];
-            }
-#pragma unroll
-    for (int g = 0; g < G; g++)
-#pragma unroll
-        for (int f = 0; f < NF; f++) {
-            const int d = threadIdx.x + SPLIT_THREADS * f;
-            if (g < group && d < hd)
-                out[((size_t)t * n_heads + h0 + g) * hd + d] = __float2bfloat16(o[g][f]);
-        }
+        owned([&](int g, int f, int d) {
+            o[g][f] += __ldcg(r + ((size_t)g * splits + sp) * stride + d) * weight[g][sp];
+        });
+    owned([&](int g, int f, int d) {
+        out[((size_t)t * n_heads + h0 + g) * hd + d] = __float2bfloat16(o[g][f]);
+    });
 }
 
 /* One thread per output element (token t, feature i < h): out[t][i] =
