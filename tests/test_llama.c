@@ -627,13 +627,22 @@ static int argmax_d(const double *v, int n)
     return best;
 }
 
-static dfl_engine *engine_new_att(dfl_device device, const char *config, size_t len,
-                                  const df11_provider *p, int threads, int max_batch, dfl_matmul mm,
-                                  dfl_attention attention)
+static dfl_engine *engine_new_opt(const char *config, size_t len, const df11_provider *p,
+                                  const dfl_options *opt)
 {
     dfl_config cfg;
     char err[256];
     ck_assert_msg(dfl_config_parse(config, len, &cfg, err, sizeof err) == 0, "%s", err);
+    dfl_engine *e;
+    df11_status st = dfl_create(&cfg, p, opt, &e);
+    ck_assert_msg(st == DF11_OK, "dfl_create: %s: %s", df11_strerror(st), dfl_create_error());
+    return e;
+}
+
+static dfl_engine *engine_new_att(dfl_device device, const char *config, size_t len,
+                                  const df11_provider *p, int threads, int max_batch, dfl_matmul mm,
+                                  dfl_attention attention)
+{
     dfl_options opt;
     dfl_options_init(&opt);
     opt.device = device;
@@ -642,10 +651,7 @@ static dfl_engine *engine_new_att(dfl_device device, const char *config, size_t 
     opt.max_seq = 128;
     opt.matmul = mm;
     opt.attention = attention;
-    dfl_engine *e;
-    df11_status st = dfl_create(&cfg, p, &opt, &e);
-    ck_assert_msg(st == DF11_OK, "dfl_create: %s: %s", df11_strerror(st), dfl_create_error());
-    return e;
+    return engine_new_opt(config, len, p, &opt);
 }
 
 static dfl_engine *engine_new_mm(dfl_device device, const char *config, size_t len,
@@ -2769,7 +2775,8 @@ static void check_family_gpu(const synth_family *f)
     size_t len;
     const char *cfg = df11_model_config(model, &len);
     /* both paths with the default attention (mma for the prefill, split for the steps),
-     * then each attention kernel for every pass, the steps too */
+     * then each attention kernel for every pass, the steps too (split's default max_batch
+     * takes the prefill in passes of DFL_ATTENTION_SPLIT_MAX_N tokens) */
     static const struct {
         dfl_matmul mm;
         dfl_attention att;
@@ -2780,6 +2787,7 @@ static void check_family_gpu(const synth_family *f)
         { DFL_MATMUL_OP, DFL_ATTENTION_NAIVE, "op path, naive attention" },
         { DFL_MATMUL_OP, DFL_ATTENTION_TILED, "op path, tiled attention" },
         { DFL_MATMUL_OP, DFL_ATTENTION_MMA, "op path, mma attention" },
+        { DFL_MATMUL_OP, DFL_ATTENTION_SPLIT, "op path, split attention" },
     };
     for (size_t k = 0; k < sizeof runs / sizeof *runs; k++) {
         df11_provider pv;
@@ -2791,6 +2799,40 @@ static void check_family_gpu(const synth_family *f)
         fprintf(stderr, "%s: worst relative logit error against float64 %.3g (prefill %.3g)\n",
                 what, worst, pre);
         dfl_destroy(e);
+    }
+    /* The engine's kernels launched with programmatic dependent launch (the default) and
+     * plainly: the same logits bit for bit, every step and a prefill, on both paths. A
+     * kernel that read its input before griddepcontrol.wait, or a split workspace reused
+     * before its counters were reset, would differ here. */
+    for (int mm = 0; mm < 2; mm++) {
+        float *lg[2];
+        for (int plain = 0; plain < 2; plain++) {
+            df11_provider pv;
+            ck_assert_int_eq(df11_model_provider(model, &pv), DF11_OK);
+            dfl_options o;
+            dfl_options_init(&o);
+            o.device = DFL_DEVICE_CUDA;
+            o.max_seq = 128;
+            o.matmul = mm ? DFL_MATMUL_ENGINE : DFL_MATMUL_OP;
+            o.plain_launch = plain;
+            dfl_engine *e = engine_new_opt(cfg, len, &pv, &o);
+            lg[plain] = malloc((size_t)(N_GEN + 1) * V * sizeof(float));
+            ck_assert_ptr_nonnull(lg[plain]);
+            for (int i = 0; i < N_GEN; i++)
+                ck_assert_msg(dfl_forward(e, &toks[i], 1, i, lg[plain] + (size_t)i * V) == DF11_OK,
+                              "%s", dfl_error(e));
+            ck_assert_msg(dfl_forward(e, toks, N_GEN, 0, lg[plain] + (size_t)N_GEN * V) == DF11_OK,
+                          "%s", dfl_error(e));
+            dfl_destroy(e);
+        }
+        for (int i = 0; i <= N_GEN; i++)
+            ck_assert_msg(memcmp(lg[0] + (size_t)i * V, lg[1] + (size_t)i * V,
+                                 (size_t)V * sizeof(float)) == 0,
+                          "%s GPU %s path: %s %d: logits with PDL differ from plain launches",
+                          f->name, mm ? "engine" : "op", i < N_GEN ? "step" : "prefill of",
+                          i < N_GEN ? i : N_GEN);
+        free(lg[0]);
+        free(lg[1]);
     }
     df11_model_close(model);
     free(rl);

@@ -1062,7 +1062,11 @@ static df11_status engine_new(const dfl_config *cfg, const df11_provider *const 
     e->n_stages = 1;
     e->device = opt ? opt->device : DFL_DEVICE_CPU;
     e->max_seq = opt && opt->max_seq > 0 ? opt->max_seq : cfg->max_pos;
-    int batch_default = e->device == DFL_DEVICE_CUDA ? 4096 : 64;
+    /* split attention takes passes of DFL_ATTENTION_SPLIT_MAX_N tokens at most: asked for
+     * by name, longer inputs go through in passes of that many */
+    int batch_default = e->device != DFL_DEVICE_CUDA ? 64
+                        : att == DFL_ATTENTION_SPLIT ? DFL_ATTENTION_SPLIT_MAX_N
+                                                     : 4096;
     e->max_batch = opt && opt->max_batch > 0 ? opt->max_batch : batch_default;
     if (e->max_batch > e->max_seq) e->max_batch = e->max_seq;
     /* Embedding rows by the gather wherever the provider has it: it decodes only the rows

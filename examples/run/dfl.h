@@ -145,7 +145,8 @@ typedef enum dfl_attention {
                                 the ranges merged by the last block; FP32. Passes of up to
                                 DFL_ATTENTION_SPLIT_MAX_N tokens, head_dim up to
                                 DFL_ATTENTION_SPLIT_MAX_HD, up to
-                                DFL_ATTENTION_SPLIT_MAX_GROUP heads per kv head */
+                                DFL_ATTENTION_SPLIT_MAX_GROUP heads per kv head (the default
+                                max_batch is then DFL_ATTENTION_SPLIT_MAX_N) */
 } dfl_attention;
 #define DFL_ATTENTION_TILED_MIN 16
 #define DFL_ATTENTION_LONG_CTX 1024
@@ -159,7 +160,8 @@ typedef enum dfl_attention {
 typedef struct dfl_options {
     dfl_device device;
     int max_seq;   /* KV cache positions; 0 = config's max_pos */
-    int max_batch; /* tokens per pass (longer inputs are split); 0 = a default */
+    int max_batch; /* tokens per pass (longer inputs are split); 0 = a default
+                      (DFL_ATTENTION_SPLIT_MAX_N where attention is DFL_ATTENTION_SPLIT) */
     int n_threads; /* host threads; 0 = all cores */
     dfl_matmul matmul;
     dfl_attention attention; /* CUDA path only */
