@@ -882,7 +882,8 @@ static const int THREADS = 256;
 /* kernel<<<grid, block, smem, s>>>(args), with programmatic dependent launch where `pdl`:
  * the kernel may be scheduled while the one before it on s finishes (pdl_begin waits for
  * it), so that launch latency and the fused matmul's weight prefetch overlap the tail of
- * the kernel before. Errors are left for cudaGetLastError, as a <<<>>> launch's. */
+ * the kernel before. Errors are left for cudaGetLastError, as a <<<>>> launch's: checked
+ * before every product (gemm, op_linear) and at the end of attention_launch and gpu_layer. */
 template <typename... Params, typename... Args>
 static void launch(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
                    cudaStream_t s, Args... args)
@@ -1012,9 +1013,9 @@ static df11_status attention_launch(dfl_attention kind, const float *q, const fl
     const dfl_attention k = attention_pick(kind, n, pos0 + n, hd, n_heads / n_kv_heads, dev);
     if (k == DFL_ATTENTION_AUTO) {
         snprintf(err, errlen,
-                 "attention: no kernel for head_dim %d at position %d (%d bytes of shared "
-                 "memory per block, sm_%d0)",
-                 hd, pos0 + n, dev->optin, dev->major);
+                 "attention (kind %d): no kernel for %d tokens at positions [%d, %d), head_dim "
+                 "%d, %d heads per kv head (%d bytes of shared memory per block, sm_%d0)",
+                 (int)kind, n, pos0, pos0 + n, hd, n_heads / n_kv_heads, dev->optin, dev->major);
         return DF11_ERR_UNSUPPORTED;
     }
     const dim3 grid(n_heads, (n + ATT_BQ - 1) / ATT_BQ);
@@ -1089,24 +1090,28 @@ df11_status dfl_gpu_attention(dfl_attention kind, const float *q, const float *k
     attention_ws ws = { NULL, NULL };
     const bool split =
         attention_pick(kind, n, pos0 + n, hd, n_heads / n_kv_heads, &dev) == DFL_ATTENTION_SPLIT;
-    if (split) {
-        CUDA_TRY(cudaMallocAsync((void **)&ws.part, split_part_bytes(n_heads, hd), s));
-        CUDA_TRY(cudaMallocAsync((void **)&ws.count, split_count_bytes(n_kv_heads), s));
-        CUDA_TRY(cudaMemsetAsync(ws.count, 0, split_count_bytes(n_kv_heads), s));
+    if (split) { /* one allocation, so that no failure below leaves a part of it behind */
+        const size_t part = split_part_bytes(n_heads, hd), count = split_count_bytes(n_kv_heads);
+        CUDA_TRY(cudaMallocAsync((void **)&ws.part, part + count, s));
+        ws.count = (unsigned *)((char *)ws.part + part);
+        cudaError_t e = cudaMemsetAsync(ws.count, 0, count, s);
+        if (e != cudaSuccess) {
+            cudaFreeAsync(ws.part, s);
+            CUDA_TRY(e);
+        }
     }
     df11_status st = attention_launch(kind, q, kc, vc, (bf16 *)out, n, pos0, n_heads, n_kv_heads,
                                       hd, window, &dev, &ws, s, err, errlen);
-    if (split) {
-        CUDA_TRY(cudaFreeAsync(ws.part, s));
-        CUDA_TRY(cudaFreeAsync(ws.count, s));
-    }
+    if (split) CUDA_TRY(cudaFreeAsync(ws.part, s));
     return st;
 }
 
-/* Y[n][rows] = X[n][cols] · W[rows][cols]^T (+ beta * Y). */
+/* Y[n][rows] = X[n][cols] · W[rows][cols]^T (+ beta * Y). Checks the engine's launches
+ * before it first, as op_linear: a library may take or clear their pending error. */
 static df11_status gemm(dfl_gpu *g, const void *w, const bf16 *x, float *y, int n, int rows,
                         int cols, int ldy, float beta, char *err, size_t errlen)
 {
+    CUDA_TRY(cudaGetLastError());
     const float alpha = 1.0f;
     cublasStatus_t s = cublasGemmEx(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &alpha, w,
                                     CUDA_R_16BF, cols, x, CUDA_R_16BF, cols, &beta, y, CUDA_R_32F,
@@ -1122,6 +1127,7 @@ static df11_status gemm(dfl_gpu *g, const void *w, const bf16 *x, float *y, int 
 static df11_status op_linear(dfl_gpu *g, const df11_weight *w, const bf16 *x, float *y, int n,
                              char *err, size_t errlen)
 {
+    CUDA_TRY(cudaGetLastError()); /* the engine's launches before it (gemm's note) */
     const df11_provider *p = &g->prov;
     df11_status st = p->matmul(p->ctx, w, x, (uint32_t)n, y, DF11_DTYPE_F32, g->stream);
     if (st != DF11_OK)
@@ -1289,7 +1295,8 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
         if (st != DF11_OK) return st;
     }
     g->up = g->gate + B * H;
-    CUDA_TRY(cudaMemset(g->att_ws.count, 0, split_count_bytes(c->n_kv_heads)));
+    /* On g->stream, as the tables below: the stream does not wait for the legacy one */
+    CUDA_TRY(cudaMemsetAsync(g->att_ws.count, 0, split_count_bytes(c->n_kv_heads), g->stream));
     if (g->lin) {
         df11_status st;
         if ((st = gpu_alloc(g, (void **)&g->norms, dfl_norms_count(c) * 2, &g->scratch_bytes, err,
@@ -1311,12 +1318,17 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
         return DF11_ERR_NO_MEMORY;
     }
     dfl_rope_table(c, 0, 0, g->max_seq, cs, sn);
-    cudaError_t e1 = cudaMemcpy(g->rope_cos, cs, S * c->head_dim / 2 * 4, cudaMemcpyHostToDevice);
-    cudaError_t e2 = cudaMemcpy(g->rope_sin, sn, S * c->head_dim / 2 * 4, cudaMemcpyHostToDevice);
+    /* On g->stream: cudaMemcpy from pageable memory may return before its copy lands, on
+     * the legacy stream, which g->stream (non-blocking) does not wait for. A pageable
+     * source has been read when the call returns (dfl_gpu_rope_rows). */
+    cudaError_t e = cudaMemcpyAsync(g->rope_cos, cs, S * c->head_dim / 2 * 4,
+                                    cudaMemcpyHostToDevice, g->stream);
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(g->rope_sin, sn, S * c->head_dim / 2 * 4, cudaMemcpyHostToDevice,
+                            g->stream);
     free(cs);
     free(sn);
-    CUDA_TRY(e1);
-    CUDA_TRY(e2);
+    CUDA_TRY(e);
     return DF11_OK;
 }
 
