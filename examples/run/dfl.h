@@ -338,7 +338,8 @@ double dfl_gpu_h2d_gbps(size_t bytes);
  * waiting; DF11_ERR_INVALID_ARG on bad sizes, DF11_ERR_UNSUPPORTED when the kernel cannot
  * take them (naive: the context's scores overflow shared memory; tiled, mma, split:
  * head_dim; mma: a GPU before sm_80; split: more tokens or heads per kv head than it
- * takes). */
+ * takes). Split (and AUTO where it picks split) takes its workspace for the call from the
+ * device's memory pool in stream order (cudaMallocAsync, cudaFreeAsync). */
 df11_status dfl_gpu_attention(dfl_attention kind, const float *q, const float *kc, const float *vc,
                               uint16_t *out, int n, int pos0, int n_heads, int n_kv_heads, int hd,
                               int window, void *stream, char *err, size_t errlen);
