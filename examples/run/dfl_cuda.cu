@@ -677,7 +677,7 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     __shared__ float qs[G][HDP];
     __shared__ float ps[G][SPLIT_TILE];
     __shared__ float run_m[G], run_l[G], alpha[G];
-    __shared__ float weight[G][DFL_ATTENTION_SPLIT_MAX_RANGES]; /* the merge's, per range */
+    __shared__ float weight[G][64]; /* the merge's, per range: lanes write two each */
     __shared__ bool merge;
     pdl_begin();
     const int kvh = blockIdx.x, split = blockIdx.y, t = blockIdx.z;
