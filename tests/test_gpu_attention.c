@@ -61,7 +61,8 @@ static const attn_case cases[] = {
     { 32, 8, 128, 520, 17, 0 }, /* a longer pass: 9 query tiles */
     { 10, 5, 6, 77, 64, 0 },    /* head_dim not a multiple of 4 */
     /* decode passes (split, and what AUTO runs for them) */
-    { 32, 8, 128, 1, 4000, 0 },   /* Llama-3 decode after 4000 positions: 64 ranges */
+    { 32, 8, 128, 1, 4000, 0 },   /* Llama-3 decode after 4000 positions: 33 ranges (H100 SXM) */
+    { 16, 2, 128, 1, 3000, 0 },   /* 2 kv heads: DFL_ATTENTION_SPLIT_MAX_RANGES (64) ranges */
     { 32, 8, 128, 1, 30, 0 },     /* a context shorter than one range's tile */
     { 16, 1, 64, 2, 700, 0 },     /* a query group of 16 */
     { 32, 1, 64, 1, 300, 0 },     /* a group of 32: split refuses it, AUTO runs mma */
