@@ -41,7 +41,8 @@ typedef struct attention_device {
     int optin; /* shared memory per block (opt-in) */
     int major; /* compute capability */
     int sms;   /* multiprocessors: the split kernel's ranges fill them */
-    bool pdl;  /* launch with programmatic dependent launch (sm_90+, unless asked not to) */
+    bool pdl;  /* launch with programmatic dependent launch (sm_90+ code on an sm_90+ GPU, unless
+                  asked not to) */
     /* dynamic shared memory each kernel may take: optin less its static shared memory
      * (the naive kernel's block_reduce), 0 where it cannot run */
     int naive_max, tiled_max[3];
@@ -921,9 +922,11 @@ static cudaError_t attention_setup(attention_device *dev)
     if (e == cudaSuccess)
         e = cudaDeviceGetAttribute(&dev->major, cudaDevAttrComputeCapabilityMajor, id);
     if (e == cudaSuccess) e = cudaDeviceGetAttribute(&dev->sms, cudaDevAttrMultiProcessorCount, id);
-    dev->pdl = dev->major >= 9;
     cudaFuncAttributes fa;
     if (e == cudaSuccess) e = cudaFuncGetAttributes(&fa, (const void *)attention_kernel);
+    /* pdl_begin's wait is compiled for sm_90+ only: kernels the driver compiled from older
+     * PTX (a GPU newer than the build's machine code) would not wait, so no early start */
+    dev->pdl = e == cudaSuccess && dev->major >= 9 && fa.ptxVersion >= 90;
     if (e == cudaSuccess) {
         dev->naive_max = dev->optin - (int)fa.sharedSizeBytes;
         e = cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
