@@ -2803,7 +2803,7 @@ static void check_family_gpu(const synth_family *f)
     /* The engine's kernels launched with programmatic dependent launch (the default) and
      * plainly: the same logits bit for bit, every step and a prefill, on both paths. A
      * kernel that read its input before griddepcontrol.wait, or a split workspace reused
-     * before its counters were reset, would differ here. */
+     * before its counters were reset, could differ here. */
     for (int mm = 0; mm < 2; mm++) {
         float *lg[2];
         for (int plain = 0; plain < 2; plain++) {
