@@ -1553,6 +1553,10 @@ START_TEST(test_matmul_choice)
     ck_assert_int_eq(dfl_create(&cfg, &p, &opt, &e), DF11_ERR_INVALID_ARG);
     ck_assert_ptr_null(e);
     ck_assert_ptr_nonnull(strstr(dfl_create_error(), "attention"));
+    opt.attention = DFL_ATTENTION_SPLIT; /* the last choice is one (the host ignores it) */
+    ck_assert_int_eq(dfl_create(&cfg, &p, &opt, &e), DF11_OK);
+    dfl_destroy(e);
+    e = NULL;
     opt.attention = DFL_ATTENTION_AUTO;
     /* weight_get and matmul set but the size predates them: not used */
     p.weight_get = failing_weight_get;
