@@ -2366,7 +2366,8 @@ START_TEST(test_cli_flag_values)
     ck_assert_int_eq(run_stderr(out, sizeof out,
                                 "/nonexistent/m.df11 -n 0 --seed 0x10 "
                                 "--top-p 1 --temperature 0 --ctx 2 --bench=1,2 "
-                                "--matmul op-separate --no-pdl --nonlayer compressed"),
+                                "--matmul op-separate --no-pdl --nonlayer compressed "
+                                "--attention split"),
                      1);
 }
 END_TEST
