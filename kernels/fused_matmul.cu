@@ -9,7 +9,7 @@
  * df11i_fused_matmul, and runs the decode of kernels/fused_matmul_decode.cuh on the CPU.
  * x is B x K with row stride K, read with bounds checks where K is not a multiple of 64 or
  * x not 16-byte aligned; y is F32 or BF16 (round to nearest even at the store); the error
- * word may be NULL; sm_80+ only, PDL sm_90+.
+ * word may be NULL; sm_80+ code only, PDL in sm_90+ code (dev_geom).
  *
  * What one warp does: own a 16-row strip and walk its tiles (16 rows x 256 columns),
  * copied by cp.async into the warp's stage a tile ahead, slot by slot; per step of 64
@@ -391,9 +391,12 @@ KernelFn kernel_of(int nb, bool xv)
 }
 
 /* Launch geometry of the current device, looked up once per device: SMs and CTAs an SM
- * for NB = 1 and 2 (0: the device cannot run the kernel). */
+ * for NB = 1 and 2 (0: the device cannot run the kernel), and the virtual architecture the
+ * kernel's code on this device was compiled for (cudaFuncAttributes.ptxVersion, e.g. 90):
+ * on a GPU newer than the build's machine code the driver compiles the build's sm_75 PTX,
+ * where the kernel is empty (below sm_80) and has no griddepcontrol (below sm_90). */
 struct DevGeom {
-    int sms, occ[kMaxNB], major;
+    int sms, occ[kMaxNB], major, ptx;
 };
 
 constexpr int kMaxDevices = 64;
@@ -420,7 +423,13 @@ df11_status dev_geom(DevGeom *out)
         if (e != cudaSuccess)
             return df11i_fail(DF11_ERR_DEVICE, "fused matmul: device attributes: %s",
                               cudaGetErrorString(e));
-        if (major >= 8) {
+        cudaFuncAttributes fa;
+        if (major >= 8 && (e = cudaFuncGetAttributes(&fa, kernel_of(1, true))) == cudaSuccess)
+            g.ptx = fa.ptxVersion;
+        if (e != cudaSuccess)
+            return df11i_fail(DF11_ERR_DEVICE, "fused matmul: kernel attributes: %s",
+                              cudaGetErrorString(e));
+        if (g.ptx >= 80) {
             for (int nb = 1; nb <= kMaxNB && e == cudaSuccess; nb++)
                 e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
                     &g.occ[nb - 1], kernel_of(nb, true), kWarps * 32, smem_bytes());
@@ -430,7 +439,7 @@ df11_status dev_geom(DevGeom *out)
         }
         g_geom[dev] = g; /* the same values from every thread that gets here */
         st = 2;
-        if (major >= 8) {
+        if (g.ptx >= 80) {
             st = 1;
             for (int nb = 1; nb <= kMaxNB; nb++)
                 if (g.occ[nb - 1] <= 0) st = 2;
@@ -526,7 +535,10 @@ extern "C" df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint
     if ((s = launch_geom(n_parts, rows, cols, g, g0, &pairs)) != DF11_OK ||
         (s = dev_geom(&dg)) != DF11_OK)
         return s;
-    if (!dg.sms) return df11i_fail(DF11_ERR_UNSUPPORTED, "fused matmul: needs sm_80 or newer");
+    if (!dg.sms)
+        return df11i_fail(DF11_ERR_UNSUPPORTED,
+                          "fused matmul: needs an sm_80+ GPU and sm_80+ code for it in the build "
+                          "(CMAKE_CUDA_ARCHITECTURES)");
     uint64_t m = sem_bytes(pairs);
     for (int nb = 1; nb <= kMaxNB; nb++) {
         const uint64_t b = part_bytes(pairs, make_grid(pairs, (long long)g[0].tiles, dg, nb), nb);
@@ -572,7 +584,10 @@ extern "C" df11_status df11i_fused_matmul(const df11i_fused_part *parts, uint32_
             DF11_OK ||
         (s = dev_geom(&dg)) != DF11_OK)
         return s;
-    if (!dg.sms) return df11i_fail(DF11_ERR_UNSUPPORTED, "fused matmul: needs sm_80 or newer");
+    if (!dg.sms)
+        return df11i_fail(DF11_ERR_UNSUPPORTED,
+                          "fused matmul: needs an sm_80+ GPU and sm_80+ code for it in the build "
+                          "(CMAKE_CUDA_ARCHITECTURES)");
     if (ldy == 0) ldy = (uint32_t)y_cols;
     if (ldy < y_cols || ldy > INT32_MAX)
         return df11i_fail(DF11_ERR_INVALID_ARG,
@@ -629,7 +644,7 @@ extern "C" df11_status df11i_fused_matmul(const df11i_fused_part *parts, uint32_
     at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     at[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = at;
-    cfg.numAttrs = pdl && dg.major >= 9 ? 1 : 0; /* griddepcontrol is sm_90+ */
+    cfg.numAttrs = pdl && dg.ptx >= 90 ? 1 : 0; /* griddepcontrol is sm_90+ code */
     cudaError_t e = cudaLaunchKernelEx(&cfg, kernel_of(nb, xv), a);
     if (e == cudaSuccess) e = cudaGetLastError();
     if (e != cudaSuccess)
