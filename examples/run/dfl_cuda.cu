@@ -260,8 +260,9 @@ __global__ void bias_kernel(float *y, size_t ld, const bf16 *b, int width, size_
 
 /* Causal attention over the cache. One block per (head, token); token t sits at position
  * pos0 + t and sees positions 0..pos0+t, or with a sliding window (window > 0) only the
- * last `window` of them (HF: key j is seen from query i when i - j < window). Warps take positions in turn for the scores
- * (lanes split the head's features, so K rows are read coalesced), the block takes the
+ * last `window` of them (HF: key j is seen from query i when i - j < window). Warps take
+ * positions in turn for the scores (lanes split the head's features, so K rows are read
+ * coalesced), the block takes the
  * softmax, then thread d sums p_j * V[j][d] (V rows coalesced across threads).
  * Shared memory: hd + pos0 + t + 1 floats. Moves (pos0 + t + 1) * hd * 8 bytes of K/V. */
 __global__ void attention_kernel(const float *q, const float *kc, const float *vc, bf16 *out,
@@ -655,15 +656,17 @@ __global__ void __launch_bounds__(128, 3)
  * token sees are split into `splits` ranges, a block per (kv head, range, token), so that a
  * short pass fills the GPU where a block per head leaves most SMs idle and reads the whole
  * context serially. A block serves the kv head's whole query group (the heads that share
- * its K/V rows, up to G <= DFL_ATTENTION_SPLIT_MAX_GROUP), so each row is read once. Per tile of
- * 32 positions, its K and V loads all issued first: warps take keys in turn (lanes split the
- * features, stride 32, so rows are read coalesced) for the group's scores; warp w keeps the running max and sum of the
- * group's heads w, w + 4, ... (online softmax, lane j = key j of the tile); then thread d
- * adds p · V[.][d] for every head of the group. FP32 throughout, as the naive kernel. The
- * block writes its unnormalised sums with their max and sum to `part`; the last block of a
- * (kv head, token) to finish (a counter per pair, reset by that block) merges the ranges in
- * order, so the result does not depend on timing. part: [n][n_heads][splits][HDP + 2]
- * floats; count: [n][n_kv_heads], zero between launches. */
+ * its K/V rows, up to G <= DFL_ATTENTION_SPLIT_MAX_GROUP), so each row is read once. Per
+ * tile of 32 positions, its K and V loads all issued first: warps take keys in turn (lanes
+ * split the features, stride 32, so rows are read coalesced) for the group's scores; warp w
+ * keeps the running max and sum of the group's heads w, w + 4, ... (online softmax, lane j
+ * = key j of the tile); then thread d adds p · V[.][d] for every head of the group. FP32
+ * throughout, as the naive kernel. The block writes its unnormalised sums with their max
+ * and sum to `part`; the last block of a (kv head, token) to finish (a counter per pair,
+ * reset by that block) merges the ranges: a warp per head weighs them, then each thread
+ * sums its features over the ranges in range order, so the result does not depend on
+ * timing. part: [n][n_heads][splits][HDP + 2] floats; count: [n][n_kv_heads], zero between
+ * launches. */
 constexpr int SPLIT_THREADS = 128, SPLIT_TILE = 32;
 
 template <int HDP, int G>
