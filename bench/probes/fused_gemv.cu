@@ -215,7 +215,8 @@ static void print_sizes(const HostMat *m)
             const double nbase = x.scope == 0   ? (double)h.f.g.rows_pad
                                  : x.scope == 1 ? h.f.g.rows_pad / 16.0
                                                 : 1.0;
-            x.bytes += nw + nw * x.bits / 8.0 + 4.0 * (tiles + 1) + nbase + x.exc_bytes * (double)esc;
+            x.bytes +=
+                nw + nw * x.bits / 8.0 + 4.0 * (tiles + 1) + nbase + x.exc_bytes * (double)esc;
             if (&x == &v[0]) esc_rows += (double)esc;
         }
     }
