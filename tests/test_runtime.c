@@ -1592,6 +1592,23 @@ static df11_model *tier_open(const char *path, const df11_model_options *o)
     return m;
 }
 
+/* The first block m reads from the file, and its group's payload (asserted to exist). */
+static uint32_t first_file_block(df11_model *m, const df11_group_info **group)
+{
+    uint32_t block = N_LAYERS;
+    for (uint32_t b = 0; b < N_LAYERS && block == N_LAYERS; b++) {
+        df11_tier t;
+        ck_assert_int_eq(df11_model_block_tier(m, b, &t), DF11_OK);
+        if (t == DF11_TIER_FILE) block = b;
+    }
+    ck_assert_uint_lt(block, N_LAYERS);
+    const df11_file *f = df11_model_file(m);
+    uint32_t g;
+    ck_assert_int_eq(df11_file_layer_group(f, block, &g), DF11_OK);
+    *group = df11_file_group(f, g);
+    return block;
+}
+
 /* The plan df11_model_plan made is the model's: tiers block by block, and its counts. */
 static void tier_check_plan(const char *path, const df11_model_options *o, df11_model *m)
 {
@@ -1880,18 +1897,9 @@ START_TEST(test_tiers_file_faults)
     copy_file(tm.path, copy);
     df11_model_options o = tier_opts(copy, 1, 0, 1, 2);
     df11_model *m = tier_open(copy, &o);
-    uint32_t bad = N_LAYERS;
-    for (uint32_t b = 0; b < N_LAYERS && bad == N_LAYERS; b++) {
-        df11_tier t;
-        ck_assert_int_eq(df11_model_block_tier(m, b, &t), DF11_OK);
-        if (t == DF11_TIER_FILE) bad = b;
-    }
-    ck_assert_uint_lt(bad, N_LAYERS);
-    const df11_file *f = df11_model_file(m);
-    uint32_t g;
-    ck_assert_int_eq(df11_file_layer_group(f, bad, &g), DF11_OK);
-    const uint64_t off =
-        df11_file_group(f, g)->payload_offset + df11_file_group(f, g)->payload_size / 2;
+    const df11_group_info *gi;
+    const uint32_t bad = first_file_block(m, &gi);
+    const uint64_t off = gi->payload_offset + gi->payload_size / 2;
     flip_byte(copy, off);
     for (int pass = 0; pass < 2; pass++)
         for (uint32_t b = 0; b < N_LAYERS; b++) {
@@ -1909,7 +1917,7 @@ START_TEST(test_tiers_file_faults)
         }
     flip_byte(copy, off); /* back as it was: served again */
     run_pass(m, 1);
-    ck_assert_int_eq(truncate(copy, (off_t)df11_file_group(f, g)->payload_offset), 0);
+    ck_assert_int_eq(truncate(copy, (off_t)gi->payload_offset), 0);
     df11_status s = DF11_OK;
     for (int pass = 0; pass < 2 && s == DF11_OK; pass++)
         for (uint32_t b = 0; b < N_LAYERS && s == DF11_OK; b++)
@@ -2022,17 +2030,9 @@ START_TEST(test_tiers_pread)
     /* cut while streaming: the first file-tier block's payload ends early */
     truncated_copy("pread-streamed.df11", 0, bad, sizeof bad);
     m = tier_open(bad, &o);
-    uint32_t cut_block = N_LAYERS;
-    for (uint32_t b = 0; b < N_LAYERS && cut_block == N_LAYERS; b++) {
-        df11_tier t;
-        ck_assert_int_eq(df11_model_block_tier(m, b, &t), DF11_OK);
-        if (t == DF11_TIER_FILE) cut_block = b;
-    }
-    ck_assert_uint_lt(cut_block, N_LAYERS);
-    const df11_file *f = df11_model_file(m);
-    uint32_t g;
-    ck_assert_int_eq(df11_file_layer_group(f, cut_block, &g), DF11_OK);
-    ck_assert_int_eq(truncate(bad, (off_t)df11_file_group(f, g)->payload_offset + 16), 0);
+    const df11_group_info *gi;
+    const uint32_t cut_block = first_file_block(m, &gi);
+    ck_assert_int_eq(truncate(bad, (off_t)gi->payload_offset + 16), 0);
     df11_status s = df11_block_acquire(m, cut_block, NULL, NULL);
     ck_assert_msg(s == DF11_ERR_TRUNCATED, "acquire %u: %s %s", cut_block, df11_strerror(s),
                   df11_last_error_detail());
