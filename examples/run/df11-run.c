@@ -396,13 +396,6 @@ static const char *matmul_name(const session *s)
     }
 }
 
-/* --attention as given (the CUDA path's choice; the host has one kernel). */
-static const char *attention_name(dfl_attention a)
-{
-    static const char *names[] = { "auto", "naive", "tiled", "mma", "split" };
-    return names[a];
-}
-
 /* Stage i's model's stats (zeros where they cannot be had). */
 static df11_model_stats stage_stats(const session *s, int i)
 {
@@ -1036,7 +1029,7 @@ static int bench(const run_opts *o)
             cJSON_AddStringToObject(r, "weights", bf16 ? "bf16" : "df11");
             cJSON_AddStringToObject(r, "codec", weights_codec(&s));
             cJSON_AddStringToObject(r, "matmul", matmul_name(&s));
-            cJSON_AddStringToObject(r, "attention", attention_name(o->attention));
+            cJSON_AddStringToObject(r, "attention", dfl_attention_name(o->attention));
             cJSON_AddStringToObject(r, "nonlayer", nonlayer_name(&s));
             cJSON_AddStringToObject(r, "device", o->device == DFL_DEVICE_CUDA ? "cuda" : "cpu");
             cJSON_AddNumberToObject(r, "prefill_tokens", n);
@@ -1188,20 +1181,16 @@ int main(int argc, char **argv)
             else
                 die(2, "invalid --nonlayer '%s' (resident or compressed)", optarg);
             break;
-        case O_ATTENTION:
-            if (strcmp(optarg, "auto") == 0)
-                o.attention = DFL_ATTENTION_AUTO;
-            else if (strcmp(optarg, "naive") == 0)
-                o.attention = DFL_ATTENTION_NAIVE;
-            else if (strcmp(optarg, "tiled") == 0)
-                o.attention = DFL_ATTENTION_TILED;
-            else if (strcmp(optarg, "mma") == 0)
-                o.attention = DFL_ATTENTION_MMA;
-            else if (strcmp(optarg, "split") == 0)
-                o.attention = DFL_ATTENTION_SPLIT;
-            else
+        case O_ATTENTION: {
+            int k = 0;
+            while (dfl_attention_name((dfl_attention)k) &&
+                   strcmp(optarg, dfl_attention_name((dfl_attention)k)) != 0)
+                k++;
+            if (!dfl_attention_name((dfl_attention)k))
                 die(2, "invalid --attention '%s' (auto, naive, tiled, mma or split)", optarg);
+            o.attention = (dfl_attention)k;
             break;
+        }
         case 'q': o.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf(PROG " %s\n", DF11_VERSION_STRING); return 0;

@@ -961,6 +961,12 @@ uint64_t dfl_scratch_bytes(const dfl_engine *e)
     return sum;
 }
 
+const char *dfl_attention_name(dfl_attention kind)
+{
+    static const char *const names[] = { "auto", "naive", "tiled", "mma", "split" };
+    return (unsigned)kind < sizeof names / sizeof names[0] ? names[kind] : NULL;
+}
+
 void dfl_options_init(dfl_options *opt)
 {
     memset(opt, 0, sizeof *opt);

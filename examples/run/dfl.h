@@ -172,6 +172,10 @@ typedef struct dfl_options {
 
 void dfl_options_init(dfl_options *opt);
 
+/* The attention kind's name as df11-run spells it ("auto", "naive", "tiled", "mma",
+ * "split"), or NULL for a value that is no kind. */
+const char *dfl_attention_name(dfl_attention kind);
+
 typedef struct dfl_engine dfl_engine;
 
 /* Allocates the KV cache and scratch (host or device). Returns DF11_OK, or an error with

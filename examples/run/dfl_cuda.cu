@@ -1028,30 +1028,18 @@ static df11_status attention_launch(dfl_attention kind, const float *q, const fl
     if (k == DFL_ATTENTION_SPLIT) {
         const int ranges = split_ranges(n, pos0 + n, window, n_kv_heads, dev);
         const dim3 sgrid(n_kv_heads, ranges, n);
-        const bool small = n_heads / n_kv_heads <= 4;
-#define SPLIT(HDP, G)                                                                              \
-    launch(dev->pdl, attention_split_kernel<HDP, G>, sgrid, SPLIT_THREADS, 0, s, q, kc, vc, out,   \
-           ws->part, ws->count, pos0, n_heads, n_kv_heads, hd, window, ranges)
-        switch (split_hdp(hd)) {
-        case 64:
-            if (small)
-                SPLIT(64, 4);
-            else
-                SPLIT(64, DFL_ATTENTION_SPLIT_MAX_GROUP);
-            break;
-        case 128:
-            if (small)
-                SPLIT(128, 4);
-            else
-                SPLIT(128, DFL_ATTENTION_SPLIT_MAX_GROUP);
-            break;
-        default:
-            if (small)
-                SPLIT(256, 4);
-            else
-                SPLIT(256, DFL_ATTENTION_SPLIT_MAX_GROUP);
-        }
-#undef SPLIT
+        /* rows: head_dim padded to 64, 128, 256; columns: query groups of up to 4 heads, more */
+        static const decltype(&attention_split_kernel<64, 4>) kernels[3][2] = {
+            { attention_split_kernel<64, 4>,
+              attention_split_kernel<64, DFL_ATTENTION_SPLIT_MAX_GROUP> },
+            { attention_split_kernel<128, 4>,
+              attention_split_kernel<128, DFL_ATTENTION_SPLIT_MAX_GROUP> },
+            { attention_split_kernel<256, 4>,
+              attention_split_kernel<256, DFL_ATTENTION_SPLIT_MAX_GROUP> },
+        };
+        launch(dev->pdl, kernels[split_hdp(hd) / 128][n_heads / n_kv_heads > 4], sgrid,
+               SPLIT_THREADS, 0, s, q, kc, vc, out, ws->part, ws->count, pos0, n_heads, n_kv_heads,
+               hd, window, ranges);
     } else if (k == DFL_ATTENTION_MMA) {
         launch(dev->pdl, hd <= 64 ? attention_mma_kernel<64> : attention_mma_kernel<128>, grid, 128,
                0, s, q, kc, vc, out, n, pos0, n_heads, n_kv_heads, hd, window);
@@ -1263,13 +1251,12 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
     if (attention_pick(g->attention, 1, (int)S, hd, group, &g->att_dev) == DFL_ATTENTION_AUTO ||
         attention_pick(g->attention, g->max_batch, (int)S, hd, group, &g->att_dev) ==
             DFL_ATTENTION_AUTO) {
-        static const char *names[] = { "auto", "naive", "tiled", "mma", "split" };
         snprintf(err, errlen,
                  "attention (%s) cannot run head_dim %d over %zu positions, %d tokens a pass: "
                  "the naive kernel needs %zu bytes of shared memory (the GPU has %d) and takes "
                  "65535 tokens a pass, tiled takes head_dim up to %d, mma up to %d on sm_80+ "
                  "(this is sm_%d0), split up to %d, %d tokens a pass and %d heads per kv head",
-                 names[g->attention], hd, S, g->max_batch, (S + hd) * sizeof(float),
+                 dfl_attention_name(g->attention), hd, S, g->max_batch, (S + hd) * sizeof(float),
                  g->att_dev.optin, DFL_ATTENTION_TILED_MAX_HD, DFL_ATTENTION_MMA_MAX_HD,
                  g->att_dev.major, DFL_ATTENTION_SPLIT_MAX_HD, DFL_ATTENTION_SPLIT_MAX_N,
                  DFL_ATTENTION_SPLIT_MAX_GROUP);
