@@ -112,6 +112,21 @@ template <int N> __device__ __forceinline__ void cp_wait()
     asm volatile("cp.async.wait_group %0;" ::"n"(N));
 }
 
+// 16 bytes of x by a generic load, so that ptxas keeps it ahead of the step's cp.async
+// refill (a generic load may alias the shared memory the refill writes; ld.global.nc may
+// move, and was moved after it). Issued after the refill, an x load that hits L1 waited
+// for the refill's DRAM misses and stalled the step's first MMA (ncu source counters:
+// a fifth of the stall samples at B = 1); issued before it, the block at B = 1 ran 2%
+// faster (bench/RESULTS.md).
+__device__ __forceinline__ uint4 ld_x16(const uint16_t *p)
+{
+    uint4 v;
+    asm volatile("ld.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
 __device__ __forceinline__ uint4 lds128(const uint8_t *p)
 {
     return *reinterpret_cast<const uint4 *>(p);
@@ -344,8 +359,7 @@ __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocks
 #pragma unroll
                     for (int h = 0; h < 2; h++)
                         xv[nb][h] = !xon[nb] ? make_uint4(0, 0, 0, 0)
-                                    : XV     ? __ldg(reinterpret_cast<const uint4 *>(xr[nb] + xc +
-                                                                                 64 * g + 32 * h))
+                                    : XV     ? ld_x16(xr[nb] + xc + 64 * g + 32 * h)
                                              : load_x8(xr[nb], xc + 64 * g + 32 * h, a.K, a.x_vec);
                 cp_wait<4>();
                 const uint4 s0 = lds128(stage + (2 * g) * 512 + lane * 16),
