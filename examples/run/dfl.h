@@ -347,6 +347,14 @@ double dfl_gpu_h2d_gbps(size_t bytes);
 df11_status dfl_gpu_attention(dfl_attention kind, const float *q, const float *kc, const float *vc,
                               uint16_t *out, int n, int pos0, int n_heads, int n_kv_heads, int hd,
                               int window, void *stream, char *err, size_t errlen);
+/* The engine's RMSNorm, exposed for the same reason: for n rows of dim FP32 in x, with
+ * `add` (may be NULL) x += add first and is written back, then out = BF16(w · x / rms(x))
+ * (HF's LlamaRMSNorm; w and out BF16 bits); all device memory. The kernel is picked as the
+ * engine picks it (a row in registers where dim % 4 == 0, dim <= 32768 and the pointers
+ * are aligned for it). Launches on `stream` and returns without waiting;
+ * DF11_ERR_INVALID_ARG on bad sizes or a NULL pointer other than add. */
+df11_status dfl_gpu_rmsnorm(float *x, const float *add, const uint16_t *w, uint16_t *out, int n,
+                            int dim, float eps, void *stream, char *err, size_t errlen);
 #endif
 
 #ifdef __cplusplus

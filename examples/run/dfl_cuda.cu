@@ -1359,11 +1359,9 @@ df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, const 
 
 /* rmsnorm_kernel's out = norm(x (+= add)) for n rows of dim, on s: the vector kernel where
  * the row fits it and every pointer is aligned for it. */
-static void rmsnorm(const dfl_gpu *g, float *x, const float *add, const void *w, bf16 *out, int n,
-                    int dim, float eps)
+static void rmsnorm_on(cudaStream_t s, bool pdl, float *x, const float *add, const void *w,
+                       bf16 *out, int n, int dim, float eps)
 {
-    cudaStream_t s = g->stream;
-    const bool pdl = g->att_dev.pdl;
     const int nv = dim / 4;
     const bool vec = dim % 4 == 0 && nv <= 8 * 1024 && (uintptr_t)x % 16 == 0 &&
                      (uintptr_t)add % 16 == 0 && (uintptr_t)w % 8 == 0 && (uintptr_t)out % 8 == 0;
@@ -1383,6 +1381,25 @@ static void rmsnorm(const dfl_gpu *g, float *x, const float *add, const void *w,
     else
         RMS(8);
 #undef RMS
+}
+
+static void rmsnorm(const dfl_gpu *g, float *x, const float *add, const void *w, bf16 *out, int n,
+                    int dim, float eps)
+{
+    rmsnorm_on(g->stream, g->att_dev.pdl, x, add, w, out, n, dim, eps);
+}
+
+df11_status dfl_gpu_rmsnorm(float *x, const float *add, const uint16_t *w, uint16_t *out, int n,
+                            int dim, float eps, void *stream, char *err, size_t errlen)
+{
+    if (!x || !w || !out || n < 1 || dim < 1 || !(eps >= 0.0f)) {
+        snprintf(err, errlen, "rmsnorm: invalid arguments (%d rows of %d, eps %g)", n, dim,
+                 (double)eps);
+        return DF11_ERR_INVALID_ARG;
+    }
+    rmsnorm_on((cudaStream_t)stream, false, x, add, w, (bf16 *)out, n, dim, eps);
+    CUDA_TRY(cudaGetLastError());
+    return DF11_OK;
 }
 
 /* y[t][i] += b[i] for n rows ld floats apart, on g->stream. */
