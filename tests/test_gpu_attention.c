@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "examples/run/dfl.h"
+#include "tests/engine_gpu.h"
 #include "tests/testutil.h"
 
 #define CUDA_OK(call)                                                                              \
@@ -386,14 +387,7 @@ END_TEST
 
 int main(void)
 {
-    uint64_t free_b, total_b;
-    if (dfl_gpu_mem_info(&free_b, &total_b) != 0) {
-        fprintf(stderr, "no GPU: skipped\n");
-        return 77;
-    }
-    /* Check forks a child per test by default, and CUDA does not survive a fork after
-     * dfl_gpu_mem_info initialized it. */
-    setenv("CK_FORK", "no", 1);
+    if (!engine_gpu_ready()) return 77;
     rng = df11_test_seed();
     Suite *s = suite_create("gpu_attention");
     /* Separate cases so that a sanitizer run can pick one (CK_RUN_CASE=kernels). */

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "examples/run/dfl.h"
+#include "tests/engine_gpu.h"
 #include "tests/testutil.h"
 
 #define CUDA_OK(call)                                                                              \
@@ -131,12 +132,7 @@ END_TEST
 
 int main(void)
 {
-    uint64_t free_b, total_b;
-    if (dfl_gpu_mem_info(&free_b, &total_b) != 0) {
-        fprintf(stderr, "no GPU: skipped\n");
-        return 77;
-    }
-    setenv("CK_FORK", "no", 1); /* CUDA does not survive a fork (test_gpu_attention.c) */
+    if (!engine_gpu_ready()) return 77;
     rng = df11_test_seed();
     Suite *s = suite_create("gpu_rmsnorm");
     TCase *tk = tcase_create("kernels"), *tb = tcase_create("sizes");

@@ -13,8 +13,9 @@
 //      --reps replays) per matrix and for the whole block (as 7 tensors, and as engines
 //      store it: q/k/v and gate/up stacked into one tensor each), and a device-to-device copy.
 // --profile launches the kernel and cuBLAS on gate (B = 1, 8, 16) a few times without
-// graphs, for ncu; --sanitize launches the kernel alone on k, the odd shape and the
-// escape-heavy tensor, for compute-sanitizer. Device calls and results: bench/RESULTS.md.
+// graphs, for ncu; --sanitize launches the kernel alone on q (whose CTAs may cross a strip
+// boundary), k, the odd shape and the escape-heavy tensor, for compute-sanitizer. Device
+// calls and results: bench/RESULTS.md.
 //
 // The kernel is the library's (kernels/fused_matmul.cu, df11i_fused_matmul, described
 // there and in docs/KERNELS.md); this file is its harness only. Launches are programmatic
@@ -589,9 +590,9 @@ int main(int argc, char **argv)
 
     if (profile) {
         // gate at B = 1, 8, 16 with cuBLAS at the same sizes, eagerly, for ncu; for
-        // compute-sanitizer (--sanitize) k, the odd shape and the escape-heavy tensor
+        // compute-sanitizer (--sanitize) q, k, the odd shape and the escape-heavy tensor
         std::vector<int> mats =
-            pmat >= 0 ? std::vector<int>{ pmat } : std::vector<int>{ 1, NTIMED, NTIMED + 1 };
+            pmat >= 0 ? std::vector<int>{ pmat } : std::vector<int>{ 0, 1, NTIMED, NTIMED + 1 };
         for (int i : mats) {
             const int N = (int)hm[i].rows, K = (int)hm[i].cols;
             for (int B : { 1, 8, 16 }) {
