@@ -1,20 +1,29 @@
 /* The host backend's matmul slots (runtime/backend.h): y = x·Wᵀ on the CPU, from decoded
- * BF16 weights or fused with the Huffman decode. Both run the same row kernel, so a
+ * BF16 weights or fused with the decode of either code. All run the same row kernel, so a
  * product depends only on the weights' values: not on the thread count, not on whether W
- * came compressed (df11) or resident (BF16 model). Synchronous: the host backend's matmul
- * runs on the NULL stream (runtime/matmul.c refuses any other).
+ * came compressed (df11, either code) or resident (BF16 model). Synchronous: the host
+ * backend's matmul runs on the NULL stream (runtime/matmul.c refuses any other).
  *
- * Work is cut into tasks of whole rows (ROWS_ELEMS weights or one row). A fused task
- * decodes the Huffman chunks that cover its rows, a chunk at each end possibly shared
- * with the neighbouring task and decoded by both, into a per-thread buffer; chunks need
- * not align with rows. The whole tensor is never materialised. */
+ * Work is cut into tasks of whole rows (ROWS_ELEMS weights or one row; with the fixed
+ * code, whole 16-row strips). A fused task decodes what covers its rows into a per-thread
+ * buffer: the Huffman chunks, a chunk at each end possibly shared with the neighbouring
+ * task and decoded by both (chunks need not align with rows); or its fixed-code strips
+ * (df11i_fixed_decode_rows, which checks each strip it reads: the tensor's view is not
+ * validated whole). The whole tensor is never materialised.
+ *
+ * Which tensors take the fused path (matmul_fused_takes): Huffman at every batch, the
+ * fixed code up to DF11_FUSED_MAX_BATCH rows of x, as on the CUDA backend; past it the
+ * op decodes the block into the arena once and multiplies the decoded rows, so that
+ * a prefill's many rows and the block's other tensors reuse one decode. */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "codec/codec.h"
+#include "codec/fixed.h"
 #include "common/error.h"
 #include "common/parallel.h"
+#include "kernels/matmul.h"
 #include "loader/container.h"
 #include "runtime/backend.h"
 
@@ -106,7 +115,8 @@ typedef struct mm_job {
     const df11i_matmul_args *a;
     const float *xf;          /* x in fp32, batch × k */
     const uint16_t *w;        /* decoded weights (n × k), or NULL when fused */
-    const df11i_coded *coded; /* the compressed tensor when fused */
+    const df11i_coded *coded; /* the compressed tensor when fused, Huffman-coded */
+    const df11i_fixed *fixed; /* or fixed-coded */
     uint64_t rows_per_task, n_tasks;
     atomic_uint_fast64_t next_task;
 } mm_job;
@@ -159,8 +169,10 @@ static df11_status mm_worker(void *ctx, uint64_t item)
     if (j->coded) {
         const uint64_t ce = df11i_chunk_elems(j->coded->lane_symbols);
         buf = malloc(sizeof(uint16_t) * (j->rows_per_task * k + 2 * ce));
+    } else if (j->fixed) {
+        buf = malloc(sizeof(uint16_t) * j->rows_per_task * k);
     }
-    if (!wf || (j->coded && !buf)) {
+    if (!wf || ((j->coded || j->fixed) && !buf)) {
         free(wf);
         free(buf);
         return df11i_fail(DF11_ERR_NO_MEMORY, "matmul: out of host memory");
@@ -171,10 +183,11 @@ static df11_status mm_worker(void *ctx, uint64_t item)
         if (task >= j->n_tasks) break;
         const uint64_t r0 = task * j->rows_per_task;
         const uint64_t r1 = r0 + j->rows_per_task < j->a->n ? r0 + j->rows_per_task : j->a->n;
-        const uint16_t *w = j->w ? j->w + r0 * k : NULL;
+        const uint16_t *w = j->w ? j->w + r0 * k : buf;
         if (j->coded &&
             (st = df11i_host_chunks_decode(j->coded, r0 * k, r1 * k, buf, &w)) != DF11_OK)
             break;
+        if (j->fixed && (st = df11i_fixed_decode_rows(j->fixed, r0, r1, buf)) != DF11_OK) break;
         rows_product(j, w, r0, r1, wf);
     }
     free(wf);
@@ -183,12 +196,15 @@ static df11_status mm_worker(void *ctx, uint64_t item)
 }
 
 static df11_status mm_run(df11i_backend *be, const df11i_matmul_args *a, const uint16_t *w,
-                          const df11i_coded *coded)
+                          const df11i_coded *coded, const df11i_fixed *fixed)
 {
     if (a->stream)
         return df11i_fail(DF11_ERR_INVALID_ARG, "host backend: matmul runs on the NULL stream");
-    mm_job j = { .a = a, .w = w, .coded = coded };
+    mm_job j = { .a = a, .w = w, .coded = coded, .fixed = fixed };
     j.rows_per_task = a->k >= ROWS_ELEMS ? 1 : ROWS_ELEMS / a->k;
+    if (fixed) /* whole strips, so that no strip is decoded twice */
+        j.rows_per_task = (j.rows_per_task + DF11_FIXED_STRIP_ROWS - 1) / DF11_FIXED_STRIP_ROWS *
+                          DF11_FIXED_STRIP_ROWS;
     j.n_tasks = (a->n + j.rows_per_task - 1) / j.rows_per_task;
     atomic_init(&j.next_task, 0);
     float *xf = malloc(sizeof(float) * a->batch * a->k);
@@ -206,14 +222,18 @@ static df11_status mm_run(df11i_backend *be, const df11i_matmul_args *a, const u
 df11_status df11i_host_matmul_bf16(df11i_backend *be, void *mm, const df11i_matmul_args *a,
                                    const void *w)
 {
-    return mm_run(be, a, w, NULL);
+    return mm_run(be, a, w, NULL, NULL);
 }
 
 int df11i_host_matmul_fused_takes(df11i_backend *be, const df11_file *file, uint32_t tensor,
                                   uint32_t batch)
 {
     const df11_tensor_info *ti = file ? df11_file_tensor(file, tensor) : NULL;
-    return ti && ti->codec == DF11_CODEC_EXP_HUFFMAN;
+    /* batch 0 asks "at every batch?" (runtime/matmul.c sizes the decode path's scratch
+     * where not): a fixed-code W is not */
+    return ti &&
+           (ti->codec == DF11_CODEC_EXP_HUFFMAN ||
+            (ti->codec == DF11_CODEC_EXP_FIXED && batch >= 1 && batch <= DF11_FUSED_MAX_BATCH));
 }
 
 /* One tensor a call (matmul_fused_parts 1): runtime/matmul.c splits stacked weights. */
@@ -223,15 +243,27 @@ df11_status df11i_host_matmul_fused(df11i_backend *be, void *mm, const df11i_mat
 {
     if (n_parts != 1)
         return df11i_fail(DF11_ERR_STATE, "host matmul: %u parts in one call (1)", n_parts);
-    df11i_coded c;
-    df11_status st = df11i_file_tensor_coded(g->file, tensors[0], g->payload, &c);
-    if (st != DF11_OK) return st;
     const df11_tensor_info *ti = df11_file_tensor(g->file, tensors[0]);
-    if (c.n_elements != (uint64_t)a->n * a->k)
-        return df11i_fail(DF11_ERR_CORRUPT, "tensor '%s': %llu weights for %u x %u", ti->name,
-                          (unsigned long long)c.n_elements, a->n, a->k);
-    if ((st = mm_run(be, a, NULL, &c)) != DF11_OK)
-        return df11i_fail_context(st, "tensor '%s'", ti->name);
+    df11_status st;
+    if (ti->codec == DF11_CODEC_EXP_FIXED) {
+        df11i_fixed f;
+        if ((st = df11i_file_tensor_fixed_view(g->file, tensors[0], g->payload, &f)) != DF11_OK)
+            return st;
+        if (f.g.rows != a->n || f.g.cols != a->k)
+            return df11i_fail(DF11_ERR_CORRUPT, "tensor '%s': %llu x %llu weights for %u x %u",
+                              ti->name, (unsigned long long)f.g.rows, (unsigned long long)f.g.cols,
+                              a->n, a->k);
+        st = mm_run(be, a, NULL, NULL, &f);
+    } else {
+        df11i_coded c;
+        if ((st = df11i_file_tensor_coded(g->file, tensors[0], g->payload, &c)) != DF11_OK)
+            return st;
+        if (c.n_elements != (uint64_t)a->n * a->k)
+            return df11i_fail(DF11_ERR_CORRUPT, "tensor '%s': %llu weights for %u x %u", ti->name,
+                              (unsigned long long)c.n_elements, a->n, a->k);
+        st = mm_run(be, a, NULL, &c, NULL);
+    }
+    if (st != DF11_OK) return df11i_fail_context(st, "tensor '%s'", ti->name);
     return DF11_OK;
 }
 

@@ -21,14 +21,12 @@
 #include "common/util.h"
 #include "df11/compress.h"
 #include "df11/runtime.h"
+#include "kernels/matmul.h" /* DF11_FUSED_MAX_BATCH */
 #include "loader/container.h"
 #include "loader/reader.h"
 #include "pool/pool.h"
 #include "runtime/backend.h"
 #include "runtime/memstat.h"
-#ifdef RT_TEST_CUDA
-#include "kernels/matmul.h" /* DF11_FUSED_MAX_BATCH */
-#endif
 #include "tests/backend_under_test.h"
 #include "tests/testutil.h"
 #include "writer/safetensors_write.h"
@@ -1232,31 +1230,36 @@ END_TEST
 #ifndef RT_TEST_CUDA
 START_TEST(test_matmul_threads)
 {
-    /* The host path's y does not depend on the thread count, bit for bit. */
+    /* The host path's y does not depend on the thread count, bit for bit: fused with
+     * either code (Huffman, fixed), and the fixed code past the fused batch (the arena). */
     const int threads[] = { 1, 2, 3, 8 };
     mm_make_model();
     uint64_t rng = mm.seed ^ 0x7468;
-    for (size_t i = 0; i < MM_N_SHAPES; i++) {
-        const mm_shape *sh = &MM_SHAPES[i];
-        for (uint32_t batch = 1; batch <= 9; batch += 4) {
-            uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, &rng);
-            const size_t ysz = (size_t)batch * sh->n * 4;
-            float *y0 = malloc(ysz), *y = malloc(ysz);
-            for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++) {
-                df11_model *m = mm_open(0, DF11_NONLAYER_ARENA, threads[t]);
-                df11_weight w;
-                ck_assert_int_eq(df11_weight_get(m, sh->name, &w), DF11_OK);
-                mm_run(m, &w, x, batch, DF11_DTYPE_F32, t ? (void *)y : (void *)y0);
-                if (t)
-                    ck_assert_msg(!memcmp(y0, y, ysz), "%s batch %u: %d threads differ from 1",
-                                  sh->name, batch, threads[t]);
-                df11_model_close(m);
+    for (int kind = 0; kind <= 2; kind += 2)
+        for (size_t i = 0; i < MM_N_SHAPES; i++) {
+            const mm_shape *sh = &MM_SHAPES[i];
+            static const uint32_t batches[] = { 1, 5, 9, DF11_FUSED_MAX_BATCH + 1 };
+            for (size_t bi = 0; bi < sizeof batches / sizeof *batches; bi++) {
+                const uint32_t batch = batches[bi];
+                uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, &rng);
+                const size_t ysz = (size_t)batch * sh->n * 4;
+                float *y0 = malloc(ysz), *y = malloc(ysz);
+                for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++) {
+                    df11_model *m = mm_open(kind, DF11_NONLAYER_ARENA, threads[t]);
+                    df11_weight w;
+                    ck_assert_int_eq(df11_weight_get(m, sh->name, &w), DF11_OK);
+                    mm_run(m, &w, x, batch, DF11_DTYPE_F32, t ? (void *)y : (void *)y0);
+                    if (t)
+                        ck_assert_msg(!memcmp(y0, y, ysz),
+                                      "%s %s batch %u: %d threads differ from 1",
+                                      kind ? "fixed" : "huffman", sh->name, batch, threads[t]);
+                    df11_model_close(m);
+                }
+                free(y0);
+                free(y);
+                free(x);
             }
-            free(y0);
-            free(y);
-            free(x);
         }
-    }
 }
 END_TEST
 #endif
@@ -1472,29 +1475,37 @@ END_TEST
 
 START_TEST(test_matmul_arena_untouched)
 {
-    /* A weight the fused path takes (Huffman on the host) uses no slot and leaves the
-     * scheduler alone: all its blocks stay acquirable and the arena sees no decode of its
-     * group. (On CUDA the same weight goes through the arena: test_matmul_block_once.) */
-    df11_model *m = mm_open(0, DF11_NONLAYER_ARENA, 2);
-    df11_weight w;
-    ck_assert_int_eq(df11_weight_get(m, MM_SHAPES[2].name, &w), DF11_OK);
-    uint64_t rng = mm.seed ^ 0x61;
-    uint16_t *x = df11_test_random_bf16((size_t)3 * w.cols, &rng);
-    float *y = malloc((size_t)3 * w.rows * 4);
-    mm_run(m, &w, x, 3, DF11_DTYPE_F32, y);
-    df11_model_stats st;
-    ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
-#ifndef RT_TEST_CUDA
-    for (uint32_t i = 0; i < st.arena_slots && i < 16; i++) ck_assert_int_eq(st.slot_block[i], -1);
-    ck_assert_uint_eq(st.acquires, 0);
+    /* A weight the fused path takes (a fixed-code one at a small batch on either backend,
+     * a Huffman one on the host) uses no slot and leaves the scheduler alone: all its
+     * blocks stay acquirable and the arena sees no decode of its group. (On CUDA the
+     * Huffman weight goes through the arena: test_matmul_block_once.) */
+    for (int kind = 0; kind <= 2; kind += 2) {
+        df11_model *m = mm_open(kind, DF11_NONLAYER_ARENA, 2);
+        df11_weight w;
+        ck_assert_int_eq(df11_weight_get(m, MM_SHAPES[2].name, &w), DF11_OK);
+        uint64_t rng = mm.seed ^ 0x61;
+        uint16_t *x = df11_test_random_bf16((size_t)3 * w.cols, &rng);
+        float *y = malloc((size_t)3 * w.rows * 4);
+        mm_run(m, &w, x, 3, DF11_DTYPE_F32, y);
+        df11_model_stats st;
+        ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
+#ifdef RT_TEST_CUDA
+        if (kind == 2)
 #endif
-    /* while its block is acquired, too */
-    ck_assert_int_eq(df11_block_acquire(m, 1, NULL, NULL), DF11_OK);
-    mm_run(m, &w, x, 3, DF11_DTYPE_F32, y);
-    ck_assert_int_eq(df11_block_release(m, 1, NULL), DF11_OK);
-    free(x);
-    free(y);
-    df11_model_close(m);
+        {
+            for (uint32_t i = 0; i < st.arena_slots && i < 16; i++)
+                ck_assert_msg(st.slot_block[i] == -1, "%s: slot %u holds block %d",
+                              kind ? "fixed" : "huffman", i, st.slot_block[i]);
+            ck_assert_uint_eq(st.acquires, 0);
+        }
+        /* while its block is acquired, too */
+        ck_assert_int_eq(df11_block_acquire(m, 1, NULL, NULL), DF11_OK);
+        mm_run(m, &w, x, 3, DF11_DTYPE_F32, y);
+        ck_assert_int_eq(df11_block_release(m, 1, NULL), DF11_OK);
+        free(x);
+        free(y);
+        df11_model_close(m);
+    }
 }
 END_TEST
 
@@ -1507,11 +1518,7 @@ START_TEST(test_matmul_block_once)
     df11_weight a, b;
     ck_assert_int_eq(df11_weight_get(m, MM_SHAPES[0].name, &a), DF11_OK);
     ck_assert_int_eq(df11_weight_get(m, MM_SHAPES[1].name, &b), DF11_OK);
-#ifdef RT_TEST_CUDA
-    const uint32_t batch = DF11_FUSED_MAX_BATCH + 1;
-#else
-    const uint32_t batch = 17;
-#endif
+    const uint32_t batch = DF11_FUSED_MAX_BATCH + 1; /* fused up to it on either backend */
     uint64_t rng = mm.seed ^ 0x62;
     uint16_t *xa = df11_test_random_bf16((size_t)batch * a.cols, &rng),
              *xb = df11_test_random_bf16((size_t)batch * b.cols, &rng);

@@ -322,18 +322,19 @@ DF11_API df11_status df11_model_stats_get(const df11_model *model, df11_model_st
  *   - W resident (a BF16 model, a non-layer tensor under the RESIDENT policy, or a tensor
  *     the file stores raw): a plain GEMM on W where it lies (CUDA: cublasGemmEx, BF16
  *     inputs, fp32 compute; host: the row kernel of the fused path below);
- *   - host backend, W Huffman-coded: a fused decode-dot on options.n_threads threads, W
- *     decoded a few chunks at a time into per-thread buffers, never whole; W in another
- *     code (DF11_CODEC_EXP_FIXED): through the arena, as below;
+ *   - host backend, W Huffman-coded, or fixed-coded (DF11_CODEC_EXP_FIXED) at batch 1..32:
+ *     a fused decode-dot on options.n_threads threads, W decoded a few chunks (16-row
+ *     strips) at a time into per-thread buffers, never whole;
  *   - CUDA backend, W fixed-coded (DF11_CODEC_EXP_FIXED), batch 1..32, sm_80+: a fused
  *     kernel multiplies straight from the compressed tensor, W decoded in registers and
  *     never written to memory (fp32 accumulation, deterministic on a device; within the
  *     fp32 bound of, not bit-identical to, the cuBLAS result). Products of one model on
  *     one stream can be captured in a CUDA graph;
- *   - otherwise (CUDA: W Huffman-coded, or batch > 16): through the arena. W's block is
- *     decoded into an arena slot on the side stream exactly as df11_block_acquire does it
- *     (the next blocks prefetched behind it), held for the product, and released on
- *     `stream`; the block stays cached, so a pass over a block's weights decodes it once.
+ *   - otherwise (CUDA: W Huffman-coded; either backend: W fixed-coded at batch > 32):
+ *     through the arena. W's block is decoded into an arena slot on the side stream
+ *     exactly as df11_block_acquire does it (the next blocks prefetched behind it), held
+ *     for the product, and released on `stream`; the block stays cached, so a pass over a
+ *     block's weights decodes it once.
  *     A block the engine holds is read in its slot (release it on the stream the products
  *     ran on, or after them). Such products count in stats.acquires. Only when every slot
  *     is held, or no slot can hold W (a non-layer W under DF11_NONLAYER_COMPRESSED), does
