@@ -104,11 +104,23 @@ static int weight_plain(const df11_model *m, uint32_t t)
     return df11_file_tensor(m->file, t)->codec == DF11_CODEC_RAW;
 }
 
+/* On the host, decoding is the CPU's own work: where the arena has a slot for every served
+ * block, a block decoded once stays decoded, and a product through the arena multiplies its
+ * rows without decoding them again, where the fused decode-dot decodes W at every product
+ * (10x slower on a one-block 8B-shaped model, bench/RESULTS.md). On CUDA the fused kernel
+ * reads 0.7 of the bytes a cached BF16 W would need, so it stays the better path. */
+static int host_arena_keeps_blocks(const df11_model *m, uint32_t t)
+{
+    return m->kind == DF11_BACKEND_HOST && m->groups[m->tensors[t].group].layer >= 0 &&
+           m->arena.n_slots >= m->block_end - m->block_first;
+}
+
 /* The one dispatch: how tensor t is multiplied at this batch (0: "at some batch"). */
 static mm_path matmul_path(const df11_model *m, uint32_t t, uint32_t batch)
 {
     const df11i_backend_iface *io = m->be->iface;
     if (weight_plain(m, t)) return PATH_DIRECT;
+    if (host_arena_keeps_blocks(m, t)) return PATH_DECODE;
     if (io->matmul_fused && io->matmul_fused_takes &&
         io->matmul_fused_takes(m->be, m->file, t, batch))
         return PATH_FUSED;

@@ -1509,6 +1509,50 @@ START_TEST(test_matmul_arena_untouched)
 }
 END_TEST
 
+#ifndef RT_TEST_CUDA
+START_TEST(test_matmul_host_cached_blocks)
+{
+    /* On the host, where the arena has a slot for every block, a layer weight goes through
+     * the arena (decoded once, then multiplied from its slot) instead of being decoded at
+     * every product; y is the fused path's, bit for bit. */
+    for (int kind = 0; kind <= 2; kind += 2) {
+        df11_model *fused = mm_open(kind, DF11_NONLAYER_ARENA, 2);
+        const uint32_t nb = df11_model_n_blocks(fused);
+        ck_assert_uint_gt(nb, 2); /* so that 2 slots leave the fused path on */
+        df11_model_options o = opts(nb);
+        o.nonlayer = DF11_NONLAYER_ARENA;
+        df11_model *cached;
+        ck_assert_int_eq(df11_model_open(kind ? mm.fixed_path : mm.t.path, &o, &cached), DF11_OK);
+        df11_weight wf, wc;
+        ck_assert_int_eq(df11_weight_get(fused, MM_SHAPES[0].name, &wf), DF11_OK);
+        ck_assert_int_eq(df11_weight_get(cached, MM_SHAPES[0].name, &wc), DF11_OK);
+        uint64_t rng = mm.seed ^ 0x63;
+        uint16_t *x = df11_test_random_bf16((size_t)3 * wf.cols, &rng);
+        const size_t ysz = (size_t)3 * wf.rows * 4;
+        float *yf = malloc(ysz), *yc = malloc(ysz);
+        df11_model_stats s0, s1, s2;
+        mm_run(fused, &wf, x, 3, DF11_DTYPE_F32, yf);
+        ck_assert_int_eq(df11_model_stats_get(fused, &s0), DF11_OK);
+        ck_assert_uint_eq(s0.acquires, 0); /* fused: no slot */
+        mm_run(cached, &wc, x, 3, DF11_DTYPE_F32, yc);
+        ck_assert_int_eq(df11_model_stats_get(cached, &s1), DF11_OK);
+        ck_assert_uint_gt(s1.acquires, 0);
+        ck_assert_msg(!memcmp(yf, yc, ysz), "%s: the cached product differs from the fused one",
+                      kind ? "fixed" : "huffman");
+        mm_run(cached, &wc, x, 3, DF11_DTYPE_F32, yc);
+        ck_assert_int_eq(df11_model_stats_get(cached, &s2), DF11_OK);
+        ck_assert_uint_eq(s2.decodes, s1.decodes); /* found decoded */
+        ck_assert(!memcmp(yf, yc, ysz));
+        free(x);
+        free(yf);
+        free(yc);
+        df11_model_close(cached);
+        df11_model_close(fused);
+    }
+}
+END_TEST
+#endif
+
 START_TEST(test_matmul_block_once)
 {
     /* Off the fused path (fixed-code weights past its batch), a product reads its block from the
@@ -2441,6 +2485,9 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_matmul_errors);
     tcase_add_test(tc, test_matmul_stacked);
     tcase_add_test(tc, test_matmul_arena_untouched);
+#ifndef RT_TEST_CUDA
+    tcase_add_test(tc, test_matmul_host_cached_blocks);
+#endif
     tcase_add_test(tc, test_matmul_block_once);
     tcase_add_test(tc, test_tiers_host);
     tcase_add_test(tc, test_tiers_file);

@@ -324,7 +324,9 @@ DF11_API df11_status df11_model_stats_get(const df11_model *model, df11_model_st
  *     inputs, fp32 compute; host: the row kernel of the fused path below);
  *   - host backend, W Huffman-coded, or fixed-coded (DF11_CODEC_EXP_FIXED) at batch 1..32:
  *     a fused decode-dot on options.n_threads threads, W decoded a few chunks (16-row
- *     strips) at a time into per-thread buffers, never whole;
+ *     strips) at a time into per-thread buffers, never whole; except a layer W where the
+ *     arena has a slot for every served block: through the arena (below), where its block,
+ *     decoded once, stays decoded for the products after;
  *   - CUDA backend, W fixed-coded (DF11_CODEC_EXP_FIXED), batch 1..32, sm_80+: a fused
  *     kernel multiplies straight from the compressed tensor, W decoded in registers and
  *     never written to memory (fp32 accumulation, deterministic on a device; within the
