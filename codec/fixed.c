@@ -311,6 +311,16 @@ static df11_status decode_item(void *ctx, uint64_t s)
     return DF11_OK;
 }
 
+/* The exception offsets start at 0 and end at n_exc. */
+static df11_status offsets_ends_check(const df11i_fixed *f)
+{
+    if (f->exc_off[0] != 0 || f->exc_off[f->g.n_tiles] != f->n_exc)
+        return df11i_fail(DF11_ERR_CORRUPT,
+                          "fixed code: exception offsets run %u..%u, want 0..%llu", f->exc_off[0],
+                          f->exc_off[f->g.n_tiles], (unsigned long long)f->n_exc);
+    return DF11_OK;
+}
+
 df11_status df11i_fixed_geometry_check(const df11i_fixed_geom *g)
 {
     df11i_fixed_geom want;
@@ -332,10 +342,7 @@ df11_status df11i_fixed_decode(const df11i_fixed *f, uint16_t *out, int n_thread
     df11_status st = df11i_fixed_geometry_check(g);
     if (st != DF11_OK) return st;
     if (!g->n_tiles) return DF11_OK;
-    if (f->exc_off[0] != 0 || f->exc_off[g->n_tiles] != f->n_exc)
-        return df11i_fail(DF11_ERR_CORRUPT,
-                          "fixed code: exception offsets run %u..%u, want 0..%llu", f->exc_off[0],
-                          f->exc_off[g->n_tiles], (unsigned long long)f->n_exc);
+    if ((st = offsets_ends_check(f)) != DF11_OK) return st;
     for (uint64_t t = 0; t < g->n_tiles; t++)
         if (f->exc_off[t + 1] < f->exc_off[t])
             return df11i_fail(DF11_ERR_CORRUPT,
@@ -355,6 +362,15 @@ df11_status df11i_fixed_decode_rows(const df11i_fixed *f, uint64_t r0, uint64_t 
     df11_status st = df11i_fixed_geometry_check(g);
     if (st != DF11_OK) return st;
     const uint64_t s0 = r0 / 16, s1 = (r1 + 15) / 16;
+    /* The ends of the offsets, as df11i_fixed_decode checks them: with every tile's count
+     * checked against its codes, a caller that reads every strip (the host matmul) has then
+     * checked all that df11i_fixed_validate does. */
+    if ((st = offsets_ends_check(f)) != DF11_OK) return st;
+    /* these strips' bases (pad rows included): base + code must not wrap */
+    for (uint64_t r = 16 * s0; r < 16 * s1; r++)
+        if (f->base[r] > DF11_FIXED_MAX_BASE)
+            return df11i_fail(DF11_ERR_CORRUPT, "fixed code: row %llu has base %u > %d",
+                              (unsigned long long)r, f->base[r], DF11_FIXED_MAX_BASE);
     /* only these strips' offsets: the decoder checks each tile's count against them */
     for (uint64_t t = s0 * g->tiles; t < s1 * g->tiles; t++)
         if (f->exc_off[t + 1] < f->exc_off[t] || f->exc_off[t + 1] > f->n_exc)

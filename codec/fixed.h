@@ -129,9 +129,11 @@ void df11i_fixed_free(df11i_fixed *f);
 df11_status df11i_fixed_decode(const df11i_fixed *f, uint16_t *out, int n_threads);
 
 /* Decodes rows [r0, r1) into `out` ((r1 - r0) x cols, row-major), single-threaded: only
- * the strips holding them are read, and of the exception offsets only those strips'
- * (checked in order and within n_exc; each tile's count against its codes as it is
- * decoded), so a tensor no one validated whole is still read only inside its buffers. */
+ * the strips holding them are read, with their bases (at most DF11_FIXED_MAX_BASE), and of
+ * the exception offsets only those strips' (checked in order and within n_exc; each tile's
+ * count against its codes as it is decoded) and the two ends (0 and n_exc), so a tensor no
+ * one validated whole is still read only inside its buffers, and decoded by a caller that
+ * reads every strip only where df11i_fixed_validate would pass it. */
 df11_status df11i_fixed_decode_rows(const df11i_fixed *f, uint64_t r0, uint64_t r1, uint16_t *out);
 
 /* Bytes a coded tensor stores: bases, sm, codes, offsets and exceptions. */

@@ -319,7 +319,8 @@ END_TEST
 
 /* df11i_fixed_decode_rows: any row range (inside a strip, across strips, the short last
  * strip) equals those rows of the source, nothing written past them; bad ranges refused;
- * corrupt offsets in the strips it reads caught, those elsewhere never read. */
+ * corrupt offsets and bases in the strips it reads caught, those elsewhere never read, and
+ * the offsets' ends checked whatever it reads. */
 START_TEST(test_decode_rows)
 {
     const uint64_t rows = 53, cols = 200;
@@ -356,6 +357,28 @@ START_TEST(test_decode_rows)
     if (w0 != f.codes[0]) ck_assert_int_eq(df11i_fixed_decode_rows(&f, 0, 1, y), DF11_ERR_CORRUPT);
     f.codes[0] = w0;
     ck_assert_int_eq(df11i_fixed_decode_rows(&f, 0, 1, y), DF11_OK);
+    /* a row base past DF11_FIXED_MAX_BASE (base + code would wrap) in a strip it reads,
+     * a pad row's included: caught as df11i_fixed_validate catches it; elsewhere not read */
+    static const uint64_t bad_rows[] = { 0, 20, 63 }; /* strips 0, 1 and 3 (row 63: a pad) */
+    for (size_t i = 0; i < sizeof bad_rows / sizeof *bad_rows; i++) {
+        const uint64_t r = bad_rows[i];
+        const uint8_t b = f.base[r];
+        f.base[r] = DF11_FIXED_MAX_BASE + 1;
+        ck_assert_msg(df11i_fixed_decode_rows(&f, r / 16 * 16, r / 16 * 16 + 1, y) ==
+                          DF11_ERR_CORRUPT,
+                      "base of row %llu", (unsigned long long)r);
+        ck_assert_int_eq(df11i_fixed_decode_rows(&f, r < 16 ? 16 : 0, r < 16 ? 17 : 1, y), DF11_OK);
+        f.base[r] = b;
+    }
+    /* offsets that do not start at 0 or end at n_exc (the same counts, shifted: each tile
+     * would read its neighbour's exceptions), caught whichever strip is read */
+    f.n_exc++;
+    for (uint64_t i = 0; i <= f.g.n_tiles; i++) f.exc_off[i]++;
+    ck_assert_int_eq(df11i_fixed_decode_rows(&f, 48, 50, y), DF11_ERR_CORRUPT);
+    for (uint64_t i = 0; i <= f.g.n_tiles; i++) f.exc_off[i]--;
+    ck_assert_int_eq(df11i_fixed_decode_rows(&f, 48, 50, y), DF11_ERR_CORRUPT);
+    f.n_exc--;
+    ck_assert_int_eq(df11i_fixed_decode_rows(&f, 48, 50, y), DF11_OK);
     df11i_fixed_free(&f);
     free(x);
     free(y);

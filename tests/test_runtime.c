@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "codec/fixed.h"
 #include "common/clock.h"
 #include "common/util.h"
 #include "df11/compress.h"
@@ -28,6 +29,7 @@
 #include "runtime/backend.h"
 #include "runtime/memstat.h"
 #include "tests/backend_under_test.h"
+#include "tests/fuzz/df11_image.h"
 #include "tests/testutil.h"
 #include "writer/safetensors_write.h"
 
@@ -1553,6 +1555,66 @@ START_TEST(test_matmul_host_cached_blocks)
 END_TEST
 #endif
 
+START_TEST(test_matmul_fixed_corrupt)
+{
+    /* A fixed-code weight whose row 0 has a base past DF11_FIXED_MAX_BASE (its exponents
+     * would wrap), in a file whose checksums were made to match: DF11_ERR_CORRUPT at every
+     * batch, from the host's fused decode-dot (which reads the tensor strip by strip, never
+     * validated whole) as from the arena, never a product. A backend that checks the
+     * tensor at open (CUDA's plans) refuses it there. */
+    mm_make_model();
+    const mm_shape *sh = &MM_SHAPES[2];
+    df11_file *f;
+    ck_assert_int_eq(df11_file_open(mm.fixed_path, &f), DF11_OK);
+    uint32_t t;
+    ck_assert_int_eq(df11_file_find_tensor(f, sh->name, &t), DF11_OK);
+    const df11_tensor_info *ti = df11_file_tensor(f, t);
+    ck_assert_int_eq(ti->codec, DF11_CODEC_EXP_FIXED);
+    const uint64_t at = df11_file_group(f, ti->group)->payload_offset +
+                        df11i_file_tensor_layout(f, t)->codebook_offset; /* row 0's base */
+    const uint64_t size = df11_file_size(f);
+    df11_file_close(f);
+    uint8_t *image = malloc(size);
+    FILE *fp = fopen(mm.fixed_path, "rb");
+    ck_assert(image && fp);
+    ck_assert_uint_eq(fread(image, 1, size, fp), size);
+    fclose(fp);
+    image[at] = DF11_FIXED_MAX_BASE + 1;
+    fuzz_df11_fix_checksums(image, size);
+    char bad[600];
+    snprintf(bad, sizeof bad, "%s/mm_fixed_bad_base.df11", df11_test_tmpdir());
+    ck_assert_ptr_nonnull(fp = fopen(bad, "wb"));
+    ck_assert_uint_eq(fwrite(image, 1, size, fp), size);
+    fclose(fp);
+    free(image);
+    static const uint32_t batches[] = { 1, DF11_FUSED_MAX_BATCH, DF11_FUSED_MAX_BATCH + 1 };
+    for (size_t i = 0; i < sizeof batches / sizeof *batches; i++) {
+        const uint32_t batch = batches[i];
+        df11_model_options o = opts(2);
+        o.nonlayer = DF11_NONLAYER_ARENA;
+        df11_model *m;
+        df11_status s = df11_model_open(bad, &o, &m);
+        if (s == DF11_ERR_CORRUPT) continue;
+        ck_assert_msg(s == DF11_OK, "open: %s %s", df11_strerror(s), df11_last_error_detail());
+        df11_weight w;
+        if ((s = df11_weight_get(m, sh->name, &w)) == DF11_OK) {
+            void *dx = dev_alloc((size_t)batch * sh->k * 2),
+                 *dy = dev_alloc((size_t)batch * sh->n * 4);
+            uint64_t rng = mm.seed ^ 0x6366;
+            uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, &rng);
+            dev_upload(dx, x, (size_t)batch * sh->k * 2);
+            s = df11_matmul(m, &w, dx, batch, dy, DF11_DTYPE_F32, NULL);
+            free(x);
+            dev_free(dx);
+            dev_free(dy);
+        }
+        ck_assert_msg(s == DF11_ERR_CORRUPT, "batch %u: %s %s", batch, df11_strerror(s),
+                      df11_last_error_detail());
+        df11_model_close(m);
+    }
+}
+END_TEST
+
 START_TEST(test_matmul_block_once)
 {
     /* Off the fused path (fixed-code weights past its batch), a product reads its block from the
@@ -2488,6 +2550,7 @@ static Suite *runtime_suite(void)
 #ifndef RT_TEST_CUDA
     tcase_add_test(tc, test_matmul_host_cached_blocks);
 #endif
+    tcase_add_test(tc, test_matmul_fixed_corrupt);
     tcase_add_test(tc, test_matmul_block_once);
     tcase_add_test(tc, test_tiers_host);
     tcase_add_test(tc, test_tiers_file);
