@@ -1809,14 +1809,20 @@ START_TEST(test_tiers_host)
 END_TEST
 
 /* A host budget that holds the read buffers and about one block: the rest from the file. */
-static df11_model_options tier_opts_file(const char *path, uint32_t device, uint32_t stages)
+static df11_model_options tier_opts_file_from(df11_model_options base, const char *path,
+                                              uint32_t device, uint32_t stages)
 {
-    df11_model_options all = tier_opts(path, device, UINT64_MAX, 0, stages);
+    df11_model_options all = tier_opts_from(base, path, device, UINT64_MAX, 0, stages);
     df11_plan p;
     ck_assert_int_eq(df11_model_plan(path, &all, &p, NULL, 0), DF11_OK);
     const uint64_t io = p.pinned_bytes - p.host_tier_bytes;
     const uint64_t one = p.host_tier_bytes / p.blocks_host;
-    return tier_opts(path, device, io + one + one / 2, 1, stages);
+    return tier_opts_from(base, path, device, io + one + one / 2, 1, stages);
+}
+
+static df11_model_options tier_opts_file(const char *path, uint32_t device, uint32_t stages)
+{
+    return tier_opts_file_from(opts(2), path, device, stages);
 }
 
 /* VmLck of this process in bytes (the kernel's count of locked pages), or -1. */
@@ -1908,14 +1914,17 @@ static void mm_tier_files(char huffman[512], char fixed[512])
 START_TEST(test_tiers_matmul)
 {
     /* The op on streamed weights (Huffman and fixed code, every path the batch picks) gives
-     * the bits of the same model fully loaded. */
+     * the bits of the same model fully loaded; also with a slot for every block (on the
+     * host the arena path then takes every layer weight, its blocks decoded once). */
     char huffman[512], fixed[512];
     mm_tier_files(huffman, fixed);
     const char *paths[2] = { huffman, fixed };
-    for (int f = 0; f < 2; f++) {
+    for (int f = 0; f < 4; f++) {
         df11_model_options full = opts(2);
-        df11_model_options o = tier_opts_file(paths[f], 1, 2);
-        df11_model *ref = tier_open(paths[f], &full), *m = tier_open(paths[f], &o);
+        df11_model *ref = tier_open(paths[f % 2], &full);
+        const uint32_t slots = f < 2 ? 2 : df11_model_n_blocks(ref);
+        df11_model_options o = tier_opts_file_from(opts(slots), paths[f % 2], 1, 2);
+        df11_model *m = tier_open(paths[f % 2], &o);
         df11_model_stats st;
         ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
         ck_assert_uint_gt(st.blocks_host + st.blocks_file, 0);
@@ -1936,12 +1945,21 @@ START_TEST(test_tiers_matmul)
                     ck_assert_msg(!memcmp(yr, ym, ysz),
                                   "%s batch %u (%s): streamed y differs "
                                   "(seed %#llx)",
-                                  MM_SHAPES[i].name, batch, f ? "fixed" : "huffman",
+                                  MM_SHAPES[i].name, batch, f % 2 ? "fixed" : "huffman",
                                   (unsigned long long)mm.seed);
                     free(x);
                     free(yr);
                     free(ym);
                 }
+#ifndef RT_TEST_CUDA
+        /* a slot for every block: the products went through the arena, and no block was
+         * decoded twice (a block read from the file late may be decoded in either pass) */
+        ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
+        if (slots > 2) {
+            ck_assert_uint_gt(st.acquires, 0);
+            ck_assert_uint_le(st.decodes, slots);
+        }
+#endif
         df11_model_close(ref);
         df11_model_close(m);
     }
