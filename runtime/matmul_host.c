@@ -267,8 +267,9 @@ df11_status df11i_host_matmul_fused(df11i_backend *be, void *mm, const df11i_mat
     return DF11_OK;
 }
 
-/* The decode path on the host (codecs without a fused host kernel): the tensor decoded
- * whole, at once, after what `stream` holds so far. */
+/* The decode path on the host (a weight the fused path does not take at this batch, when
+ * no arena slot serves it): the tensor decoded whole, at once, after what `stream` holds
+ * so far. */
 df11_status df11i_host_decode_tensor(df11i_backend *be, const df11i_backend_group *g,
                                      uint32_t tensor, void *out, void *stream)
 {

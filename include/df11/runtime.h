@@ -365,13 +365,14 @@ typedef struct df11_weight {
  * DF11_ERR_DTYPE if it is not BF16, DF11_ERR_INVALID_ARG if it is neither 2-D nor 1-D or
  * is empty, DF11_ERR_OVERFLOW if a side exceeds INT32_MAX,
  * DF11_ERR_UNSUPPORTED for a codec this backend cannot multiply from. The first weight
- * that may need the decode path's fallback (CUDA backend: compressed W; host: W in a code
- * without a fused host path) allocates the op's scratch buffer, sized for the model's
- * largest compressed 2-D BF16 tensor that fits an arena slot (a larger one, e.g. lm_head
- * under DF11_NONLAYER_COMPRESSED, is decoded into it in row slices), from the model's pool
- * under options.memory_limit (DF11_ERR_DEVICE_MEMORY when it does not fit); on CUDA each
- * such weight also gets its decode plan on the device (a few KiB, uploaded with one host
- * sync: df11_rows_gather reads it on the caller's stream). */
+ * that may need the decode path's fallback (CUDA backend: compressed W; host: a fixed-code
+ * W, or a layer W where the arena has a slot for every served block) allocates the op's
+ * scratch buffer, sized for the model's largest compressed 2-D BF16 tensor that fits an
+ * arena slot (a larger one, e.g. lm_head under DF11_NONLAYER_COMPRESSED, is decoded into
+ * it in row slices), from the model's pool under options.memory_limit
+ * (DF11_ERR_DEVICE_MEMORY when it does not fit); on CUDA each such weight also gets its
+ * decode plan on the device (a few KiB, uploaded with one host sync: df11_rows_gather
+ * reads it on the caller's stream). */
 DF11_API df11_status df11_weight_get(df11_model *model, const char *name, df11_weight *weight);
 
 /* The most weights df11_weight_stack joins. */
