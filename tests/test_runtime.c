@@ -1372,7 +1372,8 @@ START_TEST(test_matmul_stacked)
                                       { "model.layers.2.mlp.g.weight", 19, 700 },
                                       { "model.layers.3.mlp.h.weight", 64, 700 } };
     static const int combos[][4] = { { 3, 0, 1, 2 }, { 2, 1, 0 }, { 1, 2 }, { 2, 1, 1 } };
-    static const uint32_t batches[] = { 1, 3, 16, 17 };
+    /* either side of the fixed code's fused limit (each part through the arena above it) */
+    static const uint32_t batches[] = { 1, 3, DF11_FUSED_MAX_BATCH, DF11_FUSED_MAX_BATCH + 1 };
     uint64_t rng = mm.seed ^ 0x5354;
     for (int kind = 0; kind < 3; kind++) {
         df11_model *m = mm_open(kind, kind ? DF11_NONLAYER_ARENA : DF11_NONLAYER_RESIDENT, 2);
