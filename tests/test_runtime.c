@@ -1099,10 +1099,10 @@ static void mm_make_model(void)
 }
 
 /* kind: 0 = the Huffman file, 1 = the BF16 model, 2 = the fixed-code file. */
-static df11_model *mm_open(int kind, df11_nonlayer_policy pol, int n_threads)
+static df11_model *mm_open_slots(int kind, df11_nonlayer_policy pol, int n_threads, uint32_t slots)
 {
     mm_make_model();
-    df11_model_options o = opts(2);
+    df11_model_options o = opts(slots);
     o.nonlayer = pol;
     o.n_threads = n_threads;
     df11_model *m;
@@ -1110,6 +1110,12 @@ static df11_model *mm_open(int kind, df11_nonlayer_policy pol, int n_threads)
                               : df11_model_open(kind == 2 ? mm.fixed_path : mm.t.path, &o, &m);
     ck_assert_msg(s == DF11_OK, "open: %s %s", df11_strerror(s), df11_last_error_detail());
     return m;
+}
+
+/* With the 2 arena slots most tests use. */
+static df11_model *mm_open(int kind, df11_nonlayer_policy pol, int n_threads)
+{
+    return mm_open_slots(kind, pol, n_threads, 2);
 }
 
 /* y = x·Wᵀ through the op, read back to the host as fp32 (bits kept in `raw`). */
@@ -1524,10 +1530,7 @@ START_TEST(test_matmul_host_cached_blocks)
         df11_model *fused = mm_open(kind, DF11_NONLAYER_ARENA, 2);
         const uint32_t nb = df11_model_n_blocks(fused);
         ck_assert_uint_gt(nb, 2); /* so that 2 slots leave the fused path on */
-        df11_model_options o = opts(nb);
-        o.nonlayer = DF11_NONLAYER_ARENA;
-        df11_model *cached;
-        ck_assert_int_eq(df11_model_open(kind ? mm.fixed_path : mm.t.path, &o, &cached), DF11_OK);
+        df11_model *cached = mm_open_slots(kind, DF11_NONLAYER_ARENA, 2, nb);
         df11_weight wf, wc;
         ck_assert_int_eq(df11_weight_get(fused, MM_SHAPES[0].name, &wf), DF11_OK);
         ck_assert_int_eq(df11_weight_get(cached, MM_SHAPES[0].name, &wc), DF11_OK);
