@@ -19,9 +19,10 @@
  *   lt        cublasLt, per matrix the fastest of up to 8 heuristic algorithms, the same way
  *             (reference = the faster of gemmex and lt; x = reference / time, > 1: faster)
  *   op        df11_matmul on the fixed-code model, eager: the op's own choice of path
- *   op_graph  the same captured in a graph (B <= DF11_FUSED_MAX_BATCH: the arena path
- *             waits on events recorded outside a capture)
- *   fused     the fused path forced (B <= DF11_FUSED_MAX_BATCH; the op's choice there today)
+ *   op_graph  the same captured in a graph (B up to the fused path's default limit,
+ *             df11i_fused_matmul_default_max: the arena path waits on events recorded
+ *             outside a capture)
+ *   fused     the fused path forced at every B (past 32 the wgmma kernel where it runs)
  *   decode    decode + cuBLAS forced (df11i_cuda_matmul_fused_limit(0)): the arena path
  *   huffman   df11_matmul on the Huffman model (the arena path)
  *   op_vs_better  op / min(fused, decode): issue 11 asks the op's choice to stay <= 1.03
@@ -113,8 +114,9 @@ static const weights_matrix *const MATS = weights_llama3_8b_block;
 enum { K_GEMMEX, K_LT, K_FIXED, K_HUFF, K_GEMMEX_STACKED, K_FIXED_STACKED };
 /* The block's 4 products with q+k+v and gate+up stacked: first matrix and count. */
 static const int STACKS[4][2] = { { 0, 3 }, { 3, 1 }, { 4, 2 }, { 6, 1 } };
-/* The fused limit a column sets; LIM_OWN leaves the op's own. */
-#define LIM_OWN UINT32_MAX
+/* The fused limit a column sets; LIM_OWN leaves the op's own, LIM_EVERY takes every batch. */
+#define LIM_OWN DF11I_FUSED_AUTO
+#define LIM_EVERY (UINT32_MAX - 1)
 
 static const struct column {
     const char *key, *title;
@@ -125,7 +127,7 @@ static const struct column {
     { "lt", "cublasLt best (graph)", K_LT, 1, 0, LIM_OWN },
     { "op", "op, fixed", K_FIXED, 0, 0, LIM_OWN },
     { "op_graph", "op, fixed, graph", K_FIXED, 1, 1, LIM_OWN },
-    { "fused", "fused forced", K_FIXED, 0, 1, DF11_FUSED_MAX_BATCH },
+    { "fused", "fused forced", K_FIXED, 0, 1, LIM_EVERY },
     { "decode", "decode+cuBLAS forced", K_FIXED, 0, 0, 0 },
     { "huffman", "op, Huffman", K_HUFF, 0, 0, LIM_OWN },
     { "gemmex_stacked", "stacked: cublasGemmEx (graph)", K_GEMMEX_STACKED, 1, 0, LIM_OWN },
@@ -612,6 +614,7 @@ int bench_matmul_main(int argc, char **argv)
     struct cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     const int fused_ok = df11i_fused_matmul_supported();
+    const uint32_t fused_max = df11i_fused_matmul_default_max();
 
     { /* the roof: 1 GiB device to device, bytes read + written */
         const size_t n = 1u << 30;
@@ -646,8 +649,7 @@ int bench_matmul_main(int argc, char **argv)
         for (int i = 0; i < N_MATS; i++) {
             if ((ex_us = time_pass(&b, K_GEMMEX, i, 1, LIM_OWN, 1)) < 0) goto out;
             if (ex_us / b.L < mat_ref[i]) mat_ref[i] = ex_us / b.L;
-            mat_fused[i] =
-                fused_ok ? time_pass(&b, K_FIXED, i, 1, DF11_FUSED_MAX_BATCH, 1) / b.L : NAN;
+            mat_fused[i] = fused_ok ? time_pass(&b, K_FIXED, i, 1, LIM_EVERY, 1) / b.L : NAN;
             if (mat_fused[i] < 0) {
                 fprintf(stderr, "%s: fused %s at B=1 failed\n", TOOL, MATS[i].name);
                 goto out;
@@ -666,7 +668,8 @@ int bench_matmul_main(int argc, char **argv)
         for (int round = 0; round < ROUNDS; round++)
             for (int col = 0; col < N_COLS; col++) {
                 const struct column *cl = &COLS[col];
-                if (cl->fused_only && (B > DF11_FUSED_MAX_BATCH || !fused_ok)) continue;
+                if (cl->fused_only && (!fused_ok || (cl->lim == LIM_OWN && B > fused_max)))
+                    continue;
                 df11_model *arena = col == C_DECODE ? b.m[0] : col == C_HUFF ? b.m[1] : NULL;
                 const uint64_t d0 = arena ? model_decodes(arena) : 0;
                 const double us = time_pass(&b, cl->kind, -1, cl->graph, cl->lim, B);

@@ -28,7 +28,8 @@
 
 #include <atomic>
 
-#include "kernels/fused_matmul_decode.cuh"
+#include "kernels/fused_gemm.h"
+#include "kernels/fused_matmul_strip.cuh"
 #include "kernels/matmul.h"
 extern "C" {
 #include "codec/fixed.h"
@@ -63,19 +64,6 @@ __device__ __forceinline__ uint4 load_x8(const uint16_t *row, long long col, int
     return make_uint4(v[0], v[1], v[2], v[3]);
 }
 
-// One part of a launch: a tensor, its strips numbered from strip pair g0 of the launch,
-// its outputs at y columns y_col ... y_col + rows - 1. The geometry fields past `rows` are
-// the same in every part (one K).
-struct Mat {
-    const uint8_t *sm;
-    const uint8_t *codes;
-    const uint32_t *exc_off;
-    const uint8_t *exc;
-    const uint8_t *base;
-    int rows, g0, y_col, cols_pad, n_strips, steps, tiles, last_steps;
-    long long strip_code_bytes;
-};
-
 struct Args {
     Mat W[DF11_FUSED_MAX_PARTS];
     const uint16_t *x; // B x K BF16, row stride K (library change: the probe's is cols_pad)
@@ -101,17 +89,6 @@ __device__ __forceinline__ void mma16816(float c[4], uint32_t a0, uint32_t a1, u
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ void cp16(void *smem, const void *g)
-{
-    uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(g));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N> __device__ __forceinline__ void cp_wait()
-{
-    asm volatile("cp.async.wait_group %0;" ::"n"(N));
-}
-
 // 16 bytes of x by a generic load, so that ptxas keeps it ahead of the step's cp.async
 // refill (a generic load may alias the shared memory the refill writes; ld.global.nc may
 // move, and was moved after it). Issued after the refill, an x load that hits L1 waited
@@ -127,66 +104,10 @@ __device__ __forceinline__ uint4 ld_x16(const uint16_t *p)
     return v;
 }
 
-__device__ __forceinline__ uint4 lds128(const uint8_t *p)
-{
-    return *reinterpret_cast<const uint4 *>(p);
-}
-
-// A warp's stage (8.5 KiB with its corrections, so that shared memory leaves L1 room for x):
-// 4 sm slots of a step each, the code vectors, and two exception buffers (the tile in use
-// and the next), each up to 512 bytes from the 16-byte boundary below the tile's first
-// exception (more are read from global memory). Every lane reads back only the sm and code
-// bytes it copied itself; only the exceptions cross lanes.
-constexpr int EXC_STAGE = 528;
-constexpr int RING_BYTES = 4096 + 1536 + 2 * EXC_STAGE;
-constexpr int CORR_BYTES = 2048;
-
 // cta_of(u): the CTA whose unit range [c NU / G, (c+1) NU / G) holds unit u.
 __device__ __forceinline__ int cta_of(long long u, int NU, int G)
 {
     return (int)(((u + 1) * G - 1) / NU);
-}
-
-struct TileOff {
-    uint32_t off0, off1, nsteps;
-};
-
-// Tile (s, t)'s code vectors into the stage and its exceptions into `excb`; one group.
-__device__ __forceinline__ TileOff issue_codes(const Mat &W, int s, int t, int t0,
-                                               const uint8_t *cdp, uint32_t lane, uint32_t &offw,
-                                               int &tw, uint8_t *stage, uint8_t *excb)
-{
-    const long long sbase = (long long)s * W.tiles;
-    if (t - tw >= 31) {
-        tw = t;
-        offw = __ldg(W.exc_off + sbase + min(t + (int)lane, W.tiles));
-    }
-    TileOff o;
-    o.off0 = __shfl_sync(~0u, offw, t - tw);
-    o.off1 = __shfl_sync(~0u, offw, t - tw + 1);
-    o.nsteps = t + 1 == W.tiles ? W.last_steps : 4;
-    const uint8_t *cp = cdp + (long long)(t - t0) * 1536;
-    uint8_t *dst = stage + 4096 + lane * 16;
-    const int nv = (3 * o.nsteps + 3) / 4;
-#pragma unroll
-    for (int i = 0; i < 3; i++)
-        if (i < nv) cp16(dst + i * 512, cp + i * 512);
-    const uint32_t a0 = o.off0 & ~15u, nvec = (o.off1 - a0 + 15) >> 4;
-    if (nvec <= 33 && lane < nvec) cp16(excb + lane * 16, W.exc + a0 + lane * 16);
-    if (nvec == 33 && lane == 0) cp16(excb + 512, W.exc + a0 + 512);
-    cp_commit();
-    return o;
-}
-// Step g of tile t into sm slot g (the lane's own 32 bytes); one group, empty past the tile.
-__device__ __forceinline__ void issue_step(const uint8_t *smp, int t, int t0, int g, bool on,
-                                           uint32_t lane, uint8_t *stage)
-{
-    if (on) {
-        const uint8_t *sm = smp + (long long)(t - t0) * 4096 + g * 1024;
-        cp16(stage + g * 1024 + lane * 16, sm);
-        cp16(stage + g * 1024 + 512 + lane * 16, sm + 512);
-    }
-    cp_commit();
 }
 
 // One lane's c fragments -> y, or a partial for the strip's last CTA to sum.
@@ -244,12 +165,9 @@ __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float 
     if (lane == 0) atomicExch(a.sem + gs, 0u);
 }
 
-// What one warp does: walk tiles (s, t0..t1) of its strip, copied into its stage by
-// cp.async a tile ahead, slot by slot. Per tile: escape masks, one warp prefix sum of escape
-// counts, an 8-byte exception window per lane. Per step of 32 weights a lane: corrections
-// (a RED per escape, in warp-uniform rounds), 16 pairs decoded (PRMT, SHF, 2 LOP3, IADD3),
-// 4 * NB MMAs. Bytes per tile: 4096 sm + 1536 codes + ~100 exceptions, read once.
-// The probe's defaults: 8 CTAs of 2 warps an SM (FG_MINB, FG_WARPS there). XV: K is a
+// What one warp does: walk tiles (s, t0..t1) of its strip (walk_strip,
+// kernels/fused_matmul_strip.cuh), each step's x loaded before the step waits for its
+// copies, its 32 decoded weights a lane fed to 4 * NB MMAs. The probe's defaults: 8 CTAs of 2 warps an SM (FG_MINB, FG_WARPS there). XV: K is a
 // multiple of 64 (no pad columns) and x_vec, so x needs no bounds check.
 template <int NB, bool XV>
 __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocksWide)
@@ -262,8 +180,6 @@ __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocks
     uint8_t *ring = dsm + warp * RING_BYTES;
     uint4 *corr4 =
         reinterpret_cast<uint4 *>(dsm + WARPS * RING_BYTES + warp * CORR_BYTES + lane * 64);
-    uint32_t *corr = reinterpret_cast<uint32_t *>(corr4);
-    const uint32_t swz = corr_swz(lane), sw = swz >> 2;
 #pragma unroll
     for (int v = 0; v < 4; v++) corr4[v] = make_uint4(0, 0, 0, 0);
     const int tiles = a.W[0].tiles;
@@ -286,13 +202,6 @@ __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocks
         // s: the strip in its tensor; gs: in the launch (the semaphores and partials)
         const int s = (grp - W.g0) * WARPS + (int)warp, gs = grp * WARPS + (int)warp;
         if (s >= W.n_strips) continue;
-        const uint32_t b0 = W.base[16 * s + nrow], b8 = W.base[16 * s + nrow + 8];
-        // through a shuffle, so that ptxas keeps them as values and the decode adds them
-        // in its IADD3 instead of an IMAD per pair
-        const uint32_t X0 = __shfl_sync(~0u, b0 * 0x00800080u, (int)lane),
-                       X8 = __shfl_sync(~0u, b8 * 0x00800080u, (int)lane);
-        const uint8_t *smp = W.sm + ((long long)s * W.steps + 4LL * t0) * 1024 + lane * 16;
-        const uint8_t *cdp = W.codes + s * W.strip_code_bytes + (long long)t0 * 1536 + lane * 16;
         // this lane's activation rows (zero for rows >= B), one 16-byte piece per half step
         const uint16_t *xr[NB];
         bool xon[NB];
@@ -301,75 +210,26 @@ __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocks
             xon[nb] = nrow + 8 * nb < a.B;
             xr[nb] = a.x + (long long)(nrow + 8 * nb) * a.K;
         }
-        long long xc = 256LL * t0 + 8 * q; // this lane's first x column of the tile
         float acc[NB][4] = {};
-        uint32_t offw = 0;
-        int tw = -1000;
-        // Groups in flight, in order: codes+exceptions of tile t, then its 4 steps, so the
-        // one a lane waits for always has exactly 4 younger groups (cp.async.wait_group 4).
-        uint8_t *stage = ring;
-        TileOff cur = issue_codes(W, s, t0, t0, cdp, lane, offw, tw, stage, ring + 5632), nxt = cur;
-#pragma unroll
-        for (int g = 0; g < 4; g++) issue_step(smp, t0, t0, g, g < (int)cur.nsteps, lane, stage);
-            // Only weights above (written before any launch). x, y, the workspace and the error
-            // word may be written by the previous kernel on the stream: launched programmatically
-            // (df11i_fused_matmul's pdl), this CTA may run before it completes, so it waits here,
-            // after its first tile's copies are in flight. A no-op once passed, or where the
-            // launch was not programmatic.
-#if __CUDA_ARCH__ >= 900
-        asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-        for (int t = t0; t < t1; t++) {
-            uint8_t *excb = ring + 5632 + ((t - t0) & 1) * EXC_STAGE;
-            cp_wait<4>();
-            __syncwarp(); // exceptions copied by other lanes; the other buffer free
-            uint4 cw[3];
-#pragma unroll
-            for (int i = 0; i < 3; i++) cw[i] = lds128(stage + 4096 + i * 512 + lane * 16);
-            const bool more = t + 1 < t1;
-            if (more)
-                nxt = issue_codes(W, s, t + 1, t0, cdp, lane, offw, tw, stage,
-                                  ring + 5632 + ((t + 1 - t0) & 1) * EXC_STAGE);
-            else
-                cp_commit();
-            const uint32_t words[12] = { cw[0].x, cw[0].y, cw[0].z, cw[0].w, cw[1].x, cw[1].y,
-                                         cw[1].z, cw[1].w, cw[2].x, cw[2].y, cw[2].z, cw[2].w };
-            uint32_t M[4], cnt, before;
-            const uint32_t total = tile_escapes(words, cur.nsteps, lane, M, cnt, before);
-            if (total != cur.off1 - cur.off0 && lane == 0 && a.err) atomicOr(a.err, 1u);
-            const uint32_t lead = cur.off0 & 15u;
-            ExcCursor ec;
-            if (lead + total <= EXC_STAGE) { // in the stage
-                ec.src = excb;
-                ec.pos = lead + before;
-            } else {
-                ec.src = W.exc;
-                ec.pos = cur.off0 + before;
-            }
-            // the lane's first window loaded now, off the first escape's path (only where
-            // the lane has escapes: a window reads up to 16 bytes past its first byte)
-            ec.win = cnt ? exc_window(ec.src, ec.pos) : 0;
-            ec.left = cnt ? 8 : 0;
-#pragma unroll
-            for (int g = 0; g < 4; g++) {
-                if (g >= (int)cur.nsteps) break;
-                uint4 xv[NB][2];
+        uint4 xv[NB][2];
+        // Only weights are read before the walk's griddepcontrol.wait (written before any
+        // launch). x, y, the workspace and the error word may be written by the previous
+        // kernel on the stream: launched programmatically (df11i_fused_matmul's pdl), this
+        // CTA may run before it completes, so the walk waits once its first tile's copies are
+        // in flight. A no-op once passed, or where the launch was not programmatic.
+        walk_strip<true>(
+            W, s, t0, t1, lane, ring, corr4, a.err,
+            [&](int t, int g) {
+                const long long xc = 256LL * t + 8 * q + 64 * g; // the lane's first x column
 #pragma unroll
                 for (int nb = 0; nb < NB; nb++)
 #pragma unroll
                     for (int h = 0; h < 2; h++)
                         xv[nb][h] = !xon[nb] ? make_uint4(0, 0, 0, 0)
-                                    : XV     ? ld_x16(xr[nb] + xc + 64 * g + 32 * h)
-                                             : load_x8(xr[nb], xc + 64 * g + 32 * h, a.K, a.x_vec);
-                cp_wait<4>();
-                const uint4 s0 = lds128(stage + (2 * g) * 512 + lane * 16),
-                            s1 = lds128(stage + (2 * g + 1) * 512 + lane * 16);
-                // the slot is the lane's own: refill it with the next tile's step at once
-                issue_step(smp, t + 1, t0, g, more && g < (int)nxt.nsteps, lane, stage);
-                apply_escapes(M[g], ec, b0 + 7, b8 + 7, swz, corr);
-                uint32_t c[16], o[16];
-                take_corrections(corr4, sw, M[g], c);
-                decode_step(s0, s1, words[3 * g], words[3 * g + 1], words[3 * g + 2], X0, X8, c, o);
+                                    : XV     ? ld_x16(xr[nb] + xc + 32 * h)
+                                             : load_x8(xr[nb], xc + 32 * h, a.K, a.x_vec);
+            },
+            [&](int, int, const uint32_t o[16]) {
 #pragma unroll
                 for (int nb = 0; nb < NB; nb++)
 #pragma unroll
@@ -379,11 +239,7 @@ __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocks
                         mma16816(acc[nb], o[8 * h + 2], o[8 * h + 6], o[8 * h + 3], o[8 * h + 7],
                                  xv[nb][h].z, xv[nb][h].w);
                     }
-            }
-            xc += 256;
-            __syncwarp(); // every lane is done with this stage before it is refilled
-            cur = nxt;
-        }
+            });
         emit<NB>(a, W, s, gs, grp, acc, lane);
     }
 #endif
@@ -464,6 +320,17 @@ df11_status dev_geom(DevGeom *out)
     return DF11_OK;
 }
 
+/* dev_geom, DF11_ERR_UNSUPPORTED where the device cannot run the kernel. */
+df11_status usable_geom(DevGeom *out)
+{
+    df11_status s = dev_geom(out);
+    if (s == DF11_OK && !out->sms)
+        return df11i_fail(DF11_ERR_UNSUPPORTED,
+                          "fused matmul: needs an sm_80+ GPU and sm_80+ code for it in the build "
+                          "(CMAKE_CUDA_ARCHITECTURES)");
+    return s;
+}
+
 /* The grid of one launch: units are (strip pair, tile) over all its parts; G CTAs take
  * NU / G each, so a strip pair's `tiles` units touch at most maxc CTAs (the partial slots
  * per strip). */
@@ -486,18 +353,6 @@ Grid make_grid(long long pairs, long long tiles, const DevGeom &dg, int nb, uint
 }
 
 uint64_t align256(uint64_t x) { return (x + 255) / 256 * 256; }
-
-/* Geometry the kernel can index with ints. */
-df11_status geom_of(uint64_t rows, uint64_t cols, df11i_fixed_geom *g)
-{
-    df11_status s = df11i_fixed_geometry(rows, cols, g);
-    if (s != DF11_OK) return s;
-    if (!rows || !cols || g->rows_pad > INT32_MAX || g->cols_pad > INT32_MAX ||
-        g->n_strips * g->tiles > INT32_MAX)
-        return df11i_fail(DF11_ERR_UNSUPPORTED, "fused matmul: %llu x %llu is out of range",
-                          (unsigned long long)rows, (unsigned long long)cols);
-    return DF11_OK;
-}
 
 /* The strip pairs of a launch of parts with these rows and one K (their geometries in g),
  * and where each part starts. */
@@ -529,84 +384,13 @@ uint64_t part_bytes(long long pairs, const Grid &gr, int nb)
     return 4ull * kWarps * pairs * (uint64_t)gr.maxc * 128 * nb;
 }
 
-} // namespace
-
-extern "C" int df11i_fused_matmul_supported(void)
+/* One launch of the mma.sync kernel, batch 1..DF11_FUSED_MAX_BATCH. */
+df11_status launch_mma(const df11i_fused_part *parts, uint32_t n_parts, const df11i_fixed_geom *g,
+                       const long long *g0, long long pairs, const DevGeom &dg, const void *x,
+                       uint32_t batch, void *y, uint32_t ldy, int y_bf16, void *ws,
+                       uint64_t ws_size, uint32_t *d_error, uint32_t grid_scale, int pdl,
+                       void *stream)
 {
-    DevGeom dg;
-    return dev_geom(&dg) == DF11_OK && dg.sms > 0;
-}
-
-extern "C" df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint64_t *rows,
-                                                    uint64_t cols, uint64_t *bytes)
-{
-    df11i_fixed_geom g[DF11_FUSED_MAX_PARTS];
-    long long g0[DF11_FUSED_MAX_PARTS], pairs = 0;
-    DevGeom dg;
-    df11_status s;
-    if (!bytes || !rows)
-        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul_workspace: NULL");
-    if ((s = launch_geom(n_parts, rows, cols, g, g0, &pairs)) != DF11_OK ||
-        (s = dev_geom(&dg)) != DF11_OK)
-        return s;
-    if (!dg.sms)
-        return df11i_fail(DF11_ERR_UNSUPPORTED,
-                          "fused matmul: needs an sm_80+ GPU and sm_80+ code for it in the build "
-                          "(CMAKE_CUDA_ARCHITECTURES)");
-    uint64_t m = sem_bytes(pairs);
-    for (int nb = 1; nb <= kMaxNB; nb++) {
-        const uint64_t b = part_bytes(pairs, make_grid(pairs, (long long)g[0].tiles, dg, nb), nb);
-        if (b > m) m = b;
-    }
-    *bytes = 2 * m;
-    return DF11_OK;
-}
-
-extern "C" df11_status df11i_fused_matmul(const df11i_fused_part *parts, uint32_t n_parts,
-                                          const void *x, uint32_t batch, void *y, uint32_t ldy,
-                                          int y_bf16, void *ws, uint64_t ws_size, uint32_t *d_error,
-                                          uint32_t grid_scale, int pdl, void *stream)
-{
-    if (!parts || !x || !y || !ws)
-        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul: NULL argument");
-    if (batch == 0 || batch > DF11_FUSED_MAX_BATCH)
-        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul: batch %u (1..%d)", batch,
-                          DF11_FUSED_MAX_BATCH);
-    if (grid_scale > 64)
-        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul: grid scale %u (0..64)",
-                          grid_scale);
-    uint64_t rows[DF11_FUSED_MAX_PARTS], y_cols = 0;
-    for (uint32_t i = 0; i < n_parts && i < DF11_FUSED_MAX_PARTS; i++) {
-        const df11i_gpu_tensor_desc *d = parts[i].d;
-        if (!d || !parts[i].payload)
-            return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul: part %u is NULL", i);
-        if (d->codec != DF11_CODEC_EXP_FIXED)
-            return df11i_fail(DF11_ERR_INVALID_ARG,
-                              "df11i_fused_matmul: part %u: codec %u is not fixed", i, d->codec);
-        if (d->cols != parts[0].d->cols)
-            return df11i_fail(DF11_ERR_INVALID_ARG,
-                              "df11i_fused_matmul: part %u has %llu columns, part 0 %llu", i,
-                              (unsigned long long)d->cols, (unsigned long long)parts[0].d->cols);
-        rows[i] = d->rows;
-        y_cols += d->rows;
-    }
-    df11i_fixed_geom g[DF11_FUSED_MAX_PARTS];
-    long long g0[DF11_FUSED_MAX_PARTS], pairs = 0;
-    DevGeom dg;
-    df11_status s;
-    if ((s = launch_geom(n_parts, rows, n_parts ? parts[0].d->cols : 0, g, g0, &pairs)) !=
-            DF11_OK ||
-        (s = dev_geom(&dg)) != DF11_OK)
-        return s;
-    if (!dg.sms)
-        return df11i_fail(DF11_ERR_UNSUPPORTED,
-                          "fused matmul: needs an sm_80+ GPU and sm_80+ code for it in the build "
-                          "(CMAKE_CUDA_ARCHITECTURES)");
-    if (ldy == 0) ldy = (uint32_t)y_cols;
-    if (ldy < y_cols || ldy > INT32_MAX)
-        return df11i_fail(DF11_ERR_INVALID_ARG,
-                          "df11i_fused_matmul: ldy %u for %llu output columns", ldy,
-                          (unsigned long long)y_cols);
     const int nb = (int)(batch + 7) / 8;
     const Grid gr = make_grid(pairs, (long long)g[0].tiles, dg, nb, grid_scale);
     const uint64_t pb = part_bytes(pairs, gr, nb);
@@ -616,22 +400,7 @@ extern "C" df11_status df11i_fused_matmul(const df11i_fused_part *parts, uint32_
     Args a = {};
     int y_col = 0;
     for (uint32_t i = 0; i < n_parts; i++) {
-        const df11i_gpu_tensor_desc *d = parts[i].d;
-        const uint8_t *p = static_cast<const uint8_t *>(parts[i].payload);
-        a.W[i] = Mat{ p + d->data_off,
-                      p + d->stream_off,
-                      reinterpret_cast<const uint32_t *>(p + d->chunks_off),
-                      p + d->lanes_off,
-                      p + d->base_off,
-                      (int)g[i].rows,
-                      (int)g0[i],
-                      y_col,
-                      (int)g[i].cols_pad,
-                      (int)g[i].n_strips,
-                      (int)g[i].steps,
-                      (int)g[i].tiles,
-                      (int)g[i].last_steps,
-                      (long long)g[i].strip_code_bytes };
+        a.W[i] = mat_of(parts[i], g[i], (int)g0[i], y_col);
         y_col += (int)g[i].rows;
     }
     a.n_parts = (int)n_parts;
@@ -664,5 +433,102 @@ extern "C" df11_status df11i_fused_matmul(const df11i_fused_part *parts, uint32_
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "fused matmul launch (%d CTAs): %s", gr.G,
                           cudaGetErrorString(e));
+    return DF11_OK;
+}
+
+} // namespace
+
+extern "C" int df11i_fused_matmul_supported(void)
+{
+    DevGeom dg;
+    return dev_geom(&dg) == DF11_OK && dg.sms > 0;
+}
+
+extern "C" uint32_t df11i_fused_matmul_default_max(void)
+{
+    if (!df11i_fused_matmul_supported()) return 0;
+    return df11i_fused_gemm_supported() ? DF11_FUSED_GEMM_MAX_BATCH : DF11_FUSED_MAX_BATCH;
+}
+
+extern "C" df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint64_t *rows,
+                                                    uint64_t cols, uint64_t *bytes)
+{
+    df11i_fixed_geom g[DF11_FUSED_MAX_PARTS];
+    long long g0[DF11_FUSED_MAX_PARTS], pairs = 0;
+    DevGeom dg;
+    df11_status s;
+    if (!bytes || !rows)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul_workspace: NULL");
+    if ((s = launch_geom(n_parts, rows, cols, g, g0, &pairs)) != DF11_OK ||
+        (s = usable_geom(&dg)) != DF11_OK)
+        return s;
+    uint64_t m = sem_bytes(pairs);
+    for (int nb = 1; nb <= kMaxNB; nb++) {
+        const uint64_t b = part_bytes(pairs, make_grid(pairs, (long long)g[0].tiles, dg, nb), nb);
+        if (b > m) m = b;
+    }
+    uint64_t gemm = 0;
+    if ((s = df11i_fused_gemm_workspace(&gemm)) != DF11_OK) return s;
+    *bytes = 2 * m > gemm ? 2 * m : gemm;
+    return DF11_OK;
+}
+
+extern "C" df11_status df11i_fused_matmul(const df11i_fused_part *parts, uint32_t n_parts,
+                                          const void *x, uint32_t batch, void *y, uint32_t ldy,
+                                          int y_bf16, void *ws, uint64_t ws_size, uint32_t *d_error,
+                                          uint32_t grid_scale, int pdl, void *stream)
+{
+    if (!parts || !x || !y || !ws)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul: NULL argument");
+    if (batch == 0 || batch > INT32_MAX)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul: batch %u", batch);
+    if (grid_scale > 64)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul: grid scale %u (0..64)",
+                          grid_scale);
+    uint64_t rows[DF11_FUSED_MAX_PARTS], y_cols = 0;
+    for (uint32_t i = 0; i < n_parts && i < DF11_FUSED_MAX_PARTS; i++) {
+        const df11i_gpu_tensor_desc *d = parts[i].d;
+        if (!d || !parts[i].payload)
+            return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul: part %u is NULL", i);
+        if (d->codec != DF11_CODEC_EXP_FIXED)
+            return df11i_fail(DF11_ERR_INVALID_ARG,
+                              "df11i_fused_matmul: part %u: codec %u is not fixed", i, d->codec);
+        if (d->cols != parts[0].d->cols)
+            return df11i_fail(DF11_ERR_INVALID_ARG,
+                              "df11i_fused_matmul: part %u has %llu columns, part 0 %llu", i,
+                              (unsigned long long)d->cols, (unsigned long long)parts[0].d->cols);
+        rows[i] = d->rows;
+        y_cols += d->rows;
+    }
+    df11i_fixed_geom g[DF11_FUSED_MAX_PARTS];
+    long long g0[DF11_FUSED_MAX_PARTS], pairs = 0;
+    DevGeom dg;
+    df11_status s;
+    if ((s = launch_geom(n_parts, rows, n_parts ? parts[0].d->cols : 0, g, g0, &pairs)) !=
+            DF11_OK ||
+        (s = usable_geom(&dg)) != DF11_OK)
+        return s;
+    if (ldy == 0) ldy = (uint32_t)y_cols;
+    if (ldy < y_cols || ldy > INT32_MAX)
+        return df11i_fail(DF11_ERR_INVALID_ARG,
+                          "df11i_fused_matmul: ldy %u for %llu output columns", ldy,
+                          (unsigned long long)y_cols);
+    if (batch <= DF11_FUSED_MAX_BATCH)
+        return launch_mma(parts, n_parts, g, g0, pairs, dg, x, batch, y, ldy, y_bf16, ws, ws_size,
+                          d_error, grid_scale, pdl, stream);
+    if (df11i_fused_gemm_takes(x, g[0].cols))
+        return df11i_fused_gemm(parts, n_parts, g, x, batch, y, ldy, y_bf16, ws, ws_size, d_error,
+                                stream);
+    /* no wgmma here (or an x its tensor map cannot describe): the mma.sync kernel, 32 rows of x
+     * at a time (ordered on the stream, each leaving the semaphores zero) */
+    const size_t ysize = y_bf16 ? 2 : 4;
+    for (uint32_t b = 0; b < batch; b += DF11_FUSED_MAX_BATCH) {
+        const uint32_t n = batch - b < DF11_FUSED_MAX_BATCH ? batch - b : DF11_FUSED_MAX_BATCH;
+        s = launch_mma(parts, n_parts, g, g0, pairs, dg,
+                       static_cast<const uint16_t *>(x) + (size_t)b * g[0].cols, n,
+                       static_cast<uint8_t *>(y) + (size_t)b * ldy * ysize, ldy, y_bf16, ws,
+                       ws_size, d_error, grid_scale, pdl, stream);
+        if (s != DF11_OK) return s;
+    }
     return DF11_OK;
 }

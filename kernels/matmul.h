@@ -1,7 +1,9 @@
 /* C entry points of the fused matmul on fixed-code tensors (kernels/fused_matmul.cu): y =
  * x·Wᵀ straight from a DF11_CODEC_EXP_FIXED tensor's compressed payload in device memory,
- * W decoded in registers and never written back. No CUDA types here; streams travel as
- * void * (a cudaStream_t). sm_80 or newer (mma.m16n8k16 on BF16, cp.async).
+ * W decoded in registers and never written back to global memory. No CUDA types here;
+ * streams travel as void * (a cudaStream_t). sm_80 or newer (mma.m16n8k16 on BF16,
+ * cp.async) up to batch 32; past it the wgmma kernel (kernels/fused_gemm.cu) on sm_90a,
+ * elsewhere the mma.sync kernel 32 rows of x at a time.
  *
  * Accuracy: fp32 accumulation (MMA products and sums in fp32, split-K partials summed in
  * fp32 in CTA order), so |y - exact| <= K·2⁻²³·Σ|x·w| as for any fp32 sum; plus half a BF16
@@ -20,8 +22,12 @@
 extern "C" {
 #endif
 
-/* The largest batch the fused kernel takes. */
+/* The largest batch the mma.sync kernel takes in one launch. */
 #define DF11_FUSED_MAX_BATCH 32
+/* Where the wgmma kernel runs, the fused path's default limit (df11i_fused_matmul_default_max):
+ * past it decode + cuBLAS is faster (df11-bench matmul, bench/RESULTS.md). Today that is
+ * already past 32: the wgmma kernel ties decode + cuBLAS at 64 and loses above. */
+#define DF11_FUSED_GEMM_MAX_BATCH 32
 /* The most tensors one launch multiplies (a stacked weight's parts). */
 #define DF11_FUSED_MAX_PARTS 8
 
@@ -34,6 +40,11 @@ typedef struct df11i_fused_part {
 
 /* 1 when the current device can run the fused kernel (sm_80+), else 0. */
 int df11i_fused_matmul_supported(void);
+
+/* The largest batch for which the fused path beats decode + cuBLAS on the current device:
+ * DF11_FUSED_GEMM_MAX_BATCH where the wgmma kernel runs, else DF11_FUSED_MAX_BATCH (0 where
+ * the fused kernel cannot run). */
+uint32_t df11i_fused_matmul_default_max(void);
 
 /* Bytes of workspace df11i_fused_matmul needs for a launch over n_parts tensors of these
  * rows and `cols` columns, at any batch, on the current device. It holds a semaphore word
@@ -48,8 +59,10 @@ df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint64_t *rows,
 /* y = x · [W_0; W_1; ...]ᵀ for the n_parts (1..DF11_FUSED_MAX_PARTS) tensors of `parts`,
  * all with the same columns K, in one launch: y is batch x ldy (F32, or BF16 when y_bf16),
  * part i's outputs at columns [R_i, R_i + rows_i), R_i the rows of the parts before it;
- * ldy 0 means the sum of the rows. x is batch x K BF16, row stride K. batch
- * 1..DF11_FUSED_MAX_BATCH. One launch over several tensors sharing x (q, k, v; gate, up)
+ * ldy 0 means the sum of the rows. x is batch x K BF16, row stride K. Any batch from 1:
+ * up to DF11_FUSED_MAX_BATCH one mma.sync launch; past it one wgmma launch where
+ * df11i_fused_gemm_takes (kernels/fused_gemm.h), else mma.sync launches of 32 rows each.
+ * One launch over several tensors sharing x (q, k, v; gate, up)
  * pays the pipeline fill and drain once, and small tensors fill the GPU together.
  * `ws` (ws_size bytes, from df11i_fused_matmul_workspace) is used by one launch at a time:
  * launches sharing it must be ordered (one stream, or events). The plan builder validated

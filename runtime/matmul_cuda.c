@@ -1,7 +1,7 @@
 /* The CUDA backend's matmul slots (runtime/backend.h): a cuBLAS handle per model, the
  * plain product by cublasGemmEx (BF16 inputs, fp32 compute), the one-tensor decode of
  * the decode path, and the fused path (kernels/fused_matmul.cu) for fixed-code tensors at
- * batch 1..32, one launch per weight or stacked weight, launched with programmatic
+ * batch 1..32 (past it when forced, by kernels/fused_gemm.cu on sm_90a), one launch per weight or stacked weight, launched with programmatic
  * dependent launch unless options.matmul_plain_launch. With runtime/backend_cuda.c the
  * only runtime files that include CUDA headers; compiled only when DF11_HAVE_CUDA.
  * Nothing here synchronises the host. */
@@ -127,17 +127,16 @@ df11_status df11i_cuda_decode_tensor(df11i_backend *be, const df11i_backend_grou
     return df11i_gpu_decode(g->plan_host, g->plan_dev, g->payload, out, stream);
 }
 
-/* --- The fused path: fixed-code tensors at batch 1..fused_max (kernels/matmul.h). It
- * beats decode + cuBLAS at every batch it takes (it reads the compressed tensor once,
- * where the decode path reads it, writes and rereads the BF16 weights); at batch 0 ("every
- * batch") it answers no, so every tensor keeps the decode path's plan and scratch for the
+/* --- The fused path: fixed-code tensors at batch 1..fused_max (kernels/matmul.h), by
+ * default the device's df11i_fused_matmul_default_max. It beats decode + cuBLAS at every
+ * batch it takes (it reads the compressed tensor once, where the decode path reads it,
+ * writes and rereads the BF16 weights); at batch 0 ("every batch") it answers no, so every tensor keeps the decode path's plan and scratch for the
  * batches above. */
 
-static _Atomic uint32_t fused_max = DF11_FUSED_MAX_BATCH;
+static _Atomic uint32_t fused_max = DF11I_FUSED_AUTO;
 
 uint32_t df11i_cuda_matmul_fused_limit(uint32_t max_batch)
 {
-    if (max_batch > DF11_FUSED_MAX_BATCH) max_batch = DF11_FUSED_MAX_BATCH;
     return atomic_exchange(&fused_max, max_batch);
 }
 
@@ -164,7 +163,9 @@ df11_status df11i_cuda_matmul_fused_ws(df11i_backend *be, const df11_file *file,
 int df11i_cuda_matmul_fused_takes(df11i_backend *be, const df11_file *file, uint32_t tensor,
                                   uint32_t batch)
 {
-    if (batch == 0 || batch > atomic_load_explicit(&fused_max, memory_order_relaxed)) return 0;
+    uint32_t lim = atomic_load_explicit(&fused_max, memory_order_relaxed);
+    if (lim == DF11I_FUSED_AUTO) lim = df11i_fused_matmul_default_max();
+    if (batch == 0 || batch > lim) return 0;
     uint64_t bytes = 0;
     return df11i_cuda_matmul_fused_ws(be, file, 1, &tensor, &bytes) == DF11_OK && bytes > 0;
 }

@@ -26,6 +26,11 @@ static const mm_shape FU_SHAPES[] = {
 #define FU_A 0
 #define FU_H (FU_N - 2)
 #define FU_N (sizeof FU_SHAPES / sizeof FU_SHAPES[0])
+/* test_fused_matmul's batches: 1..32 (one mma.sync launch), then the wgmma kernel's tile
+ * ends (N = 64, 128, 256; several batch tiles at 300) */
+static const uint32_t FU_BATCHES[] = { 1,  2,  3,  4,  5,  6,  7,  8,  9,  10,  11,  12,  13,
+                                       14, 15, 16, 17, 18, 19, 20, 21, 22, 23,  24,  25,  26,
+                                       27, 28, 29, 30, 31, 32, 33, 64, 65, 128, 129, 256, 300 };
 #define FU_ESC (FU_N - 1)
 
 static struct {
@@ -119,7 +124,9 @@ static void fu_reference(const mm_shape *sh, const uint16_t *w, const uint16_t *
 
 START_TEST(test_fused_matmul)
 {
-    /* Every shape, batch 1..DF11_FUSED_MAX_BATCH, F32 and BF16 y: the fused path against the fp64 reference,
+    /* Every shape, batch 1..32 and past it (the wgmma kernel's tiles of 64, 128 and 256 rows
+     * and split-K where it runs; 32-row launches elsewhere, and for x its tensor map cannot
+     * describe: K % 8 != 0), F32 and BF16 y: the fused path against the fp64 reference,
      * bit-identical launch after launch, and within the two bounds of the decode + cuBLAS
      * path (forced by df11i_cuda_matmul_fused_limit(0)) on the same tensor. */
     fu_make_model();
@@ -135,13 +142,20 @@ START_TEST(test_fused_matmul)
         ck_assert_int_eq(df11_file_find_tensor(f, sh->name, &t), DF11_OK);
         ck_assert_int_eq(df11_file_tensor(f, t)->codec, DF11_CODEC_EXP_FIXED);
         if (!df11i_fused_matmul_supported()) continue; /* pre-sm_80: decode path only */
+        const uint32_t dmax = df11i_fused_matmul_default_max();
+        ck_assert_uint_ge(dmax, DF11_FUSED_MAX_BATCH);
         ck_assert(df11i_cuda_matmul_fused_takes(NULL, f, t, 1));
-        ck_assert(df11i_cuda_matmul_fused_takes(NULL, f, t, DF11_FUSED_MAX_BATCH));
-        ck_assert(!df11i_cuda_matmul_fused_takes(NULL, f, t, DF11_FUSED_MAX_BATCH + 1));
+        ck_assert(df11i_cuda_matmul_fused_takes(NULL, f, t, dmax));
+        ck_assert(!df11i_cuda_matmul_fused_takes(NULL, f, t, dmax + 1));
         ck_assert(!df11i_cuda_matmul_fused_takes(NULL, f, t, 0));
+        /* the fused path at every batch below, past the default too */
+        const uint32_t old = df11i_cuda_matmul_fused_limit(UINT32_MAX - 1);
         const int big = sh->n * sh->k > 1000000;
-        for (uint32_t batch = 1; batch <= DF11_FUSED_MAX_BATCH; batch++) {
-            if (big && batch % 8 > 1) continue; /* 1, 8, 9, 16, 17, ...: each NB's ends */
+        for (size_t bi = 0; bi < sizeof FU_BATCHES / sizeof FU_BATCHES[0]; bi++) {
+            const uint32_t batch = FU_BATCHES[bi];
+            /* 1, 8, 9, 16, 17, ...: each NB's ends, and past 32 each wgmma tile's */
+            if (big && batch <= DF11_FUSED_MAX_BATCH && batch % 8 > 1) continue;
+            if (big && batch > DF11_FUSED_MAX_BATCH && batch % 64 > 1 && batch != 300) continue;
             uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, &rng);
             const size_t n = (size_t)batch * sh->n;
             double *ref = malloc(n * sizeof *ref), *mag = malloc(n * sizeof *mag);
@@ -161,7 +175,7 @@ START_TEST(test_fused_matmul)
                               batch);
                 df11i_cuda_matmul_fused_limit(0);
                 fu_run(m, &wt, dx, batch, yd, dy, NULL, yc, raw2);
-                df11i_cuda_matmul_fused_limit(DF11_FUSED_MAX_BATCH);
+                df11i_cuda_matmul_fused_limit(UINT32_MAX - 1);
                 for (size_t j = 0; j < n; j++) {
                     const double bf = fu_bound(sh->k, ref[j], mag[j], yd);
                     ck_assert_msg(fabs(yf[j] - ref[j]) <= bf,
@@ -187,6 +201,7 @@ START_TEST(test_fused_matmul)
             dev_free(dx);
             dev_free(dy);
         }
+        df11i_cuda_matmul_fused_limit(old);
     }
     df11_model_close(m);
 }
@@ -198,7 +213,7 @@ START_TEST(test_fused_matmul_stacked)
      * split-K tensor, the escape-heavy one, rows % 16 != 0 with K % 8 != 0): every part's
      * columns within the bound of the reference, bit-identical launch after launch, and
      * the launch's workspace grown for the stack (g twice has more strips than any one
-     * tensor). */
+     * tensor); batches 1..161, past 32 the wgmma kernel's row blocks across parts. */
     static const int stacks[][5] = { { 2, 6, 6 }, { 3, 8, 8, 8 }, { 4, 4, 4, 4, 4 }, { 1, 7 } };
     fu_make_model();
     df11_model *m = fu_open(fu.path);
@@ -215,7 +230,8 @@ START_TEST(test_fused_matmul_stacked)
         ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
         for (int i = 0; i < np; i++) parts[i] = wt;
         ck_assert_int_eq(df11_weight_stack(m, (uint32_t)np, parts, &st), DF11_OK);
-        for (uint32_t batch = 1; batch <= DF11_FUSED_MAX_BATCH; batch += 8) {
+        const uint32_t old = df11i_cuda_matmul_fused_limit(UINT32_MAX - 1);
+        for (uint32_t batch = 1; batch <= 161; batch += batch < DF11_FUSED_MAX_BATCH ? 8 : 64) {
             uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, &rng);
             const size_t n1 = (size_t)batch * sh->n, n = n1 * np;
             double *ref = malloc(n1 * sizeof *ref), *mag = malloc(n1 * sizeof *mag);
@@ -254,6 +270,7 @@ START_TEST(test_fused_matmul_stacked)
             dev_free(dx);
             dev_free(dy);
         }
+        df11i_cuda_matmul_fused_limit(old);
     }
     df11_model_close(m);
 }
@@ -268,7 +285,8 @@ START_TEST(test_fused_matmul_streams)
     const mm_shape *sh = &FU_SHAPES[6];
     uint64_t rng = fu.seed ^ 0x73;
     enum { N = 6 };
-    const uint32_t batch[N] = { 1, 16, DF11_FUSED_MAX_BATCH + 1, 3, 8, DF11_FUSED_MAX_BATCH };
+    /* the third past the fused path's default: a decode path product */
+    const uint32_t batch[N] = { 1, 16, df11i_fused_matmul_default_max() + 1, 3, 8, 64 };
     cudaStream_t st[2];
     for (int i = 0; i < 2; i++)
         ck_assert_int_eq(cudaStreamCreateWithFlags(&st[i], cudaStreamNonBlocking), cudaSuccess);

@@ -12,9 +12,10 @@
 //   4. times the kernel, cublasGemmEx and cublasLt (each under a CUDA graph, median of
 //      --reps replays) per matrix and for the whole block (as 7 tensors, and as engines
 //      store it: q/k/v and gate/up stacked into one tensor each), and a device-to-device copy.
-// --profile launches the kernel and cuBLAS on gate (B = 1, 8, 16) a few times without
-// graphs, for ncu; --sanitize launches the kernel alone on q (whose CTAs may cross a strip
-// boundary), k, the odd shape and the escape-heavy tensor, for compute-sanitizer. Device
+// --profile launches the kernel and cuBLAS on gate (B = 1, 8, 16; --pbatch B: B alone, one of
+// 1, 8, 16, 64, 129, 256, 300) a few times without graphs, for ncu; --sanitize launches the kernel alone on q (whose CTAs may cross a strip
+// boundary), k, the odd shape and the escape-heavy tensor, also at B = 64, 129 and 300 (the
+// wgmma kernel's tiles, kernels/fused_gemm.cu), for compute-sanitizer. Device
 // calls and results: bench/RESULTS.md.
 //
 // The kernel is the library's (kernels/fused_matmul.cu, df11i_fused_matmul, described
@@ -83,6 +84,7 @@ static const char *TAG[NALL] = {
     "q", "k", "v", "o", "gate", "up", "down", "qkv", "gate_up", "odd 37x1111", "escapes 100x3000"
 };
 static const int BS[] = { 1, 2, 4, 8, 16 };
+static const int XROWS = 300; // rows of x: --sanitize runs batches up to 300
 
 // ---------------------------------------------------------------- the kernel: the library's
 // kernels/fused_matmul.cu (df11i_fused_matmul); its decode, also run here on the CPU, is
@@ -497,7 +499,7 @@ static double bf2d(uint16_t v)
 int main(int argc, char **argv)
 {
     bool sizes_only = false, profile = false;
-    int reps = 30, pmat = 4, preps = 3;
+    int reps = 30, pmat = 4, preps = 3, pbatch = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--sizes"))
             sizes_only = true;
@@ -511,10 +513,12 @@ int main(int argc, char **argv)
             g_pdl = 0;
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
             reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--pbatch") && i + 1 < argc)
+            pbatch = atoi(argv[++i]);
         else {
             fprintf(stderr,
-                    "usage: fused_gemv [--sizes] [--profile | --sanitize] [--reps N] [--no-pdl] "
-                    "[--no-escapes]\n");
+                    "usage: fused_gemv [--sizes] [--profile [--pbatch B] | --sanitize] [--reps N] "
+                    "[--no-pdl] [--no-escapes]\n");
             return 2;
         }
     }
@@ -548,21 +552,21 @@ int main(int argc, char **argv)
 
     cudaStream_t st;
     CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
-    // x: 16 x cols, N(0, 1) in BF16; one per matrix
+    // x: XROWS x cols, N(0, 1) in BF16; one per matrix
     std::vector<std::vector<uint16_t>> xh(NALL);
     std::vector<__nv_bfloat16 *> xd(NALL);
     uint64_t rs = 12345;
     for (int i = 0; i < NALL; i++) {
         const uint64_t K = hm[i].cols; // row stride K, as the library takes x
-        xh[i].assign(16 * K, 0);
-        for (int b = 0; b < 16; b++)
+        xh[i].assign(XROWS * K, 0);
+        for (int b = 0; b < XROWS; b++)
             for (uint64_t k = 0; k < hm[i].cols; k++) {
                 double u1 = ((double)(weights_mix64(rs++) >> 11) + 1) / 9007199254740993.0,
                        u2 = (double)(weights_mix64(rs++) >> 11) / 9007199254740992.0;
                 xh[i][b * K + k] = f2bf((float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2)));
             }
-        CK(cudaMalloc(&xd[i], 16 * K * 2 + 1024));
-        CK(cudaMemcpy(xd[i], xh[i].data(), 16 * K * 2, cudaMemcpyHostToDevice));
+        CK(cudaMalloc(&xd[i], XROWS * K * 2 + 1024));
+        CK(cudaMemcpy(xd[i], xh[i].data(), XROWS * K * 2, cudaMemcpyHostToDevice));
     }
     // copies, so that a timed graph streams > 2 x L2 for every matrix
     std::vector<std::vector<DevMat>> dm(NALL);
@@ -579,8 +583,8 @@ int main(int argc, char **argv)
     CK(cudaMalloc(&sc.err, 4));
     CK(cudaMemset(sc.err, 0, 4));
     float *yd, *yc;
-    CK(cudaMalloc(&yd, 16 * 28672 * 4)); // the most rows: gate_up
-    CK(cudaMalloc(&yc, 16 * 28672 * 4));
+    CK(cudaMalloc(&yd, (size_t)XROWS * 28672 * 4)); // the most rows: gate_up
+    CK(cudaMalloc(&yc, (size_t)XROWS * 28672 * 4));
     Blas bl;
     CB(cublasCreate(&bl.h));
     CB(cublasLtCreate(&bl.lt));
@@ -595,7 +599,9 @@ int main(int argc, char **argv)
             pmat >= 0 ? std::vector<int>{ pmat } : std::vector<int>{ 0, 1, NTIMED, NTIMED + 1 };
         for (int i : mats) {
             const int N = (int)hm[i].rows, K = (int)hm[i].cols;
-            for (int B : { 1, 8, 16 }) {
+            for (int B : { 1, 8, 16, 64, 129, 256, 300 }) {
+                // past 16 (the wgmma kernel) for the sanitizer, or the one --pbatch asks for
+                if (pbatch ? B != pbatch : B > 16 && pmat >= 0) continue;
                 for (int r = 0; r < preps; r++) launch(dm[i][0], 1, xd[i], yd, B, sc, st);
                 if (preps >
                     1) // not under compute-sanitizer: racecheck reports cuBLAS's own kernels

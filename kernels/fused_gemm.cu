@@ -1,0 +1,513 @@
+/* The fused matmul on fixed-code tensors for batches past the mma.sync kernel's 32
+ * (kernels/fused_matmul.cu sends them here): y = x·Wᵀ, W decoded from its compressed
+ * payload in registers, written to shared memory and multiplied there by Hopper's
+ * warpgroup MMA (wgmma, sm_90a code only); W is never written back to global memory.
+ *
+ * A CTA is one warpgroup: 4 warps, a 16-row strip each (a row block of 64 rows), over a
+ * tile of N batch rows (N = 64, 128 or 256) and a range of the strips' tiles (split-K).
+ * Per step of 64 columns every warp decodes its strip's step (walk_strip, the same code as
+ * the mma.sync kernel) and stores its 16 x 64 weights into one of 3 decoded-W buffers in
+ * the 128-byte-swizzled layout wgmma reads; x's N x 64 slice arrives by TMA (a tensor map
+ * over x, zero past K and past the batch) into one of XST stages, XST - 2 steps ahead; then
+ * 4 wgmma m64nNk16 (both operands in shared memory, fp32 accumulators in registers) run
+ * while the warps decode the next step. Ordering is by one CTA barrier a step: after it,
+ * every warp has written its rows of buffer j % 3 and has waited for the wgmma of step j - 2,
+ * so buffer (j + 1) % 3 = (j - 2) % 3 and x stage (j - 2) % XST are free to be refilled.
+ * Each W element is decoded once per batch tile (once per N batch rows): N = 256 leaves
+ * the decode a minority of the SM's issue slots beside the tensor cores.
+ *
+ * Split-K: the host picks S splits so that the grid fills the GPU; each CTA writes its
+ * 64 x N fp32 partial to the workspace and the last of a tile's S CTAs to finish sums the S
+ * partials in split order: deterministic for a given grid, i.e. device. Accuracy as the
+ * mma.sync kernel's (kernels/matmul.h).
+ */
+#include <cuda.h> /* CUtensorMap and cuTensorMapEncodeTiled's types; the entry point comes
+                     from the runtime (cudaGetDriverEntryPointByVersion), libcuda is not linked */
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include <atomic>
+#include <mutex>
+
+#include "kernels/fused_gemm.h"
+#include "kernels/fused_matmul_strip.cuh"
+extern "C" {
+#include "codec/fixed.h"
+#include "common/error.h"
+}
+
+/* The sm_75 PTX and sm_90 (not 90a) code hold an empty kernel, so its helpers go unused. */
+#pragma nv_diag_suppress 177
+
+namespace {
+
+using namespace df11i_fused;
+
+constexpr int kRows = 64;         /* W rows a CTA: 4 warps of a 16-row strip */
+constexpr int kThreads = 128;     /* one warpgroup */
+constexpr int kWBytes = 64 * 128; /* a decoded-W buffer: 64 rows x 64 BF16 */
+constexpr int kWBufs = 3;
+
+/* x stages: as many as leave 2 CTAs an SM room below N = 256 */
+__host__ __device__ constexpr int x_stages(int N) { return N == 64 ? 4 : 3; }
+constexpr size_t gemm_smem(int N)
+{
+    return 1024 /* alignment */ + (size_t)x_stages(N) * N * 128 + kWBufs * kWBytes +
+           4 * (RING_BYTES + CORR_BYTES) + 8 * x_stages(N);
+}
+
+struct GemmArgs {
+    Mat W[DF11_FUSED_MAX_PARTS]; /* g0: the part's first row block in the launch */
+    void *y;                     /* B x ldy, F32 or (y_bf16) BF16 */
+    float *ws;                   /* partials: (row blocks x nbt) x S x 64 N */
+    unsigned *sem;               /* a word per (row block, batch tile) when S > 1 */
+    unsigned *err;
+    int n_parts, B, ldy, y_bf16, nbt, S, tiles;
+};
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* wgmma's shared-memory matrix descriptor of a K-major tile in the 128-byte swizzle: rows
+ * of 128 bytes (64 BF16), 8-row atoms 1024 bytes apart (the stride offset), the leading
+ * offset unused; the start address moves by 32 bytes a k16 slice. */
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t saddr)
+{
+    return (uint64_t)((saddr & 0x3FFFF) >> 4) | (1ull << 16) | ((uint64_t)(1024 >> 4) << 32) |
+           (1ull << 62);
+}
+
+template <int N> __device__ __forceinline__ void wgmma_ss(float *d, uint64_t da, uint64_t db);
+template <> __device__ __forceinline__ void wgmma_ss<64>(float *d, uint64_t da, uint64_t db)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+          "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+          "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+          "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "l"(da), "l"(db));
+}
+
+template <> __device__ __forceinline__ void wgmma_ss<128>(float *d, uint64_t da, uint64_t db)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+          "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+          "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+          "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
+          "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+          "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+          "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
+          "+f"(d[63])
+        : "l"(da), "l"(db));
+}
+
+template <> __device__ __forceinline__ void wgmma_ss<256>(float *d, uint64_t da, uint64_t db)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+          "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+          "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+          "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
+          "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+          "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+          "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
+          "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]),
+          "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]),
+          "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]),
+          "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]),
+          "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]),
+          "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+          "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]),
+          "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]),
+          "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]),
+          "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        : "l"(da), "l"(db));
+}
+
+__device__ __forceinline__ void wgmma_fence()
+{
+    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit()
+{
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
+template <int K> __device__ __forceinline__ void wgmma_wait()
+{
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(K) : "memory");
+}
+/* The accumulators stay where the asynchronous MMAs write them: the compiler may not move
+ * them across this point. */
+template <int R> __device__ __forceinline__ void fence_acc(float *d)
+{
+#pragma unroll
+    for (int i = 0; i < R; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+__device__ __forceinline__ void fence_proxy_async()
+{
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+}
+
+__device__ __forceinline__ void mbar_init(uint64_t *bar, uint32_t count)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count));
+}
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity)
+{
+    uint32_t done;
+    do {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     "selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(smem_u32(bar)), "r"(parity)
+                     : "memory");
+    } while (!done);
+}
+/* x[row0 .. row0 + N)[col0 .. col0 + 64) into dst (swizzled), completing on bar. */
+__device__ __forceinline__ void tma_x(const CUtensorMap *map, void *dst, uint64_t *bar, int col0,
+                                      int row0, uint32_t bytes)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)),
+                 "r"(bytes)
+                 : "memory");
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3}], [%4];" ::"r"(smem_u32(dst)),
+                 "l"(reinterpret_cast<uint64_t>(map)), "r"(col0), "r"(row0), "r"(smem_u32(bar))
+                 : "memory");
+}
+
+template <int N>
+__global__ void __launch_bounds__(kThreads, N == 256 ? 1 : 2)
+    fused_gemm_kernel(const __grid_constant__ CUtensorMap xmap, GemmArgs a)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int XST = x_stages(N), R = N / 2;
+    constexpr uint32_t XBYTES = N * 128;
+    extern __shared__ __align__(16) uint8_t dsm[];
+    const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const uint32_t q = lane & 3, nrow = lane >> 2;
+    uint8_t *xs = dsm + ((1024 - (smem_u32(dsm) & 1023)) & 1023); /* 1024-aligned: the swizzle */
+    uint8_t *wb = xs + XST * XBYTES;
+    uint8_t *ring = wb + kWBufs * kWBytes + warp * RING_BYTES;
+    uint4 *corr4 = reinterpret_cast<uint4 *>(wb + kWBufs * kWBytes + 4 * RING_BYTES +
+                                             warp * CORR_BYTES + lane * 64);
+    uint64_t *bars =
+        reinterpret_cast<uint64_t *>(wb + kWBufs * kWBytes + 4 * (RING_BYTES + CORR_BYTES));
+
+    const int bt = (int)blockIdx.x % a.nbt, rest = (int)blockIdx.x / a.nbt;
+    const int sp = rest % a.S, rb = rest / a.S, unit = rb * a.nbt + bt;
+    const Mat &W =
+        a.W[part_index<DF11_FUSED_MAX_PARTS>(a.n_parts, rb, [&](int i) { return a.W[i].g0; })];
+    const int s = (rb - W.g0) * 4 + (int)warp;
+    const int t0 = (int)((long long)sp * a.tiles / a.S),
+              t1 = (int)((long long)(sp + 1) * a.tiles / a.S);
+    const int n_steps = 4 * (t1 - t0 - 1) + (t1 == a.tiles ? W.last_steps : 4);
+
+#pragma unroll
+    for (int v = 0; v < 4; v++) corr4[v] = make_uint4(0, 0, 0, 0);
+    /* the rows of a warp past the tensor's strips stay zero (its walk stores nothing) */
+    for (int i = (int)tid; i < kWBufs * kWBytes / 16; i += kThreads)
+        reinterpret_cast<uint4 *>(wb)[i] = make_uint4(0, 0, 0, 0);
+    if (tid == 0) {
+        for (int i = 0; i < XST; i++) mbar_init(bars + i, 1);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    fence_proxy_async();
+    __syncthreads();
+    auto load_x = [&](int j) {
+        const int t = t0 + j / 4, g = j % 4;
+        tma_x(&xmap, xs + (j % XST) * XBYTES, bars + j % XST, 256 * t + 64 * g, bt * N, XBYTES);
+    };
+    if (tid == 0)
+        for (int j = 0; j < XST - 2 && j < n_steps; j++) load_x(j);
+
+    float acc[R];
+#pragma unroll
+    for (int i = 0; i < R; i++) acc[i] = 0.f;
+    /* step j, once this warp's rows of buffer j % 3 are written */
+    auto step = [&](int j) {
+        fence_proxy_async(); /* the rows written by st.shared, for wgmma's reads */
+        __syncthreads();
+        if (tid == 0 && j + XST - 2 < n_steps) load_x(j + XST - 2);
+        mbar_wait(bars + j % XST, (uint32_t)(j / XST) & 1);
+        const uint32_t wa = smem_u32(wb + (j % kWBufs) * kWBytes),
+                       xa = smem_u32(xs + (j % XST) * XBYTES);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++)
+            wgmma_ss<N>(acc, sw128_desc(wa + 32 * kk), sw128_desc(xa + 32 * kk));
+        wgmma_commit();
+        wgmma_wait<1>();
+    };
+    /* A warp past the tensor's strips walks the last one (its bytes hit in cache) and stores
+     * nothing: one code path, so that ptxas keeps the accumulators in place and the wgmma
+     * asynchronous (with two, it serialised them: C7515). */
+    const bool active = s < W.n_strips;
+    walk_strip<false>(
+        W, active ? s : W.n_strips - 1, t0, t1, lane, ring, corr4, a.err, [](int, int) {},
+        [&](int t, int g, const uint32_t o[16]) {
+            const int j = 4 * (t - t0) + g;
+            uint8_t *buf = wb + (j % kWBufs) * kWBytes;
+            const uint32_t r = 16 * warp + nrow;
+            if (active) {
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    /* row r's 16-byte chunk c at chunk c ^ (r & 7) (rows r and r + 8 alike) */
+                    const uint32_t c = ((4 * h + q) ^ (r & 7)) << 4;
+                    *reinterpret_cast<uint4 *>(buf + r * 128 + c) =
+                        make_uint4(o[8 * h], o[8 * h + 1], o[8 * h + 2], o[8 * h + 3]);
+                    *reinterpret_cast<uint4 *>(buf + (r + 8) * 128 + c) =
+                        make_uint4(o[8 * h + 4], o[8 * h + 5], o[8 * h + 6], o[8 * h + 7]);
+                }
+            }
+            step(j);
+        });
+    wgmma_wait<0>();
+    fence_acc<R>(acc);
+
+    /* acc[4 i + e]: row 16 warp + nrow + 8 (e >> 1), batch row bt N + 8 i + 2 q + (e & 1) */
+    auto store_y = [&](const float *v) {
+#pragma unroll
+        for (int i = 0; i < R; i++) {
+            const int e = i & 3, row = 16 * (int)warp + (int)nrow + 8 * (e >> 1);
+            const int r = (rb - W.g0) * kRows + row;
+            const int b = bt * N + 8 * (i >> 2) + 2 * (int)q + (e & 1);
+            if (b < a.B && r < W.rows) {
+                const long long at = (long long)b * a.ldy + W.y_col + r;
+                if (a.y_bf16)
+                    static_cast<__nv_bfloat16 *>(a.y)[at] = __float2bfloat16_rn(v[i]);
+                else
+                    static_cast<float *>(a.y)[at] = v[i];
+            }
+        }
+    };
+    if (a.S == 1) {
+        store_y(acc);
+        return;
+    }
+    float *part = a.ws + (long long)unit * a.S * (kRows * N);
+#pragma unroll
+    for (int i = 0; i < R; i++) part[(long long)sp * kRows * N + i * kThreads + tid] = acc[i];
+    __threadfence();
+    __shared__ unsigned last;
+    __syncthreads();
+    if (tid == 0) last = atomicAdd(a.sem + unit, 1u) == (unsigned)a.S - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    /* p_0 + p_1 + ... in split order, this CTA's own p_sp from its registers (in place) */
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        const float *pi = part + i * kThreads + tid;
+        float v = 0.f;
+        for (int c = 0; c < sp; c++) v += __ldcg(pi + (long long)c * kRows * N);
+        v += acc[i];
+        for (int c = sp + 1; c < a.S; c++) v += __ldcg(pi + (long long)c * kRows * N);
+        acc[i] = v;
+    }
+    store_y(acc);
+    if (tid == 0) atomicExch(a.sem + unit, 0u);
+#endif
+}
+
+/* cuTensorMapEncodeTiled from the driver, through the runtime (no libcuda link). */
+typedef CUresult (*EncodeTiled)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
+                                const cuuint64_t *, const cuuint64_t *, const cuuint32_t *,
+                                const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+EncodeTiled encode_tiled()
+{
+    static std::once_flag once;
+    static EncodeTiled fn;
+    std::call_once(once, [] {
+        void *p = nullptr;
+        cudaDriverEntryPointQueryResult q;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault,
+                                             &q) == cudaSuccess &&
+            q == cudaDriverEntryPointSuccess)
+            fn = reinterpret_cast<EncodeTiled>(p);
+    });
+    return fn;
+}
+
+using GemmFn = void (*)(CUtensorMap, GemmArgs);
+constexpr int kNs[3] = { 64, 128, 256 };
+GemmFn gemm_of(int ni)
+{
+    static const GemmFn k[3] = { fused_gemm_kernel<64>, fused_gemm_kernel<128>,
+                                 fused_gemm_kernel<256> };
+    return k[ni];
+}
+
+/* Per device: SMs and CTAs an SM for each N (0: the path is unavailable). */
+struct GemmGeom {
+    int sms, occ[3];
+};
+constexpr int kMaxDevices = 64;
+std::atomic<int> g_state[kMaxDevices]; /* 0 unknown, 1 known, 2 unsupported */
+GemmGeom g_geom[kMaxDevices];
+
+df11_status gemm_geom(GemmGeom *out)
+{
+    *out = GemmGeom{};
+#ifdef DF11_CUDA_SM90A
+    int dev = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e != cudaSuccess)
+        return df11i_fail(DF11_ERR_DEVICE, "fused gemm: cudaGetDevice: %s", cudaGetErrorString(e));
+    if (dev < 0 || dev >= kMaxDevices) return DF11_OK;
+    int st = g_state[dev].load(std::memory_order_acquire);
+    if (st == 0) {
+        GemmGeom g = {};
+        int major = 0, minor = 0;
+        e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+        if (e == cudaSuccess)
+            e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+        if (e == cudaSuccess)
+            e = cudaDeviceGetAttribute(&g.sms, cudaDevAttrMultiProcessorCount, dev);
+        if (e != cudaSuccess)
+            return df11i_fail(DF11_ERR_DEVICE, "fused gemm: device attributes: %s",
+                              cudaGetErrorString(e));
+        st = 2;
+        /* sm_90a code runs on compute capability 9.0 only */
+        if (major == 9 && minor == 0 && encode_tiled()) {
+            st = 1;
+            for (int i = 0; i < 3 && e == cudaSuccess; i++) {
+                const int smem = (int)gemm_smem(kNs[i]);
+                e = cudaFuncSetAttribute(gemm_of(i), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         smem);
+                if (e == cudaSuccess)
+                    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&g.occ[i], gemm_of(i),
+                                                                      kThreads, smem);
+                if (g.occ[i] <= 0) st = 2;
+            }
+            if (e != cudaSuccess)
+                return df11i_fail(DF11_ERR_DEVICE, "fused gemm: kernel attributes: %s",
+                                  cudaGetErrorString(e));
+        }
+        g_geom[dev] = g;
+        g_state[dev].store(st, std::memory_order_release);
+    }
+    if (st == 1) *out = g_geom[dev];
+#endif
+    return DF11_OK;
+}
+
+int n_index(uint32_t batch) { return batch <= 64 ? 0 : batch <= 128 ? 1 : 2; }
+
+/* Splits of K: one unless the (row block, batch tile) units leave SMs idle, then as many as
+ * fill them (at most 4, at most a tile each), so units x splits <= SMs x CTAs an SM. */
+int splits(long long units, int tiles, int full)
+{
+    if (units >= full) return 1;
+    long long s = full / units;
+    if (s > 4) s = 4;
+    if (s > tiles) s = tiles;
+    return s < 1 ? 1 : (int)s;
+}
+
+} // namespace
+
+extern "C" int df11i_fused_gemm_supported(void)
+{
+    GemmGeom g;
+    return gemm_geom(&g) == DF11_OK && g.sms > 0;
+}
+
+extern "C" df11_status df11i_fused_gemm_workspace(uint64_t *bytes)
+{
+    GemmGeom g;
+    df11_status s = gemm_geom(&g);
+    *bytes = 0;
+    if (s != DF11_OK || !g.sms) return s;
+    uint64_t m = 0;
+    for (int i = 0; i < 3; i++) {
+        const uint64_t full = (uint64_t)g.sms * g.occ[i];
+        const uint64_t sem = (4 * full + 255) / 256 * 256, part = full * kRows * kNs[i] * 4;
+        if (sem > m) m = sem;
+        if (part > m) m = part;
+    }
+    *bytes = 2 * m;
+    return DF11_OK;
+}
+
+extern "C" int df11i_fused_gemm_takes(const void *x, uint64_t cols)
+{
+    return reinterpret_cast<uintptr_t>(x) % 16 == 0 && cols % 8 == 0 &&
+           df11i_fused_gemm_supported();
+}
+
+extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t n_parts,
+                                        const df11i_fixed_geom *geom, const void *x, uint32_t batch,
+                                        void *y, uint32_t ldy, int y_bf16, void *ws,
+                                        uint64_t ws_size, uint32_t *d_error, void *stream)
+{
+    GemmGeom gg;
+    df11_status st = gemm_geom(&gg);
+    if (st != DF11_OK) return st;
+    if (!gg.sms || !df11i_fused_gemm_takes(x, geom[0].cols))
+        return df11i_fail(DF11_ERR_UNSUPPORTED, "fused gemm: not on this device or for this x");
+    GemmArgs a = {};
+    long long rbs = 0;
+    int y_col = 0;
+    for (uint32_t i = 0; i < n_parts; i++) {
+        a.W[i] = mat_of(parts[i], geom[i], (int)rbs, y_col);
+        rbs += ((long long)geom[i].n_strips + 3) / 4;
+        y_col += (int)geom[i].rows;
+    }
+    const int ni = n_index(batch), N = kNs[ni];
+    const long long nbt = ((long long)batch + N - 1) / N, units = rbs * nbt;
+    const int tiles = (int)geom[0].tiles;
+    const int S = splits(units, tiles, gg.sms * gg.occ[ni]);
+    const long long ctas = units * S;
+    if (ctas > INT32_MAX) return df11i_fail(DF11_ERR_UNSUPPORTED, "fused gemm: %lld CTAs", ctas);
+    const uint64_t sem = S > 1 ? (4 * (uint64_t)units + 255) / 256 * 256 : 0,
+                   part = S > 1 ? (uint64_t)ctas * kRows * N * 4 : 0;
+    if (sem + part > ws_size)
+        return df11i_fail(DF11_ERR_STATE, "fused gemm: workspace %llu bytes, needs %llu",
+                          (unsigned long long)ws_size, (unsigned long long)(sem + part));
+    CUtensorMap map;
+    const cuuint64_t dims[2] = { geom[0].cols, batch };
+    const cuuint64_t strides[1] = { geom[0].cols * 2 };
+    const cuuint32_t box[2] = { 64, (cuuint32_t)N }, estr[2] = { 1, 1 };
+    CUresult ce = encode_tiled()(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void *>(x),
+                                 dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                 CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (ce != CUDA_SUCCESS)
+        return df11i_fail(DF11_ERR_DEVICE, "fused gemm: cuTensorMapEncodeTiled: error %d", (int)ce);
+    a.y = y;
+    a.ws = reinterpret_cast<float *>(static_cast<uint8_t *>(ws) + (ws_size - part) / 4 * 4);
+    a.sem = static_cast<unsigned *>(ws);
+    a.err = d_error;
+    a.n_parts = (int)n_parts;
+    a.B = (int)batch;
+    a.ldy = (int)ldy;
+    a.y_bf16 = y_bf16 != 0;
+    a.nbt = (int)nbt;
+    a.S = S;
+    a.tiles = tiles;
+    gemm_of(ni)<<<(unsigned)ctas, kThreads, gemm_smem(N), static_cast<cudaStream_t>(stream)>>>(map,
+                                                                                               a);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess)
+        return df11i_fail(DF11_ERR_DEVICE, "fused gemm launch (%lld CTAs): %s", ctas,
+                          cudaGetErrorString(e));
+    return DF11_OK;
+}

@@ -1,0 +1,38 @@
+/* The wgmma path of the fused matmul (kernels/fused_gemm.cu): internal to kernels/, called by
+ * df11i_fused_matmul (kernels/matmul.h) for batches past DF11_FUSED_MAX_BATCH. No CUDA types;
+ * streams travel as void * (a cudaStream_t). */
+#ifndef DF11_KERNELS_FUSED_GEMM_H
+#define DF11_KERNELS_FUSED_GEMM_H
+
+#include <stdint.h>
+
+#include "codec/fixed.h"
+#include "kernels/matmul.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* 1 when the current device runs the wgmma kernel: compute capability 9.0 and sm_90a code
+ * in the build (CMAKE_CUDA_ARCHITECTURES with 90a), else 0. */
+int df11i_fused_gemm_supported(void);
+
+/* 1 when it takes this x: supported, x 16-byte aligned and cols % 8 == 0 (its tensor map's
+ * row stride). */
+int df11i_fused_gemm_takes(const void *x, uint64_t cols);
+
+/* Bytes of workspace a launch needs at most, any shape and batch (0 where unsupported): the
+ * semaphores at its start, the split-K partials at its end, as df11i_fused_matmul's. */
+df11_status df11i_fused_gemm_workspace(uint64_t *bytes);
+
+/* df11i_fused_matmul's product for any batch, the parts checked by it and their geometries
+ * in geom (df11i_fixed_geometry, in the int range). */
+df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t n_parts,
+                             const df11i_fixed_geom *geom, const void *x, uint32_t batch, void *y,
+                             uint32_t ldy, int y_bf16, void *ws, uint64_t ws_size,
+                             uint32_t *d_error, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

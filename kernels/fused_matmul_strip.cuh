@@ -1,0 +1,234 @@
+/* A warp's walk over the tiles of one 16-row strip of a fixed-code tensor (codec/fixed.h),
+ * shared by the two fused matmul kernels: kernels/fused_matmul.cu (batch 1..32, the decoded
+ * weights straight into mma.sync) and kernels/fused_gemm.cu (larger batches, the decoded
+ * weights through shared memory into wgmma). The walk copies each tile into the warp's stage
+ * by cp.async a tile ahead, slot by slot, decodes every step of 64 columns in registers
+ * (kernels/fused_matmul_decode.cuh) and hands the step's 32 weights a lane to the kernel.
+ * CUDA C++, device code (sm_80+: cp.async) and the host's Mat and geometry helpers;
+ * everything is in namespace df11i_fused.
+ */
+#ifndef DF11_KERNELS_FUSED_MATMUL_STRIP_CUH
+#define DF11_KERNELS_FUSED_MATMUL_STRIP_CUH
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "kernels/fused_matmul_decode.cuh"
+#include "kernels/matmul.h"
+extern "C" {
+#include "codec/fixed.h"
+#include "common/error.h"
+}
+
+namespace df11i_fused {
+
+// One part of a launch: a tensor, its strips numbered from unit g0 of the launch (a unit
+// is a kernel's group of strips: a CTA's strip pair in fused_matmul.cu, a row block of 4 in
+// fused_gemm.cu), its outputs at y columns y_col ... y_col + rows - 1. The geometry fields
+// past `rows` are the same in every part (one K).
+struct Mat {
+    const uint8_t *sm;
+    const uint8_t *codes;
+    const uint32_t *exc_off;
+    const uint8_t *exc;
+    const uint8_t *base;
+    int rows, g0, y_col, cols_pad, n_strips, steps, tiles, last_steps;
+    long long strip_code_bytes;
+};
+
+// A part's Mat: its payload's arrays, g (geom_of's), its first unit and y column.
+inline Mat mat_of(const df11i_fused_part &p, const df11i_fixed_geom &g, int g0, int y_col)
+{
+    const df11i_gpu_tensor_desc *d = p.d;
+    const uint8_t *b = static_cast<const uint8_t *>(p.payload);
+    return Mat{ b + d->data_off,
+                b + d->stream_off,
+                reinterpret_cast<const uint32_t *>(b + d->chunks_off),
+                b + d->lanes_off,
+                b + d->base_off,
+                (int)g.rows,
+                g0,
+                y_col,
+                (int)g.cols_pad,
+                (int)g.n_strips,
+                (int)g.steps,
+                (int)g.tiles,
+                (int)g.last_steps,
+                (long long)g.strip_code_bytes };
+}
+
+// A tensor's geometry, where the kernels can index it with ints.
+inline df11_status geom_of(uint64_t rows, uint64_t cols, df11i_fixed_geom *g)
+{
+    df11_status s = df11i_fixed_geometry(rows, cols, g);
+    if (s != DF11_OK) return s;
+    if (!rows || !cols || g->rows_pad > INT32_MAX || g->cols_pad > INT32_MAX ||
+        g->n_strips * g->tiles > INT32_MAX)
+        return df11i_fail(DF11_ERR_UNSUPPORTED, "fused matmul: %llu x %llu is out of range",
+                          (unsigned long long)rows, (unsigned long long)cols);
+    return DF11_OK;
+}
+
+
+__device__ __forceinline__ void cp16(void *smem, const void *g)
+{
+    uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(g));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_wait()
+{
+    asm volatile("cp.async.wait_group %0;" ::"n"(N));
+}
+
+__device__ __forceinline__ uint4 lds128(const uint8_t *p)
+{
+    return *reinterpret_cast<const uint4 *>(p);
+}
+
+// A warp's stage (8.5 KiB with its corrections, so that shared memory leaves L1 room for x):
+// 4 sm slots of a step each, the code vectors, and two exception buffers (the tile in use
+// and the next), each up to 512 bytes from the 16-byte boundary below the tile's first
+// exception (more are read from global memory). Every lane reads back only the sm and code
+// bytes it copied itself; only the exceptions cross lanes.
+constexpr int EXC_STAGE = 528;
+constexpr int RING_BYTES = 4096 + 1536 + 2 * EXC_STAGE;
+constexpr int CORR_BYTES = 2048;
+
+struct TileOff {
+    uint32_t off0, off1, nsteps;
+};
+
+// Tile (s, t)'s code vectors into the stage and its exceptions into `excb`; one group.
+__device__ __forceinline__ TileOff issue_codes(const Mat &W, int s, int t, int t0,
+                                               const uint8_t *cdp, uint32_t lane, uint32_t &offw,
+                                               int &tw, uint8_t *stage, uint8_t *excb)
+{
+    const long long sbase = (long long)s * W.tiles;
+    if (t - tw >= 31) {
+        tw = t;
+        offw = __ldg(W.exc_off + sbase + min(t + (int)lane, W.tiles));
+    }
+    TileOff o;
+    o.off0 = __shfl_sync(~0u, offw, t - tw);
+    o.off1 = __shfl_sync(~0u, offw, t - tw + 1);
+    o.nsteps = t + 1 == W.tiles ? W.last_steps : 4;
+    const uint8_t *cp = cdp + (long long)(t - t0) * 1536;
+    uint8_t *dst = stage + 4096 + lane * 16;
+    const int nv = (3 * o.nsteps + 3) / 4;
+#pragma unroll
+    for (int i = 0; i < 3; i++)
+        if (i < nv) cp16(dst + i * 512, cp + i * 512);
+    const uint32_t a0 = o.off0 & ~15u, nvec = (o.off1 - a0 + 15) >> 4;
+    if (nvec <= 33 && lane < nvec) cp16(excb + lane * 16, W.exc + a0 + lane * 16);
+    if (nvec == 33 && lane == 0) cp16(excb + 512, W.exc + a0 + 512);
+    cp_commit();
+    return o;
+}
+// Step g of tile t into sm slot g (the lane's own 32 bytes); one group, empty past the tile.
+__device__ __forceinline__ void issue_step(const uint8_t *smp, int t, int t0, int g, bool on,
+                                           uint32_t lane, uint8_t *stage)
+{
+    if (on) {
+        const uint8_t *sm = smp + (long long)(t - t0) * 4096 + g * 1024;
+        cp16(stage + g * 1024 + lane * 16, sm);
+        cp16(stage + g * 1024 + 512 + lane * 16, sm + 512);
+    }
+    cp_commit();
+}
+
+
+// Where a step's 32 weights a lane sit (decode_step's o[16]): o[8h + i] (i < 4) holds
+// columns 32h + 8q + 2i, +1 of row nrow (q = lane & 3, nrow = lane >> 2), o[8h + 4 + i]
+// the same columns of row nrow + 8. As mma.m16n8k16 A fragments: columns 64-wide step,
+// k-chunk 2h + j is {o[8h + 2j], o[8h + 4 + 2j], o[8h + 2j + 1], o[8h + 5 + 2j]}.
+
+// The walk over tiles t0 .. t1 - 1 of strip s of W (a warp; 4 steps a tile, the tensor's
+// last tile W.last_steps). Per tile: escape masks, one warp prefix sum of escape counts, an
+// 8-byte exception window per lane. Per step: pre(t, g) (the caller's loads that must be
+// issued before the step waits for its copies), the wait, the slot refilled with the next
+// tile's step at once, corrections (a RED per escape, in warp-uniform rounds), 16 pairs
+// decoded (PRMT, SHF, 2 LOP3, IADD3), then use(t, g, o). Bytes per tile: 4096 sm + 1536
+// codes + ~100 exceptions, read once. corr4: the lane's 64 bytes of correction words, zero
+// on entry and on return. PDL_WAIT: griddepcontrol.wait once the first tile's copies are
+// in flight (fused_matmul.cu's programmatic launch). err: ORed with 1 where a tile's codes
+// and exception offsets disagree (may be NULL).
+template <bool PDL_WAIT, class Pre, class Use>
+__device__ __forceinline__ void walk_strip(const Mat &W, int s, int t0, int t1, uint32_t lane,
+                                           uint8_t *ring, uint4 *corr4, unsigned *err, Pre &&pre,
+                                           Use &&use)
+{
+    uint32_t *corr = reinterpret_cast<uint32_t *>(corr4);
+    const uint32_t swz = corr_swz(lane), sw = swz >> 2, nrow = lane >> 2;
+    const uint32_t b0 = W.base[16 * s + nrow], b8 = W.base[16 * s + nrow + 8];
+    // through a shuffle, so that ptxas keeps them as values and the decode adds them in
+    // its IADD3 instead of an IMAD per pair
+    const uint32_t X0 = __shfl_sync(~0u, b0 * 0x00800080u, (int)lane),
+                   X8 = __shfl_sync(~0u, b8 * 0x00800080u, (int)lane);
+    const uint8_t *smp = W.sm + ((long long)s * W.steps + 4LL * t0) * 1024 + lane * 16;
+    const uint8_t *cdp = W.codes + s * W.strip_code_bytes + (long long)t0 * 1536 + lane * 16;
+    uint32_t offw = 0;
+    int tw = -1000;
+    // Groups in flight, in order: codes+exceptions of tile t, then its 4 steps, so the one a
+    // lane waits for always has exactly 4 younger groups (cp.async.wait_group 4).
+    uint8_t *stage = ring;
+    TileOff cur = issue_codes(W, s, t0, t0, cdp, lane, offw, tw, stage, ring + 5632), nxt = cur;
+#pragma unroll
+    for (int g = 0; g < 4; g++) issue_step(smp, t0, t0, g, g < (int)cur.nsteps, lane, stage);
+#if __CUDA_ARCH__ >= 900
+    if (PDL_WAIT) asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+    for (int t = t0; t < t1; t++) {
+        uint8_t *excb = ring + 5632 + ((t - t0) & 1) * EXC_STAGE;
+        cp_wait<4>();
+        __syncwarp(); // exceptions copied by other lanes; the other buffer free
+        uint4 cw[3];
+#pragma unroll
+        for (int i = 0; i < 3; i++) cw[i] = lds128(stage + 4096 + i * 512 + lane * 16);
+        const bool more = t + 1 < t1;
+        if (more)
+            nxt = issue_codes(W, s, t + 1, t0, cdp, lane, offw, tw, stage,
+                              ring + 5632 + ((t + 1 - t0) & 1) * EXC_STAGE);
+        else
+            cp_commit();
+        const uint32_t words[12] = { cw[0].x, cw[0].y, cw[0].z, cw[0].w, cw[1].x, cw[1].y,
+                                     cw[1].z, cw[1].w, cw[2].x, cw[2].y, cw[2].z, cw[2].w };
+        uint32_t M[4], cnt, before;
+        const uint32_t total = tile_escapes(words, cur.nsteps, lane, M, cnt, before);
+        if (total != cur.off1 - cur.off0 && lane == 0 && err) atomicOr(err, 1u);
+        const uint32_t lead = cur.off0 & 15u;
+        ExcCursor ec;
+        if (lead + total <= EXC_STAGE) { // in the stage
+            ec.src = excb;
+            ec.pos = lead + before;
+        } else {
+            ec.src = W.exc;
+            ec.pos = cur.off0 + before;
+        }
+        // the lane's first window loaded now, off the first escape's path (only where the
+        // lane has escapes: a window reads up to 16 bytes past its first byte)
+        ec.win = cnt ? exc_window(ec.src, ec.pos) : 0;
+        ec.left = cnt ? 8 : 0;
+#pragma unroll
+        for (int g = 0; g < 4; g++) {
+            if (g >= (int)cur.nsteps) break;
+            pre(t, g);
+            cp_wait<4>();
+            const uint4 s0 = lds128(stage + (2 * g) * 512 + lane * 16),
+                        s1 = lds128(stage + (2 * g + 1) * 512 + lane * 16);
+            // the slot is the lane's own: refill it with the next tile's step at once
+            issue_step(smp, t + 1, t0, g, more && g < (int)nxt.nsteps, lane, stage);
+            apply_escapes(M[g], ec, b0 + 7, b8 + 7, swz, corr);
+            uint32_t c[16], o[16];
+            take_corrections(corr4, sw, M[g], c);
+            decode_step(s0, s1, words[3 * g], words[3 * g + 1], words[3 * g + 2], X0, X8, c, o);
+            use(t, g, o);
+        }
+        __syncwarp(); // every lane is done with this stage before it is refilled
+        cur = nxt;
+    }
+}
+
+} // namespace df11i_fused
+
+#endif
