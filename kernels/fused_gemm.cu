@@ -44,17 +44,29 @@ namespace {
 
 using namespace df11i_fused;
 
-constexpr int kRows = 64;         /* W rows a CTA: 4 warps of a 16-row strip */
-constexpr int kThreads = 128;     /* one warpgroup */
-constexpr int kWBytes = 64 * 128; /* a decoded-W buffer: 64 rows x 64 BF16 */
-constexpr int kWBufs = 3;
+constexpr int kRows = 64;         /* W rows a CTA: a 16-row strip for each of 4 warps */
+constexpr int kWBytes = 64 * 128; /* a decoded-W stage: 64 rows x 64 BF16, swizzled */
 
-/* x stages: as many as leave 2 CTAs an SM room below N = 256 */
-__host__ __device__ constexpr int x_stages(int N) { return N == 64 ? 4 : 3; }
-constexpr size_t gemm_smem(int N)
+/* The roles of a CTA for a batch tile of N rows: NC consumer warpgroups of NW = N / NC batch
+ * rows each (fp32 accumulators: NW / 2 registers a thread; XS x stages each) and P phases of
+ * 4 decoder warps, phase p decoding tiles t0 + p, t0 + p + P, ... of the 4 strips; AS
+ * decoded-W stages. 512 threads, so 128 registers a thread: one CTA an SM. More stages (12,
+ * 11 with 2 x stages, 7 for N = 64, 128, 256) measured no faster (bench/RESULTS.md). */
+template <int N> struct Roles {
+    static constexpr int NC = N > 128 ? 2 : 1, NW = N / NC, P = 4 - NC;
+    static constexpr int XS = 3, AS = N > 128 ? 6 : 8;
+    static constexpr int DECODERS = 4 * P, THREADS = 128 * (P + NC);
+};
+constexpr int kThreads = 512;
+constexpr size_t kMaxSmem = 227 * 1024; /* a CTA's dynamic shared memory on sm_90 */
+static_assert(Roles<64>::THREADS == kThreads && Roles<256>::THREADS == kThreads, "");
+
+template <int N> constexpr size_t gemm_smem()
 {
-    return 1024 /* alignment */ + (size_t)x_stages(N) * N * 128 + kWBufs * kWBytes +
-           4 * (RING_BYTES + CORR_BYTES) + 8 * x_stages(N);
+    using Ro = Roles<N>;
+    return 1024 /* alignment */ + (size_t)Ro::NC * Ro::XS * Ro::NW * 128 + Ro::AS * kWBytes +
+           (size_t)Ro::DECODERS * (RING_BYTES + CORR_BYTES) + 8 * (Ro::AS + Ro::NC * Ro::XS) +
+           4 * (Ro::NC + 1);
 }
 
 struct GemmArgs {
@@ -191,102 +203,153 @@ __device__ __forceinline__ void tma_x(const CUtensorMap *map, void *dst, uint64_
                  : "memory");
 }
 
+__device__ __forceinline__ void mbar_arrive(uint64_t *bar)
+{
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(bar)) : "memory");
+}
+
+/* A monotonic count in shared memory: consumers add (release), decoders wait for a value
+ * (acquire). */
+__device__ __forceinline__ void count_release(unsigned *c)
+{
+    asm volatile("red.release.cta.shared::cta.add.u32 [%0], 1;" ::"r"(smem_u32(c)) : "memory");
+}
+__device__ __forceinline__ void wait_count(const unsigned *c, unsigned v)
+{
+    unsigned x;
+    do {
+        asm volatile("ld.acquire.cta.shared::cta.u32 %0, [%1];"
+                     : "=r"(x)
+                     : "r"(smem_u32(c))
+                     : "memory");
+    } while (x < v);
+}
+
 template <int N>
-__global__ void __launch_bounds__(kThreads, N == 256 ? 1 : 2)
+__global__ void __launch_bounds__(kThreads, 1)
     fused_gemm_kernel(const __grid_constant__ CUtensorMap xmap, GemmArgs a)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    constexpr int XST = x_stages(N), R = N / 2;
-    constexpr uint32_t XBYTES = N * 128;
+    using Ro = Roles<N>;
+    constexpr int NC = Ro::NC, NW = Ro::NW, P = Ro::P, AS = Ro::AS, R = NW / 2, kXStages = Ro::XS;
+    constexpr uint32_t XBYTES = NW * 128;
     extern __shared__ __align__(16) uint8_t dsm[];
     const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const uint32_t q = lane & 3, nrow = lane >> 2;
     uint8_t *xs = dsm + ((1024 - (smem_u32(dsm) & 1023)) & 1023); /* 1024-aligned: the swizzle */
-    uint8_t *wb = xs + XST * XBYTES;
-    uint8_t *ring = wb + kWBufs * kWBytes + warp * RING_BYTES;
-    uint4 *corr4 = reinterpret_cast<uint4 *>(wb + kWBufs * kWBytes + 4 * RING_BYTES +
-                                             warp * CORR_BYTES + lane * 64);
-    uint64_t *bars =
-        reinterpret_cast<uint64_t *>(wb + kWBufs * kWBytes + 4 * (RING_BYTES + CORR_BYTES));
+    uint8_t *wb = xs + NC * kXStages * XBYTES;
+    uint8_t *rings = wb + AS * kWBytes;
+    uint8_t *corrs = rings + Ro::DECODERS * RING_BYTES;
+    uint64_t *full = reinterpret_cast<uint64_t *>(corrs + Ro::DECODERS * CORR_BYTES);
+    uint64_t *xfull = full + AS;
+    /* steps released, times 4 (its warps), by each consumer warpgroup */
+    unsigned *released = reinterpret_cast<unsigned *>(xfull + NC * kXStages), *last = released + NC;
 
     const int bt = (int)blockIdx.x % a.nbt, rest = (int)blockIdx.x / a.nbt;
     const int sp = rest % a.S, rb = rest / a.S, unit = rb * a.nbt + bt;
     const Mat &W =
         a.W[part_index<DF11_FUSED_MAX_PARTS>(a.n_parts, rb, [&](int i) { return a.W[i].g0; })];
-    const int s = (rb - W.g0) * 4 + (int)warp;
     const int t0 = (int)((long long)sp * a.tiles / a.S),
               t1 = (int)((long long)(sp + 1) * a.tiles / a.S);
     const int n_steps = 4 * (t1 - t0 - 1) + (t1 == a.tiles ? W.last_steps : 4);
 
-#pragma unroll
-    for (int v = 0; v < 4; v++) corr4[v] = make_uint4(0, 0, 0, 0);
     /* the rows of a warp past the tensor's strips stay zero (its walk stores nothing) */
-    for (int i = (int)tid; i < kWBufs * kWBytes / 16; i += kThreads)
+    for (int i = (int)tid; i < AS * kWBytes / 16; i += kThreads)
         reinterpret_cast<uint4 *>(wb)[i] = make_uint4(0, 0, 0, 0);
     if (tid == 0) {
-        for (int i = 0; i < XST; i++) mbar_init(bars + i, 1);
+        for (int i = 0; i < AS; i++) mbar_init(full + i, 4); /* the step's 4 decoder warps */
+        for (int i = 0; i < NC; i++) released[i] = 0;
+        for (int i = 0; i < NC * kXStages; i++) mbar_init(xfull + i, 1);
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     fence_proxy_async();
     __syncthreads();
+
+    if ((int)warp < Ro::DECODERS) {
+        /* decoder warp: strip warp % 4, phase warp / 4; step j of the CTA (tile t0 + j / 4)
+         * into stage j % AS once step j - AS is released by every consumer warp. Counts, not
+         * a barrier's phase: a phase's decoders may run ahead of another phase's by more than
+         * a barrier's two phases can tell apart. */
+        const int w = (int)warp & 3, p = (int)warp >> 2, s = (rb - W.g0) * 4 + w;
+        if (t0 + p >= t1) return;
+        uint4 *corr4 = reinterpret_cast<uint4 *>(corrs + warp * CORR_BYTES + lane * 64);
+#pragma unroll
+        for (int v = 0; v < 4; v++) corr4[v] = make_uint4(0, 0, 0, 0);
+        const bool active = s < W.n_strips;
+        /* a warp past the tensor's strips walks the last one (its bytes hit in cache) and
+         * stores nothing; it still marks its steps done */
+        walk_strip<false, P>(
+            W, active ? s : W.n_strips - 1, t0 + p, t1, lane, rings + warp * RING_BYTES, corr4,
+            a.err, [](int, int) {},
+            [&](int t, int g, const uint32_t o[16]) {
+                const int j = 4 * (t - t0) + g, st = j % AS, use = j / AS;
+                if (use)
+                    for (int i = 0; i < NC; i++) /* one count each: a sum would let one run ahead */
+                        wait_count(released + i, 4u * (uint32_t)(j - AS + 1));
+                uint8_t *buf = wb + st * kWBytes;
+                const uint32_t r = 16 * w + nrow;
+                if (active) {
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        /* row r's 16-byte chunk c at chunk c ^ (r & 7) (rows r, r + 8 alike) */
+                        const uint32_t c = ((4 * h + q) ^ (r & 7)) << 4;
+                        *reinterpret_cast<uint4 *>(buf + r * 128 + c) =
+                            make_uint4(o[8 * h], o[8 * h + 1], o[8 * h + 2], o[8 * h + 3]);
+                        *reinterpret_cast<uint4 *>(buf + (r + 8) * 128 + c) =
+                            make_uint4(o[8 * h + 4], o[8 * h + 5], o[8 * h + 6], o[8 * h + 7]);
+                    }
+                    fence_proxy_async(); /* for wgmma's reads */
+                }
+                __syncwarp();
+                if (lane == 0) mbar_arrive(full + st);
+            });
+        return;
+    }
+
+    /* consumer warpgroup c: batch rows c NW .. of the tile, x by its own TMA stages */
+    const int c = ((int)warp - Ro::DECODERS) >> 2, cw = ((int)warp - Ro::DECODERS) & 3;
+    const uint32_t ctid = tid - 32 * Ro::DECODERS; /* 0 .. 128 NC - 1 */
+    uint8_t *xc = xs + c * kXStages * XBYTES;
+    uint64_t *xb = xfull + c * kXStages;
+    const bool producer = (ctid & 127) == 0;
     auto load_x = [&](int j) {
         const int t = t0 + j / 4, g = j % 4;
-        tma_x(&xmap, xs + (j % XST) * XBYTES, bars + j % XST, 256 * t + 64 * g, bt * N, XBYTES);
+        tma_x(&xmap, xc + (j % kXStages) * XBYTES, xb + j % kXStages, 256 * t + 64 * g,
+              bt * N + c * NW, XBYTES);
     };
-    if (tid == 0)
-        for (int j = 0; j < XST - 2 && j < n_steps; j++) load_x(j);
-
+    if (producer)
+        for (int j = 0; j < kXStages && j < n_steps; j++) load_x(j);
     float acc[R];
 #pragma unroll
     for (int i = 0; i < R; i++) acc[i] = 0.f;
-    /* step j, once this warp's rows of buffer j % 3 are written */
-    auto step = [&](int j) {
-        fence_proxy_async(); /* the rows written by st.shared, for wgmma's reads */
-        __syncthreads();
-        if (tid == 0 && j + XST - 2 < n_steps) load_x(j + XST - 2);
-        mbar_wait(bars + j % XST, (uint32_t)(j / XST) & 1);
-        const uint32_t wa = smem_u32(wb + (j % kWBufs) * kWBytes),
-                       xa = smem_u32(xs + (j % XST) * XBYTES);
+    for (int j = 0; j < n_steps; j++) {
+        const int st = j % AS;
+        mbar_wait(full + st, (uint32_t)(j / AS) & 1);
+        mbar_wait(xb + j % kXStages, (uint32_t)(j / kXStages) & 1);
+        const uint32_t wa = smem_u32(wb + st * kWBytes),
+                       xa = smem_u32(xc + (j % kXStages) * XBYTES);
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < 4; kk++)
-            wgmma_ss<N>(acc, sw128_desc(wa + 32 * kk), sw128_desc(xa + 32 * kk));
+            wgmma_ss<NW>(acc, sw128_desc(wa + 32 * kk), sw128_desc(xa + 32 * kk));
         wgmma_commit();
         wgmma_wait<1>();
-    };
-    /* A warp past the tensor's strips walks the last one (its bytes hit in cache) and stores
-     * nothing: one code path, so that ptxas keeps the accumulators in place and the wgmma
-     * asynchronous (with two, it serialised them: C7515). */
-    const bool active = s < W.n_strips;
-    walk_strip<false>(
-        W, active ? s : W.n_strips - 1, t0, t1, lane, ring, corr4, a.err, [](int, int) {},
-        [&](int t, int g, const uint32_t o[16]) {
-            const int j = 4 * (t - t0) + g;
-            uint8_t *buf = wb + (j % kWBufs) * kWBytes;
-            const uint32_t r = 16 * warp + nrow;
-            if (active) {
-#pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    /* row r's 16-byte chunk c at chunk c ^ (r & 7) (rows r and r + 8 alike) */
-                    const uint32_t c = ((4 * h + q) ^ (r & 7)) << 4;
-                    *reinterpret_cast<uint4 *>(buf + r * 128 + c) =
-                        make_uint4(o[8 * h], o[8 * h + 1], o[8 * h + 2], o[8 * h + 3]);
-                    *reinterpret_cast<uint4 *>(buf + (r + 8) * 128 + c) =
-                        make_uint4(o[8 * h + 4], o[8 * h + 5], o[8 * h + 6], o[8 * h + 7]);
-                }
-            }
-            step(j);
-        });
+        /* step j - 1's MMAs are done: its W stage and x stage are free */
+        if (j > 0) {
+            if (lane == 0) count_release(released + c);
+            if (producer && j - 1 + kXStages < n_steps) load_x(j - 1 + kXStages);
+        }
+    }
     wgmma_wait<0>();
     fence_acc<R>(acc);
 
-    /* acc[4 i + e]: row 16 warp + nrow + 8 (e >> 1), batch row bt N + 8 i + 2 q + (e & 1) */
+    /* acc[4 i + e]: row 16 cw + nrow + 8 (e >> 1), batch row bt N + c NW + 8 i + 2 q + (e & 1) */
     auto store_y = [&](const float *v) {
 #pragma unroll
         for (int i = 0; i < R; i++) {
-            const int e = i & 3, row = 16 * (int)warp + (int)nrow + 8 * (e >> 1);
+            const int e = i & 3, row = 16 * cw + (int)nrow + 8 * (e >> 1);
             const int r = (rb - W.g0) * kRows + row;
-            const int b = bt * N + 8 * (i >> 2) + 2 * (int)q + (e & 1);
+            const int b = bt * N + c * NW + 8 * (i >> 2) + 2 * (int)q + (e & 1);
             if (b < a.B && r < W.rows) {
                 const long long at = (long long)b * a.ldy + W.y_col + r;
                 if (a.y_bf16)
@@ -300,28 +363,28 @@ __global__ void __launch_bounds__(kThreads, N == 256 ? 1 : 2)
         store_y(acc);
         return;
     }
+    constexpr int CT = 128 * NC; /* consumer threads */
     float *part = a.ws + (long long)unit * a.S * (kRows * N);
 #pragma unroll
-    for (int i = 0; i < R; i++) part[(long long)sp * kRows * N + i * kThreads + tid] = acc[i];
+    for (int i = 0; i < R; i++) part[(long long)sp * kRows * N + i * CT + ctid] = acc[i];
     __threadfence();
-    __shared__ unsigned last;
-    __syncthreads();
-    if (tid == 0) last = atomicAdd(a.sem + unit, 1u) == (unsigned)a.S - 1;
-    __syncthreads();
-    if (!last) return;
+    asm volatile("bar.sync 1, %0;" ::"n"(CT) : "memory");
+    if (ctid == 0) *last = atomicAdd(a.sem + unit, 1u) == (unsigned)a.S - 1;
+    asm volatile("bar.sync 1, %0;" ::"n"(CT) : "memory");
+    if (!*last) return;
     __threadfence();
     /* p_0 + p_1 + ... in split order, this CTA's own p_sp from its registers (in place) */
 #pragma unroll
     for (int i = 0; i < R; i++) {
-        const float *pi = part + i * kThreads + tid;
+        const float *pi = part + i * CT + ctid;
         float v = 0.f;
-        for (int c = 0; c < sp; c++) v += __ldcg(pi + (long long)c * kRows * N);
+        for (int k = 0; k < sp; k++) v += __ldcg(pi + (long long)k * kRows * N);
         v += acc[i];
-        for (int c = sp + 1; c < a.S; c++) v += __ldcg(pi + (long long)c * kRows * N);
+        for (int k = sp + 1; k < a.S; k++) v += __ldcg(pi + (long long)k * kRows * N);
         acc[i] = v;
     }
     store_y(acc);
-    if (tid == 0) atomicExch(a.sem + unit, 0u);
+    if (ctid == 0) atomicExch(a.sem + unit, 0u);
 #endif
 }
 
@@ -348,6 +411,13 @@ EncodeTiled encode_tiled()
 
 using GemmFn = void (*)(CUtensorMap, GemmArgs);
 constexpr int kNs[3] = { 64, 128, 256 };
+static_assert(gemm_smem<64>() <= kMaxSmem && gemm_smem<128>() <= kMaxSmem &&
+                  gemm_smem<256>() <= kMaxSmem,
+              "shared memory");
+size_t smem_of(int ni)
+{
+    return ni == 0 ? gemm_smem<64>() : ni == 1 ? gemm_smem<128>() : gemm_smem<256>();
+}
 GemmFn gemm_of(int ni)
 {
     static const GemmFn k[3] = { fused_gemm_kernel<64>, fused_gemm_kernel<128>,
@@ -389,7 +459,7 @@ df11_status gemm_geom(GemmGeom *out)
         if (major == 9 && minor == 0 && encode_tiled()) {
             st = 1;
             for (int i = 0; i < 3 && e == cudaSuccess; i++) {
-                const int smem = (int)gemm_smem(kNs[i]);
+                const int smem = (int)smem_of(i);
                 e = cudaFuncSetAttribute(gemm_of(i), cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          smem);
                 if (e == cudaSuccess)
@@ -485,7 +555,8 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     CUtensorMap map;
     const cuuint64_t dims[2] = { geom[0].cols, batch };
     const cuuint64_t strides[1] = { geom[0].cols * 2 };
-    const cuuint32_t box[2] = { 64, (cuuint32_t)N }, estr[2] = { 1, 1 };
+    /* a consumer warpgroup's box: 64 columns x its batch rows */
+    const cuuint32_t box[2] = { 64, (cuuint32_t)(N > 128 ? 128 : N) }, estr[2] = { 1, 1 };
     CUresult ce = encode_tiled()(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void *>(x),
                                  dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
                                  CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
@@ -503,8 +574,8 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     a.nbt = (int)nbt;
     a.S = S;
     a.tiles = tiles;
-    gemm_of(ni)<<<(unsigned)ctas, kThreads, gemm_smem(N), static_cast<cudaStream_t>(stream)>>>(map,
-                                                                                               a);
+    gemm_of(ni)<<<(unsigned)ctas, kThreads, smem_of(ni), static_cast<cudaStream_t>(stream)>>>(map,
+                                                                                              a);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "fused gemm launch (%lld CTAs): %s", ctas,

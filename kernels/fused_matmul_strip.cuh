@@ -143,8 +143,8 @@ __device__ __forceinline__ void issue_step(const uint8_t *smp, int t, int t0, in
 // the same columns of row nrow + 8. As mma.m16n8k16 A fragments: columns 64-wide step,
 // k-chunk 2h + j is {o[8h + 2j], o[8h + 4 + 2j], o[8h + 2j + 1], o[8h + 5 + 2j]}.
 
-// The walk over tiles t0 .. t1 - 1 of strip s of W (a warp; 4 steps a tile, the tensor's
-// last tile W.last_steps). Per tile: escape masks, one warp prefix sum of escape counts, an
+// The walk over tiles t0, t0 + TS, ... below t1 of strip s of W (a warp; 4 steps a tile, the
+// tensor's last tile W.last_steps; TS > 1 where TS warps share a strip's tiles). Per tile: escape masks, one warp prefix sum of escape counts, an
 // 8-byte exception window per lane. Per step: pre(t, g) (the caller's loads that must be
 // issued before the step waits for its copies), the wait, the slot refilled with the next
 // tile's step at once, corrections (a RED per escape, in warp-uniform rounds), 16 pairs
@@ -153,7 +153,7 @@ __device__ __forceinline__ void issue_step(const uint8_t *smp, int t, int t0, in
 // on entry and on return. PDL_WAIT: griddepcontrol.wait once the first tile's copies are
 // in flight (fused_matmul.cu's programmatic launch). err: ORed with 1 where a tile's codes
 // and exception offsets disagree (may be NULL).
-template <bool PDL_WAIT, class Pre, class Use>
+template <bool PDL_WAIT, int TS = 1, class Pre, class Use>
 __device__ __forceinline__ void walk_strip(const Mat &W, int s, int t0, int t1, uint32_t lane,
                                            uint8_t *ring, uint4 *corr4, unsigned *err, Pre &&pre,
                                            Use &&use)
@@ -178,17 +178,18 @@ __device__ __forceinline__ void walk_strip(const Mat &W, int s, int t0, int t1, 
 #if __CUDA_ARCH__ >= 900
     if (PDL_WAIT) asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
-    for (int t = t0; t < t1; t++) {
-        uint8_t *excb = ring + 5632 + ((t - t0) & 1) * EXC_STAGE;
+    for (int t = t0; t < t1; t += TS) {
+        const int it = (t - t0) / TS; // the exception buffers alternate from tile to tile
+        uint8_t *excb = ring + 5632 + (it & 1) * EXC_STAGE;
         cp_wait<4>();
         __syncwarp(); // exceptions copied by other lanes; the other buffer free
         uint4 cw[3];
 #pragma unroll
         for (int i = 0; i < 3; i++) cw[i] = lds128(stage + 4096 + i * 512 + lane * 16);
-        const bool more = t + 1 < t1;
+        const bool more = t + TS < t1;
         if (more)
-            nxt = issue_codes(W, s, t + 1, t0, cdp, lane, offw, tw, stage,
-                              ring + 5632 + ((t + 1 - t0) & 1) * EXC_STAGE);
+            nxt = issue_codes(W, s, t + TS, t0, cdp, lane, offw, tw, stage,
+                              ring + 5632 + ((it + 1) & 1) * EXC_STAGE);
         else
             cp_commit();
         const uint32_t words[12] = { cw[0].x, cw[0].y, cw[0].z, cw[0].w, cw[1].x, cw[1].y,
@@ -217,7 +218,7 @@ __device__ __forceinline__ void walk_strip(const Mat &W, int s, int t0, int t1, 
             const uint4 s0 = lds128(stage + (2 * g) * 512 + lane * 16),
                         s1 = lds128(stage + (2 * g + 1) * 512 + lane * 16);
             // the slot is the lane's own: refill it with the next tile's step at once
-            issue_step(smp, t + 1, t0, g, more && g < (int)nxt.nsteps, lane, stage);
+            issue_step(smp, t + TS, t0, g, more && g < (int)nxt.nsteps, lane, stage);
             apply_escapes(M[g], ec, b0 + 7, b8 + 7, swz, corr);
             uint32_t c[16], o[16];
             take_corrections(corr4, sw, M[g], c);

@@ -1,10 +1,10 @@
 /* The CUDA backend's matmul slots (runtime/backend.h): a cuBLAS handle per model, the
  * plain product by cublasGemmEx (BF16 inputs, fp32 compute), the one-tensor decode of
  * the decode path, and the fused path (kernels/fused_matmul.cu) for fixed-code tensors at
- * batch 1..32 (past it where forced: kernels/fused_gemm.cu on sm_90a), one launch per
- * weight or stacked weight, launched with programmatic dependent launch unless
- * options.matmul_plain_launch. With runtime/backend_cuda.c the
- * only runtime files that include CUDA headers; compiled only when DF11_HAVE_CUDA.
+ * batch 1..32 (to 64 on sm_90a, and past it where forced: kernels/fused_gemm.cu), one
+ * launch per weight or stacked weight, launched with programmatic dependent launch unless
+ * options.matmul_plain_launch. With runtime/backend_cuda.c the only runtime files that
+ * include CUDA headers; compiled only when DF11_HAVE_CUDA.
  * Nothing here synchronises the host. */
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>

@@ -12,8 +12,8 @@
 //   4. times the kernel, cublasGemmEx and cublasLt (each under a CUDA graph, median of
 //      --reps replays) per matrix and for the whole block (as 7 tensors, and as engines
 //      store it: q/k/v and gate/up stacked into one tensor each), and a device-to-device copy.
-// --profile launches the kernel and cuBLAS on gate (B = 1, 8, 16; --pbatch B: B alone, one of
-// 1, 8, 16, 64, 129, 256, 300) a few times without graphs, for ncu; --sanitize launches the kernel alone on q (whose CTAs may cross a strip
+// --profile launches the kernel and cuBLAS on gate (B = 1, 8, 16; --pbatch B: B alone, up to
+// 300; --pmat I: matrix I, 0..6 = q k v o gate up down) a few times without graphs, for ncu; --sanitize launches the kernel alone on q (whose CTAs may cross a strip
 // boundary), k, the odd shape and the escape-heavy tensor, also at B = 64, 129 and 300 (the
 // wgmma kernel's tiles, kernels/fused_gemm.cu), for compute-sanitizer. Device
 // calls and results: bench/RESULTS.md.
@@ -514,11 +514,16 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
             reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--pbatch") && i + 1 < argc)
-            pbatch = atoi(argv[++i]);
+            pbatch = std::min(std::max(atoi(argv[++i]), 0), XROWS);
+        else if (!strcmp(argv[i], "--preps") && i + 1 < argc)
+            preps = std::min(std::max(atoi(argv[++i]), 1), 100);
+        else if (!strcmp(argv[i], "--pmat") && i + 1 < argc)
+            pmat = std::min(std::max(atoi(argv[++i]), 0), 6);
         else {
-            fprintf(stderr,
-                    "usage: fused_gemv [--sizes] [--profile [--pbatch B] | --sanitize] [--reps N] "
-                    "[--no-pdl] [--no-escapes]\n");
+            fprintf(
+                stderr,
+                "usage: fused_gemv [--sizes] [--profile [--pbatch B] [--pmat I] | --sanitize] [--reps N] "
+                "[--no-pdl] [--no-escapes]\n");
             return 2;
         }
     }
@@ -599,9 +604,10 @@ int main(int argc, char **argv)
             pmat >= 0 ? std::vector<int>{ pmat } : std::vector<int>{ 0, 1, NTIMED, NTIMED + 1 };
         for (int i : mats) {
             const int N = (int)hm[i].rows, K = (int)hm[i].cols;
-            for (int B : { 1, 8, 16, 64, 129, 256, 300 }) {
-                // past 16 (the wgmma kernel) for the sanitizer, or the one --pbatch asks for
-                if (pbatch ? B != pbatch : B > 16 && pmat >= 0) continue;
+            const std::vector<int> bs = pbatch ? std::vector<int>{ pbatch }
+                                               : std::vector<int>{ 1, 8, 16, 64, 129, 256, 300 };
+            for (int B : bs) {
+                if (!pbatch && B > 16 && pmat >= 0) continue; // past 16 (wgmma): for the sanitizer
                 for (int r = 0; r < preps; r++) launch(dm[i][0], 1, xd[i], yd, B, sc, st);
                 if (preps >
                     1) // not under compute-sanitizer: racecheck reports cuBLAS's own kernels
