@@ -3,18 +3,21 @@
  * payload in registers, written to shared memory and multiplied there by Hopper's
  * warpgroup MMA (wgmma, sm_90a code only); W is never written back to global memory.
  *
- * A CTA is one warpgroup: 4 warps, a 16-row strip each (a row block of 64 rows), over a
- * tile of N batch rows (N = 64, 128 or 256) and a range of the strips' tiles (split-K).
- * Per step of 64 columns every warp decodes its strip's step (walk_strip, the same code as
- * the mma.sync kernel) and stores its 16 x 64 weights into one of 3 decoded-W buffers in
- * the 128-byte-swizzled layout wgmma reads; x's N x 64 slice arrives by TMA (a tensor map
- * over x, zero past K and past the batch) into one of XST stages, XST - 2 steps ahead; then
- * 4 wgmma m64nNk16 (both operands in shared memory, fp32 accumulators in registers) run
- * while the warps decode the next step. Ordering is by one CTA barrier a step: after it,
- * every warp has written its rows of buffer j % 3 and has waited for the wgmma of step j - 2,
- * so buffer (j + 1) % 3 = (j - 2) % 3 and x stage (j - 2) % XST are free to be refilled.
- * Each W element is decoded once per batch tile (once per N batch rows): N = 256 leaves
- * the decode a minority of the SM's issue slots beside the tensor cores.
+ * A CTA (512 threads, one an SM) takes a row block of 64 rows (4 strips of 16), a tile of N
+ * batch rows (N = 64, 128 or 256) and a range of the strips' tiles (split-K). Its warps are
+ * specialised (Roles):
+ *   decoders  4 per phase, a strip each; phase p walks tiles t0 + p, t0 + p + P, ...
+ *             (walk_strip, the mma.sync kernel's decode) and stores each step's 16 x 64
+ *             weights into decoded-W stage j % AS in the 128-byte swizzle wgmma reads, then
+ *             arrives on the stage's full barrier;
+ *   consumers one warpgroup (two of 128 batch rows for N = 256), fp32 accumulators in
+ *             registers: per step it waits for the stage and for its x slice (TMA, a tensor
+ *             map over x, zero past K and past the batch, XS stages), runs 4 wgmma
+ *             m64nNk16 with both operands in shared memory and, once the step before has
+ *             finished, releases that step's stages.
+ * A decoder reuses a stage once every consumer warpgroup has released the step before in it:
+ * a count per warpgroup, since a barrier's parity cannot tell how far a phase has run ahead.
+ * Each W element is decoded once per batch tile.
  *
  * Split-K: the host picks S splits so that the grid fills the GPU; each CTA writes its
  * 64 x N fp32 partial to the workspace and the last of a tile's S CTAs to finish sums the S
