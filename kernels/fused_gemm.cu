@@ -485,13 +485,15 @@ df11_status gemm_geom(GemmGeom *out)
 int n_index(uint32_t batch) { return batch <= 64 ? 0 : batch <= 128 ? 1 : 2; }
 
 /* Splits of K: one unless the (row block, batch tile) units leave SMs idle, then as many as
- * fill them (at most 4, at most a tile each), so units x splits <= SMs x CTAs an SM. */
+ * fill them, at most 4 and with at least 4 tiles (1024 columns) each, so units x splits <=
+ * SMs x CTAs an SM. A shorter split would be mostly its pipeline's fill, and small models
+ * (which never fill the GPU) would pay megabytes of partials for nothing. */
 int splits(long long units, int tiles, int full)
 {
     if (units >= full) return 1;
     long long s = full / units;
     if (s > 4) s = 4;
-    if (s > tiles) s = tiles;
+    if (s > tiles / 4) s = tiles / 4;
     return s < 1 ? 1 : (int)s;
 }
 
@@ -503,18 +505,28 @@ extern "C" int df11i_fused_gemm_supported(void)
     return gemm_geom(&g) == DF11_OK && g.sms > 0;
 }
 
-extern "C" df11_status df11i_fused_gemm_workspace(uint64_t *bytes)
+extern "C" df11_status df11i_fused_gemm_workspace(uint32_t n_parts, const df11i_fixed_geom *geom,
+                                                  uint64_t *bytes)
 {
     GemmGeom g;
     df11_status s = gemm_geom(&g);
     *bytes = 0;
     if (s != DF11_OK || !g.sms) return s;
+    long long rbs = 0;
+    for (uint32_t i = 0; i < n_parts; i++) rbs += ((long long)geom[i].n_strips + 3) / 4;
+    const int tiles = (int)geom[0].tiles;
     uint64_t m = 0;
+    /* split only where the units leave SMs idle: every batch tile count below that */
     for (int i = 0; i < 3; i++) {
-        const uint64_t full = (uint64_t)g.sms * g.occ[i];
-        const uint64_t sem = (4 * full + 255) / 256 * 256, part = full * kRows * kNs[i] * 4;
-        if (sem > m) m = sem;
-        if (part > m) m = part;
+        const int full = g.sms * g.occ[i];
+        for (long long u = rbs; u < full; u += rbs) {
+            const int S = splits(u, tiles, full);
+            if (S < 2) continue;
+            const uint64_t sem = (4 * (uint64_t)u + 255) / 256 * 256,
+                           part = (uint64_t)u * S * kRows * kNs[i] * 4;
+            if (sem > m) m = sem;
+            if (part > m) m = part;
+        }
     }
     *bytes = 2 * m;
     return DF11_OK;

@@ -21,9 +21,11 @@ int df11i_fused_gemm_supported(void);
  * row stride). */
 int df11i_fused_gemm_takes(const void *x, uint64_t cols);
 
-/* Bytes of workspace a launch needs at most, any shape and batch (0 where unsupported): the
- * semaphores at its start, the split-K partials at its end, as df11i_fused_matmul's. */
-df11_status df11i_fused_gemm_workspace(uint64_t *bytes);
+/* Bytes of workspace a launch over parts of these geometries needs at any batch (0 where
+ * unsupported, or where it never splits K): twice the larger of the semaphores at its start
+ * and the split-K partials at its end, as df11i_fused_matmul's. */
+df11_status df11i_fused_gemm_workspace(uint32_t n_parts, const df11i_fixed_geom *geom,
+                                       uint64_t *bytes);
 
 /* df11i_fused_matmul's product for any batch, the parts checked by it and their geometries
  * in geom (df11i_fixed_geometry, in the int range). */

@@ -468,7 +468,7 @@ extern "C" df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint
         if (b > m) m = b;
     }
     uint64_t gemm = 0;
-    if ((s = df11i_fused_gemm_workspace(&gemm)) != DF11_OK) return s;
+    if ((s = df11i_fused_gemm_workspace(n_parts, g, &gemm)) != DF11_OK) return s;
     *bytes = 2 * m > gemm ? 2 * m : gemm;
     return DF11_OK;
 }
