@@ -127,7 +127,6 @@ template <> __device__ __forceinline__ void wgmma_ss<128>(float *d, uint64_t da,
         : "l"(da), "l"(db));
 }
 
-
 __device__ __forceinline__ void wgmma_fence()
 {
     asm volatile("wgmma.fence.sync.aligned;" ::: "memory");

@@ -327,12 +327,13 @@ DF11_API df11_status df11_model_stats_get(const df11_model *model, df11_model_st
  *     strips) at a time into per-thread buffers, never whole; except a layer W where the
  *     arena has a slot for every served block: through the arena (below), where its block,
  *     decoded once, stays decoded for the products after;
- *   - CUDA backend, W fixed-coded (DF11_CODEC_EXP_FIXED), batch 1..32, sm_80+: a fused
- *     kernel multiplies straight from the compressed tensor, W decoded in registers and
- *     never written to memory (fp32 accumulation, deterministic on a device; within the
- *     fp32 bound of, not bit-identical to, the cuBLAS result). Products of one model on
- *     one stream can be captured in a CUDA graph;
- *   - otherwise (CUDA: W Huffman-coded; either backend: W fixed-coded at batch > 32):
+ *   - CUDA backend, W fixed-coded (DF11_CODEC_EXP_FIXED), batch 1..32 on sm_80+, 1..64 on
+ *     Hopper (sm_90a code, the default build): a fused kernel multiplies straight from the
+ *     compressed tensor, W decoded on chip and never written to global memory (fp32
+ *     accumulation, deterministic on a device; within the fp32 bound of, not
+ *     bit-identical to, the cuBLAS result). Products of one model on one stream can be
+ *     captured in a CUDA graph;
+ *   - otherwise (CUDA: W Huffman-coded; either backend: W fixed-coded past those batches):
  *     through the arena. W's block is decoded into an arena slot on the side stream
  *     exactly as df11_block_acquire does it (the next blocks prefetched behind it), held
  *     for the product, and released on `stream`; the block stays cached, so a pass over a
