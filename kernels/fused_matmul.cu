@@ -1,5 +1,7 @@
 /* The fused matmul on fixed-code tensors (codec/fixed.h, DF11_CODEC_EXP_FIXED):
- *     y[b][n] = sum_k x[b][k] * W[n][k],  W rows x cols BF16 as HF stores it, B = 1..32,
+ *     y[b][n] = sum_k x[b][k] * W[n][k],  W rows x cols BF16 as HF stores it, B = 1..32
+ * (df11i_fused_matmul takes any batch: past 32 kernels/fused_gemm.cu, or this kernel 32
+ * rows of x at a time),
  * or W up to 8 such tensors of one K stacked by rows (parts, one launch),
  * straight from the compressed payload: W is decoded in registers right after its load,
  * fed to mma.m16n8k16 (bf16 in, fp32 accumulate) and never written back to memory.
@@ -166,9 +168,10 @@ __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float 
 }
 
 // What one warp does: walk tiles (s, t0..t1) of its strip (walk_strip,
-// kernels/fused_matmul_strip.cuh), each step's x loaded before the step waits for its
-// copies, its 32 decoded weights a lane fed to 4 * NB MMAs. The probe's defaults: 8 CTAs of 2 warps an SM (FG_MINB, FG_WARPS there). XV: K is a
-// multiple of 64 (no pad columns) and x_vec, so x needs no bounds check.
+// kernels/fused_matmul_strip.cuh), each step's x loaded before the step waits for its copies,
+// its 32 decoded weights a lane fed to 4 * NB MMAs. The probe's defaults: 8 CTAs of 2 warps an
+// SM (FG_MINB, FG_WARPS there). XV: K is a multiple of 64 (no pad columns) and x_vec, so x
+// needs no bounds check.
 template <int NB, bool XV>
 __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocksWide)
     fused_matmul_kernel(Args a)

@@ -69,7 +69,6 @@ inline df11_status geom_of(uint64_t rows, uint64_t cols, df11i_fixed_geom *g)
     return DF11_OK;
 }
 
-
 __device__ __forceinline__ void cp16(void *smem, const void *g)
 {
     uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
@@ -137,22 +136,21 @@ __device__ __forceinline__ void issue_step(const uint8_t *smp, int t, int t0, in
     cp_commit();
 }
 
-
 // Where a step's 32 weights a lane sit (decode_step's o[16]): o[8h + i] (i < 4) holds
 // columns 32h + 8q + 2i, +1 of row nrow (q = lane & 3, nrow = lane >> 2), o[8h + 4 + i]
 // the same columns of row nrow + 8. As mma.m16n8k16 A fragments: columns 64-wide step,
 // k-chunk 2h + j is {o[8h + 2j], o[8h + 4 + 2j], o[8h + 2j + 1], o[8h + 5 + 2j]}.
 
 // The walk over tiles t0, t0 + TS, ... below t1 of strip s of W (a warp; 4 steps a tile, the
-// tensor's last tile W.last_steps; TS > 1 where TS warps share a strip's tiles). Per tile: escape masks, one warp prefix sum of escape counts, an
-// 8-byte exception window per lane. Per step: pre(t, g) (the caller's loads that must be
-// issued before the step waits for its copies), the wait, the slot refilled with the next
-// tile's step at once, corrections (a RED per escape, in warp-uniform rounds), 16 pairs
-// decoded (PRMT, SHF, 2 LOP3, IADD3), then use(t, g, o). Bytes per tile: 4096 sm + 1536
-// codes + ~100 exceptions, read once. corr4: the lane's 64 bytes of correction words, zero
-// on entry and on return. PDL_WAIT: griddepcontrol.wait once the first tile's copies are
-// in flight (fused_matmul.cu's programmatic launch). err: ORed with 1 where a tile's codes
-// and exception offsets disagree (may be NULL).
+// tensor's last tile W.last_steps; TS > 1 where TS warps share a strip's tiles). Per tile:
+// escape masks, one warp prefix sum of escape counts, an 8-byte exception window per lane. Per
+// step: pre(t, g) (the caller's loads that must be issued before the step waits for its
+// copies), the wait, the slot refilled with the next tile's step at once, corrections (a RED
+// per escape, in warp-uniform rounds), 16 pairs decoded (PRMT, SHF, 2 LOP3, IADD3), then use(t,
+// g, o). Bytes per tile: 4096 sm + 1536 codes + ~100 exceptions, read once. corr4: the lane's
+// 64 bytes of correction words, zero on entry and on return. PDL_WAIT: griddepcontrol.wait once
+// the first tile's copies are in flight (fused_matmul.cu's programmatic launch). err: ORed with
+// 1 where a tile's codes and exception offsets disagree (may be NULL).
 template <bool PDL_WAIT, int TS = 1, class Pre, class Use>
 __device__ __forceinline__ void walk_strip(const Mat &W, int s, int t0, int t1, uint32_t lane,
                                            uint8_t *ring, uint4 *corr4, unsigned *err, Pre &&pre,

@@ -47,8 +47,9 @@ int df11i_fused_matmul_supported(void);
 uint32_t df11i_fused_matmul_default_max(void);
 
 /* Bytes of workspace df11i_fused_matmul needs for a launch over n_parts tensors of these
- * rows and `cols` columns, at any batch, on the current device. It holds a semaphore word
- * per 16-row strip at its start (which must be zero before the first launch; every launch
+ * rows and `cols` columns, at any batch, on the current device. It holds semaphore words
+ * at its start (one per 16-row strip; the wgmma kernel's, one per 64-row block and batch
+ * tile where it splits K) (which must be zero before the first launch; every launch
  * leaves them zero) and the split-K partials at its end, and is twice the larger of the
  * two: so launches may share one workspace of the largest of their sizes, the partials of
  * one never reaching the semaphores of another. DF11_ERR_UNSUPPORTED when the device or
@@ -73,6 +74,9 @@ df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint64_t *rows,
  * tied for every Llama-3-8B matrix in the probe, bench/probes/fused_gemv.cu); n > 1 (up to
  * 64) n times that, for the probe's per-matrix grid search: its split-K partials may then
  * need more than df11i_fused_matmul_workspace's bytes (DF11_ERR_STATE if ws is short).
+ *
+ * grid_scale and pdl apply to the mma.sync kernel only (batch <= 32, and its 32-row
+ * launches); the wgmma kernel is launched plainly with its own grid.
  *
  * pdl: launch with programmatic dependent launch (sm_90+; ignored below): the kernel lets
  * the next programmatic launch start early and, before it reads x or the workspace or

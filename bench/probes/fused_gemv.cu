@@ -13,15 +13,16 @@
 //      --reps replays) per matrix and for the whole block (as 7 tensors, and as engines
 //      store it: q/k/v and gate/up stacked into one tensor each), and a device-to-device copy.
 // --profile launches the kernel and cuBLAS on gate (B = 1, 8, 16; --pbatch B: B alone, up to
-// 300; --pmat I: matrix I, 0..6 = q k v o gate up down) a few times without graphs, for ncu; --sanitize launches the kernel alone on q (whose CTAs may cross a strip
-// boundary), k, the odd shape and the escape-heavy tensor, also at B = 64, 129 and 300 (the
-// wgmma kernel's tiles, kernels/fused_gemm.cu), for compute-sanitizer. Device
-// calls and results: bench/RESULTS.md.
+// 300; --pmat I: matrix I, 0..6 = q k v o gate up down; --preps N: N launches each) without
+// graphs, for ncu; --sanitize launches the kernel alone on q (whose CTAs may cross a strip
+// boundary), k, the odd shape and the escape-heavy tensor, also at B = 64, 129, 256 and 300
+// (the wgmma kernel's tiles, kernels/fused_gemm.cu), for compute-sanitizer. Device calls and
+// results: bench/RESULTS.md.
 //
-// The kernel is the library's (kernels/fused_matmul.cu, df11i_fused_matmul, described
-// there and in docs/KERNELS.md); this file is its harness only. Launches are programmatic
-// (PDL) unless --no-pdl; per matrix and B the block uses the best of 1x, 2x, 4x the
-// default grid (df11i_fused_matmul's grid_scale). x rows have stride K (the library's).
+// The kernel is the library's (kernels/fused_matmul.cu, df11i_fused_matmul, described there and
+// in docs/KERNELS.md); this file is its harness only. Launches are programmatic (PDL) unless
+// --no-pdl; per matrix and B the block uses the best of 1x, 2x, 4x the default grid
+// (df11i_fused_matmul's grid_scale). x rows have stride K (the library's).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
