@@ -116,7 +116,7 @@ enum { K_GEMMEX, K_LT, K_FIXED, K_HUFF, K_GEMMEX_STACKED, K_FIXED_STACKED };
 static const int STACKS[4][2] = { { 0, 3 }, { 3, 1 }, { 4, 2 }, { 6, 1 } };
 /* The fused limit a column sets; LIM_OWN leaves the op's own, LIM_EVERY takes every batch. */
 #define LIM_OWN DF11I_FUSED_AUTO
-#define LIM_EVERY (UINT32_MAX - 1)
+#define LIM_EVERY DF11I_FUSED_EVERY
 
 static const struct column {
     const char *key, *title;
@@ -614,7 +614,7 @@ int bench_matmul_main(int argc, char **argv)
     struct cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     const int fused_ok = df11i_fused_matmul_supported();
-    const uint32_t fused_max = df11i_fused_matmul_default_max();
+    const uint32_t fused_max = df11i_fused_matmul_default_max(MATS[0].cols); /* all K % 8 == 0 */
 
     { /* the roof: 1 GiB device to device, bytes read + written */
         const size_t n = 1u << 30;

@@ -462,6 +462,32 @@ df11_status gemm_geom(GemmGeom *out)
 
 int n_index(uint32_t batch) { return batch <= 64 ? 0 : batch <= 128 ? 1 : 2; }
 
+/* x as the tensor map can describe it: 16-byte aligned rows of cols % 8 == 0 BF16. */
+bool x_fits(const void *x, uint64_t cols)
+{
+    return reinterpret_cast<uintptr_t>(x) % 16 == 0 && cols % 8 == 0;
+}
+
+/* The row blocks (4 strips each) of a launch over these parts. */
+long long row_blocks(uint32_t n_parts, const df11i_fixed_geom *geom)
+{
+    long long r = 0;
+    for (uint32_t i = 0; i < n_parts; i++) r += ((long long)geom[i].n_strips + 3) / 4;
+    return r;
+}
+
+/* Workspace of a launch of `units` (row block, batch tile) units in S splits of N batch
+ * rows: a semaphore word a unit at the start, a 64 x N fp32 partial a CTA at the end. */
+struct SplitBytes {
+    uint64_t sem, part;
+};
+SplitBytes split_bytes(long long units, int S, int N)
+{
+    if (S < 2) return SplitBytes{ 0, 0 };
+    return SplitBytes{ (4 * (uint64_t)units + 255) / 256 * 256,
+                       (uint64_t)units * S * kRows * N * 4 };
+}
+
 /* Splits of K: one unless the (row block, batch tile) units leave SMs idle, then as many as
  * fill them, at most 4 and with at least 4 tiles (1024 columns) each, so units x splits <=
  * SMs x CTAs an SM. A shorter split would be mostly its pipeline's fill, and small models
@@ -490,30 +516,30 @@ extern "C" df11_status df11i_fused_gemm_workspace(uint32_t n_parts, const df11i_
     df11_status s = gemm_geom(&g);
     *bytes = 0;
     if (s != DF11_OK || !g.sms) return s;
-    long long rbs = 0;
-    for (uint32_t i = 0; i < n_parts; i++) rbs += ((long long)geom[i].n_strips + 3) / 4;
+    const long long rbs = row_blocks(n_parts, geom);
     const int tiles = (int)geom[0].tiles;
     uint64_t m = 0;
     /* split only where the units leave SMs idle: every batch tile count below that */
     for (int i = 0; i < 3; i++) {
         const int full = g.sms * g.occ[i];
         for (long long u = rbs; u < full; u += rbs) {
-            const int S = splits(u, tiles, full);
-            if (S < 2) continue;
-            const uint64_t sem = (4 * (uint64_t)u + 255) / 256 * 256,
-                           part = (uint64_t)u * S * kRows * kNs[i] * 4;
-            if (sem > m) m = sem;
-            if (part > m) m = part;
+            const SplitBytes b = split_bytes(u, splits(u, tiles, full), kNs[i]);
+            if (b.sem > m) m = b.sem;
+            if (b.part > m) m = b.part;
         }
     }
     *bytes = 2 * m;
     return DF11_OK;
 }
 
+extern "C" int df11i_fused_gemm_takes_cols(uint64_t cols)
+{
+    return cols % 8 == 0 && df11i_fused_gemm_supported();
+}
+
 extern "C" int df11i_fused_gemm_takes(const void *x, uint64_t cols)
 {
-    return reinterpret_cast<uintptr_t>(x) % 16 == 0 && cols % 8 == 0 &&
-           df11i_fused_gemm_supported();
+    return x_fits(x, cols) && df11i_fused_gemm_supported();
 }
 
 extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t n_parts,
@@ -524,27 +550,25 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     GemmGeom gg;
     df11_status st = gemm_geom(&gg);
     if (st != DF11_OK) return st;
-    if (!gg.sms || !df11i_fused_gemm_takes(x, geom[0].cols))
+    if (!gg.sms || !x_fits(x, geom[0].cols))
         return df11i_fail(DF11_ERR_UNSUPPORTED, "fused gemm: not on this device or for this x");
     GemmArgs a = {};
-    long long rbs = 0;
     int y_col = 0;
-    for (uint32_t i = 0; i < n_parts; i++) {
-        a.W[i] = mat_of(parts[i], geom[i], (int)rbs, y_col);
-        rbs += ((long long)geom[i].n_strips + 3) / 4;
+    for (uint32_t i = 0; i < n_parts; i++) { /* part i's first row block: those before it */
+        a.W[i] = mat_of(parts[i], geom[i], (int)row_blocks(i, geom), y_col);
         y_col += (int)geom[i].rows;
     }
+    const long long rbs = row_blocks(n_parts, geom);
     const int ni = n_index(batch), N = kNs[ni];
     const long long nbt = ((long long)batch + N - 1) / N, units = rbs * nbt;
     const int tiles = (int)geom[0].tiles;
     const int S = splits(units, tiles, gg.sms * gg.occ[ni]);
     const long long ctas = units * S;
     if (ctas > INT32_MAX) return df11i_fail(DF11_ERR_UNSUPPORTED, "fused gemm: %lld CTAs", ctas);
-    const uint64_t sem = S > 1 ? (4 * (uint64_t)units + 255) / 256 * 256 : 0,
-                   part = S > 1 ? (uint64_t)ctas * kRows * N * 4 : 0;
-    if (sem + part > ws_size)
+    const SplitBytes need = split_bytes(units, S, N);
+    if (need.sem + need.part > ws_size)
         return df11i_fail(DF11_ERR_STATE, "fused gemm: workspace %llu bytes, needs %llu",
-                          (unsigned long long)ws_size, (unsigned long long)(sem + part));
+                          (unsigned long long)ws_size, (unsigned long long)(need.sem + need.part));
     CUtensorMap map;
     const cuuint64_t dims[2] = { geom[0].cols, batch };
     const cuuint64_t strides[1] = { geom[0].cols * 2 };
@@ -557,7 +581,7 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     if (ce != CUDA_SUCCESS)
         return df11i_fail(DF11_ERR_DEVICE, "fused gemm: cuTensorMapEncodeTiled: error %d", (int)ce);
     a.y = y;
-    a.ws = reinterpret_cast<float *>(static_cast<uint8_t *>(ws) + (ws_size - part) / 4 * 4);
+    a.ws = reinterpret_cast<float *>(static_cast<uint8_t *>(ws) + (ws_size - need.part) / 4 * 4);
     a.sem = static_cast<unsigned *>(ws);
     a.err = d_error;
     a.n_parts = (int)n_parts;

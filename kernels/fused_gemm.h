@@ -17,8 +17,11 @@ extern "C" {
  * in the build (CMAKE_CUDA_ARCHITECTURES with 90a), else 0. */
 int df11i_fused_gemm_supported(void);
 
-/* 1 when it takes this x: supported, x 16-byte aligned and cols % 8 == 0 (its tensor map's
- * row stride). */
+/* 1 when it takes an x of `cols` columns that is 16-byte aligned: supported, and cols % 8 ==
+ * 0 (its tensor map's row stride). */
+int df11i_fused_gemm_takes_cols(uint64_t cols);
+
+/* 1 when it takes this x: df11i_fused_gemm_takes_cols, and x 16-byte aligned. */
 int df11i_fused_gemm_takes(const void *x, uint64_t cols);
 
 /* Bytes of workspace a launch over parts of these geometries needs at any batch (0 where

@@ -447,10 +447,10 @@ extern "C" int df11i_fused_matmul_supported(void)
     return dev_geom(&dg) == DF11_OK && dg.sms > 0;
 }
 
-extern "C" uint32_t df11i_fused_matmul_default_max(void)
+extern "C" uint32_t df11i_fused_matmul_default_max(uint64_t cols)
 {
     if (!df11i_fused_matmul_supported()) return 0;
-    return df11i_fused_gemm_supported() ? DF11_FUSED_GEMM_MAX_BATCH : DF11_FUSED_MAX_BATCH;
+    return df11i_fused_gemm_takes_cols(cols) ? DF11_FUSED_GEMM_MAX_BATCH : DF11_FUSED_MAX_BATCH;
 }
 
 extern "C" df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint64_t *rows,

@@ -41,10 +41,11 @@ typedef struct df11i_fused_part {
 /* 1 when the current device can run the fused kernel (sm_80+), else 0. */
 int df11i_fused_matmul_supported(void);
 
-/* The largest batch for which the fused path beats decode + cuBLAS on the current device:
- * DF11_FUSED_GEMM_MAX_BATCH where the wgmma kernel runs, else DF11_FUSED_MAX_BATCH (0 where
- * the fused kernel cannot run). */
-uint32_t df11i_fused_matmul_default_max(void);
+/* The largest batch for which the fused path beats decode + cuBLAS on the current device, for
+ * a tensor of `cols` columns: DF11_FUSED_GEMM_MAX_BATCH where the wgmma kernel runs and takes
+ * them (df11i_fused_gemm_takes_cols), else DF11_FUSED_MAX_BATCH (past it, 32-row launches
+ * are slower than decode + cuBLAS); 0 where the fused kernel cannot run. */
+uint32_t df11i_fused_matmul_default_max(uint64_t cols);
 
 /* Bytes of workspace df11i_fused_matmul needs for a launch over n_parts tensors of these
  * rows and `cols` columns, at any batch, on the current device. It holds semaphore words

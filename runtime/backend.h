@@ -217,9 +217,11 @@ df11_status df11i_cuda_matmul_fused_ws(df11i_backend *be, const df11_file *file,
 /* The CUDA backend's rows_decode (runtime/gather_cuda.c, over kernels/gather.h). */
 df11_status df11i_cuda_rows_decode(df11i_backend *be, const df11i_rows_args *a);
 /* The largest batch the CUDA fused path takes, process-wide: DF11I_FUSED_AUTO (the default)
- * the device's own (df11i_fused_matmul_default_max), 0 never, UINT32_MAX - 1 every batch: for
- * tests and benchmarks that force a path. Returns the previous value. */
+ * the device's own for the tensor (df11i_fused_matmul_default_max), 0 never,
+ * DF11I_FUSED_EVERY every batch: for tests and benchmarks that force a path. Returns the
+ * previous value. */
 #define DF11I_FUSED_AUTO UINT32_MAX
+#define DF11I_FUSED_EVERY (UINT32_MAX - 1)
 uint32_t df11i_cuda_matmul_fused_limit(uint32_t max_batch);
 
 /* The CUDA entry points of the rest of the library. Defined by backend_cuda.c where the

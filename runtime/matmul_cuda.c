@@ -129,10 +129,11 @@ df11_status df11i_cuda_decode_tensor(df11i_backend *be, const df11i_backend_grou
 }
 
 /* --- The fused path: fixed-code tensors at batch 1..fused_max (kernels/matmul.h), by
- * default the device's df11i_fused_matmul_default_max. It beats decode + cuBLAS at every
- * batch it takes (it reads the compressed tensor once, where the decode path reads it,
- * writes and rereads the BF16 weights); at batch 0 ("every batch") it answers no, so every
- * tensor keeps the decode path's plan and scratch for the batches above. */
+ * default the device's df11i_fused_matmul_default_max for the tensor's columns. It beats
+ * decode + cuBLAS at every batch it takes (it reads the compressed tensor once, where the
+ * decode path reads it, writes and rereads the BF16 weights); at batch 0 ("every batch") it
+ * answers no, so every tensor keeps the decode path's plan and scratch for the batches
+ * above. */
 
 static _Atomic uint32_t fused_max = DF11I_FUSED_AUTO;
 
@@ -166,12 +167,8 @@ int df11i_cuda_matmul_fused_takes(df11i_backend *be, const df11_file *file, uint
 {
     uint32_t lim = atomic_load_explicit(&fused_max, memory_order_relaxed);
     if (lim == DF11I_FUSED_AUTO) {
-        lim = df11i_fused_matmul_default_max();
-        /* past 32 only where the wgmma kernel's tensor map can describe x (K % 8 == 0):
-         * otherwise 32-row launches, slower than decode + cuBLAS */
         const df11_tensor_info *ti = df11_file_tensor(file, tensor);
-        if (lim > DF11_FUSED_MAX_BATCH && (!ti || ti->ndim != 2 || ti->shape[1] % 8 != 0))
-            lim = DF11_FUSED_MAX_BATCH;
+        lim = ti && ti->ndim == 2 ? df11i_fused_matmul_default_max(ti->shape[1]) : 0;
     }
     if (batch == 0 || batch > lim) return 0;
     uint64_t bytes = 0;

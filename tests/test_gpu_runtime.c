@@ -142,16 +142,16 @@ START_TEST(test_fused_matmul)
         ck_assert_int_eq(df11_file_find_tensor(f, sh->name, &t), DF11_OK);
         ck_assert_int_eq(df11_file_tensor(f, t)->codec, DF11_CODEC_EXP_FIXED);
         if (!df11i_fused_matmul_supported()) continue; /* pre-sm_80: decode path only */
-        const uint32_t dmax = df11i_fused_matmul_default_max();
-        ck_assert_uint_ge(dmax, DF11_FUSED_MAX_BATCH);
-        ck_assert(df11i_cuda_matmul_fused_takes(NULL, f, t, 1));
+        const uint32_t lim = df11i_fused_matmul_default_max(sh->k);
+        ck_assert_uint_ge(lim, DF11_FUSED_MAX_BATCH);
         /* past 32 only where the wgmma kernel can read x (K % 8 == 0) */
-        const uint32_t lim = sh->k % 8 && dmax > DF11_FUSED_MAX_BATCH ? DF11_FUSED_MAX_BATCH : dmax;
+        if (sh->k % 8) ck_assert_uint_eq(lim, DF11_FUSED_MAX_BATCH);
+        ck_assert(df11i_cuda_matmul_fused_takes(NULL, f, t, 1));
         ck_assert(df11i_cuda_matmul_fused_takes(NULL, f, t, lim));
         ck_assert(!df11i_cuda_matmul_fused_takes(NULL, f, t, lim + 1));
         ck_assert(!df11i_cuda_matmul_fused_takes(NULL, f, t, 0));
         /* the fused path at every batch below, past the default too */
-        const uint32_t old = df11i_cuda_matmul_fused_limit(UINT32_MAX - 1);
+        const uint32_t old = df11i_cuda_matmul_fused_limit(DF11I_FUSED_EVERY);
         const int big = sh->n * sh->k > 1000000;
         for (size_t bi = 0; bi < sizeof FU_BATCHES / sizeof FU_BATCHES[0]; bi++) {
             const uint32_t batch = FU_BATCHES[bi];
@@ -177,7 +177,7 @@ START_TEST(test_fused_matmul)
                               batch);
                 df11i_cuda_matmul_fused_limit(0);
                 fu_run(m, &wt, dx, batch, yd, dy, NULL, yc, raw2);
-                df11i_cuda_matmul_fused_limit(UINT32_MAX - 1);
+                df11i_cuda_matmul_fused_limit(DF11I_FUSED_EVERY);
                 for (size_t j = 0; j < n; j++) {
                     const double bf = fu_bound(sh->k, ref[j], mag[j], yd);
                     ck_assert_msg(fabs(yf[j] - ref[j]) <= bf,
@@ -232,7 +232,7 @@ START_TEST(test_fused_matmul_stacked)
         ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
         for (int i = 0; i < np; i++) parts[i] = wt;
         ck_assert_int_eq(df11_weight_stack(m, (uint32_t)np, parts, &st), DF11_OK);
-        const uint32_t old = df11i_cuda_matmul_fused_limit(UINT32_MAX - 1);
+        const uint32_t old = df11i_cuda_matmul_fused_limit(DF11I_FUSED_EVERY);
         for (uint32_t batch = 1; batch <= 161; batch += batch < DF11_FUSED_MAX_BATCH ? 8 : 64) {
             uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, &rng);
             const size_t n1 = (size_t)batch * sh->n, n = n1 * np;
@@ -288,7 +288,7 @@ START_TEST(test_fused_matmul_streams)
     uint64_t rng = fu.seed ^ 0x73;
     enum { N = 6 };
     /* the third past the fused path's default: a decode path product */
-    const uint32_t batch[N] = { 1, 16, df11i_fused_matmul_default_max() + 1, 3, 8, 64 };
+    const uint32_t batch[N] = { 1, 16, df11i_fused_matmul_default_max(sh->k) + 1, 3, 8, 64 };
     cudaStream_t st[2];
     for (int i = 0; i < 2; i++)
         ck_assert_int_eq(cudaStreamCreateWithFlags(&st[i], cudaStreamNonBlocking), cudaSuccess);

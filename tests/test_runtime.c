@@ -1112,13 +1112,14 @@ static df11_model *mm_open_slots(int kind, df11_nonlayer_policy pol, int n_threa
     return m;
 }
 
-/* The largest batch the fixed code's fused path takes on the backend under test (past it,
- * the arena path). */
-static uint32_t fused_max(void)
+/* The largest batch the fixed code's fused path takes on the backend under test for a
+ * tensor of k columns (past it, the arena path). */
+static uint32_t fused_max(uint32_t k)
 {
 #ifdef RT_TEST_CUDA
-    return df11i_fused_matmul_default_max();
+    return df11i_fused_matmul_default_max(k);
 #else
+    (void)k;
     return DF11_FUSED_MAX_BATCH;
 #endif
 }
@@ -1214,7 +1215,7 @@ START_TEST(test_matmul_reference)
         }
         /* 1..17, and past the fixed code's fused limit (its arena path) */
         for (uint32_t bi = 1; bi <= 18; bi++) {
-            const uint32_t batch = bi <= 17 ? bi : fused_max() + 1;
+            const uint32_t batch = bi <= 17 ? bi : fused_max(sh->k) + 1;
             uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, &rng);
             for (int d = 0; d < 2; d++) {
                 const df11_dtype yd = d ? DF11_DTYPE_BF16 : DF11_DTYPE_F32;
@@ -1229,7 +1230,7 @@ START_TEST(test_matmul_reference)
 #ifdef RT_TEST_CUDA
                     /* the fixed-code model on the fused kernel: within the bound, its own
                      * summation order (tests/test_gpu_runtime.c compares the two paths) */
-                    if (j == 3 && batch <= fused_max()) {
+                    if (j == 3 && batch <= fused_max(sh->k)) {
                         mm_check_reference(sh, w, x, batch, yd, y[j]);
                         continue;
                     }
@@ -1393,7 +1394,7 @@ START_TEST(test_matmul_stacked)
     static const int combos[][4] = { { 3, 0, 1, 2 }, { 2, 1, 0 }, { 1, 2 }, { 2, 1, 1 } };
     /* either side of the fixed code's fused limit (each part through the arena above it) */
     const uint32_t batches[] = { 1, 3, DF11_FUSED_MAX_BATCH, DF11_FUSED_MAX_BATCH + 1,
-                                 fused_max() + 1 };
+                                 fused_max(parts[0].k) + 1 };
     uint64_t rng = mm.seed ^ 0x5354;
     for (int kind = 0; kind < 3; kind++) {
         df11_model *m = mm_open(kind, kind ? DF11_NONLAYER_ARENA : DF11_NONLAYER_RESIDENT, 2);
@@ -1430,7 +1431,7 @@ START_TEST(test_matmul_stacked)
                         void *got = mm_columns(ys, batch, rows, col, sh->n, esz);
                         int fused = 0;
 #ifdef RT_TEST_CUDA
-                        fused = kind == 2 && batch <= fused_max();
+                        fused = kind == 2 && batch <= fused_max(parts[0].k);
 #endif
                         if (fused) {
                             mm_check_reference(sh, source_in(&mm.t, sh->name)->data, x, batch, yd,
@@ -1606,7 +1607,7 @@ START_TEST(test_matmul_fixed_corrupt)
     fclose(fp);
     free(image);
     const uint32_t batches[] = { 1, DF11_FUSED_MAX_BATCH, DF11_FUSED_MAX_BATCH + 1,
-                                 fused_max() + 1 };
+                                 fused_max(sh->k) + 1 };
     for (size_t i = 0; i < sizeof batches / sizeof *batches; i++) {
         const uint32_t batch = batches[i];
         df11_model_options o = opts(2);
@@ -1643,7 +1644,8 @@ START_TEST(test_matmul_block_once)
     df11_weight a, b;
     ck_assert_int_eq(df11_weight_get(m, MM_SHAPES[0].name, &a), DF11_OK);
     ck_assert_int_eq(df11_weight_get(m, MM_SHAPES[1].name, &b), DF11_OK);
-    const uint32_t batch = fused_max() + 1; /* fused up to it */
+    const uint32_t la = fused_max(a.cols), lb = fused_max(b.cols);
+    const uint32_t batch = (la > lb ? la : lb) + 1; /* fused up to it */
     uint64_t rng = mm.seed ^ 0x62;
     uint16_t *xa = df11_test_random_bf16((size_t)batch * a.cols, &rng),
              *xb = df11_test_random_bf16((size_t)batch * b.cols, &rng);
