@@ -3,21 +3,22 @@
  * payload in registers, written to shared memory and multiplied there by Hopper's
  * warpgroup MMA (wgmma, sm_90a code only); W is never written back to global memory.
  *
- * A CTA (512 threads, one an SM) takes a row block of 64 rows (4 strips of 16), a tile of N
- * batch rows (N = 64, 128 or 256) and a range of the strips' tiles (split-K). Its warps are
- * specialised (Roles):
- *   decoders  4 per phase, a strip each; phase p walks tiles t0 + p, t0 + p + P, ...
+ * A CTA (512 threads, one an SM) takes a row block of 64 rows (4 strips of 16), a tile of 64
+ * batch rows and a range of the strips' tiles (split-K). Its warps are specialised:
+ *   decoders  3 phases of 4 warps, a strip each; phase p walks tiles t0 + p, t0 + p + 3, ...
  *             (walk_strip, the mma.sync kernel's decode) and stores each step's 16 x 64
- *             weights into decoded-W stage j % AS in the 128-byte swizzle wgmma reads, then
- *             arrives on the stage's full barrier;
- *   consumers one warpgroup (two of 128 batch rows for N = 256), fp32 accumulators in
- *             registers: per step it waits for the stage and for its x slice (TMA, a tensor
- *             map over x, zero past K and past the batch, XS stages), runs 4 wgmma
- *             m64nNk16 with both operands in shared memory and, once the step before has
- *             finished, releases that step's stages.
- * A decoder reuses a stage once every consumer warpgroup has released the step before in it:
- * a count per warpgroup, since a barrier's parity cannot tell how far a phase has run ahead.
- * Each W element is decoded once per batch tile.
+ *             weights into its own decoded-W stages (4 a phase) in the 128-byte swizzle
+ *             wgmma reads, then arrives on the stage's full barrier;
+ *   consumers one warpgroup, fp32 accumulators in registers: per step it waits for the
+ *             stage and for its x slice (TMA, a tensor map over x, zero past K and past the
+ *             batch), runs 4 wgmma m64n64k16 with both operands in shared memory and, once
+ *             the step before has finished, arrives on that step's empty barrier.
+ * Every shared byte has one writer: a decoder warp rewrites only the stages of its phase, the
+ * step before its own in them, once that step's empty barrier has completed (a phase is at
+ * most one use ahead of the consumers there, so the barrier's parity is enough); x stages
+ * are rewritten by the consumers' TMA thread after the same barrier. Each W element is
+ * decoded once per batch tile; batches past 64 run several tiles (the op takes decode +
+ * cuBLAS there by default: bench/RESULTS.md).
  *
  * Split-K: the host picks S splits so that the grid fills the GPU; each CTA writes its
  * 64 x N fp32 partial to the workspace and the last of a tile's S CTAs to finish sums the S
@@ -50,32 +51,24 @@ using namespace df11i_fused;
 constexpr int kRows = 64;         /* W rows a CTA: a 16-row strip for each of 4 warps */
 constexpr int kWBytes = 64 * 128; /* a decoded-W stage: 64 rows x 64 BF16, swizzled */
 
-/* The roles of a CTA for a batch tile of N rows: NC consumer warpgroups of NW = N / NC batch
- * rows each (fp32 accumulators: NW / 2 registers a thread; XS x stages each) and P phases of
- * 4 decoder warps, phase p decoding tiles t0 + p, t0 + p + P, ... of the 4 strips; AS
- * decoded-W stages. 512 threads, so 128 registers a thread: one CTA an SM. More stages (12,
- * 11 with 2 x stages, 7 for N = 64, 128, 256) measured no faster (bench/RESULTS.md). */
-template <int N> struct Roles {
-    static constexpr int NC = N > 128 ? 2 : 1, NW = N / NC, P = 4 - NC;
-    static constexpr int XS = 3, AS = N > 128 ? 6 : 8;
-    static constexpr int DECODERS = 4 * P, THREADS = 128 * (P + NC);
-};
-constexpr int kThreads = 512;
+/* The roles: 3 phases of 4 decoder warps (a 16-row strip each) and one consumer warpgroup
+ * of 64 batch rows (fp32 accumulators: 32 registers a thread); a phase's 4 decoded-W stages
+ * hold one tile, so a stage has one writer; XS x stages. 512 threads, 128 registers a
+ * thread: one CTA an SM. */
+constexpr int kN = 64; /* batch rows a CTA */
+constexpr int kPhases = 3, kDecoders = 4 * kPhases, kStages = 4 * kPhases, kXStages = 3;
+constexpr int kThreads = 32 * kDecoders + 128;
+constexpr uint32_t kXBytes = kN * 128;  /* an x stage: 64 batch rows x 64 BF16, swizzled */
 constexpr size_t kMaxSmem = 227 * 1024; /* a CTA's dynamic shared memory on sm_90 */
-static_assert(Roles<64>::THREADS == kThreads && Roles<256>::THREADS == kThreads, "");
-
-template <int N> constexpr size_t gemm_smem()
-{
-    using Ro = Roles<N>;
-    return 1024 /* alignment */ + (size_t)Ro::NC * Ro::XS * Ro::NW * 128 + Ro::AS * kWBytes +
-           (size_t)Ro::DECODERS * (RING_BYTES + CORR_BYTES) + 8 * (Ro::AS + Ro::NC * Ro::XS) +
-           4 * (Ro::NC + 1);
-}
+constexpr size_t kSmem = 1024 /* alignment */ + (size_t)kXStages * kXBytes + kStages * kWBytes +
+                         (size_t)kDecoders * (RING_BYTES + CORR_BYTES) +
+                         8 * (2 * kStages + kXStages) + 4 /* last */;
+static_assert(kThreads == 512 && kSmem <= kMaxSmem, "one CTA an SM");
 
 struct GemmArgs {
     Mat W[DF11_FUSED_MAX_PARTS]; /* g0: the part's first row block in the launch */
     void *y;                     /* B x ldy, F32 or (y_bf16) BF16 */
-    float *ws;                   /* partials: (row blocks x nbt) x S x 64 N */
+    float *ws;                   /* partials: (row blocks x nbt) x S x 64 x 64 */
     unsigned *sem;               /* a word per (row block, batch tile) when S > 1 */
     unsigned *err;
     int n_parts, B, ldy, y_bf16, nbt, S, tiles;
@@ -95,8 +88,8 @@ __device__ __forceinline__ uint64_t sw128_desc(uint32_t saddr)
            (1ull << 62);
 }
 
-template <int N> __device__ __forceinline__ void wgmma_ss(float *d, uint64_t da, uint64_t db);
-template <> __device__ __forceinline__ void wgmma_ss<64>(float *d, uint64_t da, uint64_t db)
+/* D(64 x 64, fp32) += A(64 x 16) B(16 x 64)ᵀ, both operands in shared memory (descriptors). */
+__device__ __forceinline__ void wgmma_m64n64(float *d, uint64_t da, uint64_t db)
 {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
@@ -106,24 +99,6 @@ template <> __device__ __forceinline__ void wgmma_ss<64>(float *d, uint64_t da, 
           "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
           "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
           "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-        : "l"(da), "l"(db));
-}
-
-template <> __device__ __forceinline__ void wgmma_ss<128>(float *d, uint64_t da, uint64_t db)
-{
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
-          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
-          "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
-          "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
-          "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
-          "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
-          "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
-          "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
-          "+f"(d[63])
         : "l"(da), "l"(db));
 }
 
@@ -184,42 +159,21 @@ __device__ __forceinline__ void mbar_arrive(uint64_t *bar)
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(bar)) : "memory");
 }
 
-/* A monotonic count in shared memory: consumers add (release), decoders wait for a value
- * (acquire). */
-__device__ __forceinline__ void count_release(unsigned *c)
-{
-    asm volatile("red.release.cta.shared::cta.add.u32 [%0], 1;" ::"r"(smem_u32(c)) : "memory");
-}
-__device__ __forceinline__ void wait_count(const unsigned *c, unsigned v)
-{
-    unsigned x;
-    do {
-        asm volatile("ld.acquire.cta.shared::cta.u32 %0, [%1];"
-                     : "=r"(x)
-                     : "r"(smem_u32(c))
-                     : "memory");
-    } while (x < v);
-}
-
-template <int N>
 __global__ void __launch_bounds__(kThreads, 1)
     fused_gemm_kernel(const __grid_constant__ CUtensorMap xmap, GemmArgs a)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    using Ro = Roles<N>;
-    constexpr int NC = Ro::NC, NW = Ro::NW, P = Ro::P, AS = Ro::AS, R = NW / 2, kXStages = Ro::XS;
-    constexpr uint32_t XBYTES = NW * 128;
+    constexpr int R = kN / 2; /* accumulators a consumer thread */
     extern __shared__ __align__(16) uint8_t dsm[];
     const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const uint32_t q = lane & 3, nrow = lane >> 2;
     uint8_t *xs = dsm + ((1024 - (smem_u32(dsm) & 1023)) & 1023); /* 1024-aligned: the swizzle */
-    uint8_t *wb = xs + NC * kXStages * XBYTES;
-    uint8_t *rings = wb + AS * kWBytes;
-    uint8_t *corrs = rings + Ro::DECODERS * RING_BYTES;
-    uint64_t *full = reinterpret_cast<uint64_t *>(corrs + Ro::DECODERS * CORR_BYTES);
-    uint64_t *xfull = full + AS;
-    /* steps released, times 4 (its warps), by each consumer warpgroup */
-    unsigned *released = reinterpret_cast<unsigned *>(xfull + NC * kXStages), *last = released + NC;
+    uint8_t *wb = xs + kXStages * kXBytes;
+    uint8_t *rings = wb + kStages * kWBytes;
+    uint8_t *corrs = rings + kDecoders * RING_BYTES;
+    uint64_t *full = reinterpret_cast<uint64_t *>(corrs + kDecoders * CORR_BYTES);
+    uint64_t *empty = full + kStages, *xfull = empty + kStages;
+    unsigned *last = reinterpret_cast<unsigned *>(xfull + kXStages);
 
     const int bt = (int)blockIdx.x % a.nbt, rest = (int)blockIdx.x / a.nbt;
     const int sp = rest % a.S, rb = rest / a.S, unit = rb * a.nbt + bt;
@@ -230,22 +184,23 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int n_steps = 4 * (t1 - t0 - 1) + (t1 == a.tiles ? W.last_steps : 4);
 
     /* the rows of a warp past the tensor's strips stay zero (its walk stores nothing) */
-    for (int i = (int)tid; i < AS * kWBytes / 16; i += kThreads)
+    for (int i = (int)tid; i < kStages * kWBytes / 16; i += kThreads)
         reinterpret_cast<uint4 *>(wb)[i] = make_uint4(0, 0, 0, 0);
     if (tid == 0) {
-        for (int i = 0; i < AS; i++) mbar_init(full + i, 4); /* the step's 4 decoder warps */
-        for (int i = 0; i < NC; i++) released[i] = 0;
-        for (int i = 0; i < NC * kXStages; i++) mbar_init(xfull + i, 1);
+        for (int i = 0; i < kStages; i++) {
+            mbar_init(full + i, 4);  /* the step's 4 decoder warps */
+            mbar_init(empty + i, 4); /* the 4 consumer warps */
+        }
+        for (int i = 0; i < kXStages; i++) mbar_init(xfull + i, 1);
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     fence_proxy_async();
     __syncthreads();
 
-    if ((int)warp < Ro::DECODERS) {
+    if ((int)warp < kDecoders) {
         /* decoder warp: strip warp % 4, phase warp / 4; step j of the CTA (tile t0 + j / 4)
-         * into stage j % AS once step j - AS is released by every consumer warp. Counts, not
-         * a barrier's phase: a phase's decoders may run ahead of another phase's by more than
-         * a barrier's two phases can tell apart. */
+         * into stage j % kStages (a stage of this phase), once the consumers are done with
+         * step j - kStages, the phase's own step before in that stage */
         const int w = (int)warp & 3, p = (int)warp >> 2, s = (rb - W.g0) * 4 + w;
         if (t0 + p >= t1) return;
         uint4 *corr4 = reinterpret_cast<uint4 *>(corrs + warp * CORR_BYTES + lane * 64);
@@ -253,15 +208,13 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int v = 0; v < 4; v++) corr4[v] = make_uint4(0, 0, 0, 0);
         const bool active = s < W.n_strips;
         /* a warp past the tensor's strips walks the last one (its bytes hit in cache) and
-         * stores nothing; it still marks its steps done */
-        walk_strip<false, P>(
+         * stores nothing; it still marks its steps done, in order like the others */
+        walk_strip<false, kPhases>(
             W, active ? s : W.n_strips - 1, t0 + p, t1, lane, rings + warp * RING_BYTES, corr4,
             a.err, [](int, int) {},
             [&](int t, int g, const uint32_t o[16]) {
-                const int j = 4 * (t - t0) + g, st = j % AS, use = j / AS;
-                if (use)
-                    for (int i = 0; i < NC; i++) /* one count each: a sum would let one run ahead */
-                        wait_count(released + i, 4u * (uint32_t)(j - AS + 1));
+                const int j = 4 * (t - t0) + g, st = j % kStages, use = j / kStages;
+                if (use) mbar_wait(empty + st, (uint32_t)(use - 1) & 1);
                 uint8_t *buf = wb + st * kWBytes;
                 const uint32_t r = 16 * w + nrow;
                 if (active) {
@@ -282,16 +235,14 @@ __global__ void __launch_bounds__(kThreads, 1)
         return;
     }
 
-    /* consumer warpgroup c: batch rows c NW .. of the tile, x by its own TMA stages */
-    const int c = ((int)warp - Ro::DECODERS) >> 2, cw = ((int)warp - Ro::DECODERS) & 3;
-    const uint32_t ctid = tid - 32 * Ro::DECODERS; /* 0 .. 128 NC - 1 */
-    uint8_t *xc = xs + c * kXStages * XBYTES;
-    uint64_t *xb = xfull + c * kXStages;
-    const bool producer = (ctid & 127) == 0;
+    /* the consumer warpgroup: batch rows bt kN .., x by its TMA stages */
+    const int cw = (int)warp - kDecoders;
+    const uint32_t ctid = tid - 32 * kDecoders; /* 0 .. 127 */
+    const bool producer = ctid == 0;
     auto load_x = [&](int j) {
         const int t = t0 + j / 4, g = j % 4;
-        tma_x(&xmap, xc + (j % kXStages) * XBYTES, xb + j % kXStages, 256 * t + 64 * g,
-              bt * N + c * NW, XBYTES);
+        tma_x(&xmap, xs + (j % kXStages) * kXBytes, xfull + j % kXStages, 256 * t + 64 * g, bt * kN,
+              kXBytes);
     };
     if (producer)
         for (int j = 0; j < kXStages && j < n_steps; j++) load_x(j);
@@ -299,33 +250,38 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int i = 0; i < R; i++) acc[i] = 0.f;
     for (int j = 0; j < n_steps; j++) {
-        const int st = j % AS;
-        mbar_wait(full + st, (uint32_t)(j / AS) & 1);
-        mbar_wait(xb + j % kXStages, (uint32_t)(j / kXStages) & 1);
+        const int st = j % kStages;
+        mbar_wait(full + st, (uint32_t)(j / kStages) & 1);
+        mbar_wait(xfull + j % kXStages, (uint32_t)(j / kXStages) & 1);
         const uint32_t wa = smem_u32(wb + st * kWBytes),
-                       xa = smem_u32(xc + (j % kXStages) * XBYTES);
+                       xa = smem_u32(xs + (j % kXStages) * kXBytes);
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < 4; kk++)
-            wgmma_ss<NW>(acc, sw128_desc(wa + 32 * kk), sw128_desc(xa + 32 * kk));
+            wgmma_m64n64(acc, sw128_desc(wa + 32 * kk), sw128_desc(xa + 32 * kk));
         wgmma_commit();
         wgmma_wait<1>();
-        /* step j - 1's MMAs are done: its W stage and x stage are free */
+        /* this warp's MMAs of step j - 1 are done; once every warp's are, its W stage and x
+         * stage are free */
         if (j > 0) {
-            if (lane == 0) count_release(released + c);
-            if (producer && j - 1 + kXStages < n_steps) load_x(j - 1 + kXStages);
+            const int e = (j - 1) % kStages;
+            if (lane == 0) mbar_arrive(empty + e);
+            if (producer && j - 1 + kXStages < n_steps) {
+                mbar_wait(empty + e, (uint32_t)((j - 1) / kStages) & 1);
+                load_x(j - 1 + kXStages);
+            }
         }
     }
     wgmma_wait<0>();
     fence_acc<R>(acc);
 
-    /* acc[4 i + e]: row 16 cw + nrow + 8 (e >> 1), batch row bt N + c NW + 8 i + 2 q + (e & 1) */
+    /* acc[4 i + e]: row 16 cw + nrow + 8 (e >> 1), batch row bt kN + 8 i + 2 q + (e & 1) */
     auto store_y = [&](const float *v) {
 #pragma unroll
         for (int i = 0; i < R; i++) {
             const int e = i & 3, row = 16 * cw + (int)nrow + 8 * (e >> 1);
             const int r = (rb - W.g0) * kRows + row;
-            const int b = bt * N + c * NW + 8 * (i >> 2) + 2 * (int)q + (e & 1);
+            const int b = bt * kN + 8 * (i >> 2) + 2 * (int)q + (e & 1);
             if (b < a.B && r < W.rows) {
                 const long long at = (long long)b * a.ldy + W.y_col + r;
                 if (a.y_bf16)
@@ -339,24 +295,23 @@ __global__ void __launch_bounds__(kThreads, 1)
         store_y(acc);
         return;
     }
-    constexpr int CT = 128 * NC; /* consumer threads */
-    float *part = a.ws + (long long)unit * a.S * (kRows * N);
+    float *part = a.ws + (long long)unit * a.S * (kRows * kN);
 #pragma unroll
-    for (int i = 0; i < R; i++) part[(long long)sp * kRows * N + i * CT + ctid] = acc[i];
+    for (int i = 0; i < R; i++) part[(long long)sp * kRows * kN + i * 128 + ctid] = acc[i];
     __threadfence();
-    asm volatile("bar.sync 1, %0;" ::"n"(CT) : "memory");
+    asm volatile("bar.sync 1, 128;" ::: "memory");
     if (ctid == 0) *last = atomicAdd(a.sem + unit, 1u) == (unsigned)a.S - 1;
-    asm volatile("bar.sync 1, %0;" ::"n"(CT) : "memory");
+    asm volatile("bar.sync 1, 128;" ::: "memory");
     if (!*last) return;
     __threadfence();
     /* p_0 + p_1 + ... in split order, this CTA's own p_sp from its registers (in place) */
 #pragma unroll
     for (int i = 0; i < R; i++) {
-        const float *pi = part + i * CT + ctid;
+        const float *pi = part + i * 128 + ctid;
         float v = 0.f;
-        for (int k = 0; k < sp; k++) v += __ldcg(pi + (long long)k * kRows * N);
+        for (int k = 0; k < sp; k++) v += __ldcg(pi + (long long)k * kRows * kN);
         v += acc[i];
-        for (int k = sp + 1; k < a.S; k++) v += __ldcg(pi + (long long)k * kRows * N);
+        for (int k = sp + 1; k < a.S; k++) v += __ldcg(pi + (long long)k * kRows * kN);
         acc[i] = v;
     }
     store_y(acc);
@@ -390,25 +345,9 @@ EncodeTiled encode_tiled()
     return fn;
 }
 
-using GemmFn = void (*)(CUtensorMap, GemmArgs);
-constexpr int kNs[3] = { 64, 128, 256 };
-static_assert(gemm_smem<64>() <= kMaxSmem && gemm_smem<128>() <= kMaxSmem &&
-                  gemm_smem<256>() <= kMaxSmem,
-              "shared memory");
-size_t smem_of(int ni)
-{
-    return ni == 0 ? gemm_smem<64>() : ni == 1 ? gemm_smem<128>() : gemm_smem<256>();
-}
-GemmFn gemm_of(int ni)
-{
-    static const GemmFn k[3] = { fused_gemm_kernel<64>, fused_gemm_kernel<128>,
-                                 fused_gemm_kernel<256> };
-    return k[ni];
-}
-
-/* Per device: SMs and CTAs an SM for each N (0: the path is unavailable). */
+/* Per device: SMs and CTAs an SM (0: the path is unavailable). */
 struct GemmGeom {
-    int sms, occ[3];
+    int sms, occ;
 };
 constexpr int kMaxDevices = 64;
 std::atomic<int> g_state[kMaxDevices]; /* 0 unknown, 1 known, 2 unsupported */
@@ -438,16 +377,12 @@ df11_status gemm_geom(GemmGeom *out)
         st = 2;
         /* sm_90a code runs on compute capability 9.0 only */
         if (major == 9 && minor == 0 && encode_tiled()) {
-            st = 1;
-            for (int i = 0; i < 3 && e == cudaSuccess; i++) {
-                const int smem = (int)smem_of(i);
-                e = cudaFuncSetAttribute(gemm_of(i), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         smem);
-                if (e == cudaSuccess)
-                    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&g.occ[i], gemm_of(i),
-                                                                      kThreads, smem);
-                if (g.occ[i] <= 0) st = 2;
-            }
+            e = cudaFuncSetAttribute(fused_gemm_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     (int)kSmem);
+            if (e == cudaSuccess)
+                e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&g.occ, fused_gemm_kernel,
+                                                                  kThreads, kSmem);
+            st = g.occ > 0 ? 1 : 2;
             if (e != cudaSuccess)
                 return df11i_fail(DF11_ERR_DEVICE, "fused gemm: kernel attributes: %s",
                                   cudaGetErrorString(e));
@@ -459,8 +394,6 @@ df11_status gemm_geom(GemmGeom *out)
 #endif
     return DF11_OK;
 }
-
-int n_index(uint32_t batch) { return batch <= 64 ? 0 : batch <= 128 ? 1 : 2; }
 
 /* x as the tensor map can describe it: 16-byte aligned rows of cols % 8 == 0 BF16. */
 bool x_fits(const void *x, uint64_t cols)
@@ -476,16 +409,16 @@ long long row_blocks(uint32_t n_parts, const df11i_fixed_geom *geom)
     return r;
 }
 
-/* Workspace of a launch of `units` (row block, batch tile) units in S splits of N batch
- * rows: a semaphore word a unit at the start, a 64 x N fp32 partial a CTA at the end. */
+/* Workspace of a launch of `units` (row block, batch tile) units in S splits: a semaphore
+ * word a unit at the start, a 64 x 64 fp32 partial a CTA at the end. */
 struct SplitBytes {
     uint64_t sem, part;
 };
-SplitBytes split_bytes(long long units, int S, int N)
+SplitBytes split_bytes(long long units, int S)
 {
     if (S < 2) return SplitBytes{ 0, 0 };
     return SplitBytes{ (4 * (uint64_t)units + 255) / 256 * 256,
-                       (uint64_t)units * S * kRows * N * 4 };
+                       (uint64_t)units * S * kRows * kN * 4 };
 }
 
 /* Splits of K: one unless the (row block, batch tile) units leave SMs idle, then as many as
@@ -520,13 +453,11 @@ extern "C" df11_status df11i_fused_gemm_workspace(uint32_t n_parts, const df11i_
     const int tiles = (int)geom[0].tiles;
     uint64_t m = 0;
     /* split only where the units leave SMs idle: every batch tile count below that */
-    for (int i = 0; i < 3; i++) {
-        const int full = g.sms * g.occ[i];
-        for (long long u = rbs; u < full; u += rbs) {
-            const SplitBytes b = split_bytes(u, splits(u, tiles, full), kNs[i]);
-            if (b.sem > m) m = b.sem;
-            if (b.part > m) m = b.part;
-        }
+    const int full = g.sms * g.occ;
+    for (long long u = rbs; u < full; u += rbs) {
+        const SplitBytes b = split_bytes(u, splits(u, tiles, full));
+        if (b.sem > m) m = b.sem;
+        if (b.part > m) m = b.part;
     }
     *bytes = 2 * m;
     return DF11_OK;
@@ -559,21 +490,20 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
         y_col += (int)geom[i].rows;
     }
     const long long rbs = row_blocks(n_parts, geom);
-    const int ni = n_index(batch), N = kNs[ni];
-    const long long nbt = ((long long)batch + N - 1) / N, units = rbs * nbt;
+    const long long nbt = ((long long)batch + kN - 1) / kN, units = rbs * nbt;
     const int tiles = (int)geom[0].tiles;
-    const int S = splits(units, tiles, gg.sms * gg.occ[ni]);
+    const int S = splits(units, tiles, gg.sms * gg.occ);
     const long long ctas = units * S;
     if (ctas > INT32_MAX) return df11i_fail(DF11_ERR_UNSUPPORTED, "fused gemm: %lld CTAs", ctas);
-    const SplitBytes need = split_bytes(units, S, N);
+    const SplitBytes need = split_bytes(units, S);
     if (need.sem + need.part > ws_size)
         return df11i_fail(DF11_ERR_STATE, "fused gemm: workspace %llu bytes, needs %llu",
                           (unsigned long long)ws_size, (unsigned long long)(need.sem + need.part));
     CUtensorMap map;
     const cuuint64_t dims[2] = { geom[0].cols, batch };
     const cuuint64_t strides[1] = { geom[0].cols * 2 };
-    /* a consumer warpgroup's box: 64 columns x its batch rows */
-    const cuuint32_t box[2] = { 64, (cuuint32_t)(N > 128 ? 128 : N) }, estr[2] = { 1, 1 };
+    /* an x stage: 64 columns x the tile's batch rows */
+    const cuuint32_t box[2] = { 64, kN }, estr[2] = { 1, 1 };
     CUresult ce = encode_tiled()(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void *>(x),
                                  dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
                                  CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
@@ -591,7 +521,7 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     a.nbt = (int)nbt;
     a.S = S;
     a.tiles = tiles;
-    gemm_of(ni)<<<(unsigned)ctas, kThreads, smem_of(ni), static_cast<cudaStream_t>(stream)>>>(map,
+    fused_gemm_kernel<<<(unsigned)ctas, kThreads, kSmem, static_cast<cudaStream_t>(stream)>>>(map,
                                                                                               a);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)

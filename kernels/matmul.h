@@ -26,7 +26,7 @@ extern "C" {
 #define DF11_FUSED_MAX_BATCH 32
 /* Where the wgmma kernel runs, the fused path's default limit (df11i_fused_matmul_default_max):
  * past it decode + cuBLAS is faster (df11-bench matmul, bench/RESULTS.md: at 64 the wgmma
- * kernel's tile of 64 batch rows is 7% faster, at 128 and above its larger tiles are slower). */
+ * kernel is 5% faster; past it each 64-row batch tile decodes W again, and it is slower). */
 #define DF11_FUSED_GEMM_MAX_BATCH 64
 /* The most tensors one launch multiplies (a stacked weight's parts). */
 #define DF11_FUSED_MAX_PARTS 8
