@@ -24,7 +24,8 @@
  *             outside a capture)
  *   fused     the fused path forced at every B (past 32 the wgmma kernel where it runs)
  *   decode    decode + cuBLAS forced (df11i_cuda_matmul_fused_limit(0)): the arena path
- *   huffman   df11_matmul on the Huffman model (the arena path)
+ *   huffman   df11_matmul on the Huffman model, the op's own choice (its fused kernel to
+ *             batch 8, the arena path above; --lane-symbols sets the model's chunk size)
  *   op_vs_better  op / min(fused, decode): issue 11 asks the op's choice to stay <= 1.03
  *   stacked   the block as engines that keep q, k, v and gate, up as one matrix call it:
  *             4 products (q+k+v, o, gate+up, down), df11_weight_stack on the fixed-code
@@ -72,7 +73,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: df11-bench matmul [--blocks L] [--batches 1,2,...] [--reps R] [--dir DIR]\n"
-            "                         [--f32] [--threads T] [--json]\n"
+            "                         [--f32] [--threads T] [--lane-symbols S] [--json]\n"
             "The matmul op over a model of L Llama-3-8B blocks (fixed and Huffman codes), a\n"
             "pass over every block's 7 matrices as an engine calls them, against the faster\n"
             "of cublasGemmEx and cublasLt (best of 8 algorithms) on the BF16 weights under\n"
@@ -83,6 +84,8 @@ static void usage(FILE *f)
             "  --dir DIR    temporary files: L x 436 MB BF16, two models of ~0.7x that\n"
             "               (default $TMPDIR or /tmp)\n"
             "  --threads T  generator and compressor threads (default 0 = all cores)\n"
+            "  --lane-symbols S  the Huffman model's symbols a lane (multiple of 8; default\n"
+            "               df11-compress's): its fused kernel's warps are S-long sequences\n"
             "  --f32        y in F32 instead of BF16\n"
             "  --json       the numbers as one JSON object\n",
             MAX_BLOCKS, MAX_REPS);
@@ -455,17 +458,16 @@ static void json_num(const char *key, double v, const char *fmt)
 
 int bench_matmul_main(int argc, char **argv)
 {
-    static const struct option lo[] = { { "blocks", required_argument, 0, 'L' },
-                                        { "batches", required_argument, 0, 'b' },
-                                        { "reps", required_argument, 0, 'r' },
-                                        { "dir", required_argument, 0, 'd' },
-                                        { "threads", required_argument, 0, 't' },
-                                        { "f32", no_argument, 0, 'f' },
-                                        { "json", no_argument, 0, 'j' },
-                                        { "help", no_argument, 0, 'h' },
-                                        { 0, 0, 0, 0 } };
+    static const struct option lo[] = {
+        { "blocks", required_argument, 0, 'L' },  { "batches", required_argument, 0, 'b' },
+        { "reps", required_argument, 0, 'r' },    { "dir", required_argument, 0, 'd' },
+        { "threads", required_argument, 0, 't' }, { "lane-symbols", required_argument, 0, 's' },
+        { "f32", no_argument, 0, 'f' },           { "json", no_argument, 0, 'j' },
+        { "help", no_argument, 0, 'h' },          { 0, 0, 0, 0 }
+    };
     uint32_t batches[MAX_BATCHES] = { 1, 2, 4, 8, 16, 32, 64, 128, 256, 512 };
     int n_b = 10, threads = 0, json = 0, c;
+    uint32_t lane_symbols = 0; /* the Huffman model's; 0: the library's default */
     long v;
     const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     bench b = { .L = 8, .yd = DF11_DTYPE_BF16, .reps = 20 };
@@ -501,6 +503,14 @@ int bench_matmul_main(int argc, char **argv)
             if ((v = cli_parse_range(optarg, 0, 4096)) < 0)
                 return cli_usage_error(TOOL, "--threads takes 0..4096, not '%s'", optarg);
             threads = (int)v;
+            break;
+        case 's':
+            if ((v = cli_parse_range(optarg, 8, 4096)) < 0 || v % 8)
+                return cli_usage_error(TOOL,
+                                       "--lane-symbols takes a multiple of 8 in 8..4096, "
+                                       "not '%s'",
+                                       optarg);
+            lane_symbols = (uint32_t)v;
             break;
         case 'f': b.yd = DF11_DTYPE_F32; break;
         case 'j': json = 1; break;
@@ -542,6 +552,7 @@ int bench_matmul_main(int argc, char **argv)
                  k ? "huffman" : "fixed");
         df11_compress_options co = { .n_threads = threads,
                                      .codec = k ? DF11_CODEC_EXP_HUFFMAN : DF11_CODEC_EXP_FIXED,
+                                     .lane_symbols = k ? lane_symbols : 0,
                                      .progress = cli_progress,
                                      .progress_ctx = (void *)TOOL };
         df11_status s = df11_compress_tensors(path[k], src, n_w, NULL, 0, &co, NULL);

@@ -1,8 +1,10 @@
 /* The GPU group decoder: one launch turns a group's payload (docs/FORMAT.md) into its BF16
  * tensors at their 256-byte-aligned offsets, padding zeroed. Host code here only launches;
  * the plan (kernels/plan.c) says which CTA does what. Never allocates, never synchronizes.
- * Also the Huffman row decode of kernels/gather.h (df11i_gpu_rows_huffman): the same warp
- * chunk decoder (decode_chunk, templated on where its output goes), keeping only rows.
+ * The same warp chunk decoder (decode_chunk, templated on where its output goes) also
+ * serves the Huffman row decode of kernels/gather.h (df11i_gpu_rows_huffman), keeping only
+ * rows, and the fused matmul on Huffman tensors of kernels/matmul.h (df11i_huffman_matmul),
+ * multiplying the decoded weights by x instead of storing them.
  *
  * Work split (decided in one place, df11i_gpu_plan_build):
  *   - EXP_HUFFMAN tensor: one warp per chunk, warps_per_cta chunks per CTA; the CTA first
@@ -15,11 +17,13 @@
  *   - The CTA (warp) that handles a tensor's last piece zero-fills its padding up to the
  *     next 256-byte boundary, so the whole decoded group is written by the kernel.
  */
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
 #include "kernels/decode.h"
 #include "kernels/gather.h"
+#include "kernels/matmul.h"
 extern "C" {
 #include "codec/codec.h" /* DF11_MAX_CODE_LEN */
 #include "common/error.h"
@@ -265,6 +269,7 @@ struct dense_sink {
     {
         reinterpret_cast<uint16_t *>(out)[e] = v;
     }
+    __device__ __forceinline__ void step_done(uint32_t) const {}
 };
 
 /* The row decode's sink: only elements [lo, hi) of the chunk, element e to out[e + off],
@@ -287,10 +292,13 @@ struct window_sink {
 #pragma unroll
         for (uint32_t i = 0; i < 8; i++) put1(e + i, (uint16_t)(w[i / 2] >> (16 * (i % 2))));
     }
+    __device__ __forceinline__ void step_done(uint32_t) const {}
 };
 
 /* One warp decodes chunk `chunk` of tensor d: lane l decodes groups l, l+m, l+2m, ... of 8
- * elements. An iteration is kSteps steps; per step a lane takes its 8 sm bytes (loaded
+ * elements, each handed to the sink (put8, or put1 for the steps taken symbol by symbol);
+ * after each step the whole warp calls out.step_done(end), `end` the chunk element the
+ * step's elements end before. An iteration is kSteps steps; per step a lane takes its 8 sm bytes (loaded
  * an iteration earlier; the warp's 8m bytes are contiguous in global memory), decodes 8
  * exponents with 4 refills and 4 symbol pairs, and writes 16 bytes (the warp's 16m bytes
  * are contiguous). The warp's words come through the word ring, front to back. The steps
@@ -299,7 +307,7 @@ struct window_sink {
  * addresses: the decode table and this warp's word ring. */
 template <class Sink>
 __device__ void decode_chunk(const df11i_gpu_tensor_desc &d, uint32_t chunk, uint32_t lut,
-                             uint32_t ring, const uint8_t *__restrict__ payload, const Sink &out,
+                             uint32_t ring, const uint8_t *__restrict__ payload, Sink &out,
                              uint32_t *err)
 {
     const uint32_t l = threadIdx.x % kLanes, S = d.lane_symbols,
@@ -361,10 +369,13 @@ __device__ void decode_chunk(const df11i_gpu_tensor_desc &d, uint32_t chunk, uin
         iteration_begin(r, l);
         /* Most iterations: no lane can reach its tail (an iteration takes at most 8 words). */
         const bool no_tail = __all_sync(0xffffffffu, b.words >= kSteps * kGroup / 2);
+        const uint32_t step_end = e8 - kGroup * l + kGroup * kLanes;
         out.put8(e8, decode_step_voted(no_tail, b, r, lut, lut_scale, lower_mul, s0, flags));
+        out.step_done(step_end);
         if (more) s0 = __ldg(smp);
         out.put8(e8 + kGroup * kLanes,
                  decode_step_voted(no_tail, b, r, lut, lut_scale, lower_mul, s1, flags));
+        out.step_done(step_end + kGroup * kLanes);
         if (more) s1 = __ldg(smp + kLanes);
     }
     /* The remaining steps, symbol by symbol: lane l holds group k*m + l, if any, with up to
@@ -382,6 +393,7 @@ __device__ void decode_chunk(const df11i_gpu_tensor_desc &d, uint32_t chunk, uin
                 out.put1(8 * g + i, (uint16_t)((v & 0x80) << 8 | (e & 0x7f80) | (v & 0x7f)));
             }
         }
+        out.step_done(min(n, kGroup * m * (k + 1)));
     }
     cp_async_commit_wait<0>(); /* no copy may land after the CTA's shared memory is gone */
     /* Exactly the recorded length: every word and the tail taken, nothing left over. */
@@ -582,6 +594,221 @@ __global__ void __launch_bounds__(32 * kRowsWarps)
                  nullptr);
 }
 
+constexpr int kMatmulWarps = 8; /* warps per CTA of the fused Huffman matmul */
+
+__device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
+
+struct HuffMatmulArgs {
+    const uint16_t *x; /* B x K BF16, row stride K */
+    void *y;           /* B x ldy, F32 or (y_bf16) BF16 */
+    float *part;       /* 2 x NB floats a chunk: its first and its last row's partial sums */
+    unsigned *sem;     /* a word a row, zero between launches */
+    uint32_t *err;
+    uint32_t K, B, ldy, y_bf16;
+    bool x_vec; /* x 16-byte aligned: 8 weights' x in one load */
+};
+
+/* The fused Huffman matmul's sink: y[b][r] = sum_k x[b][k] W[r][k] over the rows of W the
+ * chunk touches, NB >= B batch rows. A lane sums its weights' products for the row in
+ * progress (acc) and, where a step crosses into the next row, for that one (nxt): a step
+ * spans at most 256 <= K elements, so two rows at most, and 8 elements never straddle a
+ * row (K % 8 == 0). When a step ends the row in progress (warp-uniform), the warp adds its
+ * lanes' sums (a butterfly, fixed order) and commits the row: to y where the chunk holds all
+ * of it, else as the chunk's partial, which the last of the row's chunks to finish sums in
+ * chunk order (a semaphore a row). So y does not depend on timing or on the device. */
+template <int NB> struct dot_sink {
+    const HuffMatmulArgs a;
+    uint64_t base, row; /* the chunk's first element; the row in progress */
+    int64_t bound;      /* chunk-relative end of the row in progress */
+    uint32_t n, chunk, ce;
+    float acc[NB], nxt[NB];
+    uint4 xn[NB]; /* x for the lane's next put8 */
+
+    __device__ dot_sink(const HuffMatmulArgs &args, uint32_t c, uint32_t chunk_elems,
+                        uint64_t n_elements)
+        : a(args), chunk(c), ce(chunk_elems)
+    {
+        base = (uint64_t)c * ce;
+        n = (uint32_t)min((uint64_t)ce, n_elements - base);
+        row = base / a.K;
+        bound = (int64_t)((row + 1) * a.K - base);
+#pragma unroll
+        for (int b = 0; b < NB; b++) acc[b] = nxt[b] = 0.f, xn[b] = make_uint4(0, 0, 0, 0);
+        x_ahead(kGroup * (threadIdx.x % kLanes));
+    }
+
+    /* x[b][col .. col + 7] as 4 bf16 pairs */
+    __device__ __forceinline__ uint4 x8(int b, uint32_t col) const
+    {
+        const uint16_t *p = a.x + (uint64_t)b * a.K + col;
+        if (a.x_vec) return __ldg(reinterpret_cast<const uint4 *>(p));
+        uint32_t v[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) v[i] = __ldg(p + 2 * i) | (uint32_t)__ldg(p + 2 * i + 1) << 16;
+        return make_uint4(v[0], v[1], v[2], v[3]);
+    }
+    /* The column of chunk element e, in the row in progress or one or two after it. */
+    __device__ __forceinline__ uint32_t col_of(int64_t e) const
+    {
+        int64_t c = e - (bound - a.K);
+        if (c >= a.K) c -= a.K;
+        if (c >= a.K) c -= a.K;
+        return (uint32_t)c;
+    }
+    /* x of the lane's next step (chunk element e), loaded a step ahead so that the step's
+     * products do not wait for it */
+    __device__ __forceinline__ void x_ahead(uint32_t e)
+    {
+        const uint32_t col = col_of(e);
+#pragma unroll
+        for (int b = 0; b < NB; b++)
+            if (b < (int)a.B) xn[b] = x8(b, col);
+    }
+    __device__ __forceinline__ void add(bool cur, int b, float d)
+    {
+        if (cur)
+            acc[b] += d;
+        else
+            nxt[b] += d;
+    }
+    /* The main loop's steps: lane l's 8 elements at e = 8 l + 256 k, x already loaded */
+    __device__ __forceinline__ void put8(uint32_t e, uint4 v)
+    {
+        const bool cur = (int64_t)e < bound;
+        const float w[8] = { bf16_lo(v.x), bf16_hi(v.x), bf16_lo(v.y), bf16_hi(v.y),
+                             bf16_lo(v.z), bf16_hi(v.z), bf16_lo(v.w), bf16_hi(v.w) };
+        uint4 xv[NB];
+#pragma unroll
+        for (int b = 0; b < NB; b++) xv[b] = xn[b];
+        x_ahead(e + kGroup * kLanes);
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            if (b >= (int)a.B) break;
+            float d = w[0] * bf16_lo(xv[b].x);
+            d = fmaf(w[1], bf16_hi(xv[b].x), d);
+            d = fmaf(w[2], bf16_lo(xv[b].y), d);
+            d = fmaf(w[3], bf16_hi(xv[b].y), d);
+            d = fmaf(w[4], bf16_lo(xv[b].z), d);
+            d = fmaf(w[5], bf16_hi(xv[b].z), d);
+            d = fmaf(w[6], bf16_lo(xv[b].w), d);
+            d = fmaf(w[7], bf16_hi(xv[b].w), d);
+            add(cur, b, d);
+        }
+    }
+    __device__ __forceinline__ void put1(uint32_t e, uint16_t v)
+    {
+        const bool cur = (int64_t)e < bound;
+        const uint32_t col = col_of(e);
+        const float w = bf16_lo(v);
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            if (b >= (int)a.B) break;
+            add(cur, b, w * bf16_lo(__ldg(a.x + (uint64_t)b * a.K + col)));
+        }
+    }
+    __device__ __forceinline__ void store(int b, uint64_t r, float v) const
+    {
+        const uint64_t at = (uint64_t)b * a.ldy + r;
+        if (a.y_bf16)
+            static_cast<__nv_bfloat16 *>(a.y)[at] = __float2bfloat16_rn(v);
+        else
+            static_cast<float *>(a.y)[at] = v;
+    }
+    /* Row r's sums v (per lane) are complete for this chunk: the whole warp. */
+    __device__ __forceinline__ void commit(uint64_t r, float v[NB])
+    {
+        const uint32_t lane = threadIdx.x % kLanes;
+#pragma unroll
+        for (int b = 0; b < NB; b++)
+#pragma unroll
+            for (int o = kLanes / 2; o > 0; o /= 2) v[b] += __shfl_xor_sync(0xffffffffu, v[b], o);
+        const uint64_t rs = r * a.K;
+        if (rs >= base && rs + a.K <= base + n) { /* the whole row is in this chunk */
+#pragma unroll
+            for (int b = 0; b < NB; b++)
+                if (lane == (uint32_t)b && b < (int)a.B) store(b, r, v[b]);
+            return;
+        }
+        const uint32_t side = r == base / a.K ? 0 : 1;
+#pragma unroll
+        for (int b = 0; b < NB; b++)
+            if (lane == (uint32_t)b) a.part[(2 * (uint64_t)chunk + side) * NB + b] = v[b];
+        __threadfence();
+        __syncwarp();
+        unsigned old = 0;
+        if (lane == 0) old = atomicAdd(a.sem + r, 1u);
+        old = __shfl_sync(0xffffffffu, old, 0);
+        const uint64_t cf = rs / ce, cl = (rs + a.K - 1) / ce;
+        if (old != (unsigned)(cl - cf)) return; /* not the row's last chunk to finish */
+        __threadfence();
+        if (lane < a.B) {
+            float t = 0.f;
+            for (uint64_t c = cf; c <= cl; c++)
+                t += __ldcg(a.part + (2 * c + (r == c * ce / a.K ? 0 : 1)) * NB + lane);
+            store((int)lane, r, t);
+        }
+        if (lane == 0) atomicExch(a.sem + r, 0u);
+    }
+    __device__ __forceinline__ void step_done(uint32_t end)
+    {
+        if ((int64_t)end < bound) return;
+        commit(row, acc);
+#pragma unroll
+        for (int b = 0; b < NB; b++) acc[b] = nxt[b], nxt[b] = 0.f;
+        row++;
+        bound += a.K;
+    }
+    /* The row in progress at the chunk's end, if the chunk holds any of it. */
+    __device__ __forceinline__ void finish()
+    {
+        if (bound - (int64_t)a.K < (int64_t)n) commit(row, acc);
+    }
+};
+
+/* The fused Huffman matmul (df11i_huffman_matmul): warp w of the grid decodes chunk w of W
+ * (the one-tensor plan's d, decode table at lut_src) into its dot_sink. Dynamic shared
+ * memory as the group kernel's, for kMatmulWarps warps. */
+template <int NB>
+__global__ void __launch_bounds__(32 * kMatmulWarps)
+    df11i_huffman_matmul_kernel(df11i_gpu_tensor_desc d, const uint4 *__restrict__ lut_src,
+                                const uint8_t *__restrict__ payload, HuffMatmulArgs a)
+{
+    extern __shared__ uint4 smem[];
+    const uint32_t lut_bytes = DF11_GPU_LUT_BYTES(DF11_GPU_LUT_UNITS(d.max_len));
+    for (uint32_t i = threadIdx.x; i < lut_bytes / 16; i += blockDim.x)
+        smem[i] = __ldg(lut_src + i);
+    __syncthreads();
+    const uint32_t chunk = blockIdx.x * kMatmulWarps + threadIdx.x / kLanes;
+    if (chunk >= d.n_chunks) return; /* whole warps */
+    const uint32_t lut = (uint32_t)__cvta_generic_to_shared(smem);
+    const uint32_t rings = (lut + lut_bytes + kRingBytes - 1) & ~(kRingBytes - 1);
+    dot_sink<NB> sink(a, chunk, kLanes * d.lane_symbols, d.n_elements);
+    decode_chunk(d, chunk, lut, rings + threadIdx.x / kLanes * kRingBytes, payload, sink, a.err);
+    sink.finish();
+}
+
+/* The kernel for up to nb batch rows. */
+using HuffMatmulFn = void (*)(df11i_gpu_tensor_desc, const uint4 *, const uint8_t *,
+                              HuffMatmulArgs);
+HuffMatmulFn huffman_matmul_of(uint32_t batch)
+{
+    return batch <= 1   ? df11i_huffman_matmul_kernel<1>
+           : batch <= 2 ? df11i_huffman_matmul_kernel<2>
+           : batch <= 4 ? df11i_huffman_matmul_kernel<4>
+                        : df11i_huffman_matmul_kernel<DF11_HUFFMAN_FUSED_MAX_BATCH>;
+}
+
+/* Workspace of a tensor's launch: semaphores (a word a row), then, from the end, partials. */
+struct HuffWs {
+    uint64_t sem, part;
+};
+HuffWs huffman_ws(uint64_t rows, uint64_t n_chunks)
+{
+    return HuffWs{ (4 * rows + 255) / 256 * 256,
+                   2 * n_chunks * DF11_HUFFMAN_FUSED_MAX_BATCH * sizeof(float) };
+}
+
 /* Lets `kernel` take `smem` bytes of dynamic shared memory (needed above 48 KiB). */
 df11_status allow_smem(size_t smem, const void *kernel = (const void *)df11i_decode_kernel)
 {
@@ -722,5 +949,81 @@ extern "C" df11_status df11i_gpu_rows_huffman(const df11i_gpu_tensor_desc *d, co
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "rows decode launch (%llu CTAs): %s",
                           (unsigned long long)ctas, cudaGetErrorString(e));
+    return DF11_OK;
+}
+
+extern "C" df11_status df11i_huffman_matmul_workspace(uint64_t rows, uint64_t n_chunks,
+                                                      uint64_t *bytes)
+{
+    if (!bytes) return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_huffman_matmul_workspace: NULL");
+    const HuffWs w = huffman_ws(rows, n_chunks);
+    *bytes = 2 * (w.sem > w.part ? w.sem : w.part);
+    return DF11_OK;
+}
+
+extern "C" int df11i_huffman_matmul_takes_cols(uint64_t cols)
+{
+    return cols % 8 == 0 && cols >= 256 && cols <= UINT32_MAX / 2;
+}
+
+extern "C" uint32_t df11i_huffman_matmul_default_max(uint64_t cols, uint32_t lane_symbols)
+{
+    return df11i_fused_matmul_supported() && df11i_huffman_matmul_takes_cols(cols) &&
+                   lane_symbols && lane_symbols <= DF11_HUFFMAN_FUSED_MAX_LANE_SYMBOLS
+               ? 1
+               : 0;
+}
+
+extern "C" df11_status df11i_huffman_matmul(const df11i_gpu_tensor_desc *d, const void *d_plan,
+                                            const void *d_payload, uint64_t rows, uint64_t cols,
+                                            const void *x, uint32_t batch, void *y, uint32_t ldy,
+                                            int y_bf16, void *ws, uint64_t ws_size,
+                                            uint32_t *d_error, void *stream)
+{
+    if (!d || !d_plan || !d_payload || !x || !y || !ws || batch == 0 || ldy < rows)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_huffman_matmul: bad argument");
+    if (d->codec != DF11_CODEC_EXP_HUFFMAN || !d->lane_symbols || d->n_elements != rows * cols ||
+        !df11i_huffman_matmul_takes_cols(cols) || rows > UINT32_MAX)
+        return df11i_fail(DF11_ERR_UNSUPPORTED, "fused Huffman matmul: %llu x %llu, codec %u",
+                          (unsigned long long)rows, (unsigned long long)cols, d->codec);
+    const HuffWs w = huffman_ws(rows, d->n_chunks);
+    if (w.sem > ws_size / 2 || w.part > ws_size / 2)
+        return df11i_fail(DF11_ERR_STATE, "fused Huffman matmul: workspace %llu bytes, needs %llu",
+                          (unsigned long long)ws_size,
+                          (unsigned long long)(2 * (w.sem > w.part ? w.sem : w.part)));
+    df11i_gpu_plan_header h = {};
+    h.max_lut_entries = DF11_GPU_LUT_UNITS(d->max_len);
+    h.warps_per_cta = kMatmulWarps;
+    const size_t smem = smem_bytes(&h);
+    const uint32_t ctas = (d->n_chunks + kMatmulWarps - 1) / kMatmulWarps;
+    const uint4 *lut =
+        reinterpret_cast<const uint4 *>(static_cast<const uint8_t *>(d_plan) + d->lut_off);
+    HuffMatmulArgs a = {};
+    a.sem = static_cast<unsigned *>(ws);
+    a.part = reinterpret_cast<float *>(static_cast<uint8_t *>(ws) + (ws_size - w.part) / 4 * 4);
+    a.err = d_error;
+    a.K = (uint32_t)cols;
+    a.ldy = ldy;
+    a.y_bf16 = y_bf16 != 0;
+    const size_t y_row = (size_t)ldy * (y_bf16 ? 2 : 4);
+    /* rows of x in launches of at most DF11_HUFFMAN_FUSED_MAX_BATCH, in order on the stream
+     * (they share the workspace) */
+    for (uint32_t at = 0; at < batch; at += DF11_HUFFMAN_FUSED_MAX_BATCH) {
+        const uint32_t nb =
+            batch - at < DF11_HUFFMAN_FUSED_MAX_BATCH ? batch - at : DF11_HUFFMAN_FUSED_MAX_BATCH;
+        a.x = static_cast<const uint16_t *>(x) + (size_t)at * cols;
+        a.y = static_cast<uint8_t *>(y) + at * y_row;
+        a.B = nb;
+        a.x_vec = reinterpret_cast<uintptr_t>(a.x) % 16 == 0;
+        const HuffMatmulFn k = huffman_matmul_of(nb);
+        df11_status st = allow_smem(smem, (const void *)k);
+        if (st != DF11_OK) return st;
+        k<<<ctas, kLanes * kMatmulWarps, smem, static_cast<cudaStream_t>(stream)>>>(
+            *d, lut, static_cast<const uint8_t *>(d_payload), a);
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess)
+            return df11i_fail(DF11_ERR_DEVICE, "fused Huffman matmul launch (%u CTAs): %s", ctas,
+                              cudaGetErrorString(e));
+    }
     return DF11_OK;
 }

@@ -3,9 +3,10 @@
  * W decoded in registers and never written back to global memory. No CUDA types here;
  * streams travel as void * (a cudaStream_t). sm_80 or newer (mma.m16n8k16 on BF16,
  * cp.async) up to batch 32; past it the wgmma kernel (kernels/fused_gemm.cu) on sm_90a,
- * elsewhere the mma.sync kernel 32 rows of x at a time.
+ * elsewhere the mma.sync kernel 32 rows of x at a time. At the end, the fused matmul on
+ * Huffman-coded tensors (kernels/decode.cu's chunk decoder, the products on CUDA cores).
  *
- * Accuracy: fp32 accumulation (MMA products and sums in fp32, split-K partials summed in
+ * Accuracy, both: fp32 accumulation (MMA products and sums in fp32, split-K partials summed in
  * fp32 in CTA order), so |y - exact| <= K·2⁻²³·Σ|x·w| as for any fp32 sum; plus half a BF16
  * ulp where y is BF16 (rounded to nearest even). Deterministic: the same inputs on the same
  * device give the same bits, launch after launch.
@@ -89,6 +90,49 @@ df11_status df11i_fused_matmul(const df11i_fused_part *parts, uint32_t n_parts, 
                                uint32_t batch, void *y, uint32_t ldy, int y_bf16, void *ws,
                                uint64_t ws_size, uint32_t *d_error, uint32_t grid_scale, int pdl,
                                void *stream);
+
+/* --- Huffman-coded tensors (DF11_CODEC_EXP_HUFFMAN; kernels/decode.cu): each warp decodes
+ * one chunk of W as the group decoder does (docs/FORMAT.md) and, instead of storing the
+ * weights, multiplies them by x on the CUDA cores: fp32 products and sums, a lane's sums
+ * added across the warp in a fixed order, a row cut between chunks summed in chunk order by
+ * the last of them to finish (deterministic on every device). Up to
+ * DF11_HUFFMAN_FUSED_MAX_BATCH rows of x a launch. */
+#define DF11_HUFFMAN_FUSED_MAX_BATCH 8
+/* Where it beats decode + cuBLAS (df11-bench matmul, bench/RESULTS.md): at batch 1, on
+ * tensors of at most this many symbols a lane. A chunk's lanes each decode their S symbols
+ * in sequence, so a tensor of long lanes (df11-compress's default 2048) leaves the GPU
+ * mostly idle (4x slower than decode + cuBLAS); at 128-256 it is 10-17% faster. Each row
+ * of x costs the products of every weight again on the CUDA cores: from batch 2 on,
+ * decode + cuBLAS is faster. */
+#define DF11_HUFFMAN_FUSED_MAX_LANE_SYMBOLS 256
+
+/* 1 when the kernel takes a tensor of `cols` columns: cols % 8 == 0 (8 decoded weights
+ * never straddle a row) and cols >= 256 (a warp's step of 256 weights spans two rows at
+ * most). */
+int df11i_huffman_matmul_takes_cols(uint64_t cols);
+
+/* The largest batch for which the op takes the kernel by default for a Huffman tensor of
+ * `cols` columns coded with `lane_symbols` symbols a lane: 1 where the device runs the fused
+ * kernels (df11i_fused_matmul_supported), the kernel takes the columns and lane_symbols <=
+ * DF11_HUFFMAN_FUSED_MAX_LANE_SYMBOLS, else 0. */
+uint32_t df11i_huffman_matmul_default_max(uint64_t cols, uint32_t lane_symbols);
+
+/* Bytes of workspace df11i_huffman_matmul needs for a tensor of `rows` rows and `n_chunks`
+ * chunks: semaphore words at its start (one a row; zero before the first launch, and every
+ * launch leaves them zero) and partial sums at its end, twice the larger, so that it shares
+ * one workspace with the fixed-code kernels (df11i_fused_matmul_workspace). */
+df11_status df11i_huffman_matmul_workspace(uint64_t rows, uint64_t n_chunks, uint64_t *bytes);
+
+/* y = x·Wᵀ for the Huffman tensor of descriptor d (a one-tensor plan's: its decode table at
+ * d_plan + d->lut_off, device memory) in d_payload: W rows x cols, x batch x cols BF16 (row
+ * stride cols), y batch x ldy (F32, or BF16 when y_bf16). Batches past
+ * DF11_HUFFMAN_FUSED_MAX_BATCH run as several launches in order on the stream. Corrupt
+ * streams OR 1 into *d_error (if not NULL), as the group decoder's. Asynchronous; returns
+ * argument and launch errors only. */
+df11_status df11i_huffman_matmul(const df11i_gpu_tensor_desc *d, const void *d_plan,
+                                 const void *d_payload, uint64_t rows, uint64_t cols, const void *x,
+                                 uint32_t batch, void *y, uint32_t ldy, int y_bf16, void *ws,
+                                 uint64_t ws_size, uint32_t *d_error, void *stream);
 
 #ifdef __cplusplus
 }

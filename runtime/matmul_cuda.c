@@ -1,9 +1,10 @@
 /* The CUDA backend's matmul slots (runtime/backend.h): a cuBLAS handle per model, the
  * plain product by cublasGemmEx (BF16 inputs, fp32 compute), the one-tensor decode of
- * the decode path, and the fused path (kernels/fused_matmul.cu) for fixed-code tensors at
+ * the decode path, and the fused path: kernels/fused_matmul.cu for fixed-code tensors at
  * batch 1..32 (to 64 on sm_90a, and past it where forced: kernels/fused_gemm.cu), one
  * launch per weight or stacked weight, launched with programmatic dependent launch unless
- * options.matmul_plain_launch. With runtime/backend_cuda.c the only runtime files that
+ * options.matmul_plain_launch; kernels/decode.cu's df11i_huffman_matmul for Huffman
+ * tensors of short lanes at batch 1, a launch per tensor. With runtime/backend_cuda.c the only runtime files that
  * include CUDA headers; compiled only when DF11_HAVE_CUDA.
  * Nothing here synchronises the host. */
 #include <cublas_v2.h>
@@ -128,12 +129,12 @@ df11_status df11i_cuda_decode_tensor(df11i_backend *be, const df11i_backend_grou
     return df11i_gpu_decode(g->plan_host, g->plan_dev, g->payload, out, stream);
 }
 
-/* --- The fused path: fixed-code tensors at batch 1..fused_max (kernels/matmul.h), by
- * default the device's df11i_fused_matmul_default_max for the tensor's columns. It beats
- * decode + cuBLAS at every batch it takes (it reads the compressed tensor once, where the
- * decode path reads it, writes and rereads the BF16 weights); at batch 0 ("every batch") it
- * answers no, so every tensor keeps the decode path's plan and scratch for the batches
- * above. */
+/* --- The fused path: fixed-code and Huffman tensors at batch 1..fused_max (kernels/matmul.h),
+ * by default the device's df11i_fused_matmul_default_max for the tensor's columns
+ * (fixed), df11i_huffman_matmul_default_max (Huffman: batch 1, short lanes). It beats
+ * decode + cuBLAS at every batch it takes (it reads the compressed tensor once, where the decode path reads
+ * it, writes and rereads the BF16 weights); at batch 0 ("every batch") it answers no, so
+ * every tensor keeps the decode path's plan and scratch for the batches above. */
 
 static _Atomic uint32_t fused_max = DF11I_FUSED_AUTO;
 
@@ -142,23 +143,61 @@ uint32_t df11i_cuda_matmul_fused_limit(uint32_t max_batch)
     return atomic_exchange(&fused_max, max_batch);
 }
 
+/* A 2-D tensor of the file that a fused kernel reads: its codec's, 0 for none. */
+static int fused_codec(const df11_file *file, uint32_t tensor)
+{
+    const df11_tensor_info *ti = df11_file_tensor(file, tensor);
+    if (!ti || ti->ndim != 2) return 0;
+    if (ti->codec == DF11_CODEC_EXP_FIXED) return DF11_CODEC_EXP_FIXED;
+    if (ti->codec == DF11_CODEC_EXP_HUFFMAN && ti->lane_symbols &&
+        df11i_huffman_matmul_takes_cols(ti->shape[1]))
+        return DF11_CODEC_EXP_HUFFMAN;
+    return 0;
+}
+
+/* One launch over every part where all are fixed-code, else one per part. */
+static int fused_one_launch(const df11_file *file, uint32_t n_parts, const uint32_t *tensors)
+{
+    for (uint32_t i = 0; i < n_parts; i++)
+        if (fused_codec(file, tensors[i]) != DF11_CODEC_EXP_FIXED) return 0;
+    return 1;
+}
+
+/* The workspace of one fused launch over these tensors (0: no fused path). */
+static df11_status fused_ws_of(const df11_file *file, uint32_t n, const uint32_t *tensors,
+                               uint64_t *bytes)
+{
+    const df11_tensor_info *t0 = df11_file_tensor(file, tensors[0]);
+    const uint64_t cols = t0->shape[1];
+    if (t0->codec == DF11_CODEC_EXP_HUFFMAN)
+        return df11i_huffman_matmul_workspace(
+            t0->shape[0],
+            (t0->n_elements + 32ull * t0->lane_symbols - 1) / (32ull * t0->lane_symbols), bytes);
+    uint64_t rows[DF11_FUSED_MAX_PARTS];
+    for (uint32_t i = 0; i < n; i++) rows[i] = df11_file_tensor(file, tensors[i])->shape[0];
+    if (df11i_fused_matmul_workspace(n, rows, cols, bytes) != DF11_OK)
+        *bytes = 0; /* a shape the kernel cannot index: the decode path takes it */
+    return DF11_OK;
+}
+
 df11_status df11i_cuda_matmul_fused_ws(df11i_backend *be, const df11_file *file, uint32_t n_parts,
                                        const uint32_t *tensors, uint64_t *bytes)
 {
     *bytes = 0;
-    uint64_t rows[DF11_FUSED_MAX_PARTS];
     if (n_parts == 0 || n_parts > DF11_FUSED_MAX_PARTS || !df11i_fused_matmul_supported())
         return DF11_OK;
-    for (uint32_t i = 0; i < n_parts; i++) {
-        const df11_tensor_info *ti = df11_file_tensor(file, tensors[i]);
-        if (!ti || ti->codec != DF11_CODEC_EXP_FIXED || ti->ndim != 2 ||
-            ti->shape[1] != df11_file_tensor(file, tensors[0])->shape[1])
-            return DF11_OK;
-        rows[i] = ti->shape[0];
-    }
     const uint64_t cols = df11_file_tensor(file, tensors[0])->shape[1];
-    if (df11i_fused_matmul_workspace(n_parts, rows, cols, bytes) != DF11_OK)
-        *bytes = 0; /* a shape the kernel cannot index: the decode path takes it */
+    for (uint32_t i = 0; i < n_parts; i++)
+        if (!fused_codec(file, tensors[i]) || df11_file_tensor(file, tensors[i])->shape[1] != cols)
+            return DF11_OK;
+    if (fused_one_launch(file, n_parts, tensors)) return fused_ws_of(file, n_parts, tensors, bytes);
+    for (uint32_t i = 0; i < n_parts; i++) { /* a launch each: the largest of theirs */
+        uint64_t b = 0;
+        df11_status s = fused_ws_of(file, 1, &tensors[i], &b);
+        if (s != DF11_OK) return s;
+        if (!b) return DF11_OK;
+        if (b > *bytes) *bytes = b;
+    }
     return DF11_OK;
 }
 
@@ -166,39 +205,86 @@ int df11i_cuda_matmul_fused_takes(df11i_backend *be, const df11_file *file, uint
                                   uint32_t batch)
 {
     uint32_t lim = atomic_load_explicit(&fused_max, memory_order_relaxed);
+    const int codec = fused_codec(file, tensor);
     if (lim == DF11I_FUSED_AUTO) {
         const df11_tensor_info *ti = df11_file_tensor(file, tensor);
-        lim = ti && ti->ndim == 2 ? df11i_fused_matmul_default_max(ti->shape[1]) : 0;
+        lim = codec == DF11_CODEC_EXP_HUFFMAN
+                  ? df11i_huffman_matmul_default_max(ti->shape[1], ti->lane_symbols)
+              : codec ? df11i_fused_matmul_default_max(ti->shape[1])
+                      : 0;
     }
     if (batch == 0 || batch > lim) return 0;
     uint64_t bytes = 0;
     return df11i_cuda_matmul_fused_ws(be, file, 1, &tensor, &bytes) == DF11_OK && bytes > 0;
 }
 
-/* One launch over the parts (a stacked weight's tensors, or one tensor). */
+/* The one-tensor plan's descriptor of a part, checked against the op's K. */
+static df11_status part_desc(const df11i_backend_group *g, uint32_t tensor, uint32_t k,
+                             const df11i_gpu_tensor_desc **out)
+{
+    const df11i_gpu_plan_header *h = g->plan_host;
+    if (!h || h->n_tensors != 1 || !g->payload)
+        return df11i_fail(DF11_ERR_STATE, "cuda matmul: tensor %u has no plan", tensor);
+    const df11i_gpu_tensor_desc *d = (const df11i_gpu_tensor_desc *)(h + 1);
+    if (d->codec == DF11_CODEC_EXP_FIXED && d->cols != k)
+        return df11i_fail(DF11_ERR_STATE, "cuda matmul: tensor %u's plan has %llu columns", tensor,
+                          (unsigned long long)d->cols);
+    *out = d;
+    return DF11_OK;
+}
+
+/* Part i alone, into its columns of y: fixed-code or Huffman. */
+static df11_status fused_part(const cuda_mm *c, const df11i_matmul_args *a,
+                              const df11i_backend_group *g, uint32_t tensor, uint64_t rows,
+                              uint64_t y_col)
+{
+    const df11i_gpu_tensor_desc *d = NULL;
+    df11_status s = part_desc(g, tensor, a->k, &d);
+    if (s != DF11_OK) return s;
+    const int bf16 = a->y_dtype == DF11_DTYPE_BF16;
+    void *y = (uint8_t *)a->y + y_col * (bf16 ? 2 : 4);
+    if (d->codec == DF11_CODEC_EXP_HUFFMAN)
+        return df11i_huffman_matmul(d, g->plan_dev, g->payload, rows, a->k, a->x, a->batch, y,
+                                    a->ldy, bf16, a->ws, a->ws_size, NULL, a->stream);
+    const df11i_fused_part part = { .d = d, .payload = g->payload };
+    return df11i_fused_matmul(&part, 1, a->x, a->batch, y, a->ldy, bf16, a->ws, a->ws_size, NULL, 0,
+                              c ? c->pdl : 0, a->stream);
+}
+
+/* One launch over the parts (a stacked weight's fixed-code tensors, or one tensor), or a
+ * launch per part where one is Huffman-coded. */
 df11_status df11i_cuda_matmul_fused(df11i_backend *be, void *mm, const df11i_matmul_args *a,
                                     uint32_t n_parts, const df11i_backend_group *g,
                                     const uint32_t *tensors)
 {
     df11i_fused_part parts[DF11_FUSED_MAX_PARTS];
-    uint64_t rows = 0;
+    uint64_t rows = 0, part_rows[DF11_FUSED_MAX_PARTS];
     if (n_parts == 0 || n_parts > DF11_FUSED_MAX_PARTS)
         return df11i_fail(DF11_ERR_INVALID_ARG, "cuda matmul: %u parts", n_parts);
+    int one = 1;
     for (uint32_t i = 0; i < n_parts; i++) {
-        const df11i_gpu_plan_header *h = g[i].plan_host;
-        if (!h || h->n_tensors != 1 || !g[i].payload)
-            return df11i_fail(DF11_ERR_STATE, "cuda matmul: tensor %u has no plan", tensors[i]);
-        const df11i_gpu_tensor_desc *d = (const df11i_gpu_tensor_desc *)(h + 1);
-        if (d->cols != a->k)
-            return df11i_fail(DF11_ERR_STATE, "cuda matmul: tensor %u's plan has %llu columns",
-                              tensors[i], (unsigned long long)d->cols);
+        const df11i_gpu_tensor_desc *d = NULL;
+        df11_status s = part_desc(&g[i], tensors[i], a->k, &d);
+        if (s != DF11_OK) return s;
+        if (d->codec != DF11_CODEC_EXP_FIXED) one = 0;
+        part_rows[i] = df11_file_tensor(g[i].file, tensors[i])->shape[0];
         parts[i] = (df11i_fused_part){ .d = d, .payload = g[i].payload };
-        rows += d->rows;
+        rows += part_rows[i];
     }
     if (rows != a->n)
         return df11i_fail(DF11_ERR_STATE, "cuda matmul: the plans hold %llu rows, not %u",
                           (unsigned long long)rows, a->n);
+    const cuda_mm *c = mm;
+    if (!one) {
+        uint64_t y_col = 0;
+        for (uint32_t i = 0; i < n_parts; i++) {
+            df11_status s = fused_part(c, a, &g[i], tensors[i], part_rows[i], y_col);
+            if (s != DF11_OK) return s;
+            y_col += part_rows[i];
+        }
+        return DF11_OK;
+    }
     return df11i_fused_matmul(parts, n_parts, a->x, a->batch, a->y, a->ldy,
                               a->y_dtype == DF11_DTYPE_BF16, a->ws, a->ws_size, NULL, 0,
-                              mm ? ((cuda_mm *)mm)->pdl : 0, a->stream);
+                              c ? c->pdl : 0, a->stream);
 }

@@ -2,8 +2,9 @@
  * GPU). Tensor contents are read back with cudaMemcpy after the legacy default stream
  * (the NULL stream passed to acquire) has waited on the decode.
  *
- * Appended below: the fused matmul path (kernels/fused_matmul.cu) through df11_matmul on
- * fixed-code tensors, against an fp64 reference and against the decode + cuBLAS path. */
+ * Appended below: the fused matmul path (kernels/fused_matmul.cu, kernels/fused_gemm.cu,
+ * and kernels/decode.cu's Huffman kernel) through df11_matmul, against an fp64 reference
+ * and against the decode + cuBLAS path. */
 #define RT_TEST_CUDA 1
 #define RT_TEST_EXTRA fused_tests
 #include "tests/test_runtime.c"
@@ -65,11 +66,13 @@ static void fu_make_model(void)
         s->data = w;
     }
     df11_compress_options co = { 0 };
+    co.lane_symbols = 24; /* chunks of 768 weights: rows cut between chunks */
     snprintf(fu.huff_path, sizeof fu.huff_path, "%s/fu_huff.df11", df11_test_tmpdir());
     df11_status s =
         df11_compress_tensors(fu.huff_path, fu.t, FU_N, CONFIG, strlen(CONFIG), &co, NULL);
     ck_assert_msg(s == DF11_OK, "compress: %s %s", df11_strerror(s), df11_last_error_detail());
     co.codec = DF11_CODEC_EXP_FIXED;
+    co.lane_symbols = 0;
     snprintf(fu.path, sizeof fu.path, "%s/fu_fixed.df11", df11_test_tmpdir());
     s = df11_compress_tensors(fu.path, fu.t, FU_N, CONFIG, strlen(CONFIG), &co, NULL);
     ck_assert_msg(s == DF11_OK, "compress (fixed): %s %s", df11_strerror(s),
@@ -122,6 +125,58 @@ static void fu_reference(const mm_shape *sh, const uint16_t *w, const uint16_t *
                             &mag[(size_t)b * sh->n + r]);
 }
 
+/* Tensor sh (weights w; the op's weight wt) at this batch, F32 and BF16 y: the fused path
+ * against the fp64 reference, bit-identical launch after launch, and within the two bounds
+ * of the decode + cuBLAS path (forced by df11i_cuda_matmul_fused_limit(0)). Leaves the
+ * fused limit at DF11I_FUSED_EVERY. */
+static void fu_check(df11_model *m, const df11_weight *wt, const mm_shape *sh, const uint16_t *w,
+                     uint32_t batch, uint64_t *rng)
+{
+    uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, rng);
+    const size_t n = (size_t)batch * sh->n;
+    double *ref = malloc(n * sizeof *ref), *mag = malloc(n * sizeof *mag);
+    fu_reference(sh, w, x, batch, ref, mag);
+    void *dx = dev_alloc((size_t)batch * sh->k * 2), *dy = dev_alloc(n * 4);
+    dev_upload(dx, x, (size_t)batch * sh->k * 2);
+    double *yf = malloc(n * sizeof *yf), *yc = malloc(n * sizeof *yc);
+    void *raw = malloc(n * 4), *raw2 = malloc(n * 4);
+    for (int d = 0; d < 2; d++) {
+        const df11_dtype yd = d ? DF11_DTYPE_BF16 : DF11_DTYPE_F32;
+        const size_t ysz = n * (d ? 2 : 4);
+        ck_assert_int_eq(cudaMemset(dy, 0xff, n * 4), cudaSuccess); /* NaN */
+        fu_run(m, wt, dx, batch, yd, dy, NULL, yf, raw);
+        ck_assert_int_eq(cudaMemset(dy, 0xff, n * 4), cudaSuccess);
+        fu_run(m, wt, dx, batch, yd, dy, NULL, yc, raw2);
+        ck_assert_msg(!memcmp(raw, raw2, ysz), "%s batch %u: two launches differ", sh->name, batch);
+        df11i_cuda_matmul_fused_limit(0);
+        fu_run(m, wt, dx, batch, yd, dy, NULL, yc, raw2);
+        df11i_cuda_matmul_fused_limit(DF11I_FUSED_EVERY);
+        for (size_t j = 0; j < n; j++) {
+            const double bf = fu_bound(sh->k, ref[j], mag[j], yd);
+            ck_assert_msg(fabs(yf[j] - ref[j]) <= bf,
+                          "%s batch %u y[%zu] = %.9g, reference %.9g, bound %.3g (%s, "
+                          "fused, seed %#llx)",
+                          sh->name, batch, j, yf[j], ref[j], bf, d ? "BF16" : "F32",
+                          (unsigned long long)fu.seed);
+            ck_assert_msg(fabs(yc[j] - ref[j]) <= bf, "%s batch %u: cuBLAS path off", sh->name,
+                          batch);
+            ck_assert_msg(fabs(yf[j] - yc[j]) <= 2 * bf,
+                          "%s batch %u y[%zu]: fused %.9g, decode + cuBLAS %.9g (seed "
+                          "%#llx)",
+                          sh->name, batch, j, yf[j], yc[j], (unsigned long long)fu.seed);
+        }
+    }
+    free(raw);
+    free(raw2);
+    free(yf);
+    free(yc);
+    free(ref);
+    free(mag);
+    free(x);
+    dev_free(dx);
+    dev_free(dy);
+}
+
 START_TEST(test_fused_matmul)
 {
     /* Every shape, batch 1..32 and past it (the wgmma kernel's 64-row batch tiles, one or
@@ -158,50 +213,7 @@ START_TEST(test_fused_matmul)
             /* 1, 8, 9, 16, 17, ...: each NB's ends, and past 32 each wgmma tile's */
             if (big && batch <= DF11_FUSED_MAX_BATCH && batch % 8 > 1) continue;
             if (big && batch > DF11_FUSED_MAX_BATCH && batch % 64 > 1 && batch != 300) continue;
-            uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, &rng);
-            const size_t n = (size_t)batch * sh->n;
-            double *ref = malloc(n * sizeof *ref), *mag = malloc(n * sizeof *mag);
-            fu_reference(sh, w, x, batch, ref, mag);
-            void *dx = dev_alloc((size_t)batch * sh->k * 2), *dy = dev_alloc(n * 4);
-            dev_upload(dx, x, (size_t)batch * sh->k * 2);
-            double *yf = malloc(n * sizeof *yf), *yc = malloc(n * sizeof *yc);
-            void *raw = malloc(n * 4), *raw2 = malloc(n * 4);
-            for (int d = 0; d < 2; d++) {
-                const df11_dtype yd = d ? DF11_DTYPE_BF16 : DF11_DTYPE_F32;
-                const size_t ysz = n * (d ? 2 : 4);
-                ck_assert_int_eq(cudaMemset(dy, 0xff, n * 4), cudaSuccess); /* NaN */
-                fu_run(m, &wt, dx, batch, yd, dy, NULL, yf, raw);
-                ck_assert_int_eq(cudaMemset(dy, 0xff, n * 4), cudaSuccess);
-                fu_run(m, &wt, dx, batch, yd, dy, NULL, yc, raw2);
-                ck_assert_msg(!memcmp(raw, raw2, ysz), "%s batch %u: two launches differ", sh->name,
-                              batch);
-                df11i_cuda_matmul_fused_limit(0);
-                fu_run(m, &wt, dx, batch, yd, dy, NULL, yc, raw2);
-                df11i_cuda_matmul_fused_limit(DF11I_FUSED_EVERY);
-                for (size_t j = 0; j < n; j++) {
-                    const double bf = fu_bound(sh->k, ref[j], mag[j], yd);
-                    ck_assert_msg(fabs(yf[j] - ref[j]) <= bf,
-                                  "%s batch %u y[%zu] = %.9g, reference %.9g, bound %.3g (%s, "
-                                  "fused, seed %#llx)",
-                                  sh->name, batch, j, yf[j], ref[j], bf, d ? "BF16" : "F32",
-                                  (unsigned long long)fu.seed);
-                    ck_assert_msg(fabs(yc[j] - ref[j]) <= bf, "%s batch %u: cuBLAS path off",
-                                  sh->name, batch);
-                    ck_assert_msg(fabs(yf[j] - yc[j]) <= 2 * bf,
-                                  "%s batch %u y[%zu]: fused %.9g, decode + cuBLAS %.9g (seed "
-                                  "%#llx)",
-                                  sh->name, batch, j, yf[j], yc[j], (unsigned long long)fu.seed);
-                }
-            }
-            free(raw);
-            free(raw2);
-            free(yf);
-            free(yc);
-            free(ref);
-            free(mag);
-            free(x);
-            dev_free(dx);
-            dev_free(dy);
+            fu_check(m, &wt, sh, w, batch, &rng);
         }
         df11i_cuda_matmul_fused_limit(old);
     }
@@ -346,16 +358,76 @@ START_TEST(test_fused_matmul_streams)
 }
 END_TEST
 
-START_TEST(test_fused_matmul_huffman_not_taken)
+START_TEST(test_fused_matmul_huffman)
 {
-    /* The fused kernel reads the fixed code only: a Huffman tensor keeps the decode path. */
+    /* Huffman tensors (lane_symbols 24: chunks of 768 weights, so rows are cut between
+     * chunks, a row of g spans six, a chunk ends with a step taken symbol by symbol, and
+     * the last chunk of each tensor is short): by default the fused path exactly at batch 1
+     * where K % 8 == 0 and K >= 256 (df11i_huffman_matmul_default_max); forced, checked as
+     * test_fused_matmul checks the fixed code, batches past DF11_HUFFMAN_FUSED_MAX_BATCH as
+     * several launches. A stacked weight of two Huffman tensors (a launch each) gives each
+     * part's y bit for bit. */
     fu_make_model();
     df11_model *m = fu_open(fu.huff_path);
     const df11_file *f = df11_model_file(m);
+    uint64_t rng = fu.seed ^ 0x48;
+    int taken = 0;
+    const int sup = df11i_fused_matmul_supported();
+    /* long lanes (df11-compress's default) leave the GPU idle: not by default */
+    ck_assert_uint_eq(df11i_huffman_matmul_default_max(4096, 2048), 0);
+    ck_assert_uint_eq(df11i_huffman_matmul_default_max(4096, 128), sup ? 1 : 0);
+    ck_assert_uint_eq(df11i_huffman_matmul_default_max(4100, 128), 0);
     for (size_t i = 0; i < FU_N; i++) {
+        const mm_shape *sh = &FU_SHAPES[i];
         uint32_t t;
-        ck_assert_int_eq(df11_file_find_tensor(f, FU_SHAPES[i].name, &t), DF11_OK);
-        ck_assert(!df11i_cuda_matmul_fused_takes(NULL, f, t, 1));
+        ck_assert_int_eq(df11_file_find_tensor(f, sh->name, &t), DF11_OK);
+        ck_assert_int_eq(df11_file_tensor(f, t)->codec, DF11_CODEC_EXP_HUFFMAN);
+        ck_assert_uint_eq(df11_file_tensor(f, t)->lane_symbols, 24);
+        const int takes = sup && sh->k % 8 == 0 && sh->k >= 256;
+        ck_assert_int_eq(df11i_cuda_matmul_fused_takes(NULL, f, t, 1), takes);
+        ck_assert(!df11i_cuda_matmul_fused_takes(NULL, f, t, 2));
+        ck_assert(!df11i_cuda_matmul_fused_takes(NULL, f, t, 0));
+        if (!takes) continue;
+        taken++;
+        df11_weight wt;
+        ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
+        const uint32_t old = df11i_cuda_matmul_fused_limit(DF11I_FUSED_EVERY);
+        static const uint32_t batches[] = { 1, 2, 3, 4, 5, 8, 9, 17 };
+        for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; bi++)
+            if (sh->n * sh->k < 1000000 || batches[bi] % 8 < 2)
+                fu_check(m, &wt, sh, fu.t[i].data, batches[bi], &rng);
+        df11i_cuda_matmul_fused_limit(old);
+    }
+    ck_assert_int_eq(taken, df11i_fused_matmul_supported() ? 4 : 0);
+    if (taken) {
+        const mm_shape *sh = &FU_SHAPES[5]; /* f: 40 x 520 */
+        df11_weight wt, st;
+        ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
+        const df11_weight parts[2] = { wt, wt };
+        ck_assert_int_eq(df11_weight_stack(m, 2, parts, &st), DF11_OK);
+        const uint32_t batch = 3;
+        uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, &rng);
+        void *dx = dev_alloc((size_t)batch * sh->k * 2),
+             *dy = dev_alloc((size_t)batch * st.rows * 4);
+        dev_upload(dx, x, (size_t)batch * sh->k * 2);
+        float *one = malloc((size_t)batch * sh->n * 4), *two = malloc((size_t)batch * st.rows * 4);
+        ck_assert_int_eq(df11_matmul(m, &wt, dx, batch, dy, DF11_DTYPE_F32, NULL), DF11_OK);
+        ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+        read_back(one, dy, (size_t)batch * sh->n * 4);
+        ck_assert_int_eq(df11_matmul(m, &st, dx, batch, dy, DF11_DTYPE_F32, NULL), DF11_OK);
+        ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+        read_back(two, dy, (size_t)batch * st.rows * 4);
+        for (uint32_t b = 0; b < batch; b++)
+            for (int p = 0; p < 2; p++)
+                ck_assert_msg(
+                    !memcmp(two + ((size_t)b * 2 + p) * sh->n, one + (size_t)b * sh->n, sh->n * 4),
+                    "stacked Huffman part %d, batch row %u differs (seed %#llx)", p, b,
+                    (unsigned long long)fu.seed);
+        free(one);
+        free(two);
+        free(x);
+        dev_free(dx);
+        dev_free(dy);
     }
     df11_model_close(m);
 }
@@ -418,5 +490,5 @@ static void fused_tests(TCase *tc)
     tcase_add_test(tc, test_fused_matmul_stacked);
     tcase_add_test(tc, test_fused_matmul_streams);
     tcase_add_test(tc, test_fused_matmul_pdl_chain);
-    tcase_add_test(tc, test_fused_matmul_huffman_not_taken);
+    tcase_add_test(tc, test_fused_matmul_huffman);
 }
