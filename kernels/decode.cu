@@ -298,13 +298,13 @@ struct window_sink {
 /* One warp decodes chunk `chunk` of tensor d: lane l decodes groups l, l+m, l+2m, ... of 8
  * elements, each handed to the sink (put8, or put1 for the steps taken symbol by symbol);
  * after each step the whole warp calls out.step_done(end), `end` the chunk element the
- * step's elements end before. An iteration is kSteps steps; per step a lane takes its 8 sm bytes (loaded
- * an iteration earlier; the warp's 8m bytes are contiguous in global memory), decodes 8
- * exponents with 4 refills and 4 symbol pairs, and writes 16 bytes (the warp's 16m bytes
- * are contiguous). The warp's words come through the word ring, front to back. The steps
- * after the last whole iteration, and every step of a chunk with fewer than 32 lanes, go
- * symbol by symbol. `lut` and `ring` are shared-memory
- * addresses: the decode table and this warp's word ring. */
+ * step's elements end before. An iteration is kSteps steps; per step a lane takes its 8 sm
+ * bytes (loaded an iteration earlier; the warp's 8m bytes are contiguous in global memory),
+ * decodes 8 exponents with 4 refills and 4 symbol pairs, and hands over 16 bytes (the
+ * warp's 16m bytes are contiguous). The warp's words come through the word ring, front to
+ * back. The steps after the last whole iteration, and every step of a chunk with fewer than
+ * 32 lanes, go symbol by symbol. `lut` and `ring` are shared-memory addresses: the decode
+ * table and this warp's word ring. */
 template <class Sink>
 __device__ void decode_chunk(const df11i_gpu_tensor_desc &d, uint32_t chunk, uint32_t lut,
                              uint32_t ring, const uint8_t *__restrict__ payload, Sink &out,
@@ -602,7 +602,8 @@ __device__ __forceinline__ float bf16_hi(uint32_t w) { return __uint_as_float(w 
 struct HuffMatmulArgs {
     const uint16_t *x; /* B x K BF16, row stride K */
     void *y;           /* B x ldy, F32 or (y_bf16) BF16 */
-    float *part;       /* 2 x NB floats a chunk: its first and its last row's partial sums */
+    float *part;       /* 2 slots a chunk, its first and its last row's partial sums: NB floats
+                          each (the launch's kernel), 8 reserved (huffman_ws) */
     unsigned *sem;     /* a word a row, zero between launches */
     uint32_t *err;
     uint32_t K, B, ldy, y_bf16;
@@ -715,6 +716,11 @@ template <int NB> struct dot_sink {
         else
             static_cast<float *>(a.y)[at] = v;
     }
+    /* Chunk c's partial of row r, NB floats: its first row's (side 0) or its last row's. */
+    __device__ __forceinline__ uint64_t slot(uint64_t r, uint64_t c) const
+    {
+        return (2 * c + (r == c * ce / a.K ? 0 : 1)) * NB;
+    }
     /* Row r's sums v (per lane) are complete for this chunk: the whole warp. */
     __device__ __forceinline__ void commit(uint64_t r, float v[NB])
     {
@@ -730,22 +736,21 @@ template <int NB> struct dot_sink {
                 if (lane == (uint32_t)b && b < (int)a.B) store(b, r, v[b]);
             return;
         }
-        const uint32_t side = r == base / a.K ? 0 : 1;
 #pragma unroll
         for (int b = 0; b < NB; b++)
-            if (lane == (uint32_t)b) a.part[(2 * (uint64_t)chunk + side) * NB + b] = v[b];
+            if (lane == (uint32_t)b) a.part[slot(r, chunk) + b] = v[b];
         __threadfence();
         __syncwarp();
         unsigned old = 0;
         if (lane == 0) old = atomicAdd(a.sem + r, 1u);
+        __syncwarp(); /* orders the lanes' reads below after lane 0's atomic */
         old = __shfl_sync(0xffffffffu, old, 0);
         const uint64_t cf = rs / ce, cl = (rs + a.K - 1) / ce;
         if (old != (unsigned)(cl - cf)) return; /* not the row's last chunk to finish */
         __threadfence();
         if (lane < a.B) {
             float t = 0.f;
-            for (uint64_t c = cf; c <= cl; c++)
-                t += __ldcg(a.part + (2 * c + (r == c * ce / a.K ? 0 : 1)) * NB + lane);
+            for (uint64_t c = cf; c <= cl; c++) t += __ldcg(a.part + slot(r, c) + lane);
             store((int)lane, r, t);
         }
         if (lane == 0) atomicExch(a.sem + r, 0u);
@@ -961,17 +966,16 @@ extern "C" df11_status df11i_huffman_matmul_workspace(uint64_t rows, uint64_t n_
     return DF11_OK;
 }
 
-extern "C" int df11i_huffman_matmul_takes_cols(uint64_t cols)
+extern "C" int df11i_huffman_matmul_takes(uint64_t cols, uint32_t lane_symbols)
 {
-    return cols % 8 == 0 && cols >= 256 && cols <= UINT32_MAX / 2;
+    return cols % 8 == 0 && cols >= 256 && cols <= UINT32_MAX / 2 &&
+           lane_symbols >= DF11_HUFFMAN_FUSED_MIN_LANE_SYMBOLS &&
+           lane_symbols <= DF11_HUFFMAN_FUSED_MAX_LANE_SYMBOLS;
 }
 
 extern "C" uint32_t df11i_huffman_matmul_default_max(uint64_t cols, uint32_t lane_symbols)
 {
-    return df11i_fused_matmul_supported() && df11i_huffman_matmul_takes_cols(cols) &&
-                   lane_symbols && lane_symbols <= DF11_HUFFMAN_FUSED_MAX_LANE_SYMBOLS
-               ? 1
-               : 0;
+    return df11i_fused_matmul_supported() && df11i_huffman_matmul_takes(cols, lane_symbols) ? 1 : 0;
 }
 
 extern "C" df11_status df11i_huffman_matmul(const df11i_gpu_tensor_desc *d, const void *d_plan,
@@ -983,7 +987,7 @@ extern "C" df11_status df11i_huffman_matmul(const df11i_gpu_tensor_desc *d, cons
     if (!d || !d_plan || !d_payload || !x || !y || !ws || batch == 0 || ldy < rows)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_huffman_matmul: bad argument");
     if (d->codec != DF11_CODEC_EXP_HUFFMAN || !d->lane_symbols || d->n_elements != rows * cols ||
-        !df11i_huffman_matmul_takes_cols(cols) || rows > UINT32_MAX)
+        !df11i_huffman_matmul_takes(cols, d->lane_symbols) || rows > UINT32_MAX)
         return df11i_fail(DF11_ERR_UNSUPPORTED, "fused Huffman matmul: %llu x %llu, codec %u",
                           (unsigned long long)rows, (unsigned long long)cols, d->codec);
     const HuffWs w = huffman_ws(rows, d->n_chunks);

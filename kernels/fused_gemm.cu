@@ -21,7 +21,7 @@
  * cuBLAS there by default: bench/RESULTS.md).
  *
  * Split-K: the host picks S splits so that the grid fills the GPU; each CTA writes its
- * 64 x N fp32 partial to the workspace and the last of a tile's S CTAs to finish sums the S
+ * 64 x 64 fp32 partial to the workspace and the last of a tile's S CTAs to finish sums the S
  * partials in split order: deterministic for a given grid, i.e. device. Accuracy as the
  * mma.sync kernel's (kernels/matmul.h).
  */
@@ -53,7 +53,7 @@ constexpr int kWBytes = 64 * 128; /* a decoded-W stage: 64 rows x 64 BF16, swizz
 
 /* The roles: 3 phases of 4 decoder warps (a 16-row strip each) and one consumer warpgroup
  * of 64 batch rows (fp32 accumulators: 32 registers a thread); a phase's 4 decoded-W stages
- * hold one tile, so a stage has one writer; XS x stages. 512 threads, 128 registers a
+ * hold one tile, so a stage has one writer; kXStages x stages. 512 threads, 128 registers a
  * thread: one CTA an SM. */
 constexpr int kN = 64; /* batch rows a CTA */
 constexpr int kPhases = 3, kDecoders = 4 * kPhases, kStages = 4 * kPhases, kXStages = 3;

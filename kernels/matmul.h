@@ -98,23 +98,23 @@ df11_status df11i_fused_matmul(const df11i_fused_part *parts, uint32_t n_parts, 
  * the last of them to finish (deterministic on every device). Up to
  * DF11_HUFFMAN_FUSED_MAX_BATCH rows of x a launch. */
 #define DF11_HUFFMAN_FUSED_MAX_BATCH 8
-/* Where it beats decode + cuBLAS (df11-bench matmul, bench/RESULTS.md): at batch 1, on
- * tensors of at most this many symbols a lane. A chunk's lanes each decode their S symbols
- * in sequence, so a tensor of long lanes (df11-compress's default 2048) leaves the GPU
- * mostly idle (4x slower than decode + cuBLAS); at 128-256 it is 10-17% faster. Each row
- * of x costs the products of every weight again on the CUDA cores: from batch 2 on,
- * decode + cuBLAS is faster. */
+/* The tensors it takes: lane_symbols (S) in [MIN, MAX]. A chunk's lanes each decode their S
+ * symbols in sequence, so a tensor of long lanes (df11-compress's default 2048) leaves the
+ * GPU mostly idle (4x slower than decode + cuBLAS; at 128-256 it is 10-17% faster, bench/
+ * RESULTS.md); short lanes make many chunks, each with two partial sums of 8 floats in the
+ * workspace (S = 64: 1 byte a 32 weights). Where it beats decode + cuBLAS: at batch 1;
+ * each row of x costs the products of every weight again on the CUDA cores. */
+#define DF11_HUFFMAN_FUSED_MIN_LANE_SYMBOLS 64
 #define DF11_HUFFMAN_FUSED_MAX_LANE_SYMBOLS 256
 
-/* 1 when the kernel takes a tensor of `cols` columns: cols % 8 == 0 (8 decoded weights
- * never straddle a row) and cols >= 256 (a warp's step of 256 weights spans two rows at
- * most). */
-int df11i_huffman_matmul_takes_cols(uint64_t cols);
+/* 1 when the kernel takes a tensor of `cols` columns and `lane_symbols` symbols a lane:
+ * cols % 8 == 0 (8 decoded weights never straddle a row), cols >= 256 (a warp's step of 256
+ * weights spans two rows at most) and lane_symbols in the range above. */
+int df11i_huffman_matmul_takes(uint64_t cols, uint32_t lane_symbols);
 
 /* The largest batch for which the op takes the kernel by default for a Huffman tensor of
  * `cols` columns coded with `lane_symbols` symbols a lane: 1 where the device runs the fused
- * kernels (df11i_fused_matmul_supported), the kernel takes the columns and lane_symbols <=
- * DF11_HUFFMAN_FUSED_MAX_LANE_SYMBOLS, else 0. */
+ * kernels (df11i_fused_matmul_supported) and df11i_huffman_matmul_takes, else 0. */
 uint32_t df11i_huffman_matmul_default_max(uint64_t cols, uint32_t lane_symbols);
 
 /* Bytes of workspace df11i_huffman_matmul needs for a tensor of `rows` rows and `n_chunks`

@@ -4,8 +4,8 @@
  * batch 1..32 (to 64 on sm_90a, and past it where forced: kernels/fused_gemm.cu), one
  * launch per weight or stacked weight, launched with programmatic dependent launch unless
  * options.matmul_plain_launch; kernels/decode.cu's df11i_huffman_matmul for Huffman
- * tensors of short lanes at batch 1, a launch per tensor. With runtime/backend_cuda.c the only runtime files that
- * include CUDA headers; compiled only when DF11_HAVE_CUDA.
+ * tensors of short lanes at batch 1, a launch per tensor. With runtime/backend_cuda.c the
+ * only runtime files that include CUDA headers; compiled only when DF11_HAVE_CUDA.
  * Nothing here synchronises the host. */
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -129,12 +129,13 @@ df11_status df11i_cuda_decode_tensor(df11i_backend *be, const df11i_backend_grou
     return df11i_gpu_decode(g->plan_host, g->plan_dev, g->payload, out, stream);
 }
 
-/* --- The fused path: fixed-code and Huffman tensors at batch 1..fused_max (kernels/matmul.h),
- * by default the device's df11i_fused_matmul_default_max for the tensor's columns
- * (fixed), df11i_huffman_matmul_default_max (Huffman: batch 1, short lanes). It beats
- * decode + cuBLAS at every batch it takes (it reads the compressed tensor once, where the decode path reads
- * it, writes and rereads the BF16 weights); at batch 0 ("every batch") it answers no, so
- * every tensor keeps the decode path's plan and scratch for the batches above. */
+/* --- The fused path: fixed-code and Huffman tensors at batch 1..fused_max (kernels/
+ * matmul.h), by default the device's df11i_fused_matmul_default_max for the tensor's
+ * columns (fixed), df11i_huffman_matmul_default_max (Huffman: batch 1, short lanes). It
+ * beats decode + cuBLAS at every batch it takes (it reads the compressed tensor once, where
+ * the decode path reads it, writes and rereads the BF16 weights); at batch 0 ("every
+ * batch") it answers no, so every tensor keeps the decode path's plan and scratch for the
+ * batches above. */
 
 static _Atomic uint32_t fused_max = DF11I_FUSED_AUTO;
 
@@ -149,8 +150,8 @@ static int fused_codec(const df11_file *file, uint32_t tensor)
     const df11_tensor_info *ti = df11_file_tensor(file, tensor);
     if (!ti || ti->ndim != 2) return 0;
     if (ti->codec == DF11_CODEC_EXP_FIXED) return DF11_CODEC_EXP_FIXED;
-    if (ti->codec == DF11_CODEC_EXP_HUFFMAN && ti->lane_symbols &&
-        df11i_huffman_matmul_takes_cols(ti->shape[1]))
+    if (ti->codec == DF11_CODEC_EXP_HUFFMAN &&
+        df11i_huffman_matmul_takes(ti->shape[1], ti->lane_symbols))
         return DF11_CODEC_EXP_HUFFMAN;
     return 0;
 }
@@ -194,8 +195,10 @@ df11_status df11i_cuda_matmul_fused_ws(df11i_backend *be, const df11_file *file,
     for (uint32_t i = 0; i < n_parts; i++) { /* a launch each: the largest of theirs */
         uint64_t b = 0;
         df11_status s = fused_ws_of(file, 1, &tensors[i], &b);
-        if (s != DF11_OK) return s;
-        if (!b) return DF11_OK;
+        if (s != DF11_OK || !b) {
+            *bytes = 0;
+            return s;
+        }
         if (b > *bytes) *bytes = b;
     }
     return DF11_OK;

@@ -66,7 +66,7 @@ static void fu_make_model(void)
         s->data = w;
     }
     df11_compress_options co = { 0 };
-    co.lane_symbols = 24; /* chunks of 768 weights: rows cut between chunks */
+    co.lane_symbols = 72; /* chunks of 2304 weights: rows cut between chunks */
     snprintf(fu.huff_path, sizeof fu.huff_path, "%s/fu_huff.df11", df11_test_tmpdir());
     df11_status s =
         df11_compress_tensors(fu.huff_path, fu.t, FU_N, CONFIG, strlen(CONFIG), &co, NULL);
@@ -360,13 +360,13 @@ END_TEST
 
 START_TEST(test_fused_matmul_huffman)
 {
-    /* Huffman tensors (lane_symbols 24: chunks of 768 weights, so rows are cut between
-     * chunks, a row of g spans six, a chunk ends with a step taken symbol by symbol, and
-     * the last chunk of each tensor is short): by default the fused path exactly at batch 1
-     * where K % 8 == 0 and K >= 256 (df11i_huffman_matmul_default_max); forced, checked as
-     * test_fused_matmul checks the fixed code, batches past DF11_HUFFMAN_FUSED_MAX_BATCH as
-     * several launches. A stacked weight of two Huffman tensors (a launch each) gives each
-     * part's y bit for bit. */
+    /* Huffman tensors (lane_symbols 72: chunks of 2304 weights, so rows are cut between
+     * chunks, a row of g spans two or three, every chunk ends with a step taken symbol by
+     * symbol, and the last chunk of each tensor is short): by default the fused path
+     * exactly at batch 1 where K % 8 == 0 and K >= 256 (df11i_huffman_matmul_default_max);
+     * forced, checked as test_fused_matmul checks the fixed code, batches past
+     * DF11_HUFFMAN_FUSED_MAX_BATCH as several launches. x not 16-byte aligned gives the same
+     * bits; a stacked weight of two Huffman tensors (a launch each) gives each part's. */
     fu_make_model();
     df11_model *m = fu_open(fu.huff_path);
     const df11_file *f = df11_model_file(m);
@@ -377,12 +377,13 @@ START_TEST(test_fused_matmul_huffman)
     ck_assert_uint_eq(df11i_huffman_matmul_default_max(4096, 2048), 0);
     ck_assert_uint_eq(df11i_huffman_matmul_default_max(4096, 128), sup ? 1 : 0);
     ck_assert_uint_eq(df11i_huffman_matmul_default_max(4100, 128), 0);
+    ck_assert_uint_eq(df11i_huffman_matmul_default_max(4096, 32), 0); /* a large workspace */
     for (size_t i = 0; i < FU_N; i++) {
         const mm_shape *sh = &FU_SHAPES[i];
         uint32_t t;
         ck_assert_int_eq(df11_file_find_tensor(f, sh->name, &t), DF11_OK);
         ck_assert_int_eq(df11_file_tensor(f, t)->codec, DF11_CODEC_EXP_HUFFMAN);
-        ck_assert_uint_eq(df11_file_tensor(f, t)->lane_symbols, 24);
+        ck_assert_uint_eq(df11_file_tensor(f, t)->lane_symbols, 72);
         const int takes = sup && sh->k % 8 == 0 && sh->k >= 256;
         ck_assert_int_eq(df11i_cuda_matmul_fused_takes(NULL, f, t, 1), takes);
         ck_assert(!df11i_cuda_matmul_fused_takes(NULL, f, t, 2));
@@ -405,24 +406,37 @@ START_TEST(test_fused_matmul_huffman)
         ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
         const df11_weight parts[2] = { wt, wt };
         ck_assert_int_eq(df11_weight_stack(m, 2, parts, &st), DF11_OK);
-        const uint32_t batch = 3;
+        const uint32_t old = df11i_cuda_matmul_fused_limit(DF11I_FUSED_EVERY), batch = 3;
+        uint32_t t;
+        ck_assert_int_eq(df11_file_find_tensor(f, sh->name, &t), DF11_OK);
+        ck_assert(df11i_cuda_matmul_fused_takes(NULL, f, t, batch));
         uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, &rng);
-        void *dx = dev_alloc((size_t)batch * sh->k * 2),
-             *dy = dev_alloc((size_t)batch * st.rows * 4);
-        dev_upload(dx, x, (size_t)batch * sh->k * 2);
-        float *one = malloc((size_t)batch * sh->n * 4), *two = malloc((size_t)batch * st.rows * 4);
+        const size_t xb = (size_t)batch * sh->k * 2, yb = (size_t)batch * st.rows * 4;
+        uint8_t *dx = dev_alloc(xb + 16);
+        void *dy = dev_alloc(yb);
+        float *one = malloc(yb), *two = malloc(yb);
+        dev_upload(dx, x, xb);
         ck_assert_int_eq(df11_matmul(m, &wt, dx, batch, dy, DF11_DTYPE_F32, NULL), DF11_OK);
         ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
         read_back(one, dy, (size_t)batch * sh->n * 4);
+        /* x 2 bytes off a 16-byte boundary: read element by element, the same sums */
+        dev_upload(dx + 2, x, xb);
+        ck_assert_int_eq(df11_matmul(m, &wt, dx + 2, batch, dy, DF11_DTYPE_F32, NULL), DF11_OK);
+        ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+        read_back(two, dy, (size_t)batch * sh->n * 4);
+        ck_assert_msg(!memcmp(one, two, (size_t)batch * sh->n * 4),
+                      "unaligned x changed y (seed %#llx)", (unsigned long long)fu.seed);
+        dev_upload(dx, x, xb);
         ck_assert_int_eq(df11_matmul(m, &st, dx, batch, dy, DF11_DTYPE_F32, NULL), DF11_OK);
         ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
-        read_back(two, dy, (size_t)batch * st.rows * 4);
+        read_back(two, dy, yb);
         for (uint32_t b = 0; b < batch; b++)
             for (int p = 0; p < 2; p++)
                 ck_assert_msg(
                     !memcmp(two + ((size_t)b * 2 + p) * sh->n, one + (size_t)b * sh->n, sh->n * 4),
                     "stacked Huffman part %d, batch row %u differs (seed %#llx)", p, b,
                     (unsigned long long)fu.seed);
+        df11i_cuda_matmul_fused_limit(old);
         free(one);
         free(two);
         free(x);

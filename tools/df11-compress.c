@@ -30,8 +30,8 @@ static void usage(void)
            "                          straight from the compressed weights on the GPU; other\n"
            "                          BF16 tensors Huffman) or huffman (~67%%, the smallest;\n"
            "                          decoded before use, or at batch 1 multiplied as it is\n"
-           "                          decoded where S <= 256); raw stores BF16 as it is (100%%:\n"
-           "                          a baseline served through the same runtime)\n"
+           "                          decoded where 64 <= S <= 256); raw stores BF16 as it is\n"
+           "                          (100%%: a baseline served through the same runtime)\n"
            "      --json              print the summary as JSON\n"
            "  -q, --quiet             no summary\n"
            "  -h, --help, -V, --version\n",
