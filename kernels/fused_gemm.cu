@@ -31,9 +31,9 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include <atomic>
 #include <mutex>
 
+#include "kernels/device_cache.cuh"
 #include "kernels/fused_gemm.h"
 #include "kernels/fused_matmul_strip.cuh"
 extern "C" {
@@ -349,50 +349,38 @@ EncodeTiled encode_tiled()
 struct GemmGeom {
     int sms, occ;
 };
-constexpr int kMaxDevices = 64;
-std::atomic<int> g_state[kMaxDevices]; /* 0 unknown, 1 known, 2 unsupported */
-GemmGeom g_geom[kMaxDevices];
+PerDevice<GemmGeom> g_geom;
 
 df11_status gemm_geom(GemmGeom *out)
 {
     *out = GemmGeom{};
 #ifdef DF11_CUDA_SM90A
-    int dev = 0;
-    cudaError_t e = cudaGetDevice(&dev);
-    if (e != cudaSuccess)
-        return df11i_fail(DF11_ERR_DEVICE, "fused gemm: cudaGetDevice: %s", cudaGetErrorString(e));
-    if (dev < 0 || dev >= kMaxDevices) return DF11_OK;
-    int st = g_state[dev].load(std::memory_order_acquire);
-    if (st == 0) {
-        GemmGeom g = {};
+    return g_geom.get("fused gemm", out, [](int dev, GemmGeom *g, bool *usable) {
         int major = 0, minor = 0;
-        e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+        cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
         if (e == cudaSuccess)
             e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
         if (e == cudaSuccess)
-            e = cudaDeviceGetAttribute(&g.sms, cudaDevAttrMultiProcessorCount, dev);
+            e = cudaDeviceGetAttribute(&g->sms, cudaDevAttrMultiProcessorCount, dev);
         if (e != cudaSuccess)
             return df11i_fail(DF11_ERR_DEVICE, "fused gemm: device attributes: %s",
                               cudaGetErrorString(e));
-        st = 2;
         /* sm_90a code runs on compute capability 9.0 only */
-        if (major == 9 && minor == 0 && encode_tiled()) {
-            e = cudaFuncSetAttribute(fused_gemm_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     (int)kSmem);
-            if (e == cudaSuccess)
-                e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&g.occ, fused_gemm_kernel,
-                                                                  kThreads, kSmem);
-            st = g.occ > 0 ? 1 : 2;
-            if (e != cudaSuccess)
-                return df11i_fail(DF11_ERR_DEVICE, "fused gemm: kernel attributes: %s",
-                                  cudaGetErrorString(e));
-        }
-        g_geom[dev] = g;
-        g_state[dev].store(st, std::memory_order_release);
-    }
-    if (st == 1) *out = g_geom[dev];
-#endif
+        if (major != 9 || minor != 0 || !encode_tiled()) return DF11_OK;
+        e = cudaFuncSetAttribute(fused_gemm_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)kSmem);
+        if (e == cudaSuccess)
+            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&g->occ, fused_gemm_kernel, kThreads,
+                                                              kSmem);
+        if (e != cudaSuccess)
+            return df11i_fail(DF11_ERR_DEVICE, "fused gemm: kernel attributes: %s",
+                              cudaGetErrorString(e));
+        *usable = g->occ > 0;
+        return DF11_OK;
+    });
+#else
     return DF11_OK;
+#endif
 }
 
 /* x as the tensor map can describe it: 16-byte aligned rows of cols % 8 == 0 BF16. */

@@ -28,8 +28,7 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include <atomic>
-
+#include "kernels/device_cache.cuh"
 #include "kernels/fused_gemm.h"
 #include "kernels/fused_matmul_strip.cuh"
 #include "kernels/matmul.h"
@@ -272,55 +271,36 @@ struct DevGeom {
     int sms, occ[kMaxNB], major, ptx;
 };
 
-constexpr int kMaxDevices = 64;
-std::atomic<int> g_state[kMaxDevices]; /* 0 unknown, 1 known, 2 unsupported */
-DevGeom g_geom[kMaxDevices];
+PerDevice<DevGeom> g_geom;
 
 df11_status dev_geom(DevGeom *out)
 {
-    int dev = 0;
-    cudaError_t e = cudaGetDevice(&dev);
-    if (e != cudaSuccess)
-        return df11i_fail(DF11_ERR_DEVICE, "fused matmul: cudaGetDevice: %s",
-                          cudaGetErrorString(e));
-    if (dev < 0 || dev >= kMaxDevices)
-        return df11i_fail(DF11_ERR_UNSUPPORTED, "fused matmul: device %d", dev);
-    int st = g_state[dev].load(std::memory_order_acquire);
-    if (st == 0) {
-        DevGeom g = {};
+    return g_geom.get("fused matmul", out, [](int dev, DevGeom *g, bool *usable) {
         int major = 0;
-        e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-        g.major = major;
+        cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+        g->major = major;
         if (e == cudaSuccess)
-            e = cudaDeviceGetAttribute(&g.sms, cudaDevAttrMultiProcessorCount, dev);
+            e = cudaDeviceGetAttribute(&g->sms, cudaDevAttrMultiProcessorCount, dev);
         if (e != cudaSuccess)
             return df11i_fail(DF11_ERR_DEVICE, "fused matmul: device attributes: %s",
                               cudaGetErrorString(e));
         cudaFuncAttributes fa;
         if (major >= 8 && (e = cudaFuncGetAttributes(&fa, kernel_of(1, true))) == cudaSuccess)
-            g.ptx = fa.ptxVersion;
+            g->ptx = fa.ptxVersion;
         if (e != cudaSuccess)
             return df11i_fail(DF11_ERR_DEVICE, "fused matmul: kernel attributes: %s",
                               cudaGetErrorString(e));
-        if (g.ptx >= 80) {
-            for (int nb = 1; nb <= kMaxNB && e == cudaSuccess; nb++)
-                e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                    &g.occ[nb - 1], kernel_of(nb, true), kWarps * 32, smem_bytes());
+        *usable = g->ptx >= 80;
+        for (int nb = 1; nb <= kMaxNB && *usable; nb++) {
+            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&g->occ[nb - 1], kernel_of(nb, true),
+                                                              kWarps * 32, smem_bytes());
             if (e != cudaSuccess)
                 return df11i_fail(DF11_ERR_DEVICE, "fused matmul: occupancy: %s",
                                   cudaGetErrorString(e));
+            *usable = g->occ[nb - 1] > 0;
         }
-        g_geom[dev] = g; /* the same values from every thread that gets here */
-        st = 2;
-        if (g.ptx >= 80) {
-            st = 1;
-            for (int nb = 1; nb <= kMaxNB; nb++)
-                if (g.occ[nb - 1] <= 0) st = 2;
-        }
-        g_state[dev].store(st, std::memory_order_release);
-    }
-    *out = st == 1 ? g_geom[dev] : DevGeom{};
-    return DF11_OK;
+        return DF11_OK;
+    });
 }
 
 /* dev_geom, DF11_ERR_UNSUPPORTED where the device cannot run the kernel. */
