@@ -24,8 +24,8 @@
  *             outside a capture)
  *   fused     the fused path forced at every B (past 32 the wgmma kernel where it runs)
  *   decode    decode + cuBLAS forced (df11i_cuda_matmul_fused_limit(0)): the arena path
- *   huffman   df11_matmul on the Huffman model, the op's own choice (its fused kernel to
- *             batch 8, the arena path above; --lane-symbols sets the model's chunk size)
+ *   huffman   df11_matmul on the Huffman model, the op's own choice (its fused kernel at
+ *             batch 1 where --lane-symbols is 64..256, else the arena path)
  *   op_vs_better  op / min(fused, decode): issue 11 asks the op's choice to stay <= 1.03
  *   stacked   the block as engines that keep q, k, v and gate, up as one matrix call it:
  *             4 products (q+k+v, o, gate+up, down), df11_weight_stack on the fixed-code

@@ -807,6 +807,7 @@ HuffMatmulFn huffman_matmul_of(uint32_t batch)
 /* Workspace of a tensor's launch: semaphores (a word a row), then, from the end, partials. */
 struct HuffWs {
     uint64_t sem, part;
+    uint64_t bytes() const { return 2 * (sem > part ? sem : part); } /* see matmul.h */
 };
 HuffWs huffman_ws(uint64_t rows, uint64_t n_chunks)
 {
@@ -961,8 +962,7 @@ extern "C" df11_status df11i_huffman_matmul_workspace(uint64_t rows, uint64_t n_
                                                       uint64_t *bytes)
 {
     if (!bytes) return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_huffman_matmul_workspace: NULL");
-    const HuffWs w = huffman_ws(rows, n_chunks);
-    *bytes = 2 * (w.sem > w.part ? w.sem : w.part);
+    *bytes = huffman_ws(rows, n_chunks).bytes();
     return DF11_OK;
 }
 
@@ -986,15 +986,14 @@ extern "C" df11_status df11i_huffman_matmul(const df11i_gpu_tensor_desc *d, cons
 {
     if (!d || !d_plan || !d_payload || !x || !y || !ws || batch == 0 || ldy < rows)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_huffman_matmul: bad argument");
-    if (d->codec != DF11_CODEC_EXP_HUFFMAN || !d->lane_symbols || d->n_elements != rows * cols ||
+    if (d->codec != DF11_CODEC_EXP_HUFFMAN || d->n_elements != rows * cols ||
         !df11i_huffman_matmul_takes(cols, d->lane_symbols) || rows > UINT32_MAX)
         return df11i_fail(DF11_ERR_UNSUPPORTED, "fused Huffman matmul: %llu x %llu, codec %u",
                           (unsigned long long)rows, (unsigned long long)cols, d->codec);
     const HuffWs w = huffman_ws(rows, d->n_chunks);
     if (w.sem > ws_size / 2 || w.part > ws_size / 2)
         return df11i_fail(DF11_ERR_STATE, "fused Huffman matmul: workspace %llu bytes, needs %llu",
-                          (unsigned long long)ws_size,
-                          (unsigned long long)(2 * (w.sem > w.part ? w.sem : w.part)));
+                          (unsigned long long)ws_size, (unsigned long long)w.bytes());
     df11i_gpu_plan_header h = {};
     h.max_lut_entries = DF11_GPU_LUT_UNITS(d->max_len);
     h.warps_per_cta = kMatmulWarps;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec/codec.h" /* df11i_n_chunks */
 #include "common/error.h"
 #include "common/util.h"
 #include "kernels/decode.h"
@@ -172,8 +173,7 @@ static df11_status fused_ws_of(const df11_file *file, uint32_t n, const uint32_t
     const uint64_t cols = t0->shape[1];
     if (t0->codec == DF11_CODEC_EXP_HUFFMAN)
         return df11i_huffman_matmul_workspace(
-            t0->shape[0],
-            (t0->n_elements + 32ull * t0->lane_symbols - 1) / (32ull * t0->lane_symbols), bytes);
+            t0->shape[0], df11i_n_chunks(t0->n_elements, t0->lane_symbols), bytes);
     uint64_t rows[DF11_FUSED_MAX_PARTS];
     for (uint32_t i = 0; i < n; i++) rows[i] = df11_file_tensor(file, tensors[i])->shape[0];
     if (df11i_fused_matmul_workspace(n, rows, cols, bytes) != DF11_OK)

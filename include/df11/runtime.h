@@ -333,7 +333,11 @@ DF11_API df11_status df11_model_stats_get(const df11_model *model, df11_model_st
  *     accumulation, deterministic on a device; within the fp32 bound of, not
  *     bit-identical to, the cuBLAS result). Products of one model on one stream can be
  *     captured in a CUDA graph;
- *   - otherwise (CUDA: W Huffman-coded; either backend: W fixed-coded past those batches):
+ *   - CUDA backend, W Huffman-coded with 64..256 symbols a lane (df11-compress
+ *     --lane-symbols), K % 8 == 0, K >= 256, batch 1: a fused kernel decodes W and
+ *     multiplies it on the CUDA cores, likewise never writing it to memory;
+ *   - otherwise (CUDA: other Huffman products; either backend: W fixed-coded past those
+ *     batches):
  *     through the arena. W's block is decoded into an arena slot on the side stream
  *     exactly as df11_block_acquire does it (the next blocks prefetched behind it), held
  *     for the product, and released on `stream`; the block stays cached, so a pass over a
