@@ -2,8 +2,9 @@
  *
  * Builds a synthetic Llama-3-8B-shaped model in-process (N layers of the seven layer
  * matrices, 218,103,808 BF16 weights each, rows N(0, σ_r²) with σ_r = 0.02·e^{0.3z},
- * seeded), writes it as .df11 (df11_compress_tensors) and as .safetensors, and runs a
- * reference forward loop over it: per block, acquire, the seven GEMMs at batch B
+ * seeded), writes it as .df11 (df11_compress_tensors; Huffman, or --codec fixed) and as
+ * .safetensors, and runs a reference forward loop over it: per block, acquire, the seven
+ * GEMMs at batch B
  * (cublasGemmEx, BF16 in/out, FP32 accumulate) on the engine's stream, release. Modes:
  *   bf16      df11_model_open_bf16: every weight resident (the baseline)
  *   overlap   df11_model_open: decode of block b+1.. on the high-priority side stream
@@ -65,8 +66,6 @@ static void usage(FILE *f)
                "  --select ws|waves|I  cublasLt candidate: smallest workspace (default),\n"
                "                fewest waves of CTAs, or index I\n"
                "  --after-gemm I  'after': the next block's decode waits for GEMM I (0..6)\n"
-               "  --decode-sms N,...  also the decode on N SMs of its own, the GEMMs on the\n"
-               "                others (options.decode_sms); bf16 and overlap modes only\n"
                "  --codec C   the matrices' exponent code: huffman (default) or fixed\n");
 }
 
@@ -105,10 +104,9 @@ typedef struct options {
     int gemm_sms; /* cublasSetSmCountTarget for the df11 modes, 0 = all */
     int coresident;
     uint32_t lean_ctas;
-    int select;     /* cublasLt candidate index, or SELECT_WS / SELECT_WAVES */
-    int after_gemm; /* GEMM of a block after which the next block's decode is enqueued */
-    int decode_sms[8], n_decode_sms; /* --decode-sms: SM partitions to measure */
-    df11_codec codec;                /* of the matrices */
+    int select;       /* cublasLt candidate index, or SELECT_WS / SELECT_WAVES */
+    int after_gemm;   /* GEMM of a block after which the next block's decode is enqueued */
+    df11_codec codec; /* of the matrices */
 } options;
 
 typedef struct model_data {
@@ -387,7 +385,7 @@ typedef struct combo {
 } combo;
 
 static int open_mode(mode md, const char *df11_path, const char *st_path, const options *o,
-                     uint32_t sms, df11_model **m, double *open_s)
+                     df11_model **m, double *open_s)
 {
     df11_model_options mo;
     df11_model_options_init(&mo);
@@ -395,60 +393,11 @@ static int open_mode(mode md, const char *df11_path, const char *st_path, const 
     mo.arena_slots = o->slots;
     mo.decode_normal_priority = md == MODE_NORMAL;
     mo.prefetch_blocks = md == MODE_SERIAL ? 0 : -1;
-    mo.decode_sms = sms;
     double t0 = bench_now_s();
     df11_status s = md == MODE_BF16 ? df11_model_open_bf16(st_path, &mo, m)
                                     : df11_model_open(df11_path, &mo, m);
     *open_s = bench_now_s() - t0;
     if (s != DF11_OK) return cli_fail(TOOL, s, "opening the %s model", mode_name[md]);
-    return CLI_OK;
-}
-
-/* --decode-sms: per partition n, the df11 model opened with options.decode_sms = n (the
- * arena decode on n SMs) and the GEMMs on the device's other SMs, against the BF16 pass on
- * all SMs (bf16_ms, per batch) and on the same SMs as the GEMMs here (what the partition
- * costs the GEMMs alone); and the decode alone on its n SMs. */
-static int partition_run(const options *o, gemm_ctx *g, df11_model *ref, const char *df11_path,
-                         int sms, const double *bf16_ms)
-{
-    printf(
-        "\nSM partitions (`--decode-sms`): the next block's decode on n SMs (options.decode_sms, "
-        "one persistent CTA an SM), the GEMMs on the other %d - n (cublasSetSmCountTarget); "
-        "ms per pass, ratio to the BF16 pass on all SMs:\n\n",
-        sms);
-    printf(
-        "| n | decode alone ms/block | B | bf16, GEMMs on %d - n SMs | × bf16 | df11 partition | "
-        "× bf16 |\n|---:|---:|---:|---:|---:|---:|---:|\n",
-        sms);
-    for (int k = 0; k < o->n_decode_sms; k++) {
-        const int n = o->decode_sms[k];
-        df11_model *m;
-        double open_s;
-        int rc = open_mode(MODE_OVERLAP, df11_path, NULL, o, (uint32_t)n, &m, &open_s);
-        if (rc != CLI_OK) return rc;
-        if (check_block0(m, ref, g->stream)) {
-            printf("Served weights of block 0 (decode on %d SMs) DIFFER FROM the BF16 model's.\n",
-                   n);
-            df11_model_close(m);
-            return CLI_FAIL;
-        }
-        const double dec = time_passes(m, g, 1, 0, 0, o->reps) / o->layers;
-        cublasSetSmCountTarget(g->h, sms - n);
-        for (int i = 0; i < o->n_batches; i++) {
-            const double b = time_passes(ref, g, o->batches[i], 0, 1, o->reps),
-                         p = time_passes(m, g, o->batches[i], 0, 1, o->reps);
-            if (b < 0 || p < 0) {
-                cublasSetSmCountTarget(g->h, 0);
-                df11_model_close(m);
-                return cli_fail(TOOL, DF11_ERR_DEVICE, "partition pass at batch %d", o->batches[i]);
-            }
-            printf("| %d | %.3f | %d | %.3f | %.3f | %.3f | %.3f |\n", n, dec, o->batches[i], b,
-                   bf16_ms[i] / b, p, bf16_ms[i] / p);
-        }
-        cublasSetSmCountTarget(g->h, 0);
-        df11_model_close(m);
-        fflush(stdout);
-    }
     return CLI_OK;
 }
 
@@ -567,7 +516,6 @@ int bench_pipeline_main(int argc, char **argv)
                                               { "lean-ctas", required_argument, NULL, 'L' },
                                               { "select", required_argument, NULL, 'P' },
                                               { "after-gemm", required_argument, NULL, 'A' },
-                                              { "decode-sms", required_argument, NULL, 'D' },
                                               { "codec", required_argument, NULL, 'c' },
                                               { "help", no_argument, NULL, 'h' },
                                               { NULL, 0, NULL, 0 } };
@@ -613,18 +561,6 @@ int bench_pipeline_main(int argc, char **argv)
             if (*end || end == optarg || v < 0 || v >= N_MATS)
                 return cli_usage_error(TOOL, "bad --after-gemm '%s' (0..%d)", optarg, N_MATS - 1);
             o.after_gemm = (int)v;
-            break;
-        }
-        case 'D': {
-            o.n_decode_sms = 0;
-            for (char *p = strtok(optarg, ","); p; p = strtok(NULL, ",")) {
-                char *end;
-                long v = strtol(p, &end, 10);
-                if (*end || end == p || v < 1 || v > DF11_MAX_LEAN_CTAS || o.n_decode_sms == 8)
-                    return cli_usage_error(TOOL, "bad --decode-sms '%s' (up to 8 of 1..%d)", p,
-                                           DF11_MAX_LEAN_CTAS);
-                o.decode_sms[o.n_decode_sms++] = (int)v;
-            }
             break;
         }
         case 'c':
@@ -716,8 +652,6 @@ int bench_pipeline_main(int argc, char **argv)
            gen_s, compress_s, o.layers, o.slots, o.reps, o.small ? " --small" : "");
     if (o.gemm_sms) printf(" --gemm-sms %d", o.gemm_sms);
     if (o.codec == DF11_CODEC_EXP_FIXED) printf(" --codec fixed");
-    for (int i = 0; i < o.n_decode_sms; i++)
-        printf("%s%d", i ? "," : " --decode-sms ", o.decode_sms[i]);
     if (o.coresident) {
         printf(" --coresident --lean-ctas %u --after-gemm %d --select ", o.lean_ctas, o.after_gemm);
         if (o.select < 0)
@@ -751,7 +685,7 @@ int bench_pipeline_main(int argc, char **argv)
     double ms[MODE_COUNT][16], open_s[MODE_COUNT], decode_only_ms = 0;
     uint64_t vram[MODE_COUNT], weight_bytes[MODE_COUNT];
     df11_model *ref = NULL;
-    if ((rc = open_mode(MODE_BF16, df11_path, st_path, &o, 0, &ref, &open_s[MODE_BF16])) != CLI_OK)
+    if ((rc = open_mode(MODE_BF16, df11_path, st_path, &o, &ref, &open_s[MODE_BF16])) != CLI_OK)
         goto out;
     if (o.coresident) {
         g.ws_bytes = 32u << 20;
@@ -766,12 +700,10 @@ int bench_pipeline_main(int argc, char **argv)
         fflush(stdout);
         goto out;
     }
-    /* --decode-sms: the partitions' table instead of the normal-priority and serial modes */
-    const int n_modes = o.n_decode_sms ? MODE_NORMAL : MODE_COUNT;
-    for (int md = 0; md < n_modes; md++) {
+    for (int md = 0; md < MODE_COUNT; md++) {
         df11_model *m = ref;
         if (md != MODE_BF16 &&
-            (rc = open_mode((mode)md, df11_path, st_path, &o, 0, &m, &open_s[md])) != CLI_OK)
+            (rc = open_mode((mode)md, df11_path, st_path, &o, &m, &open_s[md])) != CLI_OK)
             goto out;
         /* Leave SMs to the decode stream in the df11 modes (the BF16 baseline uses all). */
         cublasSetSmCountTarget(g.h, md == MODE_BF16 ? 0 : o.gemm_sms);
@@ -798,18 +730,6 @@ int bench_pipeline_main(int argc, char **argv)
         if (m != ref) df11_model_close(m);
     }
 
-    if (o.n_decode_sms) {
-        printf("\nms per pass over %u blocks (median of %d) and throughput relative to BF16:\n\n"
-               "| B | bf16 ms | overlap ms | × bf16 |\n|---:|---:|---:|---:|\n",
-               o.layers, o.reps);
-        for (int i = 0; i < o.n_batches; i++)
-            printf("| %d | %.3f | %.3f | %.3f |\n", o.batches[i], ms[MODE_BF16][i],
-                   ms[MODE_OVERLAP][i], ms[MODE_BF16][i] / ms[MODE_OVERLAP][i]);
-        printf("\nDecode alone (acquire/release, no GEMMs): %.3f ms per block.\n",
-               decode_only_ms / o.layers);
-        rc = partition_run(&o, &g, ref, df11_path, prop.multiProcessorCount, ms[MODE_BF16]);
-        goto out;
-    }
     printf("\nms per pass over %u blocks (median of %d) and throughput relative to BF16:\n\n",
            o.layers, o.reps);
     printf(

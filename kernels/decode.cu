@@ -851,19 +851,17 @@ extern "C" int df11i_gpu_ctas_per_sm(uint32_t warps, uint32_t lut_entries, int *
 }
 
 /* Both launches of a group: the fixed-code tensors', then the group kernel's; plain
- * (lean_ctas 0) or persistent (at most lean_ctas CTAs each; wide: the fixed-code tiles by
- * wide CTAs). */
+ * (lean_ctas 0) or lean (at most lean_ctas CTAs each). */
 static df11_status decode_group(const void *plan, const void *d_plan, const void *d_payload,
-                                void *d_out, uint32_t lean_ctas, int wide, uint32_t *d_error,
-                                void *stream)
+                                void *d_out, uint32_t lean_ctas, uint32_t *d_error, void *stream)
 {
     if (!plan || !d_plan || !d_payload || !d_out)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_gpu_decode: NULL argument");
     const df11i_gpu_plan_header *h = static_cast<const df11i_gpu_plan_header *>(plan);
     const df11i_gpu_tensor_desc *ds = reinterpret_cast<const df11i_gpu_tensor_desc *>(h + 1);
     /* fixed-code tensors: their own launch */
-    df11_status st = df11i_gpu_decode_fixed(ds, h->n_tensors, d_payload, d_out, lean_ctas, wide,
-                                            d_error, stream);
+    df11_status st =
+        df11i_gpu_decode_fixed(ds, h->n_tensors, d_payload, d_out, lean_ctas, d_error, stream);
     if (st != DF11_OK) return st;
     if (h->n_ctas == 0) return DF11_OK;
     const uint8_t *p = static_cast<const uint8_t *>(d_plan),
@@ -894,7 +892,7 @@ extern "C" df11_status df11i_gpu_decode_checked(const void *plan, const void *d_
                                                 const void *d_payload, void *d_out,
                                                 uint32_t *d_error, void *stream)
 {
-    return decode_group(plan, d_plan, d_payload, d_out, 0, 0, d_error, stream);
+    return decode_group(plan, d_plan, d_payload, d_out, 0, d_error, stream);
 }
 
 extern "C" int df11i_gpu_sm_count(void)
@@ -910,11 +908,11 @@ extern "C" int df11i_gpu_sm_count(void)
 
 extern "C" df11_status df11i_gpu_decode_lean(const void *plan, const void *d_plan,
                                              const void *d_payload, void *d_out, uint32_t ctas,
-                                             int wide, uint32_t *d_error, void *stream)
+                                             uint32_t *d_error, void *stream)
 {
     if (ctas == 0 && (ctas = (uint32_t)df11i_gpu_sm_count()) == 0)
         return df11i_fail(DF11_ERR_DEVICE, "lean decode: the device's SM count is unknown");
-    return decode_group(plan, d_plan, d_payload, d_out, ctas, wide, d_error, stream);
+    return decode_group(plan, d_plan, d_payload, d_out, ctas, d_error, stream);
 }
 
 extern "C" df11_status df11i_gpu_decode(const void *plan, const void *d_plan, const void *d_payload,

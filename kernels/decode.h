@@ -70,22 +70,18 @@ df11_status df11i_gpu_plan_build(const df11_file *file, uint32_t group, const vo
 /* Warps a CTA of the lean decoders (df11i_gpu_decode_lean): few, so that a CTA fits beside
  * a GEMM's CTA on an SM (docs/RUNTIME.md, "Co-resident decode"). */
 #define DF11_GPU_LEAN_WARPS 2
-/* Warps a CTA of the wide fixed-code decoder: an SM's worth, one CTA an SM, so that a grid
- * of n CTAs decodes on n SMs of its own (docs/RUNTIME.md, "An SM partition"). */
-#define DF11_GPU_WIDE_WARPS 16
 
 /* Launches the fixed-code decoder (kernels/decode_fixed.cu) for the EXP_FIXED tensors among
  * the n descriptors of a plan (others are skipped), up to 16 tensors a launch: writes each
  * one's rows x cols BF16 values at out_off and zeros up to the next 256-byte boundary.
- * ctas 0: the plain decoder, a warp a tile; else a persistent grid of at most ctas CTAs
- * walking the same tiles (same bytes), of DF11_GPU_LEAN_WARPS warps (lean) or, where wide,
- * DF11_GPU_WIDE_WARPS.
+ * lean_ctas 0: the plain decoder, a warp a tile; else the lean one, a persistent grid of at
+ * most lean_ctas CTAs of DF11_GPU_LEAN_WARPS warps walking the same tiles (same bytes).
  * The plan builder validated the tensors whole (df11i_fixed_validate); the kernel still
  * never reads an exception outside its tile's list, and ORs 1 into *d_error (if not NULL)
  * where a tile's codes and exception offsets disagree. Asynchronous; returns launch errors
  * only (and DF11_ERR_CORRUPT for a descriptor whose tile count is not its shape's). */
 df11_status df11i_gpu_decode_fixed(const df11i_gpu_tensor_desc *descs, uint32_t n,
-                                   const void *d_payload, void *d_out, uint32_t ctas, int wide,
+                                   const void *d_payload, void *d_out, uint32_t lean_ctas,
                                    uint32_t *d_error, void *stream);
 
 /* Decodes a group on `stream`: d_plan/d_payload/d_out are device pointers; `plan` is the
@@ -110,12 +106,9 @@ df11_status df11i_gpu_decode_checked(const void *plan, const void *d_plan, const
  * DF11_GPU_LEAN_WARPS warps, few registers and little shared memory, each walking the
  * plain launches' work items (fixed-code tiles; Huffman chunks and raw slices) strided by
  * the grid. Meant to run beside an engine's GEMMs on the same SMs (docs/RUNTIME.md,
- * "Co-resident decode"). wide: the fixed-code tiles by CTAs of DF11_GPU_WIDE_WARPS warps
- * instead, one an SM, meant to run on SMs the GEMMs leave ("An SM partition").
- * Asynchronous; returns launch errors only. */
+ * "Co-resident decode"). Asynchronous; returns launch errors only. */
 df11_status df11i_gpu_decode_lean(const void *plan, const void *d_plan, const void *d_payload,
-                                  void *d_out, uint32_t ctas, int wide, uint32_t *d_error,
-                                  void *stream);
+                                  void *d_out, uint32_t ctas, uint32_t *d_error, void *stream);
 
 /* SMs of the current device; 0 when it cannot be known. A host-side query, no sync. */
 int df11i_gpu_sm_count(void);

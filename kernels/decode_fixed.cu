@@ -31,8 +31,6 @@ constexpr int kMaxParts = 16; /* tensors a launch (the kernel parameters: 1.6 KB
  * docs/RUNTIME.md, "Co-resident decode", says what to measure with ncu). */
 constexpr int kLeanWarps = DF11_GPU_LEAN_WARPS;
 constexpr int kLeanMinBlocks = 10;
-/* The wide decoder's CTA: an SM's worth of warps (DF11_GPU_WIDE_WARPS), one CTA an SM. */
-constexpr int kWideWarps = DF11_GPU_WIDE_WARPS;
 /* tiles a launch, so that its CTA count fits a grid */
 constexpr uint64_t kMaxLaunchTiles = (uint64_t)kWarps << 30;
 
@@ -210,22 +208,19 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks) df11i_fixed_kernel(Ar
     arena_tile(a, u, lane, warp_corrections(corr_all, lane, warp));
 }
 
-/* The persistent arena decodes (docs/RUNTIME.md, "Co-resident decode" and "An SM
- * partition"): the same tiles as df11i_fixed_kernel, each decoded by decode_tile exactly as
- * there, by a persistent grid of few CTAs of WARPS warps: warp w of the grid's W warps takes
- * tiles w, w + W, w + 2W, ... The lean CTA (kLeanWarps, 10 an SM) is sized to fit beside a
- * GEMM's CTA on an SM; the wide one (kWideWarps, one an SM) to take an SM of its own, so
- * that a grid of n CTAs decodes on n SMs while an engine's GEMMs use the others. A warp's
- * corrections are zero again after every tile (take_corrections clears what apply_escapes
- * wrote), so one zeroing serves all its tiles. */
-template <int WARPS, int MIN_BLOCKS>
-__global__ void __launch_bounds__(32 * WARPS, MIN_BLOCKS) df11i_fixed_persistent_kernel(Args a)
+/* The lean arena decode (docs/RUNTIME.md, "Co-resident decode"): the same tiles as
+ * df11i_fixed_kernel, each decoded by decode_tile exactly as there, but by a persistent grid
+ * of few CTAs of kLeanWarps warps, sized to fit beside a GEMM's CTA on an SM: warp w of the
+ * grid's W warps takes tiles w, w + W, w + 2W, ... A warp's corrections are zero again
+ * after every tile (take_corrections clears what apply_escapes wrote), so one zeroing
+ * serves all its tiles. */
+__global__ void __launch_bounds__(32 * kLeanWarps, kLeanMinBlocks) df11i_fixed_lean_kernel(Args a)
 {
-    __shared__ __align__(16) uint4 corr_all[WARPS * 32 * 4];
+    __shared__ __align__(16) uint4 corr_all[kLeanWarps * 32 * 4];
     const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     uint4 *corr4 = warp_corrections(corr_all, lane, warp);
-    const uint64_t stride = (uint64_t)gridDim.x * WARPS;
-    for (uint64_t u = (uint64_t)blockIdx.x * WARPS + warp; u < a.n_tiles; u += stride)
+    const uint64_t stride = (uint64_t)gridDim.x * kLeanWarps;
+    for (uint64_t u = (uint64_t)blockIdx.x * kLeanWarps + warp; u < a.n_tiles; u += stride)
         arena_tile(a, u, lane, corr4);
 }
 
@@ -260,21 +255,18 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
                 rows_sink{ out, lo, hi, dst, P.cols, r.out_f32 });
 }
 
-/* The plain launch (a warp a tile), or with ctas > 0 a persistent one (lean, or wide): at
- * most that many CTAs, none without a tile. */
-df11_status launch(const Args &a, uint32_t ctas, bool wide, cudaStream_t stream)
+/* The plain launch (a warp a tile), or with lean_ctas > 0 the lean one: that many CTAs,
+ * none without a tile. */
+df11_status launch(const Args &a, uint32_t lean_ctas, cudaStream_t stream)
 {
-    const int warps = !ctas ? kWarps : wide ? kWideWarps : kLeanWarps;
-    uint64_t blocks = (a.n_tiles + warps - 1) / warps;
-    if (ctas && blocks > ctas) blocks = ctas;
-    if (!ctas)
+    uint64_t blocks = (a.n_tiles + kWarps - 1) / kWarps;
+    if (lean_ctas) {
+        blocks = (a.n_tiles + kLeanWarps - 1) / kLeanWarps;
+        if (blocks > lean_ctas) blocks = lean_ctas;
+        df11i_fixed_lean_kernel<<<(unsigned)blocks, 32 * kLeanWarps, 0, stream>>>(a);
+    } else {
         df11i_fixed_kernel<<<(unsigned)blocks, 32 * kWarps, 0, stream>>>(a);
-    else if (wide)
-        df11i_fixed_persistent_kernel<kWideWarps, 1>
-            <<<(unsigned)blocks, 32 * kWideWarps, 0, stream>>>(a);
-    else
-        df11i_fixed_persistent_kernel<kLeanWarps, kLeanMinBlocks>
-            <<<(unsigned)blocks, 32 * kLeanWarps, 0, stream>>>(a);
+    }
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "fixed decode launch (%llu CTAs): %s",
@@ -314,8 +306,8 @@ df11_status part_of_desc(const df11i_gpu_tensor_desc *d, const uint8_t *pay, uin
 } // namespace
 
 extern "C" df11_status df11i_gpu_decode_fixed(const df11i_gpu_tensor_desc *ds, uint32_t n,
-                                              const void *d_payload, void *d_out, uint32_t ctas,
-                                              int wide, uint32_t *d_error, void *stream)
+                                              const void *d_payload, void *d_out,
+                                              uint32_t lean_ctas, uint32_t *d_error, void *stream)
 {
     if ((!ds && n) || !d_payload || !d_out)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_gpu_decode_fixed: NULL argument");
@@ -332,7 +324,7 @@ extern "C" df11_status df11i_gpu_decode_fixed(const df11i_gpu_tensor_desc *ds, u
             part_of_desc(d, pay, static_cast<uint8_t *>(d_out) + d->out_off, a.n_tiles, &p, &tiles);
         if (s != DF11_OK) return s;
         if (a.n_parts == kMaxParts || a.n_tiles + tiles > kMaxLaunchTiles) {
-            if ((s = launch(a, ctas, wide, st)) != DF11_OK) return s;
+            if ((s = launch(a, lean_ctas, st)) != DF11_OK) return s;
             a.n_parts = 0;
             a.n_tiles = 0;
             p.first = 0;
@@ -340,7 +332,7 @@ extern "C" df11_status df11i_gpu_decode_fixed(const df11i_gpu_tensor_desc *ds, u
         a.p[a.n_parts++] = p;
         a.n_tiles += tiles;
     }
-    return a.n_parts ? launch(a, ctas, wide, st) : DF11_OK;
+    return a.n_parts ? launch(a, lean_ctas, st) : DF11_OK;
 }
 
 extern "C" df11_status df11i_gpu_rows_fixed(const df11i_gpu_tensor_desc *d, const void *d_payload,

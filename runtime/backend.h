@@ -38,9 +38,8 @@ typedef struct df11i_backend_group {
     const void *plan_host; /* CUDA: host copy of the plan blob; NULL on the host */
     const void *plan_dev;  /* CUDA: the plan in device memory */
     /* CUDA arena decodes: nonzero = the lean persistent decoder (options.decode_lean) of
-     * lean_ctas CTAs (0 = one per SM); wide: its fixed-code tiles by CTAs of an SM's warps
-     * (options.decode_sms). The host backend decodes the same bytes either way. */
-    int lean, wide;
+     * lean_ctas CTAs (0 = one per SM). The host backend decodes the same bytes either way. */
+    int lean;
     uint32_t lean_ctas;
 } df11i_backend_group;
 
@@ -117,9 +116,8 @@ typedef struct df11i_backend_iface {
      * side stream, then matmul_bf16); a backend fills the slots it has. --- */
     /* Per-model state for the products (CUDA: the cuBLAS handle), made at open, destroyed
      * at close. NULL when none is needed (host). */
-    /* pdl: launch fused kernels with programmatic dependent launch where supported;
-     * spare_sms: SMs the products leave to the decode (options.decode_sms; 0: none). */
-    df11_status (*matmul_create)(df11i_backend *be, int pdl, uint32_t spare_sms, void **mm);
+    /* pdl: launch fused kernels with programmatic dependent launch where supported. */
+    df11_status (*matmul_create)(df11i_backend *be, int pdl, void **mm);
     void (*matmul_destroy)(df11i_backend *be, void *mm);
     /* y = x·Wᵀ from decoded BF16 weights `w` (n × k, backend memory), on a->stream. */
     df11_status (*matmul_bf16)(df11i_backend *be, void *mm, const df11i_matmul_args *a,
@@ -201,7 +199,7 @@ df11_status df11i_host_rows_decode(df11i_backend *be, const df11i_rows_args *a);
 df11_status df11i_host_rows_decode_now(int n_threads, const df11i_rows_args *a);
 
 /* The CUDA backend's matmul slots (runtime/matmul_cuda.c, built with CUDA only). */
-df11_status df11i_cuda_matmul_create(df11i_backend *be, int pdl, uint32_t spare_sms, void **mm);
+df11_status df11i_cuda_matmul_create(df11i_backend *be, int pdl, void **mm);
 void df11i_cuda_matmul_destroy(df11i_backend *be, void *mm);
 df11_status df11i_cuda_matmul_bf16(df11i_backend *be, void *mm, const df11i_matmul_args *a,
                                    const void *w);

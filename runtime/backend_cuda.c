@@ -174,8 +174,8 @@ static df11_status c_decode_group(df11i_backend *be, const df11i_backend_group *
     if (!g->plan_host || !g->plan_dev)
         return df11i_fail(DF11_ERR_STATE, "cuda backend: group %u has no decode plan", g->group);
     if (g->lean)
-        return df11i_gpu_decode_lean(g->plan_host, g->plan_dev, g->payload, out, g->lean_ctas,
-                                     g->wide, NULL, stream);
+        return df11i_gpu_decode_lean(g->plan_host, g->plan_dev, g->payload, out, g->lean_ctas, NULL,
+                                     stream);
     return df11i_gpu_decode(g->plan_host, g->plan_dev, g->payload, out, stream);
 }
 

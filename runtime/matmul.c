@@ -58,8 +58,7 @@ df11_status df11i_rt_matmul_open(df11_model *m)
     df11_status s;
     m->uid = atomic_fetch_add(&next_uid, 1);
     if (be->iface->matmul_create &&
-        (s = be->iface->matmul_create(be, !m->opt.matmul_plain_launch, m->opt.decode_sms,
-                                      &m->mm)) != DF11_OK)
+        (s = be->iface->matmul_create(be, !m->opt.matmul_plain_launch, &m->mm)) != DF11_OK)
         return s;
     if ((s = be->iface->event_create(be, &m->mm_ready)) != DF11_OK ||
         (s = be->iface->event_create(be, &m->mm_done)) != DF11_OK ||

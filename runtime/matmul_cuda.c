@@ -35,13 +35,8 @@ typedef struct cuda_mm {
 
 /* Made at open on the thread that opened the model, whose current device the backend has
  * set (every allocation before it did); cuBLAS binds the handle to that device. */
-df11_status df11i_cuda_matmul_create(df11i_backend *be, int pdl, uint32_t spare_sms, void **mm)
+df11_status df11i_cuda_matmul_create(df11i_backend *be, int pdl, void **mm)
 {
-    int sms = 0;
-    if (spare_sms && (uint32_t)(sms = df11i_gpu_sm_count()) <= spare_sms)
-        return df11i_fail(DF11_ERR_INVALID_ARG,
-                          "options: decode_sms %u leaves no SM of the device's %d to the products",
-                          spare_sms, sms);
     cuda_mm *c = calloc(1, sizeof *c);
     if (!c) return df11i_fail(DF11_ERR_NO_MEMORY, "cuda matmul: out of host memory");
     cublasStatus_t e = cublasCreate(&c->h);
@@ -56,13 +51,6 @@ df11_status df11i_cuda_matmul_create(df11i_backend *be, int pdl, uint32_t spare_
         cublasDestroy(c->h);
         free(c);
         return cublas_fail(e, "cublasSetMathMode");
-    }
-    /* the decode's SMs left alone: cuBLAS sizes its (persistent) grids to the rest */
-    if (spare_sms &&
-        (e = cublasSetSmCountTarget(c->h, sms - (int)spare_sms)) != CUBLAS_STATUS_SUCCESS) {
-        cublasDestroy(c->h);
-        free(c);
-        return cublas_fail(e, "cublasSetSmCountTarget");
     }
     c->pdl = pdl;
     *mm = c;

@@ -47,10 +47,10 @@ static df11_status options_take(df11_model_options *opt, const df11_model_option
     if (opt->staging_slots < 2 || opt->staging_slots > DF11_MAX_STAGING)
         return df11i_fail(DF11_ERR_INVALID_ARG, "options: staging_slots %u (2..%d, 0 = 3)",
                           opt->staging_slots, DF11_MAX_STAGING);
-    if (opt->decode_lean_ctas > DF11_MAX_LEAN_CTAS || opt->decode_sms > DF11_MAX_LEAN_CTAS)
+    if (opt->decode_lean_ctas > DF11_MAX_LEAN_CTAS)
         return df11i_fail(DF11_ERR_INVALID_ARG,
-                          "options: decode_lean_ctas %u or decode_sms %u (at most %d)",
-                          opt->decode_lean_ctas, opt->decode_sms, DF11_MAX_LEAN_CTAS);
+                          "options: decode_lean_ctas %u (0 = one per SM, at most %d)",
+                          opt->decode_lean_ctas, DF11_MAX_LEAN_CTAS);
     if (opt->arena_slots == 1 || opt->arena_slots > DF11_ARENA_MAX_SLOTS ||
         (opt->nonlayer != DF11_NONLAYER_RESIDENT && opt->nonlayer != DF11_NONLAYER_ARENA &&
          opt->nonlayer != DF11_NONLAYER_COMPRESSED))

@@ -66,18 +66,13 @@ static df11_status slot_fill(df11_model *m, int64_t key, uint32_t g, int prefetc
         goto fail;
     const void *payload;
     if ((s = df11i_rt_payload_get(m, g, m->side_stream, &payload)) != DF11_OK) goto fail;
-    /* An SM partition (options.decode_sms) is for decodes ahead of use, which run beside
-     * the engine's work; a decode the engine waits for now takes every SM. */
-    const int partition = m->opt.decode_sms && prefetch;
     df11i_backend_group bg = { .file = m->file,
                                .group = g,
                                .payload = payload,
                                .plan_host = gr->plan_host,
                                .plan_dev = gr->plan_dev,
-                               .lean = partition || (m->opt.decode_lean && !m->opt.decode_sms),
-                               .wide = partition,
-                               .lean_ctas =
-                                   partition ? m->opt.decode_sms : m->opt.decode_lean_ctas };
+                               .lean = m->opt.decode_lean,
+                               .lean_ctas = m->opt.decode_lean_ctas };
     s = be->iface->decode_group(be, &bg, m->arena.slots[i].data, m->side_stream);
     df11_status s2 = df11i_rt_payload_put(m, g, m->side_stream);
     if (s == DF11_OK) s = s2;

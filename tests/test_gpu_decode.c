@@ -52,12 +52,10 @@ static void gpu_group_load(const df11_file *f, uint32_t g, gpu_group *gg)
     CUDA_OK(cudaMalloc((void **)&gg->d_err, 4));
 }
 
-/* The decoders every group goes through: the plain one (-1), the lean one with one CTA
+/* The decoders every group goes through: the plain one (-1), and the lean one with one CTA
  * per SM (0), a single CTA (every work item by the same two warps, tensors and decode tables
- * changing under it) and 7 CTAs (a stride that divides nothing), and the wide one (fixed-code
- * tiles by CTAs of an SM's warps; WIDE + n: n CTAs) with 1 and 3 CTAs. */
-enum { WIDE = 1 << 20 };
-static const int decoders[] = { -1, 0, 1, 7, WIDE + 1, WIDE + 3 };
+ * changing under it) and 7 CTAs (a stride that divides nothing). */
+static const int decoders[] = { -1, 0, 1, 7 };
 enum { N_DECODERS = sizeof decoders / sizeof *decoders };
 
 /* Runs decoder `lean` (decoders[]) over a poisoned output; returns the error flag, fills
@@ -66,11 +64,10 @@ static uint32_t gpu_group_decode(gpu_group *gg, uint8_t *out, int lean)
 {
     CUDA_OK(cudaMemset(gg->d_out, 0xff, gg->gi->decoded_size + 1));
     CUDA_OK(cudaMemset(gg->d_err, 0, 4));
-    df11_status st =
-        lean < 0 ? df11i_gpu_decode_checked(gg->plan, gg->d_plan, gg->d_payload, gg->d_out,
-                                            gg->d_err, NULL)
-                 : df11i_gpu_decode_lean(gg->plan, gg->d_plan, gg->d_payload, gg->d_out,
-                                         (uint32_t)(lean % WIDE), lean >= WIDE, gg->d_err, NULL);
+    df11_status st = lean < 0 ? df11i_gpu_decode_checked(gg->plan, gg->d_plan, gg->d_payload,
+                                                         gg->d_out, gg->d_err, NULL)
+                              : df11i_gpu_decode_lean(gg->plan, gg->d_plan, gg->d_payload,
+                                                      gg->d_out, (uint32_t)lean, gg->d_err, NULL);
     ck_assert_msg(st == DF11_OK, "decode: %s", df11_last_error_detail());
     CUDA_OK(cudaDeviceSynchronize());
     uint32_t err;

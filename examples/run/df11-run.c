@@ -78,8 +78,6 @@ static void usage(FILE *f)
             "                          token), tiled (FP32 tiles), mma (BF16 tensor-core\n"
             "                          tiles) or split (a prompt then goes through 8\n"
             "                          tokens a pass; --bench takes at most 8)\n"
-            "      --decode-sms N      CUDA: a block's decode on N SMs of its own and the op's\n"
-            "                          GEMMs on the others, side by side (options.decode_sms)\n"
             "      --no-pdl            launch the op's fused kernel and the engine's kernels\n"
             "                          plainly, not with programmatic dependent launch (to\n"
             "                          measure what it buys)\n"
@@ -191,7 +189,6 @@ typedef struct run_opts {
     const char *model_path, *bf16_path, *prompt, *tokens, *tokenizer_path, *system;
     char *found_tokenizer; /* tokenizer.json found beside the model (owned) */
     int steps, threads, ctx, slots, json, logits, quiet, bench, bench_decode, no_pdl, chat;
-    int decode_sms;                /* --decode-sms: options.decode_sms of the .df11 model */
     int *token_ids, n_token_ids;   /* --tokens, parsed */
     int *bench_lens, n_bench_lens; /* --bench=LIST, parsed */
     float temperature, top_p;
@@ -262,7 +259,6 @@ static void model_open(session *s, const run_opts *o, const char *path, int i)
     if (o->slots) mo.arena_slots = o->slots < 0 ? 0 : (uint32_t)o->slots;
     if (o->threads) mo.n_threads = o->threads;
     mo.matmul_plain_launch = o->no_pdl;
-    if (!s->is_bf16) mo.decode_sms = (uint32_t)o->decode_sms; /* the baseline keeps every SM */
     mo.nonlayer = s->nonlayer;
     if (o->vram_budget) {
         /* streamed blocks: pinned RAM as needed, or up to --host-budget and then the file */
@@ -1092,8 +1088,7 @@ int main(int argc, char **argv)
         O_STAGING,
         O_HOST_BUDGET,
         O_ATTENTION,
-        O_DEVICES,
-        O_DECODE_SMS
+        O_DEVICES
     };
     static const struct option longopts[] = {
         { "prompt", required_argument, NULL, 'p' },
@@ -1122,7 +1117,6 @@ int main(int argc, char **argv)
         { "host-budget", required_argument, NULL, O_HOST_BUDGET },
         { "attention", required_argument, NULL, O_ATTENTION },
         { "devices", required_argument, NULL, O_DEVICES },
-        { "decode-sms", required_argument, NULL, O_DECODE_SMS },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -1156,9 +1150,6 @@ int main(int argc, char **argv)
             break;
         case O_VRAM_BUDGET: o.vram_budget = parse_size(optarg, "--vram-budget"); break;
         case O_STAGING: o.staging = parse_int(optarg, "--staging", 2, DF11_MAX_STAGING); break;
-        case O_DECODE_SMS:
-            o.decode_sms = parse_int(optarg, "--decode-sms", 1, DF11_MAX_LEAN_CTAS);
-            break;
         case O_HOST_BUDGET: o.host_budget = parse_size(optarg, "--host-budget"); break;
         case O_JSON: o.json = 1; break;
         case O_LOGITS: o.logits = 1; break;

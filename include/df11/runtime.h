@@ -139,15 +139,6 @@ typedef struct df11_model_options {
      * backend decodes as always. */
     int decode_lean;
     uint32_t decode_lean_ctas;
-    /* --- An SM partition (added after co-resident decode; docs/RUNTIME.md, "An SM
-     * partition"): nonzero decode_sms decodes arena blocks (CUDA) on at most that many SMs,
-     * one persistent CTA of an SM's warps each (fixed-code tensors; Huffman ones by that
-     * many lean CTAs), and gives the op's cuBLAS products the device's other SMs
-     * (cublasSetSmCountTarget), so that the next block's decode runs beside this block's
-     * products instead of taking turns with them. Fewer than the device's SMs
-     * (DF11_ERR_INVALID_ARG at open otherwise); takes precedence over decode_lean. Same
-     * bytes. The host backend decodes as always. */
-    uint32_t decode_sms;
 } df11_model_options;
 
 /* The most CTAs options.decode_lean_ctas may ask for. */
