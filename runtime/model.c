@@ -305,10 +305,6 @@ static df11_status pv_tensor_release_id(void *ctx, uint32_t id, df11_stream s)
 {
     return df11_tensor_release_id(ctx, id, s);
 }
-static df11_status pv_prefetch_after(void *ctx, uint32_t b, df11_stream s)
-{
-    return df11_block_prefetch_after(ctx, b, s);
-}
 
 df11_status df11_model_provider(df11_model *m, df11_provider *p)
 {
@@ -329,6 +325,5 @@ df11_status df11_model_provider(df11_model *m, df11_provider *p)
     p->tensor_id = pv_tensor_id;
     p->tensor_get_id = pv_tensor_get_id;
     p->tensor_release_id = pv_tensor_release_id;
-    p->block_prefetch_after = pv_prefetch_after;
     return DF11_OK;
 }

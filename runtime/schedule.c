@@ -71,10 +71,7 @@ static df11_status slot_fill(df11_model *m, int64_t key, uint32_t g, int prefetc
                                .payload = payload,
                                .plan_host = gr->plan_host,
                                .plan_dev = gr->plan_dev,
-                               /* the lean decoder is for decodes ahead of use, which run
-                                  beside the engine's work; one the engine waits for now
-                                  takes every SM */
-                               .lean = m->opt.decode_lean && prefetch,
+                               .lean = m->opt.decode_lean,
                                .lean_ctas = m->opt.decode_lean_ctas };
     s = be->iface->decode_group(be, &bg, m->arena.slots[i].data, m->side_stream);
     df11_status s2 = df11i_rt_payload_put(m, g, m->side_stream);

@@ -78,9 +78,6 @@ static void usage(FILE *f)
             "                          token), tiled (FP32 tiles), mma (BF16 tensor-core\n"
             "                          tiles) or split (a prompt then goes through 8\n"
             "                          tokens a pass; --bench takes at most 8)\n"
-            "      --decode-beside-attention N\n"
-            "                          CUDA: in prompts of N tokens or more, each layer's\n"
-            "                          attention runs the next block's decode beside it\n"
             "      --no-pdl            launch the op's fused kernel and the engine's kernels\n"
             "                          plainly, not with programmatic dependent launch (to\n"
             "                          measure what it buys)\n"
@@ -192,7 +189,6 @@ typedef struct run_opts {
     const char *model_path, *bf16_path, *prompt, *tokens, *tokenizer_path, *system;
     char *found_tokenizer; /* tokenizer.json found beside the model (owned) */
     int steps, threads, ctx, slots, json, logits, quiet, bench, bench_decode, no_pdl, chat;
-    int beside; /* --decode-beside-attention N */
     int *token_ids, n_token_ids;   /* --tokens, parsed */
     int *bench_lens, n_bench_lens; /* --bench=LIST, parsed */
     float temperature, top_p;
@@ -263,10 +259,6 @@ static void model_open(session *s, const run_opts *o, const char *path, int i)
     if (o->slots) mo.arena_slots = o->slots < 0 ? 0 : (uint32_t)o->slots;
     if (o->threads) mo.n_threads = o->threads;
     mo.matmul_plain_launch = o->no_pdl;
-    if (o->beside && !s->is_bf16) { /* the decode of block l + 1 queued by layer l's attention */
-        mo.decode_lean = 1;
-        mo.prefetch_blocks = 0;
-    }
     mo.nonlayer = s->nonlayer;
     if (o->vram_budget) {
         /* streamed blocks: pinned RAM as needed, or up to --host-budget and then the file */
@@ -365,7 +357,6 @@ static void session_open(session *s, const run_opts *o, int bf16, int max_seq, i
     lo.matmul = o->matmul;
     lo.attention = o->attention;
     lo.plain_launch = o->no_pdl;
-    lo.decode_beside_attention = s->is_bf16 ? 0 : o->beside; /* the baseline unchanged */
     st = o->n_devices ? dfl_create_split(&s->cfg, s->stages, s->n_stages, &lo, &s->engine)
                       : dfl_create(&s->cfg, &s->provider, &lo, &s->engine);
     if (st != DF11_OK) die(1, "'%s': %s: %s", path, df11_strerror(st), dfl_create_error());
@@ -1097,8 +1088,7 @@ int main(int argc, char **argv)
         O_STAGING,
         O_HOST_BUDGET,
         O_ATTENTION,
-        O_DEVICES,
-        O_BESIDE
+        O_DEVICES
     };
     static const struct option longopts[] = {
         { "prompt", required_argument, NULL, 'p' },
@@ -1127,7 +1117,6 @@ int main(int argc, char **argv)
         { "host-budget", required_argument, NULL, O_HOST_BUDGET },
         { "attention", required_argument, NULL, O_ATTENTION },
         { "devices", required_argument, NULL, O_DEVICES },
-        { "decode-beside-attention", required_argument, NULL, O_BESIDE },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -1161,9 +1150,6 @@ int main(int argc, char **argv)
             break;
         case O_VRAM_BUDGET: o.vram_budget = parse_size(optarg, "--vram-budget"); break;
         case O_STAGING: o.staging = parse_int(optarg, "--staging", 2, DF11_MAX_STAGING); break;
-        case O_BESIDE:
-            o.beside = parse_int(optarg, "--decode-beside-attention", 1, INT32_MAX);
-            break;
         case O_HOST_BUDGET: o.host_budget = parse_size(optarg, "--host-budget"); break;
         case O_JSON: o.json = 1; break;
         case O_LOGITS: o.logits = 1; break;

@@ -1141,8 +1141,8 @@ df11_status dfl_create_split(const dfl_config *cfg, const dfl_stage *stages, int
                                  create_err, sizeof create_err);
         const dfl_gpu_range r = { sg->device, sg->first_layer, end, i == 0, last };
         if (st == DF11_OK)
-            st = dfl_gpu_create(cfg, sg->provider, &r, e->max_seq, e->max_batch, opt,
-                                op ? &e->lin[i] : NULL,
+            st = dfl_gpu_create(cfg, sg->provider, &r, e->max_seq, e->max_batch, opt->attention,
+                                opt->plain_launch, op ? &e->lin[i] : NULL,
                                 i == 0 && e->gather ? &e->emb : NULL, &e->gpu[i], create_err,
                                 sizeof create_err);
     }

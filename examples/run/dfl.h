@@ -168,11 +168,6 @@ typedef struct dfl_options {
     int plain_launch;        /* CUDA path: launch the engine's kernels without programmatic
                          dependent launch (to measure what it buys; the op's fused kernel
                          has the model's matmul_plain_launch) */
-    int decode_beside_attention; /* CUDA op path: in passes of at least this many tokens
-                         (0: none) each layer queues the next block's decode
-                         (provider->block_prefetch_after) just before its attention, which
-                         then leaves every SM room for one CTA of df11's lean decoder; for a
-                         model opened with options.decode_lean and prefetch_blocks = 0 */
 } dfl_options;
 
 void dfl_options_init(dfl_options *opt);
@@ -314,7 +309,7 @@ typedef struct dfl_gpu_range {
  * provider's row gather (NULL: a tensor view); the engine keeps both alive until
  * dfl_gpu_destroy. */
 df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, const dfl_gpu_range *r,
-                           int max_seq, int max_batch, const dfl_options *opt,
+                           int max_seq, int max_batch, dfl_attention attention, int plain_launch,
                            const dfl_linears *linears, const df11_weight *embed, dfl_gpu **out,
                            char *err, size_t errlen);
 void dfl_gpu_destroy(dfl_gpu *g);

@@ -62,7 +62,6 @@ struct dfl_gpu {
     int max_seq, max_batch;
     dfl_attention attention;
     int plain_launch; /* dfl_options.plain_launch */
-    int beside_min;   /* dfl_options.decode_beside_attention */
     attention_device att_dev;
     attention_ws att_ws; /* the split kernel's, for a decode pass */
     cudaStream_t stream;
@@ -514,11 +513,10 @@ __device__ __forceinline__ float2 load_pair(const float *row, int c, int hd)
  * fragments. HDP: head_dim rounded up to 64 or 128 (zero padding). Padded rows keep 4
  * words between a bank's rows so every fragment load is conflict-free. */
 template <int HDP>
-__device__ __forceinline__ void attention_mma_body(const float *__restrict__ q,
-                                                   const float *__restrict__ kc,
-                                                   const float *__restrict__ vc,
-                                                   bf16 *__restrict__ out, int n, int pos0,
-                                                   int n_heads, int n_kv_heads, int hd, int window)
+__global__ void __launch_bounds__(128, 3)
+    attention_mma_kernel(const float *__restrict__ q, const float *__restrict__ kc,
+                         const float *__restrict__ vc, bf16 *__restrict__ out, int n, int pos0,
+                         int n_heads, int n_kv_heads, int hd, int window)
 {
     constexpr int KSTEPS = HDP / 16, NT = HDP / 8, LDK = HDP / 2 + 4, LDV = HDP + 8;
     constexpr int VSLOTS = ATT_BK / 2 * HDP / 2; /* vp's words / 2; ks has twice as many */
@@ -652,30 +650,6 @@ __device__ __forceinline__ void attention_mma_body(const float *__restrict__ q,
                     __floats2bfloat162_rn(o[j][2 * half] * inv, o[j][2 * half + 1] * inv);
         }
     }
-}
-
-/* The kernel: 3 blocks an SM (168 registers a thread), the registers of the SM all taken. */
-template <int HDP>
-__global__ void __launch_bounds__(128, 3)
-    attention_mma_kernel(const float *__restrict__ q, const float *__restrict__ kc,
-                         const float *__restrict__ vc, bf16 *__restrict__ out, int n, int pos0,
-                         int n_heads, int n_kv_heads, int hd, int window)
-{
-    attention_mma_body<HDP>(q, kc, vc, out, n, pos0, n_heads, n_kv_heads, hd, window);
-}
-
-/* The same with room beside its 3 blocks an SM for one CTA of df11's lean arena decoder
- * (2 warps of 96 registers): 3 x 128 x ATT_ROOMY_REGS + 6144 <= 65536, so that a block's
- * decode queued before the attention (dfl_options.decode_beside_attention) runs on the
- * same SMs instead of waiting for them. */
-constexpr int ATT_ROOMY_REGS = 152;
-template <int HDP>
-__global__ void __maxnreg__(ATT_ROOMY_REGS)
-    attention_mma_roomy_kernel(const float *__restrict__ q, const float *__restrict__ kc,
-                               const float *__restrict__ vc, bf16 *__restrict__ out, int n,
-                               int pos0, int n_heads, int n_kv_heads, int hd, int window)
-{
-    attention_mma_body<HDP>(q, kc, vc, out, n, pos0, n_heads, n_kv_heads, hd, window);
 }
 
 /* Decode steps (a pass of at most DFL_ATTENTION_SPLIT_MAX_N tokens): the positions a
@@ -1039,7 +1013,7 @@ static int split_ranges(int n, int ctx, int window, int n_kv_heads, const attent
 static df11_status attention_launch(dfl_attention kind, const float *q, const float *kc,
                                     const float *vc, bf16 *out, int n, int pos0, int n_heads,
                                     int n_kv_heads, int hd, int window, const attention_device *dev,
-                                    const attention_ws *ws, bool roomy, cudaStream_t s, char *err,
+                                    const attention_ws *ws, cudaStream_t s, char *err,
                                     size_t errlen)
 {
     const dfl_attention k = attention_pick(kind, n, pos0 + n, hd, n_heads / n_kv_heads, dev);
@@ -1067,12 +1041,8 @@ static df11_status attention_launch(dfl_attention kind, const float *q, const fl
                SPLIT_THREADS, 0, s, q, kc, vc, out, ws->part, ws->count, pos0, n_heads, n_kv_heads,
                hd, window, ranges);
     } else if (k == DFL_ATTENTION_MMA) {
-        static const decltype(&attention_mma_kernel<64>) kernels[2][2] = {
-            { attention_mma_kernel<64>, attention_mma_kernel<128> },
-            { attention_mma_roomy_kernel<64>, attention_mma_roomy_kernel<128> },
-        };
-        launch(dev->pdl, kernels[roomy][hd > 64], grid, 128, 0, s, q, kc, vc, out, n, pos0,
-               n_heads, n_kv_heads, hd, window);
+        launch(dev->pdl, hd <= 64 ? attention_mma_kernel<64> : attention_mma_kernel<128>, grid, 128,
+               0, s, q, kc, vc, out, n, pos0, n_heads, n_kv_heads, hd, window);
     } else if (k == DFL_ATTENTION_NAIVE) {
         const size_t smem = (size_t)(hd + pos0 + n) * sizeof(float);
         launch(dev->pdl, attention_kernel, dim3(n_heads, n), 128, smem, s, q, kc, vc, out, pos0,
@@ -1125,7 +1095,7 @@ df11_status dfl_gpu_attention(dfl_attention kind, const float *q, const float *k
         }
     }
     df11_status st = attention_launch(kind, q, kc, vc, (bf16 *)out, n, pos0, n_heads, n_kv_heads,
-                                      hd, window, &dev, &ws, false, s, err, errlen);
+                                      hd, window, &dev, &ws, s, err, errlen);
     if (split) CUDA_TRY(cudaFreeAsync(ws.part, s));
     return st;
 }
@@ -1356,7 +1326,7 @@ static df11_status gpu_create(dfl_gpu *g, char *err, size_t errlen)
 }
 
 df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, const dfl_gpu_range *r,
-                           int max_seq, int max_batch, const dfl_options *opt,
+                           int max_seq, int max_batch, dfl_attention attention, int plain_launch,
                            const dfl_linears *linears, const df11_weight *embed, dfl_gpu **out,
                            char *err, size_t errlen)
 {
@@ -1366,9 +1336,8 @@ df11_status dfl_gpu_create(const dfl_config *cfg, const df11_provider *p, const 
     CUDA_TRY(cudaGetDevice(&device));
     dfl_gpu *g = new dfl_gpu();
     g->cfg = *cfg;
-    g->attention = opt->attention;
-    g->plain_launch = opt->plain_launch;
-    g->beside_min = opt->decode_beside_attention;
+    g->attention = attention;
+    g->plain_launch = plain_launch;
     g->prov = *p;
     g->device = device;
     g->first = r->first;
@@ -1502,21 +1471,10 @@ static df11_status gpu_layer(dfl_gpu *g, uint32_t l, const dfl_layer_weights *w,
         launch(pdl, rope_kernel, n, THREADS, 0, s, kc, KV, c->n_kv_heads, hd, pos, g->rope_cos,
                g->rope_sin);
     }
-    /* dfl_options.decode_beside_attention: the next block's decode queued now runs on the
-     * SMs of this attention, beside its blocks */
-    const bool beside = op && g->beside_min && n >= g->beside_min && l + 1 < (uint32_t)g->end &&
-                        g->prov.size >= offsetof(df11_provider, block_prefetch_after) +
-                                            sizeof g->prov.block_prefetch_after &&
-                        g->prov.block_prefetch_after;
-    if (beside && (st = g->prov.block_prefetch_after(g->prov.ctx, l + 1, s)) != DF11_OK) {
-        snprintf(err, errlen, "block %u: prefetch: %s%s%s", l + 1, df11_strerror(st),
-                 *df11_last_error_detail() ? ": " : "", df11_last_error_detail());
-        return st;
-    }
     if ((st = attention_launch(g->attention, g->q, g->kc + li * g->max_seq * KV,
                                g->vc + li * g->max_seq * KV, g->att, n, pos, c->n_heads,
-                               c->n_kv_heads, hd, c->sliding_window, &g->att_dev, &g->att_ws,
-                               beside && !getenv("DFL_NO_ROOMY"), s, err, errlen)) != DF11_OK)
+                               c->n_kv_heads, hd, c->sliding_window, &g->att_dev, &g->att_ws, s,
+                               err, errlen)) != DF11_OK)
         return st;
     LINEAR(wo, g->att, g->x, D, Q, 1); /* x += o_proj(att) */
     if (w->bo) add_bias(g, op ? g->proj : g->x, D, (const bf16 *)w->bo, n, D);

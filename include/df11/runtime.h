@@ -600,8 +600,6 @@ typedef struct df11_provider {
     df11_status (*tensor_get_id)(void *ctx, uint32_t id, df11_stream stream,
                                  df11_tensor_view *view);
     df11_status (*tensor_release_id)(void *ctx, uint32_t id, df11_stream stream);
-    /* Added with decode placement: check provider.size before use. May be NULL. */
-    df11_status (*block_prefetch_after)(void *ctx, uint32_t block, df11_stream stream);
 } df11_provider;
 
 DF11_API df11_status df11_model_provider(df11_model *model, df11_provider *provider);
