@@ -154,14 +154,34 @@ __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float 
     old = __shfl_sync(~0u, old, 0);
     if (old != (unsigned)n - 1) return;
     __threadfence();
+    // the partials in CTA order (the sum does not depend on timing), read 4 CTAs' at a time:
+    // this is the launch's last work, and one L2 round trip per CTA was its longest chain
     float sum[NB][4] = {};
-    for (int c = 0; c < n; c++)
+    const float *mine = slot + ((lane >> 2) * 8 * NB + 2 * (lane & 3));
+    auto part = [&](int c, int nb, int j) {
+        return __ldcg(mine + c * 128 * NB + 8 * (j >> 1) * 8 * NB + nb * 8 + (j & 1));
+    };
+    int c = 0;
+    for (; c + 4 <= n; c += 4) {
+        float v[4][NB][4];
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) v[k][nb][j] = part(c + k, nb, j);
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) sum[nb][j] += v[k][nb][j];
+    }
+    for (; c < n; c++)
 #pragma unroll
         for (int nb = 0; nb < NB; nb++)
 #pragma unroll
-            for (int j = 0; j < 4; j++)
-                sum[nb][j] += __ldcg(slot + c * 128 * NB + ((lane >> 2) + 8 * (j >> 1)) * 8 * NB +
-                                     nb * 8 + 2 * (lane & 3) + (j & 1));
+            for (int j = 0; j < 4; j++) sum[nb][j] += part(c, nb, j);
     store_y(sum);
     if (lane == 0) atomicExch(a.sem + gs, 0u);
 }
