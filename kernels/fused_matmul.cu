@@ -147,13 +147,20 @@ __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float 
         for (int j = 0; j < 4; j++)
             slot[ci * 128 * NB + ((lane >> 2) + 8 * (j >> 1)) * 8 * NB + nb * 8 + 2 * (lane & 3) +
                  (j & 1)] = acc[nb][j];
-    __threadfence();
+    // The semaphore idiom of CUTLASS's: the warp's partial ordered before lane 0's count by
+    // the warp barrier, the count an acquire-release RMW at GPU scope (one fence for lane 0,
+    // where two __threadfence of every lane were sequentially consistent ones), the other
+    // lanes' reads ordered after its acquire by the barrier after it.
     __syncwarp();
     unsigned old = 0;
-    if (lane == 0) old = atomicAdd(a.sem + gs, 1u);
+    if (lane == 0)
+        asm volatile("atom.add.acq_rel.gpu.u32 %0, [%1], 1;"
+                     : "=r"(old)
+                     : "l"(a.sem + gs)
+                     : "memory");
     old = __shfl_sync(~0u, old, 0);
     if (old != (unsigned)n - 1) return;
-    __threadfence();
+    __syncwarp();
     // the partials in CTA order (the sum does not depend on timing), read 4 CTAs' at a time:
     // this is the launch's last work, and one L2 round trip per CTA was its longest chain
     float sum[NB][4] = {};
