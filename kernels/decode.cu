@@ -24,6 +24,7 @@
 #include "kernels/decode.h"
 #include "kernels/gather.h"
 #include "kernels/matmul.h"
+#include "kernels/split_count.cuh"
 extern "C" {
 #include "codec/codec.h" /* DF11_MAX_CODE_LEN */
 #include "common/error.h"
@@ -739,15 +740,13 @@ template <int NB> struct dot_sink {
 #pragma unroll
         for (int b = 0; b < NB; b++)
             if (lane == (uint32_t)b) a.part[slot(r, chunk) + b] = v[b];
-        __threadfence();
-        __syncwarp();
+        __syncwarp(); /* the lanes' partials before lane 0's count (kernels/split_count.cuh) */
         unsigned old = 0;
-        if (lane == 0) old = atomicAdd(a.sem + r, 1u);
-        __syncwarp(); /* orders the lanes' reads below after lane 0's atomic */
+        if (lane == 0) old = df11i_fused::split_count(a.sem + r);
+        __syncwarp(); /* orders the lanes' reads below after lane 0's acquire */
         old = __shfl_sync(0xffffffffu, old, 0);
         const uint64_t cf = rs / ce, cl = (rs + a.K - 1) / ce;
         if (old != (unsigned)(cl - cf)) return; /* not the row's last chunk to finish */
-        __threadfence();
         if (lane < a.B) {
             float t = 0.f;
             for (uint64_t c = cf; c <= cl; c++) t += __ldcg(a.part + slot(r, c) + lane);

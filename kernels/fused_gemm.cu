@@ -36,6 +36,7 @@
 #include "kernels/device_cache.cuh"
 #include "kernels/fused_gemm.h"
 #include "kernels/fused_matmul_strip.cuh"
+#include "kernels/split_count.cuh"
 extern "C" {
 #include "codec/fixed.h"
 #include "common/error.h"
@@ -298,13 +299,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     float *part = a.ws + (long long)unit * a.S * (kRows * kN);
 #pragma unroll
     for (int i = 0; i < R; i++) part[(long long)sp * kRows * kN + i * 128 + ctid] = acc[i];
-    __threadfence();
-    asm volatile("bar.sync 1, 128;" ::: "memory");
-    if (ctid == 0) *last = atomicAdd(a.sem + unit, 1u) == (unsigned)a.S - 1;
+    asm volatile("bar.sync 1, 128;" ::: "memory"); /* kernels/split_count.cuh */
+    if (ctid == 0) *last = split_count(a.sem + unit) == (unsigned)a.S - 1;
     asm volatile("bar.sync 1, 128;" ::: "memory");
     if (!*last) return;
-    __threadfence();
-    /* p_0 + p_1 + ... in split order, this CTA's own p_sp from its registers (in place) */
+        /* p_0 + p_1 + ... in split order, this CTA's own p_sp from its registers (in place) */
 #pragma unroll
     for (int i = 0; i < R; i++) {
         const float *pi = part + i * 128 + ctid;

@@ -32,6 +32,7 @@
 #include "kernels/fused_gemm.h"
 #include "kernels/fused_matmul_strip.cuh"
 #include "kernels/matmul.h"
+#include "kernels/split_count.cuh"
 extern "C" {
 #include "codec/fixed.h"
 #include "common/error.h"
@@ -147,17 +148,9 @@ __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float 
         for (int j = 0; j < 4; j++)
             slot[ci * 128 * NB + ((lane >> 2) + 8 * (j >> 1)) * 8 * NB + nb * 8 + 2 * (lane & 3) +
                  (j & 1)] = acc[nb][j];
-    // The semaphore idiom of CUTLASS's: the warp's partial ordered before lane 0's count by
-    // the warp barrier, the count an acquire-release RMW at GPU scope (one fence for lane 0,
-    // where two __threadfence of every lane were sequentially consistent ones), the other
-    // lanes' reads ordered after its acquire by the barrier after it.
-    __syncwarp();
+    __syncwarp(); // the lanes' partials before lane 0's count (kernels/split_count.cuh)
     unsigned old = 0;
-    if (lane == 0)
-        asm volatile("atom.add.acq_rel.gpu.u32 %0, [%1], 1;"
-                     : "=r"(old)
-                     : "l"(a.sem + gs)
-                     : "memory");
+    if (lane == 0) old = split_count(a.sem + gs);
     old = __shfl_sync(~0u, old, 0);
     if (old != (unsigned)n - 1) return;
     __syncwarp();
