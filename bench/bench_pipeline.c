@@ -564,12 +564,7 @@ int bench_pipeline_main(int argc, char **argv)
             break;
         }
         case 'c':
-            if (!strcmp(optarg, "huffman"))
-                o.codec = DF11_CODEC_EXP_HUFFMAN;
-            else if (!strcmp(optarg, "fixed"))
-                o.codec = DF11_CODEC_EXP_FIXED;
-            else
-                return cli_usage_error(TOOL, "--codec '%s': want huffman or fixed", optarg);
+            if (bench_parse_codec(TOOL, optarg, &o.codec) != CLI_OK) return CLI_USAGE;
             break;
         case 'b': {
             batches_given = 1;

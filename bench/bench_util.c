@@ -1,9 +1,11 @@
 /* Timing and command-line helpers shared by the df11-bench subcommands. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "bench/bench.h"
 #include "common/clock.h"
+#include "tools/cli.h"
 
 double bench_now_s(void) { return df11i_now_ms() / 1e3; }
 
@@ -17,4 +19,15 @@ double bench_median(double *v, int n)
 {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+int bench_parse_codec(const char *tool, const char *arg, df11_codec *codec)
+{
+    if (!strcmp(arg, "huffman"))
+        *codec = DF11_CODEC_EXP_HUFFMAN;
+    else if (!strcmp(arg, "fixed"))
+        *codec = DF11_CODEC_EXP_FIXED;
+    else
+        return cli_usage_error(tool, "--codec '%s': want huffman or fixed", arg);
+    return CLI_OK;
 }
