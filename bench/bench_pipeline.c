@@ -4,8 +4,8 @@
  * matrices, 218,103,808 BF16 weights each, rows N(0, σ_r²) with σ_r = 0.02·e^{0.3z},
  * seeded), writes it as .df11 (df11_compress_tensors; Huffman, or --codec fixed) and as
  * .safetensors, and runs a reference forward loop over it: per block, acquire, the seven
- * GEMMs at batch B
- * (cublasGemmEx, BF16 in/out, FP32 accumulate) on the engine's stream, release. Modes:
+ * GEMMs at batch B (cublasGemmEx, BF16 in/out, FP32 accumulate) on the engine's stream,
+ * release. Modes:
  *   bf16      df11_model_open_bf16: every weight resident (the baseline)
  *   overlap   df11_model_open: decode of block b+1.. on the high-priority side stream
  *             while block b computes (the default runtime)
@@ -59,14 +59,14 @@ static void usage(FILE *f)
                "  --dir DIR   where the temporary model files go (default $TMPDIR or /tmp)\n"
                "  --small     matrices 1/16 the rows (a quick check, not a measurement)\n"
                "  --gemm-sms N  df11 modes: cublasSetSmCountTarget(N), leaving SMs to decode\n"
+               "  --codec C   the matrices' exponent code: huffman (default) or fixed\n"
                "  --coresident  decode plain/lean x launch now/after a GEMM x GEMM default/\n"
                "                selected cublasLt algorithm, against the best BF16 GEMMs\n"
                "                (default batches 512,1024,4096)\n"
                "  --lean-ctas N   lean decoder's CTAs (default 0: one per SM)\n"
                "  --select ws|waves|I  cublasLt candidate: smallest workspace (default),\n"
                "                fewest waves of CTAs, or index I\n"
-               "  --after-gemm I  'after': the next block's decode waits for GEMM I (0..6)\n"
-               "  --codec C   the matrices' exponent code: huffman (default) or fixed\n");
+               "  --after-gemm I  'after': the next block's decode waits for GEMM I (0..6)\n");
 }
 
 #ifndef DF11_HAVE_CUDA

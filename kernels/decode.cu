@@ -743,10 +743,10 @@ template <int NB> struct dot_sink {
         __syncwarp(); /* the lanes' partials before lane 0's count (kernels/split_count.cuh) */
         unsigned old = 0;
         if (lane == 0) old = df11i_fused::split_count(a.sem + r);
-        __syncwarp(); /* orders the lanes' reads below after lane 0's acquire */
         old = __shfl_sync(0xffffffffu, old, 0);
         const uint64_t cf = rs / ce, cl = (rs + a.K - 1) / ce;
         if (old != (unsigned)(cl - cf)) return; /* not the row's last chunk to finish */
+        __syncwarp(); /* lane 0's acquire before the lanes' reads (a shuffle orders no memory) */
         if (lane < a.B) {
             float t = 0.f;
             for (uint64_t c = cf; c <= cl; c++) t += __ldcg(a.part + slot(r, c) + lane);

@@ -299,20 +299,34 @@ __global__ void __launch_bounds__(kThreads, 1)
     float *part = a.ws + (long long)unit * a.S * (kRows * kN);
 #pragma unroll
     for (int i = 0; i < R; i++) part[(long long)sp * kRows * kN + i * 128 + ctid] = acc[i];
-    asm volatile("bar.sync 1, 128;" ::: "memory"); /* kernels/split_count.cuh */
+    /* the warpgroup's partials before thread 0's count, the others' reads after its
+     * acquire (kernels/split_count.cuh) */
+    asm volatile("bar.sync 1, 128;" ::: "memory");
     if (ctid == 0) *last = split_count(a.sem + unit) == (unsigned)a.S - 1;
     asm volatile("bar.sync 1, 128;" ::: "memory");
     if (!*last) return;
-        /* p_0 + p_1 + ... in split order, this CTA's own p_sp from its registers (in place) */
+
+    /* p_0 + p_1 + ... in split order, this CTA's own p_sp from its registers; a split's R
+     * values loaded at once (this is the launch's last work, and a round trip a value, R a
+     * split, was its longest chain) */
+    float sum[R];
 #pragma unroll
-    for (int i = 0; i < R; i++) {
-        const float *pi = part + i * 128 + ctid;
-        float v = 0.f;
-        for (int k = 0; k < sp; k++) v += __ldcg(pi + (long long)k * kRows * kN);
-        v += acc[i];
-        for (int k = sp + 1; k < a.S; k++) v += __ldcg(pi + (long long)k * kRows * kN);
-        acc[i] = v;
+    for (int i = 0; i < R; i++) sum[i] = 0.f;
+    for (int k = 0; k < a.S; k++) {
+        if (k == sp) {
+#pragma unroll
+            for (int i = 0; i < R; i++) sum[i] += acc[i];
+            continue;
+        }
+        const float *pk = part + (long long)k * kRows * kN + ctid;
+        float v[R];
+#pragma unroll
+        for (int i = 0; i < R; i++) v[i] = __ldcg(pk + i * 128);
+#pragma unroll
+        for (int i = 0; i < R; i++) sum[i] += v[i];
     }
+#pragma unroll
+    for (int i = 0; i < R; i++) acc[i] = sum[i];
     store_y(acc);
     if (ctid == 0) atomicExch(a.sem + unit, 0u);
 #endif

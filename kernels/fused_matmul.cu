@@ -153,7 +153,7 @@ __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float 
     if (lane == 0) old = split_count(a.sem + gs);
     old = __shfl_sync(~0u, old, 0);
     if (old != (unsigned)n - 1) return;
-    __syncwarp();
+    __syncwarp(); // lane 0's acquire before the lanes' reads (a shuffle orders no memory)
     // the partials in CTA order (the sum does not depend on timing), read 4 CTAs' at a time:
     // this is the launch's last work, and one L2 round trip per CTA was its longest chain
     float sum[NB][4] = {};
