@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "kernels/decode.h"
+#include "kernels/device_cache.cuh"
 #include "kernels/gather.h"
 #include "kernels/matmul.h"
 #include "kernels/split_count.cuh"
@@ -779,10 +780,21 @@ __global__ void __launch_bounds__(32 * kMatmulWarps)
                                 const uint8_t *__restrict__ payload, HuffMatmulArgs a)
 {
     extern __shared__ uint4 smem[];
+#if __CUDA_ARCH__ >= 900
+    /* programmatic dependent launch (df11i_huffman_matmul's pdl): the next launch on the
+     * stream may start now; its own wait still waits for this whole grid */
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
     const uint32_t lut_bytes = DF11_GPU_LUT_BYTES(DF11_GPU_LUT_UNITS(d.max_len));
     for (uint32_t i = threadIdx.x; i < lut_bytes / 16; i += blockDim.x)
         smem[i] = __ldg(lut_src + i);
     __syncthreads();
+#if __CUDA_ARCH__ >= 900
+    /* only the weights and their table were read so far: x, y, the workspace and the error
+     * word may be the previous kernel's, still running where this launch was programmatic
+     * (a no-op where it was not) */
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
     const uint32_t chunk = blockIdx.x * kMatmulWarps + threadIdx.x / kLanes;
     if (chunk >= d.n_chunks) return; /* whole warps */
     const uint32_t lut = (uint32_t)__cvta_generic_to_shared(smem);
@@ -972,6 +984,36 @@ extern "C" int df11i_huffman_matmul_takes(uint64_t cols, uint32_t lane_symbols)
            lane_symbols <= DF11_HUFFMAN_FUSED_MAX_LANE_SYMBOLS;
 }
 
+namespace {
+
+/* Whether the Huffman kernel's code on the current device waits as a programmatic launch
+ * needs (griddepcontrol, compiled for sm_90+: a GPU newer than the build's machine code runs
+ * the build's older PTX, which has none), looked up once per device. */
+df11i_fused::PerDevice<bool> g_huffman_pdl;
+
+bool huffman_pdl_ok()
+{
+    bool ok = false;
+    return g_huffman_pdl.get(
+               "fused Huffman matmul", &ok,
+               [](int dev, bool *v, bool *usable) {
+                   int major = 0;
+                   cudaFuncAttributes fa;
+                   *v = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ==
+                            cudaSuccess &&
+                        major >= 9 &&
+                        cudaFuncGetAttributes(&fa, (const void *)df11i_huffman_matmul_kernel<1>) ==
+                            cudaSuccess &&
+                        fa.ptxVersion >= 90;
+                   (void)cudaGetLastError();
+                   *usable = *v;
+                   return DF11_OK;
+               }) == DF11_OK &&
+           ok;
+}
+
+} // namespace
+
 extern "C" uint32_t df11i_huffman_matmul_default_max(uint64_t cols, uint32_t lane_symbols)
 {
     return df11i_fused_matmul_supported() && df11i_huffman_matmul_takes(cols, lane_symbols) ? 1 : 0;
@@ -981,7 +1023,7 @@ extern "C" df11_status df11i_huffman_matmul(const df11i_gpu_tensor_desc *d, cons
                                             const void *d_payload, uint64_t rows, uint64_t cols,
                                             const void *x, uint32_t batch, void *y, uint32_t ldy,
                                             int y_bf16, void *ws, uint64_t ws_size,
-                                            uint32_t *d_error, void *stream)
+                                            uint32_t *d_error, int pdl, void *stream)
 {
     if (!d || !d_plan || !d_payload || !x || !y || !ws || batch == 0 || ldy < rows)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_huffman_matmul: bad argument");
@@ -1020,9 +1062,19 @@ extern "C" df11_status df11i_huffman_matmul(const df11i_gpu_tensor_desc *d, cons
         const HuffMatmulFn k = huffman_matmul_of(nb);
         df11_status st = allow_smem(smem, (const void *)k);
         if (st != DF11_OK) return st;
-        k<<<ctas, kLanes * kMatmulWarps, smem, static_cast<cudaStream_t>(stream)>>>(
-            *d, lut, static_cast<const uint8_t *>(d_payload), a);
-        cudaError_t e = cudaGetLastError();
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3(ctas);
+        cfg.blockDim = dim3(kLanes * kMatmulWarps);
+        cfg.dynamicSmemBytes = smem;
+        cfg.stream = static_cast<cudaStream_t>(stream);
+        cudaLaunchAttribute attr[1];
+        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[0].val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = attr;
+        cfg.numAttrs = pdl && huffman_pdl_ok() ? 1 : 0;
+        cudaError_t e =
+            cudaLaunchKernelEx(&cfg, k, *d, lut, static_cast<const uint8_t *>(d_payload), a);
+        if (e == cudaSuccess) e = cudaGetLastError();
         if (e != cudaSuccess)
             return df11i_fail(DF11_ERR_DEVICE, "fused Huffman matmul launch (%u CTAs): %s", ctas,
                               cudaGetErrorString(e));

@@ -127,12 +127,13 @@ df11_status df11i_huffman_matmul_workspace(uint64_t rows, uint64_t n_chunks, uin
  * d_plan + d->lut_off, device memory) in d_payload: W rows x cols, x batch x cols BF16 (row
  * stride cols), y batch x ldy (F32, or BF16 when y_bf16). Batches past
  * DF11_HUFFMAN_FUSED_MAX_BATCH run as several launches in order on the stream. Corrupt
- * streams OR 1 into *d_error (if not NULL), as the group decoder's. Asynchronous; returns
- * argument and launch errors only. */
+ * streams OR 1 into *d_error (if not NULL), as the group decoder's. pdl: launched with
+ * programmatic dependent launch where the device and the build's code allow (sm_90+), as
+ * df11i_fused_matmul's. Asynchronous; returns argument and launch errors only. */
 df11_status df11i_huffman_matmul(const df11i_gpu_tensor_desc *d, const void *d_plan,
                                  const void *d_payload, uint64_t rows, uint64_t cols, const void *x,
                                  uint32_t batch, void *y, uint32_t ldy, int y_bf16, void *ws,
-                                 uint64_t ws_size, uint32_t *d_error, void *stream);
+                                 uint64_t ws_size, uint32_t *d_error, int pdl, void *stream);
 
 #ifdef __cplusplus
 }

@@ -248,7 +248,8 @@ static df11_status fused_part(const cuda_mm *c, const df11i_matmul_args *a,
     void *y = (uint8_t *)a->y + y_col * (bf16 ? 2 : 4);
     if (d->codec == DF11_CODEC_EXP_HUFFMAN)
         return df11i_huffman_matmul(d, g->plan_dev, g->payload, rows, a->k, a->x, a->batch, y,
-                                    a->ldy, bf16, a->ws, a->ws_size, NULL, a->stream);
+                                    a->ldy, bf16, a->ws, a->ws_size, NULL, c ? c->pdl : 0,
+                                    a->stream);
     const df11i_fused_part part = { .d = d, .payload = g->payload };
     return df11i_fused_matmul(&part, 1, a->x, a->batch, y, a->ldy, bf16, a->ws, a->ws_size, NULL, 0,
                               c ? c->pdl : 0, a->stream);
