@@ -22,7 +22,6 @@
 #include <stdint.h>
 
 #include "kernels/decode.h"
-#include "kernels/device_cache.cuh"
 #include "kernels/gather.h"
 #include "kernels/matmul.h"
 #include "kernels/split_count.cuh"
@@ -984,36 +983,6 @@ extern "C" int df11i_huffman_matmul_takes(uint64_t cols, uint32_t lane_symbols)
            lane_symbols <= DF11_HUFFMAN_FUSED_MAX_LANE_SYMBOLS;
 }
 
-namespace {
-
-/* Whether the Huffman kernel's code on the current device waits as a programmatic launch
- * needs (griddepcontrol, compiled for sm_90+: a GPU newer than the build's machine code runs
- * the build's older PTX, which has none), looked up once per device. */
-df11i_fused::PerDevice<bool> g_huffman_pdl;
-
-bool huffman_pdl_ok()
-{
-    bool ok = false;
-    return g_huffman_pdl.get(
-               "fused Huffman matmul", &ok,
-               [](int dev, bool *v, bool *usable) {
-                   int major = 0;
-                   cudaFuncAttributes fa;
-                   *v = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ==
-                            cudaSuccess &&
-                        major >= 9 &&
-                        cudaFuncGetAttributes(&fa, (const void *)df11i_huffman_matmul_kernel<1>) ==
-                            cudaSuccess &&
-                        fa.ptxVersion >= 90;
-                   (void)cudaGetLastError();
-                   *usable = *v;
-                   return DF11_OK;
-               }) == DF11_OK &&
-           ok;
-}
-
-} // namespace
-
 extern "C" uint32_t df11i_huffman_matmul_default_max(uint64_t cols, uint32_t lane_symbols)
 {
     return df11i_fused_matmul_supported() && df11i_huffman_matmul_takes(cols, lane_symbols) ? 1 : 0;
@@ -1071,7 +1040,7 @@ extern "C" df11_status df11i_huffman_matmul(const df11i_gpu_tensor_desc *d, cons
         attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
         attr[0].val.programmaticStreamSerializationAllowed = 1;
         cfg.attrs = attr;
-        cfg.numAttrs = pdl && huffman_pdl_ok() ? 1 : 0;
+        cfg.numAttrs = pdl && df11i_fused_matmul_pdl() ? 1 : 0;
         cudaError_t e =
             cudaLaunchKernelEx(&cfg, k, *d, lut, static_cast<const uint8_t *>(d_payload), a);
         if (e == cudaSuccess) e = cudaGetLastError();

@@ -430,7 +430,7 @@ df11_status launch_mma(const df11i_fused_part *parts, uint32_t n_parts, const df
     at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     at[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = at;
-    cfg.numAttrs = pdl && dg.ptx >= 90 ? 1 : 0; /* griddepcontrol is sm_90+ code */
+    cfg.numAttrs = pdl && dg.major >= 9 && dg.ptx >= 90 ? 1 : 0; /* df11i_fused_matmul_pdl */
     cudaError_t e = cudaLaunchKernelEx(&cfg, kernel_of(nb, xv), a);
     if (e == cudaSuccess) e = cudaGetLastError();
     if (e != cudaSuccess)
@@ -445,6 +445,12 @@ extern "C" int df11i_fused_matmul_supported(void)
 {
     DevGeom dg;
     return dev_geom(&dg) == DF11_OK && dg.sms > 0;
+}
+
+extern "C" int df11i_fused_matmul_pdl(void)
+{
+    DevGeom dg;
+    return dev_geom(&dg) == DF11_OK && dg.sms > 0 && dg.major >= 9 && dg.ptx >= 90;
 }
 
 extern "C" uint32_t df11i_fused_matmul_default_max(uint64_t cols)

@@ -42,6 +42,12 @@ typedef struct df11i_fused_part {
 /* 1 when the current device can run the fused kernel (sm_80+), else 0. */
 int df11i_fused_matmul_supported(void);
 
+/* 1 when the fused kernels' code on the current device has griddepcontrol (sm_90+ PTX on an
+ * sm_90+ GPU), so that a programmatic launch of them waits as it must; else 0 (a GPU newer
+ * than the build's machine code runs the build's older PTX, which has none). Every fused
+ * kernel is in one target, compiled for the same architectures. */
+int df11i_fused_matmul_pdl(void);
+
 /* The largest batch for which the fused path beats decode + cuBLAS on the current device, for
  * a tensor of `cols` columns: DF11_FUSED_GEMM_MAX_BATCH where the wgmma kernel runs and takes
  * them (df11i_fused_gemm_takes_cols), else DF11_FUSED_MAX_BATCH (past it, 32-row launches
@@ -128,8 +134,10 @@ df11_status df11i_huffman_matmul_workspace(uint64_t rows, uint64_t n_chunks, uin
  * stride cols), y batch x ldy (F32, or BF16 when y_bf16). Batches past
  * DF11_HUFFMAN_FUSED_MAX_BATCH run as several launches in order on the stream. Corrupt
  * streams OR 1 into *d_error (if not NULL), as the group decoder's. pdl: launched with
- * programmatic dependent launch where the device and the build's code allow (sm_90+), as
- * df11i_fused_matmul's. Asynchronous; returns argument and launch errors only. */
+ * programmatic dependent launch where the build's code allows (df11i_fused_matmul_pdl), as
+ * df11i_fused_matmul's: only its decode table is read before griddepcontrol.wait, and it
+ * triggers its dependents at entry, so it is correct whatever precedes or follows it.
+ * Asynchronous; returns argument and launch errors only. */
 df11_status df11i_huffman_matmul(const df11i_gpu_tensor_desc *d, const void *d_plan,
                                  const void *d_payload, uint64_t rows, uint64_t cols, const void *x,
                                  uint32_t batch, void *y, uint32_t ldy, int y_bf16, void *ws,

@@ -497,6 +497,66 @@ START_TEST(test_fused_matmul_pdl_chain)
 }
 END_TEST
 
+/* The Huffman kernel's chain (it launches programmatically too): f (40 x 520) at batch 1,
+ * three products a round on one stream, each writing into an x another one reads: Y = f·A,
+ * then A[0..40) = f·B (written while the product before may still read A, were it not for
+ * its wait), then B[0..40) = f·A (reading what the one before wrote). The end of 8 rounds
+ * is bit-identical to plain launches and to a host sync after every product. */
+static void hu_chain(df11_model *m, const uint16_t *a0, const uint16_t *b0, void *da, void *db,
+                     void *dy, int sync, uint16_t out[3][520])
+{
+    const mm_shape *sh = &FU_SHAPES[5];
+    df11_weight wf;
+    ck_assert_int_eq(df11_weight_get(m, sh->name, &wf), DF11_OK);
+    ck_assert_int_eq(cudaMemcpy(da, a0, 520 * 2, cudaMemcpyHostToDevice), cudaSuccess);
+    ck_assert_int_eq(cudaMemcpy(db, b0, 520 * 2, cudaMemcpyHostToDevice), cudaSuccess);
+    ck_assert_int_eq(cudaMemset(dy, 0, 520 * 2), cudaSuccess);
+    void *const xs[3] = { da, db, da }, *const ys[3] = { dy, da, db };
+    for (int i = 0; i < 8 * 3; i++) {
+        ck_assert_int_eq(df11_matmul(m, &wf, xs[i % 3], 1, ys[i % 3], DF11_DTYPE_BF16, NULL),
+                         DF11_OK);
+        if (sync) ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+    }
+    ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+    read_back(out[0], dy, 520 * 2);
+    read_back(out[1], da, 520 * 2);
+    read_back(out[2], db, 520 * 2);
+}
+
+START_TEST(test_fused_matmul_huffman_pdl_chain)
+{
+    fu_make_model();
+    if (!df11i_fused_matmul_supported()) return;
+    df11_model *m = fu_open(fu.huff_path);
+    df11_model *plain = fu_open_with(fu.huff_path, 1);
+    const df11_file *f = df11_model_file(m);
+    uint32_t t;
+    ck_assert_int_eq(df11_file_find_tensor(f, FU_SHAPES[5].name, &t), DF11_OK);
+    ck_assert(df11i_cuda_matmul_fused_takes(NULL, f, t, 1)); /* the Huffman kernel's path */
+    uint64_t rng = fu.seed ^ 0x4850;
+    uint16_t *a0 = df11_test_random_bf16(520, &rng), *b0 = df11_test_random_bf16(520, &rng);
+    void *da = dev_alloc(520 * 2), *db = dev_alloc(520 * 2), *dy = dev_alloc(520 * 2);
+    static uint16_t out[3][3][520];
+    hu_chain(m, a0, b0, da, db, dy, 0, out[0]);
+    hu_chain(plain, a0, b0, da, db, dy, 0, out[1]);
+    hu_chain(m, a0, b0, da, db, dy, 1, out[2]);
+    int nonzero = 0;
+    for (int i = 0; i < 40; i++) nonzero |= (out[0][0][i] & 0x7fff) != 0;
+    ck_assert_msg(nonzero, "the chain died out (seed %#llx)", (unsigned long long)fu.seed);
+    ck_assert_msg(!memcmp(out[0], out[1], sizeof out[0]),
+                  "Huffman PDL chain != plain chain (seed %#llx)", (unsigned long long)fu.seed);
+    ck_assert_msg(!memcmp(out[0], out[2], sizeof out[0]),
+                  "Huffman PDL chain != synced chain (seed %#llx)", (unsigned long long)fu.seed);
+    free(a0);
+    free(b0);
+    dev_free(da);
+    dev_free(db);
+    dev_free(dy);
+    df11_model_close(plain);
+    df11_model_close(m);
+}
+END_TEST
+
 static void fused_tests(TCase *tc)
 {
     tcase_set_timeout(tc, 600);
@@ -505,4 +565,5 @@ static void fused_tests(TCase *tc)
     tcase_add_test(tc, test_fused_matmul_streams);
     tcase_add_test(tc, test_fused_matmul_pdl_chain);
     tcase_add_test(tc, test_fused_matmul_huffman);
+    tcase_add_test(tc, test_fused_matmul_huffman_pdl_chain);
 }

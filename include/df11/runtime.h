@@ -95,8 +95,9 @@ typedef struct df11_model_options {
      * default) = arena_slots - 1; 0 = none (decode on demand only, e.g. to measure decode
      * and compute serialised). */
     int32_t prefetch_blocks;
-    /* Nonzero: the fused matmul kernel is launched plainly instead of with programmatic
-     * dependent launch (CUDA, sm_90; for measuring what PDL buys, see docs/KERNELS.md). */
+    /* Nonzero: the fused matmul kernels (fixed-code and Huffman) are launched plainly
+     * instead of with programmatic dependent launch (CUDA, sm_90; for measuring what PDL
+     * buys, see docs/KERNELS.md). */
     int matmul_plain_launch;
     /* --- Larger than memory (docs/RUNTIME.md, "Tiers"): added after the matmul op. ---
      * memory_limit above is the device-memory budget. With host_budget or
