@@ -1019,6 +1019,7 @@ extern "C" df11_status df11i_huffman_matmul(const df11i_gpu_tensor_desc *d, cons
     a.ldy = ldy;
     a.y_bf16 = y_bf16 != 0;
     const size_t y_row = (size_t)ldy * (y_bf16 ? 2 : 4);
+    const bool programmatic = pdl && df11i_fused_matmul_pdl();
     /* rows of x in launches of at most DF11_HUFFMAN_FUSED_MAX_BATCH, in order on the stream
      * (they share the workspace) */
     for (uint32_t at = 0; at < batch; at += DF11_HUFFMAN_FUSED_MAX_BATCH) {
@@ -1040,7 +1041,7 @@ extern "C" df11_status df11i_huffman_matmul(const df11i_gpu_tensor_desc *d, cons
         attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
         attr[0].val.programmaticStreamSerializationAllowed = 1;
         cfg.attrs = attr;
-        cfg.numAttrs = pdl && df11i_fused_matmul_pdl() ? 1 : 0;
+        cfg.numAttrs = programmatic ? 1 : 0;
         cudaError_t e =
             cudaLaunchKernelEx(&cfg, k, *d, lut, static_cast<const uint8_t *>(d_payload), a);
         if (e == cudaSuccess) e = cudaGetLastError();

@@ -323,6 +323,10 @@ df11_status dev_geom(DevGeom *out)
     });
 }
 
+/* Whether the kernels' code on the device has griddepcontrol: a programmatic launch of them
+ * then waits as it must (df11i_fused_matmul_pdl). */
+bool pdl_ok(const DevGeom &dg) { return dg.sms > 0 && dg.major >= 9 && dg.ptx >= 90; }
+
 /* dev_geom, DF11_ERR_UNSUPPORTED where the device cannot run the kernel. */
 df11_status usable_geom(DevGeom *out)
 {
@@ -430,7 +434,7 @@ df11_status launch_mma(const df11i_fused_part *parts, uint32_t n_parts, const df
     at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     at[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = at;
-    cfg.numAttrs = pdl && dg.major >= 9 && dg.ptx >= 90 ? 1 : 0; /* df11i_fused_matmul_pdl */
+    cfg.numAttrs = pdl && pdl_ok(dg) ? 1 : 0;
     cudaError_t e = cudaLaunchKernelEx(&cfg, kernel_of(nb, xv), a);
     if (e == cudaSuccess) e = cudaGetLastError();
     if (e != cudaSuccess)
@@ -450,7 +454,7 @@ extern "C" int df11i_fused_matmul_supported(void)
 extern "C" int df11i_fused_matmul_pdl(void)
 {
     DevGeom dg;
-    return dev_geom(&dg) == DF11_OK && dg.sms > 0 && dg.major >= 9 && dg.ptx >= 90;
+    return dev_geom(&dg) == DF11_OK && pdl_ok(dg);
 }
 
 extern "C" uint32_t df11i_fused_matmul_default_max(uint64_t cols)
