@@ -58,6 +58,9 @@ constexpr int kWBytes = 64 * 128; /* a decoded-W stage: 64 rows x 64 BF16, swizz
  * thread: one CTA an SM. */
 constexpr int kN = 64; /* batch rows a CTA */
 constexpr int kPhases = 3, kDecoders = 4 * kPhases, kStages = 4 * kPhases, kXStages = 3;
+/* Steps a decoder warp's sm copies run ahead of its decode (walk_strip's AHEAD): 2 against
+ * a tile (4) made B = 33..64 1-2% faster (bench/RESULTS.md). */
+constexpr int kAhead = 2;
 constexpr int kThreads = 32 * kDecoders + 128;
 constexpr uint32_t kXBytes = kN * 128;  /* an x stage: 64 batch rows x 64 BF16, swizzled */
 constexpr size_t kMaxSmem = 227 * 1024; /* a CTA's dynamic shared memory on sm_90 */
@@ -210,7 +213,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const bool active = s < W.n_strips;
         /* a warp past the tensor's strips walks the last one (its bytes hit in cache) and
          * stores nothing; it still marks its steps done, in order like the others */
-        walk_strip<false, kPhases>(
+        walk_strip<false, kPhases, kAhead>(
             W, active ? s : W.n_strips - 1, t0 + p, t1, lane, rings + warp * RING_BYTES, corr4,
             a.err, [](int, int) {},
             [&](int t, int g, const uint32_t o[16]) {

@@ -14,7 +14,7 @@
  * word may be NULL; sm_80+ code only, PDL in sm_90+ code (dev_geom).
  *
  * What one warp does: own a 16-row strip and walk its tiles (16 rows x 256 columns),
- * copied by cp.async into the warp's stage a tile ahead, slot by slot; per step of 64
+ * copied by cp.async into the warp's stage a step ahead (kAhead); per step of 64
  * columns each lane decodes its 32 weights (16 bf16x2 A-fragment registers: sign|mantissa
  * byte pair doubled by a PRMT, the 3-bit codes ORed into the exponent fields, the row base
  * added, escapes corrected through shared-memory words) and issues 4 MMAs per 8 batch
@@ -51,6 +51,11 @@ constexpr int kMaxNB = DF11_FUSED_MAX_BATCH / 8; /* groups of 8 batch rows (mma'
 /* CTAs an SM for NB 3..4: their accumulators and x fragments need more registers (at 8
  * CTAs an SM they spilled) */
 constexpr int kMinBlocksWide = 6;
+/* Steps a warp's sm copies run ahead of its decode. 16 warps an SM with a step each in
+ * flight keep DRAM busy, and the less a warp has in flight when its range ends, the less
+ * the launch's last tiles decode with DRAM idle: 1 step against a tile (4) made the block
+ * 3-4% faster at B = 1..16 (bench/RESULTS.md). */
+constexpr int kAhead = 1;
 
 /* Eight BF16 of row `row` from column col, zero past K; one 16-byte load where it can. */
 __device__ __forceinline__ uint4 load_x8(const uint16_t *row, long long col, int K, bool vec)
@@ -239,7 +244,7 @@ __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocks
         // kernel on the stream: launched programmatically (df11i_fused_matmul's pdl), this
         // CTA may run before it completes, so the walk waits once its first tile's copies are
         // in flight. A no-op once passed, or where the launch was not programmatic.
-        walk_strip<true>(
+        walk_strip<true, 1, kAhead>(
             W, s, t0, t1, lane, ring, corr4, a.err,
             [&](int t, int g) {
                 const long long xc = 256LL * t + 8 * q + 64 * g; // the lane's first x column

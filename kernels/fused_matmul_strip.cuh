@@ -2,7 +2,7 @@
  * shared by the two fused matmul kernels: kernels/fused_matmul.cu (batch 1..32, the decoded
  * weights straight into mma.sync) and kernels/fused_gemm.cu (larger batches, the decoded
  * weights through shared memory into wgmma). The walk copies each tile into the warp's stage
- * by cp.async a tile ahead, slot by slot, decodes every step of 64 columns in registers
+ * by cp.async, its steps a few ahead of the decode, decodes every step of 64 columns in registers
  * (kernels/fused_matmul_decode.cuh) and hands the step's 32 weights a lane to the kernel.
  * CUDA C++, device code (sm_80+: cp.async) and the host's Mat and geometry helpers;
  * everything is in namespace df11i_fused.
@@ -145,13 +145,13 @@ __device__ __forceinline__ void issue_step(const uint8_t *smp, int t, int t0, in
 // tensor's last tile W.last_steps; TS > 1 where TS warps share a strip's tiles). Per tile:
 // escape masks, one warp prefix sum of escape counts, an 8-byte exception window per lane. Per
 // step: pre(t, g) (the caller's loads that must be issued before the step waits for its
-// copies), the wait, the slot refilled with the next tile's step at once, corrections (a RED
+// copies), the wait, the step AHEAD on copied into its slot (1..4: the kernel's choice), corrections (a RED
 // per escape, in warp-uniform rounds), 16 pairs decoded (PRMT, SHF, 2 LOP3, IADD3), then use(t,
 // g, o). Bytes per tile: 4096 sm + 1536 codes + ~100 exceptions, read once. corr4: the lane's
 // 64 bytes of correction words, zero on entry and on return. PDL_WAIT: griddepcontrol.wait once
 // the first tile's copies are in flight (fused_matmul.cu's programmatic launch). err: ORed with
 // 1 where a tile's codes and exception offsets disagree (may be NULL).
-template <bool PDL_WAIT, int TS = 1, class Pre, class Use>
+template <bool PDL_WAIT, int TS = 1, int AHEAD = 4, class Pre, class Use>
 __device__ __forceinline__ void walk_strip(const Mat &W, int s, int t0, int t1, uint32_t lane,
                                            uint8_t *ring, uint4 *corr4, unsigned *err, Pre &&pre,
                                            Use &&use)
@@ -167,19 +167,26 @@ __device__ __forceinline__ void walk_strip(const Mat &W, int s, int t0, int t1, 
     const uint8_t *cdp = W.codes + s * W.strip_code_bytes + (long long)t0 * 1536 + lane * 16;
     uint32_t offw = 0;
     int tw = -1000;
-    // Groups in flight, in order: codes+exceptions of tile t, then its 4 steps, so the one a
-    // lane waits for always has exactly 4 younger groups (cp.async.wait_group 4).
+    // One cp.async group a tile head (the next tile's codes and exceptions) and one a step
+    // (the step AHEAD on, into its slot g % 4, read 4 - AHEAD steps before), so that the group a lane waits for
+    // has a fixed number of younger groups: at a head, the 4 steps' since the codes were
+    // issued a tile earlier (AHEAD at the first, after the prologue's); at step g, the AHEAD -
+    // 1 steps' issued since its own, and one head if g < AHEAD.
+    static_assert(AHEAD >= 1 && AHEAD <= 4, "the ring has 4 step slots");
     uint8_t *stage = ring;
     TileOff cur = issue_codes(W, s, t0, t0, cdp, lane, offw, tw, stage, ring + 5632), nxt = cur;
 #pragma unroll
-    for (int g = 0; g < 4; g++) issue_step(smp, t0, t0, g, g < (int)cur.nsteps, lane, stage);
+    for (int g = 0; g < AHEAD; g++) issue_step(smp, t0, t0, g, g < (int)cur.nsteps, lane, stage);
 #if __CUDA_ARCH__ >= 900
     if (PDL_WAIT) asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
     for (int t = t0; t < t1; t += TS) {
         const int it = (t - t0) / TS; // the exception buffers alternate from tile to tile
         uint8_t *excb = ring + 5632 + (it & 1) * EXC_STAGE;
-        cp_wait<4>();
+        if (AHEAD == 4 || t != t0)
+            cp_wait<4>();
+        else
+            cp_wait<AHEAD>();
         __syncwarp(); // exceptions copied by other lanes; the other buffer free
         uint4 cw[3];
 #pragma unroll
@@ -212,11 +219,18 @@ __device__ __forceinline__ void walk_strip(const Mat &W, int s, int t0, int t1, 
         for (int g = 0; g < 4; g++) {
             if (g >= (int)cur.nsteps) break;
             pre(t, g);
-            cp_wait<4>();
+            if (g < AHEAD) // g is a constant once unrolled
+                cp_wait<AHEAD>();
+            else
+                cp_wait<AHEAD - 1>();
             const uint4 s0 = lds128(stage + (2 * g) * 512 + lane * 16),
                         s1 = lds128(stage + (2 * g + 1) * 512 + lane * 16);
-            // the slot is the lane's own: refill it with the next tile's step at once
-            issue_step(smp, t + TS, t0, g, more && g < (int)nxt.nsteps, lane, stage);
+            // the slots are the lane's own: copy the step AHEAD on into its slot now
+            if (g + AHEAD < 4)
+                issue_step(smp, t, t0, g + AHEAD, g + AHEAD < (int)cur.nsteps, lane, stage);
+            else
+                issue_step(smp, t + TS, t0, g + AHEAD - 4, more && g + AHEAD - 4 < (int)nxt.nsteps,
+                           lane, stage);
             apply_escapes(M[g], ec, b0 + 7, b8 + 7, swz, corr);
             uint32_t c[16], o[16];
             take_corrections(corr4, sw, M[g], c);
