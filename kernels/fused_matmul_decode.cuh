@@ -141,7 +141,9 @@ __host__ __device__ __forceinline__ void apply_escapes(uint32_t M, ExcCursor &ec
 {
     const uint32_t n = popc(M);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    // Warp-uniform trip count, predicated body: no divergent loop, no reconvergence.
+    // Warp-uniform rounds with no branch in them: in round k every lane adds to a word, its
+    // k-th escape's correction where k < n (byte k of the window, a constant once unrolled),
+    // else 0 (to the word of f = ~0). A divergent `if` here cost a reconvergence a round.
     const uint32_t nmax = __reduce_max_sync(~0u, n);
     if (nmax <= 8) {
         if (n > ec.left) {
@@ -150,18 +152,26 @@ __host__ __device__ __forceinline__ void apply_escapes(uint32_t M, ExcCursor &ec
         }
         ec.pos += n;
         ec.left -= n;
-        uint64_t win = ec.win;
-        for (uint32_t k = 0; k < nmax; k++) {
-            const uint32_t f = 31 - __clz(M); // M = 0: f = ~0, the shift below yields 0
-            const bool on = M != 0;
-            M ^= on ? 1u << (f & 31) : 0u;
-            const uint32_t e = (uint32_t)win & 0xff;
-            if (on) {
-                win >>= 8;
-                add_corr(corr + ((f ^ swz) & 15), (e - ((f & 4) ? bb8 : bb0)) << ((f & 16) | 7));
-            }
+        const uint32_t lo = (uint32_t)ec.win, hi = (uint32_t)(ec.win >> 32);
+        const uint32_t corr_s = (uint32_t)__cvta_generic_to_shared(corr);
+#pragma unroll
+        for (uint32_t k = 0; k < 8; k++) {
+            if (k >= nmax) break;
+            const uint32_t f = 31 - __clz(M); // M = 0: f = ~0 (no escape left: nothing added)
+            uint32_t bit;
+            asm("shl.b32 %0, 1, %1;" : "=r"(bit) : "r"(f)); // clamped: 0 for f = ~0
+            M ^= bit;
+            const uint32_t e = __byte_perm(k < 4 ? lo : hi, 0, 0x4440 + (k & 3));
+            // (f & 16) | 7 and (f & 15) ^ swz, one LOP3 each (ptxas wrote two)
+            uint32_t sh, slot;
+            asm("lop3.b32 %0, %1, 16, 7, 0xea;" : "=r"(sh) : "r"(f));
+            asm("lop3.b32 %0, %1, 15, %2, 0x6a;" : "=r"(slot) : "r"(f), "r"(swz));
+            const uint32_t v = (e - ((f & 4) ? bb8 : bb0)) << sh;
+            asm volatile("red.shared.add.u32 [%0], %1;" ::"r"(corr_s + 4 * slot),
+                         "r"(k < n ? v : 0u)
+                         : "memory");
         }
-        ec.win = win;
+        ec.win = n < 8 ? ec.win >> (8 * n) : 0;
         return;
     }
 #endif
