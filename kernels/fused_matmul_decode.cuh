@@ -258,7 +258,9 @@ __device__ __forceinline__ uint32_t tile_escapes(const uint32_t words[12], uint3
 
 // The 16 correction words of a step (zero where its escapes added nothing), read back from
 // the lane's swizzled slots (corr_swz, sw = swz >> 2), which are zeroed again for the next
-// step if an escape was added (M != 0).
+// step if an escape was added (M != 0), in the same swizzled order: in plain order 16 lanes'
+// stores met in 4 banks, and these stores were 40% of the kernel's shared-memory wavefronts
+// (ncu, bench/RESULTS.md).
 __device__ __forceinline__ void take_corrections(uint4 *corr4, uint32_t sw, uint32_t M,
                                                  uint32_t c[16])
 {
@@ -269,7 +271,7 @@ __device__ __forceinline__ void take_corrections(uint4 *corr4, uint32_t sw, uint
     }
     if (M) {
 #pragma unroll
-        for (int v = 0; v < 4; v++) corr4[v] = make_uint4(0, 0, 0, 0);
+        for (int v = 0; v < 4; v++) corr4[v ^ sw] = make_uint4(0, 0, 0, 0);
     }
 }
 
