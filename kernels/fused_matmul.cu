@@ -242,8 +242,9 @@ __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocks
         // Only weights are read before the walk's griddepcontrol.wait (written before any
         // launch). x, y, the workspace and the error word may be written by the previous
         // kernel on the stream: launched programmatically (df11i_fused_matmul's pdl), this
-        // CTA may run before it completes, so the walk waits once its first tile's copies are
-        // in flight. A no-op once passed, or where the launch was not programmatic.
+        // CTA may run before it completes, so the walk waits once its first tile's codes and
+        // first step are in flight. A no-op once passed, or where the launch was not
+        // programmatic.
         walk_strip<true, 1, kAhead>(
             W, s, t0, t1, lane, ring, corr4, a.err,
             [&](int t, int g) {

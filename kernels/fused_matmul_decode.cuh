@@ -134,8 +134,8 @@ struct ExcCursor {
 };
 
 // Escapes of a step, highest mask bit first: each adds (e - b - 7) to its exponent field
-// (the code 7 contributed 7) through the lane's correction words. bb0/bb8 = b + 7 of the
-// lane's two rows; swz = corr_swz(lane).
+// (the code 7 contributed 7) through the lane's correction words (in shared memory on the
+// device). bb0/bb8 = b + 7 of the lane's two rows; swz = corr_swz(lane).
 __host__ __device__ __forceinline__ void apply_escapes(uint32_t M, ExcCursor &ec, uint32_t bb0,
                                                        uint32_t bb8, uint32_t swz, uint32_t *corr)
 {
@@ -157,7 +157,7 @@ __host__ __device__ __forceinline__ void apply_escapes(uint32_t M, ExcCursor &ec
 #pragma unroll
         for (uint32_t k = 0; k < 8; k++) {
             if (k >= nmax) break;
-            const uint32_t f = 31 - __clz(M); // M = 0: f = ~0 (no escape left: nothing added)
+            const uint32_t f = 31 - __clz(M); // M = 0: f = ~0 (no escape left: 0 is added)
             uint32_t bit;
             asm("shl.b32 %0, 1, %1;" : "=r"(bit) : "r"(f)); // clamped: 0 for f = ~0
             M ^= bit;

@@ -145,12 +145,13 @@ __device__ __forceinline__ void issue_step(const uint8_t *smp, int t, int t0, in
 // tensor's last tile W.last_steps; TS > 1 where TS warps share a strip's tiles). Per tile:
 // escape masks, one warp prefix sum of escape counts, an 8-byte exception window per lane. Per
 // step: pre(t, g) (the caller's loads that must be issued before the step waits for its
-// copies), the wait, the step AHEAD on copied into its slot (1..4: the kernel's choice), corrections (a RED
-// per escape, in warp-uniform rounds), 16 pairs decoded (PRMT, SHF, 2 LOP3, IADD3), then use(t,
-// g, o). Bytes per tile: 4096 sm + 1536 codes + ~100 exceptions, read once. corr4: the lane's
-// 64 bytes of correction words, zero on entry and on return. PDL_WAIT: griddepcontrol.wait once
-// the first tile's copies are in flight (fused_matmul.cu's programmatic launch). err: ORed with
-// 1 where a tile's codes and exception offsets disagree (may be NULL).
+// copies), the wait, step g + AHEAD copied into its slot (AHEAD 1..4, the kernel's choice),
+// corrections (a RED a lane a round, in warp-uniform rounds), 16 pairs decoded (PRMT, SHF, 2
+// LOP3, IADD3), then use(t, g, o). Bytes per tile: 4096 sm + 1536 codes + ~100 exceptions,
+// read once. corr4: the lane's 64 bytes of correction words in shared memory, zero on entry
+// and on return. PDL_WAIT: griddepcontrol.wait once the first tile's codes and first AHEAD
+// steps are in flight (fused_matmul.cu's programmatic launch). err: ORed with 1 where a
+// tile's codes and exception offsets disagree (may be NULL).
 template <bool PDL_WAIT, int TS = 1, int AHEAD = 4, class Pre, class Use>
 __device__ __forceinline__ void walk_strip(const Mat &W, int s, int t0, int t1, uint32_t lane,
                                            uint8_t *ring, uint4 *corr4, unsigned *err, Pre &&pre,
@@ -168,10 +169,11 @@ __device__ __forceinline__ void walk_strip(const Mat &W, int s, int t0, int t1, 
     uint32_t offw = 0;
     int tw = -1000;
     // One cp.async group a tile head (the next tile's codes and exceptions) and one a step
-    // (the step AHEAD on, into its slot g % 4, read 4 - AHEAD steps before), so that the group a lane waits for
-    // has a fixed number of younger groups: at a head, the 4 steps' since the codes were
-    // issued a tile earlier (AHEAD at the first, after the prologue's); at step g, the AHEAD -
-    // 1 steps' issued since its own, and one head if g < AHEAD.
+    // (at step g, step g + AHEAD into slot (g + AHEAD) % 4, last read 4 - AHEAD steps
+    // before), so that the group a lane waits for has a fixed number of younger groups: at a
+    // head, the 4 steps' since the codes were issued a tile earlier (AHEAD at the first,
+    // after the prologue's); at step g, the AHEAD - 1 steps' issued since its own, and one
+    // head if g < AHEAD.
     static_assert(AHEAD >= 1 && AHEAD <= 4, "the ring has 4 step slots");
     uint8_t *stage = ring;
     TileOff cur = issue_codes(W, s, t0, t0, cdp, lane, offw, tw, stage, ring + 5632), nxt = cur;
@@ -237,7 +239,8 @@ __device__ __forceinline__ void walk_strip(const Mat &W, int s, int t0, int t1, 
             decode_step(s0, s1, words[3 * g], words[3 * g + 1], words[3 * g + 2], X0, X8, c, o);
             use(t, g, o);
         }
-        __syncwarp(); // every lane is done with this stage before it is refilled
+        __syncwarp(); // every lane is done with this tile's exception buffer (refilled at the
+                      // head after next; the head's __syncwarp orders it too)
         cur = nxt;
     }
 }
