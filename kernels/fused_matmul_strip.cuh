@@ -152,7 +152,7 @@ __device__ __forceinline__ void issue_step(const uint8_t *smp, int t, int t0, in
 // and on return. PDL_WAIT: griddepcontrol.wait once the first tile's codes and first AHEAD
 // steps are in flight (fused_matmul.cu's programmatic launch). err: ORed with 1 where a
 // tile's codes and exception offsets disagree (may be NULL).
-template <bool PDL_WAIT, int TS = 1, int AHEAD = 4, class Pre, class Use>
+template <bool PDL_WAIT, int TS, int AHEAD, class Pre, class Use>
 __device__ __forceinline__ void walk_strip(const Mat &W, int s, int t0, int t1, uint32_t lane,
                                            uint8_t *ring, uint4 *corr4, unsigned *err, Pre &&pre,
                                            Use &&use)
@@ -185,7 +185,7 @@ __device__ __forceinline__ void walk_strip(const Mat &W, int s, int t0, int t1, 
     for (int t = t0; t < t1; t += TS) {
         const int it = (t - t0) / TS; // the exception buffers alternate from tile to tile
         uint8_t *excb = ring + 5632 + (it & 1) * EXC_STAGE;
-        if (AHEAD == 4 || t != t0)
+        if (t != t0)
             cp_wait<4>();
         else
             cp_wait<AHEAD>();
