@@ -144,49 +144,44 @@ __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float 
         store_y(acc);
         return;
     }
-    // a CTA's partial of a strip: 16 rows x 8 NB batch columns
-    float *slot = a.ws + ((long long)gs * a.maxc) * (128 * NB);
+    // a CTA's partial of a strip: 16 rows x 8 NB batch columns, each lane's c fragments as
+    // NB float4 (the lane that sums them holds the same fragments)
+    float4 *mine =
+        reinterpret_cast<float4 *>(a.ws + ((long long)gs * a.maxc) * (128 * NB)) + lane * NB;
     const int ci = (int)blockIdx.x - cf;
 #pragma unroll
     for (int nb = 0; nb < NB; nb++)
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-            slot[ci * 128 * NB + ((lane >> 2) + 8 * (j >> 1)) * 8 * NB + nb * 8 + 2 * (lane & 3) +
-                 (j & 1)] = acc[nb][j];
+        __stcg(mine + ci * 32 * NB + nb,
+               make_float4(acc[nb][0], acc[nb][1], acc[nb][2], acc[nb][3]));
     __syncwarp(); // the lanes' partials before lane 0's count (kernels/split_count.cuh)
     unsigned old = 0;
     if (lane == 0) old = split_count(a.sem + gs);
     old = __shfl_sync(~0u, old, 0);
     if (old != (unsigned)n - 1) return;
     __syncwarp(); // lane 0's acquire before the lanes' reads (a shuffle orders no memory)
-    // the partials in CTA order (the sum does not depend on timing), read 4 CTAs' at a time:
-    // this is the launch's last work, and one L2 round trip per CTA was its longest chain
+    // the partials in CTA order (the sum does not depend on timing), 16 / NB CTAs' loads in
+    // flight at a time (a strip of a short launch is cut in up to 16): this is the launch's
+    // last work, and each L2 round trip of the sum is on its longest chain
+    constexpr int CH = 16 / NB;
     float sum[NB][4] = {};
-    const float *mine = slot + ((lane >> 2) * 8 * NB + 2 * (lane & 3));
-    auto part = [&](int c, int nb, int j) {
-        return __ldcg(mine + c * 128 * NB + 8 * (j >> 1) * 8 * NB + nb * 8 + (j & 1));
-    };
-    int c = 0;
-    for (; c + 4 <= n; c += 4) {
-        float v[4][NB][4];
+    for (int c = 0; c < n; c += CH) {
+        float4 v[CH][NB];
 #pragma unroll
-        for (int k = 0; k < 4; k++)
+        for (int k = 0; k < CH; k++)
 #pragma unroll
             for (int nb = 0; nb < NB; nb++)
+                v[k][nb] = __ldcg(mine + min(c + k, n - 1) * 32 * NB + nb);
 #pragma unroll
-                for (int j = 0; j < 4; j++) v[k][nb][j] = part(c + k, nb, j);
+        for (int k = 0; k < CH; k++)
+            if (c + k < n) // warp-uniform
 #pragma unroll
-        for (int k = 0; k < 4; k++)
-#pragma unroll
-            for (int nb = 0; nb < NB; nb++)
-#pragma unroll
-                for (int j = 0; j < 4; j++) sum[nb][j] += v[k][nb][j];
+                for (int nb = 0; nb < NB; nb++) {
+                    sum[nb][0] += v[k][nb].x;
+                    sum[nb][1] += v[k][nb].y;
+                    sum[nb][2] += v[k][nb].z;
+                    sum[nb][3] += v[k][nb].w;
+                }
     }
-    for (; c < n; c++)
-#pragma unroll
-        for (int nb = 0; nb < NB; nb++)
-#pragma unroll
-            for (int j = 0; j < 4; j++) sum[nb][j] += part(c, nb, j);
     store_y(sum);
     if (lane == 0) atomicExch(a.sem + gs, 0u);
 }
@@ -420,7 +415,7 @@ df11_status launch_mma(const df11i_fused_part *parts, uint32_t n_parts, const df
     a.x = static_cast<const uint16_t *>(x);
     a.y = y;
     a.sem = static_cast<unsigned *>(ws);
-    a.ws = reinterpret_cast<float *>(static_cast<uint8_t *>(ws) + (ws_size - pb) / 4 * 4);
+    a.ws = reinterpret_cast<float *>(static_cast<uint8_t *>(ws) + (ws_size - pb) / 16 * 16);
     a.err = d_error;
     a.B = (int)batch;
     a.NU = gr.NU;
@@ -501,6 +496,9 @@ extern "C" df11_status df11i_fused_matmul(const df11i_fused_part *parts, uint32_
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul: NULL argument");
     if (batch == 0 || batch > INT32_MAX)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul: batch %u", batch);
+    if (reinterpret_cast<uintptr_t>(ws) % 16)
+        return df11i_fail(DF11_ERR_INVALID_ARG,
+                          "df11i_fused_matmul: workspace not 16-byte aligned");
     if (grid_scale > 64)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul: grid scale %u (0..64)",
                           grid_scale);
