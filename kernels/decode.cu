@@ -23,6 +23,7 @@
 
 #include "kernels/decode.h"
 #include "kernels/gather.h"
+#include "kernels/launch.cuh"
 #include "kernels/matmul.h"
 #include "kernels/split_count.cuh"
 extern "C" {
@@ -1032,19 +1033,9 @@ extern "C" df11_status df11i_huffman_matmul(const df11i_gpu_tensor_desc *d, cons
         const HuffMatmulFn k = huffman_matmul_of(nb);
         df11_status st = allow_smem(smem, (const void *)k);
         if (st != DF11_OK) return st;
-        cudaLaunchConfig_t cfg = {};
-        cfg.gridDim = dim3(ctas);
-        cfg.blockDim = dim3(kLanes * kMatmulWarps);
-        cfg.dynamicSmemBytes = smem;
-        cfg.stream = static_cast<cudaStream_t>(stream);
-        cudaLaunchAttribute attr[1];
-        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        attr[0].val.programmaticStreamSerializationAllowed = 1;
-        cfg.attrs = attr;
-        cfg.numAttrs = programmatic ? 1 : 0;
-        cudaError_t e =
-            cudaLaunchKernelEx(&cfg, k, *d, lut, static_cast<const uint8_t *>(d_payload), a);
-        if (e == cudaSuccess) e = cudaGetLastError();
+        const cudaError_t e =
+            df11i_fused::launch_kernel(k, ctas, kLanes * kMatmulWarps, smem, stream, programmatic,
+                                       *d, lut, static_cast<const uint8_t *>(d_payload), a);
         if (e != cudaSuccess)
             return df11i_fail(DF11_ERR_DEVICE, "fused Huffman matmul launch (%u CTAs): %s", ctas,
                               cudaGetErrorString(e));

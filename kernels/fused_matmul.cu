@@ -31,6 +31,7 @@
 #include "kernels/device_cache.cuh"
 #include "kernels/fused_gemm.h"
 #include "kernels/fused_matmul_strip.cuh"
+#include "kernels/launch.cuh"
 #include "kernels/matmul.h"
 #include "kernels/split_count.cuh"
 extern "C" {
@@ -426,18 +427,8 @@ df11_status launch_mma(const df11i_fused_part *parts, uint32_t n_parts, const df
     a.y_bf16 = y_bf16 != 0;
     a.x_vec = g[0].cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
     const bool xv = a.x_vec && g[0].cols % 64 == 0;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)gr.G);
-    cfg.blockDim = dim3(kWarps * 32);
-    cfg.dynamicSmemBytes = smem_bytes();
-    cfg.stream = static_cast<cudaStream_t>(stream);
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = pdl && pdl_ok(dg) ? 1 : 0;
-    cudaError_t e = cudaLaunchKernelEx(&cfg, kernel_of(nb, xv), a);
-    if (e == cudaSuccess) e = cudaGetLastError();
+    const cudaError_t e = launch_kernel(kernel_of(nb, xv), (unsigned)gr.G, kWarps * 32,
+                                        smem_bytes(), stream, pdl && pdl_ok(dg), a);
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "fused matmul launch (%d CTAs): %s", gr.G,
                           cudaGetErrorString(e));

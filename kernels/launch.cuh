@@ -1,0 +1,35 @@
+/* One launch of a fused matmul kernel on a stream (kernels/fused_matmul.cu, the Huffman one in
+ * kernels/decode.cu), programmatic where asked: the kernel may then be scheduled while the
+ * one before it on the stream finishes, and must griddepcontrol.wait before it reads what that
+ * one writes. CUDA C++, host code.
+ */
+#ifndef DF11_KERNELS_LAUNCH_CUH
+#define DF11_KERNELS_LAUNCH_CUH
+
+#include <cuda_runtime.h>
+
+namespace df11i_fused {
+
+// kernel<<<grid, block, smem, stream>>>(args...); the launch's error, or the first error
+// pending on the thread after it.
+template <typename... Params, typename... Args>
+cudaError_t launch_kernel(void (*kernel)(Params...), unsigned grid, unsigned block, size_t smem,
+                          void *stream, bool programmatic, Args... args)
+{
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(grid);
+    cfg.blockDim = dim3(block);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = static_cast<cudaStream_t>(stream);
+    cfg.attrs = at;
+    cfg.numAttrs = programmatic ? 1 : 0;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...);
+    return e == cudaSuccess ? cudaGetLastError() : e;
+}
+
+} // namespace df11i_fused
+
+#endif
