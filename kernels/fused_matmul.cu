@@ -474,7 +474,9 @@ extern "C" df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint
     }
     uint64_t gemm = 0;
     if ((s = df11i_fused_gemm_workspace(n_parts, g, &gemm)) != DF11_OK) return s;
-    *bytes = 2 * m > gemm ? 2 * m : gemm;
+    /* twice the larger need, the wgmma kernel's too: every launch's semaphores then lie in
+     * the first half and its partials in the second, whichever launch set the size */
+    *bytes = 2 * (m > gemm ? m : gemm);
     return DF11_OK;
 }
 
