@@ -69,9 +69,10 @@ inline df11_status geom_of(uint64_t rows, uint64_t cols, df11i_fixed_geom *g)
     return DF11_OK;
 }
 
-// L2::128B: a hint that the L2 fetch the whole 128-byte line a copy falls in, not only its
-// 32-byte sector (a warp's 512 contiguous bytes are 4 lines). Against no hint the block is
-// 1.5-2% faster at B = 1..16 and 64; 256B gained nothing (bench/RESULTS.md).
+// L2::128B: a prefetch-size hint to the L2 for the 128-byte line a copy falls in. A warp's 512
+// contiguous bytes ask for every sector of their 4 lines anyway, so what it changes is how
+// the L2 fetches them from DRAM (not measured). Against no hint the block is 1.5-2% faster
+// at B = 1..16 and 64 and 1% slower at 32; 256B gained nothing (bench/RESULTS.md).
 __device__ __forceinline__ void cp16(void *smem, const void *g)
 {
     uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
@@ -80,7 +81,7 @@ __device__ __forceinline__ void cp16(void *smem, const void *g)
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N> __device__ __forceinline__ void cp_wait()
 {
-    asm volatile("cp.async.wait_group %0;" ::"n"(N));
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
 __device__ __forceinline__ uint4 lds128(const uint8_t *p)
