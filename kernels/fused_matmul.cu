@@ -161,8 +161,9 @@ __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float 
     if (old != (unsigned)n - 1) return;
     __syncwarp(); // lane 0's acquire before the lanes' reads (a shuffle orders no memory)
     // the partials in CTA order (the sum does not depend on timing), 16 / NB CTAs' loads in
-    // flight at a time (a strip of a short launch is cut in up to 16): this is the launch's
-    // last work, and each L2 round trip of the sum is on its longest chain
+    // flight at a time (a strip of k or v of the 8B block is cut in 16, one round trip at
+    // B <= 8): this is the launch's last work, and each L2 round trip of the sum is on its
+    // longest chain
     constexpr int CH = 16 / NB;
     float sum[NB][4] = {};
     for (int c = 0; c < n; c += CH) {
@@ -474,9 +475,9 @@ extern "C" df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint
     }
     uint64_t gemm = 0;
     if ((s = df11i_fused_gemm_workspace(n_parts, g, &gemm)) != DF11_OK) return s;
-    /* twice the larger need, the wgmma kernel's too: every launch's semaphores then lie in
+    /* gemm is already twice the wgmma kernel's larger need: every launch's semaphores lie in
      * the first half and its partials in the second, whichever launch set the size */
-    *bytes = 2 * (m > gemm ? m : gemm);
+    *bytes = 2 * m > gemm ? 2 * m : gemm;
     return DF11_OK;
 }
 

@@ -10,8 +10,9 @@
 
 namespace df11i_fused {
 
-// kernel<<<grid, block, smem, stream>>>(args...); the launch's error, or the first error
-// pending on the thread after it.
+// kernel<<<grid, block, smem, stream>>>(args...); the launch's error, else cudaGetLastError
+// after it (which may also report an earlier call's error left on the thread, as a <<<>>>
+// launch checked the same way would).
 template <typename... Params, typename... Args>
 cudaError_t launch_kernel(void (*kernel)(Params...), unsigned grid, unsigned block, size_t smem,
                           void *stream, bool programmatic, Args... args)

@@ -58,9 +58,9 @@ uint32_t df11i_fused_matmul_default_max(uint64_t cols);
  * rows and `cols` columns, at any batch, on the current device. It holds semaphore words
  * at its start (one per 16-row strip; the wgmma kernel's, one per 64-row block and batch
  * tile where it splits K) (which must be zero before the first launch; every launch
- * leaves them zero) and the split-K partials at its end, and is twice the largest need of
- * either kernel: so launches may share one workspace of the largest of their sizes, the
- * partials of one never reaching the semaphores of another. DF11_ERR_UNSUPPORTED when the device or
+ * leaves them zero) and the split-K partials at its end, and is twice the larger of the
+ * two (for either kernel): so launches may share one workspace of the largest of their
+ * sizes, the partials of one never reaching the semaphores of another. DF11_ERR_UNSUPPORTED when the device or
  * the shape is out of reach. */
 df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint64_t *rows, uint64_t cols,
                                          uint64_t *bytes);
@@ -73,7 +73,8 @@ df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint64_t *rows,
  * df11i_fused_gemm_takes (kernels/fused_gemm.h), else mma.sync launches of 32 rows each.
  * One launch over several tensors sharing x (q, k, v; gate, up)
  * pays the pipeline fill and drain once, and small tensors fill the GPU together.
- * `ws` (ws_size bytes, from df11i_fused_matmul_workspace) is used by one launch at a time:
+ * `ws` (ws_size bytes, from df11i_fused_matmul_workspace, 16-byte aligned, else
+ * DF11_ERR_INVALID_ARG) is used by one launch at a time:
  * launches sharing it must be ordered (one stream, or events). The plan builder validated
  * the tensors; the kernel still ORs 1 into *d_error (if not NULL) where a tile's codes and
  * exception offsets disagree. Asynchronous; returns argument and launch errors only.
