@@ -27,7 +27,7 @@ cudaError_t launch_kernel(void (*kernel)(Params...), unsigned grid, unsigned blo
     cfg.stream = static_cast<cudaStream_t>(stream);
     cfg.attrs = at;
     cfg.numAttrs = programmatic ? 1 : 0;
-    cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...);
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args...);
     return e == cudaSuccess ? cudaGetLastError() : e;
 }
 
