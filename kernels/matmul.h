@@ -60,8 +60,8 @@ uint32_t df11i_fused_matmul_default_max(uint64_t cols);
  * tile where it splits K) (which must be zero before the first launch; every launch
  * leaves them zero) and the split-K partials at its end, and is twice the larger of the
  * two (for either kernel): so launches may share one workspace of the largest of their
- * sizes, the partials of one never reaching the semaphores of another. DF11_ERR_UNSUPPORTED when the device or
- * the shape is out of reach. */
+ * sizes, the partials of one never reaching the semaphores of another.
+ * DF11_ERR_UNSUPPORTED when the device or the shape is out of reach. */
 df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint64_t *rows, uint64_t cols,
                                          uint64_t *bytes);
 
