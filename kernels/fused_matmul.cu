@@ -19,8 +19,8 @@
  * byte pair doubled by a PRMT, the 3-bit codes ORed into the exponent fields, the row base
  * added, escapes corrected through shared-memory words) and issues 4 MMAs per 8 batch
  * rows. The 2 warps of a CTA take neighbouring strips over the same columns. CTAs split
- * the (strip pair, tile) units evenly (stream-K); a strip cut between CTAs is summed by the
- * last CTA to finish it, from per-CTA partials in the workspace, in CTA order: the result
+ * the (strip pair, tile) units evenly (stream-K), a range over two strip pairs walked as one
+ * (walk_strips chains them); a strip cut between CTAs is summed by the last CTA to finish it, from per-CTA partials in the workspace, in CTA order: the result
  * does not depend on timing (deterministic for a given grid, i.e. device). Bytes moved:
  * the compressed tensor once (~1.41 bytes a weight), x from L1/L2, y once.
  */
@@ -218,32 +218,43 @@ __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocks
     asm volatile("griddepcontrol.launch_dependents;");
 #endif
 
-    for (long long u = u_begin; u < u_end;) {
-        const int grp = (int)(u / tiles), t0 = (int)(u % tiles);
-        const int t1 = (int)min((long long)tiles, t0 + (u_end - u));
-        u += t1 - t0;
-        const Mat &W = a.W[part_of(a, grp)];
-        // s: the strip in its tensor; gs: in the launch (the semaphores and partials)
-        const int s = (grp - W.g0) * WARPS + (int)warp, gs = grp * WARPS + (int)warp;
-        if (s >= W.n_strips) continue;
-        // this lane's activation rows (zero for rows >= B), one 16-byte piece per half step
-        const uint16_t *xr[NB];
-        bool xon[NB];
+    // this lane's activation rows (zero for rows >= B), one 16-byte piece per half step
+    const uint16_t *xr[NB];
+    bool xon[NB];
 #pragma unroll
-        for (int nb = 0; nb < NB; nb++) {
-            xon[nb] = nrow + 8 * nb < a.B;
-            xr[nb] = a.x + (long long)(nrow + 8 * nb) * a.K;
+    for (int nb = 0; nb < NB; nb++) {
+        xon[nb] = nrow + 8 * nb < a.B;
+        xr[nb] = a.x + (long long)(nrow + 8 * nb) * a.K;
+    }
+    // The warp's segments: the CTA's units cut where a strip pair ends, less strips past
+    // the end of their tensor (an odd strip count). s: the strip in its tensor; grp * WARPS
+    // + warp: in the launch (the semaphores and partials).
+    int u = (int)u_begin; // NU <= INT32_MAX (launch_geom)
+    auto next = [&](Seg &o) {
+        while (u < (int)u_end) {
+            const int grp = u / tiles, t0 = u % tiles;
+            const int t1 = min(tiles, t0 + ((int)u_end - u));
+            u += t1 - t0;
+            const int part = part_of(a, grp);
+            const int s = (grp - a.W[part].g0) * WARPS + (int)warp;
+            if (s >= a.W[part].n_strips) continue;
+            o = Seg{ part, s, t0, t1, grp };
+            return true;
         }
-        float acc[NB][4] = {};
-        uint4 xv[NB][2];
-        // Only weights are read before the walk's griddepcontrol.wait (written before any
-        // launch). x, y, the workspace and the error word may be written by the previous
-        // kernel on the stream: launched programmatically (df11i_fused_matmul's pdl), this
-        // CTA may run before it completes, so the walk waits once its first tile's codes and
-        // first step are in flight. A no-op once passed, or where the launch was not
-        // programmatic.
-        walk_strip<true, 1, kAhead>(
-            W, s, t0, t1, lane, ring, corr4, a.err,
+        return false;
+    };
+    float acc[NB][4] = {};
+    uint4 xv[NB][2];
+    // Only weights are read before the walk's griddepcontrol.wait (written before any
+    // launch). x, y, the workspace and the error word may be written by the previous
+    // kernel on the stream: launched programmatically (df11i_fused_matmul's pdl), this
+    // CTA may run before it completes, so the walk waits once its first tile's codes and
+    // first step are in flight. A no-op once passed, or where the launch was not
+    // programmatic.
+    Seg sg;
+    while (next(sg))
+        walk_strips<true, 1, kAhead>(
+            [&](int i) -> const Mat & { return a.W[i]; }, sg, next, lane, ring, corr4, a.err,
             [&](int t, int g) {
                 const long long xc = 256LL * t + 8 * q + 64 * g; // the lane's first x column
 #pragma unroll
@@ -264,9 +275,14 @@ __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocks
                         mma16816(acc[nb], o[8 * h + 2], o[8 * h + 6], o[8 * h + 3], o[8 * h + 7],
                                  xv[nb][h].z, xv[nb][h].w);
                     }
+            },
+            [&](const Seg &d) {
+                emit<NB>(a, a.W[d.part], d.s, d.grp * WARPS + (int)warp, d.grp, acc, lane);
+#pragma unroll
+                for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+                    for (int j = 0; j < 4; j++) acc[nb][j] = 0.f;
             });
-        emit<NB>(a, W, s, gs, grp, acc, lane);
-    }
 #endif
 }
 

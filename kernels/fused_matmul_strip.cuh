@@ -1,8 +1,9 @@
 /* A warp's walk over the tiles of one 16-row strip of a fixed-code tensor (codec/fixed.h),
  * shared by the two fused matmul kernels: kernels/fused_matmul.cu (batch 1..32, the decoded
- * weights straight into mma.sync) and kernels/fused_gemm.cu (larger batches, the decoded
- * weights through shared memory into wgmma). The walk copies each tile into the warp's stage
- * by cp.async, its steps a few ahead of the decode, decodes every step of 64 columns in registers
+ * weights straight into mma.sync; its walks go on from one strip into the next) and
+ * kernels/fused_gemm.cu (larger batches, the decoded weights through shared memory into
+ * wgmma). The walk copies each tile into the warp's stage by cp.async, its steps a few ahead
+ * of the decode, decodes every step of 64 columns in registers
  * (kernels/fused_matmul_decode.cuh) and hands the step's 32 weights a lane to the kernel.
  * CUDA C++, device code (sm_80+: cp.async) and the host's Mat and geometry helpers;
  * everything is in namespace df11i_fused.
@@ -102,74 +103,96 @@ struct TileOff {
     uint32_t off0, off1, nsteps;
 };
 
-// Tile (s, t)'s code vectors into the stage and its exceptions into `excb`; one group.
-__device__ __forceinline__ TileOff issue_codes(const Mat &W, int s, int t, int t0,
-                                               const uint8_t *cdp, uint32_t lane, uint32_t &offw,
-                                               int &tw, uint8_t *stage, uint8_t *excb)
+// Tile (s, t)'s code vectors (codes: the tile's, at the lane's 16 bytes) into the stage and
+// its exceptions into `excb`; one group. offw / tw: the lane's window of exception offsets
+// (tile tw + lane's), reloaded once t is 31 tiles on.
+__device__ __forceinline__ TileOff issue_codes(const Mat &W, int s, int t, const uint8_t *codes,
+                                               uint32_t lane, uint32_t &offw, int &tw,
+                                               uint8_t *stage, uint8_t *excb)
 {
-    const long long sbase = (long long)s * W.tiles;
     if (t - tw >= 31) {
         tw = t;
-        offw = __ldg(W.exc_off + sbase + min(t + (int)lane, W.tiles));
+        offw = __ldg(W.exc_off + (long long)s * W.tiles + min(t + (int)lane, W.tiles));
     }
     TileOff o;
     o.off0 = __shfl_sync(~0u, offw, t - tw);
     o.off1 = __shfl_sync(~0u, offw, t - tw + 1);
     o.nsteps = t + 1 == W.tiles ? W.last_steps : 4;
-    const uint8_t *cp = cdp + (long long)(t - t0) * 1536;
     uint8_t *dst = stage + 4096 + lane * 16;
     const int nv = (3 * o.nsteps + 3) / 4;
 #pragma unroll
     for (int i = 0; i < 3; i++)
-        if (i < nv) cp16(dst + i * 512, cp + i * 512);
+        if (i < nv) cp16(dst + i * 512, codes + i * 512);
     const uint32_t a0 = o.off0 & ~15u, nvec = (o.off1 - a0 + 15) >> 4;
     if (nvec <= 33 && lane < nvec) cp16(excb + lane * 16, W.exc + a0 + lane * 16);
     if (nvec == 33 && lane == 0) cp16(excb + 512, W.exc + a0 + 512);
     cp_commit();
     return o;
 }
-// Step g of tile t into sm slot g (the lane's own 32 bytes); one group, empty past the tile.
-__device__ __forceinline__ void issue_step(const uint8_t *smp, int t, int t0, int g, bool on,
-                                           uint32_t lane, uint8_t *stage)
+// Step g of a tile (sm: the tile's, at the lane's 16 bytes) into sm slot g (the lane's own 32
+// bytes); one group, empty where !on.
+__device__ __forceinline__ void issue_step(const uint8_t *sm, int g, bool on, uint32_t lane,
+                                           uint8_t *stage)
 {
     if (on) {
-        const uint8_t *sm = smp + (long long)(t - t0) * 4096 + g * 1024;
-        cp16(stage + g * 1024 + lane * 16, sm);
-        cp16(stage + g * 1024 + 512 + lane * 16, sm + 512);
+        cp16(stage + g * 1024 + lane * 16, sm + g * 1024);
+        cp16(stage + g * 1024 + 512 + lane * 16, sm + g * 1024 + 512);
     }
     cp_commit();
 }
+
+// Where tile t of strip s starts, at the lane's 16 bytes: its sm bytes and its code vectors.
+__device__ __forceinline__ const uint8_t *tile_sm(const Mat &W, int s, int t, uint32_t lane)
+{
+    return W.sm + ((long long)s * W.steps + 4LL * t) * 1024 + lane * 16;
+}
+__device__ __forceinline__ const uint8_t *tile_codes(const Mat &W, int s, int t, uint32_t lane)
+{
+    return W.codes + s * W.strip_code_bytes + (long long)t * 1536 + lane * 16;
+}
+
+// A segment of a warp's walk: tiles t0, t0 + TS, ... below t1 of strip s of part `part` (the
+// caller's Mat); grp is the caller's (what its `done` needs to know).
+struct Seg {
+    int part, s, t0, t1, grp;
+};
 
 // Where a step's 32 weights a lane sit (decode_step's o[16]): o[8h + i] (i < 4) holds
 // columns 32h + 8q + 2i, +1 of row nrow (q = lane & 3, nrow = lane >> 2), o[8h + 4 + i]
 // the same columns of row nrow + 8. As mma.m16n8k16 A fragments: columns 64-wide step,
 // k-chunk 2h + j is {o[8h + 2j], o[8h + 4 + 2j], o[8h + 2j + 1], o[8h + 5 + 2j]}.
 
-// The walk over tiles t0, t0 + TS, ... below t1 of strip s of W (a warp; 4 steps a tile, the
-// tensor's last tile W.last_steps; TS > 1 where TS warps share a strip's tiles). Per tile:
-// escape masks, one warp prefix sum of escape counts, an 8-byte exception window per lane. Per
-// step: pre(t, g) (the caller's loads that must be issued before the step waits for its
-// copies), the wait, step g + AHEAD copied into its slot (AHEAD 1..4, the kernel's choice),
-// corrections (a RED a lane a round, in warp-uniform rounds), 16 pairs decoded (PRMT, SHF, 2
-// LOP3, IADD3), then use(t, g, o). Bytes per tile: 4096 sm + 1536 codes + ~100 exceptions,
-// read once. corr4: the lane's 64 bytes of correction words in shared memory, zero on entry
-// and on return. PDL_WAIT: griddepcontrol.wait once the first tile's codes and first AHEAD
-// steps are in flight (fused_matmul.cu's programmatic launch). err: ORed with 1 where a
-// tile's codes and exception offsets disagree (may be NULL).
-template <bool PDL_WAIT, int TS, int AHEAD, class Pre, class Use>
-__device__ __forceinline__ void walk_strip(const Mat &W, int s, int t0, int t1, uint32_t lane,
-                                           uint8_t *ring, uint4 *corr4, unsigned *err, Pre &&pre,
-                                           Use &&use)
+// A warp's walk over segment sg and, chained, those next(Seg &) hands it after (TS > 1 where
+// TS warps share a strip's tiles; 4 steps a tile, the tensor's last tile W.last_steps).
+// Chained: the next segment's codes and first steps are copied during this one's last tile,
+// as a tile of the same strip's would be, so that a range over two strips pays no second
+// fill; done(seg) runs between the two (a split sum's round trips overlap those copies).
+// Only where the tensors' last tiles are whole (K % 256 == 0), which keeps the copy groups a
+// lane waits for in step; otherwise the walk returns after sg, and the caller starts the
+// next segment cold. mat(part): the part's Mat. Per tile: escape masks, one warp prefix sum
+// of escape counts, an 8-byte exception window per lane. Per step: pre(t, g) (the caller's
+// loads that must be issued before the step waits for its copies), the wait, step g + AHEAD
+// copied into its slot (AHEAD 1..4, the kernel's choice), corrections (a RED a lane a
+// round, in warp-uniform rounds), 16 pairs decoded (PRMT, SHF, 2 LOP3, IADD3), then use(t,
+// g, o). Bytes per tile: 4096 sm + 1536 codes + ~100 exceptions, read once. corr4: the
+// lane's 64 bytes of correction words in shared memory, zero on entry and on return.
+// PDL_WAIT: griddepcontrol.wait once the first tile's codes and first AHEAD steps are in
+// flight (fused_matmul.cu's programmatic launch). err: ORed with 1 where a tile's codes and
+// exception offsets disagree (may be NULL).
+template <bool PDL_WAIT, int TS, int AHEAD, class MatOf, class Next, class Pre, class Use,
+          class Done>
+__device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, uint32_t lane,
+                                            uint8_t *ring, uint4 *corr4, unsigned *err, Pre &&pre,
+                                            Use &&use, Done &&done)
 {
     uint32_t *corr = reinterpret_cast<uint32_t *>(corr4);
     const uint32_t swz = corr_swz(lane), sw = swz >> 2, nrow = lane >> 2;
-    const uint32_t b0 = W.base[16 * s + nrow], b8 = W.base[16 * s + nrow + 8];
-    // through a shuffle, so that ptxas keeps them as values and the decode adds them in
-    // its IADD3 instead of an IMAD per pair
-    const uint32_t X0 = __shfl_sync(~0u, b0 * 0x00800080u, (int)lane),
-                   X8 = __shfl_sync(~0u, b8 * 0x00800080u, (int)lane);
-    const uint8_t *smp = W.sm + ((long long)s * W.steps + 4LL * t0) * 1024 + lane * 16;
-    const uint8_t *cdp = W.codes + s * W.strip_code_bytes + (long long)t0 * 1536 + lane * 16;
+    // the row bases through a shuffle, so that ptxas keeps them as values and the decode
+    // adds them in its IADD3 instead of an IMAD per pair
+    uint32_t b0 = mat(sg.part).base[16 * sg.s + nrow], b8 = mat(sg.part).base[16 * sg.s + nrow + 8];
+    uint32_t X0 = __shfl_sync(~0u, b0 * 0x00800080u, (int)lane),
+             X8 = __shfl_sync(~0u, b8 * 0x00800080u, (int)lane);
+    uint32_t nb0 = 0, nb8 = 0; // the next segment's, where chained
     uint32_t offw = 0;
     int tw = -1000;
     // One cp.async group a tile head (the next tile's codes and exceptions) and one a step
@@ -180,73 +203,123 @@ __device__ __forceinline__ void walk_strip(const Mat &W, int s, int t0, int t1, 
     // head if g < AHEAD.
     static_assert(AHEAD >= 1 && AHEAD <= 4, "the ring has 4 step slots");
     uint8_t *stage = ring;
-    TileOff cur = issue_codes(W, s, t0, t0, cdp, lane, offw, tw, stage, ring + 5632), nxt = cur;
+    const uint8_t *sm_t = tile_sm(mat(sg.part), sg.s, sg.t0, lane);
+    TileOff cur =
+                issue_codes(mat(sg.part), sg.s, sg.t0, tile_codes(mat(sg.part), sg.s, sg.t0, lane),
+                            lane, offw, tw, stage, ring + 5632),
+            nxt = cur;
 #pragma unroll
-    for (int g = 0; g < AHEAD; g++) issue_step(smp, t0, t0, g, g < (int)cur.nsteps, lane, stage);
+    for (int g = 0; g < AHEAD; g++) issue_step(sm_t, g, g < (int)cur.nsteps, lane, stage);
 #if __CUDA_ARCH__ >= 900
     if (PDL_WAIT) asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
-    for (int t = t0; t < t1; t += TS) {
-        const int it = (t - t0) / TS; // the exception buffers alternate from tile to tile
-        uint8_t *excb = ring + 5632 + (it & 1) * EXC_STAGE;
-        if (t != t0)
-            cp_wait<4>();
-        else
-            cp_wait<AHEAD>();
-        __syncwarp(); // exceptions copied by other lanes; the other buffer free
-        uint4 cw[3];
-#pragma unroll
-        for (int i = 0; i < 3; i++) cw[i] = lds128(stage + 4096 + i * 512 + lane * 16);
-        const bool more = t + TS < t1;
-        if (more)
-            nxt = issue_codes(W, s, t + TS, t0, cdp, lane, offw, tw, stage,
-                              ring + 5632 + ((it + 1) & 1) * EXC_STAGE);
-        else
-            cp_commit();
-        const uint32_t words[12] = { cw[0].x, cw[0].y, cw[0].z, cw[0].w, cw[1].x, cw[1].y,
-                                     cw[1].z, cw[1].w, cw[2].x, cw[2].y, cw[2].z, cw[2].w };
-        uint32_t M[4], cnt, before;
-        const uint32_t total = tile_escapes(words, cur.nsteps, lane, M, cnt, before);
-        if (total != cur.off1 - cur.off0 && lane == 0 && err) atomicOr(err, 1u);
-        const uint32_t lead = cur.off0 & 15u;
-        ExcCursor ec;
-        if (lead + total <= EXC_STAGE) { // in the stage
-            ec.src = excb;
-            ec.pos = lead + before;
-        } else {
-            ec.src = W.exc;
-            ec.pos = cur.off0 + before;
+    bool first = true;
+    for (int it = 0;;) { // a segment; it counts tiles (the exception buffers alternate)
+        const Mat &W = mat(sg.part);
+        Seg nx;
+        const bool chain = W.last_steps == 4 && next(nx);
+        // the next strip's row bases and exception offsets loaded now, so that its first
+        // copies do not wait for them in this segment's last tile
+        uint32_t nofw = 0;
+        if (chain) {
+            const Mat &N = mat(nx.part);
+            nb0 = N.base[16 * nx.s + nrow];
+            nb8 = N.base[16 * nx.s + nrow + 8];
+            nofw = __ldg(N.exc_off + (long long)nx.s * N.tiles + min(nx.t0 + (int)lane, N.tiles));
         }
-        // the lane's first window loaded now, off the first escape's path (only where the
-        // lane has escapes: a window reads up to 16 bytes past its first byte)
-        ec.win = cnt ? exc_window(ec.src, ec.pos) : 0;
-        ec.left = cnt ? 8 : 0;
-#pragma unroll
-        for (int g = 0; g < 4; g++) {
-            if (g >= (int)cur.nsteps) break;
-            pre(t, g);
-            if (g < AHEAD) // g is a constant once unrolled
+        for (int t = sg.t0; t < sg.t1; t += TS, it++) {
+            uint8_t *excb = ring + 5632 + (it & 1) * EXC_STAGE;
+            if (first)
                 cp_wait<AHEAD>();
             else
-                cp_wait<AHEAD - 1>();
-            const uint4 s0 = lds128(stage + (2 * g) * 512 + lane * 16),
-                        s1 = lds128(stage + (2 * g + 1) * 512 + lane * 16);
-            // the slots are the lane's own: copy the step AHEAD on into its slot now
-            if (g + AHEAD < 4)
-                issue_step(smp, t, t0, g + AHEAD, g + AHEAD < (int)cur.nsteps, lane, stage);
-            else
-                issue_step(smp, t + TS, t0, g + AHEAD - 4, more && g + AHEAD - 4 < (int)nxt.nsteps,
-                           lane, stage);
-            apply_escapes(M[g], ec, b0 + 7, b8 + 7, swz, corr);
-            uint32_t c[16], o[16];
-            take_corrections(corr4, sw, M[g], c);
-            decode_step(s0, s1, words[3 * g], words[3 * g + 1], words[3 * g + 2], X0, X8, c, o);
-            use(t, g, o);
+                cp_wait<4>();
+            first = false;
+            __syncwarp(); // exceptions copied by other lanes; the other buffer free
+            uint4 cw[3];
+#pragma unroll
+            for (int i = 0; i < 3; i++) cw[i] = lds128(stage + 4096 + i * 512 + lane * 16);
+            // the next tile: this strip's, or the next segment's first
+            const bool more = t + TS < sg.t1, on = more || chain;
+            const uint8_t *sm_n = sm_t;
+            uint8_t *excn = ring + 5632 + ((it + 1) & 1) * EXC_STAGE;
+            if (more) {
+                sm_n = tile_sm(W, sg.s, t + TS, lane);
+                nxt = issue_codes(W, sg.s, t + TS, tile_codes(W, sg.s, t + TS, lane), lane, offw,
+                                  tw, stage, excn);
+            } else if (chain) {
+                const Mat &N = mat(nx.part);
+                sm_n = tile_sm(N, nx.s, nx.t0, lane);
+                offw = nofw;
+                tw = nx.t0;
+                nxt = issue_codes(N, nx.s, nx.t0, tile_codes(N, nx.s, nx.t0, lane), lane, offw, tw,
+                                  stage, excn);
+            } else {
+                cp_commit();
+            }
+            const uint32_t words[12] = { cw[0].x, cw[0].y, cw[0].z, cw[0].w, cw[1].x, cw[1].y,
+                                         cw[1].z, cw[1].w, cw[2].x, cw[2].y, cw[2].z, cw[2].w };
+            uint32_t M[4], cnt, before;
+            const uint32_t total = tile_escapes(words, cur.nsteps, lane, M, cnt, before);
+            if (total != cur.off1 - cur.off0 && lane == 0 && err) atomicOr(err, 1u);
+            const uint32_t lead = cur.off0 & 15u;
+            ExcCursor ec;
+            if (lead + total <= EXC_STAGE) { // in the stage
+                ec.src = excb;
+                ec.pos = lead + before;
+            } else {
+                ec.src = W.exc;
+                ec.pos = cur.off0 + before;
+            }
+            // the lane's first window loaded now, off the first escape's path (only where the
+            // lane has escapes: a window reads up to 16 bytes past its first byte)
+            ec.win = cnt ? exc_window(ec.src, ec.pos) : 0;
+            ec.left = cnt ? 8 : 0;
+#pragma unroll
+            for (int g = 0; g < 4; g++) {
+                if (g >= (int)cur.nsteps) break;
+                pre(t, g);
+                if (g < AHEAD) // g is a constant once unrolled
+                    cp_wait<AHEAD>();
+                else
+                    cp_wait<AHEAD - 1>();
+                const uint4 s0 = lds128(stage + (2 * g) * 512 + lane * 16),
+                            s1 = lds128(stage + (2 * g + 1) * 512 + lane * 16);
+                // the slots are the lane's own: copy the step AHEAD on into its slot now
+                if (g + AHEAD < 4)
+                    issue_step(sm_t, g + AHEAD, g + AHEAD < (int)cur.nsteps, lane, stage);
+                else
+                    issue_step(sm_n, g + AHEAD - 4, on && g + AHEAD - 4 < (int)nxt.nsteps, lane,
+                               stage);
+                apply_escapes(M[g], ec, b0 + 7, b8 + 7, swz, corr);
+                uint32_t c[16], o[16];
+                take_corrections(corr4, sw, M[g], c);
+                decode_step(s0, s1, words[3 * g], words[3 * g + 1], words[3 * g + 2], X0, X8, c, o);
+                use(t, g, o);
+            }
+            __syncwarp(); // every lane is done with this tile's exception buffer (refilled at
+                          // the head after next; the head's __syncwarp orders it too)
+            cur = nxt;
+            sm_t = sm_n;
         }
-        __syncwarp(); // every lane is done with this tile's exception buffer (refilled at the
-                      // head after next; the head's __syncwarp orders it too)
-        cur = nxt;
+        done(sg);
+        if (!chain) return;
+        sg = nx;
+        b0 = nb0;
+        b8 = nb8;
+        X0 = __shfl_sync(~0u, b0 * 0x00800080u, (int)lane);
+        X8 = __shfl_sync(~0u, b8 * 0x00800080u, (int)lane);
     }
+}
+
+// walk_strips over tiles t0, t0 + TS, ... below t1 of strip s of W alone.
+template <bool PDL_WAIT, int TS, int AHEAD, class Pre, class Use>
+__device__ __forceinline__ void walk_strip(const Mat &W, int s, int t0, int t1, uint32_t lane,
+                                           uint8_t *ring, uint4 *corr4, unsigned *err, Pre &&pre,
+                                           Use &&use)
+{
+    walk_strips<PDL_WAIT, TS, AHEAD>([&](int) -> const Mat & { return W; }, Seg{ 0, s, t0, t1, 0 },
+                                     [](Seg &) { return false; }, lane, ring, corr4, err, pre, use,
+                                     [](const Seg &) {});
 }
 
 } // namespace df11i_fused
