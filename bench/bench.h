@@ -13,7 +13,5 @@ int bench_matmul_main(int argc, char **argv);   /* bench/bench_matmul.c */
 /* Shared timing and command-line helpers (bench/bench_util.c). */
 double bench_now_s(void);              /* CLOCK_MONOTONIC, seconds */
 double bench_median(double *v, int n); /* sorts v */
-/* --codec's value: "huffman" or "fixed" into *codec, 0; else a usage error of `tool` (2). */
-int bench_parse_codec(const char *tool, const char *arg, df11_codec *codec);
 
 #endif

@@ -337,7 +337,7 @@ int bench_decode_main(int argc, char **argv)
         case 'S': o.small = 1; break;
         case 'L': o.lane_symbols = (uint32_t)atoi(optarg); break;
         case 'C':
-            if (bench_parse_codec(TOOL, optarg, &o.codec) != CLI_OK) return CLI_USAGE;
+            if (cli_parse_codec(TOOL, optarg, &o.codec, NULL) != CLI_OK) return CLI_USAGE;
             break;
         case 'h': usage(stdout); return CLI_OK;
         default: usage(stderr); return CLI_USAGE;

@@ -564,7 +564,7 @@ int bench_pipeline_main(int argc, char **argv)
             break;
         }
         case 'c':
-            if (bench_parse_codec(TOOL, optarg, &o.codec) != CLI_OK) return CLI_USAGE;
+            if (cli_parse_codec(TOOL, optarg, &o.codec, NULL) != CLI_OK) return CLI_USAGE;
             break;
         case 'b': {
             batches_given = 1;

@@ -20,14 +20,3 @@ double bench_median(double *v, int n)
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
-
-int bench_parse_codec(const char *tool, const char *arg, df11_codec *codec)
-{
-    if (!strcmp(arg, "huffman"))
-        *codec = DF11_CODEC_EXP_HUFFMAN;
-    else if (!strcmp(arg, "fixed"))
-        *codec = DF11_CODEC_EXP_FIXED;
-    else
-        return cli_usage_error(tool, "--codec '%s': want huffman or fixed", arg);
-    return CLI_OK;
-}

@@ -130,6 +130,20 @@ int cli_parse_threads(const char *tool, const char *s, int *n_threads)
     return CLI_OK;
 }
 
+int cli_parse_codec(const char *tool, const char *s, df11_codec *codec, int *raw)
+{
+    if (strcmp(s, "huffman") == 0)
+        *codec = DF11_CODEC_EXP_HUFFMAN;
+    else if (strcmp(s, "fixed") == 0)
+        *codec = DF11_CODEC_EXP_FIXED;
+    else if (raw && strcmp(s, "raw") == 0)
+        *raw = 1;
+    else
+        return cli_usage_error(tool, "--codec '%s': want %s", s,
+                               raw ? "huffman, fixed or raw" : "huffman or fixed");
+    return CLI_OK;
+}
+
 uint64_t cli_parse_size(const char *s)
 {
     char *end;

@@ -44,6 +44,9 @@ long cli_parse_range(const char *s, long lo, long hi);
 uint64_t cli_parse_size(const char *s);
 /* -j/--threads N (0 = all cores) into *n_threads: CLI_OK, or CLI_USAGE after the message. */
 int cli_parse_threads(const char *tool, const char *s, int *n_threads);
+/* --codec NAME: "huffman" or "fixed" into *codec, and where `raw` is not NULL also "raw"
+ * (*raw = 1: tensors stored uncompressed); CLI_OK, or CLI_USAGE after the message. */
+int cli_parse_codec(const char *tool, const char *s, df11_codec *codec, int *raw);
 /* SIGINT, SIGTERM, SIGHUP and SIGPIPE (those not ignored) first unlink the named
  * temporaries of output files being written (common/atomic_file.h), then end the process
  * as they would have. Runs before main() in every tool that links cli.c, so no writing

@@ -81,14 +81,7 @@ int main(int argc, char **argv)
             break;
         case 'P': o.layer_prefix = optarg; break;
         case 'C':
-            if (strcmp(optarg, "huffman") == 0)
-                o.codec = DF11_CODEC_EXP_HUFFMAN;
-            else if (strcmp(optarg, "fixed") == 0)
-                o.codec = DF11_CODEC_EXP_FIXED;
-            else if (strcmp(optarg, "raw") == 0)
-                o.store_raw = 1;
-            else
-                return cli_usage_error(tool, "--codec '%s': want huffman, fixed or raw", optarg);
+            if (cli_parse_codec(tool, optarg, &o.codec, &o.store_raw) != CLI_OK) return CLI_USAGE;
             break;
         case 'J': json = 1; break;
         case 'q': quiet = 1; break;
