@@ -162,23 +162,22 @@ struct Seg {
 // the same columns of row nrow + 8. As mma.m16n8k16 A fragments: columns 64-wide step,
 // k-chunk 2h + j is {o[8h + 2j], o[8h + 4 + 2j], o[8h + 2j + 1], o[8h + 5 + 2j]}.
 
-// A warp's walk over segment sg and, chained, those next(Seg &) hands it after (TS > 1 where
-// TS warps share a strip's tiles; 4 steps a tile, the tensor's last tile W.last_steps).
-// Chained: the next segment's codes and first steps are copied during this one's last tile,
-// as a tile of the same strip's would be, so that a range over two strips pays no second
-// fill; done(seg) runs between the two (a split sum's round trips overlap those copies).
-// Only where the tensors' last tiles are whole (K % 256 == 0), which keeps the copy groups a
-// lane waits for in step; otherwise the walk returns after sg, and the caller starts the
-// next segment cold. mat(part): the part's Mat. Per tile: escape masks, one warp prefix sum
-// of escape counts, an 8-byte exception window per lane. Per step: pre(t, g) (the caller's
-// loads that must be issued before the step waits for its copies), the wait, step g + AHEAD
-// copied into its slot (AHEAD 1..4, the kernel's choice), corrections (a RED a lane a
-// round, in warp-uniform rounds), 16 pairs decoded (PRMT, SHF, 2 LOP3, IADD3), then use(t,
-// g, o). Bytes per tile: 4096 sm + 1536 codes + ~100 exceptions, read once. corr4: the
-// lane's 64 bytes of correction words in shared memory, zero on entry and on return.
-// PDL_WAIT: griddepcontrol.wait once the first tile's codes and first AHEAD steps are in
-// flight (fused_matmul.cu's programmatic launch). err: ORed with 1 where a tile's codes and
-// exception offsets disagree (may be NULL).
+// A warp's walk over segment sg and, chained, those next(Seg &) hands it after (TS > 1 where TS
+// warps share a strip's tiles; 4 steps a tile, the tensor's last tile W.last_steps). Chained: the
+// next segment's codes and first steps are copied during this one's last tile, as a tile of the
+// same strip's would be, so that a range over two strips pays no second fill; done(seg) runs
+// between the two (a split sum's round trips overlap those copies). Only where the tensors' last
+// tiles are whole (K rounded up to 64 a multiple of 256), which keeps the copy groups a lane waits
+// for in step; otherwise the walk returns after sg, and the caller starts the next segment cold.
+// mat(part): the part's Mat. Per tile: escape masks, one warp prefix sum of escape counts, an
+// 8-byte exception window per lane. Per step: pre(t, g) (the caller's loads that must be issued
+// before the step waits for its copies), the wait, step g + AHEAD copied into its slot (AHEAD 1..4,
+// the kernel's choice), corrections (a RED a lane a round, in warp-uniform rounds), 16 pairs
+// decoded (PRMT, SHF, 2 LOP3, IADD3), then use(t, g, o). Bytes per tile: 4096 sm + 1536 codes +
+// ~100 exceptions, read once. corr4: the lane's 64 bytes of correction words in shared memory, zero
+// on entry and on return. PDL_WAIT: griddepcontrol.wait once the first tile's codes and first AHEAD
+// steps are in flight (fused_matmul.cu's programmatic launch). err: ORed with 1 where a tile's
+// codes and exception offsets disagree (may be NULL).
 template <bool PDL_WAIT, int TS, int AHEAD, class MatOf, class Next, class Pre, class Use,
           class Done>
 __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, uint32_t lane,

@@ -221,6 +221,49 @@ START_TEST(test_fused_matmul)
 }
 END_TEST
 
+/* Stacked weight st (np copies of tensor sh, weights w) at this batch, F32 and BF16 y: every
+ * part's columns within the bound of the fp64 reference, bit-identical launch after launch. */
+static void fu_check_stacked(df11_model *m, const df11_weight *st, int np, const mm_shape *sh,
+                             const uint16_t *w, uint32_t batch, uint64_t *rng)
+{
+    uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, rng);
+    const size_t n1 = (size_t)batch * sh->n, n = n1 * np;
+    double *ref = malloc(n1 * sizeof *ref), *mag = malloc(n1 * sizeof *mag);
+    fu_reference(sh, w, x, batch, ref, mag);
+    void *dx = dev_alloc((size_t)batch * sh->k * 2), *dy = dev_alloc(n * 4);
+    dev_upload(dx, x, (size_t)batch * sh->k * 2);
+    double *y = malloc(n * sizeof *y);
+    void *raw = malloc(n * 4), *raw2 = malloc(n * 4);
+    for (int d = 0; d < 2; d++) {
+        const df11_dtype yd = d ? DF11_DTYPE_BF16 : DF11_DTYPE_F32;
+        ck_assert_int_eq(cudaMemset(dy, 0xff, n * 4), cudaSuccess); /* NaN */
+        fu_run(m, st, dx, batch, yd, dy, NULL, y, raw);
+        ck_assert_int_eq(cudaMemset(dy, 0xff, n * 4), cudaSuccess);
+        fu_run(m, st, dx, batch, yd, dy, NULL, y, raw2);
+        ck_assert_msg(!memcmp(raw, raw2, n * (d ? 2 : 4)), "%s: two launches differ", st->name);
+        for (uint32_t b = 0; b < batch; b++)
+            for (int i = 0; i < np; i++)
+                for (uint32_t r = 0; r < sh->n; r++) {
+                    const size_t j = (size_t)b * sh->n + r;
+                    const double got = y[((size_t)b * np + i) * sh->n + r],
+                                 bf = fu_bound(sh->k, ref[j], mag[j], yd);
+                    ck_assert_msg(fabs(got - ref[j]) <= bf,
+                                  "%s batch %u part %d y[%u][%u] = %.9g, reference %.9g, bound "
+                                  "%.3g (%s, seed %#llx)",
+                                  st->name, batch, i, b, r, got, ref[j], bf, d ? "BF16" : "F32",
+                                  (unsigned long long)fu.seed);
+                }
+    }
+    free(raw);
+    free(raw2);
+    free(y);
+    free(ref);
+    free(mag);
+    free(x);
+    dev_free(dx);
+    dev_free(dy);
+}
+
 START_TEST(test_fused_matmul_stacked)
 {
     /* Stacked weights as one fused launch (parts repeated so that K matches: the big
@@ -245,45 +288,8 @@ START_TEST(test_fused_matmul_stacked)
         for (int i = 0; i < np; i++) parts[i] = wt;
         ck_assert_int_eq(df11_weight_stack(m, (uint32_t)np, parts, &st), DF11_OK);
         const uint32_t old = df11i_cuda_matmul_fused_limit(DF11I_FUSED_EVERY);
-        for (uint32_t batch = 1; batch <= 161; batch += batch < DF11_FUSED_MAX_BATCH ? 8 : 64) {
-            uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, &rng);
-            const size_t n1 = (size_t)batch * sh->n, n = n1 * np;
-            double *ref = malloc(n1 * sizeof *ref), *mag = malloc(n1 * sizeof *mag);
-            fu_reference(sh, w, x, batch, ref, mag);
-            void *dx = dev_alloc((size_t)batch * sh->k * 2), *dy = dev_alloc(n * 4);
-            dev_upload(dx, x, (size_t)batch * sh->k * 2);
-            double *y = malloc(n * sizeof *y);
-            void *raw = malloc(n * 4), *raw2 = malloc(n * 4);
-            for (int d = 0; d < 2; d++) {
-                const df11_dtype yd = d ? DF11_DTYPE_BF16 : DF11_DTYPE_F32;
-                ck_assert_int_eq(cudaMemset(dy, 0xff, n * 4), cudaSuccess); /* NaN */
-                fu_run(m, &st, dx, batch, yd, dy, NULL, y, raw);
-                ck_assert_int_eq(cudaMemset(dy, 0xff, n * 4), cudaSuccess);
-                fu_run(m, &st, dx, batch, yd, dy, NULL, y, raw2);
-                ck_assert_msg(!memcmp(raw, raw2, n * (d ? 2 : 4)), "%s: two launches differ",
-                              st.name);
-                for (uint32_t b = 0; b < batch; b++)
-                    for (int i = 0; i < np; i++)
-                        for (uint32_t r = 0; r < sh->n; r++) {
-                            const size_t j = (size_t)b * sh->n + r;
-                            const double got = y[((size_t)b * np + i) * sh->n + r],
-                                         bf = fu_bound(sh->k, ref[j], mag[j], yd);
-                            ck_assert_msg(fabs(got - ref[j]) <= bf,
-                                          "%s batch %u part %d y[%u][%u] = %.9g, reference "
-                                          "%.9g, bound %.3g (%s, seed %#llx)",
-                                          st.name, batch, i, b, r, got, ref[j], bf,
-                                          d ? "BF16" : "F32", (unsigned long long)fu.seed);
-                        }
-            }
-            free(raw);
-            free(raw2);
-            free(y);
-            free(ref);
-            free(mag);
-            free(x);
-            dev_free(dx);
-            dev_free(dy);
-        }
+        for (uint32_t batch = 1; batch <= 161; batch += batch < DF11_FUSED_MAX_BATCH ? 8 : 64)
+            fu_check_stacked(m, &st, np, sh, w, batch, &rng);
         df11i_cuda_matmul_fused_limit(old);
     }
     df11_model_close(m);
@@ -557,11 +563,78 @@ START_TEST(test_fused_matmul_huffman_pdl_chain)
 }
 END_TEST
 
+/* Shapes where CTAs' ranges cross strip pairs, so that the mma.sync kernel's walks chain
+ * into the next strip (walk_strips, kernels/fused_matmul_strip.cuh: where a tensor's last
+ * tile is whole, cols_pad % 256 == 0): more (strip pair, tile) units than twice a launch's
+ * CTAs on GPUs of up to 150 SMs (~2400), 1 or 4 tiles a pair, an odd strip count (the last pair's
+ * second warp has no strip: its walk skips it), every 7th row of random exponents (exception
+ * lists past the shared-memory stage on either side of a chain), and K = 200 (one tile of 4
+ * steps with 56 pad columns: x read with bounds checks). */
+static const mm_shape CH_SHAPES[] = {
+    { "model.layers.0.mlp.chain.weight", 19216, 1024 },
+    { "model.layers.0.mlp.pad.weight", 76816, 200 },
+};
+#define CH_N (sizeof CH_SHAPES / sizeof CH_SHAPES[0])
+
+START_TEST(test_fused_matmul_chained)
+{
+    /* Each shape at batch 1, 17 and 32 (NB 1, 3, 4: 8 and 6 CTAs an SM) checked as
+     * test_fused_matmul checks, and the first stacked twice (chains across the two parts,
+     * past the first's strip-less warp) at batch 1 and 17. */
+    fu_make_model(); /* fu.seed */
+    if (!df11i_fused_matmul_supported()) return;
+    uint64_t rng = fu.seed ^ 0x4348;
+    df11_tensor_source t[CH_N];
+    for (size_t i = 0; i < CH_N; i++) {
+        const uint32_t rows = CH_SHAPES[i].n, k = CH_SHAPES[i].k;
+        uint16_t *w = malloc((size_t)rows * k * 2);
+        ck_assert_ptr_nonnull(w);
+        df11_test_fill_weights(w, (uint64_t)rows * k, k, &rng);
+        for (uint32_t r = 3; r < rows; r += 7)
+            for (uint32_t c = 0; c < k; c++) {
+                const uint64_t v = df11_test_rand(&rng);
+                w[(size_t)r * k + c] =
+                    (uint16_t)(((v >> 40) & 0x8000) | (60 + (uint32_t)(v >> 8) % 131) << 7 |
+                               ((v >> 20) & 0x7f));
+            }
+        t[i] = (df11_tensor_source){ .name = CH_SHAPES[i].name,
+                                     .dtype = DF11_DTYPE_BF16,
+                                     .ndim = 2,
+                                     .shape = { rows, k },
+                                     .data = w };
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/fu_chain.df11", df11_test_tmpdir());
+    df11_compress_options co = { .codec = DF11_CODEC_EXP_FIXED };
+    df11_status s = df11_compress_tensors(path, t, CH_N, CONFIG, strlen(CONFIG), &co, NULL);
+    ck_assert_msg(s == DF11_OK, "compress: %s %s", df11_strerror(s), df11_last_error_detail());
+    df11_model *m = fu_open(path);
+    const uint32_t old = df11i_cuda_matmul_fused_limit(DF11I_FUSED_EVERY);
+    static const uint32_t batches[] = { 1, 17, 32 };
+    for (size_t i = 0; i < CH_N; i++) {
+        df11_weight wt;
+        ck_assert_int_eq(df11_weight_get(m, CH_SHAPES[i].name, &wt), DF11_OK);
+        for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++)
+            fu_check(m, &wt, &CH_SHAPES[i], t[i].data, batches[b], &rng);
+    }
+    df11_weight parts[2], st;
+    ck_assert_int_eq(df11_weight_get(m, CH_SHAPES[0].name, &parts[0]), DF11_OK);
+    parts[1] = parts[0];
+    ck_assert_int_eq(df11_weight_stack(m, 2, parts, &st), DF11_OK);
+    fu_check_stacked(m, &st, 2, &CH_SHAPES[0], t[0].data, 1, &rng);
+    fu_check_stacked(m, &st, 2, &CH_SHAPES[0], t[0].data, 17, &rng);
+    df11i_cuda_matmul_fused_limit(old);
+    df11_model_close(m);
+    for (size_t i = 0; i < CH_N; i++) free((void *)t[i].data);
+}
+END_TEST
+
 static void fused_tests(TCase *tc)
 {
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_fused_matmul);
     tcase_add_test(tc, test_fused_matmul_stacked);
+    tcase_add_test(tc, test_fused_matmul_chained);
     tcase_add_test(tc, test_fused_matmul_streams);
     tcase_add_test(tc, test_fused_matmul_pdl_chain);
     tcase_add_test(tc, test_fused_matmul_huffman);
