@@ -8,9 +8,7 @@ int bench_pipeline_main(int argc, char **argv); /* bench/bench_pipeline.c */
 int bench_codec_main(int argc, char **argv);    /* bench/bench_codec.c */
 int bench_matmul_main(int argc, char **argv);   /* bench/bench_matmul.c */
 
-#include "df11/file.h" /* df11_codec */
-
-/* Shared timing and command-line helpers (bench/bench_util.c). */
+/* Shared timing helpers (bench/bench_util.c). */
 double bench_now_s(void);              /* CLOCK_MONOTONIC, seconds */
 double bench_median(double *v, int n); /* sorts v */
 

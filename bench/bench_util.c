@@ -1,11 +1,8 @@
-/* Timing and command-line helpers shared by the df11-bench subcommands. */
-#include <errno.h>
+/* Timing helpers shared by the df11-bench subcommands. */
 #include <stdlib.h>
-#include <string.h>
 
 #include "bench/bench.h"
 #include "common/clock.h"
-#include "tools/cli.h"
 
 double bench_now_s(void) { return df11i_now_ms() / 1e3; }
 

@@ -6,7 +6,8 @@
  * A CTA (512 threads, one an SM) takes a row block of 64 rows (4 strips of 16), a tile of 64
  * batch rows and a range of the strips' tiles (split-K). Its warps are specialised:
  *   decoders  3 phases of 4 warps, a strip each; phase p walks tiles t0 + p, t0 + p + 3, ...
- *             (walk_strip, the mma.sync kernel's decode) and stores each step's 16 x 64
+ *             (walk_strip: the mma.sync kernel's walk over one strip, unchained) and
+ *             stores each step's 16 x 64
  *             weights into its own decoded-W stages (4 a phase) in the 128-byte swizzle
  *             wgmma reads, then arrives on the stage's full barrier;
  *   consumers one warpgroup, fp32 accumulators in registers: per step it waits for the

@@ -13,16 +13,19 @@
  * x not 16-byte aligned; y is F32 or BF16 (round to nearest even at the store); the error
  * word may be NULL; sm_80+ code only, PDL in sm_90+ code (dev_geom).
  *
- * What one warp does: own a 16-row strip and walk its tiles (16 rows x 256 columns),
- * copied by cp.async into the warp's stage a step ahead (kAhead); per step of 64
+ * What one warp does: walk the tiles (16 rows x 256 columns) of a 16-row strip and, chained,
+ * of the next ones in its range, copied by cp.async into the warp's stage a step ahead
+ * (kAhead); per step of 64
  * columns each lane decodes its 32 weights (16 bf16x2 A-fragment registers: sign|mantissa
  * byte pair doubled by a PRMT, the 3-bit codes ORed into the exponent fields, the row base
  * added, escapes corrected through shared-memory words) and issues 4 MMAs per 8 batch
  * rows. The 2 warps of a CTA take neighbouring strips over the same columns. CTAs split
- * the (strip pair, tile) units evenly (stream-K), a range over two strip pairs walked as one
- * (walk_strips chains them); a strip cut between CTAs is summed by the last CTA to finish it, from per-CTA partials in the workspace, in CTA order: the result
- * does not depend on timing (deterministic for a given grid, i.e. device). Bytes moved:
- * the compressed tensor once (~1.41 bytes a weight), x from L1/L2, y once.
+ * the (strip pair, tile) units evenly (stream-K), a range over several strip pairs walked as
+ * one where K rounded up to 64 is a multiple of 256 (walk_strips chains them); a strip cut
+ * between CTAs is summed by the last CTA to finish it, from per-CTA partials in the
+ * workspace, in CTA order: the result does not depend on timing (deterministic for a given
+ * grid, i.e. device). Bytes moved: the compressed tensor once (~1.41 bytes a weight), x from
+ * L1/L2, y once.
  */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -188,11 +191,12 @@ __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float 
     if (lane == 0) atomicExch(a.sem + gs, 0u);
 }
 
-// What one warp does: walk tiles (s, t0..t1) of its strip (walk_strip,
-// kernels/fused_matmul_strip.cuh), each step's x loaded before the step waits for its copies,
-// its 32 decoded weights a lane fed to 4 * NB MMAs. The probe's defaults: 8 CTAs of 2 warps an
-// SM (FG_MINB, FG_WARPS there). XV: K is a multiple of 64 (no pad columns) and x_vec, so x
-// needs no bounds check.
+// What one warp does: walk its segments of the CTA's range (walk_strips,
+// kernels/fused_matmul_strip.cuh; chained from strip to strip where the last tile is whole),
+// its split sum (emit) between them, each step's x loaded before the step waits for its
+// copies, its 32 decoded weights a lane fed to 4 * NB MMAs. The probe's defaults: 8 CTAs of
+// 2 warps an SM (FG_MINB, FG_WARPS there). XV: K is a multiple of 64 (no pad columns) and
+// x_vec, so x needs no bounds check.
 template <int NB, bool XV>
 __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocksWide)
     fused_matmul_kernel(Args a)

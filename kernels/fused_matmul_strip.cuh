@@ -1,6 +1,7 @@
-/* A warp's walk over the tiles of one 16-row strip of a fixed-code tensor (codec/fixed.h),
- * shared by the two fused matmul kernels: kernels/fused_matmul.cu (batch 1..32, the decoded
- * weights straight into mma.sync; its walks go on from one strip into the next) and
+/* A warp's walk over the tiles of a 16-row strip of a fixed-code tensor (codec/fixed.h) and,
+ * chained, the strips after it, shared by the two fused matmul kernels:
+ * kernels/fused_matmul.cu (batch 1..32, the decoded weights straight into mma.sync; its
+ * walks go on from one strip into the next where the tensor's last tile is whole) and
  * kernels/fused_gemm.cu (larger batches, the decoded weights through shared memory into
  * wgmma). The walk copies each tile into the warp's stage by cp.async, its steps a few ahead
  * of the decode, decodes every step of 64 columns in registers

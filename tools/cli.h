@@ -1,4 +1,5 @@
-/* What every df11 tool shares: error lines, --version, a progress line on terminals. */
+/* What the df11 tools and df11-bench share: error lines, --version, flag parsers (ranges,
+ * sizes, -j, --codec), a progress line on terminals, removal of partial outputs on signals. */
 #ifndef DF11_TOOLS_CLI_H
 #define DF11_TOOLS_CLI_H
 
