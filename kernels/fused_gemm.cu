@@ -7,9 +7,9 @@
  * batch rows and a range of the strips' tiles (split-K). Its warps are specialised:
  *   decoders  3 phases of 4 warps, a strip each; phase p walks tiles t0 + p, t0 + p + 3, ...
  *             (walk_strip: the mma.sync kernel's walk over one strip, unchained) and
- *             stores each step's 16 x 64
- *             weights into its own decoded-W stages (4 a phase) in the 128-byte swizzle
- *             wgmma reads, then arrives on the stage's full barrier;
+ *             stores each step's 16 x 64 weights into its own decoded-W stages (4 a
+ *             phase) in the 128-byte swizzle wgmma reads, then arrives on the stage's full
+ *             barrier;
  *   consumers one warpgroup, fp32 accumulators in registers: per step it waits for the
  *             stage and for its x slice (TMA, a tensor map over x, zero past K and past the
  *             batch), runs 4 wgmma m64n64k16 with both operands in shared memory and, once

@@ -15,14 +15,13 @@
  *
  * What one warp does: walk the tiles (16 rows x 256 columns) of a 16-row strip and, chained,
  * of the next ones in its range, copied by cp.async into the warp's stage a step ahead
- * (kAhead); per step of 64
- * columns each lane decodes its 32 weights (16 bf16x2 A-fragment registers: sign|mantissa
- * byte pair doubled by a PRMT, the 3-bit codes ORed into the exponent fields, the row base
- * added, escapes corrected through shared-memory words) and issues 4 MMAs per 8 batch
- * rows. The 2 warps of a CTA take neighbouring strips over the same columns. CTAs split
- * the (strip pair, tile) units evenly (stream-K), a range over several strip pairs walked as
- * one where K rounded up to 64 is a multiple of 256 (walk_strips chains them); a strip cut
- * between CTAs is summed by the last CTA to finish it, from per-CTA partials in the
+ * (kAhead); per step of 64 columns each lane decodes its 32 weights (16 bf16x2 A-fragment
+ * registers: sign|mantissa byte pair doubled by a PRMT, the 3-bit codes ORed into the exponent
+ * fields, the row base added, escapes corrected through shared-memory words) and issues 4 MMAs
+ * per 8 batch rows. The 2 warps of a CTA take neighbouring strips over the same columns. CTAs
+ * split the (strip pair, tile) units evenly (stream-K), a range over several strip pairs
+ * walked as one where K rounded up to 64 is a multiple of 256 (walk_strips chains them); a
+ * strip cut between CTAs is summed by the last CTA to finish it, from per-CTA partials in the
  * workspace, in CTA order: the result does not depend on timing (deterministic for a given
  * grid, i.e. device). Bytes moved: the compressed tensor once (~1.41 bytes a weight), x from
  * L1/L2, y once.

@@ -104,6 +104,13 @@ struct TileOff {
     uint32_t off0, off1, nsteps;
 };
 
+// The lane's word of strip s's exception offsets from tile t on: tile t + lane's (offsets of
+// tiles t .. t + 31 across the warp; the entry past the last tile where they run beyond it).
+__device__ __forceinline__ uint32_t exc_offsets(const Mat &W, int s, int t, uint32_t lane)
+{
+    return __ldg(W.exc_off + (long long)s * W.tiles + min(t + (int)lane, W.tiles));
+}
+
 // Tile (s, t)'s code vectors (codes: the tile's, at the lane's 16 bytes) into the stage and
 // its exceptions into `excb`; one group. offw / tw: the lane's window of exception offsets
 // (tile tw + lane's), reloaded once t is 31 tiles on.
@@ -113,7 +120,7 @@ __device__ __forceinline__ TileOff issue_codes(const Mat &W, int s, int t, const
 {
     if (t - tw >= 31) {
         tw = t;
-        offw = __ldg(W.exc_off + (long long)s * W.tiles + min(t + (int)lane, W.tiles));
+        offw = exc_offsets(W, s, t, lane);
     }
     TileOff o;
     o.off0 = __shfl_sync(~0u, offw, t - tw);
@@ -225,7 +232,7 @@ __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, ui
             const Mat &N = mat(nx.part);
             nb0 = N.base[16 * nx.s + nrow];
             nb8 = N.base[16 * nx.s + nrow + 8];
-            nofw = __ldg(N.exc_off + (long long)nx.s * N.tiles + min(nx.t0 + (int)lane, N.tiles));
+            nofw = exc_offsets(N, nx.s, nx.t0, lane);
         }
         for (int t = sg.t0; t < sg.t1; t += TS, it++) {
             uint8_t *excb = ring + 5632 + (it & 1) * EXC_STAGE;
