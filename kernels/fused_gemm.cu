@@ -43,8 +43,8 @@ extern "C" {
 #include "common/error.h"
 }
 
-/* The PTX (sm_75, sm_80) and sm_90 (not 90a) code hold an empty kernel, so its helpers go
- * unused. */
+/* The PTX (sm_75, sm_80, sm_90) and sm_90 (not 90a) code hold an empty kernel, so its helpers
+ * go unused. */
 #pragma nv_diag_suppress 177
 
 namespace {

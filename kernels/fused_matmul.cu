@@ -308,8 +308,8 @@ KernelFn kernel_of(int nb, bool xv)
  * for each NB (0: the device cannot run the kernel), and the virtual architecture the
  * kernel's code on this device was compiled for (cudaFuncAttributes.ptxVersion): 90 where
  * the build's Hopper code runs; elsewhere the driver compiles the build's newest PTX the GPU
- * can run (sm_80's on Ampere, Ada and GPUs newer than the build's machine code, sm_75's on
- * Turing), where the kernel has no griddepcontrol (below sm_90) or is empty (below sm_80). */
+ * can run (sm_90's past Hopper, sm_80's on Ampere and Ada, sm_75's on Turing), where the
+ * kernel has no griddepcontrol (below sm_90) or is empty (below sm_80). */
 struct DevGeom {
     int sms, occ[kMaxNB], major, ptx;
 };
