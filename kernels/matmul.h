@@ -42,10 +42,10 @@ typedef struct df11i_fused_part {
 /* 1 when the current device can run the fused kernel (sm_80+), else 0. */
 int df11i_fused_matmul_supported(void);
 
-/* 1 when the fused kernels' code on the current device has griddepcontrol (sm_90+ PTX on an
- * sm_90+ GPU), so that a programmatic launch of them waits as it must; else 0 (a GPU newer
- * than the build's machine code runs the build's older PTX, which has none). Every fused
- * kernel is in one target, compiled for the same architectures. */
+/* 1 when the fused kernels' code on the current device has griddepcontrol (sm_90+ code or PTX
+ * on an sm_90+ GPU), so that a programmatic launch of them waits as it must; else 0 (code
+ * the driver compiled from sm_80 or sm_75 PTX has none). Every fused kernel is in one
+ * target, compiled for the same architectures. */
 int df11i_fused_matmul_pdl(void);
 
 /* The largest batch for which the fused path beats decode + cuBLAS on the current device, for

@@ -928,7 +928,7 @@ static cudaError_t attention_setup(attention_device *dev)
     cudaFuncAttributes fa;
     if (e == cudaSuccess) e = cudaFuncGetAttributes(&fa, (const void *)attention_kernel);
     /* pdl_begin's wait is compiled for sm_90+ only: kernels the driver compiled from older
-     * PTX (a GPU newer than the build's machine code) would not wait, so no early start */
+     * PTX (sm_80's or sm_75's) would not wait, so no early start */
     dev->pdl = e == cudaSuccess && dev->major >= 9 && fa.ptxVersion >= 90;
     if (e == cudaSuccess) {
         dev->naive_max = dev->optin - (int)fa.sharedSizeBytes;
