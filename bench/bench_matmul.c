@@ -32,8 +32,10 @@
  *             model (eager and as a graph) against cublasGemmEx on the same stacked BF16
  *             (graph; the BF16 block lies q, k, v, o, gate, up, down in order, so q+k+v
  *             and gate+up are stacked matrices as they are)
- * Also the device-to-device copy bandwidth (cudaMemcpyAsync of 1 GiB, bytes read +
- * written), and per matrix at B = 1: the fused path and the reference, each a graph over
+ * Also which fused kernels the device runs of the build's code (up to which batch, and
+ * whether with programmatic launch: the same table is other kernels on other GPUs), the
+ * device-to-device copy bandwidth (cudaMemcpyAsync of 1 GiB, bytes read + written), and per
+ * matrix at B = 1: the fused path and the reference, each a graph over
  * the matrix in all L blocks replayed after a read of 128 MiB that evicts L2 (L copies of
  * k alone may fit in it), and compressed bytes (the file's tensor info) / time as a
  * fraction of the copy bandwidth. y is BF16 (--f32: F32); fp32 accumulation everywhere:
@@ -626,6 +628,9 @@ int bench_matmul_main(int argc, char **argv)
     CK(cudaGetDeviceProperties(&prop, 0));
     const int fused_ok = df11i_fused_matmul_supported();
     const uint32_t fused_max = df11i_fused_matmul_default_max(MATS[0].cols); /* all K % 8 == 0 */
+    /* what this device runs of the build's code (its machine code, or PTX the driver
+     * compiled): the same tables mean different kernels on other GPUs */
+    const int fused_pdl = df11i_fused_matmul_pdl();
 
     { /* the roof: 1 GiB device to device, bytes read + written */
         const size_t n = 1u << 30;
@@ -699,8 +704,9 @@ int bench_matmul_main(int argc, char **argv)
 
     if (json) {
         printf("{\"device\":\"%s\",\"y\":\"%s\",\"reps\":%d,\"blocks\":%u,\"copy_gbs\":%.1f,"
-               "\"setup_s\":%.1f,\"rows\":[",
-               prop.name, b.yd == DF11_DTYPE_F32 ? "f32" : "bf16", b.reps, b.L, copy_gbs, setup_s);
+               "\"setup_s\":%.1f,\"fused_max_batch\":%u,\"fused_pdl\":%s,\"rows\":[",
+               prop.name, b.yd == DF11_DTYPE_F32 ? "f32" : "bf16", b.reps, b.L, copy_gbs, setup_s,
+               fused_ok ? fused_max : 0, fused_pdl ? "true" : "false");
         for (int bi = 0; bi < n_b; bi++) {
             const double ref = fmin(t[bi][C_GEMMEX], t[bi][C_LT]);
             printf("%s{\"batch\":%u,\"ref_us\":%.2f", bi ? "," : "", batches[bi], ref);
@@ -739,6 +745,15 @@ int bench_matmul_main(int argc, char **argv)
                "setup (generate, compress, open, upload) %.0f s\n",
                prop.name, b.L, b.yd == DF11_DTYPE_F32 ? "F32" : "BF16", b.reps, b.L, copy_gbs,
                setup_s);
+        if (fused_ok)
+            printf("the op's fused kernels on this device: batch 1-%u by default (%s), "
+                   "programmatic launch %s\n",
+                   fused_max,
+                   fused_max > DF11_FUSED_MAX_BATCH ? "mma.sync to 32, wgmma past it" : "mma.sync",
+                   fused_pdl ? "on" : "off (no sm_90 code or PTX here)");
+        else
+            printf("the op's fused kernels: none on this device (they need sm_80+ code in the "
+                   "build): decode + cuBLAS at every batch\n");
         printf("| B | cublasGemmEx (graph) | cublasLt best (graph)");
         for (int col = C_OP; col < C_GEMMEX_STACKED; col++) printf(" | %s", COLS[col].title);
         printf(" | op choice vs better path | arena decodes per pass (decode, Huffman) |\n"
