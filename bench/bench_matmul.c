@@ -35,10 +35,10 @@
  * Also which fused kernels the device runs of the build's code (up to which batch, and
  * whether with programmatic launch: the same table is other kernels on other GPUs), the
  * device-to-device copy bandwidth (cudaMemcpyAsync of 1 GiB, bytes read + written), and per
- * matrix at B = 1: the fused path and the reference, each a graph over
- * the matrix in all L blocks replayed after a read of 128 MiB that evicts L2 (L copies of
- * k alone may fit in it), and compressed bytes (the file's tensor info) / time as a
- * fraction of the copy bandwidth. y is BF16 (--f32: F32); fp32 accumulation everywhere:
+ * matrix at B = 1: the fused path and the reference, each a graph over the matrix in all L
+ * blocks replayed after a read of 128 MiB that evicts L2 (L copies of k alone may fit in
+ * it), and compressed bytes (the file's tensor info) / time as a fraction of the copy
+ * bandwidth. y is BF16 (--f32: F32); fp32 accumulation everywhere:
  * cuBLAS reduced-precision reductions are disallowed, and cublasLt's split-K partials may
  * only be kept in fp32 for a BF16 y.
  */
