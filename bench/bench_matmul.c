@@ -745,15 +745,18 @@ int bench_matmul_main(int argc, char **argv)
                "setup (generate, compress, open, upload) %.0f s\n",
                prop.name, b.L, b.yd == DF11_DTYPE_F32 ? "F32" : "BF16", b.reps, b.L, copy_gbs,
                setup_s);
-        if (fused_ok)
+        if (fused_ok) {
+            char kinds[64] = "mma.sync";
+            if (fused_max > DF11_FUSED_MAX_BATCH)
+                snprintf(kinds, sizeof kinds, "mma.sync to %d, wgmma past it",
+                         DF11_FUSED_MAX_BATCH);
             printf("the op's fused kernels on this device: batch 1-%u by default (%s), "
                    "programmatic launch %s\n",
-                   fused_max,
-                   fused_max > DF11_FUSED_MAX_BATCH ? "mma.sync to 32, wgmma past it" : "mma.sync",
-                   fused_pdl ? "on" : "off (no sm_90 code or PTX here)");
-        else
+                   fused_max, kinds, fused_pdl ? "on" : "off (no sm_90 code or PTX here)");
+        } else {
             printf("the op's fused kernels: none on this device (they need sm_80+ code in the "
                    "build): decode + cuBLAS at every batch\n");
+        }
         printf("| B | cublasGemmEx (graph) | cublasLt best (graph)");
         for (int col = C_OP; col < C_GEMMEX_STACKED; col++) printf(" | %s", COLS[col].title);
         printf(" | op choice vs better path | arena decodes per pass (decode, Huffman) |\n"
