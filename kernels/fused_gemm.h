@@ -18,7 +18,7 @@ extern "C" {
 int df11i_fused_gemm_supported(void);
 
 /* 1 when it takes an x of `cols` columns that is 16-byte aligned: supported, and cols % 8 ==
- * 0 (its tensor map's row stride). */
+ * 0 (its x rows are read 16 bytes at a time). */
 int df11i_fused_gemm_takes_cols(uint64_t cols);
 
 /* 1 when it takes this x: df11i_fused_gemm_takes_cols, and x 16-byte aligned. */

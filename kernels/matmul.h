@@ -26,9 +26,9 @@ extern "C" {
 /* The largest batch the mma.sync kernel takes in one launch. */
 #define DF11_FUSED_MAX_BATCH 32
 /* Where the wgmma kernel runs, the fused path's default limit (df11i_fused_matmul_default_max):
- * past it decode + cuBLAS is faster (df11-bench matmul, bench/RESULTS.md: at 64 the wgmma
- * kernel is 5% faster; past it each 64-row batch tile decodes W again, and it is slower). */
-#define DF11_FUSED_GEMM_MAX_BATCH 64
+ * past it decode + cuBLAS is faster (df11-bench matmul, bench/RESULTS.md: at 128 the wgmma
+ * kernel is 1.5x faster; past it each 128-row batch tile decodes W again, and it is slower). */
+#define DF11_FUSED_GEMM_MAX_BATCH 128
 /* The most tensors one launch multiplies (a stacked weight's parts). */
 #define DF11_FUSED_MAX_PARTS 8
 
@@ -56,7 +56,7 @@ uint32_t df11i_fused_matmul_default_max(uint64_t cols);
 
 /* Bytes of workspace df11i_fused_matmul needs for a launch over n_parts tensors of these
  * rows and `cols` columns, at any batch, on the current device. It holds semaphore words
- * at its start (one per 16-row strip; the wgmma kernel's, one per 64-row block and batch
+ * at its start (one per 16-row strip; the wgmma kernel's, one per 128-row block and batch
  * tile where it splits K) (which must be zero before the first launch; every launch
  * leaves them zero) and the split-K partials at its end, and is twice the larger of the
  * two (for either kernel): so launches may share one workspace of the largest of their

@@ -9,7 +9,7 @@
  *   FUSED:  the backend multiplies straight from the compressed tensor (host: decode-dot,
  *           but not for a layer W where the arena has a slot for every served block:
  *           host_arena_keeps_blocks; CUDA: kernels/fused_matmul.cu on fixed-code tensors
- *           at batch <= 32, kernels/fused_gemm.cu to 64 on sm_90a, and kernels/decode.cu's
+ *           at batch <= 32, kernels/fused_gemm.cu to 128 on sm_90a, and kernels/decode.cu's
  *           Huffman kernel at batch 1 on tensors of short lanes). Its workspace,
  *           where it needs one, is the tail of the op's scratch, which the decode path
  *           never touches: each fused product records an event, which a fused product on

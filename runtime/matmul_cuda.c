@@ -1,7 +1,7 @@
 /* The CUDA backend's matmul slots (runtime/backend.h): a cuBLAS handle per model, the
  * plain product by cublasGemmEx (BF16 inputs, fp32 compute), the one-tensor decode of
  * the decode path, and the fused path: kernels/fused_matmul.cu for fixed-code tensors at
- * batch 1..32 (to 64 on sm_90a, and past it where forced: kernels/fused_gemm.cu), one
+ * batch 1..32 (to 128 on sm_90a, and past it where forced: kernels/fused_gemm.cu), one
  * launch per weight or stacked weight; kernels/decode.cu's df11i_huffman_matmul for
  * Huffman tensors of short lanes at batch 1, a launch per tensor and 8 rows of x. Both
  * launch with programmatic dependent launch unless options.matmul_plain_launch. With

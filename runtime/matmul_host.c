@@ -13,7 +13,7 @@
  *
  * Which tensors take the fused path (matmul_fused_takes): Huffman at every batch, the
  * fixed code up to DF11_FUSED_MAX_BATCH rows of x (the CUDA backend's mma.sync kernel's
- * limit; Hopper's wgmma kernel goes to 64 there); past it the
+ * limit; Hopper's wgmma kernel goes to 128 there); past it the
  * op decodes the block into the arena once and multiplies the decoded rows, so that
  * a prefill's many rows and the block's other tensors reuse one decode. */
 #include <stdatomic.h>

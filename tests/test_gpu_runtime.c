@@ -28,7 +28,7 @@ static const mm_shape FU_SHAPES[] = {
 #define FU_H (FU_N - 2)
 #define FU_N (sizeof FU_SHAPES / sizeof FU_SHAPES[0])
 /* test_fused_matmul's batches: 1..32 (one mma.sync launch), then the ends of the wgmma
- * kernel's 64-row batch tiles (one tile to 64, five at 300) */
+ * kernel's batch tiles (one of 64 rows to 64, one of 128 to 128, three at 300) */
 static const uint32_t FU_BATCHES[] = { 1,  2,  3,  4,  5,  6,  7,  8,  9,  10,  11,  12,  13,
                                        14, 15, 16, 17, 18, 19, 20, 21, 22, 23,  24,  25,  26,
                                        27, 28, 29, 30, 31, 32, 33, 64, 65, 128, 129, 256, 300 };
@@ -179,9 +179,9 @@ static void fu_check(df11_model *m, const df11_weight *wt, const mm_shape *sh, c
 
 START_TEST(test_fused_matmul)
 {
-    /* Every shape, batch 1..32 and past it (the wgmma kernel's 64-row batch tiles, one or
-     * several, and split-K where it runs; 32-row launches elsewhere, and for x its tensor map cannot
-     * describe: K % 8 != 0), F32 and BF16 y: the fused path against the fp64 reference,
+    /* Every shape, batch 1..32 and past it (the wgmma kernel's batch tiles, one or
+     * several, and split-K where it runs; 32-row launches elsewhere, and for x it cannot
+     * read: K % 8 != 0), F32 and BF16 y: the fused path against the fp64 reference,
      * bit-identical launch after launch, and within the two bounds of the decode + cuBLAS
      * path (forced by df11i_cuda_matmul_fused_limit(0)) on the same tensor. */
     fu_make_model();
