@@ -269,8 +269,6 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
             const int j = 4 * (t - t0) + gs, st = j % kXStages;
             mbar_wait(xfull + st, (uint32_t)(j / kXStages) & 1);
             const uint32_t xa = smem_u32(xs + st * kXBytes);
-            /* the step's A operands all defined before the MMAs start (ptxas serialises
-             * wgmma whose register inputs are written inside its pipeline) */
             wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) { /* slice kk = 2h + j' of the step */
