@@ -328,7 +328,7 @@ DF11_API df11_status df11_model_stats_get(const df11_model *model, df11_model_st
  *     strips) at a time into per-thread buffers, never whole; except a layer W where the
  *     arena has a slot for every served block: through the arena (below), where its block,
  *     decoded once, stays decoded for the products after;
- *   - CUDA backend, W fixed-coded (DF11_CODEC_EXP_FIXED), batch 1..32 on sm_80+, 1..64 on
+ *   - CUDA backend, W fixed-coded (DF11_CODEC_EXP_FIXED), batch 1..32 on sm_80+, 1..128 on
  *     Hopper (sm_90a code, the default build): a fused kernel multiplies straight from the
  *     compressed tensor, W decoded on chip and never written to global memory (fp32
  *     accumulation, deterministic on a device; within the fp32 bound of, not
