@@ -57,8 +57,13 @@ constexpr int kXStages = 4;
  * measured within 1% of each other at B = 33..128 (bench/RESULTS.md). */
 constexpr int kAhead = 3;
 constexpr size_t kMaxSmem = 227 * 1024; /* a CTA's dynamic shared memory on sm_90 */
-/* A CTA's batch tile: NB x 64 rows of x (accumulators: NB x 32 registers a consumer thread). */
-template <int NB> __host__ __device__ constexpr uint32_t x_stage_bytes() { return NB * 64 * 128; }
+/* A CTA's batch tile: NB x kBatchRows rows of x, the N of one wgmma (accumulators: NB x 32
+ * registers a consumer thread). An x stage holds the tile's 64 columns of a step. */
+constexpr int kBatchRows = 64;
+template <int NB> __host__ __device__ constexpr uint32_t x_stage_bytes()
+{
+    return NB * kBatchRows * 128;
+}
 template <int NB> constexpr size_t smem_bytes()
 {
     return 1024 /* alignment */ + (size_t)kXStages * x_stage_bytes<NB>() +
@@ -70,7 +75,7 @@ struct GemmArgs {
     Mat W[DF11_FUSED_MAX_PARTS]; /* g0: the part's first row block in the launch */
     const uint16_t *x;           /* B x K BF16, 16-byte aligned rows, K % 8 == 0 */
     void *y;                     /* B x ldy, F32 or (y_bf16) BF16 */
-    float *ws;                   /* partials: (row blocks x nbt) x S x kRows x 64 NB */
+    float *ws;                   /* partials: (row blocks x nbt) x S x kRows x kBatchRows NB */
     unsigned *sem;               /* a word per (row block, batch tile) when S > 1 */
     unsigned *err;
     int n_parts, B, K, ldy, y_bf16, nbt, S, tiles;
@@ -174,8 +179,8 @@ __device__ __forceinline__ void store_x_half(uint8_t *stage, uint32_t r, uint32_
 template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    constexpr int N = 64 * NB; /* batch rows a CTA */
-    constexpr int R = 32 * NB; /* accumulators a consumer thread */
+    constexpr int N = kBatchRows * NB; /* batch rows a CTA */
+    constexpr int R = 32 * NB;         /* accumulators a consumer thread */
     constexpr uint32_t kXBytes = x_stage_bytes<NB>();
     extern __shared__ __align__(16) uint8_t dsm[];
     const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -277,7 +282,7 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
                 for (int n = 0; n < NB; n++)
                     wgmma_m64n64_ra(acc + 32 * n, o[8 * h + 2 * jj], o[8 * h + 4 + 2 * jj],
                                     o[8 * h + 2 * jj + 1], o[8 * h + 5 + 2 * jj],
-                                    sw128_desc(xa + n * 8192 + 32 * kk));
+                                    sw128_desc(xa + n * x_stage_bytes<1>() + 32 * kk));
             }
             wgmma_commit();
             /* waited for here: decoding the next step while these run (A double-buffered,
@@ -401,8 +406,8 @@ long long row_blocks(uint32_t n_parts, const df11i_fixed_geom *geom)
 }
 
 /* Workspace of a launch of `units` (row block, batch tile) units in S splits, batch tiles of
- * 64 NB rows: a semaphore word a unit at the start, a kRows x 64 NB fp32 partial a CTA at the
- * end. */
+ * kBatchRows NB rows: a semaphore word a unit at the start, a kRows x kBatchRows NB fp32
+ * partial a CTA at the end. */
 struct SplitBytes {
     uint64_t sem, part;
 };
@@ -410,11 +415,11 @@ SplitBytes split_bytes(long long units, int S, int NB)
 {
     if (S < 2) return SplitBytes{ 0, 0 };
     return SplitBytes{ (4 * (uint64_t)units + 255) / 256 * 256,
-                       (uint64_t)units * S * kRows * 64 * NB * 4 };
+                       (uint64_t)units * S * kRows * kBatchRows * NB * 4 };
 }
 
-/* Batch tiles: 64 rows up to a batch of 64, 128 past it. */
-int batch_nb(uint32_t batch) { return batch <= 64 ? 1 : 2; }
+/* Batch tiles: one wgmma's rows up to a batch of that many, twice that past it. */
+int batch_nb(uint32_t batch) { return batch <= kBatchRows ? 1 : 2; }
 
 /* Splits of K: one unless the (row block, batch tile) units leave SMs idle, then as many as
  * fill them, at most 8 and with at least 2 tiles (512 columns) each, so units x splits <=
@@ -488,7 +493,8 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     }
     const long long rbs = row_blocks(n_parts, geom);
     const int NB = batch_nb(batch);
-    const long long nbt = ((long long)batch + 64 * NB - 1) / (64 * NB), units = rbs * nbt;
+    const long long tile = (long long)kBatchRows * NB, nbt = (batch + tile - 1) / tile,
+                    units = rbs * nbt;
     const int tiles = (int)geom[0].tiles;
     const int S = splits(units, tiles, gg.sms * gg.occ);
     const long long ctas = units * S;
