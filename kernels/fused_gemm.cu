@@ -9,8 +9,9 @@
  *             (walk_strip: the mma.sync kernel's walk over one strip, unchained), and a step's
  *             32 decoded weights a lane are the A fragments of wgmma m64n64k16 as they are
  *             of mma.sync (a warpgroup's 4 warps are its 64 rows); per step the warpgroup
- *             waits for the step's x stage, runs 4 x NB wgmma with x from shared memory,
- *             waits for them, and each warp arrives on the stage's empty barrier;
+ *             waits for the step's x stage, issues its wgmma with x from shared memory and
+ *             decodes the next step while they run; once the step before's MMAs are done,
+ *             each warp arrives on that step's empty barrier;
  *   producer  one warpgroup: per step it loads x's 64 columns of the tile's rows (zero past
  *             K and past the batch) a few steps ahead into registers, and stores them into the
  *             step's stage in the 128-byte swizzle, with each half's columns in the order the
@@ -111,6 +112,22 @@ __device__ __forceinline__ void wgmma_m64n64_ra(float *d, uint32_t a0, uint32_t 
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db));
 }
 
+/* The same with N = 32. The NB = 1 tile runs as two of these a slice, each reading the A
+ * registers again: issued as one m64n64k16 a slice, ptxas staged every slice's A through the
+ * same 4 registers and serialised the MMAs (C7513), so they could not run while the next step
+ * decodes. */
+__device__ __forceinline__ void wgmma_m64n32_ra(float *d, uint32_t a0, uint32_t a1, uint32_t a2,
+                                                uint32_t a3, uint64_t db)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+          "+f"(d[14]), "+f"(d[15])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db));
+}
+
 __device__ __forceinline__ void wgmma_fence()
 {
     asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
@@ -130,6 +147,10 @@ template <int R> __device__ __forceinline__ void fence_acc(float *d)
 #pragma unroll
     for (int i = 0; i < R; i++) asm volatile("" : "+f"(d[i])::"memory");
 }
+/* Registers a thread, moved between the warpgroups at the kernel's start (the launch gives
+ * every thread 168): the consumers hold the A registers of two steps while a step's MMAs run
+ * beside the next step's decode; the producer gives them up. 128 x 88 + 256 x 208 <= 65,536. */
+constexpr int kProducerRegs = 88, kConsumerRegs = 208;
 __device__ __forceinline__ void fence_proxy_async()
 {
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
@@ -214,9 +235,11 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
          * transposed (store_x_half), zero past K and past the batch; each thread's loads run
          * kDepth steps ahead of its stores (one step ahead, the producer waited an L2 round
          * trip a step: 5% slower at B = 128, bench/RESULTS.md) */
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kProducerRegs));
         const uint32_t ptid = tid - 32 * kConsumers;
-        constexpr int kTasks = 2 * N / 128;     /* (row, half) pairs a thread */
-        constexpr int kDepth = NB == 1 ? 4 : 3; /* steps of x in a thread's registers */
+        constexpr int kTasks = 2 * N / 128; /* (row, half) pairs a thread */
+        /* steps of x in a thread's registers: as many as kProducerRegs holds without spills */
+        constexpr int kDepth = NB == 1 ? 2 : 1;
         XHalf v[kDepth][kTasks];
         auto load = [&](int j, XHalf *to) {
             const int col0 = 256 * (t0 + j / 4) + 64 * (j % 4);
@@ -257,6 +280,7 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
     }
 
     /* consumer warp: strip w of warpgroup g's 64 rows */
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(kConsumerRegs));
     const int g = (int)warp >> 2, w = (int)warp & 3, s = (rb - W.g0) * 8 + 4 * g + w;
     uint4 *corr4 = reinterpret_cast<uint4 *>(corrs + warp * CORR_BYTES + lane * 64);
 #pragma unroll
@@ -278,20 +302,29 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) { /* slice kk = 2h + j' of the step */
                 const int h = kk >> 1, jj = kk & 1;
+                const uint32_t a0 = o[8 * h + 2 * jj], a1 = o[8 * h + 4 + 2 * jj],
+                               a2 = o[8 * h + 2 * jj + 1], a3 = o[8 * h + 5 + 2 * jj];
+                if (NB == 1) { /* batch rows 0..31, then 32..63 (32 rows of 128 bytes on) */
+                    wgmma_m64n32_ra(acc, a0, a1, a2, a3, sw128_desc(xa + 32 * kk));
+                    wgmma_m64n32_ra(acc + 16, a0, a1, a2, a3,
+                                    sw128_desc(xa + 32 * 128 + 32 * kk));
+                } else {
 #pragma unroll
-                for (int n = 0; n < NB; n++)
-                    wgmma_m64n64_ra(acc + 32 * n, o[8 * h + 2 * jj], o[8 * h + 4 + 2 * jj],
-                                    o[8 * h + 2 * jj + 1], o[8 * h + 5 + 2 * jj],
-                                    sw128_desc(xa + n * x_stage_bytes<1>() + 32 * kk));
+                    for (int n = 0; n < NB; n++)
+                        wgmma_m64n64_ra(acc + 32 * n, a0, a1, a2, a3,
+                                        sw128_desc(xa + n * x_stage_bytes<1>() + 32 * kk));
+                }
             }
             wgmma_commit();
-            /* waited for here: decoding the next step while these run (A double-buffered,
-             * released a step later) measured slower (bench/RESULTS.md) */
-            wgmma_wait<0>();
-            fence_acc<R>(acc);
+            /* the step's MMAs run while the next step decodes: wait for the step before's,
+             * whose x stage is then free (B = 33..96 4-5% faster than waiting for these here,
+             * bench/RESULTS.md) */
+            wgmma_wait<1>();
             __syncwarp();
-            if (lane == 0) mbar_arrive(xempty + st);
+            if (j > 0 && lane == 0) mbar_arrive(xempty + (j - 1) % kXStages);
         });
+    wgmma_wait<0>();
+    fence_acc<R>(acc);
 
     /* acc[32 n + 4 i + e]: row 64 g + 16 w + nrow + 8 (e >> 1), batch row
      * bt N + 64 n + 8 i + 2 q + (e & 1) */
