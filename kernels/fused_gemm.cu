@@ -306,8 +306,7 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
                                a2 = o[8 * h + 2 * jj + 1], a3 = o[8 * h + 5 + 2 * jj];
                 if (NB == 1) { /* batch rows 0..31, then 32..63 (32 rows of 128 bytes on) */
                     wgmma_m64n32_ra(acc, a0, a1, a2, a3, sw128_desc(xa + 32 * kk));
-                    wgmma_m64n32_ra(acc + 16, a0, a1, a2, a3,
-                                    sw128_desc(xa + 32 * 128 + 32 * kk));
+                    wgmma_m64n32_ra(acc + 16, a0, a1, a2, a3, sw128_desc(xa + 32 * 128 + 32 * kk));
                 } else {
 #pragma unroll
                     for (int n = 0; n < NB; n++)
