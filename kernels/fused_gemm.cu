@@ -96,6 +96,9 @@ __device__ __forceinline__ uint64_t sw128_desc(uint32_t saddr)
            (1ull << 62);
 }
 
+/* What a byte offset adds to that descriptor (a multiple of 16, within the shared window). */
+__host__ __device__ constexpr uint64_t desc_offset(uint32_t bytes) { return bytes >> 4; }
+
 /* D(64 x 64, fp32) += A(64 x 16, a warp's 16 rows in a0..a3 as mma.m16n8k16's A fragment)
  * B(16 x 64)ᵀ, B in shared memory (descriptor). */
 __device__ __forceinline__ void wgmma_m64n64_ra(float *d, uint32_t a0, uint32_t a1, uint32_t a2,
@@ -297,7 +300,9 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
         [&](int t, int gs, const uint32_t o[16]) {
             const int j = 4 * (t - t0) + gs, st = j % kXStages;
             mbar_wait(xfull + st, (uint32_t)(j / kXStages) & 1);
-            const uint32_t xa = smem_u32(xs + st * kXBytes);
+            /* the stage's descriptor once a step, and each MMA's as an offset from it: the
+             * start address is its low 14 bits, and no offset carries out of them */
+            const uint64_t xd = sw128_desc(smem_u32(xs + st * kXBytes));
             wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) { /* slice kk = 2h + j' of the step */
@@ -305,13 +310,13 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
                 const uint32_t a0 = o[8 * h + 2 * jj], a1 = o[8 * h + 4 + 2 * jj],
                                a2 = o[8 * h + 2 * jj + 1], a3 = o[8 * h + 5 + 2 * jj];
                 if (NB == 1) { /* batch rows 0..31, then 32..63 (32 rows of 128 bytes on) */
-                    wgmma_m64n32_ra(acc, a0, a1, a2, a3, sw128_desc(xa + 32 * kk));
-                    wgmma_m64n32_ra(acc + 16, a0, a1, a2, a3, sw128_desc(xa + 32 * 128 + 32 * kk));
+                    wgmma_m64n32_ra(acc, a0, a1, a2, a3, xd + desc_offset(32 * kk));
+                    wgmma_m64n32_ra(acc + 16, a0, a1, a2, a3, xd + desc_offset(32 * 128 + 32 * kk));
                 } else {
 #pragma unroll
                     for (int n = 0; n < NB; n++)
                         wgmma_m64n64_ra(acc + 32 * n, a0, a1, a2, a3,
-                                        sw128_desc(xa + n * x_stage_bytes<1>() + 32 * kk));
+                                        xd + desc_offset(n * x_stage_bytes<1>() + 32 * kk));
                 }
             }
             wgmma_commit();
