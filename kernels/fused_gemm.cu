@@ -236,8 +236,9 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
     if ((int)warp >= kConsumers) {
         /* producer: step j's 64 columns of the tile's N rows of x into stage j % kXStages,
          * transposed (store_x_half), zero past K and past the batch; each thread's loads run
-         * kDepth steps ahead of its stores (one step ahead, the producer waited an L2 round
-         * trip a step: 5% slower at B = 128, bench/RESULTS.md) */
+         * kDepth steps ahead of its stores (with each step's MMAs waited for, one step ahead
+         * made B = 128 5% slower than 3; with them in flight, one step ahead at NB = 2 took
+         * as long as the waited kernel 3 ahead, bench/RESULTS.md) */
         asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kProducerRegs));
         const uint32_t ptid = tid - 32 * kConsumers;
         constexpr int kTasks = 2 * N / 128; /* (row, half) pairs a thread */
