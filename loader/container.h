@@ -39,6 +39,11 @@ df11_status df11i_file_open_memory(const void *data, size_t size, const char *la
  * description: reopen /proc/self/fd/N for that). */
 int df11i_file_fd(const df11_file *file);
 
+/* Group g's payload of `size` bytes whose xxh3 is `sum` (computed by the caller, e.g. as its
+ * reads arrive): DF11_OK where both match the index, else df11_group_verify's status and
+ * detail. g must be a group of the file. */
+df11_status df11i_group_check_xxh3(const df11_file *file, uint32_t g, uint64_t size, uint64_t sum);
+
 /* The coded view of an EXP_HUFFMAN tensor inside its group's payload (codebook parsed and
  * every table validated), ready for df11i_decode_host or a GPU plan. */
 df11_status df11i_file_tensor_coded(const df11_file *file, uint32_t tensor, const void *payload,

@@ -605,19 +605,24 @@ const char *df11_file_metadata(const df11_file *f, size_t *len)
     return f->metadata;
 }
 
-df11_status df11_group_verify(const df11_file *f, uint32_t g, const void *payload, uint64_t size)
+df11_status df11i_group_check_xxh3(const df11_file *f, uint32_t g, uint64_t size, uint64_t sum)
 {
-    if (!f || g >= f->n_groups || (!payload && size))
-        return FAIL(DF11_ERR_INVALID_ARG, "df11_group_verify: bad argument");
     const df11_group_info *gi = &f->groups[g];
     if (size != gi->payload_size)
         return FAIL(DF11_ERR_TRUNCATED, "group '%s': %llu bytes, index says %llu", gi->name,
                     (unsigned long long)size, (unsigned long long)gi->payload_size);
-    uint64_t sum = XXH3_64bits(payload, size);
     if (sum != gi->payload_xxh3)
         return FAIL(DF11_ERR_CHECKSUM, "group '%s': payload xxh3 %016llx, index says %016llx",
                     gi->name, (unsigned long long)sum, (unsigned long long)gi->payload_xxh3);
     return DF11_OK;
+}
+
+df11_status df11_group_verify(const df11_file *f, uint32_t g, const void *payload, uint64_t size)
+{
+    if (!f || g >= f->n_groups || (!payload && size))
+        return FAIL(DF11_ERR_INVALID_ARG, "df11_group_verify: bad argument");
+    if (size != f->groups[g].payload_size) return df11i_group_check_xxh3(f, g, size, 0);
+    return df11i_group_check_xxh3(f, g, size, XXH3_64bits(payload, size));
 }
 
 df11_status df11_file_read_group(const df11_file *f, uint32_t g, void *payload)

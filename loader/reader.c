@@ -8,8 +8,10 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "common/error.h"
 #include "common/fileio.h"
@@ -29,6 +31,13 @@ typedef struct rd_buf {
     uint64_t done;        /* bytes of [start, start+need) completed */
     uint32_t inflight;
     int consumed; /* the sink has had this buffer: ask it before refilling */
+    /* The payload's xxh3, taken as its reads arrive (io_uring): chunk k (RD_CHUNK bytes from
+     * start) is hashed once it and every chunk before it have all their payload bytes, while
+     * the later chunks' reads are still in flight, so that the check costs the reader no
+     * time of its own where the disk is the slower of the two. */
+    XXH3_state_t *xs;
+    uint64_t hashed;       /* payload bytes hashed: chunks [0, hashed / RD_CHUNK) */
+    uint32_t *chunk_bytes; /* payload bytes completed, per chunk */
 } rd_buf;
 
 typedef struct rd_req {
@@ -100,6 +109,22 @@ static void rd_start(reader *r, rd_buf *b, int64_t group, const df11_group_info 
     /* O_DIRECT wants whole 4 KiB blocks; a read past the end of the file comes back short. */
     b->end = gi->payload_offset + df11i_align_up(gi->payload_size, RD_ALIGN);
     b->done = 0;
+    b->hashed = 0;
+    XXH3_64bits_reset(b->xs);
+    memset(b->chunk_bytes, 0,
+           (size_t)((b->need + RD_CHUNK - 1) / RD_CHUNK) * sizeof *b->chunk_bytes);
+}
+
+/* Hashes the chunks that have become whole in order. */
+static void rd_hash_ready(rd_buf *b)
+{
+    while (b->hashed < b->need) {
+        const uint64_t k = b->hashed / RD_CHUNK,
+                       len = b->need - b->hashed < RD_CHUNK ? b->need - b->hashed : RD_CHUNK;
+        if (b->chunk_bytes[k] < len) return;
+        XXH3_64bits_update(b->xs, b->mem + b->hashed, (size_t)len);
+        b->hashed += len;
+    }
 }
 
 /* Reaps one completion. Short reads are resubmitted for the rest; EINVAL on an O_DIRECT
@@ -150,7 +175,13 @@ static df11_status rd_reap(reader *r)
         uint64_t plo = b->start, phi = b->start + b->need;
         if (hi > phi) hi = phi;
         if (lo < plo) lo = plo;
-        if (hi > lo) b->done += hi - lo;
+        if (hi > lo) {
+            b->done += hi - lo;
+            /* a request lies within one chunk: the first ones are chunks, a resubmission is
+             * the rest of one */
+            b->chunk_bytes[(off - b->start) / RD_CHUNK] += (uint32_t)(hi - lo);
+            rd_hash_ready(b);
+        }
         /* A short read at end of file is fine unless it stopped inside the payload it
          * was reading; other reads of the same group may still be in flight. */
         uint64_t need_end = off + len < phi ? off + len : phi;
@@ -317,7 +348,9 @@ static df11_status rd_run(reader *r, const df11_file *file, uint32_t first, uint
             rd_start(r, nb, g + 1, df11_file_group(file, g + 1));
             if (r->ring_ok && (s = rd_pump(r, nb, NULL)) != DF11_OK) return s;
         }
-        if ((s = df11_group_verify(file, g, b->mem, b->need)) != DF11_OK ||
+        /* io_uring: hashed as the reads arrived (every chunk whole by now); pread: here */
+        if ((s = r->ring_ok ? df11i_group_check_xxh3(file, g, b->need, XXH3_64bits_digest(b->xs))
+                            : df11_group_verify(file, g, b->mem, b->need)) != DF11_OK ||
             (s = sink->consume(sink->ctx, g, b->mem, (int)(k & 1))) != DF11_OK)
             return s;
         b->consumed = 1;
@@ -340,13 +373,22 @@ df11_status df11i_read_groups(const df11_file *file, uint32_t first, uint32_t co
     r.file_size = df11_file_size(file);
     for (uint32_t i = 0; i < RD_DEPTH; i++) r.free_reqs[i] = &r.reqs[i];
     r.n_free = RD_DEPTH;
+    df11_status s = DF11_OK;
     for (int i = 0; i < 2; i++) {
         r.bufs[i].mem = bufs[i];
         r.bufs[i].group = -1;
+        r.bufs[i].xs = XXH3_createState();
+        r.bufs[i].chunk_bytes = calloc((size_t)(buf_size / RD_CHUNK + 1), sizeof(uint32_t));
+        if (!r.bufs[i].xs || !r.bufs[i].chunk_bytes)
+            s = df11i_fail(DF11_ERR_NO_MEMORY, "'%s': the reader's checksum state", r.path);
     }
-    df11_status s = rd_check_sizes(&r, file, first, count, buf_size);
+    if (s == DF11_OK) s = rd_check_sizes(&r, file, first, count, buf_size);
     if (s == DF11_OK) s = rd_open(&r, file);
     if (s == DF11_OK) s = rd_run(&r, file, first, count, sink);
     rd_close(&r);
+    for (int i = 0; i < 2; i++) {
+        XXH3_freeState(r.bufs[i].xs);
+        free(r.bufs[i].chunk_bytes);
+    }
     return s;
 }

@@ -39,7 +39,8 @@ typedef struct df11i_read_sink {
 
 /* Reads groups [first, first + count) of `file` into bufs[0] and bufs[1] (buf_size bytes
  * each, at least every group's payload rounded up to DF11_READ_ALIGN), checks each
- * payload's xxh3 (DF11_ERR_CHECKSUM) and hands it to the sink in group order. A file that
+ * payload's xxh3 (DF11_ERR_CHECKSUM; taken chunk by chunk as the reads arrive, pread: after
+ * the group's read) and hands it to the sink in group order. A file that
  * ends early fails with DF11_ERR_TRUNCATED; a memory image (no descriptor) with
  * DF11_ERR_INVALID_ARG. On return no read is in flight and nothing the reader opened is
  * left open, failure or not; the sink's own work (copies) may still be running. */

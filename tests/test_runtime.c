@@ -2214,6 +2214,68 @@ START_TEST(test_tiers_pread)
 }
 END_TEST
 
+START_TEST(test_reader_chunks)
+{
+    /* A group read in several DF11_READ_CHUNK requests, whose checksum the reader takes chunk
+     * by chunk as the reads arrive: through io_uring and through pread alike, the payload
+     * comes back exact, a byte flipped in the first, a middle or the last (partial) chunk
+     * fails the read with DF11_ERR_CHECKSUM before the sink sees it, and the same read
+     * succeeds again once the byte is back. */
+    uint64_t rng = df11_test_seed();
+    const uint64_t rows = 4608, cols = 2048; /* 18 MiB of BF16, stored as it is: 4.5 chunks */
+    uint16_t *w = malloc(rows * cols * 2);
+    ck_assert_ptr_nonnull(w);
+    df11_test_fill_weights(w, rows * cols, cols, &rng);
+    df11_tensor_source t = { .name = "model.layers.0.mlp.down_proj.weight",
+                             .dtype = DF11_DTYPE_BF16,
+                             .ndim = 2,
+                             .shape = { rows, cols },
+                             .data = w };
+    char path[600];
+    snprintf(path, sizeof path, "%s/chunks.df11", df11_test_tmpdir());
+    df11_compress_options co = { 0 };
+    co.store_raw = 1;
+    ck_assert_int_eq(df11_compress_tensors(path, &t, 1, CONFIG, strlen(CONFIG), &co, NULL),
+                     DF11_OK);
+    free(w);
+    df11_file *f;
+    ck_assert_int_eq(df11_file_open(path, &f), DF11_OK);
+    uint32_t g;
+    ck_assert_int_eq(df11_file_layer_group(f, 0, &g), DF11_OK);
+    const df11_group_info *gi = df11_file_group(f, g);
+    ck_assert_uint_gt(gi->payload_size, 4ull * DF11_READ_CHUNK);
+    ck_assert_uint_ne(gi->payload_size % DF11_READ_CHUNK, 0);
+    const uint64_t size = df11i_align_up(gi->payload_size, DF11_READ_ALIGN);
+    void *bufs[2] = { aligned_alloc(DF11_READ_ALIGN, size), aligned_alloc(DF11_READ_ALIGN, size) };
+    reader_seen seen = { .f = f };
+    df11i_read_sink sink = { .consume = seen_consume, .reuse = seen_reuse, .ctx = &seen };
+    const uint64_t at[3] = { gi->payload_offset + 100,
+                             gi->payload_offset + 2 * DF11_READ_CHUNK + 4099,
+                             gi->payload_offset + gi->payload_size - 1 };
+    for (int pread_only = 0; pread_only < 2; pread_only++) {
+        const int was = df11i_reader_force_pread(pread_only);
+        seen.next = g;
+        ck_assert_int_eq(df11i_read_groups(f, g, 1, bufs, size, &sink), DF11_OK);
+        ck_assert_uint_eq(seen.next, g + 1);
+        for (int i = 0; i < 3; i++) {
+            flip_byte(path, at[i]);
+            seen.next = g;
+            df11_status s = df11i_read_groups(f, g, 1, bufs, size, &sink);
+            ck_assert_msg(s == DF11_ERR_CHECKSUM, "byte %d, pread %d: %s %s", i, pread_only,
+                          df11_strerror(s), df11_last_error_detail());
+            ck_assert_uint_eq(seen.next, g); /* the sink never had it */
+            flip_byte(path, at[i]);
+            ck_assert_int_eq(df11i_read_groups(f, g, 1, bufs, size, &sink), DF11_OK);
+            ck_assert_uint_eq(seen.next, g + 1);
+        }
+        df11i_reader_force_pread(was);
+    }
+    free(bufs[0]);
+    free(bufs[1]);
+    df11_file_close(f);
+}
+END_TEST
+
 /* The last error detail contains `want`. */
 static void detail_has(const char *want)
 {
@@ -2602,6 +2664,7 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_stats_page_mode);
     tcase_add_test(tc, test_stats_page_unavailable);
     tcase_add_test(tc, test_reader);
+    tcase_add_test(tc, test_reader_chunks);
     tcase_add_test(tc, test_matmul_reference);
     tcase_add_test(tc, test_matmul_errors);
     tcase_add_test(tc, test_matmul_stacked);
