@@ -7,6 +7,7 @@ int bench_decode_main(int argc, char **argv);   /* bench/bench_decode.c */
 int bench_pipeline_main(int argc, char **argv); /* bench/bench_pipeline.c */
 int bench_codec_main(int argc, char **argv);    /* bench/bench_codec.c */
 int bench_matmul_main(int argc, char **argv);   /* bench/bench_matmul.c */
+int bench_read_main(int argc, char **argv);     /* bench/bench_read.c */
 
 /* Shared timing helpers (bench/bench_util.c). */
 double bench_now_s(void);              /* CLOCK_MONOTONIC, seconds */

@@ -15,6 +15,9 @@ static const struct {
     { "pipeline", "load + decode + GEMM pipeline over a model", bench_pipeline_main },
     { "matmul", "the matmul op over L 8B blocks (fixed, Huffman) against the best cuBLAS BF16",
       bench_matmul_main },
+    { "read",
+      "the file reader: a model's groups from storage, checked, as the file tier reads them",
+      bench_read_main },
 };
 
 static void usage(FILE *f)

@@ -755,6 +755,28 @@ END_TEST
 
 /* The per-codec summary: counts and bytes add up to the tensors', in text and --json,
  * for the tool's default (fixed: 2-D BF16 weights) and for --codec huffman. */
+START_TEST(test_bench_read)
+{
+    /* df11-bench read: a file's groups through the runtime's reader, with its three rates;
+     * a missing file and bad flags fail with a message and their exit status. */
+    ck_assert_int_eq(run(buf, sizeof buf,
+                         "df11-synth -o tinyr/ --shape tiny --layers 2 --seed 7 && "
+                         "df11-compress tinyr -o r.df11 -q"),
+                     0);
+    const char *bench = DF11_BENCH_DIR "/df11-bench";
+    ck_assert_int_eq(run(buf, sizeof buf, "'%s' read r.df11 --reps 2", bench), 0);
+    ck_assert_msg(strstr(buf, "| one group a call") && strstr(buf, "GB/s |") &&
+                      strstr(buf, "median of 2 passes"),
+                  "%s", buf);
+    ck_assert_int_eq(run(buf, sizeof buf, "'%s' read missing.df11", bench), 1);
+    ck_assert_msg(strstr(buf, "missing.df11"), "%s", buf);
+    ck_assert_int_eq(run(buf, sizeof buf, "'%s' read r.df11 --reps 0", bench), 2);
+    ck_assert_msg(strstr(buf, "--reps takes 1..100"), "%s", buf);
+    ck_assert_int_eq(run(buf, sizeof buf, "'%s' read", bench), 2);
+    ck_assert_int_eq(run(buf, sizeof buf, "'%s' read r.df11 r.df11", bench), 2);
+}
+END_TEST
+
 START_TEST(test_codec_summary)
 {
     ck_assert_int_eq(run(buf, sizeof buf,
@@ -840,6 +862,7 @@ int main(void)
     tcase_add_test(tc, test_decompress_progress_and_failure);
     tcase_add_test(tc, test_progress_only_on_terminal);
     tcase_add_test(tc, test_codec_summary);
+    tcase_add_test(tc, test_bench_read);
     tcase_add_test(tc, test_tiers_tools);
     suite_add_tcase(s, tc);
     return df11_test_run(s);
