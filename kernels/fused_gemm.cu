@@ -363,18 +363,19 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
     asm volatile("bar.sync 1, %0;" ::"n"(kCT) : "memory");
     if (!*last) return;
 
-        /* p_0 + p_1 + ... in split order (this CTA's own read back: it wrote it), 32 values a
-     * split loaded at once (this is the launch's last work; a round trip a value was its
-     * longest chain) */
+    /* p_0 + p_1 + ... in split order (this CTA's own read back: it wrote it), kSumChunk
+     * values a split loaded at once (this is the launch's last work; a round trip a value
+     * was its longest chain) */
+    constexpr int kSumChunk = 32;
 #pragma unroll
-    for (int c = 0; c < R; c += 32) {
+    for (int c = 0; c < R; c += kSumChunk) {
         for (int k = 0; k < a.S; k++) {
             const float *pk = part + (long long)k * kRows * N + tid;
-            float v[32];
+            float v[kSumChunk];
 #pragma unroll
-            for (int i = 0; i < 32; i++) v[i] = __ldcg(pk + (c + i) * kCT);
+            for (int i = 0; i < kSumChunk; i++) v[i] = __ldcg(pk + (c + i) * kCT);
 #pragma unroll
-            for (int i = 0; i < 32; i++) acc[c + i] = k ? acc[c + i] + v[i] : v[i];
+            for (int i = 0; i < kSumChunk; i++) acc[c + i] = k ? acc[c + i] + v[i] : v[i];
         }
     }
     store_y(acc);
