@@ -621,6 +621,8 @@ df11_status df11_group_verify(const df11_file *f, uint32_t g, const void *payloa
 {
     if (!f || g >= f->n_groups || (!payload && size))
         return FAIL(DF11_ERR_INVALID_ARG, "df11_group_verify: bad argument");
+    /* a size the index disagrees with fails before a byte of the payload is read */
+    if (size != f->groups[g].payload_size) return df11i_group_check_xxh3(f, g, size, 0);
     return df11i_group_check_xxh3(f, g, size, XXH3_64bits(payload, size));
 }
 
