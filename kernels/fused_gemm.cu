@@ -3,16 +3,18 @@
  * payload in registers and multiplied straight from there by Hopper's warpgroup MMA (wgmma
  * with A in registers, sm_90a code only); W is never stored, to shared or global memory.
  *
- * A CTA (384 threads, one an SM) takes a row block of 128 rows (8 strips of 16), a tile of
- * 64 or 128 batch rows (64 NB) and a range of the strips' tiles (split-K):
- *   consumers two warpgroups; warp w of warpgroup g walks strip 4 g + w over the range
- *             (walk_strip: the mma.sync kernel's walk over one strip, unchained), and a step's
+ * Work units are (row block of 128 rows = 8 strips of 16, batch tile of 64 or 128 rows = 64
+ * NB); a CTA (384 threads, one an SM) takes an equal range of the units' tiles: a split of
+ * one unit's tiles (split-K) where such a grid keeps the SMs busy, else a range over parts of
+ * several units (stream-K over one CTA an SM; grid_ctas), one segment a unit it touches:
+ *   consumers two warpgroups; warp w of warpgroup g walks strip 4 g + w of each segment
+ *             (walk_strips: the mma.sync kernel's walk, the segments chained), and a step's
  *             32 decoded weights a lane are the A fragments of wgmma m64n64k16 as they are
  *             of mma.sync (a warpgroup's 4 warps are its 64 rows); per step the warpgroup
  *             waits for the step's x stage, issues its wgmma with x from shared memory and
  *             decodes the next step while they run; once the step before's MMAs are done,
  *             each warp arrives on that step's empty barrier;
- *   producer  one warpgroup: per step it loads x's 64 columns of the tile's rows (zero past
+ *   producer  one warpgroup: per step it loads x's 64 columns of the unit's rows (zero past
  *             K and past the batch) a few steps ahead into registers, and stores them into the
  *             step's stage in the 128-byte swizzle, with each half's columns in the order the
  *             decode hands them to the lanes (store_x_half), then arrives on its full barrier.
@@ -21,14 +23,16 @@
  * Each W element is decoded once per batch tile, so batches past 128 run several tiles (the op
  * takes decode + cuBLAS there by default: bench/RESULTS.md).
  *
- * Split-K: the host picks S splits so that the grid fills the GPU; each CTA writes its
- * 128 x 64 NB fp32 partial to the workspace and the last of a tile's S CTAs to finish sums
- * the S partials in split order: deterministic for a given grid, i.e. device. Accuracy as the
- * mma.sync kernel's (kernels/matmul.h).
+ * Stream-K: a unit cut between CTAs is summed by the last of them to finish, from per-CTA fp32
+ * partials in the workspace, in CTA order: deterministic for a given grid, i.e. device.
+ * Accuracy as the mma.sync kernel's (kernels/matmul.h).
  */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+
+#include <algorithm>
+#include <atomic>
 
 #include "kernels/device_cache.cuh"
 #include "kernels/fused_gemm.h"
@@ -76,10 +80,11 @@ struct GemmArgs {
     Mat W[DF11_FUSED_MAX_PARTS]; /* g0: the part's first row block in the launch */
     const uint16_t *x;           /* B x K BF16, 16-byte aligned rows, K % 8 == 0 */
     void *y;                     /* B x ldy, F32 or (y_bf16) BF16 */
-    float *ws;                   /* partials: (row blocks x nbt) x S x kRows x kBatchRows NB */
-    unsigned *sem;               /* a word per (row block, batch tile) when S > 1 */
+    float *ws;                   /* partials: 2 G slots of kRows x kBatchRows NB */
+    unsigned *sem;               /* G words, zero between launches */
     unsigned *err;
-    int n_parts, B, K, ldy, y_bf16, nbt, S, tiles;
+    int n_parts, B, K, ldy, y_bf16, nbt, tiles;
+    int NU, G; /* (unit, tile) work items, CTAs */
 };
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p)
@@ -152,8 +157,13 @@ template <int R> __device__ __forceinline__ void fence_acc(float *d)
 }
 /* Registers a thread, moved between the warpgroups at the kernel's start (the launch gives
  * every thread 168): the consumers hold the A registers of two steps while a step's MMAs run
- * beside the next step's decode; the producer gives them up. 128 x 88 + 256 x 208 <= 65,536. */
-constexpr int kProducerRegs = 88, kConsumerRegs = 208;
+ * beside the next step's decode, and their walk's segments; the producer gives them up (at
+ * 88 / 208, the consumers spilled at NB = 2). A warpgroup's increase waits until the CTA's
+ * pool has the registers, so the sum stays within the launch's. */
+constexpr int kProducerRegs = 72, kConsumerRegs = 216;
+static_assert(128 * kProducerRegs + 32 * kConsumers * kConsumerRegs <=
+                  kThreads * (65536 / kThreads / 8 * 8),
+              "setmaxnreg within the registers the launch gives the CTA");
 __device__ __forceinline__ void fence_proxy_async()
 {
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
@@ -216,13 +226,12 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
     uint64_t *xempty = xfull + kXStages;
     unsigned *last = reinterpret_cast<unsigned *>(xempty + kXStages);
 
-    const int bt = (int)blockIdx.x % a.nbt, rest = (int)blockIdx.x / a.nbt;
-    const int sp = rest % a.S, rb = rest / a.S, unit = rb * a.nbt + bt;
-    const Mat &W =
-        a.W[part_index<DF11_FUSED_MAX_PARTS>(a.n_parts, rb, [&](int i) { return a.W[i].g0; })];
-    const int t0 = (int)((long long)sp * a.tiles / a.S),
-              t1 = (int)((long long)(sp + 1) * a.tiles / a.S);
-    const int n_steps = 4 * (t1 - t0 - 1) + (t1 == a.tiles ? W.last_steps : 4);
+    /* this CTA's range [p0, p1) of the launch's (unit, tile) work, unit u = rb nbt + bt */
+    const int p0 = (int)((long long)blockIdx.x * a.NU / a.G),
+              p1 = (int)((long long)(blockIdx.x + 1) * a.NU / a.G);
+    const int tiles = a.tiles;
+    /* steps a tile (every part has the same K) */
+    auto steps_of = [&](int t) { return t == tiles - 1 ? a.W[0].last_steps : 4; };
 
     if (tid == 0) {
         for (int i = 0; i < kXStages; i++) {
@@ -234,19 +243,38 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
     __syncthreads();
 
     if ((int)warp >= kConsumers) {
-        /* producer: step j's 64 columns of the tile's N rows of x into stage j % kXStages,
-         * transposed (store_x_half), zero past K and past the batch; each thread's loads run
-         * kDepth steps ahead of its stores (with each step's MMAs waited for, one step ahead
-         * made B = 128 5% slower than 3; with them in flight, one step ahead at NB = 2 took
-         * as long as the waited kernel 3 ahead, bench/RESULTS.md) */
+        /* producer: the range's step j (over all its segments) brings its tile's 64 columns
+         * of the unit's N rows of x into stage j % kXStages, transposed (store_x_half), zero
+         * past K and past the batch; each thread's loads run kDepth steps ahead of its stores
+         * (with each step's MMAs waited for, one step ahead made B = 128 5% slower than 3;
+         * with them in flight, one step ahead at NB = 2 took as long as the waited kernel 3
+         * ahead, bench/RESULTS.md) */
         asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kProducerRegs));
         const uint32_t ptid = tid - 32 * kConsumers;
         constexpr int kTasks = 2 * N / 128; /* (row, half) pairs a thread */
         /* steps of x in a thread's registers: as many as kProducerRegs holds without spills */
         constexpr int kDepth = NB == 1 ? 2 : 1;
         XHalf v[kDepth][kTasks];
-        auto load = [&](int j, XHalf *to) {
-            const int col0 = 256 * (t0 + j / 4) + 64 * (j % 4);
+        /* a step of the range, counted without divisions (64-bit ones a step made the
+         * producer's warps the CTA's busiest: 12% slower at B = 64, bench/RESULTS.md) */
+        struct Step {
+            int p;     /* (unit, tile) work item: unit p / tiles, tile t */
+            int t, bt; /* its tile and the unit's batch tile */
+            int gs;    /* the step in the tile */
+        };
+        auto start = [&](int p) {
+            const int u = p / tiles;
+            return Step{ p, p - u * tiles, u % a.nbt, 0 };
+        };
+        auto advance = [&](Step &c) {
+            if (++c.gs < steps_of(c.t)) return;
+            c.gs = 0;
+            c.p++;
+            if (++c.t == tiles) c.t = 0, c.bt = c.bt + 1 == a.nbt ? 0 : c.bt + 1;
+        };
+        auto load = [&](const Step &c, XHalf *to) {
+            const int bt = c.bt;
+            const int col0 = 256 * c.t + 64 * c.gs;
 #pragma unroll
             for (int i = 0; i < kTasks; i++) {
                 const uint32_t task = ptid + 128 * i, r = task >> 1, h = task & 1;
@@ -259,15 +287,21 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
                                      : make_uint4(0, 0, 0, 0);
             }
         };
+        Step ld = start(p0), sd = ld; /* the next step to load, to store */
 #pragma unroll
         for (int d = 0; d < kDepth; d++)
-            if (d < n_steps) load(d, v[d]);
-        for (int j0 = 0; j0 < n_steps; j0 += kDepth) {
+            if (ld.p < p1) load(ld, v[d]), advance(ld);
+        /* bit st: stage st has been filled before; the parity of its fills so far */
+        uint32_t used = 0, fills = 0;
+        while (sd.p < p1) {
 #pragma unroll
-            for (int d = 0; d < kDepth; d++) { /* v[d] holds step j */
-                const int j = j0 + d, st = j % kXStages, use = j / kXStages;
-                if (j >= n_steps) break;
-                if (use) mbar_wait(xempty + st, (uint32_t)(use - 1) & 1);
+            for (int d = 0; d < kDepth; d++) { /* v[d] holds step sd */
+                if (sd.p >= p1) break;
+                const int st = sd.gs; /* a tile's step g in stage g */
+                if ((used >> st) & 1) /* the consumers' release of its fill before */
+                    mbar_wait(xempty + st, ((fills >> st) & 1) ^ 1);
+                used |= 1u << st;
+                fills ^= 1u << st;
                 uint8_t *stage = xs + st * kXBytes;
 #pragma unroll
                 for (int i = 0; i < kTasks; i++) {
@@ -277,15 +311,17 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
                 fence_proxy_async(); /* for wgmma's reads */
                 __syncwarp();
                 if (lane == 0) mbar_arrive(xfull + st);
-                if (j + kDepth < n_steps) load(j + kDepth, v[d]);
+                advance(sd);
+                if (ld.p < p1) load(ld, v[d]), advance(ld);
             }
         }
         return;
     }
 
-    /* consumer warp: strip w of warpgroup g's 64 rows */
+    /* consumer warp: strip w of warpgroup g's 64 rows of each unit in the range */
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(kConsumerRegs));
-    const int g = (int)warp >> 2, w = (int)warp & 3, s = (rb - W.g0) * 8 + 4 * g + w;
+    const int g = (int)warp >> 2, w = (int)warp & 3;
+    constexpr int kCT = 32 * kConsumers; /* consumer threads */
     uint4 *corr4 = reinterpret_cast<uint4 *>(corrs + warp * CORR_BYTES + lane * 64);
 #pragma unroll
     for (int i = 0; i < 4; i++) corr4[i] = make_uint4(0, 0, 0, 0);
@@ -293,93 +329,139 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
 #pragma unroll
     for (int i = 0; i < R; i++) acc[i] = 0.f;
     fence_acc<R>(acc);
-    /* a warp past the tensor's strips walks the last one (its bytes hit in cache): its rows
-     * are not stored */
-    walk_strip<false, 1, kAhead>(
-        W, s < W.n_strips ? s : W.n_strips - 1, t0, t1, lane, rings + warp * RING_BYTES, corr4,
-        a.err, [](int, int) {},
-        [&](int t, int gs, const uint32_t o[16]) {
-            const int j = 4 * (t - t0) + gs, st = j % kXStages;
-            mbar_wait(xfull + st, (uint32_t)(j / kXStages) & 1);
-            /* the stage's descriptor once a step, and each MMA's as an offset from it: the
-             * start address is its low 14 bits, and no offset carries out of them */
-            const uint64_t xd = sw128_desc(smem_u32(xs + st * kXBytes));
-            wgmma_fence();
+    /* the range's segments: tiles [t0, t1) of unit u = grp; a warp past its tensor's strips
+     * walks the last one (its bytes hit in cache), and its rows are not stored */
+    int p = p0;
+    auto next = [&](Seg &o) {
+        if (p >= p1) return false;
+        const int u = p / tiles, t0 = p - u * tiles, t1 = min(tiles, t0 + (p1 - p));
+        p += t1 - t0;
+        const int rb = u / a.nbt;
+        const int part =
+            part_index<DF11_FUSED_MAX_PARTS>(a.n_parts, rb, [&](int i) { return a.W[i].g0; });
+        const int s = (rb - a.W[part].g0) * 8 + 4 * g + w;
+        o = Seg{ part, s < a.W[part].n_strips ? s : a.W[part].n_strips - 1, t0, t1, u };
+        return true;
+    };
+    /* A tile's step g runs in x stage g, so that a stage's address and descriptor are
+     * constants of the unrolled step (no register-to-uniform move before the wgmma); a
+     * segment's short last tile (K % 256 != 0) leaves its stages past it unfilled, so each
+     * stage keeps its own parity. */
+    static_assert(kXStages == 4, "a stage a step of a tile");
+    uint32_t fills = 0;   /* bit st: the parity of stage st's fills so far */
+    bool pending = false; /* the step before's MMAs may still run (its x stage not released) */
+    /* a segment's product: to y where it is the whole unit, else a partial, summed by the
+     * last of the unit's CTAs */
+    auto emit = [&](const Seg &d) {
+        const Mat &W = a.W[d.part];
+        const int u = d.grp, bt = u % a.nbt, rb = u / a.nbt;
+        /* acc[32 n + 4 i + e]: row 64 g + 16 w + nrow + 8 (e >> 1), batch row
+         * bt N + 64 n + 8 i + 2 q + (e & 1) */
+        auto store_y = [&](const float *v) {
 #pragma unroll
-            for (int kk = 0; kk < 4; kk++) { /* slice kk = 2h + j' of the step */
-                const int h = kk >> 1, jj = kk & 1;
-                const uint32_t a0 = o[8 * h + 2 * jj], a1 = o[8 * h + 4 + 2 * jj],
-                               a2 = o[8 * h + 2 * jj + 1], a3 = o[8 * h + 5 + 2 * jj];
-                if (NB == 1) { /* batch rows 0..31, then 32..63 (32 rows of 128 bytes on) */
-                    wgmma_m64n32_ra(acc, a0, a1, a2, a3, xd + desc_offset(32 * kk));
-                    wgmma_m64n32_ra(acc + 16, a0, a1, a2, a3, xd + desc_offset(32 * 128 + 32 * kk));
-                } else {
-#pragma unroll
-                    for (int n = 0; n < NB; n++)
-                        wgmma_m64n64_ra(acc + 32 * n, a0, a1, a2, a3,
-                                        xd + desc_offset(n * x_stage_bytes<1>() + 32 * kk));
+            for (int i = 0; i < R; i++) {
+                const int e = i & 3, row = 64 * g + 16 * w + (int)nrow + 8 * (e >> 1);
+                const int r = (rb - W.g0) * kRows + row;
+                const int b = bt * N + 64 * (i >> 5) + 8 * ((i >> 2) & 7) + 2 * (int)q + (e & 1);
+                if (b < a.B && r < W.rows) {
+                    const long long at = (long long)b * a.ldy + W.y_col + r;
+                    if (a.y_bf16)
+                        static_cast<__nv_bfloat16 *>(a.y)[at] = __float2bfloat16_rn(v[i]);
+                    else
+                        static_cast<float *>(a.y)[at] = v[i];
                 }
             }
-            wgmma_commit();
-            /* the step's MMAs run while the next step decodes: wait for the step before's,
-             * whose x stage is then free (B = 33..96 4-5% faster than waiting for these here,
-             * bench/RESULTS.md) */
-            wgmma_wait<1>();
-            __syncwarp();
-            if (j > 0 && lane == 0) mbar_arrive(xempty + (j - 1) % kXStages);
-        });
-    wgmma_wait<0>();
-    fence_acc<R>(acc);
-
-    /* acc[32 n + 4 i + e]: row 64 g + 16 w + nrow + 8 (e >> 1), batch row
-     * bt N + 64 n + 8 i + 2 q + (e & 1) */
-    auto store_y = [&](const float *v) {
+        };
+        const long long w0 = (long long)u * tiles; /* the unit's first work item */
+        const int cf = cta_of(w0, a.NU, a.G), cl = cta_of(w0 + tiles - 1, a.NU, a.G);
+        if (cf == cl) {
+            store_y(acc);
+            return;
+        }
+        /* a partial: slot 2 c + 1 where the unit holds the start of CTA c's range (c = cf:
+         * it is then the range's last unit), else 2 c (the unit starts the range); unique
+         * among the units cut between CTAs, as is cf, which numbers their semaphore words */
+        const int self = (int)blockIdx.x;
+        float *mine = a.ws + (long long)(2 * self + (self == cf)) * (kRows * N);
 #pragma unroll
-        for (int i = 0; i < R; i++) {
-            const int e = i & 3, row = 64 * g + 16 * w + (int)nrow + 8 * (e >> 1);
-            const int r = (rb - W.g0) * kRows + row;
-            const int b = bt * N + 64 * (i >> 5) + 8 * ((i >> 2) & 7) + 2 * (int)q + (e & 1);
-            if (b < a.B && r < W.rows) {
-                const long long at = (long long)b * a.ldy + W.y_col + r;
-                if (a.y_bf16)
-                    static_cast<__nv_bfloat16 *>(a.y)[at] = __float2bfloat16_rn(v[i]);
-                else
-                    static_cast<float *>(a.y)[at] = v[i];
+        for (int i = 0; i < R; i++) __stcg(mine + i * kCT + tid, acc[i]);
+        /* the consumers' partials before thread 0's count, the others' reads after its
+         * acquire (kernels/split_count.cuh) */
+        asm volatile("bar.sync 1, %0;" ::"n"(kCT) : "memory");
+        if (tid == 0) *last = split_count(a.sem + cf) == (unsigned)(cl - cf);
+        asm volatile("bar.sync 1, %0;" ::"n"(kCT) : "memory");
+        if (!*last) return;
+        /* the partials in CTA order (the sum does not depend on timing; this CTA's own read
+         * back), kSumChunk values a CTA loaded at once (this is the launch's last work; a
+         * round trip a value was its longest chain) */
+        constexpr int kSumChunk = 32;
+#pragma unroll
+        for (int c0 = 0; c0 < R; c0 += kSumChunk) {
+            for (int c = cf; c <= cl; c++) {
+                const float *pk = a.ws + (long long)(2 * c + (c == cf)) * (kRows * N) + tid;
+                float v[kSumChunk];
+#pragma unroll
+                for (int i = 0; i < kSumChunk; i++) v[i] = __ldcg(pk + (c0 + i) * kCT);
+#pragma unroll
+                for (int i = 0; i < kSumChunk; i++)
+                    acc[c0 + i] = c > cf ? acc[c0 + i] + v[i] : v[i];
             }
         }
-    };
-    if (a.S == 1) {
         store_y(acc);
-        return;
-    }
-    constexpr int kCT = 32 * kConsumers; /* consumer threads */
-    float *part = a.ws + (long long)unit * a.S * (kRows * N);
+        if (tid == 0) atomicExch(a.sem + cf, 0u);
+    };
+    auto use = [&](int, int st, const uint32_t o[16]) {
+        mbar_wait(xfull + st, (fills >> st) & 1);
+        fills ^= 1u << st;
+        /* the stage's descriptor once a step, and each MMA's as an offset from it: the start
+         * address is its low 14 bits, and no offset carries out of them */
+        const uint64_t xd = sw128_desc(smem_u32(xs + st * kXBytes));
+        wgmma_fence();
 #pragma unroll
-    for (int i = 0; i < R; i++) part[(long long)sp * kRows * N + i * kCT + tid] = acc[i];
-    /* the consumers' partials before thread 0's count, the others' reads after its acquire
-     * (kernels/split_count.cuh) */
-    asm volatile("bar.sync 1, %0;" ::"n"(kCT) : "memory");
-    if (tid == 0) *last = split_count(a.sem + unit) == (unsigned)a.S - 1;
-    asm volatile("bar.sync 1, %0;" ::"n"(kCT) : "memory");
-    if (!*last) return;
-
-    /* p_0 + p_1 + ... in split order (this CTA's own read back: it wrote it), kSumChunk
-     * values a split loaded at once (this is the launch's last work; a round trip a value
-     * was its longest chain) */
-    constexpr int kSumChunk = 32;
+        for (int kk = 0; kk < 4; kk++) { /* slice kk = 2h + j' of the step */
+            const int h = kk >> 1, jj = kk & 1;
+            const uint32_t a0 = o[8 * h + 2 * jj], a1 = o[8 * h + 4 + 2 * jj],
+                           a2 = o[8 * h + 2 * jj + 1], a3 = o[8 * h + 5 + 2 * jj];
+            if (NB == 1) { /* batch rows 0..31, then 32..63 (32 rows of 128 bytes on) */
+                wgmma_m64n32_ra(acc, a0, a1, a2, a3, xd + desc_offset(32 * kk));
+                wgmma_m64n32_ra(acc + 16, a0, a1, a2, a3, xd + desc_offset(32 * 128 + 32 * kk));
+            } else {
 #pragma unroll
-    for (int c = 0; c < R; c += kSumChunk) {
-        for (int k = 0; k < a.S; k++) {
-            const float *pk = part + (long long)k * kRows * N + tid;
-            float v[kSumChunk];
-#pragma unroll
-            for (int i = 0; i < kSumChunk; i++) v[i] = __ldcg(pk + (c + i) * kCT);
-#pragma unroll
-            for (int i = 0; i < kSumChunk; i++) acc[c + i] = k ? acc[c + i] + v[i] : v[i];
+                for (int n = 0; n < NB; n++)
+                    wgmma_m64n64_ra(acc + 32 * n, a0, a1, a2, a3,
+                                    xd + desc_offset(n * x_stage_bytes<1>() + 32 * kk));
+            }
         }
-    }
-    store_y(acc);
-    if (tid == 0) atomicExch(a.sem + unit, 0u);
+        wgmma_commit();
+        /* the step's MMAs run while the next step decodes: wait for the step before's, whose
+         * x stage is then free (B = 33..96 4-5% faster than waiting for these here,
+         * bench/RESULTS.md) */
+        wgmma_wait<1>();
+        __syncwarp();
+        /* the step before: this tile's, or the tile before's last (whole: a short tile ends
+         * its segment, whose last stage done releases) */
+        if (pending && lane == 0) mbar_arrive(xempty + (st + kXStages - 1) % kXStages);
+        pending = true;
+    };
+    auto done = [&](const Seg &d) {
+        /* the segment's last MMAs, its last x stage released */
+        wgmma_wait<0>();
+        fence_acc<R>(acc);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(xempty + ((d.t1 == tiles ? a.W[0].last_steps : 4) - 1));
+        pending = false;
+        emit(d);
+#pragma unroll
+        for (int i = 0; i < R; i++) acc[i] = 0.f;
+        fence_acc<R>(acc);
+    };
+    /* the segments walked as one (walk_strips): the next one's codes and first steps are
+     * copied during this one's last tile, and its split sum (done) runs between them */
+    Seg sg;
+    while (next(sg))
+        walk_strips<false, 1, kAhead>([&](int i) -> const Mat & { return a.W[i]; }, sg, next, lane,
+                                      rings + warp * RING_BYTES, corr4, a.err, [](int, int) {}, use,
+                                      done);
 #endif
 }
 
@@ -444,28 +526,13 @@ long long row_blocks(uint32_t n_parts, const df11i_fixed_geom *geom)
     return r;
 }
 
-/* Workspace of a launch of `units` (row block, batch tile) units in S splits, batch tiles of
- * kBatchRows NB rows: a semaphore word a unit at the start, a kRows x kBatchRows NB fp32
- * partial a CTA at the end. */
-struct SplitBytes {
-    uint64_t sem, part;
-};
-SplitBytes split_bytes(long long units, int S, int NB)
-{
-    if (S < 2) return SplitBytes{ 0, 0 };
-    return SplitBytes{ (4 * (uint64_t)units + 255) / 256 * 256,
-                       (uint64_t)units * S * kRows * kBatchRows * NB * 4 };
-}
-
 /* Batch tiles: one wgmma's rows up to a batch of that many, twice that past it. */
 int batch_nb(uint32_t batch) { return batch <= kBatchRows ? 1 : 2; }
 
-/* Splits of K: one unless the (row block, batch tile) units leave SMs idle, then as many as
- * fill them, at most 8 and with at least 2 tiles (512 columns) each, so units x splits <=
- * SMs x CTAs an SM (against at most 4 of at least 4 tiles: 4-5% faster on the 8B block at
- * B = 33..64, where k and v have 8 row blocks each). A shorter split would be mostly its
- * pipeline's fill, and small models (which never fill the GPU) would pay megabytes of
- * partials for nothing. */
+/* Splits of K a unit, as many as fill the SMs where the units leave some idle, at most 8 and
+ * with at least 2 tiles (512 columns) each (against at most 4 of at least 4 tiles: 4-5% faster
+ * on the 8B block at B = 33..64, where k and v have 8 row blocks each): a shorter split would
+ * be mostly its pipeline's fill. */
 int splits(long long units, int tiles, int full)
 {
     if (units >= full) return 1;
@@ -475,7 +542,38 @@ int splits(long long units, int tiles, int full)
     return s < 1 ? 1 : (int)s;
 }
 
+/* CTAs of a launch of `units` (row block, batch tile) units of `tiles` tiles; each takes an
+ * equal range of the units' tiles (stream-K). units x splits CTAs where their waves keep 90%
+ * of the SMs busy: the ranges are then the splits, and no unit is cut between them. Else (gate
+ * and up's 112 row blocks on the 8B block left 20 of 132 SMs idle) every SM's CTA, each
+ * ranging over 2 tiles at least and over parts of two units or more. */
+int grid_ctas(long long units, int tiles, int full)
+{
+    const long long g = units * splits(units, tiles, full), waves = (g + full - 1) / full;
+    if (10 * g >= 9 * waves * full) return (int)g;
+    const long long half = units * tiles / 2;
+    long long c = units > half ? units : half;
+    if (c > full) c = full;
+    return c < 1 ? 1 : (int)c;
+}
+
+/* Workspace of a launch of G CTAs with batch tiles of kBatchRows NB rows: a semaphore word a
+ * CTA at its start, two kRows x kBatchRows NB fp32 partials a CTA (the units its range starts
+ * and ends in) at its end. */
+struct SplitBytes {
+    uint64_t sem, part;
+};
+SplitBytes split_bytes(int G, int NB)
+{
+    return SplitBytes{ (4 * (uint64_t)G + 255) / 256 * 256,
+                       2ull * G * kRows * kBatchRows * NB * 4 };
+}
+
+std::atomic<uint32_t> g_test_grid{ 0 }; /* df11i_fused_gemm_test_grid */
+
 } // namespace
+
+extern "C" uint32_t df11i_fused_gemm_test_grid(uint32_t ctas) { return g_test_grid.exchange(ctas); }
 
 extern "C" int df11i_fused_gemm_supported(void)
 {
@@ -490,17 +588,14 @@ extern "C" df11_status df11i_fused_gemm_workspace(uint32_t n_parts, const df11i_
     df11_status s = gemm_geom(&g);
     *bytes = 0;
     if (s != DF11_OK || !g.sms) return s;
-    const long long rbs = row_blocks(n_parts, geom);
-    const int tiles = (int)geom[0].tiles;
-    uint64_t m = 0;
-    /* split only where the units leave SMs idle: every batch tile count below that */
-    const int full = g.sms * g.occ;
-    for (long long u = rbs; u < full; u += rbs) {
-        const SplitBytes b = split_bytes(u, splits(u, tiles, full), 2);
-        if (b.sem > m) m = b.sem;
-        if (b.part > m) m = b.part;
-    }
-    *bytes = 2 * m;
+    (void)n_parts;
+    /* a range cuts a unit only where units have 2 tiles or more; then any batch may fill the
+     * grid, so the size is the full grid's at the larger batch tile */
+    if (geom[0].tiles < 2) return DF11_OK;
+    const SplitBytes b = split_bytes(g.sms * g.occ, 2);
+    /* twice the larger: every launch's semaphores (this kernel's and the mma.sync kernel's)
+     * lie in the first half and its partials in the second, whichever launch set the size */
+    *bytes = 2 * (b.sem > b.part ? b.sem : b.part);
     return DF11_OK;
 }
 
@@ -535,10 +630,14 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     const long long tile = (long long)kBatchRows * NB, nbt = (batch + tile - 1) / tile,
                     units = rbs * nbt;
     const int tiles = (int)geom[0].tiles;
-    const int S = splits(units, tiles, gg.sms * gg.occ);
-    const long long ctas = units * S;
-    if (ctas > INT32_MAX) return df11i_fail(DF11_ERR_UNSUPPORTED, "fused gemm: %lld CTAs", ctas);
-    const SplitBytes need = split_bytes(units, S, NB);
+    if (units * tiles > INT32_MAX)
+        return df11i_fail(DF11_ERR_UNSUPPORTED, "fused gemm: %lld units of %d tiles", units, tiles);
+    const int full = gg.sms * gg.occ;
+    const long long forced = g_test_grid.load();
+    const int G = forced ? (int)std::min(std::min(forced, (long long)full), units * tiles)
+                         : grid_ctas(units, tiles, full);
+    /* a unit a CTA (always so past the full grid, or with 1 tile a unit) writes no partials */
+    const SplitBytes need = G != units && tiles > 1 ? split_bytes(G, NB) : SplitBytes{ 0, 0 };
     if (need.sem + need.part > ws_size)
         return df11i_fail(DF11_ERR_STATE, "fused gemm: workspace %llu bytes, needs %llu",
                           (unsigned long long)ws_size, (unsigned long long)(need.sem + need.part));
@@ -553,16 +652,17 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     a.ldy = (int)ldy;
     a.y_bf16 = y_bf16 != 0;
     a.nbt = (int)nbt;
-    a.S = S;
     a.tiles = tiles;
+    a.NU = (int)(units * tiles);
+    a.G = G;
     cudaStream_t cs = static_cast<cudaStream_t>(stream);
     if (NB == 1)
-        fused_gemm_kernel<1><<<(unsigned)ctas, kThreads, smem_bytes<1>(), cs>>>(a);
+        fused_gemm_kernel<1><<<(unsigned)G, kThreads, smem_bytes<1>(), cs>>>(a);
     else
-        fused_gemm_kernel<2><<<(unsigned)ctas, kThreads, smem_bytes<2>(), cs>>>(a);
+        fused_gemm_kernel<2><<<(unsigned)G, kThreads, smem_bytes<2>(), cs>>>(a);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
-        return df11i_fail(DF11_ERR_DEVICE, "fused gemm launch (%lld CTAs): %s", ctas,
+        return df11i_fail(DF11_ERR_DEVICE, "fused gemm launch (%d CTAs): %s", G,
                           cudaGetErrorString(e));
     return DF11_OK;
 }

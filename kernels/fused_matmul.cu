@@ -114,12 +114,6 @@ __device__ __forceinline__ uint4 ld_x16(const uint16_t *p)
     return v;
 }
 
-// cta_of(u): the CTA whose unit range [c NU / G, (c+1) NU / G) holds unit u.
-__device__ __forceinline__ int cta_of(long long u, int NU, int G)
-{
-    return (int)(((u + 1) * G - 1) / NU);
-}
-
 // One lane's c fragments -> y, or a partial for the strip's last CTA to sum.
 template <int NB>
 __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float acc[NB][4],

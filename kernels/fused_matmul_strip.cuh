@@ -318,6 +318,13 @@ __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, ui
     }
 }
 
+// cta_of(u): the CTA whose range [c NU / G, (c + 1) NU / G) of a launch's NU work units
+// (stream-K over G CTAs) holds unit u.
+__device__ __forceinline__ int cta_of(long long u, int NU, int G)
+{
+    return (int)(((u + 1) * G - 1) / NU);
+}
+
 // walk_strips over tiles t0, t0 + TS, ... below t1 of strip s of W alone.
 template <bool PDL_WAIT, int TS, int AHEAD, class Pre, class Use>
 __device__ __forceinline__ void walk_strip(const Mat &W, int s, int t0, int t1, uint32_t lane,

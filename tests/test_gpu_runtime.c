@@ -9,6 +9,7 @@
 #define RT_TEST_EXTRA fused_tests
 #include "tests/test_runtime.c"
 
+#include "kernels/fused_gemm.h"
 #include "kernels/matmul.h"
 #include "runtime/backend.h"
 
@@ -17,16 +18,18 @@
  * between CTAs (split-K) and more units than CTAs, and a tensor of random exponents whose
  * exception lists overflow the kernel's shared-memory stage. */
 static const mm_shape FU_SHAPES[] = {
-    { "model.layers.0.mlp.a.weight", 37, 51 },      { "model.layers.0.mlp.b.weight", 5, 3 },
-    { "model.layers.1.mlp.c.weight", 129, 300 },    { "model.layers.1.mlp.d.weight", 1, 1000 },
-    { "model.layers.2.mlp.e.weight", 301, 700 },    { "model.layers.2.mlp.f.weight", 40, 520 },
-    { "model.layers.3.mlp.g.weight", 2100, 4160 },  { "model.layers.4.mlp.h.weight", 51, 37 },
-    { "model.layers.3.mlp.esc.weight", 100, 3000 },
+    { "model.layers.0.mlp.a.weight", 37, 51 },     { "model.layers.0.mlp.b.weight", 5, 3 },
+    { "model.layers.1.mlp.c.weight", 129, 300 },   { "model.layers.1.mlp.d.weight", 1, 1000 },
+    { "model.layers.2.mlp.e.weight", 301, 700 },   { "model.layers.2.mlp.f.weight", 40, 520 },
+    { "model.layers.3.mlp.g.weight", 2100, 4160 }, { "model.layers.5.mlp.i.weight", 300, 1024 },
+    { "model.layers.4.mlp.h.weight", 51, 37 },     { "model.layers.3.mlp.esc.weight", 100, 3000 },
 };
 /* a (37 x 51) and h (51 x 37): each one's y is the other's x (test_fused_matmul_pdl_chain) */
 #define FU_A 0
 #define FU_H (FU_N - 2)
 #define FU_N (sizeof FU_SHAPES / sizeof FU_SHAPES[0])
+/* i: K a multiple of 256 (the fused kernels walk a range's strips as one) */
+#define FU_I (FU_N - 3)
 /* test_fused_matmul's batches: 1..32 (one mma.sync launch), then the ends of the wgmma
  * kernel's batch tiles (one of 64 rows to 64, one of 128 to 128, three at 300) */
 static const uint32_t FU_BATCHES[] = { 1,  2,  3,  4,  5,  6,  7,  8,  9,  10,  11,  12,  13,
@@ -271,7 +274,9 @@ START_TEST(test_fused_matmul_stacked)
      * columns within the bound of the reference, bit-identical launch after launch, and
      * the launch's workspace grown for the stack (g twice has more strips than any one
      * tensor); batches 1..161, past 32 the wgmma kernel's row blocks across parts. */
-    static const int stacks[][5] = { { 2, 6, 6 }, { 3, 8, 8, 8 }, { 4, 4, 4, 4, 4 }, { 1, 7 } };
+    static const int stacks[][5] = {
+        { 2, 6, 6 }, { 3, FU_ESC, FU_ESC, FU_ESC }, { 4, 4, 4, 4, 4 }, { 1, FU_H }
+    };
     fu_make_model();
     df11_model *m = fu_open(fu.path);
     if (!df11i_fused_matmul_supported()) {
@@ -292,6 +297,39 @@ START_TEST(test_fused_matmul_stacked)
             fu_check_stacked(m, &st, np, sh, w, batch, &rng);
         df11i_cuda_matmul_fused_limit(old);
     }
+    df11_model_close(m);
+}
+END_TEST
+
+START_TEST(test_fused_matmul_stream_k)
+{
+    /* The wgmma kernel's ranges over grids of 1 to 13 CTAs whatever the GPU
+     * (df11i_fused_gemm_test_grid), at one, two and three batch tiles: ranges that cut units
+     * between CTAs (summed by the last from per-CTA partials) and span several, walked as one
+     * where K is a multiple of 256 (i) and a walk a unit elsewhere (the escape-heavy tensor,
+     * whose exceptions overflow the stage), each checked as test_fused_matmul checks. */
+    fu_make_model();
+    df11_model *m = fu_open(fu.path);
+    if (!df11i_fused_gemm_supported()) {
+        df11_model_close(m);
+        return;
+    }
+    static const size_t shapes[] = { FU_I, FU_ESC };
+    static const uint32_t ctas[] = { 1, 2, 5, 7, 13 }, batches[] = { 33, 64, 65, 129, 300 };
+    uint64_t rng = fu.seed ^ 0x534b;
+    const uint32_t old = df11i_cuda_matmul_fused_limit(DF11I_FUSED_EVERY);
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const mm_shape *sh = &FU_SHAPES[shapes[i]];
+        df11_weight wt;
+        ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
+        for (size_t c = 0; c < sizeof ctas / sizeof ctas[0]; c++) {
+            const uint32_t was = df11i_fused_gemm_test_grid(ctas[c]);
+            for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++)
+                fu_check(m, &wt, sh, fu.t[shapes[i]].data, batches[b], &rng);
+            df11i_fused_gemm_test_grid(was);
+        }
+    }
+    df11i_cuda_matmul_fused_limit(old);
     df11_model_close(m);
 }
 END_TEST
@@ -405,7 +443,8 @@ START_TEST(test_fused_matmul_huffman)
                 fu_check(m, &wt, sh, fu.t[i].data, batches[bi], &rng);
         df11i_cuda_matmul_fused_limit(old);
     }
-    ck_assert_int_eq(taken, df11i_fused_matmul_supported() ? 4 : 0);
+    /* d, f, g, i and the escape-heavy tensor */
+    ck_assert_int_eq(taken, df11i_fused_matmul_supported() ? 5 : 0);
     if (taken) {
         const mm_shape *sh = &FU_SHAPES[5]; /* f: 40 x 520 */
         df11_weight wt, st;
@@ -634,6 +673,7 @@ static void fused_tests(TCase *tc)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_fused_matmul);
     tcase_add_test(tc, test_fused_matmul_stacked);
+    tcase_add_test(tc, test_fused_matmul_stream_k);
     tcase_add_test(tc, test_fused_matmul_chained);
     tcase_add_test(tc, test_fused_matmul_streams);
     tcase_add_test(tc, test_fused_matmul_pdl_chain);

@@ -16,8 +16,9 @@
 // 300; --pmat I: matrix I, 0..6 = q k v o gate up down; --preps N: N launches each) without
 // graphs, for ncu; --sanitize launches the kernel alone on q (whose CTAs may cross a strip
 // boundary), k, the odd shape and the escape-heavy tensor, also at B = 64, 129, 256 and 300
-// (the wgmma kernel's tiles, kernels/fused_gemm.cu), for compute-sanitizer. Device calls and
-// results: bench/RESULTS.md.
+// (the wgmma kernel's tiles, kernels/fused_gemm.cu), and k over a grid of 13 CTAs at B = 64,
+// 129 and 300 (the wgmma kernel's ranges cut and chained), for compute-sanitizer. Device calls
+// and results: bench/RESULTS.md.
 //
 // The kernel is the library's (kernels/fused_matmul.cu, df11i_fused_matmul, described there and
 // in docs/KERNELS.md); this file is its harness only. Launches are programmatic (PDL) unless
@@ -38,6 +39,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "kernels/fused_gemm.h"
 #include "kernels/fused_matmul_decode.cuh"
 #include "kernels/matmul.h"
 extern "C" {
@@ -615,6 +617,11 @@ int main(int argc, char **argv)
                     for (int r = 0; r < preps; r++)
                         gemmex(bl, dm[i][0].bf16, N, K, xd[i], yc, B, st);
             }
+        }
+        if (pmat < 0) { // k over 13 CTAs: wgmma ranges that cut its units and chain them
+            const uint32_t was = df11i_fused_gemm_test_grid(13);
+            for (int B : { 64, 129, 300 }) launch(dm[1][0], 1, xd[1], yd, B, sc, st);
+            df11i_fused_gemm_test_grid(was);
         }
         CK(cudaStreamSynchronize(st));
         CK(cudaGetLastError());
