@@ -58,7 +58,7 @@ constexpr int kRows = 128;    /* W rows a CTA */
 constexpr int kConsumers = 8; /* warps: 2 warpgroups */
 constexpr int kThreads = 32 * kConsumers + 128;
 constexpr int kXStages = 4;
-/* Steps a consumer warp's sm copies run ahead of its decode (walk_strip's AHEAD): 2, 3 and 4
+/* Steps a consumer warp's sm copies run ahead of its decode (walk_strips' AHEAD): 2, 3 and 4
  * measured within 1% of each other at B = 33..128 (bench/RESULTS.md). */
 constexpr int kAhead = 3;
 constexpr size_t kMaxSmem = 227 * 1024; /* a CTA's dynamic shared memory on sm_90 */

@@ -1,9 +1,9 @@
 /* A warp's walk over the tiles of a 16-row strip of a fixed-code tensor (codec/fixed.h) and,
  * chained, the strips after it, shared by the two fused matmul kernels:
- * kernels/fused_matmul.cu (batch 1..32, the decoded weights straight into mma.sync; its
- * walks go on from one strip into the next where the tensor's last tile is whole) and
- * kernels/fused_gemm.cu (larger batches, the decoded weights through shared memory into
- * wgmma). The walk copies each tile into the warp's stage by cp.async, its steps a few ahead
+ * kernels/fused_matmul.cu (batch 1..32, the decoded weights straight into mma.sync) and
+ * kernels/fused_gemm.cu (larger batches, straight into wgmma from registers); both kernels'
+ * walks go on from one strip into the next where the tensor's last tile is whole. The walk
+ * copies each tile into the warp's stage by cp.async, its steps a few ahead
  * of the decode, decodes every step of 64 columns in registers
  * (kernels/fused_matmul_decode.cuh) and hands the step's 32 weights a lane to the kernel.
  * CUDA C++, device code (sm_80+: cp.async) and the host's Mat and geometry helpers;
@@ -323,17 +323,6 @@ __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, ui
 __device__ __forceinline__ int cta_of(long long u, int NU, int G)
 {
     return (int)(((u + 1) * G - 1) / NU);
-}
-
-// walk_strips over tiles t0, t0 + TS, ... below t1 of strip s of W alone.
-template <bool PDL_WAIT, int TS, int AHEAD, class Pre, class Use>
-__device__ __forceinline__ void walk_strip(const Mat &W, int s, int t0, int t1, uint32_t lane,
-                                           uint8_t *ring, uint4 *corr4, unsigned *err, Pre &&pre,
-                                           Use &&use)
-{
-    walk_strips<PDL_WAIT, TS, AHEAD>([&](int) -> const Mat & { return W; }, Seg{ 0, s, t0, t1, 0 },
-                                     [](Seg &) { return false; }, lane, ring, corr4, err, pre, use,
-                                     [](const Seg &) {});
 }
 
 } // namespace df11i_fused
