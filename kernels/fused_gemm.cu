@@ -6,7 +6,7 @@
  * Work units are (row block of 128 rows = 8 strips of 16, batch tile of 64 or 128 rows = 64
  * NB); a CTA (384 threads, one an SM) takes an equal range of the units' tiles: a split of
  * one unit's tiles (split-K) where such a grid keeps the SMs busy, else a range over parts of
- * several units (stream-K over one CTA an SM; grid_ctas), one segment a unit it touches:
+ * units, cut anywhere (stream-K over one CTA an SM; grid_ctas), one segment a unit it touches:
  *   consumers two warpgroups; warp w of warpgroup g walks strip 4 g + w of each segment
  *             (walk_strips: the mma.sync kernel's walk, the segments chained), and a step's
  *             32 decoded weights a lane are the A fragments of wgmma m64n64k16 as they are
@@ -243,9 +243,9 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
     __syncthreads();
 
     if ((int)warp >= kConsumers) {
-        /* producer: the range's step j (over all its segments) brings its tile's 64 columns
-         * of the unit's N rows of x into stage j % kXStages, transposed (store_x_half), zero
-         * past K and past the batch; each thread's loads run kDepth steps ahead of its stores
+        /* producer: each step of the range (over all its segments) brings its tile's 64
+         * columns of the unit's N rows of x into stage g (g: the step in its tile),
+         * transposed (store_x_half), zero past K and past the batch; each thread's loads run kDepth steps ahead of its stores
          * (with each step's MMAs waited for, one step ahead made B = 128 5% slower than 3;
          * with them in flight, one step ahead at NB = 2 took as long as the waited kernel 3
          * ahead, bench/RESULTS.md) */
@@ -345,7 +345,7 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
     };
     /* A tile's step g runs in x stage g, so that a stage's address and descriptor are
      * constants of the unrolled step (no register-to-uniform move before the wgmma); a
-     * segment's short last tile (K % 256 != 0) leaves its stages past it unfilled, so each
+     * segment's short last tile (K rounded up to 64 not a multiple of 256) leaves its stages past it unfilled, so each
      * stage keeps its own parity. */
     static_assert(kXStages == 4, "a stage a step of a tile");
     uint32_t fills = 0;   /* bit st: the parity of stage st's fills so far */
@@ -378,9 +378,10 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
             store_y(acc);
             return;
         }
-        /* a partial: slot 2 c + 1 where the unit holds the start of CTA c's range (c = cf:
-         * it is then the range's last unit), else 2 c (the unit starts the range); unique
-         * among the units cut between CTAs, as is cf, which numbers their semaphore words */
+        /* a partial: slot 2 c + 1 where the unit starts inside CTA c's range (c = cf: it is
+         * then the range's last unit), else 2 c (the unit began before the range, which
+         * starts in it); unique among the units cut between CTAs, as is cf, which numbers
+         * their semaphore words */
         const int self = (int)blockIdx.x;
         float *mine = a.ws + (long long)(2 * self + (self == cf)) * (kRows * N);
 #pragma unroll
@@ -543,10 +544,11 @@ int splits(long long units, int tiles, int full)
 }
 
 /* CTAs of a launch of `units` (row block, batch tile) units of `tiles` tiles; each takes an
- * equal range of the units' tiles (stream-K). units x splits CTAs where their waves keep 90%
- * of the SMs busy: the ranges are then the splits, and no unit is cut between them. Else (gate
- * and up's 112 row blocks on the 8B block left 20 of 132 SMs idle) every SM's CTA, each
- * ranging over 2 tiles at least and over parts of two units or more. */
+ * equal range of the units' tiles. units x splits CTAs where their waves keep 90% of the SMs
+ * busy: the ranges are then the splits, and none crosses from one unit into the next. Else
+ * (gate and up's 112 row blocks on the 8B block left 20 of 132 SMs idle) one CTA an SM, or
+ * fewer where a range would be under 2 tiles: ranges then cut units anywhere (stream-K),
+ * and a range may span several units or lie within one. */
 int grid_ctas(long long units, int tiles, int full)
 {
     const long long g = units * splits(units, tiles, full), waves = (g + full - 1) / full;
@@ -636,7 +638,7 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     const long long forced = g_test_grid.load();
     const int G = forced ? (int)std::min(std::min(forced, (long long)full), units * tiles)
                          : grid_ctas(units, tiles, full);
-    /* a unit a CTA (always so past the full grid, or with 1 tile a unit) writes no partials */
+    /* a unit a CTA (or 1 tile a unit) writes no partials */
     const SplitBytes need = G != units && tiles > 1 ? split_bytes(G, NB) : SplitBytes{ 0, 0 };
     if (need.sem + need.part > ws_size)
         return df11i_fail(DF11_ERR_STATE, "fused gemm: workspace %llu bytes, needs %llu",

@@ -25,7 +25,7 @@ extern "C" {
 namespace df11i_fused {
 
 // One part of a launch: a tensor, its strips numbered from unit g0 of the launch (a unit
-// is a kernel's group of strips: a CTA's strip pair in fused_matmul.cu, a row block of 4 in
+// is a kernel's group of strips: a CTA's strip pair in fused_matmul.cu, a row block of 8 in
 // fused_gemm.cu), its outputs at y columns y_col ... y_col + rows - 1. The geometry fields
 // past `rows` are the same in every part (one K).
 struct Mat {

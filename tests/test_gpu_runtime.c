@@ -306,15 +306,17 @@ START_TEST(test_fused_matmul_stream_k)
     /* The wgmma kernel's ranges over grids of 1 to 13 CTAs whatever the GPU
      * (df11i_fused_gemm_test_grid), at one, two and three batch tiles: ranges that cut units
      * between CTAs (summed by the last from per-CTA partials) and span several, walked as one
-     * where K is a multiple of 256 (i) and a walk a unit elsewhere (the escape-heavy tensor,
-     * whose exceptions overflow the stage), each checked as test_fused_matmul checks. */
+     * where K is a multiple of 256 (i, and i stacked three times: from part to part) and a
+     * walk a unit elsewhere (f: K = 520, a last tile of one step, so that a unit's last step
+     * and the next one's first share x stage 0; the escape-heavy tensor, whose exceptions
+     * overflow the stage), each checked as test_fused_matmul and test_fused_matmul_stacked check. */
     fu_make_model();
     df11_model *m = fu_open(fu.path);
     if (!df11i_fused_gemm_supported()) {
         df11_model_close(m);
         return;
     }
-    static const size_t shapes[] = { FU_I, FU_ESC };
+    static const size_t shapes[] = { FU_I, 5 /* f */, FU_ESC };
     static const uint32_t ctas[] = { 1, 2, 5, 7, 13 }, batches[] = { 33, 64, 65, 129, 300 };
     uint64_t rng = fu.seed ^ 0x534b;
     const uint32_t old = df11i_cuda_matmul_fused_limit(DF11I_FUSED_EVERY);
@@ -328,6 +330,17 @@ START_TEST(test_fused_matmul_stream_k)
                 fu_check(m, &wt, sh, fu.t[shapes[i]].data, batches[b], &rng);
             df11i_fused_gemm_test_grid(was);
         }
+    }
+    const mm_shape *sh = &FU_SHAPES[FU_I];
+    df11_weight wt, parts[3], st;
+    ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
+    for (int i = 0; i < 3; i++) parts[i] = wt;
+    ck_assert_int_eq(df11_weight_stack(m, 3, parts, &st), DF11_OK);
+    for (size_t c = 0; c < sizeof ctas / sizeof ctas[0]; c++) {
+        const uint32_t was = df11i_fused_gemm_test_grid(ctas[c]);
+        for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++)
+            fu_check_stacked(m, &st, 3, sh, fu.t[FU_I].data, batches[b], &rng);
+        df11i_fused_gemm_test_grid(was);
     }
     df11i_cuda_matmul_fused_limit(old);
     df11_model_close(m);
