@@ -75,7 +75,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: df11-bench matmul [--blocks L] [--batches 1,2,...] [--reps R] [--dir DIR]\n"
-            "                         [--f32] [--threads T] [--lane-symbols S] [--json]\n"
+            "                         [--f32] [--threads T] [--lane-symbols S]\n"
+            "                         [--matrix-batch B] [--json]\n"
             "The matmul op over a model of L Llama-3-8B blocks (fixed and Huffman codes), a\n"
             "pass over every block's 7 matrices as an engine calls them, against the faster\n"
             "of cublasGemmEx and cublasLt (best of 8 algorithms) on the BF16 weights under\n"
@@ -88,6 +89,8 @@ static void usage(FILE *f)
             "  --threads T  generator and compressor threads (default 0 = all cores)\n"
             "  --lane-symbols S  the Huffman model's symbols a lane (multiple of 8; default\n"
             "               df11-compress's): its fused kernel's warps are S-long sequences\n"
+            "  --matrix-batch B  the batch of the per-matrix table, 1..512 (default 1); the\n"
+            "               fused path forced there at any B\n"
             "  --f32        y in F32 instead of BF16\n"
             "  --json       the numbers as one JSON object\n",
             MAX_BLOCKS, MAX_REPS);
@@ -460,16 +463,21 @@ static void json_num(const char *key, double v, const char *fmt)
 
 int bench_matmul_main(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        { "blocks", required_argument, 0, 'L' },  { "batches", required_argument, 0, 'b' },
-        { "reps", required_argument, 0, 'r' },    { "dir", required_argument, 0, 'd' },
-        { "threads", required_argument, 0, 't' }, { "lane-symbols", required_argument, 0, 's' },
-        { "f32", no_argument, 0, 'f' },           { "json", no_argument, 0, 'j' },
-        { "help", no_argument, 0, 'h' },          { 0, 0, 0, 0 }
-    };
+    static const struct option lo[] = { { "blocks", required_argument, 0, 'L' },
+                                        { "batches", required_argument, 0, 'b' },
+                                        { "reps", required_argument, 0, 'r' },
+                                        { "dir", required_argument, 0, 'd' },
+                                        { "threads", required_argument, 0, 't' },
+                                        { "lane-symbols", required_argument, 0, 's' },
+                                        { "f32", no_argument, 0, 'f' },
+                                        { "json", no_argument, 0, 'j' },
+                                        { "matrix-batch", required_argument, 0, 'm' },
+                                        { "help", no_argument, 0, 'h' },
+                                        { 0, 0, 0, 0 } };
     uint32_t batches[MAX_BATCHES] = { 1, 2, 4, 8, 16, 32, 64, 128, 256, 512 };
     int n_b = 10, threads = 0, json = 0, c;
     uint32_t lane_symbols = 0; /* the Huffman model's; 0: the library's default */
+    uint32_t mat_b = 1;        /* the per-matrix table's batch */
     long v;
     const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     bench b = { .L = 8, .yd = DF11_DTYPE_BF16, .reps = 20 };
@@ -513,6 +521,11 @@ int bench_matmul_main(int argc, char **argv)
                                        "not '%s'",
                                        optarg);
             lane_symbols = (uint32_t)v;
+            break;
+        case 'm':
+            if ((v = cli_parse_range(optarg, 1, MAX_B)) < 0)
+                return cli_usage_error(TOOL, "--matrix-batch takes 1..%d, not '%s'", MAX_B, optarg);
+            mat_b = (uint32_t)v;
             break;
         case 'f': b.yd = DF11_DTYPE_F32; break;
         case 'j': json = 1; break;
@@ -659,15 +672,15 @@ int bench_matmul_main(int argc, char **argv)
         }
     }
 
-    { /* per matrix at B = 1: the fused path and the reference, over all L blocks */
+    { /* per matrix at B = mat_b: the fused path and the reference, over all L blocks */
         double ex_us;
-        if (lt_tune(&b, 1, mat_ref)) goto out;
+        if (lt_tune(&b, mat_b, mat_ref)) goto out;
         for (int i = 0; i < N_MATS; i++) {
-            if ((ex_us = time_pass(&b, K_GEMMEX, i, 1, LIM_OWN, 1)) < 0) goto out;
+            if ((ex_us = time_pass(&b, K_GEMMEX, i, 1, LIM_OWN, mat_b)) < 0) goto out;
             if (ex_us / b.L < mat_ref[i]) mat_ref[i] = ex_us / b.L;
-            mat_fused[i] = fused_ok ? time_pass(&b, K_FIXED, i, 1, LIM_EVERY, 1) / b.L : NAN;
+            mat_fused[i] = fused_ok ? time_pass(&b, K_FIXED, i, 1, LIM_EVERY, mat_b) / b.L : NAN;
             if (mat_fused[i] < 0) {
-                fprintf(stderr, "%s: fused %s at B=1 failed\n", TOOL, MATS[i].name);
+                fprintf(stderr, "%s: fused %s at B=%u failed\n", TOOL, MATS[i].name, mat_b);
                 goto out;
             }
         }
@@ -724,7 +737,7 @@ int bench_matmul_main(int argc, char **argv)
             printf(",\"decode_decodes_per_pass\":%.2f,\"huffman_decodes_per_pass\":%.2f}",
                    dpp[bi][0], dpp[bi][1]);
         }
-        printf("],\"matrices_b1\":[");
+        printf("],\"matrix_batch\":%u,\"matrices\":[", mat_b);
         for (int i = 0; i < N_MATS; i++) {
             char tag[16];
             mat_tag(i, tag, sizeof tag);
@@ -780,11 +793,12 @@ int bench_matmul_main(int argc, char **argv)
                 print_us(t[bi][col], t[bi][C_GEMMEX_STACKED]);
             printf(" | %.3f |\n", ref / t[bi][C_OP_STACKED_GRAPH]);
         }
-        printf("\nPer matrix at B = 1 (µs a matrix; a graph over it in all %u blocks, replayed "
-               "after a 128 MiB read that evicts L2)\n"
+        printf("\nPer matrix at B = %u (µs a matrix; a graph over it in all %u blocks, replayed "
+               "after a 128 MiB read that evicts L2; of copy: compressed bytes a µs against the "
+               "copy's)\n"
                "| matrix | compressed MB | fused | reference | x | of copy |\n"
                "|---|---|---|---|---|---|\n",
-               b.L);
+               mat_b, b.L);
         for (int i = 0; i < N_MATS; i++) {
             char tag[16];
             mat_tag(i, tag, sizeof tag);

@@ -777,6 +777,28 @@ START_TEST(test_bench_read)
 }
 END_TEST
 
+START_TEST(test_bench_matmul_flags)
+{
+    /* df11-bench matmul's flags are checked before it looks for a GPU: each bad one fails
+     * with its message and the usage status (a build without CUDA says so instead). */
+    const char *bench = DF11_BENCH_DIR "/df11-bench";
+    static const char *bad[][2] = {
+        { "--matrix-batch 0", "--matrix-batch takes 1..512, not '0'" },
+        { "--matrix-batch 513", "--matrix-batch takes 1..512, not '513'" },
+        { "--batches 1,0", "--batches takes up to 16 of 1..512" },
+        { "--reps 0", "--reps takes 1..1000, not '0'" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const int rc = run(buf, sizeof buf, "'%s' matmul %s", bench, bad[i][0]);
+        if (strstr(buf, "built without CUDA")) {
+            ck_assert_int_eq(rc, 1);
+            continue;
+        }
+        ck_assert_msg(rc == 2 && strstr(buf, bad[i][1]), "%s: rc %d, %s", bad[i][0], rc, buf);
+    }
+}
+END_TEST
+
 START_TEST(test_codec_summary)
 {
     ck_assert_int_eq(run(buf, sizeof buf,
@@ -863,6 +885,7 @@ int main(void)
     tcase_add_test(tc, test_progress_only_on_terminal);
     tcase_add_test(tc, test_codec_summary);
     tcase_add_test(tc, test_bench_read);
+    tcase_add_test(tc, test_bench_matmul_flags);
     tcase_add_test(tc, test_tiers_tools);
     suite_add_tcase(s, tc);
     return df11_test_run(s);
