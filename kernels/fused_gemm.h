@@ -25,8 +25,9 @@ int df11i_fused_gemm_takes_cols(uint64_t cols);
 int df11i_fused_gemm_takes(const void *x, uint64_t cols);
 
 /* Bytes of workspace a launch over parts of these geometries needs at any batch (0 where
- * unsupported, or where it never splits K): twice the larger of the semaphores at its start
- * and the split-K partials at its end, as df11i_fused_matmul's. */
+ * unsupported, or where K fits one tile, so that no range cuts a row block): twice the
+ * larger of the semaphores at its start and the partials of cut row blocks at its end, as
+ * df11i_fused_matmul's. */
 df11_status df11i_fused_gemm_workspace(uint32_t n_parts, const df11i_fixed_geom *geom,
                                        uint64_t *bytes);
 
