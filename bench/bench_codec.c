@@ -17,6 +17,7 @@
 #include "tools/weights.h"
 
 #define TOOL "df11-bench codec"
+#define MAX_REPS 1000
 
 typedef struct {
     const char *label;
@@ -148,11 +149,24 @@ int bench_codec_main(int argc, char **argv)
     int threads = df11i_cpu_count(), reps = 3, json = 0, c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'n': n = strtoull(optarg, NULL, 10); break;
+        case 'n': /* up to 2^34 weights: 32 GiB of BF16 */
+            if (!cli_parse_u64(optarg, 1, 1ull << 34, 10, &n))
+                return cli_usage_error(TOOL, "--weights takes 1..%llu, not '%s'", 1ull << 34,
+                                       optarg);
+            break;
         case 'm': model = optarg; break;
-        case 's': seed = strtoull(optarg, NULL, 10); break;
-        case 't': threads = atoi(optarg); break;
-        case 'r': reps = atoi(optarg); break;
+        case 's':
+            if (!cli_parse_u64(optarg, 0, UINT64_MAX, 0, &seed))
+                return cli_usage_error(TOOL, "--seed takes a whole number, not '%s'", optarg);
+            break;
+        case 't':
+            if (cli_parse_threads(TOOL, optarg, &threads) != CLI_OK) return CLI_USAGE;
+            if (!threads) threads = df11i_cpu_count();
+            break;
+        case 'r':
+            if ((reps = (int)cli_parse_range(optarg, 1, MAX_REPS)) < 0)
+                return cli_usage_error(TOOL, "--reps takes 1..%d, not '%s'", MAX_REPS, optarg);
+            break;
         case 'j': json = 1; break;
         case 'h': usage(stdout); return CLI_OK;
         default: usage(stderr); return CLI_USAGE;

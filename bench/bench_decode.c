@@ -29,6 +29,7 @@
 #endif
 
 #define TOOL "df11-bench decode"
+#define MAX_REPS 10000
 
 static const weights_matrix *const block = weights_llama3_8b_block;
 #define N_MATS WEIGHTS_LLAMA3_8B_BLOCK_N
@@ -330,12 +331,29 @@ int bench_decode_main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
         case 'd': o.device = optarg; break;
-        case 'r': o.reps = atoi(optarg); break;
-        case 's': o.seed = strtoull(optarg, NULL, 0); break;
-        case 't': o.threads = atoi(optarg); break;
+        case 'r':
+            if ((o.reps = (int)cli_parse_range(optarg, 1, MAX_REPS)) < 0)
+                return cli_usage_error(TOOL, "--reps takes 1..%d, not '%s'", MAX_REPS, optarg);
+            break;
+        case 's':
+            if (!cli_parse_u64(optarg, 0, UINT64_MAX, 0, &o.seed))
+                return cli_usage_error(TOOL, "--seed takes a whole number, not '%s'", optarg);
+            break;
+        case 't':
+            if (cli_parse_threads(TOOL, optarg, &o.threads) != CLI_OK) return CLI_USAGE;
+            break;
         case 'j': o.json = 1; break;
         case 'S': o.small = 1; break;
-        case 'L': o.lane_symbols = (uint32_t)atoi(optarg); break;
+        case 'L': {
+            const long v = cli_parse_range(optarg, 8, 4096);
+            if (v < 0 || v % 8)
+                return cli_usage_error(TOOL,
+                                       "--lane-symbols takes a multiple of 8 in 8..4096, "
+                                       "not '%s'",
+                                       optarg);
+            o.lane_symbols = (uint32_t)v;
+            break;
+        }
         case 'C':
             if (cli_parse_codec(TOOL, optarg, &o.codec, NULL) != CLI_OK) return CLI_USAGE;
             break;
@@ -343,7 +361,6 @@ int bench_decode_main(int argc, char **argv)
         default: usage(stderr); return CLI_USAGE;
         }
     }
-    if (o.reps < 1) return cli_usage_error(TOOL, "--reps must be at least 1");
     int have_gpu = 0;
 #ifdef DF11_HAVE_CUDA
     int n_dev = 0;

@@ -47,6 +47,7 @@
 #endif
 
 #define TOOL "df11-bench pipeline"
+#define MAX_LAYERS 256
 
 static void usage(FILE *f)
 {
@@ -523,14 +524,36 @@ int bench_pipeline_main(int argc, char **argv)
     optind = 1;
     while ((opt = getopt_long(argc, argv, "l:k:b:r:d:s:t:g:Sh", longopts, NULL)) != -1) {
         switch (opt) {
-        case 'l': o.layers = (uint32_t)atoi(optarg); break;
-        case 'k': o.slots = (uint32_t)atoi(optarg); break;
-        case 'r': o.reps = atoi(optarg); break;
+        case 'l': { /* 436 MB of BF16 a layer */
+            const long v = cli_parse_range(optarg, 1, MAX_LAYERS);
+            if (v < 0)
+                return cli_usage_error(TOOL, "bad --layers '%s' (1..%d)", optarg, MAX_LAYERS);
+            o.layers = (uint32_t)v;
+            break;
+        }
+        case 'k': {
+            const long v = cli_parse_range(optarg, 2, MAX_LAYERS);
+            if (v < 0) return cli_usage_error(TOOL, "bad --slots '%s' (2..%d)", optarg, MAX_LAYERS);
+            o.slots = (uint32_t)v;
+            break;
+        }
+        case 'r':
+            if ((o.reps = (int)cli_parse_range(optarg, 1, 1000)) < 0)
+                return cli_usage_error(TOOL, "bad --reps '%s' (1..1000)", optarg);
+            break;
         case 'd': o.dir = optarg; break;
-        case 's': o.seed = strtoull(optarg, NULL, 0); break;
-        case 't': o.threads = atoi(optarg); break;
+        case 's':
+            if (!cli_parse_u64(optarg, 0, UINT64_MAX, 0, &o.seed))
+                return cli_usage_error(TOOL, "bad --seed '%s' (a whole number)", optarg);
+            break;
+        case 't':
+            if (cli_parse_threads(TOOL, optarg, &o.threads) != CLI_OK) return CLI_USAGE;
+            break;
         case 'S': o.small = 1; break;
-        case 'g': o.gemm_sms = atoi(optarg); break;
+        case 'g': /* cublasSetSmCountTarget: 0 = all */
+            if ((o.gemm_sms = (int)cli_parse_range(optarg, 0, 4096)) < 0)
+                return cli_usage_error(TOOL, "bad --gemm-sms '%s' (0..4096)", optarg);
+            break;
         case 'C': o.coresident = 1; break;
         case 'L': {
             char *end;
@@ -569,8 +592,12 @@ int bench_pipeline_main(int argc, char **argv)
         case 'b': {
             batches_given = 1;
             o.n_batches = 0;
-            for (char *p = strtok(optarg, ","); p && o.n_batches < 16; p = strtok(NULL, ","))
-                o.batches[o.n_batches++] = atoi(p);
+            for (char *p = strtok(optarg, ","); p; p = strtok(NULL, ",")) {
+                const long v = cli_parse_range(p, 1, 65536);
+                if (v < 0 || o.n_batches == 16)
+                    return cli_usage_error(TOOL, "bad --batches: '%s' (up to 16 of 1..65536)", p);
+                o.batches[o.n_batches++] = (int)v;
+            }
             break;
         }
         case 'h': usage(stdout); return CLI_OK;

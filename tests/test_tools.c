@@ -777,19 +777,34 @@ START_TEST(test_bench_read)
 }
 END_TEST
 
-START_TEST(test_bench_matmul_flags)
+START_TEST(test_bench_flags)
 {
-    /* df11-bench matmul's flags are checked before it looks for a GPU: each bad one fails
-     * with its message and the usage status (a build without CUDA says so instead). */
+    /* df11-bench's flags are checked before anything runs: each bad one fails with its
+     * message and the usage status (matmul and pipeline in a build without CUDA say so
+     * instead). A count that wrapped once overflowed a buffer (--weights 2^63), another a
+     * loop (--layers 613566757: 7 x that wraps to 3). */
     const char *bench = DF11_BENCH_DIR "/df11-bench";
     static const char *bad[][2] = {
-        { "--matrix-batch 0", "--matrix-batch takes 1..512, not '0'" },
-        { "--matrix-batch 513", "--matrix-batch takes 1..512, not '513'" },
-        { "--batches 1,0", "--batches takes up to 16 of 1..512" },
-        { "--reps 0", "--reps takes 1..1000, not '0'" },
+        { "matmul --matrix-batch 0", "--matrix-batch takes 1..512, not '0'" },
+        { "matmul --matrix-batch 513", "--matrix-batch takes 1..512, not '513'" },
+        { "matmul --batches 1,0", "--batches takes up to 16 of 1..512" },
+        { "matmul --reps 0", "--reps takes 1..1000, not '0'" },
+        { "codec --weights 9223372036854775808", "--weights takes 1..17179869184" },
+        { "codec --weights abc", "--weights takes 1..17179869184, not 'abc'" },
+        { "codec --reps -5", "--reps takes 1..1000, not '-5'" },
+        { "codec --threads -7", "--threads '-7'" },
+        { "codec --seed -1", "--seed takes a whole number, not '-1'" },
+        { "decode --reps 0", "--reps takes 1..10000, not '0'" },
+        { "decode --seed 1x", "--seed takes a whole number, not '1x'" },
+        { "decode --lane-symbols 7", "--lane-symbols takes a multiple of 8 in 8..4096" },
+        { "decode --threads 1e3", "--threads '1e3'" },
+        { "pipeline --layers 613566757", "bad --layers '613566757' (1..256)" },
+        { "pipeline --slots 1", "bad --slots '1' (2..256)" },
+        { "pipeline --batches 16,x", "bad --batches: 'x'" },
+        { "pipeline --gemm-sms -1", "bad --gemm-sms '-1'" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        const int rc = run(buf, sizeof buf, "'%s' matmul %s", bench, bad[i][0]);
+        const int rc = run(buf, sizeof buf, "'%s' %s", bench, bad[i][0]);
         if (strstr(buf, "built without CUDA")) {
             ck_assert_int_eq(rc, 1);
             continue;
@@ -885,7 +900,7 @@ int main(void)
     tcase_add_test(tc, test_progress_only_on_terminal);
     tcase_add_test(tc, test_codec_summary);
     tcase_add_test(tc, test_bench_read);
-    tcase_add_test(tc, test_bench_matmul_flags);
+    tcase_add_test(tc, test_bench_flags);
     tcase_add_test(tc, test_tiers_tools);
     suite_add_tcase(s, tc);
     return df11_test_run(s);

@@ -161,6 +161,17 @@ uint64_t cli_parse_size(const char *s)
     return (uint64_t)v << shift;
 }
 
+bool cli_parse_u64(const char *s, uint64_t lo, uint64_t hi, int base, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!s[0] || s[0] == '-' || s[0] == '+' || isspace((unsigned char)s[0])) return false;
+    unsigned long long v = strtoull(s, &end, base);
+    if (errno || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
 long cli_parse_range(const char *s, long lo, long hi)
 {
     char *end;

@@ -40,6 +40,9 @@ void cli_progress(void *tool_name, uint64_t done, uint64_t total);
 const char *cli_bytes(uint64_t bytes);
 /* A whole decimal number in [lo, hi] (a flag's value), or -1. */
 long cli_parse_range(const char *s, long lo, long hi);
+/* An unsigned whole number in [lo, hi] in `base` (0: decimal, 0x hex or 0 octal, as strtoull)
+ * into *out; false (and *out untouched) for anything else, a sign included. */
+bool cli_parse_u64(const char *s, uint64_t lo, uint64_t hi, int base, uint64_t *out);
 /* A positive byte count with an optional K, M, G or T suffix (powers of 1024), e.g. "6G";
  * 0 when `s` is not one. */
 uint64_t cli_parse_size(const char *s);

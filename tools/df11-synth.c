@@ -188,17 +188,6 @@ static df11_status write_file(const char *path, const char *text)
 
 /* ---- main ---- */
 
-static bool parse_u64(const char *s, uint64_t lo, uint64_t hi, int base, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    if (!s[0] || s[0] == '-') return false;
-    unsigned long long v = strtoull(s, &end, base);
-    if (errno || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
 static int bad_usage(const char *msg, const char *arg)
 {
     return cli_usage_error(PROG, "%s '%s'", msg, arg);
@@ -262,19 +251,19 @@ int main(int argc, char **argv)
             break;
         }
         case OPT_LAYERS:
-            if (!parse_u64(optarg, 1, 10000, 10, &layers))
+            if (!cli_parse_u64(optarg, 1, 10000, 10, &layers))
                 return bad_usage("--layers wants 1..10000, not", optarg);
             break;
         case OPT_SEED:
-            if (!parse_u64(optarg, 0, UINT64_MAX, 0, &seed))
+            if (!cli_parse_u64(optarg, 0, UINT64_MAX, 0, &seed))
                 return bad_usage("--seed wants an unsigned integer, not", optarg);
             break;
         case OPT_VOCAB:
-            if (!parse_u64(optarg, 1, 1u << 24, 10, &vocab))
+            if (!cli_parse_u64(optarg, 1, 1u << 24, 10, &vocab))
                 return bad_usage("--vocab wants 1..16777216, not", optarg);
             break;
         case 't':
-            if (!parse_u64(optarg, 0, 4096, 10, &threads))
+            if (!cli_parse_u64(optarg, 0, 4096, 10, &threads))
                 return bad_usage("--threads wants 0..4096, not", optarg);
             break;
         case 'h': usage(stdout); return CLI_OK;
