@@ -92,6 +92,17 @@ static df11_status plan_layout_of(const df11_file *file, const df11_group_info *
         pl->chunks += df11i_file_tensor_layout(file, gi->first_tensor + i)->n_chunks;
         pl->size += DF11_GPU_LUT_BYTES(units);
     }
+    /* A decode table a Huffman tensor, up to 64 KiB each: a group of many tiny tensors (a
+     * hostile index) would cost far more plan than weights, and past 4 GiB its descriptors'
+     * 32-bit table offsets would wrap onto another tensor's table (wrong weights). Real
+     * groups have a few tables against megabytes of weights. */
+    const uint64_t tables = pl->size - pl->luts_off;
+    if (pl->size > UINT32_MAX || tables > gi->decoded_size + ((uint64_t)64 << 20))
+        return df11i_fail(DF11_ERR_UNSUPPORTED,
+                          "group '%s': %u tensors need %llu bytes of GPU decode tables for %llu "
+                          "bytes of weights (at most those plus 64 MiB)",
+                          gi->name, gi->n_tensors, (unsigned long long)tables,
+                          (unsigned long long)gi->decoded_size);
     return DF11_OK;
 }
 

@@ -15,6 +15,7 @@
 #include "common/error.h"
 #include "common/fileio.h"
 #include "common/parallel.h"
+#include "common/utf8.h"
 #include "common/util.h"
 #include "loader/container.h"
 #include "loader/format.h"
@@ -239,6 +240,11 @@ static df11_status copy_names(df11_file *f)
         if (memchr(np, '\0', len))
             return FAIL(DF11_ERR_CORRUPT, "%s %u: NUL in its name", name_kind(f, i),
                         name_owner(f, i));
+        /* names reach terminals and JSON as they are (df11-inspect, errors) */
+        if (!df11i_utf8_text(np, len))
+            return FAIL(DF11_ERR_CORRUPT,
+                        "%s %u: its name is not UTF-8 text (or holds a control character)",
+                        name_kind(f, i), name_owner(f, i));
         if (i < f->n_groups)
             f->groups[i].name = np;
         else

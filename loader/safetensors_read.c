@@ -16,6 +16,7 @@
 #include "common/error.h"
 #include "common/fileio.h"
 #include "common/names.h"
+#include "common/utf8.h"
 #include "common/util.h"
 #include "loader/safetensors.h"
 
@@ -338,6 +339,13 @@ static df11_status parse_entries(const cJSON *root, const char *label, const uin
         df11_status st = parse_entry(it, label, data_size, e);
         if (st != DF11_OK) return st;
         size_t len = strlen(it->string) + 1;
+        /* a name goes into the .df11 index and onto terminals as it is: text only (the
+         * header's JSON may escape any code point, a control character included) */
+        if (!df11i_utf8_text(it->string, len - 1))
+            return df11i_fail(DF11_ERR_CORRUPT,
+                              "'%s': a tensor name is not UTF-8 text (or holds a control "
+                              "character)",
+                              label);
         memcpy(names, it->string, len);
         e->src.name = names;
         names += len;

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "codec/codec.h"
 #include "df11/compress.h"
@@ -789,6 +790,52 @@ START_TEST(test_gpu_plan_size_matches_build)
     }
 }
 END_TEST
+
+/* A group of many tiny Huffman tensors at L = 15 needs a 64 KiB decode table for each 16
+ * bytes of weights: 65,537 of them wrapped the descriptors' 32-bit table offsets onto
+ * another tensor's table, and a 17 MB file asked for 4 GiB of plan. Past the group's
+ * weights plus 64 MiB of tables the plan is refused, before anything is allocated; 1000
+ * tables (62.5 MiB) still plan. */
+START_TEST(test_gpu_plan_tables_bounded)
+{
+    enum { N = 1100 };
+    static uint16_t w[N][8];
+    static char names[N][32];
+    static df11_tensor_source src[N];
+    for (int i = 0; i < N; i++) {
+        df11_test_fill_weights(w[i], 8, 8, &rng);
+        snprintf(names[i], sizeof names[i], "model.layers.0.t%04d", i);
+        src[i] = (df11_tensor_source){
+            .name = names[i], .dtype = DF11_DTYPE_BF16, .ndim = 1, .shape = { 8 }, .data = w[i]
+        };
+    }
+    df11_compress_options o = { .n_threads = 1, .max_code_len = 15, .lane_symbols = 8 };
+    static const int counts[] = { 1000, N };
+    for (int k = 0; k < 2; k++) {
+        char path[600];
+        snprintf(path, sizeof path, "%s/tables%d.df11", df11_test_tmpdir(), counts[k]);
+        ck_assert_int_eq(df11_compress_tensors(path, src, (size_t)counts[k], NULL, 0, &o, NULL),
+                         DF11_OK);
+        df11_file *f;
+        ck_assert_int_eq(df11_file_open(path, &f), DF11_OK);
+        ck_assert_uint_eq(df11_file_n_groups(f), 1);
+        size_t size = 0;
+        const df11_status want = k ? DF11_ERR_UNSUPPORTED : DF11_OK;
+        ck_assert_int_eq(df11i_gpu_plan_size(f, 0, &size), want);
+        void *payload = malloc(df11_file_group(f, 0)->payload_size), *blob = NULL;
+        ck_assert_int_eq(df11_file_read_group(f, 0, payload), DF11_OK);
+        ck_assert_int_eq(df11i_gpu_plan_build(f, 0, payload, &blob, &size), want);
+        if (k) {
+            ck_assert_ptr_null(blob);
+            ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "GPU decode tables"));
+        }
+        free(blob);
+        free(payload);
+        df11_file_close(f);
+        unlink(path);
+    }
+}
+END_TEST
 #endif
 
 int main(void)
@@ -813,6 +860,7 @@ int main(void)
     tcase_add_test(tc, test_mutated_tables_never_overrun);
 #ifdef DF11_HAVE_CUDA
     tcase_add_test(tc, test_gpu_plan_size_matches_build);
+    tcase_add_test(tc, test_gpu_plan_tables_bounded);
 #endif
     suite_add_tcase(s, tc);
     return df11_test_run(s);

@@ -392,6 +392,29 @@ START_TEST(test_hostile_index)
 }
 END_TEST
 
+START_TEST(test_long_multibyte_name)
+{
+    /* A non-layer tensor's group is named after it, cut to 255 bytes: cut inside a two-byte
+     * character, the group's name was not UTF-8 and the reader refused the file. */
+    uint16_t w[64];
+    df11_test_fill_weights(w, 64, 8, &rng);
+    char name[401];
+    for (int i = 0; i < 200; i++) memcpy(name + 2 * i, "\xc3\xa9", 2);
+    name[400] = '\0';
+    df11_tensor_source src = { name, DF11_DTYPE_BF16, 1, { 64 }, w };
+    const char *out = path_in_tmp("long_name.df11");
+    ck_assert_int_eq(df11_compress_tensors(out, &src, 1, NULL, 0, NULL, NULL), DF11_OK);
+    df11_file *f;
+    ck_assert_int_eq(df11_file_open(out, &f), DF11_OK);
+    ck_assert_str_eq(df11_file_tensor(f, 0)->name, name);
+    const char *g = df11_file_group(f, 0)->name;
+    ck_assert_uint_eq(strlen(g), 254);
+    ck_assert_int_eq(memcmp(g, name, 254), 0);
+    df11_file_close(f);
+    unlink(out);
+}
+END_TEST
+
 START_TEST(test_writer_is_atomic)
 {
     uint16_t w[64];
@@ -414,6 +437,12 @@ START_TEST(test_writer_is_atomic)
     df11_tensor_source gap[] = { { "model.layers.0.a", DF11_DTYPE_BF16, 1, { 64 }, w },
                                  { "model.layers.2.a", DF11_DTYPE_BF16, 1, { 64 }, w } };
     ck_assert_int_eq(df11_compress_tensors(out, gap, 2, NULL, 0, NULL, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_int_ne(access(out, F_OK), 0);
+    /* a name that readers would refuse (not UTF-8 text) is refused before anything is written */
+    df11_tensor_source esc = { "model.\x1b[2J.weight", DF11_DTYPE_BF16, 1, { 64 }, w };
+    ck_assert_int_eq(df11_compress_tensors(out, &esc, 1, NULL, 0, NULL, NULL),
+                     DF11_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "not UTF-8 text"));
     ck_assert_int_ne(access(out, F_OK), 0);
     ck_assert_int_eq(df11_compress_tensors("/nonexistent-dir/x.df11", dup, 1, NULL, 0, NULL, NULL),
                      DF11_ERR_IO);
@@ -497,6 +526,25 @@ START_TEST(test_name_ranges)
     ck_assert_int_eq(with_field(c, size, HDR_N_GROUPS, 4, df11i_ld32(b + HDR_N_GROUPS)),
                      DF11_ERR_CORRUPT);
     ck_assert_msg(strstr(df11_last_error_detail(), "NUL") != NULL, "%s", df11_last_error_detail());
+    free(c);
+    /* names are UTF-8 text: an escape character (a terminal's), a byte that is not UTF-8 or
+     * a C1 control in a name is corrupt; a two-byte character is a name */
+    const uint64_t at = df11i_ld64(b + HDR_STRINGS_OFFSET) + t1_off + 1;
+    static const uint8_t bad_bytes[][2] = { { 0x1b, '[' }, { 0xff, 0xfe }, { 0xc2, 0x9b } };
+    for (int k = 0; k < 3; k++) {
+        c = malloc(size);
+        memcpy(c, b, size);
+        memcpy(c + at, bad_bytes[k], 2);
+        ck_assert_int_eq(with_field(c, size, HDR_N_GROUPS, 4, df11i_ld32(b + HDR_N_GROUPS)),
+                         DF11_ERR_CORRUPT);
+        ck_assert_msg(strstr(df11_last_error_detail(), "not UTF-8 text") != NULL, "%s",
+                      df11_last_error_detail());
+        free(c);
+    }
+    c = malloc(size);
+    memcpy(c, b, size);
+    memcpy(c + at, "\xc3\xa9", 2);
+    ck_assert_int_eq(with_field(c, size, HDR_N_GROUPS, 4, df11i_ld32(b + HDR_N_GROUPS)), DF11_OK);
     free(c);
     free(b);
 }
@@ -1040,6 +1088,7 @@ int main(void)
     tcase_add_test(tc, test_flipped_bytes);
     tcase_add_test(tc, test_hostile_index);
     tcase_add_test(tc, test_writer_is_atomic);
+    tcase_add_test(tc, test_long_multibyte_name);
     tcase_add_test(tc, test_name_ranges);
     tcase_add_test(tc, test_open_threads);
     tcase_add_test(tc, test_detail_keeps_reason);

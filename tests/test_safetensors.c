@@ -637,6 +637,24 @@ START_TEST(test_hostile_duplicate_name)
 }
 END_TEST
 
+START_TEST(test_hostile_name_not_text)
+{
+    /* A name reaches the .df11 index, terminals and JSON as it is: a control character
+     * (escaped in the header's JSON or raw), bytes that are not UTF-8, an overlong form or a
+     * surrogate are refused; any other character is a name. */
+    ASSERT_PARSE("{" T("a\\u001b[2Jb") ":" OK_ENTRY "}", 8, DF11_ERR_CORRUPT);
+    ASSERT_PARSE("{" T("a\x01"
+                       "b") ":" OK_ENTRY "}",
+                 8, DF11_ERR_CORRUPT);
+    ASSERT_PARSE("{" T("a\\u009bb") ":" OK_ENTRY "}", 8, DF11_ERR_CORRUPT);
+    ASSERT_PARSE("{" T("a\xff\xfe.weight") ":" OK_ENTRY "}", 8, DF11_ERR_CORRUPT);
+    ASSERT_PARSE("{" T("a\xc0\xae") ":" OK_ENTRY "}", 8, DF11_ERR_CORRUPT);
+    ASSERT_PARSE("{" T("a\xed\xa0\x80") ":" OK_ENTRY "}", 8, DF11_ERR_CORRUPT);
+    ASSERT_PARSE("{" T("caf\xc3\xa9.\xe5\xb1\x82.\xf0\x9f\x98\x80") ":" OK_ENTRY "}", 8, DF11_OK);
+    ASSERT_PARSE("{" T("caf\\u00e9") ":" OK_ENTRY "}", 8, DF11_OK);
+}
+END_TEST
+
 START_TEST(test_duplicate_across_parses)
 {
     size_t size;
@@ -918,6 +936,7 @@ static Suite *safetensors_suite(void)
     tcase_add_test(tc, test_hostile_offsets_past_data);
     tcase_add_test(tc, test_hostile_overlap);
     tcase_add_test(tc, test_hostile_duplicate_name);
+    tcase_add_test(tc, test_hostile_name_not_text);
     tcase_add_test(tc, test_duplicate_across_parses);
     tcase_add_test(tc, test_valid_edge_cases);
     tcase_add_test(tc, test_mutations_do_not_crash);

@@ -18,6 +18,7 @@
 #include "common/error.h"
 #include "common/names.h"
 #include "common/parallel.h"
+#include "common/utf8.h"
 #include "common/util.h"
 #include "df11/compress.h"
 #include "loader/format.h"
@@ -51,6 +52,12 @@ static df11_status plan_tensors(const df11_tensor_source *t, size_t n, const cha
         const df11_tensor_source *s = &t[i];
         if (!s->name || !s->name[0] || strlen(s->name) > UINT16_MAX)
             return df11i_fail(DF11_ERR_INVALID_ARG, "tensor %zu has no usable name", i);
+        /* readers refuse the file otherwise (loader/container_read.c) */
+        if (!df11i_utf8_text(s->name, strlen(s->name)))
+            return df11i_fail(DF11_ERR_INVALID_ARG,
+                              "tensor %zu: its name is not UTF-8 text (or holds a control "
+                              "character)",
+                              i);
         size_t es = df11_dtype_size(s->dtype);
         if (!es) return df11i_fail(DF11_ERR_DTYPE, "tensor '%s': dtype %d", s->name, (int)s->dtype);
         if (s->ndim > DF11_MAX_DIMS)
@@ -100,7 +107,10 @@ static df11_status plan_groups(tensor_plan *plans, size_t n, group_plan **out_gr
         const char *name = plans[i].src->name;
         size_t len = strlen(name);
         if (len > 7 && strcmp(name + len - 7, ".weight") == 0) len -= 7;
-        if (len >= sizeof groups[g].name) len = sizeof groups[g].name - 1;
+        if (len >= sizeof groups[g].name) { /* cut before a whole character */
+            len = sizeof groups[g].name - 1;
+            while (len && ((unsigned char)name[len] & 0xc0) == 0x80) len--;
+        }
         memcpy(groups[g].name, name, len);
         groups[g].layer = -1;
         groups[g].first = k;
