@@ -64,11 +64,14 @@ typedef struct df11i_memstat_page df11i_memstat_page;
 /* Bounds a reader enforces: more groups than any model has, a page far larger than ours. */
 #define DF11_MEMSTAT_MAX_GROUPS (1u << 20)
 #define DF11_MEMSTAT_MAX_PAGE (1u << 20)
+/* and byte counts of at most 64 PiB each, so that the sums printers take cannot wrap */
+#define DF11_MEMSTAT_MAX_BYTES (1ull << 56)
 
 /* Copies the page at `mapped` (mapped_size readable bytes, 8-byte aligned as mmap gives)
  * into `out` under its seqlock and checks it: magic and version, DF11_MEMSTAT_MIN_SIZE <=
  * size <= mapped_size, NUL-terminated strings (`backend` printable ASCII; `path` any bytes, a
- * model path may hold them: printers escape it), counts and slot states in range,
+ * model path may hold them: printers escape it), counts, byte counts
+ * (DF11_MEMSTAT_MAX_BYTES) and slot states in range,
  * finite times. A writer that stays mid-update (seq odd) or keeps updating is given a
  * bounded number of tries. Returns 0 with `out` a checked, NUL-terminated copy (fields past
  * the writer's size zero), or -1 with a one-line reason in `why` (may be NULL). Pure: no

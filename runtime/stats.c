@@ -239,5 +239,12 @@ int df11i_memstat_page_read(const void *mapped, size_t mapped_size, df11i_memsta
     }
     if (!isfinite(p->decode_ms) || p->decode_ms < 0 || !isfinite(p->open_ms) || p->open_ms < 0)
         return bad(why, why_len, "times not finite");
+    const uint64_t bytes[] = { p->compressed_bytes, p->bf16_bytes,      p->arena_bytes,
+                               p->resident_bytes,   p->staging_bytes,   p->metadata_bytes,
+                               p->pool_reserved,    p->pool_high_water, p->memory_limit };
+    for (size_t i = 0; i < sizeof bytes / sizeof bytes[0]; i++)
+        if (bytes[i] > DF11_MEMSTAT_MAX_BYTES)
+            return bad(why, why_len, "a byte count of %llu (at most 2^56)",
+                       (unsigned long long)bytes[i]);
     return 0;
 }

@@ -235,6 +235,14 @@ START_TEST(test_tiers_tools)
     ck_assert_int_eq(run(buf, sizeof buf, "%s", cmd), 0);
     ck_assert_ptr_nonnull(strstr(buf, "per pass host->device"));
     ck_assert_int_eq(run(buf, sizeof buf, "df11-memstat tiers.df11 --vram-budget 6X"), 2);
+    /* a refresh period that is not a number of seconds in range (inf spun, 5000 overflowed
+     * the sleep's microseconds) */
+    static const char *intervals[] = { "inf", "nan", "0.01", "5000", "''", "1s" };
+    for (size_t i = 0; i < sizeof intervals / sizeof intervals[0]; i++) {
+        ck_assert_int_eq(
+            run(buf, sizeof buf, "timeout 10 df11-memstat -w --interval %s", intervals[i]), 2);
+        ck_assert_msg(strstr(buf, "0.05..3600 seconds"), "%s", buf);
+    }
     ck_assert_int_eq(run(buf, sizeof buf, "df11-memstat tiers.df11 --host-budget 1G"), 2);
     ck_assert_int_eq(run(buf, sizeof buf, "df11-memstat tiers.df11 --vram-budget 4K"), 1);
 
@@ -384,7 +392,7 @@ START_TEST(test_memstat_bad_pages)
     p->slot_block[0] = 1;
     p->slot_state[0] = 2;
 
-    enum { N = 11 };
+    enum { N = 13 }; /* 0 and N - 1 good, the others bad */
     char names[N][64];
     for (int i = 0; i < N; i++)
         snprintf(names[i], sizeof names[i], i ? "df11-%d-%d" : "df11-%d", (int)child, i);
@@ -414,6 +422,13 @@ START_TEST(test_memstat_bad_pages)
     char fifo[300];
     snprintf(fifo, sizeof fifo, "/dev/shm/%s", names[10]);
     ck_assert_int_eq(mkfifo(fifo, 0600), 0); /* a FIFO: open must not block */
+    bad = *p;
+    bad.compressed_bytes = UINT64_MAX; /* its sum with resident_bytes wrapped */
+    bad.resident_bytes = 2;
+    shm_page(names[11], &bad, sizeof bad, 4096);
+    df11i_memstat_page odd = *p; /* a path may hold any bytes: printed as text all the same */
+    snprintf(odd.path, sizeof odd.path, "odd\xff\xfe\x1b[2J\xc3\xa9.df11");
+    shm_page(names[12], &odd, sizeof odd, 4096);
 
     int rc_json = run(buf, sizeof buf, "{ timeout 60 df11-memstat --json 2>notes; }");
     char *json = strdup(buf);
@@ -425,7 +440,7 @@ START_TEST(test_memstat_bad_pages)
     kill(child, SIGKILL);
     waitpid(child, NULL, 0);
     for (int i = 0; i < N; i++) {
-        char path[800];
+        char path[1024];
         snprintf(path, sizeof path, "/dev/shm/%s", names[i]);
         unlink(path);
     }
@@ -438,15 +453,19 @@ START_TEST(test_memstat_bad_pages)
     snprintf(want, sizeof want, "\"pid\": %d", (int)child);
     ck_assert_msg(strstr(json, want) && strstr(json, "good-model.df11"), "%s", json);
     ck_assert_msg(strstr(json, "\"state\": \"acquired\", \"block\": 1"), "%s", json);
+    /* the odd path: bytes that are not UTF-8 as U+FFFD, the escape escaped, é as it is */
+    ck_assert_msg(strstr(json, "\"odd\\ufffd\\ufffd\\u001b[2J\xc3\xa9.df11\""), "%s", json);
+    ck_assert_msg(strstr(text, "odd???[2J\xc3\xa9.df11"), "%s", text);
     /* one note per bad page, each on its own line */
-    for (int i = 1; i < N; i++) {
+    for (int i = 1; i < N - 1; i++) {
         char line[128];
         snprintf(line, sizeof line, "df11-memstat: skipping /dev/shm/%s: ", names[i]);
         ck_assert_msg(strstr(notes, line), "no note for %s in\n%s", names[i], notes);
     }
     int lines = 0;
     for (const char *c = notes; *c; c++) lines += *c == '\n';
-    ck_assert_msg(lines == N - 1, "%d lines:\n%s", lines, notes);
+    ck_assert_msg(lines == N - 2, "%d lines:\n%s", lines, notes);
+    ck_assert_msg(strstr(notes, "byte count"), "%s", notes);
     ck_assert_msg(rc_text == 0 && strstr(text, "good-model.df11") && !strstr(text, "AAAA"), "%s",
                   text);
     free(json);

@@ -23,8 +23,10 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "common/utf8.h"
 #include "df11/runtime.h"
 #include "runtime/memstat.h"
 #include "tools/cli.h"
@@ -45,7 +47,7 @@ static void usage(FILE *f)
             "of K slots (K x the largest layer group), and the saving against BF16.\n"
             "\n"
             "  -w, --watch          refresh until interrupted\n"
-            "  -i, --interval SEC   refresh period for --watch (default 1)\n"
+            "  -i, --interval SEC   refresh period for --watch, 0.05..3600 (default 1)\n"
             "With a budget: where each block of FILE would live (device memory, pinned RAM,\n"
             "or the file) and the bytes each link carries per pass, as df11-run\n"
             "--vram-budget/--host-budget would open it (the GPU's plan where one is present).\n"
@@ -61,17 +63,24 @@ static void usage(FILE *f)
 
 static double pct(uint64_t a, uint64_t b) { return b ? 100.0 * (double)a / (double)b : 0.0; }
 
+/* s as a JSON string: control characters escaped, and a byte that does not start a UTF-8
+ * character (a page's path may hold any bytes) as U+FFFD, so the output stays valid JSON. */
 static void json_str(const char *s)
 {
     putchar('"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            printf("\\%c", c);
-        else if (c < 0x20)
-            printf("\\u%04x", c);
+    for (size_t n = strlen(s); n;) {
+        uint32_t cp;
+        size_t k = df11i_utf8_seq(s, n, &cp);
+        if (!k)
+            fputs("\\ufffd", stdout), k = 1;
+        else if (cp == '"' || cp == '\\')
+            printf("\\%c", (char)cp);
+        else if (df11i_utf8_control(cp))
+            printf("\\u%04x", (unsigned)cp);
         else
-            putchar(c);
+            fwrite(s, 1, k, stdout);
+        s += k;
+        n -= k;
     }
     putchar('"');
 }
@@ -165,10 +174,20 @@ static void print_slot_text(const df11i_memstat_page *p, uint32_t i)
         printf(" [%u] group %d %s", i, key - (int32_t)p->n_blocks, state_name(p->slot_state[i]));
 }
 
-/* The path as text, control characters as '?' (a path is the publisher's to choose). */
+/* The path as text, control characters and bytes that are not UTF-8 as '?' (a path is the
+ * publisher's to choose, and goes to a terminal). */
 static void print_path(const char *s)
 {
-    for (; *s; s++) putchar((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s);
+    for (size_t n = strlen(s); n;) {
+        uint32_t cp;
+        size_t k = df11i_utf8_seq(s, n, &cp);
+        if (!k || df11i_utf8_control(cp))
+            putchar('?'), k = k ? k : 1;
+        else
+            fwrite(s, 1, k, stdout);
+        s += k;
+        n -= k;
+    }
 }
 
 static void print_text(const page_copy *c)
@@ -454,9 +473,10 @@ int main(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "wi:k:jhV", longopts, NULL)) != -1) {
         switch (opt) {
         case 'w': watch = 1; break;
-        case 'i':
+        case 'i': /* rejects nan and inf too */
             interval = strtod(optarg, &end);
-            if (*end || interval <= 0) return cli_usage_error(TOOL, "bad --interval '%s'", optarg);
+            if (*end || end == optarg || !(interval >= 0.05 && interval <= 3600))
+                return cli_usage_error(TOOL, "bad --interval '%s' (0.05..3600 seconds)", optarg);
             break;
         case 'k':
             slots = strtol(optarg, &end, 10);
@@ -494,6 +514,8 @@ int main(int argc, char **argv)
         if (!json && isatty(STDOUT_FILENO)) printf("\033[H\033[2J");
         int rc = list_processes(json);
         if (rc != CLI_OK) return rc;
-        usleep((useconds_t)(interval * 1e6));
+        const struct timespec ts = { (time_t)interval,
+                                     (long)((interval - (double)(time_t)interval) * 1e9) };
+        nanosleep(&ts, NULL);
     }
 }
