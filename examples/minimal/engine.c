@@ -72,7 +72,16 @@ static void rope(float *v, uint32_t n_heads, uint32_t hd, uint32_t pos, float th
         }
 }
 
-/* A norm weight, read once: its data as F32 into out (n values). */
+/* A linear weight's shape against config.json's: the buffers are sized by the config. */
+static int shape_ok(const df11_weight *w, uint32_t rows, uint32_t cols)
+{
+    if (w->rows == rows && w->cols == cols) return 1;
+    fprintf(stderr, "engine: %s: [%u, %u], config.json says [%u, %u]\n", w->name, w->rows, w->cols,
+            rows, cols);
+    return 0;
+}
+
+/* A norm weight, read once: its data as F32 into out (hidden_size values). */
 static int norm_read(engine *e, const char *name, float *out)
 {
     uint32_t id;
@@ -80,11 +89,15 @@ static int norm_read(engine *e, const char *name, float *out)
     if (check(df11_tensor_id(e->m, name, &id), name) ||
         check(df11_tensor_get_id(e->m, id, NULL, &v), name))
         return 1;
-    int bad = v.dtype != DF11_DTYPE_BF16 && v.dtype != DF11_DTYPE_F32;
+    /* the file's shape, not config.json's hidden_size, says how many values there are */
+    int bad = (v.dtype != DF11_DTYPE_BF16 && v.dtype != DF11_DTYPE_F32) || v.ndim != 1 ||
+              v.shape[0] != e->h.hidden_size;
     if (!bad && v.dtype == DF11_DTYPE_BF16) df11_bf16_to_f32(v.data, out, e->h.hidden_size);
     if (!bad && v.dtype == DF11_DTYPE_F32) memcpy(out, v.data, e->h.hidden_size * 4);
     df11_tensor_release_id(e->m, id, NULL);
-    if (bad) fprintf(stderr, "engine: %s: not BF16 or F32\n", name);
+    if (bad)
+        fprintf(stderr, "engine: %s: want BF16 or F32 [%u], as config.json's hidden_size\n", name,
+                e->h.hidden_size);
     return bad;
 }
 
@@ -96,6 +109,10 @@ static int engine_load(engine *e)
         fprintf(stderr, "engine: rope scaling '%s' is not in this example\n", h->rope.name);
         return 1;
     }
+    const uint32_t q_dim = h->n_heads * h->head_dim, kv_dim = h->n_kv_heads * h->head_dim;
+    const uint32_t I = h->intermediate_size;
+    const uint32_t want[N_LINEAR][2] = { { q_dim, D }, { kv_dim, D }, { kv_dim, D }, { D, q_dim },
+                                         { I, D },     { I, D },      { D, I } };
     e->w = calloc((size_t)L * N_LINEAR, sizeof *e->w);
     e->norm_in = calloc((size_t)L * D, 4);
     e->norm_post = calloc((size_t)L * D, 4);
@@ -105,7 +122,9 @@ static int engine_load(engine *e)
     for (uint32_t l = 0; l < L; l++) {
         for (int j = 0; j < N_LINEAR; j++) {
             snprintf(name, sizeof name, "model.layers.%u.%s.weight", l, LINEAR[j]);
-            if (check(df11_weight_get(e->m, name, &e->w[l * N_LINEAR + j]), name)) return 1;
+            if (check(df11_weight_get(e->m, name, &e->w[l * N_LINEAR + j]), name) ||
+                !shape_ok(&e->w[l * N_LINEAR + j], want[j][0], want[j][1]))
+                return 1;
         }
         /* A layer's tensors are served while its block is acquired. */
         if (check(df11_block_acquire(e->m, l, NULL, NULL), "block")) return 1;
@@ -122,8 +141,8 @@ static int engine_load(engine *e)
         e->head = e->embed;
     else if (check(df11_weight_get(e->m, "lm_head.weight", &e->head), "lm_head"))
         return 1;
+    if (!shape_ok(&e->embed, h->vocab_size, D) || !shape_ok(&e->head, h->vocab_size, D)) return 1;
 
-    const uint32_t q_dim = h->n_heads * h->head_dim, kv_dim = h->n_kv_heads * h->head_dim;
     e->ctx = h->max_positions < 256 ? h->max_positions : 256;
     e->k_cache = calloc((size_t)L * e->ctx * kv_dim, 4);
     e->v_cache = calloc((size_t)L * e->ctx * kv_dim, 4);
@@ -209,23 +228,37 @@ int main(int argc, char **argv)
     if (check(s, argv[1])) return 1;
     e.h.size = sizeof e.h;
     int rc = check(df11_model_hparams(e.m, &e.h), "config.json") || engine_load(&e);
-    const int steps = atoi(argv[2 + bf16]);
+    char *end;
+    const long steps = strtol(argv[2 + bf16], &end, 10);
+    if (*end || end == argv[2 + bf16] || steps < 0 || steps > 1000000) {
+        fprintf(stderr, "engine: STEPS '%s': want 0..1000000\n", argv[2 + bf16]);
+        rc = 2;
+    }
     uint32_t pos = 0;
     for (int a = 3 + bf16; !rc && a < argc; a++) { /* the prompt */
-        uint32_t token = (uint32_t)strtoul(argv[a], NULL, 10);
-        if (token >= e.h.vocab_size || pos >= e.ctx) {
-            fprintf(stderr, "engine: token %u past vocab_size or prompt too long\n", token);
+        const unsigned long token = strtoul(argv[a], &end, 10);
+        if (*end || end == argv[a] || argv[a][0] == '-' || token >= e.h.vocab_size) {
+            fprintf(stderr, "engine: TOKEN '%s': want 0..%u\n", argv[a], e.h.vocab_size - 1);
+            rc = 2;
+        } else if (pos >= e.ctx) {
+            fprintf(stderr, "engine: the prompt is longer than the context (%u)\n", e.ctx);
             rc = 1;
         } else {
-            rc = forward(&e, token, pos++);
+            rc = forward(&e, (uint32_t)token, pos++);
         }
     }
-    for (int i = 0; !rc && i < steps; i++) { /* greedy */
+    for (long i = 0; !rc && i < steps; i++) { /* greedy */
         uint32_t best = 0;
         for (uint32_t t = 1; t < e.h.vocab_size; t++)
             if (e.logits[t] > e.logits[best]) best = t;
         printf("%s%u", i ? " " : "", best);
-        if (i + 1 < steps && pos < e.ctx) rc = forward(&e, best, pos++);
+        if (i + 1 == steps) break;
+        if (pos >= e.ctx) { /* the next token has no place in the KV cache */
+            fprintf(stderr, "\nengine: the context (%u tokens) is full\n", e.ctx);
+            rc = 1;
+        } else {
+            rc = forward(&e, best, pos++);
+        }
     }
     printf("\n");
     df11_model_close(e.m);

@@ -81,6 +81,23 @@ if [ -x "$tools/df11-synth" ] && [ -x "$tools/df11-compress" ]; then
   b=$("$tmp/b/engine" "$tmp/m" -bf16 12 1 5 9)
   echo "minimal engine: $a"
   [ "$a" = "$b" ] || { echo "install: engine df11 '$a' != BF16 '$b'" >&2; exit 1; }
+  # What it is given is checked: bad arguments are usage errors (2) with nothing printed; a
+  # config.json whose hidden_size disagrees with the weights, and a generation past its
+  # context, fail (1) with a message.
+  for args in "x 1" "12 abc" "12 -1" "12 128" "12 4294967296" "-3 1"; do
+    # shellcheck disable=SC2086 # args are words
+    rc=0; out=$("$tmp/b/engine" "$tmp/m.df11" $args 2>"$tmp/err") || rc=$?
+    [ "$rc" = 2 ] && [ -z "$out" ] && [ -s "$tmp/err" ] ||
+      { echo "install: engine $args: status $rc, '$out'" >&2; exit 1; }
+  done
+  cp -a "$tmp/m" "$tmp/m2"
+  sed 's/"hidden_size":[[:space:]]*128/"hidden_size": 256/' "$tmp/m/config.json" >"$tmp/m2/config.json"
+  rc=0; "$tmp/b/engine" "$tmp/m2" -bf16 4 1 >/dev/null 2>"$tmp/err" || rc=$?
+  [ "$rc" = 1 ] && grep -q "config.json" "$tmp/err" ||
+    { echo "install: engine, hidden_size 256: status $rc, $(cat "$tmp/err")" >&2; exit 1; }
+  rc=0; "$tmp/b/engine" "$tmp/m.df11" 300 1 >/dev/null 2>"$tmp/err" || rc=$?
+  [ "$rc" = 1 ] && grep -q "context (256 tokens) is full" "$tmp/err" ||
+    { echo "install: engine past its context: status $rc, $(cat "$tmp/err")" >&2; exit 1; }
   if [ -x "$tools/df11-run" ]; then
     r=$("$tools/df11-run" "$tmp/m.df11" --device cpu --tokens 1,5,9 -n 12 --json -q |
       sed -n 's/.*"generated_tokens":\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
