@@ -414,6 +414,9 @@ static df11_status parse_tensor(df11_file *f, uint32_t t, uint64_t *decoded_end)
         ti->shape[d] = df11i_ld64(r + TEN_SHAPE + 8 * d);
         if (d < ti->ndim && !df11i_mul_ok(ne, ti->shape[d], &ne))
             return FAIL(DF11_ERR_OVERFLOW, "tensor %u: shape overflows", t);
+        if (d >= ti->ndim && ti->shape[d]) /* df11_tensor_info.shape shows them */
+            return FAIL(DF11_ERR_CORRUPT, "tensor %u: dim %u of %u is %llu, not 0", t, d, ti->ndim,
+                        (unsigned long long)ti->shape[d]);
     }
     ti->n_elements = df11i_ld64(r + TEN_N_ELEMENTS);
     if (ne != ti->n_elements || !df11i_mul_ok(ne, es, &ti->nbytes))

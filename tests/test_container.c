@@ -364,6 +364,11 @@ START_TEST(test_hostile_index)
     ck_assert_int_eq(with_field(b, size, T + TEN_DTYPE, 1, DF11_DTYPE_F32), DF11_ERR_CORRUPT);
     ck_assert_int_eq(with_field(b, size, T + TEN_SHAPE, 8, 1ull << 62), DF11_ERR_CORRUPT);
     ck_assert_int_eq(with_field(b, size, T + TEN_NDIM, 1, 9), DF11_ERR_CORRUPT);
+    /* a dim past ndim that is not 0 (df11_tensor_info.shape would show it) */
+    ck_assert_int_eq(with_field(b, size, T + TEN_SHAPE + 8 * b[T + TEN_NDIM], 8, 5),
+                     DF11_ERR_CORRUPT);
+    ck_assert_msg(strstr(df11_last_error_detail(), "not 0") != NULL, "%s",
+                  df11_last_error_detail());
     ck_assert_int_eq(with_field(b, size, T + TEN_N_ELEMENTS, 8, 301), DF11_ERR_CORRUPT);
     ck_assert_int_eq(with_field(b, size, T + TEN_STREAM_OFFSET, 8, 1ull << 50), DF11_ERR_RANGE);
     ck_assert_int_eq(with_field(b, size, T + TEN_DATA_OFFSET, 8, UINT64_MAX - 15), DF11_ERR_RANGE);
