@@ -156,8 +156,7 @@ int bench_codec_main(int argc, char **argv)
             break;
         case 'm': model = optarg; break;
         case 's':
-            if (!cli_parse_u64(optarg, 0, UINT64_MAX, 0, &seed))
-                return cli_usage_error(TOOL, "--seed takes a whole number, not '%s'", optarg);
+            if (cli_parse_seed(TOOL, optarg, &seed) != CLI_OK) return CLI_USAGE;
             break;
         case 't':
             if (cli_parse_threads(TOOL, optarg, &threads) != CLI_OK) return CLI_USAGE;

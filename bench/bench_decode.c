@@ -336,8 +336,7 @@ int bench_decode_main(int argc, char **argv)
                 return cli_usage_error(TOOL, "--reps takes 1..%d, not '%s'", MAX_REPS, optarg);
             break;
         case 's':
-            if (!cli_parse_u64(optarg, 0, UINT64_MAX, 0, &o.seed))
-                return cli_usage_error(TOOL, "--seed takes a whole number, not '%s'", optarg);
+            if (cli_parse_seed(TOOL, optarg, &o.seed) != CLI_OK) return CLI_USAGE;
             break;
         case 't':
             if (cli_parse_threads(TOOL, optarg, &o.threads) != CLI_OK) return CLI_USAGE;

@@ -543,8 +543,7 @@ int bench_pipeline_main(int argc, char **argv)
             break;
         case 'd': o.dir = optarg; break;
         case 's':
-            if (!cli_parse_u64(optarg, 0, UINT64_MAX, 0, &o.seed))
-                return cli_usage_error(TOOL, "bad --seed '%s' (a whole number)", optarg);
+            if (cli_parse_seed(TOOL, optarg, &o.seed) != CLI_OK) return CLI_USAGE;
             break;
         case 't':
             if (cli_parse_threads(TOOL, optarg, &o.threads) != CLI_OK) return CLI_USAGE;

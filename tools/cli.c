@@ -130,6 +130,13 @@ int cli_parse_threads(const char *tool, const char *s, int *n_threads)
     return CLI_OK;
 }
 
+int cli_parse_seed(const char *tool, const char *s, uint64_t *seed)
+{
+    if (!cli_parse_u64(s, 0, UINT64_MAX, 0, seed))
+        return cli_usage_error(tool, "--seed '%s': want a whole number", s);
+    return CLI_OK;
+}
+
 int cli_parse_codec(const char *tool, const char *s, df11_codec *codec, int *raw)
 {
     if (strcmp(s, "huffman") == 0)

@@ -46,6 +46,9 @@ bool cli_parse_u64(const char *s, uint64_t lo, uint64_t hi, int base, uint64_t *
 /* A positive byte count with an optional K, M, G or T suffix (powers of 1024), e.g. "6G";
  * 0 when `s` is not one. */
 uint64_t cli_parse_size(const char *s);
+/* --seed S (a whole number, decimal or 0x hex) into *seed: CLI_OK, or CLI_USAGE after the
+ * message. */
+int cli_parse_seed(const char *tool, const char *s, uint64_t *seed);
 /* -j/--threads N (0 = all cores) into *n_threads: CLI_OK, or CLI_USAGE after the message. */
 int cli_parse_threads(const char *tool, const char *s, int *n_threads);
 /* --codec NAME: "huffman" or "fixed" into *codec, and where `raw` is not NULL also "raw"
