@@ -245,10 +245,10 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
     if ((int)warp >= kConsumers) {
         /* producer: each step of the range (over all its segments) brings its tile's 64
          * columns of the unit's N rows of x into stage g (g: the step in its tile),
-         * transposed (store_x_half), zero past K and past the batch; each thread's loads run kDepth steps ahead of its stores
-         * (with each step's MMAs waited for, one step ahead made B = 128 5% slower than 3;
-         * with them in flight, one step ahead at NB = 2 took as long as the waited kernel 3
-         * ahead, bench/RESULTS.md) */
+         * transposed (store_x_half), zero past K and past the batch; each thread's loads
+         * run kDepth steps ahead of its stores (with each step's MMAs waited for, one step
+         * ahead made B = 128 5% slower than 3; with them in flight, one step ahead at
+         * NB = 2 took as long as the waited kernel 3 ahead, bench/RESULTS.md) */
         asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kProducerRegs));
         const uint32_t ptid = tid - 32 * kConsumers;
         constexpr int kTasks = 2 * N / 128; /* (row, half) pairs a thread */
@@ -583,14 +583,12 @@ extern "C" int df11i_fused_gemm_supported(void)
     return gemm_geom(&g) == DF11_OK && g.sms > 0;
 }
 
-extern "C" df11_status df11i_fused_gemm_workspace(uint32_t n_parts, const df11i_fixed_geom *geom,
-                                                  uint64_t *bytes)
+extern "C" df11_status df11i_fused_gemm_workspace(const df11i_fixed_geom *geom, uint64_t *bytes)
 {
     GemmGeom g;
     df11_status s = gemm_geom(&g);
     *bytes = 0;
     if (s != DF11_OK || !g.sms) return s;
-    (void)n_parts;
     /* a range cuts a unit only where units have 2 tiles or more; then any batch may fill the
      * grid, so the size is the full grid's at the larger batch tile */
     if (geom[0].tiles < 2) return DF11_OK;

@@ -24,12 +24,12 @@ int df11i_fused_gemm_takes_cols(uint64_t cols);
 /* 1 when it takes this x: df11i_fused_gemm_takes_cols, and x 16-byte aligned. */
 int df11i_fused_gemm_takes(const void *x, uint64_t cols);
 
-/* Bytes of workspace a launch over parts of these geometries needs at any batch (0 where
- * unsupported, or where K fits one tile, so that no range cuts a row block): twice the
- * larger of the semaphores at its start and the partials of cut row blocks at its end, as
+/* Bytes of workspace a launch over parts of this geometry's K (any rows, any number of
+ * parts) needs at any batch: the full grid's partials, so the parts do not matter (0 where
+ * unsupported, or where K fits one tile, so that no range cuts a row block); twice the larger
+ * of the semaphores at its start and the partials of cut row blocks at its end, as
  * df11i_fused_matmul's. */
-df11_status df11i_fused_gemm_workspace(uint32_t n_parts, const df11i_fixed_geom *geom,
-                                       uint64_t *bytes);
+df11_status df11i_fused_gemm_workspace(const df11i_fixed_geom *geom, uint64_t *bytes);
 
 /* df11i_fused_matmul's product for any batch, the parts checked by it and their geometries
  * in geom (df11i_fixed_geometry, in the int range). */

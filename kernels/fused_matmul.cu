@@ -488,7 +488,7 @@ extern "C" df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint
         if (b > m) m = b;
     }
     uint64_t gemm = 0;
-    if ((s = df11i_fused_gemm_workspace(n_parts, g, &gemm)) != DF11_OK) return s;
+    if ((s = df11i_fused_gemm_workspace(g, &gemm)) != DF11_OK) return s;
     /* gemm is already twice the wgmma kernel's larger need: every launch's semaphores lie in
      * the first half and its partials in the second, whichever launch set the size */
     *bytes = 2 * m > gemm ? 2 * m : gemm;
