@@ -144,57 +144,52 @@ int main(int argc, char **argv)
                 int r = (int)(CH / (2ull * m.K)) / 64 * 64;
                 return std::min(std::max(r, 64), m.N);
             };
-            float gl2 = timeit([&] {
-                for (auto &m : M) {
-                    int R = rows_of(m);
-                    for (int r0 = 0; r0 < m.N; r0 += R) {
-                        int n = std::min(R, m.N - r0);
-                        gemm(s0, S_, X, (char *)Y + 2 * (size_t)r0, n, m.K, B, m.N);
-                    }
-                }
-            });
-            float dl2 = timeit([&] {
+            /* each chunk c of the block: its matrix, first row, rows, buffer, compressed bytes */
+            struct Chunk {
+                const Mat &m;
+                int r0, n;
+                char *buf;
+                const char *in;
+                size_t bytes;
+            };
+            auto each_chunk = [&](auto &&fn) {
                 int c = 0;
                 for (auto &m : M) {
-                    int R = rows_of(m);
+                    const int R = rows_of(m);
                     for (int r0 = 0; r0 < m.N; r0 += R, c++) {
-                        int n = std::min(R, m.N - r0);
-                        decode(s0, C_ + (m.off + (size_t)r0 * m.K * 2) * 45 / 64,
-                               S_ + (c & 1) * SMAX, (size_t)n * m.K * 2);
+                        const int n = std::min(R, m.N - r0);
+                        fn(c, Chunk{ m, r0, n, S_ + (c & 1) * SMAX,
+                                     C_ + (m.off + (size_t)r0 * m.K * 2) * 45 / 64,
+                                     (size_t)n * m.K * 2 });
                     }
                 }
+            };
+            auto chunk_gemm = [&](cudaStream_t s, const Chunk &k) {
+                gemm(s, k.buf, X, (char *)Y + 2 * (size_t)k.r0, k.n, k.m.K, B, k.m.N);
+            };
+            float gl2 =
+                timeit([&] { each_chunk([&](int, const Chunk &k) { chunk_gemm(s0, k); }); });
+            float dl2 = timeit([&] {
+                each_chunk([&](int, const Chunk &k) { decode(s0, k.in, k.buf, k.bytes); });
             });
             float serial = timeit([&] {
-                int c = 0;
-                for (auto &m : M) {
-                    int R = rows_of(m);
-                    for (int r0 = 0; r0 < m.N; r0 += R, c++) {
-                        int n = std::min(R, m.N - r0);
-                        char *buf = S_ + (c & 1) * SMAX;
-                        decode(s0, C_ + (m.off + (size_t)r0 * m.K * 2) * 45 / 64, buf,
-                               (size_t)n * m.K * 2);
-                        gemm(s0, buf, X, (char *)Y + 2 * (size_t)r0, n, m.K, B, m.N);
-                    }
-                }
+                each_chunk([&](int, const Chunk &k) {
+                    decode(s0, k.in, k.buf, k.bytes);
+                    chunk_gemm(s0, k);
+                });
             });
+            /* decode c on s1 once chunk c - 2's GEMM freed its buffer, GEMM c on s0 once decoded */
             float over = timeit([&] {
                 CK(cudaEventRecord(ready[63], s0));
                 CK(cudaStreamWaitEvent(s1, ready[63], 0));
-                int c = 0;
-                for (auto &m : M) {
-                    int R = rows_of(m);
-                    for (int r0 = 0; r0 < m.N; r0 += R, c++) {
-                        int n = std::min(R, m.N - r0);
-                        char *buf = S_ + (c & 1) * SMAX;
-                        if (c >= 2) CK(cudaStreamWaitEvent(s1, freed[(c - 2) % 62], 0));
-                        decode(s1, C_ + (m.off + (size_t)r0 * m.K * 2) * 45 / 64, buf,
-                               (size_t)n * m.K * 2);
-                        CK(cudaEventRecord(ready[c % 62], s1));
-                        CK(cudaStreamWaitEvent(s0, ready[c % 62], 0));
-                        gemm(s0, buf, X, (char *)Y + 2 * (size_t)r0, n, m.K, B, m.N);
-                        CK(cudaEventRecord(freed[c % 62], s0));
-                    }
-                }
+                each_chunk([&](int c, const Chunk &k) {
+                    if (c >= 2) CK(cudaStreamWaitEvent(s1, freed[(c - 2) % 62], 0));
+                    decode(s1, k.in, k.buf, k.bytes);
+                    CK(cudaEventRecord(ready[c % 62], s1));
+                    CK(cudaStreamWaitEvent(s0, ready[c % 62], 0));
+                    chunk_gemm(s0, k);
+                    CK(cudaEventRecord(freed[c % 62], s0));
+                });
                 CK(cudaEventRecord(ready[62], s1));
                 CK(cudaStreamWaitEvent(s0, ready[62], 0));
             });
