@@ -193,8 +193,13 @@ static void print_sizes(const HostMat *m)
         { "4-bit + escape (15 exponents), base per row", 4, 0, 1, 1, 0 },
         { "4-bit + escape (15 exponents), base per tensor", 4, 2, 1, 1, 0 },
         { "3-bit, 8 exponents per row, exceptions by position (3 B)", 3, 0, 0, 3, 0 },
+        { "3-bit, 8 exponents per row, exceptions as 20-bit (position, correction) records", 3, 0,
+          0, 2.5, 0 },
     };
     double weights = 0, actual = 0, esc_rows = 0;
+    /* exceptions a tile (16 rows x 256 columns) for the last variant: how many a warp would
+     * patch at a tile's start, its lanes taking one record each a round */
+    std::vector<uint32_t> tile_exc;
     for (int i = 0; i < NMAT; i++) {
         const HostMat &h = m[i];
         weights += (double)h.rows * h.cols;
@@ -203,16 +208,25 @@ static void print_sizes(const HostMat *m)
             const int win = (1 << x.bits) - x.escape_code;
             const uint64_t scope_rows = x.scope == 0 ? 1 : x.scope == 1 ? 16 : h.rows;
             uint64_t esc = 0;
+            const bool tiles_of = &x == &v[sizeof v / sizeof v[0] - 1];
+            std::vector<uint32_t> per_tile(tiles_of ? h.f.g.n_tiles : 0);
             for (uint64_t r0 = 0; r0 < h.rows; r0 += scope_rows) {
                 uint64_t hist[256] = { 0 };
                 for (uint64_t k = r0 * h.cols; k < std::min(h.rows, r0 + scope_rows) * h.cols; k++)
                     hist[(h.w[k] >> 7) & 0xff]++;
                 uint64_t best = 0, cur = 0;
+                int lo = 0;
                 for (int e = 0; e < 256; e++) {
                     cur += hist[e];
                     if (e >= win) cur -= hist[e - win];
-                    if (e >= win - 1 && e - win + 1 <= 256 - win) best = std::max(best, cur);
+                    if (e >= win - 1 && e - win + 1 <= 256 - win && cur > best)
+                        best = cur, lo = e - win + 1;
                 }
+                if (tiles_of) /* scope: a row */
+                    for (uint64_t c = 0; c < h.cols; c++) {
+                        const int e = (h.w[r0 * h.cols + c] >> 7) & 0xff;
+                        if (e < lo || e >= lo + win) per_tile[(r0 / 16) * h.f.g.tiles + c / 256]++;
+                    }
                 uint64_t n = 0;
                 for (int e = 0; e < 256; e++) n += hist[e];
                 esc += n - best;
@@ -224,6 +238,7 @@ static void print_sizes(const HostMat *m)
             x.bytes +=
                 nw + nw * x.bits / 8.0 + 4.0 * (tiles + 1) + nbase + x.exc_bytes * (double)esc;
             if (&x == &v[0]) esc_rows += (double)esc;
+            tile_exc.insert(tile_exc.end(), per_tile.begin(), per_tile.end());
         }
     }
     printf("\ncodec sizes on the synthetic Llama-3-8B block (7 matrices, %.0f weights)\n", weights);
@@ -234,6 +249,16 @@ static void print_sizes(const HostMat *m)
     printf(
         "encoded (codec/fixed): %.0f bytes = %.4f bits/weight = %.3f%% of BF16; escapes %.3f%% of weights\n",
         actual, 8 * actual / weights, 100 * actual / (2 * weights), 100 * esc_rows / weights);
+    std::sort(tile_exc.begin(), tile_exc.end());
+    if (!tile_exc.empty()) {
+        const size_t n = tile_exc.size();
+        size_t over64 = 0, over96 = 0;
+        for (uint32_t c : tile_exc) over64 += c > 64, over96 += c > 96;
+        printf("%s: exceptions a 4096-weight tile median %u, p99 %u, max %u; over 64 in %.2f%% of "
+               "tiles, over 96 in %.3f%%\n",
+               v[sizeof v / sizeof v[0] - 1].name, tile_exc[n / 2], tile_exc[n * 99 / 100],
+               tile_exc[n - 1], 100.0 * over64 / n, 100.0 * over96 / n);
+    }
     if (std::fabs(actual - v[0].bytes) > 0.5)
         printf("MISMATCH: encoder %.0f vs computed %.0f bytes\n", actual, v[0].bytes);
 }
