@@ -193,8 +193,8 @@ static void print_sizes(const HostMat *m)
         { "4-bit + escape (15 exponents), base per row", 4, 0, 1, 1, 0 },
         { "4-bit + escape (15 exponents), base per tensor", 4, 2, 1, 1, 0 },
         { "3-bit, 8 exponents per row, exceptions by position (3 B)", 3, 0, 0, 3, 0 },
-        { "3-bit, 8 exponents per row, exceptions as 20-bit (position, correction) records", 3, 0,
-          0, 2.5, 0 },
+        { "3-bit, 8 exponents per row, exceptions as 20-bit (position, exponent) records", 3, 0, 0,
+          2.5, 0 },
     };
     double weights = 0, actual = 0, esc_rows = 0;
     /* exceptions a tile (16 rows x 256 columns) for the last variant: how many a warp would
