@@ -345,8 +345,8 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
     };
     /* A tile's step g runs in x stage g, so that a stage's address and descriptor are
      * constants of the unrolled step (no register-to-uniform move before the wgmma); a
-     * segment's short last tile (K rounded up to 64 not a multiple of 256) leaves its stages past it unfilled, so each
-     * stage keeps its own parity. */
+     * segment's short last tile (K rounded up to 64 not a multiple of 256) leaves its stages
+     * past it unfilled, so each stage keeps its own parity. */
     static_assert(kXStages == 4, "a stage a step of a tile");
     uint32_t fills = 0;   /* bit st: the parity of stage st's fills so far */
     bool pending = false; /* the step before's MMAs may still run (its x stage not released) */
