@@ -1,6 +1,7 @@
-/* The fixed-width exponent code: CPU encoder and reference decoder (layout: codec/fixed.h).
- * Both walk the tensor in the kernel's order (strip, tile, lane, step, pair), one strip per
- * work item, so that the exception order is defined in one place: lane_step_codes below. */
+/* The fixed-width exponent code: CPU encoder and reference decoder of both layouts
+ * (codec/fixed.h). Both walk the tensor in the kernel's order (strip, tile, lane, step,
+ * pair), one strip per work item, so that the exception order is defined in one place:
+ * lane_step_encode below. */
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +46,8 @@ df11_status df11i_fixed_geometry(uint64_t rows, uint64_t cols, df11i_fixed_geom 
 
 uint64_t df11i_fixed_stored_bytes(const df11i_fixed *f)
 {
-    return f->g.rows_pad + f->g.sm_bytes + f->g.code_bytes + 4 * (f->g.n_tiles + 1) + f->n_exc;
+    return f->g.rows_pad + f->g.sm_bytes + f->g.code_bytes + 4 * (f->g.n_tiles + 1) +
+           df11i_fixed_exc_bytes(f->layout, f->n_exc);
 }
 
 void df11i_fixed_free(df11i_fixed *f)
@@ -107,9 +109,11 @@ static inline uint32_t get_code(const uint32_t abc[3], uint32_t p, uint32_t hi)
 typedef struct {
     const uint16_t *w;
     df11i_fixed *f;
+    uint8_t *rec_hi; /* RECORDS: each record's e >> 4, a byte each (packed afterwards: two
+                      * strips' records may share a nibble byte) */
 } enc_job;
 
-/* Per row: the b in 0..DF11_FIXED_MAX_BASE whose window [b, b+6] holds the most exponents
+/* Per row: the b in 0..max_base whose window [b, b + window - 1] holds the most exponents
  * (the smallest such b on ties). */
 static df11_status base_item(void *ctx, uint64_t strip)
 {
@@ -123,12 +127,13 @@ static df11_status base_item(void *ctx, uint64_t strip)
         uint32_t hist[256] = { 0 };
         const uint16_t *row = j->w + r * g->cols;
         for (uint64_t c = 0; c < g->cols; c++) hist[df11i_bf16_exp(row[c])]++;
+        const uint32_t width = df11i_fixed_window(j->f->layout);
         uint64_t win = 0, best = 0;
         uint32_t bb = 0;
-        for (uint32_t e = 0; e < DF11_FIXED_WINDOW; e++) win += hist[e];
+        for (uint32_t e = 0; e < width; e++) win += hist[e];
         best = win;
-        for (uint32_t b = 1; b <= DF11_FIXED_MAX_BASE; b++) {
-            win += hist[b + DF11_FIXED_WINDOW - 1];
+        for (uint32_t b = 1; b <= df11i_fixed_max_base(j->f->layout); b++) {
+            win += hist[b + width - 1];
             win -= hist[b - 1];
             if (win > best) best = win, bb = b;
         }
@@ -137,14 +142,18 @@ static df11_status base_item(void *ctx, uint64_t strip)
     return DF11_OK;
 }
 
-/* Codes (and escapes in escape order) of lane l's step `step` of strip s. With `count_only`
- * only the number of escapes is returned; else sm bytes and code words are written and
- * the escaped exponents go to exc_out. */
-static uint32_t lane_step_encode(const enc_job *jb, uint64_t s, uint64_t step, uint32_t l,
-                                 bool count_only, uint32_t abc[3], uint8_t *exc_out)
+/* Codes (and exceptions in list order) of lane l's step k of tile t of strip s. With
+ * `count_only` only the number of exceptions is returned; else sm bytes and code words
+ * are written and the exceptions go to the list from index `at` on. */
+static uint32_t lane_step_encode(const enc_job *jb, uint64_t s, uint64_t t, uint32_t k, uint32_t l,
+                                 bool count_only, uint32_t abc[3], uint64_t at)
 {
     const df11i_fixed_geom *g = &jb->f->g;
+    const bool records = jb->f->layout == DF11I_FIXED_RECORDS;
+    const uint32_t width = df11i_fixed_window(jb->f->layout);
+    const uint64_t step = t * DF11_FIXED_TILE_STEPS + k;
     uint8_t code[16][2], ex[16][2];
+    bool out_of_window[16][2];
     uint32_t n = 0;
     for (uint32_t h = 0; h < 2; h++)
         for (uint32_t jj = 0; jj < 16; jj++) {
@@ -157,11 +166,14 @@ static uint32_t lane_step_encode(const enc_job *jb, uint64_t s, uint64_t step, u
                 e = df11i_bf16_exp(v);
                 smb = df11i_bf16_sm(v);
                 int d = (int)e - (int)jb->f->base[row];
-                c = (d >= 0 && d < DF11_FIXED_WINDOW) ? (uint8_t)d : DF11_FIXED_ESCAPE;
+                c = (d >= 0 && d < (int)width) ? (uint8_t)d : records ? 0 : DF11_FIXED_ESCAPE;
+                out_of_window[p][hi] = d < 0 || d >= (int)width;
+            } else {
+                out_of_window[p][hi] = false;
             }
             code[p][hi] = c;
             ex[p][hi] = e;
-            n += c == DF11_FIXED_ESCAPE;
+            n += out_of_window[p][hi];
             if (!count_only) jb->f->sm[sm_index(g, s, step, h, l, jj)] = smb;
         }
     if (count_only) return n;
@@ -169,9 +181,21 @@ static uint32_t lane_step_encode(const enc_job *jb, uint64_t s, uint64_t step, u
     for (uint32_t p = 0; p < 16; p++)
         for (uint32_t hi = 0; hi < 2; hi++) put_code(abc, p, hi, code[p][hi]);
     n = 0;
-    for (uint32_t f = 32; f-- > 0;) {
-        uint32_t p = f & 15, hi = f >> 4;
-        if (code[p][hi] == DF11_FIXED_ESCAPE) exc_out[n++] = ex[p][hi];
+    if (records) { /* increasing position */
+        for (uint32_t f = 0; f < 32; f++) {
+            uint32_t p = f & 15, hi = f >> 4;
+            if (!out_of_window[p][hi]) continue;
+            const uint32_t pos = l << 7 | k << 5 | f, e = ex[p][hi];
+            jb->f->exc[2 * (at + n)] = (uint8_t)pos;
+            jb->f->exc[2 * (at + n) + 1] = (uint8_t)(pos >> 8 | (e & 15) << 4);
+            jb->rec_hi[at + n] = (uint8_t)(e >> 4);
+            n++;
+        }
+    } else { /* escape order */
+        for (uint32_t f = 32; f-- > 0;) {
+            uint32_t p = f & 15, hi = f >> 4;
+            if (out_of_window[p][hi]) jb->f->exc[at + n++] = ex[p][hi];
+        }
     }
     return n;
 }
@@ -184,7 +208,7 @@ static df11_status count_item(void *ctx, uint64_t s)
         uint32_t n = 0;
         for (uint32_t l = 0; l < 32; l++)
             for (uint32_t k = 0; k < tile_steps(g, t); k++)
-                n += lane_step_encode(j, s, t * DF11_FIXED_TILE_STEPS + k, l, true, NULL, NULL);
+                n += lane_step_encode(j, s, t, k, l, true, NULL, 0);
         j->f->exc_off[s * g->tiles + t + 1] = n; /* counts; prefix-summed afterwards */
     }
     return DF11_OK;
@@ -199,8 +223,7 @@ static df11_status write_item(void *ctx, uint64_t s)
         for (uint32_t l = 0; l < 32; l++)
             for (uint32_t k = 0; k < tile_steps(g, t); k++) {
                 uint32_t abc[3];
-                at += lane_step_encode(j, s, t * DF11_FIXED_TILE_STEPS + k, l, false, abc,
-                                       j->f->exc + at);
+                at += lane_step_encode(j, s, t, k, l, false, abc, at);
                 for (uint32_t x = 0; x < 3; x++)
                     j->f->codes[code_word_index(g, s, t, l, 3 * k + x)] = abc[x];
             }
@@ -208,13 +231,16 @@ static df11_status write_item(void *ctx, uint64_t s)
     return DF11_OK;
 }
 
-df11_status df11i_fixed_encode(const uint16_t *w, uint64_t rows, uint64_t cols, int n_threads,
-                               df11i_fixed *out)
+df11_status df11i_fixed_encode(const uint16_t *w, uint64_t rows, uint64_t cols,
+                               df11i_fixed_layout layout, int n_threads, df11i_fixed *out)
 {
     if (!out) return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_encode: NULL output");
     memset(out, 0, sizeof *out);
     if (!w && rows && cols)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_encode: NULL weights");
+    if (layout != DF11I_FIXED_ESCAPES && layout != DF11I_FIXED_RECORDS)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_encode: layout %d", (int)layout);
+    out->layout = layout;
     df11_status st = df11i_fixed_geometry(rows, cols, &out->g);
     if (st != DF11_OK) return st;
     const df11i_fixed_geom *g = &out->g;
@@ -239,18 +265,25 @@ df11_status df11i_fixed_encode(const uint16_t *w, uint64_t rows, uint64_t cols, 
         sum += out->exc_off[t];
         if (sum > UINT32_MAX) {
             df11i_fixed_free(out);
-            return df11i_fail(DF11_ERR_OVERFLOW, "fixed code: over 2^32 escapes");
+            return df11i_fail(DF11_ERR_OVERFLOW, "fixed code: over 2^32 exceptions");
         }
         out->exc_off[t] = (uint32_t)sum;
     }
     out->n_exc = sum;
-    out->exc = calloc((sum + 15) / 16 * 16 + 16, 1);
-    if (!out->exc) {
+    out->exc = calloc(df11i_fixed_exc_section(layout, sum), 1);
+    if (layout == DF11I_FIXED_RECORDS) j.rec_hi = malloc(sum + 1);
+    if (!out->exc || (layout == DF11I_FIXED_RECORDS && !j.rec_hi)) {
         df11i_fixed_free(out);
-        return df11i_fail(DF11_ERR_NO_MEMORY, "fixed code: %llu escapes", (unsigned long long)sum);
+        return df11i_fail(DF11_ERR_NO_MEMORY, "fixed code: %llu exceptions",
+                          (unsigned long long)sum);
     }
-    if ((st = df11i_parallel_for(g->n_strips, n_threads, write_item, &j)) != DF11_OK)
+    if ((st = df11i_parallel_for(g->n_strips, n_threads, write_item, &j)) != DF11_OK) {
         df11i_fixed_free(out);
+    } else if (layout == DF11I_FIXED_RECORDS) {
+        uint8_t *nib = out->exc + df11i_fixed_rec_hi_offset(sum);
+        for (uint64_t i = 0; i < sum; i++) nib[i / 2] |= (uint8_t)(j.rec_hi[i] << (4 * (i & 1)));
+    }
+    free(j.rec_hi);
     return st;
 }
 
@@ -261,6 +294,40 @@ typedef struct {
     uint16_t *out;
     uint64_t row0, row1; /* rows written, row0 to out's first row */
 } dec_job;
+
+/* RECORDS: the records of lane l's step k of tile t of strip s (those at *at on whose
+ * position is in that step), put into e: each after the one before (the tile's list in
+ * increasing position; a record the walk never reaches leaves the tile's count short),
+ * at a weight of the tensor (not a pad one) whose code is 0. */
+static df11_status lane_step_records(const df11i_fixed *f, uint64_t s, uint64_t t, uint32_t l,
+                                     uint32_t k, const uint32_t abc[3], uint64_t *at, uint64_t end,
+                                     uint8_t e[16][2])
+{
+    const df11i_fixed_geom *g = &f->g;
+    const uint64_t tile = s * g->tiles + t;
+    const uint32_t here = l << 2 | k;
+    int32_t prev = -1;
+    if (*at > f->exc_off[tile])
+        prev = (int32_t)(df11i_fixed_record(f->exc, f->n_exc, *at - 1) & 0xfff);
+    for (; *at < end; ++*at) {
+        const uint32_t r = df11i_fixed_record(f->exc, f->n_exc, *at), pos = r & 0xfff;
+        if (pos >> 5 != here) break;
+        const uint32_t fb = pos & 31, p = fb & 15, hi = fb >> 4;
+        uint32_t h, j;
+        uint64_t row, col;
+        df11i_fixed_pair_byte(fb, &h, &j);
+        df11i_fixed_weight_pos(s, t * DF11_FIXED_TILE_STEPS + k, h, l, j, &row, &col);
+        if ((int32_t)pos <= prev || get_code(abc, p, hi) != 0 || row >= g->rows || col >= g->cols)
+            return df11i_fail(DF11_ERR_CORRUPT,
+                              "fixed code: tile %llu's record %llu (position %u) is out of "
+                              "order, at a pad weight or at a nonzero code",
+                              (unsigned long long)tile,
+                              (unsigned long long)(*at - f->exc_off[tile]), pos);
+        e[p][hi] = (uint8_t)(r >> 12);
+        prev = (int32_t)pos;
+    }
+    return DF11_OK;
+}
 
 static df11_status decode_item(void *ctx, uint64_t s)
 {
@@ -281,7 +348,14 @@ static df11_status decode_item(void *ctx, uint64_t s)
                         uint64_t row = 16 * s + l / 4 + 8 * ((p >> 2) & 1);
                         e[p][hi] = (uint8_t)(f->base[row] + get_code(abc, p, hi));
                     }
-                for (uint32_t m = df11i_fixed_escape_mask(abc[0], abc[1], abc[2]); m;) {
+                if (f->layout == DF11I_FIXED_RECORDS) {
+                    df11_status st = lane_step_records(f, s, t, l, k, abc, &at, end, e);
+                    if (st != DF11_OK) return st;
+                }
+                for (uint32_t m = f->layout == DF11I_FIXED_RECORDS
+                                      ? 0
+                                      : df11i_fixed_escape_mask(abc[0], abc[1], abc[2]);
+                     m;) {
                     uint32_t b = 31 - (uint32_t)__builtin_clz(m);
                     m ^= 1u << b;
                     if (at >= end)
@@ -301,7 +375,7 @@ static df11_status decode_item(void *ctx, uint64_t s)
                             e[pair_of_byte(h, jj)][jj % 2], f->sm[sm_index(g, s, step, h, l, jj)]);
                     }
             }
-        if (at != end)
+        if (at != end) /* RECORDS: a record out of order, or at a step past the tile's */
             return df11i_fail(DF11_ERR_CORRUPT,
                               "fixed code: tile %llu uses %llu of its %llu exceptions",
                               (unsigned long long)(s * g->tiles + t),
@@ -339,6 +413,8 @@ df11_status df11i_fixed_decode(const df11i_fixed *f, uint16_t *out, int n_thread
     const df11i_fixed_geom *g = &f->g;
     if (g->n_tiles && (!f->base || !f->sm || !f->codes || !f->exc_off || (f->n_exc && !f->exc)))
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_decode: NULL section");
+    if (f->layout != DF11I_FIXED_ESCAPES && f->layout != DF11I_FIXED_RECORDS)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_decode: layout %d", (int)f->layout);
     df11_status st = df11i_fixed_geometry_check(g);
     if (st != DF11_OK) return st;
     if (!g->n_tiles) return DF11_OK;
@@ -359,6 +435,9 @@ df11_status df11i_fixed_decode_rows(const df11i_fixed *f, uint64_t r0, uint64_t 
     const df11i_fixed_geom *g = &f->g;
     if (!f->base || !f->sm || !f->codes || !f->exc_off || (f->n_exc && !f->exc))
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_decode_rows: NULL section");
+    if (f->layout != DF11I_FIXED_ESCAPES && f->layout != DF11I_FIXED_RECORDS)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_decode_rows: layout %d",
+                          (int)f->layout);
     df11_status st = df11i_fixed_geometry_check(g);
     if (st != DF11_OK) return st;
     const uint64_t s0 = r0 / 16, s1 = (r1 + 15) / 16;
@@ -368,9 +447,9 @@ df11_status df11i_fixed_decode_rows(const df11i_fixed *f, uint64_t r0, uint64_t 
     if ((st = offsets_ends_check(f)) != DF11_OK) return st;
     /* these strips' bases (pad rows included): base + code must not wrap */
     for (uint64_t r = 16 * s0; r < 16 * s1; r++)
-        if (f->base[r] > DF11_FIXED_MAX_BASE)
-            return df11i_fail(DF11_ERR_CORRUPT, "fixed code: row %llu has base %u > %d",
-                              (unsigned long long)r, f->base[r], DF11_FIXED_MAX_BASE);
+        if (f->base[r] > df11i_fixed_max_base(f->layout))
+            return df11i_fail(DF11_ERR_CORRUPT, "fixed code: row %llu has base %u > %u",
+                              (unsigned long long)r, f->base[r], df11i_fixed_max_base(f->layout));
     /* only these strips' offsets: the decoder checks each tile's count against them */
     for (uint64_t t = s0 * g->tiles; t < s1 * g->tiles; t++)
         if (f->exc_off[t + 1] < f->exc_off[t] || f->exc_off[t + 1] > f->n_exc)

@@ -42,6 +42,22 @@
  * weight of pair f & 15 (the field layout above is chosen so that no table is needed). A
  * tile's exception list holds lane 0's escapes (steps in order), then lane 1's, and so on,
  * so a lane finds its first exception with one warp prefix sum of its counts.
+ *
+ * Two layouts share the geometry, the sm bytes and the code words (df11i_fixed_layout):
+ *   - ESCAPES (codec 2): as above, a window of 7 (codes 0..6, b <= 249) and the escape code 7.
+ *   - RECORDS (codec 3): a window of 8, c = e - b for every code 0..7 (b <= 247, so that a pad
+ *     weight's exponent b + c stays below 255 and decodes finite, whatever its code), no
+ *     escape code. A weight outside its row's window has code 0 and a RECORD in its tile's
+ *     list: 12 bits of position, pos = l << 7 | k << 5 | f (lane l, step k of the tile, f as
+ *     a bit of M above: pair f & 15, high weight if f >= 16), and its 8-bit exponent e. A
+ *     tile's records are in increasing pos (so each lane's are together, steps in order,
+ *     and none is repeated); none is at a pad weight. A kernel adds (e - b) at the weight
+ *     (the code 0 contributed nothing) with one shared-memory atomic a record, without
+ *     looking at any code. The list is stored as n_exc u16 words, pos | (e & 15) << 12,
+ *     then, from the next 16-byte boundary (df11i_fixed_rec_hi_offset), n_exc 4-bit
+ *     nibbles e >> 4, record j's in byte j / 2 (low nibble first for even j): 20 bits a
+ *     record. Trained-like weights put ~1.4% of weights outside an 8-exponent window,
+ *     against ~2.4% outside a 7-exponent one.
  */
 #ifndef DF11_CODEC_FIXED_H
 #define DF11_CODEC_FIXED_H
@@ -49,6 +65,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "df11/file.h"
 #include "df11/status.h"
 
 /* The inline helpers below are the GPU kernels' too (kernels/decode_fixed.cu,
@@ -67,8 +84,15 @@ extern "C" {
 #define DF11_FIXED_STEP_COLS 64
 #define DF11_FIXED_TILE_STEPS 4
 #define DF11_FIXED_ESCAPE 7
-#define DF11_FIXED_WINDOW 7     /* exponents a base covers: b .. b+6 */
-#define DF11_FIXED_MAX_BASE 249 /* so that b + 6 <= 255 */
+#define DF11_FIXED_WINDOW 7         /* ESCAPES: exponents a base covers, b .. b+6 */
+#define DF11_FIXED_MAX_BASE 249     /* ESCAPES: so that b + 6 <= 255 */
+#define DF11_FIXED_REC_WINDOW 8     /* RECORDS: b .. b+7 */
+#define DF11_FIXED_REC_MAX_BASE 247 /* RECORDS: so that b + 7 <= 254 (pad weights finite) */
+
+typedef enum df11i_fixed_layout {
+    DF11I_FIXED_ESCAPES = 0, /* codec 2: escape code, exponent bytes in escape order */
+    DF11I_FIXED_RECORDS = 1, /* codec 3: 8-exponent window, 20-bit records per tile */
+} df11i_fixed_layout;
 
 typedef struct df11i_fixed_geom {
     uint64_t rows, cols;         /* the tensor */
@@ -109,23 +133,82 @@ DF11I_FIXED_INLINE uint64_t df11i_fixed_code_vec_offset(const df11i_fixed_geom *
 /* A coded tensor. Owns its buffers when made by df11i_fixed_encode (df11i_fixed_free). */
 typedef struct df11i_fixed {
     df11i_fixed_geom g;
+    df11i_fixed_layout layout;
     uint8_t *base;     /* rows_pad bytes */
     uint8_t *sm;       /* sm_bytes */
     uint32_t *codes;   /* code_bytes / 4 words */
     uint32_t *exc_off; /* n_tiles + 1 entries, exc_off[0] = 0, exc_off[n_tiles] = n_exc */
-    uint8_t *exc;      /* n_exc bytes, allocated to a multiple of 16 plus 16 zero bytes */
-    uint64_t n_exc;
+    /* ESCAPES: n_exc exponent bytes; RECORDS: the record words and nibbles (above). Either
+     * way df11i_fixed_exc_section bytes, zero past the list's. */
+    uint8_t *exc;
+    uint64_t n_exc; /* escapes or records */
 } df11i_fixed;
 
-/* Encodes a rows x cols BF16 matrix on n_threads threads (0 = all cores). More than
- * 2^32 - 1 escapes fail with DF11_ERR_OVERFLOW. */
-df11_status df11i_fixed_encode(const uint16_t *w, uint64_t rows, uint64_t cols, int n_threads,
-                               df11i_fixed *out);
+/* Whether a file's codec is a fixed code, and its layout (EXP_FIXED: ESCAPES, EXP_FIXED8:
+ * RECORDS). */
+DF11I_FIXED_INLINE int df11i_codec_is_fixed(int codec)
+{
+    return codec == DF11_CODEC_EXP_FIXED || codec == DF11_CODEC_EXP_FIXED8;
+}
+DF11I_FIXED_INLINE df11i_fixed_layout df11i_fixed_layout_of(int codec)
+{
+    return codec == DF11_CODEC_EXP_FIXED8 ? DF11I_FIXED_RECORDS : DF11I_FIXED_ESCAPES;
+}
+
+DF11I_FIXED_INLINE uint32_t df11i_fixed_window(df11i_fixed_layout layout)
+{
+    return layout == DF11I_FIXED_RECORDS ? DF11_FIXED_REC_WINDOW : DF11_FIXED_WINDOW;
+}
+DF11I_FIXED_INLINE uint32_t df11i_fixed_max_base(df11i_fixed_layout layout)
+{
+    return layout == DF11I_FIXED_RECORDS ? DF11_FIXED_REC_MAX_BASE : DF11_FIXED_MAX_BASE;
+}
+
+/* Where weight f (a bit of M: pair f & 15, high if f >= 16) of a lane's step sits in its
+ * two halves: half *h, byte *j of the lane's 16 (the inverse of the pairs' numbering). */
+DF11I_FIXED_INLINE void df11i_fixed_pair_byte(uint32_t f, uint32_t *h, uint32_t *j)
+{
+    const uint32_t p = f & 15;
+    *h = p >> 3;
+    *j = 4 * ((p >> 1) & 3) + 2 * (p & 1) + (f >> 4);
+}
+
+/* RECORDS: where the nibbles start in the exception section of n records. */
+DF11I_FIXED_INLINE uint64_t df11i_fixed_rec_hi_offset(uint64_t n) { return (2 * n + 15) / 16 * 16; }
+
+/* Bytes of the exception list proper, and of its section: padded to 16 bytes and followed
+ * by 16 zero bytes, so that a kernel may load it 16 bytes at a time from any 16-aligned
+ * index below its end (RECORDS: the nibbles start on their own 16-byte boundary). */
+DF11I_FIXED_INLINE uint64_t df11i_fixed_exc_bytes(df11i_fixed_layout layout, uint64_t n)
+{
+    return layout == DF11I_FIXED_RECORDS ? 2 * n + (n + 1) / 2 : n;
+}
+DF11I_FIXED_INLINE uint64_t df11i_fixed_exc_section(df11i_fixed_layout layout, uint64_t n)
+{
+    return layout == DF11I_FIXED_RECORDS
+               ? df11i_fixed_rec_hi_offset(n) + ((n + 1) / 2 + 15) / 16 * 16 + 16
+               : (n + 15) / 16 * 16 + 16;
+}
+
+/* Record j of a RECORDS list `exc` of n records: pos in bits 0..11, exponent in 12..19. */
+DF11I_FIXED_INLINE uint32_t df11i_fixed_record(const uint8_t *exc, uint64_t n, uint64_t j)
+{
+    const uint32_t w = (uint32_t)exc[2 * j] | (uint32_t)exc[2 * j + 1] << 8;
+    const uint32_t hi = (uint32_t)(exc[df11i_fixed_rec_hi_offset(n) + j / 2] >> (4 * (j & 1))) & 15;
+    return (w & 0xfff) | ((w >> 12) | hi << 4) << 12;
+}
+
+/* Encodes a rows x cols BF16 matrix in `layout` on n_threads threads (0 = all cores). More
+ * than 2^32 - 1 exceptions fail with DF11_ERR_OVERFLOW. */
+df11_status df11i_fixed_encode(const uint16_t *w, uint64_t rows, uint64_t cols,
+                               df11i_fixed_layout layout, int n_threads, df11i_fixed *out);
 void df11i_fixed_free(df11i_fixed *f);
 
 /* Decodes into `out` (rows x cols, row-major). Checks exc_off (monotonic, ends at n_exc)
- * and that every tile holds exactly as many escapes as its codes say: DF11_ERR_CORRUPT
- * otherwise, without reading outside the buffers the geometry and n_exc describe. */
+ * and that every tile holds exactly as many escapes as its codes say (RECORDS: that its
+ * records are in increasing position, each at a weight of the tile, not a pad one, whose
+ * code is 0): DF11_ERR_CORRUPT otherwise, without reading outside the buffers the geometry,
+ * layout and n_exc describe. */
 df11_status df11i_fixed_decode(const df11i_fixed *f, uint16_t *out, int n_threads);
 
 /* Decodes rows [r0, r1) into `out` ((r1 - r0) x cols, row-major), single-threaded: only
@@ -136,7 +219,7 @@ df11_status df11i_fixed_decode(const df11i_fixed *f, uint16_t *out, int n_thread
  * reads every strip only where df11i_fixed_validate would pass it. */
 df11_status df11i_fixed_decode_rows(const df11i_fixed *f, uint64_t r0, uint64_t r1, uint16_t *out);
 
-/* Bytes a coded tensor stores: bases, sm, codes, offsets and exceptions. */
+/* Bytes a coded tensor stores: bases, sm, codes, offsets and exceptions (unpadded). */
 uint64_t df11i_fixed_stored_bytes(const df11i_fixed *f);
 
 /* Where sm byte j of lane l in half h of global step g of strip s comes from. */

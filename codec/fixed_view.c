@@ -1,10 +1,61 @@
 /* Validation of a fixed-code tensor from untrusted buffers (codec/fixed_view.h). One pass
- * over the codes (3/8 byte per weight): cheap next to a decode, and what lets the GPU
- * kernel trust every exception index without checking it per weight. */
+ * over the codes (3/8 byte per weight; RECORDS: over the records, reading the code of each),
+ * cheap next to a decode, and what lets the GPU kernels trust every exception without
+ * checking it per weight. */
 #include <string.h>
 
 #include "codec/fixed_view.h"
 #include "common/error.h"
+
+/* Word w (0..11) of lane l's code words in tile t of strip s. */
+static uint32_t code_word(const df11i_fixed *f, uint64_t s, uint64_t t, uint32_t l, uint32_t w)
+{
+    uint32_t v;
+    memcpy(&v,
+           (const uint8_t *)f->codes + df11i_fixed_code_vec_offset(&f->g, s, t, w / 4, l) +
+               4 * (w % 4),
+           4);
+    return v;
+}
+
+/* Whether weight f of lane l's step k has code 0 (the pair layout of codec/fixed.h). */
+static int code_is_zero(const df11i_fixed *f, uint64_t s, uint64_t t, uint32_t l, uint32_t k,
+                        uint32_t fb)
+{
+    const uint32_t p = fb & 15, hi = fb >> 4;
+    if (p < 15) return ((code_word(f, s, t, l, 3 * k + p % 3) >> (3 * (p / 3) + 16 * hi)) & 7) == 0;
+    for (uint32_t x = 0; x < 3; x++)
+        if (code_word(f, s, t, l, 3 * k + x) >> (15 + 16 * hi) & 1) return 0;
+    return 1;
+}
+
+/* RECORDS: tile t of strip s's records are in increasing position, each in one of the
+ * tile's steps, at a weight of the tensor whose code is 0. */
+static df11_status tile_records_check(const df11i_fixed *f, uint64_t s, uint64_t t, uint32_t steps)
+{
+    const df11i_fixed_geom *g = &f->g;
+    const uint64_t tile = s * g->tiles + t;
+    int32_t prev = -1;
+    for (uint64_t i = f->exc_off[tile]; i < f->exc_off[tile + 1]; i++) {
+        const uint32_t pos = df11i_fixed_record(f->exc, f->n_exc, i) & 0xfff;
+        const uint32_t l = pos >> 7, k = (pos >> 5) & 3, fb = pos & 31;
+        uint32_t h, j;
+        uint64_t row = 0, col = 0;
+        if (k < steps) {
+            df11i_fixed_pair_byte(fb, &h, &j);
+            df11i_fixed_weight_pos(s, t * DF11_FIXED_TILE_STEPS + k, h, l, j, &row, &col);
+        }
+        if ((int32_t)pos <= prev || k >= steps || row >= g->rows || col >= g->cols ||
+            !code_is_zero(f, s, t, l, k, fb))
+            return df11i_fail(DF11_ERR_CORRUPT,
+                              "fixed code: tile %llu's record %llu (position %u) is out of "
+                              "order, outside the tile, at a pad weight or at a nonzero code",
+                              (unsigned long long)tile, (unsigned long long)(i - f->exc_off[tile]),
+                              pos);
+        prev = (int32_t)pos;
+    }
+    return DF11_OK;
+}
 
 df11_status df11i_fixed_validate(const df11i_fixed *f)
 {
@@ -18,15 +69,17 @@ df11_status df11i_fixed_validate(const df11i_fixed *f)
                                           (unsigned long long)f->n_exc);
     if (!f->base || !f->codes || !f->exc_off || !f->sm || (f->n_exc && !f->exc))
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_validate: NULL section");
+    if (f->layout != DF11I_FIXED_ESCAPES && f->layout != DF11I_FIXED_RECORDS)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_validate: layout %d", (int)f->layout);
+    const uint32_t max_base = df11i_fixed_max_base(f->layout);
     for (uint64_t r = 0; r < g->rows_pad; r++)
-        if (f->base[r] > DF11_FIXED_MAX_BASE)
-            return df11i_fail(DF11_ERR_CORRUPT, "fixed code: row %llu has base %u > %d",
-                              (unsigned long long)r, f->base[r], DF11_FIXED_MAX_BASE);
+        if (f->base[r] > max_base)
+            return df11i_fail(DF11_ERR_CORRUPT, "fixed code: row %llu has base %u > %u",
+                              (unsigned long long)r, f->base[r], max_base);
     if (f->exc_off[0] != 0 || f->exc_off[g->n_tiles] != f->n_exc)
         return df11i_fail(DF11_ERR_CORRUPT,
                           "fixed code: exception offsets run %u..%u, want 0..%llu", f->exc_off[0],
                           f->exc_off[g->n_tiles], (unsigned long long)f->n_exc);
-    const uint8_t *codes = (const uint8_t *)f->codes;
     for (uint64_t s = 0; s < g->n_strips; s++)
         for (uint64_t t = 0; t < g->tiles; t++) {
             const uint64_t tile = s * g->tiles + t;
@@ -36,16 +89,15 @@ df11_status df11i_fixed_validate(const df11i_fixed *f)
                                   (unsigned long long)(tile + 1));
             const uint32_t steps =
                 (uint32_t)(t + 1 == g->tiles ? g->last_steps : DF11_FIXED_TILE_STEPS);
+            if (f->layout == DF11I_FIXED_RECORDS) {
+                if ((st = tile_records_check(f, s, t, steps)) != DF11_OK) return st;
+                continue;
+            }
             uint64_t n = 0;
             for (uint32_t l = 0; l < 32; l++)
                 for (uint32_t k = 0; k < steps; k++) {
                     uint32_t w[3];
-                    for (uint32_t x = 0; x < 3; x++) {
-                        uint32_t i = 3 * k + x;
-                        memcpy(&w[x],
-                               codes + df11i_fixed_code_vec_offset(g, s, t, i / 4, l) + 4 * (i % 4),
-                               4);
-                    }
+                    for (uint32_t x = 0; x < 3; x++) w[x] = code_word(f, s, t, l, 3 * k + x);
                     n += (uint64_t)__builtin_popcount(df11i_fixed_escape_mask(w[0], w[1], w[2]));
                 }
             if (n != (uint64_t)(f->exc_off[tile + 1] - f->exc_off[tile]))

@@ -34,12 +34,14 @@ typedef struct df11i_gpu_tensor_desc {
     uint32_t lane_symbols;
     uint32_t first_cta; /* this tensor's CTAs: [first_cta, next tensor's first_cta) */
     uint32_t n_chunks;  /* EXP_FIXED: tiles */
-    /* EXP_FIXED (decoded by its own launch, kernels/decode_fixed.cu; it takes no CTA of the
-     * group kernel): chunks_off = exception offsets, lanes_off = exceptions, stream_off =
-     * code vectors, data_off = sign|mantissa bytes, base_off = row bases; n_elements =
+    /* EXP_FIXED, EXP_FIXED8 (decoded by their own launch, kernels/decode_fixed.cu; they take
+     * no CTA of the group kernel): chunks_off = exception offsets, lanes_off = exceptions
+     * (EXP_FIXED8: the record words), stream_off = code vectors, data_off = sign|mantissa
+     * bytes, base_off = row bases, rec_hi_off = EXP_FIXED8's record nibbles; n_elements =
      * rows * cols. */
     uint64_t base_off;
     uint64_t rows, cols;
+    uint64_t rec_hi_off;
 } df11i_gpu_tensor_desc;
 
 typedef struct df11i_gpu_plan_header {

@@ -1,5 +1,5 @@
-/* The GPU decoder of fixed-code tensors (codec/fixed.h, docs/FORMAT.md "Fixed-code
- * tensors") into the arena: row-major BF16, as the CPU reference df11i_fixed_decode writes
+/* The GPU decoder of fixed-code tensors (codec/fixed.h, both layouts; docs/FORMAT.md
+ * "Fixed-code tensors") into the arena: row-major BF16, as the CPU reference df11i_fixed_decode writes
  * it, near copy bandwidth (docs/KERNELS.md, "The fixed-code arena decoder"); and the
  * fixed-code row decode of kernels/gather.h (the same tile decoder, keeping only the rows
  * asked for). The decode is the fused matmul's (kernels/fused_matmul_decode.cuh: 16 bf16x2
@@ -38,11 +38,13 @@ constexpr uint64_t kMaxLaunchTiles = (uint64_t)kWarps << 30;
  * the launch's [first, the next part's first). */
 struct Part {
     const uint8_t *sm, *codes, *exc, *base;
+    const uint8_t *exc_hi; /* RECORDS: the record nibbles (exc: their words) */
     const uint32_t *exc_off;
     uint8_t *out;
     uint64_t rows, cols, first, strip_code_bytes, steps;
     uint32_t tiles, last_steps;
-    uint32_t vec; /* cols % 8 == 0 and out 16-byte aligned: 16-byte row segments */
+    uint32_t vec;     /* cols % 8 == 0 and out 16-byte aligned: 16-byte row segments */
+    uint32_t records; /* the RECORDS layout (EXP_FIXED8) */
 };
 
 struct Args {
@@ -50,6 +52,7 @@ struct Args {
     uint64_t n_tiles; /* of the launch */
     uint32_t *err;
     int n_parts;
+    uint32_t records; /* every part's layout (a launch is of one) */
 };
 
 /* The part holding tile u of the launch (parts in order of first, part 0 at 0). */
@@ -114,7 +117,7 @@ struct rows_sink {
  * segments; the arena's 16-byte stores make a warp's store 8 rows x 64 contiguous bytes.
  * Bytes: ~1.4 read, 2 written a weight. Every lane of the warp must take part; corr4 is the
  * lane's 4 zeroed correction vectors in shared memory. */
-template <class Sink>
+template <bool REC, class Sink>
 __device__ __forceinline__ void decode_tile(const Part &P, uint32_t tile, uint32_t lane,
                                             uint4 *corr4, uint32_t *err, const Sink &sink)
 {
@@ -141,15 +144,26 @@ __device__ __forceinline__ void decode_tile(const Part &P, uint32_t tile, uint32
 
     const uint32_t words[12] = { cw[0].x, cw[0].y, cw[0].z, cw[0].w, cw[1].x, cw[1].y,
                                  cw[1].z, cw[1].w, cw[2].x, cw[2].y, cw[2].z, cw[2].w };
-    uint32_t M[4], cnt, before;
-    if (tile_escapes(words, n_steps, lane, M, cnt, before) != off1 - off0) {
+    uint32_t M[4] = {}, cnt = 0, before = 0;
+    const uint32_t swz = corr_swz(lane), sw = swz >> 2;
+    uint32_t *corr = reinterpret_cast<uint32_t *>(corr4);
+    /* RECORDS: up to 96 held as REDs (from global memory: a tile is read once), more read
+     * again at each step (not in trained weights) */
+    const uint32_t n_rec = REC ? off1 - off0 : 0, bpack = b0 | b8 << 16;
+    const uint32_t corr_s = (uint32_t)__cvta_generic_to_shared(corr4) - lane * 64;
+    RecordRed rr[kRecRegs];
+    uint32_t rounds = 0;
+    if constexpr (REC) {
+        if (n_rec && n_rec <= kRecRegs * 32)
+            rounds = tile_records(
+                n_rec, lane, bpack, corr_s,
+                [&](uint32_t j) { return record_of(P.exc, P.exc_hi, off0 + j); }, rr);
+    } else if (tile_escapes(words, n_steps, lane, M, cnt, before) != off1 - off0) {
         /* codes and offsets disagree (the plan checked them): no exception is read */
         if (lane == 0 && err) atomicOr(err, 1u);
         M[0] = M[1] = M[2] = M[3] = cnt = 0;
     }
     ExcCursor ec = exc_start(P.exc, off0 + before, cnt);
-    const uint32_t swz = corr_swz(lane), sw = swz >> 2;
-    uint32_t *corr = reinterpret_cast<uint32_t *>(corr4);
     /* through a shuffle, so that ptxas keeps them as values and the decode adds them in its
      * IADD3 (as in the fused kernel) */
     const uint32_t X0 = __shfl_sync(~0u, b0 * 0x00800080u, (int)lane),
@@ -158,9 +172,17 @@ __device__ __forceinline__ void decode_tile(const Part &P, uint32_t tile, uint32
 #pragma unroll
     for (uint32_t k = 0; k < 4; k++) {
         if (k >= n_steps) break;
-        apply_escapes(M[k], ec, b0 + 7, b8 + 7, swz, corr);
         uint32_t c[16], o[16];
-        take_corrections(corr4, sw, M[k], c);
+        if constexpr (!REC) {
+            apply_escapes(M[k], ec, b0 + 7, b8 + 7, swz, corr);
+            take_corrections(corr4, sw, M[k], c);
+        } else if (n_rec) {
+            step_records(n_rec, rounds, rr, P.exc, P.exc_hi, off0, lane, bpack, corr_s, k, corr4,
+                         sw, c);
+        } else {
+#pragma unroll
+            for (uint32_t i = 0; i < 16; i++) c[i] = 0;
+        }
         decode_step(sv[2 * k], sv[2 * k + 1], words[3 * k], words[3 * k + 1], words[3 * k + 2], X0,
                     X8, c, o);
 #pragma unroll
@@ -184,6 +206,7 @@ __device__ __forceinline__ uint4 *warp_corrections(uint4 *all, uint32_t lane, ui
 
 /* Tile u of an arena launch, by one whole warp (decode_tile); the warp of a part's tile 0
  * also zeroes the part's padding to its 256-byte-aligned end. */
+template <bool REC>
 __device__ __forceinline__ void arena_tile(const Args &a, uint64_t u, uint32_t lane, uint4 *corr4)
 {
     const Part &P = a.p[part_of(a, u)];
@@ -193,19 +216,20 @@ __device__ __forceinline__ void arena_tile(const Args &a, uint64_t u, uint32_t l
         for (uint64_t i = nbytes + lane; i < end; i += 32) P.out[i] = 0;
     }
     if (P.vec)
-        decode_tile(P, tile, lane, corr4, a.err, dense_sink<true>{ P.out, P.rows, P.cols });
+        decode_tile<REC>(P, tile, lane, corr4, a.err, dense_sink<true>{ P.out, P.rows, P.cols });
     else
-        decode_tile(P, tile, lane, corr4, a.err, dense_sink<false>{ P.out, P.rows, P.cols });
+        decode_tile<REC>(P, tile, lane, corr4, a.err, dense_sink<false>{ P.out, P.rows, P.cols });
 }
 
 /* The arena decode: warp u of the launch decodes tile u of the launch. */
+template <bool REC>
 __global__ void __launch_bounds__(32 * kWarps, kMinBlocks) df11i_fixed_kernel(Args a)
 {
     __shared__ __align__(16) uint4 corr_all[kWarps * 32 * 4];
     const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const uint64_t u = (uint64_t)blockIdx.x * kWarps + warp;
     if (u >= a.n_tiles) return; /* whole warps */
-    arena_tile(a, u, lane, warp_corrections(corr_all, lane, warp));
+    arena_tile<REC>(a, u, lane, warp_corrections(corr_all, lane, warp));
 }
 
 /* The lean arena decode (docs/RUNTIME.md, "Co-resident decode"): the same tiles as
@@ -214,6 +238,7 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks) df11i_fixed_kernel(Ar
  * grid's W warps takes tiles w, w + W, w + 2W, ... A warp's corrections are zero again
  * after every tile (take_corrections clears what apply_escapes wrote), so one zeroing
  * serves all its tiles. */
+template <bool REC>
 __global__ void __launch_bounds__(32 * kLeanWarps, kLeanMinBlocks) df11i_fixed_lean_kernel(Args a)
 {
     __shared__ __align__(16) uint4 corr_all[kLeanWarps * 32 * 4];
@@ -221,7 +246,7 @@ __global__ void __launch_bounds__(32 * kLeanWarps, kLeanMinBlocks) df11i_fixed_l
     uint4 *corr4 = warp_corrections(corr_all, lane, warp);
     const uint64_t stride = (uint64_t)gridDim.x * kLeanWarps;
     for (uint64_t u = (uint64_t)blockIdx.x * kLeanWarps + warp; u < a.n_tiles; u += stride)
-        arena_tile(a, u, lane, corr4);
+        arena_tile<REC>(a, u, lane, corr4);
 }
 
 /* The row decode (kernels/gather.h): warp w decodes one tile of a strip holding wanted
@@ -229,6 +254,7 @@ __global__ void __launch_bounds__(32 * kLeanWarps, kLeanMinBlocks) df11i_fixed_l
  * from tile w % tiles of its strip (15 of a strip's 16 rows are decoded for nothing: the
  * price of reading a row alone). A range: the strips holding rows first .. first + n - 1,
  * tile by tile, out row = W row - first. */
+template <bool REC>
 __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
     df11i_fixed_rows_kernel(Part P, df11i_gpu_rows r, void *__restrict__ out)
 {
@@ -251,8 +277,8 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
         if (tile >= (hi + 15) / 16 * P.tiles) return;
     }
     uint4 *corr4 = warp_corrections(corr_all, lane, warp);
-    decode_tile(P, (uint32_t)tile, lane, corr4, nullptr,
-                rows_sink{ out, lo, hi, dst, P.cols, r.out_f32 });
+    decode_tile<REC>(P, (uint32_t)tile, lane, corr4, nullptr,
+                     rows_sink{ out, lo, hi, dst, P.cols, r.out_f32 });
 }
 
 /* The plain launch (a warp a tile), or with lean_ctas > 0 the lean one: that many CTAs,
@@ -263,9 +289,14 @@ df11_status launch(const Args &a, uint32_t lean_ctas, cudaStream_t stream)
     if (lean_ctas) {
         blocks = (a.n_tiles + kLeanWarps - 1) / kLeanWarps;
         if (blocks > lean_ctas) blocks = lean_ctas;
-        df11i_fixed_lean_kernel<<<(unsigned)blocks, 32 * kLeanWarps, 0, stream>>>(a);
+        if (a.records)
+            df11i_fixed_lean_kernel<true><<<(unsigned)blocks, 32 * kLeanWarps, 0, stream>>>(a);
+        else
+            df11i_fixed_lean_kernel<false><<<(unsigned)blocks, 32 * kLeanWarps, 0, stream>>>(a);
+    } else if (a.records) {
+        df11i_fixed_kernel<true><<<(unsigned)blocks, 32 * kWarps, 0, stream>>>(a);
     } else {
-        df11i_fixed_kernel<<<(unsigned)blocks, 32 * kWarps, 0, stream>>>(a);
+        df11i_fixed_kernel<false><<<(unsigned)blocks, 32 * kWarps, 0, stream>>>(a);
     }
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
@@ -289,6 +320,7 @@ df11_status part_of_desc(const df11i_gpu_tensor_desc *d, const uint8_t *pay, uin
                pay + d->stream_off,
                pay + d->lanes_off,
                pay + d->base_off,
+               pay + d->rec_hi_off,
                reinterpret_cast<const uint32_t *>(pay + d->chunks_off),
                out,
                g.rows,
@@ -298,26 +330,23 @@ df11_status part_of_desc(const df11i_gpu_tensor_desc *d, const uint8_t *pay, uin
                g.steps,
                (uint32_t)g.tiles,
                (uint32_t)g.last_steps,
-               g.cols % 8 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 };
+               g.cols % 8 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0,
+               d->codec == DF11_CODEC_EXP_FIXED8 };
     *tiles = g.n_tiles;
     return DF11_OK;
 }
 
-} // namespace
-
-extern "C" df11_status df11i_gpu_decode_fixed(const df11i_gpu_tensor_desc *ds, uint32_t n,
-                                              const void *d_payload, void *d_out,
-                                              uint32_t lean_ctas, uint32_t *d_error, void *stream)
+/* The arena launches of the tensors of one fixed code among ds. */
+df11_status decode_fixed_codec(const df11i_gpu_tensor_desc *ds, uint32_t n, uint32_t codec,
+                               const uint8_t *pay, void *d_out, uint32_t lean_ctas,
+                               uint32_t *d_error, cudaStream_t st)
 {
-    if ((!ds && n) || !d_payload || !d_out)
-        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_gpu_decode_fixed: NULL argument");
-    const uint8_t *pay = static_cast<const uint8_t *>(d_payload);
-    cudaStream_t st = static_cast<cudaStream_t>(stream);
     Args a = {};
     a.err = d_error;
+    a.records = codec == DF11_CODEC_EXP_FIXED8;
     for (uint32_t i = 0; i < n; i++) {
         const df11i_gpu_tensor_desc *d = &ds[i];
-        if (d->codec != DF11_CODEC_EXP_FIXED || d->n_chunks == 0) continue; /* empty: no bytes */
+        if (d->codec != codec || d->n_chunks == 0) continue; /* empty: no bytes */
         Part p;
         uint64_t tiles;
         df11_status s =
@@ -335,10 +364,28 @@ extern "C" df11_status df11i_gpu_decode_fixed(const df11i_gpu_tensor_desc *ds, u
     return a.n_parts ? launch(a, lean_ctas, st) : DF11_OK;
 }
 
+} // namespace
+
+extern "C" df11_status df11i_gpu_decode_fixed(const df11i_gpu_tensor_desc *ds, uint32_t n,
+                                              const void *d_payload, void *d_out,
+                                              uint32_t lean_ctas, uint32_t *d_error, void *stream)
+{
+    if ((!ds && n) || !d_payload || !d_out)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_gpu_decode_fixed: NULL argument");
+    const uint8_t *pay = static_cast<const uint8_t *>(d_payload);
+    cudaStream_t st = static_cast<cudaStream_t>(stream);
+    /* a launch per layout: the tensors of each fixed code in their order */
+    for (uint32_t codec = DF11_CODEC_EXP_FIXED; codec <= DF11_CODEC_EXP_FIXED8; codec++) {
+        df11_status s = decode_fixed_codec(ds, n, codec, pay, d_out, lean_ctas, d_error, st);
+        if (s != DF11_OK) return s;
+    }
+    return DF11_OK;
+}
+
 extern "C" df11_status df11i_gpu_rows_fixed(const df11i_gpu_tensor_desc *d, const void *d_payload,
                                             const df11i_gpu_rows *r, void *out, void *stream)
 {
-    if (!d || !d_payload || !r || !out || d->codec != DF11_CODEC_EXP_FIXED || !d->cols)
+    if (!d || !d_payload || !r || !out || !df11i_codec_is_fixed(d->codec) || !d->cols)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_gpu_rows_fixed: bad argument");
     if (r->n == 0) return DF11_OK;
     Part p;
@@ -353,8 +400,12 @@ extern "C" df11_status df11i_gpu_rows_fixed(const df11i_gpu_tensor_desc *d, cons
     if (blocks > INT32_MAX)
         return df11i_fail(DF11_ERR_OVERFLOW, "fixed rows decode: %llu CTAs",
                           (unsigned long long)blocks);
-    df11i_fixed_rows_kernel<<<(unsigned)blocks, 32 * kWarps, 0,
-                              static_cast<cudaStream_t>(stream)>>>(p, *r, out);
+    if (p.records)
+        df11i_fixed_rows_kernel<true>
+            <<<(unsigned)blocks, 32 * kWarps, 0, static_cast<cudaStream_t>(stream)>>>(p, *r, out);
+    else
+        df11i_fixed_rows_kernel<false>
+            <<<(unsigned)blocks, 32 * kWarps, 0, static_cast<cudaStream_t>(stream)>>>(p, *r, out);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "fixed rows decode launch (%llu CTAs): %s",

@@ -210,7 +210,8 @@ __device__ __forceinline__ void store_x_half(uint8_t *stage, uint32_t r, uint32_
             make_uint4(w[0][m], w[1][m], w[2][m], w[3][m]);
 }
 
-template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
+template <int NB, bool REC>
+__global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     constexpr int N = kBatchRows * NB; /* batch rows a CTA */
@@ -460,9 +461,9 @@ template <int NB> __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kern
      * copied during this one's last tile, and its split sum (done) runs between them */
     Seg sg;
     while (next(sg))
-        walk_strips<false, 1, kAhead>([&](int i) -> const Mat & { return a.W[i]; }, sg, next, lane,
-                                      rings + warp * RING_BYTES, corr4, a.err, [](int, int) {}, use,
-                                      done);
+        walk_strips<false, 1, kAhead, REC>([&](int i) -> const Mat & { return a.W[i]; }, sg, next,
+                                           lane, rings + warp * RING_BYTES, corr4, a.err,
+                                           [](int, int) {}, use, done);
 #endif
 }
 
@@ -488,23 +489,23 @@ df11_status gemm_geom(GemmGeom *out)
                               cudaGetErrorString(e));
         /* sm_90a code runs on compute capability 9.0 only */
         if (major != 9 || minor != 0) return DF11_OK;
-        int occ1 = 0;
-        e = cudaFuncSetAttribute(fused_gemm_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 (int)smem_bytes<1>());
-        if (e == cudaSuccess)
-            e = cudaFuncSetAttribute(fused_gemm_kernel<2>,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     (int)smem_bytes<2>());
-        if (e == cudaSuccess)
-            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ1, fused_gemm_kernel<1>, kThreads,
-                                                              smem_bytes<1>());
-        if (e == cudaSuccess)
-            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&g->occ, fused_gemm_kernel<2>,
-                                                              kThreads, smem_bytes<2>());
+        /* both widths of both layouts; the splits assume the smallest occupancy */
+        void (*const kernels[4])(
+            GemmArgs) = { fused_gemm_kernel<1, false>, fused_gemm_kernel<2, false>,
+                          fused_gemm_kernel<1, true>, fused_gemm_kernel<2, true> };
+        g->occ = INT32_MAX;
+        for (int i = 0; i < 4 && e == cudaSuccess; i++) {
+            const size_t smem = i % 2 ? smem_bytes<2>() : smem_bytes<1>();
+            int occ = 0;
+            e = cudaFuncSetAttribute(kernels[i], cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     (int)smem);
+            if (e == cudaSuccess)
+                e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernels[i], kThreads, smem);
+            if (occ < g->occ) g->occ = occ;
+        }
         if (e != cudaSuccess)
             return df11i_fail(DF11_ERR_DEVICE, "fused gemm: kernel attributes: %s",
                               cudaGetErrorString(e));
-        if (occ1 < g->occ) g->occ = occ1; /* the splits assume the smaller */
         *usable = g->occ > 0;
         return DF11_OK;
     });
@@ -656,10 +657,16 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     a.NU = (int)(units * tiles);
     a.G = G;
     cudaStream_t cs = static_cast<cudaStream_t>(stream);
-    if (NB == 1)
-        fused_gemm_kernel<1><<<(unsigned)G, kThreads, smem_bytes<1>(), cs>>>(a);
+    const bool rec =
+        parts[0].d->codec == DF11_CODEC_EXP_FIXED8; /* every part's (the caller's check) */
+    if (NB == 1 && rec)
+        fused_gemm_kernel<1, true><<<(unsigned)G, kThreads, smem_bytes<1>(), cs>>>(a);
+    else if (NB == 1)
+        fused_gemm_kernel<1, false><<<(unsigned)G, kThreads, smem_bytes<1>(), cs>>>(a);
+    else if (rec)
+        fused_gemm_kernel<2, true><<<(unsigned)G, kThreads, smem_bytes<2>(), cs>>>(a);
     else
-        fused_gemm_kernel<2><<<(unsigned)G, kThreads, smem_bytes<2>(), cs>>>(a);
+        fused_gemm_kernel<2, false><<<(unsigned)G, kThreads, smem_bytes<2>(), cs>>>(a);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "fused gemm launch (%d CTAs): %s", G,

@@ -190,7 +190,7 @@ __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float 
 // copies, its 32 decoded weights a lane fed to 4 * NB MMAs. The probe's defaults: 8 CTAs of
 // 2 warps an SM (FG_MINB, FG_WARPS there). XV: K is a multiple of 64 (no pad columns) and
 // x_vec, so x needs no bounds check.
-template <int NB, bool XV>
+template <int NB, bool XV, bool REC>
 __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocksWide)
     fused_matmul_kernel(Args a)
 {
@@ -250,7 +250,7 @@ __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocks
     // programmatic.
     Seg sg;
     while (next(sg))
-        walk_strips<true, 1, kAhead>(
+        walk_strips<true, 1, kAhead, REC>(
             [&](int i) -> const Mat & { return a.W[i]; }, sg, next, lane, ring, corr4, a.err,
             [&](int t, int g) {
                 const long long xc = 256LL * t + 8 * q + 64 * g; // the lane's first x column
@@ -285,17 +285,22 @@ __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocks
 
 constexpr size_t smem_bytes() { return (size_t)kWarps * (RING_BYTES + CORR_BYTES); }
 
-/* The kernel for nb groups of 8 batch rows (1..kMaxNB). */
+/* The kernel for nb groups of 8 batch rows (1..kMaxNB), and the layout's (rec: RECORDS). */
 using KernelFn = void (*)(Args);
-KernelFn kernel_of(int nb, bool xv)
+KernelFn kernel_of(int nb, bool xv, bool rec)
 {
-    static const KernelFn k[kMaxNB][2] = {
-        { fused_matmul_kernel<1, false>, fused_matmul_kernel<1, true> },
-        { fused_matmul_kernel<2, false>, fused_matmul_kernel<2, true> },
-        { fused_matmul_kernel<3, false>, fused_matmul_kernel<3, true> },
-        { fused_matmul_kernel<4, false>, fused_matmul_kernel<4, true> },
-    };
-    return k[nb - 1][xv];
+#define DF11_FUSED_KERNELS(R)                                                                      \
+    {                                                                                              \
+        { fused_matmul_kernel<1, false, R>, fused_matmul_kernel<1, true, R> },                     \
+            { fused_matmul_kernel<2, false, R>, fused_matmul_kernel<2, true, R> },                 \
+            { fused_matmul_kernel<3, false, R>, fused_matmul_kernel<3, true, R> },                 \
+        {                                                                                          \
+            fused_matmul_kernel<4, false, R>, fused_matmul_kernel<4, true, R>                      \
+        }                                                                                          \
+    }
+    static const KernelFn k[2][kMaxNB][2] = { DF11_FUSED_KERNELS(false), DF11_FUSED_KERNELS(true) };
+#undef DF11_FUSED_KERNELS
+    return k[rec][nb - 1][xv];
 }
 
 /* Launch geometry of the current device, looked up once per device: SMs and CTAs an SM
@@ -322,18 +327,22 @@ df11_status dev_geom(DevGeom *out)
             return df11i_fail(DF11_ERR_DEVICE, "fused matmul: device attributes: %s",
                               cudaGetErrorString(e));
         cudaFuncAttributes fa;
-        if (major >= 8 && (e = cudaFuncGetAttributes(&fa, kernel_of(1, true))) == cudaSuccess)
+        if (major >= 8 &&
+            (e = cudaFuncGetAttributes(&fa, kernel_of(1, true, false))) == cudaSuccess)
             g->ptx = fa.ptxVersion;
         if (e != cudaSuccess)
             return df11i_fail(DF11_ERR_DEVICE, "fused matmul: kernel attributes: %s",
                               cudaGetErrorString(e));
         *usable = g->ptx >= 80;
         for (int nb = 1; nb <= kMaxNB && *usable; nb++) {
-            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&g->occ[nb - 1], kernel_of(nb, true),
-                                                              kWarps * 32, smem_bytes());
+            int occ[2] = { 0, 0 }; /* the layouts' kernels: the smaller (the grids assume it) */
+            for (int rec = 0; rec < 2 && e == cudaSuccess; rec++)
+                e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                    &occ[rec], kernel_of(nb, true, rec), kWarps * 32, smem_bytes());
             if (e != cudaSuccess)
                 return df11i_fail(DF11_ERR_DEVICE, "fused matmul: occupancy: %s",
                                   cudaGetErrorString(e));
+            g->occ[nb - 1] = occ[0] < occ[1] ? occ[0] : occ[1];
             *usable = g->occ[nb - 1] > 0;
         }
         return DF11_OK;
@@ -442,7 +451,8 @@ df11_status launch_mma(const df11i_fused_part *parts, uint32_t n_parts, const df
     a.y_bf16 = y_bf16 != 0;
     a.x_vec = g[0].cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
     const bool xv = a.x_vec && g[0].cols % 64 == 0;
-    const cudaError_t e = launch_kernel(kernel_of(nb, xv), (unsigned)gr.G, kWarps * 32,
+    const bool rec = parts[0].d->codec == DF11_CODEC_EXP_FIXED8;
+    const cudaError_t e = launch_kernel(kernel_of(nb, xv, rec), (unsigned)gr.G, kWarps * 32,
                                         smem_bytes(), stream, pdl && pdl_ok(dg), a);
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "fused matmul launch (%d CTAs): %s", gr.G,
@@ -515,9 +525,10 @@ extern "C" df11_status df11i_fused_matmul(const df11i_fused_part *parts, uint32_
         const df11i_gpu_tensor_desc *d = parts[i].d;
         if (!d || !parts[i].payload)
             return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fused_matmul: part %u is NULL", i);
-        if (d->codec != DF11_CODEC_EXP_FIXED)
+        if (!df11i_codec_is_fixed(d->codec) || d->codec != parts[0].d->codec)
             return df11i_fail(DF11_ERR_INVALID_ARG,
-                              "df11i_fused_matmul: part %u: codec %u is not fixed", i, d->codec);
+                              "df11i_fused_matmul: part %u: codec %u (part 0's %u; fixed ones)", i,
+                              d->codec, parts[0].d->codec);
         if (d->cols != parts[0].d->cols)
             return df11i_fail(DF11_ERR_INVALID_ARG,
                               "df11i_fused_matmul: part %u has %llu columns, part 0 %llu", i,

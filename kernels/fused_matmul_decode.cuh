@@ -275,6 +275,90 @@ __device__ __forceinline__ void take_corrections(uint4 *corr4, uint32_t sw, uint
     }
 }
 
+// ---- RECORDS (codec/fixed.h, codec 3): exceptions as per-tile records ----
+
+// Record i of a list, from its u16 words and its nibbles (byte i / 2, low nibble first for
+// even i): pos in bits 0..11, exponent in 12..19 (df11i_fixed_record's).
+__device__ __forceinline__ uint32_t record_of(const uint8_t *words, const uint8_t *nib, uint32_t i)
+{
+    const uint32_t w = *reinterpret_cast<const uint16_t *>(words + 2 * i);
+    const uint32_t hi = (uint32_t)(nib[i >> 1] >> (4 * (i & 1))) & 15u;
+    return (w & 0xfffu) | ((w >> 12) | hi << 4) << 12;
+}
+
+// A record as the RED it makes: into the owner lane's (pos >> 7) correction word of its pair
+// (corr_swz's slot), (e - b) at the weight's exponent field (its code is 0, so that is all
+// it needs), b the base of its row; step 7 where not valid (matches no step). All lanes of
+// the warp call it (the owner's bases come by shuffle: bpack = b0 | b8 << 16 of each lane).
+// corr_s: the shared address of lane 0's correction words (lane l's at corr_s + 64 l).
+struct RecordRed {
+    uint32_t addr, val, step;
+};
+__device__ __forceinline__ RecordRed record_red(uint32_t rec, bool valid, uint32_t bpack,
+                                                uint32_t corr_s)
+{
+    const uint32_t pos = rec & 0xfffu, owner = pos >> 7, f = pos & 31;
+    const uint32_t bp = __shfl_sync(~0u, bpack, (int)owner);
+    const uint32_t b = (f & 4) ? bp >> 16 : bp & 0xffffu;
+    RecordRed r;
+    r.addr = corr_s + owner * 64 + 4 * ((f & 15) ^ corr_swz(owner));
+    r.val = ((rec >> 12) - b) << ((f & 16) | 7);
+    r.step = valid ? (pos >> 5) & 3 : 7u;
+    return r;
+}
+
+// The RED where the record is of step g (one predicated instruction: no branch).
+__device__ __forceinline__ void record_apply(const RecordRed &r, uint32_t g)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.eq.u32 p, %2, %3;\n@p red.shared.add.u32 [%0], %1;\n}\n" ::"r"(
+            r.addr),
+        "r"(r.val), "r"(r.step), "r"(g)
+        : "memory");
+}
+
+// Up to kRecRegs * 32 records of a tile held a lane kRecRegs at most (record j = lane + 32 r),
+// loaded at the tile's head: get(j) the tile's record j. Returns the rounds in use.
+constexpr uint32_t kRecRegs = 3;
+template <class Get>
+__device__ __forceinline__ uint32_t tile_records(uint32_t n, uint32_t lane, uint32_t bpack,
+                                                 uint32_t corr_s, Get &&get, RecordRed rr[kRecRegs])
+{
+#pragma unroll
+    for (uint32_t r = 0; r < kRecRegs; r++) {
+        const uint32_t j = lane + 32 * r;
+        rr[r] = 32 * r < n ? record_red(j < n ? get(j) : 0u, j < n, bpack, corr_s)
+                           : RecordRed{ 0, 0, 7u };
+    }
+    return (n + 31) / 32;
+}
+
+// A step's records: those held (n <= kRecRegs * 32), else read 32 at a time from the tile's
+// list in global memory (words, nib; its record j is index i0 + j), every round by every
+// lane. Then the step's 16 correction words into c, zeroed again for the next step (every
+// step: which words a record hit is known only to the lane that added it).
+__device__ __forceinline__ void step_records(uint32_t n, uint32_t rounds,
+                                             const RecordRed rr[kRecRegs], const uint8_t *words,
+                                             const uint8_t *nib, uint32_t i0, uint32_t lane,
+                                             uint32_t bpack, uint32_t corr_s, uint32_t g,
+                                             uint4 *corr4, uint32_t sw, uint32_t c[16])
+{
+    if (n <= kRecRegs * 32) {
+#pragma unroll
+        for (uint32_t r = 0; r < kRecRegs; r++)
+            if (r < rounds) record_apply(rr[r], g);
+    } else {
+        for (uint32_t j0 = 0; j0 < n; j0 += 32) {
+            const uint32_t j = j0 + lane;
+            record_apply(
+                record_red(j < n ? record_of(words, nib, i0 + j) : 0u, j < n, bpack, corr_s), g);
+        }
+    }
+    __syncwarp(); // the other lanes' REDs into this lane's words
+    take_corrections(corr4, sw, 1u, c);
+    __syncwarp(); // zeroed before any lane adds the next step's
+}
+
 } // namespace df11i_fused
 
 #endif

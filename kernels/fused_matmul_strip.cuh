@@ -32,7 +32,8 @@ struct Mat {
     const uint8_t *sm;
     const uint8_t *codes;
     const uint32_t *exc_off;
-    const uint8_t *exc;
+    const uint8_t *exc;    // escaped exponents, or (RECORDS) the record words
+    const uint8_t *exc_hi; // RECORDS: the record nibbles
     const uint8_t *base;
     int rows, g0, y_col, cols_pad, n_strips, steps, tiles, last_steps;
     long long strip_code_bytes;
@@ -47,6 +48,7 @@ inline Mat mat_of(const df11i_fused_part &p, const df11i_fixed_geom &g, int g0, 
                 b + d->stream_off,
                 reinterpret_cast<const uint32_t *>(b + d->chunks_off),
                 b + d->lanes_off,
+                b + d->rec_hi_off,
                 b + d->base_off,
                 (int)g.rows,
                 g0,
@@ -94,11 +96,15 @@ __device__ __forceinline__ uint4 lds128(const uint8_t *p)
 // A warp's stage (8.5 KiB with its corrections, so that shared memory leaves L1 room for x):
 // 4 sm slots of a step each, the code vectors, and two exception buffers (the tile in use
 // and the next), each up to 512 bytes from the 16-byte boundary below the tile's first
-// exception (more are read from global memory). Every lane reads back only the sm and code
-// bytes it copied itself; only the exceptions cross lanes.
+// exception (more are read from global memory); RECORDS: up to 96 records, their words
+// from the buffer's start and their nibbles from REC_NIB_AT (a tile with more is read from
+// global memory). Every lane reads back only the sm and code bytes it copied itself; only
+// the exceptions cross lanes.
 constexpr int EXC_STAGE = 528;
 constexpr int RING_BYTES = 4096 + 1536 + 2 * EXC_STAGE;
 constexpr int CORR_BYTES = 2048;
+constexpr int REC_NIB_AT = 224; // 96 records' words from a 16-byte boundary: 13 vectors
+static_assert(REC_NIB_AT + 64 <= EXC_STAGE && kRecRegs * 32 == 96, "the records' stage");
 
 struct TileOff {
     uint32_t off0, off1, nsteps;
@@ -112,8 +118,9 @@ __device__ __forceinline__ uint32_t exc_offsets(const Mat &W, int s, int t, uint
 }
 
 // Tile (s, t)'s code vectors (codes: the tile's, at the lane's 16 bytes) into the stage and
-// its exceptions into `excb`; one group. offw / tw: the lane's window of exception offsets
-// (tile tw + lane's), reloaded once t is 31 tiles on.
+// its exceptions into `excb` (RECORDS: where 96 or fewer); one group. offw / tw: the lane's
+// window of exception offsets (tile tw + lane's), reloaded once t is 31 tiles on.
+template <bool REC>
 __device__ __forceinline__ TileOff issue_codes(const Mat &W, int s, int t, const uint8_t *codes,
                                                uint32_t lane, uint32_t &offw, int &tw,
                                                uint8_t *stage, uint8_t *excb)
@@ -131,9 +138,22 @@ __device__ __forceinline__ TileOff issue_codes(const Mat &W, int s, int t, const
 #pragma unroll
     for (int i = 0; i < 3; i++)
         if (i < nv) cp16(dst + i * 512, codes + i * 512);
-    const uint32_t a0 = o.off0 & ~15u, nvec = (o.off1 - a0 + 15) >> 4;
-    if (nvec <= 33 && lane < nvec) cp16(excb + lane * 16, W.exc + a0 + lane * 16);
-    if (nvec == 33 && lane == 0) cp16(excb + 512, W.exc + a0 + 512);
+    if constexpr (REC) {
+        // words [2 off0, 2 off1) and nibble bytes [off0 / 2, (off1 + 1) / 2), each from the
+        // 16-byte boundary below: at most 13 and 4 vectors, inside the section (codec/fixed.h)
+        const uint32_t n = o.off1 - o.off0;
+        if (n && n <= kRecRegs * 32) {
+            const uint32_t wa = (2 * o.off0) & ~15u, nw = (2 * o.off1 - wa + 15) >> 4;
+            const uint32_t na = (o.off0 >> 1) & ~15u, nn = (((o.off1 + 1) >> 1) - na + 15) >> 4;
+            if (lane < nw) cp16(excb + lane * 16, W.exc + wa + lane * 16);
+            if (lane >= 16 && lane - 16 < nn)
+                cp16(excb + REC_NIB_AT + (lane - 16) * 16, W.exc_hi + na + (lane - 16) * 16);
+        }
+    } else {
+        const uint32_t a0 = o.off0 & ~15u, nvec = (o.off1 - a0 + 15) >> 4;
+        if (nvec <= 33 && lane < nvec) cp16(excb + lane * 16, W.exc + a0 + lane * 16);
+        if (nvec == 33 && lane == 0) cp16(excb + 512, W.exc + a0 + 512);
+    }
     cp_commit();
     return o;
 }
@@ -178,15 +198,16 @@ struct Seg {
 // tiles are whole (K rounded up to 64 a multiple of 256), which keeps the copy groups a lane waits
 // for in step; otherwise the walk returns after sg, and the caller starts the next segment cold.
 // mat(part): the part's Mat. Per tile: escape masks, one warp prefix sum of escape counts, an
-// 8-byte exception window per lane. Per step: pre(t, g) (the caller's loads that must be issued
-// before the step waits for its copies), the wait, step g + AHEAD copied into its slot (AHEAD 1..4,
-// the kernel's choice), corrections (a RED a lane a round, in warp-uniform rounds), 16 pairs
-// decoded (PRMT, SHF, 2 LOP3, IADD3), then use(t, g, o). Bytes per tile: 4096 sm + 1536 codes +
+// 8-byte exception window per lane (REC: up to 3 records a lane, as the REDs they make). Per
+// step: pre(t, g) (the caller's loads that must be issued before the step waits for its
+// copies), the wait, step g + AHEAD copied into its slot (AHEAD 1..4, the kernel's choice),
+// corrections (a RED a lane a round, in warp-uniform rounds; REC: one predicated RED a record
+// held, two __syncwarp), 16 pairs decoded (PRMT, SHF, 2 LOP3, IADD3), then use(t, g, o). Bytes per tile: 4096 sm + 1536 codes +
 // ~100 exceptions, read once. corr4: the lane's 64 bytes of correction words in shared memory, zero
 // on entry and on return. PDL_WAIT: griddepcontrol.wait once the first tile's codes and first AHEAD
 // steps are in flight (fused_matmul.cu's programmatic launch). err: ORed with 1 where a tile's
 // codes and exception offsets disagree (may be NULL).
-template <bool PDL_WAIT, int TS, int AHEAD, class MatOf, class Next, class Pre, class Use,
+template <bool PDL_WAIT, int TS, int AHEAD, bool REC, class MatOf, class Next, class Pre, class Use,
           class Done>
 __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, uint32_t lane,
                                             uint8_t *ring, uint4 *corr4, unsigned *err, Pre &&pre,
@@ -211,10 +232,11 @@ __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, ui
     static_assert(AHEAD >= 1 && AHEAD <= 4, "the ring has 4 step slots");
     uint8_t *stage = ring;
     const uint8_t *sm_t = tile_sm(mat(sg.part), sg.s, sg.t0, lane);
-    TileOff cur =
-                issue_codes(mat(sg.part), sg.s, sg.t0, tile_codes(mat(sg.part), sg.s, sg.t0, lane),
-                            lane, offw, tw, stage, ring + 5632),
+    TileOff cur = issue_codes<REC>(mat(sg.part), sg.s, sg.t0,
+                                   tile_codes(mat(sg.part), sg.s, sg.t0, lane), lane, offw, tw,
+                                   stage, ring + 5632),
             nxt = cur;
+    const uint32_t corr_s = (uint32_t)__cvta_generic_to_shared(corr4) - lane * 64;
 #pragma unroll
     for (int g = 0; g < AHEAD; g++) issue_step(sm_t, g, g < (int)cur.nsteps, lane, stage);
 #if __CUDA_ARCH__ >= 900
@@ -251,36 +273,56 @@ __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, ui
             uint8_t *excn = ring + 5632 + ((it + 1) & 1) * EXC_STAGE;
             if (more) {
                 sm_n = tile_sm(W, sg.s, t + TS, lane);
-                nxt = issue_codes(W, sg.s, t + TS, tile_codes(W, sg.s, t + TS, lane), lane, offw,
-                                  tw, stage, excn);
+                nxt = issue_codes<REC>(W, sg.s, t + TS, tile_codes(W, sg.s, t + TS, lane), lane,
+                                       offw, tw, stage, excn);
             } else if (chain) {
                 const Mat &N = mat(nx.part);
                 sm_n = tile_sm(N, nx.s, nx.t0, lane);
                 offw = nofw;
                 tw = nx.t0;
-                nxt = issue_codes(N, nx.s, nx.t0, tile_codes(N, nx.s, nx.t0, lane), lane, offw, tw,
-                                  stage, excn);
+                nxt = issue_codes<REC>(N, nx.s, nx.t0, tile_codes(N, nx.s, nx.t0, lane), lane, offw,
+                                       tw, stage, excn);
             } else {
                 cp_commit();
             }
             const uint32_t words[12] = { cw[0].x, cw[0].y, cw[0].z, cw[0].w, cw[1].x, cw[1].y,
                                          cw[1].z, cw[1].w, cw[2].x, cw[2].y, cw[2].z, cw[2].w };
-            uint32_t M[4], cnt, before;
-            const uint32_t total = tile_escapes(words, cur.nsteps, lane, M, cnt, before);
-            if (total != cur.off1 - cur.off0 && lane == 0 && err) atomicOr(err, 1u);
-            const uint32_t lead = cur.off0 & 15u;
-            ExcCursor ec;
-            if (lead + total <= EXC_STAGE) { // in the stage
-                ec.src = excb;
-                ec.pos = lead + before;
+            uint32_t M[4] = {}, cnt = 0, before = 0;
+            ExcCursor ec{};
+            RecordRed rr[kRecRegs];
+            const uint32_t n_rec = cur.off1 - cur.off0, bpack = b0 | b8 << 16;
+            uint32_t rounds = 0;
+            if constexpr (REC) {
+                if (n_rec && n_rec <= kRecRegs * 32) { // staged by issue_codes
+                    const uint32_t lw = (2 * cur.off0) & 15u, n0 = cur.off0 >> 1 & ~15u;
+                    rounds = tile_records(
+                        n_rec, lane, bpack, corr_s,
+                        [&](uint32_t j) {
+                            const uint32_t i = cur.off0 + j;
+                            const uint32_t w =
+                                *reinterpret_cast<const uint16_t *>(excb + lw + 2 * j);
+                            const uint32_t hi =
+                                (uint32_t)(excb[REC_NIB_AT + (i >> 1) - n0] >> (4 * (i & 1))) & 15u;
+                            return (w & 0xfffu) | ((w >> 12) | hi << 4) << 12;
+                        },
+                        rr);
+                }
             } else {
-                ec.src = W.exc;
-                ec.pos = cur.off0 + before;
+                const uint32_t total = tile_escapes(words, cur.nsteps, lane, M, cnt, before);
+                if (total != cur.off1 - cur.off0 && lane == 0 && err) atomicOr(err, 1u);
+                const uint32_t lead = cur.off0 & 15u;
+                if (lead + total <= EXC_STAGE) { // in the stage
+                    ec.src = excb;
+                    ec.pos = lead + before;
+                } else {
+                    ec.src = W.exc;
+                    ec.pos = cur.off0 + before;
+                }
+                // the lane's first window loaded now, off the first escape's path (only where
+                // the lane has escapes: a window reads up to 16 bytes past its first byte)
+                ec.win = cnt ? exc_window(ec.src, ec.pos) : 0;
+                ec.left = cnt ? 8 : 0;
             }
-            // the lane's first window loaded now, off the first escape's path (only where the
-            // lane has escapes: a window reads up to 16 bytes past its first byte)
-            ec.win = cnt ? exc_window(ec.src, ec.pos) : 0;
-            ec.left = cnt ? 8 : 0;
 #pragma unroll
             for (int g = 0; g < 4; g++) {
                 if (g >= (int)cur.nsteps) break;
@@ -297,9 +339,19 @@ __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, ui
                 else
                     issue_step(sm_n, g + AHEAD - 4, on && g + AHEAD - 4 < (int)nxt.nsteps, lane,
                                stage);
-                apply_escapes(M[g], ec, b0 + 7, b8 + 7, swz, corr);
                 uint32_t c[16], o[16];
-                take_corrections(corr4, sw, M[g], c);
+                if constexpr (REC) {
+                    if (n_rec) {
+                        step_records(n_rec, rounds, rr, W.exc, W.exc_hi, cur.off0, lane, bpack,
+                                     corr_s, (uint32_t)g, corr4, sw, c);
+                    } else {
+#pragma unroll
+                        for (int i = 0; i < 16; i++) c[i] = 0;
+                    }
+                } else {
+                    apply_escapes(M[g], ec, b0 + 7, b8 + 7, swz, corr);
+                    take_corrections(corr4, sw, M[g], c);
+                }
                 decode_step(s0, s1, words[3 * g], words[3 * g + 1], words[3 * g + 2], X0, X8, c, o);
                 use(t, g, o);
             }

@@ -24,7 +24,7 @@ static uint64_t group_ctas(const df11_file *file, const df11_group_info *gi, uin
     uint64_t ctas = 0;
     for (uint32_t t = gi->first_tensor; t < gi->first_tensor + gi->n_tensors; t++) {
         const df11_tensor_info *ti = df11_file_tensor(file, t);
-        if (ti->codec == DF11_CODEC_EXP_FIXED) continue; /* its own launch */
+        if (df11i_codec_is_fixed(ti->codec)) continue; /* its own launch */
         ctas += ti->codec == DF11_CODEC_RAW
                     ? (ti->nbytes + DF11_RAW_CTA_BYTES - 1) / DF11_RAW_CTA_BYTES
                     : (df11i_file_tensor_layout(file, t)->n_chunks + warps - 1) / warps;
@@ -172,7 +172,7 @@ df11_status df11i_gpu_plan_build(const df11_file *file, uint32_t group, const vo
             ctas += (ti->nbytes + DF11_RAW_CTA_BYTES - 1) / DF11_RAW_CTA_BYTES;
             continue;
         }
-        if (ti->codec == DF11_CODEC_EXP_FIXED) {
+        if (df11i_codec_is_fixed(ti->codec)) {
             /* Validated whole here, on the host, like a Huffman tensor's tables: the
              * kernel then trusts every offset. No CTA of the group kernel: first_cta
              * equals the next tensor's, so the kernel's search never lands on it. */
@@ -187,6 +187,7 @@ df11_status df11i_gpu_plan_build(const df11_file *file, uint32_t group, const vo
             d->stream_off = lay->stream_offset;
             d->stream_size = lay->stream_size;
             d->lanes_off = lay->lanes_offset;
+            d->rec_hi_off = lay->lanes_offset + df11i_fixed_rec_hi_offset(v.n_exc);
             d->data_off = lay->data_offset;
             continue;
         }

@@ -11,15 +11,15 @@
 #include "codec/fixed.h"
 #include "df11/file.h"
 
-/* For EXP_FIXED tensors the fields keep the record's names (docs/FORMAT.md): codebook =
- * row bases, chunks = exception offsets (n_chunks + 1 u32, n_chunks = tiles), stream =
- * code vectors, lanes = exceptions (n_exc bytes), data = sign|mantissa bytes. */
+/* For fixed-code tensors (EXP_FIXED, EXP_FIXED8) the fields keep the record's names
+ * (docs/FORMAT.md): codebook = row bases, chunks = exception offsets (n_chunks + 1 u32,
+ * n_chunks = tiles), stream = code vectors, lanes = exceptions, data = sign|mantissa bytes. */
 typedef struct df11i_tensor_layout {
     uint64_t codebook_offset, chunks_offset, lanes_offset; /* payload-relative */
     uint64_t stream_offset, stream_size, data_offset;
     uint32_t n_chunks;
     uint32_t codebook_size;
-    uint64_t n_exc; /* EXP_FIXED: escaped weights */
+    uint64_t n_exc; /* EXP_FIXED: escaped weights; EXP_FIXED8: records */
 } df11i_tensor_layout;
 
 const df11i_tensor_layout *df11i_file_tensor_layout(const df11_file *file, uint32_t tensor);

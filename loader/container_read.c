@@ -298,7 +298,7 @@ static df11_status parse_groups(df11_file *f)
 /* Section [off, off+len) of a tensor must lie in its payload. */
 #define SECTION_OK(off, len, payload) df11i_range_ok((off), (len), (payload))
 
-/* The sections of EXP_FIXED tensor t (record r; docs/FORMAT.md): a 2-D BF16 tensor whose
+/* The sections of fixed-code tensor t (record r; docs/FORMAT.md): a 2-D BF16 tensor whose
  * record fields are exactly what its shape and exception count imply, every section inside
  * the ps-byte payload, 16-byte aligned, in the order the writer puts them and disjoint.
  * What the sections hold is checked when they are read (df11i_file_tensor_fixed). */
@@ -323,8 +323,9 @@ static df11_status parse_fixed_sections(df11_file *f, uint32_t t, const uint8_t 
     lo->stream_offset = df11i_ld64(r + TEN_STREAM_OFFSET);
     lo->stream_size = df11i_ld64(r + TEN_STREAM_SIZE);
     /* sizes as stored: the exception section carries 16 zero bytes past its padding, so a
-     * kernel may load it 16 bytes at a time from any 16-aligned index below n_exc */
-    const uint64_t exc_size = df11i_align_up(lo->n_exc, DF11_SECTION_ALIGN) + 16;
+     * kernel may load it 16 bytes at a time from any 16-aligned index below its end */
+    const df11i_fixed_layout layout = df11i_fixed_layout_of(ti->codec);
+    const uint64_t exc_size = df11i_fixed_exc_section(layout, lo->n_exc);
     const uint64_t off[5] = { lo->codebook_offset, lo->chunks_offset, lo->stream_offset,
                               lo->lanes_offset, lo->data_offset };
     const uint64_t len[5] = { g.rows_pad, 4 * (g.n_tiles + 1), g.code_bytes, exc_size, g.sm_bytes };
@@ -338,7 +339,8 @@ static df11_status parse_fixed_sections(df11_file *f, uint32_t t, const uint8_t 
                         "tensor %u: sections outside, misaligned or out of order "
                         "in its payload",
                         t);
-    ti->stored_bytes = g.rows_pad + 4 * (g.n_tiles + 1) + g.code_bytes + lo->n_exc + g.sm_bytes;
+    ti->stored_bytes = g.rows_pad + 4 * (g.n_tiles + 1) + g.code_bytes +
+                       df11i_fixed_exc_bytes(layout, lo->n_exc) + g.sm_bytes;
     ti->exponent_bits = (ti->stored_bytes - g.sm_bytes) * 8;
     return DF11_OK;
 }
@@ -351,15 +353,15 @@ static df11_status parse_coded_sections(df11_file *f, uint32_t t, const uint8_t 
     df11_tensor_info *ti = &f->tensors[t];
     df11i_tensor_layout *lo = &f->layouts[t];
     const uint64_t ne = ti->n_elements;
-    if (ti->codec > DF11_CODEC_EXP_FIXED)
+    if (ti->codec > DF11_CODEC_EXP_FIXED8)
         return FAIL(DF11_ERR_CORRUPT,
                     "tensor %u: unknown codec %u (this library reads codecs 0..%d, format "
                     "%d.%d; a newer df11 may have written it)",
-                    t, ti->codec, DF11_CODEC_EXP_FIXED, DF11_VERSION_MAJOR, DF11_VERSION_MINOR);
+                    t, ti->codec, DF11_CODEC_EXP_FIXED8, DF11_VERSION_MAJOR, DF11_VERSION_MINOR);
     if (ti->dtype != DF11_DTYPE_BF16)
         return FAIL(DF11_ERR_CORRUPT, "tensor %u: codec %u for dtype %s", t, ti->codec,
                     df11_dtype_name(ti->dtype));
-    if (ti->codec == DF11_CODEC_EXP_FIXED) return parse_fixed_sections(f, t, r, ps);
+    if (df11i_codec_is_fixed(ti->codec)) return parse_fixed_sections(f, t, r, ps);
     ti->max_code_len = r[TEN_MAX_CODE_LEN];
     ti->lane_symbols = df11i_ld32(r + TEN_LANE_SYMBOLS);
     lo->n_chunks = df11i_ld32(r + TEN_N_CHUNKS);
@@ -690,7 +692,7 @@ df11_status df11i_file_tensor_fixed_view(const df11_file *f, uint32_t t, const v
         return FAIL(DF11_ERR_INVALID_ARG, "df11i_file_tensor_fixed: bad argument");
     const df11_tensor_info *ti = &f->tensors[t];
     const df11i_tensor_layout *lo = &f->layouts[t];
-    if (ti->codec != DF11_CODEC_EXP_FIXED)
+    if (!df11i_codec_is_fixed(ti->codec))
         return FAIL(DF11_ERR_INVALID_ARG, "tensor '%s' is not fixed-coded", ti->name);
     /* The view's pointers are not const (the codec owns its buffers when it encodes); the
      * decoders only read them. */
@@ -704,6 +706,7 @@ df11_status df11i_file_tensor_fixed_view(const df11_file *f, uint32_t t, const v
     v->exc = p + lo->lanes_offset;
     v->sm = p + lo->data_offset;
     v->n_exc = lo->n_exc;
+    v->layout = df11i_fixed_layout_of(ti->codec);
     return DF11_OK;
 }
 
@@ -718,7 +721,7 @@ df11_status df11_tensor_decode_host(const df11_file *f, uint32_t t, const void *
             memcpy(out, (const uint8_t *)payload + f->layouts[t].data_offset, ti->nbytes);
         return DF11_OK;
     }
-    if (ti->codec == DF11_CODEC_EXP_FIXED) {
+    if (df11i_codec_is_fixed(ti->codec)) {
         df11i_fixed v;
         df11_status st = df11i_file_tensor_fixed(f, t, payload, &v);
         if (st == DF11_OK && (st = df11i_fixed_decode(&v, out, n_threads)) != DF11_OK)

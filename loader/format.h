@@ -8,9 +8,11 @@
 /* 2: chunk streams interleave the lanes' full words in refill order (1 concatenated
  * the lanes' bit strings; its files are rejected: recompress them). */
 #define DF11_VERSION_MAJOR 2
-/* Minor 1 adds codec 2 (EXP_FIXED); a file with no such tensor is written as 2.0, so that
- * readers of 2.0 keep opening everything they can decode. */
-#define DF11_VERSION_MINOR 1
+/* Minor 1 adds codec 2 (EXP_FIXED), minor 2 codec 3 (EXP_FIXED8); a file is written with
+ * the lowest minor whose codecs it uses, so that older readers keep opening everything
+ * they can decode. */
+#define DF11_VERSION_MINOR 2
+#define DF11_VERSION_MINOR_FIXED 1
 #define DF11_VERSION_MINOR_HUFFMAN_ONLY 0
 
 #define DF11_HEADER_SIZE 128

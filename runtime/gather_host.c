@@ -94,7 +94,7 @@ df11_status df11i_host_rows_decode_now(int n_threads, const df11i_rows_args *a)
         j.codec = ti->codec;
         if (ti->codec == DF11_CODEC_EXP_HUFFMAN)
             st = df11i_file_tensor_coded(a->g->file, a->tensor, a->g->payload, &j.coded);
-        else if (ti->codec == DF11_CODEC_EXP_FIXED)
+        else if (df11i_codec_is_fixed(ti->codec))
             st = df11i_file_tensor_fixed_view(a->g->file, a->tensor, a->g->payload, &j.fixed);
         else /* a raw tensor is read in place: the caller passes it as a->w */
             st = df11i_fail(DF11_ERR_STATE, "rows decode: tensor '%s' is stored raw", ti->name);

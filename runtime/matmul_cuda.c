@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "codec/codec.h" /* df11i_n_chunks */
+#include "codec/fixed.h" /* df11i_codec_is_fixed */
 #include "common/error.h"
 #include "common/util.h"
 #include "kernels/decode.h"
@@ -150,18 +151,19 @@ static int fused_codec(const df11_file *file, uint32_t tensor)
 {
     const df11_tensor_info *ti = df11_file_tensor(file, tensor);
     if (!ti || ti->ndim != 2) return 0;
-    if (ti->codec == DF11_CODEC_EXP_FIXED) return DF11_CODEC_EXP_FIXED;
+    if (df11i_codec_is_fixed(ti->codec)) return ti->codec;
     if (ti->codec == DF11_CODEC_EXP_HUFFMAN &&
         df11i_huffman_matmul_takes(ti->shape[1], ti->lane_symbols))
         return DF11_CODEC_EXP_HUFFMAN;
     return 0;
 }
 
-/* One launch over every part where all are fixed-code, else one per part. */
+/* One launch over every part where all have one fixed code, else one per part. */
 static int fused_one_launch(const df11_file *file, uint32_t n_parts, const uint32_t *tensors)
 {
+    const int codec = fused_codec(file, tensors[0]);
     for (uint32_t i = 0; i < n_parts; i++)
-        if (fused_codec(file, tensors[i]) != DF11_CODEC_EXP_FIXED) return 0;
+        if (!df11i_codec_is_fixed(codec) || fused_codec(file, tensors[i]) != codec) return 0;
     return 1;
 }
 
@@ -229,7 +231,7 @@ static df11_status part_desc(const df11i_backend_group *g, uint32_t tensor, uint
     if (!h || h->n_tensors != 1 || !g->payload)
         return df11i_fail(DF11_ERR_STATE, "cuda matmul: tensor %u has no plan", tensor);
     const df11i_gpu_tensor_desc *d = (const df11i_gpu_tensor_desc *)(h + 1);
-    if (d->codec == DF11_CODEC_EXP_FIXED && d->cols != k)
+    if (df11i_codec_is_fixed((int)d->codec) && d->cols != k)
         return df11i_fail(DF11_ERR_STATE, "cuda matmul: tensor %u's plan has %llu columns", tensor,
                           (unsigned long long)d->cols);
     *out = d;
@@ -270,7 +272,7 @@ df11_status df11i_cuda_matmul_fused(df11i_backend *be, void *mm, const df11i_mat
         const df11i_gpu_tensor_desc *d = NULL;
         df11_status s = part_desc(&g[i], tensors[i], a->k, &d);
         if (s != DF11_OK) return s;
-        if (d->codec != DF11_CODEC_EXP_FIXED) one = 0;
+        if (!df11i_codec_is_fixed((int)d->codec) || (i && d->codec != parts[0].d->codec)) one = 0;
         part_rows[i] = df11_file_tensor(g[i].file, tensors[i])->shape[0];
         parts[i] = (df11i_fused_part){ .d = d, .payload = g[i].payload };
         rows += part_rows[i];

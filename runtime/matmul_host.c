@@ -232,9 +232,8 @@ int df11i_host_matmul_fused_takes(df11i_backend *be, const df11_file *file, uint
     const df11_tensor_info *ti = file ? df11_file_tensor(file, tensor) : NULL;
     /* batch 0 asks "at every batch?" (runtime/matmul.c sizes the decode path's scratch
      * where not): a fixed-code W is not */
-    return ti &&
-           (ti->codec == DF11_CODEC_EXP_HUFFMAN ||
-            (ti->codec == DF11_CODEC_EXP_FIXED && batch >= 1 && batch <= DF11_FUSED_MAX_BATCH));
+    return ti && (ti->codec == DF11_CODEC_EXP_HUFFMAN ||
+                  (df11i_codec_is_fixed(ti->codec) && batch >= 1 && batch <= DF11_FUSED_MAX_BATCH));
 }
 
 /* One tensor a call (matmul_fused_parts 1): runtime/matmul.c splits stacked weights. */
@@ -246,7 +245,7 @@ df11_status df11i_host_matmul_fused(df11i_backend *be, void *mm, const df11i_mat
         return df11i_fail(DF11_ERR_STATE, "host matmul: %u parts in one call (1)", n_parts);
     const df11_tensor_info *ti = df11_file_tensor(g->file, tensors[0]);
     df11_status st;
-    if (ti->codec == DF11_CODEC_EXP_FIXED) {
+    if (df11i_codec_is_fixed(ti->codec)) {
         df11i_fixed f;
         if ((st = df11i_file_tensor_fixed_view(g->file, tensors[0], g->payload, &f)) != DF11_OK)
             return st;

@@ -143,11 +143,13 @@ int cli_parse_codec(const char *tool, const char *s, df11_codec *codec, int *raw
         *codec = DF11_CODEC_EXP_HUFFMAN;
     else if (strcmp(s, "fixed") == 0)
         *codec = DF11_CODEC_EXP_FIXED;
+    else if (strcmp(s, "fixed8") == 0)
+        *codec = DF11_CODEC_EXP_FIXED8;
     else if (raw && strcmp(s, "raw") == 0)
         *raw = 1;
     else
         return cli_usage_error(tool, "--codec '%s': want %s", s,
-                               raw ? "huffman, fixed or raw" : "huffman or fixed");
+                               raw ? "huffman, fixed, fixed8 or raw" : "huffman, fixed or fixed8");
     return CLI_OK;
 }
 

@@ -51,7 +51,7 @@ uint64_t cli_parse_size(const char *s);
 int cli_parse_seed(const char *tool, const char *s, uint64_t *seed);
 /* -j/--threads N (0 = all cores) into *n_threads: CLI_OK, or CLI_USAGE after the message. */
 int cli_parse_threads(const char *tool, const char *s, int *n_threads);
-/* --codec NAME: "huffman" or "fixed" into *codec, and where `raw` is not NULL also "raw"
+/* --codec NAME: "huffman", "fixed" or "fixed8" into *codec, and where `raw` is not NULL "raw"
  * (*raw = 1: tensors stored uncompressed); CLI_OK, or CLI_USAGE after the message. */
 int cli_parse_codec(const char *tool, const char *s, df11_codec *codec, int *raw);
 /* SIGINT, SIGTERM, SIGHUP and SIGPIPE (those not ignored) first unlink the named

@@ -16,6 +16,7 @@ static const char *codec_name(df11_codec c)
     case DF11_CODEC_RAW: return "raw";
     case DF11_CODEC_EXP_HUFFMAN: return "exp-huffman";
     case DF11_CODEC_EXP_FIXED: return "exp-fixed";
+    case DF11_CODEC_EXP_FIXED8: return "exp-fixed8";
     }
     return "unknown";
 }
@@ -25,16 +26,16 @@ typedef struct codec_total {
     uint32_t tensors;
     uint64_t bytes, stored_bytes;
 } codec_total;
-#define N_CODECS 3
-static const df11_codec codecs[N_CODECS] = { DF11_CODEC_EXP_FIXED, DF11_CODEC_EXP_HUFFMAN,
-                                             DF11_CODEC_RAW };
+#define N_CODECS 4
+static const df11_codec codecs[N_CODECS] = { DF11_CODEC_EXP_FIXED8, DF11_CODEC_EXP_FIXED,
+                                             DF11_CODEC_EXP_HUFFMAN, DF11_CODEC_RAW };
 
 static void usage(void)
 {
     printf("Usage: %s FILE.df11 [--json] [--verify] [--tensors]\n"
            "Show the groups of a .df11 file (and with --tensors every tensor): sizes,\n"
            "compression ratio, exponent entropy, checksums, and how many tensors and bytes\n"
-           "each codec (exp-fixed, exp-huffman, raw) holds.\n\n"
+           "each codec (exp-fixed8, exp-fixed, exp-huffman, raw) holds.\n\n"
            "      --json      one JSON object on stdout, for scripts\n"
            "      --verify    read every group, check its xxh3 and decode it on the CPU\n"
            "      --tensors   list tensors in the human table too\n"
@@ -181,7 +182,8 @@ int main(int argc, char **argv)
                     cJSON_AddNumberToObject(o, "exponent_entropy", ti->exponent_entropy);
                     cJSON_AddNumberToObject(o, "max_code_len", ti->max_code_len);
                     cJSON_AddNumberToObject(o, "lane_symbols", ti->lane_symbols);
-                } else if (ti->codec == DF11_CODEC_EXP_FIXED) {
+                } else if (ti->codec == DF11_CODEC_EXP_FIXED ||
+                           ti->codec == DF11_CODEC_EXP_FIXED8) {
                     cJSON_AddNumberToObject(o, "exponent_entropy", ti->exponent_entropy);
                 }
                 cJSON_AddItemToArray(jt, o);

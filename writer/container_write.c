@@ -169,7 +169,7 @@ typedef struct {
  * code's rows x cols geometry); other BF16 tensors of such a file stay Huffman. */
 static int use_fixed(const tensor_plan *p, const df11_compress_options *o)
 {
-    return o->codec == DF11_CODEC_EXP_FIXED && p->src->dtype == DF11_DTYPE_BF16 &&
+    return df11i_codec_is_fixed(o->codec) && p->src->dtype == DF11_DTYPE_BF16 &&
            p->src->ndim == 2 && p->n_elements > 0;
 }
 
@@ -180,14 +180,14 @@ static df11_status encode_fixed(const tensor_plan *p, const df11_compress_option
 {
     uint8_t *r = t->rec;
     const uint16_t *w = p->data;
-    df11_status st =
-        df11i_fixed_encode(w, p->src->shape[0], p->src->shape[1], o->n_threads, &t->fixed);
+    df11_status st = df11i_fixed_encode(w, p->src->shape[0], p->src->shape[1],
+                                        df11i_fixed_layout_of(o->codec), o->n_threads, &t->fixed);
     if (st != DF11_OK) return df11i_fail_context(st, "tensor '%s'", p->src->name);
     const df11i_fixed *f = &t->fixed;
     memset(t->enc.hist, 0, sizeof t->enc.hist);
     for (uint64_t i = 0; i < p->n_elements; i++) t->enc.hist[df11i_bf16_exp(w[i])]++;
     const uint64_t sizes[5] = { f->g.rows_pad, 4 * (f->g.n_tiles + 1), f->g.code_bytes,
-                                df11i_align_up(f->n_exc, DF11_SECTION_ALIGN) + 16, f->g.sm_bytes };
+                                df11i_fixed_exc_section(f->layout, f->n_exc), f->g.sm_bytes };
     const int fields[5] = { TEN_CODEBOOK_OFFSET, TEN_CHUNKS_OFFSET, TEN_STREAM_OFFSET,
                             TEN_LANES_OFFSET, TEN_DATA_OFFSET };
     uint64_t off = at;
@@ -195,7 +195,7 @@ static df11_status encode_fixed(const tensor_plan *p, const df11_compress_option
         df11i_st64(r + fields[i], off);
         off = df11i_align_up(off + sizes[i], DF11_SECTION_ALIGN);
     }
-    r[TEN_CODEC] = DF11_CODEC_EXP_FIXED;
+    r[TEN_CODEC] = (uint8_t)o->codec;
     df11i_st32(r + TEN_N_CHUNKS, (uint32_t)f->g.n_tiles);
     df11i_st32(r + TEN_LANE_SYMBOLS, (uint32_t)f->n_exc);
     df11i_st64(r + TEN_STREAM_SIZE, f->g.code_bytes);
@@ -258,12 +258,14 @@ static void place_tensor(const tensor_plan *p, const tensor_out *t, uint8_t *pay
         if (p->nbytes) memcpy(payload + df11i_ld64(r + TEN_DATA_OFFSET), p->data, p->nbytes);
         return;
     }
-    if (r[TEN_CODEC] == DF11_CODEC_EXP_FIXED) {
+    if (df11i_codec_is_fixed(r[TEN_CODEC])) {
         const df11i_fixed *f = &t->fixed;
         memcpy(payload + df11i_ld64(r + TEN_CODEBOOK_OFFSET), f->base, f->g.rows_pad);
         memcpy(payload + df11i_ld64(r + TEN_CHUNKS_OFFSET), f->exc_off, 4 * (f->g.n_tiles + 1));
         memcpy(payload + df11i_ld64(r + TEN_STREAM_OFFSET), f->codes, f->g.code_bytes);
-        if (f->n_exc) memcpy(payload + df11i_ld64(r + TEN_LANES_OFFSET), f->exc, f->n_exc);
+        if (f->n_exc) /* the section's padding is zero already */
+            memcpy(payload + df11i_ld64(r + TEN_LANES_OFFSET), f->exc,
+                   df11i_fixed_exc_section(f->layout, f->n_exc) - 16);
         memcpy(payload + df11i_ld64(r + TEN_DATA_OFFSET), f->sm, f->g.sm_bytes);
         return;
     }
@@ -284,9 +286,10 @@ static df11_status resolve_options(const df11_compress_options *options, df11_co
     if (!o->lane_symbols) o->lane_symbols = DF11_DEFAULT_LANE_SYMBOLS;
     if (!o->layer_prefix) o->layer_prefix = DF11_DEFAULT_LAYER_PREFIX;
     if (!o->codec) o->codec = DF11_CODEC_EXP_HUFFMAN;
-    if (o->codec != DF11_CODEC_EXP_HUFFMAN && o->codec != DF11_CODEC_EXP_FIXED)
-        return df11i_fail(DF11_ERR_INVALID_ARG, "codec %d: want %d (exp-huffman) or %d (fixed)",
-                          (int)o->codec, DF11_CODEC_EXP_HUFFMAN, DF11_CODEC_EXP_FIXED);
+    if (o->codec != DF11_CODEC_EXP_HUFFMAN && !df11i_codec_is_fixed(o->codec))
+        return df11i_fail(
+            DF11_ERR_INVALID_ARG, "codec %d: want %d (exp-huffman), %d (fixed) or %d (fixed8)",
+            (int)o->codec, DF11_CODEC_EXP_HUFFMAN, DF11_CODEC_EXP_FIXED, DF11_CODEC_EXP_FIXED8);
     if (o->max_code_len > DF11_MAX_CODE_LEN)
         return df11i_fail(DF11_ERR_INVALID_ARG, "max code length %u > %d", o->max_code_len,
                           DF11_MAX_CODE_LEN);
@@ -318,7 +321,7 @@ typedef struct {
     df11_compress_summary sum;
     uint64_t hist[256]; /* exponents of every BF16 weight */
     uint64_t total_in, done_in;
-    int any_fixed; /* an EXP_FIXED tensor was written: the file is 2.1, else 2.0 */
+    int minor; /* the file's version_minor: the highest its codecs need (loader/format.h) */
 } compress_run;
 
 static void compress_run_free(compress_run *r)
@@ -425,7 +428,9 @@ static df11_status append_tensor(compress_run *r, uint32_t k, const char *group_
     } else {
         r->sum.raw_bytes += p->nbytes;
     }
-    if (t->rec[TEN_CODEC] == DF11_CODEC_EXP_FIXED) r->any_fixed = 1;
+    if (t->rec[TEN_CODEC] == DF11_CODEC_EXP_FIXED8) r->minor = DF11_VERSION_MINOR;
+    if (t->rec[TEN_CODEC] == DF11_CODEC_EXP_FIXED && r->minor < DF11_VERSION_MINOR_FIXED)
+        r->minor = DF11_VERSION_MINOR_FIXED;
     df11i_encoded_free(&t->enc);
     df11i_fixed_free(&t->fixed);
     r->done_in += p->nbytes;
@@ -470,8 +475,7 @@ static df11_status finish_header(compress_run *r, uint64_t metadata_len, uint64_
     uint8_t *index = r->index;
     memcpy(index + HDR_MAGIC, DF11_MAGIC, 8);
     df11i_st16(index + HDR_VERSION_MAJOR, DF11_VERSION_MAJOR);
-    df11i_st16(index + HDR_VERSION_MINOR,
-               r->any_fixed ? DF11_VERSION_MINOR : DF11_VERSION_MINOR_HUFFMAN_ONLY);
+    df11i_st16(index + HDR_VERSION_MINOR, (uint16_t)r->minor);
     df11i_st32(index + HDR_HEADER_SIZE, DF11_HEADER_SIZE);
     df11i_st32(index + HDR_N_GROUPS, r->n_groups);
     df11i_st32(index + HDR_N_TENSORS, (uint32_t)r->n);

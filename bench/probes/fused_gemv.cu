@@ -117,7 +117,8 @@ static void gen_extra(HostMat *m, int threads)
         m[1].w[i] = (uint16_t)(((r >> 40) & 0x8000) | e << 7 | ((r >> 20) & 0x7f));
     }
     for (int i = 0; i < 2; i++)
-        if (df11i_fixed_encode(m[i].w.data(), m[i].rows, m[i].cols, threads, &m[i].f) != DF11_OK) {
+        if (df11i_fixed_encode(m[i].w.data(), m[i].rows, m[i].cols, DF11I_FIXED_ESCAPES, threads,
+                               &m[i].f) != DF11_OK) {
             fprintf(stderr, "encode failed\n");
             exit(1);
         }
@@ -138,7 +139,9 @@ static void clamp_to_windows(HostMat &h, int threads)
         }
     }
     df11i_fixed_free(&h.f);
-    if (df11i_fixed_encode(h.w.data(), h.rows, h.cols, threads, &h.f) != DF11_OK || h.f.n_exc) {
+    if (df11i_fixed_encode(h.w.data(), h.rows, h.cols, DF11I_FIXED_ESCAPES, threads, &h.f) !=
+            DF11_OK ||
+        h.f.n_exc) {
         fprintf(stderr, "clamped encode failed (%llu escapes)\n", (unsigned long long)h.f.n_exc);
         exit(1);
     }
@@ -152,7 +155,8 @@ static void gen_block(HostMat *m, int threads)
         m[i].w.resize(m[i].rows * m[i].cols);
         weights_fill(m[i].w.data(), m[i].rows, m[i].cols, weights_tensor_seed(BLOCK[i].name, 0),
                      false, threads);
-        if (df11i_fixed_encode(m[i].w.data(), m[i].rows, m[i].cols, threads, &m[i].f) != DF11_OK) {
+        if (df11i_fixed_encode(m[i].w.data(), m[i].rows, m[i].cols, DF11I_FIXED_ESCAPES, threads,
+                               &m[i].f) != DF11_OK) {
             fprintf(stderr, "encode failed\n");
             exit(1);
         }
@@ -167,7 +171,8 @@ static void gen_block(HostMat *m, int threads)
             h.w.insert(h.w.end(), m[gr[k]].w.begin(), m[gr[k]].w.end());
             h.rows += m[gr[k]].rows;
         }
-        if (df11i_fixed_encode(h.w.data(), h.rows, h.cols, threads, &h.f) != DF11_OK) {
+        if (df11i_fixed_encode(h.w.data(), h.rows, h.cols, DF11I_FIXED_ESCAPES, threads, &h.f) !=
+            DF11_OK) {
             fprintf(stderr, "encode failed\n");
             exit(1);
         }

@@ -381,7 +381,7 @@ static const char *weights_codec(const session *s)
     for (uint32_t t = 0; t < df11_file_n_tensors(f); t++) {
         const df11_tensor_info *ti = df11_file_tensor(f, t);
         if (!ti || ti->dtype != DF11_DTYPE_BF16 || ti->ndim != 2) continue;
-        fixed |= ti->codec == DF11_CODEC_EXP_FIXED;
+        fixed |= ti->codec == DF11_CODEC_EXP_FIXED || ti->codec == DF11_CODEC_EXP_FIXED8;
         huffman |= ti->codec == DF11_CODEC_EXP_HUFFMAN;
     }
     return fixed && huffman ? "mixed" : fixed ? "fixed" : huffman ? "huffman" : "raw";

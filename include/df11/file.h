@@ -60,6 +60,10 @@ typedef enum df11_codec {
     /* 2-D BF16: a 3-bit exponent code relative to a per-row base, escapes in per-tile
      * lists, weights in tensor-core fragment order (format 2.1; docs/FORMAT.md) */
     DF11_CODEC_EXP_FIXED = 2,
+    /* 2-D BF16: as EXP_FIXED with every 3-bit code in an 8-exponent window and the weights
+     * outside it as 20-bit records (position, exponent) in per-tile lists, which a fused
+     * kernel applies without scanning codes (format 2.2; docs/FORMAT.md) */
+    DF11_CODEC_EXP_FIXED8 = 3,
 } df11_codec;
 
 /* One group: the tensors of one transformer block, or one non-layer tensor. */
@@ -85,8 +89,8 @@ typedef struct df11_tensor_info {
     uint64_t nbytes;         /* decoded bytes = n_elements * dtype size */
     uint64_t decoded_offset; /* within the decoded group, a multiple of 256 */
     uint64_t stored_bytes;   /* bytes this tensor takes in the payload, padding excluded */
-    uint64_t exponent_bits;  /* coded exponent bits (EXP_HUFFMAN); EXP_FIXED: every byte
-                                but the sign|mantissa ones (bases, codes, exceptions), x 8 */
+    uint64_t exponent_bits;  /* coded exponent bits (EXP_HUFFMAN); EXP_FIXED, EXP_FIXED8: every
+                                byte but the sign|mantissa ones (bases, codes, exceptions), x 8 */
     float exponent_entropy;  /* empirical exponent entropy, bits/weight (EXP_HUFFMAN, EXP_FIXED) */
     uint32_t max_code_len;
     uint32_t lane_symbols;
