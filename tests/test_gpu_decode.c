@@ -375,7 +375,7 @@ START_TEST(test_fixed)
     const char *path = tmp_path("fixed.df11");
     df11_compress_options opt = { .n_threads = 2,
                                   .lane_symbols = 64,
-                                  .codec = DF11_CODEC_EXP_FIXED };
+                                  .codec = df11_test_fixed_codec() };
     df11_status st = df11_compress_tensors(path, src, n, NULL, 0, &opt, NULL);
     ck_assert_msg(st == DF11_OK, "compress: %s", df11_last_error_detail());
     check_file(path, "fixed");
@@ -392,7 +392,7 @@ START_TEST(test_fixed)
     ck_assert_int_eq(df11_file_open(path, &f), DF11_OK);
     uint32_t t;
     ck_assert_int_eq(df11_file_find_tensor(f, "model.layers.0.m0.weight", &t), DF11_OK);
-    ck_assert_int_eq(df11_file_tensor(f, t)->codec, DF11_CODEC_EXP_FIXED);
+    ck_assert_int_eq(df11_file_tensor(f, t)->codec, df11_test_fixed_codec());
     const df11_group_info *gi = df11_file_group(f, df11_file_tensor(f, t)->group);
     uint8_t *payload = malloc(gi->payload_size);
     ck_assert_int_eq(df11_file_read_group(f, df11_file_tensor(f, t)->group, payload), DF11_OK);

@@ -74,7 +74,7 @@ static void fu_make_model(void)
     df11_status s =
         df11_compress_tensors(fu.huff_path, fu.t, FU_N, CONFIG, strlen(CONFIG), &co, NULL);
     ck_assert_msg(s == DF11_OK, "compress: %s %s", df11_strerror(s), df11_last_error_detail());
-    co.codec = DF11_CODEC_EXP_FIXED;
+    co.codec = df11_test_fixed_codec();
     co.lane_symbols = 0;
     snprintf(fu.path, sizeof fu.path, "%s/fu_fixed.df11", df11_test_tmpdir());
     s = df11_compress_tensors(fu.path, fu.t, FU_N, CONFIG, strlen(CONFIG), &co, NULL);
@@ -198,7 +198,7 @@ START_TEST(test_fused_matmul)
         ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
         uint32_t t;
         ck_assert_int_eq(df11_file_find_tensor(f, sh->name, &t), DF11_OK);
-        ck_assert_int_eq(df11_file_tensor(f, t)->codec, DF11_CODEC_EXP_FIXED);
+        ck_assert_int_eq(df11_file_tensor(f, t)->codec, df11_test_fixed_codec());
         if (!df11i_fused_matmul_supported()) continue; /* pre-sm_80: decode path only */
         const uint32_t lim = df11i_fused_matmul_default_max(sh->k);
         ck_assert_uint_ge(lim, DF11_FUSED_MAX_BATCH);
@@ -657,7 +657,7 @@ START_TEST(test_fused_matmul_chained)
     }
     char path[512];
     snprintf(path, sizeof path, "%s/fu_chain.df11", df11_test_tmpdir());
-    df11_compress_options co = { .codec = DF11_CODEC_EXP_FIXED };
+    df11_compress_options co = { .codec = df11_test_fixed_codec() };
     df11_status s = df11_compress_tensors(path, t, CH_N, CONFIG, strlen(CONFIG), &co, NULL);
     ck_assert_msg(s == DF11_OK, "compress: %s %s", df11_strerror(s), df11_last_error_detail());
     df11_model *m = fu_open(path);

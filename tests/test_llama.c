@@ -1094,10 +1094,10 @@ static dfl_engine *engine_open_mm(df11_model *model, df11_provider *p, dfl_matmu
 static const char *compress_codec(const char *dir, df11_codec codec)
 {
     static char path[2][1024];
-    char *out = path[codec == DF11_CODEC_EXP_FIXED];
+    char *out = path[codec == df11_test_fixed_codec()];
     snprintf(out, sizeof path[0], "%s/%s%s.df11", df11_test_tmpdir(),
              strstr(dir, "synth") ? "synth" : "stories",
-             codec == DF11_CODEC_EXP_FIXED ? "-fixed" : "");
+             codec == df11_test_fixed_codec() ? "-fixed" : "");
     df11_compress_options co = { .codec = codec };
     df11_status st = df11_compress_path(dir, out, &co, NULL);
     ck_assert_msg(st == DF11_OK, "compress %s: %s: %s", dir, df11_strerror(st),
@@ -1163,7 +1163,7 @@ enum { N_KINDS = 5 };
 static void check_df11_vs_bf16(const char *dir)
 {
     const char *huffman = compress_codec(dir, 0),
-               *fixed = compress_codec(dir, DF11_CODEC_EXP_FIXED);
+               *fixed = compress_codec(dir, df11_test_fixed_codec());
     const char *paths[N_KINDS] = { huffman, fixed, dir, huffman, fixed };
     const char *kinds[N_KINDS] = { "df11 huffman", "df11 fixed", "bf16", "df11 huffman compressed",
                                    "df11 fixed compressed" };
@@ -2133,7 +2133,7 @@ START_TEST(test_cli)
 
     /* the fixed-codec file: the same tokens and logits (the host op multiplies the same
      * decoded weights) */
-    const char *fixed = compress_codec(dir, DF11_CODEC_EXP_FIXED);
+    const char *fixed = compress_codec(dir, df11_test_fixed_codec());
     snprintf(args, sizeof args, "%s --device cpu --json -n 12 --tokens 1,5,9", fixed);
     cJSON *f = run_tool(args, &rc);
     ck_assert_int_eq(rc, 0);
@@ -2655,7 +2655,7 @@ static void check_gpu_compressed(const char *dir, const char *path_name, const c
 
 static void check_gpu(const char *dir)
 {
-    const char *paths[2] = { compress_codec(dir, 0), compress_codec(dir, DF11_CODEC_EXP_FIXED) };
+    const char *paths[2] = { compress_codec(dir, 0), compress_codec(dir, df11_test_fixed_codec()) };
     df11_model_options opt;
     df11_model_options_init(&opt);
     opt.backend = DF11_BACKEND_CUDA;

@@ -1092,7 +1092,7 @@ static void mm_make_model(void)
     s = df11i_st_write(mm.t.st_path, mm.t.t, mm.t.n, NULL);
     ck_assert_msg(s == DF11_OK, "st_write: %s %s", df11_strerror(s), df11_last_error_detail());
     snprintf(mm.fixed_path, sizeof mm.fixed_path, "%s/mm_fixed.df11", df11_test_tmpdir());
-    co.codec = DF11_CODEC_EXP_FIXED;
+    co.codec = df11_test_fixed_codec();
     s = df11_compress_tensors(mm.fixed_path, mm.t.t, mm.t.n, CONFIG, strlen(CONFIG), &co, NULL);
     ck_assert_msg(s == DF11_OK, "compress (fixed): %s %s", df11_strerror(s),
                   df11_last_error_detail());
@@ -1137,7 +1137,7 @@ static int mm_kernel(df11_model *m, int nonlayer_resident, const char *name, uin
         df11_file_find_tensor(f, name, &t) != DF11_OK ||
         !df11i_cuda_matmul_fused_takes(NULL, f, t, batch))
         return 0;
-    return df11_file_tensor(f, t)->codec == DF11_CODEC_EXP_FIXED ? 2 : 1;
+    return df11_file_tensor(f, t)->codec == df11_test_fixed_codec() ? 2 : 1;
 #else
     (void)m, (void)nonlayer_resident, (void)name, (void)batch;
     return 0;
@@ -1217,7 +1217,7 @@ START_TEST(test_matmul_reference)
         const df11_file *f = df11_model_file(ms[3]);
         uint32_t t;
         ck_assert_int_eq(df11_file_find_tensor(f, MM_SHAPES[i].name, &t), DF11_OK);
-        n_fixed += df11_file_tensor(f, t)->codec == DF11_CODEC_EXP_FIXED;
+        n_fixed += df11_file_tensor(f, t)->codec == df11_test_fixed_codec();
     }
     ck_assert_uint_gt(n_fixed, 0);
     uint64_t rng = mm.seed ^ 0x78;
@@ -1608,7 +1608,7 @@ START_TEST(test_matmul_fixed_corrupt)
     uint32_t t;
     ck_assert_int_eq(df11_file_find_tensor(f, sh->name, &t), DF11_OK);
     const df11_tensor_info *ti = df11_file_tensor(f, t);
-    ck_assert_int_eq(ti->codec, DF11_CODEC_EXP_FIXED);
+    ck_assert_int_eq(ti->codec, df11_test_fixed_codec());
     const uint64_t at = df11_file_group(f, ti->group)->payload_offset +
                         df11i_file_tensor_layout(f, t)->codebook_offset; /* row 0's base */
     const uint64_t size = df11_file_size(f);
@@ -1943,7 +1943,7 @@ static void mm_tier_files(char huffman[512], char fixed[512])
     df11_compress_options co = { 0 };
     co.lane_symbols = 8;
     for (int f = 0; f < 2; f++) {
-        co.codec = f ? DF11_CODEC_EXP_FIXED : DF11_CODEC_EXP_HUFFMAN;
+        co.codec = f ? df11_test_fixed_codec() : DF11_CODEC_EXP_HUFFMAN;
         df11_status s = df11_compress_tensors(f ? fixed : huffman, t, mm.t.n + extra, CONFIG,
                                               strlen(CONFIG), &co, NULL);
         ck_assert_msg(s == DF11_OK, "compress: %s %s", df11_strerror(s), df11_last_error_detail());

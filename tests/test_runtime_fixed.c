@@ -1,4 +1,4 @@
-/* The runtime on fixed-codec files (DF11_CODEC_EXP_FIXED, format 2.1): every block and
+/* The runtime on fixed-codec files (df11_test_fixed_codec(): codec 2 or 3): every block and
  * non-layer tensor served by df11_model_open is bit-identical to the BF16 source, with
  * groups that mix fixed, Huffman and raw tensors, under both non-layer policies; and the
  * real stories260K model the same way. Kept apart from tests/test_runtime.c so that its
@@ -64,7 +64,7 @@ static void make_model(void)
     add("model.norm.weight", DF11_DTYPE_BF16, 1, 72, 0, &rng);
     add("lm_head.weight", DF11_DTYPE_BF16, 2, 96, 72, &rng);
     snprintf(model_path, sizeof model_path, "%s/rt-fixed.df11", df11_test_tmpdir());
-    df11_compress_options co = { .lane_symbols = 64, .codec = DF11_CODEC_EXP_FIXED };
+    df11_compress_options co = { .lane_symbols = 64, .codec = df11_test_fixed_codec() };
     df11_status s = df11_compress_tensors(model_path, src, n_src, "{}", 2, &co, NULL);
     ck_assert_msg(s == DF11_OK, "compress: %s %s", df11_strerror(s), df11_last_error_detail());
 }
@@ -105,7 +105,7 @@ static void check_model(const char *path, const df11_tensor_source *t, size_t n,
     const df11_file *f = df11_model_file(m);
     uint32_t n_fixed = 0;
     for (uint32_t i = 0; i < df11_file_n_tensors(f); i++)
-        n_fixed += df11_file_tensor(f, i)->codec == DF11_CODEC_EXP_FIXED;
+        n_fixed += df11_file_tensor(f, i)->codec == df11_test_fixed_codec();
     ck_assert_int_eq(n_fixed > 0, want_fixed);
     for (int pass = 0; pass < 2; pass++)
         for (uint32_t b = 0; b < df11_model_n_blocks(m); b++) {
@@ -153,7 +153,7 @@ START_TEST(test_fixed_real_model)
     if (!dir) return;
     df11i_st_model *st;
     ck_assert_int_eq(df11i_st_open(dir, &st), DF11_OK);
-    static const df11_codec codecs[] = { DF11_CODEC_EXP_FIXED, DF11_CODEC_EXP_HUFFMAN };
+    const df11_codec codecs[] = { df11_test_fixed_codec(), DF11_CODEC_EXP_HUFFMAN };
     for (int c = 0; c < 2; c++) {
         char path[600];
         snprintf(path, sizeof path, "%s/real-rt-%d.df11", df11_test_tmpdir(), c);

@@ -13,6 +13,12 @@ uint64_t df11_test_seed(void)
     return s ? strtoull(s, NULL, 0) : 0x5eed0df11ull;
 }
 
+df11_codec df11_test_fixed_codec(void)
+{
+    const char *s = getenv("DF11_TEST_FIXED_CODEC");
+    return s && strcmp(s, "fixed8") == 0 ? DF11_CODEC_EXP_FIXED8 : DF11_CODEC_EXP_FIXED;
+}
+
 uint64_t df11_test_rand(uint64_t *state)
 {
     uint64_t z = (*state += 0x9e3779b97f4a7c15ull);

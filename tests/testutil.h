@@ -6,9 +6,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "df11/file.h"
+
 /* The seed of this run: DF11_TEST_SEED from the environment, else fixed. Printed by
  * df11_test_run so that a failure can be replayed. */
 uint64_t df11_test_seed(void);
+/* The fixed code the suites that run on fixed-coded files use: DF11_CODEC_EXP_FIXED8 where
+ * DF11_TEST_FIXED_CODEC is "fixed8" (tests/CMakeLists.txt registers those suites twice),
+ * else DF11_CODEC_EXP_FIXED. */
+df11_codec df11_test_fixed_codec(void);
 uint64_t df11_test_rand(uint64_t *state); /* splitmix64 */
 double df11_test_normal(uint64_t *state);
 /* `n` BF16 weights with rows of `cols` drawn from N(0, σ_r²), σ_r = 0.02·e^{0.3 z}. */
