@@ -76,7 +76,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: df11-bench matmul [--blocks L] [--batches 1,2,...] [--reps R] [--dir DIR]\n"
             "                         [--f32] [--threads T] [--lane-symbols S]\n"
-            "                         [--matrix-batch B] [--json]\n"
+            "                         [--matrix-batch B] [--codec fixed|fixed8] [--json]\n"
             "The matmul op over a model of L Llama-3-8B blocks (fixed and Huffman codes), a\n"
             "pass over every block's 7 matrices as an engine calls them, against the faster\n"
             "of cublasGemmEx and cublasLt (best of 8 algorithms) on the BF16 weights under\n"
@@ -91,6 +91,8 @@ static void usage(FILE *f)
             "               df11-compress's): its fused kernel's warps are S-long sequences\n"
             "  --matrix-batch B  the batch of the per-matrix table, 1..512 (default 1); the\n"
             "               fused path forced there at any B\n"
+            "  --codec C    the fixed-code model's code: fixed (escapes, the default) or\n"
+            "               fixed8 (8-exponent window and records)\n"
             "  --f32        y in F32 instead of BF16\n"
             "  --json       the numbers as one JSON object\n",
             MAX_BLOCKS, MAX_REPS);
@@ -472,12 +474,14 @@ int bench_matmul_main(int argc, char **argv)
                                         { "f32", no_argument, 0, 'f' },
                                         { "json", no_argument, 0, 'j' },
                                         { "matrix-batch", required_argument, 0, 'm' },
+                                        { "codec", required_argument, 0, 'c' },
                                         { "help", no_argument, 0, 'h' },
                                         { 0, 0, 0, 0 } };
     uint32_t batches[MAX_BATCHES] = { 1, 2, 4, 8, 16, 32, 64, 128, 256, 512 };
     int n_b = 10, threads = 0, json = 0, c;
     uint32_t lane_symbols = 0; /* the Huffman model's; 0: the library's default */
     uint32_t mat_b = 1;        /* the per-matrix table's batch */
+    df11_codec fixed_codec = DF11_CODEC_EXP_FIXED;
     long v;
     const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     bench b = { .L = 8, .yd = DF11_DTYPE_BF16, .reps = 20 };
@@ -527,6 +531,11 @@ int bench_matmul_main(int argc, char **argv)
                 return cli_usage_error(TOOL, "--matrix-batch takes 1..%d, not '%s'", MAX_B, optarg);
             mat_b = (uint32_t)v;
             break;
+        case 'c':
+            if (cli_parse_codec(TOOL, optarg, &fixed_codec, NULL) != CLI_OK) return CLI_USAGE;
+            if (fixed_codec == DF11_CODEC_EXP_HUFFMAN)
+                return cli_usage_error(TOOL, "--codec takes fixed or fixed8, not '%s'", optarg);
+            break;
         case 'f': b.yd = DF11_DTYPE_F32; break;
         case 'j': json = 1; break;
         case 'h': usage(stdout); return CLI_OK;
@@ -566,7 +575,7 @@ int bench_matmul_main(int argc, char **argv)
         snprintf(path[k], sizeof path[k], "%s/df11-bench-matmul-%d-%s.df11", dir, (int)getpid(),
                  k ? "huffman" : "fixed");
         df11_compress_options co = { .n_threads = threads,
-                                     .codec = k ? DF11_CODEC_EXP_HUFFMAN : DF11_CODEC_EXP_FIXED,
+                                     .codec = k ? DF11_CODEC_EXP_HUFFMAN : fixed_codec,
                                      .lane_symbols = k ? lane_symbols : 0,
                                      .progress = cli_progress,
                                      .progress_ctx = (void *)TOOL };
@@ -715,11 +724,13 @@ int bench_matmul_main(int argc, char **argv)
             }
     }
 
+    const char *fixed_name = fixed_codec == DF11_CODEC_EXP_FIXED8 ? "fixed8" : "fixed";
     if (json) {
-        printf("{\"device\":\"%s\",\"y\":\"%s\",\"reps\":%d,\"blocks\":%u,\"copy_gbs\":%.1f,"
-               "\"setup_s\":%.1f,\"fused_max_batch\":%u,\"fused_pdl\":%s,\"rows\":[",
-               prop.name, b.yd == DF11_DTYPE_F32 ? "f32" : "bf16", b.reps, b.L, copy_gbs, setup_s,
-               fused_ok ? fused_max : 0, fused_pdl ? "true" : "false");
+        printf("{\"device\":\"%s\",\"codec\":\"%s\",\"y\":\"%s\",\"reps\":%d,\"blocks\":%u,"
+               "\"copy_gbs\":%.1f,\"setup_s\":%.1f,\"fused_max_batch\":%u,\"fused_pdl\":%s,"
+               "\"rows\":[",
+               prop.name, fixed_name, b.yd == DF11_DTYPE_F32 ? "f32" : "bf16", b.reps, b.L,
+               copy_gbs, setup_s, fused_ok ? fused_max : 0, fused_pdl ? "true" : "false");
         for (int bi = 0; bi < n_b; bi++) {
             const double ref = fmin(t[bi][C_GEMMEX], t[bi][C_LT]);
             printf("%s{\"batch\":%u,\"ref_us\":%.2f", bi ? "," : "", batches[bi], ref);
@@ -750,14 +761,14 @@ int bench_matmul_main(int argc, char **argv)
         }
         printf("]}\n");
     } else {
-        printf("%s: %u Llama-3-8B blocks (7 matrices each), y %s, median of %d passes; µs per "
-               "block (pass / %u), x = reference / time\n"
+        printf("%s: %u Llama-3-8B blocks (7 matrices each), fixed code %s, y %s, median of %d "
+               "passes; µs per block (pass / %u), x = reference / time\n"
                "reference = the faster of cublasGemmEx and cublasLt, each a CUDA graph of one "
                "pass over the BF16 weights\n"
                "device-to-device copy %.0f GB/s (cudaMemcpyAsync, 1 GiB, read + write); "
                "setup (generate, compress, open, upload) %.0f s\n",
-               prop.name, b.L, b.yd == DF11_DTYPE_F32 ? "F32" : "BF16", b.reps, b.L, copy_gbs,
-               setup_s);
+               prop.name, b.L, fixed_name, b.yd == DF11_DTYPE_F32 ? "F32" : "BF16", b.reps, b.L,
+               copy_gbs, setup_s);
         if (fused_ok) {
             char kinds[64] = "mma.sync";
             if (fused_max > DF11_FUSED_MAX_BATCH)

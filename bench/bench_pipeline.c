@@ -673,6 +673,7 @@ int bench_pipeline_main(int argc, char **argv)
            gen_s, compress_s, o.layers, o.slots, o.reps, o.small ? " --small" : "");
     if (o.gemm_sms) printf(" --gemm-sms %d", o.gemm_sms);
     if (o.codec == DF11_CODEC_EXP_FIXED) printf(" --codec fixed");
+    if (o.codec == DF11_CODEC_EXP_FIXED8) printf(" --codec fixed8");
     if (o.coresident) {
         printf(" --coresident --lean-ctas %u --after-gemm %d --select ", o.lean_ctas, o.after_gemm);
         if (o.select < 0)

@@ -1,4 +1,4 @@
-/* The fused matmul on fixed-code tensors (codec/fixed.h, DF11_CODEC_EXP_FIXED):
+/* The fused matmul on fixed-code tensors (codec/fixed.h, DF11_CODEC_EXP_FIXED and _FIXED8):
  *     y[b][n] = sum_k x[b][k] * W[n][k],  W rows x cols BF16 as HF stores it, B = 1..32
  * (df11i_fused_matmul takes any batch: past 32 kernels/fused_gemm.cu, or this kernel 32
  * rows of x at a time),

@@ -6,6 +6,7 @@
 
 #include "kernels/gather.h"
 extern "C" {
+#include "codec/fixed.h"
 #include "common/error.h"
 }
 
@@ -54,7 +55,7 @@ extern "C" df11_status df11i_gpu_rows_decode(const df11i_gpu_tensor_desc *d, con
 {
     if ((!d && !w) || (d && (!d_plan || !d_payload)) || !out || !cols)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_gpu_rows_decode: bad argument");
-    if (d && d->codec != DF11_CODEC_EXP_HUFFMAN && d->codec != DF11_CODEC_EXP_FIXED)
+    if (d && d->codec != DF11_CODEC_EXP_HUFFMAN && !df11i_codec_is_fixed((int)d->codec))
         return df11i_fail(DF11_ERR_UNSUPPORTED, "rows decode: codec %u", d->codec);
     if (!ids && (uint64_t)first + n > rows)
         return df11i_fail(DF11_ERR_INVALID_ARG, "rows decode: rows %u + %u of %llu", first, n,

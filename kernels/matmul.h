@@ -1,5 +1,5 @@
 /* C entry points of the fused matmul on fixed-code tensors (kernels/fused_matmul.cu): y =
- * x·Wᵀ straight from a DF11_CODEC_EXP_FIXED tensor's compressed payload in device memory,
+ * x·Wᵀ straight from a fixed-code (EXP_FIXED, EXP_FIXED8) tensor's payload in device memory,
  * W decoded in registers and never written back to global memory. No CUDA types here;
  * streams travel as void * (a cudaStream_t). sm_80 or newer (mma.m16n8k16 on BF16,
  * cp.async) up to batch 32; past it the wgmma kernel (kernels/fused_gemm.cu) on sm_90a,

@@ -681,8 +681,10 @@ START_TEST(test_fused_matmul_chained)
 }
 END_TEST
 
-static void fused_tests(TCase *tc)
+/* Their own case, so that a sanitizer run can pick them (CK_RUN_CASE=fused). */
+static void fused_tests(Suite *s)
 {
+    TCase *tc = tcase_create("fused");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_fused_matmul);
     tcase_add_test(tc, test_fused_matmul_stacked);
@@ -692,4 +694,5 @@ static void fused_tests(TCase *tc)
     tcase_add_test(tc, test_fused_matmul_pdl_chain);
     tcase_add_test(tc, test_fused_matmul_huffman);
     tcase_add_test(tc, test_fused_matmul_huffman_pdl_chain);
+    suite_add_tcase(s, tc);
 }

@@ -2636,7 +2636,7 @@ START_TEST(test_range_matmul)
 END_TEST
 
 #ifdef RT_TEST_EXTRA /* cases a including file adds (tests/test_gpu_runtime.c) */
-static void RT_TEST_EXTRA(TCase *tc);
+static void RT_TEST_EXTRA(Suite *s);
 #endif
 
 static Suite *runtime_suite(void)
@@ -2690,10 +2690,10 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_host_backend_streams);
     tcase_add_test(tc, test_matmul_threads);
 #endif
-#ifdef RT_TEST_EXTRA
-    RT_TEST_EXTRA(tc);
-#endif
     suite_add_tcase(s, tc);
+#ifdef RT_TEST_EXTRA
+    RT_TEST_EXTRA(s);
+#endif
     return s;
 }
 
