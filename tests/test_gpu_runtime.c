@@ -224,6 +224,29 @@ START_TEST(test_fused_matmul)
 }
 END_TEST
 
+/* test_fused_matmul's checks on the shapes under a million weights (the large-escape one
+ * included) at a batch of each kernel and NB: small enough for compute-sanitizer, which
+ * runs this case alone (CK_RUN_CASE=fused_few). */
+START_TEST(test_fused_matmul_few)
+{
+    fu_make_model();
+    df11_model *m = fu_open(fu.path);
+    uint64_t rng = fu.seed ^ 0x66;
+    static const uint32_t batches[] = { 1, 9, 32, 33, 129 };
+    const uint32_t old = df11i_cuda_matmul_fused_limit(DF11I_FUSED_EVERY);
+    for (size_t i = 0; i < FU_N && df11i_fused_matmul_supported(); i++) {
+        const mm_shape *sh = &FU_SHAPES[i];
+        if (sh->n * sh->k > 1000000) continue;
+        df11_weight wt;
+        ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
+        for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; bi++)
+            fu_check(m, &wt, sh, fu.t[i].data, batches[bi], &rng);
+    }
+    df11i_cuda_matmul_fused_limit(old);
+    df11_model_close(m);
+}
+END_TEST
+
 /* Stacked weight st (np copies of tensor sh, weights w) at this batch, F32 and BF16 y: every
  * part's columns within the bound of the fp64 reference, bit-identical launch after launch. */
 static void fu_check_stacked(df11_model *m, const df11_weight *st, int np, const mm_shape *sh,
@@ -681,7 +704,7 @@ START_TEST(test_fused_matmul_chained)
 }
 END_TEST
 
-/* Their own case, so that a sanitizer run can pick them (CK_RUN_CASE=fused). */
+/* Their own cases, so that a sanitizer run can pick them (CK_RUN_CASE=fused_few). */
 static void fused_tests(Suite *s)
 {
     TCase *tc = tcase_create("fused");
@@ -694,5 +717,9 @@ static void fused_tests(Suite *s)
     tcase_add_test(tc, test_fused_matmul_pdl_chain);
     tcase_add_test(tc, test_fused_matmul_huffman);
     tcase_add_test(tc, test_fused_matmul_huffman_pdl_chain);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("fused_few");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, test_fused_matmul_few);
     suite_add_tcase(s, tc);
 }
