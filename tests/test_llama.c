@@ -2138,7 +2138,8 @@ START_TEST(test_cli)
     cJSON *f = run_tool(args, &rc);
     ck_assert_int_eq(rc, 0);
     ck_assert_ptr_nonnull(f);
-    ck_assert_str_eq(cJSON_GetObjectItem(f, "codec")->valuestring, "fixed");
+    const char *fixed_name = df11_test_fixed_codec() == DF11_CODEC_EXP_FIXED8 ? "fixed8" : "fixed";
+    ck_assert_str_eq(cJSON_GetObjectItem(f, "codec")->valuestring, fixed_name);
     ck_assert_str_eq(cJSON_GetObjectItem(f, "nonlayer")->valuestring, "compressed");
     ck_assert_str_eq(cJSON_GetObjectItem(f, "logits_fnv1a")->valuestring,
                      cJSON_GetObjectItem(a, "logits_fnv1a")->valuestring);
@@ -2182,7 +2183,7 @@ START_TEST(test_cli)
 
     /* --bench of a fixed-codec file and of a Huffman file against BF16: a row per weights
      * kind naming its codec */
-    const char *files[2] = { path, fixed }, *codecs[2] = { "huffman", "fixed" };
+    const char *files[2] = { path, fixed }, *codecs[2] = { "huffman", fixed_name };
     for (int k = 0; k < 2; k++) {
         snprintf(args, sizeof args,
                  "%s --bf16 %s --device cpu --json --bench=4 --bench-decode 2 --ctx 16", files[k],

@@ -502,16 +502,19 @@ START_TEST(test_fifo_inputs_refused)
 }
 END_TEST
 
-/* --codec fixed: inspect shows the codec per tensor (and --json), --verify decodes it,
- * df11-decompress gives back the original bytes; a bad --codec is a usage error. */
+/* --codec fixed and fixed8 (the loop's _i): inspect shows the codec per tensor (and --json),
+ * --verify decodes it, df11-decompress gives back the original bytes; a bad --codec is a
+ * usage error; the tool's default is fixed8. */
 START_TEST(test_codec_fixed)
 {
+    const char *codec = _i ? "fixed8" : "fixed", *name = _i ? "exp-fixed8" : "exp-fixed";
     ck_assert_int_eq(run(buf, sizeof buf, "df11-synth -o tinyf/ --shape tiny --layers 2 --seed 9"),
                      0);
     ck_assert_int_eq(run(buf, sizeof buf, "df11-compress tinyf -o f.df11 --codec nope"), 2);
     ck_assert_ptr_nonnull(strstr(buf, "--codec 'nope'"));
     ck_assert_int_ne(system("test -e f.df11"), 0);
-    ck_assert_int_eq(run(buf, sizeof buf, "df11-compress tinyf -o f.df11 --codec fixed --json"), 0);
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-compress tinyf -o f.df11 --codec %s --json", codec),
+                     0);
     cJSON *j = cJSON_Parse(buf);
     ck_assert_ptr_nonnull(j);
     double ratio = cJSON_GetObjectItem(j, "ratio")->valuedouble;
@@ -533,8 +536,8 @@ START_TEST(test_codec_fixed)
             const char *c = cJSON_GetObjectItem(t, "codec")->valuestring;
             int two_d = cJSON_GetArraySize(cJSON_GetObjectItem(t, "shape")) == 2;
             if (!strcmp(cJSON_GetObjectItem(t, "dtype")->valuestring, "BF16"))
-                ck_assert_str_eq(c, two_d ? "exp-fixed" : "exp-huffman");
-            n_fixed += !strcmp(c, "exp-fixed");
+                ck_assert_str_eq(c, two_d ? name : "exp-huffman");
+            n_fixed += !strcmp(c, name);
             n_huffman += !strcmp(c, "exp-huffman");
         }
     }
@@ -542,16 +545,17 @@ START_TEST(test_codec_fixed)
     ck_assert_int_gt(n_huffman, 0);
     cJSON_Delete(j);
     ck_assert_int_eq(run(buf, sizeof buf, "df11-inspect f.df11 --tensors --verify"), 0);
-    ck_assert_ptr_nonnull(strstr(buf, "exp-fixed"));
+    ck_assert_ptr_nonnull(strstr(buf, name));
     ck_assert_ptr_nonnull(strstr(buf, "every group's checksum and decode ok"));
 
     ck_assert_int_eq(run(buf, sizeof buf, "df11-decompress f.df11 -o backf.safetensors"), 0);
     assert_same_tensors("tinyf", "backf.safetensors");
-    /* the tool's default is --codec fixed, byte for byte */
+    /* the tool's default is --codec fixed8, byte for byte */
     ck_assert_int_eq(run(buf, sizeof buf,
                          "df11-compress tinyf -o h1.df11 -q && "
-                         "df11-compress tinyf -o h2.df11 -q --codec fixed && cmp h1.df11 h2.df11"),
-                     0);
+                         "df11-compress tinyf -o h2.df11 -q --codec %s && cmp h1.df11 h2.df11",
+                         codec),
+                     _i ? 0 : 1);
 }
 END_TEST
 
@@ -847,8 +851,10 @@ START_TEST(test_codec_summary)
         cJSON *j = cJSON_Parse(buf);
         ck_assert_ptr_nonnull(j);
         /* what the tensors say, counted here */
-        double want[3][3] = { { 0 } }; /* exp-fixed, exp-huffman, raw x tensors, bytes, stored */
-        static const char *names[3] = { "exp-fixed", "exp-huffman", "raw" };
+        double want[3][3] = {
+            { 0 }
+        }; /* exp-fixed8 (the default), exp-huffman, raw x tensors, bytes, stored */
+        static const char *names[3] = { "exp-fixed8", "exp-huffman", "raw" };
         const cJSON *g, *t;
         cJSON_ArrayForEach(g, cJSON_GetObjectItem(j, "groups"))
         {
@@ -856,7 +862,7 @@ START_TEST(test_codec_summary)
             {
                 const char *c = cJSON_GetObjectItem(t, "codec")->valuestring;
                 int two_d = cJSON_GetArraySize(cJSON_GetObjectItem(t, "shape")) == 2;
-                ck_assert_str_eq(c, k == 0 && two_d ? "exp-fixed" : "exp-huffman");
+                ck_assert_str_eq(c, k == 0 && two_d ? "exp-fixed8" : "exp-huffman");
                 for (int i = 0; i < 3; i++) {
                     if (strcmp(c, names[i])) continue;
                     want[i][0]++;
@@ -881,7 +887,7 @@ START_TEST(test_codec_summary)
         ck_assert_int_eq(run(buf, sizeof buf, "df11-inspect %s --tensors", files[k]), 0);
         char line[128];
         if (k == 0) {
-            snprintf(line, sizeof line, "codecs: exp-fixed %.0f tensors", want[0][0]);
+            snprintf(line, sizeof line, "codecs: exp-fixed8 %.0f tensors", want[0][0]);
             ck_assert_msg(strstr(buf, line) && strstr(buf, ", exp-huffman "), "%s", buf);
         } else {
             snprintf(line, sizeof line, "codecs: exp-huffman %.0f tensors", want[1][0]);
@@ -891,7 +897,7 @@ START_TEST(test_codec_summary)
         static const char *rows[2][2] = { { "model.norm.weight", "exp-huffman" },
                                           { "model.layers.1.self_attn.q_proj.weight", NULL } };
         for (int r = 0; r < 2; r++) {
-            const char *c = rows[r][1] ? rows[r][1] : k == 0 ? "exp-fixed" : "exp-huffman";
+            const char *c = rows[r][1] ? rows[r][1] : k == 0 ? "exp-fixed8" : "exp-huffman";
             snprintf(line, sizeof line, "    %s ", rows[r][0]);
             const char *at = strstr(buf, line), *eol = at ? strchr(at, '\n') : NULL;
             ck_assert_msg(eol && eol - at > (long)strlen(c) &&
@@ -914,7 +920,7 @@ int main(void)
     tcase_add_test(tc, test_max_code_len_too_small);
     tcase_add_test(tc, test_smallest_max_code_len_verifies);
     tcase_add_test(tc, test_fifo_inputs_refused);
-    tcase_add_test(tc, test_codec_fixed);
+    tcase_add_loop_test(tc, test_codec_fixed, 0, 2);
     tcase_add_test(tc, test_decompress_streams);
     tcase_add_test(tc, test_decompress_progress_and_failure);
     tcase_add_test(tc, test_progress_only_on_terminal);

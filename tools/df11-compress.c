@@ -25,16 +25,15 @@ static void usage(void)
            "                          of 8 in 8..4096 (default %d); 128 lets the GPU\n"
            "                          multiply them without decoding at batch 1 (~1%% larger)\n"
            "      --layer-prefix P    tensors named P<N>.* form block N (default %s)\n"
-           "      --codec C           exponent code of BF16 weights: fixed (default; 2-D\n"
-           "                          weights: 3 bits + escapes, ~70%% of BF16, multiplied\n"
-           "                          straight from the compressed weights on the GPU; other\n"
-           "                          BF16 tensors Huffman) or huffman (~67%%, the smallest;\n"
+           "      --codec C           exponent code of BF16 weights: fixed8 (default; 2-D\n"
+           "                          weights: 3 bits in an 8-exponent window, the rest as\n"
+           "                          records, ~70.4%% of BF16, multiplied straight from the\n"
+           "                          compressed weights on the GPU; other BF16 tensors\n"
+           "                          Huffman), fixed (3 bits + escapes, ~70.0%%, 3-4%%\n"
+           "                          slower to multiply), or huffman (~67%%, the smallest;\n"
            "                          decoded before use, or at batch 1 multiplied as it is\n"
-           "                          decoded where 64 <= S <= 256); fixed8: as fixed with an\n"
-           "                          8-exponent window and the rest as records (~70.4%%,\n"
-           "                          no escape scan in the fused kernels); raw stores BF16\n"
-           "                          as it is\n"
-           "                          (100%%: a baseline served through the same runtime)\n"
+           "                          decoded where 64 <= S <= 256); raw stores BF16 as it\n"
+           "                          is (100%%: a baseline served through the same runtime)\n"
            "      --json              print the summary as JSON\n"
            "  -q, --quiet             no summary\n"
            "  -h, --help, -V, --version\n",
@@ -54,14 +53,15 @@ int main(int argc, char **argv)
                                           { "help", no_argument, 0, 'h' },
                                           { "version", no_argument, 0, 'V' },
                                           { 0, 0, 0, 0 } };
-    /* The tool's default code is the fixed one (bench/RESULTS.md: at 1.05x the BF16 engine's
-     * batch-1 tokens/s against Huffman's 0.58x on the H100, for 3 points more memory); the
-     * library's zero-initialised options keep Huffman, so that programs that set nothing
-     * keep writing the files they wrote. */
+    /* The tool's default code is fixed8 (bench/RESULTS.md, sixteenth session: 1.25x the BF16
+     * engine's batch-1 tokens/s on the H100, against 1.18-1.21x for fixed and ~0.6x for
+     * Huffman, for 3.4 points more memory than Huffman); the library's zero-initialised
+     * options keep Huffman, so that programs that set nothing keep writing the files they
+     * wrote. */
     cli_meter meter;
     df11_compress_options o = { .group_progress = cli_meter_update,
                                 .progress_ctx = &meter,
-                                .codec = DF11_CODEC_EXP_FIXED };
+                                .codec = DF11_CODEC_EXP_FIXED8 };
     const char *out = NULL;
     int json = 0, quiet = 0, c;
     long v;

@@ -371,20 +371,25 @@ static void session_open(session *s, const run_opts *o, int bf16, int max_seq, i
 }
 
 /* The exponent code of the model's matrices, for --json and the bench table: "bf16" for a
- * BF16 model, else "fixed", "huffman" or "mixed" from the file's 2-D BF16 tensors (1-D
+ * BF16 model, else "fixed8", "fixed", "huffman" or "mixed" from the file's 2-D BF16 tensors (1-D
  * norms are Huffman-coded in a fixed-codec file too, so they do not count). */
 static const char *weights_codec(const session *s)
 {
     const df11_file *f = df11_model_file(s->model);
     if (!f) return "bf16";
-    int fixed = 0, huffman = 0;
+    int fixed = 0, fixed8 = 0, huffman = 0;
     for (uint32_t t = 0; t < df11_file_n_tensors(f); t++) {
         const df11_tensor_info *ti = df11_file_tensor(f, t);
         if (!ti || ti->dtype != DF11_DTYPE_BF16 || ti->ndim != 2) continue;
-        fixed |= ti->codec == DF11_CODEC_EXP_FIXED || ti->codec == DF11_CODEC_EXP_FIXED8;
+        fixed |= ti->codec == DF11_CODEC_EXP_FIXED;
+        fixed8 |= ti->codec == DF11_CODEC_EXP_FIXED8;
         huffman |= ti->codec == DF11_CODEC_EXP_HUFFMAN;
     }
-    return fixed && huffman ? "mixed" : fixed ? "fixed" : huffman ? "huffman" : "raw";
+    return fixed + fixed8 + huffman > 1 ? "mixed"
+           : fixed8                     ? "fixed8"
+           : fixed                      ? "fixed"
+           : huffman                    ? "huffman"
+                                        : "raw";
 }
 
 static const char *matmul_name(const session *s)

@@ -48,7 +48,7 @@ static void check_tensor(const df11_file *f, uint32_t t, const df11_group_info *
                    t);
         return;
     }
-    if (ti->codec == DF11_CODEC_EXP_FIXED) {
+    if (df11i_codec_is_fixed(ti->codec)) {
         df11i_fixed_geom fg;
         FUZZ_CHECK(ti->dtype == DF11_DTYPE_BF16 && ti->ndim == 2 &&
                        df11i_fixed_geometry(ti->shape[0], ti->shape[1], &fg) == DF11_OK &&
@@ -58,7 +58,8 @@ static void check_tensor(const df11_file *f, uint32_t t, const df11_group_info *
         FUZZ_CHECK(INSIDE(lo->codebook_offset, fg.rows_pad) &&
                        INSIDE(lo->chunks_offset, 4 * (fg.n_tiles + 1)) &&
                        INSIDE(lo->stream_offset, fg.code_bytes) &&
-                       INSIDE(lo->lanes_offset, lo->n_exc + 16) &&
+                       INSIDE(lo->lanes_offset, df11i_fixed_exc_section(
+                                                    df11i_fixed_layout_of(ti->codec), lo->n_exc)) &&
                        INSIDE(lo->data_offset, fg.sm_bytes),
                    "tensor %u: a fixed-code section lies outside its payload of %llu bytes", t,
                    (unsigned long long)ps);

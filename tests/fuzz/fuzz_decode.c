@@ -37,7 +37,7 @@ static void check_decoded(const df11_file *f, const df11_group_info *gi, const u
         if (ti->codec == DF11_CODEC_RAW) {
             FUZZ_CHECK(memcmp(o, payload + lo->data_offset, ti->nbytes) == 0,
                        "tensor '%s': raw bytes differ", ti->name);
-        } else if (ti->codec == DF11_CODEC_EXP_FIXED) {
+        } else if (df11i_codec_is_fixed(ti->codec)) {
             df11i_fixed v;
             FUZZ_CHECK(df11i_file_tensor_fixed(f, t, payload, &v) == DF11_OK,
                        "tensor '%s' decoded but does not validate", ti->name);

@@ -47,6 +47,11 @@ if [ -x "$tools/df11-synth" ] && [ -x "$tools/df11-compress" ]; then
   "$tools/df11-compress" -q -j 1 "$w/small.safetensors" -o "$w/small-fixed.df11" --codec fixed --lane-symbols 8
   container_seed "$w/stories-fixed.df11" synth-stories-fixed.df11 decode
   container_seed "$w/small-fixed.df11" small-fixed.df11 decode
+  # codec 3 (format 2.2): the 8-exponent window and its per-tile records
+  "$tools/df11-compress" -q -j 1 "$w/stories" -o "$w/stories-fixed8.df11" --codec fixed8
+  "$tools/df11-compress" -q -j 1 "$w/small.safetensors" -o "$w/small-fixed8.df11" --codec fixed8 --lane-symbols 8
+  container_seed "$w/stories-fixed8.df11" synth-stories-fixed8.df11 decode
+  container_seed "$w/small-fixed8.df11" small-fixed8.df11 decode
   { printf '\000'; cat "$w/small.df11"; } >"$out/container/small-raw.df11"
 else
   echo "make_seeds: no df11-synth/df11-compress in $tools: tool-made seeds skipped" >&2
@@ -60,6 +65,8 @@ if [ -d "$model" ] && [ -x "$tools/df11-compress" ]; then
   container_seed "$w/stories260K.df11" stories260K.df11
   "$tools/df11-compress" -q -j 1 "$model" -o "$w/stories260K-fixed.df11" --codec fixed
   container_seed "$w/stories260K-fixed.df11" stories260K-fixed.df11
+  "$tools/df11-compress" -q -j 1 "$model" -o "$w/stories260K-fixed8.df11" --codec fixed8
+  container_seed "$w/stories260K-fixed8.df11" stories260K-fixed8.df11
 else
   echo "make_seeds: skipping stories260K: not found at $model" >&2
 fi
