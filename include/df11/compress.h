@@ -67,13 +67,15 @@ typedef struct df11_compress_options {
     void (*progress)(void *ctx, uint64_t bytes_done, uint64_t bytes_total);
     void *progress_ctx;
     /* The exponent code of BF16 tensors: 0 = the default, DF11_CODEC_EXP_HUFFMAN (a
-     * zero-initialised struct keeps working); DF11_CODEC_EXP_FIXED codes every 2-D BF16
-     * tensor with the fixed-width code (3 bits + escapes, laid out for fused matmul
-     * kernels; about 70% of BF16 against Huffman's ~67%) and the other BF16 tensors (1-D
-     * norms, biases) with Huffman; such a file is format 2.1 (docs/FORMAT.md). Anything
-     * else (RAW included) fails with DF11_ERR_INVALID_ARG. The df11-compress tool defaults
-     * to the fixed code since issue 11's measurements (bench/RESULTS.md); 0 stays Huffman
-     * here, so that a program that sets nothing keeps writing the files it wrote. */
+     * zero-initialised struct keeps working); DF11_CODEC_EXP_FIXED8 codes every 2-D BF16
+     * tensor with the fixed-width code laid out for the fused matmul kernels (3 bits in an
+     * 8-exponent window, the rest as records; about 70.4% of BF16 against Huffman's ~67%;
+     * format 2.2) and the other BF16 tensors (1-D norms, biases) with Huffman;
+     * DF11_CODEC_EXP_FIXED the same with escape codes (~70.0%, 3-4% slower to multiply;
+     * format 2.1; docs/FORMAT.md). Anything else (RAW included) fails with
+     * DF11_ERR_INVALID_ARG. The df11-compress tool defaults to EXP_FIXED8 by issue 11's
+     * measurements (bench/RESULTS.md); 0 stays Huffman here, so that a program that sets
+     * nothing keeps writing the files it wrote. */
     df11_codec codec;
     /* Like `progress` with the group count too, and called instead of it when set (with
      * progress_ctx); may be NULL. */

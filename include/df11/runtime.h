@@ -323,12 +323,12 @@ DF11_API df11_status df11_model_stats_get(const df11_model *model, df11_model_st
  *   - W resident (a BF16 model, a non-layer tensor under the RESIDENT policy, or a tensor
  *     the file stores raw): a plain GEMM on W where it lies (CUDA: cublasGemmEx, BF16
  *     inputs, fp32 compute; host: the row kernel of the fused path below);
- *   - host backend, W Huffman-coded, or fixed-coded (DF11_CODEC_EXP_FIXED) at batch 1..32:
+ *   - host backend, W Huffman-coded, or fixed-coded (EXP_FIXED, EXP_FIXED8) at batch 1..32:
  *     a fused decode-dot on options.n_threads threads, W decoded a few chunks (16-row
  *     strips) at a time into per-thread buffers, never whole; except a layer W where the
  *     arena has a slot for every served block: through the arena (below), where its block,
  *     decoded once, stays decoded for the products after;
- *   - CUDA backend, W fixed-coded (DF11_CODEC_EXP_FIXED), batch 1..32 on sm_80+, 1..128 on
+ *   - CUDA backend, W fixed-coded (EXP_FIXED, EXP_FIXED8), batch 1..32 on sm_80+, 1..128 on
  *     Hopper (sm_90a code, the default build): a fused kernel multiplies straight from the
  *     compressed tensor, W decoded on chip and never written to global memory (fp32
  *     accumulation, deterministic on a device; within the fp32 bound of, not
