@@ -23,7 +23,8 @@ typedef struct {
     const char *label;
     uint64_t weights;
     double ratio, bound, entropy, bits_l12, bits_l15;
-    double ratio_fixed; /* the same file with --codec fixed (2-D tensors fixed, others Huffman) */
+    double ratio_fixed;  /* the same file with --codec fixed (2-D tensors fixed, others Huffman) */
+    double ratio_fixed8; /* and with --codec fixed8 */
     double compress_1, compress_n; /* M weights/s, 1 thread and all */
     double decode_1, decode_n;
 } row;
@@ -76,13 +77,19 @@ static int measure(row *r, const df11_tensor_source *src, size_t n, const char *
                    const char *tmp, int threads, int reps)
 {
     df11_compress_summary s1, sn;
-    /* the fixed code first: the Huffman file must be the one left for the decode timing */
-    df11_compress_summary sf;
-    df11_compress_options of = { .n_threads = threads, .codec = DF11_CODEC_EXP_FIXED };
-    df11_status sfs = model_dir ? df11_compress_path(model_dir, tmp, &of, &sf)
-                                : df11_compress_tensors(tmp, src, n, NULL, 0, &of, &sf);
-    if (sfs != DF11_OK) return cli_fail(TOOL, sfs, "compress %s with the fixed code", r->label);
-    r->ratio_fixed = (double)sf.bf16_stored_bytes / (double)sf.bf16_bytes;
+    /* the fixed codes first: the Huffman file must be the one left for the decode timing */
+    for (int k = 0; k < 2; k++) {
+        df11_compress_summary sf;
+        df11_compress_options of = { .n_threads = threads,
+                                     .codec = k ? DF11_CODEC_EXP_FIXED8 : DF11_CODEC_EXP_FIXED };
+        df11_status sfs = model_dir ? df11_compress_path(model_dir, tmp, &of, &sf)
+                                    : df11_compress_tensors(tmp, src, n, NULL, 0, &of, &sf);
+        if (sfs != DF11_OK)
+            return cli_fail(TOOL, sfs, "compress %s with the fixed code %s", r->label,
+                            k ? "fixed8" : "fixed");
+        *(k ? &r->ratio_fixed8 : &r->ratio_fixed) =
+            (double)sf.bf16_stored_bytes / (double)sf.bf16_bytes;
+    }
     df11_compress_options o1 = { .n_threads = 1 }, on = { .n_threads = threads };
     df11_status st = model_dir ? df11_compress_path(model_dir, tmp, &o1, &s1)
                                : df11_compress_tensors(tmp, src, n, NULL, 0, &o1, &s1);
@@ -197,10 +204,11 @@ int bench_codec_main(int argc, char **argv)
                 "{\"input\":\"%s\",\"weights\":%llu,\"entropy\":%.4f,\"ratio\":%.5f,\"bound\":%.5f,"
                 "\"ratio_over_bound\":%.5f,\"code_bits_L12\":%.4f,\"code_bits_L15\":%.4f,"
                 "\"compress_mws_1\":%.1f,\"compress_mws_all\":%.1f,\"decode_mws_1\":%.1f,"
-                "\"decode_mws_all\":%.1f,\"threads\":%d,\"ratio_fixed\":%.5f}\n",
+                "\"decode_mws_all\":%.1f,\"threads\":%d,\"ratio_fixed\":%.5f,"
+                "\"ratio_fixed8\":%.5f}\n",
                 r->label, (unsigned long long)r->weights, r->entropy, r->ratio, r->bound,
                 r->ratio / r->bound, r->bits_l12, r->bits_l15, r->compress_1, r->compress_n,
-                r->decode_1, r->decode_n, threads, r->ratio_fixed);
+                r->decode_1, r->decode_n, threads, r->ratio_fixed, r->ratio_fixed8);
             continue;
         }
         printf("%s: %llu weights, H = %.4f bits\n", r->label, (unsigned long long)r->weights,
@@ -211,6 +219,9 @@ int bench_codec_main(int argc, char **argv)
         printf("  fixed code   %.4f%% of BF16 (--codec fixed: 2-D tensors 3-bit + escapes, "
                "others Huffman)\n",
                100 * r->ratio_fixed);
+        printf("  fixed8 code  %.4f%% of BF16 (--codec fixed8: 2-D tensors 3-bit in 8 + "
+               "records, others Huffman)\n",
+               100 * r->ratio_fixed8);
         printf("  code         %.4f bits/weight at L=12, %.4f at L=15: the limit costs %.4f bit\n",
                r->bits_l12, r->bits_l15, r->bits_l12 - r->bits_l15);
         printf("  compress     %.1f M weights/s on 1 thread (target >= 150), %.1f on %d\n",
