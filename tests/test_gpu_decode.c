@@ -372,7 +372,8 @@ START_TEST(test_fixed)
                                        .data = w };
         bufs[n++] = w;
     }
-    const char *path = tmp_path("fixed.df11");
+    char path[512]; /* tmp_path's buffer is reused below */
+    snprintf(path, sizeof path, "%s", tmp_path("fixed.df11"));
     df11_compress_options opt = { .n_threads = 2,
                                   .lane_symbols = 64,
                                   .codec = df11_test_fixed_codec() };

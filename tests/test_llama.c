@@ -2606,8 +2606,14 @@ END_TEST
  * row slices, lm_head being larger than the op's scratch here, each slice its own cuBLAS
  * call), so within GPU_FIXED_TOL of the same file opened RESIDENT (cuBLAS on the whole
  * resident lm_head: another summation order), decode steps and a prefill; the greedy
- * tokens agree and no byte is resident. Skipped without a GPU. */
-#define GPU_FIXED_TOL 1e-2
+ * tokens agree and no byte is resident. Skipped without a GPU. The bound is what another
+ * fp32 summation order alone costs with BF16-rounded inputs: the float64 model of
+ * examples/run/reference.py with its products in float32, K summed in chunks of 16 in
+ * reverse against in one pass, differs by up to 1.36% of the largest logit over 40
+ * teacher-forced steps of stories260K (first above 1% at step 26; `reference.py
+ * --order-sensitivity`, bench/RESULTS.md, sixteenth session); the fused kernels' split sums
+ * against cuBLAS were measured at 1.44% by step 16. */
+#define GPU_FIXED_TOL 3e-2
 
 /* mn: the Huffman and fixed .df11 opened COMPRESSED on CUDA; ec, ef: engines on the same
  * files opened RESIDENT, path mm, already run over toks (rewound here). */

@@ -11,6 +11,10 @@ biases, Qwen3's q/k norms, tied embeddings, sliding window.
 
 --compare reads df11-run's --json output (with --logits) and checks that it generated the
 same tokens from the same prompt and that its last-step logits agree; exits 1 if not.
+--order-sensitivity (numpy) prints, per teacher-forced step, how far the logits move when
+every product's inputs are rounded to BF16 (as the GPU engine and the op take them) and
+only its fp32 summation order changes: one pass against K summed in chunks of 16 from the
+end (the bound tests/test_llama.c's GPU check allows the fused kernels).
 Never a dependency of df11: a tool to re-make the numbers in docs/ENGINE.md.
 """
 import argparse
@@ -79,10 +83,26 @@ def inv_freq(cfg, hd, seq_len):
     return freq, 1.0
 
 
-def numpy_logits(cfg, w, tokens, bf16_inputs=False):
+def matmul_f32(x, w):
+    """x @ w.T accumulated in float32, in one pass."""
+    return (x.astype(np.float32) @ w.T.astype(np.float32)).astype(np.float64)
+
+
+def matmul_f32_chunks(x, w, chunk=16):
+    """x @ w.T accumulated in float32, K in chunks summed from the last: another order."""
+    x32, w32 = x.astype(np.float32), w.astype(np.float32)
+    acc = np.zeros(x.shape[:-1] + (w.shape[0],), np.float32)
+    for k0 in reversed(range(0, x.shape[-1], chunk)):
+        acc = acc + x32[..., k0:k0 + chunk] @ w32[:, k0:k0 + chunk].T
+    return acc.astype(np.float64)
+
+
+def numpy_logits(cfg, w, tokens, bf16_inputs=False, matmul=None):
     """Logits of every position of `tokens`, float64, recomputed from scratch as one
     forward (HF's full-sequence semantics). bf16_inputs: every linear layer's input
-    rounded to BF16 first, as df11's matmul op and the GPU engine feed them."""
+    rounded to BF16 first, as df11's matmul op and the GPU engine feed them. matmul(x, w):
+    the product x @ w.T (default: float64)."""
+    mm = matmul or (lambda a, b: a @ b.T)
     d, nh = cfg["hidden_size"], cfg["num_attention_heads"]
     nkv = cfg.get("num_key_value_heads", nh)
     hd = cfg.get("head_dim") or d // nh
@@ -96,7 +116,7 @@ def numpy_logits(cfg, w, tokens, bf16_inputs=False):
         return g * x / np.sqrt((x * x).mean(-1, keepdims=True) + eps)
 
     def lin(x, name):
-        y = (bf16_round(x) if bf16_inputs else x) @ w[name + ".weight"].T
+        y = mm(bf16_round(x) if bf16_inputs else x, w[name + ".weight"])
         return y + w[name + ".bias"] if name + ".bias" in w else y
 
     inv, attn = inv_freq(cfg, hd, t)
@@ -133,7 +153,7 @@ def numpy_logits(cfg, w, tokens, bf16_inputs=False):
         x = x + lin(g / (1 + np.exp(-g)) * u, p + "mlp.down_proj")
     x = norm(x, w["model.norm.weight"])
     head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
-    return (bf16_round(x) if bf16_inputs else x) @ head.T
+    return mm(bf16_round(x) if bf16_inputs else x, head)
 
 
 def hf_load(folder):
@@ -150,6 +170,20 @@ def hf_load(folder):
     return model.eval()
 
 
+def order_sensitivity(folder, steps):
+    """Per teacher-forced step (the float64 model's greedy tokens from BOS), max |a - b| /
+    max(1, max|b|) between matmul_f32 and matmul_f32_chunks, inputs rounded to BF16."""
+    cfg, w = load_numpy(folder)
+    tokens = [cfg.get("bos_token_id", 1)]
+    for _ in range(steps - 1):
+        tokens.append(int(np.argmax(numpy_logits(cfg, w, tokens, True)[-1])))
+    a = numpy_logits(cfg, w, tokens, True, matmul_f32)
+    b = numpy_logits(cfg, w, tokens, True, matmul_f32_chunks)
+    rel = np.abs(a - b).max(-1) / np.maximum(np.abs(a).max(-1), 1)
+    print(json.dumps({"steps": len(tokens), "max": float(rel.max()), "step_of_max": int(rel.argmax()),
+                      "per_step": [float("%.3g" % v) for v in rel]}))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model", help="Hugging Face folder (config.json + model.safetensors)")
@@ -159,7 +193,12 @@ def main():
     ap.add_argument("--compare", default=None, help="df11-run --json --logits output")
     ap.add_argument("--tolerance", type=float, default=1e-4,
                     help="max |a - b| / max(1, max|b|) over the last logits")
+    ap.add_argument("--order-sensitivity", action="store_true",
+                    help="numpy: the logits' move under another fp32 summation order")
     args = ap.parse_args()
+    if args.order_sensitivity:
+        order_sensitivity(args.model, args.steps)
+        return
 
     cfg = json.load(open(f"{args.model}/config.json"))
     prompt = [int(x) for x in args.tokens.split(",")] if args.tokens else [cfg.get("bos_token_id", 1)]
