@@ -1,4 +1,5 @@
-/* The register-level decode of the fixed exponent code (codec/fixed.h), host and device:
+/* The register-level decode of the fixed exponent code (codec/fixed.h; escapes of codec 2 and
+ * records of codec 3 both become corrections added to the pairs' words), host and device:
  * kernels/fused_matmul.cu's kernel runs it on the GPU into MMAs, kernels/decode_fixed.cu's
  * into the arena, and bench/probes/fused_gemv.cu runs the same code on the CPU against the
  * weights (its emulation). CUDA C++ only; everything is in namespace df11i_fused. See

@@ -206,7 +206,8 @@ struct Seg {
 // ~100 exceptions, read once. corr4: the lane's 64 bytes of correction words in shared memory, zero
 // on entry and on return. PDL_WAIT: griddepcontrol.wait once the first tile's codes and first AHEAD
 // steps are in flight (fused_matmul.cu's programmatic launch). err: ORed with 1 where a tile's
-// codes and exception offsets disagree (may be NULL).
+// codes and exception offsets disagree (may be NULL; REC: nothing to compare, validated at
+// load).
 template <bool PDL_WAIT, int TS, int AHEAD, bool REC, class MatOf, class Next, class Pre, class Use,
           class Done>
 __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, uint32_t lane,
