@@ -300,7 +300,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: df11-bench decode [--device cuda|cpu] [--reps N] [--seed N] [--threads N]\n"
-            "                         [--small] [--lane-symbols S] [--codec huffman|fixed]\n"
+            "                         [--small] [--lane-symbols S] [--codec huffman|fixed|fixed8]\n"
             "                         [--json]\n"
             "Decodes a Llama-3-8B-shaped block (7 matrices, 218,103,808 BF16 weights) and its\n"
             "first 4096x4096 matrix alone. cuda (the default when a GPU is present): GPU decode\n"
@@ -309,7 +309,8 @@ static void usage(FILE *f)
             "  --reps N     timed repeats, median reported (default 50)\n"
             "  --small      1/16 of the rows, for a quick run\n"
             "  --lane-symbols S  symbols per lane (default %d)\n"
-            "  --codec C    exponent code: huffman (default) or fixed (3 bits + escapes)\n",
+            "  --codec C    exponent code: huffman (default), fixed (3 bits + escapes) or\n"
+            "               fixed8 (3 bits in an 8-exponent window + records)\n",
             DF11_DEFAULT_LANE_SYMBOLS);
 }
 
