@@ -29,6 +29,37 @@ static int code_is_zero(const df11i_fixed *f, uint64_t s, uint64_t t, uint32_t l
     return 1;
 }
 
+/* Every pad weight (row >= rows or column >= cols) has code 0 and sign|mantissa 0, as the
+ * encoder writes them: a fused kernel multiplies a pad column by a zero activation, which
+ * must not meet an Inf or NaN (ESCAPES: a base of 249 and a code of 6 would be 255). Pad
+ * columns lie in a strip's last step only, pad rows in the last strip. */
+static df11_status pad_check(const df11i_fixed *f)
+{
+    const df11i_fixed_geom *g = &f->g;
+    for (uint64_t s = 0; s < g->n_strips; s++) {
+        const int pad_rows = 16 * (s + 1) > g->rows;
+        if (!pad_rows && g->cols_pad == g->cols) continue;
+        for (uint64_t step = pad_rows ? 0 : g->steps - 1; step < g->steps; step++)
+            for (uint32_t l = 0; l < 32; l++)
+                for (uint32_t h = 0; h < 2; h++)
+                    for (uint32_t j = 0; j < 16; j++) {
+                        uint64_t row, col;
+                        df11i_fixed_weight_pos(s, step, h, l, j, &row, &col);
+                        if (row < g->rows && col < g->cols) continue;
+                        const uint32_t fb = (8 * h + 2 * (j / 4) + (j % 4) / 2) | (j % 2) << 4;
+                        const uint8_t sm =
+                            f->sm[((s * g->steps + step) * 2 + h) * 512 + 16 * l + j];
+                        if (sm || !code_is_zero(f, s, step / DF11_FIXED_TILE_STEPS, l,
+                                                (uint32_t)(step % DF11_FIXED_TILE_STEPS), fb))
+                            return df11i_fail(DF11_ERR_CORRUPT,
+                                              "fixed code: pad weight (%llu, %llu) has a code or "
+                                              "sign|mantissa",
+                                              (unsigned long long)row, (unsigned long long)col);
+                    }
+    }
+    return DF11_OK;
+}
+
 /* RECORDS: tile t of strip s's records are in increasing position, each in one of the
  * tile's steps, at a weight of the tensor whose code is 0. */
 static df11_status tile_records_check(const df11i_fixed *f, uint64_t s, uint64_t t, uint32_t steps)
@@ -71,6 +102,7 @@ df11_status df11i_fixed_validate(const df11i_fixed *f)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_validate: NULL section");
     if (f->layout != DF11I_FIXED_ESCAPES && f->layout != DF11I_FIXED_RECORDS)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_validate: layout %d", (int)f->layout);
+    if ((st = pad_check(f)) != DF11_OK) return st;
     const uint32_t max_base = df11i_fixed_max_base(f->layout);
     for (uint64_t r = 0; r < g->rows_pad; r++)
         if (f->base[r] > max_base)

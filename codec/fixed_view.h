@@ -13,11 +13,12 @@
 #include "df11/status.h"
 
 /* DF11_ERR_CORRUPT (detail: what and where) unless all of these hold: the geometry is
- * df11i_fixed_geometry(rows, cols); every base is at most the layout's maximum; exc_off
- * starts at 0, never goes back and ends at n_exc; and ESCAPES: every tile's codes escape
- * exactly as many weights as its exception list holds; RECORDS: every tile's records are
- * in increasing position, in its steps, at weights of the tensor whose code is 0. Reads
- * base, codes and exc_off (RECORDS: and the records) only. */
+ * df11i_fixed_geometry(rows, cols); every pad weight has code 0 and sign|mantissa 0; every
+ * base is at most the layout's maximum; exc_off starts at 0, never goes back and ends at
+ * n_exc; and ESCAPES: every tile's codes escape exactly as many weights as its exception
+ * list holds; RECORDS: every tile's records are in increasing position, in its steps, at
+ * weights of the tensor whose code is 0. Reads base, codes, exc_off and the pad weights'
+ * sm bytes (RECORDS: and the records) only. */
 df11_status df11i_fixed_validate(const df11i_fixed *f);
 
 #endif
