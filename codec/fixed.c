@@ -263,9 +263,12 @@ df11_status df11i_fixed_encode(const uint16_t *w, uint64_t rows, uint64_t cols,
     uint64_t sum = 0;
     for (uint64_t t = 1; t <= g->n_tiles; t++) {
         sum += out->exc_off[t];
-        if (sum > UINT32_MAX) {
+        if (sum > (layout == DF11I_FIXED_RECORDS ? DF11_FIXED_MAX_RECORDS : UINT32_MAX)) {
             df11i_fixed_free(out);
-            return df11i_fail(DF11_ERR_OVERFLOW, "fixed code: over 2^32 exceptions");
+            return df11i_fail(DF11_ERR_OVERFLOW, "fixed code: over %llu exceptions",
+                              (unsigned long long)(layout == DF11I_FIXED_RECORDS
+                                                       ? DF11_FIXED_MAX_RECORDS
+                                                       : UINT32_MAX));
         }
         out->exc_off[t] = (uint32_t)sum;
     }

@@ -84,10 +84,11 @@ extern "C" {
 #define DF11_FIXED_STEP_COLS 64
 #define DF11_FIXED_TILE_STEPS 4
 #define DF11_FIXED_ESCAPE 7
-#define DF11_FIXED_WINDOW 7         /* ESCAPES: exponents a base covers, b .. b+6 */
-#define DF11_FIXED_MAX_BASE 249     /* ESCAPES: so that b + 6 <= 255 */
-#define DF11_FIXED_REC_WINDOW 8     /* RECORDS: b .. b+7 */
-#define DF11_FIXED_REC_MAX_BASE 247 /* RECORDS: so that b + 7 <= 254 (pad weights finite) */
+#define DF11_FIXED_WINDOW 7                /* ESCAPES: exponents a base covers, b .. b+6 */
+#define DF11_FIXED_MAX_BASE 249            /* ESCAPES: so that b + 6 <= 255 */
+#define DF11_FIXED_REC_WINDOW 8            /* RECORDS: b .. b+7 */
+#define DF11_FIXED_REC_MAX_BASE 247        /* RECORDS: so that b + 7 <= 254 (pad weights finite) */
+#define DF11_FIXED_MAX_RECORDS 0x7fffffffu /* RECORDS: n_exc at most (2 n_exc fits 32 bits) */
 
 typedef enum df11i_fixed_layout {
     DF11I_FIXED_ESCAPES = 0, /* codec 2: escape code, exponent bytes in escape order */
@@ -199,7 +200,8 @@ DF11I_FIXED_INLINE uint32_t df11i_fixed_record(const uint8_t *exc, uint64_t n, u
 }
 
 /* Encodes a rows x cols BF16 matrix in `layout` on n_threads threads (0 = all cores). More
- * than 2^32 - 1 exceptions fail with DF11_ERR_OVERFLOW. */
+ * than 2^32 - 1 escapes (RECORDS: 2^31 - 1 records, DF11_FIXED_MAX_RECORDS: the kernels
+ * index the record words' bytes in 32 bits) fail with DF11_ERR_OVERFLOW. */
 df11_status df11i_fixed_encode(const uint16_t *w, uint64_t rows, uint64_t cols,
                                df11i_fixed_layout layout, int n_threads, df11i_fixed *out);
 void df11i_fixed_free(df11i_fixed *f);
@@ -212,7 +214,7 @@ void df11i_fixed_free(df11i_fixed *f);
 df11_status df11i_fixed_decode(const df11i_fixed *f, uint16_t *out, int n_threads);
 
 /* Decodes rows [r0, r1) into `out` ((r1 - r0) x cols, row-major), single-threaded: only
- * the strips holding them are read, with their bases (at most DF11_FIXED_MAX_BASE), and of
+ * the strips holding them are read, with their bases (at most df11i_fixed_max_base), and of
  * the exception offsets only those strips' (checked in order and within n_exc; each tile's
  * count against its codes as it is decoded) and the two ends (0 and n_exc), so a tensor no
  * one validated whole is still read only inside its buffers, and decoded by a caller that

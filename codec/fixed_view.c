@@ -102,6 +102,9 @@ df11_status df11i_fixed_validate(const df11i_fixed *f)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_validate: NULL section");
     if (f->layout != DF11I_FIXED_ESCAPES && f->layout != DF11I_FIXED_RECORDS)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_fixed_validate: layout %d", (int)f->layout);
+    if (f->layout == DF11I_FIXED_RECORDS && f->n_exc > DF11_FIXED_MAX_RECORDS)
+        return df11i_fail(DF11_ERR_CORRUPT, "fixed code: %llu records, at most %u",
+                          (unsigned long long)f->n_exc, DF11_FIXED_MAX_RECORDS);
     if ((st = pad_check(f)) != DF11_OK) return st;
     const uint32_t max_base = df11i_fixed_max_base(f->layout);
     for (uint64_t r = 0; r < g->rows_pad; r++)
@@ -112,13 +115,16 @@ df11_status df11i_fixed_validate(const df11i_fixed *f)
         return df11i_fail(DF11_ERR_CORRUPT,
                           "fixed code: exception offsets run %u..%u, want 0..%llu", f->exc_off[0],
                           f->exc_off[g->n_tiles], (unsigned long long)f->n_exc);
+    /* every offset first: with the ends checked, monotonic offsets all lie in 0..n_exc, so
+     * that a tile's list is inside the section before its records are read */
+    for (uint64_t tile = 0; tile < g->n_tiles; tile++)
+        if (f->exc_off[tile + 1] < f->exc_off[tile])
+            return df11i_fail(DF11_ERR_CORRUPT,
+                              "fixed code: exception offset of tile %llu goes back",
+                              (unsigned long long)(tile + 1));
     for (uint64_t s = 0; s < g->n_strips; s++)
         for (uint64_t t = 0; t < g->tiles; t++) {
             const uint64_t tile = s * g->tiles + t;
-            if (f->exc_off[tile + 1] < f->exc_off[tile])
-                return df11i_fail(DF11_ERR_CORRUPT,
-                                  "fixed code: exception offset of tile %llu goes back",
-                                  (unsigned long long)(tile + 1));
             const uint32_t steps =
                 (uint32_t)(t + 1 == g->tiles ? g->last_steps : DF11_FIXED_TILE_STEPS);
             if (f->layout == DF11I_FIXED_RECORDS) {

@@ -139,6 +139,9 @@ __device__ __forceinline__ void decode_tile(const Part &P, uint32_t tile, uint32
         sv[i] = i < 2 * n_steps ? __ldcs(reinterpret_cast<const uint4 *>(sp + 512 * i))
                                 : make_uint4(0, 0, 0, 0);
     const uint32_t off0 = __ldg(P.exc_off + tile), off1 = __ldg(P.exc_off + tile + 1);
+    /* RECORDS: other lanes add into this lane's correction words; its own zeroing (at the
+     * kernel's start, or the last step's) must be ordered before them (a shuffle is not) */
+    if constexpr (REC) __syncwarp();
     const uint64_t r0 = 16ull * s + lane / 4;
     const uint32_t b0 = __ldg(P.base + r0), b8 = __ldg(P.base + r0 + 8);
 

@@ -317,6 +317,9 @@ static df11_status parse_fixed_sections(df11_file *f, uint32_t t, const uint8_t 
     if (r[TEN_MAX_CODE_LEN] != 0 || lo->n_chunks != g.n_tiles || lo->codebook_size != 0)
         return FAIL(DF11_ERR_CORRUPT, "tensor %u: fixed-code fields: %u tiles (want %llu)", t,
                     lo->n_chunks, (unsigned long long)g.n_tiles);
+    if (ti->codec == DF11_CODEC_EXP_FIXED8 && lo->n_exc > DF11_FIXED_MAX_RECORDS)
+        return FAIL(DF11_ERR_CORRUPT, "tensor %u: %llu records, at most %u", t,
+                    (unsigned long long)lo->n_exc, DF11_FIXED_MAX_RECORDS);
     lo->codebook_offset = df11i_ld64(r + TEN_CODEBOOK_OFFSET);
     lo->chunks_offset = df11i_ld64(r + TEN_CHUNKS_OFFSET);
     lo->lanes_offset = df11i_ld64(r + TEN_LANES_OFFSET);

@@ -1083,8 +1083,11 @@ START_TEST(test_fixed_hostile_index)
         ck_assert_int_eq(with_field(b, size, T + sections[i], 8, v + 8), DF11_ERR_RANGE);
         ck_assert_int_eq(with_field(b, size, T + sections[i], 8, v + (1ull << 40)), DF11_ERR_RANGE);
     }
-    /* more exceptions than the section holds, and a count the offsets do not end at */
+    /* more exceptions than the section holds (codec 3: more records than the kernels
+     * index), and a count the offsets do not end at */
     ck_assert_int_eq(with_field(b, size, T + TEN_LANE_SYMBOLS, 4, 1u << 30), DF11_ERR_RANGE);
+    ck_assert_int_eq(with_field(b, size, T + TEN_LANE_SYMBOLS, 4, 1u << 31),
+                     _i ? DF11_ERR_CORRUPT : DF11_ERR_RANGE);
     ck_assert_int_eq(
         with_field(b, size, T + TEN_LANE_SYMBOLS, 4, df11i_ld32(b + T + TEN_LANE_SYMBOLS) - 1),
         DF11_ERR_CORRUPT);

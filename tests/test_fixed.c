@@ -317,6 +317,33 @@ START_TEST(test_records_spec)
 }
 END_TEST
 
+/* RECORDS: a tile's offset past the list, with the ends right ({0, 1000, 0} over an empty
+ * list whose section holds valid-looking positions): validation refuses it before reading
+ * any record (it once read the section's neighbour; the ASan build runs this). */
+START_TEST(test_records_offsets_first)
+{
+    const uint64_t rows = 16, cols = 320; /* 2 tiles */
+    uint16_t *x = malloc(rows * cols * 2);
+    for (uint64_t i = 0; i < rows * cols; i++) x[i] = 0x0001; /* exponent 0: no record */
+    df11i_fixed f;
+    ck_assert_int_eq(df11i_fixed_encode(x, rows, cols, DF11I_FIXED_RECORDS, 1, &f), DF11_OK);
+    ck_assert_uint_eq(f.n_exc, 0);
+    ck_assert_uint_eq(f.g.n_tiles, 2);
+    const uint64_t size = df11i_fixed_exc_section(f.layout, 0);
+    uint8_t *exc = malloc(size), *keep = f.exc;
+    for (uint64_t i = 0; i < size / 2; i++) exc[2 * i] = (uint8_t)i, exc[2 * i + 1] = 0;
+    f.exc = exc;
+    f.exc_off[1] = 1000;
+    ck_assert_int_eq(df11i_fixed_validate(&f), DF11_ERR_CORRUPT);
+    f.exc_off[1] = 0;
+    ck_assert_int_eq(df11i_fixed_validate(&f), DF11_OK);
+    f.exc = keep;
+    free(exc);
+    df11i_fixed_free(&f);
+    free(x);
+}
+END_TEST
+
 START_TEST(test_corrupt_fails)
 {
     const df11i_fixed_layout layout = (df11i_fixed_layout)_i;
@@ -335,6 +362,10 @@ START_TEST(test_corrupt_fails)
     /* offsets that go back, or do not end at n_exc */
     uint32_t keep = f.exc_off[1];
     f.exc_off[1] = f.exc_off[2] + 1;
+    CORRUPT_BOTH();
+    /* a tile's offset far past n_exc, the ends right: refused before any record is read
+     * (RECORDS' validation reads the lists; the ASan build runs this) */
+    f.exc_off[1] = (uint32_t)f.n_exc + 100000;
     CORRUPT_BOTH();
     f.exc_off[1] = keep;
     f.n_exc--;
@@ -545,6 +576,7 @@ int main(void)
     tcase_add_test(tc, test_layout_spec);
     tcase_add_test(tc, test_exception_order);
     tcase_add_test(tc, test_records_spec);
+    tcase_add_test(tc, test_records_offsets_first);
     tcase_add_loop_test(tc, test_corrupt_fails, 0, 2);
     tcase_add_loop_test(tc, test_decode_rows, 0, 2);
     tcase_add_loop_test(tc, test_ratio_trained_like, 0, 2);

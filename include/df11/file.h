@@ -91,7 +91,8 @@ typedef struct df11_tensor_info {
     uint64_t stored_bytes;   /* bytes this tensor takes in the payload, padding excluded */
     uint64_t exponent_bits;  /* coded exponent bits (EXP_HUFFMAN); EXP_FIXED, EXP_FIXED8: every
                                 byte but the sign|mantissa ones (bases, codes, exceptions), x 8 */
-    float exponent_entropy;  /* empirical exponent entropy, bits/weight (EXP_HUFFMAN, EXP_FIXED) */
+    float exponent_entropy;  /* empirical exponent entropy, bits/weight (EXP_HUFFMAN, EXP_FIXED,
+                                EXP_FIXED8) */
     uint32_t max_code_len;
     uint32_t lane_symbols;
 } df11_tensor_info;
