@@ -81,12 +81,6 @@ static inline uint64_t sm_index(const df11i_fixed_geom *g, uint64_t s, uint64_t 
     return ((s * g->steps + step) * 2 + h) * 512 + l * 16 + j;
 }
 
-/* Byte j (0..15) of half h <-> pair p = 8 h + 2 (j / 4) + (j % 4) / 2, half (j % 2). */
-static inline uint32_t pair_of_byte(uint32_t h, uint32_t j)
-{
-    return 8 * h + 2 * (j / 4) + (j % 4) / 2;
-}
-
 static inline void put_code(uint32_t abc[3], uint32_t p, uint32_t hi, uint32_t c)
 {
     if (p < 15) {
@@ -94,14 +88,6 @@ static inline void put_code(uint32_t abc[3], uint32_t p, uint32_t hi, uint32_t c
     } else {
         for (uint32_t k = 0; k < 3; k++) abc[k] |= ((c >> k) & 1u) << (15 + 16 * hi);
     }
-}
-
-static inline uint32_t get_code(const uint32_t abc[3], uint32_t p, uint32_t hi)
-{
-    if (p < 15) return abc[p % 3] >> (3 * (p / 3) + 16 * hi) & 7u;
-    uint32_t c = 0;
-    for (uint32_t k = 0; k < 3; k++) c |= (abc[k] >> (15 + 16 * hi) & 1u) << k;
-    return c;
 }
 
 /* ---- encoder ---- */
@@ -159,7 +145,7 @@ static uint32_t lane_step_encode(const enc_job *jb, uint64_t s, uint64_t t, uint
         for (uint32_t jj = 0; jj < 16; jj++) {
             uint64_t row, col;
             df11i_fixed_weight_pos(s, step, h, l, jj, &row, &col);
-            uint32_t p = pair_of_byte(h, jj), hi = jj % 2;
+            uint32_t p = df11i_fixed_pair_of_byte(h, jj), hi = jj % 2;
             uint8_t smb = 0, c = 0, e = 0;
             if (row < g->rows && col < g->cols) {
                 uint16_t v = jb->w[row * g->cols + col];
@@ -299,35 +285,42 @@ typedef struct {
 } dec_job;
 
 /* RECORDS: the records of lane l's step k of tile t of strip s (those at *at on whose
- * position is in that step), put into e: each after the one before (the tile's list in
- * increasing position; a record the walk never reaches leaves the tile's count short),
- * at a weight of the tensor (not a pad one) whose code is 0. */
+ * position is in that step), put into e, each fitting after *prev (the one before in the
+ * tile; df11i_fixed_record_fits). A record the walk never reaches leaves the tile's count
+ * short. */
 static df11_status lane_step_records(const df11i_fixed *f, uint64_t s, uint64_t t, uint32_t l,
                                      uint32_t k, const uint32_t abc[3], uint64_t *at, uint64_t end,
-                                     uint8_t e[16][2])
+                                     int32_t *prev, uint8_t e[16][2])
 {
     const df11i_fixed_geom *g = &f->g;
-    const uint64_t tile = s * g->tiles + t;
-    const uint32_t here = l << 2 | k;
-    int32_t prev = -1;
-    if (*at > f->exc_off[tile])
-        prev = (int32_t)(df11i_fixed_record(f->exc, f->n_exc, *at - 1) & 0xfff);
     for (; *at < end; ++*at) {
         const uint32_t r = df11i_fixed_record(f->exc, f->n_exc, *at), pos = r & 0xfff;
-        if (pos >> 5 != here) break;
-        const uint32_t fb = pos & 31, p = fb & 15, hi = fb >> 4;
-        uint32_t h, j;
-        uint64_t row, col;
-        df11i_fixed_pair_byte(fb, &h, &j);
-        df11i_fixed_weight_pos(s, t * DF11_FIXED_TILE_STEPS + k, h, l, j, &row, &col);
-        if ((int32_t)pos <= prev || get_code(abc, p, hi) != 0 || row >= g->rows || col >= g->cols)
+        if (pos >> 5 != (l << 2 | k)) break;
+        if (!df11i_fixed_record_fits(g, s, t, tile_steps(g, t), abc, pos, *prev))
             return df11i_fail(DF11_ERR_CORRUPT,
                               "fixed code: tile %llu's record %llu (position %u) is out of "
                               "order, at a pad weight or at a nonzero code",
-                              (unsigned long long)tile,
-                              (unsigned long long)(*at - f->exc_off[tile]), pos);
-        e[p][hi] = (uint8_t)(r >> 12);
-        prev = (int32_t)pos;
+                              (unsigned long long)(s * g->tiles + t),
+                              (unsigned long long)(*at - f->exc_off[s * g->tiles + t]), pos);
+        e[pos & 15][(pos >> 4) & 1] = (uint8_t)(r >> 12);
+        *prev = (int32_t)pos;
+    }
+    return DF11_OK;
+}
+
+/* ESCAPES: the escapes of a lane's step (words abc), from the tile's list at *at on, in
+ * escape order, put into e; more than the list holds (up to end) is DF11_ERR_CORRUPT. */
+static df11_status lane_step_escapes(const df11i_fixed *f, uint64_t tile, const uint32_t abc[3],
+                                     uint64_t *at, uint64_t end, uint8_t e[16][2])
+{
+    for (uint32_t m = df11i_fixed_escape_mask(abc[0], abc[1], abc[2]); m;) {
+        uint32_t b = 31 - (uint32_t)__builtin_clz(m);
+        m ^= 1u << b;
+        if (*at >= end)
+            return df11i_fail(
+                DF11_ERR_CORRUPT, "fixed code: tile %llu has more escapes than its %llu exceptions",
+                (unsigned long long)tile, (unsigned long long)(end - f->exc_off[tile]));
+        e[b & 15][b >> 4] = f->exc[(*at)++];
     }
     return DF11_OK;
 }
@@ -339,6 +332,7 @@ static df11_status decode_item(void *ctx, uint64_t s)
     const df11i_fixed_geom *g = &f->g;
     for (uint64_t t = 0; t < g->tiles; t++) {
         uint64_t at = f->exc_off[s * g->tiles + t], end = f->exc_off[s * g->tiles + t + 1];
+        int32_t prev = -1; /* RECORDS: the position of the tile's record before at */
         for (uint32_t l = 0; l < 32; l++)
             for (uint32_t k = 0; k < tile_steps(g, t); k++) {
                 uint64_t step = t * DF11_FIXED_TILE_STEPS + k;
@@ -349,33 +343,20 @@ static df11_status decode_item(void *ctx, uint64_t s)
                 for (uint32_t p = 0; p < 16; p++)
                     for (uint32_t hi = 0; hi < 2; hi++) {
                         uint64_t row = 16 * s + l / 4 + 8 * ((p >> 2) & 1);
-                        e[p][hi] = (uint8_t)(f->base[row] + get_code(abc, p, hi));
+                        e[p][hi] = (uint8_t)(f->base[row] + df11i_fixed_code(abc, p, hi));
                     }
-                if (f->layout == DF11I_FIXED_RECORDS) {
-                    df11_status st = lane_step_records(f, s, t, l, k, abc, &at, end, e);
-                    if (st != DF11_OK) return st;
-                }
-                for (uint32_t m = f->layout == DF11I_FIXED_RECORDS
-                                      ? 0
-                                      : df11i_fixed_escape_mask(abc[0], abc[1], abc[2]);
-                     m;) {
-                    uint32_t b = 31 - (uint32_t)__builtin_clz(m);
-                    m ^= 1u << b;
-                    if (at >= end)
-                        return df11i_fail(
-                            DF11_ERR_CORRUPT,
-                            "fixed code: tile %llu has more escapes than its %llu exceptions",
-                            (unsigned long long)(s * g->tiles + t),
-                            (unsigned long long)(end - f->exc_off[s * g->tiles + t]));
-                    e[b & 15][b >> 4] = f->exc[at++];
-                }
+                df11_status st = f->layout == DF11I_FIXED_RECORDS
+                                     ? lane_step_records(f, s, t, l, k, abc, &at, end, &prev, e)
+                                     : lane_step_escapes(f, s * g->tiles + t, abc, &at, end, e);
+                if (st != DF11_OK) return st;
                 for (uint32_t h = 0; h < 2; h++)
                     for (uint32_t jj = 0; jj < 16; jj++) {
                         uint64_t row, col;
                         df11i_fixed_weight_pos(s, step, h, l, jj, &row, &col);
                         if (row < j->row0 || row >= j->row1 || col >= g->cols) continue;
-                        j->out[(row - j->row0) * g->cols + col] = df11i_bf16_join(
-                            e[pair_of_byte(h, jj)][jj % 2], f->sm[sm_index(g, s, step, h, l, jj)]);
+                        j->out[(row - j->row0) * g->cols + col] =
+                            df11i_bf16_join(e[df11i_fixed_pair_of_byte(h, jj)][jj % 2],
+                                            f->sm[sm_index(g, s, step, h, l, jj)]);
                     }
             }
         if (at != end) /* RECORDS: a record out of order, or at a step past the tile's */

@@ -165,6 +165,13 @@ DF11I_FIXED_INLINE uint32_t df11i_fixed_max_base(df11i_fixed_layout layout)
     return layout == DF11I_FIXED_RECORDS ? DF11_FIXED_REC_MAX_BASE : DF11_FIXED_MAX_BASE;
 }
 
+/* Byte j (0..15) of half h <-> pair p = 8 h + 2 (j / 4) + (j % 4) / 2, its high weight if
+ * j is odd. */
+DF11I_FIXED_INLINE uint32_t df11i_fixed_pair_of_byte(uint32_t h, uint32_t j)
+{
+    return 8 * h + 2 * (j / 4) + (j % 4) / 2;
+}
+
 /* Where weight f (a bit of M: pair f & 15, high if f >= 16) of a lane's step sits in its
  * two halves: half *h, byte *j of the lane's 16 (the inverse of the pairs' numbering). */
 DF11I_FIXED_INLINE void df11i_fixed_pair_byte(uint32_t f, uint32_t *h, uint32_t *j)
@@ -172,6 +179,15 @@ DF11I_FIXED_INLINE void df11i_fixed_pair_byte(uint32_t f, uint32_t *h, uint32_t 
     const uint32_t p = f & 15;
     *h = p >> 3;
     *j = 4 * ((p >> 1) & 3) + 2 * (p & 1) + (f >> 4);
+}
+
+/* The code of pair p's low (hi = 0) or high weight in a lane's step words abc (A, B, C). */
+DF11I_FIXED_INLINE uint32_t df11i_fixed_code(const uint32_t abc[3], uint32_t p, uint32_t hi)
+{
+    if (p < 15) return abc[p % 3] >> (3 * (p / 3) + 16 * hi) & 7u;
+    uint32_t c = 0;
+    for (uint32_t k = 0; k < 3; k++) c |= (abc[k] >> (15 + 16 * hi) & 1u) << k;
+    return c;
 }
 
 /* RECORDS: where the nibbles start in the exception section of n records. */
@@ -191,12 +207,19 @@ DF11I_FIXED_INLINE uint64_t df11i_fixed_exc_section(df11i_fixed_layout layout, u
                : (n + 15) / 16 * 16 + 16;
 }
 
-/* Record j of a RECORDS list `exc` of n records: pos in bits 0..11, exponent in 12..19. */
+/* A record from its u16 word w and its nibble byte (record j's nibble is byte j / 2's low
+ * half for even j): pos in bits 0..11, exponent in 12..19. */
+DF11I_FIXED_INLINE uint32_t df11i_fixed_record_join(uint32_t w, uint32_t nib_byte, uint64_t j)
+{
+    const uint32_t hi = nib_byte >> (4 * (j & 1)) & 15u;
+    return (w & 0xfffu) | ((w >> 12) | hi << 4) << 12;
+}
+
+/* Record j of a RECORDS list `exc` of n records (df11i_fixed_record_join's form). */
 DF11I_FIXED_INLINE uint32_t df11i_fixed_record(const uint8_t *exc, uint64_t n, uint64_t j)
 {
-    const uint32_t w = (uint32_t)exc[2 * j] | (uint32_t)exc[2 * j + 1] << 8;
-    const uint32_t hi = (uint32_t)(exc[df11i_fixed_rec_hi_offset(n) + j / 2] >> (4 * (j & 1))) & 15;
-    return (w & 0xfff) | ((w >> 12) | hi << 4) << 12;
+    return df11i_fixed_record_join((uint32_t)exc[2 * j] | (uint32_t)exc[2 * j + 1] << 8,
+                                   exc[df11i_fixed_rec_hi_offset(n) + j / 2], j);
 }
 
 /* Encodes a rows x cols BF16 matrix in `layout` on n_threads threads (0 = all cores). More
@@ -230,6 +253,23 @@ DF11I_FIXED_INLINE void df11i_fixed_weight_pos(uint64_t s, uint64_t g, uint32_t 
 {
     *row = 16 * s + l / 4 + 8 * (j >= 8);
     *col = 64 * g + 32 * h + 8 * (l % 4) + (j % 8);
+}
+
+/* RECORDS: whether a record at `pos` may follow one at `prev` (-1: the tile's first) in tile
+ * t of strip s, of n_steps steps: in increasing position, in one of those steps, at a weight
+ * of the tensor (not a pad one) whose code in its lane's step words abc is 0. The check the
+ * CPU decoder and df11i_fixed_validate both make, so that they refuse the same lists. */
+DF11I_FIXED_INLINE int df11i_fixed_record_fits(const df11i_fixed_geom *g, uint64_t s, uint64_t t,
+                                               uint32_t n_steps, const uint32_t abc[3],
+                                               uint32_t pos, int32_t prev)
+{
+    const uint32_t l = pos >> 7, k = (pos >> 5) & 3, f = pos & 31;
+    uint32_t h, j;
+    uint64_t row, col;
+    if ((int32_t)pos <= prev || k >= n_steps) return 0;
+    df11i_fixed_pair_byte(f, &h, &j);
+    df11i_fixed_weight_pos(s, t * DF11_FIXED_TILE_STEPS + k, h, l, j, &row, &col);
+    return row < g->rows && col < g->cols && df11i_fixed_code(abc, f & 15, f >> 4) == 0;
 }
 
 /* The escape mask M of a step from its code words (see the file comment). */

@@ -18,15 +18,11 @@ static uint32_t code_word(const df11i_fixed *f, uint64_t s, uint64_t t, uint32_t
     return v;
 }
 
-/* Whether weight f of lane l's step k has code 0 (the pair layout of codec/fixed.h). */
-static int code_is_zero(const df11i_fixed *f, uint64_t s, uint64_t t, uint32_t l, uint32_t k,
-                        uint32_t fb)
+/* Lane l's code words A, B, C of step k of tile t of strip s. */
+static void step_words(const df11i_fixed *f, uint64_t s, uint64_t t, uint32_t l, uint32_t k,
+                       uint32_t abc[3])
 {
-    const uint32_t p = fb & 15, hi = fb >> 4;
-    if (p < 15) return ((code_word(f, s, t, l, 3 * k + p % 3) >> (3 * (p / 3) + 16 * hi)) & 7) == 0;
-    for (uint32_t x = 0; x < 3; x++)
-        if (code_word(f, s, t, l, 3 * k + x) >> (15 + 16 * hi) & 1) return 0;
-    return 1;
+    for (uint32_t x = 0; x < 3; x++) abc[x] = code_word(f, s, t, l, 3 * k + x);
 }
 
 /* Every pad weight (row >= rows or column >= cols) has code 0 and sign|mantissa 0, as the
@@ -40,22 +36,23 @@ static df11_status pad_check(const df11i_fixed *f)
         const int pad_rows = 16 * (s + 1) > g->rows;
         if (!pad_rows && g->cols_pad == g->cols) continue;
         for (uint64_t step = pad_rows ? 0 : g->steps - 1; step < g->steps; step++)
-            for (uint32_t l = 0; l < 32; l++)
+            for (uint32_t l = 0; l < 32; l++) {
+                uint32_t abc[3];
+                step_words(f, s, step / DF11_FIXED_TILE_STEPS, l,
+                           (uint32_t)(step % DF11_FIXED_TILE_STEPS), abc);
                 for (uint32_t h = 0; h < 2; h++)
                     for (uint32_t j = 0; j < 16; j++) {
                         uint64_t row, col;
                         df11i_fixed_weight_pos(s, step, h, l, j, &row, &col);
                         if (row < g->rows && col < g->cols) continue;
-                        const uint32_t fb = (8 * h + 2 * (j / 4) + (j % 4) / 2) | (j % 2) << 4;
-                        const uint8_t sm =
-                            f->sm[((s * g->steps + step) * 2 + h) * 512 + 16 * l + j];
-                        if (sm || !code_is_zero(f, s, step / DF11_FIXED_TILE_STEPS, l,
-                                                (uint32_t)(step % DF11_FIXED_TILE_STEPS), fb))
+                        if (f->sm[((s * g->steps + step) * 2 + h) * 512 + 16 * l + j] ||
+                            df11i_fixed_code(abc, df11i_fixed_pair_of_byte(h, j), j % 2))
                             return df11i_fail(DF11_ERR_CORRUPT,
                                               "fixed code: pad weight (%llu, %llu) has a code or "
                                               "sign|mantissa",
                                               (unsigned long long)row, (unsigned long long)col);
                     }
+            }
     }
     return DF11_OK;
 }
@@ -68,16 +65,10 @@ static df11_status tile_records_check(const df11i_fixed *f, uint64_t s, uint64_t
     const uint64_t tile = s * g->tiles + t;
     int32_t prev = -1;
     for (uint64_t i = f->exc_off[tile]; i < f->exc_off[tile + 1]; i++) {
-        const uint32_t pos = df11i_fixed_record(f->exc, f->n_exc, i) & 0xfff;
-        const uint32_t l = pos >> 7, k = (pos >> 5) & 3, fb = pos & 31;
-        uint32_t h, j;
-        uint64_t row = 0, col = 0;
-        if (k < steps) {
-            df11i_fixed_pair_byte(fb, &h, &j);
-            df11i_fixed_weight_pos(s, t * DF11_FIXED_TILE_STEPS + k, h, l, j, &row, &col);
-        }
-        if ((int32_t)pos <= prev || k >= steps || row >= g->rows || col >= g->cols ||
-            !code_is_zero(f, s, t, l, k, fb))
+        const uint32_t pos = df11i_fixed_record(f->exc, f->n_exc, i) & 0xfff, k = (pos >> 5) & 3;
+        uint32_t abc[3] = { 0, 0, 0 }; /* a step past the tile's has no words to read */
+        if (k < steps) step_words(f, s, t, pos >> 7, k, abc);
+        if (!df11i_fixed_record_fits(g, s, t, steps, abc, pos, prev))
             return df11i_fail(DF11_ERR_CORRUPT,
                               "fixed code: tile %llu's record %llu (position %u) is out of "
                               "order, outside the tile, at a pad weight or at a nonzero code",
@@ -135,7 +126,7 @@ df11_status df11i_fixed_validate(const df11i_fixed *f)
             for (uint32_t l = 0; l < 32; l++)
                 for (uint32_t k = 0; k < steps; k++) {
                     uint32_t w[3];
-                    for (uint32_t x = 0; x < 3; x++) w[x] = code_word(f, s, t, l, 3 * k + x);
+                    step_words(f, s, t, l, k, w);
                     n += (uint64_t)__builtin_popcount(df11i_fixed_escape_mask(w[0], w[1], w[2]));
                 }
             if (n != (uint64_t)(f->exc_off[tile + 1] - f->exc_off[tile]))
