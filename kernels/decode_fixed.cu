@@ -1,6 +1,6 @@
 /* The GPU decoder of fixed-code tensors (codec/fixed.h, both layouts; docs/FORMAT.md
- * "Fixed-code tensors") into the arena: row-major BF16, as the CPU reference df11i_fixed_decode writes
- * it, near copy bandwidth (docs/KERNELS.md, "The fixed-code arena decoder"); and the
+ * "Fixed-code tensors") into the arena: row-major BF16, as the CPU reference
+ * df11i_fixed_decode writes it, near copy bandwidth (docs/KERNELS.md, "The fixed-code arena decoder"); and the
  * fixed-code row decode of kernels/gather.h (the same tile decoder, keeping only the rows
  * asked for). The decode is the fused matmul's (kernels/fused_matmul_decode.cuh: 16 bf16x2
  * registers per lane and step, escapes added as shared-memory corrections); here the

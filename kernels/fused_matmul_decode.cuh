@@ -278,13 +278,11 @@ __device__ __forceinline__ void take_corrections(uint4 *corr4, uint32_t sw, uint
 
 // ---- RECORDS (codec/fixed.h, codec 3): exceptions as per-tile records ----
 
-// Record i of a list, from its u16 words and its nibbles (byte i / 2, low nibble first for
-// even i): pos in bits 0..11, exponent in 12..19 (df11i_fixed_record's).
+// Record i of a list, from its u16 words and its nibbles (df11i_fixed_record_join).
 __device__ __forceinline__ uint32_t record_of(const uint8_t *words, const uint8_t *nib, uint32_t i)
 {
-    const uint32_t w = *reinterpret_cast<const uint16_t *>(words + 2 * i);
-    const uint32_t hi = (uint32_t)(nib[i >> 1] >> (4 * (i & 1))) & 15u;
-    return (w & 0xfffu) | ((w >> 12) | hi << 4) << 12;
+    return df11i_fixed_record_join(*reinterpret_cast<const uint16_t *>(words + 2 * i), nib[i >> 1],
+                                   i);
 }
 
 // A record as the RED it makes: into the owner lane's (pos >> 7) correction word of its pair

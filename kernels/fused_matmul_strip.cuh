@@ -202,8 +202,8 @@ struct Seg {
 // step: pre(t, g) (the caller's loads that must be issued before the step waits for its
 // copies), the wait, step g + AHEAD copied into its slot (AHEAD 1..4, the kernel's choice),
 // corrections (a RED a lane a round, in warp-uniform rounds; REC: one predicated RED a record
-// held, two __syncwarp), 16 pairs decoded (PRMT, SHF, 2 LOP3, IADD3), then use(t, g, o). Bytes per tile: 4096 sm + 1536 codes +
-// ~100 exceptions, read once. corr4: the lane's 64 bytes of correction words in shared memory, zero
+// held, two __syncwarp), 16 pairs decoded (PRMT, SHF, 2 LOP3, IADD3), then use(t, g, o).
+// Bytes per tile: 4096 sm + 1536 codes + ~100 exceptions, read once. corr4: the lane's 64 bytes of correction words in shared memory, zero
 // on entry and on return. PDL_WAIT: griddepcontrol.wait once the first tile's codes and first AHEAD
 // steps are in flight (fused_matmul.cu's programmatic launch). err: ORed with 1 where a tile's
 // codes and exception offsets disagree (may be NULL; REC: nothing to compare, validated at
@@ -300,11 +300,9 @@ __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, ui
                         n_rec, lane, bpack, corr_s,
                         [&](uint32_t j) {
                             const uint32_t i = cur.off0 + j;
-                            const uint32_t w =
-                                *reinterpret_cast<const uint16_t *>(excb + lw + 2 * j);
-                            const uint32_t hi =
-                                (uint32_t)(excb[REC_NIB_AT + (i >> 1) - n0] >> (4 * (i & 1))) & 15u;
-                            return (w & 0xfffu) | ((w >> 12) | hi << 4) << 12;
+                            return df11i_fixed_record_join(
+                                *reinterpret_cast<const uint16_t *>(excb + lw + 2 * j),
+                                excb[REC_NIB_AT + (i >> 1) - n0], i);
                         },
                         rr);
                 }

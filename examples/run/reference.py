@@ -180,7 +180,8 @@ def order_sensitivity(folder, steps):
     a = numpy_logits(cfg, w, tokens, True, matmul_f32)
     b = numpy_logits(cfg, w, tokens, True, matmul_f32_chunks)
     rel = np.abs(a - b).max(-1) / np.maximum(np.abs(a).max(-1), 1)
-    print(json.dumps({"steps": len(tokens), "max": float(rel.max()), "step_of_max": int(rel.argmax()),
+    print(json.dumps({"steps": len(tokens), "max": float(rel.max()),
+                      "step_of_max": int(rel.argmax()),
                       "per_step": [float("%.3g" % v) for v in rel]}))
 
 
