@@ -46,8 +46,7 @@ df11_status df11i_fixed_geometry(uint64_t rows, uint64_t cols, df11i_fixed_geom 
 
 uint64_t df11i_fixed_stored_bytes(const df11i_fixed *f)
 {
-    return f->g.rows_pad + f->g.sm_bytes + f->g.code_bytes + 4 * (f->g.n_tiles + 1) +
-           df11i_fixed_exc_bytes(f->layout, f->n_exc);
+    return df11i_fixed_stored_size(&f->g, f->layout, f->n_exc);
 }
 
 void df11i_fixed_free(df11i_fixed *f)

@@ -207,6 +207,28 @@ DF11I_FIXED_INLINE uint64_t df11i_fixed_exc_section(df11i_fixed_layout layout, u
                : (n + 15) / 16 * 16 + 16;
 }
 
+/* The sections of a coded tensor as a .df11 file holds them, in its order (docs/FORMAT.md):
+ * bases, exception offsets, code vectors, exceptions (df11i_fixed_exc_section), sm bytes. */
+#define DF11I_FIXED_SECTIONS 5
+DF11I_FIXED_INLINE void df11i_fixed_section_sizes(const df11i_fixed_geom *g,
+                                                  df11i_fixed_layout layout, uint64_t n_exc,
+                                                  uint64_t len[DF11I_FIXED_SECTIONS])
+{
+    len[0] = g->rows_pad;
+    len[1] = 4 * (g->n_tiles + 1);
+    len[2] = g->code_bytes;
+    len[3] = df11i_fixed_exc_section(layout, n_exc);
+    len[4] = g->sm_bytes;
+}
+
+/* Bytes those sections store, their padding left out. */
+DF11I_FIXED_INLINE uint64_t df11i_fixed_stored_size(const df11i_fixed_geom *g,
+                                                    df11i_fixed_layout layout, uint64_t n_exc)
+{
+    return g->rows_pad + 4 * (g->n_tiles + 1) + g->code_bytes +
+           df11i_fixed_exc_bytes(layout, n_exc) + g->sm_bytes;
+}
+
 /* A record from its u16 word w and its nibble byte (record j's nibble is byte j / 2's low
  * half for even j): pos in bits 0..11, exponent in 12..19. */
 DF11I_FIXED_INLINE uint32_t df11i_fixed_record_join(uint32_t w, uint32_t nib_byte, uint64_t j)

@@ -328,22 +328,22 @@ static df11_status parse_fixed_sections(df11_file *f, uint32_t t, const uint8_t 
     /* sizes as stored: the exception section carries 16 zero bytes past its padding, so a
      * kernel may load it 16 bytes at a time from any 16-aligned index below its end */
     const df11i_fixed_layout layout = df11i_fixed_layout_of(ti->codec);
-    const uint64_t exc_size = df11i_fixed_exc_section(layout, lo->n_exc);
-    const uint64_t off[5] = { lo->codebook_offset, lo->chunks_offset, lo->stream_offset,
-                              lo->lanes_offset, lo->data_offset };
-    const uint64_t len[5] = { g.rows_pad, 4 * (g.n_tiles + 1), g.code_bytes, exc_size, g.sm_bytes };
+    const uint64_t off[DF11I_FIXED_SECTIONS] = { lo->codebook_offset, lo->chunks_offset,
+                                                 lo->stream_offset, lo->lanes_offset,
+                                                 lo->data_offset };
+    uint64_t len[DF11I_FIXED_SECTIONS];
+    df11i_fixed_section_sizes(&g, layout, lo->n_exc, len);
     if (lo->stream_size != g.code_bytes)
         return FAIL(DF11_ERR_CORRUPT, "tensor %u: %llu bytes of codes, its shape needs %llu", t,
                     (unsigned long long)lo->stream_size, (unsigned long long)g.code_bytes);
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < DF11I_FIXED_SECTIONS; i++)
         if (!SECTION_OK(off[i], len[i], ps) || off[i] % DF11_SECTION_ALIGN ||
             (i && off[i] < off[i - 1] + len[i - 1]))
             return FAIL(DF11_ERR_RANGE,
                         "tensor %u: sections outside, misaligned or out of order "
                         "in its payload",
                         t);
-    ti->stored_bytes = g.rows_pad + 4 * (g.n_tiles + 1) + g.code_bytes +
-                       df11i_fixed_exc_bytes(layout, lo->n_exc) + g.sm_bytes;
+    ti->stored_bytes = df11i_fixed_stored_size(&g, layout, lo->n_exc);
     ti->exponent_bits = (ti->stored_bytes - g.sm_bytes) * 8;
     return DF11_OK;
 }

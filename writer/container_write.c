@@ -186,12 +186,13 @@ static df11_status encode_fixed(const tensor_plan *p, const df11_compress_option
     const df11i_fixed *f = &t->fixed;
     memset(t->enc.hist, 0, sizeof t->enc.hist);
     for (uint64_t i = 0; i < p->n_elements; i++) t->enc.hist[df11i_bf16_exp(w[i])]++;
-    const uint64_t sizes[5] = { f->g.rows_pad, 4 * (f->g.n_tiles + 1), f->g.code_bytes,
-                                df11i_fixed_exc_section(f->layout, f->n_exc), f->g.sm_bytes };
-    const int fields[5] = { TEN_CODEBOOK_OFFSET, TEN_CHUNKS_OFFSET, TEN_STREAM_OFFSET,
-                            TEN_LANES_OFFSET, TEN_DATA_OFFSET };
+    uint64_t sizes[DF11I_FIXED_SECTIONS];
+    df11i_fixed_section_sizes(&f->g, f->layout, f->n_exc, sizes);
+    const int fields[DF11I_FIXED_SECTIONS] = { TEN_CODEBOOK_OFFSET, TEN_CHUNKS_OFFSET,
+                                               TEN_STREAM_OFFSET, TEN_LANES_OFFSET,
+                                               TEN_DATA_OFFSET };
     uint64_t off = at;
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < DF11I_FIXED_SECTIONS; i++) {
         df11i_st64(r + fields[i], off);
         off = df11i_align_up(off + sizes[i], DF11_SECTION_ALIGN);
     }
