@@ -30,7 +30,6 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
-#include <stdlib.h>
 
 #include <algorithm>
 #include <atomic>
@@ -86,7 +85,6 @@ struct GemmArgs {
     unsigned *err;
     int n_parts, B, K, ldy, y_bf16, nbt, tiles;
     int NU, G; /* (unit, tile) work items, CTAs */
-    int dbg;
 };
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p)
@@ -136,16 +134,6 @@ __device__ __forceinline__ void wgmma_m64n32_ra(float *d, uint32_t a0, uint32_t 
           "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
           "+f"(d[14]), "+f"(d[15])
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db));
-}
-
-/* D(64 x 128, fp32) += A(64 x 16)·B(16 x 128)ᵀ, both from shared memory (descriptors). */
-__device__ __forceinline__ void wgmma_m64n128_ss(float *d, uint64_t da, uint64_t db)
-{
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-        : "l"(da), "l"(db));
 }
 
 __device__ __forceinline__ void wgmma_fence()
@@ -220,127 +208,6 @@ __device__ __forceinline__ void store_x_half(uint8_t *stage, uint32_t r, uint32_
     for (uint32_t m = 0; m < 4; m++) /* row r's chunk c at chunk c ^ (r & 7): the swizzle */
         *reinterpret_cast<uint4 *>(stage + r * 128 + (((4 * h + m) ^ (r & 7)) << 4)) =
             make_uint4(w[0][m], w[1][m], w[2][m], w[3][m]);
-}
-
-/* A segment's product, acc[R] in each of the kernel's 32 kConsumers consumer threads (tid):
- * to y where the segment is its whole unit d.grp, else a partial, summed by the last of the
- * unit's CTAs. row_of(i) / col_of(i): the row in the unit's row block and the batch row in its
- * tile of N that acc[i] holds. */
-#ifndef DF11_SUM_PROTO
-#define DF11_SUM_PROTO 0
-#endif
-#ifndef DF11_SUM_AT_ONCE
-#define DF11_SUM_AT_ONCE 2
-#endif
-template <int R, int kChunk, int kAtOnce, class RowOf, class ColOf>
-__device__ __forceinline__ void emit_unit(const GemmArgs &a, const Seg &d, float *acc, int N,
-                                          uint32_t tid, unsigned *last, RowOf row_of, ColOf col_of)
-{
-    constexpr int kCT = 32 * kConsumers; /* consumer threads */
-    const int tiles = a.tiles;
-    const Mat &W = a.W[d.part];
-    const int u = d.grp, bt = u % a.nbt, rb = u / a.nbt;
-    if (a.dbg & 64) return;
-    auto store_y = [&](const float *v) {
-#pragma unroll
-        for (int i = 0; i < R; i++) {
-            const int r = (rb - W.g0) * kRows + row_of(i);
-            const int b = bt * N + col_of(i);
-            if (b < a.B && r < W.rows) {
-                const long long at = (long long)b * a.ldy + W.y_col + r;
-                if (a.y_bf16)
-                    static_cast<__nv_bfloat16 *>(a.y)[at] = __float2bfloat16_rn(v[i]);
-                else
-                    static_cast<float *>(a.y)[at] = v[i];
-            }
-        }
-    };
-    const long long w0 = (long long)u * tiles; /* the unit's first work item */
-    const int cf = cta_of(w0, a.NU, a.G), cl = cta_of(w0 + tiles - 1, a.NU, a.G);
-    if (cf == cl) {
-        store_y(acc);
-        return;
-    }
-    /* a partial: slot 2 c + 1 where the unit starts inside CTA c's range (c = cf: it is
-     * then the range's last unit), else 2 c (the unit began before the range, which
-     * starts in it); unique among the units cut between CTAs, as is cf, which numbers
-     * their semaphore words */
-#if DF11_SUM_PROTO
-    {
-        const int self = (int)blockIdx.x;
-        if (self != cf) {
-            float *mine = a.ws + (long long)(2 * self) * (kRows * N);
-#pragma unroll
-            for (int i = 0; i < R; i++) __stcg(mine + i * kCT + tid, acc[i]);
-            asm volatile("bar.sync 1, %0;" ::"n"(kCT) : "memory");
-            if (tid == 0)
-                asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(a.sem + cf) : "memory");
-            return;
-        }
-        if (tid == 0) {
-            unsigned v;
-            do {
-                asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(a.sem + cf) : "memory");
-            } while (v != (unsigned)(cl - cf));
-        }
-        asm volatile("bar.sync 1, %0;" ::"n"(kCT) : "memory");
-        for (int cb = cf + 1; cb <= cl; cb += kAtOnce) {
-#pragma unroll
-            for (int c0 = 0; c0 < R; c0 += kChunk) {
-                float v[kAtOnce][kChunk];
-#pragma unroll
-                for (int k = 0; k < kAtOnce; k++) {
-                    const int c = min(cb + k, cl);
-                    const float *pk = a.ws + (long long)(2 * c) * (kRows * N) + tid;
-#pragma unroll
-                    for (int i = 0; i < kChunk; i++) v[k][i] = __ldcg(pk + (c0 + i) * kCT);
-                }
-#pragma unroll
-                for (int k = 0; k < kAtOnce; k++)
-                    if (cb + k <= cl)
-#pragma unroll
-                        for (int i = 0; i < kChunk; i++) acc[c0 + i] += v[k][i];
-            }
-        }
-        store_y(acc);
-        if (tid == 0) a.sem[cf] = 0;
-        return;
-    }
-#endif
-    const int self = (int)blockIdx.x;
-    float *mine = a.ws + (long long)(2 * self + (self == cf)) * (kRows * N);
-#pragma unroll
-    for (int i = 0; i < R; i++) __stcg(mine + i * kCT + tid, acc[i]);
-    /* the consumers' partials before thread 0's count, the others' reads after its
-     * acquire (kernels/split_count.cuh) */
-    asm volatile("bar.sync 1, %0;" ::"n"(kCT) : "memory");
-    if (tid == 0) *last = split_count(a.sem + cf) == (unsigned)(cl - cf);
-    asm volatile("bar.sync 1, %0;" ::"n"(kCT) : "memory");
-    if (!*last) return;
-    /* the partials in CTA order (the sum does not depend on timing; this CTA's own read
-     * back), kChunk values of kAtOnce CTAs loaded at once: this is the launch's last work,
-     * and each round trip of it is on the launch's longest chain */
-    for (int cb = cf; cb <= cl; cb += kAtOnce) {
-#pragma unroll
-        for (int c0 = 0; c0 < R; c0 += kChunk) {
-            float v[kAtOnce][kChunk];
-#pragma unroll
-            for (int k = 0; k < kAtOnce; k++) {
-                const int c = min(cb + k, cl); /* past cl: loaded, not added */
-                const float *pk = a.ws + (long long)(2 * c + (c == cf)) * (kRows * N) + tid;
-#pragma unroll
-                for (int i = 0; i < kChunk; i++) v[k][i] = __ldcg(pk + (c0 + i) * kCT);
-            }
-#pragma unroll
-            for (int k = 0; k < kAtOnce; k++)
-                if (cb + k <= cl)
-#pragma unroll
-                    for (int i = 0; i < kChunk; i++)
-                        acc[c0 + i] = cb + k == cf ? v[k][i] : acc[c0 + i] + v[k][i];
-        }
-    }
-    store_y(acc);
-    if (tid == 0) atomicExch(a.sem + cf, 0u);
 }
 
 template <int NB, bool REC>
@@ -484,13 +351,66 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
     static_assert(kXStages == 4, "a stage a step of a tile");
     uint32_t fills = 0;   /* bit st: the parity of stage st's fills so far */
     bool pending = false; /* the step before's MMAs may still run (its x stage not released) */
-    /* acc[32 n + 4 i + e]: row 64 g + 16 w + nrow + 8 (e >> 1), batch row
-     * bt N + 64 n + 8 i + 2 q + (e & 1) */
+    /* a segment's product: to y where it is the whole unit, else a partial, summed by the
+     * last of the unit's CTAs */
     auto emit = [&](const Seg &d) {
-        emit_unit<R, 32, DF11_SUM_AT_ONCE>(
-            a, d, acc, N, tid, last,
-            [&](int i) { return 64 * g + 16 * w + (int)nrow + 8 * ((i & 3) >> 1); },
-            [&](int i) { return 64 * (i >> 5) + 8 * ((i >> 2) & 7) + 2 * (int)q + (i & 1); });
+        const Mat &W = a.W[d.part];
+        const int u = d.grp, bt = u % a.nbt, rb = u / a.nbt;
+        /* acc[32 n + 4 i + e]: row 64 g + 16 w + nrow + 8 (e >> 1), batch row
+         * bt N + 64 n + 8 i + 2 q + (e & 1) */
+        auto store_y = [&](const float *v) {
+#pragma unroll
+            for (int i = 0; i < R; i++) {
+                const int e = i & 3, row = 64 * g + 16 * w + (int)nrow + 8 * (e >> 1);
+                const int r = (rb - W.g0) * kRows + row;
+                const int b = bt * N + 64 * (i >> 5) + 8 * ((i >> 2) & 7) + 2 * (int)q + (e & 1);
+                if (b < a.B && r < W.rows) {
+                    const long long at = (long long)b * a.ldy + W.y_col + r;
+                    if (a.y_bf16)
+                        static_cast<__nv_bfloat16 *>(a.y)[at] = __float2bfloat16_rn(v[i]);
+                    else
+                        static_cast<float *>(a.y)[at] = v[i];
+                }
+            }
+        };
+        const long long w0 = (long long)u * tiles; /* the unit's first work item */
+        const int cf = cta_of(w0, a.NU, a.G), cl = cta_of(w0 + tiles - 1, a.NU, a.G);
+        if (cf == cl) {
+            store_y(acc);
+            return;
+        }
+        /* a partial: slot 2 c + 1 where the unit starts inside CTA c's range (c = cf: it is
+         * then the range's last unit), else 2 c (the unit began before the range, which
+         * starts in it); unique among the units cut between CTAs, as is cf, which numbers
+         * their semaphore words */
+        const int self = (int)blockIdx.x;
+        float *mine = a.ws + (long long)(2 * self + (self == cf)) * (kRows * N);
+#pragma unroll
+        for (int i = 0; i < R; i++) __stcg(mine + i * kCT + tid, acc[i]);
+        /* the consumers' partials before thread 0's count, the others' reads after its
+         * acquire (kernels/split_count.cuh) */
+        asm volatile("bar.sync 1, %0;" ::"n"(kCT) : "memory");
+        if (tid == 0) *last = split_count(a.sem + cf) == (unsigned)(cl - cf);
+        asm volatile("bar.sync 1, %0;" ::"n"(kCT) : "memory");
+        if (!*last) return;
+        /* the partials in CTA order (the sum does not depend on timing; this CTA's own read
+         * back), kSumChunk values a CTA loaded at once (this is the launch's last work; a
+         * round trip a value was its longest chain) */
+        constexpr int kSumChunk = 32;
+#pragma unroll
+        for (int c0 = 0; c0 < R; c0 += kSumChunk) {
+            for (int c = cf; c <= cl; c++) {
+                const float *pk = a.ws + (long long)(2 * c + (c == cf)) * (kRows * N) + tid;
+                float v[kSumChunk];
+#pragma unroll
+                for (int i = 0; i < kSumChunk; i++) v[i] = __ldcg(pk + (c0 + i) * kCT);
+#pragma unroll
+                for (int i = 0; i < kSumChunk; i++)
+                    acc[c0 + i] = c > cf ? acc[c0 + i] + v[i] : v[i];
+            }
+        }
+        store_y(acc);
+        if (tid == 0) atomicExch(a.sem + cf, 0u);
     };
     auto use = [&](int, int st, const uint32_t o[16]) {
         mbar_wait(xfull + st, (fills >> st) & 1);
@@ -547,254 +467,9 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
 #endif
 }
 
-/* The wide kernel: batch tiles of 256 rows, for batches past DF11_FUSED_GEMM_MAX_BATCH, where
- * the kernel above would decode W once per 128 rows of x. Its decode and its MMAs run in
- * warps of their own, so that the MMAs of 256 batch rows (128 accumulators a thread) fit
- * beside it:
- *   decoders   two warpgroups; warp d walks strip d of each unit's 128-row block as the
- *              kernel above's consumers do (walk_strips) and stores each step's 32 decoded
- *              weights a lane into the step's A stage (128 rows x 64 columns, K-major in the
- *              128-byte swizzle: the decode hands a lane 8 consecutive columns of a row, one
- *              16-byte store), then arrives on the stage's full barrier;
- *   consumers  two warpgroups; warpgroup g multiplies the stage's 128 rows of W (two m64 A
- *              tiles) by batch rows 128 g .. 128 g + 127 of the unit's tile (wgmma m64n128k16,
- *              both operands from shared memory) and copies its own x rows into the stages
- *              (cp.async, zero past K and the batch) two steps ahead.
- * Stages are used in turn by the range's steps (kWideStages). Work units, stream-K, the split
- * sums and the workspace's layout are the kernel above's with N = 256. */
-constexpr int kWideN = 256;
-constexpr int kWideStages = 3;
-constexpr int kWideDecoders = 8; /* warps: a strip each of a 128-row block */
-constexpr int kWideThreads = 32 * (kConsumers + kWideDecoders);
-constexpr uint32_t kWideABytes = kRows * 128, kWideXBytes = kWideN * 128;
-/* The launch gives every thread 128 registers; the consumers hold 128 accumulators. */
-constexpr int kWideDecoderRegs = 96, kWideConsumerRegs = 160;
-static_assert(32 * kWideDecoders * kWideDecoderRegs + 32 * kConsumers * kWideConsumerRegs <=
-                  65536,
-              "setmaxnreg within the registers the launch gives the CTA");
-constexpr size_t wide_smem_bytes()
-{
-    return 1024 /* alignment */ + (size_t)kWideStages * (kWideABytes + kWideXBytes) +
-           (size_t)kWideDecoders * (RING_BYTES + CORR_BYTES) + 8 * (4 * kWideStages) + 4;
-}
-static_assert(wide_smem_bytes() <= kMaxSmem, "one CTA an SM");
-
-/* 16 bytes global -> shared, zeros where !on (src then unread). */
-__device__ __forceinline__ void cp_async16_zfill(uint32_t dst, const void *src, bool on)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
-                 "r"(on ? 16 : 0)
-                 : "memory");
-}
-/* An arrival on bar once this thread's cp.async copies so far have landed (counted in the
- * barrier's expected arrivals). */
-__device__ __forceinline__ void cp_async_arrive(uint64_t *bar)
-{
-    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(smem_u32(bar))
-                 : "memory");
-}
-
-/* A step of a CTA's range: work item p (unit p / tiles), its tile t, the unit's batch tile bt
- * and the step gs in the tile; counted without divisions. */
-struct StepCursor {
-    int p, t, bt, gs;
-    __device__ StepCursor(const GemmArgs &a, int p0)
-    {
-        const int u = p0 / a.tiles;
-        p = p0, t = p0 - u * a.tiles, bt = u % a.nbt, gs = 0;
-    }
-    __device__ void advance(const GemmArgs &a)
-    {
-        if (++gs < (t == a.tiles - 1 ? a.W[0].last_steps : 4)) return;
-        gs = 0;
-        p++;
-        if (++t == a.tiles) t = 0, bt = bt + 1 == a.nbt ? 0 : bt + 1;
-    }
-};
-
-template <bool REC>
-__global__ void __launch_bounds__(kWideThreads, 1) fused_gemm_wide_kernel(GemmArgs a)
-{
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    constexpr int N = kWideN, R = 128; /* batch rows a CTA, accumulators a consumer thread */
-    extern __shared__ __align__(16) uint8_t dsm[];
-    const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const uint32_t q = lane & 3, nrow = lane >> 2;
-    uint8_t *as = dsm + ((1024 - (smem_u32(dsm) & 1023)) & 1023); /* 1024-aligned: the swizzle */
-    uint8_t *xs = as + kWideStages * kWideABytes;
-    uint8_t *rings = xs + kWideStages * kWideXBytes;
-    uint8_t *corrs = rings + kWideDecoders * RING_BYTES;
-    uint64_t *afull = reinterpret_cast<uint64_t *>(corrs + kWideDecoders * CORR_BYTES);
-    uint64_t *aempty = afull + kWideStages;
-    uint64_t *xfull = aempty + kWideStages; /* [consumer warpgroup][stage] */
-    unsigned *last = reinterpret_cast<unsigned *>(xfull + 2 * kWideStages);
-    const int p0 = (int)((long long)blockIdx.x * a.NU / a.G),
-              p1 = (int)((long long)(blockIdx.x + 1) * a.NU / a.G);
-    const int tiles = a.tiles;
-
-    if (tid == 0) {
-        for (int i = 0; i < kWideStages; i++) {
-            mbar_init(afull + i, kWideDecoders); /* every decoder warp */
-            mbar_init(aempty + i, kConsumers);   /* every consumer warp */
-            mbar_init(xfull + i, 128);           /* warpgroup 0's threads' copies */
-            mbar_init(xfull + kWideStages + i, 128);
-        }
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    }
-    __syncthreads();
-
-    if ((int)warp >= kConsumers) {
-        /* decoder warp d: strip d of each unit's row block (a warp past its tensor's strips
-         * walks the last one, whose rows are not stored) */
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kWideDecoderRegs));
-        const int d = (int)warp - kConsumers;
-        uint4 *corr4 = reinterpret_cast<uint4 *>(corrs + d * CORR_BYTES + lane * 64);
-#pragma unroll
-        for (int i = 0; i < 4; i++) corr4[i] = make_uint4(0, 0, 0, 0);
-        int p = p0;
-        auto next = [&](Seg &o) {
-            if (p >= p1) return false;
-            const int u = p / tiles, t0 = p - u * tiles, t1 = min(tiles, t0 + (p1 - p));
-            p += t1 - t0;
-            const int rb = u / a.nbt;
-            const int part =
-                part_index<DF11_FUSED_MAX_PARTS>(a.n_parts, rb, [&](int i) { return a.W[i].g0; });
-            const int s = (rb - a.W[part].g0) * 8 + d;
-            o = Seg{ part, s < a.W[part].n_strips ? s : a.W[part].n_strips - 1, t0, t1, u };
-            return true;
-        };
-        /* the lane's two 16-byte pieces a half step: rows 16 d + nrow and + 8 (the same
-         * swizzle: row & 7 = nrow), chunk 4 h + q */
-        const uint32_t row_at = (16 * d + nrow) * 128, sw = nrow;
-        int st = 0, steps = 0;
-        uint32_t ph = 0;
-        auto use = [&](int, int, const uint32_t o[16]) {
-            if (steps >= kWideStages) mbar_wait(aempty + st, ph ^ 1); /* its MMAs before */
-            uint8_t *stage = as + st * kWideABytes + row_at;
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                const uint32_t at = ((4 * h + q) ^ sw) << 4;
-                *reinterpret_cast<uint4 *>(stage + at) =
-                    make_uint4(o[8 * h], o[8 * h + 1], o[8 * h + 2], o[8 * h + 3]);
-                *reinterpret_cast<uint4 *>(stage + 8 * 128 + at) =
-                    make_uint4(o[8 * h + 4], o[8 * h + 5], o[8 * h + 6], o[8 * h + 7]);
-            }
-            if (!(a.dbg & 1)) fence_proxy_async(); /* for wgmma's reads */
-            __syncwarp();
-            if (lane == 0) mbar_arrive(afull + st);
-            steps++;
-            if (++st == kWideStages) st = 0, ph ^= 1;
-        };
-        if (a.dbg & 8) {
-            uint32_t o[16] = {};
-            for (StepCursor c(a, p0); c.p < p1; c.advance(a)) use(0, 0, o);
-            return;
-        }
-        Seg sg;
-        while (next(sg))
-            walk_strips<false, 1, kAhead, REC>(
-                [&](int i) -> const Mat & { return a.W[i]; }, sg, next, lane,
-                rings + d * RING_BYTES, corr4, a.err, [](int, int) {}, use, [](const Seg &) {});
-        return;
-    }
-
-    /* consumer warp w of warpgroup g: rows 16 w .. of both m64 halves of the block, batch
-     * rows 128 g .. 128 g + 127 of the tile */
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(kWideConsumerRegs));
-    const int g = (int)warp >> 2, w = (int)warp & 3;
-    const uint32_t wt = tid & 127;
-    float acc[R];
-#pragma unroll
-    for (int i = 0; i < R; i++) acc[i] = 0.f;
-    fence_acc<R>(acc);
-    /* this thread's x copies a step: chunk xc of rows xr + 16 j (j < 8) of the warpgroup's
-     * 128, at their swizzled place (row & 7 = xr & 7 for all j) */
-    const uint32_t xr = wt >> 3, xc = wt & 7;
-    const uint32_t xdst = smem_u32(xs) + g * (kWideXBytes / 2) + xr * 128 + ((xc ^ (xr & 7)) << 4);
-    StepCursor xn(a, p0); /* the next step whose x to copy */
-    int xst = 0;          /* its stage */
-    auto copy_x = [&]() {
-        if (xn.p < p1) {
-            const int col = 256 * xn.t + 64 * xn.gs + 8 * (int)xc;
-            const int b0 = xn.bt * N + 128 * g + (int)xr;
-            const uint16_t *src = a.x + (long long)b0 * a.K + col;
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                if ((a.dbg & 16) && j) continue;
-                if (a.dbg & 32) continue;
-                const bool on = b0 + 16 * j < a.B && col < a.K;
-                cp_async16_zfill(xdst + xst * kWideXBytes + j * 2048,
-                                 on ? src + (long long)16 * j * a.K : a.x, on);
-            }
-            cp_async_arrive(xfull + g * kWideStages + xst);
-            xn.advance(a);
-        }
-        if (++xst == kWideStages) xst = 0;
-    };
-#pragma unroll
-    for (int i = 0; i < kWideStages - 1; i++) copy_x();
-    int st = 0, prev = 0;
-    uint32_t ph = 0;
-    bool pending = false; /* the step before's MMAs may still run (its A stage not released) */
-    int p = p0;
-    while (p < p1) {
-        const int u = p / tiles, t0 = p - u * tiles, t1 = min(tiles, t0 + (p1 - p));
-        p += t1 - t0;
-        const int rb = u / a.nbt;
-        const int part =
-            part_index<DF11_FUSED_MAX_PARTS>(a.n_parts, rb, [&](int i) { return a.W[i].g0; });
-        for (int t = t0; t < t1; t++) {
-            const int ns = t == tiles - 1 ? a.W[0].last_steps : 4;
-            for (int gs = 0; gs < ns; gs++) {
-                mbar_wait(afull + st, ph);
-                mbar_wait(xfull + g * kWideStages + st, ph);
-                if (!(a.dbg & 2)) fence_proxy_async(); /* the x copies (generic proxy) before wgmma's reads */
-                const uint64_t ad = sw128_desc(smem_u32(as + st * kWideABytes)),
-                               xd = sw128_desc(smem_u32(xs + st * kWideXBytes) +
-                                               g * (kWideXBytes / 2));
-                wgmma_fence();
-                if (!(a.dbg & 4)) {
-#pragma unroll
-                for (int kk = 0; kk < 4; kk++) {
-                    wgmma_m64n128_ss(acc, ad + desc_offset(32 * kk), xd + desc_offset(32 * kk));
-                    wgmma_m64n128_ss(acc + 64, ad + desc_offset(64 * 128 + 32 * kk),
-                                     xd + desc_offset(32 * kk));
-                }
-                }
-                wgmma_commit();
-                /* this step's MMAs run while the decoders fill the next stage; the step
-                 * before's are done once every warp of the warpgroup has waited for them */
-                wgmma_wait<1>();
-                asm volatile("bar.sync %0, 128;" ::"r"(2 + g) : "memory");
-                if (pending && lane == 0) mbar_arrive(aempty + prev);
-                copy_x(); /* into the step before's stage: the warpgroup is done with it */
-                pending = true;
-                prev = st;
-                if (++st == kWideStages) st = 0, ph ^= 1;
-            }
-        }
-        /* the segment's last MMAs, its last A stage released */
-        wgmma_wait<0>();
-        fence_acc<R>(acc);
-        __syncwarp();
-        if (lane == 0) mbar_arrive(aempty + prev);
-        pending = false;
-        /* acc[64 m + 4 j + e]: row 64 m + 16 w + nrow + 8 (e >> 1), batch row
-         * 128 g + 8 j + 2 q + (e & 1) */
-        emit_unit<R, 16, 1>(
-            a, Seg{ part, 0, t0, t1, u }, acc, N, tid, last,
-            [&](int i) { return 64 * (i >> 6) + 16 * w + (int)nrow + 8 * ((i & 3) >> 1); },
-            [&](int i) { return 128 * g + 8 * ((i & 63) >> 2) + 2 * (int)q + (i & 1); });
-#pragma unroll
-        for (int i = 0; i < R; i++) acc[i] = 0.f;
-        fence_acc<R>(acc);
-    }
-#endif
-}
-
-/* Per device: SMs and CTAs an SM (0: the path is unavailable), and of the wide kernel. */
+/* Per device: SMs and CTAs an SM (0: the path is unavailable). */
 struct GemmGeom {
-    int sms, occ, occ_wide;
+    int sms, occ;
 };
 PerDevice<GemmGeom> g_geom;
 
@@ -828,18 +503,6 @@ df11_status gemm_geom(GemmGeom *out)
                 e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernels[i], kThreads, smem);
             if (occ < g->occ) g->occ = occ;
         }
-        void (*const wide[2])(GemmArgs) = { fused_gemm_wide_kernel<false>,
-                                            fused_gemm_wide_kernel<true> };
-        g->occ_wide = INT32_MAX;
-        for (int i = 0; i < 2 && e == cudaSuccess; i++) {
-            int occ = 0;
-            e = cudaFuncSetAttribute(wide[i], cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     (int)wide_smem_bytes());
-            if (e == cudaSuccess)
-                e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, wide[i], kWideThreads,
-                                                                  wide_smem_bytes());
-            if (occ < g->occ_wide) g->occ_wide = occ;
-        }
         if (e != cudaSuccess)
             return df11i_fail(DF11_ERR_DEVICE, "fused gemm: kernel attributes: %s",
                               cudaGetErrorString(e));
@@ -865,14 +528,8 @@ long long row_blocks(uint32_t n_parts, const df11i_fixed_geom *geom)
     return r;
 }
 
-/* Batch rows a tile: one wgmma's up to a batch of that many, twice that past it, and past
- * DF11_FUSED_GEMM_MAX_BATCH the wide kernel's where the device runs it. */
-int batch_tile(uint32_t batch, const GemmGeom &g)
-{
-    return batch <= kBatchRows ? kBatchRows
-           : batch <= DF11_FUSED_GEMM_MAX_BATCH || g.occ_wide < 1 ? 2 * kBatchRows
-                                                                  : kWideN;
-}
+/* Batch tiles: one wgmma's rows up to a batch of that many, twice that past it. */
+int batch_nb(uint32_t batch) { return batch <= kBatchRows ? 1 : 2; }
 
 /* Splits of K a unit, as many as fill the SMs where the units leave some idle, at most 8 and
  * with at least 2 tiles (512 columns) each (against at most 4 of at least 4 tiles: 4-5% faster
@@ -903,15 +560,16 @@ int grid_ctas(long long units, int tiles, int full)
     return c < 1 ? 1 : (int)c;
 }
 
-/* Workspace of a launch of G CTAs with batch tiles of N rows: a semaphore word a CTA at its
- * start, two kRows x N fp32 partials a CTA (the units its range starts and ends in) at its
- * end. */
+/* Workspace of a launch of G CTAs with batch tiles of kBatchRows NB rows: a semaphore word a
+ * CTA at its start, two kRows x kBatchRows NB fp32 partials a CTA (the units its range starts
+ * and ends in) at its end. */
 struct SplitBytes {
     uint64_t sem, part;
 };
-SplitBytes split_bytes(int G, int N)
+SplitBytes split_bytes(int G, int NB)
 {
-    return SplitBytes{ (4 * (uint64_t)G + 255) / 256 * 256, 2ull * G * kRows * N * 4 };
+    return SplitBytes{ (4 * (uint64_t)G + 255) / 256 * 256,
+                       2ull * G * kRows * kBatchRows * NB * 4 };
 }
 
 std::atomic<uint32_t> g_test_grid{ 0 }; /* df11i_fused_gemm_test_grid */
@@ -935,8 +593,7 @@ extern "C" df11_status df11i_fused_gemm_workspace(const df11i_fixed_geom *geom, 
     /* a range cuts a unit only where units have 2 tiles or more; then any batch may fill the
      * grid, so the size is the full grid's at the larger batch tile */
     if (geom[0].tiles < 2) return DF11_OK;
-    const SplitBytes b = g.occ_wide > 0 ? split_bytes(g.sms * g.occ_wide, kWideN)
-                                        : split_bytes(g.sms * g.occ, 2 * kBatchRows);
+    const SplitBytes b = split_bytes(g.sms * g.occ, 2);
     /* twice the larger: every launch's semaphores (this kernel's and the mma.sync kernel's)
      * lie in the first half and its partials in the second, whichever launch set the size */
     *bytes = 2 * (b.sem > b.part ? b.sem : b.part);
@@ -970,18 +627,18 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
         y_col += (int)geom[i].rows;
     }
     const long long rbs = row_blocks(n_parts, geom);
-    const int tile = batch_tile(batch, gg);
-    const bool wide = tile == kWideN;
-    const long long nbt = (batch + tile - 1) / tile, units = rbs * nbt;
+    const int NB = batch_nb(batch);
+    const long long tile = (long long)kBatchRows * NB, nbt = (batch + tile - 1) / tile,
+                    units = rbs * nbt;
     const int tiles = (int)geom[0].tiles;
     if (units * tiles > INT32_MAX)
         return df11i_fail(DF11_ERR_UNSUPPORTED, "fused gemm: %lld units of %d tiles", units, tiles);
-    const int full = gg.sms * (wide ? gg.occ_wide : gg.occ);
+    const int full = gg.sms * gg.occ;
     const long long forced = g_test_grid.load();
     const int G = forced ? (int)std::min(std::min(forced, (long long)full), units * tiles)
                          : grid_ctas(units, tiles, full);
     /* a unit a CTA (or 1 tile a unit) writes no partials */
-    const SplitBytes need = G != units && tiles > 1 ? split_bytes(G, tile) : SplitBytes{ 0, 0 };
+    const SplitBytes need = G != units && tiles > 1 ? split_bytes(G, NB) : SplitBytes{ 0, 0 };
     if (need.sem + need.part > ws_size)
         return df11i_fail(DF11_ERR_STATE, "fused gemm: workspace %llu bytes, needs %llu",
                           (unsigned long long)ws_size, (unsigned long long)(need.sem + need.part));
@@ -999,17 +656,12 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     a.tiles = tiles;
     a.NU = (int)(units * tiles);
     a.G = G;
-    a.dbg = getenv("DF11_WIDE_DBG") ? atoi(getenv("DF11_WIDE_DBG")) : 0;
     cudaStream_t cs = static_cast<cudaStream_t>(stream);
     const bool rec =
         parts[0].d->codec == DF11_CODEC_EXP_FIXED8; /* every part's (the caller's check) */
-    if (wide && rec)
-        fused_gemm_wide_kernel<true><<<(unsigned)G, kWideThreads, wide_smem_bytes(), cs>>>(a);
-    else if (wide)
-        fused_gemm_wide_kernel<false><<<(unsigned)G, kWideThreads, wide_smem_bytes(), cs>>>(a);
-    else if (tile == kBatchRows && rec)
+    if (NB == 1 && rec)
         fused_gemm_kernel<1, true><<<(unsigned)G, kThreads, smem_bytes<1>(), cs>>>(a);
-    else if (tile == kBatchRows)
+    else if (NB == 1)
         fused_gemm_kernel<1, false><<<(unsigned)G, kThreads, smem_bytes<1>(), cs>>>(a);
     else if (rec)
         fused_gemm_kernel<2, true><<<(unsigned)G, kThreads, smem_bytes<2>(), cs>>>(a);
