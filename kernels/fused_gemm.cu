@@ -23,8 +23,9 @@
  * Each W element is decoded once per batch tile, so batches past 128 run several tiles (the op
  * takes decode + cuBLAS there by default: bench/RESULTS.md).
  *
- * Stream-K: a unit cut between CTAs is summed by the last of them to finish, from per-CTA fp32
- * partials in the workspace, in CTA order: deterministic for a given grid, i.e. device.
+ * Stream-K: a unit cut between CTAs is summed by the last of them (by index), which waits for
+ * the others' per-CTA fp32 partials in the workspace at the end of its range, in CTA order:
+ * deterministic for a given grid, i.e. device.
  * Accuracy as the mma.sync kernel's (kernels/matmul.h).
  */
 #include <cuda_bf16.h>
@@ -72,7 +73,7 @@ template <int NB> __host__ __device__ constexpr uint32_t x_stage_bytes()
 template <int NB> constexpr size_t smem_bytes()
 {
     return 1024 /* alignment */ + (size_t)kXStages * x_stage_bytes<NB>() +
-           (size_t)kConsumers * (RING_BYTES + CORR_BYTES) + 8 * (2 * kXStages) + 4 /* last */;
+           (size_t)kConsumers * (RING_BYTES + CORR_BYTES) + 8 * (2 * kXStages);
 }
 static_assert(smem_bytes<2>() <= kMaxSmem, "one CTA an SM");
 
@@ -225,7 +226,6 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
     uint8_t *corrs = rings + kConsumers * RING_BYTES;
     uint64_t *xfull = reinterpret_cast<uint64_t *>(corrs + kConsumers * CORR_BYTES);
     uint64_t *xempty = xfull + kXStages;
-    unsigned *last = reinterpret_cast<unsigned *>(xempty + kXStages);
 
     /* this CTA's range [p0, p1) of the launch's (unit, tile) work, unit u = rb nbt + bt */
     const int p0 = (int)((long long)blockIdx.x * a.NU / a.G),
@@ -351,66 +351,97 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
     static_assert(kXStages == 4, "a stage a step of a tile");
     uint32_t fills = 0;   /* bit st: the parity of stage st's fills so far */
     bool pending = false; /* the step before's MMAs may still run (its x stage not released) */
-    /* a segment's product: to y where it is the whole unit, else a partial, summed by the
-     * last of the unit's CTAs */
-    auto emit = [&](const Seg &d) {
-        const Mat &W = a.W[d.part];
-        const int u = d.grp, bt = u % a.nbt, rb = u / a.nbt;
-        /* acc[32 n + 4 i + e]: row 64 g + 16 w + nrow + 8 (e >> 1), batch row
-         * bt N + 64 n + 8 i + 2 q + (e & 1) */
-        auto store_y = [&](const float *v) {
+    /* A unit cut between CTAs cf < ... < cl (its first tiles at the end of cf's range, its
+     * last at the start of cl's) is summed by cl at the end of its range: each other CTA
+     * writes its partial there (slot 2 c + 1) and counts it on the unit's semaphore word (cf's:
+     * unique among cut units) with a release, without waiting; cl writes its own where the
+     * unit ends (slot 2 cl) and goes on, and once its range is walked and its own end partial
+     * counted, waits for the count to reach cl - cf and sums the partials in CTA order (the
+     * sum does not depend on timing). A CTA waits only for CTAs before it, which never wait
+     * before they count: no cycle, as long as a CTA is not resident before those of lower
+     * index, which the hardware launches first. Against the last CTA to count doing the sum
+     * (an acquire-release count and two barriers at every cut, mid-range too), a fixed
+     * summing CTA made the 8B block 3-4% faster at B = 33..128 (docs/KERNELS.md). */
+    const int self = (int)blockIdx.x;
+    auto partial = [&](int c, bool first) {
+        return a.ws + (long long)(2 * c + (first ? 0 : 1)) * (kRows * N);
+    };
+    /* acc[32 n + 4 i + e]: row 64 g + 16 w + nrow + 8 (e >> 1), batch row
+     * bt N + 64 n + 8 i + 2 q + (e & 1) */
+    auto store_y = [&](int part, int u) {
+        const Mat &W = a.W[part];
+        const int bt = u % a.nbt, rb = u / a.nbt;
 #pragma unroll
-            for (int i = 0; i < R; i++) {
-                const int e = i & 3, row = 64 * g + 16 * w + (int)nrow + 8 * (e >> 1);
-                const int r = (rb - W.g0) * kRows + row;
-                const int b = bt * N + 64 * (i >> 5) + 8 * ((i >> 2) & 7) + 2 * (int)q + (e & 1);
-                if (b < a.B && r < W.rows) {
-                    const long long at = (long long)b * a.ldy + W.y_col + r;
-                    if (a.y_bf16)
-                        static_cast<__nv_bfloat16 *>(a.y)[at] = __float2bfloat16_rn(v[i]);
-                    else
-                        static_cast<float *>(a.y)[at] = v[i];
-                }
+        for (int i = 0; i < R; i++) {
+            const int e = i & 3, row = 64 * g + 16 * w + (int)nrow + 8 * (e >> 1);
+            const int r = (rb - W.g0) * kRows + row;
+            const int b = bt * N + 64 * (i >> 5) + 8 * ((i >> 2) & 7) + 2 * (int)q + (e & 1);
+            if (b < a.B && r < W.rows) {
+                const long long at = (long long)b * a.ldy + W.y_col + r;
+                if (a.y_bf16)
+                    static_cast<__nv_bfloat16 *>(a.y)[at] = __float2bfloat16_rn(acc[i]);
+                else
+                    static_cast<float *>(a.y)[at] = acc[i];
             }
-        };
+        }
+    };
+    auto cut_of = [&](int u, int &cf, int &cl) {
         const long long w0 = (long long)u * tiles; /* the unit's first work item */
-        const int cf = cta_of(w0, a.NU, a.G), cl = cta_of(w0 + tiles - 1, a.NU, a.G);
+        cf = cta_of(w0, a.NU, a.G);
+        cl = cta_of(w0 + tiles - 1, a.NU, a.G);
+    };
+    /* a segment's product: to y where it is the whole unit, else a partial */
+    auto emit = [&](const Seg &d) {
+        int cf, cl;
+        cut_of(d.grp, cf, cl);
         if (cf == cl) {
-            store_y(acc);
+            store_y(d.part, d.grp);
             return;
         }
-        /* a partial: slot 2 c + 1 where the unit starts inside CTA c's range (c = cf: it is
-         * then the range's last unit), else 2 c (the unit began before the range, which
-         * starts in it); unique among the units cut between CTAs, as is cf, which numbers
-         * their semaphore words */
-        const int self = (int)blockIdx.x;
-        float *mine = a.ws + (long long)(2 * self + (self == cf)) * (kRows * N);
+        float *mine = partial(self, self == cl) + tid;
 #pragma unroll
-        for (int i = 0; i < R; i++) __stcg(mine + i * kCT + tid, acc[i]);
-        /* the consumers' partials before thread 0's count, the others' reads after its
-         * acquire (kernels/split_count.cuh) */
+        for (int i = 0; i < R; i++) __stcg(mine + i * kCT, acc[i]);
+        if (self == cl) return; /* summed at the end of the range (sum_first) */
+        /* the consumers' partials before thread 0's release (kernels/split_count.cuh) */
         asm volatile("bar.sync 1, %0;" ::"n"(kCT) : "memory");
-        if (tid == 0) *last = split_count(a.sem + cf) == (unsigned)(cl - cf);
+        if (tid == 0) split_signal(a.sem + cf);
+    };
+    /* the end of the range: the sum of the unit it began in where that began before it (and
+     * ends in it: else this CTA is not its last) */
+    auto sum_first = [&]() {
+        const int u = p0 / tiles;
+        int cf, cl;
+        cut_of(u, cf, cl);
+        if (cf == self || cl != self) return;
+        if (tid == 0) split_wait(a.sem + cf, (unsigned)(cl - cf));
         asm volatile("bar.sync 1, %0;" ::"n"(kCT) : "memory");
-        if (!*last) return;
-        /* the partials in CTA order (the sum does not depend on timing; this CTA's own read
-         * back), kSumChunk values a CTA loaded at once (this is the launch's last work; a
-         * round trip a value was its longest chain) */
-        constexpr int kSumChunk = 32;
+        /* kSumChunk values of kAtOnce CTAs loaded at once: this is the launch's last work, and
+         * each round trip of it is on the launch's longest chain */
+        constexpr int kSumChunk = 32, kAtOnce = 2;
+        for (int cb = cf; cb <= cl; cb += kAtOnce) {
 #pragma unroll
-        for (int c0 = 0; c0 < R; c0 += kSumChunk) {
-            for (int c = cf; c <= cl; c++) {
-                const float *pk = a.ws + (long long)(2 * c + (c == cf)) * (kRows * N) + tid;
-                float v[kSumChunk];
+            for (int c0 = 0; c0 < R; c0 += kSumChunk) {
+                float v[kAtOnce][kSumChunk];
 #pragma unroll
-                for (int i = 0; i < kSumChunk; i++) v[i] = __ldcg(pk + (c0 + i) * kCT);
+                for (int k = 0; k < kAtOnce; k++) {
+                    const int c = min(cb + k, cl); /* past cl: loaded, not added */
+                    const float *pk = partial(c, c == cl) + tid;
 #pragma unroll
-                for (int i = 0; i < kSumChunk; i++)
-                    acc[c0 + i] = c > cf ? acc[c0 + i] + v[i] : v[i];
+                    for (int i = 0; i < kSumChunk; i++) v[k][i] = __ldcg(pk + (c0 + i) * kCT);
+                }
+#pragma unroll
+                for (int k = 0; k < kAtOnce; k++)
+                    if (cb + k <= cl)
+#pragma unroll
+                        for (int i = 0; i < kSumChunk; i++)
+                            acc[c0 + i] = cb + k == cf ? v[k][i] : acc[c0 + i] + v[k][i];
             }
         }
-        store_y(acc);
-        if (tid == 0) atomicExch(a.sem + cf, 0u);
+        const int rb = u / a.nbt;
+        store_y(part_index<DF11_FUSED_MAX_PARTS>(a.n_parts, rb, [&](int i) { return a.W[i].g0; }),
+                u);
+        /* every count of the unit is in: the word is zero again for the next launch */
+        if (tid == 0) a.sem[cf] = 0u;
     };
     auto use = [&](int, int st, const uint32_t o[16]) {
         mbar_wait(xfull + st, (fills >> st) & 1);
@@ -458,12 +489,14 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
         fence_acc<R>(acc);
     };
     /* the segments walked as one (walk_strips): the next one's codes and first steps are
-     * copied during this one's last tile, and its split sum (done) runs between them */
+     * copied during this one's last tile, and its split partial (done) is written between
+     * them */
     Seg sg;
     while (next(sg))
         walk_strips<false, 1, kAhead, REC>([&](int i) -> const Mat & { return a.W[i]; }, sg, next,
                                            lane, rings + warp * RING_BYTES, corr4, a.err,
                                            [](int, int) {}, use, done);
+    sum_first();
 #endif
 }
 
