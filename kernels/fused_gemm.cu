@@ -88,6 +88,12 @@ struct GemmArgs {
     int NU, G; /* (unit, tile) work items, CTAs */
 };
 
+/* The part holding row block rb of the launch (parts in order of g0, part 0 at 0). */
+__device__ __forceinline__ int part_of(const GemmArgs &a, int rb)
+{
+    return part_index<DF11_FUSED_MAX_PARTS>(a.n_parts, rb, [&](int i) { return a.W[i].g0; });
+}
+
 __device__ __forceinline__ uint32_t smem_u32(const void *p)
 {
     return (uint32_t)__cvta_generic_to_shared(p);
@@ -337,9 +343,7 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
         if (p >= p1) return false;
         const int u = p / tiles, t0 = p - u * tiles, t1 = min(tiles, t0 + (p1 - p));
         p += t1 - t0;
-        const int rb = u / a.nbt;
-        const int part =
-            part_index<DF11_FUSED_MAX_PARTS>(a.n_parts, rb, [&](int i) { return a.W[i].g0; });
+        const int rb = u / a.nbt, part = part_of(a, rb);
         const int s = (rb - a.W[part].g0) * 8 + 4 * g + w;
         o = Seg{ part, s < a.W[part].n_strips ? s : a.W[part].n_strips - 1, t0, t1, u };
         return true;
@@ -437,9 +441,7 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
                             acc[c0 + i] = cb + k == cf ? v[k][i] : acc[c0 + i] + v[k][i];
             }
         }
-        const int rb = u / a.nbt;
-        store_y(part_index<DF11_FUSED_MAX_PARTS>(a.n_parts, rb, [&](int i) { return a.W[i].g0; }),
-                u);
+        store_y(part_of(a, u / a.nbt), u);
         /* every count of the unit is in: the word is zero again for the next launch */
         if (tid == 0) a.sem[cf] = 0u;
     };
