@@ -63,6 +63,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include "kernels/fused_gemm.h"
 #include "kernels/matmul.h"
 #include "runtime/backend.h"
 #endif
@@ -76,7 +77,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: df11-bench matmul [--blocks L] [--batches 1,2,...] [--reps R] [--dir DIR]\n"
             "                         [--f32] [--threads T] [--lane-symbols S]\n"
-            "                         [--matrix-batch B] [--codec fixed|fixed8] [--json]\n"
+            "                         [--matrix-batch B] [--codec fixed|fixed8] [--l2-sums]\n"
+            "                         [--json]\n"
             "The matmul op over a model of L Llama-3-8B blocks (fixed and Huffman codes), a\n"
             "pass over every block's 7 matrices as an engine calls them, against the faster\n"
             "of cublasGemmEx and cublasLt (best of 8 algorithms) on the BF16 weights under\n"
@@ -93,6 +95,8 @@ static void usage(FILE *f)
             "               fused path forced there at any B\n"
             "  --codec C    the fixed-code model's code: fixed (escapes, the default) or\n"
             "               fixed8 (8-exponent window and records)\n"
+            "  --l2-sums    the wgmma kernel sums every split unit through the L2, not in\n"
+            "               clusters' shared memory where they fit (to compare the two)\n"
             "  --f32        y in F32 instead of BF16\n"
             "  --json       the numbers as one JSON object\n",
             MAX_BLOCKS, MAX_REPS);
@@ -475,10 +479,11 @@ int bench_matmul_main(int argc, char **argv)
                                         { "json", no_argument, 0, 'j' },
                                         { "matrix-batch", required_argument, 0, 'm' },
                                         { "codec", required_argument, 0, 'c' },
+                                        { "l2-sums", no_argument, 0, 'S' },
                                         { "help", no_argument, 0, 'h' },
                                         { 0, 0, 0, 0 } };
     uint32_t batches[MAX_BATCHES] = { 1, 2, 4, 8, 16, 32, 64, 128, 256, 512 };
-    int n_b = 10, threads = 0, json = 0, c;
+    int n_b = 10, threads = 0, json = 0, clusters = 1, c;
     uint32_t lane_symbols = 0; /* the Huffman model's; 0: the library's default */
     uint32_t mat_b = 1;        /* the per-matrix table's batch */
     df11_codec fixed_codec = DF11_CODEC_EXP_FIXED;
@@ -537,11 +542,13 @@ int bench_matmul_main(int argc, char **argv)
                 return cli_usage_error(TOOL, "--codec takes fixed or fixed8, not '%s'", optarg);
             break;
         case 'f': b.yd = DF11_DTYPE_F32; break;
+        case 'S': clusters = 0; break;
         case 'j': json = 1; break;
         case 'h': usage(stdout); return CLI_OK;
         default: usage(stderr); return CLI_USAGE;
         }
     if (optind < argc) return cli_usage_error(TOOL, "unexpected argument '%s'", argv[optind]);
+    df11i_fused_gemm_test_clusters(clusters);
     for (int i = 0; i < N_MATS; i++) {
         if (strncmp(MATS[i].name, BLOCK0, strlen(BLOCK0))) {
             fprintf(stderr, "%s: %s is not a block-0 tensor\n", TOOL, MATS[i].name);
@@ -728,9 +735,10 @@ int bench_matmul_main(int argc, char **argv)
     if (json) {
         printf("{\"device\":\"%s\",\"codec\":\"%s\",\"y\":\"%s\",\"reps\":%d,\"blocks\":%u,"
                "\"copy_gbs\":%.1f,\"setup_s\":%.1f,\"fused_max_batch\":%u,\"fused_pdl\":%s,"
-               "\"rows\":[",
+               "\"split_sums\":\"%s\",\"rows\":[",
                prop.name, fixed_name, b.yd == DF11_DTYPE_F32 ? "f32" : "bf16", b.reps, b.L,
-               copy_gbs, setup_s, fused_ok ? fused_max : 0, fused_pdl ? "true" : "false");
+               copy_gbs, setup_s, fused_ok ? fused_max : 0, fused_pdl ? "true" : "false",
+               clusters ? "clusters" : "l2");
         for (int bi = 0; bi < n_b; bi++) {
             const double ref = fmin(t[bi][C_GEMMEX], t[bi][C_LT]);
             printf("%s{\"batch\":%u,\"ref_us\":%.2f", bi ? "," : "", batches[bi], ref);
@@ -775,8 +783,9 @@ int bench_matmul_main(int argc, char **argv)
                 snprintf(kinds, sizeof kinds, "mma.sync to %d, wgmma past it",
                          DF11_FUSED_MAX_BATCH);
             printf("the op's fused kernels on this device: batch 1-%u by default (%s), "
-                   "programmatic launch %s\n",
-                   fused_max, kinds, fused_pdl ? "on" : "off (no sm_90 code or PTX here)");
+                   "programmatic launch %s; the wgmma kernel's split sums %s\n",
+                   fused_max, kinds, fused_pdl ? "on" : "off (no sm_90 code or PTX here)",
+                   clusters ? "in clusters where they fit" : "through the L2 (--l2-sums)");
         } else {
             printf("the op's fused kernels: none on this device (they need sm_80+ code in the "
                    "build): decode + cuBLAS at every batch\n");

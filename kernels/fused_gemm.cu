@@ -38,6 +38,7 @@
 #include "kernels/device_cache.cuh"
 #include "kernels/fused_gemm.h"
 #include "kernels/fused_matmul_strip.cuh"
+#include "kernels/launch.cuh"
 #include "kernels/split_count.cuh"
 extern "C" {
 #include "codec/fixed.h"
@@ -59,6 +60,7 @@ constexpr int kRows = 128;    /* W rows a CTA */
 constexpr int kConsumers = 8; /* warps: 2 warpgroups */
 constexpr int kThreads = 32 * kConsumers + 128;
 constexpr int kXStages = 4;
+constexpr int kMaxCluster = 8; /* CTAs a cluster, the portable most */
 /* Steps a consumer warp's sm copies run ahead of its decode (walk_strips' AHEAD): 2, 3 and 4
  * measured within 1% of each other at B = 33..128 (bench/RESULTS.md). */
 constexpr int kAhead = 3;
@@ -85,7 +87,8 @@ struct GemmArgs {
     unsigned *sem;               /* G words, zero between launches */
     unsigned *err;
     int n_parts, B, K, ldy, y_bf16, nbt, tiles;
-    int NU, G; /* (unit, tile) work items, CTAs */
+    int NU, G;   /* (unit, tile) work items, CTAs */
+    int cluster; /* CTAs a cluster, each unit's splits summed in shared memory; 0: none */
 };
 
 /* The part holding row block rb of the launch (parts in order of g0, part 0 at 0). */
@@ -194,6 +197,26 @@ __device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity)
 __device__ __forceinline__ void mbar_arrive(uint64_t *bar)
 {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(bar)) : "memory");
+}
+
+/* Every thread of the cluster's CTAs that has not exited gets here: writes before it, to any
+ * of their shared memories, are seen after it. */
+__device__ __forceinline__ void cluster_sync()
+{
+    asm volatile("barrier.cluster.arrive.release;\n\tbarrier.cluster.wait.acquire;" ::: "memory");
+}
+__device__ __forceinline__ uint32_t cluster_rank()
+{
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+/* The generic address of p's place in the shared memory of the cluster's CTA of this rank. */
+__device__ __forceinline__ const float *cluster_peer(const float *p, uint32_t rank)
+{
+    const float *q;
+    asm("mapa.u64 %0, %1, %2;" : "=l"(q) : "l"(p), "r"(rank));
+    return q;
 }
 
 /* The decode hands a lane 8 consecutive columns of each 32-column half of a step (8q .. 8q + 7,
@@ -322,6 +345,10 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
                 if (ld.p < p1) load(ld, v[d]), advance(ld);
             }
         }
+        if (a.cluster) { /* the consumers' cluster sum (cluster_sum) */
+            cluster_sync();
+            cluster_sync();
+        }
         return;
     }
 
@@ -372,22 +399,65 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
     };
     /* acc[32 n + 4 i + e]: row 64 g + 16 w + nrow + 8 (e >> 1), batch row
      * bt N + 64 n + 8 i + 2 q + (e & 1) */
-    auto store_y = [&](int part, int u) {
+    auto store_at = [&](int part, int u, int i, float v) {
         const Mat &W = a.W[part];
         const int bt = u % a.nbt, rb = u / a.nbt;
+        const int e = i & 3, row = 64 * g + 16 * w + (int)nrow + 8 * (e >> 1);
+        const int r = (rb - W.g0) * kRows + row;
+        const int b = bt * N + 64 * (i >> 5) + 8 * ((i >> 2) & 7) + 2 * (int)q + (e & 1);
+        if (b < a.B && r < W.rows) {
+            const long long at = (long long)b * a.ldy + W.y_col + r;
+            if (a.y_bf16)
+                static_cast<__nv_bfloat16 *>(a.y)[at] = __float2bfloat16_rn(v);
+            else
+                static_cast<float *>(a.y)[at] = v;
+        }
+    };
+    auto store_y = [&](int part, int u) {
 #pragma unroll
-        for (int i = 0; i < R; i++) {
-            const int e = i & 3, row = 64 * g + 16 * w + (int)nrow + 8 * (e >> 1);
-            const int r = (rb - W.g0) * kRows + row;
-            const int b = bt * N + 64 * (i >> 5) + 8 * ((i >> 2) & 7) + 2 * (int)q + (e & 1);
-            if (b < a.B && r < W.rows) {
-                const long long at = (long long)b * a.ldy + W.y_col + r;
-                if (a.y_bf16)
-                    static_cast<__nv_bfloat16 *>(a.y)[at] = __float2bfloat16_rn(acc[i]);
-                else
-                    static_cast<float *>(a.y)[at] = acc[i];
+        for (int i = 0; i < R; i++) store_at(part, u, i, acc[i]);
+    };
+    /* A launch in clusters (a.cluster) splits each unit among one cluster's CTAs, in rank
+     * order, each range the whole of its split: each CTA writes its partial to its own x
+     * stages (free once every consumer warp's MMAs are done: cluster_partial), and at the end
+     * of its range, after the cluster's barrier, sums its share of the accumulators over the
+     * cluster's partials in rank order (the order of sum_first, so the same y), read from its
+     * peers' shared memory (cluster_sum); the second barrier keeps every CTA's shared memory
+     * until its peers have read it. No partial goes through the L2, nothing waits for a CTA
+     * that may not be resident (a cluster's CTAs run together), and the sum is spread over
+     * the cluster. */
+    float *const mine = reinterpret_cast<float *>(xs) + tid;
+    auto cluster_partial = [&]() {
+        static_assert(R * kCT * 4 <= kXStages * kXBytes, "a partial in the x stages");
+        asm volatile("bar.sync 1, %0;" ::"n"(kCT) : "memory");
+#pragma unroll
+        for (int i = 0; i < R; i++) mine[i * kCT] = acc[i];
+    };
+    /* after the walk (inlined in it, the sum made ptxas spill at NB = 2) */
+    auto cluster_sum = [&]() {
+        const int u = p0 / tiles, part = part_of(a, u / a.nbt);
+        cluster_sync();
+        const int n = a.cluster, rank = (int)cluster_rank();
+        /* kChunk outputs' loads before their stores, which may alias them for all the
+         * compiler knows */
+        constexpr int kChunk = 4;
+        for (int i0 = rank * R / n, i1 = (rank + 1) * R / n; i0 < i1; i0 += kChunk) {
+            float v[kChunk][kMaxCluster];
+#pragma unroll
+            for (int k = 0; k < kChunk; k++)
+#pragma unroll
+                for (int c = 0; c < kMaxCluster; c++)
+                    if (c < n && i0 + k < i1) v[k][c] = *cluster_peer(mine + (i0 + k) * kCT, c);
+#pragma unroll
+            for (int k = 0; k < kChunk; k++) {
+                float sum = v[k][0];
+#pragma unroll
+                for (int c = 1; c < kMaxCluster; c++)
+                    if (c < n) sum += v[k][c];
+                if (i0 + k < i1) store_at(part, u, i0 + k, sum);
             }
         }
+        cluster_sync();
     };
     auto cut_of = [&](int u, int &cf, int &cl) {
         const long long w0 = (long long)u * tiles; /* the unit's first work item */
@@ -400,6 +470,10 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
         cut_of(d.grp, cf, cl);
         if (cf == cl) {
             store_y(d.part, d.grp);
+            return;
+        }
+        if (a.cluster) {
+            cluster_partial();
             return;
         }
         float *mine = partial(self, self == cl) + tid;
@@ -498,15 +572,35 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
         walk_strips<false, 1, kAhead, REC>([&](int i) -> const Mat & { return a.W[i]; }, sg, next,
                                            lane, rings + warp * RING_BYTES, corr4, a.err,
                                            [](int, int) {}, use, done);
-    sum_first();
+    if (a.cluster)
+        cluster_sum();
+    else
+        sum_first();
 #endif
 }
 
-/* Per device: SMs and CTAs an SM (0: the path is unavailable). */
+/* The kernel of a batch tile's width (NB) and code (REC), as gemm_geom lists them. */
+constexpr int kKernels = 4;
+constexpr int kernel_index(int NB, bool rec) { return (NB - 1) + 2 * rec; }
+
+/* Per device: SMs and CTAs an SM (0: the path is unavailable); clusters of c CTAs of kernel k
+ * that can run at once (cudaOccupancyMaxActiveClusters; 0 where they cannot launch). */
 struct GemmGeom {
     int sms, occ;
+    int clusters[kKernels][kMaxCluster + 1];
 };
 PerDevice<GemmGeom> g_geom;
+
+using GemmKernel = void (*)(GemmArgs);
+GemmKernel gemm_kernel(int k)
+{
+    static const GemmKernel kernels[kKernels] = { fused_gemm_kernel<1, false>,
+                                                  fused_gemm_kernel<2, false>,
+                                                  fused_gemm_kernel<1, true>,
+                                                  fused_gemm_kernel<2, true> };
+    return kernels[k];
+}
+size_t gemm_smem(int k) { return k % 2 ? smem_bytes<2>() : smem_bytes<1>(); }
 
 df11_status gemm_geom(GemmGeom *out)
 {
@@ -525,18 +619,34 @@ df11_status gemm_geom(GemmGeom *out)
         /* sm_90a code runs on compute capability 9.0 only */
         if (major != 9 || minor != 0) return DF11_OK;
         /* both widths of both layouts; the splits assume the smallest occupancy */
-        void (*const kernels[4])(
-            GemmArgs) = { fused_gemm_kernel<1, false>, fused_gemm_kernel<2, false>,
-                          fused_gemm_kernel<1, true>, fused_gemm_kernel<2, true> };
         g->occ = INT32_MAX;
-        for (int i = 0; i < 4 && e == cudaSuccess; i++) {
-            const size_t smem = i % 2 ? smem_bytes<2>() : smem_bytes<1>();
+        for (int i = 0; i < kKernels && e == cudaSuccess; i++) {
+            const size_t smem = gemm_smem(i);
             int occ = 0;
-            e = cudaFuncSetAttribute(kernels[i], cudaFuncAttributeMaxDynamicSharedMemorySize,
+            e = cudaFuncSetAttribute(gemm_kernel(i), cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      (int)smem);
             if (e == cudaSuccess)
-                e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernels[i], kThreads, smem);
+                e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemm_kernel(i), kThreads,
+                                                                  smem);
             if (occ < g->occ) g->occ = occ;
+            for (int c = 2; c <= kMaxCluster && e == cudaSuccess; c++) {
+                cudaLaunchAttribute at;
+                at.id = cudaLaunchAttributeClusterDimension;
+                at.val.clusterDim.x = (unsigned)c;
+                at.val.clusterDim.y = at.val.clusterDim.z = 1;
+                cudaLaunchConfig_t cfg = {};
+                cfg.gridDim = dim3((unsigned)c);
+                cfg.blockDim = dim3(kThreads);
+                cfg.dynamicSmemBytes = smem;
+                cfg.attrs = &at;
+                cfg.numAttrs = 1;
+                /* a size the device cannot run is no error of the library's: no clusters */
+                if (cudaOccupancyMaxActiveClusters(&g->clusters[i][c], gemm_kernel(i), &cfg) !=
+                    cudaSuccess) {
+                    g->clusters[i][c] = 0;
+                    (void)cudaGetLastError();
+                }
+            }
         }
         if (e != cudaSuccess)
             return df11i_fail(DF11_ERR_DEVICE, "fused gemm: kernel attributes: %s",
@@ -607,11 +717,17 @@ SplitBytes split_bytes(int G, int NB)
                        2ull * G * kRows * kBatchRows * NB * 4 };
 }
 
-std::atomic<uint32_t> g_test_grid{ 0 }; /* df11i_fused_gemm_test_grid */
+std::atomic<uint32_t> g_test_grid{ 0 };   /* df11i_fused_gemm_test_grid */
+std::atomic<int> g_test_no_clusters{ 0 }; /* df11i_fused_gemm_test_clusters */
+std::atomic<uint64_t> g_cluster_launches{ 0 };
 
 } // namespace
 
 extern "C" uint32_t df11i_fused_gemm_test_grid(uint32_t ctas) { return g_test_grid.exchange(ctas); }
+
+extern "C" int df11i_fused_gemm_test_clusters(int on) { return !g_test_no_clusters.exchange(!on); }
+
+extern "C" uint64_t df11i_fused_gemm_cluster_launches(void) { return g_cluster_launches.load(); }
 
 extern "C" int df11i_fused_gemm_supported(void)
 {
@@ -672,8 +788,18 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     const long long forced = g_test_grid.load();
     const int G = forced ? (int)std::min(std::min(forced, (long long)full), units * tiles)
                          : grid_ctas(units, tiles, full);
-    /* a unit a CTA (or 1 tile a unit) writes no partials */
-    const SplitBytes need = G != units && tiles > 1 ? split_bytes(G, NB) : SplitBytes{ 0, 0 };
+    const int kernel = kernel_index(NB, parts[0].d->codec == DF11_CODEC_EXP_FIXED8);
+    /* each unit split among 2..8 CTAs, whose clusters all run at once: summed in the
+     * clusters' shared memory (the kernel's cluster_sum); a forced grid tests the L2 path */
+    const long long split = G % units ? 0 : G / units;
+    const int cluster = !forced && !g_test_no_clusters.load() && split > 1 &&
+                                split <= kMaxCluster &&
+                                (long long)gg.clusters[kernel][split] * split >= G
+                            ? (int)split
+                            : 0;
+    /* a unit a CTA (or 1 tile a unit, or summed in clusters) writes no partials */
+    const SplitBytes need =
+        G != units && tiles > 1 && !cluster ? split_bytes(G, NB) : SplitBytes{ 0, 0 };
     if (need.sem + need.part > ws_size)
         return df11i_fail(DF11_ERR_STATE, "fused gemm: workspace %llu bytes, needs %llu",
                           (unsigned long long)ws_size, (unsigned long long)(need.sem + need.part));
@@ -691,20 +817,13 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     a.tiles = tiles;
     a.NU = (int)(units * tiles);
     a.G = G;
-    cudaStream_t cs = static_cast<cudaStream_t>(stream);
-    const bool rec =
-        parts[0].d->codec == DF11_CODEC_EXP_FIXED8; /* every part's (the caller's check) */
-    if (NB == 1 && rec)
-        fused_gemm_kernel<1, true><<<(unsigned)G, kThreads, smem_bytes<1>(), cs>>>(a);
-    else if (NB == 1)
-        fused_gemm_kernel<1, false><<<(unsigned)G, kThreads, smem_bytes<1>(), cs>>>(a);
-    else if (rec)
-        fused_gemm_kernel<2, true><<<(unsigned)G, kThreads, smem_bytes<2>(), cs>>>(a);
-    else
-        fused_gemm_kernel<2, false><<<(unsigned)G, kThreads, smem_bytes<2>(), cs>>>(a);
-    cudaError_t e = cudaGetLastError();
+    a.cluster = cluster;
+    const cudaError_t e =
+        launch_clustered(gemm_kernel(kernel), (unsigned)G, cluster ? (unsigned)cluster : 1u,
+                         kThreads, gemm_smem(kernel), stream, false, a);
     if (e != cudaSuccess)
-        return df11i_fail(DF11_ERR_DEVICE, "fused gemm launch (%d CTAs): %s", G,
-                          cudaGetErrorString(e));
+        return df11i_fail(DF11_ERR_DEVICE, "fused gemm launch (%d CTAs, clusters of %d): %s", G,
+                          cluster, cudaGetErrorString(e));
+    if (cluster) g_cluster_launches.fetch_add(1, std::memory_order_relaxed);
     return DF11_OK;
 }

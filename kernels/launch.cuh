@@ -1,7 +1,7 @@
-/* One launch of a fused matmul kernel on a stream (kernels/fused_matmul.cu, the Huffman one in
- * kernels/decode.cu), programmatic where asked: the kernel may then be scheduled while the
- * one before it on the stream finishes, and must griddepcontrol.wait before it reads what that
- * one writes. CUDA C++, host code.
+/* One launch of a fused matmul kernel on a stream (kernels/fused_matmul.cu, kernels/fused_gemm.cu,
+ * the Huffman one in kernels/decode.cu), in clusters where asked, and programmatic where asked:
+ * the kernel may then be scheduled while the one before it on the stream finishes, and must
+ * griddepcontrol.wait before it reads what that one writes. CUDA C++, host code.
  */
 #ifndef DF11_KERNELS_LAUNCH_CUH
 #define DF11_KERNELS_LAUNCH_CUH
@@ -10,25 +10,43 @@
 
 namespace df11i_fused {
 
-// kernel<<<grid, block, smem, stream>>>(args...); the launch's error, else cudaGetLastError
-// after it (which may also report an earlier call's error left on the thread, as a <<<>>>
-// launch checked the same way would).
+// kernel<<<grid, block, smem, stream>>>(args...) in clusters of `cluster` CTAs (1: none); the
+// launch's error, else cudaGetLastError after it (which may also report an earlier call's
+// error left on the thread, as a <<<>>> launch checked the same way would).
 template <typename... Params, typename... Args>
-cudaError_t launch_kernel(void (*kernel)(Params...), unsigned grid, unsigned block, size_t smem,
-                          void *stream, bool programmatic, Args... args)
+cudaError_t launch_clustered(void (*kernel)(Params...), unsigned grid, unsigned cluster,
+                             unsigned block, size_t smem, void *stream, bool programmatic,
+                             Args... args)
 {
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchAttribute at[2];
+    unsigned n = 0;
+    if (programmatic) {
+        at[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[n++].val.programmaticStreamSerializationAllowed = 1;
+    }
+    if (cluster > 1) {
+        at[n].id = cudaLaunchAttributeClusterDimension;
+        at[n].val.clusterDim.x = cluster;
+        at[n].val.clusterDim.y = 1;
+        at[n++].val.clusterDim.z = 1;
+    }
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(grid);
     cfg.blockDim = dim3(block);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = static_cast<cudaStream_t>(stream);
     cfg.attrs = at;
-    cfg.numAttrs = programmatic ? 1 : 0;
+    cfg.numAttrs = n;
     cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args...);
     return e == cudaSuccess ? cudaGetLastError() : e;
+}
+
+// The same without clusters.
+template <typename... Params, typename... Args>
+cudaError_t launch_kernel(void (*kernel)(Params...), unsigned grid, unsigned block, size_t smem,
+                          void *stream, bool programmatic, Args... args)
+{
+    return launch_clustered(kernel, grid, 1, block, smem, stream, programmatic, args...);
 }
 
 } // namespace df11i_fused

@@ -129,9 +129,10 @@ static void fu_reference(const mm_shape *sh, const uint16_t *w, const uint16_t *
 }
 
 /* Tensor sh (weights w; the op's weight wt) at this batch, F32 and BF16 y: the fused path
- * against the fp64 reference, bit-identical launch after launch, and within the two bounds
- * of the decode + cuBLAS path (forced by df11i_cuda_matmul_fused_limit(0)). Leaves the
- * fused limit at DF11I_FUSED_EVERY. */
+ * against the fp64 reference, bit-identical launch after launch and (past 32) with the wgmma
+ * kernel's split sums through the L2 instead of in clusters, and within the two bounds of
+ * the decode + cuBLAS path (forced by df11i_cuda_matmul_fused_limit(0)). Leaves the fused
+ * limit at DF11I_FUSED_EVERY. */
 static void fu_check(df11_model *m, const df11_weight *wt, const mm_shape *sh, const uint16_t *w,
                      uint32_t batch, uint64_t *rng)
 {
@@ -151,6 +152,14 @@ static void fu_check(df11_model *m, const df11_weight *wt, const mm_shape *sh, c
         ck_assert_int_eq(cudaMemset(dy, 0xff, n * 4), cudaSuccess);
         fu_run(m, wt, dx, batch, yd, dy, NULL, yc, raw2);
         ck_assert_msg(!memcmp(raw, raw2, ysz), "%s batch %u: two launches differ", sh->name, batch);
+        if (batch > DF11_FUSED_MAX_BATCH) {
+            const int was = df11i_fused_gemm_test_clusters(0);
+            ck_assert_int_eq(cudaMemset(dy, 0xff, n * 4), cudaSuccess);
+            fu_run(m, wt, dx, batch, yd, dy, NULL, yc, raw2);
+            df11i_fused_gemm_test_clusters(was);
+            ck_assert_msg(!memcmp(raw, raw2, ysz),
+                          "%s batch %u: sums in clusters and in the L2 differ", sh->name, batch);
+        }
         df11i_cuda_matmul_fused_limit(0);
         fu_run(m, wt, dx, batch, yd, dy, NULL, yc, raw2);
         df11i_cuda_matmul_fused_limit(DF11I_FUSED_EVERY);
@@ -220,6 +229,9 @@ START_TEST(test_fused_matmul)
         }
         df11i_cuda_matmul_fused_limit(old);
     }
+    /* i's 3 row blocks in 6 CTAs (2 splits each) and esc's 1 in 6 at batches past 32: units
+     * split among clusters wherever the wgmma kernel runs */
+    if (df11i_fused_gemm_supported()) ck_assert_uint_gt(df11i_fused_gemm_cluster_launches(), 0);
     df11_model_close(m);
 }
 END_TEST
