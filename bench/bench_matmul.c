@@ -78,7 +78,7 @@ static void usage(FILE *f)
             "usage: df11-bench matmul [--blocks L] [--batches 1,2,...] [--reps R] [--dir DIR]\n"
             "                         [--f32] [--threads T] [--lane-symbols S]\n"
             "                         [--matrix-batch B] [--codec fixed|fixed8] [--l2-sums]\n"
-            "                         [--json]\n"
+            "                         [--plain-launch] [--json]\n"
             "The matmul op over a model of L Llama-3-8B blocks (fixed and Huffman codes), a\n"
             "pass over every block's 7 matrices as an engine calls them, against the faster\n"
             "of cublasGemmEx and cublasLt (best of 8 algorithms) on the BF16 weights under\n"
@@ -97,6 +97,8 @@ static void usage(FILE *f)
             "               fixed8 (8-exponent window and records)\n"
             "  --l2-sums    the wgmma kernel sums every split unit through the L2, not in\n"
             "               clusters' shared memory where they fit (to compare the two)\n"
+            "  --plain-launch  the op's kernels launched plainly, not with programmatic\n"
+            "               dependent launch (df11_model_options.matmul_plain_launch)\n"
             "  --f32        y in F32 instead of BF16\n"
             "  --json       the numbers as one JSON object\n",
             MAX_BLOCKS, MAX_REPS);
@@ -480,6 +482,7 @@ int bench_matmul_main(int argc, char **argv)
                                         { "matrix-batch", required_argument, 0, 'm' },
                                         { "codec", required_argument, 0, 'c' },
                                         { "l2-sums", no_argument, 0, 'S' },
+                                        { "plain-launch", no_argument, 0, 'P' },
                                         { "help", no_argument, 0, 'h' },
                                         { 0, 0, 0, 0 } };
     uint32_t batches[MAX_BATCHES] = { 1, 2, 4, 8, 16, 32, 64, 128, 256, 512 };
@@ -543,6 +546,7 @@ int bench_matmul_main(int argc, char **argv)
             break;
         case 'f': b.yd = DF11_DTYPE_F32; break;
         case 'S': clusters = 0; break;
+        case 'P': mo.matmul_plain_launch = 1; break;
         case 'j': json = 1; break;
         case 'h': usage(stdout); return CLI_OK;
         default: usage(stderr); return CLI_USAGE;
@@ -659,7 +663,7 @@ int bench_matmul_main(int argc, char **argv)
     const uint32_t fused_max = df11i_fused_matmul_default_max(MATS[0].cols); /* all K % 8 == 0 */
     /* what this device runs of the build's code (its machine code, or PTX the driver
      * compiled): the same tables mean different kernels on other GPUs */
-    const int fused_pdl = df11i_fused_matmul_pdl();
+    const int fused_pdl = df11i_fused_matmul_pdl() && !mo.matmul_plain_launch;
 
     { /* the roof: 1 GiB device to device, bytes read + written */
         const size_t n = 1u << 30;
@@ -784,7 +788,10 @@ int bench_matmul_main(int argc, char **argv)
                          DF11_FUSED_MAX_BATCH);
             printf("the op's fused kernels on this device: batch 1-%u by default (%s), "
                    "programmatic launch %s; the wgmma kernel's split sums %s\n",
-                   fused_max, kinds, fused_pdl ? "on" : "off (no sm_90 code or PTX here)",
+                   fused_max, kinds,
+                   fused_pdl                ? "on"
+                   : mo.matmul_plain_launch ? "off (--plain-launch)"
+                                            : "off (no sm_90 code or PTX here)",
                    clusters ? "in clusters where they fit" : "through the L2 (--l2-sums)");
         } else {
             printf("the op's fused kernels: none on this device (they need sm_80+ code in the "

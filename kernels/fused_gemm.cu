@@ -272,6 +272,14 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
     }
     __syncthreads();
 
+    /* Programmatic dependent launch: the next launch on the stream may start now, its CTAs
+     * taking SMs as ours leave, and prefetch its weights (as kernels/fused_matmul.cu's). Only
+     * weights are read before griddepcontrol.wait: the producer's before its first x load,
+     * each consumer warp's in its walk once its first codes and steps are in flight; every
+     * write to y, the workspace or the error word follows the consumer's. A no-op where the
+     * launches are not programmatic. */
+    asm volatile("griddepcontrol.launch_dependents;");
+
     if ((int)warp >= kConsumers) {
         /* producer: each step of the range (over all its segments) brings its tile's 64
          * columns of the unit's N rows of x into stage g (g: the step in its tile),
@@ -318,6 +326,7 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
             }
         };
         Step ld = start(p0), sd = ld; /* the next step to load, to store */
+        asm volatile("griddepcontrol.wait;" ::: "memory");
 #pragma unroll
         for (int d = 0; d < kDepth; d++)
             if (ld.p < p1) load(ld, v[d]), advance(ld);
@@ -569,9 +578,9 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
      * them */
     Seg sg;
     while (next(sg))
-        walk_strips<false, 1, kAhead, REC>([&](int i) -> const Mat & { return a.W[i]; }, sg, next,
-                                           lane, rings + warp * RING_BYTES, corr4, a.err,
-                                           [](int, int) {}, use, done);
+        walk_strips<true, 1, kAhead, REC>([&](int i) -> const Mat & { return a.W[i]; }, sg, next,
+                                          lane, rings + warp * RING_BYTES, corr4, a.err,
+                                          [](int, int) {}, use, done);
     if (a.cluster)
         cluster_sum();
     else
@@ -764,7 +773,7 @@ extern "C" int df11i_fused_gemm_takes(const void *x, uint64_t cols)
 extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t n_parts,
                                         const df11i_fixed_geom *geom, const void *x, uint32_t batch,
                                         void *y, uint32_t ldy, int y_bf16, void *ws,
-                                        uint64_t ws_size, uint32_t *d_error, void *stream)
+                                        uint64_t ws_size, uint32_t *d_error, int pdl, void *stream)
 {
     GemmGeom gg;
     df11_status st = gemm_geom(&gg);
@@ -820,7 +829,7 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     a.cluster = cluster;
     const cudaError_t e =
         launch_clustered(gemm_kernel(kernel), (unsigned)G, cluster ? (unsigned)cluster : 1u,
-                         kThreads, gemm_smem(kernel), stream, false, a);
+                         kThreads, gemm_smem(kernel), stream, pdl != 0, a);
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "fused gemm launch (%d CTAs, clusters of %d): %s", G,
                           cluster, cudaGetErrorString(e));

@@ -32,11 +32,11 @@ int df11i_fused_gemm_takes(const void *x, uint64_t cols);
 df11_status df11i_fused_gemm_workspace(const df11i_fixed_geom *geom, uint64_t *bytes);
 
 /* df11i_fused_matmul's product for any batch, the parts checked by it and their geometries
- * in geom (df11i_fixed_geometry, in the int range). */
+ * in geom (df11i_fixed_geometry, in the int range); pdl as df11i_fused_matmul's. */
 df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t n_parts,
                              const df11i_fixed_geom *geom, const void *x, uint32_t batch, void *y,
                              uint32_t ldy, int y_bf16, void *ws, uint64_t ws_size,
-                             uint32_t *d_error, void *stream);
+                             uint32_t *d_error, int pdl, void *stream);
 
 /* Tests only: launch every product over `ctas` CTAs (at most the device's full grid; 0, the
  * default: the kernel's own choice), so that ranges cut units and chain them on any GPU.

@@ -554,7 +554,7 @@ extern "C" df11_status df11i_fused_matmul(const df11i_fused_part *parts, uint32_
                           d_error, grid_scale, pdl, stream);
     if (df11i_fused_gemm_takes(x, g[0].cols))
         return df11i_fused_gemm(parts, n_parts, g, x, batch, y, ldy, y_bf16, ws, ws_size, d_error,
-                                stream);
+                                pdl, stream);
     /* no wgmma here (or an x it cannot read: K % 8 != 0, or not 16-byte aligned): the mma.sync
      * kernel, 32 rows of x at a time (ordered on the stream, each leaving the semaphores zero) */
     const size_t ysize = y_bf16 ? 2 : 4;

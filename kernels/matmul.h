@@ -84,8 +84,8 @@ df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint64_t *rows,
  * 64) n times that, for the probe's per-matrix grid search: its split-K partials may then
  * need more than df11i_fused_matmul_workspace's bytes (DF11_ERR_STATE if ws is short).
  *
- * grid_scale and pdl apply to the mma.sync kernel only (batch <= 32, and its 32-row
- * launches); the wgmma kernel is launched plainly with its own grid.
+ * grid_scale applies to the mma.sync kernel only (batch <= 32, and its 32-row launches);
+ * the wgmma kernel takes its own grid.
  *
  * pdl: launch with programmatic dependent launch (sm_90+; ignored below): the kernel lets
  * the next programmatic launch start early and, before it reads x or the workspace or

@@ -590,56 +590,60 @@ START_TEST(test_fused_matmul_pdl_chain)
 }
 END_TEST
 
-/* The Huffman kernel's chain (it launches programmatically too): f (40 x 520) at batch 1,
- * three products a round on one stream, each writing into an x another one reads: Y = f·A,
- * then A[0..40) = f·B (written while the product before may still read A, were it not for
- * its wait), then B[0..40) = f·A (reading what the one before wrote). The end of 8 rounds
- * is bit-identical to plain launches and to a host sync after every product. */
-static void hu_chain(df11_model *m, const uint16_t *a0, const uint16_t *b0, void *da, void *db,
-                     void *dy, int sync, uint16_t out[3][520])
+/* A chain of products of tensor FU_SHAPES[si] (n x k, n <= k) at this batch, three a round on
+ * one stream, each writing into an x another one reads: Y = W·A, then A's first batch x n
+ * values = W·B (written while the product before may still read A, were it not for its
+ * wait), then B's = W·A (reading what the one before wrote). out: Y, A and B after 8 rounds
+ * (batch x k values each). */
+static void op_chain(df11_model *m, size_t si, uint32_t batch, const uint16_t *a0,
+                     const uint16_t *b0, void *da, void *db, void *dy, int sync, uint16_t *out)
 {
-    const mm_shape *sh = &FU_SHAPES[5];
-    df11_weight wf;
-    ck_assert_int_eq(df11_weight_get(m, sh->name, &wf), DF11_OK);
-    ck_assert_int_eq(cudaMemcpy(da, a0, 520 * 2, cudaMemcpyHostToDevice), cudaSuccess);
-    ck_assert_int_eq(cudaMemcpy(db, b0, 520 * 2, cudaMemcpyHostToDevice), cudaSuccess);
-    ck_assert_int_eq(cudaMemset(dy, 0, 520 * 2), cudaSuccess);
+    const mm_shape *sh = &FU_SHAPES[si];
+    const size_t n = (size_t)batch * sh->k, bytes = n * 2;
+    df11_weight wt;
+    ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
+    ck_assert_int_eq(cudaMemcpy(da, a0, bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    ck_assert_int_eq(cudaMemcpy(db, b0, bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    ck_assert_int_eq(cudaMemset(dy, 0, bytes), cudaSuccess);
     void *const xs[3] = { da, db, da }, *const ys[3] = { dy, da, db };
     for (int i = 0; i < 8 * 3; i++) {
-        ck_assert_int_eq(df11_matmul(m, &wf, xs[i % 3], 1, ys[i % 3], DF11_DTYPE_BF16, NULL),
+        ck_assert_int_eq(df11_matmul(m, &wt, xs[i % 3], batch, ys[i % 3], DF11_DTYPE_BF16, NULL),
                          DF11_OK);
         if (sync) ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
     }
     ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
-    read_back(out[0], dy, 520 * 2);
-    read_back(out[1], da, 520 * 2);
-    read_back(out[2], db, 520 * 2);
+    read_back(out, dy, bytes);
+    read_back(out + n, da, bytes);
+    read_back(out + 2 * n, db, bytes);
 }
 
-START_TEST(test_fused_matmul_huffman_pdl_chain)
+/* op_chain on the model at path: the programmatic launches' end bit-identical to plain
+ * launches' and to a host sync after every product. */
+static void check_chain(const char *path, size_t si, uint32_t batch, uint64_t seed)
 {
-    fu_make_model();
-    if (!df11i_fused_matmul_supported()) return;
-    df11_model *m = fu_open(fu.huff_path);
-    df11_model *plain = fu_open_with(fu.huff_path, 1);
-    const df11_file *f = df11_model_file(m);
-    uint32_t t;
-    ck_assert_int_eq(df11_file_find_tensor(f, FU_SHAPES[5].name, &t), DF11_OK);
-    ck_assert(df11i_cuda_matmul_fused_takes(NULL, f, t, 1)); /* the Huffman kernel's path */
-    uint64_t rng = fu.seed ^ 0x4850;
-    uint16_t *a0 = df11_test_random_bf16(520, &rng), *b0 = df11_test_random_bf16(520, &rng);
-    void *da = dev_alloc(520 * 2), *db = dev_alloc(520 * 2), *dy = dev_alloc(520 * 2);
-    static uint16_t out[3][3][520];
-    hu_chain(m, a0, b0, da, db, dy, 0, out[0]);
-    hu_chain(plain, a0, b0, da, db, dy, 0, out[1]);
-    hu_chain(m, a0, b0, da, db, dy, 1, out[2]);
+    const mm_shape *sh = &FU_SHAPES[si];
+    df11_model *m = fu_open(path);
+    df11_model *plain = fu_open_with(path, 1);
+    const size_t n = (size_t)batch * sh->k;
+    uint64_t rng = fu.seed ^ seed;
+    uint16_t *a0 = df11_test_random_bf16(n, &rng), *b0 = df11_test_random_bf16(n, &rng);
+    void *da = dev_alloc(n * 2), *db = dev_alloc(n * 2), *dy = dev_alloc(n * 2);
+    uint16_t *out[3];
+    for (int i = 0; i < 3; i++) out[i] = malloc(3 * n * 2);
+    op_chain(m, si, batch, a0, b0, da, db, dy, 0, out[0]);
+    op_chain(plain, si, batch, a0, b0, da, db, dy, 0, out[1]);
+    op_chain(m, si, batch, a0, b0, da, db, dy, 1, out[2]);
     int nonzero = 0;
-    for (int i = 0; i < 40; i++) nonzero |= (out[0][0][i] & 0x7fff) != 0;
-    ck_assert_msg(nonzero, "the chain died out (seed %#llx)", (unsigned long long)fu.seed);
-    ck_assert_msg(!memcmp(out[0], out[1], sizeof out[0]),
-                  "Huffman PDL chain != plain chain (seed %#llx)", (unsigned long long)fu.seed);
-    ck_assert_msg(!memcmp(out[0], out[2], sizeof out[0]),
-                  "Huffman PDL chain != synced chain (seed %#llx)", (unsigned long long)fu.seed);
+    for (uint32_t i = 0; i < sh->n; i++) nonzero |= (out[0][i] & 0x7fff) != 0;
+    ck_assert_msg(nonzero, "%s: the chain died out (seed %#llx)", sh->name,
+                  (unsigned long long)fu.seed);
+    ck_assert_msg(!memcmp(out[0], out[1], 3 * n * 2),
+                  "%s batch %u: PDL chain != plain chain (seed %#llx)", sh->name, batch,
+                  (unsigned long long)fu.seed);
+    ck_assert_msg(!memcmp(out[0], out[2], 3 * n * 2),
+                  "%s batch %u: PDL chain != synced chain (seed %#llx)", sh->name, batch,
+                  (unsigned long long)fu.seed);
+    for (int i = 0; i < 3; i++) free(out[i]);
     free(a0);
     free(b0);
     dev_free(da);
@@ -647,6 +651,33 @@ START_TEST(test_fused_matmul_huffman_pdl_chain)
     dev_free(dy);
     df11_model_close(plain);
     df11_model_close(m);
+}
+
+/* The Huffman kernel's chain (it launches programmatically too): f (40 x 520) at batch 1. */
+START_TEST(test_fused_matmul_huffman_pdl_chain)
+{
+    fu_make_model();
+    if (!df11i_fused_matmul_supported()) return;
+    df11_model *m = fu_open(fu.huff_path);
+    const df11_file *f = df11_model_file(m);
+    uint32_t t;
+    ck_assert_int_eq(df11_file_find_tensor(f, FU_SHAPES[5].name, &t), DF11_OK);
+    ck_assert(df11i_cuda_matmul_fused_takes(NULL, f, t, 1)); /* the Huffman kernel's path */
+    df11_model_close(m);
+    check_chain(fu.huff_path, 5, 1, 0x4850);
+}
+END_TEST
+
+/* The wgmma kernel's chain: i (300 x 1024) at batch 64, its 3 row blocks split among 6 CTAs
+ * (in clusters where they fit, and through the L2). */
+START_TEST(test_fused_matmul_gemm_pdl_chain)
+{
+    fu_make_model();
+    if (!df11i_fused_gemm_supported()) return;
+    check_chain(fu.path, FU_I, 64, 0x4750);
+    const int was = df11i_fused_gemm_test_clusters(0);
+    check_chain(fu.path, FU_I, 64, 0x4751);
+    df11i_fused_gemm_test_clusters(was);
 }
 END_TEST
 
@@ -729,6 +760,7 @@ static void fused_tests(Suite *s)
     tcase_add_test(tc, test_fused_matmul_pdl_chain);
     tcase_add_test(tc, test_fused_matmul_huffman);
     tcase_add_test(tc, test_fused_matmul_huffman_pdl_chain);
+    tcase_add_test(tc, test_fused_matmul_gemm_pdl_chain);
     suite_add_tcase(s, tc);
     tc = tcase_create("fused_few");
     tcase_set_timeout(tc, 600);
