@@ -23,9 +23,12 @@
  * Each W element is decoded once per batch tile, so batches past 128 run several tiles (the op
  * takes decode + cuBLAS there by default: bench/RESULTS.md).
  *
- * Stream-K: a unit cut between CTAs is summed by the last of them (by index), which waits for
- * the others' per-CTA fp32 partials in the workspace at the end of its range, in CTA order:
- * deterministic for a given grid, i.e. device.
+ * Split sums: where each unit is split among the same 2..8 CTAs and their clusters all fit at
+ * once, the launch is in clusters, a unit a cluster, its partials summed in the CTAs' shared
+ * memory (cluster_sum); elsewhere (stream-K) a unit cut between CTAs is summed by the last of
+ * them (by index), which waits for the others' per-CTA fp32 partials in the workspace at the
+ * end of its range. Either way in CTA order: deterministic for a given grid, i.e. device.
+ * Launched programmatically where the caller asks (as kernels/fused_matmul.cu's kernel).
  * Accuracy as the mma.sync kernel's (kernels/matmul.h).
  */
 #include <cuda_bf16.h>
