@@ -63,7 +63,6 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
-#include "kernels/fused_gemm.h"
 #include "kernels/matmul.h"
 #include "runtime/backend.h"
 #endif
@@ -95,7 +94,7 @@ static void usage(FILE *f)
             "               fused path forced there at any B\n"
             "  --codec C    the fixed-code model's code: fixed (escapes, the default) or\n"
             "               fixed8 (8-exponent window and records)\n"
-            "  --l2-sums    the wgmma kernel sums every split unit through the L2, not in\n"
+            "  --l2-sums    the fused kernels sum every split output through the L2, not in\n"
             "               clusters' shared memory where they fit (to compare the two)\n"
             "  --plain-launch  the op's kernels launched plainly, not with programmatic\n"
             "               dependent launch (df11_model_options.matmul_plain_launch)\n"
@@ -552,7 +551,7 @@ int bench_matmul_main(int argc, char **argv)
         default: usage(stderr); return CLI_USAGE;
         }
     if (optind < argc) return cli_usage_error(TOOL, "unexpected argument '%s'", argv[optind]);
-    df11i_fused_gemm_test_clusters(clusters);
+    df11i_fused_test_clusters(clusters);
     for (int i = 0; i < N_MATS; i++) {
         if (strncmp(MATS[i].name, BLOCK0, strlen(BLOCK0))) {
             fprintf(stderr, "%s: %s is not a block-0 tensor\n", TOOL, MATS[i].name);
@@ -787,7 +786,7 @@ int bench_matmul_main(int argc, char **argv)
                 snprintf(kinds, sizeof kinds, "mma.sync to %d, wgmma past it",
                          DF11_FUSED_MAX_BATCH);
             printf("the op's fused kernels on this device: batch 1-%u by default (%s), "
-                   "programmatic launch %s; the wgmma kernel's split sums %s\n",
+                   "programmatic launch %s; split sums %s\n",
                    fused_max, kinds,
                    fused_pdl                ? "on"
                    : mo.matmul_plain_launch ? "off (--plain-launch)"

@@ -202,26 +202,6 @@ __device__ __forceinline__ void mbar_arrive(uint64_t *bar)
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(bar)) : "memory");
 }
 
-/* Every thread of the cluster's CTAs that has not exited gets here: writes before it, to any
- * of their shared memories, are seen after it. */
-__device__ __forceinline__ void cluster_sync()
-{
-    asm volatile("barrier.cluster.arrive.release;\n\tbarrier.cluster.wait.acquire;" ::: "memory");
-}
-__device__ __forceinline__ uint32_t cluster_rank()
-{
-    uint32_t r;
-    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-    return r;
-}
-/* The generic address of p's place in the shared memory of the cluster's CTA of this rank. */
-__device__ __forceinline__ const float *cluster_peer(const float *p, uint32_t rank)
-{
-    const float *q;
-    asm("mapa.u64 %0, %1, %2;" : "=l"(q) : "l"(p), "r"(rank));
-    return q;
-}
-
 /* The decode hands a lane 8 consecutive columns of each 32-column half of a step (8q .. 8q + 7,
  * q = lane & 3), and uses them as the A fragments of the half's two k16 slices: lane q's pair
  * of logical columns 2q, 2q + 1 of slice j is its word 2j, and 2q + 8, 2q + 9 its word 2j + 1
@@ -729,17 +709,11 @@ SplitBytes split_bytes(int G, int NB)
                        2ull * G * kRows * kBatchRows * NB * 4 };
 }
 
-std::atomic<uint32_t> g_test_grid{ 0 };   /* df11i_fused_gemm_test_grid */
-std::atomic<int> g_test_no_clusters{ 0 }; /* df11i_fused_gemm_test_clusters */
-std::atomic<uint64_t> g_cluster_launches{ 0 };
+std::atomic<uint32_t> g_test_grid{ 0 }; /* df11i_fused_gemm_test_grid */
 
 } // namespace
 
 extern "C" uint32_t df11i_fused_gemm_test_grid(uint32_t ctas) { return g_test_grid.exchange(ctas); }
-
-extern "C" int df11i_fused_gemm_test_clusters(int on) { return !g_test_no_clusters.exchange(!on); }
-
-extern "C" uint64_t df11i_fused_gemm_cluster_launches(void) { return g_cluster_launches.load(); }
 
 extern "C" int df11i_fused_gemm_supported(void)
 {
@@ -804,8 +778,7 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     /* each unit split among 2..8 CTAs, whose clusters all run at once: summed in the
      * clusters' shared memory (the kernel's cluster_sum); a forced grid tests the L2 path */
     const long long split = G % units ? 0 : G / units;
-    const int cluster = !forced && !g_test_no_clusters.load() && split > 1 &&
-                                split <= kMaxCluster &&
+    const int cluster = !forced && !g_clusters_off.load() && split > 1 && split <= kMaxCluster &&
                                 (long long)gg.clusters[kernel][split] * split >= G
                             ? (int)split
                             : 0;
@@ -836,6 +809,6 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "fused gemm launch (%d CTAs, clusters of %d): %s", G,
                           cluster, cudaGetErrorString(e));
-    if (cluster) g_cluster_launches.fetch_add(1, std::memory_order_relaxed);
+
     return DF11_OK;
 }

@@ -43,14 +43,6 @@ df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t n_parts,
  * Returns the previous value. */
 uint32_t df11i_fused_gemm_test_grid(uint32_t ctas);
 
-/* Tests only: 0 sums every split unit through the L2 (as a grid that is not in clusters
- * does), 1 (the default) lets launches whose units are split among 2..8 CTAs sum them in
- * clusters' shared memory. The same y either way. Returns the previous value. */
-int df11i_fused_gemm_test_clusters(int on);
-
-/* Tests only: launches in clusters so far, in this process. */
-uint64_t df11i_fused_gemm_cluster_launches(void);
-
 #ifdef __cplusplus
 }
 #endif

@@ -7,8 +7,16 @@
 #define DF11_KERNELS_LAUNCH_CUH
 
 #include <cuda_runtime.h>
+#include <stdint.h>
+
+#include <atomic>
 
 namespace df11i_fused {
+
+// Tests only (df11i_fused_test_clusters, df11i_fused_cluster_launches): whether the kernels may
+// sum their splits in clusters, and how many launches so far did.
+inline std::atomic<int> g_clusters_off{ 0 };
+inline std::atomic<uint64_t> g_cluster_launches{ 0 };
 
 // kernel<<<grid, block, smem, stream>>>(args...) in clusters of `cluster` CTAs (1: none); the
 // launch's error, else cudaGetLastError after it (which may also report an earlier call's
@@ -38,6 +46,7 @@ cudaError_t launch_clustered(void (*kernel)(Params...), unsigned grid, unsigned 
     cfg.attrs = at;
     cfg.numAttrs = n;
     cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args...);
+    if (e == cudaSuccess && cluster > 1) g_cluster_launches.fetch_add(1, std::memory_order_relaxed);
     return e == cudaSuccess ? cudaGetLastError() : e;
 }
 

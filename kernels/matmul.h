@@ -48,6 +48,16 @@ int df11i_fused_matmul_supported(void);
  * target, compiled for the same architectures. */
 int df11i_fused_matmul_pdl(void);
 
+/* Tests and benchmarks only. on = 0: both fused kernels sum every split output through the
+ * L2 (semaphores and partials in the workspace); 1, the default: where each output's pieces
+ * can be one cluster's CTAs and the clusters all fit at once (sm_90), the launch is in
+ * clusters and sums them in the CTAs' shared memory. The same y either way. Returns the
+ * previous value. */
+int df11i_fused_test_clusters(int on);
+
+/* Tests only: the fused kernels' launches in clusters so far, in this process. */
+uint64_t df11i_fused_cluster_launches(void);
+
 /* The largest batch for which the fused path beats decode + cuBLAS on the current device, for
  * a tensor of `cols` columns: DF11_FUSED_GEMM_MAX_BATCH where the wgmma kernel runs and takes
  * them (df11i_fused_gemm_takes_cols), else DF11_FUSED_MAX_BATCH (past it, 32-row launches

@@ -129,8 +129,8 @@ static void fu_reference(const mm_shape *sh, const uint16_t *w, const uint16_t *
 }
 
 /* Tensor sh (weights w; the op's weight wt) at this batch, F32 and BF16 y: the fused path
- * against the fp64 reference, bit-identical launch after launch and (past 32) with the wgmma
- * kernel's split sums through the L2 instead of in clusters, and within the two bounds of
+ * against the fp64 reference, bit-identical launch after launch and with the split sums
+ * through the L2 instead of in clusters (df11i_fused_test_clusters), and within the two bounds of
  * the decode + cuBLAS path (forced by df11i_cuda_matmul_fused_limit(0)). Leaves the fused
  * limit at DF11I_FUSED_EVERY. */
 static void fu_check(df11_model *m, const df11_weight *wt, const mm_shape *sh, const uint16_t *w,
@@ -152,11 +152,11 @@ static void fu_check(df11_model *m, const df11_weight *wt, const mm_shape *sh, c
         ck_assert_int_eq(cudaMemset(dy, 0xff, n * 4), cudaSuccess);
         fu_run(m, wt, dx, batch, yd, dy, NULL, yc, raw2);
         ck_assert_msg(!memcmp(raw, raw2, ysz), "%s batch %u: two launches differ", sh->name, batch);
-        if (batch > DF11_FUSED_MAX_BATCH) {
-            const int was = df11i_fused_gemm_test_clusters(0);
+        {
+            const int was = df11i_fused_test_clusters(0);
             ck_assert_int_eq(cudaMemset(dy, 0xff, n * 4), cudaSuccess);
             fu_run(m, wt, dx, batch, yd, dy, NULL, yc, raw2);
-            df11i_fused_gemm_test_clusters(was);
+            df11i_fused_test_clusters(was);
             ck_assert_msg(!memcmp(raw, raw2, ysz),
                           "%s batch %u: sums in clusters and in the L2 differ", sh->name, batch);
         }
@@ -229,9 +229,10 @@ START_TEST(test_fused_matmul)
         }
         df11i_cuda_matmul_fused_limit(old);
     }
-    /* i's 3 row blocks in 6 CTAs (2 splits each) and esc's 1 in 6 at batches past 32: units
-     * split among clusters wherever the wgmma kernel runs */
-    if (df11i_fused_gemm_supported()) ck_assert_uint_gt(df11i_fused_gemm_cluster_launches(), 0);
+    /* where the wgmma kernel runs (sm_90): i's 3 row blocks in 6 CTAs (2 splits each) and
+     * esc's 1 in 6 past batch 32, and below it g's 66 strip pairs in 1056 CTAs (on a
+     * 132-SM H100), i's 10 in 40 and c's 5 in 10: split among clusters */
+    if (df11i_fused_gemm_supported()) ck_assert_uint_gt(df11i_fused_cluster_launches(), 0);
     df11_model_close(m);
 }
 END_TEST
@@ -668,16 +669,19 @@ START_TEST(test_fused_matmul_huffman_pdl_chain)
 }
 END_TEST
 
-/* The wgmma kernel's chain: i (300 x 1024) at batch 64, its 3 row blocks split among 6 CTAs
- * (in clusters where they fit, and through the L2). */
-START_TEST(test_fused_matmul_gemm_pdl_chain)
+/* Both fixed-code kernels' chains: i (300 x 1024) at batch 8 (the mma.sync kernel, 10 strip
+ * pairs split 4 ways) and 64 (the wgmma kernel, 3 row blocks split 2 ways), in clusters where
+ * they fit, and through the L2. */
+START_TEST(test_fused_matmul_fixed_pdl_chain)
 {
     fu_make_model();
-    if (!df11i_fused_gemm_supported()) return;
-    check_chain(fu.path, FU_I, 64, 0x4750);
-    const int was = df11i_fused_gemm_test_clusters(0);
-    check_chain(fu.path, FU_I, 64, 0x4751);
-    df11i_fused_gemm_test_clusters(was);
+    if (!df11i_fused_matmul_supported()) return;
+    for (int l2 = 0; l2 < 2; l2++) {
+        const int was = df11i_fused_test_clusters(!l2);
+        check_chain(fu.path, FU_I, 8, 0x4650 + l2);
+        if (df11i_fused_gemm_supported()) check_chain(fu.path, FU_I, 64, 0x4750 + l2);
+        df11i_fused_test_clusters(was);
+    }
 }
 END_TEST
 
@@ -760,7 +764,7 @@ static void fused_tests(Suite *s)
     tcase_add_test(tc, test_fused_matmul_pdl_chain);
     tcase_add_test(tc, test_fused_matmul_huffman);
     tcase_add_test(tc, test_fused_matmul_huffman_pdl_chain);
-    tcase_add_test(tc, test_fused_matmul_gemm_pdl_chain);
+    tcase_add_test(tc, test_fused_matmul_fixed_pdl_chain);
     suite_add_tcase(s, tc);
     tc = tcase_create("fused_few");
     tcase_set_timeout(tc, 600);
