@@ -54,9 +54,6 @@ constexpr int kMaxNB = DF11_FUSED_MAX_BATCH / 8; /* groups of 8 batch rows (mma'
 /* CTAs an SM for NB 3..4: their accumulators and x fragments need more registers (at 8
  * CTAs an SM they spilled) */
 constexpr int kMinBlocksWide = 6;
-/* The largest cluster a launch in clusters uses: 2^4 = 16 CTAs, the most an H100 takes (k
- * and v of the 8B block: 32 strip pairs over 512 CTAs) */
-constexpr int kClusterLog2 = 4;
 /* Steps a warp's sm copies run ahead of its decode. 16 warps an SM with a step each in
  * flight keep DRAM busy, and the less a warp has in flight when its range ends, the less
  * the launch's last tiles decode with DRAM idle: 1 step against a tile (4) made the block
@@ -85,8 +82,7 @@ struct Args {
     unsigned *sem;     // a word per strip of the launch, zero between launches
     unsigned *err;     // set when a tile's codes and offsets disagree (may be NULL)
     int n_parts, B, NU, G, maxc, K, ldy, y_bf16;
-    int cluster; // CTAs a cluster, each strip pair's splits summed in shared memory; 0: none
-    bool x_vec;  // K % 8 == 0 and x 16-byte aligned: rows read 16 bytes at a time
+    bool x_vec; // K % 8 == 0 and x 16-byte aligned: rows read 16 bytes at a time
 };
 
 // The part holding strip pair grp of the launch (parts in order of g0, part 0 at 0).
@@ -118,54 +114,31 @@ __device__ __forceinline__ uint4 ld_x16(const uint16_t *p)
     return v;
 }
 
-// One lane's c fragments of strip s -> y.
-template <int NB>
-__device__ __forceinline__ void store_frags(const Args &a, const Mat &W, int s, uint32_t lane,
-                                            const float v[NB][4])
-{
-    const int r0 = 16 * s + (int)(lane >> 2);
-#pragma unroll
-    for (int nb = 0; nb < NB; nb++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            int row = r0 + 8 * (j >> 1), b = nb * 8 + 2 * (int)(lane & 3) + (j & 1);
-            if (b < a.B && row < W.rows) {
-                const long long at = (long long)b * a.ldy + W.y_col + row;
-                if (a.y_bf16)
-                    static_cast<__nv_bfloat16 *>(a.y)[at] = __float2bfloat16_rn(v[nb][j]);
-                else
-                    static_cast<float *>(a.y)[at] = v[nb][j];
-            }
-        }
-}
-
-// The lane's partial in shared memory where the launch is in clusters (after the warps'
-// rings and correction words).
-template <int NB> __device__ __forceinline__ float4 *cluster_slot()
-{
-    extern __shared__ __align__(16) uint8_t dsm[];
-    return reinterpret_cast<float4 *>(dsm + kWarps * (RING_BYTES + CORR_BYTES)) +
-           (threadIdx.x >> 5) * 32 * NB + (threadIdx.x & 31) * NB;
-}
-
-// One lane's c fragments -> y, a partial for the strip's last CTA to sum, or (a.cluster) a
-// partial for the cluster's sum.
+// One lane's c fragments -> y, or a partial for the strip's last CTA to sum.
 template <int NB>
 __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float acc[NB][4],
                      uint32_t lane)
 {
     const long long u0 = (long long)grp * W.tiles;
     const int cf = cta_of(u0, a.NU, a.G), cl = cta_of(u0 + W.tiles - 1, a.NU, a.G), n = cl - cf + 1;
-    auto store_y = [&](float v[NB][4]) { store_frags<NB>(a, W, s, lane, v); };
-    if (n == 1) {
-        store_y(acc);
-        return;
-    }
-    if (a.cluster) { // the range's one segment: summed after the walk
-        float4 *mine = cluster_slot<NB>();
+    const int r0 = 16 * s + (int)(lane >> 2);
+    auto store_y = [&](float v[NB][4]) {
 #pragma unroll
         for (int nb = 0; nb < NB; nb++)
-            mine[nb] = make_float4(acc[nb][0], acc[nb][1], acc[nb][2], acc[nb][3]);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                int row = r0 + 8 * (j >> 1), b = nb * 8 + 2 * (int)(lane & 3) + (j & 1);
+                if (b < a.B && row < W.rows) {
+                    const long long at = (long long)b * a.ldy + W.y_col + row;
+                    if (a.y_bf16)
+                        static_cast<__nv_bfloat16 *>(a.y)[at] = __float2bfloat16_rn(v[nb][j]);
+                    else
+                        static_cast<float *>(a.y)[at] = v[nb][j];
+                }
+            }
+    };
+    if (n == 1) {
+        store_y(acc);
         return;
     }
     // a CTA's partial of a strip: 16 rows x 8 NB batch columns, each lane's c fragments as
@@ -307,44 +280,10 @@ __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocks
 #pragma unroll
                     for (int j = 0; j < 4; j++) acc[nb][j] = 0.f;
             });
-    // A launch in clusters (a.cluster) splits each strip pair's tiles among one cluster's
-    // CTAs, ranks in CTA order, each range the whole of its split: each warp's one segment
-    // leaves its partial in shared memory (a warp past its tensor's strips has none), and rank
-    // r sums lanes [32 r / n, 32 (r + 1) / n) of each strip over the cluster's partials in
-    // rank order from 0 (emit's order: the same y), read from its peers' shared memory. No
-    // counts, no partials through the L2, and nothing waits for a CTA that may not be
-    // resident (a cluster's CTAs run together).
-    if (a.cluster) {
-        cluster_sync();
-        const int grp = (int)(u_begin / tiles), part = part_of(a, grp);
-        const Mat &W = a.W[part];
-        const int s = (grp - W.g0) * WARPS + (int)warp, n = a.cluster, r = (int)cluster_rank();
-        if (s < W.n_strips && (int)lane >= 32 * r / n && (int)lane < 32 * (r + 1) / n) {
-            float sum[NB][4] = {};
-#pragma unroll 4
-            for (int c = 0; c < n; c++) {
-                const float4 *p = cluster_peer<float4>(cluster_slot<NB>(), (uint32_t)c);
-#pragma unroll
-                for (int nb = 0; nb < NB; nb++) {
-                    const float4 v = p[nb];
-                    sum[nb][0] += v.x;
-                    sum[nb][1] += v.y;
-                    sum[nb][2] += v.z;
-                    sum[nb][3] += v.w;
-                }
-            }
-            store_frags<NB>(a, W, s, lane, sum);
-        }
-        cluster_sync(); // every CTA's partials stay until its peers have read them
-    }
 #endif
 }
 
-/* a warp's ring and correction words, and its partial for a sum in clusters */
-constexpr size_t smem_bytes()
-{
-    return (size_t)kWarps * (RING_BYTES + CORR_BYTES + 32 * kMaxNB * sizeof(float4));
-}
+constexpr size_t smem_bytes() { return (size_t)kWarps * (RING_BYTES + CORR_BYTES); }
 
 /* The kernel for nb groups of 8 batch rows (1..kMaxNB), and the layout's (rec: RECORDS). */
 using KernelFn = void (*)(Args);
@@ -372,43 +311,9 @@ KernelFn kernel_of(int nb, bool xv, bool rec)
  * kernel has no griddepcontrol (below sm_90) or is empty (below sm_80). */
 struct DevGeom {
     int sms, occ[kMaxNB], major, ptx;
-    /* clusters of 2^i CTAs that can run at once for each NB (cudaOccupancyMaxActiveClusters;
-     * 0 where they cannot launch, and below sm_90) */
-    int clusters[kMaxNB][kClusterLog2 + 1];
 };
 
 PerDevice<DevGeom> g_geom;
-
-/* Clusters of 2^i CTAs (i = 1..kClusterLog2) of the NB kernels that can run at once, the
- * layouts' smaller; past 8 CTAs (not portable) where the device allows them. A size that
- * cannot launch is no error of the library's: no clusters of it. */
-void cluster_geom(int nb, int *out)
-{
-    for (int i = 1; i <= kClusterLog2; i++) {
-        out[i] = INT32_MAX;
-        for (int rec = 0; rec < 2; rec++)
-            for (int xv = 0; xv < 2; xv++) {
-                const KernelFn k = kernel_of(nb, xv, rec);
-                if (i > 3)
-                    (void)cudaFuncSetAttribute(k, cudaFuncAttributeNonPortableClusterSizeAllowed,
-                                               1);
-                cudaLaunchAttribute at;
-                at.id = cudaLaunchAttributeClusterDimension;
-                at.val.clusterDim.x = 1u << i;
-                at.val.clusterDim.y = at.val.clusterDim.z = 1;
-                cudaLaunchConfig_t cfg = {};
-                cfg.gridDim = dim3(1u << i);
-                cfg.blockDim = dim3(kWarps * 32);
-                cfg.dynamicSmemBytes = smem_bytes();
-                cfg.attrs = &at;
-                cfg.numAttrs = 1;
-                int n = 0;
-                if (cudaOccupancyMaxActiveClusters(&n, k, &cfg) != cudaSuccess) n = 0;
-                if (n < out[i]) out[i] = n;
-            }
-    }
-    (void)cudaGetLastError();
-}
 
 df11_status dev_geom(DevGeom *out)
 {
@@ -439,7 +344,6 @@ df11_status dev_geom(DevGeom *out)
                                   cudaGetErrorString(e));
             g->occ[nb - 1] = occ[0] < occ[1] ? occ[0] : occ[1];
             *usable = g->occ[nb - 1] > 0;
-            if (major >= 9 && g->ptx >= 90) cluster_geom(nb, g->clusters[nb - 1]);
         }
         return DF11_OK;
     });
@@ -479,24 +383,6 @@ Grid make_grid(long long pairs, long long tiles, const DevGeom &dg, int nb, uint
     long long c = (tiles + minu - 1) / minu + 1;
     r.maxc = (int)(c < r.G ? c : r.G);
     return r;
-}
-
-/* CTAs a cluster where each strip pair's tiles can be split among one cluster's CTAs: 2^i
- * of them, as many as the full grid holds (up to the tiles and 2^kClusterLog2), on a grid of
- * at least 90% of the stream-K one's CTAs, with every cluster running at once; else 0 (and
- * for the probe's scaled grids). The ranges of pairs x that many CTAs are then the splits. */
-int cluster_split(long long pairs, long long tiles, const Grid &gr, const DevGeom &dg, int nb,
-                  uint32_t scale)
-{
-    if (scale > 1 || g_clusters_off.load()) return 0;
-    const long long full = (long long)dg.sms * dg.occ[nb - 1];
-    for (int i = kClusterLog2; i >= 1; i--) {
-        const long long s = 1LL << i, g = pairs * s;
-        if (s > tiles || g > full) continue;
-        if (10 * g < 9 * (long long)gr.G) return 0; /* and smaller splits fill less */
-        if (dg.clusters[nb - 1][i] >= pairs) return (int)s;
-    }
-    return 0;
 }
 
 uint64_t align256(uint64_t x) { return (x + 255) / 256 * 256; }
@@ -539,14 +425,11 @@ df11_status launch_mma(const df11i_fused_part *parts, uint32_t n_parts, const df
                        void *stream)
 {
     const int nb = (int)(batch + 7) / 8;
-    Grid gr = make_grid(pairs, (long long)g[0].tiles, dg, nb, grid_scale);
-    const int cluster = cluster_split(pairs, (long long)g[0].tiles, gr, dg, nb, grid_scale);
-    if (cluster) gr.G = (int)(pairs * cluster); /* no semaphores or partials in the workspace */
-    const uint64_t pb = cluster ? 0 : part_bytes(pairs, gr, nb),
-                   sb = cluster ? 0 : sem_bytes(pairs);
-    if (sb + pb > ws_size)
+    const Grid gr = make_grid(pairs, (long long)g[0].tiles, dg, nb, grid_scale);
+    const uint64_t pb = part_bytes(pairs, gr, nb);
+    if (sem_bytes(pairs) + pb > ws_size)
         return df11i_fail(DF11_ERR_STATE, "fused matmul: workspace %llu bytes, needs %llu",
-                          (unsigned long long)ws_size, (unsigned long long)(sb + pb));
+                          (unsigned long long)ws_size, (unsigned long long)(sem_bytes(pairs) + pb));
     Args a = {};
     int y_col = 0;
     for (uint32_t i = 0; i < n_parts; i++) {
@@ -563,19 +446,17 @@ df11_status launch_mma(const df11i_fused_part *parts, uint32_t n_parts, const df
     a.NU = gr.NU;
     a.G = gr.G;
     a.maxc = gr.maxc;
-    a.cluster = cluster;
     a.K = (int)g[0].cols;
     a.ldy = (int)ldy;
     a.y_bf16 = y_bf16 != 0;
     a.x_vec = g[0].cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
     const bool xv = a.x_vec && g[0].cols % 64 == 0;
     const bool rec = parts[0].d->codec == DF11_CODEC_EXP_FIXED8;
-    const cudaError_t e =
-        launch_clustered(kernel_of(nb, xv, rec), (unsigned)gr.G, cluster ? (unsigned)cluster : 1u,
-                         kWarps * 32, smem_bytes(), stream, pdl && pdl_ok(dg), a);
+    const cudaError_t e = launch_kernel(kernel_of(nb, xv, rec), (unsigned)gr.G, kWarps * 32,
+                                        smem_bytes(), stream, pdl && pdl_ok(dg), a);
     if (e != cudaSuccess)
-        return df11i_fail(DF11_ERR_DEVICE, "fused matmul launch (%d CTAs, clusters of %d): %s",
-                          gr.G, cluster, cudaGetErrorString(e));
+        return df11i_fail(DF11_ERR_DEVICE, "fused matmul launch (%d CTAs): %s", gr.G,
+                          cudaGetErrorString(e));
     return DF11_OK;
 }
 

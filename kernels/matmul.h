@@ -48,11 +48,12 @@ int df11i_fused_matmul_supported(void);
  * target, compiled for the same architectures. */
 int df11i_fused_matmul_pdl(void);
 
-/* Tests and benchmarks only. on = 0: both fused kernels sum every split output through the
- * L2 (semaphores and partials in the workspace); 1, the default: where each output's pieces
- * can be one cluster's CTAs and the clusters all fit at once (sm_90), the launch is in
- * clusters and sums them in the CTAs' shared memory. The same y either way. Returns the
- * previous value. */
+/* Tests and benchmarks only. on = 0: the wgmma kernel (kernels/fused_gemm.h) sums every
+ * split unit through the L2 (semaphores and partials in the workspace); 1, the default:
+ * where each unit's pieces can be one cluster's CTAs and the clusters all fit at once, the
+ * launch is in clusters and sums them in the CTAs' shared memory. The same y either way. (The
+ * mma.sync kernel sums through the L2 always: in clusters it measured slower, bench/RESULTS.md,
+ * eighteenth session.) Returns the previous value. */
 int df11i_fused_test_clusters(int on);
 
 /* Tests only: the fused kernels' launches in clusters so far, in this process. */

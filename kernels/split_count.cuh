@@ -47,7 +47,8 @@ __device__ __forceinline__ void split_wait(const unsigned *sem, unsigned n)
     }
 }
 
-/* Split sums in clusters (where each output's pieces are the CTAs of one cluster): the pieces
+/* Split sums in clusters (kernels/fused_gemm.cu, where each output's pieces are the CTAs of one
+ * cluster; the mma.sync kernel's measured slower that way, bench/RESULTS.md): the pieces
  * in each CTA's shared memory, read by the CTA that sums them through distributed shared
  * memory between two cluster barriers, no counts. sm_90 code only: launches in clusters run
  * nothing older (below it these trap, and are never reached). */
