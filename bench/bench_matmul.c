@@ -94,7 +94,7 @@ static void usage(FILE *f)
             "               fused path forced there at any B\n"
             "  --codec C    the fixed-code model's code: fixed (escapes, the default) or\n"
             "               fixed8 (8-exponent window and records)\n"
-            "  --l2-sums    the wgmma kernel (B > 32) sums every split unit through the L2, not in\n"
+            "  --l2-sums    the wgmma kernel's (B > 32) split sums through the L2, not in\n"
             "               clusters' shared memory where they fit (to compare the two)\n"
             "  --plain-launch  the op's kernels launched plainly, not with programmatic\n"
             "               dependent launch (df11_model_options.matmul_plain_launch)\n"
