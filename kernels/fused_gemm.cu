@@ -18,8 +18,10 @@
  *             K and past the batch) a few steps ahead into registers, and stores them into the
  *             step's stage in the 128-byte swizzle, with each half's columns in the order the
  *             decode hands them to the lanes (store_x_half), then arrives on its full barrier.
- * Every shared byte has one writer: x stages are rewritten by the producer only after every
- * consumer warp's arrival for the step before in them; each consumer warp has its own ring.
+ * Every shared byte has one writer at a time: x stages are rewritten by the producer only after
+ * every consumer warp's arrival for the step before in them, and by the consumers (a split
+ * summed in clusters) only once every consumer warp's MMAs are done and the producer's stores
+ * all consumed; each consumer warp has its own ring.
  * Each W element is decoded once per batch tile, so batches past 128 run several tiles (the op
  * takes decode + cuBLAS there by default: bench/RESULTS.md).
  *
@@ -782,15 +784,18 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
                                 (long long)gg.clusters[kernel][split] * split >= G
                             ? (int)split
                             : 0;
-    /* a unit a CTA (or 1 tile a unit, or summed in clusters) writes no partials */
-    const SplitBytes need =
-        G != units && tiles > 1 && !cluster ? split_bytes(G, NB) : SplitBytes{ 0, 0 };
-    if (need.sem + need.part > ws_size)
+    /* the L2 path's workspace: a unit a CTA (or 1 tile a unit) writes no partials; a launch in
+     * clusters needs none */
+    const SplitBytes need = G != units && tiles > 1 ? split_bytes(G, NB) : SplitBytes{ 0, 0 };
+    const bool fits = need.sem + need.part <= ws_size;
+    if (!cluster && !fits)
         return df11i_fail(DF11_ERR_STATE, "fused gemm: workspace %llu bytes, needs %llu",
                           (unsigned long long)ws_size, (unsigned long long)(need.sem + need.part));
     a.x = static_cast<const uint16_t *>(x);
     a.y = y;
-    a.ws = reinterpret_cast<float *>(static_cast<uint8_t *>(ws) + (ws_size - need.part) / 4 * 4);
+    a.ws =
+        fits ? reinterpret_cast<float *>(static_cast<uint8_t *>(ws) + (ws_size - need.part) / 4 * 4)
+             : nullptr;
     a.sem = static_cast<unsigned *>(ws);
     a.err = d_error;
     a.n_parts = (int)n_parts;
@@ -802,13 +807,21 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     a.tiles = tiles;
     a.NU = (int)(units * tiles);
     a.G = G;
-    a.cluster = cluster;
-    const cudaError_t e =
-        launch_clustered(gemm_kernel(kernel), (unsigned)G, cluster ? (unsigned)cluster : 1u,
-                         kThreads, gemm_smem(kernel), stream, pdl != 0, a);
+    auto launch = [&](int c) {
+        a.cluster = c;
+        return launch_clustered(gemm_kernel(kernel), (unsigned)G, c ? (unsigned)c : 1u, kThreads,
+                                gemm_smem(kernel), stream, pdl != 0, a);
+    };
+    cudaError_t e = launch(cluster);
+    if (e != cudaSuccess && cluster && fits) {
+        /* clusters the occupancy query let through and the launch refused (the device shared
+         * with other processes since, say): the same product, summed through the L2 */
+        (void)cudaGetLastError();
+        e = launch(0);
+    }
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "fused gemm launch (%d CTAs, clusters of %d): %s", G,
-                          cluster, cudaGetErrorString(e));
+                          a.cluster, cudaGetErrorString(e));
 
     return DF11_OK;
 }

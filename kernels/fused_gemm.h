@@ -39,8 +39,8 @@ df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t n_parts,
                              uint32_t *d_error, int pdl, void *stream);
 
 /* Tests only: launch every product over `ctas` CTAs (at most the device's full grid; 0, the
- * default: the kernel's own choice), so that ranges cut units and chain them on any GPU.
- * Returns the previous value. */
+ * default: the kernel's own choice), so that ranges cut units and chain them on any GPU, and
+ * sum them through the L2 (never in clusters). Returns the previous value. */
 uint32_t df11i_fused_gemm_test_grid(uint32_t ctas);
 
 #ifdef __cplusplus

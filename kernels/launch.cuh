@@ -13,8 +13,8 @@
 
 namespace df11i_fused {
 
-// Tests only (df11i_fused_test_clusters, df11i_fused_cluster_launches): whether the kernels may
-// sum their splits in clusters, and how many launches so far did.
+// For tests and benchmarks (df11i_fused_test_clusters, df11i_fused_cluster_launches): whether
+// the wgmma kernel may sum its splits in clusters, and how many launches in clusters so far.
 inline std::atomic<int> g_clusters_off{ 0 };
 inline std::atomic<uint64_t> g_cluster_launches{ 0 };
 

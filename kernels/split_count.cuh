@@ -51,7 +51,8 @@ __device__ __forceinline__ void split_wait(const unsigned *sem, unsigned n)
  * cluster; the mma.sync kernel's measured slower that way, bench/RESULTS.md): the pieces
  * in each CTA's shared memory, read by the CTA that sums them through distributed shared
  * memory between two cluster barriers, no counts. sm_90 code only: launches in clusters run
- * nothing older (below it these trap, and are never reached). */
+ * nothing older (below it, never reached: cluster_sync traps, the rank is 0 and a peer's
+ * address the caller's own). */
 
 /* Every thread of the cluster's CTAs that has not exited gets here: writes before it, to any
  * of their shared memories, are seen after it. */

@@ -130,7 +130,8 @@ static void fu_reference(const mm_shape *sh, const uint16_t *w, const uint16_t *
 
 /* Tensor sh (weights w; the op's weight wt) at this batch, F32 and BF16 y: the fused path
  * against the fp64 reference, bit-identical launch after launch and with the split sums
- * through the L2 instead of in clusters (df11i_fused_test_clusters), and within the two bounds of
+ * through the L2 instead of in clusters (df11i_fused_test_clusters; where the wgmma kernel
+ * runs in clusters, else the same launches again), and within the two bounds of
  * the decode + cuBLAS path (forced by df11i_cuda_matmul_fused_limit(0)). Leaves the fused
  * limit at DF11I_FUSED_EVERY. */
 static void fu_check(df11_model *m, const df11_weight *wt, const mm_shape *sh, const uint16_t *w,
@@ -676,10 +677,23 @@ START_TEST(test_fused_matmul_fixed_pdl_chain)
     fu_make_model();
     if (!df11i_fused_matmul_supported()) return;
     check_chain(fu.path, FU_I, 8, 0x4650);
-    for (int l2 = 0; l2 < 2 && df11i_fused_gemm_supported(); l2++) {
+    if (!df11i_fused_gemm_supported()) return;
+    df11_model *m = fu_open(fu.path);
+    const df11_file *f = df11_model_file(m);
+    uint32_t t;
+    ck_assert_int_eq(df11_file_find_tensor(f, FU_SHAPES[FU_I].name, &t), DF11_OK);
+    ck_assert(df11i_cuda_matmul_fused_takes(NULL, f, t, 64)); /* the wgmma kernel's path */
+    df11_model_close(m);
+    for (int l2 = 0; l2 < 2; l2++) {
         const int was = df11i_fused_test_clusters(!l2);
+        const uint64_t before = df11i_fused_cluster_launches();
         check_chain(fu.path, FU_I, 64, 0x4750 + l2);
+        const uint64_t in_clusters = df11i_fused_cluster_launches() - before;
         df11i_fused_test_clusters(was);
+        if (l2)
+            ck_assert_uint_eq(in_clusters, 0);
+        else /* 3 chains of 24 products */
+            ck_assert_uint_ge(in_clusters, 3 * 24);
     }
 }
 END_TEST
