@@ -386,9 +386,7 @@ int bench_decode_main(int argc, char **argv)
         res[k].weights = sum[k].bf16_weights;
     }
     char device_name[256] = "cpu";
-    const char *codec_name = o.codec == DF11_CODEC_EXP_FIXED    ? "fixed"
-                             : o.codec == DF11_CODEC_EXP_FIXED8 ? "fixed8"
-                                                                : "huffman";
+    const char *codec_name = cli_codec_name(o.codec);
 #ifdef DF11_HAVE_CUDA
     if (cuda) {
         struct cudaDeviceProp prop;

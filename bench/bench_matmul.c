@@ -734,7 +734,7 @@ int bench_matmul_main(int argc, char **argv)
             }
     }
 
-    const char *fixed_name = fixed_codec == DF11_CODEC_EXP_FIXED8 ? "fixed8" : "fixed";
+    const char *fixed_name = cli_codec_name(fixed_codec);
     if (json) {
         printf("{\"device\":\"%s\",\"codec\":\"%s\",\"y\":\"%s\",\"reps\":%d,\"blocks\":%u,"
                "\"copy_gbs\":%.1f,\"setup_s\":%.1f,\"fused_max_batch\":%u,\"fused_pdl\":%s,"

@@ -153,6 +153,17 @@ int cli_parse_codec(const char *tool, const char *s, df11_codec *codec, int *raw
     return CLI_OK;
 }
 
+const char *cli_codec_name(df11_codec codec)
+{
+    switch (codec) {
+    case DF11_CODEC_RAW: return "raw";
+    case DF11_CODEC_EXP_HUFFMAN: return "huffman";
+    case DF11_CODEC_EXP_FIXED: return "fixed";
+    case DF11_CODEC_EXP_FIXED8: return "fixed8";
+    }
+    return "unknown";
+}
+
 uint64_t cli_parse_size(const char *s)
 {
     char *end;

@@ -54,6 +54,8 @@ int cli_parse_threads(const char *tool, const char *s, int *n_threads);
 /* --codec NAME: "huffman", "fixed" or "fixed8" into *codec, and where `raw` is not NULL "raw"
  * (*raw = 1: tensors stored uncompressed); CLI_OK, or CLI_USAGE after the message. */
 int cli_parse_codec(const char *tool, const char *s, df11_codec *codec, int *raw);
+/* The --codec name of a codec (cli_parse_codec's inverse; "raw" for DF11_CODEC_RAW). */
+const char *cli_codec_name(df11_codec codec);
 /* SIGINT, SIGTERM, SIGHUP and SIGPIPE (those not ignored) first unlink the named
  * temporaries of output files being written (common/atomic_file.h), then end the process
  * as they would have. Runs before main() in every tool that links cli.c, so no writing
