@@ -63,6 +63,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include "kernels/fused_gemm.h"
 #include "kernels/matmul.h"
 #include "runtime/backend.h"
 #endif
@@ -551,7 +552,7 @@ int bench_matmul_main(int argc, char **argv)
         default: usage(stderr); return CLI_USAGE;
         }
     if (optind < argc) return cli_usage_error(TOOL, "unexpected argument '%s'", argv[optind]);
-    df11i_fused_test_clusters(clusters);
+    df11i_fused_gemm_test_clusters(clusters);
     for (int i = 0; i < N_MATS; i++) {
         if (strncmp(MATS[i].name, BLOCK0, strlen(BLOCK0))) {
             fprintf(stderr, "%s: %s is not a block-0 tensor\n", TOOL, MATS[i].name);

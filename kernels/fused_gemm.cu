@@ -204,6 +204,26 @@ __device__ __forceinline__ void mbar_arrive(uint64_t *bar)
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(bar)) : "memory");
 }
 
+/* Every thread of the cluster's CTAs that has not exited gets here: writes before it, to any
+ * of their shared memories, are seen after it. */
+__device__ __forceinline__ void cluster_sync()
+{
+    asm volatile("barrier.cluster.arrive.release;\n\tbarrier.cluster.wait.acquire;" ::: "memory");
+}
+__device__ __forceinline__ uint32_t cluster_rank()
+{
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+/* The generic address of p's place in the shared memory of the cluster's CTA of this rank. */
+__device__ __forceinline__ const float *cluster_peer(const float *p, uint32_t rank)
+{
+    const float *q;
+    asm("mapa.u64 %0, %1, %2;" : "=l"(q) : "l"(p), "r"(rank));
+    return q;
+}
+
 /* The decode hands a lane 8 consecutive columns of each 32-column half of a step (8q .. 8q + 7,
  * q = lane & 3), and uses them as the A fragments of the half's two k16 slices: lane q's pair
  * of logical columns 2q, 2q + 1 of slice j is its word 2j, and 2q + 8, 2q + 9 its word 2j + 1
@@ -624,10 +644,7 @@ df11_status gemm_geom(GemmGeom *out)
                                                                   smem);
             if (occ < g->occ) g->occ = occ;
             for (int c = 2; c <= kMaxCluster && e == cudaSuccess; c++) {
-                cudaLaunchAttribute at;
-                at.id = cudaLaunchAttributeClusterDimension;
-                at.val.clusterDim.x = (unsigned)c;
-                at.val.clusterDim.y = at.val.clusterDim.z = 1;
+                cudaLaunchAttribute at = cluster_attribute((unsigned)c);
                 cudaLaunchConfig_t cfg = {};
                 cfg.gridDim = dim3((unsigned)c);
                 cfg.blockDim = dim3(kThreads);
@@ -711,11 +728,17 @@ SplitBytes split_bytes(int G, int NB)
                        2ull * G * kRows * kBatchRows * NB * 4 };
 }
 
-std::atomic<uint32_t> g_test_grid{ 0 }; /* df11i_fused_gemm_test_grid */
+std::atomic<uint32_t> g_test_grid{ 0 };        /* df11i_fused_gemm_test_grid */
+std::atomic<int> g_clusters_off{ 0 };          /* df11i_fused_gemm_test_clusters */
+std::atomic<uint64_t> g_cluster_launches{ 0 }; /* df11i_fused_gemm_cluster_launches */
 
 } // namespace
 
 extern "C" uint32_t df11i_fused_gemm_test_grid(uint32_t ctas) { return g_test_grid.exchange(ctas); }
+
+extern "C" int df11i_fused_gemm_test_clusters(int on) { return !g_clusters_off.exchange(!on); }
+
+extern "C" uint64_t df11i_fused_gemm_cluster_launches(void) { return g_cluster_launches.load(); }
 
 extern "C" int df11i_fused_gemm_supported(void)
 {
@@ -822,6 +845,7 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "fused gemm launch (%d CTAs, clusters of %d): %s", G,
                           a.cluster, cudaGetErrorString(e));
+    if (a.cluster) g_cluster_launches.fetch_add(1, std::memory_order_relaxed);
 
     return DF11_OK;
 }

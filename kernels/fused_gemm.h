@@ -43,6 +43,17 @@ df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t n_parts,
  * sum them through the L2 (never in clusters). Returns the previous value. */
 uint32_t df11i_fused_gemm_test_grid(uint32_t ctas);
 
+/* Tests and benchmarks only. on = 0: every split unit summed through the L2 (semaphores and
+ * partials in the workspace); 1, the default: where each unit's pieces can be one cluster's
+ * CTAs and the clusters all fit at once, the launch is in clusters and sums them in the CTAs'
+ * shared memory. The same y either way. (The mma.sync kernel sums through the L2 always: in
+ * clusters it measured slower, bench/RESULTS.md, eighteenth session.) Returns the previous
+ * value. */
+int df11i_fused_gemm_test_clusters(int on);
+
+/* Tests only: launches in clusters so far, in this process. */
+uint64_t df11i_fused_gemm_cluster_launches(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -468,10 +468,6 @@ extern "C" int df11i_fused_matmul_supported(void)
     return dev_geom(&dg) == DF11_OK && dg.sms > 0;
 }
 
-extern "C" int df11i_fused_test_clusters(int on) { return !g_clusters_off.exchange(!on); }
-
-extern "C" uint64_t df11i_fused_cluster_launches(void) { return g_cluster_launches.load(); }
-
 extern "C" int df11i_fused_matmul_pdl(void)
 {
     DevGeom dg;

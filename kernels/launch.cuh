@@ -7,16 +7,18 @@
 #define DF11_KERNELS_LAUNCH_CUH
 
 #include <cuda_runtime.h>
-#include <stdint.h>
-
-#include <atomic>
 
 namespace df11i_fused {
 
-// For tests and benchmarks (df11i_fused_test_clusters, df11i_fused_cluster_launches): whether
-// the wgmma kernel may sum its splits in clusters, and how many launches in clusters so far.
-inline std::atomic<int> g_clusters_off{ 0 };
-inline std::atomic<uint64_t> g_cluster_launches{ 0 };
+// The launch attribute for clusters of n CTAs along x (launches, occupancy queries).
+inline cudaLaunchAttribute cluster_attribute(unsigned n)
+{
+    cudaLaunchAttribute at;
+    at.id = cudaLaunchAttributeClusterDimension;
+    at.val.clusterDim.x = n;
+    at.val.clusterDim.y = at.val.clusterDim.z = 1;
+    return at;
+}
 
 // kernel<<<grid, block, smem, stream>>>(args...) in clusters of `cluster` CTAs (1: none); the
 // launch's error, else cudaGetLastError after it (which may also report an earlier call's
@@ -32,12 +34,7 @@ cudaError_t launch_clustered(void (*kernel)(Params...), unsigned grid, unsigned 
         at[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
         at[n++].val.programmaticStreamSerializationAllowed = 1;
     }
-    if (cluster > 1) {
-        at[n].id = cudaLaunchAttributeClusterDimension;
-        at[n].val.clusterDim.x = cluster;
-        at[n].val.clusterDim.y = 1;
-        at[n++].val.clusterDim.z = 1;
-    }
+    if (cluster > 1) at[n++] = cluster_attribute(cluster);
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(grid);
     cfg.blockDim = dim3(block);
@@ -46,7 +43,6 @@ cudaError_t launch_clustered(void (*kernel)(Params...), unsigned grid, unsigned 
     cfg.attrs = at;
     cfg.numAttrs = n;
     cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args...);
-    if (e == cudaSuccess && cluster > 1) g_cluster_launches.fetch_add(1, std::memory_order_relaxed);
     return e == cudaSuccess ? cudaGetLastError() : e;
 }
 

@@ -48,17 +48,6 @@ int df11i_fused_matmul_supported(void);
  * target, compiled for the same architectures. */
 int df11i_fused_matmul_pdl(void);
 
-/* Tests and benchmarks only. on = 0: the wgmma kernel (kernels/fused_gemm.h) sums every
- * split unit through the L2 (semaphores and partials in the workspace); 1, the default:
- * where each unit's pieces can be one cluster's CTAs and the clusters all fit at once, the
- * launch is in clusters and sums them in the CTAs' shared memory. The same y either way. (The
- * mma.sync kernel sums through the L2 always: in clusters it measured slower, bench/RESULTS.md,
- * eighteenth session.) Returns the previous value. */
-int df11i_fused_test_clusters(int on);
-
-/* Tests only: the fused kernels' launches in clusters so far, in this process. */
-uint64_t df11i_fused_cluster_launches(void);
-
 /* The largest batch for which the fused path beats decode + cuBLAS on the current device, for
  * a tensor of `cols` columns: DF11_FUSED_GEMM_MAX_BATCH where the wgmma kernel runs and takes
  * them (df11i_fused_gemm_takes_cols), else DF11_FUSED_MAX_BATCH (past it, 32-row launches

@@ -9,13 +9,12 @@
  * does both: one MEMBAR.ALL.GPU and one L1 invalidation in one thread, where a
  * __threadfence() in every thread cost a MEMBAR.SC.GPU and an L1 invalidation a warp, and
  * again in the last: the end of a launch, where this runs, is a chain of such latencies.
- * Where a split's pieces are the CTAs of one cluster, none of this: cluster_sync and
- * cluster_peer below. CUDA C++, device code. */
+ * Where a split's pieces are the CTAs of one cluster, none of this (kernels/fused_gemm.cu's
+ * cluster_sum). CUDA C++, device code. */
 #ifndef DF11_KERNELS_SPLIT_COUNT_CUH
 #define DF11_KERNELS_SPLIT_COUNT_CUH
 
 #include <cuda_runtime.h>
-#include <stdint.h>
 
 namespace df11i_fused {
 
@@ -45,43 +44,6 @@ __device__ __forceinline__ void split_wait(const unsigned *sem, unsigned n)
         if (v == n) return;
         __nanosleep(32);
     }
-}
-
-/* Split sums in clusters (kernels/fused_gemm.cu, where each output's pieces are the CTAs of one
- * cluster; the mma.sync kernel's measured slower that way, bench/RESULTS.md): the pieces
- * in each CTA's shared memory, read by the CTA that sums them through distributed shared
- * memory between two cluster barriers, no counts. sm_90 code only: launches in clusters run
- * nothing older (below it, never reached: cluster_sync traps, the rank is 0 and a peer's
- * address the caller's own). */
-
-/* Every thread of the cluster's CTAs that has not exited gets here: writes before it, to any
- * of their shared memories, are seen after it. */
-__device__ __forceinline__ void cluster_sync()
-{
-#if __CUDA_ARCH__ >= 900
-    asm volatile("barrier.cluster.arrive.release;\n\tbarrier.cluster.wait.acquire;" ::: "memory");
-#else
-    __trap();
-#endif
-}
-__device__ __forceinline__ uint32_t cluster_rank()
-{
-    uint32_t r = 0;
-#if __CUDA_ARCH__ >= 900
-    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-#endif
-    return r;
-}
-/* The generic address of p's place in the shared memory of the cluster's CTA of this rank. */
-template <class T> __device__ __forceinline__ const T *cluster_peer(const T *p, uint32_t rank)
-{
-#if __CUDA_ARCH__ >= 900
-    const T *q;
-    asm("mapa.u64 %0, %1, %2;" : "=l"(q) : "l"(p), "r"(rank));
-    return q;
-#else
-    return p;
-#endif
 }
 
 } // namespace df11i_fused
