@@ -21,14 +21,17 @@
  * per 8 batch rows. The 2 warps of a CTA take neighbouring strips over the same columns. CTAs
  * split the (strip pair, tile) units evenly (stream-K), a range over several strip pairs
  * walked as one where K rounded up to 64 is a multiple of 256 (walk_strips chains them); a
- * strip cut between CTAs is summed by the last CTA to finish it, from per-CTA partials in the
- * workspace, in CTA order: the result does not depend on timing (deterministic for a given
- * grid, i.e. device). Bytes moved: the compressed tensor once (~1.41 bytes a weight), x from
+ * strip cut between CTAs is summed from per-CTA pieces in the workspace, in CTA order, by
+ * the last CTA to count its piece (B > 8) or by the strip's last CTA, which polls the pieces
+ * at the end of its range (B <= 8; sum_pieces): the result does not depend on timing
+ * (deterministic for a given grid, i.e. device). Bytes moved: the compressed tensor once (~1.41 bytes a weight), x from
  * L1/L2, y once.
  */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+
+#include <atomic>
 
 #include "kernels/device_cache.cuh"
 #include "kernels/fused_gemm.h"
@@ -78,8 +81,8 @@ struct Args {
     Mat W[DF11_FUSED_MAX_PARTS];
     const uint16_t *x; // B x K BF16, row stride K (library change: the probe's is cols_pad)
     void *y;           // B x ldy, F32 or (y_bf16) BF16 (library change: the probe's is F32)
-    float *ws;         // partials: 2 * (strip pairs) * maxc * 128 NB
-    unsigned *sem;     // a word per strip of the launch, zero between launches
+    float *ws;         // pieces: 2 * (strip pairs) * maxc * 128 NB floats (NB = 1: polled slots)
+    unsigned *sem;     // NB >= 2: a word per strip of the launch, zero between launches
     unsigned *err;     // set when a tile's codes and offsets disagree (may be NULL)
     int n_parts, B, NU, G, maxc, K, ldy, y_bf16;
     bool x_vec; // K % 8 == 0 and x 16-byte aligned: rows read 16 bytes at a time
@@ -114,7 +117,65 @@ __device__ __forceinline__ uint4 ld_x16(const uint16_t *p)
     return v;
 }
 
-// One lane's c fragments -> y, or a partial for the strip's last CTA to sum.
+// A slot's 16 bytes as they are in L2 now (polled: a strong load, never hoisted).
+__device__ __forceinline__ uint4 ld_piece(const uint4 *p)
+{
+    uint4 v;
+    asm volatile("ld.relaxed.gpu.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p)
+                 : "memory");
+    return v;
+}
+
+// y from one lane's c fragments (or sums of them) of a strip whose lane's first row is r0
+// (16 s + lane / 4).
+template <int NB>
+__device__ __forceinline__ void store_rows(const Args &a, const Mat &W, int r0,
+                                           const float v[NB][4], uint32_t lane)
+{
+#pragma unroll
+    for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            int row = r0 + 8 * (j >> 1), b = nb * 8 + 2 * (int)(lane & 3) + (j & 1);
+            if (b < a.B && row < W.rows) {
+                const long long at = (long long)b * a.ldy + W.y_col + row;
+                if (a.y_bf16)
+                    static_cast<__nv_bfloat16 *>(a.y)[at] = __float2bfloat16_rn(v[nb][j]);
+                else
+                    static_cast<float *>(a.y)[at] = v[nb][j];
+            }
+        }
+}
+
+// The split sums at NB = 1 (B <= 8). A strip cut between CTAs cf..cl (units in order, so
+// each CTA's piece is a contiguous run of its tiles) is summed by cl, the last by index, at
+// the end of its range: its piece of the strip is the first of its range, the others' are
+// the last of theirs, so by then they are mostly written. Every piece goes to its slot as a
+// word a value that is never 0 (the bits inverted; a NaN's 0xffffffff stored as 0x7fffffff's),
+// so that 0 means "not yet written": cl polls the slots themselves, with no count, fence or
+// atomic between the last piece's store and y, sums them in CTA order and writes the zeros
+// back. The slots lie at the workspace's start, in the half every launch leaves zero
+// (kernels/matmul.h). cl waits only for CTAs of lower index, which start no later (as
+// kernels/fused_gemm.cu's L2 sums). Against the count (emit's NB >= 2 path) the 8B block
+// ran 2.8-2.9% faster at B = 1 and 8, as fast at B = 16 and 9% slower at B = 32
+// (bench/RESULTS.md), so NB >= 2 keeps the count.
+template <int NB>
+__device__ __forceinline__ uint4 *slot_of(const Args &a, int gs, int ci, uint32_t lane)
+{
+    return reinterpret_cast<uint4 *>(a.ws) + ((long long)gs * a.maxc + ci) * (32 * NB) + lane * NB;
+}
+
+__device__ __forceinline__ uint32_t piece_word(float v)
+{
+    const uint32_t w = ~__float_as_uint(v);
+    return w ? w : 0x80000000u;
+}
+
+// One lane's c fragments of its segment of strip s -> y where the strip is whole; else its
+// CTA's piece: NB = 1, into its slot for cl's sum_pieces (above); NB >= 2, a partial summed
+// by the last CTA to count it.
 template <int NB>
 __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float acc[NB][4],
                      uint32_t lane)
@@ -122,23 +183,16 @@ __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float 
     const long long u0 = (long long)grp * W.tiles;
     const int cf = cta_of(u0, a.NU, a.G), cl = cta_of(u0 + W.tiles - 1, a.NU, a.G), n = cl - cf + 1;
     const int r0 = 16 * s + (int)(lane >> 2);
-    auto store_y = [&](float v[NB][4]) {
-#pragma unroll
-        for (int nb = 0; nb < NB; nb++)
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                int row = r0 + 8 * (j >> 1), b = nb * 8 + 2 * (int)(lane & 3) + (j & 1);
-                if (b < a.B && row < W.rows) {
-                    const long long at = (long long)b * a.ldy + W.y_col + row;
-                    if (a.y_bf16)
-                        static_cast<__nv_bfloat16 *>(a.y)[at] = __float2bfloat16_rn(v[nb][j]);
-                    else
-                        static_cast<float *>(a.y)[at] = v[nb][j];
-                }
-            }
-    };
     if (n == 1) {
-        store_y(acc);
+        store_rows<NB>(a, W, r0, acc, lane);
+        return;
+    }
+    if constexpr (NB == 1) {
+        uint4 *mine = slot_of<NB>(a, gs, (int)blockIdx.x - cf, lane);
+        asm volatile("st.relaxed.gpu.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(mine),
+                     "r"(piece_word(acc[0][0])), "r"(piece_word(acc[0][1])),
+                     "r"(piece_word(acc[0][2])), "r"(piece_word(acc[0][3]))
+                     : "memory");
         return;
     }
     // a CTA's partial of a strip: 16 rows x 8 NB batch columns, each lane's c fragments as
@@ -180,8 +234,67 @@ __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float 
                     sum[nb][3] += v[k][nb].w;
                 }
     }
-    store_y(sum);
+    store_rows<NB>(a, W, r0, sum, lane);
     if (lane == 0) atomicExch(a.sem + gs, 0u);
+}
+
+// NB = 1: the sum this warp owes at the end of its CTA's range, of its first strip where the
+// range starts inside the strip pair and holds its last tile (this CTA is the pair's cl).
+template <int NB> __device__ void sum_pieces(const Args &a, uint32_t lane, uint32_t warp)
+{
+    // the range recomputed, not kept live through the walk
+    const long long u_begin = (long long)blockIdx.x * a.NU / a.G,
+                    u_end = (long long)(blockIdx.x + 1) * a.NU / a.G;
+    const int tiles = a.W[0].tiles, grp = (int)(u_begin / tiles);
+    if (u_begin % tiles == 0 || (long long)(grp + 1) * tiles > u_end) return;
+    const Mat &W = a.W[part_of(a, grp)];
+    const int s = (grp - W.g0) * kWarps + (int)warp;
+    if (s >= W.n_strips) return;
+    const int gs = grp * kWarps + (int)warp,
+              n = (int)blockIdx.x - cta_of((long long)grp * tiles, a.NU, a.G) + 1;
+    uint4 *p = slot_of<NB>(a, gs, 0, lane);
+    // 16 / NB pieces' loads in flight at a time (a strip of k or v of the 8B block is cut in
+    // 16: one round trip at B <= 8)
+    constexpr int CH = 16 / NB;
+    float sum[NB][4] = {};
+    for (int c = 0; c < n; c += CH) {
+        uint4 v[CH][NB];
+        auto ready = [](const uint4 &w) { return w.x && w.y && w.z && w.w; };
+#pragma unroll
+        for (int k = 0; k < CH; k++)
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++)
+                v[k][nb] = ld_piece(p + min(c + k, n - 1) * 32 * NB + nb);
+        // every piece of the chunk not yet written loaded again, all in flight at once: a
+        // round trip a round, not one a piece
+        for (;;) {
+            bool all = true;
+#pragma unroll
+            for (int k = 0; k < CH; k++)
+#pragma unroll
+                for (int nb = 0; nb < NB; nb++) all = all && ready(v[k][nb]);
+            if (__all_sync(~0u, all)) break;
+#pragma unroll
+            for (int k = 0; k < CH; k++)
+#pragma unroll
+                for (int nb = 0; nb < NB; nb++)
+                    if (!ready(v[k][nb])) v[k][nb] = ld_piece(p + min(c + k, n - 1) * 32 * NB + nb);
+        }
+#pragma unroll
+        for (int k = 0; k < CH; k++)
+            if (c + k < n) // warp-uniform
+#pragma unroll
+                for (int nb = 0; nb < NB; nb++) {
+                    sum[nb][0] += __uint_as_float(~v[k][nb].x);
+                    sum[nb][1] += __uint_as_float(~v[k][nb].y);
+                    sum[nb][2] += __uint_as_float(~v[k][nb].z);
+                    sum[nb][3] += __uint_as_float(~v[k][nb].w);
+                }
+    }
+    store_rows<NB>(a, W, 16 * s + (int)(lane >> 2), sum, lane);
+    for (int c = 0; c < n; c++)
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) __stcg(p + c * 32 * NB + nb, make_uint4(0, 0, 0, 0));
 }
 
 // What one warp does: walk its segments of the CTA's range (walk_strips,
@@ -280,6 +393,7 @@ __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocks
 #pragma unroll
                     for (int j = 0; j < 4; j++) acc[nb][j] = 0.f;
             });
+    if constexpr (NB == 1) sum_pieces<NB>(a, lane, warp);
 #endif
 }
 
@@ -371,19 +485,25 @@ struct Grid {
     int NU, G, maxc;
 };
 
-Grid make_grid(long long pairs, long long tiles, const DevGeom &dg, int nb, uint32_t scale = 1)
+Grid grid_of(long long pairs, long long tiles, long long ctas)
 {
     Grid r;
     const long long nu = pairs * tiles;
     r.NU = (int)nu;
-    const long long full = (long long)dg.sms * dg.occ[nb - 1] * (scale ? scale : 1);
-    r.G = (int)(nu < full ? nu : full);
+    r.G = (int)(nu < ctas ? nu : ctas);
     if (r.G < 1) r.G = 1;
     const long long minu = nu / r.G; /* >= 1 */
     long long c = (tiles + minu - 1) / minu + 1;
     r.maxc = (int)(c < r.G ? c : r.G);
     return r;
 }
+
+Grid make_grid(long long pairs, long long tiles, const DevGeom &dg, int nb, uint32_t scale = 1)
+{
+    return grid_of(pairs, tiles, (long long)dg.sms * dg.occ[nb - 1] * (scale ? scale : 1));
+}
+
+std::atomic<uint32_t> g_test_grid{ 0 }; /* df11i_fused_matmul_test_grid */
 
 uint64_t align256(uint64_t x) { return (x + 255) / 256 * 256; }
 
@@ -425,11 +545,15 @@ df11_status launch_mma(const df11i_fused_part *parts, uint32_t n_parts, const df
                        void *stream)
 {
     const int nb = (int)(batch + 7) / 8;
-    const Grid gr = make_grid(pairs, (long long)g[0].tiles, dg, nb, grid_scale);
+    Grid gr = make_grid(pairs, (long long)g[0].tiles, dg, nb, grid_scale);
+    if (const uint32_t forced = g_test_grid.load(); forced && forced < (uint32_t)gr.G)
+        gr = grid_of(pairs, (long long)g[0].tiles, (int)forced);
     const uint64_t pb = part_bytes(pairs, gr, nb);
-    if (sem_bytes(pairs) + pb > ws_size)
+    /* NB = 1: the slots in the first half; else semaphores there and partials at the end */
+    const uint64_t need = nb == 1 ? 2 * pb : sem_bytes(pairs) + pb;
+    if (need > ws_size)
         return df11i_fail(DF11_ERR_STATE, "fused matmul: workspace %llu bytes, needs %llu",
-                          (unsigned long long)ws_size, (unsigned long long)(sem_bytes(pairs) + pb));
+                          (unsigned long long)ws_size, (unsigned long long)need);
     Args a = {};
     int y_col = 0;
     for (uint32_t i = 0; i < n_parts; i++) {
@@ -440,7 +564,8 @@ df11_status launch_mma(const df11i_fused_part *parts, uint32_t n_parts, const df
     a.x = static_cast<const uint16_t *>(x);
     a.y = y;
     a.sem = static_cast<unsigned *>(ws);
-    a.ws = reinterpret_cast<float *>(static_cast<uint8_t *>(ws) + (ws_size - pb) / 16 * 16);
+    a.ws = reinterpret_cast<float *>(static_cast<uint8_t *>(ws) +
+                                     (nb == 1 ? 0 : (ws_size - pb) / 16 * 16));
     a.err = d_error;
     a.B = (int)batch;
     a.NU = gr.NU;
@@ -466,6 +591,11 @@ extern "C" int df11i_fused_matmul_supported(void)
 {
     DevGeom dg;
     return dev_geom(&dg) == DF11_OK && dg.sms > 0;
+}
+
+extern "C" uint32_t df11i_fused_matmul_test_grid(uint32_t ctas)
+{
+    return g_test_grid.exchange(ctas);
 }
 
 extern "C" int df11i_fused_matmul_pdl(void)

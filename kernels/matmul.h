@@ -55,12 +55,14 @@ int df11i_fused_matmul_pdl(void);
 uint32_t df11i_fused_matmul_default_max(uint64_t cols);
 
 /* Bytes of workspace df11i_fused_matmul needs for a launch over n_parts tensors of these
- * rows and `cols` columns, at any batch, on the current device. It holds semaphore words
- * at its start (one per 16-row strip; the wgmma kernel's, one per 128-row block and batch
- * tile where it splits K) (which must be zero before the first launch; every launch
- * leaves them zero) and the split-K partials at its end, and is twice the larger of the
- * two (for either kernel): so launches may share one workspace of the largest of their
- * sizes, the partials of one never reaching the semaphores of another.
+ * rows and `cols` columns, at any batch, on the current device. Its first half must be
+ * zero before the first launch, and every launch leaves it zero: it holds the mma.sync
+ * kernel's split-sum slots at batch 1..8 (a piece's words are never 0 once written) and
+ * its semaphore words past 8 (one per 16-row strip), and the wgmma kernel's semaphore words
+ * (one per 128-row block and batch tile where it splits K); the split-K partials past batch
+ * 8 lie at its end, in the second half. It is twice the larger need (for either kernel): so
+ * launches may share one workspace of the largest of their sizes, the partials of one never
+ * reaching the zero half of another.
  * DF11_ERR_UNSUPPORTED when the device or the shape is out of reach. */
 df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint64_t *rows, uint64_t cols,
                                          uint64_t *bytes);
@@ -97,6 +99,10 @@ df11_status df11i_fused_matmul(const df11i_fused_part *parts, uint32_t n_parts, 
                                uint32_t batch, void *y, uint32_t ldy, int y_bf16, void *ws,
                                uint64_t ws_size, uint32_t *d_error, uint32_t grid_scale, int pdl,
                                void *stream);
+
+/* Tests only: launch the mma.sync kernel over at most `ctas` CTAs (0, the default: its own
+ * grid), so that ranges cut strips and span several on any GPU. Returns the previous value. */
+uint32_t df11i_fused_matmul_test_grid(uint32_t ctas);
 
 /* --- Huffman-coded tensors (DF11_CODEC_EXP_HUFFMAN; kernels/decode.cu): each warp decodes
  * one chunk of W as the group decoder does (docs/FORMAT.md) and, instead of storing the

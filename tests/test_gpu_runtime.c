@@ -12,6 +12,7 @@
 #include "kernels/fused_gemm.h"
 #include "kernels/matmul.h"
 #include "runtime/backend.h"
+#include "runtime/internal.h"
 
 /* Shapes for the fused kernel: rows not a multiple of 16, K not a multiple of 64 or 256
  * (a short last step and last tile), K % 8 != 0 (x read element by element), strips cut
@@ -377,6 +378,72 @@ START_TEST(test_fused_matmul_stream_k)
         for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++)
             fu_check_stacked(m, &st, 3, sh, fu.t[FU_I].data, batches[b], &rng);
         df11i_fused_gemm_test_grid(was);
+    }
+    df11i_cuda_matmul_fused_limit(old);
+    df11_model_close(m);
+}
+END_TEST
+
+/* The fused workspace's first half is zero between launches (kernels/matmul.h). */
+static void fu_assert_ws_zero(const df11_model *m, const char *what, uint32_t batch)
+{
+    ck_assert_ptr_nonnull(m->mm_ws);
+    const size_t half = m->mm_ws_size / 2;
+    uint8_t *h = malloc(half);
+    ck_assert_ptr_nonnull(h);
+    ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+    read_back(h, m->mm_ws, half);
+    size_t nz = 0;
+    for (size_t i = 0; i < half; i++) nz += h[i] != 0;
+    free(h);
+    ck_assert_msg(!nz, "%s batch %u: %zu bytes of the workspace's first half left non-zero", what,
+                  batch, nz);
+}
+
+START_TEST(test_fused_matmul_split_sums)
+{
+    /* The mma.sync kernel's split sums over grids of 1 to 13 CTAs and its own
+     * (df11i_fused_matmul_test_grid): strips cut among several CTAs, ranges that start inside
+     * a strip and end inside the next (a CTA both summing its first strip and writing a piece
+     * of its last), over K a multiple of 256 (i: ranges walked as one, also across the three
+     * parts of i stacked), a last tile of one step (f) and exception lists past the stage
+     * (esc); each checked as test_fused_matmul checks, and the workspace's first half zero
+     * after every product (the slots' "not yet written"). */
+    fu_make_model();
+    df11_model *m = fu_open(fu.path);
+    if (!df11i_fused_matmul_supported()) {
+        df11_model_close(m);
+        return;
+    }
+    static const size_t shapes[] = { FU_I, 5 /* f */, FU_ESC, 6 /* g */ };
+    static const uint32_t ctas[] = { 1, 2, 5, 7, 13, 0 }, batches[] = { 1, 8, 9, 17, 32 };
+    uint64_t rng = fu.seed ^ 0x5353;
+    const uint32_t old = df11i_cuda_matmul_fused_limit(DF11I_FUSED_EVERY);
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const mm_shape *sh = &FU_SHAPES[shapes[i]];
+        df11_weight wt;
+        ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
+        for (size_t c = 0; c < sizeof ctas / sizeof ctas[0]; c++) {
+            const uint32_t was = df11i_fused_matmul_test_grid(ctas[c]);
+            for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
+                fu_check(m, &wt, sh, fu.t[shapes[i]].data, batches[b], &rng);
+                fu_assert_ws_zero(m, sh->name, batches[b]);
+            }
+            df11i_fused_matmul_test_grid(was);
+        }
+    }
+    const mm_shape *sh = &FU_SHAPES[FU_I];
+    df11_weight wt, parts[3], st;
+    ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
+    for (int i = 0; i < 3; i++) parts[i] = wt;
+    ck_assert_int_eq(df11_weight_stack(m, 3, parts, &st), DF11_OK);
+    for (size_t c = 0; c < sizeof ctas / sizeof ctas[0]; c++) {
+        const uint32_t was = df11i_fused_matmul_test_grid(ctas[c]);
+        for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
+            fu_check_stacked(m, &st, 3, sh, fu.t[FU_I].data, batches[b], &rng);
+            fu_assert_ws_zero(m, st.name, batches[b]);
+        }
+        df11i_fused_matmul_test_grid(was);
     }
     df11i_cuda_matmul_fused_limit(old);
     df11_model_close(m);
@@ -764,7 +831,7 @@ START_TEST(test_fused_matmul_chained)
 }
 END_TEST
 
-/* Their own cases, so that a sanitizer run can pick them (CK_RUN_CASE=fused_few). */
+/* Their own cases, so that a sanitizer run can pick them (CK_RUN_CASE=fused_split, fused_few). */
 static void fused_tests(Suite *s)
 {
     TCase *tc = tcase_create("fused");
@@ -778,6 +845,10 @@ static void fused_tests(Suite *s)
     tcase_add_test(tc, test_fused_matmul_huffman);
     tcase_add_test(tc, test_fused_matmul_huffman_pdl_chain);
     tcase_add_test(tc, test_fused_matmul_fixed_pdl_chain);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("fused_split");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, test_fused_matmul_split_sums);
     suite_add_tcase(s, tc);
     tc = tcase_create("fused_few");
     tcase_set_timeout(tc, 600);
