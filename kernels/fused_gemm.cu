@@ -757,7 +757,8 @@ extern "C" df11_status df11i_fused_gemm_workspace(const df11i_fixed_geom *geom, 
     if (geom[0].tiles < 2) return DF11_OK;
     const SplitBytes b = split_bytes(g.sms * g.occ, 2);
     /* twice the larger: every launch's semaphores (this kernel's and the mma.sync kernel's)
-     * lie in the first half and its partials in the second, whichever launch set the size */
+     * and the mma.sync kernel's polled slots lie in the first half and its partials in the
+     * second, whichever launch set the size */
     *bytes = 2 * (b.sem > b.part ? b.sem : b.part);
     return DF11_OK;
 }
@@ -810,10 +811,12 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     /* the L2 path's workspace: a unit a CTA (or 1 tile a unit) writes no partials; a launch in
      * clusters needs none */
     const SplitBytes need = G != units && tiles > 1 ? split_bytes(G, NB) : SplitBytes{ 0, 0 };
-    const bool fits = need.sem + need.part <= ws_size;
+    /* semaphores in the zero first half, partials in the second (kernels/matmul.h) */
+    const uint64_t need2 = 2 * (need.sem > need.part ? need.sem : need.part);
+    const bool fits = need2 <= ws_size;
     if (!cluster && !fits)
         return df11i_fail(DF11_ERR_STATE, "fused gemm: workspace %llu bytes, needs %llu",
-                          (unsigned long long)ws_size, (unsigned long long)(need.sem + need.part));
+                          (unsigned long long)ws_size, (unsigned long long)need2);
     a.x = static_cast<const uint16_t *>(x);
     a.y = y;
     a.ws =

@@ -153,12 +153,12 @@ __device__ __forceinline__ void store_rows(const Args &a, const Mat &W, int r0,
 // each CTA's piece is a contiguous run of its tiles) is summed by cl, the last by index, at
 // the end of its range: its piece of the strip is the first of its range, the others' are
 // the last of theirs, so by then they are mostly written. Every piece goes to its slot as a
-// word a value that is never 0 (the bits inverted; a NaN's 0xffffffff stored as 0x7fffffff's),
+// word per value that is never 0 (the bits inverted; a NaN's 0xffffffff stored as 0x7fffffff's),
 // so that 0 means "not yet written": cl polls the slots themselves, with no count, fence or
 // atomic between the last piece's store and y, sums them in CTA order and writes the zeros
 // back. The slots lie at the workspace's start, in the half every launch leaves zero
-// (kernels/matmul.h). cl waits only for CTAs of lower index, which start no later (as
-// kernels/fused_gemm.cu's L2 sums). Against the count (emit's NB >= 2 path) the 8B block
+// (kernels/matmul.h). cl waits only for CTAs of lower index, assumed to start no later
+// (CTAs start in index order; kernels/fused_gemm.cu's L2 sums assume it too). Against the count (emit's NB >= 2 path) the 8B block
 // ran 2.8-2.9% faster at B = 1 and 8, as fast at B = 16 and 9% slower at B = 32
 // (bench/RESULTS.md), so NB >= 2 keeps the count.
 template <int NB>
@@ -530,7 +530,8 @@ df11_status launch_geom(uint32_t n_parts, const uint64_t *rows, uint64_t cols, d
     return DF11_OK;
 }
 
-/* The workspace: semaphores at its start (a word per strip), partials at its end. */
+/* The workspace (kernels/matmul.h): in its zero first half the polled slots (NB = 1) or a
+ * semaphore word per strip (NB >= 2), whose partials lie at its end, in the second half. */
 uint64_t sem_bytes(long long pairs) { return align256(4ull * kWarps * pairs); }
 uint64_t part_bytes(long long pairs, const Grid &gr, int nb)
 {
@@ -549,8 +550,9 @@ df11_status launch_mma(const df11i_fused_part *parts, uint32_t n_parts, const df
     if (const uint32_t forced = g_test_grid.load(); forced && forced < (uint32_t)gr.G)
         gr = grid_of(pairs, (long long)g[0].tiles, (int)forced);
     const uint64_t pb = part_bytes(pairs, gr, nb);
-    /* NB = 1: the slots in the first half; else semaphores there and partials at the end */
-    const uint64_t need = nb == 1 ? 2 * pb : sem_bytes(pairs) + pb;
+    /* NB = 1: the slots in the first half; else semaphores there and partials at the end,
+     * in the second half (where they never reach another launch's slots or semaphores) */
+    const uint64_t sb = sem_bytes(pairs), need = 2 * (nb == 1 || pb > sb ? pb : sb);
     if (need > ws_size)
         return df11i_fail(DF11_ERR_STATE, "fused matmul: workspace %llu bytes, needs %llu",
                           (unsigned long long)ws_size, (unsigned long long)need);
@@ -686,7 +688,7 @@ extern "C" df11_status df11i_fused_matmul(const df11i_fused_part *parts, uint32_
         return df11i_fused_gemm(parts, n_parts, g, x, batch, y, ldy, y_bf16, ws, ws_size, d_error,
                                 pdl, stream);
     /* no wgmma here (or an x it cannot read: K % 8 != 0, or not 16-byte aligned): the mma.sync
-     * kernel, 32 rows of x at a time (ordered on the stream, each leaving the semaphores zero) */
+     * kernel, 32 rows of x at a time (ordered on the stream, each leaving the workspace's first half zero) */
     const size_t ysize = y_bf16 ? 2 : 4;
     for (uint32_t b = 0; b < batch; b += DF11_FUSED_MAX_BATCH) {
         const uint32_t n = batch - b < DF11_FUSED_MAX_BATCH ? batch - b : DF11_FUSED_MAX_BATCH;

@@ -60,7 +60,8 @@ uint32_t df11i_fused_matmul_default_max(uint64_t cols);
  * kernel's split-sum slots at batch 1..8 (a piece's words are never 0 once written) and
  * its semaphore words past 8 (one per 16-row strip), and the wgmma kernel's semaphore words
  * (one per 128-row block and batch tile where it splits K); the split-K partials past batch
- * 8 lie at its end, in the second half. It is twice the larger need (for either kernel): so
+ * 8 lie at its end, in the second half (the Huffman kernel's workspace below is laid out
+ * the same way), and every launch checks that they do (DF11_ERR_STATE). It is twice the larger need (for either kernel): so
  * launches may share one workspace of the largest of their sizes, the partials of one never
  * reaching the zero half of another.
  * DF11_ERR_UNSUPPORTED when the device or the shape is out of reach. */

@@ -1,4 +1,5 @@
-/* The counts behind the fused matmul kernels' split sums. In kernels/fused_matmul.cu and
+/* The counts behind the fused matmul kernels' split sums. In kernels/fused_matmul.cu (past
+ * batch 8; up to it the summing CTA polls the pieces themselves, with no count) and
  * kernels/decode.cu's Huffman kernel the pieces of one output are written by several warps or
  * CTAs, each adds 1 to a semaphore word once its piece is written, and the one that sees the
  * last count sums the pieces in a fixed order (split_count); kernels/fused_gemm.cu's summing
