@@ -28,7 +28,8 @@ static const mm_shape FU_SHAPES[] = {
 /* a (37 x 51) and h (51 x 37): each one's y is the other's x (test_fused_matmul_pdl_chain) */
 #define FU_A 0
 #define FU_H (FU_N - 2)
-#define FU_N (sizeof FU_SHAPES / sizeof FU_SHAPES[0])
+#define FU_N FU_LEN(FU_SHAPES)
+#define FU_LEN(a) (sizeof(a) / sizeof((a)[0]))
 /* i: K a multiple of 256 (the fused kernels walk a range's strips as one) */
 #define FU_I (FU_N - 3)
 /* test_fused_matmul's batches: 1..32 (one mma.sync launch), then the ends of the wgmma
@@ -338,52 +339,6 @@ START_TEST(test_fused_matmul_stacked)
 }
 END_TEST
 
-START_TEST(test_fused_matmul_stream_k)
-{
-    /* The wgmma kernel's ranges over grids of 1 to 13 CTAs whatever the GPU
-     * (df11i_fused_gemm_test_grid), at one, two and three batch tiles: ranges that cut units
-     * between CTAs (summed by the last from per-CTA partials) and span several, walked as one
-     * where K is a multiple of 256 (i, and i stacked three times: from part to part) and a
-     * walk a unit elsewhere (f: K = 520, a last tile of one step, so that a unit's last step
-     * and the next one's first share x stage 0; the escape-heavy tensor, whose exceptions
-     * overflow the stage), each checked as test_fused_matmul and test_fused_matmul_stacked check. */
-    fu_make_model();
-    df11_model *m = fu_open(fu.path);
-    if (!df11i_fused_gemm_supported()) {
-        df11_model_close(m);
-        return;
-    }
-    static const size_t shapes[] = { FU_I, 5 /* f */, FU_ESC };
-    static const uint32_t ctas[] = { 1, 2, 5, 7, 13 }, batches[] = { 33, 64, 65, 129, 300 };
-    uint64_t rng = fu.seed ^ 0x534b;
-    const uint32_t old = df11i_cuda_matmul_fused_limit(DF11I_FUSED_EVERY);
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-        const mm_shape *sh = &FU_SHAPES[shapes[i]];
-        df11_weight wt;
-        ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
-        for (size_t c = 0; c < sizeof ctas / sizeof ctas[0]; c++) {
-            const uint32_t was = df11i_fused_gemm_test_grid(ctas[c]);
-            for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++)
-                fu_check(m, &wt, sh, fu.t[shapes[i]].data, batches[b], &rng);
-            df11i_fused_gemm_test_grid(was);
-        }
-    }
-    const mm_shape *sh = &FU_SHAPES[FU_I];
-    df11_weight wt, parts[3], st;
-    ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
-    for (int i = 0; i < 3; i++) parts[i] = wt;
-    ck_assert_int_eq(df11_weight_stack(m, 3, parts, &st), DF11_OK);
-    for (size_t c = 0; c < sizeof ctas / sizeof ctas[0]; c++) {
-        const uint32_t was = df11i_fused_gemm_test_grid(ctas[c]);
-        for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++)
-            fu_check_stacked(m, &st, 3, sh, fu.t[FU_I].data, batches[b], &rng);
-        df11i_fused_gemm_test_grid(was);
-    }
-    df11i_cuda_matmul_fused_limit(old);
-    df11_model_close(m);
-}
-END_TEST
-
 /* The fused workspace's first half is zero between launches (kernels/matmul.h). */
 static void fu_assert_ws_zero(const df11_model *m, const char *what, uint32_t batch)
 {
@@ -399,6 +354,69 @@ static void fu_assert_ws_zero(const df11_model *m, const char *what, uint32_t ba
     ck_assert_msg(!nz, "%s batch %u: %zu bytes of the workspace's first half left non-zero", what,
                   batch, nz);
 }
+
+/* Products over grids forced by set_grid (df11i_fused_matmul_test_grid for the mma.sync kernel,
+ * df11i_fused_gemm_test_grid for the wgmma kernel): each of `shapes`, then i stacked three
+ * times, at every grid and batch, checked as fu_check and fu_check_stacked check, and the
+ * workspace's first half zero after each. */
+static void fu_forced_grids(df11_model *m, uint32_t (*set_grid)(uint32_t), const size_t *shapes,
+                            size_t n_shapes, const uint32_t *ctas, size_t n_ctas,
+                            const uint32_t *batches, size_t n_batches, uint64_t *rng)
+{
+    const uint32_t old = df11i_cuda_matmul_fused_limit(DF11I_FUSED_EVERY);
+    for (size_t i = 0; i < n_shapes; i++) {
+        const mm_shape *sh = &FU_SHAPES[shapes[i]];
+        df11_weight wt;
+        ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
+        for (size_t c = 0; c < n_ctas; c++) {
+            const uint32_t was = set_grid(ctas[c]);
+            for (size_t b = 0; b < n_batches; b++) {
+                fu_check(m, &wt, sh, fu.t[shapes[i]].data, batches[b], rng);
+                fu_assert_ws_zero(m, sh->name, batches[b]);
+            }
+            set_grid(was);
+        }
+    }
+    const mm_shape *sh = &FU_SHAPES[FU_I];
+    df11_weight wt, parts[3], st;
+    ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
+    for (int i = 0; i < 3; i++) parts[i] = wt;
+    ck_assert_int_eq(df11_weight_stack(m, 3, parts, &st), DF11_OK);
+    for (size_t c = 0; c < n_ctas; c++) {
+        const uint32_t was = set_grid(ctas[c]);
+        for (size_t b = 0; b < n_batches; b++) {
+            fu_check_stacked(m, &st, 3, sh, fu.t[FU_I].data, batches[b], rng);
+            fu_assert_ws_zero(m, st.name, batches[b]);
+        }
+        set_grid(was);
+    }
+    df11i_cuda_matmul_fused_limit(old);
+}
+
+START_TEST(test_fused_matmul_stream_k)
+{
+    /* The wgmma kernel's ranges over grids of 1 to 13 CTAs whatever the GPU
+     * (df11i_fused_gemm_test_grid), at one, two and three batch tiles: ranges that cut units
+     * between CTAs (summed by the last from per-CTA partials) and span several, walked as one
+     * where K is a multiple of 256 (i, and i stacked three times: from part to part) and a
+     * walk a unit elsewhere (f: K = 520, a last tile of one step, so that a unit's last step
+     * and the next one's first share x stage 0; the escape-heavy tensor, whose exceptions
+     * overflow the stage), each checked as test_fused_matmul and test_fused_matmul_stacked check,
+     * and the workspace's first half zero after each (the semaphores). */
+    fu_make_model();
+    df11_model *m = fu_open(fu.path);
+    if (!df11i_fused_gemm_supported()) {
+        df11_model_close(m);
+        return;
+    }
+    static const size_t shapes[] = { FU_I, 5 /* f */, FU_ESC };
+    static const uint32_t ctas[] = { 1, 2, 5, 7, 13 }, batches[] = { 33, 64, 65, 129, 300 };
+    uint64_t rng = fu.seed ^ 0x534b;
+    fu_forced_grids(m, df11i_fused_gemm_test_grid, shapes, FU_LEN(shapes), ctas, FU_LEN(ctas),
+                    batches, FU_LEN(batches), &rng);
+    df11_model_close(m);
+}
+END_TEST
 
 START_TEST(test_fused_matmul_split_sums)
 {
@@ -418,34 +436,8 @@ START_TEST(test_fused_matmul_split_sums)
     static const size_t shapes[] = { FU_I, 5 /* f */, FU_ESC, 6 /* g */ };
     static const uint32_t ctas[] = { 1, 2, 5, 7, 13, 0 }, batches[] = { 1, 8, 9, 17, 32 };
     uint64_t rng = fu.seed ^ 0x5353;
-    const uint32_t old = df11i_cuda_matmul_fused_limit(DF11I_FUSED_EVERY);
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-        const mm_shape *sh = &FU_SHAPES[shapes[i]];
-        df11_weight wt;
-        ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
-        for (size_t c = 0; c < sizeof ctas / sizeof ctas[0]; c++) {
-            const uint32_t was = df11i_fused_matmul_test_grid(ctas[c]);
-            for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
-                fu_check(m, &wt, sh, fu.t[shapes[i]].data, batches[b], &rng);
-                fu_assert_ws_zero(m, sh->name, batches[b]);
-            }
-            df11i_fused_matmul_test_grid(was);
-        }
-    }
-    const mm_shape *sh = &FU_SHAPES[FU_I];
-    df11_weight wt, parts[3], st;
-    ck_assert_int_eq(df11_weight_get(m, sh->name, &wt), DF11_OK);
-    for (int i = 0; i < 3; i++) parts[i] = wt;
-    ck_assert_int_eq(df11_weight_stack(m, 3, parts, &st), DF11_OK);
-    for (size_t c = 0; c < sizeof ctas / sizeof ctas[0]; c++) {
-        const uint32_t was = df11i_fused_matmul_test_grid(ctas[c]);
-        for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
-            fu_check_stacked(m, &st, 3, sh, fu.t[FU_I].data, batches[b], &rng);
-            fu_assert_ws_zero(m, st.name, batches[b]);
-        }
-        df11i_fused_matmul_test_grid(was);
-    }
-    df11i_cuda_matmul_fused_limit(old);
+    fu_forced_grids(m, df11i_fused_matmul_test_grid, shapes, FU_LEN(shapes), ctas, FU_LEN(ctas),
+                    batches, FU_LEN(batches), &rng);
     df11_model_close(m);
 }
 END_TEST
