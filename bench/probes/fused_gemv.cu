@@ -39,6 +39,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "bench/probes/check.cuh"
 #include "kernels/fused_gemm.h"
 #include "kernels/fused_matmul_decode.cuh"
 #include "kernels/matmul.h"
@@ -46,23 +47,6 @@ extern "C" {
 #include "codec/fixed.h"
 #include "tools/weights.h"
 }
-
-#define CK(x)                                                                                      \
-    do {                                                                                           \
-        cudaError_t e_ = (x);                                                                      \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));     \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-#define CB(x)                                                                                      \
-    do {                                                                                           \
-        cublasStatus_t s_ = (x);                                                                   \
-        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                         \
-            fprintf(stderr, "%s:%d %s: cublas %d\n", __FILE__, __LINE__, #x, (int)s_);             \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static const struct {
     const char *name, *tag;

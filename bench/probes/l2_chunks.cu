@@ -16,22 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <vector>
-#define CK(x)                                                                                      \
-    do {                                                                                           \
-        cudaError_t e_ = (x);                                                                      \
-        if (e_ != cudaSuccess) {                                                                   \
-            printf("%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e_));                      \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-#define CB(x)                                                                                      \
-    do {                                                                                           \
-        cublasStatus_t e_ = (x);                                                                   \
-        if (e_ != CUBLAS_STATUS_SUCCESS) {                                                         \
-            printf("%s:%d cublas %d\n", __FILE__, __LINE__, (int)e_);                              \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
+
+#include "check.cuh"
 
 __global__ void fake_decode(const uint4 *__restrict__ in, uint4 *__restrict__ out, size_t n)
 {
