@@ -1969,6 +1969,7 @@ START_TEST(test_tiers_matmul)
         df11_model_stats st;
         ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
         ck_assert_uint_gt(st.blocks_host + st.blocks_file, 0);
+        const uint64_t decodes_at_open = st.decodes; /* the resident non-layer groups' */
         uint64_t rng = mm.seed ^ 0x7f;
         const uint32_t batches[] = { 1, 3, 40 };
         for (int pass = 0; pass < 2; pass++)
@@ -1994,11 +1995,13 @@ START_TEST(test_tiers_matmul)
                 }
 #ifndef RT_TEST_CUDA
         /* a slot for every block: the products went through the arena, and no block was
-         * decoded twice (a block read from the file late may be decoded in either pass) */
+         * decoded twice (a block read from the file late may be decoded in either pass; the
+         * prefetch may decode every block, unused ones too, where the reads come in first;
+         * lm_head, resident, was decoded at open) */
         ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
         if (slots > 2) {
             ck_assert_uint_gt(st.acquires, 0);
-            ck_assert_uint_le(st.decodes, slots);
+            ck_assert_uint_le(st.decodes - decodes_at_open, slots);
         }
 #endif
         df11_model_close(ref);
