@@ -818,7 +818,7 @@ HuffMatmulFn huffman_matmul_of(uint32_t batch)
 /* Workspace of a tensor's launch: semaphores (a word a row), then, from the end, partials. */
 struct HuffWs {
     uint64_t sem, part;
-    uint64_t bytes() const { return 2 * (sem > part ? sem : part); } /* see matmul.h */
+    uint64_t bytes() const { return df11i_split_ws(sem, part); }
 };
 HuffWs huffman_ws(uint64_t rows, uint64_t n_chunks)
 {
@@ -1002,7 +1002,7 @@ extern "C" df11_status df11i_huffman_matmul(const df11i_gpu_tensor_desc *d, cons
         return df11i_fail(DF11_ERR_UNSUPPORTED, "fused Huffman matmul: %llu x %llu, codec %u",
                           (unsigned long long)rows, (unsigned long long)cols, d->codec);
     const HuffWs w = huffman_ws(rows, d->n_chunks);
-    if (w.sem > ws_size / 2 || w.part > ws_size / 2)
+    if (w.bytes() > ws_size)
         return df11i_fail(DF11_ERR_STATE, "fused Huffman matmul: workspace %llu bytes, needs %llu",
                           (unsigned long long)ws_size, (unsigned long long)w.bytes());
     df11i_gpu_plan_header h = {};

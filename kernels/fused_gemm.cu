@@ -759,7 +759,7 @@ extern "C" df11_status df11i_fused_gemm_workspace(const df11i_fixed_geom *geom, 
     /* twice the larger: every launch's semaphores (this kernel's and the mma.sync kernel's)
      * and the mma.sync kernel's polled slots lie in the first half and its partials in the
      * second, whichever launch set the size */
-    *bytes = 2 * (b.sem > b.part ? b.sem : b.part);
+    *bytes = df11i_split_ws(b.sem, b.part);
     return DF11_OK;
 }
 
@@ -812,7 +812,7 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
      * clusters needs none */
     const SplitBytes need = G != units && tiles > 1 ? split_bytes(G, NB) : SplitBytes{ 0, 0 };
     /* semaphores in the zero first half, partials in the second (kernels/matmul.h) */
-    const uint64_t need2 = 2 * (need.sem > need.part ? need.sem : need.part);
+    const uint64_t need2 = df11i_split_ws(need.sem, need.part);
     const bool fits = need2 <= ws_size;
     if (!cluster && !fits)
         return df11i_fail(DF11_ERR_STATE, "fused gemm: workspace %llu bytes, needs %llu",

@@ -24,8 +24,8 @@
  * strip cut between CTAs is summed from per-CTA pieces in the workspace, in CTA order, by
  * the last CTA to count its piece (B > 8) or by the strip's last CTA, which polls the pieces
  * at the end of its range (B <= 8; sum_pieces): the result does not depend on timing
- * (deterministic for a given grid, i.e. device). Bytes moved: the compressed tensor once (~1.41 bytes a weight), x from
- * L1/L2, y once.
+ * (deterministic for a given grid, i.e. device). Bytes moved: the compressed tensor once
+ * (~1.41 bytes a weight), x from L1/L2, y once.
  */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -153,14 +153,14 @@ __device__ __forceinline__ void store_rows(const Args &a, const Mat &W, int r0,
 // each CTA's piece is a contiguous run of its tiles) is summed by cl, the last by index, at
 // the end of its range: its piece of the strip is the first of its range, the others' are
 // the last of theirs, so by then they are mostly written. Every piece goes to its slot as a
-// word per value that is never 0 (the bits inverted; a NaN's 0xffffffff stored as 0x7fffffff's),
-// so that 0 means "not yet written": cl polls the slots themselves, with no count, fence or
-// atomic between the last piece's store and y, sums them in CTA order and writes the zeros
-// back. The slots lie at the workspace's start, in the half every launch leaves zero
-// (kernels/matmul.h). cl waits only for CTAs of lower index, assumed to start no later
-// (CTAs start in index order; kernels/fused_gemm.cu's L2 sums assume it too). Against the count (emit's NB >= 2 path) the 8B block
-// ran 2.8-2.9% faster at B = 1 and 8, as fast at B = 16 and 9% slower at B = 32
-// (bench/RESULTS.md), so NB >= 2 keeps the count.
+// word per value that is never 0 (the bits inverted; a NaN's 0xffffffff stored as
+// 0x7fffffff's), so that 0 means "not yet written": cl polls the slots themselves, with no
+// count, fence or atomic between the last piece's store and y, sums them in CTA order and
+// writes the zeros back. The slots lie at the workspace's start, in the half every launch
+// leaves zero (kernels/matmul.h). cl waits only for CTAs of lower index, assumed to start no
+// later (CTAs start in index order; kernels/fused_gemm.cu's L2 sums assume it too). Against
+// the count (emit's NB >= 2 path) the 8B block ran 2.8-2.9% faster at B = 1 and 8, as fast
+// at B = 16 and 9% slower at B = 32 (bench/RESULTS.md), so NB >= 2 keeps the count.
 template <int NB>
 __device__ __forceinline__ uint4 *slot_of(const Args &a, int gs, int ci, uint32_t lane)
 {
@@ -552,7 +552,7 @@ df11_status launch_mma(const df11i_fused_part *parts, uint32_t n_parts, const df
     const uint64_t pb = part_bytes(pairs, gr, nb);
     /* NB = 1: the slots in the first half; else semaphores there and partials at the end,
      * in the second half (where they never reach another launch's slots or semaphores) */
-    const uint64_t sb = sem_bytes(pairs), need = 2 * (nb == 1 || pb > sb ? pb : sb);
+    const uint64_t need = nb == 1 ? df11i_split_ws(pb, 0) : df11i_split_ws(sem_bytes(pairs), pb);
     if (need > ws_size)
         return df11i_fail(DF11_ERR_STATE, "fused matmul: workspace %llu bytes, needs %llu",
                           (unsigned long long)ws_size, (unsigned long long)need);
@@ -688,7 +688,8 @@ extern "C" df11_status df11i_fused_matmul(const df11i_fused_part *parts, uint32_
         return df11i_fused_gemm(parts, n_parts, g, x, batch, y, ldy, y_bf16, ws, ws_size, d_error,
                                 pdl, stream);
     /* no wgmma here (or an x it cannot read: K % 8 != 0, or not 16-byte aligned): the mma.sync
-     * kernel, 32 rows of x at a time (ordered on the stream, each leaving the workspace's first half zero) */
+     * kernel, 32 rows of x at a time (ordered on the stream, each leaving the workspace's
+     * first half zero) */
     const size_t ysize = y_bf16 ? 2 : 4;
     for (uint32_t b = 0; b < batch; b += DF11_FUSED_MAX_BATCH) {
         const uint32_t n = batch - b < DF11_FUSED_MAX_BATCH ? batch - b : DF11_FUSED_MAX_BATCH;

@@ -61,12 +61,19 @@ uint32_t df11i_fused_matmul_default_max(uint64_t cols);
  * its semaphore words past 8 (one per 16-row strip), and the wgmma kernel's semaphore words
  * (one per 128-row block and batch tile where it splits K); the split-K partials past batch
  * 8 lie at its end, in the second half (the Huffman kernel's workspace below is laid out
- * the same way), and every launch checks that they do (DF11_ERR_STATE). It is twice the larger need (for either kernel): so
- * launches may share one workspace of the largest of their sizes, the partials of one never
- * reaching the zero half of another.
+ * the same way), and every launch checks that they do (DF11_ERR_STATE). It is twice the
+ * larger need (for either kernel, df11i_split_ws): so launches may share one workspace of
+ * the largest of their sizes, the partials of one never reaching the zero half of another.
  * DF11_ERR_UNSUPPORTED when the device or the shape is out of reach. */
 df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint64_t *rows, uint64_t cols,
                                          uint64_t *bytes);
+
+/* Bytes of a workspace so laid out for one launch: `zero` bytes in its first half (zero
+ * between launches), `part` bytes of partials at its end, in its second half. */
+static inline uint64_t df11i_split_ws(uint64_t zero, uint64_t part)
+{
+    return 2 * (zero > part ? zero : part);
+}
 
 /* y = x · [W_0; W_1; ...]ᵀ for the n_parts (1..DF11_FUSED_MAX_PARTS) tensors of `parts`,
  * all with the same columns K, in one launch: y is batch x ldy (F32, or BF16 when y_bf16),

@@ -159,7 +159,8 @@ static int is_matmul_weight(const df11_tensor_view *v)
 
 static uint64_t matrix_cols(const df11_tensor_view *v) { return v->shape[v->ndim - 1]; }
 
-/* A workspace of the fused path, zeroed once (its first half must start at 0, kernels/matmul.h). */
+/* A workspace of the fused path, zeroed once (its first half must start at 0,
+ * kernels/matmul.h). */
 static df11_status ws_zero(df11_model *m, void *ws, uint64_t size)
 {
     df11i_backend *be = m->be;
