@@ -1969,7 +1969,9 @@ START_TEST(test_tiers_matmul)
         df11_model_stats st;
         ck_assert_int_eq(df11_model_stats_get(m, &st), DF11_OK);
         ck_assert_uint_gt(st.blocks_host + st.blocks_file, 0);
+#ifndef RT_TEST_CUDA
         const uint64_t decodes_at_open = st.decodes; /* the resident non-layer groups' */
+#endif
         uint64_t rng = mm.seed ^ 0x7f;
         const uint32_t batches[] = { 1, 3, 40 };
         for (int pass = 0; pass < 2; pass++)
