@@ -355,14 +355,22 @@ static void fu_assert_ws_zero(const df11_model *m, const char *what, uint32_t ba
                   batch, nz);
 }
 
-/* Products over grids forced by set_grid (df11i_fused_matmul_test_grid for the mma.sync kernel,
- * df11i_fused_gemm_test_grid for the wgmma kernel): each of `shapes`, then i stacked three
- * times, at every grid and batch, checked as fu_check and fu_check_stacked check, and the
- * workspace's first half zero after each. */
-static void fu_forced_grids(df11_model *m, uint32_t (*set_grid)(uint32_t), const size_t *shapes,
-                            size_t n_shapes, const uint32_t *ctas, size_t n_ctas,
-                            const uint32_t *batches, size_t n_batches, uint64_t *rng)
+/* Products of the test model, where supported() says the kernel runs, over grids forced by
+ * set_grid (df11i_fused_matmul_test_grid for the mma.sync kernel, df11i_fused_gemm_test_grid
+ * for the wgmma kernel): each of `shapes`, then i stacked three times, at every grid and
+ * batch, checked as fu_check and fu_check_stacked check, and the workspace's first half zero
+ * after each. */
+static void fu_forced_grids(int (*supported)(void), uint32_t (*set_grid)(uint32_t),
+                            const size_t *shapes, size_t n_shapes, const uint32_t *ctas,
+                            size_t n_ctas, const uint32_t *batches, size_t n_batches, uint64_t rng0)
 {
+    fu_make_model();
+    df11_model *m = fu_open(fu.path);
+    if (!supported()) {
+        df11_model_close(m);
+        return;
+    }
+    uint64_t state = fu.seed ^ rng0, *rng = &state;
     const uint32_t old = df11i_cuda_matmul_fused_limit(DF11I_FUSED_EVERY);
     for (size_t i = 0; i < n_shapes; i++) {
         const mm_shape *sh = &FU_SHAPES[shapes[i]];
@@ -391,6 +399,7 @@ static void fu_forced_grids(df11_model *m, uint32_t (*set_grid)(uint32_t), const
         set_grid(was);
     }
     df11i_cuda_matmul_fused_limit(old);
+    df11_model_close(m);
 }
 
 START_TEST(test_fused_matmul_stream_k)
@@ -403,18 +412,10 @@ START_TEST(test_fused_matmul_stream_k)
      * and the next one's first share x stage 0; the escape-heavy tensor, whose exceptions
      * overflow the stage), each checked as test_fused_matmul and test_fused_matmul_stacked check,
      * and the workspace's first half zero after each (the semaphores). */
-    fu_make_model();
-    df11_model *m = fu_open(fu.path);
-    if (!df11i_fused_gemm_supported()) {
-        df11_model_close(m);
-        return;
-    }
     static const size_t shapes[] = { FU_I, 5 /* f */, FU_ESC };
     static const uint32_t ctas[] = { 1, 2, 5, 7, 13 }, batches[] = { 33, 64, 65, 129, 300 };
-    uint64_t rng = fu.seed ^ 0x534b;
-    fu_forced_grids(m, df11i_fused_gemm_test_grid, shapes, FU_LEN(shapes), ctas, FU_LEN(ctas),
-                    batches, FU_LEN(batches), &rng);
-    df11_model_close(m);
+    fu_forced_grids(df11i_fused_gemm_supported, df11i_fused_gemm_test_grid, shapes, FU_LEN(shapes),
+                    ctas, FU_LEN(ctas), batches, FU_LEN(batches), 0x534b);
 }
 END_TEST
 
@@ -427,18 +428,10 @@ START_TEST(test_fused_matmul_split_sums)
      * parts of i stacked), a last tile of one step (f) and exception lists past the stage
      * (esc); each checked as test_fused_matmul checks, and the workspace's first half zero
      * after every product (the slots' "not yet written"). */
-    fu_make_model();
-    df11_model *m = fu_open(fu.path);
-    if (!df11i_fused_matmul_supported()) {
-        df11_model_close(m);
-        return;
-    }
     static const size_t shapes[] = { FU_I, 5 /* f */, FU_ESC, 6 /* g */ };
     static const uint32_t ctas[] = { 1, 2, 5, 7, 13, 0 }, batches[] = { 1, 8, 9, 17, 32 };
-    uint64_t rng = fu.seed ^ 0x5353;
-    fu_forced_grids(m, df11i_fused_matmul_test_grid, shapes, FU_LEN(shapes), ctas, FU_LEN(ctas),
-                    batches, FU_LEN(batches), &rng);
-    df11_model_close(m);
+    fu_forced_grids(df11i_fused_matmul_supported, df11i_fused_matmul_test_grid, shapes,
+                    FU_LEN(shapes), ctas, FU_LEN(ctas), batches, FU_LEN(batches), 0x5353);
 }
 END_TEST
 
