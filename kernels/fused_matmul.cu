@@ -266,7 +266,8 @@ template <int NB> __device__ void sum_pieces(const Args &a, uint32_t lane, uint3
             for (int nb = 0; nb < NB; nb++)
                 v[k][nb] = ld_piece(p + min(c + k, n - 1) * 32 * NB + nb);
         // every piece of the chunk not yet written loaded again, all in flight at once: a
-        // round trip a round, not one a piece
+        // round trip a round, not one a piece; a short sleep between rounds leaves the SM's
+        // issue slots and the L2 to the CTAs still walking (as fast as without it, B = 1..32)
         for (;;) {
             bool all = true;
 #pragma unroll
@@ -274,6 +275,7 @@ template <int NB> __device__ void sum_pieces(const Args &a, uint32_t lane, uint3
 #pragma unroll
                 for (int nb = 0; nb < NB; nb++) all = all && ready(v[k][nb]);
             if (__all_sync(~0u, all)) break;
+            __nanosleep(64);
 #pragma unroll
             for (int k = 0; k < CH; k++)
 #pragma unroll
