@@ -92,8 +92,9 @@ struct GemmArgs {
     unsigned *sem;               /* G words, zero between launches */
     unsigned *err;
     int n_parts, B, K, ldy, y_bf16, nbt, tiles;
-    int NU, G;   /* (unit, tile) work items, CTAs */
-    int cluster; /* CTAs a cluster, each unit's splits summed in shared memory; 0: none */
+    int NU, G;     /* (unit, tile) work items, CTAs */
+    double inv_nu; /* 1.0 / NU (df11i_cta_of) */
+    int cluster;   /* CTAs a cluster, each unit's splits summed in shared memory; 0: none */
 };
 
 /* The part holding row block rb of the launch (parts in order of g0, part 0 at 0). */
@@ -475,8 +476,8 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
     };
     auto cut_of = [&](int u, int &cf, int &cl) {
         const long long w0 = (long long)u * tiles; /* the unit's first work item */
-        cf = cta_of(w0, a.NU, a.G);
-        cl = cta_of(w0 + tiles - 1, a.NU, a.G);
+        cf = df11i_cta_of(w0, a.NU, a.G, a.inv_nu);
+        cl = df11i_cta_of(w0 + tiles - 1, a.NU, a.G, a.inv_nu);
     };
     /* a segment's product: to y where it is the whole unit, else a partial */
     auto emit = [&](const Seg &d) {
@@ -833,6 +834,7 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     a.tiles = tiles;
     a.NU = (int)(units * tiles);
     a.G = G;
+    a.inv_nu = 1.0 / a.NU;
     auto launch = [&](int c) {
         a.cluster = c;
         return launch_clustered(gemm_kernel(kernel), (unsigned)G, c ? (unsigned)c : 1u, kThreads,

@@ -85,7 +85,8 @@ struct Args {
     unsigned *sem;     // NB >= 2: a word per strip of the launch, zero between launches
     unsigned *err;     // set when a tile's codes and offsets disagree (may be NULL)
     int n_parts, B, NU, G, maxc, K, ldy, y_bf16;
-    bool x_vec; // K % 8 == 0 and x 16-byte aligned: rows read 16 bytes at a time
+    double inv_nu; // 1.0 / NU (df11i_cta_of)
+    bool x_vec;    // K % 8 == 0 and x 16-byte aligned: rows read 16 bytes at a time
 };
 
 // The part holding strip pair grp of the launch (parts in order of g0, part 0 at 0).
@@ -181,7 +182,8 @@ __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float 
                      uint32_t lane)
 {
     const long long u0 = (long long)grp * W.tiles;
-    const int cf = cta_of(u0, a.NU, a.G), cl = cta_of(u0 + W.tiles - 1, a.NU, a.G), n = cl - cf + 1;
+    const int cf = df11i_cta_of(u0, a.NU, a.G, a.inv_nu),
+              cl = df11i_cta_of(u0 + W.tiles - 1, a.NU, a.G, a.inv_nu), n = cl - cf + 1;
     const int r0 = 16 * s + (int)(lane >> 2);
     if (n == 1) {
         store_rows<NB>(a, W, r0, acc, lane);
@@ -251,7 +253,7 @@ template <int NB> __device__ void sum_pieces(const Args &a, uint32_t lane, uint3
     const int s = (grp - W.g0) * kWarps + (int)warp;
     if (s >= W.n_strips) return;
     const int gs = grp * kWarps + (int)warp,
-              n = (int)blockIdx.x - cta_of((long long)grp * tiles, a.NU, a.G) + 1;
+              n = (int)blockIdx.x - df11i_cta_of((long long)grp * tiles, a.NU, a.G, a.inv_nu) + 1;
     uint4 *p = slot_of<NB>(a, gs, 0, lane);
     // 16 / NB pieces' loads in flight at a time (a strip of k or v of the 8B block is cut in
     // 16: one round trip at B <= 8)
@@ -575,6 +577,7 @@ df11_status launch_mma(const df11i_fused_part *parts, uint32_t n_parts, const df
     a.NU = gr.NU;
     a.G = gr.G;
     a.maxc = gr.maxc;
+    a.inv_nu = 1.0 / gr.NU;
     a.K = (int)g[0].cols;
     a.ldy = (int)ldy;
     a.y_bf16 = y_bf16 != 0;

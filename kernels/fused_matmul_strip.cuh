@@ -369,13 +369,6 @@ __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, ui
     }
 }
 
-// cta_of(u): the CTA whose range [c NU / G, (c + 1) NU / G) of a launch's NU work units
-// (stream-K over G CTAs) holds unit u.
-__device__ __forceinline__ int cta_of(long long u, int NU, int G)
-{
-    return (int)(((u + 1) * G - 1) / NU);
-}
-
 } // namespace df11i_fused
 
 #endif

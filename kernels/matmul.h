@@ -68,6 +68,30 @@ uint32_t df11i_fused_matmul_default_max(uint64_t cols);
 df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint64_t *rows, uint64_t cols,
                                          uint64_t *bytes);
 
+/* The stream-K split of nu work units over g CTAs, CTA c taking units [c nu / g, (c + 1) nu /
+ * g): the CTA that holds unit u (0 <= u < nu), ((u + 1) g - 1) / nu. Taken through nu's fp64
+ * reciprocal (inv_nu = 1.0 / nu) and one correction, which is exact here: the numerator is
+ * below 2^53, so the product is within g 2^-52 of the quotient and its truncation at most one
+ * off. The fused kernels take it at every split sum, on their launches' last path, where the
+ * division the compiler emits is a chain of ~20 dependent instructions (a call, past 32 bits):
+ * the 8B block 0.8-0.9% faster at B = 1..16 (bench/RESULTS.md). nu <= INT32_MAX, g <= 2^20. */
+#ifdef __CUDACC__
+#define DF11I_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define DF11I_HOST_DEVICE inline
+#endif
+static DF11I_HOST_DEVICE int df11i_cta_of(long long u, int nu, int g, double inv_nu)
+{
+    const long long num = (u + 1) * g - 1;
+    long long c = (long long)((double)num * inv_nu);
+    const long long r = num - c * nu;
+    if (r < 0)
+        c--;
+    else if (r >= nu)
+        c++;
+    return (int)c;
+}
+
 /* Bytes of a workspace so laid out for one launch: `zero` bytes in its first half (zero
  * between launches), `part` bytes of partials at its end, in its second half. */
 static inline uint64_t df11i_split_ws(uint64_t zero, uint64_t part)
