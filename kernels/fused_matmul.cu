@@ -84,7 +84,6 @@ struct Args {
     float *ws;         // pieces: 2 * (strip pairs) * maxc * 128 NB floats (NB = 1: polled slots)
     unsigned *sem;     // NB >= 2: a word per strip of the launch, zero between launches
     unsigned *err;     // set when a tile's codes and offsets disagree (may be NULL)
-    // maxc: the most CTAs one strip pair's tiles touch (NB = 1: rounded up to a power of two)
     int n_parts, B, NU, G, maxc, K, ldy, y_bf16;
     double inv_nu; // 1.0 / NU (df11i_cta_of)
     bool x_vec;    // K % 8 == 0 and x 16-byte aligned: rows read 16 bytes at a time
@@ -162,14 +161,11 @@ __device__ __forceinline__ void store_rows(const Args &a, const Mat &W, int r0,
 // leaves zero (kernels/matmul.h). cl waits only for CTAs of lower index, assumed to start no
 // later (CTAs start in index order; kernels/fused_gemm.cu's L2 sums assume it too). Against
 // the count (emit's NB >= 2 path) the 8B block ran 2.8-2.9% faster at B = 1 and 8, as fast
-// at B = 16 and 9% slower at B = 32 (bench/RESULTS.md), so NB >= 2 keeps the count. CTA c's
-// slot of a strip is c mod maxc (a power of two; the strip's CTAs are consecutive and at most
-// maxc), so that a piece's store needs no division (0.2-0.4% at B = 1..8).
+// at B = 16 and 9% slower at B = 32 (bench/RESULTS.md), so NB >= 2 keeps the count.
 template <int NB>
-__device__ __forceinline__ uint4 *slot_of(const Args &a, int gs, int c, uint32_t lane)
+__device__ __forceinline__ uint4 *slot_of(const Args &a, int gs, int ci, uint32_t lane)
 {
-    return reinterpret_cast<uint4 *>(a.ws) +
-           ((long long)gs * a.maxc + (c & (a.maxc - 1))) * (32 * NB) + lane * NB;
+    return reinterpret_cast<uint4 *>(a.ws) + ((long long)gs * a.maxc + ci) * (32 * NB) + lane * NB;
 }
 
 __device__ __forceinline__ uint32_t piece_word(float v)
@@ -178,32 +174,27 @@ __device__ __forceinline__ uint32_t piece_word(float v)
     return w ? w : 0x80000000u;
 }
 
-// One lane's c fragments of its segment of strip s -> y where the segment is the whole strip
-// (this CTA holds all its tiles); else its CTA's piece: NB = 1, into its slot for cl's
-// sum_pieces (above); NB >= 2, a partial summed by the last CTA to count it.
+// One lane's c fragments of its segment of strip s -> y where the strip is whole; else its
+// CTA's piece: NB = 1, into its slot for cl's sum_pieces (above); NB >= 2, a partial summed
+// by the last CTA to count it.
 template <int NB>
-__device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, bool whole,
-                     float acc[NB][4], uint32_t lane)
+__device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float acc[NB][4],
+                     uint32_t lane)
 {
+    const long long u0 = (long long)grp * W.tiles;
+    const int cf = df11i_cta_of(u0, a.NU, a.G, a.inv_nu),
+              cl = df11i_cta_of(u0 + W.tiles - 1, a.NU, a.G, a.inv_nu), n = cl - cf + 1;
     const int r0 = 16 * s + (int)(lane >> 2);
+    if (n == 1) {
+        store_rows<NB>(a, W, r0, acc, lane);
+        return;
+    }
     if constexpr (NB == 1) {
-        if (whole) {
-            store_rows<NB>(a, W, r0, acc, lane);
-            return;
-        }
-        uint4 *mine = slot_of<NB>(a, gs, (int)blockIdx.x, lane);
+        uint4 *mine = slot_of<NB>(a, gs, (int)blockIdx.x - cf, lane);
         asm volatile("st.relaxed.gpu.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(mine),
                      "r"(piece_word(acc[0][0])), "r"(piece_word(acc[0][1])),
                      "r"(piece_word(acc[0][2])), "r"(piece_word(acc[0][3]))
                      : "memory");
-        return;
-    }
-    // NB >= 2: the same test by the strip's CTAs (ptxas spills more at NB = 2 with `whole`)
-    const long long u0 = (long long)grp * W.tiles;
-    const int cf = df11i_cta_of(u0, a.NU, a.G, a.inv_nu),
-              cl = df11i_cta_of(u0 + W.tiles - 1, a.NU, a.G, a.inv_nu), n = cl - cf + 1;
-    if (n == 1) {
-        store_rows<NB>(a, W, r0, acc, lane);
         return;
     }
     // a CTA's partial of a strip: 16 rows x 8 NB batch columns, each lane's c fragments as
@@ -262,8 +253,8 @@ template <int NB> __device__ void sum_pieces(const Args &a, uint32_t lane, uint3
     const int s = (grp - W.g0) * kWarps + (int)warp;
     if (s >= W.n_strips) return;
     const int gs = grp * kWarps + (int)warp,
-              cf = df11i_cta_of((long long)grp * tiles, a.NU, a.G, a.inv_nu),
-              n = (int)blockIdx.x - cf + 1;
+              n = (int)blockIdx.x - df11i_cta_of((long long)grp * tiles, a.NU, a.G, a.inv_nu) + 1;
+    uint4 *p = slot_of<NB>(a, gs, 0, lane);
     // 16 / NB pieces' loads in flight at a time (a strip of k or v of the 8B block is cut in
     // 16: one round trip at B <= 8)
     constexpr int CH = 16 / NB;
@@ -275,7 +266,7 @@ template <int NB> __device__ void sum_pieces(const Args &a, uint32_t lane, uint3
         for (int k = 0; k < CH; k++)
 #pragma unroll
             for (int nb = 0; nb < NB; nb++)
-                v[k][nb] = ld_piece(slot_of<NB>(a, gs, cf + min(c + k, n - 1), lane) + nb);
+                v[k][nb] = ld_piece(p + min(c + k, n - 1) * 32 * NB + nb);
         // every piece of the chunk not yet written loaded again, all in flight at once: a
         // round trip a round, not one a piece; a short sleep between rounds leaves the SM's
         // issue slots and the L2 to the CTAs still walking (as fast as without it, B = 1..32)
@@ -291,8 +282,7 @@ template <int NB> __device__ void sum_pieces(const Args &a, uint32_t lane, uint3
             for (int k = 0; k < CH; k++)
 #pragma unroll
                 for (int nb = 0; nb < NB; nb++)
-                    if (!ready(v[k][nb]))
-                        v[k][nb] = ld_piece(slot_of<NB>(a, gs, cf + min(c + k, n - 1), lane) + nb);
+                    if (!ready(v[k][nb])) v[k][nb] = ld_piece(p + min(c + k, n - 1) * 32 * NB + nb);
         }
 #pragma unroll
         for (int k = 0; k < CH; k++)
@@ -308,8 +298,7 @@ template <int NB> __device__ void sum_pieces(const Args &a, uint32_t lane, uint3
     store_rows<NB>(a, W, 16 * s + (int)(lane >> 2), sum, lane);
     for (int c = 0; c < n; c++)
 #pragma unroll
-        for (int nb = 0; nb < NB; nb++)
-            __stcg(slot_of<NB>(a, gs, cf + c, lane) + nb, make_uint4(0, 0, 0, 0));
+        for (int nb = 0; nb < NB; nb++) __stcg(p + c * 32 * NB + nb, make_uint4(0, 0, 0, 0));
 }
 
 // What one warp does: walk its segments of the CTA's range (walk_strips,
@@ -402,8 +391,7 @@ __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocks
                     }
             },
             [&](const Seg &d) {
-                emit<NB>(a, a.W[d.part], d.s, d.grp * WARPS + (int)warp, d.grp,
-                         d.t0 == 0 && d.t1 == tiles, acc, lane);
+                emit<NB>(a, a.W[d.part], d.s, d.grp * WARPS + (int)warp, d.grp, acc, lane);
 #pragma unroll
                 for (int nb = 0; nb < NB; nb++)
 #pragma unroll
@@ -519,14 +507,6 @@ Grid make_grid(long long pairs, long long tiles, const DevGeom &dg, int nb, uint
     return grid_of(pairs, tiles, (long long)dg.sms * dg.occ[nb - 1] * (scale ? scale : 1));
 }
 
-/* NB = 1: maxc rounded up to a power of two (the polled slots, sum_pieces). */
-Grid slots_of(Grid gr, int nb)
-{
-    if (nb == 1)
-        while (gr.maxc & (gr.maxc - 1)) gr.maxc += gr.maxc & -gr.maxc;
-    return gr;
-}
-
 std::atomic<uint32_t> g_test_grid{ 0 }; /* df11i_fused_matmul_test_grid */
 
 uint64_t align256(uint64_t x) { return (x + 255) / 256 * 256; }
@@ -573,7 +553,6 @@ df11_status launch_mma(const df11i_fused_part *parts, uint32_t n_parts, const df
     Grid gr = make_grid(pairs, (long long)g[0].tiles, dg, nb, grid_scale);
     if (const uint32_t forced = g_test_grid.load(); forced && forced < (uint32_t)gr.G)
         gr = grid_of(pairs, (long long)g[0].tiles, (int)forced);
-    gr = slots_of(gr, nb);
     const uint64_t pb = part_bytes(pairs, gr, nb);
     /* NB = 1: the slots in the first half; else semaphores there and partials at the end,
      * in the second half (where they never reach another launch's slots or semaphores) */
@@ -652,8 +631,7 @@ extern "C" df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint
         return s;
     uint64_t m = sem_bytes(pairs);
     for (int nb = 1; nb <= kMaxNB; nb++) {
-        const uint64_t b =
-            part_bytes(pairs, slots_of(make_grid(pairs, (long long)g[0].tiles, dg, nb), nb), nb);
+        const uint64_t b = part_bytes(pairs, make_grid(pairs, (long long)g[0].tiles, dg, nb), nb);
         if (b > m) m = b;
     }
     uint64_t gemm = 0;
