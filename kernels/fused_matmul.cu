@@ -22,8 +22,8 @@
  * split the (strip pair, tile) units evenly (stream-K), a range over several strip pairs
  * walked as one where K rounded up to 64 is a multiple of 256 (walk_strips chains them); a
  * strip cut between CTAs is summed from per-CTA pieces in the workspace, in CTA order, by
- * the last CTA to count its piece (B > 8) or by the strip's last CTA, which polls the pieces
- * at the end of its range (B <= 8; sum_pieces): the result does not depend on timing
+ * the strip's last CTA at the end of its range, which polls the pieces (B <= 8; sum_pieces)
+ * or waits for the others' counts (B > 8; sum_partials): the result does not depend on timing
  * (deterministic for a given grid, i.e. device). Bytes moved: the compressed tensor once
  * (~1.41 bytes a weight), x from L1/L2, y once.
  */
@@ -175,8 +175,8 @@ __device__ __forceinline__ uint32_t piece_word(float v)
 }
 
 // One lane's c fragments of its segment of strip s -> y where the strip is whole; else its
-// CTA's piece: NB = 1, into its slot for cl's sum_pieces (above); NB >= 2, a partial summed
-// by the last CTA to count it.
+// CTA's piece: NB = 1, into its slot for cl's sum_pieces (above); NB >= 2, a partial for cl's
+// sum_partials (below), counted.
 template <int NB>
 __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float acc[NB][4],
                      uint32_t lane)
@@ -206,28 +206,57 @@ __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float 
     for (int nb = 0; nb < NB; nb++)
         __stcg(mine + ci * 32 * NB + nb,
                make_float4(acc[nb][0], acc[nb][1], acc[nb][2], acc[nb][3]));
-    __syncwarp(); // the lanes' partials before lane 0's count (kernels/split_count.cuh)
-    unsigned old = 0;
-    if (lane == 0) old = split_count(a.sem + gs);
-    old = __shfl_sync(~0u, old, 0);
-    if (old != (unsigned)n - 1) return;
-    __syncwarp(); // lane 0's acquire before the lanes' reads (a shuffle orders no memory)
-    // the partials in CTA order (the sum does not depend on timing), 16 / NB CTAs' loads in
-    // flight at a time (a strip of k or v of the 8B block is cut in 16, one round trip at
-    // B <= 8): this is the launch's last work, and each L2 round trip of the sum is on its
-    // longest chain
+    // cl sums them at the end of its range (sum_partials); the others count theirs in
+    __syncwarp(); // the lanes' partials before lane 0's release (kernels/split_count.cuh)
+    if ((int)blockIdx.x != cl && lane == 0) split_signal(a.sem + gs);
+}
+
+// The strip this warp owes a sum at the end of its CTA's range: its first, where the range
+// starts inside the strip pair and holds its last tile (this CTA is the pair's cl), with its
+// pieces' count n; n = 0 where none.
+struct Owed {
+    int part, s, gs, n;
+};
+__device__ __forceinline__ Owed owed(const Args &a, uint32_t warp)
+{
+    // the range recomputed, not kept live through the walk
+    const long long u_begin = (long long)blockIdx.x * a.NU / a.G,
+                    u_end = (long long)(blockIdx.x + 1) * a.NU / a.G;
+    const int tiles = a.W[0].tiles, grp = (int)(u_begin / tiles);
+    if (u_begin % tiles == 0 || (long long)(grp + 1) * tiles > u_end) return Owed{};
+    const int part = part_of(a, grp), s = (grp - a.W[part].g0) * kWarps + (int)warp;
+    if (s >= a.W[part].n_strips) return Owed{};
+    return Owed{ part, s, grp * kWarps + (int)warp,
+                 (int)blockIdx.x - df11i_cta_of((long long)grp * tiles, a.NU, a.G, a.inv_nu) + 1 };
+}
+
+// NB >= 2: the owed strip's sum, once the other n - 1 CTAs' counts are in (split_wait): the
+// partials in CTA order (the sum does not depend on timing), 16 / NB CTAs' loads in flight at
+// a time (a strip of k or v of the 8B block is cut in 16: one round trip at B <= 8); the count
+// then zero again. The strip's other CTAs count with a release and go on, where the last to
+// count used to sum (its wait for the count's old value mid-walk): the 8B block 1.5% faster
+// at B = 16, 2% at 32 (bench/RESULTS.md).
+template <int NB> __device__ void sum_partials(const Args &a, uint32_t lane, uint32_t warp)
+{
+    const Owed o = owed(a, warp);
+    if (!o.n) return;
+    if (lane == 0) split_wait(a.sem + o.gs, (unsigned)(o.n - 1));
+    __syncwarp(); // lane 0's acquire before the lanes' reads
+    const float4 *mine =
+        reinterpret_cast<const float4 *>(a.ws + ((long long)o.gs * a.maxc) * (128 * NB)) +
+        lane * NB;
     constexpr int CH = 16 / NB;
     float sum[NB][4] = {};
-    for (int c = 0; c < n; c += CH) {
+    for (int c = 0; c < o.n; c += CH) {
         float4 v[CH][NB];
 #pragma unroll
         for (int k = 0; k < CH; k++)
 #pragma unroll
             for (int nb = 0; nb < NB; nb++)
-                v[k][nb] = __ldcg(mine + min(c + k, n - 1) * 32 * NB + nb);
+                v[k][nb] = __ldcg(mine + min(c + k, o.n - 1) * 32 * NB + nb);
 #pragma unroll
         for (int k = 0; k < CH; k++)
-            if (c + k < n) // warp-uniform
+            if (c + k < o.n) // warp-uniform
 #pragma unroll
                 for (int nb = 0; nb < NB; nb++) {
                     sum[nb][0] += v[k][nb].x;
@@ -236,25 +265,17 @@ __device__ void emit(const Args &a, const Mat &W, int s, int gs, int grp, float 
                     sum[nb][3] += v[k][nb].w;
                 }
     }
-    store_rows<NB>(a, W, r0, sum, lane);
-    if (lane == 0) atomicExch(a.sem + gs, 0u);
+    store_rows<NB>(a, a.W[o.part], 16 * o.s + (int)(lane >> 2), sum, lane);
+    if (lane == 0) a.sem[o.gs] = 0u;
 }
 
-// NB = 1: the sum this warp owes at the end of its CTA's range, of its first strip where the
-// range starts inside the strip pair and holds its last tile (this CTA is the pair's cl).
+// NB = 1: the owed strip's sum (owed, sum_partials' counterpart), its pieces polled.
 template <int NB> __device__ void sum_pieces(const Args &a, uint32_t lane, uint32_t warp)
 {
-    // the range recomputed, not kept live through the walk
-    const long long u_begin = (long long)blockIdx.x * a.NU / a.G,
-                    u_end = (long long)(blockIdx.x + 1) * a.NU / a.G;
-    const int tiles = a.W[0].tiles, grp = (int)(u_begin / tiles);
-    if (u_begin % tiles == 0 || (long long)(grp + 1) * tiles > u_end) return;
-    const Mat &W = a.W[part_of(a, grp)];
-    const int s = (grp - W.g0) * kWarps + (int)warp;
-    if (s >= W.n_strips) return;
-    const int gs = grp * kWarps + (int)warp,
-              n = (int)blockIdx.x - df11i_cta_of((long long)grp * tiles, a.NU, a.G, a.inv_nu) + 1;
-    uint4 *p = slot_of<NB>(a, gs, 0, lane);
+    const Owed o = owed(a, warp);
+    if (!o.n) return;
+    const int n = o.n;
+    uint4 *p = slot_of<NB>(a, o.gs, 0, lane);
     // 16 / NB pieces' loads in flight at a time (a strip of k or v of the 8B block is cut in
     // 16: one round trip at B <= 8)
     constexpr int CH = 16 / NB;
@@ -295,7 +316,7 @@ template <int NB> __device__ void sum_pieces(const Args &a, uint32_t lane, uint3
                     sum[nb][3] += __uint_as_float(~v[k][nb].w);
                 }
     }
-    store_rows<NB>(a, W, 16 * s + (int)(lane >> 2), sum, lane);
+    store_rows<NB>(a, a.W[o.part], 16 * o.s + (int)(lane >> 2), sum, lane);
     for (int c = 0; c < n; c++)
 #pragma unroll
         for (int nb = 0; nb < NB; nb++) __stcg(p + c * 32 * NB + nb, make_uint4(0, 0, 0, 0));
@@ -397,7 +418,10 @@ __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocks
 #pragma unroll
                     for (int j = 0; j < 4; j++) acc[nb][j] = 0.f;
             });
-    if constexpr (NB == 1) sum_pieces<NB>(a, lane, warp);
+    if constexpr (NB == 1)
+        sum_pieces<NB>(a, lane, warp);
+    else
+        sum_partials<NB>(a, lane, warp);
 #endif
 }
 

@@ -1,9 +1,9 @@
-/* The counts behind the fused matmul kernels' split sums. In kernels/fused_matmul.cu (past
- * batch 8; up to it the summing CTA polls the pieces themselves, with no count) and
- * kernels/decode.cu's Huffman kernel the pieces of one output are written by several warps or
- * CTAs, each adds 1 to a semaphore word once its piece is written, and the one that sees the
- * last count sums the pieces in a fixed order (split_count); kernels/fused_gemm.cu's summing
- * CTA is fixed and waits for the others' counts instead (split_signal, split_wait). The
+/* The counts behind the fused matmul kernels' split sums. In kernels/decode.cu's Huffman
+ * kernel the pieces of one output are written by several warps, each adds 1 to a semaphore
+ * word once its piece is written, and the one that sees the last count sums the pieces in a
+ * fixed order (split_count); in kernels/fused_gemm.cu and kernels/fused_matmul.cu (past batch
+ * 8; up to it the summing CTA polls the pieces themselves, with no count) the summing CTA is
+ * fixed and waits for the others' counts instead (split_signal, split_wait). The
  * pattern is CUTLASS's semaphore: a barrier orders the group's writes before one thread's
  * release, and a barrier after that thread's acquire orders the group's reads after it (a
  * shuffle orders no memory: the barrier is needed). One acquire-release RMW at GPU scope
@@ -28,11 +28,11 @@ __device__ __forceinline__ unsigned split_count(unsigned *sem)
     return old;
 }
 
-/* The wgmma kernel's split sums (kernels/fused_gemm.cu) have one CTA sum each output, which
- * waits for the others' counts instead of being the last to count: the others count with
- * split_signal (a release: the group's barrier before it orders its writes), without waiting
- * for a value, and the summing CTA's thread waits with split_wait (an acquire, before a
- * barrier of its group) until the word reaches n. */
+/* The wgmma kernel's split sums (kernels/fused_gemm.cu) and the mma.sync kernel's past batch
+ * 8 have one CTA sum each output, which waits for the others' counts instead of being the last
+ * to count: the others count with split_signal (a release: the group's barrier before it
+ * orders its writes), without waiting for a value, and the summing CTA's thread waits with
+ * split_wait (an acquire, before a barrier of its group) until the word reaches n. */
 __device__ __forceinline__ void split_signal(unsigned *sem)
 {
     asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(sem) : "memory");
