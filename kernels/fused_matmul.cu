@@ -232,8 +232,7 @@ __device__ __forceinline__ Owed owed(const Args &a, uint32_t warp)
 
 // NB >= 2: the owed strip's sum, once the other n - 1 CTAs' counts are in (split_wait): the
 // partials in CTA order (the sum does not depend on timing), 16 / NB CTAs' loads in flight at
-// a time (a strip of k or v of the 8B block is cut in 16: one round trip at B <= 8); the count
-// then zero again. The strip's other CTAs count with a release and go on, where the last to
+// a time; the count then zero again. The strip's other CTAs count with a release and go on, where the last to
 // count used to sum (its wait for the count's old value mid-walk): the 8B block 1.5% faster
 // at B = 16, 2% at 32 (bench/RESULTS.md).
 template <int NB> __device__ void sum_partials(const Args &a, uint32_t lane, uint32_t warp)
