@@ -74,7 +74,7 @@ df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint64_t *rows,
  * below 2^53, so the product is within g 2^-52 of the quotient and its truncation at most one
  * off. The fused kernels take it at every split sum, on their launches' last path, where the
  * division the compiler emits is a chain of ~20 dependent instructions (a call, past 32 bits):
- * the 8B block 0.8-0.9% faster at B = 1..16 (bench/RESULTS.md). nu <= INT32_MAX, g <= 2^20. */
+ * the 8B block 0.8-1.2% faster at B = 1..16 (bench/RESULTS.md). nu <= INT32_MAX, g <= 2^20. */
 #ifdef __CUDACC__
 #define DF11I_HOST_DEVICE __host__ __device__ __forceinline__
 #else
