@@ -230,10 +230,28 @@ __device__ __forceinline__ Owed owed(const Args &a, uint32_t warp)
                  (int)blockIdx.x - df11i_cta_of((long long)grp * tiles, a.NU, a.G, a.inv_nu) + 1 };
 }
 
-// NB >= 2: the owed strip's sum, once the other n - 1 CTAs' counts are in (split_wait): the
-// partials in CTA order (the sum does not depend on timing), 16 / NB CTAs' loads in flight at
-// a time; the count then zero again. The strip's other CTAs count with a release and go on, where the last to
-// count used to sum (its wait for the count's old value mid-walk): the 8B block 1.5% faster
+// The owed strip's pieces added in CTA order (the sum does not depend on timing), 16 / NB
+// CTAs' loads in flight at a time: a strip of k or v of the 8B block is cut in 16, one round
+// trip at B <= 8. fetch(c, v) loads chunk c's words (CTA c + k, its last past n) and returns
+// once they hold the pieces; add(s, w) adds a word's four floats to s.
+template <int NB, typename Word, typename Fetch, typename Add>
+__device__ __forceinline__ void sum_in_order(int n, Fetch fetch, Add add, float sum[NB][4])
+{
+    constexpr int CH = 16 / NB;
+    for (int c = 0; c < n; c += CH) {
+        Word v[CH][NB];
+        fetch(c, v);
+#pragma unroll
+        for (int k = 0; k < CH; k++)
+            if (c + k < n) // warp-uniform
+#pragma unroll
+                for (int nb = 0; nb < NB; nb++) add(sum[nb], v[k][nb]);
+    }
+}
+
+// NB >= 2: the owed strip's sum, once the other n - 1 CTAs' counts are in (split_wait); the
+// count then zero again. The strip's other CTAs count with a release and go on, where the last
+// to count used to sum (its wait for the count's old value mid-walk): the 8B block 1.5% faster
 // at B = 16, 2% at 32 (bench/RESULTS.md).
 template <int NB> __device__ void sum_partials(const Args &a, uint32_t lane, uint32_t warp)
 {
@@ -246,24 +264,22 @@ template <int NB> __device__ void sum_partials(const Args &a, uint32_t lane, uin
         lane * NB;
     constexpr int CH = 16 / NB;
     float sum[NB][4] = {};
-    for (int c = 0; c < o.n; c += CH) {
-        float4 v[CH][NB];
+    sum_in_order<NB, float4>(
+        o.n,
+        [&](int c, float4(&v)[CH][NB]) {
 #pragma unroll
-        for (int k = 0; k < CH; k++)
+            for (int k = 0; k < CH; k++)
 #pragma unroll
-            for (int nb = 0; nb < NB; nb++)
-                v[k][nb] = __ldcg(mine + min(c + k, o.n - 1) * 32 * NB + nb);
-#pragma unroll
-        for (int k = 0; k < CH; k++)
-            if (c + k < o.n) // warp-uniform
-#pragma unroll
-                for (int nb = 0; nb < NB; nb++) {
-                    sum[nb][0] += v[k][nb].x;
-                    sum[nb][1] += v[k][nb].y;
-                    sum[nb][2] += v[k][nb].z;
-                    sum[nb][3] += v[k][nb].w;
-                }
-    }
+                for (int nb = 0; nb < NB; nb++)
+                    v[k][nb] = __ldcg(mine + min(c + k, o.n - 1) * 32 * NB + nb);
+        },
+        [](float(&s)[4], const float4 &w) {
+            s[0] += w.x;
+            s[1] += w.y;
+            s[2] += w.z;
+            s[3] += w.w;
+        },
+        sum);
     store_rows<NB>(a, a.W[o.part], 16 * o.s + (int)(lane >> 2), sum, lane);
     if (lane == 0) a.sem[o.gs] = 0u;
 }
@@ -275,46 +291,43 @@ template <int NB> __device__ void sum_pieces(const Args &a, uint32_t lane, uint3
     if (!o.n) return;
     const int n = o.n;
     uint4 *p = slot_of<NB>(a, o.gs, 0, lane);
-    // 16 / NB pieces' loads in flight at a time (a strip of k or v of the 8B block is cut in
-    // 16: one round trip at B <= 8)
     constexpr int CH = 16 / NB;
     float sum[NB][4] = {};
-    for (int c = 0; c < n; c += CH) {
-        uint4 v[CH][NB];
-        auto ready = [](const uint4 &w) { return w.x && w.y && w.z && w.w; };
-#pragma unroll
-        for (int k = 0; k < CH; k++)
-#pragma unroll
-            for (int nb = 0; nb < NB; nb++)
-                v[k][nb] = ld_piece(p + min(c + k, n - 1) * 32 * NB + nb);
-        // every piece of the chunk not yet written loaded again, all in flight at once: a
-        // round trip a round, not one a piece; a short sleep between rounds leaves the SM's
-        // issue slots and the L2 to the CTAs still walking (as fast as without it, B = 1..32)
-        for (;;) {
-            bool all = true;
-#pragma unroll
-            for (int k = 0; k < CH; k++)
-#pragma unroll
-                for (int nb = 0; nb < NB; nb++) all = all && ready(v[k][nb]);
-            if (__all_sync(~0u, all)) break;
-            __nanosleep(64);
+    sum_in_order<NB, uint4>(
+        n,
+        [&](int c, uint4(&v)[CH][NB]) {
+            auto ready = [](const uint4 &w) { return w.x && w.y && w.z && w.w; };
 #pragma unroll
             for (int k = 0; k < CH; k++)
 #pragma unroll
                 for (int nb = 0; nb < NB; nb++)
-                    if (!ready(v[k][nb])) v[k][nb] = ld_piece(p + min(c + k, n - 1) * 32 * NB + nb);
-        }
+                    v[k][nb] = ld_piece(p + min(c + k, n - 1) * 32 * NB + nb);
+            // every piece of the chunk not yet written loaded again, all in flight at once: a
+            // round trip a round, not one a piece; a short sleep between rounds leaves the SM's
+            // issue slots and the L2 to the CTAs still walking (as fast as without it, B = 1..32)
+            for (;;) {
+                bool all = true;
 #pragma unroll
-        for (int k = 0; k < CH; k++)
-            if (c + k < n) // warp-uniform
+                for (int k = 0; k < CH; k++)
 #pragma unroll
-                for (int nb = 0; nb < NB; nb++) {
-                    sum[nb][0] += __uint_as_float(~v[k][nb].x);
-                    sum[nb][1] += __uint_as_float(~v[k][nb].y);
-                    sum[nb][2] += __uint_as_float(~v[k][nb].z);
-                    sum[nb][3] += __uint_as_float(~v[k][nb].w);
-                }
-    }
+                    for (int nb = 0; nb < NB; nb++) all = all && ready(v[k][nb]);
+                if (__all_sync(~0u, all)) break;
+                __nanosleep(64);
+#pragma unroll
+                for (int k = 0; k < CH; k++)
+#pragma unroll
+                    for (int nb = 0; nb < NB; nb++)
+                        if (!ready(v[k][nb]))
+                            v[k][nb] = ld_piece(p + min(c + k, n - 1) * 32 * NB + nb);
+            }
+        },
+        [](float(&s)[4], const uint4 &w) {
+            s[0] += __uint_as_float(~w.x);
+            s[1] += __uint_as_float(~w.y);
+            s[2] += __uint_as_float(~w.z);
+            s[3] += __uint_as_float(~w.w);
+        },
+        sum);
     store_rows<NB>(a, a.W[o.part], 16 * o.s + (int)(lane >> 2), sum, lane);
     for (int c = 0; c < n; c++)
 #pragma unroll
