@@ -1,0 +1,552 @@
+// Probe for issue 14 (prefill): can a GEMM of df11's own match cuBLAS on the arena's BF16 at
+// B >= 512? The co-resident decode that issue asks for needs room on every SM beside the
+// GEMM, and cuBLAS's Hopper kernels leave none (384 threads x 168 registers, 188-213 KiB of
+// shared memory, bench/RESULTS.md); a GEMM of our own could keep its producer warpgroup's
+// idle warps and registers for a decode. This measures the GEMM alone first: y (B x N, BF16)
+// = x (B x K) W^T (W N x K, as HF stores it), fp32 accumulation, a warp-specialised Hopper
+// kernel (one producer warpgroup bringing x and W tiles in by TMA, 128-byte swizzle, STAGES
+// deep, mbarriers; two consumer warpgroups, each 64 rows of x against BN rows of W by
+// wgmma m64nBNk16 from shared memory, registers moved by setmaxnreg), persistent (a CTA an SM,
+// output tiles x's row tiles first, so that a wave shares W's tiles). Against cublasGemmEx, both
+// under a CUDA graph, on the Llama-3-8B block's matrices (each alone and as engines stack
+// them) at B = 512, 1024, 4096; sampled outputs checked against a float64 reference.
+// Not part of the build (sm_90a; the driver's cuTensorMapEncodeTiled through the runtime):
+//     nvcc -std=c++17 -O3 -gencode arch=compute_90a,code=sm_90a -o prefill_gemm \
+//         bench/probes/prefill_gemm.cu -lcublas
+//     ./prefill_gemm [--reps N]
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include <cublas_v2.h>
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "check.cuh"
+
+namespace {
+
+constexpr int BM = 128, BK = 64, STAGES = 4, THREADS = 384;
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+// K-major tile in the 128-byte swizzle: 128-byte rows, 8-row atoms 1024 bytes apart
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t saddr)
+{
+    return (uint64_t)((saddr & 0x3FFFF) >> 4) | (1ull << 16) | ((uint64_t)(1024 >> 4) << 32) |
+           (1ull << 62);
+}
+__device__ __forceinline__ void mbar_init(uint64_t *bar, uint32_t count)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count));
+}
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity)
+{
+    uint32_t done;
+    do {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     "selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(smem_u32(bar)), "r"(parity)
+                     : "memory");
+    } while (!done);
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t *bar)
+{
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(bar)) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint64_t *bar, uint32_t bytes)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)),
+                 "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void tma_2d(void *dst, const CUtensorMap *map, int c0, int c1,
+                                       uint64_t *bar)
+{
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3}], [%4];" ::"r"(smem_u32(dst)),
+                 "l"(map), "r"(c0), "r"(c1), "r"(smem_u32(bar))
+                 : "memory");
+}
+// the same, multicast: the box lands at dst's offset in every CTA of `mask`, each CTA's
+// barrier at bar's offset counting its bytes
+__device__ __forceinline__ void tma_2d_multicast(void *dst, const CUtensorMap *map, int c0, int c1,
+                                                 uint64_t *bar, uint16_t mask)
+{
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+                 ".multicast::cluster [%0], [%1, {%2, %3}], [%4], %5;" ::"r"(smem_u32(dst)),
+                 "l"(map), "r"(c0), "r"(c1), "r"(smem_u32(bar)), "h"(mask)
+                 : "memory");
+}
+// an arrival on the barrier at bar's offset in the cluster's CTA `rank`
+__device__ __forceinline__ void mbar_arrive_cluster(uint64_t *bar, uint32_t rank)
+{
+    uint32_t remote;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;"
+                 : "=r"(remote)
+                 : "r"(smem_u32(bar)), "r"(rank));
+    asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
+}
+__device__ __forceinline__ void cluster_sync()
+{
+    asm volatile(
+        "barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::
+            : "memory");
+}
+__device__ __forceinline__ uint32_t cluster_rank()
+{
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+
+__device__ __forceinline__ void wgmma_fence()
+{
+    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit()
+{
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
+template <int K> __device__ __forceinline__ void wgmma_wait()
+{
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(K) : "memory");
+}
+
+__device__ __forceinline__ void wgmma_m64n256_ss(float *d, uint64_t da, uint64_t db)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+          "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+          "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+          "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
+          "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+          "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+          "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
+          "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]),
+          "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]),
+          "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]),
+          "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]),
+          "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]),
+          "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+          "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]),
+          "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]),
+          "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]),
+          "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        : "l"(da), "l"(db));
+}
+
+// D(64 x 128) += A B^T, the same from shared memory with N = 128
+__device__ __forceinline__ void wgmma_m64n128_ss(float *d, uint64_t da, uint64_t db)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+          "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+          "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+          "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
+          "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+          "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+          "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
+          "+f"(d[63])
+        : "l"(da), "l"(db));
+}
+
+template <int BN> constexpr size_t smem_bytes()
+{
+    return 1024 + (size_t)STAGES * (BM + BN) * BK * 2 + 2 * STAGES * 8;
+}
+
+// Persistent: CTA b takes output tiles b, b + G, ... (tile t: x rows 128 (t % MT) on, W rows
+// BN (t / MT) on, so that a wave shares W's tiles); the producer's loads run on across tiles,
+// so a tile's pipeline fills while the consumers store the one before. CL = 2: clusters of two
+// CTAs on vertically adjacent tiles (the same W rows): each CTA loads half of the W tile and
+// multicasts it to both, so a CTA reads 32 KiB a step from the L2 instead of 48; a stage is
+// refilled once the consumers of both CTAs are done with it. Shapes are multiples of the tiles.
+template <int BN, int CL>
+__global__ void __launch_bounds__(THREADS, 1)
+    gemm_kernel(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw,
+                __nv_bfloat16 *y, int M, int N, int K)
+{
+    constexpr int XB = BM * BK * 2, WB = BN * BK * 2, SB = XB + WB;
+    extern __shared__ uint8_t raw[];
+    uint8_t *sm =
+        reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t(1023));
+    uint64_t *full = reinterpret_cast<uint64_t *>(sm + STAGES * SB), *empty = full + STAGES;
+    const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
+    const uint32_t rank = CL > 1 ? cluster_rank() : 0;
+    // tile pairs (CL = 2): pair p = rows 256 (p % MP) on, its CTA `rank` the half rank
+    const int MP = M / (BM * CL), T = MP * (N / BN), KT = K / BK;
+    const int first = blockIdx.x / CL, stride = gridDim.x / CL;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < STAGES; s++) {
+            mbar_init(full + s, 1);
+            mbar_init(empty + s, 2 * CL);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    if constexpr (CL > 1)
+        cluster_sync();
+    else
+        __syncthreads();
+    if (wg == 0) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+        if (tid == 0) {
+            int it = 0;
+            for (int t = first; t < T; t += stride) {
+                const int m0 = ((t % MP) * CL + (int)rank) * BM, n0 = (t / MP) * BN;
+                for (int kt = 0; kt < KT; kt++, it++) {
+                    const int s = it % STAGES;
+                    if (it >= STAGES) mbar_wait(empty + s, ((it / STAGES) - 1) & 1);
+                    mbar_expect_tx(full + s, SB);
+                    tma_2d(sm + s * SB, &tx, kt * BK, m0, full + s);
+                    if constexpr (CL > 1)
+                        tma_2d_multicast(sm + s * SB + XB + rank * (WB / CL), &tw, kt * BK,
+                                         n0 + (int)rank * (BN / CL), full + s, (1u << CL) - 1);
+                    else
+                        tma_2d(sm + s * SB + XB, &tw, kt * BK, n0, full + s);
+                }
+            }
+        }
+    } else {
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+        const int c = wg - 1, w = tid / 32, l = tid % 32;
+        auto release = [&](int s) {
+            if (tid != 0) return;
+            if constexpr (CL > 1) {
+                for (uint32_t r = 0; r < CL; r++) mbar_arrive_cluster(empty + s, r);
+            } else {
+                mbar_arrive(empty + s);
+            }
+        };
+        int it = 0;
+        for (int t = first; t < T; t += stride) {
+            const int m0 = ((t % MP) * CL + (int)rank) * BM, n0 = (t / MP) * BN;
+            float d[BN / 2];
+#pragma unroll
+            for (int i = 0; i < BN / 2; i++) d[i] = 0.f;
+            for (int kt = 0; kt < KT; kt++, it++) {
+                const int s = it % STAGES;
+                mbar_wait(full + s, (it / STAGES) & 1);
+                const uint64_t da = sw128_desc(smem_u32(sm + s * SB + c * 64 * 128)),
+                               db = sw128_desc(smem_u32(sm + s * SB + XB));
+                wgmma_fence();
+#pragma unroll
+                for (int kk = 0; kk < 4; kk++) {
+                    if constexpr (BN == 256)
+                        wgmma_m64n256_ss(d, da + 2 * kk, db + 2 * kk);
+                    else
+                        wgmma_m64n128_ss(d, da + 2 * kk, db + 2 * kk);
+                }
+                wgmma_commit();
+                wgmma_wait<1>();
+                if (kt > 0) release((it - 1) % STAGES);
+            }
+            wgmma_wait<0>();
+            release((it - 1) % STAGES);
+            const int row = m0 + 64 * c + 16 * w + l / 4;
+#pragma unroll
+            for (int j = 0; j < BN / 8; j++) {
+                const int col = n0 + 8 * j + 2 * (l % 4);
+                *reinterpret_cast<__nv_bfloat162 *>(y + (size_t)row * N + col) =
+                    __floats2bfloat162_rn(d[4 * j], d[4 * j + 1]);
+                *reinterpret_cast<__nv_bfloat162 *>(y + (size_t)(row + 8) * N + col) =
+                    __floats2bfloat162_rn(d[4 * j + 2], d[4 * j + 3]);
+            }
+        }
+    }
+    // no CTA leaves while its peer may still multicast into it or arrive on its barriers
+    if constexpr (CL > 1) cluster_sync();
+}
+
+typedef CUresult (*EncodeTiled)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
+                                const cuuint64_t *, const cuuint64_t *, const cuuint32_t *,
+                                const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+EncodeTiled encode_fn()
+{
+    static EncodeTiled fn = nullptr;
+    if (!fn) {
+        cudaDriverEntryPointQueryResult q;
+        CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", (void **)&fn, 12000,
+                                            cudaEnableDefault, &q));
+        if (q != cudaDriverEntryPointSuccess || !fn) {
+            fprintf(stderr, "cuTensorMapEncodeTiled: not found\n");
+            exit(1);
+        }
+    }
+    return fn;
+}
+
+// rows x K BF16, row-major; a box of box_rows rows x 64 columns, 128-byte swizzle
+CUtensorMap tensor_map(const void *p, int rows, int K, int box_rows)
+{
+    CUtensorMap m;
+    const cuuint64_t dim[2] = { (cuuint64_t)K, (cuuint64_t)rows },
+                     stride[1] = { (cuuint64_t)K * 2 };
+    const cuuint32_t box[2] = { (cuuint32_t)BK, (cuuint32_t)box_rows }, es[2] = { 1, 1 };
+    const CUresult r =
+        encode_fn()(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void *>(p), dim, stride,
+                    box, es, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                    CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) {
+        fprintf(stderr, "cuTensorMapEncodeTiled: %d\n", (int)r);
+        exit(1);
+    }
+    return m;
+}
+
+struct Gemm {
+    CUtensorMap tx, tw;
+    int M, N, K, bn, cl;
+};
+
+Gemm plan(const __nv_bfloat16 *x, const __nv_bfloat16 *W, int M, int N, int K, int cl)
+{
+    // BN 256 where that still gives every SM a tile, else 128
+    const int bn = (M / BM) * (N / 256) >= 132 ? 256 : 128;
+    return Gemm{ tensor_map(x, M, K, BM), tensor_map(W, N, K, bn / cl), M, N, K, bn, cl };
+}
+
+int g_sms = 132;
+
+template <int BN, int CL> void launch_as(const Gemm &g, __nv_bfloat16 *y, cudaStream_t st)
+{
+    const int tiles = (g.M / BM) * (g.N / BN), grid = std::min(tiles, g_sms) / CL * CL;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(grid);
+    cfg.blockDim = dim3(THREADS);
+    cfg.dynamicSmemBytes = smem_bytes<BN>();
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = CL;
+    at[0].val.clusterDim.y = 1;
+    at[0].val.clusterDim.z = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = CL > 1; // CL = 1: a plain launch
+    CK(cudaLaunchKernelEx(&cfg, gemm_kernel<BN, CL>, g.tx, g.tw, y, g.M, g.N, g.K));
+}
+
+void launch(const Gemm &g, __nv_bfloat16 *y, cudaStream_t st)
+{
+    if (g.bn == 256)
+        g.cl == 2 ? launch_as<256, 2>(g, y, st) : launch_as<256, 1>(g, y, st);
+    else
+        g.cl == 2 ? launch_as<128, 2>(g, y, st) : launch_as<128, 1>(g, y, st);
+}
+
+__global__ void fill_random(__nv_bfloat16 *p, size_t n, uint32_t seed, float scale)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+        h ^= h >> 15;
+        h *= 2246822519u;
+        h ^= h >> 13;
+        h *= 3266489917u;
+        h ^= h >> 16;
+        p[i] = __float2bfloat16(scale * ((float)(h & 0xffffff) / 8388608.f - 1.f));
+    }
+}
+
+float median(std::vector<float> v)
+{
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+// µs a launch: a graph of `per` launches, replayed `reps` times, the median
+template <typename F> float time_graph(F body, cudaStream_t st, int per, int reps)
+{
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < per; i++) body();
+    CK(cudaStreamEndCapture(st, &g));
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    CK(cudaGraphLaunch(ge, st));
+    CK(cudaStreamSynchronize(st));
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    std::vector<float> t;
+    for (int r = 0; r < reps; r++) {
+        CK(cudaEventRecord(a, st));
+        CK(cudaGraphLaunch(ge, st));
+        CK(cudaEventRecord(b, st));
+        CK(cudaEventSynchronize(b));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, a, b));
+        t.push_back(1000.f * ms / per);
+    }
+    CK(cudaGraphExecDestroy(ge));
+    CK(cudaGraphDestroy(g));
+    CK(cudaEventDestroy(a));
+    CK(cudaEventDestroy(b));
+    return median(t);
+}
+
+float bf(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+    int reps = 7;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::max(1, atoi(argv[++i]));
+    CK(cudaFuncSetAttribute(gemm_kernel<256, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            (int)smem_bytes<256>()));
+    CK(cudaFuncSetAttribute(gemm_kernel<128, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            (int)smem_bytes<128>()));
+    CK(cudaFuncSetAttribute(gemm_kernel<256, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            (int)smem_bytes<256>()));
+    CK(cudaFuncSetAttribute(gemm_kernel<128, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            (int)smem_bytes<128>()));
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    g_sms = prop.multiProcessorCount;
+    {
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3(g_sms);
+        cfg.blockDim = dim3(THREADS);
+        cfg.dynamicSmemBytes = smem_bytes<256>();
+        cudaLaunchAttribute at[1];
+        at[0].id = cudaLaunchAttributeClusterDimension;
+        at[0].val.clusterDim.x = 2;
+        at[0].val.clusterDim.y = 1;
+        at[0].val.clusterDim.z = 1;
+        cfg.attrs = at;
+        cfg.numAttrs = 1;
+        int nc = 0;
+        CK(cudaOccupancyMaxActiveClusters(&nc, gemm_kernel<256, 2>, &cfg));
+        printf("clusters of 2 resident at once: %d (of %d SMs)\n", nc, g_sms);
+    }
+    printf("device: %s, %d SMs; graphs of 10 launches, median of %d replays\n", prop.name,
+           prop.multiProcessorCount, reps);
+    static const struct {
+        const char *name;
+        int N, K;
+    } MATS[] = { { "q", 4096, 4096 },
+                 { "k", 1024, 4096 },
+                 { "v", 1024, 4096 },
+                 { "o", 4096, 4096 },
+                 { "gate", 14336, 4096 },
+                 { "up", 14336, 4096 },
+                 { "down", 4096, 14336 },
+                 { "qkv (stacked)", 6144, 4096 },
+                 { "gate+up (stacked)", 28672, 4096 } };
+    const int n_mats = sizeof MATS / sizeof MATS[0], Ms[] = { 512, 1024, 4096 };
+    const int maxM = 4096;
+    size_t maxW = 0;
+    for (const auto &m : MATS) maxW = std::max(maxW, (size_t)m.N * m.K);
+    __nv_bfloat16 *x, *W, *y0, *y1;
+    CK(cudaMalloc(&x, (size_t)maxM * 14336 * 2));
+    CK(cudaMalloc(&W, maxW * 2));
+    CK(cudaMalloc(&y0, (size_t)maxM * 28672 * 2));
+    CK(cudaMalloc(&y1, (size_t)maxM * 28672 * 2));
+    cudaStream_t st;
+    CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    cublasHandle_t h;
+    CB(cublasCreate(&h));
+    CB(cublasSetStream(h, st));
+    bool all_ok = true;
+    printf("| B | matrix | cublasGemmEx µs | df11 GEMM µs, CL = 1 (BN) | x | CL = 2 | x | check |\n"
+           "|---|---|---|---|---|---|---|---|\n");
+    for (int M : Ms) {
+        double sum[2][3] = {}; // [7 matrices, stacked][cuBLAS, CL = 1, CL = 2]
+        for (int mi = 0; mi < n_mats; mi++) {
+            const int N = MATS[mi].N, K = MATS[mi].K;
+            fill_random<<<1024, 256, 0, st>>>(x, (size_t)M * K, 17u + mi, 1.f);
+            fill_random<<<1024, 256, 0, st>>>(W, (size_t)N * K, 91u + mi, 0.05f);
+            CK(cudaGetLastError());
+            const float one = 1.f, zero = 0.f;
+            auto ref = [&]() {
+                CB(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, CUDA_R_16BF, K, x,
+                                CUDA_R_16BF, K, &zero, y0, CUDA_R_16BF, N, CUBLAS_COMPUTE_32F,
+                                CUBLAS_GEMM_DEFAULT));
+            };
+            std::vector<__nv_bfloat16> hx((size_t)M * K), hw((size_t)N * K), h1((size_t)M * N);
+            CK(cudaMemcpy(hx.data(), x, hx.size() * 2, cudaMemcpyDeviceToHost));
+            CK(cudaMemcpy(hw.data(), W, hw.size() * 2, cudaMemcpyDeviceToHost));
+            float t[3];
+            t[0] = time_graph(ref, st, 10, reps);
+            bool ok = true;
+            double worst = 0;
+            int bn = 0;
+            for (int cl = 1; cl <= 2; cl++) {
+                const Gemm g = plan(x, W, M, N, K, cl);
+                bn = g.bn;
+                auto own = [&]() { launch(g, y1, st); };
+                CK(cudaMemsetAsync(y1, 0xff, (size_t)M * N * 2, st)); // NaN where unwritten
+                own();
+                CK(cudaGetLastError());
+                CK(cudaStreamSynchronize(st));
+                CK(cudaMemcpy(h1.data(), y1, h1.size() * 2, cudaMemcpyDeviceToHost));
+                // sampled outputs against float64; every output written
+                uint64_t r = 88172645463325252ull;
+                for (int sI = 0; sI < 2048 && ok; sI++) {
+                    r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+                    const int i = (int)(r % (uint64_t)M), j = (int)((r >> 32) % (uint64_t)N);
+                    double ref64 = 0, mag = 0;
+                    for (int k = 0; k < K; k++) {
+                        const double p =
+                            (double)bf(hx[(size_t)i * K + k]) * bf(hw[(size_t)j * K + k]);
+                        ref64 += p;
+                        mag += fabs(p);
+                    }
+                    // the output's BF16 rounding (half an ulp: 2^-9 relative) and the fp32 sum's
+                    const double bound = fabs(ref64) / 256.0 + K * ldexp(mag, -24) + 1e-30;
+                    const double e = fabs((double)bf(h1[(size_t)i * N + j]) - ref64);
+                    worst = std::max(worst, e / bound);
+                    if (!(e <= bound)) {
+                        printf("MISMATCH B=%d %s CL=%d y[%d][%d] = %g, float64 %g\n", M,
+                               MATS[mi].name, cl, i, j, bf(h1[(size_t)i * N + j]), ref64);
+                        ok = false;
+                    }
+                }
+                size_t nan = 0;
+                for (size_t q = 0; q < h1.size(); q++) nan += !(bf(h1[q]) == bf(h1[q]));
+                if (nan) {
+                    printf("B=%d %s CL=%d: %zu outputs not written\n", M, MATS[mi].name, cl, nan);
+                    ok = false;
+                }
+                t[cl] = time_graph(own, st, 10, reps);
+            }
+            all_ok = all_ok && ok;
+            // the 7 matrices; the stacked block is qkv, o, gate+up and down
+            const bool in7 = mi < 7, stacked = mi >= 7 || mi == 3 || mi == 6;
+            for (int v = 0; v < 3; v++) {
+                if (in7) sum[0][v] += t[v];
+                if (stacked) sum[1][v] += t[v];
+            }
+            printf(
+                "| %d | %s | %.1f | %.1f (%d) | %.3f | %.1f | %.3f | %s, worst %.2f of the bound |\n",
+                M, MATS[mi].name, t[0], t[1], bn, t[0] / t[1], t[2], t[0] / t[2],
+                ok ? "ok" : "FAIL", worst);
+        }
+        for (int set = 0; set < 2; set++)
+            printf("| %d | block, %s | %.1f | %.1f | **%.3f** | %.1f | **%.3f** | |\n", M,
+                   set ? "stacked (qkv, o, gate+up, down)" : "7 matrices", sum[set][0], sum[set][1],
+                   sum[set][0] / sum[set][1], sum[set][2], sum[set][0] / sum[set][2]);
+    }
+    printf(all_ok ? "ALL CHECKS PASS\n" : "CHECKS FAILED\n");
+    return all_ok ? 0 : 1;
+}
