@@ -7,9 +7,11 @@
 // kernel (one producer warpgroup bringing x and W tiles in by TMA, 128-byte swizzle, STAGES
 // deep, mbarriers; two consumer warpgroups, each 64 rows of x against BN rows of W by
 // wgmma m64nBNk16 from shared memory, registers moved by setmaxnreg), persistent (a CTA an SM,
-// output tiles x's row tiles first, so that a wave shares W's tiles). Against cublasGemmEx, both
-// under a CUDA graph, on the Llama-3-8B block's matrices (each alone and as engines stack
-// them) at B = 512, 1024, 4096; sampled outputs checked against a float64 reference.
+// output tiles x's row tiles first, so that a wave shares W's tiles). Four variants: clusters
+// of one or two CTAs (two: the W tile multicast), and y stored between tiles or during the next
+// tile's first steps. Against cublasGemmEx, all under a CUDA graph, on the Llama-3-8B block's
+// matrices (each alone and as engines stack them) at B = 512, 1024, 4096; sampled outputs of
+// every variant checked against a float64 reference, and none left unwritten.
 // Not part of the build (sm_90a; the driver's cuTensorMapEncodeTiled through the runtime):
 //     nvcc -std=c++17 -O3 -gencode arch=compute_90a,code=sm_90a -o prefill_gemm \
 //         bench/probes/prefill_gemm.cu -lcublas
@@ -178,7 +180,7 @@ template <int BN> constexpr size_t smem_bytes()
 // CTAs on vertically adjacent tiles (the same W rows): each CTA loads half of the W tile and
 // multicasts it to both, so a CTA reads 32 KiB a step from the L2 instead of 48; a stage is
 // refilled once the consumers of both CTAs are done with it. Shapes are multiples of the tiles.
-template <int BN, int CL>
+template <int BN, int CL, bool DEFER>
 __global__ void __launch_bounds__(THREADS, 1)
     gemm_kernel(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw,
                 __nv_bfloat16 *y, int M, int N, int K)
@@ -234,6 +236,24 @@ __global__ void __launch_bounds__(THREADS, 1)
                 mbar_arrive(empty + s);
             }
         };
+        // DEFER: a tile's y, packed to BF16, is stored during the next tile's first kChunks
+        // steps, a chunk a step while that step's MMAs run, instead of between the tiles
+        constexpr int kChunks = 8, kPer = BN / 8 / kChunks;
+        uint32_t prev[DEFER ? BN / 4 : 1];
+        size_t prow = 0;
+        int pcol = 0;
+        bool have = false;
+        auto store_chunk = [&](int ch) {
+#pragma unroll
+            for (int cc = 0; cc < kChunks; cc++)
+                if (cc == ch)
+#pragma unroll
+                    for (int jj = 0; jj < kPer; jj++) {
+                        const int j = cc * kPer + jj, col = pcol + 8 * j + 2 * (l % 4);
+                        *reinterpret_cast<uint32_t *>(y + prow * N + col) = prev[2 * j];
+                        *reinterpret_cast<uint32_t *>(y + (prow + 8) * N + col) = prev[2 * j + 1];
+                    }
+        };
         int it = 0;
         for (int t = first; t < T; t += stride) {
             const int m0 = ((t % MP) * CL + (int)rank) * BM, n0 = (t / MP) * BN;
@@ -254,21 +274,39 @@ __global__ void __launch_bounds__(THREADS, 1)
                         wgmma_m64n128_ss(d, da + 2 * kk, db + 2 * kk);
                 }
                 wgmma_commit();
+                if constexpr (DEFER)
+                    if (have && kt < kChunks) store_chunk(kt);
                 wgmma_wait<1>();
                 if (kt > 0) release((it - 1) % STAGES);
             }
             wgmma_wait<0>();
             release((it - 1) % STAGES);
             const int row = m0 + 64 * c + 16 * w + l / 4;
+            if constexpr (DEFER) {
+                for (int ch = KT; have && ch < kChunks; ch++) store_chunk(ch);
 #pragma unroll
-            for (int j = 0; j < BN / 8; j++) {
-                const int col = n0 + 8 * j + 2 * (l % 4);
-                *reinterpret_cast<__nv_bfloat162 *>(y + (size_t)row * N + col) =
-                    __floats2bfloat162_rn(d[4 * j], d[4 * j + 1]);
-                *reinterpret_cast<__nv_bfloat162 *>(y + (size_t)(row + 8) * N + col) =
-                    __floats2bfloat162_rn(d[4 * j + 2], d[4 * j + 3]);
+                for (int j = 0; j < BN / 8; j++) {
+                    const __nv_bfloat162 lo = __floats2bfloat162_rn(d[4 * j], d[4 * j + 1]),
+                                         hi = __floats2bfloat162_rn(d[4 * j + 2], d[4 * j + 3]);
+                    prev[2 * j] = *reinterpret_cast<const uint32_t *>(&lo);
+                    prev[2 * j + 1] = *reinterpret_cast<const uint32_t *>(&hi);
+                }
+                prow = (size_t)row;
+                pcol = n0;
+                have = true;
+            } else {
+#pragma unroll
+                for (int j = 0; j < BN / 8; j++) {
+                    const int col = n0 + 8 * j + 2 * (l % 4);
+                    *reinterpret_cast<__nv_bfloat162 *>(y + (size_t)row * N + col) =
+                        __floats2bfloat162_rn(d[4 * j], d[4 * j + 1]);
+                    *reinterpret_cast<__nv_bfloat162 *>(y + (size_t)(row + 8) * N + col) =
+                        __floats2bfloat162_rn(d[4 * j + 2], d[4 * j + 3]);
+                }
             }
         }
+        if constexpr (DEFER)
+            for (int ch = 0; have && ch < kChunks; ch++) store_chunk(ch);
     }
     // no CTA leaves while its peer may still multicast into it or arrive on its barriers
     if constexpr (CL > 1) cluster_sync();
@@ -314,20 +352,28 @@ CUtensorMap tensor_map(const void *p, int rows, int K, int box_rows)
 
 struct Gemm {
     CUtensorMap tx, tw;
-    int M, N, K, bn, cl;
+    int M, N, K, bn, cl, defer;
 };
 
-Gemm plan(const __nv_bfloat16 *x, const __nv_bfloat16 *W, int M, int N, int K, int cl)
+Gemm plan(const __nv_bfloat16 *x, const __nv_bfloat16 *W, int M, int N, int K, int cl, int defer)
 {
     // BN 256 where that still gives every SM a tile, else 128
     const int bn = (M / BM) * (N / 256) >= 132 ? 256 : 128;
-    return Gemm{ tensor_map(x, M, K, BM), tensor_map(W, N, K, bn / cl), M, N, K, bn, cl };
+    return Gemm{ tensor_map(x, M, K, BM), tensor_map(W, N, K, bn / cl), M, N, K, bn, cl, defer };
 }
 
 int g_sms = 132;
 
-template <int BN, int CL> void launch_as(const Gemm &g, __nv_bfloat16 *y, cudaStream_t st)
+template <int BN, int CL, bool DEFER>
+void launch_as(const Gemm &g, __nv_bfloat16 *y, cudaStream_t st)
 {
+    static bool ready = false;
+    if (!ready) {
+        CK(cudaFuncSetAttribute(gemm_kernel<BN, CL, DEFER>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)smem_bytes<BN>()));
+        ready = true;
+    }
     const int tiles = (g.M / BM) * (g.N / BN), grid = std::min(tiles, g_sms) / CL * CL;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(grid);
@@ -341,15 +387,20 @@ template <int BN, int CL> void launch_as(const Gemm &g, __nv_bfloat16 *y, cudaSt
     at[0].val.clusterDim.z = 1;
     cfg.attrs = at;
     cfg.numAttrs = CL > 1; // CL = 1: a plain launch
-    CK(cudaLaunchKernelEx(&cfg, gemm_kernel<BN, CL>, g.tx, g.tw, y, g.M, g.N, g.K));
+    CK(cudaLaunchKernelEx(&cfg, gemm_kernel<BN, CL, DEFER>, g.tx, g.tw, y, g.M, g.N, g.K));
+}
+
+template <int BN> void launch_bn(const Gemm &g, __nv_bfloat16 *y, cudaStream_t st)
+{
+    if (g.cl == 2)
+        g.defer ? launch_as<BN, 2, true>(g, y, st) : launch_as<BN, 2, false>(g, y, st);
+    else
+        g.defer ? launch_as<BN, 1, true>(g, y, st) : launch_as<BN, 1, false>(g, y, st);
 }
 
 void launch(const Gemm &g, __nv_bfloat16 *y, cudaStream_t st)
 {
-    if (g.bn == 256)
-        g.cl == 2 ? launch_as<256, 2>(g, y, st) : launch_as<256, 1>(g, y, st);
-    else
-        g.cl == 2 ? launch_as<128, 2>(g, y, st) : launch_as<128, 1>(g, y, st);
+    g.bn == 256 ? launch_bn<256>(g, y, st) : launch_bn<128>(g, y, st);
 }
 
 __global__ void fill_random(__nv_bfloat16 *p, size_t n, uint32_t seed, float scale)
@@ -412,14 +463,6 @@ int main(int argc, char **argv)
     int reps = 7;
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::max(1, atoi(argv[++i]));
-    CK(cudaFuncSetAttribute(gemm_kernel<256, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                            (int)smem_bytes<256>()));
-    CK(cudaFuncSetAttribute(gemm_kernel<128, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                            (int)smem_bytes<128>()));
-    CK(cudaFuncSetAttribute(gemm_kernel<256, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                            (int)smem_bytes<256>()));
-    CK(cudaFuncSetAttribute(gemm_kernel<128, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                            (int)smem_bytes<128>()));
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     g_sms = prop.multiProcessorCount;
@@ -436,7 +479,10 @@ int main(int argc, char **argv)
         cfg.attrs = at;
         cfg.numAttrs = 1;
         int nc = 0;
-        CK(cudaOccupancyMaxActiveClusters(&nc, gemm_kernel<256, 2>, &cfg));
+        CK(cudaFuncSetAttribute(gemm_kernel<256, 2, false>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)smem_bytes<256>()));
+        CK(cudaOccupancyMaxActiveClusters(&nc, gemm_kernel<256, 2, false>, &cfg));
         printf("clusters of 2 resident at once: %d (of %d SMs)\n", nc, g_sms);
     }
     printf("device: %s, %d SMs; graphs of 10 launches, median of %d replays\n", prop.name,
@@ -468,10 +514,14 @@ int main(int argc, char **argv)
     CB(cublasCreate(&h));
     CB(cublasSetStream(h, st));
     bool all_ok = true;
-    printf("| B | matrix | cublasGemmEx µs | df11 GEMM µs, CL = 1 (BN) | x | CL = 2 | x | check |\n"
-           "|---|---|---|---|---|---|---|---|\n");
+    // the variants: (CL, DEFER)
+    static const int VAR[4][2] = { { 1, 0 }, { 2, 0 }, { 1, 1 }, { 2, 1 } };
+    printf(
+        "| B | matrix | cublasGemmEx µs | CL = 1 (BN) | x | CL = 2 | x | CL = 1, y stored during "
+        "the next tile | x | CL = 2, the same | x | check |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int M : Ms) {
-        double sum[2][3] = {}; // [7 matrices, stacked][cuBLAS, CL = 1, CL = 2]
+        double sum[2][5] = {}; // [7 matrices, stacked][cuBLAS, VAR 0..3]
         for (int mi = 0; mi < n_mats; mi++) {
             const int N = MATS[mi].N, K = MATS[mi].K;
             fill_random<<<1024, 256, 0, st>>>(x, (size_t)M * K, 17u + mi, 1.f);
@@ -486,13 +536,14 @@ int main(int argc, char **argv)
             std::vector<__nv_bfloat16> hx((size_t)M * K), hw((size_t)N * K), h1((size_t)M * N);
             CK(cudaMemcpy(hx.data(), x, hx.size() * 2, cudaMemcpyDeviceToHost));
             CK(cudaMemcpy(hw.data(), W, hw.size() * 2, cudaMemcpyDeviceToHost));
-            float t[3];
+            float t[5];
             t[0] = time_graph(ref, st, 10, reps);
             bool ok = true;
             double worst = 0;
             int bn = 0;
-            for (int cl = 1; cl <= 2; cl++) {
-                const Gemm g = plan(x, W, M, N, K, cl);
+            for (int v = 0; v < 4; v++) {
+                const int cl = VAR[v][0];
+                const Gemm g = plan(x, W, M, N, K, cl, VAR[v][1]);
                 bn = g.bn;
                 auto own = [&]() { launch(g, y1, st); };
                 CK(cudaMemsetAsync(y1, 0xff, (size_t)M * N * 2, st)); // NaN where unwritten
@@ -517,35 +568,40 @@ int main(int argc, char **argv)
                     const double e = fabs((double)bf(h1[(size_t)i * N + j]) - ref64);
                     worst = std::max(worst, e / bound);
                     if (!(e <= bound)) {
-                        printf("MISMATCH B=%d %s CL=%d y[%d][%d] = %g, float64 %g\n", M,
-                               MATS[mi].name, cl, i, j, bf(h1[(size_t)i * N + j]), ref64);
+                        printf("MISMATCH B=%d %s variant %d y[%d][%d] = %g, float64 %g\n", M,
+                               MATS[mi].name, v, i, j, bf(h1[(size_t)i * N + j]), ref64);
                         ok = false;
                     }
                 }
                 size_t nan = 0;
                 for (size_t q = 0; q < h1.size(); q++) nan += !(bf(h1[q]) == bf(h1[q]));
                 if (nan) {
-                    printf("B=%d %s CL=%d: %zu outputs not written\n", M, MATS[mi].name, cl, nan);
+                    printf("B=%d %s variant %d: %zu outputs not written\n", M, MATS[mi].name, v,
+                           nan);
                     ok = false;
                 }
-                t[cl] = time_graph(own, st, 10, reps);
+                t[v + 1] = time_graph(own, st, 10, reps);
             }
             all_ok = all_ok && ok;
             // the 7 matrices; the stacked block is qkv, o, gate+up and down
             const bool in7 = mi < 7, stacked = mi >= 7 || mi == 3 || mi == 6;
-            for (int v = 0; v < 3; v++) {
+            for (int v = 0; v < 5; v++) {
                 if (in7) sum[0][v] += t[v];
                 if (stacked) sum[1][v] += t[v];
             }
             printf(
-                "| %d | %s | %.1f | %.1f (%d) | %.3f | %.1f | %.3f | %s, worst %.2f of the bound |\n",
-                M, MATS[mi].name, t[0], t[1], bn, t[0] / t[1], t[2], t[0] / t[2],
-                ok ? "ok" : "FAIL", worst);
+                "| %d | %s | %.1f | %.1f (%d) | %.3f | %.1f | %.3f | %.1f | %.3f | %.1f | %.3f | %s, "
+                "worst %.2f of the bound |\n",
+                M, MATS[mi].name, t[0], t[1], bn, t[0] / t[1], t[2], t[0] / t[2], t[3], t[0] / t[3],
+                t[4], t[0] / t[4], ok ? "ok" : "FAIL", worst);
         }
         for (int set = 0; set < 2; set++)
-            printf("| %d | block, %s | %.1f | %.1f | **%.3f** | %.1f | **%.3f** | |\n", M,
-                   set ? "stacked (qkv, o, gate+up, down)" : "7 matrices", sum[set][0], sum[set][1],
-                   sum[set][0] / sum[set][1], sum[set][2], sum[set][0] / sum[set][2]);
+            printf(
+                "| %d | block, %s | %.1f | %.1f | **%.3f** | %.1f | **%.3f** | %.1f | **%.3f** | %.1f "
+                "| **%.3f** | |\n",
+                M, set ? "stacked (qkv, o, gate+up, down)" : "7 matrices", sum[set][0], sum[set][1],
+                sum[set][0] / sum[set][1], sum[set][2], sum[set][0] / sum[set][2], sum[set][3],
+                sum[set][0] / sum[set][3], sum[set][4], sum[set][0] / sum[set][4]);
     }
     printf(all_ok ? "ALL CHECKS PASS\n" : "CHECKS FAILED\n");
     return all_ok ? 0 : 1;
