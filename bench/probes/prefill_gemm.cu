@@ -11,11 +11,15 @@
 // of one or two CTAs (two: the W tile multicast), and y stored between tiles or during the next
 // tile's first steps. Against cublasGemmEx, all under a CUDA graph, on the Llama-3-8B block's
 // matrices (each alone and as engines stack them) at B = 512, 1024, 4096; sampled outputs of
-// every variant checked against a float64 reference, and none left unwritten.
+// every variant checked against a float64 reference, and none left unwritten. Then the next
+// block's decode inside the GEMM: a stand-in with the fixed-code decoder's traffic, run by the
+// producer warpgroup's three idle warps (unpaced, or paced by the GEMM's steps), against
+// cuBLAS followed by the same decode over the whole GPU; its output checked against that
+// decode's, y against cuBLAS's (--decode-only: this part alone).
 // Not part of the build (sm_90a; the driver's cuTensorMapEncodeTiled through the runtime):
 //     nvcc -std=c++17 -O3 -gencode arch=compute_90a,code=sm_90a -o prefill_gemm \
 //         bench/probes/prefill_gemm.cu -lcublas
-//     ./prefill_gemm [--reps N]
+//     ./prefill_gemm [--reps N] [--decode-only]
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -169,9 +173,109 @@ __device__ __forceinline__ void wgmma_m64n128_ss(float *d, uint64_t da, uint64_t
         : "l"(da), "l"(db));
 }
 
-template <int BN> constexpr size_t smem_bytes()
+// ---- a stand-in for the next block's decode, run by the producer warpgroup's three idle
+// warps: the fixed-code decoder's traffic (1.5 bytes read and 2 written a weight; the real
+// code reads ~1.41), a few byte permutes a word instead of the decode itself. A unit is 1024
+// weights; a warp copies its units' input kDecSlots ahead by cp.async into its own ring.
+constexpr int kDecWarps = 3, kDecSlots = 4, kUnitIn = 1536, kUnitOut = 2048;
+constexpr int kDecRing = kDecSlots * kUnitIn;
+
+struct Dec {
+    const uint8_t *in;
+    uint8_t *out;
+    long long units; // 0: no decode
+    int pace;        // 1: spread over the GEMM (a unit's copy waits for its share of the steps)
+};
+
+__device__ __forceinline__ void cp16(void *smem, const void *g)
 {
-    return 1024 + (size_t)STAGES * (BM + BN) * BK * 2 + 2 * STAGES * 8;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_u32(smem)), "l"(g));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_wait()
+{
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// unit u's output from its input, lane's share: 48 bytes in, 64 out
+__host__ __device__ inline void standin_words(const uint32_t in[12], uint32_t out[16])
+{
+    for (int i = 0; i < 16; i++) {
+        const uint32_t a = in[(3 * i) / 4], b = in[(3 * i + 1) / 4 % 12];
+        out[i] = ((a >> (8 * (i & 3))) & 0xffu) | ((b & 0xffu) << 8) | ((a ^ b) & 0xffff0000u);
+    }
+}
+
+// progress: the steps this CTA's producer has issued, of steps (0: not paced)
+__device__ void decode_standin(const Dec &d, uint8_t *ring, long long w0, long long ws,
+                               uint32_t lane, const volatile int *progress, int steps)
+{
+    const long long mine = w0 < d.units ? (d.units - w0 + ws - 1) / ws : 0;
+    // the copy of this warp's unit k waits until the GEMM is k / mine of the way, less a lead
+    auto pace = [&](long long k) {
+        if (!steps || !mine) return;
+        const long long need = k * steps / mine - 8;
+        while (*progress < need) __nanosleep(500);
+    };
+    for (int s = 0; s < kDecSlots; s++) {
+        const long long u = w0 + s * ws;
+        if (u < d.units)
+            for (int i = 0; i < 3; i++)
+                cp16(ring + s * kUnitIn + i * 512 + lane * 16,
+                     d.in + u * kUnitIn + i * 512 + lane * 16);
+        cp_commit();
+    }
+    for (long long k = 0;; k++) {
+        const long long u = w0 + k * ws;
+        if (u >= d.units) break;
+        const int s = (int)(k % kDecSlots);
+        cp_wait<kDecSlots - 1>();
+        uint32_t in[12], out[16];
+        for (int i = 0; i < 3; i++) {
+            const uint4 v =
+                *reinterpret_cast<const uint4 *>(ring + s * kUnitIn + i * 512 + lane * 16);
+            in[4 * i] = v.x, in[4 * i + 1] = v.y, in[4 * i + 2] = v.z, in[4 * i + 3] = v.w;
+        }
+        standin_words(in, out);
+        uint4 *dst = reinterpret_cast<uint4 *>(d.out + u * kUnitOut) + lane;
+        for (int i = 0; i < 4; i++)
+            dst[32 * i] = make_uint4(out[4 * i], out[4 * i + 1], out[4 * i + 2], out[4 * i + 3]);
+        const long long un = w0 + (k + kDecSlots) * ws;
+        if (un < d.units) {
+            pace(k + kDecSlots);
+            for (int i = 0; i < 3; i++)
+                cp16(ring + s * kUnitIn + i * 512 + lane * 16,
+                     d.in + un * kUnitIn + i * 512 + lane * 16);
+        }
+        cp_commit();
+    }
+    cp_wait<0>();
+}
+
+// the same over the whole GPU, one unit a warp at a time, for "decode, then cuBLAS"
+__global__ void standin_plain(Dec d)
+{
+    const uint32_t lane = threadIdx.x % 32;
+    const long long w0 = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32,
+                    ws = (long long)gridDim.x * blockDim.x / 32;
+    for (long long u = w0; u < d.units; u += ws) {
+        uint32_t in[12], out[16];
+        for (int i = 0; i < 3; i++) {
+            const uint4 v =
+                __ldcs(reinterpret_cast<const uint4 *>(d.in + u * kUnitIn + i * 512) + lane);
+            in[4 * i] = v.x, in[4 * i + 1] = v.y, in[4 * i + 2] = v.z, in[4 * i + 3] = v.w;
+        }
+        standin_words(in, out);
+        uint4 *dst = reinterpret_cast<uint4 *>(d.out + u * kUnitOut) + lane;
+        for (int i = 0; i < 4; i++)
+            dst[32 * i] = make_uint4(out[4 * i], out[4 * i + 1], out[4 * i + 2], out[4 * i + 3]);
+    }
+}
+
+template <int BN, bool DEC> constexpr size_t smem_bytes()
+{
+    return 1024 + (size_t)STAGES * (BM + BN) * BK * 2 + 2 * STAGES * 8 + 128 +
+           (DEC ? (size_t)kDecWarps * kDecRing : 0);
 }
 
 // Persistent: CTA b takes output tiles b, b + G, ... (tile t: x rows 128 (t % MT) on, W rows
@@ -180,10 +284,12 @@ template <int BN> constexpr size_t smem_bytes()
 // CTAs on vertically adjacent tiles (the same W rows): each CTA loads half of the W tile and
 // multicasts it to both, so a CTA reads 32 KiB a step from the L2 instead of 48; a stage is
 // refilled once the consumers of both CTAs are done with it. Shapes are multiples of the tiles.
-template <int BN, int CL, bool DEFER>
+// DEC: warps 1-3 of the producer warpgroup run the decode stand-in on `dec` meanwhile (the
+// warpgroups' registers then 56 / 224); gemm = 0 leaves the GEMM out (the decode alone).
+template <int BN, int CL, bool DEFER, bool DEC>
 __global__ void __launch_bounds__(THREADS, 1)
     gemm_kernel(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw,
-                __nv_bfloat16 *y, int M, int N, int K)
+                __nv_bfloat16 *y, int M, int N, int K, Dec dec, int gemm)
 {
     constexpr int XB = BM * BK * 2, WB = BN * BK * 2, SB = XB + WB;
     extern __shared__ uint8_t raw[];
@@ -193,9 +299,13 @@ __global__ void __launch_bounds__(THREADS, 1)
     const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
     const uint32_t rank = CL > 1 ? cluster_rank() : 0;
     // tile pairs (CL = 2): pair p = rows 256 (p % MP) on, its CTA `rank` the half rank
-    const int MP = M / (BM * CL), T = MP * (N / BN), KT = K / BK;
+    const int MP = M / (BM * CL), T = gemm ? MP * (N / BN) : 0, KT = K / BK;
     const int first = blockIdx.x / CL, stride = gridDim.x / CL;
+    // the producer's steps issued so far (DEC with dec.pace: the decode keeps pace with them)
+    volatile int *progress = reinterpret_cast<volatile int *>(empty + STAGES);
+    const int my_tiles = first < T ? (T - first + stride - 1) / stride : 0;
     if (threadIdx.x == 0) {
+        *progress = 0;
         for (int s = 0; s < STAGES; s++) {
             mbar_init(full + s, 1);
             mbar_init(empty + s, 2 * CL);
@@ -207,7 +317,19 @@ __global__ void __launch_bounds__(THREADS, 1)
     else
         __syncthreads();
     if (wg == 0) {
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+        if constexpr (DEC)
+            asm volatile("setmaxnreg.dec.sync.aligned.u32 56;");
+        else
+            asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+        if constexpr (DEC) {
+            if (tid >= 32) {
+                uint8_t *ring =
+                    sm + ((STAGES * SB + 2 * STAGES * 8 + 127) & ~127) + (tid / 32 - 1) * kDecRing;
+                decode_standin(dec, ring, (long long)blockIdx.x * kDecWarps + tid / 32 - 1,
+                               (long long)gridDim.x * kDecWarps, tid % 32, progress,
+                               dec.pace ? my_tiles * KT : 0);
+            }
+        }
         if (tid == 0) {
             int it = 0;
             for (int t = first; t < T; t += stride) {
@@ -222,11 +344,15 @@ __global__ void __launch_bounds__(THREADS, 1)
                                          n0 + (int)rank * (BN / CL), full + s, (1u << CL) - 1);
                     else
                         tma_2d(sm + s * SB + XB, &tw, kt * BK, n0, full + s);
+                    if constexpr (DEC) *progress = it + 1;
                 }
             }
         }
     } else {
-        asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+        if constexpr (DEC) // the decode warps spill at 40 (16 bytes); 224 measured as fast
+            asm volatile("setmaxnreg.inc.sync.aligned.u32 224;");
+        else
+            asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
         const int c = wg - 1, w = tid / 32, l = tid % 32;
         auto release = [&](int s) {
             if (tid != 0) return;
@@ -363,22 +489,22 @@ Gemm plan(const __nv_bfloat16 *x, const __nv_bfloat16 *W, int M, int N, int K, i
 }
 
 int g_sms = 132;
+size_t g_pad = 0; // bytes of dynamic shared memory asked for beyond the kernel's (a control)
 
-template <int BN, int CL, bool DEFER>
-void launch_as(const Gemm &g, __nv_bfloat16 *y, cudaStream_t st)
+template <int BN, int CL, bool DEFER, bool DEC>
+void launch_as(const Gemm &g, __nv_bfloat16 *y, const Dec &dec, int gemm, cudaStream_t st)
 {
     static bool ready = false;
     if (!ready) {
-        CK(cudaFuncSetAttribute(gemm_kernel<BN, CL, DEFER>,
-                                cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)smem_bytes<BN>()));
+        CK(cudaFuncSetAttribute(gemm_kernel<BN, CL, DEFER, DEC>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024));
         ready = true;
     }
     const int tiles = (g.M / BM) * (g.N / BN), grid = std::min(tiles, g_sms) / CL * CL;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(grid);
     cfg.blockDim = dim3(THREADS);
-    cfg.dynamicSmemBytes = smem_bytes<BN>();
+    cfg.dynamicSmemBytes = smem_bytes<BN, DEC>() + g_pad;
     cfg.stream = st;
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeClusterDimension;
@@ -387,20 +513,30 @@ void launch_as(const Gemm &g, __nv_bfloat16 *y, cudaStream_t st)
     at[0].val.clusterDim.z = 1;
     cfg.attrs = at;
     cfg.numAttrs = CL > 1; // CL = 1: a plain launch
-    CK(cudaLaunchKernelEx(&cfg, gemm_kernel<BN, CL, DEFER>, g.tx, g.tw, y, g.M, g.N, g.K));
+    CK(cudaLaunchKernelEx(&cfg, gemm_kernel<BN, CL, DEFER, DEC>, g.tx, g.tw, y, g.M, g.N, g.K, dec,
+                          gemm));
 }
 
-template <int BN> void launch_bn(const Gemm &g, __nv_bfloat16 *y, cudaStream_t st)
+template <int BN, bool DEC>
+void launch_bn(const Gemm &g, __nv_bfloat16 *y, const Dec &dec, int gemm, cudaStream_t st)
 {
     if (g.cl == 2)
-        g.defer ? launch_as<BN, 2, true>(g, y, st) : launch_as<BN, 2, false>(g, y, st);
+        g.defer ? launch_as<BN, 2, true, DEC>(g, y, dec, gemm, st)
+                : launch_as<BN, 2, false, DEC>(g, y, dec, gemm, st);
     else
-        g.defer ? launch_as<BN, 1, true>(g, y, st) : launch_as<BN, 1, false>(g, y, st);
+        g.defer ? launch_as<BN, 1, true, DEC>(g, y, dec, gemm, st)
+                : launch_as<BN, 1, false, DEC>(g, y, dec, gemm, st);
 }
 
-void launch(const Gemm &g, __nv_bfloat16 *y, cudaStream_t st)
+// y = x W^T; where dec.units, the decode stand-in in the same kernel; gemm = 0: that alone
+void launch(const Gemm &g, __nv_bfloat16 *y, cudaStream_t st, const Dec &dec = Dec{}, int gemm = 1)
 {
-    g.bn == 256 ? launch_bn<256>(g, y, st) : launch_bn<128>(g, y, st);
+    if (dec.units)
+        g.bn == 256 ? launch_bn<256, true>(g, y, dec, gemm, st)
+                    : launch_bn<128, true>(g, y, dec, gemm, st);
+    else
+        g.bn == 256 ? launch_bn<256, false>(g, y, dec, gemm, st)
+                    : launch_bn<128, false>(g, y, dec, gemm, st);
 }
 
 __global__ void fill_random(__nv_bfloat16 *p, size_t n, uint32_t seed, float scale)
@@ -461,8 +597,12 @@ float bf(__nv_bfloat16 v) { return __bfloat162float(v); }
 int main(int argc, char **argv)
 {
     int reps = 7;
+    bool decode_only = false; // only the second table (the decode inside the GEMM)
     for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::max(1, atoi(argv[++i]));
+        if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            reps = std::max(1, atoi(argv[++i]));
+        else if (!strcmp(argv[i], "--decode-only"))
+            decode_only = true;
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     g_sms = prop.multiProcessorCount;
@@ -470,7 +610,7 @@ int main(int argc, char **argv)
         cudaLaunchConfig_t cfg = {};
         cfg.gridDim = dim3(g_sms);
         cfg.blockDim = dim3(THREADS);
-        cfg.dynamicSmemBytes = smem_bytes<256>();
+        cfg.dynamicSmemBytes = smem_bytes<256, false>();
         cudaLaunchAttribute at[1];
         at[0].id = cudaLaunchAttributeClusterDimension;
         at[0].val.clusterDim.x = 2;
@@ -479,10 +619,10 @@ int main(int argc, char **argv)
         cfg.attrs = at;
         cfg.numAttrs = 1;
         int nc = 0;
-        CK(cudaFuncSetAttribute(gemm_kernel<256, 2, false>,
+        CK(cudaFuncSetAttribute(gemm_kernel<256, 2, false, false>,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)smem_bytes<256>()));
-        CK(cudaOccupancyMaxActiveClusters(&nc, gemm_kernel<256, 2, false>, &cfg));
+                                (int)smem_bytes<256, false>()));
+        CK(cudaOccupancyMaxActiveClusters(&nc, gemm_kernel<256, 2, false, false>, &cfg));
         printf("clusters of 2 resident at once: %d (of %d SMs)\n", nc, g_sms);
     }
     printf("device: %s, %d SMs; graphs of 10 launches, median of %d replays\n", prop.name,
@@ -521,6 +661,7 @@ int main(int argc, char **argv)
         "the next tile | x | CL = 2, the same | x | check |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int M : Ms) {
+        if (decode_only) break;
         double sum[2][5] = {}; // [7 matrices, stacked][cuBLAS, VAR 0..3]
         for (int mi = 0; mi < n_mats; mi++) {
             const int N = MATS[mi].N, K = MATS[mi].K;
@@ -602,6 +743,97 @@ int main(int argc, char **argv)
                 M, set ? "stacked (qkv, o, gate+up, down)" : "7 matrices", sum[set][0], sum[set][1],
                 sum[set][0] / sum[set][1], sum[set][2], sum[set][0] / sum[set][2], sum[set][3],
                 sum[set][0] / sum[set][3], sum[set][4], sum[set][0] / sum[set][4]);
+    }
+    // The next block's decode inside the GEMM: per stacked matrix, the stand-in decode of the
+    // same matrix's weights (the next block's) by the producer warpgroup's idle warps, against
+    // cuBLAS followed by the same decode over the whole GPU (the pipeline's best case: no
+    // overlap, nothing lost to it).
+    const long long max_units = (long long)maxW / 1024;
+    uint8_t *din, *dout, *dout2;
+    CK(cudaMalloc(&din, (size_t)max_units * kUnitIn));
+    CK(cudaMalloc(&dout, (size_t)max_units * kUnitOut));
+    CK(cudaMalloc(&dout2, (size_t)max_units * kUnitOut));
+    fill_random<<<1024, 256, 0, st>>>(reinterpret_cast<__nv_bfloat16 *>(din),
+                                      (size_t)max_units * kUnitIn / 2, 5u, 1.f);
+    printf(
+        "\nThe next block's decode (stand-in: 1.5 B read, 2 B written a weight) inside the "
+        "GEMM, stacked matrices; µs\n"
+        "| B | matrix | cuBLAS | decode, whole GPU | cuBLAS then decode (x) | ours | ours + "
+        "decode in 3 warps an SM (x) | the same, paced (x) | ours with the decode's shared memory, "
+        "unused (x) "
+        "| that decode alone | output |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n");
+    static const int STACKED[4] = { 7, 3, 8, 6 };
+    for (int M : Ms) {
+        double tot[8] = {};
+        for (int q = 0; q < 4; q++) {
+            const int mi = STACKED[q], N = MATS[mi].N, K = MATS[mi].K;
+            fill_random<<<1024, 256, 0, st>>>(x, (size_t)M * K, 17u + mi, 1.f);
+            fill_random<<<1024, 256, 0, st>>>(W, (size_t)N * K, 91u + mi, 0.05f);
+            const float one = 1.f, zero = 0.f;
+            auto ref = [&]() {
+                CB(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, CUDA_R_16BF, K, x,
+                                CUDA_R_16BF, K, &zero, y0, CUDA_R_16BF, N, CUBLAS_COMPUTE_32F,
+                                CUBLAS_GEMM_DEFAULT));
+            };
+            const Dec dec{ din, dout, (long long)N * K / 1024, 0 },
+                dec2{ din, dout2, dec.units, 0 }, decp{ din, dout, dec.units, 1 };
+            auto plain = [&]() { standin_plain<<<g_sms * 8, 256, 0, st>>>(dec2); };
+            const Gemm g = plan(x, W, M, N, K, M >= 4096 ? 2 : 1, 1);
+            auto own = [&]() { launch(g, y1, st); };
+            auto own_dec = [&]() { launch(g, y1, st, dec); };
+            auto dec_alone = [&]() { launch(g, y1, st, dec, 0); };
+            auto own_decp = [&]() { launch(g, y1, st, decp); };
+            // the decode build with one unit to decode: what its register split costs the GEMM
+
+            // the decode in the GEMM writes what the plain one does, and y is still right
+            CK(cudaMemsetAsync(dout, 0, (size_t)dec.units * kUnitOut, st));
+            CK(cudaMemsetAsync(dout2, 0xff, (size_t)dec.units * kUnitOut, st));
+            plain();
+            own_decp();
+            ref();
+            CK(cudaGetLastError());
+            CK(cudaStreamSynchronize(st));
+            std::vector<uint8_t> a((size_t)dec.units * kUnitOut), b(a.size());
+            CK(cudaMemcpy(a.data(), dout, a.size(), cudaMemcpyDeviceToHost));
+            CK(cudaMemcpy(b.data(), dout2, b.size(), cudaMemcpyDeviceToHost));
+            std::vector<__nv_bfloat16> h0((size_t)M * N), h1((size_t)M * N);
+            CK(cudaMemcpy(h0.data(), y0, h0.size() * 2, cudaMemcpyDeviceToHost));
+            CK(cudaMemcpy(h1.data(), y1, h1.size() * 2, cudaMemcpyDeviceToHost));
+            // ours against cuBLAS, both BF16 of fp32 sums: within 2 BF16 ulps
+            size_t bad = 0;
+            for (size_t t = 0; t < h0.size(); t++) {
+                const float u = bf(h0[t]), v = bf(h1[t]);
+                bad += !(fabsf(u - v) <= fabsf(u) / 64.f + 1e-3f);
+            }
+            const bool same = a == b && !bad;
+            all_ok = all_ok && same;
+            float t[8];
+            t[0] = time_graph(ref, st, 10, reps);
+            t[1] = time_graph(plain, st, 10, reps);
+            t[2] = t[0] + t[1];
+            t[3] = time_graph(own, st, 10, reps);
+            t[4] = time_graph(own_dec, st, 10, reps);
+            t[5] = time_graph(dec_alone, st, 10, reps);
+            t[6] = time_graph(own_decp, st, 10, reps);
+            g_pad = smem_bytes<256, true>() - smem_bytes<256, false>();
+            t[7] = time_graph(own, st, 10, reps);
+            g_pad = 0;
+            for (int v = 0; v < 8; v++) tot[v] += t[v];
+            printf(
+                "| %d | %s | %.1f | %.1f | %.1f (%.3f) | %.1f | %.1f (%.3f) | %.1f (%.3f) | %.1f "
+                "(%.3f) | %.1f | %s |\n",
+                M, MATS[mi].name, t[0], t[1], t[2], t[0] / t[2], t[3], t[4], t[0] / t[4], t[6],
+                t[0] / t[6], t[7], t[0] / t[7], t[5], same ? "same" : "DIFFERENT");
+            if (bad)
+                printf("B=%d %s: %zu outputs off cuBLAS's by more than 2 ulps\n", M, MATS[mi].name,
+                       bad);
+        }
+        printf(
+            "| %d | **stacked block** | %.1f | %.1f | %.1f (**%.3f**) | %.1f | %.1f (**%.3f**) | "
+            "%.1f (**%.3f**) | %.1f (**%.3f**) | %.1f | |\n",
+            M, tot[0], tot[1], tot[2], tot[0] / tot[2], tot[3], tot[4], tot[0] / tot[4], tot[6],
+            tot[0] / tot[6], tot[7], tot[0] / tot[7], tot[5]);
     }
     printf(all_ok ? "ALL CHECKS PASS\n" : "CHECKS FAILED\n");
     return all_ok ? 0 : 1;
