@@ -484,7 +484,9 @@ __device__ __forceinline__ void sts128(uint8_t *p, uint32_t a, uint32_t b, uint3
                  : "memory");
 }
 
-template <int DW>
+// PART (what each decoding warp does, for finding its cost): 0 all; 1 no input copies (the
+// stand-in's words from the lane and step); 2 nothing but the barriers.
+template <int DW, int PART = 0>
 __global__ void __launch_bounds__(128 * (2 + DW), 1)
     fused_kernel(const __grid_constant__ CUtensorMap tx, const uint8_t *__restrict__ comp,
                  __nv_bfloat16 *y, int M, int N, int K)
@@ -516,7 +518,7 @@ __global__ void __launch_bounds__(128 * (2 + DW), 1)
         const int n_total = (first < T ? (T - first + stride - 1) / stride : 0) * KT;
         // stage j of this CTA's sequence: its units' copies into ring slot j % kFDepth
         auto issue = [&](int j) {
-            if (j < n_total) {
+            if (PART == 0 && j < n_total) {
                 const int t = first + (j / KT) * stride, kt = j % KT, nt = t / MP;
                 for (int q = 0; q < kFUnits; q++) {
                     const uint8_t *src =
@@ -537,11 +539,13 @@ __global__ void __launch_bounds__(128 * (2 + DW), 1)
             }
             cp_wait<kFDepth - 1>();
             uint8_t *ws = sm + s * SB + XB;
-            for (int q = 0; q < kFUnits; q++) {
+            for (int q = 0; PART < 2 && q < kFUnits; q++) {
                 uint32_t in[12], out[16];
                 for (int i = 0; i < 3; i++) {
-                    const uint4 v = *reinterpret_cast<const uint4 *>(
-                        ring + ((it % kFDepth) * kFUnits + q) * kUnitIn + i * 512 + lane * 16);
+                    uint4 v = make_uint4(lane, it, q, i);
+                    if constexpr (PART == 0)
+                        v = *reinterpret_cast<const uint4 *>(
+                            ring + ((it % kFDepth) * kFUnits + q) * kUnitIn + i * 512 + lane * 16);
                     in[4 * i] = v.x, in[4 * i + 1] = v.y, in[4 * i + 2] = v.z, in[4 * i + 3] = v.w;
                 }
                 standin_words(in, out);
@@ -674,18 +678,18 @@ void launch(const Gemm &g, __nv_bfloat16 *y, cudaStream_t st, const Dec &dec = D
                     : launch_bn<128, false>(g, y, dec, gemm, st);
 }
 
-template <int DW>
+template <int DW, int PART = 0>
 void launch_fused(const CUtensorMap &tx, const uint8_t *comp, __nv_bfloat16 *y, int M, int N, int K,
                   cudaStream_t st)
 {
     static bool ready = false;
     if (!ready) {
-        CK(cudaFuncSetAttribute(fused_kernel<DW>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        CK(cudaFuncSetAttribute(fused_kernel<DW, PART>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 (int)fused_smem<DW>()));
         ready = true;
     }
     const int tiles = (M / BM) * (N / 256);
-    fused_kernel<DW>
+    fused_kernel<DW, PART>
         <<<std::min(tiles, g_sms), 128 * (2 + DW), fused_smem<DW>(), st>>>(tx, comp, y, M, N, K);
 }
 
@@ -1001,9 +1005,10 @@ int main(int argc, char **argv)
     printf("\nW decoded straight into the GEMM's stages (stand-in arithmetic, 1.5 B a weight "
            "read), stacked matrices; µs, x = cuBLAS / column\n"
            "| B | matrix | cuBLAS | ours, W by TMA (x) | W decoded into the stages, 4 warps (x) | "
-           "8 warps (x) |\n|---|---|---|---|---|---|\n");
+           "8 warps (x) | 8, no input copies (x) | 8, barriers only (x) |\n"
+           "|---|---|---|---|---|---|---|---|\n");
     for (int M : Ms) {
-        double tot[4] = {};
+        double tot[6] = {};
         for (int q = 0; q < 4; q++) {
             const int mi = STACKED[q], N = MATS[mi].N, K = MATS[mi].K;
             const float one = 1.f, zero = 0.f;
@@ -1016,20 +1021,31 @@ int main(int argc, char **argv)
             auto own = [&]() { launch(g, y1, st); };
             auto fused = [&]() { launch_fused<1>(g.tx, din, y1, M, N, K, st); };
             auto fused8 = [&]() { launch_fused<2>(g.tx, din, y1, M, N, K, st); };
+            auto fused8_noload = [&]() { launch_fused<2, 1>(g.tx, din, y1, M, N, K, st); };
+            auto fused8_none = [&]() { launch_fused<2, 2>(g.tx, din, y1, M, N, K, st); };
             fused();
             fused8();
             CK(cudaGetLastError());
             CK(cudaStreamSynchronize(st));
-            float t[4] = { time_graph(ref, st, 10, reps), time_graph(own, st, 10, reps),
-                           time_graph(fused, st, 10, reps), time_graph(fused8, st, 10, reps) };
-            for (int v = 0; v < 4; v++) tot[v] += t[v];
-            printf("| %d | %s | %.1f | %.1f (%.3f) | %.1f (%.3f) | %.1f (%.3f) |\n", M,
-                   MATS[mi].name, t[0], t[1], t[0] / t[1], t[2], t[0] / t[2], t[3], t[0] / t[3]);
+            float t[6] = {
+                time_graph(ref, st, 10, reps),           time_graph(own, st, 10, reps),
+                time_graph(fused, st, 10, reps),         time_graph(fused8, st, 10, reps),
+                time_graph(fused8_noload, st, 10, reps), time_graph(fused8_none, st, 10, reps)
+            };
+            for (int v = 0; v < 6; v++) tot[v] += t[v];
+            printf(
+                "| %d | %s | %.1f | %.1f (%.3f) | %.1f (%.3f) | %.1f (%.3f) | %.1f (%.3f) | %.1f "
+                "(%.3f) |\n",
+                M, MATS[mi].name, t[0], t[1], t[0] / t[1], t[2], t[0] / t[2], t[3], t[0] / t[3],
+                t[4], t[0] / t[4], t[5], t[0] / t[5]);
         }
         printf("| %d | **stacked block** | %.1f | %.1f (**%.3f**) | %.1f (**%.3f**) | %.1f "
                "(**%.3f**) |\n",
                M, tot[0], tot[1], tot[0] / tot[1], tot[2], tot[0] / tot[2], tot[3],
                tot[0] / tot[3]);
+        printf("| %d | (the same, 8 warps: no input copies / barriers only) | %.1f (**%.3f**) | "
+               "%.1f (**%.3f**) | | | | |\n",
+               M, tot[4], tot[0] / tot[4], tot[5], tot[0] / tot[5]);
     }
     printf(all_ok ? "ALL CHECKS PASS\n" : "CHECKS FAILED\n");
     return all_ok ? 0 : 1;
