@@ -281,17 +281,17 @@ template <int BN, bool DEC> constexpr size_t smem_bytes()
            (DEC ? (size_t)kDecWarps * kDecRing : 0);
 }
 
-// A consumer warpgroup (c: 0 .. BMT / 64 - 1, its 64 rows of x) over the CTA's tiles: each step's MMAs
+// A consumer warpgroup (c: 0 or 1, its 64 rows of x) over the CTA's tiles: each step's MMAs
 // from stage it % ST once full, the stage released to the producer (every CTA of the cluster's)
 // once read, y stored from registers (DEFER: during the next tile's first steps).
 // SPLIT: BN = 256 as two m64n128 MMAs a slice (ptxas checks one instruction's registers
 // against the launch's limit, 128 at 512 threads; m64n256 needs 154).
-template <int BN, int CL, int ST, bool DEFER, bool SPLIT = false, int BMT = BM>
+template <int BN, int CL, int ST, bool DEFER, bool SPLIT = false>
 __device__ __forceinline__ void consume(uint8_t *sm, uint64_t *full, uint64_t *empty,
                                         __nv_bfloat16 *y, int N, int c, int tid, int first,
                                         int stride, int T, int MP, int KT, uint32_t rank)
 {
-    constexpr int XB = BMT * BK * 2, WB = BN * BK * 2, SB = XB + WB;
+    constexpr int XB = BM * BK * 2, WB = BN * BK * 2, SB = XB + WB;
     (void)WB;
     const int w = tid / 32, l = tid % 32;
     auto release = [&](int s) {
@@ -322,7 +322,7 @@ __device__ __forceinline__ void consume(uint8_t *sm, uint64_t *full, uint64_t *e
     };
     int it = 0;
     for (int t = first; t < T; t += stride) {
-        const int m0 = ((t % MP) * CL + (int)rank) * BMT, n0 = (t / MP) * BN;
+        const int m0 = ((t % MP) * CL + (int)rank) * BM, n0 = (t / MP) * BN;
         float d[BN / 2];
 #pragma unroll
         for (int i = 0; i < BN / 2; i++) d[i] = 0.f;
@@ -575,109 +575,6 @@ __global__ void __launch_bounds__(128 * (2 + DW), 1)
                                                T, MP, KT, 0);
         }
     }
-}
-
-// The decode's work per MAC halved: tiles of 256 x rows by 128 W rows, four consumer
-// warpgroups (m64n128, 64 accumulators) and one producer warpgroup, 640 threads of 96
-// registers; each W tile (8 strip units a step, 2 a warp) is decoded once per 256 rows of x.
-// PART as fused_kernel's.
-constexpr int kTBM = 256, kTBN = 128, kTUnits = 2;
-constexpr size_t tall_smem()
-{
-    return 1024 + (size_t)kFST * (kTBM + kTBN) * BK * 2 + 2 * kFST * 8 + 128 +
-           (size_t)kFDepth * 8 * kUnitIn;
-}
-
-template <int PART = 0>
-__global__ void __launch_bounds__(640, 1)
-    tall_kernel(const __grid_constant__ CUtensorMap tx, const uint8_t *__restrict__ comp,
-                __nv_bfloat16 *y, int M, int N, int K)
-{
-    constexpr int XB = kTBM * BK * 2, WB = kTBN * BK * 2, SB = XB + WB;
-    extern __shared__ uint8_t raw[];
-    uint8_t *sm =
-        reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t(1023));
-    uint64_t *full = reinterpret_cast<uint64_t *>(sm + kFST * SB), *empty = full + kFST;
-    uint8_t *rings = sm + ((kFST * SB + 2 * kFST * 8 + 127) & ~127);
-    const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
-    const int MP = M / kTBM, T = MP * (N / kTBN), KT = K / BK, first = blockIdx.x,
-              stride = gridDim.x;
-    if (threadIdx.x == 0) {
-        for (int s = 0; s < kFST; s++) {
-            mbar_init(full + s, 1 + 4); // x's bytes, and the 4 decoding warps
-            mbar_init(empty + s, 4);    // the 4 consumer warpgroups
-        }
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    }
-    __syncthreads();
-    if (wg == 0) {
-        const int w = tid / 32;
-        const uint32_t lane = tid % 32;
-        uint8_t *ring = rings + (size_t)w * kFDepth * kTUnits * kUnitIn;
-        const int n_total = (first < T ? (T - first + stride - 1) / stride : 0) * KT;
-        auto issue = [&](int j) {
-            if (PART == 0 && j < n_total) {
-                const int t = first + (j / KT) * stride, kt = j % KT, nt = t / MP;
-                for (int q = 0; q < kTUnits; q++) {
-                    const uint8_t *src =
-                        comp + ((size_t)(nt * KT + kt) * 8 + w + 4 * q) * kUnitIn + lane * 16;
-                    uint8_t *dst = ring + ((j % kFDepth) * kTUnits + q) * kUnitIn + lane * 16;
-                    for (int i = 0; i < 3; i++) cp16(dst + i * 512, src + i * 512);
-                }
-            }
-            cp_commit();
-        };
-        for (int j = 0; j < kFDepth; j++) issue(j);
-        for (int it = 0; it < n_total; it++) {
-            const int s = it % kFST, t = first + (it / KT) * stride, kt = it % KT;
-            if (it >= kFST) mbar_wait(empty + s, ((it / kFST) - 1) & 1);
-            if (tid == 0) {
-                mbar_expect_tx(full + s, XB);
-                tma_2d(sm + s * SB, &tx, kt * BK, (t % MP) * kTBM, full + s);
-            }
-            cp_wait<kFDepth - 1>();
-            uint8_t *ws = sm + s * SB + XB;
-            for (int q = 0; PART < 2 && q < kTUnits; q++) {
-                uint32_t in[12], out[16];
-                for (int i = 0; i < 3; i++) {
-                    uint4 v = make_uint4(lane, it, q, i);
-                    if constexpr (PART == 0)
-                        v = *reinterpret_cast<const uint4 *>(
-                            ring + ((it % kFDepth) * kTUnits + q) * kUnitIn + i * 512 + lane * 16);
-                    in[4 * i] = v.x, in[4 * i + 1] = v.y, in[4 * i + 2] = v.z, in[4 * i + 3] = v.w;
-                }
-                standin_words(in, out);
-                const uint32_t r0 = 16 * (w + 4 * q) + (lane >> 2), qq = lane & 3;
-                for (int h = 0; h < 4; h++) {
-                    const uint32_t r = r0 + 8 * (h >> 1), ch = qq + 4 * (h & 1);
-                    sts128(ws + r * 128 + ((ch ^ (r & 7)) << 4), out[4 * h], out[4 * h + 1],
-                           out[4 * h + 2], out[4 * h + 3]);
-                }
-            }
-            issue(it + kFDepth);
-            asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); // before wgmma reads
-            __syncwarp();
-            if (lane == 0) mbar_arrive(full + s);
-        }
-        cp_wait<0>();
-    } else {
-        consume<kTBN, 1, kFST, false, false, kTBM>(sm, full, empty, y, N, wg - 1, tid, first,
-                                                   stride, T, MP, KT, 0);
-    }
-}
-
-template <int PART = 0>
-void launch_tall(const CUtensorMap &tx, const uint8_t *comp, __nv_bfloat16 *y, int M, int N, int K,
-                 cudaStream_t st)
-{
-    static bool ready = false;
-    if (!ready) {
-        CK(cudaFuncSetAttribute(tall_kernel<PART>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)tall_smem()));
-        ready = true;
-    }
-    const int tiles = (M / kTBM) * (N / kTBN);
-    tall_kernel<PART><<<std::min(tiles, 132), 640, tall_smem(), st>>>(tx, comp, y, M, N, K);
 }
 
 typedef CUresult (*EncodeTiled)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
@@ -1149,38 +1046,6 @@ int main(int argc, char **argv)
         printf("| %d | (the same, 8 warps: no input copies / barriers only) | %.1f (**%.3f**) | "
                "%.1f (**%.3f**) | | | | |\n",
                M, tot[4], tot[0] / tot[4], tot[5], tot[0] / tot[5]);
-    }
-    printf("\nThe same with tiles of 256 x rows by 128 W rows (4 consumer warpgroups; each W tile "
-           "decoded once per 256 rows of x); µs, x = cuBLAS / column\n"
-           "| B | matrix | cuBLAS | all (x) | no input copies (x) | barriers only (x) |\n"
-           "|---|---|---|---|---|---|\n");
-    for (int M : Ms) {
-        double tot[4] = {};
-        for (int q = 0; q < 4; q++) {
-            const int mi = STACKED[q], N = MATS[mi].N, K = MATS[mi].K;
-            const float one = 1.f, zero = 0.f;
-            auto ref = [&]() {
-                CB(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, CUDA_R_16BF, K, x,
-                                CUDA_R_16BF, K, &zero, y0, CUDA_R_16BF, N, CUBLAS_COMPUTE_32F,
-                                CUBLAS_GEMM_DEFAULT));
-            };
-            const CUtensorMap tx = tensor_map(x, M, K, kTBM);
-            auto all = [&]() { launch_tall<0>(tx, din, y1, M, N, K, st); };
-            auto noload = [&]() { launch_tall<1>(tx, din, y1, M, N, K, st); };
-            auto none = [&]() { launch_tall<2>(tx, din, y1, M, N, K, st); };
-            all();
-            CK(cudaGetLastError());
-            CK(cudaStreamSynchronize(st));
-            float t[4] = { time_graph(ref, st, 10, reps), time_graph(all, st, 10, reps),
-                           time_graph(noload, st, 10, reps), time_graph(none, st, 10, reps) };
-            for (int v = 0; v < 4; v++) tot[v] += t[v];
-            printf("| %d | %s | %.1f | %.1f (%.3f) | %.1f (%.3f) | %.1f (%.3f) |\n", M,
-                   MATS[mi].name, t[0], t[1], t[0] / t[1], t[2], t[0] / t[2], t[3], t[0] / t[3]);
-        }
-        printf("| %d | **stacked block** | %.1f | %.1f (**%.3f**) | %.1f (**%.3f**) | %.1f "
-               "(**%.3f**) |\n",
-               M, tot[0], tot[1], tot[0] / tot[1], tot[2], tot[0] / tot[2], tot[3],
-               tot[0] / tot[3]);
     }
     printf(all_ok ? "ALL CHECKS PASS\n" : "CHECKS FAILED\n");
     return all_ok ? 0 : 1;
