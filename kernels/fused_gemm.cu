@@ -44,6 +44,7 @@
 #include "kernels/fused_gemm.h"
 #include "kernels/fused_matmul_strip.cuh"
 #include "kernels/launch.cuh"
+#include "kernels/sm90.cuh"
 #include "kernels/split_count.cuh"
 extern "C" {
 #include "codec/fixed.h"
@@ -55,6 +56,8 @@ extern "C" {
 #pragma nv_diag_suppress 177
 
 namespace {
+
+using namespace df11i_sm90;
 
 using namespace df11i_fused;
 
@@ -103,23 +106,6 @@ __device__ __forceinline__ int part_of(const GemmArgs &a, int rb)
     return part_index<DF11_FUSED_MAX_PARTS>(a.n_parts, rb, [&](int i) { return a.W[i].g0; });
 }
 
-__device__ __forceinline__ uint32_t smem_u32(const void *p)
-{
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
-
-/* wgmma's shared-memory matrix descriptor of a K-major tile in the 128-byte swizzle: rows
- * of 128 bytes (64 BF16), 8-row atoms 1024 bytes apart (the stride offset), the leading
- * offset unused; the start address moves by 32 bytes a k16 slice. */
-__device__ __forceinline__ uint64_t sw128_desc(uint32_t saddr)
-{
-    return (uint64_t)((saddr & 0x3FFFF) >> 4) | (1ull << 16) | ((uint64_t)(1024 >> 4) << 32) |
-           (1ull << 62);
-}
-
-/* What a byte offset adds to that descriptor (a multiple of 16, within the shared window). */
-__host__ __device__ constexpr uint64_t desc_offset(uint32_t bytes) { return bytes >> 4; }
-
 /* D(64 x 64, fp32) += A(64 x 16, a warp's 16 rows in a0..a3 as mma.m16n8k16's A fragment)
  * B(16 x 64)ᵀ, B in shared memory (descriptor). */
 __device__ __forceinline__ void wgmma_m64n64_ra(float *d, uint32_t a0, uint32_t a1, uint32_t a2,
@@ -152,18 +138,6 @@ __device__ __forceinline__ void wgmma_m64n32_ra(float *d, uint32_t a0, uint32_t 
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db));
 }
 
-__device__ __forceinline__ void wgmma_fence()
-{
-    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
-}
-__device__ __forceinline__ void wgmma_commit()
-{
-    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
-}
-template <int K> __device__ __forceinline__ void wgmma_wait()
-{
-    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(K) : "memory");
-}
 /* The accumulators stay where the asynchronous MMAs write them: the compiler may not move
  * them across this point. */
 template <int R> __device__ __forceinline__ void fence_acc(float *d)
@@ -180,43 +154,6 @@ constexpr int kProducerRegs = 72, kConsumerRegs = 216;
 static_assert(128 * kProducerRegs + 32 * kConsumers * kConsumerRegs <=
                   kThreads * (65536 / kThreads / 8 * 8),
               "setmaxnreg within the registers the launch gives the CTA");
-__device__ __forceinline__ void fence_proxy_async()
-{
-    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-}
-
-__device__ __forceinline__ void mbar_init(uint64_t *bar, uint32_t count)
-{
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count));
-}
-__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity)
-{
-    uint32_t done;
-    do {
-        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-                     "selp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(done)
-                     : "r"(smem_u32(bar)), "r"(parity)
-                     : "memory");
-    } while (!done);
-}
-__device__ __forceinline__ void mbar_arrive(uint64_t *bar)
-{
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(bar)) : "memory");
-}
-
-/* Every thread of the cluster's CTAs that has not exited gets here: writes before it, to any
- * of their shared memories, are seen after it. */
-__device__ __forceinline__ void cluster_sync()
-{
-    asm volatile("barrier.cluster.arrive.release;\n\tbarrier.cluster.wait.acquire;" ::: "memory");
-}
-__device__ __forceinline__ uint32_t cluster_rank()
-{
-    uint32_t r;
-    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-    return r;
-}
 /* The generic address of p's place in the shared memory of the cluster's CTA of this rank. */
 __device__ __forceinline__ const float *cluster_peer(const float *p, uint32_t rank)
 {

@@ -20,7 +20,7 @@
 // --decode-only: the last two parts; --profile-fused: one launch of each fused variant on
 // gate+up at B = 4096, for ncu.
 // Not part of the build (sm_90a; the driver's cuTensorMapEncodeTiled through the runtime):
-//     nvcc -std=c++17 -O3 -gencode arch=compute_90a,code=sm_90a -o prefill_gemm \
+//     nvcc -std=c++17 -O3 -gencode arch=compute_90a,code=sm_90a -I. -o prefill_gemm \
 //         bench/probes/prefill_gemm.cu -lcublas
 //     ./prefill_gemm [--reps N] [--decode-only] [--profile-fused]
 #include <algorithm>
@@ -37,40 +37,14 @@
 #include <cuda_runtime.h>
 
 #include "check.cuh"
+#include "kernels/sm90.cuh"
 
 namespace {
 
+using namespace df11i_sm90;
+
 constexpr int BM = 128, BK = 64, STAGES = 4, THREADS = 384;
 
-__device__ __forceinline__ uint32_t smem_u32(const void *p)
-{
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
-// K-major tile in the 128-byte swizzle: 128-byte rows, 8-row atoms 1024 bytes apart
-__device__ __forceinline__ uint64_t sw128_desc(uint32_t saddr)
-{
-    return (uint64_t)((saddr & 0x3FFFF) >> 4) | (1ull << 16) | ((uint64_t)(1024 >> 4) << 32) |
-           (1ull << 62);
-}
-__device__ __forceinline__ void mbar_init(uint64_t *bar, uint32_t count)
-{
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count));
-}
-__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity)
-{
-    uint32_t done;
-    do {
-        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-                     "selp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(done)
-                     : "r"(smem_u32(bar)), "r"(parity)
-                     : "memory");
-    } while (!done);
-}
-__device__ __forceinline__ void mbar_arrive(uint64_t *bar)
-{
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(bar)) : "memory");
-}
 __device__ __forceinline__ void mbar_expect_tx(uint64_t *bar, uint32_t bytes)
 {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)),
@@ -104,32 +78,8 @@ __device__ __forceinline__ void mbar_arrive_cluster(uint64_t *bar, uint32_t rank
                  : "r"(smem_u32(bar)), "r"(rank));
     asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
 }
-__device__ __forceinline__ void cluster_sync()
-{
-    asm volatile(
-        "barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::
-            : "memory");
-}
-__device__ __forceinline__ uint32_t cluster_rank()
-{
-    uint32_t r;
-    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-    return r;
-}
 
-__device__ __forceinline__ void wgmma_fence()
-{
-    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
-}
-__device__ __forceinline__ void wgmma_commit()
-{
-    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
-}
-template <int K> __device__ __forceinline__ void wgmma_wait()
-{
-    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(K) : "memory");
-}
-
+// D(64 x 256, fp32) += A(64 x 16) B(256 x 16)^T, both K-major in shared memory (descriptors)
 __device__ __forceinline__ void wgmma_m64n256_ss(float *d, uint64_t da, uint64_t db)
 {
     asm volatile(
@@ -559,7 +509,7 @@ __global__ void __launch_bounds__(128 * (2 + DW), 1)
                 }
             }
             issue(it + kFDepth);
-            asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); // before wgmma reads
+            fence_proxy_async(); // the stage's stores, before the MMAs read it
             __syncwarp();
             if (lane == 0) mbar_arrive(full + s);
         }
