@@ -144,6 +144,16 @@ __device__ __forceinline__ void cp16(void *smem, const void *g)
 {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_u32(smem)), "l"(g));
 }
+// 16 bytes of shared memory by an explicit ld.shared: through a generic pointer ptxas emitted
+// LD.E.128, which waits on the L1TEX path (ncu, call 26)
+__device__ __forceinline__ uint4 lds128(const uint8_t *p)
+{
+    uint4 v;
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "r"(smem_u32(p)));
+    return v;
+}
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N> __device__ __forceinline__ void cp_wait()
 {
@@ -185,8 +195,7 @@ __device__ void decode_standin(const Dec &d, uint8_t *ring, long long w0, long l
         cp_wait<kDecSlots - 1>();
         uint32_t in[12], out[16];
         for (int i = 0; i < 3; i++) {
-            const uint4 v =
-                *reinterpret_cast<const uint4 *>(ring + s * kUnitIn + i * 512 + lane * 16);
+            const uint4 v = lds128(ring + s * kUnitIn + i * 512 + lane * 16);
             in[4 * i] = v.x, in[4 * i + 1] = v.y, in[4 * i + 2] = v.z, in[4 * i + 3] = v.w;
         }
         standin_words(in, out);
@@ -494,8 +503,8 @@ __global__ void __launch_bounds__(128 * (2 + DW), 1)
                 for (int i = 0; i < 3; i++) {
                     uint4 v = make_uint4(lane, it, q, i);
                     if constexpr (PART == 0)
-                        v = *reinterpret_cast<const uint4 *>(
-                            ring + ((it % kFDepth) * kFUnits + q) * kUnitIn + i * 512 + lane * 16);
+                        v = lds128(ring + ((it % kFDepth) * kFUnits + q) * kUnitIn + i * 512 +
+                                   lane * 16);
                     in[4 * i] = v.x, in[4 * i + 1] = v.y, in[4 * i + 2] = v.z, in[4 * i + 3] = v.w;
                 }
                 standin_words(in, out);
