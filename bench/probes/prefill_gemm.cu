@@ -430,10 +430,16 @@ __global__ void __launch_bounds__(THREADS, 1)
 // scheduler issued the stand-in at ~12 cycles an instruction (ncu), short of the MMAs' pace.
 // Registers 64 / 192 then, so y is stored between tiles (DEFER needs ~210).
 constexpr int kFST = 3, kFDepth = 2;
-template <int DW> constexpr size_t fused_smem()
+// PART 3: the input by ld.global into registers a stage ahead, no ring, so 4 stages fit
+template <int PART> __host__ __device__ constexpr int fused_stages()
 {
-    return 1024 + (size_t)kFST * (BM + 256) * BK * 2 + 2 * kFST * 8 + 128 +
-           (size_t)kFDepth * 16 * kUnitIn; // each warp's units of kFDepth stages: 16 a stage
+    return PART == 3 ? 4 : kFST;
+}
+template <int DW, int PART = 0> constexpr size_t fused_smem()
+{
+    constexpr int ST = fused_stages<PART>();
+    return 1024 + (size_t)ST * (BM + 256) * BK * 2 + 2 * ST * 8 + 128 +
+           (PART == 3 ? 0 : (size_t)kFDepth * 16 * kUnitIn); // kFDepth stages' units: 16 each
 }
 
 __device__ __forceinline__ void sts128(uint8_t *p, uint32_t a, uint32_t b, uint32_t c, uint32_t d)
@@ -444,7 +450,8 @@ __device__ __forceinline__ void sts128(uint8_t *p, uint32_t a, uint32_t b, uint3
 }
 
 // PART (what each decoding warp does, for finding its cost): 0 all; 1 no input copies (the
-// stand-in's words from the lane and step); 2 nothing but the barriers.
+// stand-in's words from the lane and step); 2 nothing but the barriers; 3 all, the input in
+// registers a stage ahead and 4 stages.
 template <int DW, int PART = 0>
 __global__ void __launch_bounds__(128 * (2 + DW), 1)
     fused_kernel(const __grid_constant__ CUtensorMap tx, const uint8_t *__restrict__ comp,
@@ -452,15 +459,16 @@ __global__ void __launch_bounds__(128 * (2 + DW), 1)
 {
     constexpr int kDW = 4 * DW, kFUnits = 16 / kDW; // decoding warps, units a warp a stage
     constexpr int BN = 256, XB = BM * BK * 2, WB = BN * BK * 2, SB = XB + WB;
+    constexpr int ST = fused_stages<PART>();
     extern __shared__ uint8_t raw[];
     uint8_t *sm =
         reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t(1023));
-    uint64_t *full = reinterpret_cast<uint64_t *>(sm + kFST * SB), *empty = full + kFST;
-    uint8_t *rings = sm + ((kFST * SB + 2 * kFST * 8 + 127) & ~127);
+    uint64_t *full = reinterpret_cast<uint64_t *>(sm + ST * SB), *empty = full + ST;
+    uint8_t *rings = sm + ((ST * SB + 2 * ST * 8 + 127) & ~127);
     const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
     const int MP = M / BM, T = MP * (N / BN), KT = K / BK, first = blockIdx.x, stride = gridDim.x;
     if (threadIdx.x == 0) {
-        for (int s = 0; s < kFST; s++) {
+        for (int s = 0; s < ST; s++) {
             mbar_init(full + s, 1 + kDW); // x's bytes, and the decoding warps
             mbar_init(empty + s, 2);
         }
@@ -488,20 +496,38 @@ __global__ void __launch_bounds__(128 * (2 + DW), 1)
             }
             cp_commit();
         };
+        // PART 3: stage j's input words, loaded a stage ahead
+        uint4 nxt[kFUnits][3];
+        auto load = [&](int j) {
+            if (PART == 3 && j < n_total) {
+                const int t = first + (j / KT) * stride, kt = j % KT, nt = t / MP;
+                for (int q = 0; q < kFUnits; q++)
+                    for (int i = 0; i < 3; i++)
+                        nxt[q][i] = __ldg(reinterpret_cast<const uint4 *>(
+                            comp + ((size_t)(nt * KT + kt) * 16 + w + kDW * q) * kUnitIn + i * 512 +
+                            lane * 16));
+            }
+        };
         for (int j = 0; j < kFDepth; j++) issue(j);
+        load(0);
         for (int it = 0; it < n_total; it++) {
-            const int s = it % kFST, t = first + (it / KT) * stride, kt = it % KT;
-            if (it >= kFST) mbar_wait(empty + s, ((it / kFST) - 1) & 1);
+            const int s = it % ST, t = first + (it / KT) * stride, kt = it % KT;
+            uint4 cur[kFUnits][3];
+            for (int q = 0; q < kFUnits; q++)
+                for (int i = 0; i < 3; i++) cur[q][i] = nxt[q][i];
+            load(it + 1);
+            if (it >= ST) mbar_wait(empty + s, ((it / ST) - 1) & 1);
             if (threadIdx.x == 0) {
                 mbar_expect_tx(full + s, XB);
                 tma_2d(sm + s * SB, &tx, kt * BK, (t % MP) * BM, full + s);
             }
             cp_wait<kFDepth - 1>();
             uint8_t *ws = sm + s * SB + XB;
-            for (int q = 0; PART < 2 && q < kFUnits; q++) {
+            for (int q = 0; PART != 2 && q < kFUnits; q++) {
                 uint32_t in[12], out[16];
                 for (int i = 0; i < 3; i++) {
                     uint4 v = make_uint4(lane, it, q, i);
+                    if constexpr (PART == 3) v = cur[q][i];
                     if constexpr (PART == 0)
                         v = lds128(ring + ((it % kFDepth) * kFUnits + q) * kUnitIn + i * 512 +
                                    lane * 16);
@@ -526,12 +552,12 @@ __global__ void __launch_bounds__(128 * (2 + DW), 1)
     } else {
         if constexpr (DW == 1) {
             asm volatile("setmaxnreg.inc.sync.aligned.u32 216;");
-            consume<256, 1, kFST, true>(sm, full, empty, y, N, wg - 1, tid, first, stride, T, MP,
-                                        KT, 0);
+            consume<256, 1, ST, true>(sm, full, empty, y, N, wg - 1, tid, first, stride, T, MP, KT,
+                                      0);
         } else {
             asm volatile("setmaxnreg.inc.sync.aligned.u32 192;");
-            consume<256, 1, kFST, false, true>(sm, full, empty, y, N, wg - DW, tid, first, stride,
-                                               T, MP, KT, 0);
+            consume<256, 1, ST, false, true>(sm, full, empty, y, N, wg - DW, tid, first, stride, T,
+                                             MP, KT, 0);
         }
     }
 }
@@ -644,12 +670,12 @@ void launch_fused(const CUtensorMap &tx, const uint8_t *comp, __nv_bfloat16 *y, 
     static bool ready = false;
     if (!ready) {
         CK(cudaFuncSetAttribute(fused_kernel<DW, PART>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)fused_smem<DW>()));
+                                (int)fused_smem<DW, PART>()));
         ready = true;
     }
     const int tiles = (M / BM) * (N / 256);
-    fused_kernel<DW, PART>
-        <<<std::min(tiles, g_sms), 128 * (2 + DW), fused_smem<DW>(), st>>>(tx, comp, y, M, N, K);
+    fused_kernel<DW, PART><<<std::min(tiles, g_sms), 128 * (2 + DW), fused_smem<DW, PART>(), st>>>(
+        tx, comp, y, M, N, K);
 }
 
 __global__ void fill_random(__nv_bfloat16 *p, size_t n, uint32_t seed, float scale)
@@ -967,7 +993,7 @@ int main(int argc, char **argv)
            "8 warps (x) | 8, no input copies (x) | 8, barriers only (x) |\n"
            "|---|---|---|---|---|---|---|---|\n");
     for (int M : Ms) {
-        double tot[6] = {};
+        double tot[7] = {};
         for (int q = 0; q < 4; q++) {
             const int mi = STACKED[q], N = MATS[mi].N, K = MATS[mi].K;
             const float one = 1.f, zero = 0.f;
@@ -982,16 +1008,18 @@ int main(int argc, char **argv)
             auto fused8 = [&]() { launch_fused<2>(g.tx, din, y1, M, N, K, st); };
             auto fused8_noload = [&]() { launch_fused<2, 1>(g.tx, din, y1, M, N, K, st); };
             auto fused8_none = [&]() { launch_fused<2, 2>(g.tx, din, y1, M, N, K, st); };
+            auto fused8_reg = [&]() { launch_fused<2, 3>(g.tx, din, y1, M, N, K, st); };
             fused();
             fused8();
             CK(cudaGetLastError());
             CK(cudaStreamSynchronize(st));
-            float t[6] = {
+            float t[7] = {
                 time_graph(ref, st, 10, reps),           time_graph(own, st, 10, reps),
                 time_graph(fused, st, 10, reps),         time_graph(fused8, st, 10, reps),
-                time_graph(fused8_noload, st, 10, reps), time_graph(fused8_none, st, 10, reps)
+                time_graph(fused8_noload, st, 10, reps), time_graph(fused8_none, st, 10, reps),
+                time_graph(fused8_reg, st, 10, reps)
             };
-            for (int v = 0; v < 6; v++) tot[v] += t[v];
+            for (int v = 0; v < 7; v++) tot[v] += t[v];
             printf(
                 "| %d | %s | %.1f | %.1f (%.3f) | %.1f (%.3f) | %.1f (%.3f) | %.1f (%.3f) | %.1f "
                 "(%.3f) |\n",
@@ -1002,9 +1030,9 @@ int main(int argc, char **argv)
                "(**%.3f**) |\n",
                M, tot[0], tot[1], tot[0] / tot[1], tot[2], tot[0] / tot[2], tot[3],
                tot[0] / tot[3]);
-        printf("| %d | (the same, 8 warps: no input copies / barriers only) | %.1f (**%.3f**) | "
-               "%.1f (**%.3f**) | | | | |\n",
-               M, tot[4], tot[0] / tot[4], tot[5], tot[0] / tot[5]);
+        printf("| %d | (the same, 8 warps: no input copies / barriers only / input in registers, 4 "
+               "stages) | %.1f (**%.3f**) | %.1f (**%.3f**) | %.1f (**%.3f**) | | | |\n",
+               M, tot[4], tot[0] / tot[4], tot[5], tot[0] / tot[5], tot[6], tot[0] / tot[6]);
     }
     printf(all_ok ? "ALL CHECKS PASS\n" : "CHECKS FAILED\n");
     return all_ok ? 0 : 1;
