@@ -562,6 +562,156 @@ __global__ void __launch_bounds__(128 * (2 + DW), 1)
     }
 }
 
+// The decode shared by a cluster: CLD CTAs on vertically adjacent tiles (the same W rows)
+// each decode 16 / CLD of a step's 16 units and store them into every CTA's stage (st.shared::
+// cluster), so each CTA decodes 1 / CLD of its W tile. 8 decoding warps, the input in
+// registers a stage ahead, 4 stages. A stage is written once both CTAs' consumers are done
+// with it (empty counts all 2 CLD consumer warpgroups); the decoders of each CTA meet at a
+// named barrier, then one thread arrives on every CTA's full barrier (release, cluster scope).
+__device__ __forceinline__ void sts128_cluster(uint32_t addr, uint32_t a, uint32_t b, uint32_t c,
+                                               uint32_t d)
+{
+    asm volatile("st.shared::cluster.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(addr), "r"(a), "r"(b),
+                 "r"(c), "r"(d)
+                 : "memory");
+}
+__device__ __forceinline__ uint32_t cluster_addr(const void *p, uint32_t rank)
+{
+    uint32_t r;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(smem_u32(p)), "r"(rank));
+    return r;
+}
+
+template <int CLD>
+__global__ void __launch_bounds__(512, 1)
+    shared_kernel(const __grid_constant__ CUtensorMap tx, const uint8_t *__restrict__ comp,
+                  __nv_bfloat16 *y, int M, int N, int K)
+{
+    constexpr int ST = 4, kDW = 8, kU = 16 / CLD / kDW; // units a warp a stage
+    constexpr int BN = 256, XB = BM * BK * 2, WB = BN * BK * 2, SB = XB + WB;
+    extern __shared__ uint8_t raw[];
+    uint8_t *sm =
+        reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t(1023));
+    uint64_t *full = reinterpret_cast<uint64_t *>(sm + ST * SB), *empty = full + ST;
+    const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
+    const uint32_t rank = CLD > 1 ? cluster_rank() : 0;
+    const int MP = M / (BM * CLD), T = MP * (N / BN), KT = K / BK;
+    const int first = blockIdx.x / CLD, stride = gridDim.x / CLD;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < ST; s++) {
+            mbar_init(full + s, 1 + CLD); // x's bytes, and each CTA's decoders once
+            mbar_init(empty + s, 2 * CLD);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    if constexpr (CLD > 1)
+        cluster_sync();
+    else
+        __syncthreads();
+    if (wg < 2) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 64;");
+        const int w = (int)threadIdx.x / 32;
+        const uint32_t lane = threadIdx.x % 32;
+        const int n_total = (first < T ? (T - first + stride - 1) / stride : 0) * KT;
+        // this CTA's units of a step: (rank + CLD (w + 8 q)), q < kU
+        uint4 nxt[kU][3];
+        auto load = [&](int j) {
+            if (j < n_total) {
+                const int t = first + (j / KT) * stride, kt = j % KT, nt = t / MP;
+                for (int q = 0; q < kU; q++)
+                    for (int i = 0; i < 3; i++)
+                        nxt[q][i] = __ldg(reinterpret_cast<const uint4 *>(
+                            comp +
+                            ((size_t)(nt * KT + kt) * 16 + rank + CLD * (w + kDW * q)) * kUnitIn +
+                            i * 512 + lane * 16));
+            }
+        };
+        load(0);
+        for (int it = 0; it < n_total; it++) {
+            const int s = it % ST, t = first + (it / KT) * stride, kt = it % KT;
+            uint4 cur[kU][3];
+            for (int q = 0; q < kU; q++)
+                for (int i = 0; i < 3; i++) cur[q][i] = nxt[q][i];
+            load(it + 1);
+            if (it >= ST) mbar_wait(empty + s, ((it / ST) - 1) & 1);
+            if (threadIdx.x == 0) {
+                mbar_expect_tx(full + s, XB);
+                tma_2d(sm + s * SB, &tx, kt * BK, ((t % MP) * CLD + (int)rank) * BM, full + s);
+            }
+            uint8_t *ws = sm + s * SB + XB;
+            for (int q = 0; q < kU; q++) {
+                uint32_t in[12], out[16];
+                for (int i = 0; i < 3; i++)
+                    in[4 * i] = cur[q][i].x, in[4 * i + 1] = cur[q][i].y,
+                           in[4 * i + 2] = cur[q][i].z, in[4 * i + 3] = cur[q][i].w;
+                standin_words(in, out);
+                const uint32_t u = rank + CLD * (w + kDW * q);
+                const uint32_t r0 = 16 * u + (lane >> 2), qq = lane & 3;
+                for (int h = 0; h < 4; h++) {
+                    const uint32_t r = r0 + 8 * (h >> 1), ch = qq + 4 * (h & 1);
+                    uint8_t *p = ws + r * 128 + ((ch ^ (r & 7)) << 4);
+                    if constexpr (CLD == 1) {
+                        sts128(p, out[4 * h], out[4 * h + 1], out[4 * h + 2], out[4 * h + 3]);
+                    } else {
+                        for (uint32_t d = 0; d < CLD; d++)
+                            sts128_cluster(cluster_addr(p, d), out[4 * h], out[4 * h + 1],
+                                           out[4 * h + 2], out[4 * h + 3]);
+                    }
+                }
+            }
+            if constexpr (CLD == 1)
+                fence_proxy_async();
+            else
+                asm volatile("fence.proxy.async.shared::cluster;" ::: "memory");
+            asm volatile("bar.sync 1, 256;" ::: "memory"); // the decoding warps of this CTA
+            if (threadIdx.x == 0) {
+                if constexpr (CLD == 1) {
+                    mbar_arrive(full + s);
+                } else {
+                    for (uint32_t d = 0; d < CLD; d++) {
+                        const uint32_t a = cluster_addr(full + s, d);
+                        asm volatile(
+                            "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(a)
+                            : "memory");
+                    }
+                }
+            }
+        }
+    } else {
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 192;");
+        consume<256, CLD, ST, false, true>(sm, full, empty, y, N, wg - 2, tid, first, stride, T, MP,
+                                           KT, rank);
+    }
+    if constexpr (CLD > 1) cluster_sync();
+}
+
+template <int CLD>
+void launch_shared(const CUtensorMap &tx, const uint8_t *comp, __nv_bfloat16 *y, int M, int N,
+                   int K, cudaStream_t st)
+{
+    constexpr size_t smem = 1024 + (size_t)4 * (BM + 256) * BK * 2 + 2 * 4 * 8 + 128;
+    static bool ready = false;
+    if (!ready) {
+        CK(cudaFuncSetAttribute(shared_kernel<CLD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)smem));
+        ready = true;
+    }
+    const int tiles = (M / BM) * (N / 256), grid = std::min(tiles, 132) / CLD * CLD;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(grid);
+    cfg.blockDim = dim3(512);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = CLD;
+    at[0].val.clusterDim.y = 1;
+    at[0].val.clusterDim.z = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = CLD > 1;
+    CK(cudaLaunchKernelEx(&cfg, shared_kernel<CLD>, tx, comp, y, M, N, K));
+}
+
 typedef CUresult (*EncodeTiled)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
                                 const cuuint64_t *, const cuuint64_t *, const cuuint32_t *,
                                 const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
@@ -1033,6 +1183,33 @@ int main(int argc, char **argv)
         printf("| %d | (the same, 8 warps: no input copies / barriers only / input in registers, 4 "
                "stages) | %.1f (**%.3f**) | %.1f (**%.3f**) | %.1f (**%.3f**) | | | |\n",
                M, tot[4], tot[0] / tot[4], tot[5], tot[0] / tot[5], tot[6], tot[0] / tot[6]);
+    }
+    printf("\nThe decode shared by a cluster (8 warps, input in registers, 4 stages; each CTA "
+           "decodes 1 / CLD of the W tile), stacked matrices; µs, x = cuBLAS / column\n"
+           "| B | cuBLAS | CLD = 1 (x) | CLD = 2 (x) |\n|---|---|---|---|\n");
+    for (int M : Ms) {
+        double tot[3] = {};
+        for (int q = 0; q < 4; q++) {
+            const int mi = STACKED[q], N = MATS[mi].N, K = MATS[mi].K;
+            const float one = 1.f, zero = 0.f;
+            auto ref = [&]() {
+                CB(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, CUDA_R_16BF, K, x,
+                                CUDA_R_16BF, K, &zero, y0, CUDA_R_16BF, N, CUBLAS_COMPUTE_32F,
+                                CUBLAS_GEMM_DEFAULT));
+            };
+            const CUtensorMap tmx = tensor_map(x, M, K, BM);
+            auto c1 = [&]() { launch_shared<1>(tmx, din, y1, M, N, K, st); };
+            auto c2 = [&]() { launch_shared<2>(tmx, din, y1, M, N, K, st); };
+            c1();
+            c2();
+            CK(cudaGetLastError());
+            CK(cudaStreamSynchronize(st));
+            float t[3] = { time_graph(ref, st, 10, reps), time_graph(c1, st, 10, reps),
+                           time_graph(c2, st, 10, reps) };
+            for (int v = 0; v < 3; v++) tot[v] += t[v];
+        }
+        printf("| %d | %.1f | %.1f (**%.3f**) | %.1f (**%.3f**) |\n", M, tot[0], tot[1],
+               tot[0] / tot[1], tot[2], tot[0] / tot[2]);
     }
     printf(all_ok ? "ALL CHECKS PASS\n" : "CHECKS FAILED\n");
     return all_ok ? 0 : 1;
