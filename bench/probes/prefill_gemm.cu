@@ -161,12 +161,17 @@ template <int N> __device__ __forceinline__ void cp_wait()
 }
 
 // unit u's output from its input, lane's share: 48 bytes in, 64 out
-__host__ __device__ inline void standin_words(const uint32_t in[12], uint32_t out[16])
+__host__ __device__ inline void standin(const uint4 v[3], uint4 o[4])
 {
+    uint32_t in[12], out[16];
+    for (int i = 0; i < 3; i++)
+        in[4 * i] = v[i].x, in[4 * i + 1] = v[i].y, in[4 * i + 2] = v[i].z, in[4 * i + 3] = v[i].w;
     for (int i = 0; i < 16; i++) {
         const uint32_t a = in[(3 * i) / 4], b = in[(3 * i + 1) / 4 % 12];
         out[i] = ((a >> (8 * (i & 3))) & 0xffu) | ((b & 0xffu) << 8) | ((a ^ b) & 0xffff0000u);
     }
+    for (int i = 0; i < 4; i++)
+        o[i] = make_uint4(out[4 * i], out[4 * i + 1], out[4 * i + 2], out[4 * i + 3]);
 }
 
 // progress: the steps this CTA's producer has issued, of steps (0: not paced)
@@ -193,15 +198,11 @@ __device__ void decode_standin(const Dec &d, uint8_t *ring, long long w0, long l
         if (u >= d.units) break;
         const int s = (int)(k % kDecSlots);
         cp_wait<kDecSlots - 1>();
-        uint32_t in[12], out[16];
-        for (int i = 0; i < 3; i++) {
-            const uint4 v = lds128(ring + s * kUnitIn + i * 512 + lane * 16);
-            in[4 * i] = v.x, in[4 * i + 1] = v.y, in[4 * i + 2] = v.z, in[4 * i + 3] = v.w;
-        }
-        standin_words(in, out);
+        uint4 v[3], o[4];
+        for (int i = 0; i < 3; i++) v[i] = lds128(ring + s * kUnitIn + i * 512 + lane * 16);
+        standin(v, o);
         uint4 *dst = reinterpret_cast<uint4 *>(d.out + u * kUnitOut) + lane;
-        for (int i = 0; i < 4; i++)
-            dst[32 * i] = make_uint4(out[4 * i], out[4 * i + 1], out[4 * i + 2], out[4 * i + 3]);
+        for (int i = 0; i < 4; i++) dst[32 * i] = o[i];
         const long long un = w0 + (k + kDecSlots) * ws;
         if (un < d.units) {
             pace(k + kDecSlots);
@@ -221,16 +222,12 @@ __global__ void standin_plain(Dec d)
     const long long w0 = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32,
                     ws = (long long)gridDim.x * blockDim.x / 32;
     for (long long u = w0; u < d.units; u += ws) {
-        uint32_t in[12], out[16];
-        for (int i = 0; i < 3; i++) {
-            const uint4 v =
-                __ldcs(reinterpret_cast<const uint4 *>(d.in + u * kUnitIn + i * 512) + lane);
-            in[4 * i] = v.x, in[4 * i + 1] = v.y, in[4 * i + 2] = v.z, in[4 * i + 3] = v.w;
-        }
-        standin_words(in, out);
+        uint4 v[3], o[4];
+        for (int i = 0; i < 3; i++)
+            v[i] = __ldcs(reinterpret_cast<const uint4 *>(d.in + u * kUnitIn + i * 512) + lane);
+        standin(v, o);
         uint4 *dst = reinterpret_cast<uint4 *>(d.out + u * kUnitOut) + lane;
-        for (int i = 0; i < 4; i++)
-            dst[32 * i] = make_uint4(out[4 * i], out[4 * i + 1], out[4 * i + 2], out[4 * i + 3]);
+        for (int i = 0; i < 4; i++) dst[32 * i] = o[i];
     }
 }
 
@@ -250,8 +247,7 @@ __device__ __forceinline__ void consume(uint8_t *sm, uint64_t *full, uint64_t *e
                                         __nv_bfloat16 *y, int N, int c, int tid, int first,
                                         int stride, int T, int MP, int KT, uint32_t rank)
 {
-    constexpr int XB = BM * BK * 2, WB = BN * BK * 2, SB = XB + WB;
-    (void)WB;
+    constexpr int XB = BM * BK * 2, SB = XB + BN * BK * 2;
     const int w = tid / 32, l = tid % 32;
     auto release = [&](int s) {
         if (tid != 0) return;
@@ -293,13 +289,14 @@ __device__ __forceinline__ void consume(uint8_t *sm, uint64_t *full, uint64_t *e
             wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) {
-                if constexpr (BN == 256 && SPLIT) { // W rows 128.. from 16 KiB on
-                    wgmma_m64n128_ss(d, da + 2 * kk, db + 2 * kk);
-                    wgmma_m64n128_ss(d + 64, da + 2 * kk, db + 2 * kk + (16384 >> 4));
+                const uint64_t k16 = desc_offset(32 * kk); // the slice's 16 columns
+                if constexpr (BN == 256 && SPLIT) {        // W rows 128.. from 16 KiB on
+                    wgmma_m64n128_ss(d, da + k16, db + k16);
+                    wgmma_m64n128_ss(d + 64, da + k16, db + k16 + desc_offset(16384));
                 } else if constexpr (BN == 256) {
-                    wgmma_m64n256_ss(d, da + 2 * kk, db + 2 * kk);
+                    wgmma_m64n256_ss(d, da + k16, db + k16);
                 } else {
-                    wgmma_m64n128_ss(d, da + 2 * kk, db + 2 * kk);
+                    wgmma_m64n128_ss(d, da + k16, db + k16);
                 }
             }
             wgmma_commit();
@@ -435,17 +432,17 @@ template <int PART> __host__ __device__ constexpr int fused_stages()
 {
     return PART == 3 ? 4 : kFST;
 }
-template <int DW, int PART = 0> constexpr size_t fused_smem()
+template <int PART = 0> constexpr size_t fused_smem()
 {
     constexpr int ST = fused_stages<PART>();
     return 1024 + (size_t)ST * (BM + 256) * BK * 2 + 2 * ST * 8 + 128 +
            (PART == 3 ? 0 : (size_t)kFDepth * 16 * kUnitIn); // kFDepth stages' units: 16 each
 }
 
-__device__ __forceinline__ void sts128(uint8_t *p, uint32_t a, uint32_t b, uint32_t c, uint32_t d)
+__device__ __forceinline__ void sts128(uint8_t *p, uint4 v)
 {
-    asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(smem_u32(p)), "r"(a), "r"(b),
-                 "r"(c), "r"(d)
+    asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(smem_u32(p)), "r"(v.x), "r"(v.y),
+                 "r"(v.z), "r"(v.w)
                  : "memory");
 }
 
@@ -524,23 +521,21 @@ __global__ void __launch_bounds__(128 * (2 + DW), 1)
             cp_wait<kFDepth - 1>();
             uint8_t *ws = sm + s * SB + XB;
             for (int q = 0; PART != 2 && q < kFUnits; q++) {
-                uint32_t in[12], out[16];
+                uint4 v[3], o[4];
                 for (int i = 0; i < 3; i++) {
-                    uint4 v = make_uint4(lane, it, q, i);
-                    if constexpr (PART == 3) v = cur[q][i];
+                    v[i] = make_uint4(lane, it, q, i);
+                    if constexpr (PART == 3) v[i] = cur[q][i];
                     if constexpr (PART == 0)
-                        v = lds128(ring + ((it % kFDepth) * kFUnits + q) * kUnitIn + i * 512 +
-                                   lane * 16);
-                    in[4 * i] = v.x, in[4 * i + 1] = v.y, in[4 * i + 2] = v.z, in[4 * i + 3] = v.w;
+                        v[i] = lds128(ring + ((it % kFDepth) * kFUnits + q) * kUnitIn + i * 512 +
+                                      lane * 16);
                 }
-                standin_words(in, out);
+                standin(v, o);
                 // the lane's 32 weights as the fused decode hands them: rows r0 and r0 + 8,
                 // 8 columns from 8 (lane & 3) and from 32 + 8 (lane & 3), 128-byte swizzle
                 const uint32_t r0 = 16 * (w + kDW * q) + (lane >> 2), qq = lane & 3;
                 for (int h = 0; h < 4; h++) {
                     const uint32_t r = r0 + 8 * (h >> 1), ch = qq + 4 * (h & 1);
-                    sts128(ws + r * 128 + ((ch ^ (r & 7)) << 4), out[4 * h], out[4 * h + 1],
-                           out[4 * h + 2], out[4 * h + 3]);
+                    sts128(ws + r * 128 + ((ch ^ (r & 7)) << 4), o[h]);
                 }
             }
             issue(it + kFDepth);
@@ -670,12 +665,12 @@ void launch_fused(const CUtensorMap &tx, const uint8_t *comp, __nv_bfloat16 *y, 
     static bool ready = false;
     if (!ready) {
         CK(cudaFuncSetAttribute(fused_kernel<DW, PART>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)fused_smem<DW, PART>()));
+                                (int)fused_smem<PART>()));
         ready = true;
     }
     const int tiles = (M / BM) * (N / 256);
-    fused_kernel<DW, PART><<<std::min(tiles, g_sms), 128 * (2 + DW), fused_smem<DW, PART>(), st>>>(
-        tx, comp, y, M, N, K);
+    fused_kernel<DW, PART>
+        <<<std::min(tiles, g_sms), 128 * (2 + DW), fused_smem<PART>(), st>>>(tx, comp, y, M, N, K);
 }
 
 __global__ void fill_random(__nv_bfloat16 *p, size_t n, uint32_t seed, float scale)
