@@ -557,6 +557,176 @@ __global__ void __launch_bounds__(128 * (2 + DW), 1)
     }
 }
 
+// ---- Issue 11 at B = 65..256: W as wgmma's A operand, the whole batch as its N. A CTA's tile
+// is 128 W rows by the batch (XN = 128 or 256 rows of x), so each W weight is decoded once
+// per product (the kernel above decodes it once per 128 rows of x). The decoding warps (DW
+// warpgroups) turn a step's 8 strip units (16 rows x 64 columns, stand-in arithmetic, input by
+// ld.global a stage ahead) into the stage's swizzled W tile; thread 0 also brings x's 64
+// columns in by TMA. The consumers' two warpgroups each take 64 W rows: wgmma m64nXNk16, A and
+// B from shared memory. Stream-K: the grid's CTAs take equal ranges of the (W tile, step)
+// sequence, and a CTA adds each tile's share into yT (N x XN, fp32) by float2 atomics (a
+// stand-in for the split sums). Times only: W is the stand-in's bytes.
+// PART 3: a step's input (8 units, 12 KiB, contiguous) by one bulk copy into a ring of
+// kWaIn slots, kWaIn - 1 steps ahead; 3 stages at XN = 256 so that it fits.
+constexpr int kWaMinSteps = 16, kWaIn = 6, kWaStepIn = 8 * kUnitIn;
+template <int XN, int PART> __host__ __device__ constexpr int wa_stages()
+{
+    return PART == 3 && XN == 256 ? 3 : 4;
+}
+template <int XN, int PART> constexpr size_t wa_smem()
+{
+    return 1024 + (size_t)wa_stages<XN, PART>() * (128 + XN) * BK * 2 +
+           (PART == 3 ? (size_t)kWaIn * kWaStepIn : 0) + 2 * (4 + kWaIn) * 8;
+}
+__device__ __forceinline__ void bulk_g2s(void *dst, const void *src, uint32_t bytes, uint64_t *bar)
+{
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], "
+                 "%2, [%3];" ::"r"(smem_u32(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_u32(bar))
+                 : "memory");
+}
+template <int XN, int DW, int PART>
+__global__ void __launch_bounds__(128 * (2 + DW), 1)
+    wa_kernel(const __grid_constant__ CUtensorMap tx, const uint8_t *__restrict__ comp, float *yt,
+              int N, int K)
+{
+    constexpr int kDW = 4 * DW, kU = 8 / kDW; // decoding warps, units a warp a stage
+    constexpr int WB = 128 * BK * 2, XB = XN * BK * 2, SB = WB + XB, ST = wa_stages<XN, PART>();
+    // at 512 threads ptxas holds each instruction to 128 registers: m64n256 needs 154
+    constexpr bool SPLIT = XN == 256 && DW == 2;
+    extern __shared__ uint8_t raw[];
+    uint8_t *sm =
+        reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t(1023));
+    uint8_t *in = sm + ST * SB; // PART 3's input ring
+    uint64_t *full = reinterpret_cast<uint64_t *>(in + (PART == 3 ? kWaIn * kWaStepIn : 0)),
+             *empty = full + ST, *in_full = empty + ST, *in_empty = in_full + kWaIn;
+    const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
+    const int KT = K / BK;
+    const long long total = (long long)(N / 128) * KT;
+    const int s0 = (int)(total * blockIdx.x / gridDim.x),
+              n = (int)(total * (blockIdx.x + 1) / gridDim.x) - s0;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < ST; s++) {
+            mbar_init(full + s, 1 + kDW); // x's bytes, and the decoding warps
+            mbar_init(empty + s, 2);
+        }
+        for (int s = 0; s < kWaIn; s++) {
+            mbar_init(in_full + s, 1);    // the step's input bytes
+            mbar_init(in_empty + s, kDW); // every decoding warp done reading them
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+    if (wg < DW) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 64;");
+        // PART 3, thread 0: step j's input into slot j % kWaIn, once every warp has read
+        // step j - kWaIn's
+        auto fetch = [&](int j) {
+            if (PART != 3 || threadIdx.x != 0 || j >= n) return;
+            const int sl = j % kWaIn;
+            if (j >= kWaIn) mbar_wait(in_empty + sl, ((j / kWaIn) - 1) & 1);
+            mbar_expect_tx(in_full + sl, kWaStepIn);
+            bulk_g2s(in + sl * kWaStepIn, comp + (size_t)(s0 + j) * kWaStepIn, kWaStepIn,
+                     in_full + sl);
+        };
+        for (int j = 0; j < kWaIn - 1; j++) fetch(j);
+        const int w = (int)threadIdx.x / 32;
+        const uint32_t lane = tid % 32;
+        uint4 nxt[kU][3];
+        auto load = [&](int it) {
+            if (PART == 0 && it < n)
+                for (int q = 0; q < kU; q++)
+                    for (int i = 0; i < 3; i++)
+                        nxt[q][i] = __ldg(reinterpret_cast<const uint4 *>(
+                            comp + ((size_t)(s0 + it) * 8 + w + kDW * q) * kUnitIn + i * 512 +
+                            lane * 16));
+        };
+        load(0);
+        for (int it = 0; it < n; it++) {
+            const int s = it % ST, kt = (s0 + it) % KT;
+            uint4 cur[kU][3];
+            for (int q = 0; q < kU; q++)
+                for (int i = 0; i < 3; i++) cur[q][i] = nxt[q][i];
+            load(it + 1);
+            if (it >= ST) mbar_wait(empty + s, ((it / ST) - 1) & 1);
+            if (threadIdx.x == 0) {
+                mbar_expect_tx(full + s, XB);
+                tma_2d(sm + s * SB + WB, &tx, kt * BK, 0, full + s);
+            }
+            uint8_t *ws = sm + s * SB;
+            const int sl = it % kWaIn;
+            if (PART == 3) mbar_wait(in_full + sl, (it / kWaIn) & 1);
+            for (int q = 0; PART != 2 && q < kU; q++) {
+                uint4 v[3], o[4];
+                for (int i = 0; i < 3; i++)
+                    v[i] = PART == 0   ? cur[q][i]
+                           : PART == 3 ? lds128(in + sl * kWaStepIn + (w + kDW * q) * kUnitIn +
+                                                i * 512 + lane * 16)
+                                       : make_uint4(lane, it, q, i);
+                standin(v, o);
+                const uint32_t r0 = 16 * (w + kDW * q) + (lane >> 2), qq = lane & 3;
+                for (int h = 0; h < 4; h++) {
+                    const uint32_t r = r0 + 8 * (h >> 1), ch = qq + 4 * (h & 1);
+                    sts128(ws + r * 128 + ((ch ^ (r & 7)) << 4), o[h]);
+                }
+            }
+            fence_proxy_async(); // the stage's stores, before the MMAs read it
+            __syncwarp();
+            if (lane == 0) {
+                mbar_arrive(full + s);
+                if (PART == 3) mbar_arrive(in_empty + sl);
+            }
+            fetch(it + kWaIn - 1);
+        }
+    } else {
+        // within the launch's pool (384 x 168 or 512 x 128): an increase past it waits forever
+        if constexpr (DW == 1)
+            asm volatile("setmaxnreg.inc.sync.aligned.u32 216;");
+        else
+            asm volatile("setmaxnreg.inc.sync.aligned.u32 192;");
+        const int c = wg - DW, w = tid / 32, l = tid % 32;
+        // a segment: the range's steps of one W tile, then its share into yT
+        for (int it = 0; it < n;) {
+            const int g0 = s0 + it, t = g0 / KT, end = min(n, it + (KT - g0 % KT));
+            float d[XN / 2];
+#pragma unroll
+            for (int i = 0; i < XN / 2; i++) d[i] = 0.f;
+            for (; it < end; it++) {
+                const int s = it % ST;
+                mbar_wait(full + s, (it / ST) & 1);
+                const uint64_t da = sw128_desc(smem_u32(sm + s * SB + c * 64 * 128)),
+                               db = sw128_desc(smem_u32(sm + s * SB + WB));
+                wgmma_fence();
+#pragma unroll
+                for (int kk = 0; kk < 4; kk++) {
+                    const uint64_t k16 = desc_offset(32 * kk);
+                    if constexpr (SPLIT) { // x rows 128.. from 16 KiB on
+                        wgmma_m64n128_ss(d, da + k16, db + k16);
+                        wgmma_m64n128_ss(d + 64, da + k16, db + k16 + desc_offset(16384));
+                    } else if constexpr (XN == 256) {
+                        wgmma_m64n256_ss(d, da + k16, db + k16);
+                    } else {
+                        wgmma_m64n128_ss(d, da + k16, db + k16);
+                    }
+                }
+                wgmma_commit();
+                wgmma_wait<1>();
+                if (it > 0 && tid == 0) mbar_arrive(empty + (it - 1) % ST);
+            }
+            wgmma_wait<0>();
+            const int row = t * 128 + 64 * c + 16 * w + l / 4;
+#pragma unroll
+            for (int j = 0; j < XN / 8; j++) {
+                const int col = 8 * j + 2 * (l % 4);
+                atomicAdd(reinterpret_cast<float2 *>(yt + (size_t)row * XN + col),
+                          make_float2(d[4 * j], d[4 * j + 1]));
+                atomicAdd(reinterpret_cast<float2 *>(yt + (size_t)(row + 8) * XN + col),
+                          make_float2(d[4 * j + 2], d[4 * j + 3]));
+            }
+        }
+    }
+}
+
 typedef CUresult (*EncodeTiled)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
                                 const cuuint64_t *, const cuuint64_t *, const cuuint32_t *,
                                 const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
@@ -673,6 +843,21 @@ void launch_fused(const CUtensorMap &tx, const uint8_t *comp, __nv_bfloat16 *y, 
         <<<std::min(tiles, g_sms), 128 * (2 + DW), fused_smem<PART>(), st>>>(tx, comp, y, M, N, K);
 }
 
+template <int XN, int DW, int PART = 0>
+void launch_wa(const CUtensorMap &tx, const uint8_t *comp, float *yt, int N, int K, cudaStream_t st)
+{
+    static bool ready = false;
+    if (!ready) {
+        CK(cudaFuncSetAttribute(wa_kernel<XN, DW, PART>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)wa_smem<XN, PART>()));
+        ready = true;
+    }
+    const long long steps = (long long)(N / 128) * (K / BK);
+    const int grid = (int)std::max(1LL, std::min((long long)g_sms, steps / kWaMinSteps));
+    wa_kernel<XN, DW, PART><<<grid, 128 * (2 + DW), wa_smem<XN, PART>(), st>>>(tx, comp, yt, N, K);
+}
+
 __global__ void fill_random(__nv_bfloat16 *p, size_t n, uint32_t seed, float scale)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
@@ -734,6 +919,7 @@ int main(int argc, char **argv)
     int reps = 7;
     bool decode_only = false;   // only the second table (the decode inside the GEMM)
     bool profile_fused = false; // one launch of the fused stand-in (gate+up, B = 4096), for ncu
+    bool wa_only = false;       // only the last table (W as A, B = 128 and 256)
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--reps") && i + 1 < argc)
             reps = std::max(1, atoi(argv[++i]));
@@ -741,6 +927,8 @@ int main(int argc, char **argv)
             decode_only = true;
         else if (!strcmp(argv[i], "--profile-fused"))
             profile_fused = true;
+        else if (!strcmp(argv[i], "--wa"))
+            wa_only = decode_only = true;
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     g_sms = prop.multiProcessorCount;
@@ -893,6 +1081,78 @@ int main(int argc, char **argv)
     CK(cudaMalloc(&dout2, (size_t)max_units * kUnitOut));
     fill_random<<<1024, 256, 0, st>>>(reinterpret_cast<__nv_bfloat16 *>(din),
                                       (size_t)max_units * kUnitIn / 2, 5u, 1.f);
+    if (wa_only) {
+        // Issue 11: W as A, the batch as N (wa_kernel), against cuBLAS and against the op's
+        // path there today (the decode over the whole GPU, then cuBLAS); times only
+        float *yt;
+        CK(cudaMalloc(&yt, (size_t)28672 * 256 * 4));
+        printf(
+            "\nW as A, the whole batch as N (stand-in decode, 1.5 B a weight read; split sums "
+            "by float2 atomics); µs, x = cuBLAS / column\n"
+            "| B | matrix | cuBLAS | decode, then cuBLAS (x) | 8 decoding warps, input by bulk copy "
+            "(x) | 8, input in registers (x) | 8, no input loads (x) | 8, barriers only (x) | "
+            "4, input by bulk copy (x) |\n"
+            "|---|---|---|---|---|---|---|---|---|\n");
+        for (int M : { 128, 256 }) {
+            double tot[2][7] = {};
+            for (int mi = 0; mi < n_mats; mi++) {
+                const int N = MATS[mi].N, K = MATS[mi].K;
+                fill_random<<<1024, 256, 0, st>>>(x, (size_t)M * K, 17u + mi, 1.f);
+                fill_random<<<1024, 256, 0, st>>>(W, (size_t)N * K, 91u + mi, 0.05f);
+                const float one = 1.f, zero = 0.f;
+                auto ref = [&]() {
+                    CB(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, CUDA_R_16BF, K,
+                                    x, CUDA_R_16BF, K, &zero, y0, CUDA_R_16BF, N,
+                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                };
+                const Dec dec2{ din, dout2, (long long)N * K / 1024, 0 };
+                auto arena = [&]() {
+                    standin_plain<<<g_sms * 8, 256, 0, st>>>(dec2);
+                    ref();
+                };
+                const CUtensorMap tx = tensor_map(x, M, K, M);
+                auto v = [&](int which) {
+                    if (M == 256) {
+                        if (which == 0) launch_wa<256, 2, 3>(tx, din, yt, N, K, st);
+                        if (which == 1) launch_wa<256, 2>(tx, din, yt, N, K, st);
+                        if (which == 2) launch_wa<256, 2, 1>(tx, din, yt, N, K, st);
+                        if (which == 3) launch_wa<256, 2, 2>(tx, din, yt, N, K, st);
+                        if (which == 4) launch_wa<256, 1, 3>(tx, din, yt, N, K, st);
+                    } else {
+                        if (which == 0) launch_wa<128, 2, 3>(tx, din, yt, N, K, st);
+                        if (which == 1) launch_wa<128, 2>(tx, din, yt, N, K, st);
+                        if (which == 2) launch_wa<128, 2, 1>(tx, din, yt, N, K, st);
+                        if (which == 3) launch_wa<128, 2, 2>(tx, din, yt, N, K, st);
+                        if (which == 4) launch_wa<128, 1, 3>(tx, din, yt, N, K, st);
+                    }
+                };
+                for (int which = 0; which < 5; which++) v(which);
+                CK(cudaGetLastError());
+                CK(cudaStreamSynchronize(st));
+                float t[7];
+                t[0] = time_graph(ref, st, 10, reps);
+                t[1] = time_graph(arena, st, 10, reps);
+                for (int which = 0; which < 5; which++)
+                    t[2 + which] = time_graph([&]() { v(which); }, st, 10, reps);
+                const bool in7 = mi < 7, stacked = mi >= 7 || mi == 3 || mi == 6;
+                for (int c = 0; c < 7; c++) {
+                    if (in7) tot[0][c] += t[c];
+                    if (stacked) tot[1][c] += t[c];
+                }
+                printf("| %d | %s | %.1f |", M, MATS[mi].name, t[0]);
+                for (int c = 1; c < 7; c++) printf(" %.1f (%.3f) |", t[c], t[0] / t[c]);
+                printf("\n");
+            }
+            for (int set = 0; set < 2; set++) {
+                printf("| %d | **%s** | %.1f |", M, set ? "stacked block" : "7 matrices",
+                       tot[set][0]);
+                for (int c = 1; c < 7; c++)
+                    printf(" %.1f (**%.3f**) |", tot[set][c], tot[set][0] / tot[set][c]);
+                printf("\n");
+            }
+        }
+        return 0;
+    }
     printf(
         "\nThe next block's decode (stand-in: 1.5 B read, 2 B written a weight) inside the "
         "GEMM, stacked matrices; µs\n"
