@@ -18,7 +18,9 @@
 // decode's, y against cuBLAS's. Last, W decoded straight into the GEMM's stages by the
 // producer warpgroup(s) (the same stand-in arithmetic; no arena): times only.
 // --decode-only: the last two parts; --profile-fused: one launch of each fused variant on
-// gate+up at B = 4096, for ncu.
+// gate+up at B = 4096, for ncu; --wa (issue 11, batches 128 and 256): only the same decode
+// into the stages with W as wgmma's A and the whole batch as its N, so that each weight is
+// decoded once (wa_kernel): times only, against cuBLAS and against the decode then cuBLAS.
 // Not part of the build (sm_90a; the driver's cuTensorMapEncodeTiled through the runtime):
 //     nvcc -std=c++17 -O3 -gencode arch=compute_90a,code=sm_90a -I. -o prefill_gemm \
 //         bench/probes/prefill_gemm.cu -lcublas
@@ -124,6 +126,32 @@ __device__ __forceinline__ void wgmma_m64n128_ss(float *d, uint64_t da, uint64_t
           "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
           "+f"(d[63])
         : "l"(da), "l"(db));
+}
+
+// A consumer warpgroup's step, once its stage is full: D(64 x NN) += A Bᵀ over the stage's 4
+// k16 slices, A (64 rows) and B (NN rows) K-major in shared memory, committed as one group;
+// SPLIT: NN = 256 as two m64n128 a slice, B's rows 128.. from 16 KiB on (at 512 threads
+// ptxas holds each instruction to 128 registers, and m64n256 needs 154).
+template <int NN, bool SPLIT>
+__device__ __forceinline__ void stage_mmas(float *d, uint64_t *full, uint32_t parity,
+                                           const uint8_t *a, const uint8_t *b)
+{
+    mbar_wait(full, parity);
+    const uint64_t da = sw128_desc(smem_u32(a)), db = sw128_desc(smem_u32(b));
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        const uint64_t k16 = desc_offset(32 * kk); // the slice's 16 columns
+        if constexpr (NN == 256 && SPLIT) {
+            wgmma_m64n128_ss(d, da + k16, db + k16);
+            wgmma_m64n128_ss(d + 64, da + k16, db + k16 + desc_offset(16384));
+        } else if constexpr (NN == 256) {
+            wgmma_m64n256_ss(d, da + k16, db + k16);
+        } else {
+            wgmma_m64n128_ss(d, da + k16, db + k16);
+        }
+    }
+    wgmma_commit();
 }
 
 // ---- a stand-in for the next block's decode, run by the producer warpgroup's three idle
@@ -283,23 +311,8 @@ __device__ __forceinline__ void consume(uint8_t *sm, uint64_t *full, uint64_t *e
         for (int i = 0; i < BN / 2; i++) d[i] = 0.f;
         for (int kt = 0; kt < KT; kt++, it++) {
             const int s = it % ST;
-            mbar_wait(full + s, (it / ST) & 1);
-            const uint64_t da = sw128_desc(smem_u32(sm + s * SB + c * 64 * 128)),
-                           db = sw128_desc(smem_u32(sm + s * SB + XB));
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < 4; kk++) {
-                const uint64_t k16 = desc_offset(32 * kk); // the slice's 16 columns
-                if constexpr (BN == 256 && SPLIT) {        // W rows 128.. from 16 KiB on
-                    wgmma_m64n128_ss(d, da + k16, db + k16);
-                    wgmma_m64n128_ss(d + 64, da + k16, db + k16 + desc_offset(16384));
-                } else if constexpr (BN == 256) {
-                    wgmma_m64n256_ss(d, da + k16, db + k16);
-                } else {
-                    wgmma_m64n128_ss(d, da + k16, db + k16);
-                }
-            }
-            wgmma_commit();
+            stage_mmas<BN, SPLIT>(d, full + s, (it / ST) & 1, sm + s * SB + c * 64 * 128,
+                                  sm + s * SB + XB);
             if constexpr (DEFER)
                 if (have && kt < kChunks) store_chunk(kt);
             wgmma_wait<1>();
@@ -446,6 +459,30 @@ __device__ __forceinline__ void sts128(uint8_t *p, uint4 v)
                  : "memory");
 }
 
+// A decoding warp's start of a stage's fill (fill: how many it has had before): once the
+// consumers have released the fill before, thread 0 brings in x's box (c0, c1) by TMA.
+__device__ __forceinline__ void take_stage(uint64_t *full, uint64_t *empty, int fill, void *dst,
+                                           const CUtensorMap *tx, int c0, int c1, uint32_t bytes)
+{
+    if (fill > 0) mbar_wait(empty, (fill - 1) & 1);
+    if (threadIdx.x == 0) {
+        mbar_expect_tx(full, bytes);
+        tma_2d(dst, tx, c0, c1, full);
+    }
+}
+
+// Strip unit u's output into a stage's W tile (rows 16 u on, 128 bytes a row, 128-byte
+// swizzle): the lane's 32 weights as the fused decode hands them, rows r0 and r0 + 8, 8
+// columns from 8 (lane & 3) and from 32 + 8 (lane & 3).
+__device__ __forceinline__ void store_unit(uint8_t *ws, int u, uint32_t lane, const uint4 o[4])
+{
+    const uint32_t r0 = 16 * u + (lane >> 2), qq = lane & 3;
+    for (int h = 0; h < 4; h++) {
+        const uint32_t r = r0 + 8 * (h >> 1), ch = qq + 4 * (h & 1);
+        sts128(ws + r * 128 + ((ch ^ (r & 7)) << 4), o[h]);
+    }
+}
+
 // PART (what each decoding warp does, for finding its cost): 0 all; 1 no input copies (the
 // stand-in's words from the lane and step); 2 nothing but the barriers; 3 all, the input in
 // registers a stage ahead and 4 stages.
@@ -513,11 +550,7 @@ __global__ void __launch_bounds__(128 * (2 + DW), 1)
             for (int q = 0; q < kFUnits; q++)
                 for (int i = 0; i < 3; i++) cur[q][i] = nxt[q][i];
             load(it + 1);
-            if (it >= ST) mbar_wait(empty + s, ((it / ST) - 1) & 1);
-            if (threadIdx.x == 0) {
-                mbar_expect_tx(full + s, XB);
-                tma_2d(sm + s * SB, &tx, kt * BK, (t % MP) * BM, full + s);
-            }
+            take_stage(full + s, empty + s, it / ST, sm + s * SB, &tx, kt * BK, (t % MP) * BM, XB);
             cp_wait<kFDepth - 1>();
             uint8_t *ws = sm + s * SB + XB;
             for (int q = 0; PART != 2 && q < kFUnits; q++) {
@@ -530,13 +563,7 @@ __global__ void __launch_bounds__(128 * (2 + DW), 1)
                                       lane * 16);
                 }
                 standin(v, o);
-                // the lane's 32 weights as the fused decode hands them: rows r0 and r0 + 8,
-                // 8 columns from 8 (lane & 3) and from 32 + 8 (lane & 3), 128-byte swizzle
-                const uint32_t r0 = 16 * (w + kDW * q) + (lane >> 2), qq = lane & 3;
-                for (int h = 0; h < 4; h++) {
-                    const uint32_t r = r0 + 8 * (h >> 1), ch = qq + 4 * (h & 1);
-                    sts128(ws + r * 128 + ((ch ^ (r & 7)) << 4), o[h]);
-                }
+                store_unit(ws, w + kDW * q, lane, o);
             }
             issue(it + kFDepth);
             fence_proxy_async(); // the stage's stores, before the MMAs read it
@@ -560,14 +587,16 @@ __global__ void __launch_bounds__(128 * (2 + DW), 1)
 // ---- Issue 11 at B = 65..256: W as wgmma's A operand, the whole batch as its N. A CTA's tile
 // is 128 W rows by the batch (XN = 128 or 256 rows of x), so each W weight is decoded once
 // per product (the kernel above decodes it once per 128 rows of x). The decoding warps (DW
-// warpgroups) turn a step's 8 strip units (16 rows x 64 columns, stand-in arithmetic, input by
-// ld.global a stage ahead) into the stage's swizzled W tile; thread 0 also brings x's 64
+// warpgroups) turn a step's 8 strip units (16 rows x 64 columns, stand-in arithmetic) into the
+// stage's swizzled W tile; thread 0 also brings x's 64
 // columns in by TMA. The consumers' two warpgroups each take 64 W rows: wgmma m64nXNk16, A and
 // B from shared memory. Stream-K: the grid's CTAs take equal ranges of the (W tile, step)
 // sequence, and a CTA adds each tile's share into yT (N x XN, fp32) by float2 atomics (a
 // stand-in for the split sums). Times only: W is the stand-in's bytes.
-// PART 3: a step's input (8 units, 12 KiB, contiguous) by one bulk copy into a ring of
-// kWaIn slots, kWaIn - 1 steps ahead; 3 stages at XN = 256 so that it fits.
+// PART, the decoding warps' input: 0 by ld.global into registers a stage ahead; 1 none (the
+// words made from the lane and step: the compiler folds some of the arithmetic); 2 nothing but
+// the barriers; 3 a step's input (8 units, 12 KiB, contiguous) by one bulk copy into a ring of
+// kWaIn slots, kWaIn - 1 steps ahead (3 stages at XN = 256, so that it fits).
 constexpr int kWaMinSteps = 16, kWaIn = 6, kWaStepIn = 8 * kUnitIn;
 template <int XN, int PART> __host__ __device__ constexpr int wa_stages()
 {
@@ -592,8 +621,7 @@ __global__ void __launch_bounds__(128 * (2 + DW), 1)
 {
     constexpr int kDW = 4 * DW, kU = 8 / kDW; // decoding warps, units a warp a stage
     constexpr int WB = 128 * BK * 2, XB = XN * BK * 2, SB = WB + XB, ST = wa_stages<XN, PART>();
-    // at 512 threads ptxas holds each instruction to 128 registers: m64n256 needs 154
-    constexpr bool SPLIT = XN == 256 && DW == 2;
+    constexpr bool SPLIT = XN == 256 && DW == 2; // stage_mmas says why
     extern __shared__ uint8_t raw[];
     uint8_t *sm =
         reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t(1023));
@@ -648,11 +676,7 @@ __global__ void __launch_bounds__(128 * (2 + DW), 1)
             for (int q = 0; q < kU; q++)
                 for (int i = 0; i < 3; i++) cur[q][i] = nxt[q][i];
             load(it + 1);
-            if (it >= ST) mbar_wait(empty + s, ((it / ST) - 1) & 1);
-            if (threadIdx.x == 0) {
-                mbar_expect_tx(full + s, XB);
-                tma_2d(sm + s * SB + WB, &tx, kt * BK, 0, full + s);
-            }
+            take_stage(full + s, empty + s, it / ST, sm + s * SB + WB, &tx, kt * BK, 0, XB);
             uint8_t *ws = sm + s * SB;
             const int sl = it % kWaIn;
             if (PART == 3) mbar_wait(in_full + sl, (it / kWaIn) & 1);
@@ -664,11 +688,7 @@ __global__ void __launch_bounds__(128 * (2 + DW), 1)
                                                 i * 512 + lane * 16)
                                        : make_uint4(lane, it, q, i);
                 standin(v, o);
-                const uint32_t r0 = 16 * (w + kDW * q) + (lane >> 2), qq = lane & 3;
-                for (int h = 0; h < 4; h++) {
-                    const uint32_t r = r0 + 8 * (h >> 1), ch = qq + 4 * (h & 1);
-                    sts128(ws + r * 128 + ((ch ^ (r & 7)) << 4), o[h]);
-                }
+                store_unit(ws, w + kDW * q, lane, o);
             }
             fence_proxy_async(); // the stage's stores, before the MMAs read it
             __syncwarp();
@@ -693,23 +713,8 @@ __global__ void __launch_bounds__(128 * (2 + DW), 1)
             for (int i = 0; i < XN / 2; i++) d[i] = 0.f;
             for (; it < end; it++) {
                 const int s = it % ST;
-                mbar_wait(full + s, (it / ST) & 1);
-                const uint64_t da = sw128_desc(smem_u32(sm + s * SB + c * 64 * 128)),
-                               db = sw128_desc(smem_u32(sm + s * SB + WB));
-                wgmma_fence();
-#pragma unroll
-                for (int kk = 0; kk < 4; kk++) {
-                    const uint64_t k16 = desc_offset(32 * kk);
-                    if constexpr (SPLIT) { // x rows 128.. from 16 KiB on
-                        wgmma_m64n128_ss(d, da + k16, db + k16);
-                        wgmma_m64n128_ss(d + 64, da + k16, db + k16 + desc_offset(16384));
-                    } else if constexpr (XN == 256) {
-                        wgmma_m64n256_ss(d, da + k16, db + k16);
-                    } else {
-                        wgmma_m64n128_ss(d, da + k16, db + k16);
-                    }
-                }
-                wgmma_commit();
+                stage_mmas<XN, SPLIT>(d, full + s, (it / ST) & 1, sm + s * SB + c * 64 * 128,
+                                      sm + s * SB + WB);
                 wgmma_wait<1>();
                 if (it > 0 && tid == 0) mbar_arrive(empty + (it - 1) % ST);
             }
