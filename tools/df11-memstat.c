@@ -63,25 +63,34 @@ static void usage(FILE *f)
 
 static double pct(uint64_t a, uint64_t b) { return b ? 100.0 * (double)a / (double)b : 0.0; }
 
-/* s as a JSON string: control characters escaped, and a byte that does not start a UTF-8
- * character (a page's path may hold any bytes) as U+FFFD, so the output stays valid JSON. */
-static void json_str(const char *s)
+/* s, a page's path or name (its publisher's to choose: any bytes), a UTF-8 character at a
+ * time: as JSON string content (json), a byte that does not start a character as U+FFFD,
+ * control characters as \uXXXX, '"' and '\\' escaped, so that the output stays valid JSON;
+ * or as terminal text, both kinds of byte as '?'. */
+static void put_text(const char *s, int json)
 {
-    putchar('"');
     for (size_t n = strlen(s); n;) {
         uint32_t cp;
         size_t k = df11i_utf8_seq(s, n, &cp);
         if (!k)
-            fputs("\\ufffd", stdout), k = 1;
-        else if (cp == '"' || cp == '\\')
-            printf("\\%c", (char)cp);
-        else if (df11i_utf8_control(cp))
+            fputs(json ? "\\ufffd" : "?", stdout), k = 1;
+        else if (df11i_utf8_control(cp) && json)
             printf("\\u%04x", (unsigned)cp);
+        else if (df11i_utf8_control(cp))
+            putchar('?');
+        else if (json && (cp == '"' || cp == '\\'))
+            printf("\\%c", (char)cp);
         else
             fwrite(s, 1, k, stdout);
         s += k;
         n -= k;
     }
+}
+
+static void json_str(const char *s)
+{
+    putchar('"');
+    put_text(s, 1);
     putchar('"');
 }
 
@@ -174,27 +183,11 @@ static void print_slot_text(const df11i_memstat_page *p, uint32_t i)
         printf(" [%u] group %d %s", i, key - (int32_t)p->n_blocks, state_name(p->slot_state[i]));
 }
 
-/* The path as text, control characters and bytes that are not UTF-8 as '?' (a path is the
- * publisher's to choose, and goes to a terminal). */
-static void print_path(const char *s)
-{
-    for (size_t n = strlen(s); n;) {
-        uint32_t cp;
-        size_t k = df11i_utf8_seq(s, n, &cp);
-        if (!k || df11i_utf8_control(cp))
-            putchar('?'), k = k ? k : 1;
-        else
-            fwrite(s, 1, k, stdout);
-        s += k;
-        n -= k;
-    }
-}
-
 static void print_text(const page_copy *c)
 {
     const df11i_memstat_page *p = &c->p;
     printf("pid %d  %s  ", p->pid, p->backend);
-    print_path(p->path);
+    put_text(p->path, 0);
     printf("%s\n", p->bf16_model ? "  (BF16)" : "");
     uint64_t weights = p->compressed_bytes + p->resident_bytes;
     if (p->bf16_model) {
