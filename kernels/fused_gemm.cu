@@ -411,15 +411,18 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
         }
         cluster_sync();
     };
-    auto cut_of = [&](int u, int &cf, int &cl) {
+    /* the CTAs that hold unit u's first and last work items */
+    struct Cut {
+        int cf, cl;
+    };
+    auto cut_of = [&](int u) {
         const long long w0 = (long long)u * tiles; /* the unit's first work item */
-        cf = df11i_cta_of(w0, a.NU, a.G, a.inv_nu);
-        cl = df11i_cta_of(w0 + tiles - 1, a.NU, a.G, a.inv_nu);
+        return Cut{ df11i_cta_of(w0, a.NU, a.G, a.inv_nu),
+                    df11i_cta_of(w0 + tiles - 1, a.NU, a.G, a.inv_nu) };
     };
     /* a segment's product: to y where it is the whole unit, else a partial */
     auto emit = [&](const Seg &d) {
-        int cf, cl;
-        cut_of(d.grp, cf, cl);
+        const auto [cf, cl] = cut_of(d.grp);
         if (cf == cl) {
             store_y(d.part, d.grp);
             return;
@@ -440,8 +443,7 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
      * ends in it: else this CTA is not its last) */
     auto sum_first = [&]() {
         const int u = p0 / tiles;
-        int cf, cl;
-        cut_of(u, cf, cl);
+        const auto [cf, cl] = cut_of(u);
         if (cf == self || cl != self) return;
         if (tid == 0) split_wait(a.sem + cf, (unsigned)(cl - cf));
         asm volatile("bar.sync 1, %0;" ::"n"(kCT) : "memory");
