@@ -120,16 +120,6 @@ static double fu_bound(uint32_t k, double ref, double mag, df11_dtype yd)
     return yd == DF11_DTYPE_BF16 ? b * (1 + ldexp(1, -8)) + ldexp(fabs(ref), -8) : b;
 }
 
-/* fp64 y = x·Wᵀ and Σ|x·w| per element (batch x sh->n). */
-static void fu_reference(const mm_shape *sh, const uint16_t *w, const uint16_t *x, uint32_t batch,
-                         double *ref, double *mag)
-{
-    for (uint32_t b = 0; b < batch; b++)
-        for (uint32_t r = 0; r < sh->n; r++)
-            mm_reference_at(sh, w, x, b, r, &ref[(size_t)b * sh->n + r],
-                            &mag[(size_t)b * sh->n + r]);
-}
-
 /* Tensor sh (weights w; the op's weight wt) at this batch, F32 and BF16 y: the fused path
  * against the fp64 reference, bit-identical launch after launch and (past 32) with the wgmma
  * kernel's split sums through the L2 instead of in clusters (df11i_fused_gemm_test_clusters;
@@ -142,7 +132,7 @@ static void fu_check(df11_model *m, const df11_weight *wt, const mm_shape *sh, c
     uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, rng);
     const size_t n = (size_t)batch * sh->n;
     double *ref = malloc(n * sizeof *ref), *mag = malloc(n * sizeof *mag);
-    fu_reference(sh, w, x, batch, ref, mag);
+    mm_reference(sh, w, x, batch, ref, mag);
     void *dx = dev_alloc((size_t)batch * sh->k * 2), *dy = dev_alloc(n * 4);
     dev_upload(dx, x, (size_t)batch * sh->k * 2);
     double *yf = malloc(n * sizeof *yf), *yc = malloc(n * sizeof *yc);
@@ -270,7 +260,7 @@ static void fu_check_stacked(df11_model *m, const df11_weight *st, int np, const
     uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, rng);
     const size_t n1 = (size_t)batch * sh->n, n = n1 * np;
     double *ref = malloc(n1 * sizeof *ref), *mag = malloc(n1 * sizeof *mag);
-    fu_reference(sh, w, x, batch, ref, mag);
+    mm_reference(sh, w, x, batch, ref, mag);
     void *dx = dev_alloc((size_t)batch * sh->k * 2), *dy = dev_alloc(n * 4);
     dev_upload(dx, x, (size_t)batch * sh->k * 2);
     double *y = malloc(n * sizeof *y);

@@ -9,6 +9,7 @@
 #include <check.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1165,20 +1166,71 @@ static void mm_run(df11_model *m, const df11_weight *w, const uint16_t *x, uint3
     dev_free(dy);
 }
 
-/* y[b][r] in fp64 from the source weights (what decoding gives back, bit for bit), and
- * Σ|w·x|, the scale of its fp32 error. */
-static void mm_reference_at(const mm_shape *sh, const uint16_t *w, const uint16_t *x, uint32_t b,
-                            uint32_t r, double *ref, double *mag)
+/* The fp64 reference of y = x·Wᵀ from the source weights (what decoding gives back, bit for
+ * bit): ref[b n + r] = y[b][r] and mag[b n + r] = Σ|w·x|, the scale of its fp32 error, each
+ * summed over k in order. Rows of W are split among threads, the inputs widened once: the GPU
+ * suites' large shapes and batches spent most of their time here. */
+typedef struct mm_ref_job {
+    const mm_shape *sh;
+    const double *w, *x;
+    uint32_t batch, r0, r1;
+    double *ref, *mag;
+} mm_ref_job;
+
+static void *mm_ref_rows(void *arg)
 {
-    double s = 0, a = 0;
-    for (uint32_t i = 0; i < sh->k; i++) {
-        double p = (double)df11_test_bf16_f32(w[(size_t)r * sh->k + i]) *
-                   (double)df11_test_bf16_f32(x[(size_t)b * sh->k + i]);
-        s += p;
-        a += fabs(p);
+    const mm_ref_job *j = arg;
+    const uint32_t k = j->sh->k, n = j->sh->n;
+    for (uint32_t r = j->r0; r < j->r1; r++)
+        for (uint32_t b = 0; b < j->batch; b++) {
+            const double *wr = j->w + (size_t)r * k, *xb = j->x + (size_t)b * k;
+            double s = 0, a = 0;
+            for (uint32_t i = 0; i < k; i++) {
+                const double p = wr[i] * xb[i];
+                s += p;
+                a += fabs(p);
+            }
+            j->ref[(size_t)b * n + r] = s;
+            j->mag[(size_t)b * n + r] = a;
+        }
+    return NULL;
+}
+
+static double *mm_widen(const uint16_t *v, size_t n)
+{
+    double *d = malloc(n * sizeof *d);
+    ck_assert_ptr_nonnull(d);
+    for (size_t i = 0; i < n; i++) d[i] = df11_test_bf16_f32(v[i]);
+    return d;
+}
+
+static void mm_reference(const mm_shape *sh, const uint16_t *w, const uint16_t *x, uint32_t batch,
+                         double *ref, double *mag)
+{
+    enum { MAX_THREADS = 16 };
+    double *wd = mm_widen(w, (size_t)sh->n * sh->k), *xd = mm_widen(x, (size_t)batch * sh->k);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    uint32_t nt = cpus < 1 ? 1 : cpus > MAX_THREADS ? MAX_THREADS : (uint32_t)cpus;
+    if (nt > sh->n) nt = sh->n;
+    /* a small product is not worth a thread */
+    if ((uint64_t)sh->n * sh->k * batch < (1u << 20)) nt = 1;
+    mm_ref_job jobs[MAX_THREADS];
+    pthread_t th[MAX_THREADS];
+    for (uint32_t t = 0; t < nt; t++) {
+        jobs[t] = (mm_ref_job){ sh,
+                                wd,
+                                xd,
+                                batch,
+                                (uint32_t)((uint64_t)sh->n * t / nt),
+                                (uint32_t)((uint64_t)sh->n * (t + 1) / nt),
+                                ref,
+                                mag };
+        if (t) ck_assert_int_eq(pthread_create(&th[t], NULL, mm_ref_rows, &jobs[t]), 0);
     }
-    *ref = s;
-    *mag = a;
+    mm_ref_rows(&jobs[0]);
+    for (uint32_t t = 1; t < nt; t++) ck_assert_int_eq(pthread_join(th[t], NULL), 0);
+    free(wd);
+    free(xd);
 }
 
 /* Each element of y against the fp64 reference: |y - ref| <= (k + 8)·2⁻²³·Σ|w·x| for fp32
@@ -1186,11 +1238,14 @@ static void mm_reference_at(const mm_shape *sh, const uint16_t *w, const uint16_
 static void mm_check_reference(const mm_shape *sh, const uint16_t *w, const uint16_t *x,
                                uint32_t batch, df11_dtype yd, const void *raw)
 {
+    const size_t n = (size_t)batch * sh->n;
+    double *refs = malloc(n * sizeof *refs), *mags = malloc(n * sizeof *mags);
+    ck_assert(refs && mags);
+    mm_reference(sh, w, x, batch, refs, mags);
     for (uint32_t b = 0; b < batch; b++)
         for (uint32_t r = 0; r < sh->n; r++) {
-            double ref, mag;
-            mm_reference_at(sh, w, x, b, r, &ref, &mag);
             const size_t at = (size_t)b * sh->n + r;
+            const double ref = refs[at], mag = mags[at];
             double got = yd == DF11_DTYPE_F32 ? ((const float *)raw)[at]
                                               : df11_test_bf16_f32(((const uint16_t *)raw)[at]);
             double bound = (sh->k + 8) * ldexp(mag, -23) + 1e-30;
@@ -1201,6 +1256,8 @@ static void mm_check_reference(const mm_shape *sh, const uint16_t *w, const uint
                           sh->name, batch, b, r, got, ref, bound,
                           yd == DF11_DTYPE_F32 ? "F32" : "BF16", (unsigned long long)mm.seed);
         }
+    free(refs);
+    free(mags);
 }
 
 START_TEST(test_matmul_reference)
