@@ -74,11 +74,12 @@ static void put_text(const char *s, int json)
         size_t k = df11i_utf8_seq(s, n, &cp);
         if (!k)
             fputs(json ? "\\ufffd" : "?", stdout), k = 1;
-        else if (df11i_utf8_control(cp) && json)
-            printf("\\u%04x", (unsigned)cp);
-        else if (df11i_utf8_control(cp))
-            putchar('?');
-        else if (json && (cp == '"' || cp == '\\'))
+        else if (df11i_utf8_control(cp)) {
+            if (json)
+                printf("\\u%04x", (unsigned)cp);
+            else
+                putchar('?');
+        } else if (json && (cp == '"' || cp == '\\'))
             printf("\\%c", (char)cp);
         else
             fwrite(s, 1, k, stdout);

@@ -863,6 +863,19 @@ void launch_wa(const CUtensorMap &tx, const uint8_t *comp, float *yt, int N, int
     wa_kernel<XN, DW, PART><<<grid, 128 * (2 + DW), wa_smem<XN, PART>(), st>>>(tx, comp, yt, N, K);
 }
 
+// The --wa table's columns past its two references, in order: 8 decoding warps with the input
+// by bulk copy, by ld.global into registers, without input, barriers only; 4 by bulk copy.
+template <int XN>
+void launch_wa_variant(int which, const CUtensorMap &tx, const uint8_t *comp, float *yt, int N,
+                       int K, cudaStream_t st)
+{
+    if (which == 0) launch_wa<XN, 2, 3>(tx, comp, yt, N, K, st);
+    if (which == 1) launch_wa<XN, 2>(tx, comp, yt, N, K, st);
+    if (which == 2) launch_wa<XN, 2, 1>(tx, comp, yt, N, K, st);
+    if (which == 3) launch_wa<XN, 2, 2>(tx, comp, yt, N, K, st);
+    if (which == 4) launch_wa<XN, 1, 3>(tx, comp, yt, N, K, st);
+}
+
 __global__ void fill_random(__nv_bfloat16 *p, size_t n, uint32_t seed, float scale)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
@@ -1117,19 +1130,10 @@ int main(int argc, char **argv)
                 };
                 const CUtensorMap tx = tensor_map(x, M, K, M);
                 auto v = [&](int which) {
-                    if (M == 256) {
-                        if (which == 0) launch_wa<256, 2, 3>(tx, din, yt, N, K, st);
-                        if (which == 1) launch_wa<256, 2>(tx, din, yt, N, K, st);
-                        if (which == 2) launch_wa<256, 2, 1>(tx, din, yt, N, K, st);
-                        if (which == 3) launch_wa<256, 2, 2>(tx, din, yt, N, K, st);
-                        if (which == 4) launch_wa<256, 1, 3>(tx, din, yt, N, K, st);
-                    } else {
-                        if (which == 0) launch_wa<128, 2, 3>(tx, din, yt, N, K, st);
-                        if (which == 1) launch_wa<128, 2>(tx, din, yt, N, K, st);
-                        if (which == 2) launch_wa<128, 2, 1>(tx, din, yt, N, K, st);
-                        if (which == 3) launch_wa<128, 2, 2>(tx, din, yt, N, K, st);
-                        if (which == 4) launch_wa<128, 1, 3>(tx, din, yt, N, K, st);
-                    }
+                    if (M == 256)
+                        launch_wa_variant<256>(which, tx, din, yt, N, K, st);
+                    else
+                        launch_wa_variant<128>(which, tx, din, yt, N, K, st);
                 };
                 for (int which = 0; which < 5; which++) v(which);
                 CK(cudaGetLastError());
