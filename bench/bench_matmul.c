@@ -22,7 +22,7 @@
  *   op_graph  the same captured in a graph (B up to the fused path's default limit,
  *             df11i_fused_matmul_default_max: the arena path waits on events recorded
  *             outside a capture)
- *   fused     the fused path forced at every B (past 32 the wgmma kernel where it runs)
+ *   fused     the fused path forced at every B (from 25 the wgmma kernel where it runs)
  *   decode    decode + cuBLAS forced (df11i_cuda_matmul_fused_limit(0)): the arena path
  *   huffman   df11_matmul on the Huffman model, the op's own choice (its fused kernel at
  *             batch 1 where --lane-symbols is 64..256, else the arena path)
@@ -95,7 +95,7 @@ static void usage(FILE *f)
             "               fused path forced there at any B\n"
             "  --codec C    the fixed-code model's code: fixed (escapes, the default) or\n"
             "               fixed8 (8-exponent window and records)\n"
-            "  --l2-sums    the wgmma kernel's (B > 32) split sums through the L2, not in\n"
+            "  --l2-sums    the wgmma kernel's (B >= 25) split sums through the L2, not in\n"
             "               clusters' shared memory where they fit (to compare the two)\n"
             "  --plain-launch  the op's kernels launched plainly, not with programmatic\n"
             "               dependent launch (df11_model_options.matmul_plain_launch)\n"
@@ -784,8 +784,8 @@ int bench_matmul_main(int argc, char **argv)
         if (fused_ok) {
             char kinds[64] = "mma.sync";
             if (fused_max > DF11_FUSED_MAX_BATCH)
-                snprintf(kinds, sizeof kinds, "mma.sync to %d, wgmma past it",
-                         DF11_FUSED_MAX_BATCH);
+                snprintf(kinds, sizeof kinds, "mma.sync to %d, wgmma from %d",
+                         DF11_FUSED_GEMM_MIN_BATCH - 1, DF11_FUSED_GEMM_MIN_BATCH);
             printf("the op's fused kernels on this device: batch 1-%u by default (%s), "
                    "programmatic launch %s; split sums %s\n",
                    fused_max, kinds,

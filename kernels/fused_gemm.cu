@@ -1,4 +1,4 @@
-/* The fused matmul on fixed-code tensors for batches past the mma.sync kernel's 32
+/* The fused matmul on fixed-code tensors for batches from DF11_FUSED_GEMM_MIN_BATCH (25) on
  * (kernels/fused_matmul.cu sends them here): y = x·Wᵀ, W decoded from its compressed
  * payload in registers and multiplied straight from there by Hopper's warpgroup MMA (wgmma
  * with A in registers, sm_90a code only); W is never stored, to shared or global memory.

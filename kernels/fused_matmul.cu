@@ -1,7 +1,7 @@
 /* The fused matmul on fixed-code tensors (codec/fixed.h, DF11_CODEC_EXP_FIXED and _FIXED8):
  *     y[b][n] = sum_k x[b][k] * W[n][k],  W rows x cols BF16 as HF stores it, B = 1..32
- * (df11i_fused_matmul takes any batch: past 32 kernels/fused_gemm.cu, or this kernel 32
- * rows of x at a time),
+ * (df11i_fused_matmul takes any batch: from DF11_FUSED_GEMM_MIN_BATCH on kernels/fused_gemm.cu
+ * where it runs, else this kernel 32 rows of x at a time),
  * or W up to 8 such tensors of one K stacked by rows (parts, one launch),
  * straight from the compressed payload: W is decoded in registers right after its load,
  * fed to mma.m16n8k16 (bf16 in, fp32 accumulate) and never written back to memory.
@@ -543,7 +543,8 @@ Grid make_grid(long long pairs, long long tiles, const DevGeom &dg, int nb, uint
     return grid_of(pairs, tiles, (long long)dg.sms * dg.occ[nb - 1] * (scale ? scale : 1));
 }
 
-std::atomic<uint32_t> g_test_grid{ 0 }; /* df11i_fused_matmul_test_grid */
+std::atomic<uint32_t> g_test_grid{ 0 };                         /* df11i_fused_matmul_test_grid */
+std::atomic<uint32_t> g_gemm_from{ DF11_FUSED_GEMM_MIN_BATCH }; /* ..._test_gemm_from */
 
 uint64_t align256(uint64_t x) { return (x + 255) / 256 * 256; }
 
@@ -641,6 +642,11 @@ extern "C" uint32_t df11i_fused_matmul_test_grid(uint32_t ctas)
     return g_test_grid.exchange(ctas);
 }
 
+extern "C" uint32_t df11i_fused_matmul_test_gemm_from(uint32_t batch)
+{
+    return g_gemm_from.exchange(batch);
+}
+
 extern "C" int df11i_fused_matmul_pdl(void)
 {
     DevGeom dg;
@@ -722,10 +728,11 @@ extern "C" df11_status df11i_fused_matmul(const df11i_fused_part *parts, uint32_
         return df11i_fail(DF11_ERR_INVALID_ARG,
                           "df11i_fused_matmul: ldy %u for %llu output columns", ldy,
                           (unsigned long long)y_cols);
-    if (batch <= DF11_FUSED_MAX_BATCH)
+    const bool gemm = batch >= g_gemm_from.load() && df11i_fused_gemm_takes(x, g[0].cols);
+    if (batch <= DF11_FUSED_MAX_BATCH && !gemm)
         return launch_mma(parts, n_parts, g, g0, pairs, dg, x, batch, y, ldy, y_bf16, ws, ws_size,
                           d_error, grid_scale, pdl, stream);
-    if (df11i_fused_gemm_takes(x, g[0].cols))
+    if (gemm)
         return df11i_fused_gemm(parts, n_parts, g, x, batch, y, ldy, y_bf16, ws, ws_size, d_error,
                                 pdl, stream);
     /* no wgmma here (or an x it cannot read: K % 8 != 0, or not 16-byte aligned): the mma.sync

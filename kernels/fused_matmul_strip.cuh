@@ -1,6 +1,6 @@
 /* A warp's walk over the tiles of a 16-row strip of a fixed-code tensor (codec/fixed.h) and,
  * chained, the strips after it, shared by the two fused matmul kernels:
- * kernels/fused_matmul.cu (batch 1..32, the decoded weights straight into mma.sync) and
+ * kernels/fused_matmul.cu (batch 1..24 on Hopper, 1..32 elsewhere: straight into mma.sync) and
  * kernels/fused_gemm.cu (larger batches, straight into wgmma from registers); both kernels'
  * walks go on from one strip into the next where the tensor's last tile is whole. The walk
  * copies each tile into the warp's stage by cp.async, its steps a few ahead

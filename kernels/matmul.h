@@ -25,6 +25,13 @@ extern "C" {
 
 /* The largest batch the mma.sync kernel takes in one launch. */
 #define DF11_FUSED_MAX_BATCH 32
+/* The smallest batch the wgmma kernel takes where it runs (below it, the mma.sync kernel):
+ * from 25 rows, where the mma.sync kernel would take 4 groups of 8, the wgmma kernel is 7-9%
+ * faster on the 8B block; at 17-24 it is 1% slower to 1% faster (bench/RESULTS.md,
+ * twenty-third session). */
+#ifndef DF11_FUSED_GEMM_MIN_BATCH
+#define DF11_FUSED_GEMM_MIN_BATCH 25
+#endif
 /* Where the wgmma kernel runs, the fused path's default limit (df11i_fused_matmul_default_max):
  * past it decode + cuBLAS is faster (df11-bench matmul, bench/RESULTS.md: at 128 the wgmma
  * kernel is 1.5x faster; past it each 128-row batch tile decodes W again, and it is slower). */
@@ -135,6 +142,11 @@ df11_status df11i_fused_matmul(const df11i_fused_part *parts, uint32_t n_parts, 
 /* Tests only: launch the mma.sync kernel over at most `ctas` CTAs (0, the default: its own
  * grid), so that ranges cut strips and span several on any GPU. Returns the previous value. */
 uint32_t df11i_fused_matmul_test_grid(uint32_t ctas);
+
+/* Tests only: the smallest batch df11i_fused_matmul gives the wgmma kernel where it runs
+ * (default DF11_FUSED_GEMM_MIN_BATCH; UINT32_MAX: the mma.sync kernel at every batch it
+ * takes, 32 rows at a time past it). Returns the previous value. */
+uint32_t df11i_fused_matmul_test_gemm_from(uint32_t batch);
 
 /* --- Huffman-coded tensors (DF11_CODEC_EXP_HUFFMAN; kernels/decode.cu): each warp decodes
  * one chunk of W as the group decoder does (docs/FORMAT.md) and, instead of storing the

@@ -145,7 +145,7 @@ static void fu_check(df11_model *m, const df11_weight *wt, const mm_shape *sh, c
         ck_assert_int_eq(cudaMemset(dy, 0xff, n * 4), cudaSuccess);
         fu_run(m, wt, dx, batch, yd, dy, NULL, yc, raw2);
         ck_assert_msg(!memcmp(raw, raw2, ysz), "%s batch %u: two launches differ", sh->name, batch);
-        if (batch > DF11_FUSED_MAX_BATCH) {
+        if (batch >= DF11_FUSED_GEMM_MIN_BATCH) {
             const int was = df11i_fused_gemm_test_clusters(0);
             ck_assert_int_eq(cudaMemset(dy, 0xff, n * 4), cudaSuccess);
             fu_run(m, wt, dx, batch, yd, dy, NULL, yc, raw2);
@@ -237,7 +237,7 @@ START_TEST(test_fused_matmul_few)
     fu_make_model();
     df11_model *m = fu_open(fu.path);
     uint64_t rng = fu.seed ^ 0x66;
-    static const uint32_t batches[] = { 1, 9, 32, 33, 129 };
+    static const uint32_t batches[] = { 1, 9, 24, 25, 129 }; /* 24 | 25: the two kernels */
     const uint32_t old = df11i_cuda_matmul_fused_limit(DF11I_FUSED_EVERY);
     for (size_t i = 0; i < FU_N && df11i_fused_matmul_supported(); i++) {
         const mm_shape *sh = &FU_SHAPES[i];
@@ -403,7 +403,7 @@ START_TEST(test_fused_matmul_stream_k)
      * overflow the stage), each checked as test_fused_matmul and test_fused_matmul_stacked check,
      * and the workspace's first half zero after each (the semaphores). */
     static const size_t shapes[] = { FU_I, 5 /* f */, FU_ESC };
-    static const uint32_t ctas[] = { 1, 2, 5, 7, 13 }, batches[] = { 33, 64, 65, 129, 300 };
+    static const uint32_t ctas[] = { 1, 2, 5, 7, 13 }, batches[] = { 25, 64, 65, 129, 300 };
     fu_forced_grids(df11i_fused_gemm_supported, df11i_fused_gemm_test_grid, shapes, FU_LEN(shapes),
                     ctas, FU_LEN(ctas), batches, FU_LEN(batches), 0x534b);
 }
@@ -417,11 +417,14 @@ START_TEST(test_fused_matmul_split_sums)
      * of its last), over K a multiple of 256 (i: ranges walked as one, also across the three
      * parts of i stacked), a last tile of one step (f) and exception lists past the stage
      * (esc); each checked as test_fused_matmul checks, and the workspace's first half zero
-     * after every product (the slots' "not yet written"). */
+     * after every product (the slots' "not yet written"). Batches 25..32 too, which Hopper
+     * gives the wgmma kernel by default. */
     static const size_t shapes[] = { FU_I, 5 /* f */, FU_ESC, 6 /* g */ };
     static const uint32_t ctas[] = { 1, 2, 5, 7, 13, 0 }, batches[] = { 1, 8, 9, 17, 32 };
+    const uint32_t gemm_from = df11i_fused_matmul_test_gemm_from(UINT32_MAX);
     fu_forced_grids(df11i_fused_matmul_supported, df11i_fused_matmul_test_grid, shapes,
                     FU_LEN(shapes), ctas, FU_LEN(ctas), batches, FU_LEN(batches), 0x5353);
+    df11i_fused_matmul_test_gemm_from(gemm_from);
 }
 END_TEST
 
