@@ -1233,15 +1233,12 @@ static void mm_reference(const mm_shape *sh, const uint16_t *w, const uint16_t *
     free(xd);
 }
 
-/* Each element of y against the fp64 reference: |y - ref| <= (k + 8)·2⁻²³·Σ|w·x| for fp32
- * accumulation in any order, plus half a BF16 ulp (2⁻⁸·|ref|) when y is BF16. */
-static void mm_check_reference(const mm_shape *sh, const uint16_t *w, const uint16_t *x,
-                               uint32_t batch, df11_dtype yd, const void *raw)
+/* Each element of y against the fp64 reference (mm_reference's refs and mags): |y - ref| <=
+ * (k + 8)·2⁻²³·Σ|w·x| for fp32 accumulation in any order, plus half a BF16 ulp (2⁻⁸·|ref|)
+ * when y is BF16. */
+static void mm_check_y(const mm_shape *sh, uint32_t batch, df11_dtype yd, const void *raw,
+                       const double *refs, const double *mags)
 {
-    const size_t n = (size_t)batch * sh->n;
-    double *refs = malloc(n * sizeof *refs), *mags = malloc(n * sizeof *mags);
-    ck_assert(refs && mags);
-    mm_reference(sh, w, x, batch, refs, mags);
     for (uint32_t b = 0; b < batch; b++)
         for (uint32_t r = 0; r < sh->n; r++) {
             const size_t at = (size_t)b * sh->n + r;
@@ -1256,8 +1253,34 @@ static void mm_check_reference(const mm_shape *sh, const uint16_t *w, const uint
                           sh->name, batch, b, r, got, ref, bound,
                           yd == DF11_DTYPE_F32 ? "F32" : "BF16", (unsigned long long)mm.seed);
         }
-    free(refs);
-    free(mags);
+}
+
+/* The fp64 reference of x·Wᵀ, batch x sh->n, and each element's Σ|w·x| (mm_reference). */
+typedef struct {
+    double *refs, *mags;
+} mm_ref;
+
+static mm_ref mm_ref_of(const mm_shape *sh, const uint16_t *w, const uint16_t *x, uint32_t batch)
+{
+    const size_t n = (size_t)batch * sh->n;
+    mm_ref r = { malloc(n * sizeof *r.refs), malloc(n * sizeof *r.mags) };
+    ck_assert(r.refs && r.mags);
+    mm_reference(sh, w, x, batch, r.refs, r.mags);
+    return r;
+}
+
+static void mm_ref_free(mm_ref *r)
+{
+    free(r->refs);
+    free(r->mags);
+}
+
+static void mm_check_reference(const mm_shape *sh, const uint16_t *w, const uint16_t *x,
+                               uint32_t batch, df11_dtype yd, const void *raw)
+{
+    mm_ref r = mm_ref_of(sh, w, x, batch);
+    mm_check_y(sh, batch, yd, raw, r.refs, r.mags);
+    mm_ref_free(&r);
 }
 
 START_TEST(test_matmul_reference)
@@ -1294,6 +1317,7 @@ START_TEST(test_matmul_reference)
         for (uint32_t bi = 1; bi <= 18; bi++) {
             const uint32_t batch = bi <= 17 ? bi : fused_max(sh->k) + 1;
             uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, &rng);
+            mm_ref ref = mm_ref_of(sh, w, x, batch); /* once for every model and y type */
             for (int d = 0; d < 2; d++) {
                 const df11_dtype yd = d ? DF11_DTYPE_BF16 : DF11_DTYPE_F32;
                 const size_t ysz = (size_t)batch * sh->n * (d ? 2 : 4);
@@ -1302,14 +1326,14 @@ START_TEST(test_matmul_reference)
                     y[j] = malloc(ysz);
                     mm_run(ms[j], &ws[j], x, batch, yd, y[j]);
                 }
-                mm_check_reference(sh, w, x, batch, yd, y[0]);
+                mm_check_y(sh, batch, yd, y[0], ref.refs, ref.mags);
                 for (int j = 1; j < N_MODELS; j++) {
                     /* a model on another kernel than model 0's: within the bound, its own
                      * summation order (tests/test_gpu_runtime.c compares the paths) */
                     /* models 0 and 2 hold their non-layer weights resident */
                     if (mm_kernel(ms[j], j % 2 == 0, sh->name, batch) !=
                         mm_kernel(ms[0], 1, sh->name, batch)) {
-                        mm_check_reference(sh, w, x, batch, yd, y[j]);
+                        mm_check_y(sh, batch, yd, y[j], ref.refs, ref.mags);
                         continue;
                     }
                     ck_assert_msg(!memcmp(y[0], y[j], ysz),
@@ -1319,6 +1343,7 @@ START_TEST(test_matmul_reference)
                 }
                 for (int j = 0; j < N_MODELS; j++) free(y[j]);
             }
+            mm_ref_free(&ref);
             free(x);
         }
     }
