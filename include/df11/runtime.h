@@ -329,11 +329,11 @@ DF11_API df11_status df11_model_stats_get(const df11_model *model, df11_model_st
  *     arena has a slot for every served block: through the arena (below), where its block,
  *     decoded once, stays decoded for the products after;
  *   - CUDA backend, W fixed-coded (EXP_FIXED, EXP_FIXED8), batch 1..32 on sm_80+, 1..128 on
- *     Hopper (sm_90a code, the default build; its wgmma kernel from batch 25): a fused kernel multiplies straight from the
- *     compressed tensor, W decoded on chip and never written to global memory (fp32
- *     accumulation, deterministic on a device; within the fp32 bound of, not
- *     bit-identical to, the cuBLAS result). Products of one model on one stream can be
- *     captured in a CUDA graph;
+ *     Hopper (sm_90a code, the default build; its wgmma kernel from batch 25): a fused
+ *     kernel multiplies straight from the compressed tensor, W decoded on chip and never
+ *     written to global memory (fp32 accumulation, deterministic on a device; within the
+ *     fp32 bound of, not bit-identical to, the cuBLAS result). Products of one model on one
+ *     stream can be captured in a CUDA graph;
  *   - CUDA backend, W Huffman-coded with 64..256 symbols a lane (df11-compress
  *     --lane-symbols), K % 8 == 0, K >= 256, batch 1: a fused kernel decodes W and
  *     multiplies it on the CUDA cores, likewise never writing it to memory;
