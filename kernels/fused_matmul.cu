@@ -543,8 +543,9 @@ Grid make_grid(long long pairs, long long tiles, const DevGeom &dg, int nb, uint
     return grid_of(pairs, tiles, (long long)dg.sms * dg.occ[nb - 1] * (scale ? scale : 1));
 }
 
-std::atomic<uint32_t> g_test_grid{ 0 };                         /* df11i_fused_matmul_test_grid */
-std::atomic<uint32_t> g_gemm_from{ DF11_FUSED_GEMM_MIN_BATCH }; /* ..._test_gemm_from */
+std::atomic<uint32_t> g_test_grid{ 0 }; /* df11i_fused_matmul_test_grid */
+/* the smallest batch for the wgmma kernel (df11i_fused_matmul_test_gemm_from) */
+std::atomic<uint32_t> g_gemm_from{ DF11_FUSED_GEMM_MIN_BATCH };
 
 uint64_t align256(uint64_t x) { return (x + 255) / 256 * 256; }
 
