@@ -112,27 +112,19 @@ static void fu_run(df11_model *m, const df11_weight *w, const void *dx, uint32_t
                                       : df11_test_bf16_f32(((uint16_t *)raw)[i]);
 }
 
-/* The bound of tests/test_runtime.c's mm_check_reference: fp32 accumulation in any order,
- * plus half a BF16 ulp for a BF16 y. */
-static double fu_bound(uint32_t k, double ref, double mag, df11_dtype yd)
-{
-    double b = (k + 8) * ldexp(mag, -23) + 1e-30;
-    return yd == DF11_DTYPE_BF16 ? b * (1 + ldexp(1, -8)) + ldexp(fabs(ref), -8) : b;
-}
-
 /* Tensor sh (weights w; the op's weight wt) at this batch, F32 and BF16 y: the fused path
- * against the fp64 reference, bit-identical launch after launch and (past 32) with the wgmma
- * kernel's split sums through the L2 instead of in clusters (df11i_fused_gemm_test_clusters;
- * where it runs in clusters, else the same launches again), and within the two bounds of
- * the decode + cuBLAS path (forced by df11i_cuda_matmul_fused_limit(0)). Leaves the fused
- * limit at DF11I_FUSED_EVERY. */
+ * against the fp64 reference, bit-identical launch after launch and (from batch
+ * DF11_FUSED_GEMM_MIN_BATCH) with the wgmma kernel's split sums through the L2 instead of in
+ * clusters (df11i_fused_gemm_test_clusters; where it runs in clusters, else the same launches
+ * again), and within the two bounds of the decode + cuBLAS path (forced by
+ * df11i_cuda_matmul_fused_limit(0)). Leaves the fused limit at DF11I_FUSED_EVERY. */
 static void fu_check(df11_model *m, const df11_weight *wt, const mm_shape *sh, const uint16_t *w,
                      uint32_t batch, uint64_t *rng)
 {
     uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, rng);
     const size_t n = (size_t)batch * sh->n;
-    double *ref = malloc(n * sizeof *ref), *mag = malloc(n * sizeof *mag);
-    mm_reference(sh, w, x, batch, ref, mag);
+    mm_ref rm = mm_ref_of(sh, w, x, batch);
+    const double *ref = rm.refs, *mag = rm.mags;
     void *dx = dev_alloc((size_t)batch * sh->k * 2), *dy = dev_alloc(n * 4);
     dev_upload(dx, x, (size_t)batch * sh->k * 2);
     double *yf = malloc(n * sizeof *yf), *yc = malloc(n * sizeof *yc);
@@ -157,7 +149,7 @@ static void fu_check(df11_model *m, const df11_weight *wt, const mm_shape *sh, c
         fu_run(m, wt, dx, batch, yd, dy, NULL, yc, raw2);
         df11i_cuda_matmul_fused_limit(DF11I_FUSED_EVERY);
         for (size_t j = 0; j < n; j++) {
-            const double bf = fu_bound(sh->k, ref[j], mag[j], yd);
+            const double bf = mm_bound(sh->k, ref[j], mag[j], yd);
             ck_assert_msg(fabs(yf[j] - ref[j]) <= bf,
                           "%s batch %u y[%zu] = %.9g, reference %.9g, bound %.3g (%s, "
                           "fused, seed %#llx)",
@@ -175,8 +167,7 @@ static void fu_check(df11_model *m, const df11_weight *wt, const mm_shape *sh, c
     free(raw2);
     free(yf);
     free(yc);
-    free(ref);
-    free(mag);
+    mm_ref_free(&rm);
     free(x);
     dev_free(dx);
     dev_free(dy);
@@ -258,9 +249,9 @@ static void fu_check_stacked(df11_model *m, const df11_weight *st, int np, const
                              const uint16_t *w, uint32_t batch, uint64_t *rng)
 {
     uint16_t *x = df11_test_random_bf16((size_t)batch * sh->k, rng);
-    const size_t n1 = (size_t)batch * sh->n, n = n1 * np;
-    double *ref = malloc(n1 * sizeof *ref), *mag = malloc(n1 * sizeof *mag);
-    mm_reference(sh, w, x, batch, ref, mag);
+    const size_t n = (size_t)batch * sh->n * np;
+    mm_ref rm = mm_ref_of(sh, w, x, batch);
+    const double *ref = rm.refs, *mag = rm.mags;
     void *dx = dev_alloc((size_t)batch * sh->k * 2), *dy = dev_alloc(n * 4);
     dev_upload(dx, x, (size_t)batch * sh->k * 2);
     double *y = malloc(n * sizeof *y);
@@ -277,7 +268,7 @@ static void fu_check_stacked(df11_model *m, const df11_weight *st, int np, const
                 for (uint32_t r = 0; r < sh->n; r++) {
                     const size_t j = (size_t)b * sh->n + r;
                     const double got = y[((size_t)b * np + i) * sh->n + r],
-                                 bf = fu_bound(sh->k, ref[j], mag[j], yd);
+                                 bf = mm_bound(sh->k, ref[j], mag[j], yd);
                     ck_assert_msg(fabs(got - ref[j]) <= bf,
                                   "%s batch %u part %d y[%u][%u] = %.9g, reference %.9g, bound "
                                   "%.3g (%s, seed %#llx)",
@@ -288,8 +279,7 @@ static void fu_check_stacked(df11_model *m, const df11_weight *st, int np, const
     free(raw);
     free(raw2);
     free(y);
-    free(ref);
-    free(mag);
+    mm_ref_free(&rm);
     free(x);
     dev_free(dx);
     dev_free(dy);

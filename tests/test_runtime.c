@@ -1233,9 +1233,16 @@ static void mm_reference(const mm_shape *sh, const uint16_t *w, const uint16_t *
     free(xd);
 }
 
-/* Each element of y against the fp64 reference (mm_reference's refs and mags): |y - ref| <=
- * (k + 8)·2⁻²³·Σ|w·x| for fp32 accumulation in any order, plus half a BF16 ulp (2⁻⁸·|ref|)
- * when y is BF16. */
+/* How far y may lie from the fp64 reference ref (Σ|w·x| = mag): (k + 8)·2⁻²³·mag for fp32
+ * accumulation in any order, plus half a BF16 ulp (2⁻⁸·|ref|) when y is BF16. */
+static double mm_bound(uint32_t k, double ref, double mag, df11_dtype yd)
+{
+    const double b = (k + 8) * ldexp(mag, -23) + 1e-30;
+    return yd == DF11_DTYPE_BF16 ? b * (1 + ldexp(1, -8)) + ldexp(fabs(ref), -8) : b;
+}
+
+/* Each element of y against the fp64 reference (mm_reference's refs and mags), within
+ * mm_bound. */
 static void mm_check_y(const mm_shape *sh, uint32_t batch, df11_dtype yd, const void *raw,
                        const double *refs, const double *mags)
 {
@@ -1245,8 +1252,7 @@ static void mm_check_y(const mm_shape *sh, uint32_t batch, df11_dtype yd, const 
             const double ref = refs[at], mag = mags[at];
             double got = yd == DF11_DTYPE_F32 ? ((const float *)raw)[at]
                                               : df11_test_bf16_f32(((const uint16_t *)raw)[at]);
-            double bound = (sh->k + 8) * ldexp(mag, -23) + 1e-30;
-            if (yd == DF11_DTYPE_BF16) bound = bound * (1 + ldexp(1, -8)) + ldexp(fabs(ref), -8);
+            const double bound = mm_bound(sh->k, ref, mag, yd);
             ck_assert_msg(fabs(got - ref) <= bound,
                           "%s batch %u y[%u][%u] = %.9g, reference %.9g, bound %.3g (%s, seed "
                           "%#llx)",
