@@ -30,7 +30,7 @@ typedef struct rd_buf {
     uint64_t start, need; /* the group's payload: [start, start + need) */
     uint64_t done;        /* bytes of [start, start+need) completed */
     uint32_t inflight;
-    int consumed; /* the sink has had this buffer: ask it before refilling */
+    int consumed; /* the sink may still use this buffer: ask it (reuse) before filling */
     /* The payload's xxh3, taken as its reads arrive (io_uring): chunk k (RD_CHUNK bytes from
      * start) is hashed once it and every chunk before it have all their payload bytes, while
      * the later chunks' reads are still in flight, so that the check costs the reader no
@@ -336,7 +336,8 @@ static df11_status rd_pread(reader *r, rd_buf *b)
 static df11_status rd_run(reader *r, const df11_file *file, uint32_t first, uint32_t count,
                           const df11i_read_sink *sink)
 {
-    df11_status s = DF11_OK;
+    df11_status s = r->bufs[0].consumed ? sink->reuse(sink->ctx, 0) : DF11_OK;
+    if (s != DF11_OK) return s;
     rd_start(r, &r->bufs[0], first, df11_file_group(file, first));
     for (uint32_t k = 0; k < count; k++) {
         uint32_t g = first + k;
@@ -377,6 +378,8 @@ df11_status df11i_read_groups(const df11_file *file, uint32_t first, uint32_t co
     for (int i = 0; i < 2; i++) {
         r.bufs[i].mem = bufs[i];
         r.bufs[i].group = -1;
+        /* an earlier call's groups: the sink's copies out of the buffers may still run */
+        r.bufs[i].consumed = 1;
         r.bufs[i].xs = XXH3_createState();
         r.bufs[i].chunk_bytes = calloc((size_t)(buf_size / RD_CHUNK + 1), sizeof(uint32_t));
         if (!r.bufs[i].xs || !r.bufs[i].chunk_bytes)

@@ -31,7 +31,8 @@ typedef struct df11i_read_sink {
     /* Group `group`'s payload, read and checked, in buffer `buf` (0 or 1). The reader leaves
      * that buffer alone until reuse(ctx, buf) has returned. A failure stops the reading. */
     df11_status (*consume)(void *ctx, uint32_t group, const void *payload, int buf);
-    /* Called before buffer `buf` is filled again, once consume has had it: returns when
+    /* Called before buffer `buf` is filled, each time, the first fill of a call included
+     * (the buffers may come from an earlier call whose copies still run): returns when
      * nothing consume started (an asynchronous copy) still reads it. */
     df11_status (*reuse)(void *ctx, int buf);
     void *ctx;
