@@ -192,6 +192,10 @@ df11_status df11i_host_decode_tensor(df11i_backend *be, const df11i_backend_grou
 struct df11i_coded;
 df11_status df11i_host_chunks_decode(const struct df11i_coded *c, uint64_t e0, uint64_t e1,
                                      uint16_t *buf, const uint16_t **first);
+/* Every copy a host backend stream runs waits `us` microseconds first (0, the default:
+ * none), process-wide: for tests, so that a caller reusing a copy's source before the copy's
+ * event shows as wrong data, as it does on a busy GPU. Returns the previous value. */
+unsigned df11i_host_copy_delay(unsigned us);
 /* The host backend's rows_decode (runtime/gather_host.c). */
 df11_status df11i_host_rows_decode(df11i_backend *be, const df11i_rows_args *a);
 /* The same on the calling thread and n_threads workers, at once, a->stream ignored: the

@@ -4,9 +4,11 @@
  * calling thread itself (work runs at once). An event is (stream, position in its queue).
  * This file must stay free of CUDA and of model logic. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/clock.h"
 #include "common/error.h"
@@ -76,6 +78,20 @@ static df11_status stream_wait_seq(host_stream *s, uint64_t seq)
     return DF11_OK;
 }
 
+static _Atomic unsigned copy_delay_us;
+
+unsigned df11i_host_copy_delay(unsigned us) { return atomic_exchange(&copy_delay_us, us); }
+
+/* A stream's copy: late by the test hook's delay, as a busy GPU's copy engine can be. */
+static void run_copy(const host_item *it)
+{
+    const unsigned us = atomic_load_explicit(&copy_delay_us, memory_order_relaxed);
+    if (us)
+        nanosleep(&(struct timespec){ .tv_sec = us / 1000000, .tv_nsec = us % 1000000 * 1000L },
+                  NULL);
+    memcpy(it->dst, it->src, it->size);
+}
+
 static void *stream_main(void *arg)
 {
     host_stream *s = arg;
@@ -90,7 +106,7 @@ static void *stream_main(void *arg)
         if (!failed) {
             switch (it->kind) {
             case ITEM_DECODE: st = run_decode(s->ctx, &it->g, it->dst); break;
-            case ITEM_COPY: memcpy(it->dst, it->src, it->size); break;
+            case ITEM_COPY: run_copy(it); break;
             case ITEM_WAIT: st = stream_wait_seq(it->wait_stream, it->wait_seq); break;
             }
         }

@@ -2609,6 +2609,36 @@ START_TEST(test_range_halves)
 }
 END_TEST
 
+/* A range's served groups come in runs (the non-layer groups, then its blocks), read a run
+ * a call on the same two staging buffers. With the backend's copies out of them running late
+ * (the host backend's test hook; on CUDA a busy GPU), no group's bytes may be overwritten
+ * by the next run before its copy read them: under COMPRESSED the non-layer payloads are
+ * kept as copied, and read back bit for bit. */
+START_TEST(test_range_late_copies)
+{
+    make_model();
+    const unsigned before = df11i_host_copy_delay(20000);
+    const uint32_t ranges[][2] = { { 2, 0 }, { 1, 2 } };
+    const char *nonlayer[] = { "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight" };
+    for (size_t r = 0; r < sizeof ranges / sizeof ranges[0]; r++) {
+        df11_model_options o = range_opts(ranges[r][0], ranges[r][1]);
+        o.nonlayer = DF11_NONLAYER_COMPRESSED;
+        df11_model *m = range_open(tm.path, &o, 0);
+        for (int i = 0; i < 3; i++) {
+            df11_tensor_view v;
+            df11_status s = df11_tensor_get(m, nonlayer[i], NULL, &v);
+            ck_assert_msg(s == DF11_OK, "blocks %u+: %s: %s %s", ranges[r][0], nonlayer[i],
+                          df11_strerror(s), df11_last_error_detail());
+            check_view(&v);
+            ck_assert_int_eq(df11_tensor_release(m, nonlayer[i], NULL), DF11_OK);
+        }
+        range_pass(m, 1);
+        df11_model_close(m);
+    }
+    df11i_host_copy_delay(before);
+}
+END_TEST
+
 START_TEST(test_range_errors)
 {
     make_model();
@@ -2787,6 +2817,7 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_tiers_pread);
     tcase_add_test(tc, test_range_halves);
     tcase_add_test(tc, test_range_errors);
+    tcase_add_test(tc, test_range_late_copies);
     tcase_add_test(tc, test_range_tiers);
     tcase_add_test(tc, test_range_matmul);
 #ifndef RT_TEST_CUDA
