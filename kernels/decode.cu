@@ -832,9 +832,11 @@ df11_status allow_smem(size_t smem, const void *kernel = (const void *)df11i_dec
     if (smem <= 48 * 1024) return DF11_OK;
     cudaError_t e =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e != cudaSuccess)
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError(); /* reported here, not again by a later launch's check */
         return df11i_fail(DF11_ERR_DEVICE, "decode: %zu bytes of shared memory: %s", smem,
                           cudaGetErrorString(e));
+    }
     return DF11_OK;
 }
 
