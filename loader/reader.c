@@ -30,7 +30,6 @@ typedef struct rd_buf {
     uint64_t start, need; /* the group's payload: [start, start + need) */
     uint64_t done;        /* bytes of [start, start+need) completed */
     uint32_t inflight;
-    int consumed; /* the sink may still use this buffer: ask it (reuse) before filling */
     /* The payload's xxh3, taken as its reads arrive (io_uring): chunk k (RD_CHUNK bytes from
      * start) is hashed once it and every chunk before it have all their payload bytes, while
      * the later chunks' reads are still in flight, so that the check costs the reader no
@@ -330,23 +329,30 @@ static df11_status rd_pread(reader *r, rd_buf *b)
     return DF11_OK;
 }
 
+/* Starts group g into buffer i once the sink gives it back: every fill asks, a call's first
+ * too, since the sink's copies out of the buffer from an earlier call may still run. */
+static df11_status rd_fill(reader *r, int i, const df11_file *file, uint32_t g,
+                           const df11i_read_sink *sink)
+{
+    df11_status s = sink->reuse(sink->ctx, i);
+    if (s == DF11_OK) rd_start(r, &r->bufs[i], g, df11_file_group(file, g));
+    return s;
+}
+
 /* Group g is read (b); the next one starts into the other buffer (nb) before g is checked
  * and handed over, so that reading overlaps the sink's work. Without io_uring (pread), each
  * group is read whole, then checked and handed over. */
 static df11_status rd_run(reader *r, const df11_file *file, uint32_t first, uint32_t count,
                           const df11i_read_sink *sink)
 {
-    df11_status s = r->bufs[0].consumed ? sink->reuse(sink->ctx, 0) : DF11_OK;
+    df11_status s = rd_fill(r, 0, file, first, sink);
     if (s != DF11_OK) return s;
-    rd_start(r, &r->bufs[0], first, df11_file_group(file, first));
     for (uint32_t k = 0; k < count; k++) {
         uint32_t g = first + k;
         rd_buf *b = &r->bufs[k & 1], *nb = &r->bufs[(k + 1) & 1];
         if ((s = r->ring_ok ? rd_wait(r, b, NULL) : rd_pread(r, b)) != DF11_OK) return s;
         if (k + 1 < count) {
-            if (nb->consumed && (s = sink->reuse(sink->ctx, (int)((k + 1) & 1))) != DF11_OK)
-                return s;
-            rd_start(r, nb, g + 1, df11_file_group(file, g + 1));
+            if ((s = rd_fill(r, (int)((k + 1) & 1), file, g + 1, sink)) != DF11_OK) return s;
             if (r->ring_ok && (s = rd_pump(r, nb, NULL)) != DF11_OK) return s;
         }
         /* io_uring: hashed as the reads arrived (every chunk whole by now); pread: here */
@@ -354,7 +360,6 @@ static df11_status rd_run(reader *r, const df11_file *file, uint32_t first, uint
                             : df11_group_verify(file, g, b->mem, b->need)) != DF11_OK ||
             (s = sink->consume(sink->ctx, g, b->mem, (int)(k & 1))) != DF11_OK)
             return s;
-        b->consumed = 1;
         b->group = -1;
     }
     return DF11_OK;
@@ -378,8 +383,6 @@ df11_status df11i_read_groups(const df11_file *file, uint32_t first, uint32_t co
     for (int i = 0; i < 2; i++) {
         r.bufs[i].mem = bufs[i];
         r.bufs[i].group = -1;
-        /* an earlier call's groups: the sink's copies out of the buffers may still run */
-        r.bufs[i].consumed = 1;
         r.bufs[i].xs = XXH3_createState();
         r.bufs[i].chunk_bytes = calloc((size_t)(buf_size / RD_CHUNK + 1), sizeof(uint32_t));
         if (!r.bufs[i].xs || !r.bufs[i].chunk_bytes)
