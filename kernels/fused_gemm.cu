@@ -351,12 +351,23 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
     };
     /* acc[32 n + 4 i + e]: row 64 g + 16 w + nrow + 8 (e >> 1), batch row
      * bt N + 64 n + 8 i + 2 q + (e & 1) */
-    auto store_at = [&](int part, int u, int i, float v) {
-        const Mat &W = a.W[part];
+    /* where this thread's outputs of unit u start: its first row in W's part, its first
+     * batch row; once a unit, not once an output (ptxas had left the division by nbt in each
+     * unrolled store: 12-16% of the kernel's SASS, and the 8B block 1.6-4% slower at B =
+     * 33..128 on the launches' last path; bench/RESULTS.md) */
+    struct YAt {
+        int r0, b0;
+    };
+    auto y_at = [&](int part, int u) {
         const int bt = u % a.nbt, rb = u / a.nbt;
-        const int e = i & 3, row = 64 * g + 16 * w + (int)nrow + 8 * (e >> 1);
-        const int r = (rb - W.g0) * kRows + row;
-        const int b = bt * N + 64 * (i >> 5) + 8 * ((i >> 2) & 7) + 2 * (int)q + (e & 1);
+        return YAt{ (rb - a.W[part].g0) * kRows + 64 * g + 16 * w + (int)nrow,
+                    bt * N + 2 * (int)q };
+    };
+    auto store_at = [&](int part, YAt at0, int i, float v) {
+        const Mat &W = a.W[part];
+        const int e = i & 3;
+        const int r = at0.r0 + 8 * (e >> 1);
+        const int b = at0.b0 + 64 * (i >> 5) + 8 * ((i >> 2) & 7) + (e & 1);
         if (b < a.B && r < W.rows) {
             const long long at = (long long)b * a.ldy + W.y_col + r;
             if (a.y_bf16)
@@ -366,8 +377,9 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
         }
     };
     auto store_y = [&](int part, int u) {
+        const YAt at0 = y_at(part, u);
 #pragma unroll
-        for (int i = 0; i < R; i++) store_at(part, u, i, acc[i]);
+        for (int i = 0; i < R; i++) store_at(part, at0, i, acc[i]);
     };
     /* A launch in clusters (a.cluster) splits each unit among one cluster's CTAs, in rank
      * order, each range the whole of its split: each CTA writes its partial to its own x
@@ -388,6 +400,7 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
     /* after the walk (inlined in it, the sum made ptxas spill at NB = 2) */
     auto cluster_sum = [&]() {
         const int u = p0 / tiles, part = part_of(a, u / a.nbt);
+        const YAt at0 = y_at(part, u);
         cluster_sync();
         const int n = a.cluster, rank = (int)cluster_rank();
         /* kChunk outputs' loads before their stores, which may alias them for all the
@@ -406,7 +419,7 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
 #pragma unroll
                 for (int c = 1; c < kMaxCluster; c++)
                     if (c < n) sum += v[k][c];
-                if (i0 + k < i1) store_at(part, u, i0 + k, sum);
+                if (i0 + k < i1) store_at(part, at0, i0 + k, sum);
             }
         }
         cluster_sync();
