@@ -2852,11 +2852,14 @@ static void check_family_gpu(const synth_family *f)
     st_free(&m);
 }
 
-/* How two logit vectors differ, for a failure's message: a rounding difference (few
- * logits, in the last bits) tells another order of summation from a race (many, by much). */
-static const char *logits_diff(const float *a, const float *b, int n)
+/* How two logit vectors differ, into msg (for a failure's message): a rounding difference
+ * (few logits, in the last bits) tells another order of summation from a race (many, by
+ * much). Returns msg. */
+typedef struct logits_msg {
+    char s[128];
+} logits_msg;
+static const char *logits_diff(logits_msg *msg, const float *a, const float *b, int n)
 {
-    static char msg[128];
     int count = 0, first = -1;
     double most = 0;
     for (int i = 0; i < n; i++) {
@@ -2866,9 +2869,9 @@ static const char *logits_diff(const float *a, const float *b, int n)
         const double d = fabs((double)a[i] - (double)b[i]);
         if (!(d <= most)) most = d;
     }
-    snprintf(msg, sizeof msg, "%d of %d differ, the first at %d (%g vs %g), by up to %g", count, n,
-             first, first >= 0 ? a[first] : 0.0, first >= 0 ? b[first] : 0.0, most);
-    return msg;
+    snprintf(msg->s, sizeof msg->s, "%d of %d differ, the first at %d (%g vs %g), by up to %g",
+             count, n, first, first >= 0 ? a[first] : 0.0, first >= 0 ? b[first] : 0.0, most);
+    return msg->s;
 }
 
 /* A model split over two GPUs (models of a block range each, the hidden state copied
@@ -2947,14 +2950,14 @@ static void check_gpu_split(const char *dir)
                 float *a2 = malloc((size_t)V * sizeof *a2), *b2 = malloc((size_t)V * sizeof *b2);
                 ck_assert_int_eq(dfl_forward(e1, &ta, 1, i, a2), DF11_OK);
                 ck_assert_int_eq(dfl_forward(e2, &tb, 1, i, b2), DF11_OK);
-                char again[2][160];
-                snprintf(again[0], sizeof again[0], "%s", logits_diff(a, a2, V));
-                snprintf(again[1], sizeof again[1], "%s", logits_diff(b, b2, V));
+                logits_msg split, again1, again2;
+                logits_diff(&again1, a, a2, V);
+                logits_diff(&again2, b, b2, V);
                 free(a2);
                 free(b2);
                 ck_abort_msg("%s run %zu step %d: split logits differ from one GPU's (%s); "
                              "run again, one GPU's: %s; the split's: %s",
-                             dir, r, i, logits_diff(a, b, V), again[0], again[1]);
+                             dir, r, i, logits_diff(&split, a, b, V), again1.s, again2.s);
             }
             ta = argmax(a, V);
             tb = argmax(b, V);
@@ -2964,8 +2967,9 @@ static void check_gpu_split(const char *dir)
         /* a prefill of the whole sequence, several tokens handed over at once */
         ck_assert_int_eq(dfl_forward(e1, toks, N_GEN, 0, a), DF11_OK);
         ck_assert_int_eq(dfl_forward(e2, toks, N_GEN, 0, b), DF11_OK);
+        logits_msg prefill;
         ck_assert_msg(memcmp(a, b, (size_t)V * sizeof *a) == 0, "%s run %zu: prefill differs (%s)",
-                      dir, r, logits_diff(a, b, V));
+                      dir, r, logits_diff(&prefill, a, b, V));
         fprintf(stderr,
                 "%s: split over GPUs %d and %d (%s): %d greedy steps and a prefill bit "
                 "for bit as on one GPU\n",
