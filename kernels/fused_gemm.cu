@@ -97,6 +97,7 @@ struct GemmArgs {
     int n_parts, B, K, ldy, y_bf16, nbt, tiles;
     int NU, G;     /* (unit, tile) work items, CTAs */
     double inv_nu; /* 1.0 / NU (df11i_cta_of) */
+    double inv_g;  /* 1.0 / G (df11i_range_start) */
     int cluster;   /* CTAs a cluster, each unit's splits summed in shared memory; 0: none */
 };
 
@@ -200,8 +201,8 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
     uint64_t *xempty = xfull + kXStages;
 
     /* this CTA's range [p0, p1) of the launch's (unit, tile) work, unit u = rb nbt + bt */
-    const int p0 = (int)((long long)blockIdx.x * a.NU / a.G),
-              p1 = (int)((long long)(blockIdx.x + 1) * a.NU / a.G);
+    const int p0 = (int)df11i_range_start(blockIdx.x, a.NU, a.G, a.inv_g),
+              p1 = (int)df11i_range_start(blockIdx.x + 1, a.NU, a.G, a.inv_g);
     const int tiles = a.tiles;
     /* steps a tile (every part has the same K) */
     auto steps_of = [&](int t) { return t == tiles - 1 ? a.W[0].last_steps : 4; };
@@ -376,8 +377,29 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
                 static_cast<float *>(a.y)[at] = v;
         }
     };
+    /* Where all of this thread's outputs lie inside y (every unit but those of a part's last
+     * row block or the last batch tile), they go with no checks: from one base, a batch row's
+     * offset once for its two W rows (the second an immediate), ~2 instructions an output
+     * against ~16 through store_at. */
     auto store_y = [&](int part, int u) {
         const YAt at0 = y_at(part, u);
+        const Mat &W = a.W[part];
+        if (at0.b0 + N - 7 < a.B && at0.r0 + 8 < W.rows) { /* its last batch row, W row */
+            const long long base = (long long)at0.b0 * a.ldy + W.y_col + at0.r0;
+            auto put = [&](auto *y, auto conv) {
+                auto *const p = y + base;
+#pragma unroll
+                for (int i = 0; i < R; i++)
+                    p[(long long)(64 * (i >> 5) + 8 * ((i >> 2) & 7) + (i & 1)) * a.ldy +
+                      8 * ((i & 3) >> 1)] = conv(acc[i]);
+            };
+            if (a.y_bf16)
+                put(static_cast<__nv_bfloat16 *>(a.y),
+                    [](float v) { return __float2bfloat16_rn(v); });
+            else
+                put(static_cast<float *>(a.y), [](float v) { return v; });
+            return;
+        }
 #pragma unroll
         for (int i = 0; i < R; i++) store_at(part, at0, i, acc[i]);
     };
@@ -787,6 +809,7 @@ extern "C" df11_status df11i_fused_gemm(const df11i_fused_part *parts, uint32_t 
     a.NU = (int)(units * tiles);
     a.G = G;
     a.inv_nu = 1.0 / a.NU;
+    a.inv_g = 1.0 / a.G;
     auto launch = [&](int c) {
         a.cluster = c;
         return launch_clustered(gemm_kernel(kernel), (unsigned)G, c ? (unsigned)c : 1u, kThreads,

@@ -86,6 +86,7 @@ struct Args {
     unsigned *err;     // set when a tile's codes and offsets disagree (may be NULL)
     int n_parts, B, NU, G, maxc, K, ldy, y_bf16;
     double inv_nu; // 1.0 / NU (df11i_cta_of)
+    double inv_g;  // 1.0 / G (df11i_range_start)
     bool x_vec;    // K % 8 == 0 and x 16-byte aligned: rows read 16 bytes at a time
 };
 
@@ -220,8 +221,8 @@ struct Owed {
 __device__ __forceinline__ Owed owed(const Args &a, uint32_t warp)
 {
     // the range recomputed, not kept live through the walk
-    const long long u_begin = (long long)blockIdx.x * a.NU / a.G,
-                    u_end = (long long)(blockIdx.x + 1) * a.NU / a.G;
+    const long long u_begin = df11i_range_start(blockIdx.x, a.NU, a.G, a.inv_g),
+                    u_end = df11i_range_start(blockIdx.x + 1, a.NU, a.G, a.inv_g);
     const int tiles = a.W[0].tiles, grp = (int)(u_begin / tiles);
     if (u_begin % tiles == 0 || (long long)(grp + 1) * tiles > u_end) return Owed{};
     const int part = part_of(a, grp), s = (grp - a.W[part].g0) * kWarps + (int)warp;
@@ -354,8 +355,8 @@ __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocks
 #pragma unroll
     for (int v = 0; v < 4; v++) corr4[v] = make_uint4(0, 0, 0, 0);
     const int tiles = a.W[0].tiles;
-    const long long u_begin = (long long)blockIdx.x * a.NU / a.G,
-                    u_end = (long long)(blockIdx.x + 1) * a.NU / a.G;
+    const long long u_begin = df11i_range_start(blockIdx.x, a.NU, a.G, a.inv_g),
+                    u_end = df11i_range_start(blockIdx.x + 1, a.NU, a.G, a.inv_g);
     const int q = lane & 3, nrow = lane >> 2;
     // Programmatic dependent launch: the next launch on the stream may start now, its CTAs
     // taking SMs as ours leave, and prefetch its weights; its griddepcontrol.wait still
@@ -616,6 +617,7 @@ df11_status launch_mma(const df11i_fused_part *parts, uint32_t n_parts, const df
     a.G = gr.G;
     a.maxc = gr.maxc;
     a.inv_nu = 1.0 / gr.NU;
+    a.inv_g = 1.0 / gr.G;
     a.K = (int)g[0].cols;
     a.ldy = (int)ldy;
     a.y_bf16 = y_bf16 != 0;

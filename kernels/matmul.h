@@ -87,16 +87,28 @@ df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint64_t *rows,
 #else
 #define DF11I_HOST_DEVICE inline
 #endif
+/* num / den for 0 <= num < 2^53 and a quotient below 2^50 (inv_den = 1.0 / den): the
+ * truncated product is at most one off, which the remainder corrects. */
+static DF11I_HOST_DEVICE long long df11i_div_recip(long long num, long long den, double inv_den)
+{
+    long long q = (long long)((double)num * inv_den);
+    const long long r = num - q * den;
+    if (r < 0)
+        q--;
+    else if (r >= den)
+        q++;
+    return q;
+}
 static DF11I_HOST_DEVICE int df11i_cta_of(long long u, int nu, int g, double inv_nu)
 {
-    const long long num = (u + 1) * g - 1;
-    long long c = (long long)((double)num * inv_nu);
-    const long long r = num - c * nu;
-    if (r < 0)
-        c--;
-    else if (r >= nu)
-        c++;
-    return (int)c;
+    return (int)df11i_div_recip((u + 1) * g - 1, nu, inv_nu);
+}
+/* CTA c's first unit, c nu / g, the same way (inv_g = 1.0 / g): every CTA computes its
+ * range before its first copy and again at its split sum, where the compiler's division is
+ * two dependent chains through MUFU.RCP, or a call past 32 bits. */
+static DF11I_HOST_DEVICE long long df11i_range_start(long long c, int nu, int g, double inv_g)
+{
+    return df11i_div_recip(c * nu, g, inv_g);
 }
 
 /* Bytes of a workspace so laid out for one launch: `zero` bytes in its first half (zero

@@ -1,5 +1,5 @@
-/* The fused kernels' stream-K split (kernels/matmul.h): df11i_cta_of, which the kernels take
- * through an fp64 reciprocal instead of a 64-bit division, against the exact integer
+/* The fused kernels' stream-K split (kernels/matmul.h): df11i_cta_of and df11i_range_start,
+ * which the kernels take through an fp64 reciprocal instead of a 64-bit division, against the exact integer
  * quotient and against the ranges themselves, on edge and random splits up to the largest a
  * launch can make (2^31 - 1 units, 2^20 CTAs), and every split of a few units. Host code
  * only. */
@@ -12,7 +12,17 @@
 /* CTA c's range of nu units over g CTAs: [c nu / g, (c + 1) nu / g). */
 static long long range_begin(long long c, long long nu, long long g) { return c * nu / g; }
 
-/* df11i_cta_of(u) is the quotient, and the CTA it names holds u. */
+/* df11i_range_start(c) is the exact quotient c nu / g. */
+static void check_start(long long c, long long nu, long long g)
+{
+    const long long s = df11i_range_start(c, (int)nu, (int)g, 1.0 / (double)g);
+    if (s != range_begin(c, nu, g))
+        ck_abort_msg("df11i_range_start(%lld, %lld, %lld) = %lld, want %lld", c, nu, g, s,
+                     range_begin(c, nu, g));
+}
+
+/* df11i_cta_of(u) is the quotient, and the CTA it names holds u; the range starts around
+ * it are exact. */
 static void check_one(long long u, long long nu, long long g)
 {
     const int c = df11i_cta_of(u, (int)nu, (int)g, 1.0 / (double)nu);
@@ -21,6 +31,8 @@ static void check_one(long long u, long long nu, long long g)
         ck_abort_msg("df11i_cta_of(%lld, %lld, %lld) = %d, want %lld", u, nu, g, c, want);
     if (range_begin(c, nu, g) > u || u >= range_begin(c + 1, nu, g))
         ck_abort_msg("unit %lld of %lld over %lld CTAs: not in CTA %d's range", u, nu, g, c);
+    check_start(c, nu, g);
+    check_start(c + 1, nu, g);
 }
 
 /* Every unit, the first and last of every range and its neighbours. */
