@@ -2614,10 +2614,15 @@ END_TEST
  * (the host backend's test hook; on CUDA a busy GPU), no group's bytes may be overwritten
  * by the next run before its copy read them: under COMPRESSED the non-layer payloads are
  * kept as copied, and read back bit for bit. */
+/* The host copy delay is process-wide: set by a checked fixture, whose teardown restores it
+ * even where an assertion fails (under CK_FORK=no the later tests share the process). */
+static unsigned copy_delay_before;
+static void late_copies_setup(void) { copy_delay_before = df11i_host_copy_delay(20000); }
+static void late_copies_teardown(void) { df11i_host_copy_delay(copy_delay_before); }
+
 START_TEST(test_range_late_copies)
 {
     make_model();
-    const unsigned before = df11i_host_copy_delay(20000);
     const uint32_t ranges[][2] = { { 2, 0 }, { 1, 2 } };
     const char *nonlayer[] = { "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight" };
     for (size_t r = 0; r < sizeof ranges / sizeof ranges[0]; r++) {
@@ -2635,7 +2640,6 @@ START_TEST(test_range_late_copies)
         range_pass(m, 1);
         df11_model_close(m);
     }
-    df11i_host_copy_delay(before);
 }
 END_TEST
 
@@ -2817,7 +2821,6 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_tiers_pread);
     tcase_add_test(tc, test_range_halves);
     tcase_add_test(tc, test_range_errors);
-    tcase_add_test(tc, test_range_late_copies);
     tcase_add_test(tc, test_range_tiers);
     tcase_add_test(tc, test_range_matmul);
 #ifndef RT_TEST_CUDA
@@ -2825,6 +2828,10 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_matmul_threads);
 #endif
     suite_add_tcase(s, tc);
+    TCase *late = tcase_create("late_copies");
+    tcase_add_checked_fixture(late, late_copies_setup, late_copies_teardown);
+    tcase_add_test(late, test_range_late_copies);
+    suite_add_tcase(s, late);
 #ifdef RT_TEST_EXTRA
     RT_TEST_EXTRA(s);
 #endif
