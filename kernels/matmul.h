@@ -77,18 +77,20 @@ df11_status df11i_fused_matmul_workspace(uint32_t n_parts, const uint64_t *rows,
 
 /* The stream-K split of nu work units over g CTAs, CTA c taking units [c nu / g, (c + 1) nu /
  * g): the CTA that holds unit u (0 <= u < nu), ((u + 1) g - 1) / nu. Taken through nu's fp64
- * reciprocal (inv_nu = 1.0 / nu) and one correction, which is exact here: the numerator is
- * below 2^53, so the product is within g 2^-52 of the quotient and its truncation at most one
- * off. The fused kernels take it at every split sum, on their launches' last path, where the
- * division the compiler emits is a chain of ~20 dependent instructions (a call, past 32 bits):
- * the 8B block 0.8-1.2% faster at B = 1..16 (bench/RESULTS.md). nu <= INT32_MAX, g <= 2^20. */
+ * reciprocal (inv_nu = 1.0 / nu) and one correction (df11i_div_recip), exact for every split
+ * a launch makes: 1 <= g <= nu <= INT32_MAX (the wgmma kernel's grid may reach nu). The fused
+ * kernels take it at every split sum, on their launches' last path, where the division the
+ * compiler emits is a chain of ~20 dependent instructions (a call, past 32 bits): the 8B
+ * block 0.8-1.2% faster at B = 1..16 (bench/RESULTS.md). */
 #ifdef __CUDACC__
 #define DF11I_HOST_DEVICE __host__ __device__ __forceinline__
 #else
 #define DF11I_HOST_DEVICE inline
 #endif
-/* num / den for 0 <= num < 2^53 and a quotient below 2^50 (inv_den = 1.0 / den): the
- * truncated product is at most one off, which the remainder corrects. */
+/* num / den for 0 <= num < 2^62, 1 <= den <= 2^31 and a quotient below 2^50 (inv_den =
+ * 1.0 / den): num's conversion, the reciprocal and the product each round by at most 2^-53
+ * relative, so the product is within 3 2^-53 q < 1 of the quotient q and its truncation at
+ * most one off either way, which the remainder corrects (q den stays below 2^63). */
 static DF11I_HOST_DEVICE long long df11i_div_recip(long long num, long long den, double inv_den)
 {
     long long q = (long long)((double)num * inv_den);

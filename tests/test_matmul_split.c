@@ -68,9 +68,15 @@ START_TEST(cta_of_edges)
         1, 2, 3, 7, 64, 1000, 4095, 7168, 65536, 1LL << 30, INT32_MAX - 1, INT32_MAX
     };
     static const long long gs[] = { 1, 2, 3, 13, 132, 1056, 1057, 67584, 1 << 20 };
-    for (size_t i = 0; i < sizeof nus / sizeof *nus; i++)
+    /* past 2^20: the wgmma kernel's grid, which may reach nu (grid_ctas) */
+    static const long long wide[] = { (1 << 20) + 1, 123456789, 1LL << 30, INT32_MAX - 1,
+                                      INT32_MAX };
+    for (size_t i = 0; i < sizeof nus / sizeof *nus; i++) {
         for (size_t j = 0; j < sizeof gs / sizeof *gs; j++)
             if (gs[j] <= nus[i]) check_split(nus[i], gs[j]); /* a grid has G <= NU */
+        for (size_t j = 0; j < sizeof wide / sizeof *wide; j++)
+            if (wide[j] <= nus[i]) check_split(nus[i], wide[j]);
+    }
 }
 END_TEST
 
@@ -79,7 +85,9 @@ START_TEST(cta_of_random)
     uint64_t st = df11_test_seed() ^ 0x5b117c7aull;
     for (int i = 0; i < 200000; i++) {
         const long long nu = 1 + (long long)(df11_test_rand(&st) % INT32_MAX);
-        const long long g = 1 + (long long)(df11_test_rand(&st) % (nu < (1 << 20) ? nu : 1 << 20));
+        /* half the splits as the mma.sync kernel makes them (g <= 2^20), half up to nu */
+        const long long gmax = i & 1 ? nu : (nu < (1 << 20) ? nu : 1 << 20);
+        const long long g = 1 + (long long)(df11_test_rand(&st) % (uint64_t)gmax);
         check_one((long long)(df11_test_rand(&st) % (uint64_t)nu), nu, g);
         check_one(range_begin((long long)(df11_test_rand(&st) % (uint64_t)g), nu, g), nu, g);
     }
