@@ -1,8 +1,8 @@
 /* The fused kernels' stream-K split (kernels/matmul.h): df11i_cta_of and df11i_range_start,
  * which the kernels take through an fp64 reciprocal instead of a 64-bit division, against the
  * exact integer quotient and against the ranges themselves, on edge and random splits up to
- * the largest a launch can make (2^31 - 1 units, 2^20 CTAs), and every split of a few units.
- * Host code only. */
+ * the largest a launch can make (2^31 - 1 units; up to 2^20 CTAs for the mma.sync kernel, up
+ * to a CTA a unit for the wgmma one), and every split of a few units. Host code only. */
 #include <check.h>
 #include <stdint.h>
 

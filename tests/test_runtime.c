@@ -2609,17 +2609,17 @@ START_TEST(test_range_halves)
 }
 END_TEST
 
-/* A range's served groups come in runs (the non-layer groups, then its blocks), read a run
- * a call on the same two staging buffers. With the backend's copies out of them running late
- * (the host backend's test hook; on CUDA a busy GPU), no group's bytes may be overwritten
- * by the next run before its copy read them: under COMPRESSED the non-layer payloads are
- * kept as copied, and read back bit for bit. */
 /* The host copy delay is process-wide: set by a checked fixture, whose teardown restores it
  * even where an assertion fails (under CK_FORK=no the later tests share the process). */
 static unsigned copy_delay_before;
 static void late_copies_setup(void) { copy_delay_before = df11i_host_copy_delay(20000); }
 static void late_copies_teardown(void) { df11i_host_copy_delay(copy_delay_before); }
 
+/* A range's served groups come in runs (the non-layer groups, then its blocks), read a run
+ * a call on the same two staging buffers. With the backend's copies out of them running late
+ * (the host backend's test hook; on CUDA a busy GPU), no group's bytes may be overwritten
+ * by the next run before its copy read them: under COMPRESSED the non-layer payloads are
+ * kept as copied, and read back bit for bit. */
 START_TEST(test_range_late_copies)
 {
     make_model();
