@@ -85,17 +85,24 @@ template <bool VEC> struct dense_sink {
     }
 };
 
-/* The row decode: only W rows [lo, hi), W row r to out row r - lo + dst, one value at a time
- * (BF16, or F32 where f32). */
+/* The row decode: only W rows [lo, hi), W row r to out row r - lo + dst: a segment as one
+ * 16-byte store where vec, else one value at a time (BF16, or F32 where f32). The 16-byte
+ * stores took the op's 8B block in 16 MiB row slices (decode + cuBLAS a slice) from 2.38 to
+ * 1.17 ms at B = 256 (bench/RESULTS.md, twenty-seventh session). */
 struct rows_sink {
     void *out;
     uint64_t lo, hi, dst, cols;
     uint32_t f32;
+    uint32_t vec; /* BF16 out, cols % 8 == 0, out 16-byte aligned */
     __device__ __forceinline__ void put8(uint64_t row, uint64_t col, uint4 v) const
     {
         if (row < lo || row >= hi) return;
-        const uint32_t w[4] = { v.x, v.y, v.z, v.w };
         const uint64_t at = (row - lo + dst) * cols + col;
+        if (vec) {
+            if (col < cols) *reinterpret_cast<uint4 *>(static_cast<uint16_t *>(out) + at) = v;
+            return;
+        }
+        const uint32_t w[4] = { v.x, v.y, v.z, v.w };
 #pragma unroll
         for (uint32_t i = 0; i < 8; i++) {
             if (col + i >= cols) break;
@@ -281,7 +288,8 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
     }
     uint4 *corr4 = warp_corrections(corr_all, lane, warp);
     decode_tile<REC>(P, (uint32_t)tile, lane, corr4, nullptr,
-                     rows_sink{ out, lo, hi, dst, P.cols, r.out_f32 });
+                     rows_sink{ out, lo, hi, dst, P.cols, r.out_f32,
+                                !r.out_f32 && P.cols % 8 == 0 && ((uintptr_t)out & 15) == 0 });
 }
 
 /* The plain launch (a warp a tile), or with lean_ctas > 0 the lean one: that many CTAs,
