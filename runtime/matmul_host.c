@@ -24,6 +24,7 @@
 #include "codec/fixed.h"
 #include "common/error.h"
 #include "common/parallel.h"
+#include "common/util.h"
 #include "kernels/matmul.h"
 #include "loader/container.h"
 #include "runtime/backend.h"
@@ -54,7 +55,6 @@ static inline uint16_t f32_to_bf16(float f)
  * each lane's order unchanged. A cast between vectors of one size reinterprets the bits. */
 typedef float f32x4 __attribute__((vector_size(16)));
 typedef uint32_t u32x4 __attribute__((vector_size(16)));
-typedef uint16_t u16x4 __attribute__((vector_size(8)));
 
 static inline f32x4 load4(const float *p)
 {
@@ -63,58 +63,43 @@ static inline f32x4 load4(const float *p)
     return v;
 }
 
-/* Four BF16 widened exactly to fp32. */
-static inline f32x4 load4_bf16(const uint16_t *p)
+/* x as dot_bf16 reads it: in each whole group of 8, elements 0, 2, 4, 6 then 1, 3, 5, 7
+ * (the tail past the last group as it is). */
+static inline uint64_t x_slot(uint64_t i, uint32_t k)
 {
-    u16x4 h;
-    memcpy(&h, p, sizeof h);
-    return (f32x4)(__builtin_convertvector(h, u32x4) << 16);
+    const uint64_t j = i % 8;
+    return i >= (uint64_t)k / 8 * 8 ? i : i - j + (j % 2 ? 4 + j / 2 : j / 2);
 }
 
-static inline float sum8(f32x4 lo, f32x4 hi)
+/* Σ a[i]·x[i] in fp32, a in BF16 (widened exactly), in one fixed order: eight running sums
+ * (element i into sum i % 8), added pairwise at the end; the tail goes into the sums the
+ * same way. 8 BF16 load as four 32-bit words (little-endian, common/util.h): a word's low
+ * half, shifted up, is the even element, its high half masked the odd one, so `even` and
+ * `odd` hold sums 0, 2, 4, 6 and 1, 3, 5, 7 against x in x_slot's order. Two ALU operations
+ * for 8 widenings, the same on GCC and Clang: GCC compiled the widening of four halves by
+ * `__builtin_convertvector` into shuffles, 1.7x slower at batch 1 (bench/RESULTS.md,
+ * twenty-seventh session). */
+static float dot_bf16(const uint16_t *a, const float *x, uint32_t k)
 {
-    return ((lo[0] + lo[1]) + (lo[2] + lo[3])) + ((hi[0] + hi[1]) + (hi[2] + hi[3]));
-}
-
-/* Σ a[i]·b[i] in fp32, in one fixed order: eight running sums (element i into sum i % 8),
- * added pairwise at the end; the tail goes into the sums the same way. */
-static float dot(const float *a, const float *b, uint32_t k)
-{
-    f32x4 lo = { 0 }, hi = { 0 };
+    f32x4 even = { 0 }, odd = { 0 };
     uint32_t i = 0;
     for (; i + 8 <= k; i += 8) {
-        lo += load4(a + i) * load4(b + i);
-        hi += load4(a + i + 4) * load4(b + i + 4);
+        u32x4 w;
+        memcpy(&w, a + i, sizeof w);
+        even += (f32x4)(w << 16) * load4(x + i);
+        odd += (f32x4)(w & 0xffff0000u) * load4(x + i + 4);
     }
     for (uint32_t j = 0; i < k; i++, j++)
-        if (j < 4)
-            lo[j] += a[i] * b[i];
+        if (j % 2)
+            odd[j / 2] += bf16_to_f32(a[i]) * x[i];
         else
-            hi[j - 4] += a[i] * b[i];
-    return sum8(lo, hi);
-}
-
-/* The same sum with a's elements as BF16 (widened exactly): bit for bit what dot gives on
- * the widened row, without writing it out (batch 1). */
-static float dot_bf16(const uint16_t *a, const float *b, uint32_t k)
-{
-    f32x4 lo = { 0 }, hi = { 0 };
-    uint32_t i = 0;
-    for (; i + 8 <= k; i += 8) {
-        lo += load4_bf16(a + i) * load4(b + i);
-        hi += load4_bf16(a + i + 4) * load4(b + i + 4);
-    }
-    for (uint32_t j = 0; i < k; i++, j++)
-        if (j < 4)
-            lo[j] += bf16_to_f32(a[i]) * b[i];
-        else
-            hi[j - 4] += bf16_to_f32(a[i]) * b[i];
-    return sum8(lo, hi);
+            even[j / 2] += bf16_to_f32(a[i]) * x[i];
+    return ((even[0] + odd[0]) + (even[1] + odd[1])) + ((even[2] + odd[2]) + (even[3] + odd[3]));
 }
 
 typedef struct mm_job {
     const df11i_matmul_args *a;
-    const float *xf;          /* x in fp32, batch × k */
+    const float *xf;          /* x in fp32, batch × k, each row in x_slot's order */
     const uint16_t *w;        /* decoded weights (n × k), or NULL when fused */
     const df11i_coded *coded; /* the compressed tensor when fused, Huffman-coded */
     const df11i_fixed *fixed; /* or fixed-coded */
@@ -122,16 +107,13 @@ typedef struct mm_job {
     atomic_uint_fast64_t next_task;
 } mm_job;
 
-/* Rows [r0, r1) of y from their weights `w` (row r0 first); `wf` holds one row in fp32. */
-static void rows_product(const mm_job *j, const uint16_t *w, uint64_t r0, uint64_t r1, float *wf)
+/* Rows [r0, r1) of y from their weights `w` (row r0 first). */
+static void rows_product(const mm_job *j, const uint16_t *w, uint64_t r0, uint64_t r1)
 {
     const df11i_matmul_args *a = j->a;
     for (uint64_t r = r0; r < r1; r++, w += a->k) {
-        if (a->batch > 1) /* widened once for all the batch's rows */
-            for (uint32_t i = 0; i < a->k; i++) wf[i] = bf16_to_f32(w[i]);
         for (uint32_t b = 0; b < a->batch; b++) {
-            const float *xb = j->xf + (uint64_t)b * a->k;
-            const float v = a->batch > 1 ? dot(wf, xb, a->k) : dot_bf16(w, xb, a->k);
+            const float v = dot_bf16(w, j->xf + (uint64_t)b * a->k, a->k);
             const uint64_t at = (uint64_t)b * a->ldy + r;
             if (a->y_dtype == DF11_DTYPE_F32)
                 ((float *)a->y)[at] = v;
@@ -165,7 +147,6 @@ static df11_status mm_worker(void *ctx, uint64_t item)
 {
     mm_job *j = ctx;
     const uint32_t k = j->a->k;
-    float *wf = malloc(sizeof(float) * k);
     uint16_t *buf = NULL;
     if (j->coded) {
         const uint64_t ce = df11i_chunk_elems(j->coded->lane_symbols);
@@ -173,11 +154,8 @@ static df11_status mm_worker(void *ctx, uint64_t item)
     } else if (j->fixed) {
         buf = malloc(sizeof(uint16_t) * j->rows_per_task * k);
     }
-    if (!wf || ((j->coded || j->fixed) && !buf)) {
-        free(wf);
-        free(buf);
+    if ((j->coded || j->fixed) && !buf)
         return df11i_fail(DF11_ERR_NO_MEMORY, "matmul: out of host memory");
-    }
     df11_status st = DF11_OK;
     for (;;) {
         const uint64_t task = atomic_fetch_add(&j->next_task, 1);
@@ -189,9 +167,8 @@ static df11_status mm_worker(void *ctx, uint64_t item)
             (st = df11i_host_chunks_decode(j->coded, r0 * k, r1 * k, buf, &w)) != DF11_OK)
             break;
         if (j->fixed && (st = df11i_fixed_decode_rows(j->fixed, r0, r1, buf)) != DF11_OK) break;
-        rows_product(j, w, r0, r1, wf);
+        rows_product(j, w, r0, r1);
     }
-    free(wf);
     free(buf);
     return st;
 }
@@ -211,7 +188,9 @@ static df11_status mm_run(df11i_backend *be, const df11i_matmul_args *a, const u
     float *xf = malloc(sizeof(float) * a->batch * a->k);
     if (!xf) return df11i_fail(DF11_ERR_NO_MEMORY, "matmul: out of host memory for x");
     const uint16_t *x = a->x;
-    for (uint64_t i = 0; i < (uint64_t)a->batch * a->k; i++) xf[i] = bf16_to_f32(x[i]);
+    for (uint64_t b = 0; b < a->batch; b++)
+        for (uint64_t i = 0; i < a->k; i++)
+            xf[b * a->k + x_slot(i, a->k)] = bf16_to_f32(x[b * a->k + i]);
     j.xf = xf;
     int threads = be->n_threads > 0 ? be->n_threads : df11i_cpu_count();
     const uint64_t workers = j.n_tasks < (uint64_t)threads ? j.n_tasks : (uint64_t)threads;
