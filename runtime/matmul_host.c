@@ -77,8 +77,8 @@ static inline uint64_t x_slot(uint64_t i, uint32_t k)
  * half, shifted up, is the even element, its high half masked the odd one, so `even` and
  * `odd` hold sums 0, 2, 4, 6 and 1, 3, 5, 7 against x in x_slot's order. Two ALU operations
  * for 8 widenings, the same on GCC and Clang: GCC compiled the widening of four halves by
- * `__builtin_convertvector` into shuffles, 1.7x slower at batch 1 (bench/RESULTS.md,
- * twenty-seventh session). */
+ * `__builtin_convertvector` into shuffles, and the op ran 1.5x slower than the example
+ * engine's plain loop at batch 1 (bench/RESULTS.md, twenty-seventh session). */
 static float dot_bf16(const uint16_t *a, const float *x, uint32_t k)
 {
     f32x4 even = { 0 }, odd = { 0 };
