@@ -328,7 +328,7 @@ static df11_status lane_step_escapes(const df11i_fixed *f, uint64_t tile, const 
  * dropped; nothing where the row is not written): exponent i is exp[i], sign|mantissa sm[i].
  * df11i_fixed_weight_pos puts bytes 0..7 of half h in row l / 4 and 8..15 in row l / 4 + 8,
  * and df11i_fixed_pair_of_byte maps each 8 to 4 consecutive pairs, low weight first: so a
- * row's 8 exponents lie in e[p][hi] one after the other, from e[8 h] or e[8 h + 4]. Stored
+ * row's 8 exponents lie in e[p][hi] one after the other, from the pair of byte 0 or 8. Stored
  * as a run of 8, the decoder takes 2.4x less time than stored one weight at a time through
  * both helpers (bench/RESULTS.md, twenty-seventh session). */
 static inline void put_row8(const dec_job *j, uint64_t row, uint64_t col, const uint8_t *exp,
@@ -353,8 +353,10 @@ static df11_status decode_item(void *ctx, uint64_t s)
         uint64_t at = f->exc_off[s * g->tiles + t], end = f->exc_off[s * g->tiles + t + 1];
         int32_t prev = -1; /* RECORDS: the position of the tile's record before at */
         for (uint32_t l = 0; l < 32; l++) {
-            /* the lane's two rows (df11i_fixed_weight_pos: bytes 0..7 and 8..15) */
-            const uint64_t row_lo = 16 * s + l / 4, row_hi = row_lo + 8;
+            /* the lane's two rows: those of its bytes 0..7 and 8..15 */
+            uint64_t row_lo, row_hi, col;
+            df11i_fixed_weight_pos(s, 0, 0, l, 0, &row_lo, &col);
+            df11i_fixed_weight_pos(s, 0, 0, l, 8, &row_hi, &col);
             const uint8_t base[2] = { f->base[row_lo], f->base[row_hi] };
             for (uint32_t k = 0; k < tile_steps(g, t); k++) {
                 uint64_t step = t * DF11_FIXED_TILE_STEPS + k;
@@ -370,10 +372,11 @@ static df11_status decode_item(void *ctx, uint64_t s)
                                      : lane_step_escapes(f, s * g->tiles + t, abc, &at, end, e);
                 if (st != DF11_OK) return st;
                 for (uint32_t h = 0; h < 2; h++) {
-                    const uint64_t col = 64 * step + 32 * h + 8 * (l % 4);
+                    uint64_t row;
+                    df11i_fixed_weight_pos(s, step, h, l, 0, &row, &col);
                     const uint8_t *sm = f->sm + sm_index(g, s, step, h, l, 0);
-                    put_row8(j, row_lo, col, &e[8 * h][0], sm);
-                    put_row8(j, row_hi, col, &e[8 * h + 4][0], sm + 8);
+                    put_row8(j, row_lo, col, e[df11i_fixed_pair_of_byte(h, 0)], sm);
+                    put_row8(j, row_hi, col, e[df11i_fixed_pair_of_byte(h, 8)], sm + 8);
                 }
             }
         }
