@@ -58,10 +58,14 @@ constexpr int kMaxNB = DF11_FUSED_MAX_BATCH / 8; /* groups of 8 batch rows (mma'
  * CTAs an SM they spilled) */
 constexpr int kMinBlocksWide = 6;
 /* Steps a warp's sm copies run ahead of its decode. 16 warps an SM with a step each in
- * flight keep DRAM busy, and the less a warp has in flight when its range ends, the less
- * the launch's last tiles decode with DRAM idle: 1 step against a tile (4) made the block
- * 3-4% faster at B = 1..16 (bench/RESULTS.md). */
+ * flight keep an H100's DRAM busy, and the less a warp has in flight when its range ends,
+ * the less the launch's last tiles decode with DRAM idle: 1 step against a tile (4) made the
+ * block 3-4% faster at B = 1..16, and 1% faster than 2 at B = 1 (bench/RESULTS.md). A GPU
+ * with more DRAM bandwidth an SM needs more bytes in flight: on an H200 (1.5x the H100's an
+ * SM) 2 steps made the block 3% faster at B = 1..4, no faster at 8 and 1% slower at 16. */
 constexpr int kAhead = 1;
+constexpr int kAheadDeep = 2; /* NB = 1 where DRAM gives an SM more than kDeepBytesPerSM */
+constexpr double kDeepBytesPerSM = 30e9; /* per second: H100 SXM 25.4e9, H200 37.3e9 */
 
 /* Eight BF16 of row `row` from column col, zero past K; one 16-byte load where it can. */
 __device__ __forceinline__ uint4 load_x8(const uint16_t *row, long long col, int K, bool vec)
@@ -341,7 +345,7 @@ template <int NB> __device__ void sum_pieces(const Args &a, uint32_t lane, uint3
 // copies, its 32 decoded weights a lane fed to 4 * NB MMAs. The probe's defaults: 8 CTAs of
 // 2 warps an SM (FG_MINB, FG_WARPS there). XV: K is a multiple of 64 (no pad columns) and
 // x_vec, so x needs no bounds check.
-template <int NB, bool XV, bool REC>
+template <int NB, bool XV, bool REC, int AHEAD = kAhead>
 __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocksWide)
     fused_matmul_kernel(Args a)
 {
@@ -401,7 +405,7 @@ __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocks
     // programmatic.
     Seg sg;
     while (next(sg))
-        walk_strips<true, 1, kAhead, REC>(
+        walk_strips<true, 1, AHEAD, REC>(
             [&](int i) -> const Mat & { return a.W[i]; }, sg, next, lane, ring, corr4, a.err,
             [&](int t, int g) {
                 const long long xc = 256LL * t + 8 * q + 64 * g; // the lane's first x column
@@ -440,10 +444,16 @@ __global__ void __launch_bounds__(kWarps * 32, NB <= 2 ? kMinBlocks : kMinBlocks
 
 constexpr size_t smem_bytes() { return (size_t)kWarps * (RING_BYTES + CORR_BYTES); }
 
-/* The kernel for nb groups of 8 batch rows (1..kMaxNB), and the layout's (rec: RECORDS). */
+/* The kernel for nb groups of 8 batch rows (1..kMaxNB), and the layout's (rec: RECORDS);
+ * deep: nb = 1's copies kAheadDeep steps ahead. */
 using KernelFn = void (*)(Args);
-KernelFn kernel_of(int nb, bool xv, bool rec)
+KernelFn kernel_of(int nb, bool xv, bool rec, bool deep)
 {
+    static const KernelFn d[2][2] = { { fused_matmul_kernel<1, false, false, kAheadDeep>,
+                                        fused_matmul_kernel<1, true, false, kAheadDeep> },
+                                      { fused_matmul_kernel<1, false, true, kAheadDeep>,
+                                        fused_matmul_kernel<1, true, true, kAheadDeep> } };
+    if (nb == 1 && deep) return d[rec][xv];
 #define DF11_FUSED_KERNELS(R)                                                                      \
     {                                                                                              \
         { fused_matmul_kernel<1, false, R>, fused_matmul_kernel<1, true, R> },                     \
@@ -466,6 +476,7 @@ KernelFn kernel_of(int nb, bool xv, bool rec)
  * kernel has no griddepcontrol (below sm_90) or is empty (below sm_80). */
 struct DevGeom {
     int sms, occ[kMaxNB], major, ptx;
+    bool deep; /* DRAM bandwidth an SM above kDeepBytesPerSM (kernel_of's deep) */
 };
 
 PerDevice<DevGeom> g_geom;
@@ -478,26 +489,35 @@ df11_status dev_geom(DevGeom *out)
         g->major = major;
         if (e == cudaSuccess)
             e = cudaDeviceGetAttribute(&g->sms, cudaDevAttrMultiProcessorCount, dev);
+        int mem_khz = 0, bus_bits = 0;
+        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, dev);
+        if (e == cudaSuccess)
+            e = cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev);
         if (e != cudaSuccess)
             return df11i_fail(DF11_ERR_DEVICE, "fused matmul: device attributes: %s",
                               cudaGetErrorString(e));
+        /* two transfers a clock (the bandwidth the vendors quote); 0 where not reported */
+        g->deep = g->sms > 0 && 2e3 * mem_khz * (bus_bits / 8.0) / g->sms > kDeepBytesPerSM;
         cudaFuncAttributes fa;
         if (major >= 8 &&
-            (e = cudaFuncGetAttributes(&fa, kernel_of(1, true, false))) == cudaSuccess)
+            (e = cudaFuncGetAttributes(&fa, kernel_of(1, true, false, false))) == cudaSuccess)
             g->ptx = fa.ptxVersion;
         if (e != cudaSuccess)
             return df11i_fail(DF11_ERR_DEVICE, "fused matmul: kernel attributes: %s",
                               cudaGetErrorString(e));
         *usable = g->ptx >= 80;
         for (int nb = 1; nb <= kMaxNB && *usable; nb++) {
-            int occ[2] = { 0, 0 }; /* the layouts' kernels: the smaller (the grids assume it) */
-            for (int rec = 0; rec < 2 && e == cudaSuccess; rec++)
+            /* the layouts' and look-aheads' kernels: the smallest (the grids assume it) */
+            int occ[4] = { 0, 0, 0, 0 };
+            for (int k = 0; k < 4 && e == cudaSuccess; k++)
                 e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                    &occ[rec], kernel_of(nb, true, rec), kWarps * 32, smem_bytes());
+                    &occ[k], kernel_of(nb, true, k & 1, k >> 1), kWarps * 32, smem_bytes());
             if (e != cudaSuccess)
                 return df11i_fail(DF11_ERR_DEVICE, "fused matmul: occupancy: %s",
                                   cudaGetErrorString(e));
-            g->occ[nb - 1] = occ[0] < occ[1] ? occ[0] : occ[1];
+            g->occ[nb - 1] = occ[0];
+            for (int k = 1; k < 4; k++)
+                if (occ[k] < g->occ[nb - 1]) g->occ[nb - 1] = occ[k];
             *usable = g->occ[nb - 1] > 0;
         }
         return DF11_OK;
@@ -545,6 +565,7 @@ Grid make_grid(long long pairs, long long tiles, const DevGeom &dg, int nb, uint
 }
 
 std::atomic<uint32_t> g_test_grid{ 0 }; /* df11i_fused_matmul_test_grid */
+std::atomic<int> g_test_deep{ -1 };     /* df11i_fused_matmul_test_deep */
 /* the smallest batch for the wgmma kernel (df11i_fused_matmul_test_gemm_from) */
 std::atomic<uint32_t> g_gemm_from{ DF11_FUSED_GEMM_MIN_BATCH };
 
@@ -624,7 +645,9 @@ df11_status launch_mma(const df11i_fused_part *parts, uint32_t n_parts, const df
     a.x_vec = g[0].cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
     const bool xv = a.x_vec && g[0].cols % 64 == 0;
     const bool rec = parts[0].d->codec == DF11_CODEC_EXP_FIXED8;
-    const cudaError_t e = launch_kernel(kernel_of(nb, xv, rec), (unsigned)gr.G, kWarps * 32,
+    const int forced_deep = g_test_deep.load();
+    const bool deep = forced_deep < 0 ? dg.deep : forced_deep != 0;
+    const cudaError_t e = launch_kernel(kernel_of(nb, xv, rec, deep), (unsigned)gr.G, kWarps * 32,
                                         smem_bytes(), stream, pdl && pdl_ok(dg), a);
     if (e != cudaSuccess)
         return df11i_fail(DF11_ERR_DEVICE, "fused matmul launch (%d CTAs): %s", gr.G,
@@ -644,6 +667,8 @@ extern "C" uint32_t df11i_fused_matmul_test_grid(uint32_t ctas)
 {
     return g_test_grid.exchange(ctas);
 }
+
+extern "C" int df11i_fused_matmul_test_deep(int deep) { return g_test_deep.exchange(deep); }
 
 extern "C" uint32_t df11i_fused_matmul_test_gemm_from(uint32_t batch)
 {

@@ -157,6 +157,10 @@ df11_status df11i_fused_matmul(const df11i_fused_part *parts, uint32_t n_parts, 
  * grid), so that ranges cut strips and span several on any GPU. Returns the previous value. */
 uint32_t df11i_fused_matmul_test_grid(uint32_t ctas);
 
+/* Tests only: batch 1..8's look-ahead (kernels/fused_matmul.cu's kAheadDeep): 1 deep, 0 not,
+ * -1 (the default) the device's choice. Returns the previous value. */
+int df11i_fused_matmul_test_deep(int deep);
+
 /* Tests only: the smallest batch df11i_fused_matmul gives the wgmma kernel where it runs
  * (default DF11_FUSED_GEMM_MIN_BATCH; UINT32_MAX: the mma.sync kernel at every batch it
  * takes, 32 rows at a time past it). Returns the previous value. */

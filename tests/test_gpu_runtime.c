@@ -408,12 +408,20 @@ START_TEST(test_fused_matmul_split_sums)
      * parts of i stacked), a last tile of one step (f) and exception lists past the stage
      * (esc); each checked as test_fused_matmul checks, and the workspace's first half zero
      * after every product (the slots' "not yet written"). Batches 25..32 too, which Hopper
-     * gives the wgmma kernel by default. */
+     * gives the wgmma kernel by default. Batch 1..8 with both look-aheads, whichever the
+     * device takes (df11i_fused_matmul_test_deep). */
     static const size_t shapes[] = { FU_I, 5 /* f */, FU_ESC, 6 /* g */ };
-    static const uint32_t ctas[] = { 1, 2, 5, 7, 13, 0 }, batches[] = { 1, 8, 9, 17, 32 };
+    static const uint32_t ctas[] = { 1, 2, 5, 7, 13, 0 }, batches[] = { 1, 8, 9, 17, 32 },
+                          small[] = { 1, 8 };
     const uint32_t gemm_from = df11i_fused_matmul_test_gemm_from(UINT32_MAX);
     fu_forced_grids(df11i_fused_matmul_supported, df11i_fused_matmul_test_grid, shapes,
                     FU_LEN(shapes), ctas, FU_LEN(ctas), batches, FU_LEN(batches), 0x5353);
+    for (int deep = 0; deep < 2; deep++) {
+        const int was = df11i_fused_matmul_test_deep(deep);
+        fu_forced_grids(df11i_fused_matmul_supported, df11i_fused_matmul_test_grid, shapes,
+                        FU_LEN(shapes), ctas, FU_LEN(ctas), small, FU_LEN(small), 0x5354 + deep);
+        df11i_fused_matmul_test_deep(was);
+    }
     df11i_fused_matmul_test_gemm_from(gemm_from);
 }
 END_TEST
