@@ -189,6 +189,24 @@ static void write_distinct_exponents(const char *name, uint64_t n, uint32_t dist
     free(y);
 }
 
+/* A device budget in KiB for tiers.df11 that holds what never streams on the plan's backend
+ * (arena, plans, the op's scratch) and half the blocks; device: memstat's --device flag. */
+static unsigned long long half_blocks_budget_kib(const char *device)
+{
+    ck_assert_int_eq(
+        run(buf, sizeof buf, "df11-memstat tiers.df11 --vram-budget 1T %s --json", device), 0);
+    cJSON *j = cJSON_Parse(buf);
+    ck_assert_ptr_nonnull(j);
+    const double all = cJSON_GetNumberValue(cJSON_GetObjectItem(j, "device_bytes")),
+                 layers = cJSON_GetNumberValue(
+                     cJSON_GetObjectItem(cJSON_GetObjectItem(j, "tier_bytes"), "device"));
+    ck_assert_int_eq(
+        cJSON_GetNumberValue(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "blocks"), "device")), 12);
+    ck_assert(layers > 0 && layers < all);
+    cJSON_Delete(j);
+    return (unsigned long long)(all - layers / 2) / 1024;
+}
+
 /* Blocks streamed under budgets: df11-memstat shows where each block would live, df11-run
  * generates the same tokens and logits streamed as loaded, and the BF16 baseline in the
  * df11 container (--codec raw) streams under the same budgets with the BF16 engine's
@@ -200,15 +218,12 @@ START_TEST(test_tiers_tools)
                          "df11-compress tiers -o tiers.df11 -q && "
                          "df11-compress tiers -o tiers-raw.df11 --codec raw -q"),
                      0);
-    ck_assert_int_eq(run(buf, sizeof buf, "df11-memstat tiers.df11 --vram-budget 1T --json"), 0);
-    cJSON *j = cJSON_Parse(buf);
-    ck_assert_ptr_nonnull(j);
-    const double all = cJSON_GetNumberValue(cJSON_GetObjectItem(j, "device_bytes"));
-    ck_assert_int_eq(
-        cJSON_GetNumberValue(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "blocks"), "device")), 12);
-    cJSON_Delete(j);
+    /* the plan's device budget (the GPU's where one is present) and the CPU backend's, as
+     * df11-run --device cpu below opens it */
+    const unsigned long long vram = half_blocks_budget_kib(""),
+                             vram_cpu = half_blocks_budget_kib("--device cpu");
     char cmd[512];
-    const unsigned long long vram = (unsigned long long)(all * 0.6) / 1024;
+    cJSON *j;
     snprintf(cmd, sizeof cmd, "df11-memstat tiers.df11 --vram-budget %lluK --host-budget 2M --json",
              vram);
     ck_assert_int_eq(run(buf, sizeof buf, "%s", cmd), 0);
@@ -235,6 +250,11 @@ START_TEST(test_tiers_tools)
     ck_assert_int_eq(run(buf, sizeof buf, "%s", cmd), 0);
     ck_assert_ptr_nonnull(strstr(buf, "per pass host->device"));
     ck_assert_int_eq(run(buf, sizeof buf, "df11-memstat tiers.df11 --vram-budget 6X"), 2);
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-memstat tiers.df11 --vram-budget 1G --device gpu"),
+                     2);
+    ck_assert_msg(strstr(buf, "--device 'gpu' (cpu or cuda)"), "%s", buf);
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-memstat tiers.df11 --device cpu"), 2);
+    ck_assert_int_eq(run(buf, sizeof buf, "df11-memstat --device cpu"), 2);
     /* a refresh period that is not a number of seconds in range (inf spun, 5000 overflowed
      * the sleep's microseconds) */
     static const char *intervals[] = { "inf", "nan", "0.01", "5000", "''", "1s" };
@@ -253,9 +273,9 @@ START_TEST(test_tiers_tools)
     for (int mi = 0; mi < 2; mi++) {
         char budgets[3][96];
         snprintf(budgets[0], sizeof budgets[0], "%s", "");
-        snprintf(budgets[1], sizeof budgets[1], "--vram-budget %lluK", vram);
+        snprintf(budgets[1], sizeof budgets[1], "--vram-budget %lluK", vram_cpu);
         snprintf(budgets[2], sizeof budgets[2], "--vram-budget %lluK --host-budget 2M --staging 2",
-                 vram);
+                 vram_cpu);
         for (int bi = 0; bi < 3; bi++) {
             snprintf(cmd, sizeof cmd, gen, models[mi], budgets[bi]);
             ck_assert_msg(run(buf, sizeof buf, "%s", cmd) == 0, "%s: %s", cmd, buf);

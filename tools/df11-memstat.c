@@ -2,7 +2,7 @@
  *
  *   df11-memstat [-w] [--interval SEC] [--json]     every process that publishes stats
  *   df11-memstat FILE.df11 [--slots K] [--json]     what opening FILE would take
- *   df11-memstat FILE.df11 --vram-budget SIZE [--host-budget SIZE]
+ *   df11-memstat FILE.df11 --vram-budget SIZE [--host-budget SIZE] [--device cpu|cuda]
  *                                                    where each block would live, streamed
  *
  * Running models publish a shared-memory page /dev/shm/df11-<pid>[-n] when opened with
@@ -38,7 +38,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: df11-memstat [-w] [--interval SEC] [--json]\n"
             "       df11-memstat FILE.df11 [--slots K] [--json]\n"
-            "       df11-memstat FILE.df11 --vram-budget SIZE [--host-budget SIZE] [--json]\n"
+            "       df11-memstat FILE.df11 --vram-budget SIZE [--host-budget SIZE]\n"
+            "                    [--device cpu|cuda] [--json]\n"
             "\n"
             "Without FILE: lists your processes running df11 models that publish stats\n"
             "(df11_model_options.publish_stats) with their pool and arena use (root: all\n"
@@ -50,12 +51,15 @@ static void usage(FILE *f)
             "  -i, --interval SEC   refresh period for --watch, 0.05..3600 (default 1)\n"
             "With a budget: where each block of FILE would live (device memory, pinned RAM,\n"
             "or the file) and the bytes each link carries per pass, as df11-run\n"
-            "--vram-budget/--host-budget would open it (the GPU's plan where one is present).\n"
+            "--vram-budget/--host-budget would open it on that device.\n"
             "\n"
             "  -k, --slots K        arena slots for the plan (default 2)\n"
             "      --vram-budget S  device memory for the model (K/M/G suffixes)\n"
             "      --host-budget S  pinned RAM for streamed blocks; the rest from the file\n"
             "      --staging N      device buffers streamed blocks go through (2..8, default 3)\n"
+            "      --device D       cpu or cuda: the backend whose plan (the op's scratch and\n"
+            "                       the decode plans differ); default cuda where a GPU is\n"
+            "                       present, as df11-run\n"
             "  -j, --json           machine-readable output\n"
             "  -h, --help           this text\n"
             "  -V, --version        version\n");
@@ -373,10 +377,11 @@ static int plan_file(const char *path, uint32_t slots, int json)
 /* --- the tier plan of a file under budgets --- */
 
 static int plan_tiers(const char *path, uint32_t slots, uint32_t stages, uint64_t vram,
-                      uint64_t host, int json)
+                      uint64_t host, df11_backend_kind backend, int json)
 {
     df11_model_options o;
     df11_model_options_init(&o);
+    o.backend = backend;
     o.arena_slots = slots;
     o.memory_limit = vram;
     o.host_budget = host ? host : UINT64_MAX;
@@ -455,12 +460,15 @@ int main(int argc, char **argv)
                                               { "vram-budget", required_argument, NULL, 'B' },
                                               { "host-budget", required_argument, NULL, 'H' },
                                               { "staging", required_argument, NULL, 'S' },
+                                              { "device", required_argument, NULL, 'D' },
                                               { "help", no_argument, NULL, 'h' },
                                               { "version", no_argument, NULL, 'V' },
                                               { NULL, 0, NULL, 0 } };
     int watch = 0, json = 0, opt;
     uint64_t vram = 0, host = 0;
     uint32_t stages = 0;
+    df11_backend_kind backend = DF11_BACKEND_AUTO;
+    int device_set = 0;
     double interval = 1.0;
     long slots = 2;
     char *end;
@@ -490,6 +498,15 @@ int main(int argc, char **argv)
             stages = (uint32_t)v;
             break;
         }
+        case 'D':
+            if (!strcmp(optarg, "cpu"))
+                backend = DF11_BACKEND_HOST;
+            else if (!strcmp(optarg, "cuda"))
+                backend = DF11_BACKEND_CUDA;
+            else
+                return cli_usage_error(TOOL, "bad --device '%s' (cpu or cuda)", optarg);
+            device_set = 1;
+            break;
         case 'h': usage(stdout); return CLI_OK;
         case 'V': cli_version(TOOL); return CLI_OK;
         default: usage(stderr); return CLI_USAGE;
@@ -499,10 +516,13 @@ int main(int argc, char **argv)
     if (optind < argc) {
         if (watch) return cli_usage_error(TOOL, "--watch is for running processes, not a file");
         if (host && !vram) return cli_usage_error(TOOL, "--host-budget needs --vram-budget");
-        if (vram) return plan_tiers(argv[optind], (uint32_t)slots, stages, vram, host, json);
+        if (device_set && !vram) return cli_usage_error(TOOL, "--device needs --vram-budget");
+        if (vram)
+            return plan_tiers(argv[optind], (uint32_t)slots, stages, vram, host, backend, json);
         return plan_file(argv[optind], (uint32_t)slots, json);
     }
-    if (vram || host) return cli_usage_error(TOOL, "a budget needs a FILE to plan");
+    if (vram || host || device_set)
+        return cli_usage_error(TOOL, "a budget or --device needs a FILE to plan");
     if (!watch) return list_processes(json);
     for (;;) {
         if (!json && isatty(STDOUT_FILENO)) printf("\033[H\033[2J");
