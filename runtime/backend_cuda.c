@@ -255,7 +255,7 @@ df11_status df11i_backend_cuda_create(int device, df11i_backend **out)
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {
         (void)cudaGetLastError();
-        return df11i_fail(DF11_ERR_NO_DEVICE, "no CUDA device (%s)",
+        return df11i_fail(DF11_ERR_NO_DEVICE, "cudaGetDeviceCount: %s",
                           e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
     }
     if (device < 0 || device >= n)

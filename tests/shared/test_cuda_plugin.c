@@ -315,7 +315,7 @@ START_TEST(plugin_found)
         /* The plugin loaded and found no device: AUTO is the host, a CUDA model says why,
          * and the conversion fails at its launch (a CUDA error, as in libdf11.a). */
         model_check(path, DF11_BACKEND_AUTO, DF11_BACKEND_HOST);
-        const char *words[] = { "no CUDA device", NULL };
+        const char *words[] = { "cudaGetDeviceCount", NULL };
         cuda_refused(path, DF11_ERR_NO_DEVICE, DF11_ERR_DEVICE, words);
         ck_assert_ptr_null(strstr(df11_last_error_detail(), "did not load"));
         return;
