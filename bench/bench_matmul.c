@@ -786,9 +786,10 @@ int bench_matmul_main(int argc, char **argv)
             if (fused_max > DF11_FUSED_MAX_BATCH)
                 snprintf(kinds, sizeof kinds, "mma.sync to %d, wgmma from %d",
                          DF11_FUSED_GEMM_MIN_BATCH - 1, DF11_FUSED_GEMM_MIN_BATCH);
-            printf("the op's fused kernels on this device: batch 1-%u by default (%s), "
-                   "programmatic launch %s; split sums %s\n",
-                   fused_max, kinds,
+            printf("the op's fused kernels on this device: batch 1-%u by default (%s; batch 1-8 "
+                   "copies %s step%s ahead), programmatic launch %s; split sums %s\n",
+                   fused_max, kinds, df11i_fused_matmul_deep() ? "two" : "one",
+                   df11i_fused_matmul_deep() ? "s" : "",
                    fused_pdl                ? "on"
                    : mo.matmul_plain_launch ? "off (--plain-launch)"
                                             : "off (no sm_90 code or PTX here)",

@@ -681,6 +681,12 @@ extern "C" int df11i_fused_matmul_pdl(void)
     return dev_geom(&dg) == DF11_OK && pdl_ok(dg);
 }
 
+extern "C" int df11i_fused_matmul_deep(void)
+{
+    DevGeom dg;
+    return dev_geom(&dg) == DF11_OK && dg.sms > 0 && dg.deep;
+}
+
 extern "C" uint32_t df11i_fused_matmul_default_max(uint64_t cols)
 {
     if (!df11i_fused_matmul_supported()) return 0;

@@ -55,6 +55,10 @@ int df11i_fused_matmul_supported(void);
  * target, compiled for the same architectures. */
 int df11i_fused_matmul_pdl(void);
 
+/* 1 when the current device's batch 1..8 kernel copies its weights two steps ahead, not one
+ * (DRAM bandwidth an SM above the H100's; kernels/fused_matmul.cu's kAheadDeep); else 0. */
+int df11i_fused_matmul_deep(void);
+
 /* The largest batch for which the fused path beats decode + cuBLAS on the current device, for
  * a tensor of `cols` columns: DF11_FUSED_GEMM_MAX_BATCH where the wgmma kernel runs and takes
  * them (df11i_fused_gemm_takes_cols), else DF11_FUSED_MAX_BATCH (past it, 32-row launches
