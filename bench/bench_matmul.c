@@ -739,10 +739,10 @@ int bench_matmul_main(int argc, char **argv)
     if (json) {
         printf("{\"device\":\"%s\",\"codec\":\"%s\",\"y\":\"%s\",\"reps\":%d,\"blocks\":%u,"
                "\"copy_gbs\":%.1f,\"setup_s\":%.1f,\"fused_max_batch\":%u,\"fused_pdl\":%s,"
-               "\"split_sums\":\"%s\",\"rows\":[",
+               "\"fused_ahead_b1_8\":%d,\"split_sums\":\"%s\",\"rows\":[",
                prop.name, fixed_name, b.yd == DF11_DTYPE_F32 ? "f32" : "bf16", b.reps, b.L,
                copy_gbs, setup_s, fused_ok ? fused_max : 0, fused_pdl ? "true" : "false",
-               clusters ? "clusters" : "l2");
+               df11i_fused_matmul_deep() ? 2 : 1, clusters ? "clusters" : "l2");
         for (int bi = 0; bi < n_b; bi++) {
             const double ref = fmin(t[bi][C_GEMMEX], t[bi][C_LT]);
             printf("%s{\"batch\":%u,\"ref_us\":%.2f", bi ? "," : "", batches[bi], ref);

@@ -62,7 +62,8 @@ constexpr int kMinBlocksWide = 6;
  * the less the launch's last tiles decode with DRAM idle: 1 step against a tile (4) made the
  * block 3-4% faster at B = 1..16, and 1% faster than 2 at B = 1 (bench/RESULTS.md). A GPU
  * with more DRAM bandwidth an SM needs more bytes in flight: on an H200 (1.5x the H100's an
- * SM) 2 steps made the block 3% faster at B = 1..4, no faster at 8 and 1% slower at 16. */
+ * SM) 2 steps made the block 3% faster at B = 1 and 1% at 8 (and B = 16's kernel 1%
+ * slower). Unmeasured near the threshold: GH200 (30.3 GB/s an SM), H100 NVL (29.5). */
 constexpr int kAhead = 1;
 constexpr int kAheadDeep = 2; /* NB = 1 where DRAM gives an SM more than kDeepBytesPerSM */
 constexpr double kDeepBytesPerSM = 30e9; /* per second: H100 SXM 25.4e9, H200 37.3e9 */
@@ -489,14 +490,18 @@ df11_status dev_geom(DevGeom *out)
         g->major = major;
         if (e == cudaSuccess)
             e = cudaDeviceGetAttribute(&g->sms, cudaDevAttrMultiProcessorCount, dev);
-        int mem_khz = 0, bus_bits = 0;
-        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, dev);
-        if (e == cudaSuccess)
-            e = cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev);
         if (e != cudaSuccess)
             return df11i_fail(DF11_ERR_DEVICE, "fused matmul: device attributes: %s",
                               cudaGetErrorString(e));
-        /* two transfers a clock (the bandwidth the vendors quote); 0 where not reported */
+        /* DRAM bandwidth, two transfers a clock (what the vendors quote). Only a speed
+         * choice: where the attributes are not reported, one step ahead. */
+        int mem_khz = 0, bus_bits = 0;
+        if (cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev) !=
+                cudaSuccess) {
+            (void)cudaGetLastError();
+            mem_khz = bus_bits = 0;
+        }
         g->deep = g->sms > 0 && 2e3 * mem_khz * (bus_bits / 8.0) / g->sms > kDeepBytesPerSM;
         cudaFuncAttributes fa;
         if (major >= 8 &&
@@ -684,7 +689,7 @@ extern "C" int df11i_fused_matmul_pdl(void)
 extern "C" int df11i_fused_matmul_deep(void)
 {
     DevGeom dg;
-    return dev_geom(&dg) == DF11_OK && dg.sms > 0 && dg.deep;
+    return dev_geom(&dg) == DF11_OK && dg.deep;
 }
 
 extern "C" uint32_t df11i_fused_matmul_default_max(uint64_t cols)

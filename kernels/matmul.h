@@ -56,7 +56,8 @@ int df11i_fused_matmul_supported(void);
 int df11i_fused_matmul_pdl(void);
 
 /* 1 when the current device's batch 1..8 kernel copies its weights two steps ahead, not one
- * (DRAM bandwidth an SM above the H100's; kernels/fused_matmul.cu's kAheadDeep); else 0. */
+ * (DRAM bandwidth above 30 GB/s an SM; kernels/fused_matmul.cu's kAheadDeep); else 0. The
+ * device's own choice, whatever df11i_fused_matmul_test_deep forces. */
 int df11i_fused_matmul_deep(void);
 
 /* The largest batch for which the fused path beats decode + cuBLAS on the current device, for

@@ -254,7 +254,9 @@ START_TEST(test_tiers_tools)
                      2);
     ck_assert_msg(strstr(buf, "--device 'gpu' (cpu or cuda)"), "%s", buf);
     ck_assert_int_eq(run(buf, sizeof buf, "df11-memstat tiers.df11 --device cpu"), 2);
+    ck_assert_msg(strstr(buf, "--device needs --vram-budget"), "%s", buf);
     ck_assert_int_eq(run(buf, sizeof buf, "df11-memstat --device cpu"), 2);
+    ck_assert_msg(strstr(buf, "a budget or --device needs a FILE"), "%s", buf);
     /* a refresh period that is not a number of seconds in range (inf spun, 5000 overflowed
      * the sleep's microseconds) */
     static const char *intervals[] = { "inf", "nan", "0.01", "5000", "''", "1s" };

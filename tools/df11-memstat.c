@@ -57,7 +57,7 @@ static void usage(FILE *f)
             "      --vram-budget S  device memory for the model (K/M/G suffixes)\n"
             "      --host-budget S  pinned RAM for streamed blocks; the rest from the file\n"
             "      --staging N      device buffers streamed blocks go through (2..8, default 3)\n"
-            "      --device D       cpu or cuda: the backend whose plan (the op's scratch and\n"
+            "      --device D       cpu or cuda: plan for that backend (the op's scratch and\n"
             "                       the decode plans differ); default cuda where a GPU is\n"
             "                       present, as df11-run\n"
             "  -j, --json           machine-readable output\n"
