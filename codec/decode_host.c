@@ -233,6 +233,25 @@ static inline void decode_full(lane_state *lane, const uint32_t *area, const uin
     }
 }
 
+/* A chunk's m lanes of n_sym symbols each: lanes' symbol counts never increase with l, and
+ * the last may be odd. */
+static inline void decode_short(lane_state *lane, const uint32_t *n_sym, uint32_t m,
+                                const uint32_t *area, const uint32_t *pairs, uint32_t L,
+                                uint64_t n_chunk, const uint8_t *sm, uint16_t *out, int by_pair)
+{
+    const uint64_t run = (uint64_t)m * DF11_GROUP;
+    uint8_t exp[DF11_LANES * DF11_GROUP];
+    uint32_t pos = 0;
+    for (uint32_t g = 0; g * DF11_GROUP < n_sym[0]; g++) {
+        for (uint32_t s = g * DF11_GROUP; s < (g + 1) * DF11_GROUP && s < n_sym[0]; s += 2)
+            for (uint32_t l = 0; l < m && s < n_sym[l]; l++)
+                lane_pair(&lane[l], area, &pos, pairs, L, exp + l * DF11_GROUP + s % DF11_GROUP,
+                          s + 1 < n_sym[l], by_pair);
+        const uint64_t e = g * run; /* the last run may be short */
+        join_run(out + e, exp, sm + e, (uint32_t)(n_chunk - e < run ? n_chunk - e : run));
+    }
+}
+
 /* Decodes a chunk following the refill schedule: by symbol pairs s, and for each s by
  * lane. The lanes' dependency chains (lookup → length → shift) are independent, so the
  * CPU overlaps them. Lane l's symbols s, s+1 are elements e, e+1 (one group holds both).
@@ -259,18 +278,10 @@ static df11_status decode_chunk(void *ctx, uint64_t k)
             decode_full(lane, area, j->pairs, L, c->lane_symbols, sm, out, 1);
         else
             decode_full(lane, area, j->pairs, L, c->lane_symbols, sm, out, 0);
-    } else { /* lanes' symbol counts never increase with l; the last may be odd */
-        const uint64_t run = (uint64_t)m * DF11_GROUP;
-        uint8_t exp[DF11_LANES * DF11_GROUP];
-        uint32_t pos = 0;
-        for (uint32_t g = 0; g * DF11_GROUP < n_sym[0]; g++) {
-            for (uint32_t s = g * DF11_GROUP; s < (g + 1) * DF11_GROUP && s < n_sym[0]; s += 2)
-                for (uint32_t l = 0; l < m && s < n_sym[l]; l++)
-                    lane_pair(&lane[l], area, &pos, j->pairs, L,
-                              exp + l * DF11_GROUP + s % DF11_GROUP, s + 1 < n_sym[l], j->by_pair);
-            const uint64_t e = g * run; /* the last run may be short */
-            join_run(out + e, exp, sm + e, (uint32_t)(n_chunk - e < run ? n_chunk - e : run));
-        }
+    } else if (j->by_pair) {
+        decode_short(lane, n_sym, m, area, j->pairs, L, n_chunk, sm, out, 1);
+    } else {
+        decode_short(lane, n_sym, m, area, j->pairs, L, n_chunk, sm, out, 0);
     }
     for (uint32_t l = 0; l < m; l++) {
         df11_status st = lane_end(&lane[l], k, l, lanes[l]);
