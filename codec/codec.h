@@ -133,4 +133,19 @@ df11_status df11i_coded_validate(const df11i_coded *coded);
  * pattern that is no code. */
 df11_status df11i_decode_host(const df11i_coded *coded, uint16_t *out, int n_threads);
 
+/* The CPU decoder's table for one code and its L: made once for a tensor, so that decodes
+ * of a few of its chunks at a time (the host matmul op's and row gather's tasks) do not
+ * each build it again. Fails where the code does not fit L, as df11i_coded_validate. */
+typedef struct df11i_decode_table {
+    uint32_t *pairs; /* 2^max_len entries */
+    uint32_t max_len;
+    int by_pair; /* the decode's loop by pairs of symbols */
+} df11i_decode_table;
+df11_status df11i_decode_table_make(const df11i_code *code, uint32_t max_len,
+                                    df11i_decode_table *t);
+void df11i_decode_table_free(df11i_decode_table *t);
+/* df11i_decode_host with `t`, made from coded's code (NULL: made for this call). */
+df11_status df11i_decode_host_with(const df11i_coded *coded, const df11i_decode_table *t,
+                                   uint16_t *out, int n_threads);
+
 #endif

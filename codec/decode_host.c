@@ -100,7 +100,7 @@ static inline uint32_t pair_len0(uint32_t entry) { return entry >> 24 & 15; }
 typedef struct {
     const df11i_coded *c;
     uint16_t *out;
-    uint32_t *pairs;
+    const uint32_t *pairs;
     int by_pair; /* enough pairs fit in L bits for the loop by pairs (pair_share) */
 } decode_job;
 
@@ -306,37 +306,69 @@ static double pair_share(const df11i_code *code)
     return share;
 }
 
-df11_status df11i_decode_host(const df11i_coded *coded, uint16_t *out, int n_threads)
+df11_status df11i_decode_table_make(const df11i_code *code, uint32_t max_len, df11i_decode_table *t)
+{
+    *t = (df11i_decode_table){ .max_len = max_len };
+    if (max_len < 1 || max_len > DF11_MAX_CODE_LEN)
+        return df11i_fail(DF11_ERR_CORRUPT, "max code length %u invalid", max_len);
+    df11_status st = code_validate(code, max_len);
+    if (st != DF11_OK) return st;
+    const uint32_t L = max_len, size = 1u << L;
+    uint16_t *lut = malloc(sizeof(uint16_t) * size);
+    t->pairs = malloc(sizeof(uint32_t) * size);
+    if (!lut || !t->pairs) {
+        free(lut);
+        df11i_decode_table_free(t);
+        return df11i_fail(DF11_ERR_NO_MEMORY, "decode table");
+    }
+    df11i_lut_build(code, lut);
+    for (uint32_t i = 0; i < size; i++) {
+        if (lut[i] == DF11_LUT_INVALID) {
+            t->pairs[i] = PAIR_INVALID | PAIR_ONE | 15u << 24 | 15u;
+            continue;
+        }
+        /* the bits after the first code, zero-filled: the second code if they hold it all */
+        const uint32_t len0 = lut[i] >> 8, next = lut[(i << len0) & (size - 1)];
+        const uint32_t pair = (uint32_t)(lut[i] & 0xff) << 8 | len0 << 24;
+        t->pairs[i] = next != DF11_LUT_INVALID && (next >> 8) <= L - len0
+                          ? pair | (next & 0xff) << 16 | (len0 + (next >> 8))
+                          : pair | PAIR_ONE | len0;
+    }
+    free(lut);
+    t->by_pair = pair_share(code) >= 0.92;
+    return DF11_OK;
+}
+
+void df11i_decode_table_free(df11i_decode_table *t)
+{
+    free(t->pairs);
+    t->pairs = NULL;
+}
+
+df11_status df11i_decode_host_with(const df11i_coded *coded, const df11i_decode_table *t,
+                                   uint16_t *out, int n_threads)
 {
     if (!coded || (coded->n_elements && (!out || !coded->sm || !coded->stream)))
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_decode_host: NULL buffer");
     df11_status st = df11i_coded_validate(coded);
     if (st != DF11_OK) return st;
     if (coded->n_elements == 0) return DF11_OK;
-    const uint32_t L = coded->max_len, size = 1u << L;
-    uint16_t *lut = malloc(sizeof(uint16_t) * size);
-    decode_job j = { .c = coded, .out = out, .pairs = malloc(sizeof(uint32_t) * size) };
-    if (!lut || !j.pairs) {
-        free(lut);
-        free(j.pairs);
-        return df11i_fail(DF11_ERR_NO_MEMORY, "decode table");
+    df11i_decode_table own = { 0 };
+    if (!t) {
+        if ((st = df11i_decode_table_make(&coded->code, coded->max_len, &own)) != DF11_OK)
+            return st;
+        t = &own;
+    } else if (!t->pairs || t->max_len != coded->max_len) { /* indexed by max_len bits */
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11i_decode_host: a table for L=%u, not %u",
+                          t->max_len, coded->max_len);
     }
-    df11i_lut_build(&coded->code, lut);
-    for (uint32_t i = 0; i < size; i++) {
-        if (lut[i] == DF11_LUT_INVALID) {
-            j.pairs[i] = PAIR_INVALID | PAIR_ONE | 15u << 24 | 15u;
-            continue;
-        }
-        /* the bits after the first code, zero-filled: the second code if they hold it all */
-        const uint32_t len0 = lut[i] >> 8, next = lut[(i << len0) & (size - 1)];
-        const uint32_t pair = (uint32_t)(lut[i] & 0xff) << 8 | len0 << 24;
-        j.pairs[i] = next != DF11_LUT_INVALID && (next >> 8) <= L - len0
-                         ? pair | (next & 0xff) << 16 | (len0 + (next >> 8))
-                         : pair | PAIR_ONE | len0;
-    }
-    free(lut);
-    j.by_pair = pair_share(&coded->code) >= 0.92;
+    decode_job j = { .c = coded, .out = out, .pairs = t->pairs, .by_pair = t->by_pair };
     st = df11i_parallel_for(coded->n_chunks, n_threads, decode_chunk, &j);
-    free(j.pairs);
+    df11i_decode_table_free(&own);
     return st;
+}
+
+df11_status df11i_decode_host(const df11i_coded *coded, uint16_t *out, int n_threads)
+{
+    return df11i_decode_host_with(coded, NULL, out, n_threads);
 }

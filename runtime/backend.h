@@ -188,9 +188,12 @@ df11_status df11i_host_matmul_fused(df11i_backend *be, void *mm, const df11i_mat
 df11_status df11i_host_decode_tensor(df11i_backend *be, const df11i_backend_group *g,
                                      uint32_t tensor, void *out, void *stream);
 /* Decodes the chunks of Huffman tensor `c` holding weights [e0, e1) into `buf` (room for
- * e1 - e0 weights plus two chunks); *first: where weight e0 landed (matmul_host.c). */
+ * e1 - e0 weights plus two chunks) through `t`, c's table (df11i_decode_table_make, once a
+ * tensor); *first: where weight e0 landed (matmul_host.c). */
 struct df11i_coded;
-df11_status df11i_host_chunks_decode(const struct df11i_coded *c, uint64_t e0, uint64_t e1,
+struct df11i_decode_table;
+df11_status df11i_host_chunks_decode(const struct df11i_coded *c,
+                                     const struct df11i_decode_table *t, uint64_t e0, uint64_t e1,
                                      uint16_t *buf, const uint16_t **first);
 /* Every copy a host backend stream runs waits `us` microseconds first (0, the default:
  * none), process-wide: for tests, so that a caller reusing a copy's source before the copy's

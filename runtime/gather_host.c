@@ -27,6 +27,7 @@ typedef struct rows_job {
     const df11i_rows_args *a;
     df11_codec codec; /* of W, or RAW when a->w holds it decoded */
     df11i_coded coded;
+    df11i_decode_table table; /* coded's, made once for the tasks */
     df11i_fixed fixed;
     uint64_t rows_per_task;
 } rows_job;
@@ -63,9 +64,10 @@ static df11_status rows_item(void *ctx, uint64_t item)
     uint16_t *buf = malloc(sizeof(uint16_t) * (nr * k + extra));
     if (!buf) return df11i_fail(DF11_ERR_NO_MEMORY, "rows decode: out of host memory");
     const uint16_t *w = buf;
-    df11_status st = j->codec == DF11_CODEC_EXP_HUFFMAN
-                         ? df11i_host_chunks_decode(&j->coded, r0 * k, (r0 + nr) * k, buf, &w)
-                         : df11i_fixed_decode_rows(&j->fixed, r0, r0 + nr, buf);
+    df11_status st =
+        j->codec == DF11_CODEC_EXP_HUFFMAN
+            ? df11i_host_chunks_decode(&j->coded, &j->table, r0 * k, (r0 + nr) * k, buf, &w)
+            : df11i_fixed_decode_rows(&j->fixed, r0, r0 + nr, buf);
     for (uint64_t i = 0; st == DF11_OK && i < nr; i++) row_store(a, i0 + i, w + i * k);
     free(buf);
     return st;
@@ -92,9 +94,11 @@ df11_status df11i_host_rows_decode_now(int n_threads, const df11i_rows_args *a)
             return df11i_fail(DF11_ERR_STATE, "rows decode: tensor %u is not %u x %u", a->tensor,
                               a->rows, a->cols);
         j.codec = ti->codec;
-        if (ti->codec == DF11_CODEC_EXP_HUFFMAN)
+        if (ti->codec == DF11_CODEC_EXP_HUFFMAN) {
             st = df11i_file_tensor_coded(a->g->file, a->tensor, a->g->payload, &j.coded);
-        else if (df11i_codec_is_fixed(ti->codec))
+            if (st == DF11_OK)
+                st = df11i_decode_table_make(&j.coded.code, j.coded.max_len, &j.table);
+        } else if (df11i_codec_is_fixed(ti->codec))
             st = df11i_file_tensor_fixed_view(a->g->file, a->tensor, a->g->payload, &j.fixed);
         else /* a raw tensor is read in place: the caller passes it as a->w */
             st = df11i_fail(DF11_ERR_STATE, "rows decode: tensor '%s' is stored raw", ti->name);
@@ -102,5 +106,7 @@ df11_status df11i_host_rows_decode_now(int n_threads, const df11i_rows_args *a)
     }
     j.rows_per_task = a->ids || a->cols >= ROWS_ELEMS ? 1 : ROWS_ELEMS / a->cols;
     const uint64_t n_tasks = (a->n + j.rows_per_task - 1) / j.rows_per_task;
-    return df11i_parallel_for(n_tasks, n_threads, rows_item, &j);
+    st = df11i_parallel_for(n_tasks, n_threads, rows_item, &j);
+    df11i_decode_table_free(&j.table);
+    return st;
 }

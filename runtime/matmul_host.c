@@ -102,6 +102,7 @@ typedef struct mm_job {
     const float *xf;          /* x in fp32, batch × k, each row in x_slot's order */
     const uint16_t *w;        /* decoded weights (n × k), or NULL when fused */
     const df11i_coded *coded; /* the compressed tensor when fused, Huffman-coded */
+    df11i_decode_table table; /* coded's, made once for the call's tasks */
     const df11i_fixed *fixed; /* or fixed-coded */
     uint64_t rows_per_task, n_tasks;
     atomic_uint_fast64_t next_task;
@@ -126,8 +127,8 @@ static void rows_product(const mm_job *j, const uint16_t *w, uint64_t r0, uint64
 /* Decodes the chunks holding weights [e0, e1) into `buf`; *first: where e0 landed. The
  * chunks form a coded tensor of their own (the tables' offsets stay absolute into the
  * stream, whose two padding words are then the next chunk's first words). */
-df11_status df11i_host_chunks_decode(const df11i_coded *c, uint64_t e0, uint64_t e1, uint16_t *buf,
-                                     const uint16_t **first)
+df11_status df11i_host_chunks_decode(const df11i_coded *c, const df11i_decode_table *t, uint64_t e0,
+                                     uint64_t e1, uint16_t *buf, const uint16_t **first)
 {
     const uint64_t ce = df11i_chunk_elems(c->lane_symbols);
     const uint64_t k0 = e0 / ce, k1 = e1 / ce + (e1 % ce != 0);
@@ -139,7 +140,7 @@ df11_status df11i_host_chunks_decode(const df11i_coded *c, uint64_t e0, uint64_t
     sub.sm = c->sm + k0 * ce;
     if (k1 < c->n_chunks) sub.stream_bytes = ((uint64_t)c->chunks[k1] + 2) * 4;
     *first = buf + (e0 - k0 * ce);
-    return df11i_decode_host(&sub, buf, 1);
+    return df11i_decode_host_with(&sub, t, buf, 1);
 }
 
 /* One thread: tasks taken in any order, each self-contained. */
@@ -163,8 +164,8 @@ static df11_status mm_worker(void *ctx, uint64_t item)
         const uint64_t r0 = task * j->rows_per_task;
         const uint64_t r1 = r0 + j->rows_per_task < j->a->n ? r0 + j->rows_per_task : j->a->n;
         const uint16_t *w = j->w ? j->w + r0 * k : buf;
-        if (j->coded &&
-            (st = df11i_host_chunks_decode(j->coded, r0 * k, r1 * k, buf, &w)) != DF11_OK)
+        if (j->coded && (st = df11i_host_chunks_decode(j->coded, &j->table, r0 * k, r1 * k, buf,
+                                                       &w)) != DF11_OK)
             break;
         if (j->fixed && (st = df11i_fixed_decode_rows(j->fixed, r0, r1, buf)) != DF11_OK) break;
         rows_product(j, w, r0, r1);
@@ -192,9 +193,16 @@ static df11_status mm_run(df11i_backend *be, const df11i_matmul_args *a, const u
         for (uint64_t i = 0; i < a->k; i++)
             xf[b * a->k + x_slot(i, a->k)] = bf16_to_f32(x[b * a->k + i]);
     j.xf = xf;
+    df11_status st;
+    if (coded &&
+        (st = df11i_decode_table_make(&coded->code, coded->max_len, &j.table)) != DF11_OK) {
+        free(xf);
+        return st;
+    }
     int threads = be->n_threads > 0 ? be->n_threads : df11i_cpu_count();
     const uint64_t workers = j.n_tasks < (uint64_t)threads ? j.n_tasks : (uint64_t)threads;
-    df11_status st = df11i_parallel_for(workers, threads, mm_worker, &j);
+    st = df11i_parallel_for(workers, threads, mm_worker, &j);
+    df11i_decode_table_free(&j.table);
     free(xf);
     return st;
 }
