@@ -344,8 +344,7 @@ __device__ __forceinline__ void step_records(uint32_t n, uint32_t rounds,
 {
     if (n <= kRecRegs * 32) {
 #pragma unroll
-        for (uint32_t r = 0; r < kRecRegs; r++)
-            if (r < rounds) record_apply(rr[r], g);
+        for (uint32_t r = 0; r < kRecRegs; r++) record_apply(rr[r], g);
     } else {
         for (uint32_t j0 = 0; j0 < n; j0 += 32) {
             const uint32_t j = j0 + lane;

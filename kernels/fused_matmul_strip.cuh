@@ -232,10 +232,12 @@ __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, ui
     // head if g < AHEAD.
     static_assert(AHEAD >= 1 && AHEAD <= 4, "the ring has 4 step slots");
     uint8_t *stage = ring;
-    const uint8_t *sm_t = tile_sm(mat(sg.part), sg.s, sg.t0, lane);
-    TileOff cur = issue_codes<REC>(mat(sg.part), sg.s, sg.t0,
-                                   tile_codes(mat(sg.part), sg.s, sg.t0, lane), lane, offw, tw,
-                                   stage, ring + 5632),
+    // the tile's sm bytes and code vectors at the lane's 16 bytes; the next tile's of the
+    // same strip follow at once (tile_sm, tile_codes)
+    const uint8_t *sm_t = tile_sm(mat(sg.part), sg.s, sg.t0, lane),
+                  *codes_t = tile_codes(mat(sg.part), sg.s, sg.t0, lane);
+    TileOff cur = issue_codes<REC>(mat(sg.part), sg.s, sg.t0, codes_t, lane, offw, tw, stage,
+                                   ring + 5632),
             nxt = cur;
     const uint32_t corr_s = (uint32_t)__cvta_generic_to_shared(corr4) - lane * 64;
 #pragma unroll
@@ -270,19 +272,19 @@ __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, ui
             for (int i = 0; i < 3; i++) cw[i] = lds128(stage + 4096 + i * 512 + lane * 16);
             // the next tile: this strip's, or the next segment's first
             const bool more = t + TS < sg.t1, on = more || chain;
-            const uint8_t *sm_n = sm_t;
+            const uint8_t *sm_n = sm_t, *codes_n = codes_t;
             uint8_t *excn = ring + 5632 + ((it + 1) & 1) * EXC_STAGE;
             if (more) {
-                sm_n = tile_sm(W, sg.s, t + TS, lane);
-                nxt = issue_codes<REC>(W, sg.s, t + TS, tile_codes(W, sg.s, t + TS, lane), lane,
-                                       offw, tw, stage, excn);
+                sm_n = sm_t + 4096 * TS;
+                codes_n = codes_t + 1536 * TS;
+                nxt = issue_codes<REC>(W, sg.s, t + TS, codes_n, lane, offw, tw, stage, excn);
             } else if (chain) {
                 const Mat &N = mat(nx.part);
                 sm_n = tile_sm(N, nx.s, nx.t0, lane);
+                codes_n = tile_codes(N, nx.s, nx.t0, lane);
                 offw = nofw;
                 tw = nx.t0;
-                nxt = issue_codes<REC>(N, nx.s, nx.t0, tile_codes(N, nx.s, nx.t0, lane), lane, offw,
-                                       tw, stage, excn);
+                nxt = issue_codes<REC>(N, nx.s, nx.t0, codes_n, lane, offw, tw, stage, excn);
             } else {
                 cp_commit();
             }
@@ -353,6 +355,7 @@ __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, ui
                           // the head after next; the head's __syncwarp orders it too)
             cur = nxt;
             sm_t = sm_n;
+            codes_t = codes_n;
         }
         done(sg);
         if (!chain) return;
