@@ -162,10 +162,9 @@ __device__ __forceinline__ void decode_tile(const Part &P, uint32_t tile, uint32
     const uint32_t n_rec = REC ? off1 - off0 : 0, bpack = b0 | b8 << 16;
     const uint32_t corr_s = (uint32_t)__cvta_generic_to_shared(corr4) - lane * 64;
     RecordRed rr[kRecRegs];
-    uint32_t rounds = 0;
     if constexpr (REC) {
         if (n_rec && n_rec <= kRecRegs * 32)
-            rounds = tile_records(
+            tile_records(
                 n_rec, lane, bpack, corr_s,
                 [&](uint32_t j) { return record_of(P.exc, P.exc_hi, off0 + j); }, rr);
     } else if (tile_escapes(words, n_steps, lane, M, cnt, before) != off1 - off0) {
@@ -187,8 +186,7 @@ __device__ __forceinline__ void decode_tile(const Part &P, uint32_t tile, uint32
             apply_escapes(M[k], ec, b0 + 7, b8 + 7, swz, corr);
             take_corrections(corr4, sw, M[k], c);
         } else if (n_rec) {
-            step_records(n_rec, rounds, rr, P.exc, P.exc_hi, off0, lane, bpack, corr_s, k, corr4,
-                         sw, c);
+            step_records(n_rec, rr, P.exc, P.exc_hi, off0, lane, bpack, corr_s, k, corr4, sw, c);
         } else {
 #pragma unroll
             for (uint32_t i = 0; i < 16; i++) c[i] = 0;

@@ -317,11 +317,11 @@ __device__ __forceinline__ void record_apply(const RecordRed &r, uint32_t g)
 }
 
 // Up to kRecRegs * 32 records of a tile held a lane kRecRegs at most (record j = lane + 32 r),
-// loaded at the tile's head: get(j) the tile's record j. Returns the rounds in use.
+// loaded at the tile's head: get(j) the tile's record j; step 7 (no step) past the list.
 constexpr uint32_t kRecRegs = 3;
 template <class Get>
-__device__ __forceinline__ uint32_t tile_records(uint32_t n, uint32_t lane, uint32_t bpack,
-                                                 uint32_t corr_s, Get &&get, RecordRed rr[kRecRegs])
+__device__ __forceinline__ void tile_records(uint32_t n, uint32_t lane, uint32_t bpack,
+                                             uint32_t corr_s, Get &&get, RecordRed rr[kRecRegs])
 {
 #pragma unroll
     for (uint32_t r = 0; r < kRecRegs; r++) {
@@ -329,18 +329,16 @@ __device__ __forceinline__ uint32_t tile_records(uint32_t n, uint32_t lane, uint
         rr[r] = 32 * r < n ? record_red(j < n ? get(j) : 0u, j < n, bpack, corr_s)
                            : RecordRed{ 0, 0, 7u };
     }
-    return (n + 31) / 32;
 }
 
 // A step's records: those held (n <= kRecRegs * 32), else read 32 at a time from the tile's
 // list in global memory (words, nib; its record j is index i0 + j), every round by every
 // lane. Then the step's 16 correction words into c, zeroed again for the next step (every
 // step: which words a record hit is known only to the lane that added it).
-__device__ __forceinline__ void step_records(uint32_t n, uint32_t rounds,
-                                             const RecordRed rr[kRecRegs], const uint8_t *words,
-                                             const uint8_t *nib, uint32_t i0, uint32_t lane,
-                                             uint32_t bpack, uint32_t corr_s, uint32_t g,
-                                             uint4 *corr4, uint32_t sw, uint32_t c[16])
+__device__ __forceinline__ void step_records(uint32_t n, const RecordRed rr[kRecRegs],
+                                             const uint8_t *words, const uint8_t *nib, uint32_t i0,
+                                             uint32_t lane, uint32_t bpack, uint32_t corr_s,
+                                             uint32_t g, uint4 *corr4, uint32_t sw, uint32_t c[16])
 {
     if (n <= kRecRegs * 32) {
 #pragma unroll

@@ -294,11 +294,10 @@ __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, ui
             ExcCursor ec{};
             RecordRed rr[kRecRegs];
             const uint32_t n_rec = cur.off1 - cur.off0, bpack = b0 | b8 << 16;
-            uint32_t rounds = 0;
             if constexpr (REC) {
                 if (n_rec <= kRecRegs * 32) { // staged by issue_codes
                     const uint32_t lw = (2 * cur.off0) & 15u, n0 = cur.off0 >> 1 & ~15u;
-                    rounds = tile_records(
+                    tile_records(
                         n_rec, lane, bpack, corr_s,
                         [&](uint32_t j) {
                             const uint32_t i = cur.off0 + j;
@@ -342,7 +341,7 @@ __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, ui
                                stage);
                 uint32_t c[16], o[16];
                 if constexpr (REC) {
-                    step_records(n_rec, rounds, rr, W.exc, W.exc_hi, cur.off0, lane, bpack, corr_s,
+                    step_records(n_rec, rr, W.exc, W.exc_hi, cur.off0, lane, bpack, corr_s,
                                  (uint32_t)g, corr4, sw, c);
                 } else {
                     apply_escapes(M[g], ec, b0 + 7, b8 + 7, swz, corr);
