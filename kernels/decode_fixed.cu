@@ -166,7 +166,8 @@ __device__ __forceinline__ void decode_tile(const Part &P, uint32_t tile, uint32
         if (n_rec && n_rec <= kRecRegs * 32)
             tile_records(
                 n_rec, lane, bpack, corr_s,
-                [&](uint32_t j) { return record_of(P.exc, P.exc_hi, off0 + j); }, rr);
+                [&](uint32_t j) { return record_of(P.exc, P.exc_hi, off0 + min(j, n_rec - 1)); },
+                rr);
     } else if (tile_escapes(words, n_steps, lane, M, cnt, before) != off1 - off0) {
         /* codes and offsets disagree (the plan checked them): no exception is read */
         if (lane == 0 && err) atomicOr(err, 1u);

@@ -318,6 +318,8 @@ __device__ __forceinline__ void record_apply(const RecordRed &r, uint32_t g)
 
 // Up to kRecRegs * 32 records of a tile held a lane kRecRegs at most (record j = lane + 32 r),
 // loaded at the tile's head: get(j) the tile's record j; step 7 (no step) past the list.
+// get(j) is called for every j of a round in use, past the list too (n <= j < 32 (r + 1)),
+// where its value is not used: no branch a round (it must read somewhere valid there).
 constexpr uint32_t kRecRegs = 3;
 template <class Get>
 __device__ __forceinline__ void tile_records(uint32_t n, uint32_t lane, uint32_t bpack,
@@ -326,8 +328,7 @@ __device__ __forceinline__ void tile_records(uint32_t n, uint32_t lane, uint32_t
 #pragma unroll
     for (uint32_t r = 0; r < kRecRegs; r++) {
         const uint32_t j = lane + 32 * r;
-        rr[r] = 32 * r < n ? record_red(j < n ? get(j) : 0u, j < n, bpack, corr_s)
-                           : RecordRed{ 0, 0, 7u };
+        rr[r] = 32 * r < n ? record_red(get(j), j < n, bpack, corr_s) : RecordRed{ 0, 0, 7u };
     }
 }
 
