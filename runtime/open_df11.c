@@ -412,7 +412,8 @@ df11_status df11_model_plan(const char *path, const df11_model_options *options,
                              .file_per_pass = p.tier[DF11_TIER_FILE],
                              .blocks_device = p.blocks[DF11_TIER_DEVICE],
                              .blocks_host = p.blocks[DF11_TIER_HOST],
-                             .blocks_file = p.blocks[DF11_TIER_FILE] };
+                             .blocks_file = p.blocks[DF11_TIER_FILE],
+                             .backend = df11_model_backend(m) };
         for (uint32_t b = m->block_first; b < n_tiers && b < m->block_end; b++)
             block_tiers[b] = m->groups[m->block_group[b]].tier;
     }

@@ -1873,6 +1873,7 @@ static void tier_check_plan(const char *path, const df11_model_options *o, df11_
     ck_assert_uint_eq(p.blocks_host, st.blocks_host);
     ck_assert_uint_eq(p.blocks_file, st.blocks_file);
     ck_assert_uint_le(p.device_bytes, o->memory_limit);
+    ck_assert_int_eq(p.backend, df11_model_backend(m));
     uint32_t first, count;
     ck_assert_int_eq(df11_model_block_range(m, &first, &count), DF11_OK);
     ck_assert_uint_eq(p.blocks_device + p.blocks_host + p.blocks_file, count);

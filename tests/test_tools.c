@@ -203,6 +203,13 @@ static unsigned long long half_blocks_budget_kib(const char *device)
     ck_assert_int_eq(
         cJSON_GetNumberValue(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "blocks"), "device")), 12);
     ck_assert(layers > 0 && layers < all);
+    /* the backend the plan is for: the flag's, or (no flag) the machine's */
+    const char *backend = cJSON_GetStringValue(cJSON_GetObjectItem(j, "backend"));
+    ck_assert_ptr_nonnull(backend);
+    if (*device)
+        ck_assert_str_eq(backend, strstr(device, "cpu") ? "host" : "cuda");
+    else
+        ck_assert_msg(!strcmp(backend, "host") || !strcmp(backend, "cuda"), "%s", backend);
     cJSON_Delete(j);
     return (unsigned long long)(all - layers / 2) / 1024;
 }
@@ -249,6 +256,9 @@ START_TEST(test_tiers_tools)
     snprintf(cmd, sizeof cmd, "df11-memstat tiers.df11 --vram-budget %lluK --host-budget 2M", vram);
     ck_assert_int_eq(run(buf, sizeof buf, "%s", cmd), 0);
     ck_assert_ptr_nonnull(strstr(buf, "per pass host->device"));
+    snprintf(cmd, sizeof cmd, "df11-memstat tiers.df11 --vram-budget %lluK --device cpu", vram_cpu);
+    ck_assert_int_eq(run(buf, sizeof buf, "%s", cmd), 0);
+    ck_assert_msg(strstr(buf, ", host backend\n"), "%s", buf);
     ck_assert_int_eq(run(buf, sizeof buf, "df11-memstat tiers.df11 --vram-budget 6X"), 2);
     ck_assert_int_eq(run(buf, sizeof buf, "df11-memstat tiers.df11 --vram-budget 1G --device gpu"),
                      2);

@@ -406,9 +406,13 @@ static int plan_tiers(const char *path, uint32_t slots, uint32_t stages, uint64_
         return cli_fail(TOOL, s, "'%s' under a device budget of %s", path, cli_bytes(vram));
     }
     static const char tier_char[3] = { 'D', 'H', 'F' };
+    /* the live pages' names (runtime/memstat.h): which plan this is, where --device was left
+     * to the machine */
+    const char *be_name = p.backend == DF11_BACKEND_CUDA ? "cuda" : "host";
     if (json) {
         printf("{\"path\": ");
         json_str(path);
+        printf(", \"backend\": \"%s\"", be_name);
         printf(", \"device_budget\": %llu, \"host_budget\": %llu, \"device_bytes\": %llu, "
                "\"arena_bytes\": %llu, \"staging_ring_bytes\": %llu, \"nonlayer_bytes\": %llu, "
                "\"metadata_bytes\": %llu, \"matmul_bytes\": %llu,\n",
@@ -429,6 +433,7 @@ static int plan_tiers(const char *path, uint32_t slots, uint32_t stages, uint64_
     } else {
         printf("%s: %u blocks under a device budget of %s", path, n, cli_bytes(vram));
         if (host) printf(" and a host budget of %s", cli_bytes(host));
+        printf(", %s backend", be_name);
         printf("\n  device   %s: arena %s, staging ring %s, non-layer %s, plans %s, matmul "
                "scratch %s, %u blocks %s\n",
                cli_bytes(p.device_bytes), cli_bytes(p.arena_bytes), cli_bytes(p.staging_ring_bytes),

@@ -298,6 +298,8 @@ typedef struct df11_plan {
     uint64_t h2d_per_pass;  /* host → device bytes per pass over the blocks */
     uint64_t file_per_pass; /* bytes read from the file per pass */
     uint32_t blocks_device, blocks_host, blocks_file;
+    df11_backend_kind backend; /* the backend planned for: options' (AUTO resolved, as
+                                  df11_model_open would: CUDA where a device is present) */
 } df11_plan;
 
 /* Fills *plan, and block_tiers[b] for each served block b < n_tiers (block_tiers may be
