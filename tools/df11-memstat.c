@@ -408,7 +408,9 @@ static int plan_tiers(const char *path, uint32_t slots, uint32_t stages, uint64_
     static const char tier_char[3] = { 'D', 'H', 'F' };
     /* the live pages' names (runtime/memstat.h): which plan this is, where --device was left
      * to the machine */
-    const char *be_name = p.backend == DF11_BACKEND_CUDA ? "cuda" : "host";
+    const char *be_name = p.backend == DF11_BACKEND_CUDA   ? "cuda"
+                          : p.backend == DF11_BACKEND_HOST ? "host"
+                                                           : "unknown";
     if (json) {
         printf("{\"path\": ");
         json_str(path);

@@ -299,7 +299,9 @@ typedef struct df11_plan {
     uint64_t file_per_pass; /* bytes read from the file per pass */
     uint32_t blocks_device, blocks_host, blocks_file;
     df11_backend_kind backend; /* the backend planned for: options' (AUTO resolved, as
-                                  df11_model_open would: CUDA where a device is present) */
+                                  df11_model_open would: CUDA where a device is present).
+                                  Added in what was the struct's tail padding, so size did
+                                  not change: a field added after it must grow size. */
 } df11_plan;
 
 /* Fills *plan, and block_tiers[b] for each served block b < n_tiers (block_tiers may be
