@@ -664,6 +664,7 @@ int bench_matmul_main(int argc, char **argv)
     /* what this device runs of the build's code (its machine code, or PTX the driver
      * compiled): the same tables mean different kernels on other GPUs */
     const int fused_pdl = df11i_fused_matmul_pdl() && !mo.matmul_plain_launch;
+    const int fused_deep = df11i_fused_matmul_deep(); /* batch 1..8's copies two steps ahead */
 
     { /* the roof: 1 GiB device to device, bytes read + written */
         const size_t n = 1u << 30;
@@ -742,7 +743,7 @@ int bench_matmul_main(int argc, char **argv)
                "\"fused_ahead_b1_8\":%d,\"split_sums\":\"%s\",\"rows\":[",
                prop.name, fixed_name, b.yd == DF11_DTYPE_F32 ? "f32" : "bf16", b.reps, b.L,
                copy_gbs, setup_s, fused_ok ? fused_max : 0, fused_pdl ? "true" : "false",
-               df11i_fused_matmul_deep() ? 2 : 1, clusters ? "clusters" : "l2");
+               fused_deep ? 2 : 1, clusters ? "clusters" : "l2");
         for (int bi = 0; bi < n_b; bi++) {
             const double ref = fmin(t[bi][C_GEMMEX], t[bi][C_LT]);
             printf("%s{\"batch\":%u,\"ref_us\":%.2f", bi ? "," : "", batches[bi], ref);
@@ -788,8 +789,7 @@ int bench_matmul_main(int argc, char **argv)
                          DF11_FUSED_GEMM_MIN_BATCH - 1, DF11_FUSED_GEMM_MIN_BATCH);
             printf("the op's fused kernels on this device: batch 1-%u by default (%s; batch 1-8 "
                    "copies %s step%s ahead), programmatic launch %s; split sums %s\n",
-                   fused_max, kinds, df11i_fused_matmul_deep() ? "two" : "one",
-                   df11i_fused_matmul_deep() ? "s" : "",
+                   fused_max, kinds, fused_deep ? "two" : "one", fused_deep ? "s" : "",
                    fused_pdl                ? "on"
                    : mo.matmul_plain_launch ? "off (--plain-launch)"
                                             : "off (no sm_90 code or PTX here)",

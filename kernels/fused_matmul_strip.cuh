@@ -202,8 +202,9 @@ struct Seg {
 // step: pre(t, g) (the caller's loads that must be issued before the step waits for its
 // copies), the wait, step g + AHEAD copied into its slot (AHEAD 1..4, the kernel's choice),
 // corrections (a RED a lane a round, in warp-uniform rounds; REC: 3 predicated REDs a lane,
-// one a record slot, a slot past the list matching no step, two __syncwarp), 16 pairs decoded (PRMT, SHF, 2 LOP3, IADD3), then use(t, g, o).
-// Bytes per tile: 4096 sm + 1536 codes + ~100 exceptions, read once. corr4: the lane's 64 bytes of correction words in shared memory, zero
+// one a record slot, a slot past the list matching no step, two __syncwarp), 16 pairs decoded
+// (PRMT, SHF, 2 LOP3, IADD3), then use(t, g, o). Bytes per tile: 4096 sm + 1536 codes + ~100
+// exceptions, read once. corr4: the lane's 64 bytes of correction words in shared memory, zero
 // on entry and on return. PDL_WAIT: griddepcontrol.wait once the first tile's codes and first AHEAD
 // steps are in flight (fused_matmul.cu's programmatic launch). err: ORed with 1 where a tile's
 // codes and exception offsets disagree (may be NULL; REC: nothing to compare, validated at

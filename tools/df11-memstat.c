@@ -474,8 +474,7 @@ int main(int argc, char **argv)
     int watch = 0, json = 0, opt;
     uint64_t vram = 0, host = 0;
     uint32_t stages = 0;
-    df11_backend_kind backend = DF11_BACKEND_AUTO;
-    int device_set = 0;
+    df11_backend_kind backend = DF11_BACKEND_AUTO; /* --device: HOST or CUDA */
     double interval = 1.0;
     long slots = 2;
     char *end;
@@ -512,7 +511,6 @@ int main(int argc, char **argv)
                 backend = DF11_BACKEND_CUDA;
             else
                 return cli_usage_error(TOOL, "bad --device '%s' (cpu or cuda)", optarg);
-            device_set = 1;
             break;
         case 'h': usage(stdout); return CLI_OK;
         case 'V': cli_version(TOOL); return CLI_OK;
@@ -523,12 +521,13 @@ int main(int argc, char **argv)
     if (optind < argc) {
         if (watch) return cli_usage_error(TOOL, "--watch is for running processes, not a file");
         if (host && !vram) return cli_usage_error(TOOL, "--host-budget needs --vram-budget");
-        if (device_set && !vram) return cli_usage_error(TOOL, "--device needs --vram-budget");
+        if (backend != DF11_BACKEND_AUTO && !vram)
+            return cli_usage_error(TOOL, "--device needs --vram-budget");
         if (vram)
             return plan_tiers(argv[optind], (uint32_t)slots, stages, vram, host, backend, json);
         return plan_file(argv[optind], (uint32_t)slots, json);
     }
-    if (vram || host || device_set)
+    if (vram || host || backend != DF11_BACKEND_AUTO)
         return cli_usage_error(TOOL, "a budget or --device needs a FILE to plan");
     if (!watch) return list_processes(json);
     for (;;) {
