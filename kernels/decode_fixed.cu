@@ -132,14 +132,14 @@ __device__ __forceinline__ void decode_tile(const Part &P, uint32_t tile, uint32
     const uint32_t n_steps = t + 1 == P.tiles ? P.last_steps : 4;
     const uint32_t nv = df11i_fixed_tile_vecs(n_steps);
     /* every load first, all read once: evict-first, so that the decoded tensor stays in L2
-     * for its consumer. A tile's code vectors are 1536 bytes, a step's sm bytes 1024. */
-    const uint8_t *cp = P.codes + s * P.strip_code_bytes + t * 1536ull + lane * 16;
+     * for its consumer. */
+    const uint8_t *cp = P.codes + s * P.strip_code_bytes + t * (uint64_t)kTileCodeBytes + lane * 16;
     uint4 cw[3];
 #pragma unroll
     for (uint32_t i = 0; i < 3; i++)
         cw[i] =
             i < nv ? __ldcs(reinterpret_cast<const uint4 *>(cp + 512 * i)) : make_uint4(0, 0, 0, 0);
-    const uint8_t *sp = P.sm + (s * P.steps + 4ull * t) * 1024 + lane * 16;
+    const uint8_t *sp = P.sm + (s * P.steps + 4ull * t) * kStepSmBytes + lane * 16;
     uint4 sv[8];
 #pragma unroll
     for (uint32_t i = 0; i < 8; i++)

@@ -517,16 +517,18 @@ df11_status dev_geom(DevGeom *out)
                               cudaGetErrorString(e));
         *usable = g->ptx >= 80;
         for (int nb = 1; nb <= kMaxNB && *usable; nb++) {
-            /* the layouts' and look-aheads' kernels: the smallest (the grids assume it) */
+            /* the layouts' and look-aheads' kernels: the smallest (the grids assume it);
+             * only NB = 1 has a second look-ahead (kernel_of) */
+            const int kernels = nb == 1 ? 4 : 2;
             int occ[4] = { 0, 0, 0, 0 };
-            for (int k = 0; k < 4 && e == cudaSuccess; k++)
+            for (int k = 0; k < kernels && e == cudaSuccess; k++)
                 e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
                     &occ[k], kernel_of(nb, true, k & 1, k >> 1), kWarps * 32, smem_bytes());
             if (e != cudaSuccess)
                 return df11i_fail(DF11_ERR_DEVICE, "fused matmul: occupancy: %s",
                                   cudaGetErrorString(e));
             g->occ[nb - 1] = occ[0];
-            for (int k = 1; k < 4; k++)
+            for (int k = 1; k < kernels; k++)
                 if (occ[k] < g->occ[nb - 1]) g->occ[nb - 1] = occ[k];
             *usable = g->occ[nb - 1] > 0;
         }

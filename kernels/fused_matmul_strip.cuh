@@ -101,7 +101,9 @@ __device__ __forceinline__ uint4 lds128(const uint8_t *p)
 // global memory). Every lane reads back only the sm and code bytes it copied itself; only
 // the exceptions cross lanes.
 constexpr int EXC_STAGE = 528;
-constexpr int RING_BYTES = 4096 + 1536 + 2 * EXC_STAGE;
+constexpr int STAGE_CODES = kTileSmBytes;               // the code vectors, after 4 sm slots
+constexpr int STAGE_EXC = STAGE_CODES + kTileCodeBytes; // the two exception buffers
+constexpr int RING_BYTES = STAGE_EXC + 2 * EXC_STAGE;
 constexpr int CORR_BYTES = 2048;
 constexpr int REC_NIB_AT = 224; // 96 records' words from a 16-byte boundary: 13 vectors
 static_assert(REC_NIB_AT + 64 <= EXC_STAGE && kRecRegs * 32 == 96, "the records' stage");
@@ -133,7 +135,7 @@ __device__ __forceinline__ TileOff issue_codes(const Mat &W, int s, int t, const
     o.off0 = __shfl_sync(~0u, offw, t - tw);
     o.off1 = __shfl_sync(~0u, offw, t - tw + 1);
     o.nsteps = t + 1 == W.tiles ? W.last_steps : 4;
-    uint8_t *dst = stage + 4096 + lane * 16;
+    uint8_t *dst = stage + STAGE_CODES + lane * 16;
     const int nv = (3 * o.nsteps + 3) / 4;
 #pragma unroll
     for (int i = 0; i < 3; i++)
@@ -163,8 +165,8 @@ __device__ __forceinline__ void issue_step(const uint8_t *sm, int g, bool on, ui
                                            uint8_t *stage)
 {
     if (on) {
-        cp16(stage + g * 1024 + lane * 16, sm + g * 1024);
-        cp16(stage + g * 1024 + 512 + lane * 16, sm + g * 1024 + 512);
+        cp16(stage + g * kStepSmBytes + lane * 16, sm + g * kStepSmBytes);
+        cp16(stage + g * kStepSmBytes + 512 + lane * 16, sm + g * kStepSmBytes + 512);
     }
     cp_commit();
 }
@@ -172,11 +174,11 @@ __device__ __forceinline__ void issue_step(const uint8_t *sm, int g, bool on, ui
 // Where tile t of strip s starts, at the lane's 16 bytes: its sm bytes and its code vectors.
 __device__ __forceinline__ const uint8_t *tile_sm(const Mat &W, int s, int t, uint32_t lane)
 {
-    return W.sm + ((long long)s * W.steps + 4LL * t) * 1024 + lane * 16;
+    return W.sm + ((long long)s * W.steps + 4LL * t) * kStepSmBytes + lane * 16;
 }
 __device__ __forceinline__ const uint8_t *tile_codes(const Mat &W, int s, int t, uint32_t lane)
 {
-    return W.codes + s * W.strip_code_bytes + (long long)t * 1536 + lane * 16;
+    return W.codes + s * W.strip_code_bytes + (long long)t * kTileCodeBytes + lane * 16;
 }
 
 // A segment of a warp's walk: tiles t0, t0 + TS, ... below t1 of strip s of part `part` (the
@@ -238,7 +240,7 @@ __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, ui
     const uint8_t *sm_t = tile_sm(mat(sg.part), sg.s, sg.t0, lane),
                   *codes_t = tile_codes(mat(sg.part), sg.s, sg.t0, lane);
     TileOff cur = issue_codes<REC>(mat(sg.part), sg.s, sg.t0, codes_t, lane, offw, tw, stage,
-                                   ring + 5632),
+                                   ring + STAGE_EXC),
             nxt = cur;
     const uint32_t corr_s = (uint32_t)__cvta_generic_to_shared(corr4) - lane * 64;
 #pragma unroll
@@ -261,7 +263,7 @@ __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, ui
             nofw = exc_offsets(N, nx.s, nx.t0, lane);
         }
         for (int t = sg.t0; t < sg.t1; t += TS, it++) {
-            uint8_t *excb = ring + 5632 + (it & 1) * EXC_STAGE;
+            uint8_t *excb = ring + STAGE_EXC + (it & 1) * EXC_STAGE;
             if (first)
                 cp_wait<AHEAD>();
             else
@@ -270,14 +272,14 @@ __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, ui
             __syncwarp(); // exceptions copied by other lanes; the other buffer free
             uint4 cw[3];
 #pragma unroll
-            for (int i = 0; i < 3; i++) cw[i] = lds128(stage + 4096 + i * 512 + lane * 16);
+            for (int i = 0; i < 3; i++) cw[i] = lds128(stage + STAGE_CODES + i * 512 + lane * 16);
             // the next tile: this strip's, or the next segment's first
             const bool more = t + TS < sg.t1, on = more || chain;
             const uint8_t *sm_n = sm_t, *codes_n = codes_t;
-            uint8_t *excn = ring + 5632 + ((it + 1) & 1) * EXC_STAGE;
+            uint8_t *excn = ring + STAGE_EXC + ((it + 1) & 1) * EXC_STAGE;
             if (more) {
-                sm_n = sm_t + 4096 * TS;
-                codes_n = codes_t + 1536 * TS;
+                sm_n = sm_t + kTileSmBytes * TS;
+                codes_n = codes_t + kTileCodeBytes * TS;
                 nxt = issue_codes<REC>(W, sg.s, t + TS, codes_n, lane, offw, tw, stage, excn);
             } else if (chain) {
                 const Mat &N = mat(nx.part);
