@@ -491,8 +491,8 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
                 float v[kAtOnce][kSumChunk];
 #pragma unroll
                 for (int k = 0; k < kAtOnce; k++) {
-                    const int c = min(cb + k, cl); /* past cl: loaded, not added */
-                    const float *pk = partial(c, c == cl) + tid;
+                    if (cb + k > cl) break; /* the same for every thread: no divergence */
+                    const float *pk = partial(cb + k, cb + k == cl) + tid;
 #pragma unroll
                     for (int i = 0; i < kSumChunk; i++) v[k][i] = __ldcg(pk + (c0 + i) * kCT);
                 }
