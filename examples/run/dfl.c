@@ -820,8 +820,35 @@ static inline uint16_t f32_to_bf16(float f)
     return (uint16_t)(u >> 16);
 }
 
-/* w (BF16) · x (FP32), n elements: eight running sums, lane l takes elements i ≡ l mod 8,
- * added pairwise at the end. A fixed order the compiler can still vectorise. */
+/* w (BF16) · x (FP32), n elements: eight running sums, sum l taking elements i ≡ l mod 8,
+ * added pairwise at the end. Eight BF16 are read as four 32-bit words: a word's low half
+ * shifted up is the even element, its high half masked the odd one, against x's even and odd
+ * elements picked out by two shuffles. Explicit vectors, because GCC and Clang each vectorise
+ * a plain loop well only in a form the other does badly (Clang gathered each BF16 on its
+ * own: the engine ran 2.5x slower built with it). The same sums in the same order as the
+ * plain loop below, which stays for compilers without __builtin_shufflevector and for
+ * big-endian machines. */
+#if (defined(__clang__) || __GNUC__ >= 12) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+typedef float dfl_f32x4 __attribute__((vector_size(16)));
+typedef uint32_t dfl_u32x4 __attribute__((vector_size(16)));
+static float dot_bf16(const uint16_t *restrict w, const float *restrict x, int n)
+{
+    dfl_f32x4 even = { 0 }, odd = { 0 }; /* sums 0, 2, 4, 6 and 1, 3, 5, 7 */
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        dfl_u32x4 u;
+        dfl_f32x4 lo, hi;
+        memcpy(&u, w + i, sizeof u);
+        memcpy(&lo, x + i, sizeof lo);
+        memcpy(&hi, x + i + 4, sizeof hi);
+        even += (dfl_f32x4)(u << 16) * __builtin_shufflevector(lo, hi, 0, 2, 4, 6);
+        odd += (dfl_f32x4)(u & 0xffff0000u) * __builtin_shufflevector(lo, hi, 1, 3, 5, 7);
+    }
+    float s = ((even[0] + odd[0]) + (even[1] + odd[1])) + ((even[2] + odd[2]) + (even[3] + odd[3]));
+    for (; i < n; i++) s += bf16_to_f32(w[i]) * x[i];
+    return s;
+}
+#else
 static float dot_bf16(const uint16_t *restrict w, const float *restrict x, int n)
 {
     float acc[8] = { 0, 0, 0, 0, 0, 0, 0, 0 };
@@ -832,6 +859,7 @@ static float dot_bf16(const uint16_t *restrict w, const float *restrict x, int n
     for (; i < n; i++) s += bf16_to_f32(w[i]) * x[i];
     return s;
 }
+#endif
 
 typedef struct matmul_job {
     float *out;        /* [n_tok, rows] */
