@@ -18,6 +18,21 @@ int32_t df11i_layer_of(const char *name, const char *prefix)
     return *s == '.' ? (int32_t)v : -1;
 }
 
+int df11i_block_rank(const char *name)
+{
+    static const char *const stacked[DF11I_BLOCK_RANK_OTHER] = {
+        "q_proj.weight", "k_proj.weight", "v_proj.weight", "gate_proj.weight", "up_proj.weight"
+    };
+    const size_t len = strlen(name);
+    for (int r = 0; r < DF11I_BLOCK_RANK_OTHER; r++) {
+        const size_t n = strlen(stacked[r]);
+        /* the whole last-but-one component: "xq_proj.weight" is not q */
+        if (len > n && name[len - n - 1] == '.' && strcmp(name + len - n, stacked[r]) == 0)
+            return r;
+    }
+    return DF11I_BLOCK_RANK_OTHER;
+}
+
 static int cmp_str_ptr(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);

@@ -24,6 +24,8 @@
  *           the side stream, the caller's stream waits for it (event), matmul_bf16 reads
  *           the scratch, and the next decode into the scratch waits for that (event). A W
  *           larger than the scratch goes so in slices of rows (the backend's rows_decode).
+ * A stacked weight (df11_weight_stack) is one FUSED launch, or one DIRECT or ARENA product
+ * where its parts lie back to back (stack_one_matrix), else a product per part.
  * A W whose block is streamed (stream.c) is read from its staging buffer by whichever path
  * runs, taken for the product's launches (df11i_rt_payload_get / put).
  * No path synchronises the host (a streamed block still being read from the file waits
@@ -637,9 +639,33 @@ static uint32_t stack_streamed_groups(const df11_model *m, const rt_stack *st)
     return n;
 }
 
+/* Whether a stack's parts all take `path` (DIRECT or DECODE) and lie back to back where it
+ * reads them, each part's rows right after the last's, so that they are one matrix there:
+ * one group's decoded layout (a resident group, an arena slot), or the payload of a group
+ * of raw tensors that is not resident. The BF16 runtime and df11-compress lay out a block's
+ * q, k, v and gate, up so (df11i_block_rank). */
+static int stack_one_matrix(const df11_model *m, const rt_stack *st, mm_path path, uint32_t batch)
+{
+    const uint32_t g = m->tensors[st->part[0]].group;
+    const int in_payload = path == PATH_DIRECT && !m->groups[g].resident;
+    uint64_t end = 0;
+    for (uint32_t i = 0; i < st->n; i++) {
+        const uint32_t t = st->part[i];
+        const rt_tensor *rt = &m->tensors[t];
+        if (rt->group != g || matmul_path(m, t, batch) != path) return 0;
+        const uint64_t at =
+            in_payload ? df11i_file_tensor_layout(m->file, t)->data_offset : rt->offset;
+        if (i && at != end) return 0;
+        end = at + rt->view.nbytes;
+    }
+    return 1;
+}
+
 /* A stacked weight: one fused call where every part takes the fused path at this batch and
- * the backend takes that many parts at once (and the staging ring their streamed groups),
- * else each part by its own path into its columns of y. */
+ * the backend takes that many parts at once (and the staging ring their streamed groups);
+ * one product over one matrix where the parts lie back to back decoded (stack_one_matrix:
+ * as BF16 engines keep q, k, v in one matrix, one GEMM where there were three); else each
+ * part by its own path into its columns of y. */
 static df11_status matmul_stacked(df11_model *m, const rt_stack *st, df11i_matmul_args *a)
 {
     int all_fused =
@@ -647,6 +673,16 @@ static df11_status matmul_stacked(df11_model *m, const rt_stack *st, df11i_matmu
     for (uint32_t i = 0; i < st->n && all_fused; i++)
         all_fused = matmul_path(m, st->part[i], a->batch) == PATH_FUSED;
     if (all_fused) return matmul_fused(m, st->n, st->part, a);
+    const uint32_t t0 = st->part[0];
+    const mm_path path = matmul_path(m, t0, a->batch);
+    if (path != PATH_FUSED && stack_one_matrix(m, st, path, a->batch)) {
+        if (path == PATH_DIRECT) return matmul_direct(m, t0, a);
+        if (df11i_rt_group_fits(m, m->tensors[t0].group)) { /* a slot holds the block */
+            df11_status s = matmul_in_arena(m, t0, a);
+            if (s != DF11_ERR_BUSY) return s;
+            df11i_clear_error(); /* every slot held: part by part, each decoded alone */
+        }
+    }
     const size_t ysize = df11_dtype_size(a->y_dtype);
     uint64_t col = 0;
     for (uint32_t i = 0; i < st->n; i++) {

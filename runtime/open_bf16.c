@@ -14,8 +14,9 @@
 
 #define RT_LAYER_PREFIX DF11_DEFAULT_LAYER_PREFIX
 
-/* Tensor i of the model is st->tensors[src[i]]: block 0's tensors, block 1's, ..., then
- * each non-layer tensor as a group of its own. */
+/* Tensor i of the model is st->tensors[src[i]]: block 0's tensors, block 1's, ... (each
+ * in df11i_block_rank's order, as df11-compress lays them out), then each non-layer tensor
+ * as a group of its own. */
 static df11_status groups_from_names(df11_model *m, const int32_t *layer, uint32_t n_nonlayer,
                                      uint32_t *src)
 {
@@ -32,8 +33,10 @@ static df11_status groups_from_names(df11_model *m, const int32_t *layer, uint32
         g->name = "";
         g->layer = (int32_t)b;
         g->first_tensor = nt;
-        for (uint32_t t = 0; t < m->n_tensors; t++)
-            if (layer[t] == (int32_t)b) src[nt++] = t;
+        for (int r = 0; r <= DF11I_BLOCK_RANK_OTHER; r++)
+            for (uint32_t t = 0; t < m->n_tensors; t++)
+                if (layer[t] == (int32_t)b && df11i_block_rank(m->st->tensors[t].name) == r)
+                    src[nt++] = t;
         g->n_tensors = nt - g->first_tensor;
     }
     for (uint32_t t = 0; t < m->n_tensors; t++) {

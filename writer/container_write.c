@@ -87,8 +87,8 @@ static df11_status plan_tensors(const df11_tensor_source *t, size_t n, const cha
     return st;
 }
 
-/* Non-layer tensors first (each its own group, input order), then blocks 0..N-1. `order`
- * receives tensor indices group by group. */
+/* Non-layer tensors first (each its own group, input order), then blocks 0..N-1, each in
+ * df11i_block_rank's order. `order` receives tensor indices group by group. */
 static df11_status plan_groups(tensor_plan *plans, size_t n, group_plan **out_groups,
                                uint32_t *out_n_groups, uint32_t *order)
 {
@@ -122,11 +122,12 @@ static df11_status plan_groups(tensor_plan *plans, size_t n, group_plan **out_gr
         snprintf(groups[g].name, sizeof groups[g].name, "layers.%d", l);
         groups[g].layer = l;
         groups[g].first = k;
-        for (size_t i = 0; i < n; i++)
-            if (plans[i].layer == l) {
-                plans[i].group = g;
-                order[k++] = (uint32_t)i;
-            }
+        for (int r = 0; r <= DF11I_BLOCK_RANK_OTHER; r++)
+            for (size_t i = 0; i < n; i++)
+                if (plans[i].layer == l && df11i_block_rank(plans[i].src->name) == r) {
+                    plans[i].group = g;
+                    order[k++] = (uint32_t)i;
+                }
         groups[g].count = k - groups[g].first;
         if (groups[g].count == 0) {
             free(groups);

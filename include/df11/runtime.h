@@ -393,8 +393,13 @@ DF11_API df11_status df11_weight_get(df11_model *model, const char *name, df11_w
  * (batch × ΣN_i, part i's outputs in the columns after those of the parts before it), as
  * engines that keep q, k, v (or gate, up) in one matrix expect. On the CUDA fused path the
  * parts are multiplied by one launch, which costs less than one launch each (a launch has
- * a fixed cost, and small matrices such as k and v cannot fill the GPU alone); elsewhere
- * each part takes its own path. The weights stay where they are: nothing is copied. The
+ * a fixed cost, and small matrices such as k and v cannot fill the GPU alone). Where the
+ * parts are read decoded (a BF16 model; the decode path's arena slot; tensors stored raw)
+ * and lie back to back, each part's rows right after the last's, they are one product over
+ * one matrix, as BF16 engines keep q, k, v in one matrix: df11-compress and
+ * df11_model_open_bf16 lay out each block with "q_proj", "k_proj", "v_proj" and then
+ * "gate_proj", "up_proj" first and in that order. Otherwise each part takes its own path.
+ * The weights stay where they are: nothing is copied. The
  * stacked weight's name is the parts' names joined by '+'. Not on the hot path: it may
  * allocate a larger workspace for the fused path (DF11_ERR_DEVICE_MEMORY when it does
  * not fit) and synchronise. DF11_ERR_INVALID_ARG for n out of range, a weight of another
@@ -458,8 +463,11 @@ DF11_API df11_status df11_rows_gather(df11_model *model, const df11_weight *weig
  *
  * Order inside a block view (a guarantee): the order the model stores the block's tensors,
  * which is ascending data address in the decoded block; for a .df11 file the file's tensor
- * order (the order df11-compress met the tensors in its input), for a BF16 model the
- * safetensors files' order. It is not sorted by name: look tensors up by id or name. */
+ * order. df11-compress and df11_model_open_bf16 store a block's tensors named "...q_proj",
+ * "k_proj", "v_proj", "gate_proj", "up_proj" (".weight") first and in that order, so that
+ * a stacked product over them is one matrix (df11_weight_stack), then the others in the
+ * order of their input (the safetensors files'). It is not sorted by name: look tensors up
+ * by id or name. */
 DF11_API uint32_t df11_model_n_tensors(const df11_model *model);
 /* The id of tensor `name`: DF11_ERR_NOT_FOUND if the model has none of that name. */
 DF11_API df11_status df11_tensor_id(const df11_model *model, const char *name, uint32_t *id);
