@@ -643,7 +643,7 @@ static uint32_t stack_streamed_groups(const df11_model *m, const rt_stack *st)
  * reads them, each part's rows right after the last's, so that they are one matrix there:
  * one group's decoded layout (a resident group, an arena slot), or the payload of a group
  * of raw tensors that is not resident. The BF16 runtime and df11-compress lay out a block's
- * q, k, v and gate, up so (df11i_block_rank). */
+ * q, k, v and gate, up so (df11i_block_order). */
 static int stack_one_matrix(const df11_model *m, const rt_stack *st, mm_path path, uint32_t batch)
 {
     const uint32_t g = m->tensors[st->part[0]].group;

@@ -15,7 +15,7 @@
 #define RT_LAYER_PREFIX DF11_DEFAULT_LAYER_PREFIX
 
 /* Tensor i of the model is st->tensors[src[i]]: block 0's tensors, block 1's, ... (each
- * in df11i_block_rank's order, as df11-compress lays them out), then each non-layer tensor
+ * in df11i_block_order's order, as df11-compress lays them out), then each non-layer tensor
  * as a group of its own. */
 static df11_status groups_from_names(df11_model *m, const int32_t *layer, uint32_t n_nonlayer,
                                      uint32_t *src)
@@ -33,11 +33,11 @@ static df11_status groups_from_names(df11_model *m, const int32_t *layer, uint32
         g->name = "";
         g->layer = (int32_t)b;
         g->first_tensor = nt;
-        for (int r = 0; r <= DF11I_BLOCK_RANK_OTHER; r++)
-            for (uint32_t t = 0; t < m->n_tensors; t++)
-                if (layer[t] == (int32_t)b && df11i_block_rank(m->st->tensors[t].name) == r)
-                    src[nt++] = t;
+        for (uint32_t t = 0; t < m->n_tensors; t++)
+            if (layer[t] == (int32_t)b) src[nt++] = t;
         g->n_tensors = nt - g->first_tensor;
+        df11_status s = df11i_block_order(m->st->tensors, src + g->first_tensor, g->n_tensors);
+        if (s != DF11_OK) return s;
     }
     for (uint32_t t = 0; t < m->n_tensors; t++) {
         if (layer[t] >= 0) continue;

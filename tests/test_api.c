@@ -207,9 +207,9 @@ static const char *CONFIG = "{\"model_type\":\"llama\",\"hidden_size\":32,"
 static const char *const BLOCK_NAMES[] = { "self_attn.v_proj.weight", "mlp.up_proj.weight",
                                            "input_layernorm.weight", "self_attn.q_proj.weight" };
 #define BLOCK_TENSORS 4
-/* BLOCK_NAMES in the block's layout: the stacked projections first (q, v, up), then the
- * norm */
-static const int BLOCK_LAYOUT[BLOCK_TENSORS] = { 3, 0, 1, 2 };
+/* BLOCK_NAMES in the block's layout: input order, but v right after its module's q
+ * (df11i_block_order); up, whose gate is not there, stays */
+static const int BLOCK_LAYOUT[BLOCK_TENSORS] = { 1, 2, 3, 0 };
 
 typedef struct small_model {
     df11_tensor_source t[3 + N_BLOCKS * BLOCK_TENSORS];

@@ -11,6 +11,7 @@
 #include <xxhash.h>
 
 #include "common/atomic_file.h"
+#include "common/names.h"
 #include "common/util.h"
 #include "df11.h"
 #include "loader/container.h"
@@ -480,6 +481,40 @@ static df11_status with_name(const uint8_t *good, size_t size, uint64_t rec, uin
     free(c);
     return st;
 }
+
+START_TEST(test_block_order)
+{
+    /* input order, but each module's k, v right after its q and its up right after its
+     * gate: per module (two experts), a member without its head in place, a lookalike name
+     * ("xq_proj") not a member */
+    static const char *const names[] = {
+        "model.layers.0.mlp.experts.0.up_proj.weight",
+        "model.layers.0.mlp.experts.0.down_proj.weight",
+        "model.layers.0.self_attn.v_proj.weight",
+        "model.layers.0.mlp.experts.1.gate_proj.weight",
+        "model.layers.0.mlp.experts.0.gate_proj.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.mlp.experts.1.up_proj.weight",
+        "model.layers.0.self_attn.k_proj.weight",
+        "model.layers.0.self_attn.xq_proj.weight",
+        "model.layers.0.cross.k_proj.weight",
+    };
+    enum { N = sizeof names / sizeof names[0] };
+    static const uint32_t want[N] = { 1, 3, 6, 4, 0, 5, 7, 2, 8, 9 };
+    df11_tensor_source t[N + 2];
+    memset(t, 0, sizeof t);
+    uint32_t idx[N];
+    for (uint32_t i = 0; i < N; i++) {
+        t[i + 2].name = names[i]; /* the block's indices need not start at 0 */
+        idx[i] = i + 2;
+    }
+    ck_assert_int_eq(df11i_block_order(t, idx, N), DF11_OK);
+    for (uint32_t i = 0; i < N; i++)
+        ck_assert_msg(idx[i] == want[i] + 2, "position %u: %s, want %s", i, t[idx[i]].name,
+                      names[want[i]]);
+    ck_assert_int_eq(df11i_block_order(t, idx, 0), DF11_OK);
+}
+END_TEST
 
 START_TEST(test_name_ranges)
 {
@@ -1115,6 +1150,7 @@ int main(void)
     tcase_add_test(tc, test_writer_is_atomic);
     tcase_add_test(tc, test_long_multibyte_name);
     tcase_add_test(tc, test_name_ranges);
+    tcase_add_test(tc, test_block_order);
     tcase_add_test(tc, test_open_threads);
     tcase_add_test(tc, test_detail_keeps_reason);
     tcase_add_test(tc, test_fifo_refused);

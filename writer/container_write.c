@@ -88,9 +88,9 @@ static df11_status plan_tensors(const df11_tensor_source *t, size_t n, const cha
 }
 
 /* Non-layer tensors first (each its own group, input order), then blocks 0..N-1, each in
- * df11i_block_rank's order. `order` receives tensor indices group by group. */
-static df11_status plan_groups(tensor_plan *plans, size_t n, group_plan **out_groups,
-                               uint32_t *out_n_groups, uint32_t *order)
+ * df11i_block_order's order. `order` receives tensor indices group by group. */
+static df11_status plan_groups(const df11_tensor_source *tensors, tensor_plan *plans, size_t n,
+                               group_plan **out_groups, uint32_t *out_n_groups, uint32_t *order)
 {
     int32_t max_layer = -1;
     size_t n_plain = 0;
@@ -122,12 +122,16 @@ static df11_status plan_groups(tensor_plan *plans, size_t n, group_plan **out_gr
         snprintf(groups[g].name, sizeof groups[g].name, "layers.%d", l);
         groups[g].layer = l;
         groups[g].first = k;
-        for (int r = 0; r <= DF11I_BLOCK_RANK_OTHER; r++)
-            for (size_t i = 0; i < n; i++)
-                if (plans[i].layer == l && df11i_block_rank(plans[i].src->name) == r) {
-                    plans[i].group = g;
-                    order[k++] = (uint32_t)i;
-                }
+        uint32_t c = 0;
+        for (size_t i = 0; i < n; i++)
+            if (plans[i].layer == l) order[k + c++] = (uint32_t)i;
+        df11_status st = df11i_block_order(tensors, order + k, c);
+        if (st != DF11_OK) {
+            free(groups);
+            return st;
+        }
+        for (uint32_t j = 0; j < c; j++) plans[order[k + j]].group = g;
+        k += c;
         groups[g].count = k - groups[g].first;
         if (groups[g].count == 0) {
             free(groups);
@@ -537,7 +541,8 @@ df11_status df11i_compress_tensors_stream(const char *out_path, const df11_tenso
     }
     if ((st = plan_tensors(tensors, n, r.o.layer_prefix, data != NULL, r.plans)) != DF11_OK)
         goto done;
-    if ((st = plan_groups(r.plans, n, &r.groups, &r.n_groups, r.order)) != DF11_OK) goto done;
+    if ((st = plan_groups(tensors, r.plans, n, &r.groups, &r.n_groups, r.order)) != DF11_OK)
+        goto done;
     if ((st = plan_index(&r, metadata_len)) != DF11_OK) goto done;
     fill_index(&r, metadata, metadata_len);
 

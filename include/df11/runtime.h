@@ -397,8 +397,9 @@ DF11_API df11_status df11_weight_get(df11_model *model, const char *name, df11_w
  * parts are read decoded (a BF16 model; the decode path's arena slot; tensors stored raw)
  * and lie back to back, each part's rows right after the last's, they are one product over
  * one matrix, as BF16 engines keep q, k, v in one matrix: df11-compress and
- * df11_model_open_bf16 lay out each block with "q_proj", "k_proj", "v_proj" and then
- * "gate_proj", "up_proj" first and in that order. Otherwise each part takes its own path.
+ * df11_model_open_bf16 lay out a block's "<module>.q_proj.weight" followed by the same
+ * module's "k_proj" and "v_proj", and "gate_proj" by "up_proj" (see the order inside a block
+ * view, below). Otherwise each part takes its own path.
  * The weights stay where they are: nothing is copied. The
  * stacked weight's name is the parts' names joined by '+'. Not on the hot path: it may
  * allocate a larger workspace for the fused path (DF11_ERR_DEVICE_MEMORY when it does
@@ -463,11 +464,13 @@ DF11_API df11_status df11_rows_gather(df11_model *model, const df11_weight *weig
  *
  * Order inside a block view (a guarantee): the order the model stores the block's tensors,
  * which is ascending data address in the decoded block; for a .df11 file the file's tensor
- * order. df11-compress and df11_model_open_bf16 store a block's tensors named "...q_proj",
- * "k_proj", "v_proj", "gate_proj", "up_proj" (".weight") first and in that order, so that
- * a stacked product over them is one matrix (df11_weight_stack), then the others in the
- * order of their input (the safetensors files'). It is not sorted by name: look tensors up
- * by id or name. */
+ * order. df11-compress (older files keep their input order throughout) and
+ * df11_model_open_bf16 store a block's tensors in the order of their input
+ * (the safetensors files'), except that each "<module>.q_proj.weight" is followed at once
+ * by the same module's "k_proj.weight" and "v_proj.weight", and each "gate_proj.weight" by
+ * its "up_proj.weight", so that a stacked product over them is one matrix
+ * (df11_weight_stack). Before this version a BF16 model kept the safetensors order
+ * throughout. It is not sorted by name: look tensors up by id or name. */
 DF11_API uint32_t df11_model_n_tensors(const df11_model *model);
 /* The id of tensor `name`: DF11_ERR_NOT_FOUND if the model has none of that name. */
 DF11_API df11_status df11_tensor_id(const df11_model *model, const char *name, uint32_t *id);
