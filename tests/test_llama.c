@@ -2200,6 +2200,27 @@ START_TEST(test_cli)
                              r == 0 ? "compressed" : "resident");
             ck_assert(cJSON_GetObjectItem(row, "decode_tokens_per_s")->valuedouble > 0);
         }
+        /* the df11 row carries its rates against the BF16 row's (the BF16 row none) */
+        const cJSON *r0 = cJSON_GetArrayItem(rows, 0), *r1 = cJSON_GetArrayItem(rows, 1),
+                    *vs = cJSON_GetObjectItem(r0, "vs_bf16");
+        ck_assert_ptr_nonnull(vs);
+        ck_assert_ptr_null(cJSON_GetObjectItem(r1, "vs_bf16"));
+        const char *rates[2] = { "prefill_tokens_per_s", "decode_tokens_per_s" },
+                   *keys[2] = { "prefill", "decode" };
+        for (int q = 0; q < 2; q++) {
+            const double from_rows = cJSON_GetObjectItem(r0, rates[q])->valuedouble /
+                                     cJSON_GetObjectItem(r1, rates[q])->valuedouble;
+            const double ratio = cJSON_GetObjectItem(vs, keys[q])->valuedouble;
+            ck_assert_msg(fabs(ratio - from_rows) <= 1e-9 * from_rows,
+                          "vs_bf16.%s %g, rows give %g", keys[q], ratio, from_rows);
+        }
+        /* the same weights: the BF16 model's bytes are the df11 file's BF16 size */
+        const double w_ratio = cJSON_GetObjectItem(vs, "weights")->valuedouble,
+                     w_mem =
+                         cJSON_GetObjectItem(cJSON_GetObjectItem(r0, "memory"), "weights_vs_bf16")
+                             ->valuedouble;
+        ck_assert_msg(w_ratio > 0 && fabs(w_ratio - w_mem) <= 1e-9 * w_mem,
+                      "vs_bf16.weights %g, memory.weights_vs_bf16 %g", w_ratio, w_mem);
         /* the host op decodes a Huffman tensor as it multiplies: no arena decode */
         if (k == 0)
             ck_assert(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "decodes_per_token")

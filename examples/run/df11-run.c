@@ -88,7 +88,8 @@ static void usage(FILE *f)
             "      --json              print one JSON object on stdout\n"
             "      --logits            with --json: the last step's logits (else a checksum)\n"
             "      --bench[=LIST]      time prefill of each N in LIST (default 512,4096) and\n"
-            "                          decode at batch 1\n"
+            "                          decode at batch 1; with MODEL.df11 and --bf16 SRC\n"
+            "                          both, then df11's rates and weights against BF16's\n"
             "      --bench-decode N    decode steps per bench row (default 128)\n"
             "  -q, --quiet             no generated text or summary on a terminal (with --json)\n"
             "  -h, --help, -V, --version\n");
@@ -949,6 +950,11 @@ static int bench(const run_opts *o)
     for (int i = 0; i < n_lens; i++) max_len = lens[i] > max_len ? lens[i] : max_len;
     const int dec = o->bench_decode;
     cJSON *rows = cJSON_CreateArray();
+    /* each length's df11 row and its rates, and the BF16 pass's, for the ratios at the end */
+    double *rate = calloc((size_t)n_lens * 4, sizeof *rate); /* [pass][len][prefill, decode] */
+    cJSON **df11_row = calloc((size_t)n_lens, sizeof *df11_row);
+    uint64_t weights[2] = { 0, 0 };
+    if (!rate || !df11_row) die(1, "out of memory");
     if (!o->json) {
         printf("%-5s %-7s %-11s %-4s %7s %10s %9s %10s %8s %9s %10s %10s\n", "wts", "codec",
                "matmul", "dev", "prefill", "prefill", "decode", "decode", "decodes", "ttft",
@@ -974,6 +980,7 @@ static int bench(const run_opts *o)
         ms.size = sizeof ms;
         df11_model_stats_get(s.model, &ms);
         uint64_t wbytes = bf16 ? ms.bf16_bytes : weights_bytes(&ms);
+        weights[pass] = wbytes;
         const int V = s.cfg.vocab_size;
         float *logits = malloc((size_t)V * sizeof *logits);
         int *toks = malloc((size_t)max_len * sizeof *toks);
@@ -1019,6 +1026,8 @@ static int bench(const run_opts *o)
             u = gpu_used();
             if (u > peak) peak = u;
             double ptps = n / (pf / 1e3), dtps = dec > 0 ? dec / (dm / 1e3) : 0.0;
+            rate[(pass * n_lens + li) * 2] = ptps;
+            rate[(pass * n_lens + li) * 2 + 1] = dtps;
             double vram = o->device == DFL_DEVICE_CUDA ? mib(peak - base) : 0.0;
             if (!o->json)
                 printf("%-5s %-7s %-11s %-4s %7d %10.1f %9d %10.1f %8.1f %9.1f %10.1f %10.1f\n",
@@ -1053,12 +1062,30 @@ static int bench(const run_opts *o)
                 cJSON_AddItemToObject(r, "prefill_tiers", tiers_json(&after, &pw, 1, pinned_gbps));
             }
             cJSON_AddItemToArray(rows, r);
+            if (!bf16) df11_row[li] = r;
         }
         if (!o->json) print_memory(stdout, &s);
         free(toks);
         free(logits);
         session_close(&s);
     }
+    /* Both weights kinds ran: df11 against BF16, measured in this run (prefill and decode
+     * tokens/s, weights' bytes), as a line a length and in each df11 row's "vs_bf16". */
+    for (int li = 0; o->model_path && o->bf16_path && li < n_lens; li++) {
+        const double *d = &rate[li * 2], *b = &rate[(n_lens + li) * 2];
+        const double pr = b[0] > 0 ? d[0] / b[0] : 0, dr = b[1] > 0 ? d[1] / b[1] : 0,
+                     wr = weights[1] ? (double)weights[0] / (double)weights[1] : 0;
+        if (!o->json)
+            printf("df11 vs bf16, prompt %d: prefill %.3fx, decode %.3fx, weights %.3fx\n",
+                   lens[li], pr, dr, wr);
+        cJSON *v = cJSON_CreateObject();
+        cJSON_AddNumberToObject(v, "prefill", pr);
+        cJSON_AddNumberToObject(v, "decode", dr);
+        cJSON_AddNumberToObject(v, "weights", wr);
+        cJSON_AddItemToObject(df11_row[li], "vs_bf16", v);
+    }
+    free(rate);
+    free(df11_row);
     if (o->json) {
         char *js = cJSON_PrintUnformatted(rows);
         puts(js);
