@@ -129,7 +129,7 @@ __device__ __forceinline__ void decode_tile(const Part &P, uint32_t tile, uint32
                                             uint4 *corr4, uint32_t *err, const Sink &sink)
 {
     const uint32_t s = tile / P.tiles, t = tile % P.tiles;
-    const uint32_t n_steps = t + 1 == P.tiles ? P.last_steps : 4;
+    const uint32_t n_steps = t + 1 == P.tiles ? P.last_steps : kTileSteps;
     const uint32_t nv = df11i_fixed_tile_vecs(n_steps);
     /* every load first, all read once: evict-first, so that the decoded tensor stays in L2
      * for its consumer. */
@@ -180,7 +180,7 @@ __device__ __forceinline__ void decode_tile(const Part &P, uint32_t tile, uint32
                    X8 = __shfl_sync(~0u, b8 * 0x00800080u, (int)lane);
     const uint64_t col = 256ull * t + 8 * (lane & 3);
 #pragma unroll
-    for (uint32_t k = 0; k < 4; k++) {
+    for (uint32_t k = 0; k < kTileSteps; k++) {
         if (k >= n_steps) break;
         uint32_t c[16], o[16];
         if constexpr (!REC) {

@@ -205,7 +205,7 @@ __global__ void __launch_bounds__(kThreads, 1) fused_gemm_kernel(GemmArgs a)
               p1 = (int)df11i_range_start(blockIdx.x + 1, a.NU, a.G, a.inv_g);
     const int tiles = a.tiles;
     /* steps a tile (every part has the same K) */
-    auto steps_of = [&](int t) { return t == tiles - 1 ? a.W[0].last_steps : 4; };
+    auto steps_of = [&](int t) { return t == tiles - 1 ? a.W[0].last_steps : kTileSteps; };
 
     if (tid == 0) {
         for (int i = 0; i < kXStages; i++) {

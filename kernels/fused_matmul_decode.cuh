@@ -16,11 +16,13 @@
 
 namespace df11i_fused {
 
-// codec/fixed.h's layouts in bytes: a step's sm bytes (one a weight), a tile's, and a tile's
-// code vectors (3 words a lane a step); tile t of a strip starts at t times each.
+// codec/fixed.h's layouts: a tile's steps; in bytes, a step's sm bytes (one a weight), a
+// tile's, and a tile's code vectors (3 words a lane a step); tile t of a strip starts at t
+// times each.
+constexpr int kTileSteps = DF11_FIXED_TILE_STEPS;
 constexpr int kStepSmBytes = DF11_FIXED_STRIP_ROWS * DF11_FIXED_STEP_COLS;
-constexpr int kTileSmBytes = DF11_FIXED_TILE_STEPS * kStepSmBytes;
-constexpr int kTileCodeBytes = DF11_FIXED_TILE_STEPS * 3 * 4 * 32;
+constexpr int kTileSmBytes = kTileSteps * kStepSmBytes;
+constexpr int kTileCodeBytes = kTileSteps * 3 * 4 * 32;
 static_assert(kStepSmBytes == 1024 && kTileCodeBytes == 1536, "a lane's 16 bytes of 512");
 
 __host__ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t sel)

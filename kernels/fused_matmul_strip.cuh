@@ -134,7 +134,7 @@ __device__ __forceinline__ TileOff issue_codes(const Mat &W, int s, int t, const
     TileOff o;
     o.off0 = __shfl_sync(~0u, offw, t - tw);
     o.off1 = __shfl_sync(~0u, offw, t - tw + 1);
-    o.nsteps = t + 1 == W.tiles ? W.last_steps : 4;
+    o.nsteps = t + 1 == W.tiles ? W.last_steps : kTileSteps;
     uint8_t *dst = stage + STAGE_CODES + lane * 16;
     const int nv = (3 * o.nsteps + 3) / 4;
 #pragma unroll
@@ -174,7 +174,7 @@ __device__ __forceinline__ void issue_step(const uint8_t *sm, int g, bool on, ui
 // Where tile t of strip s starts, at the lane's 16 bytes: its sm bytes and its code vectors.
 __device__ __forceinline__ const uint8_t *tile_sm(const Mat &W, int s, int t, uint32_t lane)
 {
-    return W.sm + ((long long)s * W.steps + 4LL * t) * kStepSmBytes + lane * 16;
+    return W.sm + ((long long)s * W.steps + (long long)kTileSteps * t) * kStepSmBytes + lane * 16;
 }
 __device__ __forceinline__ const uint8_t *tile_codes(const Mat &W, int s, int t, uint32_t lane)
 {
@@ -233,7 +233,7 @@ __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, ui
     // head, the 4 steps' since the codes were issued a tile earlier (AHEAD at the first,
     // after the prologue's); at step g, the AHEAD - 1 steps' issued since its own, and one
     // head if g < AHEAD.
-    static_assert(AHEAD >= 1 && AHEAD <= 4, "the ring has 4 step slots");
+    static_assert(AHEAD >= 1 && AHEAD <= kTileSteps, "the ring has a slot a step of a tile");
     uint8_t *stage = ring;
     // the tile's sm bytes and code vectors at the lane's 16 bytes; the next tile's of the
     // same strip follow at once (tile_sm, tile_codes)
@@ -267,7 +267,7 @@ __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, ui
             if (first)
                 cp_wait<AHEAD>();
             else
-                cp_wait<4>();
+                cp_wait<kTileSteps>();
             first = false;
             __syncwarp(); // exceptions copied by other lanes; the other buffer free
             uint4 cw[3];
@@ -327,7 +327,7 @@ __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, ui
                 ec.left = cnt ? 8 : 0;
             }
 #pragma unroll
-            for (int g = 0; g < 4; g++) {
+            for (int g = 0; g < kTileSteps; g++) {
                 if (g >= (int)cur.nsteps) break;
                 pre(t, g);
                 if (g < AHEAD) // g is a constant once unrolled
@@ -337,11 +337,11 @@ __device__ __forceinline__ void walk_strips(MatOf &&mat, Seg sg, Next &&next, ui
                 const uint4 s0 = lds128(stage + (2 * g) * 512 + lane * 16),
                             s1 = lds128(stage + (2 * g + 1) * 512 + lane * 16);
                 // the slots are the lane's own: copy the step AHEAD on into its slot now
-                if (g + AHEAD < 4)
+                if (g + AHEAD < kTileSteps)
                     issue_step(sm_t, g + AHEAD, g + AHEAD < (int)cur.nsteps, lane, stage);
                 else
-                    issue_step(sm_n, g + AHEAD - 4, on && g + AHEAD - 4 < (int)nxt.nsteps, lane,
-                               stage);
+                    issue_step(sm_n, g + AHEAD - kTileSteps,
+                               on && g + AHEAD - kTileSteps < (int)nxt.nsteps, lane, stage);
                 uint32_t c[16], o[16];
                 if constexpr (REC) {
                     step_records(n_rec, rr, W.exc, W.exc_hi, cur.off0, lane, bpack, corr_s,
