@@ -1508,7 +1508,7 @@ static void *mm_columns(const void *y, uint32_t batch, uint32_t ld, uint32_t c0,
 START_TEST(test_matmul_stacked_one_matrix)
 {
     /* gate and then up lie back to back in block 3, whatever the input order: in the BF16
-     * model's memory and in the files' decoded groups. Stacked in that order they are
+     * model's memory and in the files' decoded groups (and a raw file's payload). Stacked in that order they are
      * one product where they are read decoded (one arena acquire past the fixed code's
      * fused batches, or a Huffman tensor's on CUDA), in the other order a product each;
      * either way y is the parts' y (bit for bit where one kernel makes both, else within the
@@ -1539,12 +1539,27 @@ START_TEST(test_matmul_stacked_one_matrix)
         ck_assert_int_eq(df11_block_release(m, 3, NULL), DF11_OK);
         df11_model_close(m);
     }
+    /* kind 3: the same tensors stored raw (df11-compress --codec raw), read in the payload */
+    char raw_path[600];
+    snprintf(raw_path, sizeof raw_path, "%s/mm_raw.df11", df11_test_tmpdir());
+    df11_compress_options co = { 0 };
+    co.store_raw = 1;
+    ck_assert_int_eq(
+        df11_compress_tensors(raw_path, mm.t.t, mm.t.n, CONFIG, strlen(CONFIG), &co, NULL),
+        DF11_OK);
     const uint32_t batches[] = { 1, fused_max(700) + 1 };
-    for (int kind = 0; kind < 3; kind++)
+    for (int kind = 0; kind < 4; kind++)
         for (int order = 0; order < 2; order++)
             for (size_t bi = 0; bi < 2; bi++) {
                 const uint32_t batch = batches[bi];
-                df11_model *m = mm_open(kind, DF11_NONLAYER_RESIDENT, 2);
+                df11_model *m = NULL;
+                if (kind < 3) {
+                    m = mm_open(kind, DF11_NONLAYER_RESIDENT, 2);
+                } else {
+                    df11_model_options o = opts(2);
+                    o.n_threads = 2;
+                    ck_assert_int_eq(df11_model_open(raw_path, &o, &m), DF11_OK);
+                }
                 df11_weight w[2], st;
                 for (int i = 0; i < 2; i++)
                     ck_assert_int_eq(df11_weight_get(m, parts[order ? 1 - i : i].name, &w[i]),
@@ -1569,7 +1584,7 @@ START_TEST(test_matmul_stacked_one_matrix)
                 for (int i = 0; i < 2; i++) {
                     const mm_shape *sh = &parts[order ? 1 - i : i];
                     float *got = mm_columns(ys, batch, 96, col, sh->n, 4);
-                    const int k = mm_kernel(m, 1, sh->name, batch);
+                    const int k = kind == 3 ? 0 : mm_kernel(m, 1, sh->name, batch);
 #ifdef RT_TEST_CUDA
                     /* cuBLAS on the part alone; over both parts, or a fused kernel, another
                      * order of the sums */
