@@ -133,13 +133,13 @@ __device__ __forceinline__ void decode_tile(const Part &P, uint32_t tile, uint32
     const uint32_t nv = df11i_fixed_tile_vecs(n_steps);
     /* every load first, all read once: evict-first, so that the decoded tensor stays in L2
      * for its consumer. */
-    const uint8_t *cp = P.codes + s * P.strip_code_bytes + t * (uint64_t)kTileCodeBytes + lane * 16;
+    const uint8_t *cp = P.codes + tile_codes_offset<uint64_t>(P.strip_code_bytes, s, t) + lane * 16;
     uint4 cw[3];
 #pragma unroll
     for (uint32_t i = 0; i < 3; i++)
         cw[i] =
             i < nv ? __ldcs(reinterpret_cast<const uint4 *>(cp + 512 * i)) : make_uint4(0, 0, 0, 0);
-    const uint8_t *sp = P.sm + (s * P.steps + 4ull * t) * kStepSmBytes + lane * 16;
+    const uint8_t *sp = P.sm + tile_sm_offset<uint64_t>(P.steps, s, t) + lane * 16;
     uint4 sv[8];
 #pragma unroll
     for (uint32_t i = 0; i < 8; i++)

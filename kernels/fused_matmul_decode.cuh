@@ -25,6 +25,18 @@ constexpr int kTileSmBytes = kTileSteps * kStepSmBytes;
 constexpr int kTileCodeBytes = kTileSteps * 3 * 4 * 32;
 static_assert(kStepSmBytes == 1024 && kTileCodeBytes == 1536, "a lane's 16 bytes of 512");
 
+// Where tile t of strip s starts in a tensor's sm bytes (`steps` steps a strip) and in its
+// code vectors (strip_code_bytes a strip), in the integer type I of the caller's geometry.
+template <class I> __host__ __device__ __forceinline__ I tile_sm_offset(I steps, I s, I t)
+{
+    return (s * steps + (I)kTileSteps * t) * kStepSmBytes;
+}
+template <class I>
+__host__ __device__ __forceinline__ I tile_codes_offset(I strip_code_bytes, I s, I t)
+{
+    return s * strip_code_bytes + t * (I)kTileCodeBytes;
+}
+
 __host__ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t sel)
 {
 #ifdef __CUDA_ARCH__

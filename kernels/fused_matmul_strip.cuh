@@ -174,11 +174,11 @@ __device__ __forceinline__ void issue_step(const uint8_t *sm, int g, bool on, ui
 // Where tile t of strip s starts, at the lane's 16 bytes: its sm bytes and its code vectors.
 __device__ __forceinline__ const uint8_t *tile_sm(const Mat &W, int s, int t, uint32_t lane)
 {
-    return W.sm + ((long long)s * W.steps + (long long)kTileSteps * t) * kStepSmBytes + lane * 16;
+    return W.sm + tile_sm_offset<long long>(W.steps, s, t) + lane * 16;
 }
 __device__ __forceinline__ const uint8_t *tile_codes(const Mat &W, int s, int t, uint32_t lane)
 {
-    return W.codes + s * W.strip_code_bytes + (long long)t * kTileCodeBytes + lane * 16;
+    return W.codes + tile_codes_offset<long long>(W.strip_code_bytes, s, t) + lane * 16;
 }
 
 // A segment of a warp's walk: tiles t0, t0 + TS, ... below t1 of strip s of part `part` (the
