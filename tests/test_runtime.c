@@ -1508,11 +1508,11 @@ static void *mm_columns(const void *y, uint32_t batch, uint32_t ld, uint32_t c0,
 START_TEST(test_matmul_stacked_one_matrix)
 {
     /* gate and then up lie back to back in block 3, whatever the input order: in the BF16
-     * model's memory and in the files' decoded groups (and a raw file's payload). Stacked in that order they are
-     * one product where they are read decoded (one arena acquire past the fixed code's
-     * fused batches, or a Huffman tensor's on CUDA), in the other order a product each;
-     * either way y is the parts' y (bit for bit where one kernel makes both, else within the
-     * fp32 bound of the fp64 reference). */
+     * model's memory, in the files' decoded groups and in a raw file's payload. Stacked in
+     * that order they are one product where they are read decoded (one arena acquire past
+     * the fixed code's fused batches, or a Huffman tensor's on CUDA), in the other order a
+     * product each; either way y is the parts' y (bit for bit where one kernel makes both,
+     * else within the fp32 bound of the fp64 reference). */
     static const mm_shape parts[] = { { "model.layers.3.mlp.gate_proj.weight", 64, 700 },
                                       { "model.layers.3.mlp.up_proj.weight", 32, 700 } };
     uint64_t rng = mm.seed ^ 0x6f6d;
@@ -1548,23 +1548,22 @@ START_TEST(test_matmul_stacked_one_matrix)
         df11_compress_tensors(raw_path, mm.t.t, mm.t.n, CONFIG, strlen(CONFIG), &co, NULL),
         DF11_OK);
     const uint32_t batches[] = { 1, fused_max(700) + 1 };
-    for (int kind = 0; kind < 4; kind++)
-        for (int order = 0; order < 2; order++)
+    for (int kind = 0; kind < 4; kind++) {
+        df11_model *m = NULL;
+        if (kind < 3) {
+            m = mm_open(kind, DF11_NONLAYER_RESIDENT, 2);
+        } else {
+            df11_model_options o = opts(2);
+            o.n_threads = 2;
+            ck_assert_int_eq(df11_model_open(raw_path, &o, &m), DF11_OK);
+        }
+        for (int order = 0; order < 2; order++) {
+            df11_weight w[2], st;
+            for (int i = 0; i < 2; i++)
+                ck_assert_int_eq(df11_weight_get(m, parts[order ? 1 - i : i].name, &w[i]), DF11_OK);
+            ck_assert_int_eq(df11_weight_stack(m, 2, w, &st), DF11_OK);
             for (size_t bi = 0; bi < 2; bi++) {
                 const uint32_t batch = batches[bi];
-                df11_model *m = NULL;
-                if (kind < 3) {
-                    m = mm_open(kind, DF11_NONLAYER_RESIDENT, 2);
-                } else {
-                    df11_model_options o = opts(2);
-                    o.n_threads = 2;
-                    ck_assert_int_eq(df11_model_open(raw_path, &o, &m), DF11_OK);
-                }
-                df11_weight w[2], st;
-                for (int i = 0; i < 2; i++)
-                    ck_assert_int_eq(df11_weight_get(m, parts[order ? 1 - i : i].name, &w[i]),
-                                     DF11_OK);
-                ck_assert_int_eq(df11_weight_stack(m, 2, w, &st), DF11_OK);
                 uint16_t *x = df11_test_random_bf16((size_t)batch * 700, &rng);
                 float *ys = malloc((size_t)batch * 96 * 4);
                 df11_model_stats s0 = { .size = sizeof s0 }, s1 = { .size = sizeof s1 };
@@ -1610,8 +1609,10 @@ START_TEST(test_matmul_stacked_one_matrix)
                 }
                 free(ys);
                 free(x);
-                df11_model_close(m);
             }
+        }
+        df11_model_close(m);
+    }
 }
 END_TEST
 
