@@ -404,6 +404,10 @@ df11_status df11_weight_stack(df11_model *m, uint32_t n, const df11_weight *part
             return df11i_fail(DF11_ERR_INVALID_ARG,
                               "df11_weight_stack: part %u is itself stacked ('%s')", i,
                               m->stacks[w->tensor - m->n_tensors].name);
+        if (m->tensors[w->tensor].view.ndim != 2)
+            return df11i_fail(DF11_ERR_INVALID_ARG,
+                              "df11_weight_stack: part %u ('%s') is a vector, not a matrix", i,
+                              w->name);
         if (w->cols != st.cols)
             return df11i_fail(DF11_ERR_INVALID_ARG,
                               "df11_weight_stack: part %u ('%s') has %u columns, part 0 %u", i,
@@ -698,23 +702,51 @@ static df11_status matmul_stacked(df11_model *m, const rt_stack *st, df11i_matmu
     return DF11_OK;
 }
 
-df11_status df11_matmul(df11_model *m, const df11_weight *w, const void *x, uint32_t batch, void *y,
-                        df11_dtype y_dtype, df11_stream stream)
+/* The name of a weight weight_check accepted (a stack's: its parts' joined). */
+static const char *weight_name(const df11_model *m, const df11_weight *w)
+{
+    return w->tensor < m->n_tensors ? m->tensors[w->tensor].view.name
+                                    : m->stacks[w->tensor - m->n_tensors].name;
+}
+
+/* df11_matmul and df11_matmul_checked (fn: which, for the details): every check before anything
+ * is enqueued, then the product. xs, ys: the shapes the caller stated (NULL: df11_matmul's
+ * bare pointers), checked against the weight once it is known to be this model's. */
+static df11_status matmul_call(const char *fn, df11_model *m, const df11_weight *w, const void *x,
+                               uint32_t batch, void *y, df11_dtype y_dtype, df11_stream stream,
+                               const df11_matrix *xs, const df11_matrix *ys)
 {
     if (!m || !w || !x || !y)
-        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_matmul: NULL %s",
+        return df11i_fail(DF11_ERR_INVALID_ARG, "%s: NULL %s", fn,
                           !m   ? "model"
                           : !w ? "weight"
                           : !x ? "x"
                                : "y");
-    if (batch == 0) return df11i_fail(DF11_ERR_INVALID_ARG, "df11_matmul: batch is 0");
-    df11_status s = df11i_rt_weight_check(m, w, y_dtype, stream, "df11_matmul");
+    df11_status s = df11i_rt_weight_check(m, w, y_dtype, stream, fn);
     if (s != DF11_OK) return s;
+    if (xs && xs->dtype != DF11_DTYPE_BF16)
+        return df11i_fail(DF11_ERR_DTYPE, "%s: x is %s, not BF16", fn, df11_dtype_name(xs->dtype));
+    if (xs && (xs->cols != w->cols || ys->cols != w->rows || xs->rows != ys->rows))
+        return df11i_fail(DF11_ERR_INVALID_ARG,
+                          "%s: x is %u x %u and y %u x %u, but '%s' (%u x %u) takes x of %u "
+                          "columns and gives y of %u, row for row",
+                          fn, xs->rows, xs->cols, ys->rows, ys->cols, weight_name(m, w), w->rows,
+                          w->cols, w->cols, w->rows);
+    if (batch == 0) return df11i_fail(DF11_ERR_INVALID_ARG, "%s: batch is 0", fn);
+    if (w->tensor < m->n_tensors && m->tensors[w->tensor].view.ndim != 2)
+        return df11i_fail(DF11_ERR_INVALID_ARG,
+                          "%s: '%s' is a vector, not a matrix (df11_rows_gather reads it)", fn,
+                          weight_name(m, w));
     const uint64_t ysize = df11_dtype_size(y_dtype);
     if (batch > INT32_MAX || (uint64_t)batch * w->cols > SIZE_MAX / 2 / sizeof(float) ||
         (uint64_t)batch * w->rows > SIZE_MAX / ysize)
-        return df11i_fail(DF11_ERR_OVERFLOW, "df11_matmul: batch %u x %u x %u overflows", batch,
-                          w->rows, w->cols);
+        return df11i_fail(DF11_ERR_OVERFLOW, "%s: batch %u x %u x %u overflows", fn, batch, w->rows,
+                          w->cols);
+    const uintptr_t x0 = (uintptr_t)x, y0 = (uintptr_t)y, x1 = x0 + (uintptr_t)batch * w->cols * 2,
+                    y1 = y0 + (uintptr_t)batch * w->rows * ysize;
+    if (x0 < y1 && y0 < x1)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "%s: x and y overlap (%u x %u and %u x %u)", fn,
+                          batch, w->cols, batch, w->rows);
     df11i_matmul_args a = { .x = x,
                             .y = y,
                             .y_dtype = y_dtype,
@@ -726,4 +758,19 @@ df11_status df11_matmul(df11_model *m, const df11_weight *w, const void *x, uint
     if (w->tensor >= m->n_tensors)
         return matmul_stacked(m, &m->stacks[w->tensor - m->n_tensors], &a);
     return matmul_one(m, w->tensor, &a);
+}
+
+df11_status df11_matmul(df11_model *m, const df11_weight *w, const void *x, uint32_t batch, void *y,
+                        df11_dtype y_dtype, df11_stream stream)
+{
+    return matmul_call("df11_matmul", m, w, x, batch, y, y_dtype, stream, NULL, NULL);
+}
+
+df11_status df11_matmul_checked(df11_model *m, const df11_weight *w, const df11_matrix *x,
+                                const df11_matrix *y, df11_stream stream)
+{
+    if (!x || !y)
+        return df11i_fail(DF11_ERR_INVALID_ARG, "df11_matmul_checked: NULL %s", !x ? "x" : "y");
+    return matmul_call("df11_matmul_checked", m, w, x->data, x->rows, y->data, y->dtype, stream, x,
+                       y);
 }

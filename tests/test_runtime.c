@@ -1474,13 +1474,52 @@ START_TEST(test_matmul_errors)
     ck_assert_int_eq(df11_matmul(m, &w, dx, 1, dy, DF11_DTYPE_F32, (df11_stream)dx),
                      DF11_ERR_INVALID_ARG);
 #endif
+    /* a vector is not a matrix to multiply by, alone or stacked */
+    ck_assert_int_eq(df11_matmul(m, &wv, dx, 1, dy, DF11_DTYPE_F32, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "vector"));
+    ck_assert_int_eq(df11_weight_stack(m, 1, &wv, &bad), DF11_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "vector"));
+    /* x and y overlapping: y at x, or one element into it */
+    ck_assert_int_eq(df11_matmul(m, &w, dx, 1, dx, DF11_DTYPE_BF16, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "overlap"));
+    ck_assert_int_eq(df11_matmul(m, &w, dx, 1, (char *)dx + 2, DF11_DTYPE_F32, NULL),
+                     DF11_ERR_INVALID_ARG);
+    /* the shapes stated (df11_matmul_checked): each mismatch named, before anything runs */
+    const df11_matrix xm = { dx, 1, K, DF11_DTYPE_BF16 }, ym = { dy, 1, N, DF11_DTYPE_F32 };
+    df11_matrix xb = xm, yb = ym;
+    ck_assert_int_eq(df11_matmul_checked(m, &w, NULL, &ym, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_matmul_checked(m, &w, &xm, NULL, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_matmul_checked(NULL, &w, &xm, &ym, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_matmul_checked(m, &wo, &xm, &ym, NULL), DF11_ERR_INVALID_ARG);
+    xb.cols = K + 1;
+    ck_assert_int_eq(df11_matmul_checked(m, &w, &xb, &ym, NULL), DF11_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), MM_SHAPES[0].name));
+    xb = xm, yb.cols = N - 1;
+    ck_assert_int_eq(df11_matmul_checked(m, &w, &xm, &yb, NULL), DF11_ERR_INVALID_ARG);
+    yb = ym, yb.rows = 2;
+    ck_assert_int_eq(df11_matmul_checked(m, &w, &xm, &yb, NULL), DF11_ERR_INVALID_ARG);
+    xb.dtype = DF11_DTYPE_F32;
+    ck_assert_int_eq(df11_matmul_checked(m, &w, &xb, &ym, NULL), DF11_ERR_DTYPE);
+    xb = xm, yb = ym, xb.rows = yb.rows = 0;
+    ck_assert_int_eq(df11_matmul_checked(m, &w, &xb, &yb, NULL), DF11_ERR_INVALID_ARG);
+    yb = ym, yb.dtype = DF11_DTYPE_F16;
+    ck_assert_int_eq(df11_matmul_checked(m, &w, &xm, &yb, NULL), DF11_ERR_INVALID_ARG);
+    xb = xm, xb.data = NULL;
+    ck_assert_int_eq(df11_matmul_checked(m, &w, &xb, &ym, NULL), DF11_ERR_INVALID_ARG);
+    yb = ym, yb.data = dx;
+    ck_assert_int_eq(df11_matmul_checked(m, &w, &xm, &yb, NULL), DF11_ERR_INVALID_ARG);
     uint16_t after[256];
     read_back(after, dy, sizeof after);
     ck_assert_msg(!memcmp(after, y0, sizeof y0), "a refused matmul wrote y");
-    /* and a good call still works after all that */
+    /* and a good call still works after all that, stated or not */
     ck_assert_int_eq(df11_matmul(m, &w, dx, 1, dy, DF11_DTYPE_F32, NULL), DF11_OK);
     read_back(after, dy, sizeof after);
     for (uint32_t r = 0; r < N; r++) ck_assert(((float *)after)[r] == 0.0f);
+    dev_upload(dy, y0, sizeof y0);
+    ck_assert_int_eq(df11_matmul_checked(m, &w, &xm, &ym, NULL), DF11_OK);
+    read_back(after, dy, sizeof after);
+    for (uint32_t r = 0; r < N; r++) ck_assert(((float *)after)[r] == 0.0f);
+    ck_assert_int_eq(memcmp((char *)after + N * 4, (char *)y0 + N * 4, sizeof y0 - N * 4), 0);
     /* through the provider */
     df11_provider p;
     ck_assert_int_eq(df11_model_provider(m, &p), DF11_OK);

@@ -333,7 +333,8 @@ DF11_API df11_status df11_model_stats_get(const df11_model *model, df11_model_st
  *     arena has a slot for every served block: through the arena (below), where its block,
  *     decoded once, stays decoded for the products after;
  *   - CUDA backend, W fixed-coded (EXP_FIXED, EXP_FIXED8), batch 1..32 on sm_80+, 1..128 on
- *     Hopper (sm_90a code, the default build; its wgmma kernel from batch 25): a fused
+ *     Hopper where K % 8 == 0 (sm_90a code, the default build; its wgmma kernel from batch
+ *     25; 1..32 for other K): a fused
  *     kernel multiplies straight from the compressed tensor, W decoded on chip and never
  *     written to global memory (fp32 accumulation, deterministic on a device; within the
  *     fp32 bound of, not bit-identical to, the cuBLAS result). Products of one model on one
@@ -374,7 +375,7 @@ typedef struct df11_weight {
  * values without an arena slot. DF11_ERR_NOT_FOUND if there is no such tensor,
  * DF11_ERR_DTYPE if it is not BF16, DF11_ERR_INVALID_ARG if it is neither 2-D nor 1-D or
  * is empty, DF11_ERR_OVERFLOW if a side exceeds INT32_MAX,
- * DF11_ERR_UNSUPPORTED for a codec this backend cannot multiply from. The first weight
+ * DF11_ERR_UNSUPPORTED where the backend has no matmul op. The first weight
  * that may need the decode path's fallback (CUDA backend: compressed W; host: a fixed-code
  * W, or a layer W where the arena has a slot for every served block) allocates the op's
  * scratch buffer, sized for the model's largest compressed 2-D BF16 tensor that fits an
@@ -415,13 +416,35 @@ DF11_API df11_status df11_weight_stack(df11_model *model, uint32_t n, const df11
  * on `stream` afterwards. The op's scratch buffer is shared by the model's calls, which
  * the runtime orders by events: calls on different streams are correct but serialise.
  * Host: `stream` must be NULL; the product is computed before the call returns.
+ * K and N come from the weight: x must hold batch × K BF16 and y batch × N, which bare
+ * pointers cannot show (df11_matmul_checked, below, takes both shapes and checks them).
  * Bad input fails before anything is enqueued: DF11_ERR_INVALID_ARG for a NULL model,
  * weight, x or y, batch 0, a y_dtype other than BF16/F32, a non-NULL stream on the host
- * backend, or a weight that is not one of this model's (another model's, out of range,
- * or altered); DF11_ERR_OVERFLOW when batch × K or batch × N bytes would not fit size_t
+ * backend, a weight that is not one of this model's (another model's, out of range, or
+ * altered), a 1-D weight (a norm, a bias: df11_rows_gather reads those), or x and y
+ * overlapping; DF11_ERR_OVERFLOW when batch × K or batch × N bytes would not fit size_t
  * or batch exceeds INT32_MAX. */
 DF11_API df11_status df11_matmul(df11_model *model, const df11_weight *weight, const void *x,
                                  uint32_t batch, void *y, df11_dtype y_dtype, df11_stream stream);
+
+/* A dense row-major matrix in backend memory (device memory on the CUDA backend, host
+ * memory on the host backend): an operand of df11_matmul_checked. */
+typedef struct df11_matrix {
+    void *data;
+    uint32_t rows, cols;
+    df11_dtype dtype;
+} df11_matrix;
+
+/* df11_matmul with the operands' shapes stated, so that a wrong buffer is refused instead of
+ * read or written out of bounds: x is batch × K BF16 and y batch × N (BF16 or F32), batch =
+ * x->rows, K and N the weight's cols and rows. Before anything is enqueued: DF11_ERR_DTYPE
+ * for an x that is not BF16, DF11_ERR_INVALID_ARG for a NULL x or y, or for shapes that do
+ * not match (x's columns other than K, y's other than N, or rows that differ; the detail
+ * names all three shapes); then every check of df11_matmul, which it calls. A few compares
+ * a call more than df11_matmul. */
+DF11_API df11_status df11_matmul_checked(df11_model *model, const df11_weight *weight,
+                                         const df11_matrix *x, const df11_matrix *y,
+                                         df11_stream stream);
 
 /* --- Row gather: out[i] = W[ids[i]], e.g. token embeddings ---
  *
