@@ -1135,6 +1135,69 @@ START_TEST(test_fixed_hostile_index)
 }
 END_TEST
 
+/* Files written by older df11-compress builds, committed in tests/data (its README.md says
+ * which commits and commands): a 2.0 Huffman file, a 2.1 fixed-code file and a 2.2 fixed8
+ * file, all of tests/data/old_source.safetensors. Each still opens with the version its
+ * writer gave it, holds its codec, and decodes to those weights bit for bit; opened as a
+ * model on the host backend, its products equal the BF16 model's bit for bit. */
+static const struct old_file {
+    const char *name;
+    uint16_t minor;
+    df11_codec codec;
+} OLD_FILES[] = { { "v2.0-huffman.df11", DF11_VERSION_MINOR_HUFFMAN_ONLY, DF11_CODEC_EXP_HUFFMAN },
+                  { "v2.1-fixed.df11", DF11_VERSION_MINOR_FIXED, DF11_CODEC_EXP_FIXED },
+                  { "v2.2-fixed8.df11", 2, DF11_CODEC_EXP_FIXED8 } };
+
+START_TEST(test_old_writers)
+{
+    const struct old_file *o = &OLD_FILES[_i];
+    char src[1024], path[1024];
+    snprintf(src, sizeof src, "%s/tests/data/old_source.safetensors", DF11_SOURCE_DIR);
+    snprintf(path, sizeof path, "%s/tests/data/%s", DF11_SOURCE_DIR, o->name);
+    size_t size;
+    uint8_t *img = slurp(path, &size);
+    ck_assert_uint_eq(df11i_ld16(img + HDR_VERSION_MAJOR), DF11_VERSION_MAJOR);
+    ck_assert_uint_eq(df11i_ld16(img + HDR_VERSION_MINOR), o->minor);
+    free(img);
+    df11i_st_model *a;
+    ck_assert_int_eq(df11i_st_open(src, &a), DF11_OK);
+    check_matches(path, a->tensors, a->n_tensors);
+    df11_file *f;
+    ck_assert_int_eq(df11_file_open(path, &f), DF11_OK);
+    uint32_t n_codec = 0;
+    for (uint32_t t = 0; t < df11_file_n_tensors(f); t++)
+        n_codec += df11_file_tensor(f, t)->codec == o->codec;
+    ck_assert_uint_gt(n_codec, 0);
+    df11_file_close(f);
+    /* every 2-D weight through the op, against the BF16 model of the source */
+    df11_model_options mo;
+    df11_model_options_init(&mo);
+    mo.backend = DF11_BACKEND_HOST;
+    df11_model *m, *ref;
+    ck_assert_int_eq(df11_model_open(path, &mo, &m), DF11_OK);
+    ck_assert_int_eq(df11_model_open_bf16(src, &mo, &ref), DF11_OK);
+    for (size_t i = 0; i < a->n_tensors; i++) {
+        const df11_tensor_source *t = &a->tensors[i];
+        if (t->dtype != DF11_DTYPE_BF16 || t->ndim != 2) continue;
+        const uint32_t n = (uint32_t)t->shape[0], k = (uint32_t)t->shape[1], batch = 3;
+        uint16_t *x = malloc((size_t)batch * k * 2);
+        float *y = malloc((size_t)batch * n * 4), *y_ref = malloc((size_t)batch * n * 4);
+        df11_test_fill_weights(x, (size_t)batch * k, k, &rng);
+        df11_weight w, w_ref;
+        ck_assert_int_eq(df11_weight_get(m, t->name, &w), DF11_OK);
+        ck_assert_int_eq(df11_weight_get(ref, t->name, &w_ref), DF11_OK);
+        ck_assert_int_eq(df11_matmul(m, &w, x, batch, y, DF11_DTYPE_F32, NULL), DF11_OK);
+        ck_assert_int_eq(df11_matmul(ref, &w_ref, x, batch, y_ref, DF11_DTYPE_F32, NULL), DF11_OK);
+        ck_assert_mem_eq(y, y_ref, (size_t)batch * n * 4);
+        free(x);
+        free(y);
+        free(y_ref);
+    }
+    df11_model_close(m);
+    df11_model_close(ref);
+    df11i_st_close(a);
+}
+END_TEST
 int main(void)
 {
     rng = df11_test_seed();
@@ -1160,6 +1223,7 @@ int main(void)
     tcase_add_loop_test(tc, test_fixed_real_model, 0, 2);
     tcase_add_loop_test(tc, test_fixed_hostile_payload, 0, 2);
     tcase_add_loop_test(tc, test_fixed_hostile_index, 0, 2);
+    tcase_add_loop_test(tc, test_old_writers, 0, sizeof OLD_FILES / sizeof OLD_FILES[0]);
     suite_add_tcase(s, tc);
     return df11_test_run(s);
 }
