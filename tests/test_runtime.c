@@ -2406,8 +2406,9 @@ START_TEST(test_tiers_host_gather)
             ck_assert(gotf[(size_t)i * D + c] ==
                       df11_test_bf16_f32(((const uint16_t *)src->data)[ids[i] * D + c]));
 #ifdef RT_TEST_CUDA
-    /* multiplied by nothing on the device */
-    ck_assert_int_eq(df11_matmul(m, &w, dev, 1, dev, DF11_DTYPE_F32, NULL), DF11_ERR_UNSUPPORTED);
+    /* multiplied by nothing on the device (x the first row of dev, y past it) */
+    ck_assert_int_eq(df11_matmul(m, &w, dev, 1, (char *)dev + (size_t)D * 4, DF11_DTYPE_F32, NULL),
+                     DF11_ERR_UNSUPPORTED);
 #endif
     dev_free(dev);
     free(got);
