@@ -1408,6 +1408,39 @@ START_TEST(test_matmul_threads)
 END_TEST
 #endif
 
+/* df11_weight_get refuses what no matmul can take, in a file of its own: a 3-D BF16 tensor
+ * and an empty one (INVALID_ARG), next to a matrix it resolves. */
+START_TEST(test_weight_get_shapes)
+{
+    static uint16_t w[2 * 4 * 16], v[16 * 64];
+    uint64_t rng = df11_test_seed() ^ 0x3d;
+    df11_test_fill_weights(w, 2 * 4 * 16, 16, &rng);
+    df11_test_fill_weights(v, 16 * 64, 64, &rng);
+    df11_tensor_source src[] = {
+        { "model.layers.0.mlp.conv.weight", DF11_DTYPE_BF16, 3, { 2, 4, 16 }, w },
+        { "model.layers.0.mlp.empty.weight", DF11_DTYPE_BF16, 2, { 0, 64 }, v },
+        { "model.layers.0.mlp.ok.weight", DF11_DTYPE_BF16, 2, { 16, 64 }, v },
+    };
+    char path[600];
+    snprintf(path, sizeof path, "%s/shapes.df11", df11_test_tmpdir());
+    df11_compress_options co = { .codec = df11_test_fixed_codec() };
+    df11_status s = df11_compress_tensors(path, src, 3, CONFIG, strlen(CONFIG), &co, NULL);
+    ck_assert_msg(s == DF11_OK, "compress: %s %s", df11_strerror(s), df11_last_error_detail());
+    df11_model_options o = opts(2);
+    df11_model *m;
+    ck_assert_int_eq(df11_model_open(path, &o, &m), DF11_OK);
+    df11_weight wt;
+    ck_assert_int_eq(df11_weight_get(m, src[0].name, &wt), DF11_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "3 dimensions"));
+    ck_assert_int_eq(df11_weight_get(m, src[1].name, &wt), DF11_ERR_INVALID_ARG);
+    ck_assert_int_eq(df11_weight_get(m, src[2].name, &wt), DF11_OK);
+    ck_assert_uint_eq(wt.rows, 16);
+    ck_assert_uint_eq(wt.cols, 64);
+    df11_model_close(m);
+    unlink(path);
+}
+END_TEST
+
 START_TEST(test_matmul_errors)
 {
     df11_model *m = mm_open(0, DF11_NONLAYER_ARENA, 2),
@@ -2959,6 +2992,7 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_reader);
     tcase_add_test(tc, test_reader_chunks);
     tcase_add_test(tc, test_matmul_reference);
+    tcase_add_test(tc, test_weight_get_shapes);
     tcase_add_test(tc, test_matmul_errors);
     tcase_add_test(tc, test_matmul_stacked);
     tcase_add_test(tc, test_matmul_stacked_one_matrix);
