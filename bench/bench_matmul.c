@@ -499,7 +499,8 @@ static int verdict_met(const verdict *v)
 
 /* The verdicts on the batches run: each TARGETS row whose batch was timed (the fixed code's op
  * under a graph where it was timed so, as the reference is), the op's worst choice over the
- * batches, and at matrix batch 1 the best matrix's stream. Returns how many. */
+ * batches, and at matrix batch 1 the best matrix's stream (where the fused kernels ran).
+ * Returns how many. */
 static int targets_of(const uint32_t *batches, int n_b, double t[][N_COLS], const char *fixed_name,
                       uint32_t mat_b, const double *of_copy, const char *const *mat_names,
                       verdict v[N_TARGETS + 2])
@@ -525,7 +526,7 @@ static int targets_of(const uint32_t *batches, int n_b, double t[][N_COLS], cons
     double choice = NAN;
     for (int bi = 0; bi < n_b; bi++) {
         const double c = t[bi][C_OP] / fmin(t[bi][C_FUSED], t[bi][C_DECODE]);
-        if (!(c <= choice)) choice = c, worst = bi; /* NAN: the first */
+        if (!isnan(c) && (worst < 0 || c > choice)) choice = c, worst = bi;
     }
     if (worst >= 0) {
         verdict *o = &v[n++];
@@ -537,10 +538,10 @@ static int targets_of(const uint32_t *batches, int n_b, double t[][N_COLS], cons
                  TARGET_CHOICE);
         snprintf(o->got, sizeof o->got, "%.3f at worst (B = %u)", choice, batches[worst]);
     }
-    if (mat_b == 1) {
-        int best = 0;
-        for (int i = 1; i < N_MATS; i++)
-            if (of_copy[i] > of_copy[best]) best = i;
+    int best = -1; /* none without the fused kernels (every of_copy NaN) */
+    for (int i = 0; i < N_MATS; i++)
+        if (!isnan(of_copy[i]) && (best < 0 || of_copy[i] > of_copy[best])) best = i;
+    if (mat_b == 1 && best >= 0) {
         verdict *o = &v[n++];
         o->value = of_copy[best];
         o->bound = TARGET_STREAM;
@@ -870,7 +871,7 @@ int bench_matmul_main(int argc, char **argv)
         }
         printf("],\"targets_gpu\":\"%s\",\"targets_met\":%d,\"targets\":[", TARGET_GPU, n_met);
         for (int k = 0; k < n_vd; k++) {
-            printf("%s{\"target\":\"%s\"", k ? "," : "", vd[k].what);
+            printf("%s{\"target\":\"%s\",\"measured\":\"%s\"", k ? "," : "", vd[k].what, vd[k].got);
             json_num("value", vd[k].value, "%.4f");
             printf(",\"bound\":%.2f,\"met\":%s}", vd[k].bound,
                    verdict_met(&vd[k]) ? "true" : "false");

@@ -404,14 +404,15 @@ df11_status df11_weight_stack(df11_model *m, uint32_t n, const df11_weight *part
             return df11i_fail(DF11_ERR_INVALID_ARG,
                               "df11_weight_stack: part %u is itself stacked ('%s')", i,
                               m->stacks[w->tensor - m->n_tensors].name);
-        if (m->tensors[w->tensor].view.ndim != 2)
+        const df11_tensor_view *v = &m->tensors[w->tensor].view; /* the index checked */
+        if (v->ndim != 2)
             return df11i_fail(DF11_ERR_INVALID_ARG,
                               "df11_weight_stack: part %u ('%s') is a vector, not a matrix", i,
-                              w->name);
+                              v->name);
         if (w->cols != st.cols)
             return df11i_fail(DF11_ERR_INVALID_ARG,
                               "df11_weight_stack: part %u ('%s') has %u columns, part 0 %u", i,
-                              w->name, w->cols, st.cols);
+                              v->name, w->cols, st.cols);
         st.part[i] = w->tensor;
         rows += w->rows;
         name_len += strlen(m->tensors[w->tensor].view.name) + 1;
@@ -771,6 +772,7 @@ df11_status df11_matmul_checked(df11_model *m, const df11_weight *w, const df11_
 {
     if (!x || !y)
         return df11i_fail(DF11_ERR_INVALID_ARG, "df11_matmul_checked: NULL %s", !x ? "x" : "y");
+    /* x->data and y->data NULL: df11_matmul's "NULL x" / "NULL y" */
     return matmul_call("df11_matmul_checked", m, w, x->data, x->rows, y->data, y->dtype, stream, x,
                        y);
 }

@@ -1137,9 +1137,10 @@ END_TEST
 
 /* Files written by older df11-compress builds, committed in tests/data (its README.md says
  * which commits and commands): a 2.0 Huffman file, a 2.1 fixed-code file and a 2.2 fixed8
- * file, all of tests/data/old_source.safetensors. Each still opens with the version its
- * writer gave it, holds its codec, and decodes to those weights bit for bit; opened as a
- * model on the host backend, its products equal the BF16 model's bit for bit. */
+ * file, all of tests/data/old_source.safetensors. Each holds the version its writer gave it
+ * (the fixture is what it says) and its codec, opens, and decodes to those weights bit for
+ * bit; opened as a model on the host backend, its products equal the BF16 model's bit for
+ * bit. */
 static const struct old_file {
     const char *name;
     uint16_t minor;

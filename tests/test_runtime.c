@@ -1433,6 +1433,7 @@ START_TEST(test_weight_get_shapes)
     ck_assert_int_eq(df11_weight_get(m, src[0].name, &wt), DF11_ERR_INVALID_ARG);
     ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "3 dimensions"));
     ck_assert_int_eq(df11_weight_get(m, src[1].name, &wt), DF11_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "non-empty"));
     ck_assert_int_eq(df11_weight_get(m, src[2].name, &wt), DF11_OK);
     ck_assert_uint_eq(wt.rows, 16);
     ck_assert_uint_eq(wt.cols, 64);
@@ -1517,6 +1518,14 @@ START_TEST(test_matmul_errors)
     ck_assert_ptr_nonnull(strstr(df11_last_error_detail(), "overlap"));
     ck_assert_int_eq(df11_matmul(m, &w, dx, 1, (char *)dx + 2, DF11_DTYPE_F32, NULL),
                      DF11_ERR_INVALID_ARG);
+    /* in one buffer: x starting inside y refused, x right after y taken (y written) */
+    char *one = dev_alloc((size_t)N * 4 + K * 2);
+    ck_assert_int_eq(df11_matmul(m, &w, one + 4, 1, one, DF11_DTYPE_F32, NULL),
+                     DF11_ERR_INVALID_ARG);
+    dev_upload(one + (size_t)N * 4, x, K * 2);
+    ck_assert_int_eq(df11_matmul(m, &w, one + (size_t)N * 4, 1, one, DF11_DTYPE_F32, NULL),
+                     DF11_OK);
+    dev_free(one);
     /* the shapes stated (df11_matmul_checked): each mismatch named, before anything runs */
     const df11_matrix xm = { dx, 1, K, DF11_DTYPE_BF16 }, ym = { dy, 1, N, DF11_DTYPE_F32 };
     df11_matrix xb = xm, yb = ym;

@@ -405,7 +405,7 @@ DF11_API df11_status df11_weight_get(df11_model *model, const char *name, df11_w
  * stacked weight's name is the parts' names joined by '+'. Not on the hot path: it may
  * allocate a larger workspace for the fused path (DF11_ERR_DEVICE_MEMORY when it does
  * not fit) and synchronise. DF11_ERR_INVALID_ARG for n out of range, a weight of another
- * model or not as returned, a stacked part, or columns that differ; DF11_ERR_OVERFLOW
+ * model or not as returned, a stacked part, a 1-D part, or columns that differ; DF11_ERR_OVERFLOW
  * when the rows add up past INT32_MAX. */
 DF11_API df11_status df11_weight_stack(df11_model *model, uint32_t n, const df11_weight *parts,
                                        df11_weight *stacked);
@@ -437,11 +437,12 @@ typedef struct df11_matrix {
 
 /* df11_matmul with the operands' shapes stated, so that a wrong buffer is refused instead of
  * read or written out of bounds: x is batch × K BF16 and y batch × N (BF16 or F32), batch =
- * x->rows, K and N the weight's cols and rows. Before anything is enqueued: DF11_ERR_DTYPE
- * for an x that is not BF16, DF11_ERR_INVALID_ARG for a NULL x or y, or for shapes that do
- * not match (x's columns other than K, y's other than N, or rows that differ; the detail
- * names all three shapes); then every check of df11_matmul, which it calls. A few compares
- * a call more than df11_matmul. */
+ * x->rows, K and N the weight's cols and rows. Before anything is enqueued it refuses what
+ * df11_matmul refuses (its x, y, y_dtype: x->data, y->data, y->dtype), and also: a NULL x
+ * or y (DF11_ERR_INVALID_ARG), an x that is not BF16 (DF11_ERR_DTYPE), and shapes that do
+ * not match (x's columns other than K, y's other than N, or rows that differ:
+ * DF11_ERR_INVALID_ARG, the detail naming all three shapes). Where several apply, the one
+ * reported is the first found. A few compares a call more than df11_matmul. */
 DF11_API df11_status df11_matmul_checked(df11_model *model, const df11_weight *weight,
                                          const df11_matrix *x, const df11_matrix *y,
                                          df11_stream stream);
